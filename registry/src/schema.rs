@@ -1,0 +1,143 @@
+//! The config file's shape, exactly as written. Validation turns it into a [`crate::Registry`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{ConfigError, ConfigProblem};
+use crate::source_map::{SourceMap, child};
+
+/// How strict the gateway is about unsafe settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// Unsafe overrides are refused.
+    Production,
+    /// Unsafe overrides are allowed, flagged in the self-audit and logged.
+    Development,
+}
+
+/// Upstreams compiled into the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuiltinServer {
+    /// A small notes service with read, write and destructive tools (the quickstart's upstream).
+    Notes,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) profile: Option<Profile>,
+    pub(crate) listen: Option<String>,
+    pub(crate) admin_listen: Option<String>,
+    pub(crate) public_url: Option<String>,
+    pub(crate) store: Option<String>,
+    #[serde(default)]
+    pub(crate) http: RawHttp,
+    pub(crate) servers: Option<BTreeMap<String, RawServer>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    pub(crate) max_body: Option<Value>,
+    #[serde(default)]
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) session_idle: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub(crate) url: Option<String>,
+    pub(crate) command: Option<RawCommand>,
+    pub(crate) builtin: Option<BuiltinServer>,
+    pub(crate) tools: Option<BTreeMap<String, RawTool>>,
+    #[serde(default)]
+    pub(crate) resources: Vec<String>,
+    #[serde(default)]
+    pub(crate) prompts: Vec<String>,
+    pub(crate) timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCommand {
+    pub(crate) program: String,
+    #[serde(default)]
+    pub(crate) args: Vec<String>,
+    #[serde(default)]
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) cwd: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTool {
+    pub(crate) class: String,
+}
+
+/// Deserialize the raw shape, turning the first type error into a located problem.
+pub(crate) fn deserialize(value: Value, map: &SourceMap) -> Result<RawConfig, ConfigError> {
+    serde_path_to_error::deserialize::<_, RawConfig>(value).map_err(|e| {
+        let mut path = String::new();
+        for seg in e.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                serde_path_to_error::Segment::Map { key } => path = child(&path, key),
+                serde_path_to_error::Segment::Enum { variant } => path = child(&path, variant),
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        let inner = e.into_inner().to_string();
+        ConfigError::Invalid(vec![type_problem(&path, &inner, map)])
+    })
+}
+
+fn type_problem(path: &str, message: &str, map: &SourceMap) -> ConfigProblem {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        let expected = rest.split_once(", expected ").map(|(_, e)| e).unwrap_or("");
+        let key_path = if path.ends_with(field) {
+            path.to_string()
+        } else {
+            child(path, field)
+        };
+        return ConfigProblem {
+            location: map.key(&key_path),
+            path: key_path,
+            message: format!("unknown key `{field}`"),
+            fix: if expected.is_empty() {
+                "remove this key".to_string()
+            } else {
+                format!("remove it or use one of the known keys: expected {expected}")
+            },
+        };
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let expected = rest.split_once(", expected ").map(|(_, e)| e).unwrap_or("");
+        return ConfigProblem {
+            location: map.value(path),
+            path: path.to_string(),
+            message: message.to_string(),
+            fix: format!("use {expected}"),
+        };
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        return ConfigProblem {
+            location: map.value(path),
+            path: path.to_string(),
+            message: format!("missing key `{field}`"),
+            fix: format!("add `{field}:` here"),
+        };
+    }
+    ConfigProblem {
+        location: map.value(path),
+        path: path.to_string(),
+        message: message.to_string(),
+        fix: "give this key a value of the type named above".to_string(),
+    }
+}

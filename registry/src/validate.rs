@@ -1,0 +1,435 @@
+//! Semantic validation: the raw shape becomes a [`Registry`] only if every rule holds.
+//!
+//! All problems are collected, not just the first, so an operator fixes a file in one pass.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use policy::{ToolClass, is_wire_tool_name};
+use serde_json::Value;
+
+use crate::duration::parse_duration;
+use crate::error::{ConfigError, ConfigProblem};
+use crate::schema::{BuiltinServer, Profile, RawCommand, RawConfig, RawServer};
+use crate::source_map::{SourceMap, child};
+
+const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+const MAX_SERVER_NAME: usize = 32;
+
+/// A validated config: what the gateway serves and how.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    /// Listener and store settings.
+    pub settings: Settings,
+    /// Servers in name order.
+    pub servers: Vec<Server>,
+    /// Where each key came from, for errors and the self-audit.
+    pub source: SourceMap,
+}
+
+/// Process-wide settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Strictness profile.
+    pub profile: Profile,
+    /// The MCP listener.
+    pub listen: SocketAddr,
+    /// The admin listener.
+    pub admin_listen: SocketAddr,
+    /// The canonical URL of this gateway (token audience, metadata).
+    pub public_url: String,
+    /// Store URL (`sqlite://…`).
+    pub store: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body: usize,
+    /// Browser origins allowed besides the public URL's own.
+    pub allowed_origins: Vec<String>,
+    /// How long an idle session lives.
+    pub session_idle: Duration,
+}
+
+/// One upstream MCP server.
+#[derive(Clone, Debug)]
+pub struct Server {
+    /// The registry name; the prefix of federated names.
+    pub name: String,
+    /// How to reach it.
+    pub source: ServerSource,
+    /// The allowlist: only these tools exist for clients.
+    pub tools: BTreeMap<String, ToolEntry>,
+    /// Resource URIs clients may list and read.
+    pub resources: Vec<ResourcePattern>,
+    /// Prompt names clients may list and get.
+    pub prompts: Vec<String>,
+    /// How long one upstream request may take.
+    pub timeout: Duration,
+}
+
+/// How an upstream is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerSource {
+    /// Streamable HTTP at this URL.
+    Http {
+        /// The endpoint URL.
+        url: String,
+    },
+    /// A child process speaking MCP over stdio.
+    Command(CommandSource),
+    /// An upstream compiled into the gateway.
+    Builtin(BuiltinServer),
+}
+
+/// A child process to launch without a shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandSource {
+    /// The program path.
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Variables set in its otherwise empty environment, as `env:NAME` references.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub cwd: Option<String>,
+}
+
+/// An allowlisted tool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ToolEntry {
+    /// What the operator says the tool does.
+    pub class: ToolClass,
+}
+
+/// An allowed resource URI: exact, or a prefix written with a trailing `*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResourcePattern {
+    /// This URI only.
+    Exact(String),
+    /// Any URI starting with this.
+    Prefix(String),
+}
+
+// === impl ResourcePattern ===
+
+impl ResourcePattern {
+    fn parse(s: &str) -> ResourcePattern {
+        match s.strip_suffix('*') {
+            Some(prefix) => ResourcePattern::Prefix(prefix.to_string()),
+            None => ResourcePattern::Exact(s.to_string()),
+        }
+    }
+
+    /// True when `uri` is allowed by this pattern. Comparison is byte-exact.
+    pub fn matches(&self, uri: &str) -> bool {
+        match self {
+            ResourcePattern::Exact(u) => u == uri,
+            ResourcePattern::Prefix(p) => uri.starts_with(p.as_str()),
+        }
+    }
+}
+
+// === impl Server ===
+
+impl Server {
+    /// True when the resource `uri` may be shown and read.
+    pub fn allows_resource(&self, uri: &str) -> bool {
+        self.resources.iter().any(|p| p.matches(uri))
+    }
+
+    /// True when the prompt `name` may be shown and fetched.
+    pub fn allows_prompt(&self, name: &str) -> bool {
+        self.prompts.iter().any(|p| p == name)
+    }
+}
+
+pub(crate) fn validate(raw: RawConfig, map: SourceMap) -> Result<Registry, ConfigError> {
+    let mut problems = Vec::new();
+    let settings = settings(&raw, &map, &mut problems);
+    let mut servers = Vec::new();
+    match raw.servers {
+        None => problems.push(ConfigProblem {
+            location: map.value(""),
+            path: "servers".to_string(),
+            message: "missing key `servers`".to_string(),
+            fix: "add a `servers:` map; each server needs `url`, `command` or `builtin`, and a `tools` allowlist".to_string(),
+        }),
+        Some(raw_servers) => {
+            for (name, s) in raw_servers {
+                if let Some(server) = server(&name, s, &map, &mut problems) {
+                    servers.push(server);
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(Registry {
+            settings,
+            servers,
+            source: map,
+        })
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>) -> Settings {
+    let addr = |key: &str, v: &Option<String>, default: &str, problems: &mut Vec<ConfigProblem>| {
+        let text = v.as_deref().unwrap_or(default);
+        text.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problems.push(map.problem(
+                key,
+                format!("`{text}` is not an address and port"),
+                "write it as IP:PORT, e.g. `127.0.0.1:8080`",
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    };
+    let listen = addr("listen", &raw.listen, "127.0.0.1:8080", problems);
+    let admin_listen = addr(
+        "admin_listen",
+        &raw.admin_listen,
+        "127.0.0.1:8081",
+        problems,
+    );
+    let public_url = match &raw.public_url {
+        Some(u) => {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                problems.push(map.problem(
+                    "public_url",
+                    format!("`{u}` is not an http(s) URL"),
+                    "write the URL clients use to reach this gateway, e.g. `https://mcp.example.com`",
+                ));
+            }
+            u.trim_end_matches('/').to_string()
+        }
+        None => format!("http://{listen}"),
+    };
+    let store = raw
+        .store
+        .clone()
+        .unwrap_or_else(|| "sqlite://portcullis.db".to_string());
+    if !store.starts_with("sqlite:") {
+        problems.push(map.problem(
+            "store",
+            format!("unsupported store `{store}`"),
+            "use `sqlite://PATH` (e.g. `sqlite://portcullis.db`)",
+        ));
+    }
+    let max_body = match &raw.http.max_body {
+        None => DEFAULT_MAX_BODY,
+        Some(v) => parse_size(v).unwrap_or_else(|| {
+            problems.push(map.problem(
+                "http.max_body",
+                format!("`{v}` is not a size"),
+                "write bytes as a number or with a unit, e.g. `4MiB`, `512KiB`",
+            ));
+            DEFAULT_MAX_BODY
+        }),
+    };
+    let session_idle = duration_or(
+        raw.http.session_idle.as_deref(),
+        "http.session_idle",
+        DEFAULT_SESSION_IDLE,
+        map,
+        problems,
+    );
+    Settings {
+        profile: raw.profile.unwrap_or(Profile::Production),
+        listen,
+        admin_listen,
+        public_url,
+        store,
+        max_body,
+        allowed_origins: raw.http.allowed_origins.clone(),
+        session_idle,
+    }
+}
+
+fn duration_or(
+    text: Option<&str>,
+    path: &str,
+    default: Duration,
+    map: &SourceMap,
+    problems: &mut Vec<ConfigProblem>,
+) -> Duration {
+    match text {
+        None => default,
+        Some(t) => match parse_duration(t) {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                problems.push(map.problem(
+                    path,
+                    format!("`{t}` is not a duration"),
+                    "write a whole number and a unit, e.g. `500ms`, `30s`, `5m`",
+                ));
+                default
+            }
+        },
+    }
+}
+
+fn parse_size(v: &Value) -> Option<usize> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n > 0),
+        Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: usize = num.parse().ok()?;
+            let mult = match unit.trim() {
+                "" | "B" => 1,
+                "KiB" => 1024,
+                "MiB" => 1024 * 1024,
+                "KB" | "kB" => 1000,
+                "MB" => 1_000_000,
+                _ => return None,
+            };
+            n.checked_mul(mult).filter(|n| *n > 0)
+        }
+        _ => None,
+    }
+}
+
+fn valid_server_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.len() <= MAX_SERVER_NAME
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn server(
+    name: &str,
+    raw: RawServer,
+    map: &SourceMap,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Server> {
+    let base = child("servers", name);
+    let before = problems.len();
+    if !valid_server_name(name) {
+        problems.push(ConfigProblem {
+            location: map.key(&base),
+            path: base.clone(),
+            message: format!("server name `{name}` is not allowed"),
+            fix: "use 1-32 characters of a-z, 0-9 and `-`, starting with a letter or digit (no `_`: it separates server and tool in federated names)".to_string(),
+        });
+    }
+    let source = match (raw.url, raw.command, raw.builtin) {
+        (Some(url), None, None) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(map.problem(
+                    &child(&base, "url"),
+                    format!("`{url}` is not an http(s) URL"),
+                    "give the upstream's Streamable HTTP endpoint, e.g. `http://127.0.0.1:9100/mcp`",
+                ));
+            }
+            Some(ServerSource::Http { url })
+        }
+        (None, Some(cmd), None) => command(&base, cmd, map, problems).map(ServerSource::Command),
+        (None, None, Some(b)) => Some(ServerSource::Builtin(b)),
+        _ => {
+            problems.push(map.problem(
+                &base,
+                format!("server `{name}` must have exactly one of `url`, `command`, `builtin`"),
+                "keep one way to reach the server: `url:` for Streamable HTTP, `command:` for stdio",
+            ));
+            None
+        }
+    };
+    let tools_path = child(&base, "tools");
+    let mut tools = BTreeMap::new();
+    match raw.tools {
+        None => problems.push(ConfigProblem {
+            location: map.key(&base),
+            path: tools_path,
+            message: format!("server `{name}` has no `tools` allowlist"),
+            fix: "list every tool clients may call, each with its class, e.g. `tools: { search: { class: read } }`; write `tools: {}` to expose none".to_string(),
+        }),
+        Some(list) => {
+            for (tool, spec) in list {
+                let p = child(&tools_path, &tool);
+                let federated = format!("{name}__{tool}");
+                if !is_wire_tool_name(&tool) || !is_wire_tool_name(&federated) {
+                    problems.push(ConfigProblem {
+                        location: map.key(&p),
+                        path: p.clone(),
+                        message: format!("tool name `{tool}` cannot be served: `{federated}` must match ^[A-Za-z0-9_-]{{1,64}}$"),
+                        fix: "use a shorter server name, or allowlist only tools whose names use A-Z, a-z, 0-9, `_` and `-`".to_string(),
+                    });
+                }
+                match spec.class.parse::<ToolClass>() {
+                    Ok(class) => {
+                        tools.insert(tool, ToolEntry { class });
+                    }
+                    Err(_) => problems.push(map.problem(
+                        &child(&p, "class"),
+                        format!("unknown tool class `{}`", spec.class),
+                        "use `read`, `write` or `destructive`",
+                    )),
+                }
+            }
+        }
+    }
+    let timeout = duration_or(
+        raw.timeout.as_deref(),
+        &child(&base, "timeout"),
+        DEFAULT_TIMEOUT,
+        map,
+        problems,
+    );
+    let resources = raw
+        .resources
+        .iter()
+        .map(|r| ResourcePattern::parse(r))
+        .collect();
+    if problems.len() > before {
+        return None;
+    }
+    Some(Server {
+        name: name.to_string(),
+        source: source?,
+        tools,
+        resources,
+        prompts: raw.prompts,
+        timeout,
+    })
+}
+
+fn command(
+    base: &str,
+    cmd: RawCommand,
+    map: &SourceMap,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<CommandSource> {
+    let p = child(base, "command");
+    if cmd.program.trim().is_empty() {
+        problems.push(map.problem(
+            &child(&p, "program"),
+            "empty program".to_string(),
+            "give the path of the server executable",
+        ));
+        return None;
+    }
+    for (k, v) in &cmd.env {
+        if !v.starts_with("env:") {
+            problems.push(map.problem(
+                &child(&child(&p, "env"), k),
+                format!("environment value for `{k}` is a literal"),
+                "pass values by reference, e.g. `env:NAME` to take it from the gateway's environment",
+            ));
+        }
+    }
+    Some(CommandSource {
+        program: cmd.program,
+        args: cmd.args,
+        env: cmd.env,
+        cwd: cmd.cwd,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+use crate::{ConfigError, ServerSource, load_str};
+
+fn problems(text: &str) -> Vec<String> {
+    match load_str("t.yaml", text) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(ConfigError::Invalid(p)) => p.iter().map(|p| p.to_string()).collect(),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+#[test]
+fn minimal_config_loads() {
+    let r = load_str(
+        "t.yaml",
+        "servers:\n  notes:\n    url: http://127.0.0.1:9/mcp\n    tools:\n      search: { class: read }\n",
+    )
+    .unwrap();
+    assert_eq!(r.servers.len(), 1);
+    assert_eq!(
+        r.servers[0].source,
+        ServerSource::Http {
+            url: "http://127.0.0.1:9/mcp".into()
+        }
+    );
+    assert_eq!(r.settings.max_body, 4 * 1024 * 1024);
+    assert_eq!(r.settings.public_url, "http://127.0.0.1:8080");
+}
+
+#[test]
+fn missing_allowlist_names_the_server_line() {
+    let p = problems("servers:\n  notes:\n    url: http://127.0.0.1:9/mcp\n");
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].starts_with(
+            "t.yaml:2:3: `servers.notes.tools`: server `notes` has no `tools` allowlist"
+        ),
+        "{}",
+        p[0]
+    );
+    assert!(p[0].contains("fix:"));
+}
+
+#[test]
+fn unknown_key_points_at_the_key() {
+    let p = problems("servers:\n  notes:\n    url: http://x/mcp\n    tols: {}\n");
+    assert!(
+        p[0].starts_with("t.yaml:4:5: `servers.notes.tols`: unknown key `tols`"),
+        "{}",
+        p[0]
+    );
+}
+
+#[test]
+fn wrong_type_points_at_the_value() {
+    let p = problems(
+        "listen: 127.0.0.1:1\nservers:\n  a:\n    url: http://x/mcp\n    tools:\n      t: { class: 7 }\n",
+    );
+    assert!(
+        p[0].starts_with("t.yaml:6:19: `servers.a.tools.t.class`"),
+        "{}",
+        p[0]
+    );
+}
+
+#[test]
+fn bad_class_and_bad_name_are_both_reported() {
+    let p = problems(
+        "servers:\n  Bad_Name:\n    url: http://x/mcp\n    tools:\n      t: { class: writ }\n",
+    );
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].contains("server name `Bad_Name` is not allowed"));
+    assert!(
+        p[1].starts_with("t.yaml:5:19:") && p[1].contains("unknown tool class `writ`"),
+        "{}",
+        p[1]
+    );
+}
+
+#[test]
+fn yaml_syntax_error_has_a_location() {
+    let p = problems("servers:\n  a: [1, 2\n");
+    assert!(p[0].starts_with("t.yaml:"), "{}", p[0]);
+    assert!(p[0].contains("YAML syntax error"));
+}
+
+#[test]
+fn duplicate_keys_are_refused() {
+    let p = problems("servers: {}\nservers: {}\n");
+    assert!(p[0].contains("YAML syntax error"), "{}", p[0]);
+}
+
+#[test]
+fn exactly_one_source() {
+    let p = problems("servers:\n  a:\n    url: http://x/mcp\n    builtin: notes\n    tools: {}\n");
+    assert!(p[0].contains("exactly one of"), "{}", p[0]);
+}
+
+#[test]
+fn literal_env_is_refused() {
+    let p = problems(
+        "servers:\n  a:\n    command: { program: /bin/x, env: { TOKEN: abc } }\n    tools: {}\n",
+    );
+    assert!(p[0].contains("is a literal"), "{}", p[0]);
+}
+
+#[test]
+fn sizes_and_durations() {
+    let r = load_str(
+        "t.yaml",
+        "http: { max_body: 512KiB, session_idle: 10m }\nservers:\n  a:\n    builtin: notes\n    timeout: 250ms\n    tools: {}\n",
+    )
+    .unwrap();
+    assert_eq!(r.settings.max_body, 512 * 1024);
+    assert_eq!(r.servers[0].timeout.as_millis(), 250);
+    let p = problems("http: { max_body: lots }\nservers: {}\n");
+    assert!(p[0].starts_with("t.yaml:1:19:"), "{}", p[0]);
+}
