@@ -1,1 +1,23 @@
-fn main() {}
+//! `portcullis`: an MCP gateway that fails closed.
+//!
+//! The binary's entry point: command-line parsing and exit codes. Everything else lives in the
+//! modules named in ARCHITECTURE.md.
+
+mod auth;
+mod catalog;
+mod cli;
+mod demo;
+mod dispatch;
+mod front;
+mod gateway;
+mod jsonrpc;
+mod serve;
+mod session;
+mod store;
+mod upstream;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
+}

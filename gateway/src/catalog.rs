@@ -1,0 +1,133 @@
+//! What a caller sees: tools, resources, templates and prompts, named for the endpoint.
+//!
+//! On `/mcp` every item carries its server: tools and prompts as `<server>__<name>`, resource
+//! URIs as `<server>+<uri>` (reversible, and unambiguous because server names have no `+`). On
+//! `/mcp/<server>` items keep their own names. Only allowlisted items are ever shown, and tool
+//! annotations come from the registry's class, never from the upstream.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use policy::{ToolClass, UpstreamHints};
+use rmcp::model::Tool;
+use serde_json::{Map, Value, json};
+
+use crate::jsonrpc::{INVALID_PARAMS, RpcError};
+use crate::session::Scope;
+use crate::upstream::Upstream;
+
+/// Items per page of a `*/list` answer.
+pub(crate) const PAGE_SIZE: usize = 100;
+
+/// The class the gateway enforces and shows for a tool: the registry's, raised by upstream claims.
+pub(crate) fn effective_class(up: &Upstream, tool: &Tool) -> Option<ToolClass> {
+    let entry = up.config.tools.get(tool.name.as_ref())?;
+    let hints = UpstreamHints {
+        read_only: tool.annotations.as_ref().and_then(|a| a.read_only_hint),
+        destructive: tool.annotations.as_ref().and_then(|a| a.destructive_hint),
+    };
+    Some(entry.class.raised_by(hints))
+}
+
+/// The tool as a client sees it: renamed for the scope, annotations from the class, no upstream
+/// `_meta`, icons or annotations passed through.
+pub(crate) fn present_tool(up: &Upstream, tool: &Tool, scope: &Scope) -> Option<Value> {
+    let class = effective_class(up, tool)?;
+    let mut out = Map::new();
+    let name = match scope {
+        Scope::Federated => format!("{}__{}", up.name(), tool.name),
+        Scope::Server(_) => tool.name.to_string(),
+    };
+    out.insert("name".into(), Value::String(name));
+    if let Some(t) = &tool.title {
+        out.insert("title".into(), Value::String(t.clone()));
+    }
+    if let Some(d) = &tool.description {
+        out.insert("description".into(), Value::String(d.to_string()));
+    }
+    out.insert("inputSchema".into(), Value::Object((*tool.input_schema).clone()));
+    if let Some(s) = &tool.output_schema {
+        out.insert("outputSchema".into(), Value::Object((**s).clone()));
+    }
+    out.insert(
+        "annotations".into(),
+        json!({ "readOnlyHint": class.read_only_hint(), "destructiveHint": class.destructive_hint() }),
+    );
+    Some(Value::Object(out))
+}
+
+/// Rename a resource (or template) for the federated endpoint.
+pub(crate) fn present_resource(server: &str, mut item: Value, scope: &Scope, uri_key: &str) -> Value {
+    if *scope == Scope::Federated {
+        if let Some(obj) = item.as_object_mut() {
+            if let Some(Value::String(uri)) = obj.get(uri_key) {
+                let u = format!("{server}+{uri}");
+                obj.insert(uri_key.into(), Value::String(u));
+            }
+            if let Some(Value::String(name)) = obj.get("name") {
+                let n = format!("{server}__{name}");
+                obj.insert("name".into(), Value::String(n));
+            }
+        }
+    }
+    item
+}
+
+/// Split a federated resource URI `<server>+<uri>`.
+pub(crate) fn split_resource_uri(uri: &str) -> Option<(&str, &str)> {
+    let (server, rest) = uri.split_once('+')?;
+    (!server.is_empty() && !rest.is_empty()).then_some((server, rest))
+}
+
+/// An opaque cursor over the gateway's own pages: which server, and the upstream's cursor there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub(crate) server: usize,
+    pub(crate) offset: usize,
+    pub(crate) upstream: Option<String>,
+}
+
+impl Cursor {
+    pub(crate) fn encode(&self) -> String {
+        let v = json!({ "s": self.server, "o": self.offset, "c": self.upstream });
+        URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    /// Decode a cursor from `params.cursor`; absent is the first page, garbage is -32602.
+    pub(crate) fn from_params(params: Option<&Value>) -> Result<Cursor, RpcError> {
+        let Some(c) = params.and_then(|p| p.get("cursor")) else { return Ok(Cursor::default()) };
+        let bad = || RpcError::new(INVALID_PARAMS, "invalid cursor");
+        let c = c.as_str().ok_or_else(bad)?;
+        let bytes = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        let num = |k: &str| v.get(k).and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok());
+        Ok(Cursor {
+            server: num("s").ok_or_else(bad)?,
+            offset: num("o").ok_or_else(bad)?,
+            upstream: v.get("c").and_then(Value::as_str).map(str::to_string),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trip_and_garbage() {
+        let c = Cursor { server: 2, offset: 100, upstream: Some("abc".into()) };
+        let p = json!({ "cursor": c.encode() });
+        assert_eq!(Cursor::from_params(Some(&p)).unwrap(), c);
+        for bad in [json!({"cursor": "!!"}), json!({"cursor": 3}), json!({"cursor": "e30"})] {
+            assert_eq!(Cursor::from_params(Some(&bad)).unwrap_err().code, INVALID_PARAMS);
+        }
+        assert_eq!(Cursor::from_params(None).unwrap(), Cursor::default());
+    }
+
+    #[test]
+    fn federated_uris_split_at_the_first_plus() {
+        assert_eq!(split_resource_uri("notes+note://1"), Some(("notes", "note://1")));
+        assert_eq!(split_resource_uri("a+b+c://x"), Some(("a", "b+c://x")));
+        assert_eq!(split_resource_uri("note://1"), None);
+        assert_eq!(split_resource_uri("+x"), None);
+    }
+}

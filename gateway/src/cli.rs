@@ -1,0 +1,180 @@
+//! Command-line interface and exit codes.
+//!
+//! Exit codes follow sysexits: 64 for bad config or usage, 69 when the store cannot be opened,
+//! 70 for internal errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::store::{KeyRole, Store};
+
+/// Invalid config or usage.
+pub(crate) const EX_CONFIG: u8 = 64;
+/// A required service (the store) is unavailable.
+pub(crate) const EX_UNAVAILABLE: u8 = 69;
+/// Internal software error.
+pub(crate) const EX_SOFTWARE: u8 = 70;
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "An MCP gateway that fails closed")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a config file.
+    Serve {
+        /// The config file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Write a starter config in the current directory, issue keys, and run it.
+    Quickstart {
+        /// Port for the MCP listener (the admin listener uses the next one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Manage API keys in the store named by the config.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Issue a key; the secret is printed once and never stored.
+    Create {
+        #[arg(long)]
+        config: PathBuf,
+        /// A name for the key, for logs and listings.
+        #[arg(long)]
+        name: String,
+        /// `client` keys call MCP; `admin` keys operate the gateway.
+        #[arg(long, default_value = "client")]
+        role: String,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        #[arg(long)]
+        config: PathBuf,
+        id: String,
+    },
+}
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis: cannot start the runtime: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config } => match load(&config) {
+                Ok(reg) => crate::serve::run(reg, None).await,
+                Err(code) => code,
+            },
+            Command::Quickstart { port } => crate::serve::quickstart(port).await,
+            Command::Keys { action } => keys(action).await,
+        }
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Load and validate a config, printing problems and mapping failure to exit 64.
+pub(crate) fn load(path: &std::path::Path) -> Result<registry::Registry, ExitCode> {
+    registry::load_file(path).map_err(|e| {
+        eprintln!("portcullis: {e}");
+        ExitCode::from(EX_CONFIG)
+    })
+}
+
+pub(crate) async fn open_store(reg: &registry::Registry) -> Result<Store, ExitCode> {
+    Store::open(&reg.settings.store).await.map_err(|e| {
+        eprintln!("portcullis: cannot open store `{}`: {e}", reg.settings.store);
+        ExitCode::from(EX_UNAVAILABLE)
+    })
+}
+
+async fn keys(action: KeysAction) -> ExitCode {
+    let config = match &action {
+        KeysAction::Create { config, .. } | KeysAction::List { config } | KeysAction::Revoke { config, .. } => config,
+    };
+    let reg = match load(config) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let store = match open_store(&reg).await {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    match action {
+        KeysAction::Create { name, role, .. } => {
+            let role = match role.as_str() {
+                "client" => KeyRole::Client,
+                "admin" => KeyRole::Admin,
+                other => {
+                    eprintln!("portcullis: unknown role `{other}`; use `client` or `admin`");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            match store.create_key(&name, role).await {
+                Ok(k) => {
+                    println!("id: {}\nrole: {}\nkey: {}", k.record.id, role.as_str(), k.secret);
+                    eprintln!("portcullis: the key is shown once; store it now");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::from(EX_UNAVAILABLE)
+                }
+            }
+        }
+        KeysAction::List { .. } => match store.list_keys().await {
+            Ok(keys) => {
+                println!("{:<16}  {:<6}  {:<7}  name", "id", "role", "state");
+                for k in keys {
+                    let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                    println!("{:<16}  {:<6}  {:<7}  {}", k.id, k.role.as_str(), state, k.name);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::from(EX_UNAVAILABLE)
+            }
+        },
+        KeysAction::Revoke { id, .. } => match store.revoke_key(&id).await {
+            Ok(true) => {
+                println!("revoked {id}");
+                ExitCode::SUCCESS
+            }
+            Ok(false) => {
+                eprintln!("portcullis: no active key `{id}`");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::from(EX_UNAVAILABLE)
+            }
+        },
+    }
+}

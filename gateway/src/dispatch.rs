@@ -1,0 +1,512 @@
+//! MCP methods: what the gateway answers itself and what it forwards, after deciding.
+//!
+//! Every item a caller names is resolved against the registry's allowlists and the upstream's
+//! current catalogue. A tool that is not allowlisted and a tool that does not exist get the same
+//! error, byte for byte, so discovery reveals nothing a caller may not use.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Identity;
+use crate::catalog::{self, Cursor, PAGE_SIZE};
+use crate::front::{STATEFUL_VERSIONS, STATELESS_VERSION};
+use crate::gateway::Gateway;
+use crate::jsonrpc::{INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, RpcError, UPSTREAM_ERROR};
+use crate::session::{Scope, Session};
+use crate::upstream::{Upstream, UpstreamError, UpstreamEvent};
+
+/// Which protocol era a request arrived in.
+pub(crate) enum Era {
+    /// 2025-era: a session created by `initialize`.
+    Stateful(Arc<Session>),
+    /// 2026-07-28: everything is in the request.
+    Stateless {
+        /// `_meta` client capabilities of this request.
+        capabilities: Value,
+    },
+}
+
+/// One inbound message's context.
+pub(crate) struct Call {
+    pub(crate) identity: Identity,
+    pub(crate) scope: Scope,
+    pub(crate) era: Era,
+}
+
+impl Call {
+    fn modern(&self) -> bool {
+        matches!(self.era, Era::Stateless { .. })
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        match &self.era {
+            Era::Stateful(s) => Some(&s.id),
+            Era::Stateless { .. } => None,
+        }
+    }
+}
+
+fn server_info() -> Value {
+    json!({ "name": "portcullis", "title": "Portcullis MCP gateway", "version": env!("CARGO_PKG_VERSION") })
+}
+
+fn capabilities(gw: &Gateway, scope: &Scope) -> Value {
+    let mut caps = json!({
+        "tools": { "listChanged": true },
+        "resources": { "listChanged": true },
+        "prompts": { "listChanged": true },
+    });
+    let ups: Vec<&Arc<Upstream>> = match scope {
+        Scope::Federated => gw.upstreams.all().iter().collect(),
+        Scope::Server(s) => gw.upstreams.get(s).into_iter().collect(),
+    };
+    let any = |k: &str| ups.iter().any(|u| u.capabilities().get(k).is_some());
+    if let Some(obj) = caps.as_object_mut() {
+        if any("completions") {
+            obj.insert("completions".into(), json!({}));
+        }
+        if any("logging") {
+            obj.insert("logging".into(), json!({}));
+        }
+    }
+    if let Scope::Server(_) = scope {
+        let sub = ups.iter().any(|u| {
+            u.capabilities().get("resources").and_then(|r| r.get("subscribe")).and_then(Value::as_bool) == Some(true)
+        });
+        if sub {
+            if let Some(r) = caps.get_mut("resources").and_then(Value::as_object_mut) {
+                r.insert("subscribe".into(), Value::Bool(true));
+            }
+        }
+    }
+    caps
+}
+
+/// The `initialize` result for a new stateful session.
+pub(crate) fn initialize_result(gw: &Gateway, scope: &Scope, version: &str) -> Value {
+    json!({
+        "protocolVersion": version,
+        "capabilities": capabilities(gw, scope),
+        "serverInfo": server_info(),
+        "instructions": "Tools behind this gateway are allowlisted and every call is authorised by the gateway.",
+    })
+}
+
+/// The notification a session should see for an upstream event, if it concerns its scope.
+pub(crate) fn event_notification(ev: &UpstreamEvent, scope: &Scope) -> Option<(&'static str, &'static str)> {
+    let (server, kind, method) = match ev {
+        UpstreamEvent::ToolsChanged(s) => (s, "toolsListChanged", "notifications/tools/list_changed"),
+        UpstreamEvent::ResourcesChanged(s) => (s, "resourcesListChanged", "notifications/resources/list_changed"),
+        UpstreamEvent::PromptsChanged(s) => (s, "promptsListChanged", "notifications/prompts/list_changed"),
+    };
+    match scope {
+        Scope::Federated => Some((kind, method)),
+        Scope::Server(s) if s == server => Some((kind, method)),
+        Scope::Server(_) => None,
+    }
+}
+
+/// The single answer for a tool that is not allowlisted, not offered, or not there at all.
+fn unknown_tool(name: &str) -> RpcError {
+    let mut e = RpcError::new(INVALID_PARAMS, format!("Unknown tool: {name}"));
+    e.data = Some(json!({ "reason": "not_found" }));
+    e
+}
+
+fn unknown_prompt(name: &str) -> RpcError {
+    let mut e = RpcError::new(INVALID_PARAMS, format!("Unknown prompt: {name}"));
+    e.data = Some(json!({ "reason": "not_found" }));
+    e
+}
+
+fn unknown_resource(uri: &str, modern: bool) -> RpcError {
+    let code = if modern { INVALID_PARAMS } else { RESOURCE_NOT_FOUND };
+    let mut e = RpcError::new(code, "Resource not found");
+    e.data = Some(json!({ "reason": "not_found", "uri": uri }));
+    e
+}
+
+fn upstream_error(e: UpstreamError) -> RpcError {
+    match e {
+        UpstreamError::Rpc { server, error } => {
+            let code = error.get("code").and_then(Value::as_i64).unwrap_or(UPSTREAM_ERROR);
+            let msg = error.get("message").and_then(Value::as_str).unwrap_or("error");
+            let mut out = RpcError::new(code, format!("upstream `{server}`: {msg}"));
+            out.data = Some(json!({ "reason": "upstream_error", "server": server, "upstream": error.get("data") }));
+            out
+        }
+        other => {
+            tracing::warn!(error = %other, "upstream request failed");
+            let server = match &other {
+                UpstreamError::Down(s)
+                | UpstreamError::Timeout(s, _)
+                | UpstreamError::Transport(s)
+                | UpstreamError::Cancelled(s)
+                | UpstreamError::Unreadable(s) => s.clone(),
+                UpstreamError::Rpc { server, .. } => server.clone(),
+            };
+            let mut out = RpcError::new(UPSTREAM_ERROR, other.to_string());
+            out.data = Some(json!({ "reason": "upstream_unavailable", "server": server }));
+            out
+        }
+    }
+}
+
+/// Params to forward upstream: the caller's `_meta` never crosses the gateway.
+fn forwardable(params: Option<Value>) -> Map<String, Value> {
+    let mut p = match params {
+        Some(Value::Object(p)) => p,
+        _ => Map::new(),
+    };
+    p.remove("_meta");
+    p
+}
+
+fn progress_token(params: &Option<Value>) -> Option<Value> {
+    params.as_ref()?.get("_meta")?.get("progressToken").filter(|t| t.is_string() || t.is_number()).cloned()
+}
+
+fn str_param<'a>(params: &'a Option<Value>, key: &str) -> Result<&'a str, RpcError> {
+    params
+        .as_ref()
+        .and_then(|p| p.get(key))
+        .and_then(Value::as_str)
+        .ok_or_else(|| RpcError::new(INVALID_PARAMS, format!("missing string parameter `{key}`")))
+}
+
+impl Gateway {
+    fn scoped(&self, scope: &Scope) -> Vec<&Arc<Upstream>> {
+        match scope {
+            Scope::Federated => self.upstreams.all().iter().collect(),
+            Scope::Server(s) => self.upstreams.get(s).into_iter().collect(),
+        }
+    }
+
+    /// Resolve a client-facing name to (upstream, upstream-side name) for this scope.
+    fn resolve<'a>(&'a self, scope: &Scope, name: &'a str) -> Option<(&'a Arc<Upstream>, &'a str)> {
+        match scope {
+            Scope::Federated => {
+                let f = policy::split_federated(name)?;
+                Some((self.upstreams.get(f.server)?, f.name))
+            }
+            Scope::Server(s) => Some((self.upstreams.get(s)?, name)),
+        }
+    }
+
+    /// Answer one request.
+    pub(crate) async fn request(
+        &self,
+        call: &Call,
+        id: &Value,
+        method: &str,
+        params: Option<Value>,
+        sink: mpsc::UnboundedSender<Value>,
+    ) -> Result<Value, RpcError> {
+        let modern = call.modern();
+        let mut result = match method {
+            "ping" if !modern => Ok(json!({})),
+            "server/discover" if modern => Ok(self.discover(&call.scope)),
+            "tools/list" => self.list_tools(&call.scope, params.as_ref()),
+            "tools/call" => self.call_tool(call, id, params, sink).await,
+            "resources/list" => self.list_upstream(call, "resources/list", "resources", "uri", params.as_ref()).await,
+            "resources/templates/list" => {
+                self.list_upstream(call, "resources/templates/list", "resourceTemplates", "uriTemplate", params.as_ref()).await
+            }
+            "resources/read" => self.read_resource(call, params).await,
+            "resources/subscribe" | "resources/unsubscribe" if !modern => self.subscribe(call, method, params).await,
+            "prompts/list" => self.list_upstream(call, "prompts/list", "prompts", "", params.as_ref()).await,
+            "prompts/get" => self.get_prompt(call, params).await,
+            "completion/complete" => self.complete(call, params).await,
+            "logging/setLevel" if !modern => self.set_level(call, params).await,
+            _ => {
+                let mut e = RpcError::new(METHOD_NOT_FOUND, format!("Method not found: {method}"));
+                e.data = Some(Value::String(method.to_string()));
+                Err(e)
+            }
+        }?;
+        if modern {
+            if let Some(obj) = result.as_object_mut() {
+                obj.entry("resultType").or_insert_with(|| json!("complete"));
+                if matches!(
+                    method,
+                    "server/discover" | "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" | "resources/read"
+                ) {
+                    obj.entry("ttlMs").or_insert_with(|| json!(0));
+                    // What a caller sees depends on who it is: never cache across identities.
+                    obj.insert("cacheScope".into(), json!("private"));
+                }
+                let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+                if let Some(m) = meta.as_object_mut() {
+                    m.insert("io.modelcontextprotocol/serverInfo".into(), server_info());
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    fn discover(&self, scope: &Scope) -> Value {
+        let mut versions = vec![STATELESS_VERSION];
+        versions.extend(STATEFUL_VERSIONS.iter().rev());
+        json!({
+            "supportedVersions": versions,
+            "capabilities": capabilities(self, scope),
+            "instructions": "Tools behind this gateway are allowlisted and every call is authorised by the gateway.",
+        })
+    }
+
+    fn list_tools(&self, scope: &Scope, params: Option<&Value>) -> Result<Value, RpcError> {
+        let cursor = Cursor::from_params(params)?;
+        let mut all = Vec::new();
+        for up in self.scoped(scope) {
+            for t in up.tools().iter() {
+                if let Some(v) = catalog::present_tool(up, t, scope) {
+                    all.push(v);
+                }
+            }
+        }
+        let page: Vec<Value> = all.iter().skip(cursor.offset).take(PAGE_SIZE).cloned().collect();
+        let mut out = json!({ "tools": page });
+        let next = cursor.offset.saturating_add(PAGE_SIZE);
+        if next < all.len() {
+            out["nextCursor"] = json!(Cursor { server: 0, offset: next, upstream: None }.encode());
+        }
+        Ok(out)
+    }
+
+    async fn call_tool(
+        &self,
+        call: &Call,
+        id: &Value,
+        params: Option<Value>,
+        sink: mpsc::UnboundedSender<Value>,
+    ) -> Result<Value, RpcError> {
+        let name = str_param(&params, "name")?.to_string();
+        let (up, tool) = self.resolve(&call.scope, &name).ok_or_else(|| unknown_tool(&name))?;
+        // Allowlisted in the registry AND currently offered by the upstream, compared exactly.
+        let offered = up.tools().iter().any(|t| t.name == tool);
+        if !up.config.tools.contains_key(tool) || !offered {
+            tracing::info!(key = %call.identity.key_id, tool = %name, "call to unknown or unlisted tool refused");
+            return Err(unknown_tool(&name));
+        }
+        let progress = progress_token(&params).map(|t| (t, sink));
+        let mut fwd = forwardable(params);
+        fwd.insert("name".into(), Value::String(tool.to_string()));
+        match fwd.get("arguments") {
+            None | Some(Value::Object(_)) => {}
+            Some(_) => return Err(RpcError::new(INVALID_PARAMS, "`arguments` must be an object")),
+        }
+        let cancel = CancellationToken::new();
+        let key = call.session_id().map(|s| (s.to_string(), id.to_string()));
+        if let (Some(k), Ok(mut map)) = (&key, self.inflight.lock()) {
+            map.insert(k.clone(), cancel.clone());
+        }
+        let started = std::time::Instant::now();
+        let r = up.request("tools/call", Some(Value::Object(fwd)), progress, Some(cancel)).await;
+        if let (Some(k), Ok(mut map)) = (&key, self.inflight.lock()) {
+            map.remove(k);
+        }
+        tracing::debug!(server = %up.name(), tool, elapsed_us = started.elapsed().as_micros() as u64, ok = r.is_ok(), "tool call");
+        r.map_err(upstream_error)
+    }
+
+    /// Resources, templates and prompts: fetched live, one upstream page per answer, with a
+    /// cursor that remembers the upstream and its own cursor.
+    async fn list_upstream(
+        &self,
+        call: &Call,
+        method: &str,
+        field: &str,
+        uri_key: &str,
+        params: Option<&Value>,
+    ) -> Result<Value, RpcError> {
+        let mut cursor = Cursor::from_params(params)?;
+        let ups = self.scoped(&call.scope);
+        let mut items = Vec::new();
+        let mut next = None;
+        while let Some(up) = ups.get(cursor.server) {
+            let p = match &cursor.upstream {
+                Some(c) => json!({ "cursor": c }),
+                None => json!({}),
+            };
+            match up.request(method, Some(p), None, None).await {
+                Ok(page) => {
+                    for item in page.get(field).and_then(Value::as_array).into_iter().flatten() {
+                        let allowed = match field {
+                            "prompts" => item.get("name").and_then(Value::as_str).is_some_and(|n| up.config.allows_prompt(n)),
+                            _ => item.get(uri_key).and_then(Value::as_str).is_some_and(|u| up.config.allows_resource(u)),
+                        };
+                        if !allowed {
+                            continue;
+                        }
+                        let shown = if field == "prompts" {
+                            let mut it = item.clone();
+                            if call.scope == Scope::Federated {
+                                if let Some(Value::String(n)) = it.get("name") {
+                                    it["name"] = json!(format!("{}__{}", up.name(), n));
+                                }
+                            }
+                            it
+                        } else {
+                            catalog::present_resource(up.name(), item.clone(), &call.scope, uri_key)
+                        };
+                        items.push(shown);
+                    }
+                    match page.get("nextCursor").and_then(Value::as_str) {
+                        Some(c) if !c.is_empty() => {
+                            next = Some(Cursor { server: cursor.server, offset: 0, upstream: Some(c.to_string()) });
+                        }
+                        _ if cursor.server + 1 < ups.len() => {
+                            next = Some(Cursor { server: cursor.server + 1, offset: 0, upstream: None });
+                        }
+                        _ => next = None,
+                    }
+                }
+                Err(e) => {
+                    // A down upstream is skipped in a federated listing; alone, it is an error.
+                    if ups.len() == 1 {
+                        return Err(upstream_error(e));
+                    }
+                    tracing::warn!(server = %up.name(), error = %e, "upstream skipped in listing");
+                    next = (cursor.server + 1 < ups.len())
+                        .then(|| Cursor { server: cursor.server + 1, offset: 0, upstream: None });
+                }
+            }
+            // Keep going past upstreams that contributed nothing, so pages are not needlessly empty.
+            match &next {
+                Some(n) if items.is_empty() => cursor = n.clone(),
+                _ => break,
+            }
+        }
+        let mut out = json!({ field: items });
+        if let Some(n) = next {
+            out["nextCursor"] = json!(n.encode());
+        }
+        Ok(out)
+    }
+
+    fn resolve_uri<'a>(&'a self, scope: &Scope, uri: &'a str) -> Option<(&'a Arc<Upstream>, &'a str)> {
+        match scope {
+            Scope::Federated => {
+                let (s, rest) = catalog::split_resource_uri(uri)?;
+                Some((self.upstreams.get(s)?, rest))
+            }
+            Scope::Server(s) => Some((self.upstreams.get(s)?, uri)),
+        }
+    }
+
+    async fn read_resource(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
+        let modern = call.modern();
+        let uri = str_param(&params, "uri")?.to_string();
+        let (up, inner) = self.resolve_uri(&call.scope, &uri).ok_or_else(|| unknown_resource(&uri, modern))?;
+        if !up.config.allows_resource(inner) {
+            return Err(unknown_resource(&uri, modern));
+        }
+        let mut fwd = forwardable(params);
+        fwd.insert("uri".into(), json!(inner));
+        let mut res = match up.request("resources/read", Some(Value::Object(fwd)), None, None).await {
+            Ok(r) => r,
+            Err(UpstreamError::Rpc { error, .. })
+                if matches!(error.get("code").and_then(Value::as_i64), Some(RESOURCE_NOT_FOUND) | Some(INVALID_PARAMS)) =>
+            {
+                return Err(unknown_resource(&uri, modern));
+            }
+            Err(e) => return Err(upstream_error(e)),
+        };
+        if call.scope == Scope::Federated {
+            for c in res.get_mut("contents").and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(Value::String(u)) = c.get("uri") {
+                    c["uri"] = json!(format!("{}+{}", up.name(), u));
+                }
+            }
+        }
+        Ok(res)
+    }
+
+    async fn subscribe(&self, call: &Call, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
+        let uri = str_param(&params, "uri")?.to_string();
+        let (up, inner) = self.resolve_uri(&call.scope, &uri).ok_or_else(|| unknown_resource(&uri, false))?;
+        if !up.config.allows_resource(inner) {
+            return Err(unknown_resource(&uri, false));
+        }
+        let mut fwd = forwardable(params);
+        fwd.insert("uri".into(), json!(inner));
+        up.request(method, Some(Value::Object(fwd)), None, None).await.map_err(upstream_error)?;
+        Ok(json!({}))
+    }
+
+    async fn get_prompt(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
+        let name = str_param(&params, "name")?.to_string();
+        let (up, inner) = self.resolve(&call.scope, &name).ok_or_else(|| unknown_prompt(&name))?;
+        if !up.config.allows_prompt(inner) {
+            return Err(unknown_prompt(&name));
+        }
+        let mut fwd = forwardable(params);
+        fwd.insert("name".into(), json!(inner));
+        up.request("prompts/get", Some(Value::Object(fwd)), None, None).await.map_err(upstream_error)
+    }
+
+    async fn complete(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
+        let none = || Ok(json!({ "completion": { "values": [], "hasMore": false } }));
+        let Some(r) = params.as_ref().and_then(|p| p.get("ref")).cloned() else {
+            return Err(RpcError::new(INVALID_PARAMS, "missing `ref`"));
+        };
+        let (up, new_ref) = match r.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => {
+                let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
+                let Some((up, inner)) = self.resolve(&call.scope, name) else { return none() };
+                if !up.config.allows_prompt(inner) {
+                    return none();
+                }
+                (up, json!({ "type": "ref/prompt", "name": inner }))
+            }
+            Some("ref/resource") => {
+                let uri = r.get("uri").and_then(Value::as_str).unwrap_or_default();
+                let Some((up, inner)) = self.resolve_uri(&call.scope, uri) else { return none() };
+                if !up.config.allows_resource(inner) {
+                    return none();
+                }
+                (up, json!({ "type": "ref/resource", "uri": inner }))
+            }
+            _ => return Err(RpcError::new(INVALID_PARAMS, "unknown `ref.type`")),
+        };
+        if up.capabilities().get("completions").is_none() {
+            return none();
+        }
+        let mut fwd = forwardable(params);
+        fwd.insert("ref".into(), new_ref);
+        up.request("completion/complete", Some(Value::Object(fwd)), None, None).await.map_err(upstream_error)
+    }
+
+    async fn set_level(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
+        let level = str_param(&params, "level")?.to_string();
+        for up in self.scoped(&call.scope) {
+            if up.capabilities().get("logging").is_some() {
+                if let Err(e) = up.request("logging/setLevel", Some(json!({ "level": level })), None, None).await {
+                    tracing::warn!(server = %up.name(), error = %e, "logging/setLevel not relayed");
+                }
+            }
+        }
+        Ok(json!({}))
+    }
+
+    /// A client notification: cancellation is acted on; the rest need nothing from the gateway.
+    pub(crate) fn notification(&self, call: &Call, method: &str, params: Option<&Value>) {
+        if method == "notifications/cancelled" {
+            let (Some(sid), Some(rid)) = (call.session_id(), params.and_then(|p| p.get("requestId"))) else { return };
+            let token = self.inflight.lock().ok().and_then(|m| m.get(&(sid.to_string(), rid.to_string())).cloned());
+            if let Some(t) = token {
+                tracing::info!(session = sid, request = %rid, "request cancelled by client");
+                t.cancel();
+            }
+        }
+    }
+
+    /// A client's response to a request the gateway sent. The gateway sends none on shared
+    /// upstream connections, so a response is unexpected and dropped.
+    pub(crate) fn client_response(&self, call: &Call, id: &Value, _outcome: Result<Value, Value>) {
+        tracing::debug!(session = call.session_id().unwrap_or("-"), id = %id, "unexpected client response dropped");
+    }
+}

@@ -1,0 +1,511 @@
+//! The MCP listener: Streamable HTTP on `/mcp` and `/mcp/<server>`, both protocol eras.
+//!
+//! Order of checks on every request: Host and Origin (403), body size (413, before parsing),
+//! credentials (401), endpoint (404), then the JSON-RPC message. The era is chosen per request:
+//! an `initialize` or an `Mcp-Session-Id` means the stateful revisions; a 2026-07-28
+//! `MCP-Protocol-Version` or per-request `_meta` means the stateless one.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::StreamExt as _;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::auth::{AuthError, Identity};
+use crate::dispatch::{Call, Era};
+use crate::gateway::Gateway;
+use crate::jsonrpc::{self, HEADER_MISMATCH, INVALID_REQUEST, Inbound, RpcError, UNSUPPORTED_VERSION};
+use crate::session::Scope;
+
+/// Stateful revisions the front accepts, oldest first.
+pub(crate) const STATEFUL_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// The stateless revision.
+pub(crate) const STATELESS_VERSION: &str = "2026-07-28";
+const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const META_CAPS: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// Build the MCP listener's router.
+pub(crate) fn router(gw: Arc<Gateway>) -> Router {
+    let limit = gw.registry.settings.max_body;
+    Router::new()
+        .route("/mcp", get(get_root).post(post_root).delete(delete_root))
+        .route("/mcp/{server}", get(get_server).post(post_server).delete(delete_server))
+        .route("/.well-known/oauth-protected-resource", get(resource_metadata))
+        .route("/.well-known/oauth-protected-resource/{*path}", get(resource_metadata))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(gw)
+}
+
+// === handlers ===
+
+async fn post_root(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+    post(gw, None, headers, body).await
+}
+
+async fn post_server(
+    State(gw): State<Arc<Gateway>>,
+    Path(server): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    post(gw, Some(server), headers, body).await
+}
+
+async fn get_root(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    stream(gw, None, headers).await
+}
+
+async fn get_server(State(gw): State<Arc<Gateway>>, Path(s): Path<String>, headers: HeaderMap) -> Response {
+    stream(gw, Some(s), headers).await
+}
+
+async fn delete_root(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    delete(gw, None, headers).await
+}
+
+async fn delete_server(State(gw): State<Arc<Gateway>>, Path(s): Path<String>, headers: HeaderMap) -> Response {
+    delete(gw, Some(s), headers).await
+}
+
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    let down: Vec<&str> = gw.upstreams.all().iter().filter(|u| !u.is_connected()).map(|u| u.name()).collect();
+    if down.is_empty() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("upstreams not connected: {}", down.join(", "))).into_response()
+    }
+}
+
+async fn resource_metadata(State(gw): State<Arc<Gateway>>) -> Response {
+    let s = &gw.registry.settings;
+    axum::Json(json!({
+        "resource": s.public_url,
+        "authorization_servers": [],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Portcullis MCP gateway",
+    }))
+    .into_response()
+}
+
+// === request flow ===
+
+/// Everything checked before the body is read as JSON-RPC.
+struct Admitted {
+    identity: Identity,
+    scope: Scope,
+}
+
+async fn admit(gw: &Gateway, server: Option<String>, headers: &HeaderMap) -> Result<Admitted, Response> {
+    if !gw.host_allowed(headers.get(header::HOST)) {
+        return Err(plain_error(StatusCode::FORBIDDEN, "host not allowed"));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if !gw.origin_allowed(origin) {
+            return Err(plain_error(StatusCode::FORBIDDEN, "origin not allowed"));
+        }
+    }
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let identity = match gw.auth.client(auth).await {
+        Ok(id) => id,
+        Err(AuthError::Unavailable(e)) => {
+            tracing::error!(error = %e, "credential check failed; refusing");
+            return Err(plain_error(StatusCode::SERVICE_UNAVAILABLE, "credentials cannot be checked right now"));
+        }
+        Err(e) => {
+            tracing::info!(reason = %e, "unauthenticated request refused");
+            return Err(unauthorized(gw));
+        }
+    };
+    let scope = match server {
+        None => Scope::Federated,
+        Some(s) if gw.upstreams.get(&s).is_some() => Scope::Server(s),
+        Some(_) => return Err(plain_error(StatusCode::NOT_FOUND, "no such endpoint")),
+    };
+    Ok(Admitted { identity, scope })
+}
+
+async fn post(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let admitted = match admit(&gw, server, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let msg = match jsonrpc::parse(&body) {
+        Ok(m) => m,
+        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, &e),
+    };
+    let accepts_sse = accepts(&headers, "text/event-stream");
+    let session_id = header_str(&headers, "mcp-session-id");
+    let version_header = header_str(&headers, "mcp-protocol-version");
+
+    // Stateful: an existing session.
+    if let Some(sid) = session_id {
+        let Some(session) = gw.sessions.get(sid, &admitted.identity, &admitted.scope) else {
+            return rpc_error(StatusCode::NOT_FOUND, msg_id(&msg), &RpcError::new(jsonrpc::GATEWAY_REFUSED, "session not found"));
+        };
+        if let Some(v) = version_header {
+            if !STATEFUL_VERSIONS.contains(&v) {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    msg_id(&msg),
+                    &RpcError::new(INVALID_REQUEST, format!("unsupported MCP-Protocol-Version `{v}`")),
+                );
+            }
+        }
+        let call = Call {
+            identity: admitted.identity,
+            scope: admitted.scope,
+            era: Era::Stateful(session),
+        };
+        return answer(gw, call, msg, accepts_sse).await;
+    }
+
+    // Stateful: a new session.
+    if msg.method() == Some("initialize") {
+        return initialize(&gw, admitted, msg);
+    }
+
+    // Stateless (2026-07-28).
+    let meta_version = match &msg {
+        Inbound::Request { params, .. } | Inbound::Notification { params, .. } => params
+            .as_ref()
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get(META_VERSION))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        Inbound::Response { .. } => None,
+    };
+    let modern = version_header.is_some_and(|v| !STATEFUL_VERSIONS.contains(&v)) || meta_version.is_some();
+    if !modern {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            msg_id(&msg),
+            &RpcError::new(INVALID_REQUEST, "missing Mcp-Session-Id: send `initialize` first, or use protocol 2026-07-28"),
+        );
+    }
+    if let Err(e) = check_stateless(&headers, &msg, version_header, meta_version.as_deref()) {
+        return rpc_error(StatusCode::BAD_REQUEST, msg_id(&msg), &e);
+    }
+    let caps = match &msg {
+        Inbound::Request { params, .. } => params
+            .as_ref()
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get(META_CAPS))
+            .cloned(),
+        _ => Some(json!({})),
+    };
+    let Some(caps) = caps else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            msg_id(&msg),
+            &RpcError::new(jsonrpc::INVALID_PARAMS, "missing `_meta` key `io.modelcontextprotocol/clientCapabilities`"),
+        );
+    };
+    let call = Call { identity: admitted.identity, scope: admitted.scope, era: Era::Stateless { capabilities: caps } };
+    answer(gw, call, msg, accepts_sse).await
+}
+
+/// 2026-07-28 header rules: `MCP-Protocol-Version` equals `_meta`, `Mcp-Method` equals the
+/// method, `Mcp-Name` equals the name or URI the body targets. Headers are validated, never trusted.
+fn check_stateless(
+    headers: &HeaderMap,
+    msg: &Inbound,
+    version_header: Option<&str>,
+    meta_version: Option<&str>,
+) -> Result<(), RpcError> {
+    let mismatch = |m: String| RpcError::new(HEADER_MISMATCH, format!("Header mismatch: {m}"));
+    let version = meta_version.or(version_header).unwrap_or_default();
+    if version != STATELESS_VERSION {
+        let mut e = RpcError::new(UNSUPPORTED_VERSION, "Unsupported protocol version");
+        let mut supported = vec![STATELESS_VERSION];
+        supported.extend(STATEFUL_VERSIONS.iter().rev());
+        e.data = Some(json!({ "supported": supported, "requested": version }));
+        return Err(e);
+    }
+    if let (Some(h), Some(m)) = (version_header, meta_version) {
+        if h != m {
+            return Err(mismatch(format!("MCP-Protocol-Version `{h}` does not match _meta `{m}`")));
+        }
+    }
+    let (method, params) = match msg {
+        Inbound::Request { method, params, .. } | Inbound::Notification { method, params } => (method, params),
+        Inbound::Response { .. } => return Err(RpcError::new(INVALID_REQUEST, "responses are not accepted in 2026-07-28")),
+    };
+    match header_str(headers, "mcp-method") {
+        None => return Err(mismatch("missing required Mcp-Method header".into())),
+        Some(h) if h != method => return Err(mismatch(format!("Mcp-Method `{h}` does not match body method `{method}`"))),
+        Some(_) => {}
+    }
+    let key = match method.as_str() {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
+        _ => None,
+    };
+    if let Some(key) = key {
+        let expected = params.as_ref().and_then(|p| p.get(key)).and_then(Value::as_str).unwrap_or_default();
+        match header_str(headers, "mcp-name").map(decode_header_value) {
+            None => return Err(mismatch(format!("missing required Mcp-Name header for `{method}`"))),
+            Some(None) => return Err(mismatch("Mcp-Name header is not valid Base64".into())),
+            Some(Some(v)) if v != expected => {
+                return Err(mismatch(format!("Mcp-Name header value does not match body value for `{method}`")));
+            }
+            Some(Some(_)) => {}
+        }
+    }
+    Ok(())
+}
+
+fn decode_header_value(raw: &str) -> Option<String> {
+    match raw.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
+        Some(b64) => {
+            let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(raw.to_string()),
+    }
+}
+
+fn initialize(gw: &Gateway, admitted: Admitted, msg: Inbound) -> Response {
+    let Inbound::Request { id, params, .. } = msg else {
+        return rpc_error(StatusCode::BAD_REQUEST, None, &RpcError::new(INVALID_REQUEST, "`initialize` must be a request"));
+    };
+    let requested = params.as_ref().and_then(|p| p.get("protocolVersion")).and_then(Value::as_str).unwrap_or_default();
+    let version = if STATEFUL_VERSIONS.contains(&requested) {
+        requested
+    } else {
+        STATEFUL_VERSIONS.last().copied().unwrap_or("2025-11-25")
+    };
+    let caps = params.as_ref().and_then(|p| p.get("capabilities")).cloned().unwrap_or_else(|| json!({}));
+    let result = crate::dispatch::initialize_result(gw, &admitted.scope, version);
+    let session = gw.sessions.create(admitted.identity, admitted.scope, version.to_string(), caps);
+    tracing::info!(session = %session.id, key = %session.identity.key_id, protocol = version, "session started");
+    let mut resp = axum::Json(jsonrpc::response(&id, result)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&session.id) {
+        resp.headers_mut().insert("mcp-session-id", v);
+    }
+    resp
+}
+
+/// Run one message and answer it: 202 for notifications and responses; for requests JSON, or an
+/// SSE stream if the request produced messages (progress, logs) before its result.
+async fn answer(gw: Arc<Gateway>, call: Call, msg: Inbound, accepts_sse: bool) -> Response {
+    match msg {
+        Inbound::Notification { method, params } => {
+            gw.notification(&call, &method, params.as_ref());
+            StatusCode::ACCEPTED.into_response()
+        }
+        Inbound::Response { id, outcome } => {
+            gw.client_response(&call, &id, outcome);
+            StatusCode::ACCEPTED.into_response()
+        }
+        Inbound::Request { id, method, params } => {
+            let modern = matches!(call.era, Era::Stateless { .. });
+            if method == "subscriptions/listen" && modern {
+                return listen(gw, call, id, params);
+            }
+            let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+            let fut = {
+                let gw = gw.clone();
+                let id = id.clone();
+                async move { gw.request(&call, &id, &method, params, tx).await }
+            };
+            let mut task = tokio::spawn(fut);
+            // Wait for either the result or a first message that needs a stream.
+            let first = tokio::select! {
+                r = &mut task => Err(r),
+                m = rx.recv() => Ok(m),
+            };
+            match first {
+                Err(joined) => {
+                    let (status, body) = finish(&id, joined, modern);
+                    (status, axum::Json(body)).into_response()
+                }
+                Ok(None) => {
+                    // Every sender is gone without an interim message: the result is ready.
+                    let joined = task.await;
+                    let (status, body) = finish(&id, joined, modern);
+                    (status, axum::Json(body)).into_response()
+                }
+                Ok(first) if !accepts_sse => {
+                    // The client cannot take a stream: drop interim messages, answer with the result.
+                    drop(first);
+                    let joined = task.await;
+                    let (status, body) = finish(&id, joined, modern);
+                    (status, axum::Json(body)).into_response()
+                }
+                Ok(first) => {
+                    // Interim messages until every sender is gone (the request has finished),
+                    // then the result.
+                    let head = futures::stream::iter(first);
+                    let mids = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+                    let last = futures::stream::once(async move { finish(&id, task.await, modern).1 });
+                    let events = head
+                        .chain(mids)
+                        .chain(last)
+                        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+                    Sse::new(events).into_response()
+                }
+            }
+        }
+    }
+}
+
+fn finish(
+    id: &Value,
+    joined: Result<Result<Value, RpcError>, tokio::task::JoinError>,
+    modern: bool,
+) -> (StatusCode, Value) {
+    match joined {
+        Ok(Ok(result)) => (StatusCode::OK, jsonrpc::response(id, result)),
+        Ok(Err(e)) => {
+            let status = if modern { modern_status(e.code) } else { StatusCode::OK };
+            (status, jsonrpc::error_response(Some(id), &e))
+        }
+        Err(_) => {
+            tracing::error!("request task failed");
+            (StatusCode::OK, jsonrpc::error_response(Some(id), &RpcError::new(jsonrpc::INTERNAL_ERROR, "internal error")))
+        }
+    }
+}
+
+fn modern_status(code: i64) -> StatusCode {
+    match code {
+        HEADER_MISMATCH | UNSUPPORTED_VERSION | -32021 => StatusCode::BAD_REQUEST,
+        jsonrpc::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
+}
+
+/// 2026-07-28 `subscriptions/listen`: acknowledge, then relay list changes for this scope.
+fn listen(gw: Arc<Gateway>, call: Call, id: Value, params: Option<Value>) -> Response {
+    let wanted = params.as_ref().and_then(|p| p.get("notifications")).cloned().unwrap_or_else(|| json!({}));
+    let want = |k: &str| wanted.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let honoured = json!({
+        "toolsListChanged": want("toolsListChanged"),
+        "promptsListChanged": want("promptsListChanged"),
+        "resourcesListChanged": want("resourcesListChanged"),
+    });
+    let sub_meta = json!({ "io.modelcontextprotocol/subscriptionId": id });
+    let ack = jsonrpc::notification(
+        "notifications/subscriptions/acknowledged",
+        json!({ "notifications": honoured, "_meta": sub_meta }),
+    );
+    let rx = gw.upstreams.events.subscribe();
+    let scope = call.scope;
+    let filter = honoured.clone();
+    let events = tokio_stream_from_broadcast(rx).filter_map(move |ev| {
+        let out = crate::dispatch::event_notification(&ev, &scope).and_then(|(kind, method)| {
+            filter.get(kind).and_then(Value::as_bool).filter(|b| *b)?;
+            Some(jsonrpc::notification(method, json!({ "_meta": sub_meta.clone() })))
+        });
+        futures::future::ready(out)
+    });
+    let stream = futures::stream::iter([ack])
+        .chain(events)
+        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+fn tokio_stream_from_broadcast<T: Clone + Send + 'static>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) => return Some((v, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+/// GET: the stateful session's server-to-client stream (list changes); 405 otherwise.
+async fn stream(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) -> Response {
+    let admitted = match admit(&gw, server, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(sid) = header_str(&headers, "mcp-session-id") else {
+        let mut r = plain_error(StatusCode::METHOD_NOT_ALLOWED, "no standalone stream without a session");
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    };
+    let Some(session) = gw.sessions.get(sid, &admitted.identity, &admitted.scope) else {
+        return plain_error(StatusCode::NOT_FOUND, "session not found");
+    };
+    let scope = session.scope.clone();
+    let upstream = tokio_stream_from_broadcast(gw.upstreams.events.subscribe()).filter_map(move |ev| {
+        let out = crate::dispatch::event_notification(&ev, &scope)
+            .map(|(_, method)| jsonrpc::notification(method, json!({})));
+        futures::future::ready(out)
+    });
+    let own = tokio_stream_from_broadcast(session.events.subscribe());
+    let merged = futures::stream::select(upstream, own)
+        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    Sse::new(merged).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+async fn delete(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) -> Response {
+    let admitted = match admit(&gw, server, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(sid) = header_str(&headers, "mcp-session-id") else {
+        return plain_error(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id");
+    };
+    if gw.sessions.remove(sid, &admitted.identity, &admitted.scope) {
+        tracing::info!(session = %sid, "session ended by client");
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        plain_error(StatusCode::NOT_FOUND, "session not found")
+    }
+}
+
+// === helpers ===
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn accepts(headers: &HeaderMap, mime: &str) -> bool {
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains(mime))
+}
+
+fn msg_id(msg: &Inbound) -> Option<&Value> {
+    match msg {
+        Inbound::Request { id, .. } | Inbound::Response { id, .. } => Some(id),
+        Inbound::Notification { .. } => None,
+    }
+}
+
+fn rpc_error(status: StatusCode, id: Option<&Value>, e: &RpcError) -> Response {
+    (status, axum::Json(jsonrpc::error_response(id, e))).into_response()
+}
+
+/// An error for transport-level refusals: a JSON-RPC error object with no id.
+fn plain_error(status: StatusCode, message: &str) -> Response {
+    rpc_error(status, None, &RpcError::new(jsonrpc::GATEWAY_REFUSED, message))
+}
+
+fn unauthorized(gw: &Gateway) -> Response {
+    let mut r = plain_error(StatusCode::UNAUTHORIZED, "authentication required");
+    let v = format!(
+        "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
+        gw.registry.settings.public_url
+    );
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}

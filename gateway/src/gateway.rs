@@ -1,0 +1,82 @@
+//! The gateway's shared state: config, credentials, sessions, upstreams.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http::HeaderValue;
+use registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::session::Sessions;
+use crate::store::Store;
+use crate::upstream::Upstreams;
+
+/// Everything a request handler needs.
+pub(crate) struct Gateway {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) auth: Authenticator,
+    pub(crate) sessions: Sessions,
+    pub(crate) upstreams: Arc<Upstreams>,
+    /// In-flight cancellable requests, by (session id, JSON request id).
+    pub(crate) inflight: Mutex<HashMap<(String, String), CancellationToken>>,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
+}
+
+impl Gateway {
+    /// Assemble the gateway for a listener bound at `bound`.
+    pub(crate) fn new(
+        registry: Arc<Registry>,
+        store: Store,
+        upstreams: Arc<Upstreams>,
+        bound: SocketAddr,
+    ) -> Gateway {
+        let s = &registry.settings;
+        let mut hosts = vec![bound.to_string()];
+        let port = bound.port();
+        if bound.ip().is_loopback() {
+            hosts.extend([format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")]);
+        }
+        if let Some(authority) = s.public_url.split("://").nth(1) {
+            let authority = authority.split('/').next().unwrap_or_default();
+            hosts.push(authority.to_string());
+            // A default port may be left out of the Host header.
+            let default = if s.public_url.starts_with("https://") { ":443" } else { ":80" };
+            if let Some(bare) = authority.strip_suffix(default) {
+                hosts.push(bare.to_string());
+            }
+        }
+        let hosts: Vec<String> = hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect();
+        let mut origins: Vec<String> = Vec::new();
+        for h in &hosts {
+            origins.push(format!("http://{h}"));
+            origins.push(format!("https://{h}"));
+        }
+        origins.extend(s.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()));
+        Gateway {
+            sessions: Sessions::new(s.session_idle),
+            auth: Authenticator::new(store),
+            upstreams,
+            inflight: Mutex::new(HashMap::new()),
+            allowed_hosts: hosts,
+            allowed_origins: origins,
+            registry,
+        }
+    }
+
+    /// DNS-rebinding guard: the Host header must name this gateway.
+    pub(crate) fn host_allowed(&self, host: Option<&HeaderValue>) -> bool {
+        let Some(h) = host.and_then(|h| h.to_str().ok()) else { return false };
+        let h = h.to_ascii_lowercase();
+        self.allowed_hosts.iter().any(|a| *a == h)
+    }
+
+    /// A browser `Origin` must be this gateway's own, or one the operator listed.
+    pub(crate) fn origin_allowed(&self, origin: &HeaderValue) -> bool {
+        let Ok(o) = origin.to_str() else { return false };
+        let o = o.trim_end_matches('/').to_ascii_lowercase();
+        self.allowed_origins.iter().any(|a| *a == o)
+    }
+}

@@ -1,0 +1,166 @@
+//! Running the gateway: `serve` and `quickstart`.
+//!
+//! The server is a function of a validated registry and a listener: config is validated before
+//! any socket is bound, the listener is bound, then upstreams connect in the background.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{EX_CONFIG, EX_SOFTWARE, load, open_store};
+use crate::gateway::Gateway;
+use crate::store::KeyRole;
+use crate::upstream::Upstreams;
+
+/// Run until SIGINT or SIGTERM. `banner` is printed once the listener is bound.
+pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> ExitCode {
+    let store = match open_store(&reg).await {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let listener = match tokio::net::TcpListener::bind(reg.settings.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("portcullis: cannot listen on {}: {e}", reg.settings.listen);
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let bound = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("portcullis: listener has no address: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let reg = Arc::new(reg);
+    let upstreams = Upstreams::start(&reg.servers, shutdown.clone());
+    let gw = Arc::new(Gateway::new(reg.clone(), store, upstreams.clone(), bound));
+    {
+        let gw = gw.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { gw.sessions.reap(); }
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+    // Tests and scripts read this line to find the port.
+    println!("portcullis: mcp listening on http://{bound}/mcp");
+    if let Some(b) = banner {
+        // Give the built-in upstream a moment so the first tools/list is complete.
+        upstreams.wait_connected(Duration::from_secs(5)).await;
+        println!("{b}");
+    }
+    let app = crate::front::router(gw);
+    let stop = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        })
+        .await;
+    shutdown.cancel();
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: server error: {e}");
+            ExitCode::from(EX_SOFTWARE)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// The config `quickstart` writes: the built-in notes upstream with every tool class.
+fn quickstart_config(port: u16) -> String {
+    format!(
+        "# Written by `portcullis quickstart`. Edit it, then run:\n\
+         #   portcullis serve --config portcullis.yaml\n\
+         profile: development\n\
+         listen: 127.0.0.1:{port}\n\
+         admin_listen: 127.0.0.1:{admin}\n\
+         store: sqlite://portcullis.db\n\
+         servers:\n  \
+           notes:\n    \
+             builtin: notes\n    \
+             tools:\n      \
+               search_notes: {{ class: read }}\n      \
+               get_note: {{ class: read }}\n      \
+               create_note: {{ class: write }}\n      \
+               delete_note: {{ class: destructive }}\n    \
+             resources: [\"note://*\"]\n    \
+             prompts: [summarize_notes]\n",
+        admin = port.saturating_add(1)
+    )
+}
+
+/// `portcullis quickstart`: write (or reuse) `./portcullis.yaml`, issue keys, run.
+pub(crate) async fn quickstart(port: u16) -> ExitCode {
+    let path = Path::new("portcullis.yaml");
+    if path.exists() {
+        println!("portcullis: using the existing ./portcullis.yaml");
+    } else if let Err(e) = std::fs::write(path, quickstart_config(port)) {
+        eprintln!("portcullis: cannot write ./portcullis.yaml: {e}");
+        return ExitCode::from(EX_SOFTWARE);
+    }
+    let reg = match load(path) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let store = match open_store(&reg).await {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let (client, admin) = match (
+        store.create_key("quickstart-client", KeyRole::Client).await,
+        store.create_key("quickstart-admin", KeyRole::Admin).await,
+    ) {
+        (Ok(c), Ok(a)) => (c, a),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("portcullis: cannot issue keys: {e}");
+            return ExitCode::from(crate::cli::EX_UNAVAILABLE);
+        }
+    };
+    let url = format!("{}/mcp", reg.settings.public_url);
+    let banner = format!(
+        "\nPortcullis is running.\n\n  \
+         MCP URL:     {url}\n  \
+         Client key:  {client}\n  \
+         Admin key:   {admin}   (for `portcullis keys`; shown once)\n  \
+         Config:      ./portcullis.yaml  (then: portcullis serve --config portcullis.yaml)\n\n\
+         Try it with the MCP Inspector:\n  \
+         npx -y @modelcontextprotocol/inspector --cli {url} --transport http \\\n    \
+         --header \"Authorization: Bearer {client}\" --method tools/list\n",
+        client = client.secret,
+        admin = admin.secret,
+    );
+    run(reg, Some(banner)).await
+}

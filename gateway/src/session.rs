@@ -1,0 +1,120 @@
+//! Stateful MCP sessions (revisions 2025-03-26 … 2025-11-25).
+//!
+//! A session is bound to the identity that created it and to the endpoint it was created on. A
+//! session id presented by another identity or on another endpoint is unknown (404): ids are
+//! never authentication. Idle sessions are reaped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rand::RngExt as _;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::auth::Identity;
+
+/// Which catalogue an endpoint serves.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Scope {
+    /// `/mcp`: every server, names prefixed `<server>__`.
+    Federated,
+    /// `/mcp/<server>`: one server under its own names.
+    Server(String),
+}
+
+/// One client session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) id: String,
+    pub(crate) identity: Identity,
+    pub(crate) scope: Scope,
+    pub(crate) protocol_version: String,
+    pub(crate) client_capabilities: Value,
+    /// Notifications for the session's standalone GET stream.
+    pub(crate) events: broadcast::Sender<Value>,
+    last_seen_ms: AtomicU64,
+}
+
+impl Session {
+    fn touch(&self, epoch: Instant) {
+        let ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_seen_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// All live sessions.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    map: RwLock<HashMap<String, Arc<Session>>>,
+    epoch: Instant,
+    idle: Duration,
+}
+
+impl Sessions {
+    pub(crate) fn new(idle: Duration) -> Sessions {
+        Sessions { map: RwLock::new(HashMap::new()), epoch: Instant::now(), idle }
+    }
+
+    /// Create a session; the id is 32 random bytes, hex (visible ASCII).
+    pub(crate) fn create(
+        &self,
+        identity: Identity,
+        scope: Scope,
+        protocol_version: String,
+        client_capabilities: Value,
+    ) -> Arc<Session> {
+        let id = hex::encode(rand::rng().random::<[u8; 32]>());
+        let (events, _) = broadcast::channel(64);
+        let s = Arc::new(Session {
+            id: id.clone(),
+            identity,
+            scope,
+            protocol_version,
+            client_capabilities,
+            events,
+            last_seen_ms: AtomicU64::new(0),
+        });
+        s.touch(self.epoch);
+        if let Ok(mut map) = self.map.write() {
+            map.insert(id, s.clone());
+        }
+        s
+    }
+
+    /// The session `id`, if it exists and belongs to `identity` on `scope`.
+    pub(crate) fn get(&self, id: &str, identity: &Identity, scope: &Scope) -> Option<Arc<Session>> {
+        let map = self.map.read().ok()?;
+        let s = map.get(id)?;
+        if &s.identity != identity || &s.scope != scope {
+            return None;
+        }
+        s.touch(self.epoch);
+        Some(s.clone())
+    }
+
+    /// End a session; true if it existed for this identity and scope.
+    pub(crate) fn remove(&self, id: &str, identity: &Identity, scope: &Scope) -> bool {
+        let Ok(mut map) = self.map.write() else { return false };
+        match map.get(id) {
+            Some(s) if &s.identity == identity && &s.scope == scope => map.remove(id).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Every live session (for broadcasting list changes).
+    pub(crate) fn all(&self) -> Vec<Arc<Session>> {
+        self.map.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Drop sessions idle for longer than the configured idle time.
+    pub(crate) fn reap(&self) -> usize {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let idle = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
+        let Ok(mut map) = self.map.write() else { return 0 };
+        let before = map.len();
+        map.retain(|_, s| now.saturating_sub(s.last_seen_ms.load(Ordering::Relaxed)) < idle);
+        before - map.len()
+    }
+}

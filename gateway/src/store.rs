@@ -1,0 +1,198 @@
+//! The store: runtime state that is not config (issued API keys today).
+//!
+//! SQLite through sqlx with runtime-checked queries. Keys are stored as a SHA-256 of their secret
+//! part; the full key is shown once, when it is created, and never again.
+
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::RngExt as _;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
+
+/// Prefix of every key this gateway issues, so leaked keys are recognisable by scanners.
+const KEY_PREFIX: &str = "pcl";
+
+/// What a key may be used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyRole {
+    /// Calls MCP on the main listener.
+    Client,
+    /// Operates the gateway on the admin listener.
+    Admin,
+}
+
+impl KeyRole {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::Client => "client",
+            KeyRole::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Option<KeyRole> {
+        match s {
+            "client" => Some(KeyRole::Client),
+            "admin" => Some(KeyRole::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A stored key, without its secret.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyRecord {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) role: KeyRole,
+    pub(crate) created_at: i64,
+    pub(crate) revoked_at: Option<i64>,
+}
+
+/// A freshly issued key: the only time the secret exists outside the caller's hands.
+pub(crate) struct IssuedKey {
+    pub(crate) record: KeyRecord,
+    pub(crate) secret: String,
+}
+
+/// Why the store failed. Every caller on the request path turns this into a refusal.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("store unavailable: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("stored key `{0}` has an unknown role")]
+    Corrupt(String),
+}
+
+/// Handle to the store.
+#[derive(Clone, Debug)]
+pub(crate) struct Store {
+    pool: SqlitePool,
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// SHA-256 of a key's secret part, hex-encoded.
+fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Split `pcl_<id>_<secret>` into id and secret.
+pub(crate) fn parse_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(KEY_PREFIX)?.strip_prefix('_')?;
+    let (id, secret) = rest.split_once('_')?;
+    let ok = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) && secret.len() >= 32;
+    ok.then_some((id, secret))
+}
+
+// === impl Store ===
+
+impl Store {
+    /// Open (creating if needed) the store at a `sqlite://` URL and apply the schema.
+    pub(crate) async fn open(url: &str) -> Result<Store, StoreError> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS api_keys (
+                id TEXT PRIMARY KEY,
+                hash TEXT NOT NULL,
+                name TEXT NOT NULL,
+                role TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                revoked_at INTEGER
+            )",
+        )
+        .execute(&pool)
+        .await?;
+        Ok(Store { pool })
+    }
+
+    /// Issue a new key. The returned secret is not stored anywhere.
+    pub(crate) async fn create_key(&self, name: &str, role: KeyRole) -> Result<IssuedKey, StoreError> {
+        let (id, raw) = {
+            let mut rng = rand::rng();
+            (hex::encode(rng.random::<[u8; 8]>()), rng.random::<[u8; 32]>())
+        };
+        let secret_part = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw)
+            .replace(['-', '_'], "x");
+        let created_at = now();
+        sqlx::query("INSERT INTO api_keys (id, hash, name, role, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&id)
+            .bind(hash_secret(&secret_part))
+            .bind(name)
+            .bind(role.as_str())
+            .bind(created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(IssuedKey {
+            secret: format!("{KEY_PREFIX}_{id}_{secret_part}"),
+            record: KeyRecord { id, name: name.to_string(), role, created_at, revoked_at: None },
+        })
+    }
+
+    /// Find the live key that `presented` is, if any. Revoked keys and wrong secrets are `None`.
+    pub(crate) async fn verify_key(&self, presented: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let Some((id, secret)) = parse_key(presented) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT id, hash, name, role, created_at, revoked_at FROM api_keys WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: String = row.try_get("hash")?;
+        if !constant_time_eq(stored.as_bytes(), hash_secret(secret).as_bytes()) {
+            return Ok(None);
+        }
+        let record = record_from(&row)?;
+        Ok(record.revoked_at.is_none().then_some(record))
+    }
+
+    /// All keys, newest first.
+    pub(crate) async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at FROM api_keys ORDER BY created_at DESC, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_from).collect()
+    }
+
+    /// Revoke a key; true when a live key was revoked.
+    pub(crate) async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
+
+fn record_from(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let role: String = row.try_get("role")?;
+    let role = KeyRole::parse(&role).ok_or_else(|| StoreError::Corrupt(id.clone()))?;
+    Ok(KeyRecord {
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        role,
+        id,
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,225 @@
+//! Upstream MCP servers: one rmcp client connection per configured server.
+//!
+//! Each upstream negotiates its own protocol revision (the `server/discover` era first, the
+//! `initialize` era as a fallback), independently of any client. The gateway keeps the
+//! allowlisted part of each upstream's tool list, refreshed on connect and on `list_changed`.
+//! A connection that fails is re-established in the background with backoff; while it is down,
+//! calls to that server fail with an error that names it, and nothing else is affected.
+
+mod connect;
+mod handler;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rmcp::model::{ClientRequest, ProtocolVersion, ServerResult, Tool};
+use rmcp::service::{PeerRequestOptions, RunningService, ServiceError};
+use rmcp::{Peer, RoleClient};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use handler::{ProgressRoutes, UpstreamEvent};
+
+use handler::UpstreamHandler;
+
+/// Why an upstream request failed. Every variant names the server in its message.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("upstream `{0}` is not connected")]
+    Down(String),
+    #[error("upstream `{0}` did not answer within {1:?}")]
+    Timeout(String, Duration),
+    #[error("upstream `{server}` returned an error")]
+    Rpc { server: String, error: Value },
+    #[error("upstream `{0}` connection failed")]
+    Transport(String),
+    #[error("request to upstream `{0}` was cancelled")]
+    Cancelled(String),
+    #[error("upstream `{0}` sent a response the gateway could not read")]
+    Unreadable(String),
+}
+
+/// One upstream server and its live connection.
+pub(crate) struct Upstream {
+    pub(crate) config: registry::Server,
+    conn: RwLock<Option<Connection>>,
+    tools: RwLock<Arc<Vec<Tool>>>,
+    events: broadcast::Sender<UpstreamEvent>,
+    progress: Arc<ProgressRoutes>,
+    reconnect: Notify,
+}
+
+#[derive(Clone)]
+struct Connection {
+    peer: Peer<RoleClient>,
+    protocol: ProtocolVersion,
+    capabilities: Value,
+    // Keeps the connection alive; dropped on reconnect.
+    _service: Arc<RunningService<RoleClient, UpstreamHandler>>,
+}
+
+/// All upstreams, in config order.
+pub(crate) struct Upstreams {
+    by_name: HashMap<String, Arc<Upstream>>,
+    order: Vec<Arc<Upstream>>,
+    /// Progress routing shared by every connection.
+    pub(crate) progress: Arc<ProgressRoutes>,
+    /// List changes, for sessions to relay.
+    pub(crate) events: broadcast::Sender<UpstreamEvent>,
+}
+
+impl Upstreams {
+    /// Build the set and start connecting every upstream in the background.
+    pub(crate) fn start(servers: &[registry::Server], shutdown: CancellationToken) -> Arc<Upstreams> {
+        let progress = Arc::new(ProgressRoutes::default());
+        let (events, _) = broadcast::channel(256);
+        let order: Vec<Arc<Upstream>> = servers
+            .iter()
+            .map(|s| {
+                Arc::new(Upstream {
+                    config: s.clone(),
+                    conn: RwLock::new(None),
+                    tools: RwLock::new(Arc::new(Vec::new())),
+                    events: events.clone(),
+                    progress: progress.clone(),
+                    reconnect: Notify::new(),
+                })
+            })
+            .collect();
+        let by_name = order.iter().map(|u| (u.config.name.clone(), u.clone())).collect();
+        for u in &order {
+            tokio::spawn(connect::supervise(u.clone(), shutdown.clone()));
+        }
+        Arc::new(Upstreams { by_name, order, progress, events })
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.by_name.get(name)
+    }
+
+    pub(crate) fn all(&self) -> &[Arc<Upstream>] {
+        &self.order
+    }
+
+    /// Wait until every upstream has connected once, or `limit` passes. True if all are up.
+    pub(crate) async fn wait_connected(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.order.iter().all(|u| u.is_connected()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Upstream {
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.conn.read().map(|c| c.is_some()).unwrap_or(false)
+    }
+
+    fn connection(&self) -> Result<Connection, UpstreamError> {
+        self.conn
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+            .ok_or_else(|| UpstreamError::Down(self.config.name.clone()))
+    }
+
+    /// The protocol revision negotiated with this upstream, if connected.
+    pub(crate) fn protocol(&self) -> Option<String> {
+        self.connection().ok().map(|c| c.protocol.as_str().to_string())
+    }
+
+    /// The upstream's declared capabilities (untrusted; used to decide what to relay).
+    pub(crate) fn capabilities(&self) -> Value {
+        self.connection().map(|c| c.capabilities).unwrap_or(Value::Null)
+    }
+
+    /// The allowlisted tools the upstream currently offers, as the upstream describes them.
+    pub(crate) fn tools(&self) -> Arc<Vec<Tool>> {
+        self.tools.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Send one request and wait for its result, with the server's timeout.
+    ///
+    /// `progress` forwards upstream progress to the downstream caller's token; `cancel` aborts
+    /// the request and tells the upstream.
+    pub(crate) async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
+        cancel: Option<CancellationToken>,
+    ) -> Result<Value, UpstreamError> {
+        let name = &self.config.name;
+        let conn = self.connection()?;
+        let mut msg = serde_json::Map::new();
+        msg.insert("method".into(), Value::String(method.to_string()));
+        if let Some(p) = params {
+            msg.insert("params".into(), p);
+        }
+        let request: ClientRequest = serde_json::from_value(Value::Object(msg))
+            .map_err(|_| UpstreamError::Unreadable(name.clone()))?;
+        let timeout = self.config.timeout;
+        let handle = conn
+            .peer
+            .send_cancellable_request(
+                request,
+                PeerRequestOptions::with_timeout(timeout).reset_timeout_on_progress(),
+            )
+            .await
+            .map_err(|e| self.map_error(e))?;
+        let route = progress.map(|(token, sink)| {
+            let key = serde_json::to_value(&handle.progress_token).unwrap_or(Value::Null);
+            self.progress.insert(key.clone(), token, sink);
+            key
+        });
+        let id = handle.id.clone();
+        let peer = conn.peer.clone();
+        let cancel = cancel.unwrap_or_default();
+        let outcome = tokio::select! {
+            r = handle.await_response() => r.map_err(|e| self.map_error(e)),
+            () = cancel.cancelled() => {
+                let note = rmcp::model::CancelledNotificationParam::new(Some(id), Some("cancelled by client".into()));
+                let _ = peer.notify_cancelled(note).await;
+                Err(UpstreamError::Cancelled(name.clone()))
+            }
+        };
+        if let Some(key) = route {
+            self.progress.remove(&key);
+        }
+        let result = outcome?;
+        result_value(&result).ok_or_else(|| UpstreamError::Unreadable(name.clone()))
+    }
+
+    fn map_error(&self, e: ServiceError) -> UpstreamError {
+        let name = self.config.name.clone();
+        match e {
+            ServiceError::McpError(err) => UpstreamError::Rpc {
+                server: name,
+                error: serde_json::to_value(&err).unwrap_or_else(|_| json!({})),
+            },
+            ServiceError::Timeout { timeout } => UpstreamError::Timeout(name, timeout),
+            ServiceError::Cancelled { .. } => UpstreamError::Cancelled(name),
+            ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
+                self.reconnect.notify_one();
+                UpstreamError::Transport(name)
+            }
+            _ => UpstreamError::Transport(name),
+        }
+    }
+}
+
+fn result_value(r: &ServerResult) -> Option<Value> {
+    serde_json::to_value(r).ok()
+}

@@ -1,0 +1,164 @@
+//! Connecting to an upstream, keeping the connection up, and keeping its tool list current.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{ClientRequest, ProtocolVersion, ServerResult, Tool};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, PeerRequestOptions};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{Peer, RoleClient, ServiceExt};
+use registry::ServerSource;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::handler::{UpstreamEvent, UpstreamHandler};
+use super::{Connection, Upstream};
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Keep `up` connected until shutdown: connect, serve, and reconnect with backoff on failure.
+pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel();
+        let handler = UpstreamHandler {
+            server: up.config.name.clone(),
+            progress: up.progress.clone(),
+            events: up.events.clone(),
+            refresh: refresh_tx,
+        };
+        let attempt = tokio::select! {
+            r = connect(&up.config, handler) => r,
+            () = shutdown.cancelled() => return,
+        };
+        match attempt {
+            Err(e) => {
+                tracing::warn!(server = %up.config.name, error = %e, retry_in = ?backoff, "upstream connect failed");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+            Ok(conn) => {
+                backoff = BACKOFF_START;
+                tracing::info!(server = %up.config.name, protocol = %conn.protocol.as_str(), "upstream connected");
+                if let Err(e) = refresh_tools(&up, &conn.peer).await {
+                    tracing::warn!(server = %up.config.name, error = %e, "listing upstream tools failed");
+                }
+                let peer = conn.peer.clone();
+                let service = conn._service.clone();
+                if let Ok(mut slot) = up.conn.write() {
+                    *slot = Some(conn);
+                }
+                let _ = up.events.send(UpstreamEvent::ToolsChanged(up.config.name.clone()));
+                loop {
+                    tokio::select! {
+                        Some(()) = refresh_rx.recv() => {
+                            if let Err(e) = refresh_tools(&up, &peer).await {
+                                tracing::warn!(server = %up.config.name, error = %e, "refreshing upstream tools failed");
+                            }
+                            let _ = up.events.send(UpstreamEvent::ToolsChanged(up.config.name.clone()));
+                        }
+                        () = up.reconnect.notified() => {
+                            if service.is_closed() || peer.is_transport_closed() { break; }
+                        }
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {
+                            if service.is_closed() || peer.is_transport_closed() { break; }
+                        }
+                        () = shutdown.cancelled() => {
+                            if let Ok(mut slot) = up.conn.write() { *slot = None; }
+                            return;
+                        }
+                    }
+                }
+                tracing::warn!(server = %up.config.name, "upstream connection lost; reconnecting");
+                if let Ok(mut slot) = up.conn.write() {
+                    *slot = None;
+                }
+            }
+        }
+    }
+}
+
+async fn connect(server: &registry::Server, handler: UpstreamHandler) -> anyhow::Result<Connection> {
+    let lifecycle = ClientLifecycleMode::Auto {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+    };
+    let service = match &server.source {
+        ServerSource::Http { url } => {
+            let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+            let transport = StreamableHttpClientTransport::from_config(cfg);
+            tokio::time::timeout(server.timeout, handler.serve_with_lifecycle(transport, lifecycle)).await??
+        }
+        ServerSource::Command(cmd) => {
+            let mut c = tokio::process::Command::new(&cmd.program);
+            c.args(&cmd.args).env_clear().kill_on_drop(true);
+            for (k, v) in &cmd.env {
+                if let Some(name) = v.strip_prefix("env:") {
+                    c.env(k, std::env::var(name).unwrap_or_default());
+                }
+            }
+            if let Some(dir) = &cmd.cwd {
+                c.current_dir(dir);
+            }
+            let transport = TokioChildProcess::new(c)?;
+            tokio::time::timeout(server.timeout, handler.serve_with_lifecycle(transport, lifecycle)).await??
+        }
+        ServerSource::Builtin(registry::BuiltinServer::Notes) => {
+            let (a, b) = tokio::io::duplex(1 << 16);
+            tokio::spawn(async move {
+                if let Ok(running) = crate::demo::NotesServer::new().serve(a).await {
+                    let _ = running.waiting().await;
+                }
+            });
+            tokio::time::timeout(server.timeout, handler.serve(b)).await??
+        }
+    };
+    let info = service.peer_info().ok_or_else(|| anyhow::anyhow!("no server info after handshake"))?;
+    let peer = service.peer().clone();
+    peer.set_response_cache_config(rmcp::service::ClientCacheConfig::disabled()).await;
+    Ok(Connection {
+        peer,
+        protocol: info.protocol_version.clone(),
+        capabilities: serde_json::to_value(&info.capabilities).unwrap_or_else(|_| json!({})),
+        _service: Arc::new(service),
+    })
+}
+
+/// Fetch every page of the upstream's tools and keep the allowlisted ones.
+async fn refresh_tools(up: &Upstream, peer: &Peer<RoleClient>) -> anyhow::Result<()> {
+    let mut all: Vec<Tool> = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _page in 0..1000 {
+        let params = match &cursor {
+            Some(c) => json!({ "cursor": c }),
+            None => json!({}),
+        };
+        let req: ClientRequest = serde_json::from_value(json!({ "method": "tools/list", "params": params }))?;
+        let res = peer
+            .send_request_with_option(req, PeerRequestOptions::with_timeout(up.config.timeout))
+            .await?
+            .await_response()
+            .await?;
+        let ServerResult::ListToolsResult(page) = res else {
+            anyhow::bail!("unexpected reply to tools/list");
+        };
+        all.extend(page.tools);
+        match page.next_cursor {
+            Some(c) if !c.is_empty() => cursor = Some(c),
+            _ => break,
+        }
+    }
+    // Byte-exact match against the allowlist: no folding, no normalisation.
+    all.retain(|t| up.config.tools.contains_key(t.name.as_ref()));
+    if let Ok(mut slot) = up.tools.write() {
+        *slot = Arc::new(all);
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The gateway's side of each upstream connection: what it does with what upstreams send.
+//!
+//! Progress is remapped from the token rmcp chose to the downstream caller's own token and sent
+//! only to that caller. List changes become [`UpstreamEvent`]s. Server-to-client requests
+//! (sampling, elicitation, roots) are refused on shared connections: the gateway does not act as
+//! a model or a user on anyone's behalf.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam};
+use rmcp::service::NotificationContext;
+use rmcp::{ClientHandler, RoleClient};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::jsonrpc;
+
+/// Something an upstream announced that sessions may need to relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum UpstreamEvent {
+    /// The allowlisted tool list of this server was refreshed.
+    ToolsChanged(String),
+    /// The server's resource list changed.
+    ResourcesChanged(String),
+    /// The server's prompt list changed.
+    PromptsChanged(String),
+}
+
+/// Where progress for an upstream token goes: the caller's own token and its response stream.
+#[derive(Debug, Default)]
+pub(crate) struct ProgressRoutes {
+    routes: Mutex<HashMap<String, (Value, mpsc::UnboundedSender<Value>)>>,
+}
+
+impl ProgressRoutes {
+    pub(crate) fn insert(&self, upstream: Value, downstream: Value, sink: mpsc::UnboundedSender<Value>) {
+        if let Ok(mut r) = self.routes.lock() {
+            r.insert(upstream.to_string(), (downstream, sink));
+        }
+    }
+
+    pub(crate) fn remove(&self, upstream: &Value) {
+        if let Ok(mut r) = self.routes.lock() {
+            r.remove(&upstream.to_string());
+        }
+    }
+
+    fn forward(&self, p: &ProgressNotificationParam) {
+        let Ok(key) = serde_json::to_value(&p.progress_token) else { return };
+        let Ok(routes) = self.routes.lock() else { return };
+        let Some((token, sink)) = routes.get(&key.to_string()) else { return };
+        let mut params = json!({ "progressToken": token, "progress": p.progress });
+        if let (Some(total), Some(obj)) = (p.total, params.as_object_mut()) {
+            obj.insert("total".into(), json!(total));
+        }
+        if let (Some(msg), Some(obj)) = (&p.message, params.as_object_mut()) {
+            obj.insert("message".into(), json!(msg));
+        }
+        let _ = sink.send(jsonrpc::notification("notifications/progress", params));
+    }
+}
+
+/// The rmcp client handler for one upstream.
+#[derive(Clone)]
+pub(crate) struct UpstreamHandler {
+    pub(crate) server: String,
+    pub(crate) progress: std::sync::Arc<ProgressRoutes>,
+    pub(crate) events: broadcast::Sender<UpstreamEvent>,
+    /// Tells the supervisor to refetch the tool list.
+    pub(crate) refresh: mpsc::UnboundedSender<()>,
+}
+
+impl ClientHandler for UpstreamHandler {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("portcullis", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn on_progress(&self, params: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
+        self.progress.forward(&params);
+    }
+
+    async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
+        let _ = self.refresh.send(());
+    }
+
+    async fn on_resource_list_changed(&self, _: NotificationContext<RoleClient>) {
+        let _ = self.events.send(UpstreamEvent::ResourcesChanged(self.server.clone()));
+    }
+
+    async fn on_prompt_list_changed(&self, _: NotificationContext<RoleClient>) {
+        let _ = self.events.send(UpstreamEvent::PromptsChanged(self.server.clone()));
+    }
+}
