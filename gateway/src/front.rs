@@ -88,9 +88,8 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 async fn resource_metadata(State(gw): State<Arc<Gateway>>) -> Response {
-    let s = &gw.registry.settings;
     axum::Json(json!({
-        "resource": s.public_url,
+        "resource": gw.public_url,
         "authorization_servers": [],
         "bearer_methods_supported": ["header"],
         "resource_name": "Portcullis MCP gateway",
@@ -502,7 +501,7 @@ fn unauthorized(gw: &Gateway) -> Response {
     let mut r = plain_error(StatusCode::UNAUTHORIZED, "authentication required");
     let v = format!(
         "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
-        gw.registry.settings.public_url
+        gw.public_url
     );
     if let Ok(v) = HeaderValue::from_str(&v) {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);

@@ -21,6 +21,8 @@ pub(crate) struct Gateway {
     pub(crate) upstreams: Arc<Upstreams>,
     /// In-flight cancellable requests, by (session id, JSON request id).
     pub(crate) inflight: Mutex<HashMap<(String, String), CancellationToken>>,
+    /// The canonical URL: configured, or derived from the bound address.
+    pub(crate) public_url: String,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
 }
@@ -39,11 +41,12 @@ impl Gateway {
         if bound.ip().is_loopback() {
             hosts.extend([format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")]);
         }
-        if let Some(authority) = s.public_url.split("://").nth(1) {
+        let public_url = s.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+        if let Some(authority) = public_url.split("://").nth(1) {
             let authority = authority.split('/').next().unwrap_or_default();
             hosts.push(authority.to_string());
             // A default port may be left out of the Host header.
-            let default = if s.public_url.starts_with("https://") { ":443" } else { ":80" };
+            let default = if public_url.starts_with("https://") { ":443" } else { ":80" };
             if let Some(bare) = authority.strip_suffix(default) {
                 hosts.push(bare.to_string());
             }
@@ -60,6 +63,7 @@ impl Gateway {
             auth: Authenticator::new(store),
             upstreams,
             inflight: Mutex::new(HashMap::new()),
+            public_url,
             allowed_hosts: hosts,
             allowed_origins: origins,
             registry,

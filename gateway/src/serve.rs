@@ -149,7 +149,8 @@ pub(crate) async fn quickstart(port: u16) -> ExitCode {
             return ExitCode::from(crate::cli::EX_UNAVAILABLE);
         }
     };
-    let url = format!("{}/mcp", reg.settings.public_url);
+    let base = reg.settings.public_url.clone().unwrap_or_else(|| format!("http://{}", reg.settings.listen));
+    let url = format!("{base}/mcp");
     let banner = format!(
         "\nPortcullis is running.\n\n  \
          MCP URL:     {url}\n  \

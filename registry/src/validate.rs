@@ -39,8 +39,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The admin listener.
     pub admin_listen: SocketAddr,
-    /// The canonical URL of this gateway (token audience, metadata).
-    pub public_url: String,
+    /// The canonical URL of this gateway (token audience, metadata), when configured. Without
+    /// it the gateway uses `http://<bound listen address>`.
+    pub public_url: Option<String>,
     /// Store URL (`sqlite://…`).
     pub store: String,
     /// Largest request body accepted, in bytes.
@@ -194,7 +195,7 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
         problems,
     );
     let public_url = match &raw.public_url {
-        Some(u) => {
+        Some(u) => Some({
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 problems.push(map.problem(
                     "public_url",
@@ -203,8 +204,8 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
                 ));
             }
             u.trim_end_matches('/').to_string()
-        }
-        None => format!("http://{listen}"),
+        }),
+        None => None,
     };
     let store = raw
         .store

@@ -1,1 +1,241 @@
-//! placeholder
+//! Shared harness for the end-to-end tests: start the real `portcullis` binary and the real
+//! fixture upstream as processes, on loopback ports they choose themselves.
+//!
+//! Binaries are taken from the target directory of this build (`cargo build --workspace` puts
+//! them there); processes are killed when their handle drops.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// A binary built into this build's target directory.
+pub fn bin(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
+}
+
+/// The Python interpreter of the project's test virtualenv (`.venv`, made by `.ci/run`).
+pub fn python() -> PathBuf {
+    workspace().join(".venv/bin/python")
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Send SIGKILL now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawn `cmd` and wait until a stdout line contains `marker`; returns the process and that line.
+fn spawn_until(mut cmd: Command, marker: &str) -> Result<(Proc, String)> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    let wanted = marker.to_string();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && line.contains(&wanted) {
+                let _ = tx.send(line.clone());
+                sent = true;
+            }
+        }
+    });
+    let proc = Proc { child };
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) => Ok((proc, line)),
+        Err(_) => bail!("process did not print `{marker}` in time"),
+    }
+}
+
+/// The fixture upstream over Streamable HTTP.
+pub struct Fixture {
+    _proc: Proc,
+    /// Its MCP endpoint.
+    pub url: String,
+}
+
+impl Fixture {
+    /// Start it accepting `era` (`legacy`, `modern` or `both`).
+    pub fn start(era: &str) -> Result<Fixture> {
+        let mut cmd = Command::new(bin("fixture-upstream"));
+        cmd.args(["--http", "127.0.0.1:0", "--era", era]);
+        let (proc, line) = spawn_until(cmd, "fixture listening on ")?;
+        let url = line.rsplit(' ').next().unwrap_or_default().to_string();
+        Ok(Fixture { _proc: proc, url })
+    }
+}
+
+/// A running gateway with a fresh store and one client key.
+pub struct Gateway {
+    proc: Proc,
+    /// Keeps the config and store alive.
+    pub dir: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// A client API key.
+    pub key: String,
+}
+
+impl Gateway {
+    /// Start a gateway whose config has `servers_yaml` under `servers:` (indented by the caller).
+    pub fn start(servers_yaml: &str) -> Result<Gateway> {
+        Gateway::start_with("", servers_yaml)
+    }
+
+    /// Like [`Gateway::start`], with extra top-level config lines.
+    pub fn start_with(top: &str, servers_yaml: &str) -> Result<Gateway> {
+        Gateway::spawn(top, servers_yaml, true)
+    }
+
+    fn spawn(top: &str, servers_yaml: &str, ready: bool) -> Result<Gateway> {
+        let dir = tempfile::tempdir()?;
+        let config = format!(
+            "listen: 127.0.0.1:0\nstore: sqlite://{}\n{top}servers:\n{servers_yaml}",
+            dir.path().join("store.db").display()
+        );
+        let path = dir.path().join("portcullis.yaml");
+        std::fs::write(&path, config)?;
+        let key = create_key(&path, "e2e")?;
+        let mut cmd = Command::new(bin("portcullis"));
+        cmd.arg("serve").arg("--config").arg(&path).env("PORTCULLIS_LOG", "warn");
+        let (proc, line) = spawn_until(cmd, "mcp listening on ")?;
+        let url = line.rsplit(' ').next().unwrap_or_default();
+        let base = url.trim_end_matches("/mcp").to_string();
+        let gw = Gateway { proc, dir, base, key };
+        if ready {
+            gw.wait_ready()?;
+        } else {
+            // Give the live upstreams a moment to connect.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(gw)
+    }
+
+    /// Start without waiting for every upstream (some are meant to be down).
+    pub fn start_with_unready(servers_yaml: &str) -> Gateway {
+        Gateway::spawn("", servers_yaml, false).unwrap_or_else(|e| panic!("gateway: {e}"))
+    }
+
+    /// Config file path.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("portcullis.yaml")
+    }
+
+    /// The federated endpoint.
+    pub fn mcp(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    /// One server's endpoint.
+    pub fn server(&self, name: &str) -> String {
+        format!("{}/mcp/{name}", self.base)
+    }
+
+    /// Issue another client key.
+    pub fn new_key(&self, name: &str) -> Result<String> {
+        create_key(&self.config(), name)
+    }
+
+    /// Stop the gateway with SIGKILL.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let addr = self.base.trim_start_matches("http://").to_string();
+        for _ in 0..300 {
+            if http_status(&addr, "/readyz") == Some(200) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("gateway at {} never became ready", self.base)
+    }
+}
+
+/// A bare HTTP/1.1 GET, returning the status code.
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split(' ').nth(1)?.parse().ok()
+}
+
+/// `portcullis keys create` against a config; returns the secret.
+pub fn create_key(config: &Path, name: &str) -> Result<String> {
+    let out = Command::new(bin("portcullis"))
+        .args(["keys", "create", "--name", name, "--config"])
+        .arg(config)
+        .output()?;
+    if !out.status.success() {
+        bail!("keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8(out.stdout)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("key: "))
+        .map(str::to_string)
+        .context("no key printed")
+}
+
+/// The server entry for the fixture at `url`, allowlisting the conformance fixtures.
+pub fn fixture_server(name: &str, url: &str) -> String {
+    format!(
+        "  {name}:\n    url: {url}\n    timeout: 5s\n    tools:\n{tools}    resources: [\"test://*\"]\n    prompts: [test_simple_prompt, test_prompt_with_arguments, test_prompt_with_embedded_resource, test_prompt_with_image]\n",
+        tools = FIXTURE_TOOLS
+            .iter()
+            .map(|(t, c)| format!("      {t}: {{ class: {c} }}\n"))
+            .collect::<String>()
+    )
+}
+
+/// Fixture tools the tests allowlist, with their classes (`unlisted_tool` is deliberately absent).
+pub const FIXTURE_TOOLS: &[(&str, &str)] = &[
+    ("test_simple_text", "read"),
+    ("test_image_content", "read"),
+    ("test_audio_content", "read"),
+    ("test_embedded_resource", "read"),
+    ("test_multiple_content_types", "read"),
+    ("test_tool_with_logging", "read"),
+    ("test_error_handling", "read"),
+    ("test_tool_with_progress", "read"),
+    ("test_sampling", "read"),
+    ("test_elicitation", "read"),
+    ("test_elicitation_sep1034_defaults", "read"),
+    ("test_elicitation_sep1330_enums", "read"),
+    ("echo", "read"),
+    ("slow", "write"),
+    ("add_tool", "destructive"),
+    ("late_tool", "read"),
+];

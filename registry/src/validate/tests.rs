@@ -23,7 +23,7 @@ fn minimal_config_loads() {
         }
     );
     assert_eq!(r.settings.max_body, 4 * 1024 * 1024);
-    assert_eq!(r.settings.public_url, "http://127.0.0.1:8080");
+    assert_eq!(r.settings.public_url, None);
 }
 
 #[test]

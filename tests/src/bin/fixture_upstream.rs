@@ -1,0 +1,388 @@
+//! A real MCP server for the end-to-end tests and the conformance suite.
+//!
+//! It provides the fixture tools, resources and prompts the official conformance suite's server
+//! scenarios call for, plus a few the gateway's own tests use (`echo`, `slow`, `add_tool`). It is
+//! built on rmcp and serves Streamable HTTP (`--http ADDR`, prints `fixture listening on URL`)
+//! or stdio (`--stdio`). `--era legacy|modern|both` limits the protocol revisions it accepts.
+
+#![expect(deprecated, reason = "the conformance fixtures exercise logging, which rmcp marks deprecated")]
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    ServerCapabilities, ServerConfig, ServerNotification, ServerRequest, SetLevelRequestParams,
+    SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{Value, json};
+
+/// 1x1 red PNG.
+const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
+/// A tiny WAV header with no samples.
+const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQAAAAA=";
+
+#[derive(Clone)]
+struct Fixture {
+    era: Era,
+    extra_tool: Arc<AtomicBool>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Era {
+    Legacy,
+    Modern,
+    Both,
+}
+
+fn from<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, McpError> {
+    serde_json::from_value(v).map_err(|e| McpError::internal_error(format!("fixture bug: {e}"), None))
+}
+
+fn tool(name: &str, description: &str, schema: Value) -> Tool {
+    Tool::new(
+        name.to_string(),
+        description.to_string(),
+        Arc::new(schema.as_object().cloned().unwrap_or_default()),
+    )
+}
+
+fn no_args() -> Value {
+    json!({ "type": "object", "properties": {} })
+}
+
+impl Fixture {
+    fn tools(&self) -> Vec<Tool> {
+        let mut t = vec![
+            tool("test_simple_text", "Returns a simple text response", no_args()),
+            tool("test_image_content", "Returns an image", no_args()),
+            tool("test_audio_content", "Returns audio", no_args()),
+            tool("test_embedded_resource", "Returns an embedded resource", no_args()),
+            tool("test_multiple_content_types", "Returns text, image and resource content", no_args()),
+            tool("test_tool_with_logging", "Logs while it runs", no_args()),
+            tool("test_error_handling", "Always fails with a tool error", no_args()),
+            tool("test_tool_with_progress", "Reports progress while it runs", no_args()),
+            tool(
+                "test_sampling",
+                "Asks the client's model",
+                json!({"type":"object","properties":{"prompt":{"type":"string"}},"required":["prompt"]}),
+            ),
+            tool(
+                "test_elicitation",
+                "Asks the user for input",
+                json!({"type":"object","properties":{"message":{"type":"string"}},"required":["message"]}),
+            ),
+            tool("test_elicitation_sep1034_defaults", "Elicitation with defaults", no_args()),
+            tool("test_elicitation_sep1330_enums", "Elicitation with enums", no_args()),
+            tool(
+                "echo",
+                "Echoes its text argument",
+                json!({"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}),
+            ),
+            tool(
+                "slow",
+                "Sleeps for ms milliseconds, then answers",
+                json!({"type":"object","properties":{"ms":{"type":"integer"}},"required":["ms"]}),
+            ),
+            tool("add_tool", "Adds the tool `late_tool` and announces list_changed", no_args()),
+            tool("unlisted_tool", "A tool the gateway's config does not allowlist", no_args()),
+        ];
+        if self.extra_tool.load(Ordering::SeqCst) {
+            t.push(tool("late_tool", "Appeared after add_tool", no_args()));
+        }
+        t
+    }
+
+    async fn notify(ctx: &RequestContext<RoleServer>, v: Value) {
+        if let Ok(n) = serde_json::from_value::<ServerNotification>(v) {
+            let _ = ctx.peer.send_notification(n).await;
+        }
+    }
+
+    async fn ask(ctx: &RequestContext<RoleServer>, method: &str, params: Value) -> Result<Value, McpError> {
+        let req: ServerRequest = from(json!({ "method": method, "params": params }))?;
+        let res = ctx
+            .peer
+            .send_request(req)
+            .await
+            .map_err(|e| McpError::internal_error(format!("client request failed: {e}"), None))?;
+        serde_json::to_value(res).map_err(|e| McpError::internal_error(e.to_string(), None))
+    }
+
+    async fn call(&self, name: &str, args: Value, ctx: RequestContext<RoleServer>) -> Result<Value, McpError> {
+        let text = |s: &str| json!({ "content": [{ "type": "text", "text": s }] });
+        Ok(match name {
+            "test_simple_text" => text("This is a simple text response for testing."),
+            "test_image_content" => json!({ "content": [{ "type": "image", "data": PNG, "mimeType": "image/png" }] }),
+            "test_audio_content" => json!({ "content": [{ "type": "audio", "data": WAV, "mimeType": "audio/wav" }] }),
+            "test_embedded_resource" => json!({ "content": [{ "type": "resource", "resource": {
+                "uri": "test://embedded-resource", "mimeType": "text/plain", "text": "This is an embedded resource content." } }] }),
+            "test_multiple_content_types" => json!({ "content": [
+                { "type": "text", "text": "Multiple content types test:" },
+                { "type": "image", "data": PNG, "mimeType": "image/png" },
+                { "type": "resource", "resource": { "uri": "test://mixed-content-resource", "mimeType": "application/json",
+                    "text": "{\"test\":\"data\",\"value\":123}" } } ] }),
+            "test_tool_with_logging" => {
+                for msg in ["Tool execution started", "Tool processing data", "Tool execution completed"] {
+                    Self::notify(&ctx, json!({ "method": "notifications/message",
+                        "params": { "level": "info", "logger": "fixture", "data": msg } })).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                text("Logging test completed")
+            }
+            "test_error_handling" => json!({ "isError": true,
+                "content": [{ "type": "text", "text": "This tool intentionally returns an error for testing" }] }),
+            "test_tool_with_progress" => {
+                if let Some(token) = ctx.meta.get_progress_token() {
+                    for p in [0, 50, 100] {
+                        Self::notify(&ctx, json!({ "method": "notifications/progress",
+                            "params": { "progressToken": token, "progress": p, "total": 100, "message": format!("step {p}") } })).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                text("Progress test completed")
+            }
+            "test_sampling" => {
+                let prompt = args.get("prompt").and_then(Value::as_str).unwrap_or_default();
+                let r = Self::ask(&ctx, "sampling/createMessage", json!({
+                    "messages": [{ "role": "user", "content": { "type": "text", "text": prompt } }], "maxTokens": 100 })).await?;
+                let said = r.get("content").and_then(|c| c.get("text")).and_then(Value::as_str).unwrap_or_default();
+                text(&format!("LLM response: {said}"))
+            }
+            "test_elicitation" => {
+                let message = args.get("message").and_then(Value::as_str).unwrap_or_default();
+                let r = Self::ask(&ctx, "elicitation/create", json!({ "message": message, "requestedSchema": {
+                    "type": "object", "properties": {
+                        "username": { "type": "string", "description": "User's response" },
+                        "email": { "type": "string", "description": "User's email address" } },
+                    "required": ["username", "email"] } })).await?;
+                text(&format!("User response: {r}"))
+            }
+            "test_elicitation_sep1034_defaults" => {
+                let r = Self::ask(&ctx, "elicitation/create", json!({ "message": "Please review and update the form fields with defaults",
+                    "requestedSchema": { "type": "object", "properties": {
+                        "name": { "type": "string", "description": "User name", "default": "John Doe" },
+                        "age": { "type": "integer", "description": "User age", "default": 30 },
+                        "score": { "type": "number", "description": "User score", "default": 95.5 },
+                        "status": { "type": "string", "description": "User status", "enum": ["active", "inactive", "pending"], "default": "active" },
+                        "verified": { "type": "boolean", "description": "Verification status", "default": true } } } })).await?;
+                text(&format!("Elicitation completed: {r}"))
+            }
+            "test_elicitation_sep1330_enums" => {
+                let r = Self::ask(&ctx, "elicitation/create", json!({ "message": "Please select options from the enum fields",
+                    "requestedSchema": { "type": "object", "properties": {
+                        "untitledSingle": { "type": "string", "description": "Select one option", "enum": ["option1", "option2", "option3"] },
+                        "titledSingle": { "type": "string", "description": "Select one option with titles", "oneOf": [
+                            { "const": "value1", "title": "First Option" }, { "const": "value2", "title": "Second Option" }, { "const": "value3", "title": "Third Option" }] },
+                        "legacyEnum": { "type": "string", "description": "Select one option (legacy)", "enum": ["opt1", "opt2", "opt3"],
+                            "enumNames": ["Option One", "Option Two", "Option Three"] },
+                        "untitledMulti": { "type": "array", "description": "Select multiple options",
+                            "items": { "type": "string", "enum": ["option1", "option2", "option3"] } },
+                        "titledMulti": { "type": "array", "description": "Select multiple options with titles",
+                            "items": { "anyOf": [{ "const": "value1", "title": "First Choice" }, { "const": "value2", "title": "Second Choice" },
+                                { "const": "value3", "title": "Third Choice" }] } } } } })).await?;
+                text(&format!("Elicitation completed: {r}"))
+            }
+            "echo" => text(args.get("text").and_then(Value::as_str).unwrap_or_default()),
+            "slow" => {
+                let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(ms)) => text("done"),
+                    () = ctx.ct.cancelled() => text("cancelled"),
+                }
+            }
+            "add_tool" => {
+                self.extra_tool.store(true, Ordering::SeqCst);
+                let _ = ctx.peer.notify_tool_list_changed().await;
+                text("added")
+            }
+            "late_tool" | "unlisted_tool" => text(name),
+            _ => return Err(McpError::invalid_params(format!("Unknown tool: {name}"), None)),
+        })
+    }
+}
+
+impl ServerHandler for Fixture {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_completions()
+                .enable_prompts()
+                .enable_resources()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .enable_resources_subscribe()
+                .build(),
+        )
+        .with_server_info(Implementation::new("portcullis-fixture", "1.0.0"))
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        match self.era {
+            Era::Both => Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS),
+            Era::Legacy => Cow::Owned(
+                ProtocolVersion::KNOWN_VERSIONS.iter().filter(|v| v.has_initialize()).cloned().collect(),
+            ),
+            Era::Modern => Cow::Owned(vec![ProtocolVersion::V_2026_07_28]),
+        }
+    }
+
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        req: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let args = req.arguments.clone().map(Value::Object).unwrap_or(json!({}));
+        let v = self.call(req.name.as_ref(), args, ctx).await?;
+        Ok(from::<CallToolResult>(v)?.into())
+    }
+
+    async fn list_resources(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        from(json!({ "resources": [
+            { "uri": "test://static-text", "name": "static-text", "mimeType": "text/plain" },
+            { "uri": "test://static-binary", "name": "static-binary", "mimeType": "image/png" },
+            { "uri": "test://watched-resource", "name": "watched-resource", "mimeType": "text/plain" },
+            { "uri": "secret://hidden", "name": "hidden", "mimeType": "text/plain" } ] }))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        from(json!({ "resourceTemplates": [
+            { "uriTemplate": "test://template/{id}/data", "name": "template", "mimeType": "application/json" } ] }))
+    }
+
+    async fn read_resource(
+        &self,
+        req: ReadResourceRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let uri = req.uri.clone();
+        let contents = match uri.as_str() {
+            "test://static-text" => json!({ "uri": uri, "mimeType": "text/plain", "text": "This is the content of the static text resource." }),
+            "test://static-binary" => json!({ "uri": uri, "mimeType": "image/png", "blob": PNG }),
+            "test://watched-resource" => json!({ "uri": uri, "mimeType": "text/plain", "text": "watched" }),
+            "secret://hidden" => json!({ "uri": uri, "mimeType": "text/plain", "text": "hidden" }),
+            u => match u.strip_prefix("test://template/").and_then(|r| r.strip_suffix("/data")) {
+                Some(id) => json!({ "uri": uri, "mimeType": "application/json",
+                    "text": json!({ "id": id, "templateTest": true, "data": format!("Data for ID: {id}") }).to_string() }),
+                None => return Err(McpError::resource_not_found("Resource not found", Some(json!({ "uri": uri })))),
+            },
+        };
+        Ok(from::<ReadResourceResult>(json!({ "contents": [contents] }))?.into())
+    }
+
+    async fn subscribe(&self, _: SubscribeRequestParams, _: RequestContext<RoleServer>) -> Result<(), McpError> {
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, _: UnsubscribeRequestParams, _: RequestContext<RoleServer>) -> Result<(), McpError> {
+        Ok(())
+    }
+
+    async fn list_prompts(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        from(json!({ "prompts": [
+            { "name": "test_simple_prompt", "description": "A simple prompt without arguments" },
+            { "name": "test_prompt_with_arguments", "description": "A prompt with arguments", "arguments": [
+                { "name": "arg1", "description": "First argument", "required": true },
+                { "name": "arg2", "description": "Second argument", "required": true } ] },
+            { "name": "test_prompt_with_embedded_resource", "description": "A prompt with an embedded resource", "arguments": [
+                { "name": "resourceUri", "description": "URI of the resource to embed", "required": true } ] },
+            { "name": "test_prompt_with_image", "description": "A prompt with an image" } ] }))
+    }
+
+    async fn get_prompt(
+        &self,
+        req: GetPromptRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let arg = |k: &str| {
+            req.arguments.as_ref().and_then(|a| a.get(k)).and_then(Value::as_str).unwrap_or_default().to_string()
+        };
+        let user = |content: Value| json!({ "role": "user", "content": content });
+        let messages = match req.name.as_str() {
+            "test_simple_prompt" => vec![user(json!({ "type": "text", "text": "This is a simple prompt for testing." }))],
+            "test_prompt_with_arguments" => vec![user(json!({ "type": "text",
+                "text": format!("Prompt with arguments: arg1='{}', arg2='{}'", arg("arg1"), arg("arg2")) }))],
+            "test_prompt_with_embedded_resource" => vec![
+                user(json!({ "type": "resource", "resource": { "uri": arg("resourceUri"), "mimeType": "text/plain",
+                    "text": "Embedded resource content for testing." } })),
+                user(json!({ "type": "text", "text": "Please process the embedded resource above." })),
+            ],
+            "test_prompt_with_image" => vec![
+                user(json!({ "type": "image", "data": PNG, "mimeType": "image/png" })),
+                user(json!({ "type": "text", "text": "Please analyze the image above." })),
+            ],
+            _ => return Err(McpError::invalid_params("Unknown prompt", None)),
+        };
+        Ok(from::<GetPromptResult>(json!({ "messages": messages }))?.into())
+    }
+
+    async fn complete(&self, _: CompleteRequestParams, _: RequestContext<RoleServer>) -> Result<CompleteResult, McpError> {
+        from(json!({ "completion": { "values": ["test1", "test2"], "total": 2, "hasMore": false } }))
+    }
+
+    async fn set_level(&self, _: SetLevelRequestParams, _: RequestContext<RoleServer>) -> Result<(), McpError> {
+        Ok(())
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let era = match flag("--era").as_deref() {
+        Some("legacy") => Era::Legacy,
+        Some("modern") => Era::Modern,
+        _ => Era::Both,
+    };
+    let fixture = Fixture { era, extra_tool: Arc::new(AtomicBool::new(false)) };
+    let stdio = args.iter().any(|a| a == "--stdio");
+    let addr = flag("--http").unwrap_or_else(|| "127.0.0.1:0".to_string());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        if stdio {
+            let running = fixture.serve(rmcp::transport::stdio()).await?;
+            running.waiting().await?;
+            return Ok(());
+        }
+        let listener = tokio::net::TcpListener::bind(&addr).await?;
+        let bound = listener.local_addr()?;
+        let shared = fixture.clone();
+        let service = StreamableHttpService::new(
+            move || Ok(shared.clone()),
+            Arc::new(LocalSessionManager::default()),
+            StreamableHttpServerConfig::default(),
+        );
+        let app = axum::Router::new().nest_service("/mcp", service);
+        println!("fixture listening on http://{bound}/mcp");
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
