@@ -49,13 +49,19 @@ pub(crate) struct Authenticator {
 
 impl Authenticator {
     pub(crate) fn new(store: Store) -> Authenticator {
-        Authenticator { store, cache: Mutex::new(HashMap::new()) }
+        Authenticator {
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Authenticate an `Authorization` header value for the MCP listener.
     pub(crate) async fn client(&self, header: Option<&str>) -> Result<Identity, AuthError> {
         let token = header
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
@@ -63,11 +69,18 @@ impl Authenticator {
         if let Some(id) = self.cached(&digest) {
             return Ok(id);
         }
-        let record = self.store.verify_key(token).await?.ok_or(AuthError::Invalid)?;
+        let record = self
+            .store
+            .verify_key(token)
+            .await?
+            .ok_or(AuthError::Invalid)?;
         if record.role != KeyRole::Client {
             return Err(AuthError::WrongRole);
         }
-        let identity = Identity { key_id: record.id, key_name: record.name };
+        let identity = Identity {
+            key_id: record.id,
+            key_name: record.name,
+        };
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_MAX {
                 cache.clear();

@@ -44,7 +44,10 @@ pub(crate) fn present_tool(up: &Upstream, tool: &Tool, scope: &Scope) -> Option<
     if let Some(d) = &tool.description {
         out.insert("description".into(), Value::String(d.to_string()));
     }
-    out.insert("inputSchema".into(), Value::Object((*tool.input_schema).clone()));
+    out.insert(
+        "inputSchema".into(),
+        Value::Object((*tool.input_schema).clone()),
+    );
     if let Some(s) = &tool.output_schema {
         out.insert("outputSchema".into(), Value::Object((**s).clone()));
     }
@@ -56,17 +59,22 @@ pub(crate) fn present_tool(up: &Upstream, tool: &Tool, scope: &Scope) -> Option<
 }
 
 /// Rename a resource (or template) for the federated endpoint.
-pub(crate) fn present_resource(server: &str, mut item: Value, scope: &Scope, uri_key: &str) -> Value {
-    if *scope == Scope::Federated {
-        if let Some(obj) = item.as_object_mut() {
-            if let Some(Value::String(uri)) = obj.get(uri_key) {
-                let u = format!("{server}+{uri}");
-                obj.insert(uri_key.into(), Value::String(u));
-            }
-            if let Some(Value::String(name)) = obj.get("name") {
-                let n = format!("{server}__{name}");
-                obj.insert("name".into(), Value::String(n));
-            }
+pub(crate) fn present_resource(
+    server: &str,
+    mut item: Value,
+    scope: &Scope,
+    uri_key: &str,
+) -> Value {
+    if *scope == Scope::Federated
+        && let Some(obj) = item.as_object_mut()
+    {
+        if let Some(Value::String(uri)) = obj.get(uri_key) {
+            let u = format!("{server}+{uri}");
+            obj.insert(uri_key.into(), Value::String(u));
+        }
+        if let Some(Value::String(name)) = obj.get("name") {
+            let n = format!("{server}__{name}");
+            obj.insert("name".into(), Value::String(n));
         }
     }
     item
@@ -94,12 +102,18 @@ impl Cursor {
 
     /// Decode a cursor from `params.cursor`; absent is the first page, garbage is -32602.
     pub(crate) fn from_params(params: Option<&Value>) -> Result<Cursor, RpcError> {
-        let Some(c) = params.and_then(|p| p.get("cursor")) else { return Ok(Cursor::default()) };
+        let Some(c) = params.and_then(|p| p.get("cursor")) else {
+            return Ok(Cursor::default());
+        };
         let bad = || RpcError::new(INVALID_PARAMS, "invalid cursor");
         let c = c.as_str().ok_or_else(bad)?;
         let bytes = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
         let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-        let num = |k: &str| v.get(k).and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok());
+        let num = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+        };
         Ok(Cursor {
             server: num("s").ok_or_else(bad)?,
             offset: num("o").ok_or_else(bad)?,
@@ -114,18 +128,32 @@ mod tests {
 
     #[test]
     fn cursor_round_trip_and_garbage() {
-        let c = Cursor { server: 2, offset: 100, upstream: Some("abc".into()) };
+        let c = Cursor {
+            server: 2,
+            offset: 100,
+            upstream: Some("abc".into()),
+        };
         let p = json!({ "cursor": c.encode() });
         assert_eq!(Cursor::from_params(Some(&p)).unwrap(), c);
-        for bad in [json!({"cursor": "!!"}), json!({"cursor": 3}), json!({"cursor": "e30"})] {
-            assert_eq!(Cursor::from_params(Some(&bad)).unwrap_err().code, INVALID_PARAMS);
+        for bad in [
+            json!({"cursor": "!!"}),
+            json!({"cursor": 3}),
+            json!({"cursor": "e30"}),
+        ] {
+            assert_eq!(
+                Cursor::from_params(Some(&bad)).unwrap_err().code,
+                INVALID_PARAMS
+            );
         }
         assert_eq!(Cursor::from_params(None).unwrap(), Cursor::default());
     }
 
     #[test]
     fn federated_uris_split_at_the_first_plus() {
-        assert_eq!(split_resource_uri("notes+note://1"), Some(("notes", "note://1")));
+        assert_eq!(
+            split_resource_uri("notes+note://1"),
+            Some(("notes", "note://1"))
+        );
         assert_eq!(split_resource_uri("a+b+c://x"), Some(("a", "b+c://x")));
         assert_eq!(split_resource_uri("note://1"), None);
         assert_eq!(split_resource_uri("+x"), None);

@@ -18,7 +18,11 @@ pub(crate) const EX_UNAVAILABLE: u8 = 69;
 pub(crate) const EX_SOFTWARE: u8 = 70;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "An MCP gateway that fails closed")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An MCP gateway that fails closed"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,7 +78,10 @@ enum KeysAction {
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("portcullis: cannot start the runtime: {e}");
@@ -96,7 +103,10 @@ pub(crate) fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Load and validate a config, printing problems and mapping failure to exit 64.
@@ -109,14 +119,19 @@ pub(crate) fn load(path: &std::path::Path) -> Result<registry::Registry, ExitCod
 
 pub(crate) async fn open_store(reg: &registry::Registry) -> Result<Store, ExitCode> {
     Store::open(&reg.settings.store).await.map_err(|e| {
-        eprintln!("portcullis: cannot open store `{}`: {e}", reg.settings.store);
+        eprintln!(
+            "portcullis: cannot open store `{}`: {e}",
+            reg.settings.store
+        );
         ExitCode::from(EX_UNAVAILABLE)
     })
 }
 
 async fn keys(action: KeysAction) -> ExitCode {
     let config = match &action {
-        KeysAction::Create { config, .. } | KeysAction::List { config } | KeysAction::Revoke { config, .. } => config,
+        KeysAction::Create { config, .. }
+        | KeysAction::List { config }
+        | KeysAction::Revoke { config, .. } => config,
     };
     let reg = match load(config) {
         Ok(r) => r,
@@ -138,7 +153,12 @@ async fn keys(action: KeysAction) -> ExitCode {
             };
             match store.create_key(&name, role).await {
                 Ok(k) => {
-                    println!("id: {}\nrole: {}\nkey: {}", k.record.id, role.as_str(), k.secret);
+                    println!(
+                        "id: {}\nrole: {}\nkey: {}",
+                        k.record.id,
+                        role.as_str(),
+                        k.secret
+                    );
                     eprintln!("portcullis: the key is shown once; store it now");
                     ExitCode::SUCCESS
                 }
@@ -150,10 +170,24 @@ async fn keys(action: KeysAction) -> ExitCode {
         }
         KeysAction::List { .. } => match store.list_keys().await {
             Ok(keys) => {
-                println!("{:<16}  {:<6}  {:<7}  name", "id", "role", "state");
+                println!(
+                    "{:<16}  {:<6}  {:<7}  {:<10}  name",
+                    "id", "role", "state", "created"
+                );
                 for k in keys {
-                    let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
-                    println!("{:<16}  {:<6}  {:<7}  {}", k.id, k.role.as_str(), state, k.name);
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<16}  {:<6}  {:<7}  {:<10}  {}",
+                        k.id,
+                        k.role.as_str(),
+                        state,
+                        k.created_at,
+                        k.name
+                    );
                 }
                 ExitCode::SUCCESS
             }

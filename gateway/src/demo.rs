@@ -44,8 +44,20 @@ impl NotesServer {
     pub(crate) fn new() -> NotesServer {
         let s = NotesServer::default();
         if let Ok(mut n) = s.notes.lock() {
-            n.insert(1, ("Welcome".into(), "Portcullis decides every call before it reaches a tool.".into()));
-            n.insert(2, ("Shopping".into(), "Milk, bread, a new rope for the gate.".into()));
+            n.insert(
+                1,
+                (
+                    "Welcome".into(),
+                    "Portcullis decides every call before it reaches a tool.".into(),
+                ),
+            );
+            n.insert(
+                2,
+                (
+                    "Shopping".into(),
+                    "Milk, bread, a new rope for the gate.".into(),
+                ),
+            );
         }
         s
     }
@@ -55,28 +67,38 @@ impl NotesServer {
             Tool::new(
                 "search_notes",
                 "Find notes whose title or body contains the query (case-insensitive).",
-                schema(json!({"type":"object","properties":{"query":{"type":"string","description":"text to look for"}},"required":["query"],"additionalProperties":false})),
+                schema(
+                    json!({"type":"object","properties":{"query":{"type":"string","description":"text to look for"}},"required":["query"],"additionalProperties":false}),
+                ),
             ),
             Tool::new(
                 "get_note",
                 "Read one note by id.",
-                schema(json!({"type":"object","properties":{"id":{"type":"integer","minimum":1}},"required":["id"],"additionalProperties":false})),
+                schema(
+                    json!({"type":"object","properties":{"id":{"type":"integer","minimum":1}},"required":["id"],"additionalProperties":false}),
+                ),
             ),
             Tool::new(
                 "create_note",
                 "Create a note and return its id.",
-                schema(json!({"type":"object","properties":{"title":{"type":"string","maxLength":200},"body":{"type":"string","maxLength":10000}},"required":["title","body"],"additionalProperties":false})),
+                schema(
+                    json!({"type":"object","properties":{"title":{"type":"string","maxLength":200},"body":{"type":"string","maxLength":10000}},"required":["title","body"],"additionalProperties":false}),
+                ),
             ),
             Tool::new(
                 "delete_note",
                 "Delete a note permanently.",
-                schema(json!({"type":"object","properties":{"id":{"type":"integer","minimum":1}},"required":["id"],"additionalProperties":false})),
+                schema(
+                    json!({"type":"object","properties":{"id":{"type":"integer","minimum":1}},"required":["id"],"additionalProperties":false}),
+                ),
             ),
         ]
     }
 
     fn call(&self, name: &str, args: &Option<serde_json::Map<String, Value>>) -> CallToolResult {
-        let Ok(mut notes) = self.notes.lock() else { return failure("notes store unavailable") };
+        let Ok(mut notes) = self.notes.lock() else {
+            return failure("notes store unavailable");
+        };
         match name {
             "search_notes" => {
                 let Some(q) = arg(args, "query").and_then(Value::as_str) else {
@@ -85,12 +107,17 @@ impl NotesServer {
                 let q = q.to_lowercase();
                 let hits: Vec<Value> = notes
                     .iter()
-                    .filter(|(_, (t, b))| t.to_lowercase().contains(&q) || b.to_lowercase().contains(&q))
+                    .filter(|(_, (t, b))| {
+                        t.to_lowercase().contains(&q) || b.to_lowercase().contains(&q)
+                    })
                     .map(|(id, (t, _))| json!({"id": id, "title": t}))
                     .collect();
                 text(Value::Array(hits).to_string())
             }
-            "get_note" => match arg(args, "id").and_then(Value::as_u64).and_then(|id| notes.get(&id)) {
+            "get_note" => match arg(args, "id")
+                .and_then(Value::as_u64)
+                .and_then(|id| notes.get(&id))
+            {
                 Some((t, b)) => text(format!("# {t}\n\n{b}")),
                 None => failure("no such note"),
             },
@@ -116,9 +143,18 @@ impl NotesServer {
 
 impl ServerHandler for NotesServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().build())
-            .with_server_info(Implementation::new("portcullis-demo-notes", env!("CARGO_PKG_VERSION")))
-            .with_instructions("A small notes service: search, read, create and delete notes.")
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_prompts()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "portcullis-demo-notes",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions("A small notes service: search, read, create and delete notes.")
     }
 
     async fn list_tools(
@@ -142,10 +178,15 @@ impl ServerHandler for NotesServer {
         _: Option<PaginatedRequestParams>,
         _: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let notes = self.notes.lock().map_err(|_| McpError::internal_error("notes store unavailable", None))?;
+        let notes = self
+            .notes
+            .lock()
+            .map_err(|_| McpError::internal_error("notes store unavailable", None))?;
         let items = notes
             .iter()
-            .map(|(id, (t, _))| Resource::new(format!("note://{id}"), t.clone()).with_mime_type("text/markdown"))
+            .map(|(id, (t, _))| {
+                Resource::new(format!("note://{id}"), t.clone()).with_mime_type("text/markdown")
+            })
             .collect();
         Ok(ListResourcesResult::with_all_items(items))
     }
@@ -155,14 +196,21 @@ impl ServerHandler for NotesServer {
         req: ReadResourceRequestParams,
         _: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let notes = self.notes.lock().map_err(|_| McpError::internal_error("notes store unavailable", None))?;
+        let notes = self
+            .notes
+            .lock()
+            .map_err(|_| McpError::internal_error("notes store unavailable", None))?;
         let found = req
             .uri
             .strip_prefix("note://")
             .and_then(|id| id.parse::<u64>().ok())
             .and_then(|id| notes.get(&id));
         match found {
-            Some((t, b)) => Ok(ReadResourceResult::new(vec![ResourceContents::text(format!("# {t}\n\n{b}"), req.uri.clone())]).into()),
+            Some((t, b)) => Ok(ReadResourceResult::new(vec![ResourceContents::text(
+                format!("# {t}\n\n{b}"),
+                req.uri.clone(),
+            )])
+            .into()),
             None => Err(McpError::resource_not_found("no such note", None)),
         }
     }
@@ -187,7 +235,10 @@ impl ServerHandler for NotesServer {
         if req.name != "summarize_notes" {
             return Err(McpError::invalid_params("unknown prompt", None));
         }
-        let notes = self.notes.lock().map_err(|_| McpError::internal_error("notes store unavailable", None))?;
+        let notes = self
+            .notes
+            .lock()
+            .map_err(|_| McpError::internal_error("notes store unavailable", None))?;
         let all: Vec<String> = notes.values().map(|(t, b)| format!("- {t}: {b}")).collect();
         Ok(GetPromptResult::new(vec![PromptMessage::new_text(
             Role::User,

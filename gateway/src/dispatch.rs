@@ -14,7 +14,9 @@ use crate::auth::Identity;
 use crate::catalog::{self, Cursor, PAGE_SIZE};
 use crate::front::{STATEFUL_VERSIONS, STATELESS_VERSION};
 use crate::gateway::Gateway;
-use crate::jsonrpc::{INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, RpcError, UPSTREAM_ERROR};
+use crate::jsonrpc::{
+    INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, RpcError, UPSTREAM_ERROR,
+};
 use crate::session::{Scope, Session};
 use crate::upstream::{Upstream, UpstreamError, UpstreamEvent};
 
@@ -23,10 +25,7 @@ pub(crate) enum Era {
     /// 2025-era: a session created by `initialize`.
     Stateful(Arc<Session>),
     /// 2026-07-28: everything is in the request.
-    Stateless {
-        /// `_meta` client capabilities of this request.
-        capabilities: Value,
-    },
+    Stateless,
 }
 
 /// One inbound message's context.
@@ -38,13 +37,13 @@ pub(crate) struct Call {
 
 impl Call {
     fn modern(&self) -> bool {
-        matches!(self.era, Era::Stateless { .. })
+        matches!(self.era, Era::Stateless)
     }
 
     fn session_id(&self) -> Option<&str> {
         match &self.era {
             Era::Stateful(s) => Some(&s.id),
-            Era::Stateless { .. } => None,
+            Era::Stateless => None,
         }
     }
 }
@@ -74,12 +73,14 @@ fn capabilities(gw: &Gateway, scope: &Scope) -> Value {
     }
     if let Scope::Server(_) = scope {
         let sub = ups.iter().any(|u| {
-            u.capabilities().get("resources").and_then(|r| r.get("subscribe")).and_then(Value::as_bool) == Some(true)
+            u.capabilities()
+                .get("resources")
+                .and_then(|r| r.get("subscribe"))
+                .and_then(Value::as_bool)
+                == Some(true)
         });
-        if sub {
-            if let Some(r) = caps.get_mut("resources").and_then(Value::as_object_mut) {
-                r.insert("subscribe".into(), Value::Bool(true));
-            }
+        if sub && let Some(r) = caps.get_mut("resources").and_then(Value::as_object_mut) {
+            r.insert("subscribe".into(), Value::Bool(true));
         }
     }
     caps
@@ -96,11 +97,22 @@ pub(crate) fn initialize_result(gw: &Gateway, scope: &Scope, version: &str) -> V
 }
 
 /// The notification a session should see for an upstream event, if it concerns its scope.
-pub(crate) fn event_notification(ev: &UpstreamEvent, scope: &Scope) -> Option<(&'static str, &'static str)> {
+pub(crate) fn event_notification(
+    ev: &UpstreamEvent,
+    scope: &Scope,
+) -> Option<(&'static str, &'static str)> {
     let (server, kind, method) = match ev {
-        UpstreamEvent::ToolsChanged(s) => (s, "toolsListChanged", "notifications/tools/list_changed"),
-        UpstreamEvent::ResourcesChanged(s) => (s, "resourcesListChanged", "notifications/resources/list_changed"),
-        UpstreamEvent::PromptsChanged(s) => (s, "promptsListChanged", "notifications/prompts/list_changed"),
+        UpstreamEvent::Tools(s) => (s, "toolsListChanged", "notifications/tools/list_changed"),
+        UpstreamEvent::Resources(s) => (
+            s,
+            "resourcesListChanged",
+            "notifications/resources/list_changed",
+        ),
+        UpstreamEvent::Prompts(s) => (
+            s,
+            "promptsListChanged",
+            "notifications/prompts/list_changed",
+        ),
     };
     match scope {
         Scope::Federated => Some((kind, method)),
@@ -123,7 +135,11 @@ fn unknown_prompt(name: &str) -> RpcError {
 }
 
 fn unknown_resource(uri: &str, modern: bool) -> RpcError {
-    let code = if modern { INVALID_PARAMS } else { RESOURCE_NOT_FOUND };
+    let code = if modern {
+        INVALID_PARAMS
+    } else {
+        RESOURCE_NOT_FOUND
+    };
     let mut e = RpcError::new(code, "Resource not found");
     e.data = Some(json!({ "reason": "not_found", "uri": uri }));
     e
@@ -132,10 +148,18 @@ fn unknown_resource(uri: &str, modern: bool) -> RpcError {
 fn upstream_error(e: UpstreamError) -> RpcError {
     match e {
         UpstreamError::Rpc { server, error } => {
-            let code = error.get("code").and_then(Value::as_i64).unwrap_or(UPSTREAM_ERROR);
-            let msg = error.get("message").and_then(Value::as_str).unwrap_or("error");
+            let code = error
+                .get("code")
+                .and_then(Value::as_i64)
+                .unwrap_or(UPSTREAM_ERROR);
+            let msg = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("error");
             let mut out = RpcError::new(code, format!("upstream `{server}`: {msg}"));
-            out.data = Some(json!({ "reason": "upstream_error", "server": server, "upstream": error.get("data") }));
+            out.data = Some(
+                json!({ "reason": "upstream_error", "server": server, "upstream": error.get("data") }),
+            );
             out
         }
         other => {
@@ -166,7 +190,12 @@ fn forwardable(params: Option<Value>) -> Map<String, Value> {
 }
 
 fn progress_token(params: &Option<Value>) -> Option<Value> {
-    params.as_ref()?.get("_meta")?.get("progressToken").filter(|t| t.is_string() || t.is_number()).cloned()
+    params
+        .as_ref()?
+        .get("_meta")?
+        .get("progressToken")
+        .filter(|t| t.is_string() || t.is_number())
+        .cloned()
 }
 
 fn str_param<'a>(params: &'a Option<Value>, key: &str) -> Result<&'a str, RpcError> {
@@ -211,13 +240,28 @@ impl Gateway {
             "server/discover" if modern => Ok(self.discover(&call.scope)),
             "tools/list" => self.list_tools(&call.scope, params.as_ref()),
             "tools/call" => self.call_tool(call, id, params, sink).await,
-            "resources/list" => self.list_upstream(call, "resources/list", "resources", "uri", params.as_ref()).await,
+            "resources/list" => {
+                self.list_upstream(call, "resources/list", "resources", "uri", params.as_ref())
+                    .await
+            }
             "resources/templates/list" => {
-                self.list_upstream(call, "resources/templates/list", "resourceTemplates", "uriTemplate", params.as_ref()).await
+                self.list_upstream(
+                    call,
+                    "resources/templates/list",
+                    "resourceTemplates",
+                    "uriTemplate",
+                    params.as_ref(),
+                )
+                .await
             }
             "resources/read" => self.read_resource(call, params).await,
-            "resources/subscribe" | "resources/unsubscribe" if !modern => self.subscribe(call, method, params).await,
-            "prompts/list" => self.list_upstream(call, "prompts/list", "prompts", "", params.as_ref()).await,
+            "resources/subscribe" | "resources/unsubscribe" if !modern => {
+                self.subscribe(call, method, params).await
+            }
+            "prompts/list" => {
+                self.list_upstream(call, "prompts/list", "prompts", "", params.as_ref())
+                    .await
+            }
             "prompts/get" => self.get_prompt(call, params).await,
             "completion/complete" => self.complete(call, params).await,
             "logging/setLevel" if !modern => self.set_level(call, params).await,
@@ -227,21 +271,24 @@ impl Gateway {
                 Err(e)
             }
         }?;
-        if modern {
-            if let Some(obj) = result.as_object_mut() {
-                obj.entry("resultType").or_insert_with(|| json!("complete"));
-                if matches!(
-                    method,
-                    "server/discover" | "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" | "resources/read"
-                ) {
-                    obj.entry("ttlMs").or_insert_with(|| json!(0));
-                    // What a caller sees depends on who it is: never cache across identities.
-                    obj.insert("cacheScope".into(), json!("private"));
-                }
-                let meta = obj.entry("_meta").or_insert_with(|| json!({}));
-                if let Some(m) = meta.as_object_mut() {
-                    m.insert("io.modelcontextprotocol/serverInfo".into(), server_info());
-                }
+        if modern && let Some(obj) = result.as_object_mut() {
+            obj.entry("resultType").or_insert_with(|| json!("complete"));
+            if matches!(
+                method,
+                "server/discover"
+                    | "tools/list"
+                    | "prompts/list"
+                    | "resources/list"
+                    | "resources/templates/list"
+                    | "resources/read"
+            ) {
+                obj.entry("ttlMs").or_insert_with(|| json!(0));
+                // What a caller sees depends on who it is: never cache across identities.
+                obj.insert("cacheScope".into(), json!("private"));
+            }
+            let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+            if let Some(m) = meta.as_object_mut() {
+                m.insert("io.modelcontextprotocol/serverInfo".into(), server_info());
             }
         }
         Ok(result)
@@ -267,11 +314,24 @@ impl Gateway {
                 }
             }
         }
-        let page: Vec<Value> = all.iter().skip(cursor.offset).take(PAGE_SIZE).cloned().collect();
+        let page: Vec<Value> = all
+            .iter()
+            .skip(cursor.offset)
+            .take(PAGE_SIZE)
+            .cloned()
+            .collect();
         let mut out = json!({ "tools": page });
         let next = cursor.offset.saturating_add(PAGE_SIZE);
         if next < all.len() {
-            out["nextCursor"] = json!(Cursor { server: 0, offset: next, upstream: None }.encode());
+            let c = Cursor {
+                server: 0,
+                offset: next,
+                upstream: None,
+            }
+            .encode();
+            if let Some(o) = out.as_object_mut() {
+                o.insert("nextCursor".into(), json!(c));
+            }
         }
         Ok(out)
     }
@@ -284,7 +344,9 @@ impl Gateway {
         sink: mpsc::UnboundedSender<Value>,
     ) -> Result<Value, RpcError> {
         let name = str_param(&params, "name")?.to_string();
-        let (up, tool) = self.resolve(&call.scope, &name).ok_or_else(|| unknown_tool(&name))?;
+        let (up, tool) = self
+            .resolve(&call.scope, &name)
+            .ok_or_else(|| unknown_tool(&name))?;
         // Allowlisted in the registry AND currently offered by the upstream, compared exactly.
         let offered = up.tools().iter().any(|t| t.name == tool);
         if !up.config.tools.contains_key(tool) || !offered {
@@ -296,7 +358,12 @@ impl Gateway {
         fwd.insert("name".into(), Value::String(tool.to_string()));
         match fwd.get("arguments") {
             None | Some(Value::Object(_)) => {}
-            Some(_) => return Err(RpcError::new(INVALID_PARAMS, "`arguments` must be an object")),
+            Some(_) => {
+                return Err(RpcError::new(
+                    INVALID_PARAMS,
+                    "`arguments` must be an object",
+                ));
+            }
         }
         let cancel = CancellationToken::new();
         let key = call.session_id().map(|s| (s.to_string(), id.to_string()));
@@ -304,11 +371,22 @@ impl Gateway {
             map.insert(k.clone(), cancel.clone());
         }
         let started = std::time::Instant::now();
-        let r = up.request("tools/call", Some(Value::Object(fwd)), progress, Some(cancel)).await;
+        let r = up
+            .request(
+                "tools/call",
+                Some(Value::Object(fwd)),
+                progress,
+                Some(cancel),
+            )
+            .await;
         if let (Some(k), Ok(mut map)) = (&key, self.inflight.lock()) {
             map.remove(k);
         }
-        tracing::debug!(server = %up.name(), tool, elapsed_us = started.elapsed().as_micros() as u64, ok = r.is_ok(), "tool call");
+        let protocol = match &call.era {
+            Era::Stateful(s) => s.protocol_version.as_str(),
+            Era::Stateless => crate::front::STATELESS_VERSION,
+        };
+        tracing::debug!(server = %up.name(), tool, protocol, elapsed_us = started.elapsed().as_micros() as u64, ok = r.is_ok(), "tool call");
         r.map_err(upstream_error)
     }
 
@@ -333,19 +411,33 @@ impl Gateway {
             };
             match up.request(method, Some(p), None, None).await {
                 Ok(page) => {
-                    for item in page.get(field).and_then(Value::as_array).into_iter().flatten() {
+                    for item in page
+                        .get(field)
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
                         let allowed = match field {
-                            "prompts" => item.get("name").and_then(Value::as_str).is_some_and(|n| up.config.allows_prompt(n)),
-                            _ => item.get(uri_key).and_then(Value::as_str).is_some_and(|u| up.config.allows_resource(u)),
+                            "prompts" => item
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .is_some_and(|n| up.config.allows_prompt(n)),
+                            _ => item
+                                .get(uri_key)
+                                .and_then(Value::as_str)
+                                .is_some_and(|u| up.config.allows_resource(u)),
                         };
                         if !allowed {
                             continue;
                         }
                         let shown = if field == "prompts" {
                             let mut it = item.clone();
-                            if call.scope == Scope::Federated {
-                                if let Some(Value::String(n)) = it.get("name") {
-                                    it["name"] = json!(format!("{}__{}", up.name(), n));
+                            if call.scope == Scope::Federated
+                                && let Some(Value::String(n)) = it.get("name")
+                            {
+                                let renamed = json!(format!("{}__{}", up.name(), n));
+                                if let Some(o) = it.as_object_mut() {
+                                    o.insert("name".into(), renamed);
                                 }
                             }
                             it
@@ -356,10 +448,18 @@ impl Gateway {
                     }
                     match page.get("nextCursor").and_then(Value::as_str) {
                         Some(c) if !c.is_empty() => {
-                            next = Some(Cursor { server: cursor.server, offset: 0, upstream: Some(c.to_string()) });
+                            next = Some(Cursor {
+                                server: cursor.server,
+                                offset: 0,
+                                upstream: Some(c.to_string()),
+                            });
                         }
                         _ if cursor.server + 1 < ups.len() => {
-                            next = Some(Cursor { server: cursor.server + 1, offset: 0, upstream: None });
+                            next = Some(Cursor {
+                                server: cursor.server + 1,
+                                offset: 0,
+                                upstream: None,
+                            });
                         }
                         _ => next = None,
                     }
@@ -370,8 +470,11 @@ impl Gateway {
                         return Err(upstream_error(e));
                     }
                     tracing::warn!(server = %up.name(), error = %e, "upstream skipped in listing");
-                    next = (cursor.server + 1 < ups.len())
-                        .then(|| Cursor { server: cursor.server + 1, offset: 0, upstream: None });
+                    next = (cursor.server + 1 < ups.len()).then(|| Cursor {
+                        server: cursor.server + 1,
+                        offset: 0,
+                        upstream: None,
+                    });
                 }
             }
             // Keep going past upstreams that contributed nothing, so pages are not needlessly empty.
@@ -381,13 +484,19 @@ impl Gateway {
             }
         }
         let mut out = json!({ field: items });
-        if let Some(n) = next {
-            out["nextCursor"] = json!(n.encode());
+        if let Some(n) = next
+            && let Some(o) = out.as_object_mut()
+        {
+            o.insert("nextCursor".into(), json!(n.encode()));
         }
         Ok(out)
     }
 
-    fn resolve_uri<'a>(&'a self, scope: &Scope, uri: &'a str) -> Option<(&'a Arc<Upstream>, &'a str)> {
+    fn resolve_uri<'a>(
+        &'a self,
+        scope: &Scope,
+        uri: &'a str,
+    ) -> Option<(&'a Arc<Upstream>, &'a str)> {
         match scope {
             Scope::Federated => {
                 let (s, rest) = catalog::split_resource_uri(uri)?;
@@ -400,52 +509,81 @@ impl Gateway {
     async fn read_resource(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
         let modern = call.modern();
         let uri = str_param(&params, "uri")?.to_string();
-        let (up, inner) = self.resolve_uri(&call.scope, &uri).ok_or_else(|| unknown_resource(&uri, modern))?;
+        let (up, inner) = self
+            .resolve_uri(&call.scope, &uri)
+            .ok_or_else(|| unknown_resource(&uri, modern))?;
         if !up.config.allows_resource(inner) {
             return Err(unknown_resource(&uri, modern));
         }
         let mut fwd = forwardable(params);
         fwd.insert("uri".into(), json!(inner));
-        let mut res = match up.request("resources/read", Some(Value::Object(fwd)), None, None).await {
+        let mut res = match up
+            .request("resources/read", Some(Value::Object(fwd)), None, None)
+            .await
+        {
             Ok(r) => r,
             Err(UpstreamError::Rpc { error, .. })
-                if matches!(error.get("code").and_then(Value::as_i64), Some(RESOURCE_NOT_FOUND) | Some(INVALID_PARAMS)) =>
+                if matches!(
+                    error.get("code").and_then(Value::as_i64),
+                    Some(RESOURCE_NOT_FOUND) | Some(INVALID_PARAMS)
+                ) =>
             {
                 return Err(unknown_resource(&uri, modern));
             }
             Err(e) => return Err(upstream_error(e)),
         };
         if call.scope == Scope::Federated {
-            for c in res.get_mut("contents").and_then(Value::as_array_mut).into_iter().flatten() {
+            for c in res
+                .get_mut("contents")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(Value::String(u)) = c.get("uri") {
-                    c["uri"] = json!(format!("{}+{}", up.name(), u));
+                    let renamed = json!(format!("{}+{}", up.name(), u));
+                    if let Some(o) = c.as_object_mut() {
+                        o.insert("uri".into(), renamed);
+                    }
                 }
             }
         }
         Ok(res)
     }
 
-    async fn subscribe(&self, call: &Call, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
+    async fn subscribe(
+        &self,
+        call: &Call,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, RpcError> {
         let uri = str_param(&params, "uri")?.to_string();
-        let (up, inner) = self.resolve_uri(&call.scope, &uri).ok_or_else(|| unknown_resource(&uri, false))?;
+        let (up, inner) = self
+            .resolve_uri(&call.scope, &uri)
+            .ok_or_else(|| unknown_resource(&uri, false))?;
         if !up.config.allows_resource(inner) {
             return Err(unknown_resource(&uri, false));
         }
         let mut fwd = forwardable(params);
         fwd.insert("uri".into(), json!(inner));
-        up.request(method, Some(Value::Object(fwd)), None, None).await.map_err(upstream_error)?;
+        up.request(method, Some(Value::Object(fwd)), None, None)
+            .await
+            .map_err(upstream_error)?;
         Ok(json!({}))
     }
 
     async fn get_prompt(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
         let name = str_param(&params, "name")?.to_string();
-        let (up, inner) = self.resolve(&call.scope, &name).ok_or_else(|| unknown_prompt(&name))?;
+        let (up, inner) = self
+            .resolve(&call.scope, &name)
+            .ok_or_else(|| unknown_prompt(&name))?;
         if !up.config.allows_prompt(inner) {
             return Err(unknown_prompt(&name));
         }
         let mut fwd = forwardable(params);
         fwd.insert("name".into(), json!(inner));
-        up.request("prompts/get", Some(Value::Object(fwd)), None, None).await.map_err(upstream_error)
+        up.request("prompts/get", Some(Value::Object(fwd)), None, None)
+            .await
+            .map_err(upstream_error)
     }
 
     async fn complete(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
@@ -456,7 +594,9 @@ impl Gateway {
         let (up, new_ref) = match r.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => {
                 let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
-                let Some((up, inner)) = self.resolve(&call.scope, name) else { return none() };
+                let Some((up, inner)) = self.resolve(&call.scope, name) else {
+                    return none();
+                };
                 if !up.config.allows_prompt(inner) {
                     return none();
                 }
@@ -464,7 +604,9 @@ impl Gateway {
             }
             Some("ref/resource") => {
                 let uri = r.get("uri").and_then(Value::as_str).unwrap_or_default();
-                let Some((up, inner)) = self.resolve_uri(&call.scope, uri) else { return none() };
+                let Some((up, inner)) = self.resolve_uri(&call.scope, uri) else {
+                    return none();
+                };
                 if !up.config.allows_resource(inner) {
                     return none();
                 }
@@ -477,16 +619,25 @@ impl Gateway {
         }
         let mut fwd = forwardable(params);
         fwd.insert("ref".into(), new_ref);
-        up.request("completion/complete", Some(Value::Object(fwd)), None, None).await.map_err(upstream_error)
+        up.request("completion/complete", Some(Value::Object(fwd)), None, None)
+            .await
+            .map_err(upstream_error)
     }
 
     async fn set_level(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
         let level = str_param(&params, "level")?.to_string();
         for up in self.scoped(&call.scope) {
-            if up.capabilities().get("logging").is_some() {
-                if let Err(e) = up.request("logging/setLevel", Some(json!({ "level": level })), None, None).await {
-                    tracing::warn!(server = %up.name(), error = %e, "logging/setLevel not relayed");
-                }
+            if up.capabilities().get("logging").is_some()
+                && let Err(e) = up
+                    .request(
+                        "logging/setLevel",
+                        Some(json!({ "level": level })),
+                        None,
+                        None,
+                    )
+                    .await
+            {
+                tracing::warn!(server = %up.name(), error = %e, "logging/setLevel not relayed");
             }
         }
         Ok(json!({}))
@@ -495,8 +646,16 @@ impl Gateway {
     /// A client notification: cancellation is acted on; the rest need nothing from the gateway.
     pub(crate) fn notification(&self, call: &Call, method: &str, params: Option<&Value>) {
         if method == "notifications/cancelled" {
-            let (Some(sid), Some(rid)) = (call.session_id(), params.and_then(|p| p.get("requestId"))) else { return };
-            let token = self.inflight.lock().ok().and_then(|m| m.get(&(sid.to_string(), rid.to_string())).cloned());
+            let (Some(sid), Some(rid)) =
+                (call.session_id(), params.and_then(|p| p.get("requestId")))
+            else {
+                return;
+            };
+            let token = self
+                .inflight
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&(sid.to_string(), rid.to_string())).cloned());
             if let Some(t) = token {
                 tracing::info!(session = sid, request = %rid, "request cancelled by client");
                 t.cancel();

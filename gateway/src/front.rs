@@ -23,11 +23,14 @@ use tokio::sync::mpsc;
 use crate::auth::{AuthError, Identity};
 use crate::dispatch::{Call, Era};
 use crate::gateway::Gateway;
-use crate::jsonrpc::{self, HEADER_MISMATCH, INVALID_REQUEST, Inbound, RpcError, UNSUPPORTED_VERSION};
+use crate::jsonrpc::{
+    self, HEADER_MISMATCH, INVALID_REQUEST, Inbound, RpcError, UNSUPPORTED_VERSION,
+};
 use crate::session::Scope;
 
 /// Stateful revisions the front accepts, oldest first.
-pub(crate) const STATEFUL_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+pub(crate) const STATEFUL_VERSIONS: &[&str] =
+    &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 /// The stateless revision.
 pub(crate) const STATELESS_VERSION: &str = "2026-07-28";
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
@@ -38,9 +41,18 @@ pub(crate) fn router(gw: Arc<Gateway>) -> Router {
     let limit = gw.registry.settings.max_body;
     Router::new()
         .route("/mcp", get(get_root).post(post_root).delete(delete_root))
-        .route("/mcp/{server}", get(get_server).post(post_server).delete(delete_server))
-        .route("/.well-known/oauth-protected-resource", get(resource_metadata))
-        .route("/.well-known/oauth-protected-resource/{*path}", get(resource_metadata))
+        .route(
+            "/mcp/{server}",
+            get(get_server).post(post_server).delete(delete_server),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*path}",
+            get(resource_metadata),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(limit))
@@ -66,7 +78,11 @@ async fn get_root(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respons
     stream(gw, None, headers).await
 }
 
-async fn get_server(State(gw): State<Arc<Gateway>>, Path(s): Path<String>, headers: HeaderMap) -> Response {
+async fn get_server(
+    State(gw): State<Arc<Gateway>>,
+    Path(s): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     stream(gw, Some(s), headers).await
 }
 
@@ -74,16 +90,30 @@ async fn delete_root(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Resp
     delete(gw, None, headers).await
 }
 
-async fn delete_server(State(gw): State<Arc<Gateway>>, Path(s): Path<String>, headers: HeaderMap) -> Response {
+async fn delete_server(
+    State(gw): State<Arc<Gateway>>,
+    Path(s): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     delete(gw, Some(s), headers).await
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    let down: Vec<&str> = gw.upstreams.all().iter().filter(|u| !u.is_connected()).map(|u| u.name()).collect();
+    let down: Vec<&str> = gw
+        .upstreams
+        .all()
+        .iter()
+        .filter(|u| !u.is_connected())
+        .map(|u| u.name())
+        .collect();
     if down.is_empty() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("upstreams not connected: {}", down.join(", "))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("upstreams not connected: {}", down.join(", ")),
+        )
+            .into_response()
     }
 }
 
@@ -105,21 +135,30 @@ struct Admitted {
     scope: Scope,
 }
 
-async fn admit(gw: &Gateway, server: Option<String>, headers: &HeaderMap) -> Result<Admitted, Response> {
+async fn admit(
+    gw: &Gateway,
+    server: Option<String>,
+    headers: &HeaderMap,
+) -> Result<Admitted, Response> {
     if !gw.host_allowed(headers.get(header::HOST)) {
         return Err(plain_error(StatusCode::FORBIDDEN, "host not allowed"));
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if !gw.origin_allowed(origin) {
-            return Err(plain_error(StatusCode::FORBIDDEN, "origin not allowed"));
-        }
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !gw.origin_allowed(origin)
+    {
+        return Err(plain_error(StatusCode::FORBIDDEN, "origin not allowed"));
     }
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let identity = match gw.auth.client(auth).await {
         Ok(id) => id,
         Err(AuthError::Unavailable(e)) => {
             tracing::error!(error = %e, "credential check failed; refusing");
-            return Err(plain_error(StatusCode::SERVICE_UNAVAILABLE, "credentials cannot be checked right now"));
+            return Err(plain_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "credentials cannot be checked right now",
+            ));
         }
         Err(e) => {
             tracing::info!(reason = %e, "unauthenticated request refused");
@@ -134,7 +173,12 @@ async fn admit(gw: &Gateway, server: Option<String>, headers: &HeaderMap) -> Res
     Ok(Admitted { identity, scope })
 }
 
-async fn post(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post(
+    gw: Arc<Gateway>,
+    server: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let admitted = match admit(&gw, server, &headers).await {
         Ok(a) => a,
         Err(r) => return r,
@@ -150,16 +194,23 @@ async fn post(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap, body
     // Stateful: an existing session.
     if let Some(sid) = session_id {
         let Some(session) = gw.sessions.get(sid, &admitted.identity, &admitted.scope) else {
-            return rpc_error(StatusCode::NOT_FOUND, msg_id(&msg), &RpcError::new(jsonrpc::GATEWAY_REFUSED, "session not found"));
+            return rpc_error(
+                StatusCode::NOT_FOUND,
+                msg_id(&msg),
+                &RpcError::new(jsonrpc::GATEWAY_REFUSED, "session not found"),
+            );
         };
-        if let Some(v) = version_header {
-            if !STATEFUL_VERSIONS.contains(&v) {
-                return rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    msg_id(&msg),
-                    &RpcError::new(INVALID_REQUEST, format!("unsupported MCP-Protocol-Version `{v}`")),
-                );
-            }
+        if let Some(v) = version_header
+            && !STATEFUL_VERSIONS.contains(&v)
+        {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                msg_id(&msg),
+                &RpcError::new(
+                    INVALID_REQUEST,
+                    format!("unsupported MCP-Protocol-Version `{v}`"),
+                ),
+            );
         }
         let call = Call {
             identity: admitted.identity,
@@ -184,33 +235,44 @@ async fn post(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap, body
             .map(str::to_string),
         Inbound::Response { .. } => None,
     };
-    let modern = version_header.is_some_and(|v| !STATEFUL_VERSIONS.contains(&v)) || meta_version.is_some();
+    let modern =
+        version_header.is_some_and(|v| !STATEFUL_VERSIONS.contains(&v)) || meta_version.is_some();
     if !modern {
         return rpc_error(
             StatusCode::BAD_REQUEST,
             msg_id(&msg),
-            &RpcError::new(INVALID_REQUEST, "missing Mcp-Session-Id: send `initialize` first, or use protocol 2026-07-28"),
+            &RpcError::new(
+                INVALID_REQUEST,
+                "missing Mcp-Session-Id: send `initialize` first, or use protocol 2026-07-28",
+            ),
         );
     }
     if let Err(e) = check_stateless(&headers, &msg, version_header, meta_version.as_deref()) {
         return rpc_error(StatusCode::BAD_REQUEST, msg_id(&msg), &e);
     }
-    let caps = match &msg {
+    let has_caps = match &msg {
         Inbound::Request { params, .. } => params
             .as_ref()
             .and_then(|p| p.get("_meta"))
             .and_then(|m| m.get(META_CAPS))
-            .cloned(),
-        _ => Some(json!({})),
+            .is_some(),
+        _ => true,
     };
-    let Some(caps) = caps else {
+    if !has_caps {
         return rpc_error(
             StatusCode::BAD_REQUEST,
             msg_id(&msg),
-            &RpcError::new(jsonrpc::INVALID_PARAMS, "missing `_meta` key `io.modelcontextprotocol/clientCapabilities`"),
+            &RpcError::new(
+                jsonrpc::INVALID_PARAMS,
+                "missing `_meta` key `io.modelcontextprotocol/clientCapabilities`",
+            ),
         );
+    }
+    let call = Call {
+        identity: admitted.identity,
+        scope: admitted.scope,
+        era: Era::Stateless,
     };
-    let call = Call { identity: admitted.identity, scope: admitted.scope, era: Era::Stateless { capabilities: caps } };
     answer(gw, call, msg, accepts_sse).await
 }
 
@@ -231,18 +293,31 @@ fn check_stateless(
         e.data = Some(json!({ "supported": supported, "requested": version }));
         return Err(e);
     }
-    if let (Some(h), Some(m)) = (version_header, meta_version) {
-        if h != m {
-            return Err(mismatch(format!("MCP-Protocol-Version `{h}` does not match _meta `{m}`")));
-        }
+    if let (Some(h), Some(m)) = (version_header, meta_version)
+        && h != m
+    {
+        return Err(mismatch(format!(
+            "MCP-Protocol-Version `{h}` does not match _meta `{m}`"
+        )));
     }
     let (method, params) = match msg {
-        Inbound::Request { method, params, .. } | Inbound::Notification { method, params } => (method, params),
-        Inbound::Response { .. } => return Err(RpcError::new(INVALID_REQUEST, "responses are not accepted in 2026-07-28")),
+        Inbound::Request { method, params, .. } | Inbound::Notification { method, params } => {
+            (method, params)
+        }
+        Inbound::Response { .. } => {
+            return Err(RpcError::new(
+                INVALID_REQUEST,
+                "responses are not accepted in 2026-07-28",
+            ));
+        }
     };
     match header_str(headers, "mcp-method") {
         None => return Err(mismatch("missing required Mcp-Method header".into())),
-        Some(h) if h != method => return Err(mismatch(format!("Mcp-Method `{h}` does not match body method `{method}`"))),
+        Some(h) if h != method => {
+            return Err(mismatch(format!(
+                "Mcp-Method `{h}` does not match body method `{method}`"
+            )));
+        }
         Some(_) => {}
     }
     let key = match method.as_str() {
@@ -251,12 +326,22 @@ fn check_stateless(
         _ => None,
     };
     if let Some(key) = key {
-        let expected = params.as_ref().and_then(|p| p.get(key)).and_then(Value::as_str).unwrap_or_default();
+        let expected = params
+            .as_ref()
+            .and_then(|p| p.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         match header_str(headers, "mcp-name").map(decode_header_value) {
-            None => return Err(mismatch(format!("missing required Mcp-Name header for `{method}`"))),
+            None => {
+                return Err(mismatch(format!(
+                    "missing required Mcp-Name header for `{method}`"
+                )));
+            }
             Some(None) => return Err(mismatch("Mcp-Name header is not valid Base64".into())),
             Some(Some(v)) if v != expected => {
-                return Err(mismatch(format!("Mcp-Name header value does not match body value for `{method}`")));
+                return Err(mismatch(format!(
+                    "Mcp-Name header value does not match body value for `{method}`"
+                )));
             }
             Some(Some(_)) => {}
         }
@@ -265,9 +350,13 @@ fn check_stateless(
 }
 
 fn decode_header_value(raw: &str) -> Option<String> {
-    match raw.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
+    match raw
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
         Some(b64) => {
-            let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()?;
+            let bytes =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()?;
             String::from_utf8(bytes).ok()
         }
         None => Some(raw.to_string()),
@@ -276,17 +365,26 @@ fn decode_header_value(raw: &str) -> Option<String> {
 
 fn initialize(gw: &Gateway, admitted: Admitted, msg: Inbound) -> Response {
     let Inbound::Request { id, params, .. } = msg else {
-        return rpc_error(StatusCode::BAD_REQUEST, None, &RpcError::new(INVALID_REQUEST, "`initialize` must be a request"));
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &RpcError::new(INVALID_REQUEST, "`initialize` must be a request"),
+        );
     };
-    let requested = params.as_ref().and_then(|p| p.get("protocolVersion")).and_then(Value::as_str).unwrap_or_default();
+    let requested = params
+        .as_ref()
+        .and_then(|p| p.get("protocolVersion"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let version = if STATEFUL_VERSIONS.contains(&requested) {
         requested
     } else {
         STATEFUL_VERSIONS.last().copied().unwrap_or("2025-11-25")
     };
-    let caps = params.as_ref().and_then(|p| p.get("capabilities")).cloned().unwrap_or_else(|| json!({}));
     let result = crate::dispatch::initialize_result(gw, &admitted.scope, version);
-    let session = gw.sessions.create(admitted.identity, admitted.scope, version.to_string(), caps);
+    let session = gw
+        .sessions
+        .create(admitted.identity, admitted.scope, version.to_string());
     tracing::info!(session = %session.id, key = %session.identity.key_id, protocol = version, "session started");
     let mut resp = axum::Json(jsonrpc::response(&id, result)).into_response();
     if let Ok(v) = HeaderValue::from_str(&session.id) {
@@ -308,7 +406,7 @@ async fn answer(gw: Arc<Gateway>, call: Call, msg: Inbound, accepts_sse: bool) -
             StatusCode::ACCEPTED.into_response()
         }
         Inbound::Request { id, method, params } => {
-            let modern = matches!(call.era, Era::Stateless { .. });
+            let modern = matches!(call.era, Era::Stateless);
             if method == "subscriptions/listen" && modern {
                 return listen(gw, call, id, params);
             }
@@ -346,12 +444,14 @@ async fn answer(gw: Arc<Gateway>, call: Call, msg: Inbound, accepts_sse: bool) -
                     // Interim messages until every sender is gone (the request has finished),
                     // then the result.
                     let head = futures::stream::iter(first);
-                    let mids = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-                    let last = futures::stream::once(async move { finish(&id, task.await, modern).1 });
-                    let events = head
-                        .chain(mids)
-                        .chain(last)
-                        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+                    let mids = futures::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|m| (m, rx))
+                    });
+                    let last =
+                        futures::stream::once(async move { finish(&id, task.await, modern).1 });
+                    let events = head.chain(mids).chain(last).map(|v| {
+                        Ok::<_, Infallible>(Event::default().event("message").data(v.to_string()))
+                    });
                     Sse::new(events).into_response()
                 }
             }
@@ -367,12 +467,22 @@ fn finish(
     match joined {
         Ok(Ok(result)) => (StatusCode::OK, jsonrpc::response(id, result)),
         Ok(Err(e)) => {
-            let status = if modern { modern_status(e.code) } else { StatusCode::OK };
+            let status = if modern {
+                modern_status(e.code)
+            } else {
+                StatusCode::OK
+            };
             (status, jsonrpc::error_response(Some(id), &e))
         }
         Err(_) => {
             tracing::error!("request task failed");
-            (StatusCode::OK, jsonrpc::error_response(Some(id), &RpcError::new(jsonrpc::INTERNAL_ERROR, "internal error")))
+            (
+                StatusCode::OK,
+                jsonrpc::error_response(
+                    Some(id),
+                    &RpcError::new(jsonrpc::INTERNAL_ERROR, "internal error"),
+                ),
+            )
         }
     }
 }
@@ -387,7 +497,11 @@ fn modern_status(code: i64) -> StatusCode {
 
 /// 2026-07-28 `subscriptions/listen`: acknowledge, then relay list changes for this scope.
 fn listen(gw: Arc<Gateway>, call: Call, id: Value, params: Option<Value>) -> Response {
-    let wanted = params.as_ref().and_then(|p| p.get("notifications")).cloned().unwrap_or_else(|| json!({}));
+    let wanted = params
+        .as_ref()
+        .and_then(|p| p.get("notifications"))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let want = |k: &str| wanted.get(k).and_then(Value::as_bool).unwrap_or(false);
     let honoured = json!({
         "toolsListChanged": want("toolsListChanged"),
@@ -405,14 +519,19 @@ fn listen(gw: Arc<Gateway>, call: Call, id: Value, params: Option<Value>) -> Res
     let events = tokio_stream_from_broadcast(rx).filter_map(move |ev| {
         let out = crate::dispatch::event_notification(&ev, &scope).and_then(|(kind, method)| {
             filter.get(kind).and_then(Value::as_bool).filter(|b| *b)?;
-            Some(jsonrpc::notification(method, json!({ "_meta": sub_meta.clone() })))
+            Some(jsonrpc::notification(
+                method,
+                json!({ "_meta": sub_meta.clone() }),
+            ))
         });
         futures::future::ready(out)
     });
     let stream = futures::stream::iter([ack])
         .chain(events)
         .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 fn tokio_stream_from_broadcast<T: Clone + Send + 'static>(
@@ -436,23 +555,30 @@ async fn stream(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) ->
         Err(r) => return r,
     };
     let Some(sid) = header_str(&headers, "mcp-session-id") else {
-        let mut r = plain_error(StatusCode::METHOD_NOT_ALLOWED, "no standalone stream without a session");
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        let mut r = plain_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "no standalone stream without a session",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     };
     let Some(session) = gw.sessions.get(sid, &admitted.identity, &admitted.scope) else {
         return plain_error(StatusCode::NOT_FOUND, "session not found");
     };
     let scope = session.scope.clone();
-    let upstream = tokio_stream_from_broadcast(gw.upstreams.events.subscribe()).filter_map(move |ev| {
-        let out = crate::dispatch::event_notification(&ev, &scope)
-            .map(|(_, method)| jsonrpc::notification(method, json!({})));
-        futures::future::ready(out)
-    });
+    let upstream =
+        tokio_stream_from_broadcast(gw.upstreams.events.subscribe()).filter_map(move |ev| {
+            let out = crate::dispatch::event_notification(&ev, &scope)
+                .map(|(_, method)| jsonrpc::notification(method, json!({})));
+            futures::future::ready(out)
+        });
     let own = tokio_stream_from_broadcast(session.events.subscribe());
     let merged = futures::stream::select(upstream, own)
         .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
-    Sse::new(merged).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+    Sse::new(merged)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 async fn delete(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) -> Response {
@@ -478,7 +604,11 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn accepts(headers: &HeaderMap, mime: &str) -> bool {
-    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains(mime))
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(mime))
 }
 
 fn msg_id(msg: &Inbound) -> Option<&Value> {
@@ -494,7 +624,11 @@ fn rpc_error(status: StatusCode, id: Option<&Value>, e: &RpcError) -> Response {
 
 /// An error for transport-level refusals: a JSON-RPC error object with no id.
 fn plain_error(status: StatusCode, message: &str) -> Response {
-    rpc_error(status, None, &RpcError::new(jsonrpc::GATEWAY_REFUSED, message))
+    rpc_error(
+        status,
+        None,
+        &RpcError::new(jsonrpc::GATEWAY_REFUSED, message),
+    )
 }
 
 fn unauthorized(gw: &Gateway) -> Response {

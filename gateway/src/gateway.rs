@@ -39,14 +39,25 @@ impl Gateway {
         let mut hosts = vec![bound.to_string()];
         let port = bound.port();
         if bound.ip().is_loopback() {
-            hosts.extend([format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")]);
+            hosts.extend([
+                format!("localhost:{port}"),
+                format!("127.0.0.1:{port}"),
+                format!("[::1]:{port}"),
+            ]);
         }
-        let public_url = s.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+        let public_url = s
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"));
         if let Some(authority) = public_url.split("://").nth(1) {
             let authority = authority.split('/').next().unwrap_or_default();
             hosts.push(authority.to_string());
             // A default port may be left out of the Host header.
-            let default = if public_url.starts_with("https://") { ":443" } else { ":80" };
+            let default = if public_url.starts_with("https://") {
+                ":443"
+            } else {
+                ":80"
+            };
             if let Some(bare) = authority.strip_suffix(default) {
                 hosts.push(bare.to_string());
             }
@@ -57,7 +68,11 @@ impl Gateway {
             origins.push(format!("http://{h}"));
             origins.push(format!("https://{h}"));
         }
-        origins.extend(s.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()));
+        origins.extend(
+            s.allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase()),
+        );
         Gateway {
             sessions: Sessions::new(s.session_idle),
             auth: Authenticator::new(store),
@@ -72,15 +87,17 @@ impl Gateway {
 
     /// DNS-rebinding guard: the Host header must name this gateway.
     pub(crate) fn host_allowed(&self, host: Option<&HeaderValue>) -> bool {
-        let Some(h) = host.and_then(|h| h.to_str().ok()) else { return false };
+        let Some(h) = host.and_then(|h| h.to_str().ok()) else {
+            return false;
+        };
         let h = h.to_ascii_lowercase();
-        self.allowed_hosts.iter().any(|a| *a == h)
+        self.allowed_hosts.contains(&h)
     }
 
     /// A browser `Origin` must be this gateway's own, or one the operator listed.
     pub(crate) fn origin_allowed(&self, origin: &HeaderValue) -> bool {
         let Ok(o) = origin.to_str() else { return false };
         let o = o.trim_end_matches('/').to_ascii_lowercase();
-        self.allowed_origins.iter().any(|a| *a == o)
+        self.allowed_origins.contains(&o)
     }
 }

@@ -36,12 +36,11 @@ pub(crate) struct RpcError {
 
 impl RpcError {
     pub(crate) fn new(code: i64, message: impl Into<String>) -> RpcError {
-        RpcError { code, message: message.into(), data: None }
-    }
-
-    /// An error whose `data.reason` is a stable machine-readable word.
-    pub(crate) fn with_reason(code: i64, message: impl Into<String>, reason: &str) -> RpcError {
-        RpcError { code, message: message.into(), data: Some(json!({ "reason": reason })) }
+        RpcError {
+            code,
+            message: message.into(),
+            data: None,
+        }
     }
 
     pub(crate) fn to_value(&self) -> Value {
@@ -59,11 +58,21 @@ impl RpcError {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Inbound {
     /// A request, expecting a response with the same id.
-    Request { id: Value, method: String, params: Option<Value> },
+    Request {
+        id: Value,
+        method: String,
+        params: Option<Value>,
+    },
     /// A notification: no id, no response.
-    Notification { method: String, params: Option<Value> },
+    Notification {
+        method: String,
+        params: Option<Value>,
+    },
     /// A response to a request the gateway sent (sampling, elicitation, roots).
-    Response { id: Value, outcome: Result<Value, Value> },
+    Response {
+        id: Value,
+        outcome: Result<Value, Value>,
+    },
 }
 
 impl Inbound {
@@ -89,7 +98,9 @@ fn invalid(why: &str) -> RpcError {
 pub(crate) fn from_value(value: Value) -> Result<Inbound, RpcError> {
     let Value::Object(mut obj) = value else {
         return Err(match value {
-            Value::Array(_) => invalid("JSON-RPC batches are not supported; send one message per POST"),
+            Value::Array(_) => {
+                invalid("JSON-RPC batches are not supported; send one message per POST")
+            }
             _ => invalid("expected a JSON object"),
         });
     };
@@ -104,10 +115,10 @@ pub(crate) fn from_value(value: Value) -> Result<Inbound, RpcError> {
         }
     }
     let params = obj.remove("params");
-    if let Some(p) = &params {
-        if !p.is_object() {
-            return Err(invalid("`params` must be an object"));
-        }
+    if let Some(p) = &params
+        && !p.is_object()
+    {
+        return Err(invalid("`params` must be an object"));
     }
     match obj.remove("method") {
         Some(Value::String(method)) => match id {
@@ -119,8 +130,13 @@ pub(crate) fn from_value(value: Value) -> Result<Inbound, RpcError> {
             let id = id.ok_or_else(|| invalid("a message needs `method` or `id`"))?;
             match (obj.remove("result"), obj.remove("error")) {
                 (Some(r), None) => Ok(Inbound::Response { id, outcome: Ok(r) }),
-                (None, Some(e)) if e.is_object() => Ok(Inbound::Response { id, outcome: Err(e) }),
-                _ => Err(invalid("a response needs exactly one of `result` and `error`")),
+                (None, Some(e)) if e.is_object() => Ok(Inbound::Response {
+                    id,
+                    outcome: Err(e),
+                }),
+                _ => Err(invalid(
+                    "a response needs exactly one of `result` and `error`",
+                )),
             }
         }
     }

@@ -81,13 +81,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -149,7 +150,11 @@ pub(crate) async fn quickstart(port: u16) -> ExitCode {
             return ExitCode::from(crate::cli::EX_UNAVAILABLE);
         }
     };
-    let base = reg.settings.public_url.clone().unwrap_or_else(|| format!("http://{}", reg.settings.listen));
+    let base = reg
+        .settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", reg.settings.listen));
     let url = format!("{base}/mcp");
     let banner = format!(
         "\nPortcullis is running.\n\n  \

@@ -31,7 +31,6 @@ pub(crate) struct Session {
     pub(crate) identity: Identity,
     pub(crate) scope: Scope,
     pub(crate) protocol_version: String,
-    pub(crate) client_capabilities: Value,
     /// Notifications for the session's standalone GET stream.
     pub(crate) events: broadcast::Sender<Value>,
     last_seen_ms: AtomicU64,
@@ -54,7 +53,11 @@ pub(crate) struct Sessions {
 
 impl Sessions {
     pub(crate) fn new(idle: Duration) -> Sessions {
-        Sessions { map: RwLock::new(HashMap::new()), epoch: Instant::now(), idle }
+        Sessions {
+            map: RwLock::new(HashMap::new()),
+            epoch: Instant::now(),
+            idle,
+        }
     }
 
     /// Create a session; the id is 32 random bytes, hex (visible ASCII).
@@ -63,7 +66,6 @@ impl Sessions {
         identity: Identity,
         scope: Scope,
         protocol_version: String,
-        client_capabilities: Value,
     ) -> Arc<Session> {
         let id = hex::encode(rand::rng().random::<[u8; 32]>());
         let (events, _) = broadcast::channel(64);
@@ -72,7 +74,6 @@ impl Sessions {
             identity,
             scope,
             protocol_version,
-            client_capabilities,
             events,
             last_seen_ms: AtomicU64::new(0),
         });
@@ -96,23 +97,22 @@ impl Sessions {
 
     /// End a session; true if it existed for this identity and scope.
     pub(crate) fn remove(&self, id: &str, identity: &Identity, scope: &Scope) -> bool {
-        let Ok(mut map) = self.map.write() else { return false };
+        let Ok(mut map) = self.map.write() else {
+            return false;
+        };
         match map.get(id) {
             Some(s) if &s.identity == identity && &s.scope == scope => map.remove(id).is_some(),
             _ => false,
         }
     }
 
-    /// Every live session (for broadcasting list changes).
-    pub(crate) fn all(&self) -> Vec<Arc<Session>> {
-        self.map.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
-    }
-
     /// Drop sessions idle for longer than the configured idle time.
     pub(crate) fn reap(&self) -> usize {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         let idle = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
-        let Ok(mut map) = self.map.write() else { return 0 };
+        let Ok(mut map) = self.map.write() else {
+            return 0;
+        };
         let before = map.len();
         map.retain(|_, s| now.saturating_sub(s.last_seen_ms.load(Ordering::Relaxed)) < idle);
         before - map.len()

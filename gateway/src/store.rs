@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngExt as _;
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 /// Prefix of every key this gateway issues, so leaked keys are recognisable by scanners.
 const KEY_PREFIX: &str = "pcl";
@@ -72,7 +72,9 @@ pub(crate) struct Store {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// SHA-256 of a key's secret part, hex-encoded.
@@ -97,7 +99,10 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS api_keys (
                 id TEXT PRIMARY KEY,
@@ -114,30 +119,49 @@ impl Store {
     }
 
     /// Issue a new key. The returned secret is not stored anywhere.
-    pub(crate) async fn create_key(&self, name: &str, role: KeyRole) -> Result<IssuedKey, StoreError> {
+    pub(crate) async fn create_key(
+        &self,
+        name: &str,
+        role: KeyRole,
+    ) -> Result<IssuedKey, StoreError> {
         let (id, raw) = {
             let mut rng = rand::rng();
-            (hex::encode(rng.random::<[u8; 8]>()), rng.random::<[u8; 32]>())
+            (
+                hex::encode(rng.random::<[u8; 8]>()),
+                rng.random::<[u8; 32]>(),
+            )
         };
-        let secret_part = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw)
-            .replace(['-', '_'], "x");
+        let secret_part =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw)
+                .replace(['-', '_'], "x");
         let created_at = now();
-        sqlx::query("INSERT INTO api_keys (id, hash, name, role, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&id)
-            .bind(hash_secret(&secret_part))
-            .bind(name)
-            .bind(role.as_str())
-            .bind(created_at)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, hash, name, role, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(hash_secret(&secret_part))
+        .bind(name)
+        .bind(role.as_str())
+        .bind(created_at)
+        .execute(&self.pool)
+        .await?;
         Ok(IssuedKey {
             secret: format!("{KEY_PREFIX}_{id}_{secret_part}"),
-            record: KeyRecord { id, name: name.to_string(), role, created_at, revoked_at: None },
+            record: KeyRecord {
+                id,
+                name: name.to_string(),
+                role,
+                created_at,
+                revoked_at: None,
+            },
         })
     }
 
     /// Find the live key that `presented` is, if any. Revoked keys and wrong secrets are `None`.
-    pub(crate) async fn verify_key(&self, presented: &str) -> Result<Option<KeyRecord>, StoreError> {
+    pub(crate) async fn verify_key(
+        &self,
+        presented: &str,
+    ) -> Result<Option<KeyRecord>, StoreError> {
         let Some((id, secret)) = parse_key(presented) else {
             return Ok(None);
         };
@@ -168,11 +192,12 @@ impl Store {
 
     /// Revoke a key; true when a live key was revoked.
     pub(crate) async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(now())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let r =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
         Ok(r.rows_affected() == 1)
     }
 }

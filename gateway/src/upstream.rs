@@ -64,15 +64,16 @@ struct Connection {
 pub(crate) struct Upstreams {
     by_name: HashMap<String, Arc<Upstream>>,
     order: Vec<Arc<Upstream>>,
-    /// Progress routing shared by every connection.
-    pub(crate) progress: Arc<ProgressRoutes>,
     /// List changes, for sessions to relay.
     pub(crate) events: broadcast::Sender<UpstreamEvent>,
 }
 
 impl Upstreams {
     /// Build the set and start connecting every upstream in the background.
-    pub(crate) fn start(servers: &[registry::Server], shutdown: CancellationToken) -> Arc<Upstreams> {
+    pub(crate) fn start(
+        servers: &[registry::Server],
+        shutdown: CancellationToken,
+    ) -> Arc<Upstreams> {
         let progress = Arc::new(ProgressRoutes::default());
         let (events, _) = broadcast::channel(256);
         let order: Vec<Arc<Upstream>> = servers
@@ -88,11 +89,18 @@ impl Upstreams {
                 })
             })
             .collect();
-        let by_name = order.iter().map(|u| (u.config.name.clone(), u.clone())).collect();
+        let by_name = order
+            .iter()
+            .map(|u| (u.config.name.clone(), u.clone()))
+            .collect();
         for u in &order {
             tokio::spawn(connect::supervise(u.clone(), shutdown.clone()));
         }
-        Arc::new(Upstreams { by_name, order, progress, events })
+        Arc::new(Upstreams {
+            by_name,
+            order,
+            events,
+        })
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
@@ -135,14 +143,11 @@ impl Upstream {
             .ok_or_else(|| UpstreamError::Down(self.config.name.clone()))
     }
 
-    /// The protocol revision negotiated with this upstream, if connected.
-    pub(crate) fn protocol(&self) -> Option<String> {
-        self.connection().ok().map(|c| c.protocol.as_str().to_string())
-    }
-
     /// The upstream's declared capabilities (untrusted; used to decide what to relay).
     pub(crate) fn capabilities(&self) -> Value {
-        self.connection().map(|c| c.capabilities).unwrap_or(Value::Null)
+        self.connection()
+            .map(|c| c.capabilities)
+            .unwrap_or(Value::Null)
     }
 
     /// The allowlisted tools the upstream currently offers, as the upstream describes them.

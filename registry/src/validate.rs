@@ -194,19 +194,16 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
         "127.0.0.1:8081",
         problems,
     );
-    let public_url = match &raw.public_url {
-        Some(u) => Some({
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                problems.push(map.problem(
-                    "public_url",
-                    format!("`{u}` is not an http(s) URL"),
-                    "write the URL clients use to reach this gateway, e.g. `https://mcp.example.com`",
-                ));
-            }
-            u.trim_end_matches('/').to_string()
-        }),
-        None => None,
-    };
+    let public_url = raw.public_url.as_ref().map(|u| {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            problems.push(map.problem(
+                "public_url",
+                format!("`{u}` is not an http(s) URL"),
+                "write the URL clients use to reach this gateway, e.g. `https://mcp.example.com`",
+            ));
+        }
+        u.trim_end_matches('/').to_string()
+    });
     let store = raw
         .store
         .clone()

@@ -14,7 +14,10 @@ use anyhow::{Context, Result, bail};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// A binary built into this build's target directory.
@@ -126,11 +129,19 @@ impl Gateway {
         std::fs::write(&path, config)?;
         let key = create_key(&path, "e2e")?;
         let mut cmd = Command::new(bin("portcullis"));
-        cmd.arg("serve").arg("--config").arg(&path).env("PORTCULLIS_LOG", "warn");
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("PORTCULLIS_LOG", "warn");
         let (proc, line) = spawn_until(cmd, "mcp listening on ")?;
         let url = line.rsplit(' ').next().unwrap_or_default();
         let base = url.trim_end_matches("/mcp").to_string();
-        let gw = Gateway { proc, dir, base, key };
+        let gw = Gateway {
+            proc,
+            dir,
+            base,
+            key,
+        };
         if ready {
             gw.wait_ready()?;
         } else {
@@ -187,7 +198,11 @@ fn http_status(addr: &str, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     buf.split(' ').nth(1)?.parse().ok()
@@ -200,7 +215,10 @@ pub fn create_key(config: &Path, name: &str) -> Result<String> {
         .arg(config)
         .output()?;
     if !out.status.success() {
-        bail!("keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let text = String::from_utf8(out.stdout)?;
     text.lines()

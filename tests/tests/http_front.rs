@@ -13,7 +13,12 @@ struct Raw {
 
 impl Raw {
     fn new(url: String, key: &str) -> Raw {
-        Raw { http: reqwest::Client::new(), url, key: key.to_string(), session: None }
+        Raw {
+            http: reqwest::Client::new(),
+            url,
+            key: key.to_string(),
+            session: None,
+        }
     }
 
     fn post(&self, body: &str) -> reqwest::RequestBuilder {
@@ -37,8 +42,17 @@ impl Raw {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
-        self.session = Some(resp.headers()["mcp-session-id"].to_str().unwrap().to_string());
-        let r = self.post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).send().await.unwrap();
+        self.session = Some(
+            resp.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        let r = self
+            .post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     }
 
@@ -51,10 +65,18 @@ impl Raw {
 
 async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
     let status = resp.status();
-    let sse = resp.headers().get("content-type").is_some_and(|c| c.to_str().unwrap().starts_with("text/event-stream"));
+    let sse = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|c| c.to_str().unwrap().starts_with("text/event-stream"));
     let text = resp.text().await.unwrap();
     if sse {
-        let last = text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| d.contains("\"id\"")).last().unwrap().to_string();
+        let last = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .rfind(|d| d.contains("\"id\""))
+            .unwrap()
+            .to_string();
         return (status, serde_json::from_str(&last).unwrap());
     }
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -76,11 +98,33 @@ async fn no_credentials_no_entry() {
     let http = reqwest::Client::new();
     let r = http.post(gw.mcp()).body("{}").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let www = r.headers()["www-authenticate"].to_str().unwrap().to_string();
-    assert_eq!(www, format!("Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\"", gw.base));
-    let r = http.post(gw.mcp()).bearer_auth("pcl_0000000000000000_notarealkeynotarealkeynotarealkey00").body("{}").send().await.unwrap();
+    let www = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        www,
+        format!(
+            "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
+            gw.base
+        )
+    );
+    let r = http
+        .post(gw.mcp())
+        .bearer_auth("pcl_0000000000000000_notarealkeynotarealkeynotarealkey00")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let meta: Value = http.get(format!("{}/.well-known/oauth-protected-resource", gw.base)).send().await.unwrap().json().await.unwrap();
+    let meta: Value = http
+        .get(format!("{}/.well-known/oauth-protected-resource", gw.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(meta["resource"], json!(gw.base));
 }
 
@@ -89,11 +133,26 @@ async fn transport_refusals() {
     let (_fx, gw) = setup().await;
     let c = Raw::new(gw.mcp(), &gw.key);
     // Foreign Origin and foreign Host: 403 before anything else.
-    let r = c.post("{}").header("origin", "http://evil.example.com").send().await.unwrap();
+    let r = c
+        .post("{}")
+        .header("origin", "http://evil.example.com")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = c.post("{}").header("host", "evil.example.com").send().await.unwrap();
+    let r = c
+        .post("{}")
+        .header("host", "evil.example.com")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = c.post("{}").header("origin", gw.base.clone()).send().await.unwrap();
+    let r = c
+        .post("{}")
+        .header("origin", gw.base.clone())
+        .send()
+        .await
+        .unwrap();
     assert_ne!(r.status(), StatusCode::FORBIDDEN);
     // Body over the 4 MiB default: 413.
     let big = "x".repeat(4 * 1024 * 1024 + 1);
@@ -101,17 +160,33 @@ async fn transport_refusals() {
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Malformed JSON, invalid JSON-RPC.
     let (s, v) = read(c.post("{not json").send().await.unwrap()).await;
-    assert_eq!((s, v["error"]["code"].as_i64()), (StatusCode::BAD_REQUEST, Some(-32700)));
+    assert_eq!(
+        (s, v["error"]["code"].as_i64()),
+        (StatusCode::BAD_REQUEST, Some(-32700))
+    );
     let (s, v) = read(c.post(r#"{"jsonrpc":"2.0","id":1}"#).send().await.unwrap()).await;
-    assert_eq!((s, v["error"]["code"].as_i64()), (StatusCode::BAD_REQUEST, Some(-32600)));
+    assert_eq!(
+        (s, v["error"]["code"].as_i64()),
+        (StatusCode::BAD_REQUEST, Some(-32600))
+    );
     // No session and not the stateless revision: 400.
     let (s, _) = c.call(req(1, "tools/list", json!({}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // GET without a session: 405.
-    let r = c.http.get(gw.mcp()).bearer_auth(&gw.key).send().await.unwrap();
+    let r = c
+        .http
+        .get(gw.mcp())
+        .bearer_auth(&gw.key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     // Unknown server endpoint: 404.
-    let r = Raw::new(gw.server("nope"), &gw.key).post("{}").send().await.unwrap();
+    let r = Raw::new(gw.server("nope"), &gw.key)
+        .post("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -135,10 +210,22 @@ async fn sessions_are_bound_and_end() {
     let (s, _) = c.call(req(4, "tools/list", json!({}))).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Unsupported protocol header inside a session: 400.
-    let r = a.post(&req(5, "ping", json!({})).to_string()).header("mcp-protocol-version", "1999-01-01").send().await.unwrap();
+    let r = a
+        .post(&req(5, "ping", json!({})).to_string())
+        .header("mcp-protocol-version", "1999-01-01")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // DELETE ends it; afterwards the id is unknown.
-    let r = a.http.delete(gw.mcp()).bearer_auth(&gw.key).header("mcp-session-id", a.session.clone().unwrap()).send().await.unwrap();
+    let r = a
+        .http
+        .delete(gw.mcp())
+        .bearer_auth(&gw.key)
+        .header("mcp-session-id", a.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let (s, _) = a.call(req(6, "ping", json!({}))).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -153,41 +240,104 @@ async fn catalogue_is_the_allowlist_with_registry_annotations() {
     let tools = v["result"]["tools"].as_array().unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"fixture__echo"));
-    assert!(!names.iter().any(|n| n.contains("unlisted_tool")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.contains("unlisted_tool")),
+        "{names:?}"
+    );
     // late_tool is allowlisted but not offered yet: not shown.
     assert!(!names.contains(&"fixture__late_tool"));
     let by = |n: &str| tools.iter().find(|t| t["name"] == n).unwrap().clone();
-    assert_eq!(by("fixture__echo")["annotations"], json!({"readOnlyHint": true, "destructiveHint": false}));
-    assert_eq!(by("fixture__slow")["annotations"], json!({"readOnlyHint": false, "destructiveHint": false}));
-    assert_eq!(by("fixture__add_tool")["annotations"], json!({"readOnlyHint": false, "destructiveHint": true}));
+    assert_eq!(
+        by("fixture__echo")["annotations"],
+        json!({"readOnlyHint": true, "destructiveHint": false})
+    );
+    assert_eq!(
+        by("fixture__slow")["annotations"],
+        json!({"readOnlyHint": false, "destructiveHint": false})
+    );
+    assert_eq!(
+        by("fixture__add_tool")["annotations"],
+        json!({"readOnlyHint": false, "destructiveHint": true})
+    );
 
     // Unlisted, nonexistent, wrong case and zero-width names all get the identical answer.
     let mut errors = Vec::new();
-    for name in ["fixture__unlisted_tool", "fixture__nope", "fixture__ECHO", "fixture__ec\u{200b}ho", "nope__echo", "echo"] {
-        let (_, v) = c.call(req(2, "tools/call", json!({ "name": name, "arguments": {} }))).await;
+    for name in [
+        "fixture__unlisted_tool",
+        "fixture__nope",
+        "fixture__ECHO",
+        "fixture__ec\u{200b}ho",
+        "nope__echo",
+        "echo",
+    ] {
+        let (_, v) = c
+            .call(req(
+                2,
+                "tools/call",
+                json!({ "name": name, "arguments": {} }),
+            ))
+            .await;
         let e = v["error"].clone();
-        errors.push((e["code"].clone(), e["message"].as_str().unwrap().replace(name, "NAME"), e["data"].clone()));
+        errors.push((
+            e["code"].clone(),
+            e["message"].as_str().unwrap().replace(name, "NAME"),
+            e["data"].clone(),
+        ));
     }
     assert!(errors.windows(2).all(|w| w[0] == w[1]), "{errors:?}");
     assert_eq!(errors[0].0, json!(-32602));
 
-    let (_, v) = c.call(req(3, "tools/call", json!({ "name": "fixture__echo", "arguments": { "text": "hi" } }))).await;
+    let (_, v) = c
+        .call(req(
+            3,
+            "tools/call",
+            json!({ "name": "fixture__echo", "arguments": { "text": "hi" } }),
+        ))
+        .await;
     assert_eq!(v["result"]["content"][0]["text"], json!("hi"));
 
     // Resources: only allowlisted URIs, renamed for the federated endpoint.
     let (_, v) = c.call(req(4, "resources/list", json!({}))).await;
-    let uris: Vec<&str> = v["result"]["resources"].as_array().unwrap().iter().map(|r| r["uri"].as_str().unwrap()).collect();
+    let uris: Vec<&str> = v["result"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uri"].as_str().unwrap())
+        .collect();
     assert!(uris.contains(&"fixture+test://static-text"), "{uris:?}");
     assert!(!uris.iter().any(|u| u.contains("secret://")));
-    let (_, v) = c.call(req(5, "resources/read", json!({ "uri": "fixture+test://static-text" }))).await;
-    assert_eq!(v["result"]["contents"][0]["text"], json!("This is the content of the static text resource."));
-    let (_, hidden) = c.call(req(6, "resources/read", json!({ "uri": "fixture+secret://hidden" }))).await;
-    let (_, missing) = c.call(req(7, "resources/read", json!({ "uri": "fixture+test://missing" }))).await;
+    let (_, v) = c
+        .call(req(
+            5,
+            "resources/read",
+            json!({ "uri": "fixture+test://static-text" }),
+        ))
+        .await;
+    assert_eq!(
+        v["result"]["contents"][0]["text"],
+        json!("This is the content of the static text resource.")
+    );
+    let (_, hidden) = c
+        .call(req(
+            6,
+            "resources/read",
+            json!({ "uri": "fixture+secret://hidden" }),
+        ))
+        .await;
+    let (_, missing) = c
+        .call(req(
+            7,
+            "resources/read",
+            json!({ "uri": "fixture+test://missing" }),
+        ))
+        .await;
     assert_eq!(hidden["error"]["code"], missing["error"]["code"]);
     assert_eq!(hidden["error"]["message"], missing["error"]["message"]);
 
     // Bad cursor: -32602.
-    let (_, v) = c.call(req(8, "tools/list", json!({ "cursor": "garbage!" }))).await;
+    let (_, v) = c
+        .call(req(8, "tools/list", json!({ "cursor": "garbage!" })))
+        .await;
     assert_eq!(v["error"]["code"], json!(-32602));
 }
 
@@ -196,12 +346,23 @@ async fn list_changed_reveals_new_allowlisted_tools_only_after_refresh() {
     let (_fx, gw) = setup().await;
     let mut c = Raw::new(gw.server("fixture"), &gw.key);
     c.init().await;
-    let (_, v) = c.call(req(1, "tools/call", json!({ "name": "add_tool", "arguments": {} }))).await;
+    let (_, v) = c
+        .call(req(
+            1,
+            "tools/call",
+            json!({ "name": "add_tool", "arguments": {} }),
+        ))
+        .await;
     assert_eq!(v["result"]["content"][0]["text"], json!("added"));
     let mut seen = false;
     for _ in 0..100 {
         let (_, v) = c.call(req(2, "tools/list", json!({}))).await;
-        if v["result"]["tools"].as_array().unwrap().iter().any(|t| t["name"] == "late_tool") {
+        if v["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "late_tool")
+        {
             seen = true;
             break;
         }
@@ -215,7 +376,11 @@ async fn stateless_revision_checks_headers_against_the_body() {
     let (_fx, gw) = setup().await;
     let c = Raw::new(gw.mcp(), &gw.key);
     let meta = json!({ "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {} });
-    let body = req(1, "tools/call", json!({ "name": "fixture__echo", "arguments": { "text": "x" }, "_meta": meta }));
+    let body = req(
+        1,
+        "tools/call",
+        json!({ "name": "fixture__echo", "arguments": { "text": "x" }, "_meta": meta }),
+    );
     let send = |method: &'static str, name: &'static str| {
         c.post(&body.to_string())
             .header("mcp-protocol-version", "2026-07-28")
@@ -229,21 +394,56 @@ async fn stateless_revision_checks_headers_against_the_body() {
     assert_eq!(v["result"]["resultType"], json!("complete"));
     // A header naming another tool than the body: 400 with -32020, upstream untouched.
     let (s, v) = read(send("tools/call", "fixture__add_tool").await.unwrap()).await;
-    assert_eq!((s, v["error"]["code"].as_i64()), (StatusCode::BAD_REQUEST, Some(-32020)));
+    assert_eq!(
+        (s, v["error"]["code"].as_i64()),
+        (StatusCode::BAD_REQUEST, Some(-32020))
+    );
     let (s, v) = read(send("tools/list", "fixture__echo").await.unwrap()).await;
-    assert_eq!((s, v["error"]["code"].as_i64()), (StatusCode::BAD_REQUEST, Some(-32020)));
+    assert_eq!(
+        (s, v["error"]["code"].as_i64()),
+        (StatusCode::BAD_REQUEST, Some(-32020))
+    );
     // Base64-wrapped header values are decoded before comparing.
-    let (s, _) = read(send("tools/call", "=?base64?Zml4dHVyZV9fZWNobw==?=").await.unwrap()).await;
+    let (s, _) = read(
+        send("tools/call", "=?base64?Zml4dHVyZV9fZWNobw==?=")
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     // Unsupported version: 400 with -32022 naming what is supported.
-    let old = req(2, "tools/list", json!({ "_meta": { "io.modelcontextprotocol/protocolVersion": "2030-01-01", "io.modelcontextprotocol/clientCapabilities": {} } }));
-    let r = c.post(&old.to_string()).header("mcp-protocol-version", "2030-01-01").header("mcp-method", "tools/list").send().await.unwrap();
+    let old = req(
+        2,
+        "tools/list",
+        json!({ "_meta": { "io.modelcontextprotocol/protocolVersion": "2030-01-01", "io.modelcontextprotocol/clientCapabilities": {} } }),
+    );
+    let r = c
+        .post(&old.to_string())
+        .header("mcp-protocol-version", "2030-01-01")
+        .header("mcp-method", "tools/list")
+        .send()
+        .await
+        .unwrap();
     let (s, v) = read(r).await;
-    assert_eq!((s, v["error"]["code"].as_i64()), (StatusCode::BAD_REQUEST, Some(-32022)));
-    assert!(v["error"]["data"]["supported"].as_array().unwrap().contains(&json!("2026-07-28")));
+    assert_eq!(
+        (s, v["error"]["code"].as_i64()),
+        (StatusCode::BAD_REQUEST, Some(-32022))
+    );
+    assert!(
+        v["error"]["data"]["supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("2026-07-28"))
+    );
     // server/discover answers with supported versions and private caching.
     let d = req(3, "server/discover", json!({ "_meta": meta }));
-    let r = c.post(&d.to_string()).header("mcp-protocol-version", "2026-07-28").header("mcp-method", "server/discover").send().await.unwrap();
+    let r = c
+        .post(&d.to_string())
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "server/discover")
+        .send()
+        .await
+        .unwrap();
     let (s, v) = read(r).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["result"]["supportedVersions"][0], json!("2026-07-28"));
@@ -261,13 +461,31 @@ async fn upstream_down_or_slow_names_the_server_and_the_session_survives() {
     let mut c = Raw::new(gw.mcp(), &gw.key);
     c.init().await;
     let started = std::time::Instant::now();
-    let (_, v) = c.call(req(1, "tools/call", json!({ "name": "fixture__slow", "arguments": { "ms": 5000 } }))).await;
+    let (_, v) = c
+        .call(req(
+            1,
+            "tools/call",
+            json!({ "name": "fixture__slow", "arguments": { "ms": 5000 } }),
+        ))
+        .await;
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
     assert_eq!(v["error"]["code"], json!(-32003), "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("`fixture`"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`fixture`"),
+        "{v}"
+    );
     assert_eq!(v["error"]["data"]["server"], json!("fixture"));
     // The dead server's tool is unknown (it was never offered), and the session still works.
-    let (_, v) = c.call(req(2, "tools/call", json!({ "name": "fixture__echo", "arguments": { "text": "still here" } }))).await;
+    let (_, v) = c
+        .call(req(
+            2,
+            "tools/call",
+            json!({ "name": "fixture__echo", "arguments": { "text": "still here" } }),
+        ))
+        .await;
     assert_eq!(v["result"]["content"][0]["text"], json!("still here"));
     let (_, v) = c.call(req(3, "resources/list", json!({}))).await;
     assert!(v["result"]["resources"].is_array(), "{v}");

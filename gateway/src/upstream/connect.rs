@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use registry::ServerSource;
 use rmcp::model::{ClientRequest, ProtocolVersion, ServerResult, Tool};
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, PeerRequestOptions};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{Peer, RoleClient, ServiceExt};
-use registry::ServerSource;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -55,14 +55,14 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
                 if let Ok(mut slot) = up.conn.write() {
                     *slot = Some(conn);
                 }
-                let _ = up.events.send(UpstreamEvent::ToolsChanged(up.config.name.clone()));
+                let _ = up.events.send(UpstreamEvent::Tools(up.config.name.clone()));
                 loop {
                     tokio::select! {
                         Some(()) = refresh_rx.recv() => {
                             if let Err(e) = refresh_tools(&up, &peer).await {
                                 tracing::warn!(server = %up.config.name, error = %e, "refreshing upstream tools failed");
                             }
-                            let _ = up.events.send(UpstreamEvent::ToolsChanged(up.config.name.clone()));
+                            let _ = up.events.send(UpstreamEvent::Tools(up.config.name.clone()));
                         }
                         () = up.reconnect.notified() => {
                             if service.is_closed() || peer.is_transport_closed() { break; }
@@ -85,7 +85,10 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
     }
 }
 
-async fn connect(server: &registry::Server, handler: UpstreamHandler) -> anyhow::Result<Connection> {
+async fn connect(
+    server: &registry::Server,
+    handler: UpstreamHandler,
+) -> anyhow::Result<Connection> {
     let lifecycle = ClientLifecycleMode::Auto {
         preferred_versions: vec![ProtocolVersion::V_2026_07_28],
         legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
@@ -94,7 +97,11 @@ async fn connect(server: &registry::Server, handler: UpstreamHandler) -> anyhow:
         ServerSource::Http { url } => {
             let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str());
             let transport = StreamableHttpClientTransport::from_config(cfg);
-            tokio::time::timeout(server.timeout, handler.serve_with_lifecycle(transport, lifecycle)).await??
+            tokio::time::timeout(
+                server.timeout,
+                handler.serve_with_lifecycle(transport, lifecycle),
+            )
+            .await??
         }
         ServerSource::Command(cmd) => {
             let mut c = tokio::process::Command::new(&cmd.program);
@@ -108,7 +115,11 @@ async fn connect(server: &registry::Server, handler: UpstreamHandler) -> anyhow:
                 c.current_dir(dir);
             }
             let transport = TokioChildProcess::new(c)?;
-            tokio::time::timeout(server.timeout, handler.serve_with_lifecycle(transport, lifecycle)).await??
+            tokio::time::timeout(
+                server.timeout,
+                handler.serve_with_lifecycle(transport, lifecycle),
+            )
+            .await??
         }
         ServerSource::Builtin(registry::BuiltinServer::Notes) => {
             let (a, b) = tokio::io::duplex(1 << 16);
@@ -120,9 +131,12 @@ async fn connect(server: &registry::Server, handler: UpstreamHandler) -> anyhow:
             tokio::time::timeout(server.timeout, handler.serve(b)).await??
         }
     };
-    let info = service.peer_info().ok_or_else(|| anyhow::anyhow!("no server info after handshake"))?;
+    let info = service
+        .peer_info()
+        .ok_or_else(|| anyhow::anyhow!("no server info after handshake"))?;
     let peer = service.peer().clone();
-    peer.set_response_cache_config(rmcp::service::ClientCacheConfig::disabled()).await;
+    peer.set_response_cache_config(rmcp::service::ClientCacheConfig::disabled())
+        .await;
     Ok(Connection {
         peer,
         protocol: info.protocol_version.clone(),
@@ -140,7 +154,8 @@ async fn refresh_tools(up: &Upstream, peer: &Peer<RoleClient>) -> anyhow::Result
             Some(c) => json!({ "cursor": c }),
             None => json!({}),
         };
-        let req: ClientRequest = serde_json::from_value(json!({ "method": "tools/list", "params": params }))?;
+        let req: ClientRequest =
+            serde_json::from_value(json!({ "method": "tools/list", "params": params }))?;
         let res = peer
             .send_request_with_option(req, PeerRequestOptions::with_timeout(up.config.timeout))
             .await?

@@ -20,11 +20,11 @@ use crate::jsonrpc;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum UpstreamEvent {
     /// The allowlisted tool list of this server was refreshed.
-    ToolsChanged(String),
+    Tools(String),
     /// The server's resource list changed.
-    ResourcesChanged(String),
+    Resources(String),
     /// The server's prompt list changed.
-    PromptsChanged(String),
+    Prompts(String),
 }
 
 /// Where progress for an upstream token goes: the caller's own token and its response stream.
@@ -34,7 +34,12 @@ pub(crate) struct ProgressRoutes {
 }
 
 impl ProgressRoutes {
-    pub(crate) fn insert(&self, upstream: Value, downstream: Value, sink: mpsc::UnboundedSender<Value>) {
+    pub(crate) fn insert(
+        &self,
+        upstream: Value,
+        downstream: Value,
+        sink: mpsc::UnboundedSender<Value>,
+    ) {
         if let Ok(mut r) = self.routes.lock() {
             r.insert(upstream.to_string(), (downstream, sink));
         }
@@ -47,9 +52,15 @@ impl ProgressRoutes {
     }
 
     fn forward(&self, p: &ProgressNotificationParam) {
-        let Ok(key) = serde_json::to_value(&p.progress_token) else { return };
-        let Ok(routes) = self.routes.lock() else { return };
-        let Some((token, sink)) = routes.get(&key.to_string()) else { return };
+        let Ok(key) = serde_json::to_value(&p.progress_token) else {
+            return;
+        };
+        let Ok(routes) = self.routes.lock() else {
+            return;
+        };
+        let Some((token, sink)) = routes.get(&key.to_string()) else {
+            return;
+        };
         let mut params = json!({ "progressToken": token, "progress": p.progress });
         if let (Some(total), Some(obj)) = (p.total, params.as_object_mut()) {
             obj.insert("total".into(), json!(total));
@@ -79,7 +90,11 @@ impl ClientHandler for UpstreamHandler {
         )
     }
 
-    async fn on_progress(&self, params: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
         self.progress.forward(&params);
     }
 
@@ -88,10 +103,14 @@ impl ClientHandler for UpstreamHandler {
     }
 
     async fn on_resource_list_changed(&self, _: NotificationContext<RoleClient>) {
-        let _ = self.events.send(UpstreamEvent::ResourcesChanged(self.server.clone()));
+        let _ = self
+            .events
+            .send(UpstreamEvent::Resources(self.server.clone()));
     }
 
     async fn on_prompt_list_changed(&self, _: NotificationContext<RoleClient>) {
-        let _ = self.events.send(UpstreamEvent::PromptsChanged(self.server.clone()));
+        let _ = self
+            .events
+            .send(UpstreamEvent::Prompts(self.server.clone()));
     }
 }

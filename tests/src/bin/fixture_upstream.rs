@@ -5,7 +5,10 @@
 //! built on rmcp and serves Streamable HTTP (`--http ADDR`, prints `fixture listening on URL`)
 //! or stdio (`--stdio`). `--era legacy|modern|both` limits the protocol revisions it accepts.
 
-#![expect(deprecated, reason = "the conformance fixtures exercise logging, which rmcp marks deprecated")]
+#![expect(
+    deprecated,
+    reason = "the conformance fixtures exercise logging, which rmcp marks deprecated"
+)]
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -45,7 +48,8 @@ enum Era {
 }
 
 fn from<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, McpError> {
-    serde_json::from_value(v).map_err(|e| McpError::internal_error(format!("fixture bug: {e}"), None))
+    serde_json::from_value(v)
+        .map_err(|e| McpError::internal_error(format!("fixture bug: {e}"), None))
 }
 
 fn tool(name: &str, description: &str, schema: Value) -> Tool {
@@ -63,14 +67,34 @@ fn no_args() -> Value {
 impl Fixture {
     fn tools(&self) -> Vec<Tool> {
         let mut t = vec![
-            tool("test_simple_text", "Returns a simple text response", no_args()),
+            tool(
+                "test_simple_text",
+                "Returns a simple text response",
+                no_args(),
+            ),
             tool("test_image_content", "Returns an image", no_args()),
             tool("test_audio_content", "Returns audio", no_args()),
-            tool("test_embedded_resource", "Returns an embedded resource", no_args()),
-            tool("test_multiple_content_types", "Returns text, image and resource content", no_args()),
+            tool(
+                "test_embedded_resource",
+                "Returns an embedded resource",
+                no_args(),
+            ),
+            tool(
+                "test_multiple_content_types",
+                "Returns text, image and resource content",
+                no_args(),
+            ),
             tool("test_tool_with_logging", "Logs while it runs", no_args()),
-            tool("test_error_handling", "Always fails with a tool error", no_args()),
-            tool("test_tool_with_progress", "Reports progress while it runs", no_args()),
+            tool(
+                "test_error_handling",
+                "Always fails with a tool error",
+                no_args(),
+            ),
+            tool(
+                "test_tool_with_progress",
+                "Reports progress while it runs",
+                no_args(),
+            ),
             tool(
                 "test_sampling",
                 "Asks the client's model",
@@ -81,8 +105,16 @@ impl Fixture {
                 "Asks the user for input",
                 json!({"type":"object","properties":{"message":{"type":"string"}},"required":["message"]}),
             ),
-            tool("test_elicitation_sep1034_defaults", "Elicitation with defaults", no_args()),
-            tool("test_elicitation_sep1330_enums", "Elicitation with enums", no_args()),
+            tool(
+                "test_elicitation_sep1034_defaults",
+                "Elicitation with defaults",
+                no_args(),
+            ),
+            tool(
+                "test_elicitation_sep1330_enums",
+                "Elicitation with enums",
+                no_args(),
+            ),
             tool(
                 "echo",
                 "Echoes its text argument",
@@ -93,8 +125,16 @@ impl Fixture {
                 "Sleeps for ms milliseconds, then answers",
                 json!({"type":"object","properties":{"ms":{"type":"integer"}},"required":["ms"]}),
             ),
-            tool("add_tool", "Adds the tool `late_tool` and announces list_changed", no_args()),
-            tool("unlisted_tool", "A tool the gateway's config does not allowlist", no_args()),
+            tool(
+                "add_tool",
+                "Adds the tool `late_tool` and announces list_changed",
+                no_args(),
+            ),
+            tool(
+                "unlisted_tool",
+                "A tool the gateway's config does not allowlist",
+                no_args(),
+            ),
         ];
         if self.extra_tool.load(Ordering::SeqCst) {
             t.push(tool("late_tool", "Appeared after add_tool", no_args()));
@@ -108,22 +148,34 @@ impl Fixture {
         }
     }
 
-    async fn ask(ctx: &RequestContext<RoleServer>, method: &str, params: Value) -> Result<Value, McpError> {
+    async fn ask(
+        ctx: &RequestContext<RoleServer>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, McpError> {
         let req: ServerRequest = from(json!({ "method": method, "params": params }))?;
-        let res = ctx
-            .peer
-            .send_request(req)
-            .await
-            .map_err(|e| McpError::internal_error(format!("client request failed: {e}"), None))?;
+        let res =
+            ctx.peer.send_request(req).await.map_err(|e| {
+                McpError::internal_error(format!("client request failed: {e}"), None)
+            })?;
         serde_json::to_value(res).map_err(|e| McpError::internal_error(e.to_string(), None))
     }
 
-    async fn call(&self, name: &str, args: Value, ctx: RequestContext<RoleServer>) -> Result<Value, McpError> {
+    async fn call(
+        &self,
+        name: &str,
+        args: Value,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Value, McpError> {
         let text = |s: &str| json!({ "content": [{ "type": "text", "text": s }] });
         Ok(match name {
             "test_simple_text" => text("This is a simple text response for testing."),
-            "test_image_content" => json!({ "content": [{ "type": "image", "data": PNG, "mimeType": "image/png" }] }),
-            "test_audio_content" => json!({ "content": [{ "type": "audio", "data": WAV, "mimeType": "audio/wav" }] }),
+            "test_image_content" => {
+                json!({ "content": [{ "type": "image", "data": PNG, "mimeType": "image/png" }] })
+            }
+            "test_audio_content" => {
+                json!({ "content": [{ "type": "audio", "data": WAV, "mimeType": "audio/wav" }] })
+            }
             "test_embedded_resource" => json!({ "content": [{ "type": "resource", "resource": {
                 "uri": "test://embedded-resource", "mimeType": "text/plain", "text": "This is an embedded resource content." } }] }),
             "test_multiple_content_types" => json!({ "content": [
@@ -132,9 +184,17 @@ impl Fixture {
                 { "type": "resource", "resource": { "uri": "test://mixed-content-resource", "mimeType": "application/json",
                     "text": "{\"test\":\"data\",\"value\":123}" } } ] }),
             "test_tool_with_logging" => {
-                for msg in ["Tool execution started", "Tool processing data", "Tool execution completed"] {
-                    Self::notify(&ctx, json!({ "method": "notifications/message",
-                        "params": { "level": "info", "logger": "fixture", "data": msg } })).await;
+                for msg in [
+                    "Tool execution started",
+                    "Tool processing data",
+                    "Tool execution completed",
+                ] {
+                    Self::notify(
+                        &ctx,
+                        json!({ "method": "notifications/message",
+                        "params": { "level": "info", "logger": "fixture", "data": msg } }),
+                    )
+                    .await;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 text("Logging test completed")
@@ -152,19 +212,34 @@ impl Fixture {
                 text("Progress test completed")
             }
             "test_sampling" => {
-                let prompt = args.get("prompt").and_then(Value::as_str).unwrap_or_default();
+                let prompt = args
+                    .get("prompt")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let r = Self::ask(&ctx, "sampling/createMessage", json!({
                     "messages": [{ "role": "user", "content": { "type": "text", "text": prompt } }], "maxTokens": 100 })).await?;
-                let said = r.get("content").and_then(|c| c.get("text")).and_then(Value::as_str).unwrap_or_default();
+                let said = r
+                    .get("content")
+                    .and_then(|c| c.get("text"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 text(&format!("LLM response: {said}"))
             }
             "test_elicitation" => {
-                let message = args.get("message").and_then(Value::as_str).unwrap_or_default();
-                let r = Self::ask(&ctx, "elicitation/create", json!({ "message": message, "requestedSchema": {
+                let message = args
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let r = Self::ask(
+                    &ctx,
+                    "elicitation/create",
+                    json!({ "message": message, "requestedSchema": {
                     "type": "object", "properties": {
                         "username": { "type": "string", "description": "User's response" },
                         "email": { "type": "string", "description": "User's email address" } },
-                    "required": ["username", "email"] } })).await?;
+                    "required": ["username", "email"] } }),
+                )
+                .await?;
                 text(&format!("User response: {r}"))
             }
             "test_elicitation_sep1034_defaults" => {
@@ -206,7 +281,12 @@ impl Fixture {
                 text("added")
             }
             "late_tool" | "unlisted_tool" => text(name),
-            _ => return Err(McpError::invalid_params(format!("Unknown tool: {name}"), None)),
+            _ => {
+                return Err(McpError::invalid_params(
+                    format!("Unknown tool: {name}"),
+                    None,
+                ));
+            }
         })
     }
 }
@@ -230,7 +310,11 @@ impl ServerHandler for Fixture {
         match self.era {
             Era::Both => Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS),
             Era::Legacy => Cow::Owned(
-                ProtocolVersion::KNOWN_VERSIONS.iter().filter(|v| v.has_initialize()).cloned().collect(),
+                ProtocolVersion::KNOWN_VERSIONS
+                    .iter()
+                    .filter(|v| v.has_initialize())
+                    .cloned()
+                    .collect(),
             ),
             Era::Modern => Cow::Owned(vec![ProtocolVersion::V_2026_07_28]),
         }
@@ -249,7 +333,11 @@ impl ServerHandler for Fixture {
         req: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let args = req.arguments.clone().map(Value::Object).unwrap_or(json!({}));
+        let args = req
+            .arguments
+            .clone()
+            .map(Value::Object)
+            .unwrap_or(json!({}));
         let v = self.call(req.name.as_ref(), args, ctx).await?;
         Ok(from::<CallToolResult>(v)?.into())
     }
@@ -282,24 +370,44 @@ impl ServerHandler for Fixture {
     ) -> Result<ReadResourceResponse, McpError> {
         let uri = req.uri.clone();
         let contents = match uri.as_str() {
-            "test://static-text" => json!({ "uri": uri, "mimeType": "text/plain", "text": "This is the content of the static text resource." }),
+            "test://static-text" => {
+                json!({ "uri": uri, "mimeType": "text/plain", "text": "This is the content of the static text resource." })
+            }
             "test://static-binary" => json!({ "uri": uri, "mimeType": "image/png", "blob": PNG }),
-            "test://watched-resource" => json!({ "uri": uri, "mimeType": "text/plain", "text": "watched" }),
+            "test://watched-resource" => {
+                json!({ "uri": uri, "mimeType": "text/plain", "text": "watched" })
+            }
             "secret://hidden" => json!({ "uri": uri, "mimeType": "text/plain", "text": "hidden" }),
-            u => match u.strip_prefix("test://template/").and_then(|r| r.strip_suffix("/data")) {
+            u => match u
+                .strip_prefix("test://template/")
+                .and_then(|r| r.strip_suffix("/data"))
+            {
                 Some(id) => json!({ "uri": uri, "mimeType": "application/json",
                     "text": json!({ "id": id, "templateTest": true, "data": format!("Data for ID: {id}") }).to_string() }),
-                None => return Err(McpError::resource_not_found("Resource not found", Some(json!({ "uri": uri })))),
+                None => {
+                    return Err(McpError::resource_not_found(
+                        "Resource not found",
+                        Some(json!({ "uri": uri })),
+                    ));
+                }
             },
         };
         Ok(from::<ReadResourceResult>(json!({ "contents": [contents] }))?.into())
     }
 
-    async fn subscribe(&self, _: SubscribeRequestParams, _: RequestContext<RoleServer>) -> Result<(), McpError> {
+    async fn subscribe(
+        &self,
+        _: SubscribeRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
         Ok(())
     }
 
-    async fn unsubscribe(&self, _: UnsubscribeRequestParams, _: RequestContext<RoleServer>) -> Result<(), McpError> {
+    async fn unsubscribe(
+        &self,
+        _: UnsubscribeRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
         Ok(())
     }
 
@@ -324,17 +432,28 @@ impl ServerHandler for Fixture {
         _: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
         let arg = |k: &str| {
-            req.arguments.as_ref().and_then(|a| a.get(k)).and_then(Value::as_str).unwrap_or_default().to_string()
+            req.arguments
+                .as_ref()
+                .and_then(|a| a.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
         };
         let user = |content: Value| json!({ "role": "user", "content": content });
         let messages = match req.name.as_str() {
-            "test_simple_prompt" => vec![user(json!({ "type": "text", "text": "This is a simple prompt for testing." }))],
+            "test_simple_prompt" => vec![user(
+                json!({ "type": "text", "text": "This is a simple prompt for testing." }),
+            )],
             "test_prompt_with_arguments" => vec![user(json!({ "type": "text",
                 "text": format!("Prompt with arguments: arg1='{}', arg2='{}'", arg("arg1"), arg("arg2")) }))],
             "test_prompt_with_embedded_resource" => vec![
-                user(json!({ "type": "resource", "resource": { "uri": arg("resourceUri"), "mimeType": "text/plain",
-                    "text": "Embedded resource content for testing." } })),
-                user(json!({ "type": "text", "text": "Please process the embedded resource above." })),
+                user(
+                    json!({ "type": "resource", "resource": { "uri": arg("resourceUri"), "mimeType": "text/plain",
+                    "text": "Embedded resource content for testing." } }),
+                ),
+                user(
+                    json!({ "type": "text", "text": "Please process the embedded resource above." }),
+                ),
             ],
             "test_prompt_with_image" => vec![
                 user(json!({ "type": "image", "data": PNG, "mimeType": "image/png" })),
@@ -345,27 +464,47 @@ impl ServerHandler for Fixture {
         Ok(from::<GetPromptResult>(json!({ "messages": messages }))?.into())
     }
 
-    async fn complete(&self, _: CompleteRequestParams, _: RequestContext<RoleServer>) -> Result<CompleteResult, McpError> {
-        from(json!({ "completion": { "values": ["test1", "test2"], "total": 2, "hasMore": false } }))
+    async fn complete(
+        &self,
+        _: CompleteRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        from(
+            json!({ "completion": { "values": ["test1", "test2"], "total": 2, "hasMore": false } }),
+        )
     }
 
-    async fn set_level(&self, _: SetLevelRequestParams, _: RequestContext<RoleServer>) -> Result<(), McpError> {
+    async fn set_level(
+        &self,
+        _: SetLevelRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
         Ok(())
     }
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let era = match flag("--era").as_deref() {
         Some("legacy") => Era::Legacy,
         Some("modern") => Era::Modern,
         _ => Era::Both,
     };
-    let fixture = Fixture { era, extra_tool: Arc::new(AtomicBool::new(false)) };
+    let fixture = Fixture {
+        era,
+        extra_tool: Arc::new(AtomicBool::new(false)),
+    };
     let stdio = args.iter().any(|a| a == "--stdio");
     let addr = flag("--http").unwrap_or_else(|| "127.0.0.1:0".to_string());
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         if stdio {
             let running = fixture.serve(rmcp::transport::stdio()).await?;
