@@ -8,7 +8,7 @@ use rmcp::model::{ClientRequest, ProtocolVersion, ServerResult, Tool};
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, PeerRequestOptions};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{Peer, RoleClient, ServiceExt};
+use rmcp::{Peer, RoleClient, ServiceExt as _};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -85,50 +85,15 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
     }
 }
 
-async fn connect(
-    server: &registry::Server,
-    handler: UpstreamHandler,
-) -> anyhow::Result<Connection> {
-    let lifecycle = ClientLifecycleMode::Auto {
-        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-        legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
-    };
-    let service = match &server.source {
-        ServerSource::Http { url } => {
-            let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str());
-            let transport = StreamableHttpClientTransport::from_config(cfg);
-            tokio::time::timeout(
-                server.timeout,
-                handler.serve_with_lifecycle(transport, lifecycle),
-            )
-            .await??
-        }
-        ServerSource::Command(cmd) => {
-            let mut c = tokio::process::Command::new(&cmd.program);
-            c.args(&cmd.args).env_clear().kill_on_drop(true);
-            for (k, v) in &cmd.env {
-                if let Some(name) = v.strip_prefix("env:") {
-                    c.env(k, std::env::var(name).unwrap_or_default());
-                }
-            }
-            if let Some(dir) = &cmd.cwd {
-                c.current_dir(dir);
-            }
-            let transport = TokioChildProcess::new(c)?;
-            tokio::time::timeout(
-                server.timeout,
-                handler.serve_with_lifecycle(transport, lifecycle),
-            )
-            .await??
-        }
-        ServerSource::Builtin(registry::BuiltinServer::Notes) => {
-            let (a, b) = tokio::io::duplex(1 << 16);
-            tokio::spawn(async move {
-                if let Ok(running) = crate::demo::NotesServer::new().serve(a).await {
-                    let _ = running.waiting().await;
-                }
-            });
-            tokio::time::timeout(server.timeout, handler.serve(b)).await??
+async fn connect(server: &registry::Server, handler: UpstreamHandler) -> anyhow::Result<Connection> {
+    // The stateless revision first; if the upstream does not speak it (whatever error it gives,
+    // per the spec's fallback rule), the initialize handshake on a fresh transport.
+    let modern = ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] };
+    let service = match handshake(server, handler.clone(), modern).await {
+        Ok(s) => s,
+        Err(first) => {
+            tracing::debug!(server = %server.name, error = %first, "server/discover failed; trying initialize");
+            handshake(server, handler, ClientLifecycleMode::Initialize).await?
         }
     };
     let info = service
@@ -142,6 +107,47 @@ async fn connect(
         protocol: info.protocol_version.clone(),
         capabilities: serde_json::to_value(&info.capabilities).unwrap_or_else(|_| json!({})),
         _service: Arc::new(service),
+    })
+}
+
+type Service = rmcp::service::RunningService<RoleClient, UpstreamHandler>;
+
+/// One handshake attempt over a new transport.
+async fn handshake(
+    server: &registry::Server,
+    handler: UpstreamHandler,
+    lifecycle: ClientLifecycleMode,
+) -> anyhow::Result<Service> {
+    let limit = server.timeout;
+    Ok(match &server.source {
+        ServerSource::Http { url } => {
+            let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+            let transport = StreamableHttpClientTransport::from_config(cfg);
+            tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle)).await??
+        }
+        ServerSource::Command(cmd) => {
+            let mut c = tokio::process::Command::new(&cmd.program);
+            c.args(&cmd.args).env_clear().kill_on_drop(true);
+            for (k, v) in &cmd.env {
+                if let Some(name) = v.strip_prefix("env:") {
+                    c.env(k, std::env::var(name).unwrap_or_default());
+                }
+            }
+            if let Some(dir) = &cmd.cwd {
+                c.current_dir(dir);
+            }
+            let transport = TokioChildProcess::new(c)?;
+            tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle)).await??
+        }
+        ServerSource::Builtin(registry::BuiltinServer::Notes) => {
+            let (a, b) = tokio::io::duplex(1 << 16);
+            tokio::spawn(async move {
+                if let Ok(running) = crate::demo::NotesServer::new().serve(a).await {
+                    let _ = running.waiting().await;
+                }
+            });
+            tokio::time::timeout(limit, handler.serve_with_lifecycle(b, lifecycle)).await??
+        }
     })
 }
 
