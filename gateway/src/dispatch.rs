@@ -72,12 +72,14 @@ fn capabilities(gw: &Gateway, scope: &Scope) -> Value {
         }
     }
     if let Scope::Server(_) = scope {
+        // Subscriptions exist only in the initialize-era revisions of the upstream protocol.
         let sub = ups.iter().any(|u| {
-            u.capabilities()
-                .get("resources")
-                .and_then(|r| r.get("subscribe"))
-                .and_then(Value::as_bool)
-                == Some(true)
+            u.is_legacy()
+                && u.capabilities()
+                    .get("resources")
+                    .and_then(|r| r.get("subscribe"))
+                    .and_then(Value::as_bool)
+                    == Some(true)
         });
         if sub && let Some(r) = caps.get_mut("resources").and_then(Value::as_object_mut) {
             r.insert("subscribe".into(), Value::Bool(true));
@@ -113,6 +115,7 @@ pub(crate) fn event_notification(
             "promptsListChanged",
             "notifications/prompts/list_changed",
         ),
+        UpstreamEvent::Updated(..) => return None,
     };
     match scope {
         Scope::Federated => Some((kind, method)),
@@ -568,6 +571,15 @@ impl Gateway {
         up.request(method, Some(Value::Object(fwd)), None, None)
             .await
             .map_err(upstream_error)?;
+        if let Era::Stateful(session) = &call.era
+            && let Ok(mut subs) = session.subscriptions.lock()
+        {
+            if method == "resources/subscribe" {
+                subs.insert(uri);
+            } else {
+                subs.remove(&uri);
+            }
+        }
         Ok(json!({}))
     }
 

@@ -27,6 +27,7 @@ use crate::jsonrpc::{
     self, HEADER_MISMATCH, INVALID_REQUEST, Inbound, RpcError, UNSUPPORTED_VERSION,
 };
 use crate::session::Scope;
+use crate::upstream::UpstreamEvent;
 
 /// Stateful revisions the front accepts, oldest first.
 pub(crate) const STATEFUL_VERSIONS: &[&str] =
@@ -567,10 +568,30 @@ async fn stream(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) ->
         return plain_error(StatusCode::NOT_FOUND, "session not found");
     };
     let scope = session.scope.clone();
+    let subscriber = session.clone();
     let upstream =
         tokio_stream_from_broadcast(gw.upstreams.events.subscribe()).filter_map(move |ev| {
-            let out = crate::dispatch::event_notification(&ev, &scope)
-                .map(|(_, method)| jsonrpc::notification(method, json!({})));
+            let out = match &ev {
+                UpstreamEvent::Updated(server, uri) => {
+                    let shown = match &scope {
+                        Scope::Federated => format!("{server}+{uri}"),
+                        Scope::Server(s) if s == server => uri.clone(),
+                        Scope::Server(_) => String::new(),
+                    };
+                    let subscribed = subscriber
+                        .subscriptions
+                        .lock()
+                        .is_ok_and(|s| s.contains(&shown));
+                    subscribed.then(|| {
+                        jsonrpc::notification(
+                            "notifications/resources/updated",
+                            json!({ "uri": shown }),
+                        )
+                    })
+                }
+                _ => crate::dispatch::event_notification(&ev, &scope)
+                    .map(|(_, method)| jsonrpc::notification(method, json!({}))),
+            };
             futures::future::ready(out)
         });
     let own = tokio_stream_from_broadcast(session.events.subscribe());

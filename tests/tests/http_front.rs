@@ -490,3 +490,58 @@ async fn upstream_down_or_slow_names_the_server_and_the_session_survives() {
     let (_, v) = c.call(req(3, "resources/list", json!({}))).await;
     assert!(v["result"]["resources"].is_array(), "{v}");
 }
+
+#[tokio::test]
+async fn resource_updates_reach_subscribed_sessions_only() {
+    let fx = Fixture::start("legacy").unwrap();
+    let gw = Gateway::start(&fixture_server("fixture", &fx.url)).unwrap();
+    let mut a = Raw::new(gw.server("fixture"), &gw.key);
+    a.init().await;
+    let mut b = Raw::new(gw.server("fixture"), &gw.key);
+    b.init().await;
+    let (_, v) = a
+        .call(req(
+            1,
+            "resources/subscribe",
+            json!({ "uri": "test://watched-resource" }),
+        ))
+        .await;
+    assert_eq!(v["result"], json!({}), "{v}");
+    let open = |c: &Raw| {
+        c.http
+            .get(&c.url)
+            .bearer_auth(&c.key)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", c.session.clone().unwrap())
+            .send()
+    };
+    let mut sa = open(&a).await.unwrap().bytes_stream();
+    let mut sb = open(&b).await.unwrap().bytes_stream();
+    let (_, v) = b
+        .call(req(
+            2,
+            "tools/call",
+            json!({ "name": "touch_watched", "arguments": {} }),
+        ))
+        .await;
+    assert_eq!(v["result"]["content"][0]["text"], json!("touched"));
+    use futures::StreamExt as _;
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut buf = String::new();
+        while let Some(chunk) = sa.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if buf.contains("notifications/resources/updated") {
+                return buf;
+            }
+        }
+        buf
+    })
+    .await
+    .unwrap();
+    assert!(got.contains("test://watched-resource"), "{got}");
+    // The session that did not subscribe hears nothing about it.
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), sb.next()).await;
+    if let Ok(Some(chunk)) = quiet {
+        assert!(!String::from_utf8_lossy(&chunk.unwrap()).contains("resources/updated"));
+    }
+}

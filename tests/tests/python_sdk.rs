@@ -7,7 +7,13 @@ use portcullis_tests::{Fixture, Gateway, fixture_server, python, workspace};
 
 fn run_client(gw: &Gateway, mode: &str) {
     let script = workspace().join("tests/python/client_e2e.py");
-    let out = Command::new(python()).arg(script).arg(gw.mcp()).arg(&gw.key).arg(mode).output().unwrap();
+    let out = Command::new(python())
+        .arg(script)
+        .arg(gw.mcp())
+        .arg(&gw.key)
+        .arg(mode)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "python client ({mode}) failed:\n{}\n{}",

@@ -85,10 +85,15 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
     }
 }
 
-async fn connect(server: &registry::Server, handler: UpstreamHandler) -> anyhow::Result<Connection> {
+async fn connect(
+    server: &registry::Server,
+    handler: UpstreamHandler,
+) -> anyhow::Result<Connection> {
     // The stateless revision first; if the upstream does not speak it (whatever error it gives,
     // per the spec's fallback rule), the initialize handshake on a fresh transport.
-    let modern = ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] };
+    let modern = ClientLifecycleMode::Discover {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+    };
     let service = match handshake(server, handler.clone(), modern).await {
         Ok(s) => s,
         Err(first) => {
@@ -123,7 +128,8 @@ async fn handshake(
         ServerSource::Http { url } => {
             let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str());
             let transport = StreamableHttpClientTransport::from_config(cfg);
-            tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle)).await??
+            tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle))
+                .await??
         }
         ServerSource::Command(cmd) => {
             let mut c = tokio::process::Command::new(&cmd.program);
@@ -137,7 +143,8 @@ async fn handshake(
                 c.current_dir(dir);
             }
             let transport = TokioChildProcess::new(c)?;
-            tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle)).await??
+            tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle))
+                .await??
         }
         ServerSource::Builtin(registry::BuiltinServer::Notes) => {
             let (a, b) = tokio::io::duplex(1 << 16);

@@ -8,7 +8,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProtocolVersion};
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProtocolVersion,
+    ResourceUpdatedNotificationParam,
+};
 use rmcp::service::NotificationContext;
 use rmcp::{ClientHandler, RoleClient};
 use serde_json::{Value, json};
@@ -25,6 +28,8 @@ pub(crate) enum UpstreamEvent {
     Resources(String),
     /// The server's prompt list changed.
     Prompts(String),
+    /// A resource the gateway subscribed to changed: (server, upstream URI).
+    Updated(String, String),
 }
 
 /// Where progress for an upstream token goes: the caller's own token and its response stream.
@@ -107,6 +112,16 @@ impl ClientHandler for UpstreamHandler {
         let _ = self
             .events
             .send(UpstreamEvent::Resources(self.server.clone()));
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        let _ = self
+            .events
+            .send(UpstreamEvent::Updated(self.server.clone(), params.uri));
     }
 
     async fn on_prompt_list_changed(&self, _: NotificationContext<RoleClient>) {

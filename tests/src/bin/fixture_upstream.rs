@@ -135,6 +135,11 @@ impl Fixture {
                 "A tool the gateway's config does not allowlist",
                 no_args(),
             ),
+            tool(
+                "touch_watched",
+                "Announces that test://watched-resource changed",
+                no_args(),
+            ),
         ];
         if self.extra_tool.load(Ordering::SeqCst) {
             t.push(tool("late_tool", "Appeared after add_tool", no_args()));
@@ -279,6 +284,15 @@ impl Fixture {
                 self.extra_tool.store(true, Ordering::SeqCst);
                 let _ = ctx.peer.notify_tool_list_changed().await;
                 text("added")
+            }
+            "touch_watched" => {
+                Self::notify(
+                    &ctx,
+                    json!({ "method": "notifications/resources/updated",
+                    "params": { "uri": "test://watched-resource" } }),
+                )
+                .await;
+                text("touched")
             }
             "late_tool" | "unlisted_tool" => text(name),
             _ => {

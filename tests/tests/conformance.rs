@@ -1,0 +1,52 @@
+//! The official MCP conformance suite (`@modelcontextprotocol/conformance`), every server scenario
+//! of every requirement set its release supports, run against `/mcp/fixture` with the gateway
+//! fronting the fixture upstream.
+
+use std::process::Command;
+
+use portcullis_tests::{Fixture, Gateway, fixture_server, node, relay, workspace};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_suite_through_the_gateway() {
+    // The suite's 0.1.16 release speaks the initialize-era wire; its fixture upstream does too,
+    // so resource subscriptions (gone in 2026-07-28) exist end to end.
+    let fx = Fixture::start("legacy").unwrap();
+    let gw = Gateway::start(&fixture_server("fixture", &fx.url)).unwrap();
+    let front = relay::start(&gw.base, &gw.key).await.unwrap();
+    let suite =
+        workspace().join("tests/node/node_modules/@modelcontextprotocol/conformance/dist/index.js");
+    let expected = workspace().join("tests/conformance/expected-failures.yaml");
+    for spec in ["2025-06-18", "2025-11-25"] {
+        let out_dir = gw.dir.path().join(format!("conformance-{spec}"));
+        let url = format!("{front}/mcp/fixture");
+        let out = tokio::task::spawn_blocking({
+            let (suite, expected) = (suite.clone(), expected.clone());
+            move || {
+                Command::new(node())
+                    .arg(suite)
+                    .args([
+                        "server",
+                        "--url",
+                        &url,
+                        "--spec-version",
+                        spec,
+                        "--expected-failures",
+                    ])
+                    .arg(expected)
+                    .arg("-o")
+                    .arg(out_dir)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("{stdout}");
+        assert!(
+            out.status.success(),
+            "conformance ({spec}) failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
