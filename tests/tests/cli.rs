@@ -1,0 +1,117 @@
+//! The command line: config errors, exit codes, quickstart.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use portcullis_tests::bin;
+
+#[test]
+fn invalid_config_exits_64_with_location_and_fix_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    // Port 1 would fail to bind as non-root, and binding must not even be attempted.
+    std::fs::write(
+        &path,
+        "listen: 127.0.0.1:1\nservers:\n  notes:\n    url: http://127.0.0.1:9/mcp\n",
+    )
+    .unwrap();
+    let out = Command::new(bin("portcullis"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let loc = format!("{}:3:3:", path.display());
+    assert!(err.contains(&loc), "{err}");
+    assert!(
+        err.contains("has no `tools` allowlist") && err.contains("fix:"),
+        "{err}"
+    );
+
+    std::fs::write(&path, "servers:\n  notes:\n    url: http://127.0.0.1:9/mcp\n    tools: { a: { class: read } }\n    colour: blue\n").unwrap();
+    let out = Command::new(bin("portcullis"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":5:5:") && err.contains("unknown key `colour`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn quickstart_writes_config_issues_keys_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(bin("portcullis"))
+        .args(["quickstart", "--port", &port.to_string()])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut key = None;
+    let mut inspector = false;
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        if let Some(k) = line.trim().strip_prefix("Client key:") {
+            key = Some(k.trim().to_string());
+        }
+        if line.contains("@modelcontextprotocol/inspector") {
+            inspector = true;
+        }
+        if line.contains("--method tools/list") {
+            break;
+        }
+    }
+    let key = key.expect("client key printed");
+    assert!(inspector);
+    assert!(dir.path().join("portcullis.yaml").exists());
+    assert!(dir.path().join("portcullis.db").exists());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/mcp");
+        let meta = serde_json::json!({ "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {} });
+        let body = serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": { "_meta": meta } });
+        let v: serde_json::Value = http
+            .post(&url)
+            .bearer_auth(&key)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/list")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let names: Vec<&str> = v["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["notes__search_notes", "notes__get_note", "notes__create_note", "notes__delete_note"]);
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    // The written config is what `serve` accepts.
+    let check = registry_check(&dir.path().join("portcullis.yaml"));
+    assert!(check, "quickstart config does not load");
+}
+
+fn registry_check(path: &std::path::Path) -> bool {
+    let out = Command::new(bin("portcullis"))
+        .args(["keys", "list", "--config"])
+        .arg(path)
+        .current_dir(path.parent().unwrap())
+        .output()
+        .unwrap();
+    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("quickstart-client")
+}
