@@ -53,11 +53,11 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
         });
     }
     // Tests and scripts read this line to find the port.
-    println!("portcullis: mcp listening on http://{bound}/mcp");
+    say(&format!("portcullis: mcp listening on http://{bound}/mcp"));
     if let Some(b) = banner {
         // Give the built-in upstream a moment so the first tools/list is complete.
         upstreams.wait_connected(Duration::from_secs(5)).await;
-        println!("{b}");
+        say(&b);
     }
     let app = crate::front::router(gw);
     let stop = shutdown.clone();
@@ -75,6 +75,15 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
             ExitCode::from(EX_SOFTWARE)
         }
     }
+}
+
+/// Print a line to stdout. A closed stdout (the reader went away) must not stop the gateway,
+/// so write errors are ignored rather than panicking as `println!` would.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 async fn wait_for_signal() {
@@ -127,7 +136,7 @@ fn quickstart_config(port: u16) -> String {
 pub(crate) async fn quickstart(port: u16) -> ExitCode {
     let path = Path::new("portcullis.yaml");
     if path.exists() {
-        println!("portcullis: using the existing ./portcullis.yaml");
+        say("portcullis: using the existing ./portcullis.yaml");
     } else if let Err(e) = std::fs::write(path, quickstart_config(port)) {
         eprintln!("portcullis: cannot write ./portcullis.yaml: {e}");
         return ExitCode::from(EX_SOFTWARE);

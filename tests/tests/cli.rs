@@ -60,10 +60,8 @@ fn quickstart_writes_config_issues_keys_and_serves() {
         .unwrap();
     let mut key = None;
     let mut inspector = false;
-    for line in BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-    {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref().map_while(Result::ok) {
         if let Some(k) = line.trim().strip_prefix("Client key:") {
             key = Some(k.trim().to_string());
         }
@@ -74,6 +72,8 @@ fn quickstart_writes_config_issues_keys_and_serves() {
             break;
         }
     }
+    // Keep draining so the gateway's stdout stays open.
+    std::thread::spawn(move || for _ in lines {});
     let key = key.expect("client key printed");
     assert!(inspector);
     assert!(dir.path().join("portcullis.yaml").exists());

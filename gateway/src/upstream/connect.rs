@@ -127,7 +127,14 @@ async fn handshake(
     Ok(match &server.source {
         ServerSource::Http { url } => {
             let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str());
-            let transport = StreamableHttpClientTransport::from_config(cfg);
+            // Pooled keep-alive connections with Nagle off; redirects are not followed (an
+            // upstream must be reached at the address the config names).
+            let http = reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?;
+            let transport = StreamableHttpClientTransport::with_client(http, cfg);
             tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle))
                 .await??
         }
