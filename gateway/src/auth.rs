@@ -97,3 +97,6 @@ impl Authenticator {
         (at.elapsed() < CACHE_TTL).then(|| id.clone())
     }
 }
+
+#[cfg(test)]
+mod tests;

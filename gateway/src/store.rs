@@ -190,6 +190,12 @@ impl Store {
         rows.iter().map(record_from).collect()
     }
 
+    /// Close every connection: later queries fail. Fault injection for tests.
+    #[cfg(test)]
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// Revoke a key; true when a live key was revoked.
     pub(crate) async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
         let r =

@@ -5,40 +5,43 @@ use std::process::{Command, Stdio};
 
 use portcullis_tests::bin;
 
-#[test]
-fn invalid_config_exits_64_with_location_and_fix_before_binding() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.yaml");
-    // Port 1 would fail to bind as non-root, and binding must not even be attempted.
-    std::fs::write(
-        &path,
-        "listen: 127.0.0.1:1\nservers:\n  notes:\n    url: http://127.0.0.1:9/mcp\n",
-    )
-    .unwrap();
+/// Write `text` as a config, run `serve` on it, return (exit code, stderr, path).
+fn serve_config(dir: &std::path::Path, text: &str) -> (Option<i32>, String, std::path::PathBuf) {
+    let path = dir.join("bad.yaml");
+    std::fs::write(&path, text).unwrap();
     let out = Command::new(bin("portcullis"))
         .arg("serve")
         .arg("--config")
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let loc = format!("{}:3:3:", path.display());
-    assert!(err.contains(&loc), "{err}");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path,
+    )
+}
+
+#[test]
+fn invalid_config_exits_64_with_location_and_fix_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 would fail to bind as non-root, and binding must not even be attempted.
+    let (code, err, path) = serve_config(
+        dir.path(),
+        "listen: 127.0.0.1:1\nservers:\n  notes:\n    url: http://127.0.0.1:9/mcp\n",
+    );
+    assert_eq!(code, Some(64));
+    assert!(err.contains(&format!("{}:3:3:", path.display())), "{err}");
     assert!(
         err.contains("has no `tools` allowlist") && err.contains("fix:"),
         "{err}"
     );
 
-    std::fs::write(&path, "servers:\n  notes:\n    url: http://127.0.0.1:9/mcp\n    tools: { a: { class: read } }\n    colour: blue\n").unwrap();
-    let out = Command::new(bin("portcullis"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err, _) = serve_config(
+        dir.path(),
+        "servers:\n  notes:\n    url: http://127.0.0.1:9/mcp\n    tools: { a: { class: read } }\n    colour: blue\n",
+    );
+    assert_eq!(code, Some(64));
     assert!(
         err.contains(":5:5:") && err.contains("unknown key `colour`"),
         "{err}"
