@@ -1,0 +1,3 @@
+//! Bearer-token and claims parsing on arbitrary bytes.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| policy::fuzzing::token(data));

@@ -1,0 +1,218 @@
+//! Who is calling, level by level.
+//!
+//! A caller resolves to up to five levels: org, team, key, user and agent. Each level is either
+//! absent (this caller has nothing at that level), resolved to one or more principal names, or
+//! faulted: the lookup that would have resolved it failed. A fault is carried to [`decide`]
+//! (crate::decide) as data, where it can only become a deny.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::grants::Rules;
+
+/// One level of a caller's identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// The organisation (tenant).
+    Org,
+    /// The team within the organisation.
+    Team,
+    /// The API key the call came in with.
+    Key,
+    /// The human end user on whose behalf the call is made.
+    User,
+    /// The agent (program) making the call.
+    Agent,
+}
+
+/// What one level of a caller's identity resolved to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// The caller has nothing at this level.
+    Absent,
+    /// The level resolved to these principal names (several only for teams).
+    Resolved(Vec<String>),
+    /// The lookup for this level failed; the reason is for the operator.
+    Fault(String),
+}
+
+/// A value for each level.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PerLevel<T> {
+    /// The org level.
+    pub org: T,
+    /// The team level.
+    pub team: T,
+    /// The key level.
+    pub key: T,
+    /// The user level.
+    pub user: T,
+    /// The agent level.
+    pub agent: T,
+}
+
+/// A caller, resolved level by level.
+///
+/// The key level may carry the key's own grants (issued with the key and kept in the store); when
+/// it does, they are the key level's grants, in place of any `key:` entry in the config.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    bindings: PerLevel<Binding>,
+    key_rules: Option<Rules>,
+    expires_at: Option<u64>,
+}
+
+/// The error for a level name that is not one of `org`, `team`, `key`, `user`, `agent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownLevelError;
+
+// === impl Level ===
+
+impl Level {
+    /// Every level, in the order decisions walk them.
+    pub const ALL: [Level; 5] = [
+        Level::Org,
+        Level::Team,
+        Level::Key,
+        Level::User,
+        Level::Agent,
+    ];
+
+    /// The stable lowercase name used in config, audit events and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Org => "org",
+            Level::Team => "team",
+            Level::Key => "key",
+            Level::User => "user",
+            Level::Agent => "agent",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Level {
+    type Err = UnknownLevelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "org" => Ok(Level::Org),
+            "team" => Ok(Level::Team),
+            "key" => Ok(Level::Key),
+            "user" => Ok(Level::User),
+            "agent" => Ok(Level::Agent),
+            _ => Err(UnknownLevelError),
+        }
+    }
+}
+
+// === impl PerLevel ===
+
+impl<T> PerLevel<T> {
+    /// The value for one level.
+    pub fn get(&self, level: Level) -> &T {
+        match level {
+            Level::Org => &self.org,
+            Level::Team => &self.team,
+            Level::Key => &self.key,
+            Level::User => &self.user,
+            Level::Agent => &self.agent,
+        }
+    }
+
+    /// The value for one level, mutably.
+    pub fn get_mut(&mut self, level: Level) -> &mut T {
+        match level {
+            Level::Org => &mut self.org,
+            Level::Team => &mut self.team,
+            Level::Key => &mut self.key,
+            Level::User => &mut self.user,
+            Level::Agent => &mut self.agent,
+        }
+    }
+}
+
+// === impl Identity ===
+
+impl Identity {
+    /// A caller with every level absent. Such a caller is denied everything.
+    pub fn new() -> Identity {
+        let absent = || Binding::Absent;
+        Identity {
+            bindings: PerLevel {
+                org: absent(),
+                team: absent(),
+                key: absent(),
+                user: absent(),
+                agent: absent(),
+            },
+            key_rules: None,
+            expires_at: None,
+        }
+    }
+
+    /// Bind one level. A later binding of the same level replaces the earlier one.
+    #[must_use]
+    pub fn with(mut self, level: Level, binding: Binding) -> Identity {
+        *self.bindings.get_mut(level) = binding;
+        self
+    }
+
+    /// Resolve one level to a single principal name.
+    #[must_use]
+    pub fn with_name(self, level: Level, name: impl Into<String>) -> Identity {
+        self.with(level, Binding::Resolved(vec![name.into()]))
+    }
+
+    /// Give the key level its own grants (those the key was issued with).
+    #[must_use]
+    pub fn with_key_rules(mut self, rules: Rules) -> Identity {
+        self.key_rules = Some(rules);
+        self
+    }
+
+    /// The identity is valid before this time (Unix seconds) only, e.g. a token's `exp`.
+    #[must_use]
+    pub fn expiring_at(mut self, at: u64) -> Identity {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// What a level resolved to.
+    pub fn binding(&self, level: Level) -> &Binding {
+        self.bindings.get(level)
+    }
+
+    /// The key's own grants, if it carries any.
+    pub fn key_rules(&self) -> Option<&Rules> {
+        self.key_rules.as_ref()
+    }
+
+    /// When this identity stops being valid, if ever.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_at
+    }
+
+    /// `level:name` for every resolved principal, in level order: for logs and audit events.
+    pub fn principals(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for level in Level::ALL {
+            if let Binding::Resolved(names) = self.binding(level) {
+                out.extend(names.iter().map(|n| format!("{level}:{n}")));
+            }
+        }
+        out
+    }
+}
+
+impl Default for Identity {
+    /// The empty identity, which is denied everything.
+    fn default() -> Identity {
+        Identity::new()
+    }
+}
