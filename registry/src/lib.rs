@@ -4,12 +4,14 @@
 //! returns either a [`Registry`] or errors that name file, line, column and the fix. It opens no
 //! sockets and starts no processes: the gateway does that with what this crate returns.
 
+mod access;
 mod duration;
 mod error;
 mod schema;
 mod source_map;
 mod validate;
 
+pub use access::{Access, OidcIssuer, SUPPORTED_ALGORITHMS};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigProblem, Location};
 pub use schema::{BuiltinServer, Profile};

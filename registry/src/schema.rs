@@ -37,6 +37,66 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) http: RawHttp,
     pub(crate) servers: Option<BTreeMap<String, RawServer>>,
+    #[serde(default)]
+    pub(crate) identity: RawIdentity,
+    #[serde(default)]
+    pub(crate) grants: BTreeMap<String, RawGrant>,
+    #[serde(default)]
+    pub(crate) approvals: RawApprovals,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIdentity {
+    #[serde(default)]
+    pub(crate) require: Vec<String>,
+    #[serde(default)]
+    pub(crate) oidc: Vec<RawOidc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOidc {
+    pub(crate) issuer: String,
+    pub(crate) audience: Option<String>,
+    pub(crate) algorithms: Option<Vec<String>>,
+    pub(crate) claims: Option<RawClaims>,
+    #[serde(default)]
+    pub(crate) scopes: Vec<String>,
+    pub(crate) jwks_ttl: Option<String>,
+    pub(crate) jwks_min_refresh: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClaims {
+    pub(crate) org: Option<String>,
+    pub(crate) team: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) agent: Option<String>,
+}
+
+/// A principal's grants: a list of patterns, or `{ allow: [...], deny: [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawGrant {
+    List(Vec<String>),
+    Rules(RawRules),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRules {
+    #[serde(default)]
+    pub(crate) allow: Vec<String>,
+    #[serde(default)]
+    pub(crate) deny: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApprovals {
+    pub(crate) required_from: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +137,7 @@ pub(crate) struct RawCommand {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTool {
     pub(crate) class: String,
+    pub(crate) arguments: Option<Value>,
 }
 
 /// Deserialize the raw shape, turning the first type error into a located problem.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use policy::{ToolClass, is_wire_tool_name};
 use serde_json::Value;
 
+use crate::access::{Access, access};
 use crate::duration::parse_duration;
 use crate::error::{ConfigError, ConfigProblem};
 use crate::schema::{BuiltinServer, Profile, RawCommand, RawConfig, RawServer};
@@ -26,6 +27,8 @@ pub struct Registry {
     pub settings: Settings,
     /// Servers in name order.
     pub servers: Vec<Server>,
+    /// Identity sources, grants and the approval rule.
+    pub access: Access,
     /// Where each key came from, for errors and the self-audit.
     pub source: SourceMap,
 }
@@ -97,10 +100,13 @@ pub struct CommandSource {
 }
 
 /// An allowlisted tool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ToolEntry {
     /// What the operator says the tool does.
     pub class: ToolClass,
+    /// The operator's JSON Schema for the arguments, checked in addition to the upstream's own
+    /// `inputSchema` (so it can only narrow what the upstream accepts).
+    pub arguments: Option<Value>,
 }
 
 /// An allowed resource URI: exact, or a prefix written with a trailing `*`.
@@ -164,10 +170,19 @@ pub(crate) fn validate(raw: RawConfig, map: SourceMap) -> Result<Registry, Confi
             }
         }
     }
+    let access = access(
+        raw.identity,
+        raw.grants,
+        &raw.approvals,
+        &servers,
+        &map,
+        &mut problems,
+    );
     if problems.is_empty() {
         Ok(Registry {
             settings,
             servers,
+            access,
             source: map,
         })
     } else {
@@ -245,7 +260,7 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
     }
 }
 
-fn duration_or(
+pub(crate) fn duration_or(
     text: Option<&str>,
     path: &str,
     default: Duration,
@@ -359,9 +374,12 @@ fn server(
                         fix: "use a shorter server name, or allowlist only tools whose names use A-Z, a-z, 0-9, `_` and `-`".to_string(),
                     });
                 }
+                let arguments = spec
+                    .arguments
+                    .filter(|schema| valid_schema(schema, &child(&p, "arguments"), map, problems));
                 match spec.class.parse::<ToolClass>() {
                     Ok(class) => {
-                        tools.insert(tool, ToolEntry { class });
+                        tools.insert(tool, ToolEntry { class, arguments });
                     }
                     Err(_) => problems.push(map.problem(
                         &child(&p, "class"),
@@ -395,6 +413,32 @@ fn server(
         prompts: raw.prompts,
         timeout,
     })
+}
+
+/// An operator argument schema must be a JSON Schema object that compiles offline.
+fn valid_schema(
+    schema: &Value,
+    path: &str,
+    map: &SourceMap,
+    problems: &mut Vec<ConfigProblem>,
+) -> bool {
+    let error = match schema {
+        Value::Object(_) => jsonschema::validator_for(schema)
+            .err()
+            .map(|e| e.to_string()),
+        _ => Some("it is not a mapping".to_owned()),
+    };
+    match error {
+        None => true,
+        Some(why) => {
+            problems.push(map.problem(
+                path,
+                format!("the argument schema is not a usable JSON Schema: {why}"),
+                "write a JSON Schema mapping, e.g. `{ type: object, properties: { repo: { enum: [a, b] } } }`; remote `$ref`s are not fetched",
+            ));
+            false
+        }
+    }
 }
 
 fn command(
