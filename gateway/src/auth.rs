@@ -1,30 +1,45 @@
-//! Authentication on the MCP listener: every request carries a key, or it is refused.
+//! Authentication on the MCP listener: every request carries a credential, or it is refused.
 //!
-//! There is no anonymous path. A key is verified against the store; a store error is a refusal
-//! (503), never a pass. Verified keys are cached briefly so the per-call cost is a hash and a map
-//! lookup; revocation through this process clears the cache at once, and a revocation from another
+//! There is no anonymous path. A credential is an API key issued by this gateway (`pcl_…`) or a
+//! bearer token from a configured OpenID Connect issuer. Either resolves to a
+//! [`policy::Identity`]; lookups that fail after the credential was recognised (a key's stored
+//! grants that do not parse, a malformed claim) become faulted levels, which `policy::decide`
+//! turns into denies. A store or key-fetch error is a refusal (503), never a pass.
+//!
+//! Verified credentials are cached briefly so the per-call cost is a hash and a map lookup;
+//! revocation through this process clears the cache at once, and a revocation from another
 //! process is seen within [`CACHE_TTL`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use policy::{Binding, Identity, Level, Rules};
 use sha2::{Digest, Sha256};
 
-use crate::store::{KeyRole, Store, StoreError};
+use crate::store::{KeyRecord, KeyRole, Store, StoreError};
 
-/// How long a verified key is trusted without asking the store again.
+mod oidc;
+
+pub(crate) use oidc::Issuers;
+
+/// How long a verified credential is trusted without checking it again.
 const CACHE_TTL: Duration = Duration::from_secs(2);
-/// Upper bound on cached keys; past it the cache is cleared rather than grown.
+/// Upper bound on cached credentials; past it the cache is cleared rather than grown.
 const CACHE_MAX: usize = 10_000;
+/// The header a service key uses to name the end user of one request.
+pub(crate) const END_USER_HEADER: &str = "portcullis-end-user";
+/// Longest end-user name accepted.
+const MAX_END_USER: usize = 256;
 
 /// Who is calling.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Identity {
-    /// The key's id (never its secret).
-    pub(crate) key_id: String,
-    /// The key's name, for logs.
-    pub(crate) key_name: String,
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    /// Binds sessions: `key:<id>` or `oidc:<issuer>#<sub>`, plus `/user:<name>` when a service key
+    /// declared an end user. Never a secret.
+    pub(crate) subject: String,
+    /// The resolved levels.
+    pub(crate) identity: Arc<Identity>,
 }
 
 /// Why a caller was not authenticated.
@@ -34,29 +49,71 @@ pub(crate) enum AuthError {
     Missing,
     #[error("credential not recognised")]
     Invalid,
+    #[error("token refused: {0}")]
+    Token(String),
     #[error("an admin key cannot call MCP")]
     WrongRole,
+    #[error("token lacks required scope `{0}`")]
+    Scope(String),
+    #[error("only a service key may declare an end user")]
+    EndUserNotAllowed,
+    #[error("the declared end user is not a valid name")]
+    EndUserInvalid,
     #[error("credential could not be checked: {0}")]
-    Unavailable(#[from] StoreError),
+    Unavailable(String),
 }
 
-/// Verifies keys, with a short positive cache.
+/// Verifies credentials, with a short positive cache.
 #[derive(Debug)]
 pub(crate) struct Authenticator {
     store: Store,
-    cache: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
+    issuers: Issuers,
+    cache: Mutex<HashMap<[u8; 32], (Resolved, Instant)>>,
 }
 
+/// A verified credential, before any per-request end user is applied.
+#[derive(Clone, Debug)]
+struct Resolved {
+    subject: String,
+    identity: Arc<Identity>,
+    service: bool,
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> AuthError {
+        AuthError::Unavailable(e.to_string())
+    }
+}
+
+/// Unix seconds now. Policy takes time as an argument; this is where it is read.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+// === impl Authenticator ===
+
 impl Authenticator {
-    pub(crate) fn new(store: Store) -> Authenticator {
+    pub(crate) fn new(store: Store, issuers: Issuers) -> Authenticator {
         Authenticator {
             store,
+            issuers,
             cache: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Authenticate an `Authorization` header value for the MCP listener.
-    pub(crate) async fn client(&self, header: Option<&str>) -> Result<Identity, AuthError> {
+    /// The trusted token issuers.
+    pub(crate) fn issuers(&self) -> &Issuers {
+        &self.issuers
+    }
+
+    /// Authenticate an `Authorization` header value, and the end user a service key declares.
+    pub(crate) async fn client(
+        &self,
+        header: Option<&str>,
+        end_user: Option<&str>,
+    ) -> Result<Caller, AuthError> {
         let token = header
             .and_then(|h| {
                 h.strip_prefix("Bearer ")
@@ -66,35 +123,114 @@ impl Authenticator {
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(id) = self.cached(&digest) {
-            return Ok(id);
-        }
-        let record = self
-            .store
-            .verify_key(token)
-            .await?
-            .ok_or(AuthError::Invalid)?;
-        if record.role != KeyRole::Client {
-            return Err(AuthError::WrongRole);
-        }
-        let identity = Identity {
-            key_id: record.id,
-            key_name: record.name,
-        };
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
+        let now = unix_now();
+        let resolved = match self.cached(&digest, now) {
+            Some(r) => r,
+            None => {
+                let r = self.resolve(token, now).await?;
+                if let Ok(mut cache) = self.cache.lock() {
+                    if cache.len() >= CACHE_MAX {
+                        cache.clear();
+                    }
+                    cache.insert(digest, (r.clone(), Instant::now()));
+                }
+                r
             }
-            cache.insert(digest, (identity.clone(), Instant::now()));
+        };
+        match end_user {
+            None => Ok(Caller {
+                subject: resolved.subject,
+                identity: resolved.identity,
+            }),
+            Some(_) if !resolved.service => Err(AuthError::EndUserNotAllowed),
+            Some(u)
+                if u.is_empty() || u.len() > MAX_END_USER || u.chars().any(char::is_control) =>
+            {
+                Err(AuthError::EndUserInvalid)
+            }
+            Some(u) => {
+                // The end user is one more level: it can only narrow what the key may do.
+                let identity = Identity::clone(&resolved.identity).with_name(Level::User, u);
+                Ok(Caller {
+                    subject: format!("{}/user:{u}", resolved.subject),
+                    identity: Arc::new(identity),
+                })
+            }
         }
-        Ok(identity)
     }
 
-    fn cached(&self, digest: &[u8; 32]) -> Option<Identity> {
-        // A poisoned lock only loses the cache: fall through to the store.
+    async fn resolve(&self, token: &str, now: u64) -> Result<Resolved, AuthError> {
+        if token.starts_with("pcl_") {
+            let record = self
+                .store
+                .verify_key(token)
+                .await?
+                .ok_or(AuthError::Invalid)?;
+            if record.role != KeyRole::Client {
+                return Err(AuthError::WrongRole);
+            }
+            return Ok(Resolved {
+                subject: format!("key:{}", record.id),
+                service: record.scope.service,
+                identity: Arc::new(key_identity(&record)),
+            });
+        }
+        if !self.issuers.any() {
+            return Err(AuthError::Invalid);
+        }
+        match self.issuers.verify(token, now).await {
+            Ok(v) => Ok(Resolved {
+                subject: v.subject,
+                identity: Arc::new(v.identity),
+                service: false,
+            }),
+            Err(oidc::OidcError::Rejected(why)) => Err(AuthError::Token(why)),
+            Err(oidc::OidcError::Scope(s)) => Err(AuthError::Scope(s)),
+            Err(oidc::OidcError::Unavailable(why)) => Err(AuthError::Unavailable(why)),
+        }
+    }
+
+    fn cached(&self, digest: &[u8; 32], now: u64) -> Option<Resolved> {
+        // A poisoned lock only loses the cache: fall through to a full check.
         let cache = self.cache.lock().ok()?;
-        let (id, at) = cache.get(digest)?;
-        (at.elapsed() < CACHE_TTL).then(|| id.clone())
+        let (r, at) = cache.get(digest)?;
+        let live = at.elapsed() < CACHE_TTL && r.identity.expires_at().is_none_or(|e| now < e);
+        live.then(|| r.clone())
+    }
+
+    /// Forget every cached credential.
+    #[cfg(test)]
+    pub(crate) fn forget(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
+    }
+}
+
+/// The identity of an API key: the key level, the org, team and agent it was issued for, and its
+/// own grants (without any, the config's `key:<id>` or `key:*` entry applies). Grants that do not
+/// parse fault the key level.
+pub(crate) fn key_identity(record: &KeyRecord) -> Identity {
+    let mut id = Identity::new().with_name(Level::Key, record.id.clone());
+    let scope = &record.scope;
+    for (level, value) in [
+        (Level::Org, &scope.org),
+        (Level::Team, &scope.team),
+        (Level::Agent, &scope.agent),
+    ] {
+        if let Some(v) = value {
+            id = id.with_name(level, v.clone());
+        }
+    }
+    if scope.grants.is_empty() {
+        return id;
+    }
+    match Rules::parse_granting(scope.grants.iter().map(String::as_str)) {
+        Ok(rules) => id.with_key_rules(rules),
+        Err(e) => id.with(
+            Level::Key,
+            Binding::Fault(format!("stored grants do not parse: {e}")),
+        ),
     }
 }
 

@@ -28,14 +28,13 @@ pub(crate) fn effective_class(up: &Upstream, tool: &Tool) -> Option<ToolClass> {
     Some(entry.class.raised_by(hints))
 }
 
-/// The tool as a client sees it: renamed for the scope, annotations from the class, no upstream
-/// `_meta`, icons or annotations passed through.
-pub(crate) fn present_tool(up: &Upstream, tool: &Tool, scope: &Scope) -> Option<Value> {
-    let class = effective_class(up, tool)?;
+/// The tool as a client sees it: renamed for the endpoint, annotations from the class, no
+/// upstream `_meta`, icons or annotations passed through.
+pub(crate) fn present_tool(up: &Upstream, tool: &Tool, class: ToolClass, federated: bool) -> Value {
     let mut out = Map::new();
-    let name = match scope {
-        Scope::Federated => format!("{}__{}", up.name(), tool.name),
-        Scope::Server(_) => tool.name.to_string(),
+    let name = match federated {
+        true => format!("{}__{}", up.name(), tool.name),
+        false => tool.name.to_string(),
     };
     out.insert("name".into(), Value::String(name));
     if let Some(t) = &tool.title {
@@ -55,7 +54,7 @@ pub(crate) fn present_tool(up: &Upstream, tool: &Tool, scope: &Scope) -> Option<
         "annotations".into(),
         json!({ "readOnlyHint": class.read_only_hint(), "destructiveHint": class.destructive_hint() }),
     );
-    Some(Value::Object(out))
+    Value::Object(out)
 }
 
 /// Rename a resource (or template) for the federated endpoint.

@@ -61,6 +61,24 @@ enum KeysAction {
         /// `client` keys call MCP; `admin` keys operate the gateway.
         #[arg(long, default_value = "client")]
         role: String,
+        /// A grant the key carries, `server/tool` or `server/*` (repeat for several).
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// The org the key belongs to.
+        #[arg(long)]
+        org: Option<String>,
+        /// The team the key belongs to.
+        #[arg(long)]
+        team: Option<String>,
+        /// The agent the key is for.
+        #[arg(long)]
+        agent: Option<String>,
+        /// A service key may name the end user of each request (`Portcullis-End-User`).
+        #[arg(long)]
+        service: bool,
+        /// Mint under this key: the new key can be no wider than it.
+        #[arg(long)]
+        parent: Option<String>,
     },
     /// List keys (never their secrets).
     List {
@@ -142,7 +160,17 @@ async fn keys(action: KeysAction) -> ExitCode {
         Err(c) => return c,
     };
     match action {
-        KeysAction::Create { name, role, .. } => {
+        KeysAction::Create {
+            name,
+            role,
+            grants,
+            org,
+            team,
+            agent,
+            service,
+            parent,
+            ..
+        } => {
             let role = match role.as_str() {
                 "client" => KeyRole::Client,
                 "admin" => KeyRole::Admin,
@@ -151,7 +179,17 @@ async fn keys(action: KeysAction) -> ExitCode {
                     return ExitCode::from(EX_CONFIG);
                 }
             };
-            match store.create_key(&name, role).await {
+            let request = crate::keys::MintRequest {
+                name,
+                role,
+                org,
+                team,
+                agent,
+                grants,
+                service,
+                parent,
+            };
+            match crate::keys::mint(&store, &reg, request).await {
                 Ok(k) => {
                     println!(
                         "id: {}\nrole: {}\nkey: {}",
@@ -162,6 +200,10 @@ async fn keys(action: KeysAction) -> ExitCode {
                     eprintln!("portcullis: the key is shown once; store it now");
                     ExitCode::SUCCESS
                 }
+                Err(crate::keys::MintError::Refused(why)) => {
+                    eprintln!("portcullis: key not issued: {why}");
+                    ExitCode::from(EX_CONFIG)
+                }
                 Err(e) => {
                     eprintln!("portcullis: {e}");
                     ExitCode::from(EX_UNAVAILABLE)
@@ -171,8 +213,8 @@ async fn keys(action: KeysAction) -> ExitCode {
         KeysAction::List { .. } => match store.list_keys().await {
             Ok(keys) => {
                 println!(
-                    "{:<16}  {:<6}  {:<7}  {:<10}  name",
-                    "id", "role", "state", "created"
+                    "{:<16}  {:<6}  {:<7}  {:<10}  {:<24}  name",
+                    "id", "role", "state", "created", "scope"
                 );
                 for k in keys {
                     let state = if k.revoked_at.is_some() {
@@ -180,12 +222,24 @@ async fn keys(action: KeysAction) -> ExitCode {
                     } else {
                         "active"
                     };
+                    let sc = &k.scope;
+                    let mut scope: Vec<String> = Vec::new();
+                    for (l, v) in [("org", &sc.org), ("team", &sc.team), ("agent", &sc.agent)] {
+                        if let Some(v) = v {
+                            scope.push(format!("{l}:{v}"));
+                        }
+                    }
+                    if sc.service {
+                        scope.push("service".into());
+                    }
+                    scope.extend(sc.grants.iter().cloned());
                     println!(
-                        "{:<16}  {:<6}  {:<7}  {:<10}  {}",
+                        "{:<16}  {:<6}  {:<7}  {:<10}  {:<24}  {}",
                         k.id,
                         k.role.as_str(),
                         state,
                         k.created_at,
+                        scope.join(" "),
                         k.name
                     );
                 }

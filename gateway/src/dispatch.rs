@@ -10,12 +10,15 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Identity;
+use policy::{ArgumentsDigest, Decision, Target};
+
+use crate::auth::Caller;
+use crate::authorize::{arguments_digest, rejected_arguments};
 use crate::catalog::{self, Cursor, PAGE_SIZE};
 use crate::front::{STATEFUL_VERSIONS, STATELESS_VERSION};
 use crate::gateway::Gateway;
 use crate::jsonrpc::{
-    INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, RpcError, UPSTREAM_ERROR,
+    GATEWAY_REFUSED, INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, RpcError, UPSTREAM_ERROR,
 };
 use crate::session::{Scope, Session};
 use crate::upstream::{Upstream, UpstreamError, UpstreamEvent};
@@ -30,7 +33,7 @@ pub(crate) enum Era {
 
 /// One inbound message's context.
 pub(crate) struct Call {
-    pub(crate) identity: Identity,
+    pub(crate) caller: Caller,
     pub(crate) scope: Scope,
     pub(crate) era: Era,
 }
@@ -241,7 +244,7 @@ impl Gateway {
         let mut result = match method {
             "ping" if !modern => Ok(json!({})),
             "server/discover" if modern => Ok(self.discover(&call.scope)),
-            "tools/list" => self.list_tools(&call.scope, params.as_ref()),
+            "tools/list" => self.list_tools(call, params.as_ref()),
             "tools/call" => self.call_tool(call, id, params, sink).await,
             "resources/list" => {
                 self.list_upstream(call, "resources/list", "resources", "uri", params.as_ref())
@@ -307,13 +310,25 @@ impl Gateway {
         })
     }
 
-    fn list_tools(&self, scope: &Scope, params: Option<&Value>) -> Result<Value, RpcError> {
+    /// Exactly the tools this caller may call (or may ask approval for), on this endpoint.
+    fn list_tools(&self, call: &Call, params: Option<&Value>) -> Result<Value, RpcError> {
         let cursor = Cursor::from_params(params)?;
+        let federated = call.scope == Scope::Federated;
+        let no_args = ArgumentsDigest([0; 32]);
+        let lists: Vec<_> = self
+            .scoped(&call.scope)
+            .into_iter()
+            .map(|u| (u, u.tools()))
+            .collect();
         let mut all = Vec::new();
-        for up in self.scoped(scope) {
-            for t in up.tools().iter() {
-                if let Some(v) = catalog::present_tool(up, t, scope) {
-                    all.push(v);
+        for (up, tools) in &lists {
+            for t in tools.iter() {
+                let target = Target::Tool(t.tool.name.as_ref());
+                if self
+                    .decide(&call.caller, up.name(), target, t.class, no_args)
+                    .is_visible()
+                {
+                    all.push(if federated { &t.federated } else { &t.own });
                 }
             }
         }
@@ -321,7 +336,7 @@ impl Gateway {
             .iter()
             .skip(cursor.offset)
             .take(PAGE_SIZE)
-            .cloned()
+            .map(|v| (*v).clone())
             .collect();
         let mut out = json!({ "tools": page });
         let next = cursor.offset.saturating_add(PAGE_SIZE);
@@ -351,22 +366,49 @@ impl Gateway {
             .resolve(&call.scope, &name)
             .ok_or_else(|| unknown_tool(&name))?;
         // Allowlisted in the registry AND currently offered by the upstream, compared exactly.
-        let offered = up.tools().iter().any(|t| t.name == tool);
-        if !up.config.tools.contains_key(tool) || !offered {
-            tracing::info!(key = %call.identity.key_id, tool = %name, "call to unknown or unlisted tool refused");
+        let tools = up.tools();
+        let offered = tools.iter().find(|t| t.tool.name == tool);
+        let Some(offered) = offered.filter(|_| up.config.tools.contains_key(tool)) else {
+            tracing::info!(subject = %call.caller.subject, tool = %name, "call to unknown or unlisted tool refused");
             return Err(unknown_tool(&name));
-        }
+        };
         let progress = progress_token(&params).map(|t| (t, sink));
         let mut fwd = forwardable(params);
         fwd.insert("name".into(), Value::String(tool.to_string()));
-        match fwd.get("arguments") {
-            None | Some(Value::Object(_)) => {}
+        let arguments = match fwd.get("arguments") {
+            None => Value::Object(Map::new()),
+            Some(v @ Value::Object(_)) => v.clone(),
             Some(_) => {
                 return Err(RpcError::new(
                     INVALID_PARAMS,
                     "`arguments` must be an object",
                 ));
             }
+        };
+        let digest = arguments_digest(&arguments);
+        let target = Target::Tool(tool);
+        match self.decide(&call.caller, up.name(), target, offered.class, digest) {
+            Decision::Allow => {}
+            Decision::Deny(denial) => {
+                // Denied answers exactly like nonexistent; the reason goes to the operator.
+                tracing::info!(subject = %call.caller.subject, server = %up.name(), tool, reason = %denial, "tool call denied");
+                return Err(unknown_tool(&name));
+            }
+            Decision::NeedsApproval { class, .. } => {
+                tracing::info!(subject = %call.caller.subject, server = %up.name(), tool, %class, "tool call held: approval required");
+                let mut e = RpcError::new(
+                    GATEWAY_REFUSED,
+                    format!(
+                        "`{name}` is a {class} tool and needs a human's approval, which this gateway cannot collect: it has no approval queue (`approvals.required_from` decides which classes are held)"
+                    ),
+                );
+                e.data = Some(json!({ "reason": "approval_required", "class": class.as_str() }));
+                return Err(e);
+            }
+        }
+        if let Err(why) = offered.check.check(&arguments) {
+            tracing::info!(subject = %call.caller.subject, server = %up.name(), tool, reason = %why, "tool call arguments rejected");
+            return Ok(rejected_arguments(&why));
         }
         let cancel = CancellationToken::new();
         let key = call.session_id().map(|s| (s.to_string(), id.to_string()));
@@ -404,7 +446,12 @@ impl Gateway {
         params: Option<&Value>,
     ) -> Result<Value, RpcError> {
         let mut cursor = Cursor::from_params(params)?;
-        let ups = self.scoped(&call.scope);
+        // Resources and prompts are browsable only with `server/*` at every level.
+        let ups: Vec<&Arc<Upstream>> = self
+            .scoped(&call.scope)
+            .into_iter()
+            .filter(|u| self.may_browse(&call.caller, u.name()))
+            .collect();
         let mut items = Vec::new();
         let mut next = None;
         while let Some(up) = ups.get(cursor.server) {
@@ -515,7 +562,7 @@ impl Gateway {
         let (up, inner) = self
             .resolve_uri(&call.scope, &uri)
             .ok_or_else(|| unknown_resource(&uri, modern))?;
-        if !up.config.allows_resource(inner) {
+        if !up.config.allows_resource(inner) || !self.may_browse(&call.caller, up.name()) {
             return Err(unknown_resource(&uri, modern));
         }
         let mut fwd = forwardable(params);
@@ -563,7 +610,7 @@ impl Gateway {
         let (up, inner) = self
             .resolve_uri(&call.scope, &uri)
             .ok_or_else(|| unknown_resource(&uri, false))?;
-        if !up.config.allows_resource(inner) {
+        if !up.config.allows_resource(inner) || !self.may_browse(&call.caller, up.name()) {
             return Err(unknown_resource(&uri, false));
         }
         let mut fwd = forwardable(params);
@@ -588,7 +635,7 @@ impl Gateway {
         let (up, inner) = self
             .resolve(&call.scope, &name)
             .ok_or_else(|| unknown_prompt(&name))?;
-        if !up.config.allows_prompt(inner) {
+        if !up.config.allows_prompt(inner) || !self.may_browse(&call.caller, up.name()) {
             return Err(unknown_prompt(&name));
         }
         let mut fwd = forwardable(params);
@@ -609,7 +656,7 @@ impl Gateway {
                 let Some((up, inner)) = self.resolve(&call.scope, name) else {
                     return none();
                 };
-                if !up.config.allows_prompt(inner) {
+                if !up.config.allows_prompt(inner) || !self.may_browse(&call.caller, up.name()) {
                     return none();
                 }
                 (up, json!({ "type": "ref/prompt", "name": inner }))
@@ -619,7 +666,7 @@ impl Gateway {
                 let Some((up, inner)) = self.resolve_uri(&call.scope, uri) else {
                     return none();
                 };
-                if !up.config.allows_resource(inner) {
+                if !up.config.allows_resource(inner) || !self.may_browse(&call.caller, up.name()) {
                     return none();
                 }
                 (up, json!({ "type": "ref/resource", "uri": inner }))

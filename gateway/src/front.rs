@@ -20,7 +20,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::auth::{AuthError, Identity};
+use crate::auth::{AuthError, Caller, END_USER_HEADER};
 use crate::dispatch::{Call, Era};
 use crate::gateway::Gateway;
 use crate::jsonrpc::{
@@ -52,7 +52,7 @@ pub(crate) fn router(gw: Arc<Gateway>) -> Router {
         )
         .route(
             "/.well-known/oauth-protected-resource/{*path}",
-            get(resource_metadata),
+            get(resource_metadata_for),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -118,21 +118,47 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     }
 }
 
+/// RFC 9728 metadata. The bare form describes the gateway (`public_url`); the path-suffixed form
+/// describes the endpoint at that path (`/mcp` or `/mcp/<server>`), whose URL is its `resource`.
 async fn resource_metadata(State(gw): State<Arc<Gateway>>) -> Response {
-    axum::Json(json!({
-        "resource": gw.public_url,
-        "authorization_servers": [],
+    metadata_document(&gw, None)
+}
+
+async fn resource_metadata_for(
+    State(gw): State<Arc<Gateway>>,
+    Path(path): Path<String>,
+) -> Response {
+    metadata_document(&gw, Some(&path))
+}
+
+fn metadata_document(gw: &Gateway, path: Option<&str>) -> Response {
+    let resource = match path.map(|p| p.trim_matches('/')) {
+        None | Some("") => gw.public_url.clone(),
+        Some("mcp") => format!("{}/mcp", gw.public_url),
+        Some(p) => match p.strip_prefix("mcp/") {
+            Some(s) if gw.upstreams.get(s).is_some() => format!("{}/{p}", gw.public_url),
+            _ => return plain_error(StatusCode::NOT_FOUND, "no such resource"),
+        },
+    };
+    let issuers = gw.auth.issuers();
+    let mut doc = json!({
+        "resource": resource,
+        "authorization_servers": issuers.urls(),
         "bearer_methods_supported": ["header"],
         "resource_name": "Portcullis MCP gateway",
-    }))
-    .into_response()
+    });
+    let scopes = issuers.scopes();
+    if let (false, Some(o)) = (scopes.is_empty(), doc.as_object_mut()) {
+        o.insert("scopes_supported".into(), json!(scopes));
+    }
+    axum::Json(doc).into_response()
 }
 
 // === request flow ===
 
 /// Everything checked before the body is read as JSON-RPC.
 struct Admitted {
-    identity: Identity,
+    caller: Caller,
     scope: Scope,
 }
 
@@ -152,8 +178,18 @@ async fn admit(
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let identity = match gw.auth.client(auth).await {
-        Ok(id) => id,
+    let end_user = match headers.get(END_USER_HEADER).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(u)) => Some(u),
+        Some(Err(_)) => {
+            return Err(plain_error(
+                StatusCode::BAD_REQUEST,
+                "the end-user header is not valid text",
+            ));
+        }
+    };
+    let caller = match gw.auth.client(auth, end_user).await {
+        Ok(c) => c,
         Err(AuthError::Unavailable(e)) => {
             tracing::error!(error = %e, "credential check failed; refusing");
             return Err(plain_error(
@@ -161,9 +197,17 @@ async fn admit(
                 "credentials cannot be checked right now",
             ));
         }
+        Err(AuthError::Scope(scope)) => {
+            tracing::info!(%scope, "token without a required scope refused");
+            return Err(insufficient_scope(gw, &scope, server.as_deref()));
+        }
+        Err(e @ (AuthError::EndUserNotAllowed | AuthError::EndUserInvalid)) => {
+            tracing::info!(reason = %e, "end-user declaration refused");
+            return Err(plain_error(StatusCode::FORBIDDEN, &e.to_string()));
+        }
         Err(e) => {
             tracing::info!(reason = %e, "unauthenticated request refused");
-            return Err(unauthorized(gw));
+            return Err(unauthorized(gw, server.as_deref()));
         }
     };
     let scope = match server {
@@ -171,7 +215,7 @@ async fn admit(
         Some(s) if gw.upstreams.get(&s).is_some() => Scope::Server(s),
         Some(_) => return Err(plain_error(StatusCode::NOT_FOUND, "no such endpoint")),
     };
-    Ok(Admitted { identity, scope })
+    Ok(Admitted { caller, scope })
 }
 
 async fn post(
@@ -194,7 +238,7 @@ async fn post(
 
     // Stateful: an existing session.
     if let Some(sid) = session_id {
-        let Some(session) = gw.sessions.get(sid, &admitted.identity, &admitted.scope) else {
+        let Some(session) = gw.sessions.get(sid, &admitted.caller, &admitted.scope) else {
             return rpc_error(
                 StatusCode::NOT_FOUND,
                 msg_id(&msg),
@@ -214,7 +258,7 @@ async fn post(
             );
         }
         let call = Call {
-            identity: admitted.identity,
+            caller: admitted.caller,
             scope: admitted.scope,
             era: Era::Stateful(session),
         };
@@ -270,7 +314,7 @@ async fn post(
         );
     }
     let call = Call {
-        identity: admitted.identity,
+        caller: admitted.caller,
         scope: admitted.scope,
         era: Era::Stateless,
     };
@@ -385,8 +429,8 @@ fn initialize(gw: &Gateway, admitted: Admitted, msg: Inbound) -> Response {
     let result = crate::dispatch::initialize_result(gw, &admitted.scope, version);
     let session = gw
         .sessions
-        .create(admitted.identity, admitted.scope, version.to_string());
-    tracing::info!(session = %session.id, key = %session.identity.key_id, protocol = version, "session started");
+        .create(&admitted.caller, admitted.scope, version.to_string());
+    tracing::info!(session = %session.id, subject = %session.subject, protocol = version, "session started");
     let mut resp = axum::Json(jsonrpc::response(&id, result)).into_response();
     if let Ok(v) = HeaderValue::from_str(&session.id) {
         resp.headers_mut().insert("mcp-session-id", v);
@@ -564,7 +608,7 @@ async fn stream(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) ->
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     };
-    let Some(session) = gw.sessions.get(sid, &admitted.identity, &admitted.scope) else {
+    let Some(session) = gw.sessions.get(sid, &admitted.caller, &admitted.scope) else {
         return plain_error(StatusCode::NOT_FOUND, "session not found");
     };
     let scope = session.scope.clone();
@@ -610,7 +654,7 @@ async fn delete(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) ->
     let Some(sid) = header_str(&headers, "mcp-session-id") else {
         return plain_error(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id");
     };
-    if gw.sessions.remove(sid, &admitted.identity, &admitted.scope) {
+    if gw.sessions.remove(sid, &admitted.caller, &admitted.scope) {
         tracing::info!(session = %sid, "session ended by client");
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -652,11 +696,31 @@ fn plain_error(status: StatusCode, message: &str) -> Response {
     )
 }
 
-fn unauthorized(gw: &Gateway) -> Response {
+/// The RFC 9728 metadata URL for an endpoint: the well-known path suffixed with the endpoint's.
+fn metadata_url(gw: &Gateway, server: Option<&str>) -> String {
+    match server {
+        None => format!("{}/.well-known/oauth-protected-resource/mcp", gw.public_url),
+        Some(s) => format!(
+            "{}/.well-known/oauth-protected-resource/mcp/{s}",
+            gw.public_url
+        ),
+    }
+}
+
+fn unauthorized(gw: &Gateway, server: Option<&str>) -> Response {
     let mut r = plain_error(StatusCode::UNAUTHORIZED, "authentication required");
+    let v = format!("Bearer resource_metadata=\"{}\"", metadata_url(gw, server));
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+fn insufficient_scope(gw: &Gateway, scope: &str, server: Option<&str>) -> Response {
+    let mut r = plain_error(StatusCode::FORBIDDEN, "insufficient scope");
     let v = format!(
-        "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
-        gw.public_url
+        "Bearer error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"{}\"",
+        metadata_url(gw, server)
     );
     if let Ok(v) = HeaderValue::from_str(&v) {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);

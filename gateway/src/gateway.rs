@@ -8,7 +8,7 @@ use http::HeaderValue;
 use registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Issuers};
 use crate::session::Sessions;
 use crate::store::Store;
 use crate::upstream::Upstreams;
@@ -73,9 +73,10 @@ impl Gateway {
                 .iter()
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase()),
         );
+        let issuers = Issuers::new(&registry.access.oidc, &public_url);
         Gateway {
             sessions: Sessions::new(s.session_idle),
-            auth: Authenticator::new(store),
+            auth: Authenticator::new(store, issuers),
             upstreams,
             inflight: Mutex::new(HashMap::new()),
             public_url,

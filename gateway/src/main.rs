@@ -4,6 +4,7 @@
 //! modules named in ARCHITECTURE.md.
 
 mod auth;
+mod authorize;
 mod catalog;
 mod cli;
 mod demo;
@@ -11,6 +12,7 @@ mod dispatch;
 mod front;
 mod gateway;
 mod jsonrpc;
+mod keys;
 mod serve;
 mod session;
 mod store;

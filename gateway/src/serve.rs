@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{EX_CONFIG, EX_SOFTWARE, load, open_store};
 use crate::gateway::Gateway;
-use crate::store::KeyRole;
+use crate::store::{KeyRole, KeyScope};
 use crate::upstream::Upstreams;
 
 /// Run until SIGINT or SIGTERM. `banner` is printed once the listener is bound.
@@ -150,8 +150,19 @@ pub(crate) async fn quickstart(port: u16) -> ExitCode {
         Err(c) => return c,
     };
     let (client, admin) = match (
-        store.create_key("quickstart-client", KeyRole::Client).await,
-        store.create_key("quickstart-admin", KeyRole::Admin).await,
+        store
+            .create_key(
+                "quickstart-client",
+                KeyRole::Client,
+                KeyScope {
+                    grants: vec!["notes/*".to_owned()],
+                    ..KeyScope::default()
+                },
+            )
+            .await,
+        store
+            .create_key("quickstart-admin", KeyRole::Admin, KeyScope::default())
+            .await,
     ) {
         (Ok(c), Ok(a)) => (c, a),
         (Err(e), _) | (_, Err(e)) => {

@@ -1,6 +1,6 @@
 //! Stateful MCP sessions (revisions 2025-03-26 … 2025-11-25).
 //!
-//! A session is bound to the identity that created it and to the endpoint it was created on. A
+//! A session is bound to the caller (subject) that created it and to the endpoint it was created on. A
 //! session id presented by another identity or on another endpoint is unknown (404): ids are
 //! never authentication. Idle sessions are reaped.
 
@@ -13,7 +13,7 @@ use rand::RngExt as _;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::auth::Identity;
+use crate::auth::Caller;
 
 /// Which catalogue an endpoint serves.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -28,7 +28,8 @@ pub(crate) enum Scope {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) id: String,
-    pub(crate) identity: Identity,
+    /// The caller's subject (never a secret); another subject cannot use this session.
+    pub(crate) subject: String,
     pub(crate) scope: Scope,
     pub(crate) protocol_version: String,
     /// Notifications for the session's standalone GET stream.
@@ -65,7 +66,7 @@ impl Sessions {
     /// Create a session; the id is 32 random bytes, hex (visible ASCII).
     pub(crate) fn create(
         &self,
-        identity: Identity,
+        caller: &Caller,
         scope: Scope,
         protocol_version: String,
     ) -> Arc<Session> {
@@ -73,7 +74,7 @@ impl Sessions {
         let (events, _) = broadcast::channel(64);
         let s = Arc::new(Session {
             id: id.clone(),
-            identity,
+            subject: caller.subject.clone(),
             scope,
             protocol_version,
             events,
@@ -87,24 +88,24 @@ impl Sessions {
         s
     }
 
-    /// The session `id`, if it exists and belongs to `identity` on `scope`.
-    pub(crate) fn get(&self, id: &str, identity: &Identity, scope: &Scope) -> Option<Arc<Session>> {
+    /// The session `id`, if it exists and belongs to `caller` on `scope`.
+    pub(crate) fn get(&self, id: &str, caller: &Caller, scope: &Scope) -> Option<Arc<Session>> {
         let map = self.map.read().ok()?;
         let s = map.get(id)?;
-        if &s.identity != identity || &s.scope != scope {
+        if s.subject != caller.subject || &s.scope != scope {
             return None;
         }
         s.touch(self.epoch);
         Some(s.clone())
     }
 
-    /// End a session; true if it existed for this identity and scope.
-    pub(crate) fn remove(&self, id: &str, identity: &Identity, scope: &Scope) -> bool {
+    /// End a session; true if it existed for this caller and scope.
+    pub(crate) fn remove(&self, id: &str, caller: &Caller, scope: &Scope) -> bool {
         let Ok(mut map) = self.map.write() else {
             return false;
         };
         match map.get(id) {
-            Some(s) if &s.identity == identity && &s.scope == scope => map.remove(id).is_some(),
+            Some(s) if s.subject == caller.subject && &s.scope == scope => map.remove(id).is_some(),
             _ => false,
         }
     }

@@ -48,6 +48,25 @@ pub(crate) struct KeyRecord {
     pub(crate) role: KeyRole,
     pub(crate) created_at: i64,
     pub(crate) revoked_at: Option<i64>,
+    pub(crate) scope: KeyScope,
+}
+
+/// Where a key sits in the identity model, and what it was issued with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KeyScope {
+    /// The org the key belongs to.
+    pub(crate) org: Option<String>,
+    /// The team the key belongs to.
+    pub(crate) team: Option<String>,
+    /// The agent label, when the key is an agent's.
+    pub(crate) agent: Option<String>,
+    /// The key's own grant patterns, exactly as stored (parsed when the key is used, so a
+    /// corrupt value is a fault at that moment, never a grant).
+    pub(crate) grants: Vec<String>,
+    /// A service key may name the end user of each request (which only narrows access).
+    pub(crate) service: bool,
+    /// The key that minted this one, if a key did.
+    pub(crate) parent: Option<String>,
 }
 
 /// A freshly issued key: the only time the secret exists outside the caller's hands.
@@ -61,7 +80,7 @@ pub(crate) struct IssuedKey {
 pub(crate) enum StoreError {
     #[error("store unavailable: {0}")]
     Db(#[from] sqlx::Error),
-    #[error("stored key `{0}` has an unknown role")]
+    #[error("stored key `{0}` is corrupt")]
     Corrupt(String),
 }
 
@@ -115,6 +134,31 @@ impl Store {
         )
         .execute(&pool)
         .await?;
+        // Columns added after the first release; older stores gain them in place.
+        let existing: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('api_keys')")
+            .fetch_all(&pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("name"))
+            .collect::<Result<_, _>>()?;
+        for (column, statement) in [
+            ("org", "ALTER TABLE api_keys ADD COLUMN org TEXT"),
+            ("team", "ALTER TABLE api_keys ADD COLUMN team TEXT"),
+            ("agent", "ALTER TABLE api_keys ADD COLUMN agent TEXT"),
+            (
+                "grants",
+                "ALTER TABLE api_keys ADD COLUMN grants TEXT NOT NULL DEFAULT '[]'",
+            ),
+            (
+                "service",
+                "ALTER TABLE api_keys ADD COLUMN service INTEGER NOT NULL DEFAULT 0",
+            ),
+            ("parent", "ALTER TABLE api_keys ADD COLUMN parent TEXT"),
+        ] {
+            if !existing.iter().any(|c| c == column) {
+                sqlx::query(statement).execute(&pool).await?;
+            }
+        }
         Ok(Store { pool })
     }
 
@@ -123,6 +167,7 @@ impl Store {
         &self,
         name: &str,
         role: KeyRole,
+        scope: KeyScope,
     ) -> Result<IssuedKey, StoreError> {
         let (id, raw) = {
             let mut rng = rand::rng();
@@ -135,14 +180,23 @@ impl Store {
             base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw)
                 .replace(['-', '_'], "x");
         let created_at = now();
+        let grants =
+            serde_json::to_string(&scope.grants).map_err(|_| StoreError::Corrupt(id.clone()))?;
         sqlx::query(
-            "INSERT INTO api_keys (id, hash, name, role, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, hash, name, role, created_at, org, team, agent, grants, service, parent)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(hash_secret(&secret_part))
         .bind(name)
         .bind(role.as_str())
         .bind(created_at)
+        .bind(&scope.org)
+        .bind(&scope.team)
+        .bind(&scope.agent)
+        .bind(grants)
+        .bind(scope.service)
+        .bind(&scope.parent)
         .execute(&self.pool)
         .await?;
         Ok(IssuedKey {
@@ -153,6 +207,7 @@ impl Store {
                 role,
                 created_at,
                 revoked_at: None,
+                scope,
             },
         })
     }
@@ -166,7 +221,8 @@ impl Store {
             return Ok(None);
         };
         let row = sqlx::query(
-            "SELECT id, hash, name, role, created_at, revoked_at FROM api_keys WHERE id = ?",
+            "SELECT id, hash, name, role, created_at, revoked_at, org, team, agent, grants, service, parent
+             FROM api_keys WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -183,7 +239,8 @@ impl Store {
     /// All keys, newest first.
     pub(crate) async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, role, created_at, revoked_at FROM api_keys ORDER BY created_at DESC, id",
+            "SELECT id, name, role, created_at, revoked_at, org, team, agent, grants, service, parent
+             FROM api_keys ORDER BY created_at DESC, id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -194,6 +251,29 @@ impl Store {
     #[cfg(test)]
     pub(crate) async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// A key by id, live or not.
+    pub(crate) async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at, org, team, agent, grants, service, parent
+             FROM api_keys WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(record_from).transpose()
+    }
+
+    /// Overwrite a key's stored grants with raw text. Fault injection for tests.
+    #[cfg(test)]
+    pub(crate) async fn corrupt_grants(&self, id: &str, raw: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET grants = ? WHERE id = ?")
+            .bind(raw)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Revoke a key; true when a live key was revoked.
@@ -212,12 +292,25 @@ fn record_from(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let role: String = row.try_get("role")?;
     let role = KeyRole::parse(&role).ok_or_else(|| StoreError::Corrupt(id.clone()))?;
+    let grants: String = row.try_get("grants")?;
+    // Grants that are not a list of strings are kept as one unparseable pattern: the key level
+    // then faults when the key is used, which denies, and listings still show the key.
+    let grants = serde_json::from_str::<Vec<String>>(&grants).unwrap_or_else(|_| vec![grants]);
+    let scope = KeyScope {
+        org: row.try_get("org")?,
+        team: row.try_get("team")?,
+        agent: row.try_get("agent")?,
+        grants,
+        service: row.try_get("service")?,
+        parent: row.try_get("parent")?,
+    };
     Ok(KeyRecord {
         name: row.try_get("name")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
         role,
         id,
+        scope,
     })
 }
 

@@ -45,7 +45,7 @@ pub(crate) enum UpstreamError {
 pub(crate) struct Upstream {
     pub(crate) config: registry::Server,
     conn: RwLock<Option<Connection>>,
-    tools: RwLock<Arc<Vec<Tool>>>,
+    tools: RwLock<Arc<Vec<Offered>>>,
     events: broadcast::Sender<UpstreamEvent>,
     progress: Arc<ProgressRoutes>,
     reconnect: Notify,
@@ -58,6 +58,21 @@ struct Connection {
     capabilities: Value,
     // Keeps the connection alive; dropped on reconnect.
     _service: Arc<RunningService<RoleClient, UpstreamHandler>>,
+}
+
+/// An allowlisted tool the upstream offers, with what the gateway derives from it once per
+/// refresh: its enforced class, its presentation on each endpoint, and its argument schemas.
+pub(crate) struct Offered {
+    /// The definition as the upstream sent it (untrusted).
+    pub(crate) tool: Tool,
+    /// The registry's class, raised by upstream hints.
+    pub(crate) class: policy::ToolClass,
+    /// As shown on `/mcp` (`<server>__<tool>`).
+    pub(crate) federated: Value,
+    /// As shown on `/mcp/<server>`.
+    pub(crate) own: Value,
+    /// Compiled argument schemas.
+    pub(crate) check: crate::authorize::ArgumentCheck,
 }
 
 /// All upstreams, in config order.
@@ -156,9 +171,35 @@ impl Upstream {
             .unwrap_or(Value::Null)
     }
 
-    /// The allowlisted tools the upstream currently offers, as the upstream describes them.
-    pub(crate) fn tools(&self) -> Arc<Vec<Tool>> {
+    /// The allowlisted tools the upstream currently offers.
+    pub(crate) fn tools(&self) -> Arc<Vec<Offered>> {
         self.tools.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Replace the offered tools with the allowlisted part of `listed`.
+    pub(crate) fn set_tools(&self, listed: Vec<Tool>) {
+        let offered: Vec<Offered> = listed
+            .into_iter()
+            .filter_map(|tool| {
+                // Byte-exact match against the allowlist: no folding, no normalisation.
+                let entry = self.config.tools.get(tool.name.as_ref())?;
+                let class = crate::catalog::effective_class(self, &tool)?;
+                let federated = crate::catalog::present_tool(self, &tool, class, true);
+                let own = crate::catalog::present_tool(self, &tool, class, false);
+                let schema = Value::Object((*tool.input_schema).clone());
+                let check = crate::authorize::ArgumentCheck::new(&schema, entry.arguments.as_ref());
+                Some(Offered {
+                    tool,
+                    class,
+                    federated,
+                    own,
+                    check,
+                })
+            })
+            .collect();
+        if let Ok(mut slot) = self.tools.write() {
+            *slot = Arc::new(offered);
+        }
     }
 
     /// Send one request and wait for its result, with the server's timeout.

@@ -5,6 +5,7 @@
 //! sockets and starts no processes: the gateway does that with what this crate returns.
 
 mod access;
+mod canonical;
 mod duration;
 mod error;
 mod schema;
@@ -12,6 +13,7 @@ mod source_map;
 mod validate;
 
 pub use access::{Access, OidcIssuer, SUPPORTED_ALGORITHMS};
+pub use canonical::canonical_json;
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigProblem, Location};
 pub use schema::{BuiltinServer, Profile};

@@ -123,13 +123,22 @@ impl Gateway {
 
     fn spawn(top: &str, servers_yaml: &str, ready: bool) -> Result<Gateway> {
         let dir = tempfile::tempdir()?;
+        // Approvals have their own tests; elsewhere write tools are called directly.
+        let approvals = match top.contains("approvals:") {
+            true => "",
+            false => "approvals: { required_from: none }\n",
+        };
         let config = format!(
-            "listen: 127.0.0.1:0\nstore: sqlite://{}\n{top}servers:\n{servers_yaml}",
+            "listen: 127.0.0.1:0\nstore: sqlite://{}\n{approvals}{top}servers:\n{servers_yaml}",
             dir.path().join("store.db").display()
         );
         let path = dir.path().join("portcullis.yaml");
         std::fs::write(&path, config)?;
-        let key = create_key(&path, "e2e")?;
+        let grants: Vec<String> = server_names(servers_yaml)
+            .iter()
+            .map(|s| format!("{s}/*"))
+            .collect();
+        let key = create_key_with(&path, "e2e", &grants, &[])?;
         let mut cmd = Command::new(bin("portcullis"));
         cmd.arg("serve")
             .arg("--config")
@@ -173,9 +182,15 @@ impl Gateway {
         format!("{}/mcp/{name}", self.base)
     }
 
-    /// Issue another client key.
+    /// Issue another client key, granted every server.
     pub fn new_key(&self, name: &str) -> Result<String> {
-        create_key(&self.config(), name)
+        let text = std::fs::read_to_string(self.config())?;
+        let servers = text.split_once("servers:\n").map_or("", |(_, s)| s);
+        let grants: Vec<String> = server_names(servers)
+            .iter()
+            .map(|s| format!("{s}/*"))
+            .collect();
+        create_key_with(&self.config(), name, &grants, &[])
     }
 
     /// Stop the gateway with SIGKILL.
@@ -210,12 +225,31 @@ fn http_status(addr: &str, path: &str) -> Option<u16> {
     buf.split(' ').nth(1)?.parse().ok()
 }
 
-/// `portcullis keys create` against a config; returns the secret.
-pub fn create_key(config: &Path, name: &str) -> Result<String> {
-    let out = Command::new(bin("portcullis"))
-        .args(["keys", "create", "--name", name, "--config"])
-        .arg(config)
-        .output()?;
+/// The server names in a `servers:` block (two-space indented keys).
+pub fn server_names(servers_yaml: &str) -> Vec<String> {
+    servers_yaml
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| l.strip_suffix(':'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `portcullis keys create` with these grants and extra flags; returns the secret.
+pub fn create_key_with(
+    config: &Path,
+    name: &str,
+    grants: &[String],
+    extra: &[&str],
+) -> Result<String> {
+    let mut cmd = Command::new(bin("portcullis"));
+    cmd.args(["keys", "create", "--name", name, "--config"])
+        .arg(config);
+    for g in grants {
+        cmd.args(["--grant", g]);
+    }
+    let out = cmd.args(extra).output()?;
     if !out.status.success() {
         bail!(
             "keys create failed: {}",

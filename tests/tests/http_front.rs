@@ -105,7 +105,7 @@ async fn no_credentials_no_entry() {
     assert_eq!(
         www,
         format!(
-            "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
+            "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
             gw.base
         )
     );
@@ -126,6 +126,33 @@ async fn no_credentials_no_entry() {
         .await
         .unwrap();
     assert_eq!(meta["resource"], json!(gw.base));
+    // The path-suffixed form names the endpoint itself (RFC 9728 §3.1).
+    for (path, resource) in [
+        ("/mcp", format!("{}/mcp", gw.base)),
+        ("/mcp/fixture", format!("{}/mcp/fixture", gw.base)),
+    ] {
+        let meta: Value = http
+            .get(format!(
+                "{}/.well-known/oauth-protected-resource{path}",
+                gw.base
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(meta["resource"], json!(resource), "{path}");
+    }
+    let r = http
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp/nope",
+            gw.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

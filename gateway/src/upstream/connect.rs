@@ -190,10 +190,6 @@ async fn refresh_tools(up: &Upstream, peer: &Peer<RoleClient>) -> anyhow::Result
             _ => break,
         }
     }
-    // Byte-exact match against the allowlist: no folding, no normalisation.
-    all.retain(|t| up.config.tools.contains_key(t.name.as_ref()));
-    if let Ok(mut slot) = up.tools.write() {
-        *slot = Arc::new(all);
-    }
+    up.set_tools(all);
     Ok(())
 }

@@ -1,0 +1,135 @@
+//! Asking `policy` on the request path, and checking arguments before anything is forwarded.
+//!
+//! [`Gateway::decide`] is the one place a tool, resource or prompt is authorised. It gathers the
+//! inputs (caller identity, server, target, class, argument digest, the time) and calls the pure
+//! `policy::decide`; an evaluation that panics becomes a deny, so no failure inside evaluation
+//! can turn into an allow. [`ArgumentCheck`] validates a call's arguments against the upstream's
+//! `inputSchema` and the operator's narrower schema from the registry; a tool whose schema cannot
+//! be compiled cannot be called.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use policy::{ArgumentsDigest, Decision, Denial, DenyReason, Target, ToolClass};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::auth::{Caller, unix_now};
+use crate::gateway::Gateway;
+
+/// Longest validation message returned to a caller.
+const MAX_REASON: usize = 300;
+
+/// Compiled argument schemas for one tool.
+#[derive(Debug)]
+pub(crate) struct ArgumentCheck {
+    upstream: Result<jsonschema::Validator, String>,
+    operator: Option<Result<jsonschema::Validator, String>>,
+}
+
+// === impl ArgumentCheck ===
+
+impl ArgumentCheck {
+    /// Compile the upstream's `inputSchema` and the operator's schema, if any.
+    pub(crate) fn new(input_schema: &Value, operator: Option<&Value>) -> ArgumentCheck {
+        let compile = |s: &Value| jsonschema::validator_for(s).map_err(|e| e.to_string());
+        ArgumentCheck {
+            upstream: compile(input_schema),
+            operator: operator.map(compile),
+        }
+    }
+
+    /// `Ok` when the arguments satisfy both schemas; otherwise the reason, for the caller.
+    pub(crate) fn check(&self, arguments: &Value) -> Result<(), String> {
+        let validator = match &self.upstream {
+            Ok(v) => v,
+            Err(e) => return Err(format!("the tool's input schema cannot be checked ({e})")),
+        };
+        first_error(validator, arguments, "")?;
+        match &self.operator {
+            None => Ok(()),
+            Some(Ok(v)) => first_error(v, arguments, "the gateway's policy: "),
+            Some(Err(e)) => Err(format!(
+                "the gateway's argument schema cannot be checked ({e})"
+            )),
+        }
+    }
+}
+
+fn first_error(v: &jsonschema::Validator, arguments: &Value, prefix: &str) -> Result<(), String> {
+    match v.iter_errors(arguments).next() {
+        None => Ok(()),
+        Some(e) => {
+            let at = e.instance_path().to_string();
+            let mut msg = match at.is_empty() {
+                true => format!("{prefix}{e}"),
+                false => format!("{prefix}{e} (at `{at}`)"),
+            };
+            if msg.len() > MAX_REASON {
+                let mut cut = MAX_REASON;
+                while !msg.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                msg.truncate(cut);
+                msg.push('…');
+            }
+            Err(msg)
+        }
+    }
+}
+
+/// The digest an approval binds to: SHA-256 over the canonical JSON of the arguments.
+pub(crate) fn arguments_digest(arguments: &Value) -> ArgumentsDigest {
+    ArgumentsDigest(Sha256::digest(registry::canonical_json(arguments)).into())
+}
+
+/// A tool result that reports refused arguments; the upstream was not called.
+pub(crate) fn rejected_arguments(reason: &str) -> Value {
+    json!({
+        "content": [{ "type": "text", "text": format!("arguments rejected: {reason}") }],
+        "isError": true,
+    })
+}
+
+/// Run an evaluation; if it panics, the answer is a deny.
+pub(crate) fn guarded(evaluate: impl FnOnce() -> Decision) -> Decision {
+    catch_unwind(AssertUnwindSafe(evaluate)).unwrap_or_else(|_| {
+        Decision::Deny(Denial {
+            level: None,
+            principal: None,
+            reason: DenyReason::Internal("policy evaluation panicked".into()),
+        })
+    })
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Decide whether `caller` may reach `target` on `server` with these arguments, now.
+    pub(crate) fn decide(
+        &self,
+        caller: &Caller,
+        server: &str,
+        target: Target<'_>,
+        class: ToolClass,
+        arguments: ArgumentsDigest,
+    ) -> Decision {
+        let request = policy::Request {
+            server,
+            target,
+            class,
+            arguments,
+        };
+        let policy = &self.registry.access.policy;
+        guarded(|| policy::decide(policy, &caller.identity, &request, unix_now()))
+    }
+
+    /// True when the caller may see `server`'s resources and prompts.
+    pub(crate) fn may_browse(&self, caller: &Caller, server: &str) -> bool {
+        let no_args = ArgumentsDigest([0; 32]);
+        self.decide(caller, server, Target::Server, ToolClass::Read, no_args)
+            .is_visible()
+    }
+}
+
+#[cfg(test)]
+mod tests;

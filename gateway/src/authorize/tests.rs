@@ -1,0 +1,47 @@
+use serde_json::json;
+
+use super::*;
+
+#[test]
+fn a_panic_inside_evaluation_is_a_deny() {
+    // Fault: evaluation fails internally.
+    let d = guarded(|| panic!("injected fault inside evaluation"));
+    match d {
+        Decision::Deny(d) => assert!(matches!(d.reason, DenyReason::Internal(_))),
+        other => panic!("expected a deny, got {other:?}"),
+    }
+    assert_eq!(guarded(|| Decision::Allow), Decision::Allow);
+}
+
+#[test]
+fn arguments_must_satisfy_both_schemas() {
+    let upstream =
+        json!({"type": "object", "properties": {"repo": {"type": "string"}}, "required": ["repo"]});
+    let operator = json!({"properties": {"repo": {"enum": ["acme/api", "acme/web"]}}});
+    let check = ArgumentCheck::new(&upstream, Some(&operator));
+    assert_eq!(check.check(&json!({"repo": "acme/api"})), Ok(()));
+    let missing = check.check(&json!({})).unwrap_err();
+    assert!(
+        missing.contains("\"repo\" is a required property"),
+        "{missing}"
+    );
+    let wrong_type = check.check(&json!({"repo": 7})).unwrap_err();
+    assert!(wrong_type.contains("at `/repo`"), "{wrong_type}");
+    let narrowed = check.check(&json!({"repo": "evil/x"})).unwrap_err();
+    assert!(narrowed.starts_with("the gateway's policy:"), "{narrowed}");
+}
+
+#[test]
+fn an_uncompilable_upstream_schema_refuses_every_call() {
+    let check = ArgumentCheck::new(&json!({"type": "no-such-type"}), None);
+    let why = check.check(&json!({})).unwrap_err();
+    assert!(why.contains("cannot be checked"), "{why}");
+}
+
+#[test]
+fn digest_ignores_member_order() {
+    let a: Value = serde_json::from_str(r#"{"a":1,"b":{"c":2,"d":3}}"#).unwrap();
+    let b: Value = serde_json::from_str(r#"{"b":{"d":3,"c":2},"a":1}"#).unwrap();
+    assert_eq!(arguments_digest(&a), arguments_digest(&b));
+    assert_ne!(arguments_digest(&a), arguments_digest(&json!({"a": 2})));
+}

@@ -1,0 +1,93 @@
+use super::*;
+
+const CONFIG: &str = "servers:\n  notes:\n    builtin: notes\n    tools:\n      search_notes: { class: read }\n      create_note: { class: write }\n  files:\n    url: http://127.0.0.1:9/mcp\n    tools: { read: { class: read } }\n";
+
+async fn setup() -> (tempfile::TempDir, Store, Registry) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("k.db").display()))
+        .await
+        .unwrap();
+    (dir, store, registry::load_str("t.yaml", CONFIG).unwrap())
+}
+
+fn client(name: &str, grants: &[&str]) -> MintRequest {
+    MintRequest {
+        name: name.into(),
+        role: KeyRole::Client,
+        org: Some("acme".into()),
+        team: Some("research".into()),
+        agent: None,
+        grants: grants.iter().map(|g| (*g).to_owned()).collect(),
+        service: false,
+        parent: None,
+    }
+}
+
+fn refusal(r: Result<IssuedKey, MintError>) -> String {
+    match r {
+        Err(MintError::Refused(why)) => why,
+        Err(e) => panic!("store error {e}"),
+        Ok(_) => panic!("issued"),
+    }
+}
+
+#[tokio::test]
+async fn grants_must_name_allowlisted_tools() {
+    let (_d, store, reg) = setup().await;
+    assert!(refusal(mint(&store, &reg, client("a", &[])).await).contains("at least one grant"));
+    assert!(refusal(mint(&store, &reg, client("a", &["nope/*"])).await).contains("not configured"));
+    assert!(
+        refusal(mint(&store, &reg, client("a", &["notes/Search_notes"])).await)
+            .contains("allowlist")
+    );
+    assert!(refusal(mint(&store, &reg, client("a", &["notes"])).await).contains("grant"));
+    let k = mint(&store, &reg, client("a", &["notes/*"])).await.unwrap();
+    assert_eq!(k.record.scope.grants, ["notes/*"]);
+}
+
+#[tokio::test]
+async fn a_child_is_never_wider_than_its_parent() {
+    let (_d, store, reg) = setup().await;
+    let parent = mint(
+        &store,
+        &reg,
+        client("p", &["notes/search_notes", "files/*"]),
+    )
+    .await
+    .unwrap();
+    let child = |grants: &[&str]| {
+        let mut r = client("c", grants);
+        r.org = None;
+        r.team = None;
+        r.parent = Some(parent.record.id.clone());
+        r
+    };
+    for wider in [
+        &["notes/*"][..],
+        &["notes/create_note"],
+        &["files/read", "notes/create_note"],
+    ] {
+        assert!(
+            refusal(mint(&store, &reg, child(wider)).await).contains("wider"),
+            "{wider:?}"
+        );
+    }
+    let ok = mint(&store, &reg, child(&["files/read"])).await.unwrap();
+    assert_eq!(
+        ok.record.scope.org.as_deref(),
+        Some("acme"),
+        "org is inherited"
+    );
+    assert_eq!(
+        ok.record.scope.parent.as_deref(),
+        Some(parent.record.id.as_str())
+    );
+    let mut other_org = child(&["files/read"]);
+    other_org.org = Some("globex".into());
+    assert!(refusal(mint(&store, &reg, other_org).await).contains("org must be the parent's"));
+    let mut service = child(&["files/read"]);
+    service.service = true;
+    assert!(refusal(mint(&store, &reg, service).await).contains("service"));
+    store.revoke_key(&parent.record.id).await.unwrap();
+    assert!(refusal(mint(&store, &reg, child(&["files/read"])).await).contains("no active"));
+}
