@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+pub mod raw;
 pub mod relay;
 
 /// The workspace root.
@@ -96,6 +97,20 @@ impl Fixture {
         let (proc, line) = spawn_until(cmd, "fixture listening on ")?;
         let url = line.rsplit(' ').next().unwrap_or_default().to_string();
         Ok(Fixture { _proc: proc, url })
+    }
+}
+
+impl Fixture {
+    /// How many tool calls have reached the fixture so far.
+    pub fn calls(&self) -> u64 {
+        let addr = self
+            .url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .to_string();
+        http_get(&addr, "/calls")
+            .and_then(|(_, body)| body.trim().parse().ok())
+            .unwrap_or(u64::MAX)
     }
 }
 
@@ -212,6 +227,11 @@ impl Gateway {
 
 /// A bare HTTP/1.1 GET, returning the status code.
 fn http_status(addr: &str, path: &str) -> Option<u16> {
+    http_get(addr, path).map(|(status, _)| status)
+}
+
+/// A bare HTTP/1.1 GET, returning the status code and body.
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -222,7 +242,12 @@ fn http_status(addr: &str, path: &str) -> Option<u16> {
     .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
-    buf.split(' ').nth(1)?.parse().ok()
+    let status = buf.split(' ').nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Some((status, body))
 }
 
 /// The server names in a `servers:` block (two-space indented keys).

@@ -347,6 +347,7 @@ impl ServerHandler for Fixture {
         req: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        TOOL_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let args = req
             .arguments
             .clone()
@@ -497,6 +498,9 @@ impl ServerHandler for Fixture {
     }
 }
 
+/// Tool calls received, over all sessions.
+static TOOL_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| {
@@ -533,7 +537,16 @@ fn main() -> anyhow::Result<()> {
             Arc::new(LocalSessionManager::default()),
             StreamableHttpServerConfig::default(),
         );
-        let app = axum::Router::new().nest_service("/mcp", service);
+        // `GET /calls`: how many tool calls reached this upstream, so tests can prove a refused
+        // call never got here.
+        let calls = || async {
+            TOOL_CALLS
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .to_string()
+        };
+        let app = axum::Router::new()
+            .nest_service("/mcp", service)
+            .route("/calls", axum::routing::get(calls));
         println!("fixture listening on http://{bound}/mcp");
         axum::serve(listener, app).await?;
         Ok(())
