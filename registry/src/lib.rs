@@ -12,6 +12,9 @@ mod schema;
 mod source_map;
 mod validate;
 
+#[cfg(test)]
+mod testing;
+
 pub use access::{Access, OidcIssuer, SUPPORTED_ALGORITHMS};
 pub use canonical::canonical_json;
 pub use duration::parse_duration;

@@ -66,6 +66,19 @@ impl Raw {
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     }
 
+    /// The tool names `tools/list` shows this caller, sorted.
+    pub async fn tool_names(&self) -> Vec<String> {
+        let (_, r) = self.call(req(1, "tools/list", json!({}))).await;
+        let mut names: Vec<String> = r["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"))
+            .iter()
+            .map(|t| t["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// POST a body and return (status, parsed JSON-RPC message). SSE answers are unwrapped.
     pub async fn call(&self, body: Value) -> (StatusCode, Value) {
         let resp = self.post(&body.to_string()).send().await.unwrap();

@@ -39,18 +39,6 @@ fn setup() -> Setup {
     Setup { idp, fx, gw }
 }
 
-async fn tool_names(c: &Raw) -> Vec<String> {
-    let (_, r) = c.call(req(1, "tools/list", json!({}))).await;
-    let mut names: Vec<String> = r["result"]["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{r}"))
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_string())
-        .collect();
-    names.sort();
-    names
-}
-
 fn initialize() -> Value {
     req(
         0,
@@ -86,7 +74,7 @@ async fn provider_tokens_map_claims_to_levels() {
     acme.init().await;
     // org acme ∩ team research ∩ user ∩ agent: the research tools only.
     assert_eq!(
-        tool_names(&acme).await,
+        acme.tool_names().await,
         ["fixture__echo", "fixture__test_simple_text"]
     );
     let (_, r) = acme
@@ -114,7 +102,7 @@ async fn provider_tokens_map_claims_to_levels() {
         .unwrap();
     let mut globex = Raw::new(s.gw.mcp(), &other);
     globex.init().await;
-    assert_eq!(tool_names(&globex).await, Vec::<String>::new());
+    assert_eq!(globex.tool_names().await, Vec::<String>::new());
 
     // A session is bound to the token's subject: another client's token cannot use it.
     let mut stolen = Raw::new(s.gw.mcp(), &other);
@@ -198,7 +186,7 @@ async fn malformed_claim_denies_without_reaching_the_upstream() {
     let mut c = Raw::new(s.gw.mcp(), &token);
     c.init().await;
     let before = s.fx.calls();
-    assert_eq!(tool_names(&c).await, Vec::<String>::new());
+    assert_eq!(c.tool_names().await, Vec::<String>::new());
     let (_, r) = c
         .call(req(
             2,

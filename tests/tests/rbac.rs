@@ -49,18 +49,6 @@ impl Setup {
     }
 }
 
-async fn tool_names(c: &Raw) -> Vec<String> {
-    let (_, r) = c.call(req(1, "tools/list", json!({}))).await;
-    let mut names: Vec<String> = r["result"]["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{r}"))
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_string())
-        .collect();
-    names.sort();
-    names
-}
-
 async fn call(c: &Raw, tool: &str, args: Value) -> Value {
     let (_, r) = c
         .call(req(
@@ -92,7 +80,7 @@ async fn discovery_equals_permission_and_denied_looks_nonexistent() {
     let mut research = s.client(&s.key(&["--org", "acme", "--team", "research"]));
     research.init().await;
     assert_eq!(
-        tool_names(&research).await,
+        research.tool_names().await,
         [
             "fixture__echo",
             "fixture__slow",
@@ -127,7 +115,7 @@ async fn discovery_equals_permission_and_denied_looks_nonexistent() {
     // The ops team sees everything but its explicit deny, resources included.
     let mut ops = s.client(&s.key(&["--org", "acme", "--team", "ops"]));
     ops.init().await;
-    let names = tool_names(&ops).await;
+    let names = ops.tool_names().await;
     assert!(names.contains(&"fixture__test_image_content".to_string()));
     assert!(!names.contains(&"fixture__add_tool".to_string()));
     let (_, r) = ops
@@ -164,7 +152,7 @@ async fn unresolved_required_level_and_corrupt_grants_deny_everything() {
     corrupt.init().await;
     let before = s.fx.calls();
     for c in [&no_org, &corrupt] {
-        assert_eq!(tool_names(c).await, Vec::<String>::new());
+        assert_eq!(c.tool_names().await, Vec::<String>::new());
         assert_like_nonexistent(c, "fixture__echo", json!({"text": "hello"})).await;
         let (_, r) = c.call(req(3, "resources/list", json!({}))).await;
         assert_eq!(r["result"]["resources"], json!([]), "{r}");
@@ -218,7 +206,7 @@ async fn destructive_tools_are_held_for_approval() {
     c.init().await;
     // Visible (the caller may ask), but not callable without approval.
     assert!(
-        tool_names(&c)
+        c.tool_names()
             .await
             .contains(&"fixture__add_tool".to_string())
     );
@@ -241,12 +229,14 @@ async fn end_users_declared_by_service_keys_only_narrow() {
     mallory.end_user = Some("mallory".into());
     mallory.init().await;
     assert!(
-        tool_names(&alice)
+        alice
+            .tool_names()
             .await
             .contains(&"fixture__echo".to_string())
     );
     assert!(
-        !tool_names(&mallory)
+        !mallory
+            .tool_names()
             .await
             .contains(&"fixture__echo".to_string())
     );

@@ -1,16 +1,9 @@
 use policy::{Approval, ArgumentsDigest, Decision, Identity, Level, Request, Target, ToolClass};
 
-use crate::{ConfigError, load_str};
+use crate::load_str;
+use crate::testing::problems;
 
 const SERVERS: &str = "servers:\n  notes:\n    url: http://127.0.0.1:9/mcp\n    tools:\n      search: { class: read }\n      delete: { class: destructive }\n";
-
-fn problems(text: &str) -> Vec<String> {
-    match load_str("t.yaml", text) {
-        Ok(_) => panic!("expected an error for:\n{text}"),
-        Err(ConfigError::Invalid(p)) => p.iter().map(|p| p.to_string()).collect(),
-        Err(e) => panic!("unexpected error {e}"),
-    }
-}
 
 #[test]
 fn grants_compile_into_the_policy() {

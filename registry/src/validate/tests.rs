@@ -1,12 +1,5 @@
-use crate::{ConfigError, ServerSource, load_str};
-
-fn problems(text: &str) -> Vec<String> {
-    match load_str("t.yaml", text) {
-        Ok(_) => panic!("expected an error for:\n{text}"),
-        Err(ConfigError::Invalid(p)) => p.iter().map(|p| p.to_string()).collect(),
-        Err(e) => panic!("unexpected error {e}"),
-    }
-}
+use crate::testing::problems;
+use crate::{ServerSource, load_str};
 
 #[test]
 fn minimal_config_loads() {
