@@ -58,3 +58,80 @@ fn kid_selection() {
         "the key's own alg binds"
     );
 }
+
+/// A stand-in key server (static discovery and JWKS documents) that counts its requests, so the
+/// refetch rule can be observed; the real provider is exercised end to end in `tests/tests/oidc.rs`.
+async fn counting_key_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (iss, h1, h2) = (issuer.clone(), hits.clone(), hits.clone());
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                let iss = iss.clone();
+                h1.fetch_add(1, Ordering::SeqCst);
+                async move { axum::Json(json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks")})) }
+            }),
+        )
+        .route(
+            "/jwks",
+            axum::routing::get(move || {
+                h2.fetch_add(1, Ordering::SeqCst);
+                async {
+                    axum::Json(
+                        json!({"keys": [{"kty": "RSA", "kid": "known", "n": "AQAB", "e": "AQAB"}]}),
+                    )
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (issuer, hits)
+}
+
+fn unsigned(issuer: &str, kid: &str) -> String {
+    let b = |v: Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap());
+    format!(
+        "{}.{}.c2ln",
+        b(json!({"alg": "RS256", "kid": kid})),
+        b(json!({"iss": issuer, "aud": "http://gw", "exp": 4_000_000_000u64, "sub": "s"}))
+    )
+}
+
+#[tokio::test]
+async fn unknown_kids_refetch_at_most_once_per_interval() {
+    use std::sync::atomic::Ordering;
+    let (issuer, hits) = counting_key_server().await;
+    let config = OidcIssuer {
+        issuer: issuer.clone(),
+        audience: None,
+        algorithms: vec!["RS256".into()],
+        claims: policy::token::ClaimMap::default(),
+        scopes: vec![],
+        jwks_ttl: Duration::from_secs(600),
+        jwks_min_refresh: Duration::from_secs(60),
+    };
+    let issuers = Issuers::new(&[config], "http://gw");
+    let now = 1_800_000_000;
+    // First sight: keys are fetched (discovery + JWKS); the kid is not among them.
+    let r = issuers.verify(&unsigned(&issuer, "rotated"), now).await;
+    assert!(matches!(r, Err(OidcError::Rejected(_))), "{r:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    // Another unknown kid within the interval: no new fetch, still refused.
+    let r = issuers.verify(&unsigned(&issuer, "other"), now).await;
+    assert!(matches!(r, Err(OidcError::Rejected(_))), "{r:?}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        2,
+        "refetch was not rate-limited"
+    );
+    // A known kid with a signature that does not verify: keys are fresh, no fetch, refused.
+    let r = issuers.verify(&unsigned(&issuer, "known"), now).await;
+    match r {
+        Err(OidcError::Rejected(why)) => assert!(why.contains("signature"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}
