@@ -58,7 +58,7 @@ pub(crate) struct Issuers {
 #[derive(Debug)]
 struct Issuer {
     config: OidcIssuer,
-    http: reqwest::Client,
+    http: Option<reqwest::Client>,
     keys: RwLock<Arc<KeySet>>,
     /// Serialises fetches so a burst of unknown `kid`s causes one request, not many.
     fetching: tokio::sync::Mutex<()>,
@@ -97,11 +97,12 @@ enum Material {
 impl Issuers {
     /// The configured issuers; `public_url` is the gateway's canonical URL.
     pub(crate) fn new(configs: &[OidcIssuer], public_url: &str) -> Issuers {
+        // A client that cannot be built is no client: key fetches then fail, and tokens are refused.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(FETCH_TIMEOUT)
             .build()
-            .unwrap_or_default();
+            .ok();
         let mut audiences = vec![public_url.to_owned(), format!("{public_url}/mcp")];
         for c in configs {
             if let Some(a) = &c.audience {
@@ -331,8 +332,8 @@ impl Issuer {
     }
 
     async fn get_json(&self, url: &str) -> Result<Value, String> {
-        let resp = self
-            .http
+        let http = self.http.as_ref().ok_or("no HTTP client")?;
+        let resp = http
             .get(url)
             .header("accept", "application/json")
             .send()
