@@ -40,6 +40,8 @@ pub(crate) struct Caller {
     pub(crate) subject: String,
     /// The resolved levels.
     pub(crate) identity: Arc<Identity>,
+    /// A token issued for one server's endpoint is good there only.
+    pub(crate) endpoint: Option<String>,
 }
 
 /// Why a caller was not authenticated.
@@ -77,6 +79,7 @@ struct Resolved {
     subject: String,
     identity: Arc<Identity>,
     service: bool,
+    endpoint: Option<String>,
 }
 
 impl From<StoreError> for AuthError {
@@ -141,6 +144,7 @@ impl Authenticator {
             None => Ok(Caller {
                 subject: resolved.subject,
                 identity: resolved.identity,
+                endpoint: resolved.endpoint,
             }),
             Some(_) if !resolved.service => Err(AuthError::EndUserNotAllowed),
             Some(u)
@@ -154,6 +158,7 @@ impl Authenticator {
                 Ok(Caller {
                     subject: format!("{}/user:{u}", resolved.subject),
                     identity: Arc::new(identity),
+                    endpoint: resolved.endpoint,
                 })
             }
         }
@@ -173,6 +178,7 @@ impl Authenticator {
                 subject: format!("key:{}", record.id),
                 service: record.scope.service,
                 identity: Arc::new(key_identity(&record)),
+                endpoint: None,
             });
         }
         if !self.issuers.any() {
@@ -183,6 +189,7 @@ impl Authenticator {
                 subject: v.subject,
                 identity: Arc::new(v.identity),
                 service: false,
+                endpoint: v.endpoint,
             }),
             Err(oidc::OidcError::Rejected(why)) => Err(AuthError::Token(why)),
             Err(oidc::OidcError::Scope(s)) => Err(AuthError::Scope(s)),

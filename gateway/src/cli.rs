@@ -182,12 +182,14 @@ async fn keys(action: KeysAction) -> ExitCode {
             let request = crate::keys::MintRequest {
                 name,
                 role,
-                org,
-                team,
-                agent,
-                grants,
-                service,
-                parent,
+                scope: crate::store::KeyScope {
+                    org,
+                    team,
+                    agent,
+                    grants,
+                    service,
+                    parent,
+                },
             };
             match crate::keys::mint(&store, &reg, request).await {
                 Ok(k) => {

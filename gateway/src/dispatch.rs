@@ -375,9 +375,11 @@ impl Gateway {
         let progress = progress_token(&params).map(|t| (t, sink));
         let mut fwd = forwardable(params);
         fwd.insert("name".into(), Value::String(tool.to_string()));
+        // Absent arguments are checked and digested as `{}`; nothing is copied.
+        let no_arguments = Value::Object(Map::new());
         let arguments = match fwd.get("arguments") {
-            None => Value::Object(Map::new()),
-            Some(v @ Value::Object(_)) => v.clone(),
+            None => &no_arguments,
+            Some(v @ Value::Object(_)) => v,
             Some(_) => {
                 return Err(RpcError::new(
                     INVALID_PARAMS,
@@ -385,7 +387,7 @@ impl Gateway {
                 ));
             }
         };
-        let digest = arguments_digest(&arguments);
+        let digest = arguments_digest(arguments);
         let target = Target::Tool(tool);
         match self.decide(&call.caller, up.name(), target, offered.class, digest) {
             Decision::Allow => {}
@@ -406,7 +408,7 @@ impl Gateway {
                 return Err(e);
             }
         }
-        if let Err(why) = offered.check.check(&arguments) {
+        if let Err(why) = offered.check.check(arguments) {
             tracing::info!(subject = %call.caller.subject, server = %up.name(), tool, reason = %why, "tool call arguments rejected");
             return Ok(rejected_arguments(&why));
         }

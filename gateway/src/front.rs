@@ -215,6 +215,17 @@ async fn admit(
         Some(s) if gw.upstreams.get(&s).is_some() => Scope::Server(s),
         Some(_) => return Err(plain_error(StatusCode::NOT_FOUND, "no such endpoint")),
     };
+    // A token whose audience is one server's endpoint is not a token for any other endpoint.
+    if let Some(only) = &caller.endpoint
+        && scope != Scope::Server(only.clone())
+    {
+        tracing::info!(subject = %caller.subject, endpoint = %only, "token used outside its endpoint refused");
+        let here = match &scope {
+            Scope::Server(s) => Some(s.as_str()),
+            Scope::Federated => None,
+        };
+        return Err(unauthorized(gw, here));
+    }
     Ok(Admitted { caller, scope })
 }
 

@@ -73,7 +73,8 @@ impl Gateway {
                 .iter()
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase()),
         );
-        let issuers = Issuers::new(&registry.access.oidc, &public_url);
+        let servers = registry.servers.iter().map(|s| s.name.as_str());
+        let issuers = Issuers::new(&registry.access.oidc, &public_url, servers);
         Gateway {
             sessions: Sessions::new(s.session_idle),
             auth: Authenticator::new(store, issuers),

@@ -10,18 +10,12 @@ use registry::Registry;
 
 use crate::store::{IssuedKey, KeyRole, KeyScope, Store, StoreError};
 
-/// What to issue.
+/// What to issue. `scope.parent` names the key minting this one, if a key is.
 #[derive(Clone, Debug)]
 pub(crate) struct MintRequest {
     pub(crate) name: String,
     pub(crate) role: KeyRole,
-    pub(crate) org: Option<String>,
-    pub(crate) team: Option<String>,
-    pub(crate) agent: Option<String>,
-    pub(crate) grants: Vec<String>,
-    pub(crate) service: bool,
-    /// The id of the key minting this one.
-    pub(crate) parent: Option<String>,
+    pub(crate) scope: KeyScope,
 }
 
 /// Why a key was not issued.
@@ -46,24 +40,22 @@ pub(crate) async fn mint(
     if req.name.trim().is_empty() {
         return Err(refused("a key needs a name"));
     }
-    if req.role == KeyRole::Admin {
-        let scoped = req.org.is_some() || req.team.is_some() || req.agent.is_some();
-        if scoped || !req.grants.is_empty() || req.service || req.parent.is_some() {
+    let MintRequest { name, role, scope } = req;
+    if role == KeyRole::Admin {
+        if scope != KeyScope::default() {
             return Err(refused(
                 "an admin key carries no org, team, agent, grants, service flag or parent",
             ));
         }
-        return Ok(store
-            .create_key(&req.name, req.role, KeyScope::default())
-            .await?);
+        return Ok(store.create_key(&name, role, scope).await?);
     }
-    if req.grants.is_empty() {
+    if scope.grants.is_empty() {
         return Err(refused(
             "a client key needs at least one grant (`server/tool` or `server/*`)",
         ));
     }
     let mut patterns = Vec::new();
-    for g in &req.grants {
+    for g in &scope.grants {
         let p: Pattern = g.parse().map_err(|e| refused(format!("grant {e}")))?;
         let Some(server) = registry.servers.iter().find(|s| s.name == p.server()) else {
             return Err(refused(format!(
@@ -80,9 +72,9 @@ pub(crate) async fn mint(
         patterns.push(p);
     }
     for (what, v) in [
-        ("org", &req.org),
-        ("team", &req.team),
-        ("agent", &req.agent),
+        ("org", &scope.org),
+        ("team", &scope.team),
+        ("agent", &scope.agent),
     ] {
         if v.as_deref()
             .is_some_and(|v| v.is_empty() || v.chars().any(char::is_control))
@@ -93,16 +85,12 @@ pub(crate) async fn mint(
         }
     }
     let mut scope = KeyScope {
-        org: req.org,
-        team: req.team,
-        agent: req.agent,
         grants: patterns.iter().map(ToString::to_string).collect(),
-        service: req.service,
-        parent: None,
+        ..scope
     };
-    if let Some(parent_id) = &req.parent {
+    if let Some(parent_id) = scope.parent.take() {
         let parent = store
-            .key(parent_id)
+            .key(&parent_id)
             .await?
             .filter(|k| k.revoked_at.is_none() && k.role == KeyRole::Client)
             .ok_or_else(|| refused(format!("no active client key `{parent_id}`")))?;
@@ -140,7 +128,7 @@ pub(crate) async fn mint(
         }
         scope.parent = Some(parent.id);
     }
-    Ok(store.create_key(&req.name, req.role, scope).await?)
+    Ok(store.create_key(&name, role, scope).await?)
 }
 
 #[cfg(test)]

@@ -94,6 +94,17 @@ async fn provider_tokens_map_claims_to_levels() {
         .unwrap();
     assert_eq!(knock(&s, &for_endpoint).await.0, 200);
 
+    // A token for one server's endpoint is good there, and nowhere else.
+    let for_server = s
+        .idp
+        .token("agent-acme", &s.gw.server("fixture"), Some("mcp"))
+        .await
+        .unwrap();
+    assert_eq!(knock(&s, &for_server).await.0, 401);
+    let mut own = Raw::new(s.gw.server("fixture"), &for_server);
+    own.init().await;
+    assert_eq!(own.tool_names().await, ["echo", "test_simple_text"]);
+
     // Another tenant, whose team has no grants, sees and reaches nothing.
     let other = s
         .idp

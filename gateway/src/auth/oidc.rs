@@ -31,6 +31,9 @@ pub(crate) struct Verified {
     pub(crate) identity: Identity,
     /// A stable subject for binding sessions: issuer and `sub`.
     pub(crate) subject: String,
+    /// When the token's audience is one server's endpoint (`<public_url>/mcp/<server>`), that
+    /// server: the token is good on that endpoint only.
+    pub(crate) endpoint: Option<String>,
 }
 
 /// Why a token was refused.
@@ -51,8 +54,9 @@ pub(crate) enum OidcError {
 #[derive(Debug)]
 pub(crate) struct Issuers {
     issuers: Vec<Issuer>,
-    /// Audiences accepted: the configured one (or the public URL) and the MCP endpoint URL.
-    audiences: Vec<String>,
+    /// Audiences accepted: the public URL, the federated endpoint, any configured audience, and
+    /// each server's endpoint (bound to that server).
+    audiences: Vec<(String, Option<String>)>,
 }
 
 #[derive(Debug)]
@@ -95,19 +99,30 @@ enum Material {
 // === impl Issuers ===
 
 impl Issuers {
-    /// The configured issuers; `public_url` is the gateway's canonical URL.
-    pub(crate) fn new(configs: &[OidcIssuer], public_url: &str) -> Issuers {
+    /// The configured issuers; `public_url` is the gateway's canonical URL and `servers` the
+    /// names of the per-server endpoints.
+    pub(crate) fn new<'a>(
+        configs: &[OidcIssuer],
+        public_url: &str,
+        servers: impl IntoIterator<Item = &'a str>,
+    ) -> Issuers {
         // A client that cannot be built is no client: key fetches then fail, and tokens are refused.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(FETCH_TIMEOUT)
             .build()
             .ok();
-        let mut audiences = vec![public_url.to_owned(), format!("{public_url}/mcp")];
+        let mut audiences = vec![
+            (public_url.to_owned(), None),
+            (format!("{public_url}/mcp"), None),
+        ];
         for c in configs {
             if let Some(a) = &c.audience {
-                audiences.push(a.clone());
+                audiences.push((a.clone(), None));
             }
+        }
+        for s in servers {
+            audiences.push((format!("{public_url}/mcp/{s}"), Some(s.to_owned())));
         }
         Issuers {
             issuers: configs
@@ -165,7 +180,7 @@ impl Issuers {
             .find(|i| i.config.issuer == iss)
             .ok_or_else(|| OidcError::Rejected("issuer is not trusted".to_owned()))?;
         issuer.verify_signature(&jws).await?;
-        let exp = self.check_claims(issuer, &jws, now)?;
+        let (exp, endpoint) = self.check_claims(issuer, &jws, now)?;
         issuer.check_scopes(&jws)?;
         let levels = map_claims(&jws.claims, &issuer.config.claims);
         let mut identity = Identity::new().expiring_at(exp.saturating_add(MAX_LEEWAY));
@@ -184,19 +199,26 @@ impl Issuers {
         Ok(Verified {
             identity,
             subject: format!("oidc:{}#{sub}", issuer.config.issuer),
+            endpoint,
         })
     }
 
-    fn check_claims(&self, issuer: &Issuer, jws: &Jws<'_>, now: u64) -> Result<u64, OidcError> {
+    /// The token's `exp`, and the server its audience binds it to, if any.
+    fn check_claims(
+        &self,
+        issuer: &Issuer,
+        jws: &Jws<'_>,
+        now: u64,
+    ) -> Result<(u64, Option<String>), OidcError> {
         let mut last = TokenError::Audience;
-        for audience in &self.audiences {
+        for (audience, endpoint) in &self.audiences {
             let expect = Expectations {
                 issuer: &issuer.config.issuer,
                 audience,
                 leeway: MAX_LEEWAY,
             };
             match check_registered(&jws.claims, &expect, now) {
-                Ok(exp) => return Ok(exp),
+                Ok(exp) => return Ok((exp, endpoint.clone())),
                 Err(TokenError::Audience) => {}
                 Err(e) => {
                     last = e;

@@ -10,7 +10,7 @@ async fn setup() -> (tempfile::TempDir, Store, Authenticator) {
     let store = Store::open(&format!("sqlite://{}", dir.path().join("a.db").display()))
         .await
         .unwrap();
-    let auth = Authenticator::new(store.clone(), Issuers::new(&[], "http://127.0.0.1:1"));
+    let auth = Authenticator::new(store.clone(), Issuers::new(&[], "http://127.0.0.1:1", []));
     (dir, store, auth)
 }
 

@@ -14,12 +14,12 @@ fn client(name: &str, grants: &[&str]) -> MintRequest {
     MintRequest {
         name: name.into(),
         role: KeyRole::Client,
-        org: Some("acme".into()),
-        team: Some("research".into()),
-        agent: None,
-        grants: grants.iter().map(|g| (*g).to_owned()).collect(),
-        service: false,
-        parent: None,
+        scope: KeyScope {
+            org: Some("acme".into()),
+            team: Some("research".into()),
+            grants: grants.iter().map(|g| (*g).to_owned()).collect(),
+            ..KeyScope::default()
+        },
     }
 }
 
@@ -57,9 +57,9 @@ async fn a_child_is_never_wider_than_its_parent() {
     .unwrap();
     let child = |grants: &[&str]| {
         let mut r = client("c", grants);
-        r.org = None;
-        r.team = None;
-        r.parent = Some(parent.record.id.clone());
+        r.scope.org = None;
+        r.scope.team = None;
+        r.scope.parent = Some(parent.record.id.clone());
         r
     };
     for wider in [
@@ -83,10 +83,10 @@ async fn a_child_is_never_wider_than_its_parent() {
         Some(parent.record.id.as_str())
     );
     let mut other_org = child(&["files/read"]);
-    other_org.org = Some("globex".into());
+    other_org.scope.org = Some("globex".into());
     assert!(refusal(mint(&store, &reg, other_org).await).contains("org must be the parent's"));
     let mut service = child(&["files/read"]);
-    service.service = true;
+    service.scope.service = true;
     assert!(refusal(mint(&store, &reg, service).await).contains("service"));
     store.revoke_key(&parent.record.id).await.unwrap();
     assert!(refusal(mint(&store, &reg, child(&["files/read"])).await).contains("no active"));

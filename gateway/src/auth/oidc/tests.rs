@@ -113,7 +113,7 @@ async fn unknown_kids_refetch_at_most_once_per_interval() {
         jwks_ttl: Duration::from_secs(600),
         jwks_min_refresh: Duration::from_secs(60),
     };
-    let issuers = Issuers::new(&[config], "http://gw");
+    let issuers = Issuers::new(&[config], "http://gw", []);
     let now = 1_800_000_000;
     // First sight: keys are fetched (discovery + JWKS); the kid is not among them.
     let r = issuers.verify(&unsigned(&issuer, "rotated"), now).await;
