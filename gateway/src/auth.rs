@@ -21,7 +21,7 @@ use crate::store::{KeyRecord, KeyRole, Store, StoreError};
 
 mod oidc;
 
-pub(crate) use oidc::Issuers;
+pub(crate) use oidc::{Issuers, OidcError};
 
 /// How long a verified credential is trusted without checking it again.
 const CACHE_TTL: Duration = Duration::from_secs(2);
@@ -53,7 +53,7 @@ pub(crate) enum AuthError {
     Invalid,
     #[error("token refused: {0}")]
     Token(String),
-    #[error("an admin key cannot call MCP")]
+    #[error("an operator key (admin, approver, auditor) cannot call MCP")]
     WrongRole,
     #[error("token lacks required scope `{0}`")]
     Scope(String),
@@ -205,9 +205,8 @@ impl Authenticator {
         live.then(|| r.clone())
     }
 
-    /// Forget every cached credential.
-    #[cfg(test)]
-    pub(crate) fn forget(&self) {
+    /// Forget every cached credential (after a revocation, so it applies at once here).
+    pub(crate) fn forget_all(&self) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
         }
@@ -224,6 +223,7 @@ pub(crate) fn key_identity(record: &KeyRecord) -> Identity {
         (Level::Org, &scope.org),
         (Level::Team, &scope.team),
         (Level::Agent, &scope.agent),
+        (Level::User, &scope.user),
     ] {
         if let Some(v) = value {
             id = id.with_name(level, v.clone());

@@ -82,6 +82,14 @@ pub(crate) fn arguments_digest(arguments: &Value) -> ArgumentsDigest {
     ArgumentsDigest(Sha256::digest(registry::canonical_json(arguments)).into())
 }
 
+/// Hex SHA-256 over the canonical JSON of a tool definition as the upstream sent it.
+pub(crate) fn tool_fingerprint(tool: &rmcp::model::Tool) -> String {
+    // A definition that cannot be serialised fingerprints as its name alone, which no approval
+    // filed against a full definition will match.
+    let value = serde_json::to_value(tool).unwrap_or_else(|_| json!({ "name": tool.name }));
+    hex::encode(Sha256::digest(registry::canonical_json(&value)))
+}
+
 /// A tool result that reports refused arguments; the upstream was not called.
 pub(crate) fn rejected_arguments(reason: &str) -> Value {
     json!({

@@ -47,6 +47,122 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Engage, release or show kill switches (through the admin API).
+    Kill {
+        #[command(subcommand)]
+        action: KillAction,
+    },
+    /// List, approve or deny held calls (through the admin API).
+    Approvals {
+        #[command(subcommand)]
+        action: ApprovalsAction,
+    },
+    /// Show or switch the mode: enforce, read_only, shadow (through the admin API).
+    Mode {
+        #[command(subcommand)]
+        action: ModeAction,
+    },
+}
+
+/// Where the admin API is and which operator key to use. The key is read from
+/// `PORTCULLIS_ADMIN_KEY` or `--key-file`, never from the command line (it would show in `ps`).
+#[derive(clap::Args, Clone)]
+pub(crate) struct AdminTarget {
+    /// The admin listener's URL, e.g. `http://127.0.0.1:8081` (or set PORTCULLIS_ADMIN_URL).
+    #[arg(long)]
+    pub(crate) admin_url: Option<String>,
+    /// Derive the admin URL from this config's `admin_listen`.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// A file holding the operator key (otherwise PORTCULLIS_ADMIN_KEY).
+    #[arg(long)]
+    pub(crate) key_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KillAction {
+    /// Engage a switch: matching calls are refused within a second on every process.
+    Engage {
+        #[command(flatten)]
+        admin: AdminTarget,
+        /// global, server, tool, key, team, org, user or agent.
+        #[arg(long)]
+        scope: String,
+        /// What the scope names: a server, `server/tool`, a key id, a team, an org…
+        #[arg(long)]
+        target: Option<String>,
+        /// Why (kept in the record).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a switch.
+    Release {
+        #[command(flatten)]
+        admin: AdminTarget,
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Show every switch.
+    Status {
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ApprovalsAction {
+    /// List requests (pending by default).
+    List {
+        #[command(flatten)]
+        admin: AdminTarget,
+        /// pending, approved, denied, used, voided, expired or all.
+        #[arg(long, default_value = "pending")]
+        status: String,
+    },
+    /// Show one request in full.
+    Show {
+        #[command(flatten)]
+        admin: AdminTarget,
+        id: String,
+    },
+    /// Approve a request: the identical call may then run once.
+    Approve {
+        #[command(flatten)]
+        admin: AdminTarget,
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Deny a request.
+    Deny {
+        #[command(flatten)]
+        admin: AdminTarget,
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ModeAction {
+    /// Show the mode in force and who set it.
+    Show {
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+    /// Switch the mode.
+    Set {
+        #[command(flatten)]
+        admin: AdminTarget,
+        /// enforce, read_only or shadow.
+        mode: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -58,7 +174,8 @@ enum KeysAction {
         /// A name for the key, for logs and listings.
         #[arg(long)]
         name: String,
-        /// `client` keys call MCP; `admin` keys operate the gateway.
+        /// `client` keys call MCP; `admin`, `approver` and `auditor` keys work on the admin
+        /// listener.
         #[arg(long, default_value = "client")]
         role: String,
         /// A grant the key carries, `server/tool` or `server/*` (repeat for several).
@@ -73,6 +190,10 @@ enum KeysAction {
         /// The agent the key is for.
         #[arg(long)]
         agent: Option<String>,
+        /// The person the key belongs to (a client key's user level; an operator key's holder,
+        /// who may not approve their own calls).
+        #[arg(long)]
+        user: Option<String>,
         /// A service key may name the end user of each request (`Portcullis-End-User`).
         #[arg(long)]
         service: bool,
@@ -114,6 +235,9 @@ pub(crate) fn main() -> ExitCode {
             },
             Command::Quickstart { port } => crate::serve::quickstart(port).await,
             Command::Keys { action } => keys(action).await,
+            Command::Kill { action } => crate::operator_cli::kill(action).await,
+            Command::Approvals { action } => crate::operator_cli::approvals(action).await,
+            Command::Mode { action } => crate::operator_cli::mode(action).await,
         }
     })
 }
@@ -167,17 +291,16 @@ async fn keys(action: KeysAction) -> ExitCode {
             org,
             team,
             agent,
+            user,
             service,
             parent,
             ..
         } => {
-            let role = match role.as_str() {
-                "client" => KeyRole::Client,
-                "admin" => KeyRole::Admin,
-                other => {
-                    eprintln!("portcullis: unknown role `{other}`; use `client` or `admin`");
-                    return ExitCode::from(EX_CONFIG);
-                }
+            let Some(role) = KeyRole::parse(&role) else {
+                eprintln!(
+                    "portcullis: unknown role `{role}`; use client, admin, approver or auditor"
+                );
+                return ExitCode::from(EX_CONFIG);
             };
             let request = crate::keys::MintRequest {
                 name,
@@ -186,6 +309,7 @@ async fn keys(action: KeysAction) -> ExitCode {
                     org,
                     team,
                     agent,
+                    user,
                     grants,
                     service,
                     parent,
@@ -215,7 +339,7 @@ async fn keys(action: KeysAction) -> ExitCode {
         KeysAction::List { .. } => match store.list_keys().await {
             Ok(keys) => {
                 println!(
-                    "{:<16}  {:<6}  {:<7}  {:<10}  {:<24}  name",
+                    "{:<16}  {:<8}  {:<7}  {:<10}  {:<24}  name",
                     "id", "role", "state", "created", "scope"
                 );
                 for k in keys {
@@ -226,7 +350,12 @@ async fn keys(action: KeysAction) -> ExitCode {
                     };
                     let sc = &k.scope;
                     let mut scope: Vec<String> = Vec::new();
-                    for (l, v) in [("org", &sc.org), ("team", &sc.team), ("agent", &sc.agent)] {
+                    for (l, v) in [
+                        ("org", &sc.org),
+                        ("team", &sc.team),
+                        ("agent", &sc.agent),
+                        ("user", &sc.user),
+                    ] {
                         if let Some(v) = v {
                             scope.push(format!("{l}:{v}"));
                         }
@@ -236,7 +365,7 @@ async fn keys(action: KeysAction) -> ExitCode {
                     }
                     scope.extend(sc.grants.iter().cloned());
                     println!(
-                        "{:<16}  {:<6}  {:<7}  {:<10}  {:<24}  {}",
+                        "{:<16}  {:<8}  {:<7}  {:<10}  {:<24}  {}",
                         k.id,
                         k.role.as_str(),
                         state,

@@ -8,17 +8,18 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use policy::{ArgumentsDigest, Decision, Target};
+use policy::{ArgumentsDigest, Decision, Target, ToolClass};
+use registry::Mode;
 
+use crate::approvals::refusal;
 use crate::auth::Caller;
 use crate::authorize::{arguments_digest, rejected_arguments};
 use crate::catalog::{self, Cursor, PAGE_SIZE};
 use crate::front::{STATEFUL_VERSIONS, STATELESS_VERSION};
 use crate::gateway::Gateway;
 use crate::jsonrpc::{
-    GATEWAY_REFUSED, INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, RpcError, UPSTREAM_ERROR,
+    INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, RpcError, UPSTREAM_ERROR,
 };
 use crate::session::{Scope, Session};
 use crate::upstream::{Upstream, UpstreamError, UpstreamEvent};
@@ -132,6 +133,29 @@ fn unknown_tool(name: &str) -> RpcError {
     let mut e = RpcError::new(INVALID_PARAMS, format!("Unknown tool: {name}"));
     e.data = Some(json!({ "reason": "not_found" }));
     e
+}
+
+fn killed_refusal(name: &str, killed: &crate::levers::Killed) -> RpcError {
+    refusal(
+        "killed",
+        format!("`{name}` was not executed: {killed}"),
+        json!({}),
+    )
+}
+
+/// The answer to a call in shadow mode: decided and recorded, never executed.
+fn shadow_result(name: &str, needs_approval: bool) -> Value {
+    let mut text = format!(
+        "Not executed: the gateway is in shadow mode. The call to `{name}` was allowed by policy and recorded; no upstream was called."
+    );
+    if needs_approval {
+        text.push_str(" In enforce mode it would have been held for a human's approval.");
+    }
+    json!({
+        "content": [{ "type": "text", "text": text }],
+        "isError": false,
+        "_meta": { "portcullis/shadow": true, "portcullis/executed": false },
+    })
 }
 
 fn unknown_prompt(name: &str) -> RpcError {
@@ -389,30 +413,63 @@ impl Gateway {
         };
         let digest = arguments_digest(arguments);
         let target = Target::Tool(tool);
-        match self.decide(&call.caller, up.name(), target, offered.class, digest) {
-            Decision::Allow => {}
+        let server = up.name();
+        let subject = &call.caller.subject;
+        let needs_approval = match self.decide(&call.caller, server, target, offered.class, digest) {
+            Decision::Allow => false,
             Decision::Deny(denial) => {
                 // Denied answers exactly like nonexistent; the reason goes to the operator.
-                tracing::info!(subject = %call.caller.subject, server = %up.name(), tool, reason = %denial, "tool call denied");
+                tracing::info!(%subject, server, tool, reason = %denial, "tool call denied");
                 return Err(unknown_tool(&name));
             }
-            Decision::NeedsApproval { class, .. } => {
-                tracing::info!(subject = %call.caller.subject, server = %up.name(), tool, %class, "tool call held: approval required");
-                let mut e = RpcError::new(
-                    GATEWAY_REFUSED,
-                    format!(
-                        "`{name}` is a {class} tool and needs a human's approval, which this gateway cannot collect: it has no approval queue (`approvals.required_from` decides which classes are held)"
-                    ),
-                );
-                e.data = Some(json!({ "reason": "approval_required", "class": class.as_str() }));
-                return Err(e);
-            }
+            Decision::NeedsApproval { .. } => true,
+        };
+        if let Some(killed) = self.levers.killed(&call.caller.identity, server, tool) {
+            tracing::warn!(%subject, server, tool, reason = %killed, "tool call refused: killed");
+            return Err(killed_refusal(&name, &killed));
+        }
+        let (mode, _) = self.levers.mode();
+        if mode == Mode::ReadOnly && offered.class >= ToolClass::Write {
+            tracing::info!(%subject, server, tool, class = %offered.class, "tool call refused: read-only mode");
+            return Err(refusal(
+                "read_only",
+                format!(
+                    "`{name}` is a {} tool and the gateway is in read-only mode; it was not executed",
+                    offered.class
+                ),
+                json!({ "class": offered.class.as_str() }),
+            ));
         }
         if let Err(why) = offered.check.check(arguments) {
-            tracing::info!(subject = %call.caller.subject, server = %up.name(), tool, reason = %why, "tool call arguments rejected");
+            tracing::info!(%subject, server, tool, reason = %why, "tool call arguments rejected");
             return Ok(rejected_arguments(&why));
         }
-        let cancel = CancellationToken::new();
+        if mode == Mode::Shadow {
+            tracing::info!(%subject, server, tool, arguments_digest = %hex::encode(digest.0), needs_approval, "shadow mode: call recorded, not executed");
+            return Ok(shadow_result(&name, needs_approval));
+        }
+        if needs_approval {
+            let held = crate::approvals::HeldCall {
+                caller: &call.caller,
+                server,
+                tool,
+                name: &name,
+                class: offered.class,
+                fingerprint: &offered.fingerprint,
+                arguments,
+                digest: &digest,
+            };
+            let approval = self.hold(&held, progress.clone()).await?;
+            // The hold took time: a switch engaged meanwhile still stops the call.
+            if let Some(killed) = self.levers.killed(&call.caller.identity, server, tool) {
+                tracing::warn!(%subject, server, tool, %approval, reason = %killed, "approved call refused: killed");
+                return Err(killed_refusal(&name, &killed));
+            }
+        }
+        let running = self
+            .levers
+            .start(call.caller.identity.clone(), server, tool);
+        let cancel = running.cancel.clone();
         let key = call.session_id().map(|s| (s.to_string(), id.to_string()));
         if let (Some(k), Ok(mut map)) = (&key, self.inflight.lock()) {
             map.insert(k.clone(), cancel.clone());
@@ -429,11 +486,18 @@ impl Gateway {
         if let (Some(k), Ok(mut map)) = (&key, self.inflight.lock()) {
             map.remove(k);
         }
+        drop(running);
         let protocol = match &call.era {
             Era::Stateful(s) => s.protocol_version.as_str(),
             Era::Stateless => crate::front::STATELESS_VERSION,
         };
-        tracing::debug!(server = %up.name(), tool, protocol, elapsed_us = started.elapsed().as_micros() as u64, ok = r.is_ok(), "tool call");
+        tracing::debug!(server, tool, protocol, elapsed_us = started.elapsed().as_micros() as u64, ok = r.is_ok(), "tool call");
+        if r.is_err()
+            && let Some(killed) = self.levers.killed(&call.caller.identity, server, tool)
+        {
+            tracing::warn!(%subject, server, tool, reason = %killed, "tool call cancelled: killed");
+            return Err(killed_refusal(&name, &killed));
+        }
         r.map_err(upstream_error)
     }
 

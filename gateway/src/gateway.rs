@@ -9,6 +9,7 @@ use registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Issuers};
+use crate::levers::Levers;
 use crate::session::Sessions;
 use crate::store::Store;
 use crate::upstream::Upstreams;
@@ -19,6 +20,12 @@ pub(crate) struct Gateway {
     pub(crate) auth: Authenticator,
     pub(crate) sessions: Sessions,
     pub(crate) upstreams: Arc<Upstreams>,
+    /// Runtime state: keys, switches, approvals, the operator record.
+    pub(crate) store: Store,
+    /// The kill switch and mode as this process last read them.
+    pub(crate) levers: Arc<Levers>,
+    /// Woken when an approval is decided or voided here, so held calls look at once.
+    pub(crate) approval_decided: tokio::sync::Notify,
     /// In-flight cancellable requests, by (session id, JSON request id).
     pub(crate) inflight: Mutex<HashMap<(String, String), CancellationToken>>,
     /// The canonical URL: configured, or derived from the bound address.
@@ -77,7 +84,10 @@ impl Gateway {
         let issuers = Issuers::new(&registry.access.oidc, &public_url, servers);
         Gateway {
             sessions: Sessions::new(s.session_idle),
-            auth: Authenticator::new(store, issuers),
+            levers: Arc::new(Levers::new(store.clone(), s)),
+            approval_decided: tokio::sync::Notify::new(),
+            auth: Authenticator::new(store.clone(), issuers),
+            store,
             upstreams,
             inflight: Mutex::new(HashMap::new()),
             public_url,

@@ -41,11 +41,23 @@ pub(crate) async fn mint(
         return Err(refused("a key needs a name"));
     }
     let MintRequest { name, role, scope } = req;
-    if role == KeyRole::Admin {
-        if scope != KeyScope::default() {
-            return Err(refused(
-                "an admin key carries no org, team, agent, grants, service flag or parent",
-            ));
+    if scope
+        .user
+        .as_deref()
+        .is_some_and(|v| v.is_empty() || v.chars().any(char::is_control))
+    {
+        return Err(refused("the user name is empty or has control characters"));
+    }
+    if role.is_operator() {
+        let only_user = KeyScope {
+            user: scope.user.clone(),
+            ..KeyScope::default()
+        };
+        if scope != only_user {
+            return Err(refused(format!(
+                "an {} key names at most the person it belongs to (`--user`); it carries no org, team, agent, grants, service flag or parent",
+                role.as_str()
+            )));
         }
         return Ok(store.create_key(&name, role, scope).await?);
     }
@@ -113,6 +125,7 @@ pub(crate) async fn mint(
             ("org", &mut scope.org, &ps.org),
             ("team", &mut scope.team, &ps.team),
             ("agent", &mut scope.agent, &ps.agent),
+            ("user", &mut scope.user, &ps.user),
         ] {
             match (child.as_ref(), parent) {
                 (_, None) => {}

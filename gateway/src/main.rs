@@ -3,6 +3,8 @@
 //! The binary's entry point: command-line parsing and exit codes. Everything else lives in the
 //! modules named in ARCHITECTURE.md.
 
+mod admin;
+mod approvals;
 mod auth;
 mod authorize;
 mod catalog;
@@ -13,6 +15,10 @@ mod front;
 mod gateway;
 mod jsonrpc;
 mod keys;
+mod levers;
+mod operate;
+mod operator_cli;
+mod redact;
 mod serve;
 mod session;
 mod store;

@@ -35,10 +35,37 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
             return ExitCode::from(EX_SOFTWARE);
         }
     };
+    let admin_listener = match tokio::net::TcpListener::bind(reg.settings.admin_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "portcullis: cannot listen on {} (admin_listen): {e}",
+                reg.settings.admin_listen
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let admin_bound = match admin_listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("portcullis: admin listener has no address: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
     let shutdown = CancellationToken::new();
     let reg = Arc::new(reg);
     let upstreams = Upstreams::start(&reg.servers, shutdown.clone());
     let gw = Arc::new(Gateway::new(reg.clone(), store, upstreams.clone(), bound));
+    // Read the kill switch and mode before serving; until a read succeeds every call is refused.
+    if let Err(e) = gw.levers.refresh().await {
+        eprintln!("portcullis: cannot read the kill-switch state: {e}");
+        return ExitCode::from(crate::cli::EX_UNAVAILABLE);
+    }
+    tokio::spawn(
+        gw.levers
+            .clone()
+            .run(reg.settings.kill_switch.poll, shutdown.clone()),
+    );
     {
         let gw = gw.clone();
         let stop = shutdown.clone();
@@ -52,13 +79,22 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
             }
         });
     }
-    // Tests and scripts read this line to find the port.
+    let admin = Arc::new(crate::admin::Admin::new(gw.clone(), admin_bound));
+    // Tests and scripts read these lines to find the ports.
+    say(&format!("portcullis: admin listening on {}/ui/", admin.url));
     say(&format!("portcullis: mcp listening on http://{bound}/mcp"));
     if let Some(b) = banner {
         // Give the built-in upstream a moment so the first tools/list is complete.
         upstreams.wait_connected(Duration::from_secs(5)).await;
-        say(&b);
+        say(&b.replace("{admin_url}", &format!("{}/ui/", admin.url)));
     }
+    let admin_app = crate::admin::router(admin);
+    let admin_stop = shutdown.clone();
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin_app)
+            .with_graceful_shutdown(async move { admin_stop.cancelled().await })
+            .await
+    });
     let app = crate::front::router(gw);
     let stop = shutdown.clone();
     let served = axum::serve(listener, app)
@@ -67,6 +103,10 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
             stop.cancel();
         })
         .await;
+    shutdown.cancel();
+    if let Ok(Err(e)) = admin_task.await {
+        eprintln!("portcullis: admin listener error: {e}");
+    }
     shutdown.cancel();
     match served {
         Ok(()) => ExitCode::SUCCESS,
@@ -179,8 +219,9 @@ pub(crate) async fn quickstart(port: u16) -> ExitCode {
     let banner = format!(
         "\nPortcullis is running.\n\n  \
          MCP URL:     {url}\n  \
+         Admin URL:   {{admin_url}}  (sign in with the admin key)\n  \
          Client key:  {client}\n  \
-         Admin key:   {admin}   (for `portcullis keys`; shown once)\n  \
+         Admin key:   {admin}   (shown once)\n  \
          Config:      ./portcullis.yaml  (then: portcullis serve --config portcullis.yaml)\n\n\
          Try it with the MCP Inspector:\n  \
          npx -y @modelcontextprotocol/inspector --cli {url} --transport http \\\n    \

@@ -1,7 +1,16 @@
-//! The store: runtime state that is not config (issued API keys today).
+//! The store: runtime state that is not config: issued API keys, kill switches, the runtime
+//! mode, approval requests and the operator record.
 //!
 //! SQLite through sqlx with runtime-checked queries. Keys are stored as a SHA-256 of their secret
-//! part; the full key is shown once, when it is created, and never again.
+//! part; the full key is shown once, when it is created, and never again. Several gateway
+//! processes may share one store: every state change is a single conditional statement.
+
+mod approvals;
+mod events;
+mod levers;
+
+pub(crate) use approvals::{ApprovalKey, ApprovalRecord, ApprovalStatus, DecideError, NewApproval};
+pub(crate) use levers::{ModeRow, SwitchRow};
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,8 +28,12 @@ const KEY_PREFIX: &str = "pcl";
 pub(crate) enum KeyRole {
     /// Calls MCP on the main listener.
     Client,
-    /// Operates the gateway on the admin listener.
+    /// Operates the gateway on the admin listener: every admin action, approvals included.
     Admin,
+    /// Approves or denies held calls on the admin listener, and reads what an auditor reads.
+    Approver,
+    /// Reads state, approvals and the operator record on the admin listener; changes nothing.
+    Auditor,
 }
 
 impl KeyRole {
@@ -28,15 +41,24 @@ impl KeyRole {
         match self {
             KeyRole::Client => "client",
             KeyRole::Admin => "admin",
+            KeyRole::Approver => "approver",
+            KeyRole::Auditor => "auditor",
         }
     }
 
-    fn parse(s: &str) -> Option<KeyRole> {
+    pub(crate) fn parse(s: &str) -> Option<KeyRole> {
         match s {
             "client" => Some(KeyRole::Client),
             "admin" => Some(KeyRole::Admin),
+            "approver" => Some(KeyRole::Approver),
+            "auditor" => Some(KeyRole::Auditor),
             _ => None,
         }
+    }
+
+    /// True for the roles that work on the admin listener.
+    pub(crate) fn is_operator(self) -> bool {
+        self != KeyRole::Client
     }
 }
 
@@ -60,6 +82,9 @@ pub(crate) struct KeyScope {
     pub(crate) team: Option<String>,
     /// The agent label, when the key is an agent's.
     pub(crate) agent: Option<String>,
+    /// The person the key belongs to: the user level of a client key, the named operator of an
+    /// admin, approver or auditor key (who may not approve their own calls).
+    pub(crate) user: Option<String>,
     /// The key's own grant patterns, exactly as stored (parsed when the key is used, so a
     /// corrupt value is a fault at that moment, never a grant).
     pub(crate) grants: Vec<String>,
@@ -80,7 +105,7 @@ pub(crate) struct IssuedKey {
 pub(crate) enum StoreError {
     #[error("store unavailable: {0}")]
     Db(#[from] sqlx::Error),
-    #[error("stored key `{0}` is corrupt")]
+    #[error("stored record `{0}` is corrupt")]
     Corrupt(String),
 }
 
@@ -94,6 +119,13 @@ fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// SHA-256 of a key's secret part, hex-encoded.
@@ -154,11 +186,15 @@ impl Store {
                 "ALTER TABLE api_keys ADD COLUMN service INTEGER NOT NULL DEFAULT 0",
             ),
             ("parent", "ALTER TABLE api_keys ADD COLUMN parent TEXT"),
+            ("user", "ALTER TABLE api_keys ADD COLUMN user TEXT"),
         ] {
             if !existing.iter().any(|c| c == column) {
                 sqlx::query(statement).execute(&pool).await?;
             }
         }
+        levers::migrate(&pool).await?;
+        approvals::migrate(&pool).await?;
+        events::migrate(&pool).await?;
         Ok(Store { pool })
     }
 
@@ -183,8 +219,8 @@ impl Store {
         let grants =
             serde_json::to_string(&scope.grants).map_err(|_| StoreError::Corrupt(id.clone()))?;
         sqlx::query(
-            "INSERT INTO api_keys (id, hash, name, role, created_at, org, team, agent, grants, service, parent)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, hash, name, role, created_at, org, team, agent, grants, service, parent, user)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(hash_secret(&secret_part))
@@ -197,6 +233,7 @@ impl Store {
         .bind(grants)
         .bind(scope.service)
         .bind(&scope.parent)
+        .bind(&scope.user)
         .execute(&self.pool)
         .await?;
         Ok(IssuedKey {
@@ -221,7 +258,7 @@ impl Store {
             return Ok(None);
         };
         let row = sqlx::query(
-            "SELECT id, hash, name, role, created_at, revoked_at, org, team, agent, grants, service, parent
+            "SELECT id, hash, name, role, created_at, revoked_at, org, team, agent, grants, service, parent, user
              FROM api_keys WHERE id = ?",
         )
         .bind(id)
@@ -239,7 +276,7 @@ impl Store {
     /// All keys, newest first.
     pub(crate) async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, role, created_at, revoked_at, org, team, agent, grants, service, parent
+            "SELECT id, name, role, created_at, revoked_at, org, team, agent, grants, service, parent, user
              FROM api_keys ORDER BY created_at DESC, id",
         )
         .fetch_all(&self.pool)
@@ -256,7 +293,7 @@ impl Store {
     /// A key by id, live or not.
     pub(crate) async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, name, role, created_at, revoked_at, org, team, agent, grants, service, parent
+            "SELECT id, name, role, created_at, revoked_at, org, team, agent, grants, service, parent, user
              FROM api_keys WHERE id = ?",
         )
         .bind(id)
@@ -300,6 +337,7 @@ fn record_from(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, StoreError> {
         org: row.try_get("org")?,
         team: row.try_get("team")?,
         agent: row.try_get("agent")?,
+        user: row.try_get("user")?,
         grants,
         service: row.try_get("service")?,
         parent: row.try_get("parent")?,

@@ -73,6 +73,9 @@ pub(crate) struct Offered {
     pub(crate) own: Value,
     /// Compiled argument schemas.
     pub(crate) check: crate::authorize::ArgumentCheck,
+    /// Hex SHA-256 of the definition's canonical JSON: an approval is bound to it, so a tool
+    /// that changes after approval does not run on that approval.
+    pub(crate) fingerprint: String,
 }
 
 /// All upstreams, in config order.
@@ -188,7 +191,9 @@ impl Upstream {
                 let own = crate::catalog::present_tool(self, &tool, class, false);
                 let schema = Value::Object((*tool.input_schema).clone());
                 let check = crate::authorize::ArgumentCheck::new(&schema, entry.arguments.as_ref());
+                let fingerprint = crate::authorize::tool_fingerprint(&tool);
                 Some(Offered {
+                    fingerprint,
                     tool,
                     class,
                     federated,

@@ -264,6 +264,21 @@ fn bind(level: Level, claim: &str, value: Option<&Value>) -> Binding {
     }
 }
 
+/// The string values of a claim (a string, or an array of strings) by name or dotted path.
+/// Values that are not valid names are left out; a missing claim is an empty list.
+pub fn claim_strings(claims: &Map<String, Value>, path: &str) -> Vec<String> {
+    match lookup(claims, path) {
+        Some(Value::String(s)) if valid_name(s) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|s| valid_name(s))
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_NAME_LEN && !s.chars().any(char::is_control)
 }

@@ -32,7 +32,23 @@ pub struct Access {
     pub policy: Policy,
     /// Trusted token issuers.
     pub oidc: Vec<OidcIssuer>,
+    /// How held calls are handled.
+    pub approvals: Approvals,
 }
+
+/// How calls that need a human's approval are held and for how long an answer counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approvals {
+    /// How long a request waits for a decision, and how long an approval stays usable.
+    pub ttl: Duration,
+    /// How long the call itself waits for a decision before answering `approval_pending`.
+    pub hold: Duration,
+    /// Argument names whose value names the resource a call acts on (shown to approvers).
+    pub target_arguments: Vec<String>,
+}
+
+const DEFAULT_APPROVAL_TTL: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_APPROVAL_HOLD: Duration = Duration::from_secs(30);
 
 /// One trusted OpenID Connect issuer.
 #[derive(Clone, Debug)]
@@ -45,6 +61,10 @@ pub struct OidcIssuer {
     pub algorithms: Vec<String>,
     /// Which claim feeds which identity level.
     pub claims: ClaimMap,
+    /// The claim (a name or dotted path) whose values are the holder's operator roles on the
+    /// admin listener (`admin`, `approver`, `auditor`); without it, tokens from this issuer are
+    /// not accepted there.
+    pub roles_claim: Option<String>,
     /// Scopes a token must carry (all of them) to call MCP.
     pub scopes: Vec<String>,
     /// How long fetched keys are used before they are fetched again.
@@ -94,9 +114,42 @@ pub(crate) fn access(
             }
         },
     };
+    let ttl = duration_or(
+        approvals.ttl.as_deref(),
+        "approvals.ttl",
+        DEFAULT_APPROVAL_TTL,
+        map,
+        problems,
+    );
+    // A hold of zero answers `approval_pending` at once.
+    let hold = match approvals.hold.as_deref() {
+        Some("0") | Some("0s") => Duration::ZERO,
+        h => duration_or(h, "approvals.hold", DEFAULT_APPROVAL_HOLD, map, problems),
+    };
+    if hold > ttl {
+        problems.push(map.problem(
+            "approvals.hold",
+            "the hold is longer than the approval's lifetime (`approvals.ttl`)".to_owned(),
+            "make `hold` shorter than `ttl`; a held call cannot outlive its request",
+        ));
+    }
+    for (i, name) in approvals.target_arguments.iter().enumerate() {
+        if name.is_empty() {
+            problems.push(map.problem(
+                &format!("approvals.target_arguments[{i}]"),
+                "an empty argument name".to_owned(),
+                "name a top-level argument, e.g. `path` or `id`",
+            ));
+        }
+    }
     Access {
         policy: Policy::new(table, &required, approval),
         oidc,
+        approvals: Approvals {
+            ttl,
+            hold,
+            target_arguments: approvals.target_arguments.clone(),
+        },
     }
 }
 
@@ -154,6 +207,7 @@ fn issuer(
             list
         }
     };
+    let mut roles_claim = None;
     let claims = match raw.claims {
         None => {
             problems.push(map.problem(
@@ -164,6 +218,7 @@ fn issuer(
             ClaimMap::default()
         }
         Some(c) => {
+            roles_claim = c.roles;
             let map_ = ClaimMap {
                 org: c.org,
                 team: c.team,
@@ -202,6 +257,7 @@ fn issuer(
         audience: raw.audience.map(|a| a.trim_end_matches('/').to_owned()),
         algorithms,
         claims,
+        roles_claim,
         scopes: raw.scopes,
         jwks_ttl,
         jwks_min_refresh,

@@ -15,14 +15,14 @@ mod validate;
 #[cfg(test)]
 mod testing;
 
-pub use access::{Access, OidcIssuer, SUPPORTED_ALGORITHMS};
+pub use access::{Access, Approvals, OidcIssuer, SUPPORTED_ALGORITHMS};
 pub use canonical::canonical_json;
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigProblem, Location};
-pub use schema::{BuiltinServer, Profile};
+pub use schema::{BuiltinServer, Mode, Profile};
 pub use source_map::SourceMap;
 pub use validate::{
-    CommandSource, Registry, ResourcePattern, Server, ServerSource, Settings, ToolEntry,
+    CommandSource, KillSwitchSettings, Registry, ResourcePattern, Server, ServerSource, Settings, ToolEntry,
 };
 
 use std::path::Path;

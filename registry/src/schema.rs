@@ -43,6 +43,51 @@ pub(crate) struct RawConfig {
     pub(crate) grants: BTreeMap<String, RawGrant>,
     #[serde(default)]
     pub(crate) approvals: RawApprovals,
+    pub(crate) mode: Option<Mode>,
+    #[serde(default)]
+    pub(crate) kill_switch: RawKillSwitch,
+}
+
+/// What the gateway does with a call that policy allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Calls are decided and, when allowed, executed.
+    Enforce,
+    /// Write and destructive tools are refused (reason `read_only`); read tools run.
+    ReadOnly,
+    /// Calls are decided and recorded, then answered as not executed; no upstream is called.
+    Shadow,
+}
+
+impl Mode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::ReadOnly => "read_only",
+            Mode::Shadow => "shadow",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Mode, ()> {
+        match s {
+            "enforce" => Ok(Mode::Enforce),
+            "read_only" => Ok(Mode::ReadOnly),
+            "shadow" => Ok(Mode::Shadow),
+            _ => Err(()),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKillSwitch {
+    pub(crate) poll: Option<String>,
+    pub(crate) lease: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +119,7 @@ pub(crate) struct RawClaims {
     pub(crate) team: Option<String>,
     pub(crate) user: Option<String>,
     pub(crate) agent: Option<String>,
+    pub(crate) roles: Option<String>,
 }
 
 /// A principal's grants: a list of patterns, or `{ allow: [...], deny: [...] }`.
@@ -97,6 +143,10 @@ pub(crate) struct RawRules {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawApprovals {
     pub(crate) required_from: Option<String>,
+    pub(crate) ttl: Option<String>,
+    pub(crate) hold: Option<String>,
+    #[serde(default)]
+    pub(crate) target_arguments: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::access::{Access, access};
 use crate::duration::parse_duration;
 use crate::error::{ConfigError, ConfigProblem};
-use crate::schema::{BuiltinServer, Profile, RawCommand, RawConfig, RawServer};
+use crate::schema::{BuiltinServer, Mode, Profile, RawCommand, RawConfig, RawServer};
 use crate::source_map::{SourceMap, child};
 
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
@@ -53,7 +53,24 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// How long an idle session lives.
     pub session_idle: Duration,
+    /// What happens to allowed calls, until an operator switches it at runtime.
+    pub mode: Mode,
+    /// How the kill-switch state is kept current.
+    pub kill_switch: KillSwitchSettings,
 }
+
+/// How often the kill-switch state is read from the store, and how long a read stays good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KillSwitchSettings {
+    /// Interval between reads.
+    pub poll: Duration,
+    /// If no read has succeeded for this long, every call is refused as if the switch were
+    /// engaged.
+    pub lease: Duration,
+}
+
+const DEFAULT_KILL_POLL: Duration = Duration::from_millis(250);
+const DEFAULT_KILL_LEASE: Duration = Duration::from_secs(5);
 
 /// One upstream MCP server.
 #[derive(Clone, Debug)]
@@ -248,6 +265,41 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
         map,
         problems,
     );
+    if listen == admin_listen && listen.port() != 0 {
+        problems.push(map.problem(
+            "admin_listen",
+            format!("the admin listener `{admin_listen}` is the MCP listener's address"),
+            "give the admin listener its own port (the default is 127.0.0.1:8081); operator routes never share the MCP port",
+        ));
+    }
+    let poll = duration_or(
+        raw.kill_switch.poll.as_deref(),
+        "kill_switch.poll",
+        DEFAULT_KILL_POLL,
+        map,
+        problems,
+    );
+    let lease = duration_or(
+        raw.kill_switch.lease.as_deref(),
+        "kill_switch.lease",
+        DEFAULT_KILL_LEASE,
+        map,
+        problems,
+    );
+    if poll > Duration::from_secs(1) {
+        problems.push(map.problem(
+            "kill_switch.poll",
+            "the kill switch must reach every process within 1 s".to_owned(),
+            "use a poll interval of 1s or less (the default is 250ms)",
+        ));
+    }
+    if lease < poll.saturating_mul(2) {
+        problems.push(map.problem(
+            "kill_switch.lease",
+            "the lease is shorter than two polls, so one slow read would stop every call".to_owned(),
+            "make `lease` at least twice `poll` (the default is 5s)",
+        ));
+    }
     Settings {
         profile: raw.profile.unwrap_or(Profile::Production),
         listen,
@@ -257,6 +309,8 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
         max_body,
         allowed_origins: raw.http.allowed_origins.clone(),
         session_idle,
+        mode: raw.mode.unwrap_or(Mode::Enforce),
+        kill_switch: KillSwitchSettings { poll, lease },
     }
 }
 

@@ -34,6 +34,8 @@ pub(crate) struct Verified {
     /// When the token's audience is one server's endpoint (`<public_url>/mcp/<server>`), that
     /// server: the token is good on that endpoint only.
     pub(crate) endpoint: Option<String>,
+    /// Operator roles from the issuer's `roles` claim, when it has one.
+    pub(crate) roles: Vec<String>,
 }
 
 /// Why a token was refused.
@@ -138,6 +140,23 @@ impl Issuers {
         }
     }
 
+    /// The issuers whose tokens carry operator roles, accepting only `admin_url` as audience:
+    /// a token for the MCP endpoint never works on the admin listener, nor the reverse.
+    pub(crate) fn for_admin(configs: &[OidcIssuer], admin_url: &str) -> Issuers {
+        let with_roles: Vec<OidcIssuer> = configs
+            .iter()
+            .filter(|c| c.roles_claim.is_some())
+            .map(|c| OidcIssuer {
+                // MCP scopes say nothing about operating the gateway.
+                scopes: Vec::new(),
+                ..c.clone()
+            })
+            .collect();
+        let mut issuers = Issuers::new(&with_roles, admin_url, std::iter::empty());
+        issuers.audiences = vec![(admin_url.to_owned(), None)];
+        issuers
+    }
+
     /// True when at least one issuer is configured.
     pub(crate) fn any(&self) -> bool {
         !self.issuers.is_empty()
@@ -196,10 +215,17 @@ impl Issuers {
                 String::new()
             }
         };
+        let roles = issuer
+            .config
+            .roles_claim
+            .as_deref()
+            .map(|path| policy::token::claim_strings(&jws.claims, path))
+            .unwrap_or_default();
         Ok(Verified {
             identity,
             subject: format!("oidc:{}#{sub}", issuer.config.issuer),
             endpoint,
+            roles,
         })
     }
 

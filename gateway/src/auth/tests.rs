@@ -76,7 +76,7 @@ async fn corrupt_stored_grants_fault_the_key_level_and_deny() {
         .corrupt_grants(&key.record.id, "not json")
         .await
         .unwrap();
-    auth.forget();
+    auth.forget_all();
     let caller = auth.client(Some(&bearer(&key.secret)), None).await.unwrap();
     assert!(matches!(decide(&caller, "search"), Decision::Deny(_)));
 }

@@ -85,6 +85,7 @@ async fn scope_round_trips_and_old_stores_gain_the_columns() {
         grants: vec!["notes/*".into()],
         service: true,
         parent: Some("00000000000000aa".into()),
+        user: Some("alice".into()),
     };
     let k = s
         .create_key("new", KeyRole::Client, scope.clone())
@@ -92,4 +93,88 @@ async fn scope_round_trips_and_old_stores_gain_the_columns() {
         .unwrap();
     let found = s.verify_key(&k.secret).await.unwrap().unwrap();
     assert_eq!(found.scope, scope);
+}
+
+fn call_key<'a>(digest: &'a str) -> ApprovalKey<'a> {
+    ApprovalKey {
+        requester: "key:aaaa",
+        server: "notes",
+        tool: "create_note",
+        arguments: digest,
+        fingerprint: "f1",
+    }
+}
+
+async fn file(s: &Store, digest: &str, ttl_ms: i64) -> ApprovalRecord {
+    s.create_approval(&NewApproval {
+        key: call_key(digest),
+        principals: &["key:aaaa".to_owned(), "user:alice".to_owned()],
+        class: "write",
+        preview: "{}",
+        target: None,
+        ttl_ms,
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_approval_is_used_once_and_only_by_the_identical_call() {
+    let (_d, s) = store().await;
+    let r = file(&s, "d1", 60_000).await;
+    assert_eq!(r.status, "pending");
+    // Not usable before it is approved.
+    assert_eq!(s.use_approval(&call_key("d1")).await.unwrap(), None);
+    s.decide_approval(&r.id, true, "bob", "ok", 60_000).await.unwrap();
+    // Other arguments or another fingerprint do not match.
+    assert_eq!(s.use_approval(&call_key("d2")).await.unwrap(), None);
+    let mut refp = call_key("d1");
+    refp.fingerprint = "f2";
+    assert_eq!(s.use_approval(&refp).await.unwrap(), None);
+    // The identical call uses it once.
+    assert_eq!(s.use_approval(&call_key("d1")).await.unwrap(), Some(r.id.clone()));
+    assert_eq!(s.use_approval(&call_key("d1")).await.unwrap(), None);
+    assert!(!s.use_approval_id(&r.id).await.unwrap());
+    assert_eq!(s.approval(&r.id).await.unwrap().unwrap().status, "used");
+    // A decided request cannot be decided again.
+    assert!(matches!(
+        s.decide_approval(&r.id, true, "bob", "again", 60_000).await,
+        Err(DecideError::NotPending { .. })
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_identical_calls_use_one_approval_once() {
+    let (_d, s) = store().await;
+    let r = file(&s, "d1", 60_000).await;
+    s.decide_approval(&r.id, true, "bob", "ok", 60_000).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.use_approval(&call_key("d1")).await.unwrap() }));
+    }
+    let mut used = 0;
+    for t in tasks {
+        used += usize::from(t.await.unwrap().is_some());
+    }
+    assert_eq!(used, 1);
+}
+
+#[tokio::test]
+async fn expired_requests_cannot_be_decided_or_used() {
+    let (_d, s) = store().await;
+    let r = file(&s, "d1", 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(s.approval(&r.id).await.unwrap().unwrap().status, "expired");
+    assert!(s.decide_approval(&r.id, true, "bob", "late", 60_000).await.is_err());
+    // Approved, then not used in time.
+    let r = file(&s, "d2", 60_000).await;
+    s.decide_approval(&r.id, true, "bob", "ok", 1).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(s.use_approval(&call_key("d2")).await.unwrap(), None);
+    assert_eq!(s.approval(&r.id).await.unwrap().unwrap().status, "expired");
+    assert!(matches!(
+        s.decide_approval("apr_missing", true, "bob", "x", 1).await,
+        Err(DecideError::NotFound(_))
+    ));
 }

@@ -109,6 +109,7 @@ async fn unknown_kids_refetch_at_most_once_per_interval() {
         audience: None,
         algorithms: vec!["RS256".into()],
         claims: policy::token::ClaimMap::default(),
+        roles_claim: None,
         scopes: vec![],
         jwks_ttl: Duration::from_secs(600),
         jwks_min_refresh: Duration::from_secs(60),

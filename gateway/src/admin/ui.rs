@@ -1,0 +1,626 @@
+//! The operator web page at `/ui/`: approvals, kill switch, mode and the operator record.
+//!
+//! Server-rendered HTML with no scripts and no external assets, under a strict Content Security
+//! Policy. Sign-in takes an operator key and opens a session held in this process (an
+//! `HttpOnly`, `SameSite=Strict` cookie); every form carries the session's CSRF token, and the
+//! key is re-checked on every request, so revoking it ends the session.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+
+use super::{Admin, kill_state, mode_state};
+use crate::operate::{OpError, Operator};
+use crate::store::ApprovalStatus;
+
+const COOKIE: &str = "portcullis_ui";
+const IDLE: Duration = Duration::from_secs(30 * 60);
+const ABSOLUTE: Duration = Duration::from_secs(12 * 60 * 60);
+const MAX_SESSIONS: usize = 1000;
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const STYLE: &str = include_str!("ui.css");
+
+/// Signed-in browser sessions.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    map: Mutex<HashMap<String, UiSession>>,
+}
+
+#[derive(Clone)]
+struct UiSession {
+    /// The credential, re-checked on every request.
+    secret: String,
+    csrf: String,
+    created: Instant,
+    seen: Instant,
+    flash: Option<(bool, String)>,
+}
+
+fn random_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+impl Sessions {
+    fn open(&self, secret: String) -> Option<(String, String)> {
+        let mut map = self.map.lock().ok()?;
+        map.retain(|_, s| s.seen.elapsed() < IDLE && s.created.elapsed() < ABSOLUTE);
+        if map.len() >= MAX_SESSIONS {
+            return None;
+        }
+        let id = random_token();
+        let csrf = random_token();
+        let now = Instant::now();
+        map.insert(
+            id.clone(),
+            UiSession {
+                secret,
+                csrf: csrf.clone(),
+                created: now,
+                seen: now,
+                flash: None,
+            },
+        );
+        Some((id, csrf))
+    }
+
+    fn get(&self, id: &str) -> Option<UiSession> {
+        let mut map = self.map.lock().ok()?;
+        let live = map
+            .get(id)
+            .is_some_and(|s| s.seen.elapsed() < IDLE && s.created.elapsed() < ABSOLUTE);
+        if !live {
+            map.remove(id);
+            return None;
+        }
+        let s = map.get_mut(id)?;
+        s.seen = Instant::now();
+        Some(s.clone())
+    }
+
+    fn flash(&self, id: &str, ok: bool, message: String) {
+        if let Ok(mut map) = self.map.lock()
+            && let Some(s) = map.get_mut(id)
+        {
+            s.flash = Some((ok, message));
+        }
+    }
+
+    fn take_flash(&self, id: &str) -> Option<(bool, String)> {
+        self.map.lock().ok()?.get_mut(id)?.flash.take()
+    }
+
+    fn close(&self, id: &str) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(id);
+        }
+    }
+}
+
+pub(super) fn routes() -> Router<Arc<Admin>> {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/", get(dashboard))
+        .route("/ui/style.css", get(style))
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/approvals/{id}/{verdict}", post(verdict))
+        .route("/ui/kill", post(kill))
+        .route("/ui/mode", post(mode))
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{} · Portcullis</title><link rel=\"stylesheet\" href=\"/ui/style.css\"></head><body>{body}</body></html>",
+        esc(title)
+    );
+    let mut res = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    secure_headers(res.headers_mut());
+    res
+}
+
+fn secure_headers(h: &mut HeaderMap) {
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+/// HTML-escape text for element content and quoted attributes.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn to_login() -> Response {
+    let mut res = Redirect::to("/ui/login").into_response();
+    secure_headers(res.headers_mut());
+    res
+}
+
+/// The signed-in operator, with the session id and its CSRF token.
+async fn signed_in(a: &Admin, headers: &HeaderMap) -> Result<(Operator, String, UiSession), Response> {
+    let id = cookie(headers).ok_or_else(to_login)?;
+    let session = a.ui.get(&id).ok_or_else(to_login)?;
+    match a.operator_from_secret(&session.secret).await {
+        Ok(op) => Ok((op, id, session)),
+        Err(OpError::Unavailable(m)) => Err(page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            &format!("<main><h1>Unavailable</h1><p>{}</p></main>", esc(&m)),
+        )),
+        Err(_) => {
+            a.ui.close(&id);
+            Err(to_login())
+        }
+    }
+}
+
+async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        STYLE,
+    )
+        .into_response()
+}
+
+fn login_form(error: Option<&str>) -> String {
+    let err = error
+        .map(|e| format!("<p class=\"flash bad\" role=\"alert\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    format!(
+        "<main class=\"narrow\"><h1>Portcullis operator sign-in</h1>{err}<form method=\"post\" action=\"/ui/login\"><label for=\"key\">Operator key (admin, approver or auditor)</label><input id=\"key\" name=\"key\" type=\"password\" autocomplete=\"off\" required><button type=\"submit\">Sign in</button></form><p class=\"muted\">Client keys do not work here. Issue an operator key with <code>portcullis keys create --role admin</code>.</p></main>"
+    )
+}
+
+async fn login_page() -> Response {
+    page(StatusCode::OK, "Sign in", &login_form(None))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    key: String,
+}
+
+async fn login(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
+    let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
+        return page(StatusCode::BAD_REQUEST, "Sign in", &login_form(Some("the form was malformed")));
+    };
+    let secret = form.key.trim().to_owned();
+    match a.operator_from_secret(&secret).await {
+        Ok(op) => {
+            let Some((id, _)) = a.ui.open(secret) else {
+                return page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Sign in",
+                    &login_form(Some("too many open sessions; try again later")),
+                );
+            };
+            tracing::info!(operator = %op.actor(), "operator signed in to the web UI");
+            let _ = a
+                .gw
+                .store
+                .record_event("ui.sign_in", &op.actor(), &serde_json::json!({}))
+                .await;
+            let mut res = Redirect::to("/ui/").into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
+                ABSOLUTE.as_secs()
+            )) {
+                res.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            secure_headers(res.headers_mut());
+            res
+        }
+        Err(OpError::Unavailable(m)) => page(StatusCode::SERVICE_UNAVAILABLE, "Sign in", &login_form(Some(&m))),
+        Err(OpError::Forbidden(m)) => page(StatusCode::FORBIDDEN, "Sign in", &login_form(Some(&m))),
+        Err(_) => page(
+            StatusCode::UNAUTHORIZED,
+            "Sign in",
+            &login_form(Some("that key is not a live operator key")),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    csrf: String,
+}
+
+fn csrf_ok(session: &UiSession, presented: &str) -> bool {
+    let (a, b) = (session.csrf.as_bytes(), presented.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn csrf_refused() -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        "Refused",
+        "<main><h1>Refused</h1><p>The form's security token is missing or stale. Go back to <a href=\"/ui/\">the dashboard</a> and try again.</p></main>",
+    )
+}
+
+async fn logout(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (op, id, session) = match signed_in(&a, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let ok = serde_urlencoded::from_bytes::<CsrfOnly>(&body).is_ok_and(|f| csrf_ok(&session, &f.csrf));
+    if !ok {
+        return csrf_refused();
+    }
+    a.ui.close(&id);
+    tracing::info!(operator = %op.actor(), "operator signed out of the web UI");
+    let mut res = Redirect::to("/ui/login").into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0")) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
+}
+
+#[derive(Deserialize)]
+struct VerdictForm {
+    csrf: String,
+    reason: String,
+}
+
+async fn verdict(
+    State(a): State<Arc<Admin>>,
+    headers: HeaderMap,
+    Path((approval, verdict)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let (op, id, session) = match signed_in(&a, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<VerdictForm>(&body) else {
+        return csrf_refused();
+    };
+    if !csrf_ok(&session, &form.csrf) {
+        return csrf_refused();
+    }
+    let approve = match verdict.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return page(StatusCode::NOT_FOUND, "Not found", "<main><h1>Not found</h1></main>"),
+    };
+    let outcome = a.gw.decide_approval(&op, &approval, approve, &form.reason).await;
+    let msg = match &outcome {
+        Ok(r) => format!("Request {} {}.", r.id, if approve { "approved" } else { "denied" }),
+        Err(e) => format!("Request {approval} not decided: {e}"),
+    };
+    a.ui.flash(&id, outcome.is_ok(), msg);
+    back()
+}
+
+#[derive(Deserialize)]
+struct KillForm {
+    csrf: String,
+    scope: String,
+    #[serde(default)]
+    target: String,
+    reason: String,
+    action: String,
+}
+
+async fn kill(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (op, id, session) = match signed_in(&a, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<KillForm>(&body) else {
+        return csrf_refused();
+    };
+    if !csrf_ok(&session, &form.csrf) {
+        return csrf_refused();
+    }
+    let engaged = form.action == "engage";
+    let outcome = a
+        .gw
+        .set_kill(&op, &form.scope, Some(&form.target), engaged, &form.reason)
+        .await;
+    let what = match form.target.trim() {
+        "" => form.scope.clone(),
+        t => format!("{} `{t}`", form.scope),
+    };
+    let msg = match &outcome {
+        Ok((_, voided)) if engaged => {
+            format!("Kill switch engaged for {what}; {voided} pending approval(s) voided.")
+        }
+        Ok(_) => format!("Kill switch released for {what}."),
+        Err(e) => format!("Kill switch not changed: {e}"),
+    };
+    a.ui.flash(&id, outcome.is_ok(), msg);
+    back()
+}
+
+#[derive(Deserialize)]
+struct ModeForm {
+    csrf: String,
+    mode: String,
+    reason: String,
+}
+
+async fn mode(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (op, id, session) = match signed_in(&a, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<ModeForm>(&body) else {
+        return csrf_refused();
+    };
+    if !csrf_ok(&session, &form.csrf) {
+        return csrf_refused();
+    }
+    let outcome = a.gw.set_mode(&op, &form.mode, &form.reason).await;
+    let msg = match &outcome {
+        Ok(r) => format!("Mode is now {}.", r.mode),
+        Err(e) => format!("Mode not changed: {e}"),
+    };
+    a.ui.flash(&id, outcome.is_ok(), msg);
+    back()
+}
+
+fn back() -> Response {
+    let mut res = Redirect::to("/ui/").into_response();
+    *res.status_mut() = StatusCode::SEE_OTHER;
+    secure_headers(res.headers_mut());
+    res
+}
+
+fn when(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date.
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn csrf_field(csrf: &str) -> String {
+    format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", esc(csrf))
+}
+
+async fn dashboard(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    let (op, id, session) = match signed_in(&a, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let gw = &a.gw;
+    let csrf = csrf_field(&session.csrf);
+    let loaded = async {
+        let kill = kill_state(gw).await?;
+        let pending = gw
+            .store
+            .approvals(Some(ApprovalStatus::Pending), 200)
+            .await
+            .map_err(super::down)?;
+        let recent = gw.store.approvals(None, 20).await.map_err(super::down)?;
+        let events = gw.store.events_tail(50).await.map_err(super::down)?;
+        Ok::<_, OpError>((kill, pending, recent, events))
+    }
+    .await;
+    let (kill, pending, recent, events) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &format!("<main><h1>Unavailable</h1><p>{}</p></main>", esc(&e.to_string())),
+            );
+        }
+    };
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<header><h1>Portcullis</h1><p>Signed in as <strong>{}</strong> ({})</p><form method=\"post\" action=\"/ui/logout\">{csrf}<button type=\"submit\" class=\"link\">Sign out</button></form></header><main>",
+        esc(&op.name),
+        esc(&op.roles.names().join(", "))
+    );
+    if let Some((ok, msg)) = a.ui.take_flash(&id) {
+        let _ = write!(
+            b,
+            "<p class=\"flash {}\" role=\"status\" id=\"flash\">{}</p>",
+            if ok { "good" } else { "bad" },
+            esc(&msg)
+        );
+    }
+
+    // Mode.
+    let m = mode_state(gw);
+    let mode = m.get("mode").and_then(|v| v.as_str()).unwrap_or("unknown");
+    let source = match m.get("source").and_then(|v| v.as_str()) {
+        Some("operator") => format!(
+            "set by {} ({})",
+            m.get("set_by").and_then(|v| v.as_str()).unwrap_or("?"),
+            m.get("reason").and_then(|v| v.as_str()).unwrap_or("")
+        ),
+        _ => "from the config".to_owned(),
+    };
+    let _ = write!(
+        b,
+        "<section id=\"mode\"><h2>Mode</h2><p>The gateway is in <strong class=\"mode-{m}\" id=\"current-mode\">{m}</strong> mode, {src}.</p>",
+        m = esc(mode),
+        src = esc(&source)
+    );
+    if op.roles.admin {
+        let _ = write!(
+            b,
+            "<form method=\"post\" action=\"/ui/mode\" class=\"row\">{csrf}<label>Mode <select name=\"mode\"><option value=\"enforce\">enforce</option><option value=\"read_only\">read_only</option><option value=\"shadow\">shadow</option></select></label><label>Reason <input name=\"reason\" required maxlength=\"500\"></label><button type=\"submit\">Set mode</button></form>"
+        );
+    }
+    b.push_str("</section>");
+
+    // Kill switch.
+    b.push_str("<section id=\"kill-switch\"><h2>Kill switch</h2>");
+    let engaged = kill.get("engaged").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    if engaged.is_empty() {
+        b.push_str("<p id=\"kill-none\">No kill switch is engaged.</p>");
+    } else {
+        b.push_str("<table id=\"kill-engaged\"><thead><tr><th>Scope</th><th>Target</th><th>Reason</th><th>By</th><th>Since</th><th></th></tr></thead><tbody>");
+        for s in &engaged {
+            let g = |k: &str| s.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+            let at = s.get("changed_at_ms").and_then(serde_json::Value::as_i64).unwrap_or(0);
+            let release = if op.roles.admin {
+                format!(
+                    "<form method=\"post\" action=\"/ui/kill\" class=\"row\">{csrf}<input type=\"hidden\" name=\"scope\" value=\"{}\"><input type=\"hidden\" name=\"target\" value=\"{}\"><input type=\"hidden\" name=\"action\" value=\"release\"><input name=\"reason\" placeholder=\"reason\" required maxlength=\"500\" aria-label=\"reason for release\"><button type=\"submit\">Release</button></form>",
+                    esc(&g("scope")),
+                    esc(&g("target"))
+                )
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                b,
+                "<tr class=\"engaged\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{release}</td></tr>",
+                esc(&g("scope")),
+                esc(&g("target")),
+                esc(&g("reason")),
+                esc(&g("actor")),
+                when(at)
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    if op.roles.admin {
+        let mut options = String::new();
+        for s in crate::levers::KillScope::ALL {
+            let _ = write!(options, "<option value=\"{0}\">{0}</option>", s.as_str());
+        }
+        let _ = write!(
+            b,
+            "<form method=\"post\" action=\"/ui/kill\" class=\"row\" id=\"kill-engage\">{csrf}<input type=\"hidden\" name=\"action\" value=\"engage\"><label>Scope <select name=\"scope\">{options}</select></label><label>Target <input name=\"target\" placeholder=\"server, server/tool, key id, team, org\"></label><label>Reason <input name=\"reason\" required maxlength=\"500\"></label><button type=\"submit\" class=\"danger\">Engage</button></form>"
+        );
+    }
+    b.push_str("</section>");
+
+    // Approvals.
+    let _ = write!(b, "<section id=\"approvals\"><h2>Pending approvals ({})</h2>", pending.len());
+    if pending.is_empty() {
+        b.push_str("<p id=\"approvals-none\">Nothing is waiting for approval.</p>");
+    }
+    for r in &pending {
+        let _ = write!(
+            b,
+            "<article class=\"approval\" id=\"{id}\"><h3><code>{server}/{tool}</code> <span class=\"class-{class}\">{class}</span></h3><dl><dt>Request</dt><dd><code>{id}</code></dd><dt>Requested by</dt><dd>{who}</dd><dt>Identity</dt><dd>{principals}</dd><dt>Target</dt><dd>{target}</dd><dt>Arguments digest</dt><dd><code>{digest}</code></dd><dt>Filed</dt><dd>{created}</dd><dt>Expires</dt><dd>{expires}</dd></dl><pre class=\"preview\">{preview}</pre>",
+            id = esc(&r.id),
+            server = esc(&r.server),
+            tool = esc(&r.tool),
+            class = esc(&r.class),
+            who = esc(&r.requester),
+            principals = esc(&r.principals.join(", ")),
+            target = esc(r.target.as_deref().unwrap_or("—")),
+            digest = esc(r.arguments_digest.get(..16).unwrap_or(&r.arguments_digest)),
+            created = when(r.created_at),
+            expires = when(r.expires_at),
+            preview = esc(&r.preview),
+        );
+        if op.roles.may_approve() {
+            let _ = write!(
+                b,
+                "<div class=\"row\"><form method=\"post\" action=\"/ui/approvals/{id}/approve\" class=\"row\">{csrf}<input name=\"reason\" required maxlength=\"500\" placeholder=\"why\" aria-label=\"reason to approve\"><button type=\"submit\" class=\"approve\">Approve</button></form><form method=\"post\" action=\"/ui/approvals/{id}/deny\" class=\"row\">{csrf}<input name=\"reason\" required maxlength=\"500\" placeholder=\"why\" aria-label=\"reason to deny\"><button type=\"submit\" class=\"danger\">Deny</button></form></div>",
+                id = esc(&r.id)
+            );
+        }
+        b.push_str("</article>");
+    }
+    b.push_str("</section>");
+
+    // Recent decisions.
+    b.push_str("<section id=\"recent\"><h2>Recent requests</h2><table><thead><tr><th>Request</th><th>Tool</th><th>Status</th><th>Decided by</th><th>Why</th></tr></thead><tbody>");
+    for r in &recent {
+        let _ = write!(
+            b,
+            "<tr><td><code>{}</code></td><td><code>{}/{}</code></td><td class=\"status-{s}\">{s}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.id),
+            esc(&r.server),
+            esc(&r.tool),
+            esc(r.decided_by.as_deref().unwrap_or("—")),
+            esc(r.reason.as_deref().unwrap_or("")),
+            s = esc(r.status),
+        );
+    }
+    b.push_str("</tbody></table></section>");
+
+    // Operator record.
+    b.push_str("<section id=\"audit\"><h2>Operator record (latest 50)</h2><table><thead><tr><th>#</th><th>When</th><th>Event</th><th>Who</th><th>Detail</th></tr></thead><tbody>");
+    for e in &events {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            e.seq,
+            when(e.at),
+            esc(&e.kind),
+            esc(&e.actor),
+            esc(&e.detail.to_string())
+        );
+    }
+    b.push_str("</tbody></table><p class=\"muted\">Export: <code>GET /admin/events?format=ndjson</code></p></section></main>");
+    page(StatusCode::OK, "Operator", &b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_covers_markup_and_quotes() {
+        assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+
+    #[test]
+    fn dates_are_utc_calendar_dates() {
+        assert_eq!(when(0), "1970-01-01 00:00:00Z");
+        assert_eq!(when(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(when(1_795_000_000_000), "2026-11-18 11:06:40Z");
+    }
+}

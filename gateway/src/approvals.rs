@@ -1,0 +1,222 @@
+//! Holding a write or destructive call for a human: the request path's side of approvals.
+//!
+//! A call that policy says needs approval first looks for an approval granted to exactly this
+//! call (same requester, server, tool, argument digest and tool fingerprint) and uses it, once.
+//! Otherwise it files a request (or finds the one it filed before), then waits up to
+//! `approvals.hold` for a decision, sending progress when the caller asked for it. An approval
+//! that arrives in time lets this very call proceed; otherwise the answer is `approval_pending`
+//! with the request's id, and the identical call made later proceeds once the request is
+//! approved.
+
+use std::time::{Duration, Instant};
+
+use policy::{ArgumentsDigest, ToolClass};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::auth::Caller;
+use crate::gateway::Gateway;
+use crate::jsonrpc::{self, GATEWAY_REFUSED, RpcError};
+use crate::store::{ApprovalKey, ApprovalRecord, ApprovalStatus, NewApproval};
+
+/// How often a held call looks at its request (besides being woken by local decisions).
+const POLL: Duration = Duration::from_millis(200);
+/// How often a held call tells a caller that asked for progress that it is still waiting.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// A refusal with a stable `data.reason`.
+pub(crate) fn refusal(reason: &str, message: impl Into<String>, extra: Value) -> RpcError {
+    let mut data = json!({ "reason": reason });
+    if let (Some(d), Value::Object(more)) = (data.as_object_mut(), extra) {
+        d.extend(more);
+    }
+    let mut e = RpcError::new(GATEWAY_REFUSED, message);
+    e.data = Some(data);
+    e
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> RpcError {
+    tracing::error!(error = %e, "approval state unavailable; call refused");
+    refusal(
+        "approval_unavailable",
+        "the call needs approval and the approval state cannot be read; it was not executed",
+        json!({}),
+    )
+}
+
+/// What the held call is.
+pub(crate) struct HeldCall<'a> {
+    pub(crate) caller: &'a Caller,
+    pub(crate) server: &'a str,
+    pub(crate) tool: &'a str,
+    /// The name the caller used (`server__tool` or `tool`).
+    pub(crate) name: &'a str,
+    pub(crate) class: ToolClass,
+    pub(crate) fingerprint: &'a str,
+    pub(crate) arguments: &'a Value,
+    pub(crate) digest: &'a ArgumentsDigest,
+}
+
+impl Gateway {
+    /// `Ok(id)` of the approval this call used; otherwise the refusal to answer with.
+    pub(crate) async fn hold(
+        &self,
+        call: &HeldCall<'_>,
+        progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
+    ) -> Result<String, RpcError> {
+        let digest = hex::encode(call.digest.0);
+        let key = ApprovalKey {
+            requester: &call.caller.subject,
+            server: call.server,
+            tool: call.tool,
+            arguments: &digest,
+            fingerprint: call.fingerprint,
+        };
+        if let Some(id) = self.store.use_approval(&key).await.map_err(|e| unavailable(&e))? {
+            tracing::info!(approval = %id, subject = %call.caller.subject, server = call.server, tool = call.tool, "approved call proceeds");
+            return Ok(id);
+        }
+        let record = match self
+            .store
+            .pending_approval(&key)
+            .await
+            .map_err(|e| unavailable(&e))?
+        {
+            Some(r) => r,
+            None => self.file_request(call, &key).await?,
+        };
+        let id = record.id.clone();
+        let hold = self.registry.access.approvals.hold;
+        let started = Instant::now();
+        let deadline = started + hold;
+        let mut last_progress: Option<Instant> = None;
+        loop {
+            if let Some((token, sink)) = &progress
+                && last_progress.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY)
+                && !hold.is_zero()
+            {
+                last_progress = Some(Instant::now());
+                let _ = sink.send(jsonrpc::notification(
+                    "notifications/progress",
+                    json!({
+                        "progressToken": token,
+                        "progress": started.elapsed().as_secs(),
+                        "total": hold.as_secs(),
+                        "message": format!("waiting for a human to approve request {id}"),
+                    }),
+                ));
+            }
+            let now = self.store.approval(&id).await.map_err(|e| unavailable(&e))?;
+            let Some(now) = now else {
+                return Err(unavailable(&"the approval request disappeared"));
+            };
+            match now.status() {
+                ApprovalStatus::Approved => {
+                    if self
+                        .store
+                        .use_approval_id(&id)
+                        .await
+                        .map_err(|e| unavailable(&e))?
+                    {
+                        tracing::info!(approval = %id, subject = %call.caller.subject, "held call approved and proceeds");
+                        return Ok(id);
+                    }
+                    // Another identical call used it first: this one waits for a new approval.
+                    return Err(pending(call, &id));
+                }
+                ApprovalStatus::Pending => {}
+                ApprovalStatus::Denied => {
+                    return Err(refusal(
+                        "approval_denied",
+                        format!(
+                            "`{}` was not executed: request {id} was denied by {}",
+                            call.name,
+                            now.decided_by.as_deref().unwrap_or("an approver")
+                        ),
+                        json!({ "approval_id": id }),
+                    ));
+                }
+                ApprovalStatus::Voided => {
+                    return Err(refusal(
+                        "killed",
+                        format!(
+                            "`{}` was not executed: request {id} was voided by a kill switch",
+                            call.name
+                        ),
+                        json!({ "approval_id": id }),
+                    ));
+                }
+                ApprovalStatus::Used | ApprovalStatus::Expired => {
+                    return Err(pending(call, &id));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(pending(call, &id));
+            }
+            tokio::select! {
+                () = self.approval_decided.notified() => {}
+                () = tokio::time::sleep(left.min(POLL)) => {}
+            }
+        }
+    }
+
+    async fn file_request(
+        &self,
+        call: &HeldCall<'_>,
+        key: &ApprovalKey<'_>,
+    ) -> Result<ApprovalRecord, RpcError> {
+        let settings = &self.registry.access.approvals;
+        let target = settings.target_arguments.iter().find_map(|name| {
+            call.arguments.get(name).map(|v| match v {
+                Value::String(s) if crate::redact::secret_value(s) => "[redacted]".to_owned(),
+                Value::String(s) => s.chars().take(200).collect(),
+                other => crate::redact::preview(other),
+            })
+        });
+        let preview = crate::redact::preview(call.arguments);
+        let principals = call.caller.identity.principals();
+        let ttl_ms = i64::try_from(settings.ttl.as_millis()).unwrap_or(i64::MAX);
+        let record = self
+            .store
+            .create_approval(&NewApproval {
+                key: key.clone(),
+                principals: &principals,
+                class: call.class.as_str(),
+                preview: &preview,
+                target: target.as_deref(),
+                ttl_ms,
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let detail = json!({
+            "approval_id": record.id,
+            "server": call.server,
+            "tool": call.tool,
+            "class": call.class.as_str(),
+            "arguments_digest": key.arguments,
+            "principals": principals,
+        });
+        if let Err(e) = self
+            .store
+            .record_event("approval.requested", &call.caller.subject, &detail)
+            .await
+        {
+            return Err(unavailable(&e));
+        }
+        tracing::info!(approval = %record.id, subject = %call.caller.subject, server = call.server, tool = call.tool, "call held for approval");
+        Ok(record)
+    }
+}
+
+fn pending(call: &HeldCall<'_>, id: &str) -> RpcError {
+    refusal(
+        "approval_pending",
+        format!(
+            "`{}` is a {} tool and needs a human's approval: request {id} is waiting for an approver. Once it is approved, make the identical call again.",
+            call.name,
+            call.class.as_str()
+        ),
+        json!({ "approval_id": id }),
+    )
+}

@@ -1,0 +1,365 @@
+//! Operator levers on the request path: the kill switch and the mode.
+//!
+//! The state lives in the store, shared by every process on it. Each process reads it every
+//! `kill_switch.poll` into a snapshot that calls check without I/O. A snapshot is trusted for
+//! `kill_switch.lease`: when no read has succeeded for that long (or none ever has), every call
+//! is refused as if the global switch were engaged. An engaged switch also cancels the matching
+//! calls in flight in this process.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use policy::{Binding, Identity, Level};
+use registry::Mode;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{ModeRow, Store, StoreError, SwitchRow};
+
+/// What a kill switch covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum KillScope {
+    /// Every call.
+    Global,
+    /// Every tool of one server (target: the server name).
+    Server,
+    /// One tool (target: `server/tool`).
+    Tool,
+    /// One API key (target: its id).
+    Key,
+    /// A team.
+    Team,
+    /// An org.
+    Org,
+    /// An end user.
+    User,
+    /// An agent.
+    Agent,
+}
+
+/// Every scope's spelling, for error messages.
+pub(crate) const SCOPES: &str = "global, server, tool, key, team, org, user, agent";
+
+impl KillScope {
+    pub(crate) const ALL: [KillScope; 8] = [
+        KillScope::Global,
+        KillScope::Server,
+        KillScope::Tool,
+        KillScope::Key,
+        KillScope::Team,
+        KillScope::Org,
+        KillScope::User,
+        KillScope::Agent,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            KillScope::Global => "global",
+            KillScope::Server => "server",
+            KillScope::Tool => "tool",
+            KillScope::Key => "key",
+            KillScope::Team => "team",
+            KillScope::Org => "org",
+            KillScope::User => "user",
+            KillScope::Agent => "agent",
+        }
+    }
+
+    fn level(self) -> Option<Level> {
+        match self {
+            KillScope::Key => Some(Level::Key),
+            KillScope::Team => Some(Level::Team),
+            KillScope::Org => Some(Level::Org),
+            KillScope::User => Some(Level::User),
+            KillScope::Agent => Some(Level::Agent),
+            KillScope::Global | KillScope::Server | KillScope::Tool => None,
+        }
+    }
+}
+
+impl FromStr for KillScope {
+    type Err = ();
+    fn from_str(s: &str) -> Result<KillScope, ()> {
+        KillScope::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or(())
+    }
+}
+
+impl fmt::Display for KillScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An engaged switch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Switch {
+    pub(crate) scope: KillScope,
+    /// Empty for `global`.
+    pub(crate) target: String,
+    pub(crate) reason: String,
+}
+
+impl Switch {
+    /// True when a call by `identity` to `server`/`tool` is in this switch's scope.
+    pub(crate) fn covers(&self, identity: &Identity, server: &str, tool: &str) -> bool {
+        match self.scope {
+            KillScope::Global => true,
+            KillScope::Server => self.target == server,
+            KillScope::Tool => self
+                .target
+                .split_once('/')
+                .is_some_and(|(s, t)| s == server && t == tool),
+            scope => scope.level().is_some_and(|level| {
+                matches!(identity.binding(level), Binding::Resolved(names) if names.contains(&self.target))
+            }),
+        }
+    }
+
+    /// The same test over stored principals (`level:name`), for approval requests.
+    pub(crate) fn covers_principals(&self, principals: &[String], server: &str, tool: &str) -> bool {
+        match self.scope.level() {
+            None => self.covers(&Identity::new(), server, tool),
+            Some(level) => {
+                let want = format!("{level}:{}", self.target);
+                principals.contains(&want)
+            }
+        }
+    }
+}
+
+/// Why the levers refuse a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Killed {
+    /// A switch covers it.
+    Engaged(Switch),
+    /// The state could not be read within the lease.
+    StateUnknown,
+}
+
+impl fmt::Display for Killed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Killed::Engaged(s) if s.scope == KillScope::Global => {
+                write!(f, "the gateway's kill switch is engaged: {}", s.reason)
+            }
+            Killed::Engaged(s) => write!(
+                f,
+                "the kill switch for {} `{}` is engaged: {}",
+                s.scope, s.target, s.reason
+            ),
+            Killed::StateUnknown => f.write_str(
+                "the kill-switch state could not be read within its lease, so every call is refused",
+            ),
+        }
+    }
+}
+
+/// The last state read from the store.
+#[derive(Debug)]
+struct Snapshot {
+    switches: Vec<Switch>,
+    /// The operator's runtime mode, if any; else the config's.
+    mode: Option<ModeRow>,
+    /// When the read that produced this snapshot began.
+    read_at: Option<Instant>,
+}
+
+/// A tool call in flight, so a kill switch can cancel it.
+struct Running {
+    identity: Arc<Identity>,
+    server: String,
+    tool: String,
+    cancel: CancellationToken,
+}
+
+/// The levers as this process sees them.
+pub(crate) struct Levers {
+    store: Store,
+    lease: Duration,
+    config_mode: Mode,
+    snapshot: RwLock<Arc<Snapshot>>,
+    running: Mutex<HashMap<u64, Running>>,
+    next: AtomicU64,
+}
+
+/// Removes a running call from the registry when the call ends.
+pub(crate) struct RunningGuard<'a> {
+    levers: &'a Levers,
+    id: u64,
+    /// Cancelled when a kill switch covering the call is engaged.
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.levers.running.lock() {
+            map.remove(&self.id);
+        }
+    }
+}
+
+// === impl Levers ===
+
+impl Levers {
+    pub(crate) fn new(store: Store, settings: &registry::Settings) -> Levers {
+        Levers {
+            store,
+            lease: settings.kill_switch.lease,
+            config_mode: settings.mode,
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                switches: Vec::new(),
+                mode: None,
+                read_at: None,
+            })),
+            running: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.read().ok().map(|s| Arc::clone(&s))
+    }
+
+    /// Whether a call is refused by a switch, or because the state is not known.
+    pub(crate) fn killed(&self, identity: &Identity, server: &str, tool: &str) -> Option<Killed> {
+        let Some(snap) = self.snapshot() else {
+            return Some(Killed::StateUnknown);
+        };
+        match snap.read_at {
+            Some(at) if at.elapsed() <= self.lease => {}
+            _ => return Some(Killed::StateUnknown),
+        }
+        snap.switches
+            .iter()
+            .find(|s| s.covers(identity, server, tool))
+            .map(|s| Killed::Engaged(s.clone()))
+    }
+
+    /// The mode in force, and who set it (`None`: the config's).
+    pub(crate) fn mode(&self) -> (Mode, Option<ModeRow>) {
+        let row = self.snapshot().and_then(|s| s.mode.clone());
+        match row.as_ref().and_then(|r| r.mode.parse::<Mode>().ok()) {
+            Some(m) => (m, row),
+            None => (self.config_mode, None),
+        }
+    }
+
+    /// The config's mode.
+    pub(crate) fn config_mode(&self) -> Mode {
+        self.config_mode
+    }
+
+    /// How long ago the state was last read, if ever.
+    pub(crate) fn state_age(&self) -> Option<Duration> {
+        self.snapshot()?.read_at.map(|at| at.elapsed())
+    }
+
+    /// The lease.
+    pub(crate) fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Read the state from the store; on success, replace the snapshot and cancel calls in
+    /// flight that a switch now covers.
+    pub(crate) async fn refresh(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let rows = self.store.switches().await?;
+        let mode = self.store.mode().await?;
+        let switches: Vec<Switch> = rows.iter().filter_map(engaged).collect();
+        self.cancel_covered(&switches);
+        if let Ok(mut slot) = self.snapshot.write() {
+            *slot = Arc::new(Snapshot {
+                switches,
+                mode,
+                read_at: Some(started),
+            });
+        }
+        Ok(())
+    }
+
+    /// Register a call in flight.
+    pub(crate) fn start(&self, identity: Arc<Identity>, server: &str, tool: &str) -> RunningGuard<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let cancel = CancellationToken::new();
+        if let Ok(mut map) = self.running.lock() {
+            map.insert(
+                id,
+                Running {
+                    identity,
+                    server: server.to_owned(),
+                    tool: tool.to_owned(),
+                    cancel: cancel.clone(),
+                },
+            );
+        }
+        RunningGuard {
+            levers: self,
+            id,
+            cancel,
+        }
+    }
+
+    fn cancel_covered(&self, switches: &[Switch]) {
+        if switches.is_empty() {
+            return;
+        }
+        if let Ok(map) = self.running.lock() {
+            for r in map.values() {
+                if switches
+                    .iter()
+                    .any(|s| s.covers(&r.identity, &r.server, &r.tool))
+                {
+                    r.cancel.cancel();
+                }
+            }
+        }
+    }
+
+    /// Keep the snapshot current until `stop`.
+    pub(crate) async fn run(self: Arc<Levers>, poll: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            match self.refresh().await {
+                Ok(()) if failing => {
+                    tracing::warn!("kill-switch state readable again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    tracing::error!(error = %e, lease_ms = self.lease.as_millis() as u64, "cannot read the kill-switch state; calls are refused once the lease runs out");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+fn engaged(row: &SwitchRow) -> Option<Switch> {
+    if !row.engaged {
+        return None;
+    }
+    // A scope this build does not know (a newer process wrote it) is treated as global: an
+    // engaged switch is never ignored.
+    let scope = row.scope.parse().unwrap_or(KillScope::Global);
+    Some(Switch {
+        scope,
+        target: row.target.clone(),
+        reason: row.reason.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

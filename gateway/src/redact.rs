@@ -1,0 +1,164 @@
+//! Redaction for what operators are shown: argument previews on approval requests.
+//!
+//! A value is replaced by `[redacted]` when its key names a secret (password, token, api key,
+//! authorization, cookie, private key, credential, secret) or when the value itself looks like
+//! one (bearer tokens, well-known key prefixes, PEM blocks, JWTs). Long strings are cut, and the
+//! whole preview is bounded.
+
+use serde_json::{Map, Value};
+
+/// Longest string value kept in a preview.
+const MAX_STRING: usize = 200;
+/// Longest preview, in bytes.
+const MAX_PREVIEW: usize = 4096;
+/// Deepest nesting shown.
+const MAX_DEPTH: usize = 8;
+
+const REDACTED: &str = "[redacted]";
+
+/// Key fragments that mark a value as secret (compared case-insensitively, ignoring `_` and `-`).
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "authorization",
+    "cookie",
+    "privatekey",
+    "credential",
+    "sessionid",
+];
+
+/// Prefixes of well-known credentials.
+const SECRET_PREFIXES: &[&str] = &[
+    "sk-", "sk_live_", "rk_live_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xoxb-",
+    "xoxp-", "xoxa-", "xoxs-", "AKIA", "ASIA", "glpat-", "pcl_", "AIza",
+];
+
+/// True when `key` names something secret.
+pub(crate) fn secret_key(key: &str) -> bool {
+    let k: String = key
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect();
+    SECRET_KEYS.iter().any(|s| k.contains(s))
+}
+
+/// True when a string value looks like a credential.
+pub(crate) fn secret_value(v: &str) -> bool {
+    let t = v.trim();
+    let lower = t.get(..7).map(str::to_ascii_lowercase);
+    if lower.as_deref() == Some("bearer ") || t.starts_with("Basic ") {
+        return true;
+    }
+    if t.contains("-----BEGIN ") {
+        return true;
+    }
+    if SECRET_PREFIXES
+        .iter()
+        .any(|p| t.starts_with(p) && t.len() >= p.len() + 8)
+    {
+        return true;
+    }
+    // A JWT: three base64url parts, the first a JSON header.
+    let parts: Vec<&str> = t.split('.').collect();
+    if parts.len() == 3 && t.starts_with("eyJ") && t.len() > 40 {
+        return true;
+    }
+    false
+}
+
+/// A redacted copy of `value`.
+pub(crate) fn redact(value: &Value) -> Value {
+    walk(value, 0)
+}
+
+fn walk(value: &Value, depth: usize) -> Value {
+    if depth >= MAX_DEPTH {
+        return Value::String("…".into());
+    }
+    match value {
+        Value::String(s) if secret_value(s) => Value::String(REDACTED.into()),
+        Value::String(s) if s.len() > MAX_STRING => {
+            let mut cut = MAX_STRING;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            Value::String(format!("{}…", s.get(..cut).unwrap_or_default()))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| walk(v, depth + 1)).collect()),
+        Value::Object(obj) => {
+            let mut out = Map::new();
+            for (k, v) in obj {
+                let shown = if secret_key(k) && !v.is_null() {
+                    Value::String(REDACTED.into())
+                } else {
+                    walk(v, depth + 1)
+                };
+                out.insert(k.clone(), shown);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+/// The preview an approver sees: redacted, compact JSON, bounded.
+pub(crate) fn preview(arguments: &Value) -> String {
+    let mut text = redact(arguments).to_string();
+    if text.len() > MAX_PREVIEW {
+        let mut cut = MAX_PREVIEW;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn secrets_by_key_and_by_shape_never_reach_the_preview() {
+        let args = json!({
+            "title": "hello",
+            "Password": "hunter2",
+            "api_key": "abc",
+            "nested": { "auth": "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl" },
+            "list": ["AKIAIOSFODNN7EXAMPLE", "ghp_0123456789abcdefghij", "fine"],
+            "pem": "-----BEGIN PRIVATE KEY-----\nMIIE...",
+        });
+        let p = preview(&args);
+        for secret in ["hunter2", "\"abc\"", "eyJhbGci", "AKIAIOSFODNN7", "ghp_0123", "MIIE"] {
+            assert!(!p.contains(secret), "{secret} leaked into {p}");
+        }
+        assert!(p.contains("hello") && p.contains("fine"), "{p}");
+    }
+
+    #[test]
+    fn long_values_and_deep_nesting_are_bounded() {
+        let long = "x".repeat(10_000);
+        let mut deep = json!(1);
+        for _ in 0..50 {
+            deep = json!({ "d": deep });
+        }
+        let p = preview(&json!({ "long": long, "deep": deep }));
+        assert!(p.len() <= MAX_PREVIEW + 3, "{}", p.len());
+        assert!(!p.contains(&"x".repeat(MAX_STRING + 1)));
+    }
+
+    #[test]
+    fn ordinary_words_are_not_secrets() {
+        for v in ["skeleton", "Basically", "token bucket", "AKIA"] {
+            assert!(!secret_value(v), "{v}");
+        }
+        assert!(!secret_key("title") && secret_key("X-Auth-Token") && secret_key("client_secret"));
+    }
+}

@@ -1,0 +1,97 @@
+//! The operator record: every admin action and approval change, with who did it.
+//!
+//! Each event is one row with a JSON detail. It is what the web UI's tail shows and what an
+//! operator exports; tool-call decisions are not written here.
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::sqlite::SqlitePool;
+
+use super::{Store, StoreError, now_ms};
+
+/// One recorded event.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct EventRecord {
+    pub(crate) seq: i64,
+    /// Unix milliseconds.
+    pub(crate) at: i64,
+    pub(crate) kind: String,
+    pub(crate) actor: String,
+    pub(crate) detail: Value,
+}
+
+pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS operator_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            detail TEXT NOT NULL
+        )",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Append an event.
+    pub(crate) async fn record_event(
+        &self,
+        kind: &str,
+        actor: &str,
+        detail: &Value,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO operator_events (at, kind, actor, detail) VALUES (?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(now_ms())
+        .bind(kind)
+        .bind(actor)
+        .bind(detail.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("seq")?)
+    }
+
+    /// Events after `since` (a sequence number), oldest first, at most `limit`.
+    pub(crate) async fn events_since(
+        &self,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, actor, detail FROM operator_events WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event).collect()
+    }
+
+    /// The newest `limit` events, newest first.
+    pub(crate) async fn events_tail(&self, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, actor, detail FROM operator_events ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event).collect()
+    }
+}
+
+fn event(r: &sqlx::sqlite::SqliteRow) -> Result<EventRecord, StoreError> {
+    let seq: i64 = r.try_get("seq")?;
+    let detail: String = r.try_get("detail")?;
+    Ok(EventRecord {
+        seq,
+        at: r.try_get("at")?,
+        kind: r.try_get("kind")?,
+        actor: r.try_get("actor")?,
+        detail: serde_json::from_str(&detail)
+            .map_err(|_| StoreError::Corrupt(format!("event {seq}")))?,
+    })
+}
