@@ -72,10 +72,10 @@ impl Admin {
     pub(crate) fn origin_allowed(&self, headers: &HeaderMap) -> bool {
         match headers.get(header::ORIGIN).map(HeaderValue::to_str) {
             None => true,
-            Some(Ok(o)) => self
-                .hosts
-                .iter()
-                .any(|h| o.eq_ignore_ascii_case(&format!("http://{h}")) || o.eq_ignore_ascii_case(&format!("https://{h}"))),
+            Some(Ok(o)) => self.hosts.iter().any(|h| {
+                o.eq_ignore_ascii_case(&format!("http://{h}"))
+                    || o.eq_ignore_ascii_case(&format!("https://{h}"))
+            }),
             Some(Err(_)) => false,
         }
     }
@@ -108,16 +108,20 @@ impl Admin {
         if !self.issuers.any() {
             return Err(OpError::Unauthorized);
         }
-        let v = self.issuers.verify(secret, unix_now()).await.map_err(|e| match e {
-            crate::auth::OidcError::Unavailable(why) => {
-                tracing::error!(%why, "operator token could not be checked");
-                OpError::Unavailable("credentials cannot be checked right now".into())
-            }
-            other => {
-                tracing::info!(reason = %other, "operator token refused");
-                OpError::Unauthorized
-            }
-        })?;
+        let v = self
+            .issuers
+            .verify(secret, unix_now())
+            .await
+            .map_err(|e| match e {
+                crate::auth::OidcError::Unavailable(why) => {
+                    tracing::error!(%why, "operator token could not be checked");
+                    OpError::Unavailable("credentials cannot be checked right now".into())
+                }
+                other => {
+                    tracing::info!(reason = %other, "operator token refused");
+                    OpError::Unauthorized
+                }
+            })?;
         let roles = Roles::from_names(v.roles.iter().map(String::as_str));
         if !roles.any() {
             return Err(OpError::Forbidden(
@@ -141,7 +145,10 @@ impl Admin {
         let secret = headers
             .get(header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(OpError::Unauthorized)?;
@@ -174,7 +181,10 @@ async fn guard(
     next: axum::middleware::Next,
 ) -> Response {
     if !admin.host_allowed(req.headers()) {
-        return problem(StatusCode::FORBIDDEN, "Host does not name this admin listener");
+        return problem(
+            StatusCode::FORBIDDEN,
+            "Host does not name this admin listener",
+        );
     }
     if !admin.origin_allowed(req.headers()) {
         return problem(StatusCode::FORBIDDEN, "cross-origin requests are refused");
@@ -186,7 +196,10 @@ async fn guard(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     res
 }
 
@@ -284,11 +297,13 @@ async fn post_kill(
 ) -> Result<Response, OpError> {
     let op = a.operator(&headers).await?;
     let b: KillBody = parse_body(&body)?;
-    let (row, voided) = a
-        .gw
-        .set_kill(&op, &b.scope, b.target.as_deref(), b.engaged, &b.reason)
-        .await?;
-    Ok(axum::Json(json!({ "switch": switch_json(&row), "voided_approvals": voided })).into_response())
+    let (row, voided) =
+        a.gw.set_kill(&op, &b.scope, b.target.as_deref(), b.engaged, &b.reason)
+            .await?;
+    Ok(
+        axum::Json(json!({ "switch": switch_json(&row), "voided_approvals": voided }))
+            .into_response(),
+    )
 }
 
 // === mode ===
@@ -355,12 +370,11 @@ async fn list_approvals(
             ))
         })?),
     };
-    let list = a
-        .gw
-        .store
-        .approvals(status, q.limit.unwrap_or(100).min(1000))
-        .await
-        .map_err(down)?;
+    let list =
+        a.gw.store
+            .approvals(status, q.limit.unwrap_or(100).min(1000))
+            .await
+            .map_err(down)?;
     Ok(axum::Json(json!({ "approvals": list })).into_response())
 }
 
@@ -371,13 +385,12 @@ async fn get_approval(
 ) -> Result<Response, OpError> {
     let op = a.operator(&headers).await?;
     require(&op, op.roles.any(), "reading approvals")?;
-    let rec = a
-        .gw
-        .store
-        .approval(&id)
-        .await
-        .map_err(down)?
-        .ok_or_else(|| OpError::NotFound(format!("no approval request `{id}`")))?;
+    let rec =
+        a.gw.store
+            .approval(&id)
+            .await
+            .map_err(down)?
+            .ok_or_else(|| OpError::NotFound(format!("no approval request `{id}`")))?;
     Ok(axum::Json(rec).into_response())
 }
 
@@ -472,7 +485,8 @@ async fn post_key(
             parent: b.parent,
         },
     };
-    let detail = json!({ "name": request.name, "role": role.as_str(), "grants": request.scope.grants });
+    let detail =
+        json!({ "name": request.name, "role": role.as_str(), "grants": request.scope.grants });
     a.gw.record_operator(&op, "key.issue", detail).await?;
     let issued = crate::keys::mint(&a.gw.store, &a.gw.registry, request)
         .await
@@ -494,7 +508,8 @@ async fn delete_key(
 ) -> Result<Response, OpError> {
     let op = a.operator(&headers).await?;
     require(&op, op.roles.admin, "revoking keys")?;
-    a.gw.record_operator(&op, "key.revoke", json!({ "id": id })).await?;
+    a.gw.record_operator(&op, "key.revoke", json!({ "id": id }))
+        .await?;
     match a.gw.store.revoke_key(&id).await.map_err(down)? {
         true => {
             a.gw.auth.forget_all();
@@ -520,12 +535,11 @@ async fn get_events(
 ) -> Result<Response, OpError> {
     let op = a.operator(&headers).await?;
     require(&op, op.roles.any(), "reading the operator record")?;
-    let events = a
-        .gw
-        .store
-        .events_since(q.since.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000))
-        .await
-        .map_err(down)?;
+    let events =
+        a.gw.store
+            .events_since(q.since.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000))
+            .await
+            .map_err(down)?;
     match q.format.as_deref() {
         None | Some("json") => Ok(axum::Json(json!({ "events": events })).into_response()),
         Some("ndjson") => {
@@ -534,11 +548,7 @@ async fn get_events(
                 body.push_str(&serde_json::to_string(e).unwrap_or_default());
                 body.push('\n');
             }
-            Ok((
-                [(header::CONTENT_TYPE, "application/x-ndjson")],
-                body,
-            )
-                .into_response())
+            Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
         }
         Some(other) => Err(OpError::BadRequest(format!(
             "unknown format `{other}`; use json or ndjson"

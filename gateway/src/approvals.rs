@@ -72,7 +72,12 @@ impl Gateway {
             arguments: &digest,
             fingerprint: call.fingerprint,
         };
-        if let Some(id) = self.store.use_approval(&key).await.map_err(|e| unavailable(&e))? {
+        if let Some(id) = self
+            .store
+            .use_approval(&key)
+            .await
+            .map_err(|e| unavailable(&e))?
+        {
             tracing::info!(approval = %id, subject = %call.caller.subject, server = call.server, tool = call.tool, "approved call proceeds");
             return Ok(id);
         }
@@ -106,7 +111,11 @@ impl Gateway {
                     }),
                 ));
             }
-            let now = self.store.approval(&id).await.map_err(|e| unavailable(&e))?;
+            let now = self
+                .store
+                .approval(&id)
+                .await
+                .map_err(|e| unavailable(&e))?;
             let Some(now) = now else {
                 return Err(unavailable(&"the approval request disappeared"));
             };

@@ -415,7 +415,8 @@ impl Gateway {
         let target = Target::Tool(tool);
         let server = up.name();
         let subject = &call.caller.subject;
-        let needs_approval = match self.decide(&call.caller, server, target, offered.class, digest) {
+        let needs_approval = match self.decide(&call.caller, server, target, offered.class, digest)
+        {
             Decision::Allow => false,
             Decision::Deny(denial) => {
                 // Denied answers exactly like nonexistent; the reason goes to the operator.
@@ -491,7 +492,14 @@ impl Gateway {
             Era::Stateful(s) => s.protocol_version.as_str(),
             Era::Stateless => crate::front::STATELESS_VERSION,
         };
-        tracing::debug!(server, tool, protocol, elapsed_us = started.elapsed().as_micros() as u64, ok = r.is_ok(), "tool call");
+        tracing::debug!(
+            server,
+            tool,
+            protocol,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            ok = r.is_ok(),
+            "tool call"
+        );
         if r.is_err()
             && let Some(killed) = self.levers.killed(&call.caller.identity, server, tool)
         {

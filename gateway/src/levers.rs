@@ -122,7 +122,12 @@ impl Switch {
     }
 
     /// The same test over stored principals (`level:name`), for approval requests.
-    pub(crate) fn covers_principals(&self, principals: &[String], server: &str, tool: &str) -> bool {
+    pub(crate) fn covers_principals(
+        &self,
+        principals: &[String],
+        server: &str,
+        tool: &str,
+    ) -> bool {
         match self.scope.level() {
             None => self.covers(&Identity::new(), server, tool),
             Some(level) => {
@@ -284,7 +289,12 @@ impl Levers {
     }
 
     /// Register a call in flight.
-    pub(crate) fn start(&self, identity: Arc<Identity>, server: &str, tool: &str) -> RunningGuard<'_> {
+    pub(crate) fn start(
+        &self,
+        identity: Arc<Identity>,
+        server: &str,
+        tool: &str,
+    ) -> RunningGuard<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let cancel = CancellationToken::new();
         if let Ok(mut map) = self.running.lock() {

@@ -158,7 +158,12 @@ fn reason_of(reason: &str) -> Result<&str, OpError> {
 }
 
 impl Gateway {
-    pub(crate) async fn record_operator(&self, op: &Operator, kind: &str, detail: serde_json::Value) -> Result<(), OpError> {
+    pub(crate) async fn record_operator(
+        &self,
+        op: &Operator,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), OpError> {
         tracing::info!(operator = %op.actor(), kind, %detail, "operator action");
         self.store
             .record_event(kind, &op.actor(), &detail)
@@ -178,7 +183,9 @@ impl Gateway {
         reason: &str,
     ) -> Result<(SwitchRow, u64), OpError> {
         if !op.roles.admin {
-            return Err(OpError::Forbidden("the kill switch needs the admin role".into()));
+            return Err(OpError::Forbidden(
+                "the kill switch needs the admin role".into(),
+            ));
         }
         let reason = reason_of(reason)?;
         let scope: KillScope = scope.parse().map_err(|()| {
@@ -187,7 +194,11 @@ impl Gateway {
         let target = self.kill_target(scope, target.unwrap_or("").trim())?;
         self.record_operator(
             op,
-            if engaged { "kill_switch.engage" } else { "kill_switch.release" },
+            if engaged {
+                "kill_switch.engage"
+            } else {
+                "kill_switch.release"
+            },
             json!({ "scope": scope.as_str(), "target": target, "reason": reason }),
         )
         .await?;
@@ -205,7 +216,11 @@ impl Gateway {
                 target: target.clone(),
                 reason: reason.to_owned(),
             };
-            let open = self.store.approvals(None, u32::MAX).await.map_err(store_down)?;
+            let open = self
+                .store
+                .approvals(None, u32::MAX)
+                .await
+                .map_err(store_down)?;
             let ids: Vec<String> = open
                 .iter()
                 .filter(|a| matches!(a.status, "pending" | "approved"))
@@ -266,7 +281,9 @@ impl Gateway {
         reason: &str,
     ) -> Result<ModeRow, OpError> {
         if !op.roles.admin {
-            return Err(OpError::Forbidden("changing the mode needs the admin role".into()));
+            return Err(OpError::Forbidden(
+                "changing the mode needs the admin role".into(),
+            ));
         }
         let reason = reason_of(reason)?;
         let parsed: Mode = mode.parse().map_err(|()| {
@@ -323,7 +340,11 @@ impl Gateway {
         }
         self.record_operator(
             op,
-            if approve { "approval.approve" } else { "approval.deny" },
+            if approve {
+                "approval.approve"
+            } else {
+                "approval.deny"
+            },
             json!({
                 "approval_id": id,
                 "requester": record.requester,
@@ -334,7 +355,8 @@ impl Gateway {
             }),
         )
         .await?;
-        let ttl_ms = i64::try_from(self.registry.access.approvals.ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl_ms =
+            i64::try_from(self.registry.access.approvals.ttl.as_millis()).unwrap_or(i64::MAX);
         let decided = self
             .store
             .decide_approval(id, approve, &op.actor(), reason, ttl_ms)

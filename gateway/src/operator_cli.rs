@@ -69,7 +69,12 @@ fn setup(t: &AdminTarget) -> Result<Client, ExitCode> {
 }
 
 impl Client {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, ExitCode> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ExitCode> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -78,7 +83,10 @@ impl Client {
             req = req.json(&b);
         }
         let res = req.send().await.map_err(|e| {
-            eprintln!("portcullis: cannot reach the admin API at {}: {e}", self.base);
+            eprintln!(
+                "portcullis: cannot reach the admin API at {}: {e}",
+                self.base
+            );
             ExitCode::from(EX_UNAVAILABLE)
         })?;
         let status = res.status();
@@ -124,7 +132,10 @@ async fn set_switch(
         t => format!("{} `{t}`", s(&sw, "scope")),
     };
     if engaged {
-        let voided = v.get("voided_approvals").and_then(Value::as_u64).unwrap_or(0);
+        let voided = v
+            .get("voided_approvals")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         println!("engaged: {what} ({voided} pending approval(s) voided)");
     } else {
         println!("released: {what}");
@@ -219,10 +230,7 @@ pub(crate) async fn approvals(action: ApprovalsAction) -> ExitCode {
                     let c = setup(&admin)?;
                     let path = format!("/admin/approvals/{}", urlencode(&id));
                     let v = c.call(reqwest::Method::GET, &path, None).await?;
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&v).unwrap_or_default()
-                    );
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                     Ok(())
                 }
                 ApprovalsAction::Approve { admin, id, reason } => {
@@ -237,11 +245,20 @@ pub(crate) async fn approvals(action: ApprovalsAction) -> ExitCode {
     )
 }
 
-async fn verdict(admin: AdminTarget, id: &str, verdict: &str, reason: String) -> Result<(), ExitCode> {
+async fn verdict(
+    admin: AdminTarget,
+    id: &str,
+    verdict: &str,
+    reason: String,
+) -> Result<(), ExitCode> {
     let c = setup(&admin)?;
     let path = format!("/admin/approvals/{}/{verdict}", urlencode(id));
     let v = c
-        .call(reqwest::Method::POST, &path, Some(json!({ "reason": reason })))
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({ "reason": reason })),
+        )
         .await?;
     print_approval(&v);
     Ok(())

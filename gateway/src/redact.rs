@@ -32,8 +32,24 @@ const SECRET_KEYS: &[&str] = &[
 
 /// Prefixes of well-known credentials.
 const SECRET_PREFIXES: &[&str] = &[
-    "sk-", "sk_live_", "rk_live_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xoxb-",
-    "xoxp-", "xoxa-", "xoxs-", "AKIA", "ASIA", "glpat-", "pcl_", "AIza",
+    "sk-",
+    "sk_live_",
+    "rk_live_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "xoxb-",
+    "xoxp-",
+    "xoxa-",
+    "xoxs-",
+    "AKIA",
+    "ASIA",
+    "glpat-",
+    "pcl_",
+    "AIza",
 ];
 
 /// True when `key` names something secret.
@@ -136,7 +152,14 @@ mod tests {
             "pem": "-----BEGIN PRIVATE KEY-----\nMIIE...",
         });
         let p = preview(&args);
-        for secret in ["hunter2", "\"abc\"", "eyJhbGci", "AKIAIOSFODNN7", "ghp_0123", "MIIE"] {
+        for secret in [
+            "hunter2",
+            "\"abc\"",
+            "eyJhbGci",
+            "AKIAIOSFODNN7",
+            "ghp_0123",
+            "MIIE",
+        ] {
             assert!(!p.contains(secret), "{secret} leaked into {p}");
         }
         assert!(p.contains("hello") && p.contains("fine"), "{p}");

@@ -22,7 +22,8 @@ pub use error::{ConfigError, ConfigProblem, Location};
 pub use schema::{BuiltinServer, Mode, Profile};
 pub use source_map::SourceMap;
 pub use validate::{
-    CommandSource, KillSwitchSettings, Registry, ResourcePattern, Server, ServerSource, Settings, ToolEntry,
+    CommandSource, KillSwitchSettings, Registry, ResourcePattern, Server, ServerSource, Settings,
+    ToolEntry,
 };
 
 use std::path::Path;

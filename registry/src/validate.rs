@@ -294,11 +294,14 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
         ));
     }
     if lease < poll.saturating_mul(2) {
-        problems.push(map.problem(
-            "kill_switch.lease",
-            "the lease is shorter than two polls, so one slow read would stop every call".to_owned(),
-            "make `lease` at least twice `poll` (the default is 5s)",
-        ));
+        problems.push(
+            map.problem(
+                "kill_switch.lease",
+                "the lease is shorter than two polls, so one slow read would stop every call"
+                    .to_owned(),
+                "make `lease` at least twice `poll` (the default is 5s)",
+            ),
+        );
     }
     Settings {
         profile: raw.profile.unwrap_or(Profile::Production),

@@ -60,24 +60,33 @@ impl Proc {
 }
 
 /// Spawn `cmd` and wait until a stdout line contains `marker`; returns the process and that line.
-fn spawn_until(mut cmd: Command, marker: &str) -> Result<(Proc, String)> {
+fn spawn_until(cmd: Command, marker: &str) -> Result<(Proc, String)> {
+    spawn_collect(cmd, marker).map(|(p, mut lines)| (p, lines.pop().unwrap_or_default()))
+}
+
+/// Like [`spawn_until`], returning every line printed up to and including the marker's.
+fn spawn_collect(mut cmd: Command, marker: &str) -> Result<(Proc, Vec<String>)> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
     let stdout = child.stdout.take().context("no stdout")?;
     let (tx, rx) = mpsc::channel();
     let wanted = marker.to_string();
     std::thread::spawn(move || {
+        let mut seen = Vec::new();
         let mut sent = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !sent && line.contains(&wanted) {
-                let _ = tx.send(line.clone());
-                sent = true;
+            if !sent {
+                seen.push(line.clone());
+                if line.contains(&wanted) {
+                    let _ = tx.send(std::mem::take(&mut seen));
+                    sent = true;
+                }
             }
         }
     });
     let proc = Proc { child };
     match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(line) => Ok((proc, line)),
+        Ok(lines) => Ok((proc, lines)),
         Err(_) => bail!("process did not print `{marker}` in time"),
     }
 }
@@ -207,8 +216,35 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// The admin listener, `http://127.0.0.1:PORT`.
+    pub admin: String,
     /// A client API key.
     pub key: String,
+}
+
+/// Start `portcullis serve` on a config; returns the process, MCP base and admin base URLs.
+fn serve(config: &Path) -> Result<(Proc, String, String)> {
+    let mut cmd = Command::new(bin("portcullis"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("PORTCULLIS_LOG", "warn");
+    let (proc, lines) = spawn_collect(cmd, "mcp listening on ")?;
+    let url_after = |marker: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(marker))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let base = url_after("mcp listening on ")
+        .trim_end_matches("/mcp")
+        .to_string();
+    let admin = url_after("admin listening on ")
+        .trim_end_matches("/ui/")
+        .to_string();
+    Ok((proc, base, admin))
 }
 
 impl Gateway {
@@ -229,8 +265,12 @@ impl Gateway {
             true => "",
             false => "approvals: { required_from: none }\n",
         };
+        let admin = match top.contains("admin_listen:") {
+            true => "",
+            false => "admin_listen: 127.0.0.1:0\n",
+        };
         let config = format!(
-            "listen: 127.0.0.1:0\nstore: sqlite://{}\n{approvals}{top}servers:\n{servers_yaml}",
+            "listen: 127.0.0.1:0\n{admin}store: sqlite://{}\n{approvals}{top}servers:\n{servers_yaml}",
             dir.path().join("store.db").display()
         );
         let path = dir.path().join("portcullis.yaml");
@@ -240,18 +280,12 @@ impl Gateway {
             .map(|s| format!("{s}/*"))
             .collect();
         let key = create_key_with(&path, "e2e", &grants, &[])?;
-        let mut cmd = Command::new(bin("portcullis"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env("PORTCULLIS_LOG", "warn");
-        let (proc, line) = spawn_until(cmd, "mcp listening on ")?;
-        let url = line.rsplit(' ').next().unwrap_or_default();
-        let base = url.trim_end_matches("/mcp").to_string();
+        let (proc, base, admin) = serve(&path)?;
         let gw = Gateway {
             proc,
             dir,
             base,
+            admin,
             key,
         };
         if ready {
@@ -299,16 +333,65 @@ impl Gateway {
         self.proc.kill();
     }
 
-    fn wait_ready(&self) -> Result<()> {
-        let addr = self.base.trim_start_matches("http://").to_string();
-        for _ in 0..300 {
-            if http_status(&addr, "/readyz") == Some(200) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    /// Issue an operator key (`admin`, `approver` or `auditor`), optionally naming its holder.
+    pub fn operator_key(&self, role: &str, user: Option<&str>) -> Result<String> {
+        let mut extra = vec!["--role", role];
+        if let Some(u) = user {
+            extra.extend(["--user", u]);
         }
-        bail!("gateway at {} never became ready", self.base)
+        create_key_with(
+            &self.config(),
+            &format!("{role}-{}", user.unwrap_or("x")),
+            &[],
+            &extra,
+        )
     }
+
+    /// Start another gateway process on the same config and store (new ports).
+    pub fn another(&self) -> Result<Replica> {
+        let (proc, base, admin) = serve(&self.config())?;
+        let r = Replica {
+            _proc: proc,
+            base,
+            admin,
+        };
+        wait_ready(&r.base)?;
+        Ok(r)
+    }
+
+    /// Stop this process (SIGKILL) and start it again on the same config and store.
+    pub fn restart(&mut self) -> Result<()> {
+        self.proc.kill();
+        let (proc, base, admin) = serve(&self.config())?;
+        self.proc = proc;
+        self.base = base;
+        self.admin = admin;
+        wait_ready(&self.base)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        wait_ready(&self.base)
+    }
+}
+
+/// A second gateway process sharing a [`Gateway`]'s config and store.
+pub struct Replica {
+    _proc: Proc,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// The admin listener.
+    pub admin: String,
+}
+
+fn wait_ready(base: &str) -> Result<()> {
+    let addr = base.trim_start_matches("http://").to_string();
+    for _ in 0..300 {
+        if http_status(&addr, "/readyz") == Some(200) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("gateway at {base} never became ready")
 }
 
 /// A bare HTTP/1.1 GET, returning the status code.

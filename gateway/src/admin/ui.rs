@@ -122,13 +122,21 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{} · Portcullis</title><link rel=\"stylesheet\" href=\"/ui/style.css\"></head><body>{body}</body></html>",
         esc(title)
     );
-    let mut res = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    let mut res = (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response();
     secure_headers(res.headers_mut());
     res
 }
 
 fn secure_headers(h: &mut HeaderMap) {
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
@@ -166,7 +174,10 @@ fn to_login() -> Response {
 }
 
 /// The signed-in operator, with the session id and its CSRF token.
-async fn signed_in(a: &Admin, headers: &HeaderMap) -> Result<(Operator, String, UiSession), Response> {
+async fn signed_in(
+    a: &Admin,
+    headers: &HeaderMap,
+) -> Result<(Operator, String, UiSession), Response> {
     let id = cookie(headers).ok_or_else(to_login)?;
     let session = a.ui.get(&id).ok_or_else(to_login)?;
     match a.operator_from_secret(&session.secret).await {
@@ -214,7 +225,11 @@ struct LoginForm {
 
 async fn login(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
-        return page(StatusCode::BAD_REQUEST, "Sign in", &login_form(Some("the form was malformed")));
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign in",
+            &login_form(Some("the form was malformed")),
+        );
     };
     let secret = form.key.trim().to_owned();
     match a.operator_from_secret(&secret).await {
@@ -227,11 +242,10 @@ async fn login(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
                 );
             };
             tracing::info!(operator = %op.actor(), "operator signed in to the web UI");
-            let _ = a
-                .gw
-                .store
-                .record_event("ui.sign_in", &op.actor(), &serde_json::json!({}))
-                .await;
+            let _ =
+                a.gw.store
+                    .record_event("ui.sign_in", &op.actor(), &serde_json::json!({}))
+                    .await;
             let mut res = Redirect::to("/ui/").into_response();
             if let Ok(v) = HeaderValue::from_str(&format!(
                 "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
@@ -242,7 +256,11 @@ async fn login(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
             secure_headers(res.headers_mut());
             res
         }
-        Err(OpError::Unavailable(m)) => page(StatusCode::SERVICE_UNAVAILABLE, "Sign in", &login_form(Some(&m))),
+        Err(OpError::Unavailable(m)) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign in",
+            &login_form(Some(&m)),
+        ),
         Err(OpError::Forbidden(m)) => page(StatusCode::FORBIDDEN, "Sign in", &login_form(Some(&m))),
         Err(_) => page(
             StatusCode::UNAUTHORIZED,
@@ -275,14 +293,17 @@ async fn logout(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) ->
         Ok(s) => s,
         Err(r) => return r,
     };
-    let ok = serde_urlencoded::from_bytes::<CsrfOnly>(&body).is_ok_and(|f| csrf_ok(&session, &f.csrf));
+    let ok =
+        serde_urlencoded::from_bytes::<CsrfOnly>(&body).is_ok_and(|f| csrf_ok(&session, &f.csrf));
     if !ok {
         return csrf_refused();
     }
     a.ui.close(&id);
     tracing::info!(operator = %op.actor(), "operator signed out of the web UI");
     let mut res = Redirect::to("/ui/login").into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0")) {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"
+    )) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
     res
@@ -313,11 +334,23 @@ async fn verdict(
     let approve = match verdict.as_str() {
         "approve" => true,
         "deny" => false,
-        _ => return page(StatusCode::NOT_FOUND, "Not found", "<main><h1>Not found</h1></main>"),
+        _ => {
+            return page(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "<main><h1>Not found</h1></main>",
+            );
+        }
     };
-    let outcome = a.gw.decide_approval(&op, &approval, approve, &form.reason).await;
+    let outcome =
+        a.gw.decide_approval(&op, &approval, approve, &form.reason)
+            .await;
     let msg = match &outcome {
-        Ok(r) => format!("Request {} {}.", r.id, if approve { "approved" } else { "denied" }),
+        Ok(r) => format!(
+            "Request {} {}.",
+            r.id,
+            if approve { "approved" } else { "denied" }
+        ),
         Err(e) => format!("Request {approval} not decided: {e}"),
     };
     a.ui.flash(&id, outcome.is_ok(), msg);
@@ -346,10 +379,9 @@ async fn kill(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) -> R
         return csrf_refused();
     }
     let engaged = form.action == "engage";
-    let outcome = a
-        .gw
-        .set_kill(&op, &form.scope, Some(&form.target), engaged, &form.reason)
-        .await;
+    let outcome =
+        a.gw.set_kill(&op, &form.scope, Some(&form.target), engaged, &form.reason)
+            .await;
     let what = match form.target.trim() {
         "" => form.scope.clone(),
         t => format!("{} `{t}`", form.scope),
@@ -427,7 +459,10 @@ fn civil(days: i64) -> (i64, i64, i64) {
 }
 
 fn csrf_field(csrf: &str) -> String {
-    format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", esc(csrf))
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(csrf)
+    )
 }
 
 async fn dashboard(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
@@ -455,7 +490,10 @@ async fn dashboard(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response 
             return page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Unavailable",
-                &format!("<main><h1>Unavailable</h1><p>{}</p></main>", esc(&e.to_string())),
+                &format!(
+                    "<main><h1>Unavailable</h1><p>{}</p></main>",
+                    esc(&e.to_string())
+                ),
             );
         }
     };
@@ -502,14 +540,21 @@ async fn dashboard(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response 
 
     // Kill switch.
     b.push_str("<section id=\"kill-switch\"><h2>Kill switch</h2>");
-    let engaged = kill.get("engaged").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    let engaged = kill
+        .get("engaged")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
     if engaged.is_empty() {
         b.push_str("<p id=\"kill-none\">No kill switch is engaged.</p>");
     } else {
         b.push_str("<table id=\"kill-engaged\"><thead><tr><th>Scope</th><th>Target</th><th>Reason</th><th>By</th><th>Since</th><th></th></tr></thead><tbody>");
         for s in &engaged {
             let g = |k: &str| s.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-            let at = s.get("changed_at_ms").and_then(serde_json::Value::as_i64).unwrap_or(0);
+            let at = s
+                .get("changed_at_ms")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0);
             let release = if op.roles.admin {
                 format!(
                     "<form method=\"post\" action=\"/ui/kill\" class=\"row\">{csrf}<input type=\"hidden\" name=\"scope\" value=\"{}\"><input type=\"hidden\" name=\"target\" value=\"{}\"><input type=\"hidden\" name=\"action\" value=\"release\"><input name=\"reason\" placeholder=\"reason\" required maxlength=\"500\" aria-label=\"reason for release\"><button type=\"submit\">Release</button></form>",
@@ -544,7 +589,11 @@ async fn dashboard(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response 
     b.push_str("</section>");
 
     // Approvals.
-    let _ = write!(b, "<section id=\"approvals\"><h2>Pending approvals ({})</h2>", pending.len());
+    let _ = write!(
+        b,
+        "<section id=\"approvals\"><h2>Pending approvals ({})</h2>",
+        pending.len()
+    );
     if pending.is_empty() {
         b.push_str("<p id=\"approvals-none\">Nothing is waiting for approval.</p>");
     }
@@ -614,7 +663,10 @@ mod tests {
 
     #[test]
     fn escaping_covers_markup_and_quotes() {
-        assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 
     #[test]

@@ -98,7 +98,9 @@ async fn each_scope_covers_exactly_its_calls() {
         ("agent", "bot", false, false),
     ];
     for (scope, target, alice_hit, other_hit) in cases {
-        s.set_switch(scope, target, true, "test", "op").await.unwrap();
+        s.set_switch(scope, target, true, "test", "op")
+            .await
+            .unwrap();
         levers.refresh().await.unwrap();
         assert_eq!(
             levers.killed(&alice(), "notes", "search_notes").is_some(),
@@ -110,7 +112,9 @@ async fn each_scope_covers_exactly_its_calls() {
             *other_hit,
             "{scope} {target} on other"
         );
-        s.set_switch(scope, target, false, "test", "op").await.unwrap();
+        s.set_switch(scope, target, false, "test", "op")
+            .await
+            .unwrap();
         levers.refresh().await.unwrap();
         assert_eq!(levers.killed(&alice(), "notes", "search_notes"), None);
     }
@@ -120,7 +124,9 @@ async fn each_scope_covers_exactly_its_calls() {
 async fn an_unknown_scope_written_by_another_version_counts_as_global() {
     let (_d, s) = store().await;
     let levers = Levers::new(s.clone(), &settings(5000));
-    s.set_switch("region", "eu", true, "newer build", "op").await.unwrap();
+    s.set_switch("region", "eu", true, "newer build", "op")
+        .await
+        .unwrap();
     levers.refresh().await.unwrap();
     assert!(levers.killed(&Identity::new(), "other", "x").is_some());
 }
@@ -132,7 +138,9 @@ async fn engaging_cancels_matching_calls_in_flight_only() {
     levers.refresh().await.unwrap();
     let hit = levers.start(Arc::new(alice()), "notes", "search_notes");
     let miss = levers.start(Arc::new(alice()), "other", "x");
-    s.set_switch("server", "notes", true, "incident", "op").await.unwrap();
+    s.set_switch("server", "notes", true, "incident", "op")
+        .await
+        .unwrap();
     levers.refresh().await.unwrap();
     assert!(hit.cancel.is_cancelled());
     assert!(!miss.cancel.is_cancelled());

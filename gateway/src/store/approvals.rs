@@ -152,14 +152,16 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
 fn record(row: &SqliteRow, now: i64) -> Result<ApprovalRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let status: String = row.try_get("status")?;
-    let mut status = ApprovalStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(id.clone()))?;
+    let mut status =
+        ApprovalStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(id.clone()))?;
     let expires_at: i64 = row.try_get("expires_at")?;
     if matches!(status, ApprovalStatus::Pending | ApprovalStatus::Approved) && expires_at <= now {
         status = ApprovalStatus::Expired;
     }
     let principals: String = row.try_get("principals")?;
     Ok(ApprovalRecord {
-        principals: serde_json::from_str(&principals).map_err(|_| StoreError::Corrupt(id.clone()))?,
+        principals: serde_json::from_str(&principals)
+            .map_err(|_| StoreError::Corrupt(id.clone()))?,
         id,
         status: status.as_str(),
         requester: row.try_get("requester")?,
@@ -252,8 +254,8 @@ impl Store {
     ) -> Result<ApprovalRecord, StoreError> {
         let id = format!("apr_{}", hex::encode(rand::random::<[u8; 10]>()));
         let now = now_ms();
-        let principals = serde_json::to_string(new.principals)
-            .map_err(|_| StoreError::Corrupt(id.clone()))?;
+        let principals =
+            serde_json::to_string(new.principals).map_err(|_| StoreError::Corrupt(id.clone()))?;
         sqlx::query(
             "INSERT INTO approvals (id, status, requester, principals, server, tool, class,
                 arguments_digest, tool_fingerprint, preview, target, created_at, expires_at)

@@ -114,9 +114,10 @@ impl Store {
 
     /// The runtime mode, if an operator has set one.
     pub(crate) async fn mode(&self) -> Result<Option<ModeRow>, StoreError> {
-        let row = sqlx::query("SELECT mode, reason, actor, changed_at FROM runtime_mode WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT mode, reason, actor, changed_at FROM runtime_mode WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| {
             Ok(ModeRow {
                 mode: r.try_get("mode")?,

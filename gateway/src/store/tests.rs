@@ -125,14 +125,19 @@ async fn an_approval_is_used_once_and_only_by_the_identical_call() {
     assert_eq!(r.status, "pending");
     // Not usable before it is approved.
     assert_eq!(s.use_approval(&call_key("d1")).await.unwrap(), None);
-    s.decide_approval(&r.id, true, "bob", "ok", 60_000).await.unwrap();
+    s.decide_approval(&r.id, true, "bob", "ok", 60_000)
+        .await
+        .unwrap();
     // Other arguments or another fingerprint do not match.
     assert_eq!(s.use_approval(&call_key("d2")).await.unwrap(), None);
     let mut refp = call_key("d1");
     refp.fingerprint = "f2";
     assert_eq!(s.use_approval(&refp).await.unwrap(), None);
     // The identical call uses it once.
-    assert_eq!(s.use_approval(&call_key("d1")).await.unwrap(), Some(r.id.clone()));
+    assert_eq!(
+        s.use_approval(&call_key("d1")).await.unwrap(),
+        Some(r.id.clone())
+    );
     assert_eq!(s.use_approval(&call_key("d1")).await.unwrap(), None);
     assert!(!s.use_approval_id(&r.id).await.unwrap());
     assert_eq!(s.approval(&r.id).await.unwrap().unwrap().status, "used");
@@ -147,11 +152,15 @@ async fn an_approval_is_used_once_and_only_by_the_identical_call() {
 async fn concurrent_identical_calls_use_one_approval_once() {
     let (_d, s) = store().await;
     let r = file(&s, "d1", 60_000).await;
-    s.decide_approval(&r.id, true, "bob", "ok", 60_000).await.unwrap();
+    s.decide_approval(&r.id, true, "bob", "ok", 60_000)
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { s.use_approval(&call_key("d1")).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            s.use_approval(&call_key("d1")).await.unwrap()
+        }));
     }
     let mut used = 0;
     for t in tasks {
@@ -166,10 +175,16 @@ async fn expired_requests_cannot_be_decided_or_used() {
     let r = file(&s, "d1", 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     assert_eq!(s.approval(&r.id).await.unwrap().unwrap().status, "expired");
-    assert!(s.decide_approval(&r.id, true, "bob", "late", 60_000).await.is_err());
+    assert!(
+        s.decide_approval(&r.id, true, "bob", "late", 60_000)
+            .await
+            .is_err()
+    );
     // Approved, then not used in time.
     let r = file(&s, "d2", 60_000).await;
-    s.decide_approval(&r.id, true, "bob", "ok", 1).await.unwrap();
+    s.decide_approval(&r.id, true, "bob", "ok", 1)
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     assert_eq!(s.use_approval(&call_key("d2")).await.unwrap(), None);
     assert_eq!(s.approval(&r.id).await.unwrap().unwrap().status, "expired");
