@@ -68,7 +68,8 @@ impl Admin {
             .is_some_and(|h| self.hosts.iter().any(|a| a.eq_ignore_ascii_case(h)))
     }
 
-    /// A browser's `Origin`, when sent, must be this listener.
+    /// A browser's `Origin`, when sent, must be this listener (the UI's `Referrer-Policy:
+    /// same-origin` keeps browsers sending it rather than `null`).
     pub(crate) fn origin_allowed(&self, headers: &HeaderMap) -> bool {
         match headers.get(header::ORIGIN).map(HeaderValue::to_str) {
             None => true,
@@ -168,6 +169,8 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/keys/{id}", delete(delete_key))
         .route("/admin/events", get(get_events))
         .route("/healthz", get(|| async { "ok" }))
+        // Browsers ask for it; answering spares the console a 404.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .merge(ui::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(admin.clone(), guard))
@@ -198,7 +201,7 @@ async fn guard(
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     res
 }

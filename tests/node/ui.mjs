@@ -1,0 +1,80 @@
+// Drives the operator web UI in headless Chromium (Debian's /usr/bin/chromium via playwright-core).
+// Usage: node ui.mjs <phase>   with ADMIN_URL, ADMIN_KEY, SHOTS (a directory), and per phase:
+//   signin-refused  CLIENT_KEY: a client key must not sign in
+//   approve         APPROVAL_ID: approve that pending request
+//   engage          engage the kill switch for server `fx`
+//   release         release it
+// Prints one JSON line with what it saw; exits non-zero on any failed expectation.
+import { chromium } from 'playwright-core';
+
+const phase = process.argv[2];
+const base = process.env.ADMIN_URL;
+const shots = process.env.SHOTS;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+});
+const seen = { phase, violations: [] };
+function expect(cond, what) {
+  if (!cond) throw new Error(`expectation failed: ${what}`);
+}
+try {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error') seen.violations.push(m.text());
+  });
+  const first = await page.goto(`${base}/ui/`);
+  expect(page.url().endsWith('/ui/login'), `redirected to sign-in, got ${page.url()}`);
+  seen.csp = first.headers()['content-security-policy'] || (await page.context().request.get(`${base}/ui/login`)).headers()['content-security-policy'];
+  if (phase === 'signin-refused') {
+    await page.fill('#key', process.env.CLIENT_KEY);
+    await page.click('button[type=submit]');
+    seen.error = await page.textContent('.flash.bad');
+    expect(page.url().endsWith('/ui/login'), 'still on the sign-in page');
+    await page.screenshot({ path: `${shots}/ui-signin-refused.png`, fullPage: true });
+  } else {
+    await page.fill('#key', process.env.ADMIN_KEY);
+    await page.click('button[type=submit]');
+    await page.waitForURL(`${base}/ui/`);
+    expect(await page.isVisible('#approvals'), 'dashboard shows approvals');
+    if (phase === 'approve') {
+      const id = process.env.APPROVAL_ID;
+      const card = page.locator(`article[id="${id}"]`);
+      await card.waitFor();
+      seen.preview = await card.locator('pre.preview').textContent();
+      await page.screenshot({ path: `${shots}/ui-pending.png`, fullPage: true });
+      await card.locator('form[action$="/approve"] input[name=reason]').fill('reviewed in the browser');
+      await card.locator('form[action$="/approve"] button').click();
+      await page.waitForURL(`${base}/ui/`);
+      seen.flash = await page.textContent('#flash');
+      seen.still_pending = await page.locator(`article[id="${id}"]`).count();
+      await page.screenshot({ path: `${shots}/ui-approved.png`, fullPage: true });
+    } else if (phase === 'engage') {
+      await page.selectOption('#kill-engage select[name=scope]', 'server');
+      await page.fill('#kill-engage input[name=target]', 'fx');
+      await page.fill('#kill-engage input[name=reason]', 'browser drill');
+      await page.click('#kill-engage button');
+      await page.waitForURL(`${base}/ui/`);
+      seen.flash = await page.textContent('#flash');
+      seen.engaged_rows = await page.locator('#kill-engaged tr.engaged').count();
+      await page.screenshot({ path: `${shots}/ui-killed.png`, fullPage: true });
+    } else if (phase === 'release') {
+      const row = page.locator('#kill-engaged tr.engaged').first();
+      await row.locator('input[name=reason]').fill('drill over');
+      await row.locator('button').click();
+      await page.waitForURL(`${base}/ui/`);
+      seen.flash = await page.textContent('#flash');
+      seen.none = await page.isVisible('#kill-none');
+      await page.screenshot({ path: `${shots}/ui-released.png`, fullPage: true });
+    } else {
+      throw new Error(`unknown phase ${phase}`);
+    }
+  }
+  console.log(JSON.stringify(seen));
+} catch (e) {
+  console.log(JSON.stringify({ ...seen, failure: String(e) }));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,215 @@
+//! The operator web UI in a real headless Chromium (Debian `chromium`, driven by npm
+//! `playwright-core` from `tests/node/ui.mjs`): sign-in refuses client keys; a pending call is
+//! approved from the page and then runs; the kill switch is engaged and released from the page
+//! and MCP calls follow. CSRF, CSP and cookie attributes are checked over plain HTTP.
+//! Screenshots land in `target/ui-screenshots/`.
+
+use std::process::Command;
+
+use portcullis_tests::raw::{Raw, req};
+use portcullis_tests::{Fixture, Gateway, fixture_server, node, workspace};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn ui(gw: &Gateway, phase: &str, env: &[(&str, &str)], admin_key: &str) -> Value {
+    let shots = workspace().join("target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new(node())
+        .arg(workspace().join("tests/node/ui.mjs"))
+        .arg(phase)
+        .env("ADMIN_URL", &gw.admin)
+        .env("ADMIN_KEY", admin_key)
+        .env("SHOTS", &shots)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|_| {
+        panic!(
+            "{phase}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "{phase}: {v}");
+    // The refused sign-in is itself a 403 the console reports; anything else is a defect (a CSP
+    // violation, a missing asset).
+    if phase != "signin-refused" {
+        assert_eq!(v["violations"], json!([]), "console errors in {phase}: {v}");
+    }
+    v
+}
+
+async fn call(c: &Raw, tool: &str, args: Value) -> Value {
+    c.call(req(
+        1,
+        "tools/call",
+        json!({ "name": tool, "arguments": args }),
+    ))
+    .await
+    .1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_approves_and_kills_from_the_browser() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = Gateway::start_with(
+        "approvals: { required_from: write, hold: 0s }\n",
+        &fixture_server("fx", &fx.url),
+    )
+    .unwrap();
+    let admin = gw.operator_key("admin", Some("ops")).unwrap();
+    let mut c = Raw::new(gw.server("fx"), &gw.key);
+    c.init().await;
+
+    let v = ui(&gw, "signin-refused", &[("CLIENT_KEY", &gw.key)], &admin);
+    assert!(
+        v["error"].as_str().unwrap().contains("Client keys")
+            || v["error"].as_str().unwrap().contains("client keys"),
+        "{v}"
+    );
+    let csp = v["csp"].as_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+
+    // A held call, approved in the page, then runs exactly once.
+    let before = fx.calls();
+    let r = call(&c, "slow", json!({ "ms": 0, "password": "hunter2" })).await;
+    let id = r["error"]["data"]["approval_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let v = ui(&gw, "approve", &[("APPROVAL_ID", &id)], &admin);
+    let preview = v["preview"].as_str().unwrap();
+    assert!(
+        preview.contains("\"ms\":0") && !preview.contains("hunter2"),
+        "{preview}"
+    );
+    assert!(v["flash"].as_str().unwrap().contains("approved"), "{v}");
+    assert_eq!(v["still_pending"], 0);
+    let r = call(&c, "slow", json!({ "ms": 0, "password": "hunter2" })).await;
+    assert_eq!(r["result"]["content"][0]["text"], "done", "{r}");
+    assert_eq!(fx.calls(), before + 1);
+
+    // Kill switch from the page.
+    let v = ui(&gw, "engage", &[], &admin);
+    assert_eq!(v["engaged_rows"], 1, "{v}");
+    let r = call(&c, "echo", json!({ "text": "hi" })).await;
+    assert_eq!(r["error"]["data"]["reason"], "killed", "{r}");
+    let v = ui(&gw, "release", &[], &admin);
+    assert_eq!(v["none"], true, "{v}");
+    assert_eq!(
+        call(&c, "echo", json!({ "text": "hi" })).await["result"]["content"][0]["text"],
+        "hi"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ui_forms_need_the_session_csrf_token_and_same_origin() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = Gateway::start(&fixture_server("fx", &fx.url)).unwrap();
+    let admin = gw.operator_key("admin", None).unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{}/ui/login", gw.admin))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("key={admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Path=/ui"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let page = http
+        .get(format!("{}/ui/", gw.admin))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let engage = |token: &str| format!("csrf={token}&action=engage&scope=global&target=&reason=x");
+    // No token, a wrong token: refused, nothing engaged.
+    for body in [
+        "action=engage&scope=global&target=&reason=x".to_string(),
+        engage(&"0".repeat(64)),
+    ] {
+        let r = http
+            .post(format!("{}/ui/kill", gw.admin))
+            .header("cookie", &session)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    // A cross-origin form post, even with the token: refused.
+    let r = http
+        .post(format!("{}/ui/kill", gw.admin))
+        .header("cookie", &session)
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(engage(&csrf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let mut c = Raw::new(gw.server("fx"), &gw.key);
+    c.init().await;
+    assert_eq!(
+        call(&c, "echo", json!({ "text": "hi" })).await["result"]["content"][0]["text"],
+        "hi"
+    );
+    // With the token, from the page's origin: done.
+    let r = http
+        .post(format!("{}/ui/kill", gw.admin))
+        .header("cookie", &session)
+        .header("origin", &gw.admin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(engage(&csrf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        call(&c, "echo", json!({ "text": "hi" })).await["error"]["data"]["reason"],
+        "killed"
+    );
+    // Revoking the key ends the session.
+    let id = admin.split('_').nth(1).unwrap();
+    let r = http
+        .delete(format!("{}/admin/keys/{id}", gw.admin))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = http
+        .get(format!("{}/ui/", gw.admin))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/ui/login");
+}
