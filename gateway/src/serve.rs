@@ -167,7 +167,10 @@ fn quickstart_config(port: u16) -> String {
                create_note: {{ class: write }}\n      \
                delete_note: {{ class: destructive }}\n    \
              resources: [\"note://*\"]\n    \
-             prompts: [summarize_notes]\n",
+             prompts: [summarize_notes]\n\
+         # create_note and delete_note wait for a human: approve them at the admin URL.\n\
+         approvals: {{ ttl: 15m, hold: 30s, target_arguments: [id, title] }}\n\
+         mode: enforce\n",
         admin = port.saturating_add(1)
     )
 }

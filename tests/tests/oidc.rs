@@ -232,3 +232,116 @@ async fn unreachable_keys_refuse_with_503_and_never_reach_the_upstream() {
     assert_eq!(knock(&s, &token).await.0, 503);
     assert_eq!(s.fx.calls(), before);
 }
+
+/// Operator roles from a token claim work on the admin listener only, for tokens minted for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_roles_come_from_a_claim_and_admin_tokens_are_bound_to_the_admin_listener() {
+    let idp = Idp::start().unwrap();
+    let fx = Fixture::start("both").unwrap();
+    let top = config(&idp.issuer)
+        .replace(
+            "agent: client_id }",
+            "agent: client_id, roles: realm.roles }",
+        )
+        .replace(
+            "grants:",
+            "approvals: { required_from: write, hold: 0s }\ngrants:",
+        )
+        .replace(
+            "team:research: [\"fixture/echo\", \"fixture/test_simple_text\"]",
+            "team:research: [\"fixture/*\"]",
+        );
+    let gw = Gateway::start_with(&top, &fixture_server("fixture", &fx.url)).unwrap();
+    let http = reqwest::Client::new();
+    let person = |roles: Value, sub: &str| json!({ "sub": sub, "scope": "mcp", "org": "acme", "groups": ["research"], "client_id": "agent-acme", "realm": { "roles": roles } });
+    let admin_get = |token: String| {
+        let http = http.clone();
+        let url = format!("{}/admin/approvals", gw.admin);
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // An approver's token for the admin listener reads approvals but cannot pull the kill switch.
+    let approver = idp
+        .mint("valid", &gw.admin, person(json!(["approver"]), "carol"))
+        .await
+        .unwrap();
+    assert_eq!(admin_get(approver.clone()).await, 200);
+    let r = http
+        .post(format!("{}/admin/kill-switch", gw.admin))
+        .bearer_auth(&approver)
+        .json(&json!({ "scope": "global", "engaged": true, "reason": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // No role: forbidden. A token for the MCP endpoint: not accepted here at all.
+    let none = idp
+        .mint("valid", &gw.admin, person(json!([]), "dave"))
+        .await
+        .unwrap();
+    assert_eq!(admin_get(none).await, 403);
+    let mcp_aud = idp
+        .mint("valid", &gw.base, person(json!(["admin"]), "erin"))
+        .await
+        .unwrap();
+    assert_eq!(admin_get(mcp_aud).await, 401);
+    // …and an admin-audience token does not call MCP.
+    let admin_token = idp
+        .mint("valid", &gw.admin, person(json!(["admin"]), "erin"))
+        .await
+        .unwrap();
+    let (status, _) = Raw::new(gw.mcp(), &admin_token).call(initialize()).await;
+    assert_eq!(status, 401);
+    assert_eq!(admin_get(admin_token.clone()).await, 200);
+
+    // Carol's own agent call cannot be approved by carol; erin may approve it.
+    let carol_mcp = idp
+        .mint("valid", &gw.base, person(json!([]), "carol"))
+        .await
+        .unwrap();
+    let mut c = Raw::new(gw.server("fixture"), &carol_mcp);
+    c.init().await;
+    let (_, r) = c
+        .call(req(
+            1,
+            "tools/call",
+            json!({ "name": "slow", "arguments": { "ms": 0 } }),
+        ))
+        .await;
+    let id = r["error"]["data"]["approval_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let verdict = format!("{}/admin/approvals/{id}/approve", gw.admin);
+    let r = http
+        .post(&verdict)
+        .bearer_auth(&approver)
+        .json(&json!({ "reason": "mine" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .post(&verdict)
+        .bearer_auth(&admin_token)
+        .json(&json!({ "reason": "ok" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, r) = c
+        .call(req(
+            2,
+            "tools/call",
+            json!({ "name": "slow", "arguments": { "ms": 0 } }),
+        ))
+        .await;
+    assert_eq!(r["result"]["content"][0]["text"], "done", "{r}");
+}

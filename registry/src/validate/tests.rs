@@ -1,5 +1,6 @@
 use crate::testing::problems;
 use crate::{ServerSource, load_str};
+use std::time::Duration;
 
 #[test]
 fn minimal_config_loads() {
@@ -107,4 +108,57 @@ fn sizes_and_durations() {
     assert_eq!(r.servers[0].timeout.as_millis(), 250);
     let p = problems("http: { max_body: lots }\nservers: {}\n");
     assert!(p[0].starts_with("t.yaml:1:19:"), "{}", p[0]);
+}
+
+const NOTES: &str =
+    "servers:\n  notes:\n    builtin: notes\n    tools: { search_notes: { class: read } }\n";
+
+#[test]
+fn operator_levers_load_with_defaults_and_overrides() {
+    let r = load_str("t.yaml", NOTES).unwrap();
+    assert_eq!(r.settings.mode, crate::Mode::Enforce);
+    assert_eq!(r.settings.kill_switch.poll, Duration::from_millis(250));
+    assert_eq!(r.settings.kill_switch.lease, Duration::from_secs(5));
+    assert_eq!(r.access.approvals.hold, Duration::from_secs(30));
+    assert_eq!(r.access.approvals.ttl, Duration::from_secs(900));
+    let r = load_str(
+        "t.yaml",
+        &format!("mode: shadow\nkill_switch: {{ poll: 100ms, lease: 2s }}\napprovals: {{ ttl: 5m, hold: 0s, target_arguments: [path] }}\n{NOTES}"),
+    )
+    .unwrap();
+    assert_eq!(r.settings.mode, crate::Mode::Shadow);
+    assert_eq!(r.settings.kill_switch.lease, Duration::from_secs(2));
+    assert_eq!(r.access.approvals.hold, Duration::ZERO);
+    assert_eq!(r.access.approvals.target_arguments, ["path"]);
+}
+
+#[test]
+fn unsafe_lever_settings_are_refused_with_the_fix() {
+    let p = problems(&format!("mode: loud\n{NOTES}"));
+    assert!(
+        p[0].contains("t.yaml:1:7") && p[0].contains("enforce"),
+        "{p:?}"
+    );
+    let p = problems(&format!("kill_switch: {{ poll: 5s }}\n{NOTES}"));
+    assert!(
+        p.iter()
+            .any(|p| p.contains("kill_switch.poll") && p.contains("1s or less")),
+        "{p:?}"
+    );
+    let p = problems(&format!("kill_switch: {{ poll: 1s, lease: 1s }}\n{NOTES}"));
+    assert!(
+        p.iter()
+            .any(|p| p.contains("kill_switch.lease") && p.contains("twice")),
+        "{p:?}"
+    );
+    let p = problems(&format!("approvals: {{ ttl: 10s, hold: 1m }}\n{NOTES}"));
+    assert!(p.iter().any(|p| p.contains("approvals.hold")), "{p:?}");
+    let p = problems(&format!(
+        "listen: 127.0.0.1:8080\nadmin_listen: 127.0.0.1:8080\n{NOTES}"
+    ));
+    assert!(
+        p.iter()
+            .any(|p| p.contains("t.yaml:2:") && p.contains("its own port")),
+        "{p:?}"
+    );
 }
