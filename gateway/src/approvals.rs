@@ -226,6 +226,6 @@ fn pending(call: &HeldCall<'_>, id: &str) -> RpcError {
             call.name,
             call.class.as_str()
         ),
-        json!({ "approval_id": id }),
+        json!({ "approval_id": id, "class": call.class.as_str() }),
     )
 }

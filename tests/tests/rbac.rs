@@ -19,7 +19,7 @@ grants:
   user:mallory:
     allow: [\"fixture/*\"]
     deny: [\"fixture/echo\"]
-approvals: { required_from: destructive }
+approvals: { required_from: destructive, hold: 0s }
 ";
 
 struct Setup {
@@ -212,8 +212,15 @@ async fn destructive_tools_are_held_for_approval() {
     );
     let before = s.fx.calls();
     let r = call(&c, "fixture__add_tool", json!({})).await;
-    assert_eq!(r["error"]["data"]["reason"], "approval_required", "{r}");
+    assert_eq!(r["error"]["data"]["reason"], "approval_pending", "{r}");
     assert_eq!(r["error"]["data"]["class"], "destructive", "{r}");
+    assert!(
+        r["error"]["data"]["approval_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("apr_"),
+        "{r}"
+    );
     assert_eq!(s.fx.calls(), before);
 }
 
