@@ -216,14 +216,9 @@ impl Gateway {
                 target: target.clone(),
                 reason: reason.to_owned(),
             };
-            let open = self
-                .store
-                .approvals(None, u32::MAX)
-                .await
-                .map_err(store_down)?;
+            let open = self.store.open_approvals().await.map_err(store_down)?;
             let ids: Vec<String> = open
                 .iter()
-                .filter(|a| matches!(a.status, "pending" | "approved"))
                 .filter(|a| switch.covers_principals(&a.principals, &a.server, &a.tool))
                 .map(|a| a.id.clone())
                 .collect();

@@ -297,24 +297,52 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<ApprovalRecord>, StoreError> {
         let now = now_ms();
+        let limit = i64::from(limit);
+        let query = match status {
+            None => sqlx::query(
+                "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
+                tool_fingerprint, preview, target, created_at, expires_at, decided_by, decided_at, reason, used_at
+                FROM approvals ORDER BY created_at DESC LIMIT ?1",
+            ),
+            Some(ApprovalStatus::Pending | ApprovalStatus::Approved) => sqlx::query(
+                "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
+                tool_fingerprint, preview, target, created_at, expires_at, decided_by, decided_at, reason, used_at
+                FROM approvals WHERE status = ?3 AND expires_at > ?2 ORDER BY created_at DESC LIMIT ?1",
+            ),
+            Some(ApprovalStatus::Expired) => sqlx::query(
+                "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
+                tool_fingerprint, preview, target, created_at, expires_at, decided_by, decided_at, reason, used_at
+                FROM approvals WHERE status = 'expired'
+                   OR (status IN ('pending', 'approved') AND expires_at <= ?2 AND ?3 = ?3)
+                ORDER BY created_at DESC LIMIT ?1",
+            ),
+            Some(_) => sqlx::query(
+                "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
+                tool_fingerprint, preview, target, created_at, expires_at, decided_by, decided_at, reason, used_at
+                FROM approvals WHERE status = ?3 AND ?2 = ?2 ORDER BY created_at DESC LIMIT ?1",
+            ),
+        };
+        let rows = query
+            .bind(limit)
+            .bind(now)
+            .bind(status.map_or("", ApprovalStatus::as_str))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| record(r, now)).collect()
+    }
+
+    /// Requests that could still let a call run: pending, or approved and unused, unexpired.
+    pub(crate) async fn open_approvals(&self) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let now = now_ms();
         let rows = sqlx::query(
             "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
             tool_fingerprint, preview, target, created_at, expires_at, decided_by, decided_at, reason, used_at
-            FROM approvals ORDER BY created_at DESC",
+            FROM approvals WHERE status IN ('pending', 'approved') AND expires_at > ?",
         )
+        .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::new();
-        for r in &rows {
-            let rec = record(r, now)?;
-            if status.is_none_or(|s| rec.status() == s) {
-                out.push(rec);
-                if out.len() >= limit as usize {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        rows.iter().map(|r| record(r, now)).collect()
     }
 
     /// Approve or deny a pending request. An approval stays usable for `ttl_ms` from now.
