@@ -188,6 +188,23 @@ async fn expired_requests_cannot_be_decided_or_used() {
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     assert_eq!(s.use_approval(&call_key("d2")).await.unwrap(), None);
     assert_eq!(s.approval(&r.id).await.unwrap().unwrap().status, "expired");
+    // Listings apply expiry the same way.
+    let live = file(&s, "d3", 60_000).await;
+    let expired = s
+        .approvals(Some(ApprovalStatus::Expired), 10)
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 2);
+    let pending = s
+        .approvals(Some(ApprovalStatus::Pending), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        [live.id.as_str()]
+    );
+    assert_eq!(s.approvals(None, 2).await.unwrap().len(), 2);
+    assert_eq!(s.open_approvals().await.unwrap().len(), 1);
     assert!(matches!(
         s.decide_approval("apr_missing", true, "bob", "x", 1).await,
         Err(DecideError::NotFound(_))
