@@ -143,16 +143,10 @@ impl Admin {
     }
 
     async fn operator(&self, headers: &HeaderMap) -> Result<Operator, OpError> {
-        let secret = headers
+        let header = headers
             .get(header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(OpError::Unauthorized)?;
+            .and_then(|h| h.to_str().ok());
+        let secret = crate::auth::bearer(header).ok_or(OpError::Unauthorized)?;
         self.operator_from_secret(secret).await
     }
 }

@@ -179,7 +179,11 @@ impl Gateway {
         let target = settings.target_arguments.iter().find_map(|name| {
             call.arguments.get(name).map(|v| match v {
                 Value::String(s) if crate::redact::secret_value(s) => "[redacted]".to_owned(),
-                Value::String(s) => s.chars().take(200).collect(),
+                Value::String(s) => {
+                    let mut s = s.clone();
+                    crate::redact::shorten(&mut s, 200);
+                    s
+                }
                 other => crate::redact::preview(other),
             })
         });

@@ -88,6 +88,17 @@ impl From<StoreError> for AuthError {
     }
 }
 
+/// The credential in an `Authorization: Bearer …` header value, if there is one.
+pub(crate) fn bearer(header: Option<&str>) -> Option<&str> {
+    header
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 /// Unix seconds now. Policy takes time as an argument; this is where it is read.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
@@ -117,14 +128,7 @@ impl Authenticator {
         header: Option<&str>,
         end_user: Option<&str>,
     ) -> Result<Caller, AuthError> {
-        let token = header
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Missing)?;
+        let token = bearer(header).ok_or(AuthError::Missing)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = unix_now();
         let resolved = match self.cached(&digest, now) {

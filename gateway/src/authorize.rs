@@ -64,14 +64,7 @@ fn first_error(v: &jsonschema::Validator, arguments: &Value, prefix: &str) -> Re
                 true => format!("{prefix}{e}"),
                 false => format!("{prefix}{e} (at `{at}`)"),
             };
-            if msg.len() > MAX_REASON {
-                let mut cut = MAX_REASON;
-                while !msg.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                msg.truncate(cut);
-                msg.push('…');
-            }
+            crate::redact::shorten(&mut msg, MAX_REASON);
             Err(msg)
         }
     }

@@ -79,33 +79,28 @@ pub(crate) struct AdminTarget {
     pub(crate) key_file: Option<PathBuf>,
 }
 
+/// Which switch, and why.
+#[derive(clap::Args)]
+pub(crate) struct SwitchArgs {
+    #[command(flatten)]
+    pub(crate) admin: AdminTarget,
+    /// global, server, tool, key, team, org, user or agent.
+    #[arg(long)]
+    pub(crate) scope: String,
+    /// What the scope names: a server, `server/tool`, a key id, a team, an org…
+    #[arg(long)]
+    pub(crate) target: Option<String>,
+    /// Why (kept in the record).
+    #[arg(long)]
+    pub(crate) reason: String,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum KillAction {
     /// Engage a switch: matching calls are refused within a second on every process.
-    Engage {
-        #[command(flatten)]
-        admin: AdminTarget,
-        /// global, server, tool, key, team, org, user or agent.
-        #[arg(long)]
-        scope: String,
-        /// What the scope names: a server, `server/tool`, a key id, a team, an org…
-        #[arg(long)]
-        target: Option<String>,
-        /// Why (kept in the record).
-        #[arg(long)]
-        reason: String,
-    },
+    Engage(SwitchArgs),
     /// Release a switch.
-    Release {
-        #[command(flatten)]
-        admin: AdminTarget,
-        #[arg(long)]
-        scope: String,
-        #[arg(long)]
-        target: Option<String>,
-        #[arg(long)]
-        reason: String,
-    },
+    Release(SwitchArgs),
     /// Show every switch.
     Status {
         #[command(flatten)]

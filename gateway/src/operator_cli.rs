@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cli::{AdminTarget, ApprovalsAction, EX_CONFIG, EX_UNAVAILABLE, KillAction, ModeAction};
+use crate::cli::{
+    AdminTarget, ApprovalsAction, EX_CONFIG, EX_UNAVAILABLE, KillAction, ModeAction, SwitchArgs,
+};
 
 /// A refused or failed admin call.
 const EX_REFUSED: u8 = 1;
@@ -114,13 +116,13 @@ fn done(r: Result<(), ExitCode>) -> ExitCode {
     r.err().unwrap_or(ExitCode::SUCCESS)
 }
 
-async fn set_switch(
-    admin: AdminTarget,
-    scope: String,
-    target: Option<String>,
-    reason: String,
-    engaged: bool,
-) -> Result<(), ExitCode> {
+async fn set_switch(args: SwitchArgs, engaged: bool) -> Result<(), ExitCode> {
+    let SwitchArgs {
+        admin,
+        scope,
+        target,
+        reason,
+    } = args;
     let c = setup(&admin)?;
     let body = json!({ "scope": scope, "target": target, "engaged": engaged, "reason": reason });
     let v = c
@@ -147,18 +149,8 @@ pub(crate) async fn kill(action: KillAction) -> ExitCode {
     done(
         async {
             match action {
-                KillAction::Engage {
-                    admin,
-                    scope,
-                    target,
-                    reason,
-                } => set_switch(admin, scope, target, reason, true).await,
-                KillAction::Release {
-                    admin,
-                    scope,
-                    target,
-                    reason,
-                } => set_switch(admin, scope, target, reason, false).await,
+                KillAction::Engage(args) => set_switch(args, true).await,
+                KillAction::Release(args) => set_switch(args, false).await,
                 KillAction::Status { admin } => {
                     let c = setup(&admin)?;
                     let v = c

@@ -98,11 +98,9 @@ fn walk(value: &Value, depth: usize) -> Value {
     match value {
         Value::String(s) if secret_value(s) => Value::String(REDACTED.into()),
         Value::String(s) if s.len() > MAX_STRING => {
-            let mut cut = MAX_STRING;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            Value::String(format!("{}…", s.get(..cut).unwrap_or_default()))
+            let mut s = s.clone();
+            shorten(&mut s, MAX_STRING);
+            Value::String(s)
         }
         Value::Array(items) => Value::Array(items.iter().map(|v| walk(v, depth + 1)).collect()),
         Value::Object(obj) => {
@@ -124,15 +122,21 @@ fn walk(value: &Value, depth: usize) -> Value {
 /// The preview an approver sees: redacted, compact JSON, bounded.
 pub(crate) fn preview(arguments: &Value) -> String {
     let mut text = redact(arguments).to_string();
-    if text.len() > MAX_PREVIEW {
-        let mut cut = MAX_PREVIEW;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
+    shorten(&mut text, MAX_PREVIEW);
     text
+}
+
+/// Cut `s` to at most `max` bytes on a character boundary, marking the cut with `…`.
+pub(crate) fn shorten(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    s.push('…');
 }
 
 #[cfg(test)]
