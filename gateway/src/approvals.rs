@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use policy::{ArgumentsDigest, ToolClass};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Caller;
 use crate::gateway::Gateway;
@@ -63,6 +64,8 @@ impl Gateway {
         &self,
         call: &HeldCall<'_>,
         progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
+        cancel: &CancellationToken,
+        client: &mpsc::UnboundedSender<Value>,
     ) -> Result<String, RpcError> {
         let digest = hex::encode(call.digest.0);
         let key = ApprovalKey {
@@ -166,6 +169,10 @@ impl Gateway {
             tokio::select! {
                 () = self.approval_decided.notified() => {}
                 () = tokio::time::sleep(left.min(POLL)) => {}
+                // The client cancelled or went away: an approval arriving now must not run a
+                // call nobody is waiting for. The request stays pending for a later retry.
+                () = cancel.cancelled() => return Err(abandoned(call, &id)),
+                () = client.closed() => return Err(abandoned(call, &id)),
             }
         }
     }
@@ -220,6 +227,18 @@ impl Gateway {
         tracing::info!(approval = %record.id, subject = %call.caller.subject, server = call.server, tool = call.tool, "call held for approval");
         Ok(record)
     }
+}
+
+fn abandoned(call: &HeldCall<'_>, id: &str) -> RpcError {
+    tracing::info!(approval = %id, subject = %call.caller.subject, "held call abandoned by its client");
+    refusal(
+        "cancelled",
+        format!(
+            "`{}` was not executed: the call was cancelled while it waited for approval {id}",
+            call.name
+        ),
+        json!({ "approval_id": id }),
+    )
 }
 
 fn pending(call: &HeldCall<'_>, id: &str) -> RpcError {

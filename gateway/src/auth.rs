@@ -150,7 +150,13 @@ impl Authenticator {
                 identity: resolved.identity,
                 endpoint: resolved.endpoint,
             }),
-            Some(_) if !resolved.service => Err(AuthError::EndUserNotAllowed),
+            // A key that already names its user cannot swap it for another.
+            Some(_)
+                if !resolved.service
+                    || !matches!(resolved.identity.binding(Level::User), Binding::Absent) =>
+            {
+                Err(AuthError::EndUserNotAllowed)
+            }
             Some(u)
                 if u.is_empty() || u.len() > MAX_END_USER || u.chars().any(char::is_control) =>
             {

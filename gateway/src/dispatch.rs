@@ -135,6 +135,44 @@ fn unknown_tool(name: &str) -> RpcError {
     e
 }
 
+/// Removes a call from the client-cancellation map however the call ends.
+struct Unregister<'a> {
+    map: &'a std::sync::Mutex<
+        std::collections::HashMap<(String, String), tokio_util::sync::CancellationToken>,
+    >,
+    key: Option<(String, String)>,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        if let (Some(k), Ok(mut map)) = (&self.key, self.map.lock()) {
+            map.remove(k);
+        }
+    }
+}
+
+/// What the mode does to an allowed call: `Err` refuses it (read-only), `Ok(Some)` answers it
+/// without executing (shadow), `Ok(None)` lets it go on.
+fn mode_gate(
+    mode: Mode,
+    name: &str,
+    class: ToolClass,
+    needs_approval: bool,
+) -> Result<Option<Value>, RpcError> {
+    match mode {
+        Mode::Enforce => Ok(None),
+        Mode::ReadOnly if class >= ToolClass::Write => Err(refusal(
+            "read_only",
+            format!(
+                "`{name}` is a {class} tool and the gateway is in read-only mode; it was not executed"
+            ),
+            json!({ "class": class.as_str() }),
+        )),
+        Mode::ReadOnly => Ok(None),
+        Mode::Shadow => Ok(Some(shadow_result(name, needs_approval))),
+    }
+}
+
 fn killed_refusal(name: &str, killed: &crate::levers::Killed) -> RpcError {
     refusal(
         "killed",
@@ -396,6 +434,8 @@ impl Gateway {
             tracing::info!(subject = %call.caller.subject, tool = %name, "call to unknown or unlisted tool refused");
             return Err(unknown_tool(&name));
         };
+        // Closed when the client is gone: a held call then stops waiting.
+        let gone = sink.clone();
         let progress = progress_token(&params).map(|t| (t, sink));
         let mut fwd = forwardable(params);
         fwd.insert("name".into(), Value::String(tool.to_string()));
@@ -429,26 +469,44 @@ impl Gateway {
             tracing::warn!(%subject, server, tool, reason = %killed, "tool call refused: killed");
             return Err(killed_refusal(&name, &killed));
         }
-        let (mode, _) = self.levers.mode();
-        if mode == Mode::ReadOnly && offered.class >= ToolClass::Write {
-            tracing::info!(%subject, server, tool, class = %offered.class, "tool call refused: read-only mode");
-            return Err(refusal(
-                "read_only",
-                format!(
-                    "`{name}` is a {} tool and the gateway is in read-only mode; it was not executed",
-                    offered.class
-                ),
-                json!({ "class": offered.class.as_str() }),
-            ));
-        }
         if let Err(why) = offered.check.check(arguments) {
             tracing::info!(%subject, server, tool, reason = %why, "tool call arguments rejected");
             return Ok(rejected_arguments(&why));
         }
-        if mode == Mode::Shadow {
-            tracing::info!(%subject, server, tool, arguments_digest = %hex::encode(digest.0), needs_approval, "shadow mode: call recorded, not executed");
-            return Ok(shadow_result(&name, needs_approval));
+        match mode_gate(self.levers.mode().0, &name, offered.class, needs_approval) {
+            Ok(None) => {}
+            Ok(Some(answer)) => {
+                tracing::info!(%subject, server, tool, arguments_digest = %hex::encode(digest.0), needs_approval, "shadow mode: call recorded, not executed");
+                return Ok(answer);
+            }
+            Err(refused) => {
+                tracing::info!(%subject, server, tool, class = %offered.class, "tool call refused: read-only mode");
+                return Err(refused);
+            }
         }
+        // From here the call can be cancelled: by the client, or by a kill switch covering it.
+        let Some(running) = self
+            .levers
+            .start(call.caller.identity.clone(), server, tool)
+        else {
+            tracing::error!(%subject, server, tool, "in-flight registry unavailable; call refused");
+            return Err(refusal(
+                "unavailable",
+                format!(
+                    "`{name}` was not executed: the gateway cannot track it for the kill switch"
+                ),
+                json!({}),
+            ));
+        };
+        let cancel = running.cancel.clone();
+        let key = call.session_id().map(|s| (s.to_string(), id.to_string()));
+        if let (Some(k), Ok(mut map)) = (&key, self.inflight.lock()) {
+            map.insert(k.clone(), cancel.clone());
+        }
+        let _unregister = Unregister {
+            map: &self.inflight,
+            key,
+        };
         if needs_approval {
             let held = crate::approvals::HeldCall {
                 caller: &call.caller,
@@ -460,20 +518,24 @@ impl Gateway {
                 arguments,
                 digest: &digest,
             };
-            let approval = self.hold(&held, progress.clone()).await?;
-            // The hold took time: a switch engaged meanwhile still stops the call.
+            let outcome = self.hold(&held, progress.clone(), &cancel, &gone).await;
+            // The hold took time: a switch engaged or a mode switched meanwhile still applies.
             if let Some(killed) = self.levers.killed(&call.caller.identity, server, tool) {
-                tracing::warn!(%subject, server, tool, %approval, reason = %killed, "approved call refused: killed");
+                tracing::warn!(%subject, server, tool, reason = %killed, "held call refused: killed");
                 return Err(killed_refusal(&name, &killed));
             }
-        }
-        let running = self
-            .levers
-            .start(call.caller.identity.clone(), server, tool);
-        let cancel = running.cancel.clone();
-        let key = call.session_id().map(|s| (s.to_string(), id.to_string()));
-        if let (Some(k), Ok(mut map)) = (&key, self.inflight.lock()) {
-            map.insert(k.clone(), cancel.clone());
+            let approval = outcome?;
+            match mode_gate(self.levers.mode().0, &name, offered.class, false) {
+                Ok(None) => {}
+                Ok(Some(answer)) => {
+                    tracing::info!(%subject, server, tool, %approval, "shadow mode since approval: not executed");
+                    return Ok(answer);
+                }
+                Err(refused) => {
+                    tracing::info!(%subject, server, tool, %approval, "read-only mode since approval: refused");
+                    return Err(refused);
+                }
+            }
         }
         let started = std::time::Instant::now();
         let r = up
@@ -484,9 +546,6 @@ impl Gateway {
                 Some(cancel),
             )
             .await;
-        if let (Some(k), Ok(mut map)) = (&key, self.inflight.lock()) {
-            map.remove(k);
-        }
         drop(running);
         let protocol = match &call.era {
             Era::Stateful(s) => s.protocol_version.as_str(),
@@ -521,10 +580,18 @@ impl Gateway {
     ) -> Result<Value, RpcError> {
         let mut cursor = Cursor::from_params(params)?;
         // Resources and prompts are browsable only with `server/*` at every level.
+        // A switch over the whole gateway or the caller (or an unknown state) refuses the
+        // listing; a switch over one server leaves that server out of it.
+        self.gate(call, "", method)?;
         let ups: Vec<&Arc<Upstream>> = self
             .scoped(&call.scope)
             .into_iter()
             .filter(|u| self.may_browse(&call.caller, u.name()))
+            .filter(|u| {
+                self.levers
+                    .killed(&call.caller.identity, u.name(), "")
+                    .is_none()
+            })
             .collect();
         let mut items = Vec::new();
         let mut next = None;
@@ -630,6 +697,18 @@ impl Gateway {
         }
     }
 
+    /// The kill switch for what is not a tool call (resources, prompts, completions): a switch
+    /// over the gateway, the server or the caller, or an unknown state, refuses it.
+    fn gate(&self, call: &Call, server: &str, what: &str) -> Result<(), RpcError> {
+        match self.levers.killed(&call.caller.identity, server, "") {
+            None => Ok(()),
+            Some(killed) => {
+                tracing::warn!(subject = %call.caller.subject, server, what, reason = %killed, "request refused: killed");
+                Err(killed_refusal(what, &killed))
+            }
+        }
+    }
+
     async fn read_resource(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
         let modern = call.modern();
         let uri = str_param(&params, "uri")?.to_string();
@@ -639,6 +718,7 @@ impl Gateway {
         if !up.config.allows_resource(inner) || !self.may_browse(&call.caller, up.name()) {
             return Err(unknown_resource(&uri, modern));
         }
+        self.gate(call, up.name(), &uri)?;
         let mut fwd = forwardable(params);
         fwd.insert("uri".into(), json!(inner));
         let mut res = match up
@@ -687,6 +767,7 @@ impl Gateway {
         if !up.config.allows_resource(inner) || !self.may_browse(&call.caller, up.name()) {
             return Err(unknown_resource(&uri, false));
         }
+        self.gate(call, up.name(), &uri)?;
         let mut fwd = forwardable(params);
         fwd.insert("uri".into(), json!(inner));
         up.request(method, Some(Value::Object(fwd)), None, None)
@@ -712,6 +793,7 @@ impl Gateway {
         if !up.config.allows_prompt(inner) || !self.may_browse(&call.caller, up.name()) {
             return Err(unknown_prompt(&name));
         }
+        self.gate(call, up.name(), &name)?;
         let mut fwd = forwardable(params);
         fwd.insert("name".into(), json!(inner));
         up.request("prompts/get", Some(Value::Object(fwd)), None, None)
@@ -750,6 +832,7 @@ impl Gateway {
         if up.capabilities().get("completions").is_none() {
             return none();
         }
+        self.gate(call, up.name(), "completion/complete")?;
         let mut fwd = forwardable(params);
         fwd.insert("ref".into(), new_ref);
         up.request("completion/complete", Some(Value::Object(fwd)), None, None)

@@ -48,6 +48,17 @@ pub(crate) async fn mint(
     {
         return Err(refused("the user name is empty or has control characters"));
     }
+    if matches!(role, KeyRole::Admin | KeyRole::Approver) && scope.user.is_none() {
+        return Err(refused(format!(
+            "an {} key can approve calls, so it must name the person holding it (`--user NAME`): nobody may approve their own call",
+            role.as_str()
+        )));
+    }
+    if scope.service && scope.user.is_some() {
+        return Err(refused(
+            "a service key names its end user on each request (`Portcullis-End-User`); it cannot also carry `--user`",
+        ));
+    }
     if role.is_operator() {
         let only_user = KeyScope {
             user: scope.user.clone(),

@@ -246,13 +246,35 @@ impl Levers {
             .map(|s| Killed::Engaged(s.clone()))
     }
 
-    /// The mode in force, and who set it (`None`: the config's).
+    /// The mode in force, and who set it (`None`: the config's). A stored mode this build does
+    /// not know counts as `read_only`: an operator's restriction is never ignored.
     pub(crate) fn mode(&self) -> (Mode, Option<ModeRow>) {
         let row = self.snapshot().and_then(|s| s.mode.clone());
-        match row.as_ref().and_then(|r| r.mode.parse::<Mode>().ok()) {
-            Some(m) => (m, row),
+        match row {
+            Some(r) => (r.mode.parse::<Mode>().unwrap_or(Mode::ReadOnly), Some(r)),
             None => (self.config_mode, None),
         }
+    }
+
+    /// The switch covering an approval request (by its stored principals), if any; an unknown
+    /// state counts as covering.
+    pub(crate) fn covering(
+        &self,
+        principals: &[String],
+        server: &str,
+        tool: &str,
+    ) -> Option<Killed> {
+        let Some(snap) = self.snapshot() else {
+            return Some(Killed::StateUnknown);
+        };
+        match snap.read_at {
+            Some(at) if at.elapsed() <= self.lease => {}
+            _ => return Some(Killed::StateUnknown),
+        }
+        snap.switches
+            .iter()
+            .find(|s| s.covers_principals(principals, server, tool))
+            .map(|s| Killed::Engaged(s.clone()))
     }
 
     /// The config's mode.
@@ -288,31 +310,31 @@ impl Levers {
         Ok(())
     }
 
-    /// Register a call in flight.
+    /// Register a call in flight; `None` when the registry is unusable (the call must not run,
+    /// since no switch could cancel it).
     pub(crate) fn start(
         &self,
         identity: Arc<Identity>,
         server: &str,
         tool: &str,
-    ) -> RunningGuard<'_> {
+    ) -> Option<RunningGuard<'_>> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let cancel = CancellationToken::new();
-        if let Ok(mut map) = self.running.lock() {
-            map.insert(
-                id,
-                Running {
-                    identity,
-                    server: server.to_owned(),
-                    tool: tool.to_owned(),
-                    cancel: cancel.clone(),
-                },
-            );
-        }
-        RunningGuard {
+        let mut map = self.running.lock().ok()?;
+        map.insert(
+            id,
+            Running {
+                identity,
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+                cancel: cancel.clone(),
+            },
+        );
+        Some(RunningGuard {
             levers: self,
             id,
             cancel,
-        }
+        })
     }
 
     fn cancel_covered(&self, switches: &[Switch]) {

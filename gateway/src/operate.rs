@@ -227,7 +227,12 @@ impl Gateway {
                 .store
                 .void_approvals(&ids, &op.actor(), &why)
                 .await
-                .map_err(store_down)?;
+                .map_err(|e| {
+                    tracing::error!(error = %e, "switch engaged but approvals not voided");
+                    OpError::Unavailable(
+                        "the switch is engaged, but pending approvals in its scope could not be voided (the store failed); they cannot be decided while it stays engaged".into(),
+                    )
+                })?;
             if voided > 0 {
                 self.approval_decided.notify_waiters();
             }
@@ -331,6 +336,14 @@ impl Gateway {
             return Err(OpError::Conflict(format!(
                 "request `{id}` is {}, not pending",
                 record.status
+            )));
+        }
+        if let Some(killed) = self
+            .levers
+            .covering(&record.principals, &record.server, &record.tool)
+        {
+            return Err(OpError::Conflict(format!(
+                "request `{id}` cannot be decided now: {killed}"
             )));
         }
         self.record_operator(

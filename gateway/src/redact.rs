@@ -16,18 +16,31 @@ const MAX_DEPTH: usize = 8;
 
 const REDACTED: &str = "[redacted]";
 
-/// Key fragments that mark a value as secret (compared case-insensitively, ignoring `_` and `-`).
-const SECRET_KEYS: &[&str] = &[
+/// Words that mark a key as naming a secret. A key is split into words at `_`, `-`, `.`, spaces
+/// and lower-to-upper case changes (`max_tokens` is `max` + `tokens`, not a secret; `apiKey` is
+/// `api` + `key`).
+const SECRET_WORDS: &[&str] = &[
     "password",
     "passwd",
+    "passphrase",
     "secret",
     "token",
-    "apikey",
     "authorization",
+    "auth",
     "cookie",
-    "privatekey",
     "credential",
+    "credentials",
+    "apikey",
+    "privatekey",
     "sessionid",
+];
+
+/// Word pairs that name a secret when adjacent (`api_key`, `private-key`, `session.id`).
+const SECRET_PAIRS: &[(&str, &str)] = &[
+    ("api", "key"),
+    ("private", "key"),
+    ("session", "id"),
+    ("access", "key"),
 ];
 
 /// Prefixes of well-known credentials.
@@ -52,26 +65,40 @@ const SECRET_PREFIXES: &[&str] = &[
     "AIza",
 ];
 
-/// True when `key` names something secret.
-pub(crate) fn secret_key(key: &str) -> bool {
-    let k: String = key
-        .chars()
-        .filter(|c| *c != '_' && *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect();
-    SECRET_KEYS.iter().any(|s| k.contains(s))
+fn words(key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if matches!(c, '_' | '-' | '.' | ' ') {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        cur.extend(c.to_lowercase());
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
-/// True when a string value looks like a credential.
-pub(crate) fn secret_value(v: &str) -> bool {
-    let t = v.trim();
-    let lower = t.get(..7).map(str::to_ascii_lowercase);
-    if lower.as_deref() == Some("bearer ") || t.starts_with("Basic ") {
-        return true;
-    }
-    if t.contains("-----BEGIN ") {
-        return true;
-    }
+/// True when `key` names something secret.
+pub(crate) fn secret_key(key: &str) -> bool {
+    let w = words(key);
+    w.iter().any(|w| SECRET_WORDS.contains(&w.as_str()))
+        || w.windows(2)
+            .any(|p| matches!(p, [a, b] if SECRET_PAIRS.contains(&(a.as_str(), b.as_str()))))
+}
+
+/// True when one whitespace- or punctuation-delimited piece looks like a credential.
+fn secret_piece(t: &str) -> bool {
     if SECRET_PREFIXES
         .iter()
         .any(|p| t.starts_with(p) && t.len() >= p.len() + 8)
@@ -79,11 +106,38 @@ pub(crate) fn secret_value(v: &str) -> bool {
         return true;
     }
     // A JWT: three base64url parts, the first a JSON header.
-    let parts: Vec<&str> = t.split('.').collect();
-    if parts.len() == 3 && t.starts_with("eyJ") && t.len() > 40 {
+    t.starts_with("eyJ") && t.len() > 40 && t.split('.').count() == 3
+}
+
+/// True when a string value is, or contains, something that looks like a credential.
+pub(crate) fn secret_value(v: &str) -> bool {
+    let lower = v.to_ascii_lowercase();
+    if v.contains("-----BEGIN ") {
         return true;
     }
-    false
+    // `Bearer <token>` / `Basic <token>` anywhere, e.g. inside a command line.
+    for scheme in ["bearer ", "basic "] {
+        let mut rest = lower.as_str();
+        while let Some(at) = rest.find(scheme) {
+            let after = rest.get(at + scheme.len()..).unwrap_or_default();
+            let token: String = after
+                .chars()
+                .take_while(|c| !c.is_whitespace() && !matches!(c, '\'' | '"'))
+                .collect();
+            if token.len() >= 8 {
+                return true;
+            }
+            rest = after;
+        }
+    }
+    v.split(|c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '\'' | '"' | '=' | ':' | ',' | ';' | '(' | ')' | '[' | ']' | '{' | '}' | '<' | '>'
+            )
+    })
+    .any(secret_piece)
 }
 
 /// A redacted copy of `value`.
@@ -183,9 +237,41 @@ mod tests {
 
     #[test]
     fn ordinary_words_are_not_secrets() {
-        for v in ["skeleton", "Basically", "token bucket", "AKIA"] {
+        for v in [
+            "skeleton",
+            "Basically",
+            "token bucket",
+            "AKIA",
+            "a basic idea",
+            "bearer of news",
+        ] {
             assert!(!secret_value(v), "{v}");
         }
-        assert!(!secret_key("title") && secret_key("X-Auth-Token") && secret_key("client_secret"));
+        for k in ["title", "max_tokens", "tokenizer", "author", "keyboard"] {
+            assert!(!secret_key(k), "{k}");
+        }
+        for k in [
+            "X-Auth-Token",
+            "client_secret",
+            "apiKey",
+            "api_key",
+            "password",
+            "privateKey",
+            "AWS_ACCESS_KEY",
+        ] {
+            assert!(secret_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn secrets_inside_longer_strings_are_found() {
+        for v in [
+            "curl -H 'Authorization: Bearer abcdefghijklmnop' https://x",
+            "export KEY=ghp_0123456789abcdefghij && run",
+            "use AKIAIOSFODNN7EXAMPLE for s3",
+            "token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2lnbmF0dXJl here",
+        ] {
+            assert!(secret_value(v), "{v}");
+        }
     }
 }

@@ -204,7 +204,20 @@ pub(crate) async fn quickstart(port: u16) -> ExitCode {
             )
             .await,
         store
-            .create_key("quickstart-admin", KeyRole::Admin, KeyScope::default())
+            .create_key(
+                "quickstart-admin",
+                KeyRole::Admin,
+                KeyScope {
+                    // The person at this terminal: they approve the quickstart client's calls.
+                    user: Some(
+                        std::env::var("USER")
+                            .ok()
+                            .filter(|u| !u.is_empty() && !u.chars().any(char::is_control))
+                            .unwrap_or_else(|| "operator".to_owned()),
+                    ),
+                    ..KeyScope::default()
+                },
+            )
             .await,
     ) {
         (Ok(c), Ok(a)) => (c, a),

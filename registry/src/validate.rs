@@ -293,6 +293,13 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
             "use a poll interval of 1s or less (the default is 250ms)",
         ));
     }
+    if lease > Duration::from_secs(60) {
+        problems.push(map.problem(
+            "kill_switch.lease",
+            "a process that cannot read the kill-switch state keeps serving for the whole lease".to_owned(),
+            "use a lease of 60s or less (the default is 5s)",
+        ));
+    }
     if lease < poll.saturating_mul(2) {
         problems.push(
             map.problem(

@@ -334,10 +334,14 @@ impl Gateway {
     }
 
     /// Issue an operator key (`admin`, `approver` or `auditor`), optionally naming its holder.
+    /// Admin and approver keys must name their holder; without `user` one is made up.
     pub fn operator_key(&self, role: &str, user: Option<&str>) -> Result<String> {
         let mut extra = vec!["--role", role];
-        if let Some(u) = user {
-            extra.extend(["--user", u]);
+        let holder = format!("{role}-holder");
+        match (user, role) {
+            (Some(u), _) => extra.extend(["--user", u]),
+            (None, "admin" | "approver") => extra.extend(["--user", holder.as_str()]),
+            (None, _) => {}
         }
         create_key_with(
             &self.config(),

@@ -117,6 +117,7 @@ async fn ui_forms_need_the_session_csrf_token_and_same_origin() {
         .unwrap();
     let r = http
         .post(format!("{}/ui/login", gw.admin))
+        .header("origin", &gw.admin)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("key={admin}"))
         .send()
@@ -156,6 +157,7 @@ async fn ui_forms_need_the_session_csrf_token_and_same_origin() {
         let r = http
             .post(format!("{}/ui/kill", gw.admin))
             .header("cookie", &session)
+            .header("origin", &gw.admin)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
             .send()
@@ -163,6 +165,25 @@ async fn ui_forms_need_the_session_csrf_token_and_same_origin() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
     }
+    // A post that does not say where it comes from, even with the token: refused; the same for
+    // signing in (login CSRF).
+    let r = http
+        .post(format!("{}/ui/kill", gw.admin))
+        .header("cookie", &session)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(engage(&csrf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = http
+        .post(format!("{}/ui/login", gw.admin))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("key={admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // A cross-origin form post, even with the token: refused.
     let r = http
         .post(format!("{}/ui/kill", gw.admin))

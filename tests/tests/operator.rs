@@ -376,6 +376,52 @@ async fn the_kill_switch_reaches_a_second_process_within_a_second_and_survives_r
         assert_eq!(s, StatusCode::OK);
         until(&on_b, false, Duration::from_secs(1)).await;
     }
+    // Resources, prompts and listings obey the switch too.
+    post(
+        &gw.admin,
+        &op,
+        "/admin/kill-switch",
+        json!({ "scope": "server", "target": "fx", "engaged": true, "reason": "reads too" }),
+    )
+    .await;
+    let (_, r) = on_a
+        .call(req(
+            8,
+            "resources/read",
+            json!({ "uri": "test://static-text" }),
+        ))
+        .await;
+    assert_eq!(reason(&r), "killed", "{r}");
+    let (_, r) = on_a
+        .call(req(
+            9,
+            "prompts/get",
+            json!({ "name": "test_simple_prompt" }),
+        ))
+        .await;
+    assert_eq!(reason(&r), "killed", "{r}");
+    let (_, r) = on_a.call(req(10, "resources/list", json!({}))).await;
+    assert_eq!(r["result"]["resources"], json!([]), "{r}");
+    post(
+        &gw.admin,
+        &op,
+        "/admin/kill-switch",
+        json!({ "scope": "global", "engaged": true, "reason": "all" }),
+    )
+    .await;
+    let (_, r) = on_a.call(req(11, "prompts/list", json!({}))).await;
+    assert_eq!(reason(&r), "killed", "{r}");
+    for scope in ["global", "server"] {
+        post(&gw.admin, &op, "/admin/kill-switch", json!({ "scope": scope, "target": if scope == "server" { Some("fx") } else { None }, "engaged": false, "reason": "ok" })).await;
+    }
+    let (_, r) = on_a
+        .call(req(
+            12,
+            "resources/read",
+            json!({ "uri": "test://static-text" }),
+        ))
+        .await;
+    assert!(r["result"]["contents"].is_array(), "{r}");
     // A tool switch does not touch other tools.
     post(
         &gw.admin,
@@ -719,4 +765,45 @@ async fn the_operator_cli_goes_through_the_admin_api() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PORTCULLIS_ADMIN_KEY"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_call_whose_client_gave_up_never_runs_on_a_later_approval() {
+    let (fx, gw) = start("approvals: { required_from: write, hold: 10s }\n");
+    let bob = gw.operator_key("approver", Some("bob")).unwrap();
+    let before = fx.calls();
+    let c = client(gw.server("fx"), &gw.key).await;
+    // The client waits one second, then hangs up.
+    let body = req(
+        5,
+        "tools/call",
+        json!({ "name": "slow", "arguments": { "ms": 0 } }),
+    );
+    let gave_up = c
+        .post(&body.to_string())
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the held call answered within a second");
+    let (_, list) = get(&gw.admin, &bob, "/admin/approvals?status=pending").await;
+    let id = list["approvals"][0]["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, _) = post(
+        &gw.admin,
+        &bob,
+        &format!("/admin/approvals/{id}/approve"),
+        json!({ "reason": "ok" }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(fx.calls(), before, "an abandoned call ran");
+    let (_, rec) = get(&gw.admin, &bob, &format!("/admin/approvals/{id}")).await;
+    assert_eq!(rec["status"], "approved");
+    // The client comes back with the identical call: it runs once.
+    assert_eq!(
+        call(&c, "slow", json!({ "ms": 0 })).await["result"]["content"][0]["text"],
+        "done"
+    );
+    assert_eq!(fx.calls(), before + 1);
 }

@@ -223,7 +223,10 @@ struct LoginForm {
     key: String,
 }
 
-async fn login(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
+async fn login(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !from_this_page(&headers) {
+        return csrf_refused();
+    }
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
         return page(
             StatusCode::BAD_REQUEST,
@@ -275,6 +278,16 @@ struct CsrfOnly {
     csrf: String,
 }
 
+/// A form post must say it comes from this page: browsers send `Origin` (checked against this
+/// listener by the router's guard) or `Sec-Fetch-Site: same-origin` on every form post. A post
+/// carrying neither is not from a browser on this page, so it is refused (login CSRF included).
+fn from_this_page(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ORIGIN)
+        || headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"same-origin")
+}
+
 fn csrf_ok(session: &UiSession, presented: &str) -> bool {
     let (a, b) = (session.csrf.as_bytes(), presented.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -289,6 +302,9 @@ fn csrf_refused() -> Response {
 }
 
 async fn logout(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !from_this_page(&headers) {
+        return csrf_refused();
+    }
     let (op, id, session) = match signed_in(&a, &headers).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -321,6 +337,9 @@ async fn verdict(
     Path((approval, verdict)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
+    if !from_this_page(&headers) {
+        return csrf_refused();
+    }
     let (op, id, session) = match signed_in(&a, &headers).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -368,6 +387,9 @@ struct KillForm {
 }
 
 async fn kill(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !from_this_page(&headers) {
+        return csrf_refused();
+    }
     let (op, id, session) = match signed_in(&a, &headers).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -405,6 +427,9 @@ struct ModeForm {
 }
 
 async fn mode(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !from_this_page(&headers) {
+        return csrf_refused();
+    }
     let (op, id, session) = match signed_in(&a, &headers).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -600,7 +625,7 @@ async fn dashboard(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response 
     for r in &pending {
         let _ = write!(
             b,
-            "<article class=\"approval\" id=\"{id}\"><h3><code>{server}/{tool}</code> <span class=\"class-{class}\">{class}</span></h3><dl><dt>Request</dt><dd><code>{id}</code></dd><dt>Requested by</dt><dd>{who}</dd><dt>Identity</dt><dd>{principals}</dd><dt>Target</dt><dd>{target}</dd><dt>Arguments digest</dt><dd><code>{digest}</code></dd><dt>Filed</dt><dd>{created}</dd><dt>Expires</dt><dd>{expires}</dd></dl><pre class=\"preview\">{preview}</pre>",
+            "<article class=\"approval\" id=\"{id}\"><h3><code>{server}/{tool}</code> <span class=\"class-{class}\">{class}</span></h3><dl><dt>Request</dt><dd><code>{id}</code></dd><dt>Requested by</dt><dd>{who}</dd><dt>Identity</dt><dd>{principals}</dd><dt>Target</dt><dd>{target}</dd><dt>Arguments digest</dt><dd><code>{digest}</code></dd><dt>Filed</dt><dd>{created}</dd><dt>Expires</dt><dd>{expires}</dd></dl><pre class=\"preview\">{preview}</pre><p class=\"muted\">Values shown as [redacted], or cut short with …, are hidden here; approving binds to the exact full arguments (the digest above).</p>",
             id = esc(&r.id),
             server = esc(&r.server),
             tool = esc(&r.tool),

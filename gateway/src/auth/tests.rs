@@ -174,3 +174,31 @@ async fn missing_wrong_and_admin_credentials_are_refused() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn a_key_that_names_its_user_cannot_declare_another() {
+    let (_d, store, auth) = setup().await;
+    // Minting refuses this combination; a stored one (written by hand) is still refused here.
+    let k = store
+        .create_key(
+            "s",
+            KeyRole::Client,
+            KeyScope {
+                user: Some("alice".into()),
+                ..scope(&["notes/*"], true)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        auth.client(Some(&bearer(&k.secret)), Some("bob")).await,
+        Err(AuthError::EndUserNotAllowed)
+    ));
+    let caller = auth.client(Some(&bearer(&k.secret)), None).await.unwrap();
+    assert!(
+        caller
+            .identity
+            .principals()
+            .contains(&"user:alice".to_owned())
+    );
+}

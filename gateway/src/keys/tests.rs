@@ -91,3 +91,36 @@ async fn a_child_is_never_wider_than_its_parent() {
     store.revoke_key(&parent.record.id).await.unwrap();
     assert!(refusal(mint(&store, &reg, child(&["files/read"])).await).contains("no active"));
 }
+
+#[tokio::test]
+async fn operator_keys_that_approve_name_their_holder_and_service_keys_name_no_user() {
+    let (_d, store, reg) = setup().await;
+    let operator = |role, user: Option<&str>| MintRequest {
+        name: "op".into(),
+        role,
+        scope: KeyScope {
+            user: user.map(str::to_owned),
+            ..KeyScope::default()
+        },
+    };
+    for role in [KeyRole::Admin, KeyRole::Approver] {
+        assert!(refusal(mint(&store, &reg, operator(role, None)).await).contains("--user"));
+        assert!(
+            mint(&store, &reg, operator(role, Some("bob")))
+                .await
+                .is_ok()
+        );
+    }
+    assert!(
+        mint(&store, &reg, operator(KeyRole::Auditor, None))
+            .await
+            .is_ok()
+    );
+    let mut admin = operator(KeyRole::Admin, Some("bob"));
+    admin.scope.grants = vec!["notes/*".into()];
+    assert!(refusal(mint(&store, &reg, admin).await).contains("at most the person"));
+    let mut service = client("svc", &["notes/*"]);
+    service.scope.service = true;
+    service.scope.user = Some("alice".into());
+    assert!(refusal(mint(&store, &reg, service).await).contains("cannot also carry"));
+}

@@ -136,8 +136,10 @@ async fn engaging_cancels_matching_calls_in_flight_only() {
     let (_d, s) = store().await;
     let levers = Levers::new(s.clone(), &settings(5000));
     levers.refresh().await.unwrap();
-    let hit = levers.start(Arc::new(alice()), "notes", "search_notes");
-    let miss = levers.start(Arc::new(alice()), "other", "x");
+    let hit = levers
+        .start(Arc::new(alice()), "notes", "search_notes")
+        .unwrap();
+    let miss = levers.start(Arc::new(alice()), "other", "x").unwrap();
     s.set_switch("server", "notes", true, "incident", "op")
         .await
         .unwrap();
@@ -159,4 +161,36 @@ async fn the_runtime_mode_outranks_the_config_until_changed() {
     let (mode, row) = levers.mode();
     assert_eq!(mode, Mode::ReadOnly);
     assert_eq!(row.unwrap().reason, "incident");
+}
+
+#[tokio::test]
+async fn a_stored_mode_this_build_does_not_know_counts_as_read_only() {
+    let (_d, s) = store().await;
+    let levers = Levers::new(s.clone(), &settings(5000));
+    s.set_mode("lockdown", "newer build", "op").await.unwrap();
+    levers.refresh().await.unwrap();
+    assert_eq!(levers.mode().0, Mode::ReadOnly);
+}
+
+#[tokio::test]
+async fn approvals_are_covered_by_switches_over_their_principals() {
+    let (_d, s) = store().await;
+    let levers = Levers::new(s.clone(), &settings(5000));
+    levers.refresh().await.unwrap();
+    let principals = ["key:k1".to_owned(), "user:alice".to_owned()];
+    assert_eq!(levers.covering(&principals, "notes", "create_note"), None);
+    s.set_switch("user", "alice", true, "r", "op")
+        .await
+        .unwrap();
+    levers.refresh().await.unwrap();
+    assert!(
+        levers
+            .covering(&principals, "notes", "create_note")
+            .is_some()
+    );
+    assert!(
+        levers
+            .covering(&["key:k2".to_owned()], "notes", "create_note")
+            .is_none()
+    );
 }

@@ -151,6 +151,8 @@ fn unsafe_lever_settings_are_refused_with_the_fix() {
             .any(|p| p.contains("kill_switch.lease") && p.contains("twice")),
         "{p:?}"
     );
+    let p = problems(&format!("kill_switch: {{ lease: 1h }}\n{NOTES}"));
+    assert!(p.iter().any(|p| p.contains("60s or less")), "{p:?}");
     let p = problems(&format!("approvals: {{ ttl: 10s, hold: 1m }}\n{NOTES}"));
     assert!(p.iter().any(|p| p.contains("approvals.hold")), "{p:?}");
     let p = problems(&format!(
