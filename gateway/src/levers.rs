@@ -231,15 +231,21 @@ impl Levers {
         self.snapshot.read().ok().map(|s| Arc::clone(&s))
     }
 
+    /// The snapshot if it was read within the lease; otherwise the state is unknown.
+    fn fresh(&self) -> Result<Arc<Snapshot>, Killed> {
+        let snap = self.snapshot().ok_or(Killed::StateUnknown)?;
+        match snap.read_at {
+            Some(at) if at.elapsed() <= self.lease => Ok(snap),
+            _ => Err(Killed::StateUnknown),
+        }
+    }
+
     /// Whether a call is refused by a switch, or because the state is not known.
     pub(crate) fn killed(&self, identity: &Identity, server: &str, tool: &str) -> Option<Killed> {
-        let Some(snap) = self.snapshot() else {
-            return Some(Killed::StateUnknown);
+        let snap = match self.fresh() {
+            Ok(s) => s,
+            Err(k) => return Some(k),
         };
-        match snap.read_at {
-            Some(at) if at.elapsed() <= self.lease => {}
-            _ => return Some(Killed::StateUnknown),
-        }
         snap.switches
             .iter()
             .find(|s| s.covers(identity, server, tool))
@@ -264,13 +270,10 @@ impl Levers {
         server: &str,
         tool: &str,
     ) -> Option<Killed> {
-        let Some(snap) = self.snapshot() else {
-            return Some(Killed::StateUnknown);
+        let snap = match self.fresh() {
+            Ok(s) => s,
+            Err(k) => return Some(k),
         };
-        match snap.read_at {
-            Some(at) if at.elapsed() <= self.lease => {}
-            _ => return Some(Killed::StateUnknown),
-        }
         snap.switches
             .iter()
             .find(|s| s.covers_principals(principals, server, tool))
