@@ -473,7 +473,7 @@ impl Gateway {
             tracing::info!(%subject, server, tool, reason = %why, "tool call arguments rejected");
             return Ok(rejected_arguments(&why));
         }
-        match mode_gate(self.levers.mode().0, &name, offered.class, needs_approval) {
+        match mode_gate(self.levers.mode_now(), &name, offered.class, needs_approval) {
             Ok(None) => {}
             Ok(Some(answer)) => {
                 tracing::info!(%subject, server, tool, arguments_digest = %hex::encode(digest.0), needs_approval, "shadow mode: call recorded, not executed");
@@ -525,7 +525,7 @@ impl Gateway {
                 return Err(killed_refusal(&name, &killed));
             }
             let approval = outcome?;
-            match mode_gate(self.levers.mode().0, &name, offered.class, false) {
+            match mode_gate(self.levers.mode_now(), &name, offered.class, false) {
                 Ok(None) => {}
                 Ok(Some(answer)) => {
                     tracing::info!(%subject, server, tool, %approval, "shadow mode since approval: not executed");

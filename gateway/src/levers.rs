@@ -169,8 +169,10 @@ impl fmt::Display for Killed {
 #[derive(Debug)]
 struct Snapshot {
     switches: Vec<Switch>,
-    /// The operator's runtime mode, if any; else the config's.
+    /// The operator's runtime mode, if any.
     mode: Option<ModeRow>,
+    /// The mode in force, worked out once per read rather than per call.
+    in_force: Mode,
     /// When the read that produced this snapshot began.
     read_at: Option<Instant>,
 }
@@ -220,6 +222,7 @@ impl Levers {
             snapshot: RwLock::new(Arc::new(Snapshot {
                 switches: Vec::new(),
                 mode: None,
+                in_force: settings.mode,
                 read_at: None,
             })),
             running: Mutex::new(HashMap::new()),
@@ -255,11 +258,16 @@ impl Levers {
     /// The mode in force, and who set it (`None`: the config's). A stored mode this build does
     /// not know counts as `read_only`: an operator's restriction is never ignored.
     pub(crate) fn mode(&self) -> (Mode, Option<ModeRow>) {
-        let row = self.snapshot().and_then(|s| s.mode.clone());
-        match row {
-            Some(r) => (r.mode.parse::<Mode>().unwrap_or(Mode::ReadOnly), Some(r)),
-            None => (self.config_mode, None),
+        match self.snapshot() {
+            Some(snap) => (snap.in_force, snap.mode.clone()),
+            // A poisoned snapshot lock: the most restrictive mode that still answers reads.
+            None => (Mode::ReadOnly, None),
         }
+    }
+
+    /// The mode in force, for the request path (no copying).
+    pub(crate) fn mode_now(&self) -> Mode {
+        self.snapshot().map_or(Mode::ReadOnly, |snap| snap.in_force)
     }
 
     /// The switch covering an approval request (by its stored principals), if any; an unknown
@@ -301,12 +309,17 @@ impl Levers {
         let started = Instant::now();
         let rows = self.store.switches().await?;
         let mode = self.store.mode().await?;
+        let in_force = match &mode {
+            Some(r) => r.mode.parse::<Mode>().unwrap_or(Mode::ReadOnly),
+            None => self.config_mode,
+        };
         let switches: Vec<Switch> = rows.iter().filter_map(engaged).collect();
         self.cancel_covered(&switches);
         if let Ok(mut slot) = self.snapshot.write() {
             *slot = Arc::new(Snapshot {
                 switches,
                 mode,
+                in_force,
                 read_at: Some(started),
             });
         }

@@ -392,3 +392,6 @@ fn own_request(op: &Operator, record: &ApprovalRecord) -> bool {
     });
     same_subject || same_user
 }
+
+#[cfg(test)]
+mod tests;

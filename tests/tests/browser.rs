@@ -106,6 +106,27 @@ async fn an_operator_approves_and_kills_from_the_browser() {
     );
 }
 
+/// POST a form to the admin listener with an optional session cookie and `Origin`.
+async fn form(
+    http: &reqwest::Client,
+    url: String,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+    body: String,
+) -> reqwest::Response {
+    let mut r = http
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some(c) = cookie {
+        r = r.header("cookie", c);
+    }
+    if let Some(o) = origin {
+        r = r.header("origin", o);
+    }
+    r.send().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ui_forms_need_the_session_csrf_token_and_same_origin() {
     let fx = Fixture::start("both").unwrap();
@@ -115,14 +136,16 @@ async fn ui_forms_need_the_session_csrf_token_and_same_origin() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let r = http
-        .post(format!("{}/ui/login", gw.admin))
-        .header("origin", &gw.admin)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("key={admin}"))
-        .send()
-        .await
-        .unwrap();
+    let login = format!("{}/ui/login", gw.admin);
+    let kill = format!("{}/ui/kill", gw.admin);
+    let r = form(
+        &http,
+        login.clone(),
+        None,
+        Some(&gw.admin),
+        format!("key={admin}"),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
@@ -154,46 +177,18 @@ async fn ui_forms_need_the_session_csrf_token_and_same_origin() {
         "action=engage&scope=global&target=&reason=x".to_string(),
         engage(&"0".repeat(64)),
     ] {
-        let r = http
-            .post(format!("{}/ui/kill", gw.admin))
-            .header("cookie", &session)
-            .header("origin", &gw.admin)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = form(&http, kill.clone(), Some(&session), Some(&gw.admin), body).await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
     }
     // A post that does not say where it comes from, even with the token: refused; the same for
     // signing in (login CSRF).
-    let r = http
-        .post(format!("{}/ui/kill", gw.admin))
-        .header("cookie", &session)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(engage(&csrf))
-        .send()
-        .await
-        .unwrap();
+    let r = form(&http, kill.clone(), Some(&session), None, engage(&csrf)).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = http
-        .post(format!("{}/ui/login", gw.admin))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("key={admin}"))
-        .send()
-        .await
-        .unwrap();
+    let r = form(&http, login, None, None, format!("key={admin}")).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // A cross-origin form post, even with the token: refused.
-    let r = http
-        .post(format!("{}/ui/kill", gw.admin))
-        .header("cookie", &session)
-        .header("origin", "http://evil.example")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(engage(&csrf))
-        .send()
-        .await
-        .unwrap();
+    let evil = Some("http://evil.example");
+    let r = form(&http, kill.clone(), Some(&session), evil, engage(&csrf)).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let mut c = Raw::new(gw.server("fx"), &gw.key);
     c.init().await;
@@ -202,15 +197,7 @@ async fn ui_forms_need_the_session_csrf_token_and_same_origin() {
         "hi"
     );
     // With the token, from the page's origin: done.
-    let r = http
-        .post(format!("{}/ui/kill", gw.admin))
-        .header("cookie", &session)
-        .header("origin", &gw.admin)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(engage(&csrf))
-        .send()
-        .await
-        .unwrap();
+    let r = form(&http, kill, Some(&session), Some(&gw.admin), engage(&csrf)).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         call(&c, "echo", json!({ "text": "hi" })).await["error"]["data"]["reason"],

@@ -508,61 +508,50 @@ async fn bad_operator_requests_get_clear_errors() {
     let op = gw.operator_key("admin", None).unwrap();
     let auditor = gw.operator_key("auditor", None).unwrap();
     let ks = "/admin/kill-switch";
-    let (s, e) = post(
-        &gw.admin,
-        &op,
-        ks,
-        json!({ "scope": "planet", "engaged": true, "reason": "x" }),
-    )
-    .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(
-        e["error"]
-            .as_str()
-            .unwrap()
-            .contains("global, server, tool, key, team, org"),
-        "{e}"
-    );
-    let (s, e) = post(
-        &gw.admin,
-        &op,
-        ks,
-        json!({ "scope": "server", "target": "nope", "engaged": true, "reason": "x" }),
-    )
-    .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
-    let (s, e) = post(
-        &gw.admin,
-        &op,
-        ks,
-        json!({ "scope": "tool", "target": "fx/unlisted_tool", "engaged": true, "reason": "x" }),
-    )
-    .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
-    let (s, _) = post(
-        &gw.admin,
-        &op,
-        ks,
-        json!({ "scope": "global", "engaged": true, "reason": " " }),
-    )
-    .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, e) = post(
-        &gw.admin,
-        &op,
-        ks,
-        json!({ "scope": "global", "engaged": true, "reason": "x", "extra": 1 }),
-    )
-    .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
-    let (s, _) = post(
-        &gw.admin,
-        &auditor,
-        ks,
-        json!({ "scope": "global", "engaged": true, "reason": "x" }),
-    )
-    .await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Each bad request: who sends it, the body, the status, and words the error must contain.
+    let cases = [
+        (
+            &op,
+            json!({ "scope": "planet", "engaged": true, "reason": "x" }),
+            StatusCode::BAD_REQUEST,
+            "global, server, tool, key, team, org",
+        ),
+        (
+            &op,
+            json!({ "scope": "server", "target": "nope", "engaged": true, "reason": "x" }),
+            StatusCode::BAD_REQUEST,
+            "no server `nope`",
+        ),
+        (
+            &op,
+            json!({ "scope": "tool", "target": "fx/unlisted_tool", "engaged": true, "reason": "x" }),
+            StatusCode::BAD_REQUEST,
+            "allowlisted tool",
+        ),
+        (
+            &op,
+            json!({ "scope": "global", "engaged": true, "reason": " " }),
+            StatusCode::BAD_REQUEST,
+            "reason is required",
+        ),
+        (
+            &op,
+            json!({ "scope": "global", "engaged": true, "reason": "x", "extra": 1 }),
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        (
+            &auditor,
+            json!({ "scope": "global", "engaged": true, "reason": "x" }),
+            StatusCode::FORBIDDEN,
+            "admin role",
+        ),
+    ];
+    for (key, body, status, words) in cases {
+        let (s, e) = post(&gw.admin, key, ks, body.clone()).await;
+        assert_eq!(s, status, "{body}: {e}");
+        assert!(e["error"].as_str().unwrap().contains(words), "{body}: {e}");
+    }
     let (s, _) = get(&gw.admin, &gw.key, ks).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = get(

@@ -1,0 +1,127 @@
+//! Fault injection on the operator and approval paths: a store that stops answering must refuse
+//! the held call and the operator action, never let either through.
+
+use std::sync::Arc;
+
+use policy::{ArgumentsDigest, Identity, Level, ToolClass};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::approvals::HeldCall;
+use crate::auth::Caller;
+use crate::store::Store;
+use crate::upstream::Upstreams;
+
+const CONFIG: &str = "approvals: { hold: 0s }\nservers:\n  notes:\n    builtin: notes\n    tools: { create_note: { class: write } }\n";
+
+async fn gateway() -> (tempfile::TempDir, Store, Arc<Gateway>, CancellationToken) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("g.db").display()))
+        .await
+        .unwrap();
+    let reg = Arc::new(registry::load_str("t.yaml", CONFIG).unwrap());
+    let stop = CancellationToken::new();
+    let ups = Upstreams::start(&reg.servers, stop.clone());
+    let gw = Gateway::new(reg, store.clone(), ups, "127.0.0.1:1".parse().unwrap());
+    gw.levers.refresh().await.unwrap();
+    (dir, store, Arc::new(gw), stop)
+}
+
+fn admin() -> Operator {
+    Operator {
+        subject: "key:op".into(),
+        name: "op".into(),
+        user: Some("bob".into()),
+        roles: Roles::of(KeyRole::Admin),
+    }
+}
+
+#[tokio::test]
+async fn a_held_call_is_refused_when_the_approval_state_cannot_be_read() {
+    let (_d, store, gw, stop) = gateway().await;
+    let caller = Caller {
+        subject: "key:alice".into(),
+        identity: Arc::new(Identity::new().with_name(Level::Key, "alice")),
+        endpoint: None,
+    };
+    let arguments = json!({ "title": "t" });
+    let held = HeldCall {
+        caller: &caller,
+        server: "notes",
+        tool: "create_note",
+        name: "notes__create_note",
+        class: ToolClass::Write,
+        fingerprint: "f",
+        arguments: &arguments,
+        digest: &ArgumentsDigest([7; 32]),
+    };
+    let (client, _rx) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    // Healthy store: held, with a request id.
+    let e = gw.hold(&held, None, &cancel, &client).await.unwrap_err();
+    assert_eq!(e.data.as_ref().unwrap()["reason"], "approval_pending");
+    // Fault: the store stops answering. The call is refused, not let through.
+    store.close().await;
+    let e = gw.hold(&held, None, &cancel, &client).await.unwrap_err();
+    assert_eq!(
+        e.data.as_ref().unwrap()["reason"],
+        "approval_unavailable",
+        "{e:?}"
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn an_operator_action_that_cannot_be_recorded_is_not_taken() {
+    let (_d, store, gw, stop) = gateway().await;
+    store.close().await;
+    let r = gw.set_kill(&admin(), "global", None, false, "drill").await;
+    assert!(matches!(r, Err(OpError::Unavailable(_))), "{r:?}");
+    let r = gw.set_mode(&admin(), "shadow", "drill").await;
+    assert!(matches!(r, Err(OpError::Unavailable(_))), "{r:?}");
+    // Nothing changed in this process either.
+    assert_eq!(gw.levers.mode_now(), registry::Mode::Enforce);
+    let r = gw.decide_approval(&admin(), "apr_x", true, "ok").await;
+    assert!(matches!(r, Err(OpError::Unavailable(_))), "{r:?}");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn nobody_decides_their_own_request() {
+    let (_d, store, gw, stop) = gateway().await;
+    let principals = ["key:alice".to_owned(), "user:bob".to_owned()];
+    let rec = store
+        .create_approval(&crate::store::NewApproval {
+            key: crate::store::ApprovalKey {
+                requester: "key:alice",
+                server: "notes",
+                tool: "create_note",
+                arguments: "d",
+                fingerprint: "f",
+            },
+            principals: &principals,
+            class: "write",
+            preview: "{}",
+            target: None,
+            ttl_ms: 60_000,
+        })
+        .await
+        .unwrap();
+    // Bob (as the end user behind alice's key) may not approve it, nor deny it.
+    for approve in [true, false] {
+        let r = gw.decide_approval(&admin(), &rec.id, approve, "mine").await;
+        assert!(matches!(r, Err(OpError::Forbidden(_))), "{r:?}");
+    }
+    let carol = Operator {
+        user: Some("carol".into()),
+        ..admin()
+    };
+    assert!(
+        gw.decide_approval(&carol, &rec.id, true, "ok")
+            .await
+            .is_ok()
+    );
+    stop.cancel();
+}
