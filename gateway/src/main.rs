@@ -5,10 +5,12 @@
 
 mod admin;
 mod approvals;
+mod audit;
 mod auth;
 mod authorize;
 mod catalog;
 mod cli;
+mod clock;
 mod demo;
 mod dispatch;
 mod front;

@@ -1,10 +1,14 @@
-//! Redaction for what operators are shown: argument previews on approval requests.
+//! Redaction for what operators are shown and what the audit log keeps.
 //!
-//! A value is replaced by `[redacted]` when its key names a secret (password, token, api key,
-//! authorization, cookie, private key, credential, secret) or when the value itself looks like
-//! one (bearer tokens, well-known key prefixes, PEM blocks, JWTs). Long strings are cut, and the
-//! whole preview is bounded.
+//! A value is replaced when its key names a secret (password, token, api key, authorization,
+//! cookie, private key, credential, secret), when the value itself looks like one (bearer
+//! tokens, well-known key prefixes, AWS key ids, PEM blocks, JWTs, long high-entropy strings), or
+//! when an operator's `audit.redact` path selects it. Approvers' previews show `[redacted]`; the
+//! audit log shows `[redacted:hmac:<16 hex>]`, a keyed digest, so equal secrets correlate without
+//! the value being recoverable. Long strings are cut, and the whole summary is bounded.
 
+use aws_lc_rs::hmac;
+use registry::{PathStep, RedactPath};
 use serde_json::{Map, Value};
 
 /// Longest string value kept in a preview.
@@ -140,30 +144,62 @@ pub(crate) fn secret_value(v: &str) -> bool {
     .any(secret_piece)
 }
 
-/// A redacted copy of `value`.
-pub(crate) fn redact(value: &Value) -> Value {
-    walk(value, 0)
+/// True when a string without spaces is long and random enough to be a key: at least 32
+/// characters of mixed classes carrying more than 4.3 bits per character (hex digests, with at
+/// most 4, are not flagged).
+fn high_entropy(v: &str) -> bool {
+    if v.len() < 32 || v.len() > 512 || v.chars().any(char::is_whitespace) {
+        return false;
+    }
+    let mut counts = [0u32; 256];
+    for b in v.bytes() {
+        if let Some(c) = counts.get_mut(usize::from(b)) {
+            *c += 1;
+        }
+    }
+    let n = v.len() as f64;
+    let bits: f64 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = f64::from(*c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    let classes = [
+        v.bytes().any(|b| b.is_ascii_lowercase()),
+        v.bytes().any(|b| b.is_ascii_uppercase()),
+        v.bytes().any(|b| b.is_ascii_digit()),
+    ];
+    bits > 4.3 && classes.iter().filter(|c| **c).count() >= 2
 }
 
-fn walk(value: &Value, depth: usize) -> Value {
+/// A redacted copy of `value`, secrets shown as `[redacted]`.
+pub(crate) fn redact(value: &Value) -> Value {
+    walk(value, 0, &|_| Value::String(REDACTED.into()))
+}
+
+fn walk(value: &Value, depth: usize, hide: &dyn Fn(&Value) -> Value) -> Value {
     if depth >= MAX_DEPTH {
         return Value::String("…".into());
     }
     match value {
-        Value::String(s) if secret_value(s) => Value::String(REDACTED.into()),
+        Value::String(s) if secret_value(s) || high_entropy(s) => hide(value),
         Value::String(s) if s.len() > MAX_STRING => {
             let mut s = s.clone();
             shorten(&mut s, MAX_STRING);
             Value::String(s)
         }
-        Value::Array(items) => Value::Array(items.iter().map(|v| walk(v, depth + 1)).collect()),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| walk(v, depth + 1, hide)).collect())
+        }
         Value::Object(obj) => {
             let mut out = Map::new();
             for (k, v) in obj {
                 let shown = if secret_key(k) && !v.is_null() {
-                    Value::String(REDACTED.into())
+                    hide(v)
                 } else {
-                    walk(v, depth + 1)
+                    walk(v, depth + 1, hide)
                 };
                 out.insert(k.clone(), shown);
             }
@@ -178,6 +214,95 @@ pub(crate) fn preview(arguments: &Value) -> String {
     let mut text = redact(arguments).to_string();
     shorten(&mut text, MAX_PREVIEW);
     text
+}
+
+/// The audit log's redaction: configured paths and the built-in detectors, each hidden value
+/// replaced by an HMAC-SHA256 of its canonical JSON under the gateway's redaction key.
+pub(crate) struct Redactor {
+    key: hmac::Key,
+    paths: Vec<RedactPath>,
+}
+
+impl Redactor {
+    pub(crate) fn new(key: &[u8], paths: Vec<RedactPath>) -> Redactor {
+        Redactor {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            paths,
+        }
+    }
+
+    /// The stand-in for a hidden value.
+    pub(crate) fn mark(&self, value: &Value) -> Value {
+        let canonical = registry::canonical_json(value);
+        let tag = hmac::sign(&self.key, &canonical);
+        let hex = hex::encode(tag.as_ref());
+        Value::String(format!("[redacted:hmac:{}]", hex.get(..16).unwrap_or(&hex)))
+    }
+
+    /// The summary of `arguments` the audit log keeps: configured paths hidden first, then the
+    /// detectors; bounded like the preview.
+    pub(crate) fn summary(&self, arguments: &Value) -> Value {
+        let hide = |v: &Value| self.mark(v);
+        if self.paths.is_empty() {
+            return bounded(walk(arguments, 0, &hide));
+        }
+        let mut copy = arguments.clone();
+        for p in &self.paths {
+            apply(&mut copy, &p.steps, &hide);
+        }
+        bounded(walk(&copy, 0, &hide))
+    }
+}
+
+/// Replace what `steps` selects in `value`.
+fn apply(value: &mut Value, steps: &[PathStep], hide: &dyn Fn(&Value) -> Value) {
+    let Some((step, rest)) = steps.split_first() else {
+        *value = hide(value);
+        return;
+    };
+    match step {
+        PathStep::Key(k) => {
+            if let Some(v) = value.as_object_mut().and_then(|o| o.get_mut(k)) {
+                apply(v, rest, hide);
+            }
+        }
+        PathStep::Index(i) => {
+            if let Some(v) = value.as_array_mut().and_then(|a| a.get_mut(*i)) {
+                apply(v, rest, hide);
+            }
+        }
+        PathStep::Any => match value {
+            Value::Object(o) => o.values_mut().for_each(|v| apply(v, rest, hide)),
+            Value::Array(a) => a.iter_mut().for_each(|v| apply(v, rest, hide)),
+            _ => {}
+        },
+        PathStep::Descendant(k) => {
+            if let Some(o) = value.as_object_mut()
+                && let Some(v) = o.get_mut(k)
+            {
+                apply(v, rest, hide);
+            }
+            match value {
+                Value::Object(o) => o
+                    .iter_mut()
+                    .filter(|(name, _)| *name != k)
+                    .for_each(|(_, v)| apply(v, steps, hide)),
+                Value::Array(a) => a.iter_mut().for_each(|v| apply(v, steps, hide)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A summary too large to keep whole is kept as its bounded text.
+fn bounded(v: Value) -> Value {
+    let text = v.to_string();
+    if text.len() <= MAX_PREVIEW {
+        return v;
+    }
+    let mut text = text;
+    shorten(&mut text, MAX_PREVIEW);
+    Value::String(text)
 }
 
 /// Cut `s` to at most `max` bytes on a character boundary, marking the cut with `…`.
@@ -261,6 +386,39 @@ mod tests {
         ] {
             assert!(secret_key(k), "{k}");
         }
+    }
+
+    #[test]
+    fn audit_summary_hides_paths_and_detected_secrets_behind_a_keyed_digest() {
+        let paths = vec![
+            RedactPath::parse("$.arguments.note.body").unwrap(),
+            RedactPath::parse("$..pin").unwrap(),
+            RedactPath::parse("$.arguments.items[*].code").unwrap(),
+        ];
+        let r = Redactor::new(b"k1", paths.clone());
+        let args = json!({
+            "title": "hello",
+            "note": { "body": "my diary", "pin": 1234 },
+            "items": [{ "code": "alpha" }, { "code": "beta", "deep": { "pin": "9" } }],
+            "password": "hunter2",
+            "blob": "q8Xz3LmP0aB7cD9eF2gH4iJ6kL8mN1oP3qR5sT",
+        });
+        let s = r.summary(&args).to_string();
+        for secret in [
+            "my diary", "1234", "alpha", "beta", "hunter2", "q8Xz3LmP", "\"9\"",
+        ] {
+            assert!(!s.contains(secret), "{secret} leaked into {s}");
+        }
+        assert!(s.contains("hello"), "{s}");
+        // Equal secrets correlate; another key gives another digest.
+        assert_eq!(r.mark(&json!("hunter2")), r.mark(&json!("hunter2")));
+        assert!(s.contains(r.mark(&json!("hunter2")).as_str().unwrap()));
+        assert_ne!(
+            Redactor::new(b"k2", paths).mark(&json!("hunter2")),
+            r.mark(&json!("hunter2"))
+        );
+        // A hex digest is not a secret.
+        assert!(!high_entropy(&"ab12".repeat(16)));
     }
 
     #[test]

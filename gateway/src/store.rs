@@ -6,10 +6,12 @@
 //! processes may share one store: every state change is a single conditional statement.
 
 mod approvals;
+mod audit;
 mod events;
 mod levers;
 
 pub(crate) use approvals::{ApprovalKey, ApprovalRecord, ApprovalStatus, DecideError, NewApproval};
+pub(crate) use audit::AuditRow;
 pub(crate) use levers::{ModeRow, SwitchRow};
 
 use std::str::FromStr;
@@ -195,6 +197,7 @@ impl Store {
         levers::migrate(&pool).await?;
         approvals::migrate(&pool).await?;
         events::migrate(&pool).await?;
+        audit::migrate(&pool).await?;
         Ok(Store { pool })
     }
 

@@ -8,6 +8,7 @@ mod access;
 mod canonical;
 mod duration;
 mod error;
+mod observe;
 mod schema;
 mod source_map;
 mod validate;
@@ -19,6 +20,10 @@ pub use access::{Access, Approvals, OidcIssuer, SUPPORTED_ALGORITHMS};
 pub use canonical::canonical_json;
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigProblem, Location};
+pub use observe::{
+    AuditSettings, AuditSink, DEFAULT_AUDIT_FILE, OtlpSettings, PathStep, RedactPath, SecretRef,
+    SinkKind, TelemetrySettings,
+};
 pub use schema::{BuiltinServer, Mode, Profile};
 pub use source_map::SourceMap;
 pub use validate::{

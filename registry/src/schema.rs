@@ -46,6 +46,10 @@ pub(crate) struct RawConfig {
     pub(crate) mode: Option<Mode>,
     #[serde(default)]
     pub(crate) kill_switch: RawKillSwitch,
+    #[serde(default)]
+    pub(crate) audit: crate::observe::RawAudit,
+    #[serde(default)]
+    pub(crate) telemetry: crate::observe::RawTelemetry,
 }
 
 /// What the gateway does with a call that policy allows.

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::access::{Access, access};
 use crate::duration::parse_duration;
 use crate::error::{ConfigError, ConfigProblem};
+use crate::observe::{AuditSettings, TelemetrySettings};
 use crate::schema::{BuiltinServer, Mode, Profile, RawCommand, RawConfig, RawServer};
 use crate::source_map::{SourceMap, child};
 
@@ -57,6 +58,10 @@ pub struct Settings {
     pub mode: Mode,
     /// How the kill-switch state is kept current.
     pub kill_switch: KillSwitchSettings,
+    /// Where the audit log goes and what is redacted.
+    pub audit: AuditSettings,
+    /// OpenTelemetry export.
+    pub telemetry: TelemetrySettings,
 }
 
 /// How often the kill-switch state is read from the store, and how long a read stays good.
@@ -321,6 +326,8 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
         session_idle,
         mode: raw.mode.unwrap_or(Mode::Enforce),
         kill_switch: KillSwitchSettings { poll, lease },
+        audit: crate::observe::audit(&raw.audit, map, problems),
+        telemetry: crate::observe::telemetry(&raw.telemetry, map, problems),
     }
 }
 

@@ -1,0 +1,516 @@
+//! The audit log: every decision as one structured event, redacted, hash-chained, and written
+//! before the action it describes.
+//!
+//! Events go through one writer thread. It takes every event waiting, links each to the one
+//! before it (`prev` is the previous event's `hash`; `hash` is SHA-256 over the event's canonical
+//! JSON without `hash`), writes the batch to every sink and flushes it (one `fsync` serves the
+//! whole batch), then answers each waiting caller. A call proceeds only when a required sink has
+//! its request event ([`Audit::record`]); if none has it within the timeout, the call is refused.
+//! Events that describe what already happened (results, lists, refusals) are queued without
+//! waiting ([`Audit::note`]); if the queue is full they are counted as dropped, never block.
+//!
+//! Each process writes its own chain (`chain` is random per start, `seq` counts from 1). The
+//! first event of a chain (`audit.start`) links to the last event already in the first sink that
+//! has one, so removing a whole run also shows as a broken link.
+
+pub(crate) mod verify;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use registry::{AuditSettings, SinkKind};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::Caller;
+use crate::redact::Redactor;
+use crate::store::{AuditRow, Store, now_ms};
+
+/// The `prev` of the first event ever written.
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Version of the event schema (`v`), documented in `docs/audit.md`.
+const SCHEMA: u64 = 1;
+/// Events waiting for the writer before [`Audit::note`] starts dropping.
+const QUEUE: usize = 65_536;
+/// Most events written in one batch.
+const MAX_BATCH: usize = 1024;
+/// How long a call waits for its request event to be written.
+const RECORD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One event, before the writer adds `v`, `id`, `time`, `chain`, `seq`, `prev` and `hash`.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Event {
+    #[serde(skip)]
+    pub(crate) at_ms: i64,
+    pub(crate) kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) trace_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) session: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) identity: Option<Who>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) arguments_digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) arguments: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) outcome: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) request_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) response_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) detail: Option<Value>,
+}
+
+/// Who an event is about: the credential's subject and every resolved principal.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Who {
+    pub(crate) subject: String,
+    pub(crate) principals: Vec<String>,
+}
+
+impl Who {
+    pub(crate) fn of(caller: &Caller) -> Who {
+        Who {
+            subject: caller.subject.clone(),
+            principals: caller.identity.principals(),
+        }
+    }
+
+    /// An operator or a process acting without a caller.
+    pub(crate) fn named(subject: impl Into<String>) -> Who {
+        Who {
+            subject: subject.into(),
+            principals: Vec::new(),
+        }
+    }
+}
+
+impl Event {
+    /// An event of `kind`, stamped now.
+    pub(crate) fn new(kind: &'static str) -> Event {
+        Event {
+            at_ms: now_ms(),
+            kind,
+            ..Event::default()
+        }
+    }
+}
+
+/// Why a request event was not written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuditError {
+    #[error("no required audit sink accepted the event")]
+    NotAccepted,
+    #[error("the audit writer did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the audit writer has stopped")]
+    Stopped,
+}
+
+/// Counters for one sink, read by `/metrics` and the self-audit.
+#[derive(Debug)]
+pub(crate) struct SinkStats {
+    pub(crate) name: String,
+    pub(crate) required: bool,
+    pub(crate) written: AtomicU64,
+    pub(crate) failed: AtomicU64,
+}
+
+/// The handle every part of the gateway writes events through.
+pub(crate) struct Audit {
+    tx: mpsc::Sender<Job>,
+    redactor: Redactor,
+    /// One entry per configured sink, in config order.
+    pub(crate) sinks: Arc<Vec<SinkStats>>,
+    /// Events that could not be queued.
+    pub(crate) dropped: AtomicU64,
+    /// Request events refused because no required sink took them.
+    pub(crate) refused: AtomicU64,
+}
+
+struct Job {
+    event: Event,
+    ack: Option<oneshot::Sender<bool>>,
+}
+
+impl Audit {
+    /// Open every sink, start the writer and write the chain's first event. Fails, naming the
+    /// sink, when a sink cannot be opened or no required sink accepts that first event.
+    pub(crate) async fn open(
+        settings: &AuditSettings,
+        store: &Store,
+        role: &'static str,
+    ) -> Result<Audit, String> {
+        let key = match &settings.redact_key {
+            Some(r) => r
+                .resolve()
+                .map(String::into_bytes)
+                .map_err(|e| format!("audit.redact_key: {e}"))?,
+            None => store
+                .audit_key()
+                .await
+                .map_err(|e| format!("cannot read the audit redaction key from the store: {e}"))?,
+        };
+        let mut sinks = Vec::new();
+        let mut stats = Vec::new();
+        let mut prev: Option<String> = None;
+        for s in &settings.sinks {
+            let (sink, last) = match &s.kind {
+                SinkKind::File { path, fsync } => {
+                    let (sink, last) = FileSink::open(path, *fsync)?;
+                    (Sink::File(sink), last)
+                }
+                SinkKind::Store => {
+                    let last = store
+                        .last_audit_line()
+                        .await
+                        .map_err(|e| format!("audit store sink: {e}"))?
+                        .and_then(|l| hash_of_line(&l));
+                    (
+                        Sink::Store(store.clone(), tokio::runtime::Handle::current()),
+                        last,
+                    )
+                }
+                SinkKind::Stdout => (Sink::Stdout, None),
+            };
+            if prev.is_none() {
+                prev = last;
+            }
+            stats.push(SinkStats {
+                name: match &s.kind {
+                    SinkKind::File { path, .. } => format!("file:{path}"),
+                    other => other.name().to_string(),
+                },
+                required: s.required,
+                written: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+            });
+            sinks.push((sink, s.required));
+        }
+        let stats = Arc::new(stats);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = Writer {
+            chain: hex::encode(rand::random::<[u8; 8]>()),
+            seq: 0,
+            prev: prev.unwrap_or_else(|| GENESIS.to_string()),
+            sinks,
+            stats: stats.clone(),
+        };
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+        let audit = Audit {
+            tx,
+            redactor: Redactor::new(&key, settings.redact.clone()),
+            sinks: stats,
+            dropped: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        };
+        let mut start = Event::new("audit.start");
+        start.identity = Some(Who::named(format!("process:{}", std::process::id())));
+        start.detail = Some(json!({
+            "role": role,
+            "version": env!("CARGO_PKG_VERSION"),
+            "sinks": audit.sinks.iter().map(|s| json!({ "sink": s.name, "required": s.required })).collect::<Vec<_>>(),
+            "redact_paths": settings.redact.iter().map(|p| p.text.clone()).collect::<Vec<_>>(),
+        }));
+        audit
+            .record(start)
+            .await
+            .map_err(|e| format!("cannot write the audit log: {e}"))?;
+        Ok(audit)
+    }
+
+    /// Write `event` and wait until a required sink has it. The caller must not act on an error.
+    pub(crate) async fn record(&self, event: Event) -> Result<(), AuditError> {
+        let (ack, answer) = oneshot::channel();
+        let job = Job {
+            event,
+            ack: Some(ack),
+        };
+        let outcome = tokio::time::timeout(RECORD_TIMEOUT, async {
+            self.tx.send(job).await.map_err(|_| AuditError::Stopped)?;
+            match answer.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(AuditError::NotAccepted),
+                Err(_) => Err(AuditError::Stopped),
+            }
+        })
+        .await
+        .unwrap_or(Err(AuditError::Timeout(RECORD_TIMEOUT)));
+        if outcome.is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// Queue `event` without waiting. Used for what has already happened.
+    pub(crate) fn note(&self, event: Event) {
+        let kind = event.kind;
+        if self.tx.try_send(Job { event, ack: None }).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(kind, "audit queue full or writer stopped: event dropped");
+        }
+    }
+
+    /// The redacted summary of tool-call arguments kept in events.
+    pub(crate) fn summary(&self, arguments: &Value) -> Value {
+        self.redactor.summary(arguments)
+    }
+}
+
+/// The `hash` of a stored event line.
+pub(crate) fn hash_of_line(line: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    v.get("hash")?.as_str().map(str::to_string)
+}
+
+/// SHA-256 over the canonical JSON of `event` without its `hash` member.
+pub(crate) fn event_hash(event: &Map<String, Value>) -> String {
+    let mut copy = event.clone();
+    copy.remove("hash");
+    hex::encode(Sha256::digest(registry::canonical_json(&Value::Object(
+        copy,
+    ))))
+}
+
+enum Sink {
+    File(FileSink),
+    Store(Store, tokio::runtime::Handle),
+    Stdout,
+}
+
+struct FileSink {
+    path: String,
+    file: std::fs::File,
+    fsync: bool,
+    /// The last write may have stopped mid-line: start the next one on a new line.
+    torn: bool,
+}
+
+impl FileSink {
+    /// Open for appending (created `0600`) and find the last event's hash.
+    fn open(path: &str, fsync: bool) -> Result<(FileSink, Option<String>), String> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).append(true).read(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            opts.mode(0o600);
+        }
+        let mut file = opts
+            .open(path)
+            .map_err(|e| format!("cannot open audit file `{path}`: {e}"))?;
+        let (last, torn) = last_line(&mut file).unwrap_or((None, false));
+        Ok((
+            FileSink {
+                path: path.to_string(),
+                file,
+                fsync,
+                torn,
+            },
+            last.and_then(|l| hash_of_line(&l)),
+        ))
+    }
+
+    fn write(&mut self, text: &[u8]) -> Result<(), String> {
+        let mut attempt = || -> std::io::Result<()> {
+            if self.torn {
+                self.file.write_all(b"\n")?;
+                self.torn = false;
+            }
+            self.file.write_all(text)?;
+            if self.fsync {
+                self.file.sync_data()?;
+            }
+            Ok(())
+        };
+        attempt().map_err(|e| {
+            self.torn = true;
+            format!("audit file `{}`: {e}", self.path)
+        })
+    }
+}
+
+/// The last complete line of `file` (within its final 1 MiB), and whether it ends mid-line.
+/// Only regular files are read back (a device such as `/dev/full` has no end).
+fn last_line(file: &mut std::fs::File) -> std::io::Result<(Option<String>, bool)> {
+    if !file.metadata()?.is_file() {
+        return Ok((None, false));
+    }
+    let len = file.seek(SeekFrom::End(0))?;
+    let from = len.saturating_sub(1 << 20);
+    file.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::new();
+    file.take(1 << 20).read_to_end(&mut tail)?;
+    let torn = !tail.is_empty() && !tail.ends_with(b"\n");
+    let text = String::from_utf8_lossy(&tail);
+    let complete = if torn {
+        text.rsplit_once('\n').map_or("", |(head, _)| head)
+    } else {
+        &text
+    };
+    let last = complete
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(str::to_string);
+    Ok((last, torn))
+}
+
+struct Writer {
+    chain: String,
+    seq: i64,
+    prev: String,
+    sinks: Vec<(Sink, bool)>,
+    stats: Arc<Vec<SinkStats>>,
+}
+
+/// One event, chained and serialised.
+struct Line {
+    seq: i64,
+    at_ms: i64,
+    session: Option<String>,
+    trace_id: Option<String>,
+    text: String,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            let lines: Vec<Line> = batch.iter().map(|j| self.chain(&j.event)).collect();
+            let accepted = self.write(&lines);
+            for job in batch {
+                if let Some(ack) = job.ack {
+                    let _ = ack.send(accepted);
+                }
+            }
+        }
+    }
+
+    fn chain(&mut self, event: &Event) -> Line {
+        self.seq += 1;
+        let mut map = match serde_json::to_value(event) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                let mut m = Map::new();
+                m.insert("kind".into(), json!(event.kind));
+                m.insert("reason".into(), json!("event could not be serialised"));
+                m
+            }
+        };
+        map.insert("v".into(), json!(SCHEMA));
+        map.insert("id".into(), json!(format!("{}-{}", self.chain, self.seq)));
+        map.insert("time".into(), json!(crate::clock::rfc3339_ms(event.at_ms)));
+        map.insert("chain".into(), json!(self.chain));
+        map.insert("seq".into(), json!(self.seq));
+        map.insert("prev".into(), json!(self.prev));
+        let hash = event_hash(&map);
+        map.insert("hash".into(), json!(hash));
+        self.prev = hash;
+        // Canonical JSON is UTF-8 by construction; lossy conversion never changes it.
+        let mut text =
+            String::from_utf8_lossy(&registry::canonical_json(&Value::Object(map))).into_owned();
+        text.push('\n');
+        Line {
+            seq: self.seq,
+            at_ms: event.at_ms,
+            session: event.session.clone(),
+            trace_id: event.trace_id.clone(),
+            text,
+        }
+    }
+
+    /// Write `lines` to every sink; true when a required sink has them all.
+    fn write(&mut self, lines: &[Line]) -> bool {
+        let started = Instant::now();
+        let mut accepted = false;
+        let chain = self.chain.clone();
+        for (i, (sink, required)) in self.sinks.iter_mut().enumerate() {
+            let result = match sink {
+                Sink::File(f) => {
+                    let joined: String = lines.iter().map(|l| l.text.as_str()).collect();
+                    f.write(joined.as_bytes())
+                }
+                Sink::Store(store, rt) => {
+                    let rows: Vec<AuditRow<'_>> = lines
+                        .iter()
+                        .map(|l| AuditRow {
+                            chain: &chain,
+                            seq: l.seq,
+                            at_ms: l.at_ms,
+                            session: l.session.as_deref(),
+                            trace_id: l.trace_id.as_deref(),
+                            line: l.text.trim_end(),
+                        })
+                        .collect();
+                    rt.block_on(store.append_audit(&rows))
+                        .map_err(|e| format!("audit store sink: {e}"))
+                }
+                Sink::Stdout => {
+                    let mut out = std::io::stdout().lock();
+                    lines
+                        .iter()
+                        .try_for_each(|l| out.write_all(l.text.as_bytes()))
+                        .and_then(|()| out.flush())
+                        .map_err(|e| format!("audit stdout sink: {e}"))
+                }
+            };
+            let stat = self.stats.get(i);
+            match result {
+                Ok(()) => {
+                    accepted |= *required;
+                    if let Some(s) = stat {
+                        s.written.fetch_add(lines.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    if let Some(s) = stat {
+                        s.failed.fetch_add(lines.len() as u64, Ordering::Relaxed);
+                    }
+                    tracing::error!(error = %e, required = *required, events = lines.len(), "audit sink write failed");
+                }
+            }
+        }
+        tracing::trace!(
+            events = lines.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "audit batch written"
+        );
+        accepted
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+use std::io::BufReader;
+
+use registry::{AuditSettings, AuditSink, SinkKind};
+
+use super::verify::{Verdict, verify};
+use super::*;
+
+async fn store(dir: &tempfile::TempDir) -> Store {
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    Store::open(&url).await.unwrap()
+}
+
+fn settings(sinks: Vec<(SinkKind, bool)>) -> AuditSettings {
+    AuditSettings {
+        sinks: sinks
+            .into_iter()
+            .map(|(kind, required)| AuditSink { kind, required })
+            .collect(),
+        redact: Vec::new(),
+        redact_key: None,
+    }
+}
+
+fn file(path: &std::path::Path) -> SinkKind {
+    SinkKind::File {
+        path: path.display().to_string(),
+        fsync: true,
+    }
+}
+
+fn check(path: &std::path::Path) -> Verdict {
+    verify(BufReader::new(std::fs::File::open(path).unwrap())).unwrap()
+}
+
+fn call(n: u64) -> Event {
+    let mut e = Event::new("tool.call");
+    e.request_id = Some(format!("r{n}"));
+    e.tool = Some("search_notes".into());
+    e.outcome = Some("allowed");
+    e
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_chained_across_runs_and_an_edit_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    let path = dir.path().join("audit.jsonl");
+    for _run in 0..2 {
+        let audit = Audit::open(
+            &settings(vec![(file(&path), true), (SinkKind::Store, true)]),
+            &s,
+            "test",
+        )
+        .await
+        .unwrap();
+        for n in 0..20 {
+            audit.record(call(n)).await.unwrap();
+        }
+        audit.note(call(99));
+        // A record after a note means the note is written too (one writer, in order).
+        audit.record(call(100)).await.unwrap();
+    }
+    let Verdict::Intact {
+        events,
+        chains,
+        anchor,
+        ..
+    } = check(&path)
+    else {
+        panic!("{:?}", check(&path));
+    };
+    assert_eq!((events, chains, anchor), (2 * 23, 2, None));
+    // The store has the same lines.
+    let rows = s.audit_lines(0, None, None, 0, 1000).await.unwrap();
+    assert_eq!(rows.len(), 46);
+
+    // Edit one field of line 7.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 6 {
+                l.replace("search_notes", "delete_note")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+    match check(&path) {
+        Verdict::Broken { line, why, .. } => {
+            assert_eq!(line, 7);
+            assert!(why.contains("edited"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Remove line 7 instead.
+    let removed: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 6)
+        .map(|(_, l)| l)
+        .collect();
+    std::fs::write(&path, removed.join("\n") + "\n").unwrap();
+    match check(&path) {
+        Verdict::Broken { line, why, .. } => {
+            assert_eq!(line, 7);
+            assert!(why.contains("removed"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Remove the whole first run: the second run links to an event that is gone.
+    let second: Vec<&str> = text.lines().skip(23).collect();
+    let mut with_head = vec![text.lines().next().unwrap()];
+    with_head.extend(second.iter().copied());
+    std::fs::write(&path, with_head.join("\n") + "\n").unwrap();
+    assert!(
+        matches!(check(&path), Verdict::Broken { line: 2, .. }),
+        "{:?}",
+        check(&path)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_sink_refuses_records_and_another_required_sink_is_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    let full = std::path::Path::new("/dev/full");
+    // The only required sink is full: nothing can be recorded, so the gateway cannot start.
+    let err = Audit::open(
+        &settings(vec![(file(full), true), (SinkKind::Stdout, false)]),
+        &s,
+        "test",
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(err.contains("no required audit sink"), "{err}");
+    // With the store also required, either one succeeding is enough.
+    let audit = Audit::open(
+        &settings(vec![(file(full), true), (SinkKind::Store, true)]),
+        &s,
+        "test",
+    )
+    .await
+    .unwrap();
+    audit.record(call(1)).await.unwrap();
+    assert!(audit.sinks[0].failed.load(Ordering::Relaxed) >= 2);
+    assert!(audit.sinks[1].written.load(Ordering::Relaxed) >= 2);
+    // Fault: the store closes too. Now the record is refused, and counted.
+    s.close().await;
+    assert!(matches!(
+        audit.record(call(2)).await,
+        Err(AuditError::NotAccepted)
+    ));
+    assert_eq!(audit.refused.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_best_effort_sink_does_not_stop_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    let path = dir.path().join("a.jsonl");
+    let audit = Audit::open(
+        &settings(vec![(file(&path), true), (SinkKind::Store, false)]),
+        &s,
+        "test",
+    )
+    .await
+    .unwrap();
+    // The best-effort store fails; the required file still takes the event.
+    s.close().await;
+    audit.record(call(1)).await.unwrap();
+    assert!(audit.sinks[1].failed.load(Ordering::Relaxed) >= 1);
+    assert!(matches!(check(&path), Verdict::Intact { events: 2, .. }));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_torn_last_line_is_kept_apart_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    let path = dir.path().join("a.jsonl");
+    {
+        let audit = Audit::open(&settings(vec![(file(&path), true)]), &s, "test")
+            .await
+            .unwrap();
+        audit.record(call(1)).await.unwrap();
+    }
+    // A crash mid-write leaves half a line.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(b"{\"kind\":\"tool.ca").unwrap();
+    drop(f);
+    let audit = Audit::open(&settings(vec![(file(&path), true)]), &s, "test")
+        .await
+        .unwrap();
+    audit.record(call(2)).await.unwrap();
+    match check(&path) {
+        Verdict::Broken { line, why, .. } => {
+            assert_eq!(line, 3);
+            assert!(why.contains("cut"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Everything after the torn line is whole JSON, on its own lines.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        text.lines()
+            .filter(|l| serde_json::from_str::<Value>(l).is_ok())
+            .count(),
+        4
+    );
+}

@@ -1,0 +1,128 @@
+//! The store's audit sink: one row per event, the event's own JSON line kept verbatim so the
+//! hash chain can be checked from an export.
+
+use sqlx::Row;
+use sqlx::sqlite::SqlitePool;
+
+use super::{Store, StoreError};
+
+/// One event as the writer hands it to the store.
+pub(crate) struct AuditRow<'a> {
+    pub(crate) chain: &'a str,
+    pub(crate) seq: i64,
+    pub(crate) at_ms: i64,
+    pub(crate) session: Option<&'a str>,
+    pub(crate) trace_id: Option<&'a str>,
+    pub(crate) line: &'a str,
+}
+
+pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS audit_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            chain TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            at_ms INTEGER NOT NULL,
+            session TEXT,
+            trace_id TEXT,
+            line TEXT NOT NULL,
+            UNIQUE (chain, seq)
+        )",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query("CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at_ms)")
+        .execute(pool)
+        .await?;
+    sqlx::query("CREATE INDEX IF NOT EXISTS audit_events_session ON audit_events (session)")
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS audit_key (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            key BLOB NOT NULL
+        )",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Append a batch of events in one transaction: all of them or none.
+    pub(crate) async fn append_audit(&self, rows: &[AuditRow<'_>]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO audit_events (chain, seq, at_ms, session, trace_id, line)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(r.chain)
+            .bind(r.seq)
+            .bind(r.at_ms)
+            .bind(r.session)
+            .bind(r.trace_id)
+            .bind(r.line)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest event's line, if any.
+    pub(crate) async fn last_audit_line(&self) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT line FROM audit_events ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("line")?),
+            None => None,
+        })
+    }
+
+    /// Event lines in write order: at or after `since_ms`, optionally of one session or trace,
+    /// after row `after` (for paging), at most `limit`. Returns (row id, line) pairs.
+    pub(crate) async fn audit_lines(
+        &self,
+        since_ms: i64,
+        session: Option<&str>,
+        trace_id: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, line FROM audit_events
+             WHERE at_ms >= ? AND id > ?
+               AND (? IS NULL OR session = ?)
+               AND (? IS NULL OR trace_id = ?)
+             ORDER BY id LIMIT ?",
+        )
+        .bind(since_ms)
+        .bind(after)
+        .bind(session)
+        .bind(session)
+        .bind(trace_id)
+        .bind(trace_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("line")?)))
+            .collect()
+    }
+
+    /// The redaction key kept in the store, made on first use. Every process sharing the store
+    /// uses the same key, so equal secrets correlate across them and across restarts.
+    pub(crate) async fn audit_key(&self) -> Result<Vec<u8>, StoreError> {
+        let fresh = rand::random::<[u8; 32]>().to_vec();
+        sqlx::query("INSERT INTO audit_key (id, key) VALUES (1, ?) ON CONFLICT (id) DO NOTHING")
+            .bind(&fresh)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT key FROM audit_key WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("key")?)
+    }
+}
