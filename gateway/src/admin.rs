@@ -162,6 +162,7 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/keys", get(list_keys).post(post_key))
         .route("/admin/keys/{id}", delete(delete_key))
         .route("/admin/events", get(get_events))
+        .route("/admin/audit", get(get_audit))
         .route("/healthz", get(|| async { "ok" }))
         // Browsers ask for it; answering spares the console a 404.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
@@ -551,4 +552,107 @@ async fn get_events(
             "unknown format `{other}`; use json or ndjson"
         ))),
     }
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    since: Option<String>,
+    until: Option<String>,
+    session: Option<String>,
+    trace: Option<String>,
+    identity: Option<String>,
+    tool: Option<String>,
+    kind: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+    format: Option<String>,
+}
+
+/// The audit log for SIEM ingestion (`ndjson`, the lines exactly as written, so an unfiltered
+/// export passes `portcullis audit verify`), as JSON, or a session or trace replayed as its
+/// ordered calls (`replay`). Paged: `Portcullis-Next-After` names the cursor of the next page.
+async fn get_audit(
+    State(a): State<Arc<Admin>>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, OpError> {
+    use crate::audit::export::{Filter, Source, read, replay};
+    let op = a.operator(&headers).await?;
+    require(
+        &op,
+        op.roles.admin || op.roles.auditor,
+        "reading the audit log",
+    )?;
+    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, OpError> {
+        v.as_deref()
+            .map(|t| {
+                crate::clock::parse_time(t).ok_or_else(|| {
+                    OpError::BadRequest(format!(
+                        "`{name}` must be unix milliseconds or an RFC 3339 UTC time such as 2026-11-21T10:00:00Z"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let format = q.format.as_deref().unwrap_or("ndjson");
+    if !matches!(format, "ndjson" | "json" | "replay") {
+        return Err(OpError::BadRequest(format!(
+            "unknown format `{format}`; use ndjson, json or replay"
+        )));
+    }
+    if format == "replay" && q.session.is_none() && q.trace.is_none() {
+        return Err(OpError::BadRequest(
+            "a replay is of one run: give `session` or `trace`".into(),
+        ));
+    }
+    let filter = Filter {
+        since_ms: time("since", &q.since)?.unwrap_or(0),
+        until_ms: time("until", &q.until)?,
+        session: q.session,
+        trace_id: q.trace,
+        identity: q.identity,
+        tool: q.tool,
+        kind: q.kind,
+    };
+    let settings = &a.gw.registry.settings.audit;
+    let Some(source) = Source::of(settings, &a.gw.store) else {
+        return Err(OpError::Conflict(
+            "the audit log goes to stdout only, which this gateway cannot read back; add a `store` or `file` sink".into(),
+        ));
+    };
+    let limit = usize::try_from(q.limit.unwrap_or(1000).clamp(1, 10_000)).unwrap_or(1000);
+    let page = read(&source, &filter, q.after.unwrap_or(0), limit)
+        .await
+        .map_err(|e| OpError::Unavailable(format!("the audit log cannot be read: {e}")))?;
+    let mut res = match format {
+        "ndjson" => {
+            let mut body = page.lines.join("\n");
+            if !body.is_empty() {
+                body.push('\n');
+            }
+            ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+        }
+        _ => {
+            let events: Vec<serde_json::Map<String, Value>> = page
+                .lines
+                .iter()
+                .filter_map(|l| match serde_json::from_str(l) {
+                    Ok(Value::Object(m)) => Some(m),
+                    _ => None,
+                })
+                .collect();
+            let body = if format == "replay" {
+                json!({ "calls": replay(&events), "next_after": page.next })
+            } else {
+                json!({ "events": events, "next_after": page.next })
+            };
+            axum::Json(body).into_response()
+        }
+    };
+    if let Some(n) = page.next
+        && let Ok(v) = HeaderValue::from_str(&n.to_string())
+    {
+        res.headers_mut().insert("portcullis-next-after", v);
+    }
+    Ok(res)
 }

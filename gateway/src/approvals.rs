@@ -224,6 +224,13 @@ impl Gateway {
         {
             return Err(unavailable(&e));
         }
+        let mut event = crate::audit::Event::new("approval.request");
+        event.identity = Some(crate::audit::Who::of(call.caller));
+        event.server = Some(call.server.to_string());
+        event.tool = Some(call.tool.to_string());
+        event.arguments_digest = Some(key.arguments.to_string());
+        event.detail = Some(json!({ "approval_id": record.id, "class": call.class.as_str() }));
+        self.audit.note(event);
         tracing::info!(approval = %record.id, subject = %call.caller.subject, server = call.server, tool = call.tool, "call held for approval");
         Ok(record)
     }

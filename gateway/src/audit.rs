@@ -13,6 +13,7 @@
 //! first event of a chain (`audit.start`) links to the last event already in the first sink that
 //! has one, so removing a whole run also shows as a broken link.
 
+pub(crate) mod export;
 pub(crate) mod verify;
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -315,22 +316,28 @@ struct FileSink {
 impl FileSink {
     /// Open for appending (created `0600`) and find the last event's hash.
     fn open(path: &str, fsync: bool) -> Result<(FileSink, Option<String>), String> {
+        // Append only: opened for reading too, a FIFO would count this process as its reader.
         let mut opts = std::fs::OpenOptions::new();
-        opts.create(true).append(true).read(true);
+        opts.create(true).append(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt as _;
             opts.mode(0o600);
         }
-        let mut file = opts
+        let file = opts
             .open(path)
             .map_err(|e| format!("cannot open audit file `{path}`: {e}"))?;
-        let (last, torn) = last_line(&mut file).unwrap_or((None, false));
+        let (last, torn) = match std::fs::File::open(path) {
+            Ok(mut f) => last_line(&mut f).unwrap_or((None, false)),
+            Err(_) => (None, false),
+        };
+        // Pipes and devices cannot be synced (EINVAL); only a regular file has a disk to reach.
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
         Ok((
             FileSink {
                 path: path.to_string(),
                 file,
-                fsync,
+                fsync: fsync && regular,
                 torn,
             },
             last.and_then(|l| hash_of_line(&l)),

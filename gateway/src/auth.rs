@@ -123,17 +123,30 @@ impl Authenticator {
     }
 
     /// Authenticate an `Authorization` header value, and the end user a service key declares.
+    #[cfg(test)]
     pub(crate) async fn client(
         &self,
         header: Option<&str>,
         end_user: Option<&str>,
     ) -> Result<Caller, AuthError> {
+        self.client_verified(header, end_user).await.map(|(c, _)| c)
+    }
+
+    /// Like [`Authenticator::client`]; the flag is true when the credential was checked now
+    /// rather than taken from the cache (an authentication, for the audit log).
+    pub(crate) async fn client_verified(
+        &self,
+        header: Option<&str>,
+        end_user: Option<&str>,
+    ) -> Result<(Caller, bool), AuthError> {
         let token = bearer(header).ok_or(AuthError::Missing)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = unix_now();
+        let mut fresh = false;
         let resolved = match self.cached(&digest, now) {
             Some(r) => r,
             None => {
+                fresh = true;
                 let r = self.resolve(token, now).await?;
                 if let Ok(mut cache) = self.cache.lock() {
                     if cache.len() >= CACHE_MAX {
@@ -144,7 +157,7 @@ impl Authenticator {
                 r
             }
         };
-        match end_user {
+        let caller = match end_user {
             None => Ok(Caller {
                 subject: resolved.subject,
                 identity: resolved.identity,
@@ -171,7 +184,8 @@ impl Authenticator {
                     endpoint: resolved.endpoint,
                 })
             }
-        }
+        };
+        caller.map(|c| (c, fresh))
     }
 
     async fn resolve(&self, token: &str, now: u64) -> Result<Resolved, AuthError> {

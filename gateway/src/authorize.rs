@@ -19,6 +19,15 @@ use crate::gateway::Gateway;
 /// Longest validation message returned to a caller.
 const MAX_REASON: usize = 300;
 
+/// Why arguments were refused: the message for the caller (it may quote the caller's own
+/// values) and, for logs and the audit log, only where in the arguments the problem is.
+#[derive(Debug)]
+pub(crate) struct Rejection {
+    pub(crate) message: String,
+    /// A JSON pointer into the arguments, or `schema` when the schema itself is the problem.
+    pub(crate) at: String,
+}
+
 /// Compiled argument schemas for one tool.
 #[derive(Debug)]
 pub(crate) struct ArgumentCheck {
@@ -39,23 +48,35 @@ impl ArgumentCheck {
     }
 
     /// `Ok` when the arguments satisfy both schemas; otherwise the reason, for the caller.
-    pub(crate) fn check(&self, arguments: &Value) -> Result<(), String> {
+    pub(crate) fn check(&self, arguments: &Value) -> Result<(), Rejection> {
+        let schema = |message: String| Rejection {
+            message,
+            at: "schema".into(),
+        };
         let validator = match &self.upstream {
             Ok(v) => v,
-            Err(e) => return Err(format!("the tool's input schema cannot be checked ({e})")),
+            Err(e) => {
+                return Err(schema(format!(
+                    "the tool's input schema cannot be checked ({e})"
+                )));
+            }
         };
         first_error(validator, arguments, "")?;
         match &self.operator {
             None => Ok(()),
             Some(Ok(v)) => first_error(v, arguments, "the gateway's policy: "),
-            Some(Err(e)) => Err(format!(
+            Some(Err(e)) => Err(schema(format!(
                 "the gateway's argument schema cannot be checked ({e})"
-            )),
+            ))),
         }
     }
 }
 
-fn first_error(v: &jsonschema::Validator, arguments: &Value, prefix: &str) -> Result<(), String> {
+fn first_error(
+    v: &jsonschema::Validator,
+    arguments: &Value,
+    prefix: &str,
+) -> Result<(), Rejection> {
     match v.iter_errors(arguments).next() {
         None => Ok(()),
         Some(e) => {
@@ -65,14 +86,27 @@ fn first_error(v: &jsonschema::Validator, arguments: &Value, prefix: &str) -> Re
                 false => format!("{prefix}{e} (at `{at}`)"),
             };
             crate::redact::shorten(&mut msg, MAX_REASON);
-            Err(msg)
+            Err(Rejection {
+                message: msg,
+                at: if at.is_empty() { "/".into() } else { at },
+            })
         }
     }
 }
 
 /// The digest an approval binds to: SHA-256 over the canonical JSON of the arguments.
+#[cfg(test)]
 pub(crate) fn arguments_digest(arguments: &Value) -> ArgumentsDigest {
-    ArgumentsDigest(Sha256::digest(registry::canonical_json(arguments)).into())
+    digest_and_size(arguments).0
+}
+
+/// The digest, and the size in bytes of the canonical JSON it was taken over.
+pub(crate) fn digest_and_size(arguments: &Value) -> (ArgumentsDigest, u64) {
+    let canonical = registry::canonical_json(arguments);
+    (
+        ArgumentsDigest(Sha256::digest(&canonical).into()),
+        canonical.len() as u64,
+    )
 }
 
 /// Hex SHA-256 over the canonical JSON of a tool definition as the upstream sent it.

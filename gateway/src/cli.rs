@@ -12,6 +12,8 @@ use crate::store::{KeyRole, Store};
 
 /// Invalid config or usage.
 pub(crate) const EX_CONFIG: u8 = 64;
+/// An input file could not be opened.
+pub(crate) const EX_NOINPUT: u8 = 66;
 /// A required service (the store) is unavailable.
 pub(crate) const EX_UNAVAILABLE: u8 = 69;
 /// Internal software error.
@@ -61,6 +63,20 @@ enum Command {
     Mode {
         #[command(subcommand)]
         action: ModeAction,
+    },
+    /// Work with the audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check an audit file's hash chains; exits 1 naming the first broken link.
+    Verify {
+        /// The JSON-lines audit file (a file sink, or an `/admin/audit` export).
+        file: PathBuf,
     },
 }
 
@@ -233,6 +249,9 @@ pub(crate) fn main() -> ExitCode {
             Command::Kill { action } => crate::operator_cli::kill(action).await,
             Command::Approvals { action } => crate::operator_cli::approvals(action).await,
             Command::Mode { action } => crate::operator_cli::mode(action).await,
+            Command::Audit {
+                action: AuditAction::Verify { file },
+            } => verify_audit(&file),
         }
     })
 }
@@ -244,6 +263,66 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+fn verify_audit(path: &std::path::Path) -> ExitCode {
+    use crate::audit::verify::{Verdict, verify};
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("portcullis: cannot open `{}`: {e}", path.display());
+            return ExitCode::from(EX_NOINPUT);
+        }
+    };
+    match verify(std::io::BufReader::new(file)) {
+        Ok(Verdict::Intact {
+            events,
+            chains,
+            last,
+            anchor,
+        }) => {
+            println!(
+                "intact: {events} events in {chains} chain(s); last hash {}",
+                last.as_deref().unwrap_or("-")
+            );
+            if let Some(a) = anchor {
+                println!(
+                    "the first event links to {a}: compare it with the last hash of the file before this one"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Verdict::Broken { line, id, why }) => {
+            println!(
+                "broken at {}:{line}{}: {why}",
+                path.display(),
+                id.map(|i| format!(" (event {i})")).unwrap_or_default()
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("portcullis: cannot read `{}`: {e}", path.display());
+            ExitCode::from(EX_NOINPUT)
+        }
+    }
+}
+
+/// The audit log as a command-line process writes it: the config's sinks, its own chain.
+async fn cli_audit(
+    reg: &registry::Registry,
+    store: &Store,
+) -> Result<crate::audit::Audit, ExitCode> {
+    crate::audit::Audit::open(&reg.settings.audit, store, "keys")
+        .await
+        .map_err(|e| {
+            eprintln!("portcullis: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        })
+}
+
+fn cli_operator() -> crate::audit::Who {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    crate::audit::Who::named(format!("cli:{user}"))
 }
 
 /// Load and validate a config, printing problems and mapping failure to exit 64.
@@ -310,8 +389,27 @@ async fn keys(action: KeysAction) -> ExitCode {
                     parent,
                 },
             };
+            let audit = match cli_audit(&reg, &store).await {
+                Ok(a) => a,
+                Err(c) => return c,
+            };
             match crate::keys::mint(&store, &reg, request).await {
                 Ok(k) => {
+                    let mut e = crate::audit::Event::new("key.issue");
+                    e.identity = Some(cli_operator());
+                    e.detail = Some(serde_json::json!({
+                        "id": k.record.id,
+                        "role": role.as_str(),
+                        "name": k.record.name,
+                    }));
+                    if let Err(why) = audit.record(e).await {
+                        // An unrecorded key must not exist.
+                        let _ = store.revoke_key(&k.record.id).await;
+                        eprintln!(
+                            "portcullis: key not issued: the audit log cannot record it ({why})"
+                        );
+                        return ExitCode::from(EX_UNAVAILABLE);
+                    }
                     println!(
                         "id: {}\nrole: {}\nkey: {}",
                         k.record.id,
@@ -379,6 +477,21 @@ async fn keys(action: KeysAction) -> ExitCode {
         KeysAction::Revoke { id, .. } => match store.revoke_key(&id).await {
             Ok(true) => {
                 println!("revoked {id}");
+                // Revocation is never held back by the audit log; a failure to record it is
+                // reported and makes the command fail.
+                let mut e = crate::audit::Event::new("key.revoke");
+                e.identity = Some(cli_operator());
+                e.detail = Some(serde_json::json!({ "id": id }));
+                let recorded = match cli_audit(&reg, &store).await {
+                    Ok(audit) => audit.record(e).await.map_err(|e| e.to_string()),
+                    Err(_) => Err("the audit log cannot be opened".to_string()),
+                };
+                if let Err(why) = recorded {
+                    eprintln!(
+                        "portcullis: the key is revoked, but the audit log did not record it: {why}"
+                    );
+                    return ExitCode::from(EX_UNAVAILABLE);
+                }
                 ExitCode::SUCCESS
             }
             Ok(false) => {

@@ -13,8 +13,9 @@ use policy::{ArgumentsDigest, Decision, Target, ToolClass};
 use registry::Mode;
 
 use crate::approvals::refusal;
+use crate::audit::{Event, Who};
 use crate::auth::Caller;
-use crate::authorize::{arguments_digest, rejected_arguments};
+use crate::authorize::{digest_and_size, rejected_arguments};
 use crate::catalog::{self, Cursor, PAGE_SIZE};
 use crate::front::{STATEFUL_VERSIONS, STATELESS_VERSION};
 use crate::gateway::Gateway;
@@ -37,6 +38,10 @@ pub(crate) struct Call {
     pub(crate) caller: Caller,
     pub(crate) scope: Scope,
     pub(crate) era: Era,
+    /// This gateway's id for the inbound message, in its audit events and spans.
+    pub(crate) request_id: String,
+    /// The W3C trace this request belongs to.
+    pub(crate) trace_id: Option<String>,
 }
 
 impl Call {
@@ -133,6 +138,55 @@ fn unknown_tool(name: &str) -> RpcError {
     let mut e = RpcError::new(INVALID_PARAMS, format!("Unknown tool: {name}"));
     e.data = Some(json!({ "reason": "not_found" }));
     e
+}
+
+/// What the audit log will say about one tool call, filled in as it is decided.
+#[derive(Default)]
+struct Trail {
+    server: Option<String>,
+    tool: Option<String>,
+    digest: Option<String>,
+    request_bytes: Option<u64>,
+    arguments: Option<Value>,
+    outcome: Option<&'static str>,
+    reason: Option<String>,
+    level: Option<String>,
+    approval: Option<String>,
+    /// Set when the request event is written and the upstream is called.
+    started: Option<std::time::Instant>,
+}
+
+/// `data.reason` of a gateway refusal.
+fn refusal_reason(e: &RpcError) -> Option<&str> {
+    e.data.as_ref()?.get("reason")?.as_str()
+}
+
+/// The audit outcome of a refusal the trail did not name.
+fn outcome_of(e: &RpcError) -> &'static str {
+    match refusal_reason(e) {
+        Some("not_found") => "not_found",
+        Some("killed") => "killed",
+        Some("read_only") => "read_only",
+        Some("unavailable") => "unavailable",
+        _ => "invalid_request",
+    }
+}
+
+/// Bytes of `v` as compact JSON, counted without building the text.
+fn json_size(v: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
 
 /// Removes a call from the client-cancellation map however the call ends.
@@ -339,6 +393,26 @@ impl Gateway {
                 Err(e)
             }
         }?;
+        if let Some(key) = match method {
+            "tools/list" => Some("tools"),
+            "resources/list" => Some("resources"),
+            "resources/templates/list" => Some("resourceTemplates"),
+            "prompts/list" => Some("prompts"),
+            _ => None,
+        } {
+            let mut e = Event::new("mcp.list");
+            e.request_id = Some(call.request_id.clone());
+            e.trace_id = call.trace_id.clone();
+            e.session = call.session_id().map(str::to_string);
+            e.identity = Some(Who::of(&call.caller));
+            e.method = Some(method.to_string());
+            e.outcome = Some("allowed");
+            e.detail = Some(json!({
+                "items": result.get(key).and_then(Value::as_array).map_or(0, Vec::len),
+                "endpoint": match &call.scope { Scope::Federated => "/mcp".to_string(), Scope::Server(s) => format!("/mcp/{s}") },
+            }));
+            self.audit.note(e);
+        }
         if modern && let Some(obj) = result.as_object_mut() {
             obj.entry("resultType").or_insert_with(|| json!("complete"));
             if matches!(
@@ -416,6 +490,8 @@ impl Gateway {
         Ok(out)
     }
 
+    /// `tools/call`, with its audit events: the decision (a request event written before the
+    /// upstream is called, or a refusal), then the result.
     async fn call_tool(
         &self,
         call: &Call,
@@ -423,17 +499,90 @@ impl Gateway {
         params: Option<Value>,
         sink: mpsc::UnboundedSender<Value>,
     ) -> Result<Value, RpcError> {
+        let mut trail = Trail::default();
+        let result = self
+            .call_tool_decided(call, id, params, sink, &mut trail)
+            .await;
+        let executed = trail.started.is_some();
+        let mut event = self.call_event(
+            call,
+            if executed { "tool.result" } else { "tool.call" },
+            &trail,
+        );
+        if let Some(started) = trail.started {
+            event.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+            match &result {
+                Ok(v) => {
+                    let failed = v.get("isError").and_then(Value::as_bool) == Some(true);
+                    event.status = Some(if failed { "tool_error" } else { "ok" });
+                    event.response_bytes = Some(json_size(v));
+                }
+                Err(e) => {
+                    event.status = Some("error");
+                    event.reason = Some(refusal_reason(e).unwrap_or("upstream_error").to_string());
+                }
+            }
+        } else if let Err(e) = &result
+            && trail.outcome.is_none()
+        {
+            event.outcome = Some(outcome_of(e));
+        }
+        self.audit.note(event);
+        result
+    }
+
+    /// An event about the call described by `trail`.
+    fn call_event(&self, call: &Call, kind: &'static str, trail: &Trail) -> Event {
+        let mut e = Event::new(kind);
+        e.request_id = Some(call.request_id.clone());
+        e.trace_id = call.trace_id.clone();
+        e.session = call.session_id().map(str::to_string);
+        e.identity = Some(Who::of(&call.caller));
+        e.method = Some("tools/call".into());
+        e.server = trail.server.clone();
+        e.tool = trail.tool.clone();
+        e.arguments_digest = trail.digest.clone();
+        e.request_bytes = trail.request_bytes;
+        e.outcome = trail.outcome;
+        e.reason = trail.reason.clone();
+        e.level = trail.level.clone();
+        // The summary goes into one event only: the decision, or the result of an executed call
+        // whose decision event already carried it.
+        e.arguments = if kind == "tool.call" {
+            trail.arguments.clone()
+        } else {
+            None
+        };
+        if let Some(a) = &trail.approval {
+            e.detail = Some(json!({ "approval_id": a }));
+        }
+        e
+    }
+
+    async fn call_tool_decided(
+        &self,
+        call: &Call,
+        id: &Value,
+        params: Option<Value>,
+        sink: mpsc::UnboundedSender<Value>,
+        trail: &mut Trail,
+    ) -> Result<Value, RpcError> {
         let name = str_param(&params, "name")?.to_string();
-        let (up, tool) = self
-            .resolve(&call.scope, &name)
-            .ok_or_else(|| unknown_tool(&name))?;
+        trail.tool = Some(name.clone());
+        let Some((up, tool)) = self.resolve(&call.scope, &name) else {
+            trail.outcome = Some("not_found");
+            return Err(unknown_tool(&name));
+        };
         // Allowlisted in the registry AND currently offered by the upstream, compared exactly.
         let tools = up.tools();
         let offered = tools.iter().find(|t| t.tool.name == tool);
         let Some(offered) = offered.filter(|_| up.config.tools.contains_key(tool)) else {
             tracing::info!(subject = %call.caller.subject, tool = %name, "call to unknown or unlisted tool refused");
+            trail.outcome = Some("not_found");
             return Err(unknown_tool(&name));
         };
+        trail.server = Some(up.name().to_string());
+        trail.tool = Some(tool.to_string());
         // Closed when the client is gone: a held call then stops waiting.
         let gone = sink.clone();
         let progress = progress_token(&params).map(|t| (t, sink));
@@ -445,13 +594,17 @@ impl Gateway {
             None => &no_arguments,
             Some(v @ Value::Object(_)) => v,
             Some(_) => {
+                trail.outcome = Some("invalid_request");
                 return Err(RpcError::new(
                     INVALID_PARAMS,
                     "`arguments` must be an object",
                 ));
             }
         };
-        let digest = arguments_digest(arguments);
+        let (digest, size) = digest_and_size(arguments);
+        trail.digest = Some(hex::encode(digest.0));
+        trail.request_bytes = Some(size);
+        trail.arguments = Some(self.audit.summary(arguments));
         let target = Target::Tool(tool);
         let server = up.name();
         let subject = &call.caller.subject;
@@ -461,26 +614,36 @@ impl Gateway {
             Decision::Deny(denial) => {
                 // Denied answers exactly like nonexistent; the reason goes to the operator.
                 tracing::info!(%subject, server, tool, reason = %denial, "tool call denied");
+                trail.outcome = Some("denied");
+                trail.level = denial.level.map(|l| l.as_str().to_string());
+                trail.reason = Some(denial.to_string());
                 return Err(unknown_tool(&name));
             }
             Decision::NeedsApproval { .. } => true,
         };
         if let Some(killed) = self.levers.killed(&call.caller.identity, server, tool) {
             tracing::warn!(%subject, server, tool, reason = %killed, "tool call refused: killed");
+            trail.outcome = Some("killed");
+            trail.reason = Some(killed.to_string());
             return Err(killed_refusal(&name, &killed));
         }
         if let Err(why) = offered.check.check(arguments) {
-            tracing::info!(%subject, server, tool, reason = %why, "tool call arguments rejected");
-            return Ok(rejected_arguments(&why));
+            // The message may quote argument values: logs and the audit log get its place only.
+            tracing::info!(%subject, server, tool, at = %why.at, "tool call arguments rejected");
+            trail.outcome = Some("invalid_arguments");
+            trail.reason = Some(format!("arguments do not match the schema at `{}`", why.at));
+            return Ok(rejected_arguments(&why.message));
         }
         match mode_gate(self.levers.mode_now(), &name, offered.class, needs_approval) {
             Ok(None) => {}
             Ok(Some(answer)) => {
                 tracing::info!(%subject, server, tool, arguments_digest = %hex::encode(digest.0), needs_approval, "shadow mode: call recorded, not executed");
+                trail.outcome = Some("shadow");
                 return Ok(answer);
             }
             Err(refused) => {
                 tracing::info!(%subject, server, tool, class = %offered.class, "tool call refused: read-only mode");
+                trail.outcome = Some("read_only");
                 return Err(refused);
             }
         }
@@ -490,6 +653,7 @@ impl Gateway {
             .start(call.caller.identity.clone(), server, tool)
         else {
             tracing::error!(%subject, server, tool, "in-flight registry unavailable; call refused");
+            trail.outcome = Some("unavailable");
             return Err(refusal(
                 "unavailable",
                 format!(
@@ -522,22 +686,58 @@ impl Gateway {
             // The hold took time: a switch engaged or a mode switched meanwhile still applies.
             if let Some(killed) = self.levers.killed(&call.caller.identity, server, tool) {
                 tracing::warn!(%subject, server, tool, reason = %killed, "held call refused: killed");
+                trail.outcome = Some("killed");
+                trail.reason = Some(killed.to_string());
                 return Err(killed_refusal(&name, &killed));
             }
-            let approval = outcome?;
+            let approval = match outcome {
+                Ok(a) => a,
+                Err(e) => {
+                    trail.outcome = Some(match refusal_reason(&e) {
+                        Some("approval_pending") => "held",
+                        Some("approval_denied") => "approval_denied",
+                        Some("cancelled") => "cancelled",
+                        _ => "unavailable",
+                    });
+                    trail.approval = e
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get("approval_id"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    return Err(e);
+                }
+            };
+            trail.approval = Some(approval.clone());
             match mode_gate(self.levers.mode_now(), &name, offered.class, false) {
                 Ok(None) => {}
                 Ok(Some(answer)) => {
                     tracing::info!(%subject, server, tool, %approval, "shadow mode since approval: not executed");
+                    trail.outcome = Some("shadow");
                     return Ok(answer);
                 }
                 Err(refused) => {
                     tracing::info!(%subject, server, tool, %approval, "read-only mode since approval: refused");
+                    trail.outcome = Some("read_only");
                     return Err(refused);
                 }
             }
         }
-        let started = std::time::Instant::now();
+        // Audit before action: the request event is on a required sink, or nothing runs.
+        trail.outcome = Some("allowed");
+        let request_event = self.call_event(call, "tool.call", trail);
+        if let Err(e) = self.audit.record(request_event).await {
+            tracing::error!(%subject, server, tool, error = %e, "audit log cannot record the call; refused");
+            trail.outcome = Some("audit_unavailable");
+            trail.reason = Some(e.to_string());
+            return Err(refusal(
+                "audit_unavailable",
+                format!("`{name}` was not executed: the audit log cannot record it"),
+                json!({}),
+            ));
+        }
+        trail.arguments = None;
+        trail.started = Some(std::time::Instant::now());
         let r = up
             .request(
                 "tools/call",
@@ -547,18 +747,6 @@ impl Gateway {
             )
             .await;
         drop(running);
-        let protocol = match &call.era {
-            Era::Stateful(s) => s.protocol_version.as_str(),
-            Era::Stateless => crate::front::STATELESS_VERSION,
-        };
-        tracing::debug!(
-            server,
-            tool,
-            protocol,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            ok = r.is_ok(),
-            "tool call"
-        );
         if r.is_err()
             && let Some(killed) = self.levers.killed(&call.caller.identity, server, tool)
         {
@@ -709,6 +897,34 @@ impl Gateway {
         }
     }
 
+    /// Audit before action for requests other than tool calls: the request event is on a
+    /// required sink before the upstream is asked, or the request is refused.
+    async fn recorded(
+        &self,
+        call: &Call,
+        method: &str,
+        server: &str,
+        target: &str,
+    ) -> Result<(), RpcError> {
+        let mut e = Event::new("mcp.request");
+        e.request_id = Some(call.request_id.clone());
+        e.trace_id = call.trace_id.clone();
+        e.session = call.session_id().map(str::to_string);
+        e.identity = Some(Who::of(&call.caller));
+        e.method = Some(method.to_string());
+        e.server = Some(server.to_string());
+        e.outcome = Some("allowed");
+        e.detail = Some(json!({ "target": target }));
+        self.audit.record(e).await.map_err(|e| {
+            tracing::error!(subject = %call.caller.subject, server, %method, error = %e, "audit log cannot record the request; refused");
+            refusal(
+                "audit_unavailable",
+                format!("`{method}` was not executed: the audit log cannot record it"),
+                json!({}),
+            )
+        })
+    }
+
     async fn read_resource(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
         let modern = call.modern();
         let uri = str_param(&params, "uri")?.to_string();
@@ -719,6 +935,8 @@ impl Gateway {
             return Err(unknown_resource(&uri, modern));
         }
         self.gate(call, up.name(), &uri)?;
+        self.recorded(call, "resources/read", up.name(), &uri)
+            .await?;
         let mut fwd = forwardable(params);
         fwd.insert("uri".into(), json!(inner));
         let mut res = match up
@@ -768,6 +986,7 @@ impl Gateway {
             return Err(unknown_resource(&uri, false));
         }
         self.gate(call, up.name(), &uri)?;
+        self.recorded(call, method, up.name(), &uri).await?;
         let mut fwd = forwardable(params);
         fwd.insert("uri".into(), json!(inner));
         up.request(method, Some(Value::Object(fwd)), None, None)
@@ -794,6 +1013,7 @@ impl Gateway {
             return Err(unknown_prompt(&name));
         }
         self.gate(call, up.name(), &name)?;
+        self.recorded(call, "prompts/get", up.name(), &name).await?;
         let mut fwd = forwardable(params);
         fwd.insert("name".into(), json!(inner));
         up.request("prompts/get", Some(Value::Object(fwd)), None, None)
@@ -833,6 +1053,13 @@ impl Gateway {
             return none();
         }
         self.gate(call, up.name(), "completion/complete")?;
+        self.recorded(
+            call,
+            "completion/complete",
+            up.name(),
+            "completion/complete",
+        )
+        .await?;
         let mut fwd = forwardable(params);
         fwd.insert("ref".into(), new_ref);
         up.request("completion/complete", Some(Value::Object(fwd)), None, None)

@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::audit::{Event as AuditEvent, Who};
 use crate::auth::{AuthError, Caller, END_USER_HEADER};
 use crate::dispatch::{Call, Era};
 use crate::gateway::Gateway;
@@ -188,7 +189,29 @@ async fn admit(
             ));
         }
     };
-    let caller = match gw.auth.client(auth, end_user).await {
+    let verified = gw.auth.client_verified(auth, end_user).await;
+    match &verified {
+        Ok((caller, true)) => {
+            let mut e = AuditEvent::new("auth.success");
+            e.identity = Some(Who::of(caller));
+            e.detail = Some(json!({ "endpoint": server.as_deref().unwrap_or("/mcp") }));
+            gw.audit.note(e);
+        }
+        Ok((_, false)) => {}
+        Err(why) => {
+            let mut e = AuditEvent::new("auth.failure");
+            e.outcome = Some(match why {
+                AuthError::Unavailable(_) => "unavailable",
+                AuthError::Missing => "missing",
+                _ => "refused",
+            });
+            // The reason names the failure, never the credential.
+            e.reason = Some(why.to_string());
+            e.detail = Some(json!({ "endpoint": server.as_deref().unwrap_or("/mcp") }));
+            gw.audit.note(e);
+        }
+    }
+    let caller = match verified.map(|(c, _)| c) {
         Ok(c) => c,
         Err(AuthError::Unavailable(e)) => {
             tracing::error!(error = %e, "credential check failed; refusing");
@@ -272,6 +295,8 @@ async fn post(
             caller: admitted.caller,
             scope: admitted.scope,
             era: Era::Stateful(session),
+            request_id: request_id(),
+            trace_id: trace_id(&headers),
         };
         return answer(gw, call, msg, accepts_sse).await;
     }
@@ -328,6 +353,8 @@ async fn post(
         caller: admitted.caller,
         scope: admitted.scope,
         era: Era::Stateless,
+        request_id: request_id(),
+        trace_id: trace_id(&headers),
     };
     answer(gw, call, msg, accepts_sse).await
 }
@@ -442,6 +469,11 @@ fn initialize(gw: &Gateway, admitted: Admitted, msg: Inbound) -> Response {
         .sessions
         .create(&admitted.caller, admitted.scope, version.to_string());
     tracing::info!(session = %session.id, subject = %session.subject, protocol = version, "session started");
+    let mut e = AuditEvent::new("session.start");
+    e.session = Some(session.id.clone());
+    e.identity = Some(Who::of(&admitted.caller));
+    e.detail = Some(json!({ "protocol": version }));
+    gw.audit.note(e);
     let mut resp = axum::Json(jsonrpc::response(&id, result)).into_response();
     if let Ok(v) = HeaderValue::from_str(&session.id) {
         resp.headers_mut().insert("mcp-session-id", v);
@@ -667,6 +699,11 @@ async fn delete(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) ->
     };
     if gw.sessions.remove(sid, &admitted.caller, &admitted.scope) {
         tracing::info!(session = %sid, "session ended by client");
+        let mut e = AuditEvent::new("session.end");
+        e.session = Some(sid.to_string());
+        e.identity = Some(Who::of(&admitted.caller));
+        e.reason = Some("ended by the client".into());
+        gw.audit.note(e);
         StatusCode::NO_CONTENT.into_response()
     } else {
         plain_error(StatusCode::NOT_FOUND, "session not found")
@@ -674,6 +711,30 @@ async fn delete(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) ->
 }
 
 // === helpers ===
+
+/// A fresh id for one inbound message.
+fn request_id() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+/// The trace id of a valid W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn trace_id(headers: &HeaderMap) -> Option<String> {
+    let tp = header_str(headers, "traceparent")?;
+    let mut parts = tp.split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(span, 16)
+        && span.bytes().any(|b| b != b'0')
+        && hex(flags, 2);
+    valid.then(|| trace.to_string())
+}
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())

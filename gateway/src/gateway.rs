@@ -8,6 +8,7 @@ use http::HeaderValue;
 use registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::Audit;
 use crate::auth::{Authenticator, Issuers};
 use crate::levers::Levers;
 use crate::session::Sessions;
@@ -22,6 +23,8 @@ pub(crate) struct Gateway {
     pub(crate) upstreams: Arc<Upstreams>,
     /// Runtime state: keys, switches, approvals, the operator record.
     pub(crate) store: Store,
+    /// The audit log: every decision, written before the action.
+    pub(crate) audit: Arc<Audit>,
     /// The kill switch and mode as this process last read them.
     pub(crate) levers: Arc<Levers>,
     /// Woken when an approval is decided or voided here, so held calls look at once.
@@ -39,6 +42,7 @@ impl Gateway {
     pub(crate) fn new(
         registry: Arc<Registry>,
         store: Store,
+        audit: Arc<Audit>,
         upstreams: Arc<Upstreams>,
         bound: SocketAddr,
     ) -> Gateway {
@@ -88,6 +92,7 @@ impl Gateway {
             approval_decided: tokio::sync::Notify::new(),
             auth: Authenticator::new(store.clone(), issuers),
             store,
+            audit,
             upstreams,
             inflight: Mutex::new(HashMap::new()),
             public_url,

@@ -157,6 +157,22 @@ fn reason_of(reason: &str) -> Result<&str, OpError> {
     Ok(r)
 }
 
+/// The audit event kind of an operator action (the kinds are a closed set, so the audit schema
+/// stays documented).
+fn operator_kind(kind: &str) -> &'static str {
+    match kind {
+        "kill_switch.engage" => "kill_switch.engage",
+        "kill_switch.release" => "kill_switch.release",
+        "mode.set" => "mode.set",
+        "approval.approve" => "approval.approve",
+        "approval.deny" => "approval.deny",
+        "key.issue" => "key.issue",
+        "key.revoke" => "key.revoke",
+        "ui.sign_in" => "operator.sign_in",
+        _ => "operator.action",
+    }
+}
+
 impl Gateway {
     pub(crate) async fn record_operator(
         &self,
@@ -165,6 +181,23 @@ impl Gateway {
         detail: serde_json::Value,
     ) -> Result<(), OpError> {
         tracing::info!(operator = %op.actor(), kind, %detail, "operator action");
+        let mut event = crate::audit::Event::new(operator_kind(kind));
+        event.identity = Some(crate::audit::Who {
+            subject: op.subject.clone(),
+            principals: op
+                .user
+                .iter()
+                .map(|u| format!("user:{u}"))
+                .chain(op.roles.names().into_iter().map(|r| format!("role:{r}")))
+                .collect(),
+        });
+        event.detail = Some(detail.clone());
+        if let Err(e) = self.audit.record(event).await {
+            tracing::error!(error = %e, kind, "operator action not recorded in the audit log; not taken");
+            return Err(OpError::Unavailable(format!(
+                "the audit log cannot record this action, so it was not taken ({e})"
+            )));
+        }
         self.store
             .record_event(kind, &op.actor(), &detail)
             .await

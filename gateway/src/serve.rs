@@ -21,6 +21,16 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
         Ok(s) => s,
         Err(c) => return c,
     };
+    let audit = match crate::audit::Audit::open(&reg.settings.audit, &store, "serve").await {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            eprintln!(
+                "  fix: make a required audit sink writable (audit.sinks); no call runs unrecorded"
+            );
+            return ExitCode::from(crate::cli::EX_UNAVAILABLE);
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(reg.settings.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -55,7 +65,13 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
     let shutdown = CancellationToken::new();
     let reg = Arc::new(reg);
     let upstreams = Upstreams::start(&reg.servers, shutdown.clone());
-    let gw = Arc::new(Gateway::new(reg.clone(), store, upstreams.clone(), bound));
+    let gw = Arc::new(Gateway::new(
+        reg.clone(),
+        store,
+        audit,
+        upstreams.clone(),
+        bound,
+    ));
     // Read the kill switch and mode before serving; until a read succeeds every call is refused.
     if let Err(e) = gw.levers.refresh().await {
         eprintln!("portcullis: cannot read the kill-switch state: {e}");
@@ -170,7 +186,15 @@ fn quickstart_config(port: u16) -> String {
              prompts: [summarize_notes]\n\
          # create_note and delete_note wait for a human: approve them at the admin URL.\n\
          approvals: {{ ttl: 15m, hold: 30s, target_arguments: [id, title] }}\n\
-         mode: enforce\n",
+         mode: enforce\n\
+         # Every decision is written here before the call runs; `portcullis audit verify audit.jsonl`\n\
+         # checks the hash chain. Values at these paths (and anything that looks like a secret) are\n\
+         # replaced by a keyed digest.\n\
+         audit:\n  \
+           sinks:\n    \
+             - {{ type: file, path: audit.jsonl }}\n    \
+             - {{ type: store }}\n  \
+           redact: [\"$.arguments.password\"]\n",
         admin = port.saturating_add(1)
     )
 }

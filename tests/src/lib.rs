@@ -66,7 +66,7 @@ fn spawn_until(cmd: Command, marker: &str) -> Result<(Proc, String)> {
 
 /// Like [`spawn_until`], returning every line printed up to and including the marker's.
 fn spawn_collect(mut cmd: Command, marker: &str) -> Result<(Proc, Vec<String>)> {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.stdout(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
     let stdout = child.stdout.take().context("no stdout")?;
     let (tx, rx) = mpsc::channel();
@@ -220,15 +220,32 @@ pub struct Gateway {
     pub admin: String,
     /// A client API key.
     pub key: String,
+    log: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // A failing test shows what the gateway said.
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+            eprintln!("--- gateway.log ---\n{log}--- end of gateway.log ---");
+        }
+    }
 }
 
 /// Start `portcullis serve` on a config; returns the process, MCP base and admin base URLs.
-fn serve(config: &Path) -> Result<(Proc, String, String)> {
+/// The gateway's log (at `log` level) is appended to `gateway.log` next to the config.
+fn serve(config: &Path, log: &str) -> Result<(Proc, String, String)> {
     let mut cmd = Command::new(bin("portcullis"));
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name("gateway.log"))?;
     cmd.arg("serve")
         .arg("--config")
         .arg(config)
-        .env("PORTCULLIS_LOG", "warn");
+        .env("PORTCULLIS_LOG", log)
+        .stderr(log_file);
     let (proc, lines) = spawn_collect(cmd, "mcp listening on ")?;
     let url_after = |marker: &str| {
         lines
@@ -255,11 +272,18 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with extra top-level config lines.
     pub fn start_with(top: &str, servers_yaml: &str) -> Result<Gateway> {
-        Gateway::spawn(top, servers_yaml, true)
+        Gateway::spawn(top, servers_yaml, true, "warn")
     }
 
-    fn spawn(top: &str, servers_yaml: &str, ready: bool) -> Result<Gateway> {
+    /// Like [`Gateway::start_with`], logging at `log` level (e.g. `debug`) to
+    /// [`Gateway::log_file`]. `{dir}` in `top` is replaced by the gateway's directory.
+    pub fn start_logged(top: &str, servers_yaml: &str, log: &str) -> Result<Gateway> {
+        Gateway::spawn(top, servers_yaml, true, log)
+    }
+
+    fn spawn(top: &str, servers_yaml: &str, ready: bool, log: &str) -> Result<Gateway> {
         let dir = tempfile::tempdir()?;
+        let top = &top.replace("{dir}", &dir.path().display().to_string());
         // Approvals have their own tests; elsewhere write tools are called directly.
         let approvals = match top.contains("approvals:") {
             true => "",
@@ -269,8 +293,15 @@ impl Gateway {
             true => "",
             false => "admin_listen: 127.0.0.1:0\n",
         };
+        let audit = match top.contains("audit:") {
+            true => String::new(),
+            false => format!(
+                "audit: {{ sinks: [{{ type: file, path: {} }}, {{ type: store }}] }}\n",
+                dir.path().join("audit.jsonl").display()
+            ),
+        };
         let config = format!(
-            "listen: 127.0.0.1:0\n{admin}store: sqlite://{}\n{approvals}{top}servers:\n{servers_yaml}",
+            "listen: 127.0.0.1:0\n{admin}store: sqlite://{}\n{approvals}{audit}{top}servers:\n{servers_yaml}",
             dir.path().join("store.db").display()
         );
         let path = dir.path().join("portcullis.yaml");
@@ -280,13 +311,14 @@ impl Gateway {
             .map(|s| format!("{s}/*"))
             .collect();
         let key = create_key_with(&path, "e2e", &grants, &[])?;
-        let (proc, base, admin) = serve(&path)?;
+        let (proc, base, admin) = serve(&path, log)?;
         let gw = Gateway {
             proc,
             dir,
             base,
             admin,
             key,
+            log: log.to_string(),
         };
         if ready {
             gw.wait_ready()?;
@@ -299,7 +331,17 @@ impl Gateway {
 
     /// Start without waiting for every upstream (some are meant to be down).
     pub fn start_with_unready(servers_yaml: &str) -> Gateway {
-        Gateway::spawn("", servers_yaml, false).unwrap_or_else(|e| panic!("gateway: {e}"))
+        Gateway::spawn("", servers_yaml, false, "warn").unwrap_or_else(|e| panic!("gateway: {e}"))
+    }
+
+    /// The audit file the harness configures (unless the test wrote its own `audit:`).
+    pub fn audit_file(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    /// What the gateway logged (stderr), across restarts.
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.path().join("gateway.log")
     }
 
     /// Config file path.
@@ -353,7 +395,7 @@ impl Gateway {
 
     /// Start another gateway process on the same config and store (new ports).
     pub fn another(&self) -> Result<Replica> {
-        let (proc, base, admin) = serve(&self.config())?;
+        let (proc, base, admin) = serve(&self.config(), &self.log)?;
         let r = Replica {
             _proc: proc,
             base,
@@ -366,7 +408,7 @@ impl Gateway {
     /// Stop this process (SIGKILL) and start it again on the same config and store.
     pub fn restart(&mut self) -> Result<()> {
         self.proc.kill();
-        let (proc, base, admin) = serve(&self.config())?;
+        let (proc, base, admin) = serve(&self.config(), &self.log)?;
         self.proc = proc;
         self.base = base;
         self.admin = admin;

@@ -14,17 +14,27 @@ use crate::auth::Caller;
 use crate::store::Store;
 use crate::upstream::Upstreams;
 
-const CONFIG: &str = "approvals: { hold: 0s }\nservers:\n  notes:\n    builtin: notes\n    tools: { create_note: { class: write } }\n";
+const CONFIG: &str = "audit: { sinks: [{ type: file, path: AUDIT }] }\napprovals: { hold: 0s }\nservers:\n  notes:\n    builtin: notes\n    tools: { create_note: { class: write } }\n";
 
 async fn gateway() -> (tempfile::TempDir, Store, Arc<Gateway>, CancellationToken) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&format!("sqlite://{}", dir.path().join("g.db").display()))
         .await
         .unwrap();
-    let reg = Arc::new(registry::load_str("t.yaml", CONFIG).unwrap());
+    let config = CONFIG.replace("AUDIT", &dir.path().join("a.jsonl").display().to_string());
+    let reg = Arc::new(registry::load_str("t.yaml", &config).unwrap());
     let stop = CancellationToken::new();
     let ups = Upstreams::start(&reg.servers, stop.clone());
-    let gw = Gateway::new(reg, store.clone(), ups, "127.0.0.1:1".parse().unwrap());
+    let audit = crate::audit::Audit::open(&reg.settings.audit, &store, "test")
+        .await
+        .unwrap();
+    let gw = Gateway::new(
+        reg,
+        store.clone(),
+        Arc::new(audit),
+        ups,
+        "127.0.0.1:1".parse().unwrap(),
+    );
     gw.levers.refresh().await.unwrap();
     (dir, store, Arc::new(gw), stop)
 }

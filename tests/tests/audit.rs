@@ -1,0 +1,365 @@
+//! The audit log end to end: allowed, denied and held calls each leave their events; a secret in
+//! the arguments reaches neither the audit file, the export nor the gateway's log; the chain
+//! verifies and an edit is named; an unwritable sink refuses calls while the gateway stays up;
+//! a gateway killed mid-call has already written the request event.
+
+use std::process::Command;
+use std::time::Duration;
+
+use portcullis_tests::raw::{Raw, req};
+use portcullis_tests::{Fixture, Gateway, bin, create_key_with, fixture_server};
+use serde_json::{Value, json};
+
+/// Detected by its shape (a well-known key prefix).
+const SHAPED: &str = "sk-proj-Q8x3LmP0aB7cD9eF2gH4";
+/// Detected by its key (`password`).
+const BY_KEY: &str = "correct-horse-battery-staple";
+/// Redacted by the configured path `$.arguments.diary`.
+const BY_PATH: &str = "dear-diary-entry-4711";
+
+fn events(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn find<'a>(all: &'a [Value], kind: &str, tool: &str, outcome: &str) -> Option<&'a Value> {
+    all.iter().find(|e| {
+        e["kind"] == kind && e["tool"] == tool && (outcome.is_empty() || e["outcome"] == outcome)
+    })
+}
+
+fn verify(path: &std::path::Path) -> (bool, String) {
+    let out = Command::new(bin("portcullis"))
+        .args(["audit", "verify"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    for s in [SHAPED, BY_KEY, BY_PATH] {
+        assert!(!text.contains(s), "{s} leaked into {what}:\n{text}");
+    }
+}
+
+async fn call(c: &Raw, id: u64, tool: &str, args: Value) -> Value {
+    c.call(req(
+        id,
+        "tools/call",
+        json!({ "name": tool, "arguments": args }),
+    ))
+    .await
+    .1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_decision_is_recorded_chained_and_free_of_secrets() {
+    let fx = Fixture::start("both").unwrap();
+    let top = "approvals: { required_from: write, hold: 0s }
+audit:
+  sinks: [{ type: file, path: {dir}/audit.jsonl }, { type: store }]
+  redact: [\"$.arguments.diary\"]
+";
+    let gw = Gateway::start_logged(top, &fixture_server("fx", &fx.url), "debug").unwrap();
+    let secret_args =
+        json!({ "text": format!("use {SHAPED}"), "password": BY_KEY, "diary": BY_PATH });
+
+    // Allowed.
+    let mut alice = Raw::new(gw.mcp(), &gw.key);
+    alice.init().await;
+    let r = call(&alice, 1, "fx__echo", secret_args.clone()).await;
+    assert!(r["result"]["content"].is_array(), "{r}");
+    // Denied: this key is granted one other tool only.
+    let narrow =
+        create_key_with(&gw.config(), "narrow", &["fx/test_simple_text".into()], &[]).unwrap();
+    let mut bob = Raw::new(gw.mcp(), &narrow);
+    bob.init().await;
+    let r = call(&bob, 2, "fx__echo", secret_args.clone()).await;
+    assert_eq!(r["error"]["data"]["reason"], "not_found", "{r}");
+    // Held for approval.
+    let mut held_args = secret_args.clone();
+    held_args["ms"] = json!(1);
+    let before = fx.calls();
+    let r = call(&alice, 3, "fx__slow", held_args).await;
+    assert_eq!(r["error"]["data"]["reason"], "approval_pending", "{r}");
+    assert_eq!(fx.calls(), before, "a held call reached the upstream");
+    // An operator action.
+    let admin = gw.operator_key("admin", None).unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/admin/kill-switch", gw.admin))
+        .bearer_auth(&admin)
+        .json(&json!({ "scope": "tool", "target": "fx/test_sampling", "engaged": true, "reason": "audit test" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let file = gw.audit_file();
+    let all = events(&file);
+    let allowed = find(&all, "tool.call", "echo", "allowed").expect("allowed call event");
+    assert_eq!(allowed["server"], "fx");
+    assert_eq!(
+        allowed["identity"]["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("key:"),
+        true
+    );
+    assert_eq!(allowed["session"], alice.session.clone().unwrap().as_str());
+    assert_eq!(allowed["arguments_digest"].as_str().unwrap().len(), 64);
+    let result = all
+        .iter()
+        .find(|e| e["kind"] == "tool.result" && e["request_id"] == allowed["request_id"])
+        .expect("result event");
+    assert_eq!(result["status"], "ok");
+    assert!(result["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(result["response_bytes"].as_u64().unwrap() > 0);
+    let denied = find(&all, "tool.call", "echo", "denied").expect("denied call event");
+    assert!(denied["reason"].as_str().unwrap().len() > 5, "{denied}");
+    assert!(denied["level"].is_string(), "{denied}");
+    let held = find(&all, "tool.call", "slow", "held").expect("held call event");
+    assert!(
+        held["detail"]["approval_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("apr_")
+    );
+    assert!(all.iter().any(|e| e["kind"] == "approval.request"));
+    assert!(
+        all.iter()
+            .any(|e| e["kind"] == "kill_switch.engage" && e["detail"]["reason"] == "audit test")
+    );
+    assert!(all.iter().any(|e| e["kind"] == "auth.success"));
+    assert!(all.iter().any(|e| e["kind"] == "session.start"));
+    assert!(
+        all.iter()
+            .any(|e| e["kind"] == "key.issue" && e["detail"]["name"] == "narrow")
+    );
+    // Redacted values correlate: the same password shows the same digest in every event.
+    let marks: Vec<&str> = [allowed, denied, held]
+        .iter()
+        .map(|e| e["arguments"]["password"].as_str().unwrap())
+        .collect();
+    assert!(marks[0].starts_with("[redacted:hmac:"), "{marks:?}");
+    assert!(marks.iter().all(|m| *m == marks[0]), "{marks:?}");
+    assert!(
+        allowed["arguments"]["diary"]
+            .as_str()
+            .unwrap()
+            .starts_with("[redacted:hmac:")
+    );
+
+    // No secret anywhere: the file, the export, the log.
+    assert_no_secret("the audit file", &std::fs::read_to_string(&file).unwrap());
+    let auditor = gw.operator_key("auditor", None).unwrap();
+    let export = reqwest::Client::new()
+        .get(format!("{}/admin/audit", gw.admin))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    let export = export.text().await.unwrap();
+    assert_no_secret("the export", &export);
+    assert_no_secret(
+        "the gateway log",
+        &std::fs::read_to_string(gw.log_file()).unwrap(),
+    );
+
+    // The file and an unfiltered export verify.
+    let (ok, out) = verify(&file);
+    assert!(ok, "{out}");
+    let exported = gw.dir.path().join("export.jsonl");
+    std::fs::write(&exported, &export).unwrap();
+    let (ok, out) = verify(&exported);
+    assert!(ok, "{out}");
+
+    // A client key cannot export; filters narrow; a session replays as its calls.
+    let status = reqwest::Client::new()
+        .get(format!("{}/admin/audit", gw.admin))
+        .bearer_auth(&gw.key)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status == 401 || status == 403, "{status}");
+    let get = |q: String| {
+        let auditor = auditor.clone();
+        let url = format!("{}/admin/audit?{q}", gw.admin);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(auditor)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let by_tool = get("tool=fx__echo&format=json".into()).await;
+    let evs = by_tool["events"].as_array().unwrap();
+    assert!(
+        evs.len() >= 3 && evs.iter().all(|e| e["tool"] == "echo"),
+        "{by_tool}"
+    );
+    let replay = get(format!(
+        "session={}&format=replay",
+        alice.session.clone().unwrap()
+    ))
+    .await;
+    let calls = replay["calls"].as_array().unwrap();
+    let tools: Vec<(&str, &str)> = calls
+        .iter()
+        .filter(|c| c["method"] == "tools/call")
+        .map(|c| (c["tool"].as_str().unwrap(), c["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(tools, [("echo", "allowed"), ("slow", "held")], "{replay}");
+    assert_eq!(
+        calls.iter().find(|c| c["tool"] == "echo").unwrap()["executed"],
+        true
+    );
+    let bad = reqwest::Client::new()
+        .get(format!("{}/admin/audit?since=yesterday", gw.admin))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Tampering: change one decision and `audit verify` names the line.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.contains("\"outcome\":\"denied\""))
+        .unwrap();
+    let edited: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let l = if i == line {
+                l.replace("\"denied\"", "\"allowed\"")
+            } else {
+                l.to_string()
+            };
+            l + "\n"
+        })
+        .collect();
+    std::fs::write(&file, edited).unwrap();
+    let (ok, out) = verify(&file);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(":{} ", line + 1)) && out.contains("edited"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unwritable_sink_refuses_calls_and_the_gateway_stays_up() {
+    let fx = Fixture::start("both").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Hold the FIFO open (read and write, so opening it never blocks); while it is open the sink
+    // takes events, once it is closed every write fails with a broken pipe.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let top = format!(
+        "audit: {{ sinks: [{{ type: file, path: {} }}] }}\n",
+        fifo.display()
+    );
+    let gw = Gateway::start_with(&top, &fixture_server("fx", &fx.url)).unwrap();
+    let mut c = Raw::new(gw.mcp(), &gw.key);
+    c.init().await;
+    let r = call(&c, 1, "fx__echo", json!({ "text": "hi" })).await;
+    assert!(r["result"].is_object(), "{r}");
+
+    drop(reader);
+    let before = fx.calls();
+    for id in 2..4 {
+        let r = call(&c, id, "fx__echo", json!({ "text": "hi" })).await;
+        assert_eq!(r["error"]["data"]["reason"], "audit_unavailable", "{r}");
+        assert_eq!(r["error"]["code"], -32001, "{r}");
+    }
+    assert_eq!(
+        fx.calls(),
+        before,
+        "an unrecorded call reached the upstream"
+    );
+    // Still up: listings and health answer.
+    assert_eq!(c.tool_names().await.len() > 3, true);
+    let health = reqwest::get(format!("{}/healthz", gw.admin)).await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[test]
+fn a_gateway_without_a_writable_required_sink_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("p.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nstore: sqlite://{}\naudit: {{ sinks: [{{ type: file, path: /dev/full }}] }}\nservers:\n  notes:\n    builtin: notes\n    tools: {{ search_notes: {{ class: read }} }}\n",
+            dir.path().join("s.db").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin("portcullis"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/dev/full") && err.contains("fix:"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_killed_mid_call_has_written_the_request_event() {
+    let fx = Fixture::start("both").unwrap();
+    let mut gw = Gateway::start(&fixture_server("fx", &fx.url)).unwrap();
+    let mut c = Raw::new(gw.mcp(), &gw.key);
+    c.init().await;
+    let before = fx.calls();
+    let pending = tokio::spawn(async move {
+        let _ = call(&c, 9, "fx__slow", json!({ "ms": 20_000 })).await;
+    });
+    // Once the upstream has the call, the request event must already be on disk.
+    for _ in 0..100 {
+        if fx.calls() > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fx.calls() > before, "the call never reached the upstream");
+    gw.kill();
+    pending.abort();
+    let all = events(&gw.audit_file());
+    let request = find(&all, "tool.call", "slow", "allowed").expect("request event on disk");
+    assert!(
+        !all.iter()
+            .any(|e| e["kind"] == "tool.result" && e["request_id"] == request["request_id"]),
+        "a result was written for a call that never finished"
+    );
+    let (ok, out) = verify(&gw.audit_file());
+    assert!(ok, "{out}");
+}
