@@ -163,6 +163,7 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/keys/{id}", delete(delete_key))
         .route("/admin/events", get(get_events))
         .route("/admin/audit", get(get_audit))
+        .route("/metrics", get(get_metrics))
         .route("/healthz", get(|| async { "ok" }))
         // Browsers ask for it; answering spares the console a 404.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
@@ -655,4 +656,105 @@ async fn get_audit(
         res.headers_mut().insert("portcullis-next-after", v);
     }
     Ok(res)
+}
+
+/// Prometheus metrics. Scrapers authenticate like any operator (any role); the labels carry no
+/// identity, argument or secret.
+async fn get_metrics(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Result<Response, OpError> {
+    use crate::metrics::Gauge;
+    let op = a.operator(&headers).await?;
+    require(&op, op.roles.any(), "reading metrics")?;
+    let gauge = |name, kind, help, labels: Vec<(&'static str, String)>, value: f64| Gauge {
+        name,
+        kind,
+        help,
+        labels,
+        value,
+    };
+    let mut extra = Vec::new();
+    match a.gw.store.open_approvals().await {
+        Ok(open) => {
+            let pending = open
+                .iter()
+                .filter(|r| r.status() == ApprovalStatus::Pending)
+                .count();
+            extra.push(gauge(
+                "portcullis_approvals_pending",
+                "gauge",
+                "Approval requests waiting for a decision.",
+                vec![],
+                pending as f64,
+            ));
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: approvals not readable"),
+    }
+    let (fresh, switches, mode) = a.gw.levers.state();
+    extra.push(gauge(
+        "portcullis_kill_switch_state_fresh",
+        "gauge",
+        "1 when the kill-switch state was read within its lease; 0 means every call is refused.",
+        vec![],
+        if fresh { 1.0 } else { 0.0 },
+    ));
+    for scope in crate::levers::KillScope::ALL {
+        extra.push(gauge(
+            "portcullis_kill_switches_engaged",
+            "gauge",
+            "Engaged kill switches, by scope.",
+            vec![("scope", scope.as_str().to_string())],
+            switches.iter().filter(|s| **s == scope).count() as f64,
+        ));
+    }
+    for m in [
+        registry::Mode::Enforce,
+        registry::Mode::ReadOnly,
+        registry::Mode::Shadow,
+    ] {
+        extra.push(gauge(
+            "portcullis_mode",
+            "gauge",
+            "1 for the mode in force.",
+            vec![("mode", m.as_str().to_string())],
+            if m == mode { 1.0 } else { 0.0 },
+        ));
+    }
+    let audit = &a.gw.audit;
+    for s in audit.sinks.iter() {
+        for (result, n) in [("written", &s.written), ("failed", &s.failed)] {
+            extra.push(gauge(
+                "portcullis_audit_sink_events_total",
+                "counter",
+                "Audit events each sink took or failed to take.",
+                vec![
+                    ("sink", s.name.clone()),
+                    ("required", s.required.to_string()),
+                    ("result", result.to_string()),
+                ],
+                n.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            ));
+        }
+    }
+    extra.push(gauge(
+        "portcullis_audit_events_dropped_total",
+        "counter",
+        "Audit events not queued because the writer was full or stopped.",
+        vec![],
+        audit.dropped.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    ));
+    extra.push(gauge(
+        "portcullis_sessions_active",
+        "gauge",
+        "Stateful MCP sessions.",
+        vec![],
+        a.gw.sessions.len() as f64,
+    ));
+    let body = crate::metrics::get().render(&extra);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
 }

@@ -40,8 +40,10 @@ pub(crate) struct Call {
     pub(crate) era: Era,
     /// This gateway's id for the inbound message, in its audit events and spans.
     pub(crate) request_id: String,
-    /// The W3C trace this request belongs to.
+    /// The W3C trace this request belongs to (its SERVER span's trace id).
     pub(crate) trace_id: Option<String>,
+    /// The caller's trace context, parent of the SERVER span.
+    pub(crate) parent: opentelemetry::Context,
 }
 
 impl Call {
@@ -49,7 +51,7 @@ impl Call {
         matches!(self.era, Era::Stateless)
     }
 
-    fn session_id(&self) -> Option<&str> {
+    pub(crate) fn session_id(&self) -> Option<&str> {
         match &self.era {
             Era::Stateful(s) => Some(&s.id),
             Era::Stateless => None,
@@ -527,6 +529,10 @@ impl Gateway {
         {
             event.outcome = Some(outcome_of(e));
         }
+        if let (Some(server), Some(tool)) = (&trail.server, &trail.tool) {
+            let outcome = event.status.or(event.outcome).unwrap_or("error");
+            crate::metrics::get().tool_call(server, tool, outcome);
+        }
         self.audit.note(event);
         result
     }
@@ -615,6 +621,9 @@ impl Gateway {
                 // Denied answers exactly like nonexistent; the reason goes to the operator.
                 tracing::info!(%subject, server, tool, reason = %denial, "tool call denied");
                 trail.outcome = Some("denied");
+                if matches!(denial.reason, policy::DenyReason::Internal(_)) {
+                    crate::metrics::get().fail_closed("policy_error");
+                }
                 trail.level = denial.level.map(|l| l.as_str().to_string());
                 trail.reason = Some(denial.to_string());
                 return Err(unknown_tool(&name));
@@ -623,6 +632,9 @@ impl Gateway {
         };
         if let Some(killed) = self.levers.killed(&call.caller.identity, server, tool) {
             tracing::warn!(%subject, server, tool, reason = %killed, "tool call refused: killed");
+            if killed == crate::levers::Killed::StateUnknown {
+                crate::metrics::get().fail_closed("kill_switch_state_unknown");
+            }
             trail.outcome = Some("killed");
             trail.reason = Some(killed.to_string());
             return Err(killed_refusal(&name, &killed));
@@ -653,6 +665,7 @@ impl Gateway {
             .start(call.caller.identity.clone(), server, tool)
         else {
             tracing::error!(%subject, server, tool, "in-flight registry unavailable; call refused");
+            crate::metrics::get().fail_closed("inflight_registry_unavailable");
             trail.outcome = Some("unavailable");
             return Err(refusal(
                 "unavailable",
@@ -697,7 +710,10 @@ impl Gateway {
                         Some("approval_pending") => "held",
                         Some("approval_denied") => "approval_denied",
                         Some("cancelled") => "cancelled",
-                        _ => "unavailable",
+                        _ => {
+                            crate::metrics::get().fail_closed("approval_state_unavailable");
+                            "unavailable"
+                        }
                     });
                     trail.approval = e
                         .data
@@ -728,6 +744,7 @@ impl Gateway {
         let request_event = self.call_event(call, "tool.call", trail);
         if let Err(e) = self.audit.record(request_event).await {
             tracing::error!(%subject, server, tool, error = %e, "audit log cannot record the call; refused");
+            crate::metrics::get().fail_closed("audit_unavailable");
             trail.outcome = Some("audit_unavailable");
             trail.reason = Some(e.to_string());
             return Err(refusal(
@@ -917,6 +934,7 @@ impl Gateway {
         e.detail = Some(json!({ "target": target }));
         self.audit.record(e).await.map_err(|e| {
             tracing::error!(subject = %call.caller.subject, server, %method, error = %e, "audit log cannot record the request; refused");
+            crate::metrics::get().fail_closed("audit_unavailable");
             refusal(
                 "audit_unavailable",
                 format!("`{method}` was not executed: the audit log cannot record it"),

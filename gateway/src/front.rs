@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt as _;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use opentelemetry::context::FutureExt as _;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -215,6 +216,7 @@ async fn admit(
         Ok(c) => c,
         Err(AuthError::Unavailable(e)) => {
             tracing::error!(error = %e, "credential check failed; refusing");
+            crate::metrics::get().fail_closed("credentials_unavailable");
             return Err(plain_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "credentials cannot be checked right now",
@@ -296,7 +298,8 @@ async fn post(
             scope: admitted.scope,
             era: Era::Stateful(session),
             request_id: request_id(),
-            trace_id: trace_id(&headers),
+            trace_id: None,
+            parent: crate::telemetry::extract(&headers, msg_params(&msg)),
         };
         return answer(gw, call, msg, accepts_sse).await;
     }
@@ -354,7 +357,8 @@ async fn post(
         scope: admitted.scope,
         era: Era::Stateless,
         request_id: request_id(),
-        trace_id: trace_id(&headers),
+        trace_id: None,
+        parent: crate::telemetry::extract(&headers, msg_params(&msg)),
     };
     answer(gw, call, msg, accepts_sse).await
 }
@@ -483,7 +487,7 @@ fn initialize(gw: &Gateway, admitted: Admitted, msg: Inbound) -> Response {
 
 /// Run one message and answer it: 202 for notifications and responses; for requests JSON, or an
 /// SSE stream if the request produced messages (progress, logs) before its result.
-async fn answer(gw: Arc<Gateway>, call: Call, msg: Inbound, accepts_sse: bool) -> Response {
+async fn answer(gw: Arc<Gateway>, mut call: Call, msg: Inbound, accepts_sse: bool) -> Response {
     match msg {
         Inbound::Notification { method, params } => {
             gw.notification(&call, &method, params.as_ref());
@@ -499,10 +503,49 @@ async fn answer(gw: Arc<Gateway>, call: Call, msg: Inbound, accepts_sse: bool) -
                 return listen(gw, call, id, params);
             }
             let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+            let protocol = match &call.era {
+                Era::Stateful(s) => s.protocol_version.clone(),
+                Era::Stateless => STATELESS_VERSION.to_string(),
+            };
+            let span = crate::telemetry::server_span(
+                &call.parent,
+                &method,
+                params.as_ref(),
+                &id,
+                call.session_id(),
+                &protocol,
+            );
+            call.trace_id = Some(crate::telemetry::trace_id(&span));
             let fut = {
                 let gw = gw.clone();
                 let id = id.clone();
-                async move { gw.request(&call, &id, &method, params, tx).await }
+                let ended = span.clone();
+                async move {
+                    let started = std::time::Instant::now();
+                    let r = gw.request(&call, &id, &method, params, tx).await;
+                    let reason = |e: &RpcError| {
+                        e.data
+                            .as_ref()
+                            .and_then(|d| d.get("reason"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    };
+                    let outcome = match &r {
+                        Ok(v) if v.get("isError").and_then(Value::as_bool) == Some(true) => {
+                            "tool_error".to_string()
+                        }
+                        Ok(_) => "ok".to_string(),
+                        Err(e) => reason(e).unwrap_or_else(|| "error".to_string()),
+                    };
+                    crate::metrics::get().request(&method, &outcome, started.elapsed());
+                    let why = r.as_ref().err().and_then(reason);
+                    crate::telemetry::finish(
+                        &ended,
+                        r.as_ref().map_err(|e| (e.code, why.as_deref())),
+                    );
+                    r
+                }
+                .with_context(span)
             };
             let mut task = tokio::spawn(fut);
             // Wait for either the result or a first message that needs a stream.
@@ -717,23 +760,12 @@ fn request_id() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
 
-/// The trace id of a valid W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`).
-fn trace_id(headers: &HeaderMap) -> Option<String> {
-    let tp = header_str(headers, "traceparent")?;
-    let mut parts = tp.split('-');
-    let (version, trace, span, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    let valid = hex(version, 2)
-        && version != "ff"
-        && hex(trace, 32)
-        && trace.bytes().any(|b| b != b'0')
-        && hex(span, 16)
-        && span.bytes().any(|b| b != b'0')
-        && hex(flags, 2);
-    valid.then(|| trace.to_string())
+/// The params of a request or notification.
+fn msg_params(msg: &Inbound) -> Option<&Value> {
+    match msg {
+        Inbound::Request { params, .. } | Inbound::Notification { params, .. } => params.as_ref(),
+        Inbound::Response { .. } => None,
+    }
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -265,6 +265,19 @@ impl Levers {
         }
     }
 
+    /// For `/metrics`: whether the state is within its lease, the scopes of engaged switches,
+    /// and the mode in force.
+    pub(crate) fn state(&self) -> (bool, Vec<KillScope>, Mode) {
+        match self.fresh() {
+            Ok(s) => (
+                true,
+                s.switches.iter().map(|w| w.scope).collect(),
+                s.in_force,
+            ),
+            Err(_) => (false, Vec::new(), self.mode_now()),
+        }
+    }
+
     /// The mode in force, for the request path (no copying).
     pub(crate) fn mode_now(&self) -> Mode {
         self.snapshot().map_or(Mode::ReadOnly, |snap| snap.in_force)

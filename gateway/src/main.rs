@@ -18,12 +18,14 @@ mod gateway;
 mod jsonrpc;
 mod keys;
 mod levers;
+mod metrics;
 mod operate;
 mod operator_cli;
 mod redact;
 mod serve;
 mod session;
 mod store;
+mod telemetry;
 mod upstream;
 
 use std::process::ExitCode;

@@ -21,6 +21,18 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
         Ok(s) => s,
         Err(c) => return c,
     };
+    let telemetry = reg.settings.telemetry.clone();
+    match tokio::task::spawn_blocking(move || crate::telemetry::init(&telemetry)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+        Err(e) => {
+            eprintln!("portcullis: telemetry setup failed: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    }
     let audit = match crate::audit::Audit::open(&reg.settings.audit, &store, "serve").await {
         Ok(a) => Arc::new(a),
         Err(e) => {
@@ -124,6 +136,8 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
         eprintln!("portcullis: admin listener error: {e}");
     }
     shutdown.cancel();
+    // Spans still buffered are sent before the process ends.
+    let _ = tokio::task::spawn_blocking(crate::telemetry::shutdown).await;
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -110,6 +110,11 @@ impl Sessions {
         }
     }
 
+    /// How many sessions are open.
+    pub(crate) fn len(&self) -> usize {
+        self.map.read().map_or(0, |m| m.len())
+    }
+
     /// Drop sessions idle for longer than the configured idle time.
     pub(crate) fn reap(&self) -> usize {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -41,6 +41,31 @@ pub(crate) enum UpstreamError {
     Unreadable(String),
 }
 
+impl UpstreamError {
+    /// The JSON-RPC code of an upstream's own error, else the gateway's upstream-error code.
+    pub(crate) fn code(&self) -> i64 {
+        match self {
+            UpstreamError::Rpc { error, .. } => error
+                .get("code")
+                .and_then(Value::as_i64)
+                .unwrap_or(crate::jsonrpc::UPSTREAM_ERROR),
+            _ => crate::jsonrpc::UPSTREAM_ERROR,
+        }
+    }
+
+    /// A short name for the kind of failure (span attribute, never a label with free text).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Down(_) => "upstream_down",
+            UpstreamError::Timeout(..) => "upstream_timeout",
+            UpstreamError::Rpc { .. } => "upstream_error",
+            UpstreamError::Transport(_) => "upstream_transport",
+            UpstreamError::Cancelled(_) => "cancelled",
+            UpstreamError::Unreadable(_) => "upstream_unreadable",
+        }
+    }
+}
+
 /// One upstream server and its live connection.
 pub(crate) struct Upstream {
     pub(crate) config: registry::Server,
@@ -212,6 +237,47 @@ impl Upstream {
     /// `progress` forwards upstream progress to the downstream caller's token; `cancel` aborts
     /// the request and tells the upstream.
     pub(crate) async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
+        cancel: Option<CancellationToken>,
+    ) -> Result<Value, UpstreamError> {
+        let name = &self.config.name;
+        let mut params = params;
+        let span = crate::telemetry::client_span(name, self.address(), method, &mut params);
+        let started = std::time::Instant::now();
+        let outcome = self.send(method, params, progress, cancel).await;
+        crate::metrics::get().upstream(name, outcome.is_ok(), started.elapsed());
+        crate::telemetry::finish(
+            &span,
+            outcome.as_ref().map_err(|e| (e.code(), Some(e.kind()))),
+        );
+        outcome
+    }
+
+    /// Host and port of an HTTP upstream, for spans.
+    fn address(&self) -> Option<(&str, u16)> {
+        let registry::ServerSource::Http { url } = &self.config.source else {
+            return None;
+        };
+        let (scheme, rest) = url.split_once("://")?;
+        let authority = rest.split('/').next()?;
+        let default = if scheme == "https" { 443 } else { 80 };
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => match v6.split_once("]:") {
+                Some((h, p)) => (h, Some(p)),
+                None => (v6.trim_end_matches(']'), None),
+            },
+            None => match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
+        };
+        Some((host, port.and_then(|p| p.parse().ok()).unwrap_or(default)))
+    }
+
+    async fn send(
         &self,
         method: &str,
         params: Option<Value>,

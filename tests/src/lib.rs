@@ -123,6 +123,47 @@ impl Fixture {
     }
 }
 
+/// An OTLP/HTTP receiver (`tests/python/otlp_receiver.py`, decoding with the OpenTelemetry
+/// project's `opentelemetry-proto`).
+pub struct OtlpReceiver {
+    _proc: Proc,
+    /// Its base URL, for `telemetry.otlp.endpoint`.
+    pub url: String,
+}
+
+impl OtlpReceiver {
+    /// Start it on a loopback port it picks.
+    pub fn start() -> Result<OtlpReceiver> {
+        let mut cmd = Command::new(python());
+        cmd.arg(workspace().join("tests/python/otlp_receiver.py"));
+        let (proc, line) = spawn_until(cmd, "otlp receiver listening on ")?;
+        let url = line.rsplit(' ').next().unwrap_or_default().to_string();
+        Ok(OtlpReceiver { _proc: proc, url })
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<serde_json::Value> {
+        let addr = self.url.trim_start_matches("http://").to_string();
+        http_get(&addr, "/spans")
+            .and_then(|(_, body)| serde_json::from_str(&body).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Fixture {
+    /// The `traceparent` headers of the requests that reached the fixture.
+    pub fn traceparents(&self) -> Vec<String> {
+        let addr = self
+            .url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .to_string();
+        http_get(&addr, "/traceparents")
+            .map(|(_, body)| body.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// A real OpenID Connect provider (npm `oidc-provider`, `tests/node/idp.mjs`) on loopback.
 pub struct Idp {
     proc: Proc,

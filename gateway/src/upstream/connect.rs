@@ -134,7 +134,10 @@ async fn handshake(
                 .pool_idle_timeout(Duration::from_secs(60))
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?;
-            let transport = StreamableHttpClientTransport::with_client(http, cfg);
+            let transport = StreamableHttpClientTransport::with_client(
+                crate::telemetry::TracingHttpClient(http),
+                cfg,
+            );
             tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle))
                 .await??
         }

@@ -499,6 +499,8 @@ impl ServerHandler for Fixture {
 }
 
 /// Tool calls received, over all sessions.
+static TRACEPARENTS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 static TOOL_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn main() -> anyhow::Result<()> {
@@ -544,9 +546,30 @@ fn main() -> anyhow::Result<()> {
                 .load(std::sync::atomic::Ordering::SeqCst)
                 .to_string()
         };
+        // `GET /traceparents`: the W3C `traceparent` headers of the requests that carried one,
+        // so tests can see the gateway joined the caller's trace.
+        let seen = || async {
+            TRACEPARENTS
+                .lock()
+                .map(|t| t.join("\n"))
+                .unwrap_or_default()
+        };
+        let record = |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            if let Some(tp) = req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                && let Ok(mut t) = TRACEPARENTS.lock()
+            {
+                t.push(tp.to_string());
+            }
+            next.run(req).await
+        };
         let app = axum::Router::new()
             .nest_service("/mcp", service)
-            .route("/calls", axum::routing::get(calls));
+            .layer(axum::middleware::from_fn(record))
+            .route("/calls", axum::routing::get(calls))
+            .route("/traceparents", axum::routing::get(seen));
         println!("fixture listening on http://{bound}/mcp");
         axum::serve(listener, app).await?;
         Ok(())

@@ -1,0 +1,449 @@
+//! OpenTelemetry: a SERVER span per inbound MCP request and a CLIENT span per upstream request,
+//! named and attributed as the MCP semantic conventions say (`mcp.method.name`,
+//! `gen_ai.operation.name = execute_tool`, `gen_ai.tool.name`, `mcp.session.id`, `error.type`, …).
+//!
+//! W3C trace context comes from the inbound `traceparent`/`tracestate` headers, or from
+//! `params._meta` when the headers carry none; upstream requests carry it in `params._meta` and,
+//! over HTTP, in the headers too ([`TracingHttpClient`]). Arguments and results are never span
+//! attributes. Without `telemetry.otlp` spans still get ids (trace ids appear in the audit log
+//! and are passed upstream) but go nowhere.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use registry::TelemetrySettings;
+use serde_json::{Map, Value};
+
+/// Longest attribute value taken from a request (names are bounded; this is belt and braces).
+const MAX_ATTRIBUTE: usize = 128;
+
+struct Telemetry {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+}
+
+static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
+
+fn telemetry() -> &'static Telemetry {
+    TELEMETRY.get_or_init(|| build(None, "portcullis"))
+}
+
+fn build(exporter: Option<opentelemetry_otlp::SpanExporter>, service: &str) -> Telemetry {
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service.to_string())
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(e) = exporter {
+        builder = builder.with_batch_exporter(e);
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer("portcullis");
+    Telemetry { provider, tracer }
+}
+
+/// Set up span export as configured. Call once, before serving, from a thread that may block
+/// (the OTLP exporter's HTTP client is a blocking one, run on the batch processor's thread).
+pub(crate) fn init(settings: &TelemetrySettings) -> Result<(), String> {
+    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+    let exporter = match &settings.otlp {
+        None => None,
+        Some(o) => {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(o.timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| format!("telemetry.otlp: cannot build the HTTP client: {e}"))?;
+            Some(
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_http_client(client)
+                    .with_endpoint(format!("{}/v1/traces", o.endpoint))
+                    .with_timeout(o.timeout)
+                    .build()
+                    .map_err(|e| format!("telemetry.otlp: {e}"))?,
+            )
+        }
+    };
+    TELEMETRY
+        .set(build(exporter, &settings.service_name))
+        .map_err(|_| "telemetry was already set up".to_string())
+}
+
+/// Send what is buffered and stop. Blocks: call from a blocking thread.
+pub(crate) fn shutdown() {
+    if let Some(t) = TELEMETRY.get()
+        && let Err(e) = t.provider.shutdown()
+    {
+        tracing::warn!(error = %e, "telemetry shutdown");
+    }
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct Meta<'a>(&'a Map<String, Value>);
+
+impl Extractor for Meta<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(Value::as_str)
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+struct MetaOut<'a>(&'a mut Map<String, Value>);
+
+impl Injector for MetaOut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), Value::String(value));
+    }
+}
+
+/// The caller's trace context: the `traceparent` header, else `params._meta.traceparent`.
+pub(crate) fn extract(headers: &HeaderMap, params: Option<&Value>) -> Context {
+    let propagator = TraceContextPropagator::new();
+    if headers.contains_key("traceparent") {
+        return propagator.extract_with_context(&Context::new(), &Headers(headers));
+    }
+    match params
+        .and_then(|p| p.get("_meta"))
+        .and_then(Value::as_object)
+    {
+        Some(meta) if meta.contains_key("traceparent") => {
+            propagator.extract_with_context(&Context::new(), &Meta(meta))
+        }
+        _ => Context::new(),
+    }
+}
+
+fn bounded(s: &str) -> String {
+    let mut s = s.to_string();
+    crate::redact::shorten(&mut s, MAX_ATTRIBUTE);
+    s
+}
+
+/// What names a span: the tool, prompt or resource a request targets.
+fn target<'a>(method: &str, params: Option<&'a Value>) -> Option<&'a str> {
+    let key = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
+        _ => return None,
+    };
+    params?.get(key)?.as_str()
+}
+
+/// Start the SERVER span of one inbound request, as a child of `parent`.
+pub(crate) fn server_span(
+    parent: &Context,
+    method: &str,
+    params: Option<&Value>,
+    id: &Value,
+    session: Option<&str>,
+    protocol: &str,
+) -> Context {
+    let target = target(method, params);
+    let name = match target {
+        Some(t) => format!("{method} {}", bounded(t)),
+        None => method.to_string(),
+    };
+    let mut attrs = vec![
+        KeyValue::new("mcp.method.name", method.to_string()),
+        KeyValue::new("mcp.protocol.version", protocol.to_string()),
+        KeyValue::new("network.transport", "tcp"),
+        KeyValue::new("network.protocol.name", "http"),
+        KeyValue::new(
+            "jsonrpc.request.id",
+            match id {
+                Value::String(s) => bounded(s),
+                other => bounded(&other.to_string()),
+            },
+        ),
+    ];
+    if let Some(s) = session {
+        attrs.push(KeyValue::new("mcp.session.id", s.to_string()));
+    }
+    if method == "tools/call" {
+        attrs.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
+        if let Some(t) = target {
+            attrs.push(KeyValue::new("gen_ai.tool.name", bounded(t)));
+        }
+    } else if method == "prompts/get"
+        && let Some(t) = target
+    {
+        attrs.push(KeyValue::new("gen_ai.prompt.name", bounded(t)));
+    }
+    let tracer = &telemetry().tracer;
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Server)
+        .with_attributes(attrs)
+        .start_with_context(tracer, parent);
+    parent.with_span(span)
+}
+
+/// The trace id of the span in `cx`, as 32 hex digits.
+pub(crate) fn trace_id(cx: &Context) -> String {
+    cx.span().span_context().trace_id().to_string()
+}
+
+/// End the span in `cx` with the outcome of its request: `error.type` is the JSON-RPC code,
+/// or `tool_error` for a tool result with `isError`; `portcullis.reason` names a refusal.
+pub(crate) fn finish(cx: &Context, outcome: Result<&Value, (i64, Option<&str>)>) {
+    let span = cx.span();
+    match outcome {
+        Ok(v) if v.get("isError").and_then(Value::as_bool) == Some(true) => {
+            span.set_attribute(KeyValue::new("error.type", "tool_error"));
+            span.set_status(opentelemetry::trace::Status::error("tool_error"));
+        }
+        Ok(_) => {}
+        Err((code, reason)) => {
+            span.set_attribute(KeyValue::new("error.type", code.to_string()));
+            span.set_attribute(KeyValue::new("rpc.jsonrpc.error_code", code));
+            if let Some(r) = reason {
+                span.set_attribute(KeyValue::new("portcullis.reason", bounded(r)));
+            }
+            span.set_status(opentelemetry::trace::Status::error(code.to_string()));
+        }
+    }
+    span.end();
+}
+
+/// Start the CLIENT span of one upstream request, a child of the current context, and put its
+/// trace context into `params._meta`.
+pub(crate) fn client_span(
+    server: &str,
+    address: Option<(&str, u16)>,
+    method: &str,
+    params: &mut Option<Value>,
+) -> Context {
+    let parent = Context::current();
+    let target = target(method, params.as_ref()).map(bounded);
+    let name = match &target {
+        Some(t) => format!("{method} {t}"),
+        None => method.to_string(),
+    };
+    let mut attrs = vec![
+        KeyValue::new("mcp.method.name", method.to_string()),
+        KeyValue::new("portcullis.server", server.to_string()),
+        KeyValue::new(
+            "network.transport",
+            if address.is_some() { "tcp" } else { "pipe" },
+        ),
+    ];
+    if let Some((host, port)) = address {
+        attrs.push(KeyValue::new("server.address", host.to_string()));
+        attrs.push(KeyValue::new("server.port", i64::from(port)));
+    }
+    if method == "tools/call" {
+        attrs.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
+        if let Some(t) = target {
+            attrs.push(KeyValue::new("gen_ai.tool.name", t));
+        }
+    }
+    let tracer = &telemetry().tracer;
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Client)
+        .with_attributes(attrs)
+        .start_with_context(tracer, &parent);
+    let cx = parent.with_span(span);
+    let p = params.get_or_insert_with(|| Value::Object(Map::new()));
+    if let Some(obj) = p.as_object_mut() {
+        let meta = obj
+            .entry("_meta")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(m) = meta.as_object_mut() {
+            TraceContextPropagator::new().inject_context(&cx, &mut MetaOut(m));
+        }
+    }
+    cx
+}
+
+/// An rmcp HTTP client that sends the trace context of each request's `params._meta` as W3C
+/// headers as well, so HTTP-level tracing at the upstream joins the same trace.
+#[derive(Clone)]
+pub(crate) struct TracingHttpClient(pub(crate) reqwest::Client);
+
+mod http_client {
+    use std::sync::Arc;
+
+    use futures::stream::BoxStream;
+    use rmcp::model::ClientJsonRpcMessage;
+    use rmcp::transport::streamable_http_client::{
+        StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
+    };
+    use sse_stream::{Error as SseError, Sse};
+
+    use super::*;
+
+    /// The `traceparent` and `tracestate` a request carries in `params._meta`.
+    fn trace_headers(
+        message: &ClientJsonRpcMessage,
+        headers: &mut HashMap<HeaderName, HeaderValue>,
+    ) {
+        let ClientJsonRpcMessage::Request(r) = message else {
+            return;
+        };
+        let Ok(v) = serde_json::to_value(&r.request) else {
+            return;
+        };
+        let Some(meta) = v.get("params").and_then(|p| p.get("_meta")) else {
+            return;
+        };
+        for key in ["traceparent", "tracestate"] {
+            if let Some(value) = meta.get(key).and_then(Value::as_str)
+                && let Ok(hv) = HeaderValue::from_str(value)
+            {
+                headers.insert(HeaderName::from_static(key), hv);
+            }
+        }
+    }
+
+    impl StreamableHttpClient for TracingHttpClient {
+        type Error = reqwest::Error;
+
+        async fn post_message(
+            &self,
+            uri: Arc<str>,
+            message: ClientJsonRpcMessage,
+            session_id: Option<Arc<str>>,
+            auth_header: Option<String>,
+            mut custom_headers: HashMap<HeaderName, HeaderValue>,
+        ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+            trace_headers(&message, &mut custom_headers);
+            self.0
+                .post_message(uri, message, session_id, auth_header, custom_headers)
+                .await
+        }
+
+        async fn post_message_with_max_sse_event_size(
+            &self,
+            uri: Arc<str>,
+            message: ClientJsonRpcMessage,
+            session_id: Option<Arc<str>>,
+            auth_header: Option<String>,
+            mut custom_headers: HashMap<HeaderName, HeaderValue>,
+            max_sse_event_size: usize,
+        ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+            trace_headers(&message, &mut custom_headers);
+            self.0
+                .post_message_with_max_sse_event_size(
+                    uri,
+                    message,
+                    session_id,
+                    auth_header,
+                    custom_headers,
+                    max_sse_event_size,
+                )
+                .await
+        }
+
+        async fn delete_session(
+            &self,
+            uri: Arc<str>,
+            session_id: Arc<str>,
+            auth_header: Option<String>,
+            custom_headers: HashMap<HeaderName, HeaderValue>,
+        ) -> Result<(), StreamableHttpError<Self::Error>> {
+            self.0
+                .delete_session(uri, session_id, auth_header, custom_headers)
+                .await
+        }
+
+        async fn get_stream(
+            &self,
+            uri: Arc<str>,
+            session_id: Option<Arc<str>>,
+            last_event_id: Option<String>,
+            auth_header: Option<String>,
+            custom_headers: HashMap<HeaderName, HeaderValue>,
+        ) -> Result<BoxStream<'static, Result<Sse, SseError>>, StreamableHttpError<Self::Error>>
+        {
+            self.0
+                .get_stream(uri, session_id, last_event_id, auth_header, custom_headers)
+                .await
+        }
+
+        async fn get_stream_with_max_sse_event_size(
+            &self,
+            uri: Arc<str>,
+            session_id: Option<Arc<str>>,
+            last_event_id: Option<String>,
+            auth_header: Option<String>,
+            custom_headers: HashMap<HeaderName, HeaderValue>,
+            max_sse_event_size: usize,
+        ) -> Result<BoxStream<'static, Result<Sse, SseError>>, StreamableHttpError<Self::Error>>
+        {
+            self.0
+                .get_stream_with_max_sse_event_size(
+                    uri,
+                    session_id,
+                    last_event_id,
+                    auth_header,
+                    custom_headers,
+                    max_sse_event_size,
+                )
+                .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_comes_from_headers_then_meta_and_goes_into_meta() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", HeaderValue::from_static(tp));
+        let cx = extract(&h, None);
+        assert_eq!(
+            cx.span().span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let params = serde_json::json!({ "_meta": { "traceparent": tp } });
+        let cx = extract(&HeaderMap::new(), Some(&params));
+        assert!(cx.span().span_context().is_remote());
+        let server = server_span(
+            &cx,
+            "tools/call",
+            Some(&serde_json::json!({"name": "fx__echo"})),
+            &serde_json::json!(1),
+            None,
+            "2025-11-25",
+        );
+        assert_eq!(trace_id(&server), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let _guard = server.clone().attach();
+        let mut p = Some(serde_json::json!({ "name": "echo" }));
+        let client = client_span("fx", Some(("127.0.0.1", 9)), "tools/call", &mut p);
+        let sent = p.unwrap()["_meta"]["traceparent"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{sent}"
+        );
+        assert_eq!(trace_id(&client), "4bf92f3577b34da6a3ce929d0e0e4736");
+        // A malformed header starts a new trace rather than failing the request.
+        let mut bad = HeaderMap::new();
+        bad.insert("traceparent", HeaderValue::from_static("00-zz-00-01"));
+        assert!(!extract(&bad, None).span().span_context().is_valid());
+    }
+}
