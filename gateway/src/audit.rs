@@ -164,6 +164,7 @@ impl Audit {
         settings: &AuditSettings,
         store: &Store,
         role: &'static str,
+        config_digest: &str,
     ) -> Result<Audit, String> {
         let key = match &settings.redact_key {
             Some(r) => r
@@ -236,6 +237,7 @@ impl Audit {
         start.detail = Some(json!({
             "role": role,
             "version": env!("CARGO_PKG_VERSION"),
+            "config_digest": config_digest,
             "sinks": audit.sinks.iter().map(|s| json!({ "sink": s.name, "required": s.required })).collect::<Vec<_>>(),
             "redact_paths": settings.redact.iter().map(|p| p.text.clone()).collect::<Vec<_>>(),
         }));

@@ -312,7 +312,7 @@ async fn cli_audit(
     reg: &registry::Registry,
     store: &Store,
 ) -> Result<crate::audit::Audit, ExitCode> {
-    crate::audit::Audit::open(&reg.settings.audit, store, "keys")
+    crate::audit::Audit::open(&reg.settings.audit, store, "keys", &reg.digest)
         .await
         .map_err(|e| {
             eprintln!("portcullis: {e}");

@@ -33,7 +33,9 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
             return ExitCode::from(EX_SOFTWARE);
         }
     }
-    let audit = match crate::audit::Audit::open(&reg.settings.audit, &store, "serve").await {
+    let audit = match crate::audit::Audit::open(&reg.settings.audit, &store, "serve", &reg.digest)
+        .await
+    {
         Ok(a) => Arc::new(a),
         Err(e) => {
             eprintln!("portcullis: {e}");
@@ -101,7 +103,15 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => { gw.sessions.reap(); }
+                    _ = tick.tick() => {
+                        for s in gw.sessions.reap() {
+                            let mut e = crate::audit::Event::new("session.end");
+                            e.session = Some(s.id.clone());
+                            e.identity = Some(crate::audit::Who::named(s.subject.clone()));
+                            e.reason = Some("idle".into());
+                            gw.audit.note(e);
+                        }
+                    }
                     () = stop.cancelled() => return,
                 }
             }

@@ -116,14 +116,21 @@ impl Sessions {
     }
 
     /// Drop sessions idle for longer than the configured idle time.
-    pub(crate) fn reap(&self) -> usize {
+    /// Returns the sessions removed.
+    pub(crate) fn reap(&self) -> Vec<Arc<Session>> {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         let idle = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
         let Ok(mut map) = self.map.write() else {
-            return 0;
+            return Vec::new();
         };
-        let before = map.len();
-        map.retain(|_, s| now.saturating_sub(s.last_seen_ms.load(Ordering::Relaxed)) < idle);
-        before - map.len()
+        let mut gone = Vec::new();
+        map.retain(|_, s| {
+            let keep = now.saturating_sub(s.last_seen_ms.load(Ordering::Relaxed)) < idle;
+            if !keep {
+                gone.push(s.clone());
+            }
+            keep
+        });
+        gone
     }
 }

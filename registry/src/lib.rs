@@ -47,5 +47,10 @@ pub fn load_file(path: &Path) -> Result<Registry, ConfigError> {
 pub fn load_str(file: &str, text: &str) -> Result<Registry, ConfigError> {
     let (value, map) = source_map::parse(file, text)?;
     let raw = schema::deserialize(value, &map)?;
-    validate::validate(raw, map)
+    let mut registry = validate::validate(raw, map)?;
+    registry.digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
+    );
+    Ok(registry)
 }

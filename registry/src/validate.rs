@@ -32,6 +32,8 @@ pub struct Registry {
     pub access: Access,
     /// Where each key came from, for errors and the self-audit.
     pub source: SourceMap,
+    /// `sha256:<hex>` of the config text, recorded when the gateway starts or reloads.
+    pub digest: String,
 }
 
 /// Process-wide settings.
@@ -206,6 +208,7 @@ pub(crate) fn validate(raw: RawConfig, map: SourceMap) -> Result<Registry, Confi
             servers,
             access,
             source: map,
+            digest: String::new(),
         })
     } else {
         Err(ConfigError::Invalid(problems))

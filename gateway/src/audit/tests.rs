@@ -50,6 +50,7 @@ async fn events_are_chained_across_runs_and_an_edit_is_named() {
             &settings(vec![(file(&path), true), (SinkKind::Store, true)]),
             &s,
             "test",
+            "sha256:t",
         )
         .await
         .unwrap();
@@ -132,6 +133,7 @@ async fn a_full_sink_refuses_records_and_another_required_sink_is_enough() {
         &settings(vec![(file(full), true), (SinkKind::Stdout, false)]),
         &s,
         "test",
+        "sha256:t",
     )
     .await
     .err()
@@ -142,6 +144,7 @@ async fn a_full_sink_refuses_records_and_another_required_sink_is_enough() {
         &settings(vec![(file(full), true), (SinkKind::Store, true)]),
         &s,
         "test",
+        "sha256:t",
     )
     .await
     .unwrap();
@@ -166,6 +169,7 @@ async fn a_failing_best_effort_sink_does_not_stop_calls() {
         &settings(vec![(file(&path), true), (SinkKind::Store, false)]),
         &s,
         "test",
+        "sha256:t",
     )
     .await
     .unwrap();
@@ -182,7 +186,7 @@ async fn a_torn_last_line_is_kept_apart_and_reported() {
     let s = store(&dir).await;
     let path = dir.path().join("a.jsonl");
     {
-        let audit = Audit::open(&settings(vec![(file(&path), true)]), &s, "test")
+        let audit = Audit::open(&settings(vec![(file(&path), true)]), &s, "test", "sha256:t")
             .await
             .unwrap();
         audit.record(call(1)).await.unwrap();
@@ -194,7 +198,7 @@ async fn a_torn_last_line_is_kept_apart_and_reported() {
         .unwrap();
     f.write_all(b"{\"kind\":\"tool.ca").unwrap();
     drop(f);
-    let audit = Audit::open(&settings(vec![(file(&path), true)]), &s, "test")
+    let audit = Audit::open(&settings(vec![(file(&path), true)]), &s, "test", "sha256:t")
         .await
         .unwrap();
     audit.record(call(2)).await.unwrap();

@@ -25,7 +25,7 @@ async fn gateway() -> (tempfile::TempDir, Store, Arc<Gateway>, CancellationToken
     let reg = Arc::new(registry::load_str("t.yaml", &config).unwrap());
     let stop = CancellationToken::new();
     let ups = Upstreams::start(&reg.servers, stop.clone());
-    let audit = crate::audit::Audit::open(&reg.settings.audit, &store, "test")
+    let audit = crate::audit::Audit::open(&reg.settings.audit, &store, "test", &reg.digest)
         .await
         .unwrap();
     let gw = Gateway::new(
