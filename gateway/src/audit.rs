@@ -191,10 +191,11 @@ impl Audit {
                         .await
                         .map_err(|e| format!("audit store sink: {e}"))?
                         .and_then(|l| hash_of_line(&l));
-                    (
-                        Sink::Store(store.clone(), tokio::runtime::Handle::current()),
-                        last,
-                    )
+                    let writer = store
+                        .audit_writer()
+                        .await
+                        .map_err(|e| format!("audit store sink: {e}"))?;
+                    (Sink::Store(writer, tokio::runtime::Handle::current()), last)
                 }
                 SinkKind::Stdout => (Sink::Stdout, None),
             };
@@ -461,41 +462,30 @@ impl Writer {
         }
     }
 
-    /// Write `lines` to every sink; true when a required sink has them all.
+    /// Write `lines` to every sink, the sinks side by side; true when a required sink has them
+    /// all.
     fn write(&mut self, lines: &[Line]) -> bool {
         let started = Instant::now();
+        let chain = self.chain.as_str();
+        let results: Vec<Result<(), String>> = match self.sinks.as_mut_slice() {
+            [] => Vec::new(),
+            [(only, _)] => vec![Self::write_one(only, chain, lines)],
+            many => std::thread::scope(|scope| {
+                let running: Vec<_> = many
+                    .iter_mut()
+                    .map(|(sink, _)| scope.spawn(move || Self::write_one(sink, chain, lines)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err("audit sink writer failed".to_string()))
+                    })
+                    .collect()
+            }),
+        };
         let mut accepted = false;
-        let chain = self.chain.clone();
-        for (i, (sink, required)) in self.sinks.iter_mut().enumerate() {
-            let result = match sink {
-                Sink::File(f) => {
-                    let joined: String = lines.iter().map(|l| l.text.as_str()).collect();
-                    f.write(joined.as_bytes())
-                }
-                Sink::Store(store, rt) => {
-                    let rows: Vec<AuditRow<'_>> = lines
-                        .iter()
-                        .map(|l| AuditRow {
-                            chain: &chain,
-                            seq: l.seq,
-                            at_ms: l.at_ms,
-                            session: l.session.as_deref(),
-                            trace_id: l.trace_id.as_deref(),
-                            line: l.text.trim_end(),
-                        })
-                        .collect();
-                    rt.block_on(store.append_audit(&rows))
-                        .map_err(|e| format!("audit store sink: {e}"))
-                }
-                Sink::Stdout => {
-                    let mut out = std::io::stdout().lock();
-                    lines
-                        .iter()
-                        .try_for_each(|l| out.write_all(l.text.as_bytes()))
-                        .and_then(|()| out.flush())
-                        .map_err(|e| format!("audit stdout sink: {e}"))
-                }
-            };
+        for (i, ((_, required), result)) in self.sinks.iter().zip(results).enumerate() {
             let stat = self.stats.get(i);
             match result {
                 Ok(()) => {
@@ -518,6 +508,38 @@ impl Writer {
             "audit batch written"
         );
         accepted
+    }
+
+    fn write_one(sink: &mut Sink, chain: &str, lines: &[Line]) -> Result<(), String> {
+        match sink {
+            Sink::File(f) => {
+                let joined: String = lines.iter().map(|l| l.text.as_str()).collect();
+                f.write(joined.as_bytes())
+            }
+            Sink::Store(store, rt) => {
+                let rows: Vec<AuditRow<'_>> = lines
+                    .iter()
+                    .map(|l| AuditRow {
+                        chain,
+                        seq: l.seq,
+                        at_ms: l.at_ms,
+                        session: l.session.as_deref(),
+                        trace_id: l.trace_id.as_deref(),
+                        line: l.text.trim_end(),
+                    })
+                    .collect();
+                rt.block_on(store.append_audit(&rows))
+                    .map_err(|e| format!("audit store sink: {e}"))
+            }
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                lines
+                    .iter()
+                    .try_for_each(|l| out.write_all(l.text.as_bytes()))
+                    .and_then(|()| out.flush())
+                    .map_err(|e| format!("audit stdout sink: {e}"))
+            }
+        }
     }
 }
 

@@ -146,6 +146,25 @@ pub(crate) fn parse_key(key: &str) -> Option<(&str, &str)> {
 // === impl Store ===
 
 impl Store {
+    /// Run one statement, for fault injection in tests.
+    #[cfg(test)]
+    pub(crate) async fn execute_for_test(&self, sql: &'static str) {
+        sqlx::query(sql).execute(&self.pool).await.unwrap();
+    }
+
+    /// A second handle on the same database for the audit writer: one connection, and commits
+    /// that survive a crash of the process without waiting for the disk (WAL with
+    /// `synchronous = NORMAL`); power-loss durability is the file sink's `fsync`.
+    pub(crate) async fn audit_writer(&self) -> Result<Store, StoreError> {
+        let opts = SqliteConnectOptions::clone(&self.pool.connect_options())
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
+        Ok(Store { pool })
+    }
+
     /// Open (creating if needed) the store at a `sqlite://` URL and apply the schema.
     pub(crate) async fn open(url: &str) -> Result<Store, StoreError> {
         let opts = SqliteConnectOptions::from_str(url)?

@@ -151,8 +151,8 @@ async fn a_full_sink_refuses_records_and_another_required_sink_is_enough() {
     audit.record(call(1)).await.unwrap();
     assert!(audit.sinks[0].failed.load(Ordering::Relaxed) >= 2);
     assert!(audit.sinks[1].written.load(Ordering::Relaxed) >= 2);
-    // Fault: the store closes too. Now the record is refused, and counted.
-    s.close().await;
+    // Fault: the store loses its table too. Now the record is refused, and counted.
+    s.execute_for_test("DROP TABLE audit_events").await;
     assert!(matches!(
         audit.record(call(2)).await,
         Err(AuditError::NotAccepted)
@@ -174,7 +174,7 @@ async fn a_failing_best_effort_sink_does_not_stop_calls() {
     .await
     .unwrap();
     // The best-effort store fails; the required file still takes the event.
-    s.close().await;
+    s.execute_for_test("DROP TABLE audit_events").await;
     audit.record(call(1)).await.unwrap();
     assert!(audit.sinks[1].failed.load(Ordering::Relaxed) >= 1);
     assert!(matches!(check(&path), Verdict::Intact { events: 2, .. }));
@@ -217,4 +217,102 @@ async fn a_torn_last_line_is_kept_apart_and_reported() {
             .count(),
         4
     );
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Lines as the writer chains them, for events with arbitrary text in them.
+    fn chained(texts: &[String]) -> Vec<String> {
+        let mut w = Writer {
+            chain: "0123456789abcdef".into(),
+            seq: 0,
+            prev: GENESIS.into(),
+            sinks: Vec::new(),
+            stats: Arc::new(Vec::new()),
+        };
+        texts
+            .iter()
+            .map(|t| {
+                let mut e = Event::new("tool.call");
+                e.reason = Some(t.clone());
+                e.outcome = Some("denied");
+                w.chain(&e).text
+            })
+            .collect()
+    }
+
+    fn check(lines: &[String]) -> Verdict {
+        verify(lines.concat().as_bytes()).unwrap()
+    }
+
+    #[derive(Debug, Clone)]
+    enum Tamper {
+        /// Replace one byte of one line.
+        Byte { line: usize, at: usize, to: u8 },
+        /// Remove a line that is not the last.
+        Remove(usize),
+        /// Swap two lines.
+        Swap(usize, usize),
+        /// Repeat a line right after itself.
+        Repeat(usize),
+    }
+
+    fn tamper() -> impl Strategy<Value = Tamper> {
+        prop_oneof![
+            (any::<usize>(), any::<usize>(), any::<u8>()).prop_map(|(line, at, to)| Tamper::Byte {
+                line,
+                at,
+                to
+            }),
+            any::<usize>().prop_map(Tamper::Remove),
+            (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Tamper::Swap(a, b)),
+            any::<usize>().prop_map(Tamper::Repeat),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A chain as written verifies; every edit of an event, removal of an event before the
+        /// last, reordering or repetition is a broken link.
+        #[test]
+        fn any_tampering_but_cutting_the_tail_is_detected(
+            texts in proptest::collection::vec("\\PC{0,40}", 2..12),
+            t in tamper(),
+        ) {
+            let mut lines = chained(&texts);
+            let intact = matches!(check(&lines), Verdict::Intact { .. });
+            prop_assert!(intact);
+            let n = lines.len();
+            match t {
+                Tamper::Byte { line, at, to } => {
+                    let l = line % n;
+                    let mut bytes = lines[l].clone().into_bytes();
+                    // Keep the newline that separates events: an edit is inside an event.
+                    let at = at % (bytes.len() - 1);
+                    prop_assume!(bytes[at] != to && to != b'\n');
+                    bytes[at] = to;
+                    lines[l] = String::from_utf8_lossy(&bytes).into_owned();
+                }
+                Tamper::Remove(i) => {
+                    lines.remove(i % (n - 1));
+                }
+                Tamper::Swap(a, b) => {
+                    let (a, b) = (a % n, b % n);
+                    prop_assume!(a != b);
+                    lines.swap(a, b);
+                }
+                Tamper::Repeat(i) => {
+                    let i = i % n;
+                    let copy = lines[i].clone();
+                    lines.insert(i + 1, copy);
+                }
+            }
+            let broken = matches!(check(&lines), Verdict::Broken { .. });
+            prop_assert!(broken, "undetected: {:?}", t);
+        }
+    }
 }
