@@ -150,7 +150,12 @@ pub(crate) struct Audit {
     pub(crate) dropped: AtomicU64,
     /// Request events refused because no required sink took them.
     pub(crate) refused: AtomicU64,
+    /// Unauthenticated traffic is recorded at a bounded rate: (second, events in it, skipped).
+    limited: std::sync::Mutex<(i64, u32, u64)>,
 }
+
+/// Most events per second from [`Audit::note_limited`].
+const LIMITED_PER_SECOND: u32 = 20;
 
 struct Job {
     event: Event,
@@ -167,10 +172,18 @@ impl Audit {
         config_digest: &str,
     ) -> Result<Audit, String> {
         let key = match &settings.redact_key {
-            Some(r) => r
-                .resolve()
-                .map(String::into_bytes)
-                .map_err(|e| format!("audit.redact_key: {e}"))?,
+            Some(r) => {
+                let k = r
+                    .resolve()
+                    .map(String::into_bytes)
+                    .map_err(|e| format!("audit.redact_key: {e}"))?;
+                if k.len() < 32 {
+                    return Err(
+                        "audit.redact_key: the key is shorter than 32 bytes; use a random key of at least 32 bytes (e.g. `openssl rand -hex 32`)".into(),
+                    );
+                }
+                k
+            }
             None => store
                 .audit_key()
                 .await
@@ -232,6 +245,7 @@ impl Audit {
             sinks: stats,
             dropped: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            limited: std::sync::Mutex::new((0, 0, 0)),
         };
         let mut start = Event::new("audit.start");
         start.identity = Some(Who::named(format!("process:{}", std::process::id())));
@@ -272,6 +286,14 @@ impl Audit {
         outcome
     }
 
+    /// Write the chain's last event, `audit.stop`. Everything queued before it is written first
+    /// (the writer keeps order), so on `Ok` nothing this process recorded is still in memory.
+    pub(crate) async fn close(&self) -> Result<(), AuditError> {
+        let mut stop = Event::new("audit.stop");
+        stop.identity = Some(Who::named(format!("process:{}", std::process::id())));
+        self.record(stop).await
+    }
+
     /// Queue `event` without waiting. Used for what has already happened.
     pub(crate) fn note(&self, event: Event) {
         let kind = event.kind;
@@ -279,6 +301,36 @@ impl Audit {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::error!(kind, "audit queue full or writer stopped: event dropped");
         }
+    }
+
+    /// Like [`Audit::note`] for events anyone can cause without credentials (failed sign-ins):
+    /// at most [`LIMITED_PER_SECOND`] a second, the next one written saying how many were skipped,
+    /// so a flood neither fills the disk nor crowds out calls' events.
+    pub(crate) fn note_limited(&self, mut event: Event) {
+        let second = event.at_ms.div_euclid(1000);
+        let skipped = {
+            let Ok(mut l) = self.limited.lock() else {
+                return;
+            };
+            if l.0 != second {
+                l.0 = second;
+                l.1 = 0;
+            }
+            if l.1 >= LIMITED_PER_SECOND {
+                l.2 += 1;
+                return;
+            }
+            l.1 += 1;
+            std::mem::take(&mut l.2)
+        };
+        if skipped > 0 {
+            let mut detail = event.detail.take().unwrap_or_else(|| json!({}));
+            if let Some(d) = detail.as_object_mut() {
+                d.insert("skipped_before".into(), json!(skipped));
+            }
+            event.detail = Some(detail);
+        }
+        self.note(event);
     }
 
     /// The redacted summary of tool-call arguments kept in events.
@@ -419,8 +471,14 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let (seq, prev) = (self.seq, self.prev.clone());
             let lines: Vec<Line> = batch.iter().map(|j| self.chain(&j.event)).collect();
-            let accepted = self.write(&lines);
+            let (accepted, any) = self.write(&lines);
+            if !any {
+                // Written nowhere: the chain goes on from the last event that exists, so a sink
+                // that recovers does not show a gap that is not there.
+                (self.seq, self.prev) = (seq, prev);
+            }
             for job in batch {
                 if let Some(ack) = job.ack {
                     let _ = ack.send(accepted);
@@ -462,9 +520,9 @@ impl Writer {
         }
     }
 
-    /// Write `lines` to every sink, the sinks side by side; true when a required sink has them
-    /// all.
-    fn write(&mut self, lines: &[Line]) -> bool {
+    /// Write `lines` to every sink, the sinks side by side. Returns whether a required sink has
+    /// them all, and whether any sink has them.
+    fn write(&mut self, lines: &[Line]) -> (bool, bool) {
         let started = Instant::now();
         let chain = self.chain.as_str();
         let results: Vec<Result<(), String>> = match self.sinks.as_mut_slice() {
@@ -485,11 +543,13 @@ impl Writer {
             }),
         };
         let mut accepted = false;
+        let mut any = false;
         for (i, ((_, required), result)) in self.sinks.iter().zip(results).enumerate() {
             let stat = self.stats.get(i);
             match result {
                 Ok(()) => {
                     accepted |= *required;
+                    any = true;
                     if let Some(s) = stat {
                         s.written.fetch_add(lines.len() as u64, Ordering::Relaxed);
                     }
@@ -507,7 +567,7 @@ impl Writer {
             elapsed_us = started.elapsed().as_micros() as u64,
             "audit batch written"
         );
-        accepted
+        (accepted, any)
     }
 
     fn write_one(sink: &mut Sink, chain: &str, lines: &[Line]) -> Result<(), String> {

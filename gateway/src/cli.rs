@@ -280,11 +280,17 @@ fn verify_audit(path: &std::path::Path) -> ExitCode {
             chains,
             last,
             anchor,
+            unclosed,
         }) => {
             println!(
                 "intact: {events} events in {chains} chain(s); last hash {}",
                 last.as_deref().unwrap_or("-")
             );
+            for c in unclosed {
+                println!(
+                    "chain {c} has no audit.stop: its process is running or crashed, or its last events were removed"
+                );
+            }
             if let Some(a) = anchor {
                 println!(
                     "the first event links to {a}: compare it with the last hash of the file before this one"
@@ -403,12 +409,20 @@ async fn keys(action: KeysAction) -> ExitCode {
                         "name": k.record.name,
                     }));
                     if let Err(why) = audit.record(e).await {
-                        // An unrecorded key must not exist.
-                        let _ = store.revoke_key(&k.record.id).await;
-                        eprintln!(
-                            "portcullis: key not issued: the audit log cannot record it ({why})"
-                        );
+                        // An unrecorded key must not stay usable.
+                        match store.revoke_key(&k.record.id).await {
+                            Ok(_) => eprintln!(
+                                "portcullis: key not issued: the audit log cannot record it ({why}); it was revoked at once"
+                            ),
+                            Err(e) => eprintln!(
+                                "portcullis: the audit log cannot record key {} ({why}) and revoking it failed ({e}): revoke it with `portcullis keys revoke {}`",
+                                k.record.id, k.record.id
+                            ),
+                        }
                         return ExitCode::from(EX_UNAVAILABLE);
+                    }
+                    if let Err(e) = audit.close().await {
+                        eprintln!("portcullis: the audit log could not be closed cleanly: {e}");
                     }
                     println!(
                         "id: {}\nrole: {}\nkey: {}",
@@ -483,7 +497,10 @@ async fn keys(action: KeysAction) -> ExitCode {
                 e.identity = Some(cli_operator());
                 e.detail = Some(serde_json::json!({ "id": id }));
                 let recorded = match cli_audit(&reg, &store).await {
-                    Ok(audit) => audit.record(e).await.map_err(|e| e.to_string()),
+                    Ok(audit) => match audit.record(e).await {
+                        Ok(()) => audit.close().await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
                     Err(_) => Err("the audit log cannot be opened".to_string()),
                 };
                 if let Err(why) = recorded {

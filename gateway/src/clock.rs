@@ -55,7 +55,13 @@ pub(crate) fn parse_time(text: &str) -> Option<i64> {
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
     let mut tp = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
     let (h, mi, s) = (tp.next()??, tp.next()??, tp.next()??);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+    if !(1..=9999).contains(&y)
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || s > 60
+    {
         return None;
     }
     let millis = if frac.is_empty() {

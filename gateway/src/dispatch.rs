@@ -51,6 +51,16 @@ impl Call {
         matches!(self.era, Era::Stateless)
     }
 
+    /// An audit event about this request: its ids, session and caller filled in.
+    pub(crate) fn event(&self, kind: &'static str) -> Event {
+        let mut e = Event::new(kind);
+        e.request_id = Some(self.request_id.clone());
+        e.trace_id = self.trace_id.clone();
+        e.session = self.session_id().map(str::to_string);
+        e.identity = Some(Who::of(&self.caller));
+        e
+    }
+
     pub(crate) fn session_id(&self) -> Option<&str> {
         match &self.era {
             Era::Stateful(s) => Some(&s.id),
@@ -402,11 +412,7 @@ impl Gateway {
             "prompts/list" => Some("prompts"),
             _ => None,
         } {
-            let mut e = Event::new("mcp.list");
-            e.request_id = Some(call.request_id.clone());
-            e.trace_id = call.trace_id.clone();
-            e.session = call.session_id().map(str::to_string);
-            e.identity = Some(Who::of(&call.caller));
+            let mut e = call.event("mcp.list");
             e.method = Some(method.to_string());
             e.outcome = Some("allowed");
             e.detail = Some(json!({
@@ -539,11 +545,7 @@ impl Gateway {
 
     /// An event about the call described by `trail`.
     fn call_event(&self, call: &Call, kind: &'static str, trail: &Trail) -> Event {
-        let mut e = Event::new(kind);
-        e.request_id = Some(call.request_id.clone());
-        e.trace_id = call.trace_id.clone();
-        e.session = call.session_id().map(str::to_string);
-        e.identity = Some(Who::of(&call.caller));
+        let mut e = call.event(kind);
         e.method = Some("tools/call".into());
         e.server = trail.server.clone();
         e.tool = trail.tool.clone();
@@ -574,7 +576,10 @@ impl Gateway {
         trail: &mut Trail,
     ) -> Result<Value, RpcError> {
         let name = str_param(&params, "name")?.to_string();
-        trail.tool = Some(name.clone());
+        // Until it resolves, the name is the caller's text: keep it bounded in the record.
+        let mut shown = name.clone();
+        crate::redact::shorten(&mut shown, 128);
+        trail.tool = Some(shown);
         let Some((up, tool)) = self.resolve(&call.scope, &name) else {
             trail.outcome = Some("not_found");
             return Err(unknown_tool(&name));
@@ -753,6 +758,37 @@ impl Gateway {
                 json!({}),
             ));
         }
+        // Recording took time: a switch, a mode change or a cancellation meanwhile still applies.
+        if let Some(killed) = self.levers.killed(&call.caller.identity, server, tool) {
+            trail.outcome = Some("killed");
+            trail.reason = Some(killed.to_string());
+            return Err(killed_refusal(&name, &killed));
+        }
+        if let Err(refused) = mode_gate(self.levers.mode_now(), &name, offered.class, false)
+            .and_then(|shadow| match shadow {
+                None => Ok(()),
+                Some(_) => Err(refusal(
+                    "shadow",
+                    format!("`{name}` was not executed: the gateway switched to shadow mode"),
+                    json!({}),
+                )),
+            })
+        {
+            trail.outcome = Some(if refusal_reason(&refused) == Some("shadow") {
+                "shadow"
+            } else {
+                "read_only"
+            });
+            return Err(refused);
+        }
+        if cancel.is_cancelled() {
+            trail.outcome = Some("cancelled");
+            return Err(refusal(
+                "cancelled",
+                format!("`{name}` was not executed: the call was cancelled"),
+                json!({}),
+            ));
+        }
         trail.arguments = None;
         trail.started = Some(std::time::Instant::now());
         let r = up
@@ -923,15 +959,11 @@ impl Gateway {
         server: &str,
         target: &str,
     ) -> Result<(), RpcError> {
-        let mut e = Event::new("mcp.request");
-        e.request_id = Some(call.request_id.clone());
-        e.trace_id = call.trace_id.clone();
-        e.session = call.session_id().map(str::to_string);
-        e.identity = Some(Who::of(&call.caller));
+        let mut e = call.event("mcp.request");
         e.method = Some(method.to_string());
         e.server = Some(server.to_string());
         e.outcome = Some("allowed");
-        e.detail = Some(json!({ "target": target }));
+        e.detail = Some(json!({ "target": crate::redact::uri_for_record(target) }));
         self.audit.record(e).await.map_err(|e| {
             tracing::error!(subject = %call.caller.subject, server, %method, error = %e, "audit log cannot record the request; refused");
             crate::metrics::get().fail_closed("audit_unavailable");

@@ -195,7 +195,7 @@ async fn admit(
         Ok((caller, true)) => {
             let mut e = AuditEvent::new("auth.success");
             e.identity = Some(Who::of(caller));
-            e.detail = Some(json!({ "endpoint": server.as_deref().unwrap_or("/mcp") }));
+            e.detail = Some(json!({ "endpoint": endpoint_label(gw, server.as_deref()) }));
             gw.audit.note(e);
         }
         Ok((_, false)) => {}
@@ -208,8 +208,8 @@ async fn admit(
             });
             // The reason names the failure, never the credential.
             e.reason = Some(why.to_string());
-            e.detail = Some(json!({ "endpoint": server.as_deref().unwrap_or("/mcp") }));
-            gw.audit.note(e);
+            e.detail = Some(json!({ "endpoint": endpoint_label(gw, server.as_deref()) }));
+            gw.audit.note_limited(e);
         }
     }
     let caller = match verified.map(|(c, _)| c) {
@@ -754,6 +754,16 @@ async fn delete(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) ->
 }
 
 // === helpers ===
+
+/// The endpoint a request came to, as records show it: a configured server or `/mcp`; a path
+/// naming no server is the caller's text and is not repeated.
+fn endpoint_label(gw: &Gateway, server: Option<&str>) -> String {
+    match server {
+        None => "/mcp".into(),
+        Some(s) if gw.upstreams.get(s).is_some() => format!("/mcp/{s}"),
+        Some(_) => "/mcp/(unknown)".into(),
+    }
+}
 
 /// A fresh id for one inbound message.
 fn request_id() -> String {

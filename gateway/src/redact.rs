@@ -305,6 +305,24 @@ fn bounded(v: Value) -> Value {
     Value::String(text)
 }
 
+/// A URI as records and spans show it: without userinfo, query or fragment (where signed URLs
+/// and tokens travel), and bounded.
+pub(crate) fn uri_for_record(uri: &str) -> String {
+    let cut = uri.find(['?', '#']).unwrap_or(uri.len());
+    let mut out = uri.get(..cut).unwrap_or(uri).to_string();
+    if let Some((scheme, rest)) = out.split_once("://") {
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if let Some((_, host)) = authority.rsplit_once('@') {
+            out = format!("{scheme}://{host}{path}");
+        }
+    }
+    if cut < uri.len() {
+        out.push_str("?…");
+    }
+    shorten(&mut out, 256);
+    out
+}
+
 /// Cut `s` to at most `max` bytes on a character boundary, marking the cut with `…`.
 pub(crate) fn shorten(s: &mut String, max: usize) {
     if s.len() <= max {
@@ -419,6 +437,15 @@ mod tests {
         );
         // A hex digest is not a secret.
         assert!(!high_entropy(&"ab12".repeat(16)));
+    }
+
+    #[test]
+    fn recorded_uris_lose_credentials_and_queries() {
+        assert_eq!(
+            uri_for_record("https://bob:pw@files.example/a/b?X-Amz-Signature=abc#f"),
+            "https://files.example/a/b?…"
+        );
+        assert_eq!(uri_for_record("note://1"), "note://1");
     }
 
     #[test]

@@ -133,6 +133,7 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
             .with_graceful_shutdown(async move { admin_stop.cancelled().await })
             .await
     });
+    let gw_audit = gw.audit.clone();
     let app = crate::front::router(gw);
     let stop = shutdown.clone();
     let served = axum::serve(listener, app)
@@ -146,6 +147,11 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
         eprintln!("portcullis: admin listener error: {e}");
     }
     shutdown.cancel();
+    // Everything queued for the audit log is written before the process ends: the writer takes
+    // events in order, so once the stop event is on a sink, so is everything before it.
+    if let Err(e) = gw_audit.close().await {
+        eprintln!("portcullis: the audit log could not be closed cleanly: {e}");
+    }
     // Spans still buffered are sent before the process ends.
     let _ = tokio::task::spawn_blocking(crate::telemetry::shutdown).await;
     match served {

@@ -147,6 +147,16 @@ fn target<'a>(method: &str, params: Option<&'a Value>) -> Option<&'a str> {
     params?.get(key)?.as_str()
 }
 
+/// The span's target as shown: URIs without credentials or queries, names bounded.
+fn shown_target(method: &str, params: Option<&Value>) -> Option<String> {
+    let t = target(method, params)?;
+    Some(if method.starts_with("resources/") {
+        crate::redact::uri_for_record(t)
+    } else {
+        bounded(t)
+    })
+}
+
 /// Start the SERVER span of one inbound request, as a child of `parent`.
 pub(crate) fn server_span(
     parent: &Context,
@@ -156,9 +166,9 @@ pub(crate) fn server_span(
     session: Option<&str>,
     protocol: &str,
 ) -> Context {
-    let target = target(method, params);
-    let name = match target {
-        Some(t) => format!("{method} {}", bounded(t)),
+    let target = shown_target(method, params);
+    let name = match &target {
+        Some(t) => format!("{method} {t}"),
         None => method.to_string(),
     };
     let mut attrs = vec![
@@ -179,13 +189,13 @@ pub(crate) fn server_span(
     }
     if method == "tools/call" {
         attrs.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
-        if let Some(t) = target {
-            attrs.push(KeyValue::new("gen_ai.tool.name", bounded(t)));
+        if let Some(t) = &target {
+            attrs.push(KeyValue::new("gen_ai.tool.name", t.clone()));
         }
     } else if method == "prompts/get"
         && let Some(t) = target
     {
-        attrs.push(KeyValue::new("gen_ai.prompt.name", bounded(t)));
+        attrs.push(KeyValue::new("gen_ai.prompt.name", t));
     }
     let tracer = &telemetry().tracer;
     let span = tracer
@@ -232,7 +242,7 @@ pub(crate) fn client_span(
     params: &mut Option<Value>,
 ) -> Context {
     let parent = Context::current();
-    let target = target(method, params.as_ref()).map(bounded);
+    let target = shown_target(method, params.as_ref());
     let name = match &target {
         Some(t) => format!("{method} {t}"),
         None => method.to_string(),
@@ -269,6 +279,8 @@ pub(crate) fn client_span(
             .or_insert_with(|| Value::Object(Map::new()));
         if let Some(m) = meta.as_object_mut() {
             TraceContextPropagator::new().inject_context(&cx, &mut MetaOut(m));
+            // The caller's vendor state is the caller's: upstreams get the trace, nothing more.
+            m.remove("tracestate");
         }
     }
     cx

@@ -285,6 +285,9 @@ impl Upstream {
         cancel: Option<CancellationToken>,
     ) -> Result<Value, UpstreamError> {
         let name = &self.config.name;
+        if cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
+            return Err(UpstreamError::Cancelled(name.clone()));
+        }
         let conn = self.connection()?;
         let mut msg = serde_json::Map::new();
         msg.insert("method".into(), Value::String(method.to_string()));

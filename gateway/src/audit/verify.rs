@@ -19,6 +19,8 @@ pub(crate) enum Verdict {
         /// What the file's first event links to when that is not the genesis: the last hash of
         /// the file before it (after rotation) or of another sink.
         anchor: Option<String>,
+        /// Chains without an `audit.stop`: still running, crashed, or cut at the tail.
+        unclosed: Vec<String>,
     },
     /// The first problem, at a 1-based line.
     Broken {
@@ -35,6 +37,7 @@ pub(crate) fn verify(input: impl BufRead) -> std::io::Result<Verdict> {
     let mut events = 0u64;
     let mut last = None;
     let mut anchor = None;
+    let mut closed: HashSet<String> = HashSet::new();
     for (n, line) in input.split(b'\n').enumerate() {
         let line = line?;
         let at = n as u64 + 1;
@@ -62,7 +65,7 @@ pub(crate) fn verify(input: impl BufRead) -> std::io::Result<Verdict> {
         }
         match chains.get(chain) {
             Some((last_seq, last_hash)) => {
-                if seq != last_seq + 1 {
+                if Some(seq) != last_seq.checked_add(1) {
                     return broken(
                         id,
                         format!(
@@ -89,6 +92,13 @@ pub(crate) fn verify(input: impl BufRead) -> std::io::Result<Verdict> {
                 if events == 0 && prev != GENESIS {
                     // A file that starts after rotation links to the previous file's end.
                     anchor = Some(prev.to_string());
+                } else if events > 0 && prev == GENESIS {
+                    return broken(
+                        id,
+                        format!(
+                            "chain {chain} starts a new log in the middle of this one: events before it were replaced"
+                        ),
+                    );
                 } else if prev != GENESIS && !seen.contains(prev) {
                     return broken(
                         id,
@@ -99,15 +109,25 @@ pub(crate) fn verify(input: impl BufRead) -> std::io::Result<Verdict> {
                 }
             }
         }
+        if map.get("kind").and_then(Value::as_str) == Some("audit.stop") {
+            closed.insert(chain.to_string());
+        }
         chains.insert(chain.to_string(), (seq, hash.to_string()));
         seen.insert(hash.to_string());
         last = Some(hash.to_string());
         events += 1;
     }
+    let mut unclosed: Vec<String> = chains
+        .keys()
+        .filter(|c| !closed.contains(*c))
+        .cloned()
+        .collect();
+    unclosed.sort();
     Ok(Verdict::Intact {
         events,
         chains: chains.len(),
         last,
         anchor,
+        unclosed,
     })
 }
