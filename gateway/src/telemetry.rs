@@ -286,8 +286,8 @@ pub(crate) fn client_span(
     cx
 }
 
-/// An rmcp HTTP client that sends the trace context of each request's `params._meta` as W3C
-/// headers as well, so HTTP-level tracing at the upstream joins the same trace.
+/// An rmcp HTTP client that sends the `traceparent` of each request's `params._meta` as the W3C
+/// header as well, so HTTP-level tracing at the upstream joins the same trace.
 #[derive(Clone)]
 pub(crate) struct TracingHttpClient(pub(crate) reqwest::Client);
 
@@ -295,7 +295,7 @@ mod http_client {
     use std::sync::Arc;
 
     use futures::stream::BoxStream;
-    use rmcp::model::ClientJsonRpcMessage;
+    use rmcp::model::{ClientJsonRpcMessage, GetMeta as _};
     use rmcp::transport::streamable_http_client::{
         StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
     };
@@ -303,7 +303,8 @@ mod http_client {
 
     use super::*;
 
-    /// The `traceparent` and `tracestate` a request carries in `params._meta`.
+    /// The `traceparent` a request carries in `params._meta`, read from the parsed message
+    /// (no copy of the request is made).
     fn trace_headers(
         message: &ClientJsonRpcMessage,
         headers: &mut HashMap<HeaderName, HeaderValue>,
@@ -311,18 +312,10 @@ mod http_client {
         let ClientJsonRpcMessage::Request(r) = message else {
             return;
         };
-        let Ok(v) = serde_json::to_value(&r.request) else {
-            return;
-        };
-        let Some(meta) = v.get("params").and_then(|p| p.get("_meta")) else {
-            return;
-        };
-        for key in ["traceparent", "tracestate"] {
-            if let Some(value) = meta.get(key).and_then(Value::as_str)
-                && let Ok(hv) = HeaderValue::from_str(value)
-            {
-                headers.insert(HeaderName::from_static(key), hv);
-            }
+        if let Some(tp) = r.request.get_meta().get_traceparent()
+            && let Ok(hv) = HeaderValue::from_str(tp)
+        {
+            headers.insert(HeaderName::from_static("traceparent"), hv);
         }
     }
 

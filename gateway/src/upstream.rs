@@ -69,6 +69,8 @@ impl UpstreamError {
 /// One upstream server and its live connection.
 pub(crate) struct Upstream {
     pub(crate) config: registry::Server,
+    /// Host and port of an HTTP upstream, for spans (worked out once, not per call).
+    address: Option<(String, u16)>,
     conn: RwLock<Option<Connection>>,
     tools: RwLock<Arc<Vec<Offered>>>,
     events: broadcast::Sender<UpstreamEvent>,
@@ -123,6 +125,7 @@ impl Upstreams {
             .iter()
             .map(|s| {
                 Arc::new(Upstream {
+                    address: address(s),
                     config: s.clone(),
                     conn: RwLock::new(None),
                     tools: RwLock::new(Arc::new(Vec::new())),
@@ -167,6 +170,30 @@ impl Upstreams {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Host and port of an HTTP upstream.
+fn address(server: &registry::Server) -> Option<(String, u16)> {
+    let registry::ServerSource::Http { url } = &server.source else {
+        return None;
+    };
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let default = if scheme == "https" { 443 } else { 80 };
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once("]:") {
+            Some((h, p)) => (h, Some(p)),
+            None => (v6.trim_end_matches(']'), None),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    Some((
+        host.to_string(),
+        port.and_then(|p| p.parse().ok()).unwrap_or(default),
+    ))
 }
 
 impl Upstream {
@@ -245,7 +272,12 @@ impl Upstream {
     ) -> Result<Value, UpstreamError> {
         let name = &self.config.name;
         let mut params = params;
-        let span = crate::telemetry::client_span(name, self.address(), method, &mut params);
+        let span = crate::telemetry::client_span(
+            name,
+            self.address.as_ref().map(|(h, p)| (h.as_str(), *p)),
+            method,
+            &mut params,
+        );
         let started = std::time::Instant::now();
         let outcome = self.send(method, params, progress, cancel).await;
         crate::metrics::get().upstream(name, outcome.is_ok(), started.elapsed());
@@ -254,27 +286,6 @@ impl Upstream {
             outcome.as_ref().map_err(|e| (e.code(), Some(e.kind()))),
         );
         outcome
-    }
-
-    /// Host and port of an HTTP upstream, for spans.
-    fn address(&self) -> Option<(&str, u16)> {
-        let registry::ServerSource::Http { url } = &self.config.source else {
-            return None;
-        };
-        let (scheme, rest) = url.split_once("://")?;
-        let authority = rest.split('/').next()?;
-        let default = if scheme == "https" { 443 } else { 80 };
-        let (host, port) = match authority.strip_prefix('[') {
-            Some(v6) => match v6.split_once("]:") {
-                Some((h, p)) => (h, Some(p)),
-                None => (v6.trim_end_matches(']'), None),
-            },
-            None => match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            },
-        };
-        Some((host, port.and_then(|p| p.parse().ok()).unwrap_or(default)))
     }
 
     async fn send(
