@@ -23,6 +23,8 @@ use crate::store::{ApprovalStatus, KeyRole, KeyScope};
 
 mod ui;
 
+pub(crate) use ui::esc;
+
 /// Largest request body on the admin listener.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -163,6 +165,7 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/keys/{id}", delete(delete_key))
         .route("/admin/events", get(get_events))
         .route("/admin/audit", get(get_audit))
+        .route("/admin/self-audit", get(get_self_audit))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(|| async { "ok" }))
         // Browsers ask for it; answering spares the console a 404.
@@ -656,6 +659,52 @@ async fn get_audit(
         res.headers_mut().insert("portcullis-next-after", v);
     }
     Ok(res)
+}
+
+#[derive(Deserialize)]
+struct SelfAuditQuery {
+    format: Option<String>,
+}
+
+/// The self-audit of the running gateway: JSON (the default), Markdown or a self-contained
+/// HTML page. Auditors and admins only; every probe runs now, against this process.
+async fn get_self_audit(
+    State(a): State<Arc<Admin>>,
+    headers: HeaderMap,
+    Query(q): Query<SelfAuditQuery>,
+) -> Result<Response, OpError> {
+    let op = a.operator(&headers).await?;
+    require(
+        &op,
+        op.roles.admin || op.roles.auditor,
+        "reading the self-audit",
+    )?;
+    let format = q.format.as_deref().unwrap_or("json");
+    if !matches!(format, "json" | "md" | "html") {
+        return Err(OpError::BadRequest(format!(
+            "unknown format `{format}`; use json, md or html"
+        )));
+    }
+    let report = crate::selfaudit::report(&a.gw.registry, Some(&a.gw)).await;
+    Ok(match format {
+        "md" => (
+            [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+            crate::selfaudit::markdown(&report),
+        )
+            .into_response(),
+        "html" => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+                ),
+            ],
+            crate::selfaudit::html(&report),
+        )
+            .into_response(),
+        _ => axum::Json(report).into_response(),
+    })
 }
 
 /// Prometheus metrics. Scrapers authenticate like any operator (any role); the labels carry no

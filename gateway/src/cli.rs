@@ -64,11 +64,30 @@ enum Command {
         #[command(subcommand)]
         action: ModeAction,
     },
-    /// Work with the audit log.
+    /// The self-audit of a config (`--config FILE`), offline; or `verify` an audit log.
+    #[command(args_conflicts_with_subcommands = true)]
     Audit {
         #[command(subcommand)]
-        action: AuditAction,
+        action: Option<AuditAction>,
+        #[command(flatten)]
+        report: SelfAuditArgs,
     },
+}
+
+/// `portcullis audit --config FILE`: score a config against the readiness dimensions without
+/// a running gateway (checks that need one are marked static-only).
+#[derive(clap::Args)]
+struct SelfAuditArgs {
+    /// The config file to audit.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, default_value = "md", value_parser = ["json", "md", "html"])]
+    format: String,
+    /// Exit 1 when a dimension is below this: `pass` (every dimension green) or `partial`
+    /// (no dimension red).
+    #[arg(long, value_parser = ["pass", "partial"])]
+    fail_under: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -250,8 +269,13 @@ pub(crate) fn main() -> ExitCode {
             Command::Approvals { action } => crate::operator_cli::approvals(action).await,
             Command::Mode { action } => crate::operator_cli::mode(action).await,
             Command::Audit {
-                action: AuditAction::Verify { file },
+                action: Some(AuditAction::Verify { file }),
+                ..
             } => verify_audit(&file),
+            Command::Audit {
+                action: None,
+                report,
+            } => self_audit(report).await,
         }
     })
 }
@@ -263,6 +287,62 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+async fn self_audit(args: SelfAuditArgs) -> ExitCode {
+    use crate::selfaudit::Status;
+    let Some(config) = args.config else {
+        eprintln!(
+            "portcullis: give `--config FILE` for the self-audit, or `portcullis audit verify FILE` to check an audit log"
+        );
+        return ExitCode::from(EX_CONFIG);
+    };
+    let reg = match load(&config) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let report = crate::selfaudit::report(&reg, None).await;
+    let text = match args.format.as_str() {
+        "json" => match serde_json::to_string_pretty(&report) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("portcullis: cannot render the report: {e}");
+                return ExitCode::from(EX_SOFTWARE);
+            }
+        },
+        "html" => crate::selfaudit::html(&report),
+        _ => crate::selfaudit::markdown(&report),
+    };
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    }
+    let floor = match args.fail_under.as_deref() {
+        Some("pass") => Status::Pass,
+        Some(_) => Status::Partial,
+        None => return ExitCode::SUCCESS,
+    };
+    let below: Vec<String> = report
+        .dimensions
+        .iter()
+        .filter(|d| d.status > floor)
+        .map(|d| format!("{:02} {} ({})", d.number, d.title, d.color))
+        .collect();
+    match below.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => {
+            eprintln!(
+                "portcullis: {} dimension(s) below `{}`: {}",
+                below.len(),
+                args.fail_under.unwrap_or_default(),
+                below.join(", ")
+            );
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn verify_audit(path: &std::path::Path) -> ExitCode {

@@ -22,6 +22,7 @@ mod metrics;
 mod operate;
 mod operator_cli;
 mod redact;
+mod selfaudit;
 mod serve;
 mod session;
 mod store;

@@ -15,6 +15,9 @@ use crate::gateway::Gateway;
 use crate::store::{KeyRole, KeyScope};
 use crate::upstream::Upstreams;
 
+/// How often a `serve` process writes its heartbeat to the store.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
 /// Run until SIGINT or SIGTERM. `banner` is printed once the listener is bound.
 pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> ExitCode {
     let store = match open_store(&reg).await {
@@ -117,6 +120,38 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
             }
         });
     }
+    let instance = crate::store::InstanceRow {
+        id: hex::encode(rand::random::<[u8; 8]>()),
+        host: std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned()),
+        pid: i64::from(std::process::id()),
+        started_ms: crate::store::now_ms(),
+        seen_ms: crate::store::now_ms(),
+    };
+    {
+        // A heartbeat in the store, so the self-audit can see processes sharing it.
+        let store = gw.store.clone();
+        let stop = shutdown.clone();
+        let mut row = instance.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        row.seen_ms = crate::store::now_ms();
+                        if let Err(e) = store.heartbeat(&row).await {
+                            tracing::warn!(error = %e, "heartbeat not written");
+                        }
+                    }
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+    let gw_store = gw.store.clone();
     let admin = Arc::new(crate::admin::Admin::new(gw.clone(), admin_bound));
     // Tests and scripts read these lines to find the ports.
     say(&format!("portcullis: admin listening on {}/ui/", admin.url));
@@ -147,6 +182,9 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
         eprintln!("portcullis: admin listener error: {e}");
     }
     shutdown.cancel();
+    if let Err(e) = gw_store.forget_instance(&instance.id).await {
+        tracing::warn!(error = %e, "heartbeat not removed");
+    }
     // Everything queued for the audit log is written before the process ends: the writer takes
     // events in order, so once the stop event is on a sink, so is everything before it.
     if let Err(e) = gw_audit.close().await {

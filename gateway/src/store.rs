@@ -8,10 +8,12 @@
 mod approvals;
 mod audit;
 mod events;
+mod instances;
 mod levers;
 
 pub(crate) use approvals::{ApprovalKey, ApprovalRecord, ApprovalStatus, DecideError, NewApproval};
 pub(crate) use audit::AuditRow;
+pub(crate) use instances::InstanceRow;
 pub(crate) use levers::{ModeRow, SwitchRow};
 
 use std::str::FromStr;
@@ -165,6 +167,19 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// A store whose every query fails, as an unreachable database does: the self-audit runs
+    /// the real credential check against it to show that a store error is a refusal.
+    pub(crate) fn unreachable() -> Store {
+        let opts = SqliteConnectOptions::new()
+            .filename("/nonexistent/portcullis-probe/unreachable.db")
+            .create_if_missing(false);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(std::time::Duration::from_secs(2))
+            .connect_lazy_with(opts);
+        Store { pool }
+    }
+
     /// Open (creating if needed) the store at a `sqlite://` URL and apply the schema.
     pub(crate) async fn open(url: &str) -> Result<Store, StoreError> {
         let opts = SqliteConnectOptions::from_str(url)?
@@ -217,6 +232,7 @@ impl Store {
         approvals::migrate(&pool).await?;
         events::migrate(&pool).await?;
         audit::migrate(&pool).await?;
+        instances::migrate(&pool).await?;
         Ok(Store { pool })
     }
 

@@ -9,6 +9,7 @@ mod canonical;
 mod duration;
 mod error;
 mod observe;
+mod readiness;
 mod schema;
 mod source_map;
 mod validate;
@@ -23,6 +24,10 @@ pub use error::{ConfigError, ConfigProblem, Location};
 pub use observe::{
     AuditSettings, AuditSink, DEFAULT_AUDIT_FILE, OtlpSettings, PathStep, RedactPath, SecretRef,
     SinkKind, TelemetrySettings,
+};
+pub use readiness::{
+    Cited, DimensionScore, Gate, ServerReadiness, default_grants_reaching_writes,
+    is_generic_tool_name, readiness, server_readiness,
 };
 pub use schema::{BuiltinServer, Mode, Profile};
 pub use source_map::SourceMap;
@@ -46,11 +51,36 @@ pub fn load_file(path: &Path) -> Result<Registry, ConfigError> {
 /// Parse and validate config text; `file` is the name used in error locations.
 pub fn load_str(file: &str, text: &str) -> Result<Registry, ConfigError> {
     let (value, map) = source_map::parse(file, text)?;
+    let mut strings = Vec::new();
+    collect_strings("", &value, &mut strings);
     let raw = schema::deserialize(value, &map)?;
     let mut registry = validate::validate(raw, map)?;
     registry.digest = format!(
         "sha256:{}",
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
     );
+    registry.strings = strings;
     Ok(registry)
+}
+
+/// Every string value in the config with its dotted path (list items as `path[i]`).
+fn collect_strings(path: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::String(s) => out.push((path.to_owned(), s.clone())),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                collect_strings(&format!("{path}[{i}]"), item, out);
+            }
+        }
+        serde_json::Value::Object(m) => {
+            for (k, item) in m {
+                let p = match path.is_empty() {
+                    true => k.clone(),
+                    false => format!("{path}.{k}"),
+                };
+                collect_strings(&p, item, out);
+            }
+        }
+        _ => {}
+    }
 }

@@ -34,6 +34,9 @@ pub struct Registry {
     pub source: SourceMap,
     /// `sha256:<hex>` of the config text, recorded when the gateway starts or reloads.
     pub digest: String,
+    /// Every string value written in the file, with its dotted path: what the self-audit scans
+    /// for literals that look like secrets.
+    pub strings: Vec<(String, String)>,
 }
 
 /// Process-wide settings.
@@ -209,6 +212,7 @@ pub(crate) fn validate(raw: RawConfig, map: SourceMap) -> Result<Registry, Confi
             access,
             source: map,
             digest: String::new(),
+            strings: Vec::new(),
         })
     } else {
         Err(ConfigError::Invalid(problems))

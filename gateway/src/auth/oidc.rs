@@ -157,6 +157,16 @@ impl Issuers {
         issuers
     }
 
+    /// Fetch each issuer's discovery document and key set now, without touching the cache:
+    /// the self-audit's probe that the identity provider answers.
+    pub(crate) async fn probe(&self) -> Vec<(String, Result<usize, String>)> {
+        let mut out = Vec::new();
+        for i in &self.issuers {
+            out.push((i.config.issuer.clone(), i.fetch().await.map(|k| k.len())));
+        }
+        out
+    }
+
     /// True when at least one issuer is configured.
     pub(crate) fn any(&self) -> bool {
         !self.issuers.is_empty()

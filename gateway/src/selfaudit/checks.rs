@@ -1,0 +1,1719 @@
+//! The checks: each looks at config keys, probe results or build facts and yields one finding
+//! citing them.
+
+use std::net::IpAddr;
+
+use policy::{Approval, Level, ToolClass};
+use registry::{Registry, ServerSource, SinkKind};
+
+use super::probes::{Outcome, Probes};
+use super::{
+    Area, Cause, Checklist, Evidence, EvidenceKind, Finding, Fix, Likelihood, ServerDimension,
+    ServerGate, Severity, Status,
+};
+
+/// The evidence index being built: rows in first-cited order, one per distinct fact.
+#[derive(Default)]
+pub(crate) struct Index {
+    rows: Vec<Evidence>,
+}
+
+impl Index {
+    fn add(
+        &mut self,
+        kind: EvidenceKind,
+        source: String,
+        observed: String,
+        ok: Option<bool>,
+        static_only: bool,
+    ) -> String {
+        if let Some(e) = self
+            .rows
+            .iter()
+            .find(|e| e.kind == kind && e.source == source && e.observed == observed)
+        {
+            return e.id.clone();
+        }
+        let id = format!("E{}", self.rows.len() + 1);
+        self.rows.push(Evidence {
+            id: id.clone(),
+            kind,
+            source,
+            observed,
+            ok,
+            static_only,
+        });
+        id
+    }
+
+    /// A config key: where it is written (or that it is not, and the default applies).
+    pub(crate) fn config(&mut self, reg: &Registry, path: &str, observed: impl Into<String>) -> String {
+        let at = reg.source.value(path);
+        let observed = observed.into();
+        let (source, observed) = match reg.source.contains(path) {
+            true => (format!("{at} `{path}`"), observed),
+            false => (
+                format!("{} `{path}`", at.file),
+                format!("{observed} (not set: the default applies)"),
+            ),
+        };
+        self.add(EvidenceKind::Config, source, observed, None, false)
+    }
+
+    /// The config file as a whole.
+    fn file(&mut self, reg: &Registry, observed: impl Into<String>) -> String {
+        self.add(
+            EvidenceKind::Config,
+            reg.source.file().to_owned(),
+            observed.into(),
+            None,
+            false,
+        )
+    }
+
+    fn probe(&mut self, name: &str, outcome: &Outcome) -> String {
+        self.add(
+            EvidenceKind::Probe,
+            format!("probe: {name}"),
+            outcome.observed.clone(),
+            Some(outcome.ok),
+            false,
+        )
+    }
+
+    fn not_run(&mut self, name: &str) -> String {
+        self.add(
+            EvidenceKind::Probe,
+            format!("probe: {name}"),
+            "not run: needs the running gateway (static-only)".into(),
+            None,
+            true,
+        )
+    }
+
+    fn build(&mut self, name: &str, observed: impl Into<String>) -> String {
+        self.add(
+            EvidenceKind::Build,
+            format!("build: {name}"),
+            observed.into(),
+            None,
+            false,
+        )
+    }
+
+    pub(crate) fn into_rows(self) -> Vec<Evidence> {
+        self.rows
+    }
+
+    fn is_static(&self, ids: &[String]) -> bool {
+        self.rows
+            .iter()
+            .any(|e| e.static_only && ids.contains(&e.id))
+    }
+}
+
+/// A finding under construction.
+struct Check {
+    id: &'static str,
+    dimension: u8,
+    title: String,
+    found: String,
+    why: String,
+    evidence: Vec<String>,
+}
+
+impl Check {
+    fn new(id: &'static str, dimension: u8) -> Check {
+        Check {
+            id,
+            dimension,
+            title: String::new(),
+            found: String::new(),
+            why: String::new(),
+            evidence: Vec::new(),
+        }
+    }
+
+    fn says(mut self, title: impl Into<String>, found: impl Into<String>, why: &str) -> Check {
+        self.title = title.into();
+        self.found = found.into();
+        self.why = why.to_owned();
+        self
+    }
+
+    fn cites(mut self, ids: impl IntoIterator<Item = String>) -> Check {
+        self.evidence.extend(ids);
+        self
+    }
+
+    fn pass(self, index: &Index) -> Finding {
+        self.finish(index, Status::Pass, Severity::Low, Likelihood::Low, None, None)
+    }
+
+    fn gap(
+        self,
+        index: &Index,
+        status: Status,
+        severity: Severity,
+        likelihood: Likelihood,
+        cause: Cause,
+        fix: (&str, &str, &'static str),
+    ) -> Finding {
+        let (title, detail, effort) = fix;
+        self.finish(
+            index,
+            status,
+            severity,
+            likelihood,
+            Some(cause),
+            Some(Fix {
+                title: title.to_owned(),
+                detail: detail.to_owned(),
+                effort,
+            }),
+        )
+    }
+
+    fn finish(
+        self,
+        index: &Index,
+        status: Status,
+        severity: Severity,
+        likelihood: Likelihood,
+        cause: Option<Cause>,
+        fix: Option<Fix>,
+    ) -> Finding {
+        Finding {
+            static_only: index.is_static(&self.evidence),
+            id: self.id,
+            dimension: self.dimension,
+            status,
+            severity,
+            likelihood,
+            cause,
+            title: self.title,
+            found: self.found,
+            why: self.why,
+            fix,
+            evidence: self.evidence,
+        }
+    }
+}
+
+fn writes(reg: &Registry) -> Vec<(String, String)> {
+    reg.servers
+        .iter()
+        .flat_map(|s| {
+            s.tools
+                .iter()
+                .filter(|(_, t)| t.class >= ToolClass::Write)
+                .map(|(n, _)| (s.name.clone(), n.clone()))
+        })
+        .collect()
+}
+
+fn tool_path(server: &str, tool: &str) -> String {
+    format!("servers.{server}.tools.{tool}")
+}
+
+/// True for an address others on the network can reach.
+fn public(ip: IpAddr) -> bool {
+    !ip.is_loopback()
+}
+
+/// True when `url`'s host is a loopback name or address.
+fn loopback_url(url: &str) -> bool {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Every finding, in dimension order.
+pub(crate) fn findings(reg: &Registry, probes: &Probes, ix: &mut Index) -> Vec<Finding> {
+    let mut out = Vec::new();
+    rbac(reg, ix, &mut out);
+    fail_closed(reg, probes, ix, &mut out);
+    onboarding(reg, probes, ix, &mut out);
+    observability(reg, ix, &mut out);
+    cost(reg, ix, &mut out);
+    identity(reg, probes, ix, &mut out);
+    operations(reg, probes, ix, &mut out);
+    out
+}
+
+fn rbac(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
+    let e = ix.build(
+        "policy",
+        "every call is decided by policy::decide over each resolved level (org, team, key, user, agent); a call is allowed only if every resolved level grants it; property-tested",
+    );
+    out.push(
+        Check::new("rbac.intersection", 1)
+            .says(
+                "Authorization is decided by the gateway on caller identity, as the intersection of every resolved level",
+                "The decision is made by the gateway, never the model: each resolved level must grant the call, and unmapped callers are denied.",
+                "This is what defeats prompt-injection-to-tool-call.",
+            )
+            .cites([e])
+            .pass(ix),
+    );
+
+    let tools: usize = reg.servers.iter().map(|s| s.tools.len()).sum();
+    let ev: Vec<String> = reg
+        .servers
+        .iter()
+        .map(|s| {
+            ix.config(
+                reg,
+                &format!("servers.{}.tools", s.name),
+                format!("{} allowlisted tool(s)", s.tools.len()),
+            )
+        })
+        .collect();
+    out.push(
+        Check::new("rbac.allowlists", 1)
+            .says(
+                "Every server has an explicit per-tool allowlist; other tools are invisible",
+                format!(
+                    "{} server(s), {tools} allowlisted tool(s) in all; a server without a `tools` map does not load, and a tool not granted answers like one that does not exist.",
+                    reg.servers.len()
+                ),
+                "Least privilege per tool is the default, not an opt-in.",
+            )
+            .cites(ev)
+            .pass(ix),
+    );
+
+    let mut broad = Vec::new();
+    for s in &reg.servers {
+        for p in registry::default_grants_reaching_writes(reg, s) {
+            if !broad.iter().any(|(q, _): &(String, String)| *q == p) {
+                broad.push((p, s.name.clone()));
+            }
+        }
+    }
+    let c = Check::new("rbac.default_grants", 1);
+    out.push(match broad.is_empty() {
+        true => {
+            let e = ix.config(reg, "grants", "no `level:*` default grant reaches a write or destructive tool");
+            c.says(
+                "No default grant reaches a write or destructive tool",
+                "Write and destructive tools are granted to named principals only.",
+                "",
+            )
+            .cites([e])
+            .pass(ix)
+        }
+        false => {
+            let ev: Vec<String> = broad
+                .iter()
+                .map(|(p, s)| {
+                    ix.config(
+                        reg,
+                        &format!("grants.{p}"),
+                        format!("default grant reaching write/destructive tools of `{s}`"),
+                    )
+                })
+                .collect();
+            let names: Vec<&str> = broad.iter().map(|(p, _)| p.as_str()).collect();
+            c.says(
+                format!("Default grant(s) {} reach write or destructive tools", names.join(", ")),
+                format!(
+                    "Every principal of the level(s) {} may call write or destructive tools without a grant of its own.",
+                    names.join(", ")
+                ),
+                "A new team, key or agent gets write access the moment it exists.",
+            )
+            .cites(ev)
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::High,
+                Likelihood::Medium,
+                Cause::Config,
+                (
+                    "Narrow the default grants",
+                    "Give `level:*` defaults read tools only, and grant write and destructive tools to named principals.",
+                    "S",
+                ),
+            )
+        }
+    });
+
+    let c = Check::new("rbac.approvals", 1);
+    let w = writes(reg);
+    let e = ix.config(
+        reg,
+        "approvals.required_from",
+        match reg.access.policy.approval() {
+            Approval::Never => "none".to_owned(),
+            Approval::From(c) => format!("{} (and above)", c.as_str()),
+        },
+    );
+    out.push(match reg.access.policy.approval() {
+        Approval::From(ToolClass::Read | ToolClass::Write) => c
+            .says(
+                "Write and destructive tools wait for a human's approval, bound to the exact arguments",
+                format!(
+                    "{} write/destructive tool(s) are held until an approver (not the requester) approves that call; approvals are single-use and expire.",
+                    w.len()
+                ),
+                "",
+            )
+            .cites([e])
+            .pass(ix),
+        Approval::From(ToolClass::Destructive) => c
+            .says(
+                "Write tools run without human approval (`approvals.required_from: destructive`)",
+                format!(
+                    "Only destructive tools are held; {} write tool(s) run as soon as policy allows.",
+                    w.iter()
+                        .filter(|(s, t)| reg
+                            .servers
+                            .iter()
+                            .any(|x| x.name == *s
+                                && x.tools.get(t).is_some_and(|e| e.class == ToolClass::Write)))
+                        .count()
+                ),
+                "A prompt-injected agent can change state without anyone seeing the change first.",
+            )
+            .cites([e])
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::Medium,
+                Cause::Config,
+                (
+                    "Hold write tools for approval",
+                    "Set `approvals.required_from: write` (the default) so every state change waits for a human.",
+                    "S",
+                ),
+            ),
+        Approval::Never => c
+            .says(
+                "No tool waits for human approval (`approvals.required_from: none`)",
+                format!(
+                    "{} write/destructive tool(s) run as soon as policy allows.",
+                    w.len()
+                ),
+                "Destructive actions taken by an agent are not seen by a person until after the fact.",
+            )
+            .cites([e])
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::High,
+                Likelihood::Medium,
+                Cause::Config,
+                (
+                    "Turn human approval back on",
+                    "Remove `approvals.required_from: none`; write and destructive tools then wait for an approver.",
+                    "S",
+                ),
+            ),
+    });
+
+    let generic: Vec<(String, String)> = reg
+        .servers
+        .iter()
+        .flat_map(|s| {
+            s.tools
+                .keys()
+                .filter(|t| registry::is_generic_tool_name(t))
+                .map(|t| (s.name.clone(), t.clone()))
+        })
+        .collect();
+    if !generic.is_empty() {
+        let ev: Vec<String> = generic
+            .iter()
+            .map(|(s, t)| ix.config(reg, &tool_path(s, t), "allowlisted tool named by a generic verb"))
+            .collect();
+        let names: Vec<String> = generic.iter().map(|(s, t)| format!("{s}/{t}")).collect();
+        out.push(
+            Check::new("rbac.generic_tools", 1)
+                .says(
+                    format!("Generic tool(s) allowlisted: {}", names.join(", ")),
+                    "Tools named by a generic verb (run a command, execute SQL) do whatever their arguments say; a per-tool grant cannot narrow them.",
+                    "A grant on a generic tool is a grant on everything it can reach.",
+                )
+                .cites(ev)
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::Medium,
+                    Cause::Config,
+                    (
+                        "Constrain generic tools",
+                        "Give each generic tool an `arguments` schema that admits only the operations intended, or replace it with narrow tools.",
+                        "M",
+                    ),
+                ),
+        );
+    }
+}
+
+fn fail_closed(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Finding>) {
+    for (id, name, outcome, title) in [
+        (
+            "fail.store_error",
+            "credential check with the store unreachable",
+            &probes.store_error,
+            "A store error during authentication is a refusal",
+        ),
+        (
+            "fail.faulted_level",
+            "decision for a key whose stored grants are corrupt",
+            &probes.faulted_level,
+            "A level that cannot be resolved denies the call",
+        ),
+        (
+            "fail.panic",
+            "policy evaluation that panics",
+            &probes.panic_guard,
+            "A failure inside policy evaluation is a deny",
+        ),
+    ] {
+        let e = ix.probe(name, outcome);
+        let c = Check::new(id, 2).cites([e]);
+        out.push(match outcome.ok {
+            true => c.says(title, format!("Probe: {}.", outcome.observed), "").pass(ix),
+            false => c
+                .says(
+                    format!("FAIL-OPEN: {name}"),
+                    format!("Probe: {}.", outcome.observed),
+                    "A degraded check silently became an allow.",
+                )
+                .gap(
+                    ix,
+                    Status::Absent,
+                    Severity::Critical,
+                    Likelihood::Medium,
+                    Cause::Probe,
+                    (
+                        "Make the failing path deny",
+                        "Return a deny from this path on every error and add a regression test that injects the fault.",
+                        "S",
+                    ),
+                ),
+        });
+    }
+
+    let required: Vec<String> = reg
+        .settings
+        .audit
+        .sinks
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.required)
+        .map(|(i, s)| format!("audit.sinks[{i}] ({})", s.kind.name()))
+        .collect();
+    let mut ev = vec![ix.config(
+        reg,
+        "audit.sinks",
+        format!("required sink(s): {}", required.join(", ")),
+    )];
+    let c = Check::new("fail.audit", 2);
+    let f = match probes.live.as_ref().map(|l| &l.audit_sink) {
+        Some(o) if !o.ok => {
+            ev.push(ix.probe("audit probe event", o));
+            c.says(
+                "No required audit sink accepts events: every call is being refused",
+                o.observed.clone(),
+                "The gateway is failing closed: nothing runs until a sink accepts events again.",
+            )
+            .cites(ev)
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::High,
+                Likelihood::High,
+                Cause::Probe,
+                (
+                    "Repair the audit sink",
+                    "Make a required sink writable again (disk space, permissions, the store); calls resume once one accepts the request event.",
+                    "S",
+                ),
+            )
+        }
+        other => {
+            ev.push(match other {
+                Some(o) => ix.probe("audit probe event", o),
+                None => ix.not_run("audit probe event"),
+            });
+            c.says(
+                "A call runs only after its request event is written to a required audit sink",
+                format!(
+                    "{} required sink(s); if none accepts the request event within 5 s the call is refused (-32001) and the upstream is not called.",
+                    required.len()
+                ),
+                "",
+            )
+            .cites(ev)
+            .pass(ix)
+        }
+    };
+    out.push(f);
+
+    let lease = reg.settings.kill_switch.lease;
+    let mut ev = vec![ix.config(
+        reg,
+        "kill_switch.lease",
+        format!("{} s", lease.as_secs_f64()),
+    )];
+    let live = probes.live.as_ref().map(|l| &l.kill_switch);
+    ev.push(match live {
+        Some(o) => ix.probe("kill-switch state", o),
+        None => ix.not_run("kill-switch state"),
+    });
+    let c = Check::new("fail.kill_lease", 2).cites(ev);
+    out.push(if live.is_some_and(|o| !o.ok) {
+        c.says(
+            "The kill-switch state cannot be read: every call is refused",
+            live.map(|o| o.observed.clone()).unwrap_or_default(),
+            "The gateway fails closed while the store is unreadable.",
+        )
+        .gap(
+            ix,
+            Status::Partial,
+            Severity::High,
+            Likelihood::High,
+            Cause::Probe,
+            (
+                "Restore the store",
+                "Make the store readable; the state is read again every poll and calls resume within a second.",
+                "S",
+            ),
+        )
+    } else if lease.as_secs() > 30 {
+        c.says(
+            format!("A process that cannot read the kill switch keeps its last view for {} s", lease.as_secs()),
+            "Past the lease every call is refused, but within it an engaged switch may not be seen.",
+            "A switch engaged during a store outage takes effect only after the lease.",
+        )
+        .gap(
+            ix,
+            Status::Partial,
+            Severity::Medium,
+            Likelihood::Low,
+            Cause::Config,
+            (
+                "Shorten the kill-switch lease",
+                "Set `kill_switch.lease` to 30 s or less (the default is 5 s).",
+                "S",
+            ),
+        )
+    } else {
+        c.says(
+            "An unreadable kill-switch state counts as engaged after its lease",
+            format!(
+                "The state is read every {} ms; after {} s without a successful read every call is refused.",
+                reg.settings.kill_switch.poll.as_millis(),
+                lease.as_secs_f64()
+            ),
+            "",
+        )
+        .pass(ix)
+    });
+}
+
+fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Finding>) {
+    let e = ix.config(reg, "servers", format!("config digest {}", reg.digest));
+    let b = ix.build(
+        "admin API",
+        "routes: kill-switch, mode, approvals, keys, events, audit, metrics, self-audit; none adds a server, a tool or a grant",
+    );
+    out.push(
+        Check::new("onboard.source_of_truth", 3)
+            .says(
+                "Servers, tools and grants come only from the config file",
+                format!(
+                    "The running tool set is this file (digest {}); no API adds a server, a tool or a grant.",
+                    reg.digest
+                ),
+                "",
+            )
+            .cites([e, b])
+            .pass(ix),
+    );
+
+    let commands: Vec<&registry::Server> = reg
+        .servers
+        .iter()
+        .filter(|s| matches!(s.source, ServerSource::Command(_)))
+        .collect();
+    if !commands.is_empty() {
+        let ev: Vec<String> = commands
+            .iter()
+            .map(|s| {
+                let program = match &s.source {
+                    ServerSource::Command(c) => c.program.clone(),
+                    _ => String::new(),
+                };
+                ix.config(
+                    reg,
+                    &format!("servers.{}.command", s.name),
+                    format!("program `{program}`: no version or digest pin"),
+                )
+            })
+            .collect();
+        let names: Vec<&str> = commands.iter().map(|s| s.name.as_str()).collect();
+        out.push(
+            Check::new("onboard.stdio_pinning", 3)
+                .says(
+                    format!("stdio server(s) launched unpinned: {}", names.join(", ")),
+                    "This build launches a stdio server by program path; it cannot pin a package version or verify a digest before launch.",
+                    "Whatever is at that path when the server restarts is what runs, with the gateway's grants.",
+                )
+                .cites(ev)
+                .gap(
+                    ix,
+                    Status::Absent,
+                    Severity::High,
+                    Likelihood::Medium,
+                    Cause::Unbuilt,
+                    (
+                        "Pin stdio servers by version and digest",
+                        "Launch stdio servers only from a pinned package version whose digest is verified before every spawn.",
+                        "M",
+                    ),
+                ),
+        );
+    }
+
+    let http: Vec<&registry::Server> = reg
+        .servers
+        .iter()
+        .filter(|s| matches!(s.source, ServerSource::Http { .. }))
+        .collect();
+    if !http.is_empty() {
+        let mut ev: Vec<String> = http
+            .iter()
+            .map(|s| {
+                ix.config(
+                    reg,
+                    &format!("servers.{}.url", s.name),
+                    "reached by URL; tool definitions not fingerprinted",
+                )
+            })
+            .collect();
+        if let Some(live) = &probes.live {
+            for (name, o) in &live.upstreams {
+                if http.iter().any(|s| &s.name == name) {
+                    ev.push(ix.probe(&format!("upstream `{name}` tools"), o));
+                }
+            }
+        }
+        let names: Vec<&str> = http.iter().map(|s| s.name.as_str()).collect();
+        out.push(
+            Check::new("onboard.fingerprints", 3)
+                .says(
+                    format!("Tool definitions of {} are not pinned by fingerprint", names.join(", ")),
+                    "The allowlist pins tool names only: a changed description or schema on the upstream reaches clients unreviewed, and nothing is quarantined.",
+                    "A rug pull (an upstream rewriting a tool's description to steer the model) goes unnoticed.",
+                )
+                .cites(ev)
+                .gap(
+                    ix,
+                    Status::Absent,
+                    Severity::High,
+                    Likelihood::Medium,
+                    Cause::Unbuilt,
+                    (
+                        "Fingerprint and quarantine tool definitions",
+                        "Pin a digest of each allowlisted tool's definition; hide and refuse a tool whose definition changes until an operator re-pins it.",
+                        "M",
+                    ),
+                ),
+        );
+    }
+
+    let b = ix.build(
+        "commands",
+        "serve, quickstart, keys, kill, approvals, mode, audit (self-audit, verify); no `check` CI gate",
+    );
+    out.push(
+        Check::new("onboard.ci_gate", 3)
+            .says(
+                "No CI gate checks server changes before they merge",
+                "There is no `portcullis check` that fails a change lacking an allowlist, a pinned source, a reaching grant or limits on write tools; config validation at load is the only gate.",
+                "Governance problems are found when the gateway starts, not when the change is reviewed.",
+            )
+            .cites([b])
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::Medium,
+                Cause::Unbuilt,
+                (
+                    "Add a config CI gate",
+                    "Fail any pull request whose servers lack an allowlist, a pinned source, a grant or limits on write tools.",
+                    "M",
+                ),
+            ),
+    );
+}
+
+fn observability(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
+    let sinks = &reg.settings.audit.sinks;
+    let mut weak = Vec::new();
+    for (i, s) in sinks.iter().enumerate() {
+        if !s.required {
+            weak.push((
+                format!("audit.sinks[{i}].required"),
+                format!("{} sink is best-effort: events it misses are not retried", s.kind.name()),
+            ));
+        }
+        if let SinkKind::File { fsync: false, path } = &s.kind {
+            weak.push((
+                format!("audit.sinks[{i}].fsync"),
+                format!("file sink `{path}` is not synced: a power loss can lose acknowledged events"),
+            ));
+        }
+    }
+    let c = Check::new("obs.audit_sinks", 4);
+    out.push(match weak.is_empty() {
+        true => {
+            let e = ix.config(
+                reg,
+                "audit.sinks",
+                sinks
+                    .iter()
+                    .map(|s| format!("{} (required)", s.kind.name()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            c.says(
+                "Every decision is one redacted, hash-chained event in required sinks",
+                format!(
+                    "{} sink(s), all required; file sinks are synced once per batch; `portcullis audit verify` checks the chain; `/admin/audit` exports and replays runs.",
+                    sinks.len()
+                ),
+                "",
+            )
+            .cites([e])
+            .pass(ix)
+        }
+        false => {
+            let ev: Vec<String> = weak.iter().map(|(p, o)| ix.config(reg, p, o.clone())).collect();
+            c.says(
+                format!("{} audit sink setting(s) weaken the record", weak.len()),
+                weak.iter().map(|(_, o)| o.as_str()).collect::<Vec<_>>().join("; ") + ".",
+                "A sink that can miss or lose events is not the record an incident review can rely on.",
+            )
+            .cites(ev)
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::Low,
+                Cause::Config,
+                (
+                    "Make every audit sink required and synced",
+                    "Set `required: true` and `fsync: true` on each sink that is part of the record, or remove it.",
+                    "S",
+                ),
+            )
+        }
+    });
+
+    let c = Check::new("obs.otlp", 4);
+    out.push(match &reg.settings.telemetry.otlp {
+        Some(o) => {
+            let e = ix.config(reg, "telemetry.otlp.endpoint", o.endpoint.clone());
+            c.says(
+                "Traces are exported over OTLP with GenAI/MCP attributes",
+                format!(
+                    "A SERVER span per request and a CLIENT span per upstream call go to {}; inbound W3C traceparent is the parent and is passed to upstreams.",
+                    o.endpoint
+                ),
+                "",
+            )
+            .cites([e])
+            .pass(ix)
+        }
+        None => {
+            let e = ix.config(reg, "telemetry.otlp", "no OTLP exporter configured");
+            c.says(
+                "No trace exporter: spans are not exported",
+                "`telemetry.otlp` is not set, so no span leaves the process; a slow or failing hop can be found only from the audit log and metrics.",
+                "End-to-end reconstruction across agent, gateway and upstream needs the traces.",
+            )
+            .cites([e])
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::Medium,
+                Cause::Config,
+                (
+                    "Export traces",
+                    "Set `telemetry.otlp.endpoint` to your collector's OTLP/HTTP endpoint.",
+                    "S",
+                ),
+            )
+        }
+    });
+
+    let b = ix.build(
+        "metrics",
+        "/metrics on the admin listener: requests, latency, tool calls, upstream results, fail-closed refusals by cause, approvals, switches, audit sinks",
+    );
+    out.push(
+        Check::new("obs.metrics", 4)
+            .says(
+                "Prometheus metrics with closed-set labels on the admin listener",
+                "Refusals are counted by cause, so a fail-closed storm is visible; labels carry no identity, argument or secret.",
+                "",
+            )
+            .cites([b])
+            .pass(ix),
+    );
+}
+
+fn cost(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
+    let ev: Vec<String> = reg
+        .servers
+        .iter()
+        .map(|s| {
+            ix.config(
+                reg,
+                &format!("servers.{}.timeout", s.name),
+                format!("{} s", s.timeout.as_secs_f64()),
+            )
+        })
+        .collect();
+    out.push(
+        Check::new("cost.routing", 5)
+            .says(
+                "Routing to upstreams is declarative and bounded in time",
+                format!(
+                    "{} upstream(s) named in config, each with a timeout after which the caller gets an error naming the server.",
+                    reg.servers.len()
+                ),
+                "",
+            )
+            .cites(ev)
+            .pass(ix),
+    );
+
+    let w = writes(reg);
+    let mut ev: Vec<String> = w
+        .iter()
+        .take(10)
+        .map(|(s, t)| ix.config(reg, &tool_path(s, t), "write/destructive tool with no rate limit or budget"))
+        .collect();
+    ev.push(ix.build("limits", "no rate limits, concurrency caps or budgets in this build"));
+    let severity = match w.is_empty() {
+        true => Severity::Medium,
+        false => Severity::High,
+    };
+    out.push(
+        Check::new("cost.limits", 5)
+            .says(
+                "No rate limits, concurrency caps or budgets",
+                format!(
+                    "This build does not bound calls per caller, tool or server; {} write/destructive tool(s) can be called as fast as a client sends.",
+                    w.len()
+                ),
+                "A looping agent can exhaust an upstream's quota or run up its bill, and nothing stops it but the kill switch.",
+            )
+            .cites(ev)
+            .gap(
+                ix,
+                Status::Absent,
+                severity,
+                Likelihood::Medium,
+                Cause::Unbuilt,
+                (
+                    "Enforce rate limits and budgets",
+                    "Bound calls per identity level and tool (rate, concurrency, budget units per period), refusing with `rate_limited` or `budget_exceeded`.",
+                    "M",
+                ),
+            ),
+    );
+}
+
+fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Finding>) {
+    let b = ix.build(
+        "authentication",
+        "every /mcp request needs an API key (stored hashed) or a verified OIDC token; no anonymous path",
+    );
+    out.push(
+        Check::new("id.no_anonymous", 6)
+            .says(
+                "Every MCP request carries a verified identity; there is no anonymous path",
+                "Keys are stored as hashes and revocable at once; sessions are bound to the caller that opened them.",
+                "",
+            )
+            .cites([b])
+            .pass(ix),
+    );
+
+    let issuers = &reg.access.oidc;
+    let c = Check::new("id.oidc", 6);
+    out.push(if issuers.is_empty() {
+        let e = ix.config(reg, "identity.oidc", "no OIDC issuer: identity is gateway-issued API keys only");
+        c.says(
+            "Identity is gateway-issued API keys only (no identity provider)",
+            "Callers are identified by long-lived API keys; there is no IdP-rooted identity, token lifetime or central revocation.",
+            "Who a key belongs to is only as good as the record kept when it was issued.",
+        )
+        .cites([e])
+        .gap(
+            ix,
+            Status::Partial,
+            Severity::Low,
+            Likelihood::Low,
+            Cause::Config,
+            (
+                "Root identity in your IdP",
+                "Add an `identity.oidc` issuer so callers present short-lived tokens whose claims map to org, team, user and agent.",
+                "M",
+            ),
+        )
+    } else {
+        let mut ev: Vec<String> = issuers
+            .iter()
+            .enumerate()
+            .map(|(i, o)| ix.config(reg, &format!("identity.oidc[{i}].issuer"), o.issuer.clone()))
+            .collect();
+        let mut failing = Vec::new();
+        match &probes.live {
+            Some(live) => {
+                for (issuer, o) in &live.oidc {
+                    ev.push(ix.probe(&format!("JWKS of {issuer}"), o));
+                    if !o.ok {
+                        failing.push(issuer.clone());
+                    }
+                }
+            }
+            None => ev.push(ix.not_run("JWKS of each issuer")),
+        }
+        let c = c.cites(ev);
+        match failing.is_empty() {
+            true => c
+                .says(
+                    "Identity is rooted in OIDC: signed, expiring tokens verified against the issuer's keys",
+                    format!(
+                        "{} issuer(s); issuer, audience, expiry and algorithm are checked; claims map to identity levels.",
+                        issuers.len()
+                    ),
+                    "",
+                )
+                .pass(ix),
+            false => c
+                .says(
+                    format!("Identity provider key set unreachable: {}", failing.join(", ")),
+                    "Tokens from these issuers cannot be verified now; their callers are refused (503).",
+                    "The gateway fails closed, so callers are locked out until the IdP answers.",
+                )
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::High,
+                    Likelihood::High,
+                    Cause::Probe,
+                    (
+                        "Restore the IdP connection",
+                        "Check the issuer's discovery document and JWKS from the gateway host.",
+                        "S",
+                    ),
+                ),
+        }
+    });
+
+    let c = Check::new("id.tenancy", 6);
+    let required: Vec<&str> = Level::ALL
+        .iter()
+        .filter(|l| reg.access.policy.requires(**l))
+        .map(|l| l.as_str())
+        .collect();
+    let e = ix.config(
+        reg,
+        "identity.require",
+        match required.is_empty() {
+            true => "no level required".to_owned(),
+            false => required.join(", "),
+        },
+    );
+    out.push(match reg.access.policy.requires(Level::Org) {
+        true => c
+            .says(
+                "Every caller must resolve to an org: tenants are separated at the decision",
+                format!("Required levels: {}.", required.join(", ")),
+                "",
+            )
+            .cites([e])
+            .pass(ix),
+        false => c
+            .says(
+                "No org level is required: tenant separation rests on each key's grants",
+                "A caller with no org is decided on its other levels; sessions are still bound to their caller and discovery equals permission.",
+                "A key issued without an org falls outside every tenant boundary.",
+            )
+            .cites([e])
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Low,
+                Likelihood::Low,
+                Cause::Config,
+                (
+                    "Require the org level",
+                    "Add `org` to `identity.require` so a caller without an org is refused.",
+                    "S",
+                ),
+            ),
+    });
+
+    let literal: Vec<&(String, String)> = reg
+        .strings
+        .iter()
+        .filter(|(path, value)| {
+            let reference = ["env:", "file:", "vault:"].iter().any(|p| value.starts_with(p));
+            let last = path.rsplit('.').next().unwrap_or(path);
+            !reference
+                && (crate::redact::secret_value(value)
+                    || (crate::redact::secret_key(last) && !value.is_empty()))
+        })
+        .collect();
+    let c = Check::new("id.secrets", 6);
+    out.push(match literal.is_empty() {
+        true => {
+            let e = ix.file(
+                reg,
+                format!(
+                    "{} string value(s) scanned: none looks like a secret",
+                    reg.strings.len()
+                ),
+            );
+            let b = ix.build("secret references", "env: and file: references for the redaction key and stdio environment; no vault: references; literals are not refused at load");
+            c.says(
+                "No inline secret found, but the loader does not refuse them",
+                format!(
+                    "The self-audit scanned {} string value(s) and found nothing that looks like a secret; the config loader itself does not refuse secret-looking literals, and Vault references are not available.",
+                    reg.strings.len()
+                ),
+                "Nothing stops the next change from inlining a key.",
+            )
+            .cites([e, b])
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Low,
+                Likelihood::Low,
+                Cause::Unbuilt,
+                (
+                    "Refuse inline secrets at load",
+                    "Reject secret-looking literals when the config loads, and resolve secrets by reference (env, file, Vault).",
+                    "M",
+                ),
+            )
+        }
+        false => {
+            // The value itself is never repeated: only where it is.
+            let ev: Vec<String> = literal
+                .iter()
+                .map(|(p, _)| ix.config(reg, p, "literal that looks like a secret (value withheld)"))
+                .collect();
+            c.says(
+                format!("{} inline secret(s) in the config", literal.len()),
+                "Secret-looking literals are written in the config file, and so in source control and every copy of it.",
+                "An inline secret is readable by everyone who can read the config.",
+            )
+            .cites(ev)
+            .gap(
+                ix,
+                Status::Absent,
+                Severity::Critical,
+                Likelihood::High,
+                Cause::Config,
+                (
+                    "Move secrets out of the config",
+                    "Replace each literal with an `env:` or `file:` reference and rotate the exposed secret.",
+                    "S",
+                ),
+            )
+        }
+    });
+
+    let c = Check::new("id.redaction_key", 6);
+    out.push(match &reg.settings.audit.redact_key {
+        Some(_) => {
+            let e = ix.config(reg, "audit.redact_key", "by reference");
+            c.says(
+                "Audit redaction is keyed by a secret held outside the store",
+                "Redacted values are replaced by an HMAC under a key passed by reference.",
+                "",
+            )
+            .cites([e])
+            .pass(ix)
+        }
+        None => {
+            let e = ix.config(reg, "audit.redact_key", "a random key kept in the store");
+            c.says(
+                "The audit redaction key is kept in the store",
+                "Redacted values are HMACs under a random key kept in the store: whoever can read the store and the log can test guesses of a redacted value.",
+                "Redaction should not be undone by one stolen database file.",
+            )
+            .cites([e])
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Low,
+                Likelihood::Low,
+                Cause::Config,
+                (
+                    "Pass the redaction key by reference",
+                    "Set `audit.redact_key: env:NAME` (or `file:/path`) with at least 32 random bytes.",
+                    "S",
+                ),
+            )
+        }
+    });
+
+    let upstream: Vec<&registry::Server> = reg
+        .servers
+        .iter()
+        .filter(|s| !matches!(s.source, ServerSource::Builtin(_)))
+        .collect();
+    let b = ix.build(
+        "upstream credentials",
+        "the caller's credential is never forwarded; no token exchange (RFC 8693) or per-upstream credential",
+    );
+    let c = Check::new("id.token_exchange", 6);
+    out.push(match upstream.is_empty() {
+        true => c
+            .says(
+                "Caller tokens never leave the gateway; built-in upstreams need no credential",
+                "Only built-in upstreams are configured.",
+                "",
+            )
+            .cites([b])
+            .pass(ix),
+        false => {
+            let mut ev = vec![b];
+            ev.extend(upstream.iter().map(|s| {
+                ix.config(reg, &format!("servers.{}", s.name), "no credentials configured")
+            }));
+            c.says(
+                "Upstreams get no per-caller credential (no token exchange)",
+                format!(
+                    "The caller's token is never passed on, but {} upstream(s) are reached without a credential minted for the call, so they cannot narrow access per caller.",
+                    upstream.len()
+                ),
+                "Upstream access is whatever the upstream grants the gateway's network position.",
+            )
+            .cites(ev)
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::Low,
+                Cause::Unbuilt,
+                (
+                    "Mint credentials per upstream",
+                    "Exchange the caller's identity for an audience- and scope-bound upstream token (RFC 8693), with secrets by reference.",
+                    "L",
+                ),
+            )
+        }
+    });
+
+    let admin = reg.settings.admin_listen;
+    let c = Check::new("id.admin_listener", 6);
+    let e = ix.config(reg, "admin_listen", admin.to_string());
+    out.push(match public(admin.ip()) {
+        false => c
+            .says(
+                "The admin listener is bound to loopback",
+                format!("Admin API and UI on {admin}, reachable from this host only."),
+                "",
+            )
+            .cites([e])
+            .pass(ix),
+        true => c
+            .says(
+                format!("The admin listener is on a network address ({admin})"),
+                "The admin API and UI (kill switch, approvals, keys, audit export) are served over plain HTTP to the network.",
+                "Operator credentials and session cookies cross the network in cleartext, and the admin surface is exposed to anyone who can reach the port.",
+            )
+            .cites([e])
+            .gap(
+                ix,
+                Status::Absent,
+                Severity::High,
+                Likelihood::Medium,
+                Cause::Config,
+                (
+                    "Keep the admin listener on loopback",
+                    "Set `admin_listen: 127.0.0.1:<port>` and reach it through an SSH tunnel or a TLS-terminating proxy with its own access control.",
+                    "S",
+                ),
+            ),
+    });
+
+    let listen = reg.settings.listen;
+    let https = reg
+        .settings
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    let cleartext_upstreams: Vec<(String, String)> = reg
+        .servers
+        .iter()
+        .filter_map(|s| match &s.source {
+            ServerSource::Http { url } if url.starts_with("http://") && !loopback_url(url) => {
+                Some((s.name.clone(), url.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut problems = Vec::new();
+    let mut ev = Vec::new();
+    if public(listen.ip()) && !https {
+        problems.push(format!(
+            "the MCP listener is on {listen} and the public URL is not https: keys and tokens cross the network in cleartext unless TLS is terminated in front"
+        ));
+        ev.push(ix.config(reg, "listen", listen.to_string()));
+        ev.push(ix.config(
+            reg,
+            "public_url",
+            reg.settings.public_url.clone().unwrap_or_else(|| format!("http://{listen}")),
+        ));
+    }
+    for (name, url) in &cleartext_upstreams {
+        problems.push(format!("upstream `{name}` is reached over plain HTTP on the network"));
+        ev.push(ix.config(reg, &format!("servers.{name}.url"), url.clone()));
+    }
+    let c = Check::new("id.transport", 6);
+    out.push(match problems.is_empty() {
+        true => {
+            let e = ix.config(reg, "listen", listen.to_string());
+            c.says(
+                "No credential crosses the network in cleartext",
+                "The MCP listener is on loopback or has an https public URL; upstreams on the network are reached over https.",
+                "",
+            )
+            .cites([e])
+            .pass(ix)
+        }
+        false => c
+            .says(
+                "Credentials or calls cross the network in cleartext",
+                problems.join("; ") + ".",
+                "Anyone on the path can read keys, tokens and tool arguments.",
+            )
+            .cites(ev)
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::High,
+                Likelihood::Medium,
+                Cause::Config,
+                (
+                    "Use TLS on every network hop",
+                    "Terminate TLS in front of the gateway and set an https `public_url`; use https upstream URLs off this host.",
+                    "S",
+                ),
+            ),
+    });
+
+    let http: Vec<&registry::Server> = reg
+        .servers
+        .iter()
+        .filter(|s| matches!(s.source, ServerSource::Http { .. }))
+        .collect();
+    if !http.is_empty() {
+        let b = ix.build("upstream addresses", "upstream URLs are not checked against private, link-local or metadata addresses");
+        out.push(
+            Check::new("id.ssrf", 6)
+                .says(
+                    "Upstream URLs are not guarded against private and metadata addresses",
+                    format!(
+                        "{} HTTP upstream(s); this build does not refuse loopback, private, link-local or metadata addresses, nor revalidate redirects.",
+                        http.len()
+                    ),
+                    "A config change, or DNS that changes under it, can point the gateway at internal services.",
+                )
+                .cites([b])
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Low,
+                    Likelihood::Low,
+                    Cause::Unbuilt,
+                    (
+                        "Guard upstream addresses",
+                        "Refuse private, loopback, link-local and metadata addresses unless a server explicitly allows them, and connect to the address that was checked.",
+                        "M",
+                    ),
+                ),
+        );
+    }
+}
+
+fn operations(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Finding>) {
+    let b = ix.build(
+        "kill switch",
+        "scopes global, server, tool, key, team, org, user, agent; engaged → refused within 1 s on every process on the store; in-flight calls cancelled",
+    );
+    let mut ev = vec![b];
+    ev.push(match probes.live.as_ref().map(|l| &l.kill_switch) {
+        Some(o) => ix.probe("kill-switch state", o),
+        None => ix.not_run("kill-switch state"),
+    });
+    out.push(
+        Check::new("ops.kill_switch", 7)
+            .says(
+                "A tested kill switch stops the gateway, a server, a tool or an identity without a redeploy",
+                "`portcullis kill engage`, `POST /admin/kill-switch` or the admin page; pending approvals in scope are voided.",
+                "",
+            )
+            .cites(ev)
+            .pass(ix),
+    );
+
+    let e = ix.config(reg, "mode", reg.settings.mode.as_str());
+    out.push(
+        Check::new("ops.modes", 7)
+            .says(
+                "Shadow and read-only modes allow a staged rollout",
+                format!(
+                    "Configured mode `{}`; operators switch between enforce, read_only and shadow at runtime, recorded in the audit log.",
+                    reg.settings.mode.as_str()
+                ),
+                "",
+            )
+            .cites([e])
+            .pass(ix),
+    );
+
+    let c = Check::new("ops.profile", 7);
+    let e = ix.config(
+        reg,
+        "profile",
+        match reg.settings.profile {
+            registry::Profile::Production => "production",
+            registry::Profile::Development => "development",
+        },
+    );
+    out.push(match reg.settings.profile {
+        registry::Profile::Production => c
+            .says("The production profile is in force", "`profile: production`.", "")
+            .cites([e])
+            .pass(ix),
+        registry::Profile::Development => c
+            .says(
+                "The development profile is in force",
+                "`profile: development` marks this gateway as a development setup (as the quickstart writes it).",
+                "A development configuration is not reviewed for production use.",
+            )
+            .cites([e])
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::Medium,
+                Cause::Config,
+                (
+                    "Switch to the production profile",
+                    "Set `profile: production` once the rest of this report is addressed.",
+                    "S",
+                ),
+            ),
+    });
+
+    let store = &reg.settings.store;
+    let mut ev = vec![ix.config(reg, "store", store.clone())];
+    let c = Check::new("ops.replicas", 7);
+    let seen = probes.live.as_ref().map(|l| &l.instances);
+    let f = match seen {
+        Some(Ok(seen)) if seen.len() > 1 => {
+            let n = seen.len();
+            ev.push(ix.probe(
+                "gateway processes on this store",
+                &Outcome {
+                    ok: false,
+                    observed: format!(
+                        "{n} gateway processes wrote heartbeats in the last 15 s: {}",
+                        seen.join("; ")
+                    ),
+                },
+            ));
+            c.says(
+                format!("{n} gateway processes share one SQLite store"),
+                format!("{n} `serve` processes use `{store}` at once; SQLite is a single-process store here."),
+                "Replicas on one SQLite file contend for its lock: writes stall for up to the busy timeout, and a network filesystem can corrupt it.",
+            )
+            .cites(ev)
+            .gap(
+                ix,
+                Status::Absent,
+                Severity::High,
+                Likelihood::High,
+                Cause::Probe,
+                (
+                    "Run one process per SQLite store",
+                    "Run a single gateway process on this store; replicas need a shared server database, which this build does not support.",
+                    "S",
+                ),
+            )
+        }
+        other => {
+            ev.push(match other {
+                Some(Ok(seen)) => ix.probe(
+                    "gateway processes on this store",
+                    &Outcome {
+                        ok: true,
+                        observed: format!(
+                            "{} gateway process(es) wrote heartbeats in the last 15 s: {}",
+                            seen.len(),
+                            seen.join("; ")
+                        ),
+                    },
+                ),
+                Some(Err(e)) => ix.probe(
+                    "gateway processes on this store",
+                    &Outcome {
+                        ok: false,
+                        observed: format!("heartbeats not readable: {e}"),
+                    },
+                ),
+                None => ix.not_run("gateway processes on this store"),
+            });
+            let b = ix.build("store", "SQLite only: one gateway process per store");
+            ev.push(b);
+            c.says(
+                "One process per store: the deployment cannot scale out to replicas",
+                "This build stores keys, approvals, switches and the audit log in SQLite, which one process uses; there is no shared server database for replicas.",
+                "A single process is a single point of failure for every agent behind it.",
+            )
+            .cites(ev)
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Low,
+                Likelihood::Low,
+                Cause::Unbuilt,
+                (
+                    "Support a shared store for replicas",
+                    "Add a server database (PostgreSQL) so several stateless replicas share keys, switches, approvals and budgets.",
+                    "L",
+                ),
+            )
+        }
+    };
+    out.push(f);
+
+    if let Some(live) = &probes.live {
+        let down: Vec<&(String, Outcome)> = live.upstreams.iter().filter(|(_, o)| !o.ok).collect();
+        if !down.is_empty() {
+            let ev: Vec<String> = down
+                .iter()
+                .map(|(n, o)| ix.probe(&format!("upstream `{n}` tools"), o))
+                .collect();
+            let names: Vec<&str> = down.iter().map(|(n, _)| n.as_str()).collect();
+            out.push(
+                Check::new("ops.upstreams", 7)
+                    .says(
+                        format!("Upstream(s) not serving their allowlist: {}", names.join(", ")),
+                        "These upstreams are down or do not offer every allowlisted tool; callers get errors naming the server.",
+                        "Agents that depend on these tools are failing now.",
+                    )
+                    .cites(ev)
+                    .gap(
+                        ix,
+                        Status::Partial,
+                        Severity::Medium,
+                        Likelihood::High,
+                        Cause::Probe,
+                        (
+                            "Repair the upstreams",
+                            "Bring the upstream back, or remove tools it no longer offers from the allowlist.",
+                            "S",
+                        ),
+                    ),
+            );
+        }
+    }
+}
+
+fn status_of<'a>(findings: &'a [Finding], id: &str) -> Option<&'a Finding> {
+    findings.iter().find(|f| f.id == id)
+}
+
+/// The ten-area checklist, scored from the findings.
+pub(crate) fn checklist(findings: &[Finding]) -> Checklist {
+    let get = |id: &str| status_of(findings, id).map(|f| f.status);
+    let pass = |id: &str| get(id).is_none_or(|s| s == Status::Pass);
+    let absent = |id: &str| get(id) == Some(Status::Absent);
+    let probe_failed = ["fail.store_error", "fail.faulted_level", "fail.panic"]
+        .iter()
+        .any(|id| absent(id));
+    let area = |key, title, score: u8, why: &str, ids: &[&'static str]| Area {
+        key,
+        title,
+        score,
+        why: why.to_owned(),
+        findings: ids.iter().copied().filter(|id| get(id).is_some()).collect(),
+    };
+    let areas = vec![
+        area(
+            "authentication",
+            "Authentication",
+            if pass("id.oidc") { 2 } else { 1 },
+            if pass("id.oidc") {
+                "identity required on every call, rooted in an IdP with token lifetimes"
+            } else {
+                "identity required on every call, but keys are long-lived and not IdP-rooted (or the IdP is unreachable)"
+            },
+            &["id.no_anonymous", "id.oidc"],
+        ),
+        area(
+            "rbac",
+            "RBAC",
+            if pass("rbac.default_grants") && pass("rbac.generic_tools") { 2 } else { 1 },
+            if pass("rbac.default_grants") && pass("rbac.generic_tools") {
+                "per-tool allowlists and intersection grants; no broad default reaches writes"
+            } else {
+                "per-tool allowlists and intersection grants, with broad defaults or generic tools"
+            },
+            &["rbac.intersection", "rbac.allowlists", "rbac.default_grants", "rbac.generic_tools"],
+        ),
+        area(
+            "token_passthrough",
+            "Token passthrough",
+            if pass("id.token_exchange") { 2 } else { 1 },
+            if pass("id.token_exchange") {
+                "caller tokens never leave the gateway; upstreams need no caller credential"
+            } else {
+                "caller tokens never leave the gateway, but upstream credentials are not minted per call"
+            },
+            &["id.token_exchange"],
+        ),
+        area(
+            "tool_approval",
+            "Tool approval",
+            match get("rbac.approvals") {
+                Some(Status::Pass) => 2,
+                _ if status_of(findings, "rbac.approvals")
+                    .is_some_and(|f| f.severity == Severity::Medium) => 1,
+                _ => 0,
+            },
+            "whether write and destructive tools wait for a human, bound to the arguments, with a kill switch for emergencies",
+            &["rbac.approvals", "ops.kill_switch"],
+        ),
+        area(
+            "audit_logs",
+            "Audit logs",
+            match (pass("fail.audit"), pass("obs.audit_sinks")) {
+                (true, true) => 2,
+                (false, _) if absent("fail.audit") => 0,
+                _ => 1,
+            },
+            "every decision recorded before it acts, in required, synced, hash-chained sinks with an export",
+            &["fail.audit", "obs.audit_sinks"],
+        ),
+        area(
+            "tenant_isolation",
+            "Tenant isolation",
+            if pass("id.tenancy") { 2 } else { 1 },
+            "discovery equals permission and sessions are bound to their caller; an org level is required for a tenant boundary",
+            &["id.tenancy"],
+        ),
+        area(
+            "secret_handling",
+            "Secret handling",
+            if absent("id.secrets") {
+                0
+            } else if pass("id.secrets") && pass("id.redaction_key") {
+                2
+            } else {
+                1
+            },
+            "no inline secrets, refused at load, secrets by reference, redaction keyed outside the store",
+            &["id.secrets", "id.redaction_key"],
+        ),
+        area(
+            "prompt_injection",
+            "Prompt injection",
+            if pass("rbac.approvals") && pass("rbac.generic_tools") { 2 } else { 1 },
+            "the model never decides: allowlists, gateway-side grants, upstream annotations untrusted, and human approval for state changes",
+            &["rbac.intersection", "rbac.approvals", "rbac.generic_tools"],
+        ),
+        area(
+            "tool_poisoning",
+            "Tool poisoning",
+            if pass("onboard.fingerprints") && pass("onboard.stdio_pinning") { 2 } else { 1 },
+            "tool names allowlisted; definitions fingerprinted and packages pinned by digest",
+            &["rbac.allowlists", "onboard.fingerprints", "onboard.stdio_pinning"],
+        ),
+        area(
+            "fail_closed",
+            "Fail closed",
+            if probe_failed {
+                0
+            } else if ["fail.store_error", "fail.faulted_level", "fail.panic", "fail.audit", "fail.kill_lease"]
+                .iter()
+                .all(|id| pass(id))
+            {
+                2
+            } else {
+                1
+            },
+            "store, identity, policy, audit and kill-switch failures each shown to deny",
+            &["fail.store_error", "fail.faulted_level", "fail.panic", "fail.audit", "fail.kill_lease"],
+        ),
+    ];
+    let score: u8 = areas.iter().map(|a| a.score).sum();
+    let (band, band_title) = match score {
+        0..=8 => ("do_not_approve", "Do not approve"),
+        9..=15 => ("limited_pilot", "Limited pilot"),
+        _ => ("production_candidate", "Production candidate"),
+    };
+    Checklist {
+        score,
+        max: 20,
+        band,
+        band_title,
+        areas,
+    }
+}
+
+/// Each server's 0–18 gate, with its evidence in the index.
+pub(crate) fn server_gates(reg: &Registry, ix: &mut Index) -> Vec<ServerGate> {
+    registry::readiness(reg)
+        .into_iter()
+        .map(|r| ServerGate {
+            server: r.server,
+            score: r.total,
+            max: 18,
+            gate: r.gate.as_str(),
+            gate_title: r.gate.title(),
+            gate_reason: r.gate_reason,
+            dimensions: r
+                .dimensions
+                .into_iter()
+                .map(|d| ServerDimension {
+                    evidence: d
+                        .evidence
+                        .iter()
+                        .map(|c| ix.config(reg, &c.path, format!("read for {} ({}/3)", d.title, d.score)))
+                        .collect(),
+                    key: d.key,
+                    title: d.title,
+                    score: d.score,
+                    why: d.why,
+                })
+                .collect(),
+        })
+        .collect()
+}

@@ -1,0 +1,310 @@
+//! The probes: the real code run against injected faults, and the running gateway's state.
+
+use std::time::Duration;
+
+use policy::{ArgumentsDigest, Decision, Target};
+use registry::Registry;
+
+use crate::auth::{AuthError, Authenticator, Issuers, key_identity};
+use crate::authorize::guarded;
+use crate::gateway::Gateway;
+use crate::store::{KeyRecord, KeyRole, KeyScope, Store, now_ms};
+
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A process counts as running if it wrote a heartbeat this recently.
+pub(crate) const INSTANCE_FRESH_MS: i64 = 15_000;
+
+/// What one probe saw.
+#[derive(Clone, Debug)]
+pub(crate) struct Outcome {
+    /// True when it saw what a safe gateway shows.
+    pub(crate) ok: bool,
+    pub(crate) observed: String,
+}
+
+/// Probes of the running gateway (absent offline).
+#[derive(Clone, Debug)]
+pub(crate) struct Live {
+    pub(crate) audit_sink: Outcome,
+    pub(crate) kill_switch: Outcome,
+    /// Per issuer: discovery and key set fetched.
+    pub(crate) oidc: Vec<(String, Outcome)>,
+    /// Per server: connected and offering its allowlisted tools.
+    pub(crate) upstreams: Vec<(String, Outcome)>,
+    /// Gateway processes on this store seen within [`INSTANCE_FRESH_MS`], described.
+    pub(crate) instances: Result<Vec<String>, String>,
+}
+
+/// Every probe's result.
+#[derive(Clone, Debug)]
+pub(crate) struct Probes {
+    pub(crate) store_error: Outcome,
+    pub(crate) faulted_level: Outcome,
+    pub(crate) panic_guard: Outcome,
+    pub(crate) live: Option<Live>,
+}
+
+pub(crate) async fn run(reg: &Registry, gw: Option<&Gateway>) -> Probes {
+    Probes {
+        store_error: store_error().await,
+        faulted_level: faulted_level(reg),
+        panic_guard: panic_guard(),
+        live: match gw {
+            Some(gw) => Some(live(gw).await),
+            None => None,
+        },
+    }
+}
+
+/// A well-formed key presented while the store cannot be read must be refused.
+async fn store_error() -> Outcome {
+    let auth = Authenticator::new(
+        Store::unreachable(),
+        Issuers::new(&[], "http://self-audit.invalid", std::iter::empty()),
+    );
+    let key = "pcl_0123456789abcdef_selfauditprobeselfauditprobeselfaudit";
+    let header = format!("Bearer {key}");
+    match tokio::time::timeout(PROBE_TIMEOUT, auth.client_verified(Some(&header), None)).await {
+        Err(_) => Outcome {
+            ok: true,
+            observed: "the credential check against an unreachable store gave no answer within 5 s; nothing was allowed".into(),
+        },
+        Ok(Ok(_)) => Outcome {
+            ok: false,
+            observed: "the credential check against an unreachable store ALLOWED the caller".into(),
+        },
+        Ok(Err(AuthError::Unavailable(why))) => Outcome {
+            ok: true,
+            observed: format!(
+                "the credential check against an unreachable store was refused as unavailable (HTTP 503): {why}"
+            ),
+        },
+        Ok(Err(other)) => Outcome {
+            ok: true,
+            observed: format!(
+                "the credential check against an unreachable store was refused: {other}"
+            ),
+        },
+    }
+}
+
+/// A key whose stored grants do not parse must be denied every allowlisted tool.
+fn faulted_level(reg: &Registry) -> Outcome {
+    let record = KeyRecord {
+        id: "0123456789abcdef".into(),
+        name: "self-audit-probe".into(),
+        role: KeyRole::Client,
+        created_at: 0,
+        revoked_at: None,
+        scope: KeyScope {
+            grants: vec!["%%% corrupt %%%".into()],
+            ..KeyScope::default()
+        },
+    };
+    let identity = key_identity(&record);
+    let policy = &reg.access.policy;
+    let now = crate::auth::unix_now();
+    let mut decided = 0usize;
+    let mut allowed = Vec::new();
+    for server in &reg.servers {
+        for (name, entry) in &server.tools {
+            let request = policy::Request {
+                server: &server.name,
+                target: Target::Tool(name),
+                class: entry.class,
+                arguments: ArgumentsDigest([0; 32]),
+            };
+            let d = guarded(|| policy::decide(policy, &identity, &request, now));
+            decided += 1;
+            if !matches!(d, Decision::Deny(_)) {
+                allowed.push(format!("{}/{name}", server.name));
+            }
+        }
+    }
+    match allowed.is_empty() {
+        true => Outcome {
+            ok: true,
+            observed: format!(
+                "a key whose stored grants do not parse was denied all {decided} allowlisted tool(s) (key level faulted)"
+            ),
+        },
+        false => Outcome {
+            ok: false,
+            observed: format!(
+                "a key whose stored grants do not parse was NOT denied: {}",
+                allowed.join(", ")
+            ),
+        },
+    }
+}
+
+/// A policy evaluation that panics must come back as a deny.
+fn panic_guard() -> Outcome {
+    let d = guarded(|| std::panic::resume_unwind(Box::new("self-audit probe")));
+    match d {
+        Decision::Deny(denial) => Outcome {
+            ok: true,
+            observed: format!("a panicking evaluation came back as a deny ({:?})", denial.reason),
+        },
+        other => Outcome {
+            ok: false,
+            observed: format!("a panicking evaluation came back as {other:?}"),
+        },
+    }
+}
+
+async fn live(gw: &Gateway) -> Live {
+    Live {
+        audit_sink: audit_sink(gw).await,
+        kill_switch: kill_switch(gw),
+        oidc: gw
+            .auth
+            .issuers()
+            .probe()
+            .await
+            .into_iter()
+            .map(|(issuer, r)| {
+                let outcome = match r {
+                    Ok(n) => Outcome {
+                        ok: n > 0,
+                        observed: format!("discovery and key set fetched: {n} usable key(s)"),
+                    },
+                    Err(why) => Outcome {
+                        ok: false,
+                        observed: format!("key set not fetched: {why}"),
+                    },
+                };
+                (issuer, outcome)
+            })
+            .collect(),
+        upstreams: upstreams(gw),
+        instances: gw
+            .store
+            .instances_since(now_ms().saturating_sub(INSTANCE_FRESH_MS))
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        format!(
+                            "pid {} on {} (started {}, seen {}, id {})",
+                            r.pid,
+                            r.host,
+                            crate::clock::rfc3339_ms(r.started_ms),
+                            crate::clock::rfc3339_ms(r.seen_ms),
+                            r.id
+                        )
+                    })
+                    .collect()
+            })
+            .map_err(|e| e.to_string()),
+    }
+}
+
+async fn audit_sink(gw: &Gateway) -> Outcome {
+    let mut e = crate::audit::Event::new("audit.probe");
+    e.identity = Some(crate::audit::Who::named("self-audit"));
+    e.reason = Some("self-audit: a required sink must accept this event".into());
+    match gw.audit.record(e).await {
+        Ok(()) => {
+            let sinks: Vec<String> = gw
+                .audit
+                .sinks
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{}{} (written {}, failed {})",
+                        s.name,
+                        if s.required { "" } else { ", best-effort" },
+                        s.written.load(std::sync::atomic::Ordering::Relaxed),
+                        s.failed.load(std::sync::atomic::Ordering::Relaxed)
+                    )
+                })
+                .collect();
+            Outcome {
+                ok: true,
+                observed: format!(
+                    "a probe event was accepted by a required sink; sinks: {}",
+                    sinks.join("; ")
+                ),
+            }
+        }
+        Err(e) => Outcome {
+            ok: false,
+            observed: format!("a probe event was NOT recorded: {e}; tool calls are being refused"),
+        },
+    }
+}
+
+fn kill_switch(gw: &Gateway) -> Outcome {
+    let (fresh, engaged, mode) = gw.levers.state();
+    let age = gw
+        .levers
+        .state_age()
+        .map_or("never".to_owned(), |a| format!("{} ms ago", a.as_millis()));
+    let engaged: Vec<&str> = engaged.iter().map(|s| s.as_str()).collect();
+    Outcome {
+        ok: fresh,
+        observed: format!(
+            "state {} (read {age}, lease {} s); engaged switches: {}; mode in force: {}",
+            if fresh { "readable" } else { "STALE: every call is refused" },
+            gw.levers.lease().as_secs(),
+            match engaged.is_empty() {
+                true => "none".to_owned(),
+                false => engaged.join(", "),
+            },
+            mode.as_str()
+        ),
+    }
+}
+
+fn upstreams(gw: &Gateway) -> Vec<(String, Outcome)> {
+    gw.registry
+        .servers
+        .iter()
+        .map(|server| {
+            let Some(up) = gw.upstreams.get(&server.name) else {
+                return (
+                    server.name.clone(),
+                    Outcome {
+                        ok: false,
+                        observed: "not started".into(),
+                    },
+                );
+            };
+            if !up.is_connected() {
+                return (
+                    server.name.clone(),
+                    Outcome {
+                        ok: false,
+                        observed: "not connected: its tools are unavailable".into(),
+                    },
+                );
+            }
+            let offered = up.tools();
+            let missing: Vec<&str> = server
+                .tools
+                .keys()
+                .filter(|t| !offered.iter().any(|o| o.tool.name.as_ref() == t.as_str()))
+                .map(String::as_str)
+                .collect();
+            let outcome = match missing.is_empty() {
+                true => Outcome {
+                    ok: true,
+                    observed: format!(
+                        "connected; offers all {} allowlisted tool(s)",
+                        server.tools.len()
+                    ),
+                },
+                false => Outcome {
+                    ok: false,
+                    observed: format!(
+                        "connected; does not offer allowlisted tool(s): {}",
+                        missing.join(", ")
+                    ),
+                },
+            };
+            (server.name.clone(), outcome)
+        })
+        .collect()
+}

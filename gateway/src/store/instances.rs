@@ -1,0 +1,91 @@
+//! Which gateway processes use this store: each `serve` process writes a heartbeat, so the
+//! self-audit can see several processes sharing one SQLite file (which SQLite does not support
+//! as a shared store for replicas).
+
+use sqlx::Row;
+use sqlx::sqlite::SqlitePool;
+
+use super::{Store, StoreError};
+
+/// A process that wrote a heartbeat.
+#[derive(Clone, Debug)]
+pub(crate) struct InstanceRow {
+    pub(crate) id: String,
+    pub(crate) host: String,
+    pub(crate) pid: i64,
+    pub(crate) started_ms: i64,
+    pub(crate) seen_ms: i64,
+}
+
+pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS instances (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_ms INTEGER NOT NULL,
+            seen_ms INTEGER NOT NULL
+        )",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Record that the process `row` describes is alive at `row.seen_ms`, and forget processes
+    /// not seen for a day.
+    pub(crate) async fn heartbeat(&self, row: &InstanceRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO instances (id, host, pid, started_ms, seen_ms) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms",
+        )
+        .bind(&row.id)
+        .bind(&row.host)
+        .bind(row.pid)
+        .bind(row.started_ms)
+        .bind(row.seen_ms)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM instances WHERE seen_ms < ?")
+            .bind(row.seen_ms.saturating_sub(86_400_000))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Remove a process's heartbeat (at a clean shutdown).
+    pub(crate) async fn forget_instance(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM instances WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Processes seen at or after `since_ms`, oldest start first.
+    pub(crate) async fn instances_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<InstanceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, host, pid, started_ms, seen_ms FROM instances
+             WHERE seen_ms >= ? ORDER BY started_ms, id",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InstanceRow {
+                    id: r.try_get("id")?,
+                    host: r.try_get("host")?,
+                    pid: r.try_get("pid")?,
+                    started_ms: r.try_get("started_ms")?,
+                    seen_ms: r.try_get("seen_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}

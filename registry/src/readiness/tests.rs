@@ -1,0 +1,101 @@
+use crate::readiness::{Gate, is_generic_tool_name, readiness};
+use crate::load_str;
+
+fn score(text: &str) -> Vec<crate::readiness::ServerReadiness> {
+    readiness(&load_str("t.yaml", text).unwrap())
+}
+
+fn dim<'a>(r: &'a crate::readiness::ServerReadiness, key: &str) -> &'a crate::readiness::DimensionScore {
+    r.dimensions.iter().find(|d| d.key == key).unwrap()
+}
+
+const READS_ONLY: &str = "servers:\n  docs:\n    builtin: notes\n    tools:\n      search_notes: { class: read }\n      get_note: { class: read }\n    resources: [\"note://1\"]\ngrants:\n  key:*: [\"docs/*\"]\n";
+
+#[test]
+fn a_builtin_read_only_server_may_serve_production_reads() {
+    let r = &score(READS_ONLY)[0];
+    assert_eq!(r.dimensions.len(), 6);
+    assert_eq!(dim(r, "maintainer_reliability").score, 3);
+    assert_eq!(dim(r, "tool_boundaries").score, 3);
+    assert_eq!(dim(r, "verification").score, 3);
+    assert_eq!(r.total, r.dimensions.iter().map(|d| d.score).sum::<u8>());
+    assert_eq!(r.total, 15, "{r:#?}");
+    // Nothing to hold for approval: the band stands.
+    assert_eq!(r.gate, Gate::WritesWithApproval);
+}
+
+#[test]
+fn an_unpinned_command_blocks_whatever_the_total() {
+    let r = &score(
+        "servers:\n  files:\n    command: { program: /usr/bin/files-mcp }\n    tools:\n      read_file: { class: read }\n",
+    )[0];
+    let m = dim(r, "maintainer_reliability");
+    assert_eq!(m.score, 0);
+    assert_eq!(m.evidence[0].path, "servers.files.command");
+    assert_eq!(m.evidence[0].location.line, 3);
+    assert_eq!(r.gate, Gate::Block);
+    assert!(r.gate_reason.contains("Maintainer reliability"));
+}
+
+#[test]
+fn a_default_grant_reaching_writes_lowers_the_permission_model() {
+    let r = &score(
+        "servers:\n  notes:\n    builtin: notes\n    tools:\n      search_notes: { class: read }\n      delete_note: { class: destructive }\ngrants:\n  team:*: [\"notes/*\"]\n",
+    )[0];
+    let p = dim(r, "permission_model");
+    assert_eq!(p.score, 1);
+    assert!(p.why.contains("team:*"));
+    assert_eq!(p.evidence[0].location.line, 8);
+    let narrow = &score(
+        "servers:\n  notes:\n    builtin: notes\n    tools:\n      search_notes: { class: read }\n      delete_note: { class: destructive }\ngrants:\n  team:*: [\"notes/search_notes\"]\n  team:ops: [\"notes/*\"]\n",
+    )[0];
+    assert_eq!(dim(narrow, "permission_model").score, 2);
+}
+
+#[test]
+fn writes_without_rate_limits_stop_at_read_only() {
+    let held = "servers:\n  notes:\n    builtin: notes\n    tools:\n      search_notes: { class: read }\n      create_note: { class: write, arguments: { type: object } }\n";
+    let r = &score(held)[0];
+    assert_eq!(dim(r, "error_recovery").score, 1);
+    assert!(dim(r, "error_recovery").why.contains("rate limit"));
+    assert_eq!(r.total, 13, "{r:#?}");
+    assert_eq!(r.gate, Gate::ReadOnly);
+}
+
+#[test]
+fn writes_not_held_for_approval_cap_the_gate_at_read_only() {
+    let with_writes = |approvals: &str| {
+        let text = format!(
+            "servers:\n  notes:\n    builtin: notes\n    tools:\n      create_note: {{ class: write }}\n{approvals}"
+        );
+        let reg = load_str("t.yaml", &text).unwrap();
+        // Scores of a server that earned 14: the band allows writes with approval.
+        let mut dims = crate::readiness::server_readiness(&reg, &reg.servers[0]).dimensions;
+        for (d, s) in dims.iter_mut().zip([3, 2, 2, 2, 2, 3]) {
+            d.score = s;
+        }
+        super::gate(&reg, &reg.servers[0], &dims, 14)
+    };
+    assert_eq!(with_writes("").0, Gate::WritesWithApproval);
+    let (gate, why) = with_writes("approvals: { required_from: none }\n");
+    assert_eq!(gate, Gate::ReadOnly);
+    assert!(why.contains("approvals.required_from"));
+    let (gate, _) = with_writes("approvals: { required_from: destructive }\n");
+    assert_eq!(gate, Gate::ReadOnly);
+}
+
+#[test]
+fn generic_verbs_and_whole_scheme_resources_are_flagged() {
+    assert!(is_generic_tool_name("run_command"));
+    assert!(is_generic_tool_name("execute_sql"));
+    assert!(is_generic_tool_name("Shell"));
+    assert!(!is_generic_tool_name("search_notes"));
+    assert!(!is_generic_tool_name("executive_summary"));
+    let r = &score(
+        "servers:\n  db:\n    url: http://127.0.0.1:9/mcp\n    tools:\n      execute_sql: { class: write }\n    resources: [\"db://*\"]\n",
+    )[0];
+    assert_eq!(dim(r, "tool_boundaries").score, 1);
+    assert_eq!(dim(r, "tool_boundaries").evidence[0].path, "servers.db.tools.execute_sql");
+    assert_eq!(dim(r, "sensitive_data").score, 1);
+    assert_eq!(dim(r, "maintainer_reliability").score, 1);
+}
