@@ -418,7 +418,7 @@ fn dimension(
     let mine: Vec<&Finding> = findings.iter().filter(|f| f.dimension == number).collect();
     let status = mine.iter().map(|f| f.status).max().unwrap_or(Status::Absent);
     let mut gaps: Vec<&&Finding> = mine.iter().filter(|f| f.status != Status::Pass).collect();
-    gaps.sort_by(|a, b| (b.status, b.severity).cmp(&(a.status, a.severity)));
+    gaps.sort_by_key(|f| std::cmp::Reverse((f.status, f.severity)));
     let severity = gaps.first().map_or(Severity::Low, |f| f.severity);
     let finding = match gaps.as_slice() {
         [] => mine
