@@ -416,16 +416,22 @@ fn dimension(
     findings: &[Finding],
 ) -> Dimension {
     let mine: Vec<&Finding> = findings.iter().filter(|f| f.dimension == number).collect();
-    let status = mine.iter().map(|f| f.status).max().unwrap_or(Status::Absent);
+    let status = mine
+        .iter()
+        .map(|f| f.status)
+        .max()
+        .unwrap_or(Status::Absent);
     let mut gaps: Vec<&&Finding> = mine.iter().filter(|f| f.status != Status::Pass).collect();
     gaps.sort_by_key(|f| std::cmp::Reverse((f.status, f.severity)));
     let severity = gaps.first().map_or(Severity::Low, |f| f.severity);
     let finding = match gaps.as_slice() {
-        [] => mine
-            .iter()
-            .map(|f| f.title.as_str())
-            .collect::<Vec<_>>()
-            .join("; "),
+        [] => match mine.first() {
+            Some(first) if mine.len() > 1 => {
+                format!("{} ({} controls verified)", first.title, mine.len())
+            }
+            Some(first) => first.title.clone(),
+            None => "nothing was looked at".to_owned(),
+        },
         [one] => one.title.clone(),
         [first, rest @ ..] => format!("{} (and {} more gap(s))", first.title, rest.len()),
     };

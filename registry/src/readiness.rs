@@ -109,7 +109,10 @@ pub struct ServerReadiness {
 
 /// Score every server of `reg`.
 pub fn readiness(reg: &Registry) -> Vec<ServerReadiness> {
-    reg.servers.iter().map(|s| server_readiness(reg, s)).collect()
+    reg.servers
+        .iter()
+        .map(|s| server_readiness(reg, s))
+        .collect()
 }
 
 /// Score one server.
@@ -291,12 +294,21 @@ fn error_recovery(reg: &Registry, server: &Server) -> DimensionScore {
         title: "Error recovery",
         score,
         why,
-        evidence: vec![cite(reg, &timeout), cite(reg, &child(&base(server), "tools"))],
+        evidence: vec![
+            cite(reg, &timeout),
+            cite(reg, &child(&base(server), "tools")),
+        ],
     }
 }
 
 fn verification(reg: &Registry, server: &Server) -> DimensionScore {
-    let required = reg.settings.audit.sinks.iter().filter(|s| s.required).count();
+    let required = reg
+        .settings
+        .audit
+        .sinks
+        .iter()
+        .filter(|s| s.required)
+        .count();
     let (score, why) = match writes(server).is_empty() {
         true => (
             3,
@@ -386,16 +398,14 @@ fn maintainer(reg: &Registry, server: &Server) -> DimensionScore {
     }
 }
 
-fn gate(
-    reg: &Registry,
-    server: &Server,
-    dims: &[DimensionScore],
-    total: u8,
-) -> (Gate, String) {
+fn gate(reg: &Registry, server: &Server, dims: &[DimensionScore], total: u8) -> (Gate, String) {
     if let Some(d) = dims.iter().find(|d| d.score == 0) {
         return (
             Gate::Block,
-            format!("{} scores 0, a critical failure whatever the total", d.title),
+            format!(
+                "{} scores 0, a critical failure whatever the total",
+                d.title
+            ),
         );
     }
     let band = match total {

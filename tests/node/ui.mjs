@@ -4,6 +4,7 @@
 //   approve         APPROVAL_ID: approve that pending request
 //   engage          engage the kill switch for server `fx`
 //   release         release it
+//   self-audit      open the self-audit report from the dashboard; screen and print renderings
 // Prints one JSON line with what it saw; exits non-zero on any failed expectation.
 import { chromium } from 'playwright-core';
 
@@ -67,6 +68,31 @@ try {
       seen.flash = await page.textContent('#flash');
       seen.none = await page.isVisible('#kill-none');
       await page.screenshot({ path: `${shots}/ui-released.png`, fullPage: true });
+    } else if (phase === 'self-audit') {
+      await page.click('#self-audit-link');
+      await page.waitForURL(`${base}/ui/self-audit`);
+      await page.locator('#matrix').waitFor();
+      seen.title = await page.title();
+      seen.verdict = await page.textContent('#verdict');
+      seen.matrix = await page.$$eval('#matrix tbody tr', (rows) =>
+        rows.map((r) => {
+          const status = r.querySelector('td:nth-child(3)');
+          return {
+            dimension: r.dataset.dimension,
+            status: r.dataset.status,
+            text: status.textContent.trim(),
+            background: getComputedStyle(status).backgroundColor,
+          };
+        }));
+      seen.evidence_rows = await page.locator('#evidence tbody tr').count();
+      // Every evidence link in the page points at a row of the index.
+      seen.dangling = await page.$$eval('a[href^="#E"]', (links) =>
+        links.filter((a) => !document.getElementById(a.getAttribute('href').slice(1))).length);
+      seen.external = await page.$$eval('[src], link[href]', (els) => els.length);
+      await page.screenshot({ path: `${shots}/self-audit.png`, fullPage: true });
+      await page.emulateMedia({ media: 'print' });
+      await page.screenshot({ path: `${shots}/self-audit-print.png`, fullPage: true });
+      await page.pdf({ path: `${shots}/self-audit.pdf`, format: 'A4', printBackground: true });
     } else {
       throw new Error(`unknown phase ${phase}`);
     }

@@ -115,6 +115,38 @@ pub(super) fn routes() -> Router<Arc<Admin>> {
         .route("/ui/approvals/{id}/{verdict}", post(verdict))
         .route("/ui/kill", post(kill))
         .route("/ui/mode", post(mode))
+        .route("/ui/self-audit", get(self_audit))
+}
+
+/// The self-audit report for a signed-in admin or auditor: the same page as
+/// `/admin/self-audit?format=html`, made now against this process.
+async fn self_audit(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    let (op, _, _) = match signed_in(&a, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !(op.roles.admin || op.roles.auditor) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "<main><h1>Forbidden</h1><p>The self-audit is for admins and auditors.</p></main>",
+        );
+    }
+    let report = crate::selfaudit::report(&a.gw.registry, Some(&a.gw)).await;
+    let mut res = (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        crate::selfaudit::html(&report),
+    )
+        .into_response();
+    secure_headers(res.headers_mut());
+    // The report is one self-contained page: its only style is inline.
+    res.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    res
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
@@ -511,9 +543,14 @@ async fn dashboard(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response 
     let mut b = String::new();
     let _ = write!(
         b,
-        "<header><h1>Portcullis</h1><p>Signed in as <strong>{}</strong> ({})</p><form method=\"post\" action=\"/ui/logout\">{csrf}<button type=\"submit\" class=\"link\">Sign out</button></form></header><main>",
+        "<header><h1>Portcullis</h1><p>Signed in as <strong>{}</strong> ({})</p>{}<form method=\"post\" action=\"/ui/logout\">{csrf}<button type=\"submit\" class=\"link\">Sign out</button></form></header><main>",
         esc(&op.name),
-        esc(&op.roles.names().join(", "))
+        esc(&op.roles.names().join(", ")),
+        match op.roles.admin || op.roles.auditor {
+            true =>
+                "<p><a id=\"self-audit-link\" href=\"/ui/self-audit\">Self-audit report</a></p>",
+            false => "",
+        }
     );
     if let Some((ok, msg)) = a.ui.take_flash(&id) {
         let _ = write!(

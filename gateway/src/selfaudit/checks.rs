@@ -47,7 +47,12 @@ impl Index {
     }
 
     /// A config key: where it is written (or that it is not, and the default applies).
-    pub(crate) fn config(&mut self, reg: &Registry, path: &str, observed: impl Into<String>) -> String {
+    pub(crate) fn config(
+        &mut self,
+        reg: &Registry,
+        path: &str,
+        observed: impl Into<String>,
+    ) -> String {
         let at = reg.source.value(path);
         let observed = observed.into();
         let (source, observed) = match reg.source.contains(path) {
@@ -147,7 +152,14 @@ impl Check {
     }
 
     fn pass(self, index: &Index) -> Finding {
-        self.finish(index, Status::Pass, Severity::Low, Likelihood::Low, None, None)
+        self.finish(
+            index,
+            Status::Pass,
+            Severity::Low,
+            Likelihood::Low,
+            None,
+            None,
+        )
     }
 
     fn gap(
@@ -431,7 +443,13 @@ fn rbac(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
     if !generic.is_empty() {
         let ev: Vec<String> = generic
             .iter()
-            .map(|(s, t)| ix.config(reg, &tool_path(s, t), "allowlisted tool named by a generic verb"))
+            .map(|(s, t)| {
+                ix.config(
+                    reg,
+                    &tool_path(s, t),
+                    "allowlisted tool named by a generic verb",
+                )
+            })
             .collect();
         let names: Vec<String> = generic.iter().map(|(s, t)| format!("{s}/{t}")).collect();
         out.push(
@@ -767,13 +785,18 @@ fn observability(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
         if !s.required {
             weak.push((
                 format!("audit.sinks[{i}].required"),
-                format!("{} sink is best-effort: events it misses are not retried", s.kind.name()),
+                format!(
+                    "{} sink is best-effort: events it misses are not retried",
+                    s.kind.name()
+                ),
             ));
         }
         if let SinkKind::File { fsync: false, path } = &s.kind {
             weak.push((
                 format!("audit.sinks[{i}].fsync"),
-                format!("file sink `{path}` is not synced: a power loss can lose acknowledged events"),
+                format!(
+                    "file sink `{path}` is not synced: a power loss can lose acknowledged events"
+                ),
             ));
         }
     }
@@ -907,9 +930,18 @@ fn cost(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
     let mut ev: Vec<String> = w
         .iter()
         .take(10)
-        .map(|(s, t)| ix.config(reg, &tool_path(s, t), "write/destructive tool with no rate limit or budget"))
+        .map(|(s, t)| {
+            ix.config(
+                reg,
+                &tool_path(s, t),
+                "write/destructive tool with no rate limit or budget",
+            )
+        })
         .collect();
-    ev.push(ix.build("limits", "no rate limits, concurrency caps or budgets in this build"));
+    ev.push(ix.build(
+        "limits",
+        "no rate limits, concurrency caps or budgets in this build",
+    ));
     let severity = match w.is_empty() {
         true => Severity::Medium,
         false => Severity::High,
@@ -1077,7 +1109,9 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
         .strings
         .iter()
         .filter(|(path, value)| {
-            let reference = ["env:", "file:", "vault:"].iter().any(|p| value.starts_with(p));
+            let reference = ["env:", "file:", "vault:"]
+                .iter()
+                .any(|p| value.starts_with(p));
             let last = path.rsplit('.').next().unwrap_or(path);
             !reference
                 && (crate::redact::secret_value(value)
@@ -1283,14 +1317,21 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
             "the MCP listener is on {listen} and the public URL is not https: keys and tokens cross the network in cleartext unless TLS is terminated in front"
         ));
         ev.push(ix.config(reg, "listen", listen.to_string()));
-        ev.push(ix.config(
-            reg,
-            "public_url",
-            reg.settings.public_url.clone().unwrap_or_else(|| format!("http://{listen}")),
-        ));
+        ev.push(
+            ix.config(
+                reg,
+                "public_url",
+                reg.settings
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{listen}")),
+            ),
+        );
     }
     for (name, url) in &cleartext_upstreams {
-        problems.push(format!("upstream `{name}` is reached over plain HTTP on the network"));
+        problems.push(format!(
+            "upstream `{name}` is reached over plain HTTP on the network"
+        ));
         ev.push(ix.config(reg, &format!("servers.{name}.url"), url.clone()));
     }
     let c = Check::new("id.transport", 6);
@@ -1332,7 +1373,10 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
         .filter(|s| matches!(s.source, ServerSource::Http { .. }))
         .collect();
     if !http.is_empty() {
-        let b = ix.build("upstream addresses", "upstream URLs are not checked against private, link-local or metadata addresses");
+        let b = ix.build(
+            "upstream addresses",
+            "upstream URLs are not checked against private, link-local or metadata addresses",
+        );
         out.push(
             Check::new("id.ssrf", 6)
                 .says(
@@ -1580,13 +1624,22 @@ pub(crate) fn checklist(findings: &[Finding]) -> Checklist {
         area(
             "rbac",
             "RBAC",
-            if pass("rbac.default_grants") && pass("rbac.generic_tools") { 2 } else { 1 },
+            if pass("rbac.default_grants") && pass("rbac.generic_tools") {
+                2
+            } else {
+                1
+            },
             if pass("rbac.default_grants") && pass("rbac.generic_tools") {
                 "per-tool allowlists and intersection grants; no broad default reaches writes"
             } else {
                 "per-tool allowlists and intersection grants, with broad defaults or generic tools"
             },
-            &["rbac.intersection", "rbac.allowlists", "rbac.default_grants", "rbac.generic_tools"],
+            &[
+                "rbac.intersection",
+                "rbac.allowlists",
+                "rbac.default_grants",
+                "rbac.generic_tools",
+            ],
         ),
         area(
             "token_passthrough",
@@ -1605,7 +1658,10 @@ pub(crate) fn checklist(findings: &[Finding]) -> Checklist {
             match get("rbac.approvals") {
                 Some(Status::Pass) => 2,
                 _ if status_of(findings, "rbac.approvals")
-                    .is_some_and(|f| f.severity == Severity::Medium) => 1,
+                    .is_some_and(|f| f.severity == Severity::Medium) =>
+                {
+                    1
+                }
                 _ => 0,
             },
             "whether write and destructive tools wait for a human, bound to the arguments, with a kill switch for emergencies",
@@ -1645,32 +1701,56 @@ pub(crate) fn checklist(findings: &[Finding]) -> Checklist {
         area(
             "prompt_injection",
             "Prompt injection",
-            if pass("rbac.approvals") && pass("rbac.generic_tools") { 2 } else { 1 },
+            if pass("rbac.approvals") && pass("rbac.generic_tools") {
+                2
+            } else {
+                1
+            },
             "the model never decides: allowlists, gateway-side grants, upstream annotations untrusted, and human approval for state changes",
             &["rbac.intersection", "rbac.approvals", "rbac.generic_tools"],
         ),
         area(
             "tool_poisoning",
             "Tool poisoning",
-            if pass("onboard.fingerprints") && pass("onboard.stdio_pinning") { 2 } else { 1 },
+            if pass("onboard.fingerprints") && pass("onboard.stdio_pinning") {
+                2
+            } else {
+                1
+            },
             "tool names allowlisted; definitions fingerprinted and packages pinned by digest",
-            &["rbac.allowlists", "onboard.fingerprints", "onboard.stdio_pinning"],
+            &[
+                "rbac.allowlists",
+                "onboard.fingerprints",
+                "onboard.stdio_pinning",
+            ],
         ),
         area(
             "fail_closed",
             "Fail closed",
             if probe_failed {
                 0
-            } else if ["fail.store_error", "fail.faulted_level", "fail.panic", "fail.audit", "fail.kill_lease"]
-                .iter()
-                .all(|id| pass(id))
+            } else if [
+                "fail.store_error",
+                "fail.faulted_level",
+                "fail.panic",
+                "fail.audit",
+                "fail.kill_lease",
+            ]
+            .iter()
+            .all(|id| pass(id))
             {
                 2
             } else {
                 1
             },
             "store, identity, policy, audit and kill-switch failures each shown to deny",
-            &["fail.store_error", "fail.faulted_level", "fail.panic", "fail.audit", "fail.kill_lease"],
+            &[
+                "fail.store_error",
+                "fail.faulted_level",
+                "fail.panic",
+                "fail.audit",
+                "fail.kill_lease",
+            ],
         ),
     ];
     let score: u8 = areas.iter().map(|a| a.score).sum();
@@ -1706,7 +1786,13 @@ pub(crate) fn server_gates(reg: &Registry, ix: &mut Index) -> Vec<ServerGate> {
                     evidence: d
                         .evidence
                         .iter()
-                        .map(|c| ix.config(reg, &c.path, format!("read for {} ({}/3)", d.title, d.score)))
+                        .map(|c| {
+                            ix.config(
+                                reg,
+                                &c.path,
+                                format!("read for {} ({}/3)", d.title, d.score),
+                            )
+                        })
                         .collect(),
                     key: d.key,
                     title: d.title,

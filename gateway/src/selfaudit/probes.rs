@@ -145,7 +145,10 @@ fn panic_guard() -> Outcome {
     match d {
         Decision::Deny(denial) => Outcome {
             ok: true,
-            observed: format!("a panicking evaluation came back as a deny ({:?})", denial.reason),
+            observed: format!(
+                "a panicking evaluation came back as a deny ({:?})",
+                denial.reason
+            ),
         },
         other => Outcome {
             ok: false,
@@ -247,7 +250,11 @@ fn kill_switch(gw: &Gateway) -> Outcome {
         ok: fresh,
         observed: format!(
             "state {} (read {age}, lease {} s); engaged switches: {}; mode in force: {}",
-            if fresh { "readable" } else { "STALE: every call is refused" },
+            if fresh {
+                "readable"
+            } else {
+                "STALE: every call is refused"
+            },
             gw.levers.lease().as_secs(),
             match engaged.is_empty() {
                 true => "none".to_owned(),

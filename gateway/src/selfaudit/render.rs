@@ -75,7 +75,8 @@ pub(crate) fn markdown(r: &Report) -> String {
         "Seven dimensions, scored from evidence gathered by this gateway: config keys cited by file and line, probes that run the real code against injected faults and read the running state, and build facts. Every colour traces to evidence-index rows. A control this build does not have is a finding, never a pass. {}\n",
         match r.mode {
             "live" => "All probes ran against the running gateway.",
-            _ => "This report was made offline: probes that need the running gateway did not run and are marked static-only.",
+            _ =>
+                "This report was made offline: probes that need the running gateway did not run and are marked static-only.",
         }
     );
     let _ = writeln!(m, "## 03 Scored gap matrix\n");
@@ -121,7 +122,11 @@ pub(crate) fn markdown(r: &Report) -> String {
                 "| `{}` {}{} | {} | {} | {} |",
                 f.id,
                 cell(&f.title),
-                if f.static_only { " *(static-only)*" } else { "" },
+                if f.static_only {
+                    " *(static-only)*"
+                } else {
+                    ""
+                },
                 status_word(f.status),
                 match f.status {
                     Status::Pass => "-",
@@ -258,6 +263,24 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;background:#f0f2f4;pa
 @media print{body{background:#fff}main{padding:0;max-width:none}h2{break-after:avoid}tr,.box,.phase{break-inside:avoid}}
 ";
 
+/// Escaped text with `backticked` spans set as code.
+pub(super) fn text(s: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in esc(s).split('`').enumerate() {
+        match i % 2 {
+            1 => {
+                let _ = write!(out, "<code>{part}</code>");
+            }
+            _ => out.push_str(part),
+        }
+    }
+    // An odd number of backticks: the last one was literal.
+    if s.matches('`').count() % 2 == 1 {
+        return esc(s);
+    }
+    out
+}
+
 fn status_cell(s: Status) -> String {
     let class = match s {
         Status::Pass => "s-pass",
@@ -307,7 +330,7 @@ pub(crate) fn html(r: &Report) -> String {
     let _ = write!(
         h,
         "<h2>01 Executive summary</h2><p>{}</p>",
-        esc(&r.summary)
+        text(&r.summary)
     );
     let moves: Vec<_> = r.roadmap.iter().flat_map(|p| &p.items).take(2).collect();
     if !moves.is_empty() {
@@ -316,9 +339,9 @@ pub(crate) fn html(r: &Report) -> String {
             let _ = write!(
                 h,
                 "<li><b>{}</b> <code>{}</code><br>{} <i>Effort: {}.</i></li>",
-                esc(&i.title),
+                text(&i.title),
                 i.finding,
-                esc(&i.detail),
+                text(&i.detail),
                 i.effort
             );
         }
@@ -329,7 +352,8 @@ pub(crate) fn html(r: &Report) -> String {
         "<h2>02 Scope &amp; method</h2><p>Seven dimensions, scored from evidence gathered by this gateway: config keys cited by file and line, probes that run the real code against injected faults and read the running state, and build facts. Every colour traces to evidence-index rows. A control this build does not have is a finding, never a pass. {}</p>",
         match r.mode {
             "live" => "All probes ran against the running gateway.",
-            _ => "<span class=\"static\">Made offline: probes that need the running gateway did not run and are marked static-only.</span>",
+            _ =>
+                "<span class=\"static\">Made offline: probes that need the running gateway did not run and are marked static-only.</span>",
         }
     );
     h.push_str("<h2>03 Scored gap matrix</h2><table id=\"matrix\"><thead><tr><th>#</th><th>Dimension</th><th>Status</th><th>Finding</th><th>Severity</th></tr></thead><tbody>");
@@ -342,7 +366,7 @@ pub(crate) fn html(r: &Report) -> String {
             d.number,
             esc(d.title),
             status_cell(d.status),
-            esc(&d.finding),
+            text(&d.finding),
             d.severity.title()
         );
     }
@@ -357,8 +381,8 @@ pub(crate) fn html(r: &Report) -> String {
             d.color,
             status_word(d.status),
             esc(d.looked_at),
-            esc(&d.found),
-            esc(&d.why_it_matters)
+            text(&d.found),
+            text(&d.why_it_matters)
         );
         h.push_str("<table><thead><tr><th>Finding</th><th>Status</th><th>Severity</th><th>Evidence</th></tr></thead><tbody>");
         for f in r.findings.iter().filter(|f| f.dimension == d.number) {
@@ -366,7 +390,7 @@ pub(crate) fn html(r: &Report) -> String {
                 h,
                 "<tr><td><code>{}</code> {}{}</td>{}<td>{}</td><td>{}</td></tr>",
                 f.id,
-                esc(&f.title),
+                text(&f.title),
                 if f.static_only {
                     " <span class=\"static\">(static-only)</span>"
                 } else {
@@ -390,7 +414,7 @@ pub(crate) fn html(r: &Report) -> String {
         h,
         "<h2>05 Verdict &amp; top risks</h2><p><b>{}.</b> {}</p>",
         esc(&r.verdict),
-        esc(&r.summary)
+        text(&r.summary)
     );
     if r.top_risks.is_empty() {
         h.push_str("<p>No gaps found.</p>");
@@ -401,7 +425,7 @@ pub(crate) fn html(r: &Report) -> String {
                 h,
                 "<tr><td>{}</td><td>{} <code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 k.rank,
-                esc(&k.title),
+                text(&k.title),
                 k.finding,
                 k.dimension,
                 k.likelihood.title(),
@@ -424,9 +448,9 @@ pub(crate) fn html(r: &Report) -> String {
             let _ = write!(
                 h,
                 "<li><b>{}</b><span class=\"effort\">{}</span><br>{} <code>{}</code></li>",
-                esc(&i.title),
+                text(&i.title),
                 i.effort,
-                esc(&i.detail),
+                text(&i.detail),
                 i.finding
             );
         }
@@ -446,7 +470,7 @@ pub(crate) fn html(r: &Report) -> String {
             "<tr><td>{}</td><td>{}/2</td><td>{}</td><td>{}</td></tr>",
             esc(a.title),
             a.score,
-            esc(&a.why),
+            text(&a.why),
             a.findings.join(", ")
         );
     }
@@ -459,7 +483,7 @@ pub(crate) fn html(r: &Report) -> String {
             s.score,
             s.max,
             esc(s.gate_title),
-            esc(&s.gate_reason)
+            text(&s.gate_reason)
         );
         for d in &s.dimensions {
             let _ = write!(
@@ -467,7 +491,7 @@ pub(crate) fn html(r: &Report) -> String {
                 "<tr><td>{}</td><td>{}/3</td><td>{}</td><td>{}</td></tr>",
                 esc(d.title),
                 d.score,
-                esc(&d.why),
+                text(&d.why),
                 d.evidence
                     .iter()
                     .map(|e| format!("<a href=\"#{e}\">{e}</a>"))
@@ -486,7 +510,7 @@ pub(crate) fn html(r: &Report) -> String {
             e.id,
             e.kind,
             esc(&e.source),
-            esc(&e.observed),
+            text(&e.observed),
             match (e.ok, e.static_only) {
                 (Some(true), _) => " ✓",
                 (Some(false), _) => " ✗",

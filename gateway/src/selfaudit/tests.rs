@@ -111,7 +111,12 @@ async fn a_clean_production_config_has_no_false_findings() {
     }
     assert_eq!(
         gaps(&r),
-        BTreeSet::from(["cost.limits", "id.secrets", "onboard.ci_gate", "ops.replicas"])
+        BTreeSet::from([
+            "cost.limits",
+            "id.secrets",
+            "onboard.ci_gate",
+            "ops.replicas"
+        ])
     );
     for key in ["rbac", "fail_closed", "observability"] {
         assert_eq!(dimension_status(&r, key), Status::Pass, "{key}");
@@ -153,7 +158,12 @@ async fn every_colour_traces_to_evidence() {
         }
         for s in &r.servers {
             for d in &s.dimensions {
-                assert!(!d.evidence.is_empty(), "{}/{} cites nothing", s.server, d.key);
+                assert!(
+                    !d.evidence.is_empty(),
+                    "{}/{} cites nothing",
+                    s.server,
+                    d.key
+                );
             }
         }
         let total: usize = r.counts.values().sum();
@@ -182,7 +192,12 @@ async fn a_best_effort_audit_sink_leaves_observability_green_no_more() {
         "t.yaml:21:32 `audit.sinks[1].required`",
     );
     // The checklist sees it too.
-    let audit = r.checklist.areas.iter().find(|a| a.key == "audit_logs").unwrap();
+    let audit = r
+        .checklist
+        .areas
+        .iter()
+        .find(|a| a.key == "audit_logs")
+        .unwrap();
     assert_eq!(audit.score, 1);
 }
 
@@ -203,7 +218,8 @@ async fn an_unsynced_file_sink_is_flagged() {
 
 #[tokio::test]
 async fn no_otlp_exporter_is_flagged() {
-    let text = flip("telemetry:", "").replace("  otlp: { endpoint: \"http://127.0.0.1:4318\" }\n", "");
+    let text =
+        flip("telemetry:", "").replace("  otlp: { endpoint: \"http://127.0.0.1:4318\" }\n", "");
     let r = audit_of(&text).await;
     assert_flagged(&r, "obs.otlp", "observability", "t.yaml `telemetry.otlp`");
     assert!(cited(&r, "obs.otlp")[0].contains("not set"));
@@ -223,11 +239,8 @@ async fn write_tools_without_limits_are_named_by_line() {
         cited(&r, "cost.limits")
     );
     // With read tools only the same gap is less severe.
-    let reads = flip(
-        "      create_note:",
-        "      get_note: { class: read }",
-    )
-    .replace("\"notes/create_note\"", "\"notes/get_note\"");
+    let reads = flip("      create_note:", "      get_note: { class: read }")
+        .replace("\"notes/create_note\"", "\"notes/get_note\"");
     let r = audit_of(&reads).await;
     assert_eq!(finding(&r, "cost.limits").severity, super::Severity::Medium);
 }
@@ -235,7 +248,12 @@ async fn write_tools_without_limits_are_named_by_line() {
 #[tokio::test]
 async fn a_public_admin_listener_is_flagged() {
     let r = audit_of(&flip("admin_listen:", "admin_listen: 0.0.0.0:8081")).await;
-    assert_flagged(&r, "id.admin_listener", "identity", "t.yaml:3:15 `admin_listen`");
+    assert_flagged(
+        &r,
+        "id.admin_listener",
+        "identity",
+        "t.yaml:3:15 `admin_listen`",
+    );
     assert_eq!(finding(&r, "id.admin_listener").status, Status::Absent);
 }
 
@@ -243,7 +261,10 @@ async fn a_public_admin_listener_is_flagged() {
 async fn a_public_listener_without_tls_is_flagged() {
     let r = audit_of(&flip("listen:", "listen: 0.0.0.0:8080")).await;
     assert_flagged(&r, "id.transport", "identity", "t.yaml:2:9 `listen`");
-    let https = flip("listen:", "listen: 0.0.0.0:8080\npublic_url: https://mcp.example.com");
+    let https = flip(
+        "listen:",
+        "listen: 0.0.0.0:8080\npublic_url: https://mcp.example.com",
+    );
     let r = audit_of(&https).await;
     assert_eq!(finding(&r, "id.transport").status, Status::Pass);
 }
@@ -265,7 +286,12 @@ async fn an_unpinned_stdio_server_is_flagged_and_its_gate_blocks() {
     );
     let files = r.servers.iter().find(|s| s.server == "files").unwrap();
     assert_eq!(files.gate, "block");
-    let poisoning = r.checklist.areas.iter().find(|a| a.key == "tool_poisoning").unwrap();
+    let poisoning = r
+        .checklist
+        .areas
+        .iter()
+        .find(|a| a.key == "tool_poisoning")
+        .unwrap();
     assert_eq!(poisoning.score, 1);
 }
 
@@ -291,8 +317,18 @@ async fn an_http_upstream_brings_the_unbuilt_upstream_controls() {
 async fn writes_without_approval_are_flagged() {
     let text = format!("{CLEAN}approvals: {{ required_from: none }}\n");
     let r = audit_of(&text).await;
-    assert_flagged(&r, "rbac.approvals", "rbac", "t.yaml:25:29 `approvals.required_from`");
-    let area = r.checklist.areas.iter().find(|a| a.key == "tool_approval").unwrap();
+    assert_flagged(
+        &r,
+        "rbac.approvals",
+        "rbac",
+        "t.yaml:25:29 `approvals.required_from`",
+    );
+    let area = r
+        .checklist
+        .areas
+        .iter()
+        .find(|a| a.key == "tool_approval")
+        .unwrap();
     assert_eq!(area.score, 0);
     let text = format!("{CLEAN}approvals: {{ required_from: destructive }}\n");
     let r = audit_of(&text).await;
@@ -306,7 +342,12 @@ async fn a_default_grant_reaching_writes_is_flagged() {
         "  org:acme: [\"notes/search_notes\", \"notes/create_note\"]\n  team:*: [\"notes/*\"]",
     ))
     .await;
-    assert_flagged(&r, "rbac.default_grants", "rbac", "t.yaml:18:11 `grants.team:*`");
+    assert_flagged(
+        &r,
+        "rbac.default_grants",
+        "rbac",
+        "t.yaml:18:11 `grants.team:*`",
+    );
 }
 
 #[tokio::test]
@@ -334,7 +375,12 @@ async fn a_long_kill_switch_lease_is_flagged() {
 async fn identity_settings_are_flagged() {
     let no_org = flip("  require: [org]", "  require: [team]");
     let r = audit_of(&no_org).await;
-    assert_flagged(&r, "id.tenancy", "identity", "t.yaml:5:12 `identity.require`");
+    assert_flagged(
+        &r,
+        "id.tenancy",
+        "identity",
+        "t.yaml:5:12 `identity.require`",
+    );
 
     let no_key = flip("  redact_key:", "");
     let r = audit_of(&no_key).await;
@@ -365,14 +411,22 @@ async fn an_inline_secret_is_cited_by_line_and_never_repeated() {
         "{:#?}",
         cited(&r, "id.secrets")
     );
-    let area = r.checklist.areas.iter().find(|a| a.key == "secret_handling").unwrap();
+    let area = r
+        .checklist
+        .areas
+        .iter()
+        .find(|a| a.key == "secret_handling")
+        .unwrap();
     assert_eq!(area.score, 0);
     for text in [
         serde_json::to_string(&r).unwrap(),
         super::markdown(&r),
         super::html(&r),
     ] {
-        assert!(!text.contains(secret), "the secret was repeated in the report");
+        assert!(
+            !text.contains(secret),
+            "the secret was repeated in the report"
+        );
     }
 }
 
@@ -390,17 +444,30 @@ async fn a_probe_that_sees_an_allow_turns_fail_closed_red() {
     let servers = super::checks::server_gates(&reg, &mut ix);
     let r = super::assemble(&reg, false, findings, servers, ix);
     let f = finding(&r, "fail.store_error");
-    assert_eq!((f.status, f.severity), (Status::Absent, super::Severity::Critical));
+    assert_eq!(
+        (f.status, f.severity),
+        (Status::Absent, super::Severity::Critical)
+    );
     assert_eq!(dimension_status(&r, "fail_closed"), Status::Absent);
     assert_eq!(r.top_risks[0].finding, "fail.store_error");
-    let area = r.checklist.areas.iter().find(|a| a.key == "fail_closed").unwrap();
+    let area = r
+        .checklist
+        .areas
+        .iter()
+        .find(|a| a.key == "fail_closed")
+        .unwrap();
     assert_eq!(area.score, 0);
 }
 
 #[tokio::test]
 async fn offline_reports_mark_live_checks_static_only() {
     let r = audit_of(CLEAN).await;
-    for id in ["fail.audit", "fail.kill_lease", "ops.kill_switch", "ops.replicas"] {
+    for id in [
+        "fail.audit",
+        "fail.kill_lease",
+        "ops.kill_switch",
+        "ops.replicas",
+    ] {
         assert!(finding(&r, id).static_only, "{id}");
     }
     // Probes of the code itself run offline too.
@@ -413,4 +480,15 @@ async fn offline_reports_mark_live_checks_static_only() {
     assert!(!html.contains("<script"));
     assert!(!html.contains("src=\"http"));
     assert!(!html.contains("href=\"http"));
+}
+
+#[test]
+fn html_text_is_escaped_and_backticks_become_code() {
+    use super::render::text;
+    assert_eq!(
+        text("set `a<b>` & go"),
+        "set <code>a&lt;b&gt;</code> &amp; go"
+    );
+    assert_eq!(text("one ` left <x>"), "one ` left &lt;x&gt;");
+    assert_eq!(text("<script>\"'"), "&lt;script&gt;&quot;&#39;");
 }

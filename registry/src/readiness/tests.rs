@@ -1,11 +1,14 @@
-use crate::readiness::{Gate, is_generic_tool_name, readiness};
 use crate::load_str;
+use crate::readiness::{Gate, is_generic_tool_name, readiness};
 
 fn score(text: &str) -> Vec<crate::readiness::ServerReadiness> {
     readiness(&load_str("t.yaml", text).unwrap())
 }
 
-fn dim<'a>(r: &'a crate::readiness::ServerReadiness, key: &str) -> &'a crate::readiness::DimensionScore {
+fn dim<'a>(
+    r: &'a crate::readiness::ServerReadiness,
+    key: &str,
+) -> &'a crate::readiness::DimensionScore {
     r.dimensions.iter().find(|d| d.key == key).unwrap()
 }
 
@@ -95,7 +98,10 @@ fn generic_verbs_and_whole_scheme_resources_are_flagged() {
         "servers:\n  db:\n    url: http://127.0.0.1:9/mcp\n    tools:\n      execute_sql: { class: write }\n    resources: [\"db://*\"]\n",
     )[0];
     assert_eq!(dim(r, "tool_boundaries").score, 1);
-    assert_eq!(dim(r, "tool_boundaries").evidence[0].path, "servers.db.tools.execute_sql");
+    assert_eq!(
+        dim(r, "tool_boundaries").evidence[0].path,
+        "servers.db.tools.execute_sql"
+    );
     assert_eq!(dim(r, "sensitive_data").score, 1);
     assert_eq!(dim(r, "maintainer_reliability").score, 1);
 }
