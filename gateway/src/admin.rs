@@ -685,7 +685,11 @@ async fn get_self_audit(
             "unknown format `{format}`; use json, md or html"
         )));
     }
-    let report = crate::selfaudit::report(&a.gw.registry, Some(&a.gw)).await;
+    let live = crate::selfaudit::LiveTarget {
+        gw: &a.gw,
+        requested_by: &op.subject,
+    };
+    let report = crate::selfaudit::report(&a.gw.registry, Some(live)).await;
     Ok(match format {
         "md" => (
             [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],

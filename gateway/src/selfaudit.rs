@@ -339,14 +339,21 @@ pub(crate) const DIMENSIONS: [(&str, &str, &str, &str); 7] = [
     ),
 ];
 
+/// The running gateway to probe, and who asked (credited with the probe's audit event).
+pub(crate) struct LiveTarget<'a> {
+    pub(crate) gw: &'a Gateway,
+    pub(crate) requested_by: &'a str,
+}
+
 /// Make the report. With `live`, the probes that need the running gateway run against it;
 /// without, they are marked static-only.
-pub(crate) async fn report(reg: &Registry, live: Option<&Gateway>) -> Report {
+pub(crate) async fn report(reg: &Registry, live: Option<LiveTarget<'_>>) -> Report {
+    let is_live = live.is_some();
     let probes = probes::run(reg, live).await;
     let mut index = checks::Index::default();
     let findings = checks::findings(reg, &probes, &mut index);
     let servers = checks::server_gates(reg, &mut index);
-    assemble(reg, live.is_some(), findings, servers, index)
+    assemble(reg, is_live, findings, servers, index)
 }
 
 fn assemble(
@@ -553,7 +560,7 @@ fn summary(
         .map(|d| d.title)
         .collect();
     let mut s = format!(
-        "{} of 7 dimensions are green{}. {} gap(s): {config} from this config, {probe} seen by live probes, {unbuilt} for controls this build does not have. Security checklist {}/20 ({}).",
+        "{} of 7 dimensions are green{}. {} gap(s): {config} from this config, {probe} seen by probes, {unbuilt} for controls this build does not have. Security checklist {}/20 ({}).",
         green.len(),
         match green.is_empty() {
             true => String::new(),

@@ -227,12 +227,9 @@ pub fn default_grants_reaching_writes(reg: &Registry, server: &Server) -> Vec<St
         let Some(rules) = table.rules(level, "*") else {
             continue;
         };
-        let reaches = writes(server).into_iter().any(|t| {
-            rules
-                .granted()
-                .iter()
-                .any(|p| p.covers(&Pattern::Tool(server.name.clone(), t.to_owned())))
-        });
+        let reaches = writes(server)
+            .into_iter()
+            .any(|t| rules.covers(&Pattern::Tool(server.name.clone(), t.to_owned())));
         if reaches {
             out.push(format!("{}:*", level.as_str()));
         }
@@ -337,7 +334,11 @@ fn sensitive_data(reg: &Registry, server: &Server) -> DimensionScore {
     let broad = server.resources.iter().find(|p| match p {
         ResourcePattern::Prefix(prefix) => {
             // A scheme alone (`file://`, `note://`) or nothing at all reaches every resource.
-            prefix.is_empty() || prefix.ends_with("://") || prefix.ends_with(":///")
+            prefix.is_empty()
+                || prefix.ends_with(':')
+                || prefix.ends_with(":/")
+                || prefix.ends_with("://")
+                || prefix.ends_with(":///")
         }
         ResourcePattern::Exact(_) => false,
     });

@@ -132,7 +132,11 @@ async fn self_audit(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response
             "<main><h1>Forbidden</h1><p>The self-audit is for admins and auditors.</p></main>",
         );
     }
-    let report = crate::selfaudit::report(&a.gw.registry, Some(&a.gw)).await;
+    let live = crate::selfaudit::LiveTarget {
+        gw: &a.gw,
+        requested_by: &op.subject,
+    };
+    let report = crate::selfaudit::report(&a.gw.registry, Some(live)).await;
     let mut res = (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         crate::selfaudit::html(&report),

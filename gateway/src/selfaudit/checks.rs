@@ -367,6 +367,14 @@ fn rbac(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
         },
     );
     out.push(match reg.access.policy.approval() {
+        _ if w.is_empty() => c
+            .says(
+                "No write or destructive tool is allowlisted, so none can change state unapproved",
+                "Every allowlisted tool is a read; adding a write tool brings `approvals.required_from` into play.",
+                "",
+            )
+            .cites([e])
+            .pass(ix),
         Approval::From(ToolClass::Read | ToolClass::Write) => c
             .says(
                 "Write and destructive tools wait for a human's approval, bound to the exact arguments",
@@ -608,9 +616,9 @@ fn fail_closed(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fi
                 "S",
             ),
         )
-    } else if lease.as_secs() > 30 {
+    } else if lease.as_millis() > 30_000 {
         c.says(
-            format!("A process that cannot read the kill switch keeps its last view for {} s", lease.as_secs()),
+            format!("A process that cannot read the kill switch keeps its last view for {} s", lease.as_secs_f64()),
             "Past the lease every call is refused, but within it an engaged switch may not be seen.",
             "A switch engaged during a store outage takes effect only after the lease.",
         )
@@ -644,21 +652,56 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
     let e = ix.config(reg, "servers", format!("config digest {}", reg.digest));
     let b = ix.build(
         "admin API",
-        "routes: kill-switch, mode, approvals, keys, events, audit, metrics, self-audit; none adds a server, a tool or a grant",
+        "routes: kill-switch, mode, approvals, keys, events, audit, metrics, self-audit; none adds a server or a tool; keys may be issued with their own grants",
     );
-    out.push(
-        Check::new("onboard.source_of_truth", 3)
+    let required: Vec<&str> = Level::ALL
+        .iter()
+        .filter(|l| **l != Level::Key && reg.access.policy.requires(**l))
+        .map(|l| l.as_str())
+        .collect();
+    let r = ix.config(
+        reg,
+        "identity.require",
+        match required.is_empty() {
+            true => "no level besides the key required".to_owned(),
+            false => required.join(", "),
+        },
+    );
+    let c = Check::new("onboard.source_of_truth", 3).cites([e, b, r]);
+    out.push(match required.is_empty() {
+        false => c
             .says(
                 "Servers, tools and grants come only from the config file",
                 format!(
-                    "The running tool set is this file (digest {}); no API adds a server, a tool or a grant.",
-                    reg.digest
+                    "The running tool set is this file (digest {}); no API adds a server or a tool. Keys issued through the admin API may carry their own grants, but every call also needs a required level ({}) whose grants come from this file, so no key reaches beyond it.",
+                    reg.digest,
+                    required.join(", ")
                 ),
                 "",
             )
-            .cites([e, b])
             .pass(ix),
-    );
+        true => c
+            .says(
+                "Keys issued at runtime carry grants the config does not bound",
+                format!(
+                    "Servers and tools come only from this file (digest {}), but no identity level besides the key is required: a key issued through the admin API with its own grants (any allowlisted tool) and no org or team is decided on those grants alone.",
+                    reg.digest
+                ),
+                "Who may call what cannot be read from source control alone; it also depends on keys issued since.",
+            )
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Low,
+                Likelihood::Low,
+                Cause::Config,
+                (
+                    "Bound runtime keys by config grants",
+                    "Add a level whose grants live in the config (e.g. `org`) to `identity.require`, so a key's own grants can only narrow them.",
+                    "S",
+                ),
+            ),
+    });
 
     let commands: Vec<&registry::Server> = reg
         .servers
@@ -812,11 +855,18 @@ fn observability(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
                     .collect::<Vec<_>>()
                     .join(", "),
             );
+            let readable = sinks
+                .iter()
+                .any(|s| matches!(s.kind, SinkKind::Store | SinkKind::File { .. }));
             c.says(
                 "Every decision is one redacted, hash-chained event in required sinks",
                 format!(
-                    "{} sink(s), all required; file sinks are synced once per batch; `portcullis audit verify` checks the chain; `/admin/audit` exports and replays runs.",
-                    sinks.len()
+                    "{} sink(s), all required; file sinks are synced once per batch; `portcullis audit verify` checks the chain; {}",
+                    sinks.len(),
+                    match readable {
+                        true => "`/admin/audit` exports and replays runs.",
+                        false => "the sinks are stdout only, so `/admin/audit` cannot read them back.",
+                    }
                 ),
                 "",
             )
@@ -849,12 +899,13 @@ fn observability(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
     let c = Check::new("obs.otlp", 4);
     out.push(match &reg.settings.telemetry.otlp {
         Some(o) => {
-            let e = ix.config(reg, "telemetry.otlp.endpoint", o.endpoint.clone());
+            let endpoint = crate::redact::uri_for_record(&o.endpoint);
+            let e = ix.config(reg, "telemetry.otlp.endpoint", endpoint.clone());
             c.says(
                 "Traces are exported over OTLP with GenAI/MCP attributes",
                 format!(
                     "A SERVER span per request and a CLIENT span per upstream call go to {}; inbound W3C traceparent is the parent and is passed to upstreams.",
-                    o.endpoint
+                    endpoint
                 ),
                 "",
             )
@@ -1299,13 +1350,15 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
         .settings
         .public_url
         .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
+        .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://"));
     let cleartext_upstreams: Vec<(String, String)> = reg
         .servers
         .iter()
         .filter_map(|s| match &s.source {
-            ServerSource::Http { url } if url.starts_with("http://") && !loopback_url(url) => {
-                Some((s.name.clone(), url.clone()))
+            ServerSource::Http { url }
+                if url.to_ascii_lowercase().starts_with("http://") && !loopback_url(url) =>
+            {
+                Some((s.name.clone(), crate::redact::uri_for_record(url)))
             }
             _ => None,
         })
@@ -1323,8 +1376,8 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
                 "public_url",
                 reg.settings
                     .public_url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{listen}")),
+                    .as_deref()
+                    .map_or_else(|| format!("http://{listen}"), crate::redact::uri_for_record),
             ),
         );
     }
@@ -1337,14 +1390,25 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
     let c = Check::new("id.transport", 6);
     out.push(match problems.is_empty() {
         true => {
-            let e = ix.config(reg, "listen", listen.to_string());
-            c.says(
-                "No credential crosses the network in cleartext",
-                "The MCP listener is on loopback or has an https public URL; upstreams on the network are reached over https.",
-                "",
-            )
-            .cites([e])
-            .pass(ix)
+            let mut ev = vec![ix.config(reg, "listen", listen.to_string())];
+            let found = match public(listen.ip()) {
+                false => "The MCP listener is on loopback; upstreams off this host are reached over https.",
+                true => {
+                    ev.push(ix.config(
+                        reg,
+                        "public_url",
+                        reg.settings
+                            .public_url
+                            .as_deref()
+                            .map(crate::redact::uri_for_record)
+                            .unwrap_or_default(),
+                    ));
+                    "The MCP listener is on the network behind an https public URL (TLS is terminated in front of the gateway; the gateway cannot see that it is); upstreams off this host are reached over https."
+                }
+            };
+            c.says("No credential crosses the network in cleartext", found, "")
+                .cites(ev)
+                .pass(ix)
         }
         false => c
             .says(
@@ -1410,20 +1474,39 @@ fn operations(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
         "scopes global, server, tool, key, team, org, user, agent; engaged → refused within 1 s on every process on the store; in-flight calls cancelled",
     );
     let mut ev = vec![b];
-    ev.push(match probes.live.as_ref().map(|l| &l.kill_switch) {
+    let live = probes.live.as_ref().map(|l| &l.kill_switch);
+    ev.push(match live {
         Some(o) => ix.probe("kill-switch state", o),
         None => ix.not_run("kill-switch state"),
     });
-    out.push(
-        Check::new("ops.kill_switch", 7)
+    let c = Check::new("ops.kill_switch", 7).cites(ev);
+    out.push(match live {
+        Some(o) if !o.ok => c
+            .says(
+                "The kill-switch state cannot be read, so switches cannot be seen or changed",
+                format!("Probe: {}.", o.observed),
+                "Every call is refused until the store answers; an operator cannot engage or release a switch meanwhile.",
+            )
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::High,
+                Likelihood::High,
+                Cause::Probe,
+                (
+                    "Restore the store",
+                    "Make the store readable and writable; switches then apply within a second.",
+                    "S",
+                ),
+            ),
+        _ => c
             .says(
                 "A tested kill switch stops the gateway, a server, a tool or an identity without a redeploy",
                 "`portcullis kill engage`, `POST /admin/kill-switch` or the admin page; pending approvals in scope are voided.",
                 "",
             )
-            .cites(ev)
             .pass(ix),
-    );
+    });
 
     let e = ix.config(reg, "mode", reg.settings.mode.as_str());
     out.push(
@@ -1476,7 +1559,7 @@ fn operations(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
     });
 
     let store = &reg.settings.store;
-    let mut ev = vec![ix.config(reg, "store", store.clone())];
+    let mut ev = vec![ix.config(reg, "store", crate::redact::uri_for_record(store))];
     let c = Check::new("ops.replicas", 7);
     let seen = probes.live.as_ref().map(|l| &l.instances);
     let f = match seen {

@@ -45,13 +45,13 @@ pub(crate) struct Probes {
     pub(crate) live: Option<Live>,
 }
 
-pub(crate) async fn run(reg: &Registry, gw: Option<&Gateway>) -> Probes {
+pub(crate) async fn run(reg: &Registry, live_target: Option<super::LiveTarget<'_>>) -> Probes {
     Probes {
         store_error: store_error().await,
         faulted_level: faulted_level(reg),
         panic_guard: panic_guard(),
-        live: match gw {
-            Some(gw) => Some(live(gw).await),
+        live: match live_target {
+            Some(t) => Some(live(t.gw, t.requested_by).await),
             None => None,
         },
     }
@@ -157,9 +157,9 @@ fn panic_guard() -> Outcome {
     }
 }
 
-async fn live(gw: &Gateway) -> Live {
+async fn live(gw: &Gateway, requested_by: &str) -> Live {
     Live {
-        audit_sink: audit_sink(gw).await,
+        audit_sink: audit_sink(gw, requested_by).await,
         kill_switch: kill_switch(gw),
         oidc: gw
             .auth
@@ -204,9 +204,9 @@ async fn live(gw: &Gateway) -> Live {
     }
 }
 
-async fn audit_sink(gw: &Gateway) -> Outcome {
+async fn audit_sink(gw: &Gateway, requested_by: &str) -> Outcome {
     let mut e = crate::audit::Event::new("audit.probe");
-    e.identity = Some(crate::audit::Who::named("self-audit"));
+    e.identity = Some(crate::audit::Who::named(requested_by));
     e.reason = Some("self-audit: a required sink must accept this event".into());
     match gw.audit.record(e).await {
         Ok(()) => {

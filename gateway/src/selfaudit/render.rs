@@ -100,7 +100,7 @@ pub(crate) fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         m,
-        "\n*Pass: the control exists, is enforced and was verified. Partial: intent exists with gaps. Absent/unsafe: no effective control, or it fails open.*\n"
+        "\n*Pass: the control exists, is enforced and was verified (a finding marked static-only was verified from config and code only, not against the running gateway). Partial: intent exists with gaps. Absent/unsafe: no effective control, or it fails open.*\n"
     );
     let _ = writeln!(m, "## 04 Per-dimension findings\n");
     for d in &r.dimensions {
@@ -370,7 +370,7 @@ pub(crate) fn html(r: &Report) -> String {
             d.severity.title()
         );
     }
-    h.push_str("</tbody></table><p class=\"meta\">Pass: the control exists, is enforced and was verified. Partial: intent exists with gaps. Absent/unsafe: no effective control, or it fails open.</p>");
+    h.push_str("</tbody></table><p class=\"meta\">Pass: the control exists, is enforced and was verified (a finding marked static-only was verified from config and code only, not against the running gateway). Partial: intent exists with gaps. Absent/unsafe: no effective control, or it fails open.</p>");
     h.push_str("<h2>04 Per-dimension findings</h2>");
     for d in &r.dimensions {
         let _ = write!(

@@ -492,3 +492,48 @@ fn html_text_is_escaped_and_backticks_become_code() {
     assert_eq!(text("one ` left <x>"), "one ` left &lt;x&gt;");
     assert_eq!(text("<script>\"'"), "&lt;script&gt;&quot;&#39;");
 }
+
+#[tokio::test]
+async fn runtime_key_grants_unbounded_by_config_are_flagged() {
+    let r = audit_of(&flip("  require: [org]", "  require: []")).await;
+    assert_flagged(
+        &r,
+        "onboard.source_of_truth",
+        "onboarding",
+        "t.yaml:5:12 `identity.require`",
+    );
+    // With a required level whose grants live in the config, keys cannot reach beyond it.
+    assert_eq!(
+        finding(&audit_of(CLEAN).await, "onboard.source_of_truth").status,
+        Status::Pass
+    );
+}
+
+#[tokio::test]
+async fn approvals_off_without_write_tools_is_no_gap() {
+    let reads = flip("      create_note:", "      get_note: { class: read }")
+        .replace("\"notes/create_note\"", "\"notes/get_note\"");
+    let r = audit_of(&format!("{reads}approvals: {{ required_from: none }}\n")).await;
+    assert_eq!(finding(&r, "rbac.approvals").status, Status::Pass);
+}
+
+#[tokio::test]
+async fn urls_are_cited_without_credentials_or_queries() {
+    let text = CLEAN
+        .replace(
+            "http://127.0.0.1:4318",
+            "https://collector:s3cr3tpassw0rd@otel.example.com:4318?token=abc123",
+        )
+        .replace(
+            "listen: 127.0.0.1:8080",
+            "listen: 0.0.0.0:8080\npublic_url: http://u:hunter2hunter2@gw.example.com",
+        );
+    let r = audit_of(&text).await;
+    let json = serde_json::to_string(&r).unwrap();
+    for leaked in ["s3cr3tpassw0rd", "abc123", "hunter2hunter2"] {
+        assert!(!json.contains(leaked), "{leaked} repeated");
+        assert!(!super::markdown(&r).contains(leaked));
+        assert!(!super::html(&r).contains(leaked));
+    }
+    assert!(json.contains("https://otel.example.com:4318?…"));
+}

@@ -105,3 +105,11 @@ fn generic_verbs_and_whole_scheme_resources_are_flagged() {
     assert_eq!(dim(r, "sensitive_data").score, 1);
     assert_eq!(dim(r, "maintainer_reliability").score, 1);
 }
+
+#[test]
+fn a_default_grant_whose_deny_covers_the_writes_is_not_broad() {
+    let r = &score(
+        "servers:\n  notes:\n    builtin: notes\n    tools:\n      search_notes: { class: read }\n      delete_note: { class: destructive }\ngrants:\n  team:*: { allow: [\"notes/*\"], deny: [\"notes/delete_note\"] }\n",
+    )[0];
+    assert_eq!(dim(r, "permission_model").score, 2, "{r:#?}");
+}
