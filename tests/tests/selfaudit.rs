@@ -152,10 +152,11 @@ async fn the_quickstart_audits_itself_in_three_formats_and_in_the_browser() {
     // The built-in upstream is connected and scored.
     assert_eq!(report["servers"][0]["server"], "notes");
     assert_eq!(report["servers"][0]["max"], 18);
-    // The audit probe is in the audit log.
+    // The probe event is in the audit log, credited to the operator who asked.
     let log = std::fs::read_to_string(q.dir.path().join("audit.jsonl")).unwrap();
     assert!(
-        log.lines().any(|l| l.contains("\"kind\":\"audit.probe\"")),
+        log.lines()
+            .any(|l| l.contains("\"kind\":\"audit.probe\"") && l.contains("\"subject\":\"key:")),
         "{log}"
     );
 
