@@ -685,11 +685,7 @@ async fn get_self_audit(
             "unknown format `{format}`; use json, md or html"
         )));
     }
-    let live = crate::selfaudit::LiveTarget {
-        gw: &a.gw,
-        requested_by: &op.subject,
-    };
-    let report = crate::selfaudit::report(&a.gw.registry, Some(live)).await;
+    let report = crate::selfaudit::live_report(&a.gw, &op.subject).await;
     Ok(match format {
         "md" => (
             [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
@@ -699,10 +695,7 @@ async fn get_self_audit(
         "html" => (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (
-                    header::CONTENT_SECURITY_POLICY,
-                    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-                ),
+                (header::CONTENT_SECURITY_POLICY, crate::selfaudit::HTML_CSP),
             ],
             crate::selfaudit::html(&report),
         )

@@ -345,6 +345,15 @@ pub(crate) struct LiveTarget<'a> {
     pub(crate) requested_by: &'a str,
 }
 
+/// The policy the HTML report is served under: its only style is inline, it has no scripts.
+pub(crate) const HTML_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The report of the running gateway, asked for by the operator `requested_by`.
+pub(crate) async fn live_report(gw: &Gateway, requested_by: &str) -> Report {
+    report(&gw.registry, Some(LiveTarget { gw, requested_by })).await
+}
+
 /// Make the report. With `live`, the probes that need the running gateway run against it;
 /// without, they are marked static-only.
 pub(crate) async fn report(reg: &Registry, live: Option<LiveTarget<'_>>) -> Report {

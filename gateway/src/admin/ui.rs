@@ -132,11 +132,7 @@ async fn self_audit(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response
             "<main><h1>Forbidden</h1><p>The self-audit is for admins and auditors.</p></main>",
         );
     }
-    let live = crate::selfaudit::LiveTarget {
-        gw: &a.gw,
-        requested_by: &op.subject,
-    };
-    let report = crate::selfaudit::report(&a.gw.registry, Some(live)).await;
+    let report = crate::selfaudit::live_report(&a.gw, &op.subject).await;
     let mut res = (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         crate::selfaudit::html(&report),
@@ -146,9 +142,7 @@ async fn self_audit(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response
     // The report is one self-contained page: its only style is inline.
     res.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
-        ),
+        HeaderValue::from_static(crate::selfaudit::HTML_CSP),
     );
     res
 }

@@ -65,6 +65,19 @@ impl Index {
         self.add(EvidenceKind::Config, source, observed, None, false)
     }
 
+    /// The key `servers.<name>.<key>` of every server, observed as `observed` says.
+    fn per_server(
+        &mut self,
+        reg: &Registry,
+        key: &str,
+        observed: impl Fn(&registry::Server) -> String,
+    ) -> Vec<String> {
+        reg.servers
+            .iter()
+            .map(|s| self.config(reg, &format!("servers.{}.{key}", s.name), observed(s)))
+            .collect()
+    }
+
     /// The config file as a whole.
     fn file(&mut self, reg: &Registry, observed: impl Into<String>) -> String {
         self.add(
@@ -275,17 +288,9 @@ fn rbac(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
     );
 
     let tools: usize = reg.servers.iter().map(|s| s.tools.len()).sum();
-    let ev: Vec<String> = reg
-        .servers
-        .iter()
-        .map(|s| {
-            ix.config(
-                reg,
-                &format!("servers.{}.tools", s.name),
-                format!("{} allowlisted tool(s)", s.tools.len()),
-            )
-        })
-        .collect();
+    let ev = ix.per_server(reg, "tools", |s| {
+        format!("{} allowlisted tool(s)", s.tools.len())
+    });
     out.push(
         Check::new("rbac.allowlists", 1)
             .says(
@@ -952,17 +957,7 @@ fn observability(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
 }
 
 fn cost(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
-    let ev: Vec<String> = reg
-        .servers
-        .iter()
-        .map(|s| {
-            ix.config(
-                reg,
-                &format!("servers.{}.timeout", s.name),
-                format!("{} s", s.timeout.as_secs_f64()),
-            )
-        })
-        .collect();
+    let ev = ix.per_server(reg, "timeout", |s| format!("{} s", s.timeout.as_secs_f64()));
     out.push(
         Check::new("cost.routing", 5)
             .says(
