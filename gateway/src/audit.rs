@@ -174,7 +174,7 @@ impl Audit {
         let key = match &settings.redact_key {
             Some(r) => {
                 let k = r
-                    .resolve()
+                    .resolve_local()
                     .map(String::into_bytes)
                     .map_err(|e| format!("audit.redact_key: {e}"))?;
                 if k.len() < 32 {

@@ -179,6 +179,8 @@ fn outcome_of(e: &RpcError) -> &'static str {
         Some("not_found") => "not_found",
         Some("killed") => "killed",
         Some("read_only") => "read_only",
+        Some("quarantined") => "quarantined",
+        Some("rate_limited") => "rate_limited",
         Some("unavailable") => "unavailable",
         _ => "invalid_request",
     }
@@ -588,6 +590,26 @@ impl Gateway {
         let tools = up.tools();
         let offered = tools.iter().find(|t| t.tool.name == tool);
         let Some(offered) = offered.filter(|_| up.config.tools.contains_key(tool)) else {
+            // A quarantined tool is named as such only to a caller who may call it.
+            if let (Some(q), Some(entry)) = (up.quarantined(tool), up.config.tools.get(tool)) {
+                trail.server = Some(up.name().to_string());
+                trail.tool = Some(tool.to_string());
+                let digest = digest_and_size(&Value::Null).0;
+                let allowed = !matches!(
+                    self.decide(&call.caller, up.name(), Target::Tool(tool), entry.class, digest),
+                    Decision::Deny(_)
+                );
+                if allowed {
+                    tracing::warn!(subject = %call.caller.subject, server = up.name(), tool, why = %q.why, "call to quarantined tool refused");
+                    trail.outcome = Some("quarantined");
+                    trail.reason = Some(q.why.clone());
+                    return Err(refusal(
+                        "quarantined",
+                        format!("`{name}` is quarantined: its definition is not the pinned one; an operator must review and re-pin it"),
+                        json!({}),
+                    ));
+                }
+            }
             tracing::info!(subject = %call.caller.subject, tool = %name, "call to unknown or unlisted tool refused");
             trail.outcome = Some("not_found");
             return Err(unknown_tool(&name));
@@ -650,6 +672,18 @@ impl Gateway {
             trail.outcome = Some("invalid_arguments");
             trail.reason = Some(format!("arguments do not match the schema at `{}`", why.at));
             return Ok(rejected_arguments(&why.message));
+        }
+        if let Some(rate) = up.config.tools.get(tool).and_then(|t| t.rate)
+            && let Err(wait) = self.limits.admit(server, tool, rate, std::time::Instant::now())
+        {
+            tracing::info!(%subject, server, tool, %rate, "tool call refused: rate limited");
+            trail.outcome = Some("rate_limited");
+            trail.reason = Some(format!("more than {rate}"));
+            return Err(refusal(
+                "rate_limited",
+                format!("`{name}` is limited to {rate}; try again in {} s", wait.as_secs().max(1)),
+                json!({ "retry_after_s": wait.as_secs().max(1) }),
+            ));
         }
         match mode_gate(self.levers.mode_now(), &name, offered.class, needs_approval) {
             Ok(None) => {}

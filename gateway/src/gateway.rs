@@ -31,6 +31,8 @@ pub(crate) struct Gateway {
     pub(crate) approval_decided: tokio::sync::Notify,
     /// In-flight cancellable requests, by (session id, JSON request id).
     pub(crate) inflight: Mutex<HashMap<(String, String), CancellationToken>>,
+    /// Per-tool rate limits counted here.
+    pub(crate) limits: crate::limits::Limits,
     /// The canonical URL: configured, or derived from the bound address.
     pub(crate) public_url: String,
     allowed_hosts: Vec<String>,
@@ -95,6 +97,7 @@ impl Gateway {
             audit,
             upstreams,
             inflight: Mutex::new(HashMap::new()),
+            limits: crate::limits::Limits::default(),
             public_url,
             allowed_hosts: hosts,
             allowed_origins: origins,

@@ -36,6 +36,22 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
             return ExitCode::from(EX_SOFTWARE);
         }
     }
+    // Every secret reference is read once before anything binds: a missing secret stops the start.
+    let secrets = match crate::secrets::Secrets::new(reg.settings.vault.as_ref()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if let Err(e) = secrets
+        .check_all(crate::secrets::references(&reg))
+        .await
+    {
+        eprintln!("portcullis: {e}");
+        eprintln!("  fix: make the referenced secret readable by the gateway (env, file or Vault)");
+        return ExitCode::from(EX_CONFIG);
+    }
     let audit = match crate::audit::Audit::open(&reg.settings.audit, &store, "serve", &reg.digest)
         .await
     {
@@ -81,7 +97,16 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
     };
     let shutdown = CancellationToken::new();
     let reg = Arc::new(reg);
-    let upstreams = Upstreams::start(&reg.servers, shutdown.clone());
+    let upstreams = Upstreams::start(
+        &reg.servers,
+        crate::upstream::UpstreamSetup {
+            secrets,
+            cache: reg.settings.cache_dir.clone().into(),
+            profile: reg.settings.profile,
+            audit: Some(audit.clone()),
+        },
+        shutdown.clone(),
+    );
     let gw = Arc::new(Gateway::new(
         reg.clone(),
         store,

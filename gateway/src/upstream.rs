@@ -8,6 +8,7 @@
 
 mod connect;
 mod handler;
+mod launch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -76,6 +77,30 @@ pub(crate) struct Upstream {
     events: broadcast::Sender<UpstreamEvent>,
     progress: Arc<ProgressRoutes>,
     reconnect: Notify,
+    /// Resolves the secrets the connection needs (credentials, child environment).
+    secrets: Arc<crate::secrets::Secrets>,
+    /// Where pinned packages are fetched and verified.
+    cache: std::path::PathBuf,
+    /// The profile: in production an HTTP server without pins offers no tools.
+    profile: registry::Profile,
+    /// Where quarantine events go.
+    audit: Option<Arc<crate::audit::Audit>>,
+    /// Allowlisted tools held back, by name.
+    quarantine: RwLock<HashMap<String, Quarantined>>,
+    /// Definitions first seen on a server the config does not pin (stdio, or development):
+    /// later changes within this process are quarantined.
+    first_seen: std::sync::Mutex<HashMap<String, String>>,
+}
+
+/// An allowlisted tool the gateway does not offer because its definition is not the pinned one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Quarantined {
+    /// The pin in force, if any.
+    pub(crate) pinned: Option<String>,
+    /// The digest of the definition the upstream now offers.
+    pub(crate) seen: String,
+    /// Why, for the operator.
+    pub(crate) why: String,
 }
 
 #[derive(Clone)]
@@ -117,6 +142,7 @@ impl Upstreams {
     /// Build the set and start connecting every upstream in the background.
     pub(crate) fn start(
         servers: &[registry::Server],
+        setup: UpstreamSetup,
         shutdown: CancellationToken,
     ) -> Arc<Upstreams> {
         let progress = Arc::new(ProgressRoutes::default());
@@ -132,6 +158,12 @@ impl Upstreams {
                     events: events.clone(),
                     progress: progress.clone(),
                     reconnect: Notify::new(),
+                    secrets: setup.secrets.clone(),
+                    cache: setup.cache.clone(),
+                    profile: setup.profile,
+                    audit: setup.audit.clone(),
+                    quarantine: RwLock::new(HashMap::new()),
+                    first_seen: std::sync::Mutex::new(HashMap::new()),
                 })
             })
             .collect();
@@ -170,6 +202,15 @@ impl Upstreams {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// What every upstream connection shares.
+#[derive(Clone)]
+pub(crate) struct UpstreamSetup {
+    pub(crate) secrets: Arc<crate::secrets::Secrets>,
+    pub(crate) cache: std::path::PathBuf,
+    pub(crate) profile: registry::Profile,
+    pub(crate) audit: Option<Arc<crate::audit::Audit>>,
 }
 
 /// Host and port of an HTTP upstream.
@@ -231,13 +272,79 @@ impl Upstream {
         self.tools.read().map(|t| t.clone()).unwrap_or_default()
     }
 
-    /// Replace the offered tools with the allowlisted part of `listed`.
+    /// Allowlisted tools held back because their definitions are not the pinned ones.
+    pub(crate) fn quarantined(&self, tool: &str) -> Option<Quarantined> {
+        self.quarantine.read().ok()?.get(tool).cloned()
+    }
+
+    /// Every quarantined tool, by name (for the self-audit and the operator).
+    pub(crate) fn quarantine(&self) -> Vec<(String, Quarantined)> {
+        self.quarantine
+            .read()
+            .map(|q| {
+                let mut v: Vec<_> = q.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                v
+            })
+            .unwrap_or_default()
+    }
+
+    /// The pin a tool's definition must match, or why there is none.
+    fn expected_pin(&self, tool: &str, seen: &str) -> Result<String, &'static str> {
+        if let Some(pins) = &self.config.pins {
+            return pins
+                .get(tool)
+                .cloned()
+                .ok_or("the tool is allowlisted but not pinned; run `portcullis pin`");
+        }
+        match (&self.config.source, self.profile) {
+            (registry::ServerSource::Builtin(_), _) => Ok(seen.to_string()),
+            (registry::ServerSource::Http { .. }, registry::Profile::Production) => {
+                Err("the server has no `pin`; run `portcullis pin`")
+            }
+            _ => {
+                // No pins in config: the first definition seen in this process is the one kept.
+                let Ok(mut first) = self.first_seen.lock() else {
+                    return Err("the gateway cannot track first-seen definitions");
+                };
+                Ok(first
+                    .entry(tool.to_string())
+                    .or_insert_with(|| seen.to_string())
+                    .clone())
+            }
+        }
+    }
+
+    /// Replace the offered tools with the allowlisted part of `listed` whose definitions match
+    /// their pins. A mismatch, an unpinned tool, or a definition with hidden characters is
+    /// quarantined: not offered, calls refused, and an event written when that changes.
     pub(crate) fn set_tools(&self, listed: Vec<Tool>) {
+        let mut held: HashMap<String, Quarantined> = HashMap::new();
         let offered: Vec<Offered> = listed
             .into_iter()
             .filter_map(|tool| {
                 // Byte-exact match against the allowlist: no folding, no normalisation.
                 let entry = self.config.tools.get(tool.name.as_ref())?;
+                let def = serde_json::to_value(&tool).ok()?;
+                let seen = registry::tool_pin(&def);
+                let verdict = match registry::hidden_in_definition(&def) {
+                    Some((at, why)) => Err((
+                        None,
+                        format!("the definition carries {why} at `{}`", if at.is_empty() { "/" } else { &at }),
+                    )),
+                    None => match self.expected_pin(&tool.name, &seen) {
+                        Ok(pin) if pin == seen => Ok(()),
+                        Ok(pin) => Err((
+                            Some(pin),
+                            "the definition differs from its pin".to_string(),
+                        )),
+                        Err(why) => Err((None, why.to_string())),
+                    },
+                };
+                if let Err((pinned, why)) = verdict {
+                    held.insert(tool.name.to_string(), Quarantined { pinned, seen, why });
+                    return None;
+                }
                 let class = crate::catalog::effective_class(self, &tool)?;
                 let federated = crate::catalog::present_tool(self, &tool, class, true);
                 let own = crate::catalog::present_tool(self, &tool, class, false);
@@ -254,6 +361,25 @@ impl Upstream {
                 })
             })
             .collect();
+        let before = self.quarantine.read().map(|q| q.clone()).unwrap_or_default();
+        for (tool, q) in &held {
+            if before.get(tool) == Some(q) {
+                continue;
+            }
+            tracing::warn!(server = %self.config.name, %tool, seen = %q.seen, pinned = ?q.pinned, why = %q.why, "tool quarantined");
+            if let Some(audit) = &self.audit {
+                let mut e = crate::audit::Event::new("tool.quarantine");
+                e.server = Some(self.config.name.clone());
+                e.tool = Some(tool.clone());
+                e.outcome = Some("quarantined");
+                e.reason = Some(q.why.clone());
+                e.detail = Some(json!({ "pinned": q.pinned, "seen": q.seen }));
+                audit.note(e);
+            }
+        }
+        if let Ok(mut slot) = self.quarantine.write() {
+            *slot = held;
+        }
         if let Ok(mut slot) = self.tools.write() {
             *slot = Arc::new(offered);
         }

@@ -9,9 +9,12 @@ mod canonical;
 mod duration;
 mod error;
 mod observe;
+mod pin;
 mod readiness;
 mod schema;
+mod secret;
 mod source_map;
+mod ssrf;
 mod validate;
 
 #[cfg(test)]
@@ -22,17 +25,22 @@ pub use canonical::canonical_json;
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigProblem, Location};
 pub use observe::{
-    AuditSettings, AuditSink, DEFAULT_AUDIT_FILE, OtlpSettings, PathStep, RedactPath, SecretRef,
-    SinkKind, TelemetrySettings,
+    AuditSettings, AuditSink, DEFAULT_AUDIT_FILE, OtlpSettings, PathStep, RedactPath, SinkKind, TelemetrySettings,
 };
 pub use readiness::{
     Cited, DimensionScore, Gate, ServerReadiness, default_grants_reaching_writes,
     is_generic_tool_name, readiness, server_readiness,
 };
+pub use pin::{
+    Artifact, HashAlgorithm, Integrity, exact_version, hidden_characters, hidden_in_definition,
+    npm_spec, pypi_spec, tool_pin,
+};
 pub use schema::{BuiltinServer, Mode, Profile};
+pub use secret::{SecretRef, high_entropy, literal_secret, secret_key, secret_value};
 pub use source_map::SourceMap;
+pub use ssrf::{literal_host_problem, non_public, url_host};
 pub use validate::{
-    CommandSource, KillSwitchSettings, Registry, ResourcePattern, Server, ServerSource, Settings,
+    CommandSource, Credential, KillSwitchSettings, Rate, Registry, ResourcePattern, Server, ServerSource, Settings, VaultSettings,
     ToolEntry,
 };
 
@@ -54,7 +62,17 @@ pub fn load_str(file: &str, text: &str) -> Result<Registry, ConfigError> {
     let mut strings = Vec::new();
     collect_strings("", &value, &mut strings);
     let raw = schema::deserialize(value, &map)?;
-    let mut registry = validate::validate(raw, map)?;
+    let literals = secret::literal_problems(&strings, &map);
+    let mut registry = match validate::validate(raw, map) {
+        Ok(r) if literals.is_empty() => r,
+        Ok(_) => return Err(ConfigError::Invalid(literals)),
+        Err(ConfigError::Invalid(mut problems)) => {
+            problems.extend(literals);
+            problems.sort_by_key(|p| (p.location.line, p.location.column));
+            return Err(ConfigError::Invalid(problems));
+        }
+        Err(e) => return Err(e),
+    };
     registry.digest = format!(
         "sha256:{}",
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::secret::SecretRef;
 use crate::error::ConfigProblem;
 use crate::source_map::SourceMap;
 use crate::validate::duration_or;
@@ -52,42 +53,6 @@ impl SinkKind {
             SinkKind::File { .. } => "file",
             SinkKind::Store => "store",
             SinkKind::Stdout => "stdout",
-        }
-    }
-}
-
-/// A reference to a secret: never the secret itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretRef {
-    /// The value of this environment variable of the gateway.
-    Env(String),
-    /// The contents of this file (trailing newline removed).
-    File(String),
-}
-
-impl SecretRef {
-    /// Parse `env:NAME` or `file:/path`.
-    pub fn parse(text: &str) -> Option<SecretRef> {
-        if let Some(name) = text.strip_prefix("env:") {
-            let ok =
-                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            return ok.then(|| SecretRef::Env(name.to_string()));
-        }
-        if let Some(path) = text.strip_prefix("file:") {
-            return (!path.is_empty()).then(|| SecretRef::File(path.to_string()));
-        }
-        None
-    }
-
-    /// Read the secret. The error names the reference, never a value.
-    pub fn resolve(&self) -> Result<String, String> {
-        match self {
-            SecretRef::Env(name) => {
-                std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))
-            }
-            SecretRef::File(path) => std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("cannot read `{path}`: {e}")),
         }
     }
 }
@@ -335,11 +300,11 @@ pub(crate) fn audit(
         }
     }
     let redact_key = raw.redact_key.as_ref().and_then(|k| {
-        let r = SecretRef::parse(k);
+        let r = SecretRef::parse(k).filter(|r| !matches!(r, SecretRef::Vault { .. }));
         if r.is_none() {
             problems.push(map.problem(
                 "audit.redact_key",
-                "the redaction key must be a reference, never the key itself".into(),
+                "the redaction key must be an `env:` or `file:` reference, never the key itself".into(),
                 "write `env:NAME` or `file:/path/to/key`",
             ));
         }

@@ -34,6 +34,7 @@ pub(crate) struct RawConfig {
     pub(crate) admin_listen: Option<String>,
     pub(crate) public_url: Option<String>,
     pub(crate) store: Option<String>,
+    pub(crate) cache_dir: Option<String>,
     #[serde(default)]
     pub(crate) http: RawHttp,
     pub(crate) servers: Option<BTreeMap<String, RawServer>>,
@@ -50,6 +51,31 @@ pub(crate) struct RawConfig {
     pub(crate) audit: crate::observe::RawAudit,
     #[serde(default)]
     pub(crate) telemetry: crate::observe::RawTelemetry,
+    #[serde(default)]
+    pub(crate) secrets: RawSecrets,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecrets {
+    pub(crate) vault: Option<RawVault>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVault {
+    pub(crate) address: String,
+    pub(crate) token: String,
+    pub(crate) namespace: Option<String>,
+    pub(crate) timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCredentials {
+    pub(crate) bearer: Option<String>,
+    #[serde(default)]
+    pub(crate) headers: BTreeMap<String, String>,
 }
 
 /// What the gateway does with a call that policy allows.
@@ -174,12 +200,19 @@ pub(crate) struct RawServer {
     #[serde(default)]
     pub(crate) prompts: Vec<String>,
     pub(crate) timeout: Option<String>,
+    #[serde(default)]
+    pub(crate) allow_private: bool,
+    pub(crate) credentials: Option<RawCredentials>,
+    pub(crate) pin: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCommand {
-    pub(crate) program: String,
+    pub(crate) program: Option<String>,
+    pub(crate) package: Option<String>,
+    pub(crate) integrity: Option<String>,
+    pub(crate) bin: Option<String>,
     #[serde(default)]
     pub(crate) args: Vec<String>,
     #[serde(default)]
@@ -192,6 +225,7 @@ pub(crate) struct RawCommand {
 pub(crate) struct RawTool {
     pub(crate) class: String,
     pub(crate) arguments: Option<Value>,
+    pub(crate) rate: Option<String>,
 }
 
 /// Deserialize the raw shape, turning the first type error into a located problem.

@@ -13,7 +13,9 @@ use crate::access::{Access, access};
 use crate::duration::parse_duration;
 use crate::error::{ConfigError, ConfigProblem};
 use crate::observe::{AuditSettings, TelemetrySettings};
+use crate::pin::{Artifact, Integrity, npm_spec, pypi_spec};
 use crate::schema::{BuiltinServer, Mode, Profile, RawCommand, RawConfig, RawServer};
+use crate::secret::{SecretRef, reference};
 use crate::source_map::{SourceMap, child};
 
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
@@ -67,6 +69,23 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// OpenTelemetry export.
     pub telemetry: TelemetrySettings,
+    /// Where `vault:` references are read.
+    pub vault: Option<VaultSettings>,
+    /// Where pinned packages are fetched and verified.
+    pub cache_dir: String,
+}
+
+/// The Vault (or OpenBao) server that `vault:` references are read from (KV version 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultSettings {
+    /// The server's base URL.
+    pub address: String,
+    /// The token, itself a reference (`env:` or `file:`).
+    pub token: SecretRef,
+    /// An enterprise namespace, when used.
+    pub namespace: Option<String>,
+    /// How long one read may take.
+    pub timeout: Duration,
 }
 
 /// How often the kill-switch state is read from the store, and how long a read stays good.
@@ -97,6 +116,62 @@ pub struct Server {
     pub prompts: Vec<String>,
     /// How long one upstream request may take.
     pub timeout: Duration,
+    /// True when the operator allows this upstream's URL to name or resolve to a loopback,
+    /// private or link-local address.
+    pub allow_private: bool,
+    /// Headers sent to the upstream with a secret's value (never the caller's token).
+    pub credentials: Vec<Credential>,
+    /// Each allowlisted tool's pinned definition digest (`sha256:<hex>`), written by
+    /// `portcullis pin`. `None` when the server has no `pin` key.
+    pub pins: Option<BTreeMap<String, String>>,
+}
+
+/// A header the gateway sends to an upstream, its value taken from a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// Header name, lower case.
+    pub header: String,
+    /// Where the value comes from.
+    pub secret: SecretRef,
+    /// Sent as `Bearer <secret>`.
+    pub bearer: bool,
+}
+
+/// A rate limit: at most `count` calls per `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Calls allowed in one window.
+    pub count: u32,
+    /// The window.
+    pub per: Duration,
+}
+
+impl Rate {
+    /// Parse `5/min`, `100/h`, `2/s`, `1000/day`.
+    pub fn parse(text: &str) -> Option<Rate> {
+        let (n, unit) = text.trim().split_once('/')?;
+        let count: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            "d" | "day" => Duration::from_secs(86_400),
+            _ => return None,
+        };
+        Some(Rate { count, per })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "min",
+            3600 => "h",
+            _ => "day",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
 }
 
 /// How an upstream is reached.
@@ -116,12 +191,14 @@ pub enum ServerSource {
 /// A child process to launch without a shell.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandSource {
-    /// The program path.
+    /// What is run, for display: the program path, or the package and version.
     pub program: String,
+    /// The pinned artifact the process is started from.
+    pub artifact: Artifact,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Variables set in its otherwise empty environment, as `env:NAME` references.
-    pub env: BTreeMap<String, String>,
+    /// Variables set in its otherwise empty environment, each from a secret reference.
+    pub env: BTreeMap<String, SecretRef>,
     /// Working directory.
     pub cwd: Option<String>,
 }
@@ -134,6 +211,8 @@ pub struct ToolEntry {
     /// The operator's JSON Schema for the arguments, checked in addition to the upstream's own
     /// `inputSchema` (so it can only narrow what the upstream accepts).
     pub arguments: Option<Value>,
+    /// At most this many calls per window, per gateway process.
+    pub rate: Option<Rate>,
 }
 
 /// An allowed resource URI: exact, or a prefix written with a trailing `*`.
@@ -191,11 +270,28 @@ pub(crate) fn validate(raw: RawConfig, map: SourceMap) -> Result<Registry, Confi
         }),
         Some(raw_servers) => {
             for (name, s) in raw_servers {
-                if let Some(server) = server(&name, s, &map, &mut problems) {
+                if let Some(server) = server(&name, s, settings.profile, &map, &mut problems) {
                     servers.push(server);
                 }
             }
         }
+    }
+    let uses_vault = servers.iter().any(|s| {
+        s.credentials
+            .iter()
+            .map(|c| &c.secret)
+            .chain(match &s.source {
+                ServerSource::Command(c) => c.env.values().collect(),
+                _ => Vec::new(),
+            })
+            .any(|r| matches!(r, SecretRef::Vault { .. }))
+    });
+    if uses_vault && settings.vault.is_none() {
+        problems.push(map.problem(
+            "secrets",
+            "a `vault:` reference is used but no Vault is configured".to_string(),
+            "add `secrets: { vault: { address: https://vault.example.com:8200, token: env:VAULT_TOKEN } }`",
+        ));
     }
     let access = access(
         raw.identity,
@@ -335,7 +431,60 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
         kill_switch: KillSwitchSettings { poll, lease },
         audit: crate::observe::audit(&raw.audit, map, problems),
         telemetry: crate::observe::telemetry(&raw.telemetry, map, problems),
+        vault: raw.secrets.vault.as_ref().and_then(|v| vault(v, map, problems)),
+        cache_dir: raw
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| ".portcullis-cache".to_string()),
     }
+}
+
+fn vault(
+    raw: &crate::schema::RawVault,
+    map: &SourceMap,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<VaultSettings> {
+    let before = problems.len();
+    let address = raw.address.trim_end_matches('/').to_string();
+    if !(address.starts_with("https://") || loopback_http(&address)) {
+        problems.push(map.problem(
+            "secrets.vault.address",
+            format!("`{address}` is not an https URL"),
+            "reach Vault over https (plain http only on a loopback address, e.g. a dev server)",
+        ));
+    }
+    let token = reference(&raw.token, "secrets.vault.token", map, problems);
+    if matches!(token, Some(SecretRef::Vault { .. })) {
+        problems.push(map.problem(
+            "secrets.vault.token",
+            "the Vault token cannot itself come from Vault".to_string(),
+            "write `env:VAULT_TOKEN` or `file:/path/to/token`",
+        ));
+    }
+    let timeout = duration_or(
+        raw.timeout.as_deref(),
+        "secrets.vault.timeout",
+        Duration::from_secs(5),
+        map,
+        problems,
+    );
+    if problems.len() > before {
+        return None;
+    }
+    Some(VaultSettings {
+        address,
+        token: token?,
+        namespace: raw.namespace.clone(),
+        timeout,
+    })
+}
+
+/// `http://` to a loopback address (a local dev server).
+fn loopback_http(url: &str) -> bool {
+    url.starts_with("http://")
+        && crate::ssrf::url_host(url).is_some_and(|(h, _)| {
+            h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        })
 }
 
 pub(crate) fn duration_or(
@@ -396,6 +545,7 @@ fn valid_server_name(name: &str) -> bool {
 fn server(
     name: &str,
     raw: RawServer,
+    profile: Profile,
     map: &SourceMap,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<Server> {
@@ -411,16 +561,29 @@ fn server(
     }
     let source = match (raw.url, raw.command, raw.builtin) {
         (Some(url), None, None) => {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                problems.push(map.problem(
+            match crate::ssrf::url_host(&url) {
+                None => problems.push(map.problem(
                     &child(&base, "url"),
                     format!("`{url}` is not an http(s) URL"),
-                    "give the upstream's Streamable HTTP endpoint, e.g. `http://127.0.0.1:9100/mcp`",
-                ));
+                    "give the upstream's Streamable HTTP endpoint, e.g. `https://notes.example.com/mcp`",
+                )),
+                Some((host, _)) => {
+                    if let Some(why) = crate::ssrf::literal_host_problem(&host)
+                        && !raw.allow_private
+                    {
+                        problems.push(map.problem(
+                            &child(&base, "url"),
+                            format!("the upstream's host `{host}` is {why}"),
+                            "point at a public address, or add `allow_private: true` to this server if it really is on a private network",
+                        ));
+                    }
+                }
             }
             Some(ServerSource::Http { url })
         }
-        (None, Some(cmd), None) => command(&base, cmd, map, problems).map(ServerSource::Command),
+        (None, Some(cmd), None) => {
+            command(&base, cmd, profile, map, problems).map(ServerSource::Command)
+        }
         (None, None, Some(b)) => Some(ServerSource::Builtin(b)),
         _ => {
             problems.push(map.problem(
@@ -455,9 +618,27 @@ fn server(
                 let arguments = spec
                     .arguments
                     .filter(|schema| valid_schema(schema, &child(&p, "arguments"), map, problems));
+                let rate = spec.rate.as_deref().and_then(|r| {
+                    let parsed = Rate::parse(r);
+                    if parsed.is_none() {
+                        problems.push(map.problem(
+                            &child(&p, "rate"),
+                            format!("`{r}` is not a rate"),
+                            "write calls per window, e.g. `5/min`, `100/h`, `2/s` or `1000/day`",
+                        ));
+                    }
+                    parsed
+                });
                 match spec.class.parse::<ToolClass>() {
                     Ok(class) => {
-                        tools.insert(tool, ToolEntry { class, arguments });
+                        tools.insert(
+                            tool,
+                            ToolEntry {
+                                class,
+                                arguments,
+                                rate,
+                            },
+                        );
                     }
                     Err(_) => problems.push(map.problem(
                         &child(&p, "class"),
@@ -480,6 +661,82 @@ fn server(
         .iter()
         .map(|r| ResourcePattern::parse(r))
         .collect();
+    let mut credentials = Vec::new();
+    if let Some(c) = raw.credentials {
+        let cp = child(&base, "credentials");
+        if !matches!(source, Some(ServerSource::Http { .. })) {
+            problems.push(map.problem(
+                &cp,
+                "credentials are sent over HTTP; this server is not reached over HTTP".to_string(),
+                "remove `credentials`, or give a stdio server its secrets through `command.env`",
+            ));
+        }
+        if let Some(b) = c.bearer
+            && let Some(secret) = reference(&b, &child(&cp, "bearer"), map, problems)
+        {
+            credentials.push(Credential {
+                header: "authorization".to_string(),
+                secret,
+                bearer: true,
+            });
+        }
+        for (h, v) in c.headers {
+            let hp = child(&child(&cp, "headers"), &h);
+            let lower = h.to_ascii_lowercase();
+            let valid = !h.is_empty()
+                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !matches!(
+                    lower.as_str(),
+                    "host" | "content-length" | "content-type" | "mcp-session-id" | "mcp-protocol-version" | "accept" | "connection" | "transfer-encoding"
+                )
+                && !credentials.iter().any(|c| c.header == lower);
+            if !valid {
+                problems.push(map.problem(
+                    &hp,
+                    format!("`{h}` cannot be set as a credential header"),
+                    "use a header name of letters, digits and `-` that the MCP transport does not set itself (e.g. `X-Api-Key`), once",
+                ));
+            }
+            if let Some(secret) = reference(&v, &hp, map, problems) {
+                credentials.push(Credential {
+                    header: lower,
+                    secret,
+                    bearer: false,
+                });
+            }
+        }
+    }
+    let pins = raw.pin.map(|pin| {
+        let pp = child(&base, "pin");
+        for (tool, digest) in &pin {
+            let at = child(&pp, tool);
+            if !tools.contains_key(tool) {
+                problems.push(map.problem(
+                    &at,
+                    format!("`{tool}` is pinned but not in the `tools` allowlist"),
+                    "remove the pin, or run `portcullis pin` again after editing the allowlist",
+                ));
+            }
+            let ok = digest
+                .strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ok {
+                problems.push(map.problem(
+                    &at,
+                    "a tool pin is `sha256:` and 64 hex digits".to_string(),
+                    "run `portcullis pin --config FILE` to write the pins",
+                ));
+            }
+        }
+        if matches!(source, Some(ServerSource::Builtin(_))) {
+            problems.push(map.problem(
+                &pp,
+                "a built-in server is pinned by the gateway's build".to_string(),
+                "remove `pin` from this server",
+            ));
+        }
+        pin
+    });
     if problems.len() > before {
         return None;
     }
@@ -490,6 +747,9 @@ fn server(
         resources,
         prompts: raw.prompts,
         timeout,
+        allow_private: raw.allow_private,
+        credentials,
+        pins,
     })
 }
 
@@ -522,31 +782,123 @@ fn valid_schema(
 fn command(
     base: &str,
     cmd: RawCommand,
+    profile: Profile,
     map: &SourceMap,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<CommandSource> {
     let p = child(base, "command");
-    if cmd.program.trim().is_empty() {
-        problems.push(map.problem(
-            &child(&p, "program"),
-            "empty program".to_string(),
-            "give the path of the server executable",
-        ));
-        return None;
-    }
-    for (k, v) in &cmd.env {
-        if !v.starts_with("env:") {
+    let before = problems.len();
+    let integrity = cmd.integrity.as_deref().and_then(|i| {
+        let parsed = Integrity::parse(i);
+        if parsed.is_none() {
             problems.push(map.problem(
-                &child(&child(&p, "env"), k),
-                format!("environment value for `{k}` is a literal"),
-                "pass values by reference, e.g. `env:NAME` to take it from the gateway's environment",
+                &child(&p, "integrity"),
+                "not a digest".to_string(),
+                "write `sha256:<64 hex>`, or the package's `sha512-<base64>` integrity (npm `dist.integrity`)",
             ));
         }
+        parsed
+    });
+    let missing_digest = |what: &str, problems: &mut Vec<ConfigProblem>| {
+        problems.push(map.problem(
+            &p,
+            format!("{what} has no `integrity`, so nothing proves what would run"),
+            "add `integrity:` with the artifact's digest (`sha256:<hex>` of the program file; npm's `dist.integrity` for a package; the file's sha256 for PyPI)",
+        ));
+    };
+    let artifact = match (cmd.program, cmd.package) {
+        (Some(program), None) => {
+            if program.trim().is_empty() {
+                problems.push(map.problem(
+                    &child(&p, "program"),
+                    "empty program".to_string(),
+                    "give the path of the server executable",
+                ));
+            }
+            match (integrity, profile) {
+                (Some(integrity), _) => Artifact::Local { program, integrity },
+                (None, Profile::Development) => Artifact::Unpinned { program },
+                (None, Profile::Production) => {
+                    if cmd.integrity.is_none() {
+                        missing_digest("the program", problems);
+                    }
+                    Artifact::Unpinned { program }
+                }
+            }
+        }
+        (None, Some(package)) => {
+            let pkg = child(&p, "package");
+            let spec = npm_spec(&package)
+                .map(|s| (true, s))
+                .or_else(|| pypi_spec(&package).map(|s| (false, s)));
+            match (spec, integrity) {
+                (None, _) => {
+                    problems.push(map.problem(
+                        &pkg,
+                        format!("`{package}` is not a pinned package"),
+                        "name an exact version: `npm:@scope/name@1.2.3` or `pypi:name==1.2.3` (no tags, ranges or wildcards)",
+                    ));
+                    return None;
+                }
+                (Some(_), None) => {
+                    if cmd.integrity.is_none() {
+                        missing_digest("the package", problems);
+                    }
+                    return None;
+                }
+                (Some((true, (name, version))), Some(integrity)) => Artifact::Npm {
+                    name,
+                    version,
+                    integrity,
+                    bin: cmd.bin,
+                },
+                (Some((false, (name, version))), Some(integrity)) => Artifact::Pypi {
+                    name,
+                    version,
+                    integrity,
+                    bin: cmd.bin,
+                },
+            }
+        }
+        _ => {
+            problems.push(map.problem(
+                &p,
+                "a command needs exactly one of `program` and `package`".to_string(),
+                "write `program: /path/to/server` with `integrity: sha256:…`, or `package: npm:@scope/name@1.2.3` with `integrity: sha512-…`",
+            ));
+            return None;
+        }
+    };
+    let mut env = BTreeMap::new();
+    for (k, v) in &cmd.env {
+        let at = child(&child(&p, "env"), k);
+        if !SecretRef::is_reference(v) {
+            problems.push(map.problem(
+                &at,
+                format!("environment value for `{k}` is a literal"),
+                "pass values by reference: `env:NAME` (the gateway's environment), `file:/path` or `vault:mount/path#key`",
+            ));
+        } else if let Some(r) = reference(v, &at, map, problems) {
+            env.insert(k.clone(), r);
+        }
+    }
+    if let Some(cwd) = &cmd.cwd
+        && !cwd.starts_with('/')
+    {
+        problems.push(map.problem(
+            &child(&p, "cwd"),
+            format!("`{cwd}` is not an absolute path"),
+            "give the working directory as an absolute path",
+        ));
+    }
+    if problems.len() > before {
+        return None;
     }
     Some(CommandSource {
-        program: cmd.program,
+        program: artifact.describe(),
+        artifact,
         args: cmd.args,
-        env: cmd.env,
+        env,
         cwd: cmd.cwd,
     })
 }

@@ -24,7 +24,16 @@ async fn gateway() -> (tempfile::TempDir, Store, Arc<Gateway>, CancellationToken
     let config = CONFIG.replace("AUDIT", &dir.path().join("a.jsonl").display().to_string());
     let reg = Arc::new(registry::load_str("t.yaml", &config).unwrap());
     let stop = CancellationToken::new();
-    let ups = Upstreams::start(&reg.servers, stop.clone());
+    let ups = Upstreams::start(
+        &reg.servers,
+        crate::upstream::UpstreamSetup {
+            secrets: Arc::new(crate::secrets::Secrets::new(None).unwrap()),
+            cache: std::env::temp_dir(),
+            profile: reg.settings.profile,
+            audit: None,
+        },
+        stop.clone(),
+    );
     let audit = crate::audit::Audit::open(&reg.settings.audit, &store, "test", &reg.digest)
         .await
         .unwrap();

