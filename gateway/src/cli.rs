@@ -64,6 +64,23 @@ enum Command {
         #[command(subcommand)]
         action: ModeAction,
     },
+    /// The CI gate: exit 1, listing each problem with file:line, unless every server is
+    /// allowlisted, pinned, granted and rate-limited on its write tools, and no secret is inline.
+    Check {
+        /// The config file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Also print each server's readiness scores and gate.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Connect to the upstreams, show what changed in their allowlisted tools, and write the
+    /// tool pins into the config.
+    Pin {
+        /// The config file (YAML); rewritten in place, comments kept.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// The self-audit of a config (`--config FILE`), offline; or `verify` an audit log.
     #[command(args_conflicts_with_subcommands = true)]
     Audit {
@@ -265,6 +282,8 @@ pub(crate) fn main() -> ExitCode {
             },
             Command::Quickstart { port } => crate::serve::quickstart(port).await,
             Command::Keys { action } => keys(action).await,
+            Command::Check { config, explain } => crate::pin::check(&config, explain),
+            Command::Pin { config } => crate::pin::pin(&config).await,
             Command::Kill { action } => crate::operator_cli::kill(action).await,
             Command::Approvals { action } => crate::operator_cli::approvals(action).await,
             Command::Mode { action } => crate::operator_cli::mode(action).await,

@@ -596,7 +596,13 @@ impl Gateway {
                 trail.tool = Some(tool.to_string());
                 let digest = digest_and_size(&Value::Null).0;
                 let allowed = !matches!(
-                    self.decide(&call.caller, up.name(), Target::Tool(tool), entry.class, digest),
+                    self.decide(
+                        &call.caller,
+                        up.name(),
+                        Target::Tool(tool),
+                        entry.class,
+                        digest
+                    ),
                     Decision::Deny(_)
                 );
                 if allowed {
@@ -605,7 +611,9 @@ impl Gateway {
                     trail.reason = Some(q.why.clone());
                     return Err(refusal(
                         "quarantined",
-                        format!("`{name}` is quarantined: its definition is not the pinned one; an operator must review and re-pin it"),
+                        format!(
+                            "`{name}` is quarantined: its definition is not the pinned one; an operator must review and re-pin it"
+                        ),
                         json!({}),
                     ));
                 }
@@ -674,14 +682,19 @@ impl Gateway {
             return Ok(rejected_arguments(&why.message));
         }
         if let Some(rate) = up.config.tools.get(tool).and_then(|t| t.rate)
-            && let Err(wait) = self.limits.admit(server, tool, rate, std::time::Instant::now())
+            && let Err(wait) = self
+                .limits
+                .admit(server, tool, rate, std::time::Instant::now())
         {
             tracing::info!(%subject, server, tool, %rate, "tool call refused: rate limited");
             trail.outcome = Some("rate_limited");
             trail.reason = Some(format!("more than {rate}"));
             return Err(refusal(
                 "rate_limited",
-                format!("`{name}` is limited to {rate}; try again in {} s", wait.as_secs().max(1)),
+                format!(
+                    "`{name}` is limited to {rate}; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
                 json!({ "retry_after_s": wait.as_secs().max(1) }),
             ));
         }

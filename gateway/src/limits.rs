@@ -36,7 +36,9 @@ impl Limits {
         }
         if times.len() >= rate.count as usize {
             let oldest = times.front().copied().unwrap_or(now);
-            return Err(rate.per.saturating_sub(now.saturating_duration_since(oldest)));
+            return Err(rate
+                .per
+                .saturating_sub(now.saturating_duration_since(oldest)));
         }
         times.push_back(now);
         Ok(())
@@ -53,12 +55,23 @@ mod tests {
         let rate = registry::Rate::parse("2/s").unwrap();
         let t0 = Instant::now();
         assert!(l.admit("s", "t", rate, t0).is_ok());
-        assert!(l.admit("s", "t", rate, t0 + Duration::from_millis(100)).is_ok());
-        let wait = l.admit("s", "t", rate, t0 + Duration::from_millis(200)).unwrap_err();
+        assert!(
+            l.admit("s", "t", rate, t0 + Duration::from_millis(100))
+                .is_ok()
+        );
+        let wait = l
+            .admit("s", "t", rate, t0 + Duration::from_millis(200))
+            .unwrap_err();
         assert_eq!(wait, Duration::from_millis(800));
         // Other tools have their own count.
         assert!(l.admit("s", "u", rate, t0).is_ok());
-        assert!(l.admit("s", "t", rate, t0 + Duration::from_millis(1000)).is_ok());
-        assert!(l.admit("s", "t", rate, t0 + Duration::from_millis(1050)).is_err());
+        assert!(
+            l.admit("s", "t", rate, t0 + Duration::from_millis(1000))
+                .is_ok()
+        );
+        assert!(
+            l.admit("s", "t", rate, t0 + Duration::from_millis(1050))
+                .is_err()
+        );
     }
 }

@@ -60,11 +60,8 @@ impl Secrets {
         if let Some(ns) = &v.namespace {
             b.set_namespace(ns.clone());
         }
-        let settings = b
-            .build()
-            .map_err(|e| format!("secrets.vault: {e}"))?;
-        let client =
-            VaultClient::new(settings).map_err(|e| format!("secrets.vault: {e}"))?;
+        let settings = b.build().map_err(|e| format!("secrets.vault: {e}"))?;
+        let client = VaultClient::new(settings).map_err(|e| format!("secrets.vault: {e}"))?;
         Ok(Secrets {
             vault: Some((client, v.address.clone())),
         })

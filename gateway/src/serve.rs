@@ -44,10 +44,7 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
             return ExitCode::from(EX_CONFIG);
         }
     };
-    if let Err(e) = secrets
-        .check_all(crate::secrets::references(&reg))
-        .await
-    {
+    if let Err(e) = secrets.check_all(crate::secrets::references(&reg)).await {
         eprintln!("portcullis: {e}");
         eprintln!("  fix: make the referenced secret readable by the gateway (env, file or Vault)");
         return ExitCode::from(EX_CONFIG);

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use connect::fetch_definitions;
 pub(crate) use handler::{ProgressRoutes, UpstreamEvent};
 
 use handler::UpstreamHandler;
@@ -181,6 +182,26 @@ impl Upstreams {
         })
     }
 
+    /// One upstream, not connected and not supervised (for `portcullis pin`).
+    pub(crate) fn standalone(server: &registry::Server, setup: &UpstreamSetup) -> Upstream {
+        let (events, _) = broadcast::channel(16);
+        Upstream {
+            address: address(server),
+            config: server.clone(),
+            conn: RwLock::new(None),
+            tools: RwLock::new(Arc::new(Vec::new())),
+            events,
+            progress: Arc::new(ProgressRoutes::default()),
+            reconnect: Notify::new(),
+            secrets: setup.secrets.clone(),
+            cache: setup.cache.clone(),
+            profile: setup.profile,
+            audit: None,
+            quarantine: RwLock::new(HashMap::new()),
+            first_seen: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.by_name.get(name)
     }
@@ -330,14 +351,16 @@ impl Upstream {
                 let verdict = match registry::hidden_in_definition(&def) {
                     Some((at, why)) => Err((
                         None,
-                        format!("the definition carries {why} at `{}`", if at.is_empty() { "/" } else { &at }),
+                        format!(
+                            "the definition carries {why} at `{}`",
+                            if at.is_empty() { "/" } else { &at }
+                        ),
                     )),
                     None => match self.expected_pin(&tool.name, &seen) {
                         Ok(pin) if pin == seen => Ok(()),
-                        Ok(pin) => Err((
-                            Some(pin),
-                            "the definition differs from its pin".to_string(),
-                        )),
+                        Ok(pin) => {
+                            Err((Some(pin), "the definition differs from its pin".to_string()))
+                        }
                         Err(why) => Err((None, why.to_string())),
                     },
                 };
@@ -361,7 +384,11 @@ impl Upstream {
                 })
             })
             .collect();
-        let before = self.quarantine.read().map(|q| q.clone()).unwrap_or_default();
+        let before = self
+            .quarantine
+            .read()
+            .map(|q| q.clone())
+            .unwrap_or_default();
         for (tool, q) in &held {
             if before.get(tool) == Some(q) {
                 continue;

@@ -286,6 +286,21 @@ impl GrantTable {
         table.named.get(name).or(table.any.as_ref())
     }
 
+    /// Every entry: level, principal name (`*` for the level's default) and rules.
+    pub fn entries(&self) -> Vec<(Level, &str, &Rules)> {
+        let mut out = Vec::new();
+        for level in Level::ALL {
+            let t = self.levels.get(level);
+            for (name, rules) in &t.named {
+                out.push((level, name.as_str(), rules));
+            }
+            if let Some(rules) = &t.any {
+                out.push((level, "*", rules));
+            }
+        }
+        out
+    }
+
     /// How many patterns the table holds in all (grants and denies).
     pub fn len(&self) -> usize {
         let count = |r: &Rules| r.granted().len() + r.denied().len();

@@ -6,6 +6,7 @@
 
 mod access;
 mod canonical;
+mod check;
 mod duration;
 mod error;
 mod observe;
@@ -22,26 +23,28 @@ mod testing;
 
 pub use access::{Access, Approvals, OidcIssuer, SUPPORTED_ALGORITHMS};
 pub use canonical::canonical_json;
+pub use check::{check, write_pins};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigProblem, Location};
 pub use observe::{
-    AuditSettings, AuditSink, DEFAULT_AUDIT_FILE, OtlpSettings, PathStep, RedactPath, SinkKind, TelemetrySettings,
-};
-pub use readiness::{
-    Cited, DimensionScore, Gate, ServerReadiness, default_grants_reaching_writes,
-    is_generic_tool_name, readiness, server_readiness,
+    AuditSettings, AuditSink, DEFAULT_AUDIT_FILE, OtlpSettings, PathStep, RedactPath, SinkKind,
+    TelemetrySettings,
 };
 pub use pin::{
     Artifact, HashAlgorithm, Integrity, exact_version, hidden_characters, hidden_in_definition,
     npm_spec, pypi_spec, tool_pin,
+};
+pub use readiness::{
+    Cited, DimensionScore, Gate, ServerReadiness, default_grants_reaching_writes,
+    is_generic_tool_name, readiness, server_readiness,
 };
 pub use schema::{BuiltinServer, Mode, Profile};
 pub use secret::{SecretRef, high_entropy, literal_secret, secret_key, secret_value};
 pub use source_map::SourceMap;
 pub use ssrf::{literal_host_problem, non_public, url_host};
 pub use validate::{
-    CommandSource, Credential, KillSwitchSettings, Rate, Registry, ResourcePattern, Server, ServerSource, Settings, VaultSettings,
-    ToolEntry,
+    CommandSource, Credential, KillSwitchSettings, Rate, Registry, ResourcePattern, Server,
+    ServerSource, Settings, ToolEntry, VaultSettings,
 };
 
 use std::path::Path;
@@ -67,8 +70,10 @@ pub fn load_str(file: &str, text: &str) -> Result<Registry, ConfigError> {
         Ok(r) if literals.is_empty() => r,
         Ok(_) => return Err(ConfigError::Invalid(literals)),
         Err(ConfigError::Invalid(mut problems)) => {
-            problems.extend(literals);
-            problems.sort_by_key(|p| (p.location.line, p.location.column));
+            if !literals.is_empty() {
+                problems.extend(literals);
+                problems.sort_by_key(|p| (p.location.line, p.location.column));
+            }
             return Err(ConfigError::Invalid(problems));
         }
         Err(e) => return Err(e),

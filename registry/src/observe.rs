@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::secret::SecretRef;
 use crate::error::ConfigProblem;
+use crate::secret::SecretRef;
 use crate::source_map::SourceMap;
 use crate::validate::duration_or;
 

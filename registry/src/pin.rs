@@ -167,7 +167,9 @@ pub fn npm_spec(spec: &str) -> Option<(String, String)> {
     };
     let ok_name = !name.is_empty()
         && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'@' | b'/' | b'-' | b'_' | b'.')
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(b, b'@' | b'/' | b'-' | b'_' | b'.')
         });
     (ok_name && exact_version(version)).then(|| (name, version.to_string()))
 }
@@ -261,17 +263,33 @@ mod tests {
         for ok in ["1.2.3", "0.6.2", "1.0.0-beta.1", "2025.1.14", "1.2"] {
             assert!(exact_version(ok), "{ok}");
         }
-        for bad in ["latest", "^1.2.3", "~1.2", "1.x", "*", ">=1.0", "1.2.3 || 2", "", "next"] {
+        for bad in [
+            "latest",
+            "^1.2.3",
+            "~1.2",
+            "1.x",
+            "*",
+            ">=1.0",
+            "1.2.3 || 2",
+            "",
+            "next",
+        ] {
             assert!(!exact_version(bad), "{bad}");
         }
         assert_eq!(
             npm_spec("npm:@scope/name@1.2.3"),
             Some(("@scope/name".into(), "1.2.3".into()))
         );
-        assert_eq!(npm_spec("npm:left-pad@1.3.0"), Some(("left-pad".into(), "1.3.0".into())));
+        assert_eq!(
+            npm_spec("npm:left-pad@1.3.0"),
+            Some(("left-pad".into(), "1.3.0".into()))
+        );
         assert_eq!(npm_spec("npm:@scope/name@latest"), None);
         assert_eq!(npm_spec("npm:@scope/name"), None);
-        assert_eq!(pypi_spec("pypi:mcp-server-git==0.6.2"), Some(("mcp-server-git".into(), "0.6.2".into())));
+        assert_eq!(
+            pypi_spec("pypi:mcp-server-git==0.6.2"),
+            Some(("mcp-server-git".into(), "0.6.2".into()))
+        );
         assert_eq!(pypi_spec("pypi:mcp-server-git>=0.6"), None);
     }
 
@@ -306,23 +324,41 @@ mod tests {
         d["annotations"] = json!({"readOnlyHint": true});
         assert_ne!(tool_pin(&a), tool_pin(&d));
         // Member order does not matter.
-        let e: Value = serde_json::from_str(r#"{"inputSchema": {"type": "object"}, "description": "d", "name": "t"}"#).unwrap();
+        let e: Value = serde_json::from_str(
+            r#"{"inputSchema": {"type": "object"}, "description": "d", "name": "t"}"#,
+        )
+        .unwrap();
         assert_eq!(tool_pin(&a), tool_pin(&e));
     }
 
     #[test]
     fn hidden_characters_are_found() {
         assert_eq!(hidden_characters("plain text\nwith lines\t"), None);
-        assert_eq!(hidden_characters("ok \u{1b}[31mred"), Some("an ANSI escape"));
-        assert_eq!(hidden_characters("a\u{202e}b"), Some("a bidirectional override"));
-        assert_eq!(hidden_characters("a\u{e0041}"), Some("a Unicode tag character"));
+        assert_eq!(
+            hidden_characters("ok \u{1b}[31mred"),
+            Some("an ANSI escape")
+        );
+        assert_eq!(
+            hidden_characters("a\u{202e}b"),
+            Some("a bidirectional override")
+        );
+        assert_eq!(
+            hidden_characters("a\u{e0041}"),
+            Some("a Unicode tag character")
+        );
         assert_eq!(hidden_characters("a\u{7}"), Some("a control character"));
-        assert_eq!(hidden_characters("a\u{200b}b"), Some("a zero-width character"));
+        assert_eq!(
+            hidden_characters("a\u{200b}b"),
+            Some("a zero-width character")
+        );
         assert_eq!(hidden_characters("naïve café 日本"), None);
         let def = json!({"name": "t", "inputSchema": {"properties": {"q": {"description": "x\u{2066}y"}}}});
         assert_eq!(
             hidden_in_definition(&def),
-            Some(("/inputSchema/properties/q/description".to_string(), "a bidirectional override"))
+            Some((
+                "/inputSchema/properties/q/description".to_string(),
+                "a bidirectional override"
+            ))
         );
     }
 }

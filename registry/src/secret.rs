@@ -59,7 +59,9 @@ impl SecretRef {
 
     /// True when `text` is written as a reference (whether or not it is a well-formed one).
     pub fn is_reference(text: &str) -> bool {
-        ["env:", "file:", "vault:"].iter().any(|p| text.starts_with(p))
+        ["env:", "file:", "vault:"]
+            .iter()
+            .any(|p| text.starts_with(p))
     }
 
     /// Read an `env:` or `file:` secret. A `vault:` reference needs a client, which the gateway
@@ -148,7 +150,10 @@ pub fn literal_secret(path: &str, value: &str) -> Option<&'static str> {
 }
 
 /// Every string value that looks like a secret, as a problem at its location.
-pub(crate) fn literal_problems(strings: &[(String, String)], map: &SourceMap) -> Vec<ConfigProblem> {
+pub(crate) fn literal_problems(
+    strings: &[(String, String)],
+    map: &SourceMap,
+) -> Vec<ConfigProblem> {
     strings
         .iter()
         .filter_map(|(path, value)| {
@@ -315,4 +320,3 @@ pub fn high_entropy(v: &str) -> bool {
     ];
     bits > 4.3 && classes.iter().filter(|c| **c).count() >= 2
 }
-

@@ -54,7 +54,8 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
 /// The IPv4 address an IPv6 address carries: mapped, compatible, NAT64 or 6to4.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
-    let tail = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    let tail =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     match s {
         [0, 0, 0, 0, 0, 0xffff, hi, lo] => Some(tail(hi, lo)),
         [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => Some(tail(hi, lo)),
@@ -102,7 +103,8 @@ pub fn literal_host_problem(host: &str) -> Option<&'static str> {
         return Some("a loopback name");
     }
     // Forms like `2130706433` or `0x7f.1` that some resolvers read as IPv4.
-    if h.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_hexdigit() || b == b'x'))
+    if h.split('.')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_hexdigit() || b == b'x'))
         && h.bytes().next().is_some_and(|b| b.is_ascii_digit())
     {
         return Some("a numeric host that is not a dotted-quad address");
@@ -139,7 +141,12 @@ mod tests {
             let ip: IpAddr = bad.parse().unwrap();
             assert!(non_public(ip).is_some(), "{bad}");
         }
-        for good in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+        for good in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             let ip: IpAddr = good.parse().unwrap();
             assert_eq!(non_public(ip), None, "{good}");
         }
@@ -147,9 +154,15 @@ mod tests {
 
     #[test]
     fn hosts_and_ports_from_urls() {
-        assert_eq!(url_host("http://127.0.0.1:9100/mcp"), Some(("127.0.0.1".into(), 9100)));
+        assert_eq!(
+            url_host("http://127.0.0.1:9100/mcp"),
+            Some(("127.0.0.1".into(), 9100))
+        );
         assert_eq!(url_host("https://[::1]/mcp"), Some(("::1".into(), 443)));
-        assert_eq!(url_host("https://u:p@Example.com:8443/x?y"), Some(("example.com".into(), 8443)));
+        assert_eq!(
+            url_host("https://u:p@Example.com:8443/x?y"),
+            Some(("example.com".into(), 8443))
+        );
         assert_eq!(url_host("ftp://x"), None);
         assert!(literal_host_problem("localhost").is_some());
         assert!(literal_host_problem("api.localhost").is_some());

@@ -431,7 +431,11 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
         kill_switch: KillSwitchSettings { poll, lease },
         audit: crate::observe::audit(&raw.audit, map, problems),
         telemetry: crate::observe::telemetry(&raw.telemetry, map, problems),
-        vault: raw.secrets.vault.as_ref().and_then(|v| vault(v, map, problems)),
+        vault: raw
+            .secrets
+            .vault
+            .as_ref()
+            .and_then(|v| vault(v, map, problems)),
         cache_dir: raw
             .cache_dir
             .clone()
@@ -483,7 +487,9 @@ fn vault(
 fn loopback_http(url: &str) -> bool {
     url.starts_with("http://")
         && crate::ssrf::url_host(url).is_some_and(|(h, _)| {
-            h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
         })
 }
 
@@ -687,7 +693,14 @@ fn server(
                 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !matches!(
                     lower.as_str(),
-                    "host" | "content-length" | "content-type" | "mcp-session-id" | "mcp-protocol-version" | "accept" | "connection" | "transfer-encoding"
+                    "host"
+                        | "content-length"
+                        | "content-type"
+                        | "mcp-session-id"
+                        | "mcp-protocol-version"
+                        | "accept"
+                        | "connection"
+                        | "transfer-encoding"
                 )
                 && !credentials.iter().any(|c| c.header == lower);
             if !valid {

@@ -352,6 +352,11 @@ impl Gateway {
             .map(|s| format!("{s}/*"))
             .collect();
         let key = create_key_with(&path, "e2e", &grants, &[])?;
+        if servers_yaml.contains("url:") {
+            // As an operator would: pin the upstreams' tool definitions before serving. An
+            // upstream that is meant to be down stays unpinned.
+            pin(&path)?;
+        }
         let (proc, base, admin) = serve(&path, log)?;
         let gw = Gateway {
             proc,
@@ -544,10 +549,38 @@ pub fn create_key_with(
         .context("no key printed")
 }
 
+/// Run `portcullis pin --config FILE`; its output (the diff) is returned. Exit 1 (an upstream
+/// unreachable) is not an error here.
+pub fn pin(config: &Path) -> Result<String> {
+    let out = Command::new(bin("portcullis"))
+        .arg("pin")
+        .arg("--config")
+        .arg(config)
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match out.status.code() {
+        Some(0 | 1) => Ok(text),
+        _ => anyhow::bail!("portcullis pin failed: {text}"),
+    }
+}
+
+/// `sha256:<hex>` of a file, for pinning a local program.
+pub fn file_digest(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    Ok(format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(std::fs::read(path)?))
+    ))
+}
+
 /// The server entry for the fixture at `url`, allowlisting the conformance fixtures.
 pub fn fixture_server(name: &str, url: &str) -> String {
     format!(
-        "  {name}:\n    url: {url}\n    timeout: 5s\n    tools:\n{tools}    resources: [\"test://*\"]\n    prompts: [test_simple_prompt, test_prompt_with_arguments, test_prompt_with_embedded_resource, test_prompt_with_image]\n",
+        "  {name}:\n    url: {url}\n    allow_private: true\n    timeout: 5s\n    tools:\n{tools}    resources: [\"test://*\"]\n    prompts: [test_simple_prompt, test_prompt_with_arguments, test_prompt_with_embedded_resource, test_prompt_with_image]\n",
         tools = FIXTURE_TOOLS
             .iter()
             .map(|(t, c)| format!("      {t}: {{ class: {c} }}\n"))

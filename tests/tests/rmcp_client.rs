@@ -1,7 +1,7 @@
 //! The rmcp client (the official Rust SDK) through the gateway: both lifecycles, federated and
 //! per-server endpoints, HTTP and stdio upstreams.
 
-use portcullis_tests::{FIXTURE_TOOLS, Fixture, Gateway, bin, fixture_server};
+use portcullis_tests::{FIXTURE_TOOLS, Fixture, Gateway, bin, file_digest, fixture_server};
 use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion};
 use rmcp::service::{ClientLifecycleMode, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
@@ -68,8 +68,9 @@ async fn both_lifecycles_over_http_upstream() {
 #[tokio::test]
 async fn stdio_upstream_through_the_gateway() {
     let servers = format!(
-        "  local:\n    command: {{ program: {}, args: [\"--stdio\"] }}\n    tools:\n      echo: {{ class: read }}\n      test_tool_with_progress: {{ class: read }}\n",
-        bin("fixture-upstream").display()
+        "  local:\n    command: {{ program: {}, integrity: \"{}\", args: [\"--stdio\"] }}\n    tools:\n      echo: {{ class: read }}\n      test_tool_with_progress: {{ class: read }}\n",
+        bin("fixture-upstream").display(),
+        file_digest(&bin("fixture-upstream")).unwrap()
     );
     let gw = Gateway::start(&servers).unwrap();
     for modern in [false, true] {

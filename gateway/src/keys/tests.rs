@@ -1,6 +1,6 @@
 use super::*;
 
-const CONFIG: &str = "servers:\n  notes:\n    builtin: notes\n    tools:\n      search_notes: { class: read }\n      create_note: { class: write }\n  files:\n    url: http://127.0.0.1:9/mcp\n    tools: { read: { class: read } }\n";
+const CONFIG: &str = "servers:\n  notes:\n    builtin: notes\n    tools:\n      search_notes: { class: read }\n      create_note: { class: write }\n  files:\n    url: https://notes.example.com/mcp\n    tools: { read: { class: read } }\n";
 
 async fn setup() -> (tempfile::TempDir, Store, Registry) {
     let dir = tempfile::tempdir().unwrap();

@@ -708,122 +708,203 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
             ),
     });
 
-    let commands: Vec<&registry::Server> = reg
+    let commands: Vec<(&registry::Server, &registry::CommandSource)> = reg
         .servers
         .iter()
-        .filter(|s| matches!(s.source, ServerSource::Command(_)))
+        .filter_map(|s| match &s.source {
+            ServerSource::Command(c) => Some((s, c)),
+            _ => None,
+        })
         .collect();
     if !commands.is_empty() {
         let ev: Vec<String> = commands
             .iter()
-            .map(|s| {
-                let program = match &s.source {
-                    ServerSource::Command(c) => c.program.clone(),
-                    _ => String::new(),
+            .map(|(s, c)| {
+                let observed = match &c.artifact {
+                    registry::Artifact::Unpinned { program } => {
+                        format!("program `{program}`: no digest; runs only because the profile is development")
+                    }
+                    registry::Artifact::Local { program, integrity } => {
+                        format!("program `{program}` pinned to {}; verified before every spawn", integrity.text)
+                    }
+                    a => format!("{} pinned to its published digest; verified before every spawn", a.describe()),
                 };
-                ix.config(
-                    reg,
-                    &format!("servers.{}.command", s.name),
-                    format!("program `{program}`: no version or digest pin"),
-                )
+                ix.config(reg, &format!("servers.{}.command", s.name), observed)
             })
             .collect();
-        let names: Vec<&str> = commands.iter().map(|s| s.name.as_str()).collect();
-        out.push(
-            Check::new("onboard.stdio_pinning", 3)
+        let unpinned: Vec<&str> = commands
+            .iter()
+            .filter(|(_, c)| !c.artifact.is_pinned())
+            .map(|(s, _)| s.name.as_str())
+            .collect();
+        let c = Check::new("onboard.stdio_pinning", 3).cites(ev);
+        out.push(match unpinned.is_empty() {
+            true => c
                 .says(
-                    format!("stdio server(s) launched unpinned: {}", names.join(", ")),
-                    "This build launches a stdio server by program path; it cannot pin a package version or verify a digest before launch.",
-                    "Whatever is at that path when the server restarts is what runs, with the gateway's grants.",
+                    "Every stdio server is pinned by digest and verified before each launch",
+                    format!(
+                        "{} stdio server(s); each artifact (program file, npm tarball or PyPI file) is hashed before every spawn and a mismatch is not started. Launches use no shell and a cleared environment.",
+                        commands.len()
+                    ),
+                    "What runs is what was reviewed, even after a restart.",
                 )
-                .cites(ev)
+                .pass(ix),
+            false => c
+                .says(
+                    format!("stdio server(s) launched unpinned: {}", unpinned.join(", ")),
+                    "The development profile lets these servers run from a program path with no digest; whatever is at that path when the server restarts is what runs.",
+                    "An unreviewed binary runs with the gateway's grants.",
+                )
                 .gap(
                     ix,
                     Status::Absent,
                     Severity::High,
                     Likelihood::Medium,
-                    Cause::Unbuilt,
+                    Cause::Config,
                     (
-                        "Pin stdio servers by version and digest",
-                        "Launch stdio servers only from a pinned package version whose digest is verified before every spawn.",
-                        "M",
+                        "Pin stdio servers by digest",
+                        "Add `integrity:` (the program's sha256, or a package's published digest) to every `command`.",
+                        "S",
                     ),
                 ),
-        );
+        });
     }
 
-    let http: Vec<&registry::Server> = reg
+    let pinnable: Vec<&registry::Server> = reg
         .servers
         .iter()
-        .filter(|s| matches!(s.source, ServerSource::Http { .. }))
+        .filter(|s| !matches!(s.source, ServerSource::Builtin(_)))
         .collect();
-    if !http.is_empty() {
-        let mut ev: Vec<String> = http
-            .iter()
-            .map(|s| {
-                ix.config(
-                    reg,
-                    &format!("servers.{}.url", s.name),
-                    "reached by URL; tool definitions not fingerprinted",
-                )
-            })
-            .collect();
+    if !pinnable.is_empty() {
+        let mut ev = Vec::new();
+        let mut unpinned = Vec::new();
+        for s in &pinnable {
+            let missing: Vec<&str> = s
+                .tools
+                .keys()
+                .filter(|t| !s.pins.as_ref().is_some_and(|p| p.contains_key(*t)))
+                .map(String::as_str)
+                .collect();
+            let http = matches!(s.source, ServerSource::Http { .. });
+            let observed = match (&s.pins, missing.is_empty()) {
+                (Some(p), true) => format!("{} tool definition(s) pinned", p.len()),
+                (Some(_), false) => format!(
+                    "allowlisted but not pinned (hidden): {}",
+                    missing.join(", ")
+                ),
+                (None, _) if http && reg.settings.profile == registry::Profile::Production => {
+                    "no `pin`: every tool of this server is hidden".to_string()
+                }
+                (None, _) => {
+                    "no `pin`: the definitions first seen are kept for the process's lifetime"
+                        .to_string()
+                }
+            };
+            if !missing.is_empty() && (http || s.pins.is_some()) {
+                unpinned.push(s.name.as_str());
+            }
+            let path = match s.pins.is_some() {
+                true => format!("servers.{}.pin", s.name),
+                false => format!("servers.{}", s.name),
+            };
+            ev.push(ix.config(reg, &path, observed));
+        }
+        let mut quarantined = Vec::new();
         if let Some(live) = &probes.live {
             for (name, o) in &live.upstreams {
-                if http.iter().any(|s| &s.name == name) {
+                if pinnable.iter().any(|s| &s.name == name) {
                     ev.push(ix.probe(&format!("upstream `{name}` tools"), o));
+                    if o.observed.contains("quarantined") {
+                        quarantined.push(name.as_str());
+                    }
                 }
             }
         }
-        let names: Vec<&str> = http.iter().map(|s| s.name.as_str()).collect();
-        out.push(
-            Check::new("onboard.fingerprints", 3)
+        let c = Check::new("onboard.fingerprints", 3).cites(ev);
+        out.push(match (unpinned.is_empty(), quarantined.is_empty()) {
+            (true, true) => c
                 .says(
-                    format!("Tool definitions of {} are not pinned by fingerprint", names.join(", ")),
-                    "The allowlist pins tool names only: a changed description or schema on the upstream reaches clients unreviewed, and nothing is quarantined.",
-                    "A rug pull (an upstream rewriting a tool's description to steer the model) goes unnoticed.",
+                    "Tool definitions are pinned; a changed tool is quarantined",
+                    "Each allowlisted tool's definition (name, title, description, schemas, annotations) is digested on connect and on `list_changed`; one that differs from its pin is hidden and refused with `quarantined` until an operator re-pins it. Definitions with control, bidi, tag or zero-width characters are refused.",
+                    "A rug pull reaches no client.",
                 )
-                .cites(ev)
+                .pass(ix),
+            (_, false) => c
+                .says(
+                    format!("Quarantined tools on: {}", quarantined.join(", ")),
+                    "An upstream now offers a definition that differs from its pin; those tools are hidden and refused until an operator reviews the change and re-pins (`portcullis pin`).",
+                    "Clients are protected, but the tools are unavailable and the change needs review.",
+                )
                 .gap(
                     ix,
-                    Status::Absent,
-                    Severity::High,
-                    Likelihood::Medium,
-                    Cause::Unbuilt,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::High,
+                    Cause::Probe,
                     (
-                        "Fingerprint and quarantine tool definitions",
-                        "Pin a digest of each allowlisted tool's definition; hide and refuse a tool whose definition changes until an operator re-pins it.",
-                        "M",
+                        "Review quarantined tools",
+                        "Read the diff `portcullis pin` shows; re-pin if the change is benign, otherwise remove the server.",
+                        "S",
                     ),
                 ),
-        );
+            (false, true) => c
+                .says(
+                    format!("Allowlisted tools without pins on: {}", unpinned.join(", ")),
+                    "Tools without a pin are hidden; clients cannot use them until they are pinned.",
+                    "Nothing unreviewed is served, but the allowlist promises tools clients do not get.",
+                )
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::High,
+                    Cause::Config,
+                    (
+                        "Pin every allowlisted tool",
+                        "Run `portcullis pin --config FILE` and commit the `pin:` it writes.",
+                        "S",
+                    ),
+                ),
+        });
     }
 
+    let problems = registry::check(reg);
     let b = ix.build(
         "commands",
-        "serve, quickstart, keys, kill, approvals, mode, audit (self-audit, verify); no `check` CI gate",
+        "`portcullis check --config FILE` (the CI gate: allowlist, pinned source, reaching grant, rate limit on write tools, no inline secret) and `portcullis pin`",
     );
-    out.push(
-        Check::new("onboard.ci_gate", 3)
+    let mut ev = vec![b];
+    for p in problems.iter().take(8) {
+        ev.push(ix.config(reg, &p.path, p.message.clone()));
+    }
+    let c = Check::new("onboard.ci_gate", 3).cites(ev);
+    out.push(match problems.is_empty() {
+        true => c
             .says(
-                "No CI gate checks server changes before they merge",
-                "There is no `portcullis check` that fails a change lacking an allowlist, a pinned source, a reaching grant or limits on write tools; config validation at load is the only gate.",
-                "Governance problems are found when the gateway starts, not when the change is reviewed.",
+                "`portcullis check` passes on this config",
+                "The CI gate finds every server allowlisted, pinned, reached by a grant and rate-limited on its write tools, with no inline secret.",
+                "Run in CI, it stops a change that loosens any of these before it merges.",
             )
-            .cites([b])
+            .pass(ix),
+        false => c
+            .says(
+                format!("`portcullis check` finds {} problem(s)", problems.len()),
+                "The CI gate would fail this config: see the cited keys.",
+                "A change like this would not pass review if the gate ran in CI.",
+            )
             .gap(
                 ix,
                 Status::Partial,
                 Severity::Medium,
                 Likelihood::Medium,
-                Cause::Unbuilt,
+                Cause::Config,
                 (
-                    "Add a config CI gate",
-                    "Fail any pull request whose servers lack an allowlist, a pinned source, a grant or limits on write tools.",
-                    "M",
+                    "Make `portcullis check` pass and run it in CI",
+                    "Fix each problem `portcullis check` lists, and run it on every pull request that touches the config.",
+                    "S",
                 ),
             ),
-    );
+    });
 }
 
 fn observability(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
@@ -973,49 +1054,80 @@ fn cost(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
     );
 
     let w = writes(reg);
-    let mut ev: Vec<String> = w
+    let unlimited: Vec<&(String, String)> = w
+        .iter()
+        .filter(|(s, t)| {
+            reg.servers
+                .iter()
+                .find(|x| &x.name == s)
+                .and_then(|x| x.tools.get(t))
+                .is_none_or(|e| e.rate.is_none())
+        })
+        .collect();
+    let mut ev: Vec<String> = unlimited
         .iter()
         .take(10)
         .map(|(s, t)| {
             ix.config(
                 reg,
                 &tool_path(s, t),
-                "write/destructive tool with no rate limit or budget",
+                "write/destructive tool with no `rate`",
             )
         })
         .collect();
+    let limited = w.len() - unlimited.len();
+    if limited > 0 {
+        ev.push(ix.file(
+            reg,
+            format!("{limited} write/destructive tool(s) with a `rate` limit"),
+        ));
+    }
     ev.push(ix.build(
         "limits",
-        "no rate limits, concurrency caps or budgets in this build",
+        "per-tool rate limits (`tools.<name>.rate`, counted per process, refused with `rate_limited`); no per-identity limits, concurrency caps or budgets",
     ));
-    let severity = match w.is_empty() {
-        true => Severity::Medium,
-        false => Severity::High,
-    };
-    out.push(
-        Check::new("cost.limits", 5)
+    let c = Check::new("cost.limits", 5).cites(ev);
+    out.push(match unlimited.is_empty() {
+        true => c
             .says(
-                "No rate limits, concurrency caps or budgets",
+                "Write tools are rate-limited; there are no per-identity budgets",
                 format!(
-                    "This build does not bound calls per caller, tool or server; {} write/destructive tool(s) can be called as fast as a client sends.",
+                    "{} write/destructive tool(s), each with a per-tool rate limit counted in each gateway process. This build has no per-identity rate limits, concurrency caps or budget units.",
                     w.len()
                 ),
-                "A looping agent can exhaust an upstream's quota or run up its bill, and nothing stops it but the kill switch.",
+                "A looping agent is bounded per tool, but one caller can use the whole allowance and spend is not tracked.",
             )
-            .cites(ev)
             .gap(
                 ix,
-                Status::Absent,
-                severity,
+                Status::Partial,
+                Severity::Medium,
                 Likelihood::Medium,
                 Cause::Unbuilt,
                 (
-                    "Enforce rate limits and budgets",
-                    "Bound calls per identity level and tool (rate, concurrency, budget units per period), refusing with `rate_limited` or `budget_exceeded`.",
+                    "Add per-identity limits and budgets",
+                    "Bound calls per identity level (rate, concurrency, budget units per period), shared across replicas, refusing with `rate_limited` or `budget_exceeded`.",
                     "M",
                 ),
             ),
-    );
+        false => c
+            .says(
+                format!("{} write/destructive tool(s) without a rate limit", unlimited.len()),
+                "These tools can be called as fast as a client sends; per-identity limits and budgets are not in this build either.",
+                "A looping agent can exhaust an upstream's quota or run up its bill, and nothing stops it but the kill switch.",
+            )
+            .gap(
+                ix,
+                Status::Absent,
+                Severity::High,
+                Likelihood::Medium,
+                Cause::Config,
+                (
+                    "Rate-limit every write tool",
+                    "Add `rate:` (e.g. `10/min`) to each write and destructive tool.",
+                    "S",
+                ),
+            ),
+    });
 }
 
 fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Finding>) {
@@ -1151,78 +1263,41 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
             ),
     });
 
-    let literal: Vec<&(String, String)> = reg
-        .strings
+    // The loader refuses secret-looking literals, so a loaded config holds references only.
+    let refs = crate::secrets::references(reg);
+    let vault = refs
         .iter()
-        .filter(|(path, value)| {
-            let reference = ["env:", "file:", "vault:"]
-                .iter()
-                .any(|p| value.starts_with(p));
-            let last = path.rsplit('.').next().unwrap_or(path);
-            !reference
-                && (crate::redact::secret_value(value)
-                    || (crate::redact::secret_key(last) && !value.is_empty()))
-        })
-        .collect();
-    let c = Check::new("id.secrets", 6);
-    out.push(match literal.is_empty() {
-        true => {
-            let e = ix.file(
-                reg,
+        .filter(|(_, r)| matches!(r, registry::SecretRef::Vault { .. }))
+        .count();
+    let mut ev = vec![ix.build(
+        "secret references",
+        "`env:`, `file:` and `vault:` (KV v2) references; string values that look like secrets (key prefixes, PEM blocks, bearer tokens, passwords in URLs, long random strings) are refused when the config loads, without repeating them",
+    )];
+    ev.push(ix.file(
+        reg,
+        format!(
+            "{} string value(s) loaded; {} secret reference(s), {vault} from Vault",
+            reg.strings.len(),
+            refs.len()
+        ),
+    ));
+    for (at, r) in refs.iter().take(6) {
+        let path = at.split(' ').next().unwrap_or(at);
+        ev.push(ix.config(reg, path, format!("reference `{r}`")));
+    }
+    out.push(
+        Check::new("id.secrets", 6)
+            .says(
+                "Secrets are held by reference only; inline secrets are refused at load",
                 format!(
-                    "{} string value(s) scanned: none looks like a secret",
-                    reg.strings.len()
+                    "{} secret reference(s) in this config; none is a literal. Secrets are read when needed (at start, and at each upstream connection) and never written to logs, errors or the audit log.",
+                    refs.len()
                 ),
-            );
-            let b = ix.build("secret references", "env: and file: references for the redaction key and stdio environment; no vault: references; literals are not refused at load");
-            c.says(
-                "No inline secret found, but the loader does not refuse them",
-                format!(
-                    "The self-audit scanned {} string value(s) and found nothing that looks like a secret; the config loader itself does not refuse secret-looking literals, and Vault references are not available.",
-                    reg.strings.len()
-                ),
-                "Nothing stops the next change from inlining a key.",
-            )
-            .cites([e, b])
-            .gap(
-                ix,
-                Status::Partial,
-                Severity::Low,
-                Likelihood::Low,
-                Cause::Unbuilt,
-                (
-                    "Refuse inline secrets at load",
-                    "Reject secret-looking literals when the config loads, and resolve secrets by reference (env, file, Vault).",
-                    "M",
-                ),
-            )
-        }
-        false => {
-            // The value itself is never repeated: only where it is.
-            let ev: Vec<String> = literal
-                .iter()
-                .map(|(p, _)| ix.config(reg, p, "literal that looks like a secret (value withheld)"))
-                .collect();
-            c.says(
-                format!("{} inline secret(s) in the config", literal.len()),
-                "Secret-looking literals are written in the config file, and so in source control and every copy of it.",
-                "An inline secret is readable by everyone who can read the config.",
+                "A leaked config file leaks no credential, and rotation needs no config change.",
             )
             .cites(ev)
-            .gap(
-                ix,
-                Status::Absent,
-                Severity::Critical,
-                Likelihood::High,
-                Cause::Config,
-                (
-                    "Move secrets out of the config",
-                    "Replace each literal with an `env:` or `file:` reference and rotate the exposed secret.",
-                    "S",
-                ),
-            )
-        }
-    });
+            .pass(ix),
+    );
 
     let c = Check::new("id.redaction_key", 6);
     out.push(match &reg.settings.audit.redact_key {
@@ -1432,34 +1507,53 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
         .filter(|s| matches!(s.source, ServerSource::Http { .. }))
         .collect();
     if !http.is_empty() {
-        let b = ix.build(
+        let private: Vec<&registry::Server> =
+            http.iter().copied().filter(|s| s.allow_private).collect();
+        let mut ev = vec![ix.build(
             "upstream addresses",
-            "upstream URLs are not checked against private, link-local or metadata addresses",
-        );
-        out.push(
-            Check::new("id.ssrf", 6)
+            "every address an upstream host resolves to is checked (loopback, private, link-local/metadata, IPv4 inside IPv6) and the connection is pinned to the checked addresses; redirects are not followed",
+        )];
+        for s in &private {
+            ev.push(ix.config(
+                reg,
+                &format!("servers.{}.allow_private", s.name),
+                "private addresses allowed",
+            ));
+        }
+        let c = Check::new("id.ssrf", 6).cites(ev);
+        out.push(match private.is_empty() {
+            true => c
                 .says(
-                    "Upstream URLs are not guarded against private and metadata addresses",
+                    "Upstream addresses are guarded against private and metadata ranges",
                     format!(
-                        "{} HTTP upstream(s); this build does not refuse loopback, private, link-local or metadata addresses, nor revalidate redirects.",
+                        "{} HTTP upstream(s), none allowed to reach private addresses.",
                         http.len()
                     ),
-                    "A config change, or DNS that changes under it, can point the gateway at internal services.",
+                    "A config change or a DNS answer cannot point the gateway at internal services.",
                 )
-                .cites([b])
+                .pass(ix),
+            false => c
+                .says(
+                    format!(
+                        "Private addresses allowed for: {}",
+                        private.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                    "These servers may name or resolve to loopback, private or link-local addresses (the guard is off for them by config).",
+                    "If such a server's name is hijacked, the gateway can be steered at internal services.",
+                )
                 .gap(
                     ix,
                     Status::Partial,
                     Severity::Low,
                     Likelihood::Low,
-                    Cause::Unbuilt,
+                    Cause::Config,
                     (
-                        "Guard upstream addresses",
-                        "Refuse private, loopback, link-local and metadata addresses unless a server explicitly allows them, and connect to the address that was checked.",
-                        "M",
+                        "Keep private upstreams deliberate",
+                        "Remove `allow_private` where the upstream is public; keep it only for servers that really live on a private network.",
+                        "S",
                     ),
                 ),
-        );
+        });
     }
 }
 

@@ -295,15 +295,26 @@ fn upstreams(gw: &Gateway) -> Vec<(String, Outcome)> {
                 .filter(|t| !offered.iter().any(|o| o.tool.name.as_ref() == t.as_str()))
                 .map(String::as_str)
                 .collect();
-            let outcome = match missing.is_empty() {
-                true => Outcome {
+            let held = up.quarantine();
+            let outcome = match (missing.is_empty(), held.is_empty()) {
+                (_, false) => Outcome {
+                    ok: false,
+                    observed: format!(
+                        "connected; quarantined tool(s): {}",
+                        held.iter()
+                            .map(|(t, q)| format!("{t} ({})", q.why))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                },
+                (true, true) => Outcome {
                     ok: true,
                     observed: format!(
                         "connected; offers all {} allowlisted tool(s)",
                         server.tools.len()
                     ),
                 },
-                false => Outcome {
+                (false, true) => Outcome {
                     ok: false,
                     observed: format!(
                         "connected; does not offer allowlisted tool(s): {}",

@@ -21,7 +21,7 @@ servers:
     builtin: notes
     tools:
       search_notes: { class: read }
-      create_note: { class: write, arguments: { type: object } }
+      create_note: { class: write, rate: 10/min, arguments: { type: object } }
     resources: [\"note://1\"]
 grants:
   org:acme: [\"notes/search_notes\", \"notes/create_note\"]
@@ -109,21 +109,13 @@ async fn a_clean_production_config_has_no_false_findings() {
     for f in r.findings.iter().filter(|f| f.status != Status::Pass) {
         assert_eq!(f.cause, Some(Cause::Unbuilt), "{f:#?}");
     }
-    assert_eq!(
-        gaps(&r),
-        BTreeSet::from([
-            "cost.limits",
-            "id.secrets",
-            "onboard.ci_gate",
-            "ops.replicas"
-        ])
-    );
+    assert_eq!(gaps(&r), BTreeSet::from(["cost.limits", "ops.replicas"]));
     for key in ["rbac", "fail_closed", "observability"] {
         assert_eq!(dimension_status(&r, key), Status::Pass, "{key}");
     }
-    // Rate limits do not exist: that dimension is red, so the verdict cannot be production-ready.
-    assert_eq!(dimension_status(&r, "cost"), Status::Absent);
-    assert_eq!(r.verdict_key, "not_production_ready");
+    // Per-tool rate limits exist, per-identity budgets do not: that dimension is yellow.
+    assert_eq!(dimension_status(&r, "cost"), Status::Partial);
+    assert_eq!(r.verdict_key, "production_ready_with_caveats");
     assert_eq!(r.mode, "static");
     assert_eq!(r.profile, "production");
     // A checklist area is short only where a finding is.
@@ -134,8 +126,8 @@ async fn a_clean_production_config_has_no_false_findings() {
         .filter(|a| a.score < 2)
         .map(|a| a.key)
         .collect();
-    assert_eq!(short, ["secret_handling"]);
-    assert_eq!(r.checklist.score, 19);
+    assert_eq!(short, Vec::<&str>::new(), "{:#?}", r.checklist);
+    assert_eq!(r.checklist.score, 20);
     assert_eq!(r.checklist.band, "production_candidate");
     let gate = &r.servers[0];
     assert_eq!((gate.server.as_str(), gate.score), ("notes", 13));
@@ -227,10 +219,14 @@ async fn no_otlp_exporter_is_flagged() {
 
 #[tokio::test]
 async fn write_tools_without_limits_are_named_by_line() {
-    let r = audit_of(CLEAN).await;
+    // With a rate on every write tool, only the unbuilt per-identity budgets remain.
+    let f = finding(&audit_of(CLEAN).await, "cost.limits").clone();
+    assert_eq!((f.status, f.cause), (Status::Partial, Some(Cause::Unbuilt)));
+    let r = audit_of(&CLEAN.replace("rate: 10/min, ", "")).await;
     let f = finding(&r, "cost.limits");
-    assert_eq!((f.status, f.cause), (Status::Absent, Some(Cause::Unbuilt)));
+    assert_eq!((f.status, f.cause), (Status::Absent, Some(Cause::Config)));
     assert_eq!(f.severity, super::Severity::High);
+    assert_eq!(finding(&r, "onboard.ci_gate").cause, Some(Cause::Config));
     assert!(
         cited(&r, "cost.limits")
             .iter()
@@ -242,6 +238,7 @@ async fn write_tools_without_limits_are_named_by_line() {
     let reads = flip("      create_note:", "      get_note: { class: read }")
         .replace("\"notes/create_note\"", "\"notes/get_note\"");
     let r = audit_of(&reads).await;
+    assert_eq!(finding(&r, "cost.limits").status, Status::Partial);
     assert_eq!(finding(&r, "cost.limits").severity, super::Severity::Medium);
 }
 
@@ -271,13 +268,25 @@ async fn a_public_listener_without_tls_is_flagged() {
 
 #[tokio::test]
 async fn an_unpinned_stdio_server_is_flagged_and_its_gate_blocks() {
-    let text = CLEAN.replace(
+    // Production refuses it at load; development runs it, and the self-audit says so.
+    let production = CLEAN.replace(
+        "grants:\n",
+        "  files:\n    command: { program: /usr/local/bin/files-mcp }\n    tools:\n      read_file: { class: read }\ngrants:\n",
+    );
+    let e = registry::load_str("t.yaml", &production)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("t.yaml:17:14") && e.contains("no `integrity`"),
+        "{e}"
+    );
+    let text = flip("profile:", "profile: development").replace(
         "grants:\n",
         "  files:\n    command: { program: /usr/local/bin/files-mcp }\n    tools:\n      read_file: { class: read }\ngrants:\n",
     );
     let r = audit_of(&text).await;
     let f = finding(&r, "onboard.stdio_pinning");
-    assert_eq!((f.status, f.cause), (Status::Absent, Some(Cause::Unbuilt)));
+    assert_eq!((f.status, f.cause), (Status::Absent, Some(Cause::Config)));
     assert_eq!(dimension_status(&r, "onboarding"), Status::Absent);
     assert!(
         cited(&r, "onboard.stdio_pinning")[0].contains("t.yaml:17:14 `servers.files.command`"),
@@ -296,21 +305,57 @@ async fn an_unpinned_stdio_server_is_flagged_and_its_gate_blocks() {
 }
 
 #[tokio::test]
-async fn an_http_upstream_brings_the_unbuilt_upstream_controls() {
+async fn an_http_upstream_is_judged_by_its_pins_and_address_guard() {
     let text = CLEAN.replace(
         "grants:\n",
         "  web:\n    url: https://tools.example.com/mcp\n    tools:\n      fetch_page: { class: read }\ngrants:\n",
     );
     let r = audit_of(&text).await;
-    for id in ["onboard.fingerprints", "id.token_exchange", "id.ssrf"] {
-        assert_eq!(finding(&r, id).cause, Some(Cause::Unbuilt), "{id}");
-    }
-    assert!(cited(&r, "onboard.fingerprints")[0].contains("`servers.web.url`"));
+    // Unpinned: its tools are hidden, and the CI gate says so.
+    assert_flagged(&r, "onboard.fingerprints", "onboarding", "`servers.web`");
+    assert!(cited(&r, "onboard.fingerprints")[0].contains("every tool of this server is hidden"));
+    assert_flagged(&r, "onboard.ci_gate", "onboarding", "`servers.web`");
+    assert_eq!(finding(&r, "id.token_exchange").cause, Some(Cause::Unbuilt));
+    assert_eq!(finding(&r, "id.ssrf").status, Status::Pass);
+    // Pinned, and granted: both findings pass.
+    let pinned = text
+        .replace(
+            "      fetch_page: { class: read }\n",
+            &format!(
+                "      fetch_page: {{ class: read }}\n    pin:\n      fetch_page: \"sha256:{}\"\n",
+                "ab".repeat(32)
+            ),
+        )
+        .replace(
+            "\"notes/create_note\"]",
+            "\"notes/create_note\", \"web/fetch_page\"]",
+        );
+    let r = audit_of(&pinned).await;
+    assert_eq!(finding(&r, "onboard.fingerprints").status, Status::Pass);
+    assert_eq!(
+        finding(&r, "onboard.ci_gate").status,
+        Status::Pass,
+        "{:#?}",
+        cited(&r, "onboard.ci_gate")
+    );
     // https to another host is not cleartext.
     assert_eq!(finding(&r, "id.transport").status, Status::Pass);
-    let plain = text.replace("https://tools.example.com", "http://10.1.2.3:9000");
+    let plain = text.replace(
+        "url: https://tools.example.com/mcp",
+        "url: http://10.1.2.3:9000/mcp\n    allow_private: true",
+    );
     let r = audit_of(&plain).await;
     assert_flagged(&r, "id.transport", "identity", "`servers.web.url`");
+    assert_flagged(&r, "id.ssrf", "identity", "`servers.web.allow_private`");
+    // Without `allow_private`, the private address does not load.
+    let refused = text.replace("https://tools.example.com", "http://10.1.2.3:9000");
+    let e = registry::load_str("t.yaml", &refused)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`servers.web.url`") && e.contains("a private address"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -403,31 +448,25 @@ async fn an_inline_secret_is_cited_by_line_and_never_repeated() {
             "  files:\n    command: {{ program: /usr/local/bin/files-mcp, args: [\"--token\", \"{secret}\"] }}\n    tools:\n      read_file: {{ class: read }}\ngrants:\n"
         ),
     );
-    let r = audit_of(&text).await;
-    let f = finding(&r, "id.secrets");
-    assert_eq!((f.status, f.cause), (Status::Absent, Some(Cause::Config)));
+    // The loader refuses it, naming the place and never the value.
+    let e = registry::load_str("t.yaml", &text).unwrap_err().to_string();
     assert!(
-        cited(&r, "id.secrets")[0].contains("t.yaml:17:69 `servers.files.command.args[1]`"),
+        e.contains("t.yaml:17:69: `servers.files.command.args[1]`: this value looks like a secret"),
+        "{e}"
+    );
+    assert!(!e.contains(secret), "the secret was repeated: {e}");
+    // A clean config's finding cites its references.
+    let r = audit_of(CLEAN).await;
+    let f = finding(&r, "id.secrets");
+    assert_eq!(f.status, Status::Pass);
+    assert!(
+        cited(&r, "id.secrets")
+            .iter()
+            .any(|row| row.contains("`audit.redact_key`")
+                && row.contains("env:PORTCULLIS_REDACT_KEY")),
         "{:#?}",
         cited(&r, "id.secrets")
     );
-    let area = r
-        .checklist
-        .areas
-        .iter()
-        .find(|a| a.key == "secret_handling")
-        .unwrap();
-    assert_eq!(area.score, 0);
-    for text in [
-        serde_json::to_string(&r).unwrap(),
-        super::markdown(&r),
-        super::html(&r),
-    ] {
-        assert!(
-            !text.contains(secret),
-            "the secret was repeated in the report"
-        );
-    }
 }
 
 #[tokio::test]
@@ -522,13 +561,25 @@ async fn urls_are_cited_without_credentials_or_queries() {
     let text = CLEAN
         .replace(
             "http://127.0.0.1:4318",
-            "https://collector:s3cr3tpassw0rd@otel.example.com:4318?token=abc123",
+            "https://otel.example.com:4318?token=abc123",
         )
         .replace(
             "listen: 127.0.0.1:8080",
-            "listen: 0.0.0.0:8080\npublic_url: http://u:hunter2hunter2@gw.example.com",
+            "listen: 0.0.0.0:8080\npublic_url: http://gw.example.com",
         );
     let r = audit_of(&text).await;
+    // A password inside a URL does not load at all, and the error does not repeat it.
+    let with_password = text.replace(
+        "http://gw.example.com",
+        "http://u:hunter2hunter2@gw.example.com",
+    );
+    let e = registry::load_str("t.yaml", &with_password)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("a password inside a URL") && !e.contains("hunter2"),
+        "{e}"
+    );
     let json = serde_json::to_string(&r).unwrap();
     for leaked in ["s3cr3tpassw0rd", "abc123", "hunter2hunter2"] {
         assert!(!json.contains(leaked), "{leaked} repeated");

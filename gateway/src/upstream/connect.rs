@@ -219,8 +219,32 @@ pub(crate) async fn checked_addresses(
     Ok(addrs)
 }
 
+/// Connect once, list every tool the upstream offers (untrusted, unfiltered), and disconnect.
+pub(crate) async fn fetch_definitions(up: &Upstream) -> anyhow::Result<Vec<Tool>> {
+    let (refresh, _ignored) = mpsc::unbounded_channel();
+    let handler = UpstreamHandler {
+        server: up.config.name.clone(),
+        progress: up.progress.clone(),
+        events: up.events.clone(),
+        refresh,
+    };
+    let conn = connect(up, handler).await?;
+    let tools = list_all(up, &conn.peer).await;
+    if let Ok(service) = Arc::try_unwrap(conn._service) {
+        let _ = service.cancel().await;
+    }
+    tools
+}
+
 /// Fetch every page of the upstream's tools and keep the allowlisted ones.
 async fn refresh_tools(up: &Upstream, peer: &Peer<RoleClient>) -> anyhow::Result<()> {
+    let all = list_all(up, peer).await?;
+    up.set_tools(all);
+    Ok(())
+}
+
+/// Every page of the upstream's tool list.
+async fn list_all(up: &Upstream, peer: &Peer<RoleClient>) -> anyhow::Result<Vec<Tool>> {
     let mut all: Vec<Tool> = Vec::new();
     let mut cursor: Option<String> = None;
     for _page in 0..1000 {
@@ -244,6 +268,5 @@ async fn refresh_tools(up: &Upstream, peer: &Peer<RoleClient>) -> anyhow::Result
             _ => break,
         }
     }
-    up.set_tools(all);
-    Ok(())
+    Ok(all)
 }

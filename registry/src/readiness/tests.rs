@@ -30,12 +30,12 @@ fn a_builtin_read_only_server_may_serve_production_reads() {
 #[test]
 fn an_unpinned_command_blocks_whatever_the_total() {
     let r = &score(
-        "servers:\n  files:\n    command: { program: /usr/bin/files-mcp }\n    tools:\n      read_file: { class: read }\n",
+        "profile: development\nservers:\n  files:\n    command: { program: /usr/bin/files-mcp }\n    tools:\n      read_file: { class: read }\n",
     )[0];
     let m = dim(r, "maintainer_reliability");
     assert_eq!(m.score, 0);
     assert_eq!(m.evidence[0].path, "servers.files.command");
-    assert_eq!(m.evidence[0].location.line, 3);
+    assert_eq!(m.evidence[0].location.line, 4);
     assert_eq!(r.gate, Gate::Block);
     assert!(r.gate_reason.contains("Maintainer reliability"));
 }
@@ -95,7 +95,7 @@ fn generic_verbs_and_whole_scheme_resources_are_flagged() {
     assert!(!is_generic_tool_name("search_notes"));
     assert!(!is_generic_tool_name("executive_summary"));
     let r = &score(
-        "servers:\n  db:\n    url: http://127.0.0.1:9/mcp\n    tools:\n      execute_sql: { class: write }\n    resources: [\"db://*\"]\n",
+        "servers:\n  db:\n    url: https://notes.example.com/mcp\n    tools:\n      execute_sql: { class: write }\n    resources: [\"db://*\"]\n",
     )[0];
     assert_eq!(dim(r, "tool_boundaries").score, 1);
     assert_eq!(

@@ -6,14 +6,14 @@ use std::time::Duration;
 fn minimal_config_loads() {
     let r = load_str(
         "t.yaml",
-        "servers:\n  notes:\n    url: http://127.0.0.1:9/mcp\n    tools:\n      search: { class: read }\n",
+        "servers:\n  notes:\n    url: https://notes.example.com/mcp\n    tools:\n      search: { class: read }\n",
     )
     .unwrap();
     assert_eq!(r.servers.len(), 1);
     assert_eq!(
         r.servers[0].source,
         ServerSource::Http {
-            url: "http://127.0.0.1:9/mcp".into()
+            url: "https://notes.example.com/mcp".into()
         }
     );
     assert_eq!(r.settings.max_body, 4 * 1024 * 1024);
@@ -22,7 +22,7 @@ fn minimal_config_loads() {
 
 #[test]
 fn missing_allowlist_names_the_server_line() {
-    let p = problems("servers:\n  notes:\n    url: http://127.0.0.1:9/mcp\n");
+    let p = problems("servers:\n  notes:\n    url: https://notes.example.com/mcp\n");
     assert_eq!(p.len(), 1);
     assert!(
         p[0].starts_with(
@@ -92,7 +92,7 @@ fn exactly_one_source() {
 #[test]
 fn literal_env_is_refused() {
     let p = problems(
-        "servers:\n  a:\n    command: { program: /bin/x, env: { TOKEN: abc } }\n    tools: {}\n",
+        "servers:\n  a:\n    command: { program: /bin/x, integrity: \"sha256:0000000000000000000000000000000000000000000000000000000000000000\", env: { TOKEN: abc } }\n    tools: {}\n",
     );
     assert!(p[0].contains("is a literal"), "{}", p[0]);
 }
