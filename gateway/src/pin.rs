@@ -141,10 +141,10 @@ pub(crate) async fn pin(config: &Path) -> ExitCode {
                     ));
                 }
             }
-            if let Some(d) = def {
-                if pins.contains_key(tool) {
-                    defs.insert(tool.clone(), d);
-                }
+            if let Some(d) = def
+                && pins.contains_key(tool)
+            {
+                defs.insert(tool.clone(), d);
             }
         }
         for gone in old.keys().filter(|t| !pins.contains_key(*t)) {

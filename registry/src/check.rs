@@ -121,10 +121,11 @@ pub fn write_pins(
     if at > lines.len() {
         return Err(format!("cannot place the pins of `{server}` in {file}"));
     }
-    if at == lines.len() && lines.last().is_some_and(|l| !l.ends_with('\n')) {
-        if let Some(l) = lines.last_mut() {
-            l.push('\n');
-        }
+    if at == lines.len()
+        && let Some(l) = lines.last_mut()
+        && !l.ends_with('\n')
+    {
+        l.push('\n');
     }
     lines.insert(at, block);
     let out: String = lines.concat();

@@ -183,7 +183,7 @@ pub enum ServerSource {
         url: String,
     },
     /// A child process speaking MCP over stdio.
-    Command(CommandSource),
+    Command(Box<CommandSource>),
     /// An upstream compiled into the gateway.
     Builtin(BuiltinServer),
 }
@@ -588,7 +588,7 @@ fn server(
             Some(ServerSource::Http { url })
         }
         (None, Some(cmd), None) => {
-            command(&base, cmd, profile, map, problems).map(ServerSource::Command)
+            command(&base, cmd, profile, map, problems).map(|c| ServerSource::Command(Box::new(c)))
         }
         (None, None, Some(b)) => Some(ServerSource::Builtin(b)),
         _ => {
@@ -719,9 +719,9 @@ fn server(
             }
         }
     }
-    let pins = raw.pin.map(|pin| {
+    let pins = raw.pin.inspect(|pin| {
         let pp = child(&base, "pin");
-        for (tool, digest) in &pin {
+        for (tool, digest) in pin {
             let at = child(&pp, tool);
             if !tools.contains_key(tool) {
                 problems.push(map.problem(
@@ -748,7 +748,6 @@ fn server(
                 "remove `pin` from this server",
             ));
         }
-        pin
     });
     if problems.len() > before {
         return None;

@@ -52,6 +52,11 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// Own `child`: it is killed when this is dropped.
+    pub fn new(child: Child) -> Proc {
+        Proc { child }
+    }
+
     /// Send SIGKILL now.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -110,6 +115,18 @@ impl Fixture {
 }
 
 impl Fixture {
+    /// The `Authorization` headers that reached the fixture, in order.
+    pub fn authorizations(&self) -> Vec<String> {
+        let addr = self
+            .url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .to_string();
+        http_get(&addr, "/authorizations")
+            .map(|(_, body)| body.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
     /// How many tool calls have reached the fixture so far.
     pub fn calls(&self) -> u64 {
         let addr = self
@@ -352,9 +369,10 @@ impl Gateway {
             .map(|s| format!("{s}/*"))
             .collect();
         let key = create_key_with(&path, "e2e", &grants, &[])?;
-        if servers_yaml.contains("url:") {
+        if servers_yaml.contains("url:") && !top.contains("profile: development") {
             // As an operator would: pin the upstreams' tool definitions before serving. An
-            // upstream that is meant to be down stays unpinned.
+            // upstream that is meant to be down stays unpinned. (Development-profile tests run
+            // unpinned, keeping the definitions first seen.)
             pin(&path)?;
         }
         let (proc, base, admin) = serve(&path, log)?;
@@ -487,7 +505,8 @@ fn wait_ready(base: &str) -> Result<()> {
 }
 
 /// A bare HTTP/1.1 GET, returning the status code.
-fn http_status(addr: &str, path: &str) -> Option<u16> {
+/// The status of `GET http://{addr}{path}`, if it answered.
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     http_get(addr, path).map(|(status, _)| status)
 }
 

@@ -712,7 +712,7 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
         .servers
         .iter()
         .filter_map(|s| match &s.source {
-            ServerSource::Command(c) => Some((s, c)),
+            ServerSource::Command(c) => Some((s, &**c)),
             _ => None,
         })
         .collect();
