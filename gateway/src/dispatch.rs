@@ -836,6 +836,24 @@ impl Gateway {
                 json!({}),
             ));
         }
+        // The definition may have changed while the call waited (approval hold, audit write):
+        // it runs only if the tool is still offered exactly as it was decided on.
+        let unchanged = up
+            .tools()
+            .iter()
+            .any(|t| t.tool.name == tool && t.fingerprint == offered.fingerprint);
+        if !unchanged {
+            tracing::warn!(%subject, server, tool, "tool changed or quarantined before execution; call refused");
+            trail.outcome = Some("quarantined");
+            trail.reason = Some("the tool's definition changed before the call ran".into());
+            return Err(refusal(
+                "quarantined",
+                format!(
+                    "`{name}` was not executed: its definition changed; an operator must review and re-pin it"
+                ),
+                json!({}),
+            ));
+        }
         trail.arguments = None;
         trail.started = Some(std::time::Instant::now());
         let r = up

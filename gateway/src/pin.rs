@@ -15,6 +15,16 @@ use serde_json::Value;
 use crate::cli::{EX_CONFIG, EX_SOFTWARE};
 use crate::upstream::{UpstreamSetup, Upstreams};
 
+/// `dir` as an absolute path (relative to the gateway's working directory), so a child's own
+/// `cwd` never changes which cached artifact runs.
+pub(crate) fn absolute(dir: &str) -> PathBuf {
+    let p = PathBuf::from(dir);
+    match (p.is_absolute(), std::env::current_dir()) {
+        (false, Ok(here)) => here.join(p),
+        _ => p,
+    }
+}
+
 /// The file that keeps the pinned definitions next to the config, for readable diffs.
 fn record_path(config: &Path) -> PathBuf {
     let mut name = config.file_name().unwrap_or_default().to_os_string();
@@ -53,7 +63,7 @@ pub(crate) async fn pin(config: &Path) -> ExitCode {
     };
     let setup = UpstreamSetup {
         secrets,
-        cache: reg.settings.cache_dir.clone().into(),
+        cache: absolute(&reg.settings.cache_dir),
         profile: reg.settings.profile,
         audit: None,
     };

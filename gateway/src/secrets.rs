@@ -1,7 +1,8 @@
 //! Resolving secret references: `env:`, `file:` and `vault:` (KV version 2 on Vault or OpenBao).
 //!
 //! Secrets are read when they are needed (an upstream connection, a child process, the audit
-//! key), so a rotated secret takes effect at the next connection. A reference that cannot be read
+//! key), so a rotated secret takes effect at the next connection. The Vault token itself is read
+//! once, when the gateway starts. A reference that cannot be read
 //! is an error that names the reference, never a value; whatever needed it does not proceed.
 
 use std::collections::HashMap;
@@ -92,8 +93,8 @@ impl Secrets {
         }
     }
 
-    /// Read every reference once (at start and reload), so a missing secret stops the change
-    /// instead of surfacing at the first call.
+    /// Read every reference once at start, so a missing secret stops the gateway instead of
+    /// surfacing at the first call.
     pub(crate) async fn check_all<'a>(
         &self,
         refs: impl IntoIterator<Item = (String, &'a SecretRef)>,

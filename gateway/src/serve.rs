@@ -98,7 +98,7 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
         &reg.servers,
         crate::upstream::UpstreamSetup {
             secrets,
-            cache: reg.settings.cache_dir.clone().into(),
+            cache: crate::pin::absolute(&reg.settings.cache_dir),
             profile: reg.settings.profile,
             audit: Some(audit.clone()),
         },

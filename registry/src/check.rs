@@ -95,23 +95,38 @@ pub fn write_pins(
     } else {
         block.push('\n');
         for (tool, digest) in pins {
-            block.push_str(&format!("{pad}  {tool}: \"{digest}\"\n"));
+            // Allowlisted names are `[A-Za-z0-9_-]`; anything else is quoted.
+            let plain = tool
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && tool
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+            let key = match plain {
+                true => tool.clone(),
+                false => serde_json::to_string(tool).unwrap_or_default(),
+            };
+            block.push_str(&format!("{pad}  {key}: \"{digest}\"\n"));
         }
     }
     let indent_of = |l: &str| l.len() - l.trim_start_matches(' ').len();
     let at = if map.contains(&pin_path) {
         let start = map.key(&pin_path).line.saturating_sub(1);
         let own = lines.get(start).map_or(0, |l| indent_of(l));
+        // The block runs to its last line indented deeper than `pin:`; blank and comment lines
+        // inside it go with it, those after it stay with what follows.
         let mut end = start + 1;
-        while let Some(l) = lines.get(end) {
-            if !l.trim().is_empty() && indent_of(l) <= own {
-                break;
+        let mut i = start + 1;
+        while let Some(l) = lines.get(i) {
+            let t = l.trim();
+            if !t.is_empty() && !t.starts_with('#') {
+                if indent_of(l) <= own {
+                    break;
+                }
+                end = i + 1;
             }
-            end += 1;
-        }
-        // Trailing blank lines belong to what follows.
-        while end > start + 1 && lines.get(end - 1).is_some_and(|l| l.trim().is_empty()) {
-            end -= 1;
+            i += 1;
         }
         lines.drain(start..end);
         start

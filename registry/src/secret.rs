@@ -114,7 +114,11 @@ pub(crate) fn reference(
 
 /// Paths whose values are digests or other public high-entropy data, never secrets.
 fn digest_path(path: &str) -> bool {
-    path.ends_with(".integrity") || path.contains(".pin.")
+    let parts: Vec<&str> = path.split('.').collect();
+    matches!(
+        parts.as_slice(),
+        ["servers", _, "pin", _] | ["servers", _, "command", "integrity"]
+    )
 }
 
 /// Why a literal config value looks like a secret, or `None`. The answer names the kind of

@@ -69,7 +69,14 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 pub fn url_host(url: &str) -> Option<(String, u16)> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // Only a plain ASCII host and port: userinfo, backslashes, percent-escapes and
+    // internationalised names are read differently by different URL parsers.
+    if !authority
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    {
+        return None;
+    }
     let default = match scheme.to_ascii_lowercase().as_str() {
         "https" => 443,
         "http" => 80,
@@ -160,9 +167,14 @@ mod tests {
         );
         assert_eq!(url_host("https://[::1]/mcp"), Some(("::1".into(), 443)));
         assert_eq!(
-            url_host("https://u:p@Example.com:8443/x?y"),
+            url_host("https://Example.com:8443/x?y"),
             Some(("example.com".into(), 8443))
         );
+        // Forms URL parsers disagree on are not URLs here.
+        assert_eq!(url_host("http://127.0.0.1\\@public.example/mcp"), None);
+        assert_eq!(url_host("https://u:p@example.com/"), None);
+        assert_eq!(url_host("https://bücher.example/"), None);
+        assert_eq!(url_host("https://ex%61mple.com/"), None);
         assert_eq!(url_host("ftp://x"), None);
         assert!(literal_host_problem("localhost").is_some());
         assert!(literal_host_problem("api.localhost").is_some());

@@ -820,11 +820,11 @@ fn command(
     };
     let artifact = match (cmd.program, cmd.package) {
         (Some(program), None) => {
-            if program.trim().is_empty() {
+            if !program.starts_with('/') {
                 problems.push(map.problem(
                     &child(&p, "program"),
-                    "empty program".to_string(),
-                    "give the path of the server executable",
+                    format!("`{program}` is not an absolute path"),
+                    "give the absolute path of the server executable (no PATH lookup, no working-directory surprises)",
                 ));
             }
             match (integrity, profile) {

@@ -428,24 +428,15 @@ async fn an_upstream_credential_from_openbao_reaches_the_upstream_and_nothing_el
     // self-audit.
     let admin = gw.operator_key("admin", Some("ops")).unwrap();
     let http = reqwest::Client::new();
-    let metrics = http
-        .get(format!("{}/metrics", gw.admin))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let report = http
-        .get(format!("{}/admin/self-audit?format=json", gw.admin))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let mut fetched = Vec::new();
+    for path in ["/metrics", "/admin/self-audit?format=json"] {
+        let r = http
+            .get(format!("{}{path}", gw.admin))
+            .bearer_auth(&admin)
+            .send();
+        fetched.push(r.await.unwrap().text().await.unwrap());
+    }
+    let [metrics, report] = <[String; 2]>::try_from(fetched).unwrap();
     assert!(
         report.contains("vault:secret/portcullis/fixture#token"),
         "the reference is cited"
@@ -476,4 +467,46 @@ async fn an_upstream_credential_from_openbao_reaches_the_upstream_and_nothing_el
         "{out}"
     );
     assert!(!out.contains(secret), "{out}");
+}
+
+#[tokio::test]
+async fn a_tool_over_its_rate_is_refused_before_the_upstream() {
+    let fx = Fixture::start("both").unwrap();
+    let servers = servers(&fx.url).replace(
+        "echo: { class: read }",
+        "echo: { class: read, rate: 2/min }",
+    );
+    let gw = Gateway::start(&servers).unwrap();
+    let c = client(&gw).await;
+    for _ in 0..2 {
+        let r = call(&c, "fixture__echo", json!({"text": "hi"})).await;
+        assert_eq!(r["result"]["content"][0]["text"], "hi", "{r}");
+    }
+    let before = fx.calls();
+    let r = call(&c, "fixture__echo", json!({"text": "hi"})).await;
+    assert_eq!(r["error"]["data"]["reason"], "rate_limited", "{r}");
+    assert!(
+        r["error"]["data"]["retry_after_s"].as_u64().unwrap() >= 1,
+        "{r}"
+    );
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("2/min"),
+        "{r}"
+    );
+    assert_eq!(
+        fx.calls(),
+        before,
+        "a limited call never reaches the upstream"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !audit_events(&gw, "tool.call")
+        .iter()
+        .any(|e| e["tool"] == "echo" && e["outcome"] == "rate_limited")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the refusal is not in the audit log"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -293,8 +293,25 @@ fn the_cli_audits_a_config_offline() {
     assert_eq!(code, Some(0));
     assert!(out.starts_with("<!doctype html>"));
 
-    // Rate limits do not exist yet, so a dimension is red: `partial` fails, naming it.
+    // No dimension is red: `partial` passes. A write tool without a rate limit turns cost red,
+    // and `partial` then fails, naming it.
     let (code, _, err) = run(&["--config", cfg, "--fail-under", "partial"]);
+    assert_eq!(code, Some(0), "{err}");
+    let unlimited = dir.path().join("unlimited.yaml");
+    std::fs::write(
+        &unlimited,
+        std::fs::read_to_string(&config).unwrap().replace(
+            "      search_notes: { class: read }\n",
+            "      search_notes: { class: read }\n      create_note: { class: write }\n",
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&[
+        "--config",
+        unlimited.to_str().unwrap(),
+        "--fail-under",
+        "partial",
+    ]);
     assert_eq!(code, Some(1));
     assert!(err.contains("05 Routing & cost controls (red)"), "{err}");
     let (code, _, err) = run(&["--config", cfg, "--fail-under", "pass"]);

@@ -48,7 +48,9 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
                 backoff = BACKOFF_START;
                 tracing::info!(server = %up.config.name, protocol = %conn.protocol.as_str(), "upstream connected");
                 if let Err(e) = refresh_tools(&up, &conn.peer).await {
-                    tracing::warn!(server = %up.config.name, error = %e, "listing upstream tools failed");
+                    // What the upstream offers is unknown: offer nothing rather than old tools.
+                    up.set_tools(Vec::new());
+                    tracing::warn!(server = %up.config.name, error = %e, "listing upstream tools failed; its tools are withheld");
                 }
                 let peer = conn.peer.clone();
                 let service = conn._service.clone();
@@ -60,7 +62,8 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
                     tokio::select! {
                         Some(()) = refresh_rx.recv() => {
                             if let Err(e) = refresh_tools(&up, &peer).await {
-                                tracing::warn!(server = %up.config.name, error = %e, "refreshing upstream tools failed");
+                                up.set_tools(Vec::new());
+                                tracing::warn!(server = %up.config.name, error = %e, "refreshing upstream tools failed; its tools are withheld");
                             }
                             let _ = up.events.send(UpstreamEvent::Tools(up.config.name.clone()));
                         }
@@ -149,6 +152,8 @@ async fn handshake(
                 .tcp_nodelay(true)
                 .pool_idle_timeout(Duration::from_secs(60))
                 .redirect(reqwest::redirect::Policy::none())
+                // A proxy would resolve the host itself, past the checked addresses.
+                .no_proxy()
                 .default_headers(headers);
             // Connect only to the addresses that were checked: a second lookup cannot move the
             // connection elsewhere (DNS rebinding).
