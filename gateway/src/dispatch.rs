@@ -681,7 +681,7 @@ impl Gateway {
             trail.reason = Some(format!("arguments do not match the schema at `{}`", why.at));
             return Ok(rejected_arguments(&why.message));
         }
-        if let Some(rate) = up.config.tools.get(tool).and_then(|t| t.rate)
+        if let Some(rate) = offered.rate
             && let Err(wait) = self
                 .limits
                 .admit(server, tool, rate, std::time::Instant::now())

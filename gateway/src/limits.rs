@@ -74,4 +74,17 @@ mod tests {
                 .is_err()
         );
     }
+
+    #[test]
+    fn a_limiter_whose_state_is_poisoned_refuses() {
+        let l = std::sync::Arc::new(Limits::default());
+        let rate = registry::Rate::parse("100/s").unwrap();
+        let held = l.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = held.log.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(l.admit("s", "t", rate, Instant::now()).is_err());
+    }
 }

@@ -126,6 +126,8 @@ pub(crate) struct Offered {
     pub(crate) own: Value,
     /// Compiled argument schemas.
     pub(crate) check: crate::authorize::ArgumentCheck,
+    /// The tool's rate limit from the registry, read once per refresh.
+    pub(crate) rate: Option<registry::Rate>,
     /// Hex SHA-256 of the definition's canonical JSON: an approval is bound to it, so a tool
     /// that changes after approval does not run on that approval.
     pub(crate) fingerprint: String,
@@ -381,6 +383,7 @@ impl Upstream {
                     federated,
                     own,
                     check,
+                    rate: entry.rate,
                 })
             })
             .collect();
