@@ -55,7 +55,7 @@ impl Admin {
         };
         let url = format!("http://{shown}");
         Admin {
-            issuers: Issuers::for_admin(&gw.registry.access.oidc, &url),
+            issuers: Issuers::for_admin(&gw.registry().access.oidc, &url),
             gw,
             url,
             hosts,
@@ -490,7 +490,7 @@ async fn post_key(
     let detail =
         json!({ "name": request.name, "role": role.as_str(), "grants": request.scope.grants });
     a.gw.record_operator(&op, "key.issue", detail).await?;
-    let issued = crate::keys::mint(&a.gw.store, &a.gw.registry, request)
+    let issued = crate::keys::mint(&a.gw.store, &a.gw.registry(), request)
         .await
         .map_err(|e| match e {
             crate::keys::MintError::Refused(why) => OpError::BadRequest(why),
@@ -618,7 +618,7 @@ async fn get_audit(
         tool: q.tool,
         kind: q.kind,
     };
-    let settings = &a.gw.registry.settings.audit;
+    let settings = &a.gw.registry().settings.audit;
     let Some(source) = Source::of(settings, &a.gw.store) else {
         return Err(OpError::Conflict(
             "the audit log goes to stdout only, which this gateway cannot read back; add a `store` or `file` sink".into(),

@@ -94,7 +94,7 @@ impl Gateway {
             None => self.file_request(call, &key).await?,
         };
         let id = record.id.clone();
-        let hold = self.registry.access.approvals.hold;
+        let hold = self.registry().access.approvals.hold;
         let started = Instant::now();
         let deadline = started + hold;
         let mut last_progress: Option<Instant> = None;
@@ -182,7 +182,7 @@ impl Gateway {
         call: &HeldCall<'_>,
         key: &ApprovalKey<'_>,
     ) -> Result<ApprovalRecord, RpcError> {
-        let settings = &self.registry.access.approvals;
+        let settings = &self.registry().access.approvals;
         let target = settings.target_arguments.iter().find_map(|name| {
             call.arguments.get(name).map(|v| match v {
                 Value::String(s) if crate::redact::secret_value(s) => "[redacted]".to_owned(),

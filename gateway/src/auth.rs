@@ -117,6 +117,15 @@ impl Authenticator {
         }
     }
 
+    /// Accept tokens for the endpoints of the servers a reloaded config names.
+    pub(crate) fn set_servers<'a>(
+        &self,
+        public_url: &str,
+        servers: impl IntoIterator<Item = &'a str>,
+    ) {
+        self.issuers.set_servers(public_url, servers);
+    }
+
     /// The trusted token issuers.
     pub(crate) fn issuers(&self) -> &Issuers {
         &self.issuers

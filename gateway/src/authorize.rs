@@ -154,7 +154,7 @@ impl Gateway {
             class,
             arguments,
         };
-        let policy = &self.registry.access.policy;
+        let policy = &self.registry().access.policy;
         guarded(|| policy::decide(policy, &caller.identity, &request, unix_now()))
     }
 

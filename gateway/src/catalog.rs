@@ -13,14 +13,13 @@ use serde_json::{Map, Value, json};
 
 use crate::jsonrpc::{INVALID_PARAMS, RpcError};
 use crate::session::Scope;
-use crate::upstream::Upstream;
 
 /// Items per page of a `*/list` answer.
 pub(crate) const PAGE_SIZE: usize = 100;
 
 /// The class the gateway enforces and shows for a tool: the registry's, raised by upstream claims.
-pub(crate) fn effective_class(up: &Upstream, tool: &Tool) -> Option<ToolClass> {
-    let entry = up.config.tools.get(tool.name.as_ref())?;
+pub(crate) fn effective_class(server: &registry::Server, tool: &Tool) -> Option<ToolClass> {
+    let entry = server.tools.get(tool.name.as_ref())?;
     let hints = UpstreamHints {
         read_only: tool.annotations.as_ref().and_then(|a| a.read_only_hint),
         destructive: tool.annotations.as_ref().and_then(|a| a.destructive_hint),
@@ -30,10 +29,10 @@ pub(crate) fn effective_class(up: &Upstream, tool: &Tool) -> Option<ToolClass> {
 
 /// The tool as a client sees it: renamed for the endpoint, annotations from the class, no
 /// upstream `_meta`, icons or annotations passed through.
-pub(crate) fn present_tool(up: &Upstream, tool: &Tool, class: ToolClass, federated: bool) -> Value {
+pub(crate) fn present_tool(server: &str, tool: &Tool, class: ToolClass, federated: bool) -> Value {
     let mut out = Map::new();
     let name = match federated {
-        true => format!("{}__{}", up.name(), tool.name),
+        true => format!("{server}__{}", tool.name),
         false => tool.name.to_string(),
     };
     out.insert("name".into(), Value::String(name));

@@ -277,7 +277,7 @@ pub(crate) fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve { config } => match load(&config) {
-                Ok(reg) => crate::serve::run(reg, None).await,
+                Ok(reg) => crate::serve::run(reg, &config, None).await,
                 Err(code) => code,
             },
             Command::Quickstart { port } => crate::serve::quickstart(port).await,
@@ -302,9 +302,12 @@ pub(crate) fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
+    // Colour only for a person at a terminal; a log file or collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 

@@ -79,10 +79,7 @@ fn capabilities(gw: &Gateway, scope: &Scope) -> Value {
         "resources": { "listChanged": true },
         "prompts": { "listChanged": true },
     });
-    let ups: Vec<&Arc<Upstream>> = match scope {
-        Scope::Federated => gw.upstreams.all().iter().collect(),
-        Scope::Server(s) => gw.upstreams.get(s).into_iter().collect(),
-    };
+    let ups = gw.scoped(scope);
     let any = |k: &str| ups.iter().any(|u| u.capabilities().get(k).is_some());
     if let Some(obj) = caps.as_object_mut() {
         if any("completions") {
@@ -343,21 +340,24 @@ fn str_param<'a>(params: &'a Option<Value>, key: &str) -> Result<&'a str, RpcErr
 }
 
 impl Gateway {
-    fn scoped(&self, scope: &Scope) -> Vec<&Arc<Upstream>> {
+    /// The upstreams an endpoint reaches, in config order, as the config stands now.
+    fn scoped(&self, scope: &Scope) -> Vec<Arc<Upstream>> {
+        let set = self.upstreams();
         match scope {
-            Scope::Federated => self.upstreams.all().iter().collect(),
-            Scope::Server(s) => self.upstreams.get(s).into_iter().collect(),
+            Scope::Federated => set.all().to_vec(),
+            Scope::Server(s) => set.get(s).cloned().into_iter().collect(),
         }
     }
 
     /// Resolve a client-facing name to (upstream, upstream-side name) for this scope.
-    fn resolve<'a>(&'a self, scope: &Scope, name: &'a str) -> Option<(&'a Arc<Upstream>, &'a str)> {
+    fn resolve<'a>(&self, scope: &Scope, name: &'a str) -> Option<(Arc<Upstream>, &'a str)> {
+        let set = self.upstreams();
         match scope {
             Scope::Federated => {
                 let f = policy::split_federated(name)?;
-                Some((self.upstreams.get(f.server)?, f.name))
+                Some((set.get(f.server)?.clone(), f.name))
             }
-            Scope::Server(s) => Some((self.upstreams.get(s)?, name)),
+            Scope::Server(s) => Some((set.get(s)?.clone(), name)),
         }
     }
 
@@ -464,7 +464,10 @@ impl Gateway {
         let lists: Vec<_> = self
             .scoped(&call.scope)
             .into_iter()
-            .map(|u| (u, u.tools()))
+            .map(|u| {
+                let tools = u.tools();
+                (u, tools)
+            })
             .collect();
         let mut all = Vec::new();
         for (up, tools) in &lists {
@@ -589,9 +592,9 @@ impl Gateway {
         // Allowlisted in the registry AND currently offered by the upstream, compared exactly.
         let tools = up.tools();
         let offered = tools.iter().find(|t| t.tool.name == tool);
-        let Some(offered) = offered.filter(|_| up.config.tools.contains_key(tool)) else {
+        let Some(offered) = offered.filter(|_| up.config().tools.contains_key(tool)) else {
             // A quarantined tool is named as such only to a caller who may call it.
-            if let (Some(q), Some(entry)) = (up.quarantined(tool), up.config.tools.get(tool)) {
+            if let (Some(q), Some(entry)) = (up.quarantined(tool), up.config().tools.get(tool)) {
                 trail.server = Some(up.name().to_string());
                 trail.tool = Some(tool.to_string());
                 let digest = digest_and_size(&Value::Null).0;
@@ -889,7 +892,7 @@ impl Gateway {
         // A switch over the whole gateway or the caller (or an unknown state) refuses the
         // listing; a switch over one server leaves that server out of it.
         self.gate(call, "", method)?;
-        let ups: Vec<&Arc<Upstream>> = self
+        let ups: Vec<Arc<Upstream>> = self
             .scoped(&call.scope)
             .into_iter()
             .filter(|u| self.may_browse(&call.caller, u.name()))
@@ -918,11 +921,11 @@ impl Gateway {
                             "prompts" => item
                                 .get("name")
                                 .and_then(Value::as_str)
-                                .is_some_and(|n| up.config.allows_prompt(n)),
+                                .is_some_and(|n| up.config().allows_prompt(n)),
                             _ => item
                                 .get(uri_key)
                                 .and_then(Value::as_str)
-                                .is_some_and(|u| up.config.allows_resource(u)),
+                                .is_some_and(|u| up.config().allows_resource(u)),
                         };
                         if !allowed {
                             continue;
@@ -989,17 +992,14 @@ impl Gateway {
         Ok(out)
     }
 
-    fn resolve_uri<'a>(
-        &'a self,
-        scope: &Scope,
-        uri: &'a str,
-    ) -> Option<(&'a Arc<Upstream>, &'a str)> {
+    fn resolve_uri<'a>(&self, scope: &Scope, uri: &'a str) -> Option<(Arc<Upstream>, &'a str)> {
+        let set = self.upstreams();
         match scope {
             Scope::Federated => {
                 let (s, rest) = catalog::split_resource_uri(uri)?;
-                Some((self.upstreams.get(s)?, rest))
+                Some((set.get(s)?.clone(), rest))
             }
-            Scope::Server(s) => Some((self.upstreams.get(s)?, uri)),
+            Scope::Server(s) => Some((set.get(s)?.clone(), uri)),
         }
     }
 
@@ -1046,7 +1046,7 @@ impl Gateway {
         let (up, inner) = self
             .resolve_uri(&call.scope, &uri)
             .ok_or_else(|| unknown_resource(&uri, modern))?;
-        if !up.config.allows_resource(inner) || !self.may_browse(&call.caller, up.name()) {
+        if !up.config().allows_resource(inner) || !self.may_browse(&call.caller, up.name()) {
             return Err(unknown_resource(&uri, modern));
         }
         self.gate(call, up.name(), &uri)?;
@@ -1097,7 +1097,7 @@ impl Gateway {
         let (up, inner) = self
             .resolve_uri(&call.scope, &uri)
             .ok_or_else(|| unknown_resource(&uri, false))?;
-        if !up.config.allows_resource(inner) || !self.may_browse(&call.caller, up.name()) {
+        if !up.config().allows_resource(inner) || !self.may_browse(&call.caller, up.name()) {
             return Err(unknown_resource(&uri, false));
         }
         self.gate(call, up.name(), &uri)?;
@@ -1124,7 +1124,7 @@ impl Gateway {
         let (up, inner) = self
             .resolve(&call.scope, &name)
             .ok_or_else(|| unknown_prompt(&name))?;
-        if !up.config.allows_prompt(inner) || !self.may_browse(&call.caller, up.name()) {
+        if !up.config().allows_prompt(inner) || !self.may_browse(&call.caller, up.name()) {
             return Err(unknown_prompt(&name));
         }
         self.gate(call, up.name(), &name)?;
@@ -1147,7 +1147,7 @@ impl Gateway {
                 let Some((up, inner)) = self.resolve(&call.scope, name) else {
                     return none();
                 };
-                if !up.config.allows_prompt(inner) || !self.may_browse(&call.caller, up.name()) {
+                if !up.config().allows_prompt(inner) || !self.may_browse(&call.caller, up.name()) {
                     return none();
                 }
                 (up, json!({ "type": "ref/prompt", "name": inner }))
@@ -1157,7 +1157,8 @@ impl Gateway {
                 let Some((up, inner)) = self.resolve_uri(&call.scope, uri) else {
                     return none();
                 };
-                if !up.config.allows_resource(inner) || !self.may_browse(&call.caller, up.name()) {
+                if !up.config().allows_resource(inner) || !self.may_browse(&call.caller, up.name())
+                {
                     return none();
                 }
                 (up, json!({ "type": "ref/resource", "uri": inner }))

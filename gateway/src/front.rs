@@ -41,7 +41,7 @@ const META_CAPS: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// Build the MCP listener's router.
 pub(crate) fn router(gw: Arc<Gateway>) -> Router {
-    let limit = gw.registry.settings.max_body;
+    let limit = gw.registry().settings.max_body;
     Router::new()
         .route("/mcp", get(get_root).post(post_root).delete(delete_root))
         .route(
@@ -102,8 +102,8 @@ async fn delete_server(
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    let down: Vec<&str> = gw
-        .upstreams
+    let set = gw.upstreams();
+    let down: Vec<&str> = set
         .all()
         .iter()
         .filter(|u| !u.is_connected())
@@ -138,7 +138,7 @@ fn metadata_document(gw: &Gateway, path: Option<&str>) -> Response {
         None | Some("") => gw.public_url.clone(),
         Some("mcp") => format!("{}/mcp", gw.public_url),
         Some(p) => match p.strip_prefix("mcp/") {
-            Some(s) if gw.upstreams.get(s).is_some() => format!("{}/{p}", gw.public_url),
+            Some(s) if gw.upstreams().get(s).is_some() => format!("{}/{p}", gw.public_url),
             _ => return plain_error(StatusCode::NOT_FOUND, "no such resource"),
         },
     };
@@ -237,7 +237,7 @@ async fn admit(
     };
     let scope = match server {
         None => Scope::Federated,
-        Some(s) if gw.upstreams.get(&s).is_some() => Scope::Server(s),
+        Some(s) if gw.upstreams().get(&s).is_some() => Scope::Server(s),
         Some(_) => return Err(plain_error(StatusCode::NOT_FOUND, "no such endpoint")),
     };
     // A token whose audience is one server's endpoint is not a token for any other endpoint.
@@ -644,7 +644,7 @@ fn listen(gw: Arc<Gateway>, call: Call, id: Value, params: Option<Value>) -> Res
         "notifications/subscriptions/acknowledged",
         json!({ "notifications": honoured, "_meta": sub_meta }),
     );
-    let rx = gw.upstreams.events.subscribe();
+    let rx = gw.upstreams().events.subscribe();
     let scope = call.scope;
     let filter = honoured.clone();
     let events = tokio_stream_from_broadcast(rx).filter_map(move |ev| {
@@ -700,7 +700,7 @@ async fn stream(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) ->
     let scope = session.scope.clone();
     let subscriber = session.clone();
     let upstream =
-        tokio_stream_from_broadcast(gw.upstreams.events.subscribe()).filter_map(move |ev| {
+        tokio_stream_from_broadcast(gw.upstreams().events.subscribe()).filter_map(move |ev| {
             let out = match &ev {
                 UpstreamEvent::Updated(server, uri) => {
                     let shown = match &scope {
@@ -760,7 +760,7 @@ async fn delete(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) ->
 fn endpoint_label(gw: &Gateway, server: Option<&str>) -> String {
     match server {
         None => "/mcp".into(),
-        Some(s) if gw.upstreams.get(s).is_some() => format!("/mcp/{s}"),
+        Some(s) if gw.upstreams().get(s).is_some() => format!("/mcp/{s}"),
         Some(_) => "/mcp/(unknown)".into(),
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use http::HeaderValue;
 use registry::Registry;
@@ -15,12 +15,18 @@ use crate::session::Sessions;
 use crate::store::Store;
 use crate::upstream::Upstreams;
 
+/// The config in force and the upstreams it names, replaced together by a reload.
+pub(crate) struct Live {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) upstreams: Arc<Upstreams>,
+}
+
 /// Everything a request handler needs.
 pub(crate) struct Gateway {
-    pub(crate) registry: Arc<Registry>,
+    /// Read through [`Gateway::live`]; written only by a reload.
+    live: RwLock<Arc<Live>>,
     pub(crate) auth: Authenticator,
     pub(crate) sessions: Sessions,
-    pub(crate) upstreams: Arc<Upstreams>,
     /// Runtime state: keys, switches, approvals, the operator record.
     pub(crate) store: Store,
     /// The audit log: every decision, written before the action.
@@ -35,6 +41,8 @@ pub(crate) struct Gateway {
     pub(crate) limits: crate::limits::Limits,
     /// The canonical URL: configured, or derived from the bound address.
     pub(crate) public_url: String,
+    /// The config file reloads read, and what the last reload attempt ended in.
+    pub(crate) reloads: crate::reload::Status,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
 }
@@ -95,13 +103,46 @@ impl Gateway {
             auth: Authenticator::new(store.clone(), issuers),
             store,
             audit,
-            upstreams,
             inflight: Mutex::new(HashMap::new()),
             limits: crate::limits::Limits::default(),
+            reloads: crate::reload::Status::default(),
             public_url,
             allowed_hosts: hosts,
             allowed_origins: origins,
-            registry,
+            live: RwLock::new(Arc::new(Live {
+                registry,
+                upstreams,
+            })),
+        }
+    }
+
+    /// The config in force and its upstreams, as one snapshot: a request that reads both
+    /// sees one generation even if a reload lands meanwhile.
+    pub(crate) fn live(&self) -> Arc<Live> {
+        match self.live.read() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The config in force.
+    pub(crate) fn registry(&self) -> Arc<Registry> {
+        self.live().registry.clone()
+    }
+
+    /// The upstreams the config in force names.
+    pub(crate) fn upstreams(&self) -> Arc<Upstreams> {
+        self.live().upstreams.clone()
+    }
+
+    /// Put a reloaded config and its upstreams in force. Only the reload path calls this,
+    /// after the new config has been validated and its reload recorded.
+    pub(crate) fn replace(&self, next: Live) {
+        let servers = next.registry.servers.iter().map(|s| s.name.as_str());
+        self.auth.set_servers(&self.public_url, servers);
+        match self.live.write() {
+            Ok(mut l) => *l = Arc::new(next),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
         }
     }
 

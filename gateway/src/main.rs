@@ -24,6 +24,7 @@ mod operate;
 mod operator_cli;
 mod pin;
 mod redact;
+mod reload;
 mod secrets;
 mod selfaudit;
 mod serve;

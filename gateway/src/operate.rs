@@ -284,13 +284,13 @@ impl Gateway {
             _ if target.len() > 256 || target.chars().any(char::is_control) => {
                 bad("the target is too long or has control characters".into())
             }
-            KillScope::Server => match self.registry.servers.iter().any(|s| s.name == target) {
+            KillScope::Server => match self.registry().servers.iter().any(|s| s.name == target) {
                 true => Ok(target.to_owned()),
                 false => bad(format!("no server `{target}` is configured")),
             },
             KillScope::Tool => {
                 let known = target.split_once('/').is_some_and(|(s, t)| {
-                    self.registry
+                    self.registry()
                         .servers
                         .iter()
                         .any(|srv| srv.name == s && srv.tools.contains_key(t))
@@ -397,7 +397,7 @@ impl Gateway {
         )
         .await?;
         let ttl_ms =
-            i64::try_from(self.registry.access.approvals.ttl.as_millis()).unwrap_or(i64::MAX);
+            i64::try_from(self.registry().access.approvals.ttl.as_millis()).unwrap_or(i64::MAX);
         let decided = self
             .store
             .decide_approval(id, approve, &op.actor(), reason, ttl_ms)

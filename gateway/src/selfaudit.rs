@@ -351,7 +351,7 @@ pub(crate) const HTML_CSP: &str =
 
 /// The report of the running gateway, asked for by the operator `requested_by`.
 pub(crate) async fn live_report(gw: &Gateway, requested_by: &str) -> Report {
-    report(&gw.registry, Some(LiveTarget { gw, requested_by })).await
+    report(&gw.registry(), Some(LiveTarget { gw, requested_by })).await
 }
 
 /// Make the report. With `live`, the probes that need the running gateway run against it;

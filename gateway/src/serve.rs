@@ -18,8 +18,13 @@ use crate::upstream::Upstreams;
 /// How often a `serve` process writes its heartbeat to the store.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Run until SIGINT or SIGTERM. `banner` is printed once the listener is bound.
-pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> ExitCode {
+/// Run until SIGINT or SIGTERM, reloading `config` on SIGHUP and when it changes. `banner` is
+/// printed once the listener is bound.
+pub(crate) async fn run(
+    reg: registry::Registry,
+    config: &Path,
+    banner: Option<String>,
+) -> ExitCode {
     let store = match open_store(&reg).await {
         Ok(s) => s,
         Err(c) => return c,
@@ -173,6 +178,7 @@ pub(crate) async fn run(reg: registry::Registry, banner: Option<String>) -> Exit
             }
         });
     }
+    crate::reload::start(gw.clone(), config, shutdown.clone());
     let gw_store = gw.store.clone();
     let admin = Arc::new(crate::admin::Admin::new(gw.clone(), admin_bound));
     // Tests and scripts read these lines to find the ports.
@@ -359,5 +365,5 @@ pub(crate) async fn quickstart(port: u16) -> ExitCode {
         client = client.secret,
         admin = admin.secret,
     );
-    run(reg, Some(banner)).await
+    run(reg, path, Some(banner)).await
 }

@@ -70,7 +70,15 @@ impl UpstreamError {
 
 /// One upstream server and its live connection.
 pub(crate) struct Upstream {
-    pub(crate) config: registry::Server,
+    /// The registry name (fixed for the life of this upstream).
+    name: String,
+    /// The server's entry; a reload that keeps the connection replaces it in place.
+    config: RwLock<Arc<registry::Server>>,
+    /// The upstream's last full tool listing (untrusted), so a reload can re-apply the
+    /// allowlist and pins at once. `None` until the first listing.
+    listed: std::sync::Mutex<Option<Vec<Tool>>>,
+    /// Stops this upstream's supervisor (a reload that removes or replaces it, or shutdown).
+    stop: CancellationToken,
     /// Host and port of an HTTP upstream, for spans (worked out once, not per call).
     address: Option<(String, u16)>,
     conn: RwLock<Option<Connection>>,
@@ -137,8 +145,27 @@ pub(crate) struct Offered {
 pub(crate) struct Upstreams {
     by_name: HashMap<String, Arc<Upstream>>,
     order: Vec<Arc<Upstream>>,
-    /// List changes, for sessions to relay.
+    /// List changes, for sessions to relay (shared by every generation of the set).
     pub(crate) events: broadcast::Sender<UpstreamEvent>,
+    progress: Arc<ProgressRoutes>,
+    setup: UpstreamSetup,
+    shutdown: CancellationToken,
+}
+
+/// What a reload did to the upstream set, by server name.
+#[derive(Default)]
+pub(crate) struct Reconciled {
+    /// New servers, connecting now.
+    pub(crate) added: Vec<String>,
+    /// Servers gone from the config: disconnected, their tools gone.
+    pub(crate) removed: Vec<String>,
+    /// Servers whose source, credentials or address rule changed: reconnecting.
+    pub(crate) reconnected: Vec<String>,
+    /// Servers whose allowlist, pins, grants or limits changed: the connection is kept and the
+    /// new entry applies at once.
+    pub(crate) updated: Vec<String>,
+    /// Upstreams the new set does not carry: stopped by [`Upstreams::finish`].
+    retired: Vec<Arc<Upstream>>,
 }
 
 impl Upstreams {
@@ -150,58 +177,124 @@ impl Upstreams {
     ) -> Arc<Upstreams> {
         let progress = Arc::new(ProgressRoutes::default());
         let (events, _) = broadcast::channel(256);
-        let order: Vec<Arc<Upstream>> = servers
-            .iter()
-            .map(|s| {
-                Arc::new(Upstream {
-                    address: address(s),
-                    config: s.clone(),
-                    conn: RwLock::new(None),
-                    tools: RwLock::new(Arc::new(Vec::new())),
-                    events: events.clone(),
-                    progress: progress.clone(),
-                    reconnect: Notify::new(),
-                    secrets: setup.secrets.clone(),
-                    cache: setup.cache.clone(),
-                    profile: setup.profile,
-                    audit: setup.audit.clone(),
-                    quarantine: RwLock::new(HashMap::new()),
-                    first_seen: std::sync::Mutex::new(HashMap::new()),
-                })
-            })
-            .collect();
-        let by_name = order
-            .iter()
-            .map(|u| (u.config.name.clone(), u.clone()))
-            .collect();
-        for u in &order {
-            tokio::spawn(connect::supervise(u.clone(), shutdown.clone()));
-        }
-        Arc::new(Upstreams {
-            by_name,
-            order,
+        let set = Upstreams {
+            by_name: HashMap::new(),
+            order: Vec::new(),
             events,
-        })
+            progress,
+            setup,
+            shutdown,
+        };
+        let order: Vec<Arc<Upstream>> = servers.iter().map(|s| set.launch(s)).collect();
+        Arc::new(set.with(order))
+    }
+
+    /// A new upstream for `server`, its supervisor started.
+    fn launch(&self, server: &registry::Server) -> Arc<Upstream> {
+        let up = Arc::new(Upstream::new(
+            server,
+            &self.setup,
+            self.events.clone(),
+            self.progress.clone(),
+            self.shutdown.child_token(),
+        ));
+        tokio::spawn(connect::supervise(up.clone(), up.stop.clone()));
+        up
+    }
+
+    /// This set's shared parts around a new list of upstreams.
+    fn with(&self, order: Vec<Arc<Upstream>>) -> Upstreams {
+        Upstreams {
+            by_name: order.iter().map(|u| (u.name.clone(), u.clone())).collect(),
+            order,
+            events: self.events.clone(),
+            progress: self.progress.clone(),
+            setup: self.setup.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    /// The set for a reloaded config. An unchanged server keeps its upstream; one whose
+    /// connection is the same keeps it with the new entry applied (allowlist and pins re-checked
+    /// against its last listing before this returns); any other is started afresh. Call only
+    /// once the reload is recorded, then put the set in force and call [`Upstreams::finish`].
+    pub(crate) fn reconcile(&self, servers: &[registry::Server]) -> (Upstreams, Reconciled) {
+        let mut done = Reconciled::default();
+        let mut order = Vec::with_capacity(servers.len());
+        for s in servers {
+            let up = match self.by_name.get(&s.name) {
+                Some(old) if *old.config() == *s => old.clone(),
+                Some(old) if old.config().same_connection(s) => {
+                    old.reconfigure(s.clone());
+                    done.updated.push(s.name.clone());
+                    old.clone()
+                }
+                Some(_) => {
+                    done.reconnected.push(s.name.clone());
+                    self.launch(s)
+                }
+                None => {
+                    done.added.push(s.name.clone());
+                    self.launch(s)
+                }
+            };
+            order.push(up);
+        }
+        let next = self.with(order);
+        for old in &self.order {
+            let kept = next
+                .by_name
+                .get(&old.name)
+                .is_some_and(|u| Arc::ptr_eq(u, old));
+            if !kept {
+                if !next.by_name.contains_key(&old.name) {
+                    done.removed.push(old.name.clone());
+                }
+                done.retired.push(old.clone());
+            }
+        }
+        (next, done)
+    }
+
+    /// After a reconciled set is in force: stop the upstreams it dropped (a call already
+    /// running on one keeps its connection until it ends) and tell sessions the lists changed.
+    pub(crate) fn finish(&self, done: &Reconciled) {
+        for old in &done.retired {
+            old.stop.cancel();
+        }
+        for name in done
+            .added
+            .iter()
+            .chain(&done.removed)
+            .chain(&done.reconnected)
+            .chain(&done.updated)
+        {
+            // The allowlisted resources and prompts may have changed as well as the tools.
+            let _ = self.events.send(UpstreamEvent::Tools(name.clone()));
+            let _ = self.events.send(UpstreamEvent::Resources(name.clone()));
+            let _ = self.events.send(UpstreamEvent::Prompts(name.clone()));
+        }
+    }
+
+    /// The secret resolver every upstream connection uses.
+    pub(crate) fn secrets(&self) -> &Arc<crate::secrets::Secrets> {
+        &self.setup.secrets
     }
 
     /// One upstream, not connected and not supervised (for `portcullis pin`).
     pub(crate) fn standalone(server: &registry::Server, setup: &UpstreamSetup) -> Upstream {
         let (events, _) = broadcast::channel(16);
-        Upstream {
-            address: address(server),
-            config: server.clone(),
-            conn: RwLock::new(None),
-            tools: RwLock::new(Arc::new(Vec::new())),
-            events,
-            progress: Arc::new(ProgressRoutes::default()),
-            reconnect: Notify::new(),
-            secrets: setup.secrets.clone(),
-            cache: setup.cache.clone(),
-            profile: setup.profile,
+        let setup = UpstreamSetup {
             audit: None,
-            quarantine: RwLock::new(HashMap::new()),
-            first_seen: std::sync::Mutex::new(HashMap::new()),
-        }
+            ..setup.clone()
+        };
+        Upstream::new(
+            server,
+            &setup,
+            events,
+            Arc::new(ProgressRoutes::default()),
+            CancellationToken::new(),
+        )
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
@@ -261,8 +354,55 @@ fn address(server: &registry::Server) -> Option<(String, u16)> {
 }
 
 impl Upstream {
+    fn new(
+        server: &registry::Server,
+        setup: &UpstreamSetup,
+        events: broadcast::Sender<UpstreamEvent>,
+        progress: Arc<ProgressRoutes>,
+        stop: CancellationToken,
+    ) -> Upstream {
+        Upstream {
+            name: server.name.clone(),
+            address: address(server),
+            config: RwLock::new(Arc::new(server.clone())),
+            listed: std::sync::Mutex::new(None),
+            stop,
+            conn: RwLock::new(None),
+            tools: RwLock::new(Arc::new(Vec::new())),
+            events,
+            progress,
+            reconnect: Notify::new(),
+            secrets: setup.secrets.clone(),
+            cache: setup.cache.clone(),
+            profile: setup.profile,
+            audit: setup.audit.clone(),
+            quarantine: RwLock::new(HashMap::new()),
+            first_seen: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
     pub(crate) fn name(&self) -> &str {
-        &self.config.name
+        &self.name
+    }
+
+    /// The server's registry entry in force.
+    pub(crate) fn config(&self) -> Arc<registry::Server> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Apply a reloaded entry for the same connection: the allowlist and pins are re-checked
+    /// against the last listing now, not at the next `list_changed`.
+    fn reconfigure(&self, server: registry::Server) {
+        match self.config.write() {
+            Ok(mut c) => *c = Arc::new(server),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(server),
+        }
+        let listed = self.listed.lock().ok().and_then(|l| l.clone());
+        // Without a readable last listing nothing is offered until the next one.
+        self.set_tools(listed.unwrap_or_default());
     }
 
     pub(crate) fn is_connected(&self) -> bool {
@@ -274,7 +414,7 @@ impl Upstream {
             .read()
             .ok()
             .and_then(|c| c.clone())
-            .ok_or_else(|| UpstreamError::Down(self.config.name.clone()))
+            .ok_or_else(|| UpstreamError::Down(self.name.clone()))
     }
 
     /// True when the connection uses an `initialize`-era revision (which has, e.g., resource
@@ -313,14 +453,19 @@ impl Upstream {
     }
 
     /// The pin a tool's definition must match, or why there is none.
-    fn expected_pin(&self, tool: &str, seen: &str) -> Result<String, &'static str> {
-        if let Some(pins) = &self.config.pins {
+    fn expected_pin(
+        &self,
+        config: &registry::Server,
+        tool: &str,
+        seen: &str,
+    ) -> Result<String, &'static str> {
+        if let Some(pins) = &config.pins {
             return pins
                 .get(tool)
                 .cloned()
                 .ok_or("the tool is allowlisted but not pinned; run `portcullis pin`");
         }
-        match (&self.config.source, self.profile) {
+        match (&config.source, self.profile) {
             (registry::ServerSource::Builtin(_), _) => Ok(seen.to_string()),
             (registry::ServerSource::Http { .. }, registry::Profile::Production) => {
                 Err("the server has no `pin`; run `portcullis pin`")
@@ -342,12 +487,16 @@ impl Upstream {
     /// their pins. A mismatch, an unpinned tool, or a definition with hidden characters is
     /// quarantined: not offered, calls refused, and an event written when that changes.
     pub(crate) fn set_tools(&self, listed: Vec<Tool>) {
+        let config = self.config();
+        if let Ok(mut last) = self.listed.lock() {
+            *last = Some(listed.clone());
+        }
         let mut held: HashMap<String, Quarantined> = HashMap::new();
         let offered: Vec<Offered> = listed
             .into_iter()
             .filter_map(|tool| {
                 // Byte-exact match against the allowlist: no folding, no normalisation.
-                let entry = self.config.tools.get(tool.name.as_ref())?;
+                let entry = config.tools.get(tool.name.as_ref())?;
                 let def = serde_json::to_value(&tool).ok()?;
                 let seen = registry::tool_pin(&def);
                 let verdict = match registry::hidden_in_definition(&def) {
@@ -358,7 +507,7 @@ impl Upstream {
                             if at.is_empty() { "/" } else { &at }
                         ),
                     )),
-                    None => match self.expected_pin(&tool.name, &seen) {
+                    None => match self.expected_pin(&config, &tool.name, &seen) {
                         Ok(pin) if pin == seen => Ok(()),
                         Ok(pin) => {
                             Err((Some(pin), "the definition differs from its pin".to_string()))
@@ -370,9 +519,9 @@ impl Upstream {
                     held.insert(tool.name.to_string(), Quarantined { pinned, seen, why });
                     return None;
                 }
-                let class = crate::catalog::effective_class(self, &tool)?;
-                let federated = crate::catalog::present_tool(self, &tool, class, true);
-                let own = crate::catalog::present_tool(self, &tool, class, false);
+                let class = crate::catalog::effective_class(&config, &tool)?;
+                let federated = crate::catalog::present_tool(&self.name, &tool, class, true);
+                let own = crate::catalog::present_tool(&self.name, &tool, class, false);
                 let schema = Value::Object((*tool.input_schema).clone());
                 let check = crate::authorize::ArgumentCheck::new(&schema, entry.arguments.as_ref());
                 let fingerprint = crate::authorize::tool_fingerprint(&tool);
@@ -396,10 +545,10 @@ impl Upstream {
             if before.get(tool) == Some(q) {
                 continue;
             }
-            tracing::warn!(server = %self.config.name, %tool, seen = %q.seen, pinned = ?q.pinned, why = %q.why, "tool quarantined");
+            tracing::warn!(server = %self.name, %tool, seen = %q.seen, pinned = ?q.pinned, why = %q.why, "tool quarantined");
             if let Some(audit) = &self.audit {
                 let mut e = crate::audit::Event::new("tool.quarantine");
-                e.server = Some(self.config.name.clone());
+                e.server = Some(self.name.clone());
                 e.tool = Some(tool.clone());
                 e.outcome = Some("quarantined");
                 e.reason = Some(q.why.clone());
@@ -426,7 +575,7 @@ impl Upstream {
         progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
         cancel: Option<CancellationToken>,
     ) -> Result<Value, UpstreamError> {
-        let name = &self.config.name;
+        let name = &self.name;
         let mut params = params;
         let span = crate::telemetry::client_span(
             name,
@@ -451,7 +600,7 @@ impl Upstream {
         progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
         cancel: Option<CancellationToken>,
     ) -> Result<Value, UpstreamError> {
-        let name = &self.config.name;
+        let name = &self.name;
         if cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
             return Err(UpstreamError::Cancelled(name.clone()));
         }
@@ -463,7 +612,7 @@ impl Upstream {
         }
         let request: ClientRequest = serde_json::from_value(Value::Object(msg))
             .map_err(|_| UpstreamError::Unreadable(name.clone()))?;
-        let timeout = self.config.timeout;
+        let timeout = self.config().timeout;
         let handle = conn
             .peer
             .send_cancellable_request(
@@ -496,7 +645,7 @@ impl Upstream {
     }
 
     fn map_error(&self, e: ServiceError) -> UpstreamError {
-        let name = self.config.name.clone();
+        let name = self.name.clone();
         match e {
             ServiceError::McpError(err) => UpstreamError::Rpc {
                 server: name,
@@ -515,4 +664,82 @@ impl Upstream {
 
 fn result_value(r: &ServerResult) -> Option<Value> {
     serde_json::to_value(r).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn servers(yaml: &str) -> Vec<registry::Server> {
+        registry::load_str("t.yaml", &format!("servers:\n{yaml}"))
+            .unwrap()
+            .servers
+    }
+
+    fn setup() -> UpstreamSetup {
+        UpstreamSetup {
+            secrets: Arc::new(crate::secrets::Secrets::new(None).unwrap()),
+            cache: std::env::temp_dir(),
+            profile: registry::Profile::Production,
+            audit: None,
+        }
+    }
+
+    const A: &str = "  a:\n    builtin: notes\n    tools:\n      search_notes: { class: read }\n";
+    const B: &str = "  b:\n    builtin: notes\n    tools:\n      search_notes: { class: read }\n";
+    const C: &str = "  c:\n    builtin: notes\n    tools:\n      get_note: { class: read }\n";
+
+    fn offered(up: &Upstream) -> Vec<String> {
+        up.tools().iter().map(|o| o.tool.name.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_unchanged_upstreams_updates_in_place_and_stops_the_removed() {
+        let shutdown = CancellationToken::new();
+        let set = Upstreams::start(&servers(&format!("{A}{B}")), setup(), shutdown.clone());
+        assert!(set.wait_connected(Duration::from_secs(5)).await);
+        let (a, b) = (set.get("a").unwrap().clone(), set.get("b").unwrap().clone());
+        assert_eq!(offered(&b), vec!["search_notes"]);
+        let mut events = set.events.subscribe();
+
+        // `a` unchanged, `b` with a wider allowlist, `c` new; nothing was there called `d`.
+        let wider = B.replace(
+            "      search_notes: { class: read }\n",
+            "      search_notes: { class: read }\n      get_note: { class: read }\n",
+        );
+        let (next, done) = set.reconcile(&servers(&format!("{A}{wider}{C}")));
+        assert_eq!(done.added, vec!["c"]);
+        assert_eq!(done.updated, vec!["b"]);
+        assert!(done.removed.is_empty() && done.reconnected.is_empty());
+        assert!(Arc::ptr_eq(next.get("a").unwrap(), &a));
+        assert!(Arc::ptr_eq(next.get("b").unwrap(), &b));
+        // The kept connection offers the newly allowlisted tool at once, from its last listing.
+        let mut now = offered(&b);
+        now.sort();
+        assert_eq!(now, vec!["get_note", "search_notes"]);
+        assert!(b.is_connected());
+        // Nothing is announced or stopped until the new set is in force.
+        assert!(events.try_recv().is_err());
+        next.finish(&done);
+        assert_eq!(events.try_recv().unwrap(), UpstreamEvent::Tools("c".into()));
+
+        // Removing `a`: stopped (its supervisor ends), announced; `b` and `c` untouched.
+        let next = Arc::new(next);
+        assert!(next.wait_connected(Duration::from_secs(5)).await);
+        let (last, done) = next.reconcile(&servers(&format!("{wider}{C}")));
+        assert_eq!(done.removed, vec!["a"]);
+        assert!(last.get("a").is_none());
+        assert!(a.is_connected(), "not stopped before `finish`");
+        last.finish(&done);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while a.is_connected() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "`a` still connected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(last.get("b").unwrap().is_connected());
+        shutdown.cancel();
+    }
 }

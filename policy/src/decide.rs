@@ -22,7 +22,7 @@ pub enum Approval {
 }
 
 /// Everything configured that a decision depends on.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     grants: GrantTable,
     required: PerLevel<bool>,

@@ -68,12 +68,12 @@ pub(crate) enum Verdict {
 
 /// The configured rules of every principal, by level, plus an optional `level:*` default that
 /// applies to any principal of that level without its own entry.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GrantTable {
     levels: PerLevel<LevelTable>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct LevelTable {
     named: HashMap<String, Rules>,
     any: Option<Rules>,

@@ -51,7 +51,7 @@ const DEFAULT_APPROVAL_TTL: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_APPROVAL_HOLD: Duration = Duration::from_secs(30);
 
 /// One trusted OpenID Connect issuer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OidcIssuer {
     /// The exact `iss`; discovery is fetched from `<issuer>/.well-known/openid-configuration`.
     pub issuer: String,

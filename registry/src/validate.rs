@@ -42,7 +42,7 @@ pub struct Registry {
 }
 
 /// Process-wide settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Strictness profile.
     pub profile: Profile,
@@ -102,7 +102,7 @@ const DEFAULT_KILL_POLL: Duration = Duration::from_millis(250);
 const DEFAULT_KILL_LEASE: Duration = Duration::from_secs(5);
 
 /// One upstream MCP server.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Server {
     /// The registry name; the prefix of federated names.
     pub name: String,
@@ -243,9 +243,51 @@ impl ResourcePattern {
     }
 }
 
+// === impl Registry ===
+
+impl Registry {
+    /// The keys whose change a running gateway cannot apply: listeners, store, audit sinks,
+    /// telemetry, identity issuers and the other process-wide settings. A reload that changes
+    /// any of them is refused whole, so the running config is always one file's exact content.
+    /// Servers, tools, pins, grants and the approval rule can change at a reload.
+    pub fn restart_only_changes(&self, next: &Registry) -> Vec<&'static str> {
+        let (a, b) = (&self.settings, &next.settings);
+        let fields: [(&'static str, bool); 15] = [
+            ("profile", a.profile == b.profile),
+            ("listen", a.listen == b.listen),
+            ("admin_listen", a.admin_listen == b.admin_listen),
+            ("public_url", a.public_url == b.public_url),
+            ("store", a.store == b.store),
+            ("max_body", a.max_body == b.max_body),
+            ("allowed_origins", a.allowed_origins == b.allowed_origins),
+            ("session_idle", a.session_idle == b.session_idle),
+            ("mode", a.mode == b.mode),
+            ("kill_switch", a.kill_switch == b.kill_switch),
+            ("audit", a.audit == b.audit),
+            ("telemetry", a.telemetry == b.telemetry),
+            ("secrets", a.vault == b.vault),
+            ("cache_dir", a.cache_dir == b.cache_dir),
+            ("identity", self.access.oidc == next.access.oidc),
+        ];
+        fields
+            .into_iter()
+            .filter(|(_, same)| !same)
+            .map(|(key, _)| key)
+            .collect()
+    }
+}
+
 // === impl Server ===
 
 impl Server {
+    /// True when `next` reaches the same upstream the same way (source, credentials, address
+    /// rule), so a live connection can be kept across a reload.
+    pub fn same_connection(&self, next: &Server) -> bool {
+        self.source == next.source
+            && self.credentials == next.credentials
+            && self.allow_private == next.allow_private
+    }
+
     /// True when the resource `uri` may be shown and read.
     pub fn allows_resource(&self, uri: &str) -> bool {
         self.resources.iter().any(|p| p.matches(uri))

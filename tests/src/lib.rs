@@ -62,6 +62,15 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Send a signal by name (`HUP`, `TERM`, ...) with `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} failed");
+    }
 }
 
 /// Spawn `cmd` and wait until a stdout line contains `marker`; returns the process and that line.
@@ -432,6 +441,11 @@ impl Gateway {
             .map(|s| format!("{s}/*"))
             .collect();
         create_key_with(&self.config(), name, &grants, &[])
+    }
+
+    /// Send the gateway process a signal by name (`HUP`, ...).
+    pub fn signal(&self, name: &str) {
+        self.proc.signal(name);
     }
 
     /// Stop the gateway with SIGKILL.

@@ -57,8 +57,8 @@ pub(crate) enum OidcError {
 pub(crate) struct Issuers {
     issuers: Vec<Issuer>,
     /// Audiences accepted: the public URL, the federated endpoint, any configured audience, and
-    /// each server's endpoint (bound to that server).
-    audiences: Vec<(String, Option<String>)>,
+    /// each server's endpoint (bound to that server; replaced when a reload changes servers).
+    audiences: RwLock<Vec<(String, Option<String>)>>,
 }
 
 #[derive(Debug)]
@@ -136,7 +136,7 @@ impl Issuers {
                     fetching: tokio::sync::Mutex::new(()),
                 })
                 .collect(),
-            audiences,
+            audiences: RwLock::new(audiences),
         }
     }
 
@@ -152,9 +152,27 @@ impl Issuers {
                 ..c.clone()
             })
             .collect();
-        let mut issuers = Issuers::new(&with_roles, admin_url, std::iter::empty());
-        issuers.audiences = vec![(admin_url.to_owned(), None)];
+        let issuers = Issuers::new(&with_roles, admin_url, std::iter::empty());
+        if let Ok(mut a) = issuers.audiences.write() {
+            *a = vec![(admin_url.to_owned(), None)];
+        }
         issuers
+    }
+
+    /// Bind server endpoint audiences to the servers a reloaded config names: a server added
+    /// by a reload accepts tokens for its endpoint, a removed one no longer does.
+    pub(crate) fn set_servers<'a>(
+        &self,
+        public_url: &str,
+        servers: impl IntoIterator<Item = &'a str>,
+    ) {
+        let Ok(mut audiences) = self.audiences.write() else {
+            return;
+        };
+        audiences.retain(|(_, endpoint)| endpoint.is_none());
+        for s in servers {
+            audiences.push((format!("{public_url}/mcp/{s}"), Some(s.to_owned())));
+        }
     }
 
     /// Fetch each issuer's discovery document and key set now, without touching the cache:
@@ -247,7 +265,9 @@ impl Issuers {
         now: u64,
     ) -> Result<(u64, Option<String>), OidcError> {
         let mut last = TokenError::Audience;
-        for (audience, endpoint) in &self.audiences {
+        // A poisoned list accepts no audience: the token is refused.
+        let audiences = self.audiences.read().map(|a| a.clone()).unwrap_or_default();
+        for (audience, endpoint) in &audiences {
             let expect = Expectations {
                 issuer: &issuer.config.issuer,
                 audience,

@@ -708,6 +708,36 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
             ),
     });
 
+    if let Some(drift) = probes
+        .live
+        .as_ref()
+        .and_then(|l| l.config_file.as_ref())
+        .filter(|o| !o.ok)
+    {
+        let e = ix.probe("config file", drift);
+        out.push(
+            Check::new("onboard.config_drift", 3)
+                .says(
+                    "The config file is not the config in force",
+                    "The file on disk differs from what this process runs, most likely because its last reload was refused; the file's changes are not in effect.",
+                    "What source control shows is not what the gateway enforces until the file loads.",
+                )
+                .cites([e])
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::High,
+                    Cause::Probe,
+                    (
+                        "Make the file load",
+                        "Fix the problems the `config.reload` event names (`portcullis check --config FILE`), or restart if it changes a restart-only setting.",
+                        "S",
+                    ),
+                ),
+        );
+    }
+
     let commands: Vec<(&registry::Server, &registry::CommandSource)> = reg
         .servers
         .iter()

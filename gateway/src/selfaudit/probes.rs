@@ -32,6 +32,8 @@ pub(crate) struct Live {
     pub(crate) oidc: Vec<(String, Outcome)>,
     /// Per server: connected and offering its allowlisted tools.
     pub(crate) upstreams: Vec<(String, Outcome)>,
+    /// Whether the config file on disk is the config in force (`None`: no file is watched).
+    pub(crate) config_file: Option<Outcome>,
     /// Gateway processes on this store seen within [`INSTANCE_FRESH_MS`], described.
     pub(crate) instances: Result<Vec<String>, String>,
 }
@@ -182,6 +184,7 @@ async fn live(gw: &Gateway, requested_by: &str) -> Live {
             })
             .collect(),
         upstreams: upstreams(gw),
+        config_file: config_file(gw),
         instances: gw
             .store
             .instances_since(now_ms().saturating_sub(INSTANCE_FRESH_MS))
@@ -265,12 +268,51 @@ fn kill_switch(gw: &Gateway) -> Outcome {
     }
 }
 
+/// Read the config file and compare it with the config in force.
+fn config_file(gw: &Gateway) -> Option<Outcome> {
+    let file = gw.reloads.file()?;
+    let running = gw.registry().digest.clone();
+    let last = match gw.reloads.last() {
+        Some(a) => format!(
+            "; last reload {} (file digest {}): {}",
+            crate::clock::rfc3339_ms(a.at_ms),
+            a.digest,
+            a.outcome
+        ),
+        None => "; not reloaded since start".to_owned(),
+    };
+    Some(match crate::reload::file_digest(file) {
+        Ok(d) if d == running => Outcome {
+            ok: true,
+            observed: format!(
+                "`{}` is the config in force ({running}){last}",
+                file.display()
+            ),
+        },
+        Ok(d) => Outcome {
+            ok: false,
+            observed: format!(
+                "`{}` is {d}, the config in force is {running}{last}",
+                file.display()
+            ),
+        },
+        Err(e) => Outcome {
+            ok: false,
+            observed: format!(
+                "`{}` cannot be read ({e}); the config in force is {running}{last}",
+                file.display()
+            ),
+        },
+    })
+}
+
 fn upstreams(gw: &Gateway) -> Vec<(String, Outcome)> {
-    gw.registry
+    let live = gw.live();
+    live.registry
         .servers
         .iter()
         .map(|server| {
-            let Some(up) = gw.upstreams.get(&server.name) else {
+            let Some(up) = live.upstreams.get(&server.name) else {
                 return (
                     server.name.clone(),
                     Outcome {

@@ -25,7 +25,7 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
     loop {
         let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel();
         let handler = UpstreamHandler {
-            server: up.config.name.clone(),
+            server: up.name().to_string(),
             progress: up.progress.clone(),
             events: up.events.clone(),
             refresh: refresh_tx,
@@ -36,7 +36,7 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
         };
         match attempt {
             Err(e) => {
-                tracing::warn!(server = %up.config.name, error = %e, retry_in = ?backoff, "upstream connect failed");
+                tracing::warn!(server = %up.name(), error = %e, retry_in = ?backoff, "upstream connect failed");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = shutdown.cancelled() => return,
@@ -46,26 +46,26 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
             }
             Ok(conn) => {
                 backoff = BACKOFF_START;
-                tracing::info!(server = %up.config.name, protocol = %conn.protocol.as_str(), "upstream connected");
+                tracing::info!(server = %up.name(), protocol = %conn.protocol.as_str(), "upstream connected");
                 if let Err(e) = refresh_tools(&up, &conn.peer).await {
                     // What the upstream offers is unknown: offer nothing rather than old tools.
                     up.set_tools(Vec::new());
-                    tracing::warn!(server = %up.config.name, error = %e, "listing upstream tools failed; its tools are withheld");
+                    tracing::warn!(server = %up.name(), error = %e, "listing upstream tools failed; its tools are withheld");
                 }
                 let peer = conn.peer.clone();
                 let service = conn._service.clone();
                 if let Ok(mut slot) = up.conn.write() {
                     *slot = Some(conn);
                 }
-                let _ = up.events.send(UpstreamEvent::Tools(up.config.name.clone()));
+                let _ = up.events.send(UpstreamEvent::Tools(up.name().to_string()));
                 loop {
                     tokio::select! {
                         Some(()) = refresh_rx.recv() => {
                             if let Err(e) = refresh_tools(&up, &peer).await {
                                 up.set_tools(Vec::new());
-                                tracing::warn!(server = %up.config.name, error = %e, "refreshing upstream tools failed; its tools are withheld");
+                                tracing::warn!(server = %up.name(), error = %e, "refreshing upstream tools failed; its tools are withheld");
                             }
-                            let _ = up.events.send(UpstreamEvent::Tools(up.config.name.clone()));
+                            let _ = up.events.send(UpstreamEvent::Tools(up.name().to_string()));
                         }
                         () = up.reconnect.notified() => {
                             if service.is_closed() || peer.is_transport_closed() { break; }
@@ -79,7 +79,7 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
                         }
                     }
                 }
-                tracing::warn!(server = %up.config.name, "upstream connection lost; reconnecting");
+                tracing::warn!(server = %up.name(), "upstream connection lost; reconnecting");
                 if let Ok(mut slot) = up.conn.write() {
                     *slot = None;
                 }
@@ -89,7 +89,7 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
 }
 
 async fn connect(up: &Upstream, handler: UpstreamHandler) -> anyhow::Result<Connection> {
-    let server = &up.config;
+    let server = up.config();
     // The stateless revision first; if the upstream does not speak it (whatever error it gives,
     // per the spec's fallback rule), the initialize handshake on a fresh transport.
     let modern = ClientLifecycleMode::Discover {
@@ -124,7 +124,7 @@ async fn handshake(
     handler: UpstreamHandler,
     lifecycle: ClientLifecycleMode,
 ) -> anyhow::Result<Service> {
-    let server = &up.config;
+    let server = up.config();
     let limit = server.timeout;
     Ok(match &server.source {
         ServerSource::Http { url } => {
@@ -228,7 +228,7 @@ pub(crate) async fn checked_addresses(
 pub(crate) async fn fetch_definitions(up: &Upstream) -> anyhow::Result<Vec<Tool>> {
     let (refresh, _ignored) = mpsc::unbounded_channel();
     let handler = UpstreamHandler {
-        server: up.config.name.clone(),
+        server: up.name().to_string(),
         progress: up.progress.clone(),
         events: up.events.clone(),
         refresh,
@@ -260,7 +260,7 @@ async fn list_all(up: &Upstream, peer: &Peer<RoleClient>) -> anyhow::Result<Vec<
         let req: ClientRequest =
             serde_json::from_value(json!({ "method": "tools/list", "params": params }))?;
         let res = peer
-            .send_request_with_option(req, PeerRequestOptions::with_timeout(up.config.timeout))
+            .send_request_with_option(req, PeerRequestOptions::with_timeout(up.config().timeout))
             .await?
             .await_response()
             .await?;

@@ -164,3 +164,53 @@ fn unsafe_lever_settings_are_refused_with_the_fix() {
         "{p:?}"
     );
 }
+
+#[test]
+fn a_reload_may_change_servers_and_grants_but_not_process_settings() {
+    let base = "listen: 127.0.0.1:7000\nservers:\n  notes:\n    url: https://notes.example.com/mcp\n    tools:\n      search: { class: read }\ngrants:\n  org:*: [\"notes/*\"]\n";
+    let load = |t: &str| load_str("t.yaml", t).unwrap();
+    let running = load(base);
+    // Servers, tools and grants: nothing needs a restart.
+    let wider = base
+        .replace(
+            "      search: { class: read }\n",
+            "      search: { class: read }\n      write: { class: write, rate: 5/min }\n",
+        )
+        .replace("\"notes/*\"", "\"notes/search\"");
+    assert!(running.restart_only_changes(&load(&wider)).is_empty());
+    // Process settings: each is named.
+    let moved = format!(
+        "{}mode: read_only\naudit: {{ sinks: [{{ type: file, path: other.jsonl }}] }}\n",
+        base.replace("7000", "7001")
+    );
+    assert_eq!(
+        running.restart_only_changes(&load(&moved)),
+        vec!["listen", "mode", "audit"]
+    );
+    let oidc = format!(
+        "{base}identity:\n  oidc:\n    - issuer: https://idp.example.com\n      claims: {{ user: sub }}\n"
+    );
+    assert_eq!(running.restart_only_changes(&load(&oidc)), vec!["identity"]);
+}
+
+#[test]
+fn a_connection_is_kept_only_for_the_same_source_credentials_and_address_rule() {
+    let base = "servers:\n  notes:\n    url: https://notes.example.com/mcp\n    tools:\n      search: { class: read }\n";
+    let load = |t: &str| load_str("t.yaml", t).unwrap().servers.remove(0);
+    let running = load(base);
+    let more_tools = load(&base.replace(
+        "      search: { class: read }\n",
+        "      search: { class: read }\n      get: { class: read }\n",
+    ));
+    assert!(running.same_connection(&more_tools));
+    assert_ne!(running, more_tools);
+    let other_url = load(&base.replace("notes.example.com", "notes2.example.com"));
+    assert!(!running.same_connection(&other_url));
+    let private = load(&base.replace("    tools:\n", "    allow_private: true\n    tools:\n"));
+    assert!(!running.same_connection(&private));
+    let credential = load(&base.replace(
+        "    tools:\n",
+        "    credentials: { bearer: env:NOTES_TOKEN }\n    tools:\n",
+    ));
+    assert!(!running.same_connection(&credential));
+}
