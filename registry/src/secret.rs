@@ -121,6 +121,14 @@ fn digest_path(path: &str) -> bool {
     )
 }
 
+/// A stdio server's package spec (`npm:@scope/name@1.2.3`, `pypi:name==1.2.3`): a scoped name
+/// and a version read as "random" by character statistics alone.
+fn package_spec(path: &str, value: &str) -> bool {
+    let parts: Vec<&str> = path.split('.').collect();
+    matches!(parts.as_slice(), ["servers", _, "command", "package"])
+        && (value.starts_with("npm:") || value.starts_with("pypi:"))
+}
+
 /// Why a literal config value looks like a secret, or `None`. The answer names the kind of
 /// match only.
 pub fn literal_secret(path: &str, value: &str) -> Option<&'static str> {
@@ -147,7 +155,7 @@ pub fn literal_secret(path: &str, value: &str) -> Option<&'static str> {
         return Some("a value under a key that names a secret");
     }
     let local = value.starts_with('/') || value.starts_with("./") || value.contains("://");
-    if !local && high_entropy(value) {
+    if !local && !package_spec(path, value) && high_entropy(value) {
         return Some("a long random string");
     }
     None

@@ -402,6 +402,12 @@ impl Gateway {
         Ok(gw)
     }
 
+    /// Like [`Gateway::start_logged`], without waiting for the upstreams (slow to start, or meant
+    /// to be down).
+    pub fn start_unready_with(top: &str, servers_yaml: &str, log: &str) -> Result<Gateway> {
+        Gateway::spawn(top, servers_yaml, false, log)
+    }
+
     /// Start without waiting for every upstream (some are meant to be down).
     pub fn start_with_unready(servers_yaml: &str) -> Gateway {
         Gateway::spawn("", servers_yaml, false, "warn").unwrap_or_else(|e| panic!("gateway: {e}"))

@@ -510,3 +510,73 @@ async fn a_tool_over_its_rate_is_refused_before_the_upstream() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Published artifacts are immutable: these digests are the registries' own for these releases.
+const NPM_MEMORY: &str = "npm:@modelcontextprotocol/server-memory@2026.8.31";
+const NPM_MEMORY_INTEGRITY: &str = "sha512-ljj/3S4aGjxdNSQWw6gucKKGnTLdBPWxzapyY/MT2tOVyZwvxChvevXSLPwx59nKJAlVpUVW+cOlnVRXRwiqMQ==";
+const PYPI_TIME: &str = "pypi:mcp-server-time==2026.10.19";
+const PYPI_TIME_SHA256: &str =
+    "sha256:5c099a001c6ca78260bda419f2e9b2aabee1adc4fe6ca56d8959871ad8da58a1";
+
+#[tokio::test]
+async fn npm_and_pypi_servers_run_from_their_pinned_artifacts_verified_at_each_spawn() {
+    let data = tempfile::tempdir().unwrap();
+    // The memory server's data file, handed over as an environment variable from a reference.
+    let memfile = data.path().join("memfile");
+    std::fs::write(
+        &memfile,
+        data.path().join("memory.jsonl").display().to_string(),
+    )
+    .unwrap();
+    let servers = format!(
+        "  memory:\n    command:\n      package: \"{NPM_MEMORY}\"\n      integrity: \"{NPM_MEMORY_INTEGRITY}\"\n      bin: mcp-server-memory\n      env: {{ MEMORY_FILE_PATH: \"file:{}\" }}\n    timeout: 120s\n    tools:\n      read_graph: {{ class: read }}\n  time:\n    command:\n      package: \"{PYPI_TIME}\"\n      integrity: \"{PYPI_TIME_SHA256}\"\n      bin: mcp-server-time\n    timeout: 120s\n    tools:\n      get_current_time: {{ class: read }}\n",
+        memfile.display()
+    );
+    let mut gw = Gateway::start_unready_with("cache_dir: {dir}/cache\n", &servers, "info").unwrap();
+    let c = client(&gw).await;
+    // The first start fetches and installs both packages; later starts use the verified cache.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut names = Vec::new();
+    while names.len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        names = c.tool_names().await;
+    }
+    assert_eq!(names, vec!["memory__read_graph", "time__get_current_time"]);
+    let r = call(&c, "time__get_current_time", json!({ "timezone": "UTC" })).await;
+    let text = r["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("UTC"), "{r}");
+    let r = call(&c, "memory__read_graph", json!({})).await;
+    assert!(r["result"]["content"][0]["text"].is_string(), "{r}");
+
+    // The cached tarball changes on disk: the next spawn (a restart here) refuses it.
+    let cached = gw
+        .dir
+        .path()
+        .join("cache/npm/modelcontextprotocol-server-memory-2026.8.31.tgz");
+    let mut bytes = std::fs::read(&cached).unwrap();
+    bytes.extend_from_slice(b"\0");
+    std::fs::write(&cached, bytes).unwrap();
+    gw.restart().unwrap_or(());
+    let c = client(&gw).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = std::fs::read_to_string(gw.log_file()).unwrap();
+        if log.contains("does not match its pinned digest") {
+            assert!(
+                log.contains(&format!("pinned {NPM_MEMORY_INTEGRITY}, found sha512-")),
+                "{log}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal logged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let names = until_tools(&c, |n| n.contains(&"time__get_current_time".to_string())).await;
+    assert_eq!(
+        names,
+        vec!["time__get_current_time"],
+        "the tampered package never ran"
+    );
+}

@@ -214,3 +214,26 @@ fn a_connection_is_kept_only_for_the_same_source_credentials_and_address_rule() 
     ));
     assert!(!running.same_connection(&credential));
 }
+
+#[test]
+fn a_package_spec_is_not_mistaken_for_a_secret_but_a_random_argument_is() {
+    let cfg = |args: &str| {
+        format!(
+            "servers:\n  memory:\n    command:\n      package: \"npm:@modelcontextprotocol/server-memory@2026.8.31\"\n      integrity: \"sha512-ljj/3S4aGjxdNSQWw6gucKKGnTLdBPWxzapyY/MT2tOVyZwvxChvevXSLPwx59nKJAlVpUVW+cOlnVRXRwiqMQ==\"\n      args: [{args}]\n    tools:\n      read_graph: {{ class: read }}\n"
+        )
+    };
+    assert!(load_str("t.yaml", &cfg("\"--quiet\"")).is_ok());
+    let p = problems(&cfg("\"q8Zr3LmX0vT9wKp2YbN7cHs4JdF6gUe1\""));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains("args[0]") && p[0].contains("a long random string"),
+        "{}",
+        p[0]
+    );
+    // A key's well-known shape is refused even where a package spec belongs.
+    let p = problems(&cfg("\"--quiet\"").replace(
+        "npm:@modelcontextprotocol/server-memory@2026.8.31",
+        "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+    ));
+    assert!(p.iter().any(|p| p.contains("well-known shape")), "{p:?}");
+}
