@@ -21,6 +21,9 @@ mod validate;
 #[cfg(test)]
 mod testing;
 
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
+
 pub use access::{Access, Approvals, OidcIssuer, SUPPORTED_ALGORITHMS};
 pub use canonical::canonical_json;
 pub use check::{check, write_pins};

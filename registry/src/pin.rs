@@ -213,18 +213,32 @@ pub fn tool_pin(definition: &Value) -> String {
 
 /// Why a tool description cannot be pinned: it carries characters that hide text from a human
 /// reviewer or steer a terminal (C0/C1 controls other than tab and newline, ANSI escapes, bidi
-/// overrides and isolates, Unicode tag characters, zero-width characters).
+/// overrides, isolates and marks, Unicode tag characters, zero-width and other invisible
+/// characters, and the supplementary variation selectors that can carry hidden bytes).
 pub fn hidden_characters(text: &str) -> Option<&'static str> {
     for c in text.chars() {
         let why = match c {
             '\t' | '\n' | '\r' => continue,
             '\u{1b}' => "an ANSI escape",
             c if c.is_control() => "a control character",
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => {
-                "a bidirectional override"
-            }
+            '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{061c}' => "a bidirectional override",
             '\u{e0000}'..='\u{e007f}' => "a Unicode tag character",
             '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' => "a zero-width character",
+            '\u{00ad}'
+            | '\u{034f}'
+            | '\u{115f}'
+            | '\u{1160}'
+            | '\u{17b4}'
+            | '\u{17b5}'
+            | '\u{180e}'
+            | '\u{2061}'..='\u{2064}'
+            | '\u{3164}'
+            | '\u{ffa0}' => "an invisible character",
+            '\u{e0100}'..='\u{e01ef}' => "a supplementary variation selector",
             _ => continue,
         };
         return Some(why);
@@ -243,9 +257,12 @@ pub fn hidden_in_definition(definition: &Value) -> Option<(String, &'static str)
                 .enumerate()
                 .find_map(|(i, x)| walk(x, &format!("{at}/{i}"))),
             Value::Object(o) => o.iter().find_map(|(k, x)| {
-                hidden_characters(k)
-                    .map(|why| (format!("{at}/{k}"), why))
-                    .or_else(|| walk(x, &format!("{at}/{k}")))
+                // RFC 6901: `~` and `/` in a key are escaped.
+                let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                match hidden_characters(k) {
+                    Some(why) => Some((here, why)),
+                    None => walk(x, &here),
+                }
             }),
             _ => None,
         }
@@ -360,5 +377,30 @@ mod tests {
                 "a bidirectional override"
             ))
         );
+    }
+
+    #[test]
+    fn invisible_characters_are_found_and_located_but_emoji_pass() {
+        for c in [
+            '\u{061c}',
+            '\u{00ad}',
+            '\u{2062}',
+            '\u{3164}',
+            '\u{e0101}',
+            '\u{180e}',
+        ] {
+            assert!(
+                hidden_characters(&format!("read{c}me")).is_some(),
+                "{:x}",
+                c as u32
+            );
+        }
+        // A warning sign with its emoji variation selector is not hidden text.
+        assert_eq!(hidden_characters("\u{26a0}\u{fe0f} deletes files"), None);
+        let def =
+            json!({ "inputSchema": { "properties": { "a/b~c": { "description": "x\u{200b}" } } } });
+        let (at, _) = hidden_in_definition(&def).unwrap();
+        assert_eq!(at, "/inputSchema/properties/a~1b~0c/description");
+        assert!(def.pointer(&at).is_some());
     }
 }

@@ -3,8 +3,8 @@
 //! An upstream URL that names, or resolves to, a loopback, private, link-local (including the
 //! cloud metadata address), unique-local, shared, unspecified, multicast or otherwise
 //! non-public address is refused unless its server entry allows private addresses. IPv4 addresses
-//! written inside IPv6 (mapped `::ffff:a.b.c.d`, compatible, NAT64 `64:ff9b::/96`, 6to4) are
-//! judged as the IPv4 address they carry.
+//! written inside IPv6 (mapped `::ffff:a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4) are judged as the
+//! IPv4 address they carry; the deprecated IPv4-compatible `::/96` and Teredo are refused whole.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -45,20 +45,24 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
         [a, ..] if a & 0xfe00 == 0xfc00 => "a unique-local (private) address",
         [a, ..] if a & 0xffc0 == 0xfec0 => "a site-local address",
         [a, ..] if a & 0xff00 == 0xff00 => "a multicast address",
+        // The rest of `::/96`: deprecated IPv4-compatible forms with nothing routable behind them.
+        [0, 0, 0, 0, 0, 0, _, _] => "an IPv4-compatible address",
+        // Teredo hides an IPv4 address (obscured) and reaches it through a relay.
+        [0x2001, 0x0000, ..] => "a Teredo tunnel address",
         [0x2001, 0x0db8, ..] => "a documentation address",
         [0x0100, 0, 0, 0, ..] => "a discard-only address",
         _ => return None,
     })
 }
 
-/// The IPv4 address an IPv6 address carries: mapped, compatible, NAT64 or 6to4.
+/// The IPv4 address an IPv6 address carries: mapped, NAT64 or 6to4. (IPv4-compatible `::/96`
+/// is refused whole.)
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let tail =
         |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     match s {
         [0, 0, 0, 0, 0, 0xffff, hi, lo] => Some(tail(hi, lo)),
-        [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => Some(tail(hi, lo)),
         [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(tail(hi, lo)),
         [0x2002, hi, lo, ..] => Some(tail(hi, lo)),
         _ => None,
@@ -156,6 +160,86 @@ mod tests {
         ] {
             let ip: IpAddr = good.parse().unwrap();
             assert_eq!(non_public(ip), None, "{good}");
+        }
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// An IPv4 address inside one of the ranges that are never public.
+        fn private_v4() -> impl Strategy<Value = Ipv4Addr> {
+            let ranges: [(u32, u32); 12] = [
+                (0x0000_0000, 8),  // 0/8
+                (0x0a00_0000, 8),  // 10/8
+                (0x6440_0000, 10), // 100.64/10
+                (0x7f00_0000, 8),  // 127/8
+                (0xa9fe_0000, 16), // 169.254/16
+                (0xac10_0000, 12), // 172.16/12
+                (0xc000_0000, 24), // 192.0.0/24
+                (0xc0a8_0000, 16), // 192.168/16
+                (0xc612_0000, 15), // 198.18/15
+                (0xe000_0000, 4),  // 224/4
+                (0xf000_0000, 4),  // 240/4
+                (0xc000_0200, 24), // 192.0.2/24
+            ];
+            (0..ranges.len(), any::<u32>()).prop_map(move |(i, r)| {
+                let (base, len) = ranges[i];
+                Ipv4Addr::from(base | (r >> len))
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn every_address_in_a_private_range_is_refused(ip in private_v4()) {
+                prop_assert!(non_public(IpAddr::V4(ip)).is_some(), "{ip}");
+            }
+
+            #[test]
+            fn ipv4_inside_ipv6_is_judged_as_the_ipv4_it_carries(ip in any::<Ipv4Addr>()) {
+                let v4 = non_public(IpAddr::V4(ip));
+                let [a, b, c, d] = ip.octets();
+                let (hi, lo) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+                for v6 in [
+                    ip.to_ipv6_mapped(),
+                    Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo),
+                    Ipv6Addr::new(0x2002, hi, lo, 0, 0, 0, 0, 1),
+                ] {
+                    prop_assert_eq!(non_public(IpAddr::V6(v6)), v4, "{}", v6);
+                }
+                // The IPv4-compatible form is never public, whatever it carries.
+                prop_assert!(non_public(IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, hi, lo))).is_some());
+            }
+
+            #[test]
+            fn a_literal_host_is_judged_as_its_address(ip in any::<IpAddr>()) {
+                prop_assert_eq!(literal_host_problem(&ip.to_string()), non_public(ip));
+            }
+
+            #[test]
+            fn a_numeric_host_is_refused_without_dns(n in any::<u32>(), hex in any::<bool>()) {
+                let host = match hex { true => format!("0x{n:x}"), false => n.to_string() };
+                prop_assert!(literal_host_problem(&host).is_some(), "{host}");
+            }
+
+            #[test]
+            fn url_hosts_round_trip_for_addresses(ip in any::<IpAddr>(), port in 1u16..) {
+                let url = match ip {
+                    IpAddr::V4(v4) => format!("http://{v4}:{port}/mcp"),
+                    IpAddr::V6(v6) => format!("http://[{v6}]:{port}/mcp"),
+                };
+                prop_assert_eq!(url_host(&url), Some((ip.to_string(), port)));
+            }
+
+            #[test]
+            fn an_authority_with_userinfo_escapes_or_non_ascii_is_no_url(
+                left in "[a-z0-9.]{1,12}",
+                odd in prop::sample::select(vec!['@', '%', '\\', 'ü', ' ', '\t']),
+                right in "[a-z0-9.]{1,12}",
+            ) {
+                let url = format!("https://{left}{odd}{right}/mcp");
+                prop_assert_eq!(url_host(&url), None);
+            }
         }
     }
 
