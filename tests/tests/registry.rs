@@ -180,6 +180,32 @@ async fn a_rug_pull_is_quarantined_and_new_tools_stay_hidden_until_re_pinned() {
     );
 }
 
+/// Fault injection: the upstream's `tools/list` starts failing after a `list_changed`. What it
+/// offers is then unknown, so none of its tools are offered or called, not even the ones it
+/// offered before.
+#[tokio::test]
+async fn a_failed_tool_listing_withholds_the_upstreams_tools() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = Gateway::start(&servers(&fx.url)).unwrap();
+    let c = client(&gw).await;
+    assert_eq!(
+        call(&c, "fixture__echo", json!({"text": "hi"})).await["result"]["content"][0]["text"],
+        "hi"
+    );
+    call(&c, "fixture__rug_pull", json!({ "mode": 3 })).await;
+    let names = until_tools(&c, <[String]>::is_empty).await;
+    assert!(names.is_empty(), "{names:?}");
+    let before = fx.calls();
+    let r = call(&c, "fixture__echo", json!({"text": "hi"})).await;
+    assert!(r["error"].is_object(), "{r}");
+    assert_eq!(fx.calls(), before, "a withheld tool reached the upstream");
+    let log = std::fs::read_to_string(gw.log_file()).unwrap();
+    assert!(
+        log.contains("refreshing upstream tools failed; its tools are withheld"),
+        "{log}"
+    );
+}
+
 #[tokio::test]
 async fn check_is_the_ci_gate_and_names_each_problem_by_line() {
     let dir = tempfile::tempdir().unwrap();
