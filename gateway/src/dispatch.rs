@@ -580,6 +580,8 @@ impl Gateway {
         sink: mpsc::UnboundedSender<Value>,
         trail: &mut Trail,
     ) -> Result<Value, RpcError> {
+        // The config this call is decided under; a reload before it runs means deciding again.
+        let generation = self.live();
         let name = str_param(&params, "name")?.to_string();
         // Until it resolves, the name is the caller's text: keep it bounded in the record.
         let mut shown = name.clone();
@@ -857,6 +859,18 @@ impl Gateway {
                 json!({}),
             ));
         }
+        // A reload landed while the call was decided or waited: it runs only if the config now
+        // in force allows it the same way.
+        if !Arc::ptr_eq(&generation, &self.live())
+            && let Err(why) = self.still_allowed(call, &up, offered, arguments, digest, trail)
+        {
+            tracing::warn!(%subject, server, tool, reason = %why, "config reloaded before execution; call refused");
+            trail.outcome = Some("denied");
+            trail.reason = Some(format!(
+                "the config was reloaded before the call ran: {why}"
+            ));
+            return Err(unknown_tool(&name));
+        }
         trail.arguments = None;
         trail.started = Some(std::time::Instant::now());
         let r = up
@@ -875,6 +889,52 @@ impl Gateway {
             return Err(killed_refusal(&name, &killed));
         }
         r.map_err(upstream_error)
+    }
+
+    /// Whether a call decided under an earlier config still runs under the one now in force:
+    /// the same upstream, the same definition and class, arguments that pass the current
+    /// checks, and a decision that allows it (approval needed only if it already has one).
+    fn still_allowed(
+        &self,
+        call: &Call,
+        up: &Arc<Upstream>,
+        decided: &crate::upstream::Offered,
+        arguments: &Value,
+        digest: ArgumentsDigest,
+        trail: &Trail,
+    ) -> Result<(), String> {
+        let live = self.live();
+        match live.upstreams.get(up.name()) {
+            Some(now) if Arc::ptr_eq(now, up) => {}
+            _ => return Err("its server was removed or reconnected".into()),
+        }
+        let tools = up.tools();
+        let name = decided.tool.name.as_ref();
+        let Some(now) = tools
+            .iter()
+            .find(|t| t.tool.name == name && t.fingerprint == decided.fingerprint)
+            .filter(|_| up.config().tools.contains_key(name))
+        else {
+            return Err("the tool is no longer offered".into());
+        };
+        if now.class != decided.class {
+            return Err(format!("its class is now {}", now.class));
+        }
+        if let Err(why) = now.check.check(arguments) {
+            return Err(format!("its arguments no longer pass at `{}`", why.at));
+        }
+        match self.decide(
+            &call.caller,
+            up.name(),
+            Target::Tool(name),
+            now.class,
+            digest,
+        ) {
+            Decision::Allow => Ok(()),
+            Decision::NeedsApproval { .. } if trail.approval.is_some() => Ok(()),
+            Decision::NeedsApproval { .. } => Err("it now needs approval".into()),
+            Decision::Deny(d) => Err(d.to_string()),
+        }
     }
 
     /// Resources, templates and prompts: fetched live, one upstream page per answer, with a

@@ -136,14 +136,18 @@ impl Gateway {
     }
 
     /// Put a reloaded config and its upstreams in force. Only the reload path calls this,
-    /// after the new config has been validated and its reload recorded.
-    pub(crate) fn replace(&self, next: Live) {
+    /// after the new config has been validated and its reload recorded. Kept upstreams take
+    /// their new entries under the same lock, so a request that reads the config before and
+    /// after sees that it changed ([`Gateway::live`] is a new `Arc`).
+    pub(crate) fn replace(&self, next: Live, done: &crate::upstream::Reconciled) {
         let servers = next.registry.servers.iter().map(|s| s.name.as_str());
         self.auth.set_servers(&self.public_url, servers);
-        match self.live.write() {
-            Ok(mut l) => *l = Arc::new(next),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
-        }
+        let mut live = self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        done.apply_updates();
+        *live = Arc::new(next);
     }
 
     /// DNS-rebinding guard: the Host header must name this gateway.

@@ -102,9 +102,15 @@ pub(crate) fn file_digest(path: &Path) -> Result<String, String> {
 pub(crate) struct Reloader {
     gw: Arc<Gateway>,
     path: PathBuf,
-    /// Digest of the bytes last looked at, so a file is tried once per change, not per poll.
+    /// Digest of the bytes last tried (or [`UNREADABLE`]), so a file is tried once per change.
     last: tokio::sync::Mutex<String>,
+    /// Digest seen by the last poll: a change is tried only once two polls agree, so a file
+    /// caught half-written (which may itself be valid, and looser) is not applied.
+    pending: std::sync::Mutex<Option<String>>,
 }
+
+/// What [`Reloader::last`] holds when the file could not be read.
+const UNREADABLE: &str = "unreadable";
 
 /// `sha256:<hex>` of the file's bytes, as [`registry::Registry::digest`] is computed.
 fn digest(bytes: &[u8]) -> String {
@@ -118,19 +124,17 @@ impl Reloader {
             gw,
             path,
             last: tokio::sync::Mutex::new(running),
+            pending: std::sync::Mutex::new(None),
         }
     }
 
-    /// Reload on SIGHUP and on file change until `stop`.
-    pub(crate) async fn run(self: Arc<Self>, stop: CancellationToken) {
+    /// Reload on SIGHUP (`hup`, set up before the gateway announced itself, so an early SIGHUP
+    /// is not fatal) and on file change, until `stop`.
+    pub(crate) async fn run(self: Arc<Self>, hup: Hangup, stop: CancellationToken) {
         #[cfg(unix)]
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "SIGHUP cannot be handled; the config reloads on file change only");
-                None
-            }
-        };
+        let mut hup = hup;
+        #[cfg(not(unix))]
+        let _ = hup;
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -151,16 +155,26 @@ impl Reloader {
         }
     }
 
-    /// Reload if the file's bytes differ from those last looked at.
+    /// Reload if the file's bytes (or its readability) changed, and two polls in a row agree.
     async fn poll(&self) {
-        let Ok(bytes) = tokio::fs::read(&self.path).await else {
-            // A file being replaced can be briefly absent; SIGHUP reports a lasting problem.
-            return;
+        let now = match tokio::fs::read(&self.path).await {
+            Ok(bytes) => digest(&bytes),
+            Err(_) => UNREADABLE.to_owned(),
         };
-        if *self.last.lock().await == digest(&bytes) {
+        if *self.last.lock().await == now {
             return;
         }
-        self.reload(Trigger::FileChange).await;
+        let settled = match self.pending.lock() {
+            Ok(mut p) => {
+                let same = p.as_deref() == Some(now.as_str());
+                *p = Some(now);
+                same
+            }
+            Err(_) => true,
+        };
+        if settled {
+            self.reload(Trigger::FileChange).await;
+        }
     }
 
     /// Read, validate and, if acceptable, apply the file. Logged and audited either way.
@@ -172,10 +186,8 @@ impl Reloader {
             Ok((seen, Some(()))) => (seen, Outcome::Applied),
             Err((seen, why)) => (seen, Outcome::Refused(why)),
         };
-        if let Some(d) = &seen {
-            last.clone_from(d);
-        }
-        let shown = seen.as_deref().unwrap_or("unreadable");
+        last.clone_from(seen.as_ref().unwrap_or(&UNREADABLE.to_owned()));
+        let shown = seen.as_deref().unwrap_or(UNREADABLE);
         self.gw.reloads.note(shown, &outcome);
         match &outcome {
             Outcome::Applied => {
@@ -248,11 +260,19 @@ impl Reloader {
             .map_err(|e| fail(format!("the reload could not be recorded: {e}")))?;
         let (set, done) = live.upstreams.reconcile(&next.servers);
         let set = Arc::new(set);
-        self.gw.replace(Live {
-            registry: Arc::new(next),
-            upstreams: set.clone(),
-        });
+        let grants_changed = running.access.policy != next.access.policy;
+        self.gw.replace(
+            Live {
+                registry: Arc::new(next),
+                upstreams: set.clone(),
+            },
+            &done,
+        );
         set.finish(&done);
+        if grants_changed {
+            // Lists are filtered per caller by the grants: every server's may look different.
+            set.announce_all();
+        }
         tracing::info!(
             added = ?done.added,
             removed = ?done.removed,
@@ -301,9 +321,25 @@ fn changes(old: &registry::Registry, new: &registry::Registry) -> serde_json::Va
     })
 }
 
-/// Where the config came from, for `serve`: reload needs the file.
+/// The SIGHUP stream, if the platform has one.
+#[cfg(unix)]
+pub(crate) type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+pub(crate) type Hangup = ();
+
+/// Start reloading `path` into `gw`. SIGHUP is handled from this call on.
 pub(crate) fn start(gw: Arc<Gateway>, path: &Path, stop: CancellationToken) {
+    #[cfg(unix)]
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP cannot be handled; the config reloads on file change only");
+            None
+        }
+    };
+    #[cfg(not(unix))]
+    let hup = ();
     let _ = gw.reloads.file.set(path.to_path_buf());
     let reloader = Arc::new(Reloader::new(gw, path.to_path_buf()));
-    tokio::spawn(reloader.run(stop));
+    tokio::spawn(reloader.run(hup, stop));
 }

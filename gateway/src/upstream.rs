@@ -79,6 +79,9 @@ pub(crate) struct Upstream {
     listed: std::sync::Mutex<Option<Vec<Tool>>>,
     /// Stops this upstream's supervisor (a reload that removes or replaces it, or shutdown).
     stop: CancellationToken,
+    /// Held from reading the entry to publishing the offered tools, so a listing refresh and
+    /// a reload cannot interleave and leave tools built from the old entry in place.
+    refreshing: std::sync::Mutex<()>,
     /// Host and port of an HTTP upstream, for spans (worked out once, not per call).
     address: Option<(String, u16)>,
     conn: RwLock<Option<Connection>>,
@@ -161,11 +164,23 @@ pub(crate) struct Reconciled {
     pub(crate) removed: Vec<String>,
     /// Servers whose source, credentials or address rule changed: reconnecting.
     pub(crate) reconnected: Vec<String>,
-    /// Servers whose allowlist, pins, grants or limits changed: the connection is kept and the
-    /// new entry applies at once.
+    /// Servers whose allowlist, classes, pins, limits, resources, prompts or timeout changed:
+    /// the connection is kept and the new entry applies when the new set is put in force.
     pub(crate) updated: Vec<String>,
+    /// The new entries of the updated servers, applied by [`Reconciled::apply_updates`].
+    staged: Vec<(Arc<Upstream>, registry::Server)>,
     /// Upstreams the new set does not carry: stopped by [`Upstreams::finish`].
     retired: Vec<Arc<Upstream>>,
+}
+
+impl Reconciled {
+    /// Give each kept upstream its new entry (allowlist and pins re-applied to its last
+    /// listing). Called while the new config is put in force, under the same lock.
+    pub(crate) fn apply_updates(&self) {
+        for (up, server) in &self.staged {
+            up.reconfigure(server.clone());
+        }
+    }
 }
 
 impl Upstreams {
@@ -185,19 +200,30 @@ impl Upstreams {
             setup,
             shutdown,
         };
-        let order: Vec<Arc<Upstream>> = servers.iter().map(|s| set.launch(s)).collect();
+        let order: Vec<Arc<Upstream>> = servers.iter().map(|s| set.launch(s, None)).collect();
         Arc::new(set.with(order))
     }
 
-    /// A new upstream for `server`, its supervisor started.
-    fn launch(&self, server: &registry::Server) -> Arc<Upstream> {
-        let up = Arc::new(Upstream::new(
+    /// A new upstream for `server`, its supervisor started. A replacement keeps what its
+    /// predecessor saw first, so reconnecting does not reset trust-on-first-use.
+    fn launch(&self, server: &registry::Server, replaces: Option<&Upstream>) -> Arc<Upstream> {
+        let up = Upstream::new(
             server,
             &self.setup,
             self.events.clone(),
             self.progress.clone(),
             self.shutdown.child_token(),
-        ));
+        );
+        if let Some(old) = replaces {
+            let seen = match old.first_seen.lock() {
+                Ok(m) => m.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            if let Ok(mut m) = up.first_seen.lock() {
+                *m = seen;
+            }
+        }
+        let up = Arc::new(up);
         tokio::spawn(connect::supervise(up.clone(), up.stop.clone()));
         up
     }
@@ -215,9 +241,9 @@ impl Upstreams {
     }
 
     /// The set for a reloaded config. An unchanged server keeps its upstream; one whose
-    /// connection is the same keeps it with the new entry applied (allowlist and pins re-checked
-    /// against its last listing before this returns); any other is started afresh. Call only
-    /// once the reload is recorded, then put the set in force and call [`Upstreams::finish`].
+    /// connection is the same keeps it, its new entry staged for [`Reconciled::apply_updates`];
+    /// any other is started afresh. Call only once the reload is recorded, then put the set in
+    /// force (applying the staged entries) and call [`Upstreams::finish`].
     pub(crate) fn reconcile(&self, servers: &[registry::Server]) -> (Upstreams, Reconciled) {
         let mut done = Reconciled::default();
         let mut order = Vec::with_capacity(servers.len());
@@ -225,17 +251,17 @@ impl Upstreams {
             let up = match self.by_name.get(&s.name) {
                 Some(old) if *old.config() == *s => old.clone(),
                 Some(old) if old.config().same_connection(s) => {
-                    old.reconfigure(s.clone());
+                    done.staged.push((old.clone(), s.clone()));
                     done.updated.push(s.name.clone());
                     old.clone()
                 }
-                Some(_) => {
+                Some(old) => {
                     done.reconnected.push(s.name.clone());
-                    self.launch(s)
+                    self.launch(s, Some(old))
                 }
                 None => {
                     done.added.push(s.name.clone());
-                    self.launch(s)
+                    self.launch(s, None)
                 }
             };
             order.push(up);
@@ -262,13 +288,22 @@ impl Upstreams {
         for old in &done.retired {
             old.stop.cancel();
         }
-        for name in done
+        let names = done
             .added
             .iter()
             .chain(&done.removed)
             .chain(&done.reconnected)
-            .chain(&done.updated)
-        {
+            .chain(&done.updated);
+        self.announce(names);
+    }
+
+    /// Tell sessions every server's lists may have changed (a reload changed the grants).
+    pub(crate) fn announce_all(&self) {
+        self.announce(self.order.iter().map(|u| &u.name));
+    }
+
+    fn announce<'a>(&self, names: impl Iterator<Item = &'a String>) {
+        for name in names {
             // The allowlisted resources and prompts may have changed as well as the tools.
             let _ = self.events.send(UpstreamEvent::Tools(name.clone()));
             let _ = self.events.send(UpstreamEvent::Resources(name.clone()));
@@ -367,6 +402,7 @@ impl Upstream {
             config: RwLock::new(Arc::new(server.clone())),
             listed: std::sync::Mutex::new(None),
             stop,
+            refreshing: std::sync::Mutex::new(()),
             conn: RwLock::new(None),
             tools: RwLock::new(Arc::new(Vec::new())),
             events,
@@ -396,13 +432,17 @@ impl Upstream {
     /// Apply a reloaded entry for the same connection: the allowlist and pins are re-checked
     /// against the last listing now, not at the next `list_changed`.
     fn reconfigure(&self, server: registry::Server) {
+        let _serial = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.config.write() {
             Ok(mut c) => *c = Arc::new(server),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(server),
         }
         let listed = self.listed.lock().ok().and_then(|l| l.clone());
         // Without a readable last listing nothing is offered until the next one.
-        self.set_tools(listed.unwrap_or_default());
+        self.apply_tools(listed.unwrap_or_default());
     }
 
     pub(crate) fn is_connected(&self) -> bool {
@@ -487,6 +527,15 @@ impl Upstream {
     /// their pins. A mismatch, an unpinned tool, or a definition with hidden characters is
     /// quarantined: not offered, calls refused, and an event written when that changes.
     pub(crate) fn set_tools(&self, listed: Vec<Tool>) {
+        let _serial = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.apply_tools(listed);
+    }
+
+    /// [`Upstream::set_tools`] with the refresh lock held.
+    fn apply_tools(&self, listed: Vec<Tool>) {
         let config = self.config();
         if let Ok(mut last) = self.listed.lock() {
             *last = Some(listed.clone());
@@ -713,7 +762,10 @@ mod tests {
         assert!(done.removed.is_empty() && done.reconnected.is_empty());
         assert!(Arc::ptr_eq(next.get("a").unwrap(), &a));
         assert!(Arc::ptr_eq(next.get("b").unwrap(), &b));
-        // The kept connection offers the newly allowlisted tool at once, from its last listing.
+        // Nothing changes on the kept upstream until the new set is put in force; then it offers
+        // the newly allowlisted tool at once, from its last listing.
+        assert_eq!(offered(&b), vec!["search_notes"]);
+        done.apply_updates();
         let mut now = offered(&b);
         now.sort();
         assert_eq!(now, vec!["get_note", "search_notes"]);

@@ -236,8 +236,12 @@ pub fn hidden_characters(text: &str) -> Option<&'static str> {
             | '\u{17b5}'
             | '\u{180e}'
             | '\u{2061}'..='\u{2064}'
+            | '\u{206a}'..='\u{206f}'
             | '\u{3164}'
+            | '\u{fff9}'..='\u{fffb}'
             | '\u{ffa0}' => "an invisible character",
+            // Selectors 1-14 (15 and 16 choose text or emoji presentation, and are common).
+            '\u{fe00}'..='\u{fe0d}' => "a variation selector",
             '\u{e0100}'..='\u{e01ef}' => "a supplementary variation selector",
             _ => continue,
         };

@@ -121,12 +121,22 @@ fn digest_path(path: &str) -> bool {
     )
 }
 
-/// A stdio server's package spec (`npm:@scope/name@1.2.3`, `pypi:name==1.2.3`): a scoped name
-/// and a version read as "random" by character statistics alone.
+/// A stdio server's well-formed package spec (`npm:@scope/name@1.2.3`, `pypi:name==1.2.3`),
+/// whose whole reads as "random" by character statistics alone. Each part of the name is still
+/// judged on its own, so a token pasted as a package name is caught.
 fn package_spec(path: &str, value: &str) -> bool {
     let parts: Vec<&str> = path.split('.').collect();
-    matches!(parts.as_slice(), ["servers", _, "command", "package"])
-        && (value.starts_with("npm:") || value.starts_with("pypi:"))
+    if !matches!(parts.as_slice(), ["servers", _, "command", "package"]) {
+        return false;
+    }
+    let Some((name, _version)) =
+        crate::pin::npm_spec(value).or_else(|| crate::pin::pypi_spec(value))
+    else {
+        return false;
+    };
+    !name
+        .split(['@', '/'])
+        .any(|part| !part.is_empty() && high_entropy(part))
 }
 
 /// Why a literal config value looks like a secret, or `None`. The answer names the kind of

@@ -49,6 +49,9 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
         [0, 0, 0, 0, 0, 0, _, _] => "an IPv4-compatible address",
         // Teredo hides an IPv4 address (obscured) and reaches it through a relay.
         [0x2001, 0x0000, ..] => "a Teredo tunnel address",
+        // Local-use NAT64 (RFC 8215) and IPv4-translated (SIIT) forms reach IPv4 via a translator.
+        [0x64, 0xff9b, 1, ..] => "a local-use NAT64 address",
+        [0, 0, 0, 0, 0xffff, 0, _, _] => "an IPv4-translated address",
         [0x2001, 0x0db8, ..] => "a documentation address",
         [0x0100, 0, 0, 0, ..] => "a discard-only address",
         _ => return None,
@@ -148,6 +151,10 @@ mod tests {
             "2002:7f00:1::",
             "255.255.255.255",
             "224.0.0.1",
+            "64:ff9b:1::a9fe:a9fe",
+            "::ffff:0:808:808",
+            "::8.8.8.8",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             let ip: IpAddr = bad.parse().unwrap();
             assert!(non_public(ip).is_some(), "{bad}");

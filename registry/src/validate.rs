@@ -258,16 +258,19 @@ impl Registry {
             ("admin_listen", a.admin_listen == b.admin_listen),
             ("public_url", a.public_url == b.public_url),
             ("store", a.store == b.store),
-            ("max_body", a.max_body == b.max_body),
-            ("allowed_origins", a.allowed_origins == b.allowed_origins),
-            ("session_idle", a.session_idle == b.session_idle),
+            ("http.max_body", a.max_body == b.max_body),
+            (
+                "http.allowed_origins",
+                a.allowed_origins == b.allowed_origins,
+            ),
+            ("http.session_idle", a.session_idle == b.session_idle),
             ("mode", a.mode == b.mode),
             ("kill_switch", a.kill_switch == b.kill_switch),
             ("audit", a.audit == b.audit),
             ("telemetry", a.telemetry == b.telemetry),
-            ("secrets", a.vault == b.vault),
+            ("secrets.vault", a.vault == b.vault),
             ("cache_dir", a.cache_dir == b.cache_dir),
-            ("identity", self.access.oidc == next.access.oidc),
+            ("identity.oidc", self.access.oidc == next.access.oidc),
         ];
         fields
             .into_iter()

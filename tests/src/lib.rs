@@ -607,6 +607,68 @@ pub fn pin(config: &Path) -> Result<String> {
     }
 }
 
+/// A FIFO as the only audit sink: held open (read and write, so opening it never blocks) it
+/// takes events; once [`AuditFifo::fail`] closes it, every write fails with a broken pipe.
+pub struct AuditFifo {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    reader: Option<std::fs::File>,
+}
+
+impl AuditFifo {
+    pub fn new() -> Result<AuditFifo> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("audit.fifo");
+        if !Command::new("mkfifo").arg(&path).status()?.success() {
+            bail!("mkfifo failed");
+        }
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        Ok(AuditFifo {
+            _dir: dir,
+            path,
+            reader: Some(reader),
+        })
+    }
+
+    /// The top-level config line that makes this FIFO the only audit sink.
+    pub fn config(&self) -> String {
+        format!(
+            "audit: {{ sinks: [{{ type: file, path: {} }}] }}\n",
+            self.path.display()
+        )
+    }
+
+    /// Close the reader: from now on the sink refuses every event.
+    pub fn fail(&mut self) {
+        self.reader = None;
+    }
+}
+
+/// The events of `kind` in a JSON-lines audit file, in order (unreadable lines skipped).
+pub fn audit_events(file: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+/// `GET {admin}/admin/self-audit` (JSON) with an operator credential; must answer 200.
+pub async fn self_audit(admin: &str, key: &str) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .get(format!("{admin}/admin/self-audit"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("self-audit request");
+    assert_eq!(r.status(), 200);
+    r.json().await.expect("self-audit JSON")
+}
+
 /// `sha256:<hex>` of a file, for pinning a local program.
 pub fn file_digest(path: &Path) -> Result<String> {
     use sha2::Digest;

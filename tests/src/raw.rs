@@ -79,6 +79,18 @@ impl Raw {
         names
     }
 
+    /// `tools/list` until its names satisfy `pred`, for up to 10 s; the last names either way.
+    pub async fn until_tools(&self, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let names = self.tool_names().await;
+            if pred(&names) || std::time::Instant::now() > deadline {
+                return names;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// POST a body and return (status, parsed JSON-RPC message). SSE answers are unwrapped.
     pub async fn call(&self, body: Value) -> (StatusCode, Value) {
         let resp = self.post(&body.to_string()).send().await.unwrap();

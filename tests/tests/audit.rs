@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use portcullis_tests::raw::{Raw, req};
-use portcullis_tests::{Fixture, Gateway, bin, create_key_with, fixture_server};
+use portcullis_tests::{AuditFifo, Fixture, Gateway, bin, create_key_with, fixture_server};
 use serde_json::{Value, json};
 
 /// Detected by its shape (a well-known key prefix).
@@ -266,33 +266,14 @@ audit:
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unwritable_sink_refuses_calls_and_the_gateway_stays_up() {
     let fx = Fixture::start("both").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("audit.fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    // Hold the FIFO open (read and write, so opening it never blocks); while it is open the sink
-    // takes events, once it is closed every write fails with a broken pipe.
-    let reader = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&fifo)
-        .unwrap();
-    let top = format!(
-        "audit: {{ sinks: [{{ type: file, path: {} }}] }}\n",
-        fifo.display()
-    );
-    let gw = Gateway::start_with(&top, &fixture_server("fx", &fx.url)).unwrap();
+    let mut fifo = AuditFifo::new().unwrap();
+    let gw = Gateway::start_with(&fifo.config(), &fixture_server("fx", &fx.url)).unwrap();
     let mut c = Raw::new(gw.mcp(), &gw.key);
     c.init().await;
     let r = call(&c, 1, "fx__echo", json!({ "text": "hi" })).await;
     assert!(r["result"].is_object(), "{r}");
 
-    drop(reader);
+    fifo.fail();
     let before = fx.calls();
     for id in 2..4 {
         let r = call(&c, id, "fx__echo", json!({ "text": "hi" })).await;

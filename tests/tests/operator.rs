@@ -796,3 +796,81 @@ async fn a_held_call_whose_client_gave_up_never_runs_on_a_later_approval() {
     );
     assert_eq!(fx.calls(), before + 1);
 }
+
+/// A reload lands while a call waits for approval: the tool is now `destructive`, so the call
+/// decided as `write` does not run on that approval; it is refused and recorded as such.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_held_across_a_reload_that_changes_its_tool_does_not_run() {
+    let (fx, gw) = start("approvals: { required_from: write, hold: 20s }\n");
+    let bob = gw.operator_key("approver", Some("bob")).unwrap();
+    let before = fx.calls();
+    let c = client(gw.server("fx"), &gw.key).await;
+    let body = json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": { "name": "slow", "arguments": { "ms": 0 } } });
+    let started = Instant::now();
+    let held = tokio::spawn(async move {
+        c.post(&body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let id = loop {
+        let (_, list) = get(&gw.admin, &bob, "/admin/approvals?status=pending").await;
+        if let Some(id) = list["approvals"][0]["id"].as_str() {
+            break id.to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no pending request"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let cfg = gw.config();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let raised = text.replace("slow: { class: write }", "slow: { class: destructive }");
+    assert_ne!(raised, text);
+    std::fs::write(&cfg, raised).unwrap();
+    while !portcullis_tests::audit_events(&gw.audit_file(), "config.reload")
+        .iter()
+        .any(|e| e["outcome"] == "applied")
+    {
+        assert!(started.elapsed() < Duration::from_secs(15), "no reload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, _) = post(
+        &gw.admin,
+        &bob,
+        &format!("/admin/approvals/{id}/approve"),
+        json!({ "reason": "ok" }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let answer = held.await.unwrap();
+    assert!(answer.contains("\"error\""), "{answer}");
+    assert_eq!(
+        fx.calls(),
+        before,
+        "the call ran under a config that changed it"
+    );
+    // The refusal is queued for the log, not waited for.
+    let denied = loop {
+        let found = portcullis_tests::audit_events(&gw.audit_file(), "tool.call")
+            .into_iter()
+            .find(|e| e["outcome"] == "denied" && e["tool"] == "slow");
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the refusal is not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        denied["reason"].as_str().unwrap().contains("reloaded"),
+        "{denied}"
+    );
+}

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use portcullis_tests::raw::{Raw, req};
-use portcullis_tests::{Fixture, Gateway, bin, file_digest, pin};
+use portcullis_tests::{Fixture, Gateway, audit_events, bin, file_digest, pin};
 use serde_json::{Value, json};
 
 /// The fixture with `echo` (which `rug_pull` rewrites), the tool that rewrites it, and
@@ -32,27 +32,6 @@ async fn call(c: &Raw, tool: &str, args: Value) -> Value {
         ))
         .await;
     r
-}
-
-/// Wait until `tools/list` satisfies `pred`.
-async fn until_tools(c: &Raw, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let names = c.tool_names().await;
-        if pred(&names) || Instant::now() > deadline {
-            return names;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn audit_events(gw: &Gateway, kind: &str) -> Vec<Value> {
-    std::fs::read_to_string(gw.audit_file())
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["kind"] == kind)
-        .collect()
 }
 
 fn portcullis(args: &[&str]) -> (i32, String) {
@@ -102,7 +81,9 @@ async fn a_rug_pull_is_quarantined_and_new_tools_stay_hidden_until_re_pinned() {
 
     // The upstream rewrites echo's description: within one list_changed it is quarantined.
     call(&c, "fixture__rug_pull", json!({ "mode": 1 })).await;
-    let names = until_tools(&c, |n| !n.contains(&"fixture__echo".to_string())).await;
+    let names = c
+        .until_tools(|n| !n.contains(&"fixture__echo".to_string()))
+        .await;
     assert!(!names.contains(&"fixture__echo".to_string()), "{names:?}");
     let r = call(&c, "fixture__echo", json!({"text": "hi"})).await;
     assert_eq!(r["error"]["data"]["reason"], "quarantined", "{r}");
@@ -115,7 +96,7 @@ async fn a_rug_pull_is_quarantined_and_new_tools_stay_hidden_until_re_pinned() {
         "a quarantined tool never reaches the upstream"
     );
     // The event names the pinned and the seen digests; the refused call is recorded too.
-    let events = audit_events(&gw, "tool.quarantine");
+    let events = audit_events(&gw.audit_file(), "tool.quarantine");
     let echo = events
         .iter()
         .find(|e| e["tool"] == "echo")
@@ -126,7 +107,7 @@ async fn a_rug_pull_is_quarantined_and_new_tools_stay_hidden_until_re_pinned() {
     assert_ne!(pinned, seen);
     // Refusals are queued for the log, not waited for.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !audit_events(&gw, "tool.call")
+    while !audit_events(&gw.audit_file(), "tool.call")
         .iter()
         .any(|e| e["tool"] == "echo" && e["outcome"] == "quarantined")
     {
@@ -160,7 +141,9 @@ async fn a_rug_pull_is_quarantined_and_new_tools_stay_hidden_until_re_pinned() {
     assert!(out.contains("+ late_tool: sha256:"), "{out}");
     // The gateway reloads the re-pinned file by itself: the same session is offered both tools,
     // with no restart.
-    let names = until_tools(&c, |n| n.contains(&"fixture__late_tool".to_string())).await;
+    let names = c
+        .until_tools(|n| n.contains(&"fixture__late_tool".to_string()))
+        .await;
     assert!(names.contains(&"fixture__echo".to_string()), "{names:?}");
     assert!(
         names.contains(&"fixture__late_tool".to_string()),
@@ -169,7 +152,9 @@ async fn a_rug_pull_is_quarantined_and_new_tools_stay_hidden_until_re_pinned() {
 
     // A description with a hidden right-to-left override is never pinned.
     call(&c, "fixture__rug_pull", json!({ "mode": 2 })).await;
-    let names = until_tools(&c, |n| !n.contains(&"fixture__echo".to_string())).await;
+    let names = c
+        .until_tools(|n| !n.contains(&"fixture__echo".to_string()))
+        .await;
     assert!(!names.contains(&"fixture__echo".to_string()));
     let config = gw.config().display().to_string();
     let (code, out) = portcullis(&["pin", "--config", &config]);
@@ -193,7 +178,7 @@ async fn a_failed_tool_listing_withholds_the_upstreams_tools() {
         "hi"
     );
     call(&c, "fixture__rug_pull", json!({ "mode": 3 })).await;
-    let names = until_tools(&c, <[String]>::is_empty).await;
+    let names = c.until_tools(<[String]>::is_empty).await;
     assert!(names.is_empty(), "{names:?}");
     let before = fx.calls();
     let r = call(&c, "fixture__echo", json!({"text": "hi"})).await;
@@ -525,7 +510,7 @@ async fn a_tool_over_its_rate_is_refused_before_the_upstream() {
         "a limited call never reaches the upstream"
     );
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !audit_events(&gw, "tool.call")
+    while !audit_events(&gw.audit_file(), "tool.call")
         .iter()
         .any(|e| e["tool"] == "echo" && e["outcome"] == "rate_limited")
     {
@@ -599,7 +584,9 @@ async fn npm_and_pypi_servers_run_from_their_pinned_artifacts_verified_at_each_s
         assert!(Instant::now() < deadline, "no refusal logged");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let names = until_tools(&c, |n| n.contains(&"time__get_current_time".to_string())).await;
+    let names = c
+        .until_tools(|n| n.contains(&"time__get_current_time".to_string()))
+        .await;
     assert_eq!(
         names,
         vec!["time__get_current_time"],

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use portcullis_tests::raw::{Raw, req};
-use portcullis_tests::{Fixture, Gateway, file_digest, pin};
+use portcullis_tests::{AuditFifo, Fixture, Gateway, audit_events, file_digest, pin, self_audit};
 use serde_json::{Value, json};
 
 fn fixture(url: &str, tools: &[(&str, &str)]) -> String {
@@ -22,12 +22,7 @@ fn fixture(url: &str, tools: &[(&str, &str)]) -> String {
 }
 
 fn events(gw: &Gateway, kind: &str) -> Vec<Value> {
-    std::fs::read_to_string(gw.audit_file())
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["kind"] == kind)
-        .collect()
+    audit_events(&gw.audit_file(), kind)
 }
 
 /// Wait for the `n`th `config.reload` event (1-based) and return it.
@@ -46,17 +41,6 @@ async fn nth_reload(gw: &Gateway, n: usize) -> Value {
     }
 }
 
-async fn until_tools(c: &Raw, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let names = c.tool_names().await;
-        if pred(&names) || Instant::now() > deadline {
-            return names;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn echo(c: &Raw) -> Value {
     let (_, r) = c
         .call(req(
@@ -66,17 +50,6 @@ async fn echo(c: &Raw) -> Value {
         ))
         .await;
     r
-}
-
-async fn self_audit(gw: &Gateway, key: &str) -> Value {
-    let r = reqwest::Client::new()
-        .get(format!("{}/admin/self-audit", gw.admin))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
 }
 
 fn finding<'a>(report: &'a Value, id: &str) -> Option<&'a Value> {
@@ -133,7 +106,7 @@ async fn a_good_file_applies_live_and_a_bad_one_never_replaces_the_running_confi
     assert_eq!(echo(&c).await["result"]["content"][0]["text"], "hi");
     assert_eq!(c.tool_names().await, vec!["fixture__echo"]);
     // The self-audit says the file on disk is not what runs, and why.
-    let report = self_audit(&gw, &auditor).await;
+    let report = self_audit(&gw.admin, &auditor).await;
     let drift = finding(&report, "onboard.config_drift").expect("drift finding");
     let cited = drift["evidence"][0].clone();
     let shown = report["evidence"]
@@ -174,7 +147,9 @@ async fn a_good_file_applies_live_and_a_bad_one_never_replaces_the_running_confi
     std::fs::write(&cfg, &wider).unwrap();
     pin(&cfg).unwrap();
     let final_digest = file_digest(&cfg).unwrap();
-    let names = until_tools(&c, |n| n.contains(&"fixture__add_tool".to_string())).await;
+    let names = c
+        .until_tools(|n| n.contains(&"fixture__add_tool".to_string()))
+        .await;
     assert_eq!(names, vec!["fixture__add_tool", "fixture__echo"]);
     let applied = events(&gw, "config.reload")
         .into_iter()
@@ -203,7 +178,7 @@ async fn a_good_file_applies_live_and_a_bad_one_never_replaces_the_running_confi
         "{heard}"
     );
     // The file is the config in force again: no drift finding.
-    let report = self_audit(&gw, &auditor).await;
+    let report = self_audit(&gw.admin, &auditor).await;
     assert!(finding(&report, "onboard.config_drift").is_none());
     // The allowlist edit kept the upstream connection: the server was updated, not reconnected.
     let log = std::fs::read_to_string(gw.log_file()).unwrap();
@@ -225,7 +200,7 @@ async fn a_good_file_applies_live_and_a_bad_one_never_replaces_the_running_confi
         removed["detail"]["changes"]["servers_removed"],
         json!(["fixture"])
     );
-    assert!(until_tools(&c, <[String]>::is_empty).await.is_empty());
+    assert!(c.until_tools(<[String]>::is_empty).await.is_empty());
     let r = echo(&c).await;
     assert_eq!(r["error"]["data"]["reason"], "not_found", "{r}");
     let before = fx.calls();
@@ -238,28 +213,13 @@ async fn a_good_file_applies_live_and_a_bad_one_never_replaces_the_running_confi
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_that_cannot_be_recorded_does_not_happen() {
     let fx = Fixture::start("both").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("audit.fifo");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let reader = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&fifo)
-        .unwrap();
-    let top = format!(
-        "audit: {{ sinks: [{{ type: file, path: {} }}] }}\n",
-        fifo.display()
-    );
-    let gw = Gateway::start_with(&top, &fixture(&fx.url, &[("echo", "read")])).unwrap();
+    let mut fifo = AuditFifo::new().unwrap();
+    let gw = Gateway::start_with(&fifo.config(), &fixture(&fx.url, &[("echo", "read")])).unwrap();
     let mut c = Raw::new(gw.mcp(), &gw.key);
     c.init().await;
     assert_eq!(c.tool_names().await, vec!["fixture__echo"]);
 
-    drop(reader);
+    fifo.fail();
     let cfg = gw.config();
     let good = std::fs::read_to_string(&cfg).unwrap();
     // Removing the server would be a visible change; it must not happen unrecorded.

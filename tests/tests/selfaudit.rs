@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use portcullis_tests::{Gateway, Idp, bin, node, workspace};
+use portcullis_tests::{Gateway, Idp, bin, node, self_audit, workspace};
 use serde_json::Value;
 
 const NOTES: &str =
@@ -30,17 +30,6 @@ fn cited<'a>(report: &'a Value, id: &str) -> Vec<&'a Value> {
         .iter()
         .map(|e| rows.iter().find(|r| r["id"] == *e).unwrap())
         .collect()
-}
-
-async fn self_audit(admin: &str, key: &str) -> Value {
-    let r = reqwest::Client::new()
-        .get(format!("{admin}/admin/self-audit"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
 }
 
 struct Quickstart {

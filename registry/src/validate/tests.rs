@@ -190,7 +190,10 @@ fn a_reload_may_change_servers_and_grants_but_not_process_settings() {
     let oidc = format!(
         "{base}identity:\n  oidc:\n    - issuer: https://idp.example.com\n      claims: {{ user: sub }}\n"
     );
-    assert_eq!(running.restart_only_changes(&load(&oidc)), vec!["identity"]);
+    assert_eq!(
+        running.restart_only_changes(&load(&oidc)),
+        vec!["identity.oidc"]
+    );
 }
 
 #[test]
@@ -229,6 +232,15 @@ fn a_package_spec_is_not_mistaken_for_a_secret_but_a_random_argument_is() {
         p[0].contains("args[0]") && p[0].contains("a long random string"),
         "{}",
         p[0]
+    );
+    // A token pasted as a package name is still a long random string.
+    let p = problems(&cfg("\"--quiet\"").replace(
+        "npm:@modelcontextprotocol/server-memory@2026.8.31",
+        "pypi:q8Zr3LmX0vT9wKp2YbN7cHs4JdF6gUe1==1.0",
+    ));
+    assert!(
+        p.iter().any(|p| p.contains("a long random string")),
+        "{p:?}"
     );
     // A key's well-known shape is refused even where a package spec belongs.
     let p = problems(&cfg("\"--quiet\"").replace(
