@@ -63,11 +63,12 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// Send a signal by name (`HUP`, `TERM`, ...) with `kill(1)`.
+    /// Send a signal by name (`HUP`, `TERM`, ...), with the shell's built-in `kill` (no
+    /// separate package needed).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{name} {}", self.child.id()))
             .status();
         assert!(status.is_ok_and(|s| s.success()), "kill -{name} failed");
     }

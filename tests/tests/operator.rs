@@ -43,6 +43,37 @@ async fn post(base: &str, key: &str, path: &str, body: Value) -> (StatusCode, Va
     admin(base, key, reqwest::Method::POST, path, Some(body)).await
 }
 
+/// Send `body` (a call that needs approval) in the background and wait, up to 5 s, until its
+/// request is pending; returns the call's eventual answer text and the approval id.
+async fn hold(
+    gw: &Gateway,
+    approver: &str,
+    c: Raw,
+    body: Value,
+) -> (tokio::task::JoinHandle<String>, String) {
+    let started = Instant::now();
+    let held = tokio::spawn(async move {
+        c.post(&body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    loop {
+        let (_, list) = get(&gw.admin, approver, "/admin/approvals?status=pending").await;
+        if let Some(id) = list["approvals"][0]["id"].as_str() {
+            return (held, id.to_string());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no pending request appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn call(c: &Raw, tool: &str, args: Value) -> Value {
     let (_, r) = c
         .call(req(
@@ -217,26 +248,7 @@ async fn a_held_call_proceeds_when_approved_during_its_hold_with_progress() {
     let body = json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/call",
         "params": { "name": "slow", "arguments": { "ms": 0 }, "_meta": { "progressToken": "p1" } } });
     let started = Instant::now();
-    let held = tokio::spawn(async move {
-        c.post(&body.to_string())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
-    let id = loop {
-        let (_, list) = get(&gw.admin, &bob, "/admin/approvals?status=pending").await;
-        if let Some(id) = list["approvals"][0]["id"].as_str() {
-            break id.to_string();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "no pending request appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (held, id) = hold(&gw, &bob, c, body).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let (s, _) = post(
         &gw.admin,
@@ -808,26 +820,7 @@ async fn a_call_held_across_a_reload_that_changes_its_tool_does_not_run() {
     let body = json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/call",
         "params": { "name": "slow", "arguments": { "ms": 0 } } });
     let started = Instant::now();
-    let held = tokio::spawn(async move {
-        c.post(&body.to_string())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
-    let id = loop {
-        let (_, list) = get(&gw.admin, &bob, "/admin/approvals?status=pending").await;
-        if let Some(id) = list["approvals"][0]["id"].as_str() {
-            break id.to_string();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "no pending request"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (held, id) = hold(&gw, &bob, c, body).await;
     let cfg = gw.config();
     let text = std::fs::read_to_string(&cfg).unwrap();
     let raised = text.replace("slow: { class: write }", "slow: { class: destructive }");
