@@ -3,9 +3,11 @@
 //!
 //! Events go through one writer thread. It takes every event waiting, links each to the one
 //! before it (`prev` is the previous event's `hash`; `hash` is SHA-256 over the event's canonical
-//! JSON without `hash`), writes the batch to every sink and flushes it (one `fsync` serves the
-//! whole batch), then answers each waiting caller. A call proceeds only when a required sink has
-//! its request event ([`Audit::record`]); if none has it within the timeout, the call is refused.
+//! JSON without `hash`), and hands the batch to every sink's own thread, which writes it and
+//! flushes it (one `fsync` serves the whole batch). Each waiting caller is answered by the first
+//! required sink that has the batch, so a call waits for the fastest required sink, never for the
+//! slowest. A call proceeds only when a required sink has its request event ([`Audit::record`]);
+//! if every required sink fails it, or none has it within the timeout, the call is refused.
 //! Events that describe what already happened (results, lists, refusals) are queued without
 //! waiting ([`Audit::note`]); if the queue is full they are counted as dropped, never block.
 //!
@@ -160,6 +162,8 @@ const LIMITED_PER_SECOND: u32 = 20;
 struct Job {
     event: Event,
     ack: Option<oneshot::Sender<bool>>,
+    /// Answer only once every sink has finished with the event (the chain's last one).
+    all: bool,
 }
 
 impl Audit {
@@ -228,13 +232,12 @@ impl Audit {
         }
         let stats = Arc::new(stats);
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = Writer {
-            chain: hex::encode(rand::random::<[u8; 8]>()),
-            seq: 0,
-            prev: prev.unwrap_or_else(|| GENESIS.to_string()),
+        let writer = Writer::start(
+            hex::encode(rand::random::<[u8; 8]>()),
+            prev.unwrap_or_else(|| GENESIS.to_string()),
             sinks,
-            stats: stats.clone(),
-        };
+            stats.clone(),
+        )?;
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
@@ -265,10 +268,15 @@ impl Audit {
 
     /// Write `event` and wait until a required sink has it. The caller must not act on an error.
     pub(crate) async fn record(&self, event: Event) -> Result<(), AuditError> {
+        self.record_in(event, false).await
+    }
+
+    async fn record_in(&self, event: Event, all: bool) -> Result<(), AuditError> {
         let (ack, answer) = oneshot::channel();
         let job = Job {
             event,
             ack: Some(ack),
+            all,
         };
         let outcome = tokio::time::timeout(RECORD_TIMEOUT, async {
             self.tx.send(job).await.map_err(|_| AuditError::Stopped)?;
@@ -286,18 +294,26 @@ impl Audit {
         outcome
     }
 
-    /// Write the chain's last event, `audit.stop`. Everything queued before it is written first
-    /// (the writer keeps order), so on `Ok` nothing this process recorded is still in memory.
+    /// Write the chain's last event, `audit.stop`, and wait until every sink has finished with
+    /// it. Each sink writes in order, so on `Ok` nothing this process recorded is still in memory.
     pub(crate) async fn close(&self) -> Result<(), AuditError> {
         let mut stop = Event::new("audit.stop");
         stop.identity = Some(Who::named(format!("process:{}", std::process::id())));
-        self.record(stop).await
+        self.record_in(stop, true).await
     }
 
     /// Queue `event` without waiting. Used for what has already happened.
     pub(crate) fn note(&self, event: Event) {
         let kind = event.kind;
-        if self.tx.try_send(Job { event, ack: None }).is_err() {
+        if self
+            .tx
+            .try_send(Job {
+                event,
+                ack: None,
+                all: false,
+            })
+            .is_err()
+        {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::error!(kind, "audit queue full or writer stopped: event dropped");
         }
@@ -405,16 +421,23 @@ impl FileSink {
                 self.file.write_all(b"\n")?;
                 self.torn = false;
             }
-            self.file.write_all(text)?;
-            if self.fsync {
-                self.file.sync_data()?;
-            }
-            Ok(())
+            self.file.write_all(text)
         };
         attempt().map_err(|e| {
             self.torn = true;
             format!("audit file `{}`: {e}", self.path)
         })
+    }
+
+    /// `fsync` what was written, when configured to.
+    fn sync(&mut self) -> Result<(), String> {
+        match self.fsync {
+            true => self
+                .file
+                .sync_data()
+                .map_err(|e| format!("audit file `{}`: fsync: {e}", self.path)),
+            false => Ok(()),
+        }
     }
 }
 
@@ -448,8 +471,14 @@ struct Writer {
     chain: String,
     seq: i64,
     prev: String,
-    sinks: Vec<(Sink, bool)>,
+    /// Each sink's queue and whether it is required, in config order; its thread writes what it
+    /// is sent, in order.
+    sinks: Vec<(std::sync::mpsc::SyncSender<Arc<Batch>>, bool)>,
+    /// Whether a sink took batch `n` (see [`SinkWorker::run`]).
+    staged: std::sync::mpsc::Receiver<(u64, bool)>,
     stats: Arc<Vec<SinkStats>>,
+    /// Batches handed to the sinks so far.
+    batches: u64,
 }
 
 /// One event, chained and serialised.
@@ -461,30 +490,175 @@ struct Line {
     text: String,
 }
 
+/// Events written together, and the callers waiting for them.
+///
+/// A waiting caller is answered as soon as one required sink has the whole batch, or with a
+/// refusal once every required sink has failed it. Dropping a batch unanswered (a sink thread
+/// that died) answers its callers with [`AuditError::Stopped`], which is a refusal too.
+struct Batch {
+    number: u64,
+    chain: Arc<str>,
+    lines: Vec<Line>,
+    acks: std::sync::Mutex<Vec<oneshot::Sender<bool>>>,
+    /// Required sinks that have neither taken nor failed the batch yet.
+    required_left: AtomicU64,
+    /// Answer only when every sink is done with the batch (see [`Audit::close`]).
+    all: bool,
+    /// Sinks, required or not, not yet done with the batch.
+    sinks_left: AtomicU64,
+    /// Whether a required sink has the batch.
+    accepted: std::sync::atomic::AtomicBool,
+}
+
+impl Batch {
+    /// A sink has (`true`) or has failed (`false`) the batch.
+    fn settle(&self, required: bool, written: bool) {
+        if required && written {
+            self.accepted.store(true, Ordering::Release);
+        }
+        if self.all {
+            if self.sinks_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.answer(self.accepted.load(Ordering::Acquire));
+            }
+            return;
+        }
+        if !required {
+            return;
+        }
+        let last_failure = !written && self.required_left.fetch_sub(1, Ordering::AcqRel) == 1;
+        if written || last_failure {
+            self.answer(written);
+        }
+    }
+
+    fn answer(&self, accepted: bool) {
+        // A poisoned lock leaves the senders to be dropped with the batch: a refusal.
+        if let Ok(mut acks) = self.acks.lock() {
+            for ack in acks.drain(..) {
+                let _ = ack.send(accepted);
+            }
+        }
+    }
+}
+
+/// How long the writer waits to learn whether a batch was written anywhere. After this it goes
+/// on as if it was (taking a batch back that a slow sink then writes would repeat `seq`).
+const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Batches a sink may have waiting. A sink that falls this far behind (a stalled disk or pipe)
+/// misses the next ones, counted as failed, instead of holding up the others or growing memory.
+const SINK_QUEUE: usize = 256;
+
 impl Writer {
+    /// Start one thread per sink and return the writer that feeds them.
+    fn start(
+        chain: String,
+        prev: String,
+        sinks: Vec<(Sink, bool)>,
+        stats: Arc<Vec<SinkStats>>,
+    ) -> Result<Writer, String> {
+        let (staged_tx, staged) = std::sync::mpsc::channel();
+        let mut queues = Vec::new();
+        for (index, (sink, required)) in sinks.into_iter().enumerate() {
+            let (tx, rx) = std::sync::mpsc::sync_channel(SINK_QUEUE);
+            let worker = SinkWorker {
+                sink,
+                required,
+                index,
+                stats: stats.clone(),
+                staged: staged_tx.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("audit-sink-{index}"))
+                .spawn(move || worker.run(rx))
+                .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+            queues.push((tx, required));
+        }
+        Ok(Writer {
+            chain,
+            seq: 0,
+            prev,
+            sinks: queues,
+            staged,
+            stats,
+            batches: 0,
+        })
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let chain: Arc<str> = Arc::from(self.chain.as_str());
         while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(j) => batch.push(j),
+                    Ok(j) => jobs.push(j),
                     Err(_) => break,
                 }
             }
             let (seq, prev) = (self.seq, self.prev.clone());
-            let lines: Vec<Line> = batch.iter().map(|j| self.chain(&j.event)).collect();
-            let (accepted, any) = self.write(&lines);
-            if !any {
+            let lines: Vec<Line> = jobs.iter().map(|j| self.chain(&j.event)).collect();
+            if !self.hand_out(&chain, lines, jobs) {
                 // Written nowhere: the chain goes on from the last event that exists, so a sink
                 // that recovers does not show a gap that is not there.
                 (self.seq, self.prev) = (seq, prev);
             }
-            for job in batch {
-                if let Some(ack) = job.ack {
-                    let _ = ack.send(accepted);
+        }
+    }
+
+    /// Give the batch to every sink; return whether any sink took it. Callers are not answered
+    /// here: each is answered by the first required sink that has its event.
+    fn hand_out(&mut self, chain: &Arc<str>, lines: Vec<Line>, jobs: Vec<Job>) -> bool {
+        self.batches += 1;
+        let number = self.batches;
+        let count = lines.len() as u64;
+        let required = self.sinks.iter().filter(|(_, r)| *r).count();
+        let all = jobs.iter().any(|j| j.all);
+        let batch = Arc::new(Batch {
+            number,
+            chain: chain.clone(),
+            lines,
+            acks: std::sync::Mutex::new(jobs.into_iter().filter_map(|j| j.ack).collect()),
+            required_left: AtomicU64::new(required as u64),
+            all,
+            sinks_left: AtomicU64::new(self.sinks.len() as u64),
+            accepted: std::sync::atomic::AtomicBool::new(false),
+        });
+        if required == 0 || self.sinks.is_empty() {
+            batch.answer(false);
+        }
+        let mut pending = 0;
+        for (index, (queue, required)) in self.sinks.iter().enumerate() {
+            match queue.try_send(batch.clone()) {
+                Ok(()) => pending += 1,
+                Err(e) => {
+                    if let Some(s) = self.stats.get(index) {
+                        s.failed.fetch_add(count, Ordering::Relaxed);
+                    }
+                    let why = match e {
+                        std::sync::mpsc::TrySendError::Full(_) => "it is too far behind",
+                        std::sync::mpsc::TrySendError::Disconnected(_) => "its thread has stopped",
+                    };
+                    tracing::error!(
+                        sink = index,
+                        required = *required,
+                        events = count,
+                        "audit sink skipped a batch: {why}"
+                    );
+                    batch.settle(*required, false);
                 }
             }
         }
+        drop(batch);
+        // The next batch is chained once this one is known to be somewhere: one sink took it, or
+        // every sink failed it (then it is taken back). Answers about earlier batches are stale.
+        while pending > 0 {
+            match self.staged.recv_timeout(STAGE_TIMEOUT) {
+                Ok((n, _)) if n != number => {}
+                Ok((_, true)) => return true,
+                Ok((_, false)) => pending -= 1,
+                Err(_) => return true,
+            }
+        }
+        false
     }
 
     fn chain(&mut self, event: &Event) -> Line {
@@ -504,12 +678,14 @@ impl Writer {
         map.insert("chain".into(), json!(self.chain));
         map.insert("seq".into(), json!(self.seq));
         map.insert("prev".into(), json!(self.prev));
-        let hash = event_hash(&map);
-        map.insert("hash".into(), json!(hash));
+        let mut map = Value::Object(map);
+        let hash = hex::encode(Sha256::digest(registry::canonical_json(&map)));
+        if let Some(m) = map.as_object_mut() {
+            m.insert("hash".into(), json!(hash));
+        }
         self.prev = hash;
         // Canonical JSON is UTF-8 by construction; lossy conversion never changes it.
-        let mut text =
-            String::from_utf8_lossy(&registry::canonical_json(&Value::Object(map))).into_owned();
+        let mut text = String::from_utf8_lossy(&registry::canonical_json(&map)).into_owned();
         text.push('\n');
         Line {
             seq: self.seq,
@@ -519,59 +695,56 @@ impl Writer {
             text,
         }
     }
+}
 
-    /// Write `lines` to every sink, the sinks side by side. Returns whether a required sink has
-    /// them all, and whether any sink has them.
-    fn write(&mut self, lines: &[Line]) -> (bool, bool) {
-        let started = Instant::now();
-        let chain = self.chain.as_str();
-        let results: Vec<Result<(), String>> = match self.sinks.as_mut_slice() {
-            [] => Vec::new(),
-            [(only, _)] => vec![Self::write_one(only, chain, lines)],
-            many => std::thread::scope(|scope| {
-                let running: Vec<_> = many
-                    .iter_mut()
-                    .map(|(sink, _)| scope.spawn(move || Self::write_one(sink, chain, lines)))
-                    .collect();
-                running
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err("audit sink writer failed".to_string()))
-                    })
-                    .collect()
-            }),
-        };
-        let mut accepted = false;
-        let mut any = false;
-        for (i, ((_, required), result)) in self.sinks.iter().zip(results).enumerate() {
-            let stat = self.stats.get(i);
-            match result {
+/// One sink's thread: it writes each batch in order, tells the writer whether it took it, then
+/// makes it durable (a file sink's `fsync`) and answers the batch's callers.
+struct SinkWorker {
+    sink: Sink,
+    required: bool,
+    index: usize,
+    stats: Arc<Vec<SinkStats>>,
+    staged: std::sync::mpsc::Sender<(u64, bool)>,
+}
+
+impl SinkWorker {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Arc<Batch>>) {
+        while let Ok(batch) = rx.recv() {
+            let started = Instant::now();
+            let staged = self.sink.stage(&batch.chain, &batch.lines);
+            let _ = self.staged.send((batch.number, staged.is_ok()));
+            let result = staged.and_then(|()| self.sink.sync());
+            let count = batch.lines.len() as u64;
+            let stat = self.stats.get(self.index);
+            match &result {
                 Ok(()) => {
-                    accepted |= *required;
-                    any = true;
                     if let Some(s) = stat {
-                        s.written.fetch_add(lines.len() as u64, Ordering::Relaxed);
+                        s.written.fetch_add(count, Ordering::Relaxed);
                     }
                 }
                 Err(e) => {
                     if let Some(s) = stat {
-                        s.failed.fetch_add(lines.len() as u64, Ordering::Relaxed);
+                        s.failed.fetch_add(count, Ordering::Relaxed);
                     }
-                    tracing::error!(error = %e, required = *required, events = lines.len(), "audit sink write failed");
+                    tracing::error!(error = %e, required = self.required, events = count, "audit sink write failed");
                 }
             }
+            batch.settle(self.required, result.is_ok());
+            tracing::trace!(
+                sink = self.index,
+                events = count,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "audit batch written"
+            );
         }
-        tracing::trace!(
-            events = lines.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "audit batch written"
-        );
-        (accepted, any)
     }
+}
 
-    fn write_one(sink: &mut Sink, chain: &str, lines: &[Line]) -> Result<(), String> {
-        match sink {
+impl Sink {
+    /// Write `lines`: after this the events survive the process (a file sink's are in the
+    /// kernel, the store's are committed).
+    fn stage(&mut self, chain: &str, lines: &[Line]) -> Result<(), String> {
+        match self {
             Sink::File(f) => {
                 let joined: String = lines.iter().map(|l| l.text.as_str()).collect();
                 f.write(joined.as_bytes())
@@ -599,6 +772,14 @@ impl Writer {
                     .and_then(|()| out.flush())
                     .map_err(|e| format!("audit stdout sink: {e}"))
             }
+        }
+    }
+
+    /// Make what [`Sink::stage`] wrote durable, where the sink is configured to.
+    fn sync(&mut self) -> Result<(), String> {
+        match self {
+            Sink::File(f) => f.sync(),
+            Sink::Store(..) | Sink::Stdout => Ok(()),
         }
     }
 }

@@ -32,6 +32,19 @@ fn check(path: &std::path::Path) -> Verdict {
     verify(BufReader::new(std::fs::File::open(path).unwrap())).unwrap()
 }
 
+/// Wait until `counter` reaches `at_least`: a sink that did not answer the call counts its
+/// batch on its own thread.
+async fn counted(counter: &std::sync::atomic::AtomicU64, at_least: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while counter.load(Ordering::Relaxed) < at_least {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counter stayed below {at_least}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 fn call(n: u64) -> Event {
     let mut e = Event::new("tool.call");
     e.request_id = Some(format!("r{n}"));
@@ -60,6 +73,8 @@ async fn events_are_chained_across_runs_and_an_edit_is_named() {
         audit.note(call(99));
         // A record after a note means the note is written too (one writer, in order).
         audit.record(call(100)).await.unwrap();
+        // Closing waits for every sink, not only the first to answer.
+        audit.close().await.unwrap();
     }
     let Verdict::Intact {
         events,
@@ -70,10 +85,10 @@ async fn events_are_chained_across_runs_and_an_edit_is_named() {
     else {
         panic!("{:?}", check(&path));
     };
-    assert_eq!((events, chains, anchor), (2 * 23, 2, None));
+    assert_eq!((events, chains, anchor), (2 * 24, 2, None));
     // The store has the same lines.
     let rows = s.audit_lines(0, None, None, 0, 1000).await.unwrap();
-    assert_eq!(rows.len(), 46);
+    assert_eq!(rows.len(), 48);
 
     // Edit one field of line 7.
     let text = std::fs::read_to_string(&path).unwrap();
@@ -149,8 +164,9 @@ async fn a_full_sink_refuses_records_and_another_required_sink_is_enough() {
     .await
     .unwrap();
     audit.record(call(1)).await.unwrap();
-    assert!(audit.sinks[0].failed.load(Ordering::Relaxed) >= 2);
     assert!(audit.sinks[1].written.load(Ordering::Relaxed) >= 2);
+    // The call was answered by the store; the full file's failure is counted on its own thread.
+    counted(&audit.sinks[0].failed, 2).await;
     // Fault: the store loses its table too. Now the record is refused, and counted.
     s.execute_for_test("DROP TABLE audit_events").await;
     assert!(matches!(
@@ -158,6 +174,89 @@ async fn a_full_sink_refuses_records_and_another_required_sink_is_enough() {
         Err(AuditError::NotAccepted)
     ));
     assert_eq!(audit.refused.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_required_sink_does_not_hold_up_calls_and_catches_up_in_order() {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    let fifo = dir.path().join("audit.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Held open for reading and writing, without blocking (O_NONBLOCK).
+    let mut pipe = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(0o4000)
+        .open(&fifo)
+        .unwrap();
+    // Fill the pipe: the file sink's next write blocks until somebody reads.
+    let mut junk = 0usize;
+    loop {
+        match pipe.write(&[b'#'; 4096]) {
+            Ok(n) => junk += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let audit = Audit::open(
+        &settings(vec![(file(&fifo), true), (SinkKind::Store, true)]),
+        &s,
+        "test",
+        "sha256:t",
+    )
+    .await
+    .unwrap();
+    // The store answers every call while the file is stuck.
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        for n in 0..50 {
+            audit.record(call(n)).await.unwrap();
+        }
+    })
+    .await
+    .expect("calls are not held up by the stalled sink");
+    assert_eq!(
+        s.audit_lines(0, None, None, 0, 1000).await.unwrap().len(),
+        51
+    );
+    assert_eq!(audit.sinks[0].written.load(Ordering::Relaxed), 0);
+    // Once the pipe is read, the file gets every event, in chain order, nothing skipped.
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut buf = vec![0u8; 65536];
+    while seen.len() < junk || seen[junk..].iter().filter(|b| **b == b'\n').count() < 51 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file sink caught up"
+        );
+        match pipe.read(&mut buf) {
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(seen[..junk].iter().all(|b| *b == b'#'));
+    let text = String::from_utf8(seen[junk..].to_vec()).unwrap();
+    let seqs: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (1..=51).collect::<Vec<_>>());
+    counted(&audit.sinks[0].written, 51).await;
+    assert_eq!(audit.sinks[0].failed.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -176,7 +275,7 @@ async fn a_failing_best_effort_sink_does_not_stop_calls() {
     // The best-effort store fails; the required file still takes the event.
     s.execute_for_test("DROP TABLE audit_events").await;
     audit.record(call(1)).await.unwrap();
-    assert!(audit.sinks[1].failed.load(Ordering::Relaxed) >= 1);
+    counted(&audit.sinks[1].failed, 1).await;
     assert!(matches!(check(&path), Verdict::Intact { events: 2, .. }));
 }
 
@@ -226,13 +325,13 @@ mod properties {
 
     /// Lines as the writer chains them, for events with arbitrary text in them.
     fn chained(texts: &[String]) -> Vec<String> {
-        let mut w = Writer {
-            chain: "0123456789abcdef".into(),
-            seq: 0,
-            prev: GENESIS.into(),
-            sinks: Vec::new(),
-            stats: Arc::new(Vec::new()),
-        };
+        let mut w = Writer::start(
+            "0123456789abcdef".into(),
+            GENESIS.into(),
+            Vec::new(),
+            Arc::new(Vec::new()),
+        )
+        .unwrap();
         texts
             .iter()
             .map(|t| {

@@ -48,26 +48,54 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-impl Store {
-    /// Append a batch of events in one transaction: all of them or none.
-    pub(crate) async fn append_audit(&self, rows: &[AuditRow<'_>]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for r in rows {
-            sqlx::query(
-                "INSERT INTO audit_events (chain, seq, at_ms, session, trace_id, line)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
+/// Rows in one `INSERT` (six parameters each, well under SQLite's parameter limit).
+const ROWS_PER_INSERT: usize = 256;
+
+async fn insert_rows<'e, E>(db: E, rows: &[AuditRow<'_>]) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let mut sql = String::from(
+        "INSERT INTO audit_events (chain, seq, at_ms, session, trace_id, line) VALUES ",
+    );
+    for i in 0..rows.len() {
+        sql.push_str(if i == 0 {
+            "(?, ?, ?, ?, ?, ?)"
+        } else {
+            ", (?, ?, ?, ?, ?, ?)"
+        });
+    }
+    // Built from constant text only; every value is a bound parameter.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for r in rows {
+        query = query
             .bind(r.chain)
             .bind(r.seq)
             .bind(r.at_ms)
             .bind(r.session)
             .bind(r.trace_id)
-            .bind(r.line)
-            .execute(&mut *tx)
-            .await?;
+            .bind(r.line);
+    }
+    query.execute(db).await?;
+    Ok(())
+}
+
+impl Store {
+    /// Append a batch of events. Each statement inserts up to [`ROWS_PER_INSERT`] rows (one
+    /// statement is all of them or none), so a small batch, the common case, is one round trip.
+    pub(crate) async fn append_audit(&self, rows: &[AuditRow<'_>]) -> Result<(), StoreError> {
+        match rows.len() {
+            0 => Ok(()),
+            n if n <= ROWS_PER_INSERT => insert_rows(&self.pool, rows).await,
+            _ => {
+                let mut tx = self.pool.begin().await?;
+                for chunk in rows.chunks(ROWS_PER_INSERT) {
+                    insert_rows(&mut *tx, chunk).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
         }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// The newest event's line, if any.
