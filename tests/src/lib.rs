@@ -137,6 +137,18 @@ impl Fixture {
             .unwrap_or_default()
     }
 
+    /// How many `slow` calls the fixture saw cancelled so far.
+    pub fn cancellations(&self) -> u64 {
+        let addr = self
+            .url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .to_string();
+        http_get(&addr, "/cancellations")
+            .and_then(|(_, body)| body.trim().parse().ok())
+            .unwrap_or(u64::MAX)
+    }
+
     /// How many tool calls have reached the fixture so far.
     pub fn calls(&self) -> u64 {
         let addr = self

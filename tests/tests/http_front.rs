@@ -500,3 +500,112 @@ async fn resource_updates_reach_subscribed_sessions_only() {
         assert!(!String::from_utf8_lossy(&chunk.unwrap()).contains("resources/updated"));
     }
 }
+
+#[tokio::test]
+async fn a_cancelled_call_is_cancelled_upstream_and_the_session_goes_on() {
+    let (fx, gw) = setup().await;
+    let mut raw = Raw::new(gw.mcp(), &gw.key);
+    raw.init().await;
+    let raw = std::sync::Arc::new(raw);
+    assert_eq!(fx.cancellations(), 0);
+    let calls = fx.calls();
+    // A call that would run for a minute.
+    let running = {
+        let raw = raw.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let resp = raw
+                .post(
+                    &req(
+                        41,
+                        "tools/call",
+                        json!({ "name": "fixture__slow", "arguments": { "ms": 60_000 } }),
+                    )
+                    .to_string(),
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            (status, body, started.elapsed())
+        })
+    };
+    // Wait until it reached the upstream, then cancel it by its id.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fx.calls() == calls {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call reached the upstream"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = raw
+        .post(
+            &json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
+                     "params": { "requestId": 41, "reason": "user pressed stop" } })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // The upstream saw the cancellation: its `slow` tool stopped waiting.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fx.cancellations() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream saw the cancellation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The cancelled request ends at once, without the tool's result.
+    let (status, body, took) = tokio::time::timeout(std::time::Duration::from_secs(10), running)
+        .await
+        .expect("the cancelled request ended")
+        .unwrap();
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    assert!(!body.contains("\"done\""), "{status} {body}");
+    // A cancellation for an id that is not running, or from another session, changes nothing.
+    let other = {
+        let mut o = Raw::new(gw.mcp(), &gw.key);
+        o.init().await;
+        o
+    };
+    let r = other
+        .post(
+            &json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
+                     "params": { "requestId": 42 } })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let victim = {
+        let raw = raw.clone();
+        tokio::spawn(async move {
+            raw.call(req(
+                42,
+                "tools/call",
+                json!({ "name": "fixture__slow", "arguments": { "ms": 300 } }),
+            ))
+            .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r = other
+        .post(
+            &json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
+                     "params": { "requestId": 42 } })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let (status, r) = victim.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(r["result"]["content"][0]["text"], json!("done"), "{r}");
+    assert_eq!(fx.cancellations(), 1);
+}

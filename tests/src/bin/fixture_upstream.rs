@@ -291,7 +291,10 @@ impl Fixture {
                 let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(ms)) => text("done"),
-                    () = ctx.ct.cancelled() => text("cancelled"),
+                    () = ctx.ct.cancelled() => {
+                        CANCELLATIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        text("cancelled")
+                    }
                 }
             }
             "rug_pull" => {
@@ -530,6 +533,8 @@ static TRACEPARENTS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::
 static AUTHORIZATIONS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 static TOOL_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// `slow` calls that ended because the client cancelled them.
+static CANCELLATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -607,6 +612,15 @@ fn main() -> anyhow::Result<()> {
             .layer(axum::middleware::from_fn(record))
             .route("/calls", axum::routing::get(calls))
             .route("/traceparents", axum::routing::get(seen))
+            // `GET /cancellations`: `slow` calls this upstream saw cancelled.
+            .route(
+                "/cancellations",
+                axum::routing::get(|| async {
+                    CANCELLATIONS
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                        .to_string()
+                }),
+            )
             // `GET /authorizations`: the `Authorization` headers that reached this upstream, so
             // tests can see which credential the gateway sent (and that the caller's never is).
             .route(
