@@ -34,6 +34,10 @@ use crate::upstream::UpstreamEvent;
 /// Stateful revisions the front accepts, oldest first.
 pub(crate) const STATEFUL_VERSIONS: &[&str] =
     &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// Stateful revisions in which a POST may carry a JSON-RPC batch.
+const BATCH_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26"];
+/// Most messages in one batch: each runs side by side with the others.
+const MAX_BATCH: usize = 64;
 /// The stateless revision.
 pub(crate) const STATELESS_VERSION: &str = "2026-07-28";
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
@@ -265,7 +269,8 @@ async fn post(
         Err(r) => return r,
     };
     let msg = match jsonrpc::parse(&body) {
-        Ok(m) => m,
+        Ok(jsonrpc::Body::One(m)) => m,
+        Ok(jsonrpc::Body::Batch(items)) => return batch(gw, admitted, &headers, items).await,
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, &e),
     };
     let accepts_sse = accepts(&headers, "text/event-stream");
@@ -361,6 +366,99 @@ async fn post(
         parent: crate::telemetry::extract(&headers, msg_params(&msg)),
     };
     answer(gw, call, msg, accepts_sse).await
+}
+
+/// A JSON-RPC batch, in a session of a revision that has them. Members run side by side, each
+/// through the same path as a message of its own; the answer is one JSON array with a response
+/// for each request and each member that is not a valid message (202 if there are none).
+async fn batch(
+    gw: Arc<Gateway>,
+    admitted: Admitted,
+    headers: &HeaderMap,
+    items: Vec<Value>,
+) -> Response {
+    let refuse = |why: String| {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &RpcError::new(INVALID_REQUEST, format!("invalid request: {why}")),
+        )
+    };
+    let Some(sid) = header_str(headers, "mcp-session-id") else {
+        return refuse(
+            "a JSON-RPC batch needs a session of protocol 2025-03-26 or earlier (`initialize` cannot be batched); send one message per POST".into(),
+        );
+    };
+    let Some(session) = gw.sessions.get(sid, &admitted.caller, &admitted.scope) else {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            None,
+            &RpcError::new(jsonrpc::GATEWAY_REFUSED, "session not found"),
+        );
+    };
+    if let Some(v) = header_str(headers, "mcp-protocol-version")
+        && !STATEFUL_VERSIONS.contains(&v)
+    {
+        return refuse(format!("unsupported MCP-Protocol-Version `{v}`"));
+    }
+    if !BATCH_VERSIONS.contains(&session.protocol_version.as_str()) {
+        return refuse(format!(
+            "protocol {} has no JSON-RPC batches; send one message per POST",
+            session.protocol_version
+        ));
+    }
+    if items.is_empty() {
+        return refuse("an empty batch".into());
+    }
+    if items.len() > MAX_BATCH {
+        return refuse(format!(
+            "a batch of {} messages; at most {MAX_BATCH} are taken in one POST",
+            items.len()
+        ));
+    }
+    let parent = crate::telemetry::extract(headers, None);
+    let members = items.into_iter().map(|item| {
+        let gw = gw.clone();
+        let call = Call {
+            caller: admitted.caller.clone(),
+            scope: admitted.scope.clone(),
+            era: Era::Stateful(session.clone()),
+            request_id: request_id(),
+            trace_id: None,
+            parent: parent.clone(),
+        };
+        async move {
+            let msg = match jsonrpc::from_value(item) {
+                Ok(m) => m,
+                Err(e) => return Some(jsonrpc::error_response(None, &e)),
+            };
+            if msg.method() == Some("initialize") {
+                let e = RpcError::new(
+                    INVALID_REQUEST,
+                    "invalid request: `initialize` cannot be batched",
+                );
+                return Some(jsonrpc::error_response(msg_id(&msg), &e));
+            }
+            let is_request = matches!(msg, Inbound::Request { .. });
+            let resp = answer(gw, call, msg, false).await;
+            if !is_request {
+                return None;
+            }
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .ok()?;
+            serde_json::from_slice::<Value>(&body).ok()
+        }
+    });
+    let answers: Vec<Value> = futures::future::join_all(members)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    match answers.is_empty() {
+        true => StatusCode::ACCEPTED.into_response(),
+        false => axum::Json(Value::Array(answers)).into_response(),
+    }
 }
 
 /// 2026-07-28 header rules: `MCP-Protocol-Version` equals `_meta`, `Mcp-Method` equals the

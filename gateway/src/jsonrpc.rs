@@ -84,11 +84,22 @@ impl Inbound {
     }
 }
 
-/// Parse one message. Errors carry the code to answer with (id unknown, so `null`).
-pub(crate) fn parse(body: &[u8]) -> Result<Inbound, RpcError> {
+/// A POST body: one message, or a JSON-RPC batch (an array; only the 2025-03-26 and earlier
+/// revisions have them), whose members are checked one by one.
+#[derive(Debug)]
+pub(crate) enum Body {
+    One(Inbound),
+    Batch(Vec<Value>),
+}
+
+/// Parse a POST body. Errors carry the code to answer with (id unknown, so `null`).
+pub(crate) fn parse(body: &[u8]) -> Result<Body, RpcError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| RpcError::new(PARSE_ERROR, format!("parse error: {e}")))?;
-    from_value(value)
+    match value {
+        Value::Array(items) => Ok(Body::Batch(items)),
+        other => from_value(other).map(Body::One),
+    }
 }
 
 fn invalid(why: &str) -> RpcError {
@@ -98,9 +109,7 @@ fn invalid(why: &str) -> RpcError {
 pub(crate) fn from_value(value: Value) -> Result<Inbound, RpcError> {
     let Value::Object(mut obj) = value else {
         return Err(match value {
-            Value::Array(_) => {
-                invalid("JSON-RPC batches are not supported; send one message per POST")
-            }
+            Value::Array(_) => invalid("a batch cannot be a member of a batch"),
             _ => invalid("expected a JSON object"),
         });
     };

@@ -609,3 +609,120 @@ async fn a_cancelled_call_is_cancelled_upstream_and_the_session_goes_on() {
     assert_eq!(r["result"]["content"][0]["text"], json!("done"), "{r}");
     assert_eq!(fx.cancellations(), 1);
 }
+
+#[tokio::test]
+async fn batches_are_taken_in_sessions_of_revisions_that_have_them() {
+    let (fx, gw) = setup().await;
+    let session = |version: &'static str| {
+        let gw_url = gw.mcp();
+        let key = gw.key.clone();
+        async move {
+            let mut raw = Raw::new(gw_url, &key);
+            let resp = raw
+                .post(
+                    &json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                        "protocolVersion": version, "capabilities": {},
+                        "clientInfo": { "name": "batch", "version": "1" } } })
+                    .to_string(),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            raw.session = Some(
+                resp.headers()["mcp-session-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_string(),
+            );
+            raw
+        }
+    };
+    let old = session("2025-03-26").await;
+    let calls = fx.calls();
+    // Requests, a notification and a broken member in one POST: one JSON array answers the
+    // requests and the broken member, in any order.
+    let (status, r) = old
+        .call(json!([
+            { "jsonrpc": "2.0", "method": "notifications/initialized" },
+            req(1, "tools/list", json!({})),
+            req(2, "tools/call", json!({ "name": "fixture__echo", "arguments": { "text": "batched" } })),
+            req(3, "tools/call", json!({ "name": "fixture__unlisted_tool", "arguments": {} })),
+            { "jsonrpc": "1.0", "id": 4, "method": "ping" },
+        ]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let answers = r.as_array().unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(answers.len(), 4, "{r}");
+    let by_id = |id: Value| {
+        answers
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap_or_else(|| panic!("no answer for {id}: {r}"))
+    };
+    assert!(
+        by_id(json!(1))["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "fixture__echo")
+    );
+    assert_eq!(
+        by_id(json!(2))["result"]["content"][0]["text"],
+        json!("batched")
+    );
+    // Each member goes through the same controls: a tool not granted is unknown.
+    assert_eq!(by_id(json!(3))["error"]["code"], json!(-32602), "{r}");
+    assert_eq!(by_id(Value::Null)["error"]["code"], json!(-32600), "{r}");
+    assert_eq!(fx.calls(), calls + 1);
+    // Only notifications and responses: 202, no body.
+    let r = old
+        .post(&json!([{ "jsonrpc": "2.0", "method": "notifications/initialized" }]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // An empty batch, and one too large, are refused whole.
+    let (status, r) = old.call(json!([])).await;
+    assert_eq!(
+        (status, r["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!(-32600)),
+        "{r}"
+    );
+    let many: Vec<Value> = (0..65).map(|i| req(i, "ping", json!({}))).collect();
+    let (status, r) = old.call(Value::Array(many)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 64"),
+        "{r}"
+    );
+    // Later revisions have no batches; neither has a POST without a session.
+    let new = session("2025-11-25").await;
+    let (status, r) = new.call(json!([req(1, "ping", json!({}))])).await;
+    assert_eq!(
+        (status, r["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!(-32600)),
+        "{r}"
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2025-11-25 has no JSON-RPC batches"),
+        "{r}"
+    );
+    let mut none = Raw::new(gw.mcp(), &gw.key);
+    none.session = None;
+    let (status, r) = none
+        .call(json!([{ "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": { "name": "b", "version": "1" } } }]))
+        .await;
+    assert_eq!(
+        (status, r["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!(-32600)),
+        "{r}"
+    );
+}
