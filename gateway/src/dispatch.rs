@@ -44,6 +44,8 @@ pub(crate) struct Call {
     pub(crate) trace_id: Option<String>,
     /// The caller's trace context, parent of the SERVER span.
     pub(crate) parent: opentelemetry::Context,
+    /// `Mcp-Param-*` headers of a 2026-07-28 request, checked against a tool call's arguments.
+    pub(crate) param_headers: Vec<crate::param_headers::Sent>,
 }
 
 impl Call {
@@ -679,6 +681,21 @@ impl Gateway {
             trail.reason = Some(killed.to_string());
             return Err(killed_refusal(&name, &killed));
         }
+        if call.modern()
+            && let Err(why) = crate::param_headers::check(
+                &tool_schema(&offered.tool),
+                arguments,
+                &call.param_headers,
+            )
+        {
+            tracing::info!(%subject, server, tool, reason = %why, "tool call refused: Mcp-Param header mismatch");
+            trail.outcome = Some("invalid_request");
+            trail.reason = Some(why.clone());
+            return Err(RpcError::new(
+                crate::jsonrpc::HEADER_MISMATCH,
+                format!("Header mismatch: {why}"),
+            ));
+        }
         if let Err(why) = offered.check.check(arguments) {
             // The message may quote argument values: logs and the audit log get its place only.
             tracing::info!(%subject, server, tool, at = %why.at, "tool call arguments rejected");
@@ -1287,4 +1304,9 @@ impl Gateway {
     pub(crate) fn client_response(&self, call: &Call, id: &Value, _outcome: Result<Value, Value>) {
         tracing::debug!(session = call.session_id().unwrap_or("-"), id = %id, "unexpected client response dropped");
     }
+}
+
+/// A tool's input schema as a JSON value.
+fn tool_schema(tool: &rmcp::model::Tool) -> Value {
+    Value::Object((*tool.input_schema).clone())
 }

@@ -305,6 +305,7 @@ async fn post(
             request_id: request_id(),
             trace_id: None,
             parent: crate::telemetry::extract(&headers, msg_params(&msg)),
+            param_headers: Vec::new(),
         };
         return answer(gw, call, msg, accepts_sse).await;
     }
@@ -364,6 +365,7 @@ async fn post(
         request_id: request_id(),
         trace_id: None,
         parent: crate::telemetry::extract(&headers, msg_params(&msg)),
+        param_headers: param_headers(&headers),
     };
     answer(gw, call, msg, accepts_sse).await
 }
@@ -426,6 +428,7 @@ async fn batch(
             request_id: request_id(),
             trace_id: None,
             parent: parent.clone(),
+            param_headers: Vec::new(),
         };
         async move {
             let msg = match jsonrpc::from_value(item) {
@@ -534,18 +537,19 @@ fn check_stateless(
     Ok(())
 }
 
+/// The `Mcp-Param-*` headers: (name after the prefix, lowercase; value if visible ASCII).
+fn param_headers(headers: &HeaderMap) -> Vec<crate::param_headers::Sent> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let suffix = name.as_str().strip_prefix("mcp-param-")?;
+            Some((suffix.to_string(), value.to_str().ok().map(str::to_string)))
+        })
+        .collect()
+}
+
 fn decode_header_value(raw: &str) -> Option<String> {
-    match raw
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
-    {
-        Some(b64) => {
-            let bytes =
-                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()?;
-            String::from_utf8(bytes).ok()
-        }
-        None => Some(raw.to_string()),
-    }
+    crate::param_headers::decode(raw)
 }
 
 fn initialize(gw: &Gateway, admitted: Admitted, msg: Inbound) -> Response {

@@ -22,6 +22,7 @@ mod limits;
 mod metrics;
 mod operate;
 mod operator_cli;
+mod param_headers;
 mod pin;
 mod redact;
 mod reload;

@@ -726,3 +726,90 @@ async fn batches_are_taken_in_sessions_of_revisions_that_have_them() {
         "{r}"
     );
 }
+
+#[tokio::test]
+async fn stateless_tool_arguments_declared_as_headers_must_match_them() {
+    let fx = Fixture::start("both").unwrap();
+    let servers = format!(
+        "  fixture:\n    url: {}\n    allow_private: true\n    tools:\n      regional: {{ class: read }}\n",
+        fx.url
+    );
+    let gw = Gateway::start(&servers).unwrap();
+    let c = Raw::new(gw.mcp(), &gw.key);
+    let meta = json!({ "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {} });
+    let call = |args: Value, region: Option<&str>| {
+        let body = req(
+            1,
+            "tools/call",
+            json!({ "name": "fixture__regional", "arguments": args, "_meta": meta }),
+        );
+        let mut r = c
+            .post(&body.to_string())
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "fixture__regional");
+        if let Some(v) = region {
+            r = r.header("Mcp-Param-Region", v);
+        }
+        async move { read(r.send().await.unwrap()).await }
+    };
+    // The tool's schema, as the gateway shows it, keeps the declaration clients mirror.
+    let (_, list) = c
+        .post(&req(2, "tools/list", json!({ "_meta": meta })).to_string())
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .send()
+        .await
+        .map(|r| async { read(r).await })
+        .unwrap()
+        .await;
+    assert_eq!(
+        list["result"]["tools"][0]["inputSchema"]["properties"]["region"]["x-mcp-header"],
+        json!("Region"),
+        "{list}"
+    );
+    let calls = fx.calls();
+    let (s, v) = call(
+        json!({ "region": "eu-west1", "text": "hi" }),
+        Some("eu-west1"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["result"]["content"][0]["text"], json!("eu-west1: hi"));
+    // Non-ASCII values travel Base64-wrapped.
+    let (s, v) = call(
+        json!({ "region": "zürich", "text": "hi" }),
+        Some("=?base64?esO8cmljaA==?="),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(fx.calls(), calls + 2);
+    // A header routing one way while the body says another, or no header at all: 400, -32020,
+    // and the upstream is never asked.
+    for (region, why) in [(Some("us-east1"), "does not match"), (None, "missing")] {
+        let (s, v) = call(json!({ "region": "eu-west1", "text": "hi" }), region).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_i64()),
+            (StatusCode::BAD_REQUEST, Some(-32020)),
+            "{v}"
+        );
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(why) && !message.contains("eu-west1"),
+            "{message}"
+        );
+    }
+    assert_eq!(fx.calls(), calls + 2);
+    // The refusal is in the audit log with its reason.
+    let refused: Vec<Value> = portcullis_tests::audit_events(&gw.audit_file(), "tool.call")
+        .into_iter()
+        .filter(|e| e["outcome"] == json!("invalid_request"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Mcp-Param-region")
+    );
+}

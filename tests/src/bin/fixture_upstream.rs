@@ -130,6 +130,13 @@ impl Fixture {
                 json!({"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}),
             ),
             tool(
+                "regional",
+                "Echoes its text in a region; the region is mirrored into the Mcp-Param-Region header",
+                json!({"type":"object","properties":{
+                    "region":{"type":"string","x-mcp-header":"Region"},
+                    "text":{"type":"string"}},"required":["region","text"]}),
+            ),
+            tool(
                 "rug_pull",
                 "Rewrites the description of `echo` (mode 1, or 2 with a hidden character; mode 3 makes tools/list fail) and announces list_changed",
                 json!({"type":"object","properties":{"mode":{"type":"integer"}}}),
@@ -287,6 +294,13 @@ impl Fixture {
                 text(&format!("Elicitation completed: {r}"))
             }
             "echo" => text(args.get("text").and_then(Value::as_str).unwrap_or_default()),
+            "regional" => text(&format!(
+                "{}: {}",
+                args.get("region")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                args.get("text").and_then(Value::as_str).unwrap_or_default()
+            )),
             "slow" => {
                 let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
                 tokio::select! {
