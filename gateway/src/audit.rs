@@ -415,7 +415,14 @@ impl FileSink {
         ))
     }
 
+    /// Append `text` whole. A regular file that takes only part of it is cut back to where it
+    /// was, so a batch the writer takes back leaves no lines behind whose `seq` it will reuse.
     fn write(&mut self, text: &[u8]) -> Result<(), String> {
+        let before = match self.file.metadata() {
+            Ok(m) if m.is_file() => Some(m.len()),
+            _ => None,
+        };
+        let was_torn = self.torn;
         let mut attempt = || -> std::io::Result<()> {
             if self.torn {
                 self.file.write_all(b"\n")?;
@@ -424,7 +431,9 @@ impl FileSink {
             self.file.write_all(text)
         };
         attempt().map_err(|e| {
-            self.torn = true;
+            let cut = before.is_some_and(|len| self.file.set_len(len).is_ok());
+            // Cut back: as it was. Not cut back: the next write starts on a new line.
+            self.torn = !cut || was_torn;
             format!("audit file `{}`: {e}", self.path)
         })
     }
@@ -543,7 +552,7 @@ impl Batch {
 
 /// How long the writer waits to learn whether a batch was written anywhere. After this it goes
 /// on as if it was (taking a batch back that a slow sink then writes would repeat `seq`).
-const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
+const STAGE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Batches a sink may have waiting. A sink that falls this far behind (a stalled disk or pipe)
 /// misses the next ones, counted as failed, instead of holding up the others or growing memory.
 const SINK_QUEUE: usize = 256;
@@ -627,7 +636,14 @@ impl Writer {
         }
         let mut pending = 0;
         for (index, (queue, required)) in self.sinks.iter().enumerate() {
-            match queue.try_send(batch.clone()) {
+            // The chain's last event waits for room: closing must leave nothing queued behind it.
+            let sent = match batch.all {
+                true => queue
+                    .send(batch.clone())
+                    .map_err(|e| std::sync::mpsc::TrySendError::Disconnected(e.0)),
+                false => queue.try_send(batch.clone()),
+            };
+            match sent {
                 Ok(()) => pending += 1,
                 Err(e) => {
                     if let Some(s) = self.stats.get(index) {
@@ -650,8 +666,11 @@ impl Writer {
         drop(batch);
         // The next batch is chained once this one is known to be somewhere: one sink took it, or
         // every sink failed it (then it is taken back). Answers about earlier batches are stale.
+        // One deadline for the whole wait: a sink working through a backlog sends stale answers.
+        let deadline = Instant::now() + STAGE_TIMEOUT;
         while pending > 0 {
-            match self.staged.recv_timeout(STAGE_TIMEOUT) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.staged.recv_timeout(left) {
                 Ok((n, _)) if n != number => {}
                 Ok((_, true)) => return true,
                 Ok((_, false)) => pending -= 1,
@@ -711,9 +730,16 @@ impl SinkWorker {
     fn run(mut self, rx: std::sync::mpsc::Receiver<Arc<Batch>>) {
         while let Ok(batch) = rx.recv() {
             let started = Instant::now();
-            let staged = self.sink.stage(&batch.chain, &batch.lines);
+            // A panic in a sink (or a crate under it) fails this batch, not the sink for good.
+            let staged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.sink.stage(&batch.chain, &batch.lines)
+            }))
+            .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
             let _ = self.staged.send((batch.number, staged.is_ok()));
-            let result = staged.and_then(|()| self.sink.sync());
+            let result = staged.and_then(|()| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
+                    .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()))
+            });
             let count = batch.lines.len() as u64;
             let stat = self.stats.get(self.index);
             match &result {

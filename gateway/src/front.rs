@@ -35,7 +35,7 @@ use crate::upstream::UpstreamEvent;
 pub(crate) const STATEFUL_VERSIONS: &[&str] =
     &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 /// Stateful revisions in which a POST may carry a JSON-RPC batch.
-const BATCH_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26"];
+const BATCH_VERSIONS: &[&str] = &["2025-03-26"];
 /// Most messages in one batch: each runs side by side with the others.
 const MAX_BATCH: usize = 64;
 /// The stateless revision.
@@ -370,7 +370,7 @@ async fn post(
     answer(gw, call, msg, accepts_sse).await
 }
 
-/// A JSON-RPC batch, in a session of a revision that has them. Members run side by side, each
+/// A JSON-RPC batch, in a session of the revision that has them (2025-03-26). Members run side by side, each
 /// through the same path as a message of its own; the answer is one JSON array with a response
 /// for each request and each member that is not a valid message (202 if there are none).
 async fn batch(
@@ -417,6 +417,24 @@ async fn batch(
             "a batch of {} messages; at most {MAX_BATCH} are taken in one POST",
             items.len()
         ));
+    }
+    // Requests (with their ids) and responses may not share a batch; ids must be distinct, or a
+    // cancellation could not tell the calls apart.
+    let mut ids = std::collections::HashSet::new();
+    let mut responses = false;
+    for item in &items {
+        match (item.get("method"), item.get("id")) {
+            (Some(_), Some(id)) => {
+                if !ids.insert(id.to_string()) {
+                    return refuse(format!("the request id {id} appears twice in the batch"));
+                }
+            }
+            (None, Some(_)) => responses = true,
+            _ => {}
+        }
+    }
+    if responses && !ids.is_empty() {
+        return refuse("a batch holds either requests and notifications, or responses".into());
     }
     let parent = crate::telemetry::extract(headers, None);
     let members = items.into_iter().map(|item| {

@@ -4,9 +4,10 @@
 //! checks the two agree before anything runs: a disagreement is refused with -32020, as the
 //! `Mcp-Method`/`Mcp-Name` headers are.
 //!
-//! Only declarations reachable through `properties` alone, naming an HTTP token, on a string,
-//! integer, number or boolean property, are enforced (a conforming client drops a tool with any
-//! other kind, so it sends no header for it).
+//! A declaration must be reachable through `properties` alone, name an HTTP token, sit on a
+//! string, integer or boolean property, and be unique (case-insensitively). A tool with any
+//! other declaration is invalid: conforming clients drop it, and the gateway takes no call to it
+//! in this revision, since it could not tell whether headers and body agree.
 
 use serde_json::Value;
 
@@ -27,53 +28,108 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn declared(schema: &Value) -> Vec<Declared> {
-    fn walk(node: &Value, path: &mut Vec<String>, out: &mut Vec<Declared>, depth: usize) {
-        let Some(props) = node.get("properties").and_then(Value::as_object) else {
-            return;
-        };
-        if depth > 32 {
-            return;
+/// The tool's declarations, or why they make the tool invalid: a declaration anywhere but
+/// through `properties` alone, a name that is not an HTTP token, a type other than string,
+/// integer or boolean, or a name declared twice (case-insensitively).
+fn declared(schema: &Value) -> Result<Vec<Declared>, String> {
+    fn walk(
+        node: &Value,
+        reachable: Option<&mut Vec<String>>,
+        out: &mut Vec<Declared>,
+        depth: usize,
+    ) -> Result<(), String> {
+        if depth > 64 {
+            return Err("the input schema is nested too deeply to check".into());
         }
-        for (key, prop) in props {
-            path.push(key.clone());
-            let primitive = matches!(
-                prop.get("type").and_then(Value::as_str),
-                Some("string" | "integer" | "number" | "boolean")
-            );
-            if let Some(name) = prop.get("x-mcp-header").and_then(Value::as_str)
-                && is_token(name)
-                && primitive
-            {
-                out.push(Declared {
-                    name: name.to_ascii_lowercase(),
-                    path: path.clone(),
-                });
+        match node {
+            Value::Array(items) => {
+                for item in items {
+                    walk(item, None, out, depth + 1)?;
+                }
+                Ok(())
             }
-            walk(prop, path, out, depth + 1);
-            path.pop();
+            Value::Object(map) => {
+                if let Some(name) = map.get("x-mcp-header") {
+                    let Some(path) = reachable.as_deref().filter(|p| !p.is_empty()) else {
+                        return Err(
+                            "an x-mcp-header is not reachable through `properties` alone".into(),
+                        );
+                    };
+                    let name = name.as_str().filter(|n| is_token(n)).ok_or_else(|| {
+                        format!(
+                            "the x-mcp-header of `{}` is not an HTTP token",
+                            path.join(".")
+                        )
+                    })?;
+                    if !matches!(
+                        map.get("type").and_then(Value::as_str),
+                        Some("string" | "integer" | "boolean")
+                    ) {
+                        return Err(format!(
+                            "the x-mcp-header `{name}` is on a parameter that is not a string, integer or boolean"
+                        ));
+                    }
+                    let lower = name.to_ascii_lowercase();
+                    if out.iter().any(|d| d.name == lower) {
+                        return Err(format!("the x-mcp-header `{name}` is declared twice"));
+                    }
+                    out.push(Declared {
+                        name: lower,
+                        path: path.clone(),
+                    });
+                }
+                let mut reachable = reachable;
+                for (key, value) in map {
+                    match (key.as_str(), reachable.as_deref_mut()) {
+                        ("properties", Some(path)) => {
+                            let Value::Object(props) = value else {
+                                continue;
+                            };
+                            for (name, prop) in props {
+                                path.push(name.clone());
+                                let r = walk(prop, Some(&mut *path), out, depth + 1);
+                                path.pop();
+                                r?;
+                            }
+                        }
+                        _ => walk(value, None, out, depth + 1)?,
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
     let mut out = Vec::new();
-    walk(schema, &mut Vec::new(), &mut out, 0);
-    // A name declared twice (case-insensitively) makes the tool invalid: enforce neither.
-    let mut seen = std::collections::HashMap::new();
-    for d in &out {
-        *seen.entry(d.name.clone()).or_insert(0) += 1;
-    }
-    out.retain(|d| seen.get(&d.name) == Some(&1));
-    out
+    walk(schema, Some(&mut Vec::new()), &mut out, 0)?;
+    Ok(out)
 }
 
-/// Whether a header value names the same argument value.
+/// Whether a header value names the same argument value. Integers compare exactly (the body's
+/// `42.0` is `42`); the header must be plain decimal digits.
 fn agrees(header: &str, value: &Value) -> bool {
     match value {
         Value::String(s) => header == s,
         Value::Bool(b) => header == if *b { "true" } else { "false" },
-        Value::Number(n) => match (header.trim().parse::<f64>(), n.as_f64()) {
-            (Ok(h), Some(v)) => h == v,
-            _ => false,
-        },
+        Value::Number(n) => {
+            let digits = header.strip_prefix('-').unwrap_or(header);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return false;
+            }
+            let Ok(h) = header.parse::<i128>() else {
+                return false;
+            };
+            if let Some(v) = n.as_i64() {
+                return h == i128::from(v);
+            }
+            if let Some(v) = n.as_u64() {
+                return h == i128::from(v);
+            }
+            // A float body value: only a whole number within f64's exact range.
+            n.as_f64().is_some_and(|v| {
+                v.fract() == 0.0 && v.abs() <= 9_007_199_254_740_991.0 && h == v as i128
+            })
+        }
         _ => false,
     }
 }
@@ -81,7 +137,12 @@ fn agrees(header: &str, value: &Value) -> bool {
 /// Check the `Mcp-Param-*` headers of a `tools/call` against its arguments. The error names the
 /// header and what is wrong with it, never the values.
 pub(crate) fn check(schema: &Value, arguments: &Value, sent: &[Sent]) -> Result<(), String> {
-    for d in declared(schema) {
+    // A tool whose declarations are invalid is one a conforming client drops: nothing it could
+    // be sent is checkable, so no call to it is taken.
+    let declared = declared(schema).map_err(|why| {
+        format!("the tool's Mcp-Param declarations are invalid ({why}); it cannot be called in 2026-07-28")
+    })?;
+    for d in declared {
         let mut headers = sent.iter().filter(|(n, _)| *n == d.name);
         let header = headers.next();
         if headers.next().is_some() {
@@ -158,9 +219,7 @@ mod tests {
             "dry": { "type": "boolean", "x-mcp-header": "Dry-Run" },
             "nested": { "type": "object", "properties": {
                 "zone": { "type": "string", "x-mcp-header": "Zone" } } },
-            "list": { "type": "array", "items": { "type": "string", "x-mcp-header": "Item" } },
-            "bad": { "type": "string", "x-mcp-header": "Not A Token" },
-            "obj": { "type": "object", "x-mcp-header": "Obj" },
+            "list": { "type": "array", "items": { "type": "string" } },
         } })
     }
 
@@ -172,16 +231,49 @@ mod tests {
     }
 
     #[test]
-    fn only_reachable_primitive_token_declarations_count() {
-        let names: Vec<String> = declared(&schema()).into_iter().map(|d| d.name).collect();
+    fn invalid_declarations_make_the_tool_uncallable() {
+        let names: Vec<String> = declared(&schema())
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
         let mut names = names;
         names.sort();
         assert_eq!(names, ["count", "dry-run", "region", "zone"]);
-        // A name declared twice is enforced nowhere.
-        let twice = json!({ "properties": {
-            "a": { "type": "string", "x-mcp-header": "X" },
-            "b": { "type": "string", "x-mcp-header": "x" } } });
-        assert!(declared(&twice).is_empty());
+        for (bad, why) in [
+            (
+                json!({ "properties": { "a": { "type": "string", "x-mcp-header": "X" },
+                                     "b": { "type": "string", "x-mcp-header": "x" } } }),
+                "twice",
+            ),
+            (
+                json!({ "properties": { "l": { "type": "array",
+                "items": { "type": "string", "x-mcp-header": "Item" } } } }),
+                "reachable",
+            ),
+            (
+                json!({ "properties": { "o": { "oneOf": [{ "type": "string", "x-mcp-header": "O" }] } } }),
+                "reachable",
+            ),
+            (
+                json!({ "properties": { "n": { "type": "number", "x-mcp-header": "N" } } }),
+                "not a string",
+            ),
+            (
+                json!({ "properties": { "s": { "type": "string", "x-mcp-header": "Not A Token" } } }),
+                "token",
+            ),
+            (
+                json!({ "type": "string", "x-mcp-header": "Root" }),
+                "reachable",
+            ),
+        ] {
+            let err = check(&bad, &json!({}), &[]).unwrap_err();
+            assert!(
+                err.contains(why) && err.contains("cannot be called"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -191,7 +283,7 @@ mod tests {
             json!({ "region": "eu-west1", "count": 3, "dry": true, "nested": { "zone": "ü-1" } });
         let good = sent(&[
             ("Region", "eu-west1"),
-            ("Count", "3.0"),
+            ("Count", "3"),
             ("Dry-Run", "true"),
             ("Zone", "=?base64?w7wtMQ==?="),
             ("Unrelated", "anything"),
@@ -230,9 +322,21 @@ mod tests {
         // Null and absent arguments expect no header.
         let nulls = json!({ "region": null });
         assert_eq!(check(&s, &nulls, &[]), Ok(()));
-        // Booleans are exact; numbers compare as numbers.
+        // Booleans are exact; integers compare exactly, as plain decimal digits.
         let mut shouting = good.clone();
         shouting[2].1 = Some("TRUE".into());
         assert!(check(&s, &args, &shouting).is_err());
+        for (header, body, same) in [
+            ("3", json!(3), true),
+            ("3", json!(3.0), true),
+            ("3.0", json!(3), false),
+            ("+3", json!(3), false),
+            ("1e3", json!(1000), false),
+            ("9007199254740993", json!(9_007_199_254_740_992_u64), false),
+            ("18446744073709551615", json!(u64::MAX), true),
+            ("-7", json!(-7), true),
+        ] {
+            assert_eq!(agrees(header, &body), same, "{header} vs {body}");
+        }
     }
 }

@@ -316,7 +316,13 @@ fn a_gateway_without_a_writable_required_sink_does_not_start() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gateway_killed_mid_call_has_written_the_request_event() {
     let fx = Fixture::start("both").unwrap();
-    let mut gw = Gateway::start(&fixture_server("fx", &fx.url)).unwrap();
+    // The file is the only sink, so it is the one that must have the event before the call runs
+    // (with two required sinks, the first to have it lets the call go on).
+    let mut gw = Gateway::start_with(
+        "audit: { sinks: [{ type: file, path: \"{dir}/audit.jsonl\" }] }\n",
+        &fixture_server("fx", &fx.url),
+    )
+    .unwrap();
     let mut c = Raw::new(gw.mcp(), &gw.key);
     c.init().await;
     let before = fx.calls();

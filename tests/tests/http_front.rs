@@ -503,7 +503,12 @@ async fn resource_updates_reach_subscribed_sessions_only() {
 
 #[tokio::test]
 async fn a_cancelled_call_is_cancelled_upstream_and_the_session_goes_on() {
-    let (fx, gw) = setup().await;
+    let fx = Fixture::start("both").unwrap();
+    // A long upstream timeout: the gateway's own timeout also cancels upstream, and must not be
+    // what this test sees.
+    let servers = fixture_server("fixture", &fx.url).replace("timeout: 5s", "timeout: 120s");
+    assert!(servers.contains("timeout: 120s"));
+    let gw = Gateway::start(&servers).unwrap();
     let mut raw = Raw::new(gw.mcp(), &gw.key);
     raw.init().await;
     let raw = std::sync::Arc::new(raw);
@@ -550,6 +555,7 @@ async fn a_cancelled_call_is_cancelled_upstream_and_the_session_goes_on() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let cancelled_at = std::time::Instant::now();
     // The upstream saw the cancellation: its `slow` tool stopped waiting.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while fx.cancellations() != 1 {
@@ -565,7 +571,12 @@ async fn a_cancelled_call_is_cancelled_upstream_and_the_session_goes_on() {
         .expect("the cancelled request ended")
         .unwrap();
     assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    assert!(
+        cancelled_at.elapsed() < std::time::Duration::from_secs(4),
+        "ended by the client's cancellation, not a timeout"
+    );
     assert!(!body.contains("\"done\""), "{status} {body}");
+    assert!(body.contains("cancel"), "{status} {body}");
     // A cancellation for an id that is not running, or from another session, changes nothing.
     let other = {
         let mut o = Raw::new(gw.mcp(), &gw.key);
@@ -593,7 +604,14 @@ async fn a_cancelled_call_is_cancelled_upstream_and_the_session_goes_on() {
             .await
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fx.calls() == calls + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second call reached the upstream"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let r = other
         .post(
             &json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
@@ -682,6 +700,30 @@ async fn batches_are_taken_in_sessions_of_revisions_that_have_them() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Repeated ids, and requests mixed with responses, are refused whole; nothing runs.
+    let (status, r) = old
+        .call(json!([
+            req(5, "ping", json!({})),
+            req(
+                5,
+                "tools/call",
+                json!({ "name": "fixture__echo", "arguments": { "text": "twice" } })
+            )
+        ]))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("appears twice"),
+        "{r}"
+    );
+    let (status, r) = old
+        .call(json!([req(6, "ping", json!({})), { "jsonrpc": "2.0", "id": 99, "result": {} }]))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    assert_eq!(fx.calls(), calls + 1);
     // An empty batch, and one too large, are refused whole.
     let (status, r) = old.call(json!([])).await;
     assert_eq!(
@@ -800,11 +842,18 @@ async fn stateless_tool_arguments_declared_as_headers_must_match_them() {
         );
     }
     assert_eq!(fx.calls(), calls + 2);
-    // The refusal is in the audit log with its reason.
-    let refused: Vec<Value> = portcullis_tests::audit_events(&gw.audit_file(), "tool.call")
-        .into_iter()
-        .filter(|e| e["outcome"] == json!("invalid_request"))
-        .collect();
+    // The refusals are in the audit log with their reasons (written after the answer).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refused = loop {
+        let refused: Vec<Value> = portcullis_tests::audit_events(&gw.audit_file(), "tool.call")
+            .into_iter()
+            .filter(|e| e["outcome"] == json!("invalid_request"))
+            .collect();
+        if refused.len() >= 2 || std::time::Instant::now() > deadline {
+            break refused;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(refused.len(), 2, "{refused:?}");
     assert!(
         refused[0]["reason"]
