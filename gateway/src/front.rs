@@ -424,10 +424,8 @@ async fn batch(
     let mut responses = false;
     for item in &items {
         match (item.get("method"), item.get("id")) {
-            (Some(_), Some(id)) => {
-                if !ids.insert(id.to_string()) {
-                    return refuse(format!("the request id {id} appears twice in the batch"));
-                }
+            (Some(_), Some(id)) if !ids.insert(id.to_string()) => {
+                return refuse(format!("the request id {id} appears twice in the batch"));
             }
             (None, Some(_)) => responses = true,
             _ => {}
