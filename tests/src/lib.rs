@@ -139,24 +139,22 @@ impl Fixture {
 
     /// How many `slow` calls the fixture saw cancelled so far.
     pub fn cancellations(&self) -> u64 {
-        let addr = self
-            .url
-            .trim_start_matches("http://")
-            .trim_end_matches("/mcp")
-            .to_string();
-        http_get(&addr, "/cancellations")
-            .and_then(|(_, body)| body.trim().parse().ok())
-            .unwrap_or(u64::MAX)
+        self.counter("/cancellations")
     }
 
     /// How many tool calls have reached the fixture so far.
     pub fn calls(&self) -> u64 {
+        self.counter("/calls")
+    }
+
+    /// A count the fixture serves at `path` (`u64::MAX` if it cannot be read).
+    fn counter(&self, path: &str) -> u64 {
         let addr = self
             .url
             .trim_start_matches("http://")
             .trim_end_matches("/mcp")
             .to_string();
-        http_get(&addr, "/calls")
+        http_get(&addr, path)
             .and_then(|(_, body)| body.trim().parse().ok())
             .unwrap_or(u64::MAX)
     }

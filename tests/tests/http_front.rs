@@ -501,6 +501,20 @@ async fn resource_updates_reach_subscribed_sessions_only() {
     }
 }
 
+/// Send `notifications/cancelled` for request `id` in `raw`'s session; it is accepted (202).
+async fn cancel(raw: &Raw, id: u64) {
+    let r = raw
+        .post(
+            &json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
+                     "params": { "requestId": id, "reason": "user pressed stop" } })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
+
 #[tokio::test]
 async fn a_cancelled_call_is_cancelled_upstream_and_the_session_goes_on() {
     let fx = Fixture::start("both").unwrap();
@@ -545,16 +559,7 @@ async fn a_cancelled_call_is_cancelled_upstream_and_the_session_goes_on() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let r = raw
-        .post(
-            &json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
-                     "params": { "requestId": 41, "reason": "user pressed stop" } })
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    cancel(&raw, 41).await;
     let cancelled_at = std::time::Instant::now();
     // The upstream saw the cancellation: its `slow` tool stopped waiting.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -583,16 +588,7 @@ async fn a_cancelled_call_is_cancelled_upstream_and_the_session_goes_on() {
         o.init().await;
         o
     };
-    let r = other
-        .post(
-            &json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
-                     "params": { "requestId": 42 } })
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    cancel(&other, 42).await;
     let victim = {
         let raw = raw.clone();
         tokio::spawn(async move {
@@ -612,16 +608,7 @@ async fn a_cancelled_call_is_cancelled_upstream_and_the_session_goes_on() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let r = other
-        .post(
-            &json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
-                     "params": { "requestId": 42 } })
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    cancel(&other, 42).await;
     let (status, r) = victim.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(r["result"]["content"][0]["text"], json!("done"), "{r}");
