@@ -682,11 +682,7 @@ impl Gateway {
             return Err(killed_refusal(&name, &killed));
         }
         if call.modern()
-            && let Err(why) = crate::param_headers::check(
-                &tool_schema(&offered.tool),
-                arguments,
-                &call.param_headers,
-            )
+            && let Err(why) = offered.param_headers.check(arguments, &call.param_headers)
         {
             tracing::info!(%subject, server, tool, reason = %why, "tool call refused: Mcp-Param header mismatch");
             trail.outcome = Some("invalid_request");
@@ -1304,9 +1300,4 @@ impl Gateway {
     pub(crate) fn client_response(&self, call: &Call, id: &Value, _outcome: Result<Value, Value>) {
         tracing::debug!(session = call.session_id().unwrap_or("-"), id = %id, "unexpected client response dropped");
     }
-}
-
-/// A tool's input schema as a JSON value.
-fn tool_schema(tool: &rmcp::model::Tool) -> Value {
-    Value::Object((*tool.input_schema).clone())
 }

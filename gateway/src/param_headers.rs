@@ -134,14 +134,35 @@ fn agrees(header: &str, value: &Value) -> bool {
     }
 }
 
-/// Check the `Mcp-Param-*` headers of a `tools/call` against its arguments. The error names the
-/// header and what is wrong with it, never the values.
-pub(crate) fn check(schema: &Value, arguments: &Value, sent: &[Sent]) -> Result<(), String> {
-    // A tool whose declarations are invalid is one a conforming client drops: nothing it could
-    // be sent is checkable, so no call to it is taken.
-    let declared = declared(schema).map_err(|why| {
-        format!("the tool's Mcp-Param declarations are invalid ({why}); it cannot be called in 2026-07-28")
-    })?;
+/// [`Declarations::check`] straight from a schema.
+#[cfg(test)]
+fn check(schema: &Value, arguments: &Value, sent: &[Sent]) -> Result<(), String> {
+    Declarations::of(schema).check(arguments, sent)
+}
+
+/// A tool's declarations, read once per tool-list refresh (kept on its `Offered`), or why they
+/// make it invalid.
+#[derive(Debug)]
+pub(crate) struct Declarations(Result<Vec<Declared>, String>);
+
+impl Declarations {
+    pub(crate) fn of(schema: &Value) -> Declarations {
+        Declarations(declared(schema))
+    }
+
+    /// Check the `Mcp-Param-*` headers of a `tools/call` against its arguments. The error names
+    /// the header and what is wrong with it, never the values.
+    pub(crate) fn check(&self, arguments: &Value, sent: &[Sent]) -> Result<(), String> {
+        // A tool whose declarations are invalid is one a conforming client drops: nothing it
+        // could be sent is checkable, so no call to it is taken.
+        let declared = self.0.as_ref().map_err(|why| {
+            format!("the tool's Mcp-Param declarations are invalid ({why}); it cannot be called in 2026-07-28")
+        })?;
+        check_declared(declared, arguments, sent)
+    }
+}
+
+fn check_declared(declared: &[Declared], arguments: &Value, sent: &[Sent]) -> Result<(), String> {
     for d in declared {
         let mut headers = sent.iter().filter(|(n, _)| *n == d.name);
         let header = headers.next();

@@ -142,6 +142,8 @@ pub(crate) struct Offered {
     /// Hex SHA-256 of the definition's canonical JSON: an approval is bound to it, so a tool
     /// that changes after approval does not run on that approval.
     pub(crate) fingerprint: String,
+    /// Its `x-mcp-header` declarations, checked against 2026-07-28 calls' `Mcp-Param-*` headers.
+    pub(crate) param_headers: crate::param_headers::Declarations,
 }
 
 /// All upstreams, in config order.
@@ -574,7 +576,9 @@ impl Upstream {
                 let schema = Value::Object((*tool.input_schema).clone());
                 let check = crate::authorize::ArgumentCheck::new(&schema, entry.arguments.as_ref());
                 let fingerprint = crate::authorize::tool_fingerprint(&tool);
+                let param_headers = crate::param_headers::Declarations::of(&schema);
                 Some(Offered {
+                    param_headers,
                     fingerprint,
                     tool,
                     class,
