@@ -23,7 +23,7 @@ use crate::jsonrpc::{
     INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, RpcError, UPSTREAM_ERROR,
 };
 use crate::session::{Scope, Session};
-use crate::upstream::{Upstream, UpstreamError, UpstreamEvent};
+use crate::upstream::{On, Upstream, UpstreamError, UpstreamEvent};
 
 /// Which protocol era a request arrived in.
 pub(crate) enum Era {
@@ -61,6 +61,18 @@ impl Call {
         e.session = self.session_id().map(str::to_string);
         e.identity = Some(Who::of(&self.caller));
         e
+    }
+
+    /// The session a forwarded request belongs to, for servers with per-session connections.
+    fn on<'a>(&'a self, sink: Option<&'a mpsc::UnboundedSender<Value>>) -> Option<On<'a>> {
+        match &self.era {
+            Era::Stateful(session) => Some(On {
+                session,
+                caller: &self.caller,
+                sink,
+            }),
+            Era::Stateless => None,
+        }
     }
 
     pub(crate) fn session_id(&self) -> Option<&str> {
@@ -892,6 +904,7 @@ impl Gateway {
                 Some(Value::Object(fwd)),
                 progress,
                 Some(cancel),
+                call.on(Some(&gone)),
             )
             .await;
         drop(running);
@@ -982,7 +995,7 @@ impl Gateway {
                 Some(c) => json!({ "cursor": c }),
                 None => json!({}),
             };
-            match up.request(method, Some(p), None, None).await {
+            match up.request(method, Some(p), None, None, None).await {
                 Ok(page) => {
                     for item in page
                         .get(field)
@@ -1128,7 +1141,13 @@ impl Gateway {
         let mut fwd = forwardable(params);
         fwd.insert("uri".into(), json!(inner));
         let mut res = match up
-            .request("resources/read", Some(Value::Object(fwd)), None, None)
+            .request(
+                "resources/read",
+                Some(Value::Object(fwd)),
+                None,
+                None,
+                call.on(None),
+            )
             .await
         {
             Ok(r) => r,
@@ -1177,7 +1196,7 @@ impl Gateway {
         self.recorded(call, method, up.name(), &uri).await?;
         let mut fwd = forwardable(params);
         fwd.insert("uri".into(), json!(inner));
-        up.request(method, Some(Value::Object(fwd)), None, None)
+        up.request(method, Some(Value::Object(fwd)), None, None, None)
             .await
             .map_err(upstream_error)?;
         if let Era::Stateful(session) = &call.era
@@ -1204,9 +1223,15 @@ impl Gateway {
         self.recorded(call, "prompts/get", up.name(), &name).await?;
         let mut fwd = forwardable(params);
         fwd.insert("name".into(), json!(inner));
-        up.request("prompts/get", Some(Value::Object(fwd)), None, None)
-            .await
-            .map_err(upstream_error)
+        up.request(
+            "prompts/get",
+            Some(Value::Object(fwd)),
+            None,
+            None,
+            call.on(None),
+        )
+        .await
+        .map_err(upstream_error)
     }
 
     async fn complete(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
@@ -1251,9 +1276,15 @@ impl Gateway {
         .await?;
         let mut fwd = forwardable(params);
         fwd.insert("ref".into(), new_ref);
-        up.request("completion/complete", Some(Value::Object(fwd)), None, None)
-            .await
-            .map_err(upstream_error)
+        up.request(
+            "completion/complete",
+            Some(Value::Object(fwd)),
+            None,
+            None,
+            call.on(None),
+        )
+        .await
+        .map_err(upstream_error)
     }
 
     async fn set_level(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
@@ -1266,6 +1297,7 @@ impl Gateway {
                         Some(json!({ "level": level })),
                         None,
                         None,
+                        call.on(None),
                     )
                     .await
             {
@@ -1295,9 +1327,16 @@ impl Gateway {
         }
     }
 
-    /// A client's response to a request the gateway sent. The gateway sends none on shared
-    /// upstream connections, so a response is unexpected and dropped.
-    pub(crate) fn client_response(&self, call: &Call, id: &Value, _outcome: Result<Value, Value>) {
-        tracing::debug!(session = call.session_id().unwrap_or("-"), id = %id, "unexpected client response dropped");
+    /// A client's response to a request the gateway sent it on an upstream's behalf (only over
+    /// a per-session upstream connection), handed to the waiting request. Any other response
+    /// is unexpected and dropped.
+    pub(crate) fn client_response(&self, call: &Call, id: &Value, outcome: Result<Value, Value>) {
+        let delivered = match &call.era {
+            Era::Stateful(session) => session.pending.answer(id, outcome),
+            Era::Stateless => false,
+        };
+        if !delivered {
+            tracing::debug!(session = call.session_id().unwrap_or("-"), id = %id, "unexpected client response dropped");
+        }
     }
 }

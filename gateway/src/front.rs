@@ -587,9 +587,18 @@ fn initialize(gw: &Gateway, admitted: Admitted, msg: Inbound) -> Response {
         STATEFUL_VERSIONS.last().copied().unwrap_or("2025-11-25")
     };
     let result = crate::dispatch::initialize_result(gw, &admitted.scope, version);
-    let session = gw
-        .sessions
-        .create(&admitted.caller, admitted.scope, version.to_string());
+    let capabilities = params
+        .as_ref()
+        .and_then(|p| p.get("capabilities"))
+        .filter(|c| c.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let session = gw.sessions.create(
+        &admitted.caller,
+        admitted.scope,
+        version.to_string(),
+        capabilities,
+    );
     tracing::info!(session = %session.id, subject = %session.subject, protocol = version, "session started");
     let mut e = AuditEvent::new("session.start");
     e.session = Some(session.id.clone());
@@ -683,8 +692,11 @@ async fn answer(gw: Arc<Gateway>, mut call: Call, msg: Inbound, accepts_sse: boo
                     (status, axum::Json(body)).into_response()
                 }
                 Ok(first) if !accepts_sse => {
-                    // The client cannot take a stream: drop interim messages, answer with the result.
+                    // The client cannot take a stream: drop interim messages, answer with the
+                    // result. Closing the stream at once tells an upstream asking this client
+                    // something that it cannot be asked.
                     drop(first);
+                    drop(rx);
                     let joined = task.await;
                     let (status, body) = finish(&id, joined, modern);
                     (status, axum::Json(body)).into_response()

@@ -36,6 +36,13 @@ pub(crate) struct Session {
     pub(crate) events: broadcast::Sender<Value>,
     /// Resource URIs (as the client names them) the client subscribed to.
     pub(crate) subscriptions: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The capabilities the client declared at `initialize` (what a per-session upstream
+    /// connection may ask it for).
+    pub(crate) client_capabilities: Value,
+    /// Its own connections to `connection: per_session` upstreams.
+    pub(crate) links: crate::upstream::Links,
+    /// Requests sent to the client on an upstream's behalf, waiting for its answer.
+    pub(crate) pending: crate::upstream::Pending,
     last_seen_ms: AtomicU64,
 }
 
@@ -69,6 +76,7 @@ impl Sessions {
         caller: &Caller,
         scope: Scope,
         protocol_version: String,
+        client_capabilities: Value,
     ) -> Arc<Session> {
         let id = hex::encode(rand::rng().random::<[u8; 32]>());
         let (events, _) = broadcast::channel(64);
@@ -79,6 +87,9 @@ impl Sessions {
             protocol_version,
             events,
             subscriptions: std::sync::Mutex::new(std::collections::HashSet::new()),
+            client_capabilities,
+            links: crate::upstream::Links::default(),
+            pending: crate::upstream::Pending::default(),
             last_seen_ms: AtomicU64::new(0),
         });
         s.touch(self.epoch);
@@ -105,7 +116,10 @@ impl Sessions {
             return false;
         };
         match map.get(id) {
-            Some(s) if s.subject == caller.subject && &s.scope == scope => map.remove(id).is_some(),
+            Some(s) if s.subject == caller.subject && &s.scope == scope => {
+                // Its upstream connections close with it, not when the last request lets go.
+                map.remove(id).inspect(|s| s.links.close()).is_some()
+            }
             _ => false,
         }
     }
@@ -127,6 +141,7 @@ impl Sessions {
         map.retain(|_, s| {
             let keep = now.saturating_sub(s.last_seen_ms.load(Ordering::Relaxed)) < idle;
             if !keep {
+                s.links.close();
                 gone.push(s.clone());
             }
             keep

@@ -9,6 +9,7 @@
 mod connect;
 mod handler;
 mod launch;
+mod relay;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -23,8 +24,23 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use connect::fetch_definitions;
 pub(crate) use handler::{ProgressRoutes, UpstreamEvent};
+pub(crate) use relay::{Links, Pending};
 
 use handler::UpstreamHandler;
+use relay::{Link, Relay};
+
+/// Unique per [`Upstream`] in this process, so a session's link knows which one it belongs to.
+static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whose request is forwarded, for a server with `connection: per_session`: the request goes
+/// over that session's own upstream connection.
+#[derive(Clone, Copy)]
+pub(crate) struct On<'a> {
+    pub(crate) session: &'a Arc<crate::session::Session>,
+    pub(crate) caller: &'a crate::auth::Caller,
+    /// The stream of the client's request, for what the upstream sends while it runs.
+    pub(crate) sink: Option<&'a mpsc::UnboundedSender<Value>>,
+}
 
 /// Why an upstream request failed. Every variant names the server in its message.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +88,8 @@ impl UpstreamError {
 pub(crate) struct Upstream {
     /// The registry name (fixed for the life of this upstream).
     name: String,
+    /// This upstream's [`SERIAL`].
+    serial: u64,
     /// The server's entry; a reload that keeps the connection replaces it in place.
     config: RwLock<Arc<registry::Server>>,
     /// The upstream's last full tool listing (untrusted), so a reload can re-apply the
@@ -87,7 +105,6 @@ pub(crate) struct Upstream {
     conn: RwLock<Option<Connection>>,
     tools: RwLock<Arc<Vec<Offered>>>,
     events: broadcast::Sender<UpstreamEvent>,
-    progress: Arc<ProgressRoutes>,
     reconnect: Notify,
     /// Resolves the secrets the connection needs (credentials, child environment).
     secrets: Arc<crate::secrets::Secrets>,
@@ -120,6 +137,9 @@ struct Connection {
     peer: Peer<RoleClient>,
     protocol: ProtocolVersion,
     capabilities: Value,
+    /// Where this connection's progress goes: its own, since rmcp numbers progress tokens per
+    /// connection and another connection's tokens must never reach this one's callers.
+    progress: Arc<ProgressRoutes>,
     // Keeps the connection alive; dropped on reconnect.
     _service: Arc<RunningService<RoleClient, UpstreamHandler>>,
 }
@@ -152,7 +172,6 @@ pub(crate) struct Upstreams {
     order: Vec<Arc<Upstream>>,
     /// List changes, for sessions to relay (shared by every generation of the set).
     pub(crate) events: broadcast::Sender<UpstreamEvent>,
-    progress: Arc<ProgressRoutes>,
     setup: UpstreamSetup,
     shutdown: CancellationToken,
 }
@@ -192,13 +211,11 @@ impl Upstreams {
         setup: UpstreamSetup,
         shutdown: CancellationToken,
     ) -> Arc<Upstreams> {
-        let progress = Arc::new(ProgressRoutes::default());
         let (events, _) = broadcast::channel(256);
         let set = Upstreams {
             by_name: HashMap::new(),
             order: Vec::new(),
             events,
-            progress,
             setup,
             shutdown,
         };
@@ -213,7 +230,6 @@ impl Upstreams {
             server,
             &self.setup,
             self.events.clone(),
-            self.progress.clone(),
             self.shutdown.child_token(),
         );
         if let Some(old) = replaces {
@@ -236,7 +252,6 @@ impl Upstreams {
             by_name: order.iter().map(|u| (u.name.clone(), u.clone())).collect(),
             order,
             events: self.events.clone(),
-            progress: self.progress.clone(),
             setup: self.setup.clone(),
             shutdown: self.shutdown.clone(),
         }
@@ -325,13 +340,7 @@ impl Upstreams {
             audit: None,
             ..setup.clone()
         };
-        Upstream::new(
-            server,
-            &setup,
-            events,
-            Arc::new(ProgressRoutes::default()),
-            CancellationToken::new(),
-        )
+        Upstream::new(server, &setup, events, CancellationToken::new())
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
@@ -395,11 +404,11 @@ impl Upstream {
         server: &registry::Server,
         setup: &UpstreamSetup,
         events: broadcast::Sender<UpstreamEvent>,
-        progress: Arc<ProgressRoutes>,
         stop: CancellationToken,
     ) -> Upstream {
         Upstream {
             name: server.name.clone(),
+            serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             address: address(server),
             config: RwLock::new(Arc::new(server.clone())),
             listed: std::sync::Mutex::new(None),
@@ -408,7 +417,6 @@ impl Upstream {
             conn: RwLock::new(None),
             tools: RwLock::new(Arc::new(Vec::new())),
             events,
-            progress,
             reconnect: Notify::new(),
             secrets: setup.secrets.clone(),
             cache: setup.cache.clone(),
@@ -620,13 +628,15 @@ impl Upstream {
     /// Send one request and wait for its result, with the server's timeout.
     ///
     /// `progress` forwards upstream progress to the downstream caller's token; `cancel` aborts
-    /// the request and tells the upstream.
+    /// the request and tells the upstream; `on` names the client session, whose own connection
+    /// carries the request if the server is `connection: per_session`.
     pub(crate) async fn request(
         &self,
         method: &str,
         params: Option<Value>,
         progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
         cancel: Option<CancellationToken>,
+        on: Option<On<'_>>,
     ) -> Result<Value, UpstreamError> {
         let name = &self.name;
         let mut params = params;
@@ -637,7 +647,7 @@ impl Upstream {
             &mut params,
         );
         let started = std::time::Instant::now();
-        let outcome = self.send(method, params, progress, cancel).await;
+        let outcome = self.send(method, params, progress, cancel, on).await;
         crate::metrics::get().upstream(name, outcome.is_ok(), started.elapsed());
         crate::telemetry::finish(
             &span,
@@ -652,12 +662,19 @@ impl Upstream {
         params: Option<Value>,
         progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
         cancel: Option<CancellationToken>,
+        on: Option<On<'_>>,
     ) -> Result<Value, UpstreamError> {
         let name = &self.name;
         if cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
             return Err(UpstreamError::Cancelled(name.clone()));
         }
-        let conn = self.connection()?;
+        let config = self.config();
+        let (conn, relay) = match on {
+            Some(on) if config.connection == registry::Connection::PerSession => {
+                self.link(on, &config).await?
+            }
+            _ => (self.connection()?, None),
+        };
         let mut msg = serde_json::Map::new();
         msg.insert("method".into(), Value::String(method.to_string()));
         if let Some(p) = params {
@@ -665,7 +682,7 @@ impl Upstream {
         }
         let request: ClientRequest = serde_json::from_value(Value::Object(msg))
             .map_err(|_| UpstreamError::Unreadable(name.clone()))?;
-        let timeout = self.config().timeout;
+        let timeout = config.timeout;
         let handle = conn
             .peer
             .send_cancellable_request(
@@ -676,9 +693,13 @@ impl Upstream {
             .map_err(|e| self.map_error(e))?;
         let route = progress.map(|(token, sink)| {
             let key = serde_json::to_value(&handle.progress_token).unwrap_or(Value::Null);
-            self.progress.insert(key.clone(), token, sink);
+            conn.progress.insert(key.clone(), token, sink);
             key
         });
+        // What the upstream sends on this request's stream goes to the caller's stream.
+        let _running = relay
+            .zip(on.and_then(|o| o.sink))
+            .map(|(r, sink)| r.running(handle.id.clone(), sink.clone()));
         let id = handle.id.clone();
         let peer = conn.peer.clone();
         let cancel = cancel.unwrap_or_default();
@@ -691,10 +712,62 @@ impl Upstream {
             }
         };
         if let Some(key) = route {
-            self.progress.remove(&key);
+            conn.progress.remove(&key);
         }
         let result = outcome?;
         result_value(&result).ok_or_else(|| UpstreamError::Unreadable(name.clone()))
+    }
+
+    /// The session's own connection to this upstream, opened now if it has none (or its last
+    /// one closed, or was opened for an upstream a reload replaced).
+    async fn link(
+        &self,
+        on: On<'_>,
+        config: &registry::Server,
+    ) -> Result<(Connection, Option<Arc<Relay>>), UpstreamError> {
+        let slot = on
+            .session
+            .links
+            .slot(&self.name)
+            .ok_or_else(|| UpstreamError::Down(self.name.clone()))?;
+        let mut held = slot.lock().await;
+        if let Some(link) = held.as_ref()
+            && link.serial == self.serial
+            && !link.conn.peer.is_transport_closed()
+        {
+            return Ok((link.conn.clone(), Some(link.relay.clone())));
+        }
+        let relay = Arc::new(Relay::new(
+            &self.name,
+            on.session,
+            crate::audit::Who::of(on.caller),
+            self.audit.clone(),
+            config.timeout,
+        ));
+        let (refresh, _) = mpsc::unbounded_channel();
+        let handler = UpstreamHandler {
+            server: self.name.clone(),
+            progress: Arc::new(ProgressRoutes::default()),
+            // The shared connection announces list changes; a link's would repeat them.
+            events: broadcast::channel(1).0,
+            refresh,
+            relay: Some(relay.clone()),
+        };
+        let opened = tokio::select! {
+            r = connect::open_link(self, handler) => r,
+            () = self.stop.cancelled() => Err(anyhow::anyhow!("the upstream was stopped")),
+        };
+        let conn = opened.map_err(|e| {
+            tracing::warn!(server = %self.name, session = %on.session.id, error = %e, "opening the session's upstream connection failed");
+            UpstreamError::Transport(self.name.clone())
+        })?;
+        tracing::info!(server = %self.name, session = %on.session.id, protocol = %conn.protocol.as_str(), "session's upstream connection opened");
+        *held = Some(Link {
+            serial: self.serial,
+            conn: conn.clone(),
+            relay: relay.clone(),
+        });
+        Ok((conn, Some(relay)))
     }
 
     fn map_error(&self, e: ServiceError) -> UpstreamError {

@@ -41,7 +41,7 @@ pub use readiness::{
     Cited, DimensionScore, Gate, ServerReadiness, default_grants_reaching_writes,
     is_generic_tool_name, readiness, server_readiness,
 };
-pub use schema::{BuiltinServer, Mode, Profile};
+pub use schema::{BuiltinServer, Connection, Mode, Profile};
 pub use secret::{SecretRef, high_entropy, literal_secret, secret_key, secret_value};
 pub use source_map::SourceMap;
 pub use ssrf::{literal_host_problem, non_public, url_host};

@@ -18,6 +18,20 @@ pub enum Profile {
     Development,
 }
 
+/// How an HTTP upstream's connections are shared among clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Connection {
+    /// One connection for every caller (the default). The upstream cannot reach any one
+    /// client: its log messages are dropped and its sampling and elicitation requests refused.
+    #[default]
+    Shared,
+    /// Each client session gets its own upstream session, opened at its first request. The
+    /// upstream's log messages reach that client, and it may ask that client for sampling and
+    /// elicitation when the client declared them.
+    PerSession,
+}
+
 /// Upstreams compiled into the gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -202,6 +216,7 @@ pub(crate) struct RawServer {
     pub(crate) timeout: Option<String>,
     #[serde(default)]
     pub(crate) allow_private: bool,
+    pub(crate) connection: Option<Connection>,
     pub(crate) credentials: Option<RawCredentials>,
     pub(crate) pin: Option<BTreeMap<String, String>>,
 }

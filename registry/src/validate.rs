@@ -119,6 +119,8 @@ pub struct Server {
     /// True when the operator allows this upstream's URL to name or resolve to a loopback,
     /// private or link-local address.
     pub allow_private: bool,
+    /// Whether client sessions share one upstream connection or each get their own.
+    pub connection: crate::schema::Connection,
     /// Headers sent to the upstream with a secret's value (never the caller's token).
     pub credentials: Vec<Credential>,
     /// Each allowlisted tool's pinned definition digest (`sha256:<hex>`), written by
@@ -289,6 +291,7 @@ impl Server {
         self.source == next.source
             && self.credentials == next.credentials
             && self.allow_private == next.allow_private
+            && self.connection == next.connection
     }
 
     /// True when the resource `uri` may be shown and read.
@@ -645,6 +648,16 @@ fn server(
             None
         }
     };
+    let connection = raw.connection.unwrap_or_default();
+    if connection == crate::schema::Connection::PerSession
+        && !matches!(source, Some(ServerSource::Http { .. }) | None)
+    {
+        problems.push(map.problem(
+            &child(&base, "connection"),
+            "`connection: per_session` needs a server reached by `url`".to_string(),
+            "remove `connection` (a stdio or built-in server is one process every session shares), or serve this upstream over Streamable HTTP",
+        ));
+    }
     let tools_path = child(&base, "tools");
     let mut tools = BTreeMap::new();
     match raw.tools {
@@ -805,6 +818,7 @@ fn server(
         prompts: raw.prompts,
         timeout,
         allow_private: raw.allow_private,
+        connection,
         credentials,
         pins,
     })

@@ -1,6 +1,6 @@
 //! The official MCP conformance suite (`@modelcontextprotocol/conformance`), every server scenario
 //! of every requirement set its release supports, run against `/mcp/fixture` with the gateway
-//! fronting the fixture upstream.
+//! fronting the fixture upstream over per-session upstream connections.
 
 use std::process::Command;
 
@@ -11,7 +11,13 @@ async fn conformance_suite_through_the_gateway() {
     // The suite's 0.1.16 release speaks the initialize-era wire; its fixture upstream does too,
     // so resource subscriptions (gone in 2026-07-28) exist end to end.
     let fx = Fixture::start("legacy").unwrap();
-    let gw = Gateway::start(&fixture_server("fixture", &fx.url)).unwrap();
+    // Per-session upstream connections: the fixture's log messages, sampling and elicitation
+    // requests reach the suite's client that caused them.
+    let gw = Gateway::start(&fixture_server("fixture", &fx.url).replace(
+        "    allow_private: true\n",
+        "    allow_private: true\n    connection: per_session\n",
+    ))
+    .unwrap();
     let front = relay::start(&gw.base, &gw.key).await.unwrap();
     let suite =
         workspace().join("tests/node/node_modules/@modelcontextprotocol/conformance/dist/index.js");

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::handler::{UpstreamEvent, UpstreamHandler};
+use super::handler::{ProgressRoutes, UpstreamEvent, UpstreamHandler};
 use super::{Connection, Upstream};
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
@@ -26,9 +26,10 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
         let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel();
         let handler = UpstreamHandler {
             server: up.name().to_string(),
-            progress: up.progress.clone(),
+            progress: Arc::new(ProgressRoutes::default()),
             events: up.events.clone(),
             refresh: refresh_tx,
+            relay: None,
         };
         let attempt = tokio::select! {
             r = connect(&up, handler) => r,
@@ -95,6 +96,7 @@ async fn connect(up: &Upstream, handler: UpstreamHandler) -> anyhow::Result<Conn
     let modern = ClientLifecycleMode::Discover {
         preferred_versions: vec![ProtocolVersion::V_2026_07_28],
     };
+    let progress = handler.progress.clone();
     let service = match handshake(up, handler.clone(), modern).await {
         Ok(s) => s,
         Err(first) => {
@@ -102,6 +104,21 @@ async fn connect(up: &Upstream, handler: UpstreamHandler) -> anyhow::Result<Conn
             handshake(up, handler, ClientLifecycleMode::Initialize).await?
         }
     };
+    connection(service, progress).await
+}
+
+/// A connection bound to one client session: the `initialize` era only, the revisions in which
+/// an upstream may send the client requests and log messages.
+pub(super) async fn open_link(
+    up: &Upstream,
+    handler: UpstreamHandler,
+) -> anyhow::Result<Connection> {
+    let progress = handler.progress.clone();
+    let service = handshake(up, handler, ClientLifecycleMode::Initialize).await?;
+    connection(service, progress).await
+}
+
+async fn connection(service: Service, progress: Arc<ProgressRoutes>) -> anyhow::Result<Connection> {
     let info = service
         .peer_info()
         .ok_or_else(|| anyhow::anyhow!("no server info after handshake"))?;
@@ -112,6 +129,7 @@ async fn connect(up: &Upstream, handler: UpstreamHandler) -> anyhow::Result<Conn
         peer,
         protocol: info.protocol_version.clone(),
         capabilities: serde_json::to_value(&info.capabilities).unwrap_or_else(|_| json!({})),
+        progress,
         _service: Arc::new(service),
     })
 }
@@ -229,9 +247,10 @@ pub(crate) async fn fetch_definitions(up: &Upstream) -> anyhow::Result<Vec<Tool>
     let (refresh, _ignored) = mpsc::unbounded_channel();
     let handler = UpstreamHandler {
         server: up.name().to_string(),
-        progress: up.progress.clone(),
+        progress: Arc::new(ProgressRoutes::default()),
         events: up.events.clone(),
         refresh,
+        relay: None,
     };
     let conn = connect(up, handler).await?;
     let tools = list_all(up, &conn.peer).await;

@@ -1,18 +1,28 @@
 //! The gateway's side of each upstream connection: what it does with what upstreams send.
 //!
 //! Progress is remapped from the token rmcp chose to the downstream caller's own token and sent
-//! only to that caller. List changes become [`UpstreamEvent`]s. Server-to-client requests
-//! (sampling, elicitation, roots) are refused on shared connections: the gateway does not act as
-//! a model or a user on anyone's behalf.
+//! only to that caller; each connection has its own routes, so one upstream's tokens never reach
+//! another upstream's callers. List changes become [`UpstreamEvent`]s. Server-to-client requests
+//! (sampling, elicitation, roots) are refused and log messages dropped on shared connections:
+//! the gateway does not act as a model or a user on anyone's behalf. On a connection bound to a
+//! client session ([`super::relay`]) log messages, sampling and elicitation go to that client.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProtocolVersion,
-    ResourceUpdatedNotificationParam,
+    ClientConfig, ElicitRequestParams, ElicitResult, Implementation, ProgressNotificationParam,
+    ProtocolVersion, ResourceUpdatedNotificationParam,
 };
-use rmcp::service::NotificationContext;
+#[expect(
+    deprecated,
+    reason = "sampling and logging are deprecated by SEP-2577 but are part of the revisions the gateway serves"
+)]
+use rmcp::model::{
+    CreateMessageRequestParams, CreateMessageResult, LoggingMessageNotificationParam,
+};
+use rmcp::service::{InboundStreamOrigin, NotificationContext, RequestContext};
 use rmcp::{ClientHandler, RoleClient};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
@@ -85,15 +95,96 @@ pub(crate) struct UpstreamHandler {
     pub(crate) events: broadcast::Sender<UpstreamEvent>,
     /// Tells the supervisor to refetch the tool list.
     pub(crate) refresh: mpsc::UnboundedSender<()>,
+    /// The client session a per-session connection belongs to; `None` on a shared one.
+    pub(crate) relay: Option<std::sync::Arc<super::relay::Relay>>,
 }
 
+impl UpstreamHandler {
+    /// Ask the session's client on the upstream's behalf (per-session connections only).
+    async fn ask<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &'static str,
+        capability: &str,
+        params: Value,
+        origin: Option<&InboundStreamOrigin>,
+    ) -> Result<T, McpError> {
+        let Some(relay) = &self.relay else {
+            return Err(McpError::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                format!("the gateway does not relay {capability} on a shared connection"),
+                None,
+            ));
+        };
+        let answer = relay.ask(method, capability, params, origin).await?;
+        serde_json::from_value(answer).map_err(|e| {
+            McpError::internal_error(
+                format!("the client's answer is not a {method} result: {e}"),
+                None,
+            )
+        })
+    }
+}
+
+#[expect(
+    deprecated,
+    reason = "sampling and logging are deprecated by SEP-2577 but are part of the revisions the gateway serves"
+)]
 impl ClientHandler for UpstreamHandler {
     fn get_info(&self) -> ClientConfig {
+        let capabilities = self
+            .relay
+            .as_ref()
+            .map(|r| r.capabilities())
+            .unwrap_or_default();
         ClientConfig::new(
-            ClientCapabilities::default(),
+            capabilities,
             Implementation::new("portcullis", env!("CARGO_PKG_VERSION")),
         )
         .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, McpError> {
+        let params = serde_json::to_value(&params)
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        self.ask(
+            "sampling/createMessage",
+            "sampling",
+            params,
+            context.extensions.get::<InboundStreamOrigin>(),
+        )
+        .await
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, McpError> {
+        let params = serde_json::to_value(&params)
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        self.ask(
+            "elicitation/create",
+            "elicitation",
+            params,
+            context.extensions.get::<InboundStreamOrigin>(),
+        )
+        .await
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        if let Some(relay) = &self.relay
+            && let Ok(params) = serde_json::to_value(&params)
+        {
+            relay.log(params);
+        }
     }
 
     async fn on_progress(

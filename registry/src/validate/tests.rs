@@ -216,6 +216,33 @@ fn a_connection_is_kept_only_for_the_same_source_credentials_and_address_rule() 
         "    credentials: { bearer: env:NOTES_TOKEN }\n    tools:\n",
     ));
     assert!(!running.same_connection(&credential));
+    let per_session =
+        load(&base.replace("    tools:\n", "    connection: per_session\n    tools:\n"));
+    assert_eq!(per_session.connection, crate::Connection::PerSession);
+    assert_eq!(running.connection, crate::Connection::Shared);
+    assert!(!running.same_connection(&per_session));
+}
+
+#[test]
+fn per_session_connections_need_a_url_server() {
+    let p = problems(
+        "servers:\n  notes:\n    builtin: notes\n    connection: per_session\n    tools:\n      search_notes: { class: read }\n",
+    );
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("t.yaml:4:17: `servers.notes.connection`: `connection: per_session` needs a server reached by `url`"),
+        "{}",
+        p[0]
+    );
+    let p = problems(
+        "servers:\n  notes:\n    url: https://notes.example.com/mcp\n    connection: per_user\n    tools: {}\n",
+    );
+    assert!(
+        p[0].starts_with("t.yaml:4:17: `servers.notes.connection`"),
+        "{}",
+        p[0]
+    );
+    assert!(p[0].contains("per_session"), "{}", p[0]);
 }
 
 #[test]
