@@ -872,6 +872,29 @@ mod tests {
         shutdown.cancel();
     }
 
+    /// rmcp numbers progress tokens per connection, from 0: two upstreams' calls routinely
+    /// carry the same token, and one upstream's progress must never reach the other's caller.
+    #[tokio::test]
+    async fn progress_is_routed_per_connection() {
+        let shutdown = CancellationToken::new();
+        let set = Upstreams::start(&servers(&format!("{A}{B}")), setup(), shutdown.clone());
+        assert!(set.wait_connected(Duration::from_secs(5)).await);
+        let a = set.get("a").unwrap().connection().unwrap();
+        let b = set.get("b").unwrap().connection().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        a.progress.insert(json!(0), json!("caller-token"), tx);
+        let progress: rmcp::model::ProgressNotificationParam =
+            serde_json::from_value(json!({ "progressToken": 0, "progress": 1 })).unwrap();
+        b.progress.forward(&progress);
+        assert!(rx.try_recv().is_err(), "b's progress reached a's caller");
+        a.progress.forward(&progress);
+        assert_eq!(
+            rx.try_recv().unwrap()["params"]["progressToken"],
+            "caller-token"
+        );
+        shutdown.cancel();
+    }
+
     fn tool(description: &str) -> Tool {
         serde_json::from_value(json!({
             "name": "lookup",

@@ -142,6 +142,11 @@ impl Fixture {
         self.counter("/cancellations")
     }
 
+    /// How many MCP sessions are open on the fixture now.
+    pub fn sessions(&self) -> u64 {
+        self.counter("/sessions")
+    }
+
     /// How many tool calls have reached the fixture so far.
     pub fn calls(&self) -> u64 {
         self.counter("/calls")

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use portcullis_tests::{Fixture, Gateway, fixture_server, python, workspace};
+use portcullis_tests::{Fixture, Gateway, audit_events, fixture_server, python, workspace};
 
 fn run_client(gw: &Gateway, mode: &str) {
     let script = workspace().join("tests/python/client_e2e.py");
@@ -38,4 +38,105 @@ fn discover_era_client_through_legacy_and_modern_upstreams() {
         let gw = Gateway::start(&fixture_server("fixture", &fx.url)).unwrap();
         run_client(&gw, "2026-07-28");
     }
+}
+
+fn run_relay(gw: &Gateway, mode: &str) {
+    let script = workspace().join("tests/python/session_relay.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(gw.mcp())
+        .arg(&gw.key)
+        .arg(mode)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "session relay ({mode}) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn per_session(server: &str) -> String {
+    server.replace(
+        "    allow_private: true\n",
+        "    allow_private: true\n    connection: per_session\n",
+    )
+}
+
+/// Per-session upstream connections: log messages, sampling and elicitation reach the session
+/// that caused them, never another; each request to a client is audited with its session.
+#[test]
+fn per_session_upstreams_reach_only_their_own_client() {
+    let fx = Fixture::start("legacy").unwrap();
+    let gw = Gateway::start(&per_session(&fixture_server("fixture", &fx.url))).unwrap();
+    assert_eq!(fx.sessions(), 1, "the shared connection's session");
+    run_relay(&gw, "per_session");
+    // Both clients ended their sessions; the gateway ended the upstream sessions it opened for
+    // them, and only the shared connection's remains.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fx.sessions() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} upstream sessions still open",
+            fx.sessions()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let events = audit_events(&gw.audit_file(), "upstream.request");
+    let relayed: Vec<_> = events
+        .iter()
+        .filter(|e| e["outcome"] == "relayed")
+        .collect();
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e["outcome"] == "refused")
+        .collect();
+    // Sampling, elicitation, and the sampling request the client refused.
+    assert_eq!(relayed.len(), 3, "{events:#?}");
+    assert_eq!(refused.len(), 1, "{events:#?}");
+    assert_eq!(
+        refused[0]["reason"], "the client did not declare `sampling`",
+        "{events:#?}"
+    );
+    for e in &events {
+        assert_eq!(e["server"], "fixture");
+        assert!(e["session"].as_str().is_some_and(|s| s.len() == 64), "{e}");
+        assert!(e["identity"]["subject"].as_str().is_some(), "{e}");
+    }
+    for e in &relayed {
+        assert_eq!(e["detail"]["stream"], "call", "{e}");
+    }
+    // The refusal came from a different session than the relayed requests.
+    assert_ne!(refused[0]["session"], relayed[0]["session"]);
+    let methods: Vec<_> = relayed.iter().map(|e| e["method"].clone()).collect();
+    assert_eq!(
+        methods,
+        [
+            "sampling/createMessage",
+            "elicitation/create",
+            "sampling/createMessage"
+        ]
+    );
+}
+
+/// The default shared connection never hands an upstream's messages to a guessed client.
+#[test]
+fn shared_upstreams_never_reach_a_client() {
+    let fx = Fixture::start("legacy").unwrap();
+    let gw = Gateway::start(&fixture_server("fixture", &fx.url)).unwrap();
+    run_relay(&gw, "shared");
+    assert!(audit_events(&gw.audit_file(), "upstream.request").is_empty());
+}
+
+/// Fault injection: a per-session connection cannot be opened (the upstream speaks only the
+/// stateless revision). Calls fail with an error naming the server; nothing runs on the shared
+/// connection instead.
+#[test]
+fn a_per_session_upstream_that_cannot_be_opened_refuses_the_call() {
+    let fx = Fixture::start("modern").unwrap();
+    let gw = Gateway::start(&per_session(&fixture_server("fixture", &fx.url))).unwrap();
+    let before = fx.calls();
+    run_relay(&gw, "unreachable");
+    assert_eq!(fx.calls(), before, "a call reached the upstream");
 }

@@ -66,7 +66,7 @@ impl ProgressRoutes {
         }
     }
 
-    fn forward(&self, p: &ProgressNotificationParam) {
+    pub(super) fn forward(&self, p: &ProgressNotificationParam) {
         let Ok(key) = serde_json::to_value(&p.progress_token) else {
             return;
         };

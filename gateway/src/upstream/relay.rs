@@ -390,6 +390,80 @@ mod tests {
         assert!(pending.register().is_some());
     }
 
+    /// Fault injection: the only required audit sink (the store) loses its table. A request the
+    /// upstream sends the client cannot be recorded, so the client is never asked.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_request_to_the_client_that_cannot_be_recorded_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::Store::open(&url).await.unwrap();
+        let settings = registry::AuditSettings {
+            sinks: vec![registry::AuditSink {
+                kind: registry::SinkKind::Store,
+                required: true,
+            }],
+            redact: Vec::new(),
+            redact_key: None,
+        };
+        let audit = Arc::new(
+            Audit::open(&settings, &store, "test", "sha256:t")
+                .await
+                .unwrap(),
+        );
+        let caller = crate::auth::Caller {
+            subject: "key:alice".into(),
+            identity: Arc::new(policy::Identity::new()),
+            endpoint: None,
+        };
+        let sessions = crate::session::Sessions::new(Duration::from_secs(60));
+        let session = sessions.create(
+            &caller,
+            crate::session::Scope::Federated,
+            "2025-11-25".into(),
+            json!({ "sampling": {} }),
+        );
+        let relay = Arc::new(Relay::new(
+            "fx",
+            &session,
+            Who::of(&caller),
+            Some(audit),
+            Duration::from_secs(5),
+        ));
+        let (sink, mut client) = mpsc::unbounded_channel();
+        let _running = relay.running(RequestId::Number(7), sink);
+        let origin = InboundStreamOrigin::OutboundRequest(RequestId::Number(7));
+        let params = json!({ "messages": [], "maxTokens": 1 });
+
+        // Recorded: the request reaches the call's stream under the gateway's own id, and the
+        // client's answer to that id comes back.
+        let asking = relay.ask(
+            "sampling/createMessage",
+            "sampling",
+            params.clone(),
+            Some(&origin),
+        );
+        let answering = async {
+            let sent = client.recv().await.unwrap();
+            assert_eq!(sent["method"], "sampling/createMessage");
+            assert!(
+                session
+                    .pending
+                    .answer(&sent["id"], Ok(json!({ "ok": true })))
+            );
+        };
+        let (answer, ()) = tokio::join!(asking, answering);
+        assert_eq!(answer.unwrap(), json!({ "ok": true }));
+
+        store.execute_for_test("DROP TABLE audit_events").await;
+        let refused = relay
+            .ask("sampling/createMessage", "sampling", params, Some(&origin))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.message, "the gateway cannot record the request");
+        assert!(client.try_recv().is_err(), "the client was asked");
+        assert!(session.pending.waiting.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn client_errors_keep_their_code_and_message() {
         let e = client_error(&json!({ "code": -1, "message": "User rejected sampling request" }));

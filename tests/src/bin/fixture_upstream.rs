@@ -582,9 +582,10 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         let bound = listener.local_addr()?;
         let shared = fixture.clone();
+        let manager = Arc::new(LocalSessionManager::default());
         let service = StreamableHttpService::new(
             move || Ok(shared.clone()),
-            Arc::new(LocalSessionManager::default()),
+            manager.clone(),
             StreamableHttpServerConfig::default(),
         );
         // `GET /calls`: how many tool calls reached this upstream, so tests can prove a refused
@@ -633,6 +634,14 @@ fn main() -> anyhow::Result<()> {
                     CANCELLATIONS
                         .load(std::sync::atomic::Ordering::SeqCst)
                         .to_string()
+                }),
+            )
+            // `GET /sessions`: how many MCP sessions are open on this upstream, so tests can
+            // see the gateway's per-session connections end with their client sessions.
+            .route(
+                "/sessions",
+                axum::routing::get(move || async move {
+                    manager.sessions.read().await.len().to_string()
                 }),
             )
             // `GET /authorizations`: the `Authorization` headers that reached this upstream, so
