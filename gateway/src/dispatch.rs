@@ -46,6 +46,9 @@ pub(crate) struct Call {
     pub(crate) parent: opentelemetry::Context,
     /// `Mcp-Param-*` headers of a 2026-07-28 request, checked against a tool call's arguments.
     pub(crate) param_headers: Vec<crate::param_headers::Sent>,
+    /// True if the client takes an SSE stream for this request's response (interim messages
+    /// reach it); false for JSON-only requests and batch members.
+    pub(crate) streams: bool,
 }
 
 impl Call {
@@ -61,18 +64,6 @@ impl Call {
         e.session = self.session_id().map(str::to_string);
         e.identity = Some(Who::of(&self.caller));
         e
-    }
-
-    /// The session a forwarded request belongs to, for servers with per-session connections.
-    fn on<'a>(&'a self, sink: Option<&'a mpsc::UnboundedSender<Value>>) -> Option<On<'a>> {
-        match &self.era {
-            Era::Stateful(session) => Some(On {
-                session,
-                caller: &self.caller,
-                sink,
-            }),
-            Era::Stateless => None,
-        }
     }
 
     pub(crate) fn session_id(&self) -> Option<&str> {
@@ -363,6 +354,24 @@ impl Gateway {
         }
     }
 
+    /// The session a forwarded request belongs to, for servers with per-session connections;
+    /// `sink` is the request's response stream, passed on only if the client takes a stream.
+    fn on<'a>(
+        &'a self,
+        call: &'a Call,
+        sink: Option<&'a mpsc::UnboundedSender<Value>>,
+    ) -> Option<On<'a>> {
+        match &call.era {
+            Era::Stateful(session) => Some(On {
+                session,
+                caller: &call.caller,
+                sink: sink.filter(|_| call.streams),
+                levers: &self.levers,
+            }),
+            Era::Stateless => None,
+        }
+    }
+
     /// Resolve a client-facing name to (upstream, upstream-side name) for this scope.
     fn resolve<'a>(&self, scope: &Scope, name: &'a str) -> Option<(Arc<Upstream>, &'a str)> {
         let set = self.upstreams();
@@ -404,7 +413,7 @@ impl Gateway {
                 )
                 .await
             }
-            "resources/read" => self.read_resource(call, params).await,
+            "resources/read" => self.read_resource(call, params, &sink).await,
             "resources/subscribe" | "resources/unsubscribe" if !modern => {
                 self.subscribe(call, method, params).await
             }
@@ -412,8 +421,8 @@ impl Gateway {
                 self.list_upstream(call, "prompts/list", "prompts", "", params.as_ref())
                     .await
             }
-            "prompts/get" => self.get_prompt(call, params).await,
-            "completion/complete" => self.complete(call, params).await,
+            "prompts/get" => self.get_prompt(call, params, &sink).await,
+            "completion/complete" => self.complete(call, params, &sink).await,
             "logging/setLevel" if !modern => self.set_level(call, params).await,
             _ => {
                 let mut e = RpcError::new(METHOD_NOT_FOUND, format!("Method not found: {method}"));
@@ -904,7 +913,7 @@ impl Gateway {
                 Some(Value::Object(fwd)),
                 progress,
                 Some(cancel),
-                call.on(Some(&gone)),
+                self.on(call, Some(&gone)),
             )
             .await;
         drop(running);
@@ -1126,7 +1135,12 @@ impl Gateway {
         })
     }
 
-    async fn read_resource(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
+    async fn read_resource(
+        &self,
+        call: &Call,
+        params: Option<Value>,
+        sink: &mpsc::UnboundedSender<Value>,
+    ) -> Result<Value, RpcError> {
         let modern = call.modern();
         let uri = str_param(&params, "uri")?.to_string();
         let (up, inner) = self
@@ -1146,7 +1160,7 @@ impl Gateway {
                 Some(Value::Object(fwd)),
                 None,
                 None,
-                call.on(None),
+                self.on(call, Some(sink)),
             )
             .await
         {
@@ -1211,7 +1225,12 @@ impl Gateway {
         Ok(json!({}))
     }
 
-    async fn get_prompt(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
+    async fn get_prompt(
+        &self,
+        call: &Call,
+        params: Option<Value>,
+        sink: &mpsc::UnboundedSender<Value>,
+    ) -> Result<Value, RpcError> {
         let name = str_param(&params, "name")?.to_string();
         let (up, inner) = self
             .resolve(&call.scope, &name)
@@ -1228,13 +1247,18 @@ impl Gateway {
             Some(Value::Object(fwd)),
             None,
             None,
-            call.on(None),
+            self.on(call, Some(sink)),
         )
         .await
         .map_err(upstream_error)
     }
 
-    async fn complete(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
+    async fn complete(
+        &self,
+        call: &Call,
+        params: Option<Value>,
+        sink: &mpsc::UnboundedSender<Value>,
+    ) -> Result<Value, RpcError> {
         let none = || Ok(json!({ "completion": { "values": [], "hasMore": false } }));
         let Some(r) = params.as_ref().and_then(|p| p.get("ref")).cloned() else {
             return Err(RpcError::new(INVALID_PARAMS, "missing `ref`"));
@@ -1281,7 +1305,7 @@ impl Gateway {
             Some(Value::Object(fwd)),
             None,
             None,
-            call.on(None),
+            self.on(call, Some(sink)),
         )
         .await
         .map_err(upstream_error)
@@ -1289,17 +1313,39 @@ impl Gateway {
 
     async fn set_level(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
         let level = str_param(&params, "level")?.to_string();
+        if let Era::Stateful(session) = &call.era
+            && let Ok(mut l) = session.log_level.lock()
+        {
+            *l = Some(level.clone());
+        }
         for up in self.scoped(&call.scope) {
-            if up.capabilities().get("logging").is_some()
-                && let Err(e) = up
-                    .request(
-                        "logging/setLevel",
-                        Some(json!({ "level": level })),
-                        None,
-                        None,
-                        call.on(None),
-                    )
-                    .await
+            if !self.may_browse(&call.caller, up.name())
+                || self
+                    .levers
+                    .killed(&call.caller.identity, up.name(), "")
+                    .is_some()
+                || up.capabilities().get("logging").is_none()
+            {
+                continue;
+            }
+            // A per-session server gets the level on the session's own connection: now if it
+            // has one, else when it opens. Shared connections get it now.
+            let on = match up.config().connection {
+                registry::Connection::PerSession => match &call.era {
+                    Era::Stateful(session) if up.linked(session) => self.on(call, None),
+                    _ => continue,
+                },
+                registry::Connection::Shared => None,
+            };
+            if let Err(e) = up
+                .request(
+                    "logging/setLevel",
+                    Some(json!({ "level": level })),
+                    None,
+                    None,
+                    on,
+                )
+                .await
             {
                 tracing::warn!(server = %up.name(), error = %e, "logging/setLevel not relayed");
             }

@@ -306,6 +306,7 @@ async fn post(
             trace_id: None,
             parent: crate::telemetry::extract(&headers, msg_params(&msg)),
             param_headers: Vec::new(),
+            streams: false,
         };
         return answer(gw, call, msg, accepts_sse).await;
     }
@@ -366,6 +367,7 @@ async fn post(
         trace_id: None,
         parent: crate::telemetry::extract(&headers, msg_params(&msg)),
         param_headers: param_headers(&headers),
+        streams: false,
     };
     answer(gw, call, msg, accepts_sse).await
 }
@@ -445,6 +447,7 @@ async fn batch(
             trace_id: None,
             parent: parent.clone(),
             param_headers: Vec::new(),
+            streams: false,
         };
         async move {
             let msg = match jsonrpc::from_value(item) {
@@ -630,6 +633,7 @@ async fn answer(gw: Arc<Gateway>, mut call: Call, msg: Inbound, accepts_sse: boo
                 return listen(gw, call, id, params);
             }
             let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+            call.streams = accepts_sse;
             let protocol = match &call.era {
                 Era::Stateful(s) => s.protocol_version.clone(),
                 Era::Stateless => STATELESS_VERSION.to_string(),
@@ -693,10 +697,8 @@ async fn answer(gw: Arc<Gateway>, mut call: Call, msg: Inbound, accepts_sse: boo
                 }
                 Ok(first) if !accepts_sse => {
                     // The client cannot take a stream: drop interim messages, answer with the
-                    // result. Closing the stream at once tells an upstream asking this client
-                    // something that it cannot be asked.
+                    // result.
                     drop(first);
-                    drop(rx);
                     let joined = task.await;
                     let (status, body) = finish(&id, joined, modern);
                     (status, axum::Json(body)).into_response()

@@ -43,6 +43,9 @@ pub(crate) struct Session {
     pub(crate) links: crate::upstream::Links,
     /// Requests sent to the client on an upstream's behalf, waiting for its answer.
     pub(crate) pending: crate::upstream::Pending,
+    /// The level of the client's last `logging/setLevel`, applied to per-session upstream
+    /// connections opened after it.
+    pub(crate) log_level: std::sync::Mutex<Option<String>>,
     last_seen_ms: AtomicU64,
 }
 
@@ -90,6 +93,7 @@ impl Sessions {
             client_capabilities,
             links: crate::upstream::Links::default(),
             pending: crate::upstream::Pending::default(),
+            log_level: std::sync::Mutex::new(None),
             last_seen_ms: AtomicU64::new(0),
         });
         s.touch(self.epoch);

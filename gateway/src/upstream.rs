@@ -38,8 +38,11 @@ static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(
 pub(crate) struct On<'a> {
     pub(crate) session: &'a Arc<crate::session::Session>,
     pub(crate) caller: &'a crate::auth::Caller,
-    /// The stream of the client's request, for what the upstream sends while it runs.
+    /// The stream of the client's request, for what the upstream sends while it runs; `None`
+    /// if the client takes no stream for it.
     pub(crate) sink: Option<&'a mpsc::UnboundedSender<Value>>,
+    /// Checked before the upstream may ask the client anything.
+    pub(crate) levers: &'a Arc<crate::levers::Levers>,
 }
 
 /// Why an upstream request failed. Every variant names the server in its message.
@@ -671,7 +674,19 @@ impl Upstream {
         let config = self.config();
         let (conn, relay) = match on {
             Some(on) if config.connection == registry::Connection::PerSession => {
-                self.link(on, &config).await?
+                // A cancellation while the session's connection opens stops the request here:
+                // nothing is sent.
+                let opened = match &cancel {
+                    Some(c) => tokio::select! {
+                        r = self.link(on, &config) => r,
+                        () = c.cancelled() => Err(UpstreamError::Cancelled(name.clone())),
+                    },
+                    None => self.link(on, &config).await,
+                }?;
+                if cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
+                    return Err(UpstreamError::Cancelled(name.clone()));
+                }
+                opened
             }
             _ => (self.connection()?, None),
         };
@@ -718,6 +733,11 @@ impl Upstream {
         result_value(&result).ok_or_else(|| UpstreamError::Unreadable(name.clone()))
     }
 
+    /// True if the session has a live connection of its own to this upstream.
+    pub(crate) fn linked(&self, session: &crate::session::Session) -> bool {
+        session.links.has(&self.name, self.serial)
+    }
+
     /// The session's own connection to this upstream, opened now if it has none (or its last
     /// one closed, or was opened for an upstream a reload replaced).
     async fn link(
@@ -731,18 +751,29 @@ impl Upstream {
             .slot(&self.name)
             .ok_or_else(|| UpstreamError::Down(self.name.clone()))?;
         let mut held = slot.lock().await;
-        if let Some(link) = held.as_ref()
+        if let Some(link) = held.link.as_ref()
             && link.serial == self.serial
             && !link.conn.peer.is_transport_closed()
         {
             return Ok((link.conn.clone(), Some(link.relay.clone())));
         }
+        // A stale link (closed, or for a replaced upstream) is dropped, which closes it.
+        held.link = None;
+        if held.backing_off() {
+            return Err(UpstreamError::Down(self.name.clone()));
+        }
+        let stop = self.stop.child_token();
         let relay = Arc::new(Relay::new(
             &self.name,
             on.session,
-            crate::audit::Who::of(on.caller),
+            relay::Owner {
+                who: crate::audit::Who::of(on.caller),
+                identity: on.caller.identity.clone(),
+                levers: on.levers.clone(),
+            },
             self.audit.clone(),
             config.timeout,
+            stop.clone(),
         ));
         let (refresh, _) = mpsc::unbounded_channel();
         let handler = UpstreamHandler {
@@ -753,19 +784,60 @@ impl Upstream {
             refresh,
             relay: Some(relay.clone()),
         };
+        // The whole open (secrets, address checks, handshake) within the server's timeout.
         let opened = tokio::select! {
-            r = connect::open_link(self, handler) => r,
-            () = self.stop.cancelled() => Err(anyhow::anyhow!("the upstream was stopped")),
+            r = tokio::time::timeout(config.timeout, connect::open_link(self, handler)) => {
+                r.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {:?}", config.timeout)))
+            }
+            () = stop.cancelled() => Err(anyhow::anyhow!("the upstream was stopped")),
+            () = on.session.links.closed.cancelled() => Err(anyhow::anyhow!("the session ended")),
         };
-        let conn = opened.map_err(|e| {
-            tracing::warn!(server = %self.name, session = %on.session.id, error = %e, "opening the session's upstream connection failed");
-            UpstreamError::Transport(self.name.clone())
-        })?;
+        let conn = match opened {
+            Ok(c) if !on.session.links.closed.is_cancelled() => c,
+            Ok(_) => return Err(UpstreamError::Down(self.name.clone())),
+            Err(e) => {
+                held.failed = Some(std::time::Instant::now());
+                tracing::warn!(server = %self.name, session = %on.session.id, error = %e, "opening the session's upstream connection failed");
+                return Err(UpstreamError::Transport(self.name.clone()));
+            }
+        };
         tracing::info!(server = %self.name, session = %on.session.id, protocol = %conn.protocol.as_str(), "session's upstream connection opened");
-        *held = Some(Link {
+        // The connection closes when the link is dropped or the upstream stops.
+        let service = conn._service.cancellation_token();
+        let watched = stop.clone();
+        tokio::spawn(async move {
+            watched.cancelled().await;
+            service.cancel();
+        });
+        // The level the client asked for before this connection existed.
+        let level = on.session.log_level.lock().ok().and_then(|l| l.clone());
+        if let Some(level) = level
+            && conn.protocol.has_initialize()
+        {
+            let request: Result<ClientRequest, _> = serde_json::from_value(
+                json!({ "method": "logging/setLevel", "params": { "level": level } }),
+            );
+            let options = PeerRequestOptions::with_timeout(config.timeout);
+            let sent = match request {
+                Ok(request) => match conn.peer.send_request_with_option(request, options).await {
+                    Ok(handle) => handle.await_response().await.map(drop),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(ServiceError::McpError(rmcp::ErrorData::internal_error(
+                    e.to_string(),
+                    None,
+                ))),
+            };
+            if let Err(e) = sent {
+                tracing::warn!(server = %self.name, error = %e, "logging/setLevel not relayed");
+            }
+        }
+        held.failed = None;
+        held.link = Some(Link {
             serial: self.serial,
             conn: conn.clone(),
             relay: relay.clone(),
+            _close: stop.drop_guard(),
         });
         Ok((conn, Some(relay)))
     }

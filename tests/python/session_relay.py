@@ -91,7 +91,7 @@ async def per_session(http, url):
             await b.call_tool("fixture__test_sampling", {"prompt": "never asked"})
             raise AssertionError("a client without sampling was asked to sample")
         except Exception as e:
-            assert "does not support sampling" in str(e), e
+            assert "did not declare `sampling`" in str(e), e
         assert ("sampling", "never asked") not in asked, asked
         assert len(asked) == 3, asked
 

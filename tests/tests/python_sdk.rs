@@ -104,8 +104,20 @@ fn per_session_upstreams_reach_only_their_own_client() {
         assert!(e["session"].as_str().is_some_and(|s| s.len() == 64), "{e}");
         assert!(e["identity"]["subject"].as_str().is_some(), "{e}");
     }
-    for e in &relayed {
-        assert_eq!(e["detail"]["stream"], "call", "{e}");
+    // How each relayed request ended: two answered, one refused by the client.
+    let ended = audit_events(&gw.audit_file(), "upstream.answer");
+    let outcomes: Vec<_> = ended.iter().map(|e| e["outcome"].clone()).collect();
+    assert_eq!(
+        outcomes,
+        ["answered", "answered", "client_error"],
+        "{ended:#?}"
+    );
+    assert_eq!(ended[2]["reason"], "User rejected sampling request");
+    for (asked, answered) in relayed.iter().zip(&ended) {
+        assert_eq!(
+            asked["detail"]["client_request_id"],
+            answered["detail"]["client_request_id"]
+        );
     }
     // The refusal came from a different session than the relayed requests.
     assert_ne!(refused[0]["session"], relayed[0]["session"]);

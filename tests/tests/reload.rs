@@ -238,3 +238,38 @@ async fn a_reload_that_cannot_be_recorded_does_not_happen() {
     }
     assert_eq!(c.tool_names().await, vec!["fixture__echo"]);
 }
+
+/// A reload that removes a `connection: per_session` server closes the upstream sessions the
+/// gateway opened for its clients, not just the shared connection: the removed server can no
+/// longer reach those clients.
+#[tokio::test]
+async fn removing_a_per_session_server_closes_its_sessions_connections() {
+    let fx = Fixture::start("legacy").unwrap();
+    let server = fixture(&fx.url, &[("echo", "read")]).replace(
+        "    allow_private: true\n",
+        "    allow_private: true\n    connection: per_session\n",
+    );
+    let gw = Gateway::start(&server).unwrap();
+    let mut c = Raw::new(gw.mcp(), &gw.key);
+    c.init().await;
+    assert_eq!(echo(&c).await["result"]["content"][0]["text"], "hi");
+    // The shared connection and this session's own.
+    assert_eq!(fx.sessions(), 2);
+
+    let cfg = std::fs::read_to_string(gw.config()).unwrap();
+    let (top, _servers) = cfg.split_once("servers:\n").unwrap();
+    std::fs::write(gw.config(), format!("{top}servers: {{}}\n")).unwrap();
+    gw.signal("HUP");
+    assert_eq!(nth_reload(&gw, 1).await["outcome"], "applied");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fx.sessions() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} upstream sessions still open",
+            fx.sessions()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The client's session goes on; the server is gone for it.
+    assert_eq!(echo(&c).await["error"]["code"], -32602);
+}

@@ -106,7 +106,7 @@ impl UpstreamHandler {
         method: &'static str,
         capability: &str,
         params: Value,
-        origin: Option<&InboundStreamOrigin>,
+        context: &RequestContext<RoleClient>,
     ) -> Result<T, McpError> {
         let Some(relay) = &self.relay else {
             return Err(McpError::new(
@@ -115,7 +115,10 @@ impl UpstreamHandler {
                 None,
             ));
         };
-        let answer = relay.ask(method, capability, params, origin).await?;
+        let origin = context.extensions.get::<InboundStreamOrigin>();
+        let answer = relay
+            .ask(method, capability, params, origin, context.ct.clone())
+            .await?;
         serde_json::from_value(answer).map_err(|e| {
             McpError::internal_error(
                 format!("the client's answer is not a {method} result: {e}"),
@@ -150,13 +153,8 @@ impl ClientHandler for UpstreamHandler {
     ) -> Result<CreateMessageResult, McpError> {
         let params = serde_json::to_value(&params)
             .map_err(|e| McpError::internal_error(e.to_string(), None))?;
-        self.ask(
-            "sampling/createMessage",
-            "sampling",
-            params,
-            context.extensions.get::<InboundStreamOrigin>(),
-        )
-        .await
+        self.ask("sampling/createMessage", "sampling", params, &context)
+            .await
     }
 
     async fn create_elicitation(
@@ -166,13 +164,8 @@ impl ClientHandler for UpstreamHandler {
     ) -> Result<ElicitResult, McpError> {
         let params = serde_json::to_value(&params)
             .map_err(|e| McpError::internal_error(e.to_string(), None))?;
-        self.ask(
-            "elicitation/create",
-            "elicitation",
-            params,
-            context.extensions.get::<InboundStreamOrigin>(),
-        )
-        .await
+        self.ask("elicitation/create", "elicitation", params, &context)
+            .await
     }
 
     async fn on_logging_message(

@@ -5,41 +5,68 @@
 //! per-session connection (a [`Link`]) belongs to exactly one client session, so what arrives on
 //! it can go to that client and no other:
 //!
-//! - log messages go to the session's most recent call still running on the link, else to the
-//!   session's GET stream;
-//! - sampling and elicitation requests go to the client on the stream of the call that caused
-//!   them (rmcp marks each request with the upstream POST stream it arrived on), else on the
-//!   session's GET stream; only if the client declared the capability, with the client's answer
-//!   (routed back by [`Pending`]) returned to the upstream. Each is audited, and refused when it
-//!   cannot be recorded.
+//! - log messages go to the session's most recent call still running on the link (if the client
+//!   takes a stream for it), else to the session's GET stream;
+//! - a sampling or elicitation request goes to the client only on the stream of the call that
+//!   caused it (rmcp marks each request with the upstream POST stream it arrived on), only if the
+//!   client declared the capability, and only while the server is neither stopped nor killed
+//!   for the caller; the client's answer (routed back by [`Pending`]) goes to the upstream. A
+//!   request tied to no running call is refused: it would have to be broadcast to the session's
+//!   GET streams. Each relayed request is audited before the client is asked (refused if it
+//!   cannot be recorded), and so is how it ended.
 //!
 //! The link declares to the upstream only the sampling and elicitation capabilities the client
-//! declared at `initialize`. Links are opened at the session's first request to the server and
-//! closed with the session.
+//! declared at `initialize` (sampling without `context`: the gateway does not let one server ask
+//! for the context of others). Links open at the session's first request to the server and close
+//! with the session, or when the upstream is stopped or replaced.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use policy::Identity;
 use rmcp::ErrorData as McpError;
 use rmcp::model::{ClientCapabilities, ErrorCode, RequestId};
 use rmcp::service::InboundStreamOrigin;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::Connection;
 use crate::audit::{Audit, Event, Who};
 use crate::jsonrpc;
+use crate::levers::Levers;
 use crate::session::Session;
 
 /// How many server-to-client requests of one session may wait for the client at once.
 const MAX_PENDING: usize = 64;
 
+/// After a link failed to open, requests fail at once for this long instead of each waiting out
+/// another handshake.
+const OPEN_BACKOFF: Duration = Duration::from_secs(1);
+
 /// One session's upstream links, by server name.
 #[derive(Default)]
 pub(crate) struct Links {
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Link>>>>>,
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// Cancelled when the session ends: no link opens after that, and requests waiting for the
+    /// client stop waiting.
+    pub(super) closed: CancellationToken,
+}
+
+/// A server's link in one session, or when it last failed to open.
+#[derive(Default)]
+pub(super) struct Slot {
+    pub(super) link: Option<Link>,
+    pub(super) failed: Option<std::time::Instant>,
+}
+
+impl Slot {
+    /// True if the last attempt failed too recently to try again.
+    pub(super) fn backing_off(&self) -> bool {
+        self.failed.is_some_and(|at| at.elapsed() < OPEN_BACKOFF)
+    }
 }
 
 impl std::fmt::Debug for Links {
@@ -54,29 +81,48 @@ impl std::fmt::Debug for Links {
 }
 
 impl Links {
-    /// The slot for `server`, created empty if need be. Opening a link holds only its own
-    /// slot, so a slow upstream does not hold up the session's other servers.
-    pub(super) fn slot(&self, server: &str) -> Option<Arc<tokio::sync::Mutex<Option<Link>>>> {
+    /// The slot for `server`, created empty if need be; `None` once the session has ended.
+    /// Opening a link holds only its own slot, so a slow upstream does not hold up the session's
+    /// other servers.
+    pub(super) fn slot(&self, server: &str) -> Option<Arc<tokio::sync::Mutex<Slot>>> {
         let mut slots = self.slots.lock().ok()?;
+        if self.closed.is_cancelled() {
+            return None;
+        }
         Some(slots.entry(server.to_string()).or_default().clone())
     }
 
-    /// Close every link (the session ended).
+    /// True if the session has a live link to the upstream with this serial (not waiting for
+    /// one being opened).
+    pub(super) fn has(&self, server: &str, serial: u64) -> bool {
+        let slot = self.slots.lock().ok().and_then(|s| s.get(server).cloned());
+        slot.is_some_and(|slot| {
+            slot.try_lock().is_ok_and(|s| {
+                s.link
+                    .as_ref()
+                    .is_some_and(|l| l.serial == serial && !l.conn.peer.is_transport_closed())
+            })
+        })
+    }
+
+    /// Close every link (the session ended). Dropping a link cancels its connection.
     pub(crate) fn close(&self) {
         if let Ok(mut slots) = self.slots.lock() {
+            self.closed.cancel();
             slots.clear();
         }
     }
 }
 
 /// A live per-session connection to one upstream.
-#[derive(Clone)]
 pub(super) struct Link {
     /// The [`super::Upstream::serial`] it was opened for: an upstream replaced by a reload
     /// (new source or credentials) gets new links.
     pub(super) serial: u64,
     pub(super) conn: Connection,
     pub(super) relay: Arc<Relay>,
+    /// Cancels the connection when the link is dropped (session ended, link replaced).
+    pub(super) _close: DropGuard,
 }
 
 /// Server-to-client requests waiting for the client's answer, by the id the gateway gave them.
@@ -136,17 +182,34 @@ impl Pending {
     }
 }
 
+/// A call running on a link whose client takes a stream: the upstream's request id, the
+/// client's response stream, and a token cancelled when the call ends.
+struct Call {
+    id: RequestId,
+    sink: mpsc::UnboundedSender<Value>,
+    ended: CancellationToken,
+}
+
+/// Whom a link acts for: the session's caller, checked against the kill switch at each request.
+pub(super) struct Owner {
+    pub(super) who: Who,
+    pub(super) identity: Arc<Identity>,
+    pub(super) levers: Arc<Levers>,
+}
+
 /// The session side of one link: who it belongs to and where its messages go.
 pub(crate) struct Relay {
     server: String,
     session: Weak<Session>,
-    who: Who,
+    owner: Owner,
     audit: Option<Arc<Audit>>,
-    /// How long the client may take to answer (the server's request timeout).
+    /// How long the client may take to answer (the server's request timeout, which also bounds
+    /// the call that is waiting).
     timeout: Duration,
-    /// Calls running on the link, oldest first: the upstream request id and the stream of the
-    /// client's request that caused it.
-    calls: Mutex<Vec<(RequestId, mpsc::UnboundedSender<Value>)>>,
+    /// Cancelled when the upstream is stopped (removed or replaced by a reload, or shutdown).
+    stop: CancellationToken,
+    /// Calls running on the link, oldest first.
+    calls: Mutex<Vec<Call>>,
 }
 
 /// Removes a call from its link's running calls when it ends.
@@ -158,44 +221,61 @@ pub(super) struct Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Ok(mut calls) = self.relay.calls.lock() {
-            calls.retain(|(id, _)| *id != self.id);
+            calls.retain(|c| {
+                let ended = c.id == self.id;
+                if ended {
+                    c.ended.cancel();
+                }
+                !ended
+            });
         }
     }
+}
+
+/// The client's capabilities a link declares: `sampling` (without `context`) and
+/// `elicitation`, each only if the client declared it as an object.
+fn relayable(declared: &Value) -> serde_json::Map<String, Value> {
+    let mut caps = serde_json::Map::new();
+    for key in ["sampling", "elicitation"] {
+        if let Some(Value::Object(v)) = declared.get(key) {
+            let mut v = v.clone();
+            if key == "sampling" {
+                v.remove("context");
+            }
+            caps.insert(key.to_string(), Value::Object(v));
+        }
+    }
+    caps
 }
 
 impl Relay {
     pub(super) fn new(
         server: &str,
         session: &Arc<Session>,
-        who: Who,
+        owner: Owner,
         audit: Option<Arc<Audit>>,
         timeout: Duration,
+        stop: CancellationToken,
     ) -> Relay {
         Relay {
             server: server.to_string(),
             session: Arc::downgrade(session),
-            who,
+            owner,
             audit,
             timeout,
+            stop,
             calls: Mutex::new(Vec::new()),
         }
     }
 
-    /// What the link declares to the upstream: the client's own sampling and elicitation
-    /// capabilities, nothing else.
+    /// What the link declares to the upstream.
     pub(super) fn capabilities(&self) -> ClientCapabilities {
         let declared = self
             .session
             .upgrade()
             .map(|s| s.client_capabilities.clone())
             .unwrap_or(Value::Null);
-        let mut caps = serde_json::Map::new();
-        for key in ["sampling", "elicitation"] {
-            if let Some(v) = declared.get(key).filter(|v| v.is_object()) {
-                caps.insert(key.to_string(), v.clone());
-            }
-        }
-        serde_json::from_value(Value::Object(caps)).unwrap_or_default()
+        serde_json::from_value(Value::Object(relayable(&declared))).unwrap_or_default()
     }
 
     /// Note a call running on the link, until the returned guard drops.
@@ -205,7 +285,11 @@ impl Relay {
         sink: mpsc::UnboundedSender<Value>,
     ) -> Running {
         if let Ok(mut calls) = self.calls.lock() {
-            calls.push((id.clone(), sink));
+            calls.push(Call {
+                id: id.clone(),
+                sink,
+                ended: CancellationToken::new(),
+            });
         }
         Running {
             relay: self.clone(),
@@ -213,9 +297,24 @@ impl Relay {
         }
     }
 
-    fn sink_for(&self, id: &RequestId) -> Option<mpsc::UnboundedSender<Value>> {
-        let calls = self.calls.lock().ok()?;
-        calls.iter().find(|(i, _)| i == id).map(|(_, s)| s.clone())
+    /// The running call `id`. A request can arrive a moment before the call that caused it is
+    /// noted (the upstream answers as soon as rmcp has sent it), so this waits briefly.
+    async fn call(
+        &self,
+        id: &RequestId,
+    ) -> Option<(mpsc::UnboundedSender<Value>, CancellationToken)> {
+        for _ in 0..20 {
+            if let Some(found) = self.calls.lock().ok().and_then(|calls| {
+                calls
+                    .iter()
+                    .find(|c| c.id == *id)
+                    .map(|c| (c.sink.clone(), c.ended.clone()))
+            }) {
+                return Some(found);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
     }
 
     fn latest_sink(&self) -> Option<mpsc::UnboundedSender<Value>> {
@@ -223,13 +322,16 @@ impl Relay {
         calls
             .iter()
             .rev()
-            .find(|(_, s)| !s.is_closed())
-            .map(|(_, s)| s.clone())
+            .find(|c| !c.sink.is_closed())
+            .map(|c| c.sink.clone())
     }
 
     /// An upstream log message: to the session's latest running call on this link, else to its
-    /// GET stream (dropped if it has none).
+    /// GET stream (dropped if it has none). Nothing once the server is stopped or killed.
     pub(super) fn log(&self, params: Value) {
+        if self.stop.is_cancelled() || self.killed().is_some() {
+            return;
+        }
         let message = jsonrpc::notification("notifications/message", params);
         if let Some(sink) = self.latest_sink()
             && sink.send(message.clone()).is_ok()
@@ -241,55 +343,105 @@ impl Relay {
         }
     }
 
-    /// Ask the client on the upstream's behalf and return its answer. `capability` is the
-    /// client capability the request needs.
+    fn killed(&self) -> Option<crate::levers::Killed> {
+        self.owner
+            .levers
+            .killed(&self.owner.identity, &self.server, "")
+    }
+
+    /// Why the client may not be asked this, if it may not.
+    fn refusal(
+        &self,
+        session: &Session,
+        method: &str,
+        capability: &str,
+        params: &Value,
+    ) -> Option<String> {
+        if self.stop.is_cancelled() {
+            return Some("the server's connection is closing".into());
+        }
+        if let Some(k) = self.killed() {
+            return Some(format!("the kill switch is engaged: {k}"));
+        }
+        let declared = relayable(&session.client_capabilities);
+        let Some(cap) = declared.get(capability) else {
+            return Some(format!("the client did not declare `{capability}`"));
+        };
+        if method == "elicitation/create"
+            && params.get("mode").and_then(Value::as_str) == Some("url")
+            && cap.get("url").is_none()
+        {
+            return Some("the client did not declare URL-mode elicitation".into());
+        }
+        None
+    }
+
+    /// Ask the session's client on the upstream's behalf and return its answer. `capability` is
+    /// the client capability the request needs; `origin` says which upstream stream it came
+    /// on; `withdrawn` is cancelled if the upstream cancels its request.
     pub(super) async fn ask(
         &self,
         method: &'static str,
         capability: &str,
-        params: Value,
+        mut params: Value,
         origin: Option<&InboundStreamOrigin>,
+        withdrawn: CancellationToken,
     ) -> Result<Value, McpError> {
-        let refuse = |code: ErrorCode, why: String| McpError::new(code, why, None);
+        let fail = |code: ErrorCode, why: String| McpError::new(code, why, None);
         let Some(session) = self.session.upgrade() else {
-            return Err(refuse(
+            return Err(fail(
                 ErrorCode::INTERNAL_ERROR,
                 "the client's session has ended".into(),
             ));
         };
         let mut e = Event::new("upstream.request");
         e.session = Some(session.id.clone());
-        e.identity = Some(self.who.clone());
+        e.identity = Some(self.owner.who.clone());
         e.server = Some(self.server.clone());
         e.method = Some(method.to_string());
-        if session.client_capabilities.get(capability).is_none() {
+        let call = match origin {
+            Some(InboundStreamOrigin::OutboundRequest(id)) => self.call(id).await,
+            _ => None,
+        };
+        let why = self
+            .refusal(&session, method, capability, &params)
+            .or_else(|| {
+                call.is_none().then(|| {
+                    "the request is tied to no running call whose client takes a stream".into()
+                })
+            });
+        let (Some((sink, ended)), None) = (call, why.as_ref()) else {
+            let why = why.unwrap_or_default();
             e.outcome = Some("refused");
-            e.reason = Some(format!("the client did not declare `{capability}`"));
+            e.reason = Some(why.clone());
             self.note(e);
-            return Err(refuse(
-                ErrorCode::METHOD_NOT_FOUND,
-                format!("the client does not support {capability}"),
-            ));
+            tracing::info!(server = %self.server, session = %session.id, %method, reason = %why, "request to the client refused");
+            let code = if why.contains("did not declare") {
+                ErrorCode::METHOD_NOT_FOUND
+            } else {
+                ErrorCode::INVALID_REQUEST
+            };
+            return Err(fail(code, why));
+        };
+        if method == "sampling/createMessage"
+            && let Some(p) = params.as_object_mut()
+            && p.get("includeContext").is_some_and(|c| c != "none")
+        {
+            // The client's context is every server's; this server gets none of it.
+            p.insert("includeContext".into(), json!("none"));
         }
         let Some(mut waiting) = session.pending.register() else {
             e.outcome = Some("refused");
             e.reason = Some("too many requests already wait for the client".into());
             self.note(e);
-            return Err(refuse(
+            return Err(fail(
                 ErrorCode::INTERNAL_ERROR,
                 "too many requests already wait for the client".into(),
             ));
         };
-        // The stream of the call that caused the request; a request that arrived outside any
-        // call goes on the session's GET stream.
-        let sink = match origin {
-            Some(InboundStreamOrigin::OutboundRequest(call)) => self.sink_for(call),
-            _ => None,
-        };
         e.outcome = Some("relayed");
         e.detail = Some(json!({
             "client_request_id": waiting.id,
-            "stream": if sink.is_some() { "call" } else { "session" },
             "request_bytes": params.to_string().len(),
         }));
         if let Some(audit) = &self.audit
@@ -297,41 +449,60 @@ impl Relay {
         {
             tracing::error!(server = %self.server, %method, error = %err, "audit log cannot record a request to the client; refused");
             crate::metrics::get().fail_closed("audit_unavailable");
-            return Err(refuse(
+            return Err(fail(
                 ErrorCode::INTERNAL_ERROR,
                 "the gateway cannot record the request".into(),
             ));
         }
         let message =
             json!({ "jsonrpc": "2.0", "id": waiting.id, "method": method, "params": params });
-        let sent = match &sink {
-            Some(s) => s.send(message).is_ok(),
-            None => session.events.send(message).is_ok(),
-        };
-        if !sent {
-            return Err(refuse(
-                ErrorCode::INTERNAL_ERROR,
-                "the client has no open stream to take the request".into(),
-            ));
-        }
-        let closed = async {
-            match &sink {
-                Some(s) => s.closed().await,
-                None => std::future::pending().await,
+        let closed = |why: &str| ("closed", fail(ErrorCode::INTERNAL_ERROR, why.to_string()));
+        let outcome: Result<Value, (&'static str, McpError)> = if sink.send(message).is_err() {
+            Err(closed("the client's request ended before it was asked"))
+        } else {
+            tokio::select! {
+                r = &mut waiting.answer => match r {
+                    Ok(Ok(result)) => Ok(result),
+                    Ok(Err(error)) => Err(("client_error", client_error(&error))),
+                    Err(_) => Err(closed("the client's session has ended")),
+                },
+                () = ended.cancelled() => Err(closed("the call that caused the request ended")),
+                () = session.links.closed.cancelled() => Err(closed("the client's session has ended")),
+                () = self.stop.cancelled() => Err(closed("the server's connection is closing")),
+                () = withdrawn.cancelled() => {
+                    let note = jsonrpc::notification(
+                        "notifications/cancelled",
+                        json!({ "requestId": waiting.id, "reason": "withdrawn by the server" }),
+                    );
+                    let _ = sink.send(note);
+                    Err(("cancelled", fail(ErrorCode::INTERNAL_ERROR, "the server withdrew the request".into())))
+                }
+                () = tokio::time::sleep(self.timeout) => Err(("timeout", fail(
+                    ErrorCode::INTERNAL_ERROR,
+                    format!("the client did not answer within {:?}", self.timeout),
+                ))),
             }
         };
-        tokio::select! {
-            r = &mut waiting.answer => match r {
-                Ok(Ok(result)) => Ok(result),
-                Ok(Err(error)) => Err(client_error(&error)),
-                Err(_) => Err(refuse(ErrorCode::INTERNAL_ERROR, "the client's session has ended".into())),
-            },
-            () = closed => Err(refuse(ErrorCode::INTERNAL_ERROR, "the client's request ended before it answered".into())),
-            () = tokio::time::sleep(self.timeout) => Err(refuse(
-                ErrorCode::INTERNAL_ERROR,
-                format!("the client did not answer within {:?}", self.timeout),
-            )),
+        let mut done = Event::new("upstream.answer");
+        done.session = Some(session.id.clone());
+        done.identity = Some(self.owner.who.clone());
+        done.server = Some(self.server.clone());
+        done.method = Some(method.to_string());
+        done.detail = Some(json!({ "client_request_id": waiting.id }));
+        match &outcome {
+            Ok(result) => {
+                done.outcome = Some("answered");
+                if let Some(d) = done.detail.as_mut().and_then(Value::as_object_mut) {
+                    d.insert("response_bytes".into(), json!(result.to_string().len()));
+                }
+            }
+            Err((kind, err)) => {
+                done.outcome = Some(kind);
+                done.reason = Some(err.message.to_string());
+            }
         }
+        self.note(done);
+        outcome.map_err(|(_, err)| err)
     }
 
     fn note(&self, e: Event) {
@@ -422,12 +593,23 @@ mod tests {
             "2025-11-25".into(),
             json!({ "sampling": {} }),
         );
+        let settings = registry::load_str("t.yaml", "servers: {}\n")
+            .unwrap()
+            .settings;
+        let levers = Arc::new(Levers::new(store.clone(), &settings));
+        levers.refresh().await.unwrap();
+        let stop = CancellationToken::new();
         let relay = Arc::new(Relay::new(
             "fx",
             &session,
-            Who::of(&caller),
+            Owner {
+                who: Who::of(&caller),
+                identity: caller.identity.clone(),
+                levers: levers.clone(),
+            },
             Some(audit),
             Duration::from_secs(5),
+            stop.clone(),
         ));
         let (sink, mut client) = mpsc::unbounded_channel();
         let _running = relay.running(RequestId::Number(7), sink);
@@ -441,6 +623,7 @@ mod tests {
             "sampling",
             params.clone(),
             Some(&origin),
+            CancellationToken::new(),
         );
         let answering = async {
             let sent = client.recv().await.unwrap();
@@ -451,17 +634,198 @@ mod tests {
                     .answer(&sent["id"], Ok(json!({ "ok": true })))
             );
         };
-        let (answer, ()) = tokio::join!(asking, answering);
+        let (answer, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(asking, answering)
+        })
+        .await
+        .expect("the relayed request was not answered");
         assert_eq!(answer.unwrap(), json!({ "ok": true }));
+
+        // The server's kill switch: the client is not asked.
+        store
+            .set_switch("server", "fx", true, "test", "operator:test")
+            .await
+            .unwrap();
+        levers.refresh().await.unwrap();
+        let killed = relay
+            .ask(
+                "sampling/createMessage",
+                "sampling",
+                params.clone(),
+                Some(&origin),
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        assert!(killed.message.contains("kill switch"), "{}", killed.message);
+        assert!(client.try_recv().is_err(), "the client was asked");
+        store
+            .set_switch("server", "fx", false, "test", "operator:test")
+            .await
+            .unwrap();
+        levers.refresh().await.unwrap();
 
         store.execute_for_test("DROP TABLE audit_events").await;
         let refused = relay
-            .ask("sampling/createMessage", "sampling", params, Some(&origin))
+            .ask(
+                "sampling/createMessage",
+                "sampling",
+                params,
+                Some(&origin),
+                CancellationToken::new(),
+            )
             .await
             .unwrap_err();
         assert_eq!(refused.message, "the gateway cannot record the request");
         assert!(client.try_recv().is_err(), "the client was asked");
         assert!(session.pending.waiting.lock().unwrap().is_empty());
+
+        // A request tied to no running call, or arriving once the server is stopped, is refused.
+        let unassociated = relay
+            .ask(
+                "sampling/createMessage",
+                "sampling",
+                json!({}),
+                Some(&InboundStreamOrigin::Unassociated),
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            unassociated.message.contains("no running call"),
+            "{}",
+            unassociated.message
+        );
+        stop.cancel();
+        let stopped = relay
+            .ask(
+                "sampling/createMessage",
+                "sampling",
+                json!({}),
+                Some(&origin),
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        assert!(stopped.message.contains("closing"), "{}", stopped.message);
+        assert!(client.try_recv().is_err(), "the client was asked");
+    }
+
+    /// A request the upstream withdraws stops waiting, and the client is told with
+    /// `notifications/cancelled` for the gateway's id; the call ending stops it too.
+    #[tokio::test]
+    async fn a_withdrawn_request_is_cancelled_at_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::Store::open(&url).await.unwrap();
+        let settings = registry::load_str("t.yaml", "servers: {}\n")
+            .unwrap()
+            .settings;
+        let levers = Arc::new(Levers::new(store.clone(), &settings));
+        levers.refresh().await.unwrap();
+        let caller = crate::auth::Caller {
+            subject: "key:alice".into(),
+            identity: Arc::new(policy::Identity::new()),
+            endpoint: None,
+        };
+        let sessions = crate::session::Sessions::new(Duration::from_secs(60));
+        let session = sessions.create(
+            &caller,
+            crate::session::Scope::Federated,
+            "2025-11-25".into(),
+            json!({ "elicitation": {} }),
+        );
+        let relay = Arc::new(Relay::new(
+            "fx",
+            &session,
+            Owner {
+                who: Who::of(&caller),
+                identity: caller.identity.clone(),
+                levers,
+            },
+            None,
+            Duration::from_secs(30),
+            CancellationToken::new(),
+        ));
+        let (sink, mut client) = mpsc::unbounded_channel();
+        let running = relay.running(RequestId::Number(1), sink);
+        let origin = InboundStreamOrigin::OutboundRequest(RequestId::Number(1));
+        let withdrawn = CancellationToken::new();
+        let params = json!({ "message": "name?", "requestedSchema": { "type": "object", "properties": {} } });
+        let asking = relay.ask(
+            "elicitation/create",
+            "elicitation",
+            params.clone(),
+            Some(&origin),
+            withdrawn.clone(),
+        );
+        let withdrawing = async {
+            let sent = client.recv().await.unwrap();
+            withdrawn.cancel();
+            sent["id"].clone()
+        };
+        let (r, id) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(asking, withdrawing)
+        })
+        .await
+        .unwrap();
+        assert!(r.unwrap_err().message.contains("withdrew"));
+        let note = client.recv().await.unwrap();
+        assert_eq!(note["method"], "notifications/cancelled");
+        assert_eq!(note["params"]["requestId"], id);
+
+        // URL-mode elicitation needs `elicitation.url`.
+        let url_mode =
+            json!({ "mode": "url", "message": "go", "url": "https://x", "elicitationId": "e" });
+        let refused = relay
+            .ask(
+                "elicitation/create",
+                "elicitation",
+                url_mode,
+                Some(&origin),
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        assert!(refused.message.contains("URL-mode"), "{}", refused.message);
+
+        // The call ends while the client has not answered: the wait ends with it.
+        let asking = relay.ask(
+            "elicitation/create",
+            "elicitation",
+            params,
+            Some(&origin),
+            CancellationToken::new(),
+        );
+        let ending = async {
+            client.recv().await.unwrap();
+            drop(running);
+        };
+        let (r, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(asking, ending)
+        })
+        .await
+        .unwrap();
+        assert!(
+            r.unwrap_err()
+                .message
+                .contains("call that caused the request ended")
+        );
+    }
+
+    #[test]
+    fn sampling_context_is_never_declared_to_an_upstream() {
+        let caps = relayable(&json!({
+            "sampling": { "context": {}, "tools": {} },
+            "elicitation": { "form": {} },
+            "roots": { "listChanged": true },
+            "experimental": {}
+        }));
+        assert_eq!(
+            Value::Object(caps),
+            json!({ "sampling": { "tools": {} }, "elicitation": { "form": {} } })
+        );
+        assert!(relayable(&json!({ "sampling": null, "elicitation": true })).is_empty());
     }
 
     #[test]
