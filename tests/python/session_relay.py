@@ -19,6 +19,7 @@ import sys
 import mcp.types as types
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 LOGS = ["Tool execution started", "Tool processing data", "Tool execution completed"]
@@ -83,14 +84,14 @@ async def per_session(http, url):
         try:
             await a.call_tool("fixture__test_sampling", {"prompt": "refuse me"})
             raise AssertionError("a refused sampling request let the tool succeed")
-        except Exception as e:
+        except MCPError as e:
             assert "User rejected sampling request" in str(e), e
 
         # B declared no sampling: the gateway does not ask it, and the upstream is told so.
         try:
             await b.call_tool("fixture__test_sampling", {"prompt": "never asked"})
             raise AssertionError("a client without sampling was asked to sample")
-        except Exception as e:
+        except MCPError as e:
             assert "did not declare `sampling`" in str(e), e
         assert ("sampling", "never asked") not in asked, asked
         assert len(asked) == 3, asked
@@ -115,7 +116,7 @@ async def shared(http, url):
         try:
             await c.call_tool("fixture__test_sampling", {"prompt": "hello"})
             raise AssertionError("sampling was relayed over a shared connection")
-        except Exception as e:
+        except MCPError as e:
             assert "fixture" in str(e), e
         assert asked == [], asked
 
@@ -128,7 +129,7 @@ async def unreachable(http, url):
             try:
                 await c.call_tool("fixture__echo", {"text": "hi"})
                 raise AssertionError("the call ran without the session's upstream connection")
-            except Exception as e:
+            except MCPError as e:
                 assert "upstream `fixture`" in str(e), e
         await c.send_ping()
 

@@ -6,9 +6,14 @@ use std::process::Command;
 use portcullis_tests::{Fixture, Gateway, audit_events, fixture_server, python, workspace};
 
 fn run_client(gw: &Gateway, mode: &str) {
-    let script = workspace().join("tests/python/client_e2e.py");
+    run_script(gw, "client_e2e.py", mode);
+}
+
+/// Run `tests/python/<script> URL KEY MODE`; it must exit 0.
+fn run_script(gw: &Gateway, script: &str, mode: &str) {
+    let script = workspace().join("tests/python").join(script);
     let out = Command::new(python())
-        .arg(script)
+        .arg(&script)
         .arg(gw.mcp())
         .arg(&gw.key)
         .arg(mode)
@@ -16,7 +21,8 @@ fn run_client(gw: &Gateway, mode: &str) {
         .unwrap();
     assert!(
         out.status.success(),
-        "python client ({mode}) failed:\n{}\n{}",
+        "{} ({mode}) failed:\n{}\n{}",
+        script.display(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -41,20 +47,7 @@ fn discover_era_client_through_legacy_and_modern_upstreams() {
 }
 
 fn run_relay(gw: &Gateway, mode: &str) {
-    let script = workspace().join("tests/python/session_relay.py");
-    let out = Command::new(python())
-        .arg(script)
-        .arg(gw.mcp())
-        .arg(&gw.key)
-        .arg(mode)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "session relay ({mode}) failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_script(gw, "session_relay.py", mode);
 }
 
 fn per_session(server: &str) -> String {

@@ -561,13 +561,55 @@ mod tests {
         assert!(pending.register().is_some());
     }
 
+    /// A store, levers read once, a caller and a session that declared `capabilities`.
+    struct Setup {
+        _dir: tempfile::TempDir,
+        store: crate::store::Store,
+        levers: Arc<Levers>,
+        caller: crate::auth::Caller,
+        session: Arc<Session>,
+    }
+
+    async fn setup(capabilities: Value) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::Store::open(&url).await.unwrap();
+        let settings = registry::load_str("t.yaml", "servers: {}\n")
+            .unwrap()
+            .settings;
+        let levers = Arc::new(Levers::new(store.clone(), &settings));
+        levers.refresh().await.unwrap();
+        let caller = crate::auth::Caller {
+            subject: "key:alice".into(),
+            identity: Arc::new(policy::Identity::new()),
+            endpoint: None,
+        };
+        let session = crate::session::Sessions::new(Duration::from_secs(60)).create(
+            &caller,
+            crate::session::Scope::Federated,
+            "2025-11-25".into(),
+            capabilities,
+        );
+        Setup {
+            _dir: dir,
+            store,
+            levers,
+            caller,
+            session,
+        }
+    }
+
     /// Fault injection: the only required audit sink (the store) loses its table. A request the
     /// upstream sends the client cannot be recorded, so the client is never asked.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_request_to_the_client_that_cannot_be_recorded_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = crate::store::Store::open(&url).await.unwrap();
+        let Setup {
+            _dir,
+            store,
+            levers,
+            caller,
+            session,
+        } = setup(json!({ "sampling": {} })).await;
         let settings = registry::AuditSettings {
             sinks: vec![registry::AuditSink {
                 kind: registry::SinkKind::Store,
@@ -581,23 +623,6 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        let caller = crate::auth::Caller {
-            subject: "key:alice".into(),
-            identity: Arc::new(policy::Identity::new()),
-            endpoint: None,
-        };
-        let sessions = crate::session::Sessions::new(Duration::from_secs(60));
-        let session = sessions.create(
-            &caller,
-            crate::session::Scope::Federated,
-            "2025-11-25".into(),
-            json!({ "sampling": {} }),
-        );
-        let settings = registry::load_str("t.yaml", "servers: {}\n")
-            .unwrap()
-            .settings;
-        let levers = Arc::new(Levers::new(store.clone(), &settings));
-        levers.refresh().await.unwrap();
         let stop = CancellationToken::new();
         let relay = Arc::new(Relay::new(
             "fx",
@@ -715,26 +740,13 @@ mod tests {
     /// `notifications/cancelled` for the gateway's id; the call ending stops it too.
     #[tokio::test]
     async fn a_withdrawn_request_is_cancelled_at_the_client() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = crate::store::Store::open(&url).await.unwrap();
-        let settings = registry::load_str("t.yaml", "servers: {}\n")
-            .unwrap()
-            .settings;
-        let levers = Arc::new(Levers::new(store.clone(), &settings));
-        levers.refresh().await.unwrap();
-        let caller = crate::auth::Caller {
-            subject: "key:alice".into(),
-            identity: Arc::new(policy::Identity::new()),
-            endpoint: None,
-        };
-        let sessions = crate::session::Sessions::new(Duration::from_secs(60));
-        let session = sessions.create(
-            &caller,
-            crate::session::Scope::Federated,
-            "2025-11-25".into(),
-            json!({ "elicitation": {} }),
-        );
+        let Setup {
+            _dir,
+            levers,
+            caller,
+            session,
+            ..
+        } = setup(json!({ "elicitation": {} })).await;
         let relay = Arc::new(Relay::new(
             "fx",
             &session,
