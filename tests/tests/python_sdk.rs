@@ -76,6 +76,18 @@ fn per_session_upstreams_reach_only_their_own_client() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // Refusals and ends are queued for the log, not waited for, and the file may be behind
+    // the store: wait until all of them are in the file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while audit_events(&gw.audit_file(), "upstream.request").len() < 4
+        || audit_events(&gw.audit_file(), "upstream.answer").len() < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay events missing from the audit file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let events = audit_events(&gw.audit_file(), "upstream.request");
     let relayed: Vec<_> = events
         .iter()

@@ -95,12 +95,17 @@ async fn a_rug_pull_is_quarantined_and_new_tools_stay_hidden_until_re_pinned() {
         before,
         "a quarantined tool never reaches the upstream"
     );
-    // The event names the pinned and the seen digests; the refused call is recorded too.
-    let events = audit_events(&gw.audit_file(), "tool.quarantine");
-    let echo = events
-        .iter()
-        .find(|e| e["tool"] == "echo")
-        .expect("quarantine event");
+    // The event names the pinned and the seen digests; the refused call is recorded too. The
+    // event is queued, not waited for, and the file may be behind the store: poll for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let echo = loop {
+        let events = audit_events(&gw.audit_file(), "tool.quarantine");
+        if let Some(e) = events.into_iter().find(|e| e["tool"] == "echo") {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no quarantine event for echo");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let pinned = echo["detail"]["pinned"].as_str().unwrap();
     let seen = echo["detail"]["seen"].as_str().unwrap();
     assert!(config.contains(&format!("echo: \"{pinned}\"")), "{echo}");
