@@ -356,24 +356,36 @@ impl Relay {
         method: &str,
         capability: &str,
         params: &Value,
-    ) -> Option<String> {
+    ) -> Option<(ErrorCode, String)> {
+        let refused = |why: String| Some((ErrorCode::INVALID_REQUEST, why));
+        let undeclared = |why: String| Some((ErrorCode::METHOD_NOT_FOUND, why));
         if self.stop.is_cancelled() {
-            return Some("the server's connection is closing".into());
+            return refused("the server's connection is closing".into());
         }
         if let Some(k) = self.killed() {
-            return Some(format!("the kill switch is engaged: {k}"));
+            return refused(format!("the kill switch is engaged: {k}"));
         }
         let declared = relayable(&session.client_capabilities);
         let Some(cap) = declared.get(capability) else {
-            return Some(format!("the client did not declare `{capability}`"));
+            return undeclared(format!("the client did not declare `{capability}`"));
         };
         if method == "elicitation/create"
             && params.get("mode").and_then(Value::as_str) == Some("url")
             && cap.get("url").is_none()
         {
-            return Some("the client did not declare URL-mode elicitation".into());
+            return undeclared("the client did not declare URL-mode elicitation".into());
         }
         None
+    }
+
+    /// An audit event about a request this link's upstream sent the session's client.
+    fn event(&self, kind: &'static str, session: &Session, method: &str) -> Event {
+        let mut e = Event::new(kind);
+        e.session = Some(session.id.clone());
+        e.identity = Some(self.owner.who.clone());
+        e.server = Some(self.server.clone());
+        e.method = Some(method.to_string());
+        e
     }
 
     /// Ask the session's client on the upstream's behalf and return its answer. `capability` is
@@ -394,34 +406,29 @@ impl Relay {
                 "the client's session has ended".into(),
             ));
         };
-        let mut e = Event::new("upstream.request");
-        e.session = Some(session.id.clone());
-        e.identity = Some(self.owner.who.clone());
-        e.server = Some(self.server.clone());
-        e.method = Some(method.to_string());
-        let call = match origin {
-            Some(InboundStreamOrigin::OutboundRequest(id)) => self.call(id).await,
-            _ => None,
+        let mut e = self.event("upstream.request", &session, method);
+        let call = match self.refusal(&session, method, capability, &params) {
+            Some(refused) => Err(refused),
+            None => match origin {
+                Some(InboundStreamOrigin::OutboundRequest(id)) => self.call(id).await,
+                _ => None,
+            }
+            .ok_or_else(|| {
+                (
+                    ErrorCode::INVALID_REQUEST,
+                    "the request is tied to no running call whose client takes a stream".into(),
+                )
+            }),
         };
-        let why = self
-            .refusal(&session, method, capability, &params)
-            .or_else(|| {
-                call.is_none().then(|| {
-                    "the request is tied to no running call whose client takes a stream".into()
-                })
-            });
-        let (Some((sink, ended)), None) = (call, why.as_ref()) else {
-            let why = why.unwrap_or_default();
-            e.outcome = Some("refused");
-            e.reason = Some(why.clone());
-            self.note(e);
-            tracing::info!(server = %self.server, session = %session.id, %method, reason = %why, "request to the client refused");
-            let code = if why.contains("did not declare") {
-                ErrorCode::METHOD_NOT_FOUND
-            } else {
-                ErrorCode::INVALID_REQUEST
-            };
-            return Err(fail(code, why));
+        let (sink, ended) = match call {
+            Ok(found) => found,
+            Err((code, why)) => {
+                e.outcome = Some("refused");
+                e.reason = Some(why.clone());
+                self.note(e);
+                tracing::info!(server = %self.server, session = %session.id, %method, reason = %why, "request to the client refused");
+                return Err(fail(code, why));
+            }
         };
         if method == "sampling/createMessage"
             && let Some(p) = params.as_object_mut()
@@ -483,11 +490,7 @@ impl Relay {
                 ))),
             }
         };
-        let mut done = Event::new("upstream.answer");
-        done.session = Some(session.id.clone());
-        done.identity = Some(self.owner.who.clone());
-        done.server = Some(self.server.clone());
-        done.method = Some(method.to_string());
+        let mut done = self.event("upstream.answer", &session, method);
         done.detail = Some(json!({ "client_request_id": waiting.id }));
         match &outcome {
             Ok(result) => {
