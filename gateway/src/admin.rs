@@ -788,6 +788,13 @@ async fn get_metrics(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Result<
         audit.dropped.load(std::sync::atomic::Ordering::Relaxed) as f64,
     ));
     extra.push(gauge(
+        "portcullis_audit_batches_total",
+        "counter",
+        "Batches handed to the audit sinks; each is one write and one flush per sink.",
+        vec![],
+        audit.batches.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    ));
+    extra.push(gauge(
         "portcullis_sessions_active",
         "gauge",
         "Stateful MCP sessions.",

@@ -10,6 +10,8 @@
 //! if every required sink fails it, or none has it within the timeout, the call is refused.
 //! Events that describe what already happened (results, lists, refusals) are queued without
 //! waiting ([`Audit::note`]); if the queue is full they are counted as dropped, never block.
+//! The writer holds such events for up to [`LINGER`] for one somebody waits for, so a call's
+//! result goes out with the next call's request: one write and one flush for both.
 //!
 //! Each process writes its own chain (`chain` is random per start, `seq` counts from 1). The
 //! first event of a chain (`audit.start`) links to the last event already in the first sink that
@@ -44,6 +46,9 @@ const QUEUE: usize = 65_536;
 const MAX_BATCH: usize = 1024;
 /// How long a call waits for its request event to be written.
 const RECORD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long queued events nobody waits for are held for an event somebody does, so both go out
+/// in one write and one flush (a call's result with the next call's request).
+const LINGER: Duration = Duration::from_millis(25);
 
 /// One event, before the writer adds `v`, `id`, `time`, `chain`, `seq`, `prev` and `hash`.
 #[derive(Debug, Default, Serialize)]
@@ -152,6 +157,8 @@ pub(crate) struct Audit {
     pub(crate) dropped: AtomicU64,
     /// Request events refused because no required sink took them.
     pub(crate) refused: AtomicU64,
+    /// Batches handed to the sinks: events per batch is how much one write and flush serve.
+    pub(crate) batches: Arc<AtomicU64>,
     /// Unauthenticated traffic is recorded at a bounded rate: (second, events in it, skipped).
     limited: std::sync::Mutex<(i64, u32, u64)>,
 }
@@ -210,9 +217,8 @@ impl Audit {
                         .and_then(|l| hash_of_line(&l));
                     let writer = store
                         .audit_writer()
-                        .await
                         .map_err(|e| format!("audit store sink: {e}"))?;
-                    (Sink::Store(writer, tokio::runtime::Handle::current()), last)
+                    (Sink::Store(writer), last)
                 }
                 SinkKind::Stdout => (Sink::Stdout, None),
             };
@@ -231,12 +237,14 @@ impl Audit {
             sinks.push((sink, s.required));
         }
         let stats = Arc::new(stats);
+        let batches = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer::start(
             hex::encode(rand::random::<[u8; 8]>()),
             prev.unwrap_or_else(|| GENESIS.to_string()),
             sinks,
             stats.clone(),
+            batches.clone(),
         )?;
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -248,6 +256,7 @@ impl Audit {
             sinks: stats,
             dropped: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            batches,
             limited: std::sync::Mutex::new((0, 0, 0)),
         };
         let mut start = Event::new("audit.start");
@@ -372,7 +381,7 @@ pub(crate) fn event_hash(event: &Map<String, Value>) -> String {
 
 enum Sink {
     File(FileSink),
-    Store(Store, tokio::runtime::Handle),
+    Store(crate::store::AuditWriter),
     Stdout,
 }
 
@@ -477,6 +486,8 @@ fn last_line(file: &mut std::fs::File) -> std::io::Result<(Option<String>, bool)
 }
 
 struct Writer {
+    /// For the timed wait of [`LINGER`] on the queue (none outside a runtime: no waiting).
+    rt: Option<tokio::runtime::Handle>,
     chain: String,
     seq: i64,
     prev: String,
@@ -487,7 +498,7 @@ struct Writer {
     staged: std::sync::mpsc::Receiver<(u64, bool)>,
     stats: Arc<Vec<SinkStats>>,
     /// Batches handed to the sinks so far.
-    batches: u64,
+    batches: Arc<AtomicU64>,
 }
 
 /// One event, chained and serialised.
@@ -564,6 +575,7 @@ impl Writer {
         prev: String,
         sinks: Vec<(Sink, bool)>,
         stats: Arc<Vec<SinkStats>>,
+        batches: Arc<AtomicU64>,
     ) -> Result<Writer, String> {
         let (staged_tx, staged) = std::sync::mpsc::channel();
         let mut queues = Vec::new();
@@ -583,13 +595,14 @@ impl Writer {
             queues.push((tx, required));
         }
         Ok(Writer {
+            rt: tokio::runtime::Handle::try_current().ok(),
             chain,
             seq: 0,
             prev,
             sinks: queues,
             staged,
             stats,
-            batches: 0,
+            batches,
         })
     }
 
@@ -597,11 +610,9 @@ impl Writer {
         let chain: Arc<str> = Arc::from(self.chain.as_str());
         while let Some(first) = rx.blocking_recv() {
             let mut jobs = vec![first];
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
-                }
+            take_waiting(&mut rx, &mut jobs);
+            if jobs.iter().all(|j| j.ack.is_none()) {
+                self.linger(&mut rx, &mut jobs);
             }
             let (seq, prev) = (self.seq, self.prev.clone());
             let lines: Vec<Line> = jobs.iter().map(|j| self.chain(&j.event)).collect();
@@ -613,11 +624,35 @@ impl Writer {
         }
     }
 
+    /// Nobody waits for `jobs`: add what arrives within [`LINGER`], and stop early at the
+    /// first event somebody waits for (with whatever queued behind it) or a full batch.
+    fn linger(&self, rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+        let Some(rt) = &self.rt else {
+            return;
+        };
+        let until = tokio::time::Instant::now() + LINGER;
+        while jobs.len() < MAX_BATCH {
+            // The timer is made inside `block_on`: it needs the runtime's context.
+            let next = rt.block_on(async { tokio::time::timeout_at(until, rx.recv()).await });
+            match next {
+                Ok(Some(job)) => {
+                    let waited_for = job.ack.is_some();
+                    jobs.push(job);
+                    if waited_for {
+                        take_waiting(rx, jobs);
+                        return;
+                    }
+                }
+                // Closed (the gateway is stopping) or the time is up.
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
     /// Give the batch to every sink; return whether any sink took it. Callers are not answered
     /// here: each is answered by the first required sink that has its event.
     fn hand_out(&mut self, chain: &Arc<str>, lines: Vec<Line>, jobs: Vec<Job>) -> bool {
-        self.batches += 1;
-        let number = self.batches;
+        let number = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
         let count = lines.len() as u64;
         let required = self.sinks.iter().filter(|(_, r)| *r).count();
         let all = jobs.iter().any(|j| j.all);
@@ -716,6 +751,16 @@ impl Writer {
     }
 }
 
+/// Move what is already queued into `jobs`, up to a full batch.
+fn take_waiting(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(j) => jobs.push(j),
+            Err(_) => break,
+        }
+    }
+}
+
 /// One sink's thread: it writes each batch in order, tells the writer whether it took it, then
 /// makes it durable (a file sink's `fsync`) and answers the batch's callers.
 struct SinkWorker {
@@ -775,7 +820,7 @@ impl Sink {
                 let joined: String = lines.iter().map(|l| l.text.as_str()).collect();
                 f.write(joined.as_bytes())
             }
-            Sink::Store(store, rt) => {
+            Sink::Store(store) => {
                 let rows: Vec<AuditRow<'_>> = lines
                     .iter()
                     .map(|l| AuditRow {
@@ -787,7 +832,8 @@ impl Sink {
                         line: l.text.trim_end(),
                     })
                     .collect();
-                rt.block_on(store.append_audit(&rows))
+                store
+                    .append(&rows)
                     .map_err(|e| format!("audit store sink: {e}"))
             }
             Sink::Stdout => {

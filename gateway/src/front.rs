@@ -678,40 +678,45 @@ async fn answer(gw: Arc<Gateway>, mut call: Call, msg: Inbound, accepts_sse: boo
                 }
                 .with_context(span)
             };
-            let mut task = tokio::spawn(fut);
+            // Polled here, not spawned: no hand-over to another thread and back on every call.
+            let mut run = Finish::new(fut);
             // Wait for either the result or a first message that needs a stream.
             let first = tokio::select! {
-                r = &mut task => Err(r),
+                r = &mut run => Err(r),
                 m = rx.recv() => Ok(m),
             };
             match first {
-                Err(joined) => {
-                    let (status, body) = finish(&id, joined, modern);
+                Err(done) => {
+                    let (status, body) = finish(&id, done, modern);
                     (status, axum::Json(body)).into_response()
                 }
                 Ok(None) => {
-                    // Every sender is gone without an interim message: the result is ready.
-                    let joined = task.await;
-                    let (status, body) = finish(&id, joined, modern);
+                    // Every sender is gone without an interim message: the result is near.
+                    let done = run.await;
+                    let (status, body) = finish(&id, done, modern);
                     (status, axum::Json(body)).into_response()
                 }
                 Ok(first) if !accepts_sse => {
                     // The client cannot take a stream: drop interim messages, answer with the
                     // result.
                     drop(first);
-                    let joined = task.await;
-                    let (status, body) = finish(&id, joined, modern);
+                    let done = run.await;
+                    let (status, body) = finish(&id, done, modern);
                     (status, axum::Json(body)).into_response()
                 }
                 Ok(first) => {
                     // Interim messages until every sender is gone (the request has finished),
-                    // then the result.
+                    // then the result. The request goes on in a task of its own: the stream
+                    // only carries what it sends.
+                    let task = tokio::spawn(run);
                     let head = futures::stream::iter(first);
                     let mids = futures::stream::unfold(rx, |mut rx| async move {
                         rx.recv().await.map(|m| (m, rx))
                     });
-                    let last =
-                        futures::stream::once(async move { finish(&id, task.await, modern).1 });
+                    let last = futures::stream::once(async move {
+                        let done = task.await.ok().flatten();
+                        finish(&id, done, modern).1
+                    });
                     let events = head.chain(mids).chain(last).map(|v| {
                         Ok::<_, Infallible>(Event::default().event("message").data(v.to_string()))
                     });
@@ -722,14 +727,70 @@ async fn answer(gw: Arc<Gateway>, mut call: Call, msg: Inbound, accepts_sse: boo
     }
 }
 
-fn finish(
-    id: &Value,
-    joined: Result<Result<Value, RpcError>, tokio::task::JoinError>,
-    modern: bool,
-) -> (StatusCode, Value) {
-    match joined {
-        Ok(Ok(result)) => (StatusCode::OK, jsonrpc::response(id, result)),
-        Ok(Err(e)) => {
+/// A request's future, polled where its answer is awaited. Its output is `None` if it panicked.
+///
+/// Abandoned unfinished (the client went away and the connection dropped the handler), it is
+/// finished in a task of its own: a call that was let through still runs to its end and its
+/// result is recorded, as when the client stays.
+struct Finish<F: Future + Send + 'static>(Option<std::pin::Pin<Box<F>>>)
+where
+    F::Output: Send;
+
+impl<F: Future + Send + 'static> Finish<F>
+where
+    F::Output: Send,
+{
+    fn new(fut: F) -> Finish<F> {
+        Finish(Some(Box::pin(fut)))
+    }
+}
+
+impl<F: Future + Send + 'static> Future for Finish<F>
+where
+    F::Output: Send,
+{
+    type Output = Option<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Some(fut) = self.0.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        // No panic is expected on this path; if one happens anyway, the caller gets an
+        // internal error, as from a failed task, and the connection survives.
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+        match polled {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(out)) => {
+                self.0 = None;
+                std::task::Poll::Ready(Some(out))
+            }
+            Err(_) => {
+                self.0 = None;
+                std::task::Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Finish<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        if let (Some(fut), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(fut);
+        }
+    }
+}
+
+fn finish(id: &Value, done: Option<Result<Value, RpcError>>, modern: bool) -> (StatusCode, Value) {
+    match done {
+        Some(Ok(result)) => (StatusCode::OK, jsonrpc::response(id, result)),
+        Some(Err(e)) => {
             let status = if modern {
                 modern_status(e.code)
             } else {
@@ -737,8 +798,8 @@ fn finish(
             };
             (status, jsonrpc::error_response(Some(id), &e))
         }
-        Err(_) => {
-            tracing::error!("request task failed");
+        None => {
+            tracing::error!("request failed unexpectedly");
             (
                 StatusCode::OK,
                 jsonrpc::error_response(

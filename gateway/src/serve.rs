@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{EX_CONFIG, EX_SOFTWARE, load, open_store};
@@ -192,14 +193,14 @@ pub(crate) async fn run(
     let admin_app = crate::admin::router(admin);
     let admin_stop = shutdown.clone();
     let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin_app)
+        axum::serve(admin_listener.tap_io(no_delay), admin_app)
             .with_graceful_shutdown(async move { admin_stop.cancelled().await })
             .await
     });
     let gw_audit = gw.audit.clone();
     let app = crate::front::router(gw);
     let stop = shutdown.clone();
-    let served = axum::serve(listener, app)
+    let served = axum::serve(listener.tap_io(no_delay), app)
         .with_graceful_shutdown(async move {
             wait_for_signal().await;
             stop.cancel();
@@ -231,6 +232,14 @@ pub(crate) async fn run(
 
 /// Print a line to stdout. A closed stdout (the reader went away) must not stop the gateway,
 /// so write errors are ignored rather than panicking as `println!` would.
+/// Answers and stream events leave as soon as they are written: without this, Nagle's algorithm
+/// holds a small write (an SSE event after the first) until the client acknowledges the last one.
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
+    }
+}
+
 fn say(line: &str) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();

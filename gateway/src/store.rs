@@ -12,7 +12,7 @@ mod instances;
 mod levers;
 
 pub(crate) use approvals::{ApprovalKey, ApprovalRecord, ApprovalStatus, DecideError, NewApproval};
-pub(crate) use audit::AuditRow;
+pub(crate) use audit::{AuditRow, AuditWriter};
 pub(crate) use instances::InstanceRow;
 pub(crate) use levers::{ModeRow, SwitchRow};
 
@@ -109,6 +109,8 @@ pub(crate) struct IssuedKey {
 pub(crate) enum StoreError {
     #[error("store unavailable: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("store unavailable: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("stored record `{0}` is corrupt")]
     Corrupt(String),
 }
@@ -154,17 +156,11 @@ impl Store {
         sqlx::query(sql).execute(&self.pool).await.unwrap();
     }
 
-    /// A second handle on the same database for the audit writer: one connection, and commits
-    /// that survive a crash of the process without waiting for the disk (WAL with
-    /// `synchronous = NORMAL`); power-loss durability is the file sink's `fsync`.
-    pub(crate) async fn audit_writer(&self) -> Result<Store, StoreError> {
-        let opts = SqliteConnectOptions::clone(&self.pool.connect_options())
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await?;
-        Ok(Store { pool })
+    /// The audit sink's own connection to the same database, used on the sink's thread: one
+    /// connection, and commits that survive a crash of the process without waiting for the
+    /// disk (WAL with `synchronous = NORMAL`); power-loss durability is the file sink's `fsync`.
+    pub(crate) fn audit_writer(&self) -> Result<audit::AuditWriter, StoreError> {
+        audit::AuditWriter::open(self.pool.connect_options().get_filename())
     }
 
     /// A store whose every query fails, as an unreachable database does: the self-audit runs

@@ -849,3 +849,44 @@ async fn stateless_tool_arguments_declared_as_headers_must_match_them() {
             .contains("Mcp-Param-region")
     );
 }
+
+#[tokio::test]
+async fn a_call_whose_client_goes_away_still_runs_to_its_end_and_is_recorded() {
+    let (fx, gw) = setup().await;
+    let mut raw = Raw::new(gw.mcp(), &gw.key);
+    raw.init().await;
+    let calls = fx.calls();
+    // The client gives up (and closes its connection) while the upstream is still working.
+    let gave_up = raw
+        .post(
+            &req(
+                7,
+                "tools/call",
+                json!({ "name": "fixture__slow", "arguments": { "ms": 800 } }),
+            )
+            .to_string(),
+        )
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client timed out");
+    drop(raw);
+    // The call that was let through is finished, not dropped halfway: the upstream ran it to
+    // its end and the result event is written.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let result = loop {
+        let results = portcullis_tests::audit_events(&gw.audit_file(), "tool.result");
+        if let Some(r) = results.into_iter().find(|e| e["tool"] == json!("slow")) {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tool.result event for the abandoned call"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(result["status"], json!("ok"), "{result}");
+    assert!(result["latency_ms"].as_f64().unwrap() >= 700.0, "{result}");
+    assert_eq!(fx.calls(), calls + 1);
+    assert_eq!(fx.cancellations(), 0);
+}

@@ -330,6 +330,7 @@ mod properties {
             GENESIS.into(),
             Vec::new(),
             Arc::new(Vec::new()),
+            Arc::new(AtomicU64::new(0)),
         )
         .unwrap();
         texts
@@ -414,4 +415,37 @@ mod properties {
             prop_assert!(broken, "undetected: {:?}", t);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_nobody_waits_for_goes_out_with_the_next_record_or_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    let path = dir.path().join("a.jsonl");
+    let audit = Audit::open(
+        &settings(vec![(file(&path), true), (SinkKind::Store, true)]),
+        &s,
+        "test",
+        "sha256:t",
+    )
+    .await
+    .unwrap();
+    let before = audit.batches.load(Ordering::Relaxed);
+    // Alone, a noted event is not held for another: it is written moments later.
+    audit.note(call(1));
+    counted(&audit.sinks[0].written, 2).await;
+    counted(&audit.sinks[1].written, 2).await;
+    assert_eq!(audit.batches.load(Ordering::Relaxed), before + 1);
+    // Followed by an event somebody waits for, both go out in one batch, in order.
+    let sent = std::time::Instant::now();
+    audit.note(call(2));
+    audit.record(call(3)).await.unwrap();
+    if sent.elapsed() < LINGER / 2 {
+        assert_eq!(audit.batches.load(Ordering::Relaxed), before + 2);
+    }
+    counted(&audit.sinks[0].written, 4).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let at = |r: &str| text.find(&format!("\"request_id\":\"{r}\"")).unwrap();
+    assert!(at("r1") < at("r2") && at("r2") < at("r3"), "{text}");
+    assert!(matches!(check(&path), Verdict::Intact { events: 4, .. }));
 }

@@ -48,56 +48,46 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Rows in one `INSERT` (six parameters each, well under SQLite's parameter limit).
-const ROWS_PER_INSERT: usize = 256;
+/// The audit sink's connection. SQLite runs on the calling thread (the sink's own), so an
+/// append costs no hop to another thread; sqlx would run it on a worker of its own.
+pub(crate) struct AuditWriter {
+    conn: rusqlite::Connection,
+}
 
-async fn insert_rows<'e, E>(db: E, rows: &[AuditRow<'_>]) -> Result<(), StoreError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-{
-    let mut sql = String::from(
-        "INSERT INTO audit_events (chain, seq, at_ms, session, trace_id, line) VALUES ",
-    );
-    for i in 0..rows.len() {
-        sql.push_str(if i == 0 {
-            "(?, ?, ?, ?, ?, ?)"
-        } else {
-            ", (?, ?, ?, ?, ?, ?)"
-        });
+impl AuditWriter {
+    pub(super) fn open(path: &std::path::Path) -> Result<AuditWriter, StoreError> {
+        // The store exists and has its schema: the pool opened it first.
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(AuditWriter { conn })
     }
-    // Built from constant text only; every value is a bound parameter.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for r in rows {
-        query = query
-            .bind(r.chain)
-            .bind(r.seq)
-            .bind(r.at_ms)
-            .bind(r.session)
-            .bind(r.trace_id)
-            .bind(r.line);
+
+    /// Append a batch of events: all of them or none.
+    pub(crate) fn append(&mut self, rows: &[AuditRow<'_>]) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO audit_events (chain, seq, at_ms, session, trace_id, line)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for r in rows {
+                insert.execute(rusqlite::params![
+                    r.chain, r.seq, r.at_ms, r.session, r.trace_id, r.line
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
-    query.execute(db).await?;
-    Ok(())
 }
 
 impl Store {
-    /// Append a batch of events. Each statement inserts up to [`ROWS_PER_INSERT`] rows (one
-    /// statement is all of them or none), so a small batch, the common case, is one round trip.
-    pub(crate) async fn append_audit(&self, rows: &[AuditRow<'_>]) -> Result<(), StoreError> {
-        match rows.len() {
-            0 => Ok(()),
-            n if n <= ROWS_PER_INSERT => insert_rows(&self.pool, rows).await,
-            _ => {
-                let mut tx = self.pool.begin().await?;
-                for chunk in rows.chunks(ROWS_PER_INSERT) {
-                    insert_rows(&mut *tx, chunk).await?;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
-        }
-    }
-
     /// The newest event's line, if any.
     pub(crate) async fn last_audit_line(&self) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT line FROM audit_events ORDER BY id DESC LIMIT 1")
