@@ -732,15 +732,16 @@ impl Writer {
         map.insert("chain".into(), json!(self.chain));
         map.insert("seq".into(), json!(self.seq));
         map.insert("prev".into(), json!(self.prev));
-        let mut map = Value::Object(map);
-        let hash = hex::encode(Sha256::digest(registry::canonical_json(&map)));
-        if let Some(m) = map.as_object_mut() {
-            m.insert("hash".into(), json!(hash));
-        }
+        // One serialisation: the hash covers the event without `hash`, and the line is the same
+        // bytes with `hash` spliced in.
+        let unhashed = registry::canonical_object(&map, "hash");
+        let hash = hex::encode(Sha256::digest(unhashed.bytes()));
+        let mut line = unhashed.with(&Value::String(hash.clone()));
+        line.push(b'\n');
         self.prev = hash;
-        // Canonical JSON is UTF-8 by construction; lossy conversion never changes it.
-        let mut text = String::from_utf8_lossy(&registry::canonical_json(&map)).into_owned();
-        text.push('\n');
+        // Canonical JSON is UTF-8 by construction; the lossy fallback never runs.
+        let text = String::from_utf8(line)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         Line {
             seq: self.seq,
             at_ms: event.at_ms,

@@ -6,7 +6,9 @@
 //! Equal JSON values give equal bytes whatever order their members arrived in, so digests over
 //! arguments and tool definitions are stable.
 
-use serde_json::Value;
+use std::cmp::Ordering;
+
+use serde_json::{Map, Value};
 
 /// The canonical bytes of `v`.
 pub fn canonical_json(v: &Value) -> Vec<u8> {
@@ -15,13 +17,100 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
     out
 }
 
+/// The canonical bytes of the object `map` (without a member `key`), from which those of `map`
+/// with `key` added follow without serialising it again: the member is spliced in where the
+/// canonical order puts it. (An event's hash covers the event without its `hash` member.)
+pub fn canonical_object<'k>(map: &Map<String, Value>, key: &'k str) -> CanonicalObject<'k> {
+    let members = sorted(map);
+    let before = members
+        .iter()
+        .take_while(|(k, _)| utf16_cmp(k, key) == Ordering::Less)
+        .count();
+    let mut out = Vec::with_capacity(256);
+    out.push(b'{');
+    let mut at = 1;
+    for (i, (k, v)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if i == before {
+            at = out.len();
+        }
+        write_string(k, &mut out);
+        out.push(b':');
+        write(v, &mut out);
+    }
+    if before == members.len() {
+        at = out.len();
+    }
+    out.push(b'}');
+    CanonicalObject {
+        bytes: out,
+        key,
+        at,
+        last: before == members.len(),
+        empty: members.is_empty(),
+    }
+}
+
+/// See [`canonical_object`].
+pub struct CanonicalObject<'k> {
+    bytes: Vec<u8>,
+    key: &'k str,
+    /// Where the new member's text goes.
+    at: usize,
+    /// Whether it goes after every other member.
+    last: bool,
+    empty: bool,
+}
+
+impl CanonicalObject<'_> {
+    /// The canonical bytes of the object without the member.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The canonical bytes of the object with the member `key: value`.
+    pub fn with(&self, value: &Value) -> Vec<u8> {
+        let (head, tail) = self.bytes.split_at(self.at.min(self.bytes.len()));
+        let mut out = Vec::with_capacity(self.bytes.len() + self.key.len() + 80);
+        out.extend_from_slice(head);
+        if self.last && !self.empty {
+            out.push(b',');
+        }
+        write_string(self.key, &mut out);
+        out.push(b':');
+        write(value, &mut out);
+        if !self.last {
+            out.push(b',');
+        }
+        out.extend_from_slice(tail);
+        out
+    }
+}
+
+fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut members: Vec<(&String, &Value)> = map.iter().collect();
+    members.sort_by(|(a, _), (b, _)| utf16_cmp(a, b));
+    members
+}
+
+/// Names compare by UTF-16 code units (RFC 8785). UTF-8 bytes compare by code point, which
+/// agrees unless a name has a code point from U+E000 up (lead byte 0xEE or more): those, rare,
+/// compare as UTF-16.
+fn utf16_cmp(a: &str, b: &str) -> Ordering {
+    if a.bytes().chain(b.bytes()).all(|x| x < 0xEE) {
+        a.as_bytes().cmp(b.as_bytes())
+    } else {
+        a.encode_utf16().cmp(b.encode_utf16())
+    }
+}
+
 fn write(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
             out.push(b'{');
-            for (i, (k, v)) in members.into_iter().enumerate() {
+            for (i, (k, v)) in sorted(map).into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
@@ -41,18 +130,22 @@ fn write(v: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
+        // serde_json escapes exactly `"`, `\` and control characters, as RFC 8785 requires, and
+        // writes numbers in their shortest form; writing into a `Vec` cannot fail.
         Value::String(s) => write_string(s, out),
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Number(n) => {
+            if serde_json::to_writer(&mut *out, n).is_err() {
+                out.extend_from_slice(b"null");
+            }
+        }
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Null => out.extend_from_slice(b"null"),
     }
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
-    // serde_json escapes exactly `"`, `\` and control characters, as RFC 8785 requires.
-    match serde_json::to_vec(s) {
-        Ok(bytes) => out.extend_from_slice(&bytes),
-        Err(_) => out.extend_from_slice(b"\"\""),
+    if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"\"\"");
     }
 }
 
@@ -60,7 +153,7 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
 mod tests {
     use serde_json::json;
 
-    use super::canonical_json;
+    use super::{canonical_json, canonical_object};
 
     #[test]
     fn member_order_and_whitespace_do_not_matter() {
@@ -83,5 +176,105 @@ mod tests {
             String::from_utf8(canonical_json(&v)).unwrap(),
             "{\"a\":3,\"\u{1f600}\":2,\"\u{fb01}\":1}"
         );
+    }
+
+    #[test]
+    fn a_spliced_member_lands_where_the_canonical_order_puts_it() {
+        for (map, key) in [
+            (json!({}), "hash"),
+            (json!({"a": 1}), "hash"),
+            (json!({"z": 1}), "hash"),
+            (json!({"a": [1, {"y": 2, "x": 1}], "z": "é"}), "hash"),
+            (json!({"\u{fb01}": 1, "a": 3}), "\u{1f600}"),
+        ] {
+            let map = map.as_object().unwrap();
+            let value = json!("0123abcd");
+            let spliced = canonical_object(map, key);
+            assert_eq!(spliced.bytes(), canonical_json(&json!(map)));
+            let mut with = map.clone();
+            with.insert(key.to_string(), value.clone());
+            assert_eq!(
+                String::from_utf8(spliced.with(&value)).unwrap(),
+                String::from_utf8(canonical_json(&json!(with))).unwrap()
+            );
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Map, Value, json};
+
+        use super::super::{canonical_json, canonical_object};
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z_]{0,6}",
+                any::<String>().prop_map(|s| s.chars().take(4).collect()),
+                Just("\u{fb01}".to_string()),
+                Just("\u{1f600}".to_string()),
+            ]
+        }
+
+        fn leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(|f| json!(f)),
+                any::<String>().prop_map(Value::String),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            leaf().prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(name(), inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// Splicing a member in gives exactly the canonical bytes of the object with it,
+            /// and the object's own bytes are its canonical bytes.
+            #[test]
+            fn splicing_equals_serialising_again(
+                members in prop::collection::btree_map(name(), value(), 0..8),
+                key in name(),
+                added in value(),
+            ) {
+                let mut map: Map<String, Value> = members.into_iter().collect();
+                map.remove(&key);
+                let spliced = canonical_object(&map, &key);
+                prop_assert_eq!(spliced.bytes(), canonical_json(&Value::Object(map.clone())));
+                let mut with = map.clone();
+                with.insert(key.clone(), added.clone());
+                prop_assert_eq!(spliced.with(&added), canonical_json(&Value::Object(with)));
+            }
+
+            /// Canonical bytes parse back to the same value, and names are in UTF-16 order.
+            #[test]
+            fn canonical_bytes_round_trip_and_names_are_ordered(v in value()) {
+                let bytes = canonical_json(&v);
+                let back: Value = serde_json::from_slice(&bytes).unwrap();
+                prop_assert_eq!(&back, &v);
+                if let Value::Object(m) = &v {
+                    let text = String::from_utf8(bytes.clone()).unwrap();
+                    let mut names: Vec<&String> = m.keys().collect();
+                    names.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+                    let mut last = 0;
+                    for n in names {
+                        let quoted = serde_json::to_string(&json!({ n.as_str(): Value::Null })).unwrap();
+                        let member = &quoted[1..quoted.len() - 6];
+                        let at = text[last..].find(member).map(|i| i + last);
+                        prop_assert!(at.is_some(), "{} not after {} in {}", member, last, text);
+                        last = at.unwrap_or(last) + member.len();
+                    }
+                }
+            }
+        }
     }
 }

@@ -25,7 +25,7 @@ mod testing;
 pub mod fuzzing;
 
 pub use access::{Access, Approvals, OidcIssuer, SUPPORTED_ALGORITHMS};
-pub use canonical::canonical_json;
+pub use canonical::{CanonicalObject, canonical_json, canonical_object};
 pub use check::{check, write_pins};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigProblem, Location};
