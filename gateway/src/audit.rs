@@ -486,8 +486,6 @@ fn last_line(file: &mut std::fs::File) -> std::io::Result<(Option<String>, bool)
 }
 
 struct Writer {
-    /// For the timed wait of [`LINGER`] on the queue (none outside a runtime: no waiting).
-    rt: Option<tokio::runtime::Handle>,
     chain: String,
     seq: i64,
     prev: String,
@@ -595,7 +593,6 @@ impl Writer {
             queues.push((tx, required));
         }
         Ok(Writer {
-            rt: tokio::runtime::Handle::try_current().ok(),
             chain,
             seq: 0,
             prev,
@@ -608,11 +605,20 @@ impl Writer {
 
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let chain: Arc<str> = Arc::from(self.chain.as_str());
+        // The writer's own clock for [`LINGER`]: it lives as long as this thread, so a gateway
+        // runtime shutting down never stops a timer under it. Without one, nothing lingers.
+        let clock = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .inspect_err(|e| tracing::warn!(error = %e, "audit writer runs without lingering"))
+            .ok();
         while let Some(first) = rx.blocking_recv() {
             let mut jobs = vec![first];
             take_waiting(&mut rx, &mut jobs);
-            if jobs.iter().all(|j| j.ack.is_none()) {
-                self.linger(&mut rx, &mut jobs);
+            if let Some(clock) = &clock
+                && jobs.iter().all(|j| j.ack.is_none())
+            {
+                linger(clock, &mut rx, &mut jobs);
             }
             let (seq, prev) = (self.seq, self.prev.clone());
             let lines: Vec<Line> = jobs.iter().map(|j| self.chain(&j.event)).collect();
@@ -620,31 +626,6 @@ impl Writer {
                 // Written nowhere: the chain goes on from the last event that exists, so a sink
                 // that recovers does not show a gap that is not there.
                 (self.seq, self.prev) = (seq, prev);
-            }
-        }
-    }
-
-    /// Nobody waits for `jobs`: add what arrives within [`LINGER`], and stop early at the
-    /// first event somebody waits for (with whatever queued behind it) or a full batch.
-    fn linger(&self, rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
-        let Some(rt) = &self.rt else {
-            return;
-        };
-        let until = tokio::time::Instant::now() + LINGER;
-        while jobs.len() < MAX_BATCH {
-            // The timer is made inside `block_on`: it needs the runtime's context.
-            let next = rt.block_on(async { tokio::time::timeout_at(until, rx.recv()).await });
-            match next {
-                Ok(Some(job)) => {
-                    let waited_for = job.ack.is_some();
-                    jobs.push(job);
-                    if waited_for {
-                        take_waiting(rx, jobs);
-                        return;
-                    }
-                }
-                // Closed (the gateway is stopping) or the time is up.
-                Ok(None) | Err(_) => return,
             }
         }
     }
@@ -750,6 +731,28 @@ impl Writer {
             text,
         }
     }
+}
+
+/// Nobody waits for `jobs`: add what arrives within [`LINGER`], and stop early at the first
+/// event somebody waits for (with whatever queued behind it) or a full batch.
+fn linger(clock: &tokio::runtime::Runtime, rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+    clock.block_on(async {
+        let until = tokio::time::Instant::now() + LINGER;
+        while jobs.len() < MAX_BATCH {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(job)) => {
+                    let waited_for = job.ack.is_some();
+                    jobs.push(job);
+                    if waited_for {
+                        take_waiting(rx, jobs);
+                        return;
+                    }
+                }
+                // Closed (the gateway is stopping) or the time is up.
+                Ok(None) | Err(_) => return,
+            }
+        }
+    });
 }
 
 /// Move what is already queued into `jobs`, up to a full batch.
