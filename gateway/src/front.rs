@@ -679,7 +679,7 @@ async fn answer(gw: Arc<Gateway>, mut call: Call, msg: Inbound, accepts_sse: boo
                 .with_context(span)
             };
             // Polled here, not spawned: no hand-over to another thread and back on every call.
-            let mut run = Finish::new(fut);
+            let mut run = Finish::new(fut, gw.detached.clone());
             // Wait for either the result or a first message that needs a stream.
             let first = tokio::select! {
                 r = &mut run => Err(r),
@@ -708,7 +708,7 @@ async fn answer(gw: Arc<Gateway>, mut call: Call, msg: Inbound, accepts_sse: boo
                     // Interim messages until every sender is gone (the request has finished),
                     // then the result. The request goes on in a task of its own: the stream
                     // only carries what it sends.
-                    let task = tokio::spawn(run);
+                    let task = gw.detached.spawn(run);
                     let head = futures::stream::iter(first);
                     let mids = futures::stream::unfold(rx, |mut rx| async move {
                         rx.recv().await.map(|m| (m, rx))
@@ -730,18 +730,25 @@ async fn answer(gw: Arc<Gateway>, mut call: Call, msg: Inbound, accepts_sse: boo
 /// A request's future, polled where its answer is awaited. Its output is `None` if it panicked.
 ///
 /// Abandoned unfinished (the client went away and the connection dropped the handler), it is
-/// finished in a task of its own: a call that was let through still runs to its end and its
-/// result is recorded, as when the client stays.
-struct Finish<F: Future + Send + 'static>(Option<std::pin::Pin<Box<F>>>)
+/// finished in a task of its own, tracked so shutdown waits for it: a call that was let through
+/// still runs to its end and its result is recorded, as when the client stays.
+struct Finish<F: Future + Send + 'static>
 where
-    F::Output: Send;
+    F::Output: Send,
+{
+    fut: Option<std::pin::Pin<Box<F>>>,
+    detached: tokio_util::task::TaskTracker,
+}
 
 impl<F: Future + Send + 'static> Finish<F>
 where
     F::Output: Send,
 {
-    fn new(fut: F) -> Finish<F> {
-        Finish(Some(Box::pin(fut)))
+    fn new(fut: F, detached: tokio_util::task::TaskTracker) -> Finish<F> {
+        Finish {
+            fut: Some(Box::pin(fut)),
+            detached,
+        }
     }
 }
 
@@ -755,21 +762,28 @@ where
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        let Some(fut) = self.0.as_mut() else {
+        let slot = &mut self.fut;
+        let Some(fut) = slot.as_mut() else {
             return std::task::Poll::Ready(None);
         };
         // No panic is expected on this path; if one happens anyway, the caller gets an
-        // internal error, as from a failed task, and the connection survives.
-        let polled =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+        // internal error, as from a failed task, and the connection survives. The future that
+        // panicked is dropped inside the guard too.
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match fut.as_mut().poll(cx) {
+                std::task::Poll::Pending => None,
+                std::task::Poll::Ready(out) => Some(out),
+            }
+        }));
         match polled {
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Ok(std::task::Poll::Ready(out)) => {
-                self.0 = None;
+            Ok(None) => std::task::Poll::Pending,
+            Ok(Some(out)) => {
+                *slot = None;
                 std::task::Poll::Ready(Some(out))
             }
             Err(_) => {
-                self.0 = None;
+                let failed = slot.take();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(failed)));
                 std::task::Poll::Ready(None)
             }
         }
@@ -781,8 +795,14 @@ where
     F::Output: Send,
 {
     fn drop(&mut self) {
-        if let (Some(fut), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
-            rt.spawn(fut);
+        let Some(fut) = self.fut.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                self.detached.spawn_on(fut, &rt);
+            }
+            Err(_) => tracing::error!("a request was abandoned with no runtime to finish it"),
         }
     }
 }

@@ -37,6 +37,9 @@ pub(crate) struct Gateway {
     pub(crate) approval_decided: tokio::sync::Notify,
     /// In-flight cancellable requests, by (session id, JSON request id).
     pub(crate) inflight: Mutex<HashMap<(String, String), CancellationToken>>,
+    /// Requests running on in tasks of their own (streaming, or their client went away): the
+    /// process waits for them before it closes the audit log.
+    pub(crate) detached: tokio_util::task::TaskTracker,
     /// Per-tool rate limits counted here.
     pub(crate) limits: crate::limits::Limits,
     /// The canonical URL: configured, or derived from the bound address.
@@ -104,6 +107,7 @@ impl Gateway {
             store,
             audit,
             inflight: Mutex::new(HashMap::new()),
+            detached: tokio_util::task::TaskTracker::new(),
             limits: crate::limits::Limits::default(),
             reloads: crate::reload::Status::default(),
             public_url,

@@ -198,6 +198,7 @@ pub(crate) async fn run(
             .await
     });
     let gw_audit = gw.audit.clone();
+    let detached = gw.detached.clone();
     let app = crate::front::router(gw);
     let stop = shutdown.clone();
     let served = axum::serve(listener.tap_io(no_delay), app)
@@ -213,6 +214,17 @@ pub(crate) async fn run(
     shutdown.cancel();
     if let Err(e) = gw_store.forget_instance(&instance.id).await {
         tracing::warn!(error = %e, "heartbeat not removed");
+    }
+    // Calls whose client went away run to their end, and their results go before `audit.stop`.
+    detached.close();
+    if tokio::time::timeout(DETACHED_GRACE, detached.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = detached.len(),
+            "calls still running at shutdown are abandoned; their results are not recorded"
+        );
     }
     // Everything queued for the audit log is written before the process ends: the writer takes
     // events in order, so once the stop event is on a sink, so is everything before it.
@@ -230,8 +242,9 @@ pub(crate) async fn run(
     }
 }
 
-/// Print a line to stdout. A closed stdout (the reader went away) must not stop the gateway,
-/// so write errors are ignored rather than panicking as `println!` would.
+/// How long shutdown waits for calls running without a client (see `Gateway::detached`).
+const DETACHED_GRACE: Duration = Duration::from_secs(10);
+
 /// Answers and stream events leave as soon as they are written: without this, Nagle's algorithm
 /// holds a small write (an SSE event after the first) until the client acknowledges the last one.
 fn no_delay(stream: &mut tokio::net::TcpStream) {
@@ -240,6 +253,8 @@ fn no_delay(stream: &mut tokio::net::TcpStream) {
     }
 }
 
+/// Print a line to stdout. A closed stdout (the reader went away) must not stop the gateway,
+/// so write errors are ignored rather than panicking as `println!` would.
 fn say(line: &str) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();

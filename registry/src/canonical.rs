@@ -17,11 +17,12 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
     out
 }
 
-/// The canonical bytes of the object `map` (without a member `key`), from which those of `map`
-/// with `key` added follow without serialising it again: the member is spliced in where the
+/// The canonical bytes of the object `map` without any member `key`, from which those of `map`
+/// with `key` set follow without serialising it again: the member is spliced in where the
 /// canonical order puts it. (An event's hash covers the event without its `hash` member.)
 pub fn canonical_object<'k>(map: &Map<String, Value>, key: &'k str) -> CanonicalObject<'k> {
-    let members = sorted(map);
+    let mut members = sorted(map);
+    members.retain(|(k, _)| k.as_str() != key);
     let before = members
         .iter()
         .take_while(|(k, _)| utf16_cmp(k, key) == Ordering::Less)
@@ -65,7 +66,7 @@ pub struct CanonicalObject<'k> {
 }
 
 impl CanonicalObject<'_> {
-    /// The canonical bytes of the object without the member.
+    /// The canonical bytes of the object without the member `key`.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -186,11 +187,14 @@ mod tests {
             (json!({"z": 1}), "hash"),
             (json!({"a": [1, {"y": 2, "x": 1}], "z": "é"}), "hash"),
             (json!({"\u{fb01}": 1, "a": 3}), "\u{1f600}"),
+            (json!({"a": 1, "hash": "old", "z": 2}), "hash"),
         ] {
             let map = map.as_object().unwrap();
             let value = json!("0123abcd");
             let spliced = canonical_object(map, key);
-            assert_eq!(spliced.bytes(), canonical_json(&json!(map)));
+            let mut without = map.clone();
+            without.remove(key);
+            assert_eq!(spliced.bytes(), canonical_json(&json!(without)));
             let mut with = map.clone();
             with.insert(key.to_string(), value.clone());
             assert_eq!(
@@ -238,18 +242,19 @@ mod tests {
         }
 
         proptest! {
-            /// Splicing a member in gives exactly the canonical bytes of the object with it,
-            /// and the object's own bytes are its canonical bytes.
+            /// Splicing a member in gives exactly the canonical bytes of the object with it (set
+            /// or replaced), and the bytes without it are those of the object without it.
             #[test]
             fn splicing_equals_serialising_again(
                 members in prop::collection::btree_map(name(), value(), 0..8),
                 key in name(),
                 added in value(),
             ) {
-                let mut map: Map<String, Value> = members.into_iter().collect();
-                map.remove(&key);
+                let map: Map<String, Value> = members.into_iter().collect();
                 let spliced = canonical_object(&map, &key);
-                prop_assert_eq!(spliced.bytes(), canonical_json(&Value::Object(map.clone())));
+                let mut without = map.clone();
+                without.remove(&key);
+                prop_assert_eq!(spliced.bytes(), canonical_json(&Value::Object(without)));
                 let mut with = map.clone();
                 with.insert(key.clone(), added.clone());
                 prop_assert_eq!(spliced.with(&added), canonical_json(&Value::Object(with)));

@@ -402,6 +402,12 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
             format!("unsupported store `{store}`"),
             "use `sqlite://PATH` (e.g. `sqlite://portcullis.db`)",
         ));
+    } else if store.contains(":memory:") || store.contains("mode=memory") {
+        problems.push(map.problem(
+            "store",
+            format!("`{store}` is an in-memory database: keys, approvals and the audit log would vanish when the gateway stops, and `portcullis keys` and the audit sink could not reach it"),
+            "use a file: `sqlite://PATH` (e.g. `sqlite://portcullis.db`)",
+        ));
     }
     let max_body = match &raw.http.max_body {
         None => DEFAULT_MAX_BODY,

@@ -110,6 +110,26 @@ fn sizes_and_durations() {
     assert!(p[0].starts_with("t.yaml:1:19:"), "{}", p[0]);
 }
 
+#[test]
+fn an_in_memory_or_foreign_store_is_refused_with_the_fix() {
+    for store in [
+        "sqlite::memory:",
+        "sqlite://file:x?mode=memory&cache=shared",
+    ] {
+        let p = problems(&format!("store: \"{store}\"\nservers: {{}}\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("t.yaml:1:8: `store`:"), "{}", p[0]);
+        assert!(
+            p[0].contains("in-memory") && p[0].contains("sqlite://PATH"),
+            "{}",
+            p[0]
+        );
+    }
+    let p = problems("store: postgres://db/portcullis\nservers: {}\n");
+    assert!(p[0].contains("unsupported store"), "{}", p[0]);
+    load_str("t.yaml", "store: sqlite://memory.db\nservers: {}\n").unwrap();
+}
+
 const NOTES: &str =
     "servers:\n  notes:\n    builtin: notes\n    tools: { search_notes: { class: read } }\n";
 
