@@ -28,6 +28,24 @@ fn file(path: &std::path::Path) -> SinkKind {
     }
 }
 
+/// A store in `dir` and an audit log with a required file sink `a.jsonl` and the store sink.
+async fn file_and_store(
+    dir: &tempfile::TempDir,
+    store_required: bool,
+) -> (Store, std::path::PathBuf, Audit) {
+    let s = store(dir).await;
+    let path = dir.path().join("a.jsonl");
+    let audit = Audit::open(
+        &settings(vec![(file(&path), true), (SinkKind::Store, store_required)]),
+        &s,
+        "test",
+        "sha256:t",
+    )
+    .await
+    .unwrap();
+    (s, path, audit)
+}
+
 fn check(path: &std::path::Path) -> Verdict {
     verify(BufReader::new(std::fs::File::open(path).unwrap())).unwrap()
 }
@@ -262,16 +280,7 @@ async fn a_stalled_required_sink_does_not_hold_up_calls_and_catches_up_in_order(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_best_effort_sink_does_not_stop_calls() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir).await;
-    let path = dir.path().join("a.jsonl");
-    let audit = Audit::open(
-        &settings(vec![(file(&path), true), (SinkKind::Store, false)]),
-        &s,
-        "test",
-        "sha256:t",
-    )
-    .await
-    .unwrap();
+    let (s, path, audit) = file_and_store(&dir, false).await;
     // The best-effort store fails; the required file still takes the event.
     s.execute_for_test("DROP TABLE audit_events").await;
     audit.record(call(1)).await.unwrap();
@@ -474,16 +483,7 @@ fn lingering_stops_at_the_first_event_somebody_waits_for_and_takes_what_queued_b
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_nobody_waits_for_goes_out_with_the_next_record_or_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir).await;
-    let path = dir.path().join("a.jsonl");
-    let audit = Audit::open(
-        &settings(vec![(file(&path), true), (SinkKind::Store, true)]),
-        &s,
-        "test",
-        "sha256:t",
-    )
-    .await
-    .unwrap();
+    let (_store, path, audit) = file_and_store(&dir, true).await;
     let before = audit.batches.load(Ordering::Relaxed);
     // Alone, a noted event is not held for another: it is written moments later.
     audit.note(call(1));
