@@ -1135,6 +1135,31 @@ impl Gateway {
         })
     }
 
+    /// Forward a request that is not a tool call, once decided: the kill switch, then its
+    /// request event, then the upstream (on the session's own connection where the server has
+    /// them). A refusal is the outer error; what the upstream answered is the inner result.
+    async fn forward(
+        &self,
+        call: &Call,
+        up: &Upstream,
+        method: &str,
+        target: &str,
+        fwd: Map<String, Value>,
+        sink: &mpsc::UnboundedSender<Value>,
+    ) -> Result<Result<Value, UpstreamError>, RpcError> {
+        self.gate(call, up.name(), target)?;
+        self.recorded(call, method, up.name(), target).await?;
+        Ok(up
+            .request(
+                method,
+                Some(Value::Object(fwd)),
+                None,
+                None,
+                self.on(call, Some(sink)),
+            )
+            .await)
+    }
+
     async fn read_resource(
         &self,
         call: &Call,
@@ -1149,20 +1174,11 @@ impl Gateway {
         if !up.config().allows_resource(inner) || !self.may_browse(&call.caller, up.name()) {
             return Err(unknown_resource(&uri, modern));
         }
-        self.gate(call, up.name(), &uri)?;
-        self.recorded(call, "resources/read", up.name(), &uri)
-            .await?;
         let mut fwd = forwardable(params);
         fwd.insert("uri".into(), json!(inner));
-        let mut res = match up
-            .request(
-                "resources/read",
-                Some(Value::Object(fwd)),
-                None,
-                None,
-                self.on(call, Some(sink)),
-            )
-            .await
+        let mut res = match self
+            .forward(call, &up, "resources/read", &uri, fwd, sink)
+            .await?
         {
             Ok(r) => r,
             Err(UpstreamError::Rpc { error, .. })
@@ -1238,19 +1254,11 @@ impl Gateway {
         if !up.config().allows_prompt(inner) || !self.may_browse(&call.caller, up.name()) {
             return Err(unknown_prompt(&name));
         }
-        self.gate(call, up.name(), &name)?;
-        self.recorded(call, "prompts/get", up.name(), &name).await?;
         let mut fwd = forwardable(params);
         fwd.insert("name".into(), json!(inner));
-        up.request(
-            "prompts/get",
-            Some(Value::Object(fwd)),
-            None,
-            None,
-            self.on(call, Some(sink)),
-        )
-        .await
-        .map_err(upstream_error)
+        self.forward(call, &up, "prompts/get", &name, fwd, sink)
+            .await?
+            .map_err(upstream_error)
     }
 
     async fn complete(
@@ -1290,25 +1298,12 @@ impl Gateway {
         if up.capabilities().get("completions").is_none() {
             return none();
         }
-        self.gate(call, up.name(), "completion/complete")?;
-        self.recorded(
-            call,
-            "completion/complete",
-            up.name(),
-            "completion/complete",
-        )
-        .await?;
         let mut fwd = forwardable(params);
         fwd.insert("ref".into(), new_ref);
-        up.request(
-            "completion/complete",
-            Some(Value::Object(fwd)),
-            None,
-            None,
-            self.on(call, Some(sink)),
-        )
-        .await
-        .map_err(upstream_error)
+        let method = "completion/complete";
+        self.forward(call, &up, method, method, fwd, sink)
+            .await?
+            .map_err(upstream_error)
     }
 
     async fn set_level(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {

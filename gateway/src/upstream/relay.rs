@@ -534,6 +534,42 @@ fn client_error(error: &Value) -> McpError {
 mod tests {
     use super::*;
 
+    /// The upstream asks the client `method` (`sampling/…` or `elicitation/…`, the capability
+    /// being the part before `/`) on behalf of the call behind `origin`; it never withdraws.
+    async fn ask(
+        relay: &Relay,
+        method: &'static str,
+        params: Value,
+        origin: &InboundStreamOrigin,
+    ) -> Result<Value, McpError> {
+        let capability = method.split('/').next().unwrap_or_default();
+        relay
+            .ask(
+                method,
+                capability,
+                params,
+                Some(origin),
+                CancellationToken::new(),
+            )
+            .await
+    }
+
+    async fn sample(
+        relay: &Relay,
+        params: Value,
+        origin: &InboundStreamOrigin,
+    ) -> Result<Value, McpError> {
+        ask(relay, "sampling/createMessage", params, origin).await
+    }
+
+    async fn elicit(
+        relay: &Relay,
+        params: Value,
+        origin: &InboundStreamOrigin,
+    ) -> Result<Value, McpError> {
+        ask(relay, "elicitation/create", params, origin).await
+    }
+
     #[tokio::test]
     async fn an_answer_reaches_only_its_own_waiter_and_unknown_ids_are_dropped() {
         let pending = Pending::default();
@@ -646,13 +682,7 @@ mod tests {
 
         // Recorded: the request reaches the call's stream under the gateway's own id, and the
         // client's answer to that id comes back.
-        let asking = relay.ask(
-            "sampling/createMessage",
-            "sampling",
-            params.clone(),
-            Some(&origin),
-            CancellationToken::new(),
-        );
+        let asking = sample(&relay, params.clone(), &origin);
         let answering = async {
             let sent = client.recv().await.unwrap();
             assert_eq!(sent["method"], "sampling/createMessage");
@@ -675,16 +705,7 @@ mod tests {
             .await
             .unwrap();
         levers.refresh().await.unwrap();
-        let killed = relay
-            .ask(
-                "sampling/createMessage",
-                "sampling",
-                params.clone(),
-                Some(&origin),
-                CancellationToken::new(),
-            )
-            .await
-            .unwrap_err();
+        let killed = sample(&relay, params.clone(), &origin).await.unwrap_err();
         assert!(killed.message.contains("kill switch"), "{}", killed.message);
         assert!(client.try_recv().is_err(), "the client was asked");
         store
@@ -694,29 +715,13 @@ mod tests {
         levers.refresh().await.unwrap();
 
         store.execute_for_test("DROP TABLE audit_events").await;
-        let refused = relay
-            .ask(
-                "sampling/createMessage",
-                "sampling",
-                params,
-                Some(&origin),
-                CancellationToken::new(),
-            )
-            .await
-            .unwrap_err();
+        let refused = sample(&relay, params, &origin).await.unwrap_err();
         assert_eq!(refused.message, "the gateway cannot record the request");
         assert!(client.try_recv().is_err(), "the client was asked");
         assert!(session.pending.waiting.lock().unwrap().is_empty());
 
         // A request tied to no running call, or arriving once the server is stopped, is refused.
-        let unassociated = relay
-            .ask(
-                "sampling/createMessage",
-                "sampling",
-                json!({}),
-                Some(&InboundStreamOrigin::Unassociated),
-                CancellationToken::new(),
-            )
+        let unassociated = sample(&relay, json!({}), &InboundStreamOrigin::Unassociated)
             .await
             .unwrap_err();
         assert!(
@@ -725,16 +730,7 @@ mod tests {
             unassociated.message
         );
         stop.cancel();
-        let stopped = relay
-            .ask(
-                "sampling/createMessage",
-                "sampling",
-                json!({}),
-                Some(&origin),
-                CancellationToken::new(),
-            )
-            .await
-            .unwrap_err();
+        let stopped = sample(&relay, json!({}), &origin).await.unwrap_err();
         assert!(stopped.message.contains("closing"), "{}", stopped.message);
         assert!(client.try_recv().is_err(), "the client was asked");
     }
@@ -792,26 +788,11 @@ mod tests {
         // URL-mode elicitation needs `elicitation.url`.
         let url_mode =
             json!({ "mode": "url", "message": "go", "url": "https://x", "elicitationId": "e" });
-        let refused = relay
-            .ask(
-                "elicitation/create",
-                "elicitation",
-                url_mode,
-                Some(&origin),
-                CancellationToken::new(),
-            )
-            .await
-            .unwrap_err();
+        let refused = elicit(&relay, url_mode, &origin).await.unwrap_err();
         assert!(refused.message.contains("URL-mode"), "{}", refused.message);
 
         // The call ends while the client has not answered: the wait ends with it.
-        let asking = relay.ask(
-            "elicitation/create",
-            "elicitation",
-            params,
-            Some(&origin),
-            CancellationToken::new(),
-        );
+        let asking = elicit(&relay, params, &origin);
         let ending = async {
             client.recv().await.unwrap();
             drop(running);
