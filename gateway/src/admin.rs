@@ -779,6 +779,16 @@ async fn get_metrics(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Result<
                 n.load(std::sync::atomic::Ordering::Relaxed) as f64,
             ));
         }
+        extra.push(gauge(
+            "portcullis_audit_sink_flushes_total",
+            "counter",
+            "Writes each sink made, one flush each; a sink that fell behind writes what queued at once.",
+            vec![
+                ("sink", s.name.clone()),
+                ("required", s.required.to_string()),
+            ],
+            s.flushes.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ));
     }
     extra.push(gauge(
         "portcullis_audit_events_dropped_total",
@@ -790,7 +800,7 @@ async fn get_metrics(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Result<
     extra.push(gauge(
         "portcullis_audit_batches_total",
         "counter",
-        "Batches handed to the audit sinks; each is one write and one flush per sink.",
+        "Batches handed to the audit sinks; a sink writes each with one write and one flush, or several queued ones together.",
         vec![],
         audit.batches.load(std::sync::atomic::Ordering::Relaxed) as f64,
     ));

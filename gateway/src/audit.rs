@@ -145,6 +145,9 @@ pub(crate) struct SinkStats {
     pub(crate) required: bool,
     pub(crate) written: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// Writes this sink made (each a `write` or transaction, then its `fsync` if it has one).
+    /// Fewer than the writer's batches when the sink fell behind and caught up.
+    pub(crate) flushes: AtomicU64,
 }
 
 /// The handle every part of the gateway writes events through.
@@ -232,6 +235,7 @@ impl Audit {
                 },
                 required: s.required,
                 written: AtomicU64::new(0),
+                flushes: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
             });
             sinks.push((sink, s.required));
@@ -767,6 +771,9 @@ fn take_waiting(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
 
 /// One sink's thread: it writes each batch in order, tells the writer whether it took it, then
 /// makes it durable (a file sink's `fsync`) and answers the batch's callers.
+///
+/// A sink that fell behind (its queue holds more than one batch) writes everything queued with
+/// one write or transaction and one `fsync`: catching up costs one flush, not one per batch.
 struct SinkWorker {
     sink: Sink,
     required: bool,
@@ -775,22 +782,37 @@ struct SinkWorker {
     staged: std::sync::mpsc::Sender<(u64, bool)>,
 }
 
+/// Batches a sink that fell behind writes together.
+const CATCH_UP: usize = 64;
+
 impl SinkWorker {
     fn run(mut self, rx: std::sync::mpsc::Receiver<Arc<Batch>>) {
-        while let Ok(batch) = rx.recv() {
+        while let Ok(first) = rx.recv() {
             let started = Instant::now();
-            // A panic in a sink (or a crate under it) fails this batch, not the sink for good.
+            let mut batches = vec![first];
+            while batches.len() < CATCH_UP {
+                match rx.try_recv() {
+                    Ok(b) => batches.push(b),
+                    Err(_) => break,
+                }
+            }
+            // A panic in a sink (or a crate under it) fails these batches, not the sink for good.
             let staged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.sink.stage(&batch.chain, &batch.lines)
+                self.sink.stage(&batches)
             }))
             .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
-            let _ = self.staged.send((batch.number, staged.is_ok()));
+            for b in &batches {
+                let _ = self.staged.send((b.number, staged.is_ok()));
+            }
             let result = staged.and_then(|()| {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
                     .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()))
             });
-            let count = batch.lines.len() as u64;
+            let count: u64 = batches.iter().map(|b| b.lines.len() as u64).sum();
             let stat = self.stats.get(self.index);
+            if let Some(s) = stat {
+                s.flushes.fetch_add(1, Ordering::Relaxed);
+            }
             match &result {
                 Ok(()) => {
                     if let Some(s) = stat {
@@ -804,36 +826,42 @@ impl SinkWorker {
                     tracing::error!(error = %e, required = self.required, events = count, "audit sink write failed");
                 }
             }
-            batch.settle(self.required, result.is_ok());
+            for b in &batches {
+                b.settle(self.required, result.is_ok());
+            }
             tracing::trace!(
                 sink = self.index,
+                batches = batches.len(),
                 events = count,
                 elapsed_us = started.elapsed().as_micros() as u64,
-                "audit batch written"
+                "audit batches written"
             );
         }
     }
 }
 
 impl Sink {
-    /// Write `lines`: after this the events survive the process (a file sink's are in the
-    /// kernel, the store's are committed).
-    fn stage(&mut self, chain: &str, lines: &[Line]) -> Result<(), String> {
+    /// Write the batches' lines, all or none: after this the events survive the process (a file
+    /// sink's are in the kernel, the store's are committed).
+    fn stage(&mut self, batches: &[Arc<Batch>]) -> Result<(), String> {
+        let mut lines = batches.iter().flat_map(|b| b.lines.iter());
         match self {
             Sink::File(f) => {
-                let joined: String = lines.iter().map(|l| l.text.as_str()).collect();
+                let joined: String = lines.map(|l| l.text.as_str()).collect();
                 f.write(joined.as_bytes())
             }
             Sink::Store(store) => {
-                let rows: Vec<AuditRow<'_>> = lines
+                let rows: Vec<AuditRow<'_>> = batches
                     .iter()
-                    .map(|l| AuditRow {
-                        chain,
-                        seq: l.seq,
-                        at_ms: l.at_ms,
-                        session: l.session.as_deref(),
-                        trace_id: l.trace_id.as_deref(),
-                        line: l.text.trim_end(),
+                    .flat_map(|b| {
+                        b.lines.iter().map(|l| AuditRow {
+                            chain: &b.chain,
+                            seq: l.seq,
+                            at_ms: l.at_ms,
+                            session: l.session.as_deref(),
+                            trace_id: l.trace_id.as_deref(),
+                            line: l.text.trim_end(),
+                        })
                     })
                     .collect();
                 store
@@ -843,7 +871,6 @@ impl Sink {
             Sink::Stdout => {
                 let mut out = std::io::stdout().lock();
                 lines
-                    .iter()
                     .try_for_each(|l| out.write_all(l.text.as_bytes()))
                     .and_then(|()| out.flush())
                     .map_err(|e| format!("audit stdout sink: {e}"))

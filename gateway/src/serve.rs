@@ -201,12 +201,18 @@ pub(crate) async fn run(
     let detached = gw.detached.clone();
     let app = crate::front::router(gw);
     let stop = shutdown.clone();
-    let served = axum::serve(listener.tap_io(no_delay), app)
-        .with_graceful_shutdown(async move {
-            wait_for_signal().await;
-            stop.cancel();
-        })
-        .await;
+    // The accept loop runs on the runtime's workers, not on this thread (which `block_on` parks
+    // between polls): a connection accepted here would wake a worker for every request.
+    let served = tokio::spawn(async move {
+        axum::serve(listener.tap_io(no_delay), app)
+            .with_graceful_shutdown(async move {
+                wait_for_signal().await;
+                stop.cancel();
+            })
+            .await
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     shutdown.cancel();
     if let Ok(Err(e)) = admin_task.await {
         eprintln!("portcullis: admin listener error: {e}");

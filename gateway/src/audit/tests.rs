@@ -275,6 +275,11 @@ async fn a_stalled_required_sink_does_not_hold_up_calls_and_catches_up_in_order(
     assert_eq!(seqs, (1..=51).collect::<Vec<_>>());
     counted(&audit.sinks[0].written, 51).await;
     assert_eq!(audit.sinks[0].failed.load(Ordering::Relaxed), 0);
+    // It caught up with one write and flush for everything that queued while it was stuck:
+    // the stuck write (`audit.start`), then the 50 calls together.
+    assert_eq!(audit.batches.load(Ordering::Relaxed), 51);
+    assert_eq!(audit.sinks[0].flushes.load(Ordering::Relaxed), 2);
+    assert_eq!(audit.sinks[1].flushes.load(Ordering::Relaxed), 51);
 }
 
 #[tokio::test(flavor = "multi_thread")]

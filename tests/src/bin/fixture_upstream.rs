@@ -656,6 +656,11 @@ fn main() -> anyhow::Result<()> {
                 }),
             );
         println!("fixture listening on http://{bound}/mcp");
+        // Small answers go out at once (no Nagle delay waiting for the client's delayed ACK), as
+        // a production server would have it; the benchmark's keep-alive client depends on it.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app).await?;
         Ok(())
     })
