@@ -57,6 +57,11 @@ impl Proc {
         Proc { child }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Send SIGKILL now.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -114,6 +119,11 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// The fixture's process id.
+    pub fn pid(&self) -> u32 {
+        self._proc.pid()
+    }
+
     /// Start it accepting `era` (`legacy`, `modern` or `both`).
     pub fn start(era: &str) -> Result<Fixture> {
         let mut cmd = Command::new(bin("fixture-upstream"));
@@ -348,6 +358,11 @@ fn serve(config: &Path, log: &str) -> Result<(Proc, String, String)> {
 }
 
 impl Gateway {
+    /// The gateway's process id (it changes with [`Gateway::restart`]).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// Start a gateway whose config has `servers_yaml` under `servers:` (indented by the caller).
     pub fn start(servers_yaml: &str) -> Result<Gateway> {
         Gateway::start_with("", servers_yaml)
