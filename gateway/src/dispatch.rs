@@ -148,6 +148,18 @@ pub(crate) fn event_notification(
 }
 
 /// The single answer for a tool that is not allowlisted, not offered, or not there at all.
+/// The levels `logging/setLevel` takes (RFC 5424 severities, as MCP names them).
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
 fn unknown_tool(name: &str) -> RpcError {
     let mut e = RpcError::new(INVALID_PARAMS, format!("Unknown tool: {name}"));
     e.data = Some(json!({ "reason": "not_found" }));
@@ -1306,13 +1318,23 @@ impl Gateway {
             .map_err(upstream_error)
     }
 
+    /// `logging/setLevel`: recorded, kept for the session's own connections, relayed to the
+    /// servers the caller may browse that log.
     async fn set_level(&self, call: &Call, params: Option<Value>) -> Result<Value, RpcError> {
         let level = str_param(&params, "level")?.to_string();
-        if let Era::Stateful(session) = &call.era
-            && let Ok(mut l) = session.log_level.lock()
-        {
-            *l = Some(level.clone());
+        if !LOG_LEVELS.contains(&level.as_str()) {
+            return Err(RpcError::new(
+                INVALID_PARAMS,
+                format!(
+                    "unknown logging level `{}`; one of: {}",
+                    level.chars().take(32).collect::<String>(),
+                    LOG_LEVELS.join(", ")
+                ),
+            ));
         }
+        // A per-session server gets the level on the session's own connection: now if it has
+        // one, else when it opens. Shared connections get it now.
+        let mut targets = Vec::new();
         for up in self.scoped(&call.scope) {
             if !self.may_browse(&call.caller, up.name())
                 || self
@@ -1323,15 +1345,38 @@ impl Gateway {
             {
                 continue;
             }
-            // A per-session server gets the level on the session's own connection: now if it
-            // has one, else when it opens. Shared connections get it now.
-            let on = match up.config().connection {
+            match up.config().connection {
                 registry::Connection::PerSession => match &call.era {
-                    Era::Stateful(session) if up.linked(session) => self.on(call, None),
+                    Era::Stateful(session) if up.linked(session) => targets.push((up, true)),
                     _ => continue,
                 },
-                registry::Connection::Shared => None,
-            };
+                registry::Connection::Shared => targets.push((up, false)),
+            }
+        }
+        // It reaches upstreams (now, or when a session's connection opens): recorded first.
+        let mut e = call.event("mcp.request");
+        e.method = Some("logging/setLevel".to_string());
+        e.outcome = Some("allowed");
+        e.detail = Some(json!({
+            "level": level,
+            "servers": targets.iter().map(|(up, _)| up.name()).collect::<Vec<_>>(),
+        }));
+        self.audit.record(e).await.map_err(|e| {
+            tracing::error!(subject = %call.caller.subject, error = %e, "audit log cannot record logging/setLevel; refused");
+            crate::metrics::get().fail_closed("audit_unavailable");
+            refusal(
+                "audit_unavailable",
+                "`logging/setLevel` was not executed: the audit log cannot record it".to_string(),
+                json!({}),
+            )
+        })?;
+        if let Era::Stateful(session) = &call.era
+            && let Ok(mut l) = session.log_level.lock()
+        {
+            *l = Some(level.clone());
+        }
+        for (up, own) in targets {
+            let on = if own { self.on(call, None) } else { None };
             if let Err(e) = up
                 .request(
                     "logging/setLevel",

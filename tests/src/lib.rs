@@ -157,6 +157,18 @@ impl Fixture {
         self.counter("/sessions")
     }
 
+    /// The levels of the `logging/setLevel` requests that reached the fixture, in order.
+    pub fn levels(&self) -> Vec<String> {
+        let addr = self
+            .url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .to_string();
+        http_get(&addr, "/levels")
+            .map(|(_, body)| body.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
     /// How many tool calls have reached the fixture so far.
     pub fn calls(&self) -> u64 {
         self.counter("/calls")

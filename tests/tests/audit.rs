@@ -1,7 +1,8 @@
 //! The audit log end to end: allowed, denied and held calls each leave their events; a secret in
 //! the arguments reaches neither the audit file, the export nor the gateway's log; the chain
 //! verifies and an edit is named; an unwritable sink refuses calls while the gateway stays up;
-//! a gateway killed mid-call has already written the request event.
+//! a gateway killed mid-call has already written the request event; `logging/setLevel` is
+//! recorded before it reaches an upstream.
 
 use std::process::Command;
 use std::time::Duration;
@@ -289,6 +290,55 @@ async fn an_unwritable_sink_refuses_calls_and_the_gateway_stays_up() {
     assert!(c.tool_names().await.len() > 3);
     let health = reqwest::get(format!("{}/healthz", gw.admin)).await.unwrap();
     assert_eq!(health.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn set_level_is_recorded_before_it_reaches_an_upstream_and_refused_when_it_cannot_be() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = Gateway::start(&fixture_server("fx", &fx.url)).unwrap();
+    let mut c = Raw::new(gw.mcp(), &gw.key);
+    c.init().await;
+    let (_, r) = c
+        .call(req(1, "logging/setLevel", json!({ "level": "warning" })))
+        .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    assert_eq!(fx.levels(), ["warning"]);
+    // The event is on a sink before the upstream hears of it; the file may trail the store.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let event = loop {
+        let all = events(&gw.audit_file());
+        if let Some(e) = all
+            .iter()
+            .find(|e| e["kind"] == "mcp.request" && e["method"] == "logging/setLevel")
+        {
+            break e.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no setLevel event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(event["outcome"], "allowed", "{event}");
+    assert_eq!(event["detail"]["level"], "warning", "{event}");
+    assert_eq!(event["detail"]["servers"], json!(["fx"]), "{event}");
+    // A level MCP does not name is invalid params, and goes nowhere.
+    let (_, r) = c
+        .call(req(2, "logging/setLevel", json!({ "level": "loud" })))
+        .await;
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert_eq!(fx.levels(), ["warning"]);
+
+    // With no sink to record it, it is refused and the upstream never hears of it.
+    let fx = Fixture::start("both").unwrap();
+    let mut fifo = AuditFifo::new().unwrap();
+    let gw = Gateway::start_with(&fifo.config(), &fixture_server("fx", &fx.url)).unwrap();
+    let mut c = Raw::new(gw.mcp(), &gw.key);
+    c.init().await;
+    fifo.fail();
+    let (_, r) = c
+        .call(req(1, "logging/setLevel", json!({ "level": "debug" })))
+        .await;
+    assert_eq!(r["error"]["code"], -32001, "{r}");
+    assert_eq!(r["error"]["data"]["reason"], "audit_unavailable", "{r}");
+    assert!(fx.levels().is_empty(), "{:?}", fx.levels());
 }
 
 #[test]

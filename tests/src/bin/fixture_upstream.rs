@@ -356,6 +356,7 @@ impl ServerHandler for Fixture {
                 .enable_tools()
                 .enable_tool_list_changed()
                 .enable_resources_subscribe()
+                .enable_logging()
                 .build(),
         )
         .with_server_info(Implementation::new("portcullis-fixture", "1.0.0"))
@@ -535,9 +536,14 @@ impl ServerHandler for Fixture {
 
     async fn set_level(
         &self,
-        _: SetLevelRequestParams,
+        params: SetLevelRequestParams,
         _: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        if let Ok(mut l) = LEVELS.lock()
+            && let Ok(Value::String(level)) = serde_json::to_value(params.level)
+        {
+            l.push(level);
+        }
         Ok(())
     }
 }
@@ -545,6 +551,8 @@ impl ServerHandler for Fixture {
 /// Tool calls received, over all sessions.
 static TRACEPARENTS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 static AUTHORIZATIONS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// The levels of the `logging/setLevel` requests received, in order.
+static LEVELS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 static TOOL_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// `slow` calls that ended because the client cancelled them.
@@ -642,6 +650,13 @@ fn main() -> anyhow::Result<()> {
                 "/sessions",
                 axum::routing::get(move || async move {
                     manager.sessions.read().await.len().to_string()
+                }),
+            )
+            // `GET /levels`: the `logging/setLevel` levels that reached this upstream.
+            .route(
+                "/levels",
+                axum::routing::get(|| async {
+                    LEVELS.lock().map(|t| t.join("\n")).unwrap_or_default()
                 }),
             )
             // `GET /authorizations`: the `Authorization` headers that reached this upstream, so
