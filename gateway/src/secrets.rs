@@ -1,12 +1,14 @@
 //! Resolving secret references: `env:`, `file:` and `vault:` (KV version 2 on Vault or OpenBao).
 //!
 //! Secrets are read when they are needed (an upstream connection, a child process, the audit
-//! key), so a rotated secret takes effect at the next connection. The Vault token itself is read
-//! once, when the gateway starts. A reference that cannot be read
+//! key), so a rotated secret takes effect at the next connection. The Vault token (itself an
+//! `env:` or `file:` reference) is read again before each Vault read, so a token renewed in its
+//! file (a Vault Agent sink, say) takes effect at once. A reference that cannot be read
 //! is an error that names the reference, never a value; whatever needed it does not proceed.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use registry::{SecretRef, VaultSettings};
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
@@ -38,11 +40,51 @@ pub(crate) struct SecretError {
 
 /// What resolves references for this process.
 pub(crate) struct Secrets {
-    vault: Option<(VaultClient, String)>,
+    vault: Option<Vault>,
+}
+
+/// The Vault server, and a client for the token last read.
+struct Vault {
+    settings: VaultSettings,
+    current: Mutex<(String, Arc<VaultClient>)>,
+}
+
+impl Vault {
+    fn client_for(settings: &VaultSettings, token: &str) -> Result<VaultClient, String> {
+        let mut b = VaultClientSettingsBuilder::default();
+        b.address(&settings.address)
+            .token(token)
+            .timeout(Some(settings.timeout))
+            .verify(true);
+        if let Some(ns) = &settings.namespace {
+            b.set_namespace(ns.clone());
+        }
+        let built = b.build().map_err(|e| format!("secrets.vault: {e}"))?;
+        VaultClient::new(built).map_err(|e| format!("secrets.vault: {e}"))
+    }
+
+    /// A client for the token as it reads now: the same one while the token is unchanged.
+    fn client(&self) -> Result<Arc<VaultClient>, String> {
+        let token = self
+            .settings
+            .token
+            .resolve_local()
+            .map_err(|e| format!("secrets.vault.token: {e}"))?;
+        let mut current = self
+            .current
+            .lock()
+            .map_err(|_| "the Vault client is unusable after an earlier failure".to_string())?;
+        if current.0 != token {
+            let client = Arc::new(Vault::client_for(&self.settings, &token)?);
+            tracing::info!(address = %self.settings.address, "Vault token changed; using the new one");
+            *current = (token, client);
+        }
+        Ok(current.1.clone())
+    }
 }
 
 impl Secrets {
-    /// Build the resolver. The Vault token (an `env:` or `file:` reference) is read now.
+    /// Build the resolver. The Vault token (an `env:` or `file:` reference) must be readable now.
     pub(crate) fn new(vault: Option<&VaultSettings>) -> Result<Secrets, String> {
         let Some(v) = vault else {
             return Ok(Secrets { vault: None });
@@ -53,18 +95,12 @@ impl Secrets {
             .map_err(|e| format!("secrets.vault.token: {e}"))?;
         reqwest::Url::parse(&v.address)
             .map_err(|_| format!("secrets.vault.address: `{}` is not a URL", v.address))?;
-        let mut b = VaultClientSettingsBuilder::default();
-        b.address(&v.address)
-            .token(token)
-            .timeout(Some(v.timeout))
-            .verify(true);
-        if let Some(ns) = &v.namespace {
-            b.set_namespace(ns.clone());
-        }
-        let settings = b.build().map_err(|e| format!("secrets.vault: {e}"))?;
-        let client = VaultClient::new(settings).map_err(|e| format!("secrets.vault: {e}"))?;
+        let client = Arc::new(Vault::client_for(v, &token)?);
         Ok(Secrets {
-            vault: Some((client, v.address.clone())),
+            vault: Some(Vault {
+                settings: v.clone(),
+                current: Mutex::new((token, client)),
+            }),
         })
     }
 
@@ -77,13 +113,14 @@ impl Secrets {
         match r {
             SecretRef::Env(_) | SecretRef::File(_) => r.resolve_local().map(Secret).map_err(fail),
             SecretRef::Vault { mount, path, key } => {
-                let Some((client, address)) = &self.vault else {
+                let Some(vault) = &self.vault else {
                     return Err(fail("no Vault is configured".into()));
                 };
+                let client = vault.client().map_err(fail)?;
                 let data: HashMap<String, serde_json::Value> =
-                    vaultrs::kv2::read(client, mount, path)
+                    vaultrs::kv2::read(&*client, mount, path)
                         .await
-                        .map_err(|e| fail(vault_error(&e, address)))?;
+                        .map_err(|e| fail(vault_error(&e, &vault.settings.address)))?;
                 match data.get(key) {
                     Some(serde_json::Value::String(s)) => Ok(Secret(s.clone())),
                     Some(_) => Err(fail(format!("the key `{key}` is not a string"))),

@@ -394,11 +394,22 @@ impl OpenBao {
         }
     }
 
-    /// `bao kv put -mount=secret PATH KEY=VALUE`.
-    fn put(&self, path: &str, kv: &str) {
+    /// `bao token create`: a new token (a child of the root token), for a renewal.
+    fn child_token(&self) -> String {
+        self.bao(&["token", "create", "-field=token"])
+            .trim()
+            .to_string()
+    }
+
+    /// `bao token revoke TOKEN`.
+    fn revoke(&self, token: &str) {
+        self.bao(&["token", "revoke", token]);
+    }
+
+    fn bao(&self, args: &[&str]) -> String {
         let bao = portcullis_tests::workspace().join(".venv/bin/bao");
         let out = Command::new(bao)
-            .args(["kv", "put", "-mount=secret", path, kv])
+            .args(args)
             .env("BAO_ADDR", &self.addr)
             .env("BAO_TOKEN", &self.token)
             .output()
@@ -408,6 +419,12 @@ impl OpenBao {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `bao kv put -mount=secret PATH KEY=VALUE`.
+    fn put(&self, path: &str, kv: &str) {
+        self.bao(&["kv", "put", "-mount=secret", path, kv]);
     }
 }
 
@@ -483,6 +500,44 @@ async fn an_upstream_credential_from_openbao_reaches_the_upstream_and_nothing_el
         "{out}"
     );
     assert!(!out.contains(secret), "{out}");
+}
+
+#[tokio::test]
+async fn a_vault_token_renewed_in_its_file_is_used_from_the_next_read() {
+    let bao = OpenBao::start();
+    bao.put("portcullis/fixture", "token=first-secret-4c1d");
+    let first = bao.child_token();
+    let fx = Fixture::start("both").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("bao-token");
+    std::fs::write(&token_file, format!("{first}\n")).unwrap();
+    let top = format!(
+        "secrets:\n  vault: {{ address: \"{}\", token: \"file:{}\" }}\n",
+        bao.addr,
+        token_file.display()
+    );
+    // Each client session opens its own upstream connection, and reads the credential for it.
+    let servers = servers(&fx.url).replace(
+        "    allow_private: true\n",
+        "    allow_private: true\n    connection: per_session\n    credentials: { bearer: \"vault:secret/portcullis/fixture#token\" }\n",
+    );
+    let gw = Gateway::start_with(&top, &servers).unwrap();
+    let c = client(&gw).await;
+    let r = call(&c, "fixture__echo", json!({"text": "one"})).await;
+    assert_eq!(r["result"]["content"][0]["text"], "one", "{r}");
+    // The token is renewed (a new one in the file, the old one revoked), and the secret rotated.
+    let second = bao.child_token();
+    std::fs::write(&token_file, format!("{second}\n")).unwrap();
+    bao.revoke(&first);
+    bao.put("portcullis/fixture", "token=second-secret-9e2b");
+    let c2 = client(&gw).await;
+    let r = call(&c2, "fixture__echo", json!({"text": "two"})).await;
+    assert_eq!(r["result"]["content"][0]["text"], "two", "{r}");
+    let seen = fx.authorizations();
+    assert!(
+        seen.iter().any(|a| a == "Bearer second-secret-9e2b"),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]
