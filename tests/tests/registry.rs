@@ -394,6 +394,18 @@ impl OpenBao {
         }
     }
 
+    /// The `secrets:` config for this server, with `token` in a file in `dir`; and that file.
+    fn config(&self, dir: &tempfile::TempDir, token: &str) -> (std::path::PathBuf, String) {
+        let token_file = dir.path().join("bao-token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        let top = format!(
+            "secrets:\n  vault: {{ address: \"{}\", token: \"file:{}\" }}\n",
+            self.addr,
+            token_file.display()
+        );
+        (token_file, top)
+    }
+
     /// `bao token create`: a new token (a child of the root token), for a renewal.
     fn child_token(&self) -> String {
         self.bao(&["token", "create", "-field=token"])
@@ -435,13 +447,7 @@ async fn an_upstream_credential_from_openbao_reaches_the_upstream_and_nothing_el
     bao.put("portcullis/fixture", &format!("token={secret}"));
     let fx = Fixture::start("both").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("bao-token");
-    std::fs::write(&token_file, format!("{}\n", bao.token)).unwrap();
-    let top = format!(
-        "secrets:\n  vault: {{ address: \"{}\", token: \"file:{}\" }}\n",
-        bao.addr,
-        token_file.display()
-    );
+    let (_, top) = bao.config(&dir, &bao.token);
     let servers = servers(&fx.url).replace(
         "    allow_private: true\n",
         "    allow_private: true\n    credentials: { bearer: \"vault:secret/portcullis/fixture#token\" }\n",
@@ -509,13 +515,7 @@ async fn a_vault_token_renewed_in_its_file_is_used_from_the_next_read() {
     let first = bao.child_token();
     let fx = Fixture::start("both").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("bao-token");
-    std::fs::write(&token_file, format!("{first}\n")).unwrap();
-    let top = format!(
-        "secrets:\n  vault: {{ address: \"{}\", token: \"file:{}\" }}\n",
-        bao.addr,
-        token_file.display()
-    );
+    let (token_file, top) = bao.config(&dir, &first);
     // Each client session opens its own upstream connection, and reads the credential for it.
     let servers = servers(&fx.url).replace(
         "    allow_private: true\n",
