@@ -782,7 +782,7 @@ async fn get_metrics(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Result<
         extra.push(gauge(
             "portcullis_audit_sink_flushes_total",
             "counter",
-            "Writes each sink made, one flush each; a sink that fell behind writes what queued at once.",
+            "Writes each sink completed, one flush each; a sink that fell behind writes what queued at once.",
             vec![
                 ("sink", s.name.clone()),
                 ("required", s.required.to_string()),

@@ -145,8 +145,8 @@ pub(crate) struct SinkStats {
     pub(crate) required: bool,
     pub(crate) written: AtomicU64,
     pub(crate) failed: AtomicU64,
-    /// Writes this sink made (each a `write` or transaction, then its `fsync` if it has one).
-    /// Fewer than the writer's batches when the sink fell behind and caught up.
+    /// Writes this sink completed (each a `write` or transaction, then its `fsync` if it has
+    /// one). Fewer than the writer's batches when the sink fell behind and caught up.
     pub(crate) flushes: AtomicU64,
 }
 
@@ -772,8 +772,9 @@ fn take_waiting(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
 /// One sink's thread: it writes each batch in order, tells the writer whether it took it, then
 /// makes it durable (a file sink's `fsync`) and answers the batch's callers.
 ///
-/// A sink that fell behind (its queue holds more than one batch) writes everything queued with
-/// one write or transaction and one `fsync`: catching up costs one flush, not one per batch.
+/// A sink that fell behind (its queue holds more than one batch) writes what is queued (up to 64
+/// batches or about [`MAX_BATCH`] events) with one write or transaction and one `fsync`: catching
+/// up costs one flush, not one per batch. Such a group is written or failed as a whole.
 struct SinkWorker {
     sink: Sink,
     required: bool,
@@ -782,17 +783,21 @@ struct SinkWorker {
     staged: std::sync::mpsc::Sender<(u64, bool)>,
 }
 
-/// Batches a sink that fell behind writes together.
+/// Batches a sink that fell behind writes together; it stops adding at [`MAX_BATCH`] events.
 const CATCH_UP: usize = 64;
 
 impl SinkWorker {
     fn run(mut self, rx: std::sync::mpsc::Receiver<Arc<Batch>>) {
         while let Ok(first) = rx.recv() {
             let started = Instant::now();
+            let mut lines = first.lines.len();
             let mut batches = vec![first];
-            while batches.len() < CATCH_UP {
+            while batches.len() < CATCH_UP && lines < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(b) => batches.push(b),
+                    Ok(b) => {
+                        lines += b.lines.len();
+                        batches.push(b);
+                    }
                     Err(_) => break,
                 }
             }
@@ -810,13 +815,11 @@ impl SinkWorker {
             });
             let count: u64 = batches.iter().map(|b| b.lines.len() as u64).sum();
             let stat = self.stats.get(self.index);
-            if let Some(s) = stat {
-                s.flushes.fetch_add(1, Ordering::Relaxed);
-            }
             match &result {
                 Ok(()) => {
                     if let Some(s) = stat {
                         s.written.fetch_add(count, Ordering::Relaxed);
+                        s.flushes.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Err(e) => {

@@ -147,7 +147,6 @@ pub(crate) fn event_notification(
     }
 }
 
-/// The single answer for a tool that is not allowlisted, not offered, or not there at all.
 /// The levels `logging/setLevel` takes (RFC 5424 severities, as MCP names them).
 const LOG_LEVELS: [&str; 8] = [
     "debug",
@@ -160,6 +159,7 @@ const LOG_LEVELS: [&str; 8] = [
     "emergency",
 ];
 
+/// The single answer for a tool that is not allowlisted, not offered, or not there at all.
 fn unknown_tool(name: &str) -> RpcError {
     let mut e = RpcError::new(INVALID_PARAMS, format!("Unknown tool: {name}"));
     e.data = Some(json!({ "reason": "not_found" }));
@@ -1332,35 +1332,17 @@ impl Gateway {
                 ),
             ));
         }
-        // A per-session server gets the level on the session's own connection: now if it has
-        // one, else when it opens. Shared connections get it now.
-        let mut targets = Vec::new();
-        for up in self.scoped(&call.scope) {
-            if !self.may_browse(&call.caller, up.name())
-                || self
-                    .levers
-                    .killed(&call.caller.identity, up.name(), "")
-                    .is_some()
-                || up.capabilities().get("logging").is_none()
-            {
-                continue;
-            }
-            match up.config().connection {
-                registry::Connection::PerSession => match &call.era {
-                    Era::Stateful(session) if up.linked(session) => targets.push((up, true)),
-                    _ => continue,
-                },
-                registry::Connection::Shared => targets.push((up, false)),
-            }
-        }
         // It reaches upstreams (now, or when a session's connection opens): recorded first.
+        let relayed: Vec<String> = self
+            .scoped(&call.scope)
+            .iter()
+            .filter(|up| self.logs_to(call, up))
+            .map(|up| up.name().to_string())
+            .collect();
         let mut e = call.event("mcp.request");
         e.method = Some("logging/setLevel".to_string());
         e.outcome = Some("allowed");
-        e.detail = Some(json!({
-            "level": level,
-            "servers": targets.iter().map(|(up, _)| up.name()).collect::<Vec<_>>(),
-        }));
+        e.detail = Some(json!({ "level": level, "servers": relayed }));
         self.audit.record(e).await.map_err(|e| {
             tracing::error!(subject = %call.caller.subject, error = %e, "audit log cannot record logging/setLevel; refused");
             crate::metrics::get().fail_closed("audit_unavailable");
@@ -1370,10 +1352,27 @@ impl Gateway {
                 json!({}),
             )
         })?;
+        // Kept before the targets are chosen: a session connection that opens from now on
+        // applies it itself; one already open is a target below.
         if let Era::Stateful(session) = &call.era
             && let Ok(mut l) = session.log_level.lock()
         {
             *l = Some(level.clone());
+        }
+        // A per-session server gets the level on the session's own connection if it has one;
+        // shared connections get it now.
+        let mut targets = Vec::new();
+        for up in self.scoped(&call.scope) {
+            if !self.logs_to(call, &up) {
+                continue;
+            }
+            match up.config().connection {
+                registry::Connection::PerSession => match &call.era {
+                    Era::Stateful(session) if up.linked(session) => targets.push((up, true)),
+                    _ => continue,
+                },
+                registry::Connection::Shared => targets.push((up, false)),
+            }
         }
         for (up, own) in targets {
             let on = if own { self.on(call, None) } else { None };
@@ -1391,6 +1390,17 @@ impl Gateway {
             }
         }
         Ok(json!({}))
+    }
+
+    /// Whether the caller's `logging/setLevel` goes to `up`: a server it may browse, not
+    /// switched off, that declared logging.
+    fn logs_to(&self, call: &Call, up: &Upstream) -> bool {
+        self.may_browse(&call.caller, up.name())
+            && self
+                .levers
+                .killed(&call.caller.identity, up.name(), "")
+                .is_none()
+            && up.capabilities().get("logging").is_some()
     }
 
     /// A client notification: cancellation is acted on; the rest need nothing from the gateway.

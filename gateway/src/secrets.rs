@@ -63,23 +63,28 @@ impl Vault {
         VaultClient::new(built).map_err(|e| format!("secrets.vault: {e}"))
     }
 
-    /// A client for the token as it reads now: the same one while the token is unchanged.
+    /// A client for the token as it reads now: the same one while the token is unchanged. The
+    /// reference is a local file or variable, so reading it costs no network round trip.
     fn client(&self) -> Result<Arc<VaultClient>, String> {
         let token = self
             .settings
             .token
             .resolve_local()
             .map_err(|e| format!("secrets.vault.token: {e}"))?;
-        let mut current = self
-            .current
-            .lock()
-            .map_err(|_| "the Vault client is unusable after an earlier failure".to_string())?;
-        if current.0 != token {
-            let client = Arc::new(Vault::client_for(&self.settings, &token)?);
-            tracing::info!(address = %self.settings.address, "Vault token changed; using the new one");
-            *current = (token, client);
+        if token.trim().is_empty() {
+            // A file caught mid-write, say: no token is not a new token.
+            return Err("secrets.vault.token: the reference reads empty".to_string());
         }
-        Ok(current.1.clone())
+        // What the lock guards is replaced whole, so a poisoned lock still holds a usable pair.
+        let same =
+            |current: &(String, Arc<VaultClient>)| (current.0 == token).then(|| current.1.clone());
+        if let Some(client) = same(&self.current.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(client);
+        }
+        let client = Arc::new(Vault::client_for(&self.settings, &token)?);
+        tracing::info!(address = %self.settings.address, "Vault token changed; using the new one");
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = (token, client.clone());
+        Ok(client)
     }
 }
 

@@ -212,7 +212,10 @@ pub(crate) async fn run(
             .await
     })
     .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the MCP listener stopped unexpectedly");
+        Err(std::io::Error::other(e))
+    });
     shutdown.cancel();
     if let Ok(Err(e)) = admin_task.await {
         eprintln!("portcullis: admin listener error: {e}");

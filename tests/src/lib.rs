@@ -164,9 +164,10 @@ impl Fixture {
             .trim_start_matches("http://")
             .trim_end_matches("/mcp")
             .to_string();
-        http_get(&addr, "/levels")
-            .map(|(_, body)| body.lines().map(str::to_string).collect())
-            .unwrap_or_default()
+        match http_get(&addr, "/levels") {
+            Some((200, body)) => body.lines().map(str::to_string).collect(),
+            other => panic!("GET /levels on the fixture: {other:?}"),
+        }
     }
 
     /// How many tool calls have reached the fixture so far.

@@ -283,6 +283,58 @@ async fn a_stalled_required_sink_does_not_hold_up_calls_and_catches_up_in_order(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_sink_that_fails_while_behind_fails_what_queued_and_the_other_sink_keeps_all() {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    let fifo = dir.path().join("audit.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut pipe = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(0o4000)
+        .open(&fifo)
+        .unwrap();
+    while pipe.write(&[b'#'; 4096]).is_ok() {}
+    let audit = Audit::open(
+        &settings(vec![(file(&fifo), true), (SinkKind::Store, true)]),
+        &s,
+        "test",
+        "sha256:t",
+    )
+    .await
+    .unwrap();
+    for n in 0..50 {
+        audit.record(call(n)).await.unwrap();
+    }
+    // The pipe's only reader goes away: the stuck write fails, then everything queued behind it.
+    drop(pipe);
+    counted(&audit.sinks[0].failed, 51).await;
+    assert_eq!(audit.sinks[0].written.load(Ordering::Relaxed), 0);
+    assert_eq!(audit.sinks[0].flushes.load(Ordering::Relaxed), 0);
+    // The store has every event, chained without a gap: nothing was taken back.
+    let lines = s.audit_lines(0, None, None, 0, 1000).await.unwrap();
+    let seqs: Vec<u64> = lines
+        .iter()
+        .map(|(_, l)| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (1..=51).collect::<Vec<_>>());
+    // And calls go on.
+    audit.record(call(50)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_failing_best_effort_sink_does_not_stop_calls() {
     let dir = tempfile::tempdir().unwrap();
     let (s, path, audit) = file_and_store(&dir, false).await;
