@@ -194,12 +194,12 @@ async fn a_full_sink_refuses_records_and_another_required_sink_is_enough() {
     assert_eq!(audit.refused.load(Ordering::Relaxed), 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stalled_required_sink_does_not_hold_up_calls_and_catches_up_in_order() {
-    use std::io::{Read as _, Write as _};
+/// An audit log whose required sinks are a FIFO that is full (its next write blocks until the
+/// returned end is read, and fails once it is dropped) and the store; and how many bytes of
+/// filler are in the pipe ahead of the events.
+async fn stuck_fifo_and_store(dir: &tempfile::TempDir, s: &Store) -> (Audit, std::fs::File, usize) {
+    use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir).await;
     let fifo = dir.path().join("audit.fifo");
     assert!(
         std::process::Command::new("mkfifo")
@@ -215,7 +215,6 @@ async fn a_stalled_required_sink_does_not_hold_up_calls_and_catches_up_in_order(
         .custom_flags(0o4000)
         .open(&fifo)
         .unwrap();
-    // Fill the pipe: the file sink's next write blocks until somebody reads.
     let mut junk = 0usize;
     loop {
         match pipe.write(&[b'#'; 4096]) {
@@ -226,12 +225,21 @@ async fn a_stalled_required_sink_does_not_hold_up_calls_and_catches_up_in_order(
     }
     let audit = Audit::open(
         &settings(vec![(file(&fifo), true), (SinkKind::Store, true)]),
-        &s,
+        s,
         "test",
         "sha256:t",
     )
     .await
     .unwrap();
+    (audit, pipe, junk)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_required_sink_does_not_hold_up_calls_and_catches_up_in_order() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    let (audit, mut pipe, junk) = stuck_fifo_and_store(&dir, &s).await;
     // The store answers every call while the file is stuck.
     tokio::time::timeout(std::time::Duration::from_secs(5), async {
         for n in 0..50 {
@@ -284,33 +292,9 @@ async fn a_stalled_required_sink_does_not_hold_up_calls_and_catches_up_in_order(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_that_fails_while_behind_fails_what_queued_and_the_other_sink_keeps_all() {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir).await;
-    let fifo = dir.path().join("audit.fifo");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut pipe = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(0o4000)
-        .open(&fifo)
-        .unwrap();
-    while pipe.write(&[b'#'; 4096]).is_ok() {}
-    let audit = Audit::open(
-        &settings(vec![(file(&fifo), true), (SinkKind::Store, true)]),
-        &s,
-        "test",
-        "sha256:t",
-    )
-    .await
-    .unwrap();
+    let (audit, pipe, _) = stuck_fifo_and_store(&dir, &s).await;
     for n in 0..50 {
         audit.record(call(n)).await.unwrap();
     }
