@@ -1136,8 +1136,20 @@ impl Gateway {
         e.server = Some(server.to_string());
         e.outcome = Some("allowed");
         e.detail = Some(json!({ "target": crate::redact::uri_for_record(target) }));
-        self.audit.record(e).await.map_err(|e| {
-            tracing::error!(subject = %call.caller.subject, server, %method, error = %e, "audit log cannot record the request; refused");
+        self.record_or_refuse(call, method, e).await
+    }
+
+    /// Record a request event, waiting for a required sink; if none takes it, the refusal the
+    /// caller must answer with (the request is not executed).
+    async fn record_or_refuse(
+        &self,
+        call: &Call,
+        method: &str,
+        event: Event,
+    ) -> Result<(), RpcError> {
+        let server = event.server.clone();
+        self.audit.record(event).await.map_err(|e| {
+            tracing::error!(subject = %call.caller.subject, ?server, %method, error = %e, "audit log cannot record the request; refused");
             crate::metrics::get().fail_closed("audit_unavailable");
             refusal(
                 "audit_unavailable",
@@ -1343,15 +1355,7 @@ impl Gateway {
         e.method = Some("logging/setLevel".to_string());
         e.outcome = Some("allowed");
         e.detail = Some(json!({ "level": level, "servers": relayed }));
-        self.audit.record(e).await.map_err(|e| {
-            tracing::error!(subject = %call.caller.subject, error = %e, "audit log cannot record logging/setLevel; refused");
-            crate::metrics::get().fail_closed("audit_unavailable");
-            refusal(
-                "audit_unavailable",
-                "`logging/setLevel` was not executed: the audit log cannot record it".to_string(),
-                json!({}),
-            )
-        })?;
+        self.record_or_refuse(call, "logging/setLevel", e).await?;
         // Kept before the targets are chosen: a session connection that opens from now on
         // applies it itself; one already open is a target below.
         if let Era::Stateful(session) = &call.era
@@ -1360,7 +1364,8 @@ impl Gateway {
             *l = Some(level.clone());
         }
         // A per-session server gets the level on the session's own connection if it has one;
-        // shared connections get it now.
+        // shared connections get it now. Eligibility is checked again: a kill switch engaged
+        // while the event was recorded still applies.
         let mut targets = Vec::new();
         for up in self.scoped(&call.scope) {
             if !self.logs_to(call, &up) {
