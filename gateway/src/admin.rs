@@ -779,16 +779,19 @@ async fn get_metrics(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Result<
                 n.load(std::sync::atomic::Ordering::Relaxed) as f64,
             ));
         }
-        extra.push(gauge(
-            "portcullis_audit_sink_flushes_total",
-            "counter",
-            "Writes each sink completed, one flush each; a sink that fell behind writes what queued at once.",
-            vec![
-                ("sink", s.name.clone()),
-                ("required", s.required.to_string()),
-            ],
-            s.flushes.load(std::sync::atomic::Ordering::Relaxed) as f64,
-        ));
+        for (result, n) in [("ok", &s.flushes), ("failed", &s.flush_failures)] {
+            extra.push(gauge(
+                "portcullis_audit_sink_flushes_total",
+                "counter",
+                "Flushes each sink made after a write (one per write; a sink that fell behind writes what queued at once). After a failed one, calls wait for the next.",
+                vec![
+                    ("sink", s.name.clone()),
+                    ("required", s.required.to_string()),
+                    ("result", result.to_string()),
+                ],
+                n.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            ));
+        }
     }
     extra.push(gauge(
         "portcullis_audit_events_dropped_total",

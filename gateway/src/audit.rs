@@ -5,9 +5,13 @@
 //! before it (`prev` is the previous event's `hash`; `hash` is SHA-256 over the event's canonical
 //! JSON without `hash`), and hands the batch to every sink's own thread, which writes it and
 //! flushes it (one `fsync` serves the whole batch). Each waiting caller is answered by the first
-//! required sink that has the batch, so a call waits for the fastest required sink, never for the
-//! slowest. A call proceeds only when a required sink has its request event ([`Audit::record`]);
-//! if every required sink fails it, or none has it within the timeout, the call is refused.
+//! required sink that has written the batch, so a call waits for the fastest required sink, never
+//! for the slowest. Written means the events survive a crash of the process (a file sink's are in
+//! the kernel, the store's are committed); the flush that makes them survive power loss follows
+//! and serves every batch written meanwhile. A sink whose last flush failed answers only after
+//! its next flush succeeds. A call proceeds only when a required sink has its request event
+//! ([`Audit::record`]); if every required sink fails it, or none has it within the timeout, the
+//! call is refused.
 //! Events that describe what already happened (results, lists, refusals) are queued without
 //! waiting ([`Audit::note`]); if the queue is full they are counted as dropped, never block.
 //! The writer holds such events for up to [`LINGER`] for one somebody waits for, so a call's
@@ -148,6 +152,9 @@ pub(crate) struct SinkStats {
     /// Writes this sink completed (each a `write` or transaction, then its `fsync` if it has
     /// one). Fewer than the writer's batches when the sink fell behind and caught up.
     pub(crate) flushes: AtomicU64,
+    /// Flushes that failed after their write succeeded: events that survive the process but
+    /// may not survive power loss.
+    pub(crate) flush_failures: AtomicU64,
 }
 
 /// The handle every part of the gateway writes events through.
@@ -236,6 +243,7 @@ impl Audit {
                 required: s.required,
                 written: AtomicU64::new(0),
                 flushes: AtomicU64::new(0),
+                flush_failures: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
             });
             sinks.push((sink, s.required));
@@ -395,6 +403,33 @@ struct FileSink {
     fsync: bool,
     /// The last write may have stopped mid-line: start the next one on a new line.
     torn: bool,
+    /// What each flush returns instead of syncing, for tests (see [`flush_faults`]).
+    #[cfg(test)]
+    script: Option<std::sync::mpsc::Receiver<Result<(), String>>>,
+}
+
+/// Fault injection for tests: a file sink opened at a registered path waits, at each flush, for
+/// the result the test sends, and returns it instead of syncing.
+#[cfg(test)]
+pub(crate) mod flush_faults {
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+
+    type Script = Receiver<Result<(), String>>;
+    static REGISTERED: Mutex<Vec<(String, Script)>> = Mutex::new(Vec::new());
+
+    /// Script the flushes of the file sink that opens `path` next.
+    pub(crate) fn script(path: &str) -> Sender<Result<(), String>> {
+        let (tx, rx) = channel();
+        REGISTERED.lock().unwrap().push((path.to_string(), rx));
+        tx
+    }
+
+    pub(super) fn take(path: &str) -> Option<Script> {
+        let mut r = REGISTERED.lock().ok()?;
+        let i = r.iter().position(|(p, _)| p == path)?;
+        Some(r.swap_remove(i).1)
+    }
 }
 
 impl FileSink {
@@ -423,6 +458,8 @@ impl FileSink {
                 file,
                 fsync: fsync && regular,
                 torn,
+                #[cfg(test)]
+                script: flush_faults::take(path),
             },
             last.and_then(|l| hash_of_line(&l)),
         ))
@@ -453,6 +490,10 @@ impl FileSink {
 
     /// `fsync` what was written, when configured to.
     fn sync(&mut self) -> Result<(), String> {
+        #[cfg(test)]
+        if let Some(script) = &self.script {
+            return script.recv().unwrap_or(Ok(()));
+        }
         match self.fsync {
             true => self
                 .file
@@ -589,6 +630,7 @@ impl Writer {
                 index,
                 stats: stats.clone(),
                 staged: staged_tx.clone(),
+                flushing: true,
             };
             std::thread::Builder::new()
                 .name(format!("audit-sink-{index}"))
@@ -769,8 +811,10 @@ fn take_waiting(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
     }
 }
 
-/// One sink's thread: it writes each batch in order, tells the writer whether it took it, then
-/// makes it durable (a file sink's `fsync`) and answers the batch's callers.
+/// One sink's thread: it writes each batch in order, tells the writer whether it took it,
+/// answers the batch's callers, then makes it durable (a file sink's `fsync`). After a failed
+/// flush it answers only once a flush succeeds again, and the chain's last batch (see
+/// [`Audit::close`]) is always answered after its flush.
 ///
 /// A sink that fell behind (its queue holds more than one batch) writes what is queued (up to 64
 /// batches or about [`MAX_BATCH`] events) with one write or transaction and one `fsync`: catching
@@ -781,6 +825,8 @@ struct SinkWorker {
     index: usize,
     stats: Arc<Vec<SinkStats>>,
     staged: std::sync::mpsc::Sender<(u64, bool)>,
+    /// Whether this sink's last flush succeeded (or it has made none).
+    flushing: bool,
 }
 
 /// Batches a sink that fell behind writes together; it stops adding at [`MAX_BATCH`] events.
@@ -809,29 +855,51 @@ impl SinkWorker {
             for b in &batches {
                 let _ = self.staged.send((b.number, staged.is_ok()));
             }
-            let result = staged.and_then(|()| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
-                    .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()))
-            });
             let count: u64 = batches.iter().map(|b| b.lines.len() as u64).sum();
             let stat = self.stats.get(self.index);
-            match &result {
+            if let Err(e) = staged {
+                if let Some(s) = stat {
+                    s.failed.fetch_add(count, Ordering::Relaxed);
+                }
+                tracing::error!(error = %e, required = self.required, events = count, "audit sink write failed");
+                for b in &batches {
+                    b.settle(self.required, false);
+                }
+                continue;
+            }
+            if let Some(s) = stat {
+                s.written.fetch_add(count, Ordering::Relaxed);
+            }
+            // Written: the events survive the process, so their callers may go on while the
+            // flush runs, unless the sink cannot be trusted to flush.
+            let early = self.flushing;
+            if early {
+                batches
+                    .iter()
+                    .filter(|b| !b.all)
+                    .for_each(|b| b.settle(self.required, true));
+            }
+            let flushed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
+                    .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
+            self.flushing = flushed.is_ok();
+            match &flushed {
                 Ok(()) => {
                     if let Some(s) = stat {
-                        s.written.fetch_add(count, Ordering::Relaxed);
                         s.flushes.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Err(e) => {
                     if let Some(s) = stat {
-                        s.failed.fetch_add(count, Ordering::Relaxed);
+                        s.flush_failures.fetch_add(1, Ordering::Relaxed);
                     }
-                    tracing::error!(error = %e, required = self.required, events = count, "audit sink write failed");
+                    tracing::error!(error = %e, required = self.required, events = count, "audit sink flush failed: its next events are answered only once a flush succeeds");
                 }
             }
-            for b in &batches {
-                b.settle(self.required, result.is_ok());
-            }
+            batches
+                .iter()
+                .filter(|b| !early || b.all)
+                .for_each(|b| b.settle(self.required, flushed.is_ok()));
             tracing::trace!(
                 sink = self.index,
                 batches = batches.len(),

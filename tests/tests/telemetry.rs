@@ -142,6 +142,11 @@ async fn spans_reach_the_collector_in_the_callers_trace_and_metrics_count_calls(
     assert!(text.contains(
         "portcullis_audit_sink_events_total{sink=\"store\",required=\"true\",result=\"written\"}"
     ));
-    assert!(text.contains("portcullis_audit_sink_flushes_total{sink=\"store\",required=\"true\"}"));
+    assert!(text.contains(
+        "portcullis_audit_sink_flushes_total{sink=\"store\",required=\"true\",result=\"ok\"}"
+    ));
+    assert!(text.contains(
+        "portcullis_audit_sink_flushes_total{sink=\"store\",required=\"true\",result=\"failed\"} 0"
+    ));
     assert!(!text.contains(SECRET) && !text.contains("fx__nope") && !text.contains("key:"));
 }

@@ -330,6 +330,68 @@ async fn a_failing_best_effort_sink_does_not_stop_calls() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_caller_goes_on_once_its_event_is_written_unless_the_last_flush_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    let path = dir.path().join("a.jsonl");
+    // Each flush of the file waits for the result sent here: a flush still running is one not sent.
+    let flush = super::flush_faults::script(&path.display().to_string());
+    let audit = Audit::open(
+        &settings(vec![(file(&path), true), (SinkKind::Store, false)]),
+        &s,
+        "test",
+        "sha256:t",
+    )
+    .await
+    .unwrap();
+    let soon = std::time::Duration::from_secs(3);
+    let not_yet = std::time::Duration::from_millis(300);
+    // `audit.start` was answered while its flush waits.
+    flush.send(Ok(())).unwrap();
+    tokio::time::timeout(soon, audit.record(call(1)))
+        .await
+        .expect("answered before its flush")
+        .unwrap();
+    // That flush fails: the next caller waits for a flush that succeeds...
+    flush.send(Err("injected: fsync failed".into())).unwrap();
+    let waiting = audit.record(call(2));
+    tokio::pin!(waiting);
+    assert!(
+        tokio::time::timeout(not_yet, &mut waiting).await.is_err(),
+        "answered after a failed flush without waiting for the next"
+    );
+    // ...and is refused when that one fails too (the only required sink cannot vouch for it).
+    flush.send(Err("injected: fsync failed".into())).unwrap();
+    assert!(matches!(
+        tokio::time::timeout(soon, waiting).await.unwrap(),
+        Err(AuditError::NotAccepted)
+    ));
+    let waiting = audit.record(call(3));
+    tokio::pin!(waiting);
+    assert!(tokio::time::timeout(not_yet, &mut waiting).await.is_err());
+    flush.send(Ok(())).unwrap();
+    tokio::time::timeout(soon, waiting).await.unwrap().unwrap();
+    // A flush succeeded: callers go on before flushes again.
+    tokio::time::timeout(soon, audit.record(call(4)))
+        .await
+        .expect("answered before its flush")
+        .unwrap();
+    flush.send(Ok(())).unwrap();
+    let stats = &audit.sinks[0];
+    counted(&stats.flushes, 3).await;
+    assert_eq!(stats.flush_failures.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.failed.load(Ordering::Relaxed), 0);
+    // Every event is in the file, chained: a failed flush is not a failed write.
+    assert!(matches!(check(&path), Verdict::Intact { events: 5, .. }));
+    // Closing waits for its flush.
+    let closing = audit.close();
+    tokio::pin!(closing);
+    assert!(tokio::time::timeout(not_yet, &mut closing).await.is_err());
+    flush.send(Ok(())).unwrap();
+    tokio::time::timeout(soon, closing).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_torn_last_line_is_kept_apart_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir).await;

@@ -219,11 +219,12 @@ async fn audit_sink(gw: &Gateway, requested_by: &str) -> Outcome {
                 .iter()
                 .map(|s| {
                     format!(
-                        "{}{} (written {}, failed {})",
+                        "{}{} (written {}, failed {}, failed flushes {})",
                         s.name,
                         if s.required { "" } else { ", best-effort" },
                         s.written.load(std::sync::atomic::Ordering::Relaxed),
-                        s.failed.load(std::sync::atomic::Ordering::Relaxed)
+                        s.failed.load(std::sync::atomic::Ordering::Relaxed),
+                        s.flush_failures.load(std::sync::atomic::Ordering::Relaxed)
                     )
                 })
                 .collect();
