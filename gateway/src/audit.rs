@@ -7,9 +7,9 @@
 //! flushes it (one `fsync` serves the whole batch). Each waiting caller is answered by the first
 //! required sink that has written the batch, so a call waits for the fastest required sink, never
 //! for the slowest. Written means the events survive a crash of the process (a file sink's are in
-//! the kernel, the store's are committed); the flush that makes them survive power loss follows
-//! and serves every batch written meanwhile. A sink whose last flush failed answers only after
-//! its next flush succeeds. A call proceeds only when a required sink has its request event
+//! the kernel, the store's are committed); the flush that makes them survive power loss follows,
+//! and what queues during it is written after it, together, and shares the next flush. Once a
+//! sink's flush has failed, it answers only after each batch's own flush. A call proceeds only when a required sink has its request event
 //! ([`Audit::record`]); if every required sink fails it, or none has it within the timeout, the
 //! call is refused.
 //! Events that describe what already happened (results, lists, refusals) are queued without
@@ -147,13 +147,14 @@ pub(crate) enum AuditError {
 pub(crate) struct SinkStats {
     pub(crate) name: String,
     pub(crate) required: bool,
+    /// Events the sink has: written, and either flushed or answered before a flush.
     pub(crate) written: AtomicU64,
+    /// Events the sink failed: not written, or refused because their flush failed.
     pub(crate) failed: AtomicU64,
     /// Writes this sink completed (each a `write` or transaction, then its `fsync` if it has
     /// one). Fewer than the writer's batches when the sink fell behind and caught up.
     pub(crate) flushes: AtomicU64,
-    /// Flushes that failed after their write succeeded: events that survive the process but
-    /// may not survive power loss.
+    /// Flushes that failed after their write succeeded.
     pub(crate) flush_failures: AtomicU64,
 }
 
@@ -812,8 +813,8 @@ fn take_waiting(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
 }
 
 /// One sink's thread: it writes each batch in order, tells the writer whether it took it,
-/// answers the batch's callers, then makes it durable (a file sink's `fsync`). After a failed
-/// flush it answers only once a flush succeeds again, and the chain's last batch (see
+/// answers the batch's callers, then makes it durable (a file sink's `fsync`). Once a flush has
+/// failed it answers only after each flush, for good; the chain's last batch (see
 /// [`Audit::close`]) is always answered after its flush.
 ///
 /// A sink that fell behind (its queue holds more than one batch) writes what is queued (up to 64
@@ -825,7 +826,7 @@ struct SinkWorker {
     index: usize,
     stats: Arc<Vec<SinkStats>>,
     staged: std::sync::mpsc::Sender<(u64, bool)>,
-    /// Whether this sink's last flush succeeded (or it has made none).
+    /// Whether every flush this sink made succeeded: only then are callers answered before it.
     flushing: bool,
 }
 
@@ -867,11 +868,10 @@ impl SinkWorker {
                 }
                 continue;
             }
-            if let Some(s) = stat {
-                s.written.fetch_add(count, Ordering::Relaxed);
-            }
-            // Written: the events survive the process, so their callers may go on while the
-            // flush runs, unless the sink cannot be trusted to flush.
+            // Written: the events survive the process, so while this sink's flushes succeed their
+            // callers go on now and the flush follows. After one failed, callers wait for their
+            // own flush for as long as the process runs: a later `fsync` that succeeds does not
+            // prove the pages of the failed one reached the disk.
             let early = self.flushing;
             if early {
                 batches
@@ -882,23 +882,33 @@ impl SinkWorker {
             let flushed =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
                     .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
-            self.flushing = flushed.is_ok();
+            let late = |b: &&Arc<Batch>| !early || b.all;
+            let late_count: u64 = batches
+                .iter()
+                .filter(late)
+                .map(|b| b.lines.len() as u64)
+                .sum();
             match &flushed {
                 Ok(()) => {
                     if let Some(s) = stat {
+                        s.written.fetch_add(count, Ordering::Relaxed);
                         s.flushes.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Err(e) => {
+                    self.flushing = false;
                     if let Some(s) = stat {
+                        // Events already answered count as written; those refused now, as failed.
+                        s.written.fetch_add(count - late_count, Ordering::Relaxed);
+                        s.failed.fetch_add(late_count, Ordering::Relaxed);
                         s.flush_failures.fetch_add(1, Ordering::Relaxed);
                     }
-                    tracing::error!(error = %e, required = self.required, events = count, "audit sink flush failed: its next events are answered only once a flush succeeds");
+                    tracing::error!(error = %e, required = self.required, events = count, "audit sink flush failed: from now on this sink answers a call only after its event's flush");
                 }
             }
             batches
                 .iter()
-                .filter(|b| !early || b.all)
+                .filter(late)
                 .for_each(|b| b.settle(self.required, flushed.is_ok()));
             tracing::trace!(
                 sink = self.index,

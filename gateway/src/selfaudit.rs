@@ -316,7 +316,7 @@ pub(crate) const DIMENSIONS: [(&str, &str, &str, &str); 7] = [
     (
         "observability",
         "Observability & tracing",
-        "Whether every decision is recorded durably before it acts, whether traces leave the process, and whether a run can be reconstructed.",
+        "Whether every decision is recorded before it acts and made durable, whether traces leave the process, and whether a run can be reconstructed.",
         "Without a complete, durable record an incident cannot be reconstructed, and without traces a slow or failing hop cannot be found.",
     ),
     (

@@ -954,7 +954,7 @@ fn observability(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
             weak.push((
                 format!("audit.sinks[{i}].fsync"),
                 format!(
-                    "file sink `{path}` is not synced: a power loss can lose acknowledged events"
+                    "file sink `{path}` is not synced: a power loss can lose any acknowledged event (a synced sink, at most those of the flush in progress)"
                 ),
             ));
         }
