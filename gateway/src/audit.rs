@@ -873,33 +873,35 @@ impl SinkWorker {
             // own flush for as long as the process runs: a later `fsync` that succeeds does not
             // prove the pages of the failed one reached the disk.
             let early = self.flushing;
-            if early {
-                batches
-                    .iter()
-                    .filter(|b| !b.all)
-                    .for_each(|b| b.settle(self.required, true));
-            }
-            let flushed =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
-                    .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
             let late = |b: &&Arc<Batch>| !early || b.all;
             let late_count: u64 = batches
                 .iter()
                 .filter(late)
                 .map(|b| b.lines.len() as u64)
                 .sum();
+            // Counted before their callers hear: a caller that goes on sees its event counted.
+            if let Some(s) = stat {
+                s.written.fetch_add(count - late_count, Ordering::Relaxed);
+            }
+            batches
+                .iter()
+                .filter(|b| !late(b))
+                .for_each(|b| b.settle(self.required, true));
+            let flushed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
+                    .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
             match &flushed {
                 Ok(()) => {
                     if let Some(s) = stat {
-                        s.written.fetch_add(count, Ordering::Relaxed);
+                        s.written.fetch_add(late_count, Ordering::Relaxed);
                         s.flushes.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Err(e) => {
                     self.flushing = false;
                     if let Some(s) = stat {
-                        // Events already answered count as written; those refused now, as failed.
-                        s.written.fetch_add(count - late_count, Ordering::Relaxed);
+                        // Events answered before the flush stay written; those it would answer
+                        // now are refused, so failed.
                         s.failed.fetch_add(late_count, Ordering::Relaxed);
                         s.flush_failures.fetch_add(1, Ordering::Relaxed);
                     }
