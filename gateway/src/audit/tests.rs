@@ -333,18 +333,11 @@ async fn a_failing_best_effort_sink_does_not_stop_calls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_caller_goes_on_once_its_event_is_written_until_a_flush_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir).await;
-    let path = dir.path().join("a.jsonl");
     // Each flush of the file waits for the result sent here: a flush still running is one not sent.
-    let flush = super::flush_faults::script(&path.display().to_string());
-    let audit = Audit::open(
-        &settings(vec![(file(&path), true), (SinkKind::Store, false)]),
-        &s,
-        "test",
-        "sha256:t",
-    )
-    .await
-    .unwrap();
+    let named = dir.path().join("a.jsonl");
+    let flush = super::flush_faults::script(&named.display().to_string());
+    let (_s, path, audit) = file_and_store(&dir, false).await;
+    assert_eq!(path, named);
     let soon = std::time::Duration::from_secs(3);
     let not_yet = std::time::Duration::from_millis(300);
     // `audit.start` was answered while its flush waits.
