@@ -207,10 +207,16 @@ impl Authenticator {
             if record.role != KeyRole::Client {
                 return Err(AuthError::WrongRole);
             }
+            // A key minted under another lives only while every key above it does.
+            let lineage = self
+                .store
+                .lineage(&record)
+                .await?
+                .ok_or(AuthError::Invalid)?;
             return Ok(Resolved {
                 subject: format!("key:{}", record.id),
                 service: record.scope.service,
-                identity: Arc::new(key_identity(&record)),
+                identity: Arc::new(key_identity(&record).with_key_lineage(lineage)),
                 endpoint: None,
             });
         }

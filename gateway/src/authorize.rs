@@ -33,22 +33,34 @@ pub(crate) struct Rejection {
 pub(crate) struct ArgumentCheck {
     upstream: Result<jsonschema::Validator, String>,
     operator: Option<Result<jsonschema::Validator, String>>,
+    limits: registry::ArgumentLimits,
 }
 
 // === impl ArgumentCheck ===
 
 impl ArgumentCheck {
     /// Compile the upstream's `inputSchema` and the operator's schema, if any.
-    pub(crate) fn new(input_schema: &Value, operator: Option<&Value>) -> ArgumentCheck {
+    pub(crate) fn new(
+        input_schema: &Value,
+        operator: Option<&Value>,
+        limits: registry::ArgumentLimits,
+    ) -> ArgumentCheck {
         let compile = |s: &Value| jsonschema::validator_for(s).map_err(|e| e.to_string());
         ArgumentCheck {
             upstream: compile(input_schema),
             operator: operator.map(compile),
+            limits,
         }
     }
 
-    /// `Ok` when the arguments satisfy both schemas; otherwise the reason, for the caller.
+    /// `Ok` when the arguments are within the tool's size limits and satisfy both schemas;
+    /// otherwise the reason, for the caller. The limits come first: a huge value is refused
+    /// without being validated.
     pub(crate) fn check(&self, arguments: &Value) -> Result<(), Rejection> {
+        self.limits.check(arguments).map_err(|excess| Rejection {
+            message: format!("{excess} (the gateway's limit for this tool)"),
+            at: "/".into(),
+        })?;
         let schema = |message: String| Rejection {
             message,
             at: "schema".into(),

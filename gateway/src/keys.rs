@@ -139,7 +139,14 @@ pub(crate) async fn mint(
             ("user", &mut scope.user, &ps.user),
         ] {
             match (child.as_ref(), parent) {
-                (_, None) => {}
+                (None, None) => {}
+                // A level the parent lacks is one the child may not gain: with a required
+                // level, the parent is denied everything and such a child would not be.
+                (Some(_), None) => {
+                    return Err(refused(format!(
+                        "the parent key has no {what}, so a key it mints cannot name one"
+                    )));
+                }
                 (None, Some(p)) => *child = Some(p.clone()),
                 (Some(c), Some(p)) if c == p => {}
                 (Some(_), Some(p)) => {

@@ -115,6 +115,8 @@ impl Switch {
                 .target
                 .split_once('/')
                 .is_some_and(|(s, t)| s == server && t == tool),
+            // A switch on a key covers the keys it minted, and theirs.
+            KillScope::Key if identity.key_lineage().contains(&self.target) => true,
             scope => scope.level().is_some_and(|level| {
                 matches!(identity.binding(level), Binding::Resolved(names) if names.contains(&self.target))
             }),

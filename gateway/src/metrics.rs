@@ -43,6 +43,7 @@ struct Inner {
     upstream: HashMap<(String, &'static str), u64>,
     upstream_seconds: HashMap<String, Histogram>,
     fail_closed: HashMap<&'static str, u64>,
+    violations: HashMap<(String, &'static str), u64>,
 }
 
 /// The process's metrics.
@@ -156,6 +157,14 @@ impl Metrics {
         self.with(|i| *i.fail_closed.entry(cause).or_default() += 1);
     }
 
+    /// Something an upstream sent that the gateway dropped or rewrote (`kind` is a fixed word:
+    /// `foreign_answer`, `forged_meta`, `secret_echo`).
+    pub(crate) fn violation(&self, server: &str, kind: &'static str) {
+        self.with(|i| {
+            *i.violations.entry((server.to_string(), kind)).or_default() += 1;
+        });
+    }
+
     /// The text exposition (format 0.0.4) of everything counted so far, followed by `extra`.
     pub(crate) fn render(&self, extra: &[Gauge]) -> String {
         let mut out = String::new();
@@ -249,6 +258,21 @@ impl Metrics {
         fc.sort();
         for (c, v) in fc {
             let _ = writeln!(out, "portcullis_fail_closed_total{{cause=\"{c}\"}} {v}");
+        }
+        header(
+            &mut out,
+            "portcullis_upstream_violations_total",
+            "counter",
+            "What upstreams sent that the gateway dropped or rewrote: answers on another request's stream, forged gateway markers, echoed credentials.",
+        );
+        let mut vs: Vec<_> = i.violations.iter().collect();
+        vs.sort();
+        for ((s, k), v) in vs {
+            let _ = writeln!(
+                out,
+                "portcullis_upstream_violations_total{{server=\"{}\",kind=\"{k}\"}} {v}",
+                escape(s)
+            );
         }
         drop(i);
         let mut last = "";

@@ -121,6 +121,9 @@ pub(crate) struct Store {
     pool: SqlitePool,
 }
 
+/// Longest chain of keys minting keys that authenticates.
+pub(crate) const MAX_LINEAGE: usize = 8;
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -347,15 +350,56 @@ impl Store {
         Ok(())
     }
 
-    /// Revoke a key; true when a live key was revoked.
+    /// Revoke a key and every key minted under it, in one statement; true when a live key was
+    /// revoked.
     pub(crate) async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
-        let r =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-                .bind(now())
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-        Ok(r.rows_affected() == 1)
+        let r = sqlx::query(
+            "WITH RECURSIVE tree(id) AS (
+                SELECT ? UNION SELECT k.id FROM api_keys k JOIN tree t ON k.parent = t.id
+             )
+             UPDATE api_keys SET revoked_at = ? WHERE id IN tree AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() >= 1)
+    }
+
+    /// The keys that minted `record`, nearest first; `None` when any of them is gone, revoked,
+    /// not a client key, or narrower than `record` on a level (it has no org, team, agent or
+    /// user where `record` has one, or another one), or the chain is longer than
+    /// [`MAX_LINEAGE`]. A key whose lineage is `None` does not authenticate.
+    pub(crate) async fn lineage(
+        &self,
+        record: &KeyRecord,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut lineage = Vec::new();
+        let mut next = record.scope.parent.clone();
+        while let Some(id) = next {
+            if lineage.len() >= MAX_LINEAGE || lineage.contains(&id) || id == record.id {
+                return Ok(None);
+            }
+            let Some(parent) = self.key(&id).await? else {
+                return Ok(None);
+            };
+            let within = |child: &Option<String>, parent: &Option<String>| {
+                child.is_none() || child == parent
+            };
+            let (c, p) = (&record.scope, &parent.scope);
+            if parent.revoked_at.is_some()
+                || parent.role != KeyRole::Client
+                || !within(&c.org, &p.org)
+                || !within(&c.team, &p.team)
+                || !within(&c.agent, &p.agent)
+                || !within(&c.user, &p.user)
+            {
+                return Ok(None);
+            }
+            next = parent.scope.parent.clone();
+            lineage.push(id);
+        }
+        Ok(Some(lineage))
     }
 }
 

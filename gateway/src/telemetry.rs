@@ -4,14 +4,13 @@
 //!
 //! W3C trace context comes from the inbound `traceparent`/`tracestate` headers, or from
 //! `params._meta` when the headers carry none; upstream requests carry it in `params._meta` and,
-//! over HTTP, in the headers too ([`TracingHttpClient`]). Arguments and results are never span
+//! over HTTP, in the headers too (`upstream::http`). Arguments and results are never span
 //! attributes. Without `telemetry.otlp` spans still get ids (trace ids appear in the audit log
 //! and are passed upstream) but go nowhere.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -286,131 +285,10 @@ pub(crate) fn client_span(
     cx
 }
 
-/// An rmcp HTTP client that sends the `traceparent` of each request's `params._meta` as the W3C
-/// header as well, so HTTP-level tracing at the upstream joins the same trace.
-#[derive(Clone)]
-pub(crate) struct TracingHttpClient(pub(crate) reqwest::Client);
-
-mod http_client {
-    use std::sync::Arc;
-
-    use futures::stream::BoxStream;
-    use rmcp::model::{ClientJsonRpcMessage, GetMeta as _};
-    use rmcp::transport::streamable_http_client::{
-        StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
-    };
-    use sse_stream::{Error as SseError, Sse};
-
-    use super::*;
-
-    /// The `traceparent` a request carries in `params._meta`, read from the parsed message
-    /// (no copy of the request is made).
-    fn trace_headers(
-        message: &ClientJsonRpcMessage,
-        headers: &mut HashMap<HeaderName, HeaderValue>,
-    ) {
-        let ClientJsonRpcMessage::Request(r) = message else {
-            return;
-        };
-        if let Some(tp) = r.request.get_meta().get_traceparent()
-            && let Ok(hv) = HeaderValue::from_str(tp)
-        {
-            headers.insert(HeaderName::from_static("traceparent"), hv);
-        }
-    }
-
-    impl StreamableHttpClient for TracingHttpClient {
-        type Error = reqwest::Error;
-
-        async fn post_message(
-            &self,
-            uri: Arc<str>,
-            message: ClientJsonRpcMessage,
-            session_id: Option<Arc<str>>,
-            auth_header: Option<String>,
-            mut custom_headers: HashMap<HeaderName, HeaderValue>,
-        ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-            trace_headers(&message, &mut custom_headers);
-            self.0
-                .post_message(uri, message, session_id, auth_header, custom_headers)
-                .await
-        }
-
-        async fn post_message_with_max_sse_event_size(
-            &self,
-            uri: Arc<str>,
-            message: ClientJsonRpcMessage,
-            session_id: Option<Arc<str>>,
-            auth_header: Option<String>,
-            mut custom_headers: HashMap<HeaderName, HeaderValue>,
-            max_sse_event_size: usize,
-        ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-            trace_headers(&message, &mut custom_headers);
-            self.0
-                .post_message_with_max_sse_event_size(
-                    uri,
-                    message,
-                    session_id,
-                    auth_header,
-                    custom_headers,
-                    max_sse_event_size,
-                )
-                .await
-        }
-
-        async fn delete_session(
-            &self,
-            uri: Arc<str>,
-            session_id: Arc<str>,
-            auth_header: Option<String>,
-            custom_headers: HashMap<HeaderName, HeaderValue>,
-        ) -> Result<(), StreamableHttpError<Self::Error>> {
-            self.0
-                .delete_session(uri, session_id, auth_header, custom_headers)
-                .await
-        }
-
-        async fn get_stream(
-            &self,
-            uri: Arc<str>,
-            session_id: Option<Arc<str>>,
-            last_event_id: Option<String>,
-            auth_header: Option<String>,
-            custom_headers: HashMap<HeaderName, HeaderValue>,
-        ) -> Result<BoxStream<'static, Result<Sse, SseError>>, StreamableHttpError<Self::Error>>
-        {
-            self.0
-                .get_stream(uri, session_id, last_event_id, auth_header, custom_headers)
-                .await
-        }
-
-        async fn get_stream_with_max_sse_event_size(
-            &self,
-            uri: Arc<str>,
-            session_id: Option<Arc<str>>,
-            last_event_id: Option<String>,
-            auth_header: Option<String>,
-            custom_headers: HashMap<HeaderName, HeaderValue>,
-            max_sse_event_size: usize,
-        ) -> Result<BoxStream<'static, Result<Sse, SseError>>, StreamableHttpError<Self::Error>>
-        {
-            self.0
-                .get_stream_with_max_sse_event_size(
-                    uri,
-                    session_id,
-                    last_event_id,
-                    auth_header,
-                    custom_headers,
-                    max_sse_event_size,
-                )
-                .await
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn context_comes_from_headers_then_meta_and_goes_into_meta() {

@@ -8,8 +8,10 @@
 
 mod connect;
 mod handler;
+mod http;
 mod launch;
 mod relay;
+mod scrub;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -122,6 +124,11 @@ pub(crate) struct Upstream {
     /// Definitions first seen on a server the config does not pin (stdio, or development):
     /// later changes within this process are quarantined.
     first_seen: std::sync::Mutex<HashMap<String, String>>,
+    /// The secrets this gateway sent the upstream, never relayed back to a client.
+    sent_secrets: RwLock<Arc<Vec<String>>>,
+    /// Set when the upstream forgot a session (it restarted): nothing is sent to it until a
+    /// new connection has listed its tools again and checked them against their pins.
+    stale: std::sync::atomic::AtomicBool,
 }
 
 /// An allowlisted tool the gateway does not offer because its definition is not the pinned one.
@@ -427,6 +434,8 @@ impl Upstream {
             audit: setup.audit.clone(),
             quarantine: RwLock::new(HashMap::new()),
             first_seen: std::sync::Mutex::new(HashMap::new()),
+            sent_secrets: RwLock::new(Arc::new(Vec::new())),
+            stale: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -585,7 +594,11 @@ impl Upstream {
                 let federated = crate::catalog::present_tool(&self.name, &tool, class, true);
                 let own = crate::catalog::present_tool(&self.name, &tool, class, false);
                 let schema = Value::Object((*tool.input_schema).clone());
-                let check = crate::authorize::ArgumentCheck::new(&schema, entry.arguments.as_ref());
+                let check = crate::authorize::ArgumentCheck::new(
+                    &schema,
+                    entry.arguments.as_ref(),
+                    entry.argument_limits,
+                );
                 let fingerprint = crate::authorize::tool_fingerprint(&tool);
                 let param_headers = crate::param_headers::Declarations::of(&schema);
                 Some(Offered {
@@ -671,6 +684,9 @@ impl Upstream {
         if cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
             return Err(UpstreamError::Cancelled(name.clone()));
         }
+        if self.stale.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(UpstreamError::Down(name.clone()));
+        }
         let config = self.config();
         let (conn, relay) = match on {
             Some(on) if config.connection == registry::Connection::PerSession => {
@@ -697,13 +713,16 @@ impl Upstream {
         }
         let request: ClientRequest = serde_json::from_value(Value::Object(msg))
             .map_err(|_| UpstreamError::Unreadable(name.clone()))?;
-        let timeout = config.timeout;
+        // `timeout` bounds the call; progress the caller asked for may extend it, never past
+        // `max_timeout` (which is `timeout` unless the operator sets it higher).
+        let mut options = PeerRequestOptions::with_timeout(config.timeout)
+            .with_max_total_timeout(config.max_timeout);
+        if progress.is_some() && config.max_timeout > config.timeout {
+            options = options.reset_timeout_on_progress();
+        }
         let handle = conn
             .peer
-            .send_cancellable_request(
-                request,
-                PeerRequestOptions::with_timeout(timeout).reset_timeout_on_progress(),
-            )
+            .send_cancellable_request(request, options)
             .await
             .map_err(|e| self.map_error(e))?;
         let route = progress.map(|(token, sink)| {
@@ -719,7 +738,12 @@ impl Upstream {
         let peer = conn.peer.clone();
         let cancel = cancel.unwrap_or_default();
         let outcome = tokio::select! {
-            r = handle.await_response() => r.map_err(|e| self.map_error(e)),
+            r = handle.await_response() => r.map_err(|e| {
+                if session_expired(&e) {
+                    self.forgot_session(&conn);
+                }
+                self.map_error(e)
+            }),
             () = cancel.cancelled() => {
                 let note = rmcp::model::CancelledNotificationParam::new(Some(id), Some("cancelled by client".into()));
                 let _ = peer.notify_cancelled(note).await;
@@ -730,7 +754,46 @@ impl Upstream {
             conn.progress.remove(&key);
         }
         let result = outcome?;
-        result_value(&result).ok_or_else(|| UpstreamError::Unreadable(name.clone()))
+        let mut value =
+            result_value(&result).ok_or_else(|| UpstreamError::Unreadable(name.clone()))?;
+        scrub::scrub(&mut value, name, &self.sent_secrets());
+        Ok(value)
+    }
+
+    /// The upstream answered that it does not know the session (it restarted, and may now run
+    /// other code): close this connection and the shared one, and send nothing until the
+    /// supervisor has reconnected and listed the tools again (`connect::supervise`).
+    fn forgot_session(&self, conn: &Connection) {
+        tracing::warn!(server = %self.name, "the upstream no longer knows its session; reconnecting and listing its tools again");
+        self.stale.store(true, std::sync::atomic::Ordering::Release);
+        conn._service.cancellation_token().cancel();
+        if let Ok(Some(shared)) = self.conn.read().map(|c| c.clone()) {
+            shared._service.cancellation_token().cancel();
+        }
+        self.reconnect.notify_one();
+    }
+
+    /// The tools were listed on a new connection: requests may go to the upstream again.
+    pub(super) fn listed_again(&self) {
+        self.stale
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The secrets sent to this upstream so far.
+    fn sent_secrets(&self) -> Arc<Vec<String>> {
+        self.sent_secrets
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// Remember secrets sent to this upstream, so that they are never relayed back.
+    pub(super) fn sent(&self, secrets: impl IntoIterator<Item = String>) {
+        if let Ok(mut slot) = self.sent_secrets.write() {
+            let mut known = slot.as_ref().clone();
+            scrub::remember(&mut known, secrets);
+            *slot = Arc::new(known);
+        }
     }
 
     /// True if the session has a live connection of its own to this upstream.
@@ -845,10 +908,14 @@ impl Upstream {
     fn map_error(&self, e: ServiceError) -> UpstreamError {
         let name = self.name.clone();
         match e {
-            ServiceError::McpError(err) => UpstreamError::Rpc {
-                server: name,
-                error: serde_json::to_value(&err).unwrap_or_else(|_| json!({})),
-            },
+            ServiceError::McpError(err) => {
+                let mut error = serde_json::to_value(&err).unwrap_or_else(|_| json!({}));
+                scrub::scrub(&mut error, &name, &self.sent_secrets());
+                UpstreamError::Rpc {
+                    server: name,
+                    error,
+                }
+            }
             ServiceError::Timeout { timeout } => UpstreamError::Timeout(name, timeout),
             ServiceError::Cancelled { .. } => UpstreamError::Cancelled(name),
             ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
@@ -858,6 +925,25 @@ impl Upstream {
             _ => UpstreamError::Transport(name),
         }
     }
+}
+
+/// True when the error is the upstream's 404 for a session it no longer knows.
+fn session_expired(e: &ServiceError) -> bool {
+    use rmcp::transport::streamable_http_client::StreamableHttpError;
+    let ServiceError::TransportSend(e) = e else {
+        return false;
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e.error.as_ref());
+    while let Some(err) = cause {
+        if matches!(
+            err.downcast_ref::<StreamableHttpError<reqwest::Error>>(),
+            Some(StreamableHttpError::SessionExpired)
+        ) {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 fn result_value(r: &ServerResult) -> Option<Value> {

@@ -60,6 +60,7 @@ pub struct Identity {
     bindings: PerLevel<Binding>,
     key_rules: Option<Rules>,
     expires_at: Option<u64>,
+    key_lineage: Vec<String>,
 }
 
 /// The error for a level name that is not one of `org`, `team`, `key`, `user`, `agent`.
@@ -153,6 +154,7 @@ impl Identity {
             },
             key_rules: None,
             expires_at: None,
+            key_lineage: Vec::new(),
         }
     }
 
@@ -181,6 +183,20 @@ impl Identity {
     pub fn expiring_at(mut self, at: u64) -> Identity {
         self.expires_at = Some(at);
         self
+    }
+
+    /// The keys that minted this caller's key, nearest first. They grant nothing here (the
+    /// key's own grants are already within theirs); an operator lever on any of them (a kill
+    /// switch, a revocation) reaches this key too.
+    #[must_use]
+    pub fn with_key_lineage(mut self, lineage: Vec<String>) -> Identity {
+        self.key_lineage = lineage;
+        self
+    }
+
+    /// The keys that minted this caller's key, nearest first.
+    pub fn key_lineage(&self) -> &[String] {
+        &self.key_lineage
     }
 
     /// What a level resolved to.

@@ -5,6 +5,7 @@
 //! sockets and starts no processes: the gateway does that with what this crate returns.
 
 mod access;
+mod arguments;
 mod canonical;
 mod check;
 mod duration;
@@ -25,6 +26,7 @@ mod testing;
 pub mod fuzzing;
 
 pub use access::{Access, Approvals, OidcIssuer, SUPPORTED_ALGORITHMS};
+pub use arguments::{ArgumentExcess, ArgumentLimits};
 pub use canonical::{CanonicalObject, canonical_json, canonical_object};
 pub use check::{check, write_pins};
 pub use duration::parse_duration;
@@ -47,7 +49,7 @@ pub use source_map::SourceMap;
 pub use ssrf::{literal_host_problem, non_public, url_host};
 pub use validate::{
     CommandSource, Credential, KillSwitchSettings, Rate, Registry, ResourcePattern, Server,
-    ServerSource, Settings, ToolEntry, VaultSettings,
+    ServerSource, Settings, ToolEntry, VaultSettings, normal_uri,
 };
 
 use std::path::Path;

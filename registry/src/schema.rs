@@ -214,6 +214,7 @@ pub(crate) struct RawServer {
     #[serde(default)]
     pub(crate) prompts: Vec<String>,
     pub(crate) timeout: Option<String>,
+    pub(crate) max_timeout: Option<String>,
     #[serde(default)]
     pub(crate) allow_private: bool,
     pub(crate) connection: Option<Connection>,
@@ -241,6 +242,9 @@ pub(crate) struct RawTool {
     pub(crate) class: String,
     pub(crate) arguments: Option<Value>,
     pub(crate) rate: Option<String>,
+    pub(crate) max_argument_bytes: Option<Value>,
+    pub(crate) max_argument_nodes: Option<u64>,
+    pub(crate) max_argument_depth: Option<u64>,
 }
 
 /// Deserialize the raw shape, turning the first type error into a located problem.

@@ -114,8 +114,10 @@ pub struct Server {
     pub resources: Vec<ResourcePattern>,
     /// Prompt names clients may list and get.
     pub prompts: Vec<String>,
-    /// How long one upstream request may take.
+    /// How long one upstream request may take without progress.
     pub timeout: Duration,
+    /// How long one upstream request may take in all, progress or not (at least `timeout`).
+    pub max_timeout: Duration,
     /// True when the operator allows this upstream's URL to name or resolve to a loopback,
     /// private or link-local address.
     pub allow_private: bool,
@@ -215,6 +217,8 @@ pub struct ToolEntry {
     pub arguments: Option<Value>,
     /// At most this many calls per window, per gateway process.
     pub rate: Option<Rate>,
+    /// How large and complex one call's arguments may be.
+    pub argument_limits: crate::ArgumentLimits,
 }
 
 /// An allowed resource URI: exact, or a prefix written with a trailing `*`.
@@ -243,6 +247,37 @@ impl ResourcePattern {
             ResourcePattern::Prefix(p) => uri.starts_with(p.as_str()),
         }
     }
+}
+
+/// True when `uri` means what its bytes say, so that a prefix match on it is a match on what
+/// the upstream will read: no dot segments (`.`, `..`), no percent-encoded `.`, `/`, `\` or `%`
+/// (which an upstream may decode into dot segments or separators), no malformed escape, no
+/// backslash and no control character. A URI that is not in this form is refused rather than
+/// rewritten, so what the upstream receives is exactly what was decided on.
+pub fn normal_uri(uri: &str) -> bool {
+    if uri.chars().any(|c| c == '\\' || c.is_control()) {
+        return false;
+    }
+    let bytes = uri.as_bytes();
+    let mut i = 0;
+    while let Some(b) = bytes.get(i) {
+        if *b == b'%' {
+            let (Some(h), Some(l)) = (bytes.get(i + 1), bytes.get(i + 2)) else {
+                return false;
+            };
+            let (Some(h), Some(l)) = ((*h as char).to_digit(16), (*l as char).to_digit(16)) else {
+                return false;
+            };
+            if matches!(h * 16 + l, 0x2e | 0x2f | 0x5c | 0x25) {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let path = uri.split(['?', '#']).next().unwrap_or(uri);
+    !path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 // === impl Registry ===
@@ -294,9 +329,10 @@ impl Server {
             && self.connection == next.connection
     }
 
-    /// True when the resource `uri` may be shown and read.
+    /// True when the resource `uri` may be shown and read: it is in normal form (see
+    /// [`normal_uri`]) and a pattern allows it.
     pub fn allows_resource(&self, uri: &str) -> bool {
-        self.resources.iter().any(|p| p.matches(uri))
+        normal_uri(uri) && self.resources.iter().any(|p| p.matches(uri))
     }
 
     /// True when the prompt `name` may be shown and fetched.
@@ -595,6 +631,47 @@ fn parse_size(v: &Value) -> Option<usize> {
     }
 }
 
+/// A tool's argument limits, defaults where the config is silent.
+fn argument_limits(
+    spec: &crate::schema::RawTool,
+    path: &str,
+    map: &SourceMap,
+    problems: &mut Vec<ConfigProblem>,
+) -> crate::ArgumentLimits {
+    let mut limits = crate::ArgumentLimits::default();
+    if let Some(v) = &spec.max_argument_bytes {
+        match parse_size(v) {
+            Some(n) => limits.bytes = n,
+            None => problems.push(map.problem(
+                &child(path, "max_argument_bytes"),
+                format!("`{v}` is not a size"),
+                "write bytes, or a number with `KiB` or `MiB`, e.g. `64KiB`",
+            )),
+        }
+    }
+    let count = |value: Option<u64>, key: &str, problems: &mut Vec<ConfigProblem>| {
+        let n = value?;
+        match usize::try_from(n).ok().filter(|n| *n > 0) {
+            Some(n) => Some(n),
+            None => {
+                problems.push(map.problem(
+                    &child(path, key),
+                    format!("`{key}` must be a positive whole number"),
+                    "write a count such as `4096`",
+                ));
+                None
+            }
+        }
+    };
+    if let Some(n) = count(spec.max_argument_nodes, "max_argument_nodes", problems) {
+        limits.nodes = n;
+    }
+    if let Some(n) = count(spec.max_argument_depth, "max_argument_depth", problems) {
+        limits.depth = n;
+    }
+    limits
+}
+
 fn valid_server_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
@@ -685,6 +762,7 @@ fn server(
                         fix: "use a shorter server name, or allowlist only tools whose names use A-Z, a-z, 0-9, `_` and `-`".to_string(),
                     });
                 }
+                let argument_limits = argument_limits(&spec, &p, map, problems);
                 let arguments = spec
                     .arguments
                     .filter(|schema| valid_schema(schema, &child(&p, "arguments"), map, problems));
@@ -707,6 +785,7 @@ fn server(
                                 class,
                                 arguments,
                                 rate,
+                                argument_limits,
                             },
                         );
                     }
@@ -726,6 +805,20 @@ fn server(
         map,
         problems,
     );
+    let max_timeout = duration_or(
+        raw.max_timeout.as_deref(),
+        &child(&base, "max_timeout"),
+        timeout,
+        map,
+        problems,
+    );
+    if max_timeout < timeout {
+        problems.push(map.problem(
+            &child(&base, "max_timeout"),
+            format!("`max_timeout` ({max_timeout:?}) is shorter than `timeout` ({timeout:?})"),
+            "make `max_timeout` at least `timeout`, or remove it (a call then never runs longer than `timeout`)",
+        ));
+    }
     let resources = raw
         .resources
         .iter()
@@ -823,6 +916,7 @@ fn server(
         resources,
         prompts: raw.prompts,
         timeout,
+        max_timeout,
         allow_private: raw.allow_private,
         connection,
         credentials,

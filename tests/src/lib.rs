@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+pub mod hostile;
 pub mod raw;
 pub mod relay;
 
@@ -80,7 +81,7 @@ impl Proc {
 }
 
 /// Spawn `cmd` and wait until a stdout line contains `marker`; returns the process and that line.
-fn spawn_until(cmd: Command, marker: &str) -> Result<(Proc, String)> {
+pub(crate) fn spawn_until(cmd: Command, marker: &str) -> Result<(Proc, String)> {
     spawn_collect(cmd, marker).map(|(p, mut lines)| (p, lines.pop().unwrap_or_default()))
 }
 

@@ -18,7 +18,11 @@ fn arguments_must_satisfy_both_schemas() {
     let upstream =
         json!({"type": "object", "properties": {"repo": {"type": "string"}}, "required": ["repo"]});
     let operator = json!({"properties": {"repo": {"enum": ["acme/api", "acme/web"]}}});
-    let check = ArgumentCheck::new(&upstream, Some(&operator));
+    let check = ArgumentCheck::new(
+        &upstream,
+        Some(&operator),
+        registry::ArgumentLimits::default(),
+    );
     assert!(check.check(&json!({"repo": "acme/api"})).is_ok());
     let missing = check.check(&json!({})).unwrap_err().message;
     assert!(
@@ -34,7 +38,11 @@ fn arguments_must_satisfy_both_schemas() {
 
 #[test]
 fn an_uncompilable_upstream_schema_refuses_every_call() {
-    let check = ArgumentCheck::new(&json!({"type": "no-such-type"}), None);
+    let check = ArgumentCheck::new(
+        &json!({"type": "no-such-type"}),
+        None,
+        registry::ArgumentLimits::default(),
+    );
     let why = check.check(&json!({})).unwrap_err();
     assert!(why.message.contains("cannot be checked"), "{why:?}");
     assert_eq!(why.at, "schema");

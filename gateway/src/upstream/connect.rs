@@ -53,6 +53,8 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
                     up.set_tools(Vec::new());
                     tracing::warn!(server = %up.name(), error = %e, "listing upstream tools failed; its tools are withheld");
                 }
+                // What this connection offers is now what was checked.
+                up.listed_again();
                 let peer = conn.peer.clone();
                 let service = conn._service.clone();
                 if let Ok(mut slot) = up.conn.write() {
@@ -146,7 +148,11 @@ async fn handshake(
     let limit = server.timeout;
     Ok(match &server.source {
         ServerSource::Http { url } => {
-            let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+            // A session the upstream forgot (it restarted) is not re-initialised under the
+            // connection's feet: the connection closes, and the supervisor reconnects and lists
+            // the tools again, checking them against their pins, before any call goes over it.
+            let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                .reinit_on_expired_session(false);
             // Pooled keep-alive connections with Nagle off; redirects are not followed (an
             // upstream must be reached at the address the config names).
             let (host, port) = registry::url_host(url)
@@ -159,6 +165,7 @@ async fn handshake(
                     true => format!("Bearer {}", secret.expose()),
                     false => secret.expose().to_string(),
                 };
+                up.sent([text.clone(), secret.expose().to_string()]);
                 let mut value = http::HeaderValue::from_str(&text).map_err(|_| {
                     anyhow::anyhow!("secret `{}` is not a valid header value", c.secret)
                 })?;
@@ -180,7 +187,7 @@ async fn handshake(
             }
             let http = builder.build()?;
             let transport = StreamableHttpClientTransport::with_client(
-                crate::telemetry::TracingHttpClient(http),
+                super::http::UpstreamHttp::new(http, up.name()),
                 cfg,
             );
             tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle))
@@ -191,6 +198,7 @@ async fn handshake(
             c.args(&cmd.args).kill_on_drop(true);
             for (k, r) in &cmd.env {
                 let secret = up.secrets.resolve(r).await?;
+                up.sent([secret.expose().to_string()]);
                 c.env(k, secret.expose());
             }
             if let Some(dir) = &cmd.cwd {

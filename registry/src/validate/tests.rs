@@ -296,3 +296,28 @@ fn a_package_spec_is_not_mistaken_for_a_secret_but_a_random_argument_is() {
     ));
     assert!(p.iter().any(|p| p.contains("well-known shape")), "{p:?}");
 }
+
+#[test]
+fn resource_patterns_match_only_uris_in_normal_form() {
+    let cfg = "servers:\n  notes:\n    url: https://notes.example.com/mcp\n    resources: [\"note://pub/*\", \"note://exact/1\"]\n    tools: {}\n";
+    let reg = load_str("t.yaml", cfg).unwrap();
+    let notes = reg.servers.iter().find(|s| s.name == "notes").unwrap();
+    assert!(notes.allows_resource("note://pub/1"));
+    assert!(notes.allows_resource("note://pub/a%20b"));
+    assert!(notes.allows_resource("note://exact/1"));
+    for escape in [
+        "note://pub/../secret/1",
+        "note://pub/%2e%2e/secret/1",
+        "note://pub/%2E%2E/secret/1",
+        "note://pub/..%2fsecret/1",
+        "note://pub/..%2Fsecret",
+        "note://pub/%252e%252e/secret",
+        "note://pub/./x",
+        "note://pub/..\\secret",
+        "note://pub/%zz",
+        "note://pub/%2",
+        "note://pub/a\u{0}b",
+    ] {
+        assert!(!notes.allows_resource(escape), "{escape}");
+    }
+}
