@@ -185,16 +185,35 @@ impl Gateway {
         let settings = &self.registry().access.approvals;
         let target = settings.target_arguments.iter().find_map(|name| {
             call.arguments.get(name).map(|v| match v {
-                Value::String(s) if crate::redact::secret_value(s) => "[redacted]".to_owned(),
-                Value::String(s) => {
-                    let mut s = s.clone();
-                    crate::redact::shorten(&mut s, 200);
-                    s
+                Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => {
+                    let shown = match crate::redact::redact(v) {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    let mut shown = crate::redact::visible(&shown);
+                    crate::redact::shorten(&mut shown, 200);
+                    shown
                 }
-                other => crate::redact::preview(other),
+                other => {
+                    let mut shown =
+                        crate::redact::visible(&crate::redact::redact(other).to_string());
+                    crate::redact::shorten(&mut shown, 200);
+                    shown
+                }
             })
         });
-        let preview = crate::redact::preview(call.arguments);
+        // An approver sees the whole call or nothing is held: a call too large to show is refused.
+        let preview = crate::redact::preview(call.arguments).ok_or_else(|| {
+            refusal(
+                "invalid_arguments",
+                format!(
+                    "`{}` needs a human's approval, and its arguments are too large for an approver to review (over {} KiB once redacted)",
+                    call.name,
+                    crate::redact::MAX_PREVIEW / 1024
+                ),
+                json!({}),
+            )
+        })?;
         let principals = call.caller.identity.principals();
         let ttl_ms = i64::try_from(settings.ttl.as_millis()).unwrap_or(i64::MAX);
         let record = self

@@ -9,44 +9,72 @@
 
 use aws_lc_rs::hmac;
 use registry::{PathStep, RedactPath};
-pub(crate) use registry::{high_entropy, secret_key, secret_value};
+pub(crate) use registry::{high_entropy, secret_key};
 use serde_json::{Map, Value};
 
-/// Longest string value kept in a preview.
+/// Longest string value kept in an audit summary.
 const MAX_STRING: usize = 200;
-/// Longest preview, in bytes.
-const MAX_PREVIEW: usize = 4096;
-/// Deepest nesting shown.
+/// Longest audit summary, in bytes.
+const MAX_SUMMARY: usize = 4096;
+/// Deepest nesting shown in an audit summary.
 const MAX_DEPTH: usize = 8;
+/// Longest approval preview, in bytes. Approvers see every argument: a call whose preview would
+/// be longer is not held for approval at all (the arguments limits keep this rare).
+pub(crate) const MAX_PREVIEW: usize = 256 * 1024;
 
 const REDACTED: &str = "[redacted]";
 
-/// A redacted copy of `value`, secrets shown as `[redacted]`.
-pub(crate) fn redact(value: &Value) -> Value {
-    walk(value, 0, &|_| Value::String(REDACTED.into()))
+/// How much of a value a rendering keeps.
+#[derive(Clone, Copy)]
+struct Bounds {
+    string: usize,
+    depth: usize,
 }
 
-fn walk(value: &Value, depth: usize, hide: &dyn Fn(&Value) -> Value) -> Value {
-    if depth >= MAX_DEPTH {
+/// Approvers: everything (serde_json itself refuses nesting past 128 levels).
+const WHOLE: Bounds = Bounds {
+    string: usize::MAX,
+    depth: 256,
+};
+/// The audit log: enough to tell calls apart.
+const SUMMARY: Bounds = Bounds {
+    string: MAX_STRING,
+    depth: MAX_DEPTH,
+};
+
+/// A redacted copy of `value`, secrets shown as `[redacted]`, nothing cut.
+pub(crate) fn redact(value: &Value) -> Value {
+    walk(value, 0, WHOLE, &|_| Value::String(REDACTED.into()))
+}
+
+fn walk(value: &Value, depth: usize, bounds: Bounds, hide: &dyn Fn(&Value) -> Value) -> Value {
+    if depth >= bounds.depth {
         return Value::String("…".into());
     }
     match value {
-        Value::String(s) if secret_value(s) || high_entropy(s) => hide(value),
-        Value::String(s) if s.len() > MAX_STRING => {
-            let mut s = s.clone();
-            shorten(&mut s, MAX_STRING);
-            Value::String(s)
+        Value::String(s) if high_entropy(s) => hide(value),
+        Value::String(s) => {
+            let spans = registry::secret_spans(s);
+            let mut out = match spans.is_empty() {
+                true => s.clone(),
+                false => masked(s, &spans, hide),
+            };
+            shorten(&mut out, bounds.string);
+            Value::String(out)
         }
-        Value::Array(items) => {
-            Value::Array(items.iter().map(|v| walk(v, depth + 1, hide)).collect())
-        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| walk(v, depth + 1, bounds, hide))
+                .collect(),
+        ),
         Value::Object(obj) => {
             let mut out = Map::new();
             for (k, v) in obj {
                 let shown = if secret_key(k) && !v.is_null() {
                     hide(v)
                 } else {
-                    walk(v, depth + 1, hide)
+                    walk(v, depth + 1, bounds, hide)
                 };
                 out.insert(k.clone(), shown);
             }
@@ -56,11 +84,57 @@ fn walk(value: &Value, depth: usize, hide: &dyn Fn(&Value) -> Value) -> Value {
     }
 }
 
-/// The preview an approver sees: redacted, compact JSON, bounded.
-pub(crate) fn preview(arguments: &Value) -> String {
-    let mut text = redact(arguments).to_string();
-    shorten(&mut text, MAX_PREVIEW);
-    text
+/// `s` with each secret span replaced by its stand-in; the rest of the text stays readable.
+fn masked(s: &str, spans: &[std::ops::Range<usize>], hide: &dyn Fn(&Value) -> Value) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut at = 0;
+    for r in spans {
+        out.push_str(s.get(at..r.start).unwrap_or_default());
+        let secret = Value::String(s.get(r.clone()).unwrap_or_default().to_string());
+        match hide(&secret) {
+            Value::String(mark) => out.push_str(&mark),
+            _ => out.push_str(REDACTED),
+        }
+        at = r.end;
+    }
+    out.push_str(s.get(at..).unwrap_or_default());
+    out
+}
+
+/// The preview an approver sees: the whole call as compact JSON, secrets redacted, and every
+/// character that would render invisibly or reorder text (bidi controls, zero-width and other
+/// format characters, C1 controls, tag characters) written as a JSON `\u` escape, so the text
+/// shown is the text that runs. `None` when it is longer than [`MAX_PREVIEW`].
+pub(crate) fn preview(arguments: &Value) -> Option<String> {
+    let text = visible(&redact(arguments).to_string());
+    (text.len() <= MAX_PREVIEW).then_some(text)
+}
+
+/// `text` (JSON) with invisible and reordering characters escaped.
+pub(crate) fn visible(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if invisible(c) {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Characters that change how text reads without showing themselves.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
+        | '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+        | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}' | '\u{1d173}'..='\u{1d17a}'
+        | '\u{e0000}'..='\u{e0fff}')
 }
 
 /// The audit log's redaction: configured paths and the built-in detectors, each hidden value
@@ -91,13 +165,13 @@ impl Redactor {
     pub(crate) fn summary(&self, arguments: &Value) -> Value {
         let hide = |v: &Value| self.mark(v);
         if self.paths.is_empty() {
-            return bounded(walk(arguments, 0, &hide));
+            return bounded(walk(arguments, 0, SUMMARY, &hide));
         }
         let mut copy = arguments.clone();
         for p in &self.paths {
             apply(&mut copy, &p.steps, &hide);
         }
-        bounded(walk(&copy, 0, &hide))
+        bounded(walk(&copy, 0, SUMMARY, &hide))
     }
 }
 
@@ -144,11 +218,11 @@ fn apply(value: &mut Value, steps: &[PathStep], hide: &dyn Fn(&Value) -> Value) 
 /// A summary too large to keep whole is kept as its bounded text.
 fn bounded(v: Value) -> Value {
     let text = v.to_string();
-    if text.len() <= MAX_PREVIEW {
+    if text.len() <= MAX_SUMMARY {
         return v;
     }
     let mut text = text;
-    shorten(&mut text, MAX_PREVIEW);
+    shorten(&mut text, MAX_SUMMARY);
     Value::String(text)
 }
 
@@ -185,6 +259,7 @@ pub(crate) fn shorten(s: &mut String, max: usize) {
 
 #[cfg(test)]
 mod tests {
+    use registry::secret_value;
     use serde_json::json;
 
     use super::*;
@@ -199,7 +274,7 @@ mod tests {
             "list": ["AKIAIOSFODNN7EXAMPLE", "ghp_0123456789abcdefghij", "fine"],
             "pem": "-----BEGIN PRIVATE KEY-----\nMIIE...",
         });
-        let p = preview(&args);
+        let p = preview(&args).unwrap();
         for secret in [
             "hunter2",
             "\"abc\"",
@@ -214,15 +289,71 @@ mod tests {
     }
 
     #[test]
-    fn long_values_and_deep_nesting_are_bounded() {
+    fn approvers_see_every_argument_and_every_hidden_character() {
+        let tail = format!("{}; ALSO-DELETE-ALL-BACKUPS", "x".repeat(10_000));
+        let mut deep = json!(1);
+        for _ in 0..50 {
+            deep = json!({ "d": deep });
+        }
+        let args = json!({ "cmd": tail, "deep": deep, "name": "invoice\u{202E}fdp.exe", "zw": "a\u{200B}b\u{E0041}" });
+        let p = preview(&args).unwrap();
+        assert!(p.contains("ALSO-DELETE-ALL-BACKUPS"), "{p}");
+        assert!(!p.contains('…'), "nothing is cut: {p}");
+        assert!(
+            !p.contains('\u{202E}') && p.contains("invoice\\u202Efdp.exe"),
+            "{p}"
+        );
+        assert!(p.contains("a\\u200Bb\\uDB40\\uDC41"), "{p}");
+        // The escaped preview is still the same JSON value.
+        let back: Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(back["name"], args["name"]);
+        assert_eq!(back["deep"], args["deep"]);
+        // Too large to show whole: no preview, so no hold.
+        assert!(preview(&json!({ "big": "y".repeat(MAX_PREVIEW) })).is_none());
+    }
+
+    #[test]
+    fn audit_summaries_are_bounded() {
         let long = "x".repeat(10_000);
         let mut deep = json!(1);
         for _ in 0..50 {
             deep = json!({ "d": deep });
         }
-        let p = preview(&json!({ "long": long, "deep": deep }));
-        assert!(p.len() <= MAX_PREVIEW + 3, "{}", p.len());
-        assert!(!p.contains(&"x".repeat(MAX_STRING + 1)));
+        let s = Redactor::new(b"k", Vec::new())
+            .summary(&json!({ "long": long, "deep": deep }))
+            .to_string();
+        assert!(s.len() <= MAX_SUMMARY + 8, "{}", s.len());
+        assert!(!s.contains(&"x".repeat(MAX_STRING + 1)));
+    }
+
+    #[test]
+    fn passwords_in_other_shapes_are_hidden_and_the_rest_kept() {
+        let args = json!({
+            "pwd": "hunter2",
+            "pass": "hunter3",
+            "db_pw": "hunter4",
+            "note": "login with password=hunter5 then run backup",
+            "odbc": "Server=db;User Id=sa;Password=hunter6;Database=prod",
+            "url": "postgres://app:hunter7@db.internal:5432/prod",
+            "yaml": "user: bob\npassword: hunter8\n",
+            "json": "{\"client_secret\": \"hunter9x\"}",
+        });
+        let p = preview(&args).unwrap();
+        for secret in [
+            "hunter2", "hunter3", "hunter4", "hunter5", "hunter6", "hunter7", "hunter8", "hunter9x",
+        ] {
+            assert!(!p.contains(secret), "{secret} leaked into {p}");
+        }
+        for kept in [
+            "then run backup",
+            "Database=prod",
+            "user: bob",
+            "{\\\"client_secret\\\": ",
+        ] {
+            assert!(p.contains(kept), "{kept} lost from {p}");
+        }
+        let s = Redactor::new(b"k", Vec::new()).summary(&args).to_string();
+        assert!(!s.contains("hunter"), "{s}");
     }
 
     #[test]

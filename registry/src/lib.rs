@@ -44,7 +44,7 @@ pub use readiness::{
     is_generic_tool_name, readiness, server_readiness,
 };
 pub use schema::{BuiltinServer, Connection, Mode, Profile};
-pub use secret::{SecretRef, high_entropy, literal_secret, secret_key, secret_value};
+pub use secret::{SecretRef, high_entropy, literal_secret, secret_key, secret_spans, secret_value};
 pub use source_map::SourceMap;
 pub use ssrf::{literal_host_problem, non_public, url_host};
 pub use validate::{

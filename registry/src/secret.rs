@@ -6,6 +6,8 @@
 //! bearer token, a password in a URL, a long high-entropy string) is refused when the config loads,
 //! and the refusal names where it is, never what it is.
 
+use std::ops::Range;
+
 use crate::error::ConfigProblem;
 use crate::source_map::SourceMap;
 
@@ -206,6 +208,13 @@ const SECRET_WORDS: &[&str] = &[
     "apikey",
     "privatekey",
     "sessionid",
+    "pwd",
+    "pass",
+    "pw",
+    "passcode",
+    "jwt",
+    "otp",
+    "dsn",
 ];
 
 /// Word pairs that name a secret when adjacent (`api_key`, `private-key`, `session.id`).
@@ -214,6 +223,8 @@ const SECRET_PAIRS: &[(&str, &str)] = &[
     ("private", "key"),
     ("session", "id"),
     ("access", "key"),
+    ("connection", "string"),
+    ("conn", "str"),
 ];
 
 /// Prefixes of well-known credentials.
@@ -282,35 +293,143 @@ fn secret_piece(t: &str) -> bool {
     t.starts_with("eyJ") && t.len() > 40 && t.split('.').count() == 3
 }
 
+/// Names that, written as `name=value` or `name: value` inside text (a command line, a
+/// connection string, a config snippet), make the value a secret.
+const SECRET_ASSIGNED: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "pwd",
+    "pass",
+    "pw",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_key",
+    "secret_key",
+    "private_key",
+    "auth",
+    "sig",
+    "signature",
+    "x-amz-signature",
+];
+
 /// True when a string value is, or contains, something that looks like a credential.
 pub fn secret_value(v: &str) -> bool {
+    !secret_spans(v).is_empty()
+}
+
+/// The byte ranges of `v` that look like credentials, in order and not overlapping: PEM blocks,
+/// `Bearer`/`Basic` tokens, values assigned to secret names (`password=…`, `Pwd: …`,
+/// `Password=…;` in a connection string), passwords inside URLs, and pieces with a well-known
+/// key prefix or the shape of a JWT. A caller can hide just these and keep the rest readable.
+pub fn secret_spans(v: &str) -> Vec<Range<usize>> {
     let lower = v.to_ascii_lowercase();
-    if v.contains("-----BEGIN ") {
-        return true;
+    let mut spans = Vec::new();
+    if let Some(at) = v.find("-----BEGIN ") {
+        spans.push(at..v.len());
     }
     // `Bearer <token>` / `Basic <token>` anywhere, e.g. inside a command line.
     for scheme in ["bearer ", "basic "] {
-        let mut rest = lower.as_str();
-        while let Some(at) = rest.find(scheme) {
-            let after = rest.get(at + scheme.len()..).unwrap_or_default();
-            let token: String = after
-                .chars()
-                .take_while(|c| !c.is_whitespace() && !matches!(c, '\'' | '"'))
-                .collect();
-            if token.len() >= 8 {
-                return true;
+        for (at, _) in lower.match_indices(scheme) {
+            let from = at + scheme.len();
+            let len = token_len(v.get(from..).unwrap_or_default());
+            if len >= 8 {
+                spans.push(from..from + len);
             }
-            rest = after;
         }
     }
-    v.split(|c: char| {
-        c.is_whitespace()
-            || matches!(
-                c,
-                '\'' | '"' | '=' | ':' | ',' | ';' | '(' | ')' | '[' | ']' | '{' | '}' | '<' | '>'
-            )
-    })
-    .any(secret_piece)
+    for name in SECRET_ASSIGNED {
+        for (at, _) in lower.match_indices(name) {
+            let before = lower.get(..at).and_then(|b| b.chars().next_back());
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-') {
+                continue;
+            }
+            if let Some(value) = assigned(v, at + name.len()) {
+                spans.push(value);
+            }
+        }
+    }
+    // `scheme://user:password@host`
+    for (at, _) in v.match_indices("://") {
+        let rest = v.get(at + 3..).unwrap_or_default();
+        let authority_len = rest.find(['/', '?', '#', ' ']).unwrap_or(rest.len());
+        let authority = rest.get(..authority_len).unwrap_or_default();
+        if let Some(userinfo_end) = authority.rfind('@')
+            && let Some(colon) = authority.get(..userinfo_end).and_then(|u| u.find(':'))
+            && colon + 1 < userinfo_end
+        {
+            spans.push(at + 3 + colon + 1..at + 3 + userinfo_end);
+        }
+    }
+    let mut start = 0;
+    let end = std::iter::once((v.len(), ' '));
+    for (i, c) in v.char_indices().chain(end) {
+        if i == v.len() || c.is_whitespace() || PIECE_DELIMITERS.contains(&c) {
+            if v.get(start..i).is_some_and(secret_piece) {
+                spans.push(start..i);
+            }
+            start = i + c.len_utf8();
+        }
+    }
+    merge(spans)
+}
+
+const PIECE_DELIMITERS: &[char] = &[
+    '\'', '"', '=', ':', ',', ';', '(', ')', '[', ']', '{', '}', '<', '>',
+];
+
+/// Length in bytes of the token at the start of `s`: up to whitespace or a quote.
+fn token_len(s: &str) -> usize {
+    s.find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"'))
+        .unwrap_or(s.len())
+}
+
+/// The value assigned at `from` (just after a secret name): optional closing quote, spaces,
+/// `=` or `:`, spaces and an opening quote, then the value up to a delimiter.
+fn assigned(v: &str, from: usize) -> Option<Range<usize>> {
+    let bytes = v.as_bytes();
+    let mut i = from;
+    if matches!(bytes.get(i), Some(b'"' | b'\'')) {
+        i += 1;
+    }
+    while matches!(bytes.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    if !matches!(bytes.get(i), Some(b'=' | b':')) {
+        return None;
+    }
+    i += 1;
+    while matches!(bytes.get(i), Some(b' ' | b'\t' | b'"' | b'\'')) {
+        i += 1;
+    }
+    let start = i;
+    while let Some(b) = bytes.get(i) {
+        if b.is_ascii_whitespace() || matches!(b, b';' | b'&' | b',' | b'"' | b'\'' | b'}' | b')') {
+            break;
+        }
+        i += 1;
+    }
+    (i > start && v.is_char_boundary(start) && v.is_char_boundary(i)).then_some(start..i)
+}
+
+/// Sort and join overlapping ranges.
+fn merge(mut spans: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    spans.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(spans.len());
+    for r in spans {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// True when a string without spaces is long and random enough to be a key: at least 32

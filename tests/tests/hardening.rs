@@ -18,11 +18,16 @@ struct Setup {
 }
 
 fn setup(extra: &str) -> Setup {
+    setup_with("", extra)
+}
+
+/// With `top` as extra top-level config lines and `extra` as extra server keys.
+fn setup_with(top: &str, extra: &str) -> Setup {
     let hostile = Hostile::start(false).unwrap();
     let secrets = tempfile::tempdir().unwrap();
     let token = secrets.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
-    let gw = Gateway::start(&hostile.server("hostile", &token, extra)).unwrap();
+    let gw = Gateway::start_with(top, &hostile.server("hostile", &token, extra)).unwrap();
     Setup {
         hostile,
         gw,
@@ -284,4 +289,88 @@ async fn a_key_minted_under_another_is_revoked_and_killed_with_it_and_never_wide
     let child_id = child.split('_').nth(1).unwrap();
     let line = listed.lines().find(|l| l.contains(child_id)).unwrap();
     assert!(line.contains("revoked"), "{listed}");
+}
+
+#[tokio::test]
+async fn an_approver_sees_the_whole_call_with_hidden_characters_shown_and_passwords_hidden() {
+    let s = setup_with("approvals: { required_from: read, hold: 0s }\n", "");
+    let c = client(&s.gw, &s.gw.key).await;
+    let text = format!("{} ; ALSO-DELETE-ALL-BACKUPS", "harmless words ".repeat(30));
+    let r = call(
+        &c,
+        "echo",
+        json!({ "arguments": {
+            "text": text,
+            "file": "report\u{202E}fdp.exe",
+            "note": "connect with Password=hunter2;Database=prod, pwd=hunter3",
+            "pass": "hunter4",
+        } }),
+    )
+    .await;
+    assert_eq!(r["error"]["data"]["reason"], "approval_pending", "{r}");
+    let approver = s.gw.operator_key("approver", None).unwrap();
+    let list: Value = reqwest::Client::new()
+        .get(format!("{}/admin/approvals?status=pending", s.gw.admin))
+        .bearer_auth(&approver)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let preview = list["approvals"][0]["preview"].as_str().unwrap();
+    assert!(preview.contains("ALSO-DELETE-ALL-BACKUPS"), "{preview}");
+    assert!(!preview.contains('\u{202E}'), "{preview}");
+    assert!(preview.contains("report\\u202Efdp.exe"), "{preview}");
+    for secret in ["hunter2", "hunter3", "hunter4"] {
+        assert!(!preview.contains(secret), "{secret} in {preview}");
+    }
+    assert!(preview.contains("Database=prod"), "{preview}");
+    // The web page shows the same complete text.
+    let page = reqwest::Client::new()
+        .get(format!("{}/ui/", s.gw.admin))
+        .bearer_auth(&approver)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains('\u{202E}'));
+    // Nor do the passwords reach the audit log.
+    let log = std::fs::read_to_string(s.gw.audit_file()).unwrap();
+    for secret in ["hunter2", "hunter3", "hunter4"] {
+        assert!(!log.contains(secret), "{secret} in the audit log");
+    }
+}
+
+#[tokio::test]
+async fn arguments_past_the_tools_limits_never_reach_the_upstream() {
+    let s = setup("");
+    let c = client(&s.gw, &s.gw.key).await;
+    let wide: serde_json::Map<String, Value> =
+        (0..100_000).map(|i| (format!("k{i}"), json!(i))).collect();
+    let r = call(&c, "echo", json!({ "arguments": wide })).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(r.to_string().contains("larger than 65536 bytes"), "{r}");
+    let many = vec![Value::Null; 5000];
+    let r = call(
+        &c,
+        "echo",
+        json!({ "arguments": { "text": "hi", "many": many } }),
+    )
+    .await;
+    assert!(r.to_string().contains("more than 4096 values"), "{r}");
+    let mut deep = json!("x");
+    for _ in 0..40 {
+        deep = json!({ "d": deep });
+    }
+    let r = call(
+        &c,
+        "echo",
+        json!({ "arguments": { "text": "hi", "d": deep } }),
+    )
+    .await;
+    assert!(r.to_string().contains("deeper than 32"), "{r}");
+    assert_eq!(s.hostile.calls("echo").await, 0);
 }

@@ -646,7 +646,7 @@ async fn dashboard(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response 
     for r in &pending {
         let _ = write!(
             b,
-            "<article class=\"approval\" id=\"{id}\"><h3><code>{server}/{tool}</code> <span class=\"class-{class}\">{class}</span></h3><dl><dt>Request</dt><dd><code>{id}</code></dd><dt>Requested by</dt><dd>{who}</dd><dt>Identity</dt><dd>{principals}</dd><dt>Target</dt><dd>{target}</dd><dt>Arguments digest</dt><dd><code>{digest}</code></dd><dt>Filed</dt><dd>{created}</dd><dt>Expires</dt><dd>{expires}</dd></dl><pre class=\"preview\">{preview}</pre><p class=\"muted\">Values shown as [redacted], or cut short with …, are hidden here; approving binds to the exact full arguments (the digest above).</p>",
+            "<article class=\"approval\" id=\"{id}\"><h3><code>{server}/{tool}</code> <span class=\"class-{class}\">{class}</span></h3><dl><dt>Request</dt><dd><code>{id}</code></dd><dt>Requested by</dt><dd>{who}</dd><dt>Identity</dt><dd>{principals}</dd><dt>Target</dt><dd>{target}</dd><dt>Arguments digest</dt><dd><code>{digest}</code></dd><dt>Filed</dt><dd>{created}</dd><dt>Expires</dt><dd>{expires}</dd></dl><pre class=\"preview\">{preview}</pre><p class=\"muted\">These are the complete arguments. Values shown as [redacted] are secrets hidden here, and characters that render invisibly or reorder text are written as \\uXXXX escapes; approving binds to the exact full arguments (the digest above).</p>",
             id = esc(&r.id),
             server = esc(&r.server),
             tool = esc(&r.tool),
