@@ -1,7 +1,8 @@
 //! The MCP listener: Streamable HTTP on `/mcp` and `/mcp/<server>`, both protocol eras.
 //!
-//! Order of checks on every request: Host and Origin (403), body size (413, before parsing),
-//! credentials (401), endpoint (404), then the JSON-RPC message. The era is chosen per request:
+//! Order of checks on every request: Host and Origin (403), declared body size (413),
+//! credentials (401), endpoint (404), the body read (413 past `http.max_body`, 408 past
+//! `http.body_timeout`), then the JSON-RPC message. The era is chosen per request:
 //! an `initialize` or an `Mcp-Session-Id` means the stateful revisions; a 2026-07-28
 //! `MCP-Protocol-Version` or per-request `_meta` means the stateless one.
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -68,7 +69,7 @@ pub(crate) fn router(gw: Arc<Gateway>) -> Router {
 
 // === handlers ===
 
-async fn post_root(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_root(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     post(gw, None, headers, body).await
 }
 
@@ -76,7 +77,7 @@ async fn post_server(
     State(gw): State<Arc<Gateway>>,
     Path(server): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     post(gw, Some(server), headers, body).await
 }
@@ -181,6 +182,15 @@ async fn admit(
     {
         return Err(plain_error(StatusCode::FORBIDDEN, "origin not allowed"));
     }
+    // A body declared too large is refused before anything else is read or looked up.
+    let limit = gw.registry().settings.max_body;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -262,10 +272,16 @@ async fn post(
     gw: Arc<Gateway>,
     server: Option<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let limit = gw.registry().settings.max_body;
     let admitted = match admit(&gw, server, &headers).await {
         Ok(a) => a,
+        Err(r) => return r,
+    };
+    // The body is read only for an admitted caller, within the size and time limits.
+    let body = match received(body, limit, gw.registry().settings.body_timeout).await {
+        Ok(b) => b,
         Err(r) => return r,
     };
     let msg = match jsonrpc::parse(&body) {
@@ -1015,6 +1031,45 @@ fn rpc_error(status: StatusCode, id: Option<&Value>, e: &RpcError) -> Response {
 }
 
 /// An error for transport-level refusals: a JSON-RPC error object with no id.
+/// A request body, read whole within `limit` bytes and `deadline` (408 when it trickles in
+/// slower, 413 when it is larger).
+async fn received(body: Body, limit: usize, deadline: Duration) -> Result<Bytes, Response> {
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| {
+                plain_error(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                )
+            })?;
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(buf))
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(r) => r,
+        Err(_) => Err(plain_error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the request body did not arrive within {}s (http.body_timeout)",
+                deadline.as_secs_f64()
+            ),
+        )),
+    }
+}
+
+fn too_large(limit: usize) -> Response {
+    plain_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the request body is larger than {limit} bytes (http.max_body)"),
+    )
+}
+
 fn plain_error(status: StatusCode, message: &str) -> Response {
     rpc_error(
         status,

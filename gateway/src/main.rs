@@ -19,6 +19,7 @@ mod jsonrpc;
 mod keys;
 mod levers;
 mod limits;
+mod listen;
 mod metrics;
 mod operate;
 mod operator_cli;

@@ -44,6 +44,7 @@ struct Inner {
     upstream_seconds: HashMap<String, Histogram>,
     fail_closed: HashMap<&'static str, u64>,
     violations: HashMap<(String, &'static str), u64>,
+    refused_connections: HashMap<(&'static str, &'static str), u64>,
 }
 
 /// The process's metrics.
@@ -165,6 +166,12 @@ impl Metrics {
         });
     }
 
+    /// A connection closed on arrival: `listener` is `mcp` or `admin`, `cap` is `total` or
+    /// `peer`.
+    pub(crate) fn connection_refused(&self, listener: &'static str, cap: &'static str) {
+        self.with(|i| *i.refused_connections.entry((listener, cap)).or_default() += 1);
+    }
+
     /// The text exposition (format 0.0.4) of everything counted so far, followed by `extra`.
     pub(crate) fn render(&self, extra: &[Gauge]) -> String {
         let mut out = String::new();
@@ -272,6 +279,20 @@ impl Metrics {
                 out,
                 "portcullis_upstream_violations_total{{server=\"{}\",kind=\"{k}\"}} {v}",
                 escape(s)
+            );
+        }
+        header(
+            &mut out,
+            "portcullis_connections_refused_total",
+            "counter",
+            "Connections closed on arrival because a listener or one peer address was at its connection cap.",
+        );
+        let mut rc: Vec<_> = i.refused_connections.iter().collect();
+        rc.sort();
+        for ((l, c), v) in rc {
+            let _ = writeln!(
+                out,
+                "portcullis_connections_refused_total{{listener=\"{l}\",cap=\"{c}\"}} {v}"
             );
         }
         drop(i);

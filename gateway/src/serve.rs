@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{EX_CONFIG, EX_SOFTWARE, load, open_store};
@@ -192,10 +191,24 @@ pub(crate) async fn run(
     }
     let admin_app = crate::admin::router(admin);
     let admin_stop = shutdown.clone();
+    let admin_bounds = crate::listen::Bounds::admin(&gw.registry().settings);
+    let mcp_bounds = crate::listen::Bounds::mcp(&gw.registry().settings);
+    tracing::info!(
+        max_connections = mcp_bounds.max_connections,
+        per_peer = mcp_bounds.per_peer,
+        "MCP listener connection caps"
+    );
     let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener.tap_io(no_delay), admin_app)
-            .with_graceful_shutdown(async move { admin_stop.cancelled().await })
-            .await
+        crate::listen::serve(
+            admin_listener,
+            admin_app,
+            admin_bounds,
+            "admin",
+            async move {
+                admin_stop.cancelled().await;
+            },
+        )
+        .await;
     });
     let gw_audit = gw.audit.clone();
     let detached = gw.detached.clone();
@@ -204,20 +217,19 @@ pub(crate) async fn run(
     // The accept loop runs on the runtime's workers, not on this thread (which `block_on` parks
     // between polls): a connection accepted here would wake a worker for every request.
     let served = tokio::spawn(async move {
-        axum::serve(listener.tap_io(no_delay), app)
-            .with_graceful_shutdown(async move {
-                wait_for_signal().await;
-                stop.cancel();
-            })
-            .await
+        crate::listen::serve(listener, app, mcp_bounds, "mcp", async move {
+            wait_for_signal().await;
+            stop.cancel();
+        })
+        .await;
     })
     .await
-    .unwrap_or_else(|e| {
+    .map_err(|e| {
         tracing::error!(error = %e, "the MCP listener stopped unexpectedly");
-        Err(std::io::Error::other(e))
+        e
     });
     shutdown.cancel();
-    if let Ok(Err(e)) = admin_task.await {
+    if let Err(e) = admin_task.await {
         eprintln!("portcullis: admin listener error: {e}");
     }
     shutdown.cancel();
@@ -253,14 +265,6 @@ pub(crate) async fn run(
 
 /// How long shutdown waits for calls running without a client (see `Gateway::detached`).
 const DETACHED_GRACE: Duration = Duration::from_secs(10);
-
-/// Answers and stream events leave as soon as they are written: without this, Nagle's algorithm
-/// holds a small write (an SSE event after the first) until the client acknowledges the last one.
-fn no_delay(stream: &mut tokio::net::TcpStream) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
-    }
-}
 
 /// Print a line to stdout. A closed stdout (the reader went away) must not stop the gateway,
 /// so write errors are ignored rather than panicking as `println!` would.

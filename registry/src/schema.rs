@@ -200,6 +200,10 @@ pub(crate) struct RawHttp {
     #[serde(default)]
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) session_idle: Option<String>,
+    pub(crate) header_timeout: Option<String>,
+    pub(crate) body_timeout: Option<String>,
+    pub(crate) max_connections: Option<u64>,
+    pub(crate) max_connections_per_peer: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,8 @@ use crate::source_map::{SourceMap, child};
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_SERVER_NAME: usize = 32;
 
 /// A validated config: what the gateway serves and how.
@@ -61,6 +63,15 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// How long an idle session lives.
     pub session_idle: Duration,
+    /// A request head must arrive whole within this long of the connection opening or of the
+    /// previous answer (which also bounds an idle keep-alive connection).
+    pub header_timeout: Duration,
+    /// A request body must arrive whole within this long.
+    pub body_timeout: Duration,
+    /// Open connections on the MCP listener; `None`: derived from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// Open connections from one peer address; `None`: a quarter of `max_connections`.
+    pub max_connections_per_peer: Option<usize>,
     /// What happens to allowed calls, until an operator switches it at runtime.
     pub mode: Mode,
     /// How the kill-switch state is kept current.
@@ -289,7 +300,7 @@ impl Registry {
     /// Servers, tools, pins, grants and the approval rule can change at a reload.
     pub fn restart_only_changes(&self, next: &Registry) -> Vec<&'static str> {
         let (a, b) = (&self.settings, &next.settings);
-        let fields: [(&'static str, bool); 15] = [
+        let fields: [(&'static str, bool); 19] = [
             ("profile", a.profile == b.profile),
             ("listen", a.listen == b.listen),
             ("admin_listen", a.admin_listen == b.admin_listen),
@@ -301,6 +312,16 @@ impl Registry {
                 a.allowed_origins == b.allowed_origins,
             ),
             ("http.session_idle", a.session_idle == b.session_idle),
+            ("http.header_timeout", a.header_timeout == b.header_timeout),
+            ("http.body_timeout", a.body_timeout == b.body_timeout),
+            (
+                "http.max_connections",
+                a.max_connections == b.max_connections,
+            ),
+            (
+                "http.max_connections_per_peer",
+                a.max_connections_per_peer == b.max_connections_per_peer,
+            ),
             ("mode", a.mode == b.mode),
             ("kill_switch", a.kill_switch == b.kill_switch),
             ("audit", a.audit == b.audit),
@@ -463,6 +484,47 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
         map,
         problems,
     );
+    let header_timeout = duration_or(
+        raw.http.header_timeout.as_deref(),
+        "http.header_timeout",
+        DEFAULT_HEADER_TIMEOUT,
+        map,
+        problems,
+    );
+    let body_timeout = duration_or(
+        raw.http.body_timeout.as_deref(),
+        "http.body_timeout",
+        DEFAULT_BODY_TIMEOUT,
+        map,
+        problems,
+    );
+    let count = |v: Option<u64>, key: &str, problems: &mut Vec<ConfigProblem>| {
+        let n = v?;
+        let ok = usize::try_from(n).ok().filter(|n| *n > 0);
+        if ok.is_none() {
+            problems.push(map.problem(
+                key,
+                format!("`{key}` must be a positive whole number"),
+                "write a count of connections, e.g. `512`, or remove it for the default",
+            ));
+        }
+        ok
+    };
+    let max_connections = count(raw.http.max_connections, "http.max_connections", problems);
+    let max_connections_per_peer = count(
+        raw.http.max_connections_per_peer,
+        "http.max_connections_per_peer",
+        problems,
+    );
+    if let (Some(total), Some(peer)) = (max_connections, max_connections_per_peer)
+        && peer > total
+    {
+        problems.push(map.problem(
+            "http.max_connections_per_peer",
+            format!("one peer may hold {peer} connections, more than the listener's {total}"),
+            "make `max_connections_per_peer` at most `max_connections`",
+        ));
+    }
     if listen == admin_listen && listen.port() != 0 {
         problems.push(map.problem(
             "admin_listen",
@@ -517,6 +579,10 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
         max_body,
         allowed_origins: raw.http.allowed_origins.clone(),
         session_idle,
+        header_timeout,
+        body_timeout,
+        max_connections,
+        max_connections_per_peer,
         mode: raw.mode.unwrap_or(Mode::Enforce),
         kill_switch: KillSwitchSettings { poll, lease },
         audit: crate::observe::audit(&raw.audit, map, problems),

@@ -374,3 +374,105 @@ async fn arguments_past_the_tools_limits_never_reach_the_upstream() {
     assert!(r.to_string().contains("deeper than 32"), "{r}");
     assert_eq!(s.hostile.calls("echo").await, 0);
 }
+
+/// A raw connection to `addr` from `from` (another loopback address is another peer).
+async fn connect_from(from: &str, addr: &str) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    sock.connect(addr.parse().unwrap()).await.unwrap()
+}
+
+/// Whether the server closed `stream` within `within` (EOF or reset), reading whatever it sent.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .ok()
+        .map(|()| String::from_utf8_lossy(&seen).into_owned())
+}
+
+#[tokio::test]
+async fn slow_and_numerous_connections_lock_out_neither_callers_nor_operators() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = setup_with(
+        "http: { header_timeout: 1s, body_timeout: 1s, max_connections: 40, max_connections_per_peer: 10 }\n",
+        "",
+    );
+    let addr = s.gw.base.trim_start_matches("http://").to_string();
+    // An unauthenticated peer opens 100 connections and trickles a request head on each.
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let mut st = connect_from("127.0.0.2", &addr).await;
+        let _ = st.write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\n").await;
+        slow.push(st);
+    }
+    // Meanwhile a caller and an operator are served.
+    let c = client(&s.gw, &s.gw.key).await;
+    let r = call(&c, "echo", json!({ "arguments": { "text": "still here" } })).await;
+    assert_eq!(text(&r), "still here", "{r}");
+    let op = s.gw.operator_key("admin", None).unwrap();
+    let status = reqwest::Client::new()
+        .get(format!("{}/admin/kill-switch", s.gw.admin))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    // Past its per-peer cap the peer's connections were closed on arrival, and the rest are
+    // closed once the head deadline passes.
+    let started = Instant::now();
+    for st in &mut slow {
+        assert!(
+            closed_within(st, Duration::from_secs(4)).await.is_some(),
+            "a trickling connection stayed open"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let auditor = s.gw.operator_key("auditor", None).unwrap();
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", s.gw.admin))
+        .bearer_auth(auditor)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("portcullis_connections_refused_total{listener=\"mcp\",cap=\"peer\"} 90"),
+        "{metrics}"
+    );
+
+    // A body trickled a byte at a time is cut off with 408.
+    let mut st = connect_from("127.0.0.3", &addr).await;
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 200\r\n\r\n{{",
+        s.gw.key
+    );
+    st.write_all(head.as_bytes()).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if st.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+        st
+    });
+    let mut st = trickle.await.unwrap();
+    let answer = closed_within(&mut st, Duration::from_secs(3))
+        .await
+        .unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
