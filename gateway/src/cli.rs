@@ -80,6 +80,10 @@ enum Command {
         /// The config file (YAML); rewritten in place, comments kept.
         #[arg(long)]
         config: PathBuf,
+        /// Pin `SERVER/TOOL` even though its definition carries instruction-like text, after
+        /// reading it (repeatable).
+        #[arg(long, value_name = "SERVER/TOOL")]
+        confirm: Vec<String>,
     },
     /// The self-audit of a config (`--config FILE`), offline; or `verify` an audit log.
     #[command(args_conflicts_with_subcommands = true)]
@@ -283,7 +287,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Quickstart { port } => crate::serve::quickstart(port).await,
             Command::Keys { action } => keys(action).await,
             Command::Check { config, explain } => crate::pin::check(&config, explain),
-            Command::Pin { config } => crate::pin::pin(&config).await,
+            Command::Pin { config, confirm } => crate::pin::pin(&config, &confirm).await,
             Command::Kill { action } => crate::operator_cli::kill(action).await,
             Command::Approvals { action } => crate::operator_cli::approvals(action).await,
             Command::Mode { action } => crate::operator_cli::mode(action).await,

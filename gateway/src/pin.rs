@@ -3,7 +3,9 @@
 //! `pin` connects to every upstream the config reaches over HTTP or stdio, reads the
 //! definitions of the allowlisted tools, shows what changed since the last pin (field by field
 //! when the previous definitions are on record, in `<config>.pins.json`), refuses definitions
-//! carrying hidden characters, and writes each server's `pin:` into the config.
+//! carrying hidden characters, holds back definitions with instruction-like text until the
+//! operator confirms them (`--confirm SERVER/TOOL`), and writes each server's `pin:` into the
+//! config.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,7 +43,7 @@ enum Outcome {
     Missing,
 }
 
-pub(crate) async fn pin(config: &Path) -> ExitCode {
+pub(crate) async fn pin(config: &Path, confirmed: &[String]) -> ExitCode {
     let reg = match crate::cli::load(config) {
         Ok(r) => r,
         Err(c) => return c,
@@ -107,6 +109,18 @@ pub(crate) async fn pin(config: &Path) -> ExitCode {
                         "the definition carries {why} at `{}`",
                         if at.is_empty() { "/" } else { &at }
                     )),
+                    None if !confirmed.contains(&format!("{}/{tool}", server.name))
+                        && registry::instructions_in_definition(d).is_some() =>
+                    {
+                        let (at, what) =
+                            registry::instructions_in_definition(d).unwrap_or_default();
+                        Outcome::Refused(format!(
+                            "the definition carries instruction-like text (`{what}`) at `{}`:\n      {}\n      read it; if it is benign, run again with `--confirm {}/{tool}`",
+                            if at.is_empty() { "/" } else { &at },
+                            shown_at(d, &at),
+                            server.name
+                        ))
+                    }
                     None => {
                         let new = registry::tool_pin(d);
                         match old.get(tool) {
@@ -198,6 +212,15 @@ pub(crate) async fn pin(config: &Path) -> ExitCode {
     match failed {
         true => ExitCode::from(1),
         false => ExitCode::SUCCESS,
+    }
+}
+
+/// The string at JSON pointer `at` in `def`, for the operator to read.
+fn shown_at(def: &Value, at: &str) -> String {
+    match def.pointer(at) {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => String::new(),
     }
 }
 

@@ -556,6 +556,20 @@ impl Upstream {
         self.apply_tools(listed);
     }
 
+    /// The pin a definition digested as `seen` must match, and whether it does.
+    fn pinned_verdict(
+        &self,
+        config: &registry::Server,
+        tool: &str,
+        seen: &str,
+    ) -> Result<(), (Option<String>, String)> {
+        match self.expected_pin(config, tool, seen) {
+            Ok(pin) if pin == seen => Ok(()),
+            Ok(pin) => Err((Some(pin), "the definition differs from its pin".to_string())),
+            Err(why) => Err((None, why.to_string())),
+        }
+    }
+
     /// [`Upstream::set_tools`] with the refresh lock held.
     fn apply_tools(&self, listed: Vec<Tool>) {
         let config = self.config();
@@ -578,13 +592,27 @@ impl Upstream {
                             if at.is_empty() { "/" } else { &at }
                         ),
                     )),
-                    None => match self.expected_pin(&config, &tool.name, &seen) {
-                        Ok(pin) if pin == seen => Ok(()),
-                        Ok(pin) => {
-                            Err((Some(pin), "the definition differs from its pin".to_string()))
+                    // Instruction-like text is served only under a pin an operator wrote
+                    // after seeing it (`portcullis pin --confirm`), never first-seen.
+                    None if config
+                        .pins
+                        .as_ref()
+                        .is_none_or(|p| !p.contains_key(tool.name.as_ref())) =>
+                    {
+                        match registry::instructions_in_definition(&def) {
+                            Some((at, what)) => Err((
+                                None,
+                                format!(
+                                    "the definition carries instruction-like text (`{what}`) at `{}`; review it, then `portcullis pin --confirm {}/{}`",
+                                    if at.is_empty() { "/" } else { &at },
+                                    self.name,
+                                    tool.name
+                                ),
+                            )),
+                            None => self.pinned_verdict(&config, &tool.name, &seen),
                         }
-                        Err(why) => Err((None, why.to_string())),
-                    },
+                    }
+                    None => self.pinned_verdict(&config, &tool.name, &seen),
                 };
                 if let Err((pinned, why)) = verdict {
                     held.insert(tool.name.to_string(), Quarantined { pinned, seen, why });

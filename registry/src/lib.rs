@@ -37,7 +37,7 @@ pub use observe::{
 };
 pub use pin::{
     Artifact, HashAlgorithm, Integrity, exact_version, hidden_characters, hidden_in_definition,
-    npm_spec, pypi_spec, tool_pin,
+    instructions_in_definition, npm_spec, pypi_spec, tool_pin,
 };
 pub use readiness::{
     Cited, DimensionScore, Gate, ServerReadiness, default_grants_reaching_writes,

@@ -476,3 +476,68 @@ async fn slow_and_numerous_connections_lock_out_neither_callers_nor_operators() 
         .unwrap_or_default();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
+
+/// A gateway in front of the hostile upstream with its `poison` tool, in `profile`.
+fn poisoned(top: &str) -> (Hostile, Gateway, tempfile::TempDir) {
+    let hostile = Hostile::start(true).unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let gw = Gateway::start_with(top, &hostile.server("hostile", &token, "")).unwrap();
+    (hostile, gw, secrets)
+}
+
+#[tokio::test]
+async fn a_poisoned_description_is_neither_pinned_nor_served_until_an_operator_confirms_it() {
+    let (hostile, gw, _secrets) = poisoned("");
+    // The harness pinned the upstream as an operator would: the finding is shown, not pinned.
+    let shown = portcullis_tests::pin(&gw.config()).unwrap();
+    assert!(
+        shown.contains("instruction-like text") && shown.contains("--confirm hostile/poison"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("~/.ssh/id_rsa"),
+        "the operator reads the text: {shown}"
+    );
+    let config = std::fs::read_to_string(gw.config()).unwrap();
+    assert!(!config.contains("poison: \"sha256:"), "{config}");
+    let c = client(&gw, &gw.key).await;
+    let names = c.tool_names().await;
+    assert!(names.contains(&"hostile__echo".to_string()), "{names:?}");
+    assert!(!names.contains(&"hostile__poison".to_string()), "{names:?}");
+    let r = call(&c, "poison", json!({ "arguments": {} })).await;
+    assert_eq!(r["error"]["data"]["reason"], "quarantined", "{r}");
+    assert_eq!(hostile.calls("poison").await, 0);
+
+    // Confirmed after review: pinned, served on the next reload, and reported by the self-audit.
+    let out = std::process::Command::new(bin("portcullis"))
+        .args(["pin", "--confirm", "hostile/poison", "--config"])
+        .arg(gw.config())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let names = c
+        .until_tools(|n| n.contains(&"hostile__poison".to_string()))
+        .await;
+    assert!(names.contains(&"hostile__poison".to_string()), "{names:?}");
+    let admin = gw.operator_key("auditor", None).unwrap();
+    let report = portcullis_tests::self_audit(&gw.admin, &admin).await;
+    let text = report.to_string();
+    assert!(
+        text.contains("Tools whose text addresses the model are served on: hostile"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_poisoned_description_is_not_served_first_seen_in_development() {
+    let (hostile, gw, _secrets) = poisoned("profile: development\n");
+    let c = client(&gw, &gw.key).await;
+    let names = c.tool_names().await;
+    assert!(names.contains(&"hostile__echo".to_string()), "{names:?}");
+    assert!(!names.contains(&"hostile__poison".to_string()), "{names:?}");
+    let r = call(&c, "poison", json!({ "arguments": {} })).await;
+    assert_eq!(r["error"]["data"]["reason"], "quarantined", "{r}");
+    assert_eq!(hostile.calls("poison").await, 0);
+}

@@ -840,6 +840,7 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
             ev.push(ix.config(reg, &path, observed));
         }
         let mut quarantined = Vec::new();
+        let mut instructed = Vec::new();
         if let Some(live) = &probes.live {
             for (name, o) in &live.upstreams {
                 if pinnable.iter().any(|s| &s.name == name) {
@@ -847,11 +848,35 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
                     if o.observed.contains("quarantined") {
                         quarantined.push(name.as_str());
                     }
+                    if o.observed.contains("instruction-like text in served") {
+                        instructed.push(name.as_str());
+                    }
                 }
             }
         }
         let c = Check::new("onboard.fingerprints", 3).cites(ev);
-        out.push(match (unpinned.is_empty(), quarantined.is_empty()) {
+        if !instructed.is_empty() {
+            out.push(
+                c.says(
+                    format!("Tools whose text addresses the model are served on: {}", instructed.join(", ")),
+                    "These definitions carry instruction-like markup or phrasing (`<IMPORTANT>`, \"do not tell the user\", paths to private keys); an operator confirmed them at pin time, and clients' models read them as written.",
+                    "A poisoned description steers the model without a call being made: it is an injection that every client reads.",
+                )
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::High,
+                    Likelihood::Medium,
+                    Cause::Probe,
+                    (
+                        "Review tools whose descriptions address the model",
+                        "Read each flagged description; remove the tool from the allowlist or ask the upstream to fix it, then re-pin.",
+                        "S",
+                    ),
+                ),
+            );
+        } else {
+            out.push(match (unpinned.is_empty(), quarantined.is_empty()) {
             (true, true) => c
                 .says(
                     "Tool definitions are pinned; a changed tool is quarantined",
@@ -896,6 +921,7 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
                     ),
                 ),
         });
+        }
     }
 
     let problems = registry::check(reg);

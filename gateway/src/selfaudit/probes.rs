@@ -365,6 +365,27 @@ fn upstreams(gw: &Gateway) -> Vec<(String, Outcome)> {
                     ),
                 },
             };
+            // Tools served although their text addresses the model: an operator confirmed
+            // them at pin time, and a reviewer should know.
+            let instructed: Vec<String> = offered
+                .iter()
+                .filter_map(|o| {
+                    let def = serde_json::to_value(&o.tool).ok()?;
+                    let (at, what) = registry::instructions_in_definition(&def)?;
+                    Some(format!("{} (`{what}` at `{at}`)", o.tool.name))
+                })
+                .collect();
+            let outcome = match instructed.is_empty() {
+                true => outcome,
+                false => Outcome {
+                    ok: false,
+                    observed: format!(
+                        "{}; instruction-like text in served tool(s), pinned on an operator's confirmation: {}",
+                        outcome.observed,
+                        instructed.join("; ")
+                    ),
+                },
+            };
             (server.name.clone(), outcome)
         })
         .collect()
