@@ -125,6 +125,7 @@ pub(crate) fn initialize_result(gw: &Gateway, scope: &Scope, version: &str) -> V
 pub(crate) fn event_notification(
     ev: &UpstreamEvent,
     scope: &Scope,
+    visible: impl Fn(&str) -> bool,
 ) -> Option<(&'static str, &'static str)> {
     let (server, kind, method) = match ev {
         UpstreamEvent::Tools(s) => (s, "toolsListChanged", "notifications/tools/list_changed"),
@@ -140,6 +141,10 @@ pub(crate) fn event_notification(
         ),
         UpstreamEvent::Updated(..) => return None,
     };
+    // A session hears of list changes only on servers it may see.
+    if !visible(server) {
+        return None;
+    }
     match scope {
         Scope::Federated => Some((kind, method)),
         Scope::Server(s) if s == server => Some((kind, method)),
@@ -1248,19 +1253,33 @@ impl Gateway {
         }
         self.gate(call, up.name(), &uri)?;
         self.recorded(call, method, up.name(), &uri).await?;
+        // The upstream subscription is shared by every session on the connection: it ends only
+        // when no other session still holds it.
+        if method == "resources/unsubscribe"
+            && let Era::Stateful(session) = &call.era
+        {
+            let held = session
+                .subscriptions
+                .lock()
+                .is_ok_and(|mut subs| subs.remove(&uri));
+            if !held
+                || self
+                    .sessions
+                    .subscribed_elsewhere(up.name(), inner, &session.id)
+            {
+                return Ok(json!({}));
+            }
+        }
         let mut fwd = forwardable(params);
         fwd.insert("uri".into(), json!(inner));
         up.request(method, Some(Value::Object(fwd)), None, None, None)
             .await
             .map_err(upstream_error)?;
-        if let Era::Stateful(session) = &call.era
+        if method == "resources/subscribe"
+            && let Era::Stateful(session) = &call.era
             && let Ok(mut subs) = session.subscriptions.lock()
         {
-            if method == "resources/subscribe" {
-                subs.insert(uri);
-            } else {
-                subs.remove(&uri);
-            }
+            subs.insert(uri);
         }
         Ok(json!({}))
     }
@@ -1376,7 +1395,12 @@ impl Gateway {
                     Era::Stateful(session) if up.linked(session) => targets.push((up, true)),
                     _ => continue,
                 },
-                registry::Connection::Shared => targets.push((up, false)),
+                // A shared connection serves every session, and its log messages reach none:
+                // one session may only make it more verbose, never quieter for the others.
+                registry::Connection::Shared if up.raise_shared_level(&level) => {
+                    targets.push((up, false));
+                }
+                registry::Connection::Shared => continue,
             }
         }
         for (up, own) in targets {

@@ -875,15 +875,18 @@ fn listen(gw: Arc<Gateway>, call: Call, id: Value, params: Option<Value>) -> Res
     );
     let rx = gw.upstreams().events.subscribe();
     let scope = call.scope;
+    let caller = call.caller;
     let filter = honoured.clone();
     let events = tokio_stream_from_broadcast(rx).filter_map(move |ev| {
-        let out = crate::dispatch::event_notification(&ev, &scope).and_then(|(kind, method)| {
-            filter.get(kind).and_then(Value::as_bool).filter(|b| *b)?;
-            Some(jsonrpc::notification(
-                method,
-                json!({ "_meta": sub_meta.clone() }),
-            ))
-        });
+        let visible = |server: &str| gw.may_browse(&caller, server);
+        let out =
+            crate::dispatch::event_notification(&ev, &scope, visible).and_then(|(kind, method)| {
+                filter.get(kind).and_then(Value::as_bool).filter(|b| *b)?;
+                Some(jsonrpc::notification(
+                    method,
+                    json!({ "_meta": sub_meta.clone() }),
+                ))
+            });
         futures::future::ready(out)
     });
     let stream = futures::stream::iter([ack])
@@ -928,6 +931,8 @@ async fn stream(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) ->
     };
     let scope = session.scope.clone();
     let subscriber = session.clone();
+    let caller = admitted.caller.clone();
+    let seer = gw.clone();
     let upstream =
         tokio_stream_from_broadcast(gw.upstreams().events.subscribe()).filter_map(move |ev| {
             let out = match &ev {
@@ -948,8 +953,10 @@ async fn stream(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) ->
                         )
                     })
                 }
-                _ => crate::dispatch::event_notification(&ev, &scope)
-                    .map(|(_, method)| jsonrpc::notification(method, json!({}))),
+                _ => crate::dispatch::event_notification(&ev, &scope, |server| {
+                    seer.may_browse(&caller, server)
+                })
+                .map(|(_, method)| jsonrpc::notification(method, json!({}))),
             };
             futures::future::ready(out)
         });

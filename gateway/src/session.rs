@@ -128,6 +128,26 @@ impl Sessions {
         }
     }
 
+    /// True when a live session other than `except` is subscribed to `uri` of `server` (the
+    /// upstream's own URI), whichever endpoint it named it on.
+    pub(crate) fn subscribed_elsewhere(&self, server: &str, uri: &str, except: &str) -> bool {
+        let federated = format!("{server}+{uri}");
+        let Ok(map) = self.map.read() else {
+            // Unknown: keep the upstream subscription rather than end another's.
+            return true;
+        };
+        map.values().filter(|s| s.id != except).any(|s| {
+            let named = match &s.scope {
+                Scope::Federated => federated.as_str(),
+                Scope::Server(own) if own == server => uri,
+                Scope::Server(_) => return false,
+            };
+            s.subscriptions
+                .lock()
+                .map_or(true, |subs| subs.contains(named))
+        })
+    }
+
     /// How many sessions are open.
     pub(crate) fn len(&self) -> usize {
         self.map.read().map_or(0, |m| m.len())

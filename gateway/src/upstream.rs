@@ -129,6 +129,9 @@ pub(crate) struct Upstream {
     /// Set when the upstream forgot a session (it restarted): nothing is sent to it until a
     /// new connection has listed its tools again and checked them against their pins.
     stale: std::sync::atomic::AtomicBool,
+    /// The most verbose logging level any session asked of the shared connection, as an index
+    /// into the levels (0 = `debug`).
+    shared_level: std::sync::Mutex<Option<usize>>,
 }
 
 /// An allowlisted tool the gateway does not offer because its definition is not the pinned one.
@@ -436,6 +439,7 @@ impl Upstream {
             first_seen: std::sync::Mutex::new(HashMap::new()),
             sent_secrets: RwLock::new(Arc::new(Vec::new())),
             stale: std::sync::atomic::AtomicBool::new(false),
+            shared_level: std::sync::Mutex::new(None),
         }
     }
 
@@ -801,10 +805,42 @@ impl Upstream {
         self.reconnect.notify_one();
     }
 
+    /// True when `level` is more verbose than any level the shared connection was given so far
+    /// (which it then becomes): the only `logging/setLevel` relayed to a shared connection.
+    pub(crate) fn raise_shared_level(&self, level: &str) -> bool {
+        const ORDER: [&str; 8] = [
+            "debug",
+            "info",
+            "notice",
+            "warning",
+            "error",
+            "critical",
+            "alert",
+            "emergency",
+        ];
+        let Some(rank) = ORDER.iter().position(|l| *l == level) else {
+            return false;
+        };
+        let Ok(mut current) = self.shared_level.lock() else {
+            return false;
+        };
+        match *current {
+            Some(c) if c <= rank => false,
+            _ => {
+                *current = Some(rank);
+                true
+            }
+        }
+    }
+
     /// The tools were listed on a new connection: requests may go to the upstream again.
     pub(super) fn listed_again(&self) {
         self.stale
             .store(false, std::sync::atomic::Ordering::Release);
+        // A new connection starts at the upstream's own level.
+        if let Ok(mut level) = self.shared_level.lock() {
+            *level = None;
+        }
     }
 
     /// The secrets sent to this upstream so far.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use portcullis_tests::hostile::Hostile;
 use portcullis_tests::raw::{Raw, req};
-use portcullis_tests::{Gateway, bin, create_key_with};
+use portcullis_tests::{Fixture, Gateway, bin, create_key_with, fixture_server};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "hostile-credential-4f1c2a9e77";
@@ -540,4 +540,99 @@ async fn a_poisoned_description_is_not_served_first_seen_in_development() {
     let r = call(&c, "poison", json!({ "arguments": {} })).await;
     assert_eq!(r["error"]["data"]["reason"], "quarantined", "{r}");
     assert_eq!(hostile.calls("poison").await, 0);
+}
+
+/// Read `stream` for up to `within` or until `until` arrives, returning what arrived.
+async fn heard<B: AsRef<[u8]>>(
+    stream: &mut (impl futures::Stream<Item = reqwest::Result<B>> + Unpin),
+    within: Duration,
+    until: &str,
+) -> String {
+    use futures::StreamExt as _;
+    let mut buf = String::new();
+    let _ = tokio::time::timeout(within, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            buf.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+            if buf.contains(until) {
+                return;
+            }
+        }
+    })
+    .await;
+    buf
+}
+
+/// Open the session's GET stream.
+async fn get_stream(c: &Raw) -> reqwest::Response {
+    c.http
+        .get(&c.url)
+        .bearer_auth(&c.key)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", c.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sessions_sharing_an_upstream_connection_cannot_disturb_each_other() {
+    let fx = Fixture::start("legacy").unwrap();
+    let other = Fixture::start("legacy").unwrap();
+    let servers = format!(
+        "{}{}",
+        fixture_server("fixture", &fx.url),
+        fixture_server("other", &other.url)
+    );
+    let gw = Gateway::start(&servers).unwrap();
+    let a = client(&gw, &gw.key).await;
+    let b = client(&gw, &gw.key).await;
+    let sub = |method: &str| {
+        req(
+            1,
+            method,
+            json!({ "uri": "fixture+test://watched-resource" }),
+        )
+    };
+
+    // One session's unsubscribe does not end another's subscription.
+    assert_eq!(
+        a.call(sub("resources/subscribe")).await.1["result"],
+        json!({})
+    );
+    assert_eq!(
+        b.call(sub("resources/subscribe")).await.1["result"],
+        json!({})
+    );
+    assert_eq!(
+        b.call(sub("resources/unsubscribe")).await.1["result"],
+        json!({})
+    );
+    let mut sa = get_stream(&a).await.bytes_stream();
+    let touch = json!({ "name": "fixture__touch_watched", "arguments": {} });
+    let (_, r) = b.call(req(2, "tools/call", touch)).await;
+    assert_eq!(r["result"]["content"][0]["text"], "touched", "{r}");
+    let got = heard(&mut sa, Duration::from_secs(5), "resources/updated").await;
+    assert!(got.contains("fixture+test://watched-resource"), "{got}");
+
+    // List changes on a server a session cannot see do not reach it.
+    let narrow_key = create_key_with(&gw.config(), "narrow", &["fixture/*".into()], &[]).unwrap();
+    let narrow = client(&gw, &narrow_key).await;
+    let mut sn = get_stream(&narrow).await.bytes_stream();
+    let mut sa = get_stream(&a).await.bytes_stream();
+    let add = json!({ "name": "other__add_tool", "arguments": {} });
+    let (_, r) = a.call(req(3, "tools/call", add)).await;
+    assert!(r["result"].is_object(), "{r}");
+    let seen = heard(&mut sa, Duration::from_secs(5), "tools/list_changed").await;
+    assert!(
+        seen.contains("tools/list_changed"),
+        "the control session heard nothing: {seen}"
+    );
+    let quiet = heard(&mut sn, Duration::from_millis(700), "tools/list_changed").await;
+    assert!(!quiet.contains("list_changed"), "{quiet}");
+
+    // One session cannot make the shared connection quieter for the others.
+    let level = |l: &str| req(4, "logging/setLevel", json!({ "level": l }));
+    assert_eq!(a.call(level("debug")).await.1["result"], json!({}));
+    assert_eq!(b.call(level("error")).await.1["result"], json!({}));
+    assert_eq!(fx.levels(), ["debug"]);
 }

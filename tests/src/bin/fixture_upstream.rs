@@ -38,6 +38,8 @@ const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQAAAAA="
 struct Fixture {
     era: Era,
     extra_tool: Arc<AtomicBool>,
+    /// Whether a client subscribed to `test://watched-resource` (and has not unsubscribed).
+    watched: Arc<AtomicBool>,
     /// 0: `echo` as published; 1: its description rewritten; 2: rewritten with a hidden
     /// right-to-left override.
     rug: Arc<std::sync::atomic::AtomicU8>,
@@ -327,12 +329,15 @@ impl Fixture {
                 text("added")
             }
             "touch_watched" => {
-                Self::notify(
-                    &ctx,
-                    json!({ "method": "notifications/resources/updated",
-                    "params": { "uri": "test://watched-resource" } }),
-                )
-                .await;
+                // As a server should: an update goes out only while someone is subscribed.
+                if self.watched.load(Ordering::SeqCst) {
+                    Self::notify(
+                        &ctx,
+                        json!({ "method": "notifications/resources/updated",
+                        "params": { "uri": "test://watched-resource" } }),
+                    )
+                    .await;
+                }
                 text("touched")
             }
             "late_tool" | "unlisted_tool" => text(name),
@@ -457,17 +462,23 @@ impl ServerHandler for Fixture {
 
     async fn subscribe(
         &self,
-        _: SubscribeRequestParams,
+        p: SubscribeRequestParams,
         _: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        if p.uri == "test://watched-resource" {
+            self.watched.store(true, Ordering::SeqCst);
+        }
         Ok(())
     }
 
     async fn unsubscribe(
         &self,
-        _: UnsubscribeRequestParams,
+        p: UnsubscribeRequestParams,
         _: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        if p.uri == "test://watched-resource" {
+            self.watched.store(false, Ordering::SeqCst);
+        }
         Ok(())
     }
 
@@ -574,6 +585,7 @@ fn main() -> anyhow::Result<()> {
     let fixture = Fixture {
         era,
         extra_tool: Arc::new(AtomicBool::new(false)),
+        watched: Arc::new(AtomicBool::new(false)),
         rug: Arc::new(std::sync::atomic::AtomicU8::new(0)),
     };
     let stdio = args.iter().any(|a| a == "--stdio");
