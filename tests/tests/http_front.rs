@@ -63,15 +63,28 @@ async fn no_credentials_no_entry() {
             .unwrap();
         assert_eq!(meta["resource"], json!(resource), "{path}");
     }
-    let r = http
-        .get(format!(
-            "{}/.well-known/oauth-protected-resource/mcp/nope",
-            gw.base
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // A name no server has gets the same answer as a configured one, so the unauthenticated
+    // metadata does not enumerate servers; what cannot be a server name is 404.
+    let doc = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/.well-known/oauth-protected-resource{path}", gw.base);
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (known_status, mut known) = doc("/mcp/fixture").await;
+    let (unknown_status, mut unknown) = doc("/mcp/nope").await;
+    assert_eq!(
+        (known_status, unknown_status),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    assert_eq!(unknown["resource"], json!(format!("{}/mcp/nope", gw.base)));
+    known["resource"] = Value::Null;
+    unknown["resource"] = Value::Null;
+    assert_eq!(known, unknown);
+    let (status, _) = doc("/mcp/Not_A_Server").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
