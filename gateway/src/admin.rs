@@ -191,6 +191,32 @@ async fn guard(
     if !admin.origin_allowed(req.headers()) {
         return problem(StatusCode::FORBIDDEN, "cross-origin requests are refused");
     }
+    // The body is read here, within the size limit and the body deadline, so that a client
+    // trickling one cannot hold an admin connection (and so the kill switch) for long.
+    let (parts, body) = req.into_parts();
+    let deadline = admin.gw.registry().settings.body_timeout;
+    let body = match crate::listen::read_body(body, MAX_BODY, deadline).await {
+        Ok(b) => b,
+        Err(crate::listen::BodyError::TooLarge) => {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large",
+            );
+        }
+        Err(crate::listen::BodyError::Slow) => {
+            return problem(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive within http.body_timeout",
+            );
+        }
+        Err(crate::listen::BodyError::Broken) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            );
+        }
+    };
+    let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -214,7 +214,16 @@ impl Gateway {
                 json!({}),
             )
         })?;
-        let principals = call.caller.identity.principals();
+        // The keys above the caller's key are kept with the request, so a kill switch on any of
+        // them voids it as it would the key's own.
+        let mut principals = call.caller.identity.principals();
+        principals.extend(
+            call.caller
+                .identity
+                .key_lineage()
+                .iter()
+                .map(|k| format!("key:{k}")),
+        );
         let ttl_ms = i64::try_from(settings.ttl.as_millis()).unwrap_or(i64::MAX);
         let record = self
             .store

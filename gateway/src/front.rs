@@ -1,8 +1,8 @@
 //! The MCP listener: Streamable HTTP on `/mcp` and `/mcp/<server>`, both protocol eras.
 //!
-//! Order of checks on every request: Host and Origin (403), declared body size (413),
-//! credentials (401), endpoint (404), the body read (413 past `http.max_body`, 408 past
-//! `http.body_timeout`), then the JSON-RPC message. The era is chosen per request:
+//! Order of checks on every request: Host and Origin (403), credentials (401), endpoint (404),
+//! the body, read only now (413 past `http.max_body`, 408 past `http.body_timeout`), then the
+//! JSON-RPC message. The era is chosen per request:
 //! an `initialize` or an `Mcp-Session-Id` means the stateful revisions; a 2026-07-28
 //! `MCP-Protocol-Version` or per-request `_meta` means the stateless one.
 
@@ -183,15 +183,6 @@ async fn admit(
         && !gw.origin_allowed(origin)
     {
         return Err(plain_error(StatusCode::FORBIDDEN, "origin not allowed"));
-    }
-    // A body declared too large is refused before anything else is read or looked up.
-    let limit = gw.registry().settings.max_body;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large(limit));
     }
     let auth = headers
         .get(header::AUTHORIZATION)
@@ -1043,33 +1034,23 @@ fn rpc_error(status: StatusCode, id: Option<&Value>, e: &RpcError) -> Response {
 /// A request body, read whole within `limit` bytes and `deadline` (408 when it trickles in
 /// slower, 413 when it is larger).
 async fn received(body: Body, limit: usize, deadline: Duration) -> Result<Bytes, Response> {
-    let read = async {
-        let mut stream = body.into_data_stream();
-        let mut buf = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| {
-                plain_error(
-                    StatusCode::BAD_REQUEST,
-                    "the request body could not be read",
-                )
-            })?;
-            if buf.len() + chunk.len() > limit {
-                return Err(too_large(limit));
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok(Bytes::from(buf))
-    };
-    match tokio::time::timeout(deadline, read).await {
-        Ok(r) => r,
-        Err(_) => Err(plain_error(
-            StatusCode::REQUEST_TIMEOUT,
-            &format!(
-                "the request body did not arrive within {}s (http.body_timeout)",
-                deadline.as_secs_f64()
+    use crate::listen::BodyError;
+    crate::listen::read_body(body, limit, deadline)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => too_large(limit),
+            BodyError::Slow => plain_error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {}s (http.body_timeout)",
+                    deadline.as_secs_f64()
+                ),
             ),
-        )),
-    }
+            BodyError::Broken => plain_error(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            ),
+        })
 }
 
 fn too_large(limit: usize) -> Response {

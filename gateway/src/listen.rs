@@ -9,7 +9,8 @@
 //! - **A request head must arrive whole within `http.header_timeout`**, counted from the start
 //!   of the connection or from the end of the previous answer (so an idle keep-alive connection
 //!   is closed after as long); a head trickled a line at a time is cut off at the deadline.
-//! - **A request body must arrive within `http.body_timeout`** (`front::Received`).
+//! - **A request body must arrive within `http.body_timeout`** ([`read_body`], on both
+//!   listeners, and on the MCP listener only once the caller is authenticated).
 //!
 //! Written on hyper's connection builder rather than `axum::serve`, which offers none of these.
 
@@ -190,6 +191,51 @@ pub(crate) async fn serve(
     }
 }
 
+/// Why a request body was not read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// Larger than the limit (413).
+    TooLarge,
+    /// Not all there within the deadline (408).
+    Slow,
+    /// The connection failed while it was read (400).
+    Broken,
+}
+
+/// Read a request body whole, within `limit` bytes and `deadline`. Past the limit the rest is
+/// read and discarded (up to as much again, within the deadline), so that a client still
+/// sending it reads the 413 rather than a reset connection.
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    deadline: Duration,
+) -> Result<axum::body::Bytes, BodyError> {
+    use futures::StreamExt as _;
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf = Vec::new();
+        let mut over = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| BodyError::Broken)?;
+            if over > 0 || buf.len() + chunk.len() > limit {
+                over += chunk.len();
+                if over > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                continue;
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        match over {
+            0 => Ok(axum::body::Bytes::from(buf)),
+            _ => Err(BodyError::TooLarge),
+        }
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or(Err(BodyError::Slow))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +248,22 @@ mod tests {
             open_files_limit("Max open files unlimited unlimited files"),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_within_its_limit_and_deadline() {
+        use axum::body::Body;
+        let ok = read_body(Body::from("abc"), 3, Duration::from_secs(1)).await;
+        assert_eq!(ok.unwrap().as_ref(), b"abc");
+        let big = read_body(Body::from("abcd"), 3, Duration::from_secs(1)).await;
+        assert_eq!(big, Err(BodyError::TooLarge));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let slow = read_body(Body::from_stream(stream), 3, Duration::from_millis(100));
+        let _sender = tx;
+        assert_eq!(slow.await, Err(BodyError::Slow));
     }
 
     #[test]

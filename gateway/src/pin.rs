@@ -109,7 +109,9 @@ pub(crate) async fn pin(config: &Path, confirmed: &[String]) -> ExitCode {
                         "the definition carries {why} at `{}`",
                         if at.is_empty() { "/" } else { &at }
                     )),
+                    // Confirmed now, or before: the pin in force is this very definition.
                     None if !confirmed.contains(&format!("{}/{tool}", server.name))
+                        && old.get(tool) != Some(&registry::tool_pin(d))
                         && registry::instructions_in_definition(d).is_some() =>
                     {
                         let (at, what) =
@@ -154,10 +156,16 @@ pub(crate) async fn pin(config: &Path, confirmed: &[String]) -> ExitCode {
                 Outcome::Refused(why) => {
                     lines.push(format!("  ! {tool}: not pinned: {why}"));
                     failed = true;
-                    // An existing pin stays: the tool stays quarantined until the upstream is fixed.
+                    // An existing pin stays (the tool stays quarantined until the upstream is
+                    // fixed or the operator confirms), and so does the definition on record for
+                    // it, so the next run still shows what changed.
                     if let Some(o) = old.get(tool) {
                         pins.insert(tool.clone(), o.clone());
                     }
+                    if let Some(prev) = before.get(tool) {
+                        defs.insert(tool.clone(), prev.clone());
+                    }
+                    continue;
                 }
                 Outcome::Missing => {
                     lines.push(format!(

@@ -336,11 +336,13 @@ mod tests {
             "odbc": "Server=db;User Id=sa;Password=hunter6;Database=prod",
             "url": "postgres://app:hunter7@db.internal:5432/prod",
             "yaml": "user: bob\npassword: hunter8\n",
+            "quoted": "password: \"correct horse battery\" then more",
             "json": "{\"client_secret\": \"hunter9x\"}",
         });
         let p = preview(&args).unwrap();
         for secret in [
-            "hunter2", "hunter3", "hunter4", "hunter5", "hunter6", "hunter7", "hunter8", "hunter9x",
+            "hunter2", "hunter3", "hunter4", "hunter5", "hunter6", "hunter7", "hunter8",
+            "hunter9x", "horse", "battery",
         ] {
             assert!(!p.contains(secret), "{secret} leaked into {p}");
         }

@@ -125,7 +125,9 @@ pub(crate) struct Upstream {
     /// later changes within this process are quarantined.
     first_seen: std::sync::Mutex<HashMap<String, String>>,
     /// The secrets this gateway sent the upstream, never relayed back to a client.
-    sent_secrets: RwLock<Arc<Vec<String>>>,
+    sent_secrets: scrub::Sent,
+    /// The same secrets, oldest first (which go first past the bound).
+    sent_order: std::sync::Mutex<Vec<String>>,
     /// Set when the upstream forgot a session (it restarted): nothing is sent to it until a
     /// new connection has listed its tools again and checked them against their pins.
     stale: std::sync::atomic::AtomicBool,
@@ -437,7 +439,8 @@ impl Upstream {
             audit: setup.audit.clone(),
             quarantine: RwLock::new(HashMap::new()),
             first_seen: std::sync::Mutex::new(HashMap::new()),
-            sent_secrets: RwLock::new(Arc::new(Vec::new())),
+            sent_secrets: scrub::Sent::default(),
+            sent_order: std::sync::Mutex::new(Vec::new()),
             stale: std::sync::atomic::AtomicBool::new(false),
             shared_level: std::sync::Mutex::new(None),
         }
@@ -845,18 +848,22 @@ impl Upstream {
 
     /// The secrets sent to this upstream so far.
     fn sent_secrets(&self) -> Arc<Vec<String>> {
-        self.sent_secrets
-            .read()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+        scrub::snapshot(&self.sent_secrets)
     }
 
     /// Remember secrets sent to this upstream, so that they are never relayed back.
     pub(super) fn sent(&self, secrets: impl IntoIterator<Item = String>) {
         if let Ok(mut slot) = self.sent_secrets.write() {
-            let mut known = slot.as_ref().clone();
+            let mut known = self
+                .sent_order
+                .lock()
+                .map(|k| k.clone())
+                .unwrap_or_default();
             scrub::remember(&mut known, secrets);
-            *slot = Arc::new(known);
+            *slot = Arc::new(scrub::by_length(&known));
+            if let Ok(mut order) = self.sent_order.lock() {
+                *order = known;
+            }
         }
     }
 
@@ -910,6 +917,7 @@ impl Upstream {
             events: broadcast::channel(1).0,
             refresh,
             relay: Some(relay.clone()),
+            secrets: self.sent_secrets.clone(),
         };
         // The whole open (secrets, address checks, handshake) within the server's timeout.
         let opened = tokio::select! {
@@ -1107,9 +1115,9 @@ mod tests {
         a.progress.insert(json!(0), json!("caller-token"), tx);
         let progress: rmcp::model::ProgressNotificationParam =
             serde_json::from_value(json!({ "progressToken": 0, "progress": 1 })).unwrap();
-        b.progress.forward(&progress);
+        b.progress.forward(&progress, "b", &[]);
         assert!(rx.try_recv().is_err(), "b's progress reached a's caller");
-        a.progress.forward(&progress);
+        a.progress.forward(&progress, "a", &[]);
         assert_eq!(
             rx.try_recv().unwrap()["params"]["progressToken"],
             "caller-token"

@@ -320,16 +320,24 @@ const SECRET_ASSIGNED: &[&str] = &[
     "x-amz-signature",
 ];
 
-/// True when a string value is, or contains, something that looks like a credential.
+/// True when a string value is, or contains, something shaped like a credential: a PEM block,
+/// a `Bearer`/`Basic` token, a URL's password, or a piece with a well-known key prefix or the
+/// shape of a JWT. (Values merely assigned to a secret name in text are left to
+/// [`secret_spans`], which redaction uses: in config text such as a schema's description,
+/// `token: …` is prose, not a credential.)
 pub fn secret_value(v: &str) -> bool {
-    !secret_spans(v).is_empty()
+    !spans(v, false).is_empty()
 }
 
-/// The byte ranges of `v` that look like credentials, in order and not overlapping: PEM blocks,
-/// `Bearer`/`Basic` tokens, values assigned to secret names (`password=…`, `Pwd: …`,
-/// `Password=…;` in a connection string), passwords inside URLs, and pieces with a well-known
-/// key prefix or the shape of a JWT. A caller can hide just these and keep the rest readable.
+/// The byte ranges of `v` that look like credentials, in order and not overlapping: what
+/// [`secret_value`] finds, and values assigned to secret names (`password=…`, `Pwd: …`,
+/// `Password=…;` in a connection string, `"client_secret": "…"`). A caller can hide just these
+/// and keep the rest readable.
 pub fn secret_spans(v: &str) -> Vec<Range<usize>> {
+    spans(v, true)
+}
+
+fn spans(v: &str, with_assigned: bool) -> Vec<Range<usize>> {
     let lower = v.to_ascii_lowercase();
     let mut spans = Vec::new();
     if let Some(at) = v.find("-----BEGIN ") {
@@ -345,7 +353,7 @@ pub fn secret_spans(v: &str) -> Vec<Range<usize>> {
             }
         }
     }
-    for name in SECRET_ASSIGNED {
+    for name in SECRET_ASSIGNED.iter().filter(|_| with_assigned) {
         for (at, _) in lower.match_indices(name) {
             let before = lower.get(..at).and_then(|b| b.chars().next_back());
             if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -406,12 +414,27 @@ fn assigned(v: &str, from: usize) -> Option<Range<usize>> {
         return None;
     }
     i += 1;
-    while matches!(bytes.get(i), Some(b' ' | b'\t' | b'"' | b'\'')) {
+    while matches!(bytes.get(i), Some(b' ' | b'\t')) {
         i += 1;
     }
+    // A quoted value runs to its closing quote, spaces and all.
+    let quote = match bytes.get(i) {
+        Some(q @ (b'"' | b'\'')) => {
+            i += 1;
+            Some(*q)
+        }
+        _ => None,
+    };
     let start = i;
     while let Some(b) = bytes.get(i) {
-        if b.is_ascii_whitespace() || matches!(b, b';' | b'&' | b',' | b'"' | b'\'' | b'}' | b')') {
+        let end = match quote {
+            Some(q) => *b == q,
+            None => {
+                b.is_ascii_whitespace()
+                    || matches!(b, b';' | b'&' | b',' | b'"' | b'\'' | b'}' | b')')
+            }
+        };
+        if end {
             break;
         }
         i += 1;

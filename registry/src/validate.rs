@@ -23,6 +23,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
+const MAX_CONNECTIONS: usize = 1_000_000;
 const MAX_SERVER_NAME: usize = 32;
 
 /// A validated config: what the gateway serves and how.
@@ -498,13 +500,27 @@ fn settings(raw: &RawConfig, map: &SourceMap, problems: &mut Vec<ConfigProblem>)
         map,
         problems,
     );
+    for (key, d) in [
+        ("http.header_timeout", header_timeout),
+        ("http.body_timeout", body_timeout),
+    ] {
+        if d > MAX_HTTP_TIMEOUT {
+            problems.push(map.problem(
+                key,
+                format!("`{key}` is longer than an hour"),
+                "a request head or body that takes longer is an attack, not a client: use seconds, e.g. `10s`",
+            ));
+        }
+    }
     let count = |v: Option<u64>, key: &str, problems: &mut Vec<ConfigProblem>| {
         let n = v?;
-        let ok = usize::try_from(n).ok().filter(|n| *n > 0);
+        let ok = usize::try_from(n)
+            .ok()
+            .filter(|n| *n > 0 && *n <= MAX_CONNECTIONS);
         if ok.is_none() {
             problems.push(map.problem(
                 key,
-                format!("`{key}` must be a positive whole number"),
+                format!("`{key}` must be a whole number from 1 to {MAX_CONNECTIONS}"),
                 "write a count of connections, e.g. `512`, or remove it for the default",
             ));
         }

@@ -8,7 +8,8 @@ Tools (all take no required arguments):
 - `hold`: keeps its POST stream open, without an answer, until `inject` has run (or 20 s).
 - `inject`: first sends, on its own POST stream, an answer carrying the id of the held `hold`
   request, then its own answer.
-- `tick`: sends `notifications/progress` every 0.3 s for 15 s, then answers.
+- `tick`: sends `notifications/progress` every 0.3 s for 15 s (its message echoes the
+  `Authorization` header it got), then answers.
 - `leak`: answers with a JSON-RPC error whose message echoes the `Authorization` header it got.
 - `forge`: answers with `_meta` keys that only the gateway may set.
 - `poison` (only with --poison): its description carries instruction-like markup.
@@ -198,7 +199,8 @@ class Handler(BaseHTTPRequestHandler):
                 while time.time() < deadline:
                     step += 1
                     self.event({"jsonrpc": "2.0", "method": "notifications/progress",
-                                "params": {"progressToken": token, "progress": step}})
+                                "params": {"progressToken": token, "progress": step,
+                                           "message": f"working as {self.headers.get('Authorization', '')}"}})
                     time.sleep(0.3)
                 self.event({"jsonrpc": "2.0", "id": mid, "result": text("ticked to the end")})
             except OSError:

@@ -124,15 +124,26 @@ async fn progress_does_not_keep_a_call_alive_past_its_timeout() {
     let s = setup("");
     let c = client(&s.gw, &s.gw.key).await;
     let started = Instant::now();
-    let r = call(
-        &c,
-        "tick",
-        json!({ "arguments": {}, "_meta": { "progressToken": "p1" } }),
-    )
-    .await;
+    let body = req(
+        9,
+        "tools/call",
+        json!({ "name": "hostile__tick", "arguments": {}, "_meta": { "progressToken": "p1" } }),
+    );
+    let stream = c
+        .post(&body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let took = started.elapsed();
-    assert!(r["error"].is_object(), "{r}");
+    assert!(stream.contains("\"error\""), "{stream}");
     assert!(took < Duration::from_secs(6), "the call ran {took:?}");
+    // The progress relayed meanwhile does not carry the credential it echoed.
+    assert!(stream.contains("notifications/progress"), "{stream}");
+    assert!(!stream.contains(TOKEN), "{stream}");
+    assert!(stream.contains("working as [redacted]"), "{stream}");
 }
 
 #[tokio::test]
@@ -454,27 +465,58 @@ async fn slow_and_numerous_connections_lock_out_neither_callers_nor_operators() 
         "{metrics}"
     );
 
-    // A body trickled a byte at a time is cut off with 408.
-    let mut st = connect_from("127.0.0.3", &addr).await;
+    // A body trickled a byte at a time is cut off with 408, on both listeners.
     let head = format!(
         "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 200\r\n\r\n{{",
         s.gw.key
     );
-    st.write_all(head.as_bytes()).await.unwrap();
-    let trickle = tokio::spawn(async move {
-        for _ in 0..20 {
+    assert!(trickled(&addr, &head).await.starts_with("HTTP/1.1 408"));
+    let admin = s.gw.admin.trim_start_matches("http://").to_string();
+    let head = format!(
+        "POST /admin/kill-switch HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{{"
+    );
+    assert!(trickled(&admin, &head).await.starts_with("HTTP/1.1 408"));
+}
+
+/// Send `head`, then a byte every 300 ms for the first 900 ms (the deadline is 1 s; writing
+/// after the server has answered and closed would reset the connection under the answer), while
+/// reading; what the server answered.
+async fn trickled(addr: &str, head: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let st = connect_from("127.0.0.3", addr).await;
+    let (mut rd, mut wr) = st.into_split();
+    wr.write_all(head.as_bytes()).await.unwrap();
+    // The write half is kept open after the last byte: closing it would end the body.
+    let writer = tokio::spawn(async move {
+        for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            if st.write_all(b" ").await.is_err() {
+            if wr.write_all(b" ").await.is_err() {
                 break;
             }
         }
-        st
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(wr);
     });
-    let mut st = trickle.await.unwrap();
-    let answer = closed_within(&mut st, Duration::from_secs(3))
-        .await
-        .unwrap_or_default();
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    seen.extend_from_slice(&buf[..n]);
+                    if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    let answer = String::from_utf8_lossy(&seen).into_owned();
+    eprintln!("{answer}");
+    answer
 }
 
 /// A gateway in front of the hostile upstream with its `poison` tool, in `profile`.

@@ -854,10 +854,10 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
                 }
             }
         }
-        let c = Check::new("onboard.fingerprints", 3).cites(ev);
         if !instructed.is_empty() {
+            let evidence: Vec<_> = ev.clone();
             out.push(
-                c.says(
+                Check::new("onboard.tool_text", 3).cites(evidence).says(
                     format!("Tools whose text addresses the model are served on: {}", instructed.join(", ")),
                     "These definitions carry instruction-like markup or phrasing (`<IMPORTANT>`, \"do not tell the user\", paths to private keys); an operator confirmed them at pin time, and clients' models read them as written.",
                     "A poisoned description steers the model without a call being made: it is an injection that every client reads.",
@@ -875,53 +875,53 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
                     ),
                 ),
             );
-        } else {
-            out.push(match (unpinned.is_empty(), quarantined.is_empty()) {
-            (true, true) => c
-                .says(
-                    "Tool definitions are pinned; a changed tool is quarantined",
-                    "Each allowlisted tool's definition (name, title, description, schemas, annotations) is digested on connect and on `list_changed`; one that differs from its pin is hidden and refused with `quarantined` until an operator re-pins it. Definitions with control, bidi, tag or zero-width characters are refused.",
-                    "A rug pull reaches no client.",
-                )
-                .pass(ix),
-            (_, false) => c
-                .says(
-                    format!("Quarantined tools on: {}", quarantined.join(", ")),
-                    "An upstream now offers a definition that differs from its pin; those tools are hidden and refused until an operator reviews the change and re-pins (`portcullis pin`).",
-                    "Clients are protected, but the tools are unavailable and the change needs review.",
-                )
-                .gap(
-                    ix,
-                    Status::Partial,
-                    Severity::Medium,
-                    Likelihood::High,
-                    Cause::Probe,
-                    (
-                        "Review quarantined tools",
-                        "Read the diff `portcullis pin` shows; re-pin if the change is benign, otherwise remove the server.",
-                        "S",
-                    ),
-                ),
-            (false, true) => c
-                .says(
-                    format!("Allowlisted tools without pins on: {}", unpinned.join(", ")),
-                    "Tools without a pin are hidden; clients cannot use them until they are pinned.",
-                    "Nothing unreviewed is served, but the allowlist promises tools clients do not get.",
-                )
-                .gap(
-                    ix,
-                    Status::Partial,
-                    Severity::Medium,
-                    Likelihood::High,
-                    Cause::Config,
-                    (
-                        "Pin every allowlisted tool",
-                        "Run `portcullis pin --config FILE` and commit the `pin:` it writes.",
-                        "S",
-                    ),
-                ),
-        });
         }
+        let c = Check::new("onboard.fingerprints", 3).cites(ev);
+        out.push(match (unpinned.is_empty(), quarantined.is_empty()) {
+        (true, true) => c
+            .says(
+                "Tool definitions are pinned; a changed tool is quarantined",
+                "Each allowlisted tool's definition (name, title, description, schemas, annotations) is digested on connect and on `list_changed`; one that differs from its pin is hidden and refused with `quarantined` until an operator re-pins it. Definitions with control, bidi, tag or zero-width characters are refused.",
+                "A rug pull reaches no client.",
+            )
+            .pass(ix),
+        (_, false) => c
+            .says(
+                format!("Quarantined tools on: {}", quarantined.join(", ")),
+                "An upstream now offers a definition that differs from its pin; those tools are hidden and refused until an operator reviews the change and re-pins (`portcullis pin`).",
+                "Clients are protected, but the tools are unavailable and the change needs review.",
+            )
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::High,
+                Cause::Probe,
+                (
+                    "Review quarantined tools",
+                    "Read the diff `portcullis pin` shows; re-pin if the change is benign, otherwise remove the server.",
+                    "S",
+                ),
+            ),
+        (false, true) => c
+            .says(
+                format!("Allowlisted tools without pins on: {}", unpinned.join(", ")),
+                "Tools without a pin are hidden; clients cannot use them until they are pinned.",
+                "Nothing unreviewed is served, but the allowlist promises tools clients do not get.",
+            )
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::High,
+                Cause::Config,
+                (
+                    "Pin every allowlisted tool",
+                    "Run `portcullis pin --config FILE` and commit the `pin:` it writes.",
+                    "S",
+                ),
+            ),
+    });
     }
 
     let problems = registry::check(reg);

@@ -378,7 +378,7 @@ fn upstreams(gw: &Gateway) -> Vec<(String, Outcome)> {
             let outcome = match instructed.is_empty() {
                 true => outcome,
                 false => Outcome {
-                    ok: false,
+                    ok: outcome.ok,
                     observed: format!(
                         "{}; instruction-like text in served tool(s), pinned on an operator's confirmation: {}",
                         outcome.observed,

@@ -561,7 +561,7 @@ async fn urls_are_cited_without_credentials_or_queries() {
     let text = CLEAN
         .replace(
             "http://127.0.0.1:4318",
-            "https://otel.example.com:4318?tenant=abc123",
+            "https://otel.example.com:4318?token=abc123",
         )
         .replace(
             "listen: 127.0.0.1:8080",

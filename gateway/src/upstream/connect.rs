@@ -30,6 +30,7 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
             events: up.events.clone(),
             refresh: refresh_tx,
             relay: None,
+            secrets: up.sent_secrets.clone(),
         };
         let attempt = tokio::select! {
             r = connect(&up, handler) => r,
@@ -259,6 +260,7 @@ pub(crate) async fn fetch_definitions(up: &Upstream) -> anyhow::Result<Vec<Tool>
         events: up.events.clone(),
         refresh,
         relay: None,
+        secrets: up.sent_secrets.clone(),
     };
     let conn = connect(up, handler).await?;
     let tools = list_all(up, &conn.peer).await;

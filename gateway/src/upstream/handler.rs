@@ -66,7 +66,7 @@ impl ProgressRoutes {
         }
     }
 
-    pub(super) fn forward(&self, p: &ProgressNotificationParam) {
+    pub(super) fn forward(&self, p: &ProgressNotificationParam, server: &str, secrets: &[String]) {
         let Ok(key) = serde_json::to_value(&p.progress_token) else {
             return;
         };
@@ -83,6 +83,7 @@ impl ProgressRoutes {
         if let (Some(msg), Some(obj)) = (&p.message, params.as_object_mut()) {
             obj.insert("message".into(), json!(msg));
         }
+        super::scrub::scrub(&mut params, server, secrets);
         let _ = sink.send(jsonrpc::notification("notifications/progress", params));
     }
 }
@@ -97,6 +98,8 @@ pub(crate) struct UpstreamHandler {
     pub(crate) refresh: mpsc::UnboundedSender<()>,
     /// The client session a per-session connection belongs to; `None` on a shared one.
     pub(crate) relay: Option<std::sync::Arc<super::relay::Relay>>,
+    /// The secrets the gateway sent this upstream: never relayed to a client.
+    pub(crate) secrets: super::scrub::Sent,
 }
 
 impl UpstreamHandler {
@@ -115,6 +118,12 @@ impl UpstreamHandler {
                 None,
             ));
         };
+        let mut params = params;
+        super::scrub::scrub(
+            &mut params,
+            &self.server,
+            &super::scrub::snapshot(&self.secrets),
+        );
         let origin = context.extensions.get::<InboundStreamOrigin>();
         let answer = relay
             .ask(method, capability, params, origin, context.ct.clone())
@@ -174,8 +183,13 @@ impl ClientHandler for UpstreamHandler {
         _: NotificationContext<RoleClient>,
     ) {
         if let Some(relay) = &self.relay
-            && let Ok(params) = serde_json::to_value(&params)
+            && let Ok(mut params) = serde_json::to_value(&params)
         {
+            super::scrub::scrub(
+                &mut params,
+                &self.server,
+                &super::scrub::snapshot(&self.secrets),
+            );
             relay.log(params);
         }
     }
@@ -185,7 +199,11 @@ impl ClientHandler for UpstreamHandler {
         params: ProgressNotificationParam,
         _: NotificationContext<RoleClient>,
     ) {
-        self.progress.forward(&params);
+        self.progress.forward(
+            &params,
+            &self.server,
+            &super::scrub::snapshot(&self.secrets),
+        );
     }
 
     async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {

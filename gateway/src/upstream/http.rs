@@ -25,7 +25,7 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 use sse_stream::{Error as SseError, Sse};
 
-/// Event ids remembered for resumption; past this the oldest half is forgotten.
+/// Requests whose last SSE event id is remembered for resumption; past this, forgotten.
 const MAX_RESUMABLE: usize = 4096;
 
 /// The HTTP client of one upstream connection.
@@ -33,8 +33,9 @@ const MAX_RESUMABLE: usize = 4096;
 pub(crate) struct UpstreamHttp {
     http: reqwest::Client,
     server: Arc<str>,
-    /// SSE event id → the request whose POST stream carried it.
-    resumable: Arc<Mutex<HashMap<String, Value>>>,
+    /// Request id → the last SSE event id its POST stream carried (a GET that resumes from
+    /// that event continues that request's stream). An entry goes when the answer passes.
+    resumable: Arc<Mutex<HashMap<Value, String>>>,
 }
 
 impl UpstreamHttp {
@@ -59,18 +60,33 @@ impl UpstreamHttp {
             .filter(move |event| {
                 let pass = match event {
                     Ok(sse) => {
-                        if record
-                            && let (Some(id), Some(req)) = (&sse.id, &expected)
-                            && let Ok(mut map) = resumable.lock()
-                        {
-                            if map.len() >= MAX_RESUMABLE {
-                                map.clear();
-                            }
-                            map.insert(id.clone(), req.clone());
-                        }
-                        sse.data
+                        let verdict = sse
+                            .data
                             .as_deref()
-                            .is_none_or(|d| admits(d, expected.as_ref(), &server))
+                            .map_or(Verdict::Other, |d| admits(d, expected.as_ref(), &server));
+                        if let (true, Some(req), Ok(mut map)) =
+                            (record, &expected, resumable.lock())
+                        {
+                            // Only events that pass move the resumption point, as rmcp's
+                            // `Last-Event-ID` only moves over what it received.
+                            match (&verdict, &sse.id) {
+                                (Verdict::Answer, _) => {
+                                    map.remove(req);
+                                }
+                                (Verdict::Other, Some(id)) => {
+                                    if map.len() >= MAX_RESUMABLE
+                                        && !map.contains_key(req)
+                                        && let Some(old) = map.keys().next().cloned()
+                                    {
+                                        // Requests that timed out leave entries: one goes.
+                                        map.remove(&old);
+                                    }
+                                    map.insert(req.clone(), id.clone());
+                                }
+                                _ => {}
+                            }
+                        }
+                        verdict != Verdict::Dropped
                     }
                     Err(_) => true,
                 };
@@ -80,26 +96,59 @@ impl UpstreamHttp {
     }
 }
 
-/// The parts of a JSON-RPC message that say whether it is an answer, and to what.
+/// The parts of a JSON-RPC message that say whether it is an answer, and to what. A member
+/// counts when it is present, whatever its value (`"result": null` is still a result, as rmcp
+/// reads it).
 #[derive(Deserialize)]
 struct Shape {
     id: Option<Value>,
-    method: Option<IgnoredAny>,
-    result: Option<IgnoredAny>,
-    error: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    method: bool,
+    #[serde(default, deserialize_with = "present")]
+    result: bool,
+    #[serde(default, deserialize_with = "present")]
+    error: bool,
 }
 
-/// True unless `data` is an answer to something other than `expected`. What does not parse
-/// passes: rmcp refuses it itself.
-fn admits(data: &str, expected: Option<&Value>, server: &str) -> bool {
-    let Ok(shape) = serde_json::from_str::<Shape>(data) else {
-        return true;
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
+}
+
+/// What one SSE event is, for the stream of `expected`.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The answer to the stream's own request.
+    Answer,
+    /// An answer to something else: dropped.
+    Dropped,
+    /// Not an answer: a request, a notification, or an empty (priming) event.
+    Other,
+}
+
+/// Whether `data` may pass on the stream of `expected`. What is not a JSON-RPC object is
+/// dropped too: nothing that cannot be classified reaches rmcp's matching.
+fn admits(data: &str, expected: Option<&Value>, server: &str) -> Verdict {
+    let trimmed = data.trim_start();
+    if trimmed.is_empty() {
+        return Verdict::Other;
+    }
+    // A JSON-RPC message is an object (a derived struct would also read an array).
+    let shape = match trimmed.starts_with('{') {
+        true => serde_json::from_str::<Shape>(data).ok(),
+        false => None,
     };
-    if shape.method.is_some() || (shape.result.is_none() && shape.error.is_none()) {
-        return true;
+    let Some(shape) = shape else {
+        tracing::warn!(server = %server, "an upstream sent an event that is not a JSON-RPC message; dropped");
+        return Verdict::Dropped;
+    };
+    if shape.method || (!shape.result && !shape.error) {
+        return Verdict::Other;
     }
     let ok = shape.id.is_some() && shape.id.as_ref() == expected;
-    if !ok {
+    if ok {
+        return Verdict::Answer;
+    }
+    {
         let null = serde_json::Value::Null;
         tracing::warn!(
             server = %server,
@@ -109,7 +158,7 @@ fn admits(data: &str, expected: Option<&Value>, server: &str) -> bool {
         );
         crate::metrics::get().violation(server, "foreign_answer");
     }
-    ok
+    Verdict::Dropped
 }
 
 fn request_id(message: &ClientJsonRpcMessage) -> Option<Value> {
@@ -267,10 +316,14 @@ impl StreamableHttpClient for UpstreamHttp {
 }
 
 impl UpstreamHttp {
-    /// The request whose POST stream a GET with this `Last-Event-ID` resumes.
+    /// The request whose POST stream a GET with this `Last-Event-ID` resumes (resumption is
+    /// rare: a scan of the requests in flight).
     fn resumed(&self, last_event_id: Option<&str>) -> Option<Value> {
         let id = last_event_id?;
-        self.resumable.lock().ok()?.get(id).cloned()
+        let map = self.resumable.lock().ok()?;
+        map.iter()
+            .find(|(_, last)| last.as_str() == id)
+            .map(|(req, _)| req.clone())
     }
 }
 
@@ -283,18 +336,69 @@ mod tests {
     fn only_the_expected_answer_passes() {
         let n = Some(json!(3));
         let answer = |id: Value| json!({ "jsonrpc": "2.0", "id": id, "result": {} }).to_string();
-        assert!(admits(&answer(json!(3)), n.as_ref(), "s"));
-        assert!(!admits(&answer(json!(4)), n.as_ref(), "s"));
-        assert!(!admits(&answer(json!("3")), n.as_ref(), "s"));
-        assert!(!admits(&answer(json!(3)), None, "s"));
+        let check = |data: &str, expected: Option<&Value>| admits(data, expected, "s");
+        assert_eq!(check(&answer(json!(3)), n.as_ref()), Verdict::Answer);
+        assert_eq!(check(&answer(json!(4)), n.as_ref()), Verdict::Dropped);
+        assert_eq!(check(&answer(json!("3")), n.as_ref()), Verdict::Dropped);
+        assert_eq!(check(&answer(json!(3)), None), Verdict::Dropped);
         let error = json!({ "jsonrpc": "2.0", "id": 4, "error": { "code": 1, "message": "x" } });
-        assert!(!admits(&error.to_string(), n.as_ref(), "s"));
+        assert_eq!(check(&error.to_string(), n.as_ref()), Verdict::Dropped);
         let no_id = json!({ "jsonrpc": "2.0", "error": { "code": 1, "message": "x" } });
-        assert!(!admits(&no_id.to_string(), n.as_ref(), "s"));
+        assert_eq!(check(&no_id.to_string(), n.as_ref()), Verdict::Dropped);
         // Requests and notifications are not answers, whatever their id.
         let request = json!({ "jsonrpc": "2.0", "id": 4, "method": "ping" });
-        assert!(admits(&request.to_string(), n.as_ref(), "s"));
+        assert_eq!(check(&request.to_string(), n.as_ref()), Verdict::Other);
         let note = json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": {} });
-        assert!(admits(&note.to_string(), None, "s"));
+        assert_eq!(check(&note.to_string(), None), Verdict::Other);
+        // A null result is still an answer; what is not a JSON-RPC object goes nowhere.
+        let null = json!({ "jsonrpc": "2.0", "id": 4, "result": null });
+        assert_eq!(check(&null.to_string(), n.as_ref()), Verdict::Dropped);
+        assert_eq!(check("[1,2]", n.as_ref()), Verdict::Dropped);
+        assert_eq!(check("not json", n.as_ref()), Verdict::Dropped);
+        assert_eq!(check("", n.as_ref()), Verdict::Other);
+    }
+
+    fn event(id: Option<&str>, data: Value) -> Result<Sse, SseError> {
+        Ok(Sse {
+            id: id.map(str::to_string),
+            data: Some(data.to_string()),
+            ..Sse::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_resumed_stream_carries_only_its_own_requests_answer() {
+        let client = UpstreamHttp::new(reqwest::Client::new(), "s");
+        let progress =
+            json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": {} });
+        // The POST stream of request 3 breaks after an event with an id.
+        let post = futures::stream::iter([event(Some("e1"), progress.clone())]).boxed();
+        let passed: Vec<_> = client.guard(post, Some(json!(3)), true).collect().await;
+        assert_eq!(passed.len(), 1);
+        // A GET resuming from that event continues request 3's stream; a GET from nowhere
+        // carries no answer at all.
+        assert_eq!(client.resumed(Some("e1")), Some(json!(3)));
+        assert_eq!(client.resumed(Some("e9")), None);
+        let answers = || {
+            futures::stream::iter([
+                event(None, json!({ "jsonrpc": "2.0", "id": 4, "result": {} })),
+                event(
+                    Some("e2"),
+                    json!({ "jsonrpc": "2.0", "id": 3, "result": {} }),
+                ),
+            ])
+            .boxed()
+        };
+        let resumed: Vec<_> = client
+            .guard(answers(), client.resumed(Some("e1")), true)
+            .collect()
+            .await;
+        assert_eq!(resumed.len(), 1);
+        let data = resumed[0].as_ref().unwrap().data.clone().unwrap();
+        assert!(data.contains("\"id\":3"), "{data}");
+        // The answer passed: nothing is left to resume.
+        assert_eq!(client.resumed(Some("e1")), None);
+        let unrelated: Vec<_> = client.guard(answers(), None, false).collect().await;
+        assert!(unrelated.is_empty());
     }
 }

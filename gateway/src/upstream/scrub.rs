@@ -9,12 +9,23 @@
 //!
 //! Each removal is logged and counted (`portcullis_upstream_violations_total`).
 
+use std::sync::{Arc, RwLock};
+
 use serde_json::Value;
+
+/// The secrets sent to one upstream, longest first, shared by everything that relays what the
+/// upstream says (answers, errors, progress, log messages, requests to the client).
+pub(crate) type Sent = Arc<RwLock<Arc<Vec<String>>>>;
+
+/// What `sent` holds now.
+pub(crate) fn snapshot(sent: &Sent) -> Arc<Vec<String>> {
+    sent.read().map(|s| s.clone()).unwrap_or_default()
+}
 
 /// Shortest secret searched for: shorter values would match ordinary text.
 const MIN_SECRET: usize = 6;
 /// Most secrets remembered per upstream.
-const MAX_SECRETS: usize = 16;
+const MAX_SECRETS: usize = 64;
 
 const MARKER_PREFIX: &str = "portcullis/";
 const REDACTED: &str = "[redacted]";
@@ -33,18 +44,27 @@ pub(crate) fn scrub(value: &mut Value, server: &str, secrets: &[String]) {
     }
 }
 
-/// Add `found` to the secrets remembered for an upstream (newest kept, bounded).
+/// Add `found` to the secrets remembered for an upstream, oldest first; past the bound the
+/// oldest go (a rotated secret's predecessor).
 pub(crate) fn remember(known: &mut Vec<String>, found: impl IntoIterator<Item = String>) {
     for s in found {
-        if s.len() >= MIN_SECRET && !known.contains(&s) {
+        if s.len() >= MIN_SECRET {
+            known.retain(|k| *k != s);
             known.push(s);
         }
     }
-    // The longest first, so a secret that contains another is replaced whole.
-    known.sort_by_key(|s| std::cmp::Reverse(s.len()));
     if known.len() > MAX_SECRETS {
-        known.truncate(MAX_SECRETS);
+        let extra = known.len() - MAX_SECRETS;
+        known.drain(..extra);
     }
+}
+
+/// The secrets in the order they are replaced: the longest first, so a secret that contains
+/// another (`Bearer <token>` and `<token>`) is replaced whole.
+pub(crate) fn by_length(known: &[String]) -> Vec<String> {
+    let mut out = known.to_vec();
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out
 }
 
 #[derive(Default)]
@@ -96,7 +116,7 @@ mod tests {
             "_meta": { "portcullis/shadow": true, "vendor/ok": 1 },
             "isError": false
         });
-        scrub(&mut v, "s", &known);
+        scrub(&mut v, "s", &by_length(&known));
         assert_eq!(v["_meta"], json!({ "vendor/ok": 1 }));
         assert_eq!(v["content"][0]["_meta"], json!({}));
         assert_eq!(v["content"][0]["text"], json!("got [redacted]"));
