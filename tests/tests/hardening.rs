@@ -678,3 +678,41 @@ async fn sessions_sharing_an_upstream_connection_cannot_disturb_each_other() {
     assert_eq!(b.call(level("error")).await.1["result"], json!({}));
     assert_eq!(fx.levels(), ["debug"]);
 }
+
+#[tokio::test]
+async fn a_kill_switch_on_a_parent_key_voids_the_approvals_its_children_wait_for() {
+    let s = setup_with("approvals: { required_from: read, hold: 0s }\n", "");
+    let cfg = s.gw.config();
+    let parent = create_key_with(&cfg, "parent", &["hostile/*".into()], &[]).unwrap();
+    let pid = parent.split('_').nth(1).unwrap().to_string();
+    let child =
+        create_key_with(&cfg, "child", &["hostile/echo".into()], &["--parent", &pid]).unwrap();
+    let c = client(&s.gw, &child).await;
+    let r = call(&c, "echo", json!({ "arguments": { "text": "later" } })).await;
+    assert_eq!(r["error"]["data"]["reason"], "approval_pending", "{r}");
+    let id = r["error"]["data"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let op = s.gw.operator_key("admin", None).unwrap();
+    let engaged = reqwest::Client::new()
+        .post(format!("{}/admin/kill-switch", s.gw.admin))
+        .bearer_auth(&op)
+        .json(&json!({ "scope": "key", "target": pid, "engaged": true, "reason": "parent leaked" }))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = engaged.json().await.unwrap();
+    assert_eq!(v["voided_approvals"], 1, "{v}");
+    let rec: Value = reqwest::Client::new()
+        .get(format!("{}/admin/approvals/{id}", s.gw.admin))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rec["status"], "voided", "{rec}");
+    assert_eq!(s.hostile.calls("echo").await, 0);
+}
