@@ -153,7 +153,7 @@ pub(crate) fn event_notification(
 }
 
 /// The levels `logging/setLevel` takes (RFC 5424 severities, as MCP names them).
-const LOG_LEVELS: [&str; 8] = [
+pub(crate) const LOG_LEVELS: [&str; 8] = [
     "debug",
     "info",
     "notice",

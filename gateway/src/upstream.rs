@@ -811,17 +811,9 @@ impl Upstream {
     /// True when `level` is more verbose than any level the shared connection was given so far
     /// (which it then becomes): the only `logging/setLevel` relayed to a shared connection.
     pub(crate) fn raise_shared_level(&self, level: &str) -> bool {
-        const ORDER: [&str; 8] = [
-            "debug",
-            "info",
-            "notice",
-            "warning",
-            "error",
-            "critical",
-            "alert",
-            "emergency",
-        ];
-        let Some(rank) = ORDER.iter().position(|l| *l == level) else {
+        // The levels are listed from the most verbose.
+        let levels = crate::dispatch::LOG_LEVELS;
+        let Some(rank) = levels.iter().position(|l| *l == level) else {
             return false;
         };
         let Ok(mut current) = self.shared_level.lock() else {

@@ -253,25 +253,32 @@ pub fn hidden_characters(text: &str) -> Option<&'static str> {
 /// Every string inside a tool definition that a reviewer reads (description, title, schema
 /// descriptions), checked for hidden characters. Returns the JSON pointer and why.
 pub fn hidden_in_definition(definition: &Value) -> Option<(String, &'static str)> {
-    fn walk(v: &Value, at: &str) -> Option<(String, &'static str)> {
-        match v {
-            Value::String(s) => hidden_characters(s).map(|why| (at.to_string(), why)),
-            Value::Array(a) => a
-                .iter()
-                .enumerate()
-                .find_map(|(i, x)| walk(x, &format!("{at}/{i}"))),
-            Value::Object(o) => o.iter().find_map(|(k, x)| {
-                // RFC 6901: `~` and `/` in a key are escaped.
-                let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
-                match hidden_characters(k) {
-                    Some(why) => Some((here, why)),
-                    None => walk(x, &here),
-                }
-            }),
-            _ => None,
-        }
+    first_string(definition, "", &hidden_characters)
+}
+
+/// The first string (a value or an object key) of `v` for which `found` says something, with
+/// its JSON pointer below `at`.
+fn first_string(
+    v: &Value,
+    at: &str,
+    found: &dyn Fn(&str) -> Option<&'static str>,
+) -> Option<(String, &'static str)> {
+    match v {
+        Value::String(s) => found(s).map(|why| (at.to_string(), why)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| first_string(x, &format!("{at}/{i}"), found)),
+        Value::Object(o) => o.iter().find_map(|(k, x)| {
+            // RFC 6901: `~` and `/` in a key are escaped.
+            let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+            match found(k) {
+                Some(why) => Some((here, why)),
+                None => first_string(x, &here, found),
+            }
+        }),
+        _ => None,
     }
-    walk(definition, "")
 }
 
 /// Markup that addresses a model rather than describing a tool, lower case.
@@ -330,32 +337,15 @@ const INJECTION_PHRASES: &[&str] = &[
 /// pointer and what was found. A finding is for an operator to review: such a definition is
 /// pinned only when the operator confirms it, and served unpinned never.
 pub fn instructions_in_definition(definition: &Value) -> Option<(String, &'static str)> {
-    fn found(s: &str) -> Option<&'static str> {
+    let found = |s: &str| {
         let lower = s.to_lowercase();
         INSTRUCTION_MARKUP
             .iter()
             .chain(INJECTION_PHRASES)
             .find(|m| lower.contains(**m))
             .copied()
-    }
-    fn walk(v: &Value, at: &str) -> Option<(String, &'static str)> {
-        match v {
-            Value::String(s) => found(s).map(|why| (at.to_string(), why)),
-            Value::Array(a) => a
-                .iter()
-                .enumerate()
-                .find_map(|(i, x)| walk(x, &format!("{at}/{i}"))),
-            Value::Object(o) => o.iter().find_map(|(k, x)| {
-                let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
-                match found(k) {
-                    Some(why) => Some((here, why)),
-                    None => walk(x, &here),
-                }
-            }),
-            _ => None,
-        }
-    }
-    walk(definition, "")
+    };
+    first_string(definition, "", &found)
 }
 
 #[cfg(test)]

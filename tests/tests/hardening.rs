@@ -47,6 +47,33 @@ async fn call(c: &Raw, tool: &str, params: Value) -> Value {
     c.call(req(9, "tools/call", p)).await.1
 }
 
+/// `GET {admin}{path}` with an operator key, as JSON.
+async fn admin_get(gw: &Gateway, key: &str, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}{path}", gw.admin))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The admin listener's `/metrics`, read with an auditor key.
+async fn metrics(gw: &Gateway) -> String {
+    let auditor = gw.operator_key("auditor", None).unwrap();
+    reqwest::Client::new()
+        .get(format!("{}/metrics", gw.admin))
+        .bearer_auth(auditor)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn text(r: &Value) -> &str {
     r["result"]["content"][0]["text"]
         .as_str()
@@ -70,16 +97,7 @@ async fn an_answer_sent_on_another_callers_stream_reaches_nobody() {
     assert_eq!(text(&injected), "inject's own answer", "{injected}");
     let held = held.await.unwrap();
     assert_eq!(text(&held), "held call's own answer", "{held}");
-    let auditor = s.gw.operator_key("auditor", None).unwrap();
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", s.gw.admin))
-        .bearer_auth(auditor)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&s.gw).await;
     assert!(
         metrics.contains(
             "portcullis_upstream_violations_total{server=\"hostile\",kind=\"foreign_answer\"} 1"
@@ -320,15 +338,7 @@ async fn an_approver_sees_the_whole_call_with_hidden_characters_shown_and_passwo
     .await;
     assert_eq!(r["error"]["data"]["reason"], "approval_pending", "{r}");
     let approver = s.gw.operator_key("approver", None).unwrap();
-    let list: Value = reqwest::Client::new()
-        .get(format!("{}/admin/approvals?status=pending", s.gw.admin))
-        .bearer_auth(&approver)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = admin_get(&s.gw, &approver, "/admin/approvals?status=pending").await;
     let preview = list["approvals"][0]["preview"].as_str().unwrap();
     assert!(preview.contains("ALSO-DELETE-ALL-BACKUPS"), "{preview}");
     assert!(!preview.contains('\u{202E}'), "{preview}");
@@ -450,16 +460,7 @@ async fn slow_and_numerous_connections_lock_out_neither_callers_nor_operators() 
         );
     }
     assert!(started.elapsed() < Duration::from_secs(4));
-    let auditor = s.gw.operator_key("auditor", None).unwrap();
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", s.gw.admin))
-        .bearer_auth(auditor)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&s.gw).await;
     assert!(
         metrics.contains("portcullis_connections_refused_total{listener=\"mcp\",cap=\"peer\"} 90"),
         "{metrics}"
@@ -704,15 +705,7 @@ async fn a_kill_switch_on_a_parent_key_voids_the_approvals_its_children_wait_for
         .unwrap();
     let v: Value = engaged.json().await.unwrap();
     assert_eq!(v["voided_approvals"], 1, "{v}");
-    let rec: Value = reqwest::Client::new()
-        .get(format!("{}/admin/approvals/{id}", s.gw.admin))
-        .bearer_auth(&op)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rec = admin_get(&s.gw, &op, &format!("/admin/approvals/{id}")).await;
     assert_eq!(rec["status"], "voided", "{rec}");
     assert_eq!(s.hostile.calls("echo").await, 0);
 }

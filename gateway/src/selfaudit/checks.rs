@@ -878,89 +878,89 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
         }
         let c = Check::new("onboard.fingerprints", 3).cites(ev);
         out.push(match (unpinned.is_empty(), quarantined.is_empty()) {
-        (true, true) => c
-            .says(
-                "Tool definitions are pinned; a changed tool is quarantined",
-                "Each allowlisted tool's definition (name, title, description, schemas, annotations) is digested on connect and on `list_changed`; one that differs from its pin is hidden and refused with `quarantined` until an operator re-pins it. Definitions with control, bidi, tag or zero-width characters are refused.",
-                "A rug pull reaches no client.",
-            )
-            .pass(ix),
-        (_, false) => c
-            .says(
-                format!("Quarantined tools on: {}", quarantined.join(", ")),
-                "An upstream now offers a definition that differs from its pin; those tools are hidden and refused until an operator reviews the change and re-pins (`portcullis pin`).",
-                "Clients are protected, but the tools are unavailable and the change needs review.",
-            )
-            .gap(
-                ix,
-                Status::Partial,
-                Severity::Medium,
-                Likelihood::High,
-                Cause::Probe,
-                (
-                    "Review quarantined tools",
-                    "Read the diff `portcullis pin` shows; re-pin if the change is benign, otherwise remove the server.",
-                    "S",
+            (true, true) => c
+                .says(
+                    "Tool definitions are pinned; a changed tool is quarantined",
+                    "Each allowlisted tool's definition (name, title, description, schemas, annotations) is digested on connect and on `list_changed`; one that differs from its pin is hidden and refused with `quarantined` until an operator re-pins it. Definitions with control, bidi, tag or zero-width characters are refused.",
+                    "A rug pull reaches no client.",
+                )
+                .pass(ix),
+            (_, false) => c
+                .says(
+                    format!("Quarantined tools on: {}", quarantined.join(", ")),
+                    "An upstream now offers a definition that differs from its pin; those tools are hidden and refused until an operator reviews the change and re-pins (`portcullis pin`).",
+                    "Clients are protected, but the tools are unavailable and the change needs review.",
+                )
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::High,
+                    Cause::Probe,
+                    (
+                        "Review quarantined tools",
+                        "Read the diff `portcullis pin` shows; re-pin if the change is benign, otherwise remove the server.",
+                        "S",
+                    ),
                 ),
-            ),
-        (false, true) => c
-            .says(
-                format!("Allowlisted tools without pins on: {}", unpinned.join(", ")),
-                "Tools without a pin are hidden; clients cannot use them until they are pinned.",
-                "Nothing unreviewed is served, but the allowlist promises tools clients do not get.",
-            )
-            .gap(
-                ix,
-                Status::Partial,
-                Severity::Medium,
-                Likelihood::High,
-                Cause::Config,
-                (
-                    "Pin every allowlisted tool",
-                    "Run `portcullis pin --config FILE` and commit the `pin:` it writes.",
-                    "S",
+            (false, true) => c
+                .says(
+                    format!("Allowlisted tools without pins on: {}", unpinned.join(", ")),
+                    "Tools without a pin are hidden; clients cannot use them until they are pinned.",
+                    "Nothing unreviewed is served, but the allowlist promises tools clients do not get.",
+                )
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::High,
+                    Cause::Config,
+                    (
+                        "Pin every allowlisted tool",
+                        "Run `portcullis pin --config FILE` and commit the `pin:` it writes.",
+                        "S",
+                    ),
                 ),
-            ),
-    });
+        });
     }
 
     let problems = registry::check(reg);
     let b = ix.build(
-        "commands",
-        "`portcullis check --config FILE` (the CI gate: allowlist, pinned source, reaching grant, rate limit on write tools, no inline secret) and `portcullis pin`",
-    );
+            "commands",
+            "`portcullis check --config FILE` (the CI gate: allowlist, pinned source, reaching grant, rate limit on write tools, no inline secret) and `portcullis pin`",
+        );
     let mut ev = vec![b];
     for p in problems.iter().take(8) {
         ev.push(ix.config(reg, &p.path, p.message.clone()));
     }
     let c = Check::new("onboard.ci_gate", 3).cites(ev);
     out.push(match problems.is_empty() {
-        true => c
-            .says(
-                "`portcullis check` passes on this config",
-                "The CI gate finds every server allowlisted, pinned, reached by a grant and rate-limited on its write tools, with no inline secret.",
-                "Run in CI, it stops a change that loosens any of these before it merges.",
-            )
-            .pass(ix),
-        false => c
-            .says(
-                format!("`portcullis check` finds {} problem(s)", problems.len()),
-                "The CI gate would fail this config: see the cited keys.",
-                "A change like this would not pass review if the gate ran in CI.",
-            )
-            .gap(
-                ix,
-                Status::Partial,
-                Severity::Medium,
-                Likelihood::Medium,
-                Cause::Config,
-                (
-                    "Make `portcullis check` pass and run it in CI",
-                    "Fix each problem `portcullis check` lists, and run it on every pull request that touches the config.",
-                    "S",
+            true => c
+                .says(
+                    "`portcullis check` passes on this config",
+                    "The CI gate finds every server allowlisted, pinned, reached by a grant and rate-limited on its write tools, with no inline secret.",
+                    "Run in CI, it stops a change that loosens any of these before it merges.",
+                )
+                .pass(ix),
+            false => c
+                .says(
+                    format!("`portcullis check` finds {} problem(s)", problems.len()),
+                    "The CI gate would fail this config: see the cited keys.",
+                    "A change like this would not pass review if the gate ran in CI.",
+                )
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::Medium,
+                    Cause::Config,
+                    (
+                        "Make `portcullis check` pass and run it in CI",
+                        "Fix each problem `portcullis check` lists, and run it on every pull request that touches the config.",
+                        "S",
+                    ),
                 ),
-            ),
-    });
+        });
 }
 
 fn observability(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
@@ -978,136 +978,136 @@ fn observability(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
         }
         if let SinkKind::File { fsync: false, path } = &s.kind {
             weak.push((
-                format!("audit.sinks[{i}].fsync"),
-                format!(
-                    "file sink `{path}` is not synced: a power loss can lose any acknowledged event (a synced sink, at most those of the flush in progress)"
-                ),
-            ));
+                    format!("audit.sinks[{i}].fsync"),
+                    format!(
+                        "file sink `{path}` is not synced: a power loss can lose any acknowledged event (a synced sink, at most those of the flush in progress)"
+                    ),
+                ));
         }
     }
     let c = Check::new("obs.audit_sinks", 4);
     out.push(match weak.is_empty() {
-        true => {
-            let e = ix.config(
-                reg,
-                "audit.sinks",
-                sinks
+            true => {
+                let e = ix.config(
+                    reg,
+                    "audit.sinks",
+                    sinks
+                        .iter()
+                        .map(|s| format!("{} (required)", s.kind.name()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+                let readable = sinks
                     .iter()
-                    .map(|s| format!("{} (required)", s.kind.name()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            );
-            let readable = sinks
-                .iter()
-                .any(|s| matches!(s.kind, SinkKind::Store | SinkKind::File { .. }));
-            c.says(
-                "Every decision is one redacted, hash-chained event in required sinks",
-                format!(
-                    "{} sink(s), all required; file sinks are synced once per batch; `portcullis audit verify` checks the chain; {}",
-                    sinks.len(),
-                    match readable {
-                        true => "`/admin/audit` exports and replays runs.",
-                        false => "the sinks are stdout only, so `/admin/audit` cannot read them back.",
-                    }
-                ),
-                "",
-            )
-            .cites([e])
-            .pass(ix)
-        }
-        false => {
-            let ev: Vec<String> = weak.iter().map(|(p, o)| ix.config(reg, p, o.clone())).collect();
-            c.says(
-                format!("{} audit sink setting(s) weaken the record", weak.len()),
-                weak.iter().map(|(_, o)| o.as_str()).collect::<Vec<_>>().join("; ") + ".",
-                "A sink that can miss or lose events is not the record an incident review can rely on.",
-            )
-            .cites(ev)
-            .gap(
-                ix,
-                Status::Partial,
-                Severity::Medium,
-                Likelihood::Low,
-                Cause::Config,
-                (
-                    "Make every audit sink required and synced",
-                    "Set `required: true` and `fsync: true` on each sink that is part of the record, or remove it.",
-                    "S",
-                ),
-            )
-        }
-    });
+                    .any(|s| matches!(s.kind, SinkKind::Store | SinkKind::File { .. }));
+                c.says(
+                    "Every decision is one redacted, hash-chained event in required sinks",
+                    format!(
+                        "{} sink(s), all required; file sinks are synced once per batch; `portcullis audit verify` checks the chain; {}",
+                        sinks.len(),
+                        match readable {
+                            true => "`/admin/audit` exports and replays runs.",
+                            false => "the sinks are stdout only, so `/admin/audit` cannot read them back.",
+                        }
+                    ),
+                    "",
+                )
+                .cites([e])
+                .pass(ix)
+            }
+            false => {
+                let ev: Vec<String> = weak.iter().map(|(p, o)| ix.config(reg, p, o.clone())).collect();
+                c.says(
+                    format!("{} audit sink setting(s) weaken the record", weak.len()),
+                    weak.iter().map(|(_, o)| o.as_str()).collect::<Vec<_>>().join("; ") + ".",
+                    "A sink that can miss or lose events is not the record an incident review can rely on.",
+                )
+                .cites(ev)
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::Low,
+                    Cause::Config,
+                    (
+                        "Make every audit sink required and synced",
+                        "Set `required: true` and `fsync: true` on each sink that is part of the record, or remove it.",
+                        "S",
+                    ),
+                )
+            }
+        });
 
     let c = Check::new("obs.otlp", 4);
     out.push(match &reg.settings.telemetry.otlp {
-        Some(o) => {
-            let endpoint = crate::redact::uri_for_record(&o.endpoint);
-            let e = ix.config(reg, "telemetry.otlp.endpoint", endpoint.clone());
-            c.says(
-                "Traces are exported over OTLP with GenAI/MCP attributes",
-                format!(
-                    "A SERVER span per request and a CLIENT span per upstream call go to {}; inbound W3C traceparent is the parent and is passed to upstreams.",
-                    endpoint
-                ),
-                "",
-            )
-            .cites([e])
-            .pass(ix)
-        }
-        None => {
-            let e = ix.config(reg, "telemetry.otlp", "no OTLP exporter configured");
-            c.says(
-                "No trace exporter: spans are not exported",
-                "`telemetry.otlp` is not set, so no span leaves the process; a slow or failing hop can be found only from the audit log and metrics.",
-                "End-to-end reconstruction across agent, gateway and upstream needs the traces.",
-            )
-            .cites([e])
-            .gap(
-                ix,
-                Status::Partial,
-                Severity::Medium,
-                Likelihood::Medium,
-                Cause::Config,
-                (
-                    "Export traces",
-                    "Set `telemetry.otlp.endpoint` to your collector's OTLP/HTTP endpoint.",
-                    "S",
-                ),
-            )
-        }
-    });
+            Some(o) => {
+                let endpoint = crate::redact::uri_for_record(&o.endpoint);
+                let e = ix.config(reg, "telemetry.otlp.endpoint", endpoint.clone());
+                c.says(
+                    "Traces are exported over OTLP with GenAI/MCP attributes",
+                    format!(
+                        "A SERVER span per request and a CLIENT span per upstream call go to {}; inbound W3C traceparent is the parent and is passed to upstreams.",
+                        endpoint
+                    ),
+                    "",
+                )
+                .cites([e])
+                .pass(ix)
+            }
+            None => {
+                let e = ix.config(reg, "telemetry.otlp", "no OTLP exporter configured");
+                c.says(
+                    "No trace exporter: spans are not exported",
+                    "`telemetry.otlp` is not set, so no span leaves the process; a slow or failing hop can be found only from the audit log and metrics.",
+                    "End-to-end reconstruction across agent, gateway and upstream needs the traces.",
+                )
+                .cites([e])
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::Medium,
+                    Cause::Config,
+                    (
+                        "Export traces",
+                        "Set `telemetry.otlp.endpoint` to your collector's OTLP/HTTP endpoint.",
+                        "S",
+                    ),
+                )
+            }
+        });
 
     let b = ix.build(
-        "metrics",
-        "/metrics on the admin listener: requests, latency, tool calls, upstream results, fail-closed refusals by cause, approvals, switches, audit sinks",
-    );
+            "metrics",
+            "/metrics on the admin listener: requests, latency, tool calls, upstream results, fail-closed refusals by cause, approvals, switches, audit sinks",
+        );
     out.push(
-        Check::new("obs.metrics", 4)
-            .says(
-                "Prometheus metrics with closed-set labels on the admin listener",
-                "Refusals are counted by cause, so a fail-closed storm is visible; labels carry no identity, argument or secret.",
-                "",
-            )
-            .cites([b])
-            .pass(ix),
-    );
+            Check::new("obs.metrics", 4)
+                .says(
+                    "Prometheus metrics with closed-set labels on the admin listener",
+                    "Refusals are counted by cause, so a fail-closed storm is visible; labels carry no identity, argument or secret.",
+                    "",
+                )
+                .cites([b])
+                .pass(ix),
+        );
 }
 
 fn cost(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
     let ev = ix.per_server(reg, "timeout", |s| format!("{} s", s.timeout.as_secs_f64()));
     out.push(
-        Check::new("cost.routing", 5)
-            .says(
-                "Routing to upstreams is declarative and bounded in time",
-                format!(
-                    "{} upstream(s) named in config, each with a timeout after which the caller gets an error naming the server.",
-                    reg.servers.len()
-                ),
-                "",
-            )
-            .cites(ev)
-            .pass(ix),
-    );
+            Check::new("cost.routing", 5)
+                .says(
+                    "Routing to upstreams is declarative and bounded in time",
+                    format!(
+                        "{} upstream(s) named in config, each with a timeout after which the caller gets an error naming the server.",
+                        reg.servers.len()
+                    ),
+                    "",
+                )
+                .cites(ev)
+                .pass(ix),
+        );
 
     let w = writes(reg);
     let unlimited: Vec<&(String, String)> = w
@@ -1139,141 +1139,141 @@ fn cost(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
         ));
     }
     ev.push(ix.build(
-        "limits",
-        "per-tool rate limits (`tools.<name>.rate`, counted per process, refused with `rate_limited`); no per-identity limits, concurrency caps or budgets",
-    ));
+            "limits",
+            "per-tool rate limits (`tools.<name>.rate`, counted per process, refused with `rate_limited`); no per-identity limits, concurrency caps or budgets",
+        ));
     let c = Check::new("cost.limits", 5).cites(ev);
     out.push(match unlimited.is_empty() {
-        true => c
-            .says(
-                "Write tools are rate-limited; there are no per-identity budgets",
-                format!(
-                    "{} write/destructive tool(s), each with a per-tool rate limit counted in each gateway process. This build has no per-identity rate limits, concurrency caps or budget units.",
-                    w.len()
-                ),
-                "A looping agent is bounded per tool, but one caller can use the whole allowance and spend is not tracked.",
-            )
-            .gap(
-                ix,
-                Status::Partial,
-                Severity::Medium,
-                Likelihood::Medium,
-                Cause::Unbuilt,
-                (
-                    "Add per-identity limits and budgets",
-                    "Bound calls per identity level (rate, concurrency, budget units per period), shared across replicas, refusing with `rate_limited` or `budget_exceeded`.",
-                    "M",
-                ),
-            ),
-        false => c
-            .says(
-                format!("{} write/destructive tool(s) without a rate limit", unlimited.len()),
-                "These tools can be called as fast as a client sends; per-identity limits and budgets are not in this build either.",
-                "A looping agent can exhaust an upstream's quota or run up its bill, and nothing stops it but the kill switch.",
-            )
-            .gap(
-                ix,
-                Status::Absent,
-                Severity::High,
-                Likelihood::Medium,
-                Cause::Config,
-                (
-                    "Rate-limit every write tool",
-                    "Add `rate:` (e.g. `10/min`) to each write and destructive tool.",
-                    "S",
-                ),
-            ),
-    });
-}
-
-fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Finding>) {
-    let b = ix.build(
-        "authentication",
-        "every /mcp request needs an API key (stored hashed) or a verified OIDC token; no anonymous path",
-    );
-    out.push(
-        Check::new("id.no_anonymous", 6)
-            .says(
-                "Every MCP request carries a verified identity; there is no anonymous path",
-                "Keys are stored as hashes and revocable at once; sessions are bound to the caller that opened them.",
-                "",
-            )
-            .cites([b])
-            .pass(ix),
-    );
-
-    let issuers = &reg.access.oidc;
-    let c = Check::new("id.oidc", 6);
-    out.push(if issuers.is_empty() {
-        let e = ix.config(reg, "identity.oidc", "no OIDC issuer: identity is gateway-issued API keys only");
-        c.says(
-            "Identity is gateway-issued API keys only (no identity provider)",
-            "Callers are identified by long-lived API keys; there is no IdP-rooted identity, token lifetime or central revocation.",
-            "Who a key belongs to is only as good as the record kept when it was issued.",
-        )
-        .cites([e])
-        .gap(
-            ix,
-            Status::Partial,
-            Severity::Low,
-            Likelihood::Low,
-            Cause::Config,
-            (
-                "Root identity in your IdP",
-                "Add an `identity.oidc` issuer so callers present short-lived tokens whose claims map to org, team, user and agent.",
-                "M",
-            ),
-        )
-    } else {
-        let mut ev: Vec<String> = issuers
-            .iter()
-            .enumerate()
-            .map(|(i, o)| ix.config(reg, &format!("identity.oidc[{i}].issuer"), o.issuer.clone()))
-            .collect();
-        let mut failing = Vec::new();
-        match &probes.live {
-            Some(live) => {
-                for (issuer, o) in &live.oidc {
-                    ev.push(ix.probe(&format!("JWKS of {issuer}"), o));
-                    if !o.ok {
-                        failing.push(issuer.clone());
-                    }
-                }
-            }
-            None => ev.push(ix.not_run("JWKS of each issuer")),
-        }
-        let c = c.cites(ev);
-        match failing.is_empty() {
             true => c
                 .says(
-                    "Identity is rooted in OIDC: signed, expiring tokens verified against the issuer's keys",
+                    "Write tools are rate-limited; there are no per-identity budgets",
                     format!(
-                        "{} issuer(s); issuer, audience, expiry and algorithm are checked; claims map to identity levels.",
-                        issuers.len()
+                        "{} write/destructive tool(s), each with a per-tool rate limit counted in each gateway process. This build has no per-identity rate limits, concurrency caps or budget units.",
+                        w.len()
                     ),
-                    "",
-                )
-                .pass(ix),
-            false => c
-                .says(
-                    format!("Identity provider key set unreachable: {}", failing.join(", ")),
-                    "Tokens from these issuers cannot be verified now; their callers are refused (503).",
-                    "The gateway fails closed, so callers are locked out until the IdP answers.",
+                    "A looping agent is bounded per tool, but one caller can use the whole allowance and spend is not tracked.",
                 )
                 .gap(
                     ix,
                     Status::Partial,
-                    Severity::High,
-                    Likelihood::High,
-                    Cause::Probe,
+                    Severity::Medium,
+                    Likelihood::Medium,
+                    Cause::Unbuilt,
                     (
-                        "Restore the IdP connection",
-                        "Check the issuer's discovery document and JWKS from the gateway host.",
+                        "Add per-identity limits and budgets",
+                        "Bound calls per identity level (rate, concurrency, budget units per period), shared across replicas, refusing with `rate_limited` or `budget_exceeded`.",
+                        "M",
+                    ),
+                ),
+            false => c
+                .says(
+                    format!("{} write/destructive tool(s) without a rate limit", unlimited.len()),
+                    "These tools can be called as fast as a client sends; per-identity limits and budgets are not in this build either.",
+                    "A looping agent can exhaust an upstream's quota or run up its bill, and nothing stops it but the kill switch.",
+                )
+                .gap(
+                    ix,
+                    Status::Absent,
+                    Severity::High,
+                    Likelihood::Medium,
+                    Cause::Config,
+                    (
+                        "Rate-limit every write tool",
+                        "Add `rate:` (e.g. `10/min`) to each write and destructive tool.",
                         "S",
                     ),
                 ),
-        }
-    });
+        });
+}
+
+fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Finding>) {
+    let b = ix.build(
+            "authentication",
+            "every /mcp request needs an API key (stored hashed) or a verified OIDC token; no anonymous path",
+        );
+    out.push(
+            Check::new("id.no_anonymous", 6)
+                .says(
+                    "Every MCP request carries a verified identity; there is no anonymous path",
+                    "Keys are stored as hashes and revocable at once; sessions are bound to the caller that opened them.",
+                    "",
+                )
+                .cites([b])
+                .pass(ix),
+        );
+
+    let issuers = &reg.access.oidc;
+    let c = Check::new("id.oidc", 6);
+    out.push(if issuers.is_empty() {
+            let e = ix.config(reg, "identity.oidc", "no OIDC issuer: identity is gateway-issued API keys only");
+            c.says(
+                "Identity is gateway-issued API keys only (no identity provider)",
+                "Callers are identified by long-lived API keys; there is no IdP-rooted identity, token lifetime or central revocation.",
+                "Who a key belongs to is only as good as the record kept when it was issued.",
+            )
+            .cites([e])
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Low,
+                Likelihood::Low,
+                Cause::Config,
+                (
+                    "Root identity in your IdP",
+                    "Add an `identity.oidc` issuer so callers present short-lived tokens whose claims map to org, team, user and agent.",
+                    "M",
+                ),
+            )
+        } else {
+            let mut ev: Vec<String> = issuers
+                .iter()
+                .enumerate()
+                .map(|(i, o)| ix.config(reg, &format!("identity.oidc[{i}].issuer"), o.issuer.clone()))
+                .collect();
+            let mut failing = Vec::new();
+            match &probes.live {
+                Some(live) => {
+                    for (issuer, o) in &live.oidc {
+                        ev.push(ix.probe(&format!("JWKS of {issuer}"), o));
+                        if !o.ok {
+                            failing.push(issuer.clone());
+                        }
+                    }
+                }
+                None => ev.push(ix.not_run("JWKS of each issuer")),
+            }
+            let c = c.cites(ev);
+            match failing.is_empty() {
+                true => c
+                    .says(
+                        "Identity is rooted in OIDC: signed, expiring tokens verified against the issuer's keys",
+                        format!(
+                            "{} issuer(s); issuer, audience, expiry and algorithm are checked; claims map to identity levels.",
+                            issuers.len()
+                        ),
+                        "",
+                    )
+                    .pass(ix),
+                false => c
+                    .says(
+                        format!("Identity provider key set unreachable: {}", failing.join(", ")),
+                        "Tokens from these issuers cannot be verified now; their callers are refused (503).",
+                        "The gateway fails closed, so callers are locked out until the IdP answers.",
+                    )
+                    .gap(
+                        ix,
+                        Status::Partial,
+                        Severity::High,
+                        Likelihood::High,
+                        Cause::Probe,
+                        (
+                            "Restore the IdP connection",
+                            "Check the issuer's discovery document and JWKS from the gateway host.",
+                            "S",
+                        ),
+                    ),
+            }
+        });
 
     let c = Check::new("id.tenancy", 6);
     let required: Vec<&str> = Level::ALL
@@ -1290,34 +1290,34 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
         },
     );
     out.push(match reg.access.policy.requires(Level::Org) {
-        true => c
-            .says(
-                "Every caller must resolve to an org: tenants are separated at the decision",
-                format!("Required levels: {}.", required.join(", ")),
-                "",
-            )
-            .cites([e])
-            .pass(ix),
-        false => c
-            .says(
-                "No org level is required: tenant separation rests on each key's grants",
-                "A caller with no org is decided on its other levels; sessions are still bound to their caller and discovery equals permission.",
-                "A key issued without an org falls outside every tenant boundary.",
-            )
-            .cites([e])
-            .gap(
-                ix,
-                Status::Partial,
-                Severity::Low,
-                Likelihood::Low,
-                Cause::Config,
-                (
-                    "Require the org level",
-                    "Add `org` to `identity.require` so a caller without an org is refused.",
-                    "S",
+            true => c
+                .says(
+                    "Every caller must resolve to an org: tenants are separated at the decision",
+                    format!("Required levels: {}.", required.join(", ")),
+                    "",
+                )
+                .cites([e])
+                .pass(ix),
+            false => c
+                .says(
+                    "No org level is required: tenant separation rests on each key's grants",
+                    "A caller with no org is decided on its other levels; sessions are still bound to their caller and discovery equals permission.",
+                    "A key issued without an org falls outside every tenant boundary.",
+                )
+                .cites([e])
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Low,
+                    Likelihood::Low,
+                    Cause::Config,
+                    (
+                        "Require the org level",
+                        "Add `org` to `identity.require` so a caller without an org is refused.",
+                        "S",
+                    ),
                 ),
-            ),
-    });
+        });
 
     // The loader refuses secret-looking literals, so a loaded config holds references only.
     let refs = crate::secrets::references(reg);
@@ -1326,9 +1326,9 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
         .filter(|(_, r)| matches!(r, registry::SecretRef::Vault { .. }))
         .count();
     let mut ev = vec![ix.build(
-        "secret references",
-        "`env:`, `file:` and `vault:` (KV v2) references; string values that look like secrets (key prefixes, PEM blocks, bearer tokens, passwords in URLs, long random strings) are refused when the config loads, without repeating them",
-    )];
+            "secret references",
+            "`env:`, `file:` and `vault:` (KV v2) references; string values that look like secrets (key prefixes, PEM blocks, bearer tokens, passwords in URLs, long random strings) are refused when the config loads, without repeating them",
+        )];
     ev.push(ix.file(
         reg,
         format!(
@@ -1342,53 +1342,53 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
         ev.push(ix.config(reg, path, format!("reference `{r}`")));
     }
     out.push(
-        Check::new("id.secrets", 6)
-            .says(
-                "Secrets are held by reference only; inline secrets are refused at load",
-                format!(
-                    "{} secret reference(s) in this config; none is a literal. Secrets are read when needed (at start, and at each upstream connection) and never written to logs, errors or the audit log.",
-                    refs.len()
-                ),
-                "A leaked config file leaks no credential, and rotation needs no config change.",
-            )
-            .cites(ev)
-            .pass(ix),
-    );
+            Check::new("id.secrets", 6)
+                .says(
+                    "Secrets are held by reference only; inline secrets are refused at load",
+                    format!(
+                        "{} secret reference(s) in this config; none is a literal. Secrets are read when needed (at start, and at each upstream connection) and never written to logs, errors or the audit log.",
+                        refs.len()
+                    ),
+                    "A leaked config file leaks no credential, and rotation needs no config change.",
+                )
+                .cites(ev)
+                .pass(ix),
+        );
 
     let c = Check::new("id.redaction_key", 6);
     out.push(match &reg.settings.audit.redact_key {
-        Some(_) => {
-            let e = ix.config(reg, "audit.redact_key", "by reference");
-            c.says(
-                "Audit redaction is keyed by a secret held outside the store",
-                "Redacted values are replaced by an HMAC under a key passed by reference.",
-                "",
-            )
-            .cites([e])
-            .pass(ix)
-        }
-        None => {
-            let e = ix.config(reg, "audit.redact_key", "a random key kept in the store");
-            c.says(
-                "The audit redaction key is kept in the store",
-                "Redacted values are HMACs under a random key kept in the store: whoever can read the store and the log can test guesses of a redacted value.",
-                "Redaction should not be undone by one stolen database file.",
-            )
-            .cites([e])
-            .gap(
-                ix,
-                Status::Partial,
-                Severity::Low,
-                Likelihood::Low,
-                Cause::Config,
-                (
-                    "Pass the redaction key by reference",
-                    "Set `audit.redact_key: env:NAME` (or `file:/path`) with at least 32 random bytes.",
-                    "S",
-                ),
-            )
-        }
-    });
+            Some(_) => {
+                let e = ix.config(reg, "audit.redact_key", "by reference");
+                c.says(
+                    "Audit redaction is keyed by a secret held outside the store",
+                    "Redacted values are replaced by an HMAC under a key passed by reference.",
+                    "",
+                )
+                .cites([e])
+                .pass(ix)
+            }
+            None => {
+                let e = ix.config(reg, "audit.redact_key", "a random key kept in the store");
+                c.says(
+                    "The audit redaction key is kept in the store",
+                    "Redacted values are HMACs under a random key kept in the store: whoever can read the store and the log can test guesses of a redacted value.",
+                    "Redaction should not be undone by one stolen database file.",
+                )
+                .cites([e])
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Low,
+                    Likelihood::Low,
+                    Cause::Config,
+                    (
+                        "Pass the redaction key by reference",
+                        "Set `audit.redact_key: env:NAME` (or `file:/path`) with at least 32 random bytes.",
+                        "S",
+                    ),
+                )
+            }
+        });
 
     let upstream: Vec<&registry::Server> = reg
         .servers
@@ -1396,80 +1396,80 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
         .filter(|s| !matches!(s.source, ServerSource::Builtin(_)))
         .collect();
     let b = ix.build(
-        "upstream credentials",
-        "the caller's credential is never forwarded; no token exchange (RFC 8693) or per-upstream credential",
-    );
+            "upstream credentials",
+            "the caller's credential is never forwarded; no token exchange (RFC 8693) or per-upstream credential",
+        );
     let c = Check::new("id.token_exchange", 6);
     out.push(match upstream.is_empty() {
-        true => c
-            .says(
-                "Caller tokens never leave the gateway; built-in upstreams need no credential",
-                "Only built-in upstreams are configured.",
-                "",
-            )
-            .cites([b])
-            .pass(ix),
-        false => {
-            let mut ev = vec![b];
-            ev.extend(upstream.iter().map(|s| {
-                ix.config(reg, &format!("servers.{}", s.name), "no credentials configured")
-            }));
-            c.says(
-                "Upstreams get no per-caller credential (no token exchange)",
-                format!(
-                    "The caller's token is never passed on, but {} upstream(s) are reached without a credential minted for the call, so they cannot narrow access per caller.",
-                    upstream.len()
-                ),
-                "Upstream access is whatever the upstream grants the gateway's network position.",
-            )
-            .cites(ev)
-            .gap(
-                ix,
-                Status::Partial,
-                Severity::Medium,
-                Likelihood::Low,
-                Cause::Unbuilt,
-                (
-                    "Mint credentials per upstream",
-                    "Exchange the caller's identity for an audience- and scope-bound upstream token (RFC 8693), with secrets by reference.",
-                    "L",
-                ),
-            )
-        }
-    });
+            true => c
+                .says(
+                    "Caller tokens never leave the gateway; built-in upstreams need no credential",
+                    "Only built-in upstreams are configured.",
+                    "",
+                )
+                .cites([b])
+                .pass(ix),
+            false => {
+                let mut ev = vec![b];
+                ev.extend(upstream.iter().map(|s| {
+                    ix.config(reg, &format!("servers.{}", s.name), "no credentials configured")
+                }));
+                c.says(
+                    "Upstreams get no per-caller credential (no token exchange)",
+                    format!(
+                        "The caller's token is never passed on, but {} upstream(s) are reached without a credential minted for the call, so they cannot narrow access per caller.",
+                        upstream.len()
+                    ),
+                    "Upstream access is whatever the upstream grants the gateway's network position.",
+                )
+                .cites(ev)
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::Low,
+                    Cause::Unbuilt,
+                    (
+                        "Mint credentials per upstream",
+                        "Exchange the caller's identity for an audience- and scope-bound upstream token (RFC 8693), with secrets by reference.",
+                        "L",
+                    ),
+                )
+            }
+        });
 
     let admin = reg.settings.admin_listen;
     let c = Check::new("id.admin_listener", 6);
     let e = ix.config(reg, "admin_listen", admin.to_string());
     out.push(match public(admin.ip()) {
-        false => c
-            .says(
-                "The admin listener is bound to loopback",
-                format!("Admin API and UI on {admin}, reachable from this host only."),
-                "",
-            )
-            .cites([e])
-            .pass(ix),
-        true => c
-            .says(
-                format!("The admin listener is on a network address ({admin})"),
-                "The admin API and UI (kill switch, approvals, keys, audit export) are served over plain HTTP to the network.",
-                "Operator credentials and session cookies cross the network in cleartext, and the admin surface is exposed to anyone who can reach the port.",
-            )
-            .cites([e])
-            .gap(
-                ix,
-                Status::Absent,
-                Severity::High,
-                Likelihood::Medium,
-                Cause::Config,
-                (
-                    "Keep the admin listener on loopback",
-                    "Set `admin_listen: 127.0.0.1:<port>` and reach it through an SSH tunnel or a TLS-terminating proxy with its own access control.",
-                    "S",
+            false => c
+                .says(
+                    "The admin listener is bound to loopback",
+                    format!("Admin API and UI on {admin}, reachable from this host only."),
+                    "",
+                )
+                .cites([e])
+                .pass(ix),
+            true => c
+                .says(
+                    format!("The admin listener is on a network address ({admin})"),
+                    "The admin API and UI (kill switch, approvals, keys, audit export) are served over plain HTTP to the network.",
+                    "Operator credentials and session cookies cross the network in cleartext, and the admin surface is exposed to anyone who can reach the port.",
+                )
+                .cites([e])
+                .gap(
+                    ix,
+                    Status::Absent,
+                    Severity::High,
+                    Likelihood::Medium,
+                    Cause::Config,
+                    (
+                        "Keep the admin listener on loopback",
+                        "Set `admin_listen: 127.0.0.1:<port>` and reach it through an SSH tunnel or a TLS-terminating proxy with its own access control.",
+                        "S",
+                    ),
                 ),
-            ),
-    });
+        });
 
     let listen = reg.settings.listen;
     let https = reg
@@ -1493,8 +1493,8 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
     let mut ev = Vec::new();
     if public(listen.ip()) && !https {
         problems.push(format!(
-            "the MCP listener is on {listen} and the public URL is not https: keys and tokens cross the network in cleartext unless TLS is terminated in front"
-        ));
+                "the MCP listener is on {listen} and the public URL is not https: keys and tokens cross the network in cleartext unless TLS is terminated in front"
+            ));
         ev.push(ix.config(reg, "listen", listen.to_string()));
         ev.push(
             ix.config(
@@ -1515,47 +1515,47 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
     }
     let c = Check::new("id.transport", 6);
     out.push(match problems.is_empty() {
-        true => {
-            let mut ev = vec![ix.config(reg, "listen", listen.to_string())];
-            let found = match public(listen.ip()) {
-                false => "The MCP listener is on loopback; upstreams off this host are reached over https.",
-                true => {
-                    ev.push(ix.config(
-                        reg,
-                        "public_url",
-                        reg.settings
-                            .public_url
-                            .as_deref()
-                            .map(crate::redact::uri_for_record)
-                            .unwrap_or_default(),
-                    ));
-                    "The MCP listener is on the network behind an https public URL (TLS is terminated in front of the gateway; the gateway cannot see that it is); upstreams off this host are reached over https."
-                }
-            };
-            c.says("No credential crosses the network in cleartext", found, "")
+            true => {
+                let mut ev = vec![ix.config(reg, "listen", listen.to_string())];
+                let found = match public(listen.ip()) {
+                    false => "The MCP listener is on loopback; upstreams off this host are reached over https.",
+                    true => {
+                        ev.push(ix.config(
+                            reg,
+                            "public_url",
+                            reg.settings
+                                .public_url
+                                .as_deref()
+                                .map(crate::redact::uri_for_record)
+                                .unwrap_or_default(),
+                        ));
+                        "The MCP listener is on the network behind an https public URL (TLS is terminated in front of the gateway; the gateway cannot see that it is); upstreams off this host are reached over https."
+                    }
+                };
+                c.says("No credential crosses the network in cleartext", found, "")
+                    .cites(ev)
+                    .pass(ix)
+            }
+            false => c
+                .says(
+                    "Credentials or calls cross the network in cleartext",
+                    problems.join("; ") + ".",
+                    "Anyone on the path can read keys, tokens and tool arguments.",
+                )
                 .cites(ev)
-                .pass(ix)
-        }
-        false => c
-            .says(
-                "Credentials or calls cross the network in cleartext",
-                problems.join("; ") + ".",
-                "Anyone on the path can read keys, tokens and tool arguments.",
-            )
-            .cites(ev)
-            .gap(
-                ix,
-                Status::Partial,
-                Severity::High,
-                Likelihood::Medium,
-                Cause::Config,
-                (
-                    "Use TLS on every network hop",
-                    "Terminate TLS in front of the gateway and set an https `public_url`; use https upstream URLs off this host.",
-                    "S",
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::High,
+                    Likelihood::Medium,
+                    Cause::Config,
+                    (
+                        "Use TLS on every network hop",
+                        "Terminate TLS in front of the gateway and set an https `public_url`; use https upstream URLs off this host.",
+                        "S",
+                    ),
                 ),
-            ),
-    });
+        });
 
     let http: Vec<&registry::Server> = reg
         .servers
@@ -1566,9 +1566,9 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
         let private: Vec<&registry::Server> =
             http.iter().copied().filter(|s| s.allow_private).collect();
         let mut ev = vec![ix.build(
-            "upstream addresses",
-            "every address an upstream host resolves to is checked (loopback, private, link-local/metadata, IPv4 inside IPv6) and the connection is pinned to the checked addresses; redirects are not followed",
-        )];
+                "upstream addresses",
+                "every address an upstream host resolves to is checked (loopback, private, link-local/metadata, IPv4 inside IPv6) and the connection is pinned to the checked addresses; redirects are not followed",
+            )];
         for s in &private {
             ev.push(ix.config(
                 reg,
@@ -1578,37 +1578,37 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
         }
         let c = Check::new("id.ssrf", 6).cites(ev);
         out.push(match private.is_empty() {
-            true => c
-                .says(
-                    "Upstream addresses are guarded against private and metadata ranges",
-                    format!(
-                        "{} HTTP upstream(s), none allowed to reach private addresses.",
-                        http.len()
+                true => c
+                    .says(
+                        "Upstream addresses are guarded against private and metadata ranges",
+                        format!(
+                            "{} HTTP upstream(s), none allowed to reach private addresses.",
+                            http.len()
+                        ),
+                        "A config change or a DNS answer cannot point the gateway at internal services.",
+                    )
+                    .pass(ix),
+                false => c
+                    .says(
+                        format!(
+                            "Private addresses allowed for: {}",
+                            private.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                        "These servers may name or resolve to loopback, private or link-local addresses (the guard is off for them by config).",
+                        "If such a server's name is hijacked, the gateway can be steered at internal services.",
+                    )
+                    .gap(
+                        ix,
+                        Status::Partial,
+                        Severity::Low,
+                        Likelihood::Low,
+                        Cause::Config,
+                        (
+                            "Keep private upstreams deliberate",
+                            "Remove `allow_private` where the upstream is public; keep it only for servers that really live on a private network.",
+                            "S",
+                        ),
                     ),
-                    "A config change or a DNS answer cannot point the gateway at internal services.",
-                )
-                .pass(ix),
-            false => c
-                .says(
-                    format!(
-                        "Private addresses allowed for: {}",
-                        private.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                    "These servers may name or resolve to loopback, private or link-local addresses (the guard is off for them by config).",
-                    "If such a server's name is hijacked, the gateway can be steered at internal services.",
-                )
-                .gap(
-                    ix,
-                    Status::Partial,
-                    Severity::Low,
-                    Likelihood::Low,
-                    Cause::Config,
-                    (
-                        "Keep private upstreams deliberate",
-                        "Remove `allow_private` where the upstream is public; keep it only for servers that really live on a private network.",
-                        "S",
-                    ),
-                ),
         });
     }
 }
