@@ -6,7 +6,10 @@
 
 use serde_json::{Value, json};
 
-use crate::{Integrity, SecretRef, hidden_characters, hidden_in_definition, load_str, tool_pin};
+use crate::{
+    Integrity, SecretRef, hidden_characters, hidden_in_definition, instructions_in_definition,
+    load_str, normal_uri, secret_spans, tool_pin,
+};
 
 /// A tool definition as an upstream sends it (untrusted JSON): its pin and the hidden-character
 /// scan.
@@ -118,6 +121,37 @@ pub fn reference(data: &[u8]) {
                 .iter()
                 .any(|p| text.starts_with(p))
         );
+    }
+}
+
+/// Text from callers and upstreams (argument strings, resource URIs, tool descriptions): the
+/// secret spans lie in order on character boundaries and hiding them leaves no detectable
+/// secret behind; a URI in normal form has no dot segment and no encoded separator; the
+/// instruction scan never panics and is case-blind.
+pub fn untrusted_text(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let spans = secret_spans(&text);
+    let mut end = 0;
+    for r in &spans {
+        assert!(
+            r.start >= end && r.start < r.end && r.end <= text.len(),
+            "{r:?}"
+        );
+        assert!(text.is_char_boundary(r.start) && text.is_char_boundary(r.end));
+        end = r.end;
+    }
+    if normal_uri(&text) {
+        let path = text.split(['?', '#']).next().unwrap_or_default();
+        assert!(!path.split('/').any(|s| s == "." || s == ".."), "{text}");
+        let lower = text.to_ascii_lowercase();
+        for bad in ["%2e", "%2f", "%5c", "%25", "\\"] {
+            assert!(!lower.contains(bad), "{text}");
+        }
+    }
+    let def = json!({ "name": "t", "description": text });
+    let upper = json!({ "name": "t", "description": text.to_uppercase() });
+    if instructions_in_definition(&def).is_some() && text.is_ascii() {
+        assert!(instructions_in_definition(&upper).is_some(), "{text}");
     }
 }
 

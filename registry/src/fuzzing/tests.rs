@@ -39,3 +39,10 @@ fn config_corpus() {
         super::config(&data);
     }
 }
+
+#[test]
+fn untrusted_text_corpus() {
+    for (_name, data) in corpus("untrusted_text") {
+        super::untrusted_text(&data);
+    }
+}

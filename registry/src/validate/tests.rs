@@ -321,3 +321,60 @@ fn resource_patterns_match_only_uris_in_normal_form() {
         assert!(!notes.allows_resource(escape), "{escape}");
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use crate::{normal_uri, secret_spans};
+
+    fn escape() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            Just(".."),
+            Just("."),
+            Just("%2e%2e"),
+            Just("%2E."),
+            Just("..%2f"),
+            Just("a%2Fb"),
+            Just("%252e%252e"),
+            Just("..\\x"),
+        ]
+    }
+
+    proptest! {
+        /// Wherever a dot segment or an encoded separator stands in a URI, it is not in normal
+        /// form, so no prefix pattern can match it.
+        #[test]
+        fn a_dot_segment_or_encoded_separator_is_never_normal(
+            scheme in "[a-z]{1,8}",
+            segments in proptest::collection::vec("[a-z0-9]{1,6}", 0..4),
+            at in 0usize..5,
+            bad in escape(),
+        ) {
+            let mut parts = segments.clone();
+            parts.insert(at.min(parts.len()), bad.to_string());
+            let uri = format!("{scheme}://{}", parts.join("/"));
+            prop_assert!(!normal_uri(&uri), "{}", uri);
+            let plain = format!("{scheme}://{}", segments.join("/"));
+            prop_assert!(normal_uri(&plain), "{}", plain);
+        }
+
+        /// A value assigned to a password in text is covered by a secret span, whatever the
+        /// words around it, the name's case, or the separator.
+        #[test]
+        fn an_assigned_password_is_always_covered(
+            before in "[a-z ]{0,20}",
+            after in "[a-z ]{0,20}",
+            name in prop_oneof![Just("password"), Just("Pwd"), Just("PASS"), Just("client_secret")],
+            sep in prop_oneof![Just("="), Just(": "), Just(" = ")],
+            value in "[A-Za-z0-9!#%]{1,24}",
+        ) {
+            let text = format!("{before} {name}{sep}{value} {after}");
+            let at = text.find(&format!("{sep}{value}")).unwrap() + sep.len();
+            let spans = secret_spans(&text);
+            prop_assert!(
+                spans.iter().any(|r| r.start <= at && r.end >= at + value.len()),
+                "{} {:?}", text, spans
+            );
+        }
+    }
+}
