@@ -269,19 +269,42 @@ fn permission_model(reg: &Registry, server: &Server) -> DimensionScore {
 
 fn error_recovery(reg: &Registry, server: &Server) -> DimensionScore {
     let timeout = child(&base(server), "timeout");
+    let tools = child(&base(server), "tools");
     let w = writes(server);
-    let (score, why) = match w.is_empty() {
-        true => (
+    let unlimited: Vec<&str> = w
+        .iter()
+        .copied()
+        .filter(|t| server.tools.get(*t).is_some_and(|e| e.rate.is_none()))
+        .collect();
+    let mut evidence = vec![cite(reg, &timeout), cite(reg, &tools)];
+    let (score, why) = match (w.is_empty(), unlimited.is_empty()) {
+        (true, _) => (
             2,
             format!(
                 "read tools only, so retries are safe; upstream failures answer with an error naming the server after {} s",
                 server.timeout.as_secs()
             ),
         ),
-        false => (
+        (false, true) => {
+            evidence.extend(
+                w.iter()
+                    .map(|t| cite(reg, &child(&child(&tools, t), "rate"))),
+            );
+            (
+                2,
+                format!(
+                    "{} write/destructive tool(s), each rate-limited (`rate`), so a client retrying after a failure is bounded; upstream failures answer with an error naming the server after {} s",
+                    w.len(),
+                    server.timeout.as_secs()
+                ),
+            )
+        }
+        (false, false) => (
             1,
             format!(
-                "{} write/destructive tool(s) and no rate limit to bound retries; whether a repeated call is safe is unknown",
+                "no rate limit bounds retries of {} ({} of {} write/destructive tool(s)); whether a repeated call is safe is unknown",
+                unlimited.join(", "),
+                unlimited.len(),
                 w.len()
             ),
         ),
@@ -291,10 +314,7 @@ fn error_recovery(reg: &Registry, server: &Server) -> DimensionScore {
         title: "Error recovery",
         score,
         why,
-        evidence: vec![
-            cite(reg, &timeout),
-            cite(reg, &child(&base(server), "tools")),
-        ],
+        evidence,
     }
 }
 
@@ -376,19 +396,60 @@ fn maintainer(reg: &Registry, server: &Server) -> DimensionScore {
             "built into the gateway binary: its version is the gateway's".to_owned(),
             child(&b, "builtin"),
         ),
-        ServerSource::Command(c) => (
-            0,
-            format!(
-                "`{}` is launched by path with no version or digest pin: whatever is at that path runs",
-                c.program
+        ServerSource::Command(c) => match &c.artifact {
+            crate::Artifact::Npm { .. } | crate::Artifact::Pypi { .. } => (
+                3,
+                format!(
+                    "`{}` runs at an exact version from its published artifact, whose digest is checked before every spawn",
+                    c.artifact.describe()
+                ),
+                child(&b, "command"),
             ),
-            child(&b, "command"),
-        ),
-        ServerSource::Http { .. } => (
-            1,
-            "reached by URL only: its tool definitions are not fingerprinted, so a changed definition is not caught".to_owned(),
-            child(&b, "url"),
-        ),
+            crate::Artifact::Local { .. } => (
+                2,
+                format!(
+                    "`{}` is pinned by the digest of its file, checked before every spawn; where it came from is not recorded",
+                    c.program
+                ),
+                child(&b, "command"),
+            ),
+            crate::Artifact::Unpinned { .. } => (
+                0,
+                format!(
+                    "`{}` is launched by path with no version or digest pin: whatever is at that path runs",
+                    c.program
+                ),
+                child(&b, "command"),
+            ),
+        },
+        ServerSource::Http { .. } => {
+            let unpinned: Vec<&str> = server
+                .tools
+                .keys()
+                .filter(|t| server.pins.as_ref().is_none_or(|p| !p.contains_key(*t)))
+                .map(String::as_str)
+                .collect();
+            match (server.pins.is_some(), unpinned.is_empty()) {
+                (true, true) => (
+                    2,
+                    "each allowlisted tool's definition is fingerprinted (`pin`): a changed definition is quarantined until re-pinned; the upstream's own release process is not visible from here".to_owned(),
+                    child(&b, "pin"),
+                ),
+                (true, false) => (
+                    1,
+                    format!(
+                        "tool(s) {} are not fingerprinted, so a change to them is not caught (they stay hidden until pinned)",
+                        unpinned.join(", ")
+                    ),
+                    child(&b, "pin"),
+                ),
+                (false, _) => (
+                    1,
+                    "reached by URL only: its tool definitions are not fingerprinted, so a changed definition is not caught".to_owned(),
+                    child(&b, "url"),
+                ),
+            }
+        }
     };
     DimensionScore {
         key: "maintainer_reliability",

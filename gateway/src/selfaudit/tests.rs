@@ -130,8 +130,9 @@ async fn a_clean_production_config_has_no_false_findings() {
     assert_eq!(r.checklist.score, 20);
     assert_eq!(r.checklist.band, "production_candidate");
     let gate = &r.servers[0];
-    assert_eq!((gate.server.as_str(), gate.score), ("notes", 13));
-    assert_eq!(gate.gate, "read_only");
+    // Its write tool is rate-limited and held for approval.
+    assert_eq!((gate.server.as_str(), gate.score), ("notes", 14));
+    assert_eq!(gate.gate, "writes_with_approval");
 }
 
 #[tokio::test]

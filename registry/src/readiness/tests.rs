@@ -113,3 +113,51 @@ fn a_default_grant_whose_deny_covers_the_writes_is_not_broad() {
     )[0];
     assert_eq!(dim(r, "permission_model").score, 2, "{r:#?}");
 }
+
+#[test]
+fn rate_limited_writes_bound_retries() {
+    let text = "servers:\n  notes:\n    builtin: notes\n    tools:\n      search_notes: { class: read }\n      create_note: { class: write, rate: 10/min }\n      delete_note: { class: destructive, rate: 5/min }\n";
+    let r = &score(text)[0];
+    let e = dim(r, "error_recovery");
+    assert_eq!(e.score, 2, "{e:#?}");
+    assert!(e.why.contains("each rate-limited"), "{}", e.why);
+    assert!(
+        e.evidence
+            .iter()
+            .any(|c| c.path == "servers.notes.tools.delete_note.rate" && c.location.line == 7),
+        "{e:#?}"
+    );
+    // One write without a rate is named, and the score stays 1.
+    let partly = text.replace(", rate: 5/min", "");
+    let e = dim(&score(&partly)[0], "error_recovery").clone();
+    assert_eq!(e.score, 1);
+    assert!(
+        e.why.contains("delete_note") && !e.why.contains("create_note"),
+        "{}",
+        e.why
+    );
+}
+
+#[test]
+fn pinned_http_and_stdio_servers_are_credited_for_their_pins() {
+    let http = format!(
+        "servers:\n  web:\n    url: https://tools.example.com/mcp\n    tools:\n      fetch_page: {{ class: read }}\n    pin:\n      fetch_page: \"sha256:{}\"\n",
+        "ab".repeat(32)
+    );
+    let m = dim(&score(&http)[0], "maintainer_reliability").clone();
+    assert_eq!(m.score, 2, "{m:#?}");
+    assert!(m.why.contains("fingerprinted"), "{}", m.why);
+    assert!(!m.why.contains("not fingerprinted"), "{}", m.why);
+    assert_eq!(m.evidence[0].path, "servers.web.pin");
+    let npm = "servers:\n  memory:\n    command:\n      package: \"npm:@modelcontextprotocol/server-memory@2026.8.31\"\n      integrity: \"sha512-ljj/3S4aGjxdNSQWw6gucKKGnTLdBPWxzapyY/MT2tOVyZwvxChvevXSLPwx59nKJAlVpUVW+cOlnVRXRwiqMQ==\"\n    tools:\n      read_graph: { class: read }\n";
+    let r = &score(npm)[0];
+    let m = dim(r, "maintainer_reliability");
+    assert_eq!(m.score, 3, "{m:#?}");
+    assert!(!m.why.contains("no version or digest"), "{}", m.why);
+    assert_ne!(r.gate, Gate::Block, "{r:#?}");
+    let local = format!(
+        "servers:\n  files:\n    command: {{ program: /usr/bin/files-mcp, integrity: \"sha256:{}\" }}\n    tools:\n      read_file: {{ class: read }}\n",
+        "cd".repeat(32)
+    );
+    assert_eq!(dim(&score(&local)[0], "maintainer_reliability").score, 2);
+}
