@@ -1397,7 +1397,7 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
         .collect();
     let b = ix.build(
             "upstream credentials",
-            "the caller's credential is never forwarded; no token exchange (RFC 8693) or per-upstream credential",
+            "the caller's credential is never forwarded; an upstream may get a static secret by reference (`credentials.bearer`, `credentials.headers`), the same for every caller; no token exchange (RFC 8693)",
         );
     let c = Check::new("id.token_exchange", 6);
     out.push(match upstream.is_empty() {
@@ -1411,14 +1411,36 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
                 .pass(ix),
             false => {
                 let mut ev = vec![b];
+                let mut with_secret = 0;
                 ev.extend(upstream.iter().map(|s| {
-                    ix.config(reg, &format!("servers.{}", s.name), "no credentials configured")
+                    if s.credentials.is_empty() {
+                        return ix.config(
+                            reg,
+                            &format!("servers.{}", s.name),
+                            "no credential: the upstream is reached with none",
+                        );
+                    }
+                    with_secret += 1;
+                    let headers: Vec<String> = s
+                        .credentials
+                        .iter()
+                        .map(|c| format!("`{}` from `{}`", c.header, c.secret))
+                        .collect();
+                    ix.config(
+                        reg,
+                        &format!("servers.{}.credentials", s.name),
+                        format!(
+                            "a static secret by reference ({}), the same for every caller",
+                            headers.join(", ")
+                        ),
+                    )
                 }));
                 c.says(
                     "Upstreams get no per-caller credential (no token exchange)",
                     format!(
-                        "The caller's token is never passed on, but {} upstream(s) are reached without a credential minted for the call, so they cannot narrow access per caller.",
-                        upstream.len()
+                        "The caller's token is never passed on. Of {} upstream(s), {with_secret} get a static secret by reference and {} none; none gets a credential minted for the call, so no upstream can narrow access per caller.",
+                        upstream.len(),
+                        upstream.len() - with_secret
                     ),
                     "Upstream access is whatever the upstream grants the gateway's network position.",
                 )

@@ -612,3 +612,32 @@ async fn shell_syntax_in_a_stdio_argument_fails_the_ci_gate_and_is_cited() {
         "{cites}"
     );
 }
+
+#[tokio::test]
+async fn a_static_upstream_secret_is_reported_as_one_and_apart_from_none() {
+    let text = CLEAN.replace(
+        "  notes:\n    builtin: notes\n",
+        &format!(
+            "  web:\n    url: https://tools.example.com/mcp\n    credentials: {{ bearer: env:WEB_TOKEN }}\n    tools: {{ fetch_page: {{ class: read }} }}\n    pin: {{ fetch_page: \"sha256:{p}\" }}\n  bare:\n    url: https://bare.example.com/mcp\n    tools: {{ list_items: {{ class: read }} }}\n    pin: {{ list_items: \"sha256:{p}\" }}\n  notes:\n    builtin: notes\n",
+            p = "ab".repeat(32)
+        ),
+    );
+    let r = audit_of(&text).await;
+    let cites = cited(&r, "id.token_exchange").join("\n");
+    assert!(
+        cites.contains("servers.web.credentials")
+            && cites
+                .contains("a static secret by reference (`authorization` from `env:WEB_TOKEN`)"),
+        "{cites}"
+    );
+    assert!(
+        cites.contains("no credential: the upstream is reached with none"),
+        "{cites}"
+    );
+    assert!(!cites.contains("no credentials configured"), "{cites}");
+    let found = &finding(&r, "id.token_exchange").found;
+    assert!(
+        found.contains("1 get a static secret by reference and 1 none"),
+        "{found}"
+    );
+}
