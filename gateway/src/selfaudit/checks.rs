@@ -1859,6 +1859,63 @@ pub(crate) fn checklist(findings: &[Finding]) -> Checklist {
         why: why.to_owned(),
         findings: ids.iter().copied().filter(|id| get(id).is_some()).collect(),
     };
+    let approval = match get("rbac.approvals") {
+        Some(Status::Pass) => 2,
+        _ if status_of(findings, "rbac.approvals")
+            .is_some_and(|f| f.severity == Severity::Medium) =>
+        {
+            1
+        }
+        _ => 0,
+    };
+    let audit = match (pass("fail.audit"), pass("obs.audit_sinks")) {
+        (true, true) => 2,
+        (false, _) if absent("fail.audit") => 0,
+        _ => 1,
+    };
+    let tenancy = if pass("id.tenancy") { 2 } else { 1 };
+    let secrets = if absent("id.secrets") {
+        0
+    } else if pass("id.secrets") && pass("id.redaction_key") {
+        2
+    } else {
+        1
+    };
+    let injection = if pass("rbac.approvals") && pass("rbac.generic_tools") {
+        2
+    } else {
+        1
+    };
+    let poisoning = if pass("onboard.fingerprints")
+        && pass("onboard.stdio_pinning")
+        && get("onboard.tool_text").is_none()
+    {
+        2
+    } else {
+        1
+    };
+    let fail_closed = if probe_failed {
+        0
+    } else if [
+        "fail.store_error",
+        "fail.faulted_level",
+        "fail.panic",
+        "fail.audit",
+        "fail.kill_lease",
+    ]
+    .iter()
+    .all(|id| pass(id))
+    {
+        2
+    } else {
+        1
+    };
+    // The sentence for the score the area got: never a control's full description when it is off.
+    let says = |score: u8, full: &'static str, part: &'static str, none: &'static str| match score {
+        2 => full,
+        1 => part,
+        _ => none,
+    };
     let areas = vec![
         area(
             "authentication",
@@ -1905,95 +1962,90 @@ pub(crate) fn checklist(findings: &[Finding]) -> Checklist {
         area(
             "tool_approval",
             "Tool approval",
-            match get("rbac.approvals") {
-                Some(Status::Pass) => 2,
-                _ if status_of(findings, "rbac.approvals")
-                    .is_some_and(|f| f.severity == Severity::Medium) =>
-                {
-                    1
-                }
-                _ => 0,
-            },
-            "whether write and destructive tools wait for a human, bound to the arguments, with a kill switch for emergencies",
+            approval,
+            says(
+                approval,
+                "write and destructive tools wait for a human, bound to the arguments, with a kill switch for emergencies",
+                "only some state-changing tools wait for a human (destructive ones, say); the rest run on the model's word, with a kill switch for emergencies",
+                "no tool waits for a human: state changes run on the model's word; only the kill switch stops them",
+            ),
             &["rbac.approvals", "ops.kill_switch"],
         ),
         area(
             "audit_logs",
             "Audit logs",
-            match (pass("fail.audit"), pass("obs.audit_sinks")) {
-                (true, true) => 2,
-                (false, _) if absent("fail.audit") => 0,
-                _ => 1,
-            },
-            "every decision recorded before it acts, in required, synced, hash-chained sinks with an export",
+            audit,
+            says(
+                audit,
+                "every decision recorded before it acts, in required, synced, hash-chained sinks with an export",
+                "decisions are recorded before they act, but a sink is not required or not synced, so a record can be lost",
+                "the audit log cannot be shown to record a decision before it acts",
+            ),
             &["fail.audit", "obs.audit_sinks"],
         ),
         area(
             "tenant_isolation",
             "Tenant isolation",
-            if pass("id.tenancy") { 2 } else { 1 },
-            "discovery equals permission and sessions are bound to their caller; an org level is required for a tenant boundary",
+            tenancy,
+            says(
+                tenancy,
+                "discovery equals permission, sessions are bound to their caller, and an org level is required: a tenant boundary",
+                "discovery equals permission and sessions are bound to their caller, but no org level is required, so there is no tenant boundary",
+                "",
+            ),
             &["id.tenancy"],
         ),
         area(
             "secret_handling",
             "Secret handling",
-            if absent("id.secrets") {
-                0
-            } else if pass("id.secrets") && pass("id.redaction_key") {
-                2
-            } else {
-                1
-            },
-            "no inline secrets, refused at load, secrets by reference, redaction keyed outside the store",
+            secrets,
+            says(
+                secrets,
+                "no inline secrets, refused at load, secrets by reference, redaction keyed outside the store",
+                "secrets by reference and none inline, but the redaction key is kept in the store beside what it protects",
+                "a secret is written in the config",
+            ),
             &["id.secrets", "id.redaction_key"],
         ),
         area(
             "prompt_injection",
             "Prompt injection",
-            if pass("rbac.approvals") && pass("rbac.generic_tools") {
-                2
-            } else {
-                1
-            },
-            "the model never decides: allowlists, gateway-side grants, upstream annotations untrusted, and human approval for state changes",
+            injection,
+            says(
+                injection,
+                "the model never decides: allowlists, gateway-side grants, upstream annotations untrusted, and human approval for state changes",
+                "the model never decides what is allowed (allowlists, gateway-side grants, upstream annotations untrusted), but a state change needs no human, or a generic tool takes whatever the model writes",
+                "",
+            ),
             &["rbac.intersection", "rbac.approvals", "rbac.generic_tools"],
         ),
         area(
             "tool_poisoning",
             "Tool poisoning",
-            if pass("onboard.fingerprints") && pass("onboard.stdio_pinning") {
-                2
-            } else {
-                1
-            },
-            "tool names allowlisted; definitions fingerprinted and packages pinned by digest",
+            poisoning,
+            says(
+                poisoning,
+                "tool names allowlisted; definitions fingerprinted and packages pinned by digest",
+                "tool names allowlisted, but some definitions are not fingerprinted, are quarantined, or a package is not pinned by digest",
+                "",
+            ),
             &[
                 "rbac.allowlists",
                 "onboard.fingerprints",
                 "onboard.stdio_pinning",
+                "onboard.tool_text",
             ],
         ),
         area(
             "fail_closed",
             "Fail closed",
-            if probe_failed {
-                0
-            } else if [
-                "fail.store_error",
-                "fail.faulted_level",
-                "fail.panic",
-                "fail.audit",
-                "fail.kill_lease",
-            ]
-            .iter()
-            .all(|id| pass(id))
-            {
-                2
-            } else {
-                1
-            },
-            "store, identity, policy, audit and kill-switch failures each shown to deny",
+            fail_closed,
+            says(
+                fail_closed,
+                "store, identity, policy, audit and kill-switch failures each shown to deny",
+                "failures on the decision path deny, but not each one could be shown to (a probe could not run, or a lease or sink setting weakens it)",
+                "a fault injected on the decision path did not end in a deny",
+            ),
             &[
                 "fail.store_error",
                 "fail.faulted_level",

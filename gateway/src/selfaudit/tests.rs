@@ -641,3 +641,29 @@ async fn a_static_upstream_secret_is_reported_as_one_and_apart_from_none() {
         "{found}"
     );
 }
+
+#[tokio::test]
+async fn a_checklist_area_says_what_its_score_means() {
+    let why = |r: &Report, key: &str| {
+        let a = r.checklist.areas.iter().find(|a| a.key == key).unwrap();
+        (a.score, a.why.clone())
+    };
+    let r = audit_of(CLEAN).await;
+    let (score, text) = why(&r, "tool_approval");
+    assert_eq!(score, 2);
+    assert!(
+        text.starts_with("write and destructive tools wait for a human"),
+        "{text}"
+    );
+    // With approvals off, the sentence no longer claims them.
+    let off = audit_of(&format!("{CLEAN}approvals: {{ required_from: none }}\n")).await;
+    let (score, text) = why(&off, "tool_approval");
+    assert!(score < 2, "{score}");
+    assert!(!text.contains("wait for a human, bound"), "{text}");
+    let (score, text) = why(&off, "prompt_injection");
+    assert_eq!(score, 1);
+    assert!(
+        !text.contains("and human approval for state changes"),
+        "{text}"
+    );
+}
