@@ -667,3 +667,25 @@ async fn a_checklist_area_says_what_its_score_means() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_body_limit_raised_far_past_the_default_is_a_finding() {
+    let r = audit_of(CLEAN).await;
+    assert_eq!(finding(&r, "cost.request_bounds").status, Status::Pass);
+    let raised = format!("{CLEAN}http: {{ max_body: 1024MiB }}\n");
+    let r = audit_of(&raised).await;
+    let f = finding(&r, "cost.request_bounds");
+    assert_eq!(f.status, Status::Partial);
+    assert!(
+        f.title.contains("`http.max_body` is 1024 MiB"),
+        "{}",
+        f.title
+    );
+    assert!(
+        cited(&r, "cost.request_bounds")
+            .iter()
+            .any(|c| c.contains("`http.max_body`") && c.contains("1073741824 bytes")),
+        "{:?}",
+        cited(&r, "cost.request_bounds")
+    );
+}
