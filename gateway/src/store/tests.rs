@@ -210,3 +210,50 @@ async fn expired_requests_cannot_be_decided_or_used() {
         Err(DecideError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn a_key_whose_lineage_cannot_be_vouched_for_does_not_authenticate() {
+    let (_d, s) = store().await;
+    let scope = |parent: Option<&str>, org: Option<&str>| KeyScope {
+        grants: vec!["a/*".to_owned()],
+        parent: parent.map(str::to_owned),
+        org: org.map(str::to_owned),
+        ..KeyScope::default()
+    };
+    let parent = s
+        .create_key("p", KeyRole::Client, scope(None, None))
+        .await
+        .unwrap();
+    let pid = parent.record.id.clone();
+    let child = s
+        .create_key("c", KeyRole::Client, scope(Some(&pid), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.lineage(&child.record).await.unwrap(),
+        Some(vec![pid.clone()])
+    );
+    // Wider than its parent on a level the parent lacks.
+    let wider = s
+        .create_key("w", KeyRole::Client, scope(Some(&pid), Some("acme")))
+        .await
+        .unwrap();
+    assert_eq!(s.lineage(&wider.record).await.unwrap(), None);
+    // A parent that is not there.
+    let orphan = s
+        .create_key("o", KeyRole::Client, scope(Some("gone"), None))
+        .await
+        .unwrap();
+    assert_eq!(s.lineage(&orphan.record).await.unwrap(), None);
+    // A loop between two keys.
+    sqlx::query("UPDATE api_keys SET parent = ? WHERE id = ?")
+        .bind(&child.record.id)
+        .bind(&pid)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(s.lineage(&child.record).await.unwrap(), None);
+    // A store that cannot answer is an error (the authenticator's 503), never a lineage.
+    s.close().await;
+    assert!(s.lineage(&child.record).await.is_err());
+}

@@ -53,9 +53,12 @@ impl UpstreamHttp {
         stream: BoxStream<'static, Result<Sse, SseError>>,
         expected: Option<Value>,
         record: bool,
+        resumed: bool,
     ) -> BoxStream<'static, Result<Sse, SseError>> {
         let server = self.server.clone();
         let resumable = self.resumable.clone();
+        // A resumed stream continues a request that is remembered; a new POST's is not yet.
+        let mut remembered = resumed;
         stream
             .filter(move |event| {
                 let pass = match event {
@@ -64,11 +67,17 @@ impl UpstreamHttp {
                             .data
                             .as_deref()
                             .map_or(Verdict::Other, |d| admits(d, expected.as_ref(), &server));
-                        if let (true, Some(req), Ok(mut map)) =
-                            (record, &expected, resumable.lock())
+                        // Only events that pass move the resumption point, as rmcp's
+                        // `Last-Event-ID` only moves over what it received. The map is touched
+                        // only for a stream whose events carry ids (most carry none).
+                        let touch = match (&verdict, &sse.id) {
+                            (Verdict::Other, Some(_)) => true,
+                            (Verdict::Answer, _) => remembered,
+                            _ => false,
+                        };
+                        if let (true, true, Some(req), Ok(mut map)) =
+                            (record, touch, &expected, resumable.lock())
                         {
-                            // Only events that pass move the resumption point, as rmcp's
-                            // `Last-Event-ID` only moves over what it received.
                             match (&verdict, &sse.id) {
                                 (Verdict::Answer, _) => {
                                     map.remove(req);
@@ -82,6 +91,7 @@ impl UpstreamHttp {
                                         map.remove(&old);
                                     }
                                     map.insert(req.clone(), id.clone());
+                                    remembered = true;
                                 }
                                 _ => {}
                             }
@@ -210,7 +220,7 @@ fn checked(
             }
         }
         StreamableHttpPostResponse::Sse(stream, session) => Ok(StreamableHttpPostResponse::Sse(
-            client.guard(stream, expected, true),
+            client.guard(stream, expected, true, false),
             session,
         )),
         other => Ok(other),
@@ -287,7 +297,12 @@ impl StreamableHttpClient for UpstreamHttp {
             .http
             .get_stream(uri, session_id, last_event_id, auth_header, custom_headers)
             .await?;
-        Ok(self.guard(stream, expected.clone(), expected.is_some()))
+        Ok(self.guard(
+            stream,
+            expected.clone(),
+            expected.is_some(),
+            expected.is_some(),
+        ))
     }
 
     async fn get_stream_with_max_sse_event_size(
@@ -311,7 +326,12 @@ impl StreamableHttpClient for UpstreamHttp {
                 max_sse_event_size,
             )
             .await?;
-        Ok(self.guard(stream, expected.clone(), expected.is_some()))
+        Ok(self.guard(
+            stream,
+            expected.clone(),
+            expected.is_some(),
+            expected.is_some(),
+        ))
     }
 }
 
@@ -373,7 +393,10 @@ mod tests {
             json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": {} });
         // The POST stream of request 3 breaks after an event with an id.
         let post = futures::stream::iter([event(Some("e1"), progress.clone())]).boxed();
-        let passed: Vec<_> = client.guard(post, Some(json!(3)), true).collect().await;
+        let passed: Vec<_> = client
+            .guard(post, Some(json!(3)), true, false)
+            .collect()
+            .await;
         assert_eq!(passed.len(), 1);
         // A GET resuming from that event continues request 3's stream; a GET from nowhere
         // carries no answer at all.
@@ -390,7 +413,7 @@ mod tests {
             .boxed()
         };
         let resumed: Vec<_> = client
-            .guard(answers(), client.resumed(Some("e1")), true)
+            .guard(answers(), client.resumed(Some("e1")), true, true)
             .collect()
             .await;
         assert_eq!(resumed.len(), 1);
@@ -398,7 +421,7 @@ mod tests {
         assert!(data.contains("\"id\":3"), "{data}");
         // The answer passed: nothing is left to resume.
         assert_eq!(client.resumed(Some("e1")), None);
-        let unrelated: Vec<_> = client.guard(answers(), None, false).collect().await;
+        let unrelated: Vec<_> = client.guard(answers(), None, false, false).collect().await;
         assert!(unrelated.is_empty());
     }
 }
