@@ -40,9 +40,10 @@ enum Command {
     },
     /// Write a starter config in the current directory, issue keys, and run it.
     Quickstart {
-        /// Port for the MCP listener (the admin listener uses the next one).
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
+        /// Port for the MCP listener (the admin listener uses the next one). Default: the
+        /// existing ./portcullis.yaml's, else 8080. Given, it moves a quickstart config's ports.
+        #[arg(long)]
+        port: Option<u16>,
     },
     /// Manage API keys in the store named by the config.
     Keys {
@@ -281,10 +282,10 @@ pub(crate) fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve { config } => match load(&config) {
-                Ok(reg) => crate::serve::run(reg, &config, None).await,
+                Ok(reg) => crate::serve::run(reg, &config, None, None).await,
                 Err(code) => code,
             },
-            Command::Quickstart { port } => crate::serve::quickstart(port).await,
+            Command::Quickstart { port } => crate::quickstart::quickstart(port).await,
             Command::Keys { action } => keys(action).await,
             Command::Check { config, explain } => crate::pin::check(&config, explain),
             Command::Pin { config, confirm } => crate::pin::pin(&config, &confirm).await,

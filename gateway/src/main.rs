@@ -25,6 +25,7 @@ mod operate;
 mod operator_cli;
 mod param_headers;
 mod pin;
+mod quickstart;
 mod redact;
 mod reload;
 mod secrets;

@@ -1,4 +1,4 @@
-//! Running the gateway: `serve` and `quickstart`.
+//! Running the gateway (`serve`, and `quickstart` once it has its config and keys).
 //!
 //! The server is a function of a validated registry and a listener: config is validated before
 //! any socket is bound, the listener is bound, then upstreams connect in the background.
@@ -10,20 +10,21 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EX_CONFIG, EX_SOFTWARE, load, open_store};
+use crate::cli::{EX_CONFIG, EX_SOFTWARE, open_store};
 use crate::gateway::Gateway;
-use crate::store::{KeyRole, KeyScope};
 use crate::upstream::Upstreams;
 
 /// How often a `serve` process writes its heartbeat to the store.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Run until SIGINT or SIGTERM, reloading `config` on SIGHUP and when it changes. `banner` is
-/// printed once the listener is bound.
+/// printed once the listener is bound. `bound` holds the MCP and admin listeners when the caller
+/// bound them already (the quickstart binds before it writes anything).
 pub(crate) async fn run(
     reg: registry::Registry,
     config: &Path,
     banner: Option<String>,
+    bound: Option<(std::net::TcpListener, std::net::TcpListener)>,
 ) -> ExitCode {
     let store = match open_store(&reg).await {
         Ok(s) => s,
@@ -66,10 +67,10 @@ pub(crate) async fn run(
             return ExitCode::from(crate::cli::EX_UNAVAILABLE);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(reg.settings.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("portcullis: cannot listen on {}: {e}", reg.settings.listen);
+    let (listener, admin_listener) = match bind(&reg, bound).await {
+        Ok(pair) => pair,
+        Err(why) => {
+            eprintln!("portcullis: {why}");
             return ExitCode::from(EX_CONFIG);
         }
     };
@@ -78,16 +79,6 @@ pub(crate) async fn run(
         Err(e) => {
             eprintln!("portcullis: listener has no address: {e}");
             return ExitCode::from(EX_SOFTWARE);
-        }
-    };
-    let admin_listener = match tokio::net::TcpListener::bind(reg.settings.admin_listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "portcullis: cannot listen on {} (admin_listen): {e}",
-                reg.settings.admin_listen
-            );
-            return ExitCode::from(EX_CONFIG);
         }
     };
     let admin_bound = match admin_listener.local_addr() {
@@ -263,12 +254,39 @@ pub(crate) async fn run(
     }
 }
 
+/// The MCP and admin listeners: the ones already bound, or bound now from the config.
+async fn bind(
+    reg: &registry::Registry,
+    bound: Option<(std::net::TcpListener, std::net::TcpListener)>,
+) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener), String> {
+    if let Some((mcp, admin)) = bound {
+        let adopt = |l: std::net::TcpListener| {
+            l.set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l))
+                .map_err(|e| format!("cannot use the bound listener: {e}"))
+        };
+        return Ok((adopt(mcp)?, adopt(admin)?));
+    }
+    let mcp = tokio::net::TcpListener::bind(reg.settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", reg.settings.listen))?;
+    let admin = tokio::net::TcpListener::bind(reg.settings.admin_listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {} (admin_listen): {e}",
+                reg.settings.admin_listen
+            )
+        })?;
+    Ok((mcp, admin))
+}
+
 /// How long shutdown waits for calls running without a client (see `Gateway::detached`).
 const DETACHED_GRACE: Duration = Duration::from_secs(10);
 
 /// Print a line to stdout. A closed stdout (the reader went away) must not stop the gateway,
 /// so write errors are ignored rather than panicking as `println!` would.
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -296,111 +314,4 @@ async fn wait_for_signal() {
     {
         let _ = ctrl_c.await;
     }
-}
-
-/// The config `quickstart` writes: the built-in notes upstream with every tool class.
-fn quickstart_config(port: u16) -> String {
-    format!(
-        "# Written by `portcullis quickstart`. Edit it, then run:\n\
-         #   portcullis serve --config portcullis.yaml\n\
-         profile: development\n\
-         listen: 127.0.0.1:{port}\n\
-         admin_listen: 127.0.0.1:{admin}\n\
-         store: sqlite://portcullis.db\n\
-         servers:\n  \
-           notes:\n    \
-             builtin: notes\n    \
-             tools:\n      \
-               search_notes: {{ class: read }}\n      \
-               get_note: {{ class: read }}\n      \
-               create_note: {{ class: write }}\n      \
-               delete_note: {{ class: destructive }}\n    \
-             resources: [\"note://*\"]\n    \
-             prompts: [summarize_notes]\n\
-         # create_note and delete_note wait for a human: approve them at the admin URL.\n\
-         approvals: {{ ttl: 15m, hold: 30s, target_arguments: [id, title] }}\n\
-         mode: enforce\n\
-         # Every decision is written here before the call runs; `portcullis audit verify audit.jsonl`\n\
-         # checks the hash chain. Values at these paths (and anything that looks like a secret) are\n\
-         # replaced by a keyed digest.\n\
-         audit:\n  \
-           sinks:\n    \
-             - {{ type: file, path: audit.jsonl }}\n    \
-             - {{ type: store }}\n  \
-           redact: [\"$.arguments.password\"]\n",
-        admin = port.saturating_add(1)
-    )
-}
-
-/// `portcullis quickstart`: write (or reuse) `./portcullis.yaml`, issue keys, run.
-pub(crate) async fn quickstart(port: u16) -> ExitCode {
-    let path = Path::new("portcullis.yaml");
-    if path.exists() {
-        say("portcullis: using the existing ./portcullis.yaml");
-    } else if let Err(e) = std::fs::write(path, quickstart_config(port)) {
-        eprintln!("portcullis: cannot write ./portcullis.yaml: {e}");
-        return ExitCode::from(EX_SOFTWARE);
-    }
-    let reg = match load(path) {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
-    let store = match open_store(&reg).await {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let (client, admin) = match (
-        store
-            .create_key(
-                "quickstart-client",
-                KeyRole::Client,
-                KeyScope {
-                    grants: vec!["notes/*".to_owned()],
-                    ..KeyScope::default()
-                },
-            )
-            .await,
-        store
-            .create_key(
-                "quickstart-admin",
-                KeyRole::Admin,
-                KeyScope {
-                    // The person at this terminal: they approve the quickstart client's calls.
-                    user: Some(
-                        std::env::var("USER")
-                            .ok()
-                            .filter(|u| !u.is_empty() && !u.chars().any(char::is_control))
-                            .unwrap_or_else(|| "operator".to_owned()),
-                    ),
-                    ..KeyScope::default()
-                },
-            )
-            .await,
-    ) {
-        (Ok(c), Ok(a)) => (c, a),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("portcullis: cannot issue keys: {e}");
-            return ExitCode::from(crate::cli::EX_UNAVAILABLE);
-        }
-    };
-    let base = reg
-        .settings
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", reg.settings.listen));
-    let url = format!("{base}/mcp");
-    let banner = format!(
-        "\nPortcullis is running.\n\n  \
-         MCP URL:     {url}\n  \
-         Admin URL:   {{admin_url}}  (sign in with the admin key)\n  \
-         Client key:  {client}\n  \
-         Admin key:   {admin}   (shown once)\n  \
-         Config:      ./portcullis.yaml  (then: portcullis serve --config portcullis.yaml)\n\n\
-         Try it with the MCP Inspector:\n  \
-         npx -y @modelcontextprotocol/inspector --cli {url} --transport http \\\n    \
-         --header \"Authorization: Bearer {client}\" --method tools/list\n",
-        client = client.secret,
-        admin = admin.secret,
-    );
-    run(reg, path, Some(banner)).await
 }

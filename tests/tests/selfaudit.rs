@@ -3,8 +3,7 @@
 //! `target/ui-screenshots/`), the offline CLI with `--fail-under`, live probes of a real
 //! identity provider going down, and two processes sharing one SQLite store.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use portcullis_tests::{Gateway, Idp, bin, node, self_audit, workspace};
 use serde_json::Value;
@@ -32,55 +31,23 @@ fn cited<'a>(report: &'a Value, id: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// The quickstart in a directory of its own, kept for as long as the test runs.
 struct Quickstart {
-    child: std::process::Child,
+    q: portcullis_tests::quickstart::Quickstart,
     dir: tempfile::TempDir,
-    client: String,
-    admin_key: String,
-    admin: String,
 }
 
-impl Drop for Quickstart {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Quickstart {
+    type Target = portcullis_tests::quickstart::Quickstart;
+    fn deref(&self) -> &Self::Target {
+        &self.q
     }
 }
 
 fn quickstart() -> Quickstart {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = Command::new(bin("portcullis"))
-        .args(["quickstart", "--port", &port.to_string()])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (mut client, mut admin_key) = (None, None);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref().map_while(Result::ok) {
-        if let Some(k) = line.trim().strip_prefix("Client key:") {
-            client = Some(k.trim().to_string());
-        }
-        if let Some(k) = line.trim().strip_prefix("Admin key:") {
-            admin_key = k.split_whitespace().next().map(str::to_string);
-        }
-        if line.contains("--method tools/list") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Quickstart {
-        child,
-        dir,
-        client: client.expect("client key printed"),
-        admin_key: admin_key.expect("admin key printed"),
-        admin: format!("http://127.0.0.1:{}", port + 1),
-    }
+    let q = portcullis_tests::quickstart::start(dir.path(), &[]);
+    Quickstart { q, dir }
 }
 
 #[tokio::test(flavor = "multi_thread")]
