@@ -36,7 +36,7 @@ pub fn bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// The Python interpreter of the project's test virtualenv (`.venv`, made by `.ci/run`).
+/// The Python interpreter of the project's test virtualenv (`.venv`, made by `scripts/test.sh`).
 pub fn python() -> PathBuf {
     workspace().join(".venv/bin/python")
 }

