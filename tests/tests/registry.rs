@@ -613,7 +613,7 @@ async fn npm_and_pypi_servers_run_from_their_pinned_artifacts_verified_at_each_s
     )
     .unwrap();
     let servers = format!(
-        "  memory:\n    command:\n      package: \"{NPM_MEMORY}\"\n      integrity: \"{NPM_MEMORY_INTEGRITY}\"\n      bin: mcp-server-memory\n      env: {{ MEMORY_FILE_PATH: \"file:{}\" }}\n    timeout: 120s\n    tools:\n      read_graph: {{ class: read }}\n  time:\n    command:\n      package: \"{PYPI_TIME}\"\n      integrity: \"{PYPI_TIME_SHA256}\"\n      bin: mcp-server-time\n    timeout: 120s\n    tools:\n      get_current_time: {{ class: read }}\n",
+        "  memory:\n    command:\n      package: \"{NPM_MEMORY}\"\n      integrity: \"{NPM_MEMORY_INTEGRITY}\"\n      bin: mcp-server-memory\n      env: {{ MEMORY_FILE_PATH: \"file:{}\" }}\n    timeout: 120s\n    tools:\n      read_graph: {{ class: read }}\n  time:\n    command:\n      package: \"{PYPI_TIME}\"\n      integrity: \"{PYPI_TIME_SHA256}\"\n      bin: mcp-server-time\n    timeout: 120s\n    tools:\n      get_current_time: {{ class: read }}\n  nobin:\n    command:\n      package: \"{NPM_MEMORY}\"\n      integrity: \"{NPM_MEMORY_INTEGRITY}\"\n    timeout: 120s\n    tools:\n      read_graph: {{ class: read }}\n  wrongscript:\n    command:\n      package: \"{PYPI_TIME}\"\n      integrity: \"{PYPI_TIME_SHA256}\"\n      bin: time-server\n    timeout: 120s\n    tools:\n      get_current_time: {{ class: read }}\n",
         memfile.display()
     );
     let mut gw = Gateway::start_unready_with("cache_dir: {dir}/cache\n", &servers, "info").unwrap();
@@ -633,6 +633,18 @@ async fn npm_and_pypi_servers_run_from_their_pinned_artifacts_verified_at_each_s
     assert!(text.contains("UTC"), "{r}");
     let r = call(&c, "memory__read_graph", json!({})).await;
     assert!(r["result"]["content"][0]["text"].is_string(), "{r}");
+    // A package run without the executable it declares is refused by name, with the ones it has.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = std::fs::read_to_string(gw.log_file()).unwrap();
+        let npm = "`npm:@modelcontextprotocol/server-memory@2026.8.31` has no executable `server-memory`; it declares `mcp-server-memory`; fix: set `bin:`";
+        let pypi = "`pypi:mcp-server-time==2026.10.19` has no executable `time-server`; it declares `mcp-server-time`; fix: set `bin:`";
+        if log.contains(npm) && log.contains(pypi) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no bin refusals logged:\n{log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The cached tarball changes on disk: the next spawn (a restart here) refuses it.
     let cached = gw

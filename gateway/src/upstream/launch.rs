@@ -28,6 +28,26 @@ pub(crate) enum LaunchError {
     Fetch(String, String),
     #[error("`{0}` is not pinned (a digest is required in the production profile)")]
     Unpinned(String),
+    #[error(
+        "`{package}` has no executable `{wanted}`; it declares {}; fix: set `bin:` under the server's `command` to one of them",
+        declared_list(.declared)
+    )]
+    Bin {
+        package: String,
+        wanted: String,
+        declared: Vec<String>,
+    },
+}
+
+fn declared_list(names: &[String]) -> String {
+    if names.is_empty() {
+        return "no executables".to_owned();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Check `bytes` against `integrity`.
@@ -42,6 +62,10 @@ fn verify(what: &str, integrity: &Integrity, bytes: &[u8]) -> Result<(), LaunchE
         found: integrity.render(&found),
     })
 }
+
+/// Fetching, verifying and installing packages is one at a time in a process: two servers on
+/// the same package would otherwise race to fill the same cache entry and virtual environment.
+static PREPARE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A command for the verified artifact, before arguments and environment.
 pub(crate) async fn command(
@@ -67,14 +91,28 @@ pub(crate) async fn command(
             integrity,
             bin,
         } => {
-            let tarball = npm_tarball(name, version, integrity, cache).await?;
+            let tarball = {
+                let _one = PREPARE.lock().await;
+                npm_tarball(name, version, integrity, cache).await?
+            };
+            let wanted = bin.clone().unwrap_or_else(|| default_bin(name));
+            // Checked here so a wrong name is a clear error, not `sh: 1: <bin>: not found`.
+            if let Some(declared) = npm_bins(name, &tarball) {
+                if !declared.contains(&wanted) {
+                    return Err(LaunchError::Bin {
+                        package: format!("npm:{name}@{version}"),
+                        wanted,
+                        declared,
+                    });
+                }
+            }
             let mut c = launcher("npm", cache);
             c.arg("exec")
                 .arg("--yes")
                 .arg("--ignore-scripts")
                 .arg(format!("--package={}", tarball.display()))
                 .arg("--");
-            c.arg(bin.clone().unwrap_or_else(|| default_bin(name)));
+            c.arg(wanted);
             Ok(c)
         }
         Artifact::Pypi {
@@ -83,8 +121,18 @@ pub(crate) async fn command(
             integrity,
             bin,
         } => {
-            let venv = pypi_env(name, version, integrity, cache).await?;
+            let venv = {
+                let _one = PREPARE.lock().await;
+                pypi_env(name, version, integrity, cache).await?
+            };
             let script = bin.clone().unwrap_or_else(|| name.clone());
+            if !venv.join("bin").join(&script).is_file() {
+                return Err(LaunchError::Bin {
+                    package: format!("pypi:{name}=={version}"),
+                    wanted: script,
+                    declared: venv_scripts(name, &venv),
+                });
+            }
             let mut c = tokio::process::Command::new(venv.join("bin").join(script));
             c.env_clear();
             Ok(c)
@@ -112,6 +160,80 @@ fn launcher(program: &str, cache: &Path) -> tokio::process::Command {
 /// The executable an npm package is run by when none is named: its name without the scope.
 fn default_bin(name: &str) -> String {
     name.rsplit('/').next().unwrap_or(name).to_string()
+}
+
+/// The executables an npm tarball's `package.json` declares, or `None` when it cannot be read
+/// (the launch then goes ahead and npm reports what it finds).
+fn npm_bins(name: &str, tarball: &Path) -> Option<Vec<String>> {
+    let file = std::fs::File::open(tarball).ok()?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let entry = archive.entries().ok()?.filter_map(Result::ok).find(|e| {
+        e.path()
+            .is_ok_and(|p| p.components().count() == 2 && p.ends_with("package.json"))
+    })?;
+    // A package.json is small; one that is not is not read.
+    let manifest: serde_json::Value =
+        serde_json::from_reader(std::io::Read::take(entry, 4 << 20)).ok()?;
+    Some(declared_bins(name, &manifest))
+}
+
+/// The names in a package.json's `bin`: a string names the package's own (unscoped) name.
+fn declared_bins(name: &str, manifest: &serde_json::Value) -> Vec<String> {
+    match manifest.get("bin") {
+        Some(serde_json::Value::String(_)) => vec![default_bin(name)],
+        Some(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The console scripts the package itself declares (its `entry_points.txt` in the virtual
+/// environment); every script in the environment when that cannot be read.
+fn venv_scripts(name: &str, venv: &Path) -> Vec<String> {
+    let dist = name.to_ascii_lowercase().replace(['-', '.'], "_");
+    let declared = std::fs::read_dir(venv.join("lib"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|py| py.path().join("site-packages"))
+        .flat_map(|site| std::fs::read_dir(site).into_iter().flatten())
+        .filter_map(Result::ok)
+        .find(|e| {
+            let n = e.file_name().to_string_lossy().to_ascii_lowercase();
+            n.starts_with(&format!("{dist}-")) && n.ends_with(".dist-info")
+        })
+        .and_then(|e| std::fs::read_to_string(e.path().join("entry_points.txt")).ok())
+        .map(|text| console_scripts(&text));
+    if let Some(names) = declared {
+        return names;
+    }
+    let mut names: Vec<String> = std::fs::read_dir(venv.join("bin"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| {
+            !(n.starts_with("python")
+                || n.starts_with("pip")
+                || n.starts_with("activate")
+                || n.starts_with("Activate"))
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The names in the `[console_scripts]` section of an `entry_points.txt`.
+fn console_scripts(text: &str) -> Vec<String> {
+    let mut inside = false;
+    let mut names = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == "[console_scripts]";
+        } else if inside && let Some((name, _)) = line.split_once('=') {
+            names.push(name.trim().to_owned());
+        }
+    }
+    names
 }
 
 /// The cached tarball of an npm package, fetched if absent, verified every time.
@@ -263,6 +385,17 @@ fn last_line(stderr: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_executables_come_from_bin_and_console_scripts() {
+        let one = serde_json::json!({ "bin": "dist/index.js" });
+        assert_eq!(declared_bins("@scope/tool", &one), ["tool"]);
+        let many = serde_json::json!({ "bin": { "mcp-a": "a.js", "mcp-b": "b.js" } });
+        assert_eq!(declared_bins("@scope/tool", &many), ["mcp-a", "mcp-b"]);
+        assert!(declared_bins("x", &serde_json::json!({})).is_empty());
+        let ep = "[gui_scripts]\nviewer = a:b\n\n[console_scripts]\nmcp-server-time = mcp_server_time:main\nother=x:y\n";
+        assert_eq!(console_scripts(ep), ["mcp-server-time", "other"]);
+    }
 
     fn source(program: &str, integrity: &str) -> CommandSource {
         let artifact = Artifact::Local {
