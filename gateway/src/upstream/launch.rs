@@ -97,14 +97,14 @@ pub(crate) async fn command(
             };
             let wanted = bin.clone().unwrap_or_else(|| default_bin(name));
             // Checked here so a wrong name is a clear error, not `sh: 1: <bin>: not found`.
-            if let Some(declared) = npm_bins(name, &tarball) {
-                if !declared.contains(&wanted) {
-                    return Err(LaunchError::Bin {
-                        package: format!("npm:{name}@{version}"),
-                        wanted,
-                        declared,
-                    });
-                }
+            if let Some(declared) = npm_bins(name, &tarball)
+                && !declared.contains(&wanted)
+            {
+                return Err(LaunchError::Bin {
+                    package: format!("npm:{name}@{version}"),
+                    wanted,
+                    declared,
+                });
             }
             let mut c = launcher("npm", cache);
             c.arg("exec")
