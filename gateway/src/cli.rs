@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::store::{KeyRole, Store};
+use crate::store::Store;
 
 /// Invalid config or usage.
 pub(crate) const EX_CONFIG: u8 = 64;
@@ -26,8 +26,24 @@ pub(crate) const EX_SOFTWARE: u8 = 70;
     about = "An MCP gateway that fails closed"
 )]
 struct Cli {
+    /// Log lines on stderr as text, or as one JSON object per line (also PORTCULLIS_LOG_FORMAT).
+    /// The level filter is PORTCULLIS_LOG, e.g. `info`, `debug`, `portcullis=debug,rmcp=warn`.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "PORTCULLIS_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -44,6 +60,11 @@ enum Command {
         /// existing ./portcullis.yaml's, else 8080. Given, it moves a quickstart config's ports.
         #[arg(long)]
         port: Option<u16>,
+    },
+    /// Print a shell completion script, e.g. `portcullis completions bash > /etc/bash_completion.d/portcullis`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Manage API keys in the store named by the config.
     Keys {
@@ -218,7 +239,7 @@ pub(crate) enum ModeAction {
 }
 
 #[derive(Subcommand)]
-enum KeysAction {
+pub(crate) enum KeysAction {
     /// Issue a key; the secret is printed once and never stored.
     Create {
         #[arg(long)]
@@ -268,7 +289,7 @@ enum KeysAction {
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -286,7 +307,17 @@ pub(crate) fn main() -> ExitCode {
                 Err(code) => code,
             },
             Command::Quickstart { port } => crate::quickstart::quickstart(port).await,
-            Command::Keys { action } => keys(action).await,
+            Command::Completions { shell } => {
+                let mut out = std::io::stdout().lock();
+                clap_complete::generate(
+                    shell,
+                    &mut <Cli as clap::CommandFactory>::command(),
+                    "portcullis",
+                    &mut out,
+                );
+                ExitCode::SUCCESS
+            }
+            Command::Keys { action } => crate::keys::command::run(action).await,
             Command::Check { config, explain } => crate::pin::check(&config, explain),
             Command::Pin { config, confirm } => crate::pin::pin(&config, &confirm).await,
             Command::Kill { action } => crate::operator_cli::kill(action).await,
@@ -304,16 +335,24 @@ pub(crate) fn main() -> ExitCode {
     })
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
-    // Colour only for a person at a terminal; a log file or collector gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        // Colour only for a person at a terminal; a log file or collector gets plain text.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // One object per line: timestamp, level, target, message and the event's fields.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 async fn self_audit(args: SelfAuditArgs) -> ExitCode {
@@ -421,7 +460,7 @@ fn verify_audit(path: &std::path::Path) -> ExitCode {
 }
 
 /// The audit log as a command-line process writes it: the config's sinks, its own chain.
-async fn cli_audit(
+pub(crate) async fn cli_audit(
     reg: &registry::Registry,
     store: &Store,
 ) -> Result<crate::audit::Audit, ExitCode> {
@@ -433,7 +472,7 @@ async fn cli_audit(
         })
 }
 
-fn cli_operator() -> crate::audit::Who {
+pub(crate) fn cli_operator() -> crate::audit::Who {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     crate::audit::Who::named(format!("cli:{user}"))
 }
@@ -454,178 +493,4 @@ pub(crate) async fn open_store(reg: &registry::Registry) -> Result<Store, ExitCo
         );
         ExitCode::from(EX_UNAVAILABLE)
     })
-}
-
-async fn keys(action: KeysAction) -> ExitCode {
-    let config = match &action {
-        KeysAction::Create { config, .. }
-        | KeysAction::List { config }
-        | KeysAction::Revoke { config, .. } => config,
-    };
-    let reg = match load(config) {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
-    let store = match open_store(&reg).await {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    match action {
-        KeysAction::Create {
-            name,
-            role,
-            grants,
-            org,
-            team,
-            agent,
-            user,
-            service,
-            parent,
-            ..
-        } => {
-            let Some(role) = KeyRole::parse(&role) else {
-                eprintln!(
-                    "portcullis: unknown role `{role}`; use client, admin, approver or auditor"
-                );
-                return ExitCode::from(EX_CONFIG);
-            };
-            let request = crate::keys::MintRequest {
-                name,
-                role,
-                scope: crate::store::KeyScope {
-                    org,
-                    team,
-                    agent,
-                    user,
-                    grants,
-                    service,
-                    parent,
-                },
-            };
-            let audit = match cli_audit(&reg, &store).await {
-                Ok(a) => a,
-                Err(c) => return c,
-            };
-            match crate::keys::mint(&store, &reg, request).await {
-                Ok(k) => {
-                    let mut e = crate::audit::Event::new("key.issue");
-                    e.identity = Some(cli_operator());
-                    e.detail = Some(serde_json::json!({
-                        "id": k.record.id,
-                        "role": role.as_str(),
-                        "name": k.record.name,
-                    }));
-                    if let Err(why) = audit.record(e).await {
-                        // An unrecorded key must not stay usable.
-                        match store.revoke_key(&k.record.id).await {
-                            Ok(_) => eprintln!(
-                                "portcullis: key not issued: the audit log cannot record it ({why}); it was revoked at once"
-                            ),
-                            Err(e) => eprintln!(
-                                "portcullis: the audit log cannot record key {} ({why}) and revoking it failed ({e}): revoke it with `portcullis keys revoke {}`",
-                                k.record.id, k.record.id
-                            ),
-                        }
-                        return ExitCode::from(EX_UNAVAILABLE);
-                    }
-                    if let Err(e) = audit.close().await {
-                        eprintln!("portcullis: the audit log could not be closed cleanly: {e}");
-                    }
-                    println!(
-                        "id: {}\nrole: {}\nkey: {}",
-                        k.record.id,
-                        role.as_str(),
-                        k.secret
-                    );
-                    eprintln!("portcullis: the key is shown once; store it now");
-                    ExitCode::SUCCESS
-                }
-                Err(crate::keys::MintError::Refused(why)) => {
-                    eprintln!("portcullis: key not issued: {why}");
-                    ExitCode::from(EX_CONFIG)
-                }
-                Err(e) => {
-                    eprintln!("portcullis: {e}");
-                    ExitCode::from(EX_UNAVAILABLE)
-                }
-            }
-        }
-        KeysAction::List { .. } => match store.list_keys().await {
-            Ok(keys) => {
-                println!(
-                    "{:<16}  {:<8}  {:<7}  {:<10}  {:<24}  name",
-                    "id", "role", "state", "created", "scope"
-                );
-                for k in keys {
-                    let state = if k.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    };
-                    let sc = &k.scope;
-                    let mut scope: Vec<String> = Vec::new();
-                    for (l, v) in [
-                        ("org", &sc.org),
-                        ("team", &sc.team),
-                        ("agent", &sc.agent),
-                        ("user", &sc.user),
-                    ] {
-                        if let Some(v) = v {
-                            scope.push(format!("{l}:{v}"));
-                        }
-                    }
-                    if sc.service {
-                        scope.push("service".into());
-                    }
-                    scope.extend(sc.grants.iter().cloned());
-                    println!(
-                        "{:<16}  {:<8}  {:<7}  {:<10}  {:<24}  {}",
-                        k.id,
-                        k.role.as_str(),
-                        state,
-                        k.created_at,
-                        scope.join(" "),
-                        k.name
-                    );
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("portcullis: {e}");
-                ExitCode::from(EX_UNAVAILABLE)
-            }
-        },
-        KeysAction::Revoke { id, .. } => match store.revoke_key(&id).await {
-            Ok(true) => {
-                println!("revoked {id}");
-                // Revocation is never held back by the audit log; a failure to record it is
-                // reported and makes the command fail.
-                let mut e = crate::audit::Event::new("key.revoke");
-                e.identity = Some(cli_operator());
-                e.detail = Some(serde_json::json!({ "id": id }));
-                let recorded = match cli_audit(&reg, &store).await {
-                    Ok(audit) => match audit.record(e).await {
-                        Ok(()) => audit.close().await.map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    },
-                    Err(_) => Err("the audit log cannot be opened".to_string()),
-                };
-                if let Err(why) = recorded {
-                    eprintln!(
-                        "portcullis: the key is revoked, but the audit log did not record it: {why}"
-                    );
-                    return ExitCode::from(EX_UNAVAILABLE);
-                }
-                ExitCode::SUCCESS
-            }
-            Ok(false) => {
-                eprintln!("portcullis: no active key `{id}`");
-                ExitCode::from(1)
-            }
-            Err(e) => {
-                eprintln!("portcullis: {e}");
-                ExitCode::from(EX_UNAVAILABLE)
-            }
-        },
-    }
 }

@@ -5,6 +5,8 @@
 //! key only if the parent is one, and every grant it carries must be covered by the parent's own
 //! grants, so delegation can only narrow.
 
+pub(crate) mod command;
+
 use policy::{Pattern, Rules};
 use registry::Registry;
 

@@ -46,3 +46,26 @@ fn invalid_config_exits_64_with_location_and_fix_before_binding() {
         "{err}"
     );
 }
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(bin("portcullis"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("portcullis")
+                && text.contains("quickstart")
+                && text.contains("approvals"),
+            "{shell}: {text}"
+        );
+    }
+    let out = Command::new(bin("portcullis"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

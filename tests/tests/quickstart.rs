@@ -157,9 +157,9 @@ fn the_banner_inspector_command_lists_the_tools_and_the_config_passes_check() {
 }
 
 #[test]
-fn a_held_write_is_approved_at_the_admin_listener_and_runs() {
+fn a_held_write_is_approved_at_the_admin_listener_and_runs_with_json_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let q = quickstart::start(dir.path(), &[]);
+    let q = quickstart::start(dir.path(), &[("PORTCULLIS_LOG_FORMAT", "json")]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let http = reqwest::Client::new();
@@ -213,6 +213,18 @@ fn a_held_write_is_approved_at_the_admin_listener_and_runs() {
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
     });
+    // Every log line is one JSON object; the approval is among them with its fields.
+    let log = q.stderr.lock().unwrap().clone();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO"
+            && l["message"] == "call held for approval"
+            && l["tool"] == "create_note"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -1,0 +1,183 @@
+//! `portcullis keys`: issue, list and revoke API keys in the store a config names.
+
+use std::process::ExitCode;
+
+use crate::cli::{
+    EX_CONFIG, EX_UNAVAILABLE, KeysAction, cli_audit, cli_operator, load, open_store,
+};
+use crate::store::KeyRole;
+
+/// `portcullis keys create|list|revoke`.
+pub(crate) async fn run(action: KeysAction) -> ExitCode {
+    let config = match &action {
+        KeysAction::Create { config, .. }
+        | KeysAction::List { config }
+        | KeysAction::Revoke { config, .. } => config,
+    };
+    let reg = match load(config) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let store = match open_store(&reg).await {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    match action {
+        KeysAction::Create {
+            name,
+            role,
+            grants,
+            org,
+            team,
+            agent,
+            user,
+            service,
+            parent,
+            ..
+        } => {
+            let Some(role) = KeyRole::parse(&role) else {
+                eprintln!(
+                    "portcullis: unknown role `{role}`; use client, admin, approver or auditor"
+                );
+                return ExitCode::from(EX_CONFIG);
+            };
+            let request = crate::keys::MintRequest {
+                name,
+                role,
+                scope: crate::store::KeyScope {
+                    org,
+                    team,
+                    agent,
+                    user,
+                    grants,
+                    service,
+                    parent,
+                },
+            };
+            let audit = match cli_audit(&reg, &store).await {
+                Ok(a) => a,
+                Err(c) => return c,
+            };
+            match crate::keys::mint(&store, &reg, request).await {
+                Ok(k) => {
+                    let mut e = crate::audit::Event::new("key.issue");
+                    e.identity = Some(cli_operator());
+                    e.detail = Some(serde_json::json!({
+                        "id": k.record.id,
+                        "role": role.as_str(),
+                        "name": k.record.name,
+                    }));
+                    if let Err(why) = audit.record(e).await {
+                        // An unrecorded key must not stay usable.
+                        match store.revoke_key(&k.record.id).await {
+                            Ok(_) => eprintln!(
+                                "portcullis: key not issued: the audit log cannot record it ({why}); it was revoked at once"
+                            ),
+                            Err(e) => eprintln!(
+                                "portcullis: the audit log cannot record key {} ({why}) and revoking it failed ({e}): revoke it with `portcullis keys revoke {}`",
+                                k.record.id, k.record.id
+                            ),
+                        }
+                        return ExitCode::from(EX_UNAVAILABLE);
+                    }
+                    if let Err(e) = audit.close().await {
+                        eprintln!("portcullis: the audit log could not be closed cleanly: {e}");
+                    }
+                    println!(
+                        "id: {}\nrole: {}\nkey: {}",
+                        k.record.id,
+                        role.as_str(),
+                        k.secret
+                    );
+                    eprintln!("portcullis: the key is shown once; store it now");
+                    ExitCode::SUCCESS
+                }
+                Err(crate::keys::MintError::Refused(why)) => {
+                    eprintln!("portcullis: key not issued: {why}");
+                    ExitCode::from(EX_CONFIG)
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::from(EX_UNAVAILABLE)
+                }
+            }
+        }
+        KeysAction::List { .. } => match store.list_keys().await {
+            Ok(keys) => {
+                println!(
+                    "{:<16}  {:<8}  {:<7}  {:<10}  {:<24}  name",
+                    "id", "role", "state", "created", "scope"
+                );
+                for k in keys {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    let sc = &k.scope;
+                    let mut scope: Vec<String> = Vec::new();
+                    for (l, v) in [
+                        ("org", &sc.org),
+                        ("team", &sc.team),
+                        ("agent", &sc.agent),
+                        ("user", &sc.user),
+                    ] {
+                        if let Some(v) = v {
+                            scope.push(format!("{l}:{v}"));
+                        }
+                    }
+                    if sc.service {
+                        scope.push("service".into());
+                    }
+                    scope.extend(sc.grants.iter().cloned());
+                    println!(
+                        "{:<16}  {:<8}  {:<7}  {:<10}  {:<24}  {}",
+                        k.id,
+                        k.role.as_str(),
+                        state,
+                        k.created_at,
+                        scope.join(" "),
+                        k.name
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::from(EX_UNAVAILABLE)
+            }
+        },
+        KeysAction::Revoke { id, .. } => match store.revoke_key(&id).await {
+            Ok(true) => {
+                println!("revoked {id}");
+                // Revocation is never held back by the audit log; a failure to record it is
+                // reported and makes the command fail.
+                let mut e = crate::audit::Event::new("key.revoke");
+                e.identity = Some(cli_operator());
+                e.detail = Some(serde_json::json!({ "id": id }));
+                let recorded = match cli_audit(&reg, &store).await {
+                    Ok(audit) => match audit.record(e).await {
+                        Ok(()) => audit.close().await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(_) => Err("the audit log cannot be opened".to_string()),
+                };
+                if let Err(why) = recorded {
+                    eprintln!(
+                        "portcullis: the key is revoked, but the audit log did not record it: {why}"
+                    );
+                    return ExitCode::from(EX_UNAVAILABLE);
+                }
+                ExitCode::SUCCESS
+            }
+            Ok(false) => {
+                eprintln!("portcullis: no active key `{id}`");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::from(EX_UNAVAILABLE)
+            }
+        },
+    }
+}
