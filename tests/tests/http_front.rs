@@ -426,6 +426,15 @@ async fn upstream_down_or_slow_names_the_server_and_the_session_survives() {
         fixture_server("fixture", &fx.url).replace("timeout: 5s", "timeout: 500ms")
     );
     let gw = Gateway::start_with_unready(&servers);
+    // Readiness is unauthenticated: it counts the upstreams that are down and names none.
+    let ready = reqwest::get(format!("{}/readyz", gw.base)).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = ready.text().await.unwrap();
+    assert!(
+        body.starts_with("not ready: ") && body.ends_with(" of 2 upstreams not connected"),
+        "{body}"
+    );
+    assert!(!body.contains("dead"), "{body}");
     let mut c = Raw::new(gw.mcp(), &gw.key);
     c.init().await;
     let started = std::time::Instant::now();
