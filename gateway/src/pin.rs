@@ -136,6 +136,14 @@ pub(crate) async fn pin(config: &Path, confirmed: &[String]) -> ExitCode {
                     }
                 },
             };
+            if let (Some(d), Some(entry)) = (&def, server.tools.get(tool))
+                && let Some((raised, said)) = registry::raised_class(entry.class, d)
+            {
+                lines.push(format!(
+                    "  ^ {tool}: configured `class: {}`, but the upstream's definition says `{said}`: enforced as {raised}; set `class: {raised}` in the config",
+                    entry.class
+                ));
+            }
             match outcome {
                 Outcome::Same => {
                     pins.insert(tool.clone(), old.get(tool).cloned().unwrap_or_default());
@@ -272,7 +280,13 @@ pub(crate) fn check(config: &Path, explain: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let problems = registry::check(&reg);
+    let mut problems = registry::check(&reg);
+    // The definitions `pin` last recorded say what the upstream claims about each tool.
+    let record: BTreeMap<String, BTreeMap<String, Value>> = std::fs::read(record_path(config))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    problems.extend(registry::raised_by_definitions(&reg, &record));
     for p in &problems {
         println!("{p}");
     }

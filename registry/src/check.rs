@@ -76,6 +76,71 @@ pub fn check(reg: &Registry) -> Vec<ConfigProblem> {
     out
 }
 
+/// When an upstream's annotations raise a tool above its configured class: the class the
+/// gateway enforces, and the annotations that raised it (as the upstream wrote them). The
+/// registry's class is the floor; an upstream can raise it, never lower it.
+pub fn raised_class(
+    configured: ToolClass,
+    definition: &serde_json::Value,
+) -> Option<(ToolClass, String)> {
+    let annotations = definition.get("annotations")?;
+    let read_only = annotations
+        .get("readOnlyHint")
+        .and_then(serde_json::Value::as_bool);
+    let destructive = annotations
+        .get("destructiveHint")
+        .and_then(serde_json::Value::as_bool);
+    let raised = configured.raised_by(policy::UpstreamHints {
+        read_only,
+        destructive,
+    });
+    if raised == configured {
+        return None;
+    }
+    let said: Vec<String> = [
+        ("readOnlyHint", read_only),
+        ("destructiveHint", destructive),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k}: {v}")))
+    .collect();
+    Some((raised, said.join(", ")))
+}
+
+/// Tools whose pinned definitions (`record`: server → tool → definition, as `portcullis pin`
+/// keeps them) raise their class above the config's: the config would say less than is enforced.
+pub fn raised_by_definitions(
+    reg: &Registry,
+    record: &std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, serde_json::Value>,
+    >,
+) -> Vec<ConfigProblem> {
+    let mut out = Vec::new();
+    for s in &reg.servers {
+        let Some(defs) = record.get(&s.name) else {
+            continue;
+        };
+        for (tool, entry) in &s.tools {
+            let Some((raised, said)) = defs.get(tool).and_then(|d| raised_class(entry.class, d))
+            else {
+                continue;
+            };
+            out.push(reg.source.problem(
+                &child(&child(&child("servers", &s.name), "tools"), tool),
+                format!(
+                    "`{tool}` is configured `class: {}`, but its pinned definition says `{said}`: the gateway enforces it as {raised}",
+                    entry.class
+                ),
+                &format!(
+                    "set `class: {raised}` so the config says what is enforced (annotations can raise a class, never lower it)"
+                ),
+            ));
+        }
+    }
+    out
+}
+
 /// Options that make common programs (git, ssh, node, interpreters) run a command or load
 /// code named by their value.
 const COMMAND_OPTIONS: &[&str] = &[
@@ -226,5 +291,43 @@ mod tests {
                 && p.location.line == 4),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn upstream_annotations_raise_a_class_and_never_lower_it() {
+        use serde_json::json;
+        let def = |a: serde_json::Value| json!({ "name": "t", "annotations": a });
+        let raised = |c: ToolClass, a| raised_class(c, &def(a)).map(|(c, s)| (c.to_string(), s));
+        assert_eq!(
+            raised(ToolClass::Read, json!({ "readOnlyHint": false })),
+            Some(("destructive".into(), "readOnlyHint: false".into()))
+        );
+        assert_eq!(
+            raised(
+                ToolClass::Read,
+                json!({ "readOnlyHint": false, "destructiveHint": false })
+            ),
+            Some((
+                "write".into(),
+                "readOnlyHint: false, destructiveHint: false".into()
+            ))
+        );
+        assert_eq!(
+            raised(ToolClass::Write, json!({ "destructiveHint": true })),
+            Some(("destructive".into(), "destructiveHint: true".into()))
+        );
+        // Claims of less risk, or none, change nothing.
+        assert_eq!(
+            raised(ToolClass::Destructive, json!({ "readOnlyHint": true })),
+            None
+        );
+        assert_eq!(
+            raised(
+                ToolClass::Write,
+                json!({ "readOnlyHint": false, "destructiveHint": false })
+            ),
+            None
+        );
+        assert_eq!(raised_class(ToolClass::Read, &json!({ "name": "t" })), None);
     }
 }

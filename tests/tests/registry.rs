@@ -183,6 +183,73 @@ async fn a_rug_pull_is_quarantined_and_new_tools_stay_hidden_until_re_pinned() {
     );
 }
 
+/// The upstream annotates `unlisted_tool` as writing; the config says `read`. The gateway
+/// enforces the higher class, and `pin`, `check` and the live self-audit each name the gap, with
+/// a fix that makes `check` pass.
+#[tokio::test]
+async fn an_upstream_annotation_raising_a_class_is_named_by_pin_check_and_the_self_audit() {
+    let fx = Fixture::start("both").unwrap();
+    let servers = format!(
+        "  fixture:\n    url: {}\n    allow_private: true\n    timeout: 5s\n    tools:\n      echo: {{ class: read }}\n      unlisted_tool: {{ class: read }}\n",
+        fx.url
+    );
+    let gw = Gateway::start(&servers).unwrap();
+    let config = gw.config().display().to_string();
+    let (_, out) = portcullis(&["pin", "--config", &config]);
+    assert!(
+        out.contains("^ unlisted_tool: configured `class: read`, but the upstream's definition says `readOnlyHint: false, destructiveHint: false`: enforced as write; set `class: write` in the config"),
+        "{out}"
+    );
+    let (code, out) = portcullis(&["check", "--config", &config]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("`unlisted_tool` is configured `class: read`, but its pinned definition says `readOnlyHint: false, destructiveHint: false`: the gateway enforces it as write"),
+        "{out}"
+    );
+    assert!(out.contains("fix: set `class: write`"), "{out}");
+    // Enforced as a write: the client sees it so, and it is held for approval.
+    let c = client(&gw).await;
+    let (_, v) = c.call(req(3, "tools/list", json!({}))).await;
+    let tool = v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "fixture__unlisted_tool")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        tool["annotations"],
+        json!({"readOnlyHint": false, "destructiveHint": false}),
+        "{v}"
+    );
+    let auditor = gw.operator_key("auditor", None).unwrap();
+    let report = portcullis_tests::self_audit(&gw.admin, &auditor).await;
+    let text = report.to_string();
+    assert!(
+        text.contains("The config understates the class of tools on: fixture"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "unlisted_tool (read -> write, `readOnlyHint: false, destructiveHint: false`)"
+        ),
+        "{text}"
+    );
+    // The fix `check` gives clears it (the harness's grants live on its keys, so `check` has
+    // other things to say about this config).
+    let fixed = std::fs::read_to_string(gw.config()).unwrap().replace(
+        "unlisted_tool: { class: read }",
+        "unlisted_tool: { class: write, rate: 10/min }",
+    );
+    std::fs::write(gw.config(), fixed).unwrap();
+    let (_, out) = portcullis(&["check", "--config", &config]);
+    assert!(!out.contains("unlisted_tool` is configured"), "{out}");
+    assert!(
+        !out.contains("`unlisted_tool` is a write tool without a rate limit"),
+        "{out}"
+    );
+}
+
 /// Fault injection: the upstream's `tools/list` starts failing after a `list_changed`. What it
 /// offers is then unknown, so none of its tools are offered or called, not even the ones it
 /// offered before.

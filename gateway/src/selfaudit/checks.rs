@@ -841,6 +841,7 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
         }
         let mut quarantined = Vec::new();
         let mut instructed = Vec::new();
+        let mut raised = Vec::new();
         if let Some(live) = &probes.live {
             for (name, o) in &live.upstreams {
                 if pinnable.iter().any(|s| &s.name == name) {
@@ -850,6 +851,11 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
                     }
                     if o.observed.contains("instruction-like text in served") {
                         instructed.push(name.as_str());
+                    }
+                    if o.observed
+                        .contains("class raised by the upstream's annotations")
+                    {
+                        raised.push(name.as_str());
                     }
                 }
             }
@@ -871,6 +877,27 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
                     (
                         "Review tools whose descriptions address the model",
                         "Read each flagged description; remove the tool from the allowlist or ask the upstream to fix it, then re-pin.",
+                        "S",
+                    ),
+                ),
+            );
+        }
+        if !raised.is_empty() {
+            out.push(
+                Check::new("onboard.class_raised", 3).cites(ev.clone()).says(
+                    format!("The config understates the class of tools on: {}", raised.join(", ")),
+                    "Their upstream annotates them as writing or destructive while the config says less; the gateway enforces the higher class (approval, read-only mode), so the control holds, but the config no longer says what is enforced.",
+                    "Reviewers and `portcullis check` read the config: a tool listed as `read` that is enforced as destructive surprises both.",
+                )
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Low,
+                    Likelihood::High,
+                    Cause::Probe,
+                    (
+                        "Make each tool's class what is enforced",
+                        "Set `class:` to the enforced class for each tool named in the evidence (`portcullis pin` and `portcullis check` name them too).",
                         "S",
                     ),
                 ),

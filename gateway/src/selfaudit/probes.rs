@@ -375,6 +375,27 @@ fn upstreams(gw: &Gateway) -> Vec<(String, Outcome)> {
                     Some(format!("{} (`{what}` at `{at}`)", o.tool.name))
                 })
                 .collect();
+            // Tools the upstream's own annotations raise above their configured class.
+            let raised: Vec<String> = offered
+                .iter()
+                .filter_map(|o| {
+                    let entry = server.tools.get(o.tool.name.as_ref())?;
+                    let def = serde_json::to_value(&o.tool).ok()?;
+                    let (to, said) = registry::raised_class(entry.class, &def)?;
+                    Some(format!("{} ({} -> {to}, `{said}`)", o.tool.name, entry.class))
+                })
+                .collect();
+            let outcome = match raised.is_empty() {
+                true => outcome,
+                false => Outcome {
+                    ok: outcome.ok,
+                    observed: format!(
+                        "{}; class raised by the upstream's annotations: {}",
+                        outcome.observed,
+                        raised.join("; ")
+                    ),
+                },
+            };
             let outcome = match instructed.is_empty() {
                 true => outcome,
                 false => Outcome {

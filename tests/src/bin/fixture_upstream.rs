@@ -21,7 +21,7 @@ use rmcp::model::{
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
     ServerCapabilities, ServerConfig, ServerNotification, ServerRequest, SetLevelRequestParams,
-    SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+    SubscribeRequestParams, Tool, ToolAnnotations, UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -153,11 +153,13 @@ impl Fixture {
                 "Adds the tool `late_tool` and announces list_changed",
                 no_args(),
             ),
+            // Annotated as writing: a config that allowlists it as `read` is raised by it.
             tool(
                 "unlisted_tool",
                 "A tool the gateway's config does not allowlist",
                 no_args(),
-            ),
+            )
+            .annotate(ToolAnnotations::new().read_only(false).destructive(false)),
             tool(
                 "touch_watched",
                 "Announces that test://watched-resource changed",
