@@ -177,7 +177,7 @@ pub(crate) async fn pin(config: &Path, confirmed: &[String]) -> ExitCode {
                 }
                 Outcome::Missing => {
                     lines.push(format!(
-                        "  ? {tool}: allowlisted, but the upstream does not offer it; not pinned"
+                        "  ? {tool}: allowlisted, but the upstream does not offer it (not even to a client declaring sampling, elicitation and roots); not pinned"
                     ));
                 }
             }

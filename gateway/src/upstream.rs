@@ -910,6 +910,7 @@ impl Upstream {
             refresh,
             relay: Some(relay.clone()),
             secrets: self.sent_secrets.clone(),
+            pinning: false,
         };
         // The whole open (secrets, address checks, handshake) within the server's timeout.
         let opened = tokio::select! {

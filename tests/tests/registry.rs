@@ -187,14 +187,19 @@ async fn a_rug_pull_is_quarantined_and_new_tools_stay_hidden_until_re_pinned() {
 /// enforces the higher class, and `pin`, `check` and the live self-audit each name the gap, with
 /// a fix that makes `check` pass.
 #[tokio::test]
-async fn an_upstream_annotation_raising_a_class_is_named_by_pin_check_and_the_self_audit() {
+async fn an_upstream_annotation_raising_a_class_is_named_by_pin_check_and_the_self_audit_and_capability_gated_tools_pin()
+ {
     let fx = Fixture::start("both").unwrap();
     let servers = format!(
-        "  fixture:\n    url: {}\n    allow_private: true\n    timeout: 5s\n    tools:\n      echo: {{ class: read }}\n      unlisted_tool: {{ class: read }}\n",
+        "  fixture:\n    url: {}\n    allow_private: true\n    timeout: 5s\n    tools:\n      echo: {{ class: read }}\n      unlisted_tool: {{ class: read }}\n      ask_model: {{ class: read }}\n",
         fx.url
     );
     let gw = Gateway::start(&servers).unwrap();
     let config = gw.config().display().to_string();
+    // A tool the upstream offers only to clients declaring sampling is pinned all the same:
+    // `pin` declares every capability a client could.
+    let text = std::fs::read_to_string(gw.config()).unwrap();
+    assert!(text.contains("ask_model: \"sha256:"), "{text}");
     let (_, out) = portcullis(&["pin", "--config", &config]);
     assert!(
         out.contains("^ unlisted_tool: configured `class: read`, but the upstream's definition says `readOnlyHint: false, destructiveHint: false`: enforced as write; set `class: write` in the config"),

@@ -31,6 +31,7 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
             refresh: refresh_tx,
             relay: None,
             secrets: up.sent_secrets.clone(),
+            pinning: false,
         };
         let attempt = tokio::select! {
             r = connect(&up, handler) => r,
@@ -251,7 +252,8 @@ pub(crate) async fn checked_addresses(
     Ok(addrs)
 }
 
-/// Connect once, list every tool the upstream offers (untrusted, unfiltered), and disconnect.
+/// Connect once as a client with every capability, list every tool the upstream offers
+/// (untrusted, unfiltered), and disconnect.
 pub(crate) async fn fetch_definitions(up: &Upstream) -> anyhow::Result<Vec<Tool>> {
     let (refresh, _ignored) = mpsc::unbounded_channel();
     let handler = UpstreamHandler {
@@ -261,6 +263,7 @@ pub(crate) async fn fetch_definitions(up: &Upstream) -> anyhow::Result<Vec<Tool>
         refresh,
         relay: None,
         secrets: up.sent_secrets.clone(),
+        pinning: true,
     };
     let conn = connect(up, handler).await?;
     let tools = list_all(up, &conn.peer).await;

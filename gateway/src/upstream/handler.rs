@@ -12,8 +12,8 @@ use std::sync::Mutex;
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    ClientConfig, ElicitRequestParams, ElicitResult, Implementation, ProgressNotificationParam,
-    ProtocolVersion, ResourceUpdatedNotificationParam,
+    ClientCapabilities, ClientConfig, ElicitRequestParams, ElicitResult, Implementation,
+    ProgressNotificationParam, ProtocolVersion, ResourceUpdatedNotificationParam,
 };
 #[expect(
     deprecated,
@@ -100,6 +100,10 @@ pub(crate) struct UpstreamHandler {
     pub(crate) relay: Option<std::sync::Arc<super::relay::Relay>>,
     /// The secrets the gateway sent this upstream: never relayed to a client.
     pub(crate) secrets: super::scrub::Sent,
+    /// Declare every client capability an upstream may gate tools on (sampling, elicitation,
+    /// roots): `portcullis pin` lists what any client could be offered. Requests that follow
+    /// are refused, as on any connection without a client behind it.
+    pub(crate) pinning: bool,
 }
 
 impl UpstreamHandler {
@@ -143,11 +147,14 @@ impl UpstreamHandler {
 )]
 impl ClientHandler for UpstreamHandler {
     fn get_info(&self) -> ClientConfig {
-        let capabilities = self
-            .relay
-            .as_ref()
-            .map(|r| r.capabilities())
-            .unwrap_or_default();
+        let capabilities = match (&self.relay, self.pinning) {
+            (_, true) => serde_json::from_value(serde_json::json!({
+                "sampling": {}, "elicitation": {}, "roots": { "listChanged": false }
+            }))
+            .unwrap_or_default(),
+            (Some(r), false) => r.capabilities(),
+            (None, false) => ClientCapabilities::default(),
+        };
         ClientConfig::new(
             capabilities,
             Implementation::new("portcullis", env!("CARGO_PKG_VERSION")),

@@ -386,12 +386,31 @@ impl ServerHandler for Fixture {
     async fn list_tools(
         &self,
         _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         if self.rug.load(Ordering::SeqCst) == 3 {
             return Err(McpError::internal_error("the tool listing is broken", None));
         }
-        Ok(ListToolsResult::with_all_items(self.tools()))
+        let mut tools = self.tools();
+        // As some servers do: a tool that needs the client's model is offered only to clients
+        // that declare sampling.
+        // (Stateful revisions declare it at initialize; 2026-07-28 in each request's `_meta`.)
+        let per_request = ctx
+            .meta
+            .get("io.modelcontextprotocol/clientCapabilities")
+            .is_some_and(|c| c.get("sampling").is_some_and(|s| !s.is_null()));
+        let at_initialize = ctx
+            .peer
+            .peer_info()
+            .is_some_and(|c| c.capabilities.sampling.is_some());
+        if per_request || at_initialize {
+            tools.push(tool(
+                "ask_model",
+                "Asks the client's model; offered only to clients that declare sampling",
+                no_args(),
+            ));
+        }
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     async fn call_tool(
