@@ -492,6 +492,13 @@ impl Upstream {
         self.connection().is_ok_and(|c| c.protocol.has_initialize())
     }
 
+    /// The protocol revision the shared connection negotiated, while connected.
+    pub(crate) fn protocol(&self) -> Option<String> {
+        self.connection()
+            .ok()
+            .map(|c| c.protocol.as_str().to_owned())
+    }
+
     /// The upstream's declared capabilities (untrusted; used to decide what to relay).
     pub(crate) fn capabilities(&self) -> Value {
         self.connection()

@@ -5,6 +5,8 @@
 //   engage          engage the kill switch for server `fx`
 //   release         release it
 //   self-audit      open the self-audit report from the dashboard; screen and print renderings
+//   overview        read the upstream, tool and key tables; print READY, then wait (without
+//                   reloading) until the framed pending list shows a request
 // Prints one JSON line with what it saw; exits non-zero on any failed expectation.
 import { chromium } from 'playwright-core';
 
@@ -93,6 +95,28 @@ try {
       await page.emulateMedia({ media: 'print' });
       await page.screenshot({ path: `${shots}/self-audit-print.png`, fullPage: true });
       await page.pdf({ path: `${shots}/self-audit.pdf`, format: 'A4', printBackground: true });
+    } else if (phase === 'overview') {
+      const rows = (sel) => page.$$eval(sel, (trs) => trs.map((tr) =>
+        ({ cls: tr.className, cells: [...tr.querySelectorAll('td')].map((td) => td.textContent.trim()) })));
+      seen.upstreams = await rows('#upstream-table tbody tr');
+      seen.tools = await rows('#tool-table tbody tr');
+      seen.keys = await rows('#key-table tbody tr');
+      seen.repin = (await page.locator('#repin').count()) ? await page.textContent('#repin') : null;
+      seen.self_audit_link = await page.isVisible('#self-audit-link');
+      // No token in a table cell is broken across lines, and no cell breaks words anywhere.
+      seen.broken_tokens = await page.$$eval('td code', (els) =>
+        els.filter((e) => e.getClientRects().length > 1).map((e) => e.textContent));
+      seen.cell_wrap = await page.$eval('td', (td) => getComputedStyle(td).overflowWrap);
+      const live = page.frameLocator('#pending-live');
+      seen.count_before = (await live.locator('#pending-count').textContent()).trim();
+      await page.screenshot({ path: `${shots}/ui-overview.png`, fullPage: true });
+      const url = page.url();
+      console.log('READY');
+      await live.locator('#pending-list li').first().waitFor({ timeout: 30000 });
+      expect(page.url() === url, 'the page itself was not reloaded');
+      seen.live_ids = await live.locator('#pending-list li').evaluateAll((lis) => lis.map((li) => li.dataset.id));
+      seen.count_after = (await live.locator('#pending-count').textContent()).trim();
+      await page.screenshot({ path: `${shots}/ui-live-pending.png`, fullPage: true });
     } else {
       throw new Error(`unknown phase ${phase}`);
     }

@@ -106,6 +106,155 @@ async fn an_operator_approves_and_kills_from_the_browser() {
     );
 }
 
+/// The page shows the gateway: upstream states, allowlisted and quarantined tools with the
+/// re-pin command, keys by name, tokens unbroken; a request filed while it is open appears in
+/// the framed pending list without the page being reloaded.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_page_shows_the_gateway_and_new_approvals_live() {
+    use std::io::{BufRead, BufReader};
+    let fx = Fixture::start("both").unwrap();
+    let servers = format!(
+        "{}  gone:\n    url: http://127.0.0.1:9/mcp\n    allow_private: true\n    tools: {{ lost: {{ class: read }} }}\n",
+        fixture_server("fx", &fx.url).replace(
+            "      echo: { class: read }\n",
+            "      echo: { class: read }\n      rug_pull: { class: read }\n"
+        )
+    );
+    let gw = Gateway::start_unready_with(
+        "approvals: { required_from: write, hold: 0s }\n",
+        &servers,
+        "warn",
+    )
+    .unwrap();
+    let admin = gw.operator_key("admin", Some("ops")).unwrap();
+    let mut c = Raw::new(gw.server("fx"), &gw.key);
+    c.init().await;
+    // The upstream rewrites `echo`: it is quarantined.
+    call(&c, "rug_pull", json!({ "mode": 1 })).await;
+    c.until_tools(|n| !n.contains(&"echo".to_string())).await;
+
+    let shots = workspace().join("target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut child = Command::new(node())
+        .arg(workspace().join("tests/node/ui.mjs"))
+        .arg("overview")
+        .env("ADMIN_URL", &gw.admin)
+        .env("ADMIN_KEY", &admin)
+        .env("SHOTS", &shots)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let ready = line == "READY";
+        out.push(line);
+        if ready {
+            break;
+        }
+    }
+    assert_eq!(out.last().map(String::as_str), Some("READY"), "{out:?}");
+    // Filed while the page is open.
+    let r = call(&c, "slow", json!({ "ms": 0 })).await;
+    let id = r["error"]["data"]["approval_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    out.extend(lines.map_while(Result::ok));
+    assert!(child.wait().unwrap().success(), "{out:?}");
+    let v: Value = serde_json::from_str(out.last().unwrap()).unwrap();
+    assert_eq!(v["violations"], json!([]), "{v}");
+    let cells = |key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} | {}",
+                    r["cls"].as_str().unwrap(),
+                    r["cells"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| c.as_str().unwrap())
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                )
+            })
+            .collect()
+    };
+    let upstreams = cells("upstreams");
+    assert!(
+        upstreams
+            .iter()
+            .any(|r| r.starts_with("up | fx | http://127.0.0.1:") && r.contains("| connected |")),
+        "{upstreams:?}"
+    );
+    assert!(
+        upstreams
+            .iter()
+            .any(|r| r.starts_with("down | gone |") && r.contains("| not connected |")),
+        "{upstreams:?}"
+    );
+    let tools = cells("tools");
+    assert!(
+        tools
+            .iter()
+            .any(|r| r.starts_with("tool-quarantined | fx/echo | read | quarantined:")),
+        "{tools:?}"
+    );
+    assert!(
+        tools
+            .iter()
+            .any(|r| r.starts_with("tool-served | fx/slow | write | served")),
+        "{tools:?}"
+    );
+    assert!(
+        tools
+            .iter()
+            .any(|r| r.starts_with("tool-missing | gone/lost | read | unavailable")),
+        "{tools:?}"
+    );
+    let repin = v["repin"].as_str().unwrap_or_default();
+    assert!(
+        repin.contains(&format!(
+            "portcullis pin --config {}",
+            gw.config().display()
+        )),
+        "{v}"
+    );
+    let keys = cells("keys");
+    assert!(
+        keys.iter().any(|r| r.contains("| admin-ops |")
+            && r.contains("| admin |")
+            && r.contains("user:ops")),
+        "{keys:?}"
+    );
+    assert!(keys.iter().any(|r| r.contains("| client |")), "{keys:?}");
+    // Issued today, not at the epoch.
+    let year = keys[0]
+        .rsplit(" | ")
+        .next()
+        .unwrap_or_default()
+        .get(..4)
+        .unwrap_or_default()
+        .to_string();
+    assert!(year.as_str() >= "2025", "{keys:?}");
+    assert_eq!(v["broken_tokens"], json!([]), "{v}");
+    assert_ne!(v["cell_wrap"], "anywhere", "{v}");
+    assert_eq!(v["self_audit_link"], true, "{v}");
+    assert!(
+        v["count_before"].as_str().unwrap().starts_with("0 pending"),
+        "{v}"
+    );
+    assert_eq!(v["live_ids"], json!([id]), "{v}");
+    assert!(
+        v["count_after"].as_str().unwrap().starts_with("1 pending"),
+        "{v}"
+    );
+}
+
 /// POST a form to the admin listener with an optional session cookie and `Origin`.
 async fn form(
     http: &reqwest::Client,

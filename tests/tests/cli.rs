@@ -69,3 +69,48 @@ fn completions_are_printed_for_each_shell() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The gateway prints its listening lines to stdout; a reader that went away (a closed pipe)
+/// must not stop it.
+#[test]
+fn a_closed_stdout_does_not_stop_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = portcullis_tests::quickstart::free_pair();
+    let config = dir.path().join("portcullis.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{}\nstore: sqlite://{}\nservers:\n  notes:\n    builtin: notes\n    tools: {{ search_notes: {{ class: read }} }}\n",
+            port + 1,
+            dir.path().join("store.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(bin("portcullis"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Closed before the gateway writes a line.
+    drop(child.stdout.take());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut healthy = false;
+    while std::time::Instant::now() < deadline && !healthy {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        healthy = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+            use std::io::{Read, Write};
+            let _ = s.write_all(
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            );
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out.starts_with("HTTP/1.1 200")
+        });
+    }
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(healthy && running, "healthy {healthy}, running {running}");
+}

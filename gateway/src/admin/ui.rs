@@ -1,4 +1,5 @@
-//! The operator web page at `/ui/`: approvals, kill switch, mode and the operator record.
+//! The operator web page at `/ui/`: sign-in, sessions and the forms that act (approvals, kill
+//! switch, mode); `dashboard` renders what the page shows.
 //!
 //! Server-rendered HTML with no scripts and no external assets, under a strict Content Security
 //! Policy. Sign-in takes an operator key and opens a session held in this process (an
@@ -6,7 +7,6 @@
 //! key is re-checked on every request, so revoking it ends the session.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,15 +18,16 @@ use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
-use super::{Admin, kill_state, mode_state};
+use super::Admin;
 use crate::operate::{OpError, Operator};
-use crate::store::ApprovalStatus;
+
+mod dashboard;
 
 const COOKIE: &str = "portcullis_ui";
 const IDLE: Duration = Duration::from_secs(30 * 60);
 const ABSOLUTE: Duration = Duration::from_secs(12 * 60 * 60);
 const MAX_SESSIONS: usize = 1000;
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const STYLE: &str = include_str!("ui.css");
 
 /// Signed-in browser sessions.
@@ -108,7 +109,8 @@ impl Sessions {
 pub(super) fn routes() -> Router<Arc<Admin>> {
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
-        .route("/ui/", get(dashboard))
+        .route("/ui/", get(dashboard::dashboard))
+        .route("/ui/pending", get(dashboard::pending))
         .route("/ui/style.css", get(style))
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
@@ -240,7 +242,7 @@ fn login_form(error: Option<&str>) -> String {
         .map(|e| format!("<p class=\"flash bad\" role=\"alert\">{}</p>", esc(e)))
         .unwrap_or_default();
     format!(
-        "<main class=\"narrow\"><h1>Portcullis operator sign-in</h1>{err}<form method=\"post\" action=\"/ui/login\"><label for=\"key\">Operator key (admin, approver or auditor)</label><input id=\"key\" name=\"key\" type=\"password\" autocomplete=\"off\" required><button type=\"submit\">Sign in</button></form><p class=\"muted\">Client keys do not work here. Issue an operator key with <code>portcullis keys create --role admin</code>.</p></main>"
+        "<main class=\"narrow\"><h1>Portcullis operator sign-in</h1>{err}<form method=\"post\" action=\"/ui/login\"><label for=\"key\">Operator key (admin, approver or auditor)</label><input id=\"key\" name=\"key\" type=\"password\" autocomplete=\"off\" required><button type=\"submit\">Sign in</button></form><p class=\"muted\">Client keys do not work here. Issue an operator key on the gateway's host with <code>portcullis keys create --config portcullis.yaml --name my-admin --role admin --user YOUR-NAME</code> (roles: admin, approver, auditor; admins and approvers name the person with <code>--user</code>).</p></main>"
     )
 }
 
@@ -504,203 +506,6 @@ fn csrf_field(csrf: &str) -> String {
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         esc(csrf)
     )
-}
-
-async fn dashboard(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
-    let (op, id, session) = match signed_in(&a, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let gw = &a.gw;
-    let csrf = csrf_field(&session.csrf);
-    let loaded = async {
-        let kill = kill_state(gw).await?;
-        let pending = gw
-            .store
-            .approvals(Some(ApprovalStatus::Pending), 200)
-            .await
-            .map_err(super::down)?;
-        let recent = gw.store.approvals(None, 20).await.map_err(super::down)?;
-        let events = gw.store.events_tail(50).await.map_err(super::down)?;
-        Ok::<_, OpError>((kill, pending, recent, events))
-    }
-    .await;
-    let (kill, pending, recent, events) = match loaded {
-        Ok(x) => x,
-        Err(e) => {
-            return page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                &format!(
-                    "<main><h1>Unavailable</h1><p>{}</p></main>",
-                    esc(&e.to_string())
-                ),
-            );
-        }
-    };
-    let mut b = String::new();
-    let _ = write!(
-        b,
-        "<header><h1>Portcullis</h1><p>Signed in as <strong>{}</strong> ({})</p>{}<form method=\"post\" action=\"/ui/logout\">{csrf}<button type=\"submit\" class=\"link\">Sign out</button></form></header><main>",
-        esc(&op.name),
-        esc(&op.roles.names().join(", ")),
-        match op.roles.admin || op.roles.auditor {
-            true =>
-                "<p><a id=\"self-audit-link\" href=\"/ui/self-audit\">Self-audit report</a></p>",
-            false => "",
-        }
-    );
-    if let Some((ok, msg)) = a.ui.take_flash(&id) {
-        let _ = write!(
-            b,
-            "<p class=\"flash {}\" role=\"status\" id=\"flash\">{}</p>",
-            if ok { "good" } else { "bad" },
-            esc(&msg)
-        );
-    }
-
-    // Mode.
-    let m = mode_state(gw);
-    let mode = m.get("mode").and_then(|v| v.as_str()).unwrap_or("unknown");
-    let source = match m.get("source").and_then(|v| v.as_str()) {
-        Some("operator") => format!(
-            "set by {} ({})",
-            m.get("set_by").and_then(|v| v.as_str()).unwrap_or("?"),
-            m.get("reason").and_then(|v| v.as_str()).unwrap_or("")
-        ),
-        _ => "from the config".to_owned(),
-    };
-    let _ = write!(
-        b,
-        "<section id=\"mode\"><h2>Mode</h2><p>The gateway is in <strong class=\"mode-{m}\" id=\"current-mode\">{m}</strong> mode, {src}.</p>",
-        m = esc(mode),
-        src = esc(&source)
-    );
-    if op.roles.admin {
-        let _ = write!(
-            b,
-            "<form method=\"post\" action=\"/ui/mode\" class=\"row\">{csrf}<label>Mode <select name=\"mode\"><option value=\"enforce\">enforce</option><option value=\"read_only\">read_only</option><option value=\"shadow\">shadow</option></select></label><label>Reason <input name=\"reason\" required maxlength=\"500\"></label><button type=\"submit\">Set mode</button></form>"
-        );
-    }
-    b.push_str("</section>");
-
-    // Kill switch.
-    b.push_str("<section id=\"kill-switch\"><h2>Kill switch</h2>");
-    let engaged = kill
-        .get("engaged")
-        .and_then(|v| v.as_array())
-        .cloned()
-        .unwrap_or_default();
-    if engaged.is_empty() {
-        b.push_str("<p id=\"kill-none\">No kill switch is engaged.</p>");
-    } else {
-        b.push_str("<table id=\"kill-engaged\"><thead><tr><th>Scope</th><th>Target</th><th>Reason</th><th>By</th><th>Since</th><th></th></tr></thead><tbody>");
-        for s in &engaged {
-            let g = |k: &str| s.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-            let at = s
-                .get("changed_at_ms")
-                .and_then(serde_json::Value::as_i64)
-                .unwrap_or(0);
-            let release = if op.roles.admin {
-                format!(
-                    "<form method=\"post\" action=\"/ui/kill\" class=\"row\">{csrf}<input type=\"hidden\" name=\"scope\" value=\"{}\"><input type=\"hidden\" name=\"target\" value=\"{}\"><input type=\"hidden\" name=\"action\" value=\"release\"><input name=\"reason\" placeholder=\"reason\" required maxlength=\"500\" aria-label=\"reason for release\"><button type=\"submit\">Release</button></form>",
-                    esc(&g("scope")),
-                    esc(&g("target"))
-                )
-            } else {
-                String::new()
-            };
-            let _ = write!(
-                b,
-                "<tr class=\"engaged\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{release}</td></tr>",
-                esc(&g("scope")),
-                esc(&g("target")),
-                esc(&g("reason")),
-                esc(&g("actor")),
-                when(at)
-            );
-        }
-        b.push_str("</tbody></table>");
-    }
-    if op.roles.admin {
-        let mut options = String::new();
-        for s in crate::levers::KillScope::ALL {
-            let _ = write!(options, "<option value=\"{0}\">{0}</option>", s.as_str());
-        }
-        let _ = write!(
-            b,
-            "<form method=\"post\" action=\"/ui/kill\" class=\"row\" id=\"kill-engage\">{csrf}<input type=\"hidden\" name=\"action\" value=\"engage\"><label>Scope <select name=\"scope\">{options}</select></label><label>Target <input name=\"target\" placeholder=\"server, server/tool, key id, team, org\"></label><label>Reason <input name=\"reason\" required maxlength=\"500\"></label><button type=\"submit\" class=\"danger\">Engage</button></form>"
-        );
-    }
-    b.push_str("</section>");
-
-    // Approvals.
-    let _ = write!(
-        b,
-        "<section id=\"approvals\"><h2>Pending approvals ({})</h2>",
-        pending.len()
-    );
-    if pending.is_empty() {
-        b.push_str("<p id=\"approvals-none\">Nothing is waiting for approval.</p>");
-    }
-    for r in &pending {
-        let _ = write!(
-            b,
-            "<article class=\"approval\" id=\"{id}\"><h3><code>{server}/{tool}</code> <span class=\"class-{class}\">{class}</span></h3><dl><dt>Request</dt><dd><code>{id}</code></dd><dt>Requested by</dt><dd>{who}</dd><dt>Identity</dt><dd>{principals}</dd><dt>Target</dt><dd>{target}</dd><dt>Arguments digest</dt><dd><code>{digest}</code></dd><dt>Filed</dt><dd>{created}</dd><dt>Expires</dt><dd>{expires}</dd></dl><pre class=\"preview\">{preview}</pre><p class=\"muted\">These are the complete arguments. Values shown as [redacted] are secrets hidden here, and characters that render invisibly or reorder text are written as \\uXXXX escapes; approving binds to the exact full arguments (the digest above).</p>",
-            id = esc(&r.id),
-            server = esc(&r.server),
-            tool = esc(&r.tool),
-            class = esc(&r.class),
-            who = esc(&r.requester),
-            principals = esc(&r.principals.join(", ")),
-            target = esc(r.target.as_deref().unwrap_or("—")),
-            digest = esc(r.arguments_digest.get(..16).unwrap_or(&r.arguments_digest)),
-            created = when(r.created_at),
-            expires = when(r.expires_at),
-            preview = esc(&r.preview),
-        );
-        if op.roles.may_approve() {
-            let _ = write!(
-                b,
-                "<div class=\"row\"><form method=\"post\" action=\"/ui/approvals/{id}/approve\" class=\"row\">{csrf}<input name=\"reason\" required maxlength=\"500\" placeholder=\"why\" aria-label=\"reason to approve\"><button type=\"submit\" class=\"approve\">Approve</button></form><form method=\"post\" action=\"/ui/approvals/{id}/deny\" class=\"row\">{csrf}<input name=\"reason\" required maxlength=\"500\" placeholder=\"why\" aria-label=\"reason to deny\"><button type=\"submit\" class=\"danger\">Deny</button></form></div>",
-                id = esc(&r.id)
-            );
-        }
-        b.push_str("</article>");
-    }
-    b.push_str("</section>");
-
-    // Recent decisions.
-    b.push_str("<section id=\"recent\"><h2>Recent requests</h2><table><thead><tr><th>Request</th><th>Tool</th><th>Status</th><th>Decided by</th><th>Why</th></tr></thead><tbody>");
-    for r in &recent {
-        let _ = write!(
-            b,
-            "<tr><td><code>{}</code></td><td><code>{}/{}</code></td><td class=\"status-{s}\">{s}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r.id),
-            esc(&r.server),
-            esc(&r.tool),
-            esc(r.decided_by.as_deref().unwrap_or("—")),
-            esc(r.reason.as_deref().unwrap_or("")),
-            s = esc(r.status),
-        );
-    }
-    b.push_str("</tbody></table></section>");
-
-    // Operator record.
-    b.push_str("<section id=\"audit\"><h2>Operator record (latest 50)</h2><table><thead><tr><th>#</th><th>When</th><th>Event</th><th>Who</th><th>Detail</th></tr></thead><tbody>");
-    for e in &events {
-        let _ = write!(
-            b,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            e.seq,
-            when(e.at),
-            esc(&e.kind),
-            esc(&e.actor),
-            esc(&e.detail.to_string())
-        );
-    }
-    b.push_str("</tbody></table><p class=\"muted\">Export: <code>GET /admin/events?format=ndjson</code></p></section></main>");
-    page(StatusCode::OK, "Operator", &b)
 }
 
 #[cfg(test)]
