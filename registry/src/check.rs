@@ -31,7 +31,7 @@ pub fn check(reg: &Registry) -> Vec<ConfigProblem> {
                         out.push(map.problem(
                             &child(&child(&base, "tools"), tool),
                             format!("`{tool}` is allowlisted but not pinned; it stays hidden"),
-                            "run `portcullis pin --config FILE` to pin it",
+                            "run `portcullis pin --config FILE` to pin it; if pin reports that the upstream does not offer it, remove it from the allowlist (nothing can pin a tool the upstream does not serve)",
                         ));
                     }
                 }

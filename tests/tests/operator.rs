@@ -129,6 +129,14 @@ async fn an_approval_is_single_use_bound_to_the_arguments_and_never_self_approve
     assert_eq!(reason(&r), "approval_pending", "{r}");
     assert_eq!(r["error"]["code"], -32001);
     let a = approval_id(&r);
+    // The caller is told where the request is decided.
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("request {a} is waiting for an approver"))
+            && message.contains("operator page")
+            && message.contains(&format!("`portcullis approvals approve {a}`")),
+        "{r}"
+    );
     // The identical call finds the same request rather than filing another.
     assert_eq!(
         approval_id(&call(&alice, "slow", json!({ "ms": 0 })).await),

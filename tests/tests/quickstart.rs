@@ -134,6 +134,35 @@ fn the_banner_inspector_command_lists_the_tools_and_the_config_passes_check() {
         assert_eq!(r.status(), 200);
     });
 
+    // The sign-in page's hint works as written (with a name filled in).
+    let login = rt.block_on(async {
+        reqwest::get(format!("{}/ui/login", q.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let hint = login
+        .split("<code>")
+        .nth(1)
+        .and_then(|c| c.split("</code>").next())
+        .unwrap_or_else(|| panic!("{login}"));
+    assert!(hint.starts_with("portcullis keys create "), "{hint}");
+    let args: Vec<String> = hint
+        .replace("YOUR-NAME", "alice")
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = portcullis(dir.path(), &args);
+    assert!(out.status.success(), "{hint}: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pcl_"),
+        "{out:?}"
+    );
+
     // The config it wrote is one the project's own gate accepts: grants live in the config.
     let out = portcullis(dir.path(), &["check", "--config", "portcullis.yaml"]);
     assert!(
@@ -288,9 +317,13 @@ fn a_rerun_moves_the_ports_and_replaces_the_keys_and_curl_works_without_node() {
         )),
         "{text}"
     );
+    let revoked = text
+        .lines()
+        .find(|l| l.contains("revoked the keys of the previous quickstart: "))
+        .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        text.contains("revoked the keys of the previous quickstart: quickstart-client"),
-        "{text}"
+        revoked.contains("quickstart-client (") && revoked.contains("quickstart-admin ("),
+        "{revoked}"
     );
     let config = std::fs::read_to_string(dir.path().join("portcullis.yaml")).unwrap();
     assert!(
