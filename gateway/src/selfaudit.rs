@@ -17,11 +17,14 @@ use serde::Serialize;
 
 use crate::gateway::Gateway;
 
+mod assemble;
 mod checks;
+mod html;
 mod probes;
 mod render;
 
-pub(crate) use render::{html, markdown};
+pub(crate) use html::html;
+pub(crate) use render::markdown;
 
 /// Version of the report's JSON shape (`schema`), documented in `docs/self-audit.md`.
 pub(crate) const SCHEMA: &str = "portcullis.self-audit/1";
@@ -127,6 +130,13 @@ pub(crate) struct Evidence {
     pub(crate) ok: Option<bool>,
     /// True when the probe needs the running gateway and the report was made offline.
     pub(crate) static_only: bool,
+    /// The rubric line the row supports: the status legend line of the worst finding citing it.
+    pub(crate) rubric: String,
+    /// That finding's colour (`green`, `yellow`, `red`).
+    pub(crate) color: &'static str,
+    /// That finding's severity where it is a gap (absent for rows only passes cite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) severity: Option<Severity>,
 }
 
 /// A roadmap item: the change that closes a gap.
@@ -185,6 +195,11 @@ pub(crate) struct Dimension {
     pub(crate) why_it_matters: String,
     /// Ids of its findings.
     pub(crate) findings: Vec<&'static str>,
+    /// The effort of the change that closes its worst gap (`S`, `M`, `L`), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) effort: Option<&'static str>,
+    /// The roadmap items (`R1`, …) that close its gaps.
+    pub(crate) roadmap: Vec<String>,
 }
 
 /// A ranked risk.
@@ -210,10 +225,17 @@ pub(crate) struct Phase {
 /// One change on the roadmap, traced to its finding.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct RoadmapItem {
+    /// `R1`, `R2`, … in roadmap order; the gap matrix points here.
+    pub(crate) id: String,
     pub(crate) finding: &'static str,
+    pub(crate) dimension: u8,
     pub(crate) title: String,
     pub(crate) detail: String,
     pub(crate) effort: &'static str,
+    /// What is true once it is done.
+    pub(crate) outcome: String,
+    /// Items to do first: earlier items on gaps of the same dimension.
+    pub(crate) depends_on: Vec<String>,
 }
 
 /// One area of the ten-area security checklist.
@@ -282,6 +304,8 @@ pub(crate) struct Report {
     pub(crate) build: Build,
     pub(crate) verdict: String,
     pub(crate) verdict_key: &'static str,
+    /// Why the verdict: reasoned from the safety-critical dimensions (01, 02, 06) first.
+    pub(crate) verdict_reasoning: String,
     pub(crate) summary: String,
     pub(crate) counts: BTreeMap<&'static str, usize>,
     pub(crate) dimensions: Vec<Dimension>,
@@ -321,13 +345,13 @@ pub(crate) const DIMENSIONS: [(&str, &str, &str, &str); 7] = [
     ),
     (
         "cost",
-        "Routing & cost controls",
-        "Whether routing to upstreams is declarative and bounded in time, and whether calls are bounded in rate, concurrency and budget.",
+        "Multi-LLM routing & cost controls",
+        "For an MCP gateway the routes go to upstream MCP servers rather than to models, and the cost is upstream work: whether routing to upstreams is declarative and bounded in time, and whether calls are bounded in rate, concurrency and budget.",
         "Unbounded calls are a path to bill shock and to denial of service of the upstreams (OWASP LLM10).",
     ),
     (
         "identity",
-        "Security, secrets & identity",
+        "Security, secrets & identity (IDP)",
         "Where identity is rooted, whether secrets are inlined, how upstreams are credentialed, and what is exposed on the network.",
         "Who can do what must be answerable and revocable, and no credential may leak through config, logs or a caller's token passed on.",
     ),
@@ -362,230 +386,7 @@ pub(crate) async fn report(reg: &Registry, live: Option<LiveTarget<'_>>) -> Repo
     let mut index = checks::Index::default();
     let findings = checks::findings(reg, &probes, &mut index);
     let servers = checks::server_gates(reg, &mut index);
-    assemble(reg, is_live, findings, servers, index)
-}
-
-fn assemble(
-    reg: &Registry,
-    live: bool,
-    findings: Vec<Finding>,
-    servers: Vec<ServerGate>,
-    index: checks::Index,
-) -> Report {
-    let dimensions: Vec<Dimension> = DIMENSIONS
-        .iter()
-        .zip(1u8..)
-        .map(|(&(key, title, looked_at, why), number)| {
-            dimension(number, key, title, looked_at, why, &findings)
-        })
-        .collect();
-    let mut counts = BTreeMap::new();
-    for color in ["green", "yellow", "red"] {
-        counts.insert(
-            color,
-            dimensions.iter().filter(|d| d.color == color).count(),
-        );
-    }
-    let red = counts.get("red").copied().unwrap_or(0);
-    let yellow = counts.get("yellow").copied().unwrap_or(0);
-    let (verdict_key, verdict) = match (red, yellow) {
-        (0, 0) => ("production_ready", "Production-ready"),
-        (0, _) => (
-            "production_ready_with_caveats",
-            "Production-ready with caveats",
-        ),
-        _ => ("not_production_ready", "Not production-ready"),
-    };
-    let checklist = checks::checklist(&findings);
-    let summary = summary(&dimensions, &findings, &checklist, live);
-    Report {
-        schema: SCHEMA,
-        generated_at: crate::clock::rfc3339_ms(crate::store::now_ms()),
-        mode: if live { "live" } else { "static" },
-        config_file: reg.source.file().to_owned(),
-        config_digest: reg.digest.clone(),
-        profile: match reg.settings.profile {
-            registry::Profile::Production => "production",
-            registry::Profile::Development => "development",
-        },
-        build: build(),
-        verdict: verdict.to_owned(),
-        verdict_key,
-        summary,
-        counts,
-        top_risks: top_risks(&findings),
-        roadmap: roadmap(&findings),
-        dimensions,
-        findings,
-        checklist,
-        servers,
-        evidence: index.into_rows(),
-    }
-}
-
-fn dimension(
-    number: u8,
-    key: &'static str,
-    title: &'static str,
-    looked_at: &'static str,
-    why: &'static str,
-    findings: &[Finding],
-) -> Dimension {
-    let mine: Vec<&Finding> = findings.iter().filter(|f| f.dimension == number).collect();
-    let status = mine
-        .iter()
-        .map(|f| f.status)
-        .max()
-        .unwrap_or(Status::Absent);
-    let mut gaps: Vec<&&Finding> = mine.iter().filter(|f| f.status != Status::Pass).collect();
-    gaps.sort_by_key(|f| std::cmp::Reverse((f.status, f.severity)));
-    let severity = gaps.first().map_or(Severity::Low, |f| f.severity);
-    let finding = match gaps.as_slice() {
-        [] => match mine.first() {
-            Some(first) if mine.len() > 1 => {
-                format!("{} ({} controls verified)", first.title, mine.len())
-            }
-            Some(first) => first.title.clone(),
-            None => "nothing was looked at".to_owned(),
-        },
-        [one] => one.title.clone(),
-        [first, rest @ ..] => format!("{} (and {} more gap(s))", first.title, rest.len()),
-    };
-    let found = mine
-        .iter()
-        .map(|f| f.found.as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let why_it_matters = match gaps.first() {
-        Some(g) => format!("{why} {}", g.why),
-        None => why.to_owned(),
-    };
-    Dimension {
-        number,
-        key,
-        title,
-        status,
-        color: status.color(),
-        finding,
-        severity,
-        looked_at,
-        found,
-        why_it_matters,
-        findings: mine.iter().map(|f| f.id).collect(),
-    }
-}
-
-fn gaps_ranked(findings: &[Finding]) -> Vec<&Finding> {
-    let mut gaps: Vec<&Finding> = findings
-        .iter()
-        .filter(|f| f.status != Status::Pass)
-        .collect();
-    gaps.sort_by(|a, b| {
-        (b.severity, b.status, b.likelihood as u8)
-            .cmp(&(a.severity, a.status, a.likelihood as u8))
-            .then(a.id.cmp(b.id))
-    });
-    gaps
-}
-
-fn top_risks(findings: &[Finding]) -> Vec<Risk> {
-    gaps_ranked(findings)
-        .into_iter()
-        .take(5)
-        .zip(1..)
-        .map(|(f, rank)| Risk {
-            rank,
-            finding: f.id,
-            title: f.title.clone(),
-            dimension: f.dimension,
-            likelihood: f.likelihood,
-            impact: f.severity,
-        })
-        .collect()
-}
-
-fn roadmap(findings: &[Finding]) -> Vec<Phase> {
-    let mut phases = vec![
-        Phase {
-            phase: 1,
-            weeks: "Weeks 0-2",
-            title: "Launch-blocking / highest-leverage",
-            items: Vec::new(),
-        },
-        Phase {
-            phase: 2,
-            weeks: "Weeks 2-6",
-            title: "Default-on the controls",
-            items: Vec::new(),
-        },
-        Phase {
-            phase: 3,
-            weeks: "Weeks 6-12",
-            title: "Operationalize & prove",
-            items: Vec::new(),
-        },
-    ];
-    for f in gaps_ranked(findings) {
-        let Some(fix) = &f.fix else { continue };
-        let at = match (f.severity, f.status) {
-            (Severity::Critical | Severity::High, _) | (_, Status::Absent) => 0,
-            (Severity::Medium, _) => 1,
-            (Severity::Low, _) => 2,
-        };
-        if let Some(p) = phases.get_mut(at) {
-            p.items.push(RoadmapItem {
-                finding: f.id,
-                title: fix.title.clone(),
-                detail: fix.detail.clone(),
-                effort: fix.effort,
-            });
-        }
-    }
-    phases
-}
-
-fn summary(
-    dimensions: &[Dimension],
-    findings: &[Finding],
-    checklist: &Checklist,
-    live: bool,
-) -> String {
-    let gaps = gaps_ranked(findings);
-    let unbuilt = gaps
-        .iter()
-        .filter(|f| f.cause == Some(Cause::Unbuilt))
-        .count();
-    let config = gaps
-        .iter()
-        .filter(|f| f.cause == Some(Cause::Config))
-        .count();
-    let probe = gaps
-        .iter()
-        .filter(|f| f.cause == Some(Cause::Probe))
-        .count();
-    let green: Vec<&str> = dimensions
-        .iter()
-        .filter(|d| d.status == Status::Pass)
-        .map(|d| d.title)
-        .collect();
-    let mut s = format!(
-        "{} of 7 dimensions are green{}. {} gap(s): {config} from this config, {probe} seen by probes, {unbuilt} for controls this build does not have. Security checklist {}/20 ({}).",
-        green.len(),
-        match green.is_empty() {
-            true => String::new(),
-            false => format!(" ({})", green.join(", ")),
-        },
-        gaps.len(),
-        checklist.score,
-        checklist.band_title,
-    );
-    if let Some(top) = gaps.first() {
-        s.push_str(&format!(" The highest-ranked gap: {}.", top.title));
-    }
-    if !live {
-        s.push_str(" Made offline from the config: checks that need the running gateway are marked static-only.");
-    }
-    s
+    assemble::assemble(reg, is_live, findings, servers, index)
 }
 
 fn build() -> Build {

@@ -33,13 +33,73 @@ fn telemetry() -> &'static Telemetry {
     TELEMETRY.get_or_init(|| build(None, "portcullis"))
 }
 
+/// What the last span export ended in, for the self-audit.
+#[derive(Clone, Debug)]
+pub(crate) struct ExportStatus {
+    /// Unix milliseconds when the export finished.
+    pub(crate) at_ms: i64,
+    /// Spans in the batch.
+    pub(crate) spans: usize,
+    /// Why it failed, if it did.
+    pub(crate) error: Option<String>,
+}
+
+static LAST_EXPORT: std::sync::Mutex<Option<ExportStatus>> = std::sync::Mutex::new(None);
+
+/// The outcome of the latest OTLP export, if one has run in this process.
+pub(crate) fn last_export() -> Option<ExportStatus> {
+    LAST_EXPORT.lock().ok().and_then(|s| s.clone())
+}
+
+/// The OTLP exporter, noting each export's outcome so the self-audit can say whether spans are
+/// delivered rather than only configured.
+#[derive(Debug)]
+struct Watched(opentelemetry_otlp::SpanExporter);
+
+impl opentelemetry_sdk::trace::SpanExporter for Watched {
+    fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
+        let spans = batch.len();
+        let sent = self.0.export(batch);
+        async move {
+            let result = sent.await;
+            let status = ExportStatus {
+                at_ms: crate::store::now_ms(),
+                spans,
+                error: result.as_ref().err().map(ToString::to_string),
+            };
+            if let Ok(mut last) = LAST_EXPORT.lock() {
+                *last = Some(status);
+            }
+            result
+        }
+    }
+
+    fn shutdown_with_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
 fn build(exporter: Option<opentelemetry_otlp::SpanExporter>, service: &str) -> Telemetry {
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service.to_string())
         .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(e) = exporter {
-        builder = builder.with_batch_exporter(e);
+        builder = builder.with_batch_exporter(Watched(e));
     }
     let provider = builder.build();
     let tracer = provider.tracer("portcullis");

@@ -299,10 +299,24 @@ fn error_recovery(reg: &Registry, server: &Server) -> DimensionScore {
                 ),
             )
         }
+        // Every unlimited write waits for a human: an approval is single-use and bound to the
+        // exact arguments, so a retried call cannot run twice without a second approval.
+        (false, false) if unlimited.iter().all(|t| held_for_approval(reg, server, t)) => {
+            evidence.push(cite(reg, "approvals"));
+            (
+                2,
+                format!(
+                    "{} of {} write/destructive tool(s) have no `rate`, but each is held for a human's approval that is single-use and bound to the exact arguments, so a retry cannot run twice unapproved; upstream failures answer with an error naming the server after {} s",
+                    unlimited.len(),
+                    w.len(),
+                    server.timeout.as_secs()
+                ),
+            )
+        }
         (false, false) => (
             1,
             format!(
-                "no rate limit bounds retries of {} ({} of {} write/destructive tool(s)); whether a repeated call is safe is unknown",
+                "no rate limit bounds retries of {} ({} of {} write/destructive tool(s)), and not all of them wait for approval; whether a repeated call is safe is unknown",
                 unlimited.join(", "),
                 unlimited.len(),
                 w.len()
@@ -315,6 +329,14 @@ fn error_recovery(reg: &Registry, server: &Server) -> DimensionScore {
         score,
         why,
         evidence,
+    }
+}
+
+/// True when calls to `tool` wait for a human's approval under the config's threshold.
+fn held_for_approval(reg: &Registry, server: &Server, tool: &str) -> bool {
+    match reg.access.policy.approval() {
+        Approval::Never => false,
+        Approval::From(class) => server.tools.get(tool).is_some_and(|e| e.class >= class),
     }
 }
 

@@ -91,6 +91,25 @@ try {
       seen.dangling = await page.$$eval('a[href^="#E"]', (links) =>
         links.filter((a) => !document.getElementById(a.getAttribute('href').slice(1))).length);
       seen.external = await page.$$eval('[src], link[href]', (els) => els.length);
+      // At A4 width nothing widens the page; on a phone-sized screen a status cell still keeps
+      // its dot and word on one line (the table scrolls instead).
+      await page.setViewportSize({ width: 800, height: 900 });
+      seen.overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+      await page.setViewportSize({ width: 420, height: 900 });
+      seen.wrapped_status = await page.$$eval('td.s-pass, td.s-partial, td.s-absent', (tds) =>
+        tds.filter((td) => {
+          const dot = td.querySelector('.dot').getBoundingClientRect();
+          const words = [...td.childNodes].filter((n) => n.nodeType === Node.TEXT_NODE);
+          const rects = words.flatMap((n) => {
+            const range = document.createRange();
+            range.selectNodeContents(n);
+            return [...range.getClientRects()].filter((r) => r.width > 0);
+          });
+          const lines = new Set(rects.map((r) => Math.round(r.top)));
+          return lines.size !== 1 || rects.some((r) => r.top >= dot.bottom || r.left < dot.right);
+        }).length);
+      seen.roadmap_links = await page.$$eval('#matrix a[href^="#R"]', (links) =>
+        links.filter((a) => !document.getElementById(a.getAttribute('href').slice(1))).length);
       await page.screenshot({ path: `${shots}/self-audit.png`, fullPage: true });
       await page.emulateMedia({ media: 'print' });
       await page.screenshot({ path: `${shots}/self-audit-print.png`, fullPage: true });

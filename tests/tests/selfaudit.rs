@@ -171,6 +171,9 @@ async fn the_quickstart_audits_itself_in_three_formats_and_in_the_browser() {
     assert_eq!(seen["violations"], serde_json::json!([]), "{seen:#}");
     assert_eq!(seen["dangling"], 0);
     assert_eq!(seen["external"], 0);
+    assert_eq!(seen["overflow"], false, "{seen}");
+    assert_eq!(seen["wrapped_status"], 0, "{seen}");
+    assert_eq!(seen["roadmap_links"], 0, "{seen}");
     assert!(seen["evidence_rows"].as_u64().unwrap() > 10);
     let matrix = seen["matrix"].as_array().unwrap();
     assert_eq!(matrix.len(), 7);
@@ -269,7 +272,10 @@ fn the_cli_audits_a_config_offline() {
         "partial",
     ]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("05 Routing & cost controls (red)"), "{err}");
+    assert!(
+        err.contains("05 Multi-LLM routing & cost controls (red)"),
+        "{err}"
+    );
     let (code, _, err) = run(&["--config", cfg, "--fail-under", "pass"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("04 Observability & tracing (yellow)"), "{err}");

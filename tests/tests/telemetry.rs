@@ -150,3 +150,62 @@ async fn spans_reach_the_collector_in_the_callers_trace_and_metrics_count_calls(
     ));
     assert!(!text.contains(SECRET) && !text.contains("fx__nope") && !text.contains("key:"));
 }
+
+/// The live self-audit says whether spans are delivered, not only configured: a collector that
+/// takes them shows a delivered export; one that is down shows the failure as a gap.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_self_audit_reports_whether_the_latest_export_was_delivered() {
+    let find = |report: &Value, id: &str| {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {id}"))
+    };
+    let otlp = OtlpReceiver::start().unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    for (endpoint, delivered) in [(otlp.url.clone(), true), (dead, false)] {
+        let top = format!("telemetry: {{ otlp: {{ endpoint: {endpoint}, timeout: 1s }} }}\n");
+        let gw = Gateway::start_with(
+            &top,
+            "  notes:\n    builtin: notes\n    tools: { search_notes: { class: read } }\n",
+        )
+        .unwrap();
+        let auditor = gw.operator_key("auditor", None).unwrap();
+        let mut c = Raw::new(gw.mcp(), &gw.key);
+        c.init().await;
+        c.call(req(1, "tools/list", json!({}))).await;
+        // The batch exporter runs every 5 s; wait for one export to have ended.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let finding = loop {
+            let report = portcullis_tests::self_audit(&gw.admin, &auditor).await;
+            let f = find(&report, "obs.otlp");
+            let text = report.to_string();
+            let ended = text.contains("was accepted by the collector")
+                || text.contains("the latest export (");
+            if ended || Instant::now() > deadline {
+                break (f, text);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let (f, text) = finding;
+        if delivered {
+            assert_eq!(f["status"], "pass", "{f}");
+            assert!(text.contains("was accepted by the collector"), "{text}");
+        } else {
+            assert_eq!(f["status"], "partial", "{f}");
+            assert!(
+                f["title"]
+                    .as_str()
+                    .unwrap()
+                    .contains("the latest export failed"),
+                "{f}"
+            );
+        }
+    }
+}

@@ -42,6 +42,10 @@ impl Index {
             observed,
             ok,
             static_only,
+            // Set once every finding is made (`assemble::grade_evidence`).
+            rubric: String::new(),
+            color: Status::Pass.color(),
+            severity: None,
         });
         id
     }
@@ -264,7 +268,7 @@ pub(crate) fn findings(reg: &Registry, probes: &Probes, ix: &mut Index) -> Vec<F
     rbac(reg, ix, &mut out);
     fail_closed(reg, probes, ix, &mut out);
     onboarding(reg, probes, ix, &mut out);
-    observability(reg, ix, &mut out);
+    observability(reg, probes, ix, &mut out);
     cost(reg, ix, &mut out);
     identity(reg, probes, ix, &mut out);
     operations(reg, probes, ix, &mut out);
@@ -842,6 +846,10 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
         let mut quarantined = Vec::new();
         let mut instructed = Vec::new();
         let mut raised = Vec::new();
+        if probes.live.is_none() {
+            // Whether the upstreams now serve what was pinned is seen only by the running gateway.
+            ev.push(ix.not_run("upstream tool definitions against their pins"));
+        }
         if let Some(live) = &probes.live {
             for (name, o) in &live.upstreams {
                 if pinnable.iter().any(|s| &s.name == name) {
@@ -990,7 +998,7 @@ fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Fin
         });
 }
 
-fn observability(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
+fn observability(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Finding>) {
     let sinks = &reg.settings.audit.sinks;
     let mut weak = Vec::new();
     for (i, s) in sinks.iter().enumerate() {
@@ -1070,16 +1078,50 @@ fn observability(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
             Some(o) => {
                 let endpoint = crate::redact::uri_for_record(&o.endpoint);
                 let e = ix.config(reg, "telemetry.otlp.endpoint", endpoint.clone());
-                c.says(
-                    "Traces are exported over OTLP with GenAI/MCP attributes",
-                    format!(
-                        "A SERVER span per request and a CLIENT span per upstream call go to {}; inbound W3C traceparent is the parent and is passed to upstreams.",
-                        endpoint
-                    ),
-                    "",
-                )
-                .cites([e])
-                .pass(ix)
+                // Configured is not delivered: the running gateway says what its last export did.
+                let delivery = match probes.live.as_ref().and_then(|l| l.otlp.as_ref()) {
+                    Some(outcome) => (ix.probe("latest OTLP export", outcome), Some(outcome.clone())),
+                    None => (ix.not_run("latest OTLP export"), None),
+                };
+                match delivery {
+                    (d, Some(outcome)) if !outcome.ok && outcome.observed.contains("failed") => c
+                        .says(
+                            "Traces are configured, but the latest export failed",
+                            format!(
+                                "Spans are sent to {endpoint}, and the collector did not take the latest batch: {}.",
+                                outcome.observed
+                            ),
+                            "Spans that are not delivered cannot reconstruct a failing hop; the exporter drops what it cannot send.",
+                        )
+                        .cites([e, d])
+                        .gap(
+                            ix,
+                            Status::Partial,
+                            Severity::Medium,
+                            Likelihood::High,
+                            Cause::Probe,
+                            (
+                                "Restore trace delivery",
+                                "Check that the collector at `telemetry.otlp.endpoint` is up and accepts OTLP/HTTP on `/v1/traces`, then watch the next self-audit show a delivered export.",
+                                "S",
+                            ),
+                        ),
+                    (d, outcome) => c
+                        .says(
+                            "Traces are exported over OTLP with GenAI/MCP attributes",
+                            format!(
+                                "A SERVER span per request and a CLIENT span per upstream call go to {}; inbound W3C traceparent is the parent and is passed to upstreams. Delivery: {}.",
+                                endpoint,
+                                outcome.map_or_else(
+                                    || "not observed offline".to_owned(),
+                                    |o| o.observed
+                                )
+                            ),
+                            "",
+                        )
+                        .cites([e, d])
+                        .pass(ix),
+                }
             }
             None => {
                 let e = ix.config(reg, "telemetry.otlp", "no OTLP exporter configured");

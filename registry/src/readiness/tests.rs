@@ -56,9 +56,20 @@ fn a_default_grant_reaching_writes_lowers_the_permission_model() {
 }
 
 #[test]
-fn writes_without_rate_limits_stop_at_read_only() {
+fn writes_held_for_approval_reach_writes_with_approval_and_unheld_unlimited_writes_stop_at_read_only()
+ {
+    // No `rate`, but every write waits for a single-use approval bound to its arguments.
     let held = "servers:\n  notes:\n    builtin: notes\n    tools:\n      search_notes: { class: read }\n      create_note: { class: write, arguments: { type: object } }\n";
     let r = &score(held)[0];
+    let e = dim(r, "error_recovery");
+    assert_eq!(e.score, 2, "{e:#?}");
+    assert!(e.why.contains("held for a human's approval"), "{}", e.why);
+    assert!(e.evidence.iter().any(|c| c.path == "approvals"), "{e:#?}");
+    assert_eq!(r.total, 14, "{r:#?}");
+    assert_eq!(r.gate, Gate::WritesWithApproval);
+    // The same writes not held (only destructive calls wait): nothing bounds a retry.
+    let unheld = format!("{held}approvals: {{ required_from: destructive }}\n");
+    let r = &score(&unheld)[0];
     assert_eq!(dim(r, "error_recovery").score, 1);
     assert!(dim(r, "error_recovery").why.contains("rate limit"));
     assert_eq!(r.total, 13, "{r:#?}");
@@ -128,7 +139,10 @@ fn rate_limited_writes_bound_retries() {
         "{e:#?}"
     );
     // One write without a rate is named, and the score stays 1.
-    let partly = text.replace(", rate: 5/min", "");
+    let partly = format!(
+        "{}approvals: {{ required_from: none }}\n",
+        text.replace(", rate: 5/min", "")
+    );
     let e = dim(&score(&partly)[0], "error_recovery").clone();
     assert_eq!(e.score, 1);
     assert!(
