@@ -1472,6 +1472,58 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
                 ),
         });
 
+    // Operators: the admin views are not scoped by org in this build. That matters only where
+    // the config has tenants (an org level required, or grants naming orgs).
+    let orgs: Vec<String> = reg
+        .access
+        .policy
+        .grants()
+        .entries()
+        .into_iter()
+        .filter(|(level, name, _)| *level == Level::Org && *name != "*")
+        .map(|(_, name, _)| name.to_owned())
+        .collect();
+    let tenants = reg.access.policy.requires(Level::Org) || !orgs.is_empty();
+    let b = ix.build(
+        "operator scope",
+        "operator keys and tokens carry roles, not an org: an approver sees and decides every org's approvals, an auditor reads every org's audit events, an admin manages every org's keys",
+    );
+    let c = Check::new("id.operator_scope", 6);
+    out.push(match tenants {
+        false => c
+            .says(
+                "One tenant: no org appears in the config, so operator views have none to keep apart",
+                "No org level is required and no grant names an org; every operator serves the same tenant.",
+                "",
+            )
+            .cites([b])
+            .pass(ix),
+        true => {
+            let e = match orgs.is_empty() {
+                true => ix.config(reg, "identity.require", "org is required"),
+                false => ix.config(reg, "grants", format!("orgs granted: {}", orgs.join(", "))),
+            };
+            c.says(
+                "Operator views are not scoped by org: approvers and auditors see every tenant",
+                "Calls are decided per org, but the operator page and the admin API show every org's pending approvals (with their argument previews), audit events and keys to any approver, auditor or admin.",
+                "An operator of one tenant can read another tenant's call arguments and records; tenant isolation holds for callers, not for operators.",
+            )
+            .cites([e, b])
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::Medium,
+                Cause::Unbuilt,
+                (
+                    "Scope operators by org",
+                    "Let an operator key or token carry an org, and show and decide only that org's approvals, audit events and keys; until then, give operator roles only to people trusted with every tenant.",
+                    "M",
+                ),
+            )
+        }
+    });
+
     // The loader refuses secret-looking literals, so a loaded config holds references only.
     let refs = crate::secrets::references(reg);
     let vault = refs
@@ -2026,7 +2078,22 @@ pub(crate) fn checklist(findings: &[Finding]) -> Checklist {
         (false, _) if absent("fail.audit") => 0,
         _ => 1,
     };
-    let tenancy = if pass("id.tenancy") { 2 } else { 1 };
+    let tenancy = if pass("id.tenancy") && pass("id.operator_scope") {
+        2
+    } else {
+        1
+    };
+    let tenancy_partly = match (pass("id.tenancy"), pass("id.operator_scope")) {
+        (false, false) => {
+            "no org level is required, so callers have no tenant boundary, and operator views are not scoped by org: approvers and auditors see every tenant"
+        }
+        (true, false) => {
+            "callers are separated by a required org level, but operator views are not scoped by org: approvers and auditors see every tenant's approvals and audit events"
+        }
+        _ => {
+            "discovery equals permission and sessions are bound to their caller, but no org level is required, so there is no tenant boundary"
+        }
+    };
     let secrets = if absent("id.secrets") {
         0
     } else if pass("id.secrets") && pass("id.redaction_key") {
@@ -2142,11 +2209,11 @@ pub(crate) fn checklist(findings: &[Finding]) -> Checklist {
             tenancy,
             says(
                 tenancy,
-                "discovery equals permission, sessions are bound to their caller, and an org level is required: a tenant boundary",
-                "discovery equals permission and sessions are bound to their caller, but no org level is required, so there is no tenant boundary",
+                "discovery equals permission, sessions are bound to their caller, an org level is required, and operators serve one tenant",
+                tenancy_partly,
                 "",
             ),
-            &["id.tenancy"],
+            &["id.tenancy", "id.operator_scope"],
         ),
         area(
             "secret_handling",

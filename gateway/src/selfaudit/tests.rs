@@ -109,7 +109,10 @@ async fn a_clean_production_config_has_no_false_findings() {
     for f in r.findings.iter().filter(|f| f.status != Status::Pass) {
         assert_eq!(f.cause, Some(Cause::Unbuilt), "{f:#?}");
     }
-    assert_eq!(gaps(&r), BTreeSet::from(["cost.limits", "ops.replicas"]));
+    assert_eq!(
+        gaps(&r),
+        BTreeSet::from(["cost.limits", "id.operator_scope", "ops.replicas"])
+    );
     for key in ["rbac", "fail_closed", "observability"] {
         assert_eq!(dimension_status(&r, key), Status::Pass, "{key}");
     }
@@ -118,7 +121,8 @@ async fn a_clean_production_config_has_no_false_findings() {
     assert_eq!(r.verdict_key, "production_ready_with_caveats");
     assert_eq!(r.mode, "static");
     assert_eq!(r.profile, "production");
-    // A checklist area is short only where a finding is.
+    // A checklist area is short only where a finding is: operators are not scoped by org, so
+    // tenant isolation holds for callers only.
     let short: Vec<&str> = r
         .checklist
         .areas
@@ -126,8 +130,18 @@ async fn a_clean_production_config_has_no_false_findings() {
         .filter(|a| a.score < 2)
         .map(|a| a.key)
         .collect();
-    assert_eq!(short, Vec::<&str>::new(), "{:#?}", r.checklist);
-    assert_eq!(r.checklist.score, 20);
+    assert_eq!(short, vec!["tenant_isolation"], "{:#?}", r.checklist);
+    let tenancy = r
+        .checklist
+        .areas
+        .iter()
+        .find(|a| a.key == "tenant_isolation")
+        .unwrap();
+    assert!(
+        tenancy.why.contains("operator views are not scoped by org"),
+        "{tenancy:?}"
+    );
+    assert_eq!(r.checklist.score, 19);
     assert_eq!(r.checklist.band, "production_candidate");
     let gate = &r.servers[0];
     // Its write tool is rate-limited and held for approval.

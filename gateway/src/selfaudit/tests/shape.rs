@@ -298,3 +298,18 @@ async fn a_body_limit_raised_far_past_the_default_is_a_finding() {
         cited(&r, "cost.request_bounds")
     );
 }
+
+#[tokio::test]
+async fn operators_unscoped_by_org_are_a_gap_only_where_there_are_tenants() {
+    // CLEAN requires an org and grants `org:acme`: operators see every tenant.
+    let r = audit_of(CLEAN).await;
+    let f = finding(&r, "id.operator_scope");
+    assert_eq!((f.status, f.cause), (Status::Partial, Some(Cause::Unbuilt)));
+    assert!(f.title.contains("not scoped by org"), "{f:?}");
+    // No org anywhere: one tenant, nothing to keep apart.
+    let single = CLEAN
+        .replace("  require: [org]\n", "  require: []\n")
+        .replace("  org:acme: [", "  key:*: [");
+    let r = audit_of(&single).await;
+    assert_eq!(finding(&r, "id.operator_scope").status, Status::Pass);
+}
