@@ -98,6 +98,12 @@ impl Gateway {
         let started = Instant::now();
         let deadline = started + hold;
         let mut last_progress: Option<Instant> = None;
+        if progress.is_none() && !hold.is_zero() {
+            // No progress token: still open the answer's stream now (a client taking SSE gets
+            // its headers at once and comments while it waits), so no client's read timeout
+            // runs out before the decision or `approval_pending` arrives.
+            let _ = client.send(crate::jsonrpc::OPEN_STREAM);
+        }
         loop {
             if let Some((token, sink)) = &progress
                 && last_progress.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY)

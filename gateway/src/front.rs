@@ -726,14 +726,24 @@ async fn answer(gw: Arc<Gateway>, mut call: Call, msg: Inbound, accepts_sse: boo
                         finish(&id, done, modern).1
                     });
                     let events = head.chain(mids).chain(last).map(|v| {
-                        Ok::<_, Infallible>(Event::default().event("message").data(v.to_string()))
+                        Ok::<_, Infallible>(match v.is_null() {
+                            true => Event::default().comment("waiting"),
+                            false => Event::default().event("message").data(v.to_string()),
+                        })
                     });
-                    Sse::new(events).into_response()
+                    // A comment whenever nothing else went out for a while: a call held for
+                    // approval keeps the client's read timeout from running out.
+                    Sse::new(events)
+                        .keep_alive(KeepAlive::new().interval(STREAM_KEEPALIVE))
+                        .into_response()
                 }
             }
         }
     }
 }
+
+/// How long an answer's stream stays silent before a comment goes out.
+const STREAM_KEEPALIVE: Duration = Duration::from_secs(5);
 
 /// A request's future, polled where its answer is awaited. Its output is `None` if it panicked.
 ///

@@ -7,6 +7,10 @@ use serde_json::{Map, Value, json};
 
 /// Parse error: the body is not JSON.
 pub(crate) const PARSE_ERROR: i64 = -32700;
+/// An interim message that carries nothing: it asks for the answer to go out as a stream now
+/// (a held call that would otherwise send no byte until it is decided). The stream shows it as
+/// an SSE comment, never as a message.
+pub(crate) const OPEN_STREAM: serde_json::Value = serde_json::Value::Null;
 /// The JSON is not a valid request.
 pub(crate) const INVALID_REQUEST: i64 = -32600;
 /// The method does not exist.

@@ -1,0 +1,138 @@
+//! A write call held for approval never leaves an official SDK client waiting in silence: the
+//! answer's stream opens at once and carries a comment every few seconds, so a client with a
+//! short read timeout gets the result after an approval, or `approval_pending` with the id, and
+//! never a timeout. Driven with the official Python SDK (both eras) and TypeScript SDK.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portcullis_tests::{Fixture, Gateway, fixture_server, node, python, workspace};
+use serde_json::{Value, json};
+
+fn python_call(gw: &Gateway, mode: &str, read_timeout_s: u32) -> Child {
+    Command::new(python())
+        .arg(workspace().join("tests/python/held_call.py"))
+        .arg(gw.mcp())
+        .arg(&gw.key)
+        .arg(mode)
+        .arg(read_timeout_s.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn typescript_call(gw: &Gateway) -> Child {
+    Command::new(node())
+        .arg(workspace().join("tests/node/held_call.mjs"))
+        .arg(gw.mcp())
+        .arg(&gw.key)
+        .current_dir(workspace().join("tests/node"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn outcome(child: Child) -> Value {
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Wait for the one pending request, then approve it once `after` has passed since `since`.
+async fn approve_after(gw: &Gateway, approver: &str, since: Instant, after: Duration) -> String {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let v: Value = http
+            .get(format!("{}/admin/approvals?status=pending", gw.admin))
+            .bearer_auth(approver)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(id) = v["approvals"][0]["id"].as_str() {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline, "no pending approval: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(after.saturating_sub(since.elapsed())).await;
+    let r = http
+        .post(format!("{}/admin/approvals/{id}/approve", gw.admin))
+        .bearer_auth(approver)
+        .json(&json!({ "reason": "held-call test" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_after_the_clients_read_timeout_still_reaches_it() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = Gateway::start_with(
+        "approvals: { required_from: write, hold: 20s }\n",
+        &fixture_server("fixture", &fx.url),
+    )
+    .unwrap();
+    let approver = gw.operator_key("approver", Some("ops")).unwrap();
+    // An 8 s read timeout, and the approval comes at 10 s: only the stream's comments keep the
+    // client reading.
+    for mode in ["legacy", "2026-07-28"] {
+        let started = Instant::now();
+        let child = python_call(&gw, mode, 8);
+        approve_after(&gw, &approver, started, Duration::from_secs(10)).await;
+        let v = tokio::task::spawn_blocking(move || outcome(child))
+            .await
+            .unwrap();
+        assert_eq!(v["result"], "done", "{mode}: {v}");
+        assert!(started.elapsed() >= Duration::from_secs(10), "{mode}");
+    }
+    let started = Instant::now();
+    let child = typescript_call(&gw);
+    approve_after(&gw, &approver, started, Duration::from_secs(2)).await;
+    let v = tokio::task::spawn_blocking(move || outcome(child))
+        .await
+        .unwrap();
+    assert_eq!(v["result"], "done", "typescript: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undecided_hold_ends_in_approval_pending_with_its_id_never_a_timeout() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = Gateway::start_with(
+        "approvals: { required_from: write, hold: 9s }\n",
+        &fixture_server("fixture", &fx.url),
+    )
+    .unwrap();
+    // Python with a read timeout shorter than the hold; TypeScript at its default timeout.
+    let py = python_call(&gw, "legacy", 7);
+    let ts = typescript_call(&gw);
+    let (py, ts) = tokio::task::spawn_blocking(move || (outcome(py), outcome(ts)))
+        .await
+        .unwrap();
+    for (who, v) in [("python", &py), ("typescript", &ts)] {
+        assert_eq!(v["data"]["reason"], "approval_pending", "{who}: {v}");
+        assert!(
+            v["data"]["approval_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{who}: {v}"
+        );
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("needs a human's approval"),
+            "{who}: {v}"
+        );
+    }
+    // The identical call from the same key waits on the same request.
+    assert_eq!(py["data"]["approval_id"], ts["data"]["approval_id"]);
+}
