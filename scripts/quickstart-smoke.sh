@@ -9,16 +9,19 @@ ROOT=$PWD
 CMD=$(awk '/^## Quickstart/{q=1} q && /^cargo run/{print; exit}' README.md)
 [ -n "$CMD" ] || { echo "no quickstart command in README.md"; exit 1; }
 case "$CMD" in *"-- quickstart"*) ;; *) echo "unexpected quickstart command: $CMD"; exit 1;; esac
+command -v curl >/dev/null || { echo "curl is needed to try the quickstart (scripts/test.sh installs it)"; exit 1; }
 DIR=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
+# The gateway ends cleanly on SIGTERM (it closes its audit log) before its directory goes.
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
 cd "$DIR"
 # cargo finds the workspace from the working directory; from elsewhere it needs the manifest.
-RUN="${CMD/cargo run/cargo run --quiet --manifest-path $ROOT/Cargo.toml}"
+read -r -a ARGS <<< "${CMD#cargo run }"
+RUN=(cargo run --quiet --manifest-path "$ROOT/Cargo.toml" "${ARGS[@]}")
 echo "== $CMD   (in an empty directory)"
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p portcullis
 start() {
   : > out; : > err
-  $RUN "$@" > out 2> err &
+  "${RUN[@]}" "$@" > out 2> err &
   for _ in $(seq 1 120); do
     grep -q -- "--method tools/list" out 2>/dev/null && return 0
     kill -0 $! 2>/dev/null || return 1

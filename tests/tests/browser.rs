@@ -304,6 +304,28 @@ async fn ui_forms_need_the_session_csrf_token_and_same_origin() {
         "{cookie}"
     );
     let session = cookie.split(';').next().unwrap().to_string();
+    // The framed pending list: framed by the page itself only; without a session it says so in
+    // the frame (the sign-in page may not be framed) and lists nothing.
+    for (cookie, shows) in [(Some(&session), "pending now"), (None, "The session ended")] {
+        let mut req = http.get(format!("{}/ui/pending", gw.admin));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            csp.contains("frame-ancestors 'self'") && csp.contains("default-src 'none'"),
+            "{csp}"
+        );
+        assert_eq!(r.headers()["x-frame-options"], "SAMEORIGIN");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(shows), "{body}");
+        assert!(body.contains("http-equiv=\"refresh\""), "{body}");
+    }
     let page = http
         .get(format!("{}/ui/", gw.admin))
         .header("cookie", &session)

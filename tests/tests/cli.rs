@@ -89,6 +89,8 @@ fn a_closed_stdout_does_not_stop_the_gateway() {
     let mut child = Command::new(bin("portcullis"))
         .args(["serve", "--config"])
         .arg(&config)
+        // Its default audit file is relative to here.
+        .current_dir(dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -134,7 +134,7 @@ async fn an_approval_is_single_use_bound_to_the_arguments_and_never_self_approve
     assert!(
         message.contains(&format!("request {a} is waiting for an approver"))
             && message.contains("operator page")
-            && message.contains(&format!("`portcullis approvals approve {a}`")),
+            && message.contains(&format!("`portcullis approvals approve {a} --reason \"...\" --config <the gateway's config>`")),
         "{r}"
     );
     // The identical call finds the same request rather than filing another.
@@ -782,17 +782,16 @@ async fn a_held_call_whose_client_gave_up_never_runs_on_a_later_approval() {
     let bob = gw.operator_key("approver", Some("bob")).unwrap();
     let before = fx.calls();
     let c = client(gw.server("fx"), &gw.key).await;
-    // The client waits one second, then hangs up.
+    // The client waits one second, then hangs up. (The answer's stream opens at once, so a
+    // client's read timeout does not run out while it waits; this one leaves on purpose.)
     let body = req(
         5,
         "tools/call",
         json!({ "name": "slow", "arguments": { "ms": 0 } }),
     );
-    let gave_up = c
-        .post(&body.to_string())
-        .timeout(Duration::from_secs(1))
-        .send()
-        .await;
+    let held = c.post(&body.to_string()).send().await.unwrap();
+    assert_eq!(held.headers()["content-type"], "text/event-stream");
+    let gave_up = tokio::time::timeout(Duration::from_secs(1), held.text()).await;
     assert!(gave_up.is_err(), "the held call answered within a second");
     let (_, list) = get(&gw.admin, &bob, "/admin/approvals?status=pending").await;
     let id = list["approvals"][0]["id"].as_str().unwrap().to_string();

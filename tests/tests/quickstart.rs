@@ -302,12 +302,11 @@ fn a_rerun_moves_the_ports_and_replaces_the_keys_and_curl_works_without_node() {
         let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
         assert_eq!(tool_names(&v["result"]), TOOLS);
     }
-    let (old_port, old_key) = (first.port, first.client.clone());
+    let old_key = first.client.clone();
     drop(first);
 
     // Again in the same directory on other ports: the config follows `--port`, the old keys go.
     let second = quickstart::start(dir.path(), &[]);
-    assert_ne!(second.port, old_port);
     let text = second.banner.join("\n");
     assert!(
         text.contains(&format!(
@@ -348,6 +347,14 @@ fn a_rerun_moves_the_ports_and_replaces_the_keys_and_curl_works_without_node() {
         })
     };
     assert_eq!(list(old_key, second.port), 401);
+    // Both runs' keys are on the record: issued, then the first run's revoked.
+    let log = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let kinds = |kind: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("\"kind\":\"{kind}\"")))
+            .count()
+    };
+    assert_eq!((kinds("key.issue"), kinds("key.revoke")), (4, 2), "{log}");
     assert_eq!(list(second.client.clone(), second.port), 200);
     let port = second.port;
     drop(second);
@@ -368,4 +375,25 @@ fn a_rerun_moves_the_ports_and_replaces_the_keys_and_curl_works_without_node() {
         std::fs::read_to_string(dir.path().join("portcullis.yaml")).unwrap(),
         config
     );
+}
+
+#[test]
+fn a_config_the_quickstart_did_not_write_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "listen: 127.0.0.1:8080\nstore: sqlite://portcullis.db\nservers:\n  notes:\n    builtin: notes\n    tools: { search_notes: { class: read } }\n";
+    std::fs::write(dir.path().join("portcullis.yaml"), config).unwrap();
+    let out = portcullis(dir.path(), &["quickstart", "--port", "18999"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("was not written by the quickstart")
+            && err.contains("portcullis serve --config portcullis.yaml"),
+        "{err}"
+    );
+    // Untouched, and no store was made for it.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("portcullis.yaml")).unwrap(),
+        config
+    );
+    assert!(!dir.path().join("portcullis.db").exists());
 }

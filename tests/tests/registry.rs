@@ -253,6 +253,14 @@ async fn an_upstream_annotation_raising_a_class_is_named_by_pin_check_and_the_se
         !out.contains("`unlisted_tool` is a write tool without a rate limit"),
         "{out}"
     );
+    // A record `check` cannot read is a problem, not a check skipped in silence.
+    std::fs::write(format!("{config}.pins.json"), "{ not json").unwrap();
+    let (code, out) = portcullis(&["check", "--config", &config]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("is not a record `portcullis pin` wrote"),
+        "{out}"
+    );
 }
 
 /// Fault injection: the upstream's `tools/list` starts failing after a `list_changed`. What it

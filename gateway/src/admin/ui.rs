@@ -73,7 +73,18 @@ impl Sessions {
         Some((id, csrf))
     }
 
+    /// The live session `id`; the operator's activity keeps it from idling out.
     fn get(&self, id: &str) -> Option<UiSession> {
+        self.lookup(id, true)
+    }
+
+    /// The live session `id`, without counting as activity: what a page fetches by itself
+    /// (the self-refreshing pending list) must not keep an unattended session open.
+    fn peek(&self, id: &str) -> Option<UiSession> {
+        self.lookup(id, false)
+    }
+
+    fn lookup(&self, id: &str, touch: bool) -> Option<UiSession> {
         let mut map = self.map.lock().ok()?;
         let live = map
             .get(id)
@@ -83,7 +94,9 @@ impl Sessions {
             return None;
         }
         let s = map.get_mut(id)?;
-        s.seen = Instant::now();
+        if touch {
+            s.seen = Instant::now();
+        }
         Some(s.clone())
     }
 
@@ -210,8 +223,22 @@ async fn signed_in(
     a: &Admin,
     headers: &HeaderMap,
 ) -> Result<(Operator, String, UiSession), Response> {
+    signed_in_as(a, headers, true).await
+}
+
+/// As [`signed_in`]; `touch: false` for requests the page makes by itself, which are not the
+/// operator's activity.
+async fn signed_in_as(
+    a: &Admin,
+    headers: &HeaderMap,
+    touch: bool,
+) -> Result<(Operator, String, UiSession), Response> {
     let id = cookie(headers).ok_or_else(to_login)?;
-    let session = a.ui.get(&id).ok_or_else(to_login)?;
+    let session = match touch {
+        true => a.ui.get(&id),
+        false => a.ui.peek(&id),
+    }
+    .ok_or_else(to_login)?;
     match a.operator_from_secret(&session.secret).await {
         Ok(op) => Ok((op, id, session)),
         Err(OpError::Unavailable(m)) => Err(page(
@@ -511,6 +538,27 @@ fn csrf_field(csrf: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peek_is_not_activity_and_an_idle_session_ends() {
+        let sessions = Sessions::default();
+        let (id, _) = sessions.open("secret".into()).unwrap();
+        let idle_since = Instant::now().checked_sub(IDLE / 2).unwrap();
+        sessions.map.lock().unwrap().get_mut(&id).unwrap().seen = idle_since;
+        // The frame's polling leaves the idle clock where it was.
+        assert!(sessions.peek(&id).is_some());
+        assert_eq!(sessions.map.lock().unwrap()[&id].seen, idle_since);
+        // The operator's own request restarts it.
+        assert!(sessions.get(&id).is_some());
+        assert!(sessions.map.lock().unwrap()[&id].seen > idle_since);
+        // Idle past the limit: gone, for a peek too.
+        let long_ago = Instant::now()
+            .checked_sub(IDLE + Duration::from_secs(1))
+            .unwrap();
+        sessions.map.lock().unwrap().get_mut(&id).unwrap().seen = long_ago;
+        assert!(sessions.peek(&id).is_none());
+        assert!(sessions.get(&id).is_none());
+    }
 
     #[test]
     fn escaping_covers_markup_and_quotes() {

@@ -63,7 +63,7 @@ pub(super) fn assemble(
         build: build(),
         verdict: verdict.to_owned(),
         verdict_key,
-        verdict_reasoning: verdict_reasoning(&dimensions),
+        verdict_reasoning: verdict_reasoning(&dimensions, live),
         summary,
         counts,
         top_risks: top_risks(&findings),
@@ -137,7 +137,7 @@ fn dimension(
 }
 
 /// The verdict's reasons: the safety-critical dimensions first, then the rest.
-fn verdict_reasoning(dimensions: &[Dimension]) -> String {
+fn verdict_reasoning(dimensions: &[Dimension], live: bool) -> String {
     let critical: Vec<&Dimension> = dimensions
         .iter()
         .filter(|d| SAFETY_CRITICAL.contains(&d.number))
@@ -175,7 +175,13 @@ fn verdict_reasoning(dimensions: &[Dimension]) -> String {
             named(&yellow),
             if yellow.len() == 1 { "has" } else { "have" }
         ),
-        (true, true) => "All three are green: the authorization decision is the gateway's on the caller's identity, each fault injected on the decision path ended in a deny, and identity and secrets hold.".to_owned(),
+        (true, true) => format!(
+            "All three are green: the authorization decision is the gateway's on the caller's identity, {}, and identity and secrets hold.",
+            match live {
+                true => "each fault injected on the decision path ended in a deny",
+                false => "the faults injected offline (a store error, corrupt grants, a panicking evaluation) each ended in a deny, and the live ones are static-only here",
+            }
+        ),
     });
     let others: Vec<&Dimension> = dimensions
         .iter()

@@ -1483,7 +1483,13 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
         .filter(|(level, name, _)| *level == Level::Org && *name != "*")
         .map(|(_, name, _)| name.to_owned())
         .collect();
-    let tenants = reg.access.policy.requires(Level::Org) || !orgs.is_empty();
+    let key_orgs: Vec<String> = probes
+        .live
+        .as_ref()
+        .map(|l| l.key_orgs.clone())
+        .unwrap_or_default();
+    let tenants =
+        reg.access.policy.requires(Level::Org) || !orgs.is_empty() || !key_orgs.is_empty();
     let b = ix.build(
         "operator scope",
         "operator keys and tokens carry roles, not an org: an approver sees and decides every org's approvals, an auditor reads every org's audit events, an admin manages every org's keys",
@@ -1492,16 +1498,23 @@ fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Findi
     out.push(match tenants {
         false => c
             .says(
-                "One tenant: no org appears in the config, so operator views have none to keep apart",
-                "No org level is required and no grant names an org; every operator serves the same tenant.",
+                "One tenant: no org appears in the config or on a key, so operator views have none to keep apart",
+                "No org level is required, no grant names an org, and no key seen carries one; every operator serves the same tenant.",
                 "",
             )
             .cites([b])
             .pass(ix),
         true => {
-            let e = match orgs.is_empty() {
-                true => ix.config(reg, "identity.require", "org is required"),
-                false => ix.config(reg, "grants", format!("orgs granted: {}", orgs.join(", "))),
+            let e = match (orgs.is_empty(), key_orgs.is_empty()) {
+                (false, _) => ix.config(reg, "grants", format!("orgs granted: {}", orgs.join(", "))),
+                (true, false) => ix.probe(
+                    "orgs of the stored keys",
+                    &Outcome {
+                        ok: false,
+                        observed: format!("active keys carry the orgs: {}", key_orgs.join(", ")),
+                    },
+                ),
+                (true, true) => ix.config(reg, "identity.require", "org is required"),
             };
             c.says(
                 "Operator views are not scoped by org: approvers and auditors see every tenant",

@@ -38,6 +38,8 @@ pub(crate) struct Live {
     pub(crate) instances: Result<Vec<String>, String>,
     /// The latest OTLP span export in this process (`None`: no exporter configured).
     pub(crate) otlp: Option<Outcome>,
+    /// The orgs active keys in the store carry (keys may name orgs the config does not).
+    pub(crate) key_orgs: Vec<String>,
 }
 
 /// Every probe's result.
@@ -206,6 +208,21 @@ async fn live(gw: &Gateway, requested_by: &str) -> Live {
                     .collect()
             })
             .map_err(|e| e.to_string()),
+        key_orgs: gw
+            .store
+            .list_keys()
+            .await
+            .map(|keys| {
+                let mut orgs: Vec<String> = keys
+                    .into_iter()
+                    .filter(|k| k.revoked_at.is_none())
+                    .filter_map(|k| k.scope.org)
+                    .collect();
+                orgs.sort();
+                orgs.dedup();
+                orgs
+            })
+            .unwrap_or_default(),
         otlp: gw
             .registry()
             .settings
@@ -214,6 +231,23 @@ async fn live(gw: &Gateway, requested_by: &str) -> Live {
             .as_ref()
             .map(|_| otlp_delivery()),
     }
+}
+
+/// An exporter's error as the report shows it: any URL in it without credentials or query (as
+/// the endpoint itself is cited), and not longer than a line.
+pub(super) fn for_record(error: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for word in error.split_whitespace() {
+        let bare =
+            word.trim_matches(|c: char| matches!(c, '(' | ')' | ',' | '"' | '\'' | '<' | '>'));
+        out.push(match bare.contains("://") {
+            true => word.replace(bare, &crate::redact::uri_for_record(bare)),
+            false => word.to_owned(),
+        });
+    }
+    let mut text = out.join(" ");
+    crate::redact::shorten(&mut text, 300);
+    text
 }
 
 /// Whether spans reach the collector: the latest export's outcome in this process.
@@ -235,9 +269,10 @@ fn otlp_delivery() -> Outcome {
             Some(why) => Outcome {
                 ok: false,
                 observed: format!(
-                    "the latest export ({} span(s), at {}) failed: {why}",
+                    "the latest export ({} span(s), at {}) failed: {}",
                     e.spans,
-                    crate::clock::rfc3339_ms(e.at_ms)
+                    crate::clock::rfc3339_ms(e.at_ms),
+                    for_record(why)
                 ),
             },
         },

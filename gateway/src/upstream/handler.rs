@@ -101,8 +101,9 @@ pub(crate) struct UpstreamHandler {
     /// The secrets the gateway sent this upstream: never relayed to a client.
     pub(crate) secrets: super::scrub::Sent,
     /// Declare every client capability an upstream may gate tools on (sampling, elicitation,
-    /// roots): `portcullis pin` lists what any client could be offered. Requests that follow
-    /// are refused, as on any connection without a client behind it.
+    /// roots): `portcullis pin` lists what any client could be offered. Sampling and
+    /// elicitation requests that follow are refused, as on any connection without a client
+    /// behind it, and `roots/list` is answered with no roots.
     pub(crate) pinning: bool,
 }
 

@@ -63,9 +63,25 @@ fn verify(what: &str, integrity: &Integrity, bytes: &[u8]) -> Result<(), LaunchE
     })
 }
 
-/// Fetching, verifying and installing packages is one at a time in a process: two servers on
-/// the same package would otherwise race to fill the same cache entry and virtual environment.
-static PREPARE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Fetching, verifying and installing a package is one at a time per package in a process: two
+/// servers on the same package would otherwise race to fill the same cache entry and virtual
+/// environment. Different packages prepare side by side.
+static PREPARING: std::sync::Mutex<Vec<(String, std::sync::Arc<tokio::sync::Mutex<()>>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The lock for preparing the package `spec`.
+fn preparing(spec: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    let mut all = match PREPARING.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some((_, lock)) = all.iter().find(|(s, _)| s == spec) {
+        return lock.clone();
+    }
+    let lock = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+    all.push((spec.to_owned(), lock.clone()));
+    lock
+}
 
 /// A command for the verified artifact, before arguments and environment.
 pub(crate) async fn command(
@@ -92,12 +108,20 @@ pub(crate) async fn command(
             bin,
         } => {
             let tarball = {
-                let _one = PREPARE.lock().await;
+                let lock = preparing(&format!("npm:{name}@{version}"));
+                let _one = lock.lock().await;
                 npm_tarball(name, version, integrity, cache).await?
             };
             let wanted = bin.clone().unwrap_or_else(|| default_bin(name));
             // Checked here so a wrong name is a clear error, not `sh: 1: <bin>: not found`.
-            if let Some(declared) = npm_bins(name, &tarball)
+            let declared = {
+                let (name, tarball) = (name.clone(), tarball.clone());
+                tokio::task::spawn_blocking(move || npm_bins(&name, &tarball))
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            if let Some(declared) = declared
                 && !declared.contains(&wanted)
             {
                 return Err(LaunchError::Bin {
@@ -122,15 +146,23 @@ pub(crate) async fn command(
             bin,
         } => {
             let venv = {
-                let _one = PREPARE.lock().await;
+                let lock = preparing(&format!("pypi:{name}=={version}"));
+                let _one = lock.lock().await;
                 pypi_env(name, version, integrity, cache).await?
             };
             let script = bin.clone().unwrap_or_else(|| name.clone());
-            if !venv.join("bin").join(&script).is_file() {
+            // The package's own console scripts when its entry points can be read (not the
+            // environment's python or pip, nor a dependency's scripts); else whatever is there.
+            let declared = package_scripts(name, &venv);
+            let runs = match &declared {
+                Some(names) => names.contains(&script),
+                None => venv.join("bin").join(&script).is_file(),
+            };
+            if !runs {
                 return Err(LaunchError::Bin {
                     package: format!("pypi:{name}=={version}"),
                     wanted: script,
-                    declared: venv_scripts(name, &venv),
+                    declared: declared.unwrap_or_else(|| venv_scripts(&venv)),
                 });
             }
             let mut c = tokio::process::Command::new(venv.join("bin").join(script));
@@ -149,6 +181,9 @@ fn bare(program: &str) -> tokio::process::Command {
 /// A package launcher with the cleared environment plus `PATH` and a private `HOME`.
 fn launcher(program: &str, cache: &Path) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(program);
+    // A launch given up on (its deadline passed) stops its fetch or install too, so the next
+    // attempt never runs beside it in the same cache entry.
+    c.kill_on_drop(true);
     c.env_clear();
     if let Ok(path) = std::env::var("PATH") {
         c.env("PATH", path);
@@ -174,23 +209,24 @@ fn npm_bins(name: &str, tarball: &Path) -> Option<Vec<String>> {
     // A package.json is small; one that is not is not read.
     let manifest: serde_json::Value =
         serde_json::from_reader(std::io::Read::take(entry, 4 << 20)).ok()?;
-    Some(declared_bins(name, &manifest))
+    declared_bins(name, &manifest)
 }
 
 /// The names in a package.json's `bin`: a string names the package's own (unscoped) name.
-fn declared_bins(name: &str, manifest: &serde_json::Value) -> Vec<String> {
+/// `None` without a `bin` (a package may declare `directories.bin` instead): not checked here.
+fn declared_bins(name: &str, manifest: &serde_json::Value) -> Option<Vec<String>> {
     match manifest.get("bin") {
-        Some(serde_json::Value::String(_)) => vec![default_bin(name)],
-        Some(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
-        _ => Vec::new(),
+        Some(serde_json::Value::String(_)) => Some(vec![default_bin(name)]),
+        Some(serde_json::Value::Object(m)) => Some(m.keys().cloned().collect()),
+        _ => None,
     }
 }
 
 /// The console scripts the package itself declares (its `entry_points.txt` in the virtual
-/// environment); every script in the environment when that cannot be read.
-fn venv_scripts(name: &str, venv: &Path) -> Vec<String> {
+/// environment), or `None` when they cannot be read.
+fn package_scripts(name: &str, venv: &Path) -> Option<Vec<String>> {
     let dist = name.to_ascii_lowercase().replace(['-', '.'], "_");
-    let declared = std::fs::read_dir(venv.join("lib"))
+    std::fs::read_dir(venv.join("lib"))
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
@@ -202,10 +238,12 @@ fn venv_scripts(name: &str, venv: &Path) -> Vec<String> {
             n.starts_with(&format!("{dist}-")) && n.ends_with(".dist-info")
         })
         .and_then(|e| std::fs::read_to_string(e.path().join("entry_points.txt")).ok())
-        .map(|text| console_scripts(&text));
-    if let Some(names) = declared {
-        return names;
-    }
+        .map(|text| console_scripts(&text))
+}
+
+/// Every script in the environment but its own tools, for a message when the package's own
+/// list cannot be read.
+fn venv_scripts(venv: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(venv.join("bin"))
         .into_iter()
         .flatten()
@@ -389,10 +427,15 @@ mod tests {
     #[test]
     fn declared_executables_come_from_bin_and_console_scripts() {
         let one = serde_json::json!({ "bin": "dist/index.js" });
-        assert_eq!(declared_bins("@scope/tool", &one), ["tool"]);
+        assert_eq!(declared_bins("@scope/tool", &one).unwrap(), ["tool"]);
         let many = serde_json::json!({ "bin": { "mcp-a": "a.js", "mcp-b": "b.js" } });
-        assert_eq!(declared_bins("@scope/tool", &many), ["mcp-a", "mcp-b"]);
-        assert!(declared_bins("x", &serde_json::json!({})).is_empty());
+        assert_eq!(
+            declared_bins("@scope/tool", &many).unwrap(),
+            ["mcp-a", "mcp-b"]
+        );
+        assert!(
+            declared_bins("x", &serde_json::json!({ "directories": { "bin": "b" } })).is_none()
+        );
         let ep = "[gui_scripts]\nviewer = a:b\n\n[console_scripts]\nmcp-server-time = mcp_server_time:main\nother=x:y\n";
         assert_eq!(console_scripts(ep), ["mcp-server-time", "other"]);
     }

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::{csrf_field, esc, page, signed_in, when};
+use super::{csrf_field, esc, page, signed_in, signed_in_as, when};
 use crate::admin::{Admin, kill_state, mode_state};
 use crate::operate::OpError;
 use crate::store::ApprovalStatus;
@@ -243,7 +243,8 @@ fn upstreams_section(b: &mut String, gw: &crate::gateway::Gateway) {
         let connected = up.is_some_and(|u| u.is_connected());
         let served = up.map(|u| u.tools().len()).unwrap_or(0);
         let source = match &server.source {
-            registry::ServerSource::Http { url } => url.clone(),
+            // As records show URLs: no credentials in userinfo or the query.
+            registry::ServerSource::Http { url } => crate::redact::uri_for_record(url),
             registry::ServerSource::Command(c) => c.artifact.describe(),
             registry::ServerSource::Builtin(_) => "built into the gateway".to_owned(),
         };
@@ -364,8 +365,20 @@ fn keys_section(b: &mut String, keys: &[crate::store::KeyRecord]) {
 /// The pending list the dashboard frames: it reloads itself, so a new request appears without
 /// the operator reloading the page (and losing what they typed into its forms).
 pub(super) async fn pending(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
-    if let Err(r) = signed_in(&a, &headers).await {
-        return r;
+    // Not the operator's activity: the frame polls by itself.
+    match signed_in_as(&a, &headers, false).await {
+        Ok(_) => {}
+        Err(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+            return framed(
+                "<p class=\"flash bad\">The operator state cannot be read now; this list comes back when it can.</p>",
+            );
+        }
+        // The sign-in page may not be framed: say so in the frame, and leave from it.
+        Err(_) => {
+            return framed(
+                "<p>The session ended. <a href=\"/ui/login\" target=\"_top\">Sign in again</a>.</p>",
+            );
+        }
     }
     let pending = match a
         .gw

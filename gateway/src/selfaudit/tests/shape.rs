@@ -313,3 +313,19 @@ async fn operators_unscoped_by_org_are_a_gap_only_where_there_are_tenants() {
     let r = audit_of(&single).await;
     assert_eq!(finding(&r, "id.operator_scope").status, Status::Pass);
 }
+
+#[test]
+fn an_exporters_error_is_cited_without_credentials() {
+    let why = "error sending request for url (http://user:pa55@collector.example:4318/v1/traces?token=abc): connection refused";
+    let shown = crate::selfaudit::probes::for_record(why);
+    assert!(
+        !shown.contains("pa55") && !shown.contains("token=abc"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("collector.example:4318/v1/traces") && shown.contains("connection refused"),
+        "{shown}"
+    );
+    let long = "x ".repeat(400);
+    assert!(crate::selfaudit::probes::for_record(&long).len() <= 304);
+}
