@@ -1,0 +1,180 @@
+//! Dimension 05: routing and cost controls (deadlines, rates, request bounds).
+
+use super::*;
+
+pub(super) fn cost(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
+    request_bounds(reg, ix, out);
+    let ev = ix.per_server(reg, "timeout", |s| format!("{} s", s.timeout.as_secs_f64()));
+    out.push(
+            Check::new("cost.routing", 5)
+                .says(
+                    "Routing to upstreams is declarative and bounded in time",
+                    format!(
+                        "{} upstream(s) named in config, each with a timeout after which the caller gets an error naming the server.",
+                        reg.servers.len()
+                    ),
+                    "",
+                )
+                .cites(ev)
+                .pass(ix),
+        );
+
+    let w = writes(reg);
+    let unlimited: Vec<&(String, String)> = w
+        .iter()
+        .filter(|(s, t)| {
+            reg.servers
+                .iter()
+                .find(|x| &x.name == s)
+                .and_then(|x| x.tools.get(t))
+                .is_none_or(|e| e.rate.is_none())
+        })
+        .collect();
+    let mut ev: Vec<String> = unlimited
+        .iter()
+        .take(10)
+        .map(|(s, t)| {
+            ix.config(
+                reg,
+                &tool_path(s, t),
+                "write/destructive tool with no `rate`",
+            )
+        })
+        .collect();
+    let limited = w.len() - unlimited.len();
+    if limited > 0 {
+        ev.push(ix.file(
+            reg,
+            format!("{limited} write/destructive tool(s) with a `rate` limit"),
+        ));
+    }
+    ev.push(ix.build(
+            "limits",
+            "per-tool rate limits (`tools.<name>.rate`, counted per process, refused with `rate_limited`); no per-identity limits, concurrency caps or budgets",
+        ));
+    let c = Check::new("cost.limits", 5).cites(ev);
+    out.push(match unlimited.is_empty() {
+            true => c
+                .says(
+                    "Write tools are rate-limited; there are no per-identity budgets",
+                    format!(
+                        "{} write/destructive tool(s), each with a per-tool rate limit counted in each gateway process. This build has no per-identity rate limits, concurrency caps or budget units.",
+                        w.len()
+                    ),
+                    "A looping agent is bounded per tool, but one caller can use the whole allowance and spend is not tracked.",
+                )
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::Medium,
+                    Cause::Unbuilt,
+                    (
+                        "Add per-identity limits and budgets",
+                        "Bound calls per identity level (rate, concurrency, budget units per period), shared across replicas, refusing with `rate_limited` or `budget_exceeded`.",
+                        "M",
+                    ),
+                ),
+            false => c
+                .says(
+                    format!("{} write/destructive tool(s) without a rate limit", unlimited.len()),
+                    "These tools can be called as fast as a client sends; per-identity limits and budgets are not in this build either.",
+                    "A looping agent can exhaust an upstream's quota or run up its bill, and nothing stops it but the kill switch.",
+                )
+                .gap(
+                    ix,
+                    Status::Absent,
+                    Severity::High,
+                    Likelihood::Medium,
+                    Cause::Config,
+                    (
+                        "Rate-limit every write tool",
+                        "Add `rate:` (e.g. `10/min`) to each write and destructive tool.",
+                        "S",
+                    ),
+                ),
+        });
+}
+
+/// Request sizes and deadlines past which one caller can tie up the gateway: a body or a tool's
+/// arguments larger than this, or a head or body deadline longer than this.
+const GENEROUS_BODY: usize = 16 * 1024 * 1024;
+const GENEROUS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn request_bounds(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
+    let st = &reg.settings;
+    let mut ev = vec![
+        ix.config(reg, "http.max_body", format!("{} bytes", st.max_body)),
+        ix.config(
+            reg,
+            "http.header_timeout",
+            format!("{} s", st.header_timeout.as_secs_f64()),
+        ),
+        ix.config(
+            reg,
+            "http.body_timeout",
+            format!("{} s", st.body_timeout.as_secs_f64()),
+        ),
+    ];
+    let mut loose: Vec<String> = Vec::new();
+    if st.max_body > GENEROUS_BODY {
+        loose.push(format!(
+            "`http.max_body` is {} MiB",
+            st.max_body / (1024 * 1024)
+        ));
+    }
+    for (key, d) in [
+        ("http.header_timeout", st.header_timeout),
+        ("http.body_timeout", st.body_timeout),
+    ] {
+        if d > GENEROUS_DEADLINE {
+            loose.push(format!("`{key}` is {} s", d.as_secs()));
+        }
+    }
+    for s in &reg.servers {
+        for (t, e) in &s.tools {
+            if e.argument_limits.bytes > GENEROUS_BODY {
+                let path = format!("{}.max_argument_bytes", tool_path(&s.name, t));
+                ev.push(ix.config(reg, &path, format!("{} bytes", e.argument_limits.bytes)));
+                loose.push(format!(
+                    "`{}/{t}` takes {} MiB of arguments",
+                    s.name,
+                    e.argument_limits.bytes / (1024 * 1024)
+                ));
+            }
+        }
+    }
+    let c = Check::new("cost.request_bounds", 5).cites(ev);
+    out.push(match loose.is_empty() {
+        true => c
+            .says(
+                "Request sizes and deadlines are bounded",
+                format!(
+                    "Bodies are at most {} KiB, read only after authentication within {} s; request heads must arrive within {} s; each tool's arguments are bounded in size, values and depth.",
+                    st.max_body / 1024,
+                    st.body_timeout.as_secs_f64(),
+                    st.header_timeout.as_secs_f64()
+                ),
+                "",
+            )
+            .pass(ix),
+        false => c
+            .says(
+                format!("Generous request bounds: {}", loose.join("; ")),
+                "One caller (or, before authentication, anyone) can hold memory or a connection this long or this large per request.",
+                "Unbounded consumption: a few slow or large requests tie up what every caller shares.",
+            )
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::Medium,
+                Cause::Config,
+                (
+                    "Tighten request bounds",
+                    "Keep `http.max_body` to what tools need (the default is 4 MiB), deadlines to seconds, and `max_argument_bytes` below the body limit.",
+                    "S",
+                ),
+            ),
+    });
+}

@@ -1,0 +1,517 @@
+//! Dimension 06: security, secrets and identity.
+
+use super::*;
+
+pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Finding>) {
+    let b = ix.build(
+            "authentication",
+            "every /mcp request needs an API key (stored hashed) or a verified OIDC token; no anonymous path",
+        );
+    out.push(
+            Check::new("id.no_anonymous", 6)
+                .says(
+                    "Every MCP request carries a verified identity; there is no anonymous path",
+                    "Keys are stored as hashes and revocable at once; sessions are bound to the caller that opened them.",
+                    "",
+                )
+                .cites([b])
+                .pass(ix),
+        );
+
+    let issuers = &reg.access.oidc;
+    let c = Check::new("id.oidc", 6);
+    out.push(if issuers.is_empty() {
+            let e = ix.config(reg, "identity.oidc", "no OIDC issuer: identity is gateway-issued API keys only");
+            c.says(
+                "Identity is gateway-issued API keys only (no identity provider)",
+                "Callers are identified by long-lived API keys; there is no IdP-rooted identity, token lifetime or central revocation.",
+                "Who a key belongs to is only as good as the record kept when it was issued.",
+            )
+            .cites([e])
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Low,
+                Likelihood::Low,
+                Cause::Config,
+                (
+                    "Root identity in your IdP",
+                    "Add an `identity.oidc` issuer so callers present short-lived tokens whose claims map to org, team, user and agent.",
+                    "M",
+                ),
+            )
+        } else {
+            let mut ev: Vec<String> = issuers
+                .iter()
+                .enumerate()
+                .map(|(i, o)| ix.config(reg, &format!("identity.oidc[{i}].issuer"), o.issuer.clone()))
+                .collect();
+            let mut failing = Vec::new();
+            match &probes.live {
+                Some(live) => {
+                    for (issuer, o) in &live.oidc {
+                        ev.push(ix.probe(&format!("JWKS of {issuer}"), o));
+                        if !o.ok {
+                            failing.push(issuer.clone());
+                        }
+                    }
+                }
+                None => ev.push(ix.not_run("JWKS of each issuer")),
+            }
+            let c = c.cites(ev);
+            match failing.is_empty() {
+                true => c
+                    .says(
+                        "Identity is rooted in OIDC: signed, expiring tokens verified against the issuer's keys",
+                        format!(
+                            "{} issuer(s); issuer, audience, expiry and algorithm are checked; claims map to identity levels.",
+                            issuers.len()
+                        ),
+                        "",
+                    )
+                    .pass(ix),
+                false => c
+                    .says(
+                        format!("Identity provider key set unreachable: {}", failing.join(", ")),
+                        "Tokens from these issuers cannot be verified now; their callers are refused (503).",
+                        "The gateway fails closed, so callers are locked out until the IdP answers.",
+                    )
+                    .gap(
+                        ix,
+                        Status::Partial,
+                        Severity::High,
+                        Likelihood::High,
+                        Cause::Probe,
+                        (
+                            "Restore the IdP connection",
+                            "Check the issuer's discovery document and JWKS from the gateway host.",
+                            "S",
+                        ),
+                    ),
+            }
+        });
+
+    let c = Check::new("id.tenancy", 6);
+    let required: Vec<&str> = Level::ALL
+        .iter()
+        .filter(|l| reg.access.policy.requires(**l))
+        .map(|l| l.as_str())
+        .collect();
+    let e = ix.config(
+        reg,
+        "identity.require",
+        match required.is_empty() {
+            true => "no level required".to_owned(),
+            false => required.join(", "),
+        },
+    );
+    out.push(match reg.access.policy.requires(Level::Org) {
+            true => c
+                .says(
+                    "Every caller must resolve to an org: tenants are separated at the decision",
+                    format!("Required levels: {}.", required.join(", ")),
+                    "",
+                )
+                .cites([e])
+                .pass(ix),
+            false => c
+                .says(
+                    "No org level is required: tenant separation rests on each key's grants",
+                    "A caller with no org is decided on its other levels; sessions are still bound to their caller and discovery equals permission.",
+                    "A key issued without an org falls outside every tenant boundary.",
+                )
+                .cites([e])
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Low,
+                    Likelihood::Low,
+                    Cause::Config,
+                    (
+                        "Require the org level",
+                        "Add `org` to `identity.require` so a caller without an org is refused.",
+                        "S",
+                    ),
+                ),
+        });
+
+    // Operators: the admin views are not scoped by org in this build. That matters only where
+    // the config has tenants (an org level required, or grants naming orgs).
+    let orgs: Vec<String> = reg
+        .access
+        .policy
+        .grants()
+        .entries()
+        .into_iter()
+        .filter(|(level, name, _)| *level == Level::Org && *name != "*")
+        .map(|(_, name, _)| name.to_owned())
+        .collect();
+    let key_orgs: Vec<String> = probes
+        .live
+        .as_ref()
+        .map(|l| l.key_orgs.clone())
+        .unwrap_or_default();
+    let tenants =
+        reg.access.policy.requires(Level::Org) || !orgs.is_empty() || !key_orgs.is_empty();
+    let b = ix.build(
+        "operator scope",
+        "operator keys and tokens carry roles, not an org: an approver sees and decides every org's approvals, an auditor reads every org's audit events, an admin manages every org's keys",
+    );
+    let c = Check::new("id.operator_scope", 6);
+    out.push(match tenants {
+        false => c
+            .says(
+                "One tenant: no org appears in the config or on a key, so operator views have none to keep apart",
+                "No org level is required, no grant names an org, and no key seen carries one; every operator serves the same tenant.",
+                "",
+            )
+            .cites([b])
+            .pass(ix),
+        true => {
+            let e = match (orgs.is_empty(), key_orgs.is_empty()) {
+                (false, _) => ix.config(reg, "grants", format!("orgs granted: {}", orgs.join(", "))),
+                (true, false) => ix.probe(
+                    "orgs of the stored keys",
+                    &Outcome {
+                        ok: false,
+                        observed: format!("active keys carry the orgs: {}", key_orgs.join(", ")),
+                    },
+                ),
+                (true, true) => ix.config(reg, "identity.require", "org is required"),
+            };
+            c.says(
+                "Operator views are not scoped by org: approvers and auditors see every tenant",
+                "Calls are decided per org, but the operator page and the admin API show every org's pending approvals (with their argument previews), audit events and keys to any approver, auditor or admin.",
+                "An operator of one tenant can read another tenant's call arguments and records; tenant isolation holds for callers, not for operators.",
+            )
+            .cites([e, b])
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::Medium,
+                Cause::Unbuilt,
+                (
+                    "Scope operators by org",
+                    "Let an operator key or token carry an org, and show and decide only that org's approvals, audit events and keys; until then, give operator roles only to people trusted with every tenant.",
+                    "M",
+                ),
+            )
+        }
+    });
+
+    // The loader refuses secret-looking literals, so a loaded config holds references only.
+    let refs = crate::secrets::references(reg);
+    let vault = refs
+        .iter()
+        .filter(|(_, r)| matches!(r, registry::SecretRef::Vault { .. }))
+        .count();
+    let mut ev = vec![ix.build(
+            "secret references",
+            "`env:`, `file:` and `vault:` (KV v2) references; string values that look like secrets (key prefixes, PEM blocks, bearer tokens, passwords in URLs, long random strings) are refused when the config loads, without repeating them",
+        )];
+    ev.push(ix.file(
+        reg,
+        format!(
+            "{} string value(s) loaded; {} secret reference(s), {vault} from Vault",
+            reg.strings.len(),
+            refs.len()
+        ),
+    ));
+    for (at, r) in refs.iter().take(6) {
+        let path = at.split(' ').next().unwrap_or(at);
+        ev.push(ix.config(reg, path, format!("reference `{r}`")));
+    }
+    out.push(
+            Check::new("id.secrets", 6)
+                .says(
+                    "Secrets are held by reference only; inline secrets are refused at load",
+                    format!(
+                        "{} secret reference(s) in this config; none is a literal. Secrets are read when needed (at start, and at each upstream connection) and never written to logs, errors or the audit log.",
+                        refs.len()
+                    ),
+                    "A leaked config file leaks no credential, and rotation needs no config change.",
+                )
+                .cites(ev)
+                .pass(ix),
+        );
+
+    let c = Check::new("id.redaction_key", 6);
+    out.push(match &reg.settings.audit.redact_key {
+            Some(_) => {
+                let e = ix.config(reg, "audit.redact_key", "by reference");
+                c.says(
+                    "Audit redaction is keyed by a secret held outside the store",
+                    "Redacted values are replaced by an HMAC under a key passed by reference.",
+                    "",
+                )
+                .cites([e])
+                .pass(ix)
+            }
+            None => {
+                let e = ix.config(reg, "audit.redact_key", "a random key kept in the store");
+                c.says(
+                    "The audit redaction key is kept in the store",
+                    "Redacted values are HMACs under a random key kept in the store: whoever can read the store and the log can test guesses of a redacted value.",
+                    "Redaction should not be undone by one stolen database file.",
+                )
+                .cites([e])
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Low,
+                    Likelihood::Low,
+                    Cause::Config,
+                    (
+                        "Pass the redaction key by reference",
+                        "Set `audit.redact_key: env:NAME` (or `file:/path`) with at least 32 random bytes.",
+                        "S",
+                    ),
+                )
+            }
+        });
+
+    let upstream: Vec<&registry::Server> = reg
+        .servers
+        .iter()
+        .filter(|s| !matches!(s.source, ServerSource::Builtin(_)))
+        .collect();
+    let b = ix.build(
+            "upstream credentials",
+            "the caller's credential is never forwarded; an upstream may get a static secret by reference (`credentials.bearer`, `credentials.headers`), the same for every caller; no token exchange (RFC 8693)",
+        );
+    let c = Check::new("id.token_exchange", 6);
+    out.push(match upstream.is_empty() {
+            true => c
+                .says(
+                    "Caller tokens never leave the gateway; built-in upstreams need no credential",
+                    "Only built-in upstreams are configured.",
+                    "",
+                )
+                .cites([b])
+                .pass(ix),
+            false => {
+                let mut ev = vec![b];
+                let mut with_secret = 0;
+                ev.extend(upstream.iter().map(|s| {
+                    if s.credentials.is_empty() {
+                        return ix.config(
+                            reg,
+                            &format!("servers.{}", s.name),
+                            "no credential: the upstream is reached with none",
+                        );
+                    }
+                    with_secret += 1;
+                    let headers: Vec<String> = s
+                        .credentials
+                        .iter()
+                        .map(|c| format!("`{}` from `{}`", c.header, c.secret))
+                        .collect();
+                    ix.config(
+                        reg,
+                        &format!("servers.{}.credentials", s.name),
+                        format!(
+                            "a static secret by reference ({}), the same for every caller",
+                            headers.join(", ")
+                        ),
+                    )
+                }));
+                c.says(
+                    "Upstreams get no per-caller credential (no token exchange)",
+                    format!(
+                        "The caller's token is never passed on. Of {} upstream(s), {with_secret} get a static secret by reference and {} none; none gets a credential minted for the call, so no upstream can narrow access per caller.",
+                        upstream.len(),
+                        upstream.len() - with_secret
+                    ),
+                    "Upstream access is whatever the upstream grants the gateway's network position.",
+                )
+                .cites(ev)
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::Low,
+                    Cause::Unbuilt,
+                    (
+                        "Mint credentials per upstream",
+                        "Exchange the caller's identity for an audience- and scope-bound upstream token (RFC 8693), with secrets by reference.",
+                        "L",
+                    ),
+                )
+            }
+        });
+
+    let admin = reg.settings.admin_listen;
+    let c = Check::new("id.admin_listener", 6);
+    let e = ix.config(reg, "admin_listen", admin.to_string());
+    out.push(match public(admin.ip()) {
+            false => c
+                .says(
+                    "The admin listener is bound to loopback",
+                    format!("Admin API and UI on {admin}, reachable from this host only."),
+                    "",
+                )
+                .cites([e])
+                .pass(ix),
+            true => c
+                .says(
+                    format!("The admin listener is on a network address ({admin})"),
+                    "The admin API and UI (kill switch, approvals, keys, audit export) are served over plain HTTP to the network.",
+                    "Operator credentials and session cookies cross the network in cleartext, and the admin surface is exposed to anyone who can reach the port.",
+                )
+                .cites([e])
+                .gap(
+                    ix,
+                    Status::Absent,
+                    Severity::High,
+                    Likelihood::Medium,
+                    Cause::Config,
+                    (
+                        "Keep the admin listener on loopback",
+                        "Set `admin_listen: 127.0.0.1:<port>` and reach it through an SSH tunnel or a TLS-terminating proxy with its own access control.",
+                        "S",
+                    ),
+                ),
+        });
+
+    let listen = reg.settings.listen;
+    let https = reg
+        .settings
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://"));
+    let cleartext_upstreams: Vec<(String, String)> = reg
+        .servers
+        .iter()
+        .filter_map(|s| match &s.source {
+            ServerSource::Http { url }
+                if url.to_ascii_lowercase().starts_with("http://") && !loopback_url(url) =>
+            {
+                Some((s.name.clone(), crate::redact::uri_for_record(url)))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut problems = Vec::new();
+    let mut ev = Vec::new();
+    if public(listen.ip()) && !https {
+        problems.push(format!(
+                "the MCP listener is on {listen} and the public URL is not https: keys and tokens cross the network in cleartext unless TLS is terminated in front"
+            ));
+        ev.push(ix.config(reg, "listen", listen.to_string()));
+        ev.push(
+            ix.config(
+                reg,
+                "public_url",
+                reg.settings
+                    .public_url
+                    .as_deref()
+                    .map_or_else(|| format!("http://{listen}"), crate::redact::uri_for_record),
+            ),
+        );
+    }
+    for (name, url) in &cleartext_upstreams {
+        problems.push(format!(
+            "upstream `{name}` is reached over plain HTTP on the network"
+        ));
+        ev.push(ix.config(reg, &format!("servers.{name}.url"), url.clone()));
+    }
+    let c = Check::new("id.transport", 6);
+    out.push(match problems.is_empty() {
+            true => {
+                let mut ev = vec![ix.config(reg, "listen", listen.to_string())];
+                let found = match public(listen.ip()) {
+                    false => "The MCP listener is on loopback; upstreams off this host are reached over https.",
+                    true => {
+                        ev.push(ix.config(
+                            reg,
+                            "public_url",
+                            reg.settings
+                                .public_url
+                                .as_deref()
+                                .map(crate::redact::uri_for_record)
+                                .unwrap_or_default(),
+                        ));
+                        "The MCP listener is on the network behind an https public URL (TLS is terminated in front of the gateway; the gateway cannot see that it is); upstreams off this host are reached over https."
+                    }
+                };
+                c.says("No credential crosses the network in cleartext", found, "")
+                    .cites(ev)
+                    .pass(ix)
+            }
+            false => c
+                .says(
+                    "Credentials or calls cross the network in cleartext",
+                    problems.join("; ") + ".",
+                    "Anyone on the path can read keys, tokens and tool arguments.",
+                )
+                .cites(ev)
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::High,
+                    Likelihood::Medium,
+                    Cause::Config,
+                    (
+                        "Use TLS on every network hop",
+                        "Terminate TLS in front of the gateway and set an https `public_url`; use https upstream URLs off this host.",
+                        "S",
+                    ),
+                ),
+        });
+
+    let http: Vec<&registry::Server> = reg
+        .servers
+        .iter()
+        .filter(|s| matches!(s.source, ServerSource::Http { .. }))
+        .collect();
+    if !http.is_empty() {
+        let private: Vec<&registry::Server> =
+            http.iter().copied().filter(|s| s.allow_private).collect();
+        let mut ev = vec![ix.build(
+                "upstream addresses",
+                "every address an upstream host resolves to is checked (loopback, private, link-local/metadata, IPv4 inside IPv6) and the connection is pinned to the checked addresses; redirects are not followed",
+            )];
+        for s in &private {
+            ev.push(ix.config(
+                reg,
+                &format!("servers.{}.allow_private", s.name),
+                "private addresses allowed",
+            ));
+        }
+        let c = Check::new("id.ssrf", 6).cites(ev);
+        out.push(match private.is_empty() {
+                true => c
+                    .says(
+                        "Upstream addresses are guarded against private and metadata ranges",
+                        format!(
+                            "{} HTTP upstream(s), none allowed to reach private addresses.",
+                            http.len()
+                        ),
+                        "A config change or a DNS answer cannot point the gateway at internal services.",
+                    )
+                    .pass(ix),
+                false => c
+                    .says(
+                        format!(
+                            "Private addresses allowed for: {}",
+                            private.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                        "These servers may name or resolve to loopback, private or link-local addresses (the guard is off for them by config).",
+                        "If such a server's name is hijacked, the gateway can be steered at internal services.",
+                    )
+                    .gap(
+                        ix,
+                        Status::Partial,
+                        Severity::Low,
+                        Likelihood::Low,
+                        Cause::Config,
+                        (
+                            "Keep private upstreams deliberate",
+                            "Remove `allow_private` where the upstream is public; keep it only for servers that really live on a private network.",
+                            "S",
+                        ),
+                    ),
+        });
+    }
+}

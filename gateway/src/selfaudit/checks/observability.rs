@@ -1,0 +1,172 @@
+//! Dimension 04: observability and tracing (audit sinks, OTLP delivery, metrics).
+
+use super::*;
+
+pub(super) fn observability(
+    reg: &Registry,
+    probes: &Probes,
+    ix: &mut Index,
+    out: &mut Vec<Finding>,
+) {
+    let sinks = &reg.settings.audit.sinks;
+    let mut weak = Vec::new();
+    for (i, s) in sinks.iter().enumerate() {
+        if !s.required {
+            weak.push((
+                format!("audit.sinks[{i}].required"),
+                format!(
+                    "{} sink is best-effort: events it misses are not retried",
+                    s.kind.name()
+                ),
+            ));
+        }
+        if let SinkKind::File { fsync: false, path } = &s.kind {
+            weak.push((
+                    format!("audit.sinks[{i}].fsync"),
+                    format!(
+                        "file sink `{path}` is not synced: a power loss can lose any acknowledged event (a synced sink, at most those of the flush in progress)"
+                    ),
+                ));
+        }
+    }
+    let c = Check::new("obs.audit_sinks", 4);
+    out.push(match weak.is_empty() {
+            true => {
+                let e = ix.config(
+                    reg,
+                    "audit.sinks",
+                    sinks
+                        .iter()
+                        .map(|s| format!("{} (required)", s.kind.name()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+                let readable = sinks
+                    .iter()
+                    .any(|s| matches!(s.kind, SinkKind::Store | SinkKind::File { .. }));
+                c.says(
+                    "Every decision is one redacted, hash-chained event in required sinks",
+                    format!(
+                        "{} sink(s), all required; file sinks are synced once per batch; `portcullis audit verify` checks the chain; {}",
+                        sinks.len(),
+                        match readable {
+                            true => "`/admin/audit` exports and replays runs.",
+                            false => "the sinks are stdout only, so `/admin/audit` cannot read them back.",
+                        }
+                    ),
+                    "",
+                )
+                .cites([e])
+                .pass(ix)
+            }
+            false => {
+                let ev: Vec<String> = weak.iter().map(|(p, o)| ix.config(reg, p, o.clone())).collect();
+                c.says(
+                    format!("{} audit sink setting(s) weaken the record", weak.len()),
+                    weak.iter().map(|(_, o)| o.as_str()).collect::<Vec<_>>().join("; ") + ".",
+                    "A sink that can miss or lose events is not the record an incident review can rely on.",
+                )
+                .cites(ev)
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::Low,
+                    Cause::Config,
+                    (
+                        "Make every audit sink required and synced",
+                        "Set `required: true` and `fsync: true` on each sink that is part of the record, or remove it.",
+                        "S",
+                    ),
+                )
+            }
+        });
+
+    let c = Check::new("obs.otlp", 4);
+    out.push(match &reg.settings.telemetry.otlp {
+            Some(o) => {
+                let endpoint = crate::redact::uri_for_record(&o.endpoint);
+                let e = ix.config(reg, "telemetry.otlp.endpoint", endpoint.clone());
+                // Configured is not delivered: the running gateway says what its last export did.
+                let delivery = match probes.live.as_ref().and_then(|l| l.otlp.as_ref()) {
+                    Some(outcome) => (ix.probe("latest OTLP export", outcome), Some(outcome.clone())),
+                    None => (ix.not_run("latest OTLP export"), None),
+                };
+                match delivery {
+                    (d, Some(outcome)) if !outcome.ok && outcome.observed.contains("failed") => c
+                        .says(
+                            "Traces are configured, but the latest export failed",
+                            format!(
+                                "Spans are sent to {endpoint}, and the collector did not take the latest batch: {}.",
+                                outcome.observed
+                            ),
+                            "Spans that are not delivered cannot reconstruct a failing hop; the exporter drops what it cannot send.",
+                        )
+                        .cites([e, d])
+                        .gap(
+                            ix,
+                            Status::Partial,
+                            Severity::Medium,
+                            Likelihood::High,
+                            Cause::Probe,
+                            (
+                                "Restore trace delivery",
+                                "Check that the collector at `telemetry.otlp.endpoint` is up and accepts OTLP/HTTP on `/v1/traces`, then watch the next self-audit show a delivered export.",
+                                "S",
+                            ),
+                        ),
+                    (d, outcome) => c
+                        .says(
+                            "Traces are exported over OTLP with GenAI/MCP attributes",
+                            format!(
+                                "A SERVER span per request and a CLIENT span per upstream call go to {}; inbound W3C traceparent is the parent and is passed to upstreams. Delivery: {}.",
+                                endpoint,
+                                outcome.map_or_else(
+                                    || "not observed offline".to_owned(),
+                                    |o| o.observed
+                                )
+                            ),
+                            "",
+                        )
+                        .cites([e, d])
+                        .pass(ix),
+                }
+            }
+            None => {
+                let e = ix.config(reg, "telemetry.otlp", "no OTLP exporter configured");
+                c.says(
+                    "No trace exporter: spans are not exported",
+                    "`telemetry.otlp` is not set, so no span leaves the process; a slow or failing hop can be found only from the audit log and metrics.",
+                    "End-to-end reconstruction across agent, gateway and upstream needs the traces.",
+                )
+                .cites([e])
+                .gap(
+                    ix,
+                    Status::Partial,
+                    Severity::Medium,
+                    Likelihood::Medium,
+                    Cause::Config,
+                    (
+                        "Export traces",
+                        "Set `telemetry.otlp.endpoint` to your collector's OTLP/HTTP endpoint.",
+                        "S",
+                    ),
+                )
+            }
+        });
+
+    let b = ix.build(
+            "metrics",
+            "/metrics on the admin listener: requests, latency, tool calls, upstream results, fail-closed refusals by cause, approvals, switches, audit sinks",
+        );
+    out.push(
+            Check::new("obs.metrics", 4)
+                .says(
+                    "Prometheus metrics with closed-set labels on the admin listener",
+                    "Refusals are counted by cause, so a fail-closed storm is visible; labels carry no identity, argument or secret.",
+                    "",
+                )
+                .cites([b])
+                .pass(ix),
+        );
+}
