@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::auth::{Issuers, unix_now};
 use crate::gateway::Gateway;
 use crate::operate::{OpError, Operator, Roles};
-use crate::store::{ApprovalStatus, KeyRole, KeyScope};
+use store::{ApprovalStatus, KeyRole, KeyScope};
 
 mod ui;
 
@@ -286,7 +286,7 @@ pub(crate) async fn kill_state(gw: &Gateway) -> Result<Value, OpError> {
     }))
 }
 
-fn switch_json(r: &crate::store::SwitchRow) -> Value {
+fn switch_json(r: &store::SwitchRow) -> Value {
     json!({
         "scope": r.scope,
         "target": r.target,
@@ -297,7 +297,7 @@ fn switch_json(r: &crate::store::SwitchRow) -> Value {
     })
 }
 
-fn down(e: crate::store::StoreError) -> OpError {
+fn down(e: store::StoreError) -> OpError {
     tracing::error!(error = %e, "admin read failed: store unavailable");
     OpError::Unavailable("the store cannot be reached".into())
 }
@@ -455,7 +455,7 @@ async fn list_keys(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Result<Re
     Ok(axum::Json(json!({ "keys": out })).into_response())
 }
 
-fn key_json(k: &crate::store::KeyRecord) -> Value {
+fn key_json(k: &store::KeyRecord) -> Value {
     let s = &k.scope;
     json!({
         "id": k.id, "name": k.name, "role": k.role.as_str(),

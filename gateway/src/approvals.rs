@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Caller;
 use crate::gateway::Gateway;
 use crate::jsonrpc::{self, GATEWAY_REFUSED, RpcError};
-use crate::store::{ApprovalKey, ApprovalRecord, ApprovalStatus, NewApproval};
+use store::{ApprovalKey, ApprovalRecord, ApprovalStatus, NewApproval};
 
 /// How often a held call looks at its request (besides being woken by local decisions).
 const POLL: Duration = Duration::from_millis(200);

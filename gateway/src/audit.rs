@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Caller;
 use crate::redact::Redactor;
-use crate::store::{AuditRow, Store, now_ms};
+use store::{AuditRow, Store, now_ms};
 
 /// The `prev` of the first event ever written.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -394,7 +394,7 @@ pub(crate) fn event_hash(event: &Map<String, Value>) -> String {
 
 enum Sink {
     File(FileSink),
-    Store(crate::store::AuditWriter),
+    Store(store::AuditWriter),
     Stdout,
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use policy::{Binding, Identity, Level, Rules};
 use sha2::{Digest, Sha256};
 
-use crate::store::{KeyRecord, KeyRole, Store, StoreError};
+use store::{KeyRecord, KeyRole, Store, StoreError};
 
 mod oidc;
 

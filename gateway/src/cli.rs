@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::store::Store;
+use store::Store;
 
 /// Invalid config or usage.
 pub(crate) const EX_CONFIG: u8 = 64;

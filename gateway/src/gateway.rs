@@ -12,8 +12,8 @@ use crate::audit::Audit;
 use crate::auth::{Authenticator, Issuers};
 use crate::levers::Levers;
 use crate::session::Sessions;
-use crate::store::Store;
 use crate::upstream::Upstreams;
+use store::Store;
 
 /// The config in force and the upstreams it names, replaced together by a reload.
 pub(crate) struct Live {

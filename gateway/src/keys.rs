@@ -10,7 +10,7 @@ pub(crate) mod command;
 use policy::{Pattern, Rules};
 use registry::Registry;
 
-use crate::store::{IssuedKey, KeyRole, KeyScope, Store, StoreError};
+use store::{IssuedKey, KeyRole, KeyScope, Store, StoreError};
 
 /// What to issue. `scope.parent` names the key minting this one, if a key is.
 #[derive(Clone, Debug)]

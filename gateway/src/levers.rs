@@ -17,7 +17,7 @@ use policy::{Binding, Identity, Level};
 use registry::Mode;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{ModeRow, Store, StoreError, SwitchRow};
+use store::{ModeRow, Store, StoreError, SwitchRow};
 
 /// What a kill switch covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

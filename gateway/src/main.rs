@@ -32,7 +32,6 @@ mod secrets;
 mod selfaudit;
 mod serve;
 mod session;
-mod store;
 mod telemetry;
 mod upstream;
 

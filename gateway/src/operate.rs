@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::gateway::Gateway;
 use crate::levers::{KillScope, SCOPES, Switch};
-use crate::store::{ApprovalRecord, DecideError, KeyRole, ModeRow, SwitchRow};
+use store::{ApprovalRecord, DecideError, KeyRole, ModeRow, SwitchRow};
 
 /// Longest reason accepted.
 const MAX_REASON: usize = 500;

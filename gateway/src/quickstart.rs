@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::{EX_CONFIG, EX_SOFTWARE, EX_UNAVAILABLE, open_store};
-use crate::store::{KeyRole, KeyScope, Store};
+use store::{KeyRole, KeyScope, Store};
 
 /// The first line of every config the quickstart writes; a re-run may edit only such a file.
 const MARKER: &str = "# Written by `portcullis quickstart`.";

@@ -79,7 +79,7 @@ impl Status {
     fn note(&self, digest: &str, outcome: &Outcome) {
         if let Ok(mut l) = self.last.lock() {
             *l = Some(Attempt {
-                at_ms: crate::store::now_ms(),
+                at_ms: store::now_ms(),
                 digest: digest.to_owned(),
                 outcome: match outcome {
                     Outcome::Unchanged => "unchanged".to_owned(),

@@ -138,7 +138,7 @@ pub(crate) async fn run(
             }
         });
     }
-    let instance = crate::store::InstanceRow {
+    let instance = store::InstanceRow {
         id: hex::encode(rand::random::<[u8; 8]>()),
         host: std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_owned())
@@ -146,8 +146,8 @@ pub(crate) async fn run(
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "unknown".to_owned()),
         pid: i64::from(std::process::id()),
-        started_ms: crate::store::now_ms(),
-        seen_ms: crate::store::now_ms(),
+        started_ms: store::now_ms(),
+        seen_ms: store::now_ms(),
     };
     {
         // A heartbeat in the store, so the self-audit can see processes sharing it.
@@ -159,7 +159,7 @@ pub(crate) async fn run(
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        row.seen_ms = crate::store::now_ms();
+                        row.seen_ms = store::now_ms();
                         if let Err(e) = store.heartbeat(&row).await {
                             tracing::warn!(error = %e, "heartbeat not written");
                         }

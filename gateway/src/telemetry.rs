@@ -66,7 +66,7 @@ impl opentelemetry_sdk::trace::SpanExporter for Watched {
         async move {
             let result = sent.await;
             let status = ExportStatus {
-                at_ms: crate::store::now_ms(),
+                at_ms: store::now_ms(),
                 spans,
                 error: result.as_ref().err().map(ToString::to_string),
             };

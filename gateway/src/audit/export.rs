@@ -125,14 +125,14 @@ pub(crate) fn replay(events: &[Map<String, Value>]) -> Vec<Value> {
 
 /// Where an export reads from: the store sink if there is one, else the first file sink.
 pub(crate) enum Source<'a> {
-    Store(&'a crate::store::Store),
+    Store(&'a store::Store),
     File(&'a str),
 }
 
 impl<'a> Source<'a> {
     pub(crate) fn of(
         settings: &'a registry::AuditSettings,
-        store: &'a crate::store::Store,
+        store: &'a store::Store,
     ) -> Option<Source<'a>> {
         use registry::SinkKind;
         if settings.sinks.iter().any(|s| s.kind == SinkKind::Store) {

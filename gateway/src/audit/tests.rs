@@ -186,7 +186,7 @@ async fn a_full_sink_refuses_records_and_another_required_sink_is_enough() {
     // The call was answered by the store; the full file's failure is counted on its own thread.
     counted(&audit.sinks[0].failed, 2).await;
     // Fault: the store loses its table too. Now the record is refused, and counted.
-    s.execute_for_test("DROP TABLE audit_events").await;
+    s.execute_for_test("DROP TABLE audit_events").await.unwrap();
     assert!(matches!(
         audit.record(call(2)).await,
         Err(AuditError::NotAccepted)
@@ -324,7 +324,7 @@ async fn a_failing_best_effort_sink_does_not_stop_calls() {
     let dir = tempfile::tempdir().unwrap();
     let (s, path, audit) = file_and_store(&dir, false).await;
     // The best-effort store fails; the required file still takes the event.
-    s.execute_for_test("DROP TABLE audit_events").await;
+    s.execute_for_test("DROP TABLE audit_events").await.unwrap();
     audit.record(call(1)).await.unwrap();
     counted(&audit.sinks[1].failed, 1).await;
     assert!(matches!(check(&path), Verdict::Intact { events: 2, .. }));

@@ -3,7 +3,7 @@ use policy::{
 };
 
 use super::*;
-use crate::store::KeyScope;
+use store::KeyScope;
 
 async fn setup() -> (tempfile::TempDir, Store, Authenticator) {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use crate::cli::{
     EX_CONFIG, EX_UNAVAILABLE, KeysAction, cli_audit, cli_operator, load, open_store,
 };
-use crate::store::KeyRole;
+use store::KeyRole;
 
 /// `portcullis keys create|list|revoke`.
 pub(crate) async fn run(action: KeysAction) -> ExitCode {
@@ -44,7 +44,7 @@ pub(crate) async fn run(action: KeysAction) -> ExitCode {
             let request = crate::keys::MintRequest {
                 name,
                 role,
-                scope: crate::store::KeyScope {
+                scope: store::KeyScope {
                     org,
                     team,
                     agent,

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::approvals::HeldCall;
 use crate::auth::Caller;
-use crate::store::Store;
 use crate::upstream::Upstreams;
+use store::Store;
 
 const CONFIG: &str = "audit: { sinks: [{ type: file, path: AUDIT }] }\napprovals: { hold: 0s }\nservers:\n  notes:\n    builtin: notes\n    tools: { create_note: { class: write } }\n";
 
@@ -112,8 +112,8 @@ async fn nobody_decides_their_own_request() {
     let (_d, store, gw, stop) = gateway().await;
     let principals = ["key:alice".to_owned(), "user:bob".to_owned()];
     let rec = store
-        .create_approval(&crate::store::NewApproval {
-            key: crate::store::ApprovalKey {
+        .create_approval(&store::NewApproval {
+            key: store::ApprovalKey {
                 requester: "key:alice",
                 server: "notes",
                 tool: "create_note",

@@ -52,7 +52,7 @@ pub(super) fn assemble(
     grade_evidence(&mut evidence, &findings, &servers);
     Report {
         schema: SCHEMA,
-        generated_at: crate::clock::rfc3339_ms(crate::store::now_ms()),
+        generated_at: crate::clock::rfc3339_ms(store::now_ms()),
         mode: if live { "live" } else { "static" },
         config_file: reg.source.file().to_owned(),
         config_digest: reg.digest.clone(),

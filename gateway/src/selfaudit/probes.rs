@@ -8,7 +8,7 @@ use registry::Registry;
 use crate::auth::{AuthError, Authenticator, Issuers, key_identity};
 use crate::authorize::guarded;
 use crate::gateway::Gateway;
-use crate::store::{KeyRecord, KeyRole, KeyScope, Store, now_ms};
+use store::{KeyRecord, KeyRole, KeyScope, Store, now_ms};
 
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -603,7 +603,7 @@ mod tests {
     /// A store, levers read once, a caller and a session that declared `capabilities`.
     struct Setup {
         _dir: tempfile::TempDir,
-        store: crate::store::Store,
+        store: store::Store,
         levers: Arc<Levers>,
         caller: crate::auth::Caller,
         session: Arc<Session>,
@@ -612,7 +612,7 @@ mod tests {
     async fn setup(capabilities: Value) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = crate::store::Store::open(&url).await.unwrap();
+        let store = store::Store::open(&url).await.unwrap();
         let settings = registry::load_str("t.yaml", "servers: {}\n")
             .unwrap()
             .settings;
@@ -714,7 +714,10 @@ mod tests {
             .unwrap();
         levers.refresh().await.unwrap();
 
-        store.execute_for_test("DROP TABLE audit_events").await;
+        store
+            .execute_for_test("DROP TABLE audit_events")
+            .await
+            .unwrap();
         let refused = sample(&relay, params, &origin).await.unwrap_err();
         assert_eq!(refused.message, "the gateway cannot record the request");
         assert!(client.try_recv().is_err(), "the client was asked");

@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use super::{csrf_field, esc, page, signed_in, signed_in_as, when};
 use crate::admin::{Admin, kill_state, mode_state};
 use crate::operate::OpError;
-use crate::store::ApprovalStatus;
+use store::ApprovalStatus;
 
 /// How often the framed pending list reloads itself.
 const PENDING_REFRESH_SECS: u32 = 5;
@@ -322,7 +322,7 @@ fn upstreams_section(b: &mut String, gw: &crate::gateway::Gateway) {
 }
 
 /// Active keys by name, with where each sits in the identity model.
-fn keys_section(b: &mut String, keys: &[crate::store::KeyRecord]) {
+fn keys_section(b: &mut String, keys: &[store::KeyRecord]) {
     let active: Vec<_> = keys.iter().filter(|k| k.revoked_at.is_none()).collect();
     let _ = write!(
         b,

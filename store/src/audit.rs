@@ -7,13 +7,13 @@ use sqlx::sqlite::SqlitePool;
 use super::{Store, StoreError};
 
 /// One event as the writer hands it to the store.
-pub(crate) struct AuditRow<'a> {
-    pub(crate) chain: &'a str,
-    pub(crate) seq: i64,
-    pub(crate) at_ms: i64,
-    pub(crate) session: Option<&'a str>,
-    pub(crate) trace_id: Option<&'a str>,
-    pub(crate) line: &'a str,
+pub struct AuditRow<'a> {
+    pub chain: &'a str,
+    pub seq: i64,
+    pub at_ms: i64,
+    pub session: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
+    pub line: &'a str,
 }
 
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
@@ -50,7 +50,7 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
 
 /// The audit sink's connection. SQLite runs on the calling thread (the sink's own), so an
 /// append costs no hop to another thread; sqlx would run it on a worker of its own.
-pub(crate) struct AuditWriter {
+pub struct AuditWriter {
     conn: rusqlite::Connection,
 }
 
@@ -67,7 +67,7 @@ impl AuditWriter {
     }
 
     /// Append a batch of events: all of them or none.
-    pub(crate) fn append(&mut self, rows: &[AuditRow<'_>]) -> Result<(), StoreError> {
+    pub fn append(&mut self, rows: &[AuditRow<'_>]) -> Result<(), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -89,7 +89,7 @@ impl AuditWriter {
 
 impl Store {
     /// The newest event's line, if any.
-    pub(crate) async fn last_audit_line(&self) -> Result<Option<String>, StoreError> {
+    pub async fn last_audit_line(&self) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT line FROM audit_events ORDER BY id DESC LIMIT 1")
             .fetch_optional(&self.pool)
             .await?;
@@ -101,7 +101,7 @@ impl Store {
 
     /// Event lines in write order: at or after `since_ms`, optionally of one session or trace,
     /// after row `after` (for paging), at most `limit`. Returns (row id, line) pairs.
-    pub(crate) async fn audit_lines(
+    pub async fn audit_lines(
         &self,
         since_ms: i64,
         session: Option<&str>,
@@ -132,7 +132,7 @@ impl Store {
 
     /// The redaction key kept in the store, made on first use. Every process sharing the store
     /// uses the same key, so equal secrets correlate across them and across restarts.
-    pub(crate) async fn audit_key(&self) -> Result<Vec<u8>, StoreError> {
+    pub async fn audit_key(&self) -> Result<Vec<u8>, StoreError> {
         let fresh = rand::random::<[u8; 32]>().to_vec();
         sqlx::query("INSERT INTO audit_key (id, key) VALUES (1, ?) ON CONFLICT (id) DO NOTHING")
             .bind(&fresh)

@@ -9,12 +9,12 @@ use super::{Store, StoreError};
 
 /// A process that wrote a heartbeat.
 #[derive(Clone, Debug)]
-pub(crate) struct InstanceRow {
-    pub(crate) id: String,
-    pub(crate) host: String,
-    pub(crate) pid: i64,
-    pub(crate) started_ms: i64,
-    pub(crate) seen_ms: i64,
+pub struct InstanceRow {
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    pub started_ms: i64,
+    pub seen_ms: i64,
 }
 
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
@@ -35,7 +35,7 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
 impl Store {
     /// Record that the process `row` describes is alive at `row.seen_ms`, and forget processes
     /// not seen for a day.
-    pub(crate) async fn heartbeat(&self, row: &InstanceRow) -> Result<(), StoreError> {
+    pub async fn heartbeat(&self, row: &InstanceRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO instances (id, host, pid, started_ms, seen_ms) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms",
@@ -55,7 +55,7 @@ impl Store {
     }
 
     /// Remove a process's heartbeat (at a clean shutdown).
-    pub(crate) async fn forget_instance(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn forget_instance(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM instances WHERE id = ?")
             .bind(id)
             .execute(&self.pool)
@@ -64,10 +64,7 @@ impl Store {
     }
 
     /// Processes seen at or after `since_ms`, oldest start first.
-    pub(crate) async fn instances_since(
-        &self,
-        since_ms: i64,
-    ) -> Result<Vec<InstanceRow>, StoreError> {
+    pub async fn instances_since(&self, since_ms: i64) -> Result<Vec<InstanceRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, host, pid, started_ms, seen_ms FROM instances
              WHERE seen_ms >= ? ORDER BY started_ms, id",

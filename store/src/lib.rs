@@ -1,5 +1,8 @@
 //! The store: runtime state that is not config: issued API keys, kill switches, the runtime
-//! mode, approval requests and the operator record.
+//! mode, approval requests, the operator record, the audit sink's rows and process heartbeats.
+//!
+//! A crate of its own, below the gateway: it imports nothing of the gateway (no policy, no
+//! protocol, no HTTP), so another backend can sit beside SQLite here.
 //!
 //! SQLite through sqlx with runtime-checked queries. Keys are stored as a SHA-256 of their secret
 //! part; the full key is shown once, when it is created, and never again. Several gateway
@@ -11,10 +14,10 @@ mod events;
 mod instances;
 mod levers;
 
-pub(crate) use approvals::{ApprovalKey, ApprovalRecord, ApprovalStatus, DecideError, NewApproval};
-pub(crate) use audit::{AuditRow, AuditWriter};
-pub(crate) use instances::InstanceRow;
-pub(crate) use levers::{ModeRow, SwitchRow};
+pub use approvals::{ApprovalKey, ApprovalRecord, ApprovalStatus, DecideError, NewApproval};
+pub use audit::{AuditRow, AuditWriter};
+pub use instances::InstanceRow;
+pub use levers::{ModeRow, SwitchRow};
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,7 +32,7 @@ const KEY_PREFIX: &str = "pcl";
 
 /// What a key may be used for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum KeyRole {
+pub enum KeyRole {
     /// Calls MCP on the main listener.
     Client,
     /// Operates the gateway on the admin listener: every admin action, approvals included.
@@ -41,7 +44,7 @@ pub(crate) enum KeyRole {
 }
 
 impl KeyRole {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             KeyRole::Client => "client",
             KeyRole::Admin => "admin",
@@ -50,7 +53,7 @@ impl KeyRole {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<KeyRole> {
+    pub fn parse(s: &str) -> Option<KeyRole> {
         match s {
             "client" => Some(KeyRole::Client),
             "admin" => Some(KeyRole::Admin),
@@ -61,52 +64,52 @@ impl KeyRole {
     }
 
     /// True for the roles that work on the admin listener.
-    pub(crate) fn is_operator(self) -> bool {
+    pub fn is_operator(self) -> bool {
         self != KeyRole::Client
     }
 }
 
 /// A stored key, without its secret.
 #[derive(Clone, Debug)]
-pub(crate) struct KeyRecord {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) role: KeyRole,
-    pub(crate) created_at: i64,
-    pub(crate) revoked_at: Option<i64>,
-    pub(crate) scope: KeyScope,
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub role: KeyRole,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    pub scope: KeyScope,
 }
 
 /// Where a key sits in the identity model, and what it was issued with.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct KeyScope {
+pub struct KeyScope {
     /// The org the key belongs to.
-    pub(crate) org: Option<String>,
+    pub org: Option<String>,
     /// The team the key belongs to.
-    pub(crate) team: Option<String>,
+    pub team: Option<String>,
     /// The agent label, when the key is an agent's.
-    pub(crate) agent: Option<String>,
+    pub agent: Option<String>,
     /// The person the key belongs to: the user level of a client key, the named operator of an
     /// admin, approver or auditor key (who may not approve their own calls).
-    pub(crate) user: Option<String>,
+    pub user: Option<String>,
     /// The key's own grant patterns, exactly as stored (parsed when the key is used, so a
     /// corrupt value is a fault at that moment, never a grant).
-    pub(crate) grants: Vec<String>,
+    pub grants: Vec<String>,
     /// A service key may name the end user of each request (which only narrows access).
-    pub(crate) service: bool,
+    pub service: bool,
     /// The key that minted this one, if a key did.
-    pub(crate) parent: Option<String>,
+    pub parent: Option<String>,
 }
 
 /// A freshly issued key: the only time the secret exists outside the caller's hands.
-pub(crate) struct IssuedKey {
-    pub(crate) record: KeyRecord,
-    pub(crate) secret: String,
+pub struct IssuedKey {
+    pub record: KeyRecord,
+    pub secret: String,
 }
 
 /// Why the store failed. Every caller on the request path turns this into a refusal.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
+pub enum StoreError {
     #[error("store unavailable: {0}")]
     Db(#[from] sqlx::Error),
     #[error("store unavailable: {0}")]
@@ -117,12 +120,12 @@ pub(crate) enum StoreError {
 
 /// Handle to the store.
 #[derive(Clone, Debug)]
-pub(crate) struct Store {
+pub struct Store {
     pool: SqlitePool,
 }
 
 /// Longest chain of keys minting keys that authenticates.
-pub(crate) const MAX_LINEAGE: usize = 8;
+pub const MAX_LINEAGE: usize = 8;
 
 fn now() -> i64 {
     SystemTime::now()
@@ -131,7 +134,7 @@ fn now() -> i64 {
 }
 
 /// Unix milliseconds now.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -143,7 +146,7 @@ fn hash_secret(secret: &str) -> String {
 }
 
 /// Split `pcl_<id>_<secret>` into id and secret.
-pub(crate) fn parse_key(key: &str) -> Option<(&str, &str)> {
+pub fn parse_key(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix(KEY_PREFIX)?.strip_prefix('_')?;
     let (id, secret) = rest.split_once('_')?;
     let ok = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) && secret.len() >= 32;
@@ -154,21 +157,22 @@ pub(crate) fn parse_key(key: &str) -> Option<(&str, &str)> {
 
 impl Store {
     /// Run one statement, for fault injection in tests.
-    #[cfg(test)]
-    pub(crate) async fn execute_for_test(&self, sql: &'static str) {
-        sqlx::query(sql).execute(&self.pool).await.unwrap();
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub async fn execute_for_test(&self, sql: &'static str) -> Result<(), StoreError> {
+        sqlx::query(sql).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// The audit sink's own connection to the same database, used on the sink's thread: one
     /// connection, and commits that survive a crash of the process without waiting for the
     /// disk (WAL with `synchronous = NORMAL`); power-loss durability is the file sink's `fsync`.
-    pub(crate) fn audit_writer(&self) -> Result<audit::AuditWriter, StoreError> {
+    pub fn audit_writer(&self) -> Result<audit::AuditWriter, StoreError> {
         audit::AuditWriter::open(self.pool.connect_options().get_filename())
     }
 
     /// A store whose every query fails, as an unreachable database does: the self-audit runs
     /// the real credential check against it to show that a store error is a refusal.
-    pub(crate) fn unreachable() -> Store {
+    pub fn unreachable() -> Store {
         let opts = SqliteConnectOptions::new()
             .filename("/nonexistent/portcullis-probe/unreachable.db")
             .create_if_missing(false);
@@ -180,7 +184,7 @@ impl Store {
     }
 
     /// Open (creating if needed) the store at a `sqlite://` URL and apply the schema.
-    pub(crate) async fn open(url: &str) -> Result<Store, StoreError> {
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -236,7 +240,7 @@ impl Store {
     }
 
     /// Issue a new key. The returned secret is not stored anywhere.
-    pub(crate) async fn create_key(
+    pub async fn create_key(
         &self,
         name: &str,
         role: KeyRole,
@@ -287,10 +291,7 @@ impl Store {
     }
 
     /// Find the live key that `presented` is, if any. Revoked keys and wrong secrets are `None`.
-    pub(crate) async fn verify_key(
-        &self,
-        presented: &str,
-    ) -> Result<Option<KeyRecord>, StoreError> {
+    pub async fn verify_key(&self, presented: &str) -> Result<Option<KeyRecord>, StoreError> {
         let Some((id, secret)) = parse_key(presented) else {
             return Ok(None);
         };
@@ -311,7 +312,7 @@ impl Store {
     }
 
     /// All keys, newest first.
-    pub(crate) async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+    pub async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, name, role, created_at, revoked_at, org, team, agent, grants, service, parent, user
              FROM api_keys ORDER BY created_at DESC, id",
@@ -322,13 +323,13 @@ impl Store {
     }
 
     /// Close every connection: later queries fail. Fault injection for tests.
-    #[cfg(test)]
-    pub(crate) async fn close(&self) {
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub async fn close(&self) {
         self.pool.close().await;
     }
 
     /// A key by id, live or not.
-    pub(crate) async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+    pub async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT id, name, role, created_at, revoked_at, org, team, agent, grants, service, parent, user
              FROM api_keys WHERE id = ?",
@@ -340,8 +341,8 @@ impl Store {
     }
 
     /// Overwrite a key's stored grants with raw text. Fault injection for tests.
-    #[cfg(test)]
-    pub(crate) async fn corrupt_grants(&self, id: &str, raw: &str) -> Result<(), StoreError> {
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub async fn corrupt_grants(&self, id: &str, raw: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE api_keys SET grants = ? WHERE id = ?")
             .bind(raw)
             .bind(id)
@@ -352,7 +353,7 @@ impl Store {
 
     /// Revoke a key and every key minted under it, in one statement; true when a live key was
     /// revoked.
-    pub(crate) async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "WITH RECURSIVE tree(id) AS (
                 SELECT ? UNION SELECT k.id FROM api_keys k JOIN tree t ON k.parent = t.id
@@ -370,10 +371,7 @@ impl Store {
     /// not a client key, or narrower than `record` on a level (it has no org, team, agent or
     /// user where `record` has one, or another one), or the chain is longer than
     /// [`MAX_LINEAGE`]. A key whose lineage is `None` does not authenticate.
-    pub(crate) async fn lineage(
-        &self,
-        record: &KeyRecord,
-    ) -> Result<Option<Vec<String>>, StoreError> {
+    pub async fn lineage(&self, record: &KeyRecord) -> Result<Option<Vec<String>>, StoreError> {
         let mut lineage = Vec::new();
         let mut next = record.scope.parent.clone();
         while let Some(id) = next {

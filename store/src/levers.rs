@@ -7,23 +7,23 @@ use super::{Store, StoreError, now_ms};
 
 /// One kill-switch row. Released switches are kept, so the last change stays on record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct SwitchRow {
-    pub(crate) scope: String,
-    pub(crate) target: String,
-    pub(crate) engaged: bool,
-    pub(crate) reason: String,
-    pub(crate) actor: String,
+pub struct SwitchRow {
+    pub scope: String,
+    pub target: String,
+    pub engaged: bool,
+    pub reason: String,
+    pub actor: String,
     /// Unix milliseconds.
-    pub(crate) changed_at: i64,
+    pub changed_at: i64,
 }
 
 /// The mode an operator set at runtime, which outranks the config's until changed again.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ModeRow {
-    pub(crate) mode: String,
-    pub(crate) reason: String,
-    pub(crate) actor: String,
-    pub(crate) changed_at: i64,
+pub struct ModeRow {
+    pub mode: String,
+    pub reason: String,
+    pub actor: String,
+    pub changed_at: i64,
 }
 
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
@@ -56,7 +56,7 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
 
 impl Store {
     /// Engage or release one switch.
-    pub(crate) async fn set_switch(
+    pub async fn set_switch(
         &self,
         scope: &str,
         target: &str,
@@ -91,7 +91,7 @@ impl Store {
     }
 
     /// Every switch ever set, engaged first.
-    pub(crate) async fn switches(&self) -> Result<Vec<SwitchRow>, StoreError> {
+    pub async fn switches(&self) -> Result<Vec<SwitchRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT scope, target, engaged, reason, actor, changed_at FROM kill_switches
              ORDER BY engaged DESC, changed_at DESC",
@@ -113,7 +113,7 @@ impl Store {
     }
 
     /// The runtime mode, if an operator has set one.
-    pub(crate) async fn mode(&self) -> Result<Option<ModeRow>, StoreError> {
+    pub async fn mode(&self) -> Result<Option<ModeRow>, StoreError> {
         let row =
             sqlx::query("SELECT mode, reason, actor, changed_at FROM runtime_mode WHERE id = 1")
                 .fetch_optional(&self.pool)
@@ -130,7 +130,7 @@ impl Store {
     }
 
     /// Set the runtime mode.
-    pub(crate) async fn set_mode(
+    pub async fn set_mode(
         &self,
         mode: &str,
         reason: &str,

@@ -8,7 +8,7 @@ use super::{Store, StoreError, now_ms};
 
 /// Where an approval request stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ApprovalStatus {
+pub enum ApprovalStatus {
     /// Waiting for an approver.
     Pending,
     /// Approved and not yet used.
@@ -24,7 +24,7 @@ pub(crate) enum ApprovalStatus {
 }
 
 impl ApprovalStatus {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             ApprovalStatus::Pending => "pending",
             ApprovalStatus::Approved => "approved",
@@ -35,7 +35,7 @@ impl ApprovalStatus {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<ApprovalStatus> {
+    pub fn parse(s: &str) -> Option<ApprovalStatus> {
         Some(match s {
             "pending" => ApprovalStatus::Pending,
             "approved" => ApprovalStatus::Approved,
@@ -50,64 +50,64 @@ impl ApprovalStatus {
 
 /// What a held call asks for, exactly.
 #[derive(Clone, Debug)]
-pub(crate) struct ApprovalKey<'a> {
+pub struct ApprovalKey<'a> {
     /// The caller's subject (`key:<id>`, `oidc:<iss>#<sub>`, with `/user:<name>`).
-    pub(crate) requester: &'a str,
-    pub(crate) server: &'a str,
-    pub(crate) tool: &'a str,
+    pub requester: &'a str,
+    pub server: &'a str,
+    pub tool: &'a str,
     /// Hex SHA-256 of the canonical arguments.
-    pub(crate) arguments: &'a str,
+    pub arguments: &'a str,
     /// Hex SHA-256 of the tool's definition when the call was made.
-    pub(crate) fingerprint: &'a str,
+    pub fingerprint: &'a str,
 }
 
 /// A new request's details besides its key.
 #[derive(Clone, Debug)]
-pub(crate) struct NewApproval<'a> {
-    pub(crate) key: ApprovalKey<'a>,
+pub struct NewApproval<'a> {
+    pub key: ApprovalKey<'a>,
     /// The requester's resolved principals (`level:name`), so kill switches can void it.
-    pub(crate) principals: &'a [String],
-    pub(crate) class: &'a str,
+    pub principals: &'a [String],
+    pub class: &'a str,
     /// Redacted argument preview.
-    pub(crate) preview: &'a str,
+    pub preview: &'a str,
     /// The resource the call acts on, from the configured argument names.
-    pub(crate) target: Option<&'a str>,
+    pub target: Option<&'a str>,
     /// Lifetime in milliseconds.
-    pub(crate) ttl_ms: i64,
+    pub ttl_ms: i64,
 }
 
 /// A stored approval request.
 #[derive(Clone, Debug, serde::Serialize)]
-pub(crate) struct ApprovalRecord {
-    pub(crate) id: String,
-    pub(crate) status: &'static str,
-    pub(crate) requester: String,
-    pub(crate) principals: Vec<String>,
-    pub(crate) server: String,
-    pub(crate) tool: String,
-    pub(crate) class: String,
-    pub(crate) arguments_digest: String,
-    pub(crate) tool_fingerprint: String,
-    pub(crate) preview: String,
-    pub(crate) target: Option<String>,
+pub struct ApprovalRecord {
+    pub id: String,
+    pub status: &'static str,
+    pub requester: String,
+    pub principals: Vec<String>,
+    pub server: String,
+    pub tool: String,
+    pub class: String,
+    pub arguments_digest: String,
+    pub tool_fingerprint: String,
+    pub preview: String,
+    pub target: Option<String>,
     /// Unix milliseconds.
-    pub(crate) created_at: i64,
-    pub(crate) expires_at: i64,
-    pub(crate) decided_by: Option<String>,
-    pub(crate) decided_at: Option<i64>,
-    pub(crate) reason: Option<String>,
-    pub(crate) used_at: Option<i64>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+    pub reason: Option<String>,
+    pub used_at: Option<i64>,
 }
 
 impl ApprovalRecord {
-    pub(crate) fn status(&self) -> ApprovalStatus {
+    pub fn status(&self) -> ApprovalStatus {
         ApprovalStatus::parse(self.status).unwrap_or(ApprovalStatus::Expired)
     }
 }
 
 /// Why a decision on an approval was not recorded.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum DecideError {
+pub enum DecideError {
     #[error("no approval request `{0}`")]
     NotFound(String),
     #[error("approval request `{id}` is {status}, not pending")]
@@ -183,10 +183,7 @@ fn record(row: &SqliteRow, now: i64) -> Result<ApprovalRecord, StoreError> {
 
 impl Store {
     /// Use an approval granted for exactly this call, once. `Some(id)` when one was used.
-    pub(crate) async fn use_approval(
-        &self,
-        key: &ApprovalKey<'_>,
-    ) -> Result<Option<String>, StoreError> {
+    pub async fn use_approval(&self, key: &ApprovalKey<'_>) -> Result<Option<String>, StoreError> {
         let now = now_ms();
         let row = sqlx::query(
             "UPDATE approvals SET status = 'used', used_at = ?1
@@ -210,7 +207,7 @@ impl Store {
     }
 
     /// Use one approval by id, if it is approved, unexpired and unused.
-    pub(crate) async fn use_approval_id(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn use_approval_id(&self, id: &str) -> Result<bool, StoreError> {
         let now = now_ms();
         let r = sqlx::query(
             "UPDATE approvals SET status = 'used', used_at = ?1
@@ -224,7 +221,7 @@ impl Store {
     }
 
     /// A pending, unexpired request for exactly this call, if one exists.
-    pub(crate) async fn pending_approval(
+    pub async fn pending_approval(
         &self,
         key: &ApprovalKey<'_>,
     ) -> Result<Option<ApprovalRecord>, StoreError> {
@@ -248,7 +245,7 @@ impl Store {
     }
 
     /// Record a new pending request.
-    pub(crate) async fn create_approval(
+    pub async fn create_approval(
         &self,
         new: &NewApproval<'_>,
     ) -> Result<ApprovalRecord, StoreError> {
@@ -281,7 +278,7 @@ impl Store {
     }
 
     /// One request by id.
-    pub(crate) async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+    pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
         let now = now_ms();
         let sql = "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
             tool_fingerprint, preview, target, created_at, expires_at, decided_by, decided_at, reason, used_at
@@ -291,7 +288,7 @@ impl Store {
     }
 
     /// Requests, newest first; `status` filters on the effective status (expiry applied).
-    pub(crate) async fn approvals(
+    pub async fn approvals(
         &self,
         status: Option<ApprovalStatus>,
         limit: u32,
@@ -332,7 +329,7 @@ impl Store {
     }
 
     /// Requests that could still let a call run: pending, or approved and unused, unexpired.
-    pub(crate) async fn open_approvals(&self) -> Result<Vec<ApprovalRecord>, StoreError> {
+    pub async fn open_approvals(&self) -> Result<Vec<ApprovalRecord>, StoreError> {
         let now = now_ms();
         let rows = sqlx::query(
             "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
@@ -346,7 +343,7 @@ impl Store {
     }
 
     /// Approve or deny a pending request. An approval stays usable for `ttl_ms` from now.
-    pub(crate) async fn decide_approval(
+    pub async fn decide_approval(
         &self,
         id: &str,
         approve: bool,
@@ -385,7 +382,7 @@ impl Store {
     }
 
     /// Void requests (pending, or approved and unused) by id.
-    pub(crate) async fn void_approvals(
+    pub async fn void_approvals(
         &self,
         ids: &[String],
         by: &str,

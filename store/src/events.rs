@@ -11,13 +11,13 @@ use super::{Store, StoreError, now_ms};
 
 /// One recorded event.
 #[derive(Clone, Debug, serde::Serialize)]
-pub(crate) struct EventRecord {
-    pub(crate) seq: i64,
+pub struct EventRecord {
+    pub seq: i64,
     /// Unix milliseconds.
-    pub(crate) at: i64,
-    pub(crate) kind: String,
-    pub(crate) actor: String,
-    pub(crate) detail: Value,
+    pub at: i64,
+    pub kind: String,
+    pub actor: String,
+    pub detail: Value,
 }
 
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
@@ -37,7 +37,7 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
 
 impl Store {
     /// Append an event.
-    pub(crate) async fn record_event(
+    pub async fn record_event(
         &self,
         kind: &str,
         actor: &str,
@@ -56,7 +56,7 @@ impl Store {
     }
 
     /// Events after `since` (a sequence number), oldest first, at most `limit`.
-    pub(crate) async fn events_since(
+    pub async fn events_since(
         &self,
         since: i64,
         limit: u32,
@@ -72,7 +72,7 @@ impl Store {
     }
 
     /// The newest `limit` events, newest first.
-    pub(crate) async fn events_tail(&self, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+    pub async fn events_tail(&self, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, at, kind, actor, detail FROM operator_events ORDER BY seq DESC LIMIT ?",
         )
