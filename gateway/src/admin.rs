@@ -15,11 +15,11 @@ use axum::routing::{delete, get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use store::{ApprovalStatus, KeyRole, KeyScope};
 
 use crate::auth::{Issuers, unix_now};
 use crate::gateway::Gateway;
 use crate::operate::{OpError, Operator, Roles};
-use store::{ApprovalStatus, KeyRole, KeyScope};
 
 mod ui;
 
@@ -606,7 +606,7 @@ async fn get_audit(
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, OpError> {
-    use crate::audit::export::{Filter, Source, read, replay};
+    use audit::export::{Filter, Source, read, replay};
     let op = a.operator(&headers).await?;
     require(
         &op,

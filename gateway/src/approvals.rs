@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use policy::{ArgumentsDigest, ToolClass};
 use serde_json::{Value, json};
+use store::{ApprovalKey, ApprovalRecord, ApprovalStatus, NewApproval};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Caller;
 use crate::gateway::Gateway;
 use crate::jsonrpc::{self, GATEWAY_REFUSED, RpcError};
-use store::{ApprovalKey, ApprovalRecord, ApprovalStatus, NewApproval};
 
 /// How often a held call looks at its request (besides being woken by local decisions).
 const POLL: Duration = Duration::from_millis(200);
@@ -258,8 +258,8 @@ impl Gateway {
         {
             return Err(unavailable(&e));
         }
-        let mut event = crate::audit::Event::new("approval.request");
-        event.identity = Some(crate::audit::Who::of(call.caller));
+        let mut event = audit::Event::new("approval.request");
+        event.identity = Some(crate::auth::who(call.caller));
         event.server = Some(call.server.to_string());
         event.tool = Some(call.tool.to_string());
         event.arguments_digest = Some(key.arguments.to_string());

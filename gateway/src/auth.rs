@@ -252,6 +252,14 @@ impl Authenticator {
     }
 }
 
+/// A caller as the audit log names it: its subject and every principal it resolved to.
+pub(crate) fn who(caller: &Caller) -> audit::Who {
+    audit::Who {
+        subject: caller.subject.clone(),
+        principals: caller.identity.principals(),
+    }
+}
+
 /// The identity of an API key: the key level, the org, team and agent it was issued for, and its
 /// own grants (without any, the config's `key:<id>` or `key:*` entry applies). Grants that do not
 /// parse fault the key level.

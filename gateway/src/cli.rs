@@ -412,7 +412,7 @@ async fn self_audit(args: SelfAuditArgs) -> ExitCode {
 }
 
 fn verify_audit(path: &std::path::Path) -> ExitCode {
-    use crate::audit::verify::{Verdict, verify};
+    use audit::verify::{Verdict, verify};
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => {
@@ -463,8 +463,8 @@ fn verify_audit(path: &std::path::Path) -> ExitCode {
 pub(crate) async fn cli_audit(
     reg: &registry::Registry,
     store: &Store,
-) -> Result<crate::audit::Audit, ExitCode> {
-    crate::audit::Audit::open(&reg.settings.audit, store, "keys", &reg.digest)
+) -> Result<audit::Audit, ExitCode> {
+    audit::Audit::open(&reg.settings.audit, store, "keys", &reg.digest)
         .await
         .map_err(|e| {
             eprintln!("portcullis: {e}");
@@ -472,9 +472,9 @@ pub(crate) async fn cli_audit(
         })
 }
 
-pub(crate) fn cli_operator() -> crate::audit::Who {
+pub(crate) fn cli_operator() -> audit::Who {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    crate::audit::Who::named(format!("cli:{user}"))
+    audit::Who::named(format!("cli:{user}"))
 }
 
 /// Load and validate a config, printing problems and mapping failure to exit 64.

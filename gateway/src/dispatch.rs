@@ -9,11 +9,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
+use audit::Event;
 use policy::{ArgumentsDigest, Decision, Target, ToolClass};
 use registry::Mode;
 
 use crate::approvals::refusal;
-use crate::audit::{Event, Who};
 use crate::auth::Caller;
 use crate::authorize::{digest_and_size, rejected_arguments};
 use crate::catalog::{self, Cursor, PAGE_SIZE};
@@ -62,7 +62,7 @@ impl Call {
         e.request_id = Some(self.request_id.clone());
         e.trace_id = self.trace_id.clone();
         e.session = self.session_id().map(str::to_string);
-        e.identity = Some(Who::of(&self.caller));
+        e.identity = Some(crate::auth::who(&self.caller));
         e
     }
 

@@ -22,7 +22,6 @@ use opentelemetry::context::FutureExt as _;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::audit::{Event as AuditEvent, Who};
 use crate::auth::{AuthError, Caller, END_USER_HEADER};
 use crate::dispatch::{Call, Era};
 use crate::gateway::Gateway;
@@ -31,6 +30,7 @@ use crate::jsonrpc::{
 };
 use crate::session::Scope;
 use crate::upstream::UpstreamEvent;
+use audit::Event as AuditEvent;
 
 /// Stateful revisions the front accepts, oldest first.
 pub(crate) const STATEFUL_VERSIONS: &[&str] =
@@ -200,7 +200,7 @@ async fn admit(
     match &verified {
         Ok((caller, true)) => {
             let mut e = AuditEvent::new("auth.success");
-            e.identity = Some(Who::of(caller));
+            e.identity = Some(crate::auth::who(caller));
             e.detail = Some(json!({ "endpoint": endpoint_label(gw, server.as_deref()) }));
             gw.audit.note(e);
         }
@@ -613,7 +613,7 @@ fn initialize(gw: &Gateway, admitted: Admitted, msg: Inbound) -> Response {
     tracing::info!(session = %session.id, subject = %session.subject, protocol = version, "session started");
     let mut e = AuditEvent::new("session.start");
     e.session = Some(session.id.clone());
-    e.identity = Some(Who::of(&admitted.caller));
+    e.identity = Some(crate::auth::who(&admitted.caller));
     e.detail = Some(json!({ "protocol": version }));
     gw.audit.note(e);
     let mut resp = axum::Json(jsonrpc::response(&id, result)).into_response();
@@ -982,7 +982,7 @@ async fn delete(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) ->
         tracing::info!(session = %sid, "session ended by client");
         let mut e = AuditEvent::new("session.end");
         e.session = Some(sid.to_string());
-        e.identity = Some(Who::of(&admitted.caller));
+        e.identity = Some(crate::auth::who(&admitted.caller));
         e.reason = Some("ended by the client".into());
         gw.audit.note(e);
         StatusCode::NO_CONTENT.into_response()

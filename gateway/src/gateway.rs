@@ -8,12 +8,13 @@ use http::HeaderValue;
 use registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::Audit;
+use audit::Audit;
+use store::Store;
+
 use crate::auth::{Authenticator, Issuers};
 use crate::levers::Levers;
 use crate::session::Sessions;
 use crate::upstream::Upstreams;
-use store::Store;
 
 /// The config in force and the upstreams it names, replaced together by a reload.
 pub(crate) struct Live {

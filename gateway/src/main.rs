@@ -5,12 +5,10 @@
 
 mod admin;
 mod approvals;
-mod audit;
 mod auth;
 mod authorize;
 mod catalog;
 mod cli;
-mod clock;
 mod demo;
 mod dispatch;
 mod front;
@@ -26,7 +24,6 @@ mod operator_cli;
 mod param_headers;
 mod pin;
 mod quickstart;
-mod redact;
 mod reload;
 mod secrets;
 mod selfaudit;
@@ -34,6 +31,9 @@ mod serve;
 mod session;
 mod telemetry;
 mod upstream;
+
+// Times and redaction as the audit log writes them, used across the gateway.
+use audit::{clock, redact};
 
 use std::process::ExitCode;
 

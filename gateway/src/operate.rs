@@ -8,10 +8,10 @@ use std::fmt;
 
 use registry::Mode;
 use serde_json::json;
+use store::{ApprovalRecord, DecideError, KeyRole, ModeRow, SwitchRow};
 
 use crate::gateway::Gateway;
 use crate::levers::{KillScope, SCOPES, Switch};
-use store::{ApprovalRecord, DecideError, KeyRole, ModeRow, SwitchRow};
 
 /// Longest reason accepted.
 const MAX_REASON: usize = 500;
@@ -181,8 +181,8 @@ impl Gateway {
         detail: serde_json::Value,
     ) -> Result<(), OpError> {
         tracing::info!(operator = %op.actor(), kind, %detail, "operator action");
-        let mut event = crate::audit::Event::new(operator_kind(kind));
-        event.identity = Some(crate::audit::Who {
+        let mut event = audit::Event::new(operator_kind(kind));
+        event.identity = Some(audit::Who {
             subject: op.subject.clone(),
             principals: op
                 .user

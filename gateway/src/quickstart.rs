@@ -8,9 +8,9 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::ExitCode;
+use store::{KeyRole, KeyScope, Store};
 
 use crate::cli::{EX_CONFIG, EX_SOFTWARE, EX_UNAVAILABLE, open_store};
-use store::{KeyRole, KeyScope, Store};
 
 /// The first line of every config the quickstart writes; a re-run may edit only such a file.
 const MARKER: &str = "# Written by `portcullis quickstart`.";
@@ -120,10 +120,7 @@ fn bind_both(
 
 /// Revoke the keys an earlier quickstart in this directory issued; their secrets were shown
 /// once and cannot be shown again, so the new run issues fresh ones in their place.
-async fn revoke_previous(
-    store: &Store,
-    audit: &crate::audit::Audit,
-) -> Result<Vec<String>, String> {
+async fn revoke_previous(store: &Store, audit: &audit::Audit) -> Result<Vec<String>, String> {
     let mut revoked = Vec::new();
     let keys = store.list_keys().await.map_err(|e| e.to_string())?;
     for key in keys {
@@ -132,7 +129,7 @@ async fn revoke_previous(
             && store.revoke_key(&key.id).await.map_err(|e| e.to_string())?
         {
             // Revocation is never held back by the audit log; an unrecorded one stops here.
-            let mut e = crate::audit::Event::new("key.revoke");
+            let mut e = audit::Event::new("key.revoke");
             e.identity = Some(crate::cli::cli_operator());
             e.detail = Some(
                 serde_json::json!({ "id": key.id, "reason": "replaced by a new quickstart run" }),
@@ -288,9 +285,7 @@ pub(crate) async fn quickstart(port: Option<u16>) -> ExitCode {
     };
     // Keys are issued and revoked on the record, as `portcullis keys` does; no audit log, no keys.
     let audit =
-        match crate::audit::Audit::open(&reg.settings.audit, &store, "quickstart", &reg.digest)
-            .await
-        {
+        match audit::Audit::open(&reg.settings.audit, &store, "quickstart", &reg.digest).await {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("portcullis: {e}\n  nothing was issued");
@@ -342,7 +337,7 @@ pub(crate) async fn quickstart(port: Option<u16>) -> ExitCode {
         }
     };
     for key in [&client, &admin] {
-        let mut e = crate::audit::Event::new("key.issue");
+        let mut e = audit::Event::new("key.issue");
         e.identity = Some(crate::cli::cli_operator());
         e.detail = Some(serde_json::json!({
             "id": key.record.id,

@@ -15,8 +15,8 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{Event, Who};
 use crate::gateway::{Gateway, Live};
+use audit::{Event, Who};
 
 /// How often the config file is read to see whether it changed.
 pub(crate) const WATCH_INTERVAL: Duration = Duration::from_secs(1);

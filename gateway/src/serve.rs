@@ -55,9 +55,7 @@ pub(crate) async fn run(
         eprintln!("  fix: make the referenced secret readable by the gateway (env, file or Vault)");
         return ExitCode::from(EX_CONFIG);
     }
-    let audit = match crate::audit::Audit::open(&reg.settings.audit, &store, "serve", &reg.digest)
-        .await
-    {
+    let audit = match audit::Audit::open(&reg.settings.audit, &store, "serve", &reg.digest).await {
         Ok(a) => Arc::new(a),
         Err(e) => {
             eprintln!("portcullis: {e}");
@@ -126,9 +124,9 @@ pub(crate) async fn run(
                 tokio::select! {
                     _ = tick.tick() => {
                         for s in gw.sessions.reap() {
-                            let mut e = crate::audit::Event::new("session.end");
+                            let mut e = audit::Event::new("session.end");
                             e.session = Some(s.id.clone());
-                            e.identity = Some(crate::audit::Who::named(s.subject.clone()));
+                            e.identity = Some(audit::Who::named(s.subject.clone()));
                             e.reason = Some("idle".into());
                             gw.audit.note(e);
                         }

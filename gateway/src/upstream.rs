@@ -118,7 +118,7 @@ pub(crate) struct Upstream {
     /// The profile: in production an HTTP server without pins offers no tools.
     profile: registry::Profile,
     /// Where quarantine events go.
-    audit: Option<Arc<crate::audit::Audit>>,
+    audit: Option<Arc<audit::Audit>>,
     /// Allowlisted tools held back, by name.
     quarantine: RwLock<HashMap<String, Quarantined>>,
     /// Definitions first seen on a server the config does not pin (stdio, or development):
@@ -387,7 +387,7 @@ pub(crate) struct UpstreamSetup {
     pub(crate) secrets: Arc<crate::secrets::Secrets>,
     pub(crate) cache: std::path::PathBuf,
     pub(crate) profile: registry::Profile,
-    pub(crate) audit: Option<Arc<crate::audit::Audit>>,
+    pub(crate) audit: Option<Arc<audit::Audit>>,
 }
 
 /// Host and port of an HTTP upstream.
@@ -666,7 +666,7 @@ impl Upstream {
             }
             tracing::warn!(server = %self.name, %tool, seen = %q.seen, pinned = ?q.pinned, why = %q.why, "tool quarantined");
             if let Some(audit) = &self.audit {
-                let mut e = crate::audit::Event::new("tool.quarantine");
+                let mut e = audit::Event::new("tool.quarantine");
                 e.server = Some(self.name.clone());
                 e.tool = Some(tool.clone());
                 e.outcome = Some("quarantined");
@@ -900,7 +900,7 @@ impl Upstream {
             &self.name,
             on.session,
             relay::Owner {
-                who: crate::audit::Who::of(on.caller),
+                who: crate::auth::who(on.caller),
                 identity: on.caller.identity.clone(),
                 levers: on.levers.clone(),
             },

@@ -2,8 +2,9 @@ use policy::{
     ArgumentsDigest, Decision, DenyReason, GrantTable, Policy, Request, Target, ToolClass,
 };
 
-use super::*;
 use store::KeyScope;
+
+use super::*;
 
 async fn setup() -> (tempfile::TempDir, Store, Authenticator) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,11 +1,11 @@
 //! `portcullis keys`: issue, list and revoke API keys in the store a config names.
 
 use std::process::ExitCode;
+use store::KeyRole;
 
 use crate::cli::{
     EX_CONFIG, EX_UNAVAILABLE, KeysAction, cli_audit, cli_operator, load, open_store,
 };
-use store::KeyRole;
 
 /// `portcullis keys create|list|revoke`.
 pub(crate) async fn run(action: KeysAction) -> ExitCode {
@@ -60,7 +60,7 @@ pub(crate) async fn run(action: KeysAction) -> ExitCode {
             };
             match crate::keys::mint(&store, &reg, request).await {
                 Ok(k) => {
-                    let mut e = crate::audit::Event::new("key.issue");
+                    let mut e = audit::Event::new("key.issue");
                     e.identity = Some(cli_operator());
                     e.detail = Some(serde_json::json!({
                         "id": k.record.id,
@@ -152,7 +152,7 @@ pub(crate) async fn run(action: KeysAction) -> ExitCode {
                 println!("revoked {id}");
                 // Revocation is never held back by the audit log; a failure to record it is
                 // reported and makes the command fail.
-                let mut e = crate::audit::Event::new("key.revoke");
+                let mut e = audit::Event::new("key.revoke");
                 e.identity = Some(cli_operator());
                 e.detail = Some(serde_json::json!({ "id": id }));
                 let recorded = match cli_audit(&reg, &store).await {

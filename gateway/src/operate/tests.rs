@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use policy::{ArgumentsDigest, Identity, Level, ToolClass};
 use serde_json::json;
+use store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -12,7 +13,6 @@ use super::*;
 use crate::approvals::HeldCall;
 use crate::auth::Caller;
 use crate::upstream::Upstreams;
-use store::Store;
 
 const CONFIG: &str = "audit: { sinks: [{ type: file, path: AUDIT }] }\napprovals: { hold: 0s }\nservers:\n  notes:\n    builtin: notes\n    tools: { create_note: { class: write } }\n";
 
@@ -34,7 +34,7 @@ async fn gateway() -> (tempfile::TempDir, Store, Arc<Gateway>, CancellationToken
         },
         stop.clone(),
     );
-    let audit = crate::audit::Audit::open(&reg.settings.audit, &store, "test", &reg.digest)
+    let audit = audit::Audit::open(&reg.settings.audit, &store, "test", &reg.digest)
         .await
         .unwrap();
     let gw = Gateway::new(

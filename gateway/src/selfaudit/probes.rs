@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use policy::{ArgumentsDigest, Decision, Target};
 use registry::Registry;
+use store::{KeyRecord, KeyRole, KeyScope, Store, now_ms};
 
 use crate::auth::{AuthError, Authenticator, Issuers, key_identity};
 use crate::authorize::guarded;
 use crate::gateway::Gateway;
-use store::{KeyRecord, KeyRole, KeyScope, Store, now_ms};
 
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -280,8 +280,8 @@ fn otlp_delivery() -> Outcome {
 }
 
 async fn audit_sink(gw: &Gateway, requested_by: &str) -> Outcome {
-    let mut e = crate::audit::Event::new("audit.probe");
-    e.identity = Some(crate::audit::Who::named(requested_by));
+    let mut e = audit::Event::new("audit.probe");
+    e.identity = Some(audit::Who::named(requested_by));
     e.reason = Some("self-audit: a required sink must accept this event".into());
     match gw.audit.record(e).await {
         Ok(()) => {

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use audit::{Audit, Event, Who};
 use policy::Identity;
 use rmcp::ErrorData as McpError;
 use rmcp::model::{ClientCapabilities, ErrorCode, RequestId};
@@ -34,7 +35,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::Connection;
-use crate::audit::{Audit, Event, Who};
 use crate::jsonrpc;
 use crate::levers::Levers;
 use crate::session::Session;
@@ -667,7 +667,7 @@ mod tests {
             "fx",
             &session,
             Owner {
-                who: Who::of(&caller),
+                who: crate::auth::who(&caller),
                 identity: caller.identity.clone(),
                 levers: levers.clone(),
             },
@@ -753,7 +753,7 @@ mod tests {
             "fx",
             &session,
             Owner {
-                who: Who::of(&caller),
+                who: crate::auth::who(&caller),
                 identity: caller.identity.clone(),
                 levers,
             },

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use store::ApprovalStatus;
 
 use super::{csrf_field, esc, page, signed_in, signed_in_as, when};
 use crate::admin::{Admin, kill_state, mode_state};
 use crate::operate::OpError;
-use store::ApprovalStatus;
 
 /// How often the framed pending list reloads itself.
 const PENDING_REFRESH_SECS: u32 = 5;

@@ -1,7 +1,7 @@
 //! Wall-clock times as text: RFC 3339 in UTC, written and read without a date library.
 
 /// Days since 1970-01-01 to a proleptic Gregorian date.
-pub(crate) fn civil(days: i64) -> (i64, i64, i64) {
+pub fn civil(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -26,7 +26,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub(crate) fn rfc3339_ms(ms: i64) -> String {
+pub fn rfc3339_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -42,7 +42,7 @@ pub(crate) fn rfc3339_ms(ms: i64) -> String {
 
 /// Unix milliseconds from a number of milliseconds, or from RFC 3339 in UTC
 /// (`2026-11-21T10:00:00Z`, fractional seconds allowed).
-pub(crate) fn parse_time(text: &str) -> Option<i64> {
+pub fn parse_time(text: &str) -> Option<i64> {
     if let Ok(ms) = text.parse::<i64>() {
         return Some(ms);
     }

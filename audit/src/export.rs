@@ -4,21 +4,21 @@ use serde_json::{Map, Value, json};
 
 /// What an export asks for. Every field narrows; none set means everything.
 #[derive(Debug, Default)]
-pub(crate) struct Filter {
-    pub(crate) since_ms: i64,
-    pub(crate) until_ms: Option<i64>,
-    pub(crate) session: Option<String>,
-    pub(crate) trace_id: Option<String>,
+pub struct Filter {
+    pub since_ms: i64,
+    pub until_ms: Option<i64>,
+    pub session: Option<String>,
+    pub trace_id: Option<String>,
     /// A subject (`key:…`, `oidc:…`) or a principal (`team:research`).
-    pub(crate) identity: Option<String>,
+    pub identity: Option<String>,
     /// A tool by its upstream name, `server/tool`, or the federated `server__tool`.
-    pub(crate) tool: Option<String>,
-    pub(crate) kind: Option<String>,
+    pub tool: Option<String>,
+    pub kind: Option<String>,
 }
 
 impl Filter {
     /// True when the event `e` is wanted.
-    pub(crate) fn matches(&self, e: &Map<String, Value>) -> bool {
+    pub fn matches(&self, e: &Map<String, Value>) -> bool {
         let text = |k: &str| e.get(k).and_then(Value::as_str);
         let at = text("time").and_then(crate::clock::parse_time).unwrap_or(0);
         if at < self.since_ms || self.until_ms.is_some_and(|u| at > u) {
@@ -64,7 +64,7 @@ impl Filter {
 
 /// The calls of a session or trace in order, one entry per request: what was asked, what was
 /// decided, and how it ended.
-pub(crate) fn replay(events: &[Map<String, Value>]) -> Vec<Value> {
+pub fn replay(events: &[Map<String, Value>]) -> Vec<Value> {
     let mut calls: Vec<Map<String, Value>> = Vec::new();
     for e in events {
         let kind = e.get("kind").and_then(Value::as_str).unwrap_or("");
@@ -124,13 +124,13 @@ pub(crate) fn replay(events: &[Map<String, Value>]) -> Vec<Value> {
 }
 
 /// Where an export reads from: the store sink if there is one, else the first file sink.
-pub(crate) enum Source<'a> {
+pub enum Source<'a> {
     Store(&'a store::Store),
     File(&'a str),
 }
 
 impl<'a> Source<'a> {
-    pub(crate) fn of(
+    pub fn of(
         settings: &'a registry::AuditSettings,
         store: &'a store::Store,
     ) -> Option<Source<'a>> {
@@ -146,16 +146,16 @@ impl<'a> Source<'a> {
 }
 
 /// One page of matching events, verbatim as written, and the cursor of the next page.
-pub(crate) struct Page {
-    pub(crate) lines: Vec<String>,
-    pub(crate) next: Option<i64>,
+pub struct Page {
+    pub lines: Vec<String>,
+    pub next: Option<i64>,
 }
 
 /// Rows scanned for one page at most; a sparse filter answers with a cursor to go on from.
 const MAX_SCAN: usize = 200_000;
 
 /// Read events after cursor `after` (a row id, or a line number for a file) that match.
-pub(crate) async fn read(
+pub async fn read(
     source: &Source<'_>,
     filter: &Filter,
     after: i64,

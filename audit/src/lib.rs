@@ -1,5 +1,6 @@
 //! The audit log: every decision as one structured event, redacted, hash-chained, and written
-//! before the action it describes.
+//! before the action it describes. A crate below the gateway: it knows events and sinks, not
+//! callers, policy or protocols (the gateway says who a caller is, in a [`Who`]).
 //!
 //! Events go through one writer thread. It takes every event waiting, links each to the one
 //! before it (`prev` is the previous event's `hash`; `hash` is SHA-256 over the event's canonical
@@ -21,8 +22,10 @@
 //! first event of a chain (`audit.start`) links to the last event already in the first sink that
 //! has one, so removing a whole run also shows as a broken link.
 
-pub(crate) mod export;
-pub(crate) mod verify;
+pub mod clock;
+pub mod export;
+pub mod redact;
+pub mod verify;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
@@ -35,12 +38,11 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::Caller;
 use crate::redact::Redactor;
 use store::{AuditRow, Store, now_ms};
 
 /// The `prev` of the first event ever written.
-pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Version of the event schema (`v`), documented in `docs/audit.md`.
 const SCHEMA: u64 = 1;
@@ -56,63 +58,56 @@ const LINGER: Duration = Duration::from_millis(25);
 
 /// One event, before the writer adds `v`, `id`, `time`, `chain`, `seq`, `prev` and `hash`.
 #[derive(Debug, Default, Serialize)]
-pub(crate) struct Event {
+pub struct Event {
     #[serde(skip)]
-    pub(crate) at_ms: i64,
-    pub(crate) kind: &'static str,
+    pub at_ms: i64,
+    pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) request_id: Option<String>,
+    pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) trace_id: Option<String>,
+    pub trace_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) session: Option<String>,
+    pub session: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) identity: Option<Who>,
+    pub identity: Option<Who>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) method: Option<String>,
+    pub method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) server: Option<String>,
+    pub server: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) tool: Option<String>,
+    pub tool: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) arguments_digest: Option<String>,
+    pub arguments_digest: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) arguments: Option<Value>,
+    pub arguments: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) outcome: Option<&'static str>,
+    pub outcome: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) reason: Option<String>,
+    pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) level: Option<String>,
+    pub level: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) status: Option<&'static str>,
+    pub status: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) latency_ms: Option<f64>,
+    pub latency_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) request_bytes: Option<u64>,
+    pub request_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) response_bytes: Option<u64>,
+    pub response_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) detail: Option<Value>,
+    pub detail: Option<Value>,
 }
 
 /// Who an event is about: the credential's subject and every resolved principal.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct Who {
-    pub(crate) subject: String,
-    pub(crate) principals: Vec<String>,
+pub struct Who {
+    pub subject: String,
+    pub principals: Vec<String>,
 }
 
 impl Who {
-    pub(crate) fn of(caller: &Caller) -> Who {
-        Who {
-            subject: caller.subject.clone(),
-            principals: caller.identity.principals(),
-        }
-    }
-
     /// An operator or a process acting without a caller.
-    pub(crate) fn named(subject: impl Into<String>) -> Who {
+    pub fn named(subject: impl Into<String>) -> Who {
         Who {
             subject: subject.into(),
             principals: Vec::new(),
@@ -122,7 +117,7 @@ impl Who {
 
 impl Event {
     /// An event of `kind`, stamped now.
-    pub(crate) fn new(kind: &'static str) -> Event {
+    pub fn new(kind: &'static str) -> Event {
         Event {
             at_ms: now_ms(),
             kind,
@@ -133,7 +128,7 @@ impl Event {
 
 /// Why a request event was not written.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum AuditError {
+pub enum AuditError {
     #[error("no required audit sink accepted the event")]
     NotAccepted,
     #[error("the audit writer did not answer within {0:?}")]
@@ -144,32 +139,32 @@ pub(crate) enum AuditError {
 
 /// Counters for one sink, read by `/metrics` and the self-audit.
 #[derive(Debug)]
-pub(crate) struct SinkStats {
-    pub(crate) name: String,
-    pub(crate) required: bool,
+pub struct SinkStats {
+    pub name: String,
+    pub required: bool,
     /// Events the sink has: written, and either flushed or answered before a flush.
-    pub(crate) written: AtomicU64,
+    pub written: AtomicU64,
     /// Events the sink failed: not written, or refused because their flush failed.
-    pub(crate) failed: AtomicU64,
+    pub failed: AtomicU64,
     /// Writes this sink completed (each a `write` or transaction, then its `fsync` if it has
     /// one). Fewer than the writer's batches when the sink fell behind and caught up.
-    pub(crate) flushes: AtomicU64,
+    pub flushes: AtomicU64,
     /// Flushes that failed after their write succeeded.
-    pub(crate) flush_failures: AtomicU64,
+    pub flush_failures: AtomicU64,
 }
 
 /// The handle every part of the gateway writes events through.
-pub(crate) struct Audit {
+pub struct Audit {
     tx: mpsc::Sender<Job>,
     redactor: Redactor,
     /// One entry per configured sink, in config order.
-    pub(crate) sinks: Arc<Vec<SinkStats>>,
+    pub sinks: Arc<Vec<SinkStats>>,
     /// Events that could not be queued.
-    pub(crate) dropped: AtomicU64,
+    pub dropped: AtomicU64,
     /// Request events refused because no required sink took them.
-    pub(crate) refused: AtomicU64,
+    pub refused: AtomicU64,
     /// Batches handed to the sinks: events per batch is how much one write and flush serve.
-    pub(crate) batches: Arc<AtomicU64>,
+    pub batches: Arc<AtomicU64>,
     /// Unauthenticated traffic is recorded at a bounded rate: (second, events in it, skipped).
     limited: std::sync::Mutex<(i64, u32, u64)>,
 }
@@ -187,7 +182,7 @@ struct Job {
 impl Audit {
     /// Open every sink, start the writer and write the chain's first event. Fails, naming the
     /// sink, when a sink cannot be opened or no required sink accepts that first event.
-    pub(crate) async fn open(
+    pub async fn open(
         settings: &AuditSettings,
         store: &Store,
         role: &'static str,
@@ -289,7 +284,7 @@ impl Audit {
     }
 
     /// Write `event` and wait until a required sink has it. The caller must not act on an error.
-    pub(crate) async fn record(&self, event: Event) -> Result<(), AuditError> {
+    pub async fn record(&self, event: Event) -> Result<(), AuditError> {
         self.record_in(event, false).await
     }
 
@@ -318,14 +313,14 @@ impl Audit {
 
     /// Write the chain's last event, `audit.stop`, and wait until every sink has finished with
     /// it. Each sink writes in order, so on `Ok` nothing this process recorded is still in memory.
-    pub(crate) async fn close(&self) -> Result<(), AuditError> {
+    pub async fn close(&self) -> Result<(), AuditError> {
         let mut stop = Event::new("audit.stop");
         stop.identity = Some(Who::named(format!("process:{}", std::process::id())));
         self.record_in(stop, true).await
     }
 
     /// Queue `event` without waiting. Used for what has already happened.
-    pub(crate) fn note(&self, event: Event) {
+    pub fn note(&self, event: Event) {
         let kind = event.kind;
         if self
             .tx
@@ -344,7 +339,7 @@ impl Audit {
     /// Like [`Audit::note`] for events anyone can cause without credentials (failed sign-ins):
     /// at most [`LIMITED_PER_SECOND`] a second, the next one written saying how many were skipped,
     /// so a flood neither fills the disk nor crowds out calls' events.
-    pub(crate) fn note_limited(&self, mut event: Event) {
+    pub fn note_limited(&self, mut event: Event) {
         let second = event.at_ms.div_euclid(1000);
         let skipped = {
             let Ok(mut l) = self.limited.lock() else {
@@ -372,19 +367,19 @@ impl Audit {
     }
 
     /// The redacted summary of tool-call arguments kept in events.
-    pub(crate) fn summary(&self, arguments: &Value) -> Value {
+    pub fn summary(&self, arguments: &Value) -> Value {
         self.redactor.summary(arguments)
     }
 }
 
 /// The `hash` of a stored event line.
-pub(crate) fn hash_of_line(line: &str) -> Option<String> {
+pub fn hash_of_line(line: &str) -> Option<String> {
     let v: Value = serde_json::from_str(line).ok()?;
     v.get("hash")?.as_str().map(str::to_string)
 }
 
 /// SHA-256 over the canonical JSON of `event` without its `hash` member.
-pub(crate) fn event_hash(event: &Map<String, Value>) -> String {
+pub fn event_hash(event: &Map<String, Value>) -> String {
     let mut copy = event.clone();
     copy.remove("hash");
     hex::encode(Sha256::digest(registry::canonical_json(&Value::Object(
@@ -412,7 +407,7 @@ struct FileSink {
 /// Fault injection for tests: a file sink opened at a registered path waits, at each flush, for
 /// the result the test sends, and returns it instead of syncing.
 #[cfg(test)]
-pub(crate) mod flush_faults {
+pub mod flush_faults {
     use std::sync::Mutex;
     use std::sync::mpsc::{Receiver, Sender, channel};
 
@@ -420,7 +415,7 @@ pub(crate) mod flush_faults {
     static REGISTERED: Mutex<Vec<(String, Script)>> = Mutex::new(Vec::new());
 
     /// Script the flushes of the file sink that opens `path` next.
-    pub(crate) fn script(path: &str) -> Sender<Result<(), String>> {
+    pub fn script(path: &str) -> Sender<Result<(), String>> {
         let (tx, rx) = channel();
         REGISTERED.lock().unwrap().push((path.to_string(), rx));
         tx

@@ -9,7 +9,7 @@
 
 use aws_lc_rs::hmac;
 use registry::{PathStep, RedactPath};
-pub(crate) use registry::{high_entropy, secret_key};
+pub use registry::{high_entropy, secret_key};
 use serde_json::{Map, Value};
 
 /// Longest string value kept in an audit summary.
@@ -20,7 +20,7 @@ const MAX_SUMMARY: usize = 4096;
 const MAX_DEPTH: usize = 8;
 /// Longest approval preview, in bytes. Approvers see every argument: a call whose preview would
 /// be longer is not held for approval at all (the arguments limits keep this rare).
-pub(crate) const MAX_PREVIEW: usize = 256 * 1024;
+pub const MAX_PREVIEW: usize = 256 * 1024;
 
 const REDACTED: &str = "[redacted]";
 
@@ -43,7 +43,7 @@ const SUMMARY: Bounds = Bounds {
 };
 
 /// A redacted copy of `value`, secrets shown as `[redacted]`, nothing cut.
-pub(crate) fn redact(value: &Value) -> Value {
+pub fn redact(value: &Value) -> Value {
     walk(value, 0, WHOLE, &|_| Value::String(REDACTED.into()))
 }
 
@@ -105,13 +105,13 @@ fn masked(s: &str, spans: &[std::ops::Range<usize>], hide: &dyn Fn(&Value) -> Va
 /// character that would render invisibly or reorder text (bidi controls, zero-width and other
 /// format characters, C1 controls, tag characters) written as a JSON `\u` escape, so the text
 /// shown is the text that runs. `None` when it is longer than [`MAX_PREVIEW`].
-pub(crate) fn preview(arguments: &Value) -> Option<String> {
+pub fn preview(arguments: &Value) -> Option<String> {
     let text = visible(&redact(arguments).to_string());
     (text.len() <= MAX_PREVIEW).then_some(text)
 }
 
 /// `text` (JSON) with invisible and reordering characters escaped.
-pub(crate) fn visible(text: &str) -> String {
+pub fn visible(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if invisible(c) {
@@ -139,13 +139,13 @@ fn invisible(c: char) -> bool {
 
 /// The audit log's redaction: configured paths and the built-in detectors, each hidden value
 /// replaced by an HMAC-SHA256 of its canonical JSON under the gateway's redaction key.
-pub(crate) struct Redactor {
+pub struct Redactor {
     key: hmac::Key,
     paths: Vec<RedactPath>,
 }
 
 impl Redactor {
-    pub(crate) fn new(key: &[u8], paths: Vec<RedactPath>) -> Redactor {
+    pub fn new(key: &[u8], paths: Vec<RedactPath>) -> Redactor {
         Redactor {
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
             paths,
@@ -153,7 +153,7 @@ impl Redactor {
     }
 
     /// The stand-in for a hidden value.
-    pub(crate) fn mark(&self, value: &Value) -> Value {
+    pub fn mark(&self, value: &Value) -> Value {
         let canonical = registry::canonical_json(value);
         let tag = hmac::sign(&self.key, &canonical);
         let hex = hex::encode(tag.as_ref());
@@ -162,7 +162,7 @@ impl Redactor {
 
     /// The summary of `arguments` the audit log keeps: configured paths hidden first, then the
     /// detectors; bounded like the preview.
-    pub(crate) fn summary(&self, arguments: &Value) -> Value {
+    pub fn summary(&self, arguments: &Value) -> Value {
         let hide = |v: &Value| self.mark(v);
         if self.paths.is_empty() {
             return bounded(walk(arguments, 0, SUMMARY, &hide));
@@ -228,7 +228,7 @@ fn bounded(v: Value) -> Value {
 
 /// A URI as records and spans show it: without userinfo, query or fragment (where signed URLs
 /// and tokens travel), and bounded.
-pub(crate) fn uri_for_record(uri: &str) -> String {
+pub fn uri_for_record(uri: &str) -> String {
     let cut = uri.find(['?', '#']).unwrap_or(uri.len());
     let mut out = uri.get(..cut).unwrap_or(uri).to_string();
     if let Some((scheme, rest)) = out.split_once("://") {
@@ -245,7 +245,7 @@ pub(crate) fn uri_for_record(uri: &str) -> String {
 }
 
 /// Cut `s` to at most `max` bytes on a character boundary, marking the cut with `…`.
-pub(crate) fn shorten(s: &mut String, max: usize) {
+pub fn shorten(s: &mut String, max: usize) {
     if s.len() <= max {
         return;
     }

@@ -9,7 +9,7 @@ use super::{GENESIS, event_hash};
 
 /// What a check of a whole file found.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     /// Every event is intact and linked.
     Intact {
         events: u64,
@@ -31,7 +31,7 @@ pub(crate) enum Verdict {
 }
 
 /// Check every event read from `input`, in order. Blank lines are ignored.
-pub(crate) fn verify(input: impl BufRead) -> std::io::Result<Verdict> {
+pub fn verify(input: impl BufRead) -> std::io::Result<Verdict> {
     let mut chains: HashMap<String, (i64, String)> = HashMap::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut events = 0u64;
