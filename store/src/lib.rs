@@ -101,6 +101,27 @@ pub struct KeyScope {
     pub parent: Option<String>,
 }
 
+impl KeyScope {
+    /// The scope as operators read it: `org:…`, `team:…`, `agent:…`, `user:…`, `service`, then
+    /// the key's own grants.
+    pub fn labels(&self) -> Vec<String> {
+        let mut out: Vec<String> = [
+            ("org", &self.org),
+            ("team", &self.team),
+            ("agent", &self.agent),
+            ("user", &self.user),
+        ]
+        .into_iter()
+        .filter_map(|(level, v)| v.as_ref().map(|v| format!("{level}:{v}")))
+        .collect();
+        if self.service {
+            out.push("service".to_owned());
+        }
+        out.extend(self.grants.iter().cloned());
+        out
+    }
+}
+
 /// A freshly issued key: the only time the secret exists outside the caller's hands.
 pub struct IssuedKey {
     pub record: KeyRecord,

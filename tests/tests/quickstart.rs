@@ -397,3 +397,20 @@ fn a_config_the_quickstart_did_not_write_is_left_alone() {
     );
     assert!(!dir.path().join("portcullis.db").exists());
 }
+
+/// Fault injection: the audit log cannot be opened (its file is a directory). No key is issued
+/// unrecorded: the quickstart stops and the store holds no key.
+#[test]
+fn an_audit_log_that_cannot_be_opened_issues_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("audit.jsonl")).unwrap();
+    let port = quickstart::free_pair();
+    let out = portcullis(dir.path(), &["quickstart", "--port", &port.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(err.contains("nothing was issued"), "{err}");
+    let keys = portcullis(dir.path(), &["keys", "list", "--config", "portcullis.yaml"]);
+    let listed = String::from_utf8_lossy(&keys.stdout);
+    assert!(keys.status.success(), "{keys:?}");
+    assert!(!listed.contains("quickstart-"), "{listed}");
+}

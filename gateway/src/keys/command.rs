@@ -114,22 +114,7 @@ pub(crate) async fn run(action: KeysAction) -> ExitCode {
                     } else {
                         "active"
                     };
-                    let sc = &k.scope;
-                    let mut scope: Vec<String> = Vec::new();
-                    for (l, v) in [
-                        ("org", &sc.org),
-                        ("team", &sc.team),
-                        ("agent", &sc.agent),
-                        ("user", &sc.user),
-                    ] {
-                        if let Some(v) = v {
-                            scope.push(format!("{l}:{v}"));
-                        }
-                    }
-                    if sc.service {
-                        scope.push("service".into());
-                    }
-                    scope.extend(sc.grants.iter().cloned());
+                    let scope = k.scope.labels();
                     println!(
                         "{:<16}  {:<8}  {:<7}  {:<10}  {:<24}  {}",
                         k.id,

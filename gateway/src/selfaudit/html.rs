@@ -61,6 +61,14 @@ pub(super) fn text(s: &str) -> String {
     out
 }
 
+/// Links to rows of this page (evidence `E…`, roadmap items `R…`), comma-separated.
+fn links(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| format!("<a href=\"#{id}\">{id}</a>"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn status_cell(s: Status) -> String {
     let class = match s {
         Status::Pass => "s-pass",
@@ -151,12 +159,7 @@ pub(crate) fn html(r: &Report) -> String {
             d.effort.unwrap_or("-"),
             match d.roadmap.is_empty() {
                 true => "-".to_owned(),
-                false => d
-                    .roadmap
-                    .iter()
-                    .map(|id| format!("<a href=\"#{id}\">{id}</a>"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                false => links(&d.roadmap),
             }
         );
     }
@@ -191,11 +194,7 @@ pub(crate) fn html(r: &Report) -> String {
                     Status::Pass => "-",
                     _ => f.severity.title(),
                 },
-                f.evidence
-                    .iter()
-                    .map(|e| format!("<a href=\"#{e}\">{e}</a>"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                links(&f.evidence)
             );
         }
         h.push_str("</tbody></table>");
@@ -288,11 +287,7 @@ pub(crate) fn html(r: &Report) -> String {
                 esc(d.title),
                 d.score,
                 text(&d.why),
-                d.evidence
-                    .iter()
-                    .map(|e| format!("<a href=\"#{e}\">{e}</a>"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                links(&d.evidence)
             );
         }
         h.push_str("</tbody></table>");

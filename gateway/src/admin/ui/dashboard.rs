@@ -330,21 +330,10 @@ fn keys_section(b: &mut String, keys: &[store::KeyRecord]) {
         active.len()
     );
     for k in &active {
-        let sc = &k.scope;
-        let mut scope: Vec<String> = [
-            ("org", &sc.org),
-            ("team", &sc.team),
-            ("agent", &sc.agent),
-            ("user", &sc.user),
-            ("minted by", &sc.parent),
-        ]
-        .into_iter()
-        .filter_map(|(l, v)| v.as_ref().map(|v| format!("{l}:{v}")))
-        .collect();
-        if sc.service {
-            scope.push("service".to_owned());
+        let mut scope = k.scope.labels();
+        if let Some(parent) = &k.scope.parent {
+            scope.push(format!("minted by:{parent}"));
         }
-        scope.extend(sc.grants.iter().cloned());
         let _ = write!(
             b,
             "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
