@@ -18,31 +18,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Caller;
 use crate::gateway::Gateway;
-use crate::jsonrpc::{self, GATEWAY_REFUSED, RpcError};
+use crate::jsonrpc;
+use crate::refusal::Refusal;
 
 /// How often a held call looks at its request (besides being woken by local decisions).
 const POLL: Duration = Duration::from_millis(200);
 /// How often a held call tells a caller that asked for progress that it is still waiting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// A refusal with a stable `data.reason`.
-pub(crate) fn refusal(reason: &str, message: impl Into<String>, extra: Value) -> RpcError {
-    let mut data = json!({ "reason": reason });
-    if let (Some(d), Value::Object(more)) = (data.as_object_mut(), extra) {
-        d.extend(more);
-    }
-    let mut e = RpcError::new(GATEWAY_REFUSED, message);
-    e.data = Some(data);
-    e
-}
-
-fn unavailable(e: &dyn std::fmt::Display) -> RpcError {
+fn unavailable(e: &dyn std::fmt::Display) -> Refusal {
     tracing::error!(error = %e, "approval state unavailable; call refused");
-    refusal(
-        "approval_unavailable",
-        "the call needs approval and the approval state cannot be read; it was not executed",
-        json!({}),
-    )
+    Refusal::ApprovalUnavailable {
+        error: e.to_string(),
+    }
 }
 
 /// What the held call is.
@@ -66,7 +54,7 @@ impl Gateway {
         progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
         cancel: &CancellationToken,
         client: &mpsc::UnboundedSender<Value>,
-    ) -> Result<String, RpcError> {
+    ) -> Result<String, Refusal> {
         let digest = hex::encode(call.digest.0);
         let key = ApprovalKey {
             requester: &call.caller.subject,
@@ -144,25 +132,17 @@ impl Gateway {
                 }
                 ApprovalStatus::Pending => {}
                 ApprovalStatus::Denied => {
-                    return Err(refusal(
-                        "approval_denied",
-                        format!(
-                            "`{}` was not executed: request {id} was denied by {}",
-                            call.name,
-                            now.decided_by.as_deref().unwrap_or("an approver")
-                        ),
-                        json!({ "approval_id": id }),
-                    ));
+                    return Err(Refusal::ApprovalDenied {
+                        name: call.name.to_string(),
+                        approval: id,
+                        by: now.decided_by.as_deref().unwrap_or("an approver").into(),
+                    });
                 }
                 ApprovalStatus::Voided => {
-                    return Err(refusal(
-                        "killed",
-                        format!(
-                            "`{}` was not executed: request {id} was voided by a kill switch",
-                            call.name
-                        ),
-                        json!({ "approval_id": id }),
-                    ));
+                    return Err(Refusal::Voided {
+                        name: call.name.to_string(),
+                        approval: id,
+                    });
                 }
                 ApprovalStatus::Used | ApprovalStatus::Expired => {
                     return Err(pending(call, &id));
@@ -187,7 +167,7 @@ impl Gateway {
         &self,
         call: &HeldCall<'_>,
         key: &ApprovalKey<'_>,
-    ) -> Result<ApprovalRecord, RpcError> {
+    ) -> Result<ApprovalRecord, Refusal> {
         let settings = &self.registry().access.approvals;
         let target = settings.target_arguments.iter().find_map(|name| {
             call.arguments.get(name).map(|v| match v {
@@ -209,17 +189,11 @@ impl Gateway {
             })
         });
         // An approver sees the whole call or nothing is held: a call too large to show is refused.
-        let preview = crate::redact::preview(call.arguments).ok_or_else(|| {
-            refusal(
-                "invalid_arguments",
-                format!(
-                    "`{}` needs a human's approval, and its arguments are too large for an approver to review (over {} KiB once redacted)",
-                    call.name,
-                    crate::redact::MAX_PREVIEW / 1024
-                ),
-                json!({}),
-            )
-        })?;
+        let preview =
+            crate::redact::preview(call.arguments).ok_or_else(|| Refusal::TooLargeToReview {
+                name: call.name.to_string(),
+                limit_kib: crate::redact::MAX_PREVIEW / 1024,
+            })?;
         // The keys above the caller's key are kept with the request, so a kill switch on any of
         // them voids it as it would the key's own.
         let mut principals = call.caller.identity.principals();
@@ -270,26 +244,18 @@ impl Gateway {
     }
 }
 
-fn abandoned(call: &HeldCall<'_>, id: &str) -> RpcError {
+fn abandoned(call: &HeldCall<'_>, id: &str) -> Refusal {
     tracing::info!(approval = %id, subject = %call.caller.subject, "held call abandoned by its client");
-    refusal(
-        "cancelled",
-        format!(
-            "`{}` was not executed: the call was cancelled while it waited for approval {id}",
-            call.name
-        ),
-        json!({ "approval_id": id }),
-    )
+    Refusal::Cancelled {
+        name: call.name.to_string(),
+        approval: Some(id.to_string()),
+    }
 }
 
-fn pending(call: &HeldCall<'_>, id: &str) -> RpcError {
-    refusal(
-        "approval_pending",
-        format!(
-            "`{}` is a {} tool and needs a human's approval: request {id} is waiting for an approver, who decides it on the gateway's operator page (Approvals) or with `portcullis approvals approve {id} --reason \"...\" --config <the gateway's config>` (operator key in PORTCULLIS_ADMIN_KEY). Once it is approved, make the identical call again.",
-            call.name,
-            call.class.as_str()
-        ),
-        json!({ "approval_id": id, "class": call.class.as_str() }),
-    )
+fn pending(call: &HeldCall<'_>, id: &str) -> Refusal {
+    Refusal::ApprovalPending {
+        name: call.name.to_string(),
+        class: call.class,
+        approval: id.to_string(),
+    }
 }

@@ -129,14 +129,6 @@ pub(crate) fn tool_fingerprint(tool: &rmcp::model::Tool) -> String {
     hex::encode(Sha256::digest(registry::canonical_json(&value)))
 }
 
-/// A tool result that reports refused arguments; the upstream was not called.
-pub(crate) fn rejected_arguments(reason: &str) -> Value {
-    json!({
-        "content": [{ "type": "text", "text": format!("arguments rejected: {reason}") }],
-        "isError": true,
-    })
-}
-
 /// Run an evaluation; if it panics, the answer is a deny.
 pub(crate) fn guarded(evaluate: impl FnOnce() -> Decision) -> Decision {
     catch_unwind(AssertUnwindSafe(evaluate)).unwrap_or_else(|_| {

@@ -11,7 +11,7 @@ use policy::{ToolClass, UpstreamHints};
 use rmcp::model::Tool;
 use serde_json::{Map, Value, json};
 
-use crate::jsonrpc::{INVALID_PARAMS, RpcError};
+use crate::refusal::Refusal;
 use crate::session::Scope;
 
 /// Items per page of a `*/list` answer.
@@ -99,11 +99,11 @@ impl Cursor {
     }
 
     /// Decode a cursor from `params.cursor`; absent is the first page, garbage is -32602.
-    pub(crate) fn from_params(params: Option<&Value>) -> Result<Cursor, RpcError> {
+    pub(crate) fn from_params(params: Option<&Value>) -> Result<Cursor, Refusal> {
         let Some(c) = params.and_then(|p| p.get("cursor")) else {
             return Ok(Cursor::default());
         };
-        let bad = || RpcError::new(INVALID_PARAMS, "invalid cursor");
+        let bad = || Refusal::Malformed("invalid cursor".into());
         let c = c.as_str().ok_or_else(bad)?;
         let bytes = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
         let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
@@ -139,8 +139,8 @@ mod tests {
             json!({"cursor": "e30"}),
         ] {
             assert_eq!(
-                Cursor::from_params(Some(&bad)).unwrap_err().code,
-                INVALID_PARAMS
+                Cursor::from_params(Some(&bad)).unwrap_err().face().code,
+                Some(crate::jsonrpc::INVALID_PARAMS)
             );
         }
         assert_eq!(Cursor::from_params(None).unwrap(), Cursor::default());

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::auth::{AuthError, Caller, END_USER_HEADER};
-use crate::dispatch::{Call, Era};
+use crate::call::{Call, Era};
 use crate::gateway::Gateway;
 use crate::jsonrpc::{
     self, HEADER_MISMATCH, INVALID_REQUEST, Inbound, RpcError, UNSUPPORTED_VERSION,
@@ -661,27 +661,11 @@ async fn answer(gw: Arc<Gateway>, mut call: Call, msg: Inbound, accepts_sse: boo
                 let ended = span.clone();
                 async move {
                     let started = std::time::Instant::now();
-                    let r = gw.request(&call, &id, &method, params, tx).await;
-                    let reason = |e: &RpcError| {
-                        e.data
-                            .as_ref()
-                            .and_then(|d| d.get("reason"))
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    };
-                    let outcome = match &r {
-                        Ok(v) if v.get("isError").and_then(Value::as_bool) == Some(true) => {
-                            "tool_error".to_string()
-                        }
-                        Ok(_) => "ok".to_string(),
-                        Err(e) => reason(e).unwrap_or_else(|| "error".to_string()),
-                    };
-                    crate::metrics::get().request(&method, &outcome, started.elapsed());
-                    let why = r.as_ref().err().and_then(reason);
-                    crate::telemetry::finish(
-                        &ended,
-                        r.as_ref().map_err(|e| (e.code, why.as_deref())),
-                    );
+                    let answer = gw.request(&call, &id, &method, params, tx).await;
+                    crate::metrics::get().request(&method, answer.label(), started.elapsed());
+                    let why = answer.face.as_ref().and_then(|f| f.reason);
+                    let r = answer.result;
+                    crate::telemetry::finish(&ended, r.as_ref().map_err(|e| (e.code, why)));
                     r
                 }
                 .with_context(span)

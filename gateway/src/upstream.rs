@@ -76,6 +76,18 @@ impl UpstreamError {
         }
     }
 
+    /// The server it concerns.
+    pub(crate) fn server(&self) -> &str {
+        match self {
+            UpstreamError::Down(s)
+            | UpstreamError::Timeout(s, _)
+            | UpstreamError::Transport(s)
+            | UpstreamError::Cancelled(s)
+            | UpstreamError::Unreadable(s)
+            | UpstreamError::Rpc { server: s, .. } => s,
+        }
+    }
+
     /// A short name for the kind of failure (span attribute, never a label with free text).
     pub(crate) fn kind(&self) -> &'static str {
         match self {
@@ -108,7 +120,7 @@ pub(crate) struct Upstream {
     /// Host and port of an HTTP upstream, for spans (worked out once, not per call).
     address: Option<(String, u16)>,
     conn: RwLock<Option<Connection>>,
-    tools: RwLock<Arc<Vec<Offered>>>,
+    tools: RwLock<Arc<Vec<Arc<Offered>>>>,
     events: broadcast::Sender<UpstreamEvent>,
     reconnect: Notify,
     /// Resolves the secrets the connection needs (credentials, child environment).
@@ -507,7 +519,7 @@ impl Upstream {
     }
 
     /// The allowlisted tools the upstream currently offers.
-    pub(crate) fn tools(&self) -> Arc<Vec<Offered>> {
+    pub(crate) fn tools(&self) -> Arc<Vec<Arc<Offered>>> {
         self.tools.read().map(|t| t.clone()).unwrap_or_default()
     }
 
@@ -591,7 +603,7 @@ impl Upstream {
             *last = Some(listed.clone());
         }
         let mut held: HashMap<String, Quarantined> = HashMap::new();
-        let offered: Vec<Offered> = listed
+        let offered: Vec<Arc<Offered>> = listed
             .into_iter()
             .filter_map(|tool| {
                 // Byte-exact match against the allowlist: no folding, no normalisation.
@@ -643,7 +655,7 @@ impl Upstream {
                 );
                 let fingerprint = crate::authorize::tool_fingerprint(&tool);
                 let param_headers = crate::param_headers::Declarations::of(&schema);
-                Some(Offered {
+                Some(Arc::new(Offered {
                     param_headers,
                     fingerprint,
                     tool,
@@ -652,7 +664,7 @@ impl Upstream {
                     own,
                     check,
                     rate: entry.rate,
-                })
+                }))
             })
             .collect();
         let before = self
@@ -819,7 +831,7 @@ impl Upstream {
     /// (which it then becomes): the only `logging/setLevel` relayed to a shared connection.
     pub(crate) fn raise_shared_level(&self, level: &str) -> bool {
         // The levels are listed from the most verbose.
-        let levels = crate::dispatch::LOG_LEVELS;
+        let levels = crate::call::LOG_LEVELS;
         let Some(rank) = levels.iter().position(|l| *l == level) else {
             return false;
         };

@@ -79,11 +79,21 @@ async fn a_held_call_is_refused_when_the_approval_state_cannot_be_read() {
     let (client, _rx) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
     // Healthy store: held, with a request id.
-    let e = gw.hold(&held, None, &cancel, &client).await.unwrap_err();
+    let e = gw
+        .hold(&held, None, &cancel, &client)
+        .await
+        .unwrap_err()
+        .answer()
+        .unwrap_err();
     assert_eq!(e.data.as_ref().unwrap()["reason"], "approval_pending");
     // Fault: the store stops answering. The call is refused, not let through.
     store.close().await;
-    let e = gw.hold(&held, None, &cancel, &client).await.unwrap_err();
+    let e = gw
+        .hold(&held, None, &cancel, &client)
+        .await
+        .unwrap_err()
+        .answer()
+        .unwrap_err();
     assert_eq!(
         e.data.as_ref().unwrap()["reason"],
         "approval_unavailable",

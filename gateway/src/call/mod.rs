@@ -1,0 +1,114 @@
+//! The request path: every step a call takes, in order, on one screen.
+//!
+//! Each step is a function in its own file returning `Result<_, Refusal>`; the first refusal
+//! ends the call, and `result` records how it ended. A `tools/call` takes every step;
+//! resources, prompts, completions and `logging/setLevel` take the steps that apply to them.
+//! After each wait (the approval hold, the audit write) `recheck` decides again against the
+//! config, kill switch and mode in force: it is the only re-check.
+
+mod admit;
+mod arguments;
+mod ask;
+mod decide;
+mod forward;
+mod hold;
+mod inbound;
+mod levers;
+mod log_level;
+mod recheck;
+mod record;
+mod resolve;
+mod result;
+mod trail;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+pub(crate) use admit::Running;
+pub(crate) use decide::Approval;
+pub(crate) use inbound::{Call, Era};
+pub(crate) use log_level::LOG_LEVELS;
+pub(crate) use resolve::{ToolCall, scoped};
+pub(crate) use trail::Trail;
+
+use crate::gateway::Gateway;
+use crate::refusal::Refusal;
+
+type Sink = mpsc::UnboundedSender<Value>;
+
+/// `tools/call`.
+pub(crate) async fn tool(
+    gw: &Gateway,
+    call: &Call,
+    id: &Value,
+    params: Option<Value>,
+    sink: Sink,
+) -> Result<Value, Refusal> {
+    let mut trail = Trail::default();
+    let done = tool_steps(gw, call, id, params, &sink, &mut trail).await;
+    result::tool(gw, call, &trail, done) //                  the result, or the refusal, recorded
+}
+
+async fn tool_steps(
+    gw: &Gateway,
+    call: &Call,
+    id: &Value,
+    params: Option<Value>,
+    sink: &Sink,
+    t: &mut Trail,
+) -> Result<Value, Refusal> {
+    let under = gw.live(); //                                  the config it is decided under
+    let req = resolve::tool(gw, call, params, t)?; //          allowlisted and offered, or not found
+    let approval = decide::tool(gw, call, &req)?; //           every level grants it, or not found
+    levers::kill(gw, call, req.server(), req.tool(), &req.name)?; // kill switch
+    arguments::check(call, &req)?; //                          Mcp-Param headers, limits, schemas
+    admit::rate(gw, &req)?; //                                 rate limit
+    levers::mode(gw, &req, approval)?; //                      read-only refuses, shadow answers
+    let running = admit::track(gw, call, id, &req)?; //        cancellable by client and switch
+    if approval == Approval::Needed {
+        let held = hold::approval(gw, &call.caller, &req, &running, sink).await; // a human decides
+        recheck::tool(gw, call, &req, &under, approval)?; //   after the wait
+        t.approval = Some(held?);
+    }
+    record::tool(gw, call, &req, t).await?; //                 audit before action
+    recheck::tool(gw, call, &req, &under, approval)?; //       after the wait
+    // The upstream's credential is its own, resolved by reference when its connection opens.
+    forward::tool(gw, call, req, running, sink, t).await //    the upstream answers
+}
+
+/// `resources/read`, `resources/(un)subscribe`, `prompts/get`, `completion/complete`.
+pub(crate) async fn ask(
+    gw: &Gateway,
+    call: &Call,
+    method: &str,
+    params: Option<Value>,
+    sink: &Sink,
+) -> Result<Value, Refusal> {
+    let ask = ask::resolve(gw, call, method, params)?; //      name or URI, or not found
+    decide::browse(gw, call, &ask)?; //                        allowlisted, `server/*` at every level
+    levers::kill(gw, call, ask.up.name(), "", ask.target())?; // kill switch
+    record::ask(gw, call, &ask).await?; //                     audit before action
+    recheck::ask(gw, call, &ask)?; //                          after the wait
+    let answered = forward::ask(gw, call, &ask, sink).await; // the upstream answers
+    result::ask(call, &ask, answered) //                       renamed for the endpoint
+}
+
+/// `logging/setLevel`: recorded, kept for the session, relayed to the servers the caller may
+/// browse that log.
+pub(crate) async fn set_level(
+    gw: &Gateway,
+    call: &Call,
+    params: Option<Value>,
+) -> Result<Value, Refusal> {
+    let level = log_level::parse(&params)?; //                 one of the RFC 5424 names
+    let servers: Vec<String> = scoped(gw, &call.scope) //      servers it may browse that log
+        .iter()
+        .filter(|up| decide::logs_to(gw, call, up))
+        .map(|up| up.name().to_string())
+        .collect();
+    record::set_level(gw, call, &level, &servers).await?; //   audit before action
+    log_level::keep(call, &level); //                          for connections opened later
+    let targets = recheck::log_targets(gw, call); //           after the wait
+    forward::set_level(gw, call, &level, targets).await; //    the upstreams hear it
+    Ok(json!({}))
+}

@@ -1,0 +1,433 @@
+//! Every way the gateway refuses a request, as one closed enum, and the one mapping from a
+//! refusal to what each audience sees.
+//!
+//! A step of the request path (`call/`) that says no returns a [`Refusal`]. Nothing on that path
+//! builds a reason string: [`Refusal::face`] is the only place a refusal becomes a JSON-RPC code
+//! and `data.reason` (what the caller sees), an HTTP status (2026-07-28 answers), an audit outcome
+//! and reason (what the operator sees), a metric label, and a fail-closed cause. A refusal that
+//! must look like absence to the caller (denied, or denied after a reload) shows the caller
+//! exactly what a missing tool shows, while the operator's record says why.
+
+use axum::http::StatusCode;
+use policy::{Denial, DenyReason, ToolClass};
+use serde_json::{Value, json};
+
+use crate::jsonrpc::{
+    GATEWAY_REFUSED, HEADER_MISMATCH, INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND,
+    RpcError, UPSTREAM_ERROR,
+};
+use crate::levers::Killed;
+use crate::upstream::UpstreamError;
+
+/// Why a request was not answered as asked.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The params are not what the method needs (a missing name, a bad cursor).
+    Malformed(String),
+    /// No such method in the request's protocol era.
+    NoSuchMethod(String),
+    /// No tool by that name that this caller may use, or none at all.
+    UnknownTool(String),
+    /// Policy denied the call; the caller is answered as for an unknown tool.
+    Denied { name: String, denial: Denial },
+    /// A reload landed while the call waited, and the config now in force does not allow it.
+    Reloaded { name: String, why: String },
+    /// No prompt by that name that this caller may use.
+    UnknownPrompt(String),
+    /// Nothing this caller may complete: answered with no values, as for nothing to offer.
+    NoCompletion,
+    /// No resource at that URI that this caller may read.
+    UnknownResource { uri: String, modern: bool },
+    /// The tool's definition is not the pinned one.
+    Quarantined { name: String, why: String },
+    /// The tool's definition changed while the call waited.
+    Changed { name: String },
+    /// A 2026-07-28 `Mcp-Param-*` header disagrees with the arguments.
+    HeaderMismatch(String),
+    /// The arguments fail the tool's limits or schemas; answered as a tool result with
+    /// `isError`, so the model can correct itself.
+    InvalidArguments { message: String, at: String },
+    /// The arguments are too large for an approver to review.
+    TooLargeToReview { name: String, limit_kib: usize },
+    /// A kill switch covers it, or the switches' state is unknown.
+    Killed { what: String, killed: Killed },
+    /// A kill switch voided the approval request the call waited on.
+    Voided { name: String, approval: String },
+    /// Read-only mode and a write or destructive tool.
+    ReadOnly { name: String, class: ToolClass },
+    /// Shadow mode: decided and recorded, answered without executing.
+    Shadow { name: String, needs_approval: bool },
+    /// Over the tool's rate.
+    RateLimited {
+        name: String,
+        rate: registry::Rate,
+        wait_s: u64,
+    },
+    /// Held for a human's approval, which has not come yet.
+    ApprovalPending {
+        name: String,
+        class: ToolClass,
+        approval: String,
+    },
+    /// An approver denied it.
+    ApprovalDenied {
+        name: String,
+        approval: String,
+        by: String,
+    },
+    /// The approval state cannot be read or written.
+    ApprovalUnavailable { error: String },
+    /// The client cancelled it or went away before it ran.
+    Cancelled {
+        name: String,
+        approval: Option<String>,
+    },
+    /// The kill switch's registry of running calls cannot take it.
+    Untracked { name: String },
+    /// The audit log cannot record the request, so it does not run.
+    AuditUnavailable { what: String, error: String },
+    /// The upstream failed, timed out or answered with an error.
+    Upstream(UpstreamError),
+}
+
+/// How a refusal shows, to each audience.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Face {
+    /// JSON-RPC error code; `None` when the refusal is answered as a tool result.
+    pub(crate) code: Option<i64>,
+    /// `data.reason` the caller sees.
+    pub(crate) reason: Option<&'static str>,
+    /// HTTP status of a 2026-07-28 answer carrying it (2025-era answers are always 200).
+    pub(crate) status: StatusCode,
+    /// The audit record's outcome, and the `portcullis_tool_calls_total` label.
+    pub(crate) outcome: &'static str,
+    /// The `portcullis_requests_total` label.
+    pub(crate) label: &'static str,
+    /// The `portcullis_fail_closed_total` cause, when the refusal is a failure failing closed.
+    pub(crate) fail_closed: Option<&'static str>,
+}
+
+/// Outcome labels other than refusals: a request answered, and anything unforeseen.
+pub(crate) const ANSWERED: [&str; 4] = ["ok", "allowed", "tool_error", "error"];
+
+/// Every outcome and label a refusal maps to: the closed set of metric labels with
+/// [`ANSWERED`]. A test walks every variant through [`Refusal::face`] against it.
+pub(crate) const REFUSED: [&str; 18] = [
+    "invalid_request",
+    "not_found",
+    "denied",
+    "quarantined",
+    "invalid_arguments",
+    "killed",
+    "read_only",
+    "shadow",
+    "rate_limited",
+    "held",
+    "approval_pending",
+    "approval_denied",
+    "approval_unavailable",
+    "unavailable",
+    "cancelled",
+    "audit_unavailable",
+    "upstream_error",
+    "upstream_unavailable",
+];
+
+impl Refusal {
+    /// The one mapping from a refusal to its code, reason, status, outcome and labels.
+    pub(crate) fn face(&self) -> Face {
+        use Refusal as R;
+        let face = |code, reason: Option<&'static str>, outcome| Face {
+            code: Some(code),
+            reason,
+            status: StatusCode::OK,
+            outcome,
+            label: reason.unwrap_or(outcome),
+            fail_closed: None,
+        };
+        let refused = |reason| face(GATEWAY_REFUSED, Some(reason), reason);
+        let absent = |outcome| face(INVALID_PARAMS, Some("not_found"), outcome);
+        match self {
+            R::Malformed(_) => face(INVALID_PARAMS, None, "invalid_request"),
+            R::NoSuchMethod(_) => Face {
+                status: StatusCode::NOT_FOUND,
+                ..face(METHOD_NOT_FOUND, None, "invalid_request")
+            },
+            R::UnknownTool(_) | R::UnknownPrompt(_) => absent("not_found"),
+            R::UnknownResource { modern: true, .. } => absent("not_found"),
+            R::UnknownResource { modern: false, .. } => {
+                face(RESOURCE_NOT_FOUND, Some("not_found"), "not_found")
+            }
+            R::Denied { denial, .. } => Face {
+                fail_closed: matches!(denial.reason, DenyReason::Internal(_))
+                    .then_some("policy_error"),
+                ..absent("denied")
+            },
+            R::Reloaded { .. } => absent("denied"),
+            R::NoCompletion => Face {
+                code: None,
+                label: "ok",
+                ..absent("not_found")
+            },
+            R::Quarantined { .. } | R::Changed { .. } => refused("quarantined"),
+            R::HeaderMismatch(_) => Face {
+                status: StatusCode::BAD_REQUEST,
+                ..face(HEADER_MISMATCH, None, "invalid_request")
+            },
+            R::InvalidArguments { .. } => Face {
+                code: None,
+                label: "tool_error",
+                ..face(INVALID_PARAMS, None, "invalid_arguments")
+            },
+            R::TooLargeToReview { .. } => refused("invalid_arguments"),
+            R::Killed { killed, .. } => Face {
+                fail_closed: (*killed == Killed::StateUnknown)
+                    .then_some("kill_switch_state_unknown"),
+                ..refused("killed")
+            },
+            R::Voided { .. } => refused("killed"),
+            R::ReadOnly { .. } => refused("read_only"),
+            R::Shadow { .. } => Face {
+                code: None,
+                label: "ok",
+                ..refused("shadow")
+            },
+            R::RateLimited { .. } => refused("rate_limited"),
+            R::ApprovalPending { .. } => Face {
+                outcome: "held",
+                ..refused("approval_pending")
+            },
+            R::ApprovalDenied { .. } => refused("approval_denied"),
+            R::ApprovalUnavailable { .. } => Face {
+                outcome: "unavailable",
+                fail_closed: Some("approval_state_unavailable"),
+                ..refused("approval_unavailable")
+            },
+            R::Cancelled { .. } => refused("cancelled"),
+            R::Untracked { .. } => Face {
+                fail_closed: Some("inflight_registry_unavailable"),
+                ..refused("unavailable")
+            },
+            R::AuditUnavailable { .. } => Face {
+                fail_closed: Some("audit_unavailable"),
+                ..refused("audit_unavailable")
+            },
+            R::Upstream(e @ UpstreamError::Rpc { .. }) => {
+                face(e.code(), Some("upstream_error"), "upstream_error")
+            }
+            R::Upstream(_) => face(
+                UPSTREAM_ERROR,
+                Some("upstream_unavailable"),
+                "upstream_unavailable",
+            ),
+        }
+    }
+
+    /// What the operator's record says beyond the outcome (never shown to the caller).
+    pub(crate) fn audit_reason(&self) -> Option<String> {
+        use Refusal as R;
+        Some(match self {
+            R::Denied { denial, .. } => denial.to_string(),
+            R::Reloaded { why, .. } => {
+                format!("the config was reloaded before the call ran: {why}")
+            }
+            R::Quarantined { why, .. } => why.clone(),
+            R::Changed { .. } => "the tool's definition changed before the call ran".into(),
+            R::HeaderMismatch(why) => why.clone(),
+            R::InvalidArguments { at, .. } => {
+                format!("arguments do not match the schema at `{at}`")
+            }
+            R::Killed { killed, .. } => killed.to_string(),
+            R::RateLimited { rate, .. } => format!("more than {rate}"),
+            R::ApprovalUnavailable { error } | R::AuditUnavailable { error, .. } => error.clone(),
+            R::Upstream(e) => e.to_string(),
+            _ => return None,
+        })
+    }
+
+    /// The policy level that denied it, for the record.
+    pub(crate) fn level(&self) -> Option<&'static str> {
+        match self {
+            Refusal::Denied { denial, .. } => denial.level.map(|l| l.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The approval request this refusal concerns.
+    pub(crate) fn approval(&self) -> Option<&str> {
+        match self {
+            Refusal::ApprovalPending { approval, .. }
+            | Refusal::ApprovalDenied { approval, .. }
+            | Refusal::Voided { approval, .. } => Some(approval),
+            Refusal::Cancelled { approval, .. } => approval.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The JSON-RPC answer: an error, or for the refusals answered as results, the result.
+    pub(crate) fn answer(self) -> Result<Value, RpcError> {
+        let face = self.face();
+        let Some(code) = face.code else {
+            return Ok(self.result());
+        };
+        let mut data = match face.reason {
+            Some(r) => json!({ "reason": r }),
+            None => Value::Null,
+        };
+        let message = self.message(&mut data);
+        let mut e = RpcError::new(code, message);
+        e.data = (!data.is_null()).then_some(data);
+        Err(e)
+    }
+
+    /// The result a refusal answered as a result carries.
+    fn result(&self) -> Value {
+        match self {
+            Refusal::InvalidArguments { message, .. } => json!({
+                "content": [{ "type": "text", "text": format!("arguments rejected: {message}") }],
+                "isError": true,
+            }),
+            Refusal::NoCompletion => {
+                json!({ "completion": { "values": [], "hasMore": false } })
+            }
+            Refusal::Shadow {
+                name,
+                needs_approval,
+            } => {
+                let mut text = format!(
+                    "Not executed: the gateway is in shadow mode. The call to `{name}` was allowed by policy and recorded; no upstream was called."
+                );
+                if *needs_approval {
+                    text.push_str(
+                        " In enforce mode it would have been held for a human's approval.",
+                    );
+                }
+                json!({
+                    "content": [{ "type": "text", "text": text }],
+                    "isError": false,
+                    "_meta": { "portcullis/shadow": true, "portcullis/executed": false },
+                })
+            }
+            _ => Value::Null,
+        }
+    }
+
+    /// The caller's message, adding what else the caller may see to `data`.
+    fn message(&self, data: &mut Value) -> String {
+        use Refusal as R;
+        let mut more = |k: &str, v: Value| {
+            if let Some(d) = data.as_object_mut() {
+                d.insert(k.into(), v);
+            }
+        };
+        match self {
+            R::Malformed(m) => m.clone(),
+            R::NoSuchMethod(m) => {
+                *data = Value::String(m.clone());
+                format!("Method not found: {m}")
+            }
+            R::UnknownTool(name) | R::Denied { name, .. } | R::Reloaded { name, .. } => {
+                format!("Unknown tool: {name}")
+            }
+            R::UnknownPrompt(name) => format!("Unknown prompt: {name}"),
+            R::UnknownResource { uri, .. } => {
+                more("uri", json!(uri));
+                "Resource not found".into()
+            }
+            R::Quarantined { name, .. } => format!(
+                "`{name}` is quarantined: its definition is not the pinned one; an operator must review and re-pin it"
+            ),
+            R::Changed { name } => format!(
+                "`{name}` was not executed: its definition changed; an operator must review and re-pin it"
+            ),
+            R::HeaderMismatch(why) => format!("Header mismatch: {why}"),
+            R::InvalidArguments { message, .. } => format!("arguments rejected: {message}"),
+            R::TooLargeToReview { name, limit_kib } => format!(
+                "`{name}` needs a human's approval, and its arguments are too large for an approver to review (over {limit_kib} KiB once redacted)"
+            ),
+            R::Killed { what, killed } => format!("`{what}` was not executed: {killed}"),
+            R::Voided { name, approval } => {
+                more("approval_id", json!(approval));
+                format!("`{name}` was not executed: request {approval} was voided by a kill switch")
+            }
+            R::ReadOnly { name, class } => {
+                more("class", json!(class.as_str()));
+                format!(
+                    "`{name}` is a {class} tool and the gateway is in read-only mode; it was not executed"
+                )
+            }
+            R::Shadow { name, .. } => format!("`{name}` was not executed: shadow mode"),
+            R::NoCompletion => String::new(),
+            R::RateLimited { name, rate, wait_s } => {
+                more("retry_after_s", json!(wait_s));
+                format!("`{name}` is limited to {rate}; try again in {wait_s} s")
+            }
+            R::ApprovalPending {
+                name,
+                class,
+                approval,
+            } => {
+                more("approval_id", json!(approval));
+                more("class", json!(class.as_str()));
+                format!(
+                    "`{name}` is a {class} tool and needs a human's approval: request {approval} is waiting for an approver, who decides it on the gateway's operator page (Approvals) or with `portcullis approvals approve {approval} --reason \"...\" --config <the gateway's config>` (operator key in PORTCULLIS_ADMIN_KEY). Once it is approved, make the identical call again."
+                )
+            }
+            R::ApprovalDenied { name, approval, by } => {
+                more("approval_id", json!(approval));
+                format!("`{name}` was not executed: request {approval} was denied by {by}")
+            }
+            R::ApprovalUnavailable { .. } => {
+                "the call needs approval and the approval state cannot be read; it was not executed"
+                    .into()
+            }
+            R::Cancelled {
+                name,
+                approval: Some(id),
+            } => {
+                more("approval_id", json!(id));
+                format!(
+                    "`{name}` was not executed: the call was cancelled while it waited for approval {id}"
+                )
+            }
+            R::Cancelled {
+                name,
+                approval: None,
+            } => format!("`{name}` was not executed: the call was cancelled"),
+            R::Untracked { name } => format!(
+                "`{name}` was not executed: the gateway cannot track it for the kill switch"
+            ),
+            R::AuditUnavailable { what, .. } => {
+                format!("`{what}` was not executed: the audit log cannot record it")
+            }
+            R::Upstream(UpstreamError::Rpc { server, error }) => {
+                more("server", json!(server));
+                more(
+                    "upstream",
+                    error.get("data").cloned().unwrap_or(Value::Null),
+                );
+                let msg = error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error");
+                format!("upstream `{server}`: {msg}")
+            }
+            R::Upstream(other) => {
+                more("server", json!(other.server()));
+                other.to_string()
+            }
+        }
+    }
+}
+
+impl From<UpstreamError> for Refusal {
+    fn from(e: UpstreamError) -> Refusal {
+        if !matches!(e, UpstreamError::Rpc { .. }) {
+            tracing::warn!(error = %e, "upstream request failed");
+        }
+        Refusal::Upstream(e)
+    }
+}
+
+#[cfg(test)]
+mod tests;
