@@ -24,8 +24,6 @@ use crate::operate::{OpError, Operator, Roles};
 mod records;
 mod ui;
 
-pub(crate) use ui::esc;
-
 /// Largest request body on the admin listener.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -329,9 +327,15 @@ async fn post_kill(
 ) -> Result<Response, OpError> {
     let op = a.operator(&headers).await?;
     let b: KillBody = parse_body(&body)?;
-    let (row, voided) =
-        a.gw.set_kill(&op, &b.scope, b.target.as_deref(), b.engaged, &b.reason)
-            .await?;
+    let (row, voided) = crate::operate::set_kill(
+        &a.gw,
+        &op,
+        &b.scope,
+        b.target.as_deref(),
+        b.engaged,
+        &b.reason,
+    )
+    .await?;
     Ok(
         axum::Json(json!({ "switch": switch_json(&row), "voided_approvals": voided }))
             .into_response(),
@@ -375,7 +379,7 @@ async fn post_mode(
 ) -> Result<Response, OpError> {
     let op = a.operator(&headers).await?;
     let b: ModeBody = parse_body(&body)?;
-    a.gw.set_mode(&op, &b.mode, &b.reason).await?;
+    crate::operate::set_mode(&a.gw, &op, &b.mode, &b.reason).await?;
     Ok(axum::Json(mode_state(&a.gw)).into_response())
 }
 
@@ -445,7 +449,7 @@ async fn post_verdict(
     };
     let op = a.operator(&headers).await?;
     let b: VerdictBody = parse_body(&body)?;
-    let rec = a.gw.decide_approval(&op, &id, approve, &b.reason).await?;
+    let rec = crate::operate::decide_approval(&a.gw, &op, &id, approve, &b.reason).await?;
     Ok(axum::Json(rec).into_response())
 }
 

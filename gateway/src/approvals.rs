@@ -46,202 +46,195 @@ pub(crate) struct HeldCall<'a> {
     pub(crate) digest: &'a ArgumentsDigest,
 }
 
-impl Gateway {
-    /// `Ok(id)` of the approval this call used; otherwise the refusal to answer with.
-    pub(crate) async fn hold(
-        &self,
-        call: &HeldCall<'_>,
-        progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
-        cancel: &CancellationToken,
-        client: &mpsc::UnboundedSender<Value>,
-    ) -> Result<String, Refusal> {
-        let digest = hex::encode(call.digest.0);
-        let key = ApprovalKey {
-            requester: &call.caller.subject,
-            server: call.server,
-            tool: call.tool,
-            arguments: &digest,
-            fingerprint: call.fingerprint,
-        };
-        if let Some(id) = self
-            .store
-            .use_approval(&key)
-            .await
-            .map_err(|e| unavailable(&e))?
+/// `Ok(id)` of the approval this call used; otherwise the refusal to answer with.
+pub(crate) async fn hold(
+    gw: &Gateway,
+    call: &HeldCall<'_>,
+    progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
+    cancel: &CancellationToken,
+    client: &mpsc::UnboundedSender<Value>,
+) -> Result<String, Refusal> {
+    let digest = hex::encode(call.digest.0);
+    let key = ApprovalKey {
+        requester: &call.caller.subject,
+        server: call.server,
+        tool: call.tool,
+        arguments: &digest,
+        fingerprint: call.fingerprint,
+    };
+    if let Some(id) = gw
+        .store
+        .use_approval(&key)
+        .await
+        .map_err(|e| unavailable(&e))?
+    {
+        tracing::info!(approval = %id, subject = %call.caller.subject, server = call.server, tool = call.tool, "approved call proceeds");
+        return Ok(id);
+    }
+    let record = match gw
+        .store
+        .pending_approval(&key)
+        .await
+        .map_err(|e| unavailable(&e))?
+    {
+        Some(r) => r,
+        None => file_request(gw, call, &key).await?,
+    };
+    let id = record.id.clone();
+    let hold = gw.registry().access.approvals.hold;
+    let started = Instant::now();
+    let deadline = started + hold;
+    let mut last_progress: Option<Instant> = None;
+    if progress.is_none() && !hold.is_zero() {
+        // No progress token: still open the answer's stream now (a client taking SSE gets
+        // its headers at once and comments while it waits), so no client's read timeout
+        // runs out before the decision or `approval_pending` arrives.
+        let _ = client.send(crate::jsonrpc::OPEN_STREAM);
+    }
+    loop {
+        if let Some((token, sink)) = &progress
+            && last_progress.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY)
+            && !hold.is_zero()
         {
-            tracing::info!(approval = %id, subject = %call.caller.subject, server = call.server, tool = call.tool, "approved call proceeds");
-            return Ok(id);
+            last_progress = Some(Instant::now());
+            let _ = sink.send(jsonrpc::notification(
+                "notifications/progress",
+                json!({
+                    "progressToken": token,
+                    "progress": started.elapsed().as_secs(),
+                    "total": hold.as_secs(),
+                    "message": format!("waiting for a human to approve request {id}"),
+                }),
+            ));
         }
-        let record = match self
-            .store
-            .pending_approval(&key)
-            .await
-            .map_err(|e| unavailable(&e))?
-        {
-            Some(r) => r,
-            None => self.file_request(call, &key).await?,
+        let now = gw.store.approval(&id).await.map_err(|e| unavailable(&e))?;
+        let Some(now) = now else {
+            return Err(unavailable(&"the approval request disappeared"));
         };
-        let id = record.id.clone();
-        let hold = self.registry().access.approvals.hold;
-        let started = Instant::now();
-        let deadline = started + hold;
-        let mut last_progress: Option<Instant> = None;
-        if progress.is_none() && !hold.is_zero() {
-            // No progress token: still open the answer's stream now (a client taking SSE gets
-            // its headers at once and comments while it waits), so no client's read timeout
-            // runs out before the decision or `approval_pending` arrives.
-            let _ = client.send(crate::jsonrpc::OPEN_STREAM);
-        }
-        loop {
-            if let Some((token, sink)) = &progress
-                && last_progress.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY)
-                && !hold.is_zero()
-            {
-                last_progress = Some(Instant::now());
-                let _ = sink.send(jsonrpc::notification(
-                    "notifications/progress",
-                    json!({
-                        "progressToken": token,
-                        "progress": started.elapsed().as_secs(),
-                        "total": hold.as_secs(),
-                        "message": format!("waiting for a human to approve request {id}"),
-                    }),
-                ));
-            }
-            let now = self
-                .store
-                .approval(&id)
-                .await
-                .map_err(|e| unavailable(&e))?;
-            let Some(now) = now else {
-                return Err(unavailable(&"the approval request disappeared"));
-            };
-            match now.status() {
-                ApprovalStatus::Approved => {
-                    if self
-                        .store
-                        .use_approval_id(&id)
-                        .await
-                        .map_err(|e| unavailable(&e))?
-                    {
-                        tracing::info!(approval = %id, subject = %call.caller.subject, "held call approved and proceeds");
-                        return Ok(id);
-                    }
-                    // Another identical call used it first: this one waits for a new approval.
-                    return Err(pending(call, &id));
+        match now.status() {
+            ApprovalStatus::Approved => {
+                if gw
+                    .store
+                    .use_approval_id(&id)
+                    .await
+                    .map_err(|e| unavailable(&e))?
+                {
+                    tracing::info!(approval = %id, subject = %call.caller.subject, "held call approved and proceeds");
+                    return Ok(id);
                 }
-                ApprovalStatus::Pending => {}
-                ApprovalStatus::Denied => {
-                    return Err(Refusal::ApprovalDenied {
-                        name: call.name.to_string(),
-                        approval: id,
-                        by: now.decided_by.as_deref().unwrap_or("an approver").into(),
-                    });
-                }
-                ApprovalStatus::Voided => {
-                    return Err(Refusal::Voided {
-                        name: call.name.to_string(),
-                        approval: id,
-                    });
-                }
-                ApprovalStatus::Used | ApprovalStatus::Expired => {
-                    return Err(pending(call, &id));
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+                // Another identical call used it first: this one waits for a new approval.
                 return Err(pending(call, &id));
             }
-            tokio::select! {
-                () = self.approval_decided.notified() => {}
-                () = tokio::time::sleep(left.min(POLL)) => {}
-                // The client cancelled or went away: an approval arriving now must not run a
-                // call nobody is waiting for. The request stays pending for a later retry.
-                () = cancel.cancelled() => return Err(abandoned(call, &id)),
-                () = client.closed() => return Err(abandoned(call, &id)),
+            ApprovalStatus::Pending => {}
+            ApprovalStatus::Denied => {
+                return Err(Refusal::ApprovalDenied {
+                    name: call.name.to_string(),
+                    approval: id,
+                    by: now.decided_by.as_deref().unwrap_or("an approver").into(),
+                });
+            }
+            ApprovalStatus::Voided => {
+                return Err(Refusal::Voided {
+                    name: call.name.to_string(),
+                    approval: id,
+                });
+            }
+            ApprovalStatus::Used | ApprovalStatus::Expired => {
+                return Err(pending(call, &id));
             }
         }
-    }
-
-    async fn file_request(
-        &self,
-        call: &HeldCall<'_>,
-        key: &ApprovalKey<'_>,
-    ) -> Result<ApprovalRecord, Refusal> {
-        let settings = &self.registry().access.approvals;
-        let target = settings.target_arguments.iter().find_map(|name| {
-            call.arguments.get(name).map(|v| match v {
-                Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => {
-                    let shown = match crate::redact::redact(v) {
-                        Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    let mut shown = crate::redact::visible(&shown);
-                    crate::redact::shorten(&mut shown, 200);
-                    shown
-                }
-                other => {
-                    let mut shown =
-                        crate::redact::visible(&crate::redact::redact(other).to_string());
-                    crate::redact::shorten(&mut shown, 200);
-                    shown
-                }
-            })
-        });
-        // An approver sees the whole call or nothing is held: a call too large to show is refused.
-        let preview =
-            crate::redact::preview(call.arguments).ok_or_else(|| Refusal::TooLargeToReview {
-                name: call.name.to_string(),
-                limit_kib: crate::redact::MAX_PREVIEW / 1024,
-            })?;
-        // The keys above the caller's key are kept with the request, so a kill switch on any of
-        // them voids it as it would the key's own.
-        let mut principals = call.caller.identity.principals();
-        principals.extend(
-            call.caller
-                .identity
-                .key_lineage()
-                .iter()
-                .map(|k| format!("key:{k}")),
-        );
-        let ttl_ms = i64::try_from(settings.ttl.as_millis()).unwrap_or(i64::MAX);
-        let record = self
-            .store
-            .create_approval(&NewApproval {
-                key: key.clone(),
-                principals: &principals,
-                class: call.class.as_str(),
-                preview: &preview,
-                target: target.as_deref(),
-                ttl_ms,
-            })
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let detail = json!({
-            "approval_id": record.id,
-            "server": call.server,
-            "tool": call.tool,
-            "class": call.class.as_str(),
-            "arguments_digest": key.arguments,
-            "principals": principals,
-        });
-        if let Err(e) = self
-            .store
-            .record_event("approval.requested", &call.caller.subject, &detail)
-            .await
-        {
-            return Err(unavailable(&e));
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(pending(call, &id));
         }
-        let mut event = audit::Event::new("approval.request");
-        event.identity = Some(crate::auth::who(call.caller));
-        event.server = Some(call.server.to_string());
-        event.tool = Some(call.tool.to_string());
-        event.arguments_digest = Some(key.arguments.to_string());
-        event.detail = Some(json!({ "approval_id": record.id, "class": call.class.as_str() }));
-        self.audit.note(event);
-        tracing::info!(approval = %record.id, subject = %call.caller.subject, server = call.server, tool = call.tool, "call held for approval");
-        Ok(record)
+        tokio::select! {
+            () = gw.approval_decided.notified() => {}
+            () = tokio::time::sleep(left.min(POLL)) => {}
+            // The client cancelled or went away: an approval arriving now must not run a
+            // call nobody is waiting for. The request stays pending for a later retry.
+            () = cancel.cancelled() => return Err(abandoned(call, &id)),
+            () = client.closed() => return Err(abandoned(call, &id)),
+        }
     }
+}
+
+async fn file_request(
+    gw: &Gateway,
+    call: &HeldCall<'_>,
+    key: &ApprovalKey<'_>,
+) -> Result<ApprovalRecord, Refusal> {
+    let settings = &gw.registry().access.approvals;
+    let target = settings.target_arguments.iter().find_map(|name| {
+        call.arguments.get(name).map(|v| match v {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => {
+                let shown = match crate::redact::redact(v) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                let mut shown = crate::redact::visible(&shown);
+                crate::redact::shorten(&mut shown, 200);
+                shown
+            }
+            other => {
+                let mut shown = crate::redact::visible(&crate::redact::redact(other).to_string());
+                crate::redact::shorten(&mut shown, 200);
+                shown
+            }
+        })
+    });
+    // An approver sees the whole call or nothing is held: a call too large to show is refused.
+    let preview =
+        crate::redact::preview(call.arguments).ok_or_else(|| Refusal::TooLargeToReview {
+            name: call.name.to_string(),
+            limit_kib: crate::redact::MAX_PREVIEW / 1024,
+        })?;
+    // The keys above the caller's key are kept with the request, so a kill switch on any of
+    // them voids it as it would the key's own.
+    let mut principals = call.caller.identity.principals();
+    principals.extend(
+        call.caller
+            .identity
+            .key_lineage()
+            .iter()
+            .map(|k| format!("key:{k}")),
+    );
+    let ttl_ms = i64::try_from(settings.ttl.as_millis()).unwrap_or(i64::MAX);
+    let record = gw
+        .store
+        .create_approval(&NewApproval {
+            key: key.clone(),
+            principals: &principals,
+            class: call.class.as_str(),
+            preview: &preview,
+            target: target.as_deref(),
+            ttl_ms,
+        })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let detail = json!({
+        "approval_id": record.id,
+        "server": call.server,
+        "tool": call.tool,
+        "class": call.class.as_str(),
+        "arguments_digest": key.arguments,
+        "principals": principals,
+    });
+    if let Err(e) = gw
+        .store
+        .record_event("approval.requested", &call.caller.subject, &detail)
+        .await
+    {
+        return Err(unavailable(&e));
+    }
+    let mut event = audit::Event::new("approval.request");
+    event.identity = Some(crate::auth::who(call.caller));
+    event.server = Some(call.server.to_string());
+    event.tool = Some(call.tool.to_string());
+    event.arguments_digest = Some(key.arguments.to_string());
+    event.detail = Some(json!({ "approval_id": record.id, "class": call.class.as_str() }));
+    gw.audit.note(event);
+    tracing::info!(approval = %record.id, subject = %call.caller.subject, server = call.server, tool = call.tool, "call held for approval");
+    Ok(record)
 }
 
 fn abandoned(call: &HeldCall<'_>, id: &str) -> Refusal {

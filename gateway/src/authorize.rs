@@ -3,108 +3,17 @@
 //! [`Gateway::decide`] is the one place a tool, resource or prompt is authorised. It gathers the
 //! inputs (caller identity, server, target, class, argument digest, the time) and calls the pure
 //! `policy::decide`; an evaluation that panics becomes a deny, so no failure inside evaluation
-//! can turn into an allow. [`ArgumentCheck`] validates a call's arguments against the upstream's
-//! `inputSchema` and the operator's narrower schema from the registry; a tool whose schema cannot
-//! be compiled cannot be called.
+//! can turn into an allow. Arguments are checked by `tools::ArgumentCheck`, compiled when the
+//! tool list refreshes.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use policy::{ArgumentsDigest, Decision, Denial, DenyReason, Target, ToolClass};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::auth::{Caller, unix_now};
 use crate::gateway::Gateway;
-
-/// Longest validation message returned to a caller.
-const MAX_REASON: usize = 300;
-
-/// Why arguments were refused: the message for the caller (it may quote the caller's own
-/// values) and, for logs and the audit log, only where in the arguments the problem is.
-#[derive(Debug)]
-pub(crate) struct Rejection {
-    pub(crate) message: String,
-    /// A JSON pointer into the arguments, or `schema` when the schema itself is the problem.
-    pub(crate) at: String,
-}
-
-/// Compiled argument schemas for one tool.
-#[derive(Debug)]
-pub(crate) struct ArgumentCheck {
-    upstream: Result<jsonschema::Validator, String>,
-    operator: Option<Result<jsonschema::Validator, String>>,
-    limits: registry::ArgumentLimits,
-}
-
-// === impl ArgumentCheck ===
-
-impl ArgumentCheck {
-    /// Compile the upstream's `inputSchema` and the operator's schema, if any.
-    pub(crate) fn new(
-        input_schema: &Value,
-        operator: Option<&Value>,
-        limits: registry::ArgumentLimits,
-    ) -> ArgumentCheck {
-        let compile = |s: &Value| jsonschema::validator_for(s).map_err(|e| e.to_string());
-        ArgumentCheck {
-            upstream: compile(input_schema),
-            operator: operator.map(compile),
-            limits,
-        }
-    }
-
-    /// `Ok` when the arguments are within the tool's size limits and satisfy both schemas;
-    /// otherwise the reason, for the caller. The limits come first: a huge value is refused
-    /// without being validated.
-    pub(crate) fn check(&self, arguments: &Value) -> Result<(), Rejection> {
-        self.limits.check(arguments).map_err(|excess| Rejection {
-            message: format!("{excess} (the gateway's limit for this tool)"),
-            at: "/".into(),
-        })?;
-        let schema = |message: String| Rejection {
-            message,
-            at: "schema".into(),
-        };
-        let validator = match &self.upstream {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(schema(format!(
-                    "the tool's input schema cannot be checked ({e})"
-                )));
-            }
-        };
-        first_error(validator, arguments, "")?;
-        match &self.operator {
-            None => Ok(()),
-            Some(Ok(v)) => first_error(v, arguments, "the gateway's policy: "),
-            Some(Err(e)) => Err(schema(format!(
-                "the gateway's argument schema cannot be checked ({e})"
-            ))),
-        }
-    }
-}
-
-fn first_error(
-    v: &jsonschema::Validator,
-    arguments: &Value,
-    prefix: &str,
-) -> Result<(), Rejection> {
-    match v.iter_errors(arguments).next() {
-        None => Ok(()),
-        Some(e) => {
-            let at = e.instance_path().to_string();
-            let mut msg = match at.is_empty() {
-                true => format!("{prefix}{e}"),
-                false => format!("{prefix}{e} (at `{at}`)"),
-            };
-            crate::redact::shorten(&mut msg, MAX_REASON);
-            Err(Rejection {
-                message: msg,
-                at: if at.is_empty() { "/".into() } else { at },
-            })
-        }
-    }
-}
 
 /// The digest an approval binds to: SHA-256 over the canonical JSON of the arguments.
 #[cfg(test)]
@@ -121,14 +30,6 @@ pub(crate) fn digest_and_size(arguments: &Value) -> (ArgumentsDigest, u64) {
     )
 }
 
-/// Hex SHA-256 over the canonical JSON of a tool definition as the upstream sent it.
-pub(crate) fn tool_fingerprint(tool: &rmcp::model::Tool) -> String {
-    // A definition that cannot be serialised fingerprints as its name alone, which no approval
-    // filed against a full definition will match.
-    let value = serde_json::to_value(tool).unwrap_or_else(|_| json!({ "name": tool.name }));
-    hex::encode(Sha256::digest(registry::canonical_json(&value)))
-}
-
 /// Run an evaluation; if it panics, the answer is a deny.
 pub(crate) fn guarded(evaluate: impl FnOnce() -> Decision) -> Decision {
     catch_unwind(AssertUnwindSafe(evaluate)).unwrap_or_else(|_| {
@@ -142,32 +43,29 @@ pub(crate) fn guarded(evaluate: impl FnOnce() -> Decision) -> Decision {
 
 // === impl Gateway ===
 
-impl Gateway {
-    /// Decide whether `caller` may reach `target` on `server` with these arguments, now.
-    pub(crate) fn decide(
-        &self,
-        caller: &Caller,
-        server: &str,
-        target: Target<'_>,
-        class: ToolClass,
-        arguments: ArgumentsDigest,
-    ) -> Decision {
-        let request = policy::Request {
-            server,
-            target,
-            class,
-            arguments,
-        };
-        let policy = &self.registry().access.policy;
-        guarded(|| policy::decide(policy, &caller.identity, &request, unix_now()))
-    }
+/// Decide whether `caller` may reach `target` on `server` with these arguments, now.
+pub(crate) fn decide(
+    gw: &Gateway,
+    caller: &Caller,
+    server: &str,
+    target: Target<'_>,
+    class: ToolClass,
+    arguments: ArgumentsDigest,
+) -> Decision {
+    let request = policy::Request {
+        server,
+        target,
+        class,
+        arguments,
+    };
+    let policy = &gw.registry().access.policy;
+    guarded(|| policy::decide(policy, &caller.identity, &request, unix_now()))
+}
 
-    /// True when the caller may see `server`'s resources and prompts.
-    pub(crate) fn may_browse(&self, caller: &Caller, server: &str) -> bool {
-        let no_args = ArgumentsDigest([0; 32]);
-        self.decide(caller, server, Target::Server, ToolClass::Read, no_args)
-            .is_visible()
-    }
+/// True when the caller may see `server`'s resources and prompts.
+pub(crate) fn may_browse(gw: &Gateway, caller: &Caller, server: &str) -> bool {
+    let no_args = ArgumentsDigest([0; 32]);
+    decide(gw, caller, server, Target::Server, ToolClass::Read, no_args).is_visible()
 }
 
 #[cfg(test)]

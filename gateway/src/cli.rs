@@ -1,23 +1,13 @@
-//! Command-line interface and exit codes.
-//!
-//! Exit codes follow sysexits: 64 for bad config or usage, 69 when the store cannot be opened,
-//! 70 for internal errors.
+//! The command line: parsing, and handing each command to the module that runs it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use store::Store;
-
-/// Invalid config or usage.
-pub(crate) const EX_CONFIG: u8 = 64;
-/// An input file could not be opened.
-pub(crate) const EX_NOINPUT: u8 = 66;
-/// A required service (the store) is unavailable.
-pub(crate) const EX_UNAVAILABLE: u8 = 69;
-/// Internal software error.
-pub(crate) const EX_SOFTWARE: u8 = 70;
+use crate::command::{EX_CONFIG, EX_NOINPUT, EX_SOFTWARE, load};
+use crate::keys::command::KeysAction;
+use crate::operator_cli::{ApprovalsAction, KillAction, ModeAction};
 
 #[derive(Parser)]
 #[command(
@@ -139,151 +129,6 @@ enum AuditAction {
     Verify {
         /// The JSON-lines audit file (a file sink, or an `/admin/audit` export).
         file: PathBuf,
-    },
-}
-
-/// Where the admin API is and which operator key to use. The key is read from
-/// `PORTCULLIS_ADMIN_KEY` or `--key-file`, never from the command line (it would show in `ps`).
-#[derive(clap::Args, Clone)]
-pub(crate) struct AdminTarget {
-    /// The admin listener's URL, e.g. `http://127.0.0.1:8081` (or set PORTCULLIS_ADMIN_URL).
-    #[arg(long)]
-    pub(crate) admin_url: Option<String>,
-    /// Derive the admin URL from this config's `admin_listen`.
-    #[arg(long)]
-    pub(crate) config: Option<PathBuf>,
-    /// A file holding the operator key (otherwise PORTCULLIS_ADMIN_KEY).
-    #[arg(long)]
-    pub(crate) key_file: Option<PathBuf>,
-}
-
-/// Which switch, and why.
-#[derive(clap::Args)]
-pub(crate) struct SwitchArgs {
-    #[command(flatten)]
-    pub(crate) admin: AdminTarget,
-    /// global, server, tool, key, team, org, user or agent.
-    #[arg(long)]
-    pub(crate) scope: String,
-    /// What the scope names: a server, `server/tool`, a key id, a team, an org…
-    #[arg(long)]
-    pub(crate) target: Option<String>,
-    /// Why (kept in the record).
-    #[arg(long)]
-    pub(crate) reason: String,
-}
-
-#[derive(Subcommand)]
-pub(crate) enum KillAction {
-    /// Engage a switch: matching calls are refused within a second on every process.
-    Engage(SwitchArgs),
-    /// Release a switch.
-    Release(SwitchArgs),
-    /// Show every switch.
-    Status {
-        #[command(flatten)]
-        admin: AdminTarget,
-    },
-}
-
-#[derive(Subcommand)]
-pub(crate) enum ApprovalsAction {
-    /// List requests (pending by default).
-    List {
-        #[command(flatten)]
-        admin: AdminTarget,
-        /// pending, approved, denied, used, voided, expired or all.
-        #[arg(long, default_value = "pending")]
-        status: String,
-    },
-    /// Show one request in full.
-    Show {
-        #[command(flatten)]
-        admin: AdminTarget,
-        id: String,
-    },
-    /// Approve a request: the identical call may then run once.
-    Approve {
-        #[command(flatten)]
-        admin: AdminTarget,
-        id: String,
-        #[arg(long)]
-        reason: String,
-    },
-    /// Deny a request.
-    Deny {
-        #[command(flatten)]
-        admin: AdminTarget,
-        id: String,
-        #[arg(long)]
-        reason: String,
-    },
-}
-
-#[derive(Subcommand)]
-pub(crate) enum ModeAction {
-    /// Show the mode in force and who set it.
-    Show {
-        #[command(flatten)]
-        admin: AdminTarget,
-    },
-    /// Switch the mode.
-    Set {
-        #[command(flatten)]
-        admin: AdminTarget,
-        /// enforce, read_only or shadow.
-        mode: String,
-        #[arg(long)]
-        reason: String,
-    },
-}
-
-#[derive(Subcommand)]
-pub(crate) enum KeysAction {
-    /// Issue a key; the secret is printed once and never stored.
-    Create {
-        #[arg(long)]
-        config: PathBuf,
-        /// A name for the key, for logs and listings.
-        #[arg(long)]
-        name: String,
-        /// `client` keys call MCP; `admin`, `approver` and `auditor` keys work on the admin
-        /// listener.
-        #[arg(long, default_value = "client")]
-        role: String,
-        /// A grant the key carries, `server/tool` or `server/*` (repeat for several).
-        #[arg(long = "grant")]
-        grants: Vec<String>,
-        /// The org the key belongs to.
-        #[arg(long)]
-        org: Option<String>,
-        /// The team the key belongs to.
-        #[arg(long)]
-        team: Option<String>,
-        /// The agent the key is for.
-        #[arg(long)]
-        agent: Option<String>,
-        /// The person the key belongs to (a client key's user level; an operator key's holder,
-        /// who may not approve their own calls).
-        #[arg(long)]
-        user: Option<String>,
-        /// A service key may name the end user of each request (`Portcullis-End-User`).
-        #[arg(long)]
-        service: bool,
-        /// Mint under this key: the new key can be no wider than it.
-        #[arg(long)]
-        parent: Option<String>,
-    },
-    /// List keys (never their secrets).
-    List {
-        #[arg(long)]
-        config: PathBuf,
-    },
-    /// Revoke a key by id.
-    Revoke {
-        #[arg(long)]
-        config: PathBuf,
-        id: String,
     },
 }
 
@@ -457,40 +302,4 @@ fn verify_audit(path: &std::path::Path) -> ExitCode {
             ExitCode::from(EX_NOINPUT)
         }
     }
-}
-
-/// The audit log as a command-line process writes it: the config's sinks, its own chain.
-pub(crate) async fn cli_audit(
-    reg: &registry::Registry,
-    store: &Store,
-) -> Result<audit::Audit, ExitCode> {
-    audit::Audit::open(&reg.settings.audit, store, "keys", &reg.digest)
-        .await
-        .map_err(|e| {
-            eprintln!("portcullis: {e}");
-            ExitCode::from(EX_UNAVAILABLE)
-        })
-}
-
-pub(crate) fn cli_operator() -> audit::Who {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    audit::Who::named(format!("cli:{user}"))
-}
-
-/// Load and validate a config, printing problems and mapping failure to exit 64.
-pub(crate) fn load(path: &std::path::Path) -> Result<registry::Registry, ExitCode> {
-    registry::load_file(path).map_err(|e| {
-        eprintln!("portcullis: {e}");
-        ExitCode::from(EX_CONFIG)
-    })
-}
-
-pub(crate) async fn open_store(reg: &registry::Registry) -> Result<Store, ExitCode> {
-    Store::open(&reg.settings.store).await.map_err(|e| {
-        eprintln!(
-            "portcullis: cannot open store `{}`: {e}",
-            reg.settings.store
-        );
-        ExitCode::from(EX_UNAVAILABLE)
-    })
 }

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::{AuthError, Caller, END_USER_HEADER};
 use crate::call::{Call, Era};
+use crate::dispatch::{STATEFUL_VERSIONS, STATELESS_VERSION};
 use crate::gateway::Gateway;
 use crate::jsonrpc::{
     self, HEADER_MISMATCH, INVALID_REQUEST, Inbound, RpcError, UNSUPPORTED_VERSION,
@@ -32,15 +33,10 @@ use crate::session::Scope;
 use crate::upstream::UpstreamEvent;
 use audit::Event as AuditEvent;
 
-/// Stateful revisions the front accepts, oldest first.
-pub(crate) const STATEFUL_VERSIONS: &[&str] =
-    &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 /// Stateful revisions in which a POST may carry a JSON-RPC batch.
 const BATCH_VERSIONS: &[&str] = &["2025-03-26"];
 /// Most messages in one batch: each runs side by side with the others.
 const MAX_BATCH: usize = 64;
-/// The stateless revision.
-pub(crate) const STATELESS_VERSION: &str = "2026-07-28";
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_CAPS: &str = "io.modelcontextprotocol/clientCapabilities";
 
@@ -565,7 +561,7 @@ fn check_stateless(
 }
 
 /// The `Mcp-Param-*` headers: (name after the prefix, lowercase; value if visible ASCII).
-fn param_headers(headers: &HeaderMap) -> Vec<crate::param_headers::Sent> {
+fn param_headers(headers: &HeaderMap) -> Vec<crate::tools::param_headers::Sent> {
     headers
         .iter()
         .filter_map(|(name, value)| {
@@ -576,7 +572,7 @@ fn param_headers(headers: &HeaderMap) -> Vec<crate::param_headers::Sent> {
 }
 
 fn decode_header_value(raw: &str) -> Option<String> {
-    crate::param_headers::decode(raw)
+    crate::tools::param_headers::decode(raw)
 }
 
 fn initialize(gw: &Gateway, admitted: Admitted, msg: Inbound) -> Response {
@@ -628,11 +624,11 @@ fn initialize(gw: &Gateway, admitted: Admitted, msg: Inbound) -> Response {
 async fn answer(gw: Arc<Gateway>, mut call: Call, msg: Inbound, accepts_sse: bool) -> Response {
     match msg {
         Inbound::Notification { method, params } => {
-            gw.notification(&call, &method, params.as_ref());
+            crate::dispatch::notification(&gw, &call, &method, params.as_ref());
             StatusCode::ACCEPTED.into_response()
         }
         Inbound::Response { id, outcome } => {
-            gw.client_response(&call, &id, outcome);
+            crate::dispatch::client_response(&call, &id, outcome);
             StatusCode::ACCEPTED.into_response()
         }
         Inbound::Request { id, method, params } => {
@@ -661,7 +657,8 @@ async fn answer(gw: Arc<Gateway>, mut call: Call, msg: Inbound, accepts_sse: boo
                 let ended = span.clone();
                 async move {
                     let started = std::time::Instant::now();
-                    let answer = gw.request(&call, &id, &method, params, tx).await;
+                    let answer =
+                        crate::dispatch::request(&gw, &call, &id, &method, params, tx).await;
                     crate::metrics::get().request(&method, answer.label(), started.elapsed());
                     let why = answer.face.as_ref().and_then(|f| f.reason);
                     let r = answer.result;
@@ -864,7 +861,7 @@ fn listen(gw: Arc<Gateway>, call: Call, id: Value, params: Option<Value>) -> Res
     let caller = call.caller;
     let filter = honoured.clone();
     let events = tokio_stream_from_broadcast(rx).filter_map(move |ev| {
-        let visible = |server: &str| gw.may_browse(&caller, server);
+        let visible = |server: &str| crate::authorize::may_browse(&gw, &caller, server);
         let out =
             crate::dispatch::event_notification(&ev, &scope, visible).and_then(|(kind, method)| {
                 filter.get(kind).and_then(Value::as_bool).filter(|b| *b)?;
@@ -940,13 +937,13 @@ async fn stream(gw: Arc<Gateway>, server: Option<String>, headers: HeaderMap) ->
                     })
                 }
                 _ => crate::dispatch::event_notification(&ev, &scope, |server| {
-                    seer.may_browse(&caller, server)
+                    crate::authorize::may_browse(&seer, &caller, server)
                 })
                 .map(|(_, method)| jsonrpc::notification(method, json!({}))),
             };
             futures::future::ready(out)
         });
-    let own = tokio_stream_from_broadcast(session.events.subscribe());
+    let own = tokio_stream_from_broadcast(session.client.events.subscribe());
     let merged = futures::stream::select(upstream, own)
         .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
     Sse::new(merged)

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use http::HeaderValue;
@@ -46,7 +47,7 @@ pub(crate) struct Gateway {
     /// The canonical URL: configured, or derived from the bound address.
     pub(crate) public_url: String,
     /// The config file reloads read, and what the last reload attempt ended in.
-    pub(crate) reloads: crate::reload::Status,
+    pub(crate) reloads: ReloadStatus,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
 }
@@ -110,7 +111,7 @@ impl Gateway {
             inflight: Mutex::new(HashMap::new()),
             detached: tokio_util::task::TaskTracker::new(),
             limits: crate::limits::Limits::default(),
-            reloads: crate::reload::Status::default(),
+            reloads: ReloadStatus::default(),
             public_url,
             allowed_hosts: hosts,
             allowed_origins: origins,
@@ -169,5 +170,47 @@ impl Gateway {
         let Ok(o) = origin.to_str() else { return false };
         let o = o.trim_end_matches('/').to_ascii_lowercase();
         self.allowed_origins.contains(&o)
+    }
+}
+
+/// The config file a gateway reloads, and its last reload attempt (for the self-audit).
+#[derive(Default)]
+pub(crate) struct ReloadStatus {
+    file: std::sync::OnceLock<PathBuf>,
+    last: std::sync::Mutex<Option<Attempt>>,
+}
+
+/// One reload attempt, as the self-audit shows it.
+#[derive(Clone, Debug)]
+pub(crate) struct Attempt {
+    pub(crate) at_ms: i64,
+    pub(crate) digest: String,
+    pub(crate) outcome: String,
+}
+
+impl ReloadStatus {
+    /// The file reloads read, if this gateway reloads one.
+    pub(crate) fn file(&self) -> Option<&Path> {
+        self.file.get().map(PathBuf::as_path)
+    }
+
+    /// The last reload attempt, if any.
+    pub(crate) fn last(&self) -> Option<Attempt> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Set once, by the reloader.
+    pub(crate) fn set_file(&self, path: &Path) {
+        let _ = self.file.set(path.to_path_buf());
+    }
+
+    pub(crate) fn note(&self, digest: &str, outcome: String) {
+        if let Ok(mut l) = self.last.lock() {
+            *l = Some(Attempt {
+                at_ms: store::now_ms(),
+                digest: digest.to_owned(),
+                outcome,
+            });
+        }
     }
 }

@@ -10,6 +10,7 @@ mod authorize;
 mod call;
 mod catalog;
 mod cli;
+mod command;
 mod demo;
 mod dispatch;
 mod front;
@@ -22,7 +23,6 @@ mod listen;
 mod metrics;
 mod operate;
 mod operator_cli;
-mod param_headers;
 mod pin;
 mod quickstart;
 mod refusal;
@@ -32,12 +32,16 @@ mod selfaudit;
 mod serve;
 mod session;
 mod telemetry;
+mod tools;
 mod upstream;
 
 // Times and redaction as the audit log writes them, used across the gateway.
 use audit::{clock, redact};
 
 use std::process::ExitCode;
+
+#[cfg(test)]
+mod tests;
 
 fn main() -> ExitCode {
     cli::main()

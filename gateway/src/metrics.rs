@@ -83,14 +83,13 @@ pub(crate) fn method_label(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-/// Refusal reasons and outcomes as labels; anything else is `error`.
-pub(crate) fn outcome_label(outcome: &str) -> &'static str {
-    let known = crate::refusal::ANSWERED.iter();
-    known
-        .chain(crate::refusal::REFUSED.iter())
-        .find(|m| **m == outcome)
-        .copied()
-        .unwrap_or("error")
+/// An outcome as a label. Outcomes come from the closed mappings of the request path
+/// (`refusal.rs`); anything not shaped like one is `error`, so no free text becomes a series.
+pub(crate) fn outcome_label(outcome: &'static str) -> &'static str {
+    let shaped = !outcome.is_empty()
+        && outcome.len() <= 32
+        && outcome.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    if shaped { outcome } else { "error" }
 }
 
 impl Metrics {
@@ -101,7 +100,7 @@ impl Metrics {
     }
 
     /// One inbound request answered.
-    pub(crate) fn request(&self, method: &str, outcome: &str, took: Duration) {
+    pub(crate) fn request(&self, method: &str, outcome: &'static str, took: Duration) {
         let (m, o) = (method_label(method), outcome_label(outcome));
         self.with(|i| {
             *i.requests.entry((m, o)).or_default() += 1;
@@ -113,7 +112,7 @@ impl Metrics {
     }
 
     /// One decided tool call; `server` and `tool` are registry names.
-    pub(crate) fn tool_call(&self, server: &str, tool: &str, outcome: &str) {
+    pub(crate) fn tool_call(&self, server: &str, tool: &str, outcome: &'static str) {
         let o = outcome_label(outcome);
         self.with(|i| {
             *i.tool_calls

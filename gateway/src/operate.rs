@@ -173,243 +173,243 @@ fn operator_kind(kind: &str) -> &'static str {
     }
 }
 
-impl Gateway {
-    pub(crate) async fn record_operator(
-        &self,
-        op: &Operator,
-        kind: &str,
-        detail: serde_json::Value,
-    ) -> Result<(), OpError> {
-        tracing::info!(operator = %op.actor(), kind, %detail, "operator action");
-        let mut event = audit::Event::new(operator_kind(kind));
-        event.identity = Some(audit::Who {
-            subject: op.subject.clone(),
-            principals: op
-                .user
-                .iter()
-                .map(|u| format!("user:{u}"))
-                .chain(op.roles.names().into_iter().map(|r| format!("role:{r}")))
-                .collect(),
-        });
-        event.detail = Some(detail.clone());
-        if let Err(e) = self.audit.record(event).await {
-            tracing::error!(error = %e, kind, "operator action not recorded in the audit log; not taken");
-            return Err(OpError::Unavailable(format!(
-                "the audit log cannot record this action, so it was not taken ({e})"
-            )));
-        }
-        self.store
-            .record_event(kind, &op.actor(), &detail)
-            .await
-            .map(drop)
-            .map_err(store_down)
+pub(crate) async fn record_operator(
+    gw: &Gateway,
+    op: &Operator,
+    kind: &str,
+    detail: serde_json::Value,
+) -> Result<(), OpError> {
+    tracing::info!(operator = %op.actor(), kind, %detail, "operator action");
+    let mut event = audit::Event::new(operator_kind(kind));
+    event.identity = Some(audit::Who {
+        subject: op.subject.clone(),
+        principals: op
+            .user
+            .iter()
+            .map(|u| format!("user:{u}"))
+            .chain(op.roles.names().into_iter().map(|r| format!("role:{r}")))
+            .collect(),
+    });
+    event.detail = Some(detail.clone());
+    if let Err(e) = gw.audit.record(event).await {
+        tracing::error!(error = %e, kind, "operator action not recorded in the audit log; not taken");
+        return Err(OpError::Unavailable(format!(
+            "the audit log cannot record this action, so it was not taken ({e})"
+        )));
     }
+    gw.store
+        .record_event(kind, &op.actor(), &detail)
+        .await
+        .map(drop)
+        .map_err(store_down)
+}
 
-    /// Engage or release a kill switch. Engaging voids pending approvals in its scope and
-    /// cancels matching calls in flight here at once (other processes within one poll).
-    pub(crate) async fn set_kill(
-        &self,
-        op: &Operator,
-        scope: &str,
-        target: Option<&str>,
-        engaged: bool,
-        reason: &str,
-    ) -> Result<(SwitchRow, u64), OpError> {
-        if !op.roles.admin {
-            return Err(OpError::Forbidden(
-                "the kill switch needs the admin role".into(),
-            ));
-        }
-        let reason = reason_of(reason)?;
-        let scope: KillScope = scope.parse().map_err(|()| {
-            OpError::BadRequest(format!("unknown scope `{scope}`; valid scopes: {SCOPES}"))
-        })?;
-        let target = self.kill_target(scope, target.unwrap_or("").trim())?;
-        self.record_operator(
-            op,
-            if engaged {
-                "kill_switch.engage"
-            } else {
-                "kill_switch.release"
-            },
-            json!({ "scope": scope.as_str(), "target": target, "reason": reason }),
-        )
-        .await?;
-        let row = self
-            .store
-            .set_switch(scope.as_str(), &target, engaged, reason, &op.actor())
-            .await
-            .map_err(store_down)?;
-        let mut voided = 0;
+/// Engage or release a kill switch. Engaging voids pending approvals in its scope and
+/// cancels matching calls in flight here at once (other processes within one poll).
+pub(crate) async fn set_kill(
+    gw: &Gateway,
+    op: &Operator,
+    scope: &str,
+    target: Option<&str>,
+    engaged: bool,
+    reason: &str,
+) -> Result<(SwitchRow, u64), OpError> {
+    if !op.roles.admin {
+        return Err(OpError::Forbidden(
+            "the kill switch needs the admin role".into(),
+        ));
+    }
+    let reason = reason_of(reason)?;
+    let scope: KillScope = scope.parse().map_err(|()| {
+        OpError::BadRequest(format!("unknown scope `{scope}`; valid scopes: {SCOPES}"))
+    })?;
+    let target = kill_target(gw, scope, target.unwrap_or("").trim())?;
+    record_operator(
+        gw,
+        op,
         if engaged {
-            // Take effect here now rather than at the next poll.
-            let _ = self.levers.refresh().await;
-            let switch = Switch {
-                scope,
-                target: target.clone(),
-                reason: reason.to_owned(),
-            };
-            let open = self.store.open_approvals().await.map_err(store_down)?;
-            let ids: Vec<String> = open
-                .iter()
-                .filter(|a| switch.covers_principals(&a.principals, &a.server, &a.tool))
-                .map(|a| a.id.clone())
-                .collect();
-            let why = format!("kill switch {scope} `{target}` engaged: {reason}");
-            voided = self
-                .store
-                .void_approvals(&ids, &op.actor(), &why)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "switch engaged but approvals not voided");
-                    OpError::Unavailable(
-                        "the switch is engaged, but pending approvals in its scope could not be voided (the store failed); they cannot be decided while it stays engaged".into(),
-                    )
-                })?;
-            if voided > 0 {
-                self.approval_decided.notify_waiters();
-            }
+            "kill_switch.engage"
         } else {
-            let _ = self.levers.refresh().await;
-        }
-        Ok((row, voided))
-    }
-
-    fn kill_target(&self, scope: KillScope, target: &str) -> Result<String, OpError> {
-        let bad = |m: String| Err(OpError::BadRequest(m));
-        match scope {
-            KillScope::Global if target.is_empty() || target == "*" => Ok(String::new()),
-            KillScope::Global => bad("the global scope takes no target".into()),
-            _ if target.is_empty() => bad(format!("the {scope} scope needs a target")),
-            _ if target.len() > 256 || target.chars().any(char::is_control) => {
-                bad("the target is too long or has control characters".into())
-            }
-            KillScope::Server => match self.registry().servers.iter().any(|s| s.name == target) {
-                true => Ok(target.to_owned()),
-                false => bad(format!("no server `{target}` is configured")),
-            },
-            KillScope::Tool => {
-                let known = target.split_once('/').is_some_and(|(s, t)| {
-                    self.registry()
-                        .servers
-                        .iter()
-                        .any(|srv| srv.name == s && srv.tools.contains_key(t))
-                });
-                match known {
-                    true => Ok(target.to_owned()),
-                    false => bad(format!(
-                        "`{target}` is not `server/tool` naming an allowlisted tool"
-                    )),
-                }
-            }
-            _ => Ok(target.to_owned()),
-        }
-    }
-
-    /// Switch the mode at runtime.
-    pub(crate) async fn set_mode(
-        &self,
-        op: &Operator,
-        mode: &str,
-        reason: &str,
-    ) -> Result<ModeRow, OpError> {
-        if !op.roles.admin {
-            return Err(OpError::Forbidden(
-                "changing the mode needs the admin role".into(),
-            ));
-        }
-        let reason = reason_of(reason)?;
-        let parsed: Mode = mode.parse().map_err(|()| {
-            OpError::BadRequest(format!(
-                "unknown mode `{mode}`; use enforce, read_only or shadow"
-            ))
-        })?;
-        let (before, _) = self.levers.mode();
-        self.record_operator(
-            op,
-            "mode.set",
-            json!({ "from": before.as_str(), "to": parsed.as_str(), "reason": reason }),
-        )
-        .await?;
-        let row = self
+            "kill_switch.release"
+        },
+        json!({ "scope": scope.as_str(), "target": target, "reason": reason }),
+    )
+    .await?;
+    let row = gw
+        .store
+        .set_switch(scope.as_str(), &target, engaged, reason, &op.actor())
+        .await
+        .map_err(store_down)?;
+    let mut voided = 0;
+    if engaged {
+        // Take effect here now rather than at the next poll.
+        let _ = gw.levers.refresh().await;
+        let switch = Switch {
+            scope,
+            target: target.clone(),
+            reason: reason.to_owned(),
+        };
+        let open = gw.store.open_approvals().await.map_err(store_down)?;
+        let ids: Vec<String> = open
+            .iter()
+            .filter(|a| switch.covers_principals(&a.principals, &a.server, &a.tool))
+            .map(|a| a.id.clone())
+            .collect();
+        let why = format!("kill switch {scope} `{target}` engaged: {reason}");
+        voided = gw
             .store
-            .set_mode(parsed.as_str(), reason, &op.actor())
+            .void_approvals(&ids, &op.actor(), &why)
             .await
-            .map_err(store_down)?;
-        let _ = self.levers.refresh().await;
-        Ok(row)
-    }
-
-    /// Approve or deny a held call.
-    pub(crate) async fn decide_approval(
-        &self,
-        op: &Operator,
-        id: &str,
-        approve: bool,
-        reason: &str,
-    ) -> Result<ApprovalRecord, OpError> {
-        if !op.roles.may_approve() {
-            return Err(OpError::Forbidden(
-                "deciding approvals needs the approver or admin role".into(),
-            ));
-        }
-        let reason = reason_of(reason)?;
-        let record = self
-            .store
-            .approval(id)
-            .await
-            .map_err(store_down)?
-            .ok_or_else(|| OpError::NotFound(format!("no approval request `{id}`")))?;
-        if own_request(op, &record) {
-            return Err(OpError::Forbidden(
-                "you made this request; another approver must decide it".into(),
-            ));
-        }
-        if record.status != "pending" {
-            return Err(OpError::Conflict(format!(
-                "request `{id}` is {}, not pending",
-                record.status
-            )));
-        }
-        if let Some(killed) = self
-            .levers
-            .covering(&record.principals, &record.server, &record.tool)
-        {
-            return Err(OpError::Conflict(format!(
-                "request `{id}` cannot be decided now: {killed}"
-            )));
-        }
-        self.record_operator(
-            op,
-            if approve {
-                "approval.approve"
-            } else {
-                "approval.deny"
-            },
-            json!({
-                "approval_id": id,
-                "requester": record.requester,
-                "server": record.server,
-                "tool": record.tool,
-                "arguments_digest": record.arguments_digest,
-                "reason": reason,
-            }),
-        )
-        .await?;
-        let ttl_ms =
-            i64::try_from(self.registry().access.approvals.ttl.as_millis()).unwrap_or(i64::MAX);
-        let decided = self
-            .store
-            .decide_approval(id, approve, &op.actor(), reason, ttl_ms)
-            .await
-            .map_err(|e| match e {
-                DecideError::NotFound(m) => OpError::NotFound(format!("no approval request `{m}`")),
-                e @ DecideError::NotPending { .. } => OpError::Conflict(e.to_string()),
-                DecideError::Store(e) => store_down(e),
+            .map_err(|e| {
+                tracing::error!(error = %e, "switch engaged but approvals not voided");
+                OpError::Unavailable(
+                    "the switch is engaged, but pending approvals in its scope could not be voided (the store failed); they cannot be decided while it stays engaged".into(),
+                )
             })?;
-        self.approval_decided.notify_waiters();
-        Ok(decided)
+        if voided > 0 {
+            gw.approval_decided.notify_waiters();
+        }
+    } else {
+        let _ = gw.levers.refresh().await;
     }
+    Ok((row, voided))
+}
+
+fn kill_target(gw: &Gateway, scope: KillScope, target: &str) -> Result<String, OpError> {
+    let bad = |m: String| Err(OpError::BadRequest(m));
+    match scope {
+        KillScope::Global if target.is_empty() || target == "*" => Ok(String::new()),
+        KillScope::Global => bad("the global scope takes no target".into()),
+        _ if target.is_empty() => bad(format!("the {scope} scope needs a target")),
+        _ if target.len() > 256 || target.chars().any(char::is_control) => {
+            bad("the target is too long or has control characters".into())
+        }
+        KillScope::Server => match gw.registry().servers.iter().any(|s| s.name == target) {
+            true => Ok(target.to_owned()),
+            false => bad(format!("no server `{target}` is configured")),
+        },
+        KillScope::Tool => {
+            let known = target.split_once('/').is_some_and(|(s, t)| {
+                gw.registry()
+                    .servers
+                    .iter()
+                    .any(|srv| srv.name == s && srv.tools.contains_key(t))
+            });
+            match known {
+                true => Ok(target.to_owned()),
+                false => bad(format!(
+                    "`{target}` is not `server/tool` naming an allowlisted tool"
+                )),
+            }
+        }
+        _ => Ok(target.to_owned()),
+    }
+}
+
+/// Switch the mode at runtime.
+pub(crate) async fn set_mode(
+    gw: &Gateway,
+    op: &Operator,
+    mode: &str,
+    reason: &str,
+) -> Result<ModeRow, OpError> {
+    if !op.roles.admin {
+        return Err(OpError::Forbidden(
+            "changing the mode needs the admin role".into(),
+        ));
+    }
+    let reason = reason_of(reason)?;
+    let parsed: Mode = mode.parse().map_err(|()| {
+        OpError::BadRequest(format!(
+            "unknown mode `{mode}`; use enforce, read_only or shadow"
+        ))
+    })?;
+    let (before, _) = gw.levers.mode();
+    record_operator(
+        gw,
+        op,
+        "mode.set",
+        json!({ "from": before.as_str(), "to": parsed.as_str(), "reason": reason }),
+    )
+    .await?;
+    let row = gw
+        .store
+        .set_mode(parsed.as_str(), reason, &op.actor())
+        .await
+        .map_err(store_down)?;
+    let _ = gw.levers.refresh().await;
+    Ok(row)
+}
+
+/// Approve or deny a held call.
+pub(crate) async fn decide_approval(
+    gw: &Gateway,
+    op: &Operator,
+    id: &str,
+    approve: bool,
+    reason: &str,
+) -> Result<ApprovalRecord, OpError> {
+    if !op.roles.may_approve() {
+        return Err(OpError::Forbidden(
+            "deciding approvals needs the approver or admin role".into(),
+        ));
+    }
+    let reason = reason_of(reason)?;
+    let record = gw
+        .store
+        .approval(id)
+        .await
+        .map_err(store_down)?
+        .ok_or_else(|| OpError::NotFound(format!("no approval request `{id}`")))?;
+    if own_request(op, &record) {
+        return Err(OpError::Forbidden(
+            "you made this request; another approver must decide it".into(),
+        ));
+    }
+    if record.status != "pending" {
+        return Err(OpError::Conflict(format!(
+            "request `{id}` is {}, not pending",
+            record.status
+        )));
+    }
+    if let Some(killed) = gw
+        .levers
+        .covering(&record.principals, &record.server, &record.tool)
+    {
+        return Err(OpError::Conflict(format!(
+            "request `{id}` cannot be decided now: {killed}"
+        )));
+    }
+    record_operator(
+        gw,
+        op,
+        if approve {
+            "approval.approve"
+        } else {
+            "approval.deny"
+        },
+        json!({
+            "approval_id": id,
+            "requester": record.requester,
+            "server": record.server,
+            "tool": record.tool,
+            "arguments_digest": record.arguments_digest,
+            "reason": reason,
+        }),
+    )
+    .await?;
+    let ttl_ms = i64::try_from(gw.registry().access.approvals.ttl.as_millis()).unwrap_or(i64::MAX);
+    let decided = gw
+        .store
+        .decide_approval(id, approve, &op.actor(), reason, ttl_ms)
+        .await
+        .map_err(|e| match e {
+            DecideError::NotFound(m) => OpError::NotFound(format!("no approval request `{m}`")),
+            e @ DecideError::NotPending { .. } => OpError::Conflict(e.to_string()),
+            DecideError::Store(e) => store_down(e),
+        })?;
+    gw.approval_decided.notify_waiters();
+    Ok(decided)
 }
 
 /// True when the operator is the person or credential that made the request.

@@ -6,9 +6,107 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cli::{
-    AdminTarget, ApprovalsAction, EX_CONFIG, EX_UNAVAILABLE, KillAction, ModeAction, SwitchArgs,
-};
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::command::{EX_CONFIG, EX_UNAVAILABLE};
+
+/// Where the admin API is and which operator key to use. The key is read from
+/// `PORTCULLIS_ADMIN_KEY` or `--key-file`, never from the command line (it would show in `ps`).
+#[derive(clap::Args, Clone)]
+pub(crate) struct AdminTarget {
+    /// The admin listener's URL, e.g. `http://127.0.0.1:8081` (or set PORTCULLIS_ADMIN_URL).
+    #[arg(long)]
+    pub(crate) admin_url: Option<String>,
+    /// Derive the admin URL from this config's `admin_listen`.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// A file holding the operator key (otherwise PORTCULLIS_ADMIN_KEY).
+    #[arg(long)]
+    pub(crate) key_file: Option<PathBuf>,
+}
+
+/// Which switch, and why.
+#[derive(clap::Args)]
+pub(crate) struct SwitchArgs {
+    #[command(flatten)]
+    pub(crate) admin: AdminTarget,
+    /// global, server, tool, key, team, org, user or agent.
+    #[arg(long)]
+    pub(crate) scope: String,
+    /// What the scope names: a server, `server/tool`, a key id, a team, an org…
+    #[arg(long)]
+    pub(crate) target: Option<String>,
+    /// Why (kept in the record).
+    #[arg(long)]
+    pub(crate) reason: String,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KillAction {
+    /// Engage a switch: matching calls are refused within a second on every process.
+    Engage(SwitchArgs),
+    /// Release a switch.
+    Release(SwitchArgs),
+    /// Show every switch.
+    Status {
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ApprovalsAction {
+    /// List requests (pending by default).
+    List {
+        #[command(flatten)]
+        admin: AdminTarget,
+        /// pending, approved, denied, used, voided, expired or all.
+        #[arg(long, default_value = "pending")]
+        status: String,
+    },
+    /// Show one request in full.
+    Show {
+        #[command(flatten)]
+        admin: AdminTarget,
+        id: String,
+    },
+    /// Approve a request: the identical call may then run once.
+    Approve {
+        #[command(flatten)]
+        admin: AdminTarget,
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Deny a request.
+    Deny {
+        #[command(flatten)]
+        admin: AdminTarget,
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ModeAction {
+    /// Show the mode in force and who set it.
+    Show {
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+    /// Switch the mode.
+    Set {
+        #[command(flatten)]
+        admin: AdminTarget,
+        /// enforce, read_only or shadow.
+        mode: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
 
 /// A refused or failed admin call.
 const EX_REFUSED: u8 = 1;
@@ -23,7 +121,7 @@ fn setup(t: &AdminTarget) -> Result<Client, ExitCode> {
     let base = match (&t.admin_url, &t.config) {
         (Some(u), _) => u.trim_end_matches('/').to_owned(),
         (None, Some(path)) => {
-            let reg = crate::cli::load(path)?;
+            let reg = crate::command::load(path)?;
             let a = reg.settings.admin_listen;
             if a.port() == 0 {
                 eprintln!("portcullis: the config's admin_listen has port 0; pass --admin-url");
@@ -61,7 +159,7 @@ fn setup(t: &AdminTarget) -> Result<Client, ExitCode> {
         .build()
         .map_err(|e| {
             eprintln!("portcullis: cannot build an HTTP client: {e}");
-            ExitCode::from(crate::cli::EX_SOFTWARE)
+            ExitCode::from(crate::command::EX_SOFTWARE)
         })?;
     Ok(Client {
         http,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::cli::{EX_CONFIG, EX_SOFTWARE};
+use crate::command::{EX_CONFIG, EX_SOFTWARE};
 use crate::upstream::{UpstreamSetup, Upstreams};
 
 /// `dir` as an absolute path (relative to the gateway's working directory), so a child's own
@@ -44,7 +44,7 @@ enum Outcome {
 }
 
 pub(crate) async fn pin(config: &Path, confirmed: &[String]) -> ExitCode {
-    let reg = match crate::cli::load(config) {
+    let reg = match crate::command::load(config) {
         Ok(r) => r,
         Err(c) => return c,
     };

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use store::{KeyRole, KeyScope, Store};
 
-use crate::cli::{EX_CONFIG, EX_SOFTWARE, EX_UNAVAILABLE, open_store};
+use crate::command::{EX_CONFIG, EX_SOFTWARE, EX_UNAVAILABLE, open_store};
 
 /// The first line of every config the quickstart writes; a re-run may edit only such a file.
 const MARKER: &str = "# Written by `portcullis quickstart`.";
@@ -130,7 +130,7 @@ async fn revoke_previous(store: &Store, audit: &audit::Audit) -> Result<Vec<Stri
         {
             // Revocation is never held back by the audit log; an unrecorded one stops here.
             let mut e = audit::Event::new("key.revoke");
-            e.identity = Some(crate::cli::cli_operator());
+            e.identity = Some(crate::command::cli_operator());
             e.detail = Some(
                 serde_json::json!({ "id": key.id, "reason": "replaced by a new quickstart run" }),
             );
@@ -275,7 +275,7 @@ pub(crate) async fn quickstart(port: Option<u16>) -> ExitCode {
         crate::serve::say("portcullis: using the existing ./portcullis.yaml");
     }
     // Loaded again from the file so relative paths resolve exactly as `serve` resolves them.
-    let reg = match crate::cli::load(path) {
+    let reg = match crate::command::load(path) {
         Ok(r) => r,
         Err(c) => return c,
     };
@@ -338,7 +338,7 @@ pub(crate) async fn quickstart(port: Option<u16>) -> ExitCode {
     };
     for key in [&client, &admin] {
         let mut e = audit::Event::new("key.issue");
-        e.identity = Some(crate::cli::cli_operator());
+        e.identity = Some(crate::command::cli_operator());
         e.detail = Some(serde_json::json!({
             "id": key.record.id,
             "role": key.record.role.as_str(),

@@ -107,32 +107,6 @@ pub(crate) struct Face {
     pub(crate) fail_closed: Option<&'static str>,
 }
 
-/// Outcome labels other than refusals: a request answered, and anything unforeseen.
-pub(crate) const ANSWERED: [&str; 4] = ["ok", "allowed", "tool_error", "error"];
-
-/// Every outcome and label a refusal maps to: the closed set of metric labels with
-/// [`ANSWERED`]. A test walks every variant through [`Refusal::face`] against it.
-pub(crate) const REFUSED: [&str; 18] = [
-    "invalid_request",
-    "not_found",
-    "denied",
-    "quarantined",
-    "invalid_arguments",
-    "killed",
-    "read_only",
-    "shadow",
-    "rate_limited",
-    "held",
-    "approval_pending",
-    "approval_denied",
-    "approval_unavailable",
-    "unavailable",
-    "cancelled",
-    "audit_unavailable",
-    "upstream_error",
-    "upstream_unavailable",
-];
-
 impl Refusal {
     /// The one mapping from a refusal to its code, reason, status, outcome and labels.
     pub(crate) fn face(&self) -> Face {

@@ -50,47 +50,6 @@ pub(crate) enum Outcome {
     Refused(String),
 }
 
-/// The config file a gateway reloads, and its last reload attempt (for the self-audit).
-#[derive(Default)]
-pub(crate) struct Status {
-    file: std::sync::OnceLock<PathBuf>,
-    last: std::sync::Mutex<Option<Attempt>>,
-}
-
-/// One reload attempt, as the self-audit shows it.
-#[derive(Clone, Debug)]
-pub(crate) struct Attempt {
-    pub(crate) at_ms: i64,
-    pub(crate) digest: String,
-    pub(crate) outcome: String,
-}
-
-impl Status {
-    /// The file reloads read, if this gateway reloads one.
-    pub(crate) fn file(&self) -> Option<&Path> {
-        self.file.get().map(PathBuf::as_path)
-    }
-
-    /// The last reload attempt, if any.
-    pub(crate) fn last(&self) -> Option<Attempt> {
-        self.last.lock().ok().and_then(|l| l.clone())
-    }
-
-    fn note(&self, digest: &str, outcome: &Outcome) {
-        if let Ok(mut l) = self.last.lock() {
-            *l = Some(Attempt {
-                at_ms: store::now_ms(),
-                digest: digest.to_owned(),
-                outcome: match outcome {
-                    Outcome::Unchanged => "unchanged".to_owned(),
-                    Outcome::Applied => "applied".to_owned(),
-                    Outcome::Refused(why) => format!("refused: {why}"),
-                },
-            });
-        }
-    }
-}
-
 /// `sha256:<hex>` of a file's bytes, or why it cannot be read.
 pub(crate) fn file_digest(path: &Path) -> Result<String, String> {
     std::fs::read(path)
@@ -188,7 +147,14 @@ impl Reloader {
         };
         last.clone_from(seen.as_ref().unwrap_or(&UNREADABLE.to_owned()));
         let shown = seen.as_deref().unwrap_or(UNREADABLE);
-        self.gw.reloads.note(shown, &outcome);
+        self.gw.reloads.note(
+            shown,
+            match &outcome {
+                Outcome::Unchanged => "unchanged".to_owned(),
+                Outcome::Applied => "applied".to_owned(),
+                Outcome::Refused(why) => format!("refused: {why}"),
+            },
+        );
         match &outcome {
             Outcome::Applied => {
                 tracing::info!(trigger = trigger.as_str(), digest = %shown, previous = %running.digest, "config reloaded");
@@ -339,7 +305,7 @@ pub(crate) fn start(gw: Arc<Gateway>, path: &Path, stop: CancellationToken) {
     };
     #[cfg(not(unix))]
     let hup = ();
-    let _ = gw.reloads.file.set(path.to_path_buf());
+    gw.reloads.set_file(path);
     let reloader = Arc::new(Reloader::new(gw, path.to_path_buf()));
     tokio::spawn(reloader.run(hup, stop));
 }

@@ -23,7 +23,7 @@ mod html;
 mod probes;
 mod render;
 
-pub(crate) use html::html;
+pub(crate) use html::{esc, html};
 pub(crate) use render::markdown;
 
 /// Version of the report's JSON shape (`schema`), documented in `docs/self-audit.md`.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EX_CONFIG, EX_SOFTWARE, open_store};
+use crate::command::{EX_CONFIG, EX_SOFTWARE, open_store};
 use crate::gateway::Gateway;
 use crate::upstream::Upstreams;
 
@@ -62,7 +62,7 @@ pub(crate) async fn run(
             eprintln!(
                 "  fix: make a required audit sink writable (audit.sinks); no call runs unrecorded"
             );
-            return ExitCode::from(crate::cli::EX_UNAVAILABLE);
+            return ExitCode::from(crate::command::EX_UNAVAILABLE);
         }
     };
     let (listener, admin_listener) = match bind(&reg, bound).await {
@@ -108,7 +108,7 @@ pub(crate) async fn run(
     // Read the kill switch and mode before serving; until a read succeeds every call is refused.
     if let Err(e) = gw.levers.refresh().await {
         eprintln!("portcullis: cannot read the kill-switch state: {e}");
-        return ExitCode::from(crate::cli::EX_UNAVAILABLE);
+        return ExitCode::from(crate::command::EX_UNAVAILABLE);
     }
     tokio::spawn(
         gw.levers

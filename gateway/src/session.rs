@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt as _;
 use serde_json::Value;
-use tokio::sync::broadcast;
 
 use crate::auth::Caller;
+use crate::upstream::ClientSide;
 
 /// Which catalogue an endpoint serves.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -32,20 +32,11 @@ pub(crate) struct Session {
     pub(crate) subject: String,
     pub(crate) scope: Scope,
     pub(crate) protocol_version: String,
-    /// Notifications for the session's standalone GET stream.
-    pub(crate) events: broadcast::Sender<Value>,
     /// Resource URIs (as the client names them) the client subscribed to.
     pub(crate) subscriptions: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// The capabilities the client declared at `initialize` (what a per-session upstream
-    /// connection may ask it for).
-    pub(crate) client_capabilities: Value,
-    /// Its own connections to `connection: per_session` upstreams.
-    pub(crate) links: crate::upstream::Links,
-    /// Requests sent to the client on an upstream's behalf, waiting for its answer.
-    pub(crate) pending: crate::upstream::Pending,
-    /// The level of the client's last `logging/setLevel`, applied to per-session upstream
-    /// connections opened after it.
-    pub(crate) log_level: std::sync::Mutex<Option<String>>,
+    /// Its client side: the GET stream's messages, the declared capabilities, its own
+    /// upstream connections and the requests waiting for the client.
+    pub(crate) client: Arc<ClientSide>,
     last_seen_ms: AtomicU64,
 }
 
@@ -82,18 +73,13 @@ impl Sessions {
         client_capabilities: Value,
     ) -> Arc<Session> {
         let id = hex::encode(rand::rng().random::<[u8; 32]>());
-        let (events, _) = broadcast::channel(64);
         let s = Arc::new(Session {
+            client: Arc::new(ClientSide::new(&id, client_capabilities)),
             id: id.clone(),
             subject: caller.subject.clone(),
             scope,
             protocol_version,
-            events,
             subscriptions: std::sync::Mutex::new(std::collections::HashSet::new()),
-            client_capabilities,
-            links: crate::upstream::Links::default(),
-            pending: crate::upstream::Pending::default(),
-            log_level: std::sync::Mutex::new(None),
             last_seen_ms: AtomicU64::new(0),
         });
         s.touch(self.epoch);
@@ -122,7 +108,7 @@ impl Sessions {
         match map.get(id) {
             Some(s) if s.subject == caller.subject && &s.scope == scope => {
                 // Its upstream connections close with it, not when the last request lets go.
-                map.remove(id).inspect(|s| s.links.close()).is_some()
+                map.remove(id).inspect(|s| s.client.links.close()).is_some()
             }
             _ => false,
         }
@@ -165,7 +151,7 @@ impl Sessions {
         map.retain(|_, s| {
             let keep = now.saturating_sub(s.last_seen_ms.load(Ordering::Relaxed)) < idle;
             if !keep {
-                s.links.close();
+                s.client.links.close();
                 gone.push(s.clone());
             }
             keep

@@ -6,6 +6,7 @@
 //! A connection that fails is re-established in the background with backoff; while it is down,
 //! calls to that server fail with an error that names it, and nothing else is affected.
 
+mod client;
 mod connect;
 mod handler;
 mod http;
@@ -24,12 +25,27 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use client::ClientSide;
 pub(crate) use connect::fetch_definitions;
 pub(crate) use handler::{ProgressRoutes, UpstreamEvent};
-pub(crate) use relay::{Links, Pending};
 
+use crate::tools::Offered;
+use client::Link;
 use handler::UpstreamHandler;
-use relay::{Link, Relay};
+use relay::Relay;
+
+/// The levels `logging/setLevel` takes (RFC 5424 severities, as MCP names them), least severe
+/// first.
+pub(crate) const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
 
 /// Unique per [`Upstream`] in this process, so a session's link knows which one it belongs to.
 static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -38,7 +54,7 @@ static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(
 /// over that session's own upstream connection.
 #[derive(Clone, Copy)]
 pub(crate) struct On<'a> {
-    pub(crate) session: &'a Arc<crate::session::Session>,
+    pub(crate) session: &'a Arc<ClientSide>,
     pub(crate) caller: &'a crate::auth::Caller,
     /// The stream of the client's request, for what the upstream sends while it runs; `None`
     /// if the client takes no stream for it.
@@ -169,28 +185,6 @@ struct Connection {
     progress: Arc<ProgressRoutes>,
     // Keeps the connection alive; dropped on reconnect.
     _service: Arc<RunningService<RoleClient, UpstreamHandler>>,
-}
-
-/// An allowlisted tool the upstream offers, with what the gateway derives from it once per
-/// refresh: its enforced class, its presentation on each endpoint, and its argument schemas.
-pub(crate) struct Offered {
-    /// The definition as the upstream sent it (untrusted).
-    pub(crate) tool: Tool,
-    /// The registry's class, raised by upstream hints.
-    pub(crate) class: policy::ToolClass,
-    /// As shown on `/mcp` (`<server>__<tool>`).
-    pub(crate) federated: Value,
-    /// As shown on `/mcp/<server>`.
-    pub(crate) own: Value,
-    /// Compiled argument schemas.
-    pub(crate) check: crate::authorize::ArgumentCheck,
-    /// The tool's rate limit from the registry, read once per refresh.
-    pub(crate) rate: Option<registry::Rate>,
-    /// Hex SHA-256 of the definition's canonical JSON: an approval is bound to it, so a tool
-    /// that changes after approval does not run on that approval.
-    pub(crate) fingerprint: String,
-    /// Its `x-mcp-header` declarations, checked against 2026-07-28 calls' `Mcp-Param-*` headers.
-    pub(crate) param_headers: crate::param_headers::Declarations,
 }
 
 /// All upstreams, in config order.
@@ -607,7 +601,7 @@ impl Upstream {
             .into_iter()
             .filter_map(|tool| {
                 // Byte-exact match against the allowlist: no folding, no normalisation.
-                let entry = config.tools.get(tool.name.as_ref())?;
+                config.tools.get(tool.name.as_ref())?;
                 let def = serde_json::to_value(&tool).ok()?;
                 let seen = registry::tool_pin(&def);
                 let verdict = match registry::hidden_in_definition(&def) {
@@ -644,27 +638,7 @@ impl Upstream {
                     held.insert(tool.name.to_string(), Quarantined { pinned, seen, why });
                     return None;
                 }
-                let class = crate::catalog::effective_class(&config, &tool)?;
-                let federated = crate::catalog::present_tool(&self.name, &tool, class, true);
-                let own = crate::catalog::present_tool(&self.name, &tool, class, false);
-                let schema = Value::Object((*tool.input_schema).clone());
-                let check = crate::authorize::ArgumentCheck::new(
-                    &schema,
-                    entry.arguments.as_ref(),
-                    entry.argument_limits,
-                );
-                let fingerprint = crate::authorize::tool_fingerprint(&tool);
-                let param_headers = crate::param_headers::Declarations::of(&schema);
-                Some(Arc::new(Offered {
-                    param_headers,
-                    fingerprint,
-                    tool,
-                    class,
-                    federated,
-                    own,
-                    check,
-                    rate: entry.rate,
-                }))
+                Offered::derive(&self.name, &config, tool).map(Arc::new)
             })
             .collect();
         let before = self
@@ -831,7 +805,7 @@ impl Upstream {
     /// (which it then becomes): the only `logging/setLevel` relayed to a shared connection.
     pub(crate) fn raise_shared_level(&self, level: &str) -> bool {
         // The levels are listed from the most verbose.
-        let levels = crate::call::LOG_LEVELS;
+        let levels = LOG_LEVELS;
         let Some(rank) = levels.iter().position(|l| *l == level) else {
             return false;
         };
@@ -879,7 +853,7 @@ impl Upstream {
     }
 
     /// True if the session has a live connection of its own to this upstream.
-    pub(crate) fn linked(&self, session: &crate::session::Session) -> bool {
+    pub(crate) fn linked(&self, session: &ClientSide) -> bool {
         session.links.has(&self.name, self.serial)
     }
 

@@ -85,7 +85,7 @@ pub(super) async fn post_key(
     };
     let detail =
         json!({ "name": request.name, "role": role.as_str(), "grants": request.scope.grants });
-    a.gw.record_operator(&op, "key.issue", detail).await?;
+    crate::operate::record_operator(&a.gw, &op, "key.issue", detail).await?;
     let issued = crate::keys::mint(&a.gw.store, &a.gw.registry(), request)
         .await
         .map_err(|e| match e {
@@ -106,8 +106,7 @@ pub(super) async fn delete_key(
 ) -> Result<Response, OpError> {
     let op = a.operator(&headers).await?;
     require(&op, op.roles.admin, "revoking keys")?;
-    a.gw.record_operator(&op, "key.revoke", json!({ "id": id }))
-        .await?;
+    crate::operate::record_operator(&a.gw, &op, "key.revoke", json!({ "id": id })).await?;
     match a.gw.store.revoke_key(&id).await.map_err(down)? {
         true => {
             a.gw.auth.forget_all();

@@ -177,28 +177,14 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     res
 }
 
+pub(crate) use crate::selfaudit::esc;
+
 fn secure_headers(h: &mut HeaderMap) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-}
-
-/// HTML-escape text for element content and quoted attributes.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn cookie(headers: &HeaderMap) -> Option<String> {
@@ -421,8 +407,7 @@ async fn verdict(
         }
     };
     let outcome =
-        a.gw.decide_approval(&op, &approval, approve, &form.reason)
-            .await;
+        crate::operate::decide_approval(&a.gw, &op, &approval, approve, &form.reason).await;
     let msg = match &outcome {
         Ok(r) => format!(
             "Request {} {}.",
@@ -460,9 +445,15 @@ async fn kill(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) -> R
         return csrf_refused();
     }
     let engaged = form.action == "engage";
-    let outcome =
-        a.gw.set_kill(&op, &form.scope, Some(&form.target), engaged, &form.reason)
-            .await;
+    let outcome = crate::operate::set_kill(
+        &a.gw,
+        &op,
+        &form.scope,
+        Some(&form.target),
+        engaged,
+        &form.reason,
+    )
+    .await;
     let what = match form.target.trim() {
         "" => form.scope.clone(),
         t => format!("{} `{t}`", form.scope),
@@ -499,7 +490,7 @@ async fn mode(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) -> R
     if !csrf_ok(&session, &form.csrf) {
         return csrf_refused();
     }
-    let outcome = a.gw.set_mode(&op, &form.mode, &form.reason).await;
+    let outcome = crate::operate::set_mode(&a.gw, &op, &form.mode, &form.reason).await;
     let msg = match &outcome {
         Ok(r) => format!("Mode is now {}.", r.mode),
         Err(e) => format!("Mode not changed: {e}"),

@@ -19,7 +19,8 @@ pub(crate) enum Approval {
 /// A tool call: allowed, allowed once approved, or denied.
 pub(super) fn tool(gw: &Gateway, call: &Call, req: &ToolCall) -> Result<Approval, Refusal> {
     let target = Target::Tool(req.tool());
-    match gw.decide(
+    match crate::authorize::decide(
+        gw,
         &call.caller,
         req.server(),
         target,
@@ -49,7 +50,7 @@ pub(super) fn browse(gw: &Gateway, call: &Call, ask: &Ask) -> Result<(), Refusal
     };
     let completes = !ask.method.starts_with("completion/")
         || ask.up.capabilities().get("completions").is_some();
-    match listed && completes && gw.may_browse(&call.caller, ask.up.name()) {
+    match listed && completes && crate::authorize::may_browse(gw, &call.caller, ask.up.name()) {
         true => Ok(()),
         false => Err(ask.absent(call)),
     }
@@ -58,7 +59,7 @@ pub(super) fn browse(gw: &Gateway, call: &Call, ask: &Ask) -> Result<(), Refusal
 /// Whether the caller's `logging/setLevel` goes to `up`: a server it may browse, not switched
 /// off, that declared logging.
 pub(super) fn logs_to(gw: &Gateway, call: &Call, up: &Upstream) -> bool {
-    gw.may_browse(&call.caller, up.name())
+    crate::authorize::may_browse(gw, &call.caller, up.name())
         && gw
             .levers
             .killed(&call.caller.identity, up.name(), "")

@@ -21,7 +21,7 @@ type Sink = mpsc::UnboundedSender<Value>;
 pub(crate) fn on<'a>(gw: &'a Gateway, call: &'a Call, sink: Option<&'a Sink>) -> Option<On<'a>> {
     match &call.era {
         Era::Stateful(session) => Some(On {
-            session,
+            session: &session.client,
             caller: &call.caller,
             sink: sink.filter(|_| call.streams),
             levers: &gw.levers,
@@ -134,7 +134,7 @@ pub(super) async fn set_level(gw: &Gateway, call: &Call, level: &str, ups: Vec<A
     for up in ups {
         match up.config().connection {
             registry::Connection::PerSession => match &call.era {
-                Era::Stateful(session) if up.linked(session) => targets.push((up, true)),
+                Era::Stateful(session) if up.linked(&session.client) => targets.push((up, true)),
                 _ => continue,
             },
             registry::Connection::Shared if up.raise_shared_level(level) => {

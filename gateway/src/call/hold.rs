@@ -29,5 +29,5 @@ pub(super) async fn approval(
     };
     let progress = req.progress.clone().map(|t| (t, sink.clone()));
     // The sink closes when the client is gone: a held call then stops waiting.
-    gw.hold(&held, progress, running.cancel(), sink).await
+    crate::approvals::hold(gw, &held, progress, running.cancel(), sink).await
 }

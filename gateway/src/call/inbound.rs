@@ -27,7 +27,7 @@ pub(crate) struct Call {
     /// The caller's trace context, parent of the SERVER span.
     pub(crate) parent: opentelemetry::Context,
     /// `Mcp-Param-*` headers of a 2026-07-28 request, checked against a tool call's arguments.
-    pub(crate) param_headers: Vec<crate::param_headers::Sent>,
+    pub(crate) param_headers: Vec<crate::tools::param_headers::Sent>,
     /// True if the client takes an SSE stream for this request's response (interim messages
     /// reach it); false for JSON-only requests and batch members.
     pub(crate) streams: bool,

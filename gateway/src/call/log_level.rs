@@ -4,18 +4,7 @@ use serde_json::Value;
 
 use super::{Call, Era};
 use crate::refusal::Refusal;
-
-/// The levels `logging/setLevel` takes (RFC 5424 severities, as MCP names them).
-pub(crate) const LOG_LEVELS: [&str; 8] = [
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-];
+use crate::upstream::LOG_LEVELS;
 
 /// The requested level, one of [`LOG_LEVELS`].
 pub(super) fn parse(params: &Option<Value>) -> Result<String, Refusal> {
@@ -33,7 +22,7 @@ pub(super) fn parse(params: &Option<Value>) -> Result<String, Refusal> {
 /// Kept with the session: a per-session connection that opens from now on applies it itself.
 pub(super) fn keep(call: &Call, level: &str) {
     if let Era::Stateful(session) = &call.era
-        && let Ok(mut l) = session.log_level.lock()
+        && let Ok(mut l) = session.client.log_level.lock()
     {
         *l = Some(level.to_string());
     }

@@ -27,7 +27,6 @@ use tokio::sync::mpsc;
 pub(crate) use admit::Running;
 pub(crate) use decide::Approval;
 pub(crate) use inbound::{Call, Era};
-pub(crate) use log_level::LOG_LEVELS;
 pub(crate) use resolve::{ToolCall, scoped};
 pub(crate) use trail::Trail;
 

@@ -79,7 +79,14 @@ fn still_allowed(
         return Err(format!("its arguments no longer pass at `{}`", why.at));
     }
     let target = Target::Tool(name);
-    match gw.decide(&call.caller, req.server(), target, now.class, req.digest) {
+    match crate::authorize::decide(
+        gw,
+        &call.caller,
+        req.server(),
+        target,
+        now.class,
+        req.digest,
+    ) {
         Decision::Allow => Ok(()),
         Decision::NeedsApproval { .. } if approval == Approval::Needed => Ok(()),
         Decision::NeedsApproval { .. } => Err("it now needs approval".into()),

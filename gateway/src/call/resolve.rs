@@ -13,7 +13,8 @@ use crate::catalog;
 use crate::gateway::Gateway;
 use crate::refusal::Refusal;
 use crate::session::Scope;
-use crate::upstream::{Offered, Upstream};
+use crate::tools::Offered;
+use crate::upstream::Upstream;
 
 /// A tool call, resolved.
 pub(crate) struct ToolCall {
@@ -105,7 +106,8 @@ fn quarantined(gw: &Gateway, call: &Call, up: &Upstream, tool: &str, name: Strin
     if let (Some(q), Some(entry)) = (up.quarantined(tool), up.config().tools.get(tool)) {
         let digest = digest_and_size(&Value::Null).0;
         let target = Target::Tool(tool);
-        let decided = gw.decide(&call.caller, up.name(), target, entry.class, digest);
+        let decided =
+            crate::authorize::decide(gw, &call.caller, up.name(), target, entry.class, digest);
         if !matches!(decided, Decision::Deny(_)) {
             tracing::warn!(subject = %call.caller.subject, server = up.name(), tool, why = %q.why, "call to quarantined tool refused");
             return Refusal::Quarantined { name, why: q.why };

@@ -3,9 +3,60 @@
 use std::process::ExitCode;
 use store::KeyRole;
 
-use crate::cli::{
-    EX_CONFIG, EX_UNAVAILABLE, KeysAction, cli_audit, cli_operator, load, open_store,
-};
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::command::{EX_CONFIG, EX_UNAVAILABLE, cli_audit, cli_operator, load, open_store};
+
+#[derive(Subcommand)]
+pub(crate) enum KeysAction {
+    /// Issue a key; the secret is printed once and never stored.
+    Create {
+        #[arg(long)]
+        config: PathBuf,
+        /// A name for the key, for logs and listings.
+        #[arg(long)]
+        name: String,
+        /// `client` keys call MCP; `admin`, `approver` and `auditor` keys work on the admin
+        /// listener.
+        #[arg(long, default_value = "client")]
+        role: String,
+        /// A grant the key carries, `server/tool` or `server/*` (repeat for several).
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// The org the key belongs to.
+        #[arg(long)]
+        org: Option<String>,
+        /// The team the key belongs to.
+        #[arg(long)]
+        team: Option<String>,
+        /// The agent the key is for.
+        #[arg(long)]
+        agent: Option<String>,
+        /// The person the key belongs to (a client key's user level; an operator key's holder,
+        /// who may not approve their own calls).
+        #[arg(long)]
+        user: Option<String>,
+        /// A service key may name the end user of each request (`Portcullis-End-User`).
+        #[arg(long)]
+        service: bool,
+        /// Mint under this key: the new key can be no wider than it.
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        #[arg(long)]
+        config: PathBuf,
+        id: String,
+    },
+}
 
 /// `portcullis keys create|list|revoke`.
 pub(crate) async fn run(action: KeysAction) -> ExitCode {

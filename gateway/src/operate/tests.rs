@@ -79,8 +79,7 @@ async fn a_held_call_is_refused_when_the_approval_state_cannot_be_read() {
     let (client, _rx) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
     // Healthy store: held, with a request id.
-    let e = gw
-        .hold(&held, None, &cancel, &client)
+    let e = crate::approvals::hold(&gw, &held, None, &cancel, &client)
         .await
         .unwrap_err()
         .answer()
@@ -88,8 +87,7 @@ async fn a_held_call_is_refused_when_the_approval_state_cannot_be_read() {
     assert_eq!(e.data.as_ref().unwrap()["reason"], "approval_pending");
     // Fault: the store stops answering. The call is refused, not let through.
     store.close().await;
-    let e = gw
-        .hold(&held, None, &cancel, &client)
+    let e = crate::approvals::hold(&gw, &held, None, &cancel, &client)
         .await
         .unwrap_err()
         .answer()
@@ -106,13 +104,13 @@ async fn a_held_call_is_refused_when_the_approval_state_cannot_be_read() {
 async fn an_operator_action_that_cannot_be_recorded_is_not_taken() {
     let (_d, store, gw, stop) = gateway().await;
     store.close().await;
-    let r = gw.set_kill(&admin(), "global", None, false, "drill").await;
+    let r = set_kill(&gw, &admin(), "global", None, false, "drill").await;
     assert!(matches!(r, Err(OpError::Unavailable(_))), "{r:?}");
-    let r = gw.set_mode(&admin(), "shadow", "drill").await;
+    let r = set_mode(&gw, &admin(), "shadow", "drill").await;
     assert!(matches!(r, Err(OpError::Unavailable(_))), "{r:?}");
     // Nothing changed in this process either.
     assert_eq!(gw.levers.mode_now(), registry::Mode::Enforce);
-    let r = gw.decide_approval(&admin(), "apr_x", true, "ok").await;
+    let r = decide_approval(&gw, &admin(), "apr_x", true, "ok").await;
     assert!(matches!(r, Err(OpError::Unavailable(_))), "{r:?}");
     stop.cancel();
 }
@@ -140,7 +138,7 @@ async fn nobody_decides_their_own_request() {
         .unwrap();
     // Bob (as the end user behind alice's key) may not approve it, nor deny it.
     for approve in [true, false] {
-        let r = gw.decide_approval(&admin(), &rec.id, approve, "mine").await;
+        let r = decide_approval(&gw, &admin(), &rec.id, approve, "mine").await;
         assert!(matches!(r, Err(OpError::Forbidden(_))), "{r:?}");
     }
     let carol = Operator {
@@ -148,7 +146,7 @@ async fn nobody_decides_their_own_request() {
         ..admin()
     };
     assert!(
-        gw.decide_approval(&carol, &rec.id, true, "ok")
+        decide_approval(&gw, &carol, &rec.id, true, "ok")
             .await
             .is_ok()
     );

@@ -6,6 +6,32 @@ use serde_json::json;
 
 use super::*;
 
+/// Outcome labels other than refusals: a request answered, and anything unforeseen.
+const ANSWERED: [&str; 4] = ["ok", "allowed", "tool_error", "error"];
+
+/// Every outcome and label a refusal maps to: the closed set of metric labels with
+/// [`ANSWERED`]. A test walks every variant through [`Refusal::face`] against it.
+const REFUSED: [&str; 18] = [
+    "invalid_request",
+    "not_found",
+    "denied",
+    "quarantined",
+    "invalid_arguments",
+    "killed",
+    "read_only",
+    "shadow",
+    "rate_limited",
+    "held",
+    "approval_pending",
+    "approval_denied",
+    "approval_unavailable",
+    "unavailable",
+    "cancelled",
+    "audit_unavailable",
+    "upstream_error",
+    "upstream_unavailable",
+];
+
 /// One of each variant. The match below has no wildcard: a new variant does not compile until
 /// it is added here, so the walk always covers every variant.
 fn every_variant() -> Vec<Refusal> {
@@ -154,6 +180,7 @@ fn every_variant_maps_to_a_closed_code_reason_status_outcome_and_label() {
         assert!(known(face.outcome), "{shown}: outcome {}", face.outcome);
         assert!(known(face.label), "{shown}: label {}", face.label);
         assert_eq!(crate::metrics::outcome_label(face.label), face.label);
+        assert_eq!(crate::metrics::outcome_label(face.outcome), face.outcome);
         if let Some(reason) = face.reason {
             assert!(REFUSED.contains(&reason), "{shown}: reason {reason}");
         }

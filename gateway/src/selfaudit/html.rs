@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 
 use super::render::{count, status_word};
 use super::{Report, Status};
-use crate::admin::esc;
 
 const CSS: &str = "
 *{box-sizing:border-box}
@@ -315,4 +314,20 @@ pub(crate) fn html(r: &Report) -> String {
     }
     h.push_str("</tbody></table></main></body></html>");
     h
+}
+
+/// HTML-escape text for element content and quoted attributes.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }

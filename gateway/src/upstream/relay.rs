@@ -20,8 +20,6 @@
 //! for the context of others). Links open at the session's first request to the server and close
 //! with the session, or when the upstream is stopped or replaced.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -31,156 +29,12 @@ use rmcp::ErrorData as McpError;
 use rmcp::model::{ClientCapabilities, ErrorCode, RequestId};
 use rmcp::service::InboundStreamOrigin;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::Connection;
+use super::client::ClientSide;
 use crate::jsonrpc;
 use crate::levers::Levers;
-use crate::session::Session;
-
-/// How many server-to-client requests of one session may wait for the client at once.
-const MAX_PENDING: usize = 64;
-
-/// After a link failed to open, requests fail at once for this long instead of each waiting out
-/// another handshake.
-const OPEN_BACKOFF: Duration = Duration::from_secs(1);
-
-/// One session's upstream links, by server name.
-#[derive(Default)]
-pub(crate) struct Links {
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
-    /// Cancelled when the session ends: no link opens after that, and requests waiting for the
-    /// client stop waiting.
-    pub(super) closed: CancellationToken,
-}
-
-/// A server's link in one session, or when it last failed to open.
-#[derive(Default)]
-pub(super) struct Slot {
-    pub(super) link: Option<Link>,
-    pub(super) failed: Option<std::time::Instant>,
-}
-
-impl Slot {
-    /// True if the last attempt failed too recently to try again.
-    pub(super) fn backing_off(&self) -> bool {
-        self.failed.is_some_and(|at| at.elapsed() < OPEN_BACKOFF)
-    }
-}
-
-impl std::fmt::Debug for Links {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<String> = self
-            .slots
-            .lock()
-            .map(|s| s.keys().cloned().collect())
-            .unwrap_or_default();
-        f.debug_struct("Links").field("servers", &names).finish()
-    }
-}
-
-impl Links {
-    /// The slot for `server`, created empty if need be; `None` once the session has ended.
-    /// Opening a link holds only its own slot, so a slow upstream does not hold up the session's
-    /// other servers.
-    pub(super) fn slot(&self, server: &str) -> Option<Arc<tokio::sync::Mutex<Slot>>> {
-        let mut slots = self.slots.lock().ok()?;
-        if self.closed.is_cancelled() {
-            return None;
-        }
-        Some(slots.entry(server.to_string()).or_default().clone())
-    }
-
-    /// True if the session has a live link to the upstream with this serial (not waiting for
-    /// one being opened).
-    pub(super) fn has(&self, server: &str, serial: u64) -> bool {
-        let slot = self.slots.lock().ok().and_then(|s| s.get(server).cloned());
-        slot.is_some_and(|slot| {
-            slot.try_lock().is_ok_and(|s| {
-                s.link
-                    .as_ref()
-                    .is_some_and(|l| l.serial == serial && !l.conn.peer.is_transport_closed())
-            })
-        })
-    }
-
-    /// Close every link (the session ended). Dropping a link cancels its connection.
-    pub(crate) fn close(&self) {
-        if let Ok(mut slots) = self.slots.lock() {
-            self.closed.cancel();
-            slots.clear();
-        }
-    }
-}
-
-/// A live per-session connection to one upstream.
-pub(super) struct Link {
-    /// The [`super::Upstream::serial`] it was opened for: an upstream replaced by a reload
-    /// (new source or credentials) gets new links.
-    pub(super) serial: u64,
-    pub(super) conn: Connection,
-    pub(super) relay: Arc<Relay>,
-    /// Cancels the connection when the link is dropped (session ended, link replaced).
-    pub(super) _close: DropGuard,
-}
-
-/// Server-to-client requests waiting for the client's answer, by the id the gateway gave them.
-#[derive(Debug, Default)]
-pub(crate) struct Pending {
-    next: AtomicU64,
-    waiting: Mutex<HashMap<String, oneshot::Sender<Result<Value, Value>>>>,
-}
-
-/// One request waiting for the client: its id and the receiver of the answer. Dropping it,
-/// answered or not, removes the request.
-struct Waiting<'a> {
-    pending: &'a Pending,
-    key: String,
-    id: Value,
-    answer: oneshot::Receiver<Result<Value, Value>>,
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut w) = self.pending.waiting.lock() {
-            w.remove(&self.key);
-        }
-    }
-}
-
-impl Pending {
-    /// A fresh id (unique in the session) and the receiver of the client's answer to it.
-    fn register(&self) -> Option<Waiting<'_>> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = Value::String(format!("portcullis-{n}"));
-        let (tx, rx) = oneshot::channel();
-        let mut w = self.waiting.lock().ok()?;
-        if w.len() >= MAX_PENDING {
-            return None;
-        }
-        w.insert(id.to_string(), tx);
-        Some(Waiting {
-            pending: self,
-            key: id.to_string(),
-            id,
-            answer: rx,
-        })
-    }
-
-    /// Deliver the client's answer to `id`. False if nothing waits for it.
-    pub(crate) fn answer(&self, id: &Value, outcome: Result<Value, Value>) -> bool {
-        let waiter = self
-            .waiting
-            .lock()
-            .ok()
-            .and_then(|mut w| w.remove(&id.to_string()));
-        match waiter {
-            Some(tx) => tx.send(outcome).is_ok(),
-            None => false,
-        }
-    }
-}
 
 /// A call running on a link whose client takes a stream: the upstream's request id, the
 /// client's response stream, and a token cancelled when the call ends.
@@ -200,7 +54,7 @@ pub(super) struct Owner {
 /// The session side of one link: who it belongs to and where its messages go.
 pub(crate) struct Relay {
     server: String,
-    session: Weak<Session>,
+    session: Weak<ClientSide>,
     owner: Owner,
     audit: Option<Arc<Audit>>,
     /// How long the client may take to answer (the server's request timeout, which also bounds
@@ -251,7 +105,7 @@ fn relayable(declared: &Value) -> serde_json::Map<String, Value> {
 impl Relay {
     pub(super) fn new(
         server: &str,
-        session: &Arc<Session>,
+        session: &Arc<ClientSide>,
         owner: Owner,
         audit: Option<Arc<Audit>>,
         timeout: Duration,
@@ -352,7 +206,7 @@ impl Relay {
     /// Why the client may not be asked this, if it may not.
     fn refusal(
         &self,
-        session: &Session,
+        session: &ClientSide,
         method: &str,
         capability: &str,
         params: &Value,
@@ -379,7 +233,7 @@ impl Relay {
     }
 
     /// An audit event about a request this link's upstream sent the session's client.
-    fn event(&self, kind: &'static str, session: &Session, method: &str) -> Event {
+    fn event(&self, kind: &'static str, session: &ClientSide, method: &str) -> Event {
         let mut e = Event::new(kind);
         e.session = Some(session.id.clone());
         e.identity = Some(self.owner.who.clone());
@@ -533,6 +387,8 @@ fn client_error(error: &Value) -> McpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::Session;
+    use crate::upstream::client::{MAX_PENDING, Pending};
 
     /// The upstream asks the client `method` (`sampling/…` or `elicitation/…`, the capability
     /// being the part before `/`) on behalf of the call behind `origin`; it never withdraws.
@@ -665,7 +521,7 @@ mod tests {
         let stop = CancellationToken::new();
         let relay = Arc::new(Relay::new(
             "fx",
-            &session,
+            &session.client,
             Owner {
                 who: crate::auth::who(&caller),
                 identity: caller.identity.clone(),
@@ -688,6 +544,7 @@ mod tests {
             assert_eq!(sent["method"], "sampling/createMessage");
             assert!(
                 session
+                    .client
                     .pending
                     .answer(&sent["id"], Ok(json!({ "ok": true })))
             );
@@ -721,7 +578,7 @@ mod tests {
         let refused = sample(&relay, params, &origin).await.unwrap_err();
         assert_eq!(refused.message, "the gateway cannot record the request");
         assert!(client.try_recv().is_err(), "the client was asked");
-        assert!(session.pending.waiting.lock().unwrap().is_empty());
+        assert!(session.client.pending.waiting.lock().unwrap().is_empty());
 
         // A request tied to no running call, or arriving once the server is stopped, is refused.
         let unassociated = sample(&relay, json!({}), &InboundStreamOrigin::Unassociated)
@@ -751,7 +608,7 @@ mod tests {
         } = setup(json!({ "elicitation": {} })).await;
         let relay = Arc::new(Relay::new(
             "fx",
-            &session,
+            &session.client,
             Owner {
                 who: crate::auth::who(&caller),
                 identity: caller.identity.clone(),

@@ -1,0 +1,3 @@
+//! Tests about the crate as a whole.
+
+mod layers;

@@ -1,0 +1,61 @@
+//! What the gateway derives from an allowlisted tool's definition once per tool-list refresh,
+//! never per call: its enforced class, its presentation on each endpoint, its compiled argument
+//! check, its fingerprint and its 2026-07-28 `x-mcp-header` declarations.
+//!
+//! Below `upstream` (which keeps the current set per server) and above nothing of the gateway's
+//! own: it knows neither the request path nor the MCP edge.
+
+mod check;
+pub(crate) mod param_headers;
+mod present;
+
+use rmcp::model::Tool;
+use serde_json::Value;
+
+pub(crate) use check::ArgumentCheck;
+
+/// An allowlisted tool the upstream offers, with what the gateway derives from it.
+pub(crate) struct Offered {
+    /// The definition as the upstream sent it (untrusted).
+    pub(crate) tool: Tool,
+    /// The registry's class, raised by upstream hints.
+    pub(crate) class: policy::ToolClass,
+    /// As shown on `/mcp` (`<server>__<tool>`).
+    pub(crate) federated: Value,
+    /// As shown on `/mcp/<server>`.
+    pub(crate) own: Value,
+    /// Compiled argument schemas.
+    pub(crate) check: ArgumentCheck,
+    /// The tool's rate limit from the registry, read once per refresh.
+    pub(crate) rate: Option<registry::Rate>,
+    /// Hex SHA-256 of the definition's canonical JSON: an approval is bound to it, so a tool
+    /// that changes after approval does not run on that approval.
+    pub(crate) fingerprint: String,
+    /// Its `x-mcp-header` declarations, checked against 2026-07-28 calls' `Mcp-Param-*` headers.
+    pub(crate) param_headers: param_headers::Declarations,
+}
+
+impl Offered {
+    /// Everything derived from `tool` on `server` under its registry entry; `None` if the tool is
+    /// not allowlisted there.
+    pub(crate) fn derive(server: &str, config: &registry::Server, tool: Tool) -> Option<Offered> {
+        let entry = config.tools.get(tool.name.as_ref())?;
+        let class = present::effective_class(config, &tool)?;
+        let federated = present::present_tool(server, &tool, class, true);
+        let own = present::present_tool(server, &tool, class, false);
+        let schema = Value::Object((*tool.input_schema).clone());
+        let check = ArgumentCheck::new(&schema, entry.arguments.as_ref(), entry.argument_limits);
+        let fingerprint = check::tool_fingerprint(&tool);
+        let param_headers = param_headers::Declarations::of(&schema);
+        Some(Offered {
+            param_headers,
+            fingerprint,
+            tool,
+            class,
+            federated,
+            own,
+            check,
+            rate: entry.rate,
+        })
+    }
+}
