@@ -273,7 +273,7 @@ const OTHER_VOCABULARIES: &[(&str, &str)] = &[
     ("admin/ui/dashboard.rs", "quarantined"),
     ("selfaudit/checks/onboarding.rs", "quarantined"),
     // The registry's own quarantine event, not a refusal of a call.
-    ("upstream.rs", "quarantined"),
+    ("upstream/listing.rs", "quarantined"),
     // Span `error.type` kinds of upstream failures.
     ("upstream.rs", "cancelled"),
     ("upstream.rs", "upstream_error"),

@@ -1,0 +1,227 @@
+//! Running one message and answering it: JSON, or SSE once the request sends interim messages.
+
+use super::*;
+
+/// Run one message and answer it: 202 for notifications and responses; for requests JSON, or an
+/// SSE stream if the request produced messages (progress, logs) before its result.
+pub(super) async fn answer(
+    gw: Arc<Gateway>,
+    mut call: Call,
+    msg: Inbound,
+    accepts_sse: bool,
+) -> Response {
+    match msg {
+        Inbound::Notification { method, params } => {
+            crate::dispatch::notification(&gw, &call, &method, params.as_ref());
+            StatusCode::ACCEPTED.into_response()
+        }
+        Inbound::Response { id, outcome } => {
+            crate::dispatch::client_response(&call, &id, outcome);
+            StatusCode::ACCEPTED.into_response()
+        }
+        Inbound::Request { id, method, params } => {
+            let modern = matches!(call.era, Era::Stateless);
+            if method == "subscriptions/listen" && modern {
+                return listen(gw, call, id, params);
+            }
+            let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+            call.streams = accepts_sse;
+            let protocol = match &call.era {
+                Era::Stateful(s) => s.protocol_version.clone(),
+                Era::Stateless => STATELESS_VERSION.to_string(),
+            };
+            let span = crate::telemetry::server_span(
+                &call.parent,
+                &method,
+                params.as_ref(),
+                &id,
+                call.session_id(),
+                &protocol,
+            );
+            call.trace_id = Some(crate::telemetry::trace_id(&span));
+            let fut = {
+                let gw = gw.clone();
+                let id = id.clone();
+                let ended = span.clone();
+                async move {
+                    let started = std::time::Instant::now();
+                    let answer =
+                        crate::dispatch::request(&gw, &call, &id, &method, params, tx).await;
+                    crate::metrics::get().request(&method, answer.label(), started.elapsed());
+                    let why = answer.face.as_ref().and_then(|f| f.reason);
+                    let r = answer.result;
+                    crate::telemetry::finish(&ended, r.as_ref().map_err(|e| (e.code, why)));
+                    r
+                }
+                .with_context(span)
+            };
+            // Polled here, not spawned: no hand-over to another thread and back on every call.
+            let mut run = Finish::new(fut, gw.detached.clone());
+            // Wait for either the result or a first message that needs a stream.
+            let first = tokio::select! {
+                r = &mut run => Err(r),
+                m = rx.recv() => Ok(m),
+            };
+            match first {
+                Err(done) => {
+                    let (status, body) = finish(&id, done, modern);
+                    (status, axum::Json(body)).into_response()
+                }
+                Ok(None) => {
+                    // Every sender is gone without an interim message: the result is near.
+                    let done = run.await;
+                    let (status, body) = finish(&id, done, modern);
+                    (status, axum::Json(body)).into_response()
+                }
+                Ok(first) if !accepts_sse => {
+                    // The client cannot take a stream: drop interim messages, answer with the
+                    // result.
+                    drop(first);
+                    let done = run.await;
+                    let (status, body) = finish(&id, done, modern);
+                    (status, axum::Json(body)).into_response()
+                }
+                Ok(first) => {
+                    // Interim messages until every sender is gone (the request has finished),
+                    // then the result. The request goes on in a task of its own: the stream
+                    // only carries what it sends.
+                    let task = gw.detached.spawn(run);
+                    let head = futures::stream::iter(first);
+                    let mids = futures::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|m| (m, rx))
+                    });
+                    let last = futures::stream::once(async move {
+                        let done = task.await.ok().flatten();
+                        finish(&id, done, modern).1
+                    });
+                    let events = head.chain(mids).chain(last).map(|v| {
+                        Ok::<_, Infallible>(match v.is_null() {
+                            true => Event::default().comment("waiting"),
+                            false => Event::default().event("message").data(v.to_string()),
+                        })
+                    });
+                    // A comment whenever nothing else went out for a while: a call held for
+                    // approval keeps the client's read timeout from running out.
+                    Sse::new(events)
+                        .keep_alive(KeepAlive::new().interval(STREAM_KEEPALIVE))
+                        .into_response()
+                }
+            }
+        }
+    }
+}
+
+/// How long an answer's stream stays silent before a comment goes out.
+const STREAM_KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// A request's future, polled where its answer is awaited. Its output is `None` if it panicked.
+///
+/// Abandoned unfinished (the client went away and the connection dropped the handler), it is
+/// finished in a task of its own, tracked so shutdown waits for it: a call that was let through
+/// still runs to its end and its result is recorded, as when the client stays.
+struct Finish<F: Future + Send + 'static>
+where
+    F::Output: Send,
+{
+    fut: Option<std::pin::Pin<Box<F>>>,
+    detached: tokio_util::task::TaskTracker,
+}
+
+impl<F: Future + Send + 'static> Finish<F>
+where
+    F::Output: Send,
+{
+    fn new(fut: F, detached: tokio_util::task::TaskTracker) -> Finish<F> {
+        Finish {
+            fut: Some(Box::pin(fut)),
+            detached,
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for Finish<F>
+where
+    F::Output: Send,
+{
+    type Output = Option<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let slot = &mut self.fut;
+        let Some(fut) = slot.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        // No panic is expected on this path; if one happens anyway, the caller gets an
+        // internal error, as from a failed task, and the connection survives. The future that
+        // panicked is dropped inside the guard too.
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match fut.as_mut().poll(cx) {
+                std::task::Poll::Pending => None,
+                std::task::Poll::Ready(out) => Some(out),
+            }
+        }));
+        match polled {
+            Ok(None) => std::task::Poll::Pending,
+            Ok(Some(out)) => {
+                *slot = None;
+                std::task::Poll::Ready(Some(out))
+            }
+            Err(_) => {
+                let failed = slot.take();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(failed)));
+                std::task::Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Finish<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        let Some(fut) = self.fut.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                self.detached.spawn_on(fut, &rt);
+            }
+            Err(_) => tracing::error!("a request was abandoned with no runtime to finish it"),
+        }
+    }
+}
+
+fn finish(id: &Value, done: Option<Result<Value, RpcError>>, modern: bool) -> (StatusCode, Value) {
+    match done {
+        Some(Ok(result)) => (StatusCode::OK, jsonrpc::response(id, result)),
+        Some(Err(e)) => {
+            let status = if modern {
+                modern_status(e.code)
+            } else {
+                StatusCode::OK
+            };
+            (status, jsonrpc::error_response(Some(id), &e))
+        }
+        None => {
+            tracing::error!("request failed unexpectedly");
+            (
+                StatusCode::OK,
+                jsonrpc::error_response(
+                    Some(id),
+                    &RpcError::new(jsonrpc::INTERNAL_ERROR, "internal error"),
+                ),
+            )
+        }
+    }
+}
+
+fn modern_status(code: i64) -> StatusCode {
+    match code {
+        HEADER_MISMATCH | UNSUPPORTED_VERSION | -32021 => StatusCode::BAD_REQUEST,
+        jsonrpc::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
+}

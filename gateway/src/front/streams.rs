@@ -1,0 +1,146 @@
+//! The long-lived streams: 2026-07-28 `subscriptions/listen`, the stateful GET stream, and
+//! DELETE of a session.
+
+use super::*;
+
+/// 2026-07-28 `subscriptions/listen`: acknowledge, then relay list changes for this scope.
+pub(super) fn listen(gw: Arc<Gateway>, call: Call, id: Value, params: Option<Value>) -> Response {
+    let wanted = params
+        .as_ref()
+        .and_then(|p| p.get("notifications"))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let want = |k: &str| wanted.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let honoured = json!({
+        "toolsListChanged": want("toolsListChanged"),
+        "promptsListChanged": want("promptsListChanged"),
+        "resourcesListChanged": want("resourcesListChanged"),
+    });
+    let sub_meta = json!({ "io.modelcontextprotocol/subscriptionId": id });
+    let ack = jsonrpc::notification(
+        "notifications/subscriptions/acknowledged",
+        json!({ "notifications": honoured, "_meta": sub_meta }),
+    );
+    let rx = gw.upstreams().events.subscribe();
+    let scope = call.scope;
+    let caller = call.caller;
+    let filter = honoured.clone();
+    let events = tokio_stream_from_broadcast(rx).filter_map(move |ev| {
+        let visible = |server: &str| crate::authorize::may_browse(&gw, &caller, server);
+        let out =
+            crate::dispatch::event_notification(&ev, &scope, visible).and_then(|(kind, method)| {
+                filter.get(kind).and_then(Value::as_bool).filter(|b| *b)?;
+                Some(jsonrpc::notification(
+                    method,
+                    json!({ "_meta": sub_meta.clone() }),
+                ))
+            });
+        futures::future::ready(out)
+    });
+    let stream = futures::stream::iter([ack])
+        .chain(events)
+        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+fn tokio_stream_from_broadcast<T: Clone + Send + 'static>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) => return Some((v, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+/// GET: the stateful session's server-to-client stream (list changes); 405 otherwise.
+pub(super) async fn stream(
+    gw: Arc<Gateway>,
+    server: Option<String>,
+    headers: HeaderMap,
+) -> Response {
+    let admitted = match admit(&gw, server, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(sid) = header_str(&headers, "mcp-session-id") else {
+        let mut r = plain_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "no standalone stream without a session",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    };
+    let Some(session) = gw.sessions.get(sid, &admitted.caller, &admitted.scope) else {
+        return plain_error(StatusCode::NOT_FOUND, "session not found");
+    };
+    let scope = session.scope.clone();
+    let subscriber = session.clone();
+    let caller = admitted.caller.clone();
+    let seer = gw.clone();
+    let upstream =
+        tokio_stream_from_broadcast(gw.upstreams().events.subscribe()).filter_map(move |ev| {
+            let out = match &ev {
+                UpstreamEvent::Updated(server, uri) => {
+                    let shown = match &scope {
+                        Scope::Federated => format!("{server}+{uri}"),
+                        Scope::Server(s) if s == server => uri.clone(),
+                        Scope::Server(_) => String::new(),
+                    };
+                    let subscribed = subscriber
+                        .subscriptions
+                        .lock()
+                        .is_ok_and(|s| s.contains(&shown));
+                    subscribed.then(|| {
+                        jsonrpc::notification(
+                            "notifications/resources/updated",
+                            json!({ "uri": shown }),
+                        )
+                    })
+                }
+                _ => crate::dispatch::event_notification(&ev, &scope, |server| {
+                    crate::authorize::may_browse(&seer, &caller, server)
+                })
+                .map(|(_, method)| jsonrpc::notification(method, json!({}))),
+            };
+            futures::future::ready(out)
+        });
+    let own = tokio_stream_from_broadcast(session.client.events.subscribe());
+    let merged = futures::stream::select(upstream, own)
+        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    Sse::new(merged)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+pub(super) async fn delete(
+    gw: Arc<Gateway>,
+    server: Option<String>,
+    headers: HeaderMap,
+) -> Response {
+    let admitted = match admit(&gw, server, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(sid) = header_str(&headers, "mcp-session-id") else {
+        return plain_error(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id");
+    };
+    if gw.sessions.remove(sid, &admitted.caller, &admitted.scope) {
+        tracing::info!(session = %sid, "session ended by client");
+        let mut e = AuditEvent::new("session.end");
+        e.session = Some(sid.to_string());
+        e.identity = Some(crate::auth::who(&admitted.caller));
+        e.reason = Some("ended by the client".into());
+        gw.audit.note(e);
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        plain_error(StatusCode::NOT_FOUND, "session not found")
+    }
+}

@@ -1,0 +1,169 @@
+//! An upstream's tool listing against its allowlist and pins: what is offered, what is held
+//! back (quarantined), and why.
+
+use super::*;
+
+/// An allowlisted tool the gateway does not offer because its definition is not the pinned one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Quarantined {
+    /// The pin in force, if any.
+    pub(crate) pinned: Option<String>,
+    /// The digest of the definition the upstream now offers.
+    pub(crate) seen: String,
+    /// Why, for the operator.
+    pub(crate) why: String,
+}
+
+impl Upstream {
+    /// Allowlisted tools held back because their definitions are not the pinned ones.
+    pub(crate) fn quarantined(&self, tool: &str) -> Option<Quarantined> {
+        self.quarantine.read().ok()?.get(tool).cloned()
+    }
+
+    /// Every quarantined tool, by name (for the self-audit and the operator).
+    pub(crate) fn quarantine(&self) -> Vec<(String, Quarantined)> {
+        self.quarantine
+            .read()
+            .map(|q| {
+                let mut v: Vec<_> = q.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                v
+            })
+            .unwrap_or_default()
+    }
+
+    /// The pin a tool's definition must match, or why there is none.
+    fn expected_pin(
+        &self,
+        config: &registry::Server,
+        tool: &str,
+        seen: &str,
+    ) -> Result<String, &'static str> {
+        if let Some(pins) = &config.pins {
+            return pins
+                .get(tool)
+                .cloned()
+                .ok_or("the tool is allowlisted but not pinned; run `portcullis pin`");
+        }
+        match (&config.source, self.profile) {
+            (registry::ServerSource::Builtin(_), _) => Ok(seen.to_string()),
+            (registry::ServerSource::Http { .. }, registry::Profile::Production) => {
+                Err("the server has no `pin`; run `portcullis pin`")
+            }
+            _ => {
+                // No pins in config: the first definition seen in this process is the one kept.
+                let Ok(mut first) = self.first_seen.lock() else {
+                    return Err("the gateway cannot track first-seen definitions");
+                };
+                Ok(first
+                    .entry(tool.to_string())
+                    .or_insert_with(|| seen.to_string())
+                    .clone())
+            }
+        }
+    }
+
+    /// Replace the offered tools with the allowlisted part of `listed` whose definitions match
+    /// their pins. A mismatch, an unpinned tool, or a definition with hidden characters is
+    /// quarantined: not offered, calls refused, and an event written when that changes.
+    pub(crate) fn set_tools(&self, listed: Vec<Tool>) {
+        let _serial = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.apply_tools(listed);
+    }
+
+    /// The pin a definition digested as `seen` must match, and whether it does.
+    fn pinned_verdict(
+        &self,
+        config: &registry::Server,
+        tool: &str,
+        seen: &str,
+    ) -> Result<(), (Option<String>, String)> {
+        match self.expected_pin(config, tool, seen) {
+            Ok(pin) if pin == seen => Ok(()),
+            Ok(pin) => Err((Some(pin), "the definition differs from its pin".to_string())),
+            Err(why) => Err((None, why.to_string())),
+        }
+    }
+
+    /// [`Upstream::set_tools`] with the refresh lock held.
+    pub(super) fn apply_tools(&self, listed: Vec<Tool>) {
+        let config = self.config();
+        if let Ok(mut last) = self.listed.lock() {
+            *last = Some(listed.clone());
+        }
+        let mut held: HashMap<String, Quarantined> = HashMap::new();
+        let offered: Vec<Arc<Offered>> = listed
+            .into_iter()
+            .filter_map(|tool| {
+                // Byte-exact match against the allowlist: no folding, no normalisation.
+                config.tools.get(tool.name.as_ref())?;
+                let def = serde_json::to_value(&tool).ok()?;
+                let seen = registry::tool_pin(&def);
+                let verdict = match registry::hidden_in_definition(&def) {
+                    Some((at, why)) => Err((
+                        None,
+                        format!(
+                            "the definition carries {why} at `{}`",
+                            if at.is_empty() { "/" } else { &at }
+                        ),
+                    )),
+                    // Instruction-like text is served only under a pin an operator wrote
+                    // after seeing it (`portcullis pin --confirm`), never first-seen.
+                    None if config
+                        .pins
+                        .as_ref()
+                        .is_none_or(|p| !p.contains_key(tool.name.as_ref())) =>
+                    {
+                        match registry::instructions_in_definition(&def) {
+                            Some((at, what)) => Err((
+                                None,
+                                format!(
+                                    "the definition carries instruction-like text (`{what}`) at `{}`; review it, then `portcullis pin --confirm {}/{}`",
+                                    if at.is_empty() { "/" } else { &at },
+                                    self.name,
+                                    tool.name
+                                ),
+                            )),
+                            None => self.pinned_verdict(&config, &tool.name, &seen),
+                        }
+                    }
+                    None => self.pinned_verdict(&config, &tool.name, &seen),
+                };
+                if let Err((pinned, why)) = verdict {
+                    held.insert(tool.name.to_string(), Quarantined { pinned, seen, why });
+                    return None;
+                }
+                Offered::derive(&self.name, &config, tool).map(Arc::new)
+            })
+            .collect();
+        let before = self
+            .quarantine
+            .read()
+            .map(|q| q.clone())
+            .unwrap_or_default();
+        for (tool, q) in &held {
+            if before.get(tool) == Some(q) {
+                continue;
+            }
+            tracing::warn!(server = %self.name, %tool, seen = %q.seen, pinned = ?q.pinned, why = %q.why, "tool quarantined");
+            if let Some(audit) = &self.audit {
+                let mut e = audit::Event::new("tool.quarantine");
+                e.server = Some(self.name.clone());
+                e.tool = Some(tool.clone());
+                e.outcome = Some("quarantined");
+                e.reason = Some(q.why.clone());
+                e.detail = Some(json!({ "pinned": q.pinned, "seen": q.seen }));
+                audit.note(e);
+            }
+        }
+        if let Ok(mut slot) = self.quarantine.write() {
+            *slot = held;
+        }
+        if let Ok(mut slot) = self.tools.write() {
+            *slot = Arc::new(offered);
+        }
+    }
+}
