@@ -80,7 +80,19 @@ pub(crate) async fn hold(
         Some(r) => r,
         None => file_request(gw, call, &key).await?,
     };
-    let id = record.id.clone();
+    wait(gw, call, record.id, progress, cancel, client).await
+}
+
+/// Wait up to `approvals.hold` for the request `id` to be decided: progress every second to a
+/// caller that asked for it, woken by local decisions and polling the store otherwise.
+async fn wait(
+    gw: &Gateway,
+    call: &HeldCall<'_>,
+    id: String,
+    progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
+    cancel: &CancellationToken,
+    client: &mpsc::UnboundedSender<Value>,
+) -> Result<String, Refusal> {
     let hold = gw.registry().access.approvals.hold;
     let started = Instant::now();
     let deadline = started + hold;
@@ -107,41 +119,8 @@ pub(crate) async fn hold(
                 }),
             ));
         }
-        let now = gw.store.approval(&id).await.map_err(|e| unavailable(&e))?;
-        let Some(now) = now else {
-            return Err(unavailable(&"the approval request disappeared"));
-        };
-        match now.status() {
-            ApprovalStatus::Approved => {
-                if gw
-                    .store
-                    .use_approval_id(&id)
-                    .await
-                    .map_err(|e| unavailable(&e))?
-                {
-                    tracing::info!(approval = %id, subject = %call.caller.subject, "held call approved and proceeds");
-                    return Ok(id);
-                }
-                // Another identical call used it first: this one waits for a new approval.
-                return Err(pending(call, &id));
-            }
-            ApprovalStatus::Pending => {}
-            ApprovalStatus::Denied => {
-                return Err(Refusal::ApprovalDenied {
-                    name: call.name.to_string(),
-                    approval: id,
-                    by: now.decided_by.as_deref().unwrap_or("an approver").into(),
-                });
-            }
-            ApprovalStatus::Voided => {
-                return Err(Refusal::Voided {
-                    name: call.name.to_string(),
-                    approval: id,
-                });
-            }
-            ApprovalStatus::Used | ApprovalStatus::Expired => {
-                return Err(pending(call, &id));
-            }
+        if let Some(decided) = decided(gw, call, &id).await? {
+            return decided;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -156,6 +135,42 @@ pub(crate) async fn hold(
             () = client.closed() => return Err(abandoned(call, &id)),
         }
     }
+}
+
+/// What request `id` says now: `None` while it is pending, else how the held call ends.
+async fn decided(
+    gw: &Gateway,
+    call: &HeldCall<'_>,
+    id: &str,
+) -> Result<Option<Result<String, Refusal>>, Refusal> {
+    let now = gw.store.approval(id).await.map_err(|e| unavailable(&e))?;
+    let Some(now) = now else {
+        return Err(unavailable(&"the approval request disappeared"));
+    };
+    let approval = id.to_string();
+    Ok(Some(match now.status() {
+        ApprovalStatus::Pending => return Ok(None),
+        ApprovalStatus::Approved => {
+            let used = gw.store.use_approval_id(id).await;
+            if used.map_err(|e| unavailable(&e))? {
+                tracing::info!(approval = %id, subject = %call.caller.subject, "held call approved and proceeds");
+                Ok(approval)
+            } else {
+                // Another identical call used it first: this one waits for a new approval.
+                Err(pending(call, id))
+            }
+        }
+        ApprovalStatus::Denied => Err(Refusal::ApprovalDenied {
+            name: call.name.to_string(),
+            approval,
+            by: now.decided_by.as_deref().unwrap_or("an approver").into(),
+        }),
+        ApprovalStatus::Voided => Err(Refusal::Voided {
+            name: call.name.to_string(),
+            approval,
+        }),
+        ApprovalStatus::Used | ApprovalStatus::Expired => Err(pending(call, id)),
+    }))
 }
 
 async fn file_request(

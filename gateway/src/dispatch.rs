@@ -310,41 +310,7 @@ async fn list_upstream(
         };
         match up.request(method, Some(p), None, None, None).await {
             Ok(page) => {
-                for item in page
-                    .get(field)
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let allowed = match field {
-                        "prompts" => item
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .is_some_and(|n| up.config().allows_prompt(n)),
-                        _ => item
-                            .get(uri_key)
-                            .and_then(Value::as_str)
-                            .is_some_and(|u| up.config().allows_resource(u)),
-                    };
-                    if !allowed {
-                        continue;
-                    }
-                    let shown = if field == "prompts" {
-                        let mut it = item.clone();
-                        if call.scope == Scope::Federated
-                            && let Some(Value::String(n)) = it.get("name")
-                        {
-                            let renamed = json!(format!("{}__{}", up.name(), n));
-                            if let Some(o) = it.as_object_mut() {
-                                o.insert("name".into(), renamed);
-                            }
-                        }
-                        it
-                    } else {
-                        catalog::present_resource(up.name(), item.clone(), &call.scope, uri_key)
-                    };
-                    items.push(shown);
-                }
+                items.extend(shown(up, &page, field, uri_key, &call.scope));
                 match page.get("nextCursor").and_then(Value::as_str) {
                     Some(c) if !c.is_empty() => {
                         next = Some(Cursor {
@@ -389,6 +355,48 @@ async fn list_upstream(
         o.insert("nextCursor".into(), json!(n.encode()));
     }
     Ok(out)
+}
+
+/// The items of one upstream page a caller is shown: allowlisted ones only, named for the
+/// endpoint.
+fn shown(up: &Upstream, page: &Value, field: &str, uri_key: &str, scope: &Scope) -> Vec<Value> {
+    let config = up.config();
+    let items = page
+        .get(field)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    let mut out = Vec::new();
+    for item in items {
+        let named = |k: &str| item.get(k).and_then(Value::as_str);
+        let allowed = match field {
+            "prompts" => named("name").is_some_and(|n| config.allows_prompt(n)),
+            _ => named(uri_key).is_some_and(|u| config.allows_resource(u)),
+        };
+        if !allowed {
+            continue;
+        }
+        if field != "prompts" {
+            out.push(catalog::present_resource(
+                up.name(),
+                item.clone(),
+                scope,
+                uri_key,
+            ));
+            continue;
+        }
+        let mut it = item.clone();
+        if *scope == Scope::Federated
+            && let Some(Value::String(n)) = it.get("name")
+        {
+            let renamed = json!(format!("{}__{}", up.name(), n));
+            if let Some(o) = it.as_object_mut() {
+                o.insert("name".into(), renamed);
+            }
+        }
+        out.push(it);
+    }
+    out
 }
 
 /// A client notification: cancellation is acted on; the rest need nothing from the gateway.

@@ -174,6 +174,32 @@ struct Admitted {
     scope: Scope,
 }
 
+/// An authentication's record: a success the first time a key is seen in a while, every
+/// failure (rate-limited), never the credential itself.
+fn record_auth(gw: &Gateway, server: Option<&str>, verified: &Result<(Caller, bool), AuthError>) {
+    match verified {
+        Ok((caller, true)) => {
+            let mut e = AuditEvent::new("auth.success");
+            e.identity = Some(crate::auth::who(caller));
+            e.detail = Some(json!({ "endpoint": endpoint_label(gw, server) }));
+            gw.audit.note(e);
+        }
+        Ok((_, false)) => {}
+        Err(why) => {
+            let mut e = AuditEvent::new("auth.failure");
+            e.outcome = Some(match why {
+                AuthError::Unavailable(_) => "unavailable",
+                AuthError::Missing => "missing",
+                _ => "refused",
+            });
+            // The reason names the failure, never the credential.
+            e.reason = Some(why.to_string());
+            e.detail = Some(json!({ "endpoint": endpoint_label(gw, server) }));
+            gw.audit.note_limited(e);
+        }
+    }
+}
+
 async fn admit(
     gw: &Gateway,
     server: Option<String>,
@@ -201,27 +227,7 @@ async fn admit(
         }
     };
     let verified = gw.auth.client_verified(auth, end_user).await;
-    match &verified {
-        Ok((caller, true)) => {
-            let mut e = AuditEvent::new("auth.success");
-            e.identity = Some(crate::auth::who(caller));
-            e.detail = Some(json!({ "endpoint": endpoint_label(gw, server.as_deref()) }));
-            gw.audit.note(e);
-        }
-        Ok((_, false)) => {}
-        Err(why) => {
-            let mut e = AuditEvent::new("auth.failure");
-            e.outcome = Some(match why {
-                AuthError::Unavailable(_) => "unavailable",
-                AuthError::Missing => "missing",
-                _ => "refused",
-            });
-            // The reason names the failure, never the credential.
-            e.reason = Some(why.to_string());
-            e.detail = Some(json!({ "endpoint": endpoint_label(gw, server.as_deref()) }));
-            gw.audit.note_limited(e);
-        }
-    }
+    record_auth(gw, server.as_deref(), &verified);
     let caller = match verified.map(|(c, _)| c) {
         Ok(c) => c,
         Err(AuthError::Unavailable(e)) => {

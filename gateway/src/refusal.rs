@@ -107,65 +107,71 @@ pub(crate) struct Face {
     pub(crate) fail_closed: Option<&'static str>,
 }
 
-impl Refusal {
-    /// The one mapping from a refusal to its code, reason, status, outcome and labels.
-    pub(crate) fn face(&self) -> Face {
-        use Refusal as R;
-        let face = |code, reason: Option<&'static str>, outcome| Face {
+impl Face {
+    fn new(code: i64, reason: Option<&'static str>, outcome: &'static str) -> Face {
+        Face {
             code: Some(code),
             reason,
             status: StatusCode::OK,
             outcome,
             label: reason.unwrap_or(outcome),
             fail_closed: None,
-        };
-        let refused = |reason| face(GATEWAY_REFUSED, Some(reason), reason);
-        let absent = |outcome| face(INVALID_PARAMS, Some("not_found"), outcome);
+        }
+    }
+
+    fn status(self, status: StatusCode) -> Face {
+        Face { status, ..self }
+    }
+
+    fn fails_closed(self, cause: Option<&'static str>) -> Face {
+        Face {
+            fail_closed: cause,
+            ..self
+        }
+    }
+
+    /// Answered as a result, not an error, counted under `label`.
+    fn answered(self, label: &'static str) -> Face {
+        Face {
+            code: None,
+            label,
+            ..self
+        }
+    }
+}
+
+impl Refusal {
+    /// The one mapping from a refusal to its code, reason, status, outcome and labels.
+    pub(crate) fn face(&self) -> Face {
+        use Refusal as R;
+        let refused = |reason| Face::new(GATEWAY_REFUSED, Some(reason), reason);
+        let absent = |outcome| Face::new(INVALID_PARAMS, Some("not_found"), outcome);
+        let bad = |code| Face::new(code, None, "invalid_request");
         match self {
-            R::Malformed(_) => face(INVALID_PARAMS, None, "invalid_request"),
-            R::NoSuchMethod(_) => Face {
-                status: StatusCode::NOT_FOUND,
-                ..face(METHOD_NOT_FOUND, None, "invalid_request")
-            },
+            R::Malformed(_) => bad(INVALID_PARAMS),
+            R::NoSuchMethod(_) => bad(METHOD_NOT_FOUND).status(StatusCode::NOT_FOUND),
+            R::HeaderMismatch(_) => bad(HEADER_MISMATCH).status(StatusCode::BAD_REQUEST),
             R::UnknownTool(_) | R::UnknownPrompt(_) => absent("not_found"),
             R::UnknownResource { modern: true, .. } => absent("not_found"),
             R::UnknownResource { modern: false, .. } => {
-                face(RESOURCE_NOT_FOUND, Some("not_found"), "not_found")
+                Face::new(RESOURCE_NOT_FOUND, Some("not_found"), "not_found")
             }
-            R::Denied { denial, .. } => Face {
-                fail_closed: matches!(denial.reason, DenyReason::Internal(_))
-                    .then_some("policy_error"),
-                ..absent("denied")
-            },
+            R::Denied { denial, .. } => absent("denied").fails_closed(
+                matches!(denial.reason, DenyReason::Internal(_)).then_some("policy_error"),
+            ),
             R::Reloaded { .. } => absent("denied"),
-            R::NoCompletion => Face {
-                code: None,
-                label: "ok",
-                ..absent("not_found")
-            },
+            R::NoCompletion => absent("not_found").answered("ok"),
             R::Quarantined { .. } | R::Changed { .. } => refused("quarantined"),
-            R::HeaderMismatch(_) => Face {
-                status: StatusCode::BAD_REQUEST,
-                ..face(HEADER_MISMATCH, None, "invalid_request")
-            },
-            R::InvalidArguments { .. } => Face {
-                code: None,
-                label: "tool_error",
-                ..face(INVALID_PARAMS, None, "invalid_arguments")
-            },
+            R::InvalidArguments { .. } => {
+                Face::new(INVALID_PARAMS, None, "invalid_arguments").answered("tool_error")
+            }
             R::TooLargeToReview { .. } => refused("invalid_arguments"),
-            R::Killed { killed, .. } => Face {
-                fail_closed: (*killed == Killed::StateUnknown)
-                    .then_some("kill_switch_state_unknown"),
-                ..refused("killed")
-            },
+            R::Killed { killed, .. } => refused("killed").fails_closed(
+                (*killed == Killed::StateUnknown).then_some("kill_switch_state_unknown"),
+            ),
             R::Voided { .. } => refused("killed"),
             R::ReadOnly { .. } => refused("read_only"),
-            R::Shadow { .. } => Face {
-                code: None,
-                label: "ok",
-                ..refused("shadow")
-            },
+            R::Shadow { .. } => refused("shadow").answered("ok"),
             R::RateLimited { .. } => refused("rate_limited"),
             R::ApprovalPending { .. } => Face {
                 outcome: "held",
@@ -174,22 +180,20 @@ impl Refusal {
             R::ApprovalDenied { .. } => refused("approval_denied"),
             R::ApprovalUnavailable { .. } => Face {
                 outcome: "unavailable",
-                fail_closed: Some("approval_state_unavailable"),
                 ..refused("approval_unavailable")
-            },
-            R::Cancelled { .. } => refused("cancelled"),
-            R::Untracked { .. } => Face {
-                fail_closed: Some("inflight_registry_unavailable"),
-                ..refused("unavailable")
-            },
-            R::AuditUnavailable { .. } => Face {
-                fail_closed: Some("audit_unavailable"),
-                ..refused("audit_unavailable")
-            },
-            R::Upstream(e @ UpstreamError::Rpc { .. }) => {
-                face(e.code(), Some("upstream_error"), "upstream_error")
             }
-            R::Upstream(_) => face(
+            .fails_closed(Some("approval_state_unavailable")),
+            R::Cancelled { .. } => refused("cancelled"),
+            R::Untracked { .. } => {
+                refused("unavailable").fails_closed(Some("inflight_registry_unavailable"))
+            }
+            R::AuditUnavailable { .. } => {
+                refused("audit_unavailable").fails_closed(Some("audit_unavailable"))
+            }
+            R::Upstream(e @ UpstreamError::Rpc { .. }) => {
+                Face::new(e.code(), Some("upstream_error"), "upstream_error")
+            }
+            R::Upstream(_) => Face::new(
                 UPSTREAM_ERROR,
                 Some("upstream_unavailable"),
                 "upstream_unavailable",
@@ -244,13 +248,17 @@ impl Refusal {
         let Some(code) = face.code else {
             return Ok(self.result());
         };
-        let mut data = match face.reason {
-            Some(r) => json!({ "reason": r }),
-            None => Value::Null,
+        let mut e = RpcError::new(code, self.text());
+        e.data = match (face.reason, &self) {
+            (None, Refusal::NoSuchMethod(m)) => Some(Value::String(m.clone())),
+            (None, _) => None,
+            (Some(r), _) => {
+                let mut data = serde_json::Map::new();
+                data.insert("reason".into(), json!(r));
+                data.extend(self.extra().into_iter().map(|(k, v)| (k.to_string(), v)));
+                Some(Value::Object(data))
+            }
         };
-        let message = self.message(&mut data);
-        let mut e = RpcError::new(code, message);
-        e.data = (!data.is_null()).then_some(data);
         Err(e)
     }
 
@@ -286,28 +294,48 @@ impl Refusal {
         }
     }
 
-    /// The caller's message, adding what else the caller may see to `data`.
-    fn message(&self, data: &mut Value) -> String {
+    /// What the caller may see in `data` besides the reason.
+    fn extra(&self) -> Vec<(&'static str, Value)> {
         use Refusal as R;
-        let mut more = |k: &str, v: Value| {
-            if let Some(d) = data.as_object_mut() {
-                d.insert(k.into(), v);
-            }
-        };
+        match self {
+            R::UnknownResource { uri, .. } => vec![("uri", json!(uri))],
+            R::Voided { approval, .. }
+            | R::ApprovalDenied { approval, .. }
+            | R::Cancelled {
+                approval: Some(approval),
+                ..
+            } => vec![("approval_id", json!(approval))],
+            R::ReadOnly { class, .. } => vec![("class", json!(class.as_str()))],
+            R::RateLimited { wait_s, .. } => vec![("retry_after_s", json!(wait_s))],
+            R::ApprovalPending {
+                class, approval, ..
+            } => vec![
+                ("approval_id", json!(approval)),
+                ("class", json!(class.as_str())),
+            ],
+            R::Upstream(UpstreamError::Rpc { server, error }) => vec![
+                ("server", json!(server)),
+                (
+                    "upstream",
+                    error.get("data").cloned().unwrap_or(Value::Null),
+                ),
+            ],
+            R::Upstream(other) => vec![("server", json!(other.server()))],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The caller's message.
+    fn text(&self) -> String {
+        use Refusal as R;
         match self {
             R::Malformed(m) => m.clone(),
-            R::NoSuchMethod(m) => {
-                *data = Value::String(m.clone());
-                format!("Method not found: {m}")
-            }
+            R::NoSuchMethod(m) => format!("Method not found: {m}"),
             R::UnknownTool(name) | R::Denied { name, .. } | R::Reloaded { name, .. } => {
                 format!("Unknown tool: {name}")
             }
             R::UnknownPrompt(name) => format!("Unknown prompt: {name}"),
-            R::UnknownResource { uri, .. } => {
-                more("uri", json!(uri));
-                "Resource not found".into()
-            }
+            R::UnknownResource { .. } => "Resource not found".into(),
             R::Quarantined { name, .. } => format!(
                 "`{name}` is quarantined: its definition is not the pinned one; an operator must review and re-pin it"
             ),
@@ -321,34 +349,24 @@ impl Refusal {
             ),
             R::Killed { what, killed } => format!("`{what}` was not executed: {killed}"),
             R::Voided { name, approval } => {
-                more("approval_id", json!(approval));
                 format!("`{name}` was not executed: request {approval} was voided by a kill switch")
             }
-            R::ReadOnly { name, class } => {
-                more("class", json!(class.as_str()));
-                format!(
-                    "`{name}` is a {class} tool and the gateway is in read-only mode; it was not executed"
-                )
-            }
+            R::ReadOnly { name, class } => format!(
+                "`{name}` is a {class} tool and the gateway is in read-only mode; it was not executed"
+            ),
             R::Shadow { name, .. } => format!("`{name}` was not executed: shadow mode"),
             R::NoCompletion => String::new(),
             R::RateLimited { name, rate, wait_s } => {
-                more("retry_after_s", json!(wait_s));
                 format!("`{name}` is limited to {rate}; try again in {wait_s} s")
             }
             R::ApprovalPending {
                 name,
                 class,
                 approval,
-            } => {
-                more("approval_id", json!(approval));
-                more("class", json!(class.as_str()));
-                format!(
-                    "`{name}` is a {class} tool and needs a human's approval: request {approval} is waiting for an approver, who decides it on the gateway's operator page (Approvals) or with `portcullis approvals approve {approval} --reason \"...\" --config <the gateway's config>` (operator key in PORTCULLIS_ADMIN_KEY). Once it is approved, make the identical call again."
-                )
-            }
+            } => format!(
+                "`{name}` is a {class} tool and needs a human's approval: request {approval} is waiting for an approver, who decides it on the gateway's operator page (Approvals) or with `portcullis approvals approve {approval} --reason \"...\" --config <the gateway's config>` (operator key in PORTCULLIS_ADMIN_KEY). Once it is approved, make the identical call again."
+            ),
             R::ApprovalDenied { name, approval, by } => {
-                more("approval_id", json!(approval));
                 format!("`{name}` was not executed: request {approval} was denied by {by}")
             }
             R::ApprovalUnavailable { .. } => {
@@ -358,16 +376,12 @@ impl Refusal {
             R::Cancelled {
                 name,
                 approval: Some(id),
-            } => {
-                more("approval_id", json!(id));
-                format!(
-                    "`{name}` was not executed: the call was cancelled while it waited for approval {id}"
-                )
+            } => format!(
+                "`{name}` was not executed: the call was cancelled while it waited for approval {id}"
+            ),
+            R::Cancelled { name, .. } => {
+                format!("`{name}` was not executed: the call was cancelled")
             }
-            R::Cancelled {
-                name,
-                approval: None,
-            } => format!("`{name}` was not executed: the call was cancelled"),
             R::Untracked { name } => format!(
                 "`{name}` was not executed: the gateway cannot track it for the kill switch"
             ),
@@ -375,21 +389,13 @@ impl Refusal {
                 format!("`{what}` was not executed: the audit log cannot record it")
             }
             R::Upstream(UpstreamError::Rpc { server, error }) => {
-                more("server", json!(server));
-                more(
-                    "upstream",
-                    error.get("data").cloned().unwrap_or(Value::Null),
-                );
                 let msg = error
                     .get("message")
                     .and_then(Value::as_str)
                     .unwrap_or("error");
                 format!("upstream `{server}`: {msg}")
             }
-            R::Upstream(other) => {
-                more("server", json!(other.server()));
-                other.to_string()
-            }
+            R::Upstream(other) => other.to_string(),
         }
     }
 }

@@ -310,6 +310,32 @@ impl Upstream {
         outcome
     }
 
+    /// The connection a request goes on: the session's own for a `per_session` server (opened
+    /// now if need be; a cancellation meanwhile stops the request before anything is sent),
+    /// otherwise the shared one.
+    async fn connection_for(
+        &self,
+        on: Option<&On<'_>>,
+        config: &registry::Server,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<(Connection, Option<Arc<Relay>>), UpstreamError> {
+        let cancelled = || UpstreamError::Cancelled(self.name.clone());
+        let Some(on) = on.filter(|_| config.connection == registry::Connection::PerSession) else {
+            return Ok((self.connection()?, None));
+        };
+        let opened = match cancel {
+            Some(c) => tokio::select! {
+                r = self.link(on, config) => r,
+                () = c.cancelled() => Err(cancelled()),
+            },
+            None => self.link(on, config).await,
+        }?;
+        if cancel.is_some_and(CancellationToken::is_cancelled) {
+            return Err(cancelled());
+        }
+        Ok(opened)
+    }
+
     async fn send(
         &self,
         method: &str,
@@ -326,24 +352,9 @@ impl Upstream {
             return Err(UpstreamError::Down(name.clone()));
         }
         let config = self.config();
-        let (conn, relay) = match on {
-            Some(on) if config.connection == registry::Connection::PerSession => {
-                // A cancellation while the session's connection opens stops the request here:
-                // nothing is sent.
-                let opened = match &cancel {
-                    Some(c) => tokio::select! {
-                        r = self.link(on, &config) => r,
-                        () = c.cancelled() => Err(UpstreamError::Cancelled(name.clone())),
-                    },
-                    None => self.link(on, &config).await,
-                }?;
-                if cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
-                    return Err(UpstreamError::Cancelled(name.clone()));
-                }
-                opened
-            }
-            _ => (self.connection()?, None),
-        };
+        let (conn, relay) = self
+            .connection_for(on.as_ref(), &config, cancel.as_ref())
+            .await?;
         let mut msg = serde_json::Map::new();
         msg.insert("method".into(), Value::String(method.to_string()));
         if let Some(p) = params {

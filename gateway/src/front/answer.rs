@@ -6,7 +6,7 @@ use super::*;
 /// SSE stream if the request produced messages (progress, logs) before its result.
 pub(super) async fn answer(
     gw: Arc<Gateway>,
-    mut call: Call,
+    call: Call,
     msg: Inbound,
     accepts_sse: bool,
 ) -> Response {
@@ -20,95 +20,108 @@ pub(super) async fn answer(
             StatusCode::ACCEPTED.into_response()
         }
         Inbound::Request { id, method, params } => {
-            let modern = matches!(call.era, Era::Stateless);
-            if method == "subscriptions/listen" && modern {
+            if method == "subscriptions/listen" && matches!(call.era, Era::Stateless) {
                 return listen(gw, call, id, params);
             }
-            let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
-            call.streams = accepts_sse;
-            let protocol = match &call.era {
-                Era::Stateful(s) => s.protocol_version.clone(),
-                Era::Stateless => STATELESS_VERSION.to_string(),
-            };
-            let span = crate::telemetry::server_span(
-                &call.parent,
-                &method,
-                params.as_ref(),
-                &id,
-                call.session_id(),
-                &protocol,
-            );
-            call.trace_id = Some(crate::telemetry::trace_id(&span));
-            let fut = {
-                let gw = gw.clone();
-                let id = id.clone();
-                let ended = span.clone();
-                async move {
-                    let started = std::time::Instant::now();
-                    let answer =
-                        crate::dispatch::request(&gw, &call, &id, &method, params, tx).await;
-                    crate::metrics::get().request(&method, answer.label(), started.elapsed());
-                    let why = answer.face.as_ref().and_then(|f| f.reason);
-                    let r = answer.result;
-                    crate::telemetry::finish(&ended, r.as_ref().map_err(|e| (e.code, why)));
-                    r
-                }
-                .with_context(span)
-            };
-            // Polled here, not spawned: no hand-over to another thread and back on every call.
-            let mut run = Finish::new(fut, gw.detached.clone());
-            // Wait for either the result or a first message that needs a stream.
-            let first = tokio::select! {
-                r = &mut run => Err(r),
-                m = rx.recv() => Ok(m),
-            };
-            match first {
-                Err(done) => {
-                    let (status, body) = finish(&id, done, modern);
-                    (status, axum::Json(body)).into_response()
-                }
-                Ok(None) => {
-                    // Every sender is gone without an interim message: the result is near.
-                    let done = run.await;
-                    let (status, body) = finish(&id, done, modern);
-                    (status, axum::Json(body)).into_response()
-                }
-                Ok(first) if !accepts_sse => {
-                    // The client cannot take a stream: drop interim messages, answer with the
-                    // result.
-                    drop(first);
-                    let done = run.await;
-                    let (status, body) = finish(&id, done, modern);
-                    (status, axum::Json(body)).into_response()
-                }
-                Ok(first) => {
-                    // Interim messages until every sender is gone (the request has finished),
-                    // then the result. The request goes on in a task of its own: the stream
-                    // only carries what it sends.
-                    let task = gw.detached.spawn(run);
-                    let head = futures::stream::iter(first);
-                    let mids = futures::stream::unfold(rx, |mut rx| async move {
-                        rx.recv().await.map(|m| (m, rx))
-                    });
-                    let last = futures::stream::once(async move {
-                        let done = task.await.ok().flatten();
-                        finish(&id, done, modern).1
-                    });
-                    let events = head.chain(mids).chain(last).map(|v| {
-                        Ok::<_, Infallible>(match v.is_null() {
-                            true => Event::default().comment("waiting"),
-                            false => Event::default().event("message").data(v.to_string()),
-                        })
-                    });
-                    // A comment whenever nothing else went out for a while: a call held for
-                    // approval keeps the client's read timeout from running out.
-                    Sse::new(events)
-                        .keep_alive(KeepAlive::new().interval(STREAM_KEEPALIVE))
-                        .into_response()
-                }
-            }
+            request(gw, call, id, method, params, accepts_sse).await
         }
     }
+}
+
+/// A request: run in a SERVER span, measured, and answered as [`respond`] decides.
+async fn request(
+    gw: Arc<Gateway>,
+    mut call: Call,
+    id: Value,
+    method: String,
+    params: Option<Value>,
+    accepts_sse: bool,
+) -> Response {
+    let modern = matches!(call.era, Era::Stateless);
+    let (tx, rx) = mpsc::unbounded_channel::<Value>();
+    call.streams = accepts_sse;
+    let protocol = match &call.era {
+        Era::Stateful(s) => s.protocol_version.clone(),
+        Era::Stateless => STATELESS_VERSION.to_string(),
+    };
+    let span = crate::telemetry::server_span(
+        &call.parent,
+        &method,
+        params.as_ref(),
+        &id,
+        call.session_id(),
+        &protocol,
+    );
+    call.trace_id = Some(crate::telemetry::trace_id(&span));
+    let fut = {
+        let gw = gw.clone();
+        let id = id.clone();
+        let ended = span.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let answer = crate::dispatch::request(&gw, &call, &id, &method, params, tx).await;
+            crate::metrics::get().request(&method, answer.label(), started.elapsed());
+            let why = answer.face.as_ref().and_then(|f| f.reason);
+            let r = answer.result;
+            crate::telemetry::finish(&ended, r.as_ref().map_err(|e| (e.code, why)));
+            r
+        }
+        .with_context(span)
+    };
+    // Polled here, not spawned: no hand-over to another thread and back on every call.
+    let run = Finish::new(fut, gw.detached.clone());
+    respond(&gw, run, rx, id, modern, accepts_sse).await
+}
+
+/// JSON with the result, unless the request sends an interim message first and the client
+/// takes a stream: then SSE with every interim message, then the result.
+async fn respond<F>(
+    gw: &Gateway,
+    mut run: Finish<F>,
+    mut rx: mpsc::UnboundedReceiver<Value>,
+    id: Value,
+    modern: bool,
+    accepts_sse: bool,
+) -> Response
+where
+    F: Future<Output = Result<Value, RpcError>> + Send + 'static,
+{
+    let json = |done| {
+        let (status, body) = finish(&id, done, modern);
+        (status, axum::Json(body)).into_response()
+    };
+    // Wait for either the result or a first message that needs a stream.
+    let first = tokio::select! {
+        r = &mut run => return json(r),
+        m = rx.recv() => m,
+    };
+    if first.is_none() || !accepts_sse {
+        // No interim message (every sender is gone: the result is near), or a client that
+        // cannot take a stream: interim messages are dropped, the result is the answer.
+        drop(first);
+        return json(run.await);
+    }
+    // Interim messages until every sender is gone (the request has finished), then the result.
+    // The request goes on in a task of its own: the stream only carries what it sends.
+    let task = gw.detached.spawn(run);
+    let head = futures::stream::iter(first);
+    let mids =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let last = futures::stream::once(async move {
+        let done = task.await.ok().flatten();
+        finish(&id, done, modern).1
+    });
+    let events = head.chain(mids).chain(last).map(|v| {
+        Ok::<_, Infallible>(match v.is_null() {
+            true => Event::default().comment("waiting"),
+            false => Event::default().event("message").data(v.to_string()),
+        })
+    });
+    // A comment whenever nothing else went out for a while: a call held for approval keeps the
+    // client's read timeout from running out.
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(STREAM_KEEPALIVE))
+        .into_response()
 }
 
 /// How long an answer's stream stays silent before a comment goes out.

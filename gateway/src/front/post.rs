@@ -24,11 +24,26 @@ pub(super) async fn post(
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, &e),
     };
     let accepts_sse = accepts(&headers, "text/event-stream");
-    let session_id = header_str(&headers, "mcp-session-id");
-    let version_header = header_str(&headers, "mcp-protocol-version");
+    if let Some(sid) = header_str(&headers, "mcp-session-id") {
+        return stateful(gw, admitted, &headers, sid, msg, accepts_sse).await;
+    }
+    if msg.method() == Some("initialize") {
+        return initialize(&gw, admitted, msg);
+    }
+    stateless(gw, admitted, &headers, msg, accepts_sse).await
+}
 
-    // Stateful: an existing session.
-    if let Some(sid) = session_id {
+/// A message in an existing stateful session.
+async fn stateful(
+    gw: Arc<Gateway>,
+    admitted: Admitted,
+    headers: &HeaderMap,
+    sid: &str,
+    msg: Inbound,
+    accepts_sse: bool,
+) -> Response {
+    let version_header = header_str(headers, "mcp-protocol-version");
+    {
         let Some(session) = gw.sessions.get(sid, &admitted.caller, &admitted.scope) else {
             return rpc_error(
                 StatusCode::NOT_FOUND,
@@ -54,19 +69,23 @@ pub(super) async fn post(
             era: Era::Stateful(session),
             request_id: request_id(),
             trace_id: None,
-            parent: crate::telemetry::extract(&headers, msg_params(&msg)),
+            parent: crate::telemetry::extract(headers, msg_params(&msg)),
             param_headers: Vec::new(),
             streams: false,
         };
-        return answer(gw, call, msg, accepts_sse).await;
+        answer(gw, call, msg, accepts_sse).await
     }
+}
 
-    // Stateful: a new session.
-    if msg.method() == Some("initialize") {
-        return initialize(&gw, admitted, msg);
-    }
-
-    // Stateless (2026-07-28).
+/// A 2026-07-28 message: everything it needs is in the request.
+async fn stateless(
+    gw: Arc<Gateway>,
+    admitted: Admitted,
+    headers: &HeaderMap,
+    msg: Inbound,
+    accepts_sse: bool,
+) -> Response {
+    let version_header = header_str(headers, "mcp-protocol-version");
     let meta_version = match &msg {
         Inbound::Request { params, .. } | Inbound::Notification { params, .. } => params
             .as_ref()
@@ -88,7 +107,7 @@ pub(super) async fn post(
             ),
         );
     }
-    if let Err(e) = check_stateless(&headers, &msg, version_header, meta_version.as_deref()) {
+    if let Err(e) = check_stateless(headers, &msg, version_header, meta_version.as_deref()) {
         return rpc_error(StatusCode::BAD_REQUEST, msg_id(&msg), &e);
     }
     let has_caps = match &msg {
@@ -115,8 +134,8 @@ pub(super) async fn post(
         era: Era::Stateless,
         request_id: request_id(),
         trace_id: None,
-        parent: crate::telemetry::extract(&headers, msg_params(&msg)),
-        param_headers: param_headers(&headers),
+        parent: crate::telemetry::extract(headers, msg_params(&msg)),
+        param_headers: param_headers(headers),
         streams: false,
     };
     answer(gw, call, msg, accepts_sse).await
@@ -150,41 +169,8 @@ async fn batch(
             &RpcError::new(jsonrpc::GATEWAY_REFUSED, "session not found"),
         );
     };
-    if let Some(v) = header_str(headers, "mcp-protocol-version")
-        && !STATEFUL_VERSIONS.contains(&v)
-    {
-        return refuse(format!("unsupported MCP-Protocol-Version `{v}`"));
-    }
-    if !BATCH_VERSIONS.contains(&session.protocol_version.as_str()) {
-        return refuse(format!(
-            "protocol {} has no JSON-RPC batches; send one message per POST",
-            session.protocol_version
-        ));
-    }
-    if items.is_empty() {
-        return refuse("an empty batch".into());
-    }
-    if items.len() > MAX_BATCH {
-        return refuse(format!(
-            "a batch of {} messages; at most {MAX_BATCH} are taken in one POST",
-            items.len()
-        ));
-    }
-    // Requests (with their ids) and responses may not share a batch; ids must be distinct, or a
-    // cancellation could not tell the calls apart.
-    let mut ids = std::collections::HashSet::new();
-    let mut responses = false;
-    for item in &items {
-        match (item.get("method"), item.get("id")) {
-            (Some(_), Some(id)) if !ids.insert(id.to_string()) => {
-                return refuse(format!("the request id {id} appears twice in the batch"));
-            }
-            (None, Some(_)) => responses = true,
-            _ => {}
-        }
-    }
-    if responses && !ids.is_empty() {
-        return refuse("a batch holds either requests and notifications, or responses".into());
+    if let Err(why) = batch_shape(headers, &session.protocol_version, &items) {
+        return refuse(why);
     }
     let parent = crate::telemetry::extract(headers, None);
     let members = items.into_iter().map(|item| {
@@ -231,6 +217,46 @@ async fn batch(
         true => StatusCode::ACCEPTED.into_response(),
         false => axum::Json(Value::Array(answers)).into_response(),
     }
+}
+
+/// Why a batch is not taken, if it is not: the session's revision, its size, and requests and
+/// responses not mixed, with distinct ids (or a cancellation could not tell the calls apart).
+fn batch_shape(headers: &HeaderMap, protocol: &str, items: &[Value]) -> Result<(), String> {
+    if let Some(v) = header_str(headers, "mcp-protocol-version")
+        && !STATEFUL_VERSIONS.contains(&v)
+    {
+        return Err(format!("unsupported MCP-Protocol-Version `{v}`"));
+    }
+    if !BATCH_VERSIONS.contains(&protocol) {
+        return Err(format!(
+            "protocol {} has no JSON-RPC batches; send one message per POST",
+            protocol
+        ));
+    }
+    if items.is_empty() {
+        return Err("an empty batch".into());
+    }
+    if items.len() > MAX_BATCH {
+        return Err(format!(
+            "a batch of {} messages; at most {MAX_BATCH} are taken in one POST",
+            items.len()
+        ));
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut responses = false;
+    for item in items {
+        match (item.get("method"), item.get("id")) {
+            (Some(_), Some(id)) if !ids.insert(id.to_string()) => {
+                return Err(format!("the request id {id} appears twice in the batch"));
+            }
+            (None, Some(_)) => responses = true,
+            _ => {}
+        }
+    }
+    if responses && !ids.is_empty() {
+        return Err("a batch holds either requests and notifications, or responses".into());
+    }
+    Ok(())
 }
 
 /// 2026-07-28 header rules: `MCP-Protocol-Version` equals `_meta`, `Mcp-Method` equals the

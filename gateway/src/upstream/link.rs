@@ -12,7 +12,7 @@ impl Upstream {
     /// one closed, or was opened for an upstream a reload replaced).
     pub(super) async fn link(
         &self,
-        on: On<'_>,
+        on: &On<'_>,
         config: &registry::Server,
     ) -> Result<(Connection, Option<Arc<Relay>>), UpstreamError> {
         let slot = on
@@ -33,29 +33,7 @@ impl Upstream {
             return Err(UpstreamError::Down(self.name.clone()));
         }
         let stop = self.stop.child_token();
-        let relay = Arc::new(Relay::new(
-            &self.name,
-            on.session,
-            relay::Owner {
-                who: crate::auth::who(on.caller),
-                identity: on.caller.identity.clone(),
-                levers: on.levers.clone(),
-            },
-            self.audit.clone(),
-            config.timeout,
-            stop.clone(),
-        ));
-        let (refresh, _) = mpsc::unbounded_channel();
-        let handler = UpstreamHandler {
-            server: self.name.clone(),
-            progress: Arc::new(ProgressRoutes::default()),
-            // The shared connection announces list changes; a link's would repeat them.
-            events: broadcast::channel(1).0,
-            refresh,
-            relay: Some(relay.clone()),
-            secrets: self.sent_secrets.clone(),
-            pinning: false,
-        };
+        let (relay, handler) = self.link_handler(on, config, &stop);
         // The whole open (secrets, address checks, handshake) within the server's timeout.
         let opened = tokio::select! {
             r = tokio::time::timeout(config.timeout, connect::open_link(self, handler)) => {
@@ -86,23 +64,7 @@ impl Upstream {
         if let Some(level) = level
             && conn.protocol.has_initialize()
         {
-            let request: Result<ClientRequest, _> = serde_json::from_value(
-                json!({ "method": "logging/setLevel", "params": { "level": level } }),
-            );
-            let options = PeerRequestOptions::with_timeout(config.timeout);
-            let sent = match request {
-                Ok(request) => match conn.peer.send_request_with_option(request, options).await {
-                    Ok(handle) => handle.await_response().await.map(drop),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(ServiceError::McpError(rmcp::ErrorData::internal_error(
-                    e.to_string(),
-                    None,
-                ))),
-            };
-            if let Err(e) = sent {
-                tracing::warn!(server = %self.name, error = %e, "logging/setLevel not relayed");
-            }
+            self.set_level_on(&conn, &level, config.timeout).await;
         }
         held.failed = None;
         held.link = Some(Link {
@@ -112,5 +74,60 @@ impl Upstream {
             _close: stop.drop_guard(),
         });
         Ok((conn, Some(relay)))
+    }
+
+    /// Send `logging/setLevel` on a connection just opened, within `timeout`.
+    async fn set_level_on(&self, conn: &Connection, level: &str, timeout: Duration) {
+        let request: Result<ClientRequest, _> = serde_json::from_value(
+            json!({ "method": "logging/setLevel", "params": { "level": level } }),
+        );
+        let options = PeerRequestOptions::with_timeout(timeout);
+        let sent = match request {
+            Ok(request) => match conn.peer.send_request_with_option(request, options).await {
+                Ok(handle) => handle.await_response().await.map(drop),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(ServiceError::McpError(rmcp::ErrorData::internal_error(
+                e.to_string(),
+                None,
+            ))),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(server = %self.name, error = %e, "logging/setLevel not relayed");
+        }
+    }
+
+    /// The handler of a new link: its relay to the session's client, no list-change events (the
+    /// shared connection announces them), no pinning.
+    fn link_handler(
+        &self,
+        on: &On<'_>,
+        config: &registry::Server,
+        stop: &CancellationToken,
+    ) -> (Arc<Relay>, UpstreamHandler) {
+        let relay = Arc::new(Relay::new(
+            &self.name,
+            on.session,
+            relay::Owner {
+                who: crate::auth::who(on.caller),
+                identity: on.caller.identity.clone(),
+                levers: on.levers.clone(),
+            },
+            self.audit.clone(),
+            config.timeout,
+            stop.clone(),
+        ));
+        let (refresh, _) = mpsc::unbounded_channel();
+        let handler = UpstreamHandler {
+            server: self.name.clone(),
+            progress: Arc::new(ProgressRoutes::default()),
+            // The shared connection announces list changes; a link's would repeat them.
+            events: broadcast::channel(1).0,
+            refresh,
+            relay: Some(relay.clone()),
+            secrets: self.sent_secrets.clone(),
+            pinning: false,
+        };
+        (relay, handler)
     }
 }

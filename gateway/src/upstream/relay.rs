@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::client::ClientSide;
+use super::client::{ClientSide, Waiting};
 use crate::jsonrpc;
 use crate::levers::Levers;
 
@@ -242,6 +242,98 @@ impl Relay {
         e
     }
 
+    /// The client stream a request from the upstream goes to: that of the running call it came
+    /// on, if the client declared the capability and nothing refuses it.
+    async fn stream_for(
+        &self,
+        session: &ClientSide,
+        method: &'static str,
+        capability: &str,
+        params: &Value,
+        origin: Option<&InboundStreamOrigin>,
+    ) -> Result<(mpsc::UnboundedSender<Value>, CancellationToken), (ErrorCode, String)> {
+        if let Some(refused) = self.refusal(session, method, capability, params) {
+            return Err(refused);
+        }
+        match origin {
+            Some(InboundStreamOrigin::OutboundRequest(id)) => self.call(id).await,
+            _ => None,
+        }
+        .ok_or_else(|| {
+            (
+                ErrorCode::INVALID_REQUEST,
+                "the request is tied to no running call whose client takes a stream".into(),
+            )
+        })
+    }
+
+    /// Send the request to the client and wait for its answer, until the call, the session or
+    /// the connection ends, the upstream withdraws it, or the server's timeout passes. `Err`
+    /// carries the outcome's name for the record.
+    async fn exchange(
+        &self,
+        session: &ClientSide,
+        sink: &mpsc::UnboundedSender<Value>,
+        ended: &CancellationToken,
+        waiting: &mut Waiting<'_>,
+        message: Value,
+        withdrawn: CancellationToken,
+    ) -> Result<Value, (&'static str, McpError)> {
+        let fail = |code: ErrorCode, why: String| McpError::new(code, why, None);
+        let closed = |why: &str| ("closed", fail(ErrorCode::INTERNAL_ERROR, why.to_string()));
+        if sink.send(message).is_err() {
+            Err(closed("the client's request ended before it was asked"))
+        } else {
+            tokio::select! {
+                r = &mut waiting.answer => match r {
+                    Ok(Ok(result)) => Ok(result),
+                    Ok(Err(error)) => Err(("client_error", client_error(&error))),
+                    Err(_) => Err(closed("the client's session has ended")),
+                },
+                () = ended.cancelled() => Err(closed("the call that caused the request ended")),
+                () = session.links.closed.cancelled() => Err(closed("the client's session has ended")),
+                () = self.stop.cancelled() => Err(closed("the server's connection is closing")),
+                () = withdrawn.cancelled() => {
+                    let note = jsonrpc::notification(
+                        "notifications/cancelled",
+                        json!({ "requestId": waiting.id, "reason": "withdrawn by the server" }),
+                    );
+                    let _ = sink.send(note);
+                    Err(("cancelled", fail(ErrorCode::INTERNAL_ERROR, "the server withdrew the request".into())))
+                }
+                () = tokio::time::sleep(self.timeout) => Err(("timeout", fail(
+                    ErrorCode::INTERNAL_ERROR,
+                    format!("the client did not answer within {:?}", self.timeout),
+                ))),
+            }
+        }
+    }
+
+    /// The `upstream.answer` record of a request to the client.
+    fn note_answer(
+        &self,
+        session: &ClientSide,
+        method: &str,
+        id: &Value,
+        outcome: &Result<Value, (&'static str, McpError)>,
+    ) {
+        let mut done = self.event("upstream.answer", session, method);
+        done.detail = Some(json!({ "client_request_id": id }));
+        match outcome {
+            Ok(result) => {
+                done.outcome = Some("answered");
+                if let Some(d) = done.detail.as_mut().and_then(Value::as_object_mut) {
+                    d.insert("response_bytes".into(), json!(result.to_string().len()));
+                }
+            }
+            Err((kind, err)) => {
+                done.outcome = Some(kind);
+                done.reason = Some(err.message.to_string());
+            }
+        }
+        self.note(done);
+    }
+
     /// Ask the session's client on the upstream's behalf and return its answer. `capability` is
     /// the client capability the request needs; `origin` says which upstream stream it came
     /// on; `withdrawn` is cancelled if the upstream cancels its request.
@@ -261,19 +353,9 @@ impl Relay {
             ));
         };
         let mut e = self.event("upstream.request", &session, method);
-        let call = match self.refusal(&session, method, capability, &params) {
-            Some(refused) => Err(refused),
-            None => match origin {
-                Some(InboundStreamOrigin::OutboundRequest(id)) => self.call(id).await,
-                _ => None,
-            }
-            .ok_or_else(|| {
-                (
-                    ErrorCode::INVALID_REQUEST,
-                    "the request is tied to no running call whose client takes a stream".into(),
-                )
-            }),
-        };
+        let call = self
+            .stream_for(&session, method, capability, &params, origin)
+            .await;
         let (sink, ended) = match call {
             Ok(found) => found,
             Err((code, why)) => {
@@ -317,48 +399,10 @@ impl Relay {
         }
         let message =
             json!({ "jsonrpc": "2.0", "id": waiting.id, "method": method, "params": params });
-        let closed = |why: &str| ("closed", fail(ErrorCode::INTERNAL_ERROR, why.to_string()));
-        let outcome: Result<Value, (&'static str, McpError)> = if sink.send(message).is_err() {
-            Err(closed("the client's request ended before it was asked"))
-        } else {
-            tokio::select! {
-                r = &mut waiting.answer => match r {
-                    Ok(Ok(result)) => Ok(result),
-                    Ok(Err(error)) => Err(("client_error", client_error(&error))),
-                    Err(_) => Err(closed("the client's session has ended")),
-                },
-                () = ended.cancelled() => Err(closed("the call that caused the request ended")),
-                () = session.links.closed.cancelled() => Err(closed("the client's session has ended")),
-                () = self.stop.cancelled() => Err(closed("the server's connection is closing")),
-                () = withdrawn.cancelled() => {
-                    let note = jsonrpc::notification(
-                        "notifications/cancelled",
-                        json!({ "requestId": waiting.id, "reason": "withdrawn by the server" }),
-                    );
-                    let _ = sink.send(note);
-                    Err(("cancelled", fail(ErrorCode::INTERNAL_ERROR, "the server withdrew the request".into())))
-                }
-                () = tokio::time::sleep(self.timeout) => Err(("timeout", fail(
-                    ErrorCode::INTERNAL_ERROR,
-                    format!("the client did not answer within {:?}", self.timeout),
-                ))),
-            }
-        };
-        let mut done = self.event("upstream.answer", &session, method);
-        done.detail = Some(json!({ "client_request_id": waiting.id }));
-        match &outcome {
-            Ok(result) => {
-                done.outcome = Some("answered");
-                if let Some(d) = done.detail.as_mut().and_then(Value::as_object_mut) {
-                    d.insert("response_bytes".into(), json!(result.to_string().len()));
-                }
-            }
-            Err((kind, err)) => {
-                done.outcome = Some(kind);
-                done.reason = Some(err.message.to_string());
-            }
-        }
-        self.note(done);
+        let outcome = self
+            .exchange(&session, &sink, &ended, &mut waiting, message, withdrawn)
+            .await;
+        self.note_answer(&session, method, &waiting.id, &outcome);
         outcome.map_err(|(_, err)| err)
     }
 
