@@ -30,8 +30,6 @@ const MAX_BODY: usize = 64 * 1024;
 /// The admin listener's state.
 pub(crate) struct Admin {
     pub(crate) gw: Arc<Gateway>,
-    /// `http://<bound address>`: this listener's URL and the audience of operator tokens.
-    pub(crate) url: String,
     hosts: Vec<String>,
     issuers: Issuers,
     pub(crate) ui: ui::Sessions,
@@ -48,17 +46,21 @@ impl Admin {
                 format!("[::1]:{port}"),
             ]);
         }
-        let shown = match bound.ip().is_unspecified() {
-            true => format!("127.0.0.1:{port}"),
-            false => bound.to_string(),
-        };
-        let url = format!("http://{shown}");
+        // This listener's URL is the audience of operator tokens.
+        let url = Admin::url_for(bound);
         Admin {
             issuers: Issuers::for_admin(&gw.registry().access.oidc, &url),
             gw,
-            url,
             hosts,
             ui: ui::Sessions::default(),
+        }
+    }
+
+    /// `http://<address>` of a listener bound at `bound` (loopback for an unspecified address).
+    pub(crate) fn url_for(bound: std::net::SocketAddr) -> String {
+        match bound.ip().is_unspecified() {
+            true => format!("http://127.0.0.1:{}", bound.port()),
+            false => format!("http://{bound}"),
         }
     }
 

@@ -1,92 +1,96 @@
 //! Running the gateway (`serve`, and `quickstart` once it has its config and keys).
 //!
-//! The server is a function of a validated registry and a listener: config is validated before
-//! any socket is bound, the listener is bound, then upstreams connect in the background.
+//! The config is validated before any socket is bound. [`start`] assembles a gateway from a
+//! validated registry (store, secrets, audit log, upstreams, levers); [`serve`] serves its two
+//! routers on two listeners until shutdown, then lets running calls finish and closes the audit
+//! log; [`run`] is the command: telemetry, listeners, start, heartbeat, reload, serve.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::command::{EX_CONFIG, EX_SOFTWARE, open_store};
+use crate::command::{EX_CONFIG, EX_SOFTWARE, EX_UNAVAILABLE};
 use crate::gateway::Gateway;
 use crate::upstream::Upstreams;
 
 /// How often a `serve` process writes its heartbeat to the store.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Run until SIGINT or SIGTERM, reloading `config` on SIGHUP and when it changes. `banner` is
-/// printed once the listener is bound. `bound` holds the MCP and admin listeners when the caller
-/// bound them already (the quickstart binds before it writes anything).
-pub(crate) async fn run(
+/// How long shutdown waits for calls running without a client (see `Gateway::detached`).
+const DETACHED_GRACE: Duration = Duration::from_secs(10);
+
+/// A running gateway's state: what its routers serve.
+#[derive(Clone)]
+pub struct State {
+    pub(crate) gw: Arc<Gateway>,
+    /// Where its admin listener is, for the links the admin pages print.
+    pub(crate) admin_at: SocketAddr,
+}
+
+impl State {
+    /// Wait up to `limit` for every upstream to connect and list its tools; false if some did
+    /// not (they keep trying in the background).
+    pub async fn upstreams_ready(&self, limit: Duration) -> bool {
+        self.gw.upstreams().wait_connected(limit).await
+    }
+}
+
+/// Why a gateway did not start: what to tell the operator, and the exit code.
+#[derive(Debug)]
+pub struct Unready {
+    /// A sysexits code: 64 config, 69 a required service, 70 internal.
+    pub code: u8,
+    /// What went wrong, and the fix where there is one.
+    pub message: String,
+}
+
+impl std::fmt::Display for Unready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn unready(code: u8, message: impl Into<String>) -> Unready {
+    Unready {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Assemble a gateway for a validated `reg` whose MCP listener is at `mcp_at` and admin
+/// listener at `admin_at`: open the store, read every secret reference, open the audit log
+/// (no writable required sink, no start), start the upstreams, read the kill-switch state once
+/// (no state, no start). Background work (kill-switch polling, idle sessions) stops with
+/// `shutdown`.
+pub async fn start(
     reg: registry::Registry,
-    config: &Path,
-    banner: Option<String>,
-    bound: Option<(std::net::TcpListener, std::net::TcpListener)>,
-) -> ExitCode {
-    let store = match open_store(&reg).await {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let telemetry = reg.settings.telemetry.clone();
-    match tokio::task::spawn_blocking(move || crate::telemetry::init(&telemetry)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            eprintln!("portcullis: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-        Err(e) => {
-            eprintln!("portcullis: telemetry setup failed: {e}");
-            return ExitCode::from(EX_SOFTWARE);
-        }
-    }
-    // Every secret reference is read once before anything binds: a missing secret stops the start.
-    let secrets = match crate::secrets::Secrets::new(reg.settings.vault.as_ref()) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("portcullis: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
+    mcp_at: SocketAddr,
+    admin_at: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<State, Unready> {
+    let store = store::Store::open(&reg.settings.store).await.map_err(|e| {
+        let shown = &reg.settings.store;
+        unready(EX_UNAVAILABLE, format!("cannot open store `{shown}`: {e}"))
+    })?;
+    let secrets = crate::secrets::Secrets::new(reg.settings.vault.as_ref())
+        .map(Arc::new)
+        .map_err(|e| unready(EX_CONFIG, e.to_string()))?;
     if let Err(e) = secrets.check_all(crate::secrets::references(&reg)).await {
-        eprintln!("portcullis: {e}");
-        eprintln!("  fix: make the referenced secret readable by the gateway (env, file or Vault)");
-        return ExitCode::from(EX_CONFIG);
+        let fix = "make the referenced secret readable by the gateway (env, file or Vault)";
+        return Err(unready(EX_CONFIG, format!("{e}\n  fix: {fix}")));
     }
-    let audit = match audit::Audit::open(&reg.settings.audit, &store, "serve", &reg.digest).await {
-        Ok(a) => Arc::new(a),
-        Err(e) => {
-            eprintln!("portcullis: {e}");
-            eprintln!(
-                "  fix: make a required audit sink writable (audit.sinks); no call runs unrecorded"
-            );
-            return ExitCode::from(crate::command::EX_UNAVAILABLE);
-        }
-    };
-    let (listener, admin_listener) = match bind(&reg, bound).await {
-        Ok(pair) => pair,
-        Err(why) => {
-            eprintln!("portcullis: {why}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    let bound = match listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("portcullis: listener has no address: {e}");
-            return ExitCode::from(EX_SOFTWARE);
-        }
-    };
-    let admin_bound = match admin_listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("portcullis: admin listener has no address: {e}");
-            return ExitCode::from(EX_SOFTWARE);
-        }
-    };
-    let shutdown = CancellationToken::new();
+    let audit = audit::Audit::open(&reg.settings.audit, &store, "serve", &reg.digest)
+        .await
+        .map(Arc::new)
+        .map_err(|e| {
+            let fix = "make a required audit sink writable (audit.sinks); no call runs unrecorded";
+            unready(EX_UNAVAILABLE, format!("{e}\n  fix: {fix}"))
+        })?;
     let reg = Arc::new(reg);
     let upstreams = Upstreams::start(
         &reg.servers,
@@ -98,134 +102,70 @@ pub(crate) async fn run(
         },
         shutdown.clone(),
     );
-    let gw = Arc::new(Gateway::new(
-        reg.clone(),
-        store,
-        audit,
-        upstreams.clone(),
-        bound,
-    ));
-    // Read the kill switch and mode before serving; until a read succeeds every call is refused.
-    if let Err(e) = gw.levers.refresh().await {
-        eprintln!("portcullis: cannot read the kill-switch state: {e}");
-        return ExitCode::from(crate::command::EX_UNAVAILABLE);
-    }
-    tokio::spawn(
-        gw.levers
-            .clone()
-            .run(reg.settings.kill_switch.poll, shutdown.clone()),
-    );
-    {
-        let gw = gw.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        for s in gw.sessions.reap() {
-                            let mut e = audit::Event::new("session.end");
-                            e.session = Some(s.id.clone());
-                            e.identity = Some(audit::Who::named(s.subject.clone()));
-                            e.reason = Some("idle".into());
-                            gw.audit.note(e);
-                        }
-                    }
-                    () = stop.cancelled() => return,
-                }
-            }
-        });
-    }
-    let instance = store::InstanceRow {
-        id: hex::encode(rand::random::<[u8; 8]>()),
-        host: std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unknown".to_owned()),
-        pid: i64::from(std::process::id()),
-        started_ms: store::now_ms(),
-        seen_ms: store::now_ms(),
-    };
-    {
-        // A heartbeat in the store, so the self-audit can see processes sharing it.
-        let store = gw.store.clone();
-        let stop = shutdown.clone();
-        let mut row = instance.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(HEARTBEAT);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        row.seen_ms = store::now_ms();
-                        if let Err(e) = store.heartbeat(&row).await {
-                            tracing::warn!(error = %e, "heartbeat not written");
-                        }
-                    }
-                    () = stop.cancelled() => return,
-                }
-            }
-        });
-    }
-    crate::reload::start(gw.clone(), config, shutdown.clone());
-    let gw_store = gw.store.clone();
-    let admin = Arc::new(crate::admin::Admin::new(gw.clone(), admin_bound));
-    // Tests and scripts read these lines to find the ports.
-    say(&format!("portcullis: admin listening on {}/ui/", admin.url));
-    say(&format!("portcullis: mcp listening on http://{bound}/mcp"));
-    if let Some(b) = banner {
-        // Give the built-in upstream a moment so the first tools/list is complete.
-        upstreams.wait_connected(Duration::from_secs(5)).await;
-        say(&b.replace("{admin_url}", &format!("{}/ui/", admin.url)));
-    }
-    let admin_app = crate::admin::router(admin);
-    let admin_stop = shutdown.clone();
-    let admin_bounds = crate::listen::Bounds::admin(&gw.registry().settings);
-    let mcp_bounds = crate::listen::Bounds::mcp(&gw.registry().settings);
+    let gw = Arc::new(Gateway::new(reg.clone(), store, audit, upstreams, mcp_at));
+    // Until a read of the kill switch and mode succeeds every call is refused: none, no start.
+    gw.levers.refresh().await.map_err(|e| {
+        unready(
+            EX_UNAVAILABLE,
+            format!("cannot read the kill-switch state: {e}"),
+        )
+    })?;
+    let poll = reg.settings.kill_switch.poll;
+    tokio::spawn(gw.levers.clone().run(poll, shutdown.clone()));
+    tokio::spawn(reap_sessions(gw.clone(), shutdown));
+    Ok(State { gw, admin_at })
+}
+
+/// The MCP listener's router: `/mcp`, `/mcp/<server>`, health and metadata.
+pub fn app(state: &State) -> axum::Router {
+    crate::front::router(state.gw.clone())
+}
+
+/// The admin listener's router: the operator API, pages, metrics and the self-audit.
+pub fn admin_app(state: &State) -> axum::Router {
+    crate::admin::router(Arc::new(crate::admin::Admin::new(
+        state.gw.clone(),
+        state.admin_at,
+    )))
+}
+
+/// Serve `app` on `mcp` and `admin_app` on `admin` until `shutdown` is cancelled; then let
+/// calls whose client went away run to their end (up to 10 s) and close the audit log, so
+/// everything queued is written. An error is the MCP listener's task failing.
+pub async fn serve(
+    state: &State,
+    mcp: TcpListener,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let settings = state.gw.registry().settings.clone();
+    let admin_bounds = crate::listen::Bounds::admin(&settings);
+    let mcp_bounds = crate::listen::Bounds::mcp(&settings);
     tracing::info!(
         max_connections = mcp_bounds.max_connections,
         per_peer = mcp_bounds.per_peer,
         "MCP listener connection caps"
     );
+    let (admin_app, admin_stop) = (admin_app(state), shutdown.clone());
     let admin_task = tokio::spawn(async move {
-        crate::listen::serve(
-            admin_listener,
-            admin_app,
-            admin_bounds,
-            "admin",
-            async move {
-                admin_stop.cancelled().await;
-            },
-        )
-        .await;
+        let stopped = async move { admin_stop.cancelled().await };
+        crate::listen::serve(admin, admin_app, admin_bounds, "admin", stopped).await;
     });
-    let gw_audit = gw.audit.clone();
-    let detached = gw.detached.clone();
-    let app = crate::front::router(gw);
-    let stop = shutdown.clone();
+    let (app, stop) = (app(state), shutdown.clone());
     // The accept loop runs on the runtime's workers, not on this thread (which `block_on` parks
     // between polls): a connection accepted here would wake a worker for every request.
     let served = tokio::spawn(async move {
-        crate::listen::serve(listener, app, mcp_bounds, "mcp", async move {
-            wait_for_signal().await;
-            stop.cancel();
-        })
-        .await;
+        let stopped = async move { stop.cancelled().await };
+        crate::listen::serve(mcp, app, mcp_bounds, "mcp", stopped).await;
     })
     .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "the MCP listener stopped unexpectedly");
-        e
-    });
+    .map_err(|e| format!("the MCP listener stopped unexpectedly: {e}"));
     shutdown.cancel();
     if let Err(e) = admin_task.await {
-        eprintln!("portcullis: admin listener error: {e}");
-    }
-    shutdown.cancel();
-    if let Err(e) = gw_store.forget_instance(&instance.id).await {
-        tracing::warn!(error = %e, "heartbeat not removed");
+        tracing::error!(error = %e, "the admin listener stopped unexpectedly");
     }
     // Calls whose client went away run to their end, and their results go before `audit.stop`.
+    let detached = state.gw.detached.clone();
     detached.close();
     if tokio::time::timeout(DETACHED_GRACE, detached.wait())
         .await
@@ -238,8 +178,75 @@ pub(crate) async fn run(
     }
     // Everything queued for the audit log is written before the process ends: the writer takes
     // events in order, so once the stop event is on a sink, so is everything before it.
-    if let Err(e) = gw_audit.close().await {
+    if let Err(e) = state.gw.audit.close().await {
         eprintln!("portcullis: the audit log could not be closed cleanly: {e}");
+    }
+    served
+}
+
+/// Run until SIGINT or SIGTERM, reloading `config` on SIGHUP and when it changes. `banner` is
+/// printed once the listener is bound. `bound` holds the MCP and admin listeners when the caller
+/// bound them already (the quickstart binds before it writes anything).
+pub(crate) async fn run(
+    reg: registry::Registry,
+    config: &Path,
+    banner: Option<String>,
+    bound: Option<(std::net::TcpListener, std::net::TcpListener)>,
+) -> ExitCode {
+    let telemetry = reg.settings.telemetry.clone();
+    match tokio::task::spawn_blocking(move || crate::telemetry::init(&telemetry)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+        Err(e) => {
+            eprintln!("portcullis: telemetry setup failed: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    }
+    let (listener, admin_listener) = match bind(&reg, bound).await {
+        Ok(pair) => pair,
+        Err(why) => {
+            eprintln!("portcullis: {why}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let addresses = listener
+        .local_addr()
+        .and_then(|m| Ok((m, admin_listener.local_addr()?)));
+    let Ok((mcp_at, admin_at)) = addresses else {
+        eprintln!("portcullis: a listener has no address");
+        return ExitCode::from(EX_SOFTWARE);
+    };
+    let shutdown = CancellationToken::new();
+    let state = match start(reg, mcp_at, admin_at, shutdown.clone()).await {
+        Ok(s) => s,
+        Err(u) => {
+            eprintln!("portcullis: {u}");
+            return ExitCode::from(u.code);
+        }
+    };
+    let instance = heartbeat(&state.gw, shutdown.clone());
+    crate::reload::start(state.gw.clone(), config, shutdown.clone());
+    let admin_url = crate::admin::Admin::url_for(admin_at);
+    // Tests and scripts read these lines to find the ports.
+    say(&format!("portcullis: admin listening on {admin_url}/ui/"));
+    say(&format!("portcullis: mcp listening on http://{mcp_at}/mcp"));
+    if let Some(b) = banner {
+        // Give the built-in upstream a moment so the first tools/list is complete.
+        let upstreams = state.gw.upstreams();
+        upstreams.wait_connected(Duration::from_secs(5)).await;
+        say(&b.replace("{admin_url}", &format!("{admin_url}/ui/")));
+    }
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal.cancel();
+    });
+    let served = serve(&state, listener, admin_listener, shutdown).await;
+    if let Err(e) = state.gw.store.forget_instance(&instance).await {
+        tracing::warn!(error = %e, "heartbeat not removed");
     }
     // Spans still buffered are sent before the process ends.
     let _ = tokio::task::spawn_blocking(crate::telemetry::shutdown).await;
@@ -252,23 +259,76 @@ pub(crate) async fn run(
     }
 }
 
+/// End idle sessions every 30 s, recording each.
+async fn reap_sessions(gw: Arc<Gateway>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                for s in gw.sessions.reap() {
+                    let mut e = audit::Event::new("session.end");
+                    e.session = Some(s.id.clone());
+                    e.identity = Some(audit::Who::named(s.subject.clone()));
+                    e.reason = Some("idle".into());
+                    gw.audit.note(e);
+                }
+            }
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// A heartbeat in the store every few seconds, so the self-audit can see processes sharing
+/// it; the instance's id is returned, to remove it at shutdown.
+fn heartbeat(gw: &Gateway, stop: CancellationToken) -> String {
+    let instance = store::InstanceRow {
+        id: hex::encode(rand::random::<[u8; 8]>()),
+        host: std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned()),
+        pid: i64::from(std::process::id()),
+        started_ms: store::now_ms(),
+        seen_ms: store::now_ms(),
+    };
+    let id = instance.id.clone();
+    let store = gw.store.clone();
+    let mut row = instance;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    row.seen_ms = store::now_ms();
+                    if let Err(e) = store.heartbeat(&row).await {
+                        tracing::warn!(error = %e, "heartbeat not written");
+                    }
+                }
+                () = stop.cancelled() => return,
+            }
+        }
+    });
+    id
+}
+
 /// The MCP and admin listeners: the ones already bound, or bound now from the config.
 async fn bind(
     reg: &registry::Registry,
     bound: Option<(std::net::TcpListener, std::net::TcpListener)>,
-) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener), String> {
+) -> Result<(TcpListener, TcpListener), String> {
     if let Some((mcp, admin)) = bound {
         let adopt = |l: std::net::TcpListener| {
             l.set_nonblocking(true)
-                .and_then(|()| tokio::net::TcpListener::from_std(l))
+                .and_then(|()| TcpListener::from_std(l))
                 .map_err(|e| format!("cannot use the bound listener: {e}"))
         };
         return Ok((adopt(mcp)?, adopt(admin)?));
     }
-    let mcp = tokio::net::TcpListener::bind(reg.settings.listen)
+    let mcp = TcpListener::bind(reg.settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", reg.settings.listen))?;
-    let admin = tokio::net::TcpListener::bind(reg.settings.admin_listen)
+    let admin = TcpListener::bind(reg.settings.admin_listen)
         .await
         .map_err(|e| {
             format!(
@@ -278,9 +338,6 @@ async fn bind(
         })?;
     Ok((mcp, admin))
 }
-
-/// How long shutdown waits for calls running without a client (see `Gateway::detached`).
-const DETACHED_GRACE: Duration = Duration::from_secs(10);
 
 /// Print a line to stdout. A closed stdout (the reader went away) must not stop the gateway,
 /// so write errors are ignored rather than panicking as `println!` would.

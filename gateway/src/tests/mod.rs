@@ -1,3 +1,4 @@
 //! Tests about the crate as a whole.
 
 mod layers;
+mod pipeline;
