@@ -273,15 +273,81 @@ fn loopback_url(url: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Every finding, in dimension order.
+/// What the rules read: the config in force and the probes' results.
+pub(crate) struct Cx<'a> {
+    pub(crate) reg: &'a Registry,
+    pub(crate) probes: &'a Probes,
+}
+
+/// One row of the self-audit: a finding's id, its readiness dimension, and the rule that reads
+/// the evidence, cites it and grades it. A rule pushes only findings of its own id (none, when
+/// it reports only a gap and there is none), each made from the `Check` it is given.
+pub(crate) struct Rule {
+    pub(crate) id: &'static str,
+    pub(crate) dimension: u8,
+    rule: fn(&Cx<'_>, &mut Index, Check, &mut Vec<Finding>),
+}
+
+const fn row(
+    id: &'static str,
+    dimension: u8,
+    rule: fn(&Cx<'_>, &mut Index, Check, &mut Vec<Finding>),
+) -> Rule {
+    Rule {
+        id,
+        dimension,
+        rule,
+    }
+}
+
+/// The self-audit, as a table: every check in report order (dimension by dimension).
+pub(crate) const RULES: &[Rule] = &[
+    row("rbac.intersection", 1, rbac::intersection),
+    row("rbac.allowlists", 1, rbac::allowlists),
+    row("rbac.default_grants", 1, rbac::default_grants),
+    row("rbac.approvals", 1, rbac::approvals),
+    row("rbac.generic_tools", 1, rbac::generic_tools),
+    row("fail.store_error", 2, fail::store_error),
+    row("fail.faulted_level", 2, fail::faulted_level),
+    row("fail.panic", 2, fail::panic),
+    row("fail.audit", 2, fail::audit),
+    row("fail.kill_lease", 2, fail::kill_lease),
+    row("onboard.source_of_truth", 3, onboarding::source_of_truth),
+    row("onboard.config_drift", 3, onboarding::config_drift),
+    row("onboard.stdio_pinning", 3, onboarding::stdio_pinning),
+    row("onboard.tool_text", 3, onboarding::tool_text),
+    row("onboard.class_raised", 3, onboarding::class_raised),
+    row("onboard.fingerprints", 3, onboarding::fingerprints),
+    row("onboard.ci_gate", 3, onboarding::ci_gate),
+    row("obs.audit_sinks", 4, observability::audit_sinks),
+    row("obs.otlp", 4, observability::otlp),
+    row("obs.metrics", 4, observability::metrics),
+    row("cost.request_bounds", 5, cost::request_bounds),
+    row("cost.routing", 5, cost::routing),
+    row("cost.limits", 5, cost::limits),
+    row("id.no_anonymous", 6, identity::no_anonymous),
+    row("id.oidc", 6, identity::oidc),
+    row("id.tenancy", 6, identity::tenancy),
+    row("id.operator_scope", 6, identity::operator_scope),
+    row("id.secrets", 6, identity::secrets),
+    row("id.redaction_key", 6, identity::redaction_key),
+    row("id.token_exchange", 6, identity::token_exchange),
+    row("id.admin_listener", 6, identity::admin_listener),
+    row("id.transport", 6, identity::transport),
+    row("id.ssrf", 6, identity::ssrf),
+    row("ops.kill_switch", 7, operations::kill_switch),
+    row("ops.modes", 7, operations::modes),
+    row("ops.profile", 7, operations::profile),
+    row("ops.replicas", 7, operations::replicas),
+    row("ops.upstreams", 7, operations::upstreams),
+];
+
+/// Every finding, in the table's order.
 pub(crate) fn findings(reg: &Registry, probes: &Probes, ix: &mut Index) -> Vec<Finding> {
+    let cx = Cx { reg, probes };
     let mut out = Vec::new();
-    rbac::rbac(reg, ix, &mut out);
-    fail::fail_closed(reg, probes, ix, &mut out);
-    onboarding::onboarding(reg, probes, ix, &mut out);
-    observability::observability(reg, probes, ix, &mut out);
-    cost::cost(reg, ix, &mut out);
-    identity::identity(reg, probes, ix, &mut out);
-    operations::operations(reg, probes, ix, &mut out);
+    for r in RULES {
+        (r.rule)(&cx, ix, Check::new(r.id, r.dimension), &mut out);
+    }
     out
 }

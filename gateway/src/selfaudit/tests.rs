@@ -555,3 +555,38 @@ async fn offline_reports_mark_live_checks_static_only() {
 }
 
 mod shape;
+
+/// The report is the table: each finding comes from the row of its id, rows are unique and
+/// ordered by dimension, every dimension has rows, and findings keep the table's order.
+#[tokio::test]
+async fn every_finding_comes_from_its_row_of_the_table() {
+    let rules = super::checks::RULES;
+    let ids: BTreeSet<&str> = rules.iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids.len(),
+        rules.len(),
+        "a check id appears twice in the table"
+    );
+    assert!(rules.windows(2).all(|w| w[0].dimension <= w[1].dimension));
+    for d in 1..=7u8 {
+        assert!(
+            rules.iter().any(|r| r.dimension == d),
+            "dimension {d} has no rule"
+        );
+    }
+    let generic = flip(
+        "      search_notes:",
+        "      run_command: { class: read }\n      search_notes: { class: read }",
+    );
+    for text in [CLEAN.to_string(), generic] {
+        let r = audit_of(&text).await;
+        let mut last = 0;
+        for f in &r.findings {
+            let at = rules.iter().position(|row| row.id == f.id);
+            let at = at.unwrap_or_else(|| panic!("{} is in no row of the table", f.id));
+            assert_eq!(rules[at].dimension, f.dimension, "{}", f.id);
+            assert!(at >= last, "{} is out of the table's order", f.id);
+            last = at;
+        }
+    }
+}

@@ -2,11 +2,11 @@
 
 use super::*;
 
-pub(super) fn cost(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
-    request_bounds(reg, ix, out);
+pub(super) fn routing(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let ev = ix.per_server(reg, "timeout", |s| format!("{} s", s.timeout.as_secs_f64()));
     out.push(
-            Check::new("cost.routing", 5)
+            c
                 .says(
                     "Routing to upstreams is declarative and bounded in time",
                     format!(
@@ -18,7 +18,10 @@ pub(super) fn cost(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
                 .cites(ev)
                 .pass(ix),
         );
+}
 
+pub(super) fn limits(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let w = writes(reg);
     let unlimited: Vec<&(String, String)> = w
         .iter()
@@ -52,7 +55,7 @@ pub(super) fn cost(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
             "limits",
             "per-tool rate limits (`tools.<name>.rate`, counted per process, refused with `rate_limited`); no per-identity limits, concurrency caps or budgets",
         ));
-    let c = Check::new("cost.limits", 5).cites(ev);
+    let c = c.cites(ev);
     out.push(match unlimited.is_empty() {
             true => c
                 .says(
@@ -101,7 +104,8 @@ pub(super) fn cost(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
 const GENEROUS_BODY: usize = 16 * 1024 * 1024;
 const GENEROUS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
-fn request_bounds(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
+pub(super) fn request_bounds(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let st = &reg.settings;
     let mut ev = vec![
         ix.config(reg, "http.max_body", format!("{} bytes", st.max_body)),
@@ -144,7 +148,7 @@ fn request_bounds(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
             }
         }
     }
-    let c = Check::new("cost.request_bounds", 5).cites(ev);
+    let c = c.cites(ev);
     out.push(match loose.is_empty() {
         true => c
             .says(

@@ -2,52 +2,55 @@
 
 use super::*;
 
-pub(super) fn fail_closed(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Finding>) {
-    for (id, name, outcome, title) in [
-        (
-            "fail.store_error",
-            "credential check with the store unreachable",
-            &probes.store_error,
-            "A store error during authentication is a refusal",
-        ),
-        (
-            "fail.faulted_level",
-            "decision for a key whose stored grants are corrupt",
-            &probes.faulted_level,
-            "A level that cannot be resolved denies the call",
-        ),
-        (
-            "fail.panic",
-            "policy evaluation that panics",
-            &probes.panic_guard,
-            "A failure inside policy evaluation is a deny",
-        ),
-    ] {
-        let e = ix.probe(name, outcome);
-        let c = Check::new(id, 2).cites([e]);
-        out.push(match outcome.ok {
-            true => c.says(title, format!("Probe: {}.", outcome.observed), "").pass(ix),
-            false => c
-                .says(
-                    format!("FAIL-OPEN: {name}"),
-                    format!("Probe: {}.", outcome.observed),
-                    "A degraded check silently became an allow.",
-                )
-                .gap(
-                    ix,
-                    Status::Absent,
-                    Severity::Critical,
-                    Likelihood::Medium,
-                    Cause::Probe,
-                    (
-                        "Make the failing path deny",
-                        "Return a deny from this path on every error and add a regression test that injects the fault.",
-                        "S",
-                    ),
+/// A probe that injects a fault on the decision path: a deny is a pass, anything else is the
+/// gate opening.
+fn probe(ix: &mut Index, c: Check, name: &str, outcome: &Outcome, title: &str) -> Finding {
+    let e = ix.probe(name, outcome);
+    let c = c.cites([e]);
+    match outcome.ok {
+        true => c.says(title, format!("Probe: {}.", outcome.observed), "").pass(ix),
+        false => c
+            .says(
+                format!("FAIL-OPEN: {name}"),
+                format!("Probe: {}.", outcome.observed),
+                "A degraded check silently became an allow.",
+            )
+            .gap(
+                ix,
+                Status::Absent,
+                Severity::Critical,
+                Likelihood::Medium,
+                Cause::Probe,
+                (
+                    "Make the failing path deny",
+                    "Return a deny from this path on every error and add a regression test that injects the fault.",
+                    "S",
                 ),
-        });
+            ),
     }
+}
 
+pub(super) fn store_error(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let name = "credential check with the store unreachable";
+    let title = "A store error during authentication is a refusal";
+    out.push(probe(ix, c, name, &cx.probes.store_error, title));
+}
+
+pub(super) fn faulted_level(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let name = "decision for a key whose stored grants are corrupt";
+    let title = "A level that cannot be resolved denies the call";
+    out.push(probe(ix, c, name, &cx.probes.faulted_level, title));
+}
+
+pub(super) fn panic(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let name = "policy evaluation that panics";
+    let title = "A failure inside policy evaluation is a deny";
+    out.push(probe(ix, c, name, &cx.probes.panic_guard, title));
+}
+
+pub(super) fn audit(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
+    let probes = cx.probes;
     let required: Vec<String> = reg
         .settings
         .audit
@@ -62,7 +65,6 @@ pub(super) fn fail_closed(reg: &Registry, probes: &Probes, ix: &mut Index, out: 
         "audit.sinks",
         format!("required sink(s): {}", required.join(", ")),
     )];
-    let c = Check::new("fail.audit", 2);
     let f = match probes.live.as_ref().map(|l| &l.audit_sink) {
         Some(o) if !o.ok => {
             ev.push(ix.probe("audit probe event", o));
@@ -103,7 +105,11 @@ pub(super) fn fail_closed(reg: &Registry, probes: &Probes, ix: &mut Index, out: 
         }
     };
     out.push(f);
+}
 
+pub(super) fn kill_lease(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
+    let probes = cx.probes;
     let lease = reg.settings.kill_switch.lease;
     let mut ev = vec![ix.config(
         reg,
@@ -115,7 +121,7 @@ pub(super) fn fail_closed(reg: &Registry, probes: &Probes, ix: &mut Index, out: 
         Some(o) => ix.probe("kill-switch state", o),
         None => ix.not_run("kill-switch state"),
     });
-    let c = Check::new("fail.kill_lease", 2).cites(ev);
+    let c = c.cites(ev);
     out.push(if live.is_some_and(|o| !o.ok) {
         c.says(
             "The kill-switch state cannot be read: every call is refused",

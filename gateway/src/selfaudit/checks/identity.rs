@@ -2,13 +2,13 @@
 
 use super::*;
 
-pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Finding>) {
+pub(super) fn no_anonymous(_: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
     let b = ix.build(
             "authentication",
             "every /mcp request needs an API key (stored hashed) or a verified OIDC token; no anonymous path",
         );
     out.push(
-            Check::new("id.no_anonymous", 6)
+            c
                 .says(
                     "Every MCP request carries a verified identity; there is no anonymous path",
                     "Keys are stored as hashes and revocable at once; sessions are bound to the caller that opened them.",
@@ -17,9 +17,12 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
                 .cites([b])
                 .pass(ix),
         );
+}
 
+pub(super) fn oidc(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
+    let probes = cx.probes;
     let issuers = &reg.access.oidc;
-    let c = Check::new("id.oidc", 6);
     out.push(if issuers.is_empty() {
             let e = ix.config(reg, "identity.oidc", "no OIDC issuer: identity is gateway-issued API keys only");
             c.says(
@@ -90,8 +93,10 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
                     ),
             }
         });
+}
 
-    let c = Check::new("id.tenancy", 6);
+pub(super) fn tenancy(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let required: Vec<&str> = Level::ALL
         .iter()
         .filter(|l| reg.access.policy.requires(**l))
@@ -137,6 +142,11 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
 
     // Operators: the admin views are not scoped by org in this build. That matters only where
     // the config has tenants (an org level required, or grants naming orgs).
+}
+
+pub(super) fn operator_scope(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
+    let probes = cx.probes;
     let orgs: Vec<String> = reg
         .access
         .policy
@@ -157,7 +167,6 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
         "operator scope",
         "operator keys and tokens carry roles, not an org: an approver sees and decides every org's approvals, an auditor reads every org's audit events, an admin manages every org's keys",
     );
-    let c = Check::new("id.operator_scope", 6);
     out.push(match tenants {
         false => c
             .says(
@@ -201,6 +210,10 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
     });
 
     // The loader refuses secret-looking literals, so a loaded config holds references only.
+}
+
+pub(super) fn secrets(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let refs = crate::secrets::references(reg);
     let vault = refs
         .iter()
@@ -223,7 +236,7 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
         ev.push(ix.config(reg, path, format!("reference `{r}`")));
     }
     out.push(
-            Check::new("id.secrets", 6)
+            c
                 .says(
                     "Secrets are held by reference only; inline secrets are refused at load",
                     format!(
@@ -235,8 +248,10 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
                 .cites(ev)
                 .pass(ix),
         );
+}
 
-    let c = Check::new("id.redaction_key", 6);
+pub(super) fn redaction_key(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     out.push(match &reg.settings.audit.redact_key {
             Some(_) => {
                 let e = ix.config(reg, "audit.redact_key", "by reference");
@@ -270,7 +285,10 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
                 )
             }
         });
+}
 
+pub(super) fn token_exchange(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let upstream: Vec<&registry::Server> = reg
         .servers
         .iter()
@@ -280,7 +298,6 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
             "upstream credentials",
             "the caller's credential is never forwarded; an upstream may get a static secret by reference (`credentials.bearer`, `credentials.headers`), the same for every caller; no token exchange (RFC 8693)",
         );
-    let c = Check::new("id.token_exchange", 6);
     out.push(match upstream.is_empty() {
             true => c
                 .says(
@@ -340,9 +357,11 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
                 )
             }
         });
+}
 
+pub(super) fn admin_listener(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let admin = reg.settings.admin_listen;
-    let c = Check::new("id.admin_listener", 6);
     let e = ix.config(reg, "admin_listen", admin.to_string());
     out.push(match public(admin.ip()) {
             false => c
@@ -373,7 +392,10 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
                     ),
                 ),
         });
+}
 
+pub(super) fn transport(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let listen = reg.settings.listen;
     let https = reg
         .settings
@@ -416,7 +438,6 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
         ));
         ev.push(ix.config(reg, &format!("servers.{name}.url"), url.clone()));
     }
-    let c = Check::new("id.transport", 6);
     out.push(match problems.is_empty() {
             true => {
                 let mut ev = vec![ix.config(reg, "listen", listen.to_string())];
@@ -459,7 +480,10 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
                     ),
                 ),
         });
+}
 
+pub(super) fn ssrf(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let http: Vec<&registry::Server> = reg
         .servers
         .iter()
@@ -479,7 +503,7 @@ pub(super) fn identity(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mu
                 "private addresses allowed",
             ));
         }
-        let c = Check::new("id.ssrf", 6).cites(ev);
+        let c = c.cites(ev);
         out.push(match private.is_empty() {
                 true => c
                     .says(

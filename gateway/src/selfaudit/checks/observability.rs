@@ -2,12 +2,8 @@
 
 use super::*;
 
-pub(super) fn observability(
-    reg: &Registry,
-    probes: &Probes,
-    ix: &mut Index,
-    out: &mut Vec<Finding>,
-) {
+pub(super) fn audit_sinks(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let sinks = &reg.settings.audit.sinks;
     let mut weak = Vec::new();
     for (i, s) in sinks.iter().enumerate() {
@@ -29,7 +25,6 @@ pub(super) fn observability(
                 ));
         }
     }
-    let c = Check::new("obs.audit_sinks", 4);
     out.push(match weak.is_empty() {
             true => {
                 let e = ix.config(
@@ -81,8 +76,11 @@ pub(super) fn observability(
                 )
             }
         });
+}
 
-    let c = Check::new("obs.otlp", 4);
+pub(super) fn otlp(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
+    let probes = cx.probes;
     out.push(match &reg.settings.telemetry.otlp {
             Some(o) => {
                 let endpoint = crate::redact::uri_for_record(&o.endpoint);
@@ -154,13 +152,15 @@ pub(super) fn observability(
                 )
             }
         });
+}
 
+pub(super) fn metrics(_: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
     let b = ix.build(
             "metrics",
             "/metrics on the admin listener: requests, latency, tool calls, upstream results, fail-closed refusals by cause, approvals, switches, audit sinks",
         );
     out.push(
-            Check::new("obs.metrics", 4)
+            c
                 .says(
                     "Prometheus metrics with closed-set labels on the admin listener",
                     "Refusals are counted by cause, so a fail-closed storm is visible; labels carry no identity, argument or secret.",

@@ -2,7 +2,8 @@
 
 use super::*;
 
-pub(super) fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Finding>) {
+pub(super) fn source_of_truth(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let e = ix.config(reg, "servers", format!("config digest {}", reg.digest));
     let b = ix.build(
         "admin API",
@@ -21,7 +22,7 @@ pub(super) fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &
             false => required.join(", "),
         },
     );
-    let c = Check::new("onboard.source_of_truth", 3).cites([e, b, r]);
+    let c = c.cites([e, b, r]);
     out.push(match required.is_empty() {
         false => c
             .says(
@@ -56,7 +57,10 @@ pub(super) fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &
                 ),
             ),
     });
+}
 
+pub(super) fn config_drift(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let probes = cx.probes;
     if let Some(drift) = probes
         .live
         .as_ref()
@@ -65,7 +69,7 @@ pub(super) fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &
     {
         let e = ix.probe("config file", drift);
         out.push(
-            Check::new("onboard.config_drift", 3)
+            c
                 .says(
                     "The config file is not the config in force",
                     "The file on disk differs from what this process runs, most likely because its last reload was refused; the file's changes are not in effect.",
@@ -86,7 +90,10 @@ pub(super) fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &
                 ),
         );
     }
+}
 
+pub(super) fn stdio_pinning(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let commands: Vec<(&registry::Server, &registry::CommandSource)> = reg
         .servers
         .iter()
@@ -116,7 +123,7 @@ pub(super) fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &
             .filter(|(_, c)| !c.artifact.is_pinned())
             .map(|(s, _)| s.name.as_str())
             .collect();
-        let c = Check::new("onboard.stdio_pinning", 3).cites(ev);
+        let c = c.cites(ev);
         out.push(match unpinned.is_empty() {
             true => c
                 .says(
@@ -148,162 +155,209 @@ pub(super) fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &
                 ),
         });
     }
+}
 
+/// What every non-built-in server's pins say, and what the running gateway saw of them
+/// (shared by the three checks below; the evidence index keeps one row per fact).
+struct Pins {
+    ev: Vec<String>,
+    unpinned: Vec<String>,
+    quarantined: Vec<String>,
+    instructed: Vec<String>,
+    raised: Vec<String>,
+}
+
+fn pins(cx: &Cx<'_>, ix: &mut Index) -> Option<Pins> {
+    let (reg, probes) = (cx.reg, cx.probes);
     let pinnable: Vec<&registry::Server> = reg
         .servers
         .iter()
         .filter(|s| !matches!(s.source, ServerSource::Builtin(_)))
         .collect();
-    if !pinnable.is_empty() {
-        let mut ev = Vec::new();
-        let mut unpinned = Vec::new();
-        for s in &pinnable {
-            let missing: Vec<&str> = s
-                .tools
-                .keys()
-                .filter(|t| !s.pins.as_ref().is_some_and(|p| p.contains_key(*t)))
-                .map(String::as_str)
-                .collect();
-            let http = matches!(s.source, ServerSource::Http { .. });
-            let observed = match (&s.pins, missing.is_empty()) {
-                (Some(p), true) => format!("{} tool definition(s) pinned", p.len()),
-                (Some(_), false) => format!(
-                    "allowlisted but not pinned (hidden): {}",
-                    missing.join(", ")
-                ),
-                (None, _) if http && reg.settings.profile == registry::Profile::Production => {
-                    "no `pin`: every tool of this server is hidden".to_string()
-                }
-                (None, _) => {
-                    "no `pin`: the definitions first seen are kept for the process's lifetime"
-                        .to_string()
-                }
-            };
-            if !missing.is_empty() && (http || s.pins.is_some()) {
-                unpinned.push(s.name.as_str());
-            }
-            let path = match s.pins.is_some() {
-                true => format!("servers.{}.pin", s.name),
-                false => format!("servers.{}", s.name),
-            };
-            ev.push(ix.config(reg, &path, observed));
-        }
-        let mut quarantined = Vec::new();
-        let mut instructed = Vec::new();
-        let mut raised = Vec::new();
-        if probes.live.is_none() {
-            // Whether the upstreams now serve what was pinned is seen only by the running gateway.
-            ev.push(ix.not_run("upstream tool definitions against their pins"));
-        }
-        if let Some(live) = &probes.live {
-            for (name, o) in &live.upstreams {
-                if pinnable.iter().any(|s| &s.name == name) {
-                    ev.push(ix.probe(&format!("upstream `{name}` tools"), o));
-                    if o.observed.contains("quarantined") {
-                        quarantined.push(name.as_str());
-                    }
-                    if o.observed.contains("instruction-like text in served") {
-                        instructed.push(name.as_str());
-                    }
-                    if o.observed
-                        .contains("class raised by the upstream's annotations")
-                    {
-                        raised.push(name.as_str());
-                    }
-                }
-            }
-        }
-        if !instructed.is_empty() {
-            let evidence: Vec<_> = ev.clone();
-            out.push(
-                Check::new("onboard.tool_text", 3).cites(evidence).says(
-                    format!("Tools whose text addresses the model are served on: {}", instructed.join(", ")),
-                    "These definitions carry instruction-like markup or phrasing (`<IMPORTANT>`, \"do not tell the user\", paths to private keys); an operator confirmed them at pin time, and clients' models read them as written.",
-                    "A poisoned description steers the model without a call being made: it is an injection that every client reads.",
-                )
-                .gap(
-                    ix,
-                    Status::Partial,
-                    Severity::High,
-                    Likelihood::Medium,
-                    Cause::Probe,
-                    (
-                        "Review tools whose descriptions address the model",
-                        "Read each flagged description; remove the tool from the allowlist or ask the upstream to fix it, then re-pin.",
-                        "S",
-                    ),
-                ),
-            );
-        }
-        if !raised.is_empty() {
-            out.push(
-                Check::new("onboard.class_raised", 3).cites(ev.clone()).says(
-                    format!("The config understates the class of tools on: {}", raised.join(", ")),
-                    "Their upstream annotates them as writing or destructive while the config says less; the gateway enforces the higher class (approval, read-only mode), so the control holds, but the config no longer says what is enforced.",
-                    "Reviewers and `portcullis check` read the config: a tool listed as `read` that is enforced as destructive surprises both.",
-                )
-                .gap(
-                    ix,
-                    Status::Partial,
-                    Severity::Low,
-                    Likelihood::High,
-                    Cause::Probe,
-                    (
-                        "Make each tool's class what is enforced",
-                        "Set `class:` to the enforced class for each tool named in the evidence (`portcullis pin` and `portcullis check` name them too).",
-                        "S",
-                    ),
-                ),
-            );
-        }
-        let c = Check::new("onboard.fingerprints", 3).cites(ev);
-        out.push(match (unpinned.is_empty(), quarantined.is_empty()) {
-            (true, true) => c
-                .says(
-                    "Tool definitions are pinned; a changed tool is quarantined",
-                    "Each allowlisted tool's definition (name, title, description, schemas, annotations) is digested on connect and on `list_changed`; one that differs from its pin is hidden and refused with `quarantined` until an operator re-pins it. Definitions with control, bidi, tag or zero-width characters are refused.",
-                    "A rug pull reaches no client.",
-                )
-                .pass(ix),
-            (_, false) => c
-                .says(
-                    format!("Quarantined tools on: {}", quarantined.join(", ")),
-                    "An upstream now offers a definition that differs from its pin; those tools are hidden and refused until an operator reviews the change and re-pins (`portcullis pin`).",
-                    "Clients are protected, but the tools are unavailable and the change needs review.",
-                )
-                .gap(
-                    ix,
-                    Status::Partial,
-                    Severity::Medium,
-                    Likelihood::High,
-                    Cause::Probe,
-                    (
-                        "Review quarantined tools",
-                        "Read the diff `portcullis pin` shows; re-pin if the change is benign, otherwise remove the server.",
-                        "S",
-                    ),
-                ),
-            (false, true) => c
-                .says(
-                    format!("Allowlisted tools without pins on: {}", unpinned.join(", ")),
-                    "Tools without a pin are hidden; clients cannot use them until they are pinned.",
-                    "Nothing unreviewed is served, but the allowlist promises tools clients do not get.",
-                )
-                .gap(
-                    ix,
-                    Status::Partial,
-                    Severity::Medium,
-                    Likelihood::High,
-                    Cause::Config,
-                    (
-                        "Pin every allowlisted tool",
-                        "Run `portcullis pin --config FILE` and commit the `pin:` it writes.",
-                        "S",
-                    ),
-                ),
-        });
+    if pinnable.is_empty() {
+        return None;
     }
+    let mut ev = Vec::new();
+    let mut unpinned = Vec::new();
+    for s in &pinnable {
+        let missing: Vec<&str> = s
+            .tools
+            .keys()
+            .filter(|t| !s.pins.as_ref().is_some_and(|p| p.contains_key(*t)))
+            .map(String::as_str)
+            .collect();
+        let http = matches!(s.source, ServerSource::Http { .. });
+        let observed = match (&s.pins, missing.is_empty()) {
+            (Some(p), true) => format!("{} tool definition(s) pinned", p.len()),
+            (Some(_), false) => format!(
+                "allowlisted but not pinned (hidden): {}",
+                missing.join(", ")
+            ),
+            (None, _) if http && reg.settings.profile == registry::Profile::Production => {
+                "no `pin`: every tool of this server is hidden".to_string()
+            }
+            (None, _) => "no `pin`: the definitions first seen are kept for the process's lifetime"
+                .to_string(),
+        };
+        if !missing.is_empty() && (http || s.pins.is_some()) {
+            unpinned.push(s.name.as_str());
+        }
+        let path = match s.pins.is_some() {
+            true => format!("servers.{}.pin", s.name),
+            false => format!("servers.{}", s.name),
+        };
+        ev.push(ix.config(reg, &path, observed));
+    }
+    let mut quarantined = Vec::new();
+    let mut instructed = Vec::new();
+    let mut raised = Vec::new();
+    if probes.live.is_none() {
+        // Whether the upstreams now serve what was pinned is seen only by the running gateway.
+        ev.push(ix.not_run("upstream tool definitions against their pins"));
+    }
+    if let Some(live) = &probes.live {
+        for (name, o) in &live.upstreams {
+            if pinnable.iter().any(|s| &s.name == name) {
+                ev.push(ix.probe(&format!("upstream `{name}` tools"), o));
+                if o.observed.contains("quarantined") {
+                    quarantined.push(name.as_str());
+                }
+                if o.observed.contains("instruction-like text in served") {
+                    instructed.push(name.as_str());
+                }
+                if o.observed
+                    .contains("class raised by the upstream's annotations")
+                {
+                    raised.push(name.as_str());
+                }
+            }
+        }
+    }
+    let own = |v: Vec<&str>| v.into_iter().map(str::to_string).collect();
+    Some(Pins {
+        ev,
+        unpinned: own(unpinned),
+        quarantined: own(quarantined),
+        instructed: own(instructed),
+        raised: own(raised),
+    })
+}
 
+pub(super) fn tool_text(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let Some(Pins { ev, instructed, .. }) = pins(cx, ix) else {
+        return;
+    };
+    if !instructed.is_empty() {
+        let evidence: Vec<_> = ev.clone();
+        out.push(
+            c.cites(evidence).says(
+                format!("Tools whose text addresses the model are served on: {}", instructed.join(", ")),
+                "These definitions carry instruction-like markup or phrasing (`<IMPORTANT>`, \"do not tell the user\", paths to private keys); an operator confirmed them at pin time, and clients' models read them as written.",
+                "A poisoned description steers the model without a call being made: it is an injection that every client reads.",
+            )
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::High,
+                Likelihood::Medium,
+                Cause::Probe,
+                (
+                    "Review tools whose descriptions address the model",
+                    "Read each flagged description; remove the tool from the allowlist or ask the upstream to fix it, then re-pin.",
+                    "S",
+                ),
+            ),
+        );
+    }
+}
+
+pub(super) fn class_raised(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let Some(Pins { ev, raised, .. }) = pins(cx, ix) else {
+        return;
+    };
+    if !raised.is_empty() {
+        out.push(
+            c.cites(ev.clone()).says(
+                format!("The config understates the class of tools on: {}", raised.join(", ")),
+                "Their upstream annotates them as writing or destructive while the config says less; the gateway enforces the higher class (approval, read-only mode), so the control holds, but the config no longer says what is enforced.",
+                "Reviewers and `portcullis check` read the config: a tool listed as `read` that is enforced as destructive surprises both.",
+            )
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Low,
+                Likelihood::High,
+                Cause::Probe,
+                (
+                    "Make each tool's class what is enforced",
+                    "Set `class:` to the enforced class for each tool named in the evidence (`portcullis pin` and `portcullis check` name them too).",
+                    "S",
+                ),
+            ),
+        );
+    }
+}
+
+pub(super) fn fingerprints(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let Some(Pins {
+        ev,
+        unpinned,
+        quarantined,
+        ..
+    }) = pins(cx, ix)
+    else {
+        return;
+    };
+    let c = c.cites(ev);
+    out.push(match (unpinned.is_empty(), quarantined.is_empty()) {
+        (true, true) => c
+            .says(
+                "Tool definitions are pinned; a changed tool is quarantined",
+                "Each allowlisted tool's definition (name, title, description, schemas, annotations) is digested on connect and on `list_changed`; one that differs from its pin is hidden and refused with `quarantined` until an operator re-pins it. Definitions with control, bidi, tag or zero-width characters are refused.",
+                "A rug pull reaches no client.",
+            )
+            .pass(ix),
+        (_, false) => c
+            .says(
+                format!("Quarantined tools on: {}", quarantined.join(", ")),
+                "An upstream now offers a definition that differs from its pin; those tools are hidden and refused until an operator reviews the change and re-pins (`portcullis pin`).",
+                "Clients are protected, but the tools are unavailable and the change needs review.",
+            )
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::High,
+                Cause::Probe,
+                (
+                    "Review quarantined tools",
+                    "Read the diff `portcullis pin` shows; re-pin if the change is benign, otherwise remove the server.",
+                    "S",
+                ),
+            ),
+        (false, true) => c
+            .says(
+                format!("Allowlisted tools without pins on: {}", unpinned.join(", ")),
+                "Tools without a pin are hidden; clients cannot use them until they are pinned.",
+                "Nothing unreviewed is served, but the allowlist promises tools clients do not get.",
+            )
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::High,
+                Cause::Config,
+                (
+                    "Pin every allowlisted tool",
+                    "Run `portcullis pin --config FILE` and commit the `pin:` it writes.",
+                    "S",
+                ),
+            ),
+    });
+}
+
+pub(super) fn ci_gate(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let problems = registry::check(reg);
     let b = ix.build(
             "commands",
@@ -313,7 +367,7 @@ pub(super) fn onboarding(reg: &Registry, probes: &Probes, ix: &mut Index, out: &
     for p in problems.iter().take(8) {
         ev.push(ix.config(reg, &p.path, p.message.clone()));
     }
-    let c = Check::new("onboard.ci_gate", 3).cites(ev);
+    let c = c.cites(ev);
     out.push(match problems.is_empty() {
             true => c
                 .says(

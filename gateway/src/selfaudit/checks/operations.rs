@@ -2,7 +2,8 @@
 
 use super::*;
 
-pub(super) fn operations(reg: &Registry, probes: &Probes, ix: &mut Index, out: &mut Vec<Finding>) {
+pub(super) fn kill_switch(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let probes = cx.probes;
     let b = ix.build(
         "kill switch",
         "scopes global, server, tool, key, team, org, user, agent; engaged → refused within 1 s on every process on the store; in-flight calls cancelled",
@@ -13,7 +14,7 @@ pub(super) fn operations(reg: &Registry, probes: &Probes, ix: &mut Index, out: &
         Some(o) => ix.probe("kill-switch state", o),
         None => ix.not_run("kill-switch state"),
     });
-    let c = Check::new("ops.kill_switch", 7).cites(ev);
+    let c = c.cites(ev);
     out.push(match live {
         Some(o) if !o.ok => c
             .says(
@@ -41,10 +42,13 @@ pub(super) fn operations(reg: &Registry, probes: &Probes, ix: &mut Index, out: &
             )
             .pass(ix),
     });
+}
 
+pub(super) fn modes(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let e = ix.config(reg, "mode", reg.settings.mode.as_str());
     out.push(
-        Check::new("ops.modes", 7)
+        c
             .says(
                 "Shadow and read-only modes allow a staged rollout",
                 format!(
@@ -56,8 +60,10 @@ pub(super) fn operations(reg: &Registry, probes: &Probes, ix: &mut Index, out: &
             .cites([e])
             .pass(ix),
     );
+}
 
-    let c = Check::new("ops.profile", 7);
+pub(super) fn profile(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let e = ix.config(
         reg,
         "profile",
@@ -91,10 +97,13 @@ pub(super) fn operations(reg: &Registry, probes: &Probes, ix: &mut Index, out: &
                 ),
             ),
     });
+}
 
+pub(super) fn replicas(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
+    let probes = cx.probes;
     let store = &reg.settings.store;
     let mut ev = vec![ix.config(reg, "store", crate::redact::uri_for_record(store))];
-    let c = Check::new("ops.replicas", 7);
     let seen = probes.live.as_ref().map(|l| &l.instances);
     let f = match seen {
         Some(Ok(seen)) if seen.len() > 1 => {
@@ -173,7 +182,10 @@ pub(super) fn operations(reg: &Registry, probes: &Probes, ix: &mut Index, out: &
         }
     };
     out.push(f);
+}
 
+pub(super) fn upstreams(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let probes = cx.probes;
     if let Some(live) = &probes.live {
         let down: Vec<&(String, Outcome)> = live.upstreams.iter().filter(|(_, o)| !o.ok).collect();
         if !down.is_empty() {
@@ -183,7 +195,7 @@ pub(super) fn operations(reg: &Registry, probes: &Probes, ix: &mut Index, out: &
                 .collect();
             let names: Vec<&str> = down.iter().map(|(n, _)| n.as_str()).collect();
             out.push(
-                Check::new("ops.upstreams", 7)
+                c
                     .says(
                         format!("Upstream(s) not serving their allowlist: {}", names.join(", ")),
                         "These upstreams are down or do not offer every allowlisted tool; callers get errors naming the server.",

@@ -2,13 +2,13 @@
 
 use super::*;
 
-pub(super) fn rbac(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
+pub(super) fn intersection(_: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
     let e = ix.build(
         "policy",
         "every call is decided by policy::decide over each resolved level (org, team, key, user, agent); a call is allowed only if every resolved level grants it; property-tested",
     );
     out.push(
-        Check::new("rbac.intersection", 1)
+        c
             .says(
                 "Authorization is decided by the gateway on caller identity, as the intersection of every resolved level",
                 "The decision is made by the gateway, never the model: each resolved level must grant the call, and unmapped callers are denied.",
@@ -17,13 +17,16 @@ pub(super) fn rbac(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
             .cites([e])
             .pass(ix),
     );
+}
 
+pub(super) fn allowlists(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let tools: usize = reg.servers.iter().map(|s| s.tools.len()).sum();
     let ev = ix.per_server(reg, "tools", |s| {
         format!("{} allowlisted tool(s)", s.tools.len())
     });
     out.push(
-        Check::new("rbac.allowlists", 1)
+        c
             .says(
                 "Every server has an explicit per-tool allowlist; other tools are invisible",
                 format!(
@@ -35,7 +38,10 @@ pub(super) fn rbac(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
             .cites(ev)
             .pass(ix),
     );
+}
 
+pub(super) fn default_grants(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let mut broad = Vec::new();
     for s in &reg.servers {
         for p in registry::default_grants_reaching_writes(reg, s) {
@@ -44,7 +50,6 @@ pub(super) fn rbac(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
             }
         }
     }
-    let c = Check::new("rbac.default_grants", 1);
     out.push(match broad.is_empty() {
         true => {
             let e = ix.config(reg, "grants", "no `level:*` default grant reaches a write or destructive tool");
@@ -91,8 +96,10 @@ pub(super) fn rbac(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
             )
         }
     });
+}
 
-    let c = Check::new("rbac.approvals", 1);
+pub(super) fn approvals(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let w = writes(reg);
     let e = ix.config(
         reg,
@@ -173,7 +180,10 @@ pub(super) fn rbac(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
                 ),
             ),
     });
+}
 
+pub(super) fn generic_tools(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
     let generic: Vec<(String, String)> = reg
         .servers
         .iter()
@@ -197,7 +207,7 @@ pub(super) fn rbac(reg: &Registry, ix: &mut Index, out: &mut Vec<Finding>) {
             .collect();
         let names: Vec<String> = generic.iter().map(|(s, t)| format!("{s}/{t}")).collect();
         out.push(
-            Check::new("rbac.generic_tools", 1)
+            c
                 .says(
                     format!("Generic tool(s) allowlisted: {}", names.join(", ")),
                     "Tools named by a generic verb (run a command, execute SQL) do whatever their arguments say; a per-tool grant cannot narrow them.",
