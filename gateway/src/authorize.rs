@@ -1,6 +1,6 @@
-//! Asking `policy` on the request path, and checking arguments before anything is forwarded.
+//! Asking `policy` on the request path.
 //!
-//! [`Gateway::decide`] is the one place a tool, resource or prompt is authorised. It gathers the
+//! [`decide`] is the one place a tool, resource or prompt is authorised. It gathers the
 //! inputs (caller identity, server, target, class, argument digest, the time) and calls the pure
 //! `policy::decide`; an evaluation that panics becomes a deny, so no failure inside evaluation
 //! can turn into an allow. Arguments are checked by `tools::ArgumentCheck`, compiled when the

@@ -146,7 +146,11 @@ impl Refusal {
         use Refusal as R;
         let refused = |reason| Face::new(GATEWAY_REFUSED, Some(reason), reason);
         let absent = |outcome| Face::new(INVALID_PARAMS, Some("not_found"), outcome);
-        let bad = |code| Face::new(code, None, "invalid_request");
+        // Counted as `error` in the request metrics, as protocol errors always were.
+        let bad = |code| Face {
+            label: "error",
+            ..Face::new(code, None, "invalid_request")
+        };
         match self {
             R::Malformed(_) => bad(INVALID_PARAMS),
             R::NoSuchMethod(_) => bad(METHOD_NOT_FOUND).status(StatusCode::NOT_FOUND),

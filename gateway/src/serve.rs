@@ -1,9 +1,11 @@
 //! Running the gateway (`serve`, and `quickstart` once it has its config and keys).
 //!
-//! The config is validated before any socket is bound. [`start`] assembles a gateway from a
-//! validated registry (store, secrets, audit log, upstreams, levers); [`serve`] serves its two
-//! routers on two listeners until shutdown, then lets running calls finish and closes the audit
-//! log; [`run`] is the command: telemetry, listeners, start, heartbeat, reload, serve.
+//! The config is validated, and the store, every secret and the audit log are read, before any
+//! socket is bound. [`start`] assembles a gateway from a validated registry (store, secrets,
+//! audit log, upstreams, levers); [`serve`] serves its two routers on two listeners until
+//! shutdown, then lets running calls finish and closes the audit log; [`run`] is the command:
+//! telemetry, what is read before binding, listeners, the rest of `start`, heartbeat, reload,
+//! serve.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -73,14 +75,27 @@ pub async fn start(
     admin_at: SocketAddr,
     shutdown: CancellationToken,
 ) -> Result<State, Unready> {
+    let ready = prepare(&reg).await?;
+    assemble(reg, ready, mcp_at, admin_at, shutdown).await
+}
+
+/// What is read before any socket is bound: the store, every secret, the audit log.
+pub(crate) struct Prepared {
+    store: store::Store,
+    secrets: Arc<crate::secrets::Secrets>,
+    audit: Arc<audit::Audit>,
+}
+
+async fn prepare(reg: &registry::Registry) -> Result<Prepared, Unready> {
     let store = store::Store::open(&reg.settings.store).await.map_err(|e| {
         let shown = &reg.settings.store;
         unready(EX_UNAVAILABLE, format!("cannot open store `{shown}`: {e}"))
     })?;
+    // Every secret reference is read once before anything binds: a missing secret stops the start.
     let secrets = crate::secrets::Secrets::new(reg.settings.vault.as_ref())
         .map(Arc::new)
         .map_err(|e| unready(EX_CONFIG, e.to_string()))?;
-    if let Err(e) = secrets.check_all(crate::secrets::references(&reg)).await {
+    if let Err(e) = secrets.check_all(crate::secrets::references(reg)).await {
         let fix = "make the referenced secret readable by the gateway (env, file or Vault)";
         return Err(unready(EX_CONFIG, format!("{e}\n  fix: {fix}")));
     }
@@ -91,6 +106,26 @@ pub async fn start(
             let fix = "make a required audit sink writable (audit.sinks); no call runs unrecorded";
             unready(EX_UNAVAILABLE, format!("{e}\n  fix: {fix}"))
         })?;
+    Ok(Prepared {
+        store,
+        secrets,
+        audit,
+    })
+}
+
+/// The gateway on what `prepare` read: upstreams started, the kill-switch state read.
+async fn assemble(
+    reg: registry::Registry,
+    ready: Prepared,
+    mcp_at: SocketAddr,
+    admin_at: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<State, Unready> {
+    let Prepared {
+        store,
+        secrets,
+        audit,
+    } = ready;
     let reg = Arc::new(reg);
     let upstreams = Upstreams::start(
         &reg.servers,
@@ -205,6 +240,13 @@ pub(crate) async fn run(
             return ExitCode::from(EX_SOFTWARE);
         }
     }
+    let ready = match prepare(&reg).await {
+        Ok(r) => r,
+        Err(u) => {
+            eprintln!("portcullis: {u}");
+            return ExitCode::from(u.code);
+        }
+    };
     let (listener, admin_listener) = match bind(&reg, bound).await {
         Ok(pair) => pair,
         Err(why) => {
@@ -215,19 +257,22 @@ pub(crate) async fn run(
     let addresses = listener
         .local_addr()
         .and_then(|m| Ok((m, admin_listener.local_addr()?)));
-    let Ok((mcp_at, admin_at)) = addresses else {
-        eprintln!("portcullis: a listener has no address");
-        return ExitCode::from(EX_SOFTWARE);
+    let (mcp_at, admin_at) = match addresses {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("portcullis: a listener has no address: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
     };
     let shutdown = CancellationToken::new();
-    let state = match start(reg, mcp_at, admin_at, shutdown.clone()).await {
+    let state = match assemble(reg, ready, mcp_at, admin_at, shutdown.clone()).await {
         Ok(s) => s,
         Err(u) => {
             eprintln!("portcullis: {u}");
             return ExitCode::from(u.code);
         }
     };
-    let instance = heartbeat(&state.gw, shutdown.clone());
+    heartbeat(&state.gw, shutdown.clone());
     crate::reload::start(state.gw.clone(), config, shutdown.clone());
     let admin_url = crate::admin::Admin::url_for(admin_at);
     // Tests and scripts read these lines to find the ports.
@@ -245,9 +290,6 @@ pub(crate) async fn run(
         signal.cancel();
     });
     let served = serve(&state, listener, admin_listener, shutdown).await;
-    if let Err(e) = state.gw.store.forget_instance(&instance).await {
-        tracing::warn!(error = %e, "heartbeat not removed");
-    }
     // Spans still buffered are sent before the process ends.
     let _ = tokio::task::spawn_blocking(crate::telemetry::shutdown).await;
     match served {
@@ -279,8 +321,8 @@ async fn reap_sessions(gw: Arc<Gateway>, stop: CancellationToken) {
 }
 
 /// A heartbeat in the store every few seconds, so the self-audit can see processes sharing
-/// it; the instance's id is returned, to remove it at shutdown.
-fn heartbeat(gw: &Gateway, stop: CancellationToken) -> String {
+/// it; removed as soon as shutdown begins.
+fn heartbeat(gw: &Gateway, stop: CancellationToken) {
     let instance = store::InstanceRow {
         id: hex::encode(rand::random::<[u8; 8]>()),
         host: std::fs::read_to_string("/etc/hostname")
@@ -292,7 +334,6 @@ fn heartbeat(gw: &Gateway, stop: CancellationToken) -> String {
         started_ms: store::now_ms(),
         seen_ms: store::now_ms(),
     };
-    let id = instance.id.clone();
     let store = gw.store.clone();
     let mut row = instance;
     tokio::spawn(async move {
@@ -305,11 +346,15 @@ fn heartbeat(gw: &Gateway, stop: CancellationToken) -> String {
                         tracing::warn!(error = %e, "heartbeat not written");
                     }
                 }
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => {
+                    if let Err(e) = store.forget_instance(&row.id).await {
+                        tracing::warn!(error = %e, "heartbeat not removed");
+                    }
+                    return;
+                }
             }
         }
     });
-    id
 }
 
 /// The MCP and admin listeners: the ones already bound, or bound now from the config.

@@ -72,8 +72,14 @@ async fn shown(resp: axum::response::Response) -> Value {
 }
 
 /// Approval ids are random: each becomes `<approval>` wherever it appears. How long a rate
-/// limit has left depends on the clock: the seconds become `<s>`.
+/// limit has left depends on the clock: the seconds become `<s>`. The gateway's version becomes
+/// `<version>`.
 fn normalised(mut v: Value) -> Value {
+    if let Some(version) =
+        v.pointer_mut("/body/result/_meta/io.modelcontextprotocol~1serverInfo/version")
+    {
+        *version = json!("<version>");
+    }
     if let Some(wait) = v.pointer_mut("/body/error/data/retry_after_s") {
         *wait = json!("<s>");
     }
@@ -192,6 +198,54 @@ impl Gw {
         self.ask(Some(key), "tools/call", params, |_| {}).await
     }
 
+    /// A request in a new 2025-06-18 session of `key`.
+    async fn legacy(&self, key: &str, method: &str, params: Value) -> Value {
+        let post = |body: Value, session: Option<&str>| {
+            let mut req = Request::post("/mcp")
+                .header("host", MCP_AT)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("authorization", format!("Bearer {}", self.keys[key]));
+            if let Some(s) = session {
+                req = req
+                    .header("mcp-session-id", s)
+                    .header("mcp-protocol-version", "2025-06-18");
+            }
+            req.body(Body::from(body.to_string())).unwrap()
+        };
+        let init = json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "refusals", "version": "1" } } });
+        let resp = self.app.clone().oneshot(post(init, None)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let session = resp.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+        let resp = self.app.clone().oneshot(post(body, Some(&session))).await;
+        shown(resp.unwrap()).await
+    }
+
+    /// The events of `kind` in the audit log, once `ready` holds for them (events are written
+    /// behind the answers).
+    async fn events(&self, kind: &str, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let path = self._dir.path().join("audit.jsonl");
+        for _ in 0..100 {
+            let events: Vec<Value> = std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|e| e["kind"] == kind)
+                .collect();
+            if ready(&events) {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the audit log never held the expected `{kind}` events");
+    }
+
     /// An operator action on the admin API, which must succeed.
     async fn operate(&self, path: &str, body: Value) {
         let req = Request::post(path)
@@ -274,7 +328,7 @@ async fn every_refusal_answers_as_its_golden_file_says() {
         gw.ask(Some("ops"), "nope/nope", json!({}), |_| {}).await,
     ));
     let no_name = gw.ask(Some("ops"), "tools/call", json!({}), |_| {}).await;
-    cases.push(("missing_name_header", no_name));
+    cases.push(("tool_call_without_mcp_name", no_name));
     let params = json!({ "name": "notes__search_notes", "arguments": 5 });
     let not_object = gw.ask(Some("ops"), "tools/call", params, |_| {}).await;
     cases.push(("arguments_not_an_object", not_object));
@@ -282,6 +336,18 @@ async fn every_refusal_answers_as_its_golden_file_says() {
         "unknown_tool",
         gw.call("ops", "notes__nope", search.clone()).await,
     ));
+    let prompt = json!({ "name": "notes__nope" });
+    let unknown_prompt = gw.ask(Some("ops"), "prompts/get", prompt, |_| {}).await;
+    cases.push(("unknown_prompt", unknown_prompt));
+    let resource = json!({ "uri": "notes+note://999" });
+    let unknown_resource = gw
+        .ask(Some("ops"), "resources/read", resource, |_| {})
+        .await;
+    cases.push(("unknown_resource", unknown_resource));
+    // The same in a 2025-era session: the resource answers with its own code.
+    let uri = json!({ "uri": "notes+note://999" });
+    let legacy = gw.legacy("ops", "resources/read", uri).await;
+    cases.push(("unknown_resource_2025", legacy));
     cases.push((
         "denied_at_key",
         gw.call("narrow", "notes__search_notes", search.clone())
@@ -333,6 +399,37 @@ async fn every_refusal_answers_as_its_golden_file_says() {
         "killed",
         gw.call("ops", "notes__search_notes", search.clone()).await,
     ));
+
+    // The operator's record says what the caller was not told.
+    let calls = gw
+        .events("tool.call", |e| {
+            e.iter().filter(|e| e["outcome"] == "denied").count() >= 2
+        })
+        .await;
+    let denied: Vec<&Value> = calls.iter().filter(|e| e["outcome"] == "denied").collect();
+    assert_eq!(denied[0]["level"], "key", "{}", denied[0]);
+    assert_eq!(denied[1]["level"], "team", "{}", denied[1]);
+    assert!(
+        denied
+            .iter()
+            .all(|e| e["reason"].as_str().is_some_and(|r| !r.is_empty()))
+    );
+    let held = calls.iter().find(|e| e["outcome"] == "held").unwrap();
+    let id = held["detail"]["approval_id"].as_str().unwrap();
+    assert!(!id.is_empty(), "{held}");
+    let limited = calls
+        .iter()
+        .find(|e| e["outcome"] == "rate_limited")
+        .unwrap();
+    assert_eq!(limited["reason"], "more than 1/min", "{limited}");
+    let invalid = calls
+        .iter()
+        .find(|e| e["outcome"] == "invalid_arguments")
+        .unwrap();
+    assert_eq!(
+        invalid["reason"],
+        "arguments do not match the schema at `/query`"
+    );
 
     // Fault injection: the only audit sink fails (its FIFO's reader goes away), so a call that
     // would be allowed is not executed. A gateway of its own, so nothing else fills the pipe.

@@ -14,14 +14,14 @@ use crate::levers::RunningGuard;
 use crate::refusal::Refusal;
 
 /// Refused when the tool's rate is used up.
-pub(super) fn rate(gw: &Gateway, req: &ToolCall) -> Result<(), Refusal> {
+pub(super) fn rate(gw: &Gateway, call: &Call, req: &ToolCall) -> Result<(), Refusal> {
     let Some(rate) = req.offered.rate else {
         return Ok(());
     };
     gw.limits
         .admit(req.server(), req.tool(), rate, Instant::now())
         .map_err(|wait| {
-            tracing::info!(server = req.server(), tool = req.tool(), %rate, "tool call refused: rate limited");
+            tracing::info!(subject = %call.caller.subject, server = req.server(), tool = req.tool(), %rate, "tool call refused: rate limited");
             Refusal::RateLimited {
                 name: req.name.clone(),
                 rate,

@@ -73,7 +73,7 @@ pub(super) async fn tool(
     if r.is_err()
         && let Some(killed) = gw.levers.killed(&call.caller.identity, up.name(), tool)
     {
-        tracing::warn!(server = up.name(), tool, reason = %killed, "tool call cancelled: killed");
+        tracing::warn!(subject = %call.caller.subject, server = up.name(), tool, reason = %killed, "tool call cancelled: killed");
         return Err(Refusal::Killed { what: name, killed });
     }
     r.map_err(Refusal::from)

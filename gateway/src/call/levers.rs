@@ -19,7 +19,12 @@ pub(super) fn kill(
     match gw.levers.killed(&call.caller.identity, server, tool) {
         None => Ok(()),
         Some(killed) => {
-            tracing::warn!(subject = %call.caller.subject, server, tool, what, reason = %killed, "refused: killed");
+            let kind = if tool.is_empty() {
+                "request"
+            } else {
+                "tool call"
+            };
+            tracing::warn!(subject = %call.caller.subject, server, tool, what, reason = %killed, "{kind} refused: killed");
             Err(Refusal::Killed {
                 what: what.to_string(),
                 killed,
@@ -29,12 +34,18 @@ pub(super) fn kill(
 }
 
 /// Read-only mode refuses a write or destructive tool; shadow mode answers without executing.
-pub(super) fn mode(gw: &Gateway, req: &ToolCall, approval: Approval) -> Result<(), Refusal> {
+pub(super) fn mode(
+    gw: &Gateway,
+    call: &Call,
+    req: &ToolCall,
+    approval: Approval,
+) -> Result<(), Refusal> {
+    let subject = &call.caller.subject;
     let class = req.offered.class;
     match gw.levers.mode_now() {
         Mode::Enforce => Ok(()),
         Mode::ReadOnly if class >= ToolClass::Write => {
-            tracing::info!(server = req.server(), tool = req.tool(), %class, "tool call refused: read-only mode");
+            tracing::info!(%subject, server = req.server(), tool = req.tool(), %class, "tool call refused: read-only mode");
             Err(Refusal::ReadOnly {
                 name: req.name.clone(),
                 class,
@@ -42,7 +53,7 @@ pub(super) fn mode(gw: &Gateway, req: &ToolCall, approval: Approval) -> Result<(
         }
         Mode::ReadOnly => Ok(()),
         Mode::Shadow => {
-            tracing::info!(server = req.server(), tool = req.tool(), arguments_digest = %hex::encode(req.digest.0), ?approval, "shadow mode: call recorded, not executed");
+            tracing::info!(%subject, server = req.server(), tool = req.tool(), arguments_digest = %hex::encode(req.digest.0), ?approval, "shadow mode: call recorded, not executed");
             Err(Refusal::Shadow {
                 name: req.name.clone(),
                 needs_approval: approval == Approval::Needed,

@@ -1,10 +1,12 @@
 //! The request path: every step a call takes, in order, on one screen.
 //!
-//! Each step is a function in its own file returning `Result<_, Refusal>`; the first refusal
-//! ends the call, and `result` records how it ended. A `tools/call` takes every step;
-//! resources, prompts, completions and `logging/setLevel` take the steps that apply to them.
-//! After each wait (the approval hold, the audit write) `recheck` decides again against the
-//! config, kill switch and mode in force: it is the only re-check.
+//! Each step is a function in its own file; a step that can refuse returns `Result<_, Refusal>`,
+//! the first refusal ends the call, and `result` records how it ended. A `tools/call` takes
+//! every step; resources, prompts, completions and `logging/setLevel` take the steps that apply
+//! to them. After each wait (the approval hold, the audit write) `recheck` decides again against
+//! the config, kill switch and mode in force: it is the only re-check. (`forward` only declines
+//! to send a call its client cancelled meanwhile, and names a kill switch as the cause of a call
+//! that failed while one was engaged.)
 
 mod admit;
 mod arguments;
@@ -61,13 +63,14 @@ async fn tool_steps(
     let approval = decide::tool(gw, call, &req)?; //           every level grants it, or not found
     levers::kill(gw, call, req.server(), req.tool(), &req.name)?; // kill switch
     arguments::check(call, &req)?; //                          Mcp-Param headers, limits, schemas
-    admit::rate(gw, &req)?; //                                 rate limit
-    levers::mode(gw, &req, approval)?; //                      read-only refuses, shadow answers
+    admit::rate(gw, call, &req)?; //                                 rate limit
+    levers::mode(gw, call, &req, approval)?; //                      read-only refuses, shadow answers
     let running = admit::track(gw, call, id, &req)?; //        cancellable by client and switch
     if approval == Approval::Needed {
         let held = hold::approval(gw, &call.caller, &req, &running, sink).await; // a human decides
+        t.approval = held.as_ref().ok().cloned(); //           a spent approval is on the record
         recheck::tool(gw, call, &req, &under, approval)?; //   after the wait
-        t.approval = Some(held?);
+        held?;
     }
     record::tool(gw, call, &req, t).await?; //                 audit before action
     recheck::tool(gw, call, &req, &under, approval)?; //       after the wait

@@ -21,7 +21,7 @@ pub(super) fn tool(
     approval: Approval,
 ) -> Result<(), Refusal> {
     levers::kill(gw, call, req.server(), req.tool(), &req.name)?;
-    levers::mode(gw, req, Approval::NotNeeded)?;
+    levers::mode(gw, call, req, Approval::NotNeeded)?;
     // It runs only if the tool is still offered exactly as it was decided on.
     let unchanged = req
         .up
@@ -41,7 +41,7 @@ pub(super) fn tool(
     if !Arc::ptr_eq(under, &gw.live())
         && let Err(why) = still_allowed(gw, call, req, approval)
     {
-        tracing::warn!(server = req.server(), tool = req.tool(), reason = %why, "config reloaded before execution; call refused");
+        tracing::warn!(subject = %call.caller.subject, server = req.server(), tool = req.tool(), reason = %why, "config reloaded before execution; call refused");
         return Err(Refusal::Reloaded {
             name: req.name.clone(),
             why,

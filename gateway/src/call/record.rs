@@ -50,9 +50,9 @@ async fn required(
     what: &str,
     event: audit::Event,
 ) -> Result<(), Refusal> {
-    let server = event.server.clone();
+    let (server, tool) = (event.server.clone(), event.tool.clone());
     gw.audit.record(event).await.map_err(|e| {
-        tracing::error!(subject = %call.caller.subject, ?server, %what, error = %e, "audit log cannot record the request; refused");
+        tracing::error!(subject = %call.caller.subject, ?server, ?tool, %what, error = %e, "audit log cannot record the request; refused");
         Refusal::AuditUnavailable {
             what: what.to_string(),
             error: e.to_string(),

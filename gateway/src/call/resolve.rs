@@ -67,12 +67,12 @@ pub(super) fn tool(
     let tools = up.tools();
     let offered = tools.iter().find(|t| t.tool.name == tool);
     let Some(offered) = offered.filter(|_| up.config().tools.contains_key(tool)) else {
-        let refused = quarantined(gw, call, &up, tool, name);
-        if matches!(refused, Refusal::Quarantined { .. }) {
+        // An allowlisted tool held back is recorded under its own name, whoever asked.
+        if up.quarantined(tool).is_some() && up.config().tools.contains_key(tool) {
             trail.server = Some(up.name().to_string());
             trail.tool = Some(tool.to_string());
         }
-        return Err(refused);
+        return Err(quarantined(gw, call, &up, tool, name));
     };
     trail.server = Some(up.name().to_string());
     trail.tool = Some(tool.to_string());

@@ -62,9 +62,11 @@ async fn request(
             let answer = crate::dispatch::request(&gw, &call, &id, &method, params, tx).await;
             crate::metrics::get().request(&method, answer.label(), started.elapsed());
             let why = answer.face.as_ref().and_then(|f| f.reason);
+            // A 2026-07-28 answer's HTTP status is the refusal's (`Refusal::face`).
+            let status = answer.face.as_ref().map_or(StatusCode::OK, |f| f.status);
             let r = answer.result;
             crate::telemetry::finish(&ended, r.as_ref().map_err(|e| (e.code, why)));
-            r
+            (r, status)
         }
         .with_context(span)
     };
@@ -84,7 +86,7 @@ async fn respond<F>(
     accepts_sse: bool,
 ) -> Response
 where
-    F: Future<Output = Result<Value, RpcError>> + Send + 'static,
+    F: Future<Output = (Result<Value, RpcError>, StatusCode)> + Send + 'static,
 {
     let json = |done| {
         let (status, body) = finish(&id, done, modern);
@@ -207,15 +209,15 @@ where
     }
 }
 
-fn finish(id: &Value, done: Option<Result<Value, RpcError>>, modern: bool) -> (StatusCode, Value) {
+fn finish(
+    id: &Value,
+    done: Option<(Result<Value, RpcError>, StatusCode)>,
+    modern: bool,
+) -> (StatusCode, Value) {
     match done {
-        Some(Ok(result)) => (StatusCode::OK, jsonrpc::response(id, result)),
-        Some(Err(e)) => {
-            let status = if modern {
-                modern_status(e.code)
-            } else {
-                StatusCode::OK
-            };
+        Some((Ok(result), _)) => (StatusCode::OK, jsonrpc::response(id, result)),
+        Some((Err(e), status)) => {
+            let status = if modern { status } else { StatusCode::OK };
             (status, jsonrpc::error_response(Some(id), &e))
         }
         None => {
@@ -228,13 +230,5 @@ fn finish(id: &Value, done: Option<Result<Value, RpcError>>, modern: bool) -> (S
                 ),
             )
         }
-    }
-}
-
-fn modern_status(code: i64) -> StatusCode {
-    match code {
-        HEADER_MISMATCH | UNSUPPORTED_VERSION | -32021 => StatusCode::BAD_REQUEST,
-        jsonrpc::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
-        _ => StatusCode::OK,
     }
 }
