@@ -49,7 +49,7 @@ fn server_info() -> Value {
     json!({ "name": "portcullis", "title": "Portcullis MCP gateway", "version": env!("CARGO_PKG_VERSION") })
 }
 
-fn capabilities(gw: &Gateway, scope: &Scope) -> Value {
+fn capabilities(gw: &Gateway, scope: &Scope, modern: bool) -> Value {
     let mut caps = json!({
         "tools": { "listChanged": true },
         "resources": { "listChanged": true },
@@ -65,8 +65,8 @@ fn capabilities(gw: &Gateway, scope: &Scope) -> Value {
             obj.insert("logging".into(), json!({}));
         }
     }
-    if let Scope::Server(_) = scope {
-        // Subscriptions exist only in the initialize-era revisions of the upstream protocol.
+    if let (Scope::Server(_), false) = (scope, modern) {
+        // Subscriptions exist only in the initialize-era revisions, on both sides.
         let sub = ups.iter().any(|u| {
             u.is_legacy()
                 && u.capabilities()
@@ -86,7 +86,7 @@ fn capabilities(gw: &Gateway, scope: &Scope) -> Value {
 pub(crate) fn initialize_result(gw: &Gateway, scope: &Scope, version: &str) -> Value {
     json!({
         "protocolVersion": version,
-        "capabilities": capabilities(gw, scope),
+        "capabilities": capabilities(gw, scope, false),
         "serverInfo": server_info(),
         "instructions": "Tools behind this gateway are allowlisted and every call is authorised by the gateway.",
     })
@@ -198,6 +198,13 @@ fn finish(gw: &Gateway, call: &Call, method: &str, mut result: Value) -> Value {
         }));
         gw.audit.note(e);
     }
+    // A 2025-era client never sees the 2026-07-28 result fields an upstream of that revision
+    // may have sent.
+    if !modern && let Some(obj) = result.as_object_mut() {
+        for key in ["resultType", "ttlMs", "cacheScope"] {
+            obj.remove(key);
+        }
+    }
     if modern && let Some(obj) = result.as_object_mut() {
         obj.entry("resultType").or_insert_with(|| json!("complete"));
         if matches!(
@@ -226,7 +233,7 @@ fn discover(gw: &Gateway, scope: &Scope) -> Value {
     versions.extend(STATEFUL_VERSIONS.iter().rev());
     json!({
         "supportedVersions": versions,
-        "capabilities": capabilities(gw, scope),
+        "capabilities": capabilities(gw, scope, true),
         "instructions": "Tools behind this gateway are allowlisted and every call is authorised by the gateway.",
     })
 }

@@ -165,11 +165,24 @@ impl Gw {
         params: Value,
         tweak: impl FnOnce(&mut Request<Body>),
     ) -> Value {
-        let mut params = params;
-        params["_meta"] = json!({
+        let meta = json!({
             "io.modelcontextprotocol/protocolVersion": STATELESS,
             "io.modelcontextprotocol/clientCapabilities": {},
         });
+        self.ask_meta(key, method, params, meta, tweak).await
+    }
+
+    /// [`Gw::ask`] with the request's `_meta` as given.
+    async fn ask_meta(
+        &self,
+        key: Option<&str>,
+        method: &str,
+        params: Value,
+        meta: Value,
+        tweak: impl FnOnce(&mut Request<Body>),
+    ) -> Value {
+        let mut params = params;
+        params["_meta"] = meta;
         let name = params
             .get("name")
             .or_else(|| params.get("uri"))
@@ -321,6 +334,27 @@ async fn every_refusal_answers_as_its_golden_file_says() {
     let params = json!({ "name": "notes__search_notes", "arguments": search });
     let mismatch = gw.ask(Some("ops"), "tools/call", params, lying).await;
     cases.push(("header_mismatch", mismatch));
+
+    // The 2026-07-28 revision's own rules.
+    let caps_only = json!({ "io.modelcontextprotocol/clientCapabilities": {} });
+    let no_version = gw
+        .ask_meta(Some("ops"), "server/discover", json!({}), caps_only, |_| {})
+        .await;
+    cases.push(("meta_without_protocol_version", no_version));
+    let other = json!({
+        "io.modelcontextprotocol/protocolVersion": "v999.0.0",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let disagree = gw
+        .ask_meta(Some("ops"), "server/discover", json!({}), other, |_| {})
+        .await;
+    cases.push(("version_header_disagrees_with_meta", disagree));
+    let init = gw.ask(Some("ops"), "initialize", json!({}), |_| {}).await;
+    cases.push(("initialize_in_2026", init));
+    let subscribe = gw
+        .ask(Some("ops"), "resources/subscribe", json!({}), |_| {})
+        .await;
+    cases.push(("resources_subscribe_in_2026", subscribe));
 
     // Resolution and decision: absent and denied look alike to the caller.
     cases.push((

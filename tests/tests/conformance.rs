@@ -56,3 +56,46 @@ async fn conformance_suite_through_the_gateway() {
         );
     }
 }
+
+/// The suite's 0.2 line: every server scenario the 2026-07-28 and 2025-11-25 revisions require,
+/// frozen at their release (`--requirements`), through the same gateway front. The checks that
+/// still fail are listed with their reasons in `tests/conformance/expected-failures-0.2.yaml`.
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_requirement_sets_of_both_revisions_through_the_gateway() {
+    let fx = Fixture::start("legacy").unwrap();
+    let gw = Gateway::start(&fixture_server("fixture", &fx.url).replace(
+        "    allow_private: true\n",
+        "    allow_private: true\n    connection: per_session\n",
+    ))
+    .unwrap();
+    // The suite sends no credentials: a loopback relay adds the key (written in the tests).
+    let front = relay::start(&gw.base, &gw.key).await.unwrap();
+    let suite = workspace().join("tests/node/node_modules/conformance-next/dist/index.js");
+    let expected = workspace().join("tests/conformance/expected-failures-0.2.yaml");
+    for revision in ["2026-07-28", "2025-11-25"] {
+        let out_dir = gw.dir.path().join(format!("requirements-{revision}"));
+        let url = format!("{front}/mcp/fixture");
+        let (suite, expected) = (suite.clone(), expected.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(node())
+                .arg(suite)
+                .args(["server", "--url", &url, "--requirements", revision])
+                .arg("--expected-failures")
+                .arg(expected)
+                .arg("-o")
+                .arg(out_dir)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("{stdout}");
+        assert!(
+            out.status.success(),
+            "conformance requirements {revision} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("passed"), "{stdout}");
+    }
+}

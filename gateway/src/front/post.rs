@@ -27,7 +27,11 @@ pub(super) async fn post(
     if let Some(sid) = header_str(&headers, "mcp-session-id") {
         return stateful(gw, admitted, &headers, sid, msg, accepts_sse).await;
     }
-    if msg.method() == Some("initialize") {
+    // `initialize` opens a stateful session, unless the request says it is 2026-07-28, where
+    // there is no such method.
+    let stateless_header = header_str(&headers, "mcp-protocol-version")
+        .is_some_and(|v| !STATEFUL_VERSIONS.contains(&v));
+    if msg.method() == Some("initialize") && !stateless_header && meta_version(&msg).is_none() {
         return initialize(&gw, admitted, msg);
     }
     stateless(gw, admitted, &headers, msg, accepts_sse).await
@@ -86,15 +90,7 @@ async fn stateless(
     accepts_sse: bool,
 ) -> Response {
     let version_header = header_str(headers, "mcp-protocol-version");
-    let meta_version = match &msg {
-        Inbound::Request { params, .. } | Inbound::Notification { params, .. } => params
-            .as_ref()
-            .and_then(|p| p.get("_meta"))
-            .and_then(|m| m.get(META_VERSION))
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        Inbound::Response { .. } => None,
-    };
+    let meta_version = meta_version(&msg);
     let modern =
         version_header.is_some_and(|v| !STATEFUL_VERSIONS.contains(&v)) || meta_version.is_some();
     if !modern {
@@ -104,6 +100,17 @@ async fn stateless(
             &RpcError::new(
                 INVALID_REQUEST,
                 "missing Mcp-Session-Id: send `initialize` first, or use protocol 2026-07-28",
+            ),
+        );
+    }
+    // Every request carries its protocol version in `_meta`; the header only repeats it.
+    if matches!(msg, Inbound::Request { .. }) && meta_version.is_none() {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            msg_id(&msg),
+            &RpcError::new(
+                jsonrpc::INVALID_PARAMS,
+                format!("missing `_meta` key `{META_VERSION}`"),
             ),
         );
     }
@@ -268,6 +275,14 @@ fn check_stateless(
     meta_version: Option<&str>,
 ) -> Result<(), RpcError> {
     let mismatch = |m: String| RpcError::new(HEADER_MISMATCH, format!("Header mismatch: {m}"));
+    // The header must say what the body says; only then is the version itself judged.
+    if let (Some(h), Some(m)) = (version_header, meta_version)
+        && h != m
+    {
+        return Err(mismatch(format!(
+            "MCP-Protocol-Version `{h}` does not match _meta `{m}`"
+        )));
+    }
     let version = meta_version.or(version_header).unwrap_or_default();
     if version != STATELESS_VERSION {
         let mut e = RpcError::new(UNSUPPORTED_VERSION, "Unsupported protocol version");
@@ -275,13 +290,6 @@ fn check_stateless(
         supported.extend(STATEFUL_VERSIONS.iter().rev());
         e.data = Some(json!({ "supported": supported, "requested": version }));
         return Err(e);
-    }
-    if let (Some(h), Some(m)) = (version_header, meta_version)
-        && h != m
-    {
-        return Err(mismatch(format!(
-            "MCP-Protocol-Version `{h}` does not match _meta `{m}`"
-        )));
     }
     let (method, params) = match msg {
         Inbound::Request { method, params, .. } | Inbound::Notification { method, params } => {
@@ -305,7 +313,9 @@ fn check_stateless(
     }
     let key = match method.as_str() {
         "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
+        // `resources/subscribe` and `unsubscribe` do not exist in this revision: no name to
+        // check, and the method is answered 404 / -32601.
+        "resources/read" => Some("uri"),
         _ => None,
     };
     if let Some(key) = key {
@@ -389,4 +399,17 @@ fn initialize(gw: &Gateway, admitted: Admitted, msg: Inbound) -> Response {
         resp.headers_mut().insert("mcp-session-id", v);
     }
     resp
+}
+
+/// The protocol version a message's `_meta` names, if any.
+fn meta_version(msg: &Inbound) -> Option<String> {
+    match msg {
+        Inbound::Request { params, .. } | Inbound::Notification { params, .. } => params
+            .as_ref()
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get(META_VERSION))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        Inbound::Response { .. } => None,
+    }
 }
