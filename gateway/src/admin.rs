@@ -21,6 +21,7 @@ use crate::auth::{Issuers, unix_now};
 use crate::gateway::Gateway;
 use crate::operate::{OpError, Operator, Roles};
 
+mod limits;
 mod records;
 mod ui;
 
@@ -167,6 +168,8 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
             get(records::list_keys).post(records::post_key),
         )
         .route("/admin/keys/{id}", delete(records::delete_key))
+        .route("/admin/limits", get(get_limits))
+        .route("/admin/limits/adjust", post(post_limits_adjust))
         .route("/admin/events", get(records::get_events))
         .route("/admin/audit", get(records::get_audit))
         .route("/admin/self-audit", get(records::get_self_audit))
@@ -383,6 +386,24 @@ async fn post_mode(
     let b: ModeBody = parse_body(&body)?;
     crate::operate::set_mode(&a.gw, &op, &b.mode, &b.reason).await?;
     Ok(axum::Json(mode_state(&a.gw)).into_response())
+}
+
+// === limits ===
+
+async fn get_limits(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Result<Response, OpError> {
+    let op = a.operator(&headers).await?;
+    require(&op, op.roles.any(), "reading limits and budgets")?;
+    Ok(axum::Json(limits::state(&a.gw).await?).into_response())
+}
+
+async fn post_limits_adjust(
+    State(a): State<Arc<Admin>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OpError> {
+    let op = a.operator(&headers).await?;
+    let b = parse_body(&body)?;
+    Ok(axum::Json(limits::adjust(&a.gw, &op, b).await?).into_response())
 }
 
 // === approvals ===

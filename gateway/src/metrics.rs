@@ -40,6 +40,7 @@ struct Inner {
     requests: HashMap<(&'static str, &'static str), u64>,
     request_seconds: HashMap<&'static str, Histogram>,
     tool_calls: HashMap<(String, String, &'static str), u64>,
+    limits: HashMap<(usize, &'static str), u64>,
     upstream: HashMap<(String, &'static str), u64>,
     upstream_seconds: HashMap<String, Histogram>,
     fail_closed: HashMap<&'static str, u64>,
@@ -119,6 +120,12 @@ impl Metrics {
                 .entry((server.to_string(), tool.to_string(), o))
                 .or_default() += 1;
         });
+    }
+
+    /// One call decided under `limits[entry]`: `admitted`, or the refusal's reason.
+    pub(crate) fn limit(&self, entry: usize, outcome: &'static str) {
+        let o = outcome_label(outcome);
+        self.with(|i| *i.limits.entry((entry, o)).or_default() += 1);
     }
 
     /// One request to an upstream (`server` is a registry name).
@@ -202,6 +209,20 @@ impl Metrics {
                 "portcullis_tool_calls_total{{server=\"{}\",tool=\"{}\",outcome=\"{o}\"}} {v}",
                 escape(s),
                 escape(t)
+            );
+        }
+        header(
+            &mut out,
+            "portcullis_limit_decisions_total",
+            "counter",
+            "Tool calls decided under each `limits:` entry that covers them: admitted, or the refusal.",
+        );
+        let mut limits: Vec<_> = i.limits.iter().collect();
+        limits.sort();
+        for ((e, o), v) in limits {
+            let _ = writeln!(
+                out,
+                "portcullis_limit_decisions_total{{entry=\"limits[{e}]\",outcome=\"{o}\"}} {v}"
             );
         }
         header(

@@ -142,7 +142,7 @@ fn store_down(e: impl fmt::Display) -> OpError {
     OpError::Unavailable("the store cannot be reached; nothing was changed".into())
 }
 
-fn reason_of(reason: &str) -> Result<&str, OpError> {
+pub(crate) fn reason_of(reason: &str) -> Result<&str, OpError> {
     let r = reason.trim();
     if r.is_empty() {
         return Err(OpError::BadRequest(
@@ -168,6 +168,7 @@ fn operator_kind(kind: &str) -> &'static str {
         "approval.deny" => "approval.deny",
         "key.issue" => "key.issue",
         "key.revoke" => "key.revoke",
+        "budget.adjust" => "budget.adjust",
         "ui.sign_in" => "operator.sign_in",
         _ => "operator.action",
     }

@@ -17,6 +17,7 @@ use crate::jsonrpc::{
     RpcError, UPSTREAM_ERROR,
 };
 use crate::levers::Killed;
+use crate::limits::Hit;
 use crate::upstream::UpstreamError;
 
 /// Why a request was not answered as asked.
@@ -57,12 +58,24 @@ pub(crate) enum Refusal {
     ReadOnly { name: String, class: ToolClass },
     /// Shadow mode: decided and recorded, answered without executing.
     Shadow { name: String, needs_approval: bool },
-    /// Over the tool's rate.
+    /// Over a rate: the tool's own (`hit: None`), or a `limits:` entry's for a principal.
     RateLimited {
         name: String,
         rate: registry::Rate,
         wait_s: u64,
+        hit: Option<Hit>,
     },
+    /// A `limits:` entry's principal already has `cap` calls running.
+    ConcurrencyLimited { name: String, cap: u32, hit: Hit },
+    /// A `limits:` entry's budget is spent for the principal until its window ends.
+    BudgetExceeded {
+        name: String,
+        budget: registry::Budget,
+        wait_s: u64,
+        hit: Hit,
+    },
+    /// The limits' state (the budget store, the limiters) cannot be read or written.
+    LimitsUnavailable { name: String, error: String },
     /// Held for a human's approval, which has not come yet.
     ApprovalPending {
         name: String,
@@ -105,6 +118,8 @@ pub(crate) struct Face {
     pub(crate) label: &'static str,
     /// The `portcullis_fail_closed_total` cause, when the refusal is a failure failing closed.
     pub(crate) fail_closed: Option<&'static str>,
+    /// Seconds until a retry can succeed, for a 2026-07-28 answer's `Retry-After`.
+    pub(crate) retry_after_s: Option<u64>,
 }
 
 impl Face {
@@ -116,6 +131,7 @@ impl Face {
             outcome,
             label: reason.unwrap_or(outcome),
             fail_closed: None,
+            retry_after_s: None,
         }
     }
 
@@ -127,6 +143,14 @@ impl Face {
         Face {
             fail_closed: cause,
             ..self
+        }
+    }
+
+    /// Over a limit: HTTP 429 on a 2026-07-28 answer, with `Retry-After` where it is known.
+    fn too_many(self, retry_after_s: Option<u64>) -> Face {
+        Face {
+            retry_after_s,
+            ..self.status(StatusCode::TOO_MANY_REQUESTS)
         }
     }
 
@@ -176,7 +200,14 @@ impl Refusal {
             R::Voided { .. } => refused("killed"),
             R::ReadOnly { .. } => refused("read_only"),
             R::Shadow { .. } => refused("shadow").answered("ok"),
-            R::RateLimited { .. } => refused("rate_limited"),
+            R::RateLimited { wait_s, .. } => refused("rate_limited").too_many(Some(*wait_s)),
+            R::ConcurrencyLimited { .. } => refused("concurrency_limited").too_many(None),
+            R::BudgetExceeded { wait_s, .. } => refused("budget_exceeded").too_many(Some(*wait_s)),
+            R::LimitsUnavailable { .. } => Face {
+                outcome: "unavailable",
+                ..refused("limits_unavailable")
+            }
+            .fails_closed(Some("limits_unavailable")),
             R::ApprovalPending { .. } => Face {
                 outcome: "held",
                 ..refused("approval_pending")
@@ -220,7 +251,15 @@ impl Refusal {
                 format!("arguments do not match the schema at `{at}`")
             }
             R::Killed { killed, .. } => killed.to_string(),
-            R::RateLimited { rate, .. } => format!("more than {rate}"),
+            R::RateLimited { rate, hit, .. } => match hit {
+                Some(hit) => format!("more than {rate} ({hit})"),
+                None => format!("more than {rate} (the tool's rate)"),
+            },
+            R::ConcurrencyLimited { cap, hit, .. } => {
+                format!("{cap} calls already running ({hit})")
+            }
+            R::BudgetExceeded { budget, hit, .. } => format!("{budget} spent ({hit})"),
+            R::LimitsUnavailable { error, .. } => error.clone(),
             R::ApprovalUnavailable { error } | R::AuditUnavailable { error, .. } => error.clone(),
             R::Upstream(e) => e.to_string(),
             _ => return None,
@@ -231,6 +270,17 @@ impl Refusal {
     pub(crate) fn level(&self) -> Option<&'static str> {
         match self {
             Refusal::Denied { denial, .. } => denial.level.map(|l| l.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The `limits:` entry this refusal ran into, for the record.
+    pub(crate) fn limit(&self) -> Option<&Hit> {
+        match self {
+            Refusal::RateLimited { hit, .. } => hit.as_ref(),
+            Refusal::ConcurrencyLimited { hit, .. } | Refusal::BudgetExceeded { hit, .. } => {
+                Some(hit)
+            }
             _ => None,
         }
     }
@@ -310,7 +360,9 @@ impl Refusal {
                 ..
             } => vec![("approval_id", json!(approval))],
             R::ReadOnly { class, .. } => vec![("class", json!(class.as_str()))],
-            R::RateLimited { wait_s, .. } => vec![("retry_after_s", json!(wait_s))],
+            R::RateLimited { wait_s, .. } | R::BudgetExceeded { wait_s, .. } => {
+                vec![("retry_after_s", json!(wait_s))]
+            }
             R::ApprovalPending {
                 class, approval, ..
             } => vec![
@@ -360,9 +412,23 @@ impl Refusal {
             ),
             R::Shadow { name, .. } => format!("`{name}` was not executed: shadow mode"),
             R::NoCompletion => String::new(),
-            R::RateLimited { name, rate, wait_s } => {
-                format!("`{name}` is limited to {rate}; try again in {wait_s} s")
-            }
+            R::RateLimited {
+                name, rate, wait_s, ..
+            } => format!("`{name}` is limited to {rate}; try again in {wait_s} s"),
+            R::ConcurrencyLimited { name, cap, .. } => format!(
+                "`{name}` was not executed: at most {cap} such calls may run at once; try again when one has finished"
+            ),
+            R::BudgetExceeded {
+                name,
+                budget,
+                wait_s,
+                ..
+            } => format!(
+                "`{name}` was not executed: its budget of {budget} is spent until the period renews; try again in {wait_s} s"
+            ),
+            R::LimitsUnavailable { name, .. } => format!(
+                "`{name}` was not executed: the gateway cannot check its limits and budgets"
+            ),
             R::ApprovalPending {
                 name,
                 class,

@@ -40,6 +40,7 @@ approvals: {{ required_from: write, hold: 0s }}
 grants:
   team:ops: ["notes/*"]
   key:*: ["notes/*"]
+  user:meter: ["notes/search_notes"]
 servers:
   notes:
     builtin: notes
@@ -48,6 +49,8 @@ servers:
       get_note: {{ class: read, rate: 1/min }}
       create_note: {{ class: write }}
       delete_note: {{ class: destructive }}
+limits:
+  - {{ match: "user:meter", server: notes, tool: search_notes, budget: {{ units: 1, per: day }} }}
 "#,
         dir = dir.display(),
         audit = audit.display()
@@ -60,6 +63,11 @@ async fn shown(resp: axum::response::Response) -> Value {
     let mut headers = serde_json::Map::new();
     for name in ["www-authenticate", "retry-after", "content-type"] {
         if let Some(v) = resp.headers().get(name).and_then(|v| v.to_str().ok()) {
+            // How long is left depends on the clock; that it is a number of seconds does not.
+            let v = match name == "retry-after" && v.parse::<u64>().is_ok() {
+                true => "<s>",
+                false => v,
+            };
             headers.insert(name.into(), json!(v));
         }
     }
@@ -133,6 +141,12 @@ async fn gateway(audit: Option<&Path>) -> Gw {
         ),
         // No grant for its team: the team level denies everything.
         ("sales", KeyRole::Client, scope(Some("sales"), &[], None)),
+        // A user with a budget of one call a day to `search_notes`.
+        (
+            "meter",
+            KeyRole::Client,
+            scope(Some("ops"), &[], Some("meter")),
+        ),
         ("admin", KeyRole::Admin, scope(None, &[], Some("ann"))),
     ] {
         let issued = store.create_key(name, role, s).await.unwrap();
@@ -407,6 +421,33 @@ async fn every_refusal_answers_as_its_golden_file_says() {
         "rate_limited",
         gw.call("ops", "notes__get_note", note).await,
     ));
+    // A budget: one unit a day, then refused until the day ends, in both eras.
+    let spent = gw
+        .call("meter", "notes__search_notes", search.clone())
+        .await;
+    assert!(spent["body"]["result"].is_object(), "{spent}");
+    cases.push((
+        "budget_exceeded",
+        gw.call("meter", "notes__search_notes", search.clone())
+            .await,
+    ));
+    let params = json!({ "name": "notes__search_notes", "arguments": search });
+    let legacy = gw.legacy("meter", "tools/call", params).await;
+    cases.push(("budget_exceeded_2025", legacy));
+    // Fault injection: the budget's table is gone, so its reservation fails: refused, never
+    // unlimited. The table comes back when the store is opened again.
+    let url = format!("sqlite://{}", gw._dir.path().join("g.db").display());
+    let broken = Store::open(&url).await.unwrap();
+    broken
+        .execute_for_test("DROP TABLE budget_usage")
+        .await
+        .unwrap();
+    cases.push((
+        "limits_unavailable",
+        gw.call("meter", "notes__search_notes", search.clone())
+            .await,
+    ));
+    drop(Store::open(&url).await.unwrap());
     let draft = json!({ "title": "t", "body": "b" });
     cases.push((
         "approval_pending",
@@ -455,7 +496,33 @@ async fn every_refusal_answers_as_its_golden_file_says() {
         .iter()
         .find(|e| e["outcome"] == "rate_limited")
         .unwrap();
-    assert_eq!(limited["reason"], "more than 1/min", "{limited}");
+    assert_eq!(
+        limited["reason"], "more than 1/min (the tool's rate)",
+        "{limited}"
+    );
+    let over = calls
+        .iter()
+        .find(|e| e["outcome"] == "budget_exceeded")
+        .unwrap();
+    assert_eq!(
+        (&over["detail"]["limit"], &over["detail"]["principal"]),
+        (&json!("limits[0]"), &json!("user:meter")),
+        "{over}"
+    );
+    assert_eq!(
+        over["reason"], "1 units/day spent (limits[0] for user:meter)",
+        "{over}"
+    );
+    let down = calls
+        .iter()
+        .find(|e| e["outcome"] == "unavailable" && e["tool"] == "search_notes")
+        .unwrap();
+    assert!(
+        down["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("budget_usage")),
+        "{down}"
+    );
     let invalid = calls
         .iter()
         .find(|e| e["outcome"] == "invalid_arguments")

@@ -10,6 +10,7 @@ mod canonical;
 mod check;
 mod duration;
 mod error;
+mod limits;
 mod observe;
 mod pin;
 mod readiness;
@@ -31,6 +32,7 @@ pub use canonical::{CanonicalObject, canonical_json, canonical_object};
 pub use check::{check, raised_by_definitions, raised_class, write_pins};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigProblem, Location};
+pub use limits::{Budget, Limit, LimitMatch, Period};
 pub use observe::{
     AuditSettings, AuditSink, DEFAULT_AUDIT_FILE, OtlpSettings, PathStep, RedactPath, SinkKind,
     TelemetrySettings,

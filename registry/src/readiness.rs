@@ -274,7 +274,7 @@ fn error_recovery(reg: &Registry, server: &Server) -> DimensionScore {
     let unlimited: Vec<&str> = w
         .iter()
         .copied()
-        .filter(|t| server.tools.get(*t).is_some_and(|e| e.rate.is_none()))
+        .filter(|t| reg.call_bounds(&server.name, t).is_empty())
         .collect();
     let mut evidence = vec![cite(reg, &timeout), cite(reg, &tools)];
     let (score, why) = match (w.is_empty(), unlimited.is_empty()) {
@@ -286,14 +286,17 @@ fn error_recovery(reg: &Registry, server: &Server) -> DimensionScore {
             ),
         ),
         (false, true) => {
-            evidence.extend(
-                w.iter()
-                    .map(|t| cite(reg, &child(&child(&tools, t), "rate"))),
-            );
+            let mut bounds: Vec<String> = w
+                .iter()
+                .flat_map(|t| reg.call_bounds(&server.name, t))
+                .collect();
+            bounds.sort();
+            bounds.dedup();
+            evidence.extend(bounds.iter().map(|p| cite(reg, p)));
             (
                 2,
                 format!(
-                    "{} write/destructive tool(s), each rate-limited (`rate`), so a client retrying after a failure is bounded; upstream failures answer with an error naming the server after {} s",
+                    "{} write/destructive tool(s), each bounded by a rate or a budget (`rate`, `limits:`), so a client retrying after a failure is bounded; upstream failures answer with an error naming the server after {} s",
                     w.len(),
                     server.timeout.as_secs()
                 ),
@@ -306,7 +309,7 @@ fn error_recovery(reg: &Registry, server: &Server) -> DimensionScore {
             (
                 2,
                 format!(
-                    "{} of {} write/destructive tool(s) have no `rate`, but each is held for a human's approval that is single-use and bound to the exact arguments, so a retry cannot run twice unapproved; upstream failures answer with an error naming the server after {} s",
+                    "{} of {} write/destructive tool(s) have no rate or budget, but each is held for a human's approval that is single-use and bound to the exact arguments, so a retry cannot run twice unapproved; upstream failures answer with an error naming the server after {} s",
                     unlimited.len(),
                     w.len(),
                     server.timeout.as_secs()
@@ -316,7 +319,7 @@ fn error_recovery(reg: &Registry, server: &Server) -> DimensionScore {
         (false, false) => (
             1,
             format!(
-                "no rate limit bounds retries of {} ({} of {} write/destructive tool(s)), and not all of them wait for approval; whether a repeated call is safe is unknown",
+                "no rate limit or budget bounds retries of {} ({} of {} write/destructive tool(s)), and not all of them wait for approval; whether a repeated call is safe is unknown",
                 unlimited.join(", "),
                 unlimited.len(),
                 w.len()

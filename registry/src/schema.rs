@@ -67,6 +67,8 @@ pub(crate) struct RawConfig {
     pub(crate) telemetry: crate::observe::RawTelemetry,
     #[serde(default)]
     pub(crate) secrets: RawSecrets,
+    #[serde(default)]
+    pub(crate) limits: Vec<crate::limits::RawLimit>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -246,6 +248,7 @@ pub(crate) struct RawTool {
     pub(crate) class: String,
     pub(crate) arguments: Option<Value>,
     pub(crate) rate: Option<String>,
+    pub(crate) cost: Option<u64>,
     pub(crate) max_argument_bytes: Option<Value>,
     pub(crate) max_argument_nodes: Option<u64>,
     pub(crate) max_argument_depth: Option<u64>,

@@ -43,6 +43,8 @@ pub struct Registry {
     pub servers: Vec<Server>,
     /// Identity sources, grants and the approval rule.
     pub access: Access,
+    /// Rate limits and concurrency caps per principal (`limits:`).
+    pub limits: Vec<crate::limits::Limit>,
     /// Where each key came from, for errors and the self-audit.
     pub source: SourceMap,
     /// `sha256:<hex>` of the config text, recorded when the gateway starts or reloads.
@@ -237,6 +239,8 @@ pub struct ToolEntry {
     pub arguments: Option<Value>,
     /// At most this many calls per window, per gateway process.
     pub rate: Option<Rate>,
+    /// Units each call spends from the budgets of `limits:` that cover it (default 1).
+    pub cost: u64,
     /// How large and complex one call's arguments may be.
     pub argument_limits: crate::ArgumentLimits,
 }
@@ -415,11 +419,13 @@ pub(crate) fn validate(raw: RawConfig, map: SourceMap) -> Result<Registry, Confi
         &map,
         &mut problems,
     );
+    let limits = crate::limits::limits(&raw.limits, &servers, &map, &mut problems);
     if problems.is_empty() {
         Ok(Registry {
             settings,
             servers,
             access,
+            limits,
             source: map,
             digest: String::new(),
             strings: Vec::new(),

@@ -1,5 +1,6 @@
 //! The store: runtime state that is not config: issued API keys, kill switches, the runtime
-//! mode, approval requests, the operator record, the audit sink's rows and process heartbeats.
+//! mode, approval requests, budget usage, the operator record, the audit sink's rows and process
+//! heartbeats.
 //!
 //! A crate of its own, below the gateway: it imports nothing of the gateway (no policy, no
 //! protocol, no HTTP), so another backend can sit beside SQLite here.
@@ -10,12 +11,14 @@
 
 mod approvals;
 mod audit;
+mod budgets;
 mod events;
 mod instances;
 mod levers;
 
 pub use approvals::{ApprovalKey, ApprovalRecord, ApprovalStatus, DecideError, NewApproval};
 pub use audit::{AuditRow, AuditWriter};
+pub use budgets::{Charge, UsageRow};
 pub use instances::InstanceRow;
 pub use levers::{ModeRow, SwitchRow};
 
@@ -257,6 +260,7 @@ impl Store {
         events::migrate(&pool).await?;
         audit::migrate(&pool).await?;
         instances::migrate(&pool).await?;
+        budgets::migrate(&pool).await?;
         Ok(Store { pool })
     }
 

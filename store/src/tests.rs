@@ -257,3 +257,116 @@ async fn a_key_whose_lineage_cannot_be_vouched_for_does_not_authenticate() {
     s.close().await;
     assert!(s.lineage(&child.record).await.is_err());
 }
+
+fn charge(budget: &str, cost: i64, units: i64) -> Charge {
+    Charge {
+        budget: budget.into(),
+        principal: "team:a".into(),
+        window: "2026-12-05".into(),
+        cost,
+        units,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn budgets_never_overspend_under_concurrency_across_handles() {
+    let (dir, one) = store().await;
+    // A second pool on the same file, as a second process has.
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let two = Store::open(&url).await.unwrap();
+    let mut calls = Vec::new();
+    for i in 0..120 {
+        let s = if i % 2 == 0 { one.clone() } else { two.clone() };
+        calls.push(tokio::spawn(async move {
+            s.reserve_budgets(&[charge("b", 1, 10)]).await.unwrap()
+        }));
+    }
+    let mut spent = 0;
+    for c in calls {
+        if c.await.unwrap().is_none() {
+            spent += 1;
+        }
+    }
+    assert_eq!(spent, 10);
+    let rows = one.budget_usage(&["2026-12-05".into()]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].used, rows[0].extra), (10, 0));
+}
+
+#[tokio::test]
+async fn a_call_spends_all_its_budgets_or_none() {
+    let (_d, s) = store().await;
+    // `wide` has room, `narrow` has room for one: the second call spends nothing at all.
+    let both = [charge("wide", 2, 100), charge("narrow", 2, 3)];
+    assert_eq!(s.reserve_budgets(&both).await.unwrap(), None);
+    assert_eq!(s.reserve_budgets(&both).await.unwrap(), Some(1));
+    let used: Vec<(String, i64)> = s
+        .budget_usage(&["2026-12-05".into()])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.budget, r.used))
+        .collect();
+    assert_eq!(used, vec![("narrow".into(), 2), ("wide".into(), 2)]);
+    // A cost larger than the whole budget never fits, even on a fresh window.
+    assert_eq!(
+        s.reserve_budgets(&[charge("small", 5, 4)]).await.unwrap(),
+        Some(0)
+    );
+    assert!(
+        s.budget_usage(&["2026-12-05".into()])
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.budget != "small")
+    );
+}
+
+#[tokio::test]
+async fn refunds_resets_and_raises_change_what_is_left() {
+    let (_d, s) = store().await;
+    let c = charge("b", 1, 2);
+    assert_eq!(
+        s.reserve_budgets(std::slice::from_ref(&c)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.reserve_budgets(std::slice::from_ref(&c)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.reserve_budgets(std::slice::from_ref(&c)).await.unwrap(),
+        Some(0)
+    );
+    s.refund_budget(&c).await.unwrap();
+    assert_eq!(
+        s.reserve_budgets(std::slice::from_ref(&c)).await.unwrap(),
+        None
+    );
+    let raised = s
+        .adjust_budget("b", "team:a", "2026-12-05", false, 3)
+        .await
+        .unwrap();
+    assert_eq!((raised.used, raised.extra), (2, 3));
+    for _ in 0..3 {
+        assert_eq!(
+            s.reserve_budgets(std::slice::from_ref(&c)).await.unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        s.reserve_budgets(std::slice::from_ref(&c)).await.unwrap(),
+        Some(0)
+    );
+    let reset = s
+        .adjust_budget("b", "team:a", "2026-12-05", true, 0)
+        .await
+        .unwrap();
+    assert_eq!((reset.used, reset.extra), (0, 3));
+    // Another window starts from nothing.
+    let next = Charge {
+        window: "2026-12-06".into(),
+        ..c
+    };
+    assert_eq!(s.reserve_budgets(&[next]).await.unwrap(), None);
+}

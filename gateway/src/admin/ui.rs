@@ -1,5 +1,5 @@
 //! The operator web page at `/ui/`: sign-in, sessions and the forms that act (approvals, kill
-//! switch, mode); `dashboard` renders what the page shows.
+//! switch, mode; budgets in `limits`); `dashboard` renders what the page shows.
 //!
 //! Server-rendered HTML with no scripts and no external assets, under a strict Content Security
 //! Policy. Sign-in takes an operator key and opens a session held in this process (an
@@ -22,6 +22,7 @@ use super::Admin;
 use crate::operate::{OpError, Operator};
 
 mod dashboard;
+mod limits;
 
 const COOKIE: &str = "portcullis_ui";
 const IDLE: Duration = Duration::from_secs(30 * 60);
@@ -130,6 +131,7 @@ pub(super) fn routes() -> Router<Arc<Admin>> {
         .route("/ui/approvals/{id}/{verdict}", post(verdict))
         .route("/ui/kill", post(kill))
         .route("/ui/mode", post(mode))
+        .route("/ui/limits", post(limits::adjust))
         .route("/ui/self-audit", get(self_audit))
 }
 

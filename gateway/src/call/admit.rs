@@ -1,33 +1,110 @@
-//! Step 5, admit: the tool's rate limit, then registration with the kill switch's registry of
-//! running calls (from here the call can be cancelled, by its client or by a switch).
+//! Step 5, admit: the limits (the tool's own rate, then the `limits:` entries that cover the
+//! caller: concurrency caps, rates, budgets), then registration with the kill switch's registry
+//! of running calls (from here the call can be cancelled, by its client or by a switch).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{Call, ToolCall};
-use crate::gateway::Gateway;
+use super::{Call, ToolCall, Trail};
+use crate::gateway::{Gateway, Live};
 use crate::levers::RunningGuard;
+use crate::limits::{Over, budgets};
 use crate::refusal::Refusal;
 
-/// Refused when the tool's rate is used up.
-pub(super) fn rate(gw: &Gateway, call: &Call, req: &ToolCall) -> Result<(), Refusal> {
-    let Some(rate) = req.offered.rate else {
-        return Ok(());
-    };
-    gw.limits
-        .admit(req.server(), req.tool(), rate, Instant::now())
-        .map_err(|wait| {
-            tracing::info!(subject = %call.caller.subject, server = req.server(), tool = req.tool(), %rate, "tool call refused: rate limited");
+/// Refused when a limit is reached. The call keeps its concurrency permits and the budget
+/// units it spent on the trail: the permits go when the upstream has answered, the units are
+/// settled by `result`.
+pub(super) async fn limits(
+    gw: &Gateway,
+    call: &Call,
+    req: &ToolCall,
+    under: &Live,
+    t: &mut Trail,
+) -> Result<(), Refusal> {
+    let (server, tool) = (req.server(), req.tool());
+    if let Some(rate) = req.offered.rate {
+        gw.limits.admit(server, tool, rate).map_err(|wait| {
+            tracing::info!(subject = %call.caller.subject, server, tool, %rate, "tool call refused: rate limited");
             Refusal::RateLimited {
                 name: req.name.clone(),
                 rate,
                 wait_s: wait.as_secs().max(1),
+                hit: None,
             }
-        })
+        })?;
+    }
+    let reg = &under.registry;
+    if reg.limits.is_empty() {
+        return Ok(());
+    }
+    let identity = &call.caller.identity;
+    let over = |o| refused(call, req, o);
+    t.permits = gw
+        .limits
+        .principals
+        .admit(reg, identity, server, tool)
+        .map_err(over)?;
+    let now_s = store::now_ms().div_euclid(1000);
+    let cost = req.offered.cost;
+    t.spent = budgets::reserve(&gw.store, reg, identity, (server, tool), cost, now_s)
+        .await
+        .map_err(over)?;
+    let principals = identity.principals();
+    for l in reg.limits.iter().filter(|l| l.covers(server, tool)) {
+        if !crate::limits::principals::matched(l, &principals).is_empty() {
+            crate::metrics::get().limit(l.index, "admitted");
+        }
+    }
+    Ok(())
+}
+
+fn refused(call: &Call, req: &ToolCall, over: Over) -> Refusal {
+    let refusal = refusal(call, req, over);
+    if let (Some(hit), Some(reason)) = (refusal.limit(), refusal.face().reason) {
+        crate::metrics::get().limit(hit.entry, reason);
+    }
+    refusal
+}
+
+fn refusal(call: &Call, req: &ToolCall, over: Over) -> Refusal {
+    let name = req.name.clone();
+    let (server, tool) = (req.server(), req.tool());
+    let subject = &call.caller.subject;
+    let secs = |d: std::time::Duration| d.as_secs().max(1);
+    match over {
+        Over::Rate { hit, rate, wait } => {
+            tracing::info!(%subject, server, tool, %hit, %rate, "tool call refused: rate limited");
+            let wait_s = secs(wait);
+            let hit = Some(hit);
+            Refusal::RateLimited {
+                name,
+                rate,
+                wait_s,
+                hit,
+            }
+        }
+        Over::Concurrency { hit, cap } => {
+            tracing::info!(%subject, server, tool, %hit, cap, "tool call refused: concurrency limited");
+            Refusal::ConcurrencyLimited { name, cap, hit }
+        }
+        Over::Budget { hit, budget, wait } => {
+            tracing::info!(%subject, server, tool, %hit, %budget, "tool call refused: budget exceeded");
+            let wait_s = secs(wait);
+            Refusal::BudgetExceeded {
+                name,
+                budget,
+                wait_s,
+                hit,
+            }
+        }
+        Over::Unavailable(error) => {
+            tracing::error!(%subject, server, tool, %error, "limits unavailable; call refused");
+            Refusal::LimitsUnavailable { name, error }
+        }
+    }
 }
 
 /// A call the kill switch and its client can cancel, until it is dropped.

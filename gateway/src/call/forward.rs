@@ -69,6 +69,7 @@ pub(super) async fn tool(
         )
         .await;
     drop(running);
+    trail.permits.clear();
     let tool = offered.tool.name.as_ref();
     if r.is_err()
         && let Some(killed) = gw.levers.killed(&call.caller.identity, up.name(), tool)

@@ -47,7 +47,7 @@ pub(crate) async fn tool(
 ) -> Result<Value, Refusal> {
     let mut trail = Trail::default();
     let done = tool_steps(gw, call, id, params, &sink, &mut trail).await;
-    result::tool(gw, call, &trail, done) //                  the result, or the refusal, recorded
+    result::tool(gw, call, trail, done) //  the result, or the refusal, recorded; budgets settled
 }
 
 async fn tool_steps(
@@ -63,7 +63,7 @@ async fn tool_steps(
     let approval = decide::tool(gw, call, &req)?; //           every level grants it, or not found
     levers::kill(gw, call, req.server(), req.tool(), &req.name)?; // kill switch
     arguments::check(call, &req)?; //                          Mcp-Param headers, limits, schemas
-    admit::rate(gw, call, &req)?; //                                 rate limit
+    admit::limits(gw, call, &req, &under, t).await?; //      rates, concurrency caps, budgets
     levers::mode(gw, call, &req, approval)?; //                      read-only refuses, shadow answers
     let running = admit::track(gw, call, id, &req)?; //        cancellable by client and switch
     if approval == Approval::Needed {

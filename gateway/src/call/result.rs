@@ -9,11 +9,12 @@ use crate::refusal::Refusal;
 use crate::session::Scope;
 use crate::upstream::UpstreamError;
 
-/// Record how a tool call ended: its result (if the upstream was called) or its refusal.
+/// Record how a tool call ended: its result (if the upstream was called) or its refusal; then
+/// settle the budget units it spent, in the background.
 pub(super) fn tool(
     gw: &Gateway,
     call: &Call,
-    trail: &Trail,
+    trail: Trail,
     done: Result<Value, Refusal>,
 ) -> Result<Value, Refusal> {
     let executed = trail.started.is_some();
@@ -36,7 +37,11 @@ pub(super) fn tool(
             event.reason = refused.audit_reason();
             event.level = refused.level().map(str::to_string);
             if let Some(a) = refused.approval() {
-                event.detail = Some(serde_json::json!({ "approval_id": a }));
+                event.detail = Some(json!({ "approval_id": a }));
+            }
+            if let Some(hit) = refused.limit() {
+                let entry = format!("limits[{}]", hit.entry);
+                event.detail = Some(json!({ "limit": entry, "principal": hit.principal }));
             }
         }
         (Ok(_), None) => {}
@@ -46,6 +51,15 @@ pub(super) fn tool(
         crate::metrics::get().tool_call(server, tool, outcome);
     }
     gw.audit.note(event);
+    if !trail.spent.is_empty() {
+        let reached = trail.started.is_some();
+        let answered =
+            !matches!(&done, Err(Refusal::Upstream(e)) if !matches!(e, UpstreamError::Rpc { .. }));
+        let (store, spent) = (gw.store.clone(), trail.spent);
+        gw.detached.spawn(async move {
+            crate::limits::budgets::settle(&store, &spent, reached, answered).await;
+        });
+    }
     done
 }
 

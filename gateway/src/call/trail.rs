@@ -22,6 +22,10 @@ pub(crate) struct Trail {
     pub(crate) approval: Option<String>,
     /// Set when the upstream is called.
     pub(crate) started: Option<Instant>,
+    /// Concurrency permits of `limits:` entries, held until the upstream answers.
+    pub(crate) permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    /// Budget units spent, settled when the call ends.
+    pub(crate) spent: Vec<crate::limits::budgets::Spent>,
 }
 
 impl Trail {

@@ -90,7 +90,15 @@ where
 {
     let json = |done| {
         let (status, body) = finish(&id, done, modern);
-        (status, axum::Json(body)).into_response()
+        // Over a limit (2026-07-28 answers only): the wait the refusal names, as `Retry-After`.
+        let retry = (status == StatusCode::TOO_MANY_REQUESTS)
+            .then(|| {
+                body.pointer("/error/data/retry_after_s")
+                    .and_then(Value::as_u64)
+            })
+            .flatten()
+            .map(|s| [(http::header::RETRY_AFTER, s.to_string())]);
+        (status, retry, axum::Json(body)).into_response()
     };
     // Wait for either the result or a first message that needs a stream.
     let first = tokio::select! {

@@ -11,7 +11,7 @@ const ANSWERED: [&str; 4] = ["ok", "allowed", "tool_error", "error"];
 
 /// Every outcome and label a refusal maps to: the closed set of metric labels with
 /// [`ANSWERED`]. A test walks every variant through [`Refusal::face`] against it.
-const REFUSED: [&str; 18] = [
+const REFUSED: [&str; 21] = [
     "invalid_request",
     "not_found",
     "denied",
@@ -21,6 +21,9 @@ const REFUSED: [&str; 18] = [
     "read_only",
     "shadow",
     "rate_limited",
+    "concurrency_limited",
+    "budget_exceeded",
+    "limits_unavailable",
     "held",
     "approval_pending",
     "approval_denied",
@@ -36,6 +39,10 @@ const REFUSED: [&str; 18] = [
 /// it is added here, so the walk always covers every variant.
 fn every_variant() -> Vec<Refusal> {
     let name = || "fx__echo".to_string();
+    let hit = || Hit {
+        entry: 0,
+        principal: "team:a".into(),
+    };
     let denial = |reason| Denial {
         level: Some(Level::Team),
         principal: Some("team:ops".into()),
@@ -104,6 +111,26 @@ fn every_variant() -> Vec<Refusal> {
                 per: Duration::from_secs(60),
             },
             wait_s: 7,
+            hit: None,
+        },
+        Refusal::ConcurrencyLimited {
+            name: name(),
+            cap: 2,
+            hit: hit(),
+        },
+        Refusal::BudgetExceeded {
+            name: name(),
+            budget: registry::Budget {
+                units: 10,
+                per: registry::Period::Day,
+                refund_failed: false,
+            },
+            wait_s: 3600,
+            hit: hit(),
+        },
+        Refusal::LimitsUnavailable {
+            name: name(),
+            error: "database is locked".into(),
         },
         Refusal::ApprovalPending {
             name: name(),
@@ -165,9 +192,12 @@ fn every_variant() -> Vec<Refusal> {
             Refusal::Untracked { .. } => 22,
             Refusal::AuditUnavailable { .. } => 23,
             Refusal::Upstream(_) => 24,
+            Refusal::ConcurrencyLimited { .. } => 25,
+            Refusal::BudgetExceeded { .. } => 26,
+            Refusal::LimitsUnavailable { .. } => 27,
         });
     }
-    assert_eq!(seen.len(), 25, "a variant has no example");
+    assert_eq!(seen.len(), 28, "a variant has no example");
     all
 }
 
@@ -261,8 +291,19 @@ fn the_2026_status_of_a_refusal_is_set_only_where_the_revision_names_one() {
         StatusCode::NOT_FOUND
     );
     for r in every_variant() {
-        if !matches!(r, Refusal::HeaderMismatch(_) | Refusal::NoSuchMethod(_)) {
-            assert_eq!(r.face().status, StatusCode::OK, "{r:?}");
+        let face = r.face();
+        match r {
+            Refusal::HeaderMismatch(_) | Refusal::NoSuchMethod(_) => {}
+            // Over a limit: 429, with the wait where it is known.
+            Refusal::RateLimited { wait_s, .. } | Refusal::BudgetExceeded { wait_s, .. } => {
+                assert_eq!(face.status, StatusCode::TOO_MANY_REQUESTS);
+                assert_eq!(face.retry_after_s, Some(wait_s));
+            }
+            Refusal::ConcurrencyLimited { .. } => {
+                assert_eq!(face.status, StatusCode::TOO_MANY_REQUESTS);
+                assert_eq!(face.retry_after_s, None);
+            }
+            r => assert_eq!(face.status, StatusCode::OK, "{r:?}"),
         }
     }
 }

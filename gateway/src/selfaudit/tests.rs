@@ -32,6 +32,8 @@ audit:
   redact_key: env:PORTCULLIS_REDACT_KEY
 telemetry:
   otlp: { endpoint: \"http://127.0.0.1:4318\" }
+limits:
+  - { match: \"team:*\", concurrency: 8, budget: { units: 500, per: day } }
 ";
 
 async fn audit_of(text: &str) -> Report {
@@ -111,13 +113,12 @@ async fn a_clean_production_config_has_no_false_findings() {
     }
     assert_eq!(
         gaps(&r),
-        BTreeSet::from(["cost.limits", "id.operator_scope", "ops.replicas"])
+        BTreeSet::from(["id.operator_scope", "ops.replicas"])
     );
-    for key in ["rbac", "fail_closed", "observability"] {
+    // Rates on every write tool and a budget per team: calls are bounded and spend is capped.
+    for key in ["rbac", "fail_closed", "observability", "cost"] {
         assert_eq!(dimension_status(&r, key), Status::Pass, "{key}");
     }
-    // Per-tool rate limits exist, per-identity budgets do not: that dimension is yellow.
-    assert_eq!(dimension_status(&r, "cost"), Status::Partial);
     assert_eq!(r.verdict_key, "production_ready_with_caveats");
     assert_eq!(r.mode, "static");
     assert_eq!(r.profile, "production");
@@ -234,10 +235,25 @@ async fn no_otlp_exporter_is_flagged() {
 
 #[tokio::test]
 async fn write_tools_without_limits_are_named_by_line() {
-    // With a rate on every write tool, only the unbuilt per-identity budgets remain.
+    // A rate on every write tool and a budget: nothing to report.
     let f = finding(&audit_of(CLEAN).await, "cost.limits").clone();
-    assert_eq!((f.status, f.cause), (Status::Partial, Some(Cause::Unbuilt)));
-    let r = audit_of(&CLEAN.replace("rate: 10/min, ", "")).await;
+    assert_eq!((f.status, f.cause), (Status::Pass, None));
+    assert!(
+        cited(&audit_of(CLEAN).await, "cost.limits")
+            .iter()
+            .any(|row| row.contains("`limits[0]`") && row.contains("budget 500 units/day")),
+        "{:#?}",
+        cited(&audit_of(CLEAN).await, "cost.limits")
+    );
+    // Rates but no budget: spend is not capped, a config gap.
+    let no_budget = CLEAN.replace(
+        "concurrency: 8, budget: { units: 500, per: day }",
+        "concurrency: 8",
+    );
+    let f = finding(&audit_of(&no_budget).await, "cost.limits").clone();
+    assert_eq!((f.status, f.cause), (Status::Partial, Some(Cause::Config)));
+    // A write tool with neither its own rate nor a `limits:` rate or budget covering it.
+    let r = audit_of(&no_budget.replace("rate: 10/min, ", "")).await;
     let f = finding(&r, "cost.limits");
     assert_eq!((f.status, f.cause), (Status::Absent, Some(Cause::Config)));
     assert_eq!(f.severity, super::Severity::High);
@@ -249,9 +265,16 @@ async fn write_tools_without_limits_are_named_by_line() {
         "{:#?}",
         cited(&r, "cost.limits")
     );
-    // With read tools only the same gap is less severe.
+    // A budget that covers the tool bounds it as well as a rate does.
+    let r = audit_of(&CLEAN.replace("rate: 10/min, ", "")).await;
+    assert_eq!(finding(&r, "cost.limits").status, Status::Pass);
+    // With read tools only and no budget, the gap is less severe.
     let reads = flip("      create_note:", "      get_note: { class: read }")
-        .replace("\"notes/create_note\"", "\"notes/get_note\"");
+        .replace("\"notes/create_note\"", "\"notes/get_note\"")
+        .replace(
+            "concurrency: 8, budget: { units: 500, per: day }",
+            "concurrency: 8",
+        );
     let r = audit_of(&reads).await;
     assert_eq!(finding(&r, "cost.limits").status, Status::Partial);
     assert_eq!(finding(&r, "cost.limits").severity, super::Severity::Medium);
@@ -381,7 +404,7 @@ async fn writes_without_approval_are_flagged() {
         &r,
         "rbac.approvals",
         "rbac",
-        "t.yaml:25:29 `approvals.required_from`",
+        "t.yaml:27:29 `approvals.required_from`",
     );
     let area = r
         .checklist

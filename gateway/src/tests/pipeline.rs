@@ -72,7 +72,7 @@ fn the_diagram_of_a_tool_call_is_the_order_of_call_mod_rs() {
             "decide::tool" => "decide",
             "levers::kill" => "kill switch",
             "arguments::check" => "arguments",
-            "admit::rate" => "admit (rate)",
+            "admit::limits" => "admit (limits)",
             "levers::mode" => "mode",
             "admit::track" => "track",
             "hold::approval" => "hold (approval)",

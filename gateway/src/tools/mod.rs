@@ -28,6 +28,8 @@ pub(crate) struct Offered {
     pub(crate) check: ArgumentCheck,
     /// The tool's rate limit from the registry, read once per refresh.
     pub(crate) rate: Option<registry::Rate>,
+    /// Units a call spends from the budgets that cover it.
+    pub(crate) cost: u64,
     /// Hex SHA-256 of the definition's canonical JSON: an approval is bound to it, so a tool
     /// that changes after approval does not run on that approval.
     pub(crate) fingerprint: String,
@@ -56,6 +58,7 @@ impl Offered {
             own,
             check,
             rate: entry.rate,
+            cost: entry.cost,
         })
     }
 }

@@ -131,7 +131,11 @@ fn rate_limited_writes_bound_retries() {
     let r = &score(text)[0];
     let e = dim(r, "error_recovery");
     assert_eq!(e.score, 2, "{e:#?}");
-    assert!(e.why.contains("each rate-limited"), "{}", e.why);
+    assert!(
+        e.why.contains("each bounded by a rate or a budget"),
+        "{}",
+        e.why
+    );
     assert!(
         e.evidence
             .iter()
@@ -150,6 +154,13 @@ fn rate_limited_writes_bound_retries() {
         "{}",
         e.why
     );
+    // A `limits:` budget covering the unlimited write bounds it too, and is cited.
+    let budgeted = format!(
+        "{partly}limits:\n  - {{ match: \"team:*\", server: notes, tool: delete_note, budget: {{ units: 50, per: day }} }}\n"
+    );
+    let e = dim(&score(&budgeted)[0], "error_recovery").clone();
+    assert_eq!(e.score, 2, "{e:#?}");
+    assert!(e.evidence.iter().any(|c| c.path == "limits[0]"), "{e:#?}");
 }
 
 #[test]

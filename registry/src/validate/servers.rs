@@ -109,6 +109,7 @@ pub(super) fn server(
                                 class,
                                 arguments,
                                 rate,
+                                cost: spec.cost.unwrap_or(1).min(i64::MAX as u64),
                                 argument_limits,
                             },
                         );

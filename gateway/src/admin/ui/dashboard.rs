@@ -1,6 +1,7 @@
 //! What the operator page shows: the mode, the kill switch, upstreams and their tools, pending
 //! approvals (a framed list that refreshes itself, so new requests appear without a reload and
-//! nothing typed into the page's forms is lost), keys, recent decisions and the operator record.
+//! nothing typed into the page's forms is lost), limits and budgets, keys, recent decisions and
+//! the operator record.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -42,10 +43,11 @@ pub(super) async fn dashboard(State(a): State<Arc<Admin>>, headers: HeaderMap) -
             true => Some(gw.store.list_keys().await.map_err(crate::admin::down)?),
             false => None,
         };
-        Ok::<_, OpError>((kill, pending, recent, events, keys))
+        let limits = crate::admin::limits::state(gw).await?;
+        Ok::<_, OpError>((kill, pending, recent, events, keys, limits))
     }
     .await;
-    let (kill, pending, recent, events, keys) = match loaded {
+    let (kill, pending, recent, events, keys, limits) = match loaded {
         Ok(x) => x,
         Err(e) => {
             return page(
@@ -197,6 +199,7 @@ pub(super) async fn dashboard(State(a): State<Arc<Admin>>, headers: HeaderMap) -
     b.push_str("</section>");
 
     upstreams_section(&mut b, gw);
+    super::limits::section(&mut b, &limits, op.roles.admin, &session.csrf);
     if let Some(keys) = &keys {
         keys_section(&mut b, keys);
     }

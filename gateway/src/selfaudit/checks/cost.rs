@@ -25,13 +25,7 @@ pub(super) fn limits(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Findin
     let w = writes(reg);
     let unlimited: Vec<&(String, String)> = w
         .iter()
-        .filter(|(s, t)| {
-            reg.servers
-                .iter()
-                .find(|x| &x.name == s)
-                .and_then(|x| x.tools.get(t))
-                .is_none_or(|e| e.rate.is_none())
-        })
+        .filter(|(s, t)| reg.call_bounds(s, t).is_empty())
         .collect();
     let mut ev: Vec<String> = unlimited
         .iter()
@@ -40,63 +34,89 @@ pub(super) fn limits(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Findin
             ix.config(
                 reg,
                 &tool_path(s, t),
-                "write/destructive tool with no `rate`",
+                "write/destructive tool with no `rate` and no `limits:` rate or budget",
             )
         })
         .collect();
-    let limited = w.len() - unlimited.len();
-    if limited > 0 {
-        ev.push(ix.file(
-            reg,
-            format!("{limited} write/destructive tool(s) with a `rate` limit"),
-        ));
+    for l in reg.limits.iter().take(10) {
+        let mut what = Vec::new();
+        if let Some(r) = l.rate {
+            what.push(format!("rate {r}"));
+        }
+        if let Some(n) = l.concurrency {
+            what.push(format!("{n} at once"));
+        }
+        if let Some(b) = l.budget {
+            what.push(format!("budget {b}"));
+        }
+        let on = format!(
+            "{}/{}",
+            l.server.as_deref().unwrap_or("*"),
+            l.tool.as_deref().unwrap_or("*")
+        );
+        let text = format!("{} on {on}: {}", l.principal, what.join(", "));
+        ev.push(ix.config(reg, &format!("limits[{}]", l.index), text));
     }
+    let budgets = reg.limits.iter().filter(|l| l.budget.is_some()).count();
     ev.push(ix.build(
             "limits",
-            "per-tool rate limits (`tools.<name>.rate`, counted per process, refused with `rate_limited`); no per-identity limits, concurrency caps or budgets",
+            "rates on governor (GCRA) per tool and per principal, concurrency caps, both counted in each process; budgets reserved in the store before each call (exact across processes on one store); refusals `rate_limited`, `concurrency_limited`, `budget_exceeded`, and `limits_unavailable` when the store cannot answer",
         ));
     let c = c.cites(ev);
-    out.push(match unlimited.is_empty() {
-            true => c
-                .says(
-                    "Write tools are rate-limited; there are no per-identity budgets",
-                    format!(
-                        "{} write/destructive tool(s), each with a per-tool rate limit counted in each gateway process. This build has no per-identity rate limits, concurrency caps or budget units.",
-                        w.len()
-                    ),
-                    "A looping agent is bounded per tool, but one caller can use the whole allowance and spend is not tracked.",
-                )
-                .gap(
-                    ix,
-                    Status::Partial,
-                    Severity::Medium,
-                    Likelihood::Medium,
-                    Cause::Unbuilt,
-                    (
-                        "Add per-identity limits and budgets",
-                        "Bound calls per identity level (rate, concurrency, budget units per period), shared across replicas, refusing with `rate_limited` or `budget_exceeded`.",
-                        "M",
-                    ),
+    out.push(match (unlimited.is_empty(), budgets) {
+        (true, 0) => c
+            .says(
+                "Write tools are rate-limited; no budget tracks spend",
+                format!(
+                    "{} write/destructive tool(s), each bounded by a rate; no `limits:` entry sets a `budget`, so no principal's spend per period is counted or capped.",
+                    w.len()
                 ),
-            false => c
-                .says(
-                    format!("{} write/destructive tool(s) without a rate limit", unlimited.len()),
-                    "These tools can be called as fast as a client sends; per-identity limits and budgets are not in this build either.",
-                    "A looping agent can exhaust an upstream's quota or run up its bill, and nothing stops it but the kill switch.",
-                )
-                .gap(
-                    ix,
-                    Status::Absent,
-                    Severity::High,
-                    Likelihood::Medium,
-                    Cause::Config,
-                    (
-                        "Rate-limit every write tool",
-                        "Add `rate:` (e.g. `10/min`) to each write and destructive tool.",
-                        "S",
-                    ),
+                "A looping agent is slowed, but over a day it can spend whatever the rates allow.",
+            )
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::Medium,
+                Cause::Config,
+                (
+                    "Give principals budgets",
+                    "Add `limits:` entries with `budget: { units: N, per: day }` for the teams, keys or agents that call write tools (tools spend their `cost`, 1 unless set).",
+                    "S",
                 ),
-        });
+            ),
+        (true, n) => c
+            .says(
+                "Calls are bounded by rates and budgets that stop them",
+                format!(
+                    "{} write/destructive tool(s), each bounded by a rate or a budget; {n} budget(s) reserved in the store before each call, so an overrun is refused, never merely reported.",
+                    w.len()
+                ),
+                "",
+            )
+            .pass(ix),
+        (false, _) => c
+            .says(
+                format!(
+                    "{} write/destructive tool(s) without a rate limit or budget",
+                    unlimited.len()
+                ),
+                "These tools can be called as fast as a client sends, and no budget stops them.",
+                "A looping agent can exhaust an upstream's quota or run up its bill, and nothing stops it but the kill switch.",
+            )
+            .gap(
+                ix,
+                Status::Absent,
+                Severity::High,
+                Likelihood::Medium,
+                Cause::Config,
+                (
+                    "Bound every write tool",
+                    "Add `rate:` (e.g. `10/min`) to each write and destructive tool, or a `limits:` entry with a `rate` or `budget` that covers it.",
+                    "S",
+                ),
+            ),
+    });
 }
 
 /// Request sizes and deadlines past which one caller can tie up the gateway: a body or a tool's

@@ -1,0 +1,190 @@
+//! `limits:` entries enforced per principal: rate limits on `governor` (GCRA, one keyed limiter
+//! per entry, keyed by the principal the entry matched) and concurrency caps (a semaphore per
+//! entry and principal, whose permit the call holds until it ends).
+//!
+//! The state follows the config in force: a reload that changes `limits:` starts fresh
+//! allowances. Counts are per process (several replicas each allow the full rate).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
+use policy::Identity;
+use registry::{Limit, Registry};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{Hit, Over, quota, wait};
+
+struct Entry {
+    limit: Limit,
+    rate: Option<DefaultKeyedRateLimiter<String>>,
+    running: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// The entries of one config, with their state.
+struct Entries {
+    /// The config in force they serve.
+    registry: Arc<Registry>,
+    entries: Arc<Vec<Entry>>,
+}
+
+/// Per-principal limits, for the config in force.
+#[derive(Default)]
+pub(crate) struct Principals {
+    current: RwLock<Option<Arc<Entries>>>,
+}
+
+impl Principals {
+    /// Admit a call by `identity` to `tool` on `server` under every matching entry of `reg`:
+    /// the permits of its concurrency caps (held until the call ends), or why it is refused.
+    /// Caps are taken before rates are counted, so a call refused by a cap spends no allowance.
+    pub(crate) fn admit(
+        &self,
+        reg: &Arc<Registry>,
+        identity: &Identity,
+        server: &str,
+        tool: &str,
+    ) -> Result<Vec<OwnedSemaphorePermit>, Over> {
+        if reg.limits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = self.entries(reg)?;
+        let principals = identity.principals();
+        let applying: Vec<(&Entry, Vec<String>)> = entries
+            .entries
+            .iter()
+            .filter(|e| e.limit.covers(server, tool))
+            .map(|e| (e, matched(&e.limit, &principals)))
+            .filter(|(_, keys)| !keys.is_empty())
+            .collect();
+        let mut permits = Vec::new();
+        for (e, keys) in &applying {
+            let Some(cap) = e.limit.concurrency else {
+                continue;
+            };
+            for key in keys {
+                let slot = {
+                    let mut running = e.running.lock().map_err(|_| unavailable())?;
+                    let slot = running.entry(key.clone());
+                    slot.or_insert_with(|| Arc::new(Semaphore::new(cap as usize)))
+                        .clone()
+                };
+                match slot.try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => {
+                        return Err(Over::Concurrency {
+                            hit: Hit {
+                                entry: e.limit.index,
+                                principal: key.clone(),
+                            },
+                            cap,
+                        });
+                    }
+                }
+            }
+        }
+        for (e, keys) in &applying {
+            let (Some(limiter), Some(rate)) = (&e.rate, e.limit.rate) else {
+                continue;
+            };
+            for key in keys {
+                if let Err(not_until) = limiter.check_key(key) {
+                    return Err(Over::Rate {
+                        hit: Hit {
+                            entry: e.limit.index,
+                            principal: key.clone(),
+                        },
+                        rate,
+                        wait: wait(&not_until),
+                    });
+                }
+            }
+        }
+        Ok(permits)
+    }
+
+    /// Calls running now under each entry's cap, by entry index and principal.
+    pub(crate) fn running(&self, reg: &Arc<Registry>) -> HashMap<usize, Vec<(String, usize)>> {
+        let Ok(entries) = self.entries(reg) else {
+            return HashMap::new();
+        };
+        let mut out: HashMap<usize, Vec<(String, usize)>> = HashMap::new();
+        for e in entries.entries.iter() {
+            let (Some(cap), Ok(running)) = (e.limit.concurrency, e.running.lock()) else {
+                continue;
+            };
+            let mut busy: Vec<(String, usize)> = running
+                .iter()
+                .map(|(p, s)| {
+                    (
+                        p.clone(),
+                        (cap as usize).saturating_sub(s.available_permits()),
+                    )
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            busy.sort();
+            out.insert(e.limit.index, busy);
+        }
+        out
+    }
+
+    /// The state for `reg`, built when the config in force is new.
+    fn entries(&self, reg: &Arc<Registry>) -> Result<Arc<Entries>, Over> {
+        if let Some(e) = self.current.read().map_err(|_| unavailable())?.as_ref()
+            && Arc::ptr_eq(&e.registry, reg)
+        {
+            return Ok(e.clone());
+        }
+        let mut slot = self.current.write().map_err(|_| unavailable())?;
+        if let Some(e) = slot.as_ref()
+            && Arc::ptr_eq(&e.registry, reg)
+        {
+            return Ok(e.clone());
+        }
+        // A reload that leaves `limits:` as it was keeps the allowances counted so far.
+        let entries = match slot.as_ref() {
+            Some(e) if e.registry.limits == reg.limits => e.entries.clone(),
+            _ => Arc::new(reg.limits.iter().map(entry).collect()),
+        };
+        let built = Arc::new(Entries {
+            registry: reg.clone(),
+            entries,
+        });
+        *slot = Some(built.clone());
+        Ok(built)
+    }
+}
+
+fn unavailable() -> Over {
+    Over::Unavailable("the per-principal limits' state is poisoned".into())
+}
+
+fn entry(limit: &Limit) -> Entry {
+    let rate = limit
+        .rate
+        .and_then(|r| quota(r, limit.burst))
+        .map(RateLimiter::keyed);
+    Entry {
+        limit: limit.clone(),
+        rate,
+        running: Mutex::new(HashMap::new()),
+    }
+}
+
+/// The principals of `principals` (`level:name`) an entry applies to, each counted on its own.
+pub(crate) fn matched(limit: &Limit, principals: &[String]) -> Vec<String> {
+    let level = limit.principal.level.as_str();
+    principals
+        .iter()
+        .filter(|p| {
+            p.split_once(':').is_some_and(|(l, name)| {
+                l == level && limit.principal.name.as_deref().is_none_or(|n| n == name)
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use policy::{Identity, Level};
+
+use super::*;
+
+fn registry(limits: &str) -> Arc<Registry> {
+    let text = format!(
+        "servers:\n  notes:\n    builtin: notes\n    tools: {{ search_notes: {{ class: read }}, get_note: {{ class: read }} }}\nlimits:\n{limits}"
+    );
+    Arc::new(registry::load_str("t.yaml", &text).unwrap())
+}
+
+fn team(name: &str) -> Identity {
+    Identity::new()
+        .with_name(Level::Team, name)
+        .with_name(Level::Key, format!("k-{name}"))
+}
+
+#[test]
+fn a_rate_is_counted_per_principal_and_refuses_with_the_wait() {
+    let reg = registry("  - { match: \"team:*\", rate: 2/min }\n");
+    let p = Principals::default();
+    let (a, b) = (team("a"), team("b"));
+    assert!(p.admit(&reg, &a, "notes", "search_notes").is_ok());
+    assert!(p.admit(&reg, &a, "notes", "get_note").is_ok());
+    match p.admit(&reg, &a, "notes", "search_notes") {
+        Err(Over::Rate { hit, wait, .. }) => {
+            assert_eq!((hit.entry, hit.principal.as_str()), (0, "team:a"));
+            assert!(
+                wait > Duration::from_secs(20) && wait <= Duration::from_secs(30),
+                "{wait:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another team has an allowance of its own.
+    assert!(p.admit(&reg, &b, "notes", "search_notes").is_ok());
+}
+
+#[test]
+fn an_entry_applies_only_to_its_principal_server_and_tool() {
+    let reg = registry("  - { match: \"team:a\", server: notes, tool: get_note, rate: 1/min }\n");
+    let p = Principals::default();
+    let a = team("a");
+    assert!(p.admit(&reg, &a, "notes", "get_note").is_ok());
+    assert!(p.admit(&reg, &a, "notes", "get_note").is_err());
+    // Other tools, and other teams, are not limited by it.
+    assert!(p.admit(&reg, &a, "notes", "search_notes").is_ok());
+    assert!(p.admit(&reg, &team("b"), "notes", "get_note").is_ok());
+}
+
+#[test]
+fn the_tightest_of_every_matching_entry_wins() {
+    let reg = registry(
+        "  - { match: \"team:*\", rate: 100/min }\n  - { match: \"key:k-a\", rate: 1/min }\n",
+    );
+    let p = Principals::default();
+    let a = team("a");
+    assert!(p.admit(&reg, &a, "notes", "search_notes").is_ok());
+    match p.admit(&reg, &a, "notes", "search_notes") {
+        Err(Over::Rate { hit, .. }) => {
+            assert_eq!((hit.entry, hit.principal.as_str()), (1, "key:k-a"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_concurrency_cap_holds_until_the_permit_drops() {
+    let reg = registry("  - { match: \"team:*\", concurrency: 2 }\n");
+    let p = Principals::default();
+    let a = team("a");
+    let first = p.admit(&reg, &a, "notes", "search_notes").unwrap();
+    let second = p.admit(&reg, &a, "notes", "search_notes").unwrap();
+    let hit = Hit {
+        entry: 0,
+        principal: "team:a".into(),
+    };
+    assert_eq!(
+        p.admit(&reg, &a, "notes", "search_notes").err(),
+        Some(Over::Concurrency { hit, cap: 2 })
+    );
+    drop(first);
+    let third = p.admit(&reg, &a, "notes", "search_notes");
+    assert!(third.is_ok());
+    drop((second, third));
+}
+
+#[test]
+fn a_reload_that_keeps_the_limits_keeps_the_counts_and_a_change_starts_fresh() {
+    let text = "  - { match: \"team:*\", rate: 1/min }\n";
+    let (first, same) = (registry(text), registry(text));
+    let p = Principals::default();
+    let a = team("a");
+    assert!(p.admit(&first, &a, "notes", "search_notes").is_ok());
+    assert!(p.admit(&same, &a, "notes", "search_notes").is_err());
+    let changed = registry("  - { match: \"team:*\", rate: 2/min }\n");
+    assert!(p.admit(&changed, &a, "notes", "search_notes").is_ok());
+}
+
+#[test]
+fn a_poisoned_state_refuses() {
+    let reg = registry("  - { match: \"team:*\", rate: 100/min }\n");
+    let p = Arc::new(Principals::default());
+    let held = p.clone();
+    let _ = std::thread::spawn(move || {
+        let _guard = held.current.write().unwrap();
+        panic!("poison the lock");
+    })
+    .join();
+    assert!(matches!(
+        p.admit(&reg, &team("a"), "notes", "search_notes"),
+        Err(Over::Unavailable(_))
+    ));
+}

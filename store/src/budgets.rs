@@ -1,0 +1,179 @@
+//! Budget usage: the units each principal spent under each budget, per calendar window.
+//!
+//! A call's budgets are reserved before it runs, all of them in one write transaction
+//! (`BEGIN IMMEDIATE`, so processes sharing the store take turns), each by a conditional
+//! statement that adds the cost only while it fits: no interleaving of calls, in one process or
+//! several, can spend more than the budget. An operator can reset a window's usage or raise its
+//! allowance; the raise lives on the window's row and ends with it.
+
+use sqlx::Row;
+use sqlx::sqlite::SqlitePool;
+
+use super::{Store, StoreError, now_ms};
+
+/// One budget a call spends from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Charge {
+    /// The budget's name (its entry's principal, server, tool and period).
+    pub budget: String,
+    /// The principal it is counted for (`team:research`).
+    pub principal: String,
+    /// The calendar window (`2026-12-05`).
+    pub window: String,
+    /// Units the call spends.
+    pub cost: i64,
+    /// Units allowed in the window, before any raise.
+    pub units: i64,
+}
+
+/// A window's usage, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRow {
+    pub budget: String,
+    pub principal: String,
+    pub window: String,
+    pub used: i64,
+    /// Units an operator added for this window.
+    pub extra: i64,
+    /// Unix milliseconds of the last change.
+    pub updated_at: i64,
+}
+
+pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS budget_usage (
+            budget TEXT NOT NULL,
+            principal TEXT NOT NULL,
+            window TEXT NOT NULL,
+            used INTEGER NOT NULL,
+            extra INTEGER NOT NULL DEFAULT 0,
+            updated_at INTEGER NOT NULL,
+            PRIMARY KEY (budget, principal, window)
+        )",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Spend every charge, or none: `Ok(None)` when all fit, `Ok(Some(i))` when `charges[i]`
+    /// does not (nothing is spent then).
+    pub async fn reserve_budgets(&self, charges: &[Charge]) -> Result<Option<usize>, StoreError> {
+        if charges.is_empty() {
+            return Ok(None);
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let at = now_ms();
+        for (i, c) in charges.iter().enumerate() {
+            let spent = sqlx::query(
+                "INSERT INTO budget_usage (budget, principal, window, used, extra, updated_at)
+                 SELECT ?1, ?2, ?3, ?4, 0, ?6 WHERE ?4 <= ?5
+                 ON CONFLICT (budget, principal, window) DO UPDATE SET
+                    used = budget_usage.used + excluded.used, updated_at = excluded.updated_at
+                 WHERE budget_usage.used + excluded.used <= ?5 + budget_usage.extra",
+            )
+            .bind(&c.budget)
+            .bind(&c.principal)
+            .bind(&c.window)
+            .bind(c.cost)
+            .bind(c.units)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if spent != 1 {
+                tx.rollback().await?;
+                return Ok(Some(i));
+            }
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    /// Give a charge's units back (a call that the upstream could not answer, where the budget
+    /// says so). Never below zero.
+    pub async fn refund_budget(&self, c: &Charge) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE budget_usage SET used = MAX(used - ?, 0), updated_at = ?
+             WHERE budget = ? AND principal = ? AND window = ?",
+        )
+        .bind(c.cost)
+        .bind(now_ms())
+        .bind(&c.budget)
+        .bind(&c.principal)
+        .bind(&c.window)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Usage in the given windows (by `window` label), every budget and principal.
+    pub async fn budget_usage(&self, windows: &[String]) -> Result<Vec<UsageRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT budget, principal, window, used, extra, updated_at FROM budget_usage
+             WHERE window IN (SELECT value FROM json_each(?))
+             ORDER BY budget, principal",
+        )
+        .bind(serde_json::to_string(windows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageRow {
+                    budget: r.try_get("budget")?,
+                    principal: r.try_get("principal")?,
+                    window: r.try_get("window")?,
+                    used: r.try_get("used")?,
+                    extra: r.try_get("extra")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Set a window's usage back to zero (`reset`) and/or add to its allowance (`raise`);
+    /// the row after the change.
+    pub async fn adjust_budget(
+        &self,
+        budget: &str,
+        principal: &str,
+        window: &str,
+        reset: bool,
+        raise: i64,
+    ) -> Result<UsageRow, StoreError> {
+        let at = now_ms();
+        sqlx::query(
+            "INSERT INTO budget_usage (budget, principal, window, used, extra, updated_at)
+             VALUES (?1, ?2, ?3, 0, ?4, ?5)
+             ON CONFLICT (budget, principal, window) DO UPDATE SET
+                used = CASE WHEN ?6 THEN 0 ELSE budget_usage.used END,
+                extra = budget_usage.extra + ?4, updated_at = ?5",
+        )
+        .bind(budget)
+        .bind(principal)
+        .bind(window)
+        .bind(raise)
+        .bind(at)
+        .bind(reset)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(
+            "SELECT used, extra FROM budget_usage WHERE budget = ? AND principal = ? AND window = ?",
+        )
+        .bind(budget)
+        .bind(principal)
+        .bind(window)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(UsageRow {
+            budget: budget.to_string(),
+            principal: principal.to_string(),
+            window: window.to_string(),
+            used: row.try_get("used")?,
+            extra: row.try_get("extra")?,
+            updated_at: at,
+        })
+    }
+}
