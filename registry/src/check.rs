@@ -2,7 +2,8 @@
 //!
 //! Every server has a tool allowlist (loading already requires it), a pinned source (an HTTP
 //! server's allowlisted tools each pinned; a stdio server's artifact pinned by digest), a grant
-//! that reaches each allowlisted tool, and a rate limit on each write and destructive tool; no
+//! that reaches each allowlisted tool, and a rate limit or budget on each write and destructive
+//! tool (its own `rate`, or a `limits:` entry with a `rate` or `budget` covering it); no
 //! stdio argument carries shell syntax or a command-running option. No secret is inline
 //! (loading already refuses one).
 
@@ -64,11 +65,11 @@ pub fn check(reg: &Registry) -> Vec<ConfigProblem> {
                     "grant it to the principals who need it (e.g. `grants: { team:research: [\"server/tool\"] }`), or remove it from the allowlist",
                 ));
             }
-            if entry.class != ToolClass::Read && entry.rate.is_none() {
+            if entry.class != ToolClass::Read && reg.call_bounds(&s.name, tool).is_empty() {
                 out.push(map.problem(
                     &at,
-                    format!("`{tool}` is a {} tool without a rate limit", entry.class),
-                    "add `rate:` (e.g. `rate: 10/min`) so a runaway agent cannot repeat it unbounded",
+                    format!("`{tool}` is a {} tool without a rate limit or budget", entry.class),
+                    "add `rate:` (e.g. `rate: 10/min`), or a `limits:` entry with a `rate` or `budget` that covers it, so a runaway agent cannot repeat it unbounded",
                 ));
             }
         }

@@ -5,6 +5,7 @@
 //   engage          engage the kill switch for server `fx`
 //   release         release it
 //   self-audit      open the self-audit report from the dashboard; screen and print renderings
+//   budget          PRINCIPAL: read the limits table, then raise that principal's budget by 2
 //   overview        read the upstream, tool and key tables; print READY, then wait (without
 //                   reloading) until the framed pending list shows a request
 // Prints one JSON line with what it saw; exits non-zero on any failed expectation.
@@ -114,6 +115,19 @@ try {
       await page.emulateMedia({ media: 'print' });
       await page.screenshot({ path: `${shots}/self-audit-print.png`, fullPage: true });
       await page.pdf({ path: `${shots}/self-audit.pdf`, format: 'A4', printBackground: true });
+    } else if (phase === 'budget') {
+      const rows = (sel) => page.$$eval(sel, (trs) => trs.map((tr) =>
+        [...tr.querySelectorAll('td')].map((td) => td.textContent.trim())));
+      seen.before = await rows('#limit-table tbody tr');
+      await page.selectOption('#budget-adjust select[name=entry]', 'limits[0]');
+      await page.fill('#budget-adjust input[name=principal]', process.env.PRINCIPAL);
+      await page.fill('#budget-adjust input[name=raise]', '2');
+      await page.fill('#budget-adjust input[name=reason]', 'raised in the browser');
+      await page.click('#budget-adjust button');
+      await page.waitForURL(`${base}/ui/`);
+      seen.flash = await page.textContent('#flash');
+      seen.after = await rows('#limit-table tbody tr');
+      await page.screenshot({ path: `${shots}/ui-budget.png`, fullPage: true });
     } else if (phase === 'overview') {
       const rows = (sel) => page.$$eval(sel, (trs) => trs.map((tr) =>
         ({ cls: tr.className, cells: [...tr.querySelectorAll('td')].map((td) => td.textContent.trim()) })));

@@ -106,6 +106,67 @@ async fn an_operator_approves_and_kills_from_the_browser() {
     );
 }
 
+/// A principal's spent budget is on the page, and an admin raises it there; calls follow.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_sees_a_spent_budget_and_raises_it_from_the_browser() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = Gateway::start_with(
+        "limits:\n  - { match: \"key:*\", server: fx, budget: { units: 1, per: day } }\n",
+        &fixture_server("fx", &fx.url),
+    )
+    .unwrap();
+    let admin = gw.operator_key("admin", Some("ops")).unwrap();
+    let mut c = Raw::new(gw.server("fx"), &gw.key);
+    c.init().await;
+    let echo = || call(&c, "echo", json!({ "text": "hi" }));
+    assert_eq!(echo().await["result"]["content"][0]["text"], "hi");
+    assert_eq!(echo().await["error"]["data"]["reason"], "budget_exceeded");
+    let state: Value = reqwest::Client::new()
+        .get(format!("{}/admin/limits", gw.admin))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let principal = state["limits"][0]["budget"]["principals"][0]["principal"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{state}"))
+        .to_string();
+    let v = ui(&gw, "budget", &[("PRINCIPAL", &principal)], &admin);
+    let row = |key: &str| {
+        v[key][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let before = row("before");
+    assert!(
+        before.starts_with("limits[0]") && before.contains("portcullis.yaml:7:5 | key:* on fx/*"),
+        "{before}"
+    );
+    assert!(
+        before.contains(&format!("{principal}: 1 of 1 used, 0 left")),
+        "{before}"
+    );
+    assert!(before.contains("1 units per day"), "{before}");
+    assert!(
+        v["flash"].as_str().unwrap().contains("1 of 3 used, 2 left"),
+        "{v}"
+    );
+    assert!(
+        row("after").contains(&format!("{principal}: 1 of 3 used, 2 left")),
+        "{v}"
+    );
+    assert_eq!(echo().await["result"]["content"][0]["text"], "hi");
+    assert_eq!(echo().await["result"]["content"][0]["text"], "hi");
+    assert_eq!(echo().await["error"]["data"]["reason"], "budget_exceeded");
+}
+
 /// The page shows the gateway: upstream states, allowlisted and quarantined tools with the
 /// re-pin command, keys by name, tokens unbroken; a request filed while it is open appears in
 /// the framed pending list without the page being reloaded.

@@ -250,7 +250,7 @@ async fn an_upstream_annotation_raising_a_class_is_named_by_pin_check_and_the_se
     let (_, out) = portcullis(&["check", "--config", &config]);
     assert!(!out.contains("unlisted_tool` is configured"), "{out}");
     assert!(
-        !out.contains("`unlisted_tool` is a write tool without a rate limit"),
+        !out.contains("`unlisted_tool` is a write tool without a rate limit or budget"),
         "{out}"
     );
     // A record `check` cannot read is a problem, not a check skipped in silence.
@@ -309,7 +309,7 @@ async fn check_is_the_ci_gate_and_names_each_problem_by_line() {
     let (code, out) = run();
     assert_eq!(code, 1, "{out}");
     for needle in [
-        "p.yaml:6:20: `servers.notes.tools.create_note`: `create_note` is a write tool without a rate limit",
+        "p.yaml:6:20: `servers.notes.tools.create_note`: `create_note` is a write tool without a rate limit or budget",
         "`servers.notes.tools.search_notes`: no grant reaches `notes/search_notes`",
         "p.yaml:8:5: `servers.web`: server `web` has no tool pins",
         "`servers.web.tools.fetch`: no grant reaches `web/fetch`",

@@ -156,3 +156,24 @@ fn windows_are_calendar_periods_in_utc() {
     );
     assert_eq!(Period::Day.window(feb), ("2027-02-10".into(), feb + 86_400));
 }
+
+#[test]
+fn a_write_tool_passes_the_gate_with_its_own_rate_or_a_covering_rate_or_budget() {
+    let base = "servers:\n  notes:\n    builtin: notes\n    tools:\n      create_note: { class: write }\ngrants:\n  team:*: [\"notes/*\"]\n";
+    let unbounded = |text: &str| {
+        crate::check(&load_str("t.yaml", text).unwrap())
+            .iter()
+            .any(|p| p.message.contains("without a rate limit or budget"))
+    };
+    assert!(unbounded(base));
+    for limits in [
+        "limits:\n  - { match: \"team:*\", budget: { units: 5, per: day } }\n",
+        "limits:\n  - { match: \"key:*\", server: notes, tool: create_note, rate: 1/s }\n",
+    ] {
+        assert!(!unbounded(&format!("{base}{limits}")), "{limits}");
+    }
+    // A concurrency cap alone does not bound how often it runs.
+    assert!(unbounded(&format!(
+        "{base}limits:\n  - {{ match: \"team:*\", concurrency: 1 }}\n"
+    )));
+}

@@ -116,3 +116,74 @@ fn a_poisoned_state_refuses() {
         Err(Over::Unavailable(_))
     ));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn level() -> impl Strategy<Value = Level> {
+        prop::sample::select(Level::ALL.to_vec())
+    }
+
+    proptest! {
+        /// An entry counts only principals of its own level, and of its name unless it is `*`:
+        /// whatever else the caller resolves to never shares or escapes its count.
+        #[test]
+        fn an_entry_matches_exactly_its_level_and_name(
+            entry_level in level(),
+            wildcard in any::<bool>(),
+            entry_name in "[a-c]{1,2}",
+            principals in prop::collection::vec((level(), "[a-c]{1,2}"), 0..6),
+        ) {
+            let limit = Limit {
+                index: 0,
+                principal: registry::LimitMatch {
+                    level: entry_level,
+                    name: (!wildcard).then(|| entry_name.clone()),
+                },
+                server: None,
+                tool: None,
+                rate: None,
+                burst: None,
+                concurrency: Some(1),
+                budget: None,
+            };
+            let texts: Vec<String> = principals.iter().map(|(l, n)| format!("{l}:{n}")).collect();
+            let got = matched(&limit, &texts);
+            let want: Vec<String> = principals
+                .iter()
+                .filter(|(l, n)| *l == entry_level && (wildcard || *n == entry_name))
+                .map(|(l, n)| format!("{l}:{n}"))
+                .collect();
+            prop_assert_eq!(got, want);
+        }
+
+        /// However calls start and end, no principal ever has more calls running than the cap.
+        #[test]
+        fn running_calls_never_exceed_the_cap(
+            cap in 1u32..4,
+            steps in prop::collection::vec((0usize..2, any::<bool>()), 1..40),
+        ) {
+            let reg = registry(&format!("  - {{ match: \"team:*\", concurrency: {cap} }}\n"));
+            let p = Principals::default();
+            let teams = [team("a"), team("b")];
+            let mut held: [Vec<Vec<OwnedSemaphorePermit>>; 2] = [Vec::new(), Vec::new()];
+            for (who, start) in steps {
+                let slot = &mut held[who];
+                if start {
+                    match p.admit(&reg, &teams[who], "notes", "search_notes") {
+                        Ok(permits) => slot.push(permits),
+                        Err(Over::Concurrency { .. }) => {
+                            prop_assert_eq!(slot.len(), cap as usize)
+                        }
+                        Err(other) => prop_assert!(false, "{other:?}"),
+                    }
+                } else {
+                    slot.pop();
+                }
+                prop_assert!(slot.len() <= cap as usize);
+            }
+        }
+    }
+}
