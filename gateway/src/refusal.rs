@@ -118,8 +118,6 @@ pub(crate) struct Face {
     pub(crate) label: &'static str,
     /// The `portcullis_fail_closed_total` cause, when the refusal is a failure failing closed.
     pub(crate) fail_closed: Option<&'static str>,
-    /// Seconds until a retry can succeed, for a 2026-07-28 answer's `Retry-After`.
-    pub(crate) retry_after_s: Option<u64>,
 }
 
 impl Face {
@@ -131,7 +129,6 @@ impl Face {
             outcome,
             label: reason.unwrap_or(outcome),
             fail_closed: None,
-            retry_after_s: None,
         }
     }
 
@@ -146,12 +143,10 @@ impl Face {
         }
     }
 
-    /// Over a limit: HTTP 429 on a 2026-07-28 answer, with `Retry-After` where it is known.
-    fn too_many(self, retry_after_s: Option<u64>) -> Face {
-        Face {
-            retry_after_s,
-            ..self.status(StatusCode::TOO_MANY_REQUESTS)
-        }
+    /// Over a limit: HTTP 429 on a 2026-07-28 answer (with `Retry-After` where `data`
+    /// carries `retry_after_s`: `front/answer.rs`).
+    fn too_many(self) -> Face {
+        self.status(StatusCode::TOO_MANY_REQUESTS)
     }
 
     /// Answered as a result, not an error, counted under `label`.
@@ -200,9 +195,9 @@ impl Refusal {
             R::Voided { .. } => refused("killed"),
             R::ReadOnly { .. } => refused("read_only"),
             R::Shadow { .. } => refused("shadow").answered("ok"),
-            R::RateLimited { wait_s, .. } => refused("rate_limited").too_many(Some(*wait_s)),
-            R::ConcurrencyLimited { .. } => refused("concurrency_limited").too_many(None),
-            R::BudgetExceeded { wait_s, .. } => refused("budget_exceeded").too_many(Some(*wait_s)),
+            R::RateLimited { .. } => refused("rate_limited").too_many(),
+            R::ConcurrencyLimited { .. } => refused("concurrency_limited").too_many(),
+            R::BudgetExceeded { .. } => refused("budget_exceeded").too_many(),
             R::LimitsUnavailable { .. } => Face {
                 outcome: "unavailable",
                 ..refused("limits_unavailable")

@@ -320,8 +320,11 @@ async fn reap_sessions(gw: Arc<Gateway>, stop: CancellationToken) {
     }
 }
 
+/// How long budget usage rows are kept after their last change: two of the longest period.
+const BUDGET_ROWS_KEPT_MS: i64 = 62 * 86_400_000;
+
 /// A heartbeat in the store every few seconds, so the self-audit can see processes sharing
-/// it; removed as soon as shutdown begins.
+/// it; removed as soon as shutdown begins. Hourly, it also prunes budget usage long over.
 fn heartbeat(gw: &Gateway, stop: CancellationToken) {
     let instance = store::InstanceRow {
         id: hex::encode(rand::random::<[u8; 8]>()),
@@ -338,6 +341,7 @@ fn heartbeat(gw: &Gateway, stop: CancellationToken) {
     let mut row = instance;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT);
+        let mut beats: u64 = 0;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -345,6 +349,13 @@ fn heartbeat(gw: &Gateway, stop: CancellationToken) {
                     if let Err(e) = store.heartbeat(&row).await {
                         tracing::warn!(error = %e, "heartbeat not written");
                     }
+                    // Hourly: budget usage of windows long over (the longest period is a month).
+                    if beats.is_multiple_of(3600 / HEARTBEAT.as_secs().max(1))
+                        && let Err(e) = store.prune_budgets(row.seen_ms.saturating_sub(BUDGET_ROWS_KEPT_MS)).await
+                    {
+                        tracing::warn!(error = %e, "old budget usage not pruned");
+                    }
+                    beats = beats.wrapping_add(1);
                 }
                 () = stop.cancelled() => {
                     if let Err(e) = store.forget_instance(&row.id).await {

@@ -50,7 +50,7 @@ servers:
       create_note: {{ class: write }}
       delete_note: {{ class: destructive }}
 limits:
-  - {{ match: "user:meter", server: notes, tool: search_notes, budget: {{ units: 1, per: day }} }}
+  - {{ match: "user:meter", server: notes, tool: search_notes, budget: {{ units: 1, per: month }} }}
 "#,
         dir = dir.display(),
         audit = audit.display()
@@ -421,7 +421,7 @@ async fn every_refusal_answers_as_its_golden_file_says() {
         "rate_limited",
         gw.call("ops", "notes__get_note", note).await,
     ));
-    // A budget: one unit a day, then refused until the day ends, in both eras.
+    // A budget: one unit a month, then refused until the month ends, in both eras.
     let spent = gw
         .call("meter", "notes__search_notes", search.clone())
         .await;
@@ -510,7 +510,7 @@ async fn every_refusal_answers_as_its_golden_file_says() {
         "{over}"
     );
     assert_eq!(
-        over["reason"], "1 units/day spent (limits[0] for user:meter)",
+        over["reason"], "1 units/month spent (limits[0] for user:meter)",
         "{over}"
     );
     let down = calls

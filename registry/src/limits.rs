@@ -164,24 +164,42 @@ impl Limit {
 }
 
 impl crate::validate::Registry {
-    /// The config paths that bound how often, or how much, `tool` on `server` can be called:
-    /// its own `rate`, and each `limits:` entry with a `rate` or a `budget` that covers it.
+    /// The config paths that bound how often, or how much, every caller can call `tool` on
+    /// `server`: its own `rate`, and each `limits:` entry with a `rate`, or a `budget` the tool
+    /// spends from (`cost` above 0), that covers it and applies to every caller: `level:*` for a
+    /// level every admitted caller has (one `identity.require` names; the key level when API
+    /// keys are the only credentials). An entry for some principals bounds only those.
     pub fn call_bounds(&self, server: &str, tool: &str) -> Vec<String> {
-        let own = self
+        let entry = self
             .servers
             .iter()
             .find(|s| s.name == server)
-            .and_then(|s| s.tools.get(tool))
+            .and_then(|s| s.tools.get(tool));
+        let own = entry
             .and_then(|t| t.rate)
             .map(|_| format!("servers.{server}.tools.{tool}.rate"));
+        let spends = entry.is_some_and(|t| t.cost > 0);
         let entries = self
             .limits
             .iter()
-            .filter(|l| l.covers(server, tool) && (l.rate.is_some() || l.budget.is_some()))
+            .filter(|l| l.covers(server, tool) && self.applies_to_everyone(l))
+            .filter(|l| l.rate.is_some() || (spends && l.budget.is_some()))
             .map(|l| format!("limits[{}]", l.index));
         own.into_iter().chain(entries).collect()
     }
+
+    /// Whether every admitted caller meets `limit`: `level:*` for a level `identity.require`
+    /// names, or for the key level when API keys are the only credentials.
+    pub fn applies_to_everyone(&self, limit: &Limit) -> bool {
+        let m = &limit.principal;
+        m.name.is_none()
+            && (self.access.policy.requires(m.level)
+                || (m.level == Level::Key && self.access.oidc.is_empty()))
+    }
 }
+
+/// The largest concurrency cap (a semaphore's permits on every target).
+const MAX_CONCURRENCY: u32 = 1_000_000;
 
 pub(crate) fn limits(
     raw: &[RawLimit],
@@ -260,6 +278,22 @@ pub(crate) fn limits(
                 "remove `burst`, or give the entry a `rate` and a burst of 1 or more",
             ));
         }
+        if let Some(r) = rate
+            && r.per.checked_div(r.count).is_none_or(|d| d.is_zero())
+        {
+            problems.push(map.problem(
+                &at("rate"),
+                format!("`{r}` is finer than the limiter can count"),
+                "write at most 1000000000 calls per second",
+            ));
+        }
+        if r.concurrency.is_some_and(|n| n > MAX_CONCURRENCY) {
+            problems.push(map.problem(
+                &at("concurrency"),
+                format!("`concurrency` above {MAX_CONCURRENCY} is not a cap"),
+                "write a smaller number, or remove it",
+            ));
+        }
         if r.concurrency == Some(0) {
             problems.push(map.problem(
                 &at("concurrency"),
@@ -281,7 +315,7 @@ pub(crate) fn limits(
         if let Some(principal) = principal
             && problems.len() == before
         {
-            out.push(Limit {
+            let limit = Limit {
                 index,
                 principal,
                 server: r.server.clone(),
@@ -290,7 +324,24 @@ pub(crate) fn limits(
                 burst: r.burst,
                 concurrency: r.concurrency,
                 budget,
-            });
+            };
+            // Usage is kept by whom, where and period: two such budgets would share one count.
+            let same = out
+                .iter()
+                .find(|o: &&Limit| o.budget.is_some() && o.budget_key() == limit.budget_key());
+            match (limit.budget, same) {
+                (Some(_), Some(first)) => problems.push(map.problem(
+                    &at("budget"),
+                    format!(
+                        "a second budget for {} per {} (limits[{}] has one)",
+                        limit.principal,
+                        limit.budget.map_or("", |b| b.per.as_str()),
+                        first.index
+                    ),
+                    "merge the two budgets into one entry, or give one of them another period",
+                )),
+                _ => out.push(limit),
+            }
         }
     }
     out

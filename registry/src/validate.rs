@@ -163,7 +163,8 @@ pub struct Credential {
     pub bearer: bool,
 }
 
-/// A rate limit: at most `count` calls per `per`.
+/// A rate limit of `count` calls per `per`, enforced as GCRA: a burst of `count` (or a
+/// `limits:` entry's `burst`), then one call per `per / count`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rate {
     /// Calls allowed in one window.
@@ -237,7 +238,7 @@ pub struct ToolEntry {
     /// The operator's JSON Schema for the arguments, checked in addition to the upstream's own
     /// `inputSchema` (so it can only narrow what the upstream accepts).
     pub arguments: Option<Value>,
-    /// At most this many calls per window, per gateway process.
+    /// Calls per window, per gateway process: a burst of `count`, then one per `per / count`.
     pub rate: Option<Rate>,
     /// Units each call spends from the budgets of `limits:` that cover it (default 1).
     pub cost: u64,

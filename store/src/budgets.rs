@@ -68,7 +68,8 @@ impl Store {
         for (i, c) in charges.iter().enumerate() {
             let spent = sqlx::query(
                 "INSERT INTO budget_usage (budget, principal, window, used, extra, updated_at)
-                 SELECT ?1, ?2, ?3, ?4, 0, ?6 WHERE ?4 <= ?5
+                 SELECT ?1, ?2, ?3, ?4, 0, ?6 WHERE ?4 <= ?5 + COALESCE((SELECT extra
+                    FROM budget_usage WHERE budget = ?1 AND principal = ?2 AND window = ?3), 0)
                  ON CONFLICT (budget, principal, window) DO UPDATE SET
                     used = budget_usage.used + excluded.used, updated_at = excluded.updated_at
                  WHERE budget_usage.used + excluded.used <= ?5 + budget_usage.extra",
@@ -131,6 +132,16 @@ impl Store {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
+    }
+
+    /// Forget usage rows not changed since `before_ms` (windows long over); how many went.
+    pub async fn prune_budgets(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let gone = sqlx::query("DELETE FROM budget_usage WHERE updated_at < ?")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(gone)
     }
 
     /// Set a window's usage back to zero (`reset`) and/or add to its allowance (`raise`);

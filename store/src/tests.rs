@@ -363,6 +363,27 @@ async fn refunds_resets_and_raises_change_what_is_left() {
         .await
         .unwrap();
     assert_eq!((reset.used, reset.extra), (0, 3));
+    // A raise lets through a call that costs more than the budget's own units.
+    let big = Charge {
+        cost: 4,
+        ..c.clone()
+    };
+    s.adjust_budget("b", "team:a", "2026-12-05", true, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.reserve_budgets(std::slice::from_ref(&big)).await.unwrap(),
+        None
+    );
+    // Rows not changed since a moment are pruned; later ones stay.
+    assert_eq!(s.prune_budgets(0).await.unwrap(), 0);
+    assert!(s.prune_budgets(now_ms() + 1).await.unwrap() >= 1);
+    assert!(
+        s.budget_usage(&["2026-12-05".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Another window starts from nothing.
     let next = Charge {
         window: "2026-12-06".into(),

@@ -111,7 +111,7 @@ async fn an_operator_approves_and_kills_from_the_browser() {
 async fn an_operator_sees_a_spent_budget_and_raises_it_from_the_browser() {
     let fx = Fixture::start("both").unwrap();
     let gw = Gateway::start_with(
-        "limits:\n  - { match: \"key:*\", server: fx, budget: { units: 1, per: day } }\n",
+        "limits:\n  - { match: \"key:*\", server: fx, budget: { units: 1, per: month } }\n",
         &fixture_server("fx", &fx.url),
     )
     .unwrap();
@@ -153,7 +153,7 @@ async fn an_operator_sees_a_spent_budget_and_raises_it_from_the_browser() {
         before.contains(&format!("{principal}: 1 of 1 used, 0 left")),
         "{before}"
     );
-    assert!(before.contains("1 units per day"), "{before}");
+    assert!(before.contains("1 units per month"), "{before}");
     assert!(
         v["flash"].as_str().unwrap().contains("1 of 3 used, 2 left"),
         "{v}"

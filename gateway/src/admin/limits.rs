@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 use crate::gateway::Gateway;
 use crate::operate::{OpError, Operator};
 
+/// The most units one change may add to a window.
+const MAX_RAISE: u64 = 1_000_000_000_000;
+
 /// Every entry of `limits:` in force, with usage now.
 pub(crate) async fn state(gw: &Gateway) -> Result<Value, OpError> {
     let reg = gw.registry();
@@ -135,8 +138,12 @@ pub(crate) async fn adjust(gw: &Gateway, op: &Operator, a: Adjust) -> Result<Val
             "say `reset: true` and/or `raise: N`".into(),
         ));
     }
-    let raise =
-        i64::try_from(a.raise).map_err(|_| OpError::BadRequest("`raise` is too large".into()))?;
+    let raise = i64::try_from(a.raise)
+        .ok()
+        .filter(|r| *r as u64 <= MAX_RAISE)
+        .ok_or_else(|| {
+            OpError::BadRequest(format!("`raise` is at most {MAX_RAISE} units at a time"))
+        })?;
     let (window, _) = budget.per.window(store::now_ms().div_euclid(1000));
     let entry = format!("limits[{}]", limit.index);
     let detail = json!({

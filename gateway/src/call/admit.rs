@@ -31,7 +31,7 @@ pub(super) async fn limits(
             Refusal::RateLimited {
                 name: req.name.clone(),
                 rate,
-                wait_s: wait.as_secs().max(1),
+                wait_s: secs(wait),
                 hit: None,
             }
         })?;
@@ -61,6 +61,12 @@ pub(super) async fn limits(
     Ok(())
 }
 
+/// Whole seconds until a retry can succeed, rounded up (at least 1).
+fn secs(wait: std::time::Duration) -> u64 {
+    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    whole.max(1)
+}
+
 fn refused(call: &Call, req: &ToolCall, over: Over) -> Refusal {
     let refusal = refusal(call, req, over);
     if let (Some(hit), Some(reason)) = (refusal.limit(), refusal.face().reason) {
@@ -73,7 +79,6 @@ fn refusal(call: &Call, req: &ToolCall, over: Over) -> Refusal {
     let name = req.name.clone();
     let (server, tool) = (req.server(), req.tool());
     let subject = &call.caller.subject;
-    let secs = |d: std::time::Duration| d.as_secs().max(1);
     match over {
         Over::Rate { hit, rate, wait } => {
             tracing::info!(%subject, server, tool, %hit, %rate, "tool call refused: rate limited");

@@ -47,7 +47,7 @@ pub(crate) async fn tool(
 ) -> Result<Value, Refusal> {
     let mut trail = Trail::default();
     let done = tool_steps(gw, call, id, params, &sink, &mut trail).await;
-    result::tool(gw, call, trail, done) //  the result, or the refusal, recorded; budgets settled
+    result::tool(gw, call, trail, done).await // the result or refusal recorded; budgets settled
 }
 
 async fn tool_steps(

@@ -10,8 +10,8 @@ use crate::session::Scope;
 use crate::upstream::UpstreamError;
 
 /// Record how a tool call ended: its result (if the upstream was called) or its refusal; then
-/// settle the budget units it spent, in the background.
-pub(super) fn tool(
+/// settle the budget units it spent (before the answer, so the caller's next call sees them).
+pub(super) async fn tool(
     gw: &Gateway,
     call: &Call,
     trail: Trail,
@@ -52,13 +52,19 @@ pub(super) fn tool(
     }
     gw.audit.note(event);
     if !trail.spent.is_empty() {
-        let reached = trail.started.is_some();
-        let answered =
-            !matches!(&done, Err(Refusal::Upstream(e)) if !matches!(e, UpstreamError::Rpc { .. }));
-        let (store, spent) = (gw.store.clone(), trail.spent);
-        gw.detached.spawn(async move {
-            crate::limits::budgets::settle(&store, &spent, reached, answered).await;
-        });
+        // Never sent: not called, or its server was not connected. Failed: sent, and the
+        // upstream could not answer (it may have run the call; `refund_failed` says so).
+        let reached = trail.started.is_some()
+            && !matches!(&done, Err(Refusal::Upstream(UpstreamError::Down(_))));
+        let failed = matches!(
+            &done,
+            Err(Refusal::Upstream(
+                UpstreamError::Transport(_)
+                    | UpstreamError::Timeout(..)
+                    | UpstreamError::Unreadable(_)
+            ))
+        );
+        crate::limits::budgets::settle(&gw.store, &trail.spent, reached, failed).await;
     }
     done
 }

@@ -84,11 +84,11 @@ pub(crate) async fn reserve(
     })
 }
 
-/// Give back what a call spent: all of it when `reached` is false (the upstream was never
-/// asked), and the budgets with `refund_failed` when the upstream could not answer.
-pub(crate) async fn settle(store: &Store, spent: &[Spent], reached: bool, answered: bool) {
+/// Give back what a call spent: all of it when `reached` is false (the request was never sent
+/// upstream), and the budgets with `refund_failed` when the upstream `failed` to answer.
+pub(crate) async fn settle(store: &Store, spent: &[Spent], reached: bool, failed: bool) {
     for s in spent {
-        if (!reached || (!answered && s.refund_failed))
+        if (!reached || (failed && s.refund_failed))
             && let Err(e) = store.refund_budget(&s.charge).await
         {
             tracing::error!(budget = %s.charge.budget, principal = %s.charge.principal, error = %e, "budget refund failed; the units stay spent");

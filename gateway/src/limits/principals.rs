@@ -2,10 +2,13 @@
 //! per entry, keyed by the principal the entry matched) and concurrency caps (a semaphore per
 //! entry and principal, whose permit the call holds until it ends).
 //!
-//! The state follows the config in force: a reload that changes `limits:` starts fresh
-//! allowances. Counts are per process (several replicas each allow the full rate).
+//! The state follows the config in force: an entry a reload leaves as it was (whatever its
+//! place in the list) keeps its counts and running calls; a new or changed entry starts fresh.
+//! Idle principals' state is dropped as calls go by, so it stays as large as the principals
+//! seen recently. Counts are per process (several replicas each allow the full rate).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use governor::{DefaultKeyedRateLimiter, RateLimiter};
@@ -15,23 +18,43 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Hit, Over, quota, wait};
 
+/// Admissions between two sweeps of idle principals' state.
+const SWEEP_EVERY: u64 = 1024;
+
+/// One entry's state, shared by every config that has the same entry.
 struct Entry {
+    /// As written, with `index` 0: what identifies the entry across reloads.
     limit: Limit,
     rate: Option<DefaultKeyedRateLimiter<String>>,
     running: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
-/// The entries of one config, with their state.
+impl Entry {
+    /// Drop principals with nothing running and a full rate allowance.
+    fn sweep(&self) {
+        if let (Some(cap), Ok(mut running)) = (self.limit.concurrency, self.running.lock()) {
+            running.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < cap as usize);
+            running.shrink_to_fit();
+        }
+        if let Some(rate) = &self.rate {
+            rate.retain_recent();
+            rate.shrink_to_fit();
+        }
+    }
+}
+
+/// The entries of one config, with their place in it and their state.
 struct Entries {
-    /// The config in force they serve.
+    /// The config they serve.
     registry: Arc<Registry>,
-    entries: Arc<Vec<Entry>>,
+    entries: Vec<(usize, Arc<Entry>)>,
 }
 
 /// Per-principal limits, for the config in force.
 #[derive(Default)]
 pub(crate) struct Principals {
     current: RwLock<Option<Arc<Entries>>>,
+    admitted: AtomicU64,
 }
 
 impl Principals {
@@ -49,16 +72,19 @@ impl Principals {
             return Ok(Vec::new());
         }
         let entries = self.entries(reg)?;
+        if self.admitted.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            entries.entries.iter().for_each(|(_, e)| e.sweep());
+        }
         let principals = identity.principals();
-        let applying: Vec<(&Entry, Vec<String>)> = entries
+        let applying: Vec<(usize, &Entry, Vec<String>)> = entries
             .entries
             .iter()
-            .filter(|e| e.limit.covers(server, tool))
-            .map(|e| (e, matched(&e.limit, &principals)))
-            .filter(|(_, keys)| !keys.is_empty())
+            .filter(|(_, e)| e.limit.covers(server, tool))
+            .map(|(i, e)| (*i, e.as_ref(), matched(&e.limit, &principals)))
+            .filter(|(_, _, keys)| !keys.is_empty())
             .collect();
         let mut permits = Vec::new();
-        for (e, keys) in &applying {
+        for (index, e, keys) in &applying {
             let Some(cap) = e.limit.concurrency else {
                 continue;
             };
@@ -74,7 +100,7 @@ impl Principals {
                     Err(_) => {
                         return Err(Over::Concurrency {
                             hit: Hit {
-                                entry: e.limit.index,
+                                entry: *index,
                                 principal: key.clone(),
                             },
                             cap,
@@ -83,15 +109,22 @@ impl Principals {
                 }
             }
         }
-        for (e, keys) in &applying {
-            let (Some(limiter), Some(rate)) = (&e.rate, e.limit.rate) else {
-                continue;
+        for (index, e, keys) in &applying {
+            let (limiter, rate) = match (&e.rate, e.limit.rate) {
+                (Some(limiter), Some(rate)) => (limiter, rate),
+                (_, None) => continue,
+                // A rate the limiter could not take (load refuses those) refuses, never admits.
+                (None, Some(rate)) => {
+                    return Err(Over::Unavailable(format!(
+                        "limits[{index}]: no limiter for {rate}"
+                    )));
+                }
             };
             for key in keys {
                 if let Err(not_until) = limiter.check_key(key) {
                     return Err(Over::Rate {
                         hit: Hit {
-                            entry: e.limit.index,
+                            entry: *index,
                             principal: key.clone(),
                         },
                         rate,
@@ -109,7 +142,7 @@ impl Principals {
             return HashMap::new();
         };
         let mut out: HashMap<usize, Vec<(String, usize)>> = HashMap::new();
-        for e in entries.entries.iter() {
+        for (index, e) in entries.entries.iter() {
             let (Some(cap), Ok(running)) = (e.limit.concurrency, e.running.lock()) else {
                 continue;
             };
@@ -124,7 +157,7 @@ impl Principals {
                 .filter(|(_, n)| *n > 0)
                 .collect();
             busy.sort();
-            out.insert(e.limit.index, busy);
+            out.insert(*index, busy);
         }
         out
     }
@@ -142,11 +175,27 @@ impl Principals {
         {
             return Ok(e.clone());
         }
-        // A reload that leaves `limits:` as it was keeps the allowances counted so far.
-        let entries = match slot.as_ref() {
-            Some(e) if e.registry.limits == reg.limits => e.entries.clone(),
-            _ => Arc::new(reg.limits.iter().map(entry).collect()),
-        };
+        // Entries a reload left as they were keep their state, wherever they now are.
+        let kept: Vec<Arc<Entry>> = slot
+            .as_ref()
+            .map(|e| e.entries.iter().map(|(_, e)| e.clone()).collect())
+            .unwrap_or_default();
+        let entries = reg
+            .limits
+            .iter()
+            .map(|l| {
+                let content = Limit {
+                    index: 0,
+                    ..l.clone()
+                };
+                let state = kept
+                    .iter()
+                    .find(|e| e.limit == content)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(entry(&content)));
+                (l.index, state)
+            })
+            .collect();
         let built = Arc::new(Entries {
             registry: reg.clone(),
             entries,

@@ -158,8 +158,8 @@ fn windows_are_calendar_periods_in_utc() {
 }
 
 #[test]
-fn a_write_tool_passes_the_gate_with_its_own_rate_or_a_covering_rate_or_budget() {
-    let base = "servers:\n  notes:\n    builtin: notes\n    tools:\n      create_note: { class: write }\ngrants:\n  team:*: [\"notes/*\"]\n";
+fn a_write_tool_passes_the_gate_with_its_own_rate_or_a_rate_or_budget_every_caller_meets() {
+    let base = "identity: { require: [team] }\nservers:\n  notes:\n    builtin: notes\n    tools:\n      create_note: { class: write }\ngrants:\n  team:*: [\"notes/*\"]\n";
     let unbounded = |text: &str| {
         crate::check(&load_str("t.yaml", text).unwrap())
             .iter()

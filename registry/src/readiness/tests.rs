@@ -156,7 +156,7 @@ fn rate_limited_writes_bound_retries() {
     );
     // A `limits:` budget covering the unlimited write bounds it too, and is cited.
     let budgeted = format!(
-        "{partly}limits:\n  - {{ match: \"team:*\", server: notes, tool: delete_note, budget: {{ units: 50, per: day }} }}\n"
+        "{partly}limits:\n  - {{ match: \"key:*\", server: notes, tool: delete_note, budget: {{ units: 50, per: day }} }}\n"
     );
     let e = dim(&score(&budgeted)[0], "error_recovery").clone();
     assert_eq!(e.score, 2, "{e:#?}");

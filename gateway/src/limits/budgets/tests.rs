@@ -63,10 +63,10 @@ async fn units_come_back_when_the_upstream_was_never_asked_or_could_not_answer()
     assert_eq!(spent.len(), 2);
     assert!(reserve(&s, &reg, &team("a"), at, 1, NOW).await.is_err());
     // Never reached the upstream: every unit back.
-    settle(&s, &spent, false, false).await;
+    settle(&s, &spent, false, true).await;
     let spent = reserve(&s, &reg, &team("a"), at, 1, NOW).await.unwrap();
     // Reached it, and it could not answer: only the month's budget says refund_failed.
-    settle(&s, &spent, true, false).await;
+    settle(&s, &spent, true, true).await;
     match reserve(&s, &reg, &team("a"), at, 1, NOW).await {
         Err(Over::Budget { hit, .. }) => assert_eq!(hit.entry, 0),
         other => panic!("{other:?}"),

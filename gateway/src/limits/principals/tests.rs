@@ -187,3 +187,39 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn an_entry_a_reload_moves_or_leaves_keeps_its_counts_while_a_changed_one_starts_fresh() {
+    let first = registry(
+        "  - { match: \"team:*\", rate: 1/min }\n  - { match: \"key:*\", concurrency: 1 }\n",
+    );
+    let p = Principals::default();
+    let a = team("a");
+    let held = p.admit(&first, &a, "notes", "search_notes").unwrap();
+    // Reordered, and the cap changed: the rate's count stays, the cap starts fresh.
+    let second = registry(
+        "  - { match: \"key:*\", concurrency: 2 }\n  - { match: \"team:*\", rate: 1/min }\n",
+    );
+    match p.admit(&second, &a, "notes", "search_notes") {
+        Err(Over::Rate { hit, .. }) => assert_eq!(hit.entry, 1, "named by its new place"),
+        other => panic!("{other:?}"),
+    }
+    drop(held);
+}
+
+#[test]
+fn idle_principals_are_swept_and_running_ones_kept() {
+    let reg = registry("  - { match: \"user:*\", concurrency: 1, rate: 1000/s }\n");
+    let p = Principals::default();
+    let user = |n: usize| Identity::new().with_name(Level::User, format!("u{n}"));
+    let running = p.admit(&reg, &user(0), "notes", "search_notes").unwrap();
+    for n in 1..(SWEEP_EVERY as usize + 10) {
+        drop(p.admit(&reg, &user(n), "notes", "search_notes").unwrap());
+    }
+    let entries = p.entries(&reg).unwrap();
+    let state = &entries.entries[0].1;
+    let kept = state.running.lock().unwrap().len();
+    assert!(kept < 20, "{kept} principals still held");
+    assert!(state.running.lock().unwrap().contains_key("user:u0"));
+    drop(running);
+}

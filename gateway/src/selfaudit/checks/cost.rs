@@ -57,7 +57,12 @@ pub(super) fn limits(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Findin
         let text = format!("{} on {on}: {}", l.principal, what.join(", "));
         ev.push(ix.config(reg, &format!("limits[{}]", l.index), text));
     }
-    let budgets = reg.limits.iter().filter(|l| l.budget.is_some()).count();
+    // Budgets that cap every caller's spend, not only some principals'.
+    let budgets = reg
+        .limits
+        .iter()
+        .filter(|l| l.budget.is_some() && reg.applies_to_everyone(l))
+        .count();
     ev.push(ix.build(
             "limits",
             "rates on governor (GCRA) per tool and per principal, concurrency caps, both counted in each process; budgets reserved in the store before each call (exact across processes on one store); refusals `rate_limited`, `concurrency_limited`, `budget_exceeded`, and `limits_unavailable` when the store cannot answer",
@@ -68,7 +73,7 @@ pub(super) fn limits(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Findin
             .says(
                 "Write tools are rate-limited; no budget tracks spend",
                 format!(
-                    "{} write/destructive tool(s), each bounded by a rate; no `limits:` entry sets a `budget`, so no principal's spend per period is counted or capped.",
+                    "{} write/destructive tool(s), each bounded by a rate; no `limits:` budget applies to every caller (`level:*` for a required level), so spend per period is not capped for everyone.",
                     w.len()
                 ),
                 "A looping agent is slowed, but over a day it can spend whatever the rates allow.",
@@ -81,7 +86,7 @@ pub(super) fn limits(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Findin
                 Cause::Config,
                 (
                     "Give principals budgets",
-                    "Add `limits:` entries with `budget: { units: N, per: day }` for the teams, keys or agents that call write tools (tools spend their `cost`, 1 unless set).",
+                    "Add a `limits:` entry such as `{ match: \"team:*\", budget: { units: N, per: day } }` for a level `identity.require` names, so every caller's spend is capped (tools spend their `cost`, 1 unless set).",
                     "S",
                 ),
             ),
@@ -112,7 +117,7 @@ pub(super) fn limits(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Findin
                 Cause::Config,
                 (
                     "Bound every write tool",
-                    "Add `rate:` (e.g. `10/min`) to each write and destructive tool, or a `limits:` entry with a `rate` or `budget` that covers it.",
+                    "Add `rate:` (e.g. `10/min`) to each write and destructive tool, or a `limits:` entry with a `rate` or `budget` that covers it for every caller (`level:*` for a required level).",
                     "S",
                 ),
             ),
