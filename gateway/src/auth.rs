@@ -42,6 +42,26 @@ pub(crate) struct Caller {
     pub(crate) identity: Arc<Identity>,
     /// A token issued for one server's endpoint is good there only.
     pub(crate) endpoint: Option<String>,
+    /// The caller's own verified IdP token, kept only to be exchanged for an upstream's
+    /// (RFC 8693); never sent anywhere else. `None` for API keys.
+    pub(crate) token: Option<Arc<SubjectToken>>,
+}
+
+/// A caller's verified token, as the subject of a token exchange.
+pub(crate) struct SubjectToken {
+    /// The compact JWS as presented.
+    pub(crate) raw: String,
+    /// The scopes it carries: an exchanged token never asks for more.
+    pub(crate) scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for SubjectToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubjectToken")
+            .field("raw", &"[hidden]")
+            .field("scopes", &self.scopes)
+            .finish()
+    }
 }
 
 /// Why a caller was not authenticated.
@@ -80,6 +100,8 @@ struct Resolved {
     identity: Arc<Identity>,
     service: bool,
     endpoint: Option<String>,
+    /// A token's scopes; `None` for an API key.
+    scopes: Option<Vec<String>>,
 }
 
 impl From<StoreError> for AuthError {
@@ -166,11 +188,18 @@ impl Authenticator {
                 r
             }
         };
+        let subject_token = resolved.scopes.map(|scopes| {
+            Arc::new(SubjectToken {
+                raw: token.to_string(),
+                scopes,
+            })
+        });
         let caller = match end_user {
             None => Ok(Caller {
                 subject: resolved.subject,
                 identity: resolved.identity,
                 endpoint: resolved.endpoint,
+                token: subject_token,
             }),
             // A key that already names its user cannot swap it for another.
             Some(_)
@@ -191,6 +220,7 @@ impl Authenticator {
                     subject: format!("{}/user:{u}", resolved.subject),
                     identity: Arc::new(identity),
                     endpoint: resolved.endpoint,
+                    token: None,
                 })
             }
         };
@@ -218,6 +248,7 @@ impl Authenticator {
                 service: record.scope.service,
                 identity: Arc::new(key_identity(&record).with_key_lineage(lineage)),
                 endpoint: None,
+                scopes: None,
             });
         }
         if !self.issuers.any() {
@@ -229,6 +260,7 @@ impl Authenticator {
                 identity: Arc::new(v.identity),
                 service: false,
                 endpoint: v.endpoint,
+                scopes: Some(v.scopes),
             }),
             Err(oidc::OidcError::Rejected(why)) => Err(AuthError::Token(why)),
             Err(oidc::OidcError::Scope(s)) => Err(AuthError::Scope(s)),

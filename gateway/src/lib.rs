@@ -13,6 +13,7 @@ mod call;
 mod catalog;
 mod cli;
 mod command;
+mod credentials;
 mod demo;
 mod dispatch;
 mod front;

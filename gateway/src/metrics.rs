@@ -41,6 +41,7 @@ struct Inner {
     request_seconds: HashMap<&'static str, Histogram>,
     tool_calls: HashMap<(String, String, &'static str), u64>,
     limits: HashMap<(usize, &'static str), u64>,
+    credentials: HashMap<(String, &'static str, &'static str), u64>,
     upstream: HashMap<(String, &'static str), u64>,
     upstream_seconds: HashMap<String, Histogram>,
     fail_closed: HashMap<&'static str, u64>,
@@ -126,6 +127,16 @@ impl Metrics {
     pub(crate) fn limit(&self, entry: usize, outcome: &'static str) {
         let o = outcome_label(outcome);
         self.with(|i| *i.limits.entry((entry, o)).or_default() += 1);
+    }
+
+    /// One upstream credential asked for a call: `kind` `exchange` or `client_credentials`,
+    /// `outcome` `minted`, `cached` or `refused`.
+    pub(crate) fn credential(&self, server: &str, kind: &'static str, outcome: &'static str) {
+        self.with(|i| {
+            *i.credentials
+                .entry((server.to_string(), kind, outcome))
+                .or_default() += 1;
+        });
     }
 
     /// One request to an upstream (`server` is a registry name).
@@ -223,6 +234,21 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "portcullis_limit_decisions_total{{entry=\"limits[{e}]\",outcome=\"{o}\"}} {v}"
+            );
+        }
+        header(
+            &mut out,
+            "portcullis_upstream_credentials_total",
+            "counter",
+            "Upstream credentials asked for calls, by server, kind (exchange, client_credentials) and outcome (minted, cached, refused).",
+        );
+        let mut creds: Vec<_> = i.credentials.iter().collect();
+        creds.sort();
+        for ((s, k, o), v) in creds {
+            let _ = writeln!(
+                out,
+                "portcullis_upstream_credentials_total{{server=\"{}\",kind=\"{k}\",outcome=\"{o}\"}} {v}",
+                escape(s)
             );
         }
         header(

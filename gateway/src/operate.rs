@@ -243,8 +243,9 @@ pub(crate) async fn set_kill(
         .map_err(store_down)?;
     let mut voided = 0;
     if engaged {
-        // Take effect here now rather than at the next poll.
+        // Take effect here now rather than at the next poll; minted upstream tokens go too.
         let _ = gw.levers.refresh().await;
+        gw.upstreams().minter().forget_all();
         let switch = Switch {
             scope,
             target: target.clone(),

@@ -64,6 +64,7 @@ pub(crate) async fn pin(config: &Path, confirmed: &[String]) -> ExitCode {
         }
     };
     let setup = UpstreamSetup {
+        minter: Arc::new(crate::credentials::Minter::new(secrets.clone())),
         secrets,
         cache: absolute(&reg.settings.cache_dir),
         profile: reg.settings.profile,

@@ -97,6 +97,9 @@ pub(crate) enum Refusal {
     },
     /// The kill switch's registry of running calls cannot take it.
     Untracked { name: String },
+    /// The upstream's credential could not be minted (token endpoint down, slow or refusing;
+    /// a caller without a token to exchange).
+    CredentialUnavailable { name: String, error: String },
     /// The audit log cannot record the request, so it does not run.
     AuditUnavailable { what: String, error: String },
     /// The upstream failed, timed out or answered with an error.
@@ -220,6 +223,11 @@ impl Refusal {
             R::AuditUnavailable { .. } => {
                 refused("audit_unavailable").fails_closed(Some("audit_unavailable"))
             }
+            R::CredentialUnavailable { .. } => Face {
+                outcome: "unavailable",
+                ..refused("credential_unavailable")
+            }
+            .fails_closed(Some("credential_unavailable")),
             R::Upstream(e @ UpstreamError::Rpc { .. }) => {
                 Face::new(e.code(), Some("upstream_error"), "upstream_error")
             }
@@ -254,7 +262,9 @@ impl Refusal {
                 format!("{cap} calls already running ({hit})")
             }
             R::BudgetExceeded { budget, hit, .. } => format!("{budget} spent ({hit})"),
-            R::LimitsUnavailable { error, .. } => error.clone(),
+            R::LimitsUnavailable { error, .. } | R::CredentialUnavailable { error, .. } => {
+                error.clone()
+            }
             R::ApprovalUnavailable { error } | R::AuditUnavailable { error, .. } => error.clone(),
             R::Upstream(e) => e.to_string(),
             _ => return None,
@@ -453,6 +463,9 @@ impl Refusal {
             R::AuditUnavailable { what, .. } => {
                 format!("`{what}` was not executed: the audit log cannot record it")
             }
+            R::CredentialUnavailable { name, .. } => format!(
+                "`{name}` was not executed: the gateway could not obtain a credential for its upstream"
+            ),
             R::Upstream(UpstreamError::Rpc { server, error }) => {
                 let msg = error
                     .get("message")

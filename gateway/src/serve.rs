@@ -130,6 +130,7 @@ async fn assemble(
     let upstreams = Upstreams::start(
         &reg.servers,
         crate::upstream::UpstreamSetup {
+            minter: Arc::new(crate::credentials::Minter::new(secrets.clone())),
             secrets,
             cache: crate::pin::absolute(&reg.settings.cache_dir),
             profile: reg.settings.profile,

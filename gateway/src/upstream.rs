@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rmcp::model::{ClientRequest, ProtocolVersion, ServerResult, Tool};
+use rmcp::model::{ClientRequest, GetExtensions as _, ProtocolVersion, ServerResult, Tool};
 use rmcp::service::{PeerRequestOptions, RunningService, ServiceError};
 use rmcp::{Peer, RoleClient};
 use serde_json::{Value, json};
@@ -147,6 +147,8 @@ pub(crate) struct Upstream {
     reconnect: Notify,
     /// Resolves the secrets the connection needs (credentials, child environment).
     secrets: Arc<crate::secrets::Secrets>,
+    /// Mints the tokens of a server with `token_exchange` or `client_credentials`.
+    minter: Arc<crate::credentials::Minter>,
     /// Where pinned packages are fetched and verified.
     cache: std::path::PathBuf,
     /// The profile: in production an HTTP server without pins offers no tools.
@@ -202,6 +204,7 @@ impl Upstream {
             events,
             reconnect: Notify::new(),
             secrets: setup.secrets.clone(),
+            minter: setup.minter.clone(),
             cache: setup.cache.clone(),
             profile: setup.profile,
             audit: setup.audit.clone(),
@@ -292,6 +295,20 @@ impl Upstream {
         cancel: Option<CancellationToken>,
         on: Option<On<'_>>,
     ) -> Result<Value, UpstreamError> {
+        self.request_as(method, params, progress, cancel, on, None)
+            .await
+    }
+
+    /// [`Upstream::request`] carrying `credential`, a token minted for this call.
+    pub(crate) async fn request_as(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
+        cancel: Option<CancellationToken>,
+        on: Option<On<'_>>,
+        credential: Option<Arc<str>>,
+    ) -> Result<Value, UpstreamError> {
         let name = &self.name;
         let mut params = params;
         let span = crate::telemetry::client_span(
@@ -301,7 +318,9 @@ impl Upstream {
             &mut params,
         );
         let started = std::time::Instant::now();
-        let outcome = self.send(method, params, progress, cancel, on).await;
+        let outcome = self
+            .send(method, params, progress, cancel, on, credential)
+            .await;
         crate::metrics::get().upstream(name, outcome.is_ok(), started.elapsed());
         crate::telemetry::finish(
             &span,
@@ -343,6 +362,7 @@ impl Upstream {
         progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
         cancel: Option<CancellationToken>,
         on: Option<On<'_>>,
+        credential: Option<Arc<str>>,
     ) -> Result<Value, UpstreamError> {
         let name = &self.name;
         if cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
@@ -360,8 +380,13 @@ impl Upstream {
         if let Some(p) = params {
             msg.insert("params".into(), p);
         }
-        let request: ClientRequest = serde_json::from_value(Value::Object(msg))
+        let mut request: ClientRequest = serde_json::from_value(Value::Object(msg))
             .map_err(|_| UpstreamError::Unreadable(name.clone()))?;
+        if let Some(token) = credential {
+            // Never relayed back to a caller if the upstream echoes it.
+            self.sent([token.to_string()]);
+            request.extensions_mut().insert(http::CallCredential(token));
+        }
         // `timeout` bounds the call; progress the caller asked for may extend it, never past
         // `max_timeout` (which is `timeout` unless the operator sets it higher).
         let mut options = PeerRequestOptions::with_timeout(config.timeout)

@@ -92,6 +92,8 @@ pub(crate) struct RawCredentials {
     pub(crate) bearer: Option<String>,
     #[serde(default)]
     pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) token_exchange: Option<crate::minted::RawClient>,
+    pub(crate) client_credentials: Option<crate::minted::RawClient>,
 }
 
 /// What the gateway does with a call that policy allows.

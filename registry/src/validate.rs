@@ -147,6 +147,9 @@ pub struct Server {
     pub connection: crate::schema::Connection,
     /// Headers sent to the upstream with a secret's value (never the caller's token).
     pub credentials: Vec<Credential>,
+    /// A token minted for each call (token exchange or client credentials), sent as
+    /// `Authorization: Bearer`.
+    pub minted: Option<crate::minted::Minted>,
     /// Each allowlisted tool's pinned definition digest (`sha256:<hex>`), written by
     /// `portcullis pin`. `None` when the server has no `pin` key.
     pub pins: Option<BTreeMap<String, String>>,

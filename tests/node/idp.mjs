@@ -24,6 +24,22 @@
 //   agent-other     / agent-other-secret     -> org "globex", groups ["sales"]
 //   agent-badclaim  / agent-badclaim-secret  -> org 42 (a number, malformed on purpose), groups ["research"]
 //
+// The gateway's own client, for upstream credentials (HTTP Basic only):
+//
+//   portcullis-gw   / portcullis-gw-secret   grants client_credentials and RFC 8693 token exchange
+//
+// Token exchange (grant_type=urn:ietf:params:oauth:grant-type:token-exchange,
+// RFC 8693 §2.1): subject_token must be an access token this provider signed
+// (subject_token_type ...:access_token), `audience` names the upstream (any
+// name but "forbidden-api", which is refused with invalid_target). The issued
+// JWT has sub = the subject token's sub, aud = the audience, scope = the
+// requested scopes (default: the subject's) that the subject token also has,
+// act = {sub: <the client id>}, and the subject's org and groups; the answer
+// is {access_token, issued_token_type, token_type: "Bearer", expires_in, scope}.
+// Every exchange is counted: GET /test/exchanges -> {"count": N}. For fault
+// injection, POST /test/exchange-mode {"mode": "ok" | "slow" | "error"}: slow
+// holds each exchange 10 s before answering, error answers invalid_grant.
+//
 // Token request (resource indicators, RFC 8707; the token is a JWT, RFC 9068):
 //
 //   curl -s -X POST "$ISSUER/token" \
@@ -67,7 +83,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
 import Provider, { errors as oidcErrors } from 'oidc-provider';
 
 // oidc-provider prints its notices with console.info (stdout). stdout is
@@ -104,6 +120,10 @@ const CLIENT_CLAIMS = {
 };
 
 const RESOURCE_SCOPES = 'mcp mcp:admin';
+const EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+let exchanges = 0;
+let exchangeMode = 'ok';
 const ACCESS_TOKEN_TTL = 300;
 
 function isLoopbackResource(resource) {
@@ -171,6 +191,15 @@ async function main() {
     token_endpoint_auth_method: 'client_secret_post',
     scope: RESOURCE_SCOPES,
   }));
+  clients.push({
+    client_id: 'portcullis-gw',
+    client_secret: 'portcullis-gw-secret',
+    grant_types: ['client_credentials', EXCHANGE_GRANT],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: RESOURCE_SCOPES,
+  });
 
   const provider = new Provider(issuer, {
     clients,
@@ -216,6 +245,52 @@ async function main() {
     },
     clientBasedCORS: () => false,
   });
+  // RFC 8693 token exchange: the gateway (authenticated by the provider as the client) trades
+  // a caller's access token for one issued to an upstream, naming itself as the actor.
+  provider.registerGrantType(EXCHANGE_GRANT, async (ctx) => {
+    const params = ctx.oidc.params;
+    const client = ctx.oidc.client;
+    if (exchangeMode === 'slow') await new Promise((resolve) => { setTimeout(resolve, 10000); });
+    if (exchangeMode === 'error') throw new oidcErrors.InvalidGrant('exchange refused (test mode)');
+    if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new oidcErrors.InvalidRequest('subject_token_type must be an access token');
+    }
+    let subject;
+    try {
+      ({ payload: subject } = await jwtVerify(params.subject_token, rsKey.publicKey, { issuer }));
+    } catch (err) {
+      throw new oidcErrors.InvalidGrant(`subject_token: ${err.code ?? err.message}`);
+    }
+    const audience = params.audience ?? params.resource;
+    if (!audience || audience === 'forbidden-api') {
+      throw new oidcErrors.InvalidTarget('this audience is not served');
+    }
+    const held = String(subject.scope ?? '').split(' ').filter(Boolean);
+    const asked = params.scope ? params.scope.split(' ').filter(Boolean) : held;
+    const scope = asked.filter((s) => held.includes(s)).join(' ');
+    const now = Math.floor(Date.now() / 1000);
+    const claims = {
+      iss: issuer,
+      sub: subject.sub,
+      aud: audience,
+      iat: now,
+      exp: now + ACCESS_TOKEN_TTL,
+      jti: randomId(),
+      client_id: client.clientId,
+      scope,
+      act: { sub: client.clientId },
+    };
+    for (const k of ['org', 'groups']) if (subject[k] !== undefined) claims[k] = subject[k];
+    const token = await signJws(claims, rsKey.privateKey, 'RS256', rsKey.kid);
+    exchanges += 1;
+    ctx.body = {
+      access_token: token,
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: 'Bearer',
+      expires_in: ACCESS_TOKEN_TTL,
+      scope,
+    };
+  }, ['subject_token', 'subject_token_type', 'actor_token', 'actor_token_type', 'requested_token_type', 'audience', 'resource', 'scope']);
   provider.on('server_error', (_ctx, err) => console.error('idp: server_error:', err));
   provider.on('grant.error', (_ctx, err) => console.error('idp: grant.error:', err.message, err.error_description ?? ''));
   providerCallback = provider.callback();
@@ -310,6 +385,20 @@ async function main() {
   async function handleTest(req, res, path) {
     if (path === '/test/keys' && req.method === 'GET') {
       sendJson(res, 200, { rs256_kid: rsKey.kid, es256_kid: esKey.kid });
+      return;
+    }
+    if (path === '/test/exchanges' && req.method === 'GET') {
+      sendJson(res, 200, { count: exchanges });
+      return;
+    }
+    if (path === '/test/exchange-mode' && req.method === 'POST') {
+      const { mode } = await readJson(req);
+      if (!['ok', 'slow', 'error'].includes(mode)) {
+        sendJson(res, 400, { error: 'mode is ok, slow or error' });
+        return;
+      }
+      exchangeMode = mode;
+      sendJson(res, 200, { mode });
       return;
     }
     if (path !== '/test/mint') {

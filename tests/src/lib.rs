@@ -300,6 +300,31 @@ impl Idp {
             .with_context(|| format!("mint answered {body}"))
     }
 
+    /// How many token exchanges the provider has answered.
+    pub async fn exchanges(&self) -> u64 {
+        let body: serde_json::Value =
+            match reqwest::get(format!("{}/test/exchanges", self.issuer)).await {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+        body["count"].as_u64().unwrap_or(u64::MAX)
+    }
+
+    /// Make its token exchanges answer `ok`, `slow` (after 10 s) or `error`.
+    pub async fn exchange_mode(&self, mode: &str) -> Result<()> {
+        let r = reqwest::Client::new()
+            .post(format!("{}/test/exchange-mode", self.issuer))
+            .json(&serde_json::json!({ "mode": mode }))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            r.status().is_success(),
+            "exchange-mode answered {}",
+            r.status()
+        );
+        Ok(())
+    }
+
     /// Stop the provider (its keys become unreachable).
     pub fn stop(&mut self) {
         self.proc.kill();

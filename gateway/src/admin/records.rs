@@ -110,6 +110,7 @@ pub(super) async fn delete_key(
     match a.gw.store.revoke_key(&id).await.map_err(down)? {
         true => {
             a.gw.auth.forget_all();
+            a.gw.upstreams().minter().forget_all();
             Ok(axum::Json(json!({ "revoked": id })).into_response())
         }
         false => Err(OpError::NotFound(format!("no active key `{id}`"))),

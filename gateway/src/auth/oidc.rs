@@ -36,6 +36,17 @@ pub(crate) struct Verified {
     pub(crate) endpoint: Option<String>,
     /// Operator roles from the issuer's `roles` claim, when it has one.
     pub(crate) roles: Vec<String>,
+    /// The scopes the token carries (`scope` or `scp`).
+    pub(crate) scopes: Vec<String>,
+}
+
+/// The scopes a token's claims grant: `scope` (space-separated) or `scp` (an array).
+fn granted_scopes(claims: &serde_json::Map<String, Value>) -> Vec<&str> {
+    match (claims.get("scope"), claims.get("scp")) {
+        (Some(Value::String(s)), _) => s.split(' ').filter(|s| !s.is_empty()).collect(),
+        (_, Some(Value::Array(a))) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Why a token was refused.
@@ -254,6 +265,10 @@ impl Issuers {
             subject: format!("oidc:{}#{sub}", issuer.config.issuer),
             endpoint,
             roles,
+            scopes: granted_scopes(&jws.claims)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
         })
     }
 
@@ -314,11 +329,7 @@ impl Issuer {
     }
 
     fn check_scopes(&self, jws: &Jws<'_>) -> Result<(), OidcError> {
-        let granted: Vec<&str> = match (jws.claims.get("scope"), jws.claims.get("scp")) {
-            (Some(Value::String(s)), _) => s.split(' ').collect(),
-            (_, Some(Value::Array(a))) => a.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
+        let granted = granted_scopes(&jws.claims);
         match self
             .config
             .scopes

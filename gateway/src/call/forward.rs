@@ -1,6 +1,5 @@
 //! Step 9, forward: the upstream is asked, on the session's own connection where the server
-//! has them. (Step 8, the upstream's credential, is the server's own, resolved by reference
-//! when its connection opens: `upstream/connect.rs`.)
+//! has them, with the call's minted credential (step 8) where there is one.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,6 +36,7 @@ pub(super) async fn tool(
     call: &Call,
     req: ToolCall,
     running: Running<'_>,
+    token: Option<Arc<str>>,
     sink: &Sink,
     trail: &mut Trail,
 ) -> Result<Value, Refusal> {
@@ -59,14 +59,9 @@ pub(super) async fn tool(
     let cancel = running.cancel().clone();
     let progress = progress.map(|t| (t, sink.clone()));
     let params = Some(Value::Object(fwd));
+    let on = on(gw, call, Some(sink));
     let r = up
-        .request(
-            "tools/call",
-            params,
-            progress,
-            Some(cancel),
-            on(gw, call, Some(sink)),
-        )
+        .request_as("tools/call", params, progress, Some(cancel), on, token)
         .await;
     drop(running);
     trail.permits.clear();
@@ -85,15 +80,15 @@ pub(super) async fn ask(
     gw: &Gateway,
     call: &Call,
     ask: &Ask,
+    token: Option<Arc<str>>,
     sink: &Sink,
 ) -> Result<Value, UpstreamError> {
     let params = Some(Value::Object(ask.fwd.clone()));
     match ask.method.as_str() {
         "resources/subscribe" | "resources/unsubscribe" => subscription(gw, call, ask).await,
         m => {
-            ask.up
-                .request(m, params, None, None, on(gw, call, Some(sink)))
-                .await
+            let on = on(gw, call, Some(sink));
+            ask.up.request_as(m, params, None, None, on, token).await
         }
     }
 }

@@ -3,7 +3,8 @@
 //! Each step is a function in its own file; a step that can refuse returns `Result<_, Refusal>`,
 //! the first refusal ends the call, and `result` records how it ended. A `tools/call` takes
 //! every step; resources, prompts, completions and `logging/setLevel` take the steps that apply
-//! to them. After each wait (the approval hold, the audit write) `recheck` decides again against
+//! to them. After each wait (the approval hold; the audit write and the upstream credential)
+//! `recheck` decides again against
 //! the config, kill switch and mode in force: it is the only re-check. (`forward` only declines
 //! to send a call its client cancelled meanwhile, and names a kill switch as the cause of a call
 //! that failed while one was engaged.)
@@ -11,6 +12,7 @@
 mod admit;
 mod arguments;
 mod ask;
+mod credential;
 mod decide;
 mod forward;
 mod hold;
@@ -73,9 +75,9 @@ async fn tool_steps(
         held?;
     }
     record::tool(gw, call, &req, t).await?; //                 audit before action
-    recheck::tool(gw, call, &req, &under, approval)?; //       after the wait
-    // The upstream's credential is its own, resolved by reference when its connection opens.
-    forward::tool(gw, call, req, running, sink, t).await //    the upstream answers
+    let token = credential::mint(gw, call, &req.up, &req.name, Some(t)).await?; // minted, if so
+    recheck::tool(gw, call, &req, &under, approval)?; //       after the waits
+    forward::tool(gw, call, req, running, token, sink, t).await // the upstream answers
 }
 
 /// `resources/read`, `resources/(un)subscribe`, `prompts/get`, `completion/complete`.
@@ -90,8 +92,9 @@ pub(crate) async fn ask(
     decide::browse(gw, call, &ask)?; //                        allowlisted, `server/*` at every level
     levers::kill(gw, call, ask.up.name(), "", ask.target())?; // kill switch
     record::ask(gw, call, &ask).await?; //                     audit before action
-    recheck::ask(gw, call, &ask)?; //                          after the wait
-    let answered = forward::ask(gw, call, &ask, sink).await; // the upstream answers
+    let token = credential::mint(gw, call, &ask.up, ask.target(), None).await?; // if minted
+    recheck::ask(gw, call, &ask)?; //                          after the waits
+    let answered = forward::ask(gw, call, &ask, token, sink).await; // the upstream answers
     result::ask(call, &ask, answered) //                       renamed for the endpoint
 }
 

@@ -26,6 +26,8 @@ pub(crate) struct Trail {
     pub(crate) permits: Vec<tokio::sync::OwnedSemaphorePermit>,
     /// Budget units spent, settled when the call ends.
     pub(crate) spent: Vec<crate::limits::budgets::Spent>,
+    /// What the record says of a minted upstream credential (never the token).
+    pub(crate) credential: Option<Value>,
 }
 
 impl Trail {
@@ -43,8 +45,15 @@ impl Trail {
         if kind == "tool.call" {
             e.arguments = self.arguments.clone();
         }
+        let mut detail = serde_json::Map::new();
         if let Some(a) = &self.approval {
-            e.detail = Some(json!({ "approval_id": a }));
+            detail.insert("approval_id".into(), json!(a));
+        }
+        if let Some(c) = &self.credential {
+            detail.insert("credential".into(), c.clone());
+        }
+        if !detail.is_empty() {
+            e.detail = Some(Value::Object(detail));
         }
         e
     }

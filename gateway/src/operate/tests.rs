@@ -28,6 +28,9 @@ async fn gateway() -> (tempfile::TempDir, Store, Arc<Gateway>, CancellationToken
         &reg.servers,
         crate::upstream::UpstreamSetup {
             secrets: Arc::new(crate::secrets::Secrets::new(None).unwrap()),
+            minter: Arc::new(crate::credentials::Minter::new(Arc::new(
+                crate::secrets::Secrets::new(None).unwrap(),
+            ))),
             cache: std::env::temp_dir(),
             profile: reg.settings.profile,
             audit: None,
@@ -64,6 +67,7 @@ async fn a_held_call_is_refused_when_the_approval_state_cannot_be_read() {
         subject: "key:alice".into(),
         identity: Arc::new(Identity::new().with_name(Level::Key, "alice")),
         endpoint: None,
+        token: None,
     };
     let arguments = json!({ "title": "t" });
     let held = HeldCall {

@@ -11,7 +11,7 @@ const ANSWERED: [&str; 4] = ["ok", "allowed", "tool_error", "error"];
 
 /// Every outcome and label a refusal maps to: the closed set of metric labels with
 /// [`ANSWERED`]. A test walks every variant through [`Refusal::face`] against it.
-const REFUSED: [&str; 21] = [
+const REFUSED: [&str; 22] = [
     "invalid_request",
     "not_found",
     "denied",
@@ -31,6 +31,7 @@ const REFUSED: [&str; 21] = [
     "unavailable",
     "cancelled",
     "audit_unavailable",
+    "credential_unavailable",
     "upstream_error",
     "upstream_unavailable",
 ];
@@ -132,6 +133,10 @@ fn every_variant() -> Vec<Refusal> {
             name: name(),
             error: "database is locked".into(),
         },
+        Refusal::CredentialUnavailable {
+            name: name(),
+            error: "token endpoint for `fx`: unreachable".into(),
+        },
         Refusal::ApprovalPending {
             name: name(),
             class: ToolClass::Write,
@@ -195,9 +200,10 @@ fn every_variant() -> Vec<Refusal> {
             Refusal::ConcurrencyLimited { .. } => 25,
             Refusal::BudgetExceeded { .. } => 26,
             Refusal::LimitsUnavailable { .. } => 27,
+            Refusal::CredentialUnavailable { .. } => 28,
         });
     }
-    assert_eq!(seen.len(), 28, "a variant has no example");
+    assert_eq!(seen.len(), 29, "a variant has no example");
     all
 }
 

@@ -20,13 +20,15 @@ fn steps_in_code() -> Vec<String> {
         "hold",
         "recheck",
         "record",
+        "credential",
         "forward",
     ];
     let mut out = Vec::new();
     for line in body.lines().map(str::trim_start) {
         let line = line
             .trim_start_matches("let ")
-            .trim_start_matches("running = ");
+            .trim_start_matches("running = ")
+            .trim_start_matches("token = ");
         for step in steps {
             let call = line.split_once(&format!("{step}::")).map(|(_, rest)| rest);
             if let Some(rest) = call {
@@ -78,11 +80,12 @@ fn the_diagram_of_a_tool_call_is_the_order_of_call_mod_rs() {
             "hold::approval" => "hold (approval)",
             "recheck::tool" => "recheck",
             "record::tool" => "record (audit before action)",
+            "credential::mint" => "credential",
             "forward::tool" => "forward",
             "result::tool" => "result",
             other => panic!("a step the diagram does not name: {other}"),
         })
         .collect();
-    assert_eq!(named.len(), 13, "{code:?}");
+    assert_eq!(named.len(), 14, "{code:?}");
     assert_eq!(steps_in_diagram(), named);
 }

@@ -188,8 +188,12 @@ async fn handshake(
                 builder = builder.resolve_to_addrs(&host, &addrs);
             }
             let http = builder.build()?;
+            let own = server.minted.as_ref().map(|m| super::http::OwnCredential {
+                minter: up.minter.clone(),
+                client: m.client().clone(),
+            });
             let transport = StreamableHttpClientTransport::with_client(
-                super::http::UpstreamHttp::new(http, up.name()),
+                super::http::UpstreamHttp::new(http, up.name(), own),
                 cfg,
             );
             tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle))

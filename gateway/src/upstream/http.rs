@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
-use rmcp::model::{ClientJsonRpcMessage, GetMeta as _, RequestId, ServerJsonRpcMessage};
+use rmcp::model::{
+    ClientJsonRpcMessage, GetExtensions as _, GetMeta as _, RequestId, ServerJsonRpcMessage,
+};
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
 };
@@ -28,21 +30,41 @@ use sse_stream::{Error as SseError, Sse};
 /// Requests whose last SSE event id is remembered for resumption; past this, forgotten.
 const MAX_RESUMABLE: usize = 4096;
 
+/// A token minted for one call, carried to the HTTP layer in the request's extensions (which
+/// are never serialized or printed) and sent as `Authorization: Bearer`.
+#[derive(Clone)]
+pub(crate) struct CallCredential(pub(crate) Arc<str>);
+
+/// The gateway's own token source for a server whose credentials are minted: what the
+/// connection's traffic outside of calls (initialize, listings, notifications, the GET stream)
+/// carries.
+#[derive(Clone)]
+pub(crate) struct OwnCredential {
+    pub(crate) minter: Arc<crate::credentials::Minter>,
+    pub(crate) client: registry::OAuthClient,
+}
+
 /// The HTTP client of one upstream connection.
 #[derive(Clone)]
 pub(crate) struct UpstreamHttp {
     http: reqwest::Client,
     server: Arc<str>,
+    own: Option<OwnCredential>,
     /// Request id → the last SSE event id its POST stream carried (a GET that resumes from
     /// that event continues that request's stream). An entry goes when the answer passes.
     resumable: Arc<Mutex<HashMap<Value, String>>>,
 }
 
 impl UpstreamHttp {
-    pub(crate) fn new(http: reqwest::Client, server: &str) -> UpstreamHttp {
+    pub(crate) fn new(
+        http: reqwest::Client,
+        server: &str,
+        own: Option<OwnCredential>,
+    ) -> UpstreamHttp {
         UpstreamHttp {
             http,
             server: Arc::from(server),
+            own,
             resumable: Arc::default(),
         }
     }
@@ -182,6 +204,34 @@ fn id_value(id: &RequestId) -> Option<Value> {
     serde_json::to_value(id).ok()
 }
 
+impl UpstreamHttp {
+    /// The bearer token a message goes with: its call's minted token, else (for a server whose
+    /// credentials are minted) the gateway's own, else what the transport was given.
+    async fn bearer(
+        &self,
+        message: Option<&ClientJsonRpcMessage>,
+        given: Option<String>,
+    ) -> Result<Option<String>, StreamableHttpError<reqwest::Error>> {
+        if let Some(ClientJsonRpcMessage::Request(r)) = message
+            && let Some(CallCredential(token)) = r.request.extensions().get::<CallCredential>()
+        {
+            return Ok(Some(token.to_string()));
+        }
+        let Some(own) = &self.own else {
+            return Ok(given);
+        };
+        match own.minter.own(&self.server, &own.client).await {
+            Ok(t) => Ok(Some(t.value.to_string())),
+            Err(e) => {
+                tracing::warn!(server = %self.server, error = %e, "no credential for the connection; not sent");
+                Err(StreamableHttpError::UnexpectedServerResponse(
+                    "no credential for the upstream".into(),
+                ))
+            }
+        }
+    }
+}
+
 /// The `traceparent` a request carries in `params._meta`, read from the parsed message (no
 /// copy of the request is made).
 fn trace_headers(message: &ClientJsonRpcMessage, headers: &mut HashMap<HeaderName, HeaderValue>) {
@@ -240,6 +290,7 @@ impl StreamableHttpClient for UpstreamHttp {
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         trace_headers(&message, &mut custom_headers);
         let expected = request_id(&message);
+        let auth_header = self.bearer(Some(&message), auth_header).await?;
         let response = self
             .http
             .post_message(uri, message, session_id, auth_header, custom_headers)
@@ -258,6 +309,7 @@ impl StreamableHttpClient for UpstreamHttp {
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         trace_headers(&message, &mut custom_headers);
         let expected = request_id(&message);
+        let auth_header = self.bearer(Some(&message), auth_header).await?;
         let response = self
             .http
             .post_message_with_max_sse_event_size(
@@ -279,6 +331,7 @@ impl StreamableHttpClient for UpstreamHttp {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<(), StreamableHttpError<Self::Error>> {
+        let auth_header = self.bearer(None, auth_header).await?;
         self.http
             .delete_session(uri, session_id, auth_header, custom_headers)
             .await
@@ -293,6 +346,7 @@ impl StreamableHttpClient for UpstreamHttp {
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<BoxStream<'static, Result<Sse, SseError>>, StreamableHttpError<Self::Error>> {
         let expected = self.resumed(last_event_id.as_deref());
+        let auth_header = self.bearer(None, auth_header).await?;
         let stream = self
             .http
             .get_stream(uri, session_id, last_event_id, auth_header, custom_headers)
@@ -315,6 +369,7 @@ impl StreamableHttpClient for UpstreamHttp {
         max_sse_event_size: usize,
     ) -> Result<BoxStream<'static, Result<Sse, SseError>>, StreamableHttpError<Self::Error>> {
         let expected = self.resumed(last_event_id.as_deref());
+        let auth_header = self.bearer(None, auth_header).await?;
         let stream = self
             .http
             .get_stream_with_max_sse_event_size(

@@ -164,6 +164,11 @@ impl Upstreams {
         }
     }
 
+    /// The minter of upstream tokens every connection and call uses.
+    pub(crate) fn minter(&self) -> &Arc<crate::credentials::Minter> {
+        &self.setup.minter
+    }
+
     /// The secret resolver every upstream connection uses.
     pub(crate) fn secrets(&self) -> &Arc<crate::secrets::Secrets> {
         &self.setup.secrets
@@ -206,6 +211,8 @@ impl Upstreams {
 #[derive(Clone)]
 pub(crate) struct UpstreamSetup {
     pub(crate) secrets: Arc<crate::secrets::Secrets>,
+    /// Mints the tokens of servers with `token_exchange` or `client_credentials`.
+    pub(crate) minter: Arc<crate::credentials::Minter>,
     pub(crate) cache: std::path::PathBuf,
     pub(crate) profile: registry::Profile,
     pub(crate) audit: Option<Arc<audit::Audit>>,

@@ -9,6 +9,9 @@ fn servers(yaml: &str) -> Vec<registry::Server> {
 fn setup() -> UpstreamSetup {
     UpstreamSetup {
         secrets: Arc::new(crate::secrets::Secrets::new(None).unwrap()),
+        minter: Arc::new(crate::credentials::Minter::new(Arc::new(
+            crate::secrets::Secrets::new(None).unwrap(),
+        ))),
         cache: std::env::temp_dir(),
         profile: registry::Profile::Production,
         audit: None,

@@ -150,8 +150,17 @@ pub(super) fn server(
         .map(|r| ResourcePattern::parse(r))
         .collect();
     let mut credentials = Vec::new();
+    let mut minted = None;
     if let Some(c) = raw.credentials {
         let cp = child(&base, "credentials");
+        minted = crate::minted::minted(c.token_exchange, c.client_credentials, &cp, map, problems);
+        if minted.is_some() && c.bearer.is_some() {
+            problems.push(map.problem(
+                &child(&cp, "bearer"),
+                "a static `bearer` beside a token minted per call".into(),
+                "remove `bearer`: each call carries the minted token in `Authorization`",
+            ));
+        }
         if !matches!(source, Some(ServerSource::Http { .. })) {
             problems.push(map.problem(
                 &cp,
@@ -245,6 +254,7 @@ pub(super) fn server(
         allow_private: raw.allow_private,
         connection,
         credentials,
+        minted,
         pins,
     })
 }

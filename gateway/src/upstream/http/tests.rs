@@ -37,7 +37,7 @@ fn event(id: Option<&str>, data: Value) -> Result<Sse, SseError> {
 
 #[tokio::test]
 async fn a_resumed_stream_carries_only_its_own_requests_answer() {
-    let client = UpstreamHttp::new(reqwest::Client::new(), "s");
+    let client = UpstreamHttp::new(reqwest::Client::new(), "s", None);
     let progress = json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": {} });
     // The POST stream of request 3 breaks after an event with an id.
     let post = futures::stream::iter([event(Some("e1"), progress.clone())]).boxed();

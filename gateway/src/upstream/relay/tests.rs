@@ -90,6 +90,7 @@ async fn setup(capabilities: Value) -> Setup {
         subject: "key:alice".into(),
         identity: Arc::new(policy::Identity::new()),
         endpoint: None,
+        token: None,
     };
     let session = crate::session::Sessions::new(Duration::from_secs(60)).create(
         &caller,

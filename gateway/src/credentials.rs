@@ -1,0 +1,432 @@
+//! Credentials minted for upstreams: RFC 8693 token exchange (the caller's token for one issued
+//! to the upstream, the gateway authenticating as the actor) and OAuth 2.0 client credentials
+//! (the gateway's own token for the upstream), with a cache.
+//!
+//! Requests are form posts to the authorization server's token endpoint (configured, or read
+//! from the issuer's metadata) with `client_secret_basic` authentication, through a client that
+//! follows no redirects and uses no proxy. Tokens are cached by (token endpoint, subject, actor,
+//! audience, resource, scope) until their expiry less a skew, never shared across subjects, in a
+//! bounded map; the cache is emptied when a key is revoked or a kill switch engaged. Any failure
+//! is an error the call is refused with: there is no fallback to another credential.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use registry::{Minted, OAuthClient, TokenEndpoint};
+use serde::Deserialize;
+
+use crate::secrets::Secrets;
+
+/// Cached tokens at most; past it, expired ones go, then the oldest.
+const MAX_CACHED: usize = 10_000;
+/// A token is not used within this of its expiry.
+const SKEW: Duration = Duration::from_secs(30);
+/// How long a token without `expires_in` is kept.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
+/// Largest token endpoint answer read.
+const MAX_ANSWER: usize = 64 * 1024;
+/// How long an issuer's discovered token endpoint is kept.
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+
+const EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// Why no credential could be minted. Each refuses the call.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MintError {
+    /// The caller has no token to exchange and the server takes no other credential.
+    #[error(
+        "the caller has no IdP token to exchange, and `{0}` takes no other credential (an API key cannot reach it)"
+    )]
+    NoSubjectToken(String),
+    /// The caller's token carries none of the scopes the server asks for.
+    #[error("the caller's token carries none of the scopes `{server}` asks for ({wanted})")]
+    NoScope { server: String, wanted: String },
+    /// The authorization server could not be reached, took too long or answered an error.
+    #[error("token endpoint for `{server}`: {why}")]
+    Endpoint { server: String, why: String },
+    /// The client secret could not be read.
+    #[error("client secret for `{server}`: {why}")]
+    Secret { server: String, why: String },
+}
+
+/// A minted token and what the record says about it (never the token).
+#[derive(Clone)]
+pub(crate) struct Token {
+    pub(crate) value: Arc<str>,
+    /// `exchange` or `client_credentials`.
+    pub(crate) kind: &'static str,
+    /// The scopes asked for.
+    pub(crate) scope: String,
+    /// Served from the cache.
+    pub(crate) cached: bool,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    endpoint: String,
+    /// The caller's subject for an exchange; empty for the gateway's own token.
+    subject: String,
+    actor: String,
+    audience: Option<String>,
+    resource: Option<String>,
+    scope: String,
+}
+
+struct Cached {
+    value: Arc<str>,
+    good_until: Instant,
+    made: Instant,
+}
+
+/// Mints and caches upstream credentials.
+pub(crate) struct Minter {
+    http: reqwest::Client,
+    secrets: Arc<Secrets>,
+    cache: Mutex<HashMap<CacheKey, Cached>>,
+    endpoints: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    token_endpoint: String,
+}
+
+impl Minter {
+    pub(crate) fn new(secrets: Arc<Secrets>) -> Minter {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
+        Minter {
+            http,
+            secrets,
+            cache: Mutex::default(),
+            endpoints: Mutex::default(),
+        }
+    }
+
+    /// The token a call by `subject` (with `token`, its own IdP token, if any) carries to
+    /// `server`.
+    pub(crate) async fn for_call(
+        &self,
+        server: &str,
+        minted: &Minted,
+        subject: &str,
+        token: Option<&crate::auth::SubjectToken>,
+    ) -> Result<Token, MintError> {
+        match (minted, token) {
+            (Minted::ClientCredentials(client), _) => self.own(server, client).await,
+            (
+                Minted::Exchange {
+                    client,
+                    requested_token_type,
+                    ..
+                },
+                Some(t),
+            ) => {
+                self.exchange(server, client, requested_token_type, subject, t)
+                    .await
+            }
+            (
+                Minted::Exchange {
+                    client, api_keys, ..
+                },
+                None,
+            ) => match api_keys {
+                registry::ApiKeyCallers::ClientCredentials => self.own(server, client).await,
+                registry::ApiKeyCallers::Refuse => Err(MintError::NoSubjectToken(server.into())),
+            },
+        }
+    }
+
+    /// The gateway's own token for `server` (client credentials): also what its connection
+    /// to a server with minted credentials carries outside of calls (initialize, listings).
+    pub(crate) async fn own(&self, server: &str, client: &OAuthClient) -> Result<Token, MintError> {
+        let scope = client.scope.join(" ");
+        let mut form = vec![("grant_type", "client_credentials".to_string())];
+        if !scope.is_empty() {
+            form.push(("scope", scope.clone()));
+        }
+        self.mint(
+            server,
+            client,
+            "client_credentials",
+            String::new(),
+            scope,
+            form,
+        )
+        .await
+    }
+
+    async fn exchange(
+        &self,
+        server: &str,
+        client: &OAuthClient,
+        requested_token_type: &str,
+        subject: &str,
+        token: &crate::auth::SubjectToken,
+    ) -> Result<Token, MintError> {
+        // Never wider than the caller's own: the configured scopes the caller's token carries,
+        // or (none configured) the caller's own.
+        let scopes: Vec<&str> = match client.scope.is_empty() {
+            true => token.scopes.iter().map(String::as_str).collect(),
+            false => client
+                .scope
+                .iter()
+                .filter(|s| token.scopes.contains(s))
+                .map(String::as_str)
+                .collect(),
+        };
+        if scopes.is_empty() && !client.scope.is_empty() {
+            return Err(MintError::NoScope {
+                server: server.into(),
+                wanted: client.scope.join(" "),
+            });
+        }
+        let scope = scopes.join(" ");
+        let mut form = vec![
+            ("grant_type", EXCHANGE_GRANT.to_string()),
+            ("subject_token", token.raw.clone()),
+            (
+                "subject_token_type",
+                registry::ACCESS_TOKEN_TYPE.to_string(),
+            ),
+            ("requested_token_type", requested_token_type.to_string()),
+        ];
+        if !scope.is_empty() {
+            form.push(("scope", scope.clone()));
+        }
+        self.mint(server, client, "exchange", subject.to_string(), scope, form)
+            .await
+    }
+
+    async fn mint(
+        &self,
+        server: &str,
+        client: &OAuthClient,
+        kind: &'static str,
+        subject: String,
+        scope: String,
+        mut form: Vec<(&'static str, String)>,
+    ) -> Result<Token, MintError> {
+        let endpoint = self.endpoint(server, client).await?;
+        let key = CacheKey {
+            endpoint: endpoint.clone(),
+            subject,
+            actor: client.client_id.clone(),
+            audience: client.audience.clone(),
+            resource: client.resource.clone(),
+            scope: scope.clone(),
+        };
+        if let Some(value) = self.cached(&key) {
+            return Ok(Token {
+                value,
+                kind,
+                scope,
+                cached: true,
+            });
+        }
+        if let Some(a) = &client.audience {
+            form.push(("audience", a.clone()));
+        }
+        if let Some(r) = &client.resource {
+            form.push(("resource", r.clone()));
+        }
+        let secret = self
+            .secrets
+            .resolve(&client.client_secret)
+            .await
+            .map_err(|e| MintError::Secret {
+                server: server.into(),
+                why: e.to_string(),
+            })?;
+        let fail = |why: String| MintError::Endpoint {
+            server: server.into(),
+            why,
+        };
+        let body =
+            serde_urlencoded::to_string(&form).map_err(|_| fail("unencodable request".into()))?;
+        let request = self
+            .http
+            .post(&endpoint)
+            .basic_auth(
+                form_encode(&client.client_id),
+                Some(form_encode(secret.expose())),
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .timeout(client.timeout)
+            .send();
+        let answer = request.await.map_err(|e| match e.is_timeout() {
+            true => fail(format!("no answer within {:?}", client.timeout)),
+            false => fail("unreachable".into()),
+        })?;
+        let status = answer.status();
+        let body = read_capped(answer, client.timeout).await.map_err(fail)?;
+        if !status.is_success() {
+            // RFC 6749 §5.2: `error` (and `error_description`), never a token to hide.
+            let code = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| "no error code".into());
+            return Err(fail(format!("HTTP {status}: {}", truncate(&code, 64))));
+        }
+        let parsed: TokenAnswer = serde_json::from_slice(&body)
+            .map_err(|_| fail("the answer is not a token response".into()))?;
+        if parsed.access_token.is_empty() {
+            return Err(fail("the answer carries an empty token".into()));
+        }
+        let lifetime = parsed
+            .expires_in
+            .map_or(DEFAULT_LIFETIME, Duration::from_secs);
+        let value: Arc<str> = Arc::from(parsed.access_token);
+        if let Some(usable) = lifetime.checked_sub(SKEW).filter(|d| !d.is_zero()) {
+            self.keep(key, value.clone(), usable);
+        }
+        Ok(Token {
+            value,
+            kind,
+            scope,
+            cached: false,
+        })
+    }
+
+    fn cached(&self, key: &CacheKey) -> Option<Arc<str>> {
+        let cache = self.cache.lock().ok()?;
+        cache
+            .get(key)
+            .filter(|c| c.good_until > Instant::now())
+            .map(|c| c.value.clone())
+    }
+
+    fn keep(&self, key: CacheKey, value: Arc<str>, usable: Duration) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|_, c| c.good_until > now);
+        }
+        if cache.len() >= MAX_CACHED
+            && let Some(oldest) = cache
+                .iter()
+                .min_by_key(|(_, c)| c.made)
+                .map(|(k, _)| k.clone())
+        {
+            cache.remove(&oldest);
+        }
+        cache.insert(
+            key,
+            Cached {
+                value,
+                good_until: now + usable,
+                made: now,
+            },
+        );
+    }
+
+    /// Forget every cached token (a key was revoked, a kill switch engaged).
+    pub(crate) fn forget_all(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
+    }
+
+    /// The token endpoint: configured, or the issuer's (discovered, cached for an hour).
+    async fn endpoint(&self, server: &str, client: &OAuthClient) -> Result<String, MintError> {
+        let issuer = match &client.endpoint {
+            TokenEndpoint::Url(u) => return Ok(u.clone()),
+            TokenEndpoint::Issuer(i) => i,
+        };
+        if let Ok(known) = self.endpoints.lock()
+            && let Some((url, at)) = known.get(issuer)
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(url.clone());
+        }
+        let fail = |why: String| MintError::Endpoint {
+            server: server.into(),
+            why,
+        };
+        let mut last = String::from("no metadata");
+        for path in [
+            "/.well-known/openid-configuration",
+            "/.well-known/oauth-authorization-server",
+        ] {
+            let answer = self
+                .http
+                .get(format!("{issuer}{path}"))
+                .timeout(client.timeout)
+                .send()
+                .await;
+            let Ok(answer) = answer.map_err(|e| last = format!("metadata unreachable: {e}")) else {
+                continue;
+            };
+            if !answer.status().is_success() {
+                last = format!("metadata: HTTP {}", answer.status());
+                continue;
+            }
+            let body = read_capped(answer, client.timeout).await.map_err(&fail)?;
+            let Ok(meta) = serde_json::from_slice::<Metadata>(&body) else {
+                last = "metadata without a token_endpoint".into();
+                continue;
+            };
+            if let Ok(mut known) = self.endpoints.lock() {
+                known.insert(
+                    issuer.clone(),
+                    (meta.token_endpoint.clone(), Instant::now()),
+                );
+            }
+            return Ok(meta.token_endpoint);
+        }
+        Err(fail(last))
+    }
+}
+
+/// RFC 6749 §2.3.1: the client id and secret are form-encoded before Basic authentication.
+fn form_encode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)])
+        .map(|e| e.trim_start_matches('=').to_string())
+        .unwrap_or_default()
+}
+
+async fn read_capped(mut answer: reqwest::Response, limit: Duration) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    let read = async {
+        while let Some(chunk) = answer
+            .chunk()
+            .await
+            .map_err(|_| "the answer broke off".to_string())?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(format!("the answer is larger than {MAX_ANSWER} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .map_err(|_| format!("no answer within {limit:?}"))??;
+    Ok(body)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => s.get(..i).unwrap_or(s),
+        None => s,
+    }
+}
