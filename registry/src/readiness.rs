@@ -250,8 +250,17 @@ fn permission_model(reg: &Registry, server: &Server) -> DimensionScore {
                 .map(|p| cite(reg, &child("grants", p)))
                 .collect(),
         ),
-        // Per-upstream credentials (token exchange) are not available, so the upstream sees
-        // the gateway's own access: narrow grants are the most the evidence shows.
+        // Exchanged per caller, the upstream's own scopes narrow each call too.
+        None if matches!(server.minted, Some(crate::Minted::Exchange { .. })) => (
+            2,
+            "grants name principals explicitly, and each call carries a token exchanged for its caller (RFC 8693), bound to the upstream's audience and never wider than the caller's scopes".to_owned(),
+            vec![
+                cite(reg, "grants"),
+                cite(reg, &child(&child(&base(server), "credentials"), "token_exchange")),
+            ],
+        ),
+        // Otherwise the upstream sees the gateway's own access: narrow grants are the most the
+        // evidence shows.
         None => (
             2,
             "grants name principals explicitly, but the upstream is reached without a per-caller credential (no token exchange), so its own scopes are not narrowed per call".to_owned(),

@@ -306,7 +306,8 @@ async fn an_http_upstream_is_judged_by_its_pins_and_address_guard() {
     assert_flagged(&r, "onboard.fingerprints", "onboarding", "`servers.web`");
     assert!(cited(&r, "onboard.fingerprints")[0].contains("every tool of this server is hidden"));
     assert_flagged(&r, "onboard.ci_gate", "onboarding", "`servers.web`");
-    assert_eq!(finding(&r, "id.token_exchange").cause, Some(Cause::Unbuilt));
+    // No credential at all: nothing shared between callers, nothing passed on.
+    assert_eq!(finding(&r, "id.token_exchange").status, Status::Pass);
     assert_eq!(finding(&r, "id.ssrf").status, Status::Pass);
     // Pinned, and granted: both findings pass.
     let pinned = text

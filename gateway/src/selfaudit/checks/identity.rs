@@ -296,67 +296,114 @@ pub(super) fn token_exchange(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Ve
         .collect();
     let b = ix.build(
             "upstream credentials",
-            "the caller's credential is never forwarded; an upstream may get a static secret by reference (`credentials.bearer`, `credentials.headers`), the same for every caller; no token exchange (RFC 8693)",
+            "the caller's credential is never forwarded; per server: RFC 8693 token exchange of the caller's IdP token for one issued to the upstream (`credentials.token_exchange`), the gateway's own client-credentials token (`credentials.client_credentials`), or a static secret by reference (`credentials.bearer`, `credentials.headers`); a token that cannot be minted refuses the call",
         );
-    out.push(match upstream.is_empty() {
-            true => c
-                .says(
-                    "Caller tokens never leave the gateway; built-in upstreams need no credential",
-                    "Only built-in upstreams are configured.",
-                    "",
-                )
-                .cites([b])
-                .pass(ix),
-            false => {
-                let mut ev = vec![b];
-                let mut with_secret = 0;
-                ev.extend(upstream.iter().map(|s| {
-                    if s.credentials.is_empty() {
-                        return ix.config(
-                            reg,
-                            &format!("servers.{}", s.name),
-                            "no credential: the upstream is reached with none",
-                        );
+    // Callers with their own identity at an IdP: a static secret makes every one of them the
+    // same principal at the upstream.
+    let end_users = !reg.access.oidc.is_empty();
+    let mut ev = vec![b];
+    let mut shared = Vec::new();
+    for s in &upstream {
+        let (path, text) = match (&s.minted, s.credentials.is_empty()) {
+            (
+                Some(registry::Minted::Exchange {
+                    client, api_keys, ..
+                }),
+                _,
+            ) => (
+                format!("servers.{}.credentials.token_exchange", s.name),
+                format!(
+                    "token exchange for `{}` (scope `{}`); API keys: {}",
+                    client
+                        .audience
+                        .as_deref()
+                        .or(client.resource.as_deref())
+                        .unwrap_or(""),
+                    client.scope.join(" "),
+                    match api_keys {
+                        registry::ApiKeyCallers::Refuse => "refused",
+                        registry::ApiKeyCallers::ClientCredentials => "the gateway's own token",
                     }
-                    with_secret += 1;
-                    let headers: Vec<String> = s
-                        .credentials
-                        .iter()
-                        .map(|c| format!("`{}` from `{}`", c.header, c.secret))
-                        .collect();
-                    ix.config(
-                        reg,
-                        &format!("servers.{}.credentials", s.name),
-                        format!(
-                            "a static secret by reference ({}), the same for every caller",
-                            headers.join(", ")
-                        ),
-                    )
-                }));
-                c.says(
-                    "Upstreams get no per-caller credential (no token exchange)",
+                ),
+            ),
+            (Some(registry::Minted::ClientCredentials(client)), _) => {
+                shared.push(s.name.as_str());
+                (
+                    format!("servers.{}.credentials.client_credentials", s.name),
                     format!(
-                        "The caller's token is never passed on. Of {} upstream(s), {with_secret} get a static secret by reference and {} none; none gets a credential minted for the call, so no upstream can narrow access per caller.",
-                        upstream.len(),
-                        upstream.len() - with_secret
-                    ),
-                    "Upstream access is whatever the upstream grants the gateway's network position.",
-                )
-                .cites(ev)
-                .gap(
-                    ix,
-                    Status::Partial,
-                    Severity::Medium,
-                    Likelihood::Low,
-                    Cause::Unbuilt,
-                    (
-                        "Mint credentials per upstream",
-                        "Exchange the caller's identity for an audience- and scope-bound upstream token (RFC 8693), with secrets by reference.",
-                        "L",
+                        "the gateway's own client-credentials token for `{}`, the same for every caller",
+                        client
+                            .audience
+                            .as_deref()
+                            .or(client.resource.as_deref())
+                            .unwrap_or("")
                     ),
                 )
             }
-        });
+            (None, true) => (
+                format!("servers.{}", s.name),
+                "no credential: the upstream is reached with none".to_string(),
+            ),
+            (None, false) => {
+                shared.push(s.name.as_str());
+                let headers: Vec<String> = s
+                    .credentials
+                    .iter()
+                    .map(|c| format!("`{}` from `{}`", c.header, c.secret))
+                    .collect();
+                (
+                    format!("servers.{}.credentials", s.name),
+                    format!(
+                        "a static secret by reference ({}), the same for every caller",
+                        headers.join(", ")
+                    ),
+                )
+            }
+        };
+        ev.push(ix.config(reg, &path, text));
+    }
+    let c = c.cites(ev);
+    out.push(match (upstream.is_empty(), end_users && !shared.is_empty()) {
+        (true, _) => c
+            .says(
+                "Caller tokens never leave the gateway; built-in upstreams need no credential",
+                "Only built-in upstreams are configured.",
+                "",
+            )
+            .pass(ix),
+        (false, false) => c
+            .says(
+                "Caller tokens never leave the gateway; upstream credentials fit the callers",
+                format!(
+                    "Of {} upstream(s), each gets a token exchanged for the caller, or (with API-key callers only) a credential of the gateway's own; the caller's token is never passed on.",
+                    upstream.len()
+                ),
+                "",
+            )
+            .pass(ix),
+        (false, true) => c
+            .says(
+                format!(
+                    "{} upstream(s) get one credential for every caller ({})",
+                    shared.len(),
+                    shared.join(", ")
+                ),
+                "Callers sign in at an IdP, but these upstreams see the gateway's static secret or own token whoever calls, so they cannot tell callers apart or narrow access per caller.",
+                "A caller reaches the upstream with the gateway's full access there; the upstream's own audit cannot name the person.",
+            )
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::Low,
+                Cause::Config,
+                (
+                    "Exchange caller tokens for upstream tokens",
+                    "Give these servers `credentials.token_exchange` (RFC 8693) so each call carries a token issued to the upstream for that caller, audience- and scope-bound.",
+                    "M",
+                ),
+            ),
+    });
 }
 
 pub(super) fn admin_listener(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {

@@ -244,10 +244,27 @@ async fn a_static_upstream_secret_is_reported_as_one_and_apart_from_none() {
         "{cites}"
     );
     assert!(!cites.contains("no credentials configured"), "{cites}");
-    let found = &finding(&r, "id.token_exchange").found;
+    // Callers sign in at an IdP: one static secret for all of them is a finding on its line.
+    let f = finding(&r, "id.token_exchange");
+    assert_eq!((f.status, f.cause), (Status::Partial, Some(Cause::Config)));
     assert!(
-        found.contains("1 get a static secret by reference and 1 none"),
-        "{found}"
+        f.title
+            .contains("1 upstream(s) get one credential for every caller (web)"),
+        "{}",
+        f.title
+    );
+    // Exchanged per caller instead: passes, citing the exchange.
+    let exchanged = text.replace(
+        "credentials: { bearer: env:WEB_TOKEN }",
+        "credentials: { token_exchange: { issuer: https://idp.example.com, client_id: gw, client_secret: env:S, audience: web-api, scope: web } }",
+    );
+    let r = audit_of(&exchanged).await;
+    assert_eq!(finding(&r, "id.token_exchange").status, Status::Pass);
+    let cites = cited(&r, "id.token_exchange").join("\n");
+    assert!(
+        cites.contains("servers.web.credentials.token_exchange")
+            && cites.contains("token exchange for `web-api` (scope `web`); API keys: refused"),
+        "{cites}"
     );
 }
 
