@@ -3,7 +3,8 @@
 //! (the gateway's own token for the upstream), with a cache.
 //!
 //! Requests are form posts to the authorization server's token endpoint (configured, or read
-//! from the issuer's metadata) with `client_secret_basic` authentication, through a client that
+//! from the issuer's metadata) with `client_secret_basic` or `private_key_jwt` (RFC 7523)
+//! authentication, through a client that
 //! follows no redirects and uses no proxy. Tokens are cached by (token endpoint, subject, actor,
 //! audience, resource, scope) until their expiry less a skew, never shared across subjects, in a
 //! bounded map; the cache is emptied when a key is revoked or a kill switch engaged. Any failure
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use registry::{Minted, OAuthClient, TokenEndpoint};
+use registry::{ClientAuth, Minted, OAuthClient, TokenEndpoint};
 use serde::Deserialize;
 
 use crate::secrets::Secrets;
@@ -30,6 +31,9 @@ const MAX_ANSWER: usize = 64 * 1024;
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 
 const EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// How long a client assertion is good for.
+const ASSERTION_LIFETIME: u64 = 60;
 
 /// Why no credential could be minted. Each refuses the call.
 #[derive(Debug, thiserror::Error)]
@@ -241,27 +245,38 @@ impl Minter {
         if let Some(r) = &client.resource {
             form.push(("resource", r.clone()));
         }
-        let secret = self
-            .secrets
-            .resolve(&client.client_secret)
-            .await
-            .map_err(|e| MintError::Secret {
-                server: server.into(),
-                why: e.to_string(),
-            })?;
         let fail = |why: String| MintError::Endpoint {
             server: server.into(),
             why,
         };
+        let secret_of = |e: crate::secrets::SecretError| MintError::Secret {
+            server: server.into(),
+            why: e.to_string(),
+        };
+        let mut request = self.http.post(&endpoint);
+        match &client.auth {
+            ClientAuth::Secret(reference) => {
+                let secret = self.secrets.resolve(reference).await.map_err(secret_of)?;
+                request = request.basic_auth(
+                    form_encode(&client.client_id),
+                    Some(form_encode(secret.expose())),
+                );
+            }
+            ClientAuth::PrivateKeyJwt { key, alg, kid } => {
+                let pem = self.secrets.resolve(key).await.map_err(secret_of)?;
+                let assertion = assertion(&client.client_id, &endpoint, pem.expose(), alg, kid)
+                    .map_err(|why| MintError::Secret {
+                        server: server.into(),
+                        why,
+                    })?;
+                form.push(("client_id", client.client_id.clone()));
+                form.push(("client_assertion_type", JWT_BEARER.to_string()));
+                form.push(("client_assertion", assertion));
+            }
+        }
         let body =
             serde_urlencoded::to_string(&form).map_err(|_| fail("unencodable request".into()))?;
-        let request = self
-            .http
-            .post(&endpoint)
-            .basic_auth(
-                form_encode(&client.client_id),
-                Some(form_encode(secret.expose())),
-            )
+        let request = request
             .header(http::header::ACCEPT, "application/json")
             .header(
                 http::header::CONTENT_TYPE,
@@ -394,6 +409,39 @@ impl Minter {
         }
         Err(fail(last))
     }
+}
+
+/// An RFC 7523 client assertion: the gateway's client id as issuer and subject, the token
+/// endpoint as audience, a fresh id, one minute of validity; signed with its PEM private key.
+fn assertion(
+    client_id: &str,
+    endpoint: &str,
+    pem: &str,
+    alg: &str,
+    kid: &Option<String>,
+) -> Result<String, String> {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let algorithm: Algorithm = alg
+        .parse()
+        .map_err(|_| format!("`{alg}` is not an algorithm"))?;
+    let key = match algorithm {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
+        _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
+    }
+    .map_err(|_| format!("the private key is not a PEM {alg} key"))?;
+    let now = crate::auth::unix_now();
+    let claims = serde_json::json!({
+        "iss": client_id,
+        "sub": client_id,
+        "aud": endpoint,
+        "jti": hex::encode(rand::random::<[u8; 16]>()),
+        "iat": now,
+        "exp": now + ASSERTION_LIFETIME,
+    });
+    let mut header = Header::new(algorithm);
+    header.kid = kid.clone();
+    jsonwebtoken::encode(&header, &claims, &key)
+        .map_err(|_| "the assertion could not be signed".to_string())
 }
 
 /// RFC 6749 §2.3.1: the client id and secret are form-encoded before Basic authentication.

@@ -396,7 +396,7 @@ fn build() -> Build {
         components: vec![
             "store: SQLite (sqlx)",
             "tls: rustls",
-            "oidc: RS/PS/ES/EdDSA via aws-lc-rs",
+            "oidc: RS/PS/ES/EdDSA via jsonwebtoken (aws-lc-rs)",
             "traces: OTLP/HTTP protobuf",
             "mcp: rmcp (Streamable HTTP, stdio)",
         ],

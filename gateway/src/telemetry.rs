@@ -292,6 +292,36 @@ pub(crate) fn finish(cx: &Context, outcome: Result<&Value, (i64, Option<&str>)>)
     span.end();
 }
 
+/// Start the CLIENT span of minting one upstream credential (`kind`: `exchange` or
+/// `client_credentials`), a child of the current context.
+pub(crate) fn credential_span(server: &str, kind: &'static str) -> Context {
+    let parent = Context::current();
+    let tracer = &telemetry().tracer;
+    let span = tracer
+        .span_builder(format!("credential {kind}"))
+        .with_kind(SpanKind::Client)
+        .with_attributes([
+            KeyValue::new("portcullis.server", server.to_string()),
+            KeyValue::new("portcullis.credential.kind", kind),
+        ])
+        .start_with_context(tracer, &parent);
+    parent.with_span(span)
+}
+
+/// End a credential span: `minted`, `cached`, or the error it was refused with (never a token).
+pub(crate) fn finish_credential(cx: &Context, outcome: Result<&'static str, &str>) {
+    let span = cx.span();
+    match outcome {
+        Ok(o) => span.set_attribute(KeyValue::new("portcullis.credential.outcome", o)),
+        Err(why) => {
+            span.set_attribute(KeyValue::new("portcullis.credential.outcome", "refused"));
+            span.set_attribute(KeyValue::new("error.type", "credential_unavailable"));
+            span.set_status(opentelemetry::trace::Status::error(bounded(why)));
+        }
+    }
+    span.end();
+}
+
 /// Start the CLIENT span of one upstream request, a child of the current context, and put its
 /// trace context into `params._meta`.
 pub(crate) fn client_span(

@@ -34,7 +34,9 @@ pub use check::{check, raised_by_definitions, raised_class, write_pins};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigProblem, Location};
 pub use limits::{Budget, Limit, LimitMatch, Period};
-pub use minted::{ACCESS_TOKEN_TYPE, ApiKeyCallers, Minted, OAuthClient, TokenEndpoint};
+pub use minted::{
+    ACCESS_TOKEN_TYPE, ApiKeyCallers, ClientAuth, Minted, OAuthClient, TokenEndpoint,
+};
 pub use observe::{
     AuditSettings, AuditSink, DEFAULT_AUDIT_FILE, OtlpSettings, PathStep, RedactPath, SinkKind,
     TelemetrySettings,

@@ -23,6 +23,7 @@ pub(crate) struct RawClient {
     pub(crate) issuer: Option<String>,
     pub(crate) client_id: Option<String>,
     pub(crate) client_secret: Option<String>,
+    pub(crate) private_key_jwt: Option<RawKeyJwt>,
     pub(crate) audience: Option<String>,
     pub(crate) resource: Option<String>,
     pub(crate) scope: Option<String>,
@@ -31,6 +32,29 @@ pub(crate) struct RawClient {
     pub(crate) requested_token_type: Option<String>,
     /// Token exchange only: what a caller without an IdP token (an API key) gets.
     pub(crate) api_keys: Option<String>,
+}
+
+/// `private_key_jwt` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKeyJwt {
+    pub(crate) key: Option<String>,
+    pub(crate) alg: Option<String>,
+    pub(crate) kid: Option<String>,
+}
+
+/// How the gateway authenticates to the authorization server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_secret_basic`: the secret, by reference.
+    Secret(SecretRef),
+    /// `private_key_jwt` (RFC 7523): an assertion signed with this PEM private key.
+    PrivateKeyJwt {
+        key: SecretRef,
+        /// `RS256`, `PS256` or `ES256`.
+        alg: String,
+        kid: Option<String>,
+    },
 }
 
 /// Where tokens are asked for.
@@ -48,8 +72,7 @@ pub enum TokenEndpoint {
 pub struct OAuthClient {
     pub endpoint: TokenEndpoint,
     pub client_id: String,
-    /// Sent with HTTP Basic authentication (`client_secret_basic`).
-    pub client_secret: SecretRef,
+    pub auth: ClientAuth,
     /// `audience` of the request: the upstream's logical name at the authorization server.
     pub audience: Option<String>,
     /// `resource` of the request (RFC 8707): the upstream's URL.
@@ -83,6 +106,7 @@ pub enum Minted {
 }
 
 impl Minted {
+    /// The client of either kind.
     pub fn client(&self) -> &OAuthClient {
         match self {
             Minted::Exchange { client, .. } | Minted::ClientCredentials(client) => client,
@@ -211,13 +235,50 @@ fn client(
             "add the client id the gateway is registered under at the authorization server",
         ));
     }
-    let secret = match raw.client_secret {
-        Some(s) => reference(&s, &child(at, "client_secret"), map, problems),
-        None => {
+    let auth = match (raw.client_secret, raw.private_key_jwt) {
+        (Some(s), None) => {
+            reference(&s, &child(at, "client_secret"), map, problems).map(ClientAuth::Secret)
+        }
+        (None, Some(k)) => {
+            let here = child(at, "private_key_jwt");
+            let alg = k.alg.unwrap_or_else(|| "RS256".into());
+            if !matches!(alg.as_str(), "RS256" | "PS256" | "ES256") {
+                problems.push(map.problem(
+                    &child(&here, "alg"),
+                    format!("`{alg}` is not a signing algorithm the gateway uses"),
+                    "write `RS256` (the default), `PS256` or `ES256` to match the key",
+                ));
+            }
+            let key = match k.key {
+                Some(r) => reference(&r, &child(&here, "key"), map, problems),
+                None => {
+                    problems.push(map.problem(
+                        &here,
+                        "no `key`".into(),
+                        "add the PEM private key by reference, e.g. `key: file:/run/secrets/idp-key.pem`",
+                    ));
+                    None
+                }
+            };
+            key.map(|key| ClientAuth::PrivateKeyJwt {
+                key,
+                alg,
+                kid: k.kid,
+            })
+        }
+        (Some(_), Some(_)) => {
+            problems.push(map.problem(
+                &child(at, "private_key_jwt"),
+                "both `client_secret` and `private_key_jwt`".into(),
+                "keep one way for the gateway to authenticate",
+            ));
+            None
+        }
+        (None, None) => {
             problems.push(map.problem(
                 &child(at, "client_secret"),
-                "no `client_secret`".into(),
-                "add the gateway's client secret by reference, e.g. `client_secret: vault:secret/portcullis/idp#secret`",
+                "no `client_secret` or `private_key_jwt`".into(),
+                "add the gateway's client secret by reference (`client_secret: vault:secret/portcullis/idp#secret`), or `private_key_jwt: { key: file:/path/key.pem, alg: RS256 }`",
             ));
             None
         }
@@ -248,7 +309,7 @@ fn client(
     Some(OAuthClient {
         endpoint: endpoint?,
         client_id: client_id?,
-        client_secret: secret?,
+        auth: auth?,
         audience: raw.audience,
         resource: raw.resource,
         scope,

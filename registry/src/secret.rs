@@ -123,6 +123,22 @@ fn digest_path(path: &str) -> bool {
     )
 }
 
+/// An authorization server's public setting whose key only sounds secret (`token_endpoint`,
+/// `requested_token_type`): its value is still judged by its shape.
+fn oauth_setting(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('.').collect();
+    matches!(
+        parts.as_slice(),
+        [
+            "servers",
+            _,
+            "credentials",
+            "token_exchange" | "client_credentials",
+            "token_endpoint" | "requested_token_type"
+        ]
+    )
+}
+
 /// A stdio server's well-formed package spec (`npm:@scope/name@1.2.3`, `pypi:name==1.2.3`),
 /// whose whole reads as "random" by character statistics alone. Each part of the name is still
 /// judged on its own, so a token pasted as a package name is caught.
@@ -163,7 +179,7 @@ pub fn literal_secret(path: &str, value: &str) -> Option<&'static str> {
     }
     let last = path.rsplit('.').next().unwrap_or(path);
     let last = last.split('[').next().unwrap_or(last);
-    if secret_key(last) {
+    if secret_key(last) && !oauth_setting(path) {
         return Some("a value under a key that names a secret");
     }
     let local = value.starts_with('/') || value.starts_with("./") || value.contains("://");

@@ -27,6 +27,8 @@
 // The gateway's own client, for upstream credentials (HTTP Basic only):
 //
 //   portcullis-gw   / portcullis-gw-secret   grants client_credentials and RFC 8693 token exchange
+//   portcullis-gw-jwt  the same grants, authenticating with private_key_jwt (RFC 7523, RS256);
+//                      its private key (PKCS#8 PEM): GET /test/client-key
 //
 // Token exchange (grant_type=urn:ietf:params:oauth:grant-type:token-exchange,
 // RFC 8693 §2.1): subject_token must be an access token this provider signed
@@ -151,6 +153,10 @@ async function main() {
   const esKey = await makeSigningKey('ES256', `es256-${randomId()}`);
   const rsPublicPem = crypto.KeyObject.from(rsKey.publicKey)
     .export({ type: 'spki', format: 'pem' });
+  const gwKey = await makeSigningKey('RS256', `gw-${randomId()}`);
+  const gwPrivatePem = crypto.KeyObject.from(gwKey.privateKey)
+    .export({ type: 'pkcs8', format: 'pem' });
+  const gwPublicJwk = { ...(await exportJWK(gwKey.publicKey)), kid: gwKey.kid, alg: 'RS256', use: 'sig' };
 
   // Bind first, then build the provider with the real port: no port race.
   let providerCallback;
@@ -198,6 +204,16 @@ async function main() {
     response_types: [],
     redirect_uris: [],
     token_endpoint_auth_method: 'client_secret_basic',
+    scope: RESOURCE_SCOPES,
+  });
+  clients.push({
+    client_id: 'portcullis-gw-jwt',
+    grant_types: ['client_credentials', EXCHANGE_GRANT],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'RS256',
+    jwks: { keys: [gwPublicJwk] },
     scope: RESOURCE_SCOPES,
   });
 
@@ -385,6 +401,11 @@ async function main() {
   async function handleTest(req, res, path) {
     if (path === '/test/keys' && req.method === 'GET') {
       sendJson(res, 200, { rs256_kid: rsKey.kid, es256_kid: esKey.kid });
+      return;
+    }
+    if (path === '/test/client-key' && req.method === 'GET') {
+      res.writeHead(200, { 'content-type': 'application/x-pem-file' });
+      res.end(gwPrivatePem);
       return;
     }
     if (path === '/test/exchanges' && req.method === 'GET') {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use portcullis_tests::raw::{Raw, req};
-use portcullis_tests::{Fixture, Gateway, Idp, audit_events, fixture_server};
+use portcullis_tests::{Fixture, Gateway, Idp, OtlpReceiver, audit_events, fixture_server};
 use serde_json::{Value, json};
 
 fn config(issuer: &str) -> String {
@@ -329,4 +329,66 @@ async fn every_failure_of_the_exchange_refuses_the_call_before_the_upstream() {
         reasons[2].contains("unreachable") || reasons[2].contains("metadata"),
         "{reasons:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_can_authenticate_with_a_signed_assertion() {
+    let idp = Idp::start().unwrap();
+    let fx = Fixture::start("both").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pem = reqwest::get(format!("{}/test/client-key", idp.issuer))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = dir.path().join("gw-key.pem");
+    std::fs::write(&key, pem).unwrap();
+    let credentials = format!(
+        "      token_exchange:\n        token_endpoint: {}\n        client_id: portcullis-gw-jwt\n        private_key_jwt: {{ key: \"file:{}\", alg: RS256 }}\n        audience: fixture-api\n",
+        idp.token_endpoint,
+        key.display()
+    );
+    let otlp = OtlpReceiver::start().unwrap();
+    let top = format!(
+        "{}telemetry: {{ otlp: {{ endpoint: {}, timeout: 2s }} }}\n",
+        config(&idp.issuer),
+        otlp.url
+    );
+    let gw = Gateway::start_with(&top, &servers(&fx.url, &credentials)).unwrap();
+    let s = Setup {
+        idp,
+        fx,
+        gw,
+        _dir: dir,
+    };
+    let ann = token_for(&s, "ann", "mcp").await;
+    assert_eq!(text(&echo(s.gw.mcp(), &ann, "signed").await), "signed");
+    let issued = claims(bearers(&s.fx).last().unwrap());
+    assert_eq!(issued["act"]["sub"], "portcullis-gw-jwt", "{issued}");
+    assert_eq!(issued["sub"], "ann", "{issued}");
+    // The exchange has a span of its own, under the call's, with no token in it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let spans = loop {
+        let spans = otlp.spans();
+        if spans.iter().any(|s| s["name"] == "credential exchange") || Instant::now() > deadline {
+            break spans;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let span = spans
+        .iter()
+        .find(|s| s["name"] == "credential exchange")
+        .unwrap_or_else(|| panic!("no credential span in {spans:#?}"));
+    assert_eq!(
+        span["attributes"]["portcullis.credential.outcome"], "minted",
+        "{span}"
+    );
+    assert_eq!(span["attributes"]["portcullis.server"], "fixture", "{span}");
+    let call = spans
+        .iter()
+        .find(|s| s["name"] == "tools/call fixture__echo")
+        .unwrap_or_else(|| panic!("no call span in {spans:#?}"));
+    assert_eq!(span["trace_id"], call["trace_id"]);
+    assert!(!serde_json::to_string(&spans).unwrap().contains(&ann));
 }

@@ -29,9 +29,19 @@ pub(super) async fn mint(
     let server = up.name();
     let minter = gw.upstreams().minter().clone();
     let caller = &call.caller;
+    let kind = match minted {
+        registry::Minted::Exchange { .. } if caller.token.is_some() => "exchange",
+        _ => "client_credentials",
+    };
+    let span = crate::telemetry::credential_span(server, kind);
     let got = minter
         .for_call(server, minted, &caller.subject, caller.token.as_deref())
         .await;
+    let shown = got
+        .as_ref()
+        .map(|t| if t.cached { "cached" } else { "minted" })
+        .map_err(|e| e.to_string());
+    crate::telemetry::finish_credential(&span, shown.as_ref().copied().map_err(String::as_str));
     let client = minted.client();
     let target = client
         .audience
@@ -53,10 +63,6 @@ pub(super) async fn mint(
             Ok(Some(token.value))
         }
         Err(e) => {
-            let kind = match minted {
-                registry::Minted::Exchange { .. } => "exchange",
-                registry::Minted::ClientCredentials(_) => "client_credentials",
-            };
             crate::metrics::get().credential(server, kind, "refused");
             tracing::warn!(subject = %caller.subject, server, error = %e, "call refused: no upstream credential");
             Err(Refusal::CredentialUnavailable {

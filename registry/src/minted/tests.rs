@@ -110,3 +110,20 @@ fn every_mistake_names_its_line_and_the_fix() {
         );
     }
 }
+
+#[test]
+fn a_token_endpoint_is_a_url_not_a_secret_but_a_secret_pasted_there_is_still_caught() {
+    let ok = "      client_credentials:\n        token_endpoint: https://idp.example.com/oauth/token\n        client_id: gw\n        client_secret: env:S\n        audience: a\n";
+    assert!(problems(ok).is_empty(), "{:?}", problems(ok));
+    let pasted = ok.replace(
+        "https://idp.example.com/oauth/token",
+        "https://gw:hunter2@idp.example.com/token",
+    );
+    assert!(
+        problems(&pasted)
+            .iter()
+            .any(|p| p.contains("password inside a URL")),
+        "{:?}",
+        problems(&pasted)
+    );
+}

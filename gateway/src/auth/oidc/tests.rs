@@ -136,3 +136,71 @@ async fn unknown_kids_refetch_at_most_once_per_interval() {
     }
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn signatures_of_every_family_verify_and_tampered_ones_do_not() {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{self as sig, KeyPair as _};
+    let rng = SystemRandom::new();
+    let message = b"header.claims";
+    let mut cases: Vec<(&str, Jwk, Vec<u8>)> = Vec::new();
+    let jwk = |material| Jwk {
+        kid: None,
+        alg: None,
+        material,
+    };
+    // RSA: PKCS#1 v1.5 and PSS with one key.
+    let rsa = sig::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let public = rsa.public_key();
+    let components = aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(public);
+    let rsa_material = Material::Rsa {
+        n: components.n.clone(),
+        e: components.e.clone(),
+    };
+    for (alg, padding) in [
+        ("RS256", &sig::RSA_PKCS1_SHA256 as &dyn sig::RsaEncoding),
+        ("PS256", &sig::RSA_PSS_SHA256),
+    ] {
+        let mut out = vec![0; rsa.public_modulus_len()];
+        rsa.sign(padding, &rng, message, &mut out).unwrap();
+        cases.push((alg, jwk(rsa_material.clone()), out));
+    }
+    // ECDSA P-256, fixed-length signatures as JWS uses.
+    let ec = sig::EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let ec_sig = ec.sign(&rng, message).unwrap().as_ref().to_vec();
+    let point = ec.public_key().as_ref().to_vec();
+    cases.push((
+        "ES256",
+        jwk(Material::Ec {
+            curve: "P-256".into(),
+            point,
+        }),
+        ec_sig,
+    ));
+    // Ed25519.
+    let ed = sig::Ed25519KeyPair::generate().unwrap();
+    let ed_sig = ed.sign(message).as_ref().to_vec();
+    cases.push((
+        "EdDSA",
+        jwk(Material::Ed25519(ed.public_key().as_ref().to_vec())),
+        ed_sig,
+    ));
+    for (alg, key, signature) in &cases {
+        assert!(verify(alg, key, message, signature), "{alg}");
+        assert!(
+            !verify(alg, key, b"header.other", signature),
+            "{alg}: another message"
+        );
+        let mut flipped = signature.clone();
+        if let Some(last) = flipped.last_mut() {
+            *last ^= 1;
+        }
+        assert!(!verify(alg, key, message, &flipped), "{alg}: a flipped bit");
+    }
+    // A key of another family never verifies, whatever the signature.
+    let (_, ec_key, ec_signature) = &cases[2];
+    assert!(!verify("RS256", ec_key, message, ec_signature));
+    let (_, rsa_key, rsa_signature) = &cases[0];
+    assert!(!verify("ES256", rsa_key, message, rsa_signature));
+    assert!(!verify("HS256", rsa_key, message, rsa_signature));
+}
