@@ -51,14 +51,19 @@ pub(crate) struct Caller {
 pub(crate) struct SubjectToken {
     /// The compact JWS as presented.
     pub(crate) raw: String,
+    /// Its issuer: it is only ever sent to that issuer's authorization server.
+    pub(crate) issuer: String,
     /// The scopes it carries: an exchanged token never asks for more.
     pub(crate) scopes: Vec<String>,
+    /// Unix seconds after which it is no longer accepted (nor is what it was exchanged for).
+    pub(crate) expires_at: Option<u64>,
 }
 
 impl std::fmt::Debug for SubjectToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SubjectToken")
             .field("raw", &"[hidden]")
+            .field("issuer", &self.issuer)
             .field("scopes", &self.scopes)
             .finish()
     }
@@ -188,10 +193,18 @@ impl Authenticator {
                 r
             }
         };
-        let subject_token = resolved.scopes.map(|scopes| {
+        // An OIDC subject is `oidc:<issuer>#<sub>`.
+        let issuer = resolved
+            .subject
+            .strip_prefix("oidc:")
+            .and_then(|s| s.rsplit_once('#'))
+            .map(|(issuer, _)| issuer.to_string());
+        let subject_token = resolved.scopes.zip(issuer).map(|(scopes, issuer)| {
             Arc::new(SubjectToken {
                 raw: token.to_string(),
+                issuer,
                 scopes,
+                expires_at: resolved.identity.expires_at(),
             })
         });
         let caller = match end_user {

@@ -29,6 +29,8 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 const MAX_ANSWER: usize = 64 * 1024;
 /// How long an issuer's discovered token endpoint is kept.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// The longest a minted token is kept, whatever it says.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 const EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -43,9 +45,14 @@ pub(crate) enum MintError {
         "the caller has no IdP token to exchange, and `{0}` takes no other credential (an API key cannot reach it)"
     )]
     NoSubjectToken(String),
-    /// The caller's token carries none of the scopes the server asks for.
+    /// The caller's token carries none of the scopes the server asks for (or none at all).
     #[error("the caller's token carries none of the scopes `{server}` asks for ({wanted})")]
     NoScope { server: String, wanted: String },
+    /// The caller's token is from another issuer than the one this server exchanges for.
+    #[error(
+        "`{server}` exchanges tokens of `{expected}` only; the caller's is from another issuer"
+    )]
+    OtherIssuer { server: String, expected: String },
     /// The authorization server could not be reached, took too long or answered an error.
     #[error("token endpoint for `{server}`: {why}")]
     Endpoint { server: String, why: String },
@@ -69,8 +76,13 @@ pub(crate) struct Token {
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct CacheKey {
     endpoint: String,
-    /// The caller's subject for an exchange; empty for the gateway's own token.
+    /// `exchange` or `client_credentials`, and the token type asked for.
+    kind: &'static str,
+    token_type: String,
+    /// The caller's subject and a digest of the very token exchanged (a later token of the
+    /// same subject, with other claims, is exchanged afresh); empty for the gateway's own.
     subject: String,
+    subject_token: [u8; 32],
     actor: String,
     audience: Option<String>,
     resource: Option<String>,
@@ -85,7 +97,8 @@ struct Cached {
 
 /// Mints and caches upstream credentials.
 pub(crate) struct Minter {
-    http: reqwest::Client,
+    /// `None` if the client could not be built: every mint then fails.
+    http: Option<reqwest::Client>,
     secrets: Arc<Secrets>,
     cache: Mutex<HashMap<CacheKey, Cached>>,
     endpoints: Mutex<HashMap<String, (String, Instant)>>,
@@ -96,11 +109,30 @@ struct TokenAnswer {
     access_token: String,
     #[serde(default)]
     expires_in: Option<u64>,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    issued_token_type: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct Metadata {
+    #[serde(default)]
+    issuer: Option<String>,
     token_endpoint: String,
+}
+
+/// What a request asks for, beyond the form.
+struct Ask {
+    kind: &'static str,
+    token_type: String,
+    subject: String,
+    subject_token: [u8; 32],
+    /// The subject token's expiry: nothing minted from it outlives it.
+    until: Option<u64>,
+    scope: String,
 }
 
 impl Minter {
@@ -109,7 +141,8 @@ impl Minter {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
-            .unwrap_or_default();
+            .inspect_err(|e| tracing::error!(error = %e, "no HTTP client for token requests"))
+            .ok();
         Minter {
             http,
             secrets,
@@ -160,15 +193,15 @@ impl Minter {
         if !scope.is_empty() {
             form.push(("scope", scope.clone()));
         }
-        self.mint(
-            server,
-            client,
-            "client_credentials",
-            String::new(),
+        let ask = Ask {
+            kind: "client_credentials",
+            token_type: registry::ACCESS_TOKEN_TYPE.to_string(),
+            subject: String::new(),
+            subject_token: [0; 32],
+            until: None,
             scope,
-            form,
-        )
-        .await
+        };
+        self.mint(server, client, ask, form).await
     }
 
     async fn exchange(
@@ -179,8 +212,16 @@ impl Minter {
         subject: &str,
         token: &crate::auth::SubjectToken,
     ) -> Result<Token, MintError> {
+        // Only to the caller's own issuer.
+        if client.issuer() != Some(token.issuer.as_str()) {
+            return Err(MintError::OtherIssuer {
+                server: server.into(),
+                expected: client.issuer().unwrap_or_default().to_string(),
+            });
+        }
         // Never wider than the caller's own: the configured scopes the caller's token carries,
-        // or (none configured) the caller's own.
+        // or (none configured) the caller's own; never none, which would leave the scope to the
+        // authorization server's default.
         let scopes: Vec<&str> = match client.scope.is_empty() {
             true => token.scopes.iter().map(String::as_str).collect(),
             false => client
@@ -190,10 +231,13 @@ impl Minter {
                 .map(String::as_str)
                 .collect(),
         };
-        if scopes.is_empty() && !client.scope.is_empty() {
+        if scopes.is_empty() {
             return Err(MintError::NoScope {
                 server: server.into(),
-                wanted: client.scope.join(" "),
+                wanted: match client.scope.is_empty() {
+                    true => "any".into(),
+                    false => client.scope.join(" "),
+                },
             });
         }
         let scope = scopes.join(" ");
@@ -206,26 +250,49 @@ impl Minter {
             ),
             ("requested_token_type", requested_token_type.to_string()),
         ];
-        if !scope.is_empty() {
-            form.push(("scope", scope.clone()));
-        }
-        self.mint(server, client, "exchange", subject.to_string(), scope, form)
-            .await
+        form.push(("scope", scope.clone()));
+        use sha2::Digest as _;
+        let ask = Ask {
+            kind: "exchange",
+            token_type: requested_token_type.to_string(),
+            subject: subject.to_string(),
+            subject_token: sha2::Sha256::digest(token.raw.as_bytes()).into(),
+            until: token.expires_at,
+            scope,
+        };
+        self.mint(server, client, ask, form).await
     }
 
     async fn mint(
         &self,
         server: &str,
         client: &OAuthClient,
-        kind: &'static str,
-        subject: String,
-        scope: String,
+        ask: Ask,
         mut form: Vec<(&'static str, String)>,
     ) -> Result<Token, MintError> {
+        let Ask {
+            kind,
+            token_type,
+            subject,
+            subject_token,
+            until,
+            scope,
+        } = ask;
+        let fail = |why: String| MintError::Endpoint {
+            server: server.into(),
+            why,
+        };
+        let http = self
+            .http
+            .as_ref()
+            .ok_or_else(|| fail("no HTTP client".into()))?;
         let endpoint = self.endpoint(server, client).await?;
         let key = CacheKey {
             endpoint: endpoint.clone(),
+            kind,
+            token_type: token_type.clone(),
             subject,
+            subject_token,
             actor: client.client_id.clone(),
             audience: client.audience.clone(),
             resource: client.resource.clone(),
@@ -245,15 +312,11 @@ impl Minter {
         if let Some(r) = &client.resource {
             form.push(("resource", r.clone()));
         }
-        let fail = |why: String| MintError::Endpoint {
-            server: server.into(),
-            why,
-        };
         let secret_of = |e: crate::secrets::SecretError| MintError::Secret {
             server: server.into(),
             why: e.to_string(),
         };
-        let mut request = self.http.post(&endpoint);
+        let mut request = http.post(&endpoint);
         match &client.auth {
             ClientAuth::Secret(reference) => {
                 let secret = self.secrets.resolve(reference).await.map_err(secret_of)?;
@@ -301,12 +364,14 @@ impl Minter {
         }
         let parsed: TokenAnswer = serde_json::from_slice(&body)
             .map_err(|_| fail("the answer is not a token response".into()))?;
-        if parsed.access_token.is_empty() {
-            return Err(fail("the answer carries an empty token".into()));
-        }
+        checked(&parsed, kind, &token_type, &scope).map_err(fail)?;
         let lifetime = parsed
             .expires_in
-            .map_or(DEFAULT_LIFETIME, Duration::from_secs);
+            .map_or(DEFAULT_LIFETIME, Duration::from_secs)
+            .min(MAX_LIFETIME);
+        // Nothing minted from a caller's token outlives it.
+        let left = until.map(|u| Duration::from_secs(u.saturating_sub(crate::auth::unix_now())));
+        let lifetime = left.map_or(lifetime, |l| lifetime.min(l));
         let value: Arc<str> = Arc::from(parsed.access_token);
         if let Some(usable) = lifetime.checked_sub(SKEW).filter(|d| !d.is_zero()) {
             self.keep(key, value.clone(), usable);
@@ -343,11 +408,14 @@ impl Minter {
         {
             cache.remove(&oldest);
         }
+        let Some(good_until) = now.checked_add(usable) else {
+            return;
+        };
         cache.insert(
             key,
             Cached {
                 value,
-                good_until: now + usable,
+                good_until,
                 made: now,
             },
         );
@@ -381,8 +449,10 @@ impl Minter {
             "/.well-known/openid-configuration",
             "/.well-known/oauth-authorization-server",
         ] {
-            let answer = self
-                .http
+            let Some(http) = &self.http else {
+                return Err(fail("no HTTP client".into()));
+            };
+            let answer = http
                 .get(format!("{issuer}{path}"))
                 .timeout(client.timeout)
                 .send()
@@ -399,6 +469,14 @@ impl Minter {
                 last = "metadata without a token_endpoint".into();
                 continue;
             };
+            // RFC 8414 §3.3: the metadata is the issuer's own; its endpoint is as safe to use.
+            if meta.issuer.as_deref().map(|i| i.trim_end_matches('/')) != Some(issuer.as_str()) {
+                last = "metadata of another issuer".into();
+                continue;
+            }
+            if !registry::secure_url(&meta.token_endpoint) {
+                return Err(fail("the metadata's token_endpoint is not https".into()));
+            }
             if let Ok(mut known) = self.endpoints.lock() {
                 known.insert(
                     issuer.clone(),
@@ -444,6 +522,31 @@ fn assertion(
         .map_err(|_| "the assertion could not be signed".to_string())
 }
 
+/// A token answer the call may use: a usable bearer token, of the type asked for, no wider than
+/// the scope asked for (RFC 6749 §5.1, RFC 8693 §2.2.1).
+fn checked(a: &TokenAnswer, kind: &str, token_type: &str, scope: &str) -> Result<(), String> {
+    let t = &a.access_token;
+    if t.is_empty() || t.len() > 16 * 1024 || t.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err("the answer carries no usable token".into());
+    }
+    if a.token_type
+        .as_deref()
+        .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+    {
+        return Err("the answer's token_type is not Bearer".into());
+    }
+    if kind == "exchange" && a.issued_token_type.as_deref() != Some(token_type) {
+        return Err("the answer's issued_token_type is not the type asked for".into());
+    }
+    if let Some(granted) = &a.scope {
+        let asked: Vec<&str> = scope.split_whitespace().collect();
+        if granted.split_whitespace().any(|g| !asked.contains(&g)) {
+            return Err("the answer grants a scope that was not asked for".into());
+        }
+    }
+    Ok(())
+}
+
 /// RFC 6749 §2.3.1: the client id and secret are form-encoded before Basic authentication.
 fn form_encode(s: &str) -> String {
     serde_urlencoded::to_string([("", s)])
@@ -478,3 +581,6 @@ fn truncate(s: &str, max: usize) -> &str {
         None => s,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -172,6 +172,13 @@ pub(crate) fn references(reg: &registry::Registry) -> Vec<(String, &SecretRef)> 
                 &c.secret,
             ));
         }
+        if let Some(m) = &s.minted {
+            let (what, r) = match &m.client().auth {
+                registry::ClientAuth::Secret(r) => ("client_secret", r),
+                registry::ClientAuth::PrivateKeyJwt { key, .. } => ("private_key_jwt.key", key),
+            };
+            out.push((format!("servers.{}.credentials ({what})", s.name), r));
+        }
         if let registry::ServerSource::Command(cmd) = &s.source {
             for (k, r) in &cmd.env {
                 out.push((format!("servers.{}.command.env.{k}", s.name), r));

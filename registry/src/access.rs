@@ -265,7 +265,8 @@ fn issuer(
 }
 
 /// https, or http to a loopback host (a local IdP in development and tests).
-pub(crate) fn secure_url(url: &str) -> bool {
+/// `https://`, or `http://` to a loopback host.
+pub fn secure_url(url: &str) -> bool {
     if url.starts_with("https://") {
         return true;
     }

@@ -27,7 +27,7 @@ mod testing;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 
-pub use access::{Access, Approvals, OidcIssuer, SUPPORTED_ALGORITHMS};
+pub use access::{Access, Approvals, OidcIssuer, SUPPORTED_ALGORITHMS, secure_url};
 pub use arguments::{ArgumentExcess, ArgumentLimits};
 pub use canonical::{CanonicalObject, canonical_json, canonical_object};
 pub use check::{check, raised_by_definitions, raised_class, write_pins};

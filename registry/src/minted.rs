@@ -67,10 +67,20 @@ pub enum TokenEndpoint {
     Issuer(String),
 }
 
+impl OAuthClient {
+    /// The issuer whose tokens may be exchanged here: only a caller token from this issuer is
+    /// ever sent to this authorization server.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
+    }
+}
+
 /// The gateway as a client of an authorization server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OAuthClient {
     pub endpoint: TokenEndpoint,
+    /// The authorization server's issuer, when named (required for token exchange).
+    pub issuer: Option<String>,
     pub client_id: String,
     pub auth: ClientAuth,
     /// `audience` of the request: the upstream's logical name at the authorization server.
@@ -159,6 +169,13 @@ pub(crate) fn minted(
                     ApiKeyCallers::Refuse
                 }
             };
+            if raw.issuer.is_none() {
+                problems.push(map.problem(
+                    &here,
+                    "a token exchange without `issuer`".into(),
+                    "add the `issuer` whose tokens are exchanged here: a caller's token goes only to its own issuer (`token_endpoint` may still name the endpoint)",
+                ));
+            }
             let client = client(raw, &here, map, problems)?;
             Some(Minted::Exchange {
                 client,
@@ -191,39 +208,33 @@ fn client(
     map: &SourceMap,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<OAuthClient> {
-    let url_ok = |u: &str| u.starts_with("https://") || u.starts_with("http://");
-    let endpoint = match (raw.token_endpoint, raw.issuer) {
-        (Some(u), None) if url_ok(&u) => Some(TokenEndpoint::Url(u)),
-        (None, Some(i)) if url_ok(&i) => {
-            Some(TokenEndpoint::Issuer(i.trim_end_matches('/').to_string()))
-        }
-        (Some(_), Some(_)) => {
-            problems.push(map.problem(
-                &child(at, "issuer"),
-                "both `token_endpoint` and `issuer`".into(),
-                "keep one: `token_endpoint`, or `issuer` to read it from the issuer's metadata",
-            ));
-            None
-        }
-        (None, None) => {
-            problems.push(map.problem(
-                at,
-                "no `token_endpoint` or `issuer`".into(),
-                "add `token_endpoint: https://idp.example.com/token` or `issuer: https://idp.example.com`",
-            ));
-            None
-        }
-        (u, _) => {
-            let key = if u.is_some() {
-                "token_endpoint"
-            } else {
-                "issuer"
-            };
+    let secure = |u: &str, key: &str, problems: &mut Vec<ConfigProblem>| {
+        let ok = crate::access::secure_url(u);
+        if !ok {
             problems.push(map.problem(
                 &child(at, key),
-                "not an http(s) URL".into(),
-                "write the authorization server's https:// URL",
+                "not an https:// URL (plain http only to a loopback host)".into(),
+                "write the authorization server's https:// URL: client secrets and caller tokens travel to it",
             ));
+        }
+        ok
+    };
+    let issuer = raw
+        .issuer
+        .as_deref()
+        .filter(|i| secure(i, "issuer", problems))
+        .map(|i| i.trim_end_matches('/').to_string());
+    let endpoint = match (raw.token_endpoint, &issuer) {
+        (Some(u), _) => secure(&u, "token_endpoint", problems).then_some(TokenEndpoint::Url(u)),
+        (None, Some(i)) => Some(TokenEndpoint::Issuer(i.clone())),
+        (None, None) => {
+            if raw.issuer.is_none() {
+                problems.push(map.problem(
+                    at,
+                    "no `token_endpoint` or `issuer`".into(),
+                    "add `issuer: https://idp.example.com` (its metadata names the token endpoint), or `token_endpoint: https://idp.example.com/token`",
+                ));
+            }
             None
         }
     };
@@ -309,6 +320,7 @@ fn client(
     Some(OAuthClient {
         endpoint: endpoint?,
         client_id: client_id?,
+        issuer,
         auth: auth?,
         audience: raw.audience,
         resource: raw.resource,

@@ -38,7 +38,8 @@
 // requested scopes (default: the subject's) that the subject token also has,
 // act = {sub: <the client id>}, and the subject's org and groups; the answer
 // is {access_token, issued_token_type, token_type: "Bearer", expires_in, scope}.
-// Every exchange is counted: GET /test/exchanges -> {"count": N}. For fault
+// Every exchange is counted: GET /test/exchanges -> {"count": N, "last_scope":
+// the scope the last exchange asked for}. For fault
 // injection, POST /test/exchange-mode {"mode": "ok" | "slow" | "error"}: slow
 // holds each exchange 10 s before answering, error answers invalid_grant.
 //
@@ -126,6 +127,7 @@ const EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 let exchanges = 0;
 let exchangeMode = 'ok';
+let lastScope = null;
 const ACCESS_TOKEN_TTL = 300;
 
 function isLoopbackResource(resource) {
@@ -282,6 +284,7 @@ async function main() {
       throw new oidcErrors.InvalidTarget('this audience is not served');
     }
     const held = String(subject.scope ?? '').split(' ').filter(Boolean);
+    lastScope = params.scope ?? null;
     const asked = params.scope ? params.scope.split(' ').filter(Boolean) : held;
     const scope = asked.filter((s) => held.includes(s)).join(' ');
     const now = Math.floor(Date.now() / 1000);
@@ -409,7 +412,7 @@ async function main() {
       return;
     }
     if (path === '/test/exchanges' && req.method === 'GET') {
-      sendJson(res, 200, { count: exchanges });
+      sendJson(res, 200, { count: exchanges, last_scope: lastScope });
       return;
     }
     if (path === '/test/exchange-mode' && req.method === 'POST') {

@@ -302,12 +302,23 @@ impl Idp {
 
     /// How many token exchanges the provider has answered.
     pub async fn exchanges(&self) -> u64 {
-        let body: serde_json::Value =
-            match reqwest::get(format!("{}/test/exchanges", self.issuer)).await {
-                Ok(r) => r.json().await.unwrap_or_default(),
-                Err(_) => serde_json::Value::Null,
-            };
-        body["count"].as_u64().unwrap_or(u64::MAX)
+        self.exchange_record().await["count"]
+            .as_u64()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// The scope the last token exchange asked for.
+    pub async fn last_exchange_scope(&self) -> Option<String> {
+        self.exchange_record().await["last_scope"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    async fn exchange_record(&self) -> serde_json::Value {
+        match reqwest::get(format!("{}/test/exchanges", self.issuer)).await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        }
     }
 
     /// Make its token exchanges answer `ok`, `slow` (after 10 s) or `error`.

@@ -134,6 +134,15 @@ fn bearers(fx: &Fixture) -> Vec<String> {
         .collect()
 }
 
+/// The JWTs the fixture was sent for `sub`, in order (the connection's own traffic carries the
+/// gateway's opaque token).
+fn issued_for(fx: &Fixture, sub: &str) -> Vec<String> {
+    bearers(fx)
+        .into_iter()
+        .filter(|t| t.split('.').count() == 3 && claims(t)["sub"] == sub)
+        .collect()
+}
+
 /// A client key of org acme (every admitted caller has an org).
 fn acme_key(s: &Setup) -> String {
     let grants = ["fixture/*".to_string()];
@@ -157,11 +166,12 @@ async fn a_callers_token_is_exchanged_for_the_upstreams_on_every_path_and_never_
         !sent.contains(&ann),
         "the caller's token reached the upstream"
     );
-    let issued = claims(sent.last().unwrap());
+    let issued = claims(issued_for(&s.fx, "ann").last().unwrap());
     assert_eq!(issued["aud"], "fixture-api", "{issued}");
     assert_eq!(issued["sub"], "ann", "{issued}");
     assert_eq!(issued["act"]["sub"], "portcullis-gw", "{issued}");
-    // Asked for `mcp mcp:admin`; the caller holds `mcp` only.
+    // Configured `mcp mcp:admin`; the caller holds `mcp` only, and only that is asked for.
+    assert_eq!(s.idp.last_exchange_scope().await.as_deref(), Some("mcp"));
     assert_eq!(issued["scope"], "mcp", "{issued}");
     assert_eq!(s.idp.exchanges().await, before + 1);
     // The same subject again, on the server's own endpoint and in the 2026 revision: the cache
@@ -171,14 +181,30 @@ async fn a_callers_token_is_exchanged_for_the_upstreams_on_every_path_and_never_
         "two"
     );
     assert_eq!(text(&echo_2026(&s, &ann, "three").await), "three");
+    // A resource read carries it too.
+    let mut c = Raw::new(s.gw.server("fixture"), &ann);
+    c.init().await;
+    let (_, r) = c
+        .call(req(
+            8,
+            "resources/read",
+            json!({ "uri": "test://static-text" }),
+        ))
+        .await;
+    assert!(r["result"]["contents"].is_array(), "{r}");
     assert_eq!(s.idp.exchanges().await, before + 1, "served from the cache");
-    let sent = bearers(&s.fx);
-    assert_eq!(sent[sent.len() - 1], sent[sent.len() - 3]);
+    let anns = issued_for(&s.fx, "ann");
+    assert_eq!(
+        anns.len(),
+        4,
+        "the call, the server endpoint, 2026, the read"
+    );
+    assert!(anns.iter().all(|t| t == &anns[0]));
     // Another subject gets another token.
     let bob = token_for(&s, "bob", "mcp mcp:admin").await;
     assert_eq!(text(&echo(s.gw.mcp(), &bob, "four").await), "four");
     assert_eq!(s.idp.exchanges().await, before + 2);
-    let bobs = claims(bearers(&s.fx).last().unwrap());
+    let bobs = claims(issued_for(&s.fx, "bob").last().unwrap());
     assert_eq!(
         (bobs["sub"].as_str(), bobs["scope"].as_str()),
         (Some("bob"), Some("mcp mcp:admin"))
@@ -273,9 +299,9 @@ async fn an_api_key_gets_the_gateways_own_token_only_where_the_config_says_so() 
     assert_eq!(text(&echo(s.gw.mcp(), &key, "key").await), "key");
     let sent = bearers(&s.fx);
     assert!(!sent.contains(&key), "the API key reached the upstream");
-    // The gateway's own token: issued to the gateway's client, not to any caller.
-    let own = sent.last().unwrap();
-    assert!(!own.is_empty());
+    // The gateway's own token: a client-credentials token, no exchange.
+    assert!(sent.iter().all(|t| t.split('.').count() != 3), "{sent:?}");
+    assert_eq!(s.idp.exchanges().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -345,7 +371,8 @@ async fn the_gateway_can_authenticate_with_a_signed_assertion() {
     let key = dir.path().join("gw-key.pem");
     std::fs::write(&key, pem).unwrap();
     let credentials = format!(
-        "      token_exchange:\n        token_endpoint: {}\n        client_id: portcullis-gw-jwt\n        private_key_jwt: {{ key: \"file:{}\", alg: RS256 }}\n        audience: fixture-api\n",
+        "      token_exchange:\n        issuer: {}\n        token_endpoint: {}\n        client_id: portcullis-gw-jwt\n        private_key_jwt: {{ key: \"file:{}\", alg: RS256 }}\n        audience: fixture-api\n",
+        idp.issuer,
         idp.token_endpoint,
         key.display()
     );
@@ -364,7 +391,7 @@ async fn the_gateway_can_authenticate_with_a_signed_assertion() {
     };
     let ann = token_for(&s, "ann", "mcp").await;
     assert_eq!(text(&echo(s.gw.mcp(), &ann, "signed").await), "signed");
-    let issued = claims(bearers(&s.fx).last().unwrap());
+    let issued = claims(issued_for(&s.fx, "ann").last().unwrap());
     assert_eq!(issued["act"]["sub"], "portcullis-gw-jwt", "{issued}");
     assert_eq!(issued["sub"], "ann", "{issued}");
     // The exchange has a span of its own, under the call's, with no token in it.

@@ -372,6 +372,28 @@ async fn logout(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) ->
     res
 }
 
+/// A form posted from this page by a signed-in operator: who, the session id, and the form,
+/// once its origin and CSRF token hold (a form that does not parse is refused like a stale one).
+trait Form: serde::de::DeserializeOwned {
+    fn csrf(&self) -> &str;
+}
+
+async fn posted<F: Form>(
+    a: &Admin,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Operator, String, F), Response> {
+    if !from_this_page(headers) {
+        return Err(csrf_refused());
+    }
+    let (op, id, session) = signed_in(a, headers).await?;
+    let form = serde_urlencoded::from_bytes::<F>(body).map_err(|_| csrf_refused())?;
+    if !csrf_ok(&session, form.csrf()) {
+        return Err(csrf_refused());
+    }
+    Ok((op, id, form))
+}
+
 #[derive(Deserialize)]
 struct VerdictForm {
     csrf: String,
@@ -384,19 +406,10 @@ async fn verdict(
     Path((approval, verdict)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    if !from_this_page(&headers) {
-        return csrf_refused();
-    }
-    let (op, id, session) = match signed_in(&a, &headers).await {
-        Ok(s) => s,
+    let (op, id, form) = match posted::<VerdictForm>(&a, &headers, &body).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let Ok(form) = serde_urlencoded::from_bytes::<VerdictForm>(&body) else {
-        return csrf_refused();
-    };
-    if !csrf_ok(&session, &form.csrf) {
-        return csrf_refused();
-    }
     let approve = match verdict.as_str() {
         "approve" => true,
         "deny" => false,
@@ -433,19 +446,10 @@ struct KillForm {
 }
 
 async fn kill(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !from_this_page(&headers) {
-        return csrf_refused();
-    }
-    let (op, id, session) = match signed_in(&a, &headers).await {
-        Ok(s) => s,
+    let (op, id, form) = match posted::<KillForm>(&a, &headers, &body).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let Ok(form) = serde_urlencoded::from_bytes::<KillForm>(&body) else {
-        return csrf_refused();
-    };
-    if !csrf_ok(&session, &form.csrf) {
-        return csrf_refused();
-    }
     let engaged = form.action == "engage";
     let outcome = crate::operate::set_kill(
         &a.gw,
@@ -479,19 +483,10 @@ struct ModeForm {
 }
 
 async fn mode(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !from_this_page(&headers) {
-        return csrf_refused();
-    }
-    let (op, id, session) = match signed_in(&a, &headers).await {
-        Ok(s) => s,
+    let (op, id, form) = match posted::<ModeForm>(&a, &headers, &body).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let Ok(form) = serde_urlencoded::from_bytes::<ModeForm>(&body) else {
-        return csrf_refused();
-    };
-    if !csrf_ok(&session, &form.csrf) {
-        return csrf_refused();
-    }
     let outcome = crate::operate::set_mode(&a.gw, &op, &form.mode, &form.reason).await;
     let msg = match &outcome {
         Ok(r) => format!("Mode is now {}.", r.mode),
@@ -530,3 +525,21 @@ fn csrf_field(csrf: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+impl Form for VerdictForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl Form for KillForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl Form for ModeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}

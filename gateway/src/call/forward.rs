@@ -85,7 +85,7 @@ pub(super) async fn ask(
 ) -> Result<Value, UpstreamError> {
     let params = Some(Value::Object(ask.fwd.clone()));
     match ask.method.as_str() {
-        "resources/subscribe" | "resources/unsubscribe" => subscription(gw, call, ask).await,
+        "resources/subscribe" | "resources/unsubscribe" => subscription(gw, call, ask, token).await,
         m => {
             let on = on(gw, call, Some(sink));
             ask.up.request_as(m, params, None, None, on, token).await
@@ -95,7 +95,12 @@ pub(super) async fn ask(
 
 /// `resources/(un)subscribe`. The upstream subscription is shared by every session on the
 /// connection: it ends only when no other session still holds it.
-async fn subscription(gw: &Gateway, call: &Call, ask: &Ask) -> Result<Value, UpstreamError> {
+async fn subscription(
+    gw: &Gateway,
+    call: &Call,
+    ask: &Ask,
+    token: Option<Arc<str>>,
+) -> Result<Value, UpstreamError> {
     let subscribe = ask.method == "resources/subscribe";
     if !subscribe && let Era::Stateful(session) = &call.era {
         let held = session
@@ -112,7 +117,7 @@ async fn subscription(gw: &Gateway, call: &Call, ask: &Ask) -> Result<Value, Ups
     }
     let params = Some(Value::Object(ask.fwd.clone()));
     ask.up
-        .request(&ask.method, params, None, None, None)
+        .request_as(&ask.method, params, None, None, None, token)
         .await?;
     if subscribe
         && let Era::Stateful(session) = &call.era

@@ -322,6 +322,8 @@ const OTHER_VOCABULARIES: &[(&str, &str)] = &[
     ("selfaudit/checks/onboarding.rs", "quarantined"),
     // The registry's own quarantine event, not a refusal of a call.
     ("upstream/listing.rs", "quarantined"),
+    // The credential span's `error.type`, set where the refusal is not built yet.
+    ("telemetry.rs", "credential_unavailable"),
     // Span `error.type` kinds of upstream failures.
     ("upstream.rs", "cancelled"),
     ("upstream.rs", "upstream_error"),

@@ -191,6 +191,7 @@ async fn handshake(
             let own = server.minted.as_ref().map(|m| super::http::OwnCredential {
                 minter: up.minter.clone(),
                 client: m.client().clone(),
+                exchange: matches!(m, registry::Minted::Exchange { .. }),
             });
             let transport = StreamableHttpClientTransport::with_client(
                 super::http::UpstreamHttp::new(http, up.name(), own),

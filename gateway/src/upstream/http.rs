@@ -42,7 +42,19 @@ pub(crate) struct CallCredential(pub(crate) Arc<str>);
 pub(crate) struct OwnCredential {
     pub(crate) minter: Arc<crate::credentials::Minter>,
     pub(crate) client: registry::OAuthClient,
+    /// The server exchanges caller tokens: a request made for a caller never goes without one.
+    pub(crate) exchange: bool,
 }
+
+/// Requests made for a caller, which carry the caller's minted token on an exchange server.
+const FOR_A_CALLER: [&str; 6] = [
+    "tools/call",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/get",
+    "completion/complete",
+];
 
 /// The HTTP client of one upstream connection.
 #[derive(Clone)]
@@ -220,6 +232,16 @@ impl UpstreamHttp {
         let Some(own) = &self.own else {
             return Ok(given);
         };
+        // A caller's request without the caller's token is not sent with the gateway's.
+        if own.exchange
+            && let Some(ClientJsonRpcMessage::Request(r)) = message
+            && FOR_A_CALLER.contains(&r.request.method())
+        {
+            tracing::error!(server = %self.server, method = r.request.method(), "a caller's request without its minted token; not sent");
+            return Err(StreamableHttpError::UnexpectedServerResponse(
+                "no credential for the caller".into(),
+            ));
+        }
         match own.minter.own(&self.server, &own.client).await {
             Ok(t) => Ok(Some(t.value.to_string())),
             Err(e) => {

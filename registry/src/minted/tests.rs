@@ -47,8 +47,10 @@ fn a_token_exchange_loads_with_its_client_and_target() {
 
 #[test]
 fn every_mistake_names_its_line_and_the_fix() {
-    let ok = "        token_endpoint: https://idp.example.com/token\n        client_id: gw\n        client_secret: env:S\n        audience: a\n";
+    let ok = "        issuer: https://idp.example.com\n        client_id: gw\n        client_secret: env:S\n        audience: a\n";
     let cases = [
+        ("      token_exchange:\n        token_endpoint: https://x/t\n        client_id: gw\n        client_secret: env:S\n        audience: a\n".to_string(), "token_exchange", "without `issuer`"),
+        (format!("      headers: {{ X-Key: env:K }}\n      token_exchange:\n{ok}"), "credentials.headers", "static credential headers"),
         (
             "      token_exchange:\n        client_id: gw\n        client_secret: env:S\n        audience: a\n".to_string(),
             "token_exchange",
@@ -57,7 +59,7 @@ fn every_mistake_names_its_line_and_the_fix() {
         (
             "      token_exchange:\n        token_endpoint: ftp://x\n        client_id: gw\n        client_secret: env:S\n        audience: a\n".to_string(),
             "token_exchange.token_endpoint",
-            "not an http(s) URL",
+            "not an https:// URL",
         ),
         (
             "      token_exchange:\n        token_endpoint: https://x/t\n        client_secret: env:S\n        audience: a\n".to_string(),

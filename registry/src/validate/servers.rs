@@ -161,6 +161,13 @@ pub(super) fn server(
                 "remove `bearer`: each call carries the minted token in `Authorization`",
             ));
         }
+        if minted.is_some() && !c.headers.is_empty() {
+            problems.push(map.problem(
+                &child(&cp, "headers"),
+                "static credential headers beside a token minted per call".into(),
+                "remove `headers`: the upstream would see the same secret from every caller beside the minted token",
+            ));
+        }
         if !matches!(source, Some(ServerSource::Http { .. })) {
             problems.push(map.problem(
                 &cp,

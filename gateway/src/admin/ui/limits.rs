@@ -11,7 +11,7 @@ use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{back, csrf_field, csrf_ok, csrf_refused, esc, from_this_page, signed_in};
+use super::{back, csrf_field, esc};
 use crate::admin::Admin;
 
 /// The section, from `/admin/limits`' own answer (`admin::limits::state`).
@@ -149,19 +149,10 @@ pub(super) async fn adjust(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !from_this_page(&headers) {
-        return csrf_refused();
-    }
-    let (op, id, session) = match signed_in(&a, &headers).await {
-        Ok(s) => s,
+    let (op, id, form) = match super::posted::<AdjustForm>(&a, &headers, &body).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let Ok(form) = serde_urlencoded::from_bytes::<AdjustForm>(&body) else {
-        return csrf_refused();
-    };
-    if !csrf_ok(&session, &form.csrf) {
-        return csrf_refused();
-    }
     let raise = match form.raise.trim() {
         "" => Ok(0),
         n => n.parse::<u64>(),
@@ -194,4 +185,10 @@ pub(super) async fn adjust(
     };
     a.ui.flash(&id, outcome.is_ok(), msg);
     back()
+}
+
+impl super::Form for AdjustForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }

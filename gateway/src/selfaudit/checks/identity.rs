@@ -303,6 +303,10 @@ pub(super) fn token_exchange(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Ve
     let end_users = !reg.access.oidc.is_empty();
     let mut ev = vec![b];
     let mut shared = Vec::new();
+    let bare = upstream
+        .iter()
+        .filter(|s| s.minted.is_none() && s.credentials.is_empty())
+        .count();
     for s in &upstream {
         let (path, text) = match (&s.minted, s.credentials.is_empty()) {
             (
@@ -375,8 +379,13 @@ pub(super) fn token_exchange(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Ve
             .says(
                 "Caller tokens never leave the gateway; upstream credentials fit the callers",
                 format!(
-                    "Of {} upstream(s), each gets a token exchanged for the caller, or (with API-key callers only) a credential of the gateway's own; the caller's token is never passed on.",
-                    upstream.len()
+                    "The caller's token is never passed on. Of {} upstream(s), {} get a token exchanged for each caller; {}.",
+                    upstream.len(),
+                    upstream.len() - shared.len() - bare,
+                    match (shared.len(), end_users) {
+                        (0, _) => format!("{bare} get no credential"),
+                        (n, _) => format!("{n} get one credential for every caller (callers use API keys only, so there is no caller identity to exchange) and {bare} none"),
+                    }
                 ),
                 "",
             )
