@@ -131,9 +131,9 @@ pub(crate) fn checklist(findings: &[Finding]) -> Checklist {
             "Token passthrough",
             if pass("id.token_exchange") { 2 } else { 1 },
             if pass("id.token_exchange") {
-                "caller tokens never leave the gateway; upstreams need no caller credential"
+                "caller tokens never leave the gateway; each upstream's credential fits its callers (exchanged per caller where callers sign in at an IdP)"
             } else {
-                "caller tokens never leave the gateway, but upstream credentials are not minted per call"
+                "caller tokens never leave the gateway, but some upstreams get one credential for every caller"
             },
             &["id.token_exchange"],
         ),
