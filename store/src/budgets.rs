@@ -63,7 +63,7 @@ impl Store {
         if charges.is_empty() {
             return Ok(None);
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.budgets.begin_with("BEGIN IMMEDIATE").await?;
         let at = now_ms();
         for (i, c) in charges.iter().enumerate() {
             let spent = sqlx::query(
@@ -104,7 +104,7 @@ impl Store {
         .bind(&c.budget)
         .bind(&c.principal)
         .bind(&c.window)
-        .execute(&self.pool)
+        .execute(&self.budgets)
         .await?;
         Ok(())
     }
@@ -117,7 +117,7 @@ impl Store {
              ORDER BY budget, principal",
         )
         .bind(serde_json::to_string(windows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.budgets)
         .await?;
         rows.iter()
             .map(|r| {
@@ -138,7 +138,7 @@ impl Store {
     pub async fn prune_budgets(&self, before_ms: i64) -> Result<u64, StoreError> {
         let gone = sqlx::query("DELETE FROM budget_usage WHERE updated_at < ?")
             .bind(before_ms)
-            .execute(&self.pool)
+            .execute(&self.budgets)
             .await?
             .rows_affected();
         Ok(gone)
@@ -168,7 +168,7 @@ impl Store {
         .bind(raise)
         .bind(at)
         .bind(reset)
-        .execute(&self.pool)
+        .execute(&self.budgets)
         .await?;
         let row = sqlx::query(
             "SELECT used, extra FROM budget_usage WHERE budget = ? AND principal = ? AND window = ?",
@@ -176,7 +176,7 @@ impl Store {
         .bind(budget)
         .bind(principal)
         .bind(window)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.budgets)
         .await?;
         Ok(UsageRow {
             budget: budget.to_string(),

@@ -146,6 +146,10 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// Budget usage's own connections: commits that survive a crash of the process without
+    /// waiting for the disk (`synchronous = NORMAL` in WAL mode), as one is made on every call
+    /// with a budget. A power loss may take back the last reservations (the units come back).
+    budgets: SqlitePool,
 }
 
 /// Longest chain of keys minting keys that authenticates.
@@ -204,7 +208,10 @@ impl Store {
             .max_connections(1)
             .acquire_timeout(std::time::Duration::from_secs(2))
             .connect_lazy_with(opts);
-        Store { pool }
+        Store {
+            budgets: pool.clone(),
+            pool,
+        }
     }
 
     /// Open (creating if needed) the store at a `sqlite://` URL and apply the schema.
@@ -215,8 +222,11 @@ impl Store {
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
+        let budgets = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_lazy_with(opts.synchronous(sqlx::sqlite::SqliteSynchronous::Normal));
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS api_keys (
                 id TEXT PRIMARY KEY,
@@ -261,7 +271,7 @@ impl Store {
         audit::migrate(&pool).await?;
         instances::migrate(&pool).await?;
         budgets::migrate(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, budgets })
     }
 
     /// Issue a new key. The returned secret is not stored anywhere.
@@ -351,6 +361,7 @@ impl Store {
     #[cfg(any(test, feature = "fault-injection"))]
     pub async fn close(&self) {
         self.pool.close().await;
+        self.budgets.close().await;
     }
 
     /// A key by id, live or not.

@@ -141,7 +141,10 @@ fn us(d: Duration) -> f64 {
 #[tokio::main]
 async fn main() {
     let fx = Fixture::start("both").expect("fixture");
-    let gw = Gateway::start(&fixture_server("fixture", &fx.url)).expect("gateway");
+    // Every control on, limits included: a rate, a concurrency cap and a budget reserved in the
+    // store on every call (none of them reached in the run).
+    let limits = "limits:\n  - { match: \"key:*\", rate: 1000000/s, concurrency: 1000, budget: { units: 1000000000, per: month } }\n";
+    let gw = Gateway::start_with(limits, &fixture_server("fixture", &fx.url)).expect("gateway");
     println!(
         "tools/call `echo`: direct to the rmcp upstream vs. through Portcullis (/mcp, federated)"
     );
