@@ -24,6 +24,9 @@ pub struct Charge {
     pub cost: i64,
     /// Units allowed in the window, before any raise.
     pub units: i64,
+    /// The window's resets when the units were reserved (set by the reservation): a refund
+    /// after a reset gives back nothing, as the reset already did.
+    pub epoch: i64,
 }
 
 /// A window's usage, as stored.
@@ -53,26 +56,40 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     )
     .execute(pool)
     .await?;
+    // Added after the first release; older stores gain it in place.
+    let has_epoch: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM pragma_table_info('budget_usage') WHERE name = 'epoch'")
+            .fetch_optional(pool)
+            .await?;
+    if has_epoch.is_none() {
+        sqlx::query("ALTER TABLE budget_usage ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+            .execute(pool)
+            .await?;
+    }
     Ok(())
 }
 
 impl Store {
-    /// Spend every charge, or none: `Ok(None)` when all fit, `Ok(Some(i))` when `charges[i]`
-    /// does not (nothing is spent then).
-    pub async fn reserve_budgets(&self, charges: &[Charge]) -> Result<Option<usize>, StoreError> {
+    /// Spend every charge, or none: `Ok(None)` when all fit (each charge's `epoch` is then
+    /// set), `Ok(Some(i))` when `charges[i]` does not (nothing is spent then).
+    pub async fn reserve_budgets(
+        &self,
+        charges: &mut [Charge],
+    ) -> Result<Option<usize>, StoreError> {
         if charges.is_empty() {
             return Ok(None);
         }
         let mut tx = self.budgets.begin_with("BEGIN IMMEDIATE").await?;
         let at = now_ms();
-        for (i, c) in charges.iter().enumerate() {
-            let spent = sqlx::query(
+        for (i, c) in charges.iter_mut().enumerate() {
+            let spent: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO budget_usage (budget, principal, window, used, extra, updated_at)
                  SELECT ?1, ?2, ?3, ?4, 0, ?6 WHERE ?4 <= ?5 + COALESCE((SELECT extra
                     FROM budget_usage WHERE budget = ?1 AND principal = ?2 AND window = ?3), 0)
                  ON CONFLICT (budget, principal, window) DO UPDATE SET
                     used = budget_usage.used + excluded.used, updated_at = excluded.updated_at
-                 WHERE budget_usage.used + excluded.used <= ?5 + budget_usage.extra",
+                 WHERE budget_usage.used + excluded.used <= ?5 + budget_usage.extra
+                 RETURNING epoch",
             )
             .bind(&c.budget)
             .bind(&c.principal)
@@ -80,13 +97,13 @@ impl Store {
             .bind(c.cost)
             .bind(c.units)
             .bind(at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if spent != 1 {
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(epoch) = spent else {
                 tx.rollback().await?;
                 return Ok(Some(i));
-            }
+            };
+            c.epoch = epoch;
         }
         tx.commit().await?;
         Ok(None)
@@ -97,13 +114,14 @@ impl Store {
     pub async fn refund_budget(&self, c: &Charge) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE budget_usage SET used = MAX(used - ?, 0), updated_at = ?
-             WHERE budget = ? AND principal = ? AND window = ?",
+             WHERE budget = ? AND principal = ? AND window = ? AND epoch = ?",
         )
         .bind(c.cost)
         .bind(now_ms())
         .bind(&c.budget)
         .bind(&c.principal)
         .bind(&c.window)
+        .bind(c.epoch)
         .execute(&self.budgets)
         .await?;
         Ok(())
@@ -160,6 +178,7 @@ impl Store {
              VALUES (?1, ?2, ?3, 0, ?4, ?5)
              ON CONFLICT (budget, principal, window) DO UPDATE SET
                 used = CASE WHEN ?6 THEN 0 ELSE budget_usage.used END,
+                epoch = budget_usage.epoch + CASE WHEN ?6 THEN 1 ELSE 0 END,
                 extra = budget_usage.extra + ?4, updated_at = ?5",
         )
         .bind(budget)

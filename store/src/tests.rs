@@ -265,6 +265,7 @@ fn charge(budget: &str, cost: i64, units: i64) -> Charge {
         window: "2026-12-05".into(),
         cost,
         units,
+        epoch: 0,
     }
 }
 
@@ -278,7 +279,7 @@ async fn budgets_never_overspend_under_concurrency_across_handles() {
     for i in 0..120 {
         let s = if i % 2 == 0 { one.clone() } else { two.clone() };
         calls.push(tokio::spawn(async move {
-            s.reserve_budgets(&[charge("b", 1, 10)]).await.unwrap()
+            s.reserve_budgets(&mut [charge("b", 1, 10)]).await.unwrap()
         }));
     }
     let mut spent = 0;
@@ -298,8 +299,8 @@ async fn a_call_spends_all_its_budgets_or_none() {
     let (_d, s) = store().await;
     // `wide` has room, `narrow` has room for one: the second call spends nothing at all.
     let both = [charge("wide", 2, 100), charge("narrow", 2, 3)];
-    assert_eq!(s.reserve_budgets(&both).await.unwrap(), None);
-    assert_eq!(s.reserve_budgets(&both).await.unwrap(), Some(1));
+    assert_eq!(s.reserve_budgets(&mut both.clone()).await.unwrap(), None);
+    assert_eq!(s.reserve_budgets(&mut both.clone()).await.unwrap(), Some(1));
     let used: Vec<(String, i64)> = s
         .budget_usage(&["2026-12-05".into()])
         .await
@@ -310,7 +311,9 @@ async fn a_call_spends_all_its_budgets_or_none() {
     assert_eq!(used, vec![("narrow".into(), 2), ("wide".into(), 2)]);
     // A cost larger than the whole budget never fits, even on a fresh window.
     assert_eq!(
-        s.reserve_budgets(&[charge("small", 5, 4)]).await.unwrap(),
+        s.reserve_budgets(&mut [charge("small", 5, 4)])
+            .await
+            .unwrap(),
         Some(0)
     );
     assert!(
@@ -326,38 +329,20 @@ async fn a_call_spends_all_its_budgets_or_none() {
 async fn refunds_resets_and_raises_change_what_is_left() {
     let (_d, s) = store().await;
     let c = charge("b", 1, 2);
-    assert_eq!(
-        s.reserve_budgets(std::slice::from_ref(&c)).await.unwrap(),
-        None
-    );
-    assert_eq!(
-        s.reserve_budgets(std::slice::from_ref(&c)).await.unwrap(),
-        None
-    );
-    assert_eq!(
-        s.reserve_budgets(std::slice::from_ref(&c)).await.unwrap(),
-        Some(0)
-    );
+    assert_eq!(s.reserve_budgets(&mut [c.clone()]).await.unwrap(), None);
+    assert_eq!(s.reserve_budgets(&mut [c.clone()]).await.unwrap(), None);
+    assert_eq!(s.reserve_budgets(&mut [c.clone()]).await.unwrap(), Some(0));
     s.refund_budget(&c).await.unwrap();
-    assert_eq!(
-        s.reserve_budgets(std::slice::from_ref(&c)).await.unwrap(),
-        None
-    );
+    assert_eq!(s.reserve_budgets(&mut [c.clone()]).await.unwrap(), None);
     let raised = s
         .adjust_budget("b", "team:a", "2026-12-05", false, 3)
         .await
         .unwrap();
     assert_eq!((raised.used, raised.extra), (2, 3));
     for _ in 0..3 {
-        assert_eq!(
-            s.reserve_budgets(std::slice::from_ref(&c)).await.unwrap(),
-            None
-        );
+        assert_eq!(s.reserve_budgets(&mut [c.clone()]).await.unwrap(), None);
     }
-    assert_eq!(
-        s.reserve_budgets(std::slice::from_ref(&c)).await.unwrap(),
-        Some(0)
-    );
+    assert_eq!(s.reserve_budgets(&mut [c.clone()]).await.unwrap(), Some(0));
     let reset = s
         .adjust_budget("b", "team:a", "2026-12-05", true, 0)
         .await
@@ -371,10 +356,7 @@ async fn refunds_resets_and_raises_change_what_is_left() {
     s.adjust_budget("b", "team:a", "2026-12-05", true, 0)
         .await
         .unwrap();
-    assert_eq!(
-        s.reserve_budgets(std::slice::from_ref(&big)).await.unwrap(),
-        None
-    );
+    assert_eq!(s.reserve_budgets(&mut [big.clone()]).await.unwrap(), None);
     // Rows not changed since a moment are pruned; later ones stay.
     assert_eq!(s.prune_budgets(0).await.unwrap(), 0);
     assert!(s.prune_budgets(now_ms() + 1).await.unwrap() >= 1);
@@ -389,5 +371,33 @@ async fn refunds_resets_and_raises_change_what_is_left() {
         window: "2026-12-06".into(),
         ..c
     };
-    assert_eq!(s.reserve_budgets(&[next]).await.unwrap(), None);
+    assert_eq!(s.reserve_budgets(&mut [next]).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_refund_after_a_reset_gives_back_nothing_the_reset_already_did() {
+    let (_d, s) = store().await;
+    // Two calls in flight hold both units; an operator resets the window meanwhile.
+    let mut first = [charge("b", 1, 2)];
+    let mut second = [charge("b", 1, 2)];
+    assert_eq!(s.reserve_budgets(&mut first).await.unwrap(), None);
+    assert_eq!(s.reserve_budgets(&mut second).await.unwrap(), None);
+    s.adjust_budget("b", "team:a", "2026-12-05", true, 0)
+        .await
+        .unwrap();
+    // Two new calls spend the fresh window; the old calls' refunds must not make room for more.
+    assert_eq!(
+        s.reserve_budgets(&mut [charge("b", 1, 2)]).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.reserve_budgets(&mut [charge("b", 1, 2)]).await.unwrap(),
+        None
+    );
+    s.refund_budget(&first[0]).await.unwrap();
+    s.refund_budget(&second[0]).await.unwrap();
+    assert_eq!(
+        s.reserve_budgets(&mut [charge("b", 1, 2)]).await.unwrap(),
+        Some(0)
+    );
 }

@@ -53,6 +53,7 @@ pub(crate) async fn reserve(
                     window: window.clone(),
                     cost: i64::try_from(cost).unwrap_or(i64::MAX),
                     units: i64::try_from(budget.units).unwrap_or(i64::MAX),
+                    epoch: 0,
                 },
                 refund_failed: budget.refund_failed,
             });
@@ -61,12 +62,16 @@ pub(crate) async fn reserve(
     if spent.is_empty() {
         return Ok(spent);
     }
-    let charges: Vec<Charge> = spent.iter().map(|s| s.charge.clone()).collect();
-    let refused = tokio::time::timeout(STORE_DEADLINE, store.reserve_budgets(&charges))
+    let mut charges: Vec<Charge> = spent.iter().map(|s| s.charge.clone()).collect();
+    let refused = tokio::time::timeout(STORE_DEADLINE, store.reserve_budgets(&mut charges))
         .await
         .map_err(|_| Over::Unavailable("the store did not answer in time".into()))?
         .map_err(|e| Over::Unavailable(e.to_string()))?;
     let Some(i) = refused else {
+        // Each charge as reserved, with the window's epoch its refund must match.
+        for (s, c) in spent.iter_mut().zip(charges) {
+            s.charge = c;
+        }
         return Ok(spent);
     };
     let (Some((entry, budget, ends)), Some(s)) = (hits.get(i), spent.get(i)) else {
