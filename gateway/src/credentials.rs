@@ -102,6 +102,8 @@ pub(crate) struct Minter {
     secrets: Arc<Secrets>,
     cache: Mutex<HashMap<CacheKey, Cached>>,
     endpoints: Mutex<HashMap<String, (String, Instant)>>,
+    /// Moved by [`Minter::forget_all`]: a token asked for before is not kept after.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +150,7 @@ impl Minter {
             secrets,
             cache: Mutex::default(),
             endpoints: Mutex::default(),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -298,6 +301,7 @@ impl Minter {
             resource: client.resource.clone(),
             scope: scope.clone(),
         };
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
         if let Some(value) = self.cached(&key) {
             return Ok(Token {
                 value,
@@ -373,7 +377,10 @@ impl Minter {
         let left = until.map(|u| Duration::from_secs(u.saturating_sub(crate::auth::unix_now())));
         let lifetime = left.map_or(lifetime, |l| lifetime.min(l));
         let value: Arc<str> = Arc::from(parsed.access_token);
-        if let Some(usable) = lifetime.checked_sub(SKEW).filter(|d| !d.is_zero()) {
+        let current = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        if let Some(usable) = lifetime.checked_sub(SKEW).filter(|d| !d.is_zero())
+            && current == generation
+        {
             self.keep(key, value.clone(), usable);
         }
         Ok(Token {
@@ -423,6 +430,8 @@ impl Minter {
 
     /// Forget every cached token (a key was revoked, a kill switch engaged).
     pub(crate) fn forget_all(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
         }
