@@ -14,10 +14,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use registry::{ClientAuth, Minted, OAuthClient, TokenEndpoint};
+use registry::{Minted, OAuthClient, TokenEndpoint};
 use serde::Deserialize;
 
 use crate::secrets::Secrets;
+
+mod request;
+
+use request::read_capped;
 
 /// Cached tokens at most; past it, expired ones go, then the oldest.
 const MAX_CACHED: usize = 10_000;
@@ -271,7 +275,7 @@ impl Minter {
         server: &str,
         client: &OAuthClient,
         ask: Ask,
-        mut form: Vec<(&'static str, String)>,
+        form: Vec<(&'static str, String)>,
     ) -> Result<Token, MintError> {
         let Ask {
             kind,
@@ -310,64 +314,7 @@ impl Minter {
                 cached: true,
             });
         }
-        if let Some(a) = &client.audience {
-            form.push(("audience", a.clone()));
-        }
-        if let Some(r) = &client.resource {
-            form.push(("resource", r.clone()));
-        }
-        let secret_of = |e: crate::secrets::SecretError| MintError::Secret {
-            server: server.into(),
-            why: e.to_string(),
-        };
-        let mut request = http.post(&endpoint);
-        match &client.auth {
-            ClientAuth::Secret(reference) => {
-                let secret = self.secrets.resolve(reference).await.map_err(secret_of)?;
-                request = request.basic_auth(
-                    form_encode(&client.client_id),
-                    Some(form_encode(secret.expose())),
-                );
-            }
-            ClientAuth::PrivateKeyJwt { key, alg, kid } => {
-                let pem = self.secrets.resolve(key).await.map_err(secret_of)?;
-                let assertion = assertion(&client.client_id, &endpoint, pem.expose(), alg, kid)
-                    .map_err(|why| MintError::Secret {
-                        server: server.into(),
-                        why,
-                    })?;
-                form.push(("client_id", client.client_id.clone()));
-                form.push(("client_assertion_type", JWT_BEARER.to_string()));
-                form.push(("client_assertion", assertion));
-            }
-        }
-        let body =
-            serde_urlencoded::to_string(&form).map_err(|_| fail("unencodable request".into()))?;
-        let request = request
-            .header(http::header::ACCEPT, "application/json")
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body)
-            .timeout(client.timeout)
-            .send();
-        let answer = request.await.map_err(|e| match e.is_timeout() {
-            true => fail(format!("no answer within {:?}", client.timeout)),
-            false => fail("unreachable".into()),
-        })?;
-        let status = answer.status();
-        let body = read_capped(answer, client.timeout).await.map_err(fail)?;
-        if !status.is_success() {
-            // RFC 6749 §5.2: `error` (and `error_description`), never a token to hide.
-            let code = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| "no error code".into());
-            return Err(fail(format!("HTTP {status}: {}", truncate(&code, 64))));
-        }
-        let parsed: TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|_| fail("the answer is not a token response".into()))?;
+        let parsed = request::token(http, &self.secrets, server, client, &endpoint, form).await?;
         checked(&parsed, kind, &token_type, &scope).map_err(fail)?;
         let lifetime = parsed
             .expires_in
@@ -498,39 +445,6 @@ impl Minter {
     }
 }
 
-/// An RFC 7523 client assertion: the gateway's client id as issuer and subject, the token
-/// endpoint as audience, a fresh id, one minute of validity; signed with its PEM private key.
-fn assertion(
-    client_id: &str,
-    endpoint: &str,
-    pem: &str,
-    alg: &str,
-    kid: &Option<String>,
-) -> Result<String, String> {
-    use jsonwebtoken::{Algorithm, EncodingKey, Header};
-    let algorithm: Algorithm = alg
-        .parse()
-        .map_err(|_| format!("`{alg}` is not an algorithm"))?;
-    let key = match algorithm {
-        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
-        _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
-    }
-    .map_err(|_| format!("the private key is not a PEM {alg} key"))?;
-    let now = crate::auth::unix_now();
-    let claims = serde_json::json!({
-        "iss": client_id,
-        "sub": client_id,
-        "aud": endpoint,
-        "jti": hex::encode(rand::random::<[u8; 16]>()),
-        "iat": now,
-        "exp": now + ASSERTION_LIFETIME,
-    });
-    let mut header = Header::new(algorithm);
-    header.kid = kid.clone();
-    jsonwebtoken::encode(&header, &claims, &key)
-        .map_err(|_| "the assertion could not be signed".to_string())
-}
-
 /// A token answer the call may use: a usable bearer token, of the type asked for, no wider than
 /// the scope asked for (RFC 6749 §5.1, RFC 8693 §2.2.1).
 fn checked(a: &TokenAnswer, kind: &str, token_type: &str, scope: &str) -> Result<(), String> {
@@ -554,41 +468,6 @@ fn checked(a: &TokenAnswer, kind: &str, token_type: &str, scope: &str) -> Result
         }
     }
     Ok(())
-}
-
-/// RFC 6749 §2.3.1: the client id and secret are form-encoded before Basic authentication.
-fn form_encode(s: &str) -> String {
-    serde_urlencoded::to_string([("", s)])
-        .map(|e| e.trim_start_matches('=').to_string())
-        .unwrap_or_default()
-}
-
-async fn read_capped(mut answer: reqwest::Response, limit: Duration) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    let read = async {
-        while let Some(chunk) = answer
-            .chunk()
-            .await
-            .map_err(|_| "the answer broke off".to_string())?
-        {
-            if body.len() + chunk.len() > MAX_ANSWER {
-                return Err(format!("the answer is larger than {MAX_ANSWER} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(())
-    };
-    tokio::time::timeout(limit, read)
-        .await
-        .map_err(|_| format!("no answer within {limit:?}"))??;
-    Ok(body)
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => s.get(..i).unwrap_or(s),
-        None => s,
-    }
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
+use super::request::form_encode;
 use super::*;
 
 fn answer(
