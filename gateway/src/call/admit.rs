@@ -40,19 +40,19 @@ pub(super) async fn limits(
     if reg.limits.is_empty() {
         return Ok(());
     }
-    let identity = &call.caller.identity;
+    // Resolved once, for the caps and rates, the budgets and the metrics.
+    let principals = call.caller.identity.principals();
     let over = |o| refused(call, req, o);
     t.permits = gw
         .limits
         .principals
-        .admit(reg, identity, server, tool)
+        .admit_as(reg, &principals, server, tool)
         .map_err(over)?;
     let now_s = store::now_ms().div_euclid(1000);
     let cost = req.offered.cost;
-    t.spent = budgets::reserve(&gw.store, reg, identity, (server, tool), cost, now_s)
+    t.spent = budgets::reserve_as(&gw.store, reg, &principals, (server, tool), cost, now_s)
         .await
         .map_err(over)?;
-    let principals = identity.principals();
     for l in reg.limits.iter().filter(|l| l.covers(server, tool)) {
         if !crate::limits::principals::matched(l, &principals).is_empty() {
             crate::metrics::get().limit(l.index, "admitted");

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use policy::Identity;
 use registry::Registry;
 use store::{Charge, Store};
 
@@ -23,12 +22,25 @@ pub(crate) struct Spent {
     pub(crate) refund_failed: bool,
 }
 
-/// Reserve `cost` units for a call by `identity` to `tool` on `server` at Unix time `now_s`
-/// from every budget that covers it: what was spent, or why it is refused.
+/// [`reserve_as`] for `identity`'s principals.
+#[cfg(test)]
 pub(crate) async fn reserve(
     store: &Store,
     reg: &Registry,
-    identity: &Identity,
+    identity: &policy::Identity,
+    at: (&str, &str),
+    cost: u64,
+    now_s: i64,
+) -> Result<Vec<Spent>, Over> {
+    reserve_as(store, reg, &identity.principals(), at, cost, now_s).await
+}
+
+/// Reserve `cost` units for a call by a caller resolved to `principals` to `tool` on `server`
+/// at Unix time `now_s` from every budget that covers it: what was spent, or why it is refused.
+pub(crate) async fn reserve_as(
+    store: &Store,
+    reg: &Registry,
+    principals: &[String],
     (server, tool): (&str, &str),
     cost: u64,
     now_s: i64,
@@ -36,7 +48,6 @@ pub(crate) async fn reserve(
     if cost == 0 {
         return Ok(Vec::new());
     }
-    let principals = identity.principals();
     let mut spent = Vec::new();
     let mut hits = Vec::new();
     for limit in &reg.limits {
@@ -44,7 +55,7 @@ pub(crate) async fn reserve(
             continue;
         };
         let (window, ends) = budget.per.window(now_s);
-        for principal in matched(limit, &principals) {
+        for principal in matched(limit, principals) {
             hits.push((limit.index, budget, ends));
             spent.push(Spent {
                 charge: Charge {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use governor::{DefaultKeyedRateLimiter, RateLimiter};
+#[cfg(test)]
 use policy::Identity;
 use registry::{Limit, Registry};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -58,13 +59,26 @@ pub(crate) struct Principals {
 }
 
 impl Principals {
-    /// Admit a call by `identity` to `tool` on `server` under every matching entry of `reg`:
-    /// the permits of its concurrency caps (held until the call ends), or why it is refused.
-    /// Caps are taken before rates are counted, so a call refused by a cap spends no allowance.
+    /// [`Principals::admit_as`] for `identity`'s principals.
+    #[cfg(test)]
     pub(crate) fn admit(
         &self,
         reg: &Arc<Registry>,
         identity: &Identity,
+        server: &str,
+        tool: &str,
+    ) -> Result<Vec<OwnedSemaphorePermit>, Over> {
+        self.admit_as(reg, &identity.principals(), server, tool)
+    }
+
+    /// Admit a call by a caller resolved to `principals` (`level:name`) to `tool` on `server`
+    /// under every matching entry of `reg`: the permits of its concurrency caps (held until the
+    /// call ends), or why it is refused. Caps are taken before rates are counted, so a call
+    /// refused by a cap spends no allowance.
+    pub(crate) fn admit_as(
+        &self,
+        reg: &Arc<Registry>,
+        principals: &[String],
         server: &str,
         tool: &str,
     ) -> Result<Vec<OwnedSemaphorePermit>, Over> {
@@ -75,12 +89,11 @@ impl Principals {
         if self.admitted.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             entries.entries.iter().for_each(|(_, e)| e.sweep());
         }
-        let principals = identity.principals();
         let applying: Vec<(usize, &Entry, Vec<String>)> = entries
             .entries
             .iter()
             .filter(|(_, e)| e.limit.covers(server, tool))
-            .map(|(i, e)| (*i, e.as_ref(), matched(&e.limit, &principals)))
+            .map(|(i, e)| (*i, e.as_ref(), matched(&e.limit, principals)))
             .filter(|(_, _, keys)| !keys.is_empty())
             .collect();
         let mut permits = Vec::new();

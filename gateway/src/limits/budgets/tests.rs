@@ -1,4 +1,4 @@
-use policy::Level;
+use policy::{Identity, Level};
 
 use super::*;
 

@@ -72,3 +72,57 @@ async fn a_resumed_stream_carries_only_its_own_requests_answer() {
     let unrelated: Vec<_> = client.guard(answers(), None, false, false).collect().await;
     assert!(unrelated.is_empty());
 }
+
+fn exchange_client(issuer: &str) -> UpstreamHttp {
+    let client = registry::OAuthClient {
+        // Nothing listens here: a mint that was tried would fail, not hang.
+        endpoint: registry::TokenEndpoint::Url("http://127.0.0.1:9/token".into()),
+        issuer: Some(issuer.into()),
+        client_id: "gw".into(),
+        auth: registry::ClientAuth::Secret(registry::SecretRef::Env("PORTCULLIS_TEST_NONE".into())),
+        audience: Some("api".into()),
+        resource: None,
+        scope: vec!["read".into()],
+        timeout: std::time::Duration::from_millis(500),
+    };
+    let secrets = Arc::new(crate::secrets::Secrets::new(None).unwrap());
+    let own = OwnCredential {
+        minter: Arc::new(crate::credentials::Minter::new(secrets)),
+        client,
+        exchange: true,
+    };
+    UpstreamHttp::new(reqwest::Client::new(), "s", Some(own))
+}
+
+fn message(method: &str) -> ClientJsonRpcMessage {
+    let m = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": { "name": "x", "uri": "u://x", "ref": { "type": "ref/prompt", "name": "p" }, "argument": { "name": "a", "value": "v" } } });
+    serde_json::from_value(m).unwrap()
+}
+
+#[tokio::test]
+async fn a_callers_request_to_an_exchange_server_never_goes_without_the_callers_token() {
+    let http = exchange_client("https://idp.example.com");
+    // Fault injected: the call's minted token is missing. Refused, whatever the method, and
+    // the gateway's own token is never put in its place.
+    for method in FOR_A_CALLER {
+        let refused = http.bearer(Some(&message(method)), None).await;
+        assert!(refused.is_err(), "{method}");
+    }
+    // With the call's token, that token goes, and nothing else.
+    let mut m = message("tools/call");
+    if let ClientJsonRpcMessage::Request(r) = &mut m {
+        r.request
+            .extensions_mut()
+            .insert(CallCredential(Arc::from("minted-for-the-caller")));
+    }
+    let sent = http.bearer(Some(&m), Some("given".into())).await.unwrap();
+    assert_eq!(sent.as_deref(), Some("minted-for-the-caller"));
+    // The connection's own traffic asks for the gateway's token; an authorization server that
+    // cannot be reached leaves it unsent (an error), never sent without a credential.
+    assert!(
+        http.bearer(Some(&message("tools/list")), None)
+            .await
+            .is_err()
+    );
+    assert!(http.bearer(None, None).await.is_err());
+}
