@@ -12,9 +12,13 @@ sudo_if_needed() {
 }
 
 # Debian packages: headless Chromium (operator page tests), npm (the Node test clients), curl
-# (the quickstart's printed command) and pip/venv for the system python3 (the gateway fetches
-# pinned PyPI packages with `pip download`).
+# (the quickstart's printed command), pip/venv for the system python3 (the gateway fetches
+# pinned PyPI packages with `pip download`), PostgreSQL (the replicas' shared store; each test
+# starts its own server) and HAProxy (the load balancer in front of replicas).
 NEED=""
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || NEED="$NEED postgresql"
+command -v psql >/dev/null || NEED="$NEED postgresql-client"
+command -v haproxy >/dev/null || NEED="$NEED haproxy"
 command -v chromium >/dev/null || NEED="$NEED chromium"
 command -v curl >/dev/null || NEED="$NEED curl"
 command -v npm >/dev/null || NEED="$NEED npm"

@@ -156,6 +156,8 @@ pub struct SinkStats {
     pub flushes: AtomicU64,
     /// Flushes that failed after their write succeeded.
     pub flush_failures: AtomicU64,
+    /// Whether the sink's last write (and flush) succeeded; true until one fails.
+    pub last_ok: std::sync::atomic::AtomicBool,
 }
 
 /// The handle every part of the gateway writes events through.
@@ -245,6 +247,7 @@ impl Audit {
                 written: AtomicU64::new(0),
                 flushes: AtomicU64::new(0),
                 flush_failures: AtomicU64::new(0),
+                last_ok: std::sync::atomic::AtomicBool::new(true),
                 failed: AtomicU64::new(0),
             });
             sinks.push((sink, s.required));
@@ -286,6 +289,13 @@ impl Audit {
             .await
             .map_err(|e| format!("cannot write the audit log: {e}"))?;
         Ok(audit)
+    }
+
+    /// Whether a call's event would be taken now: some required sink's last write succeeded.
+    pub fn writable(&self) -> bool {
+        self.sinks
+            .iter()
+            .any(|s| s.required && s.last_ok.load(Ordering::Relaxed))
     }
 
     /// Write `event` and wait until a required sink has it. The caller must not act on an error.

@@ -167,6 +167,7 @@ impl SinkWorker {
             if let Err(e) = staged {
                 if let Some(s) = stat {
                     s.failed.fetch_add(count, Ordering::Relaxed);
+                    s.last_ok.store(false, Ordering::Relaxed);
                 }
                 tracing::error!(error = %e, required = self.required, events = count, "audit sink write failed");
                 for b in &batches {
@@ -201,6 +202,7 @@ impl SinkWorker {
                     if let Some(s) = stat {
                         s.written.fetch_add(late_count, Ordering::Relaxed);
                         s.flushes.fetch_add(1, Ordering::Relaxed);
+                        s.last_ok.store(true, Ordering::Relaxed);
                     }
                 }
                 Err(e) => {
@@ -210,6 +212,7 @@ impl SinkWorker {
                         // now are refused, so failed.
                         s.failed.fetch_add(late_count, Ordering::Relaxed);
                         s.flush_failures.fetch_add(1, Ordering::Relaxed);
+                        s.last_ok.store(false, Ordering::Relaxed);
                     }
                     tracing::error!(error = %e, required = self.required, events = count, "audit sink flush failed: from now on this sink answers a call only after its event's flush");
                 }

@@ -182,6 +182,7 @@ impl Writer {
                 Err(e) => {
                     if let Some(s) = self.stats.get(index) {
                         s.failed.fetch_add(count, Ordering::Relaxed);
+                        s.last_ok.store(false, Ordering::Relaxed);
                     }
                     let why = match e {
                         std::sync::mpsc::TrySendError::Full(_) => "it is too far behind",

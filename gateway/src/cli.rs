@@ -44,6 +44,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Create the store's tables, or bring an older store's up to date, and exit (`serve` does
+    /// the same before it starts; run this alone before a rolling upgrade of replicas).
+    Migrate {
+        /// The config file (YAML) naming the store.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Write a starter config in the current directory, issue keys, and run it.
     Quickstart {
         /// Port for the MCP listener (the admin listener uses the next one). Default: the
@@ -151,6 +158,7 @@ pub(crate) fn main() -> ExitCode {
                 Ok(reg) => crate::serve::run(reg, &config, None, None).await,
                 Err(code) => code,
             },
+            Command::Migrate { config } => migrate(&config).await,
             Command::Quickstart { port } => crate::quickstart::quickstart(port).await,
             Command::Completions { shell } => {
                 let mut out = std::io::stdout().lock();
@@ -178,6 +186,26 @@ pub(crate) fn main() -> ExitCode {
             } => self_audit(report).await,
         }
     })
+}
+
+/// `portcullis migrate`: open the store, which brings its schema up to date, and say so.
+async fn migrate(config: &std::path::Path) -> ExitCode {
+    let reg = match load(config) {
+        Ok(reg) => reg,
+        Err(code) => return code,
+    };
+    match crate::command::open_store(&reg).await {
+        Ok(store) => {
+            println!(
+                "store `{}` ({}) is at schema version {}",
+                reg.settings.store,
+                store.backend().as_str(),
+                store::SCHEMA_VERSION
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
 }
 
 fn init_tracing(format: LogFormat) {

@@ -44,11 +44,14 @@ pub(crate) fn load(path: &std::path::Path) -> Result<registry::Registry, ExitCod
 }
 
 pub(crate) async fn open_store(reg: &registry::Registry) -> Result<Store, ExitCode> {
-    Store::open(&reg.settings.store).await.map_err(|e| {
-        eprintln!(
-            "portcullis: cannot open store `{}`: {e}",
-            reg.settings.store
-        );
-        ExitCode::from(EX_UNAVAILABLE)
-    })
+    let secrets = crate::secrets::Secrets::new(reg.settings.vault.as_ref()).map_err(|e| {
+        eprintln!("portcullis: {e}");
+        ExitCode::from(EX_CONFIG)
+    })?;
+    crate::secrets::open_store(reg, &secrets)
+        .await
+        .map_err(|e| {
+            eprintln!("portcullis: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        })
 }

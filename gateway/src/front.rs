@@ -110,19 +110,39 @@ async fn delete_server(
     delete(gw, Some(s), headers).await
 }
 
-/// Ready when every upstream is connected. The answer is unauthenticated, so it gives a count,
-/// never names: which servers sit behind the gateway is not for anonymous callers (the operator
-/// page and `/metrics` name them).
+/// Ready when this replica can decide and record calls and reach its upstreams: the store
+/// answers, the kill-switch state is fresher than its lease, a required audit sink takes
+/// events, and every upstream is connected. The answer is unauthenticated, so it says which of
+/// these fails and gives a count of upstreams, never names: which servers sit behind the
+/// gateway is not for anonymous callers (the operator page and `/metrics` name them).
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut not = Vec::new();
+    let store = tokio::time::timeout(std::time::Duration::from_secs(2), gw.store.ping()).await;
+    if !matches!(store, Ok(Ok(()))) {
+        not.push("store unreachable".to_string());
+    }
+    if gw
+        .levers
+        .state_age()
+        .is_none_or(|age| age > gw.levers.lease())
+    {
+        not.push("kill-switch state not fresh".to_string());
+    }
+    if !gw.audit.writable() {
+        not.push("audit log not writable".to_string());
+    }
     let set = gw.upstreams();
     let all = set.all();
     let down = all.iter().filter(|u| !u.is_connected()).count();
-    if down == 0 {
+    if down > 0 {
+        not.push(format!("{down} of {} upstreams not connected", all.len()));
+    }
+    if not.is_empty() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {down} of {} upstreams not connected", all.len()),
+            format!("not ready: {}", not.join("; ")),
         )
             .into_response()
     }

@@ -384,14 +384,18 @@ impl Levers {
         }
     }
 
-    /// Keep the snapshot current until `stop`.
+    /// Keep the snapshot current until `stop`: read every `poll`, and at once when another
+    /// process announces a change (PostgreSQL's `NOTIFY`).
     pub(crate) async fn run(self: Arc<Levers>, poll: Duration, stop: CancellationToken) {
+        let changed = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(watch(self.store.clone(), changed.clone(), stop.clone()));
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                () = changed.notified() => {}
                 () = stop.cancelled() => return,
             }
             match self.refresh().await {
@@ -406,6 +410,39 @@ impl Levers {
                 }
                 Err(_) => {}
             }
+        }
+    }
+}
+
+/// Wake the reader whenever any process announces a lever change, until `stop`. Polling goes
+/// on beside it, so a lost connection only delays a change to the next poll.
+async fn watch(store: Store, changed: Arc<tokio::sync::Notify>, stop: CancellationToken) {
+    loop {
+        let watching = tokio::select! {
+            w = store.watch_levers() => w,
+            () = stop.cancelled() => return,
+        };
+        match watching {
+            Ok(None) => return,
+            Ok(Some(mut w)) => loop {
+                tokio::select! {
+                    r = w.changed() => match r {
+                        Ok(()) => changed.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lost the kill-switch announcements; polling");
+                            break;
+                        }
+                    },
+                    () = stop.cancelled() => return,
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for kill-switch announcements; polling")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = stop.cancelled() => return,
         }
     }
 }

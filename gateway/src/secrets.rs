@@ -185,8 +185,26 @@ pub(crate) fn references(reg: &registry::Registry) -> Vec<(String, &SecretRef)> 
             }
         }
     }
+    if let Some(p) = &reg.settings.store_password {
+        out.push(("store_password".to_string(), p));
+    }
     if let Some(k) = &reg.settings.audit.redact_key {
         out.push(("audit.redact_key".to_string(), k));
     }
     out
+}
+
+/// Open the config's store, its password read by reference (never from the URL).
+pub(crate) async fn open_store(
+    reg: &registry::Registry,
+    secrets: &Secrets,
+) -> Result<store::Store, String> {
+    let shown = &reg.settings.store;
+    let password = match &reg.settings.store_password {
+        Some(r) => Some(secrets.resolve(r).await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    store::Store::connect(shown, password.as_ref().map(Secret::expose))
+        .await
+        .map_err(|e| format!("cannot open store `{shown}`: {e}"))
 }

@@ -87,10 +87,6 @@ pub(crate) struct Prepared {
 }
 
 async fn prepare(reg: &registry::Registry) -> Result<Prepared, Unready> {
-    let store = store::Store::open(&reg.settings.store).await.map_err(|e| {
-        let shown = &reg.settings.store;
-        unready(EX_UNAVAILABLE, format!("cannot open store `{shown}`: {e}"))
-    })?;
     // Every secret reference is read once before anything binds: a missing secret stops the start.
     let secrets = crate::secrets::Secrets::new(reg.settings.vault.as_ref())
         .map(Arc::new)
@@ -99,6 +95,9 @@ async fn prepare(reg: &registry::Registry) -> Result<Prepared, Unready> {
         let fix = "make the referenced secret readable by the gateway (env, file or Vault)";
         return Err(unready(EX_CONFIG, format!("{e}\n  fix: {fix}")));
     }
+    let store = crate::secrets::open_store(reg, &secrets)
+        .await
+        .map_err(|e| unready(EX_UNAVAILABLE, e))?;
     let audit = audit::Audit::open(&reg.settings.audit, &store, "serve", &reg.digest)
         .await
         .map(Arc::new)

@@ -48,6 +48,7 @@ pub(crate) struct RawConfig {
     pub(crate) admin_listen: Option<String>,
     pub(crate) public_url: Option<String>,
     pub(crate) store: Option<String>,
+    pub(crate) store_password: Option<String>,
     pub(crate) cache_dir: Option<String>,
     #[serde(default)]
     pub(crate) http: RawHttp,

@@ -66,8 +66,10 @@ pub struct Settings {
     /// The canonical URL of this gateway (token audience, metadata), when configured. Without
     /// it the gateway uses `http://<bound listen address>`.
     pub public_url: Option<String>,
-    /// Store URL (`sqlite://…`).
+    /// Store URL (`sqlite://…` or `postgres://…`).
     pub store: String,
+    /// The PostgreSQL store's password, by reference.
+    pub store_password: Option<SecretRef>,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
     /// Browser origins allowed besides the public URL's own.
@@ -322,7 +324,10 @@ impl Registry {
             ("listen", a.listen == b.listen),
             ("admin_listen", a.admin_listen == b.admin_listen),
             ("public_url", a.public_url == b.public_url),
-            ("store", a.store == b.store),
+            (
+                "store",
+                a.store == b.store && a.store_password == b.store_password,
+            ),
             ("http.max_body", a.max_body == b.max_body),
             (
                 "http.allowed_origins",

@@ -2,7 +2,7 @@
 //! processes (or two identical calls) can never both use one approval.
 
 use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_ms};
 
@@ -116,40 +116,7 @@ pub enum DecideError {
     Store(#[from] StoreError),
 }
 
-pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS approvals (
-            id TEXT PRIMARY KEY,
-            status TEXT NOT NULL,
-            requester TEXT NOT NULL,
-            principals TEXT NOT NULL,
-            server TEXT NOT NULL,
-            tool TEXT NOT NULL,
-            class TEXT NOT NULL,
-            arguments_digest TEXT NOT NULL,
-            tool_fingerprint TEXT NOT NULL,
-            preview TEXT NOT NULL,
-            target TEXT,
-            created_at INTEGER NOT NULL,
-            expires_at INTEGER NOT NULL,
-            decided_by TEXT,
-            decided_at INTEGER,
-            reason TEXT,
-            used_at INTEGER
-        )",
-    )
-    .execute(pool)
-    .await?;
-    sqlx::query(
-        "CREATE INDEX IF NOT EXISTS approvals_by_call
-         ON approvals (requester, server, tool, arguments_digest, status)",
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-fn record(row: &SqliteRow, now: i64) -> Result<ApprovalRecord, StoreError> {
+fn record(row: &AnyRow, now: i64) -> Result<ApprovalRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let status: String = row.try_get("status")?;
     let mut status =
@@ -186,13 +153,13 @@ impl Store {
     pub async fn use_approval(&self, key: &ApprovalKey<'_>) -> Result<Option<String>, StoreError> {
         let now = now_ms();
         let row = sqlx::query(
-            "UPDATE approvals SET status = 'used', used_at = ?1
+            "UPDATE approvals SET status = 'used', used_at = $1
              WHERE id = (SELECT id FROM approvals
-                         WHERE requester = ?2 AND server = ?3 AND tool = ?4
-                           AND arguments_digest = ?5 AND tool_fingerprint = ?6
-                           AND status = 'approved' AND expires_at > ?1
+                         WHERE requester = $2 AND server = $3 AND tool = $4
+                           AND arguments_digest = $5 AND tool_fingerprint = $6
+                           AND status = 'approved' AND expires_at > $1
                          ORDER BY decided_at LIMIT 1)
-               AND status = 'approved' AND expires_at > ?1
+               AND status = 'approved' AND expires_at > $1
              RETURNING id",
         )
         .bind(now)
@@ -210,8 +177,8 @@ impl Store {
     pub async fn use_approval_id(&self, id: &str) -> Result<bool, StoreError> {
         let now = now_ms();
         let r = sqlx::query(
-            "UPDATE approvals SET status = 'used', used_at = ?1
-             WHERE id = ?2 AND status = 'approved' AND expires_at > ?1",
+            "UPDATE approvals SET status = 'used', used_at = $1
+             WHERE id = $2 AND status = 'approved' AND expires_at > $1",
         )
         .bind(now)
         .bind(id)
@@ -229,8 +196,8 @@ impl Store {
         let sql = "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
             tool_fingerprint, preview, target, created_at, expires_at, decided_by, decided_at, reason, used_at
             FROM approvals
-            WHERE requester = ? AND server = ? AND tool = ? AND arguments_digest = ?
-              AND tool_fingerprint = ? AND status = 'pending' AND expires_at > ?
+            WHERE requester = $1 AND server = $2 AND tool = $3 AND arguments_digest = $4
+              AND tool_fingerprint = $5 AND status = 'pending' AND expires_at > $6
             ORDER BY created_at LIMIT 1";
         let row = sqlx::query(sql)
             .bind(key.requester)
@@ -256,7 +223,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO approvals (id, status, requester, principals, server, tool, class,
                 arguments_digest, tool_fingerprint, preview, target, created_at, expires_at)
-             VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&id)
         .bind(new.key.requester)
@@ -282,7 +249,7 @@ impl Store {
         let now = now_ms();
         let sql = "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
             tool_fingerprint, preview, target, created_at, expires_at, decided_by, decided_at, reason, used_at
-            FROM approvals WHERE id = ?";
+            FROM approvals WHERE id = $1";
         let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
         row.map(|r| record(&r, now)).transpose()
     }
@@ -299,24 +266,24 @@ impl Store {
             None => sqlx::query(
                 "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
                 tool_fingerprint, preview, target, created_at, expires_at, decided_by, decided_at, reason, used_at
-                FROM approvals ORDER BY created_at DESC LIMIT ?1",
+                FROM approvals WHERE $2 = $2 AND $3 = $3 ORDER BY created_at DESC LIMIT $1",
             ),
             Some(ApprovalStatus::Pending | ApprovalStatus::Approved) => sqlx::query(
                 "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
                 tool_fingerprint, preview, target, created_at, expires_at, decided_by, decided_at, reason, used_at
-                FROM approvals WHERE status = ?3 AND expires_at > ?2 ORDER BY created_at DESC LIMIT ?1",
+                FROM approvals WHERE status = $3 AND expires_at > $2 ORDER BY created_at DESC LIMIT $1",
             ),
             Some(ApprovalStatus::Expired) => sqlx::query(
                 "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
                 tool_fingerprint, preview, target, created_at, expires_at, decided_by, decided_at, reason, used_at
                 FROM approvals WHERE status = 'expired'
-                   OR (status IN ('pending', 'approved') AND expires_at <= ?2 AND ?3 = ?3)
-                ORDER BY created_at DESC LIMIT ?1",
+                   OR (status IN ('pending', 'approved') AND expires_at <= $2 AND $3 = $3)
+                ORDER BY created_at DESC LIMIT $1",
             ),
             Some(_) => sqlx::query(
                 "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
                 tool_fingerprint, preview, target, created_at, expires_at, decided_by, decided_at, reason, used_at
-                FROM approvals WHERE status = ?3 AND ?2 = ?2 ORDER BY created_at DESC LIMIT ?1",
+                FROM approvals WHERE status = $3 AND $2 = $2 ORDER BY created_at DESC LIMIT $1",
             ),
         };
         let rows = query
@@ -334,7 +301,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT id, status, requester, principals, server, tool, class, arguments_digest,
             tool_fingerprint, preview, target, created_at, expires_at, decided_by, decided_at, reason, used_at
-            FROM approvals WHERE status IN ('pending', 'approved') AND expires_at > ?",
+            FROM approvals WHERE status IN ('pending', 'approved') AND expires_at > $1",
         )
         .bind(now)
         .fetch_all(&self.pool)
@@ -354,9 +321,9 @@ impl Store {
         let now = now_ms();
         let status = if approve { "approved" } else { "denied" };
         let r = sqlx::query(
-            "UPDATE approvals SET status = ?1, decided_by = ?2, decided_at = ?3, reason = ?4,
-                expires_at = CASE WHEN ?1 = 'approved' THEN ?5 ELSE expires_at END
-             WHERE id = ?6 AND status = 'pending' AND expires_at > ?3",
+            "UPDATE approvals SET status = $1, decided_by = $2, decided_at = $3, reason = $4,
+                expires_at = CASE WHEN $1 = 'approved' THEN $5 ELSE expires_at END
+             WHERE id = $6 AND status = 'pending' AND expires_at > $3",
         )
         .bind(status)
         .bind(by)
@@ -391,9 +358,9 @@ impl Store {
         let mut n = 0;
         for id in ids {
             let r = sqlx::query(
-                "UPDATE approvals SET status = 'voided', decided_by = COALESCE(decided_by, ?),
-                    decided_at = COALESCE(decided_at, ?), reason = ?
-                 WHERE id = ? AND status IN ('pending', 'approved')",
+                "UPDATE approvals SET status = 'voided', decided_by = COALESCE(decided_by, $1),
+                    decided_at = COALESCE(decided_at, $2), reason = $3
+                 WHERE id = $4 AND status IN ('pending', 'approved')",
             )
             .bind(by)
             .bind(now_ms())

@@ -2,8 +2,8 @@
 //! hash chain can be checked from an export.
 
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
 
+use super::db::Target;
 use super::{Store, StoreError};
 
 /// One event as the writer hands it to the store.
@@ -16,75 +16,117 @@ pub struct AuditRow<'a> {
     pub line: &'a str,
 }
 
-pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS audit_events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            chain TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            at_ms INTEGER NOT NULL,
-            session TEXT,
-            trace_id TEXT,
-            line TEXT NOT NULL,
-            UNIQUE (chain, seq)
-        )",
-    )
-    .execute(pool)
-    .await?;
-    sqlx::query("CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at_ms)")
-        .execute(pool)
-        .await?;
-    sqlx::query("CREATE INDEX IF NOT EXISTS audit_events_session ON audit_events (session)")
-        .execute(pool)
-        .await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS audit_key (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            key BLOB NOT NULL
-        )",
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
+/// The audit sink's connection, used on the sink's own thread. SQLite runs on that thread,
+/// so an append costs no hop to another thread (sqlx would run it on a worker of its own).
+/// PostgreSQL is reached through a connection driven by a small runtime of the thread's own.
+pub enum AuditWriter {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<PgWriter>),
 }
 
-/// The audit sink's connection. SQLite runs on the calling thread (the sink's own), so an
-/// append costs no hop to another thread; sqlx would run it on a worker of its own.
-pub struct AuditWriter {
-    conn: rusqlite::Connection,
+/// The PostgreSQL audit writer: a runtime on the sink's thread and one connection, opened
+/// again after a failure.
+pub struct PgWriter {
+    runtime: tokio::runtime::Runtime,
+    url: String,
+    conn: Option<sqlx::AnyConnection>,
 }
 
 impl AuditWriter {
-    pub(super) fn open(path: &std::path::Path) -> Result<AuditWriter, StoreError> {
-        // The store exists and has its schema: the pool opened it first.
-        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | rusqlite::OpenFlags::SQLITE_OPEN_URI;
-        let conn = rusqlite::Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Ok(AuditWriter { conn })
+    pub(super) fn open(target: &Target) -> Result<AuditWriter, StoreError> {
+        match target {
+            Target::Sqlite(path) => {
+                // The store exists and has its schema: the pool opened it first.
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+                let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                Ok(AuditWriter::Sqlite(conn))
+            }
+            Target::Postgres(_) => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StoreError::Config(format!("audit writer runtime: {e}")))?;
+                Ok(AuditWriter::Postgres(Box::new(PgWriter {
+                    runtime,
+                    url: target.connect_url(),
+                    conn: None,
+                })))
+            }
+        }
     }
 
     /// Append a batch of events: all of them or none.
     pub fn append(&mut self, rows: &[AuditRow<'_>]) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO audit_events (chain, seq, at_ms, session, trace_id, line)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for r in rows {
-                insert.execute(rusqlite::params![
-                    r.chain, r.seq, r.at_ms, r.session, r.trace_id, r.line
-                ])?;
+        match self {
+            AuditWriter::Sqlite(conn) => {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO audit_events (chain, seq, at_ms, session, trace_id, line)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for r in rows {
+                        insert.execute(rusqlite::params![
+                            r.chain, r.seq, r.at_ms, r.session, r.trace_id, r.line
+                        ])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            }
+            AuditWriter::Postgres(w) => {
+                let PgWriter { runtime, url, conn } = &mut **w;
+                let done = runtime.block_on(pg_append(url, conn, rows));
+                if done.is_err() {
+                    // A connection that failed mid-batch is not trusted again.
+                    *conn = None;
+                }
+                done
             }
         }
-        tx.commit()?;
-        Ok(())
     }
+}
+
+async fn pg_append(
+    url: &str,
+    conn: &mut Option<sqlx::AnyConnection>,
+    rows: &[AuditRow<'_>],
+) -> Result<(), StoreError> {
+    use sqlx::{Connection as _, Executor as _};
+    let c = match conn {
+        Some(c) => c,
+        None => conn.insert(
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                sqlx::AnyConnection::connect(url),
+            )
+            .await
+            .map_err(|_| StoreError::Config("audit store sink: connecting timed out".into()))??,
+        ),
+    };
+    let mut tx = c.begin().await?;
+    for r in rows {
+        tx.execute(
+            sqlx::query(
+                "INSERT INTO audit_events (chain, seq, at_ms, session, trace_id, line)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(r.chain)
+            .bind(r.seq)
+            .bind(r.at_ms)
+            .bind(r.session)
+            .bind(r.trace_id)
+            .bind(r.line),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 impl Store {
@@ -111,10 +153,10 @@ impl Store {
     ) -> Result<Vec<(i64, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, line FROM audit_events
-             WHERE at_ms >= ? AND id > ?
-               AND (? IS NULL OR session = ?)
-               AND (? IS NULL OR trace_id = ?)
-             ORDER BY id LIMIT ?",
+             WHERE at_ms >= $1 AND id > $2
+               AND ($3 IS NULL OR session = $4)
+               AND ($5 IS NULL OR trace_id = $6)
+             ORDER BY id LIMIT $7",
         )
         .bind(since_ms)
         .bind(after)
@@ -134,7 +176,7 @@ impl Store {
     /// uses the same key, so equal secrets correlate across them and across restarts.
     pub async fn audit_key(&self) -> Result<Vec<u8>, StoreError> {
         let fresh = rand::random::<[u8; 32]>().to_vec();
-        sqlx::query("INSERT INTO audit_key (id, key) VALUES (1, ?) ON CONFLICT (id) DO NOTHING")
+        sqlx::query("INSERT INTO audit_key (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
             .bind(&fresh)
             .execute(&self.pool)
             .await?;

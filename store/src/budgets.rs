@@ -7,9 +7,8 @@
 //! allowance; the raise lives on the window's row and ends with it.
 
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
 
-use super::{Store, StoreError, now_ms};
+use super::{Backend, Store, StoreError, now_ms};
 
 /// One budget a call spends from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,33 +41,6 @@ pub struct UsageRow {
     pub updated_at: i64,
 }
 
-pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS budget_usage (
-            budget TEXT NOT NULL,
-            principal TEXT NOT NULL,
-            window TEXT NOT NULL,
-            used INTEGER NOT NULL,
-            extra INTEGER NOT NULL DEFAULT 0,
-            updated_at INTEGER NOT NULL,
-            PRIMARY KEY (budget, principal, window)
-        )",
-    )
-    .execute(pool)
-    .await?;
-    // Added after the first release; older stores gain it in place.
-    let has_epoch: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM pragma_table_info('budget_usage') WHERE name = 'epoch'")
-            .fetch_optional(pool)
-            .await?;
-    if has_epoch.is_none() {
-        sqlx::query("ALTER TABLE budget_usage ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
-            .execute(pool)
-            .await?;
-    }
-    Ok(())
-}
-
 impl Store {
     /// Spend every charge, or none: `Ok(None)` when all fit (each charge's `epoch` is then
     /// set), `Ok(Some(i))` when `charges[i]` does not (nothing is spent then).
@@ -79,16 +51,21 @@ impl Store {
         if charges.is_empty() {
             return Ok(None);
         }
-        let mut tx = self.budgets.begin_with("BEGIN IMMEDIATE").await?;
+        // SQLite: take the write lock first, so processes take turns. PostgreSQL: each statement
+        // locks its row, and charges come in one order, so two calls cannot wait on each other.
+        let mut tx = match self.backend() {
+            Backend::Sqlite => self.budgets.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.budgets.begin().await?,
+        };
         let at = now_ms();
         for (i, c) in charges.iter_mut().enumerate() {
             let spent: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO budget_usage (budget, principal, window, used, extra, updated_at)
-                 SELECT ?1, ?2, ?3, ?4, 0, ?6 WHERE ?4 <= ?5 + COALESCE((SELECT extra
-                    FROM budget_usage WHERE budget = ?1 AND principal = ?2 AND window = ?3), 0)
-                 ON CONFLICT (budget, principal, window) DO UPDATE SET
+                "INSERT INTO budget_usage (budget, principal, \"window\", used, extra, updated_at)
+                 SELECT $1, $2, $3, $4, 0, $6 WHERE $4 <= $5 + COALESCE((SELECT extra
+                    FROM budget_usage WHERE budget = $1 AND principal = $2 AND \"window\" = $3), 0)
+                 ON CONFLICT (budget, principal, \"window\") DO UPDATE SET
                     used = budget_usage.used + excluded.used, updated_at = excluded.updated_at
-                 WHERE budget_usage.used + excluded.used <= ?5 + budget_usage.extra
+                 WHERE budget_usage.used + excluded.used <= $5 + budget_usage.extra
                  RETURNING epoch",
             )
             .bind(&c.budget)
@@ -113,8 +90,8 @@ impl Store {
     /// says so). Never below zero.
     pub async fn refund_budget(&self, c: &Charge) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE budget_usage SET used = MAX(used - ?, 0), updated_at = ?
-             WHERE budget = ? AND principal = ? AND window = ? AND epoch = ?",
+            "UPDATE budget_usage SET used = CASE WHEN used > $1 THEN used - $1 ELSE 0 END, updated_at = $2
+             WHERE budget = $3 AND principal = $4 AND \"window\" = $5 AND epoch = $6",
         )
         .bind(c.cost)
         .bind(now_ms())
@@ -129,14 +106,20 @@ impl Store {
 
     /// Usage in the given windows (by `window` label), every budget and principal.
     pub async fn budget_usage(&self, windows: &[String]) -> Result<Vec<UsageRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT budget, principal, window, used, extra, updated_at FROM budget_usage
-             WHERE window IN (SELECT value FROM json_each(?))
-             ORDER BY budget, principal",
-        )
-        .bind(serde_json::to_string(windows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-        .fetch_all(&self.budgets)
-        .await?;
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Only placeholders are written into the text; the labels are bound.
+        let marks: Vec<String> = (1..=windows.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT budget, principal, \"window\", used, extra, updated_at FROM budget_usage
+             WHERE \"window\" IN ({}) ORDER BY budget, principal",
+            marks.join(", ")
+        );
+        let query = windows
+            .iter()
+            .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, w| q.bind(w));
+        let rows = query.fetch_all(&self.budgets).await?;
         rows.iter()
             .map(|r| {
                 Ok(UsageRow {
@@ -154,7 +137,7 @@ impl Store {
 
     /// Forget usage rows not changed since `before_ms` (windows long over); how many went.
     pub async fn prune_budgets(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let gone = sqlx::query("DELETE FROM budget_usage WHERE updated_at < ?")
+        let gone = sqlx::query("DELETE FROM budget_usage WHERE updated_at < $1")
             .bind(before_ms)
             .execute(&self.budgets)
             .await?
@@ -174,12 +157,12 @@ impl Store {
     ) -> Result<UsageRow, StoreError> {
         let at = now_ms();
         sqlx::query(
-            "INSERT INTO budget_usage (budget, principal, window, used, extra, updated_at)
-             VALUES (?1, ?2, ?3, 0, ?4, ?5)
-             ON CONFLICT (budget, principal, window) DO UPDATE SET
-                used = CASE WHEN ?6 THEN 0 ELSE budget_usage.used END,
-                epoch = budget_usage.epoch + CASE WHEN ?6 THEN 1 ELSE 0 END,
-                extra = budget_usage.extra + ?4, updated_at = ?5",
+            "INSERT INTO budget_usage (budget, principal, \"window\", used, extra, updated_at)
+             VALUES ($1, $2, $3, 0, $4, $5)
+             ON CONFLICT (budget, principal, \"window\") DO UPDATE SET
+                used = CASE WHEN $6 THEN 0 ELSE budget_usage.used END,
+                epoch = budget_usage.epoch + CASE WHEN $6 THEN 1 ELSE 0 END,
+                extra = budget_usage.extra + $4, updated_at = $5",
         )
         .bind(budget)
         .bind(principal)
@@ -190,7 +173,7 @@ impl Store {
         .execute(&self.budgets)
         .await?;
         let row = sqlx::query(
-            "SELECT used, extra FROM budget_usage WHERE budget = ? AND principal = ? AND window = ?",
+            "SELECT used, extra FROM budget_usage WHERE budget = $1 AND principal = $2 AND \"window\" = $3",
         )
         .bind(budget)
         .bind(principal)

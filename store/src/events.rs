@@ -5,7 +5,6 @@
 
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
 
 use super::{Store, StoreError, now_ms};
 
@@ -20,21 +19,6 @@ pub struct EventRecord {
     pub detail: Value,
 }
 
-pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS operator_events (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            at INTEGER NOT NULL,
-            kind TEXT NOT NULL,
-            actor TEXT NOT NULL,
-            detail TEXT NOT NULL
-        )",
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 impl Store {
     /// Append an event.
     pub async fn record_event(
@@ -44,7 +28,7 @@ impl Store {
         detail: &Value,
     ) -> Result<i64, StoreError> {
         let row = sqlx::query(
-            "INSERT INTO operator_events (at, kind, actor, detail) VALUES (?, ?, ?, ?) RETURNING seq",
+            "INSERT INTO operator_events (at, kind, actor, detail) VALUES ($1, $2, $3, $4) RETURNING seq",
         )
         .bind(now_ms())
         .bind(kind)
@@ -62,7 +46,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, at, kind, actor, detail FROM operator_events WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, at, kind, actor, detail FROM operator_events WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(since)
         .bind(i64::from(limit))
@@ -74,7 +58,7 @@ impl Store {
     /// The newest `limit` events, newest first.
     pub async fn events_tail(&self, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, at, kind, actor, detail FROM operator_events ORDER BY seq DESC LIMIT ?",
+            "SELECT seq, at, kind, actor, detail FROM operator_events ORDER BY seq DESC LIMIT $1",
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -83,7 +67,7 @@ impl Store {
     }
 }
 
-fn event(r: &sqlx::sqlite::SqliteRow) -> Result<EventRecord, StoreError> {
+fn event(r: &sqlx::any::AnyRow) -> Result<EventRecord, StoreError> {
     let seq: i64 = r.try_get("seq")?;
     let detail: String = r.try_get("detail")?;
     Ok(EventRecord {

@@ -3,7 +3,6 @@
 //! as a shared store for replicas).
 
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
 
 use super::{Store, StoreError};
 
@@ -17,27 +16,12 @@ pub struct InstanceRow {
     pub seen_ms: i64,
 }
 
-pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS instances (
-            id TEXT PRIMARY KEY,
-            host TEXT NOT NULL,
-            pid INTEGER NOT NULL,
-            started_ms INTEGER NOT NULL,
-            seen_ms INTEGER NOT NULL
-        )",
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 impl Store {
     /// Record that the process `row` describes is alive at `row.seen_ms`, and forget processes
     /// not seen for a day.
     pub async fn heartbeat(&self, row: &InstanceRow) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO instances (id, host, pid, started_ms, seen_ms) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO instances (id, host, pid, started_ms, seen_ms) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms",
         )
         .bind(&row.id)
@@ -47,7 +31,7 @@ impl Store {
         .bind(row.seen_ms)
         .execute(&self.pool)
         .await?;
-        sqlx::query("DELETE FROM instances WHERE seen_ms < ?")
+        sqlx::query("DELETE FROM instances WHERE seen_ms < $1")
             .bind(row.seen_ms.saturating_sub(86_400_000))
             .execute(&self.pool)
             .await?;
@@ -56,7 +40,7 @@ impl Store {
 
     /// Remove a process's heartbeat (at a clean shutdown).
     pub async fn forget_instance(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM instances WHERE id = ?")
+        sqlx::query("DELETE FROM instances WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -67,7 +51,7 @@ impl Store {
     pub async fn instances_since(&self, since_ms: i64) -> Result<Vec<InstanceRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, host, pid, started_ms, seen_ms FROM instances
-             WHERE seen_ms >= ? ORDER BY started_ms, id",
+             WHERE seen_ms >= $1 ORDER BY started_ms, id",
         )
         .bind(since_ms)
         .fetch_all(&self.pool)

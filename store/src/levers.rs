@@ -1,7 +1,6 @@
 //! Kill switches and the runtime mode, as stored: shared by every process on the same store.
 
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
 
 use super::{Store, StoreError, now_ms};
 
@@ -26,34 +25,6 @@ pub struct ModeRow {
     pub changed_at: i64,
 }
 
-pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS kill_switches (
-            scope TEXT NOT NULL,
-            target TEXT NOT NULL,
-            engaged INTEGER NOT NULL,
-            reason TEXT NOT NULL,
-            actor TEXT NOT NULL,
-            changed_at INTEGER NOT NULL,
-            PRIMARY KEY (scope, target)
-        )",
-    )
-    .execute(pool)
-    .await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS runtime_mode (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            mode TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            actor TEXT NOT NULL,
-            changed_at INTEGER NOT NULL
-        )",
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 impl Store {
     /// Engage or release one switch.
     pub async fn set_switch(
@@ -67,19 +38,20 @@ impl Store {
         let changed_at = now_ms();
         sqlx::query(
             "INSERT INTO kill_switches (scope, target, engaged, reason, actor, changed_at)
-             VALUES (?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (scope, target) DO UPDATE SET
                 engaged = excluded.engaged, reason = excluded.reason,
                 actor = excluded.actor, changed_at = excluded.changed_at",
         )
         .bind(scope)
         .bind(target)
-        .bind(engaged)
+        .bind(i64::from(engaged))
         .bind(reason)
         .bind(actor)
         .bind(changed_at)
         .execute(&self.pool)
         .await?;
+        self.announce().await;
         Ok(SwitchRow {
             scope: scope.to_owned(),
             target: target.to_owned(),
@@ -103,7 +75,7 @@ impl Store {
                 Ok(SwitchRow {
                     scope: r.try_get("scope")?,
                     target: r.try_get("target")?,
-                    engaged: r.try_get("engaged")?,
+                    engaged: r.try_get::<i64, _>("engaged")? != 0,
                     reason: r.try_get("reason")?,
                     actor: r.try_get("actor")?,
                     changed_at: r.try_get("changed_at")?,
@@ -138,7 +110,7 @@ impl Store {
     ) -> Result<ModeRow, StoreError> {
         let changed_at = now_ms();
         sqlx::query(
-            "INSERT INTO runtime_mode (id, mode, reason, actor, changed_at) VALUES (1, ?, ?, ?, ?)
+            "INSERT INTO runtime_mode (id, mode, reason, actor, changed_at) VALUES (1, $1, $2, $3, $4)
              ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, reason = excluded.reason,
                 actor = excluded.actor, changed_at = excluded.changed_at",
         )
@@ -148,11 +120,53 @@ impl Store {
         .bind(changed_at)
         .execute(&self.pool)
         .await?;
+        self.announce().await;
         Ok(ModeRow {
             mode: mode.to_owned(),
             reason: reason.to_owned(),
             actor: actor.to_owned(),
             changed_at,
         })
+    }
+}
+
+/// The channel a lever change is announced on (PostgreSQL's `NOTIFY`).
+const CHANNEL: &str = "portcullis_levers";
+
+/// Wake-ups sent when any process changes a kill switch or the mode: PostgreSQL's `LISTEN`
+/// on a connection of its own. A wake-up carries nothing; the state is read from the store.
+pub struct LeverWatch {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl LeverWatch {
+    /// Wait for the next change anywhere. An error means the connection is gone; the caller
+    /// keeps polling and watches again.
+    pub async fn changed(&mut self) -> Result<(), StoreError> {
+        self.listener.recv().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Announce a lever change to every process watching (PostgreSQL); nothing on SQLite,
+    /// where processes poll. The change is already stored: a lost announcement only leaves the
+    /// other processes to see it at their next poll.
+    async fn announce(&self) {
+        if self.backend() == super::Backend::Postgres {
+            let _ = sqlx::raw_sql("NOTIFY portcullis_levers")
+                .execute(&self.pool)
+                .await;
+        }
+    }
+
+    /// Watch for lever changes made by any process: `None` on SQLite (polling only).
+    pub async fn watch_levers(&self) -> Result<Option<LeverWatch>, StoreError> {
+        let super::db::Target::Postgres(url) = &*self.target else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect(url.as_str()).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(Some(LeverWatch { listener }))
     }
 }

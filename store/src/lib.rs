@@ -12,23 +12,28 @@
 mod approvals;
 mod audit;
 mod budgets;
+mod db;
 mod events;
 mod instances;
 mod levers;
+mod schema;
 
 pub use approvals::{ApprovalKey, ApprovalRecord, ApprovalStatus, DecideError, NewApproval};
 pub use audit::{AuditRow, AuditWriter};
 pub use budgets::{Charge, UsageRow};
+pub use db::{Backend, check_url};
 pub use instances::InstanceRow;
-pub use levers::{ModeRow, SwitchRow};
+pub use levers::{LeverWatch, ModeRow, SwitchRow};
+pub use schema::VERSION as SCHEMA_VERSION;
 
-use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngExt as _;
 use sha2::{Digest, Sha256};
+use sqlx::AnyPool;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::any::AnyRow;
 
 /// Prefix of every key this gateway issues, so leaked keys are recognisable by scanners.
 const KEY_PREFIX: &str = "pcl";
@@ -140,16 +145,20 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored record `{0}` is corrupt")]
     Corrupt(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Handle to the store.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
-    /// Budget usage's own connections: commits that survive a crash of the process without
-    /// waiting for the disk (`synchronous = NORMAL` in WAL mode), as one is made on every call
-    /// with a budget. A power loss may take back the last reservations (the units come back).
-    budgets: SqlitePool,
+    pool: AnyPool,
+    /// Budget usage's connections. On SQLite, connections of their own whose commits survive a
+    /// crash of the process without waiting for the disk (`synchronous = NORMAL` in WAL mode),
+    /// as one is made on every call with a budget; a power loss may take back the last
+    /// reservations (the units come back). On PostgreSQL, the main pool.
+    budgets: AnyPool,
+    target: Arc<db::Target>,
 }
 
 /// Longest chain of keys minting keys that authenticates.
@@ -195,83 +204,56 @@ impl Store {
     /// connection, and commits that survive a crash of the process without waiting for the
     /// disk (WAL with `synchronous = NORMAL`); power-loss durability is the file sink's `fsync`.
     pub fn audit_writer(&self) -> Result<audit::AuditWriter, StoreError> {
-        audit::AuditWriter::open(self.pool.connect_options().get_filename())
+        audit::AuditWriter::open(&self.target)
     }
 
     /// A store whose every query fails, as an unreachable database does: the self-audit runs
     /// the real credential check against it to show that a store error is a refusal.
-    pub fn unreachable() -> Store {
-        let opts = SqliteConnectOptions::new()
-            .filename("/nonexistent/portcullis-probe/unreachable.db")
-            .create_if_missing(false);
-        let pool = SqlitePoolOptions::new()
+    pub fn unreachable() -> Result<Store, StoreError> {
+        let target = db::Target::Sqlite("/nonexistent/portcullis-probe/unreachable.db".into());
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(std::time::Duration::from_secs(2))
-            .connect_lazy_with(opts);
-        Store {
+            .connect_lazy("sqlite:///nonexistent/portcullis-probe/unreachable.db?mode=rw")?;
+        Ok(Store {
             budgets: pool.clone(),
             pool,
-        }
+            target: Arc::new(target),
+        })
     }
 
-    /// Open (creating if needed) the store at a `sqlite://` URL and apply the schema.
+    /// Open (creating if needed) the SQLite store at a `sqlite://` URL and bring its schema
+    /// up to date.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts.clone())
-            .await?;
-        let budgets = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_lazy_with(opts.synchronous(sqlx::sqlite::SqliteSynchronous::Normal));
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS api_keys (
-                id TEXT PRIMARY KEY,
-                hash TEXT NOT NULL,
-                name TEXT NOT NULL,
-                role TEXT NOT NULL,
-                created_at INTEGER NOT NULL,
-                revoked_at INTEGER
-            )",
-        )
-        .execute(&pool)
-        .await?;
-        // Columns added after the first release; older stores gain them in place.
-        let existing: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('api_keys')")
-            .fetch_all(&pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>("name"))
-            .collect::<Result<_, _>>()?;
-        for (column, statement) in [
-            ("org", "ALTER TABLE api_keys ADD COLUMN org TEXT"),
-            ("team", "ALTER TABLE api_keys ADD COLUMN team TEXT"),
-            ("agent", "ALTER TABLE api_keys ADD COLUMN agent TEXT"),
-            (
-                "grants",
-                "ALTER TABLE api_keys ADD COLUMN grants TEXT NOT NULL DEFAULT '[]'",
-            ),
-            (
-                "service",
-                "ALTER TABLE api_keys ADD COLUMN service INTEGER NOT NULL DEFAULT 0",
-            ),
-            ("parent", "ALTER TABLE api_keys ADD COLUMN parent TEXT"),
-            ("user", "ALTER TABLE api_keys ADD COLUMN user TEXT"),
-        ] {
-            if !existing.iter().any(|c| c == column) {
-                sqlx::query(statement).execute(&pool).await?;
-            }
-        }
-        levers::migrate(&pool).await?;
-        approvals::migrate(&pool).await?;
-        events::migrate(&pool).await?;
-        audit::migrate(&pool).await?;
-        instances::migrate(&pool).await?;
-        budgets::migrate(&pool).await?;
-        Ok(Store { pool, budgets })
+        Store::connect(url, None).await
+    }
+
+    /// Open the store at a `sqlite://` or `postgres://` URL, with the PostgreSQL password read
+    /// by reference (never in the URL), and bring its schema up to date.
+    pub async fn connect(url: &str, password: Option<&str>) -> Result<Store, StoreError> {
+        let target = db::Target::parse(url, password)?;
+        let (pool, budgets) = target.pools(false).await?;
+        match target.backend() {
+            Backend::Sqlite => schema::sqlite(&pool).await?,
+            Backend::Postgres => schema::postgres(&pool).await?,
+        };
+        Ok(Store {
+            pool,
+            budgets,
+            target: Arc::new(target),
+        })
+    }
+
+    /// The database this store is on.
+    pub fn backend(&self) -> Backend {
+        self.target.backend()
+    }
+
+    /// One round trip to the database: whether it answers now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1 AS one").fetch_one(&self.pool).await?;
+        Ok(())
     }
 
     /// Issue a new key. The returned secret is not stored anywhere.
@@ -295,8 +277,8 @@ impl Store {
         let grants =
             serde_json::to_string(&scope.grants).map_err(|_| StoreError::Corrupt(id.clone()))?;
         sqlx::query(
-            "INSERT INTO api_keys (id, hash, name, role, created_at, org, team, agent, grants, service, parent, user)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, hash, name, role, created_at, org, team, agent, grants, service, parent, \"user\")
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&id)
         .bind(hash_secret(&secret_part))
@@ -307,7 +289,7 @@ impl Store {
         .bind(&scope.team)
         .bind(&scope.agent)
         .bind(grants)
-        .bind(scope.service)
+        .bind(i64::from(scope.service))
         .bind(&scope.parent)
         .bind(&scope.user)
         .execute(&self.pool)
@@ -331,8 +313,8 @@ impl Store {
             return Ok(None);
         };
         let row = sqlx::query(
-            "SELECT id, hash, name, role, created_at, revoked_at, org, team, agent, grants, service, parent, user
-             FROM api_keys WHERE id = ?",
+            "SELECT id, hash, name, role, created_at, revoked_at, org, team, agent, grants, service, parent, \"user\"
+             FROM api_keys WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -349,7 +331,7 @@ impl Store {
     /// All keys, newest first.
     pub async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, role, created_at, revoked_at, org, team, agent, grants, service, parent, user
+            "SELECT id, name, role, created_at, revoked_at, org, team, agent, grants, service, parent, \"user\"
              FROM api_keys ORDER BY created_at DESC, id",
         )
         .fetch_all(&self.pool)
@@ -367,8 +349,8 @@ impl Store {
     /// A key by id, live or not.
     pub async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, name, role, created_at, revoked_at, org, team, agent, grants, service, parent, user
-             FROM api_keys WHERE id = ?",
+            "SELECT id, name, role, created_at, revoked_at, org, team, agent, grants, service, parent, \"user\"
+             FROM api_keys WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -379,7 +361,7 @@ impl Store {
     /// Overwrite a key's stored grants with raw text. Fault injection for tests.
     #[cfg(any(test, feature = "fault-injection"))]
     pub async fn corrupt_grants(&self, id: &str, raw: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE api_keys SET grants = ? WHERE id = ?")
+        sqlx::query("UPDATE api_keys SET grants = $1 WHERE id = $2")
             .bind(raw)
             .bind(id)
             .execute(&self.pool)
@@ -392,9 +374,9 @@ impl Store {
     pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "WITH RECURSIVE tree(id) AS (
-                SELECT ? UNION SELECT k.id FROM api_keys k JOIN tree t ON k.parent = t.id
+                SELECT $1 UNION SELECT k.id FROM api_keys k JOIN tree t ON k.parent = t.id
              )
-             UPDATE api_keys SET revoked_at = ? WHERE id IN tree AND revoked_at IS NULL",
+             UPDATE api_keys SET revoked_at = $2 WHERE id IN (SELECT id FROM tree) AND revoked_at IS NULL",
         )
         .bind(id)
         .bind(now())
@@ -437,7 +419,7 @@ impl Store {
     }
 }
 
-fn record_from(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, StoreError> {
+fn record_from(row: &AnyRow) -> Result<KeyRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let role: String = row.try_get("role")?;
     let role = KeyRole::parse(&role).ok_or_else(|| StoreError::Corrupt(id.clone()))?;
@@ -451,7 +433,7 @@ fn record_from(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, StoreError> {
         agent: row.try_get("agent")?,
         user: row.try_get("user")?,
         grants,
-        service: row.try_get("service")?,
+        service: row.try_get::<i64, _>("service")? != 0,
         parent: row.try_get("parent")?,
     };
     Ok(KeyRecord {

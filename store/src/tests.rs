@@ -60,7 +60,8 @@ async fn scope_round_trips_and_old_stores_gain_the_columns() {
     let url = format!("sqlite://{}", dir.path().join("old.db").display());
     {
         // A store as the first release wrote it.
-        use sqlx::sqlite::SqliteConnectOptions;
+        use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+        use std::str::FromStr;
         let opts = SqliteConnectOptions::from_str(&url)
             .unwrap()
             .create_if_missing(true);

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 pub mod hostile;
+pub mod postgres;
 pub mod quickstart;
 pub mod raw;
 pub mod relay;

@@ -65,8 +65,17 @@ pub(crate) async fn run(reg: &Registry, live_target: Option<super::LiveTarget<'_
 
 /// A well-formed key presented while the store cannot be read must be refused.
 async fn store_error() -> Outcome {
+    let store = match Store::unreachable() {
+        Ok(s) => s,
+        Err(e) => {
+            return Outcome {
+                ok: false,
+                observed: format!("the probe could not build its unreachable store: {e}"),
+            };
+        }
+    };
     let auth = Authenticator::new(
-        Store::unreachable(),
+        store,
         Issuers::new(&[], "http://self-audit.invalid", std::iter::empty()),
     );
     let key = "pcl_0123456789abcdef_selfauditprobeselfauditprobeselfaudit";

@@ -40,17 +40,16 @@ pub(super) fn settings(
         .store
         .clone()
         .unwrap_or_else(|| "sqlite://portcullis.db".to_string());
-    if !store.starts_with("sqlite:") {
+    store_url(&store, map, problems);
+    let store_password = raw
+        .store_password
+        .as_deref()
+        .and_then(|t| reference(t, "store_password", map, problems));
+    if store_password.is_some() && store.starts_with("sqlite:") {
         problems.push(map.problem(
-            "store",
-            format!("unsupported store `{store}`"),
-            "use `sqlite://PATH` (e.g. `sqlite://portcullis.db`)",
-        ));
-    } else if store.contains(":memory:") || store.contains("mode=memory") {
-        problems.push(map.problem(
-            "store",
-            format!("`{store}` is an in-memory database: keys, approvals and the audit log would vanish when the gateway stops, and `portcullis keys` and the audit sink could not reach it"),
-            "use a file: `sqlite://PATH` (e.g. `sqlite://portcullis.db`)",
+            "store_password",
+            "a SQLite store has no password".to_string(),
+            "remove `store_password`, or use a `postgres://` store",
         ));
     }
     let max_body = match &raw.http.max_body {
@@ -188,6 +187,7 @@ pub(super) fn settings(
         kill_switch: KillSwitchSettings { poll, lease },
         audit: crate::observe::audit(&raw.audit, map, problems),
         telemetry: crate::observe::telemetry(&raw.telemetry, map, problems),
+        store_password,
         vault: raw
             .secrets
             .vault
@@ -337,4 +337,39 @@ pub(super) fn argument_limits(
         limits.depth = n;
     }
     limits
+}
+
+/// A store URL the gateway can open: a SQLite file, or a PostgreSQL server whose password is
+/// never written in the URL.
+fn store_url(store: &str, map: &SourceMap, problems: &mut Vec<ConfigProblem>) {
+    let postgres = store.starts_with("postgres://") || store.starts_with("postgresql://");
+    if !store.starts_with("sqlite:") && !postgres {
+        problems.push(map.problem(
+            "store",
+            format!("unsupported store `{store}`"),
+            "use `sqlite://PATH` (one process, e.g. `sqlite://portcullis.db`) or `postgres://USER@HOST:PORT/DB` (several replicas)",
+        ));
+    } else if store.contains(":memory:") || store.contains("mode=memory") {
+        problems.push(map.problem(
+            "store",
+            format!("`{store}` is an in-memory database: keys, approvals and the audit log would vanish when the gateway stops, and `portcullis keys` and the audit sink could not reach it"),
+            "use a file: `sqlite://PATH` (e.g. `sqlite://portcullis.db`)",
+        ));
+    } else if postgres {
+        match url::Url::parse(store) {
+            Err(e) => problems.push(map.problem(
+                "store",
+                format!("`{store}` is not a URL: {e}"),
+                "write it as `postgres://USER@HOST:PORT/DB`, options as query parameters (e.g. `?sslmode=verify-full`)",
+            )),
+            Ok(u) if u.password().is_some() || u.query_pairs().any(|(k, _)| k == "password") => {
+                problems.push(map.problem(
+                    "store",
+                    "the store URL carries a password, which leaks with the config file".to_string(),
+                    "remove it from the URL and give it by reference: `store_password: env:NAME` (or `file:/path`, `vault:mount/path#key`)",
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
 }

@@ -125,9 +125,53 @@ fn an_in_memory_or_foreign_store_is_refused_with_the_fix() {
             p[0]
         );
     }
-    let p = problems("store: postgres://db/portcullis\nservers: {}\n");
+    let p = problems("store: mysql://db/portcullis\nservers: {}\n");
     assert!(p[0].contains("unsupported store"), "{}", p[0]);
     load_str("t.yaml", "store: sqlite://memory.db\nservers: {}\n").unwrap();
+}
+
+#[test]
+fn a_postgres_store_takes_its_password_by_reference_only() {
+    let r = load_str(
+        "t.yaml",
+        "store: postgres://portcullis@db:5432/portcullis?sslmode=verify-full\nstore_password: env:PGPASS\nservers: {}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        r.settings.store_password,
+        Some(crate::SecretRef::Env("PGPASS".into()))
+    );
+    for (text, key, says) in [
+        (
+            "store: postgres://portcullis:hunter2@db/p\n",
+            "store",
+            "carries a password",
+        ),
+        (
+            "store: postgres://portcullis@db/p?password=hunter2\n",
+            "store",
+            "carries a password",
+        ),
+        (
+            "store: postgres://portcullis@db/p\nstore_password: hunter2\n",
+            "store_password",
+            "by reference",
+        ),
+        (
+            "store: sqlite://x.db\nstore_password: env:PGPASS\n",
+            "store_password",
+            "no password",
+        ),
+    ] {
+        let p = problems(&format!("{text}servers: {{}}\n"));
+        // A password in a URL is also caught by the scan for inline secrets.
+        assert!(!p.is_empty() && p.len() <= 2, "{text}: {p:?}");
+        assert!(
+            p[0].contains(&format!("`{key}`")) && p[0].contains(says),
+            "{}",
+            p[0]
+        );
+    }
 }
 
 const NOTES: &str =

@@ -1,0 +1,142 @@
+//! Where the store lives: SQLite for one process, PostgreSQL for several replicas. Both are
+//! reached through sqlx's `Any` driver, so every query is written once (`$N` parameters, quoted
+//! `"user"` and `"window"`, booleans kept as integers); only the schema and the budget
+//! reservation's locking differ, and they branch on [`Backend`].
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+
+use super::StoreError;
+
+/// The database behind a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// What a store URL names, checked before anything connects.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    /// The database file.
+    Sqlite(PathBuf),
+    /// The URL to connect with, the password (read by reference) in it.
+    Postgres(url::Url),
+}
+
+/// Why a store URL cannot be used; the message names the fix.
+pub fn check_url(url: &str) -> Result<Backend, String> {
+    if url.starts_with("sqlite:") {
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err("an in-memory database: keys, approvals and the audit log would vanish when the gateway stops, and `portcullis keys` and the audit sink could not reach it".into());
+        }
+        return SqliteConnectOptions::from_str(url)
+            .map(|_| Backend::Sqlite)
+            .map_err(|e| format!("not a SQLite URL: {e}"));
+    }
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(
+            "not a store URL: use `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`".into(),
+        );
+    }
+    let parsed = url::Url::parse(url).map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+    let in_query = parsed
+        .query_pairs()
+        .any(|(k, _)| k.eq_ignore_ascii_case("password"));
+    if parsed.password().is_some() || in_query {
+        return Err("the URL carries a password: a credential in the config file leaks with it; give it by reference in `store_password` (`env:NAME`, `file:/path` or `vault:mount/path#key`)".into());
+    }
+    PgConnectOptions::from_str(url)
+        .map(|_| Backend::Postgres)
+        .map_err(|e| format!("not a PostgreSQL URL: {e}"))
+}
+
+impl Target {
+    /// Parse a store URL (checked by [`check_url`]) with the password read for it.
+    pub(crate) fn parse(url: &str, password: Option<&str>) -> Result<Target, StoreError> {
+        let fault = |e: String| StoreError::Config(e);
+        match check_url(url).map_err(fault)? {
+            Backend::Sqlite => {
+                let opts = SqliteConnectOptions::from_str(url)?;
+                Ok(Target::Sqlite(opts.get_filename().to_path_buf()))
+            }
+            Backend::Postgres => {
+                let mut parsed = url::Url::parse(url).map_err(|e| fault(e.to_string()))?;
+                if let Some(p) = password {
+                    parsed
+                        .set_password(Some(p))
+                        .map_err(|()| fault("the URL cannot carry a password".into()))?;
+                }
+                Ok(Target::Postgres(parsed))
+            }
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Target::Sqlite(_) => Backend::Sqlite,
+            Target::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The URL sqlx connects with. SQLite's file is created when missing.
+    pub(crate) fn connect_url(&self) -> String {
+        match self {
+            Target::Sqlite(path) => format!("sqlite://{}?mode=rwc", path.display()),
+            Target::Postgres(url) => url.to_string(),
+        }
+    }
+
+    /// The pools of a store: the main one, and budget usage's (its own SQLite connections
+    /// that commit without waiting for the disk; the same pool on PostgreSQL).
+    pub(crate) async fn pools(&self, lazy: bool) -> Result<(AnyPool, AnyPool), StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = self.connect_url();
+        let options = |synchronous: &'static str| {
+            AnyPoolOptions::new()
+                .max_connections(match self {
+                    Target::Sqlite(_) => 4,
+                    Target::Postgres(_) => 8,
+                })
+                .acquire_timeout(Duration::from_secs(5))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if conn.backend_name() == "SQLite" {
+                            // WAL lets readers run beside the writer; a writer waits for
+                            // another process's lock for up to five seconds.
+                            let pragmas = format!(
+                                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = {synchronous}"
+                            );
+                            sqlx::Executor::execute(conn, sqlx::AssertSqlSafe(pragmas)).await?;
+                        }
+                        Ok(())
+                    })
+                })
+        };
+        if lazy {
+            let pool = options("FULL").connect_lazy(&url)?;
+            return Ok((pool.clone(), pool));
+        }
+        let pool = options("FULL").connect(&url).await?;
+        let budgets = match self {
+            Target::Sqlite(_) => options("NORMAL").connect_lazy(&url)?,
+            Target::Postgres(_) => pool.clone(),
+        };
+        Ok((pool, budgets))
+    }
+}
