@@ -60,6 +60,7 @@ impl Gateway {
         audit: Arc<Audit>,
         upstreams: Arc<Upstreams>,
         bound: SocketAddr,
+        sealer: crate::session::seal::Sealer,
     ) -> Gateway {
         let s = &registry.settings;
         let mut hosts = vec![bound.to_string()];
@@ -102,7 +103,7 @@ impl Gateway {
         let servers = registry.servers.iter().map(|s| s.name.as_str());
         let issuers = Issuers::new(&registry.access.oidc, &public_url, servers);
         Gateway {
-            sessions: Sessions::new(s.session_idle),
+            sessions: Sessions::new(s.session_idle, s.session_lifetime, sealer),
             levers: Arc::new(Levers::new(store.clone(), s)),
             approval_decided: tokio::sync::Notify::new(),
             auth: Authenticator::new(store.clone(), issuers),

@@ -394,7 +394,7 @@ fn build() -> Build {
         version: env!("CARGO_PKG_VERSION"),
         commit: option_env!("PORTCULLIS_COMMIT").unwrap_or("unknown"),
         components: vec![
-            "store: SQLite (sqlx)",
+            "store: SQLite or PostgreSQL (sqlx)",
             "tls: rustls",
             "oidc: RS/PS/ES/EdDSA via jsonwebtoken (aws-lc-rs)",
             "traces: OTLP/HTTP protobuf",

@@ -79,11 +79,43 @@ pub async fn start(
     assemble(reg, ready, mcp_at, admin_at, shutdown).await
 }
 
-/// What is read before any socket is bound: the store, every secret, the audit log.
+/// What is read before any socket is bound: the store, every secret, the audit log, the keys
+/// that seal session ids.
 pub(crate) struct Prepared {
     store: store::Store,
     secrets: Arc<crate::secrets::Secrets>,
     audit: Arc<audit::Audit>,
+    sealer: crate::session::seal::Sealer,
+}
+
+/// The ring that seals session ids: the configured keys (by reference), else the key kept in
+/// the store, which every process sharing it uses.
+async fn sealer(
+    reg: &registry::Registry,
+    secrets: &crate::secrets::Secrets,
+    store: &store::Store,
+) -> Result<crate::session::seal::Sealer, Unready> {
+    let keys = &reg.settings.session_keys;
+    if keys.is_empty() {
+        let key = store
+            .session_key()
+            .await
+            .map_err(|e| unready(EX_UNAVAILABLE, format!("cannot read the session key: {e}")))?;
+        return crate::session::seal::Sealer::new([key.as_slice()])
+            .map_err(|e| unready(EX_SOFTWARE, e));
+    }
+    let mut material = Vec::new();
+    for r in keys {
+        let secret = secrets
+            .resolve(r)
+            .await
+            .map_err(|e| unready(EX_CONFIG, e.to_string()))?;
+        material.push(secret.expose().as_bytes().to_vec());
+    }
+    crate::session::seal::Sealer::new(material.iter().map(Vec::as_slice)).map_err(|e| {
+        let fix = "make each `http.session_keys` entry at least 32 random bytes, e.g. `openssl rand -base64 48`";
+        unready(EX_CONFIG, format!("http.session_keys: {e}\n  fix: {fix}"))
+    })
 }
 
 async fn prepare(reg: &registry::Registry) -> Result<Prepared, Unready> {
@@ -105,10 +137,12 @@ async fn prepare(reg: &registry::Registry) -> Result<Prepared, Unready> {
             let fix = "make a required audit sink writable (audit.sinks); no call runs unrecorded";
             unready(EX_UNAVAILABLE, format!("{e}\n  fix: {fix}"))
         })?;
+    let sealer = sealer(reg, &secrets, &store).await?;
     Ok(Prepared {
         store,
         secrets,
         audit,
+        sealer,
     })
 }
 
@@ -124,6 +158,7 @@ async fn assemble(
         store,
         secrets,
         audit,
+        sealer,
     } = ready;
     let reg = Arc::new(reg);
     let upstreams = Upstreams::start(
@@ -137,7 +172,14 @@ async fn assemble(
         },
         shutdown.clone(),
     );
-    let gw = Arc::new(Gateway::new(reg.clone(), store, audit, upstreams, mcp_at));
+    let gw = Arc::new(Gateway::new(
+        reg.clone(),
+        store,
+        audit,
+        upstreams,
+        mcp_at,
+        sealer,
+    ));
     // Until a read of the kill switch and mode succeeds every call is refused: none, no start.
     gw.levers.refresh().await.map_err(|e| {
         unready(
@@ -301,21 +343,37 @@ pub(crate) async fn run(
     }
 }
 
-/// End idle sessions every 30 s, recording each.
+/// End idle and expired sessions every 30 s, recording each; every 5 s, let go of sessions a
+/// client ended through another process.
 async fn reap_sessions(gw: Arc<Gateway>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut rounds = 0u64;
+    let mut since = store::now_ms();
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                for s in gw.sessions.reap() {
-                    let mut e = audit::Event::new("session.end");
-                    e.session = Some(s.id.clone());
-                    e.identity = Some(audit::Who::named(s.subject.clone()));
-                    e.reason = Some("idle".into());
-                    gw.audit.note(e);
-                }
-            }
+            _ = tick.tick() => {}
             () = stop.cancelled() => return,
+        }
+        let now = store::now_ms();
+        // Overlapping windows: an end recorded while the last query ran is not missed.
+        if let Ok(ended) = gw
+            .store
+            .sessions_ended_since(since.saturating_sub(1_000))
+            .await
+        {
+            gw.sessions.forget_ended(&ended);
+            since = now;
+        }
+        rounds += 1;
+        if rounds % 6 != 0 {
+            continue;
+        }
+        for s in gw.sessions.reap() {
+            let mut e = audit::Event::new("session.end");
+            e.session = Some(s.id.clone());
+            e.identity = Some(audit::Who::named(s.subject.clone()));
+            e.reason = Some("idle or expired".into());
+            gw.audit.note(e);
         }
     }
 }

@@ -205,6 +205,9 @@ pub(crate) struct RawHttp {
     #[serde(default)]
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) session_idle: Option<String>,
+    pub(crate) session_lifetime: Option<String>,
+    #[serde(default)]
+    pub(crate) session_keys: Vec<String>,
     pub(crate) header_timeout: Option<String>,
     pub(crate) body_timeout: Option<String>,
     pub(crate) max_connections: Option<u64>,

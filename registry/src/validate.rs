@@ -28,6 +28,7 @@ use settings::{argument_limits, settings};
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -76,6 +77,12 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// How long an idle session lives.
     pub session_idle: Duration,
+    /// How long a session id stays valid after it was issued, on any replica.
+    pub session_lifetime: Duration,
+    /// The keys that seal session ids, by reference: the first seals, every one opens (a
+    /// rotation adds the new key first and drops the old one after a lifetime). Empty: a key
+    /// kept in the store, shared by every process on it.
+    pub session_keys: Vec<SecretRef>,
     /// A request head must arrive whole within this long of the connection opening or of the
     /// previous answer (which also bounds an idle keep-alive connection).
     pub header_timeout: Duration,
@@ -319,7 +326,7 @@ impl Registry {
     /// Servers, tools, pins, grants and the approval rule can change at a reload.
     pub fn restart_only_changes(&self, next: &Registry) -> Vec<&'static str> {
         let (a, b) = (&self.settings, &next.settings);
-        let fields: [(&'static str, bool); 19] = [
+        let fields: [(&'static str, bool); 21] = [
             ("profile", a.profile == b.profile),
             ("listen", a.listen == b.listen),
             ("admin_listen", a.admin_listen == b.admin_listen),
@@ -334,6 +341,11 @@ impl Registry {
                 a.allowed_origins == b.allowed_origins,
             ),
             ("http.session_idle", a.session_idle == b.session_idle),
+            (
+                "http.session_lifetime",
+                a.session_lifetime == b.session_lifetime,
+            ),
+            ("http.session_keys", a.session_keys == b.session_keys),
             ("http.header_timeout", a.header_timeout == b.header_timeout),
             ("http.body_timeout", a.body_timeout == b.body_timeout),
             (

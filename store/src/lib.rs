@@ -17,6 +17,7 @@ mod events;
 mod instances;
 mod levers;
 mod schema;
+mod sessions;
 
 pub use approvals::{ApprovalKey, ApprovalRecord, ApprovalStatus, DecideError, NewApproval};
 pub use audit::{AuditRow, AuditWriter};

@@ -11,8 +11,9 @@ use sqlx::Row;
 use super::{StoreError, now_ms};
 
 /// The PostgreSQL migrations, in order; a store at version N has run the first N.
-const POSTGRES: &[&[&str]] = &[&[
-    "CREATE TABLE api_keys (
+const POSTGRES: &[&[&str]] = &[
+    &[
+        "CREATE TABLE api_keys (
         id TEXT PRIMARY KEY,
         hash TEXT NOT NULL,
         name TEXT NOT NULL,
@@ -27,7 +28,7 @@ const POSTGRES: &[&[&str]] = &[&[
         parent TEXT,
         \"user\" TEXT
     )",
-    "CREATE TABLE kill_switches (
+        "CREATE TABLE kill_switches (
         scope TEXT NOT NULL,
         target TEXT NOT NULL,
         engaged BIGINT NOT NULL,
@@ -36,14 +37,14 @@ const POSTGRES: &[&[&str]] = &[&[
         changed_at BIGINT NOT NULL,
         PRIMARY KEY (scope, target)
     )",
-    "CREATE TABLE runtime_mode (
+        "CREATE TABLE runtime_mode (
         id BIGINT PRIMARY KEY CHECK (id = 1),
         mode TEXT NOT NULL,
         reason TEXT NOT NULL,
         actor TEXT NOT NULL,
         changed_at BIGINT NOT NULL
     )",
-    "CREATE TABLE approvals (
+        "CREATE TABLE approvals (
         id TEXT PRIMARY KEY,
         status TEXT NOT NULL,
         requester TEXT NOT NULL,
@@ -62,15 +63,15 @@ const POSTGRES: &[&[&str]] = &[&[
         reason TEXT,
         used_at BIGINT
     )",
-    "CREATE INDEX approvals_by_call ON approvals (requester, server, tool, arguments_digest, status)",
-    "CREATE TABLE operator_events (
+        "CREATE INDEX approvals_by_call ON approvals (requester, server, tool, arguments_digest, status)",
+        "CREATE TABLE operator_events (
         seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         at BIGINT NOT NULL,
         kind TEXT NOT NULL,
         actor TEXT NOT NULL,
         detail TEXT NOT NULL
     )",
-    "CREATE TABLE audit_events (
+        "CREATE TABLE audit_events (
         id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         chain TEXT NOT NULL,
         seq BIGINT NOT NULL,
@@ -80,20 +81,20 @@ const POSTGRES: &[&[&str]] = &[&[
         line TEXT NOT NULL,
         UNIQUE (chain, seq)
     )",
-    "CREATE INDEX audit_events_at ON audit_events (at_ms)",
-    "CREATE INDEX audit_events_session ON audit_events (session)",
-    "CREATE TABLE audit_key (
+        "CREATE INDEX audit_events_at ON audit_events (at_ms)",
+        "CREATE INDEX audit_events_session ON audit_events (session)",
+        "CREATE TABLE audit_key (
         id BIGINT PRIMARY KEY CHECK (id = 1),
         key BYTEA NOT NULL
     )",
-    "CREATE TABLE instances (
+        "CREATE TABLE instances (
         id TEXT PRIMARY KEY,
         host TEXT NOT NULL,
         pid BIGINT NOT NULL,
         started_ms BIGINT NOT NULL,
         seen_ms BIGINT NOT NULL
     )",
-    "CREATE TABLE budget_usage (
+        "CREATE TABLE budget_usage (
         budget TEXT NOT NULL,
         principal TEXT NOT NULL,
         \"window\" TEXT NOT NULL,
@@ -103,7 +104,20 @@ const POSTGRES: &[&[&str]] = &[&[
         epoch BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (budget, principal, \"window\")
     )",
-]];
+    ],
+    &[
+        "CREATE TABLE session_key (
+        id BIGINT PRIMARY KEY CHECK (id = 1),
+        key BYTEA NOT NULL
+    )",
+        "CREATE TABLE ended_sessions (
+        id TEXT PRIMARY KEY,
+        until_ms BIGINT NOT NULL,
+        ended_ms BIGINT NOT NULL
+    )",
+        "CREATE INDEX ended_sessions_at ON ended_sessions (ended_ms)",
+    ],
+];
 
 /// The schema version this build writes and reads.
 pub const VERSION: i64 = POSTGRES.len() as i64;
@@ -257,6 +271,16 @@ const SQLITE_TABLES: &[&str] = &[
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (budget, principal, window)
     )",
+    "CREATE TABLE IF NOT EXISTS session_key (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        key BLOB NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS ended_sessions (
+        id TEXT PRIMARY KEY,
+        until_ms INTEGER NOT NULL,
+        ended_ms INTEGER NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS ended_sessions_at ON ended_sessions (ended_ms)",
 ];
 
 const SQLITE_COLUMNS: &[(&str, &str, &str)] = &[

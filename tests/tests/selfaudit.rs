@@ -350,10 +350,10 @@ async fn two_processes_on_one_sqlite_store_are_flagged() {
     let auditor = gw.operator_key("auditor", None).unwrap();
     let report = self_audit(&gw.admin, &auditor).await;
     let f = finding(&report, "ops.replicas");
-    // One process: the only gap is that replicas are not possible with this build.
+    // One process on SQLite: a team's deployment, which does not scale out.
     assert_eq!(
         (f["status"].as_str(), f["cause"].as_str()),
-        (Some("partial"), Some("unbuilt"))
+        (Some("partial"), Some("config"))
     );
 
     let _second = gw.another().unwrap();
@@ -374,7 +374,7 @@ async fn two_processes_on_one_sqlite_store_are_flagged() {
         r["observed"]
             .as_str()
             .unwrap()
-            .starts_with("2 gateway processes")
+            .starts_with("2 gateway process(es)")
     }));
     let ops = report["dimensions"]
         .as_array()

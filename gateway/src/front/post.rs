@@ -48,7 +48,11 @@ async fn stateful(
 ) -> Response {
     let version_header = header_str(headers, "mcp-protocol-version");
     {
-        let Some(session) = gw.sessions.get(sid, &admitted.caller, &admitted.scope) else {
+        let Some(session) = gw
+            .sessions
+            .find(&gw.store, sid, &admitted.caller, &admitted.scope)
+            .await
+        else {
             return rpc_error(
                 StatusCode::NOT_FOUND,
                 msg_id(&msg),
@@ -169,7 +173,11 @@ async fn batch(
             "a JSON-RPC batch needs a session of protocol 2025-03-26 or earlier (`initialize` cannot be batched); send one message per POST".into(),
         );
     };
-    let Some(session) = gw.sessions.get(sid, &admitted.caller, &admitted.scope) else {
+    let Some(session) = gw
+        .sessions
+        .find(&gw.store, sid, &admitted.caller, &admitted.scope)
+        .await
+    else {
         return rpc_error(
             StatusCode::NOT_FOUND,
             None,
@@ -382,12 +390,18 @@ fn initialize(gw: &Gateway, admitted: Admitted, msg: Inbound) -> Response {
         .filter(|c| c.is_object())
         .cloned()
         .unwrap_or_else(|| json!({}));
-    let session = gw.sessions.create(
+    let Some(session) = gw.sessions.create(
         &admitted.caller,
         admitted.scope,
         version.to_string(),
         capabilities,
-    );
+    ) else {
+        return rpc_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(&id),
+            &RpcError::new(jsonrpc::INTERNAL_ERROR, "cannot start a session"),
+        );
+    };
     tracing::info!(session = %session.id, subject = %session.subject, protocol = version, "session started");
     let mut e = AuditEvent::new("session.start");
     e.session = Some(session.id.clone());

@@ -78,7 +78,11 @@ pub(super) async fn stream(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     };
-    let Some(session) = gw.sessions.get(sid, &admitted.caller, &admitted.scope) else {
+    let Some(session) = gw
+        .sessions
+        .find(&gw.store, sid, &admitted.caller, &admitted.scope)
+        .await
+    else {
         return plain_error(StatusCode::NOT_FOUND, "session not found");
     };
     let scope = session.scope.clone();
@@ -132,6 +136,22 @@ pub(super) async fn delete(
     let Some(sid) = header_str(&headers, "mcp-session-id") else {
         return plain_error(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id");
     };
+    let Some(session) = gw
+        .sessions
+        .find(&gw.store, sid, &admitted.caller, &admitted.scope)
+        .await
+    else {
+        return plain_error(StatusCode::NOT_FOUND, "session not found");
+    };
+    // Recorded first, so no replica takes the id up again once the client is told it ended.
+    let stored = crate::session::stored_name(sid);
+    if let Err(e) = gw.store.end_session(&stored, session.expires_ms).await {
+        tracing::error!(error = %e, "cannot record the end of a session");
+        return plain_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session could not be ended now; try again",
+        );
+    }
     if gw.sessions.remove(sid, &admitted.caller, &admitted.scope) {
         tracing::info!(session = %sid, "session ended by client");
         let mut e = AuditEvent::new("session.end");

@@ -46,6 +46,7 @@ async fn gateway() -> (tempfile::TempDir, Store, Arc<Gateway>, CancellationToken
         Arc::new(audit),
         ups,
         "127.0.0.1:1".parse().unwrap(),
+        crate::session::seal::Sealer::ephemeral().unwrap(),
     );
     gw.levers.refresh().await.unwrap();
     (dir, store, Arc::new(gw), stop)

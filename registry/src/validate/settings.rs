@@ -70,6 +70,27 @@ pub(super) fn settings(
         map,
         problems,
     );
+    let session_lifetime = duration_or(
+        raw.http.session_lifetime.as_deref(),
+        "http.session_lifetime",
+        DEFAULT_SESSION_LIFETIME,
+        map,
+        problems,
+    );
+    if session_lifetime < session_idle {
+        problems.push(map.problem(
+            "http.session_lifetime",
+            "`http.session_lifetime` is shorter than `http.session_idle`".to_string(),
+            "a session id must outlive its idle time: raise the lifetime (default 24h) or lower the idle time",
+        ));
+    }
+    let session_keys = raw
+        .http
+        .session_keys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| reference(t, &format!("http.session_keys[{i}]"), map, problems))
+        .collect();
     let header_timeout = duration_or(
         raw.http.header_timeout.as_deref(),
         "http.header_timeout",
@@ -179,6 +200,8 @@ pub(super) fn settings(
         max_body,
         allowed_origins: raw.http.allowed_origins.clone(),
         session_idle,
+        session_lifetime,
+        session_keys,
         header_timeout,
         body_timeout,
         max_connections,

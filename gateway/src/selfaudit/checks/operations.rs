@@ -101,85 +101,96 @@ pub(super) fn profile(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Findi
 
 pub(super) fn replicas(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
     let reg = cx.reg;
-    let probes = cx.probes;
     let store = &reg.settings.store;
+    let postgres = store.starts_with("postgres");
     let mut ev = vec![ix.config(reg, "store", crate::redact::uri_for_record(store))];
-    let seen = probes.live.as_ref().map(|l| &l.instances);
-    let f = match seen {
-        Some(Ok(seen)) if seen.len() > 1 => {
-            let n = seen.len();
-            ev.push(ix.probe(
-                "gateway processes on this store",
-                &Outcome {
-                    ok: false,
-                    observed: format!(
-                        "{n} gateway processes wrote heartbeats in the last 15 s: {}",
-                        seen.join("; ")
-                    ),
-                },
-            ));
-            c.says(
-                format!("{n} gateway processes share one SQLite store"),
-                format!("{n} `serve` processes use `{store}` at once; SQLite is a single-process store here."),
-                "Replicas on one SQLite file contend for its lock: writes stall for up to the busy timeout, and a network filesystem can corrupt it.",
-            )
-            .cites(ev)
-            .gap(
-                ix,
-                Status::Absent,
-                Severity::High,
-                Likelihood::High,
-                Cause::Probe,
-                (
-                    "Run one process per SQLite store",
-                    "Run a single gateway process on this store; replicas need a shared server database, which this build does not support.",
-                    "S",
+    let seen = cx.probes.live.as_ref().map(|l| &l.instances);
+    let many = matches!(seen, Some(Ok(seen)) if seen.len() > 1);
+    ev.push(match seen {
+        Some(Ok(seen)) => ix.probe(
+            "gateway processes on this store",
+            &Outcome {
+                ok: postgres || seen.len() <= 1,
+                observed: format!(
+                    "{} gateway process(es) wrote heartbeats in the last 15 s: {}",
+                    seen.len(),
+                    seen.join("; ")
                 ),
-            )
+            },
+        ),
+        Some(Err(e)) => ix.probe(
+            "gateway processes on this store",
+            &Outcome {
+                ok: false,
+                observed: format!("heartbeats not readable: {e}"),
+            },
+        ),
+        None => ix.not_run("gateway processes on this store"),
+    });
+    let keys = match reg.settings.session_keys.is_empty() {
+        true => "the key kept in the store".to_string(),
+        false => {
+            ev.push(ix.config(reg, "http.session_keys", "by reference"));
+            format!("{} configured key(s)", reg.settings.session_keys.len())
         }
-        other => {
-            ev.push(match other {
-                Some(Ok(seen)) => ix.probe(
-                    "gateway processes on this store",
-                    &Outcome {
-                        ok: true,
-                        observed: format!(
-                            "{} gateway process(es) wrote heartbeats in the last 15 s: {}",
-                            seen.len(),
-                            seen.join("; ")
-                        ),
-                    },
-                ),
-                Some(Err(e)) => ix.probe(
-                    "gateway processes on this store",
-                    &Outcome {
-                        ok: false,
-                        observed: format!("heartbeats not readable: {e}"),
-                    },
-                ),
-                None => ix.not_run("gateway processes on this store"),
-            });
-            let b = ix.build("store", "SQLite only: one gateway process per store");
-            ev.push(b);
-            c.says(
-                "One process per store: the deployment cannot scale out to replicas",
-                "This build stores keys, approvals, switches and the audit log in SQLite, which one process uses; there is no shared server database for replicas.",
-                "A single process is a single point of failure for every agent behind it.",
-            )
-            .cites(ev)
-            .gap(
-                ix,
-                Status::Partial,
-                Severity::Low,
-                Likelihood::Low,
-                Cause::Unbuilt,
-                (
-                    "Support a shared store for replicas",
-                    "Add a server database (PostgreSQL) so several stateless replicas share keys, switches, approvals and budgets.",
-                    "L",
-                ),
-            )
+    };
+    let rates = match reg.limits.is_empty() {
+        true => "no rate limits or concurrency caps are configured".to_string(),
+        false => {
+            ev.push(ix.config(reg, "limits", format!("{} entries", reg.limits.len())));
+            "rate limits and concurrency caps count per replica (each allows the full rate); budgets are shared and exact".to_string()
         }
+    };
+    let f = if postgres {
+        let n = match seen {
+            Some(Ok(seen)) => format!("{} replica(s) seen", seen.len()),
+            _ => "replicas not counted (static report)".to_string(),
+        };
+        c.says(
+            format!("Replicas share one PostgreSQL store: {n}"),
+            format!("Keys, kill switches and the mode (announced with NOTIFY, polled within the lease), approvals, budgets, the operator record and the store audit sink live in PostgreSQL; session ids are sealed with {keys}, so any replica continues any session; {rates}."),
+            "",
+        )
+        .cites(ev)
+        .pass(ix)
+    } else if many {
+        c.says(
+            "Several gateway processes share one SQLite store",
+            format!("More than one `serve` process uses `{store}` at once."),
+            "Replicas on one SQLite file contend for its lock: writes stall for up to the busy timeout, and a network filesystem can corrupt it.",
+        )
+        .cites(ev)
+        .gap(
+            ix,
+            Status::Absent,
+            Severity::High,
+            Likelihood::High,
+            Cause::Probe,
+            (
+                "Move replicas to PostgreSQL",
+                "Run one process per SQLite store, or give every replica `store: postgres://USER@HOST:PORT/DB` with `store_password` by reference (`portcullis migrate` creates the tables).",
+                "S",
+            ),
+        )
+    } else {
+        c.says(
+            "One process on SQLite: the deployment does not scale out to replicas",
+            "Keys, approvals, switches, budgets and the audit log are in SQLite, which one process uses.",
+            "A single process is a single point of failure for every agent behind it.",
+        )
+        .cites(ev)
+        .gap(
+            ix,
+            Status::Partial,
+            Severity::Low,
+            Likelihood::Low,
+            Cause::Config,
+            (
+                "Run replicas on PostgreSQL",
+                "Set `store: postgres://USER@HOST:PORT/DB` with `store_password` by reference and run several replicas behind a load balancer.",
+                "M",
+            ),
+        )
     };
     out.push(f);
 }

@@ -92,12 +92,18 @@ async fn setup(capabilities: Value) -> Setup {
         endpoint: None,
         token: None,
     };
-    let session = crate::session::Sessions::new(Duration::from_secs(60)).create(
+    let session = crate::session::Sessions::new(
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+        crate::session::seal::Sealer::ephemeral().unwrap(),
+    )
+    .create(
         &caller,
         crate::session::Scope::Federated,
         "2025-11-25".into(),
         capabilities,
-    );
+    )
+    .unwrap();
     Setup {
         _dir: dir,
         store,

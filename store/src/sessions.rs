@@ -1,0 +1,62 @@
+//! What replicas share about client sessions: the key that seals session ids when the config
+//! names none, and the sessions a client ended, so no replica takes their ids back.
+
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms};
+
+impl Store {
+    /// The session-sealing key kept in the store, made on first use; every process sharing
+    /// the store uses the same one.
+    pub async fn session_key(&self) -> Result<Vec<u8>, StoreError> {
+        let fresh = rand::random::<[u8; 32]>().to_vec();
+        sqlx::query("INSERT INTO session_key (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
+            .bind(&fresh)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT key FROM session_key WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("key")?)
+    }
+
+    /// Record that session `id` ended; its id would have been valid until `until_ms`. Rows
+    /// past that are pruned, as the id could not be used anyway.
+    pub async fn end_session(&self, id: &str, until_ms: i64) -> Result<(), StoreError> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO ended_sessions (id, until_ms, ended_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(until_ms)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM ended_sessions WHERE until_ms < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether session `id` was ended.
+    pub async fn session_ended(&self, id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 AS ended FROM ended_sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Sessions ended at or after `since_ms`, for replicas that hold them to let go.
+    pub async fn sessions_ended_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM ended_sessions WHERE ended_ms >= $1")
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("id").map_err(StoreError::from))
+            .collect()
+    }
+}
