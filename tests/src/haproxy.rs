@@ -1,0 +1,82 @@
+//! A real load balancer in front of gateway replicas: Debian's `haproxy` (installed by
+//! `scripts/test.sh`), round-robin over every request, no stickiness, health-checking each
+//! replica's `/readyz` and sending a request that found a replica gone to another.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::Proc;
+
+/// One HAProxy process.
+pub struct Haproxy {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+}
+
+/// A free loopback port (bound and released), for a listener whose address must be known
+/// before it starts.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Haproxy {
+    /// Balance `port` over `backends` (`http://127.0.0.1:PORT` each).
+    pub fn start(port: u16, backends: &[&str]) -> Result<Haproxy> {
+        let dir = tempfile::tempdir()?;
+        let host = format!("127.0.0.1:{port}");
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("  server g{i} {} check\n", b.trim_start_matches("http://")))
+            .collect();
+        let config = format!(
+            "global\n  maxconn 4096\n\
+             defaults\n  mode http\n  timeout connect 2s\n  timeout client 120s\n  timeout server 120s\n  retries 3\n  option redispatch 1\n  retry-on conn-failure empty-response response-timeout\n\
+             frontend mcp\n  bind {host}\n  default_backend gateways\n\
+             backend gateways\n  balance roundrobin\n  option httpchk\n  http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host {host}\n  default-server inter 300ms fall 2 rise 2\n{servers}"
+        );
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, config)?;
+        let check = Command::new("haproxy")
+            .arg("-c")
+            .arg("-f")
+            .arg(&path)
+            .output()?;
+        if !check.status.success() {
+            bail!(
+                "haproxy config refused: {}",
+                String::from_utf8_lossy(&check.stderr)
+            );
+        }
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("haproxy.log"))?)
+            .spawn()?;
+        let proc = Proc::new(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&host).is_ok() {
+                return Ok(Haproxy {
+                    _proc: proc,
+                    _dir: dir,
+                    base: format!("http://{host}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("haproxy did not start listening on {host}")
+    }
+
+    /// The federated MCP endpoint through the balancer.
+    pub fn mcp(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+}
