@@ -41,6 +41,7 @@ const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_CAPS: &str = "io.modelcontextprotocol/clientCapabilities";
 
 mod answer;
+mod follow;
 mod post;
 mod streams;
 

@@ -365,7 +365,7 @@ async fn reap_sessions(gw: Arc<Gateway>, stop: CancellationToken) {
             since = now;
         }
         rounds += 1;
-        if rounds % 6 != 0 {
+        if !rounds.is_multiple_of(6) {
             continue;
         }
         for s in gw.sessions.reap() {

@@ -116,6 +116,12 @@ const POSTGRES: &[&[&str]] = &[
         ended_ms BIGINT NOT NULL
     )",
         "CREATE INDEX ended_sessions_at ON ended_sessions (ended_ms)",
+        "CREATE TABLE session_subscriptions (
+        session TEXT NOT NULL,
+        uri TEXT NOT NULL,
+        until_ms BIGINT NOT NULL,
+        PRIMARY KEY (session, uri)
+    )",
     ],
 ];
 
@@ -281,6 +287,12 @@ const SQLITE_TABLES: &[&str] = &[
         ended_ms INTEGER NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS ended_sessions_at ON ended_sessions (ended_ms)",
+    "CREATE TABLE IF NOT EXISTS session_subscriptions (
+        session TEXT NOT NULL,
+        uri TEXT NOT NULL,
+        until_ms INTEGER NOT NULL,
+        PRIMARY KEY (session, uri)
+    )",
 ];
 
 const SQLITE_COLUMNS: &[(&str, &str, &str)] = &[

@@ -1,5 +1,6 @@
 //! What replicas share about client sessions: the key that seals session ids when the config
-//! names none, and the sessions a client ended, so no replica takes their ids back.
+//! names none, the sessions a client ended, so no replica takes their ids back, and each
+//! session's resource subscriptions, so the replica holding its stream can take them up.
 
 use sqlx::Row;
 
@@ -33,6 +34,11 @@ impl Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        sqlx::query("DELETE FROM session_subscriptions WHERE session = $1 OR until_ms < $2")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         sqlx::query("DELETE FROM ended_sessions WHERE until_ms < $1")
             .bind(now)
             .execute(&self.pool)
@@ -57,6 +63,52 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| r.try_get("id").map_err(StoreError::from))
+            .collect()
+    }
+}
+
+impl Store {
+    /// Record that session `session` subscribed to `uri` (as its client names it); kept until
+    /// `until_ms`, when the session's id expires.
+    pub async fn add_subscription(
+        &self,
+        session: &str,
+        uri: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO session_subscriptions (session, uri, until_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (session, uri) DO NOTHING",
+        )
+        .bind(session)
+        .bind(uri)
+        .bind(until_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Record that session `session` unsubscribed from `uri`.
+    pub async fn remove_subscription(&self, session: &str, uri: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM session_subscriptions WHERE session = $1 AND uri = $2")
+            .bind(session)
+            .bind(uri)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The URIs session `session` is subscribed to, in name order.
+    pub async fn subscriptions(&self, session: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT uri FROM session_subscriptions WHERE session = $1 AND until_ms > $2 ORDER BY uri",
+        )
+        .bind(session)
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("uri").map_err(StoreError::from))
             .collect()
     }
 }

@@ -402,3 +402,27 @@ async fn a_refund_after_a_reset_gives_back_nothing_the_reset_already_did() {
         Some(0)
     );
 }
+
+#[tokio::test]
+async fn session_records_are_shared_by_handles_and_ending_forgets_subscriptions() {
+    let (dir, s) = store().await;
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let two = Store::open(&url).await.unwrap();
+    let k = s.session_key().await.unwrap();
+    assert_eq!(two.session_key().await.unwrap(), k);
+    s.add_subscription("x", "u1", i64::MAX).await.unwrap();
+    s.add_subscription("x", "u0", 1).await.unwrap();
+    // Past its session's expiry a subscription is not reported.
+    assert_eq!(two.subscriptions("x").await.unwrap(), ["u1"]);
+    assert!(!two.session_ended("x").await.unwrap());
+    two.end_session("x", i64::MAX).await.unwrap();
+    assert!(s.session_ended("x").await.unwrap());
+    assert!(s.subscriptions("x").await.unwrap().is_empty());
+    assert_eq!(
+        s.sessions_ended_since(now_ms() + 60_000)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+}

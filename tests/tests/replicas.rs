@@ -33,6 +33,8 @@ struct Cluster {
 fn servers(url: &str) -> String {
     let tools: String = portcullis_tests::FIXTURE_TOOLS
         .iter()
+        // `touch_watched` announces a resource change; read here so no approval holds it.
+        .map(|(t, c)| (t, if *t == "touch_watched" { "read" } else { c }))
         .map(|(t, c)| format!("      {t}: {{ class: {c} }}\n"))
         .collect();
     format!(
@@ -43,7 +45,8 @@ fn servers(url: &str) -> String {
 /// Start PostgreSQL, the fixture, three replicas on one config and HAProxy in front of them.
 fn cluster(db: &str) -> Cluster {
     let pg = Postgres::start().unwrap();
-    let fx = Fixture::start("both").unwrap();
+    // The initialize-era fixture: it takes resource subscriptions.
+    let fx = Fixture::start("legacy").unwrap();
     let port = free_port().unwrap();
     let top = format!(
         "{store}public_url: http://127.0.0.1:{port}\n\
@@ -272,6 +275,51 @@ async fn levers_budgets_sessions_and_approvals_hold_across_three_replicas() {
         1,
         "the approved call ran exactly once"
     );
+
+    // A subscription made through one replica follows the session to the replica holding its
+    // stream: the update reaches the client there.
+    let mut sub = Raw::new(format!("{}/mcp", c.gw.base), &c.gw.key);
+    sub.init().await;
+    let (_, v) = sub
+        .call(req(
+            3,
+            "resources/subscribe",
+            json!({ "uri": "fixture+test://watched-resource" }),
+        ))
+        .await;
+    assert_eq!(v["result"], json!({}), "{v}");
+    let mut elsewhere = Raw::new(format!("{}/mcp", c.others[0].base), &c.gw.key);
+    elsewhere.session = sub.session.clone();
+    let mut stream = elsewhere
+        .http
+        .get(&elsewhere.url)
+        .bearer_auth(&elsewhere.key)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", elsewhere.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes_stream();
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures::StreamExt as _;
+        let mut buf = String::new();
+        loop {
+            // The update goes out through the replica's own upstream connection.
+            let (_, v) = call(&elsewhere, "fixture__touch_watched", json!({})).await;
+            assert_eq!(reason(&v), "ok", "{v}");
+            let next = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+            if let Ok(Some(chunk)) = next {
+                buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+                if buf.contains("notifications/resources/updated") {
+                    return buf;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the update reached the stream on the other replica");
+    assert!(heard.contains("fixture+test://watched-resource"), "{heard}");
+    drop(stream);
 
     // Every replica verifies a session id it did not issue: another caller's, a forged or an
     // ended one is no session (404) anywhere.

@@ -103,6 +103,10 @@ async fn subscription(
 ) -> Result<Value, UpstreamError> {
     let subscribe = ask.method == "resources/subscribe";
     if !subscribe && let Era::Stateful(session) = &call.era {
+        let stored = crate::session::stored_name(&session.id);
+        if let Err(e) = gw.store.remove_subscription(&stored, &ask.shown).await {
+            tracing::warn!(error = %e, "cannot record an unsubscription for other replicas");
+        }
         let held = session
             .subscriptions
             .lock()
@@ -119,11 +123,19 @@ async fn subscription(
     ask.up
         .request_as(&ask.method, params, None, None, None, token)
         .await?;
-    if subscribe
-        && let Era::Stateful(session) = &call.era
-        && let Ok(mut subs) = session.subscriptions.lock()
-    {
-        subs.insert(ask.shown.clone());
+    if subscribe && let Era::Stateful(session) = &call.era {
+        if let Ok(mut subs) = session.subscriptions.lock() {
+            subs.insert(ask.shown.clone());
+        }
+        // For the replica that holds the session's stream, should that be another one.
+        let stored = crate::session::stored_name(&session.id);
+        let kept = gw
+            .store
+            .add_subscription(&stored, &ask.shown, session.expires_ms)
+            .await;
+        if let Err(e) = kept {
+            tracing::warn!(error = %e, "cannot record a subscription for other replicas");
+        }
     }
     Ok(json!({}))
 }

@@ -85,6 +85,15 @@ pub(super) async fn stream(
     else {
         return plain_error(StatusCode::NOT_FOUND, "session not found");
     };
+    // While the stream is open, subscriptions made through other replicas are taken up here.
+    let following = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(super::follow::subscriptions(
+        gw.clone(),
+        admitted.caller.clone(),
+        session.clone(),
+        following.clone(),
+    ));
+    let until_closed = following.drop_guard();
     let scope = session.scope.clone();
     let subscriber = session.clone();
     let caller = admitted.caller.clone();
@@ -117,8 +126,10 @@ pub(super) async fn stream(
             futures::future::ready(out)
         });
     let own = tokio_stream_from_broadcast(session.client.events.subscribe());
-    let merged = futures::stream::select(upstream, own)
-        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    let merged = futures::stream::select(upstream, own).map(move |v| {
+        let _open = &until_closed;
+        Ok::<_, Infallible>(Event::default().event("message").data(v.to_string()))
+    });
     Sse::new(merged)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

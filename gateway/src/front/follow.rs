@@ -1,0 +1,69 @@
+//! A session's resource subscriptions follow it to the replica that holds its stream: a client
+//! may subscribe through one replica while its GET stream, where updates arrive, is on another.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Caller;
+use crate::call::{Call, Era};
+use crate::gateway::Gateway;
+use crate::session::{Session, stored_name};
+
+/// How often an open stream compares its session's subscriptions with the store's record.
+const EVERY: Duration = Duration::from_secs(5);
+
+/// Until `done` (the stream closed): take up the subscriptions the session made through other
+/// replicas, and drop those it ended there. Each runs through the pipeline as the client's own
+/// `resources/(un)subscribe` would (decided under the grants in force, recorded, forwarded), so
+/// this replica's upstream connection sends the updates to this stream.
+pub(super) async fn subscriptions(
+    gw: Arc<Gateway>,
+    caller: Caller,
+    session: Arc<Session>,
+    done: CancellationToken,
+) {
+    let name = stored_name(&session.id);
+    loop {
+        if let Ok(stored) = gw.store.subscriptions(&name).await {
+            let stored: BTreeSet<String> = stored.into_iter().collect();
+            let local: BTreeSet<String> = session
+                .subscriptions
+                .lock()
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default();
+            for uri in stored.difference(&local) {
+                ask(&gw, &caller, &session, "resources/subscribe", uri).await;
+            }
+            for uri in local.difference(&stored) {
+                ask(&gw, &caller, &session, "resources/unsubscribe", uri).await;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            () = done.cancelled() => return,
+        }
+    }
+}
+
+async fn ask(gw: &Gateway, caller: &Caller, session: &Arc<Session>, method: &str, uri: &str) {
+    let call = Call {
+        caller: caller.clone(),
+        scope: session.scope.clone(),
+        era: Era::Stateful(session.clone()),
+        request_id: super::request_id(),
+        trace_id: None,
+        parent: opentelemetry::Context::new(),
+        param_headers: Vec::new(),
+        streams: false,
+    };
+    let (sink, _) = mpsc::unbounded_channel();
+    let params = Some(json!({ "uri": uri }));
+    if let Err(refused) = crate::call::ask(gw, &call, method, params, &sink).await {
+        tracing::info!(session = %session.id, %uri, %method, reason = refused.face().outcome, "a subscription made through another replica was not taken up");
+    }
+}
