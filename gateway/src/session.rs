@@ -240,3 +240,6 @@ impl Sessions {
         gone
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use portcullis_tests::bin;
 use portcullis_tests::postgres::Postgres;
 use store::{ApprovalKey, Backend, Charge, KeyRole, KeyScope, NewApproval, Store};
 
@@ -268,4 +269,62 @@ async fn a_stopped_server_is_an_error_and_the_store_recovers() {
         s.reserve_budgets(&mut [charge("b", 1, 10)]).await.unwrap(),
         None
     );
+}
+
+#[tokio::test]
+async fn migrate_creates_the_tables_and_a_password_in_the_url_is_refused_at_load() {
+    let pg = Postgres::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("p.yaml");
+    std::fs::write(
+        &config,
+        format!("{}servers: {{}}\n", pg.store_config("migrated").unwrap()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin("portcullis"))
+        .args(["migrate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("(postgres) is at schema version") && !stdout.contains(&pg.password),
+        "{stdout}"
+    );
+    // The tables exist: a store opened on them works at once.
+    let s = Store::connect(&pg.url("migrated"), Some(&pg.password)).await.unwrap();
+    assert!(s.list_keys().await.unwrap().is_empty());
+
+    // A password written into the URL never gets as far as a connection.
+    let leaky = pg.url("migrated").replace("portcullis@", &format!("portcullis:{}@", pg.password));
+    std::fs::write(&config, format!("store: {leaky}\nservers: {{}}\n")).unwrap();
+    let out = std::process::Command::new(bin("portcullis"))
+        .args(["migrate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("p.yaml:1:8") && stderr.contains("store_password"), "{stderr}");
+    assert!(!stderr.contains(&pg.password), "the error repeats the password: {stderr}");
+    // A wrong password is an error naming the store, not the password.
+    std::fs::write(dir.path().join("wrong"), "not-it").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "store: {}\nstore_password: file:{}\nservers: {{}}\n",
+            pg.url("migrated"),
+            dir.path().join("wrong").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin("portcullis"))
+        .args(["migrate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("cannot open store") && !stderr.contains("not-it"), "{stderr}");
 }
