@@ -129,7 +129,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     {
         not.push("kill-switch state not fresh".to_string());
     }
-    if !gw.audit.writable() {
+    if !gw.audit.writable() && !audit_probe(&gw).await {
         not.push("audit log not writable".to_string());
     }
     let set = gw.upstreams();
@@ -147,6 +147,30 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         )
             .into_response()
     }
+}
+
+/// Last time `/readyz` wrote a probe event (unix ms), so a balancer's checks write at most one
+/// a second.
+static LAST_PROBE_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// After a required sink failed its last write, whether it takes an event now: one
+/// `audit.probe` recorded like a call's request event. Without this a replica whose sink failed
+/// while no calls came (they were sent elsewhere) would never be ready again.
+async fn audit_probe(gw: &Gateway) -> bool {
+    use std::sync::atomic::Ordering;
+    let now = store::now_ms();
+    let last = LAST_PROBE_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < 1_000
+        || LAST_PROBE_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return false;
+    }
+    let mut e = AuditEvent::new("audit.probe");
+    e.reason = Some("readiness: a required sink failed its last write".into());
+    let written = tokio::time::timeout(std::time::Duration::from_secs(2), gw.audit.record(e));
+    matches!(written.await, Ok(Ok(())))
 }
 
 /// RFC 9728 metadata. The bare form describes the gateway (`public_url`); the path-suffixed form
@@ -260,7 +284,14 @@ async fn admit(
                 jsonrpc::GATEWAY_REFUSED,
                 "credentials cannot be checked right now",
             );
-            err.data = Some(serde_json::json!({ "reason": "store_unavailable" }));
+            // An API key is checked in the store; a token against its issuer's keys.
+            let api_key = auth.is_some_and(|a| a.trim_start_matches("Bearer ").starts_with("pcl_"));
+            let why = if api_key {
+                "store_unavailable"
+            } else {
+                "issuer_unavailable"
+            };
+            err.data = Some(serde_json::json!({ "reason": why }));
             return Err(rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, &err));
         }
         Err(AuthError::Scope(scope)) => {

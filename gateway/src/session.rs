@@ -104,7 +104,18 @@ impl Sessions {
             capabilities: seal::capabilities_for_id(&client_capabilities),
             expires_ms: store::now_ms().saturating_add(lifetime),
         };
-        let id = self.sealer.seal(&claims)?;
+        // Declared capabilities too many to carry even by name ride as none: another replica
+        // then treats the client as declaring nothing, which only narrows what it is asked.
+        let id = match self.sealer.seal(&claims) {
+            Some(id) => id,
+            None => {
+                let bare = Claims {
+                    capabilities: Value::Object(serde_json::Map::new()),
+                    ..claims.clone()
+                };
+                self.sealer.seal(&bare)?
+            }
+        };
         Some(self.insert(id, claims, client_capabilities))
     }
 

@@ -24,13 +24,17 @@ pub enum AuditWriter {
     Postgres(Box<PgWriter>),
 }
 
-/// The PostgreSQL audit writer: a runtime on the sink's thread and one connection, opened
-/// again after a failure.
+/// The PostgreSQL audit writer: a runtime made on the sink's thread at its first write, and
+/// one connection, opened again after a failure.
 pub struct PgWriter {
-    runtime: tokio::runtime::Runtime,
+    runtime: Option<tokio::runtime::Runtime>,
     url: String,
     conn: Option<sqlx::AnyConnection>,
 }
+
+/// Longest a batch may take to reach PostgreSQL (connecting included); past it the
+/// connection is dropped and the batch failed, so a hung database cannot hold the sink.
+const PG_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl AuditWriter {
     pub(super) fn open(target: &Target) -> Result<AuditWriter, StoreError> {
@@ -45,17 +49,11 @@ impl AuditWriter {
                 conn.pragma_update(None, "synchronous", "NORMAL")?;
                 Ok(AuditWriter::Sqlite(conn))
             }
-            Target::Postgres(_) => {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| StoreError::Config(format!("audit writer runtime: {e}")))?;
-                Ok(AuditWriter::Postgres(Box::new(PgWriter {
-                    runtime,
-                    url: target.connect_url(),
-                    conn: None,
-                })))
-            }
+            Target::Postgres(_) => Ok(AuditWriter::Postgres(Box::new(PgWriter {
+                runtime: None,
+                url: target.connect_url(),
+                conn: None,
+            }))),
         }
     }
 
@@ -81,7 +79,26 @@ impl AuditWriter {
             }
             AuditWriter::Postgres(w) => {
                 let PgWriter { runtime, url, conn } = &mut **w;
-                let done = runtime.block_on(pg_append(url, conn, rows));
+                let runtime = match runtime {
+                    Some(r) => r,
+                    None => runtime.insert(
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .map_err(|e| {
+                                StoreError::Config(format!("audit writer runtime: {e}"))
+                            })?,
+                    ),
+                };
+                let done = runtime
+                    .block_on(async {
+                        tokio::time::timeout(PG_BATCH_TIMEOUT, pg_append(url, conn, rows)).await
+                    })
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Config(
+                            "audit store sink: the batch timed out".into(),
+                        ))
+                    });
                 if done.is_err() {
                     // A connection that failed mid-batch is not trusted again.
                     *conn = None;
@@ -100,14 +117,11 @@ async fn pg_append(
     use sqlx::{Connection as _, Executor as _};
     let c = match conn {
         Some(c) => c,
-        None => conn.insert(
-            tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                sqlx::AnyConnection::connect(url),
-            )
-            .await
-            .map_err(|_| StoreError::Config("audit store sink: connecting timed out".into()))??,
-        ),
+        None => {
+            let mut fresh = sqlx::AnyConnection::connect(url).await?;
+            fresh.execute(super::db::POSTGRES_SESSION).await?;
+            conn.insert(fresh)
+        }
     };
     let mut tx = c.begin().await?;
     for r in rows {

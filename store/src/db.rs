@@ -14,6 +14,10 @@ use sqlx::sqlite::SqliteConnectOptions;
 
 use super::StoreError;
 
+/// Every PostgreSQL connection's bounds: no statement, lock wait or open transaction holds a
+/// call (or the audit sink) for long; an error is a refusal, which the caller may retry.
+pub(crate) const POSTGRES_SESSION: &str = "SET statement_timeout = '5s'; SET lock_timeout = '5s'; SET idle_in_transaction_session_timeout = '10s'";
+
 /// The database behind a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -31,7 +35,7 @@ impl Backend {
 }
 
 /// What a store URL names, checked before anything connects.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) enum Target {
     /// The database file.
     Sqlite(PathBuf),
@@ -64,6 +68,22 @@ pub fn check_url(url: &str) -> Result<Backend, String> {
     PgConnectOptions::from_str(url)
         .map(|_| Backend::Postgres)
         .map_err(|e| format!("not a PostgreSQL URL: {e}"))
+}
+
+/// Shown without the password, whatever prints it.
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Target::Postgres(url) => {
+                let mut shown = url.clone();
+                if shown.password().is_some() {
+                    let _ = shown.set_password(Some("redacted"));
+                }
+                f.debug_tuple("Postgres").field(&shown.as_str()).finish()
+            }
+        }
+    }
 }
 
 impl Target {
@@ -123,6 +143,8 @@ impl Target {
                                 "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = {synchronous}"
                             );
                             sqlx::Executor::execute(conn, sqlx::AssertSqlSafe(pragmas)).await?;
+                        } else {
+                            sqlx::Executor::execute(conn, POSTGRES_SESSION).await?;
                         }
                         Ok(())
                     })

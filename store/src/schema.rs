@@ -10,7 +10,9 @@ use sqlx::Row;
 
 use super::{StoreError, now_ms};
 
-/// The PostgreSQL migrations, in order; a store at version N has run the first N.
+/// The PostgreSQL migrations, in order; a store at version N has run the first N. Released
+/// migrations never change: a new table or column is a new entry. Each only adds, so an older
+/// build keeps working on a newer schema.
 const POSTGRES: &[&[&str]] = &[
     &[
         "CREATE TABLE api_keys (
@@ -128,8 +130,33 @@ const POSTGRES: &[&[&str]] = &[
 /// The schema version this build writes and reads.
 pub const VERSION: i64 = POSTGRES.len() as i64;
 
-/// Bring a PostgreSQL store up to date; the version it is at afterwards.
+/// The version a PostgreSQL store is at, read without writing (0: no schema yet).
+async fn postgres_version(pool: &AnyPool) -> Result<i64, StoreError> {
+    let exists: Option<String> =
+        sqlx::query("SELECT CAST(to_regclass('portcullis_schema') AS TEXT) AS t")
+            .fetch_one(pool)
+            .await?
+            .try_get("t")?;
+    if exists.is_none() {
+        return Ok(0);
+    }
+    Ok(
+        sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM portcullis_schema")
+            .fetch_one(pool)
+            .await?
+            .try_get("v")?,
+    )
+}
+
+/// Bring a PostgreSQL store up to date; the version it is at afterwards. A store already at
+/// this build's version (or later: migrations only add tables and columns, so an older build
+/// runs on a newer schema, as during a rolling upgrade) is only read, so replicas may run as
+/// a role without the right to create tables once `portcullis migrate` ran as the owner.
 pub(crate) async fn postgres(pool: &AnyPool) -> Result<i64, StoreError> {
+    let current = postgres_version(pool).await?;
+    if current >= VERSION {
+        return Ok(current);
+    }
     let mut tx = pool.begin().await?;
     // Any fixed number: every replica takes the same lock, so one migrates and the rest wait.
     sqlx::query("SELECT pg_advisory_xact_lock(7034260187)")
@@ -147,11 +174,6 @@ pub(crate) async fn postgres(pool: &AnyPool) -> Result<i64, StoreError> {
         .fetch_one(&mut *tx)
         .await?
         .try_get("v")?;
-    if at > VERSION {
-        return Err(StoreError::Config(format!(
-            "the store's schema is version {at}, newer than this build's {VERSION}: run a newer portcullis"
-        )));
-    }
     let pending = POSTGRES
         .iter()
         .zip(1..)
@@ -167,7 +189,7 @@ pub(crate) async fn postgres(pool: &AnyPool) -> Result<i64, StoreError> {
             .await?;
     }
     tx.commit().await?;
-    Ok(VERSION)
+    Ok(VERSION.max(at))
 }
 
 /// Bring a SQLite store up to date in place; the version it then matches.

@@ -112,3 +112,22 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// Forget session records past their ids' expiry (ended ids, subscriptions); how many.
+    pub async fn prune_session_records(&self) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let mut gone = 0;
+        for sql in [
+            "DELETE FROM ended_sessions WHERE until_ms < $1",
+            "DELETE FROM session_subscriptions WHERE until_ms < $1",
+        ] {
+            gone += sqlx::query(sql)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(gone)
+    }
+}

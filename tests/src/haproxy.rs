@@ -1,6 +1,7 @@
 //! A real load balancer in front of gateway replicas: Debian's `haproxy` (installed by
 //! `scripts/test.sh`), round-robin over every request, no stickiness, health-checking each
-//! replica's `/readyz` and sending a request that found a replica gone to another.
+//! replica's `/readyz` and sending a request that could not connect to a replica to another
+//! (never one a replica may have started: a tool call is not replayed).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -37,7 +38,7 @@ impl Haproxy {
             .collect();
         let config = format!(
             "global\n  maxconn 4096\n\
-             defaults\n  mode http\n  timeout connect 2s\n  timeout client 120s\n  timeout server 120s\n  retries 3\n  option redispatch 1\n  retry-on conn-failure empty-response response-timeout\n\
+             defaults\n  mode http\n  timeout connect 2s\n  timeout client 120s\n  timeout server 120s\n  retries 3\n  option redispatch 1\n  retry-on conn-failure\n\
              frontend mcp\n  bind {host}\n  default_backend gateways\n\
              backend gateways\n  balance roundrobin\n  option httpchk\n  http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host {host}\n  default-server inter 300ms fall 2 rise 2\n{servers}"
         );

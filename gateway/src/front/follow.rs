@@ -28,20 +28,33 @@ pub(super) async fn subscriptions(
     done: CancellationToken,
 ) {
     let name = stored_name(&session.id);
+    // What the store held at the last pass: only a subscription seen there and gone since was
+    // ended elsewhere (one made here may not be stored yet). Refused ones are not retried while
+    // they stay stored.
+    let mut before: BTreeSet<String> = BTreeSet::new();
+    let mut refused: BTreeSet<String> = BTreeSet::new();
     loop {
+        let local: BTreeSet<String> = session
+            .subscriptions
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
         if let Ok(stored) = gw.store.subscriptions(&name).await {
             let stored: BTreeSet<String> = stored.into_iter().collect();
-            let local: BTreeSet<String> = session
-                .subscriptions
-                .lock()
-                .map(|s| s.iter().cloned().collect())
-                .unwrap_or_default();
+            refused.retain(|uri| stored.contains(uri));
             for uri in stored.difference(&local) {
-                ask(&gw, &caller, &session, "resources/subscribe", uri).await;
+                if !refused.contains(uri)
+                    && !ask(&gw, &caller, &session, "resources/subscribe", uri).await
+                {
+                    refused.insert(uri.clone());
+                }
             }
-            for uri in local.difference(&stored) {
-                ask(&gw, &caller, &session, "resources/unsubscribe", uri).await;
+            for uri in local.intersection(&before) {
+                if !stored.contains(uri) {
+                    ask(&gw, &caller, &session, "resources/unsubscribe", uri).await;
+                }
             }
+            before = stored;
         }
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
@@ -50,7 +63,14 @@ pub(super) async fn subscriptions(
     }
 }
 
-async fn ask(gw: &Gateway, caller: &Caller, session: &Arc<Session>, method: &str, uri: &str) {
+/// Run `method` for `uri` as the session's own request; whether it went through.
+async fn ask(
+    gw: &Gateway,
+    caller: &Caller,
+    session: &Arc<Session>,
+    method: &str,
+    uri: &str,
+) -> bool {
     let call = Call {
         caller: caller.clone(),
         scope: session.scope.clone(),
@@ -63,7 +83,11 @@ async fn ask(gw: &Gateway, caller: &Caller, session: &Arc<Session>, method: &str
     };
     let (sink, _) = mpsc::unbounded_channel();
     let params = Some(json!({ "uri": uri }));
-    if let Err(refused) = crate::call::ask(gw, &call, method, params, &sink).await {
-        tracing::info!(session = %session.id, %uri, %method, reason = refused.face().outcome, "a subscription made through another replica was not taken up");
+    match crate::call::ask(gw, &call, method, params, &sink).await {
+        Ok(_) => true,
+        Err(refused) => {
+            tracing::info!(session = %session.id, %uri, %method, reason = refused.face().outcome, "a subscription made through another replica was not followed");
+            false
+        }
     }
 }

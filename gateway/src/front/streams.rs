@@ -126,10 +126,15 @@ pub(super) async fn stream(
             futures::future::ready(out)
         });
     let own = tokio_stream_from_broadcast(session.client.events.subscribe());
-    let merged = futures::stream::select(upstream, own).map(move |v| {
-        let _open = &until_closed;
-        Ok::<_, Infallible>(Event::default().event("message").data(v.to_string()))
-    });
+    // The stream ends with the session here: released when idle, ended by its client or
+    // elsewhere. A later request takes the session up afresh, and the client opens a new one.
+    let ended = session.client.clone();
+    let merged = futures::stream::select(upstream, own)
+        .take_until(async move { ended.links.ended().await })
+        .map(move |v| {
+            let _open = &until_closed;
+            Ok::<_, Infallible>(Event::default().event("message").data(v.to_string()))
+        });
     Sse::new(merged)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

@@ -573,3 +573,20 @@ async fn every_finding_comes_from_its_row_of_the_table() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_postgres_store_passes_replicas_only_over_a_verified_connection() {
+    let on = |url: &str| {
+        flip(
+            "listen:",
+            &format!("listen: 127.0.0.1:8080\nstore: {url}\nstore_password: env:PG"),
+        )
+    };
+    let verified = audit_of(&on("postgres://p@db.example.com/p?sslmode=verify-full")).await;
+    assert_eq!(finding(&verified, "ops.replicas").status, Status::Pass);
+    let local = audit_of(&on("postgres://p@127.0.0.1:5432/p")).await;
+    assert_eq!(finding(&local, "ops.replicas").status, Status::Pass);
+    let open = audit_of(&on("postgres://p@db.example.com/p")).await;
+    let f = finding(&open, "ops.replicas");
+    assert_eq!((f.status, f.cause), (Status::Partial, Some(Cause::Config)));
+}

@@ -122,7 +122,8 @@ impl Sealer {
         Sealer::new([secret.as_slice()])
     }
 
-    /// Seal `claims` into a session id (visible ASCII).
+    /// Seal `claims` into a session id (visible ASCII); `None` when it would be longer than
+    /// any replica opens.
     pub(crate) fn seal(&self, claims: &Claims) -> Option<String> {
         let key = self.keys.first()?;
         let mut data = serde_json::to_vec(claims).ok()?;
@@ -134,7 +135,9 @@ impl Sealer {
         raw.extend_from_slice(&key.id);
         raw.extend_from_slice(nonce.as_ref());
         raw.extend_from_slice(&data);
-        Some(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw)))
+        let id = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+        // One no replica would open is no id.
+        (id.len() <= MAX_ID).then_some(id)
     }
 
     /// The claims of an id this ring sealed, unexpired at `now_ms`; `None` for anything else.

@@ -115,6 +115,11 @@ impl Links {
     }
 
     /// Close every link (the session ended). Dropping a link cancels its connection.
+    /// Resolved once the session ended here (closed, reaped or ended elsewhere).
+    pub(crate) async fn ended(&self) {
+        self.closed.cancelled().await;
+    }
+
     pub(crate) fn close(&self) {
         if let Ok(mut slots) = self.slots.lock() {
             self.closed.cancel();

@@ -167,11 +167,17 @@ pub(super) fn settings(
         map,
         problems,
     );
-    if poll > Duration::from_secs(1) {
+    // On PostgreSQL a change is announced to every process (NOTIFY) and the poll only covers a
+    // lost announcement; elsewhere the poll is what carries it.
+    let announced = store.starts_with("postgres");
+    if poll > Duration::from_secs(1) && !(announced && poll <= Duration::from_secs(5)) {
         problems.push(map.problem(
             "kill_switch.poll",
             "the kill switch must reach every process within 1 s".to_owned(),
-            "use a poll interval of 1s or less (the default is 250ms)",
+            match announced {
+                true => "use a poll interval of 5s or less: on PostgreSQL changes are announced at once and the poll only covers a lost announcement",
+                false => "use a poll interval of 1s or less (the default is 250ms)",
+            },
         ));
     }
     if lease > Duration::from_secs(60) {
@@ -364,7 +370,16 @@ pub(super) fn argument_limits(
 
 /// A store URL the gateway can open: a SQLite file, or a PostgreSQL server whose password is
 /// never written in the URL.
-fn store_url(store: &str, map: &SourceMap, problems: &mut Vec<ConfigProblem>) {
+fn store_url(raw: &str, map: &SourceMap, problems: &mut Vec<ConfigProblem>) {
+    // Repeated in messages without any password it carries.
+    let shown = match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => raw.to_string(),
+    };
+    let (store, raw) = (shown.as_str(), raw);
     let postgres = store.starts_with("postgres://") || store.starts_with("postgresql://");
     if !store.starts_with("sqlite:") && !postgres {
         problems.push(map.problem(
@@ -379,7 +394,7 @@ fn store_url(store: &str, map: &SourceMap, problems: &mut Vec<ConfigProblem>) {
             "use a file: `sqlite://PATH` (e.g. `sqlite://portcullis.db`)",
         ));
     } else if postgres {
-        match url::Url::parse(store) {
+        match url::Url::parse(raw) {
             Err(e) => problems.push(map.problem(
                 "store",
                 format!("`{store}` is not a URL: {e}"),

@@ -164,7 +164,12 @@ fn a_postgres_store_takes_its_password_by_reference_only() {
         ),
     ] {
         let p = problems(&format!("{text}servers: {{}}\n"));
-        // A password in a URL is also caught by the scan for inline secrets.
+        // A password in a URL is also caught by the scan for inline secrets; never repeated.
+        assert!(
+            p.iter()
+                .all(|p| !p.contains("hunter2") || key == "store_password"),
+            "{p:?}"
+        );
         assert!(!p.is_empty() && p.len() <= 2, "{text}: {p:?}");
         assert!(
             p[0].contains(&format!("`{key}`")) && p[0].contains(says),
@@ -207,6 +212,21 @@ fn unsafe_lever_settings_are_refused_with_the_fix() {
     assert!(
         p.iter()
             .any(|p| p.contains("kill_switch.poll") && p.contains("1s or less")),
+        "{p:?}"
+    );
+    // On PostgreSQL changes are announced: the poll is a fallback and may be up to 5 s.
+    let pg = "store: postgres://p@127.0.0.1/p\n";
+    load_str(
+        "t.yaml",
+        &format!("{pg}kill_switch: {{ poll: 5s, lease: 20s }}\n{NOTES}"),
+    )
+    .unwrap();
+    let p = problems(&format!(
+        "{pg}kill_switch: {{ poll: 6s, lease: 20s }}\n{NOTES}"
+    ));
+    assert!(
+        p.iter()
+            .any(|p| p.contains("kill_switch.poll") && p.contains("5s or less")),
         "{p:?}"
     );
     let p = problems(&format!("kill_switch: {{ poll: 1s, lease: 1s }}\n{NOTES}"));

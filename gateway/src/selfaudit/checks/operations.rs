@@ -141,7 +141,33 @@ pub(super) fn replicas(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Find
             "rate limits and concurrency caps count per replica (each allows the full rate); budgets are shared and exact".to_string()
         }
     };
-    let f = if postgres {
+    let probe_failed = matches!(seen, Some(Err(_)));
+    let f = if postgres && (probe_failed || !verified_tls(store)) {
+        let (title, fix) = match probe_failed {
+            true => (
+                "Replicas share PostgreSQL, but this replica cannot read who else runs",
+                "Restore the store connection; replicas count each other by heartbeats in it.",
+            ),
+            false => (
+                "Replicas share PostgreSQL over a connection whose server is not verified",
+                "Add `sslmode=verify-full` (and `sslrootcert=`) to the store URL, unless the database is on this host.",
+            ),
+        };
+        c.says(
+            title,
+            format!("`{}`", crate::redact::uri_for_record(store)),
+            "Without a verified server, whoever sits on the path to the database can read and change keys, approvals and switches.",
+        )
+        .cites(ev)
+        .gap(
+            ix,
+            Status::Partial,
+            Severity::Medium,
+            Likelihood::Low,
+            if probe_failed { Cause::Probe } else { Cause::Config },
+            ("Secure the shared store", fix, "S"),
+        )
+    } else if postgres {
         let n = match seen {
             Some(Ok(seen)) => format!("{} replica(s) seen", seen.len()),
             _ => "replicas not counted (static report)".to_string(),
@@ -228,4 +254,24 @@ pub(super) fn upstreams(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Fin
             );
         }
     }
+}
+
+/// Whether a PostgreSQL store URL verifies its server (`sslmode=verify-full` or `verify-ca`), or
+/// needs not: the database is on this host (loopback or a socket).
+fn verified_tls(store: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(store) else {
+        return false;
+    };
+    let mode = url
+        .query_pairs()
+        .find(|(k, _)| k == "sslmode")
+        .map(|(_, v)| v.into_owned());
+    let local = match url.host_str() {
+        None | Some("") | Some("localhost") => true,
+        Some(h) => h
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+    };
+    local || matches!(mode.as_deref(), Some("verify-full" | "verify-ca"))
 }

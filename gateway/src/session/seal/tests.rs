@@ -34,6 +34,14 @@ fn an_id_opens_on_any_ring_holding_its_key_until_it_expires() {
 }
 
 #[test]
+fn an_id_too_long_to_open_is_not_sealed() {
+    let ring = Sealer::new([[1u8; 32].as_slice()]).unwrap();
+    let mut long = claims(i64::MAX);
+    long.subject = "x".repeat(5000);
+    assert_eq!(ring.seal(&long), None);
+}
+
+#[test]
 fn short_keys_are_refused() {
     assert!(Sealer::new([b"short".as_slice()]).is_err());
     assert!(Sealer::new(std::iter::empty()).is_err());
