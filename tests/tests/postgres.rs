@@ -270,6 +270,15 @@ async fn a_stopped_server_is_an_error_and_the_store_recovers() {
     );
 }
 
+/// `portcullis migrate --config FILE`.
+fn migrate(config: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(bin("portcullis"))
+        .args(["migrate", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn migrate_creates_the_tables_and_a_password_in_the_url_is_refused_at_load() {
     let pg = Postgres::start().unwrap();
@@ -280,11 +289,7 @@ async fn migrate_creates_the_tables_and_a_password_in_the_url_is_refused_at_load
         format!("{}servers: {{}}\n", pg.store_config("migrated").unwrap()),
     )
     .unwrap();
-    let out = std::process::Command::new(bin("portcullis"))
-        .args(["migrate", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = migrate(&config);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -306,11 +311,7 @@ async fn migrate_creates_the_tables_and_a_password_in_the_url_is_refused_at_load
         .url("migrated")
         .replace("portcullis@", &format!("portcullis:{}@", pg.password));
     std::fs::write(&config, format!("store: {leaky}\nservers: {{}}\n")).unwrap();
-    let out = std::process::Command::new(bin("portcullis"))
-        .args(["migrate", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = migrate(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(
@@ -332,11 +333,7 @@ async fn migrate_creates_the_tables_and_a_password_in_the_url_is_refused_at_load
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(bin("portcullis"))
-        .args(["migrate", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = migrate(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(69), "{stderr}");
     assert!(
