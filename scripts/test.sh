@@ -19,6 +19,7 @@ NEED=""
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || NEED="$NEED postgresql"
 command -v psql >/dev/null || NEED="$NEED postgresql-client"
 command -v haproxy >/dev/null || NEED="$NEED haproxy"
+command -v systemd-analyze >/dev/null || NEED="$NEED systemd"
 command -v chromium >/dev/null || NEED="$NEED chromium"
 command -v curl >/dev/null || NEED="$NEED curl"
 command -v npm >/dev/null || NEED="$NEED npm"
@@ -40,6 +41,16 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.portcullis-stamp 2>/dev/null)" !
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
   echo "$want" > .venv/.portcullis-stamp
+fi
+
+# The tools that validate deploy/, helm/ and terraform/ (Helm v4 library, kubernetes-validate,
+# checkov, hadolint, python-hcl2), in a virtualenv of their own: checkov pins its dependencies.
+want=$(stamp_of deploy/requirements.txt)
+if [ ! -x .venv-deploy/bin/python ] || [ "$(cat .venv-deploy/.portcullis-stamp 2>/dev/null)" != "$want" ]; then
+  echo "== installing the deployment validators (.venv-deploy)"
+  python3 -m venv .venv-deploy
+  .venv-deploy/bin/pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
+  echo "$want" > .venv-deploy/.portcullis-stamp
 fi
 
 # The conformance suite, the MCP Inspector, the OIDC provider and playwright-core, pinned by

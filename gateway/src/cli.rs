@@ -51,6 +51,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Exit 0 when `--url` answers 200 within 3 s, 1 otherwise: a container's health check,
+    /// as the image has no shell or HTTP client of its own.
+    Health {
+        /// e.g. `http://127.0.0.1:8080/readyz`
+        #[arg(long)]
+        url: String,
+    },
     /// Write a starter config in the current directory, issue keys, and run it.
     Quickstart {
         /// Port for the MCP listener (the admin listener uses the next one). Default: the
@@ -159,6 +166,7 @@ pub(crate) fn main() -> ExitCode {
                 Err(code) => code,
             },
             Command::Migrate { config } => migrate(&config).await,
+            Command::Health { url } => health(&url).await,
             Command::Quickstart { port } => crate::quickstart::quickstart(port).await,
             Command::Completions { shell } => {
                 let mut out = std::io::stdout().lock();
@@ -186,6 +194,33 @@ pub(crate) fn main() -> ExitCode {
             } => self_audit(report).await,
         }
     })
+}
+
+/// `portcullis health --url URL`: one GET, 200 or not.
+async fn health(url: &str) -> ExitCode {
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.get(url).send().await {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => ExitCode::SUCCESS,
+        Ok(r) => {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            eprintln!("portcullis: {url} answered {status}: {body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("portcullis: {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `portcullis migrate`: open the store, which brings its schema up to date, and say so.

@@ -19,6 +19,7 @@ use crate::gateway::Gateway;
 
 mod assemble;
 mod checks;
+mod deployment;
 mod html;
 mod probes;
 mod render;

@@ -40,6 +40,8 @@ pub(crate) struct Live {
     pub(crate) otlp: Option<Outcome>,
     /// The orgs active keys in the store carry (keys may name orgs the config does not).
     pub(crate) key_orgs: Vec<String>,
+    /// The artefact that started this process and its confinement (`None`: none of ours).
+    pub(crate) deployment: Option<Outcome>,
 }
 
 /// Every probe's result.
@@ -198,6 +200,7 @@ async fn live(gw: &Gateway, requested_by: &str) -> Live {
             .collect(),
         upstreams: upstreams(gw),
         config_file: config_file(gw),
+        deployment: super::deployment::probe(),
         instances: gw
             .store
             .instances_since(now_ms().saturating_sub(INSTANCE_FRESH_MS))

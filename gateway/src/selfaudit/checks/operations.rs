@@ -64,18 +64,22 @@ pub(super) fn modes(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding
 
 pub(super) fn profile(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
     let reg = cx.reg;
-    let e = ix.config(
+    let mut e = vec![ix.config(
         reg,
         "profile",
         match reg.settings.profile {
             registry::Profile::Production => "production",
             registry::Profile::Development => "development",
         },
-    );
+    )];
+    // The image, chart or unit that started the process, and the confinement it has.
+    if let Some(o) = cx.probes.live.as_ref().and_then(|l| l.deployment.as_ref()) {
+        e.push(ix.probe("deployment", o));
+    }
     out.push(match reg.settings.profile {
         registry::Profile::Production => c
             .says("The production profile is in force", "`profile: production`.", "")
-            .cites([e])
+            .cites(e)
             .pass(ix),
         registry::Profile::Development => c
             .says(
@@ -83,7 +87,7 @@ pub(super) fn profile(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Findi
                 "`profile: development` marks this gateway as a development setup (as the quickstart writes it).",
                 "A development configuration is not reviewed for production use.",
             )
-            .cites([e])
+            .cites(e)
             .gap(
                 ix,
                 Status::Partial,
