@@ -94,19 +94,32 @@ def chart_checks(tmp: Path) -> dict[str, list[dict]]:
         ok(f"kubernetes-validate ({label}, Kubernetes {K8S_VERSION})")
         (tmp / f"{label}.yaml").write_text(yaml.safe_dump_all(docs))
     # The schema and the templates refuse what would break the gateway.
+    secret = {"name": "db", "key": "password"}
     refused = {
-        "a store URL with a password": {"store": {"postgres": {"enabled": True, "url": "postgres://u:pw@h/d"}}},
-        "config that overrides the store": {"config": {"store": "sqlite:///tmp/x.db"}},
-        "an unknown value": {"replicas": 3},
-        "several replicas on SQLite": {"replicaCount": 2},
-        "PostgreSQL without its password Secret": {"store": {"postgres": {"enabled": True, "url": "postgres://u@h/d"}}},
+        "a store URL with a password": (
+            {"store": {"postgres": {"enabled": True, "url": "postgres://u:pw@h/d", "passwordSecret": secret}}},
+            "url",
+        ),
+        "config that overrides the store": ({"config": {"store": "sqlite:///tmp/x.db"}}, "config"),
+        "an unknown value": ({"replicas": 3}, "replicas"),
+        "several replicas on SQLite": ({"replicaCount": 2}, "shared store"),
+        "PostgreSQL without its password Secret": (
+            {"store": {"postgres": {"enabled": True, "url": "postgres://u@h/d"}}},
+            "passwordSecret",
+        ),
+        "a secret mount on the chart's own path": ({"extraSecretMounts": [{"name": "db"}]}, "name"),
+        "a ServiceMonitor Prometheus cannot reach": (
+            {"serviceMonitor": {"enabled": True, "keySecret": {"name": "m", "key": "key"}}},
+            "allowedNamespaces",
+        ),
     }
-    for why, values in refused.items():
+    for why, (values, says) in refused.items():
         try:
             render(values)
             fail(f"the chart accepted {why}")
-        except Exception:
-            ok(f"the chart refuses {why}")
+        except Exception as e:
+            # Refused for the reason meant, not any error.
+            (ok if says in str(e) else fail)(f"the chart refuses {why}: {str(e)[:200]}")
     prod = rendered.get("production", [])
     deployment = next((d for d in prod if d["kind"] == "Deployment"), None)
     if deployment:
@@ -151,14 +164,21 @@ def checkov(tmp: Path) -> None:
             fail(f"checkov {label}: no report ({r.stderr[-2000:]})")
             continue
         reports = report if isinstance(report, list) else [report]
+        if r.returncode not in (0, 1) or not reports or not report:
+            fail(f"checkov {label}: exit {r.returncode}, no report ({r.stderr[-2000:]})")
+            continue
         failed = []
         for rep in reports:
             for check in rep.get("results", {}).get("failed_checks", []):
                 failed.append(f"{check['check_id']} {check.get('resource')}: {check.get('check_name')}")
+        passed = sum(rep.get("summary", {}).get("passed", 0) for rep in reports)
         if failed:
             fail(f"checkov {label}: " + "; ".join(failed))
+        elif passed == 0 and label != "Terraform module":
+            # Every check skipped or none run: not a pass. (No checkov check applies to a
+            # helm_release, so the module's report is empty by nature.)
+            fail(f"checkov {label}: no check passed")
         else:
-            passed = sum(rep.get("summary", {}).get("passed", 0) for rep in reports)
             ok(f"checkov {label}: {passed} passed, none failed")
 
 

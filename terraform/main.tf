@@ -15,21 +15,22 @@ locals {
       postgres = {
         enabled        = local.postgres
         url            = local.postgres ? var.postgres_url : ""
-        passwordSecret = { name = coalesce(var.postgres_password_secret, ""), key = "password" }
+        passwordSecret = { name = var.postgres_password_secret == null ? "" : var.postgres_password_secret, key = "password" }
       }
     }
-    sessionKeySecret = { name = coalesce(var.session_key_secret, ""), key = "session-key" }
+    sessionKeySecret = { name = var.session_key_secret == null ? "" : var.session_key_secret, key = "session-key" }
     config           = var.gateway_config
     networkPolicy    = { enabled = true, allowedNamespaces = var.allowed_namespaces }
     ingress = {
       enabled   = var.ingress_class != null
-      className = coalesce(var.ingress_class, "")
+      className = var.ingress_class == null ? "" : var.ingress_class
     }
-    autoscaling = var.autoscaling == null ? { enabled = false } : {
-      enabled                        = true
-      minReplicas                    = var.autoscaling.min_replicas
-      maxReplicas                    = var.autoscaling.max_replicas
-      targetCPUUtilizationPercentage = var.autoscaling.cpu_percent
+    # One shape whether or not it is set (a conditional's two objects must unify).
+    autoscaling = {
+      enabled                        = var.autoscaling != null
+      minReplicas                    = try(var.autoscaling.min_replicas, 2)
+      maxReplicas                    = try(var.autoscaling.max_replicas, 6)
+      targetCPUUtilizationPercentage = try(var.autoscaling.cpu_percent, 70)
     }
   }
 }

@@ -42,9 +42,9 @@ variable "public_url" {
 }
 
 variable "replicas" {
-  description = "Replicas; more than one needs a PostgreSQL store."
+  description = "Replicas; more than one needs a PostgreSQL store (postgres_url)."
   type        = number
-  default     = 3
+  default     = 1
 
   validation {
     condition     = var.replicas >= 1

@@ -189,7 +189,17 @@ async fn guard(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if !admin.host_allowed(req.headers()) {
+    // A scrape of /metrics with a bearer credential and no cookie may name any Host: a
+    // Prometheus in the cluster names the pod's address. A browser page rebound to this
+    // listener has no such credential to send, and the credential is checked as ever.
+    let headers = req.headers();
+    let scrape = req.uri().path() == "/metrics"
+        && headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer "))
+        && !headers.contains_key(header::COOKIE);
+    if !scrape && !admin.host_allowed(headers) {
         return problem(
             StatusCode::FORBIDDEN,
             "Host does not name this admin listener",

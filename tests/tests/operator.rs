@@ -604,6 +604,29 @@ async fn bad_operator_requests_get_clear_errors() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A Prometheus scrape names the pod's address: /metrics with a bearer credential only.
+    let scrape = |cookie: bool, key: &str| {
+        let mut r = reqwest::Client::new()
+            .get(format!("{}/metrics", gw.admin))
+            .header("host", "10.1.2.3:8081")
+            .bearer_auth(key);
+        if cookie {
+            r = r.header("cookie", "portcullis_ui=x");
+        }
+        r.send()
+    };
+    assert_eq!(scrape(false, &op).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        scrape(true, &op).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        scrape(false, "pcl_0123456789abcdef_notakeynotakeynotakeynotakeyxx")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

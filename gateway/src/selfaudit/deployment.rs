@@ -25,7 +25,8 @@ fn observe(by: &str, status: &str, mounts: &str) -> Outcome {
     let no_new_privs = field("NoNewPrivs:") == "1";
     // Seccomp 2: a filter is in force.
     let seccomp = field("Seccomp:") == "2";
-    let no_caps = field("CapEff:").trim_start_matches('0').is_empty();
+    let caps = field("CapEff:");
+    let no_caps = !caps.is_empty() && caps.trim_start_matches('0').is_empty();
     let read_only_root = mounts.lines().any(|l| {
         let parts: Vec<&str> = l.split_whitespace().collect();
         parts.get(4) == Some(&"/")

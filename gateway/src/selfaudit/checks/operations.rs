@@ -73,8 +73,32 @@ pub(super) fn profile(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Findi
         },
     )];
     // The image, chart or unit that started the process, and the confinement it has.
-    if let Some(o) = cx.probes.live.as_ref().and_then(|l| l.deployment.as_ref()) {
+    let deployment = cx.probes.live.as_ref().and_then(|l| l.deployment.as_ref());
+    if let Some(o) = deployment {
         e.push(ix.probe("deployment", o));
+    }
+    if let Some(o) = deployment.filter(|o| !o.ok) {
+        out.push(
+            c.says(
+                "The gateway runs without the confinement its deployment artefacts give it",
+                format!("Probe: {}.", o.observed),
+                "A flaw in the gateway or a crate under it would act with more than the gateway needs.",
+            )
+            .cites(e)
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Medium,
+                Likelihood::Low,
+                Cause::Probe,
+                (
+                    "Run the gateway confined",
+                    "Run it as deploy/, the chart or the unit set it up: a non-root user, no new privileges, a seccomp filter, no capabilities, a read-only root.",
+                    "S",
+                ),
+            ),
+        );
+        return;
     }
     out.push(match reg.settings.profile {
         registry::Profile::Production => c
