@@ -39,7 +39,7 @@ want=$(stamp_of tests/python/requirements.txt)
 if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.portcullis-stamp 2>/dev/null)" != "$want" ]; then
   echo "== installing the Python test clients (.venv)"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-cache-dir -r tests/python/requirements.txt
   echo "$want" > .venv/.portcullis-stamp
 fi
 
@@ -49,7 +49,7 @@ want=$(stamp_of deploy/requirements.txt)
 if [ ! -x .venv-deploy/bin/python ] || [ "$(cat .venv-deploy/.portcullis-stamp 2>/dev/null)" != "$want" ]; then
   echo "== installing the deployment validators (.venv-deploy)"
   python3 -m venv .venv-deploy
-  .venv-deploy/bin/pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
+  .venv-deploy/bin/pip install --quiet --disable-pip-version-check --no-cache-dir -r deploy/requirements.txt
   echo "$want" > .venv-deploy/.portcullis-stamp
 fi
 
