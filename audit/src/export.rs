@@ -203,21 +203,35 @@ pub async fn read(
         }
         Source::File(path) => {
             use std::io::BufRead as _;
-            let file = std::fs::File::open(path).map_err(|e| format!("`{path}`: {e}"))?;
-            let reader = std::io::BufReader::new(file);
-            for (n, line) in reader.lines().enumerate() {
-                let number = n as i64 + 1;
-                if number <= after {
-                    continue;
-                }
-                let line = line.map_err(|e| format!("`{path}`: {e}"))?;
-                scanned += 1;
-                keep(&line, &mut lines);
-                if lines.len() >= limit || scanned >= MAX_SCAN {
-                    return Ok(Page {
-                        lines,
-                        next: Some(number),
-                    });
+            // The files rotated away first, oldest first, then the current one: line numbers
+            // count through all of them.
+            let mut files = crate::file::rotated_files(std::path::Path::new(path));
+            files.push(std::path::PathBuf::from(path));
+            let mut number = 0i64;
+            for file in files {
+                let shown = file.display().to_string();
+                let reader = match std::fs::File::open(&file) {
+                    Ok(f) => std::io::BufReader::new(f),
+                    // A rotated file deleted meanwhile (`keep`) has nothing left to read.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && shown != *path => {
+                        continue;
+                    }
+                    Err(e) => return Err(format!("`{shown}`: {e}")),
+                };
+                for line in reader.lines() {
+                    number += 1;
+                    if number <= after {
+                        continue;
+                    }
+                    let line = line.map_err(|e| format!("`{shown}`: {e}"))?;
+                    scanned += 1;
+                    keep(&line, &mut lines);
+                    if lines.len() >= limit || scanned >= MAX_SCAN {
+                        return Ok(Page {
+                            lines,
+                            next: Some(number),
+                        });
+                    }
                 }
             }
             Ok(Page { lines, next: None })

@@ -1,5 +1,6 @@
-//! The sinks: a file (one `write` and one `fsync` per batch), the store (one transaction on the
-//! sink's own connection) and stdout, each written by its own thread ([`SinkWorker`]).
+//! The sinks: a file (one `write` and one `fsync` per batch, see [`super::file`]), the store (one
+//! transaction on the sink's own connection) and stdout, each written by its own thread
+//! ([`SinkWorker`]).
 
 use super::*;
 
@@ -7,115 +8,6 @@ pub(crate) enum Sink {
     File(FileSink),
     Store(store::AuditWriter),
     Stdout,
-}
-
-pub(crate) struct FileSink {
-    pub(crate) path: String,
-    pub(crate) file: std::fs::File,
-    pub(crate) fsync: bool,
-    /// The last write may have stopped mid-line: start the next one on a new line.
-    pub(crate) torn: bool,
-    /// What each flush returns instead of syncing, for tests (see [`flush_faults`]).
-    #[cfg(test)]
-    pub(crate) script: Option<std::sync::mpsc::Receiver<Result<(), String>>>,
-}
-
-impl FileSink {
-    /// Open for appending (created `0600`) and find the last event's hash.
-    pub(crate) fn open(path: &str, fsync: bool) -> Result<(FileSink, Option<String>), String> {
-        // Append only: opened for reading too, a FIFO would count this process as its reader.
-        let mut opts = std::fs::OpenOptions::new();
-        opts.create(true).append(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            opts.mode(0o600);
-        }
-        let file = opts
-            .open(path)
-            .map_err(|e| format!("cannot open audit file `{path}`: {e}"))?;
-        let (last, torn) = match std::fs::File::open(path) {
-            Ok(mut f) => last_line(&mut f).unwrap_or((None, false)),
-            Err(_) => (None, false),
-        };
-        // Pipes and devices cannot be synced (EINVAL); only a regular file has a disk to reach.
-        let regular = file.metadata().is_ok_and(|m| m.is_file());
-        Ok((
-            FileSink {
-                path: path.to_string(),
-                file,
-                fsync: fsync && regular,
-                torn,
-                #[cfg(test)]
-                script: flush_faults::take(path),
-            },
-            last.and_then(|l| hash_of_line(&l)),
-        ))
-    }
-
-    /// Append `text` whole. A regular file that takes only part of it is cut back to where it
-    /// was, so a batch the writer takes back leaves no lines behind whose `seq` it will reuse.
-    pub(crate) fn write(&mut self, text: &[u8]) -> Result<(), String> {
-        let before = match self.file.metadata() {
-            Ok(m) if m.is_file() => Some(m.len()),
-            _ => None,
-        };
-        let was_torn = self.torn;
-        let mut attempt = || -> std::io::Result<()> {
-            if self.torn {
-                self.file.write_all(b"\n")?;
-                self.torn = false;
-            }
-            self.file.write_all(text)
-        };
-        attempt().map_err(|e| {
-            let cut = before.is_some_and(|len| self.file.set_len(len).is_ok());
-            // Cut back: as it was. Not cut back: the next write starts on a new line.
-            self.torn = !cut || was_torn;
-            format!("audit file `{}`: {e}", self.path)
-        })
-    }
-
-    /// `fsync` what was written, when configured to.
-    pub(crate) fn sync(&mut self) -> Result<(), String> {
-        #[cfg(test)]
-        if let Some(script) = &self.script {
-            return script.recv().unwrap_or(Ok(()));
-        }
-        match self.fsync {
-            true => self
-                .file
-                .sync_data()
-                .map_err(|e| format!("audit file `{}`: fsync: {e}", self.path)),
-            false => Ok(()),
-        }
-    }
-}
-
-/// The last complete line of `file` (within its final 1 MiB), and whether it ends mid-line.
-/// Only regular files are read back (a device such as `/dev/full` has no end).
-pub(crate) fn last_line(file: &mut std::fs::File) -> std::io::Result<(Option<String>, bool)> {
-    if !file.metadata()?.is_file() {
-        return Ok((None, false));
-    }
-    let len = file.seek(SeekFrom::End(0))?;
-    let from = len.saturating_sub(1 << 20);
-    file.seek(SeekFrom::Start(from))?;
-    let mut tail = Vec::new();
-    file.take(1 << 20).read_to_end(&mut tail)?;
-    let torn = !tail.is_empty() && !tail.ends_with(b"\n");
-    let text = String::from_utf8_lossy(&tail);
-    let complete = if torn {
-        text.rsplit_once('\n').map_or("", |(head, _)| head)
-    } else {
-        &text
-    };
-    let last = complete
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(str::to_string);
-    Ok((last, torn))
 }
 
 /// One sink's thread: it writes each batch in order, tells the writer whether it took it,
@@ -239,6 +131,7 @@ impl Sink {
         let mut lines = batches.iter().flat_map(|b| b.lines.iter());
         match self {
             Sink::File(f) => {
+                f.turn();
                 let joined: String = lines.map(|l| l.text.as_str()).collect();
                 f.write(joined.as_bytes())
             }
@@ -276,29 +169,5 @@ impl Sink {
             Sink::File(f) => f.sync(),
             Sink::Store(..) | Sink::Stdout => Ok(()),
         }
-    }
-}
-
-/// Fault injection for tests: a file sink opened at a registered path waits, at each flush, for
-/// the result the test sends, and returns it instead of syncing.
-#[cfg(test)]
-pub(crate) mod flush_faults {
-    use std::sync::Mutex;
-    use std::sync::mpsc::{Receiver, Sender, channel};
-
-    type Script = Receiver<Result<(), String>>;
-    static REGISTERED: Mutex<Vec<(String, Script)>> = Mutex::new(Vec::new());
-
-    /// Script the flushes of the file sink that opens `path` next.
-    pub(crate) fn script(path: &str) -> Sender<Result<(), String>> {
-        let (tx, rx) = channel();
-        REGISTERED.lock().unwrap().push((path.to_string(), rx));
-        tx
-    }
-
-    pub(super) fn take(path: &str) -> Option<Script> {
-        let mut r = REGISTERED.lock().ok()?;
-        let i = r.iter().position(|(p, _)| p == path)?;
-        Some(r.swap_remove(i).1)
     }
 }

@@ -18,6 +18,7 @@ fn settings(sinks: Vec<(SinkKind, bool)>) -> AuditSettings {
             .collect(),
         redact: Vec::new(),
         redact_key: None,
+        retention: None,
     }
 }
 
@@ -25,6 +26,7 @@ fn file(path: &std::path::Path) -> SinkKind {
     SinkKind::File {
         path: path.display().to_string(),
         fsync: true,
+        rotate: registry::Rotation::OFF,
     }
 }
 

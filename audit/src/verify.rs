@@ -32,21 +32,76 @@ pub enum Verdict {
 
 /// Check every event read from `input`, in order. Blank lines are ignored.
 pub fn verify(input: impl BufRead) -> std::io::Result<Verdict> {
-    let mut chains: HashMap<String, (i64, String)> = HashMap::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut events = 0u64;
-    let mut last = None;
-    let mut anchor = None;
-    let mut closed: HashSet<String> = HashSet::new();
-    for (n, line) in input.split(b'\n').enumerate() {
-        let line = line?;
-        let at = n as u64 + 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+    let mut v = Verifier::default();
+    Ok(match v.file(input)? {
+        Some(broken) => broken,
+        None => v.finish(),
+    })
+}
+
+/// A check that goes on across files: the files a sink rotated away, oldest first, then its
+/// current one. Each file's lines are numbered from 1.
+#[derive(Default)]
+pub struct Verifier {
+    chains: HashMap<String, (i64, String)>,
+    seen: HashSet<String>,
+    events: u64,
+    last: Option<String>,
+    anchor: Option<String>,
+    closed: HashSet<String>,
+    continued: bool,
+}
+
+impl Verifier {
+    /// A check whose first event may continue a chain begun before the input: the oldest
+    /// rotated file left after older ones were deleted (`keep`), or a store export after the
+    /// retention period removed older events. What it continues is reported as the anchor.
+    pub fn continuing() -> Verifier {
+        Verifier {
+            continued: true,
+            ..Verifier::default()
         }
-        let broken = |id: Option<String>, why: String| Ok(Verdict::Broken { line: at, id, why });
-        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&line) else {
-            return broken(None, "not a JSON object: the line was cut or edited".into());
+    }
+
+    /// Check the next file's events; the first problem, if any.
+    pub fn file(&mut self, input: impl BufRead) -> std::io::Result<Option<Verdict>> {
+        for (n, line) in input.split(b'\n').enumerate() {
+            let line = line?;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if let Err((id, why)) = self.event(&line) {
+                return Ok(Some(Verdict::Broken {
+                    line: n as u64 + 1,
+                    id,
+                    why,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// What the whole input was, once every file passed.
+    pub fn finish(self) -> Verdict {
+        let mut unclosed: Vec<String> = self
+            .chains
+            .keys()
+            .filter(|c| !self.closed.contains(*c))
+            .cloned()
+            .collect();
+        unclosed.sort();
+        Verdict::Intact {
+            events: self.events,
+            chains: self.chains.len(),
+            last: self.last,
+            anchor: self.anchor,
+            unclosed,
+        }
+    }
+
+    fn event(&mut self, line: &[u8]) -> Result<(), (Option<String>, String)> {
+        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(line) else {
+            return Err((None, "not a JSON object: the line was cut or edited".into()));
         };
         let id = map.get("id").and_then(Value::as_str).map(str::to_string);
         let (Some(hash), Some(prev), Some(chain), Some(seq)) = (
@@ -55,79 +110,73 @@ pub fn verify(input: impl BufRead) -> std::io::Result<Verdict> {
             map.get("chain").and_then(Value::as_str),
             map.get("seq").and_then(Value::as_i64),
         ) else {
-            return broken(id, "missing `hash`, `prev`, `chain` or `seq`".into());
+            return Err((id, "missing `hash`, `prev`, `chain` or `seq`".into()));
         };
         if event_hash(&map) != hash {
-            return broken(
+            return Err((
                 id,
                 "the event's contents do not match its hash: it was edited".into(),
-            );
+            ));
         }
-        match chains.get(chain) {
+        let first = self.events == 0;
+        match self.chains.get(chain) {
             Some((last_seq, last_hash)) => {
                 if Some(seq) != last_seq.checked_add(1) {
-                    return broken(
+                    return Err((
                         id,
                         format!(
                             "seq {seq} follows seq {last_seq} of chain {chain}: events were removed or reordered"
                         ),
-                    );
+                    ));
                 }
                 if prev != last_hash {
-                    return broken(
+                    return Err((
                         id,
                         format!("`prev` is not the hash of seq {last_seq} of chain {chain}"),
-                    );
+                    ));
                 }
+            }
+            None if first && seq > 1 && self.continued => {
+                // The oldest file left: it continues a chain whose start was deleted.
+                self.anchor = Some(prev.to_string());
             }
             None => {
                 if seq != 1 {
-                    return broken(
+                    return Err((
                         id,
                         format!(
                             "chain {chain} starts at seq {seq}: its earlier events are missing"
                         ),
-                    );
+                    ));
                 }
-                if events == 0 && prev != GENESIS {
+                if first && prev != GENESIS {
                     // A file that starts after rotation links to the previous file's end.
-                    anchor = Some(prev.to_string());
-                } else if events > 0 && prev == GENESIS {
-                    return broken(
+                    self.anchor = Some(prev.to_string());
+                } else if !first && prev == GENESIS {
+                    return Err((
                         id,
                         format!(
                             "chain {chain} starts a new log in the middle of this one: events before it were replaced"
                         ),
-                    );
-                } else if prev != GENESIS && !seen.contains(prev) {
-                    return broken(
+                    ));
+                } else if prev != GENESIS && !self.seen.contains(prev) {
+                    return Err((
                         id,
                         format!(
                             "chain {chain} links to an event that is not before it in this file: earlier events were removed"
                         ),
-                    );
+                    ));
                 }
             }
         }
         if map.get("kind").and_then(Value::as_str) == Some("audit.stop") {
-            closed.insert(chain.to_string());
+            self.closed.insert(chain.to_string());
         }
-        chains.insert(chain.to_string(), (seq, hash.to_string()));
-        seen.insert(hash.to_string());
-        last = Some(hash.to_string());
-        events += 1;
+        self.chains
+            .insert(chain.to_string(), (seq, hash.to_string()));
+        self.seen.insert(hash.to_string());
+        self.last = Some(hash.to_string());
+        self.events += 1;
+        Ok(())
     }
-    let mut unclosed: Vec<String> = chains
-        .keys()
-        .filter(|c| !closed.contains(*c))
-        .cloned()
-        .collect();
-    unclosed.sort();
-    Ok(Verdict::Intact {
-        events,
-        chains: chains.len(),
-        last,
-        anchor,
-        unclosed,
-    })
 }

@@ -226,6 +226,10 @@ impl Writer {
                 m
             }
         };
+        let session = event.session.as_deref().map(session_ref);
+        if let Some(s) = &session {
+            map.insert("session".into(), json!(s));
+        }
         map.insert("v".into(), json!(SCHEMA));
         map.insert("id".into(), json!(format!("{}-{}", self.chain, self.seq)));
         map.insert("time".into(), json!(crate::clock::rfc3339_ms(event.at_ms)));
@@ -245,7 +249,7 @@ impl Writer {
         Line {
             seq: self.seq,
             at_ms: event.at_ms,
-            session: event.session.clone(),
+            session,
             trace_id: event.trace_id.clone(),
             text,
         }

@@ -139,10 +139,18 @@ struct SelfAuditArgs {
 
 #[derive(Subcommand)]
 enum AuditAction {
-    /// Check an audit file's hash chains; exits 1 naming the first broken link.
+    /// Check an audit file's hash chains; exits 1 naming the first broken link. A file sink's
+    /// path is followed through the files rotated away from it (`<file>.<time>`), oldest first;
+    /// several files (rotated by another tool) are checked as one log, in the order given.
     Verify {
-        /// The JSON-lines audit file (a file sink, or an `/admin/audit` export).
-        file: PathBuf,
+        /// The JSON-lines audit file (a file sink, or an `/admin/audit` export), or several,
+        /// oldest first.
+        #[arg(required = true)]
+        file: Vec<PathBuf>,
+        /// The input may begin in the middle of a chain (an export made after the store's
+        /// retention removed older events); what it continues is reported, not refused.
+        #[arg(long)]
+        continued: bool,
     },
 }
 
@@ -185,9 +193,9 @@ pub(crate) fn main() -> ExitCode {
             Command::Approvals { action } => crate::operator_cli::approvals(action).await,
             Command::Mode { action } => crate::operator_cli::mode(action).await,
             Command::Audit {
-                action: Some(AuditAction::Verify { file }),
+                action: Some(AuditAction::Verify { file, continued }),
                 ..
-            } => verify_audit(&file),
+            } => verify_audit(&file, continued),
             Command::Audit {
                 action: None,
                 report,
@@ -321,50 +329,79 @@ async fn self_audit(args: SelfAuditArgs) -> ExitCode {
     }
 }
 
-fn verify_audit(path: &std::path::Path) -> ExitCode {
-    use audit::verify::{Verdict, verify};
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("portcullis: cannot open `{}`: {e}", path.display());
-            return ExitCode::from(EX_NOINPUT);
+fn verify_audit(given: &[PathBuf], continued: bool) -> ExitCode {
+    use audit::verify::{Verdict, Verifier};
+    // Several files as given; a rotated file alone; or a sink's current file after every file
+    // rotated away from it.
+    let files = match given {
+        [path] if !audit::file::is_rotated(path) => {
+            let mut f = audit::file::rotated_files(path);
+            f.push(path.clone());
+            f
         }
+        _ => given.to_vec(),
     };
-    match verify(std::io::BufReader::new(file)) {
-        Ok(Verdict::Intact {
-            events,
-            chains,
-            last,
-            anchor,
-            unclosed,
-        }) => {
-            println!(
-                "intact: {events} events in {chains} chain(s); last hash {}",
-                last.as_deref().unwrap_or("-")
-            );
-            for c in unclosed {
-                println!(
-                    "chain {c} has no audit.stop: its process is running or crashed, or its last events were removed"
-                );
+    // The oldest rotated file may continue a chain whose start `keep` deleted.
+    let mut v = match continued || files.first().is_some_and(|f| audit::file::is_rotated(f)) {
+        true => Verifier::continuing(),
+        false => Verifier::default(),
+    };
+    for file in &files {
+        let input = match std::fs::File::open(file) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("portcullis: cannot open `{}`: {e}", file.display());
+                return ExitCode::from(EX_NOINPUT);
             }
-            if let Some(a) = anchor {
+        };
+        match v.file(std::io::BufReader::new(input)) {
+            Ok(None) => {}
+            Ok(Some(Verdict::Broken { line, id, why })) => {
                 println!(
-                    "the first event links to {a}: compare it with the last hash of the file before this one"
+                    "broken at {}:{line}{}: {why}",
+                    file.display(),
+                    id.map(|i| format!(" (event {i})")).unwrap_or_default()
                 );
+                return ExitCode::from(1);
             }
-            ExitCode::SUCCESS
-        }
-        Ok(Verdict::Broken { line, id, why }) => {
-            println!(
-                "broken at {}:{line}{}: {why}",
-                path.display(),
-                id.map(|i| format!(" (event {i})")).unwrap_or_default()
-            );
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("portcullis: cannot read `{}`: {e}", path.display());
-            ExitCode::from(EX_NOINPUT)
+            Ok(Some(Verdict::Intact { .. })) => {}
+            Err(e) => {
+                eprintln!("portcullis: cannot read `{}`: {e}", file.display());
+                return ExitCode::from(EX_NOINPUT);
+            }
         }
     }
+    if let Verdict::Intact {
+        events,
+        chains,
+        last,
+        anchor,
+        unclosed,
+    } = v.finish()
+    {
+        let across = match files.len() {
+            1 => String::new(),
+            n => format!(
+                " across {n} files (oldest {})",
+                files
+                    .first()
+                    .map_or(String::new(), |f| f.display().to_string())
+            ),
+        };
+        println!(
+            "intact: {events} events in {chains} chain(s){across}; last hash {}",
+            last.as_deref().unwrap_or("-")
+        );
+        for c in unclosed {
+            println!(
+                "chain {c} has no audit.stop: its process is running or crashed, or its last events were removed"
+            );
+        }
+        if let Some(a) = anchor {
+            println!(
+                "the first event links to {a}: compare it with the last hash of the file before this one (rotated files deleted by `keep` are no longer here)"
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }

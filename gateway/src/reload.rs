@@ -4,7 +4,8 @@
 //! read and validated in full, exactly as at start. A config that fails validation, changes a
 //! setting only a restart can apply, or names a secret the gateway cannot read is refused and
 //! the running config stays. An accepted one is recorded in the audit log (required) before it
-//! takes effect: if no required sink accepts the record, it is refused too. Every attempt,
+//! takes effect: if no required sink accepts the record, it is refused too. SIGHUP also has the
+//! audit file sinks reopen their paths (after an external rotator moved them). Every attempt,
 //! applied or refused, is logged with the file's digest and the running one.
 
 use std::path::{Path, PathBuf};
@@ -107,7 +108,12 @@ impl Reloader {
             #[cfg(not(unix))]
             let hangup = std::future::pending::<Option<()>>();
             tokio::select! {
-                Some(()) = hangup => { self.reload(Trigger::Signal).await; }
+                Some(()) = hangup => {
+                    // The usual meaning of SIGHUP to a daemon that writes files: a rotator moved
+                    // them away; start new ones at the configured paths.
+                    self.gw.audit.reopen_files();
+                    self.reload(Trigger::Signal).await;
+                }
                 _ = tick.tick() => { self.poll().await; }
                 () = stop.cancelled() => return,
             }

@@ -189,6 +189,7 @@ async fn assemble(
     })?;
     let poll = reg.settings.kill_switch.poll;
     tokio::spawn(gw.levers.clone().run(poll, shutdown.clone()));
+    tokio::spawn(keep_audit_retention(gw.clone(), shutdown.clone()));
     tokio::spawn(reap_sessions(gw.clone(), shutdown));
     Ok(State { gw, admin_at })
 }
@@ -339,6 +340,34 @@ pub(crate) async fn run(
         Err(e) => {
             eprintln!("portcullis: server error: {e}");
             ExitCode::from(EX_SOFTWARE)
+        }
+    }
+}
+
+/// Delete the store's audit events older than `audit.retention`, as the running config says:
+/// a tenth of the period after start and then every tenth of it (at least a second apart, at
+/// most an hour), so the table holds the period and a tenth more at most.
+async fn keep_audit_retention(gw: Arc<Gateway>, stop: CancellationToken) {
+    loop {
+        let retention = gw.registry().settings.audit.retention;
+        let every = retention
+            .map_or(Duration::from_secs(3600), |r| r / 10)
+            .clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(keep) = gw.registry().settings.audit.retention else {
+            continue;
+        };
+        let before =
+            store::now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+        match gw.store.prune_audit_events(before).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(events = n, retention = ?keep, "audit events past their retention deleted from the store")
+            }
+            Err(e) => tracing::warn!(error = %e, "audit events past their retention not deleted"),
         }
     }
 }

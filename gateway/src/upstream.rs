@@ -8,6 +8,7 @@
 
 mod client;
 mod connect;
+mod drain;
 mod handler;
 mod http;
 mod launch;

@@ -38,8 +38,8 @@ pub use minted::{
     ACCESS_TOKEN_TYPE, ApiKeyCallers, ClientAuth, Minted, OAuthClient, TokenEndpoint,
 };
 pub use observe::{
-    AuditSettings, AuditSink, DEFAULT_AUDIT_FILE, OtlpSettings, PathStep, RedactPath, SinkKind,
-    TelemetrySettings,
+    AuditSettings, AuditSink, DEFAULT_AUDIT_FILE, DEFAULT_AUDIT_RETENTION, DEFAULT_ROTATION,
+    OtlpSettings, PathStep, RedactPath, Rotation, SinkKind, TelemetrySettings,
 };
 pub use pin::{
     Artifact, HashAlgorithm, Integrity, exact_version, hidden_characters, hidden_in_definition,

@@ -18,7 +18,45 @@ pub struct AuditSettings {
     pub redact: Vec<RedactPath>,
     /// The key of the redaction HMAC, by reference. Without it a random key is kept in the store.
     pub redact_key: Option<SecretRef>,
+    /// How long the store sink's events are kept (`audit.retention`); `None` (`off`): for ever.
+    pub retention: Option<Duration>,
 }
+
+/// The store sink's events are kept this long by default: the store is the operator's window
+/// onto recent activity; the file sink, rotated and shipped, is the archive.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+
+/// When a file sink starts a new file, and how many it keeps (`audit.sinks[N].rotate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// A new file once the current one holds this many bytes.
+    pub size: Option<u64>,
+    /// A new file once the current one is this old.
+    pub every: Option<Duration>,
+    /// Rotated files kept, the newest first; older ones are deleted. `None`: all are kept.
+    pub keep: Option<u32>,
+}
+
+impl Rotation {
+    /// No rotation: one file that grows for ever (`rotate: off`).
+    pub const OFF: Rotation = Rotation {
+        size: None,
+        every: None,
+        keep: None,
+    };
+
+    /// Whether the sink ever starts a new file.
+    pub fn is_on(&self) -> bool {
+        self.size.is_some() || self.every.is_some()
+    }
+}
+
+/// A file sink rotates at 100 MiB by default and keeps every rotated file.
+pub const DEFAULT_ROTATION: Rotation = Rotation {
+    size: Some(100 * 1024 * 1024),
+    every: None,
+    keep: None,
+};
 
 /// One destination of audit events.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +77,8 @@ pub enum SinkKind {
         /// Whether each batch is fsynced (power-loss durability) or only written (process-crash
         /// durability).
         fsync: bool,
+        /// When it moves on to a new file.
+        rotate: Rotation,
     },
     /// The gateway's store (`audit_events`), which `/admin/audit` reads.
     Store,
@@ -171,6 +211,7 @@ pub(crate) struct RawAudit {
     #[serde(default)]
     pub(crate) redact: Vec<String>,
     pub(crate) redact_key: Option<String>,
+    pub(crate) retention: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +222,7 @@ pub(crate) struct RawSink {
     pub(crate) path: Option<String>,
     pub(crate) required: Option<bool>,
     pub(crate) fsync: Option<bool>,
+    pub(crate) rotate: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +253,7 @@ pub(crate) fn audit(
                 kind: SinkKind::File {
                     path: DEFAULT_AUDIT_FILE.to_string(),
                     fsync: true,
+                    rotate: DEFAULT_ROTATION,
                 },
                 required: true,
             },
@@ -227,6 +270,7 @@ pub(crate) fn audit(
                     ("file", Some(p)) if !p.trim().is_empty() => SinkKind::File {
                         path: p.clone(),
                         fsync: s.fsync.unwrap_or(true),
+                        rotate: rotation(s.rotate.as_ref(), &at, map, problems),
                     },
                     ("file", _) => {
                         problems.push(map.problem(
@@ -260,6 +304,13 @@ pub(crate) fn audit(
                         &format!("{at}.fsync"),
                         "only a file sink has `fsync`".into(),
                         "remove `fsync`",
+                    ));
+                }
+                if s.rotate.is_some() && !matches!(kind, SinkKind::File { .. }) {
+                    problems.push(map.problem(
+                        &format!("{at}.rotate"),
+                        "only a file sink rotates".into(),
+                        "remove `rotate` (the store's events are kept for `audit.retention`)",
                     ));
                 }
                 if out
@@ -310,11 +361,90 @@ pub(crate) fn audit(
         }
         r
     });
+    let retention = match raw.retention.as_deref().map(str::trim) {
+        None => Some(DEFAULT_AUDIT_RETENTION),
+        Some("off") => None,
+        Some(t) => Some(duration_or(
+            Some(t),
+            "audit.retention",
+            DEFAULT_AUDIT_RETENTION,
+            map,
+            problems,
+        )),
+    };
     AuditSettings {
         sinks,
         redact,
         redact_key,
+        retention,
     }
+}
+
+/// A file sink's `rotate:`: absent (the default), `off`, or `{ size, every, keep }`.
+fn rotation(
+    raw: Option<&serde_json::Value>,
+    at: &str,
+    map: &SourceMap,
+    problems: &mut Vec<ConfigProblem>,
+) -> Rotation {
+    use serde_json::Value;
+    let path = format!("{at}.rotate");
+    let map_of = match raw {
+        None => return DEFAULT_ROTATION,
+        Some(Value::String(s)) if s.trim() == "off" => return Rotation::OFF,
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            problems.push(map.problem(
+                &path,
+                format!("`{other}` is not a rotation"),
+                "write `rotate: { size: 100MiB, every: 1d, keep: 30 }` (any of the three), or `rotate: off`",
+            ));
+            return DEFAULT_ROTATION;
+        }
+    };
+    let mut r = Rotation::OFF;
+    for (key, v) in map_of {
+        let here = format!("{path}.{key}");
+        match key.as_str() {
+            "size" => match crate::validate::parse_size(v) {
+                Some(n) => r.size = u64::try_from(n).ok(),
+                None => problems.push(map.problem(
+                    &here,
+                    format!("`{v}` is not a size"),
+                    "write bytes with a unit, e.g. `100MiB` or `1GiB`",
+                )),
+            },
+            "every" => match v.as_str() {
+                Some(t) => r.every = Some(duration_or(Some(t), &here, Duration::from_secs(86_400), map, problems)),
+                None => problems.push(map.problem(
+                    &here,
+                    format!("`{v}` is not a duration"),
+                    "write a whole number and a unit, e.g. `1h` or `1d`",
+                )),
+            },
+            "keep" => match v.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0) {
+                Some(n) => r.keep = Some(n),
+                None => problems.push(map.problem(
+                    &here,
+                    format!("`{v}` is not a number of files"),
+                    "write how many rotated files to keep, e.g. `keep: 30`, or leave `keep` out to keep them all",
+                )),
+            },
+            other => problems.push(map.problem(
+                &here,
+                format!("unknown rotation setting `{other}`"),
+                "use `size`, `every` and `keep`",
+            )),
+        }
+    }
+    if !r.is_on() && map_of.contains_key("keep") {
+        problems.push(map.problem(
+            &path,
+            "`keep` without `size` or `every`: the sink would never rotate".into(),
+            "add `size: 100MiB` or `every: 1d`",
+        ));
+    }
+    r
 }
 
 fn same_kind_twice(a: &SinkKind, b: &SinkKind) -> bool {
@@ -356,3 +486,6 @@ pub(crate) fn telemetry(
             .unwrap_or_else(|| "portcullis".to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests;

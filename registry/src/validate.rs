@@ -22,8 +22,8 @@ mod servers;
 mod settings;
 
 use servers::server;
-pub(crate) use settings::duration_or;
 use settings::{argument_limits, settings};
+pub(crate) use settings::{duration_or, parse_size};
 
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -323,7 +323,8 @@ impl Registry {
     /// The keys whose change a running gateway cannot apply: listeners, store, audit sinks,
     /// telemetry, identity issuers and the other process-wide settings. A reload that changes
     /// any of them is refused whole, so the running config is always one file's exact content.
-    /// Servers, tools, pins, grants and the approval rule can change at a reload.
+    /// Servers, tools, pins, grants, the approval rule and `audit.retention` can change at a
+    /// reload.
     pub fn restart_only_changes(&self, next: &Registry) -> Vec<&'static str> {
         let (a, b) = (&self.settings, &next.settings);
         let fields: [(&'static str, bool); 21] = [
@@ -358,7 +359,13 @@ impl Registry {
             ),
             ("mode", a.mode == b.mode),
             ("kill_switch", a.kill_switch == b.kill_switch),
-            ("audit", a.audit == b.audit),
+            // The store's retention is read where it applies, so it may change at a reload.
+            (
+                "audit",
+                a.audit.sinks == b.audit.sinks
+                    && a.audit.redact == b.audit.redact
+                    && a.audit.redact_key == b.audit.redact_key,
+            ),
             ("telemetry", a.telemetry == b.telemetry),
             ("secrets.vault", a.vault == b.vault),
             ("cache_dir", a.cache_dir == b.cache_dir),

@@ -143,7 +143,31 @@ async fn pg_append(
     Ok(())
 }
 
+/// Rows one pruning statement deletes at most: short transactions, so writers never wait long.
+const PRUNE_CHUNK: i64 = 5_000;
+
 impl Store {
+    /// Delete the events written before `before_ms` (`audit.retention`), in short chunks.
+    /// Returns how many were deleted. Several replicas pruning at once only share the work.
+    pub async fn prune_audit_events(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM audit_events WHERE id IN
+                   (SELECT id FROM audit_events WHERE at_ms < $1 ORDER BY id LIMIT $2)",
+            )
+            .bind(before_ms)
+            .bind(PRUNE_CHUNK)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += done;
+            if done < PRUNE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// The newest event's line, if any.
     pub async fn last_audit_line(&self) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT line FROM audit_events ORDER BY id DESC LIMIT 1")

@@ -426,3 +426,52 @@ async fn session_records_are_shared_by_handles_and_ending_forgets_subscriptions(
         0
     );
 }
+
+#[tokio::test]
+async fn audit_retention_deletes_only_events_older_than_the_cut() {
+    let (_d, s) = store().await;
+    let mut w = s.audit_writer().unwrap();
+    // 12,000 old events (more than one pruning chunk) and two recent ones.
+    let old: Vec<String> = (0..12_000).map(|i| format!("{{\"seq\":{i}}}")).collect();
+    let rows: Vec<AuditRow<'_>> = old
+        .iter()
+        .enumerate()
+        .map(|(i, line)| AuditRow {
+            chain: "c",
+            seq: i as i64 + 1,
+            at_ms: 1_000 + i as i64,
+            session: None,
+            trace_id: None,
+            line,
+        })
+        .collect();
+    w.append(&rows).unwrap();
+    let recent = [
+        AuditRow {
+            chain: "c",
+            seq: 12_001,
+            at_ms: 50_000,
+            session: None,
+            trace_id: None,
+            line: "{\"seq\":12001}",
+        },
+        AuditRow {
+            chain: "c",
+            seq: 12_002,
+            at_ms: 60_000,
+            session: None,
+            trace_id: None,
+            line: "{\"seq\":12002}",
+        },
+    ];
+    w.append(&recent).unwrap();
+    assert_eq!(s.prune_audit_events(500).await.unwrap(), 0);
+    assert_eq!(s.prune_audit_events(50_000).await.unwrap(), 12_000);
+    let left = s.audit_lines(0, None, None, 0, 100).await.unwrap();
+    let lines: Vec<&str> = left.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(lines, ["{\"seq\":12001}", "{\"seq\":12002}"]);
+    assert_eq!(
+        s.last_audit_line().await.unwrap().as_deref(),
+        Some("{\"seq\":12002}")
+    );
+}

@@ -1,18 +1,21 @@
-//! `tools/call` latency and throughput: direct to an rmcp upstream vs. through the gateway.
+//! `tools/call` latency and throughput: direct to an upstream vs. through the gateway, for two
+//! upstreams: the rmcp fixture and one written with the official Python SDK (`MCPServer`,
+//! answering on SSE as it does by default), as most servers in the wild are.
 //!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p portcullis-tests --bench gateway`
 //!
-//! Both paths use the same rmcp client, the same upstream process and the same tool (`echo`), in
-//! one run, and the figures are printed as ratios so machine speed cancels out. Two clients:
-//! rmcp's default (a new connection for every call) and one that keeps connections alive, as
-//! the Python SDK's and browsers' HTTP clients do. CPU per call is each process's user and system
-//! time over the measured calls, read from `/proc`: on a machine whose cores the client, the
-//! gateway and the upstream share, it is what bounds throughput.
+//! Both paths use the same client (rmcp's, on a reqwest client that keeps connections alive, as
+//! the SDKs' and browsers' HTTP clients do), the same upstream process and the same tool (`echo`),
+//! in one run, and the figures are printed as ratios so machine speed cancels out. CPU per call
+//! is each process's user and system time over the measured calls, read from `/proc`: on a
+//! machine whose cores the client, the gateway and the upstream share, it is what bounds
+//! throughput. Connections closed per call counts the TCP connections to the upstream's port that
+//! ended during the run (TIME-WAIT), the sign of a connection not reused.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis_tests::{Fixture, Gateway, fixture_server};
+use portcullis_tests::{Fixture, Gateway, fixture_server, python};
 use rmcp::model::{CallToolRequestParams, ClientConfig};
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -27,17 +30,53 @@ const SEQUENTIAL: usize = 3_000;
 const CONCURRENT: usize = 32;
 const PER_TASK: usize = 300;
 
-async fn client(url: &str, key: Option<&str>, keep_alive: bool) -> Client {
+async fn client(url: &str, key: Option<&str>) -> Client {
     let mut cfg = StreamableHttpClientTransportConfig::with_uri(url.to_string())
         .max_concurrent_requests(CONCURRENT * 2);
     if let Some(k) = key {
         cfg = cfg.auth_header(k.to_string());
     }
-    let t = match keep_alive {
-        true => StreamableHttpClientTransport::with_client(reqwest::Client::new(), cfg),
-        false => StreamableHttpClientTransport::from_config(cfg),
-    };
+    let t = StreamableHttpClientTransport::with_client(reqwest::Client::new(), cfg);
     Arc::new(ClientConfig::default().serve(t).await.expect("connect"))
+}
+
+/// TCP connections to or from `port` in TIME-WAIT now (each one a connection that ended in the
+/// last minute), from `/proc/net/tcp` and `tcp6`.
+fn closed(port: u16) -> usize {
+    let hex = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "06" && (f[1].ends_with(&hex) || f[2].ends_with(&hex))
+        })
+        .count()
+}
+
+/// The Python SDK upstream: its process and URL.
+fn python_upstream() -> (std::process::Child, String, u32) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(python())
+        .arg(portcullis_tests::workspace().join("tests/python/bench_upstream.py"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("python upstream");
+    let out = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(out)
+        .read_line(&mut line)
+        .expect("python upstream line");
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .expect("python upstream url")
+        .to_string();
+    let pid = child.id();
+    (child, url, pid)
 }
 
 /// CPU time a process has used so far (user and system), from `/proc/PID/stat`.
@@ -76,16 +115,36 @@ struct Figures {
     per_sec: f64,
     /// CPU per call of each watched process, in the order given to [`run`].
     cpu: Vec<Duration>,
+    /// Connections to the upstream's port that ended, per call.
+    closed: f64,
+    /// Bytes the audit file grew by, per call (through the gateway only).
+    audit_bytes: f64,
 }
 
-async fn run(c: &Client, tool: &str, concurrency: usize, watched: &[u32]) -> Figures {
+/// The size of `path` now (0 when there is none).
+fn size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+async fn run(
+    c: &Client,
+    tool: &str,
+    concurrency: usize,
+    watched: &[u32],
+    port: u16,
+    audit: &std::path::Path,
+) -> Figures {
     for _ in 0..WARMUP {
         call(c, tool).await;
     }
     let before: Vec<Duration> = watched.iter().map(|p| cpu(*p)).collect();
+    let closed_before = closed(port);
+    let audit_before = size(audit);
     let started = Instant::now();
     let mut lat = measure(c, tool, concurrency).await;
     let wall = started.elapsed();
+    let closed_after = closed(port);
+    let audit_bytes = size(audit).saturating_sub(audit_before);
     let calls = lat.len() as u32;
     let cpu = watched
         .iter()
@@ -99,6 +158,8 @@ async fn run(c: &Client, tool: &str, concurrency: usize, watched: &[u32]) -> Fig
         p99: at(0.99),
         per_sec: lat.len() as f64 / wall.as_secs_f64(),
         cpu,
+        closed: closed_after.saturating_sub(closed_before) as f64 / f64::from(calls),
+        audit_bytes: audit_bytes as f64 / f64::from(calls),
     }
 }
 
@@ -138,25 +199,47 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+fn port_of(url: &str) -> u16 {
+    let rest = url.split("://").nth(1).expect("url");
+    let host = rest.split('/').next().expect("host");
+    host.rsplit(':')
+        .next()
+        .expect("port")
+        .parse()
+        .expect("port")
+}
+
 #[tokio::main]
 async fn main() {
     let fx = Fixture::start("both").expect("fixture");
+    let (mut py, py_url, py_pid) = python_upstream();
     // Every control on, limits included: a rate, a concurrency cap and a budget reserved in the
     // store on every call (none of them reached in the run).
     let limits = "limits:\n  - { match: \"key:*\", rate: 1000000/s, concurrency: 1000, budget: { units: 1000000000, per: month } }\n";
-    let gw = Gateway::start_with(limits, &fixture_server("fixture", &fx.url)).expect("gateway");
-    println!(
-        "tools/call `echo`: direct to the rmcp upstream vs. through Portcullis (/mcp, federated)"
+    let servers = format!(
+        "{}  py:\n    url: {py_url}\n    allow_private: true\n    timeout: 5s\n    tools:\n      echo: {{ class: read }}\n",
+        fixture_server("fixture", &fx.url)
     );
-    for (keep_alive, what) in [
+    let gw = Gateway::start_with(limits, &servers).expect("gateway");
+    println!("tools/call `echo` through Portcullis (/mcp, federated, every control on) vs. direct");
+    println!("client: rmcp on a reqwest client that keeps connections alive");
+    for (what, url, tool, pid) in [
         (
-            false,
-            "rmcp's default client: a new connection for every call",
+            "the rmcp upstream",
+            fx.url.clone(),
+            "fixture__echo",
+            fx.pid(),
         ),
-        (true, "a client that keeps connections alive"),
+        (
+            "the Python SDK upstream (MCPServer, SSE answers)",
+            py_url.clone(),
+            "py__echo",
+            py_pid,
+        ),
     ] {
-        let direct = client(&fx.url, None, keep_alive).await;
-        let through = client(&gw.mcp(), Some(&gw.key), keep_alive).await;
+        let port = port_of(&url);
+        let direct = client(&url, None).await;
+        let through = client(&gw.mcp(), Some(&gw.key)).await;
         println!("\n{what}\n");
         println!(
             "{:>4}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>12}  {:>12}",
@@ -172,8 +255,9 @@ async fn main() {
         );
         for c in [1, CONCURRENT] {
             let me = std::process::id();
-            let d = run(&direct, "echo", c, &[fx.pid(), me]).await;
-            let g = run(&through, "fixture__echo", c, &[gw.pid(), fx.pid(), me]).await;
+            let audit = gw.audit_file();
+            let d = run(&direct, "echo", c, &[pid, me], port, &audit).await;
+            let g = run(&through, tool, c, &[gw.pid(), pid, me], port, &audit).await;
             println!(
                 "{:>4}  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>9.2}x  {:>10.0}us  {:>10.0}us",
                 c,
@@ -187,15 +271,21 @@ async fn main() {
                 us(d.cpu[0]),
             );
             println!(
-                "      calls/s direct {:.0}, through gateway {:.0}; p50 ratio {:.2}, p99 ratio {:.2}\n      CPU/call through the gateway: upstream {:.0}us, client {:.0}us; direct: client {:.0}us",
+                "      calls/s direct {:.0}, through gateway {:.0}; p50 ratio {:.2}, p99 ratio {:.2}\n      CPU/call through the gateway: upstream {:.0}us ({:.2}x direct), client {:.0}us; direct: client {:.0}us\n      upstream connections closed per call: direct {:.2}, through the gateway {:.2}; audit file bytes per call {:.0}",
                 d.per_sec,
                 g.per_sec,
                 g.p50.as_secs_f64() / d.p50.as_secs_f64(),
                 g.p99.as_secs_f64() / d.p99.as_secs_f64(),
                 us(g.cpu[1]),
+                g.cpu[1].as_secs_f64() / d.cpu[0].as_secs_f64(),
                 us(g.cpu[2]),
                 us(d.cpu[1]),
+                d.closed,
+                g.closed,
+                g.audit_bytes,
             );
         }
     }
+    let _ = py.kill();
+    let _ = py.wait();
 }

@@ -114,7 +114,11 @@ audit:
             .unwrap()
             .starts_with("key:")
     );
-    assert_eq!(allowed["session"], alice.session.clone().unwrap().as_str());
+    // The session is recorded as `s:` and 24 hex digits of its id's SHA-256, never the id.
+    let id = alice.session.clone().unwrap();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes()));
+    assert_eq!(allowed["session"], format!("s:{}", &digest[..24]));
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(&id));
     assert_eq!(allowed["arguments_digest"].as_str().unwrap().len(), 64);
     let result = all
         .iter()
@@ -398,4 +402,107 @@ async fn a_gateway_killed_mid_call_has_written_the_request_event() {
     );
     let (ok, out) = verify(&gw.audit_file());
     assert!(ok, "{out}");
+}
+
+/// `portcullis audit verify` over `files`, as one log in that order.
+fn verify_as_one(files: &[std::path::PathBuf], continued: bool) -> (bool, String) {
+    let mut cmd = Command::new(bin("portcullis"));
+    cmd.args(["audit", "verify"]);
+    if continued {
+        cmd.arg("--continued");
+    }
+    let out = cmd.args(files).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+/// The files rotated away from `file`, oldest first (their names sort by time).
+fn rotated(file: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let name = format!("{}.2", file.file_name().unwrap().to_str().unwrap());
+    let mut found: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&name))
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_file_rotates_and_reopens_on_sighup_as_one_chain_and_the_store_keeps_its_retention() {
+    let fx = Fixture::start("both").unwrap();
+    let top = "audit:
+  sinks:
+    - { type: file, path: {dir}/audit.jsonl, rotate: { size: 4KiB, keep: 3 } }
+    - { type: store }
+  retention: 3s
+";
+    let gw = Gateway::start_with(top, &fixture_server("fx", &fx.url)).unwrap();
+    let file = gw.audit_file();
+    let mut c = Raw::new(gw.mcp(), &gw.key);
+    c.init().await;
+    for i in 0..40 {
+        let r = call(&c, i, "fx__echo", json!({ "text": "x" })).await;
+        assert!(r["result"]["content"].is_array(), "{r}");
+    }
+    // Rotated at 4 KiB, the oldest files deleted beyond three; the chain verifies across the
+    // four files left, from the one whose predecessors were deleted.
+    let old = rotated(&file);
+    assert_eq!(old.len(), 3, "{old:?}");
+    for f in &old {
+        let len = std::fs::metadata(f).unwrap().len();
+        assert!((4096..8192).contains(&len), "{f:?}: {len} bytes");
+    }
+    let (ok, out) = verify(&file);
+    assert!(ok, "{out}");
+    assert!(out.contains("across 4 files"), "{out}");
+    assert!(out.contains("the first event links to"), "{out}");
+
+    // An outside rotator moves the file and sends SIGHUP: the next event starts a new file.
+    let moved = gw.dir.path().join("audit.jsonl.moved");
+    std::fs::rename(&file, &moved).unwrap();
+    gw.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = call(&c, 100, "fx__echo", json!({ "text": "after" })).await;
+    assert!(r["result"]["content"].is_array(), "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        events(&file).iter().any(|e| e["kind"] == "tool.call"),
+        "no call in the reopened file"
+    );
+    // Rotated files, the moved one, the new one: one chain. The sink's path alone is followed
+    // from its rotated files, which lack the moved file's events: a gap, named.
+    let mut all = rotated(&file);
+    all.extend([moved.clone(), file.clone()]);
+    let (ok, out) = verify_as_one(&all, true);
+    assert!(ok, "{out}");
+    let (ok, out) = verify_as_one(std::slice::from_ref(&file), false);
+    assert!(
+        !ok && out.contains("events were removed or reordered"),
+        "{out}"
+    );
+    let (ok, out) = verify_as_one(&[file.clone(), moved.clone()], true);
+    assert!(!ok, "files out of order verified: {out}");
+
+    // The store keeps three seconds: once they pass, the calls are gone from the export while
+    // the files keep them.
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    let auditor = gw.operator_key("auditor", None).unwrap();
+    let export = reqwest::Client::new()
+        .get(format!("{}/admin/audit?kind=tool.call", gw.admin))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        export.lines().filter(|l| !l.trim().is_empty()).count(),
+        0,
+        "{export}"
+    );
+    assert!(events(&file).iter().any(|e| e["kind"] == "tool.call"));
 }

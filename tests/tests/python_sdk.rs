@@ -107,7 +107,9 @@ fn per_session_upstreams_reach_only_their_own_client() {
     for e in &events {
         assert_eq!(e["server"], "fixture");
         assert!(
-            e["session"].as_str().is_some_and(|s| s.starts_with("ps1.")),
+            e["session"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("s:") && s.len() == 26),
             "{e}"
         );
         assert!(e["identity"]["subject"].as_str().is_some(), "{e}");

@@ -208,7 +208,8 @@ pub(super) async fn get_audit(
     let filter = Filter {
         since_ms: time("since", &q.since)?.unwrap_or(0),
         until_ms: time("until", &q.until)?,
-        session: q.session,
+        // Events carry the session's digest: an id given here is looked up by it.
+        session: q.session.as_deref().map(audit::session_ref),
         trace_id: q.trace,
         identity: q.identity,
         tool: q.tool,

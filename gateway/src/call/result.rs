@@ -21,13 +21,13 @@ pub(super) async fn tool(
     let mut event = trail.event(call, if executed { "tool.result" } else { "tool.call" });
     match (&done, trail.started) {
         (Ok(v), Some(started)) => {
-            event.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+            event.latency_ms = Some(started.elapsed().as_micros() as f64 / 1000.0);
             let failed = v.get("isError").and_then(Value::as_bool) == Some(true);
             event.status = Some(if failed { "tool_error" } else { "ok" });
             event.response_bytes = Some(json_size(v));
         }
         (Err(refused), Some(started)) => {
-            event.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+            event.latency_ms = Some(started.elapsed().as_micros() as f64 / 1000.0);
             event.status = Some("error");
             let face = refused.face();
             event.reason = Some(face.reason.unwrap_or(face.outcome).to_string());

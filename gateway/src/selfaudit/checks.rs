@@ -320,6 +320,7 @@ pub(crate) const RULES: &[Rule] = &[
     row("onboard.fingerprints", 3, onboarding::fingerprints),
     row("onboard.ci_gate", 3, onboarding::ci_gate),
     row("obs.audit_sinks", 4, observability::audit_sinks),
+    row("obs.audit_retention", 4, observability::audit_retention),
     row("obs.otlp", 4, observability::otlp),
     row("obs.metrics", 4, observability::metrics),
     row("cost.request_bounds", 5, cost::request_bounds),

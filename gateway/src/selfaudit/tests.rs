@@ -192,44 +192,6 @@ async fn development_profile_is_flagged_with_its_line() {
 }
 
 #[tokio::test]
-async fn a_best_effort_audit_sink_leaves_observability_green_no_more() {
-    let r = audit_of(&flip(
-        "    - { type: store }",
-        "    - { type: store, required: false }",
-    ))
-    .await;
-    assert_flagged(
-        &r,
-        "obs.audit_sinks",
-        "observability",
-        "t.yaml:21:32 `audit.sinks[1].required`",
-    );
-    // The checklist sees it too.
-    let audit = r
-        .checklist
-        .areas
-        .iter()
-        .find(|a| a.key == "audit_logs")
-        .unwrap();
-    assert_eq!(audit.score, 1);
-}
-
-#[tokio::test]
-async fn an_unsynced_file_sink_is_flagged() {
-    let r = audit_of(&flip(
-        "    - { type: file, path: audit.jsonl }",
-        "    - { type: file, path: audit.jsonl, fsync: false }",
-    ))
-    .await;
-    assert_flagged(
-        &r,
-        "obs.audit_sinks",
-        "observability",
-        "`audit.sinks[0].fsync`",
-    );
-}
-
-#[tokio::test]
 async fn no_otlp_exporter_is_flagged() {
     let text =
         flip("telemetry:", "").replace("  otlp: { endpoint: \"http://127.0.0.1:4318\" }\n", "");
@@ -537,6 +499,7 @@ async fn offline_reports_mark_live_checks_static_only() {
 }
 
 mod cost;
+mod observe;
 mod shape;
 
 /// The report is the table: each finding comes from the row of its id, rows are unique and

@@ -291,8 +291,14 @@ fn checked(
                 _ => Ok(StreamableHttpPostResponse::Json(message, session)),
             }
         }
+        // Read to its end even when rmcp lets it go early, so its connection is reused.
         StreamableHttpPostResponse::Sse(stream, session) => Ok(StreamableHttpPostResponse::Sse(
-            client.guard(stream, expected, true, false),
+            client.guard(
+                super::drain::Drained::new(stream).boxed(),
+                expected,
+                true,
+                false,
+            ),
             session,
         )),
         other => Ok(other),

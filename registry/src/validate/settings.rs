@@ -302,7 +302,7 @@ pub(crate) fn duration_or(
     }
 }
 
-pub(super) fn parse_size(v: &Value) -> Option<usize> {
+pub(crate) fn parse_size(v: &Value) -> Option<usize> {
     match v {
         Value::Number(n) => n
             .as_u64()
@@ -317,8 +317,10 @@ pub(super) fn parse_size(v: &Value) -> Option<usize> {
                 "" | "B" => 1,
                 "KiB" => 1024,
                 "MiB" => 1024 * 1024,
+                "GiB" => 1024 * 1024 * 1024,
                 "KB" | "kB" => 1000,
                 "MB" => 1_000_000,
+                "GB" => 1_000_000_000,
                 _ => return None,
             };
             n.checked_mul(mult).filter(|n| *n > 0)

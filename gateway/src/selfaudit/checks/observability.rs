@@ -16,7 +16,10 @@ pub(super) fn audit_sinks(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<F
                 ),
             ));
         }
-        if let SinkKind::File { fsync: false, path } = &s.kind {
+        if let SinkKind::File {
+            fsync: false, path, ..
+        } = &s.kind
+        {
             weak.push((
                     format!("audit.sinks[{i}].fsync"),
                     format!(
@@ -76,6 +79,102 @@ pub(super) fn audit_sinks(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<F
                 )
             }
         });
+}
+
+/// Whether the record stays within the disk: every file sink rotates (and how many old files
+/// it keeps), and the store's events have a retention period. Unbounded growth ends in a full
+/// disk, a failing audit sink, and every call refused.
+pub(super) fn audit_retention(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {
+    let reg = cx.reg;
+    let audit = &reg.settings.audit;
+    let mut facts = Vec::new();
+    let mut unbounded = Vec::new();
+    for (i, s) in audit.sinks.iter().enumerate() {
+        match &s.kind {
+            SinkKind::File { path, rotate, .. } => {
+                let key = format!("audit.sinks[{i}].rotate");
+                let text = match (rotate.is_on(), rotate.keep) {
+                    (false, _) => {
+                        unbounded.push(key.clone());
+                        format!("file `{path}` never rotates: one file grows for ever")
+                    }
+                    (true, keep) => format!(
+                        "file `{path}` rotates{}{}; {}",
+                        rotate.size.map_or(String::new(), |b| format!(" at {} MiB", b / (1024 * 1024))),
+                        rotate.every.map_or(String::new(), |d| format!(" every {}", human(d))),
+                        keep.map_or_else(
+                            || "every rotated file is kept, for the operator's archive to take away".to_owned(),
+                            |k| format!("the newest {k} rotated file(s) are kept")
+                        )
+                    ),
+                };
+                facts.push((key, text));
+            }
+            SinkKind::Store => {
+                let text = match audit.retention {
+                    Some(d) => format!("store events are kept {}", human(d)),
+                    None => {
+                        unbounded.push("audit.retention".to_owned());
+                        "store events are kept for ever (`audit.retention: off`)".to_owned()
+                    }
+                };
+                facts.push(("audit.retention".to_owned(), text));
+            }
+            SinkKind::Stdout => {}
+        }
+    }
+    if facts.is_empty() {
+        return;
+    }
+    let ev: Vec<String> = facts
+        .iter()
+        .map(|(p, o)| ix.config(reg, p, o.clone()))
+        .collect();
+    let said = facts
+        .iter()
+        .map(|(_, o)| o.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    out.push(match unbounded.is_empty() {
+        true => c
+            .says(
+                "The audit record is rotated and pruned within set bounds",
+                format!("{said}. `portcullis audit verify` follows the hash chain across rotated files."),
+                "",
+            )
+            .cites(ev)
+            .pass(ix),
+        false => c
+            .says(
+                "Part of the audit record grows without bound",
+                format!("{said}."),
+                "A disk that fills makes the audit sink fail, and a gateway whose required sink fails refuses every call.",
+            )
+            .cites(ev)
+            .gap(
+                ix,
+                Status::Partial,
+                Severity::Low,
+                Likelihood::Medium,
+                Cause::Config,
+                (
+                    "Bound the audit record",
+                    "Give each file sink `rotate: { size: 100MiB, keep: 30 }` (or ship rotated files elsewhere) and set `audit.retention` (e.g. `90d`) for the store.",
+                    "S",
+                ),
+            ),
+    });
+}
+
+/// `90d`, `12h`, `30m` or `45s`: the largest whole unit.
+fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s >= 86_400 && s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s >= 3600 && s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        _ if s >= 60 && s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
 }
 
 pub(super) fn otlp(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Finding>) {

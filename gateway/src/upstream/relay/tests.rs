@@ -131,6 +131,7 @@ async fn a_request_to_the_client_that_cannot_be_recorded_is_refused() {
         }],
         redact: Vec::new(),
         redact_key: None,
+        retention: None,
     };
     let audit = Arc::new(
         Audit::open(&settings, &store, "test", "sha256:t")

@@ -1,0 +1,373 @@
+//! The file sink: append-only JSON lines, one `write` and one `fsync` per batch, rotated by size
+//! or age (`audit.sinks[N].rotate`) and reopened on request (SIGHUP, for an external rotator).
+//!
+//! Rotation happens between batches: the current file is renamed to `<path>.<UTC time>` (e.g.
+//! `audit.jsonl.20261206T023000.123Z`, so names sort by age) and a new file is opened at `<path>`.
+//! The hash chain goes on across files: the new file's first event links to the last one of the
+//! file before it, and `portcullis audit verify <path>` follows every rotated file in order.
+//! A rotation that cannot be done never loses an event: the sink keeps writing where it was and
+//! tries again a minute later.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use registry::Rotation;
+
+/// How long after a failed rotation the sink tries again.
+const RETRY: Duration = Duration::from_secs(60);
+
+pub(crate) struct FileSink {
+    pub(crate) path: String,
+    file: File,
+    fsync: bool,
+    /// The last write may have stopped mid-line: start the next one on a new line.
+    torn: bool,
+    rotate: Rotation,
+    /// Bytes in the current file.
+    size: u64,
+    /// When the current file was started.
+    born: SystemTime,
+    /// The reopen generation this sink has acted on; [`Reopen`] holds the one asked for.
+    seen: u64,
+    reopen: Reopen,
+    /// The handle is on a file already renamed away, and `path` still has to be opened.
+    detached: bool,
+    /// No rotation is tried before this (one failed).
+    not_before: Option<Instant>,
+    /// What each flush returns instead of syncing, for tests (see [`super::flush_faults`]).
+    #[cfg(test)]
+    pub(crate) script: Option<std::sync::mpsc::Receiver<Result<(), String>>>,
+}
+
+/// Asks every file sink to reopen its path before its next write (after an external rotator
+/// moved the file away). Shared by the [`super::Audit`] handle and its file sinks.
+#[derive(Clone, Default)]
+pub(crate) struct Reopen(Arc<AtomicU64>);
+
+impl Reopen {
+    pub(crate) fn ask(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn asked(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Open `path` for appending, created `0600`.
+fn open_append(path: &str) -> std::io::Result<File> {
+    // Append only: opened for reading too, a FIFO would count this process as its reader.
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+impl FileSink {
+    /// Open for appending and find the last event's hash: in the file, or, when it has none
+    /// yet, in the newest rotated file before it.
+    pub(crate) fn open(
+        path: &str,
+        fsync: bool,
+        rotate: Rotation,
+        reopen: Reopen,
+    ) -> Result<(FileSink, Option<String>), String> {
+        let file =
+            open_append(path).map_err(|e| format!("cannot open audit file `{path}`: {e}"))?;
+        let (mut last, torn) = match File::open(path) {
+            Ok(mut f) => last_line(&mut f).unwrap_or((None, false)),
+            Err(_) => (None, false),
+        };
+        if last.is_none()
+            && let Some(newest) = rotated_files(Path::new(path)).pop()
+        {
+            last = File::open(&newest)
+                .and_then(|mut f| last_line(&mut f))
+                .ok()
+                .and_then(|(l, _)| l);
+        }
+        // Pipes and devices cannot be synced (EINVAL); only a regular file has a disk to reach.
+        let meta = file.metadata().ok();
+        let regular = meta.as_ref().is_some_and(std::fs::Metadata::is_file);
+        let seen = reopen.asked();
+        Ok((
+            FileSink {
+                path: path.to_string(),
+                file,
+                fsync: fsync && regular,
+                torn,
+                // Only a regular file can be renamed away and started again.
+                rotate: if regular { rotate } else { Rotation::OFF },
+                size: meta.as_ref().map_or(0, std::fs::Metadata::len),
+                born: meta
+                    .and_then(|m| m.created().ok())
+                    .unwrap_or_else(SystemTime::now),
+                seen,
+                reopen,
+                detached: false,
+                not_before: None,
+                #[cfg(test)]
+                script: super::flush_faults::take(path),
+            },
+            last.and_then(|l| super::hash_of_line(&l)),
+        ))
+    }
+
+    /// Before a batch: reopen the path if asked to, or start a new file if the current one is
+    /// due. Never fails: what cannot be done now is logged and tried again later.
+    pub(crate) fn turn(&mut self) {
+        let asked = self.reopen.asked();
+        if asked != self.seen {
+            self.seen = asked;
+            self.reopen_path("reopened on request");
+            return;
+        }
+        if self.not_before.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        if self.detached {
+            self.reopen_path("opened after rotation");
+            return;
+        }
+        let by_size = self.rotate.size.is_some_and(|s| self.size >= s);
+        let by_age = self
+            .rotate
+            .every
+            .is_some_and(|e| self.born.elapsed().is_ok_and(|age| age >= e));
+        if self.size > 0 && (by_size || by_age) {
+            self.rotate_now();
+        }
+    }
+
+    fn rotate_now(&mut self) {
+        let to = rotated_name(Path::new(&self.path), super::now_ms());
+        if let Err(e) = std::fs::rename(&self.path, &to) {
+            self.not_before = Some(Instant::now() + RETRY);
+            tracing::error!(file = %self.path, error = %e, "audit file not rotated: it stays in use; retrying in a minute");
+            return;
+        }
+        // The rename reaches the disk before anything is written to the new file.
+        if self.fsync
+            && let Some(dir) = Path::new(&self.path).parent()
+        {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+                tracing::warn!(file = %self.path, error = %e, "directory not synced after rotation");
+            }
+        }
+        tracing::info!(file = %self.path, rotated = %to.display(), "audit file rotated");
+        self.detached = true;
+        self.reopen_path("opened after rotation");
+        if !self.detached {
+            self.prune();
+        }
+    }
+
+    /// Switch to a fresh handle on `path`; keep the current one if it cannot be opened.
+    fn reopen_path(&mut self, what: &str) {
+        match open_append(&self.path) {
+            Ok(file) => {
+                let meta = file.metadata().ok();
+                let (_, torn) = File::open(&self.path)
+                    .and_then(|mut f| last_line(&mut f))
+                    .unwrap_or((None, false));
+                self.size = meta.as_ref().map_or(0, std::fs::Metadata::len);
+                self.born = meta
+                    .and_then(|m| m.created().ok())
+                    .unwrap_or_else(SystemTime::now);
+                self.file = file;
+                self.torn = torn;
+                self.detached = false;
+                self.not_before = None;
+                tracing::info!(file = %self.path, "audit file {what}");
+            }
+            Err(e) => {
+                self.not_before = Some(Instant::now() + RETRY);
+                tracing::error!(file = %self.path, error = %e, "audit file could not be {what}: events go on to the file open before; retrying in a minute");
+            }
+        }
+    }
+
+    /// Delete the oldest rotated files beyond `keep`.
+    fn prune(&self) {
+        let Some(keep) = self.rotate.keep else {
+            return;
+        };
+        let files = rotated_files(Path::new(&self.path));
+        let excess = files.len().saturating_sub(keep as usize);
+        for old in files.iter().take(excess) {
+            match std::fs::remove_file(old) {
+                Ok(()) => {
+                    tracing::info!(file = %old.display(), keep, "old audit file deleted");
+                }
+                Err(e) => {
+                    tracing::warn!(file = %old.display(), error = %e, "old audit file not deleted");
+                }
+            }
+        }
+    }
+
+    /// Append `text` whole. A regular file that takes only part of it is cut back to where it
+    /// was, so a batch the writer takes back leaves no lines behind whose `seq` it will reuse.
+    pub(crate) fn write(&mut self, text: &[u8]) -> Result<(), String> {
+        let before = match self.file.metadata() {
+            Ok(m) if m.is_file() => Some(m.len()),
+            _ => None,
+        };
+        let was_torn = self.torn;
+        let mut attempt = || -> std::io::Result<()> {
+            if self.torn {
+                self.file.write_all(b"\n")?;
+                self.torn = false;
+            }
+            self.file.write_all(text)
+        };
+        match attempt() {
+            Ok(()) => {
+                self.size =
+                    before.map_or(self.size, |b| b + text.len() as u64 + u64::from(was_torn));
+                Ok(())
+            }
+            Err(e) => {
+                let cut = before.is_some_and(|len| self.file.set_len(len).is_ok());
+                // Cut back: as it was. Not cut back: the next write starts on a new line.
+                self.torn = !cut || was_torn;
+                Err(format!("audit file `{}`: {e}", self.path))
+            }
+        }
+    }
+
+    /// `fsync` what was written, when configured to.
+    pub(crate) fn sync(&mut self) -> Result<(), String> {
+        #[cfg(test)]
+        if let Some(script) = &self.script {
+            return script.recv().unwrap_or(Ok(()));
+        }
+        match self.fsync {
+            true => self
+                .file
+                .sync_data()
+                .map_err(|e| format!("audit file `{}`: fsync: {e}", self.path)),
+            false => Ok(()),
+        }
+    }
+}
+
+/// `<path>.<YYYYMMDDTHHMMSS.mmmZ>` for a file rotated at `ms`, with `-N` added if taken.
+fn rotated_name(path: &Path, ms: i64) -> PathBuf {
+    let stamp: String = super::clock::rfc3339_ms(ms)
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    let base = format!("{}.{stamp}", path.display());
+    let mut name = PathBuf::from(&base);
+    let mut n = 1;
+    while name.exists() {
+        name = PathBuf::from(format!("{base}-{n}"));
+        n += 1;
+    }
+    name
+}
+
+/// Whether `suffix` (what follows `<file name>.`) is a rotation stamp.
+fn is_stamp(suffix: &str) -> bool {
+    let (stamp, extra) = match suffix.split_once('-') {
+        Some((stamp, n)) => (stamp, Some(n)),
+        None => (suffix, None),
+    };
+    let b = stamp.as_bytes();
+    b.len() == 20
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 => *c == b'T',
+            15 => *c == b'.',
+            19 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+        && extra.is_none_or(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// The files rotated away from `path`, oldest first.
+pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let prefix = format!("{name}.");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let n = e.file_name().into_string().ok()?;
+            let suffix = n.strip_prefix(&prefix)?;
+            is_stamp(suffix).then(|| (suffix.to_string(), path.with_file_name(&n)))
+        })
+        .collect();
+    // Stamps sort by time; `-N` (a second file in the same millisecond) by N.
+    found.sort_by(|(a, _), (b, _)| {
+        let key = |s: &str| {
+            let (stamp, n) = s.split_once('-').unwrap_or((s, "0"));
+            (stamp.to_string(), n.parse::<u64>().unwrap_or(0))
+        };
+        key(a).cmp(&key(b))
+    });
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Whether `path` names a file rotated away (its name ends in a rotation stamp).
+pub fn is_rotated(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    // `<name>.<YYYYMMDDTHHMMSS>.<mmmZ[-N]>`: the stamp holds the last two dots.
+    let mut parts = name.rsplitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(millis), Some(seconds), Some(_)) => is_stamp(&format!("{seconds}.{millis}")),
+        _ => false,
+    }
+}
+
+/// The last complete line of `file` (within its final 1 MiB), and whether it ends mid-line.
+/// Only regular files are read back (a device such as `/dev/full` has no end).
+pub(crate) fn last_line(file: &mut File) -> std::io::Result<(Option<String>, bool)> {
+    if !file.metadata()?.is_file() {
+        return Ok((None, false));
+    }
+    let len = file.seek(SeekFrom::End(0))?;
+    let from = len.saturating_sub(1 << 20);
+    file.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::new();
+    file.take(1 << 20).read_to_end(&mut tail)?;
+    let torn = !tail.is_empty() && !tail.ends_with(b"\n");
+    let text = String::from_utf8_lossy(&tail);
+    let complete = if torn {
+        text.rsplit_once('\n').map_or("", |(head, _)| head)
+    } else {
+        &text
+    };
+    let last = complete
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(str::to_string);
+    Ok((last, torn))
+}
+
+#[cfg(test)]
+mod tests;
