@@ -1,14 +1,14 @@
 //! Budget usage: the units each principal spent under each budget, per calendar window.
 //!
 //! A call's budgets are reserved before it runs, all of them in one write transaction
-//! (`BEGIN IMMEDIATE`, so processes sharing the store take turns), each by a conditional
-//! statement that adds the cost only while it fits: no interleaving of calls, in one process or
-//! several, can spend more than the budget. An operator can reset a window's usage or raise its
+//! (`BEGIN IMMEDIATE`, so processes sharing the store take turns; calls asking together share
+//! it, see `reserve.rs`), each by a conditional statement that adds the cost only while it fits:
+//! no interleaving of calls, in one process or several, can spend more than the budget. An operator can reset a window's usage or raise its
 //! allowance; the raise lives on the window's row and ends with it.
 
 use sqlx::Row;
 
-use super::{Backend, Store, StoreError, now_ms};
+use super::{Store, StoreError, now_ms};
 
 /// One budget a call spends from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +43,8 @@ pub struct UsageRow {
 
 impl Store {
     /// Spend every charge, or none: `Ok(None)` when all fit (each charge's `epoch` is then
-    /// set), `Ok(Some(i))` when `charges[i]` does not (nothing is spent then).
+    /// set), `Ok(Some(i))` when `charges[i]` does not (nothing is spent then). Calls asking
+    /// together share one transaction (`reserve.rs`).
     pub async fn reserve_budgets(
         &self,
         charges: &mut [Charge],
@@ -51,39 +52,17 @@ impl Store {
         if charges.is_empty() {
             return Ok(None);
         }
-        // SQLite: take the write lock first, so processes take turns. PostgreSQL: each statement
-        // locks its row, and charges come in one order, so two calls cannot wait on each other.
-        let mut tx = match self.backend() {
-            Backend::Sqlite => self.budgets.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.budgets.begin().await?,
-        };
-        let at = now_ms();
-        for (i, c) in charges.iter_mut().enumerate() {
-            let spent: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO budget_usage (budget, principal, \"window\", used, extra, updated_at)
-                 SELECT $1, $2, $3, $4, 0, $6 WHERE $4 <= $5 + COALESCE((SELECT extra
-                    FROM budget_usage WHERE budget = $1 AND principal = $2 AND \"window\" = $3), 0)
-                 ON CONFLICT (budget, principal, \"window\") DO UPDATE SET
-                    used = budget_usage.used + excluded.used, updated_at = excluded.updated_at
-                 WHERE budget_usage.used + excluded.used <= $5 + budget_usage.extra
-                 RETURNING epoch",
-            )
-            .bind(&c.budget)
-            .bind(&c.principal)
-            .bind(&c.window)
-            .bind(c.cost)
-            .bind(c.units)
-            .bind(at)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(epoch) = spent else {
-                tx.rollback().await?;
-                return Ok(Some(i));
-            };
-            c.epoch = epoch;
-        }
-        tx.commit().await?;
-        Ok(None)
+        self.reserver
+            .reserve(&self.budgets, self.backend(), charges)
+            .await
+    }
+
+    /// Reservation transactions run by this handle so far: fewer than the calls reserved when
+    /// calls shared them.
+    pub fn reservation_groups(&self) -> u64 {
+        self.reserver
+            .groups
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Give a charge's units back (a call that the upstream could not answer, where the budget

@@ -16,6 +16,7 @@ mod db;
 mod events;
 mod instances;
 mod levers;
+mod reserve;
 mod schema;
 mod sessions;
 
@@ -159,6 +160,8 @@ pub struct Store {
     /// as one is made on every call with a budget; a power loss may take back the last
     /// reservations (the units come back). On PostgreSQL, the main pool.
     budgets: AnyPool,
+    /// Budget reservations, committed in groups (`reserve.rs`).
+    reserver: Arc<reserve::Reserver>,
     target: Arc<db::Target>,
 }
 
@@ -220,6 +223,7 @@ impl Store {
         Ok(Store {
             budgets: pool.clone(),
             pool,
+            reserver: Arc::default(),
             target: Arc::new(target),
         })
     }
@@ -242,6 +246,7 @@ impl Store {
         Ok(Store {
             pool,
             budgets,
+            reserver: Arc::default(),
             target: Arc::new(target),
         })
     }

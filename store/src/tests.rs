@@ -295,6 +295,65 @@ async fn budgets_never_overspend_under_concurrency_across_handles() {
     assert_eq!((rows[0].used, rows[0].extra), (10, 0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_reserved_in_one_group_each_spend_all_their_budgets_or_none() {
+    let (_d, s) = store().await;
+    // 60 calls at once, each spending from `wide` (room for all) and `narrow` (room for 7),
+    // and every third also from `other` (room for 2): calls share transactions, yet each one
+    // spends all three or nothing.
+    let mut calls = Vec::new();
+    for i in 0..60 {
+        let s = s.clone();
+        calls.push(tokio::spawn(async move {
+            let mut charges = vec![charge("wide", 1, 1000), charge("narrow", 1, 7)];
+            if i % 3 == 0 {
+                charges.push(charge("other", 1, 2));
+            }
+            let verdict = s.reserve_budgets(&mut charges).await.unwrap();
+            (verdict, charges)
+        }));
+    }
+    let mut spent = 0;
+    let mut with_other = 0;
+    for c in calls {
+        let (verdict, charges) = c.await.unwrap();
+        if verdict.is_none() {
+            spent += 1;
+            with_other += usize::from(charges.len() == 3);
+        }
+    }
+    let used: Vec<(String, i64)> = s
+        .budget_usage(&["2026-12-05".into()])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.budget, r.used))
+        .collect();
+    assert_eq!(spent, 7);
+    assert!(with_other <= 2, "{with_other}");
+    // They did share transactions.
+    assert!(s.reservation_groups() < 60, "{}", s.reservation_groups());
+    assert_eq!(
+        used,
+        vec![
+            ("narrow".into(), 7),
+            ("other".into(), with_other as i64),
+            ("wide".into(), 7)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_closed_store_refuses_a_reservation() {
+    let (_d, s) = store().await;
+    assert_eq!(
+        s.reserve_budgets(&mut [charge("b", 1, 10)]).await.unwrap(),
+        None
+    );
+    s.close().await;
+    assert!(s.reserve_budgets(&mut [charge("b", 1, 10)]).await.is_err());
+}
+
 #[tokio::test]
 async fn a_call_spends_all_its_budgets_or_none() {
     let (_d, s) = store().await;
