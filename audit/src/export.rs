@@ -204,7 +204,8 @@ pub async fn read(
         Source::File(path) => {
             use std::io::BufRead as _;
             // The files rotated away first, oldest first, then the current one: line numbers
-            // count through all of them.
+            // count through all of them (a rotated file deleted between two pages shifts them:
+            // page a file source while `keep` is not deleting, or export from the store).
             let mut files = crate::file::rotated_files(std::path::Path::new(path));
             files.push(std::path::PathBuf::from(path));
             let mut number = 0i64;

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant, SystemTime};
 use registry::Rotation;
 
 /// How long after a failed rotation the sink tries again.
-const RETRY: Duration = Duration::from_secs(60);
+const RETRY: Duration = match cfg!(test) {
+    true => Duration::from_millis(100),
+    false => Duration::from_secs(60),
+};
 
 pub(crate) struct FileSink {
     pub(crate) path: String,
@@ -127,6 +130,8 @@ impl FileSink {
         let asked = self.reopen.asked();
         if asked != self.seen {
             self.seen = asked;
+            // Until it succeeds, the path is tried again like one rotated away.
+            self.detached = true;
             self.reopen_path("reopened on request");
             return;
         }
@@ -149,29 +154,39 @@ impl FileSink {
 
     fn rotate_now(&mut self) {
         let to = rotated_name(Path::new(&self.path), super::now_ms());
-        if let Err(e) = std::fs::rename(&self.path, &to) {
-            self.not_before = Some(Instant::now() + RETRY);
-            tracing::error!(file = %self.path, error = %e, "audit file not rotated: it stays in use; retrying in a minute");
-            return;
-        }
-        // The rename reaches the disk before anything is written to the new file.
-        if self.fsync
-            && let Some(dir) = Path::new(&self.path).parent()
-        {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-                tracing::warn!(file = %self.path, error = %e, "directory not synced after rotation");
+        match std::fs::rename(&self.path, &to) {
+            Ok(()) => {
+                tracing::info!(file = %self.path, rotated = %to.display(), "audit file rotated");
+            }
+            // Moved or removed by someone else: what is open is no longer at the path.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(file = %self.path, "audit file gone from its path before rotation; starting a new one");
+            }
+            Err(e) => {
+                self.not_before = Some(Instant::now() + RETRY);
+                tracing::error!(file = %self.path, error = %e, "audit file not rotated: it stays in use; retrying in a minute");
+                return;
             }
         }
-        tracing::info!(file = %self.path, rotated = %to.display(), "audit file rotated");
         self.detached = true;
         self.reopen_path("opened after rotation");
         if !self.detached {
             self.prune();
+        }
+    }
+
+    /// Sync the directory, so the rename and the new file reach the disk before events that
+    /// are acknowledged in it (a synced sink only).
+    fn sync_dir(&self) {
+        if !self.fsync {
+            return;
+        }
+        let dir = match Path::new(&self.path).parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(file = %self.path, error = %e, "directory not synced after rotation");
         }
     }
 
@@ -183,11 +198,17 @@ impl FileSink {
                 let (_, torn) = File::open(&self.path)
                     .and_then(|mut f| last_line(&mut f))
                     .unwrap_or((None, false));
+                let same = same_file(self.file.metadata().ok().as_ref(), meta.as_ref());
                 self.size = meta.as_ref().map_or(0, std::fs::Metadata::len);
-                self.born = meta
-                    .and_then(|m| m.created().ok())
-                    .unwrap_or_else(SystemTime::now);
+                // The same file reopened keeps its age (where the filesystem keeps no birth
+                // time, a reload would otherwise start the clock again).
+                if !same {
+                    self.born = meta
+                        .and_then(|m| m.created().ok())
+                        .unwrap_or_else(SystemTime::now);
+                }
                 self.file = file;
+                self.sync_dir();
                 self.torn = torn;
                 self.detached = false;
                 self.not_before = None;
@@ -262,6 +283,20 @@ impl FileSink {
                 .map_err(|e| format!("audit file `{}`: fsync: {e}", self.path)),
             false => Ok(()),
         }
+    }
+}
+
+/// Whether two handles' metadata are of one file (same device and inode).
+fn same_file(a: Option<&std::fs::Metadata>, b: Option<&std::fs::Metadata>) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        matches!((a, b), (Some(a), Some(b)) if a.dev() == b.dev() && a.ino() == b.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        false
     }
 }
 

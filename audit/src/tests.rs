@@ -525,3 +525,50 @@ mod properties {
 }
 
 mod batching;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_export_past_retention_verifies_as_continued_with_every_chain_begun_earlier() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    // Two processes sharing the store: two chains, interleaved.
+    let only_store = settings(vec![(SinkKind::Store, true)]);
+    let a = Audit::open(&only_store, &s, "test", "sha256:t")
+        .await
+        .unwrap();
+    let b = Audit::open(&only_store, &s, "test", "sha256:t")
+        .await
+        .unwrap();
+    for n in 0..6 {
+        a.record(call(n)).await.unwrap();
+        b.record(call(100 + n)).await.unwrap();
+    }
+    let lines: Vec<String> = s
+        .audit_lines(0, None, None, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    assert_eq!(lines.len(), 14);
+    // The first six rows went (both chains' starts among them).
+    let rest = lines[6..].concat();
+    assert!(matches!(
+        verify(rest.as_bytes()).unwrap(),
+        Verdict::Broken { line: 1, .. }
+    ));
+    let mut v = crate::verify::Verifier::continuing();
+    assert!(v.file(rest.as_bytes()).unwrap().is_none());
+    assert!(matches!(
+        v.finish(),
+        Verdict::Intact {
+            events: 8,
+            chains: 2,
+            anchor: Some(_),
+            ..
+        }
+    ));
+    // Inside what is left, a removed event is still a broken link.
+    let gap = [&lines[6..9], &lines[10..]].concat().concat();
+    let mut v = crate::verify::Verifier::continuing();
+    assert!(v.file(gap.as_bytes()).unwrap().is_some());
+}

@@ -53,9 +53,11 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// A check whose first event may continue a chain begun before the input: the oldest
-    /// rotated file left after older ones were deleted (`keep`), or a store export after the
-    /// retention period removed older events. What it continues is reported as the anchor.
+    /// A check whose chains may begin before the input: the oldest rotated file left after
+    /// older ones were deleted (`keep`) or archived, or a store export after the retention
+    /// period removed older events (one chain per process that wrote to the store). Each chain's
+    /// first event here may continue it, or link to an event no longer in the input; the first
+    /// such link is reported as the anchor. Inside the input, every link is checked as strictly.
     pub fn continuing() -> Verifier {
         Verifier {
             continued: true,
@@ -136,9 +138,13 @@ impl Verifier {
                     ));
                 }
             }
-            None if first && seq > 1 && self.continued => {
-                // The oldest file left: it continues a chain whose start was deleted.
-                self.anchor = Some(prev.to_string());
+            None if self.continued
+                && (seq > 1 || (prev != GENESIS && !self.seen.contains(prev))) =>
+            {
+                // A chain whose start (or the event it linked to) is no longer in the input.
+                if self.anchor.is_none() {
+                    self.anchor = Some(prev.to_string());
+                }
             }
             None => {
                 if seq != 1 {

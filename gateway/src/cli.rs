@@ -341,8 +341,9 @@ fn verify_audit(given: &[PathBuf], continued: bool) -> ExitCode {
         }
         _ => given.to_vec(),
     };
-    // The oldest rotated file may continue a chain whose start `keep` deleted.
-    let mut v = match continued || files.first().is_some_and(|f| audit::file::is_rotated(f)) {
+    // Only when asked may the input begin in the middle of a chain: otherwise a removed head
+    // (older files deleted by `keep`, archived, or cut) is a broken log.
+    let mut v = match continued {
         true => Verifier::continuing(),
         false => Verifier::default(),
     };
@@ -357,10 +358,16 @@ fn verify_audit(given: &[PathBuf], continued: bool) -> ExitCode {
         match v.file(std::io::BufReader::new(input)) {
             Ok(None) => {}
             Ok(Some(Verdict::Broken { line, id, why })) => {
+                let head = !continued && why.contains("earlier events are missing");
                 println!(
-                    "broken at {}:{line}{}: {why}",
+                    "broken at {}:{line}{}: {why}{}",
                     file.display(),
-                    id.map(|i| format!(" (event {i})")).unwrap_or_default()
+                    id.map(|i| format!(" (event {i})")).unwrap_or_default(),
+                    match head {
+                        true =>
+                            " (if older files were deleted by `keep` or archived, check what is left with --continued)",
+                        false => "",
+                    }
                 );
                 return ExitCode::from(1);
             }
@@ -399,7 +406,7 @@ fn verify_audit(given: &[PathBuf], continued: bool) -> ExitCode {
         }
         if let Some(a) = anchor {
             println!(
-                "the first event links to {a}: compare it with the last hash of the file before this one (rotated files deleted by `keep` are no longer here)"
+                "the log begins by linking to {a}, an event not in it: compare that with the last hash of what came before (older files deleted by `keep` or archived, or events past the store's retention)"
             );
         }
     }

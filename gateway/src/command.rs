@@ -17,12 +17,19 @@ pub(crate) const EX_UNAVAILABLE: u8 = 69;
 /// Internal software error.
 pub(crate) const EX_SOFTWARE: u8 = 70;
 
-/// The audit log as a command-line process writes it: the config's sinks, its own chain.
+/// The audit log as a command-line process writes it: the config's sinks, its own chain. It
+/// never rotates a file: that is the running gateway's, which it may be writing at this moment.
 pub(crate) async fn cli_audit(
     reg: &registry::Registry,
     store: &Store,
 ) -> Result<audit::Audit, ExitCode> {
-    audit::Audit::open(&reg.settings.audit, store, "keys", &reg.digest)
+    let mut settings = reg.settings.audit.clone();
+    for s in &mut settings.sinks {
+        if let registry::SinkKind::File { rotate, .. } = &mut s.kind {
+            *rotate = registry::Rotation::OFF;
+        }
+    }
+    audit::Audit::open(&settings, store, "keys", &reg.digest)
         .await
         .map_err(|e| {
             eprintln!("portcullis: {e}");

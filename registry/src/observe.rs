@@ -437,6 +437,14 @@ fn rotation(
             )),
         }
     }
+    if map_of.is_empty() {
+        problems.push(map.problem(
+            &path,
+            "an empty `rotate` says neither when to rotate nor that the file never does".into(),
+            "write `rotate: { size: 100MiB }` (or `every: 1d`), or `rotate: off`",
+        ));
+        return DEFAULT_ROTATION;
+    }
     if !r.is_on() && map_of.contains_key("keep") {
         problems.push(map.problem(
             &path,

@@ -147,14 +147,21 @@ async fn pg_append(
 const PRUNE_CHUNK: i64 = 5_000;
 
 impl Store {
-    /// Delete the events written before `before_ms` (`audit.retention`), in short chunks.
-    /// Returns how many were deleted. Several replicas pruning at once only share the work.
+    /// Delete the events written before the first one stamped at or after `before_ms`
+    /// (`audit.retention`), in short chunks; how many went. What goes is a prefix of the table
+    /// in write order, so a prefix of every chain: an event stamped early but written after a
+    /// newer one (stamps are taken before the writer orders events) stays with its neighbours,
+    /// and what is left verifies with `--continued`. Several replicas pruning at once only share
+    /// the work.
     pub async fn prune_audit_events(&self, before_ms: i64) -> Result<u64, StoreError> {
         let mut total = 0u64;
         loop {
             let done = sqlx::query(
                 "DELETE FROM audit_events WHERE id IN
-                   (SELECT id FROM audit_events WHERE at_ms < $1 ORDER BY id LIMIT $2)",
+                   (SELECT id FROM audit_events WHERE id < COALESCE(
+                      (SELECT MIN(id) FROM audit_events WHERE at_ms >= $1),
+                      (SELECT MAX(id) + 1 FROM audit_events))
+                    ORDER BY id LIMIT $2)",
             )
             .bind(before_ms)
             .bind(PRUNE_CHUNK)

@@ -68,19 +68,7 @@ impl Store {
     /// Give a charge's units back (a call that the upstream could not answer, where the budget
     /// says so). Never below zero.
     pub async fn refund_budget(&self, c: &Charge) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE budget_usage SET used = CASE WHEN used > $1 THEN used - $1 ELSE 0 END, updated_at = $2
-             WHERE budget = $3 AND principal = $4 AND \"window\" = $5 AND epoch = $6",
-        )
-        .bind(c.cost)
-        .bind(now_ms())
-        .bind(&c.budget)
-        .bind(&c.principal)
-        .bind(&c.window)
-        .bind(c.epoch)
-        .execute(&self.budgets)
-        .await?;
-        Ok(())
+        refund_on(&self.budgets, c).await
     }
 
     /// Usage in the given windows (by `window` label), every budget and principal.
@@ -168,4 +156,22 @@ impl Store {
             updated_at: at,
         })
     }
+}
+
+/// Give `c`'s units back on `pool`, if its window was not reset since (its epoch). Never below
+/// zero.
+pub(crate) async fn refund_on(pool: &sqlx::AnyPool, c: &Charge) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE budget_usage SET used = CASE WHEN used > $1 THEN used - $1 ELSE 0 END, updated_at = $2
+         WHERE budget = $3 AND principal = $4 AND \"window\" = $5 AND epoch = $6",
+    )
+    .bind(c.cost)
+    .bind(now_ms())
+    .bind(&c.budget)
+    .bind(&c.principal)
+    .bind(&c.window)
+    .bind(c.epoch)
+    .execute(pool)
+    .await?;
+    Ok(())
 }

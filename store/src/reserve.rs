@@ -10,8 +10,10 @@
 //!
 //! Grouping turns one transaction per call into one per group: one `BEGIN IMMEDIATE` (the turn
 //! taken among processes sharing a SQLite store) and one commit for everything that queued.
-//! PostgreSQL locks rows, not the database: there each call keeps a transaction of its own, as
-//! two replicas' groups could take the same rows in opposite orders and deadlock.
+//! PostgreSQL locks rows, not the database: there each call reserves in its own task and
+//! transaction, side by side, as before (two replicas' groups could take the same rows in
+//! opposite orders and deadlock). A caller that stops waiting (its deadline passed) is left out
+//! of the next group, or, if its group already ran, has its units given back.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +59,15 @@ impl Reserver {
         backend: Backend,
         charges: &mut [Charge],
     ) -> Result<Option<usize>, StoreError> {
+        if backend == Backend::Postgres {
+            // Row locks let calls reserve side by side: no queue, a transaction per call.
+            let mut calls = [charges.to_vec()];
+            let verdict = reserve_group(pool, backend, &mut calls).await?;
+            for (c, d) in charges.iter_mut().zip(calls.into_iter().flatten()) {
+                c.epoch = d.epoch;
+            }
+            return Ok(verdict.into_iter().next().flatten());
+        }
         let (reply, answer) = oneshot::channel();
         let mut ask = Ask {
             charges: charges.to_vec(),
@@ -112,21 +123,33 @@ async fn run(
     while let Some(first) = rx.recv().await {
         groups.fetch_add(1, Ordering::Relaxed);
         let mut group = vec![first];
-        let most = match backend {
-            Backend::Sqlite => GROUP,
-            Backend::Postgres => 1,
-        };
-        while group.len() < most {
+        while group.len() < GROUP {
             match rx.try_recv() {
                 Ok(a) => group.push(a),
                 Err(_) => break,
             }
         }
+        // A caller that stopped waiting (its deadline passed, its client went away) has been
+        // refused: spend nothing for it.
+        group.retain(|a| !a.reply.is_closed());
+        if group.is_empty() {
+            continue;
+        }
         let mut charges: Vec<Vec<Charge>> = group.iter().map(|a| a.charges.clone()).collect();
         match reserve_group(&pool, backend, &mut charges).await {
             Ok(verdicts) => {
                 for ((ask, verdict), done) in group.into_iter().zip(verdicts).zip(charges) {
-                    let _ = ask.reply.send(Ok((verdict, done)));
+                    let spent = verdict.is_none();
+                    if let Err(Ok((_, done))) = ask.reply.send(Ok((verdict, done)))
+                        && spent
+                    {
+                        // It stopped waiting while the group ran: give its units back.
+                        for c in &done {
+                            if let Err(e) = super::budgets::refund_on(&pool, c).await {
+                                tracing::error!(budget = %c.budget, error = %e, "units of a call nobody waited for not given back");
+                            }
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -170,11 +193,14 @@ async fn reserve_group(
             }
         }
         if several {
-            let end = match refused {
-                Some(_) => "ROLLBACK TO SAVEPOINT call",
-                None => "RELEASE SAVEPOINT call",
-            };
-            sqlx::query(end).execute(&mut *tx).await?;
+            if refused.is_some() {
+                sqlx::query("ROLLBACK TO SAVEPOINT call")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("RELEASE SAVEPOINT call")
+                .execute(&mut *tx)
+                .await?;
         }
         verdicts.push(refused);
     }

@@ -524,13 +524,25 @@ async fn audit_retention_deletes_only_events_older_than_the_cut() {
         },
     ];
     w.append(&recent).unwrap();
+    // Stamped before the cut but written after a newer event: it stays with its neighbours.
+    let late = [AuditRow {
+        chain: "c",
+        seq: 12_003,
+        at_ms: 2_000,
+        session: None,
+        trace_id: None,
+        line: "{\"seq\":12003}",
+    }];
+    w.append(&late).unwrap();
     assert_eq!(s.prune_audit_events(500).await.unwrap(), 0);
     assert_eq!(s.prune_audit_events(50_000).await.unwrap(), 12_000);
     let left = s.audit_lines(0, None, None, 0, 100).await.unwrap();
     let lines: Vec<&str> = left.iter().map(|(_, l)| l.as_str()).collect();
-    assert_eq!(lines, ["{\"seq\":12001}", "{\"seq\":12002}"]);
     assert_eq!(
-        s.last_audit_line().await.unwrap().as_deref(),
-        Some("{\"seq\":12002}")
+        lines,
+        ["{\"seq\":12001}", "{\"seq\":12002}", "{\"seq\":12003}"]
     );
+    // A cut after every stamp takes everything.
+    assert_eq!(s.prune_audit_events(100_000).await.unwrap(), 3);
+    assert_eq!(s.last_audit_line().await.unwrap(), None);
 }

@@ -18,18 +18,30 @@ pub struct Haproxy {
     pub base: String,
 }
 
-/// A free loopback port (bound and released), for a listener whose address must be known
-/// before it starts.
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// A loopback port held until the balancer starts, for a listener whose address must be known
+/// before it starts: while held, no other process (tests run side by side) can be given it.
+pub struct HeldPort {
+    listener: std::net::TcpListener,
+}
+
+impl HeldPort {
+    pub fn new() -> Result<HeldPort> {
+        Ok(HeldPort {
+            listener: std::net::TcpListener::bind("127.0.0.1:0")?,
+        })
+    }
+
+    pub fn port(&self) -> Result<u16> {
+        Ok(self.listener.local_addr()?.port())
+    }
 }
 
 impl Haproxy {
-    /// Balance `port` over `backends` (`http://127.0.0.1:PORT` each).
-    pub fn start(port: u16, backends: &[&str]) -> Result<Haproxy> {
+    /// Balance `held`'s port over `backends` (`http://127.0.0.1:PORT` each). The port is let
+    /// go only now, and what answers on it afterwards is checked to be this balancer.
+    pub fn start(held: HeldPort, backends: &[&str]) -> Result<Haproxy> {
         let dir = tempfile::tempdir()?;
+        let port = held.port()?;
         let host = format!("127.0.0.1:{port}");
         let servers: String = backends
             .iter()
@@ -39,7 +51,7 @@ impl Haproxy {
         let config = format!(
             "global\n  maxconn 4096\n\
              defaults\n  mode http\n  timeout connect 2s\n  timeout client 120s\n  timeout server 120s\n  retries 3\n  option redispatch 1\n  retry-on conn-failure\n\
-             frontend mcp\n  bind {host}\n  default_backend gateways\n\
+             frontend mcp\n  bind {host}\n  monitor-uri /haproxy-alive\n  default_backend gateways\n\
              backend gateways\n  balance roundrobin\n  option httpchk\n  http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host {host}\n  default-server inter 300ms fall 2 rise 2\n{servers}"
         );
         let path = dir.path().join("haproxy.cfg");
@@ -55,6 +67,7 @@ impl Haproxy {
                 String::from_utf8_lossy(&check.stderr)
             );
         }
+        drop(held);
         let child = Command::new("haproxy")
             .arg("-db")
             .arg("-f")
@@ -64,7 +77,8 @@ impl Haproxy {
             .spawn()?;
         let proc = Proc::new(child);
         for _ in 0..100 {
-            if std::net::TcpStream::connect(&host).is_ok() {
+            // This balancer, not another process that took the port meanwhile.
+            if crate::http_status(&host, "/haproxy-alive") == Some(200) {
                 return Ok(Haproxy {
                     _proc: proc,
                     _dir: dir,

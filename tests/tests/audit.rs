@@ -448,17 +448,20 @@ async fn the_file_rotates_and_reopens_on_sighup_as_one_chain_and_the_store_keeps
         assert!(r["result"]["content"].is_array(), "{r}");
     }
     // Rotated at 4 KiB, the oldest files deleted beyond three; the chain verifies across the
-    // four files left, from the one whose predecessors were deleted.
+    // four files left, from the one whose predecessors were deleted, when asked to.
     let old = rotated(&file);
     assert_eq!(old.len(), 3, "{old:?}");
     for f in &old {
         let len = std::fs::metadata(f).unwrap().len();
         assert!((4096..8192).contains(&len), "{f:?}: {len} bytes");
     }
+    // Strict, the missing head is a broken log, and the message says how to check what is left.
     let (ok, out) = verify(&file);
+    assert!(!ok && out.contains("--continued"), "{out}");
+    let (ok, out) = verify_as_one(std::slice::from_ref(&file), true);
     assert!(ok, "{out}");
     assert!(out.contains("across 4 files"), "{out}");
-    assert!(out.contains("the first event links to"), "{out}");
+    assert!(out.contains("the log begins by linking to"), "{out}");
 
     // An outside rotator moves the file and sends SIGHUP: the next event starts a new file.
     let moved = gw.dir.path().join("audit.jsonl.moved");
@@ -478,7 +481,7 @@ async fn the_file_rotates_and_reopens_on_sighup_as_one_chain_and_the_store_keeps
     all.extend([moved.clone(), file.clone()]);
     let (ok, out) = verify_as_one(&all, true);
     assert!(ok, "{out}");
-    let (ok, out) = verify_as_one(std::slice::from_ref(&file), false);
+    let (ok, out) = verify_as_one(std::slice::from_ref(&file), true);
     assert!(
         !ok && out.contains("events were removed or reordered"),
         "{out}"

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis_tests::haproxy::{Haproxy, free_port};
+use portcullis_tests::haproxy::{Haproxy, HeldPort};
 use portcullis_tests::postgres::Postgres;
 use portcullis_tests::raw::{Raw, req};
 use portcullis_tests::{Fixture, Gateway, Replica, create_key_with, python, workspace};
@@ -47,7 +47,8 @@ fn cluster(db: &str) -> Cluster {
     let pg = Postgres::start().unwrap();
     // The initialize-era fixture: it takes resource subscriptions.
     let fx = Fixture::start("legacy").unwrap();
-    let port = free_port().unwrap();
+    let held = HeldPort::new().unwrap();
+    let port = held.port().unwrap();
     let top = format!(
         "{store}public_url: http://127.0.0.1:{port}\n\
          audit: {{ sinks: [{{ type: store }}] }}\n\
@@ -59,7 +60,7 @@ fn cluster(db: &str) -> Cluster {
     );
     let gw = Gateway::start_with(&top, &servers(&fx.url)).unwrap();
     let others = vec![gw.another().unwrap(), gw.another().unwrap()];
-    let lb = Haproxy::start(port, &[&gw.base, &others[0].base, &others[1].base]).unwrap();
+    let lb = Haproxy::start(held, &[&gw.base, &others[0].base, &others[1].base]).unwrap();
     Cluster {
         pg,
         fx,

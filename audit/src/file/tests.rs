@@ -207,6 +207,32 @@ async fn reopen_starts_a_new_file_after_an_outside_rotator_moved_it() {
     assert!(new.contains("\"r3\""));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reopen_that_fails_keeps_every_event_and_is_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let audit = open(&dir, &path, Rotation::OFF).await;
+    audit.record(call(1)).await.unwrap();
+    // Moved away, and nothing can be opened at the path (a directory stands there).
+    let moved = dir.path().join("audit.jsonl.1");
+    std::fs::rename(&path, &moved).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    audit.reopen_files();
+    audit.record(call(2)).await.unwrap();
+    // The path can be opened again: the next event after the retry delay starts a new file.
+    std::fs::remove_dir(&path).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    audit.record(call(3)).await.unwrap();
+    audit.close().await.unwrap();
+    let new = std::fs::read_to_string(&path).unwrap();
+    assert!(new.contains("\"r3\""), "{new}");
+    assert!(std::fs::read_to_string(&moved).unwrap().contains("\"r2\""));
+    assert!(matches!(
+        check(&[moved, path], false),
+        Verdict::Intact { events: 5, .. }
+    ));
+}
+
 #[test]
 fn rotated_names_sort_by_time_and_nothing_else_is_taken_for_one() {
     let dir = tempfile::tempdir().unwrap();

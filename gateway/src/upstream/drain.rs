@@ -1,5 +1,7 @@
-//! A POST's SSE stream that is let go before its end is read to its end in the background, so
-//! the HTTP/1.1 connection under it goes back to the pool instead of being closed.
+//! A POST's SSE stream that is let go after its answer but before its end is read to its end in
+//! the background, so the HTTP/1.1 connection under it goes back to the pool instead of being
+//! closed. One let go before its answer (a cancelled call, a deadline) is dropped at once: the
+//! closed connection is part of telling the upstream the call is over.
 //!
 //! rmcp reads a request's stream until the answer, gives the rest 50 ms, then drops it. On busy
 //! cores an upstream's last chunk often comes later than that; the dropped body then closes the
@@ -8,6 +10,8 @@
 //! and at most [`DRAIN_EVENTS`] more events, and thrown away: the call it belonged to is over.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,17 +23,19 @@ const DRAIN_FOR: Duration = Duration::from_secs(2);
 /// How many more events are read at most: an upstream that keeps sending loses the connection.
 const DRAIN_EVENTS: usize = 64;
 
-/// `inner`, read to its end in the background if dropped before it.
+/// `inner`, read to its end in the background if dropped before it once `answered` is set.
 pub(crate) struct Drained<T: Send + 'static> {
     inner: Option<BoxStream<'static, T>>,
     ended: bool,
+    answered: Arc<AtomicBool>,
 }
 
 impl<T: Send + 'static> Drained<T> {
-    pub(crate) fn new(inner: BoxStream<'static, T>) -> Drained<T> {
+    pub(crate) fn new(inner: BoxStream<'static, T>, answered: Arc<AtomicBool>) -> Drained<T> {
         Drained {
             inner: Some(inner),
             ended: false,
+            answered,
         }
     }
 }
@@ -52,7 +58,7 @@ impl<T: Send + 'static> Stream for Drained<T> {
 
 impl<T: Send + 'static> Drop for Drained<T> {
     fn drop(&mut self) {
-        if self.ended {
+        if self.ended || !self.answered.load(Ordering::Relaxed) {
             return;
         }
         let (Some(mut inner), Ok(runtime)) =
@@ -77,10 +83,13 @@ impl<T: Send + 'static> Drop for Drained<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use super::*;
+
+    fn yes() -> Arc<AtomicBool> {
+        Arc::new(AtomicBool::new(true))
+    }
 
     /// Events 1, 2, 3 with `gap` before each after the first; `ended` is set when the last
     /// was read to the end, `read` counts what was read.
@@ -113,12 +122,15 @@ mod tests {
             Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicBool::new(false)),
         );
-        let mut s = Drained::new(slow(
-            Duration::from_millis(100),
-            false,
-            read.clone(),
-            ended.clone(),
-        ));
+        let mut s = Drained::new(
+            slow(
+                Duration::from_millis(100),
+                false,
+                read.clone(),
+                ended.clone(),
+            ),
+            yes(),
+        );
         assert_eq!(s.next().await, Some(1));
         drop(s);
         assert!(!ended.load(Ordering::SeqCst));
@@ -134,22 +146,51 @@ mod tests {
             Arc::new(AtomicBool::new(false)),
         );
         // Slow: the time allowance ends it.
-        let mut s = Drained::new(slow(
-            Duration::from_millis(1500),
-            true,
-            read.clone(),
-            ended.clone(),
-        ));
+        let mut s = Drained::new(
+            slow(
+                Duration::from_millis(1500),
+                true,
+                read.clone(),
+                ended.clone(),
+            ),
+            yes(),
+        );
         assert_eq!(s.next().await, Some(1));
         drop(s);
         tokio::time::sleep(DRAIN_FOR + Duration::from_millis(1500)).await;
         assert_eq!(read.load(Ordering::SeqCst), 2, "read past {DRAIN_FOR:?}");
         // Fast: the event allowance ends it.
         let read = Arc::new(AtomicUsize::new(0));
-        let mut s = Drained::new(slow(Duration::from_millis(1), true, read.clone(), ended));
+        let mut s = Drained::new(
+            slow(Duration::from_millis(1), true, read.clone(), ended),
+            yes(),
+        );
         assert_eq!(s.next().await, Some(1));
         drop(s);
         tokio::time::sleep(Duration::from_millis(1000)).await;
         assert_eq!(read.load(Ordering::SeqCst), 1 + DRAIN_EVENTS);
+    }
+
+    #[tokio::test]
+    async fn a_stream_dropped_before_its_answer_is_let_go_at_once() {
+        let (read, ended) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let answered = Arc::new(AtomicBool::new(false));
+        let mut s = Drained::new(
+            slow(
+                Duration::from_millis(50),
+                false,
+                read.clone(),
+                ended.clone(),
+            ),
+            answered,
+        );
+        assert_eq!(s.next().await, Some(1));
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(read.load(Ordering::SeqCst), 1);
+        assert!(!ended.load(Ordering::SeqCst));
     }
 }

@@ -88,6 +88,7 @@ impl UpstreamHttp {
         expected: Option<Value>,
         record: bool,
         resumed: bool,
+        answered: Option<Arc<std::sync::atomic::AtomicBool>>,
     ) -> BoxStream<'static, Result<Sse, SseError>> {
         let server = self.server.clone();
         let resumable = self.resumable.clone();
@@ -101,6 +102,9 @@ impl UpstreamHttp {
                             .data
                             .as_deref()
                             .map_or(Verdict::Other, |d| admits(d, expected.as_ref(), &server));
+                        if let (Verdict::Answer, Some(flag)) = (&verdict, &answered) {
+                            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                         // Only events that pass move the resumption point, as rmcp's
                         // `Last-Event-ID` only moves over what it received. The map is touched
                         // only for a stream whose events carry ids (most carry none).
@@ -291,16 +295,21 @@ fn checked(
                 _ => Ok(StreamableHttpPostResponse::Json(message, session)),
             }
         }
-        // Read to its end even when rmcp lets it go early, so its connection is reused.
-        StreamableHttpPostResponse::Sse(stream, session) => Ok(StreamableHttpPostResponse::Sse(
-            client.guard(
-                super::drain::Drained::new(stream).boxed(),
-                expected,
-                true,
-                false,
-            ),
-            session,
-        )),
+        // Once answered, read to its end even when rmcp lets it go early, so its connection is
+        // reused; dropped before its answer (a cancelled call), it is let go at once.
+        StreamableHttpPostResponse::Sse(stream, session) => {
+            let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            Ok(StreamableHttpPostResponse::Sse(
+                client.guard(
+                    super::drain::Drained::new(stream, answered.clone()).boxed(),
+                    expected,
+                    true,
+                    false,
+                    Some(answered),
+                ),
+                session,
+            ))
+        }
         other => Ok(other),
     }
 }
@@ -384,6 +393,7 @@ impl StreamableHttpClient for UpstreamHttp {
             expected.clone(),
             expected.is_some(),
             expected.is_some(),
+            None,
         ))
     }
 
@@ -414,6 +424,7 @@ impl StreamableHttpClient for UpstreamHttp {
             expected.clone(),
             expected.is_some(),
             expected.is_some(),
+            None,
         ))
     }
 }

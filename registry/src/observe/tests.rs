@@ -74,6 +74,8 @@ fn a_bad_rotation_or_retention_is_named_where_it_is_written() {
             .any(|l| l.contains("`keep` without `size` or `every`: the sink would never rotate")),
         "{p:#?}"
     );
+    let p = problems("audit:\n  sinks: [{ type: file, path: a.jsonl, rotate: {} }]\nservers: {}\n");
+    assert!(p.iter().any(|l| l.contains("an empty `rotate`")), "{p:#?}");
     let p = problems("audit:\n  sinks: [{ type: file, path: a.jsonl, rotate: 5 }]\nservers: {}\n");
     assert!(
         p.iter().any(|l| l.contains("`5` is not a rotation")),

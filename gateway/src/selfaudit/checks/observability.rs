@@ -100,7 +100,7 @@ pub(super) fn audit_retention(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut V
                     }
                     (true, keep) => format!(
                         "file `{path}` rotates{}{}; {}",
-                        rotate.size.map_or(String::new(), |b| format!(" at {} MiB", b / (1024 * 1024))),
+                        rotate.size.map_or(String::new(), |b| format!(" at {}", bytes(b))),
                         rotate.every.map_or(String::new(), |d| format!(" every {}", human(d))),
                         keep.map_or_else(
                             || "every rotated file is kept, for the operator's archive to take away".to_owned(),
@@ -164,6 +164,16 @@ pub(super) fn audit_retention(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut V
                 ),
             ),
     });
+}
+
+/// `100 MiB`, `512 KiB` or `700 bytes`: the largest whole unit.
+fn bytes(b: u64) -> String {
+    match b {
+        _ if b >= 1 << 30 && b.is_multiple_of(1 << 30) => format!("{} GiB", b >> 30),
+        _ if b >= 1 << 20 && b.is_multiple_of(1 << 20) => format!("{} MiB", b >> 20),
+        _ if b >= 1 << 10 && b.is_multiple_of(1 << 10) => format!("{} KiB", b >> 10),
+        _ => format!("{b} bytes"),
+    }
 }
 
 /// `90d`, `12h`, `30m` or `45s`: the largest whole unit.

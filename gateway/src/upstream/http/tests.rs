@@ -42,7 +42,7 @@ async fn a_resumed_stream_carries_only_its_own_requests_answer() {
     // The POST stream of request 3 breaks after an event with an id.
     let post = futures::stream::iter([event(Some("e1"), progress.clone())]).boxed();
     let passed: Vec<_> = client
-        .guard(post, Some(json!(3)), true, false)
+        .guard(post, Some(json!(3)), true, false, None)
         .collect()
         .await;
     assert_eq!(passed.len(), 1);
@@ -61,7 +61,7 @@ async fn a_resumed_stream_carries_only_its_own_requests_answer() {
         .boxed()
     };
     let resumed: Vec<_> = client
-        .guard(answers(), client.resumed(Some("e1")), true, true)
+        .guard(answers(), client.resumed(Some("e1")), true, true, None)
         .collect()
         .await;
     assert_eq!(resumed.len(), 1);
@@ -69,7 +69,10 @@ async fn a_resumed_stream_carries_only_its_own_requests_answer() {
     assert!(data.contains("\"id\":3"), "{data}");
     // The answer passed: nothing is left to resume.
     assert_eq!(client.resumed(Some("e1")), None);
-    let unrelated: Vec<_> = client.guard(answers(), None, false, false).collect().await;
+    let unrelated: Vec<_> = client
+        .guard(answers(), None, false, false, None)
+        .collect()
+        .await;
     assert!(unrelated.is_empty());
 }
 
