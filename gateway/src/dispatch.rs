@@ -419,7 +419,7 @@ pub(crate) fn notification(gw: &Gateway, call: &Call, method: &str, params: Opti
             .ok()
             .and_then(|m| m.get(&(sid.to_string(), rid.to_string())).cloned());
         if let Some(t) = token {
-            tracing::info!(session = sid, request = %rid, "request cancelled by client");
+            tracing::info!(session = %audit::session_ref(sid), request = %rid, "request cancelled by client");
             t.cancel();
         }
     }
@@ -434,6 +434,6 @@ pub(crate) fn client_response(call: &Call, id: &Value, outcome: Result<Value, Va
         Era::Stateless => false,
     };
     if !delivered {
-        tracing::debug!(session = call.session_id().unwrap_or("-"), id = %id, "unexpected client response dropped");
+        tracing::debug!(session = %call.session_id().map_or_else(|| "-".to_owned(), audit::session_ref), id = %id, "unexpected client response dropped");
     }
 }

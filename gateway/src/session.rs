@@ -169,7 +169,7 @@ impl Sessions {
         if !matches!(store.session_ended(&stored_name(id)).await, Ok(false)) {
             return None;
         }
-        tracing::info!(session = %id, subject = %claims.subject, "session taken up from its id");
+        tracing::info!(session = %audit::session_ref(id), subject = %claims.subject, "session taken up from its id");
         let capabilities = claims.capabilities.clone();
         Some(self.insert(id.to_owned(), claims, capabilities))
     }

@@ -119,6 +119,10 @@ audit:
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes()));
     assert_eq!(allowed["session"], format!("s:{}", &digest[..24]));
     assert!(!std::fs::read_to_string(&file).unwrap().contains(&id));
+    // Nor does the gateway's own log (at debug level) carry it.
+    let log = std::fs::read_to_string(gw.log_file()).unwrap();
+    assert!(log.contains(&format!("s:{}", &digest[..24])), "{log}");
+    assert!(!log.contains(&id), "the session id is in the gateway's log");
     assert_eq!(allowed["arguments_digest"].as_str().unwrap().len(), 64);
     let result = all
         .iter()

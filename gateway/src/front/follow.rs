@@ -86,7 +86,7 @@ async fn ask(
     match crate::call::ask(gw, &call, method, params, &sink).await {
         Ok(_) => true,
         Err(refused) => {
-            tracing::info!(session = %session.id, %uri, %method, reason = refused.face().outcome, "a subscription made through another replica was not followed");
+            tracing::info!(session = %audit::session_ref(&session.id), %uri, %method, reason = refused.face().outcome, "a subscription made through another replica was not followed");
             false
         }
     }

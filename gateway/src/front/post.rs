@@ -402,7 +402,7 @@ fn initialize(gw: &Gateway, admitted: Admitted, msg: Inbound) -> Response {
             &RpcError::new(jsonrpc::INTERNAL_ERROR, "cannot start a session"),
         );
     };
-    tracing::info!(session = %session.id, subject = %session.subject, protocol = version, "session started");
+    tracing::info!(session = %audit::session_ref(&session.id), subject = %session.subject, protocol = version, "session started");
     let mut e = AuditEvent::new("session.start");
     e.session = Some(session.id.clone());
     e.identity = Some(crate::auth::who(&admitted.caller));

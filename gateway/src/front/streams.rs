@@ -169,7 +169,7 @@ pub(super) async fn delete(
         );
     }
     if gw.sessions.remove(sid, &admitted.caller, &admitted.scope) {
-        tracing::info!(session = %sid, "session ended by client");
+        tracing::info!(session = %audit::session_ref(sid), "session ended by client");
         let mut e = AuditEvent::new("session.end");
         e.session = Some(sid.to_string());
         e.identity = Some(crate::auth::who(&admitted.caller));

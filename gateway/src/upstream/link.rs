@@ -47,11 +47,11 @@ impl Upstream {
             Ok(_) => return Err(UpstreamError::Down(self.name.clone())),
             Err(e) => {
                 held.failed = Some(std::time::Instant::now());
-                tracing::warn!(server = %self.name, session = %on.session.id, error = %e, "opening the session's upstream connection failed");
+                tracing::warn!(server = %self.name, session = %audit::session_ref(&on.session.id), error = %e, "opening the session's upstream connection failed");
                 return Err(UpstreamError::Transport(self.name.clone()));
             }
         };
-        tracing::info!(server = %self.name, session = %on.session.id, protocol = %conn.protocol.as_str(), "session's upstream connection opened");
+        tracing::info!(server = %self.name, session = %audit::session_ref(&on.session.id), protocol = %conn.protocol.as_str(), "session's upstream connection opened");
         // The connection closes when the link is dropped or the upstream stops.
         let service = conn._service.cancellation_token();
         let watched = stop.clone();

@@ -362,7 +362,7 @@ impl Relay {
                 e.outcome = Some("refused");
                 e.reason = Some(why.clone());
                 self.note(e);
-                tracing::info!(server = %self.server, session = %session.id, %method, reason = %why, "request to the client refused");
+                tracing::info!(server = %self.server, session = %audit::session_ref(&session.id), %method, reason = %why, "request to the client refused");
                 return Err(fail(code, why));
             }
         };
