@@ -221,6 +221,9 @@ async fn main() {
         fixture_server("fixture", &fx.url)
     );
     let gw = Gateway::start_with(limits, &servers).expect("gateway");
+    // Idle: started, upstreams connected, no client yet.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = rss(gw.pid());
     println!("tools/call `echo` through Portcullis (/mcp, federated, every control on) vs. direct");
     println!("client: rmcp on a reqwest client that keeps connections alive");
     for (what, url, tool, pid) in [
@@ -286,6 +289,105 @@ async fn main() {
             );
         }
     }
+
+    // Memory: idle, and with 1,000 stateful sessions open.
+    let before = rss(gw.pid());
+    open_sessions(&gw.mcp(), &gw.key, SESSIONS).await;
+    let with_sessions = rss(gw.pid());
+    println!(
+        "\nRSS: idle {:.1} MB; after the runs {:.1} MB; with {SESSIONS} more sessions open {:.1} MB",
+        mb(idle_rss),
+        mb(before),
+        mb(with_sessions)
+    );
+
+    // A warm federated tools/list over ten upstreams (one fixture process, ten servers).
+    let ten: String = (0..10)
+        .map(|i| fixture_server(&format!("f{i}"), &fx.url))
+        .collect();
+    let gw10 = Gateway::start_with("", &ten).expect("gateway with ten upstreams");
+    let lister = client(&gw10.mcp(), Some(&gw10.key)).await;
+    let mut lat = Vec::with_capacity(LISTS);
+    let mut tools = 0;
+    for i in 0..(LISTS + 20) {
+        let started = Instant::now();
+        let listed = lister.list_all_tools().await.expect("tools/list");
+        if i >= 20 {
+            lat.push(started.elapsed());
+        }
+        tools = listed.len();
+    }
+    lat.sort();
+    println!(
+        "federated tools/list over 10 upstreams ({tools} tools, warm, {LISTS} lists): p50 {:.3}ms, p99 {:.3}ms",
+        ms(lat[lat.len() / 2]),
+        ms(lat[(lat.len() - 1) * 99 / 100]),
+    );
     let _ = py.kill();
     let _ = py.wait();
+}
+
+/// Sessions opened for the memory figure.
+const SESSIONS: usize = 1_000;
+/// Lists measured for the federated `tools/list` figure.
+const LISTS: usize = 200;
+
+/// Resident memory of a process, in bytes (`VmRSS` in `/proc/PID/status`).
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("/proc status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Open `n` stateful sessions (`initialize`, then `notifications/initialized`) and leave them
+/// open, eight at a time.
+async fn open_sessions(url: &str, key: &str, n: usize) {
+    let http = reqwest::Client::new();
+    let init = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": { "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": { "name": "bench", "version": "1" } }
+    });
+    for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
+        let opened = chunk.iter().map(|_| {
+            let http = http.clone();
+            let init = init.clone();
+            async move {
+                let r = http
+                    .post(url)
+                    .bearer_auth(key)
+                    .header("accept", "application/json, text/event-stream")
+                    .json(&init)
+                    .send()
+                    .await
+                    .expect("initialize");
+                assert!(r.status().is_success(), "initialize: {}", r.status());
+                let sid = r.headers()["mcp-session-id"]
+                    .to_str()
+                    .expect("session id")
+                    .to_string();
+                let _ = r.bytes().await;
+                let done = http
+                    .post(url)
+                    .bearer_auth(key)
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-session-id", &sid)
+                    .header("mcp-protocol-version", "2025-11-25")
+                    .json(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
+                    .send()
+                    .await
+                    .expect("initialized");
+                assert!(done.status().is_success(), "initialized: {}", done.status());
+            }
+        });
+        futures::future::join_all(opened).await;
+    }
 }
