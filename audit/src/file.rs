@@ -153,7 +153,10 @@ impl FileSink {
     }
 
     fn rotate_now(&mut self) {
-        let to = rotated_name(Path::new(&self.path), super::now_ms());
+        let to = rotated_name(
+            Path::new(&self.path),
+            rotation_time(Path::new(&self.path), super::now_ms()),
+        );
         match std::fs::rename(&self.path, &to) {
             Ok(()) => {
                 tracing::info!(file = %self.path, rotated = %to.display(), "audit file rotated");
@@ -298,6 +301,32 @@ fn same_file(a: Option<&std::fs::Metadata>, b: Option<&std::fs::Metadata>) -> bo
         let _ = (a, b);
         false
     }
+}
+
+/// The time a rotation at `now` is named for: never before the newest rotated file's, so a
+/// clock stepped back cannot name a newer file older (names are the files' order).
+fn rotation_time(path: &Path, now: i64) -> i64 {
+    let newest = rotated_files(path).last().and_then(|f| stamp_ms(f));
+    newest.map_or(now, |n| now.max(n.saturating_add(1)))
+}
+
+/// The time in a rotated file's name (`…YYYYMMDDTHHMMSS.mmmZ[-N]`), in unix milliseconds.
+fn stamp_ms(file: &Path) -> Option<i64> {
+    let name = file.file_name()?.to_str()?;
+    let mut parts = name.rsplitn(3, '.');
+    let (millis, seconds) = (parts.next()?, parts.next()?);
+    let millis = millis.split('-').next()?;
+    let (date, time) = seconds.split_once('T')?;
+    let text = format!(
+        "{}-{}-{}T{}:{}:{}.{millis}",
+        date.get(..4)?,
+        date.get(4..6)?,
+        date.get(6..8)?,
+        time.get(..2)?,
+        time.get(2..4)?,
+        time.get(4..6)?,
+    );
+    super::clock::parse_time(&text)
 }
 
 /// `<path>.<YYYYMMDDTHHMMSS.mmmZ>` for a file rotated at `ms`, with `-N` added if taken.

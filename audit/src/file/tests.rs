@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use registry::{AuditSettings, AuditSink, Rotation, SinkKind};
 
-use super::{is_rotated, is_stamp, rotated_files, rotated_name};
+use super::{is_rotated, is_stamp, rotated_files, rotated_name, rotation_time, stamp_ms};
 use crate::verify::{Verdict, Verifier};
 use crate::{Audit, Event};
 
@@ -112,7 +112,11 @@ async fn a_rotated_log_is_one_chain_across_its_files() {
 
     // A new process after rotation links its start to the end of the log, even when the
     // current file is gone (deleted, or rotated without a write after).
-    std::fs::rename(&path, rotated_name(&path, store::now_ms())).unwrap();
+    std::fs::rename(
+        &path,
+        rotated_name(&path, rotation_time(&path, store::now_ms())),
+    )
+    .unwrap();
     let audit = open(&dir, &path, rotate).await;
     audit.record(call(100)).await.unwrap();
     audit.close().await.unwrap();
@@ -260,10 +264,18 @@ fn rotated_names_sort_by_time_and_nothing_else_is_taken_for_one() {
     ] {
         std::fs::write(dir.path().join(other), "").unwrap();
     }
-    assert_eq!(rotated_files(&path), vec![earlier, first.clone(), second]);
+    assert_eq!(
+        rotated_files(&path),
+        vec![earlier, first.clone(), second.clone()]
+    );
     assert!(is_rotated(&first));
     assert!(!is_rotated(&path));
     assert!(!is_rotated(&dir.path().join("audit.jsonl.1")));
+    assert_eq!(stamp_ms(&first), Some(1_764_988_200_123));
+    assert_eq!(stamp_ms(&second), Some(1_764_988_200_123));
+    // A clock stepped back names the next file after the newest, never before it.
+    assert_eq!(rotation_time(&path, 1_600_000_000_000), 1_764_988_200_124);
+    assert_eq!(rotation_time(&path, 1_800_000_000_000), 1_800_000_000_000);
     assert!(is_stamp("20251206T023000.123Z-12"));
     assert!(!is_stamp("20251206T023000.123Z-"));
     assert!(!is_stamp("20251206T023000.123"));
