@@ -44,7 +44,9 @@ pub fn verify(input: impl BufRead) -> std::io::Result<Verdict> {
 #[derive(Default)]
 pub struct Verifier {
     chains: HashMap<String, (i64, String)>,
-    seen: HashSet<String>,
+    /// Every event's hash so far, as 32 bytes (a long archive is held in a third of the memory
+    /// its hex would take).
+    seen: HashSet<[u8; 32]>,
     events: u64,
     last: Option<String>,
     anchor: Option<String>,
@@ -138,9 +140,7 @@ impl Verifier {
                     ));
                 }
             }
-            None if self.continued
-                && (seq > 1 || (prev != GENESIS && !self.seen.contains(prev))) =>
-            {
+            None if self.continued && (seq > 1 || (prev != GENESIS && !self.saw(prev))) => {
                 // A chain whose start (or the event it linked to) is no longer in the input.
                 if self.anchor.is_none() {
                     self.anchor = Some(prev.to_string());
@@ -165,7 +165,7 @@ impl Verifier {
                             "chain {chain} starts a new log in the middle of this one: events before it were replaced"
                         ),
                     ));
-                } else if prev != GENESIS && !self.seen.contains(prev) {
+                } else if prev != GENESIS && !self.saw(prev) {
                     return Err((
                         id,
                         format!(
@@ -180,9 +180,24 @@ impl Verifier {
         }
         self.chains
             .insert(chain.to_string(), (seq, hash.to_string()));
-        self.seen.insert(hash.to_string());
+        if let Some(h) = raw(hash) {
+            self.seen.insert(h);
+        }
         self.last = Some(hash.to_string());
         self.events += 1;
         Ok(())
     }
+}
+
+impl Verifier {
+    fn saw(&self, hash: &str) -> bool {
+        raw(hash).is_some_and(|h| self.seen.contains(&h))
+    }
+}
+
+/// A hex SHA-256 as its 32 bytes; `None` for anything else (never a hash this check has seen).
+fn raw(hash: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hash, &mut out).ok()?;
+    Some(out)
 }
