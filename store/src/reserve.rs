@@ -5,8 +5,9 @@
 //! one write transaction, call by call in arrival order, so no interleaving can spend more than a
 //! budget holds. A call's charges are spent all or none: a call with several charges runs under a
 //! savepoint that is rolled back when one does not fit (a single charge's conditional statement
-//! either spends or changes nothing). Each call is answered after the commit; if anything in the
-//! transaction fails, every call in it gets the error (a refusal, upstream), and nothing is spent.
+//! either spends or changes nothing). Each call is answered after the commit. If anything in the
+//! transaction fails, nothing in it is spent and each of its calls is tried again on its own:
+//! only a call that fails then is refused (upstream, as `limits_unavailable`).
 //!
 //! Grouping turns one transaction per call into one per group: one `BEGIN IMMEDIATE` (the turn
 //! taken among processes sharing a SQLite store) and one commit for everything that queued.
@@ -143,12 +144,28 @@ async fn run(
                     if let Err(Ok((_, done))) = ask.reply.send(Ok((verdict, done)))
                         && spent
                     {
-                        // It stopped waiting while the group ran: give its units back.
-                        for c in &done {
-                            if let Err(e) = super::budgets::refund_on(&pool, c).await {
-                                tracing::error!(budget = %c.budget, error = %e, "units of a call nobody waited for not given back");
-                            }
+                        give_back(&pool, &done).await;
+                    }
+                }
+            }
+            // Nothing was spent. One call's failure must not refuse the others: each is tried
+            // again on its own (a store that is down fails them all again).
+            Err(e) if group.len() > 1 => {
+                tracing::warn!(error = %e, calls = group.len(), "a budget reservation group failed; reserving its calls one by one");
+                for ask in group {
+                    let mut one = [ask.charges.clone()];
+                    let answer = match reserve_group(&pool, backend, &mut one).await {
+                        Ok(v) => {
+                            let [done] = one;
+                            Ok((v.into_iter().next().flatten(), done))
                         }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let spent = matches!(answer, Ok((None, _)));
+                    if let Err(Ok((_, done))) = ask.reply.send(answer)
+                        && spent
+                    {
+                        give_back(&pool, &done).await;
                     }
                 }
             }
@@ -158,6 +175,15 @@ async fn run(
                     let _ = ask.reply.send(Err(why.clone()));
                 }
             }
+        }
+    }
+}
+
+/// A call stopped waiting while its units were reserved: give them back.
+async fn give_back(pool: &AnyPool, done: &[Charge]) {
+    for c in done {
+        if let Err(e) = super::budgets::refund_on(pool, c).await {
+            tracing::error!(budget = %c.budget, error = %e, "units of a call nobody waited for not given back");
         }
     }
 }

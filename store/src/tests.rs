@@ -343,6 +343,25 @@ async fn calls_reserved_in_one_group_each_spend_all_their_budgets_or_none() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_group_refuses_every_call_that_fails_alone_and_spends_nothing() {
+    let (_d, s) = store().await;
+    assert_eq!(
+        s.reserve_budgets(&mut [charge("b", 1, 10)]).await.unwrap(),
+        None
+    );
+    s.execute_for_test("DROP TABLE budget_usage").await.unwrap();
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.reserve_budgets(&mut [charge("b", 1, 10)]).await })
+        })
+        .collect();
+    for c in calls {
+        assert!(c.await.unwrap().is_err());
+    }
+}
+
 #[tokio::test]
 async fn a_closed_store_refuses_a_reservation() {
     let (_d, s) = store().await;
