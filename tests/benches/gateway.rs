@@ -1,6 +1,8 @@
 //! `tools/call` latency and throughput: direct to an upstream vs. through the gateway, for two
-//! upstreams: the rmcp fixture and one written with the official Python SDK (`MCPServer`,
-//! answering on SSE as it does by default), as most servers in the wild are.
+//! upstreams: the rmcp fixture and one written with the official Python SDK (`MCPServer`), as
+//! most servers in the wild are; each with the client speaking the initialize era (a session,
+//! SSE answers) and then 2026-07-28 (no session, JSON answers), the revision the gateway speaks
+//! to its upstreams, so the upstream's cost is compared at the same revision too.
 //!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p portcullis-tests --bench gateway`
 //!
@@ -16,11 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis_tests::{Fixture, Gateway, fixture_server, python};
-use rmcp::model::{CallToolRequestParams, ClientConfig};
-use rmcp::service::RunningService;
+use rmcp::RoleClient;
+use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt as _, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{RoleClient, ServiceExt as _};
 use serde_json::{Map, json};
 
 type Client = Arc<RunningService<RoleClient, ClientConfig>>;
@@ -30,14 +32,27 @@ const SEQUENTIAL: usize = 3_000;
 const CONCURRENT: usize = 32;
 const PER_TASK: usize = 300;
 
-async fn client(url: &str, key: Option<&str>) -> Client {
+/// A client of `url`, speaking 2026-07-28 (`server/discover`, no session) when `modern`, as the
+/// gateway speaks to its upstreams, else the initialize era (2025-11-25, a session).
+async fn client(url: &str, key: Option<&str>, modern: bool) -> Client {
     let mut cfg = StreamableHttpClientTransportConfig::with_uri(url.to_string())
         .max_concurrent_requests(CONCURRENT * 2);
     if let Some(k) = key {
         cfg = cfg.auth_header(k.to_string());
     }
     let t = StreamableHttpClientTransport::with_client(reqwest::Client::new(), cfg);
-    Arc::new(ClientConfig::default().serve(t).await.expect("connect"))
+    let lifecycle = match modern {
+        true => ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+        false => ClientLifecycleMode::Initialize,
+    };
+    Arc::new(
+        ClientConfig::default()
+            .serve_with_lifecycle(t, lifecycle)
+            .await
+            .expect("connect"),
+    )
 }
 
 /// TCP connections to or from `port` in TIME-WAIT now (each one a connection that ended in the
@@ -234,59 +249,68 @@ async fn main() {
             fx.pid(),
         ),
         (
-            "the Python SDK upstream (MCPServer, SSE answers)",
+            "the Python SDK upstream (MCPServer)",
             py_url.clone(),
             "py__echo",
             py_pid,
         ),
     ] {
-        let port = port_of(&url);
-        let direct = client(&url, None).await;
-        let through = client(&gw.mcp(), Some(&gw.key)).await;
-        println!("\n{what}\n");
-        println!(
-            "{:>4}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>12}  {:>12}",
-            "C",
-            "direct p50",
-            "gw p50",
-            "added p50",
-            "direct p99",
-            "gw p99",
-            "throughput",
-            "gw CPU/call",
-            "up CPU/call"
-        );
-        for c in [1, CONCURRENT] {
-            let me = std::process::id();
-            let audit = gw.audit_file();
-            let d = run(&direct, "echo", c, &[pid, me], port, &audit).await;
-            let g = run(&through, tool, c, &[gw.pid(), pid, me], port, &audit).await;
+        // The client speaks each era to both paths; the gateway speaks 2026-07-28 upstream.
+        for (modern, era) in [
+            (false, "2025-11-25: initialize, a session, SSE answers"),
+            (
+                true,
+                "2026-07-28: server/discover, no session, JSON answers",
+            ),
+        ] {
+            let port = port_of(&url);
+            let direct = client(&url, None, modern).await;
+            let through = client(&gw.mcp(), Some(&gw.key), modern).await;
+            println!("\n{what}, the client speaking {era}\n");
             println!(
-                "{:>4}  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>9.2}x  {:>10.0}us  {:>10.0}us",
-                c,
-                ms(d.p50),
-                ms(g.p50),
-                ms(g.p50.saturating_sub(d.p50)),
-                ms(d.p99),
-                ms(g.p99),
-                g.per_sec / d.per_sec,
-                us(g.cpu[0]),
-                us(d.cpu[0]),
+                "{:>4}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>12}  {:>12}",
+                "C",
+                "direct p50",
+                "gw p50",
+                "added p50",
+                "direct p99",
+                "gw p99",
+                "throughput",
+                "gw CPU/call",
+                "up CPU/call"
             );
-            println!(
-                "      calls/s direct {:.0}, through gateway {:.0}; p50 ratio {:.2}, p99 ratio {:.2}\n      CPU/call through the gateway: upstream {:.0}us ({:.2}x direct), client {:.0}us; direct: client {:.0}us\n      upstream connections closed per call: direct {:.2}, through the gateway {:.2}; audit file bytes per call {:.0}",
-                d.per_sec,
-                g.per_sec,
-                g.p50.as_secs_f64() / d.p50.as_secs_f64(),
-                g.p99.as_secs_f64() / d.p99.as_secs_f64(),
-                us(g.cpu[1]),
-                g.cpu[1].as_secs_f64() / d.cpu[0].as_secs_f64(),
-                us(g.cpu[2]),
-                us(d.cpu[1]),
-                d.closed,
-                g.closed,
-                g.audit_bytes,
-            );
+            for c in [1, CONCURRENT] {
+                let me = std::process::id();
+                let audit = gw.audit_file();
+                let d = run(&direct, "echo", c, &[pid, me], port, &audit).await;
+                let g = run(&through, tool, c, &[gw.pid(), pid, me], port, &audit).await;
+                println!(
+                    "{:>4}  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>9.2}x  {:>10.0}us  {:>10.0}us",
+                    c,
+                    ms(d.p50),
+                    ms(g.p50),
+                    ms(g.p50.saturating_sub(d.p50)),
+                    ms(d.p99),
+                    ms(g.p99),
+                    g.per_sec / d.per_sec,
+                    us(g.cpu[0]),
+                    us(d.cpu[0]),
+                );
+                println!(
+                    "      calls/s direct {:.0}, through gateway {:.0}; p50 ratio {:.2}, p99 ratio {:.2}\n      CPU/call through the gateway: upstream {:.0}us ({:.2}x direct), client {:.0}us; direct: client {:.0}us\n      upstream connections closed per call: direct {:.2}, through the gateway {:.2}; audit file bytes per call {:.0}",
+                    d.per_sec,
+                    g.per_sec,
+                    g.p50.as_secs_f64() / d.p50.as_secs_f64(),
+                    g.p99.as_secs_f64() / d.p99.as_secs_f64(),
+                    us(g.cpu[1]),
+                    g.cpu[1].as_secs_f64() / d.cpu[0].as_secs_f64(),
+                    us(g.cpu[2]),
+                    us(d.cpu[1]),
+                    d.closed,
+                    g.closed,
+                    g.audit_bytes,
+                );
+            }
         }
     }
 
@@ -306,7 +330,7 @@ async fn main() {
         .map(|i| fixture_server(&format!("f{i}"), &fx.url))
         .collect();
     let gw10 = Gateway::start_with("", &ten).expect("gateway with ten upstreams");
-    let lister = client(&gw10.mcp(), Some(&gw10.key)).await;
+    let lister = client(&gw10.mcp(), Some(&gw10.key), false).await;
     let mut lat = Vec::with_capacity(LISTS);
     let mut tools = 0;
     for i in 0..(LISTS + 20) {
