@@ -140,6 +140,9 @@ impl FileSink {
         }
         if self.detached {
             self.reopen_path("opened after rotation");
+            if !self.detached {
+                self.prune();
+            }
             return;
         }
         let by_size = self.rotate.size.is_some_and(|s| self.size >= s);

@@ -572,3 +572,45 @@ async fn a_store_export_past_retention_verifies_as_continued_with_every_chain_be
     let mut v = crate::verify::Verifier::continuing();
     assert!(v.file(gap.as_bytes()).unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn continuing_still_names_an_event_moved_before_the_one_it_links_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, path, a) = file_and_store(&dir, false).await;
+    a.record(call(1)).await.unwrap();
+    a.close().await.unwrap();
+    drop(a);
+    // A second run links its start to the first run's `audit.stop`.
+    let b = Audit::open(&settings(vec![(file(&path), true)]), &s, "test", "sha256:t")
+        .await
+        .unwrap();
+    b.record(call(2)).await.unwrap();
+    b.close().await.unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let run = |input: String| {
+        let mut v = crate::verify::Verifier::continuing();
+        match v.file(input.as_bytes()).unwrap() {
+            Some(broken) => broken,
+            None => v.finish(),
+        }
+    };
+    // The first run's start gone: what is left verifies, continued.
+    assert!(matches!(
+        run(lines[1..].concat()),
+        Verdict::Intact { events: 5, .. }
+    ));
+    // The second run's start moved before the event it links to: named.
+    let moved = [&lines[1..2], &lines[3..4], &lines[2..3], &lines[4..]]
+        .concat()
+        .concat();
+    let Verdict::Broken { line, why, .. } = run(moved) else {
+        panic!("a reordering verified");
+    };
+    assert_eq!(line, 3, "{why}");
+    assert!(why.contains("reordered"), "{why}");
+}

@@ -52,6 +52,9 @@ pub struct Verifier {
     anchor: Option<String>,
     closed: HashSet<String>,
     continued: bool,
+    /// In continuing mode, the hashes chains were accepted as linking to though not seen: one
+    /// that turns up later was linked to before it was written (a reordering).
+    assumed: HashSet<[u8; 32]>,
 }
 
 impl Verifier {
@@ -140,10 +143,16 @@ impl Verifier {
                     ));
                 }
             }
-            None if self.continued && (seq > 1 || (prev != GENESIS && !self.saw(prev))) => {
+            None if self.continued
+                && seq >= 1
+                && (seq > 1 || (prev != GENESIS && !self.saw(prev))) =>
+            {
                 // A chain whose start (or the event it linked to) is no longer in the input.
                 if self.anchor.is_none() {
                     self.anchor = Some(prev.to_string());
+                }
+                if let Some(h) = raw(prev) {
+                    self.assumed.insert(h);
                 }
             }
             None => {
@@ -181,6 +190,12 @@ impl Verifier {
         self.chains
             .insert(chain.to_string(), (seq, hash.to_string()));
         if let Some(h) = raw(hash) {
+            if self.assumed.contains(&h) {
+                return Err((
+                    id,
+                    "an event earlier in this log links to this one, written after it: events were reordered".into(),
+                ));
+            }
             self.seen.insert(h);
         }
         self.last = Some(hash.to_string());

@@ -154,16 +154,25 @@ impl Store {
     /// and what is left verifies with `--continued`. Several replicas pruning at once only share
     /// the work.
     pub async fn prune_audit_events(&self, before_ms: i64) -> Result<u64, StoreError> {
+        // The cut, read once: the first event stamped at or after `before_ms`, else past the end.
+        let cut: Option<i64> = sqlx::query_scalar(
+            "SELECT COALESCE(
+               (SELECT id FROM audit_events WHERE at_ms >= $1 ORDER BY id LIMIT 1),
+               (SELECT MAX(id) + 1 FROM audit_events))",
+        )
+        .bind(before_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        let Some(cut) = cut else {
+            return Ok(0);
+        };
         let mut total = 0u64;
         loop {
             let done = sqlx::query(
                 "DELETE FROM audit_events WHERE id IN
-                   (SELECT id FROM audit_events WHERE id < COALESCE(
-                      (SELECT MIN(id) FROM audit_events WHERE at_ms >= $1),
-                      (SELECT MAX(id) + 1 FROM audit_events))
-                    ORDER BY id LIMIT $2)",
+                   (SELECT id FROM audit_events WHERE id < $1 ORDER BY id LIMIT $2)",
             )
-            .bind(before_ms)
+            .bind(cut)
             .bind(PRUNE_CHUNK)
             .execute(&self.pool)
             .await?

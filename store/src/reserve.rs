@@ -13,8 +13,9 @@
 //! taken among processes sharing a SQLite store) and one commit for everything that queued.
 //! PostgreSQL locks rows, not the database: there each call reserves in its own task and
 //! transaction, side by side, as before (two replicas' groups could take the same rows in
-//! opposite orders and deadlock). A caller that stops waiting (its deadline passed) is left out
-//! of the next group, or, if its group already ran, has its units given back.
+//! opposite orders and deadlock). On SQLite a caller that stops waiting (its deadline passed) is
+//! left out of the next group, or, if its group already ran, has its units given back; on
+//! PostgreSQL a commit already sent when the caller gives up stays spent (never overspent).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -152,14 +153,31 @@ async fn run(
             // again on its own (a store that is down fails them all again).
             Err(e) if group.len() > 1 => {
                 tracing::warn!(error = %e, calls = group.len(), "a budget reservation group failed; reserving its calls one by one");
+                let group_error = e.to_string();
+                let mut same_again: Option<String> = None;
                 for ask in group {
+                    if ask.reply.is_closed() {
+                        continue;
+                    }
+                    // The store itself is failing (the first call alone fails the same way):
+                    // the rest are answered at once rather than each waiting its turn.
+                    if let Some(why) = &same_again {
+                        let _ = ask.reply.send(Err(why.clone()));
+                        continue;
+                    }
                     let mut one = [ask.charges.clone()];
                     let answer = match reserve_group(&pool, backend, &mut one).await {
                         Ok(v) => {
                             let [done] = one;
                             Ok((v.into_iter().next().flatten(), done))
                         }
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => {
+                            let why = e.to_string();
+                            if why == group_error {
+                                same_again = Some(why.clone());
+                            }
+                            Err(why)
+                        }
                     };
                     let spent = matches!(answer, Ok((None, _)));
                     if let Err(Ok((_, done))) = ask.reply.send(answer)
@@ -196,7 +214,7 @@ async fn reserve_group(
 ) -> Result<Vec<Option<usize>>, StoreError> {
     // SQLite: take the write lock first, so processes take turns. PostgreSQL: each statement
     // locks its row, and a call's charges come in one order, so two calls cannot wait on each
-    // other (the calls of a group run one after another on one connection).
+    // other (there a "group" is always one call).
     let mut tx = match backend {
         Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
         Backend::Postgres => pool.begin().await?,
