@@ -71,16 +71,76 @@ pub(crate) async fn hold(
         tracing::info!(approval = %id, subject = %call.caller.subject, server = call.server, tool = call.tool, "approved call proceeds");
         return Ok(id);
     }
-    let record = match gw
+    let id = request(gw, call, &key).await?;
+    wait(gw, call, id, progress, cancel, client).await
+}
+
+/// The id of the pending request for exactly this call: the one filed before, or a new one.
+async fn request(
+    gw: &Gateway,
+    call: &HeldCall<'_>,
+    key: &ApprovalKey<'_>,
+) -> Result<String, Refusal> {
+    let pending = gw
         .store
-        .pending_approval(&key)
+        .pending_approval(key)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    match pending {
+        Some(r) => Ok(r.id),
+        None => Ok(file_request(gw, call, key).await?.id),
+    }
+}
+
+/// For a call that follows as a task: the id of the request it waits on, filed now or found.
+pub(crate) async fn file(gw: &Gateway, call: &HeldCall<'_>) -> Result<String, Refusal> {
+    let digest = hex::encode(call.digest.0);
+    let key = ApprovalKey {
+        requester: &call.caller.subject,
+        server: call.server,
+        tool: call.tool,
+        arguments: &digest,
+        fingerprint: call.fingerprint,
+    };
+    request(gw, call, &key).await
+}
+
+/// For a task's call: use approval `id`, granted to exactly this call, once.
+pub(crate) async fn granted(
+    gw: &Gateway,
+    call: &HeldCall<'_>,
+    id: &str,
+) -> Result<String, Refusal> {
+    let rec = gw.store.approval(id).await.map_err(|e| unavailable(&e))?;
+    let lapsed = |used| Refusal::ApprovalLapsed {
+        name: call.name.to_string(),
+        approval: id.to_string(),
+        used,
+    };
+    let Some(rec) = rec else {
+        return Err(lapsed(false));
+    };
+    let exact = rec.requester == call.caller.subject
+        && rec.server == call.server
+        && rec.tool == call.tool
+        && rec.arguments_digest == hex::encode(call.digest.0)
+        && rec.tool_fingerprint == call.fingerprint;
+    if !exact {
+        // The tool's definition changed since the call was held: the approval was for another.
+        return Err(Refusal::Changed {
+            name: call.name.to_string(),
+        });
+    }
+    if gw
+        .store
+        .use_approval_id(id)
         .await
         .map_err(|e| unavailable(&e))?
     {
-        Some(r) => r,
-        None => file_request(gw, call, &key).await?,
-    };
-    wait(gw, call, record.id, progress, cancel, client).await
+        tracing::info!(approval = %id, subject = %call.caller.subject, server = call.server, tool = call.tool, "task's approved call proceeds");
+        return Ok(id.to_string());
+    }
+    Err(lapsed(rec.status() == ApprovalStatus::Used))
 }
 
 /// Wait up to `approvals.hold` for the request `id` to be decided: progress every second to a

@@ -49,12 +49,25 @@ fn server_info() -> Value {
     json!({ "name": "portcullis", "title": "Portcullis MCP gateway", "version": env!("CARGO_PKG_VERSION") })
 }
 
-fn capabilities(gw: &Gateway, scope: &Scope, modern: bool) -> Value {
+fn capabilities(gw: &Gateway, scope: &Scope, version: &str) -> Value {
+    let modern = version == STATELESS_VERSION;
     let mut caps = json!({
         "tools": { "listChanged": true },
         "resources": { "listChanged": true },
         "prompts": { "listChanged": true },
     });
+    // Held calls follow as tasks (`tasks.rs`): the 2025-11-25 capability, or the extension.
+    if let Some(obj) = caps.as_object_mut() {
+        if version == "2025-11-25" {
+            let tasks =
+                json!({ "list": {}, "cancel": {}, "requests": { "tools": { "call": {} } } });
+            obj.insert("tasks".into(), tasks);
+        }
+        if modern {
+            let ext = json!({ crate::tasks::EXTENSION: {} });
+            obj.insert("extensions".into(), ext);
+        }
+    }
     let ups = scoped(gw, scope);
     let any = |k: &str| ups.iter().any(|u| u.capabilities().get(k).is_some());
     if let Some(obj) = caps.as_object_mut() {
@@ -86,7 +99,7 @@ fn capabilities(gw: &Gateway, scope: &Scope, modern: bool) -> Value {
 pub(crate) fn initialize_result(gw: &Gateway, scope: &Scope, version: &str) -> Value {
     json!({
         "protocolVersion": version,
-        "capabilities": capabilities(gw, scope, false),
+        "capabilities": capabilities(gw, scope, version),
         "serverInfo": server_info(),
         "instructions": "Tools behind this gateway are allowlisted and every call is authorised by the gateway.",
     })
@@ -175,6 +188,7 @@ async fn route(
             call::ask(gw, call, method, params, &sink).await
         }
         "logging/setLevel" if !modern => call::set_level(gw, call, params).await,
+        m if m.starts_with("tasks/") => crate::tasks::method(gw, call, id, m, params, sink).await,
         _ => Err(Refusal::NoSuchMethod(method.to_string())),
     }
 }
@@ -233,7 +247,7 @@ fn discover(gw: &Gateway, scope: &Scope) -> Value {
     versions.extend(STATEFUL_VERSIONS.iter().rev());
     json!({
         "supportedVersions": versions,
-        "capabilities": capabilities(gw, scope, true),
+        "capabilities": capabilities(gw, scope, STATELESS_VERSION),
         "instructions": "Tools behind this gateway are allowlisted and every call is authorised by the gateway.",
     })
 }
@@ -243,6 +257,8 @@ fn list_tools(gw: &Gateway, call: &Call, params: Option<&Value>) -> Result<Value
     let cursor = Cursor::from_params(params)?;
     let federated = call.scope == Scope::Federated;
     let no_args = ArgumentsDigest([0; 32]);
+    // A tool that is held for this caller may follow as a task, where its client can.
+    let tasks = crate::tasks::flavor(call, params).is_some();
     let lists: Vec<_> = scoped(gw, &call.scope)
         .into_iter()
         .map(|u| {
@@ -254,10 +270,11 @@ fn list_tools(gw: &Gateway, call: &Call, params: Option<&Value>) -> Result<Value
     for (up, tools) in &lists {
         for t in tools.iter() {
             let target = Target::Tool(t.tool.name.as_ref());
-            if crate::authorize::decide(gw, &call.caller, up.name(), target, t.class, no_args)
-                .is_visible()
-            {
-                all.push(if federated { &t.federated } else { &t.own });
+            let decision =
+                crate::authorize::decide(gw, &call.caller, up.name(), target, t.class, no_args);
+            if decision.is_visible() {
+                let held = tasks && matches!(decision, policy::Decision::NeedsApproval { .. });
+                all.push((if federated { &t.federated } else { &t.own }, held));
             }
         }
     }
@@ -265,7 +282,13 @@ fn list_tools(gw: &Gateway, call: &Call, params: Option<&Value>) -> Result<Value
         .iter()
         .skip(cursor.offset)
         .take(PAGE_SIZE)
-        .map(|v| (*v).clone())
+        .map(|(v, held)| {
+            let mut v = (*v).clone();
+            if *held && let Some(o) = v.as_object_mut() {
+                o.insert("execution".into(), json!({ "taskSupport": "optional" }));
+            }
+            v
+        })
         .collect();
     let mut out = json!({ "tools": page });
     let next = cursor.offset.saturating_add(PAGE_SIZE);

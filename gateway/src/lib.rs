@@ -34,6 +34,7 @@ mod secrets;
 mod selfaudit;
 mod serve;
 mod session;
+mod tasks;
 mod telemetry;
 mod tools;
 mod upstream;

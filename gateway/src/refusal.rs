@@ -13,8 +13,8 @@ use policy::{Denial, DenyReason, ToolClass};
 use serde_json::{Value, json};
 
 use crate::jsonrpc::{
-    GATEWAY_REFUSED, HEADER_MISMATCH, INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND,
-    RpcError, UPSTREAM_ERROR,
+    GATEWAY_REFUSED, HEADER_MISMATCH, INVALID_PARAMS, METHOD_NOT_FOUND, MISSING_CAPABILITY,
+    RESOURCE_NOT_FOUND, RpcError, UPSTREAM_ERROR,
 };
 use crate::levers::Killed;
 use crate::limits::Hit;
@@ -90,6 +90,18 @@ pub(crate) enum Refusal {
     },
     /// The approval state cannot be read or written.
     ApprovalUnavailable { error: String },
+    /// The approval a task waited on lapsed: it expired undecided, or an identical call used it.
+    ApprovalLapsed {
+        name: String,
+        approval: String,
+        used: bool,
+    },
+    /// No task by that id that this caller may follow on this endpoint (or it expired).
+    UnknownTask,
+    /// A 2026-07-28 `tasks/*` request whose client did not declare the tasks extension.
+    TasksUndeclared,
+    /// A task that ended in a JSON-RPC error, answered again exactly as it ended.
+    TaskFailed(RpcError),
     /// The client cancelled it or went away before it ran.
     Cancelled {
         name: String,
@@ -211,6 +223,13 @@ impl Refusal {
                 ..refused("approval_pending")
             },
             R::ApprovalDenied { .. } => refused("approval_denied"),
+            R::ApprovalLapsed { .. } => refused("approval_expired"),
+            R::UnknownTask => absent("not_found"),
+            R::TasksUndeclared => bad(MISSING_CAPABILITY).status(StatusCode::BAD_REQUEST),
+            R::TaskFailed(e) => Face {
+                label: "error",
+                ..Face::new(e.code, None, "error")
+            },
             R::ApprovalUnavailable { .. } => Face {
                 outcome: "unavailable",
                 ..refused("approval_unavailable")
@@ -294,6 +313,7 @@ impl Refusal {
     pub(crate) fn approval(&self) -> Option<&str> {
         match self {
             Refusal::ApprovalPending { approval, .. }
+            | Refusal::ApprovalLapsed { approval, .. }
             | Refusal::ApprovalDenied { approval, .. }
             | Refusal::Voided { approval, .. } => Some(approval),
             Refusal::Cancelled { approval, .. } => approval.as_deref(),
@@ -303,6 +323,9 @@ impl Refusal {
 
     /// The JSON-RPC answer: an error, or for the refusals answered as results, the result.
     pub(crate) fn answer(self) -> Result<Value, RpcError> {
+        if let Refusal::TaskFailed(e) = self {
+            return Err(e);
+        }
         let face = self.face();
         let Some(code) = face.code else {
             return Ok(self.result());
@@ -310,6 +333,9 @@ impl Refusal {
         let mut e = RpcError::new(code, self.text());
         e.data = match (face.reason, &self) {
             (None, Refusal::NoSuchMethod(m)) => Some(Value::String(m.clone())),
+            (None, Refusal::TasksUndeclared) => Some(json!({
+                "requiredCapabilities": { "extensions": { crate::tasks::EXTENSION: {} } }
+            })),
             (None, _) => None,
             (Some(r), _) => {
                 let mut data = serde_json::Map::new();
@@ -359,6 +385,7 @@ impl Refusal {
         match self {
             R::UnknownResource { uri, .. } => vec![("uri", json!(uri))],
             R::Voided { approval, .. }
+            | R::ApprovalLapsed { approval, .. }
             | R::ApprovalDenied { approval, .. }
             | R::Cancelled {
                 approval: Some(approval),
@@ -448,6 +475,22 @@ impl Refusal {
                 "the call needs approval and the approval state cannot be read; it was not executed"
                     .into()
             }
+            R::ApprovalLapsed {
+                name,
+                approval,
+                used: false,
+            } => format!(
+                "`{name}` was not executed: request {approval} expired before an approver decided it"
+            ),
+            R::ApprovalLapsed { name, approval, .. } => format!(
+                "`{name}` was not executed by this task: the approval of request {approval} was used by an identical call"
+            ),
+            R::UnknownTask => "Failed to retrieve task: Task not found".into(),
+            R::TasksUndeclared => format!(
+                "tasks need the `{}` extension in the request's client capabilities",
+                crate::tasks::EXTENSION
+            ),
+            R::TaskFailed(e) => e.message.clone(),
             R::Cancelled {
                 name,
                 approval: Some(id),

@@ -19,6 +19,7 @@ mod levers;
 mod reserve;
 mod schema;
 mod sessions;
+mod tasks;
 
 pub use approvals::{ApprovalKey, ApprovalRecord, ApprovalStatus, DecideError, NewApproval};
 pub use audit::{AuditRow, AuditWriter};
@@ -27,6 +28,7 @@ pub use db::{Backend, check_url};
 pub use instances::InstanceRow;
 pub use levers::{LeverWatch, ModeRow, SwitchRow};
 pub use schema::VERSION as SCHEMA_VERSION;
+pub use tasks::{NewTask, TaskRecord, TaskStatus};
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

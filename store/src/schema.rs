@@ -125,6 +125,24 @@ const POSTGRES: &[&[&str]] = &[
         PRIMARY KEY (session, uri)
     )",
     ],
+    &[
+        "CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        subject TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        approval TEXT NOT NULL,
+        call TEXT,
+        status TEXT NOT NULL,
+        message TEXT,
+        outcome TEXT,
+        created_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        expires_ms BIGINT NOT NULL,
+        ttl_ms BIGINT NOT NULL
+    )",
+        "CREATE INDEX tasks_by_owner ON tasks (subject, endpoint, created_ms)",
+        "CREATE INDEX tasks_expiry ON tasks (expires_ms)",
+    ],
 ];
 
 /// The schema version this build writes and reads.
@@ -315,6 +333,22 @@ const SQLITE_TABLES: &[&str] = &[
         until_ms INTEGER NOT NULL,
         PRIMARY KEY (session, uri)
     )",
+    "CREATE TABLE IF NOT EXISTS tasks (
+        id TEXT PRIMARY KEY,
+        subject TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        approval TEXT NOT NULL,
+        call TEXT,
+        status TEXT NOT NULL,
+        message TEXT,
+        outcome TEXT,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        ttl_ms INTEGER NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks (subject, endpoint, created_ms)",
+    "CREATE INDEX IF NOT EXISTS tasks_expiry ON tasks (expires_ms)",
 ];
 
 const SQLITE_COLUMNS: &[(&str, &str, &str)] = &[

@@ -46,11 +46,16 @@ impl Raw {
     }
 
     pub async fn init(&mut self) {
-        let resp = self
-            .post(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#)
-            .send()
-            .await
-            .unwrap();
+        self.init_version("2025-11-25").await;
+    }
+
+    /// Open a session of `version`; the `initialize` answer.
+    pub async fn init_version(&mut self, version: &str) -> Value {
+        let body = json!({
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": { "protocolVersion": version, "capabilities": {}, "clientInfo": { "name": "raw", "version": "1" } },
+        });
+        let resp = self.post(&body.to_string()).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         self.session = Some(
             resp.headers()["mcp-session-id"]
@@ -58,12 +63,14 @@ impl Raw {
                 .unwrap()
                 .to_string(),
         );
+        let (_, answer) = read(resp).await;
         let r = self
             .post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED);
+        answer
     }
 
     /// The tool names `tools/list` shows this caller, sorted.

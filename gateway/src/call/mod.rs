@@ -31,13 +31,23 @@ use tokio::sync::mpsc;
 pub(crate) use admit::Running;
 pub(crate) use decide::Approval;
 pub(crate) use inbound::{Call, Era};
-pub(crate) use resolve::{ToolCall, scoped};
+pub(crate) use resolve::{ToolCall, scoped, str_param};
 pub(crate) use trail::Trail;
 
 use crate::gateway::Gateway;
 use crate::refusal::Refusal;
 
 type Sink = mpsc::UnboundedSender<Value>;
+
+/// How a call that needs approval waits for it.
+pub(crate) enum Hold<'a> {
+    /// Here, up to `approvals.hold`.
+    Wait,
+    /// As a task its client follows (`tasks.rs`).
+    Task(crate::tasks::Asked),
+    /// A task's call, run on the approval granted to it.
+    Run { task: &'a str, approval: &'a str },
+}
 
 /// `tools/call`.
 pub(crate) async fn tool(
@@ -47,8 +57,24 @@ pub(crate) async fn tool(
     params: Option<Value>,
     sink: Sink,
 ) -> Result<Value, Refusal> {
+    let hold = match crate::tasks::asked(call, params.as_ref()) {
+        Some(asked) => Hold::Task(asked),
+        None => Hold::Wait,
+    };
+    tool_held(gw, call, id, params, sink, hold).await
+}
+
+/// `tools/call`, held as `hold` says if it needs approval.
+pub(crate) async fn tool_held(
+    gw: &Gateway,
+    call: &Call,
+    id: &Value,
+    params: Option<Value>,
+    sink: Sink,
+    hold: Hold<'_>,
+) -> Result<Value, Refusal> {
     let mut trail = Trail::default();
-    let done = tool_steps(gw, call, id, params, &sink, &mut trail).await;
+    let done = tool_steps(gw, call, id, params, &sink, &mut trail, hold).await;
     result::tool(gw, call, trail, done).await // the result or refusal recorded; budgets settled
 }
 
@@ -59,17 +85,28 @@ async fn tool_steps(
     params: Option<Value>,
     sink: &Sink,
     t: &mut Trail,
+    hold: Hold<'_>,
 ) -> Result<Value, Refusal> {
     let under = gw.live(); //                                  the config it is decided under
     let req = resolve::tool(gw, call, params, t)?; //          allowlisted and offered, or not found
     let approval = decide::tool(gw, call, &req)?; //           every level grants it, or not found
     levers::kill(gw, call, req.server(), req.tool(), &req.name)?; // kill switch
     arguments::check(call, &req)?; //                          Mcp-Param headers, limits, schemas
+    if let (Approval::Needed, Hold::Task(asked)) = (approval, &hold) {
+        levers::mode(gw, call, &req, approval)?; //            read-only refuses, shadow answers
+        return hold::task(gw, call, &req, *asked, t).await; // filed; its client follows the task
+    }
     admit::limits(gw, call, &req, &under, t).await?; //      rates, concurrency caps, budgets
     levers::mode(gw, call, &req, approval)?; //                      read-only refuses, shadow answers
     let running = admit::track(gw, call, id, &req)?; //        cancellable by client and switch
     if approval == Approval::Needed {
-        let held = hold::approval(gw, &call.caller, &req, &running, sink).await; // a human decides
+        let held = match hold {
+            Hold::Run { task, approval } => {
+                t.task = Some(task.to_string());
+                hold::granted(gw, &call.caller, &req, approval).await // approved, used once
+            }
+            _ => hold::approval(gw, &call.caller, &req, &running, sink).await, // a human decides
+        };
         t.approval = held.as_ref().ok().cloned(); //           a spent approval is on the record
         recheck::tool(gw, call, &req, &under, approval)?; //   after the wait
         held?;
@@ -78,6 +115,18 @@ async fn tool_steps(
     let token = credential::mint(gw, call, &req.up, &req.name, Some(t)).await?; // minted, if so
     recheck::tool(gw, call, &req, &under, approval)?; //       after the waits
     forward::tool(gw, call, req, running, token, sink, t).await // the upstream answers
+}
+
+/// Whether a task's held call would still be held now: allowed, not switched off, and not
+/// refused by the mode. Nothing is recorded or counted; a tool its upstream does not offer
+/// at the moment is decided when the call runs.
+pub(crate) fn still_held(gw: &Gateway, call: &Call, params: Option<Value>) -> Result<(), Refusal> {
+    let Ok(req) = resolve::tool(gw, call, params, &mut Trail::default()) else {
+        return Ok(());
+    };
+    let approval = decide::tool(gw, call, &req)?;
+    levers::kill(gw, call, req.server(), req.tool(), &req.name)?;
+    levers::mode(gw, call, &req, approval)
 }
 
 /// `resources/read`, `resources/(un)subscribe`, `prompts/get`, `completion/complete`.

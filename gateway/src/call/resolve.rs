@@ -165,6 +165,8 @@ pub(crate) fn forwardable(params: Option<Value>) -> Map<String, Value> {
         _ => Map::new(),
     };
     p.remove("_meta");
+    // A task is the caller's arrangement with the gateway, never asked of an upstream.
+    p.remove("task");
     p
 }
 

@@ -18,8 +18,10 @@ pub(crate) struct Trail {
     pub(crate) arguments: Option<Value>,
     /// `allowed` once the request event is written.
     pub(crate) outcome: Option<&'static str>,
-    /// The approval this call runs on.
+    /// The approval this call runs on (or, held as a task, waits on).
     pub(crate) approval: Option<String>,
+    /// The task this call is held as, or runs for.
+    pub(crate) task: Option<String>,
     /// Set when the upstream is called.
     pub(crate) started: Option<Instant>,
     /// Concurrency permits of `limits:` entries, held until the upstream answers.
@@ -48,6 +50,9 @@ impl Trail {
         let mut detail = serde_json::Map::new();
         if let Some(a) = &self.approval {
             detail.insert("approval_id".into(), json!(a));
+        }
+        if let Some(task) = &self.task {
+            detail.insert("task_id".into(), json!(task));
         }
         if let Some(c) = &self.credential {
             detail.insert("credential".into(), c.clone());

@@ -324,6 +324,7 @@ fn check_stateless(
         // `resources/subscribe` and `unsubscribe` do not exist in this revision: no name to
         // check, and the method is answered 404 / -32601.
         "resources/read" => Some("uri"),
+        "tasks/get" | "tasks/update" | "tasks/cancel" => Some("taskId"),
         _ => None,
     };
     if let Some(key) = key {

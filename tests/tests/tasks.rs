@@ -1,0 +1,424 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+//! Held calls as MCP tasks, driven with the official SDKs: the TypeScript SDK's tasks client
+//! (2025-11-25 task augmentation) and the Python SDK with the 2026-07-28 tasks extension plugged
+//! into its client-extension interface (`tests/python/task_call.py`). A held call answers at
+//! once with a task; the call runs once, after an approval, when its client next looks; a deny,
+//! an expiry or a kill switch ends the task failed; another caller cannot see it; it survives a
+//! gateway restart; a client that did not ask for tasks never gets one.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use portcullis_tests::raw::{Raw, req};
+use portcullis_tests::{Fixture, Gateway, fixture_server, node, python, workspace};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// One SDK client process, its output read line by line.
+struct Sdk {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    err: std::thread::JoinHandle<String>,
+}
+
+impl Sdk {
+    fn typescript(url: &str, key: &str, args: &[&str]) -> Sdk {
+        let mut cmd = Command::new(node());
+        cmd.arg(workspace().join("tests/node/task_call.mjs"))
+            .current_dir(workspace().join("tests/node"));
+        Sdk::spawn(cmd, url, key, args)
+    }
+
+    fn python(url: &str, key: &str, args: &[&str]) -> Sdk {
+        let mut cmd = Command::new(python());
+        cmd.arg(workspace().join("tests/python/task_call.py"));
+        Sdk::spawn(cmd, url, key, args)
+    }
+
+    fn spawn(mut cmd: Command, url: &str, key: &str, args: &[&str]) -> Sdk {
+        let mut child = cmd
+            .arg(url)
+            .arg(key)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut stderr = child.stderr.take().unwrap();
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+            s
+        });
+        Sdk { child, lines, err }
+    }
+
+    /// The next JSON line, within `wait`.
+    fn next(&mut self, wait: Duration) -> Value {
+        match self.lines.recv_timeout(wait) {
+            Ok(line) => serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")),
+            Err(_) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let err = std::mem::replace(&mut self.err, std::thread::spawn(String::new));
+                panic!(
+                    "no line from the client in {wait:?}:\n{}",
+                    err.join().unwrap()
+                );
+            }
+        }
+    }
+
+    /// Its last line, once it exits.
+    fn outcome(mut self) -> Value {
+        let mut last = None;
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(60)) {
+            last = Some(line);
+        }
+        let status = self.child.wait().unwrap();
+        let err = self.err.join().unwrap();
+        let line = last.unwrap_or_else(|| panic!("client printed nothing ({status}):\n{err}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}\n{err}"))
+    }
+}
+
+async fn admin(gw: &Gateway, key: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let http = reqwest::Client::new();
+    let url = format!("{}{path}", gw.admin);
+    let r = match body {
+        Some(b) => http.post(url).json(&b),
+        None => http.get(url),
+    };
+    let r = r.bearer_auth(key).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The one pending approval request's id.
+async fn pending(gw: &Gateway, approver: &str) -> String {
+    let (_, v) = admin(gw, approver, "/admin/approvals?status=pending", None).await;
+    let all = v["approvals"].as_array().cloned().unwrap_or_default();
+    assert_eq!(all.len(), 1, "{v}");
+    all[0]["id"].as_str().unwrap().to_string()
+}
+
+async fn decide(gw: &Gateway, approver: &str, id: &str, verdict: &str) {
+    let path = format!("/admin/approvals/{id}/{verdict}");
+    let (s, v) = admin(gw, approver, &path, Some(json!({ "reason": "tasks test" }))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+fn gateway(fx: &Fixture, approvals: &str) -> Gateway {
+    Gateway::start_with(
+        &format!("approvals: {approvals}\n"),
+        &fixture_server("fixture", &fx.url),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_call_answers_with_a_task_at_once_and_runs_once_after_its_approval() {
+    let fx = Fixture::start("both").unwrap();
+    // A hold far longer than any client waits: only a task answers at once.
+    let gw = gateway(&fx, "{ required_from: write, hold: 120s }");
+    let approver = gw.operator_key("approver", Some("ops")).unwrap();
+    let before = fx.calls();
+    for sdk in ["typescript", "python"] {
+        let ran = fx.calls();
+        let started = Instant::now();
+        let mut c = match sdk {
+            "typescript" => Sdk::typescript(&gw.mcp(), &gw.key, &["stream"]),
+            _ => Sdk::python(&gw.mcp(), &gw.key, &["stream"]),
+        };
+        let created = c.next(Duration::from_secs(20));
+        let task = created["created"].as_str().unwrap_or_default().to_string();
+        assert!(task.starts_with("task_"), "{sdk}: {created}");
+        assert_eq!(created["status"], "working", "{sdk}: {created}");
+        assert!(started.elapsed() < Duration::from_secs(15), "{sdk}");
+        if sdk == "typescript" {
+            // The listing told the client it may ask.
+            assert_eq!(created["support"], "optional", "{created}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(fx.calls(), ran, "{sdk}: nothing runs before the approval");
+        let id = pending(&gw, &approver).await;
+        decide(&gw, &approver, &id, "approve").await;
+        let v = tokio::task::spawn_blocking(move || c.outcome())
+            .await
+            .unwrap();
+        assert_eq!(v["status"], "completed", "{sdk}: {v}");
+        assert_eq!(v["result"], "done", "{sdk}: {v}");
+        assert_eq!(v["is_error"], false, "{sdk}: {v}");
+    }
+    assert_eq!(
+        fx.calls(),
+        before + 2,
+        "each approved call ran exactly once"
+    );
+
+    // The record: each task's call was held, then ran on its approval, naming the task.
+    let events = portcullis_tests::audit_events(&gw.audit_file(), "tool.call");
+    let held: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["outcome"] == "held" && e["detail"]["task_id"].is_string())
+        .collect();
+    assert_eq!(held.len(), 2, "{events:?}");
+    let ran = portcullis_tests::audit_events(&gw.audit_file(), "tool.result");
+    for h in &held {
+        assert!(
+            ran.iter()
+                .any(|r| r["detail"]["task_id"] == h["detail"]["task_id"]
+                    && r["detail"]["approval_id"] == h["detail"]["approval_id"]
+                    && r["status"] == "ok"),
+            "{h}: {ran:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deny_an_expiry_and_a_kill_switch_end_the_task_failed_and_nothing_runs() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = gateway(&fx, "{ required_from: write, hold: 5s, ttl: 6s }");
+    let approver = gw.operator_key("approver", Some("ops")).unwrap();
+    let op = gw.operator_key("admin", Some("ops")).unwrap();
+    let before = fx.calls();
+    for (case, sdk) in [
+        ("deny", "typescript"),
+        ("deny", "python"),
+        ("expiry", "typescript"),
+        ("expiry", "python"),
+        ("kill", "typescript"),
+        ("kill", "python"),
+    ] {
+        let start = |args: &[&str]| match sdk {
+            "typescript" => Sdk::typescript(&gw.mcp(), &gw.key, args),
+            _ => Sdk::python(&gw.mcp(), &gw.key, args),
+        };
+        let mut c = start(&["create"]);
+        let task = c.next(Duration::from_secs(20))["created"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let _ = tokio::task::spawn_blocking(move || c.outcome()).await;
+        let id = pending(&gw, &approver).await;
+        let reason = match case {
+            "deny" => {
+                decide(&gw, &approver, &id, "deny").await;
+                "approval_denied"
+            }
+            "expiry" => {
+                tokio::time::sleep(Duration::from_millis(6500)).await;
+                "approval_expired"
+            }
+            _ => {
+                let body = json!({ "scope": "server", "target": "fixture", "engaged": true, "reason": "incident" });
+                let (s, v) = admin(&gw, &op, "/admin/kill-switch", Some(body)).await;
+                assert_eq!(s, StatusCode::OK, "{v}");
+                "killed"
+            }
+        };
+        let v = start(&["follow", &task]).outcome();
+        assert_eq!(v["status"], "failed", "{case} {sdk}: {v}");
+        assert_eq!(v["data"]["reason"], reason, "{case} {sdk}: {v}");
+        assert_eq!(v["data"]["approval_id"], id.as_str(), "{case} {sdk}: {v}");
+        if case == "kill" {
+            let body = json!({ "scope": "server", "target": "fixture", "engaged": false, "reason": "over" });
+            let (s, _) = admin(&gw, &op, "/admin/kill-switch", Some(body)).await;
+            assert_eq!(s, StatusCode::OK);
+        }
+    }
+    assert_eq!(fx.calls(), before, "no refused task ran its call");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_is_its_callers_alone_and_survives_a_gateway_restart() {
+    let fx = Fixture::start("both").unwrap();
+    let mut gw = gateway(&fx, "{ required_from: write, hold: 120s }");
+    let approver = gw.operator_key("approver", Some("ops")).unwrap();
+    let other = gw.new_key("other").unwrap();
+    let before = fx.calls();
+    let mut tasks = Vec::new();
+    for sdk in ["typescript", "python"] {
+        let mut c = match sdk {
+            "typescript" => Sdk::typescript(&gw.mcp(), &gw.key, &["create"]),
+            _ => Sdk::python(&gw.mcp(), &gw.key, &["create"]),
+        };
+        let task = c.next(Duration::from_secs(20))["created"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let _ = tokio::task::spawn_blocking(move || c.outcome()).await;
+        // Another caller polling the id: not found, exactly as for an id that never existed.
+        let v = match sdk {
+            "typescript" => Sdk::typescript(&gw.mcp(), &other, &["follow", &task]),
+            _ => Sdk::python(&gw.mcp(), &other, &["follow", &task]),
+        }
+        .outcome();
+        assert_eq!(v["code"], -32602, "{sdk}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("Task not found"),
+            "{sdk}: {v}"
+        );
+        tasks.push((sdk, task));
+    }
+    gw.restart().unwrap();
+    let (_, v) = admin(&gw, &approver, "/admin/approvals?status=pending", None).await;
+    let ids: Vec<String> = v["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    // The two SDKs made the identical call: one request covers both tasks.
+    assert_eq!(ids.len(), 1, "{v}");
+    decide(&gw, &approver, &ids[0], "approve").await;
+    let (sdk, task) = &tasks[0];
+    let v = Sdk::typescript(&gw.mcp(), &gw.key, &["follow", task]).outcome();
+    assert_eq!(v["status"], "completed", "{sdk}: {v}");
+    assert_eq!(v["result"], "done", "{v}");
+    assert_eq!(v["related"], task.as_str(), "{v}");
+    // The approval was for one call: the second task's call finds it used.
+    let (sdk, task) = &tasks[1];
+    let v = Sdk::python(&gw.mcp(), &gw.key, &["follow", task]).outcome();
+    assert_eq!(v["status"], "failed", "{sdk}: {v}");
+    assert_eq!(v["data"]["reason"], "approval_expired", "{v}");
+    assert_eq!(fx.calls(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_did_not_ask_never_gets_a_task_and_tasks_speak_each_revision() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = gateway(&fx, "{ required_from: write, hold: 1s }");
+    // The Python SDK on 2026-07-28 without the extension: held as before, then told the id.
+    let v = Sdk::python(&gw.mcp(), &gw.key, &["plain"]).outcome();
+    assert_eq!(v["data"]["reason"], "approval_pending", "{v}");
+
+    // 2026-07-28 on the wire: the extension is declared, `tasks/*` needs it, and the task's
+    // own methods only.
+    let http = reqwest::Client::new();
+    let caps = |ext: bool| {
+        let mut c = json!({});
+        if ext {
+            c = json!({ "extensions": { "io.modelcontextprotocol/tasks": {} } });
+        }
+        json!({ "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": c })
+    };
+    let post = |method: &'static str, name: Option<&str>, params: Value| {
+        let mut r = http
+            .post(gw.mcp())
+            .bearer_auth(&gw.key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method)
+            .json(&json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params }));
+        if let Some(n) = name {
+            r = r.header("mcp-name", n);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (_, d) = post("server/discover", None, json!({ "_meta": caps(false) })).await;
+    assert_eq!(
+        d["result"]["capabilities"]["extensions"]["io.modelcontextprotocol/tasks"],
+        json!({}),
+        "{d}"
+    );
+    assert!(d["result"]["capabilities"].get("tasks").is_none(), "{d}");
+    let (s, v) = post(
+        "tasks/get",
+        Some("task_x"),
+        json!({ "taskId": "task_x", "_meta": caps(false) }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], -32021, "{v}");
+    assert_eq!(
+        v["error"]["data"]["requiredCapabilities"]["extensions"]["io.modelcontextprotocol/tasks"],
+        json!({}),
+        "{v}"
+    );
+    let (_, v) = post(
+        "tasks/get",
+        Some("task_x"),
+        json!({ "taskId": "task_x", "_meta": caps(true) }),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    let (s, v) = post(
+        "tasks/result",
+        None,
+        json!({ "taskId": "task_x", "_meta": caps(true) }),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (StatusCode::NOT_FOUND, json!(-32601)),
+        "{v}"
+    );
+    let (s, v) = post(
+        "tasks/get",
+        Some("task_y"),
+        json!({ "taskId": "task_x", "_meta": caps(true) }),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!(-32020)),
+        "{v}"
+    );
+    // Only a tool that is held for this caller is marked, and only for a client that can ask.
+    let (_, l) = post("tools/list", None, json!({ "_meta": caps(true) })).await;
+    let marks: Vec<(String, Value)> = l["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["execution"].clone(),
+            )
+        })
+        .collect();
+    for (name, mark) in &marks {
+        let held = name == "fixture__slow"
+            || name == "fixture__add_tool"
+            || name == "fixture__touch_watched";
+        let want = if held {
+            json!({ "taskSupport": "optional" })
+        } else {
+            Value::Null
+        };
+        assert_eq!(mark, &want, "{name}");
+    }
+    let (_, l) = post("tools/list", None, json!({ "_meta": caps(false) })).await;
+    assert!(!l.to_string().contains("taskSupport"), "{l}");
+
+    // 2025-era sessions: only 2025-11-25 declares tasks; older revisions see none of it.
+    for (version, declared) in [("2025-11-25", true), ("2025-06-18", false)] {
+        let mut c = Raw::new(gw.mcp(), &gw.key);
+        let init = c.init_version(version).await;
+        assert_eq!(
+            init["result"]["capabilities"]["tasks"].is_object(),
+            declared,
+            "{version}: {init}"
+        );
+        let l = c.call(req(2, "tools/list", json!({}))).await.1;
+        assert_eq!(l.to_string().contains("taskSupport"), declared, "{version}");
+        let t = c.call(req(3, "tasks/list", json!({}))).await.1;
+        match declared {
+            true => assert_eq!(t["result"]["tasks"], json!([]), "{t}"),
+            false => assert_eq!(t["error"]["code"], -32601, "{t}"),
+        }
+    }
+}
