@@ -106,6 +106,56 @@ async fn an_operator_approves_and_kills_from_the_browser() {
     );
 }
 
+/// The official TypeScript SDK's tasks client (`tests/node/task_call.mjs`): its last line.
+fn task_client(gw: &Gateway, args: &[&str]) -> Value {
+    let out = Command::new(node())
+        .arg(workspace().join("tests/node/task_call.mjs"))
+        .arg(gw.mcp())
+        .arg(&gw.key)
+        .args(args)
+        .current_dir(workspace().join("tests/node"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|_| panic!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// A held call that follows as a task (TypeScript SDK) is approved from the page; the task then
+/// ends with the tool's result, and the call ran once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_held_for_approval_is_approved_from_the_browser() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = Gateway::start_with(
+        "approvals: { required_from: write, hold: 60s }\n",
+        &fixture_server("fixture", &fx.url),
+    )
+    .unwrap();
+    let admin = gw.operator_key("admin", Some("ops")).unwrap();
+    let before = fx.calls();
+    let created = task_client(&gw, &["create"]);
+    let task = created["created"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"));
+    let pending: Value = reqwest::Client::new()
+        .get(format!("{}/admin/approvals?status=pending", gw.admin))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = pending["approvals"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(fx.calls(), before);
+    let v = ui(&gw, "approve", &[("APPROVAL_ID", &id)], &admin);
+    assert!(v["flash"].as_str().unwrap().contains("approved"), "{v}");
+    let v = task_client(&gw, &["follow", task]);
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(v["result"], "done", "{v}");
+    assert_eq!(fx.calls(), before + 1);
+}
+
 /// A principal's spent budget is on the page, and an admin raises it there; calls follow.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_sees_a_spent_budget_and_raises_it_from_the_browser() {

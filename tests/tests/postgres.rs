@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use portcullis_tests::bin;
 use portcullis_tests::postgres::Postgres;
-use store::{ApprovalKey, Backend, Charge, KeyRole, KeyScope, NewApproval, Store};
+use store::{
+    ApprovalKey, Backend, Charge, KeyRole, KeyScope, NewApproval, NewTask, Store, TaskStatus,
+};
 
 async fn open(pg: &Postgres, db: &str) -> (String, Store) {
     let url = pg.database(db).unwrap();
@@ -198,6 +200,60 @@ async fn the_store_keeps_its_semantics_on_postgres() {
             .len(),
         0
     );
+}
+
+/// Tasks on PostgreSQL: found only by their caller on their endpoint, claimed by exactly one of
+/// 20 concurrent looks from two handles (two replicas), ended once, listed newest first.
+#[tokio::test]
+async fn a_task_is_claimed_once_across_handles_on_postgres() {
+    let pg = Postgres::start().unwrap();
+    let (url, one) = open(&pg, "tasks").await;
+    let two = Store::connect(&url, Some(&pg.password)).await.unwrap();
+    let new = NewTask {
+        subject: "key:aaaa",
+        endpoint: "/mcp",
+        approval: "apr_1",
+        call: r#"{"name":"notes__create_note","arguments":{}}"#,
+        ttl_ms: 60_000,
+        message: "waiting",
+    };
+    let t = one.create_task(&new).await.unwrap();
+    assert!(two.task(&t.id, "key:aaaa", "/mcp").await.unwrap().is_some());
+    assert!(two.task(&t.id, "key:bbbb", "/mcp").await.unwrap().is_none());
+    let looks = (0..20).map(|i| {
+        let s = if i % 2 == 0 { one.clone() } else { two.clone() };
+        let id = t.id.clone();
+        tokio::spawn(async move { s.claim_task(&id).await.unwrap() })
+    });
+    let won = futures::future::join_all(looks)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(won, 1);
+    assert!(!two.cancel_task(&t.id, "late", "{}").await.unwrap());
+    assert!(
+        two.finish_task(&t.id, TaskStatus::Completed, "ran", Some("{}"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !one.finish_task(&t.id, TaskStatus::Failed, "again", None)
+            .await
+            .unwrap()
+    );
+    let second = one.create_task(&new).await.unwrap();
+    let listed: Vec<String> = one
+        .tasks("key:aaaa", "/mcp", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&second.id) && listed.contains(&t.id));
+    let ended = one.task(&t.id, "key:aaaa", "/mcp").await.unwrap().unwrap();
+    assert_eq!((ended.status, ended.call), (TaskStatus::Completed, None));
 }
 
 #[tokio::test]
