@@ -14,6 +14,7 @@
 //! stopped looking, and no process has to survive between the approval and the run. A deny,
 //! an expiry, a kill switch or a mode that refuses the call ends the task `failed`.
 
+pub(crate) mod watch;
 mod wire;
 
 use std::time::Duration;
@@ -304,7 +305,8 @@ async fn end(
 }
 
 /// `tasks/result` (2025-11-25): waits until the task ends, then answers what the call
-/// answered. The answer's stream stays open meanwhile (comments), so no read timeout runs out.
+/// answered. The answer's stream stays open meanwhile (comments), so no read timeout runs out,
+/// and carries `notifications/tasks/status` when the task's status changes.
 async fn outcome(
     gw: &Gateway,
     call: &Call,
@@ -313,8 +315,19 @@ async fn outcome(
     sink: &mpsc::UnboundedSender<Value>,
 ) -> Result<Value, Refusal> {
     let _ = sink.send(crate::jsonrpc::OPEN_STREAM);
+    let mut last = (wire::status(Flavor::Augmented, &rec), rec.message.clone());
     loop {
         rec = advance(gw, call, id, rec, sink).await?;
+        // Each change on the way, as `notifications/tasks/status` on this answer's stream.
+        let now = (wire::status(Flavor::Augmented, &rec), rec.message.clone());
+        if now != last {
+            let params = wire::task(Flavor::Augmented, &rec);
+            let _ = sink.send(crate::jsonrpc::notification(
+                "notifications/tasks/status",
+                params,
+            ));
+            last = now;
+        }
         if rec.status.is_terminal() {
             break;
         }

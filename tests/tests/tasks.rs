@@ -422,3 +422,186 @@ async fn a_client_that_did_not_ask_never_gets_a_task_and_tasks_speak_each_revisi
         }
     }
 }
+
+/// Read an SSE answer's messages until one satisfies `done` (or `wait` passes).
+async fn sse_until(
+    mut resp: reqwest::Response,
+    wait: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + wait;
+    let (mut buf, mut seen) = (String::new(), Vec::new());
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        resp.chunk(),
+    )
+    .await
+    {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            for data in event.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                let v: Value = serde_json::from_str(data).unwrap();
+                let stop = done(&v);
+                seen.push(v);
+                if stop {
+                    return seen;
+                }
+            }
+        }
+    }
+    panic!("the stream ended or stalled before the awaited message: {seen:?}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_notifications_follow_a_task_in_each_revision() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = gateway(&fx, "{ required_from: write, hold: 60s }");
+    let approver = gw.operator_key("approver", Some("ops")).unwrap();
+    let other = gw.new_key("other").unwrap();
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": { "extensions": { "io.modelcontextprotocol/tasks": {} } },
+    });
+    let modern = |key: &str, method: &'static str, name: Option<&str>, params: Value| {
+        let mut r = reqwest::Client::new()
+            .post(gw.mcp())
+            .bearer_auth(key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method)
+            .json(&json!({ "jsonrpc": "2.0", "id": 7, "method": method, "params": params }));
+        if let Some(n) = name {
+            r = r.header("mcp-name", n);
+        }
+        r.send()
+    };
+    // 2026-07-28: a task created, then followed on `subscriptions/listen`.
+    let created: Value = modern(
+        &gw.key,
+        "tools/call",
+        Some("fixture__slow"),
+        json!({ "name": "fixture__slow", "arguments": { "ms": 0 }, "_meta": meta }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let r = &created["result"];
+    assert_eq!(r["resultType"], "task", "{created}");
+    assert_eq!(r["status"], "working", "{created}");
+    assert!(
+        r["ttlMs"].is_u64() && r["pollIntervalMs"].is_u64(),
+        "{created}"
+    );
+    assert!(
+        r.get("task").is_none() && r.get("ttl").is_none(),
+        "{created}"
+    );
+    let task = r["taskId"].as_str().unwrap().to_string();
+    // Someone else's task is not followed for them: left out of the acknowledgement.
+    let listen = |key: String| {
+        let params =
+            json!({ "notifications": { "taskIds": [task.clone()] }, "_meta": meta.clone() });
+        modern(&key, "subscriptions/listen", None, params)
+    };
+    let theirs = listen(other.clone()).await.unwrap();
+    let ack = sse_until(theirs, Duration::from_secs(10), |_| true).await;
+    assert_eq!(
+        ack[0]["params"]["notifications"]["taskIds"],
+        json!([]),
+        "{ack:?}"
+    );
+    let mine = listen(gw.key.clone()).await.unwrap();
+    let id = pending(&gw, &approver).await;
+    decide(&gw, &approver, &id, "approve").await;
+    let seen = sse_until(mine, Duration::from_secs(20), |v| {
+        v["method"] == "notifications/tasks" && v["params"]["status"] == "completed"
+    })
+    .await;
+    assert_eq!(
+        seen[0]["params"]["notifications"]["taskIds"],
+        json!([task]),
+        "{seen:?}"
+    );
+    let last = &seen.last().unwrap()["params"];
+    assert_eq!(last["taskId"], task.as_str());
+    assert_eq!(last["result"]["content"][0]["text"], "done", "{last}");
+    assert_eq!(last["result"]["resultType"], "complete", "{last}");
+    // Following it was looking at it: the call ran, once, and `tasks/get` says so.
+    let got: Value = modern(
+        &gw.key,
+        "tasks/get",
+        Some(&task),
+        json!({ "taskId": task, "_meta": meta }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(got["result"]["status"], "completed", "{got}");
+    assert_eq!(got["result"]["resultType"], "complete", "{got}");
+    // Without the extension, asking for task notifications is refused.
+    let bare = json!({
+        "notifications": { "taskIds": [task] },
+        "_meta": { "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {} },
+    });
+    let r = modern(&gw.key, "subscriptions/listen", None, bare)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], -32021);
+
+    // 2025-11-25: `tasks/result` waits, with the status change on its stream, then the result.
+    let mut c = Raw::new(gw.mcp(), &gw.key);
+    c.init_version("2025-11-25").await;
+    let created = c
+        .call(req(
+            1,
+            "tools/call",
+            json!({ "name": "fixture__slow", "arguments": { "ms": 1 }, "task": { "ttl": 1000 } }),
+        ))
+        .await
+        .1;
+    let t = &created["result"]["task"];
+    assert_eq!(t["status"], "working", "{created}");
+    assert!(
+        t["ttl"].as_u64().unwrap() > 1000,
+        "the gateway keeps it longer: {created}"
+    );
+    let task = t["taskId"].as_str().unwrap().to_string();
+    let waiting = c
+        .post(&req(2, "tasks/result", json!({ "taskId": task })).to_string())
+        .send()
+        .await
+        .unwrap();
+    let id = pending(&gw, &approver).await;
+    decide(&gw, &approver, &id, "approve").await;
+    let seen = sse_until(waiting, Duration::from_secs(20), |v| v["id"] == 2).await;
+    let status = seen
+        .iter()
+        .find(|v| v["method"] == "notifications/tasks/status")
+        .unwrap_or_else(|| panic!("{seen:?}"));
+    assert_eq!(status["params"]["status"], "completed", "{status}");
+    let result = &seen.last().unwrap()["result"];
+    assert_eq!(result["content"][0]["text"], "done", "{result}");
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/related-task"]["taskId"],
+        task.as_str()
+    );
+    let listed = c.call(req(3, "tasks/list", json!({}))).await.1;
+    assert_eq!(
+        listed["result"]["tasks"][0]["status"], "completed",
+        "{listed}"
+    );
+    let again = c
+        .call(req(4, "tasks/cancel", json!({ "taskId": task })))
+        .await
+        .1;
+    assert_eq!(
+        again["error"]["code"], -32602,
+        "an ended task cannot be cancelled: {again}"
+    );
+}

@@ -21,7 +21,7 @@ pub(super) async fn answer(
         }
         Inbound::Request { id, method, params } => {
             if method == "subscriptions/listen" && matches!(call.era, Era::Stateless) {
-                return listen(gw, call, id, params);
+                return listen(gw, call, id, params).await;
             }
             request(gw, call, id, method, params, accepts_sse).await
         }

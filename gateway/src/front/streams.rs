@@ -3,28 +3,54 @@
 
 use super::*;
 
-/// 2026-07-28 `subscriptions/listen`: acknowledge, then relay list changes for this scope.
-pub(super) fn listen(gw: Arc<Gateway>, call: Call, id: Value, params: Option<Value>) -> Response {
+/// 2026-07-28 `subscriptions/listen`: acknowledge, then relay list changes for this scope and
+/// the changes of the caller's tasks it names (`tasks/watch.rs`).
+pub(super) async fn listen(
+    gw: Arc<Gateway>,
+    call: Call,
+    id: Value,
+    params: Option<Value>,
+) -> Response {
     let wanted = params
         .as_ref()
         .and_then(|p| p.get("notifications"))
         .cloned()
         .unwrap_or_else(|| json!({}));
     let want = |k: &str| wanted.get(k).and_then(Value::as_bool).unwrap_or(false);
-    let honoured = json!({
+    let mut honoured = json!({
         "toolsListChanged": want("toolsListChanged"),
         "promptsListChanged": want("promptsListChanged"),
         "resourcesListChanged": want("resourcesListChanged"),
     });
+    let tasks = match wanted.get("taskIds") {
+        None => Vec::new(),
+        Some(_) if crate::tasks::flavor(&call, params.as_ref()).is_none() => {
+            let refused = crate::refusal::Refusal::TasksUndeclared;
+            let status = refused.face().status;
+            let e = match refused.answer() {
+                Err(e) => e,
+                Ok(_) => RpcError::new(jsonrpc::INVALID_PARAMS, "tasks need the extension"),
+            };
+            return rpc_error(status, Some(&id), &e);
+        }
+        Some(_) => crate::tasks::watch::wanted(&gw, &call, params.as_ref()).await,
+    };
+    if let Some(o) = honoured.as_object_mut()
+        && wanted.get("taskIds").is_some()
+    {
+        let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+        o.insert("taskIds".into(), json!(ids));
+    }
     let sub_meta = json!({ "io.modelcontextprotocol/subscriptionId": id });
     let ack = jsonrpc::notification(
         "notifications/subscriptions/acknowledged",
         json!({ "notifications": honoured, "_meta": sub_meta }),
     );
     let rx = gw.upstreams().events.subscribe();
-    let scope = call.scope;
-    let caller = call.caller;
+    let scope = call.scope.clone();
+    let caller = call.caller.clone();
     let filter = honoured.clone();
+    let followed = crate::tasks::watch::follow(gw.clone(), call, tasks, sub_meta.clone());
     let events = tokio_stream_from_broadcast(rx).filter_map(move |ev| {
         let visible = |server: &str| crate::authorize::may_browse(&gw, &caller, server);
         let out =
@@ -37,6 +63,7 @@ pub(super) fn listen(gw: Arc<Gateway>, call: Call, id: Value, params: Option<Val
             });
         futures::future::ready(out)
     });
+    let events = futures::stream::select(events, followed);
     let stream = futures::stream::iter([ack])
         .chain(events)
         .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
