@@ -1,6 +1,6 @@
 """A write call held for approval, through the official MCP Python SDK with a short read timeout.
 
-Usage: held_call.py URL KEY MODE READ_TIMEOUT_S. Calls `fixture__slow` (a write tool) and prints
+Usage: held_call.py URL KEY MODE READ_TIMEOUT_S (0: the SDK's default). Calls `fixture__slow` (a write tool) and prints
 one JSON line: {"result": text} when it ran, or {"error": message, "data": data} when it was
 refused; a transport timeout is printed as {"timeout": ...} and exits 1.
 """
@@ -18,7 +18,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 async def main(url: str, key: str, mode: str, read_timeout: float) -> int:
     headers = {"Authorization": f"Bearer {key}"}
-    timeout = httpx2.Timeout(30.0, read=read_timeout)
+    # 0: the SDK's own default timeouts.
+    timeout = httpx2.Timeout(30.0, read=read_timeout) if read_timeout > 0 else None
     async with create_mcp_http_client(headers=headers, timeout=timeout) as http:
         transport = streamable_http_client(url, http_client=http)
         info = types.Implementation(name="portcullis-held", version="1.0")

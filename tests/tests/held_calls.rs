@@ -136,3 +136,27 @@ async fn an_undecided_hold_ends_in_approval_pending_with_its_id_never_a_timeout(
     // The identical call from the same key waits on the same request.
     assert_eq!(py["data"]["approval_id"], ts["data"]["approval_id"]);
 }
+
+/// The default hold, with both SDKs at their default timeouts (a newcomer's first write call):
+/// each ends in `approval_pending` with the id once the hold is over, never in a timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_hold_ends_in_approval_pending_for_both_sdks_at_their_defaults() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = Gateway::start_with(
+        "approvals: { required_from: write }\n",
+        &fixture_server("fixture", &fx.url),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let py = python_call(&gw, "legacy", 0);
+    let ts = typescript_call(&gw);
+    let (py, ts) = tokio::task::spawn_blocking(move || (outcome(py), outcome(ts)))
+        .await
+        .unwrap();
+    for (who, v) in [("python", &py), ("typescript", &ts)] {
+        assert_eq!(v["data"]["reason"], "approval_pending", "{who}: {v}");
+        assert!(v["data"]["approval_id"].is_string(), "{who}: {v}");
+    }
+    // It waited the whole default hold (30 s) for an approver first.
+    assert!(started.elapsed() >= Duration::from_secs(30));
+}
