@@ -10,6 +10,7 @@
 //! (resource subscriptions, per-session upstream connections, requests waiting for the client)
 //! starts afresh on the replica that takes a session up.
 
+pub(crate) mod replay;
 pub(crate) mod seal;
 
 use std::collections::HashMap;
@@ -47,6 +48,8 @@ pub(crate) struct Session {
     pub(crate) client: Arc<ClientSide>,
     /// Unix milliseconds after which the id is refused everywhere.
     pub(crate) expires_ms: i64,
+    /// Its requests' streamed answers, kept for a client that resumes one (`Last-Event-ID`).
+    pub(crate) replay: Arc<replay::Replay>,
     last_seen_ms: AtomicU64,
 }
 
@@ -128,6 +131,7 @@ impl Sessions {
             protocol_version: claims.protocol_version,
             subscriptions: std::sync::Mutex::new(std::collections::HashSet::new()),
             expires_ms: claims.expires_ms,
+            replay: Arc::default(),
             last_seen_ms: AtomicU64::new(0),
         });
         s.touch(self.epoch);

@@ -1,6 +1,7 @@
 //! Running one message and answering it: JSON, or SSE once the request sends interim messages.
 
 use super::*;
+use crate::session::replay::Replay;
 
 /// Run one message and answer it: 202 for notifications and responses; for requests JSON, or an
 /// SSE stream if the request produced messages (progress, logs) before its result.
@@ -38,6 +39,10 @@ async fn request(
     accepts_sse: bool,
 ) -> Response {
     let modern = matches!(call.era, Era::Stateless);
+    let replay = match &call.era {
+        Era::Stateful(s) => Some(s.replay.clone()),
+        Era::Stateless => None,
+    };
     let (tx, rx) = mpsc::unbounded_channel::<Value>();
     call.streams = accepts_sse;
     let protocol = match &call.era {
@@ -72,7 +77,7 @@ async fn request(
     };
     // Polled here, not spawned: no hand-over to another thread and back on every call.
     let run = Finish::new(fut, gw.detached.clone());
-    respond(&gw, run, rx, id, modern, accepts_sse).await
+    respond(&gw, run, rx, id, modern, accepts_sse, replay).await
 }
 
 /// JSON with the result, unless the request sends an interim message first and the client
@@ -84,6 +89,7 @@ async fn respond<F>(
     id: Value,
     modern: bool,
     accepts_sse: bool,
+    replay: Option<Arc<Replay>>,
 ) -> Response
 where
     F: Future<Output = (Result<Value, RpcError>, StatusCode)> + Send + 'static,
@@ -114,6 +120,9 @@ where
     // Interim messages until every sender is gone (the request has finished), then the result.
     // The request goes on in a task of its own: the stream only carries what it sends.
     let task = gw.detached.spawn(run);
+    if let Some(replay) = replay {
+        return resumable(gw, replay, first, rx, task, id, modern);
+    }
     let head = futures::stream::iter(first);
     let mids =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
@@ -132,6 +141,46 @@ where
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(STREAM_KEEPALIVE))
         .into_response()
+}
+
+/// A session's streamed answer, resumable (`session/replay.rs`): a task of its own writes each
+/// message to the session's log with its event id, whether the client stays or not, and the
+/// answer reads them from there.
+fn resumable(
+    gw: &Gateway,
+    replay: Arc<Replay>,
+    first: Option<Value>,
+    mut rx: mpsc::UnboundedReceiver<Value>,
+    task: tokio::task::JoinHandle<Option<(Result<Value, RpcError>, StatusCode)>>,
+    id: Value,
+    modern: bool,
+) -> Response {
+    let stream = replay.open();
+    let log = replay.clone();
+    gw.detached.spawn(async move {
+        // `null` only opens the stream (a comment): nothing to keep.
+        for m in first.into_iter().filter(|m| !m.is_null()) {
+            log.push(stream, m.to_string());
+        }
+        while let Some(m) = rx.recv().await {
+            if !m.is_null() {
+                log.push(stream, m.to_string());
+            }
+        }
+        let done = task.await.ok().flatten();
+        log.push(stream, finish(&id, done, modern).1.to_string());
+        log.close(stream);
+    });
+    let opened = futures::stream::once(async { Ok(Event::default().comment("waiting")) });
+    let events = opened.chain(replay.follow(stream, None).map(sent));
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(STREAM_KEEPALIVE))
+        .into_response()
+}
+
+/// One kept message as an SSE event with its id.
+pub(super) fn sent((id, data): crate::session::replay::Sent) -> Result<Event, Infallible> {
+    Ok(Event::default().id(id).event("message").data(&*data))
 }
 
 /// How long an answer's stream stays silent before a comment goes out.

@@ -112,6 +112,19 @@ pub(super) async fn stream(
     else {
         return plain_error(StatusCode::NOT_FOUND, "session not found");
     };
+    // Resuming an answer's stream: what it missed on that stream, then the rest.
+    if let Some((stream, seen)) =
+        header_str(&headers, "last-event-id").and_then(|last| session.replay.resumes(last))
+    {
+        let events = session
+            .replay
+            .clone()
+            .follow(stream, Some(seen))
+            .map(super::answer::sent);
+        return Sse::new(events)
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .into_response();
+    }
     // While the stream is open, subscriptions made through other replicas are taken up here.
     let following = tokio_util::sync::CancellationToken::new();
     tokio::spawn(super::follow::subscriptions(
