@@ -64,7 +64,7 @@ fn capabilities(gw: &Gateway, scope: &Scope, version: &str) -> Value {
             obj.insert("tasks".into(), tasks);
         }
         if modern {
-            let ext = json!({ crate::tasks::EXTENSION: {} });
+            let ext = json!({ crate::jsonrpc::TASKS_EXTENSION: {} });
             obj.insert("extensions".into(), ext);
         }
     }
@@ -188,7 +188,9 @@ async fn route(
             call::ask(gw, call, method, params, &sink).await
         }
         "logging/setLevel" if !modern => call::set_level(gw, call, params).await,
-        m if m.starts_with("tasks/") => crate::tasks::method(gw, call, id, m, params, sink).await,
+        m if m.starts_with("tasks/") => {
+            crate::call::tasks::method(gw, call, id, m, params, sink).await
+        }
         _ => Err(Refusal::NoSuchMethod(method.to_string())),
     }
 }
@@ -258,7 +260,7 @@ fn list_tools(gw: &Gateway, call: &Call, params: Option<&Value>) -> Result<Value
     let federated = call.scope == Scope::Federated;
     let no_args = ArgumentsDigest([0; 32]);
     // A tool that is held for this caller may follow as a task, where its client can.
-    let tasks = crate::tasks::flavor(call, params).is_some();
+    let tasks = crate::call::tasks::flavor(call, params).is_some();
     let lists: Vec<_> = scoped(gw, &call.scope)
         .into_iter()
         .map(|u| {
@@ -284,8 +286,13 @@ fn list_tools(gw: &Gateway, call: &Call, params: Option<&Value>) -> Result<Value
         .take(PAGE_SIZE)
         .map(|(v, held)| {
             let mut v = (*v).clone();
-            if *held && let Some(o) = v.as_object_mut() {
-                o.insert("execution".into(), json!({ "taskSupport": "optional" }));
+            if let Some(o) = v.as_object_mut() {
+                // What the gateway offers, not what the upstream does: it follows no
+                // upstream's tasks, and a held tool may follow as the gateway's own task.
+                o.remove("execution");
+                if *held {
+                    o.insert("execution".into(), json!({ "taskSupport": "optional" }));
+                }
             }
             v
         })

@@ -25,6 +25,8 @@ pub(crate) const HEADER_MISMATCH: i64 = -32020;
 pub(crate) const UNSUPPORTED_VERSION: i64 = -32022;
 /// 2026-07-28: the request needs a client capability its client did not declare.
 pub(crate) const MISSING_CAPABILITY: i64 = -32021;
+/// The 2026-07-28 tasks extension's name (`call/tasks.rs`).
+pub(crate) const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
 /// Resource not found (MCP).
 pub(crate) const RESOURCE_NOT_FOUND: i64 = -32002;
 /// Implementation-defined server error used for refusals by the gateway itself.

@@ -34,7 +34,6 @@ mod secrets;
 mod selfaudit;
 mod serve;
 mod session;
-mod tasks;
 mod telemetry;
 mod tools;
 mod upstream;

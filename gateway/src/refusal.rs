@@ -98,6 +98,9 @@ pub(crate) enum Refusal {
     },
     /// No task by that id that this caller may follow on this endpoint (or it expired).
     UnknownTask,
+    /// A task's state cannot be read or written. `ran`: its call may have run, and how it
+    /// ended could not be recorded (or the process running it went away).
+    TaskUnavailable { error: String, ran: bool },
     /// A 2026-07-28 `tasks/*` request whose client did not declare the tasks extension.
     TasksUndeclared,
     /// A task that ended in a JSON-RPC error, answered again exactly as it ended.
@@ -223,7 +226,13 @@ impl Refusal {
                 ..refused("approval_pending")
             },
             R::ApprovalDenied { .. } => refused("approval_denied"),
-            R::ApprovalLapsed { .. } => refused("approval_expired"),
+            R::ApprovalLapsed { used: false, .. } => refused("approval_expired"),
+            R::ApprovalLapsed { used: true, .. } => refused("approval_used"),
+            R::TaskUnavailable { .. } => Face {
+                outcome: "unavailable",
+                ..refused("task_unavailable")
+            }
+            .fails_closed(Some("task_state_unavailable")),
             R::UnknownTask => absent("not_found"),
             R::TasksUndeclared => bad(MISSING_CAPABILITY).status(StatusCode::BAD_REQUEST),
             R::TaskFailed(e) => Face {
@@ -284,7 +293,9 @@ impl Refusal {
             R::LimitsUnavailable { error, .. } | R::CredentialUnavailable { error, .. } => {
                 error.clone()
             }
-            R::ApprovalUnavailable { error } | R::AuditUnavailable { error, .. } => error.clone(),
+            R::ApprovalUnavailable { error }
+            | R::AuditUnavailable { error, .. }
+            | R::TaskUnavailable { error, .. } => error.clone(),
             R::Upstream(e) => e.to_string(),
             _ => return None,
         })
@@ -334,7 +345,7 @@ impl Refusal {
         e.data = match (face.reason, &self) {
             (None, Refusal::NoSuchMethod(m)) => Some(Value::String(m.clone())),
             (None, Refusal::TasksUndeclared) => Some(json!({
-                "requiredCapabilities": { "extensions": { crate::tasks::EXTENSION: {} } }
+                "requiredCapabilities": { "extensions": { crate::jsonrpc::TASKS_EXTENSION: {} } }
             })),
             (None, _) => None,
             (Some(r), _) => {
@@ -480,15 +491,20 @@ impl Refusal {
                 approval,
                 used: false,
             } => format!(
-                "`{name}` was not executed: request {approval} expired before an approver decided it"
+                "`{name}` was not executed: request {approval} expired before the call could run"
             ),
             R::ApprovalLapsed { name, approval, .. } => format!(
                 "`{name}` was not executed by this task: the approval of request {approval} was used by an identical call"
             ),
             R::UnknownTask => "Failed to retrieve task: Task not found".into(),
+            R::TaskUnavailable { ran: false, .. } => {
+                "the task's state cannot be read or written now; nothing was run for it; try again"
+                    .into()
+            }
+            R::TaskUnavailable { ran: true, .. } => "the task's call may have run, but how it ended is not known (the gateway could not record it, or stopped while it ran); check before making the call again".into(),
             R::TasksUndeclared => format!(
                 "tasks need the `{}` extension in the request's client capabilities",
-                crate::tasks::EXTENSION
+                crate::jsonrpc::TASKS_EXTENSION
             ),
             R::TaskFailed(e) => e.message.clone(),
             R::Cancelled {

@@ -372,8 +372,8 @@ async fn keep_audit_retention(gw: Arc<Gateway>, stop: CancellationToken) {
     }
 }
 
-/// End idle and expired sessions every 30 s, recording each; every 5 s, let go of sessions a
-/// client ended through another process.
+/// End idle and expired sessions every 30 s, recording each, and delete expired tasks; every
+/// 5 s, let go of sessions a client ended through another process.
 async fn reap_sessions(gw: Arc<Gateway>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut rounds = 0u64;
@@ -400,6 +400,10 @@ async fn reap_sessions(gw: Arc<Gateway>, stop: CancellationToken) {
         }
         if let Err(e) = gw.store.prune_session_records().await {
             tracing::warn!(error = %e, "cannot prune expired session records");
+        }
+        // Expired tasks go with the calls they still held.
+        if let Err(e) = gw.store.prune_tasks().await {
+            tracing::warn!(error = %e, "cannot prune expired tasks");
         }
         for s in gw.sessions.reap() {
             let mut e = audit::Event::new("session.end");

@@ -192,11 +192,12 @@ impl Store {
     }
 
     /// Claim a waiting task's call for this process to run: true for exactly one claimant.
-    pub async fn claim_task(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn claim_task(&self, id: &str, message: &str) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "UPDATE tasks SET status = 'running', updated_ms = $1
-             WHERE id = $2 AND status = 'working'",
+            "UPDATE tasks SET status = 'running', message = $1, updated_ms = $2
+             WHERE id = $3 AND status = 'working'",
         )
+        .bind(message)
         .bind(now_ms())
         .bind(id)
         .execute(&self.pool)
@@ -204,27 +205,52 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// End a task that has not ended yet, keeping `outcome` and dropping the call it held.
-    /// False if it had already ended.
+    /// Give a claimed task back (its call could not start yet): it waits again.
+    pub async fn release_task(&self, id: &str, message: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE tasks SET status = 'working', message = $1, updated_ms = $2
+             WHERE id = $3 AND status = 'running'",
+        )
+        .bind(message)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// End a task that is `from` (waiting, or running its call), keeping `outcome` and
+    /// dropping the call it held. False if it was not `from` any more.
     pub async fn finish_task(
         &self,
         id: &str,
+        from: TaskStatus,
         status: TaskStatus,
         message: &str,
         outcome: Option<&str>,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "UPDATE tasks SET status = $1, message = $2, outcome = $3, call = NULL, updated_ms = $4
-             WHERE id = $5 AND status IN ('working', 'running')",
+             WHERE id = $5 AND status = $6",
         )
         .bind(status.as_str())
         .bind(message)
         .bind(outcome)
         .bind(now_ms())
         .bind(id)
+        .bind(from.as_str())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// Delete the tasks past their expiry (with whatever call they still held); how many.
+    pub async fn prune_tasks(&self) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM tasks WHERE expires_ms < $1")
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     /// Cancel a task whose call has not started, keeping `outcome`: false if it is running

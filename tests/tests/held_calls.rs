@@ -161,11 +161,12 @@ async fn the_default_hold_ends_in_approval_pending_for_both_sdks_at_their_defaul
     assert!(started.elapsed() >= Duration::from_secs(30));
 }
 
-/// A client whose connection drops while its held call waits resumes the answer's stream with
-/// `Last-Event-ID` (a GET on its session) and gets the rest of that stream: what it missed,
-/// then the result once the call ran on the approval.
+/// A client whose connection drops resumes the answer's stream with `Last-Event-ID` (a GET on
+/// its session) and gets the rest of that stream only: a running call's remaining messages and
+/// its result; for a held call, the refusal (a client that went away stops the hold, and the
+/// call never runs on a later approval).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_dropped_answer_stream_resumes_with_last_event_id_and_ends_with_the_result() {
+async fn a_dropped_answer_stream_resumes_with_last_event_id() {
     let fx = Fixture::start("both").unwrap();
     let gw = Gateway::start_with(
         "approvals: { required_from: write, hold: 20s }\n",
@@ -176,56 +177,68 @@ async fn a_dropped_answer_stream_resumes_with_last_event_id_and_ends_with_the_re
     let mut c = portcullis_tests::raw::Raw::new(gw.mcp(), &gw.key);
     c.init().await;
     let before = fx.calls();
-    let call = json!({
-        "jsonrpc": "2.0", "id": 41, "method": "tools/call",
-        "params": { "name": "fixture__slow", "arguments": { "ms": 0 }, "_meta": { "progressToken": "p" } },
-    });
-    let mut resp = c.post(&call.to_string()).send().await.unwrap();
-    // Read until the first event that carries an id (a progress notification), then drop.
-    let mut buf = String::new();
-    let last_id = loop {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        if let Some(id) = buf.lines().find_map(|l| l.strip_prefix("id: ")) {
-            break id.trim().to_string();
+    for (tool, arguments) in [
+        ("fixture__test_tool_with_progress", json!({})),
+        ("fixture__slow", json!({ "ms": 0 })),
+    ] {
+        let call = json!({
+            "jsonrpc": "2.0", "id": 41, "method": "tools/call",
+            "params": { "name": tool, "arguments": arguments, "_meta": { "progressToken": "p" } },
+        });
+        let mut resp = c.post(&call.to_string()).send().await.unwrap();
+        // Read until the first event that carries an id (a progress notification), then drop.
+        let mut buf = String::new();
+        let last_id = loop {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some(id) = buf.lines().find_map(|l| l.strip_prefix("id: ")) {
+                break id.trim().to_string();
+            }
+        };
+        drop(resp);
+        if tool == "fixture__slow" {
+            approve_after(&gw, &approver, Instant::now(), Duration::from_millis(500)).await;
         }
-    };
-    drop(resp);
-    let since = Instant::now();
-    approve_after(&gw, &approver, since, Duration::ZERO).await;
-    let resumed = c
-        .http
-        .get(gw.mcp())
-        .bearer_auth(&gw.key)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", c.session.clone().unwrap())
-        .header("last-event-id", &last_id)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resumed.status(), 200);
-    let text = tokio::time::timeout(Duration::from_secs(20), resumed.text())
-        .await
-        .expect("the resumed stream ends after the response")
-        .unwrap();
-    let messages: Vec<Value> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
-    let last = messages.last().unwrap();
-    assert_eq!(last["id"], 41, "{text}");
-    assert_eq!(last["result"]["content"][0]["text"], "done", "{text}");
-    // Nothing from before the event it named comes again.
-    let ids: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("id: "))
-        .collect();
-    assert!(!ids.contains(&last_id.as_str()), "{text}");
+        let resumed = c
+            .http
+            .get(gw.mcp())
+            .bearer_auth(&gw.key)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", c.session.clone().unwrap())
+            .header("last-event-id", &last_id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resumed.status(), 200);
+        let text = tokio::time::timeout(Duration::from_secs(20), resumed.text())
+            .await
+            .expect("the resumed stream ends after the response")
+            .unwrap();
+        let messages: Vec<Value> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let last = messages.last().unwrap();
+        assert_eq!(last["id"], 41, "{text}");
+        // Nothing from before the event it named comes again.
+        let ids: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .collect();
+        assert!(!ids.contains(&last_id.as_str()), "{text}");
+        match tool {
+            "fixture__slow" => {
+                assert_eq!(last["error"]["data"]["reason"], "cancelled", "{text}");
+            }
+            _ => assert_eq!(last["result"]["content"][0]["type"], "text", "{text}"),
+        }
+    }
+    // The held call whose client went away did not run on the approval that came after.
     assert_eq!(fx.calls(), before + 1);
     // An id it does not keep opens the session's ordinary stream instead.
     let other = c

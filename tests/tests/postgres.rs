@@ -223,7 +223,7 @@ async fn a_task_is_claimed_once_across_handles_on_postgres() {
     let looks = (0..20).map(|i| {
         let s = if i % 2 == 0 { one.clone() } else { two.clone() };
         let id = t.id.clone();
-        tokio::spawn(async move { s.claim_task(&id).await.unwrap() })
+        tokio::spawn(async move { s.claim_task(&id, "running").await.unwrap() })
     });
     let won = futures::future::join_all(looks)
         .await
@@ -232,16 +232,18 @@ async fn a_task_is_claimed_once_across_handles_on_postgres() {
         .count();
     assert_eq!(won, 1);
     assert!(!two.cancel_task(&t.id, "late", "{}").await.unwrap());
+    let running = TaskStatus::Running;
     assert!(
-        two.finish_task(&t.id, TaskStatus::Completed, "ran", Some("{}"))
+        two.finish_task(&t.id, running, TaskStatus::Completed, "ran", Some("{}"))
             .await
             .unwrap()
     );
     assert!(
-        !one.finish_task(&t.id, TaskStatus::Failed, "again", None)
+        !one.finish_task(&t.id, running, TaskStatus::Failed, "again", None)
             .await
             .unwrap()
     );
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let second = one.create_task(&new).await.unwrap();
     let listed: Vec<String> = one
         .tasks("key:aaaa", "/mcp", None, 10)
@@ -250,8 +252,11 @@ async fn a_task_is_claimed_once_across_handles_on_postgres() {
         .into_iter()
         .map(|t| t.id)
         .collect();
-    assert_eq!(listed.len(), 2);
-    assert!(listed.contains(&second.id) && listed.contains(&t.id));
+    assert_eq!(
+        listed,
+        vec![second.id.clone(), t.id.clone()],
+        "newest first"
+    );
     let ended = one.task(&t.id, "key:aaaa", "/mcp").await.unwrap().unwrap();
     assert_eq!((ended.status, ended.call), (TaskStatus::Completed, None));
 }

@@ -78,6 +78,12 @@ impl Sdk {
         }
     }
 
+    /// Wait for it to exit (it printed what was read already).
+    fn exit(mut self) {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}: {}", self.err.join().unwrap());
+    }
+
     /// Its last line, once it exits.
     fn outcome(mut self) -> Value {
         let mut last = None;
@@ -208,7 +214,7 @@ async fn a_deny_an_expiry_and_a_kill_switch_end_the_task_failed_and_nothing_runs
             .as_str()
             .unwrap()
             .to_string();
-        let _ = tokio::task::spawn_blocking(move || c.outcome()).await;
+        tokio::task::spawn_blocking(move || c.exit()).await.unwrap();
         let id = pending(&gw, &approver).await;
         let reason = match case {
             "deny" => {
@@ -256,7 +262,7 @@ async fn a_task_is_its_callers_alone_and_survives_a_gateway_restart() {
             .as_str()
             .unwrap()
             .to_string();
-        let _ = tokio::task::spawn_blocking(move || c.outcome()).await;
+        tokio::task::spawn_blocking(move || c.exit()).await.unwrap();
         // Another caller polling the id: not found, exactly as for an id that never existed.
         let v = match sdk {
             "typescript" => Sdk::typescript(&gw.mcp(), &other, &["follow", &task]),
@@ -290,7 +296,7 @@ async fn a_task_is_its_callers_alone_and_survives_a_gateway_restart() {
     let (sdk, task) = &tasks[1];
     let v = Sdk::python(&gw.mcp(), &gw.key, &["follow", task]).outcome();
     assert_eq!(v["status"], "failed", "{sdk}: {v}");
-    assert_eq!(v["data"]["reason"], "approval_expired", "{v}");
+    assert_eq!(v["data"]["reason"], "approval_used", "{v}");
     assert_eq!(fx.calls(), before + 1);
 }
 

@@ -1,12 +1,15 @@
 //! Step 4, arguments: 2026-07-28 `Mcp-Param-*` headers agree with the body, and the arguments
 //! pass the tool's size limits, the upstream's `inputSchema` and the operator's schema.
 
-use super::{Call, ToolCall};
+use super::{Call, Hold, ToolCall};
 use crate::refusal::Refusal;
 
-pub(super) fn check(call: &Call, req: &ToolCall) -> Result<(), Refusal> {
+/// A task's run checks no headers: they were checked on the request that created the task, and
+/// the request that looks at it names the task, not the tool.
+pub(super) fn check(call: &Call, req: &ToolCall, hold: &Hold<'_>) -> Result<(), Refusal> {
     let (server, tool) = (req.server(), req.tool());
     if call.modern()
+        && !matches!(hold, Hold::Run { .. })
         && let Err(why) = req
             .offered
             .param_headers

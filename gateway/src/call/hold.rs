@@ -4,7 +4,7 @@
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{Call, Running, ToolCall, Trail};
+use super::{Call, Hold, Running, ToolCall, Trail};
 use crate::approvals::HeldCall;
 use crate::auth::Caller;
 use crate::gateway::Gateway;
@@ -29,36 +29,32 @@ pub(super) async fn task(
     gw: &Gateway,
     call: &Call,
     req: &ToolCall,
-    asked: crate::tasks::Asked,
+    asked: super::tasks::Asked,
     t: &mut Trail,
 ) -> Result<Value, Refusal> {
     let approval = crate::approvals::file(gw, &held(&call.caller, req)).await?;
     let (task, created) =
-        crate::tasks::create(gw, call, asked, (&req.name, req.arguments()), &approval).await?;
+        super::tasks::create(gw, call, asked, (&req.name, req.arguments()), &approval).await?;
     t.outcome = Some("held");
     t.approval = Some(approval);
     t.task = Some(task);
     Ok(created)
 }
 
-/// A task's call, once approved: runs on approval `id` if it was granted to exactly this call.
-pub(super) async fn granted(
-    gw: &Gateway,
-    caller: &Caller,
-    req: &ToolCall,
-    id: &str,
-) -> Result<String, Refusal> {
-    crate::approvals::granted(gw, &held(caller, req), id).await
-}
-
+/// Wait for a human here; or, for a task's call, run on the approval granted to exactly this
+/// call (used once).
 pub(super) async fn approval(
     gw: &Gateway,
     caller: &Caller,
     req: &ToolCall,
     running: &Running<'_>,
     sink: &mpsc::UnboundedSender<Value>,
+    hold: &Hold<'_>,
 ) -> Result<String, Refusal> {
     let held = held(caller, req);
+    if let Hold::Run { approval, .. } = hold {
+        return crate::approvals::granted(gw, &held, approval).await;
+    }
     let progress = req.progress.clone().map(|t| (t, sink.clone()));
     // The sink closes when the client is gone: a held call then stops waiting.
     crate::approvals::hold(gw, &held, progress, running.cancel(), sink).await

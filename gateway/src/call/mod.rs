@@ -23,6 +23,7 @@ mod recheck;
 mod record;
 mod resolve;
 mod result;
+pub(crate) mod tasks;
 mod trail;
 
 use serde_json::{Value, json};
@@ -40,11 +41,12 @@ use crate::refusal::Refusal;
 type Sink = mpsc::UnboundedSender<Value>;
 
 /// How a call that needs approval waits for it.
+#[derive(Clone, Copy)]
 pub(crate) enum Hold<'a> {
     /// Here, up to `approvals.hold`.
     Wait,
     /// As a task its client follows (`tasks.rs`).
-    Task(crate::tasks::Asked),
+    Task(tasks::Asked),
     /// A task's call, run on the approval granted to it.
     Run { task: &'a str, approval: &'a str },
 }
@@ -57,7 +59,7 @@ pub(crate) async fn tool(
     params: Option<Value>,
     sink: Sink,
 ) -> Result<Value, Refusal> {
-    let hold = match crate::tasks::asked(call, params.as_ref()) {
+    let hold = match tasks::asked(call, params.as_ref()) {
         Some(asked) => Hold::Task(asked),
         None => Hold::Wait,
     };
@@ -88,25 +90,21 @@ async fn tool_steps(
     hold: Hold<'_>,
 ) -> Result<Value, Refusal> {
     let under = gw.live(); //                                  the config it is decided under
+    if let Hold::Run { task, .. } = hold {
+        t.task = Some(task.to_string()); //                    a task's run names its task
+    }
     let req = resolve::tool(gw, call, params, t)?; //          allowlisted and offered, or not found
     let approval = decide::tool(gw, call, &req)?; //           every level grants it, or not found
     levers::kill(gw, call, req.server(), req.tool(), &req.name)?; // kill switch
-    arguments::check(call, &req)?; //                          Mcp-Param headers, limits, schemas
-    if let (Approval::Needed, Hold::Task(asked)) = (approval, &hold) {
-        levers::mode(gw, call, &req, approval)?; //            read-only refuses, shadow answers
-        return hold::task(gw, call, &req, *asked, t).await; // filed; its client follows the task
-    }
+    arguments::check(call, &req, &hold)?; //                   Mcp-Param headers, limits, schemas
     admit::limits(gw, call, &req, &under, t).await?; //      rates, concurrency caps, budgets
     levers::mode(gw, call, &req, approval)?; //                      read-only refuses, shadow answers
-    let running = admit::track(gw, call, id, &req)?; //        cancellable by client and switch
+    if let (Approval::Needed, Hold::Task(asked)) = (approval, &hold) {
+        return hold::task(gw, call, &req, *asked, t).await; // filed; its client follows the task
+    }
+    let running = admit::track(gw, call, &tracked(id, &hold), &req)?; // cancellable: client, switch
     if approval == Approval::Needed {
-        let held = match hold {
-            Hold::Run { task, approval } => {
-                t.task = Some(task.to_string());
-                hold::granted(gw, &call.caller, &req, approval).await // approved, used once
-            }
-            _ => hold::approval(gw, &call.caller, &req, &running, sink).await, // a human decides
-        };
+        let held = hold::approval(gw, &call.caller, &req, &running, sink, &hold).await; // decided
         t.approval = held.as_ref().ok().cloned(); //           a spent approval is on the record
         recheck::tool(gw, call, &req, &under, approval)?; //   after the wait
         held?;
@@ -115,6 +113,16 @@ async fn tool_steps(
     let token = credential::mint(gw, call, &req.up, &req.name, Some(t)).await?; // minted, if so
     recheck::tool(gw, call, &req, &under, approval)?; //       after the waits
     forward::tool(gw, call, req, running, token, sink, t).await // the upstream answers
+}
+
+/// The id a call is tracked by for cancellation: its request's, or for a task's run the task's
+/// (cancelling the look that started it does not cancel the call; `tasks/cancel` and the kill
+/// switch do).
+fn tracked(id: &Value, hold: &Hold<'_>) -> Value {
+    match hold {
+        Hold::Run { task, .. } => Value::String(format!("task:{task}")),
+        _ => id.clone(),
+    }
 }
 
 /// Whether a task's held call would still be held now: allowed, not switched off, and not

@@ -144,8 +144,8 @@ where
 }
 
 /// A session's streamed answer, resumable (`session/replay.rs`): a task of its own writes each
-/// message to the session's log with its event id, whether the client stays or not, and the
-/// answer reads them from there.
+/// message to the session's log with its event id, and the answer (or a GET resuming it) reads
+/// them from there.
 fn resumable(
     gw: &Gateway,
     replay: Arc<Replay>,
@@ -157,22 +157,37 @@ fn resumable(
 ) -> Response {
     let stream = replay.open();
     let log = replay.clone();
+    // The answer's own connection closing is its client going away, as without resumption: the
+    // request's messages stop (a held call stops waiting and never runs); a call already
+    // running goes on, and its response is kept for a client that resumes.
+    let gone = tokio_util::sync::CancellationToken::new();
+    let left = gone.clone();
     gw.detached.spawn(async move {
         // `null` only opens the stream (a comment): nothing to keep.
         for m in first.into_iter().filter(|m| !m.is_null()) {
             log.push(stream, m.to_string());
         }
-        while let Some(m) = rx.recv().await {
-            if !m.is_null() {
-                log.push(stream, m.to_string());
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) if !m.is_null() => log.push(stream, m.to_string()),
+                    Some(_) => {}
+                    None => break,
+                },
+                () = left.cancelled() => break,
             }
         }
+        drop(rx);
         let done = task.await.ok().flatten();
         log.push(stream, finish(&id, done, modern).1.to_string());
         log.close(stream);
     });
     let opened = futures::stream::once(async { Ok(Event::default().comment("waiting")) });
-    let events = opened.chain(replay.follow(stream, None).map(sent));
+    let guard = gone.drop_guard();
+    let events = opened.chain(replay.follow(stream, None).map(move |e| {
+        let _open = &guard;
+        sent(e)
+    }));
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(STREAM_KEEPALIVE))
         .into_response()

@@ -24,7 +24,7 @@ pub(super) async fn listen(
     });
     let tasks = match wanted.get("taskIds") {
         None => Vec::new(),
-        Some(_) if crate::tasks::flavor(&call, params.as_ref()).is_none() => {
+        Some(_) if crate::call::tasks::flavor(&call, params.as_ref()).is_none() => {
             let refused = crate::refusal::Refusal::TasksUndeclared;
             let status = refused.face().status;
             let e = match refused.answer() {
@@ -33,7 +33,7 @@ pub(super) async fn listen(
             };
             return rpc_error(status, Some(&id), &e);
         }
-        Some(_) => crate::tasks::watch::wanted(&gw, &call, params.as_ref()).await,
+        Some(_) => crate::call::tasks::watch::wanted(&gw, &call, params.as_ref()).await,
     };
     if let Some(o) = honoured.as_object_mut()
         && wanted.get("taskIds").is_some()
@@ -50,7 +50,7 @@ pub(super) async fn listen(
     let scope = call.scope.clone();
     let caller = call.caller.clone();
     let filter = honoured.clone();
-    let followed = crate::tasks::watch::follow(gw.clone(), call, tasks, sub_meta.clone());
+    let followed = crate::call::tasks::watch::follow(gw.clone(), call, tasks, sub_meta.clone());
     let events = tokio_stream_from_broadcast(rx).filter_map(move |ev| {
         let visible = |server: &str| crate::authorize::may_browse(&gw, &caller, server);
         let out =

@@ -11,8 +11,10 @@ const ANSWERED: [&str; 4] = ["ok", "allowed", "tool_error", "error"];
 
 /// Every outcome and label a refusal maps to: the closed set of metric labels with
 /// [`ANSWERED`]. A test walks every variant through [`Refusal::face`] against it.
-const REFUSED: [&str; 23] = [
+const REFUSED: [&str; 25] = [
     "approval_expired",
+    "approval_used",
+    "task_unavailable",
     "invalid_request",
     "not_found",
     "denied",
@@ -156,7 +158,16 @@ fn every_variant() -> Vec<Refusal> {
             approval: "apr_1".into(),
             used: false,
         },
+        Refusal::ApprovalLapsed {
+            name: name(),
+            approval: "apr_1".into(),
+            used: true,
+        },
         Refusal::UnknownTask,
+        Refusal::TaskUnavailable {
+            error: "database is locked".into(),
+            ran: true,
+        },
         Refusal::TasksUndeclared,
         Refusal::TaskFailed(crate::jsonrpc::RpcError {
             code: -32001,
@@ -218,9 +229,10 @@ fn every_variant() -> Vec<Refusal> {
             Refusal::UnknownTask => 30,
             Refusal::TasksUndeclared => 31,
             Refusal::TaskFailed(_) => 32,
+            Refusal::TaskUnavailable { .. } => 33,
         });
     }
-    assert_eq!(seen.len(), 33, "a variant has no example");
+    assert_eq!(seen.len(), 34, "a variant has no example");
     all
 }
 
@@ -321,6 +333,8 @@ fn the_2026_status_of_a_refusal_is_set_only_where_the_revision_names_one() {
         let face = r.face();
         match r {
             Refusal::HeaderMismatch(_) | Refusal::NoSuchMethod(_) => {}
+            // 2026-07-28: a missing client capability is 400.
+            Refusal::TasksUndeclared => assert_eq!(face.status, StatusCode::BAD_REQUEST),
             // Over a limit: 429, with the wait in `data` where it is known.
             Refusal::RateLimited { wait_s, .. } | Refusal::BudgetExceeded { wait_s, .. } => {
                 assert_eq!(face.status, StatusCode::TOO_MANY_REQUESTS);

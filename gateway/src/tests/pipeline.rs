@@ -77,6 +77,7 @@ fn the_diagram_of_a_tool_call_is_the_order_of_call_mod_rs() {
             "admit::limits" => "admit (limits)",
             "levers::mode" => "mode",
             "admit::track" => "track",
+            "hold::task" => "task",
             "hold::approval" => "hold (approval)",
             "recheck::tool" => "recheck",
             "record::tool" => "record (audit before action)",
@@ -86,6 +87,6 @@ fn the_diagram_of_a_tool_call_is_the_order_of_call_mod_rs() {
             other => panic!("a step the diagram does not name: {other}"),
         })
         .collect();
-    assert_eq!(named.len(), 14, "{code:?}");
+    assert_eq!(named.len(), 15, "{code:?}");
     assert_eq!(steps_in_diagram(), named);
 }

@@ -27,8 +27,10 @@ async fn a_task_is_found_only_by_its_caller_on_its_endpoint_until_it_expires() {
     assert!(s.task(&t.id, "key:b", "/mcp").await.unwrap().is_none());
     assert!(s.task(&t.id, "key:a", "/mcp/fx").await.unwrap().is_none());
     let gone = s.create_task(&new_task("key:a", -1)).await.unwrap_err();
-    // A task already past its expiry is not found, even right after it was written.
+    // A task already past its expiry is not found, even right after it was written, and
+    // pruning deletes it with the call it held.
     assert!(matches!(gone, StoreError::Corrupt(_)), "{gone:?}");
+    assert_eq!(s.prune_tasks().await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -39,30 +41,42 @@ async fn one_claim_wins_and_an_ended_task_keeps_its_outcome_not_its_call() {
     assert_eq!(claims, 1, "exactly one claimant runs the call");
     assert!(!s.cancel_task(&t.id, "cancelled", "{}").await.unwrap());
     assert!(
-        s.finish_task(
-            &t.id,
-            TaskStatus::Completed,
-            "ran",
-            Some(r#"{"result":{}}"#)
-        )
-        .await
-        .unwrap()
+        !s.finish_task(&t.id, TaskStatus::Working, TaskStatus::Failed, "late", None)
+            .await
+            .unwrap(),
+        "a look that saw it waiting does not end a task another look is running"
+    );
+    assert!(s.release_task(&t.id, "not yet").await.unwrap());
+    assert!(s.claim_task(&t.id, "again").await.unwrap());
+    let ok = Some(r#"{"result":{}}"#);
+    let (running, done) = (TaskStatus::Running, TaskStatus::Completed);
+    assert!(
+        s.finish_task(&t.id, running, done, "ran", ok)
+            .await
+            .unwrap()
     );
     assert!(
-        !s.finish_task(&t.id, TaskStatus::Failed, "again", None)
+        !s.finish_task(&t.id, running, TaskStatus::Failed, "again", None)
             .await
             .unwrap(),
         "an ended task does not change"
     );
+    assert!(!s.release_task(&t.id, "after").await.unwrap());
     let now = s.task(&t.id, "key:a", "/mcp").await.unwrap().unwrap();
     assert_eq!(now.status, TaskStatus::Completed);
     assert_eq!(now.call, None);
     assert_eq!(now.outcome.as_deref(), Some(r#"{"result":{}}"#));
 }
 
+/// Eight claims at once, from tasks of their own.
 async fn futures_claims(s: &Store, id: &str) -> usize {
+    let tries: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, id) = (s.clone(), id.to_string());
+            tokio::spawn(async move { s.claim_task(&id, "running").await.unwrap() })
+        })
+        .collect();
     let mut won = 0;
-    let tries: Vec<_> = (0..8).map(|_| s.claim_task(id)).collect();
     for t in tries {
         won += usize::from(t.await.unwrap());
     }

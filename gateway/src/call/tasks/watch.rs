@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use super::{Flavor, advance, find, wire};
 use crate::call::Call;
 use crate::gateway::Gateway;
+use crate::refusal::Refusal;
 
 /// The tasks a listen request asks to follow that are this caller's: the rest are left out of
 /// the acknowledgement, as ids that do not exist would be.
@@ -96,6 +97,7 @@ async fn look(st: &mut Following) -> Vec<Value> {
     let mut kept = Vec::new();
     for (rec, last) in std::mem::take(&mut st.tasks) {
         let (gw, call) = (st.gw.clone(), st.call.clone());
+        let rec_again = rec.clone();
         let id = json!(format!("follow:{}", rec.id));
         // Its own task: a stream closed meanwhile does not stop a call that started.
         let looked = st.gw.detached.spawn(async move {
@@ -104,8 +106,15 @@ async fn look(st: &mut Following) -> Vec<Value> {
             let now = find(&gw, &call, &rec.id).await?;
             advance(&gw, &call, &id, now, &sink).await
         });
-        let Ok(Ok(now)) = looked.await else {
-            continue; // gone (expired) or unreadable now: no longer followed
+        let now = match looked.await {
+            Ok(Ok(now)) => now,
+            // Gone (expired): no longer followed.
+            Ok(Err(Refusal::UnknownTask)) => continue,
+            // Unreadable now, or the look failed: looked at again next time.
+            _ => {
+                kept.push((rec_again, last));
+                continue;
+            }
         };
         let s = seen(Flavor::Extension, &now);
         if s != last {

@@ -35,14 +35,16 @@ fn tool_error(rec: &TaskRecord) -> bool {
 
 /// The status a client sees.
 pub(super) fn status(flavor: Flavor, rec: &TaskRecord) -> &'static str {
-    match rec.status {
-        TaskStatus::Working | TaskStatus::Running => "working",
+    let shown = match rec.status {
+        // A claimed call still runs: the client sees the task working.
+        TaskStatus::Running => TaskStatus::Working,
         // 2025-11-25: a tool result with `isError` ends the task `failed`.
-        TaskStatus::Completed if flavor == Flavor::Augmented && tool_error(rec) => "failed",
-        TaskStatus::Completed => "completed",
-        TaskStatus::Failed => "failed",
-        TaskStatus::Cancelled => "cancelled",
-    }
+        TaskStatus::Completed if flavor == Flavor::Augmented && tool_error(rec) => {
+            TaskStatus::Failed
+        }
+        other => other,
+    };
+    shown.as_str()
 }
 
 /// The task's fields, flat.

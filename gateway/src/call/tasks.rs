@@ -14,22 +14,25 @@
 //! stopped looking, and no process has to survive between the approval and the run. A deny,
 //! an expiry, a kill switch or a mode that refuses the call ends the task `failed`.
 
+mod run;
 pub(crate) mod watch;
 mod wire;
+
+use run::{advance, reread};
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use store::{ApprovalStatus, NewTask, TaskRecord, TaskStatus};
+use store::{NewTask, TaskRecord, TaskStatus};
 use tokio::sync::mpsc;
 
-use crate::call::{self, Call, Era, Hold};
+use super::{Call, Era};
+use crate::call;
 use crate::gateway::Gateway;
 use crate::refusal::Refusal;
 use crate::session::Scope;
 
-/// The 2026-07-28 extension's name.
-pub(crate) const EXTENSION: &str = "io.modelcontextprotocol/tasks";
+use crate::jsonrpc::TASKS_EXTENSION as EXTENSION;
 /// The stateful revision with task augmentation.
 const AUGMENTED: &str = "2025-11-25";
 /// Tasks listed per page.
@@ -99,8 +102,9 @@ fn endpoint(scope: &Scope) -> String {
 
 fn unavailable(e: &dyn std::fmt::Display) -> Refusal {
     tracing::error!(error = %e, "task state unavailable; refused");
-    Refusal::ApprovalUnavailable {
+    Refusal::TaskUnavailable {
         error: e.to_string(),
+        ran: false,
     }
 }
 
@@ -182,126 +186,6 @@ async fn find(gw: &Gateway, call: &Call, task_id: &str) -> Result<TaskRecord, Re
         .await
         .map_err(|e| unavailable(&e))?
         .ok_or(Refusal::UnknownTask)
-}
-
-/// Bring a waiting task up to date: run its call if it was approved (this look claims it),
-/// end it if the approval will not come or the call may no longer run.
-async fn advance(
-    gw: &Gateway,
-    call: &Call,
-    id: &Value,
-    rec: TaskRecord,
-    sink: &mpsc::UnboundedSender<Value>,
-) -> Result<TaskRecord, Refusal> {
-    if rec.status != TaskStatus::Working {
-        return Ok(rec);
-    }
-    let held: Option<Value> = rec
-        .call
-        .as_deref()
-        .and_then(|c| serde_json::from_str(c).ok());
-    let Some(held) = held else {
-        return Err(unavailable(&format!("task {} holds no call", rec.id)));
-    };
-    let name = held
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let approval = gw
-        .store
-        .approval(&rec.approval)
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let approval_id = rec.approval.clone();
-    let ended = match approval.as_ref().map(|a| (a.status(), a)) {
-        Some((ApprovalStatus::Pending, _)) => match call::still_held(gw, call, Some(held)) {
-            Ok(()) => return Ok(rec),
-            Err(refused) => refused,
-        },
-        Some((ApprovalStatus::Approved, _)) => {
-            if !gw
-                .store
-                .claim_task(&rec.id)
-                .await
-                .map_err(|e| unavailable(&e))?
-            {
-                return reread(gw, call, &rec).await; // another look claimed it
-            }
-            let hold = Hold::Run {
-                task: &rec.id,
-                approval: &approval_id,
-            };
-            let done = call::tool_held(gw, call, id, Some(held), sink.clone(), hold).await;
-            return end(gw, call, &rec, done).await;
-        }
-        Some((ApprovalStatus::Denied, a)) => Refusal::ApprovalDenied {
-            name,
-            approval: approval_id,
-            by: a.decided_by.as_deref().unwrap_or("an approver").into(),
-        },
-        Some((ApprovalStatus::Voided, _)) => Refusal::Voided {
-            name,
-            approval: approval_id,
-        },
-        Some((ApprovalStatus::Used, _)) => Refusal::ApprovalLapsed {
-            name,
-            approval: approval_id,
-            used: true,
-        },
-        Some((ApprovalStatus::Expired, _)) | None => Refusal::ApprovalLapsed {
-            name,
-            approval: approval_id,
-            used: false,
-        },
-    };
-    end(gw, call, &rec, Err(ended)).await
-}
-
-async fn reread(gw: &Gateway, call: &Call, rec: &TaskRecord) -> Result<TaskRecord, Refusal> {
-    find(gw, call, &rec.id).await
-}
-
-/// Keep how a task's call ended; the task as it now is.
-async fn end(
-    gw: &Gateway,
-    call: &Call,
-    rec: &TaskRecord,
-    done: Result<Value, Refusal>,
-) -> Result<TaskRecord, Refusal> {
-    let (status, outcome, message) = match done.map_err(Refusal::answer) {
-        Ok(result) | Err(Ok(result)) => {
-            let failed = result.get("isError").and_then(Value::as_bool) == Some(true);
-            let message = if failed {
-                "the call ran and its tool reported an error"
-            } else {
-                "the call ran"
-            };
-            (
-                TaskStatus::Completed,
-                json!({ "result": result }),
-                message.to_string(),
-            )
-        }
-        Err(Err(e)) => {
-            let message = e.message.clone();
-            (
-                TaskStatus::Failed,
-                json!({ "error": e.to_value() }),
-                message,
-            )
-        }
-    };
-    let text = outcome.to_string();
-    gw.store
-        .finish_task(&rec.id, status, &message, Some(&text))
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let mut event = call.event("task.end");
-    event.outcome = Some(status.as_str());
-    event.detail = Some(json!({ "task_id": rec.id, "approval_id": rec.approval }));
-    gw.audit.note(event);
-    reread(gw, call, rec).await
 }
 
 /// `tasks/result` (2025-11-25): waits until the task ends, then answers what the call
@@ -387,7 +271,7 @@ async fn cancel(
             .map_err(|e| unavailable(&e))?;
         if done {
             let mut event = call.event("task.end");
-            event.outcome = Some("cancelled");
+            event.outcome = Some(TaskStatus::Cancelled.as_str());
             event.detail = Some(json!({ "task_id": rec.id, "approval_id": rec.approval }));
             gw.audit.note(event);
         }

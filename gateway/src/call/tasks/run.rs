@@ -1,0 +1,255 @@
+//! A look at a task: what its approval request says now decides what happens to it. Pending:
+//! it waits (unless the call may no longer run at all). Approved: this look claims it and runs
+//! the call, once. Denied, voided, expired, or used by an identical call: it ends failed.
+//!
+//! A run that could not start for a passing reason (a limit, the upstream reconnecting, the
+//! store or the switches unreadable) gives the task back while its approval is unused, so a
+//! later look runs it; anything else is how the task ends. A task left `running` past the
+//! longest any call may take (its process went away) ends failed, its outcome unknown: it is
+//! never run again.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use store::{ApprovalStatus, TaskRecord, TaskStatus};
+use tokio::sync::mpsc;
+
+use super::{find, unavailable};
+use crate::call::{self, Call, Hold};
+use crate::gateway::Gateway;
+use crate::levers::Killed;
+use crate::refusal::Refusal;
+
+/// Beyond the longest call timeout, how long a claimed run may stay silent before it counts
+/// as lost.
+const LOST_AFTER: Duration = Duration::from_secs(60);
+
+/// The call a task holds: its name, and its `tools/call` params.
+fn held(rec: &TaskRecord) -> Option<(String, Value)> {
+    let held: Value = serde_json::from_str(rec.call.as_deref()?).ok()?;
+    let name = held.get("name")?.as_str()?.to_string();
+    Some((name, held))
+}
+
+pub(super) async fn reread(
+    gw: &Gateway,
+    call: &Call,
+    rec: &TaskRecord,
+) -> Result<TaskRecord, Refusal> {
+    find(gw, call, &rec.id).await
+}
+
+/// Bring a task up to date (see the module's comment); the task as it now is.
+pub(super) async fn advance(
+    gw: &Gateway,
+    call: &Call,
+    id: &Value,
+    rec: TaskRecord,
+    sink: &mpsc::UnboundedSender<Value>,
+) -> Result<TaskRecord, Refusal> {
+    match rec.status {
+        TaskStatus::Working => {}
+        TaskStatus::Running if lost(gw, &rec) => {
+            let refusal = Refusal::TaskUnavailable {
+                error: format!("task {} stayed running past any call's timeout", rec.id),
+                ran: true,
+            };
+            return end(gw, call, &rec, TaskStatus::Running, Err(refusal)).await;
+        }
+        _ => return Ok(rec),
+    }
+    let Some((name, params)) = held(&rec) else {
+        return Err(unavailable(&format!("task {} holds no call", rec.id)));
+    };
+    let approval = gw
+        .store
+        .approval(&rec.approval)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let approval_id = rec.approval.clone();
+    let ended = match approval.as_ref().map(|a| (a.status(), a)) {
+        Some((ApprovalStatus::Pending, _)) => match call::still_held(gw, call, Some(params)) {
+            Err(refused) if !passing(&refused) => refused,
+            _ => return Ok(rec),
+        },
+        Some((ApprovalStatus::Approved, _)) => return run(gw, call, id, rec, params, sink).await,
+        Some((ApprovalStatus::Denied, a)) => Refusal::ApprovalDenied {
+            name,
+            approval: approval_id,
+            by: a.decided_by.as_deref().unwrap_or("an approver").into(),
+        },
+        Some((ApprovalStatus::Voided, _)) => Refusal::Voided {
+            name,
+            approval: approval_id,
+        },
+        Some((ApprovalStatus::Used, _)) => Refusal::ApprovalLapsed {
+            name,
+            approval: approval_id,
+            used: true,
+        },
+        Some((ApprovalStatus::Expired, _)) | None => Refusal::ApprovalLapsed {
+            name,
+            approval: approval_id,
+            used: false,
+        },
+    };
+    end(gw, call, &rec, TaskStatus::Working, Err(ended)).await
+}
+
+/// Claim the approved task and run its call as this look's caller.
+async fn run(
+    gw: &Gateway,
+    call: &Call,
+    id: &Value,
+    rec: TaskRecord,
+    params: Value,
+    sink: &mpsc::UnboundedSender<Value>,
+) -> Result<TaskRecord, Refusal> {
+    let claimed = gw
+        .store
+        .claim_task(&rec.id, "approved; the call is running")
+        .await
+        .map_err(|e| unavailable(&e))?;
+    if !claimed {
+        return reread(gw, call, &rec).await; // another look claimed it
+    }
+    let hold = Hold::Run {
+        task: &rec.id,
+        approval: &rec.approval,
+    };
+    let done = call::tool_held(gw, call, id, Some(params), sink.clone(), hold).await;
+    if let Err(refused) = &done
+        && passing(refused)
+        && unused(gw, &rec.approval).await
+    {
+        // Not started, and its approval still waits to be used: a later look runs it.
+        let reason = refused.face().reason.unwrap_or("for now");
+        let why = format!("approved; the call could not run yet ({reason}); a later look runs it");
+        tracing::info!(task = %rec.id, reason = ?refused, "task's call could not start; given back");
+        gw.store
+            .release_task(&rec.id, &why)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        return reread(gw, call, &rec).await;
+    }
+    end(gw, call, &rec, TaskStatus::Running, done).await
+}
+
+/// Whether approval `id` is still approved and unused (a store error counts as used: the task
+/// then ends, and is never run twice).
+async fn unused(gw: &Gateway, id: &str) -> bool {
+    matches!(
+        gw.store.approval(id).await,
+        Ok(Some(a)) if a.status() == ApprovalStatus::Approved
+    )
+}
+
+/// A refusal that may not hold at a later look.
+fn passing(r: &Refusal) -> bool {
+    use Refusal as R;
+    match r {
+        R::RateLimited { .. }
+        | R::ConcurrencyLimited { .. }
+        | R::BudgetExceeded { .. }
+        | R::LimitsUnavailable { .. }
+        | R::UnknownTool(_)
+        | R::ApprovalUnavailable { .. }
+        | R::TaskUnavailable { ran: false, .. }
+        | R::Untracked { .. }
+        | R::CredentialUnavailable { .. }
+        | R::AuditUnavailable { .. } => true,
+        R::Killed { killed, .. } => *killed == Killed::StateUnknown,
+        R::Denied { denial, .. } => matches!(denial.reason, policy::DenyReason::Internal(_)),
+        _ => false,
+    }
+}
+
+/// True when a `running` task has been silent past the longest call any server allows.
+fn lost(gw: &Gateway, rec: &TaskRecord) -> bool {
+    let longest = gw
+        .registry()
+        .servers
+        .iter()
+        .map(|s| s.max_timeout.max(s.timeout))
+        .max()
+        .unwrap_or_default();
+    let bound = i64::try_from((longest + LOST_AFTER).as_millis()).unwrap_or(i64::MAX);
+    store::now_ms().saturating_sub(rec.updated_ms) > bound
+}
+
+/// Keep how a task ended (if it is still `from`); the task as it now is. The store is asked
+/// three times: a call that ran must not look as if it had not.
+async fn end(
+    gw: &Gateway,
+    call: &Call,
+    rec: &TaskRecord,
+    from: TaskStatus,
+    done: Result<Value, Refusal>,
+) -> Result<TaskRecord, Refusal> {
+    let ran = from == TaskStatus::Running;
+    let (status, outcome, message, reason) = match done {
+        Ok(result) => {
+            let failed = result.get("isError").and_then(Value::as_bool) == Some(true);
+            let message = match failed {
+                true => "the call ran and its tool reported an error",
+                false => "the call ran",
+            };
+            let outcome = json!({ "result": result });
+            (TaskStatus::Completed, outcome, message.to_string(), None)
+        }
+        Err(refused) => {
+            let reason = refused.face().reason;
+            match refused.answer() {
+                // Answered as a result without running (shadow mode, rejected arguments).
+                Ok(result) => {
+                    let outcome = json!({ "result": result });
+                    let message = "the call was not executed; see its result".to_string();
+                    (TaskStatus::Completed, outcome, message, reason)
+                }
+                Err(e) => {
+                    let outcome = json!({ "error": e.to_value() });
+                    (TaskStatus::Failed, outcome, e.message.clone(), reason)
+                }
+            }
+        }
+    };
+    let text = outcome.to_string();
+    let mut kept = Err(String::new());
+    for wait in [0, 100, 500] {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        kept = gw
+            .store
+            .finish_task(&rec.id, from, status, &message, Some(&text))
+            .await
+            .map_err(|e| e.to_string());
+        if kept.is_ok() {
+            break;
+        }
+    }
+    match kept {
+        Ok(true) => record(gw, call, rec, status, reason),
+        Ok(false) => {} // another look ended it first
+        Err(error) if ran => {
+            tracing::error!(task = %rec.id, %error, "a task's call ran and its outcome could not be kept");
+            return Err(Refusal::TaskUnavailable { error, ran: true });
+        }
+        Err(error) => return Err(unavailable(&error)),
+    }
+    reread(gw, call, rec).await
+}
+
+/// The task's end, on the record.
+fn record(
+    gw: &Gateway,
+    call: &Call,
+    rec: &TaskRecord,
+    status: TaskStatus,
+    reason: Option<&'static str>,
+) {
+    let mut event = call.event("task.end");
+    event.outcome = Some(status.as_str());
+    event.reason = reason.map(str::to_string);
+    event.tool = held(rec).map(|(name, _)| name);
+    event.detail = Some(json!({ "task_id": rec.id, "approval_id": rec.approval }));
+    gw.audit.note(event);
+}
