@@ -45,14 +45,19 @@ try {
     const support = tools.find((t) => t.name === 'fixture__slow')?.execution?.taskSupport ?? null;
     const stream = tasks.callToolStream({ name: 'fixture__slow', arguments: { ms: 0 } },
       CallToolResultSchema, { task: { ttl: 60000 } });
+    // The status is the last one the SDK saw while it followed the task.
+    let status = null;
     for await (const m of stream) {
       if (m.type === 'taskCreated') {
-        say({ support, created: m.task.taskId, status: m.task.status });
+        status = m.task.status;
+        say({ support, created: m.task.taskId, status });
         if (mode === 'create') break;
+      } else if (m.type === 'taskStatus') {
+        status = m.task.status;
       } else if (m.type === 'result') {
-        say({ status: 'completed', result: m.result.content[0]?.text, is_error: m.result.isError ?? false });
+        say({ status, result: m.result.content[0]?.text, is_error: m.result.isError ?? false });
       } else if (m.type === 'error') {
-        failed(m.error, 'failed');
+        failed(m.error, status);
       }
     }
   } else if (mode === 'follow') {

@@ -611,3 +611,119 @@ async fn status_notifications_follow_a_task_in_each_revision() {
         "an ended task cannot be cancelled: {again}"
     );
 }
+
+/// Run one statement on the gateway's SQLite store from outside (fault injection).
+fn sqlite(gw: &Gateway, statement: &str) {
+    let db = gw.dir.path().join("store.db");
+    let status = Command::new(python())
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
+        ])
+        .arg(&db)
+        .arg(statement)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A 2025-11-25 session on `gw`, and a held call made in it as a task: its id.
+async fn raw_task(gw: &Gateway) -> (Raw, String) {
+    let mut c = Raw::new(gw.mcp(), &gw.key);
+    c.init_version("2025-11-25").await;
+    let params = json!({ "name": "fixture__slow", "arguments": { "ms": 0 }, "task": {} });
+    let created = c.call(req(1, "tools/call", params)).await.1;
+    let task = created["result"]["task"]["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+    (c, task)
+}
+
+async fn get(c: &Raw, task: &str) -> Value {
+    c.call(req(2, "tasks/get", json!({ "taskId": task })))
+        .await
+        .1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_and_a_mode_change_end_a_waiting_task_and_nothing_runs() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = gateway(&fx, "{ required_from: write, hold: 60s }");
+    let approver = gw.operator_key("approver", Some("ops")).unwrap();
+    let op = gw.operator_key("admin", Some("ops")).unwrap();
+    let before = fx.calls();
+    // Cancelled by its client: ended at once; the approval request stays for an approver.
+    let (c, task) = raw_task(&gw).await;
+    let r = c
+        .call(req(3, "tasks/cancel", json!({ "taskId": task })))
+        .await
+        .1;
+    assert_eq!(r["result"]["status"], "cancelled", "{r}");
+    assert_eq!(r["result"]["taskId"], task.as_str(), "{r}");
+    let id = pending(&gw, &approver).await;
+    decide(&gw, &approver, &id, "approve").await;
+    let r = c
+        .call(req(4, "tasks/result", json!({ "taskId": task })))
+        .await
+        .1;
+    assert_eq!(r["error"]["data"]["reason"], "cancelled", "{r}");
+    assert_eq!(get(&c, &task).await["result"]["status"], "cancelled");
+    // Read-only mode set while it waits: the task ends failed, `read_only`.
+    let (c, task) = raw_task(&gw).await;
+    let body = json!({ "mode": "read_only", "reason": "incident" });
+    let (s, v) = admin(&gw, &op, "/admin/mode", Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = c
+        .call(req(5, "tasks/result", json!({ "taskId": task })))
+        .await
+        .1;
+    assert_eq!(r["error"]["data"]["reason"], "read_only", "{r}");
+    assert_eq!(get(&c, &task).await["result"]["status"], "failed");
+    assert_eq!(fx.calls(), before, "nothing ran");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_state_faults_refuse_and_a_run_whose_end_is_lost_never_runs_again() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = gateway(&fx, "{ required_from: write, hold: 60s }");
+    let approver = gw.operator_key("approver", Some("ops")).unwrap();
+    let before = fx.calls();
+    let (c, task) = raw_task(&gw).await;
+    let id = pending(&gw, &approver).await;
+    decide(&gw, &approver, &id, "approve").await;
+    // Fault: the task cannot be claimed. Refused, and nothing runs.
+    sqlite(
+        &gw,
+        "CREATE TRIGGER no_claim BEFORE UPDATE ON tasks WHEN NEW.status = 'running' BEGIN SELECT RAISE(FAIL, 'injected'); END;",
+    );
+    let r = get(&c, &task).await;
+    assert_eq!(r["error"]["data"]["reason"], "task_unavailable", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was run"),
+        "{r}"
+    );
+    assert_eq!(fx.calls(), before);
+    // Fault: the call runs, and how it ended cannot be kept. The caller is told it may have
+    // run; later looks never run it again.
+    sqlite(
+        &gw,
+        "DROP TRIGGER no_claim; CREATE TRIGGER no_end BEFORE UPDATE ON tasks WHEN NEW.status IN ('completed', 'failed') BEGIN SELECT RAISE(FAIL, 'injected'); END;",
+    );
+    let r = get(&c, &task).await;
+    assert_eq!(r["error"]["data"]["reason"], "task_unavailable", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may have run"),
+        "{r}"
+    );
+    assert_eq!(fx.calls(), before + 1);
+    let r = get(&c, &task).await;
+    assert_eq!(r["result"]["status"], "working", "{r}");
+    assert_eq!(fx.calls(), before + 1, "never run twice");
+}
