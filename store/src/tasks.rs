@@ -244,6 +244,40 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// A running task's call is still running (its heartbeat).
+    pub async fn touch_task(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tasks SET updated_ms = $1 WHERE id = $2 AND status = 'running'")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// End a running task whose heartbeat stopped, as it was seen (last heartbeat at
+    /// `seen_ms`): a task claimed again since is left alone.
+    pub async fn end_lost_task(
+        &self,
+        id: &str,
+        seen_ms: i64,
+        message: &str,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE tasks SET status = 'failed', message = $1, outcome = $2, call = NULL,
+                updated_ms = $3
+             WHERE id = $4 AND status = 'running' AND updated_ms = $5",
+        )
+        .bind(message)
+        .bind(outcome)
+        .bind(now_ms())
+        .bind(id)
+        .bind(seen_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Delete the tasks past their expiry (with whatever call they still held); how many.
     pub async fn prune_tasks(&self) -> Result<u64, StoreError> {
         let r = sqlx::query("DELETE FROM tasks WHERE expires_ms < $1")

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+pub mod approve;
 pub mod haproxy;
 pub mod hostile;
 pub mod postgres;

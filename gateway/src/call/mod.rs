@@ -103,7 +103,7 @@ async fn tool_steps(
         return hold::task(gw, call, &req, *asked, t).await; // filed; its client follows the task
     }
     let running = admit::track(gw, call, &tracked(id, &hold), &req)?; // cancellable: client, switch
-    if approval == Approval::Needed {
+    if approval == Approval::Needed || matches!(hold, Hold::Run { .. }) {
         let held = hold::approval(gw, &call.caller, &req, &running, sink, &hold).await; // decided
         t.approval = held.as_ref().ok().cloned(); //           a spent approval is on the record
         recheck::tool(gw, call, &req, &under, approval)?; //   after the wait
@@ -116,8 +116,8 @@ async fn tool_steps(
 }
 
 /// The id a call is tracked by for cancellation: its request's, or for a task's run the task's
-/// (cancelling the look that started it does not cancel the call; `tasks/cancel` and the kill
-/// switch do).
+/// (cancelling the look that started it does not cancel the call; the kill switch does, and
+/// `tasks/cancel` refuses a task whose call already runs).
 fn tracked(id: &Value, hold: &Hold<'_>) -> Value {
     match hold {
         Hold::Run { task, .. } => Value::String(format!("task:{task}")),

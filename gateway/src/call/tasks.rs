@@ -255,10 +255,12 @@ async fn cancel(
             .and_then(|c| serde_json::from_str::<Value>(c).ok())
             .and_then(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_default();
+        let name_for_record = name.clone();
         let refusal = Refusal::Cancelled {
             name,
             approval: Some(rec.approval.clone()),
         };
+        let refusal_reason = refusal.face().reason;
         let error = match refusal.answer() {
             Err(e) => e.to_value(),
             Ok(v) => v,
@@ -272,6 +274,8 @@ async fn cancel(
         if done {
             let mut event = call.event("task.end");
             event.outcome = Some(TaskStatus::Cancelled.as_str());
+            event.reason = refusal_reason.map(str::to_string);
+            event.tool = Some(name_for_record.clone());
             event.detail = Some(json!({ "task_id": rec.id, "approval_id": rec.approval }));
             gw.audit.note(event);
         }

@@ -165,12 +165,12 @@ fn resumable(
     gw.detached.spawn(async move {
         // `null` only opens the stream (a comment): nothing to keep.
         for m in first.into_iter().filter(|m| !m.is_null()) {
-            log.push(stream, m.to_string());
+            log.push(stream, m.to_string(), false);
         }
         loop {
             tokio::select! {
                 m = rx.recv() => match m {
-                    Some(m) if !m.is_null() => log.push(stream, m.to_string()),
+                    Some(m) if !m.is_null() => log.push(stream, m.to_string(), false),
                     Some(_) => {}
                     None => break,
                 },
@@ -179,8 +179,7 @@ fn resumable(
         }
         drop(rx);
         let done = task.await.ok().flatten();
-        log.push(stream, finish(&id, done, modern).1.to_string());
-        log.close(stream);
+        log.push(stream, finish(&id, done, modern).1.to_string(), true);
     });
     let opened = futures::stream::once(async { Ok(Event::default().comment("waiting")) });
     let guard = gone.drop_guard();

@@ -118,7 +118,6 @@ pub(super) async fn stream(
     {
         let events = session
             .replay
-            .clone()
             .follow(stream, Some(seen))
             .map(super::answer::sent);
         return Sse::new(events)

@@ -1,45 +1,96 @@
 //! Resumable answers (stateful revisions): every message a request's SSE answer carries gets an
-//! event id (`<stream>-<n>`) and is kept in the session, so a client whose connection dropped
-//! before the answer ended resumes it with a GET carrying `Last-Event-ID`, and gets what it
-//! missed on that stream only, then the rest as it comes, up to the response.
+//! event id (`<session nonce>-<stream>-<n>`) and is kept in the session, so a client whose
+//! connection dropped before the answer ended resumes it with a GET carrying `Last-Event-ID`,
+//! and gets what followed that event on that stream only, up to the response.
 //!
-//! The request goes on whether the client is there or not (`front/answer.rs`): its messages
-//! are written here by a task of their own, and each connection reads them from here. Bounded
-//! per session: the newest [`STREAMS`] answers, [`BYTES`] in all; what is over is dropped from
-//! the oldest (an answer that lost its start cannot be resumed before the loss).
+//! What a request sends after its client's connection dropped is not kept: the request sees
+//! its client gone, as without resumption (a held call stops waiting and never runs later);
+//! its response is kept. A reader holds the answer it reads, so dropping answers from the
+//! session (it keeps the newest [`STREAMS`] answers and [`BYTES`] per session; ended answers
+//! stay [`KEPT_FOR`] and only while every session together keeps under [`ALL_BYTES`]) never
+//! cuts a reader short: an answer no longer kept can no longer be resumed, that is all. An
+//! answer that outgrows the session's bytes loses its oldest interim messages, never its
+//! response; a reader behind them skips to what is left.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use tokio::sync::Notify;
 
 /// Answers kept per session.
 const STREAMS: usize = 16;
 /// Bytes kept per session, over all its answers.
 const BYTES: usize = 4 << 20;
+/// Bytes of ended answers kept over every session of the process.
+const ALL_BYTES: usize = 64 << 20;
+/// How long an ended answer stays resumable.
+const KEPT_FOR: Duration = Duration::from_secs(60);
+
+/// Bytes of ended answers kept by every session of the process.
+static ENDED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// One answer's messages.
 struct Log {
     stream: u64,
+    state: Mutex<LogState>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct LogState {
     /// Sequence number of `events[0]`.
     first: u64,
     events: VecDeque<Arc<str>>,
-    done: bool,
+    bytes: usize,
+    /// When the response went in.
+    ended: Option<Instant>,
+}
+
+impl Log {
+    /// What follows message `seen` (`None`: from the start; messages dropped meanwhile are
+    /// skipped), the next sequence number, and whether the answer has ended.
+    fn after(&self, nonce: u64, seen: Option<u64>) -> Option<(Vec<Sent>, u64, bool)> {
+        let st = self.state.lock().ok()?;
+        let from = seen.map_or(0, |s| s.saturating_add(1)).max(st.first);
+        let skip = usize::try_from(from - st.first).ok()?;
+        let out: Vec<Sent> = st
+            .events
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .map(|(i, e)| {
+                let n = st.first.saturating_add(i as u64);
+                (format!("{nonce:x}-{}-{n}", self.stream), e.clone())
+            })
+            .collect();
+        let next = from.saturating_add(out.len() as u64);
+        Some((out, next, st.ended.is_some()))
+    }
+}
+
+/// A session's resumable answers.
+pub(crate) struct Replay {
+    /// Tells this session's ids from those of an earlier holder of the same session.
+    nonce: u64,
+    inner: Mutex<Inner>,
 }
 
 #[derive(Default)]
 struct Inner {
     next: u64,
-    logs: VecDeque<Log>,
-    bytes: usize,
+    logs: VecDeque<Arc<Log>>,
 }
 
-/// A session's resumable answers.
-#[derive(Default)]
-pub(crate) struct Replay {
-    inner: Mutex<Inner>,
-    changed: Notify,
+impl Default for Replay {
+    fn default() -> Replay {
+        Replay {
+            nonce: rand::random::<u64>() >> 16,
+            inner: Mutex::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Replay {
@@ -48,8 +99,29 @@ impl std::fmt::Debug for Replay {
     }
 }
 
+impl Drop for Replay {
+    fn drop(&mut self) {
+        if let Ok(inner) = self.inner.get_mut() {
+            for log in inner.logs.drain(..) {
+                forget(&log);
+            }
+        }
+    }
+}
+
 /// An event as sent: its id and its data.
 pub(crate) type Sent = (String, Arc<str>);
+
+/// The bytes of an ended answer no longer count against the process's.
+fn forget(log: &Log) {
+    if let Ok(st) = log.state.lock()
+        && st.ended.is_some()
+    {
+        let _ = ENDED_BYTES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+            Some(b.saturating_sub(st.bytes))
+        });
+    }
+}
 
 impl Replay {
     /// A new answer's stream.
@@ -59,98 +131,73 @@ impl Replay {
         };
         let stream = inner.next;
         inner.next = inner.next.wrapping_add(1);
-        inner.logs.push_back(Log {
+        inner.logs.push_back(Arc::new(Log {
             stream,
-            first: 0,
-            events: VecDeque::new(),
-            done: false,
-        });
-        while inner.logs.len() > STREAMS {
-            if let Some(old) = inner.logs.pop_front() {
-                inner.bytes = inner
-                    .bytes
-                    .saturating_sub(old.events.iter().map(|e| e.len()).sum());
-            }
-        }
+            state: Mutex::default(),
+            changed: Notify::new(),
+        }));
+        tidy(&mut inner);
         stream
     }
 
-    /// Keep one message of `stream`.
-    pub(crate) fn push(&self, stream: u64, data: String) {
-        if let Ok(mut inner) = self.inner.lock() {
-            let len = data.len();
-            if let Some(log) = inner.logs.iter_mut().find(|l| l.stream == stream) {
-                log.events.push_back(Arc::from(data));
-                inner.bytes = inner.bytes.saturating_add(len);
-            }
-            trim(&mut inner);
-        }
-        self.changed.notify_waiters();
-    }
-
-    /// `stream` has sent its last message.
-    pub(crate) fn close(&self, stream: u64) {
-        if let Ok(mut inner) = self.inner.lock()
-            && let Some(log) = inner.logs.iter_mut().find(|l| l.stream == stream)
-        {
-            log.done = true;
-        }
-        self.changed.notify_waiters();
-    }
-
-    /// What `stream` holds after message `seen` (`None`: from its start), and whether it has
-    /// ended; `None` if it is not kept (or no longer holds what follows `seen`).
-    fn after(&self, stream: u64, seen: Option<u64>) -> Option<(Vec<Sent>, u64, bool)> {
+    fn log(&self, stream: u64) -> Option<Arc<Log>> {
         let inner = self.inner.lock().ok()?;
-        let log = inner.logs.iter().find(|l| l.stream == stream)?;
-        let from = seen.map_or(0, |s| s.saturating_add(1));
-        if from < log.first {
-            return None;
+        inner.logs.iter().find(|l| l.stream == stream).cloned()
+    }
+
+    /// Keep one message of `stream`; `last`: it is the response, and the answer has ended.
+    pub(crate) fn push(&self, stream: u64, data: String, last: bool) {
+        let Some(log) = self.log(stream) else {
+            return;
+        };
+        if let Ok(mut st) = log.state.lock() {
+            st.bytes = st.bytes.saturating_add(data.len());
+            st.events.push_back(Arc::from(data));
+            if last {
+                st.ended = Some(Instant::now());
+                ENDED_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
+            }
+            // An answer alone over the session's bytes loses its oldest interim messages.
+            while !last && st.bytes > BYTES && st.events.len() > 1 {
+                if let Some(e) = st.events.pop_front() {
+                    st.first = st.first.saturating_add(1);
+                    st.bytes = st.bytes.saturating_sub(e.len());
+                }
+            }
         }
-        let skip = usize::try_from(from - log.first).ok()?;
-        let out = log
-            .events
-            .iter()
-            .enumerate()
-            .skip(skip)
-            .map(|(i, e)| {
-                let n = log.first.saturating_add(i as u64);
-                (format!("{stream}-{n}"), e.clone())
-            })
-            .collect::<Vec<_>>();
-        let next = from.saturating_add(out.len() as u64);
-        Some((out, next, log.done))
+        log.changed.notify_waiters();
+        if last && let Ok(mut inner) = self.inner.lock() {
+            tidy(&mut inner);
+        }
     }
 
-    /// Whether `last_event_id` names a message this session keeps the rest of.
+    /// The stream and message a `Last-Event-ID` names, if this session still keeps it.
     pub(crate) fn resumes(&self, last_event_id: &str) -> Option<(u64, u64)> {
-        let (stream, n) = parse(last_event_id)?;
-        self.after(stream, Some(n)).map(|_| (stream, n))
+        let (nonce, stream, n) = parse(last_event_id)?;
+        (nonce == self.nonce && self.log(stream).is_some()).then_some((stream, n))
     }
 
-    /// The messages of `stream` after `seen`, then each one as it comes, until the last.
+    /// The messages of `stream` after `seen`, then each one as it comes, until the response.
     pub(crate) fn follow(
-        self: Arc<Self>,
+        &self,
         stream: u64,
         seen: Option<u64>,
     ) -> impl Stream<Item = Sent> + Send + 'static {
+        let log = self.log(stream);
+        let nonce = self.nonce;
         let next = seen.map_or(0, |s| s.saturating_add(1));
-        futures::stream::unfold((self, next, false), move |(me, next, ended)| async move {
-            if ended {
-                return None;
-            }
+        futures::stream::unfold((log, next, false), move |(log, next, ended)| async move {
+            let log = log.filter(|_| !ended)?;
             loop {
                 // Registered before looking, so a message written in between still wakes it.
-                let changed = me.changed.notified();
-                let seen = next.checked_sub(1);
-                let (events, upto, done) = me.after(stream, seen)?;
+                let changed = log.changed.notified();
+                let (events, upto, done) = log.after(nonce, next.checked_sub(1))?;
                 if !events.is_empty() || done {
                     drop(changed);
                     if events.is_empty() {
                         return None;
                     }
-                    let batch = futures::stream::iter(events);
-                    return Some((batch, (me, upto, done)));
+                    return Some((futures::stream::iter(events), (Some(log), upto, done)));
                 }
                 changed.await;
             }
@@ -159,76 +206,47 @@ impl Replay {
     }
 }
 
-use futures::StreamExt as _;
-
-fn trim(inner: &mut Inner) {
-    while inner.bytes > BYTES {
-        // The oldest answer loses its oldest message (an ended one first, if any).
-        let at = inner
+/// Drop what the session keeps beyond its bounds: ended answers past [`KEPT_FOR`] or over the
+/// process's bytes, then the oldest ended answers while over [`STREAMS`] or [`BYTES`]. Answers
+/// still running are never dropped here (they are as many as the requests in flight).
+fn tidy(inner: &mut Inner) {
+    let over_all = ENDED_BYTES.load(Ordering::Relaxed) > ALL_BYTES;
+    let stale = |log: &Arc<Log>| {
+        log.state
+            .lock()
+            .map(|st| st.ended.is_some_and(|t| over_all || t.elapsed() > KEPT_FOR))
+            .unwrap_or(true)
+    };
+    let (gone, kept): (Vec<_>, Vec<_>) = inner.logs.drain(..).partition(stale);
+    gone.iter().for_each(|l| forget(l));
+    inner.logs = kept.into();
+    let size = |logs: &VecDeque<Arc<Log>>| -> usize {
+        logs.iter()
+            .map(|l| l.state.lock().map(|s| s.bytes).unwrap_or(0))
+            .sum()
+    };
+    while inner.logs.len() > STREAMS || size(&inner.logs) > BYTES {
+        let ended = inner
             .logs
             .iter()
-            .position(|l| l.done && !l.events.is_empty())
-            .or_else(|| inner.logs.iter().position(|l| !l.events.is_empty()));
-        let Some(log) = at.and_then(|i| inner.logs.get_mut(i)) else {
+            .position(|l| l.state.lock().map(|s| s.ended.is_some()).unwrap_or(true));
+        let Some(log) = ended.and_then(|i| inner.logs.remove(i)) else {
             return;
         };
-        if let Some(e) = log.events.pop_front() {
-            log.first = log.first.saturating_add(1);
-            inner.bytes = inner.bytes.saturating_sub(e.len());
-        }
+        forget(&log);
     }
 }
 
-/// `<stream>-<n>`.
-fn parse(id: &str) -> Option<(u64, u64)> {
-    let (s, n) = id.split_once('-')?;
-    Some((s.parse().ok()?, n.parse().ok()?))
+/// `<nonce>-<stream>-<n>`.
+fn parse(id: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = id.splitn(3, '-');
+    let nonce = u64::from_str_radix(parts.next()?, 16).ok()?;
+    Some((
+        nonce,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    ))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_resumed_stream_gets_what_followed_its_last_event_then_the_rest() {
-        let r = Arc::new(Replay::default());
-        let s = r.open();
-        r.push(s, "a".into());
-        r.push(s, "b".into());
-        assert_eq!(r.resumes(&format!("{s}-0")), Some((s, 0)));
-        assert_eq!(r.resumes("9-0"), None);
-        assert_eq!(r.resumes("junk"), None);
-        let follower = tokio::spawn(
-            r.clone()
-                .follow(s, Some(0))
-                .map(|(id, d)| format!("{id}={d}"))
-                .collect::<Vec<_>>(),
-        );
-        tokio::task::yield_now().await;
-        r.push(s, "c".into());
-        r.close(s);
-        let got = follower.await.unwrap();
-        assert_eq!(got, vec![format!("{s}-1=b"), format!("{s}-2=c")]);
-    }
-
-    #[test]
-    fn what_is_kept_is_bounded_and_a_lost_start_is_not_resumed() {
-        let r = Replay::default();
-        let s = r.open();
-        let big = "x".repeat(BYTES / 2 + 1);
-        r.push(s, big.clone());
-        r.push(s, big.clone());
-        r.push(s, "y".into());
-        // The first message went: resuming from before it is refused, after it works.
-        assert_eq!(r.resumes(&format!("{s}-0")), Some((s, 0)));
-        assert!(r.after(s, None).is_none());
-        for _ in 0..STREAMS {
-            r.open();
-        }
-        assert_eq!(
-            r.resumes(&format!("{s}-0")),
-            None,
-            "evicted by newer answers"
-        );
-    }
-}
+mod tests;

@@ -4,9 +4,9 @@
 //!
 //! A run that could not start for a passing reason (a limit, the upstream reconnecting, the
 //! store or the switches unreadable) gives the task back while its approval is unused, so a
-//! later look runs it; anything else is how the task ends. A task left `running` past the
-//! longest any call may take (its process went away) ends failed, its outcome unknown: it is
-//! never run again.
+//! later look runs it; anything else is how the task ends. A running call's task beats every
+//! 20 s; one whose heartbeat stopped for 90 s (its process went away) ends failed at the next
+//! look, its outcome unknown: it is never run again.
 
 use std::time::Duration;
 
@@ -20,9 +20,10 @@ use crate::gateway::Gateway;
 use crate::levers::Killed;
 use crate::refusal::Refusal;
 
-/// Beyond the longest call timeout, how long a claimed run may stay silent before it counts
-/// as lost.
-const LOST_AFTER: Duration = Duration::from_secs(60);
+/// How often a running call's task says it still runs.
+const HEARTBEAT: Duration = Duration::from_secs(20);
+/// How long a running task may go without a heartbeat before it counts as lost.
+const LOST_AFTER: Duration = Duration::from_secs(90);
 
 /// The call a task holds: its name, and its `tools/call` params.
 fn held(rec: &TaskRecord) -> Option<(String, Value)> {
@@ -49,13 +50,7 @@ pub(super) async fn advance(
 ) -> Result<TaskRecord, Refusal> {
     match rec.status {
         TaskStatus::Working => {}
-        TaskStatus::Running if lost(gw, &rec) => {
-            let refusal = Refusal::TaskUnavailable {
-                error: format!("task {} stayed running past any call's timeout", rec.id),
-                ran: true,
-            };
-            return end(gw, call, &rec, TaskStatus::Running, Err(refusal)).await;
-        }
+        TaskStatus::Running if lost(&rec) => return end_lost(gw, call, rec).await,
         _ => return Ok(rec),
     }
     let Some((name, params)) = held(&rec) else {
@@ -117,9 +112,26 @@ async fn run(
         task: &rec.id,
         approval: &rec.approval,
     };
-    let done = call::tool_held(gw, call, id, Some(params), sink.clone(), hold).await;
+    // The call runs with a heartbeat: a task whose heartbeat stops (its process went away)
+    // is ended by a later look, its outcome unknown.
+    let heartbeat = async {
+        for _ in 0..u32::MAX {
+            tokio::time::sleep(HEARTBEAT).await;
+            if let Err(e) = gw.store.touch_task(&rec.id).await {
+                tracing::warn!(task = %rec.id, error = %e, "a running task's heartbeat failed");
+            }
+        }
+    };
+    let running = call::tool_held(gw, call, id, Some(params), sink.clone(), hold);
+    let done = tokio::select! {
+        done = running => done,
+        () = heartbeat => Err(unavailable(&"a task's heartbeat ended")),
+    };
+    // Given back only if nothing can have been sent: a run always uses its approval before
+    // anything is recorded or forwarded, so a refusal that leaves it unused came before.
     if let Err(refused) = &done
         && passing(refused)
+        && !matches!(refused, Refusal::Killed { .. })
         && unused(gw, &rec.approval).await
     {
         // Not started, and its approval still waits to be used: a later look runs it.
@@ -164,17 +176,35 @@ fn passing(r: &Refusal) -> bool {
     }
 }
 
-/// True when a `running` task has been silent past the longest call any server allows.
-fn lost(gw: &Gateway, rec: &TaskRecord) -> bool {
-    let longest = gw
-        .registry()
-        .servers
-        .iter()
-        .map(|s| s.max_timeout.max(s.timeout))
-        .max()
-        .unwrap_or_default();
-    let bound = i64::try_from((longest + LOST_AFTER).as_millis()).unwrap_or(i64::MAX);
+/// True when a `running` task's heartbeat stopped.
+fn lost(rec: &TaskRecord) -> bool {
+    let bound = i64::try_from(LOST_AFTER.as_millis()).unwrap_or(i64::MAX);
     store::now_ms().saturating_sub(rec.updated_ms) > bound
+}
+
+/// End a task whose run lost its heartbeat, as seen (not one claimed again since): failed, its
+/// outcome unknown; it is never run again.
+async fn end_lost(gw: &Gateway, call: &Call, rec: TaskRecord) -> Result<TaskRecord, Refusal> {
+    let refused = Refusal::TaskUnavailable {
+        error: format!("task {}: its call's process stopped while it ran", rec.id),
+        ran: true,
+    };
+    let reason = refused.face().reason;
+    let error = match refused.answer() {
+        Err(e) => e,
+        Ok(_) => return reread(gw, call, &rec).await,
+    };
+    let outcome = json!({ "error": error.to_value() }).to_string();
+    let ended = gw
+        .store
+        .end_lost_task(&rec.id, rec.updated_ms, &error.message, &outcome)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    if ended {
+        tracing::warn!(task = %rec.id, "a task's run lost its heartbeat; ended, outcome unknown");
+        record(gw, call, &rec, TaskStatus::Failed, reason);
+    }
+    reread(gw, call, &rec).await
 }
 
 /// Keep how a task ended (if it is still `from`); the task as it now is. The store is asked
