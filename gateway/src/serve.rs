@@ -401,6 +401,7 @@ async fn reap_sessions(gw: Arc<Gateway>, stop: CancellationToken) {
         if let Err(e) = gw.store.prune_session_records().await {
             tracing::warn!(error = %e, "cannot prune expired session records");
         }
+        gw.sessions.tidy_replays();
         // Expired tasks go with the calls they still held.
         if let Err(e) = gw.store.prune_tasks().await {
             tracing::warn!(error = %e, "cannot prune expired tasks");

@@ -235,6 +235,13 @@ impl Sessions {
 
     /// Drop sessions idle for longer than the configured idle time.
     /// Returns the sessions removed.
+    /// Let every session's resumable answers go that are past their time.
+    pub(crate) fn tidy_replays(&self) {
+        if let Ok(map) = self.map.read() {
+            map.values().for_each(|s| s.replay.tidy());
+        }
+    }
+
     pub(crate) fn reap(&self) -> Vec<Arc<Session>> {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         let idle = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);

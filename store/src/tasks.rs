@@ -244,14 +244,16 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// A running task's call is still running (its heartbeat).
-    pub async fn touch_task(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE tasks SET updated_ms = $1 WHERE id = $2 AND status = 'running'")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// A running task's call is still running (its heartbeat); false if the task no longer
+    /// runs.
+    pub async fn touch_task(&self, id: &str) -> Result<bool, StoreError> {
+        let r =
+            sqlx::query("UPDATE tasks SET updated_ms = $1 WHERE id = $2 AND status = 'running'")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// End a running task whose heartbeat stopped, as it was seen (last heartbeat at

@@ -240,16 +240,25 @@ async fn a_dropped_answer_stream_resumes_with_last_event_id() {
     }
     // The held call whose client went away did not run on the approval that came after.
     assert_eq!(fx.calls(), before + 1);
-    // An id it does not keep opens the session's ordinary stream instead.
-    let other = c
+    // An id it does not keep (another holder's nonce) opens the session's ordinary stream,
+    // which replays nothing.
+    let mut other = c
         .http
         .get(gw.mcp())
         .bearer_auth(&gw.key)
         .header("accept", "text/event-stream")
         .header("mcp-session-id", c.session.clone().unwrap())
-        .header("last-event-id", "999-0")
+        .header("last-event-id", "1-0-0")
         .send()
         .await
         .unwrap();
     assert_eq!(other.status(), 200);
+    let first = tokio::time::timeout(Duration::from_millis(500), other.chunk()).await;
+    if let Ok(Ok(Some(chunk))) = first {
+        let text = String::from_utf8_lossy(&chunk);
+        assert!(
+            !text.contains("id: "),
+            "replayed from an id it does not keep: {text}"
+        );
+    }
 }

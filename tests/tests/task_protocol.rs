@@ -443,4 +443,18 @@ async fn task_state_faults_refuse_and_a_run_whose_end_is_lost_never_runs_again()
     let r = get(&c, &task).await;
     assert_eq!(r["result"]["status"], "working", "{r}");
     assert_eq!(fx.calls(), before + 1, "never run twice");
+    // Its heartbeat stopped (the run is over and nothing keeps it): 90 s later a look ends it,
+    // failed, the outcome unknown, and still runs nothing.
+    sqlite(
+        &gw,
+        "DROP TRIGGER no_end; UPDATE tasks SET updated_ms = updated_ms - 100000 WHERE status = 'running';",
+    );
+    let r = get(&c, &task).await;
+    assert_eq!(r["result"]["status"], "failed", "{r}");
+    let r = c
+        .call(req(6, "tasks/result", json!({ "taskId": task })))
+        .await
+        .1;
+    assert_eq!(r["error"]["data"]["reason"], "task_unavailable", "{r}");
+    assert_eq!(fx.calls(), before + 1, "never run twice");
 }

@@ -113,13 +113,10 @@ pub(super) async fn stream(
         return plain_error(StatusCode::NOT_FOUND, "session not found");
     };
     // Resuming an answer's stream: what it missed on that stream, then the rest.
-    if let Some((stream, seen)) =
-        header_str(&headers, "last-event-id").and_then(|last| session.replay.resumes(last))
+    if let Some(resumed) =
+        header_str(&headers, "last-event-id").and_then(|last| session.replay.resume(last))
     {
-        let events = session
-            .replay
-            .follow(stream, Some(seen))
-            .map(super::answer::sent);
+        let events = resumed.map(super::answer::sent);
         return Sse::new(events)
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response();

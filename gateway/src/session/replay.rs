@@ -171,10 +171,22 @@ impl Replay {
         }
     }
 
-    /// The stream and message a `Last-Event-ID` names, if this session still keeps it.
-    pub(crate) fn resumes(&self, last_event_id: &str) -> Option<(u64, u64)> {
+    /// Let go of what is past its time (the session may be idle: this runs on a timer too).
+    pub(crate) fn tidy(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            tidy(&mut inner);
+        }
+    }
+
+    /// What follows the message a `Last-Event-ID` names, then the rest of that answer, if this
+    /// session still keeps it.
+    pub(crate) fn resume(
+        &self,
+        last_event_id: &str,
+    ) -> Option<impl Stream<Item = Sent> + Send + 'static> {
         let (nonce, stream, n) = parse(last_event_id)?;
-        (nonce == self.nonce && self.log(stream).is_some()).then_some((stream, n))
+        let log = self.log(stream).filter(|_| nonce == self.nonce)?;
+        Some(read(Some(log), self.nonce, Some(n)))
     }
 
     /// The messages of `stream` after `seen`, then each one as it comes, until the response.
@@ -183,8 +195,17 @@ impl Replay {
         stream: u64,
         seen: Option<u64>,
     ) -> impl Stream<Item = Sent> + Send + 'static {
-        let log = self.log(stream);
-        let nonce = self.nonce;
+        read(self.log(stream), self.nonce, seen)
+    }
+}
+
+/// `log`'s messages after `seen`, then each one as it comes, until the response.
+fn read(
+    log: Option<Arc<Log>>,
+    nonce: u64,
+    seen: Option<u64>,
+) -> impl Stream<Item = Sent> + Send + 'static {
+    {
         let next = seen.map_or(0, |s| s.saturating_add(1));
         futures::stream::unfold((log, next, false), move |(log, next, ended)| async move {
             let log = log.filter(|_| !ended)?;
@@ -206,15 +227,15 @@ impl Replay {
     }
 }
 
-/// Drop what the session keeps beyond its bounds: ended answers past [`KEPT_FOR`] or over the
-/// process's bytes, then the oldest ended answers while over [`STREAMS`] or [`BYTES`]. Answers
-/// still running are never dropped here (they are as many as the requests in flight).
+/// Drop what the session keeps beyond its bounds: ended answers past [`KEPT_FOR`], then the
+/// oldest ended answers while over [`STREAMS`] or [`BYTES`], or while ended answers over every
+/// session exceed [`ALL_BYTES`]. Answers still running are never dropped here (they are as
+/// many as the requests in flight).
 fn tidy(inner: &mut Inner) {
-    let over_all = ENDED_BYTES.load(Ordering::Relaxed) > ALL_BYTES;
     let stale = |log: &Arc<Log>| {
         log.state
             .lock()
-            .map(|st| st.ended.is_some_and(|t| over_all || t.elapsed() > KEPT_FOR))
+            .map(|st| st.ended.is_some_and(|t| t.elapsed() > KEPT_FOR))
             .unwrap_or(true)
     };
     let (gone, kept): (Vec<_>, Vec<_>) = inner.logs.drain(..).partition(stale);
@@ -225,7 +246,8 @@ fn tidy(inner: &mut Inner) {
             .map(|l| l.state.lock().map(|s| s.bytes).unwrap_or(0))
             .sum()
     };
-    while inner.logs.len() > STREAMS || size(&inner.logs) > BYTES {
+    let over_all = || ENDED_BYTES.load(Ordering::Relaxed) > ALL_BYTES;
+    while inner.logs.len() > STREAMS || size(&inner.logs) > BYTES || over_all() {
         let ended = inner
             .logs
             .iter()

@@ -106,3 +106,38 @@ async fn a_waiting_task_cancels_once_and_lists_newest_first_in_pages() {
     assert_eq!(seen, newest_first);
     assert_eq!(rest.last().unwrap().status, TaskStatus::Cancelled);
 }
+
+#[tokio::test]
+async fn a_lost_run_ends_only_as_it_was_seen() {
+    let (_d, s) = store().await;
+    let t = s.create_task(&new_task("key:a", 60_000)).await.unwrap();
+    assert!(
+        !s.touch_task(&t.id).await.unwrap(),
+        "a waiting task has no heartbeat"
+    );
+    assert!(s.claim_task(&t.id, "running").await.unwrap());
+    let seen = s.task(&t.id, "key:a", "/mcp").await.unwrap().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    assert!(s.touch_task(&t.id).await.unwrap());
+    // It beat since it was seen: not lost.
+    let out = r#"{"error":{}}"#;
+    assert!(
+        !s.end_lost_task(&t.id, seen.updated_ms, "lost", out)
+            .await
+            .unwrap()
+    );
+    let now = s.task(&t.id, "key:a", "/mcp").await.unwrap().unwrap();
+    assert!(
+        s.end_lost_task(&t.id, now.updated_ms, "lost", out)
+            .await
+            .unwrap()
+    );
+    let ended = s.task(&t.id, "key:a", "/mcp").await.unwrap().unwrap();
+    assert_eq!((ended.status, ended.call), (TaskStatus::Failed, None));
+    assert!(!s.touch_task(&t.id).await.unwrap());
+    assert!(
+        !s.end_lost_task(&t.id, ended.updated_ms, "again", out)
+            .await
+            .unwrap()
+    );
+}

@@ -117,10 +117,17 @@ async fn run(
     let heartbeat = async {
         for _ in 0..u32::MAX {
             tokio::time::sleep(HEARTBEAT).await;
-            if let Err(e) = gw.store.touch_task(&rec.id).await {
-                tracing::warn!(task = %rec.id, error = %e, "a running task's heartbeat failed");
+            match gw.store.touch_task(&rec.id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!(task = %rec.id, "a running task was ended elsewhere while its call runs")
+                }
+                Err(e) => {
+                    tracing::warn!(task = %rec.id, error = %e, "a running task's heartbeat failed")
+                }
             }
         }
+        std::future::pending::<()>().await;
     };
     let running = call::tool_held(gw, call, id, Some(params), sink.clone(), hold);
     let done = tokio::select! {
@@ -258,6 +265,11 @@ async fn end(
     }
     match kept {
         Ok(true) => record(gw, call, rec, status, reason),
+        Ok(false) if ran => {
+            // Only a look that judged its heartbeat lost ends a running task: that judgement
+            // was wrong, and this result is not kept.
+            tracing::error!(task = %rec.id, ?status, "a task's call ended after its task was ended as lost; its outcome is not kept");
+        }
         Ok(false) => {} // another look ended it first
         Err(error) if ran => {
             tracing::error!(task = %rec.id, %error, "a task's call ran and its outcome could not be kept");
