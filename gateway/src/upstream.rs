@@ -17,6 +17,7 @@ mod listing;
 mod relay;
 mod scrub;
 mod set;
+mod task;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -383,6 +384,8 @@ impl Upstream {
         }
         let mut request: ClientRequest = serde_json::from_value(Value::Object(msg))
             .map_err(|_| UpstreamError::Unreadable(name.clone()))?;
+        let started = std::time::Instant::now();
+        let token = credential.clone();
         if let Some(token) = credential {
             // Never relayed back to a caller if the upstream echoes it.
             self.sent([token.to_string()]);
@@ -431,6 +434,12 @@ impl Upstream {
         let result = outcome?;
         let mut value =
             result_value(&result).ok_or_else(|| UpstreamError::Unreadable(name.clone()))?;
+        if method == "tools/call" && task::is_task(&value) {
+            let deadline = started + config.max_timeout.max(config.timeout);
+            value = self
+                .follow_task(&conn, &value, &cancel, token, deadline)
+                .await?;
+        }
         scrub::scrub(&mut value, name, &self.sent_secrets());
         Ok(value)
     }

@@ -175,6 +175,11 @@ impl Fixture {
         }
     }
 
+    /// How many `deferred` tasks a client cancelled before they completed.
+    pub fn task_cancels(&self) -> u64 {
+        self.counter("/task-cancels")
+    }
+
     /// How many tool calls have reached the fixture so far.
     pub fn calls(&self) -> u64 {
         self.counter("/calls")

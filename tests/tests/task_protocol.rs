@@ -458,3 +458,43 @@ async fn task_state_faults_refuse_and_a_run_whose_end_is_lost_never_runs_again()
     assert_eq!(r["error"]["data"]["reason"], "task_unavailable", "{r}");
     assert_eq!(fx.calls(), before + 1, "never run twice");
 }
+
+/// An upstream that answers a call with a task (it may: the gateway declares the extension to
+/// it) is followed to its end within the server's time: the caller gets the tool's result, in
+/// either era; a task that outlasts it is cancelled at the upstream and the call fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstreams_task_is_followed_to_its_end_within_the_calls_time() {
+    let fx = Fixture::start("modern").unwrap();
+    let servers = fixture_server("fixture", &fx.url).replace(
+        "      echo: { class: read }\n",
+        "      echo: { class: read }\n      deferred: { class: read }\n",
+    );
+    let gw = Gateway::start(&servers).unwrap();
+    let mut c = Raw::new(gw.mcp(), &gw.key);
+    c.init_version("2025-11-25").await;
+    let call = |ms: u64| {
+        req(
+            1,
+            "tools/call",
+            json!({ "name": "fixture__deferred", "arguments": { "ms": ms } }),
+        )
+    };
+    let r = c.call(call(300)).await.1;
+    assert_eq!(r["result"]["content"][0]["text"], "done later", "{r}");
+    assert!(r["result"].get("resultType").is_none(), "{r}");
+    assert!(r["result"].get("taskId").is_none(), "{r}");
+    // The listing shows the upstream's tool without the upstream's own task marks.
+    let l = c.call(req(2, "tools/list", json!({}))).await.1;
+    let listed = l["result"]["tools"].as_array().unwrap();
+    let deferred = listed
+        .iter()
+        .find(|t| t["name"] == "fixture__deferred")
+        .unwrap();
+    assert!(deferred.get("execution").is_none(), "{deferred}");
+    // Longer than the server's 5 s: the upstream's task is cancelled and the call fails.
+    let started = Instant::now();
+    let r = c.call(call(60_000)).await.1;
+    assert_eq!(r["error"]["data"]["reason"], "upstream_unavailable", "{r}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(fx.task_cancels(), 1);
+}

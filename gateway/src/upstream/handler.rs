@@ -148,7 +148,7 @@ impl UpstreamHandler {
 )]
 impl ClientHandler for UpstreamHandler {
     fn get_info(&self) -> ClientConfig {
-        let capabilities = match (&self.relay, self.pinning) {
+        let mut capabilities: ClientCapabilities = match (&self.relay, self.pinning) {
             (_, true) => serde_json::from_value(serde_json::json!({
                 "sampling": {}, "elicitation": {}, "roots": { "listChanged": false }
             }))
@@ -156,6 +156,14 @@ impl ClientHandler for UpstreamHandler {
             (Some(r), false) => r.capabilities(),
             (None, false) => ClientCapabilities::default(),
         };
+        // An upstream may answer a call with a task: the gateway follows it (`task.rs`).
+        capabilities
+            .extensions
+            .get_or_insert_with(Default::default)
+            .insert(
+                rmcp::model::TASKS_EXTENSION_ID.to_string(),
+                Default::default(),
+            );
         ClientConfig::new(
             capabilities,
             Implementation::new("portcullis", env!("CARGO_PKG_VERSION")),

@@ -10,14 +10,18 @@
     reason = "the conformance fixtures exercise logging, which rmcp marks deprecated"
 )]
 
+#[path = "fixture_upstream/tasks.rs"]
+mod tasks;
+
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
-    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
+    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse,
+    GetPromptResult, GetTaskParams, GetTaskResult, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
     ServerCapabilities, ServerConfig, ServerNotification, ServerRequest, SetLevelRequestParams,
@@ -355,18 +359,24 @@ impl Fixture {
 
 impl ServerHandler for Fixture {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_completions()
-                .enable_prompts()
-                .enable_resources()
-                .enable_tools()
-                .enable_tool_list_changed()
-                .enable_resources_subscribe()
-                .enable_logging()
-                .build(),
-        )
-        .with_server_info(Implementation::new("portcullis-fixture", "1.0.0"))
+        let mut capabilities = ServerCapabilities::builder()
+            .enable_completions()
+            .enable_prompts()
+            .enable_resources()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_resources_subscribe()
+            .enable_logging()
+            .build();
+        capabilities
+            .extensions
+            .get_or_insert_with(Default::default)
+            .insert(
+                rmcp::model::TASKS_EXTENSION_ID.to_string(),
+                Default::default(),
+            );
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("portcullis-fixture", "1.0.0"))
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
@@ -410,6 +420,17 @@ impl ServerHandler for Fixture {
                 no_args(),
             ));
         }
+        // Offered only to clients that can follow a task (the 2026-07-28 extension).
+        if ctx
+            .client_capabilities()
+            .is_some_and(|c| c.supports_tasks())
+        {
+            tools.push(tool(
+                "deferred",
+                "Answers with a task that completes after ms milliseconds",
+                json!({"type":"object","properties":{"ms":{"type":"integer"}},"required":["ms"]}),
+            ));
+        }
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -424,8 +445,31 @@ impl ServerHandler for Fixture {
             .clone()
             .map(Value::Object)
             .unwrap_or(json!({}));
+        if req.name.as_ref() == "deferred"
+            && ctx
+                .client_capabilities()
+                .is_some_and(|c| c.supports_tasks())
+        {
+            return tasks::create(args.get("ms").and_then(Value::as_u64).unwrap_or(0));
+        }
         let v = self.call(req.name.as_ref(), args, ctx).await?;
         Ok(from::<CallToolResult>(v)?.into())
+    }
+
+    async fn get_task(
+        &self,
+        req: GetTaskParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        tasks::get(req)
+    }
+
+    async fn cancel_task(
+        &self,
+        req: CancelTaskParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tasks::cancel(req)
     }
 
     async fn list_resources(
@@ -668,6 +712,15 @@ fn main() -> anyhow::Result<()> {
             .layer(axum::middleware::from_fn(record))
             .route("/calls", axum::routing::get(calls))
             .route("/traceparents", axum::routing::get(seen))
+            // `GET /task-cancels`: `deferred` tasks a client cancelled before they completed.
+            .route(
+                "/task-cancels",
+                axum::routing::get(|| async {
+                    tasks::CANCELLED
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                        .to_string()
+                }),
+            )
             // `GET /cancellations`: `slow` calls this upstream saw cancelled.
             .route(
                 "/cancellations",
