@@ -434,7 +434,11 @@ impl Upstream {
         let result = outcome?;
         let mut value =
             result_value(&result).ok_or_else(|| UpstreamError::Unreadable(name.clone()))?;
-        if method == "tools/call" && task::is_task(&value) {
+        if task::is_task(&value) && method != "tools/call" {
+            // Only a call may become a task: anything else answered so is not understood.
+            return Err(UpstreamError::Unreadable(name.clone()));
+        }
+        if task::is_task(&value) {
             let deadline = started + config.max_timeout.max(config.timeout);
             value = self
                 .follow_task(&conn, &value, &cancel, token, deadline)

@@ -460,8 +460,9 @@ async fn task_state_faults_refuse_and_a_run_whose_end_is_lost_never_runs_again()
 }
 
 /// An upstream that answers a call with a task (it may: the gateway declares the extension to
-/// it) is followed to its end within the server's time: the caller gets the tool's result, in
-/// either era; a task that outlasts it is cancelled at the upstream and the call fails.
+/// it) is followed to its end within the server's time: the caller (here in a 2025-11-25
+/// session) gets the tool's result, or the upstream's error for a failed task; a task that
+/// outlasts the time is cancelled at the upstream and the call fails.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstreams_task_is_followed_to_its_end_within_the_calls_time() {
     let fx = Fixture::start("modern").unwrap();
@@ -481,6 +482,12 @@ async fn an_upstreams_task_is_followed_to_its_end_within_the_calls_time() {
     };
     let r = c.call(call(300)).await.1;
     assert_eq!(r["result"]["content"][0]["text"], "done later", "{r}");
+    // A task that fails is the upstream's error.
+    let failing = json!({ "name": "fixture__deferred", "arguments": { "ms": 100, "fail": true } });
+    let f = c.call(req(3, "tools/call", failing)).await.1;
+    assert_eq!(f["error"]["code"], -32050, "{f}");
+    assert_eq!(f["error"]["data"]["reason"], "upstream_error", "{f}");
+    assert_eq!(f["error"]["data"]["upstream"]["job"], "deferred", "{f}");
     assert!(r["result"].get("resultType").is_none(), "{r}");
     assert!(r["result"].get("taskId").is_none(), "{r}");
     // The listing shows the upstream's tool without the upstream's own task marks.

@@ -48,12 +48,13 @@ impl Upstream {
             return Err(UpstreamError::Unreadable(name));
         };
         tracing::debug!(server = %name, task = task_id, "upstream answered with a task; following it");
+        let timeout = self.config().max_timeout;
         let mut wait = poll(created);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.cancel_task(conn, task_id, credential.clone()).await;
-                return Err(UpstreamError::Timeout(name, self.config().max_timeout));
+                return Err(UpstreamError::Timeout(name, timeout));
             }
             tokio::select! {
                 () = tokio::time::sleep(wait.min(left)) => {}
@@ -62,9 +63,26 @@ impl Upstream {
                     return Err(UpstreamError::Cancelled(name));
                 }
             }
-            let state = self
-                .task_request(conn, "tasks/get", task_id, credential.clone(), left)
-                .await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let asked = self.task_request(conn, "tasks/get", task_id, credential.clone(), left);
+            let state = tokio::select! {
+                state = asked => state,
+                () = cancel.cancelled() => Err(UpstreamError::Cancelled(name.clone())),
+            };
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    // Whatever went wrong, the upstream's task is not left running for nobody,
+                    // and the caller is told the upstream failed (not that its call was bad).
+                    tracing::warn!(server = %name, task = task_id, error = %e, "following an upstream's task failed");
+                    self.cancel_task(conn, task_id, credential.clone()).await;
+                    return Err(match e {
+                        UpstreamError::Cancelled(_) => UpstreamError::Cancelled(name),
+                        UpstreamError::Timeout(..) => UpstreamError::Timeout(name, timeout),
+                        _ => UpstreamError::Transport(name),
+                    });
+                }
+            };
             match state.get("status").and_then(Value::as_str) {
                 Some("working") => wait = poll(&state),
                 Some("completed") => {
@@ -79,9 +97,11 @@ impl Upstream {
                     return Ok(result);
                 }
                 Some("failed") => {
-                    let error = state.get("error").cloned().unwrap_or_else(
+                    let mut error = state.get("error").cloned().unwrap_or_else(
                         || json!({ "code": crate::jsonrpc::INTERNAL_ERROR, "message": "the task failed" }),
                     );
+                    // As any upstream error: nothing the gateway sent it, no `portcullis/` marks.
+                    super::scrub::scrub(&mut error, &name, &self.sent_secrets());
                     return Err(UpstreamError::Rpc {
                         server: name,
                         error,

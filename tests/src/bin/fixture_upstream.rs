@@ -150,7 +150,7 @@ impl Fixture {
             tool(
                 "slow",
                 "Sleeps for ms milliseconds, then answers",
-                json!({"type":"object","properties":{"ms":{"type":"integer"}},"required":["ms"]}),
+                json!({"type":"object","properties":{"ms":{"type":"integer"},"fail":{"type":"boolean"}},"required":["ms"]}),
             ),
             tool(
                 "add_tool",
@@ -450,7 +450,9 @@ impl ServerHandler for Fixture {
                 .client_capabilities()
                 .is_some_and(|c| c.supports_tasks())
         {
-            return tasks::create(args.get("ms").and_then(Value::as_u64).unwrap_or(0));
+            let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
+            let fails = args.get("fail").and_then(Value::as_bool).unwrap_or(false);
+            return tasks::create(ms, fails);
         }
         let v = self.call(req.name.as_ref(), args, ctx).await?;
         Ok(from::<CallToolResult>(v)?.into())

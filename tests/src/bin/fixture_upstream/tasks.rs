@@ -1,5 +1,5 @@
 //! `deferred`: a tool that answers with a task (the 2026-07-28 tasks extension) to a client that
-//! declared the extension, and completes `ms` milliseconds later; `tasks/get` and
+//! declared the extension, and completes `ms` milliseconds later (or fails, with `fail: true`); `tasks/get` and
 //! `tasks/cancel` for it. Cancellations are counted (`GET /task-cancels`).
 
 use std::collections::HashMap;
@@ -19,6 +19,8 @@ pub static CANCELLED: AtomicU64 = AtomicU64::new(0);
 struct Deferred {
     due: Instant,
     cancelled: bool,
+    /// Ends failed rather than completed.
+    fails: bool,
 }
 
 static TASKS: Mutex<Option<HashMap<String, Deferred>>> = Mutex::new(None);
@@ -29,8 +31,8 @@ fn task(id: &str, status: &str) -> Value {
     json!({ "taskId": id, "status": status, "createdAt": AT, "lastUpdatedAt": AT, "ttlMs": 600_000, "pollIntervalMs": 50 })
 }
 
-/// The task a `deferred` call answers with.
-pub fn create(ms: u64) -> Result<CallToolResponse, McpError> {
+/// The task a `deferred` call answers with (`fails`: it ends failed).
+pub fn create(ms: u64, fails: bool) -> Result<CallToolResponse, McpError> {
     let id = format!("fx-task-{}", rand_id());
     if let Ok(mut t) = TASKS.lock() {
         t.get_or_insert_with(HashMap::new).insert(
@@ -38,6 +40,7 @@ pub fn create(ms: u64) -> Result<CallToolResponse, McpError> {
             Deferred {
                 due: Instant::now() + Duration::from_millis(ms),
                 cancelled: false,
+                fails,
             },
         );
     }
@@ -62,6 +65,11 @@ pub fn get(p: GetTaskParams) -> Result<GetTaskResult, McpError> {
     let mut state = match (d.cancelled, Instant::now() >= d.due) {
         (true, _) => task(&p.task_id, "cancelled"),
         (false, false) => task(&p.task_id, "working"),
+        (false, true) if d.fails => {
+            let mut s = task(&p.task_id, "failed");
+            s["error"] = json!({ "code": -32050, "message": "the deferred job failed", "data": { "job": "deferred" } });
+            s
+        }
         (false, true) => {
             let mut s = task(&p.task_id, "completed");
             s["result"] = json!({ "content": [{ "type": "text", "text": "done later" }], "isError": false, "resultType": "complete" });
