@@ -46,6 +46,19 @@ pub(crate) struct HeldCall<'a> {
     pub(crate) digest: &'a ArgumentsDigest,
 }
 
+impl<'a> HeldCall<'a> {
+    /// What an approval for exactly this call matches on; `digest` is the arguments' in hex.
+    fn key(&'a self, digest: &'a str) -> ApprovalKey<'a> {
+        ApprovalKey {
+            requester: &self.caller.subject,
+            server: self.server,
+            tool: self.tool,
+            arguments: digest,
+            fingerprint: self.fingerprint,
+        }
+    }
+}
+
 /// `Ok(id)` of the approval this call used; otherwise the refusal to answer with.
 pub(crate) async fn hold(
     gw: &Gateway,
@@ -55,13 +68,7 @@ pub(crate) async fn hold(
     client: &mpsc::UnboundedSender<Value>,
 ) -> Result<String, Refusal> {
     let digest = hex::encode(call.digest.0);
-    let key = ApprovalKey {
-        requester: &call.caller.subject,
-        server: call.server,
-        tool: call.tool,
-        arguments: &digest,
-        fingerprint: call.fingerprint,
-    };
+    let key = call.key(&digest);
     if let Some(id) = gw
         .store
         .use_approval(&key)
@@ -95,14 +102,7 @@ async fn request(
 /// For a call that follows as a task: the id of the request it waits on, filed now or found.
 pub(crate) async fn file(gw: &Gateway, call: &HeldCall<'_>) -> Result<String, Refusal> {
     let digest = hex::encode(call.digest.0);
-    let key = ApprovalKey {
-        requester: &call.caller.subject,
-        server: call.server,
-        tool: call.tool,
-        arguments: &digest,
-        fingerprint: call.fingerprint,
-    };
-    request(gw, call, &key).await
+    request(gw, call, &call.key(&digest)).await
 }
 
 /// For a task's call: use approval `id`, granted to exactly this call, once.

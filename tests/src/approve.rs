@@ -3,7 +3,16 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::Gateway;
+use crate::{Fixture, Gateway, fixture_server};
+
+/// A gateway in front of `fx` (as server `fixture`) whose `approvals:` are `approvals`.
+pub fn with_approvals(fx: &Fixture, approvals: &str) -> Gateway {
+    Gateway::start_with(
+        &format!("approvals: {approvals}\n"),
+        &fixture_server("fixture", &fx.url),
+    )
+    .unwrap()
+}
 
 /// `GET` (no body) or `POST` (`body`) `path` on the admin listener as `key`.
 pub async fn admin(

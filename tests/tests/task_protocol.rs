@@ -7,24 +7,16 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use portcullis_tests::approve::{admin, decide, pending};
+use portcullis_tests::approve::{admin, decide, pending, with_approvals};
 use portcullis_tests::raw::{Raw, req};
 use portcullis_tests::{Fixture, Gateway, fixture_server, python};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-fn gateway(fx: &Fixture, approvals: &str) -> Gateway {
-    Gateway::start_with(
-        &format!("approvals: {approvals}\n"),
-        &fixture_server("fixture", &fx.url),
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn tasks_speak_each_revision_and_only_to_clients_that_can_follow_them() {
     let fx = Fixture::start("both").unwrap();
-    let gw = gateway(&fx, "{ required_from: write, hold: 1s }");
+    let gw = with_approvals(&fx, "{ required_from: write, hold: 1s }");
     // 2026-07-28 on the wire: the extension is declared, `tasks/*` needs it, and the task's
     // own methods only.
     let http = reqwest::Client::new();
@@ -179,7 +171,7 @@ async fn sse_until(
 #[tokio::test(flavor = "multi_thread")]
 async fn status_notifications_follow_a_task_in_each_revision() {
     let fx = Fixture::start("both").unwrap();
-    let gw = gateway(&fx, "{ required_from: write, hold: 60s }");
+    let gw = with_approvals(&fx, "{ required_from: write, hold: 60s }");
     let approver = gw.operator_key("approver", Some("ops")).unwrap();
     let other = gw.new_key("other").unwrap();
     let meta = json!({
@@ -366,7 +358,7 @@ async fn get(c: &Raw, task: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_and_a_mode_change_end_a_waiting_task_and_nothing_runs() {
     let fx = Fixture::start("both").unwrap();
-    let gw = gateway(&fx, "{ required_from: write, hold: 60s }");
+    let gw = with_approvals(&fx, "{ required_from: write, hold: 60s }");
     let approver = gw.operator_key("approver", Some("ops")).unwrap();
     let op = gw.operator_key("admin", Some("ops")).unwrap();
     let before = fx.calls();
@@ -403,7 +395,7 @@ async fn cancel_and_a_mode_change_end_a_waiting_task_and_nothing_runs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn task_state_faults_refuse_and_a_run_whose_end_is_lost_never_runs_again() {
     let fx = Fixture::start("both").unwrap();
-    let gw = gateway(&fx, "{ required_from: write, hold: 60s }");
+    let gw = with_approvals(&fx, "{ required_from: write, hold: 60s }");
     let approver = gw.operator_key("approver", Some("ops")).unwrap();
     let before = fx.calls();
     let (c, task) = raw_task(&gw).await;

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use portcullis_tests::approve::{admin, decide, pending};
-use portcullis_tests::{Fixture, Gateway, fixture_server, node, python, workspace};
+use portcullis_tests::approve::{admin, decide, pending, with_approvals};
+use portcullis_tests::{Fixture, node, python, workspace};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -97,19 +97,11 @@ impl Sdk {
     }
 }
 
-fn gateway(fx: &Fixture, approvals: &str) -> Gateway {
-    Gateway::start_with(
-        &format!("approvals: {approvals}\n"),
-        &fixture_server("fixture", &fx.url),
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_call_answers_with_a_task_at_once_and_runs_once_after_its_approval() {
     let fx = Fixture::start("both").unwrap();
     // A hold far longer than any client waits: only a task answers at once.
-    let gw = gateway(&fx, "{ required_from: write, hold: 120s }");
+    let gw = with_approvals(&fx, "{ required_from: write, hold: 120s }");
     let approver = gw.operator_key("approver", Some("ops")).unwrap();
     let before = fx.calls();
     for sdk in ["typescript", "python"] {
@@ -167,7 +159,7 @@ async fn a_held_call_answers_with_a_task_at_once_and_runs_once_after_its_approva
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deny_an_expiry_and_a_kill_switch_end_the_task_failed_and_nothing_runs() {
     let fx = Fixture::start("both").unwrap();
-    let gw = gateway(&fx, "{ required_from: write, hold: 5s, ttl: 6s }");
+    let gw = with_approvals(&fx, "{ required_from: write, hold: 5s, ttl: 6s }");
     let approver = gw.operator_key("approver", Some("ops")).unwrap();
     let op = gw.operator_key("admin", Some("ops")).unwrap();
     let before = fx.calls();
@@ -222,7 +214,7 @@ async fn a_deny_an_expiry_and_a_kill_switch_end_the_task_failed_and_nothing_runs
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_is_its_callers_alone_and_survives_a_gateway_restart() {
     let fx = Fixture::start("both").unwrap();
-    let mut gw = gateway(&fx, "{ required_from: write, hold: 120s }");
+    let mut gw = with_approvals(&fx, "{ required_from: write, hold: 120s }");
     let approver = gw.operator_key("approver", Some("ops")).unwrap();
     let other = gw.new_key("other").unwrap();
     let before = fx.calls();
@@ -277,7 +269,7 @@ async fn a_task_is_its_callers_alone_and_survives_a_gateway_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_did_not_ask_never_gets_a_task() {
     let fx = Fixture::start("both").unwrap();
-    let gw = gateway(&fx, "{ required_from: write, hold: 1s }");
+    let gw = with_approvals(&fx, "{ required_from: write, hold: 1s }");
     // The Python SDK on 2026-07-28 without the extension: held as before, then told the id.
     let v = Sdk::python(&gw.mcp(), &gw.key, &["plain"]).outcome();
     assert_eq!(v["data"]["reason"], "approval_pending", "{v}");

@@ -362,6 +362,8 @@ const OTHER_VOCABULARIES: &[(&str, &str)] = &[
     // Span `error.type` kinds of upstream failures.
     ("upstream.rs", "cancelled"),
     ("upstream.rs", "upstream_error"),
+    // An upstream's task status (the tasks extension's vocabulary).
+    ("upstream/task.rs", "cancelled"),
     // A server-to-client request the server withdrew, and its fail-closed cause.
     ("upstream/relay.rs", "cancelled"),
     ("upstream/relay.rs", "audit_unavailable"),
