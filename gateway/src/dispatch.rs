@@ -287,8 +287,8 @@ fn list_tools(gw: &Gateway, call: &Call, params: Option<&Value>) -> Result<Value
         .map(|(v, held)| {
             let mut v = (*v).clone();
             if let Some(o) = v.as_object_mut() {
-                // What the gateway offers, not what the upstream does: it follows no
-                // upstream's tasks, and a held tool may follow as the gateway's own task.
+                // What the gateway offers, not what the upstream does: it follows an
+                // upstream's task itself, and a held tool may follow as the gateway's own task.
                 o.remove("execution");
                 if *held {
                     o.insert("execution".into(), json!({ "taskSupport": "optional" }));

@@ -233,8 +233,6 @@ impl Sessions {
         self.map.read().map_or(0, |m| m.len())
     }
 
-    /// Drop sessions idle for longer than the configured idle time.
-    /// Returns the sessions removed.
     /// Let every session's resumable answers go that are past their time.
     pub(crate) fn tidy_replays(&self) {
         if let Ok(map) = self.map.read() {
@@ -242,6 +240,8 @@ impl Sessions {
         }
     }
 
+    /// Drop sessions idle for longer than the configured idle time.
+    /// Returns the sessions removed.
     pub(crate) fn reap(&self) -> Vec<Arc<Session>> {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         let idle = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);

@@ -497,3 +497,35 @@ async fn an_upstreams_task_is_followed_to_its_end_within_the_calls_time() {
     assert!(started.elapsed() < Duration::from_secs(15));
     assert_eq!(fx.task_cancels(), 1);
 }
+
+/// A look that began before its key was revoked (a `tasks/result` waiting for the approval)
+/// does not run the call: the credential is checked again before the run, and the task ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_revoked_while_its_look_waits_runs_nothing() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = with_approvals(&fx, "{ required_from: write, hold: 60s }");
+    let approver = gw.operator_key("approver", Some("ops")).unwrap();
+    let admin_key = gw.operator_key("admin", Some("ops")).unwrap();
+    let before = fx.calls();
+    let (c, task) = raw_task(&gw).await;
+    let waiting = c
+        .post(&req(2, "tasks/result", json!({ "taskId": task })).to_string())
+        .send()
+        .await
+        .unwrap();
+    let key_id = gw.key.split('_').nth(1).unwrap().to_string();
+    let r = reqwest::Client::new()
+        .delete(format!("{}/admin/keys/{key_id}", gw.admin))
+        .bearer_auth(&admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let id = pending(&gw, &approver).await;
+    decide(&gw, &approver, &id, "approve").await;
+    let seen = sse_until(waiting, Duration::from_secs(20), |v| v["id"] == 2).await;
+    let last = seen.last().unwrap();
+    assert!(last.get("error").is_some(), "{seen:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fx.calls(), before, "a revoked key's task ran");
+}

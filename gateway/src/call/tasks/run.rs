@@ -100,6 +100,17 @@ async fn run(
     params: Value,
     sink: &mpsc::UnboundedSender<Value>,
 ) -> Result<TaskRecord, Refusal> {
+    // A look may be a long-open request (a listen stream, a waiting `tasks/result`) whose
+    // credential was checked when it began: it must still hold now.
+    match still_admitted(gw, call, &rec).await {
+        Ok(()) => {}
+        // Lapsed: the task ends, its call never run.
+        Err(refused @ Refusal::Denied { .. }) => {
+            return end(gw, call, &rec, TaskStatus::Working, Err(refused)).await;
+        }
+        // Cannot tell now: the task waits for a later look.
+        Err(refused) => return Err(refused),
+    }
     let claimed = gw
         .store
         .claim_task(&rec.id, "approved; the call is running")
@@ -152,6 +163,39 @@ async fn run(
         return reread(gw, call, &rec).await;
     }
     end(gw, call, &rec, TaskStatus::Running, done).await
+}
+
+/// The look's credential still holds: its key is not revoked, its token has not expired. A
+/// store that cannot say refuses the look (the task waits).
+async fn still_admitted(gw: &Gateway, call: &Call, rec: &TaskRecord) -> Result<(), Refusal> {
+    let caller = &call.caller;
+    let name = held(rec).map(|(n, _)| n).unwrap_or_default();
+    let lapsed = || Refusal::Denied {
+        name: name.clone(),
+        denial: policy::Denial {
+            level: Some(policy::Level::Key),
+            principal: Some(caller.subject.clone()),
+            reason: policy::DenyReason::Expired,
+        },
+    };
+    let now_s = u64::try_from(store::now_ms().div_euclid(1000)).unwrap_or(0);
+    if caller
+        .token
+        .as_ref()
+        .and_then(|t| t.expires_at)
+        .is_some_and(|exp| now_s >= exp)
+    {
+        return Err(lapsed());
+    }
+    if let Some(rest) = caller.subject.strip_prefix("key:") {
+        let key = rest.split('/').next().unwrap_or(rest);
+        match gw.store.key(key).await {
+            Ok(Some(k)) if k.revoked_at.is_none() => {}
+            Ok(_) => return Err(lapsed()),
+            Err(e) => return Err(unavailable(&e)),
+        }
+    }
+    Ok(())
 }
 
 /// Whether approval `id` is still approved and unused (a store error counts as used: the task
