@@ -286,13 +286,10 @@ fn list_tools(gw: &Gateway, call: &Call, params: Option<&Value>) -> Result<Value
         .take(PAGE_SIZE)
         .map(|(v, held)| {
             let mut v = (*v).clone();
-            if let Some(o) = v.as_object_mut() {
-                // What the gateway offers, not what the upstream does: it follows an
-                // upstream's task itself, and a held tool may follow as the gateway's own task.
-                o.remove("execution");
-                if *held {
-                    o.insert("execution".into(), json!({ "taskSupport": "optional" }));
-                }
+            // What the gateway offers (the presented definition never carries the upstream's
+            // `execution`, `tools/present.rs`): a held tool may follow as the gateway's task.
+            if *held && let Some(o) = v.as_object_mut() {
+                o.insert("execution".into(), json!({ "taskSupport": "optional" }));
             }
             v
         })
