@@ -223,15 +223,18 @@ fn finish(gw: &Gateway, call: &Call, method: &str, mut result: Value) -> Value {
     }
     if modern && let Some(obj) = result.as_object_mut() {
         obj.entry("resultType").or_insert_with(|| json!("complete"));
-        if matches!(
-            method,
-            "server/discover"
-                | "tools/list"
-                | "prompts/list"
-                | "resources/list"
-                | "resources/templates/list"
-                | "resources/read"
-        ) {
+        let complete = obj.get("resultType").and_then(Value::as_str) == Some("complete");
+        if complete
+            && matches!(
+                method,
+                "server/discover"
+                    | "tools/list"
+                    | "prompts/list"
+                    | "resources/list"
+                    | "resources/templates/list"
+                    | "resources/read"
+            )
+        {
             obj.entry("ttlMs").or_insert_with(|| json!(0));
             // What a caller sees depends on who it is: never cache across identities.
             obj.insert("cacheScope".into(), json!("private"));

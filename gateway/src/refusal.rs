@@ -43,6 +43,9 @@ pub(crate) enum Refusal {
     Quarantined { name: String, why: String },
     /// The tool's definition changed while the call waited.
     Changed { name: String },
+    /// A retry's `requestState` is not one this gateway issued for this caller and request
+    /// (forged, altered, another's, or expired).
+    InputStateInvalid { why: String },
     /// A 2026-07-28 `Mcp-Param-*` header disagrees with the arguments.
     HeaderMismatch(String),
     /// The arguments fail the tool's limits or schemas; answered as a tool result with
@@ -192,6 +195,14 @@ impl Refusal {
             R::Malformed(_) => bad(INVALID_PARAMS),
             R::NoSuchMethod(_) => bad(METHOD_NOT_FOUND).status(StatusCode::NOT_FOUND),
             R::HeaderMismatch(_) => bad(HEADER_MISMATCH).status(StatusCode::BAD_REQUEST),
+            R::InputStateInvalid { .. } => Face {
+                label: "error",
+                ..Face::new(
+                    INVALID_PARAMS,
+                    Some("request_state_invalid"),
+                    "invalid_request",
+                )
+            },
             R::UnknownTool(_) | R::UnknownPrompt(_) => absent("not_found"),
             R::UnknownResource { modern: true, .. } => absent("not_found"),
             R::UnknownResource { modern: false, .. } => {
@@ -278,6 +289,7 @@ impl Refusal {
             R::Quarantined { why, .. } => why.clone(),
             R::Changed { .. } => "the tool's definition changed before the call ran".into(),
             R::HeaderMismatch(why) => why.clone(),
+            R::InputStateInvalid { why } => format!("requestState refused: {why}"),
             R::InvalidArguments { at, .. } => {
                 format!("arguments do not match the schema at `{at}`")
             }
@@ -430,6 +442,7 @@ impl Refusal {
         match self {
             R::Malformed(m) => m.clone(),
             R::NoSuchMethod(m) => format!("Method not found: {m}"),
+            R::InputStateInvalid { .. } => "Invalid params: `requestState` is not valid for this request (altered, expired, or issued for another); start the request again without it".into(),
             R::UnknownTool(name) | R::Denied { name, .. } | R::Reloaded { name, .. } => {
                 format!("Unknown tool: {name}")
             }

@@ -87,6 +87,12 @@ impl Sessions {
         }
     }
 
+    /// The key ring session ids are sealed with; other state a client carries for the gateway
+    /// (a multi-round request's `requestState`) is sealed with it under its own prefix.
+    pub(crate) fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
     /// Create a session whose sealed id carries what another replica needs to continue it;
     /// `None` when the id cannot be sealed.
     pub(crate) fn create(

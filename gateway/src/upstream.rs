@@ -23,7 +23,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rmcp::model::{ClientRequest, GetExtensions as _, ProtocolVersion, ServerResult, Tool};
+use rmcp::model::{
+    ClientRequest, GetExtensions as _, MetaObject, ProtocolVersion, RequestMetaObject,
+    ServerResult, Tool,
+};
 use rmcp::service::{PeerRequestOptions, RunningService, ServiceError};
 use rmcp::{Peer, RoleClient};
 use serde_json::{Value, json};
@@ -377,6 +380,8 @@ impl Upstream {
         let (conn, relay) = self
             .connection_for(on.as_ref(), &config, cancel.as_ref())
             .await?;
+        let mut params = params;
+        let declared = own_capabilities(&mut params, &conn);
         let mut msg = serde_json::Map::new();
         msg.insert("method".into(), Value::String(method.to_string()));
         if let Some(p) = params {
@@ -398,6 +403,7 @@ impl Upstream {
         if progress.is_some() && config.max_timeout > config.timeout {
             options = options.reset_timeout_on_progress();
         }
+        options.meta = declared;
         let handle = conn
             .peer
             .send_cancellable_request(request, options)
@@ -551,6 +557,22 @@ fn session_expired(e: &ServiceError) -> bool {
         cause = err.source();
     }
     false
+}
+
+/// The client capabilities a request declares for itself (`call/input.rs`), taken out of its
+/// `_meta`: on a 2026-07-28 connection they replace the connection's own for this request
+/// (rmcp writes those into every request; these are applied after), on an older one they are
+/// not sent.
+fn own_capabilities(params: &mut Option<Value>, conn: &Connection) -> Option<RequestMetaObject> {
+    const KEY: &str = "io.modelcontextprotocol/clientCapabilities";
+    let meta = params.as_mut()?.get_mut("_meta")?.as_object_mut()?;
+    let caps = meta.remove(KEY)?;
+    if conn.protocol.has_initialize() {
+        return None;
+    }
+    let mut own = serde_json::Map::new();
+    own.insert(KEY.into(), caps);
+    Some(RequestMetaObject(MetaObject(own)))
 }
 
 fn result_value(r: &ServerResult) -> Option<Value> {

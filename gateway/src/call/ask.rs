@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::Call;
-use super::resolve::{forwardable, name_on, str_param, uri_on};
+use super::resolve::{declared_capabilities, forwardable, name_on, str_param, uri_on};
 use crate::gateway::Gateway;
 use crate::refusal::Refusal;
 use crate::upstream::Upstream;
@@ -29,6 +29,8 @@ pub(crate) struct Ask {
     pub(crate) shown: String,
     /// The params the upstream gets.
     pub(crate) fwd: serde_json::Map<String, Value>,
+    /// The client capabilities a 2026-07-28 request declares in its `_meta`.
+    pub(crate) declared: Option<Value>,
 }
 
 impl Ask {
@@ -114,6 +116,7 @@ pub(super) fn resolve(
         return Err(absent(method, item, shown, call));
     };
     let inner = inner.to_string();
+    let declared = declared_capabilities(&params);
     let mut fwd = forwardable(params);
     match new_value {
         // A completion's `ref`, rewritten to the upstream's own name or URI.
@@ -132,5 +135,6 @@ pub(super) fn resolve(
         inner,
         shown,
         fwd,
+        declared,
     })
 }

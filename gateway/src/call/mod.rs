@@ -17,6 +17,7 @@ mod decide;
 mod forward;
 mod hold;
 mod inbound;
+mod input;
 mod levers;
 mod log_level;
 mod recheck;
@@ -93,8 +94,9 @@ async fn tool_steps(
     if let Hold::Run { task, .. } = hold {
         t.task = Some(task.to_string()); //                    a task's run names its task
     }
-    let req = resolve::tool(gw, call, params, t)?; //          allowlisted and offered, or not found
+    let mut req = resolve::tool(gw, call, params, t)?; //      allowlisted and offered, or not found
     let approval = decide::tool(gw, call, &req)?; //           every level grants it, or not found
+    let round = input::tool(gw, call, &mut req)?; //           a retry's requestState is this call's
     levers::kill(gw, call, req.server(), req.tool(), &req.name)?; // kill switch
     arguments::check(call, &req, &hold)?; //                   Mcp-Param headers, limits, schemas
     admit::limits(gw, call, &req, &under, t).await?; //      rates, concurrency caps, budgets
@@ -112,7 +114,8 @@ async fn tool_steps(
     record::tool(gw, call, &req, t).await?; //                 audit before action
     let token = credential::mint(gw, call, &req.up, &req.name, Some(t)).await?; // minted, if so
     recheck::tool(gw, call, &req, &under, approval)?; //       after the waits
-    forward::tool(gw, call, req, running, token, sink, t).await // the upstream answers
+    let answer = forward::tool(gw, call, req, running, token, sink, t).await?; // the upstream answers
+    input::seal(gw, call, &round, answer) //                   a request for input, sealed to this call
 }
 
 /// The id a call is tracked by for cancellation: its request's, or for a task's run the task's
@@ -145,14 +148,16 @@ pub(crate) async fn ask(
     params: Option<Value>,
     sink: &Sink,
 ) -> Result<Value, Refusal> {
-    let ask = ask::resolve(gw, call, method, params)?; //      name or URI, or not found
+    let mut ask = ask::resolve(gw, call, method, params)?; //  name or URI, or not found
     decide::browse(gw, call, &ask)?; //                        allowlisted, `server/*` at every level
+    let round = input::ask(gw, call, &mut ask)?; //            a retry's requestState is this one's
     levers::kill(gw, call, ask.up.name(), "", ask.target())?; // kill switch
     record::ask(gw, call, &ask).await?; //                     audit before action
     let token = credential::mint(gw, call, &ask.up, ask.target(), None).await?; // if minted
     recheck::ask(gw, call, &ask)?; //                          after the waits
     let answered = forward::ask(gw, call, &ask, token, sink).await; // the upstream answers
-    result::ask(call, &ask, answered) //                       renamed for the endpoint
+    let answer = result::ask(call, &ask, answered)?; //        renamed for the endpoint
+    input::seal(gw, call, &round, answer) //                   a request for input, sealed to this one
 }
 
 /// `logging/setLevel`: recorded, kept for the session, relayed to the servers the caller may

@@ -28,6 +28,8 @@ pub(crate) struct ToolCall {
     pub(crate) digest: ArgumentsDigest,
     /// The caller's progress token, if it asked for progress.
     pub(crate) progress: Option<Value>,
+    /// The client capabilities a 2026-07-28 request declares in its `_meta`.
+    pub(crate) declared: Option<Value>,
 }
 
 static NO_ARGUMENTS: LazyLock<Value> = LazyLock::new(|| Value::Object(Map::new()));
@@ -77,6 +79,7 @@ pub(super) fn tool(
     trail.server = Some(up.name().to_string());
     trail.tool = Some(tool.to_string());
     let progress = progress_token(&params);
+    let declared = declared_capabilities(&params);
     let mut fwd = forwardable(params);
     fwd.insert("name".into(), Value::String(tool.to_string()));
     let (digest, size) = match fwd.get("arguments") {
@@ -97,6 +100,7 @@ pub(super) fn tool(
         fwd,
         digest,
         progress,
+        declared,
     })
 }
 
@@ -168,6 +172,16 @@ pub(crate) fn forwardable(params: Option<Value>) -> Map<String, Value> {
     // A task is the caller's arrangement with the gateway, never asked of an upstream.
     p.remove("task");
     p
+}
+
+/// The client capabilities a 2026-07-28 request declares in its `_meta`.
+pub(crate) fn declared_capabilities(params: &Option<Value>) -> Option<Value> {
+    params
+        .as_ref()?
+        .get("_meta")?
+        .get("io.modelcontextprotocol/clientCapabilities")
+        .filter(|c| c.is_object())
+        .cloned()
 }
 
 fn progress_token(params: &Option<Value>) -> Option<Value> {

@@ -23,7 +23,13 @@ pub(super) async fn tool(
         (Ok(v), Some(started)) => {
             event.latency_ms = Some(started.elapsed().as_micros() as f64 / 1000.0);
             let failed = v.get("isError").and_then(Value::as_bool) == Some(true);
-            event.status = Some(if failed { "tool_error" } else { "ok" });
+            let asks = v.get("resultType").and_then(Value::as_str) == Some("input_required");
+            event.status = Some(match (asks, failed) {
+                // A round of a multi-round call: the upstream needs the client's input first.
+                (true, _) => "input_required",
+                (false, true) => "tool_error",
+                (false, false) => "ok",
+            });
             event.response_bytes = Some(json_size(v));
         }
         (Err(refused), Some(started)) => {

@@ -11,7 +11,8 @@ const ANSWERED: [&str; 4] = ["ok", "allowed", "tool_error", "error"];
 
 /// Every outcome and label a refusal maps to: the closed set of metric labels with
 /// [`ANSWERED`]. A test walks every variant through [`Refusal::face`] against it.
-const REFUSED: [&str; 25] = [
+const REFUSED: [&str; 26] = [
+    "request_state_invalid",
     "approval_expired",
     "approval_used",
     "task_unavailable",
@@ -84,6 +85,9 @@ fn every_variant() -> Vec<Refusal> {
         },
         Refusal::Changed { name: name() },
         Refusal::HeaderMismatch("Mcp-Param-Region disagrees".into()),
+        Refusal::InputStateInvalid {
+            why: "it has expired".into(),
+        },
         Refusal::InvalidArguments {
             message: "\"x\" is not of type \"integer\"".into(),
             at: "/n".into(),
@@ -230,9 +234,10 @@ fn every_variant() -> Vec<Refusal> {
             Refusal::TasksUndeclared => 31,
             Refusal::TaskFailed(_) => 32,
             Refusal::TaskUnavailable { .. } => 33,
+            Refusal::InputStateInvalid { .. } => 34,
         });
     }
-    assert_eq!(seen.len(), 34, "a variant has no example");
+    assert_eq!(seen.len(), 35, "a variant has no example");
     all
 }
 

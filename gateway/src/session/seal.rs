@@ -125,17 +125,7 @@ impl Sealer {
     /// Seal `claims` into a session id (visible ASCII); `None` when it would be longer than
     /// any replica opens.
     pub(crate) fn seal(&self, claims: &Claims) -> Option<String> {
-        let key = self.keys.first()?;
-        let mut data = serde_json::to_vec(claims).ok()?;
-        let nonce = key
-            .key
-            .seal_in_place_append_tag(Aad::from(PREFIX.as_bytes()), &mut data)
-            .ok()?;
-        let mut raw = Vec::with_capacity(KID + NONCE + data.len());
-        raw.extend_from_slice(&key.id);
-        raw.extend_from_slice(nonce.as_ref());
-        raw.extend_from_slice(&data);
-        let id = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+        let id = self.seal_bytes(PREFIX, &serde_json::to_vec(claims).ok()?)?;
         // One no replica would open is no id.
         (id.len() <= MAX_ID).then_some(id)
     }
@@ -145,7 +135,31 @@ impl Sealer {
         if id.len() > MAX_ID {
             return None;
         }
-        let raw = URL_SAFE_NO_PAD.decode(id.strip_prefix(PREFIX)?).ok()?;
+        let plain = self.open_bytes(PREFIX, id)?;
+        let claims: Claims = serde_json::from_slice(&plain).ok()?;
+        (claims.expires_ms > now_ms).then_some(claims)
+    }
+
+    /// `data` sealed as `prefix` followed by base64url of key id, nonce, ciphertext and tag.
+    /// The prefix is also the associated data: what one purpose sealed never opens as another's.
+    pub(crate) fn seal_bytes(&self, prefix: &str, data: &[u8]) -> Option<String> {
+        let key = self.keys.first()?;
+        let mut data = data.to_vec();
+        let nonce = key
+            .key
+            .seal_in_place_append_tag(Aad::from(prefix.as_bytes()), &mut data)
+            .ok()?;
+        let mut raw = Vec::with_capacity(KID + NONCE + data.len());
+        raw.extend_from_slice(&key.id);
+        raw.extend_from_slice(nonce.as_ref());
+        raw.extend_from_slice(&data);
+        Some(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw)))
+    }
+
+    /// What [`Sealer::seal_bytes`] sealed under `prefix` with a key of this ring; `None` for
+    /// anything forged, altered, sealed for another purpose or with a dropped key.
+    pub(crate) fn open_bytes(&self, prefix: &str, sealed: &str) -> Option<Vec<u8>> {
+        let raw = URL_SAFE_NO_PAD.decode(sealed.strip_prefix(prefix)?).ok()?;
         let (kid, rest) = raw.split_at_checked(KID)?;
         let (nonce, sealed) = rest.split_at_checked(NONCE)?;
         let key = self.keys.iter().find(|k| k.id == kid)?;
@@ -153,10 +167,9 @@ impl Sealer {
         let mut sealed = sealed.to_vec();
         let plain = key
             .key
-            .open_in_place(nonce, Aad::from(PREFIX.as_bytes()), &mut sealed)
+            .open_in_place(nonce, Aad::from(prefix.as_bytes()), &mut sealed)
             .ok()?;
-        let claims: Claims = serde_json::from_slice(plain).ok()?;
-        (claims.expires_ms > now_ms).then_some(claims)
+        Some(plain.to_vec())
     }
 }
 

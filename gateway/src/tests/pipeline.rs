@@ -14,6 +14,7 @@ fn steps_in_code() -> Vec<String> {
     let steps = [
         "resolve",
         "decide",
+        "input",
         "levers",
         "arguments",
         "admit",
@@ -72,6 +73,7 @@ fn the_diagram_of_a_tool_call_is_the_order_of_call_mod_rs() {
         .map(|s| match s.as_str() {
             "resolve::tool" => "resolve",
             "decide::tool" => "decide",
+            "input::tool" => "input (rounds)",
             "levers::kill" => "kill switch",
             "arguments::check" => "arguments",
             "admit::limits" => "admit (limits)",
@@ -83,10 +85,11 @@ fn the_diagram_of_a_tool_call_is_the_order_of_call_mod_rs() {
             "record::tool" => "record (audit before action)",
             "credential::mint" => "credential",
             "forward::tool" => "forward",
+            "input::seal" => "input (sealed)",
             "result::tool" => "result",
             other => panic!("a step the diagram does not name: {other}"),
         })
         .collect();
-    assert_eq!(named.len(), 15, "{code:?}");
+    assert_eq!(named.len(), 17, "{code:?}");
     assert_eq!(steps_in_diagram(), named);
 }

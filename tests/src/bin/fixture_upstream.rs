@@ -10,6 +10,8 @@
     reason = "the conformance fixtures exercise logging, which rmcp marks deprecated"
 )]
 
+#[path = "fixture_upstream/mrtr.rs"]
+mod mrtr;
 #[path = "fixture_upstream/tasks.rs"]
 mod tasks;
 
@@ -170,6 +172,7 @@ impl Fixture {
                 no_args(),
             ),
         ];
+        t.extend(mrtr::tools());
         if self.extra_tool.load(Ordering::SeqCst) {
             t.push(tool("late_tool", "Appeared after add_tool", no_args()));
         }
@@ -454,6 +457,9 @@ impl ServerHandler for Fixture {
             let fails = args.get("fail").and_then(Value::as_bool).unwrap_or(false);
             return tasks::create(ms, fails);
         }
+        if let Some(answer) = mrtr::call(&req, ctx.client_capabilities()) {
+            return answer;
+        }
         let v = self.call(req.name.as_ref(), args, ctx).await?;
         Ok(from::<CallToolResult>(v)?.into())
     }
@@ -561,7 +567,8 @@ impl ServerHandler for Fixture {
                 { "name": "arg2", "description": "Second argument", "required": true } ] },
             { "name": "test_prompt_with_embedded_resource", "description": "A prompt with an embedded resource", "arguments": [
                 { "name": "resourceUri", "description": "URI of the resource to embed", "required": true } ] },
-            { "name": "test_prompt_with_image", "description": "A prompt with an image" } ] }))
+            { "name": "test_prompt_with_image", "description": "A prompt with an image" },
+            { "name": mrtr::PROMPT, "description": "A prompt that asks the client for context first" } ] }))
     }
 
     async fn get_prompt(
@@ -569,6 +576,9 @@ impl ServerHandler for Fixture {
         req: GetPromptRequestParams,
         _: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
+        if req.name == mrtr::PROMPT {
+            return mrtr::prompt(&req);
+        }
         let arg = |k: &str| {
             req.arguments
                 .as_ref()

@@ -1,0 +1,326 @@
+//! Multi-round requests (2026-07-28, `InputRequiredResult`): a `tools/call`, `prompts/get` or
+//! `resources/read` that an upstream answers with `resultType: "input_required"` and the input
+//! it needs (`inputRequests`: elicitation, sampling, roots), which the client retries with its
+//! answers (`inputResponses`) and the `requestState` it was given.
+//!
+//! The upstream's `requestState` never reaches the client as it is: the gateway seals it
+//! (AES-256-GCM, the session key ring under its own prefix) together with what the round is
+//! bound to: subject, endpoint, method, server, the upstream's name or URI, the arguments'
+//! digest, and an expiry. A retry whose state does not open, or was issued for another caller,
+//! request or arguments, is refused before anything is recorded or sent; one that opens carries
+//! the upstream's own state back to it. Each round is a whole request: decided, limited and
+//! recorded again.
+//!
+//! Only what the client declared is asked of it: the upstream is told, per request, the
+//! client's own `sampling` (without `context`), `elicitation` and `roots`; an input request
+//! of another kind is dropped. A 2025-era client (which has no multi-round requests) is
+//! declared nothing, and an upstream that asks it for input anyway fails the call.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::ask::Ask;
+use super::{Call, ToolCall};
+use crate::gateway::Gateway;
+use crate::refusal::Refusal;
+use crate::session::Scope;
+use crate::upstream::UpstreamError;
+
+/// The prefix (and associated data) of a sealed `requestState`.
+const PREFIX: &str = "prs1.";
+/// How long a round's state stays good.
+const LIFETIME_MS: i64 = 10 * 60 * 1000;
+/// The longest upstream state the gateway carries for a client.
+const MAX_UPSTREAM_STATE: usize = 64 * 1024;
+/// The longest sealed state the gateway opens; anything longer is refused unread.
+const MAX_SEALED: usize = 96 * 1024;
+const META_CAPS: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// What a round is bound to, and what its client may be asked.
+pub(crate) struct Round {
+    /// Whether the request may take part in rounds (a 2026-07-28 call, read or prompt).
+    rounds: bool,
+    method: &'static str,
+    server: String,
+    target: String,
+    digest: String,
+    /// The client capabilities declared to the upstream for this request.
+    declared: Map<String, Value>,
+}
+
+/// A sealed state's contents.
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct Bound {
+    #[serde(rename = "s")]
+    subject: String,
+    #[serde(rename = "e")]
+    endpoint: Option<String>,
+    #[serde(rename = "m")]
+    method: String,
+    #[serde(rename = "v")]
+    server: String,
+    #[serde(rename = "t")]
+    target: String,
+    #[serde(rename = "d")]
+    digest: String,
+    /// The upstream's own state, if it sent one.
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    upstream: Option<String>,
+    #[serde(rename = "x")]
+    expires_ms: i64,
+}
+
+/// A tool call's round: its state opened and checked, what its client may be asked declared.
+pub(super) fn tool(gw: &Gateway, call: &Call, req: &mut ToolCall) -> Result<Round, Refusal> {
+    let round = Round {
+        rounds: call.modern(),
+        method: "tools/call",
+        server: req.server().to_string(),
+        target: req.tool().to_string(),
+        digest: hex::encode(req.digest.0),
+        declared: declared(call, req.declared.as_ref()),
+    };
+    open(gw, call, &round, &mut req.fwd)?;
+    Ok(round)
+}
+
+/// The same for a read or a prompt; anything else (completions, subscriptions) has no rounds.
+pub(super) fn ask(gw: &Gateway, call: &Call, ask: &mut Ask) -> Result<Round, Refusal> {
+    let method = match ask.method.as_str() {
+        "prompts/get" => "prompts/get",
+        "resources/read" => "resources/read",
+        _ => "",
+    };
+    let arguments = ask
+        .fwd
+        .get("arguments")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let round = Round {
+        rounds: call.modern() && !method.is_empty(),
+        method,
+        server: ask.up.name().to_string(),
+        target: ask.inner.clone(),
+        digest: hex::encode(crate::authorize::digest_and_size(&arguments).0.0),
+        declared: declared(call, ask.declared.as_ref()),
+    };
+    open(gw, call, &round, &mut ask.fwd)?;
+    Ok(round)
+}
+
+/// The capabilities the upstream is told this request's client has: for a 2026-07-28 request,
+/// what it declared that the gateway relays, as objects; for any other, none.
+fn declared(call: &Call, caps: Option<&Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    let Some(caps) = caps.filter(|_| call.modern()) else {
+        return out;
+    };
+    for key in ["sampling", "elicitation", "roots"] {
+        if let Some(Value::Object(v)) = caps.get(key) {
+            let mut v = v.clone();
+            if key == "sampling" {
+                // The client's context is every server's: no server asks for it.
+                v.remove("context");
+            }
+            out.insert(key.to_string(), Value::Object(v));
+        }
+    }
+    out
+}
+
+fn endpoint(scope: &Scope) -> Option<String> {
+    match scope {
+        Scope::Federated => None,
+        Scope::Server(s) => Some(s.clone()),
+    }
+}
+
+/// Check a retry's `inputResponses` and `requestState` and put the upstream's own state in its
+/// place; tell the upstream what the client may be asked (the gateway follows tasks itself).
+fn open(
+    gw: &Gateway,
+    call: &Call,
+    round: &Round,
+    fwd: &mut Map<String, Value>,
+) -> Result<(), Refusal> {
+    let responses = fwd.remove("inputResponses");
+    let sealed = fwd.remove("requestState");
+    let mut caps = round.declared.clone();
+    caps.insert(
+        "extensions".into(),
+        json!({ crate::jsonrpc::TASKS_EXTENSION: {} }),
+    );
+    fwd.insert("_meta".into(), json!({ META_CAPS: caps }));
+    if !round.rounds {
+        // Not this request's revision or method: nothing of it reaches the upstream.
+        return Ok(());
+    }
+    match responses {
+        None => {}
+        // Each answer is the client's result for one input request: an object.
+        Some(Value::Object(r)) if r.values().all(Value::is_object) => {
+            fwd.insert("inputResponses".into(), Value::Object(r));
+        }
+        Some(_) => {
+            return Err(Refusal::Malformed(
+                "`inputResponses` must be an object whose values are the client's results (objects)".into(),
+            ));
+        }
+    }
+    let Some(sealed) = sealed else {
+        return Ok(());
+    };
+    let bound = sealed
+        .as_str()
+        .filter(|s| s.len() <= MAX_SEALED)
+        .and_then(|s| gw.sessions.sealer().open_bytes(PREFIX, s))
+        .and_then(|plain| serde_json::from_slice::<Bound>(&plain).ok());
+    let Some(bound) = bound else {
+        return Err(Refusal::InputStateInvalid {
+            why: "it was not issued by this gateway, or was altered".into(),
+        });
+    };
+    let expected = (
+        call.caller.subject.as_str(),
+        endpoint(&call.scope),
+        round.method,
+        round.server.as_str(),
+        round.target.as_str(),
+        round.digest.as_str(),
+    );
+    let got = (
+        bound.subject.as_str(),
+        bound.endpoint.clone(),
+        bound.method.as_str(),
+        bound.server.as_str(),
+        bound.target.as_str(),
+        bound.digest.as_str(),
+    );
+    if got != expected {
+        return Err(Refusal::InputStateInvalid {
+            why: "it was issued for another caller, endpoint, request or arguments".into(),
+        });
+    }
+    if bound.expires_ms <= store::now_ms() {
+        return Err(Refusal::InputStateInvalid {
+            why: "it has expired".into(),
+        });
+    }
+    if let Some(state) = bound.upstream {
+        fwd.insert("requestState".into(), Value::String(state));
+    }
+    Ok(())
+}
+
+/// The upstream's answer as the client gets it: an `InputRequiredResult` with what the client
+/// may be asked and the upstream's state sealed to this round; anything else unchanged.
+pub(super) fn seal(
+    gw: &Gateway,
+    call: &Call,
+    round: &Round,
+    answer: Value,
+) -> Result<Value, Refusal> {
+    if answer.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        return Ok(answer);
+    }
+    let failed = |why: &str| {
+        tracing::warn!(server = %round.server, target = %round.target, why, "an upstream's request for input refused");
+        Refusal::Upstream(UpstreamError::Rpc {
+            server: round.server.clone(),
+            error: json!({ "code": crate::jsonrpc::INTERNAL_ERROR, "message": why }),
+        })
+    };
+    if !round.rounds {
+        return Err(failed(
+            "the server asked for input, which this request cannot be asked for (multi-round requests are 2026-07-28 calls, reads and prompts; a 2025-era session is asked for input over `connection: per_session`)",
+        ));
+    }
+    let upstream = match answer.get("requestState") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= MAX_UPSTREAM_STATE => Some(s.clone()),
+        Some(_) => {
+            return Err(failed(
+                "the server's requestState is not a string the gateway carries (at most 64 KiB)",
+            ));
+        }
+    };
+    let mut asked = Map::new();
+    if let Some(requests) = answer.get("inputRequests").and_then(Value::as_object) {
+        for (key, request) in requests {
+            match askable(&round.declared, request) {
+                Some(request) => {
+                    asked.insert(key.clone(), request);
+                }
+                None => {
+                    tracing::warn!(server = %round.server, key = %key, "an input request the client did not declare (or the gateway does not relay) dropped")
+                }
+            }
+        }
+    }
+    if asked.is_empty() && upstream.is_none() {
+        return Err(failed(
+            "the server asked for input that this client did not declare it can give",
+        ));
+    }
+    let bound = Bound {
+        subject: call.caller.subject.clone(),
+        endpoint: endpoint(&call.scope),
+        method: round.method.to_string(),
+        server: round.server.clone(),
+        target: round.target.clone(),
+        digest: round.digest.clone(),
+        upstream,
+        expires_ms: store::now_ms() + LIFETIME_MS,
+    };
+    let sealed = serde_json::to_vec(&bound)
+        .ok()
+        .and_then(|plain| gw.sessions.sealer().seal_bytes(PREFIX, &plain))
+        .ok_or_else(|| failed("the gateway could not seal the request's state"))?;
+    let mut out = Map::new();
+    out.insert("resultType".into(), json!("input_required"));
+    if !asked.is_empty() {
+        out.insert("inputRequests".into(), Value::Object(asked));
+    }
+    out.insert("requestState".into(), Value::String(sealed));
+    if let Some(meta) = answer.get("_meta").filter(|m| m.is_object()) {
+        out.insert("_meta".into(), meta.clone());
+    }
+    Ok(Value::Object(out))
+}
+
+/// An input request as the client is asked it, if it declared the capability it needs:
+/// sampling without the context of other servers; URL-mode elicitation only if declared.
+fn askable(declared: &Map<String, Value>, request: &Value) -> Option<Value> {
+    let method = request.get("method").and_then(Value::as_str)?;
+    let mut request = request.clone();
+    let params = request.get_mut("params").and_then(Value::as_object_mut);
+    match method {
+        "elicitation/create" => {
+            let cap = declared.get("elicitation")?;
+            let url = params
+                .as_ref()
+                .and_then(|p| p.get("mode"))
+                .and_then(Value::as_str)
+                == Some("url");
+            if url && cap.get("url").is_none() {
+                return None;
+            }
+        }
+        "sampling/createMessage" => {
+            declared.get("sampling")?;
+            if let Some(p) = params
+                && p.get("includeContext").is_some_and(|c| c != "none")
+            {
+                p.insert("includeContext".into(), json!("none"));
+            }
+        }
+        "roots/list" => {
+            declared.get("roots")?;
+        }
+        _ => return None,
+    }
+    Some(request)
+}
+
+#[cfg(test)]
+mod tests;
