@@ -3,7 +3,7 @@
 //! needs (elicitation, sampling, roots) until the retry carries the answers, and those that
 //! issue a `requestState` accept only one they issued (a stateful server's check).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -53,26 +53,36 @@ pub const TOOLS: &[(&str, &str)] = &[
 /// The multi-round prompt.
 pub const PROMPT: &str = "test_input_required_result_prompt";
 
-/// Every state issued, by its label; a retry must bring back one of them.
-static ISSUED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+/// Every state issued, with what it carries (an earlier round's answer); a retry must bring
+/// back one of them.
+static ISSUED: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
 
 fn issue(label: &str) -> String {
+    carry(label, String::new())
+}
+
+fn carry(label: &str, kept: String) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let state = format!("fixture-{label}-{}", NEXT.fetch_add(1, Ordering::SeqCst));
     if let Ok(mut issued) = ISSUED.lock() {
         issued
-            .get_or_insert_with(HashSet::new)
-            .insert(state.clone());
+            .get_or_insert_with(HashMap::new)
+            .insert(state.clone(), kept);
     }
     state
 }
 
+/// What `state` carries, if it is one this fixture issued under `label`.
+fn kept(state: &str, label: &str) -> Option<String> {
+    if !state.starts_with(&format!("fixture-{label}-")) {
+        return None;
+    }
+    ISSUED.lock().ok()?.as_ref()?.get(state).cloned()
+}
+
 /// Whether `state` is one this fixture issued under `label`.
 fn issued(state: &str, label: &str) -> bool {
-    state.starts_with(&format!("fixture-{label}-"))
-        && ISSUED
-            .lock()
-            .is_ok_and(|i| i.as_ref().is_some_and(|i| i.contains(state)))
+    kept(state, label).is_some()
 }
 
 fn elicit(message: &str, field: &str, kind: &str) -> Value {
@@ -189,13 +199,14 @@ pub fn call(
             }
         }
         "test_input_required_result_multi_round" => match state {
+            // The first answer travels in the second round's state.
             Some(s) if issued(s, "round1") && got("step1").is_some() => ask(
                 json!({ "step2": elicit("Step 2: What is your favorite color?", "color", "string") }),
-                Some(issue("round2")),
+                Some(carry("round2", said(got("step1"), "name"))),
             ),
             Some(s) if issued(s, "round2") && got("step2").is_some() => done(format!(
                 "{} likes {}",
-                said(got("step1"), "name"),
+                kept(s, "round2").unwrap_or_default(),
                 said(got("step2"), "color")
             )),
             Some(s) if !issued(s, "round1") && !issued(s, "round2") => Err(tampered()),
