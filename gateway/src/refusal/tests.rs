@@ -196,6 +196,10 @@ fn every_variant() -> Vec<Refusal> {
             server: "fx".into(),
             error: json!({ "code": -32000, "message": "boom", "data": { "k": 1 } }),
         }),
+        Refusal::Upstream(UpstreamError::Rpc {
+            server: "fx".into(),
+            error: json!({ "code": -32021, "message": "needs sampling", "data": { "requiredCapabilities": { "sampling": {} } } }),
+        }),
     ];
     let mut seen = std::collections::BTreeSet::new();
     for r in &all {
@@ -349,6 +353,13 @@ fn the_2026_status_of_a_refusal_is_set_only_where_the_revision_names_one() {
             }
             Refusal::ConcurrencyLimited { .. } => {
                 assert_eq!(face.status, StatusCode::TOO_MANY_REQUESTS);
+            }
+            // An upstream that needs a capability the client did not declare: the client's
+            // missing capability, with what to declare.
+            Refusal::Upstream(ref e) if e.code() == -32021 => {
+                assert_eq!(face.status, StatusCode::BAD_REQUEST);
+                let data = r.answer().unwrap_err().data.unwrap_or_default();
+                assert_eq!(data["requiredCapabilities"], json!({ "sampling": {} }));
             }
             r => assert_eq!(face.status, StatusCode::OK, "{r:?}"),
         }

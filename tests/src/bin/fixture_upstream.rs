@@ -10,6 +10,8 @@
     reason = "the conformance fixtures exercise logging, which rmcp marks deprecated"
 )]
 
+#[path = "fixture_upstream/diagnostics.rs"]
+mod diagnostics;
 #[path = "fixture_upstream/mrtr.rs"]
 mod mrtr;
 #[path = "fixture_upstream/tasks.rs"]
@@ -44,6 +46,8 @@ const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQAAAAA="
 struct Fixture {
     era: Era,
     extra_tool: Arc<AtomicBool>,
+    /// Whether `late_prompt` is offered (`test_trigger_prompt_change` flips it).
+    extra_prompt: Arc<AtomicBool>,
     /// Whether a client subscribed to `test://watched-resource` (and has not unsubscribed).
     watched: Arc<AtomicBool>,
     /// 0: `echo` as published; 1: its description rewritten; 2: rewritten with a hidden
@@ -173,6 +177,7 @@ impl Fixture {
             ),
         ];
         t.extend(mrtr::tools());
+        t.extend(diagnostics::tools());
         if self.extra_tool.load(Ordering::SeqCst) {
             t.push(tool("late_tool", "Appeared after add_tool", no_args()));
         }
@@ -460,6 +465,11 @@ impl ServerHandler for Fixture {
         if let Some(answer) = mrtr::call(&req, ctx.client_capabilities()) {
             return answer;
         }
+        if let Some(answer) =
+            diagnostics::call(&req, &ctx, &self.extra_tool, &self.extra_prompt).await
+        {
+            return answer;
+        }
         let v = self.call(req.name.as_ref(), args, ctx).await?;
         Ok(from::<CallToolResult>(v)?.into())
     }
@@ -569,6 +579,12 @@ impl ServerHandler for Fixture {
                 { "name": "resourceUri", "description": "URI of the resource to embed", "required": true } ] },
             { "name": "test_prompt_with_image", "description": "A prompt with an image" },
             { "name": mrtr::PROMPT, "description": "A prompt that asks the client for context first" } ] }))
+        .map(|mut listed: ListPromptsResult| {
+            if self.extra_prompt.load(Ordering::SeqCst) {
+                listed.prompts.extend(from(json!({ "name": "late_prompt", "description": "Appeared after test_trigger_prompt_change" })));
+            }
+            listed
+        })
     }
 
     async fn get_prompt(
@@ -607,6 +623,9 @@ impl ServerHandler for Fixture {
                 user(json!({ "type": "image", "data": PNG, "mimeType": "image/png" })),
                 user(json!({ "type": "text", "text": "Please analyze the image above." })),
             ],
+            "late_prompt" if self.extra_prompt.load(Ordering::SeqCst) => vec![user(
+                json!({ "type": "text", "text": "A prompt that appeared later." }),
+            )],
             _ => return Err(McpError::invalid_params("Unknown prompt", None)),
         };
         Ok(from::<GetPromptResult>(json!({ "messages": messages }))?.into())
@@ -662,6 +681,7 @@ fn main() -> anyhow::Result<()> {
     let fixture = Fixture {
         era,
         extra_tool: Arc::new(AtomicBool::new(false)),
+        extra_prompt: Arc::new(AtomicBool::new(false)),
         watched: Arc::new(AtomicBool::new(false)),
         rug: Arc::new(std::sync::atomic::AtomicU8::new(0)),
     };

@@ -1,6 +1,10 @@
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
+use crate::session::seal::Sealer;
 
 fn caps(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap()
@@ -47,7 +51,7 @@ fn a_sealed_state_round_trips_and_any_other_bytes_do_not_open() {
         serde_json::from_slice(&sealer.open_bytes(PREFIX, &sealed).unwrap()).unwrap();
     assert_eq!(opened, bound);
     // Altered anywhere, or under another purpose's prefix: nothing opens.
-    for at in [PREFIX.len() + 2, PREFIX.len() + 20, sealed.len() - 1] {
+    for at in [PREFIX.len() + 2, PREFIX.len() + 20, sealed.len() / 2] {
         let mut altered = sealed.clone().into_bytes();
         altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
         let altered = String::from_utf8(altered).unwrap();
@@ -63,4 +67,47 @@ fn a_sealed_state_round_trips_and_any_other_bytes_do_not_open() {
     // Another ring (another deployment, a dropped key) opens nothing.
     let other = crate::session::seal::Sealer::ephemeral().unwrap();
     assert!(other.open_bytes(PREFIX, &sealed).is_none());
+}
+
+fn sealed_state(ring: &Sealer) -> String {
+    let bound = Bound {
+        subject: "key:ci".into(),
+        endpoint: None,
+        method: "prompts/get".into(),
+        server: "fx".into(),
+        target: "greet".into(),
+        digest: "ab".repeat(32),
+        upstream: Some("opaque".into()),
+        expires_ms: i64::MAX,
+    };
+    ring.seal_bytes(PREFIX, &serde_json::to_vec(&bound).unwrap())
+        .unwrap()
+}
+
+proptest! {
+    /// No change to a sealed state opens: every altered character is a forgery.
+    #[test]
+    fn an_altered_state_never_opens(pos in 0usize..600, by in 1u8..64) {
+        let ring = Sealer::new([[7u8; 32].as_slice()]).unwrap();
+        let state = sealed_state(&ring);
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut bytes = state.clone().into_bytes();
+        let at = PREFIX.len() + pos % (bytes.len() - PREFIX.len());
+        let i = alphabet.iter().position(|c| *c == bytes[at]).unwrap();
+        bytes[at] = alphabet[(i + usize::from(by)) % 64];
+        let altered = String::from_utf8(bytes).unwrap();
+        // The last character carries spare bits: an alteration there may decode the same.
+        let body = |s: &str| URL_SAFE_NO_PAD.decode(&s[PREFIX.len()..]).ok();
+        prop_assume!(body(&altered) != body(&state));
+        prop_assert_eq!(ring.open_bytes(PREFIX, &altered), None);
+    }
+
+    /// Arbitrary text is never a state, and never a session id's claims either way round.
+    #[test]
+    fn arbitrary_text_never_opens(text in ".{0,600}") {
+        let ring = Sealer::new([[7u8; 32].as_slice()]).unwrap();
+        prop_assert_eq!(ring.open_bytes(PREFIX, &text), None);
+        prop_assert_eq!(ring.open_bytes(PREFIX, &format!("{PREFIX}{text}")), None);
+        prop_assert_eq!(ring.open(&sealed_state(&ring).replacen(PREFIX, "ps1.", 1), 0), None);
+    }
 }
