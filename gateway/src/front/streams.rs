@@ -112,14 +112,33 @@ pub(super) async fn stream(
     else {
         return plain_error(StatusCode::NOT_FOUND, "session not found");
     };
+    let last = header_str(&headers, "last-event-id");
+    let resumed_standalone = last.and_then(|l| session.replay.on_standalone(l));
     // Resuming an answer's stream: what it missed on that stream, then the rest.
-    if let Some(resumed) =
-        header_str(&headers, "last-event-id").and_then(|last| session.replay.resume(last))
+    if resumed_standalone.is_none()
+        && let Some(resumed) = last.and_then(|l| session.replay.resume(l))
     {
         let events = resumed.map(super::answer::sent);
         return Sse::new(events)
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response();
+    }
+    let Some((log, opened)) = session.replay.standalone() else {
+        return plain_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the stream cannot be opened now",
+        );
+    };
+    if opened {
+        // Written until the session ends here, so a client that reconnects misses nothing.
+        let messages = standalone(&gw, &session, &admitted.caller);
+        let writer = session.clone();
+        tokio::spawn(async move {
+            let mut messages = std::pin::pin!(messages);
+            while let Some(v) = messages.next().await {
+                writer.replay.push(log, v.to_string(), false);
+            }
+        });
     }
     // While the stream is open, subscriptions made through other replicas are taken up here.
     let following = tokio_util::sync::CancellationToken::new();
@@ -130,9 +149,35 @@ pub(super) async fn stream(
         following.clone(),
     ));
     let until_closed = following.drop_guard();
+    // From the message after the one the client names, or from now.
+    let seen = resumed_standalone.or_else(|| session.replay.last(log));
+    // The stream ends with the session here: released when idle, ended by its client or
+    // elsewhere. A later request takes the session up afresh, and the client opens a new one.
+    let ended = session.client.clone();
+    let events = session
+        .replay
+        .follow(log, seen)
+        .take_until(async move { ended.links.ended().await })
+        .map(move |sent| {
+            let _open = &until_closed;
+            super::answer::sent(sent)
+        });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// What the session's standalone GET stream carries, until the session ends here: list
+/// changes of the servers the caller may browse on its endpoint, updates of the resources it
+/// subscribed to, and what its per-session upstream connections send it outside any call.
+fn standalone(
+    gw: &Arc<Gateway>,
+    session: &Arc<crate::session::Session>,
+    caller: &crate::auth::Caller,
+) -> impl futures::Stream<Item = Value> + Send + 'static {
     let scope = session.scope.clone();
     let subscriber = session.clone();
-    let caller = admitted.caller.clone();
+    let caller = caller.clone();
     let seer = gw.clone();
     let upstream =
         tokio_stream_from_broadcast(gw.upstreams().events.subscribe()).filter_map(move |ev| {
@@ -162,18 +207,8 @@ pub(super) async fn stream(
             futures::future::ready(out)
         });
     let own = tokio_stream_from_broadcast(session.client.events.subscribe());
-    // The stream ends with the session here: released when idle, ended by its client or
-    // elsewhere. A later request takes the session up afresh, and the client opens a new one.
     let ended = session.client.clone();
-    let merged = futures::stream::select(upstream, own)
-        .take_until(async move { ended.links.ended().await })
-        .map(move |v| {
-            let _open = &until_closed;
-            Ok::<_, Infallible>(Event::default().event("message").data(v.to_string()))
-        });
-    Sse::new(merged)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+    futures::stream::select(upstream, own).take_until(async move { ended.links.ended().await })
 }
 
 pub(super) async fn delete(

@@ -1,7 +1,12 @@
-//! Resumable answers (stateful revisions): every message a request's SSE answer carries gets an
+//! Resumable streams (stateful revisions): every message a request's SSE answer carries gets an
 //! event id (`<session nonce>-<stream>-<n>`) and is kept in the session, so a client whose
 //! connection dropped before the answer ended resumes it with a GET carrying `Last-Event-ID`,
 //! and gets what followed that event on that stream only, up to the response.
+//!
+//! The session's standalone GET stream is one more log ([`Replay::standalone`]), written from
+//! the first GET until the session ends here, whether or not a GET is open: a client that
+//! reconnects with the `Last-Event-ID` of its last message gets what was sent meanwhile (its
+//! newest [`STANDALONE_BYTES`]), then the stream goes on. A GET without it starts from now.
 //!
 //! What a request sends after its client's connection dropped is not kept: the request sees
 //! its client gone, as without resumption (a held call stops waiting and never runs later);
@@ -28,6 +33,8 @@ const BYTES: usize = 4 << 20;
 const ALL_BYTES: usize = 64 << 20;
 /// How long an ended answer stays resumable.
 const KEPT_FOR: Duration = Duration::from_secs(60);
+/// Bytes of the standalone GET stream kept for a client that reconnects.
+const STANDALONE_BYTES: usize = 256 << 10;
 
 /// Bytes of ended answers kept by every session of the process.
 static ENDED_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -35,6 +42,8 @@ static ENDED_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// One answer's messages.
 struct Log {
     stream: u64,
+    /// Bytes kept before the oldest interim messages go.
+    cap: usize,
     state: Mutex<LogState>,
     changed: Notify,
 }
@@ -82,6 +91,8 @@ pub(crate) struct Replay {
 struct Inner {
     next: u64,
     logs: VecDeque<Arc<Log>>,
+    /// The standalone GET stream's log, once a GET opened it.
+    standalone: Option<u64>,
 }
 
 impl Default for Replay {
@@ -129,15 +140,37 @@ impl Replay {
         let Ok(mut inner) = self.inner.lock() else {
             return u64::MAX;
         };
-        let stream = inner.next;
-        inner.next = inner.next.wrapping_add(1);
-        inner.logs.push_back(Arc::new(Log {
-            stream,
-            state: Mutex::default(),
-            changed: Notify::new(),
-        }));
+        let stream = new_log(&mut inner, BYTES);
         tidy(&mut inner);
         stream
+    }
+
+    /// The standalone GET stream's log, and whether it was opened now (its writer is then the
+    /// caller's to start).
+    pub(crate) fn standalone(&self) -> Option<(u64, bool)> {
+        let mut inner = self.inner.lock().ok()?;
+        if let Some(stream) = inner.standalone {
+            return Some((stream, false));
+        }
+        let stream = new_log(&mut inner, STANDALONE_BYTES);
+        inner.standalone = Some(stream);
+        Some((stream, true))
+    }
+
+    /// Whether `last_event_id` names a message of this holder's standalone GET stream; the
+    /// message's number if so.
+    pub(crate) fn on_standalone(&self, last_event_id: &str) -> Option<u64> {
+        let (nonce, stream, n) = parse(last_event_id)?;
+        let inner = self.inner.lock().ok()?;
+        (nonce == self.nonce && inner.standalone == Some(stream)).then_some(n)
+    }
+
+    /// The number of the last message kept on `stream`, if any.
+    pub(crate) fn last(&self, stream: u64) -> Option<u64> {
+        let log = self.log(stream)?;
+        let st = log.state.lock().ok()?;
+        let kept = st.events.len() as u64;
+        (kept > 0).then(|| st.first.saturating_add(kept - 1))
     }
 
     fn log(&self, stream: u64) -> Option<Arc<Log>> {
@@ -158,7 +191,7 @@ impl Replay {
                 ENDED_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
             }
             // An answer alone over the session's bytes loses its oldest interim messages.
-            while !last && st.bytes > BYTES && st.events.len() > 1 {
+            while !last && st.bytes > log.cap && st.events.len() > 1 {
                 if let Some(e) = st.events.pop_front() {
                     st.first = st.first.saturating_add(1);
                     st.bytes = st.bytes.saturating_sub(e.len());
@@ -197,6 +230,18 @@ impl Replay {
     ) -> impl Stream<Item = Sent> + Send + 'static {
         read(self.log(stream), self.nonce, seen)
     }
+}
+
+fn new_log(inner: &mut Inner, cap: usize) -> u64 {
+    let stream = inner.next;
+    inner.next = inner.next.wrapping_add(1);
+    inner.logs.push_back(Arc::new(Log {
+        stream,
+        cap,
+        state: Mutex::default(),
+        changed: Notify::new(),
+    }));
+    stream
 }
 
 /// `log`'s messages after `seen`, then each one as it comes, until the response.

@@ -88,3 +88,42 @@ async fn an_idle_session_lets_ended_answers_go_on_the_timer() {
     r.tidy();
     assert!(r.resume(&id(&r, s, 0)).is_none());
 }
+
+#[tokio::test]
+async fn the_standalone_stream_keeps_its_newest_messages_for_a_client_that_reconnects() {
+    let r = Arc::new(Replay::default());
+    let (g, opened) = r.standalone().unwrap();
+    assert!(opened);
+    assert_eq!(r.standalone(), Some((g, false)), "one per session");
+    assert_eq!(r.last(g), None);
+    r.push(g, "a".into(), false);
+    r.push(g, "b".into(), false);
+    assert_eq!(r.last(g), Some(1));
+    // Its ids are told from an answer's, and from another holder's.
+    assert_eq!(r.on_standalone(&id(&r, g, 0)), Some(0));
+    let answer = r.open();
+    assert_eq!(r.on_standalone(&id(&r, answer, 0)), None);
+    assert_eq!(Replay::default().on_standalone(&id(&r, g, 0)), None);
+    // A reconnect after `a` gets `b`, then what comes, and the stream does not end.
+    let mut s = std::pin::pin!(r.follow(g, Some(0)));
+    assert_eq!(s.next().await.unwrap().1.as_ref(), "b");
+    r.push(g, "c".into(), false);
+    assert_eq!(s.next().await.unwrap().1.as_ref(), "c");
+    let more = tokio::time::timeout(Duration::from_millis(50), s.next()).await;
+    assert!(more.is_err(), "a standalone stream never ends by itself");
+    // Bounded: a long absence loses the oldest messages, never the newest.
+    let big = "x".repeat(64 << 10);
+    for _ in 0..8 {
+        r.push(g, big.clone(), false);
+    }
+    r.push(g, "newest".into(), false);
+    let kept = r.log(g).unwrap();
+    let bytes = kept.state.lock().unwrap().bytes;
+    assert!(bytes <= STANDALONE_BYTES, "{bytes}");
+    let mut s = std::pin::pin!(r.follow(g, Some(0)));
+    let mut last = String::new();
+    while let Ok(Some((_, d))) = tokio::time::timeout(Duration::from_millis(50), s.next()).await {
+        last = d.to_string();
+    }
+    assert_eq!(last, "newest");
+}
