@@ -223,8 +223,9 @@ fn finish(gw: &Gateway, call: &Call, method: &str, mut result: Value) -> Value {
     }
     if modern && let Some(obj) = result.as_object_mut() {
         obj.entry("resultType").or_insert_with(|| json!("complete"));
-        let complete = obj.get("resultType").and_then(Value::as_str) == Some("complete");
-        if complete
+        // An `InputRequiredResult` is rebuilt by `call/input.rs` and carries no hints.
+        let asks = obj.get("resultType").and_then(Value::as_str) == Some("input_required");
+        if !asks
             && matches!(
                 method,
                 "server/discover"

@@ -233,6 +233,60 @@ async fn a_request_state_opens_only_for_the_caller_endpoint_request_and_argument
     assert_eq!(done["result"]["resultType"], "complete", "{done}");
     let text = done["result"]["content"][0]["text"].as_str().unwrap();
     assert!(text.starts_with("state-ok"), "{done}");
+    // Answers go on only with the state they answer, and only those it asked for.
+    let extra = json!({ "name": tool, "arguments": {}, "requestState": state,
+        "inputResponses": { "confirm": { "action": "accept", "content": { "ok": true } }, "smuggled": { "x": 1 } } });
+    let (_, v) = modern(&url, &gw.key, "tools/call", extra, caps.clone()).await;
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    let passed = || {
+        audit_events(&gw.audit_file(), "tool.call")
+            .into_iter()
+            .filter_map(|e| e["detail"].get("input_responses").cloned())
+            .collect::<Vec<Value>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while passed().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let passed = passed();
+    assert_eq!(passed.len(), 2, "{passed:?}");
+    assert!(
+        passed.iter().all(|p| p["keys"] == json!(["confirm"])),
+        "{passed:?}"
+    );
+    let stateless = json!({ "name": "modern__test_input_required_result_elicitation", "arguments": {},
+        "inputResponses": { "user_name": { "action": "accept", "content": { "name": "Mallory" } } } });
+    let (_, v) = modern(&url, &gw.key, "tools/call", stateless, caps.clone()).await;
+    assert_eq!(
+        v["result"]["resultType"], "input_required",
+        "asked again: {v}"
+    );
+    // A prompt's state is bound to its arguments too.
+    let prompt = "modern__test_input_required_result_prompt";
+    let (_, p) = modern(
+        &url,
+        &gw.key,
+        "prompts/get",
+        json!({ "name": prompt }),
+        caps.clone(),
+    )
+    .await;
+    let pstate = p["result"]["requestState"].as_str().unwrap().to_string();
+    let answer = json!({ "context": { "action": "accept", "content": { "context": "c" } } });
+    let (_, v) = modern(&url, &gw.key, "prompts/get", json!({ "name": prompt, "arguments": { "a": "b" }, "inputResponses": answer, "requestState": pstate }), caps.clone()).await;
+    refused(&v);
+    let (_, v) = modern(
+        &url,
+        &gw.key,
+        "prompts/get",
+        json!({ "name": prompt, "inputResponses": answer, "requestState": pstate }),
+        caps.clone(),
+    )
+    .await;
+    assert_eq!(
+        v["result"]["messages"][0]["content"]["text"], "Use this context: c",
+        "{v}"
+    );
     // An input request the client did not declare is never put to it.
     let (_, v) = modern(
         &url,

@@ -76,10 +76,18 @@ async fn the_standalone_stream_resumes_with_last_event_id() {
         message["method"], "notifications/tools/list_changed",
         "{message}"
     );
-    // The client goes away; the list changes while it is gone.
+    // The client goes away; the list changes while it is gone. Another session's stream is
+    // the witness that the change went out before the client comes back.
+    let mut witness_raw = Raw::new(gw.mcp(), &gw.key);
+    witness_raw.init().await;
+    let mut witness = open(&gw, &witness_raw, None).await;
+    let mut wbuf = String::new();
     drop(stream);
     change_tools(&raw, 3).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    next(&mut witness, &mut wbuf, Duration::from_secs(10))
+        .await
+        .expect("the change went out");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut resumed = open(&gw, &raw, Some(&first)).await;
     let mut buf = String::new();
     let (second, message) = next(&mut resumed, &mut buf, Duration::from_secs(10))

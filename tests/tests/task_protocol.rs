@@ -106,9 +106,10 @@ async fn tasks_speak_each_revision_and_only_to_clients_that_can_follow_them() {
         })
         .collect();
     for (name, mark) in &marks {
-        let held = name == "fixture__slow"
-            || name == "fixture__add_tool"
-            || name == "fixture__touch_watched";
+        // Approvals are required for writes: every tool allowlisted above `read` is held.
+        let held = portcullis_tests::FIXTURE_TOOLS
+            .iter()
+            .any(|(t, class)| *class != "read" && name == &format!("fixture__{t}"));
         let want = if held {
             json!({ "taskSupport": "optional" })
         } else {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::ask::Ask;
-use super::{Call, ToolCall};
+use super::{Call, ToolCall, Trail};
 use crate::gateway::Gateway;
 use crate::refusal::Refusal;
 use crate::session::Scope;
@@ -35,6 +35,8 @@ const MAX_UPSTREAM_STATE: usize = 64 * 1024;
 /// The longest sealed state the gateway opens; anything longer is refused unread.
 const MAX_SEALED: usize = 96 * 1024;
 const META_CAPS: &str = "io.modelcontextprotocol/clientCapabilities";
+/// The most a read's or a prompt's answers may weigh (a tool's are held to its argument limits).
+const MAX_ANSWERS: usize = 1 << 20;
 
 /// What a round is bound to, and what its client may be asked.
 pub(crate) struct Round {
@@ -66,12 +68,20 @@ struct Bound {
     /// The upstream's own state, if it sent one.
     #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     upstream: Option<String>,
+    /// The keys of the input requests the client was asked: only their answers go upstream.
+    #[serde(rename = "k", default)]
+    asked: Vec<String>,
     #[serde(rename = "x")]
     expires_ms: i64,
 }
 
 /// A tool call's round: its state opened and checked, what its client may be asked declared.
-pub(super) fn tool(gw: &Gateway, call: &Call, req: &mut ToolCall) -> Result<Round, Refusal> {
+pub(super) fn tool(
+    gw: &Gateway,
+    call: &Call,
+    req: &mut ToolCall,
+    t: &mut Trail,
+) -> Result<Round, Refusal> {
     let round = Round {
         rounds: call.modern(),
         method: "tools/call",
@@ -80,8 +90,16 @@ pub(super) fn tool(gw: &Gateway, call: &Call, req: &mut ToolCall) -> Result<Roun
         digest: hex::encode(req.digest.0),
         declared: declared(call, req.declared.as_ref()),
     };
-    open(gw, call, &round, &mut req.fwd)?;
+    let offered = req.offered.clone();
+    let within = |answers: &Value| offered.check.within_limits(answers);
+    t.input = open(gw, call, &round, &mut req.fwd, &within)?;
     Ok(round)
+}
+
+/// Whether a request continues a multi-round request (it carries answers or a state): such a
+/// request is never held as a task, whose run would not carry them.
+pub(super) fn continues(params: Option<&Value>) -> bool {
+    params.is_some_and(|p| p.get("requestState").is_some() || p.get("inputResponses").is_some())
 }
 
 /// The same for a read or a prompt; anything else (completions, subscriptions) has no rounds.
@@ -104,7 +122,14 @@ pub(super) fn ask(gw: &Gateway, call: &Call, ask: &mut Ask) -> Result<Round, Ref
         digest: hex::encode(crate::authorize::digest_and_size(&arguments).0.0),
         declared: declared(call, ask.declared.as_ref()),
     };
-    open(gw, call, &round, &mut ask.fwd)?;
+    let within = |answers: &Value| {
+        let bytes = serde_json::to_vec(answers).map_or(usize::MAX, |b| b.len());
+        match bytes <= MAX_ANSWERS {
+            true => Ok(()),
+            false => Err(format!("{bytes} bytes, over {MAX_ANSWERS}")),
+        }
+    };
+    open(gw, call, &round, &mut ask.fwd, &within)?;
     Ok(round)
 }
 
@@ -137,12 +162,16 @@ fn endpoint(scope: &Scope) -> Option<String> {
 
 /// Check a retry's `inputResponses` and `requestState` and put the upstream's own state in its
 /// place; tell the upstream what the client may be asked (the gateway follows tasks itself).
+/// Only answers to what this gateway asked under the state go upstream, within `within`;
+/// answers without a state are not passed on (the upstream asks again). What went is returned
+/// for the record.
 fn open(
     gw: &Gateway,
     call: &Call,
     round: &Round,
     fwd: &mut Map<String, Value>,
-) -> Result<(), Refusal> {
+    within: &dyn Fn(&Value) -> Result<(), String>,
+) -> Result<Option<Value>, Refusal> {
     let responses = fwd.remove("inputResponses");
     let sealed = fwd.remove("requestState");
     let mut caps = round.declared.clone();
@@ -153,23 +182,49 @@ fn open(
     fwd.insert("_meta".into(), json!({ META_CAPS: caps }));
     if !round.rounds {
         // Not this request's revision or method: nothing of it reaches the upstream.
-        return Ok(());
+        return Ok(None);
     }
-    match responses {
-        None => {}
+    let responses = match responses {
+        None => None,
         // Each answer is the client's result for one input request: an object.
-        Some(Value::Object(r)) if r.values().all(Value::is_object) => {
-            fwd.insert("inputResponses".into(), Value::Object(r));
-        }
+        Some(Value::Object(r)) if r.values().all(Value::is_object) => Some(r),
         Some(_) => {
             return Err(Refusal::Malformed(
                 "`inputResponses` must be an object whose values are the client's results (objects)".into(),
             ));
         }
-    }
-    let Some(sealed) = sealed else {
-        return Ok(());
     };
+    let Some(sealed) = sealed else {
+        if responses.is_some() {
+            tracing::debug!(server = %round.server, target = %round.target, "answers without a requestState not passed on");
+        }
+        return Ok(None);
+    };
+    let bound = checked(gw, call, round, &sealed)?;
+    if let Some(state) = bound.upstream {
+        fwd.insert("requestState".into(), Value::String(state));
+    }
+    let Some(mut responses) = responses else {
+        return Ok(None);
+    };
+    // Answers to what was not asked are ignored, as a server ignores what it does not know.
+    responses.retain(|key, _| bound.asked.contains(key));
+    let answers = Value::Object(responses);
+    within(&answers).map_err(|excess| {
+        Refusal::Malformed(format!("`inputResponses` are too large: {excess}"))
+    })?;
+    let bytes = serde_json::to_vec(&answers).map_or(0, |b| b.len());
+    let keys: Vec<&String> = answers
+        .as_object()
+        .map(|a| a.keys().collect())
+        .unwrap_or_default();
+    let record = json!({ "keys": keys, "bytes": bytes });
+    fwd.insert("inputResponses".into(), answers);
+    Ok(Some(record))
+}
+
+/// The state a retry brings, opened and checked against this round.
+fn checked(gw: &Gateway, call: &Call, round: &Round, sealed: &Value) -> Result<Bound, Refusal> {
     let bound = sealed
         .as_str()
         .filter(|s| s.len() <= MAX_SEALED)
@@ -206,10 +261,7 @@ fn open(
             why: "it has expired".into(),
         });
     }
-    if let Some(state) = bound.upstream {
-        fwd.insert("requestState".into(), Value::String(state));
-    }
-    Ok(())
+    Ok(bound)
 }
 
 /// The upstream's answer as the client gets it: an `InputRequiredResult` with what the client
@@ -220,8 +272,16 @@ pub(super) fn seal(
     round: &Round,
     answer: Value,
 ) -> Result<Value, Refusal> {
-    if answer.get("resultType").and_then(Value::as_str) != Some("input_required") {
-        return Ok(answer);
+    match answer.get("resultType") {
+        None => return Ok(answer),
+        Some(Value::String(t)) if t == "complete" => return Ok(answer),
+        Some(Value::String(t)) if t == "input_required" => {}
+        Some(_) => {
+            tracing::warn!(server = %round.server, "an upstream answered with a result type the gateway does not know");
+            return Err(Refusal::Upstream(UpstreamError::Unreadable(
+                round.server.clone(),
+            )));
+        }
     }
     let failed = |why: &str| {
         tracing::warn!(server = %round.server, target = %round.target, why, "an upstream's request for input refused");
@@ -270,12 +330,14 @@ pub(super) fn seal(
         target: round.target.clone(),
         digest: round.digest.clone(),
         upstream,
+        asked: asked.keys().cloned().collect(),
         expires_ms: store::now_ms() + LIFETIME_MS,
     };
     let sealed = serde_json::to_vec(&bound)
         .ok()
         .and_then(|plain| gw.sessions.sealer().seal_bytes(PREFIX, &plain))
-        .ok_or_else(|| failed("the gateway could not seal the request's state"))?;
+        .filter(|s| s.len() <= MAX_SEALED)
+        .ok_or_else(|| failed("the server's requestState is too large for the gateway to carry"))?;
     let mut out = Map::new();
     out.insert("resultType".into(), json!("input_required"));
     if !asked.is_empty() {
@@ -302,12 +364,20 @@ fn askable(declared: &Map<String, Value>, request: &Value) -> Option<Value> {
                 .and_then(|p| p.get("mode"))
                 .and_then(Value::as_str)
                 == Some("url");
-            if url && cap.get("url").is_none() {
+            // `{}` is form mode; a client that names its modes has only those.
+            let form = cap.as_object().is_some_and(|c| c.is_empty()) || cap.get("form").is_some();
+            if (url && cap.get("url").is_none()) || (!url && !form) {
                 return None;
             }
         }
         "sampling/createMessage" => {
-            declared.get("sampling")?;
+            let cap = declared.get("sampling")?;
+            let tools = params
+                .as_ref()
+                .is_some_and(|p| p.get("tools").is_some() || p.get("toolChoice").is_some());
+            if tools && cap.get("tools").is_none() {
+                return None;
+            }
             if let Some(p) = params
                 && p.get("includeContext").is_some_and(|c| c != "none")
             {

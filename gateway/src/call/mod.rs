@@ -61,8 +61,8 @@ pub(crate) async fn tool(
     sink: Sink,
 ) -> Result<Value, Refusal> {
     let hold = match tasks::asked(call, params.as_ref()) {
-        Some(asked) => Hold::Task(asked),
-        None => Hold::Wait,
+        Some(asked) if !input::continues(params.as_ref()) => Hold::Task(asked),
+        _ => Hold::Wait,
     };
     tool_held(gw, call, id, params, sink, hold).await
 }
@@ -96,7 +96,7 @@ async fn tool_steps(
     }
     let mut req = resolve::tool(gw, call, params, t)?; //      allowlisted and offered, or not found
     let approval = decide::tool(gw, call, &req)?; //           every level grants it, or not found
-    let round = input::tool(gw, call, &mut req)?; //           a retry's requestState is this call's
+    let round = input::tool(gw, call, &mut req, t)?; //        a retry's requestState is this call's
     levers::kill(gw, call, req.server(), req.tool(), &req.name)?; // kill switch
     arguments::check(call, &req, &hold)?; //                   Mcp-Param headers, limits, schemas
     admit::limits(gw, call, &req, &under, t).await?; //      rates, concurrency caps, budgets

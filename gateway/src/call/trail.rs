@@ -30,6 +30,8 @@ pub(crate) struct Trail {
     pub(crate) spent: Vec<crate::limits::budgets::Spent>,
     /// What the record says of a minted upstream credential (never the token).
     pub(crate) credential: Option<Value>,
+    /// The answers a multi-round call's retry passed on: their keys and size.
+    pub(crate) input: Option<Value>,
 }
 
 impl Trail {
@@ -56,6 +58,9 @@ impl Trail {
         }
         if let Some(c) = &self.credential {
             detail.insert("credential".into(), c.clone());
+        }
+        if let Some(i) = &self.input {
+            detail.insert("input_responses".into(), i.clone());
         }
         if !detail.is_empty() {
             e.detail = Some(Value::Object(detail));

@@ -123,20 +123,32 @@ pub(super) async fn stream(
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response();
     }
-    let Some((log, opened)) = session.replay.standalone() else {
+    let Some((log, opened, reader)) = session.replay.standalone(&admitted.caller) else {
         return plain_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the stream cannot be opened now",
         );
     };
     if opened {
-        // Written until the session ends here, so a client that reconnects misses nothing.
-        let messages = standalone(&gw, &session, &admitted.caller);
+        // Written until the session ends here, or no GET has read it for a while, so a client
+        // that reconnects misses nothing.
+        let messages = standalone(&gw, &session);
         let writer = session.clone();
         tokio::spawn(async move {
             let mut messages = std::pin::pin!(messages);
-            while let Some(v) = messages.next().await {
-                writer.replay.push(log, v.to_string(), false);
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    m = messages.next() => match m {
+                        Some(v) => writer.replay.push(log, v.to_string(), false),
+                        None => break,
+                    },
+                    _ = tick.tick() => {
+                        if writer.replay.let_go_if_unread(crate::session::replay::UNREAD_FOR) {
+                            break;
+                        }
+                    }
+                }
             }
         });
     }
@@ -159,7 +171,7 @@ pub(super) async fn stream(
         .follow(log, seen)
         .take_until(async move { ended.links.ended().await })
         .map(move |sent| {
-            let _open = &until_closed;
+            let (_open, _reading) = (&until_closed, &reader);
             super::answer::sent(sent)
         });
     Sse::new(events)
@@ -168,16 +180,15 @@ pub(super) async fn stream(
 }
 
 /// What the session's standalone GET stream carries, until the session ends here: list
-/// changes of the servers the caller may browse on its endpoint, updates of the resources it
-/// subscribed to, and what its per-session upstream connections send it outside any call.
+/// changes of the servers the latest GET's caller may browse on its endpoint (none once no GET
+/// has read the stream for a while), updates of the resources it subscribed to, and what its
+/// per-session upstream connections send it outside any call.
 fn standalone(
     gw: &Arc<Gateway>,
     session: &Arc<crate::session::Session>,
-    caller: &crate::auth::Caller,
 ) -> impl futures::Stream<Item = Value> + Send + 'static {
     let scope = session.scope.clone();
     let subscriber = session.clone();
-    let caller = caller.clone();
     let seer = gw.clone();
     let upstream =
         tokio_stream_from_broadcast(gw.upstreams().events.subscribe()).filter_map(move |ev| {
@@ -199,10 +210,15 @@ fn standalone(
                         )
                     })
                 }
-                _ => crate::dispatch::event_notification(&ev, &scope, |server| {
-                    crate::authorize::may_browse(&seer, &caller, server)
-                })
-                .map(|(_, method)| jsonrpc::notification(method, json!({}))),
+                _ => {
+                    let viewer = subscriber.replay.viewer();
+                    crate::dispatch::event_notification(&ev, &scope, |server| {
+                        viewer
+                            .as_ref()
+                            .is_some_and(|c| crate::authorize::may_browse(&seer, c, server))
+                    })
+                    .map(|(_, method)| jsonrpc::notification(method, json!({})))
+                }
             };
             futures::future::ready(out)
         });

@@ -7,6 +7,7 @@
 //! the first GET until the session ends here, whether or not a GET is open: a client that
 //! reconnects with the `Last-Event-ID` of its last message gets what was sent meanwhile (its
 //! newest [`STANDALONE_BYTES`]), then the stream goes on. A GET without it starts from now.
+//! With no GET reading it for [`UNREAD_FOR`], the log is let go and its writer stops.
 //!
 //! What a request sends after its client's connection dropped is not kept: the request sees
 //! its client gone, as without resumption (a held call stops waiting and never runs later);
@@ -25,6 +26,8 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt as _};
 use tokio::sync::Notify;
 
+use crate::auth::Caller;
+
 /// Answers kept per session.
 const STREAMS: usize = 16;
 /// Bytes kept per session, over all its answers.
@@ -34,7 +37,9 @@ const ALL_BYTES: usize = 64 << 20;
 /// How long an ended answer stays resumable.
 const KEPT_FOR: Duration = Duration::from_secs(60);
 /// Bytes of the standalone GET stream kept for a client that reconnects.
-const STANDALONE_BYTES: usize = 256 << 10;
+const STANDALONE_BYTES: usize = 64 << 10;
+/// How long the standalone stream is still written with no GET reading it.
+pub(crate) const UNREAD_FOR: Duration = Duration::from_secs(60);
 
 /// Bytes of ended answers kept by every session of the process.
 static ENDED_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -93,6 +98,25 @@ struct Inner {
     logs: VecDeque<Arc<Log>>,
     /// The standalone GET stream's log, once a GET opened it.
     standalone: Option<u64>,
+    /// GETs reading it now, and since when none has.
+    readers: usize,
+    unread_since: Option<Instant>,
+    /// Whose view its writer filters by: the caller of the latest GET.
+    viewer: Option<Caller>,
+}
+
+/// A GET reading the standalone stream; it stops counting when dropped.
+pub(crate) struct Reader(Arc<Replay>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Ok(mut inner) = self.0.inner.lock() {
+            inner.readers = inner.readers.saturating_sub(1);
+            if inner.readers == 0 {
+                inner.unread_since = Some(Instant::now());
+            }
+        }
+    }
 }
 
 impl Default for Replay {
@@ -145,16 +169,40 @@ impl Replay {
         stream
     }
 
-    /// The standalone GET stream's log, and whether it was opened now (its writer is then the
-    /// caller's to start).
-    pub(crate) fn standalone(&self) -> Option<(u64, bool)> {
+    /// The standalone GET stream's log for a GET by `viewer` (whose view its writer filters by
+    /// from now on), whether it was opened now (its writer is then the caller's to start), and
+    /// the GET's hold on it.
+    pub(crate) fn standalone(self: &Arc<Self>, viewer: &Caller) -> Option<(u64, bool, Reader)> {
         let mut inner = self.inner.lock().ok()?;
+        inner.readers = inner.readers.saturating_add(1);
+        inner.viewer = Some(viewer.clone());
+        let reader = Reader(self.clone());
         if let Some(stream) = inner.standalone {
-            return Some((stream, false));
+            return Some((stream, false, reader));
         }
         let stream = new_log(&mut inner, STANDALONE_BYTES);
         inner.standalone = Some(stream);
-        Some((stream, true))
+        Some((stream, true, reader))
+    }
+
+    /// Whose view the standalone stream's writer filters by; `None` once it was let go.
+    pub(crate) fn viewer(&self) -> Option<Caller> {
+        self.inner.lock().ok()?.viewer.clone()
+    }
+
+    /// Let the standalone stream go if no GET has read it for `after`: its log, and the
+    /// viewer's credential with it. True if it is gone (its writer then stops); a later GET
+    /// opens a new one.
+    pub(crate) fn let_go_if_unread(&self, after: Duration) -> bool {
+        let Ok(mut inner) = self.inner.lock() else {
+            return true;
+        };
+        let unread = inner.readers == 0 && inner.unread_since.is_some_and(|t| t.elapsed() >= after);
+        if unread && let Some(stream) = inner.standalone.take() {
+            inner.logs.retain(|l| l.stream != stream);
+            inner.viewer = None;
+        }
+        inner.standalone.is_none()
     }
 
     /// Whether `last_event_id` names a message of this holder's standalone GET stream; the

@@ -40,6 +40,13 @@ impl ArgumentCheck {
         }
     }
 
+    /// `Ok` when `value` (a multi-round call's answers) is within the tool's size limits.
+    pub(crate) fn within_limits(&self, value: &Value) -> Result<(), String> {
+        self.limits
+            .check(value)
+            .map_err(|excess| excess.to_string())
+    }
+
     /// `Ok` when the arguments are within the tool's size limits and satisfy both schemas;
     /// otherwise the reason, for the caller. The limits come first: a huge value is refused
     /// without being validated.

@@ -91,6 +91,17 @@ impl Upstream {
                         .filter(|r| r.is_object())
                         .cloned()
                         .ok_or_else(|| UpstreamError::Unreadable(name.clone()))?;
+                    // A task's result asks for nothing: one that asks for input is not relayed.
+                    if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
+                        let error = json!({
+                            "code": crate::jsonrpc::INTERNAL_ERROR,
+                            "message": "the upstream's task ended asking for input, which the gateway does not relay from a task",
+                        });
+                        return Err(UpstreamError::Rpc {
+                            server: name,
+                            error,
+                        });
+                    }
                     if let Some(o) = result.as_object_mut() {
                         o.remove("resultType");
                     }

@@ -42,6 +42,7 @@ fn a_sealed_state_round_trips_and_any_other_bytes_do_not_open() {
         target: "echo".into(),
         digest: "00".into(),
         upstream: Some("up-state".into()),
+        asked: vec!["confirm".into()],
         expires_ms: 1,
     };
     let sealed = sealer
@@ -78,6 +79,7 @@ fn sealed_state(ring: &Sealer) -> String {
         target: "greet".into(),
         digest: "ab".repeat(32),
         upstream: Some("opaque".into()),
+        asked: Vec::new(),
         expires_ms: i64::MAX,
     };
     ring.seal_bytes(PREFIX, &serde_json::to_vec(&bound).unwrap())
@@ -110,4 +112,16 @@ proptest! {
         prop_assert_eq!(ring.open_bytes(PREFIX, &format!("{PREFIX}{text}")), None);
         prop_assert_eq!(ring.open(&sealed_state(&ring).replacen(PREFIX, "ps1.", 1), 0), None);
     }
+}
+
+#[test]
+fn finer_declarations_are_respected() {
+    // A client that names only URL mode is not asked a form.
+    let form = json!({ "method": "elicitation/create", "params": { "message": "name?" } });
+    assert!(askable(&caps(json!({ "elicitation": { "url": {} } })), &form).is_none());
+    assert!(askable(&caps(json!({ "elicitation": { "form": {} } })), &form).is_some());
+    // Sampling with tools needs `sampling.tools`.
+    let tooled = json!({ "method": "sampling/createMessage", "params": { "messages": [], "maxTokens": 5, "tools": [] } });
+    assert!(askable(&caps(json!({ "sampling": {} })), &tooled).is_none());
+    assert!(askable(&caps(json!({ "sampling": { "tools": {} } })), &tooled).is_some());
 }

@@ -89,12 +89,22 @@ async fn an_idle_session_lets_ended_answers_go_on_the_timer() {
     assert!(r.resume(&id(&r, s, 0)).is_none());
 }
 
+fn viewer(subject: &str) -> Caller {
+    Caller {
+        subject: subject.into(),
+        identity: Arc::new(policy::Identity::new()),
+        endpoint: None,
+        token: None,
+    }
+}
+
 #[tokio::test]
 async fn the_standalone_stream_keeps_its_newest_messages_for_a_client_that_reconnects() {
     let r = Arc::new(Replay::default());
-    let (g, opened) = r.standalone().unwrap();
+    let (g, opened, _reader) = r.standalone(&viewer("key:a")).unwrap();
     assert!(opened);
-    assert_eq!(r.standalone(), Some((g, false)), "one per session");
+    let (again, opened, _second) = r.standalone(&viewer("key:a")).unwrap();
+    assert_eq!((again, opened), (g, false), "one per session");
     assert_eq!(r.last(g), None);
     r.push(g, "a".into(), false);
     r.push(g, "b".into(), false);
@@ -126,4 +136,33 @@ async fn the_standalone_stream_keeps_its_newest_messages_for_a_client_that_recon
         last = d.to_string();
     }
     assert_eq!(last, "newest");
+}
+
+#[test]
+fn an_unread_standalone_stream_is_let_go_with_its_viewer() {
+    let r = Arc::new(Replay::default());
+    let (g, _, reader) = r.standalone(&viewer("key:a")).unwrap();
+    r.push(g, "a".into(), false);
+    // Read now: kept, whatever the wait.
+    assert!(!r.let_go_if_unread(Duration::ZERO));
+    // The latest GET's caller is whose view it is.
+    let (_, _, later) = r.standalone(&viewer("key:b")).unwrap();
+    assert_eq!(r.viewer().unwrap().subject, "key:b");
+    drop(reader);
+    assert!(
+        !r.let_go_if_unread(Duration::ZERO),
+        "one GET still reads it"
+    );
+    drop(later);
+    assert!(
+        !r.let_go_if_unread(Duration::from_secs(60)),
+        "not unread long enough"
+    );
+    assert!(r.let_go_if_unread(Duration::ZERO));
+    assert!(r.viewer().is_none(), "the credential goes with it");
+    assert!(r.log(g).is_none());
+    assert_eq!(r.on_standalone(&id(&r, g, 0)), None);
+    // A later GET opens a new one.
+    let (fresh, opened, _reader) = r.standalone(&viewer("key:a")).unwrap();
+    assert!(opened && fresh != g);
 }
