@@ -37,6 +37,7 @@ pub(crate) use client::ClientSide;
 pub(crate) use connect::fetch_definitions;
 pub(crate) use handler::{ProgressRoutes, UpstreamEvent};
 pub(crate) use listing::Quarantined;
+pub(crate) use relay::declared_of;
 pub(crate) use set::{Reconciled, UpstreamSetup, Upstreams};
 
 use crate::tools::Offered;

@@ -146,64 +146,23 @@ async fn a_request_state_opens_only_for_the_caller_endpoint_request_and_argument
     };
     // Altered; the upstream's own (guessable) state; another caller; another tool; other
     // arguments; another endpoint: refused before anything reaches the upstream.
-    let (_, v) = modern(
-        &url,
-        &gw.key,
-        "tools/call",
-        retry(tool, json!({}), &format!("{state}-TAMPERED")),
-        caps.clone(),
-    )
-    .await;
-    refused(&v);
-    let (_, v) = modern(
-        &url,
-        &gw.key,
-        "tools/call",
-        retry(tool, json!({}), "fixture-confirm-1"),
-        caps.clone(),
-    )
-    .await;
-    refused(&v);
     let other = gw.new_key("other").unwrap();
-    let (_, v) = modern(
-        &url,
-        &other,
-        "tools/call",
-        retry(tool, json!({}), &state),
-        caps.clone(),
-    )
-    .await;
-    refused(&v);
-    let elsewhere = "modern__test_input_required_result_tampered_state";
-    let (_, v) = modern(
-        &url,
-        &gw.key,
-        "tools/call",
-        retry(elsewhere, json!({}), &state),
-        caps.clone(),
-    )
-    .await;
-    refused(&v);
-    let (_, v) = modern(
-        &url,
-        &gw.key,
-        "tools/call",
-        retry(tool, json!({ "x": 1 }), &state),
-        caps.clone(),
-    )
-    .await;
-    refused(&v);
     let endpoint = format!("{}/modern", gw.mcp());
+    let elsewhere = "modern__test_input_required_result_tampered_state";
     let bare = "test_input_required_result_request_state";
-    let (_, v) = modern(
-        &endpoint,
-        &gw.key,
-        "tools/call",
-        retry(bare, json!({}), &state),
-        caps.clone(),
-    )
-    .await;
-    refused(&v);
+    let tampered = format!("{state}-TAMPERED");
+    let cases = [
+        (&url, &gw.key, retry(tool, json!({}), &tampered)),
+        (&url, &gw.key, retry(tool, json!({}), "fixture-confirm-1")),
+        (&url, &other, retry(tool, json!({}), &state)),
+        (&url, &gw.key, retry(elsewhere, json!({}), &state)),
+        (&url, &gw.key, retry(tool, json!({ "x": 1 }), &state)),
+        (&endpoint, &gw.key, retry(bare, json!({}), &state)),
+    ];
+    for (at, key, body) in cases {
+        let (_, v) = modern(at, key, "tools/call", body, caps.clone()).await;
+        refused(&v);
+    }
     assert_eq!(fx.calls(), calls, "a refused retry reached the upstream");
     // Each refusal is on the operator's record, with why (noted, so read until it lands).
     let refusals = || {

@@ -136,21 +136,10 @@ pub(super) fn ask(gw: &Gateway, call: &Call, ask: &mut Ask) -> Result<Round, Ref
 /// The capabilities the upstream is told this request's client has: for a 2026-07-28 request,
 /// what it declared that the gateway relays, as objects; for any other, none.
 fn declared(call: &Call, caps: Option<&Value>) -> Map<String, Value> {
-    let mut out = Map::new();
-    let Some(caps) = caps.filter(|_| call.modern()) else {
-        return out;
-    };
-    for key in ["sampling", "elicitation", "roots"] {
-        if let Some(Value::Object(v)) = caps.get(key) {
-            let mut v = v.clone();
-            if key == "sampling" {
-                // The client's context is every server's: no server asks for it.
-                v.remove("context");
-            }
-            out.insert(key.to_string(), Value::Object(v));
-        }
+    match caps.filter(|_| call.modern()) {
+        Some(caps) => crate::upstream::declared_of(caps, &["sampling", "elicitation", "roots"]),
+        None => Map::new(),
     }
-    out
 }
 
 fn endpoint(scope: &Scope) -> Option<String> {

@@ -89,14 +89,21 @@ impl Drop for Running {
 /// The client's capabilities a link declares: `sampling` (without `context`) and
 /// `elicitation`, each only if the client declared it as an object.
 fn relayable(declared: &Value) -> serde_json::Map<String, Value> {
+    declared_of(declared, &["sampling", "elicitation"])
+}
+
+/// Of what a client declared, the capabilities named in `keys` that are objects; `sampling`
+/// without `context` (the client's context is every server's: no server asks for it). Links
+/// declare sampling and elicitation; a multi-round request (`call/input.rs`) roots too.
+pub(crate) fn declared_of(declared: &Value, keys: &[&str]) -> serde_json::Map<String, Value> {
     let mut caps = serde_json::Map::new();
-    for key in ["sampling", "elicitation"] {
-        if let Some(Value::Object(v)) = declared.get(key) {
+    for key in keys {
+        if let Some(Value::Object(v)) = declared.get(*key) {
             let mut v = v.clone();
-            if key == "sampling" {
+            if *key == "sampling" {
                 v.remove("context");
             }
-            caps.insert(key.to_string(), Value::Object(v));
+            caps.insert((*key).to_string(), Value::Object(v));
         }
     }
     caps
