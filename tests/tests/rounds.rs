@@ -246,8 +246,9 @@ async fn a_request_state_opens_only_for_the_caller_endpoint_request_and_argument
         v["result"]["messages"][0]["content"]["text"], "Use this context: c",
         "{v}"
     );
-    // An input request the client did not declare is never put to it.
-    let (_, v) = modern(
+    // An input request the client did not declare is never put to it: the call fails as a
+    // missing capability, naming it.
+    let (s, v) = modern(
         &url,
         &gw.key,
         "tools/call",
@@ -255,12 +256,11 @@ async fn a_request_state_opens_only_for_the_caller_endpoint_request_and_argument
         json!({ "elicitation": {} }),
     )
     .await;
-    assert_eq!(v["error"]["code"], -32603, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("did not declare"),
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], -32021, "{v}");
+    assert_eq!(
+        v["error"]["data"]["requiredCapabilities"],
+        json!({ "sampling": {} }),
         "{v}"
     );
     // Malformed answers are refused as such.
@@ -307,4 +307,51 @@ async fn a_2025_era_session_is_never_handed_a_request_for_input() {
         "{v}"
     );
     assert_eq!(fx.calls(), calls + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_whose_run_the_upstream_asks_for_input_fails_and_never_completes() {
+    let fx = Fixture::start("both").unwrap();
+    let gw = portcullis_tests::approve::with_approvals(&fx, "{ required_from: read, hold: 60s }");
+    let approver = gw.operator_key("approver", Some("ops")).unwrap();
+    let caps = json!({ "elicitation": {}, "extensions": { "io.modelcontextprotocol/tasks": {} } });
+    let tool = "fixture__test_input_required_result_request_state";
+    let call = json!({ "name": tool, "arguments": {} });
+    let (_, created) = modern(&gw.mcp(), &gw.key, "tools/call", call, caps.clone()).await;
+    assert_eq!(created["result"]["resultType"], "task", "{created}");
+    let task = created["result"]["taskId"].as_str().unwrap().to_string();
+    let id = portcullis_tests::approve::pending(&gw, &approver).await;
+    portcullis_tests::approve::decide(&gw, &approver, &id, "approve").await;
+    // The run has no client to ask: the upstream's request for input (and its state) fails the
+    // task; it never shows as a completed result.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let got = loop {
+        let (_, got) = modern(
+            &gw.mcp(),
+            &gw.key,
+            "tasks/get",
+            json!({ "taskId": task, "name": task }),
+            caps.clone(),
+        )
+        .await;
+        let status = got["result"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if status != "working" || std::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(got["result"]["status"], "failed", "{got}");
+    let error = &got["result"]["error"];
+    assert_eq!(error["data"]["reason"], "upstream_error", "{got}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("asked for input"),
+        "{got}"
+    );
+    assert!(!got.to_string().contains("requestState"), "{got}");
 }

@@ -7,7 +7,7 @@
 //! (AES-256-GCM, the session key ring under its own prefix) together with what the round is
 //! bound to: subject, endpoint, method, server, the upstream's name or URI, the arguments'
 //! digest, and an expiry. A retry whose state does not open, or was issued for another caller,
-//! request or arguments, is refused before anything is recorded or sent; one that opens carries
+//! request or arguments, is refused (and recorded so) before the call is allowed or sent; one that opens carries
 //! the upstream's own state back to it. Each round is a whole request: decided, limited and
 //! recorded again.
 //!
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::ask::Ask;
-use super::{Call, ToolCall, Trail};
+use super::{Call, Hold, ToolCall, Trail};
 use crate::gateway::Gateway;
 use crate::refusal::Refusal;
 use crate::session::Scope;
@@ -80,10 +80,12 @@ pub(super) fn tool(
     gw: &Gateway,
     call: &Call,
     req: &mut ToolCall,
+    hold: &Hold<'_>,
     t: &mut Trail,
 ) -> Result<Round, Refusal> {
     let round = Round {
-        rounds: call.modern(),
+        // A task's run has no client to ask: an upstream that asks then fails the task.
+        rounds: call.modern() && !matches!(hold, Hold::Run { .. }),
         method: "tools/call",
         server: req.server().to_string(),
         target: req.tool().to_string(),
@@ -293,23 +295,40 @@ pub(super) fn seal(
             ));
         }
     };
+    // Every input request is put to the client, or the call fails: a round that left some out
+    // would only come back asking for them again.
     let mut asked = Map::new();
+    let mut lacking = Map::new();
     if let Some(requests) = answer.get("inputRequests").and_then(Value::as_object) {
         for (key, request) in requests {
             match askable(&round.declared, request) {
-                Some(request) => {
+                Ok(request) => {
                     asked.insert(key.clone(), request);
                 }
-                None => {
-                    tracing::warn!(server = %round.server, key = %key, "an input request the client did not declare (or the gateway does not relay) dropped")
+                Err(Some((capability, needs))) => {
+                    lacking.insert(capability.to_string(), needs);
+                }
+                Err(None) => {
+                    return Err(failed(
+                        "the server asked for input of a kind the gateway does not relay",
+                    ));
                 }
             }
         }
     }
+    if !lacking.is_empty() {
+        tracing::info!(server = %round.server, target = %round.target, "the server asked for input the client did not declare it can give");
+        return Err(Refusal::Upstream(UpstreamError::Rpc {
+            server: round.server.clone(),
+            error: json!({
+                "code": crate::jsonrpc::MISSING_CAPABILITY,
+                "message": "the server asked for input this client did not declare it can give",
+                "data": { "requiredCapabilities": lacking },
+            }),
+        }));
+    }
     if asked.is_empty() && upstream.is_none() {
-        return Err(failed(
-            "the server asked for input that this client did not declare it can give",
-        ));
+        return Err(failed("the server asked for no input and sent no state"));
     }
     let bound = Bound {
         subject: call.caller.subject.clone(),
@@ -320,7 +339,7 @@ pub(super) fn seal(
         digest: round.digest.clone(),
         upstream,
         asked: asked.keys().cloned().collect(),
-        expires_ms: store::now_ms() + LIFETIME_MS,
+        expires_ms: store::now_ms().saturating_add(LIFETIME_MS),
     };
     let sealed = serde_json::to_vec(&bound)
         .ok()
@@ -340,32 +359,48 @@ pub(super) fn seal(
 }
 
 /// An input request as the client is asked it, if it declared the capability it needs:
-/// sampling without the context of other servers; URL-mode elicitation only if declared.
-fn askable(declared: &Map<String, Value>, request: &Value) -> Option<Value> {
-    let method = request.get("method").and_then(Value::as_str)?;
+/// sampling without the context of other servers, with tools only where declared; elicitation in
+/// the modes declared; roots. Otherwise the capability it lacks and what would cover it, or
+/// `None` for a kind the gateway does not relay.
+fn askable(
+    declared: &Map<String, Value>,
+    request: &Value,
+) -> Result<Value, Option<(&'static str, Value)>> {
+    let method = request.get("method").and_then(Value::as_str).ok_or(None)?;
     let mut request = request.clone();
     let params = request.get_mut("params").and_then(Value::as_object_mut);
     match method {
         "elicitation/create" => {
-            let cap = declared.get("elicitation")?;
             let url = params
                 .as_ref()
                 .and_then(|p| p.get("mode"))
                 .and_then(Value::as_str)
                 == Some("url");
+            let needs = if url { json!({ "url": {} }) } else { json!({}) };
+            let cap = declared
+                .get("elicitation")
+                .ok_or_else(|| Some(("elicitation", needs.clone())))?;
             // `{}` is form mode; a client that names its modes has only those.
             let form = cap.as_object().is_some_and(|c| c.is_empty()) || cap.get("form").is_some();
             if (url && cap.get("url").is_none()) || (!url && !form) {
-                return None;
+                let needs = if url { needs } else { json!({ "form": {} }) };
+                return Err(Some(("elicitation", needs)));
             }
         }
         "sampling/createMessage" => {
-            let cap = declared.get("sampling")?;
             let tools = params
                 .as_ref()
                 .is_some_and(|p| p.get("tools").is_some() || p.get("toolChoice").is_some());
+            let needs = if tools {
+                json!({ "tools": {} })
+            } else {
+                json!({})
+            };
+            let cap = declared
+                .get("sampling")
+                .ok_or_else(|| Some(("sampling", needs.clone())))?;
             if tools && cap.get("tools").is_none() {
-                return None;
+                return Err(Some(("sampling", needs)));
             }
             if let Some(p) = params
                 && p.get("includeContext").is_some_and(|c| c != "none")
@@ -374,11 +409,11 @@ fn askable(declared: &Map<String, Value>, request: &Value) -> Option<Value> {
             }
         }
         "roots/list" => {
-            declared.get("roots")?;
+            declared.get("roots").ok_or(Some(("roots", json!({}))))?;
         }
-        _ => return None,
+        _ => return Err(None),
     }
-    Some(request)
+    Ok(request)
 }
 
 #[cfg(test)]

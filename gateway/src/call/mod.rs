@@ -96,7 +96,7 @@ async fn tool_steps(
     }
     let mut req = resolve::tool(gw, call, params, t)?; //      allowlisted and offered, or not found
     let approval = decide::tool(gw, call, &req)?; //           every level grants it, or not found
-    let round = input::tool(gw, call, &mut req, t)?; //        a retry's requestState is this call's
+    let round = input::tool(gw, call, &mut req, &hold, t)?; // a retry's requestState is this call's
     levers::kill(gw, call, req.server(), req.tool(), &req.name)?; // kill switch
     arguments::check(call, &req, &hold)?; //                   Mcp-Param headers, limits, schemas
     admit::limits(gw, call, &req, &under, t).await?; //      rates, concurrency caps, budgets

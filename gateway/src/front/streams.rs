@@ -123,7 +123,13 @@ pub(super) async fn stream(
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response();
     }
-    let Some((log, opened, reader)) = session.replay.standalone(&admitted.caller) else {
+    let Some(crate::session::replay::Standalone {
+        stream: log,
+        opened,
+        reader,
+        seen,
+    }) = session.replay.standalone(&admitted.caller, last)
+    else {
         return plain_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the stream cannot be opened now",
@@ -161,8 +167,6 @@ pub(super) async fn stream(
         following.clone(),
     ));
     let until_closed = following.drop_guard();
-    // From the message after the one the client names, or from now.
-    let seen = resumed_standalone.or_else(|| session.replay.last(log));
     // The stream ends with the session here: released when idle, ended by its client or
     // elsewhere. A later request takes the session up afresh, and the client opens a new one.
     let ended = session.client.clone();

@@ -108,6 +108,16 @@ struct Inner {
 /// A GET reading the standalone stream; it stops counting when dropped.
 pub(crate) struct Reader(Arc<Replay>);
 
+/// What [`Replay::standalone`] gives a GET.
+pub(crate) struct Standalone {
+    pub(crate) stream: u64,
+    /// Opened by this GET: its writer is the GET's to start.
+    pub(crate) opened: bool,
+    pub(crate) reader: Reader,
+    /// The last message the GET has seen; it reads from the one after.
+    pub(crate) seen: Option<u64>,
+}
+
 impl Drop for Reader {
     fn drop(&mut self) {
         if let Ok(mut inner) = self.0.inner.lock() {
@@ -170,19 +180,46 @@ impl Replay {
     }
 
     /// The standalone GET stream's log for a GET by `viewer` (whose view its writer filters by
-    /// from now on), whether it was opened now (its writer is then the caller's to start), and
-    /// the GET's hold on it.
-    pub(crate) fn standalone(self: &Arc<Self>, viewer: &Caller) -> Option<(u64, bool, Reader)> {
+    /// from now on; kept without the caller's token), whether it was opened now (its writer is
+    /// then the caller's to start), the GET's hold on it, and the last message the GET saw:
+    /// the one `last_event_id` names if it is of this log, else the newest kept (from now).
+    pub(crate) fn standalone(
+        self: &Arc<Self>,
+        viewer: &Caller,
+        last_event_id: Option<&str>,
+    ) -> Option<Standalone> {
         let mut inner = self.inner.lock().ok()?;
         inner.readers = inner.readers.saturating_add(1);
-        inner.viewer = Some(viewer.clone());
+        inner.viewer = Some(Caller {
+            token: None,
+            ..viewer.clone()
+        });
         let reader = Reader(self.clone());
-        if let Some(stream) = inner.standalone {
-            return Some((stream, false, reader));
-        }
-        let stream = new_log(&mut inner, STANDALONE_BYTES);
-        inner.standalone = Some(stream);
-        Some((stream, true, reader))
+        let (stream, opened) = match inner.standalone {
+            Some(stream) => (stream, false),
+            None => {
+                let stream = new_log(&mut inner, STANDALONE_BYTES);
+                inner.standalone = Some(stream);
+                (stream, true)
+            }
+        };
+        drop(inner);
+        let newest = self.last(stream);
+        let named = last_event_id
+            .and_then(parse)
+            .filter(|(nonce, s, _)| *nonce == self.nonce && *s == stream && !opened)
+            .map(|(_, _, n)| n);
+        // A number past the newest names nothing sent yet: from now.
+        let seen = match (named, newest) {
+            (Some(n), Some(top)) if n <= top => Some(n),
+            _ => newest,
+        };
+        Some(Standalone {
+            stream,
+            opened,
+            reader,
+            seen,
+        })
     }
 
     /// Whose view the standalone stream's writer filters by; `None` once it was let go.

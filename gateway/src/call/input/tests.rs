@@ -14,21 +14,27 @@ fn caps(v: Value) -> Map<String, Value> {
 fn only_what_the_client_declared_is_asked_of_it() {
     let declared = caps(json!({ "sampling": {}, "roots": {} }));
     let elicit = json!({ "method": "elicitation/create", "params": { "message": "name?" } });
-    assert!(askable(&declared, &elicit).is_none());
+    assert_eq!(
+        askable(&declared, &elicit),
+        Err(Some(("elicitation", json!({}))))
+    );
     let roots = json!({ "method": "roots/list", "params": {} });
-    assert_eq!(askable(&declared, &roots), Some(roots));
+    assert_eq!(askable(&declared, &roots), Ok(roots));
     let sample = json!({ "method": "sampling/createMessage", "params": { "messages": [], "maxTokens": 5, "includeContext": "allServers" } });
     let asked = askable(&declared, &sample).unwrap();
     assert_eq!(asked["params"]["includeContext"], "none");
-    assert!(askable(&declared, &json!({ "method": "ping" })).is_none());
-    assert!(askable(&declared, &json!({ "params": {} })).is_none());
+    assert_eq!(askable(&declared, &json!({ "method": "ping" })), Err(None));
+    assert_eq!(askable(&declared, &json!({ "params": {} })), Err(None));
 }
 
 #[test]
 fn url_elicitation_needs_its_own_declaration() {
     let url = json!({ "method": "elicitation/create", "params": { "mode": "url", "url": "https://x", "message": "m", "elicitationId": "e" } });
-    assert!(askable(&caps(json!({ "elicitation": {} })), &url).is_none());
-    assert!(askable(&caps(json!({ "elicitation": { "url": {} } })), &url).is_some());
+    assert_eq!(
+        askable(&caps(json!({ "elicitation": {} })), &url),
+        Err(Some(("elicitation", json!({ "url": {} }))))
+    );
+    assert!(askable(&caps(json!({ "elicitation": { "url": {} } })), &url).is_ok());
 }
 
 #[test]
@@ -118,10 +124,16 @@ proptest! {
 fn finer_declarations_are_respected() {
     // A client that names only URL mode is not asked a form.
     let form = json!({ "method": "elicitation/create", "params": { "message": "name?" } });
-    assert!(askable(&caps(json!({ "elicitation": { "url": {} } })), &form).is_none());
-    assert!(askable(&caps(json!({ "elicitation": { "form": {} } })), &form).is_some());
+    assert_eq!(
+        askable(&caps(json!({ "elicitation": { "url": {} } })), &form),
+        Err(Some(("elicitation", json!({ "form": {} }))))
+    );
+    assert!(askable(&caps(json!({ "elicitation": { "form": {} } })), &form).is_ok());
     // Sampling with tools needs `sampling.tools`.
     let tooled = json!({ "method": "sampling/createMessage", "params": { "messages": [], "maxTokens": 5, "tools": [] } });
-    assert!(askable(&caps(json!({ "sampling": {} })), &tooled).is_none());
-    assert!(askable(&caps(json!({ "sampling": { "tools": {} } })), &tooled).is_some());
+    assert_eq!(
+        askable(&caps(json!({ "sampling": {} })), &tooled),
+        Err(Some(("sampling", json!({ "tools": {} }))))
+    );
+    assert!(askable(&caps(json!({ "sampling": { "tools": {} } })), &tooled).is_ok());
 }

@@ -101,10 +101,11 @@ fn viewer(subject: &str) -> Caller {
 #[tokio::test]
 async fn the_standalone_stream_keeps_its_newest_messages_for_a_client_that_reconnects() {
     let r = Arc::new(Replay::default());
-    let (g, opened, _reader) = r.standalone(&viewer("key:a")).unwrap();
-    assert!(opened);
-    let (again, opened, _second) = r.standalone(&viewer("key:a")).unwrap();
-    assert_eq!((again, opened), (g, false), "one per session");
+    let first = r.standalone(&viewer("key:a"), None).unwrap();
+    let (g, _reader) = (first.stream, first.reader);
+    assert!(first.opened);
+    let again = r.standalone(&viewer("key:a"), None).unwrap();
+    assert_eq!((again.stream, again.opened), (g, false), "one per session");
     assert_eq!(r.last(g), None);
     r.push(g, "a".into(), false);
     r.push(g, "b".into(), false);
@@ -114,8 +115,20 @@ async fn the_standalone_stream_keeps_its_newest_messages_for_a_client_that_recon
     let answer = r.open();
     assert_eq!(r.on_standalone(&id(&r, answer, 0)), None);
     assert_eq!(Replay::default().on_standalone(&id(&r, g, 0)), None);
-    // A reconnect after `a` gets `b`, then what comes, and the stream does not end.
-    let mut s = std::pin::pin!(r.follow(g, Some(0)));
+    // A reconnect after `a` gets `b`, then what comes, and the stream does not end; one that
+    // names no message of this log, or one not sent yet, reads from now.
+    let named = r.standalone(&viewer("key:a"), Some(&id(&r, g, 0))).unwrap();
+    assert_eq!(named.seen, Some(0));
+    let answer_id = id(&r, answer, 0);
+    for other in [
+        None,
+        Some(answer_id.as_str()),
+        Some("junk"),
+        Some(&id(&r, g, 99)),
+    ] {
+        assert_eq!(r.standalone(&viewer("key:a"), other).unwrap().seen, Some(1));
+    }
+    let mut s = std::pin::pin!(r.follow(g, named.seen));
     assert_eq!(s.next().await.unwrap().1.as_ref(), "b");
     r.push(g, "c".into(), false);
     assert_eq!(s.next().await.unwrap().1.as_ref(), "c");
@@ -141,12 +154,13 @@ async fn the_standalone_stream_keeps_its_newest_messages_for_a_client_that_recon
 #[test]
 fn an_unread_standalone_stream_is_let_go_with_its_viewer() {
     let r = Arc::new(Replay::default());
-    let (g, _, reader) = r.standalone(&viewer("key:a")).unwrap();
+    let opened = r.standalone(&viewer("key:a"), None).unwrap();
+    let (g, reader) = (opened.stream, opened.reader);
     r.push(g, "a".into(), false);
     // Read now: kept, whatever the wait.
     assert!(!r.let_go_if_unread(Duration::ZERO));
     // The latest GET's caller is whose view it is.
-    let (_, _, later) = r.standalone(&viewer("key:b")).unwrap();
+    let later = r.standalone(&viewer("key:b"), None).unwrap().reader;
     assert_eq!(r.viewer().unwrap().subject, "key:b");
     drop(reader);
     assert!(
@@ -163,6 +177,10 @@ fn an_unread_standalone_stream_is_let_go_with_its_viewer() {
     assert!(r.log(g).is_none());
     assert_eq!(r.on_standalone(&id(&r, g, 0)), None);
     // A later GET opens a new one.
-    let (fresh, opened, _reader) = r.standalone(&viewer("key:a")).unwrap();
-    assert!(opened && fresh != g);
+    let fresh = r.standalone(&viewer("key:a"), Some(&id(&r, g, 0))).unwrap();
+    assert!(fresh.opened && fresh.stream != g);
+    assert_eq!(
+        fresh.seen, None,
+        "an id of the log let go names nothing in the new one"
+    );
 }
