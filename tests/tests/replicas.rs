@@ -237,7 +237,11 @@ async fn levers_budgets_sessions_and_approvals_hold_across_three_replicas() {
         .filter(|e| e["kind"] == "tool.call")
         .filter_map(|e| e["session"].as_str())
         .collect();
-    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let strays: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "tool.call" && e["session"].is_string())
+        .collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}: {strays:#?}");
     let chains: std::collections::BTreeSet<&str> = events
         .iter()
         .filter(|e| sessions.contains(e["session"].as_str().unwrap_or_default()))
