@@ -128,7 +128,7 @@ pub(super) async fn stream(
         opened,
         reader,
         seen,
-    }) = session.replay.standalone(&admitted.caller, last)
+    }) = session.replay.standalone(last)
     else {
         return plain_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -146,7 +146,7 @@ pub(super) async fn stream(
             loop {
                 tokio::select! {
                     m = messages.next() => match m {
-                        Some(v) => writer.replay.push(log, v.to_string(), false),
+                        Some((v, tag)) => writer.replay.push_tagged(log, v.to_string(), tag),
                         None => break,
                     },
                     _ = tick.tick() => {
@@ -170,11 +170,19 @@ pub(super) async fn stream(
     // The stream ends with the session here: released when idle, ended by its client or
     // elsewhere. A later request takes the session up afresh, and the client opens a new one.
     let ended = session.client.clone();
+    // Each GET sees the list changes of the servers its own caller may browse.
+    let (seer, caller) = (gw.clone(), admitted.caller.clone());
     let events = session
         .replay
-        .follow(log, seen)
+        .follow_tagged(log, seen)
+        .filter(move |(_, server)| {
+            let shown = server
+                .as_deref()
+                .is_none_or(|s| crate::authorize::may_browse(&seer, &caller, s));
+            futures::future::ready(shown)
+        })
         .take_until(async move { ended.links.ended().await })
-        .map(move |sent| {
+        .map(move |(sent, _)| {
             let (_open, _reading) = (&until_closed, &reader);
             super::answer::sent(sent)
         });
@@ -184,16 +192,15 @@ pub(super) async fn stream(
 }
 
 /// What the session's standalone GET stream carries, until the session ends here: list
-/// changes of the servers the latest GET's caller may browse on its endpoint (none once no GET
-/// has read the stream for a while), updates of the resources it subscribed to, and what its
-/// per-session upstream connections send it outside any call.
+/// changes of the servers on its endpoint, each with its server (every GET shows only those its
+/// own caller may browse), updates of the resources it subscribed to, and what its per-session
+/// upstream connections send it outside any call.
 fn standalone(
     gw: &Arc<Gateway>,
     session: &Arc<crate::session::Session>,
-) -> impl futures::Stream<Item = Value> + Send + 'static {
+) -> impl futures::Stream<Item = (Value, Option<Arc<str>>)> + Send + 'static {
     let scope = session.scope.clone();
     let subscriber = session.clone();
-    let seer = gw.clone();
     let upstream =
         tokio_stream_from_broadcast(gw.upstreams().events.subscribe()).filter_map(move |ev| {
             let out = match &ev {
@@ -208,25 +215,25 @@ fn standalone(
                         .lock()
                         .is_ok_and(|s| s.contains(&shown));
                     subscribed.then(|| {
-                        jsonrpc::notification(
+                        let n = jsonrpc::notification(
                             "notifications/resources/updated",
                             json!({ "uri": shown }),
-                        )
+                        );
+                        (n, None)
                     })
                 }
-                _ => {
-                    let viewer = subscriber.replay.viewer();
-                    crate::dispatch::event_notification(&ev, &scope, |server| {
-                        viewer
-                            .as_ref()
-                            .is_some_and(|c| crate::authorize::may_browse(&seer, c, server))
+                UpstreamEvent::Tools(server)
+                | UpstreamEvent::Resources(server)
+                | UpstreamEvent::Prompts(server) => {
+                    crate::dispatch::event_notification(&ev, &scope, |_| true).map(|(_, method)| {
+                        let n = jsonrpc::notification(method, json!({}));
+                        (n, Some(Arc::from(server.as_str())))
                     })
-                    .map(|(_, method)| jsonrpc::notification(method, json!({})))
                 }
             };
             futures::future::ready(out)
         });
-    let own = tokio_stream_from_broadcast(session.client.events.subscribe());
+    let own = tokio_stream_from_broadcast(session.client.events.subscribe()).map(|v| (v, None));
     let ended = session.client.clone();
     futures::stream::select(upstream, own).take_until(async move { ended.links.ended().await })
 }

@@ -26,8 +26,6 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt as _};
 use tokio::sync::Notify;
 
-use crate::auth::Caller;
-
 /// Answers kept per session.
 const STREAMS: usize = 16;
 /// Bytes kept per session, over all its answers.
@@ -57,7 +55,8 @@ struct Log {
 struct LogState {
     /// Sequence number of `events[0]`.
     first: u64,
-    events: VecDeque<Arc<str>>,
+    /// Each message, with the upstream server it concerns where its readers filter by that.
+    events: VecDeque<(Arc<str>, Option<Arc<str>>)>,
     bytes: usize,
     /// When the response went in.
     ended: Option<Instant>,
@@ -66,18 +65,19 @@ struct LogState {
 impl Log {
     /// What follows message `seen` (`None`: from the start; messages dropped meanwhile are
     /// skipped), the next sequence number, and whether the answer has ended.
-    fn after(&self, nonce: u64, seen: Option<u64>) -> Option<(Vec<Sent>, u64, bool)> {
+    fn after(&self, nonce: u64, seen: Option<u64>) -> Option<(Vec<Tagged>, u64, bool)> {
         let st = self.state.lock().ok()?;
         let from = seen.map_or(0, |s| s.saturating_add(1)).max(st.first);
         let skip = usize::try_from(from - st.first).ok()?;
-        let out: Vec<Sent> = st
+        let out: Vec<Tagged> = st
             .events
             .iter()
             .enumerate()
             .skip(skip)
-            .map(|(i, e)| {
+            .map(|(i, (data, tag))| {
                 let n = st.first.saturating_add(i as u64);
-                (format!("{nonce:x}-{}-{n}", self.stream), e.clone())
+                let id = format!("{nonce:x}-{}-{n}", self.stream);
+                ((id, data.clone()), tag.clone())
             })
             .collect();
         let next = from.saturating_add(out.len() as u64);
@@ -101,8 +101,6 @@ struct Inner {
     /// GETs reading it now, and since when none has.
     readers: usize,
     unread_since: Option<Instant>,
-    /// Whose view its writer filters by: the caller of the latest GET.
-    viewer: Option<Caller>,
 }
 
 /// A GET reading the standalone stream; it stops counting when dropped.
@@ -157,6 +155,9 @@ impl Drop for Replay {
 /// An event as sent: its id and its data.
 pub(crate) type Sent = (String, Arc<str>);
 
+/// An event and the upstream server it concerns, if its readers filter by that.
+pub(crate) type Tagged = (Sent, Option<Arc<str>>);
+
 /// The bytes of an ended answer no longer count against the process's.
 fn forget(log: &Log) {
     if let Ok(st) = log.state.lock()
@@ -179,21 +180,12 @@ impl Replay {
         stream
     }
 
-    /// The standalone GET stream's log for a GET by `viewer` (whose view its writer filters by
-    /// from now on; kept without the caller's token), whether it was opened now (its writer is
-    /// then the caller's to start), the GET's hold on it, and the last message the GET saw:
-    /// the one `last_event_id` names if it is of this log, else the newest kept (from now).
-    pub(crate) fn standalone(
-        self: &Arc<Self>,
-        viewer: &Caller,
-        last_event_id: Option<&str>,
-    ) -> Option<Standalone> {
+    /// The standalone GET stream's log for a GET, whether it was opened now (its writer is then
+    /// the caller's to start), the GET's hold on it, and the last message the GET saw: the one
+    /// `last_event_id` names if it is of this log, else the newest kept (from now).
+    pub(crate) fn standalone(self: &Arc<Self>, last_event_id: Option<&str>) -> Option<Standalone> {
         let mut inner = self.inner.lock().ok()?;
         inner.readers = inner.readers.saturating_add(1);
-        inner.viewer = Some(Caller {
-            token: None,
-            ..viewer.clone()
-        });
         let reader = Reader(self.clone());
         let (stream, opened) = match inner.standalone {
             Some(stream) => (stream, false),
@@ -222,14 +214,8 @@ impl Replay {
         })
     }
 
-    /// Whose view the standalone stream's writer filters by; `None` once it was let go.
-    pub(crate) fn viewer(&self) -> Option<Caller> {
-        self.inner.lock().ok()?.viewer.clone()
-    }
-
-    /// Let the standalone stream go if no GET has read it for `after`: its log, and the
-    /// viewer's credential with it. True if it is gone (its writer then stops); a later GET
-    /// opens a new one.
+    /// Let the standalone stream go if no GET has read it for `after`. True if it is gone (its
+    /// writer then stops); a later GET opens a new one.
     pub(crate) fn let_go_if_unread(&self, after: Duration) -> bool {
         let Ok(mut inner) = self.inner.lock() else {
             return true;
@@ -237,7 +223,6 @@ impl Replay {
         let unread = inner.readers == 0 && inner.unread_since.is_some_and(|t| t.elapsed() >= after);
         if unread && let Some(stream) = inner.standalone.take() {
             inner.logs.retain(|l| l.stream != stream);
-            inner.viewer = None;
         }
         inner.standalone.is_none()
     }
@@ -265,19 +250,29 @@ impl Replay {
 
     /// Keep one message of `stream`; `last`: it is the response, and the answer has ended.
     pub(crate) fn push(&self, stream: u64, data: String, last: bool) {
+        self.keep(stream, data, None, last);
+    }
+
+    /// Keep one message of the standalone stream, with the server it concerns (`None`: every
+    /// reader gets it).
+    pub(crate) fn push_tagged(&self, stream: u64, data: String, tag: Option<Arc<str>>) {
+        self.keep(stream, data, tag, false);
+    }
+
+    fn keep(&self, stream: u64, data: String, tag: Option<Arc<str>>, last: bool) {
         let Some(log) = self.log(stream) else {
             return;
         };
         if let Ok(mut st) = log.state.lock() {
             st.bytes = st.bytes.saturating_add(data.len());
-            st.events.push_back(Arc::from(data));
+            st.events.push_back((Arc::from(data), tag));
             if last {
                 st.ended = Some(Instant::now());
                 ENDED_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
             }
             // An answer alone over the session's bytes loses its oldest interim messages.
             while !last && st.bytes > log.cap && st.events.len() > 1 {
-                if let Some(e) = st.events.pop_front() {
+                if let Some((e, _)) = st.events.pop_front() {
                     st.first = st.first.saturating_add(1);
                     st.bytes = st.bytes.saturating_sub(e.len());
                 }
@@ -304,7 +299,7 @@ impl Replay {
     ) -> Option<impl Stream<Item = Sent> + Send + 'static> {
         let (nonce, stream, n) = parse(last_event_id)?;
         let log = self.log(stream).filter(|_| nonce == self.nonce)?;
-        Some(read(Some(log), self.nonce, Some(n)))
+        Some(read(Some(log), self.nonce, Some(n)).map(|(sent, _)| sent))
     }
 
     /// The messages of `stream` after `seen`, then each one as it comes, until the response.
@@ -313,6 +308,15 @@ impl Replay {
         stream: u64,
         seen: Option<u64>,
     ) -> impl Stream<Item = Sent> + Send + 'static {
+        self.follow_tagged(stream, seen).map(|(sent, _)| sent)
+    }
+
+    /// [`Replay::follow`] with the server each message concerns, for a reader that filters.
+    pub(crate) fn follow_tagged(
+        &self,
+        stream: u64,
+        seen: Option<u64>,
+    ) -> impl Stream<Item = Tagged> + Send + 'static {
         read(self.log(stream), self.nonce, seen)
     }
 }
@@ -334,7 +338,7 @@ fn read(
     log: Option<Arc<Log>>,
     nonce: u64,
     seen: Option<u64>,
-) -> impl Stream<Item = Sent> + Send + 'static {
+) -> impl Stream<Item = Tagged> + Send + 'static {
     {
         let next = seen.map_or(0, |s| s.saturating_add(1));
         futures::stream::unfold((log, next, false), move |(log, next, ended)| async move {

@@ -89,22 +89,13 @@ async fn an_idle_session_lets_ended_answers_go_on_the_timer() {
     assert!(r.resume(&id(&r, s, 0)).is_none());
 }
 
-fn viewer(subject: &str) -> Caller {
-    Caller {
-        subject: subject.into(),
-        identity: Arc::new(policy::Identity::new()),
-        endpoint: None,
-        token: None,
-    }
-}
-
 #[tokio::test]
 async fn the_standalone_stream_keeps_its_newest_messages_for_a_client_that_reconnects() {
     let r = Arc::new(Replay::default());
-    let first = r.standalone(&viewer("key:a"), None).unwrap();
+    let first = r.standalone(None).unwrap();
     let (g, _reader) = (first.stream, first.reader);
     assert!(first.opened);
-    let again = r.standalone(&viewer("key:a"), None).unwrap();
+    let again = r.standalone(None).unwrap();
     assert_eq!((again.stream, again.opened), (g, false), "one per session");
     assert_eq!(r.last(g), None);
     r.push(g, "a".into(), false);
@@ -117,7 +108,7 @@ async fn the_standalone_stream_keeps_its_newest_messages_for_a_client_that_recon
     assert_eq!(Replay::default().on_standalone(&id(&r, g, 0)), None);
     // A reconnect after `a` gets `b`, then what comes, and the stream does not end; one that
     // names no message of this log, or one not sent yet, reads from now.
-    let named = r.standalone(&viewer("key:a"), Some(&id(&r, g, 0))).unwrap();
+    let named = r.standalone(Some(&id(&r, g, 0))).unwrap();
     assert_eq!(named.seen, Some(0));
     let answer_id = id(&r, answer, 0);
     for other in [
@@ -126,7 +117,7 @@ async fn the_standalone_stream_keeps_its_newest_messages_for_a_client_that_recon
         Some("junk"),
         Some(&id(&r, g, 99)),
     ] {
-        assert_eq!(r.standalone(&viewer("key:a"), other).unwrap().seen, Some(1));
+        assert_eq!(r.standalone(other).unwrap().seen, Some(1));
     }
     let mut s = std::pin::pin!(r.follow(g, named.seen));
     assert_eq!(s.next().await.unwrap().1.as_ref(), "b");
@@ -152,16 +143,14 @@ async fn the_standalone_stream_keeps_its_newest_messages_for_a_client_that_recon
 }
 
 #[test]
-fn an_unread_standalone_stream_is_let_go_with_its_viewer() {
+fn an_unread_standalone_stream_is_let_go() {
     let r = Arc::new(Replay::default());
-    let opened = r.standalone(&viewer("key:a"), None).unwrap();
+    let opened = r.standalone(None).unwrap();
     let (g, reader) = (opened.stream, opened.reader);
     r.push(g, "a".into(), false);
     // Read now: kept, whatever the wait.
     assert!(!r.let_go_if_unread(Duration::ZERO));
-    // The latest GET's caller is whose view it is.
-    let later = r.standalone(&viewer("key:b"), None).unwrap().reader;
-    assert_eq!(r.viewer().unwrap().subject, "key:b");
+    let later = r.standalone(None).unwrap().reader;
     drop(reader);
     assert!(
         !r.let_go_if_unread(Duration::ZERO),
@@ -173,14 +162,29 @@ fn an_unread_standalone_stream_is_let_go_with_its_viewer() {
         "not unread long enough"
     );
     assert!(r.let_go_if_unread(Duration::ZERO));
-    assert!(r.viewer().is_none(), "the credential goes with it");
     assert!(r.log(g).is_none());
     assert_eq!(r.on_standalone(&id(&r, g, 0)), None);
     // A later GET opens a new one.
-    let fresh = r.standalone(&viewer("key:a"), Some(&id(&r, g, 0))).unwrap();
+    let fresh = r.standalone(Some(&id(&r, g, 0))).unwrap();
     assert!(fresh.opened && fresh.stream != g);
     assert_eq!(
         fresh.seen, None,
         "an id of the log let go names nothing in the new one"
     );
+}
+
+#[tokio::test]
+async fn each_reader_gets_the_server_a_message_concerns_to_filter_by() {
+    let r = Arc::new(Replay::default());
+    let g = r.standalone(None).unwrap();
+    r.push_tagged(g.stream, "tools changed".into(), Some(Arc::from("fx")));
+    r.push_tagged(g.stream, "for everyone".into(), None);
+    let mut s = std::pin::pin!(r.follow_tagged(g.stream, None));
+    let ((_, data), tag) = s.next().await.unwrap();
+    assert_eq!(
+        (data.as_ref(), tag.as_deref()),
+        ("tools changed", Some("fx"))
+    );
+    let ((_, data), tag) = s.next().await.unwrap();
+    assert_eq!((data.as_ref(), tag), ("for everyone", None));
 }
