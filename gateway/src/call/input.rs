@@ -152,7 +152,8 @@ fn endpoint(scope: &Scope) -> Option<String> {
 }
 
 /// Check a retry's `inputResponses` and `requestState` and put the upstream's own state in its
-/// place; tell the upstream what the client may be asked (the gateway follows tasks itself).
+/// place; for a request that may take part in rounds, tell the upstream what its client may be
+/// asked (and that the gateway follows tasks itself, as the connection declares).
 /// Only answers to what this gateway asked under the state go upstream, within `within`;
 /// answers without a state are not passed on (the upstream asks again). What went is returned
 /// for the record.
@@ -165,16 +166,17 @@ fn open(
 ) -> Result<Option<Value>, Refusal> {
     let responses = fwd.remove("inputResponses");
     let sealed = fwd.remove("requestState");
+    if !round.rounds {
+        // Not this request's revision or method: nothing of it reaches the upstream, which is
+        // told only what the connection declares (nothing the client could be asked).
+        return Ok(None);
+    }
     let mut caps = round.declared.clone();
     caps.insert(
         "extensions".into(),
         json!({ crate::jsonrpc::TASKS_EXTENSION: {} }),
     );
     fwd.insert("_meta".into(), json!({ META_CAPS: caps }));
-    if !round.rounds {
-        // Not this request's revision or method: nothing of it reaches the upstream.
-        return Ok(None);
-    }
     let responses = match responses {
         None => None,
         // Each answer is the client's result for one input request: an object.
