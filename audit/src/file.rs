@@ -27,6 +27,8 @@ pub(crate) struct FileSink {
     pub(crate) path: String,
     file: File,
     fsync: bool,
+    /// A regular file (not a pipe or a device).
+    regular: bool,
     /// The last write may have stopped mid-line: start the next one on a new line.
     torn: bool,
     rotate: Rotation,
@@ -44,6 +46,9 @@ pub(crate) struct FileSink {
     /// What each flush returns instead of syncing, for tests (see [`super::flush_faults`]).
     #[cfg(test)]
     pub(crate) script: Option<std::sync::mpsc::Receiver<Result<(), String>>>,
+    /// Every write fails while set, for tests (see [`super::write_faults`]).
+    #[cfg(test)]
+    failing: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Asks every file sink to reopen its path before its next write (after an external rotator
@@ -106,6 +111,7 @@ impl FileSink {
                 path: path.to_string(),
                 file,
                 fsync: fsync && regular,
+                regular,
                 torn,
                 // Only a regular file can be renamed away and started again.
                 rotate: if regular { rotate } else { Rotation::OFF },
@@ -119,6 +125,8 @@ impl FileSink {
                 not_before: None,
                 #[cfg(test)]
                 script: super::flush_faults::take(path),
+                #[cfg(test)]
+                failing: super::write_faults::take(path),
             },
             last.and_then(|l| super::hash_of_line(&l)),
         ))
@@ -145,12 +153,7 @@ impl FileSink {
             }
             return;
         }
-        let by_size = self.rotate.size.is_some_and(|s| self.size >= s);
-        let by_age = self
-            .rotate
-            .every
-            .is_some_and(|e| self.born.elapsed().is_ok_and(|age| age >= e));
-        if self.size > 0 && (by_size || by_age) {
+        if self.rotation_due() {
             self.rotate_now();
         }
     }
@@ -255,6 +258,14 @@ impl FileSink {
         };
         let was_torn = self.torn;
         let mut attempt = || -> std::io::Result<()> {
+            #[cfg(test)]
+            if self
+                .failing
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed))
+            {
+                return Err(std::io::Error::other("injected: the disk is gone"));
+            }
             if self.torn {
                 self.file.write_all(b"\n")?;
                 self.torn = false;
@@ -276,19 +287,43 @@ impl FileSink {
         }
     }
 
-    /// `fsync` what was written, when configured to.
-    pub(crate) fn sync(&mut self) -> Result<(), String> {
-        #[cfg(test)]
-        if let Some(script) = &self.script {
-            return script.recv().unwrap_or(Ok(()));
+    /// A handle to `fsync` what was written through, when configured to, and the path for
+    /// messages. A duplicate: the flush runs without holding up the sink's writers.
+    pub(crate) fn flush_handle(&self) -> Result<Option<(File, &str)>, String> {
+        if !self.fsync {
+            return Ok(None);
         }
-        match self.fsync {
-            true => self
-                .file
-                .sync_data()
-                .map_err(|e| format!("audit file `{}`: fsync: {e}", self.path)),
-            false => Ok(()),
+        self.file
+            .try_clone()
+            .map(|h| Some((h, self.path.as_str())))
+            .map_err(|e| format!("audit file `{}`: fsync: {e}", self.path))
+    }
+
+    /// Whether the sink is a regular file: only then does a caller write to it itself (a pipe
+    /// or a device may block, or take part of a line).
+    pub(crate) fn regular(&self) -> bool {
+        self.regular
+    }
+
+    /// Whether [`FileSink::turn`] would act before the next write (a reopen asked for, a file
+    /// to open again, a rotation due): such a write is left to the sink's thread.
+    pub(crate) fn due(&self) -> bool {
+        if self.reopen.asked() != self.seen {
+            return true;
         }
+        if self.not_before.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        self.detached || self.rotation_due()
+    }
+
+    fn rotation_due(&self) -> bool {
+        let by_size = self.rotate.size.is_some_and(|s| self.size >= s);
+        let by_age = self
+            .rotate
+            .every
+            .is_some_and(|e| self.born.elapsed().is_ok_and(|age| age >= e));
+        self.size > 0 && (by_size || by_age)
     }
 }
 

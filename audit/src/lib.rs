@@ -2,7 +2,10 @@
 //! before the action it describes. A crate below the gateway: it knows events and sinks, not
 //! callers, policy or protocols (the gateway says who a caller is, in a [`Who`]).
 //!
-//! Events go through one writer thread. It takes every event waiting, links each to the one
+//! Where a required sink is a regular file, a caller writes its event itself: linked to the
+//! chain and appended with one `write`, on its own task, with the `fsync` following on the sink's
+//! thread (see [`inline`], which also says when a caller leaves its event to the writer thread).
+//! Otherwise events go through one writer thread. It takes every event waiting, links each to the one
 //! before it (`prev` is the previous event's `hash`; `hash` is SHA-256 over the event's canonical
 //! JSON without `hash`), and hands the batch to every sink's own thread, which writes it and
 //! flushes it (one `fsync` serves the whole batch). Each waiting caller is answered by the first
@@ -25,6 +28,7 @@
 pub mod clock;
 pub mod export;
 pub mod file;
+mod inline;
 pub mod redact;
 mod sink;
 pub mod verify;
@@ -45,6 +49,7 @@ use crate::redact::Redactor;
 use store::{AuditRow, Store, now_ms};
 
 use file::{FileSink, Reopen};
+use inline::Inline;
 use sink::*;
 use writer::*;
 
@@ -180,6 +185,8 @@ pub struct SinkStats {
 /// The handle every part of the gateway writes events through.
 pub struct Audit {
     tx: mpsc::Sender<Job>,
+    /// The required regular file callers write their events to themselves, if there is one.
+    inline: Option<Inline>,
     redactor: Redactor,
     /// One entry per configured sink, in config order.
     pub sinks: Arc<Vec<SinkStats>>,
@@ -244,7 +251,7 @@ impl Audit {
                     rotate,
                 } => {
                     let (sink, last) = FileSink::open(path, *fsync, *rotate, reopen.clone())?;
-                    (Sink::File(sink), last)
+                    (Sink::File(SharedFile::new(sink)), last)
                 }
                 SinkKind::Store => {
                     let last = store
@@ -279,19 +286,52 @@ impl Audit {
         let stats = Arc::new(stats);
         let batches = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = Writer::start(
+        let head = Arc::new(std::sync::Mutex::new(Head::new(
             hex::encode(rand::random::<[u8; 8]>()),
             prev.unwrap_or_else(|| GENESIS.to_string()),
+        )));
+        // The first required sink that is a regular file takes callers' own writes.
+        let direct = sinks
+            .iter()
+            .enumerate()
+            .find_map(|(i, (sink, required))| match sink {
+                Sink::File(f) if *required && f.file.lock().is_ok_and(|f| f.regular()) => {
+                    Some((i, f.file.clone()))
+                }
+                _ => None,
+            });
+        let behind = direct
+            .as_ref()
+            .map(|(i, _)| (*i, Arc::new(AtomicU64::new(0))));
+        let flushing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let writer = Writer::start(
+            head.clone(),
             sinks,
             stats.clone(),
             batches.clone(),
+            behind.as_ref(),
+            &flushing,
         )?;
+        let inline = match (direct, behind) {
+            (Some((index, file)), Some((_, behind))) => Some(Inline {
+                head,
+                file,
+                index,
+                behind,
+                flushing,
+                queues: writer.sinks.clone(),
+                stats: stats.clone(),
+                batches: batches.clone(),
+            }),
+            _ => None,
+        };
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| format!("cannot start the audit writer: {e}"))?;
         let audit = Audit {
             tx,
+            inline,
             redactor: Redactor::new(&key, settings.redact.clone()),
             sinks: stats,
             dropped: AtomicU64::new(0),
@@ -335,6 +375,15 @@ impl Audit {
     }
 
     async fn record_in(&self, event: Event, all: bool) -> Result<(), AuditError> {
+        // The chain's first and last events go through the writer thread: they wait for every
+        // sink, or name the sink that fails.
+        if !all
+            && event.kind != "audit.start"
+            && let Some(inline) = &self.inline
+            && inline.write(&event, true)
+        {
+            return Ok(());
+        }
         let (ack, answer) = oneshot::channel();
         let job = Job {
             event,
@@ -367,6 +416,11 @@ impl Audit {
 
     /// Queue `event` without waiting. Used for what has already happened.
     pub fn note(&self, event: Event) {
+        if let Some(inline) = &self.inline
+            && inline.write(&event, false)
+        {
+            return;
+        }
         let kind = event.kind;
         if self
             .tx
@@ -454,6 +508,31 @@ pub(crate) mod flush_faults {
     }
 
     pub(crate) fn take(path: &str) -> Option<Script> {
+        let mut r = REGISTERED.lock().ok()?;
+        let i = r.iter().position(|(p, _)| p == path)?;
+        Some(r.swap_remove(i).1)
+    }
+}
+
+/// Fault injection for tests: a file sink opened at a registered path fails every write while
+/// the flag is set, whoever writes (a caller or the sink's thread).
+#[cfg(test)]
+pub(crate) mod write_faults {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+
+    static REGISTERED: Mutex<Vec<(String, Arc<AtomicBool>)>> = Mutex::new(Vec::new());
+
+    pub(crate) fn arm(path: &str) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        REGISTERED
+            .lock()
+            .unwrap()
+            .push((path.to_string(), flag.clone()));
+        flag
+    }
+
+    pub(crate) fn take(path: &str) -> Option<Arc<AtomicBool>> {
         let mut r = REGISTERED.lock().ok()?;
         let i = r.iter().position(|(p, _)| p == path)?;
         Some(r.swap_remove(i).1)

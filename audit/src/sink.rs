@@ -5,9 +5,38 @@
 use super::*;
 
 pub(crate) enum Sink {
-    File(FileSink),
+    File(SharedFile),
     Store(store::AuditWriter),
     Stdout,
+}
+
+/// A file sink, shared by its thread and the callers that write to it themselves
+/// ([`crate::inline`]). Its `fsync` runs on a duplicate of the handle, outside the lock.
+pub(crate) struct SharedFile {
+    pub(crate) file: Arc<std::sync::Mutex<FileSink>>,
+    /// What each flush returns instead of syncing, for tests (see [`super::flush_faults`]).
+    #[cfg(test)]
+    pub(crate) script: Option<std::sync::mpsc::Receiver<Result<(), String>>>,
+}
+
+impl SharedFile {
+    pub(crate) fn new(mut file: FileSink) -> SharedFile {
+        #[cfg(test)]
+        let script = file.script.take();
+        #[cfg(not(test))]
+        let _ = &mut file;
+        SharedFile {
+            file: Arc::new(std::sync::Mutex::new(file)),
+            #[cfg(test)]
+            script,
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, FileSink>, String> {
+        self.file
+            .lock()
+            .map_err(|_| "the audit file sink failed unexpectedly".to_string())
+    }
 }
 
 /// One sink's thread: it writes each batch in order, tells the writer whether it took it,
@@ -17,110 +46,190 @@ pub(crate) enum Sink {
 ///
 /// A sink that fell behind (its queue holds more than one batch) writes what is queued (up to 64
 /// batches or about [`MAX_BATCH`] events) with one write or transaction and one `fsync`: catching
-/// up costs one flush, not one per batch. Such a group is written or failed as a whole.
+/// up costs one flush, not one per batch. Such a group is written or failed as a whole. Events
+/// that callers wrote to a file themselves arrive as [`Work::Flush`] (a flush of events that
+/// nobody waits for is put off up to [`LINGER`] for company); those that they passed on to the
+/// other sinks as batches nobody waits for, written at once: held back, they would let another
+/// process sharing the sinks (`portcullis keys`) put its events between them in one sink and not
+/// in the other, and its chain's first event before the one it links to.
 pub(crate) struct SinkWorker {
     pub(crate) sink: Sink,
     pub(crate) required: bool,
     pub(crate) index: usize,
     pub(crate) stats: Arc<Vec<SinkStats>>,
     pub(crate) staged: std::sync::mpsc::Sender<(u64, bool)>,
-    /// Whether every flush this sink made succeeded: only then are callers answered before it.
-    pub(crate) flushing: bool,
+    /// Whether every flush of the file callers write to themselves succeeded: only then are
+    /// callers answered before it (shared with them).
+    pub(crate) flushing: Arc<std::sync::atomic::AtomicBool>,
+    /// For that file: batches the writer queued here that are not written or failed yet.
+    pub(crate) behind: Option<Arc<AtomicU64>>,
 }
 
 /// Batches a sink that fell behind writes together; it stops adding at [`MAX_BATCH`] events.
 pub(crate) const CATCH_UP: usize = 64;
 
+/// Events callers wrote to the file themselves and that still need a flush.
+#[derive(Default)]
+struct Unflushed {
+    events: u64,
+    soon: bool,
+    /// When the first of them was written: the flush is put off until [`LINGER`] after it.
+    since: Option<Instant>,
+}
+
+impl Unflushed {
+    fn add(&mut self, events: u64, soon: bool) {
+        self.events += events;
+        self.soon |= soon;
+        self.since.get_or_insert_with(Instant::now);
+    }
+}
+
 impl SinkWorker {
-    pub(crate) fn run(mut self, rx: std::sync::mpsc::Receiver<Arc<Batch>>) {
-        while let Ok(first) = rx.recv() {
-            let started = Instant::now();
-            let mut lines = first.lines.len();
-            let mut batches = vec![first];
-            while batches.len() < CATCH_UP && lines < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(b) => {
-                        lines += b.lines.len();
-                        batches.push(b);
+    pub(crate) fn run(mut self, rx: std::sync::mpsc::Receiver<Work>) {
+        use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+        let mut unflushed = Unflushed::default();
+        loop {
+            // With events to flush: take what is queued at once (a request event's flush) or
+            // until [`LINGER`] after the first (only events nobody waits for), then flush them all.
+            let next = match (unflushed.events, unflushed.soon, unflushed.since) {
+                (0, ..) => rx.recv().map_err(|_| true),
+                (_, false, Some(since)) => rx
+                    .recv_timeout((since + LINGER).saturating_duration_since(Instant::now()))
+                    .map_err(|e| e == RecvTimeoutError::Disconnected),
+                _ => rx.try_recv().map_err(|e| e == TryRecvError::Disconnected),
+            };
+            match next {
+                Ok(Work::Flush { events, soon }) => unflushed.add(events, soon),
+                Ok(Work::Batch(first)) => {
+                    self.flush_written(&mut unflushed);
+                    self.write(first, &rx, &mut unflushed);
+                }
+                Err(closed) => {
+                    self.flush_written(&mut unflushed);
+                    if closed {
+                        return;
                     }
-                    Err(_) => break,
                 }
             }
-            // A panic in a sink (or a crate under it) fails these batches, not the sink for good.
-            let staged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.sink.stage(&batches)
-            }))
+        }
+    }
+
+    /// Flush what callers wrote themselves (they were answered already, and counted).
+    fn flush_written(&mut self, unflushed: &mut Unflushed) {
+        if unflushed.events == 0 {
+            return;
+        }
+        let events = std::mem::take(unflushed).events;
+        let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
             .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
-            for b in &batches {
-                let _ = self.staged.send((b.number, staged.is_ok()));
-            }
-            let count: u64 = batches.iter().map(|b| b.lines.len() as u64).sum();
-            let stat = self.stats.get(self.index);
-            if let Err(e) = staged {
+        self.flushed(&flushed, events, 0);
+    }
+
+    /// Count a flush's outcome: `late` events were waiting for it.
+    fn flushed(&mut self, flushed: &Result<(), String>, events: u64, late: u64) {
+        let stat = self.stats.get(self.index);
+        match flushed {
+            Ok(()) => {
                 if let Some(s) = stat {
-                    s.failed.fetch_add(count, Ordering::Relaxed);
+                    s.written.fetch_add(late, Ordering::Relaxed);
+                    s.flushes.fetch_add(1, Ordering::Relaxed);
+                    s.last_ok.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                self.flushing.store(false, Ordering::Release);
+                if let Some(s) = stat {
+                    // Events answered before the flush stay written; those it would answer
+                    // now are refused, so failed.
+                    s.failed.fetch_add(late, Ordering::Relaxed);
+                    s.flush_failures.fetch_add(1, Ordering::Relaxed);
                     s.last_ok.store(false, Ordering::Relaxed);
                 }
-                tracing::error!(error = %e, required = self.required, events = count, "audit sink write failed");
-                for b in &batches {
-                    b.settle(self.required, false);
-                }
-                continue;
+                tracing::error!(error = %e, required = self.required, events, "audit sink flush failed: from now on this sink answers a call only after its event's flush");
             }
-            // Written: the events survive the process, so while this sink's flushes succeed their
-            // callers go on now and the flush follows. After one failed, callers wait for their
-            // own flush for as long as the process runs: a later `fsync` that succeeds does not
-            // prove the pages of the failed one reached the disk.
-            let early = self.flushing;
-            let late = |b: &&Arc<Batch>| !early || b.all;
-            let late_count: u64 = batches
-                .iter()
-                .filter(late)
-                .map(|b| b.lines.len() as u64)
-                .sum();
-            // Counted before their callers hear: a caller that goes on sees its event counted.
-            if let Some(s) = stat {
-                s.written.fetch_add(count - late_count, Ordering::Relaxed);
-            }
-            batches
-                .iter()
-                .filter(|b| !late(b))
-                .for_each(|b| b.settle(self.required, true));
-            let flushed =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
-                    .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
-            match &flushed {
-                Ok(()) => {
-                    if let Some(s) = stat {
-                        s.written.fetch_add(late_count, Ordering::Relaxed);
-                        s.flushes.fetch_add(1, Ordering::Relaxed);
-                        s.last_ok.store(true, Ordering::Relaxed);
-                    }
-                }
-                Err(e) => {
-                    self.flushing = false;
-                    if let Some(s) = stat {
-                        // Events answered before the flush stay written; those it would answer
-                        // now are refused, so failed.
-                        s.failed.fetch_add(late_count, Ordering::Relaxed);
-                        s.flush_failures.fetch_add(1, Ordering::Relaxed);
-                        s.last_ok.store(false, Ordering::Relaxed);
-                    }
-                    tracing::error!(error = %e, required = self.required, events = count, "audit sink flush failed: from now on this sink answers a call only after its event's flush");
-                }
-            }
-            batches
-                .iter()
-                .filter(late)
-                .for_each(|b| b.settle(self.required, flushed.is_ok()));
-            tracing::trace!(
-                sink = self.index,
-                batches = batches.len(),
-                events = count,
-                elapsed_us = started.elapsed().as_micros() as u64,
-                "audit batches written"
-            );
         }
+    }
+
+    /// Take `first` and what queued behind it (see [`SinkWorker`]), write it and answer.
+    fn write(
+        &mut self,
+        first: Arc<Batch>,
+        rx: &std::sync::mpsc::Receiver<Work>,
+        unflushed: &mut Unflushed,
+    ) {
+        let started = Instant::now();
+        let mut lines = first.lines.len();
+        let mut batches = vec![first];
+        while batches.len() < CATCH_UP && lines < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Work::Batch(b)) => {
+                    lines += b.lines.len();
+                    batches.push(b);
+                }
+                // Not sent to a sink that is sent batches (see [`crate::inline`]); flushed after.
+                Ok(Work::Flush { events, soon }) => unflushed.add(events, soon),
+                Err(_) => break,
+            }
+        }
+        // A panic in a sink (or a crate under it) fails these batches, not the sink for good.
+        let staged =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.stage(&batches)))
+                .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
+        if let Some(behind) = &self.behind {
+            behind.fetch_sub(batches.len() as u64, Ordering::AcqRel);
+        }
+        for b in batches.iter().filter(|b| b.report) {
+            let _ = self.staged.send((b.number, staged.is_ok()));
+        }
+        let count: u64 = batches.iter().map(|b| b.lines.len() as u64).sum();
+        let stat = self.stats.get(self.index);
+        if let Err(e) = staged {
+            if let Some(s) = stat {
+                s.failed.fetch_add(count, Ordering::Relaxed);
+                s.last_ok.store(false, Ordering::Relaxed);
+            }
+            tracing::error!(error = %e, required = self.required, events = count, "audit sink write failed");
+            for b in &batches {
+                b.settle(self.required, false);
+            }
+            return;
+        }
+        // Written: the events survive the process, so while this sink's flushes succeed their
+        // callers go on now and the flush follows. After one failed, callers wait for their
+        // own flush for as long as the process runs: a later `fsync` that succeeds does not
+        // prove the pages of the failed one reached the disk.
+        let early = self.flushing.load(Ordering::Acquire);
+        let late = |b: &&Arc<Batch>| !early || b.all;
+        let late_count: u64 = batches
+            .iter()
+            .filter(late)
+            .map(|b| b.lines.len() as u64)
+            .sum();
+        // Counted before their callers hear: a caller that goes on sees its event counted.
+        if let Some(s) = stat {
+            s.written.fetch_add(count - late_count, Ordering::Relaxed);
+        }
+        batches
+            .iter()
+            .filter(|b| !late(b))
+            .for_each(|b| b.settle(self.required, true));
+        // One flush serves these batches and what callers wrote before them.
+        *unflushed = Unflushed::default();
+        let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
+            .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
+        self.flushed(&flushed, count, late_count);
+        batches
+            .iter()
+            .filter(late)
+            .for_each(|b| b.settle(self.required, flushed.is_ok()));
+        tracing::trace!(
+            sink = self.index,
+            batches = batches.len(),
+            events = count,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "audit batches written"
+        );
     }
 }
 
@@ -131,6 +240,7 @@ impl Sink {
         let mut lines = batches.iter().flat_map(|b| b.lines.iter());
         match self {
             Sink::File(f) => {
+                let mut f = f.lock()?;
                 f.turn();
                 let joined: String = lines.map(|l| l.text.as_str()).collect();
                 f.write(joined.as_bytes())
@@ -166,7 +276,18 @@ impl Sink {
     /// Make what [`Sink::stage`] wrote durable, where the sink is configured to.
     pub(crate) fn sync(&mut self) -> Result<(), String> {
         match self {
-            Sink::File(f) => f.sync(),
+            Sink::File(f) => {
+                #[cfg(test)]
+                if let Some(script) = &f.script {
+                    return script.recv().unwrap_or(Ok(()));
+                }
+                match f.lock()?.flush_handle()? {
+                    Some((handle, path)) => handle
+                        .sync_data()
+                        .map_err(|e| format!("audit file `{path}`: fsync: {e}")),
+                    None => Ok(()),
+                }
+            }
             Sink::Store(..) | Sink::Stdout => Ok(()),
         }
     }

@@ -333,60 +333,6 @@ async fn a_failing_best_effort_sink_does_not_stop_calls() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_caller_goes_on_once_its_event_is_written_until_a_flush_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    // Each flush of the file waits for the result sent here: a flush still running is one not sent.
-    let named = dir.path().join("a.jsonl");
-    let flush = super::flush_faults::script(&named.display().to_string());
-    let (_s, path, audit) = file_and_store(&dir, false).await;
-    assert_eq!(path, named);
-    let soon = std::time::Duration::from_secs(3);
-    let not_yet = std::time::Duration::from_millis(300);
-    // `audit.start` was answered while its flush waits.
-    flush.send(Ok(())).unwrap();
-    tokio::time::timeout(soon, audit.record(call(1)))
-        .await
-        .expect("answered before its flush")
-        .unwrap();
-    // That flush fails: the next caller waits for its own flush...
-    flush.send(Err("injected: fsync failed".into())).unwrap();
-    let waiting = audit.record(call(2));
-    tokio::pin!(waiting);
-    assert!(
-        tokio::time::timeout(not_yet, &mut waiting).await.is_err(),
-        "answered after a failed flush without waiting for its own"
-    );
-    // ...and is refused when it fails too (the only required sink cannot vouch for it).
-    flush.send(Err("injected: fsync failed".into())).unwrap();
-    assert!(matches!(
-        tokio::time::timeout(soon, waiting).await.unwrap(),
-        Err(AuditError::NotAccepted)
-    ));
-    // A flush that succeeds answers its caller, and the next caller still waits for its own.
-    for n in 3..=4 {
-        let waiting = audit.record(call(n));
-        tokio::pin!(waiting);
-        assert!(tokio::time::timeout(not_yet, &mut waiting).await.is_err());
-        flush.send(Ok(())).unwrap();
-        tokio::time::timeout(soon, waiting).await.unwrap().unwrap();
-    }
-    let stats = &audit.sinks[0];
-    counted(&stats.flushes, 3).await;
-    assert_eq!(stats.flush_failures.load(Ordering::Relaxed), 2);
-    // `audit.start`, calls 1, 3 and 4 are the sink's; call 2 was refused.
-    assert_eq!(stats.written.load(Ordering::Relaxed), 4);
-    assert_eq!(stats.failed.load(Ordering::Relaxed), 1);
-    // Every event is in the file, chained: a failed flush is not a failed write.
-    assert!(matches!(check(&path), Verdict::Intact { events: 5, .. }));
-    // Closing waits for its flush.
-    let closing = audit.close();
-    tokio::pin!(closing);
-    assert!(tokio::time::timeout(not_yet, &mut closing).await.is_err());
-    flush.send(Ok(())).unwrap();
-    tokio::time::timeout(soon, closing).await.unwrap().unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_torn_last_line_is_kept_apart_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir).await;
@@ -432,21 +378,14 @@ mod properties {
 
     /// Lines as the writer chains them, for events with arbitrary text in them.
     fn chained(texts: &[String]) -> Vec<String> {
-        let mut w = Writer::start(
-            "0123456789abcdef".into(),
-            GENESIS.into(),
-            Vec::new(),
-            Arc::new(Vec::new()),
-            Arc::new(AtomicU64::new(0)),
-        )
-        .unwrap();
+        let mut w = Head::new("0123456789abcdef".into(), GENESIS.into());
         texts
             .iter()
             .map(|t| {
                 let mut e = Event::new("tool.call");
                 e.reason = Some(t.clone());
                 e.outcome = Some("denied");
-                w.chain(&e).text
+                w.link(&e).text
             })
             .collect()
     }
@@ -525,6 +464,7 @@ mod properties {
 }
 
 mod batching;
+mod inline;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_export_past_retention_verifies_as_continued_with_every_chain_begun_earlier() {

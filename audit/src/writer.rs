@@ -3,17 +3,38 @@
 use super::*;
 
 pub(crate) struct Writer {
-    pub(crate) chain: String,
-    pub(crate) seq: i64,
-    pub(crate) prev: String,
+    pub(crate) head: Arc<std::sync::Mutex<Head>>,
     /// Each sink's queue and whether it is required, in config order; its thread writes what it
     /// is sent, in order.
-    pub(crate) sinks: Vec<(std::sync::mpsc::SyncSender<Arc<Batch>>, bool)>,
+    pub(crate) sinks: Vec<(std::sync::mpsc::SyncSender<Work>, bool)>,
+    /// The file sink callers write to themselves ([`crate::inline`]): its index, and how many
+    /// batches this thread queued to it that it has not written or failed yet.
+    pub(crate) inline: Option<(usize, Arc<AtomicU64>)>,
     /// Whether a sink took batch `n` (see [`SinkWorker::run`]).
     pub(crate) staged: std::sync::mpsc::Receiver<(u64, bool)>,
     pub(crate) stats: Arc<Vec<SinkStats>>,
     /// Batches handed to the sinks so far.
     pub(crate) batches: Arc<AtomicU64>,
+}
+
+/// The chain's head: what the next event links to. Shared by the writer thread and the callers
+/// that write their events themselves; each holds the lock only while it links and writes.
+pub(crate) struct Head {
+    pub(crate) chain: Arc<str>,
+    pub(crate) seq: i64,
+    pub(crate) prev: String,
+    /// The writer thread has linked a batch whose fate it does not know yet (it takes the batch
+    /// back if no sink took it): nobody else links an event until it knows.
+    pub(crate) busy: bool,
+}
+
+/// Work for a sink's thread.
+pub(crate) enum Work {
+    /// Events to write.
+    Batch(Arc<Batch>),
+    /// A caller wrote events to this file sink itself: make them durable. `soon`: a request
+    /// event is among them, so the flush is not put off for company.
+    Flush { events: u64, soon: bool },
 }
 
 /// One event, chained and serialised.
@@ -43,6 +64,9 @@ pub(crate) struct Batch {
     pub(crate) sinks_left: AtomicU64,
     /// Whether a required sink has the batch.
     pub(crate) accepted: std::sync::atomic::AtomicBool,
+    /// The writer thread waits to learn whether a sink took the batch (see [`Writer::hand_out`]);
+    /// events a caller wrote itself are only passed on.
+    pub(crate) report: bool,
 }
 
 impl Batch {
@@ -85,24 +109,32 @@ pub(crate) const SINK_QUEUE: usize = 256;
 
 impl Writer {
     /// Start one thread per sink and return the writer that feeds them.
+    /// `inline`: the file sink callers write to themselves, with its count of batches queued
+    /// to it and whether its flushes have all succeeded.
     pub(crate) fn start(
-        chain: String,
-        prev: String,
+        head: Arc<std::sync::Mutex<Head>>,
         sinks: Vec<(Sink, bool)>,
         stats: Arc<Vec<SinkStats>>,
         batches: Arc<AtomicU64>,
+        inline: Option<&(usize, Arc<AtomicU64>)>,
+        flushing: &Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<Writer, String> {
         let (staged_tx, staged) = std::sync::mpsc::channel();
         let mut queues = Vec::new();
         for (index, (sink, required)) in sinks.into_iter().enumerate() {
             let (tx, rx) = std::sync::mpsc::sync_channel(SINK_QUEUE);
+            let behind = match inline {
+                Some((i, behind)) if *i == index => Some(behind.clone()),
+                _ => None,
+            };
             let worker = SinkWorker {
                 sink,
                 required,
                 index,
                 stats: stats.clone(),
                 staged: staged_tx.clone(),
-                flushing: true,
+                flushing: flushing.clone(),
+                behind,
             };
             std::thread::Builder::new()
                 .name(format!("audit-sink-{index}"))
@@ -111,10 +143,9 @@ impl Writer {
             queues.push((tx, required));
         }
         Ok(Writer {
-            chain,
-            seq: 0,
-            prev,
+            head,
             sinks: queues,
+            inline: inline.cloned(),
             staged,
             stats,
             batches,
@@ -122,7 +153,6 @@ impl Writer {
     }
 
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        let chain: Arc<str> = Arc::from(self.chain.as_str());
         // The writer's own clock for [`LINGER`]: it lives as long as this thread, so a gateway
         // runtime shutting down never stops a timer under it. Without one, nothing lingers.
         let clock = tokio::runtime::Builder::new_current_thread()
@@ -138,13 +168,21 @@ impl Writer {
             {
                 linger(clock, &mut rx, &mut jobs);
             }
-            let (seq, prev) = (self.seq, self.prev.clone());
-            let lines: Vec<Line> = jobs.iter().map(|j| self.chain(&j.event)).collect();
-            if !self.hand_out(&chain, lines, jobs) {
+            let (chain, seq, prev, lines) = {
+                let mut head = lock(&self.head);
+                head.busy = true;
+                let (seq, prev) = (head.seq, head.prev.clone());
+                let lines: Vec<Line> = jobs.iter().map(|j| head.link(&j.event)).collect();
+                (head.chain.clone(), seq, prev, lines)
+            };
+            let written = self.hand_out(&chain, lines, jobs);
+            let mut head = lock(&self.head);
+            if !written {
                 // Written nowhere: the chain goes on from the last event that exists, so a sink
                 // that recovers does not show a gap that is not there.
-                (self.seq, self.prev) = (seq, prev);
+                (head.seq, head.prev) = (seq, prev);
             }
+            head.busy = false;
         }
     }
 
@@ -164,22 +202,35 @@ impl Writer {
             all,
             sinks_left: AtomicU64::new(self.sinks.len() as u64),
             accepted: std::sync::atomic::AtomicBool::new(false),
+            report: true,
         });
         if required == 0 || self.sinks.is_empty() {
             batch.answer(false);
         }
         let mut pending = 0;
         for (index, (queue, required)) in self.sinks.iter().enumerate() {
+            // Counted before it is sent: callers write to this file only when nothing is queued.
+            let behind = match &self.inline {
+                Some((i, behind)) if *i == index => Some(behind),
+                _ => None,
+            };
+            if let Some(b) = behind {
+                b.fetch_add(1, Ordering::AcqRel);
+            }
             // The chain's last event waits for room: closing must leave nothing queued behind it.
+            let work = Work::Batch(batch.clone());
             let sent = match batch.all {
                 true => queue
-                    .send(batch.clone())
+                    .send(work)
                     .map_err(|e| std::sync::mpsc::TrySendError::Disconnected(e.0)),
-                false => queue.try_send(batch.clone()),
+                false => queue.try_send(work),
             };
             match sent {
                 Ok(()) => pending += 1,
                 Err(e) => {
+                    if let Some(b) = behind {
+                        b.fetch_sub(1, Ordering::AcqRel);
+                    }
                     if let Some(s) = self.stats.get(index) {
                         s.failed.fetch_add(count, Ordering::Relaxed);
                         s.last_ok.store(false, Ordering::Relaxed);
@@ -214,9 +265,28 @@ impl Writer {
         }
         false
     }
+}
 
-    pub(crate) fn chain(&mut self, event: &Event) -> Line {
-        self.seq += 1;
+/// The head, whatever a thread that panicked holding it left (it changes `seq` and `prev` only
+/// together, at the end of [`Head::link`]).
+pub(crate) fn lock(head: &std::sync::Mutex<Head>) -> std::sync::MutexGuard<'_, Head> {
+    head.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Head {
+    pub(crate) fn new(chain: String, prev: String) -> Head {
+        Head {
+            chain: Arc::from(chain),
+            seq: 0,
+            prev,
+            busy: false,
+        }
+    }
+
+    /// Link `event` to the head: the line to write, with the head moved on to it.
+    pub(crate) fn link(&mut self, event: &Event) -> Line {
+        let seq = self.seq + 1;
         let mut map = match serde_json::to_value(event) {
             Ok(Value::Object(m)) => m,
             _ => {
@@ -231,10 +301,10 @@ impl Writer {
             map.insert("session".into(), json!(s));
         }
         map.insert("v".into(), json!(SCHEMA));
-        map.insert("id".into(), json!(format!("{}-{}", self.chain, self.seq)));
+        map.insert("id".into(), json!(format!("{}-{seq}", self.chain)));
         map.insert("time".into(), json!(crate::clock::rfc3339_ms(event.at_ms)));
-        map.insert("chain".into(), json!(self.chain));
-        map.insert("seq".into(), json!(self.seq));
+        map.insert("chain".into(), json!(&*self.chain));
+        map.insert("seq".into(), json!(seq));
         map.insert("prev".into(), json!(self.prev));
         // One serialisation: the hash covers the event without `hash`, and the line is the same
         // bytes with `hash` spliced in.
@@ -242,12 +312,13 @@ impl Writer {
         let hash = hex::encode(Sha256::digest(unhashed.bytes()));
         let mut line = unhashed.with(&Value::String(hash.clone()));
         line.push(b'\n');
+        self.seq = seq;
         self.prev = hash;
         // Canonical JSON is UTF-8 by construction; the lossy fallback never runs.
         let text = String::from_utf8(line)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         Line {
-            seq: self.seq,
+            seq,
             at_ms: event.at_ms,
             session,
             trace_id: event.trace_id.clone(),

@@ -403,7 +403,7 @@ pub(super) async fn get_metrics(
     extra.push(gauge(
         "portcullis_audit_batches_total",
         "counter",
-        "Batches handed to the audit sinks; a sink writes each with one write and one flush, or several queued ones together.",
+        "Batches handed to the audit sinks: by the audit writer, or one per event a caller wrote to the audit file itself. A sink writes each with one write and one flush, or several queued ones together.",
         vec![],
         audit.batches.load(std::sync::atomic::Ordering::Relaxed) as f64,
     ));

@@ -1,0 +1,116 @@
+//! Events their callers write to the file themselves, and the flushes that follow.
+
+use super::*;
+
+/// Wait until callers write to the file themselves again: the writer thread has no batch out
+/// and the file's thread nothing queued.
+pub(super) async fn settled(audit: &Audit) {
+    let inline = audit
+        .inline
+        .as_ref()
+        .expect("a required regular file is written inline");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while lock(&inline.head).busy || inline.behind.load(Ordering::Acquire) > 0 {
+        assert!(std::time::Instant::now() < deadline, "the writer settled");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_goes_on_once_its_event_is_written_until_a_flush_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each flush of the file waits for the result sent here: a flush still running is one not sent.
+    let named = dir.path().join("a.jsonl");
+    let flush = super::flush_faults::script(&named.display().to_string());
+    let (_s, path, audit) = file_and_store(&dir, false).await;
+    assert_eq!(path, named);
+    let soon = std::time::Duration::from_secs(3);
+    let not_yet = std::time::Duration::from_millis(300);
+    // `audit.start` was answered while its flush waits.
+    flush.send(Ok(())).unwrap();
+    tokio::time::timeout(soon, audit.record(call(1)))
+        .await
+        .expect("answered before its flush")
+        .unwrap();
+    // That flush fails: the next caller waits for its own flush...
+    flush.send(Err("injected: fsync failed".into())).unwrap();
+    counted(&audit.sinks[0].flush_failures, 1).await;
+    let waiting = audit.record(call(2));
+    tokio::pin!(waiting);
+    assert!(
+        tokio::time::timeout(not_yet, &mut waiting).await.is_err(),
+        "answered after a failed flush without waiting for its own"
+    );
+    // ...and is refused when it fails too (the only required sink cannot vouch for it).
+    flush.send(Err("injected: fsync failed".into())).unwrap();
+    assert!(matches!(
+        tokio::time::timeout(soon, waiting).await.unwrap(),
+        Err(AuditError::NotAccepted)
+    ));
+    // A flush that succeeds answers its caller, and the next caller still waits for its own.
+    for n in 3..=4 {
+        let waiting = audit.record(call(n));
+        tokio::pin!(waiting);
+        assert!(tokio::time::timeout(not_yet, &mut waiting).await.is_err());
+        flush.send(Ok(())).unwrap();
+        tokio::time::timeout(soon, waiting).await.unwrap().unwrap();
+    }
+    let stats = &audit.sinks[0];
+    counted(&stats.flushes, 3).await;
+    assert_eq!(stats.flush_failures.load(Ordering::Relaxed), 2);
+    // `audit.start`, calls 1, 3 and 4 are the sink's; call 2 was refused.
+    assert_eq!(stats.written.load(Ordering::Relaxed), 4);
+    assert_eq!(stats.failed.load(Ordering::Relaxed), 1);
+    // Every event is in the file, chained: a failed flush is not a failed write.
+    assert!(matches!(check(&path), Verdict::Intact { events: 5, .. }));
+    // Closing waits for its flush.
+    let closing = audit.close();
+    tokio::pin!(closing);
+    assert!(tokio::time::timeout(not_yet, &mut closing).await.is_err());
+    flush.send(Ok(())).unwrap();
+    tokio::time::timeout(soon, closing).await.unwrap().unwrap();
+}
+
+/// Fault injection on the path callers write themselves: a write to the file that fails is
+/// taken back and goes to every sink through the writer thread, so the store keeps the call
+/// going; when the store fails too, the call is refused, and nothing of it is in the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_the_caller_cannot_make_goes_to_every_sink_and_is_refused_when_none_takes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let named = dir.path().join("a.jsonl");
+    let failing = super::write_faults::arm(&named.display().to_string());
+    let (s, path, audit) = file_and_store(&dir, true).await;
+    settled(&audit).await;
+    // Written by the caller.
+    audit.record(call(1)).await.unwrap();
+    assert_eq!(audit.sinks[0].written.load(Ordering::Relaxed), 2);
+    assert!(std::fs::read_to_string(&path).unwrap().contains("\"r1\""));
+    // The file fails: the store has the event, the file has not, and the chain is not broken.
+    failing.store(true, Ordering::Relaxed);
+    audit.record(call(2)).await.unwrap();
+    counted(&audit.sinks[0].failed, 1).await;
+    let lines = s.audit_lines(0, None, None, 0, 1000).await.unwrap();
+    assert!(lines.last().unwrap().1.contains("\"r2\""));
+    assert!(!std::fs::read_to_string(&path).unwrap().contains("\"r2\""));
+    // The store fails too: refused, and in neither.
+    s.execute_for_test("DROP TABLE audit_events").await.unwrap();
+    assert!(matches!(
+        audit.record(call(3)).await,
+        Err(AuditError::NotAccepted)
+    ));
+    assert_eq!(audit.refused.load(Ordering::Relaxed), 1);
+    assert!(!std::fs::read_to_string(&path).unwrap().contains("\"r3\""));
+    // The file recovers: the next event is written by its caller again, linked to the last
+    // event that exists (call 2's, in the store).
+    failing.store(false, Ordering::Relaxed);
+    settled(&audit).await;
+    let written = audit.sinks[0].written.load(Ordering::Relaxed);
+    audit.record(call(4)).await.unwrap();
+    assert_eq!(audit.sinks[0].written.load(Ordering::Relaxed), written + 1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let r2: Value = serde_json::from_str(&lines.last().unwrap().1).unwrap();
+    assert_eq!(last["request_id"], "r4");
+    assert_eq!(last["prev"], r2["hash"]);
+    assert_eq!(last["seq"], r2["seq"].as_u64().unwrap() + 1);
+}
