@@ -65,6 +65,11 @@ pub(crate) struct SinkWorker {
     pub(crate) behind: Option<Arc<AtomicU64>>,
 }
 
+/// How long after a caller wrote a request event to a file itself its `fsync` may wait for the
+/// writes of other calls to share it. The caller does not wait for it (unless a flush has failed,
+/// and then it does not write itself); this bounds how much a power loss can take.
+pub(crate) const GROUP_COMMIT: Duration = Duration::from_millis(5);
+
 /// Batches a sink that fell behind writes together; it stops adding at [`MAX_BATCH`] events.
 pub(crate) const CATCH_UP: usize = 64;
 
@@ -87,17 +92,19 @@ impl Unflushed {
 
 impl SinkWorker {
     pub(crate) fn run(mut self, rx: std::sync::mpsc::Receiver<Work>) {
-        use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+        use std::sync::mpsc::RecvTimeoutError;
         let mut unflushed = Unflushed::default();
         loop {
-            // With events to flush: take what is queued at once (a request event's flush) or
-            // until [`LINGER`] after the first (only events nobody waits for), then flush them all.
-            let next = match (unflushed.events, unflushed.soon, unflushed.since) {
-                (0, ..) => rx.recv().map_err(|_| true),
-                (_, false, Some(since)) => rx
-                    .recv_timeout((since + LINGER).saturating_duration_since(Instant::now()))
-                    .map_err(|e| e == RecvTimeoutError::Disconnected),
-                _ => rx.try_recv().map_err(|e| e == TryRecvError::Disconnected),
+            // With events to flush: take what arrives until [`GROUP_COMMIT`] after the first (a
+            // request event among them) or [`LINGER`] (only events nobody waits for), then flush
+            // them all with one `fsync`.
+            let next = match (unflushed.events, unflushed.since) {
+                (0, _) | (_, None) => rx.recv().map_err(|_| true),
+                (_, Some(since)) => {
+                    let wait = if unflushed.soon { GROUP_COMMIT } else { LINGER };
+                    rx.recv_timeout((since + wait).saturating_duration_since(Instant::now()))
+                        .map_err(|e| e == RecvTimeoutError::Disconnected)
+                }
             };
             match next {
                 Ok(Work::Flush { events, soon }) => unflushed.add(events, soon),
