@@ -8,6 +8,7 @@
 
 mod client;
 mod connect;
+mod direct;
 mod drain;
 mod handler;
 mod http;
@@ -15,6 +16,7 @@ mod launch;
 mod link;
 mod listing;
 mod relay;
+mod rmcp_leg;
 mod scrub;
 mod set;
 mod task;
@@ -24,8 +26,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rmcp::model::{
-    ClientRequest, GetExtensions as _, MetaObject, ProtocolVersion, RequestMetaObject,
-    ServerResult, Tool,
+    ClientRequest, MetaObject, ProtocolVersion, RequestMetaObject, ServerResult, Tool,
 };
 use rmcp::service::{PeerRequestOptions, RunningService, ServiceError};
 use rmcp::{Peer, RoleClient};
@@ -186,8 +187,20 @@ struct Connection {
     /// Where this connection's progress goes: its own, since rmcp numbers progress tokens per
     /// connection and another connection's tokens must never reach this one's callers.
     progress: Arc<ProgressRoutes>,
+    /// The lean leg for callers' requests, on a stateless HTTP connection.
+    direct: Option<Arc<direct::Direct>>,
     // Keeps the connection alive; dropped on reconnect.
     _service: Arc<RunningService<RoleClient, UpstreamHandler>>,
+}
+
+/// A request on its way to the upstream, after the connection is chosen.
+struct Outgoing<'a> {
+    method: &'a str,
+    params: Option<Value>,
+    /// The client capabilities it declares, on a 2026-07-28 connection.
+    declared: Option<RequestMetaObject>,
+    credential: Option<Arc<str>>,
+    progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
 }
 
 impl Upstream {
@@ -383,64 +396,29 @@ impl Upstream {
             .await?;
         let mut params = params;
         let declared = own_capabilities(&mut params, &conn);
-        let mut msg = serde_json::Map::new();
-        msg.insert("method".into(), Value::String(method.to_string()));
-        if let Some(p) = params {
-            msg.insert("params".into(), p);
-        }
-        let mut request: ClientRequest = serde_json::from_value(Value::Object(msg))
-            .map_err(|_| UpstreamError::Unreadable(name.clone()))?;
         let started = std::time::Instant::now();
         let token = credential.clone();
-        if let Some(token) = credential {
+        if let Some(token) = &credential {
             // Never relayed back to a caller if the upstream echoes it.
             self.sent([token.to_string()]);
-            request.extensions_mut().insert(http::CallCredential(token));
         }
-        // `timeout` bounds the call; progress the caller asked for may extend it, never past
-        // `max_timeout` (which is `timeout` unless the operator sets it higher).
-        let mut options = PeerRequestOptions::with_timeout(config.timeout)
-            .with_max_total_timeout(config.max_timeout);
-        if progress.is_some() && config.max_timeout > config.timeout {
-            options = options.reset_timeout_on_progress();
-        }
-        options.meta = declared;
-        let handle = conn
-            .peer
-            .send_cancellable_request(request, options)
-            .await
-            .map_err(|e| self.map_error(e))?;
-        let route = progress.map(|(token, sink)| {
-            let key = serde_json::to_value(&handle.progress_token).unwrap_or(Value::Null);
-            conn.progress.insert(key.clone(), token, sink);
-            key
-        });
-        // What the upstream sends on this request's stream goes to the caller's stream.
-        let _running = relay
-            .zip(on.and_then(|o| o.sink))
-            .map(|(r, sink)| r.running(handle.id.clone(), sink.clone()));
-        let id = handle.id.clone();
-        let peer = conn.peer.clone();
         let cancel = cancel.unwrap_or_default();
-        let outcome = tokio::select! {
-            r = handle.await_response() => r.map_err(|e| {
-                if session_expired(&e) {
-                    self.forgot_session(&conn);
-                }
-                self.map_error(e)
-            }),
-            () = cancel.cancelled() => {
-                let note = rmcp::model::CancelledNotificationParam::new(Some(id), Some("cancelled by client".into()));
-                let _ = peer.notify_cancelled(note).await;
-                Err(UpstreamError::Cancelled(name.clone()))
+        let r = Outgoing {
+            method,
+            params,
+            declared,
+            credential,
+            progress,
+        };
+        let mut value = match &conn.direct {
+            Some(direct) if relay.is_none() && direct::METHODS.contains(&method) => {
+                self.send_direct(direct, r, &cancel, &config).await?
+            }
+            _ => {
+                self.send_rmcp(&conn, relay, on, r, &cancel, &config)
+                    .await?
             }
         };
-        if let Some(key) = route {
-            conn.progress.remove(&key);
-        }
-        let result = outcome?;
-        let mut value =
-            result_value(&result).ok_or_else(|| UpstreamError::Unreadable(name.clone()))?;
         if task::is_task(&value) && method != "tools/call" {
             // Only a call may become a task: anything else answered so is not understood.
             return Err(UpstreamError::Unreadable(name.clone()));

@@ -162,6 +162,47 @@ impl Declarations {
     }
 }
 
+impl Declarations {
+    /// The `Mcp-Param-*` headers a 2026-07-28 `tools/call` with `arguments` carries to the
+    /// upstream, as (name after the prefix, value): each declared argument that is present and a
+    /// string, number or boolean; a value that cannot travel as a bare header value is sent as
+    /// `=?base64?…?=`. None for a tool whose declarations are invalid (such a tool is one
+    /// conforming clients drop, and rmcp's client sends it none either).
+    pub(crate) fn emit(&self, arguments: &Value) -> Vec<(String, String)> {
+        let Ok(declared) = &self.0 else {
+            return Vec::new();
+        };
+        declared
+            .iter()
+            .filter_map(|d| {
+                let value = d.path.iter().try_fold(arguments, |v, key| v.get(key))?;
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Bool(b) => b.to_string(),
+                    Value::Number(n) => n.to_string(),
+                    _ => return None,
+                };
+                Some((d.name.clone(), encode(&text)))
+            })
+            .collect()
+    }
+}
+
+/// `value` as a header value: bare when it is visible ASCII (inner spaces allowed) without
+/// leading or trailing blanks and does not look like the Base64 form, else `=?base64?…?=`.
+pub(crate) fn encode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let blank_edge =
+        matches!(bytes.first(), Some(b' ' | b'\t')) || matches!(bytes.last(), Some(b' ' | b'\t'));
+    let unsafe_char = bytes.iter().any(|b| *b < 0x20 || *b > 0x7e);
+    let looks_encoded = value.starts_with("=?base64?") && value.ends_with("?=");
+    if blank_edge || unsafe_char || looks_encoded {
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, value);
+        return format!("=?base64?{b64}?=");
+    }
+    value.to_string()
+}
+
 fn check_declared(declared: &[Declared], arguments: &Value, sent: &[Sent]) -> Result<(), String> {
     for d in declared {
         let mut headers = sent.iter().filter(|(n, _)| *n == d.name);

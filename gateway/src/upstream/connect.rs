@@ -101,14 +101,28 @@ async fn connect(up: &Upstream, handler: UpstreamHandler) -> anyhow::Result<Conn
         preferred_versions: vec![ProtocolVersion::V_2026_07_28],
     };
     let progress = handler.progress.clone();
-    let service = match handshake(up, handler.clone(), modern).await {
+    let own = rmcp::ClientHandler::get_info(&handler);
+    let notices = handler.clone();
+    let (service, http) = match handshake(up, handler.clone(), modern).await {
         Ok(s) => s,
         Err(first) => {
             tracing::debug!(server = %server.name, error = %first, "server/discover failed; trying initialize");
             handshake(up, handler, ClientLifecycleMode::Initialize).await?
         }
     };
-    connection(service, progress).await
+    let mut conn = connection(service, progress).await?;
+    // A stateless connection over HTTP takes callers' requests on the lean leg.
+    if let (Some((http, url)), false) = (http, conn.protocol.has_initialize()) {
+        conn.direct = Some(Arc::new(super::direct::Direct::new(
+            http,
+            notices,
+            &url,
+            conn.protocol.as_str(),
+            serde_json::to_value(&own.client_info).unwrap_or_else(|_| json!({})),
+            serde_json::to_value(&own.capabilities).unwrap_or_else(|_| json!({})),
+        )));
+    }
+    Ok(conn)
 }
 
 /// A connection bound to one client session: the `initialize` era only, the revisions in which
@@ -118,7 +132,7 @@ pub(super) async fn open_link(
     handler: UpstreamHandler,
 ) -> anyhow::Result<Connection> {
     let progress = handler.progress.clone();
-    let service = handshake(up, handler, ClientLifecycleMode::Initialize).await?;
+    let (service, _) = handshake(up, handler, ClientLifecycleMode::Initialize).await?;
     connection(service, progress).await
 }
 
@@ -134,6 +148,7 @@ async fn connection(service: Service, progress: Arc<ProgressRoutes>) -> anyhow::
         protocol: info.protocol_version.clone(),
         capabilities: serde_json::to_value(&info.capabilities).unwrap_or_else(|_| json!({})),
         progress,
+        direct: None,
         _service: Arc::new(service),
     })
 }
@@ -141,11 +156,12 @@ async fn connection(service: Service, progress: Arc<ProgressRoutes>) -> anyhow::
 type Service = rmcp::service::RunningService<RoleClient, UpstreamHandler>;
 
 /// One handshake attempt over a new transport.
+/// An HTTP connection also returns its HTTP client and URL, for the lean leg.
 async fn handshake(
     up: &Upstream,
     handler: UpstreamHandler,
     lifecycle: ClientLifecycleMode,
-) -> anyhow::Result<Service> {
+) -> anyhow::Result<(Service, Option<(super::http::UpstreamHttp, String)>)> {
     let server = up.config();
     let limit = server.timeout;
     Ok(match &server.source {
@@ -193,12 +209,12 @@ async fn handshake(
                 client: m.client().clone(),
                 exchange: matches!(m, registry::Minted::Exchange { .. }),
             });
-            let transport = StreamableHttpClientTransport::with_client(
-                super::http::UpstreamHttp::new(http, up.name(), own),
-                cfg,
-            );
-            tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle))
-                .await??
+            let client = super::http::UpstreamHttp::new(http, up.name(), own);
+            let transport = StreamableHttpClientTransport::with_client(client.clone(), cfg);
+            let service =
+                tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle))
+                    .await??;
+            (service, Some((client, url.to_string())))
         }
         ServerSource::Command(cmd) => {
             let mut c = super::launch::command(cmd, &up.cache, up.profile).await?;
@@ -212,8 +228,10 @@ async fn handshake(
                 c.current_dir(dir);
             }
             let transport = TokioChildProcess::new(c)?;
-            tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle))
-                .await??
+            let service =
+                tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle))
+                    .await??;
+            (service, None)
         }
         ServerSource::Builtin(registry::BuiltinServer::Notes) => {
             let (a, b) = tokio::io::duplex(1 << 16);
@@ -222,7 +240,9 @@ async fn handshake(
                     let _ = running.waiting().await;
                 }
             });
-            tokio::time::timeout(limit, handler.serve_with_lifecycle(b, lifecycle)).await??
+            let service =
+                tokio::time::timeout(limit, handler.serve_with_lifecycle(b, lifecycle)).await??;
+            (service, None)
         }
     })
 }

@@ -76,16 +76,27 @@ impl ProgressRoutes {
         let Some((token, sink)) = routes.get(&key.to_string()) else {
             return;
         };
-        let mut params = json!({ "progressToken": token, "progress": p.progress });
-        if let (Some(total), Some(obj)) = (p.total, params.as_object_mut()) {
-            obj.insert("total".into(), json!(total));
-        }
-        if let (Some(msg), Some(obj)) = (&p.message, params.as_object_mut()) {
-            obj.insert("message".into(), json!(msg));
-        }
-        super::scrub::scrub(&mut params, server, secrets);
-        let _ = sink.send(jsonrpc::notification("notifications/progress", params));
+        relay_progress(p, token, sink, server, secrets);
     }
+}
+
+/// Send upstream progress `p` to the caller as progress on the caller's own `token`, scrubbed.
+pub(super) fn relay_progress(
+    p: &ProgressNotificationParam,
+    token: &Value,
+    sink: &mpsc::UnboundedSender<Value>,
+    server: &str,
+    secrets: &[String],
+) {
+    let mut params = json!({ "progressToken": token, "progress": p.progress });
+    if let (Some(total), Some(obj)) = (p.total, params.as_object_mut()) {
+        obj.insert("total".into(), json!(total));
+    }
+    if let (Some(msg), Some(obj)) = (&p.message, params.as_object_mut()) {
+        obj.insert("message".into(), json!(msg));
+    }
+    super::scrub::scrub(&mut params, server, secrets);
+    let _ = sink.send(jsonrpc::notification("notifications/progress", params));
 }
 
 /// The rmcp client handler for one upstream.
@@ -223,13 +234,11 @@ impl ClientHandler for UpstreamHandler {
     }
 
     async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
-        let _ = self.refresh.send(());
+        self.notice("notifications/tools/list_changed", None);
     }
 
     async fn on_resource_list_changed(&self, _: NotificationContext<RoleClient>) {
-        let _ = self
-            .events
-            .send(UpstreamEvent::Resources(self.server.clone()));
+        self.notice("notifications/resources/list_changed", None);
     }
 
     async fn on_resource_updated(
@@ -243,8 +252,31 @@ impl ClientHandler for UpstreamHandler {
     }
 
     async fn on_prompt_list_changed(&self, _: NotificationContext<RoleClient>) {
-        let _ = self
-            .events
-            .send(UpstreamEvent::Prompts(self.server.clone()));
+        self.notice("notifications/prompts/list_changed", None);
+    }
+}
+
+impl UpstreamHandler {
+    /// Act on a notification about the server's lists or resources, wherever it arrived (the
+    /// lean leg reads them on a call's stream): a tool list that changed is fetched again, other
+    /// changes go to the sessions. `false` for any other notification.
+    pub(super) fn notice(&self, method: &str, params: Option<&Value>) -> bool {
+        let event = match method {
+            "notifications/tools/list_changed" => {
+                let _ = self.refresh.send(());
+                return true;
+            }
+            "notifications/resources/list_changed" => UpstreamEvent::Resources(self.server.clone()),
+            "notifications/prompts/list_changed" => UpstreamEvent::Prompts(self.server.clone()),
+            "notifications/resources/updated" => {
+                let Some(uri) = params.and_then(|p| p.get("uri")).and_then(Value::as_str) else {
+                    return false;
+                };
+                UpstreamEvent::Updated(self.server.clone(), uri.to_string())
+            }
+            _ => return false,
+        };
+        let _ = self.events.send(event);
+        true
     }
 }

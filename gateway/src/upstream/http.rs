@@ -228,33 +228,56 @@ impl UpstreamHttp {
         message: Option<&ClientJsonRpcMessage>,
         given: Option<String>,
     ) -> Result<Option<String>, StreamableHttpError<reqwest::Error>> {
-        if let Some(ClientJsonRpcMessage::Request(r)) = message
-            && let Some(CallCredential(token)) = r.request.extensions().get::<CallCredential>()
-        {
+        let (call, method) = match message {
+            Some(ClientJsonRpcMessage::Request(r)) => (
+                r.request
+                    .extensions()
+                    .get::<CallCredential>()
+                    .map(|c| c.0.clone()),
+                Some(r.request.method()),
+            ),
+            _ => (None, None),
+        };
+        match self.credential(call, method).await {
+            Ok(Some(token)) => Ok(Some(token)),
+            Ok(None) => Ok(given),
+            Err(why) => Err(StreamableHttpError::UnexpectedServerResponse(why.into())),
+        }
+    }
+
+    /// The bearer token a request for `method` goes with: `call`, its call's minted token, else
+    /// (for a server whose credentials are minted) the gateway's own; `None` where the server's
+    /// credentials are static (in the client's default headers) or absent. A caller's request on
+    /// an exchange server never goes without the caller's token.
+    pub(crate) async fn credential(
+        &self,
+        call: Option<Arc<str>>,
+        method: Option<&str>,
+    ) -> Result<Option<String>, &'static str> {
+        if let Some(token) = call {
             return Ok(Some(token.to_string()));
         }
         let Some(own) = &self.own else {
-            return Ok(given);
+            return Ok(None);
         };
-        // A caller's request without the caller's token is not sent with the gateway's.
         if own.exchange
-            && let Some(ClientJsonRpcMessage::Request(r)) = message
-            && FOR_A_CALLER.contains(&r.request.method())
+            && let Some(method) = method.filter(|m| FOR_A_CALLER.contains(m))
         {
-            tracing::error!(server = %self.server, method = r.request.method(), "a caller's request without its minted token; not sent");
-            return Err(StreamableHttpError::UnexpectedServerResponse(
-                "no credential for the caller".into(),
-            ));
+            tracing::error!(server = %self.server, method, "a caller's request without its minted token; not sent");
+            return Err("no credential for the caller");
         }
         match own.minter.own(&self.server, &own.client).await {
             Ok(t) => Ok(Some(t.value.to_string())),
             Err(e) => {
                 tracing::warn!(server = %self.server, error = %e, "no credential for the connection; not sent");
-                Err(StreamableHttpError::UnexpectedServerResponse(
-                    "no credential for the upstream".into(),
-                ))
+                Err("no credential for the upstream")
             }
         }
+    }
+
+    /// The pooled HTTP client under the connection.
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.http
     }
 }
 

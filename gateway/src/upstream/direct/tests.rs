@@ -1,0 +1,342 @@
+//! The lean leg against a scripted HTTP upstream on loopback (an axum server written here, so
+//! every byte of its answers is under the test's control).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use proptest::prelude::*;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use super::*;
+
+type Reply = Arc<dyn Fn(u64) -> Response + Send + Sync>;
+
+#[derive(Default)]
+struct Seen {
+    requests: Vec<(HeaderMap, Value)>,
+}
+
+/// An upstream answering every POST with `reply(id of the request)`, recording what it got.
+async fn upstream(reply: Reply) -> (String, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let (log, reply) = (log.clone(), reply.clone());
+            async move {
+                let body: Value = serde_json::from_slice(&body).unwrap();
+                let id = body["id"].as_u64().unwrap();
+                log.lock().unwrap().requests.push((headers, body));
+                reply(id)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/mcp"), seen)
+}
+
+fn json_reply(status: u16, body: Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// An SSE answer of `events` (each a JSON-RPC message), `gap` apart; `forever` keeps it open.
+fn sse_reply(events: Vec<Value>, gap: Duration, dropped: Option<Arc<AtomicBool>>) -> Response {
+    struct OnDrop(Option<Arc<AtomicBool>>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            if let Some(f) = &self.0 {
+                f.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+    let guard = OnDrop(dropped);
+    let stream = futures::stream::unfold((0usize, guard), move |(n, guard)| {
+        let events = events.clone();
+        async move {
+            if n > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            let event = match events.get(n) {
+                Some(e) => format!("data: {e}\n\n"),
+                // Past the scripted events: a comment now and then, never an end.
+                None if guard.0.is_some() => ": waiting\n\n".to_string(),
+                None => return None,
+            };
+            Some((Ok::<_, std::io::Error>(Bytes::from(event)), (n + 1, guard)))
+        }
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+struct Leg {
+    direct: Direct,
+    refresh: mpsc::UnboundedReceiver<()>,
+}
+
+fn leg(url: &str) -> Leg {
+    let (refresh, refreshed) = mpsc::unbounded_channel();
+    let handler = super::super::handler::UpstreamHandler {
+        server: "up".into(),
+        progress: Arc::default(),
+        events: broadcast::channel(8).0,
+        refresh,
+        relay: None,
+        secrets: Arc::default(),
+        pinning: false,
+    };
+    let http = UpstreamHttp::new(reqwest::Client::new(), "up", None);
+    let direct = Direct::new(
+        http,
+        handler,
+        url,
+        "2026-07-28",
+        json!({ "name": "portcullis", "version": "1" }),
+        json!({ "extensions": { "io.modelcontextprotocol/tasks": {} } }),
+    );
+    Leg {
+        direct,
+        refresh: refreshed,
+    }
+}
+
+fn call(timeout: Duration, max: Duration) -> (Request<'static>, mpsc::UnboundedReceiver<Value>) {
+    let (sink, progress) = mpsc::unbounded_channel();
+    let request = Request {
+        method: "tools/call",
+        params: json!({
+            "name": "zoé",
+            "arguments": { "region": "eu" },
+            "_meta": { "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+        }),
+        capabilities: Some(json!({ "sampling": {} })),
+        credential: Some(Arc::from("minted-token")),
+        progress: Some((json!("caller-token"), sink)),
+        param_headers: vec![("region".into(), "eu".into())],
+        cancel: CancellationToken::new(),
+        timeout,
+        max_timeout: max,
+    };
+    (request, progress)
+}
+
+fn result(id: u64) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "result": { "content": [] } })
+}
+
+#[tokio::test]
+async fn a_request_carries_what_rmcps_client_sends_and_its_json_answer_is_read() {
+    let (url, seen) = upstream(Arc::new(|id| json_reply(200, result(id)))).await;
+    let leg = leg(&url);
+    let (request, _) = call(Duration::from_secs(5), Duration::from_secs(5));
+    let answer = leg.direct.send(request, "up", &[]).await.unwrap();
+    assert_eq!(answer, json!({ "content": [] }));
+    let seen = seen.lock().unwrap();
+    let (headers, body) = &seen.requests[0];
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("mcp-protocol-version"), "2026-07-28");
+    assert_eq!(header("mcp-method"), "tools/call");
+    // Not visible ASCII: sent as Base64.
+    assert_eq!(header("mcp-name"), "=?base64?em/DqQ==?=");
+    assert_eq!(header("mcp-param-region"), "eu");
+    assert_eq!(header("authorization"), "Bearer minted-token");
+    assert!(header("accept").contains("text/event-stream"));
+    assert!(header("traceparent").starts_with("00-0af7651916cd43dd"));
+    let meta = &body["params"]["_meta"];
+    assert_eq!(
+        meta["io.modelcontextprotocol/protocolVersion"],
+        "2026-07-28"
+    );
+    assert_eq!(
+        meta["io.modelcontextprotocol/clientInfo"]["name"],
+        "portcullis"
+    );
+    // The request's own capabilities replace the connection's.
+    assert_eq!(
+        meta["io.modelcontextprotocol/clientCapabilities"],
+        json!({ "sampling": {} })
+    );
+    assert_eq!(meta["progressToken"], body["id"]);
+    assert_eq!(body["params"]["arguments"], json!({ "region": "eu" }));
+}
+
+#[tokio::test]
+async fn a_stream_relays_its_own_progress_acts_on_list_changes_and_drops_foreign_answers() {
+    let reply: Reply = Arc::new(|id| {
+        let progress = |token: u64| {
+            json!({ "jsonrpc": "2.0", "method": "notifications/progress",
+                    "params": { "progressToken": token, "progress": 1, "message": "half" } })
+        };
+        sse_reply(
+            vec![
+                progress(id),
+                // Another request's progress and answer: not this caller's.
+                progress(id + 7),
+                json!({ "jsonrpc": "2.0", "id": id + 7, "result": { "content": [{ "type": "text", "text": "not yours" }] } }),
+                json!({ "jsonrpc": "2.0", "method": "notifications/tools/list_changed" }),
+                json!({ "jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage", "params": {} }),
+                result(id),
+            ],
+            Duration::from_millis(5),
+            None,
+        )
+    });
+    let (url, _) = upstream(reply).await;
+    let mut leg = leg(&url);
+    let (request, mut progress) = call(Duration::from_secs(5), Duration::from_secs(5));
+    let answer = leg.direct.send(request, "up", &[]).await.unwrap();
+    assert_eq!(answer, json!({ "content": [] }));
+    let relayed = progress.try_recv().unwrap();
+    assert_eq!(relayed["method"], "notifications/progress");
+    assert_eq!(relayed["params"]["progressToken"], "caller-token");
+    assert_eq!(relayed["params"]["message"], "half");
+    assert!(
+        progress.try_recv().is_err(),
+        "another request's progress was relayed"
+    );
+    assert!(
+        leg.refresh.try_recv().is_ok(),
+        "the list change was not acted on"
+    );
+}
+
+#[tokio::test]
+async fn errors_are_the_upstreams_and_an_answer_to_another_request_is_refused() {
+    let reply: Reply = Arc::new(|id| match id % 3 {
+        0 => json_reply(
+            400,
+            json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32020, "message": "header mismatch" } }),
+        ),
+        1 => json_reply(200, result(id + 1)),
+        _ => json_reply(503, json!({ "detail": "unavailable" })),
+    });
+    let (url, _) = upstream(reply).await;
+    let leg = leg(&url);
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let (request, _) = call(Duration::from_secs(5), Duration::from_secs(5));
+        outcomes.push(leg.direct.send(request, "up", &[]).await.unwrap_err());
+    }
+    // Ids count up from 2^32, so the three kinds come in the order of `id % 3`.
+    let first = (1u64 << 32) % 3;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match (first + i as u64) % 3 {
+            0 => assert!(
+                matches!(outcome, Failure::Rpc(e) if e["code"] == -32020),
+                "{outcome:?}"
+            ),
+            1 => assert!(matches!(outcome, Failure::Unreadable(_)), "{outcome:?}"),
+            _ => assert!(matches!(outcome, Failure::Transport(_)), "{outcome:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn progress_extends_the_deadline_only_up_to_the_maximum() {
+    let reply: Reply = Arc::new(|id| {
+        let progress = json!({ "jsonrpc": "2.0", "method": "notifications/progress",
+                               "params": { "progressToken": id, "progress": 1 } });
+        sse_reply(
+            vec![progress; 100],
+            Duration::from_millis(100),
+            Some(Arc::default()),
+        )
+    });
+    let (url, _) = upstream(reply).await;
+    let leg = leg(&url);
+    let started = std::time::Instant::now();
+    let (request, _) = call(Duration::from_millis(400), Duration::from_millis(1200));
+    let failed = leg.direct.send(request, "up", &[]).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(failed, Failure::Timeout(_)), "{failed:?}");
+    assert!(
+        took >= Duration::from_millis(1100) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    // Without an extension, the timeout is the deadline.
+    let started = std::time::Instant::now();
+    let (request, _) = call(Duration::from_millis(400), Duration::from_millis(400));
+    assert!(matches!(
+        leg.direct.send(request, "up", &[]).await,
+        Err(Failure::Timeout(_))
+    ));
+    assert!(started.elapsed() < Duration::from_millis(1000));
+}
+
+#[tokio::test]
+async fn a_cancelled_call_closes_its_stream() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let reply: Reply =
+        Arc::new(move |_| sse_reply(Vec::new(), Duration::from_millis(50), Some(flag.clone())));
+    let (url, _) = upstream(reply).await;
+    let leg = leg(&url);
+    let (request, _) = call(Duration::from_secs(30), Duration::from_secs(30));
+    let cancel = request.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cancel.cancel();
+    });
+    let failed = leg.direct.send(request, "up", &[]).await.unwrap_err();
+    assert!(matches!(failed, Failure::Cancelled), "{failed:?}");
+    // Closing the stream is how the upstream learns of it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !dropped.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream's stream stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_answer_past_the_bound_is_refused() {
+    let reply: Reply = Arc::new(|id| {
+        let big = "x".repeat(MAX_ANSWER);
+        json_reply(
+            200,
+            json!({ "jsonrpc": "2.0", "id": id, "result": { "content": [{ "type": "text", "text": big }] } }),
+        )
+    });
+    let (url, _) = upstream(reply).await;
+    let leg = leg(&url);
+    let (request, _) = call(Duration::from_secs(10), Duration::from_secs(10));
+    let failed = leg.direct.send(request, "up", &[]).await.unwrap_err();
+    assert!(matches!(failed, Failure::Unreadable(_)), "{failed:?}");
+}
+
+proptest! {
+    /// Whatever an upstream sends as an event's data, reading it never panics, and only a
+    /// message with the request's own id is ever its answer.
+    #[test]
+    fn only_the_requests_own_id_answers_it(data in ".{0,200}", id in any::<u64>(), other in any::<i64>()) {
+        let ours = Value::from(id);
+        if let Event::Answer(a) = classify(&data, &ours) {
+            prop_assert_eq!(a.id, Some(ours.clone()));
+        }
+        let foreign = json!({ "jsonrpc": "2.0", "id": other, "result": {} });
+        let verdict = classify(&foreign.to_string(), &ours);
+        prop_assert_eq!(matches!(verdict, Event::Answer(_)), ours == other);
+        let named = json!({ "jsonrpc": "2.0", "id": data, "result": {} });
+        prop_assert!(!matches!(classify(&named.to_string(), &ours), Event::Answer(_)));
+    }
+}
