@@ -289,13 +289,13 @@ impl FileSink {
 
     /// A handle to `fsync` what was written through, when configured to, and the path for
     /// messages. A duplicate: the flush runs without holding up the sink's writers.
-    pub(crate) fn flush_handle(&self) -> Result<Option<(File, &str)>, String> {
+    pub(crate) fn flush_handle(&self) -> Result<Option<(File, String)>, String> {
         if !self.fsync {
             return Ok(None);
         }
         self.file
             .try_clone()
-            .map(|h| Some((h, self.path.as_str())))
+            .map(|h| Some((h, self.path.clone())))
             .map_err(|e| format!("audit file `{}`: fsync: {e}", self.path))
     }
 

@@ -19,10 +19,22 @@
 //!
 //! A flush that fails while a caller is writing does not hold up that caller: its event was
 //! written before the failure was known, like one answered just before it.
+//!
+//! A caller never waits for another caller's write: one that finds the head taken leaves its
+//! event to the writer thread. A write that takes long (a disk that stalls) stops callers from
+//! writing themselves for [`SLOW_PAUSE`]; until it returns, the writer thread cannot link either,
+//! and calls are refused at the recording cap rather than held past it.
 
 use std::sync::atomic::AtomicBool;
 
 use super::*;
+
+/// A caller's write that takes longer than this marks the file slow.
+const SLOW_WRITE: Duration = Duration::from_millis(50);
+/// How long callers leave their events to the writer thread after a slow write.
+const SLOW_PAUSE: Duration = Duration::from_secs(10);
+/// Attempts to take the head before leaving the event to the writer thread.
+const TRIES: usize = 4;
 
 /// The file sink callers write to themselves, and what they pass their events on to.
 pub(crate) struct Inline {
@@ -30,28 +42,45 @@ pub(crate) struct Inline {
     pub(crate) file: Arc<std::sync::Mutex<FileSink>>,
     /// The file's index in the sinks.
     pub(crate) index: usize,
-    /// Batches queued to the file's thread, not yet written or failed.
-    pub(crate) behind: Arc<AtomicU64>,
-    /// Whether every flush of the file has succeeded.
-    pub(crate) flushing: Arc<AtomicBool>,
+    /// What callers share with the file's thread.
+    pub(crate) shared: Arc<Shared>,
     /// Every sink's queue, in config order (the file's takes its flushes).
     pub(crate) queues: Vec<(std::sync::mpsc::SyncSender<Work>, bool)>,
     pub(crate) stats: Arc<Vec<SinkStats>>,
     pub(crate) batches: Arc<AtomicU64>,
+    /// Callers do not write themselves before this many milliseconds after `born` (a write
+    /// was slow).
+    pub(crate) slow_until: AtomicU64,
+    pub(crate) born: Instant,
 }
 
 impl Inline {
     /// Write `event` to the file now; `false` when it is left to the writer thread (see the
     /// module's list). `request`: a call waits on it, so its flush is not put off.
     pub(crate) fn write(&self, event: &Event, request: bool) -> bool {
-        let mut head = lock(&self.head);
+        let now_ms = || self.born.elapsed().as_millis() as u64;
+        if self.slow_until.load(Ordering::Relaxed) > now_ms() {
+            return false;
+        }
+        let Some(mut head) = (0..TRIES).find_map(|n| {
+            if n > 0 {
+                std::thread::yield_now();
+            }
+            match self.head.try_lock() {
+                Ok(head) => Some(head),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            }
+        }) else {
+            return false;
+        };
         if head.busy
-            || self.behind.load(Ordering::Acquire) > 0
-            || !self.flushing.load(Ordering::Acquire)
+            || self.shared.behind.load(Ordering::Acquire) > 0
+            || !self.shared.flushing.load(Ordering::Acquire)
         {
             return false;
         }
-        let Ok(mut file) = self.file.lock() else {
+        let Ok(mut file) = self.file.try_lock() else {
             return false;
         };
         if file.due() {
@@ -59,7 +88,17 @@ impl Inline {
         }
         let (seq, prev) = (head.seq, head.prev.clone());
         let line = head.link(event);
-        if let Err(e) = file.write(line.text.as_bytes()) {
+        let started = Instant::now();
+        let written = file.write(line.text.as_bytes());
+        if started.elapsed() > SLOW_WRITE {
+            tracing::warn!(
+                took_ms = started.elapsed().as_millis() as u64,
+                "audit file write was slow; events go through the writer thread for a while"
+            );
+            self.slow_until
+                .store(now_ms() + SLOW_PAUSE.as_millis() as u64, Ordering::Relaxed);
+        }
+        if let Err(e) = written {
             // Taken back: the writer thread hands the event to every sink and they decide.
             (head.seq, head.prev) = (seq, prev);
             tracing::warn!(error = %e, "audit file write failed; the event goes to every sink");
@@ -88,15 +127,10 @@ impl Inline {
             report: false,
         });
         for (index, (queue, required)) in self.queues.iter().enumerate() {
-            let work = match index == self.index {
-                true => Work::Flush {
-                    events: 1,
-                    soon: request,
-                },
-                false => Work::Batch(batch.clone()),
-            };
-            // The file's queue full of flushes: one of those still to run covers this write.
-            if queue.try_send(work).is_err() && index != self.index {
+            if index == self.index {
+                continue;
+            }
+            if queue.try_send(Work::Batch(batch.clone())).is_err() {
                 if let Some(s) = self.stats.get(index) {
                     s.failed.fetch_add(1, Ordering::Relaxed);
                     s.last_ok.store(false, Ordering::Relaxed);
@@ -108,6 +142,30 @@ impl Inline {
                 );
             }
         }
+        self.ask_flush(request);
         true
+    }
+
+    /// Tell the file's thread an event needs its flush: once per group of events (and once
+    /// more when the first request event joins a group of notes), so its queue never fills
+    /// with these. A thread that has stopped ends callers' own writes: nothing would flush them.
+    fn ask_flush(&self, request: bool) {
+        let first = self.shared.unflushed.fetch_add(1, Ordering::AcqRel) == 0;
+        let newly_soon = request && !self.shared.soon.swap(true, Ordering::AcqRel);
+        if !(first || newly_soon) {
+            return;
+        }
+        let Some((queue, _)) = self.queues.get(self.index) else {
+            return;
+        };
+        // Full: what is queued there ends in a flush that takes this event's count too.
+        if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) =
+            queue.try_send(Work::Flush { at: Instant::now() })
+        {
+            self.shared.flushing.store(false, Ordering::Release);
+            tracing::error!(
+                "the audit file's thread has stopped: its events are no longer flushed"
+            );
+        }
     }
 }

@@ -300,28 +300,27 @@ impl Audit {
                 }
                 _ => None,
             });
-        let behind = direct
+        let shared = direct
             .as_ref()
-            .map(|(i, _)| (*i, Arc::new(AtomicU64::new(0))));
-        let flushing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+            .map(|(i, _)| (*i, Arc::new(Shared::default())));
         let writer = Writer::start(
             head.clone(),
             sinks,
             stats.clone(),
             batches.clone(),
-            behind.as_ref(),
-            &flushing,
+            shared.as_ref(),
         )?;
-        let inline = match (direct, behind) {
-            (Some((index, file)), Some((_, behind))) => Some(Inline {
+        let inline = match (direct, shared) {
+            (Some((index, file)), Some((_, shared))) => Some(Inline {
                 head,
                 file,
                 index,
-                behind,
-                flushing,
+                shared,
                 queues: writer.sinks.clone(),
                 stats: stats.clone(),
                 batches: batches.clone(),
+                slow_until: AtomicU64::new(0),
+                born: Instant::now(),
             }),
             _ => None,
         };

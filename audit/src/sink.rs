@@ -58,11 +58,11 @@ pub(crate) struct SinkWorker {
     pub(crate) index: usize,
     pub(crate) stats: Arc<Vec<SinkStats>>,
     pub(crate) staged: std::sync::mpsc::Sender<(u64, bool)>,
-    /// Whether every flush of the file callers write to themselves succeeded: only then are
-    /// callers answered before it (shared with them).
-    pub(crate) flushing: Arc<std::sync::atomic::AtomicBool>,
-    /// For that file: batches the writer queued here that are not written or failed yet.
-    pub(crate) behind: Option<Arc<AtomicU64>>,
+    /// Whether every flush this sink made succeeded: only then are callers answered before it
+    /// (for the file callers write themselves, in [`Shared::flushing`]).
+    pub(crate) flushing: bool,
+    /// For the file callers write themselves: what they share with this thread.
+    pub(crate) shared: Option<Arc<Shared>>,
 }
 
 /// How long after a caller wrote a request event to a file itself its `fsync` may wait for the
@@ -78,15 +78,26 @@ pub(crate) const CATCH_UP: usize = 64;
 struct Unflushed {
     events: u64,
     soon: bool,
-    /// When the first of them was written: the flush is put off until [`LINGER`] after it.
+    /// When the first of them was written: the flush is put off until [`GROUP_COMMIT`] (a
+    /// request event among them) or [`LINGER`] after it.
     since: Option<Instant>,
 }
 
 impl Unflushed {
-    fn add(&mut self, events: u64, soon: bool) {
+    /// Take over what callers counted in `shared`, the first written at `at`.
+    fn take(&mut self, shared: &Shared, at: Instant) {
+        let events = shared.unflushed.swap(0, Ordering::AcqRel);
+        self.soon |= shared.soon.swap(false, Ordering::AcqRel);
+        if events > 0 || self.events > 0 {
+            self.since = Some(self.since.map_or(at, |s| s.min(at)));
+        }
         self.events += events;
-        self.soon |= soon;
-        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// When these events are to be flushed at the latest.
+    fn due(&self) -> Option<Instant> {
+        let wait = if self.soon { GROUP_COMMIT } else { LINGER };
+        self.since.filter(|_| self.events > 0).map(|s| s + wait)
     }
 }
 
@@ -95,19 +106,21 @@ impl SinkWorker {
         use std::sync::mpsc::RecvTimeoutError;
         let mut unflushed = Unflushed::default();
         loop {
-            // With events to flush: take what arrives until [`GROUP_COMMIT`] after the first (a
-            // request event among them) or [`LINGER`] (only events nobody waits for), then flush
-            // them all with one `fsync`.
-            let next = match (unflushed.events, unflushed.since) {
-                (0, _) | (_, None) => rx.recv().map_err(|_| true),
-                (_, Some(since)) => {
-                    let wait = if unflushed.soon { GROUP_COMMIT } else { LINGER };
-                    rx.recv_timeout((since + wait).saturating_duration_since(Instant::now()))
-                        .map_err(|e| e == RecvTimeoutError::Disconnected)
-                }
+            // With events to flush: take what arrives until they are due, then flush them all
+            // with one `fsync`.
+            let next = match unflushed.due() {
+                None => rx.recv().map_err(|_| true),
+                Some(due) if Instant::now() >= due => Err(false),
+                Some(due) => rx
+                    .recv_timeout(due.saturating_duration_since(Instant::now()))
+                    .map_err(|e| e == RecvTimeoutError::Disconnected),
             };
             match next {
-                Ok(Work::Flush { events, soon }) => unflushed.add(events, soon),
+                Ok(Work::Flush { at }) => {
+                    if let Some(shared) = &self.shared {
+                        unflushed.take(shared, at);
+                    }
+                }
                 Ok(Work::Batch(first)) => {
                     self.flush_written(&mut unflushed);
                     self.write(first, &rx, &mut unflushed);
@@ -119,6 +132,14 @@ impl SinkWorker {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether callers are answered before this sink's flush.
+    fn early(&self) -> bool {
+        match &self.shared {
+            Some(shared) => shared.flushing.load(Ordering::Acquire),
+            None => self.flushing,
         }
     }
 
@@ -145,7 +166,10 @@ impl SinkWorker {
                 }
             }
             Err(e) => {
-                self.flushing.store(false, Ordering::Release);
+                self.flushing = false;
+                if let Some(shared) = &self.shared {
+                    shared.flushing.store(false, Ordering::Release);
+                }
                 if let Some(s) = stat {
                     // Events answered before the flush stay written; those it would answer
                     // now are refused, so failed.
@@ -174,8 +198,12 @@ impl SinkWorker {
                     lines += b.lines.len();
                     batches.push(b);
                 }
-                // Not sent to a sink that is sent batches (see [`crate::inline`]); flushed after.
-                Ok(Work::Flush { events, soon }) => unflushed.add(events, soon),
+                // Callers wrote before these batches were queued: the flush below serves them.
+                Ok(Work::Flush { at }) => {
+                    if let Some(shared) = &self.shared {
+                        unflushed.take(shared, at);
+                    }
+                }
                 Err(_) => break,
             }
         }
@@ -183,8 +211,10 @@ impl SinkWorker {
         let staged =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.stage(&batches)))
                 .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
-        if let Some(behind) = &self.behind {
-            behind.fetch_sub(batches.len() as u64, Ordering::AcqRel);
+        if let Some(shared) = &self.shared {
+            shared
+                .behind
+                .fetch_sub(batches.len() as u64, Ordering::AcqRel);
         }
         for b in batches.iter().filter(|b| b.report) {
             let _ = self.staged.send((b.number, staged.is_ok()));
@@ -206,7 +236,7 @@ impl SinkWorker {
         // callers go on now and the flush follows. After one failed, callers wait for their
         // own flush for as long as the process runs: a later `fsync` that succeeds does not
         // prove the pages of the failed one reached the disk.
-        let early = self.flushing.load(Ordering::Acquire);
+        let early = self.early();
         let late = |b: &&Arc<Batch>| !early || b.all;
         let late_count: u64 = batches
             .iter()
@@ -221,7 +251,10 @@ impl SinkWorker {
             .iter()
             .filter(|b| !late(b))
             .for_each(|b| b.settle(self.required, true));
-        // One flush serves these batches and what callers wrote before them.
+        // One flush serves these batches and what callers wrote before it starts.
+        if let Some(shared) = &self.shared {
+            unflushed.take(shared, Instant::now());
+        }
         *unflushed = Unflushed::default();
         let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
             .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
@@ -284,11 +317,13 @@ impl Sink {
     pub(crate) fn sync(&mut self) -> Result<(), String> {
         match self {
             Sink::File(f) => {
+                // The lock is let go before the `fsync`: writers never wait for it.
+                let handle = f.lock()?.flush_handle()?;
                 #[cfg(test)]
                 if let Some(script) = &f.script {
                     return script.recv().unwrap_or(Ok(()));
                 }
-                match f.lock()?.flush_handle()? {
+                match handle {
                     Some((handle, path)) => handle
                         .sync_data()
                         .map_err(|e| format!("audit file `{path}`: fsync: {e}")),

@@ -7,9 +7,12 @@ pub(crate) struct Writer {
     /// Each sink's queue and whether it is required, in config order; its thread writes what it
     /// is sent, in order.
     pub(crate) sinks: Vec<(std::sync::mpsc::SyncSender<Work>, bool)>,
-    /// The file sink callers write to themselves ([`crate::inline`]): its index, and how many
-    /// batches this thread queued to it that it has not written or failed yet.
-    pub(crate) inline: Option<(usize, Arc<AtomicU64>)>,
+    /// The file sink callers write to themselves ([`crate::inline`]): its index, and what they
+    /// share with its thread.
+    pub(crate) inline: Option<(usize, Arc<Shared>)>,
+    /// Hold events nobody waits for up to [`LINGER`] for one somebody does: only when no
+    /// callers write themselves (they would link their events ahead of the held ones).
+    pub(crate) linger: bool,
     /// Whether a sink took batch `n` (see [`SinkWorker::run`]).
     pub(crate) staged: std::sync::mpsc::Receiver<(u64, bool)>,
     pub(crate) stats: Arc<Vec<SinkStats>>,
@@ -32,9 +35,33 @@ pub(crate) struct Head {
 pub(crate) enum Work {
     /// Events to write.
     Batch(Arc<Batch>),
-    /// A caller wrote events to this file sink itself: make them durable. `soon`: a request
-    /// event is among them, so the flush is not put off for company.
-    Flush { events: u64, soon: bool },
+    /// A caller wrote events to this file sink itself (counted in [`Shared::unflushed`]), the
+    /// first of them at `at`: make them durable.
+    Flush { at: Instant },
+}
+
+/// What the callers that write a file sink themselves share with its thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Batches the writer thread queued to the sink that it has not written or failed yet.
+    pub(crate) behind: AtomicU64,
+    /// Whether every flush of the sink has succeeded: only then are callers answered before it.
+    pub(crate) flushing: std::sync::atomic::AtomicBool,
+    /// Events callers wrote since the sink's thread last took them for a flush.
+    pub(crate) unflushed: AtomicU64,
+    /// A request event is among them: its flush is not put off for long.
+    pub(crate) soon: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared {
+            behind: AtomicU64::new(0),
+            flushing: std::sync::atomic::AtomicBool::new(true),
+            unflushed: AtomicU64::new(0),
+            soon: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 /// One event, chained and serialised.
@@ -108,23 +135,21 @@ pub(crate) const STAGE_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const SINK_QUEUE: usize = 256;
 
 impl Writer {
-    /// Start one thread per sink and return the writer that feeds them.
-    /// `inline`: the file sink callers write to themselves, with its count of batches queued
-    /// to it and whether its flushes have all succeeded.
+    /// Start one thread per sink and return the writer that feeds them. `inline`: the file
+    /// sink callers write to themselves, and what they share with its thread.
     pub(crate) fn start(
         head: Arc<std::sync::Mutex<Head>>,
         sinks: Vec<(Sink, bool)>,
         stats: Arc<Vec<SinkStats>>,
         batches: Arc<AtomicU64>,
-        inline: Option<&(usize, Arc<AtomicU64>)>,
-        flushing: &Arc<std::sync::atomic::AtomicBool>,
+        inline: Option<&(usize, Arc<Shared>)>,
     ) -> Result<Writer, String> {
         let (staged_tx, staged) = std::sync::mpsc::channel();
         let mut queues = Vec::new();
         for (index, (sink, required)) in sinks.into_iter().enumerate() {
             let (tx, rx) = std::sync::mpsc::sync_channel(SINK_QUEUE);
-            let behind = match inline {
-                Some((i, behind)) if *i == index => Some(behind.clone()),
+            let shared = match inline {
+                Some((i, shared)) if *i == index => Some(shared.clone()),
                 _ => None,
             };
             let worker = SinkWorker {
@@ -133,8 +158,8 @@ impl Writer {
                 index,
                 stats: stats.clone(),
                 staged: staged_tx.clone(),
-                flushing: flushing.clone(),
-                behind,
+                flushing: true,
+                shared,
             };
             std::thread::Builder::new()
                 .name(format!("audit-sink-{index}"))
@@ -146,6 +171,7 @@ impl Writer {
             head,
             sinks: queues,
             inline: inline.cloned(),
+            linger: inline.is_none(),
             staged,
             stats,
             batches,
@@ -163,7 +189,7 @@ impl Writer {
         while let Some(first) = rx.blocking_recv() {
             let mut jobs = vec![first];
             take_waiting(&mut rx, &mut jobs);
-            if let Some(clock) = &clock
+            if let Some(clock) = clock.as_ref().filter(|_| self.linger)
                 && jobs.iter().all(|j| j.ack.is_none())
             {
                 linger(clock, &mut rx, &mut jobs);
@@ -211,7 +237,7 @@ impl Writer {
         for (index, (queue, required)) in self.sinks.iter().enumerate() {
             // Counted before it is sent: callers write to this file only when nothing is queued.
             let behind = match &self.inline {
-                Some((i, behind)) if *i == index => Some(behind),
+                Some((i, shared)) if *i == index => Some(&shared.behind),
                 _ => None,
             };
             if let Some(b) = behind {

@@ -10,7 +10,7 @@ pub(super) async fn settled(audit: &Audit) {
         .as_ref()
         .expect("a required regular file is written inline");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while lock(&inline.head).busy || inline.behind.load(Ordering::Acquire) > 0 {
+    while lock(&inline.head).busy || inline.shared.behind.load(Ordering::Acquire) > 0 {
         assert!(std::time::Instant::now() < deadline, "the writer settled");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -113,4 +113,66 @@ async fn a_write_the_caller_cannot_make_goes_to_every_sink_and_is_refused_when_n
     assert_eq!(last["request_id"], "r4");
     assert_eq!(last["prev"], r2["hash"]);
     assert_eq!(last["seq"], r2["seq"].as_u64().unwrap() + 1);
+}
+
+/// A flush in progress holds up no caller, however many write meanwhile: each is written by its
+/// caller at once (the file's queue does not fill with their flushes), and one flush after the
+/// held one serves them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_write_while_a_flush_runs_and_the_next_flush_serves_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let named = dir.path().join("a.jsonl");
+    let flush = super::flush_faults::script(&named.display().to_string());
+    let (_s, path, audit) = file_and_store(&dir, true).await;
+    // `audit.start`'s flush is held (nothing sent to the script yet).
+    settled(&audit).await;
+    let stats = &audit.sinks[0];
+    let soon = std::time::Duration::from_secs(5);
+    tokio::time::timeout(soon, async {
+        for n in 0..(2 * SINK_QUEUE as u64 + 10) {
+            audit.record(call(n)).await.unwrap();
+            assert_eq!(stats.written.load(Ordering::Relaxed), n + 2, "call {n}");
+        }
+    })
+    .await
+    .expect("callers were held up by a flush in progress");
+    assert_eq!(stats.failed.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.flushes.load(Ordering::Relaxed), 0);
+    // The held flush and the one after it.
+    flush.send(Ok(())).unwrap();
+    flush.send(Ok(())).unwrap();
+    counted(&stats.flushes, 2).await;
+    assert!(matches!(
+        check(&path),
+        Verdict::Intact { events, .. } if events == 2 * SINK_QUEUE as u64 + 11
+    ));
+}
+
+/// A failed flush of another file sink (best effort here) does not stop callers from writing
+/// the required file themselves: only that file's own flushes decide.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_sinks_failed_flush_does_not_change_how_callers_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let flush_b = super::flush_faults::script(&b.display().to_string());
+    let s = store(&dir).await;
+    let audit = Audit::open(
+        &settings(vec![(file(&a), true), (file(&b), false)]),
+        &s,
+        "test",
+        "sha256:t",
+    )
+    .await
+    .unwrap();
+    flush_b.send(Ok(())).unwrap();
+    settled(&audit).await;
+    audit.record(call(1)).await.unwrap();
+    flush_b.send(Err("injected: fsync failed".into())).unwrap();
+    counted(&audit.sinks[1].flush_failures, 1).await;
+    settled(&audit).await;
+    let written = audit.sinks[0].written.load(Ordering::Relaxed);
+    audit.record(call(2)).await.unwrap();
+    // Written by the caller: counted when `record` returns.
+    assert_eq!(audit.sinks[0].written.load(Ordering::Relaxed), written + 1);
+    flush_b.send(Ok(())).unwrap();
 }
