@@ -22,25 +22,22 @@
 //! is read in the background so its connection is reused ([`super::drain`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::{FutureExt as _, StreamExt as _};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::http::UpstreamHttp;
+use read::{MAX_ANSWER, MAX_ERROR, Reading, answer, bounded};
+
+mod read;
 
 /// Methods sent this way: the ones a caller's request is forwarded as.
 pub(super) const METHODS: [&str; 3] = ["tools/call", "resources/read", "prompts/get"];
-
-/// The largest answer read, JSON body or one SSE event.
-const MAX_ANSWER: usize = 16 << 20;
-/// The most of a stream read before its answer (progress and all).
-const MAX_STREAM: usize = 4 * MAX_ANSWER;
 
 const PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
@@ -95,21 +92,6 @@ struct Outgoing<'a> {
     params: &'a Value,
 }
 
-/// A JSON-RPC message from the upstream, as far as this leg reads it.
-#[derive(Debug, Deserialize)]
-struct Incoming {
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(default)]
-    method: Option<String>,
-    #[serde(default)]
-    params: Option<Value>,
-    #[serde(default)]
-    result: Option<Value>,
-    #[serde(default)]
-    error: Option<Value>,
-}
-
 impl Direct {
     pub(super) fn new(
         http: UpstreamHttp,
@@ -159,6 +141,7 @@ impl Direct {
                 "the request's params are not an object".into(),
             ));
         };
+        forwardable(method, p)?;
         let name = match method {
             "tools/call" | "prompts/get" => p.get("name").and_then(Value::as_str),
             "resources/read" => p.get("uri").and_then(Value::as_str),
@@ -191,50 +174,55 @@ impl Direct {
             params: &params,
         })
         .map_err(|e| Failure::Unreadable(e.to_string()))?;
-        let bearer = self
-            .http
-            .credential(credential, Some(method))
-            .await
-            .map_err(|why| Failure::Transport(why.into()))?;
-        let mut req = self
-            .http
-            .client()
-            .post(&*self.url)
-            .header(http::header::ACCEPT, "application/json, text/event-stream")
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header("mcp-protocol-version", &self.version)
-            .header("mcp-method", method);
-        if let Some(name) = name {
-            req = req.header("mcp-name", name);
-        }
-        for (header, value) in param_headers {
-            req = req.header(format!("mcp-param-{header}"), value);
-        }
-        if let Some(tp) = traceparent {
-            req = req.header("traceparent", tp);
-        }
-        if let Some(b) = bearer {
-            req = req.bearer_auth(b);
-        }
         let started = Instant::now();
         let last = started + max_timeout.max(timeout);
         let mut deadline = started + timeout;
-        let response = tokio::select! {
-            r = req.body(body).send() => r.map_err(|e| Failure::Transport(e.without_url().to_string()))?,
+        // The credential (a token minted now, on a cache miss) is within the call's deadline.
+        let sent = async {
+            let bearer = self
+                .http
+                .credential(credential, Some(method))
+                .await
+                .map_err(|why| Failure::Transport(why.into()))?;
+            let mut req = self
+                .http
+                .client()
+                .post(&*self.url)
+                .header(http::header::ACCEPT, "application/json, text/event-stream")
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header("mcp-protocol-version", &self.version)
+                .header("mcp-method", method);
+            if let Some(name) = name {
+                req = req.header("mcp-name", name);
+            }
+            for (header, value) in param_headers {
+                req = req.header(format!("mcp-param-{header}"), value);
+            }
+            if let Some(tp) = traceparent {
+                req = req.header("traceparent", tp);
+            }
+            if let Some(b) = &bearer {
+                req = req.bearer_auth(b);
+            }
+            let response = req
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| Failure::Transport(e.without_url().to_string()))?;
+            Ok::<_, Failure>((response, bearer))
+        };
+        let (response, bearer) = tokio::select! {
+            r = sent => r?,
             () = cancel.cancelled() => return Err(Failure::Cancelled),
             () = tokio::time::sleep_until(deadline) => return Err(Failure::Timeout(timeout)),
         };
         let status = response.status();
-        let kind = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let kind = content_type(&response);
         if kind.starts_with("text/event-stream") && status.is_success() {
             let reading = Reading {
+                direct: self,
                 id,
-                notices: &self.notices,
+                bearer,
                 progress,
                 reset: max_timeout > timeout,
                 timeout,
@@ -244,240 +232,113 @@ impl Direct {
             };
             return reading.stream(response, &cancel, &mut deadline).await;
         }
-        if !kind.starts_with("application/json") {
-            return Err(match status.is_success() {
-                true => Failure::Unreadable(format!("an answer of type `{kind}` ({status})")),
-                false => Failure::Transport(format!("HTTP {status}")),
-            });
+        // As rmcp's client: an authorization failure or a rate limit keeps its HTTP status; an
+        // HTTP error with a JSON body may carry the request's JSON-RPC error.
+        let json = kind.starts_with("application/json");
+        let plain = !json
+            || matches!(
+                status,
+                http::StatusCode::UNAUTHORIZED
+                    | http::StatusCode::FORBIDDEN
+                    | http::StatusCode::TOO_MANY_REQUESTS
+            );
+        if !status.is_success() && plain {
+            return Err(Failure::Transport(format!("HTTP {status}")));
         }
+        if !json {
+            return Err(Failure::Unreadable(format!(
+                "an answer of type `{kind}` ({status})"
+            )));
+        }
+        let max = if status.is_success() {
+            MAX_ANSWER
+        } else {
+            MAX_ERROR
+        };
         let body = tokio::select! {
-            b = bounded(response) => b?,
+            b = bounded(response, max) => b?,
             () = cancel.cancelled() => return Err(Failure::Cancelled),
             () = tokio::time::sleep_until(deadline) => return Err(Failure::Timeout(timeout)),
         };
-        let incoming: Incoming =
-            serde_json::from_slice(&body).map_err(|_| match status.is_success() {
-                true => Failure::Unreadable("the answer is not a JSON-RPC message".into()),
-                false => Failure::Transport(format!("HTTP {status}")),
-            })?;
+        let incoming = read::parse(&body);
         let ours = Some(Value::from(id));
-        if !status.is_success() {
-            // An HTTP error may carry the JSON-RPC error (a null id where the request was
-            // unread); anything else is the HTTP error.
-            let unread = matches!(incoming.id, None | Some(Value::Null)) || incoming.id == ours;
-            return match (incoming.error, incoming.method) {
-                (Some(error), None) if unread => Err(Failure::Rpc(error)),
-                _ => Err(Failure::Transport(format!("HTTP {status}"))),
-            };
-        }
-        if incoming.id != ours || incoming.method.is_some() {
-            tracing::warn!(
-                server,
-                "an upstream answered a POST with something other than its answer; dropped"
-            );
-            crate::metrics::get().violation(server, "foreign_answer");
-            return Err(Failure::Unreadable("an answer to another request".into()));
-        }
-        answer(incoming)
-    }
-}
-
-/// What reading one request's SSE stream needs.
-struct Reading<'a> {
-    id: u64,
-    notices: &'a super::handler::UpstreamHandler,
-    progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
-    /// Progress extends the deadline by `timeout`, up to `last`.
-    reset: bool,
-    timeout: Duration,
-    last: Instant,
-    server: &'a str,
-    secrets: &'a [String],
-}
-
-impl Reading<'_> {
-    async fn stream(
-        self,
-        response: reqwest::Response,
-        cancel: &CancellationToken,
-        deadline: &mut Instant,
-    ) -> Result<Value, Failure> {
-        let answered = Arc::new(AtomicBool::new(false));
-        // Bounded: the parser holds an event until its end, so what it is fed is counted.
-        let mut fed = 0usize;
-        let bytes = response.bytes_stream().map(move |chunk| {
-            let chunk = chunk.map_err(|e| std::io::Error::other(e.without_url()))?;
-            fed += chunk.len();
-            match fed > MAX_STREAM {
-                true => Err(std::io::Error::other(format!(
-                    "the stream went past {MAX_STREAM} bytes before its answer"
-                ))),
-                false => Ok(chunk),
+        match incoming {
+            Some(i) if i.id == ours && i.method.is_none() => answer(i),
+            _ if !status.is_success() => Err(Failure::Transport(format!("HTTP {status}"))),
+            None => Err(Failure::Unreadable(
+                "the answer is not a JSON-RPC message".into(),
+            )),
+            Some(_) => {
+                tracing::warn!(
+                    server,
+                    "an upstream answered a POST with something other than its answer; dropped"
+                );
+                crate::metrics::get().violation(server, "foreign_answer");
+                Err(Failure::Unreadable("an answer to another request".into()))
             }
-        });
-        let events = sse_stream::SseStream::from_bytes_stream(bytes).boxed();
-        let mut events = super::drain::Drained::new(events, answered.clone());
-        let ours = Value::from(self.id);
-        loop {
-            let next = tokio::select! {
-                e = events.next() => e,
-                () = cancel.cancelled() => return Err(Failure::Cancelled),
-                () = tokio::time::sleep_until(*deadline) => return Err(Failure::Timeout(self.timeout)),
-            };
-            let sse = match next {
-                None => {
-                    return Err(Failure::Transport(
-                        "the stream ended before its answer".into(),
-                    ));
-                }
-                Some(Err(e)) => return Err(Failure::Transport(e.to_string())),
-                Some(Ok(sse)) => sse,
-            };
-            let incoming = match classify(sse.data.as_deref().unwrap_or_default(), &ours) {
-                Event::Answer(incoming) => incoming,
-                Event::Skip => continue,
-                Event::TooLarge => {
-                    return Err(Failure::Unreadable(format!(
-                        "an event over {MAX_ANSWER} bytes"
-                    )));
-                }
-                Event::Malformed => {
-                    tracing::warn!(
-                        server = self.server,
-                        "an upstream sent an event that is not a JSON-RPC message; dropped"
-                    );
-                    continue;
-                }
-                Event::Progress(params) => {
-                    self.relay_progress(params, &ours, deadline);
-                    continue;
-                }
-                Event::Notification(method, params) => {
-                    if !self.notices.notice(&method, params.as_ref()) {
-                        tracing::debug!(server = self.server, method = %method, "an upstream notification on a call's stream that is not for the caller; dropped");
-                    }
-                    continue;
-                }
-                Event::Request(method) => {
-                    tracing::debug!(server = self.server, method = %method, "an upstream request on a call's stream (the revision has none); dropped");
-                    continue;
-                }
-                Event::Foreign => {
-                    tracing::warn!(
-                        server = self.server,
-                        "an upstream answer arrived on another request's stream; dropped"
-                    );
-                    crate::metrics::get().violation(self.server, "foreign_answer");
-                    continue;
-                }
-            };
-            answered.store(true, Ordering::Relaxed);
-            // The stream usually ends with its answer: seen ending now, nothing is left to read.
-            let _ = events.next().now_or_never();
-            return answer(incoming);
         }
     }
 
-    fn relay_progress(&self, params: Option<Value>, ours: &Value, deadline: &mut Instant) {
-        let Some(p) = params
-            .and_then(|p| serde_json::from_value::<rmcp::model::ProgressNotificationParam>(p).ok())
-        else {
-            return;
-        };
-        if serde_json::to_value(&p.progress_token).ok().as_ref() != Some(ours) {
-            return;
+    /// Resume a request's stream after the event `last` (a GET with `Last-Event-ID`).
+    async fn resume(&self, last: &str, bearer: Option<&str>) -> Result<reqwest::Response, Failure> {
+        let mut req = self
+            .http
+            .client()
+            .get(&*self.url)
+            .header(http::header::ACCEPT, "text/event-stream")
+            .header("mcp-protocol-version", &self.version)
+            .header("last-event-id", last);
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
         }
-        if self.reset {
-            *deadline = (Instant::now() + self.timeout).min(self.last);
-        }
-        if let Some((token, sink)) = &self.progress {
-            super::handler::relay_progress(&p, token, sink, self.server, self.secrets);
+        let response = req
+            .send()
+            .await
+            .map_err(|e| Failure::Transport(e.without_url().to_string()))?;
+        let status = response.status();
+        match status.is_success() && content_type(&response).starts_with("text/event-stream") {
+            true => Ok(response),
+            false => Err(Failure::Transport(format!(
+                "resuming the stream: HTTP {status}"
+            ))),
         }
     }
 }
 
-/// What one SSE event of a request's stream is.
-#[derive(Debug)]
-enum Event {
-    /// The answer to the request.
-    Answer(Incoming),
-    /// Progress (whose token is checked against the request's when relayed).
-    Progress(Option<Value>),
-    Notification(String, Option<Value>),
-    /// A request from the server.
-    Request(String),
-    /// An answer to another request.
-    Foreign,
-    /// Not a JSON-RPC message.
-    Malformed,
-    /// Past [`MAX_ANSWER`].
-    TooLarge,
-    /// Empty (a priming event), or a message that is none of the above.
-    Skip,
+fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase()
 }
 
-/// Classify the data of one event on the stream of the request whose id is `ours`.
-fn classify(data: &str, ours: &Value) -> Event {
-    if data.trim().is_empty() {
-        return Event::Skip;
-    }
-    if data.len() > MAX_ANSWER {
-        return Event::TooLarge;
-    }
-    // A JSON-RPC message is an object (a derived struct would also read an array).
-    if !data.trim_start().starts_with('{') {
-        return Event::Malformed;
-    }
-    let Ok(incoming) = serde_json::from_str::<Incoming>(data) else {
-        return Event::Malformed;
+/// Keep of `params` only what the method's request carries (as rmcp's typed requests would):
+/// a caller's other members never reach the upstream, since nothing checks or records them.
+fn forwardable(method: &str, params: &mut Map<String, Value>) -> Result<(), Failure> {
+    let own: &[&str] = match method {
+        "tools/call" | "prompts/get" => &["name", "arguments"],
+        "resources/read" => &["uri"],
+        _ => &[],
     };
-    match (incoming.method, incoming.id) {
-        (Some(method), Some(_)) => Event::Request(method),
-        (Some(method), None) if method == "notifications/progress" => {
-            Event::Progress(incoming.params)
-        }
-        (Some(method), None) => Event::Notification(method, incoming.params),
-        (None, id) if incoming.result.is_some() || incoming.error.is_some() => {
-            match id.as_ref() == Some(ours) {
-                true => Event::Answer(Incoming {
-                    id,
-                    method: None,
-                    params: incoming.params,
-                    result: incoming.result,
-                    error: incoming.error,
-                }),
-                false => Event::Foreign,
-            }
-        }
-        (None, _) => Event::Skip,
+    params.retain(|k, _| {
+        own.contains(&k.as_str())
+            || matches!(k.as_str(), "_meta" | "inputResponses" | "requestState")
+    });
+    let well_formed = own.iter().all(|k| {
+        matches!(
+            (*k, params.get(*k)),
+            ("arguments", None | Some(Value::Object(_))) | (_, Some(Value::String(_)))
+        )
+    }) && matches!(params.get("requestState"), None | Some(Value::String(_)))
+        && matches!(params.get("inputResponses"), None | Some(Value::Object(_)));
+    match well_formed {
+        true => Ok(()),
+        false => Err(Failure::Unreadable(format!(
+            "the {method} request is not well-formed"
+        ))),
     }
-}
-
-/// The result or error of `incoming`, the answer to the request.
-fn answer(incoming: Incoming) -> Result<Value, Failure> {
-    match (incoming.result, incoming.error) {
-        (_, Some(error)) => Err(Failure::Rpc(error)),
-        (Some(result @ Value::Object(_)), None) => Ok(result),
-        _ => Err(Failure::Unreadable("the result is not an object".into())),
-    }
-}
-
-/// The body of `response`, at most [`MAX_ANSWER`] bytes.
-async fn bounded(mut response: reqwest::Response) -> Result<Vec<u8>, Failure> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| Failure::Transport(e.without_url().to_string()))?
-    {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(Failure::Unreadable(format!(
-                "an answer over {MAX_ANSWER} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 impl super::Upstream {
@@ -536,6 +397,8 @@ impl super::Upstream {
             Err(Failure::Cancelled) => Err(UpstreamError::Cancelled(name.clone())),
             Err(Failure::Transport(why)) => {
                 tracing::warn!(server = %name, error = %why, "upstream request failed");
+                // As on rmcp's leg: a failed request has the supervisor check the connection.
+                self.reconnect.notify_one();
                 Err(UpstreamError::Transport(name.clone()))
             }
             Err(Failure::Unreadable(why)) => {

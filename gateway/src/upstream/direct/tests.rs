@@ -2,6 +2,7 @@
 //! every byte of its answers is under the test's control).
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -11,6 +12,7 @@ use proptest::prelude::*;
 use serde_json::json;
 use tokio::sync::broadcast;
 
+use super::read::{Event, MAX_ANSWER, classify};
 use super::*;
 
 type Reply = Arc<dyn Fn(u64) -> Response + Send + Sync>;
@@ -18,12 +20,16 @@ type Reply = Arc<dyn Fn(u64) -> Response + Send + Sync>;
 #[derive(Default)]
 struct Seen {
     requests: Vec<(HeaderMap, Value)>,
+    /// `Last-Event-ID` of each GET.
+    resumed: Vec<String>,
 }
 
 /// An upstream answering every POST with `reply(id of the request)`, recording what it got.
 async fn upstream(reply: Reply) -> (String, Arc<Mutex<Seen>>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let log = seen.clone();
+    let resumed = seen.clone();
+    let again = reply.clone();
     let app = axum::Router::new().route(
         "/mcp",
         axum::routing::post(move |headers: HeaderMap, body: Bytes| {
@@ -33,6 +39,17 @@ async fn upstream(reply: Reply) -> (String, Arc<Mutex<Seen>>) {
                 let id = body["id"].as_u64().unwrap();
                 log.lock().unwrap().requests.push((headers, body));
                 reply(id)
+            }
+        })
+        // A GET resumes the last request's stream: `reply` is asked with the id's complement.
+        .get(move |headers: HeaderMap| {
+            let (log, reply) = (resumed.clone(), again.clone());
+            async move {
+                let mut log = log.lock().unwrap();
+                let last = headers["last-event-id"].to_str().unwrap().to_string();
+                log.resumed.push(last);
+                let id = log.requests.last().unwrap().1["id"].as_u64().unwrap();
+                reply(!id)
             }
         }),
     );
@@ -219,34 +236,67 @@ async fn a_stream_relays_its_own_progress_acts_on_list_changes_and_drops_foreign
 }
 
 #[tokio::test]
-async fn errors_are_the_upstreams_and_an_answer_to_another_request_is_refused() {
-    let reply: Reply = Arc::new(|id| match id % 3 {
+async fn http_errors_keep_their_status_unless_they_carry_the_requests_error() {
+    let reply: Reply = Arc::new(|id| match id % 5 {
         0 => json_reply(
             400,
-            json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32020, "message": "header mismatch" } }),
+            json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32020, "message": "header mismatch" } }),
         ),
-        1 => json_reply(200, result(id + 1)),
-        _ => json_reply(503, json!({ "detail": "unavailable" })),
+        // Not this request's: the HTTP error.
+        1 => json_reply(
+            400,
+            json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32600, "message": "bad" } }),
+        ),
+        // An authorization failure keeps its status, whatever its body says.
+        2 => json_reply(
+            401,
+            json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32001, "message": "who?" } }),
+        ),
+        3 => json_reply(200, result(id + 1)),
+        _ => json_reply(200, json!([id, null, { "content": [] }])),
     });
     let (url, _) = upstream(reply).await;
     let leg = leg(&url);
-    let mut outcomes = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         let (request, _) = call(Duration::from_secs(5), Duration::from_secs(5));
-        outcomes.push(leg.direct.send(request, "up", &[]).await.unwrap_err());
-    }
-    // Ids count up from 2^32, so the three kinds come in the order of `id % 3`.
-    let first = (1u64 << 32) % 3;
-    for (i, outcome) in outcomes.iter().enumerate() {
-        match (first + i as u64) % 3 {
+        let id = leg.direct.next.load(Ordering::Relaxed);
+        let outcome = leg.direct.send(request, "up", &[]).await.unwrap_err();
+        match id % 5 {
             0 => assert!(
-                matches!(outcome, Failure::Rpc(e) if e["code"] == -32020),
+                matches!(&outcome, Failure::Rpc(e) if e["code"] == -32020),
                 "{outcome:?}"
             ),
-            1 => assert!(matches!(outcome, Failure::Unreadable(_)), "{outcome:?}"),
-            _ => assert!(matches!(outcome, Failure::Transport(_)), "{outcome:?}"),
+            1 | 2 => assert!(matches!(outcome, Failure::Transport(_)), "{outcome:?}"),
+            _ => assert!(matches!(outcome, Failure::Unreadable(_)), "{outcome:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_broken_stream_is_resumed_from_its_last_event_and_members_no_request_has_stay_here() {
+    // The POST's stream gives an event with an id, then breaks; the GET gives the answer.
+    let reply: Reply = Arc::new(|id| {
+        let body = match id > u64::MAX / 2 {
+            false => format!(
+                "id: ev-1\ndata: {}\n\n",
+                json!({ "jsonrpc": "2.0", "method": "notifications/message", "params": {} })
+            ),
+            true => format!("id: ev-2\ndata: {}\n\n", result(!id)),
+        };
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from(body))
+            .unwrap()
+    });
+    let (url, seen) = upstream(reply).await;
+    let leg = leg(&url);
+    let (mut request, _) = call(Duration::from_secs(5), Duration::from_secs(5));
+    request.params["sneaky"] = json!("not in any request");
+    let answer = leg.direct.send(request, "up", &[]).await.unwrap();
+    assert_eq!(answer, json!({ "content": [] }));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.resumed, ["ev-1"]);
+    assert!(seen.requests[0].1["params"].get("sneaky").is_none());
 }
 
 #[tokio::test]
@@ -338,5 +388,11 @@ proptest! {
         prop_assert_eq!(matches!(verdict, Event::Answer(_)), ours == other);
         let named = json!({ "jsonrpc": "2.0", "id": data, "result": {} });
         prop_assert!(!matches!(classify(&named.to_string(), &ours), Event::Answer(_)));
+        // A null result is an answer (not an object: refused), not something to wait past.
+        let null = json!({ "jsonrpc": "2.0", "id": id, "result": null });
+        let Event::Answer(a) = classify(&null.to_string(), &ours) else {
+            return Err(TestCaseError::fail("a null result is not taken as the answer"));
+        };
+        prop_assert!(matches!(super::read::answer(a), Err(Failure::Unreadable(_))));
     }
 }

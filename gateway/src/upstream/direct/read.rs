@@ -1,0 +1,280 @@
+//! Reading a request's answer on the lean leg: a JSON body, or the POST's SSE stream, resumed
+//! with `Last-Event-ID` when it breaks after an event that named itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::{FutureExt as _, StreamExt as _};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Direct, Failure};
+
+/// The largest answer read: a JSON body, or one SSE event.
+pub(super) const MAX_ANSWER: usize = 16 << 20;
+/// The largest error body read (an HTTP error's JSON-RPC error).
+pub(super) const MAX_ERROR: usize = 64 << 10;
+/// Times a broken stream is resumed before the call fails.
+const MAX_RESUMES: u32 = 5;
+
+/// A JSON-RPC message from the upstream, as far as this leg reads it. A member counts when it is
+/// present, whatever its value (`"result": null` is a result, and not an object).
+#[derive(Debug, Deserialize)]
+pub(super) struct Incoming {
+    #[serde(default, deserialize_with = "present")]
+    pub(super) id: Option<Value>,
+    #[serde(default)]
+    pub(super) method: Option<String>,
+    #[serde(default)]
+    pub(super) params: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) result: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) error: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// `data` as a JSON-RPC message: an object (a derived struct would also read an array).
+pub(super) fn parse(data: &[u8]) -> Option<Incoming> {
+    let first = data.iter().find(|b| !b.is_ascii_whitespace())?;
+    match first {
+        b'{' => serde_json::from_slice(data).ok(),
+        _ => None,
+    }
+}
+
+/// What reading one request's SSE stream needs.
+pub(super) struct Reading<'a> {
+    pub(super) direct: &'a Direct,
+    pub(super) id: u64,
+    pub(super) bearer: Option<String>,
+    pub(super) progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
+    /// Progress extends the deadline by `timeout`, up to `last`.
+    pub(super) reset: bool,
+    pub(super) timeout: Duration,
+    pub(super) last: Instant,
+    pub(super) server: &'a str,
+    pub(super) secrets: &'a [String],
+}
+
+type Events = super::super::drain::Drained<Result<sse_stream::Sse, sse_stream::Error>>;
+
+/// The SSE events of `response`, each at most [`MAX_ANSWER`] bytes: the parser holds an event
+/// until its end, so the bytes since the last event's end are counted.
+fn events(response: reqwest::Response, answered: Arc<AtomicBool>) -> Events {
+    let mut open = 0usize;
+    let bytes = response.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(|e| std::io::Error::other(e.without_url()))?;
+        // An event ends at a blank line: `\n\n`, or `\n\r\n` of a CRLF stream.
+        let lf = chunk.windows(2).rposition(|w| w == b"\n\n").map(|p| p + 2);
+        let crlf = chunk
+            .windows(3)
+            .rposition(|w| w == b"\n\r\n")
+            .map(|p| p + 3);
+        open = match lf.max(crlf) {
+            Some(end) => chunk.len() - end,
+            None => open + chunk.len(),
+        };
+        match open > MAX_ANSWER {
+            true => Err(std::io::Error::other(format!(
+                "an event over {MAX_ANSWER} bytes"
+            ))),
+            false => Ok(chunk),
+        }
+    });
+    let events = sse_stream::SseStream::from_bytes_stream(bytes).boxed();
+    super::super::drain::Drained::new(events, answered)
+}
+
+impl Reading<'_> {
+    pub(super) async fn stream(
+        self,
+        response: reqwest::Response,
+        cancel: &CancellationToken,
+        deadline: &mut Instant,
+    ) -> Result<Value, Failure> {
+        let answered = Arc::new(AtomicBool::new(false));
+        let mut events = events(response, answered.clone());
+        let ours = Value::from(self.id);
+        // Where the stream may be resumed from, and after how long.
+        let mut last_event: Option<String> = None;
+        let mut retry = Duration::from_millis(100);
+        let mut resumes = 0;
+        loop {
+            let next = tokio::select! {
+                e = events.next() => e,
+                () = cancel.cancelled() => return Err(Failure::Cancelled),
+                () = tokio::time::sleep_until(*deadline) => return Err(Failure::Timeout(self.timeout)),
+            };
+            let sse = match next {
+                Some(Ok(sse)) => sse,
+                broken => {
+                    let why = match broken {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "the stream ended before its answer".to_string(),
+                    };
+                    // Resumed where it stopped, as the spec has it, if it said where.
+                    let Some(from) = last_event.as_deref().filter(|_| resumes < MAX_RESUMES) else {
+                        return Err(Failure::Transport(why));
+                    };
+                    resumes += 1;
+                    tracing::debug!(server = self.server, error = %why, resumes, "resuming an upstream answer's stream");
+                    let wait = retry.saturating_mul(resumes);
+                    let response = tokio::select! {
+                        r = async {
+                            tokio::time::sleep(wait).await;
+                            self.direct.resume(from, self.bearer.as_deref()).await
+                        } => r?,
+                        () = cancel.cancelled() => return Err(Failure::Cancelled),
+                        () = tokio::time::sleep_until(*deadline) => return Err(Failure::Timeout(self.timeout)),
+                    };
+                    events = self::events(response, answered.clone());
+                    continue;
+                }
+            };
+            if let Some(id) = &sse.id {
+                last_event = Some(id.clone());
+            }
+            if let Some(ms) = sse.retry {
+                retry = Duration::from_millis(ms.min(10_000));
+            }
+            let incoming = match classify(sse.data.as_deref().unwrap_or_default(), &ours) {
+                Event::Answer(incoming) => incoming,
+                Event::Skip => continue,
+                Event::Malformed => {
+                    tracing::warn!(
+                        server = self.server,
+                        "an upstream sent an event that is not a JSON-RPC message; dropped"
+                    );
+                    continue;
+                }
+                Event::Progress(params) => {
+                    self.relay_progress(params, &ours, deadline);
+                    continue;
+                }
+                Event::Notification(method, params) => {
+                    if !self.direct.notices.notice(&method, params.as_ref()) {
+                        tracing::debug!(server = self.server, method = %method, "an upstream notification on a call's stream that is not for the caller; dropped");
+                    }
+                    continue;
+                }
+                Event::Request(method) => {
+                    tracing::debug!(server = self.server, method = %method, "an upstream request on a call's stream (the revision has none); dropped");
+                    continue;
+                }
+                Event::Foreign => {
+                    tracing::warn!(
+                        server = self.server,
+                        "an upstream answer arrived on another request's stream; dropped"
+                    );
+                    crate::metrics::get().violation(self.server, "foreign_answer");
+                    continue;
+                }
+            };
+            answered.store(true, Ordering::Relaxed);
+            // The stream usually ends with its answer: seen ending now, nothing is left to read.
+            let _ = events.next().now_or_never();
+            return answer(incoming);
+        }
+    }
+
+    fn relay_progress(&self, params: Option<Value>, ours: &Value, deadline: &mut Instant) {
+        let Some(p) = params
+            .and_then(|p| serde_json::from_value::<rmcp::model::ProgressNotificationParam>(p).ok())
+        else {
+            return;
+        };
+        if serde_json::to_value(&p.progress_token).ok().as_ref() != Some(ours) {
+            return;
+        }
+        if self.reset {
+            *deadline = (Instant::now() + self.timeout).min(self.last);
+        }
+        if let Some((token, sink)) = &self.progress {
+            super::super::handler::relay_progress(&p, token, sink, self.server, self.secrets);
+        }
+    }
+}
+
+/// What one SSE event of a request's stream is.
+#[derive(Debug)]
+pub(super) enum Event {
+    /// The answer to the request.
+    Answer(Incoming),
+    /// Progress (whose token is checked against the request's when relayed).
+    Progress(Option<Value>),
+    Notification(String, Option<Value>),
+    /// A request from the server.
+    Request(String),
+    /// An answer to another request.
+    Foreign,
+    /// Not a JSON-RPC message.
+    Malformed,
+    /// Empty (a priming event), or a message that is none of the above.
+    Skip,
+}
+
+/// Classify the data of one event on the stream of the request whose id is `ours`.
+pub(super) fn classify(data: &str, ours: &Value) -> Event {
+    if data.trim().is_empty() {
+        return Event::Skip;
+    }
+    let Some(incoming) = parse(data.as_bytes()) else {
+        return Event::Malformed;
+    };
+    match (incoming.method, incoming.id) {
+        (Some(method), Some(_)) => Event::Request(method),
+        (Some(method), None) if method == "notifications/progress" => {
+            Event::Progress(incoming.params)
+        }
+        (Some(method), None) => Event::Notification(method, incoming.params),
+        (None, id) if incoming.result.is_some() || incoming.error.is_some() => {
+            match id.as_ref() == Some(ours) {
+                true => Event::Answer(Incoming {
+                    id,
+                    method: None,
+                    params: incoming.params,
+                    result: incoming.result,
+                    error: incoming.error,
+                }),
+                false => Event::Foreign,
+            }
+        }
+        (None, _) => Event::Skip,
+    }
+}
+
+/// The result or error of `incoming`, the answer to the request.
+pub(super) fn answer(incoming: Incoming) -> Result<Value, Failure> {
+    match (incoming.result, incoming.error) {
+        (_, Some(error)) => Err(Failure::Rpc(error)),
+        (Some(result @ Value::Object(_)), None) => Ok(result),
+        _ => Err(Failure::Unreadable("the result is not an object".into())),
+    }
+}
+
+/// The body of `response`, at most `max` bytes.
+pub(super) async fn bounded(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Failure::Transport(e.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(Failure::Unreadable(format!("an answer over {max} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
