@@ -412,7 +412,7 @@ impl Upstream {
         };
         let mut value = match &conn.direct {
             Some(direct) if relay.is_none() && direct::METHODS.contains(&method) => {
-                self.send_direct(direct, r, &cancel, &config).await?
+                self.send_direct(direct, &conn, r, &cancel, &config).await?
             }
             _ => {
                 self.send_rmcp(&conn, relay, on, r, &cancel, &config)

@@ -111,8 +111,8 @@ async fn connect(up: &Upstream, handler: UpstreamHandler) -> anyhow::Result<Conn
         }
     };
     let mut conn = connection(service, progress).await?;
-    // A stateless connection over HTTP takes callers' requests on the lean leg.
-    if let (Some((http, url)), false) = (http, conn.protocol.has_initialize()) {
+    // A shared connection over HTTP takes callers' requests on the lean leg.
+    if let Some((http, url)) = http {
         conn.direct = Some(Arc::new(super::direct::Direct::new(
             http,
             notices,
@@ -120,6 +120,7 @@ async fn connect(up: &Upstream, handler: UpstreamHandler) -> anyhow::Result<Conn
             conn.protocol.as_str(),
             serde_json::to_value(&own.client_info).unwrap_or_else(|_| json!({})),
             serde_json::to_value(&own.capabilities).unwrap_or_else(|_| json!({})),
+            conn.protocol.has_initialize(),
         )));
     }
     Ok(conn)

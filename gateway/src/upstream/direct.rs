@@ -52,6 +52,9 @@ pub(super) struct Direct {
     /// the connection's client capabilities.
     meta: Map<String, Value>,
     version: String,
+    /// The `initialize` era: a session, no client context in `_meta`, no standard headers,
+    /// requests from the server answered on the connection, cancellation told.
+    legacy: bool,
     next: AtomicU64,
 }
 
@@ -82,6 +85,8 @@ pub(super) enum Failure {
     Transport(String),
     /// An answer that is not one.
     Unreadable(String),
+    /// The upstream no longer knows the connection's session (404).
+    SessionExpired,
 }
 
 #[derive(Serialize)]
@@ -100,12 +105,16 @@ impl Direct {
         version: &str,
         client_info: Value,
         capabilities: Value,
+        legacy: bool,
     ) -> Direct {
         let mut meta = Map::new();
-        meta.insert(PROTOCOL_VERSION.into(), Value::String(version.to_string()));
-        meta.insert("io.modelcontextprotocol/clientInfo".into(), client_info);
-        meta.insert(CLIENT_CAPABILITIES.into(), capabilities);
+        if !legacy {
+            meta.insert(PROTOCOL_VERSION.into(), Value::String(version.to_string()));
+            meta.insert("io.modelcontextprotocol/clientInfo".into(), client_info);
+            meta.insert(CLIENT_CAPABILITIES.into(), capabilities);
+        }
         Direct {
+            legacy,
             http,
             notices,
             url: Arc::from(url),
@@ -125,6 +134,107 @@ impl Direct {
         secrets: &[String],
     ) -> Result<Value, Failure> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.exchange(id, r, server, secrets).await;
+        // In the `initialize` era a dropped stream is not cancellation: the upstream is told.
+        if self.legacy && matches!(outcome, Err(Failure::Cancelled | Failure::Timeout(_))) {
+            let reason = match outcome {
+                Err(Failure::Cancelled) => "cancelled by client",
+                _ => "timed out",
+            };
+            let note = serde_json::json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": { "requestId": id, "reason": reason },
+            });
+            let told = tokio::time::timeout(Duration::from_secs(2), self.post_message(&note)).await;
+            if !matches!(told, Ok(Ok(()))) {
+                tracing::debug!(server, "the upstream was not told of a cancelled request");
+            }
+        }
+        outcome
+    }
+
+    /// Answer a request the upstream sent on a call's stream as rmcp's client does on a shared
+    /// connection (there is no client behind it to ask): `ping` and `roots/list` (no roots) are
+    /// answered, sampling, elicitation and anything else refused. In 2026-07-28 there are no
+    /// such requests (input is asked for with `InputRequiredResult`): dropped.
+    pub(super) async fn refuse(&self, id: Value, method: &str, server: &str) {
+        if !self.legacy {
+            tracing::debug!(
+                server,
+                method,
+                "an upstream request on a call's stream (the revision has none); dropped"
+            );
+            return;
+        }
+        let answer = match method {
+            "ping" => serde_json::json!({ "jsonrpc": "2.0", "id": id, "result": {} }),
+            "roots/list" => {
+                serde_json::json!({ "jsonrpc": "2.0", "id": id, "result": { "roots": [] } })
+            }
+            _ => {
+                let message = match method {
+                    "sampling/createMessage" => {
+                        "the gateway does not relay sampling on a shared connection"
+                    }
+                    "elicitation/create" => {
+                        "the gateway does not relay elicitation on a shared connection"
+                    }
+                    _ => "method not found",
+                };
+                serde_json::json!({ "jsonrpc": "2.0", "id": id,
+                    "error": { "code": crate::jsonrpc::METHOD_NOT_FOUND, "message": message } })
+            }
+        };
+        let sent = tokio::time::timeout(Duration::from_secs(5), self.post_message(&answer)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            tracing::debug!(
+                server,
+                method,
+                "an answer to an upstream's request was not delivered"
+            );
+        }
+    }
+
+    /// Send a message that has no answer (a notification, or an answer to the upstream's
+    /// request) on the connection's session.
+    pub(super) async fn post_message(&self, message: &Value) -> Result<(), Failure> {
+        let bearer = self
+            .http
+            .credential(None, None)
+            .await
+            .map_err(|why| Failure::Transport(why.into()))?;
+        let mut req = self
+            .http
+            .client()
+            .post(&*self.url)
+            .header(http::header::ACCEPT, "application/json, text/event-stream")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("mcp-protocol-version", &self.version);
+        if let Some(session) = self.http.session() {
+            req = req.header("mcp-session-id", &*session);
+        }
+        if let Some(b) = &bearer {
+            req = req.bearer_auth(b);
+        }
+        let response = req
+            .body(message.to_string())
+            .send()
+            .await
+            .map_err(|e| Failure::Transport(e.without_url().to_string()))?;
+        match response.status().is_success() {
+            true => Ok(()),
+            false => Err(Failure::Transport(format!("HTTP {}", response.status()))),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        id: u64,
+        r: Request<'_>,
+        server: &str,
+        secrets: &[String],
+    ) -> Result<Value, Failure> {
         let Request {
             method,
             mut params,
@@ -162,7 +272,8 @@ impl Direct {
             for (k, v) in &self.meta {
                 m.insert(k.clone(), v.clone());
             }
-            if let Some(c) = capabilities {
+            // Declared per request only where the revision has a client context.
+            if let Some(c) = capabilities.filter(|_| !self.legacy) {
                 m.insert(CLIENT_CAPABILITIES.into(), c);
             }
             m.insert("progressToken".into(), Value::from(id));
@@ -174,6 +285,7 @@ impl Direct {
             params: &params,
         })
         .map_err(|e| Failure::Unreadable(e.to_string()))?;
+        let session = self.http.session().filter(|_| self.legacy);
         let started = Instant::now();
         let last = started + max_timeout.max(timeout);
         let mut deadline = started + timeout;
@@ -190,13 +302,19 @@ impl Direct {
                 .post(&*self.url)
                 .header(http::header::ACCEPT, "application/json, text/event-stream")
                 .header(http::header::CONTENT_TYPE, "application/json")
-                .header("mcp-protocol-version", &self.version)
-                .header("mcp-method", method);
-            if let Some(name) = name {
-                req = req.header("mcp-name", name);
+                .header("mcp-protocol-version", &self.version);
+            if let Some(session) = &session {
+                req = req.header("mcp-session-id", &**session);
             }
-            for (header, value) in param_headers {
-                req = req.header(format!("mcp-param-{header}"), value);
+            // The standard headers came with 2026-07-28.
+            if !self.legacy {
+                req = req.header("mcp-method", method);
+                if let Some(name) = name {
+                    req = req.header("mcp-name", name);
+                }
+                for (header, value) in param_headers {
+                    req = req.header(format!("mcp-param-{header}"), value);
+                }
             }
             if let Some(tp) = traceparent {
                 req = req.header("traceparent", tp);
@@ -217,6 +335,9 @@ impl Direct {
             () = tokio::time::sleep_until(deadline) => return Err(Failure::Timeout(timeout)),
         };
         let status = response.status();
+        if status == http::StatusCode::NOT_FOUND && session.is_some() {
+            return Err(Failure::SessionExpired);
+        }
         let kind = content_type(&response);
         if kind.starts_with("text/event-stream") && status.is_success() {
             let reading = Reading {
@@ -288,6 +409,9 @@ impl Direct {
             .header(http::header::ACCEPT, "text/event-stream")
             .header("mcp-protocol-version", &self.version)
             .header("last-event-id", last);
+        if let Some(session) = self.http.session().filter(|_| self.legacy) {
+            req = req.header("mcp-session-id", &*session);
+        }
         if let Some(b) = bearer {
             req = req.bearer_auth(b);
         }
@@ -346,6 +470,7 @@ impl super::Upstream {
     pub(super) async fn send_direct(
         &self,
         direct: &Direct,
+        conn: &super::Connection,
         r: super::Outgoing<'_>,
         cancel: &CancellationToken,
         config: &registry::Server,
@@ -399,6 +524,10 @@ impl super::Upstream {
                 tracing::warn!(server = %name, error = %why, "upstream request failed");
                 // As on rmcp's leg: a failed request has the supervisor check the connection.
                 self.reconnect.notify_one();
+                Err(UpstreamError::Transport(name.clone()))
+            }
+            Err(Failure::SessionExpired) => {
+                self.forgot_session(conn);
                 Err(UpstreamError::Transport(name.clone()))
             }
             Err(Failure::Unreadable(why)) => {

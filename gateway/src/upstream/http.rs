@@ -65,6 +65,9 @@ pub(crate) struct UpstreamHttp {
     /// Request id → the last SSE event id its POST stream carried (a GET that resumes from
     /// that event continues that request's stream). An entry goes when the answer passes.
     resumable: Arc<Mutex<HashMap<Value, String>>>,
+    /// The session rmcp's transport holds (the `initialize` era), as it last sent it: the lean
+    /// leg's requests go in the same session.
+    session: Arc<Mutex<Option<Arc<str>>>>,
 }
 
 impl UpstreamHttp {
@@ -78,6 +81,7 @@ impl UpstreamHttp {
             server: Arc::from(server),
             own,
             resumable: Arc::default(),
+            session: Arc::default(),
         }
     }
 
@@ -348,6 +352,7 @@ impl StreamableHttpClient for UpstreamHttp {
         auth_header: Option<String>,
         mut custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        self.saw_session(session_id.as_ref());
         trace_headers(&message, &mut custom_headers);
         let expected = request_id(&message);
         let auth_header = self.bearer(Some(&message), auth_header).await?;
@@ -367,6 +372,7 @@ impl StreamableHttpClient for UpstreamHttp {
         mut custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        self.saw_session(session_id.as_ref());
         trace_headers(&message, &mut custom_headers);
         let expected = request_id(&message);
         let auth_header = self.bearer(Some(&message), auth_header).await?;
@@ -391,6 +397,9 @@ impl StreamableHttpClient for UpstreamHttp {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<(), StreamableHttpError<Self::Error>> {
+        if let Ok(mut s) = self.session.lock() {
+            *s = None;
+        }
         let auth_header = self.bearer(None, auth_header).await?;
         self.http
             .delete_session(uri, session_id, auth_header, custom_headers)
@@ -453,6 +462,19 @@ impl StreamableHttpClient for UpstreamHttp {
 }
 
 impl UpstreamHttp {
+    pub(super) fn saw_session(&self, session: Option<&Arc<str>>) {
+        if let (Some(id), Ok(mut s)) = (session, self.session.lock())
+            && s.as_ref() != Some(id)
+        {
+            *s = Some(id.clone());
+        }
+    }
+
+    /// The connection's session, once rmcp's transport has sent a request in it.
+    pub(crate) fn session(&self) -> Option<Arc<str>> {
+        self.session.lock().ok().and_then(|s| s.clone())
+    }
+
     /// The request whose POST stream a GET with this `Last-Event-ID` resumes (resumption is
     /// rare: a scan of the requests in flight).
     fn resumed(&self, last_event_id: Option<&str>) -> Option<Value> {

@@ -165,8 +165,8 @@ impl Reading<'_> {
                     }
                     continue;
                 }
-                Event::Request(method) => {
-                    tracing::debug!(server = self.server, method = %method, "an upstream request on a call's stream (the revision has none); dropped");
+                Event::Request(id, method) => {
+                    self.direct.refuse(id, &method, self.server).await;
                     continue;
                 }
                 Event::Foreign => {
@@ -211,8 +211,8 @@ pub(super) enum Event {
     /// Progress (whose token is checked against the request's when relayed).
     Progress(Option<Value>),
     Notification(String, Option<Value>),
-    /// A request from the server.
-    Request(String),
+    /// A request from the server: its id and method.
+    Request(Value, String),
     /// An answer to another request.
     Foreign,
     /// Not a JSON-RPC message.
@@ -230,7 +230,7 @@ pub(super) fn classify(data: &str, ours: &Value) -> Event {
         return Event::Malformed;
     };
     match (incoming.method, incoming.id) {
-        (Some(method), Some(_)) => Event::Request(method),
+        (Some(method), Some(id)) => Event::Request(id, method),
         (Some(method), None) if method == "notifications/progress" => {
             Event::Progress(incoming.params)
         }

@@ -36,9 +36,13 @@ async fn upstream(reply: Reply) -> (String, Arc<Mutex<Seen>>) {
             let (log, reply) = (log.clone(), reply.clone());
             async move {
                 let body: Value = serde_json::from_slice(&body).unwrap();
-                let id = body["id"].as_u64().unwrap();
+                let id = body["id"].as_u64().filter(|_| body.get("method").is_some());
                 log.lock().unwrap().requests.push((headers, body));
-                reply(id)
+                match id {
+                    Some(id) => reply(id),
+                    // A notification, or an answer to the upstream's own request.
+                    None => Response::builder().status(202).body(Body::empty()).unwrap(),
+                }
             }
         })
         // A GET resumes the last request's stream: `reply` is asked with the id's complement.
@@ -105,6 +109,15 @@ struct Leg {
 }
 
 fn leg(url: &str) -> Leg {
+    leg_of(url, false)
+}
+
+/// The lean leg of an `initialize`-era connection, in session `sess-1`.
+fn legacy_leg(url: &str) -> Leg {
+    leg_of(url, true)
+}
+
+fn leg_of(url: &str, legacy: bool) -> Leg {
     let (refresh, refreshed) = mpsc::unbounded_channel();
     let handler = super::super::handler::UpstreamHandler {
         server: "up".into(),
@@ -116,13 +129,17 @@ fn leg(url: &str) -> Leg {
         pinning: false,
     };
     let http = UpstreamHttp::new(reqwest::Client::new(), "up", None);
+    if legacy {
+        http.saw_session(Some(&Arc::from("sess-1")));
+    }
     let direct = Direct::new(
         http,
         handler,
         url,
-        "2026-07-28",
+        if legacy { "2025-11-25" } else { "2026-07-28" },
         json!({ "name": "portcullis", "version": "1" }),
         json!({ "extensions": { "io.modelcontextprotocol/tasks": {} } }),
+        legacy,
     );
     Leg {
         direct,
@@ -372,6 +389,74 @@ async fn an_answer_past_the_bound_is_refused() {
     let (request, _) = call(Duration::from_secs(10), Duration::from_secs(10));
     let failed = leg.direct.send(request, "up", &[]).await.unwrap_err();
     assert!(matches!(failed, Failure::Unreadable(_)), "{failed:?}");
+}
+
+#[tokio::test]
+async fn in_the_initialize_era_a_request_goes_in_the_session_and_the_upstreams_requests_are_answered()
+ {
+    let reply: Reply = Arc::new(|id| {
+        sse_reply(
+            vec![
+                json!({ "jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage", "params": {} }),
+                json!({ "jsonrpc": "2.0", "id": "s2", "method": "roots/list" }),
+                result(id),
+            ],
+            Duration::from_millis(20),
+            None,
+        )
+    });
+    let (url, seen) = upstream(reply).await;
+    let leg = legacy_leg(&url);
+    let (request, _) = call(Duration::from_secs(5), Duration::from_secs(5));
+    leg.direct.send(request, "up", &[]).await.unwrap();
+    let seen = seen.lock().unwrap();
+    let (headers, body) = &seen.requests[0];
+    assert_eq!(headers["mcp-session-id"], "sess-1");
+    assert_eq!(headers["mcp-protocol-version"], "2025-11-25");
+    assert!(headers.get("mcp-method").is_none() && headers.get("mcp-param-region").is_none());
+    let meta = body["params"]["_meta"].as_object().unwrap();
+    assert!(!meta.contains_key("io.modelcontextprotocol/clientCapabilities"));
+    assert_eq!(meta["progressToken"], body["id"]);
+    // The upstream's requests were answered in the session: sampling refused, no roots.
+    let answers: Vec<&Value> = seen.requests[1..].iter().map(|(_, b)| b).collect();
+    let to = |id: &str| answers.iter().find(|a| a["id"] == id).copied().unwrap();
+    assert_eq!(to("s1")["error"]["code"], -32601);
+    assert_eq!(to("s2")["result"], json!({ "roots": [] }));
+    assert!(
+        seen.requests[1..]
+            .iter()
+            .all(|(h, _)| h["mcp-session-id"] == "sess-1")
+    );
+}
+
+#[tokio::test]
+async fn in_the_initialize_era_a_cancelled_call_is_told_and_a_forgotten_session_is_named() {
+    let reply: Reply = Arc::new(|id| match id % 2 {
+        0 => Response::builder().status(404).body(Body::empty()).unwrap(),
+        _ => sse_reply(Vec::new(), Duration::from_millis(50), Some(Arc::default())),
+    });
+    let (url, seen) = upstream(reply).await;
+    let leg = legacy_leg(&url);
+    for _ in 0..2 {
+        let id = leg.direct.next.load(Ordering::Relaxed);
+        let (request, _) = call(Duration::from_secs(30), Duration::from_secs(30));
+        let cancel = request.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            cancel.cancel();
+        });
+        let outcome = leg.direct.send(request, "up", &[]).await.unwrap_err();
+        match id % 2 {
+            0 => assert!(matches!(outcome, Failure::SessionExpired), "{outcome:?}"),
+            _ => {
+                assert!(matches!(outcome, Failure::Cancelled), "{outcome:?}");
+                let seen = seen.lock().unwrap();
+                let (_, told) = seen.requests.last().unwrap();
+                assert_eq!(told["method"], "notifications/cancelled");
+                assert_eq!(told["params"]["requestId"], id);
+            }
+        }
+    }
 }
 
 proptest! {
