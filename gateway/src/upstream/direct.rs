@@ -1,25 +1,24 @@
-//! The lean upstream leg: a caller's request to a Streamable HTTP upstream that speaks
-//! 2026-07-28 is sent from the calling task, on the connection's pooled keep-alive HTTP client,
-//! and its answer read there, JSON or SSE, straight into the value the pipeline uses.
+//! The lean upstream leg: a caller's request to a Streamable HTTP upstream, on a connection
+//! shared by callers, is sent from the calling task on the connection's pooled keep-alive HTTP
+//! client, and its answer read there, JSON or SSE, straight into the value the pipeline uses.
 //!
 //! Through rmcp's client a request passes the peer's queue, the service loop and the transport
 //! worker each way, and is converted to rmcp's typed messages and back (its header builder even
-//! serialises the whole message once more). In the stateless revision a request is a POST whose
-//! answer comes on that POST alone, so none of that machinery is needed for it: what is written
-//! here is the request's bytes and headers (as rmcp's client sends them: `_meta` with the
-//! protocol version, client info and capabilities; `MCP-Protocol-Version`, `Mcp-Method`,
-//! `Mcp-Name` and `Mcp-Param-*`), and the reading of its answer. rmcp keeps the connection
-//! itself (`server/discover`, listings, `subscriptions/listen`, tasks), the `initialize` era
-//! and stdio.
+//! serialises the whole message once more). A request is a POST whose answer comes on that POST
+//! (or on its resumption), so none of that machinery is needed for it: what is written here is
+//! the request's bytes and headers, as rmcp's client sends them in each era, and the reading of
+//! its answer (`read.rs`). rmcp keeps the connection itself (the handshake, listings, the GET or
+//! `subscriptions/listen` stream, tasks), per-session connections and stdio.
 //!
 //! What the answer's stream may carry is handled as on any shared connection: progress for
 //! this request goes to the caller on the caller's own token; an answer to anything but this
 //! request is dropped and counted (`foreign_answer`); list changes and resource updates are acted
-//! on as if they had come on the connection ([`super::handler::UpstreamHandler::notice`]); other
-//! notifications and requests are not for a caller and are dropped (the revision has no
-//! server-to-client requests: input is asked for with `InputRequiredResult`). Closing the stream is cancellation: a call the client
-//! cancels, or whose deadline passes, drops its response. After its answer, the rest of a stream
-//! is read in the background so its connection is reused ([`super::drain`]).
+//! on as if they had come on the connection ([`super::handler::UpstreamHandler::notice`]); a
+//! request from the upstream is answered as rmcp's client answers it without a client behind the
+//! connection ([`Direct::refuse`]); other notifications are dropped. A call the client cancels,
+//! or whose deadline passes, drops its response (in 2026-07-28 that is the cancellation; in the
+//! `initialize` era the upstream is also told). After its answer, the rest of a stream is read in
+//! the background so its connection is reused ([`super::drain`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
