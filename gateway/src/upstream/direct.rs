@@ -59,6 +59,8 @@ pub(super) struct Direct {
 
 /// One request to send.
 pub(super) struct Request<'a> {
+    /// Its JSON-RPC id, taken from the connection's sequence if not given.
+    pub(super) id: Option<u64>,
     pub(super) method: &'a str,
     pub(super) params: Value,
     /// The client capabilities this request declares, replacing the connection's.
@@ -71,6 +73,8 @@ pub(super) struct Request<'a> {
     pub(super) timeout: Duration,
     /// How long progress may extend the deadline to (`timeout` when it may not).
     pub(super) max_timeout: Duration,
+    /// Woken by progress for this request that arrives elsewhere than its stream.
+    pub(super) wake: Arc<tokio::sync::Notify>,
 }
 
 /// Why a request sent this way failed.
@@ -132,10 +136,16 @@ impl Direct {
         server: &str,
         secrets: &[String],
     ) -> Result<Value, Failure> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.exchange(id, r, server, secrets).await;
-        // In the `initialize` era a dropped stream is not cancellation: the upstream is told.
-        if self.legacy && matches!(outcome, Err(Failure::Cancelled | Failure::Timeout(_))) {
+        let id =
+            r.id.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed));
+        let posted = std::sync::atomic::AtomicBool::new(false);
+        let outcome = self.exchange(id, r, &posted, server, secrets).await;
+        // In the `initialize` era a dropped stream is not cancellation: the upstream is told (of
+        // a request it was sent).
+        if self.legacy
+            && posted.load(Ordering::Relaxed)
+            && matches!(outcome, Err(Failure::Cancelled | Failure::Timeout(_)))
+        {
             let reason = match outcome {
                 Err(Failure::Cancelled) => "cancelled by client",
                 _ => "timed out",
@@ -157,7 +167,7 @@ impl Direct {
     /// connection (there is no client behind it to ask): `ping` and `roots/list` (no roots) are
     /// answered, sampling, elicitation and anything else refused. In 2026-07-28 there are no
     /// such requests (input is asked for with `InputRequiredResult`): dropped.
-    pub(super) async fn refuse(&self, id: Value, method: &str, server: &str) {
+    pub(super) fn refuse(&self, id: Value, method: &str, server: &str) {
         if !self.legacy {
             tracing::debug!(
                 server,
@@ -185,56 +195,47 @@ impl Direct {
                     "error": { "code": crate::jsonrpc::METHOD_NOT_FOUND, "message": message } })
             }
         };
-        let sent = tokio::time::timeout(Duration::from_secs(5), self.post_message(&answer)).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            tracing::debug!(
-                server,
-                method,
-                "an answer to an upstream's request was not delivered"
-            );
+        // Sent on its own: the call's stream goes on being read meanwhile.
+        let poster = self.poster();
+        let server = server.to_string();
+        let method = method.to_string();
+        tokio::spawn(async move {
+            let sent = tokio::time::timeout(Duration::from_secs(5), poster.post(&answer)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::debug!(
+                    server,
+                    method,
+                    "an answer to an upstream's request was not delivered"
+                );
+            }
+        });
+    }
+
+    /// What sends messages that have no answer on the connection's session.
+    fn poster(&self) -> Poster {
+        Poster {
+            http: self.http.clone(),
+            url: self.url.clone(),
+            version: self.version.clone(),
         }
     }
 
     /// Send a message that has no answer (a notification, or an answer to the upstream's
     /// request) on the connection's session.
     pub(super) async fn post_message(&self, message: &Value) -> Result<(), Failure> {
-        let bearer = self
-            .http
-            .credential(None, None)
-            .await
-            .map_err(|why| Failure::Transport(why.into()))?;
-        let mut req = self
-            .http
-            .client()
-            .post(&*self.url)
-            .header(http::header::ACCEPT, "application/json, text/event-stream")
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header("mcp-protocol-version", &self.version);
-        if let Some(session) = self.http.session() {
-            req = req.header("mcp-session-id", &*session);
-        }
-        if let Some(b) = &bearer {
-            req = req.bearer_auth(b);
-        }
-        let response = req
-            .body(message.to_string())
-            .send()
-            .await
-            .map_err(|e| Failure::Transport(e.without_url().to_string()))?;
-        match response.status().is_success() {
-            true => Ok(()),
-            false => Err(Failure::Transport(format!("HTTP {}", response.status()))),
-        }
+        self.poster().post(message).await
     }
 
     async fn exchange(
         &self,
         id: u64,
         r: Request<'_>,
+        posted: &std::sync::atomic::AtomicBool,
         server: &str,
         secrets: &[String],
     ) -> Result<Value, Failure> {
         let Request {
+            id: _,
             method,
             mut params,
             capabilities,
@@ -244,6 +245,7 @@ impl Direct {
             cancel,
             timeout,
             max_timeout,
+            wake,
         } = r;
         let Value::Object(p) = &mut params else {
             return Err(Failure::Unreadable(
@@ -321,6 +323,7 @@ impl Direct {
             if let Some(b) = &bearer {
                 req = req.bearer_auth(b);
             }
+            posted.store(true, Ordering::Relaxed);
             let response = req
                 .body(body)
                 .send()
@@ -342,6 +345,7 @@ impl Direct {
             let reading = Reading {
                 direct: self,
                 id,
+                wake,
                 bearer,
                 progress,
                 reset: max_timeout > timeout,
@@ -383,7 +387,14 @@ impl Direct {
         let incoming = read::parse(&body);
         let ours = Some(Value::from(id));
         match incoming {
-            Some(i) if i.id == ours && i.method.is_none() => answer(i),
+            // An error status answers with an error, never a result.
+            Some(i)
+                if i.id == ours
+                    && i.method.is_none()
+                    && (status.is_success() || i.error.is_some()) =>
+            {
+                answer(i)
+            }
             _ if !status.is_success() => Err(Failure::Transport(format!("HTTP {status}"))),
             None => Err(Failure::Unreadable(
                 "the answer is not a JSON-RPC message".into(),
@@ -424,6 +435,45 @@ impl Direct {
             false => Err(Failure::Transport(format!(
                 "resuming the stream: HTTP {status}"
             ))),
+        }
+    }
+}
+
+/// The connection's client, address and revision, owned (for a message sent on its own).
+struct Poster {
+    http: UpstreamHttp,
+    url: Arc<str>,
+    version: String,
+}
+
+impl Poster {
+    async fn post(&self, message: &Value) -> Result<(), Failure> {
+        let bearer = self
+            .http
+            .credential(None, None)
+            .await
+            .map_err(|why| Failure::Transport(why.into()))?;
+        let mut req = self
+            .http
+            .client()
+            .post(&*self.url)
+            .header(http::header::ACCEPT, "application/json, text/event-stream")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("mcp-protocol-version", &self.version);
+        if let Some(session) = self.http.session() {
+            req = req.header("mcp-session-id", &*session);
+        }
+        if let Some(b) = &bearer {
+            req = req.bearer_auth(b);
+        }
+        let response = req
+            .body(message.to_string())
+            .send()
+            .await
+            .map_err(|e| Failure::Transport(e.without_url().to_string()))?;
+        match response.status().is_success() {
+            true => Ok(()),
+            false => Err(Failure::Transport(format!("HTTP {}", response.status()))),
         }
     }
 }
@@ -497,6 +547,7 @@ impl super::Upstream {
             false => config.timeout,
         };
         let request = Request {
+            id: None,
             method: r.method,
             params,
             capabilities,
@@ -506,9 +557,31 @@ impl super::Upstream {
             cancel: cancel.clone(),
             timeout: config.timeout,
             max_timeout,
+            wake: Arc::default(),
         };
         let secrets = self.sent_secrets();
-        match direct.send(request, name, &secrets).await {
+        // Progress the upstream sends elsewhere than the call's stream (the session's GET
+        // stream) reaches the caller through the connection's routes, and extends the deadline.
+        let id = direct.next.fetch_add(1, Ordering::Relaxed);
+        let request = Request {
+            id: Some(id),
+            ..request
+        };
+        let route = request.progress.as_ref().map(|(token, sink)| {
+            let key = Value::from(id);
+            conn.progress.insert_waking(
+                key.clone(),
+                token.clone(),
+                sink.clone(),
+                Some(request.wake.clone()),
+            );
+            key
+        });
+        let outcome = direct.send(request, name, &secrets).await;
+        if let Some(key) = route {
+            conn.progress.remove(&key);
+        }
+        match outcome {
             Ok(v) => Ok(v),
             Err(Failure::Rpc(mut error)) => {
                 super::scrub::scrub(&mut error, name, &secrets);
@@ -526,7 +599,18 @@ impl super::Upstream {
                 Err(UpstreamError::Transport(name.clone()))
             }
             Err(Failure::SessionExpired) => {
-                self.forgot_session(conn);
+                // Only if the connection is still the server's: one already replaced (its
+                // session lost before this request's answer came) is left alone, and so is
+                // its successor.
+                let current = self
+                    .conn
+                    .read()
+                    .ok()
+                    .and_then(|c| c.clone())
+                    .is_some_and(|c| Arc::ptr_eq(&c._service, &conn._service));
+                if current {
+                    self.forgot_session(conn);
+                }
                 Err(UpstreamError::Transport(name.clone()))
             }
             Err(Failure::Unreadable(why)) => {

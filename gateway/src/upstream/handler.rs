@@ -42,11 +42,18 @@ pub(crate) enum UpstreamEvent {
     Updated(String, String),
 }
 
-/// Where progress for an upstream token goes: the caller's own token and its response stream.
+/// Where progress for an upstream token goes: the caller's own token and its response stream,
+/// and what to wake when it comes (the lean leg extends its deadline on progress).
 #[derive(Debug, Default)]
 pub(crate) struct ProgressRoutes {
-    routes: Mutex<HashMap<String, (Value, mpsc::UnboundedSender<Value>)>>,
+    routes: Mutex<HashMap<String, Route>>,
 }
+
+type Route = (
+    Value,
+    mpsc::UnboundedSender<Value>,
+    Option<std::sync::Arc<tokio::sync::Notify>>,
+);
 
 impl ProgressRoutes {
     pub(crate) fn insert(
@@ -55,8 +62,19 @@ impl ProgressRoutes {
         downstream: Value,
         sink: mpsc::UnboundedSender<Value>,
     ) {
+        self.insert_waking(upstream, downstream, sink, None);
+    }
+
+    /// [`ProgressRoutes::insert`], waking `wake` at each progress.
+    pub(crate) fn insert_waking(
+        &self,
+        upstream: Value,
+        downstream: Value,
+        sink: mpsc::UnboundedSender<Value>,
+        wake: Option<std::sync::Arc<tokio::sync::Notify>>,
+    ) {
         if let Ok(mut r) = self.routes.lock() {
-            r.insert(upstream.to_string(), (downstream, sink));
+            r.insert(upstream.to_string(), (downstream, sink, wake));
         }
     }
 
@@ -73,10 +91,13 @@ impl ProgressRoutes {
         let Ok(routes) = self.routes.lock() else {
             return;
         };
-        let Some((token, sink)) = routes.get(&key.to_string()) else {
+        let Some((token, sink, wake)) = routes.get(&key.to_string()) else {
             return;
         };
         relay_progress(p, token, sink, server, secrets);
+        if let Some(w) = wake {
+            w.notify_one();
+        }
     }
 }
 

@@ -54,6 +54,8 @@ pub(super) fn parse(data: &[u8]) -> Option<Incoming> {
 pub(super) struct Reading<'a> {
     pub(super) direct: &'a Direct,
     pub(super) id: u64,
+    /// Woken by this request's progress that came elsewhere (relayed there).
+    pub(super) wake: Arc<tokio::sync::Notify>,
     pub(super) bearer: Option<String>,
     pub(super) progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
     /// Progress extends the deadline by `timeout`, up to `last`.
@@ -68,29 +70,65 @@ type Events = super::super::drain::Drained<Result<sse_stream::Sse, sse_stream::E
 
 /// The SSE events of `response`, each at most [`MAX_ANSWER`] bytes: the parser holds an event
 /// until its end, so the bytes since the last event's end are counted.
-fn events(response: reqwest::Response, answered: Arc<AtomicBool>) -> Events {
-    let mut open = 0usize;
+/// `too_large` is set when that is why the stream broke.
+fn events(
+    response: reqwest::Response,
+    answered: Arc<AtomicBool>,
+    too_large: Arc<AtomicBool>,
+) -> Events {
+    let (mut open, mut tail) = (0usize, [0u8; 2]);
     let bytes = response.bytes_stream().map(move |chunk| {
         let chunk = chunk.map_err(|e| std::io::Error::other(e.without_url()))?;
-        // An event ends at a blank line: `\n\n`, or `\n\r\n` of a CRLF stream.
-        let lf = chunk.windows(2).rposition(|w| w == b"\n\n").map(|p| p + 2);
-        let crlf = chunk
-            .windows(3)
-            .rposition(|w| w == b"\n\r\n")
-            .map(|p| p + 3);
-        open = match lf.max(crlf) {
-            Some(end) => chunk.len() - end,
-            None => open + chunk.len(),
-        };
-        match open > MAX_ANSWER {
-            true => Err(std::io::Error::other(format!(
+        open = still_open(open, &mut tail, &chunk);
+        if open > MAX_ANSWER {
+            too_large.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other(format!(
                 "an event over {MAX_ANSWER} bytes"
-            ))),
-            false => Ok(chunk),
+            )));
         }
+        Ok(chunk)
     });
     let events = sse_stream::SseStream::from_bytes_stream(bytes).boxed();
     super::super::drain::Drained::new(events, answered)
+}
+
+/// The bytes of an unfinished event after `chunk`, given `open` before it and `tail`, the last
+/// two bytes before it (updated). An event ends at a blank line: `\n\n`, `\n\r\n` in a CRLF
+/// stream or `\r\r` in a CR one, also where the two lines' ends fall in different chunks.
+pub(super) fn still_open(open: usize, tail: &mut [u8; 2], chunk: &[u8]) -> usize {
+    // Where in `chunk` the last blank line ends: `at` is the index just past it.
+    let mut end: Option<usize> = None;
+    let joined: Vec<u8> = tail.iter().chain(chunk.iter().take(2)).copied().collect();
+    let mut mark = |at: usize| end = Some(end.map_or(at, |e| e.max(at)));
+    for (i, w) in joined.windows(2).enumerate() {
+        if (w == b"\n\n" || w == b"\r\r") && i > 0 {
+            mark(i);
+        }
+    }
+    for (i, w) in joined.windows(3).enumerate() {
+        if w == b"\n\r\n" {
+            mark(i + 1);
+        }
+    }
+    if let Some(p) = chunk.windows(2).rposition(|w| w == b"\n\n" || w == b"\r\r") {
+        mark(p + 2);
+    }
+    if let Some(p) = chunk.windows(3).rposition(|w| w == b"\n\r\n") {
+        mark(p + 3);
+    }
+    let last_two = [tail[0], tail[1]]
+        .into_iter()
+        .chain(chunk.iter().copied())
+        .rev()
+        .take(2)
+        .collect::<Vec<u8>>();
+    if let [b, a] = last_two[..] {
+        *tail = [a, b];
+    }
+    match end {
+        Some(at) => chunk.len() - at.min(chunk.len()),
+        None => open + chunk.len(),
+    }
 }
 
 impl Reading<'_> {
@@ -101,51 +139,87 @@ impl Reading<'_> {
         deadline: &mut Instant,
     ) -> Result<Value, Failure> {
         let answered = Arc::new(AtomicBool::new(false));
-        let mut events = events(response, answered.clone());
+        let too_large = Arc::new(AtomicBool::new(false));
+        let mut events = events(response, answered.clone(), too_large.clone());
         let ours = Value::from(self.id);
-        // Where the stream may be resumed from, and after how long.
+        // Where the stream may be resumed from, after how long, and how many attempts in a row
+        // have failed (a resumed stream that delivers starts the count again, as rmcp's does).
         let mut last_event: Option<String> = None;
         let mut retry = Duration::from_millis(100);
-        let mut resumes = 0;
+        let mut failures = 0;
         loop {
             let next = tokio::select! {
                 e = events.next() => e,
+                () = self.wake.notified() => {
+                    self.extend(deadline);
+                    continue;
+                }
                 () = cancel.cancelled() => return Err(Failure::Cancelled),
                 () = tokio::time::sleep_until(*deadline) => return Err(Failure::Timeout(self.timeout)),
             };
             let sse = match next {
                 Some(Ok(sse)) => sse,
                 broken => {
+                    if too_large.load(Ordering::Relaxed) {
+                        return Err(Failure::Unreadable(format!(
+                            "an event over {MAX_ANSWER} bytes"
+                        )));
+                    }
                     let why = match broken {
                         Some(Err(e)) => e.to_string(),
                         _ => "the stream ended before its answer".to_string(),
                     };
                     // Resumed where it stopped, as the spec has it, if it said where.
-                    let Some(from) = last_event.as_deref().filter(|_| resumes < MAX_RESUMES) else {
-                        return Err(Failure::Transport(why));
+                    let response = loop {
+                        let Some(from) = last_event.as_deref().filter(|_| failures < MAX_RESUMES)
+                        else {
+                            return Err(Failure::Transport(why));
+                        };
+                        failures += 1;
+                        tracing::debug!(server = self.server, error = %why, failures, "resuming an upstream answer's stream");
+                        let attempt = tokio::select! {
+                            r = async {
+                                tokio::time::sleep(retry).await;
+                                self.direct.resume(from, self.bearer.as_deref()).await
+                            } => r,
+                            () = cancel.cancelled() => return Err(Failure::Cancelled),
+                            () = tokio::time::sleep_until(*deadline) => return Err(Failure::Timeout(self.timeout)),
+                        };
+                        match attempt {
+                            Ok(r) => break r,
+                            Err(e) => {
+                                tracing::debug!(server = self.server, error = ?e, "resuming failed")
+                            }
+                        }
                     };
-                    resumes += 1;
-                    tracing::debug!(server = self.server, error = %why, resumes, "resuming an upstream answer's stream");
-                    let wait = retry.saturating_mul(resumes);
-                    let response = tokio::select! {
-                        r = async {
-                            tokio::time::sleep(wait).await;
-                            self.direct.resume(from, self.bearer.as_deref()).await
-                        } => r?,
-                        () = cancel.cancelled() => return Err(Failure::Cancelled),
-                        () = tokio::time::sleep_until(*deadline) => return Err(Failure::Timeout(self.timeout)),
-                    };
-                    events = self::events(response, answered.clone());
+                    events = self::events(response, answered.clone(), too_large.clone());
                     continue;
                 }
             };
+            failures = 0;
+            // Only untyped or `message` events carry JSON-RPC messages.
+            if sse
+                .event
+                .as_deref()
+                .is_some_and(|t| !t.is_empty() && t != "message")
+            {
+                continue;
+            }
             if let Some(id) = &sse.id {
                 last_event = Some(id.clone());
             }
             if let Some(ms) = sse.retry {
                 retry = Duration::from_millis(ms.min(10_000));
             }
-            let incoming = match classify(sse.data.as_deref().unwrap_or_default(), &ours) {
+            let data = sse.data.as_deref().unwrap_or_default();
+            // Bounded above by the bytes between events (an event that ends in the chunk that
+            // takes it past the bound is caught here).
+            if data.len() > MAX_ANSWER {
+                return Err(Failure::Unreadable(format!(
+                    "an event over {MAX_ANSWER} bytes"
+                )));
+            }
+            let incoming = match classify(data, &ours) {
                 Event::Answer(incoming) => incoming,
                 Event::Skip => continue,
                 Event::Malformed => {
@@ -166,7 +240,7 @@ impl Reading<'_> {
                     continue;
                 }
                 Event::Request(id, method) => {
-                    self.direct.refuse(id, &method, self.server).await;
+                    self.direct.refuse(id, &method, self.server);
                     continue;
                 }
                 Event::Foreign => {
@@ -185,6 +259,13 @@ impl Reading<'_> {
         }
     }
 
+    /// Progress came: the deadline moves on by `timeout`, up to `last`, where it may.
+    fn extend(&self, deadline: &mut Instant) {
+        if self.reset {
+            *deadline = (Instant::now() + self.timeout).min(self.last);
+        }
+    }
+
     fn relay_progress(&self, params: Option<Value>, ours: &Value, deadline: &mut Instant) {
         let Some(p) = params
             .and_then(|p| serde_json::from_value::<rmcp::model::ProgressNotificationParam>(p).ok())
@@ -194,9 +275,7 @@ impl Reading<'_> {
         if serde_json::to_value(&p.progress_token).ok().as_ref() != Some(ours) {
             return;
         }
-        if self.reset {
-            *deadline = (Instant::now() + self.timeout).min(self.last);
-        }
+        self.extend(deadline);
         if let Some((token, sink)) = &self.progress {
             super::super::handler::relay_progress(&p, token, sink, self.server, self.secrets);
         }

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::read::{Event, MAX_ANSWER, classify};
+use super::read::{Event, MAX_ANSWER, classify, still_open};
 use super::*;
 
 type Reply = Arc<dyn Fn(u64) -> Response + Send + Sync>;
@@ -150,6 +150,7 @@ fn leg_of(url: &str, legacy: bool) -> Leg {
 fn call(timeout: Duration, max: Duration) -> (Request<'static>, mpsc::UnboundedReceiver<Value>) {
     let (sink, progress) = mpsc::unbounded_channel();
     let request = Request {
+        id: None,
         method: "tools/call",
         params: json!({
             "name": "zoé",
@@ -163,6 +164,7 @@ fn call(timeout: Duration, max: Duration) -> (Request<'static>, mpsc::UnboundedR
         cancel: CancellationToken::new(),
         timeout,
         max_timeout: max,
+        wake: Arc::default(),
     };
     (request, progress)
 }
@@ -457,6 +459,98 @@ async fn in_the_initialize_era_a_cancelled_call_is_told_and_a_forgotten_session_
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_stream_that_keeps_breaking_but_delivers_is_resumed_each_time() {
+    let gets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = gets.clone();
+    let reply: Reply = Arc::new(move |id| {
+        let note = json!({ "jsonrpc": "2.0", "method": "notifications/message", "params": {} });
+        let body = match id > u64::MAX / 2 {
+            false => format!("retry: 10\nid: ev-0\ndata: {note}\n\n"),
+            true => match count.fetch_add(1, Ordering::SeqCst) {
+                // More breaks than a count that never started again would allow.
+                n if n < 8 => format!("id: ev-{}\ndata: {note}\n\n", n + 1),
+                _ => format!("id: ev-last\ndata: {}\n\n", result(!id)),
+            },
+        };
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from(body))
+            .unwrap()
+    });
+    let (url, seen) = upstream(reply).await;
+    let leg = leg(&url);
+    let (request, _) = call(Duration::from_secs(10), Duration::from_secs(10));
+    leg.direct.send(request, "up", &[]).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.resumed.len(), 9);
+    assert_eq!(seen.resumed[..3], ["ev-0", "ev-1", "ev-2"]);
+}
+
+#[tokio::test]
+async fn an_event_past_the_bound_ends_the_call_without_resuming() {
+    let reply: Reply = Arc::new(|_| {
+        let big = "x".repeat(MAX_ANSWER + (1 << 20));
+        let body = format!("id: ev-1\ndata: {{}}\n\ndata: {big}\n\n");
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from(body))
+            .unwrap()
+    });
+    let (url, seen) = upstream(reply).await;
+    let leg = leg(&url);
+    let (request, _) = call(Duration::from_secs(10), Duration::from_secs(10));
+    let failed = leg.direct.send(request, "up", &[]).await.unwrap_err();
+    assert!(matches!(failed, Failure::Unreadable(_)), "{failed:?}");
+    assert!(seen.lock().unwrap().resumed.is_empty());
+}
+
+#[tokio::test]
+async fn progress_that_comes_elsewhere_extends_the_deadline_too() {
+    let reply: Reply =
+        Arc::new(|_| sse_reply(Vec::new(), Duration::from_millis(50), Some(Arc::default())));
+    let (url, _) = upstream(reply).await;
+    let leg = leg(&url);
+    let (request, _) = call(Duration::from_millis(400), Duration::from_millis(1200));
+    let wake = request.wake.clone();
+    let ticking = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            wake.notify_one();
+        }
+    });
+    let started = std::time::Instant::now();
+    let failed = leg.direct.send(request, "up", &[]).await.unwrap_err();
+    ticking.abort();
+    assert!(matches!(failed, Failure::Timeout(_)), "{failed:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1100),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_events_end_is_found_across_chunks() {
+    let mut tail = [0u8; 2];
+    // "data: x\n" then "\ndata: y": the event ended at the start of the second chunk.
+    assert_eq!(still_open(0, &mut tail, b"data: x\n"), 8);
+    assert_eq!(still_open(8, &mut tail, b"\ndata: y"), 7);
+    // CRLF, split after "\r\n\r".
+    let mut tail = [0u8; 2];
+    assert_eq!(still_open(0, &mut tail, b"data: x\r\n\r"), 10);
+    assert_eq!(still_open(11, &mut tail, b"\ndata"), 4);
+    // No end: the event grows.
+    assert_eq!(still_open(4, &mut tail, b": more"), 10);
+    // CR only.
+    let mut tail = [0u8; 2];
+    assert_eq!(still_open(0, &mut tail, b"data: x\r"), 8);
+    assert_eq!(still_open(8, &mut tail, b"\rdata"), 4);
+    // Ends within the chunk, twice: what follows the last end is open.
+    let mut tail = [0u8; 2];
+    assert_eq!(still_open(0, &mut tail, b"data: a\n\ndata: b\n\nda"), 2);
 }
 
 proptest! {
