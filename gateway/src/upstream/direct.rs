@@ -297,16 +297,7 @@ impl Direct {
                 .credential(credential, Some(method))
                 .await
                 .map_err(|why| Failure::Transport(why.into()))?;
-            let mut req = self
-                .http
-                .client()
-                .post(&*self.url)
-                .header(http::header::ACCEPT, "application/json, text/event-stream")
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .header("mcp-protocol-version", &self.version);
-            if let Some(session) = &session {
-                req = req.header("mcp-session-id", &**session);
-            }
+            let mut req = post(&self.http, &self.url, &self.version, session.as_deref());
             // The standard headers came with 2026-07-28.
             if !self.legacy {
                 req = req.header("mcp-method", method);
@@ -453,16 +444,8 @@ impl Poster {
             .credential(None, None)
             .await
             .map_err(|why| Failure::Transport(why.into()))?;
-        let mut req = self
-            .http
-            .client()
-            .post(&*self.url)
-            .header(http::header::ACCEPT, "application/json, text/event-stream")
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header("mcp-protocol-version", &self.version);
-        if let Some(session) = self.http.session() {
-            req = req.header("mcp-session-id", &*session);
-        }
+        let session = self.http.session();
+        let mut req = post(&self.http, &self.url, &self.version, session.as_deref());
         if let Some(b) = &bearer {
             req = req.bearer_auth(b);
         }
@@ -475,6 +458,25 @@ impl Poster {
             true => Ok(()),
             false => Err(Failure::Transport(format!("HTTP {}", response.status()))),
         }
+    }
+}
+
+/// A POST of a JSON-RPC message to the upstream, in `session` where there is one.
+fn post(
+    http: &UpstreamHttp,
+    url: &str,
+    version: &str,
+    session: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let req = http
+        .client()
+        .post(url)
+        .header(http::header::ACCEPT, "application/json, text/event-stream")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header("mcp-protocol-version", version);
+    match session {
+        Some(session) => req.header("mcp-session-id", session),
+        None => req,
     }
 }
 

@@ -71,6 +71,14 @@ fn json_reply(status: u16, body: Value) -> Response {
         .unwrap()
 }
 
+/// An SSE answer of `body` as it is.
+fn sse_text(body: String) -> Response {
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from(body))
+        .unwrap()
+}
+
 /// An SSE answer of `events` (each a JSON-RPC message), `gap` apart; `forever` keeps it open.
 fn sse_reply(events: Vec<Value>, gap: Duration, dropped: Option<Arc<AtomicBool>>) -> Response {
     struct OnDrop(Option<Arc<AtomicBool>>);
@@ -302,10 +310,7 @@ async fn a_broken_stream_is_resumed_from_its_last_event_and_members_no_request_h
             ),
             true => format!("id: ev-2\ndata: {}\n\n", result(!id)),
         };
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(Body::from(body))
-            .unwrap()
+        sse_text(body)
     });
     let (url, seen) = upstream(reply).await;
     let leg = leg(&url);
@@ -475,10 +480,7 @@ async fn a_stream_that_keeps_breaking_but_delivers_is_resumed_each_time() {
                 _ => format!("id: ev-last\ndata: {}\n\n", result(!id)),
             },
         };
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(Body::from(body))
-            .unwrap()
+        sse_text(body)
     });
     let (url, seen) = upstream(reply).await;
     let leg = leg(&url);
@@ -494,10 +496,7 @@ async fn an_event_past_the_bound_ends_the_call_without_resuming() {
     let reply: Reply = Arc::new(|_| {
         let big = "x".repeat(MAX_ANSWER + (1 << 20));
         let body = format!("id: ev-1\ndata: {{}}\n\ndata: {big}\n\n");
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(Body::from(body))
-            .unwrap()
+        sse_text(body)
     });
     let (url, seen) = upstream(reply).await;
     let leg = leg(&url);
