@@ -86,8 +86,10 @@ struct Unflushed {
 impl Unflushed {
     /// Take over what callers counted in `shared`, the first written at `at`.
     fn take(&mut self, shared: &Shared, at: Instant) {
-        let events = shared.unflushed.swap(0, Ordering::AcqRel);
+        // `soon` first: a request event counted after it is taken is either in these events
+        // or marks the next group (its caller sends a message for it).
         self.soon |= shared.soon.swap(false, Ordering::AcqRel);
+        let events = shared.unflushed.swap(0, Ordering::AcqRel);
         if events > 0 || self.events > 0 {
             self.since = Some(self.since.map_or(at, |s| s.min(at)));
         }

@@ -155,10 +155,15 @@ impl Direct {
                 "method": "notifications/cancelled",
                 "params": { "requestId": id, "reason": reason },
             });
-            let told = tokio::time::timeout(Duration::from_secs(2), self.post_message(&note)).await;
-            if !matches!(told, Ok(Ok(()))) {
-                tracing::debug!(server, "the upstream was not told of a cancelled request");
-            }
+            // Sent on its own: the caller has its answer now.
+            let poster = self.poster();
+            let server = server.to_string();
+            tokio::spawn(async move {
+                let told = tokio::time::timeout(Duration::from_secs(2), poster.post(&note)).await;
+                if !matches!(told, Ok(Ok(()))) {
+                    tracing::debug!(server, "the upstream was not told of a cancelled request");
+                }
+            });
         }
         outcome
     }
@@ -218,12 +223,6 @@ impl Direct {
             url: self.url.clone(),
             version: self.version.clone(),
         }
-    }
-
-    /// Send a message that has no answer (a notification, or an answer to the upstream's
-    /// request) on the connection's session.
-    pub(super) async fn post_message(&self, message: &Value) -> Result<(), Failure> {
-        self.poster().post(message).await
     }
 
     async fn exchange(
@@ -430,6 +429,18 @@ impl Direct {
     }
 }
 
+/// A progress route of the connection, for as long as its call runs.
+struct Route<'a> {
+    routes: &'a super::ProgressRoutes,
+    key: Value,
+}
+
+impl Drop for Route<'_> {
+    fn drop(&mut self) {
+        self.routes.remove(&self.key);
+    }
+}
+
 /// The connection's client, address and revision, owned (for a message sent on its own).
 struct Poster {
     http: UpstreamHttp,
@@ -569,7 +580,8 @@ impl super::Upstream {
             id: Some(id),
             ..request
         };
-        let route = request.progress.as_ref().map(|(token, sink)| {
+        // Removed however the call ends, its future dropped included.
+        let _route = request.progress.as_ref().map(|(token, sink)| {
             let key = Value::from(id);
             conn.progress.insert_waking(
                 key.clone(),
@@ -577,13 +589,12 @@ impl super::Upstream {
                 sink.clone(),
                 Some(request.wake.clone()),
             );
-            key
+            Route {
+                routes: &conn.progress,
+                key,
+            }
         });
-        let outcome = direct.send(request, name, &secrets).await;
-        if let Some(key) = route {
-            conn.progress.remove(&key);
-        }
-        match outcome {
+        match direct.send(request, name, &secrets).await {
             Ok(v) => Ok(v),
             Err(Failure::Rpc(mut error)) => {
                 super::scrub::scrub(&mut error, name, &secrets);

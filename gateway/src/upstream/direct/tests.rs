@@ -457,10 +457,20 @@ async fn in_the_initialize_era_a_cancelled_call_is_told_and_a_forgotten_session_
             0 => assert!(matches!(outcome, Failure::SessionExpired), "{outcome:?}"),
             _ => {
                 assert!(matches!(outcome, Failure::Cancelled), "{outcome:?}");
-                let seen = seen.lock().unwrap();
-                let (_, told) = seen.requests.last().unwrap();
-                assert_eq!(told["method"], "notifications/cancelled");
-                assert_eq!(told["params"]["requestId"], id);
+                // Told on its own, moments later.
+                let deadline = std::time::Instant::now() + Duration::from_secs(3);
+                loop {
+                    let told = seen.lock().unwrap().requests.last().map(|(_, b)| b.clone());
+                    if let Some(told) = told.filter(|t| t["method"] == "notifications/cancelled") {
+                        assert_eq!(told["params"]["requestId"], id);
+                        break;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the upstream was not told"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }
     }
