@@ -24,6 +24,7 @@ use crate::operate::{OpError, Operator, Roles};
 mod limits;
 mod records;
 mod ui;
+mod upstreams;
 
 /// Largest request body on the admin listener.
 const MAX_BODY: usize = 64 * 1024;
@@ -169,6 +170,7 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
         )
         .route("/admin/keys/{id}", delete(records::delete_key))
         .route("/admin/limits", get(get_limits))
+        .route("/admin/upstreams", get(upstreams::get))
         .route("/admin/limits/adjust", post(post_limits_adjust))
         .route("/admin/events", get(records::get_events))
         .route("/admin/audit", get(records::get_audit))

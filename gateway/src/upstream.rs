@@ -6,10 +6,13 @@
 //! A connection that fails is re-established in the background with backoff; while it is down,
 //! calls to that server fail with an error that names it, and nothing else is affected.
 
+mod bounds;
+mod circuit;
 mod client;
 mod connect;
 mod direct;
 mod drain;
+mod error;
 mod handler;
 mod http;
 mod launch;
@@ -34,8 +37,11 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use bounds::{Bounds, Terms, caller_deadline};
+pub(crate) use circuit::{Phase, Reading};
 pub(crate) use client::ClientSide;
 pub(crate) use connect::fetch_definitions;
+pub(crate) use error::UpstreamError;
 pub(crate) use handler::{ProgressRoutes, UpstreamEvent};
 pub(crate) use listing::Quarantined;
 pub(crate) use relay::declared_of;
@@ -74,60 +80,6 @@ pub(crate) struct On<'a> {
     pub(crate) sink: Option<&'a mpsc::UnboundedSender<Value>>,
     /// Checked before the upstream may ask the client anything.
     pub(crate) levers: &'a Arc<crate::levers::Levers>,
-}
-
-/// Why an upstream request failed. Every variant names the server in its message.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum UpstreamError {
-    #[error("upstream `{0}` is not connected")]
-    Down(String),
-    #[error("upstream `{0}` did not answer within {1:?}")]
-    Timeout(String, Duration),
-    #[error("upstream `{server}` returned an error")]
-    Rpc { server: String, error: Value },
-    #[error("upstream `{0}` connection failed")]
-    Transport(String),
-    #[error("request to upstream `{0}` was cancelled")]
-    Cancelled(String),
-    #[error("upstream `{0}` sent a response the gateway could not read")]
-    Unreadable(String),
-}
-
-impl UpstreamError {
-    /// The JSON-RPC code of an upstream's own error, else the gateway's upstream-error code.
-    pub(crate) fn code(&self) -> i64 {
-        match self {
-            UpstreamError::Rpc { error, .. } => error
-                .get("code")
-                .and_then(Value::as_i64)
-                .unwrap_or(crate::jsonrpc::UPSTREAM_ERROR),
-            _ => crate::jsonrpc::UPSTREAM_ERROR,
-        }
-    }
-
-    /// The server it concerns.
-    pub(crate) fn server(&self) -> &str {
-        match self {
-            UpstreamError::Down(s)
-            | UpstreamError::Timeout(s, _)
-            | UpstreamError::Transport(s)
-            | UpstreamError::Cancelled(s)
-            | UpstreamError::Unreadable(s)
-            | UpstreamError::Rpc { server: s, .. } => s,
-        }
-    }
-
-    /// A short name for the kind of failure (span attribute, never a label with free text).
-    pub(crate) fn kind(&self) -> &'static str {
-        match self {
-            UpstreamError::Down(_) => "upstream_down",
-            UpstreamError::Timeout(..) => "upstream_timeout",
-            UpstreamError::Rpc { .. } => "upstream_error",
-            UpstreamError::Transport(_) => "upstream_transport",
-            UpstreamError::Cancelled(_) => "cancelled",
-            UpstreamError::Unreadable(_) => "upstream_unreadable",
-        }
-    }
 }
 
 /// One upstream server and its live connection.
@@ -177,6 +129,12 @@ pub(crate) struct Upstream {
     /// The most verbose logging level any session asked of the shared connection, as an index
     /// into the levels (0 = `debug`).
     shared_level: std::sync::Mutex<Option<usize>>,
+    /// The circuit breaker.
+    circuit: circuit::Circuit,
+    /// Connections re-established after one was lost (for a stdio server: restarts).
+    restarts: std::sync::atomic::AtomicU64,
+    /// Why the last connection attempt failed, until one succeeds.
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -233,6 +191,9 @@ impl Upstream {
             sent_order: std::sync::Mutex::new(Vec::new()),
             stale: std::sync::atomic::AtomicBool::new(false),
             shared_level: std::sync::Mutex::new(None),
+            circuit: circuit::Circuit::default(),
+            restarts: std::sync::atomic::AtomicU64::new(0),
+            last_error: std::sync::Mutex::new(None),
         }
     }
 
@@ -262,6 +223,27 @@ impl Upstream {
         let listed = self.listed.lock().ok().and_then(|l| l.clone());
         // Without a readable last listing nothing is offered until the next one.
         self.apply_tools(listed.unwrap_or_default());
+    }
+
+    /// The circuit breaker as operators see it.
+    pub(crate) fn circuit(&self) -> Reading {
+        self.circuit.reading()
+    }
+
+    /// Connections re-established after one was lost (for a stdio server: restarts).
+    pub(crate) fn restarts(&self) -> u64 {
+        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Why the last connection attempt failed, while none has succeeded since.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn set_last_error(&self, why: Option<String>) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = why;
+        }
     }
 
     pub(crate) fn is_connected(&self) -> bool {
@@ -314,11 +296,12 @@ impl Upstream {
         cancel: Option<CancellationToken>,
         on: Option<On<'_>>,
     ) -> Result<Value, UpstreamError> {
-        self.request_as(method, params, progress, cancel, on, None)
+        self.request_as(method, params, progress, cancel, on, Terms::default())
             .await
     }
 
-    /// [`Upstream::request`] carrying `credential`, a token minted for this call.
+    /// [`Upstream::request`] on `terms`: with a token minted for this call, within the
+    /// caller's deadline. Refused at once while the server's circuit is open.
     pub(crate) async fn request_as(
         &self,
         method: &str,
@@ -326,9 +309,17 @@ impl Upstream {
         progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
         cancel: Option<CancellationToken>,
         on: Option<On<'_>>,
-        credential: Option<Arc<str>>,
+        terms: Terms,
     ) -> Result<Value, UpstreamError> {
         let name = &self.name;
+        let config = self.config();
+        let ticket = match self.circuit.admit(config.resilience.breaker) {
+            Ok(t) => t,
+            Err(wait) => {
+                crate::metrics::get().upstream(name, false, Duration::ZERO);
+                return Err(UpstreamError::Open(name.clone(), wait.as_secs().max(1)));
+            }
+        };
         let mut params = params;
         let span = crate::telemetry::client_span(
             name,
@@ -338,8 +329,9 @@ impl Upstream {
         );
         let started = std::time::Instant::now();
         let outcome = self
-            .send(method, params, progress, cancel, on, credential)
+            .send(method, params, progress, cancel, on, terms)
             .await;
+        ticket.report(UpstreamError::outcome(&outcome), name);
         crate::metrics::get().upstream(name, outcome.is_ok(), started.elapsed());
         crate::telemetry::finish(
             &span,
@@ -381,7 +373,7 @@ impl Upstream {
         progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
         cancel: Option<CancellationToken>,
         on: Option<On<'_>>,
-        credential: Option<Arc<str>>,
+        terms: Terms,
     ) -> Result<Value, UpstreamError> {
         let name = &self.name;
         if cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
@@ -390,9 +382,19 @@ impl Upstream {
         if self.stale.load(std::sync::atomic::Ordering::Acquire) {
             return Err(UpstreamError::Down(name.clone()));
         }
-        let config = self.config();
+        let config = &*self.config();
+        let Terms {
+            credential,
+            deadline,
+        } = terms;
+        let left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        let bounds = Bounds::of(config, method, params.as_ref(), left);
+        if left.is_some_and(|l| l.is_zero()) {
+            // The caller's deadline passed before the request could be sent.
+            return Err(UpstreamError::Timeout(name.clone(), Duration::ZERO));
+        }
         let (conn, relay) = self
-            .connection_for(on.as_ref(), &config, cancel.as_ref())
+            .connection_for(on.as_ref(), config, cancel.as_ref())
             .await?;
         let mut params = params;
         let declared = own_capabilities(&mut params, &conn);
@@ -412,10 +414,10 @@ impl Upstream {
         };
         let mut value = match &conn.direct {
             Some(direct) if relay.is_none() && direct::METHODS.contains(&method) => {
-                self.send_direct(direct, &conn, r, &cancel, &config).await?
+                self.send_direct(direct, &conn, r, &cancel, &bounds).await?
             }
             _ => {
-                self.send_rmcp(&conn, relay, on, r, &cancel, &config)
+                self.send_rmcp(&conn, relay, on, r, &cancel, &bounds)
                     .await?
             }
         };
@@ -424,9 +426,9 @@ impl Upstream {
             return Err(UpstreamError::Unreadable(name.clone()));
         }
         if task::is_task(&value) {
-            let deadline = started + config.max_timeout.max(config.timeout);
+            let deadline = started + bounds.max_timeout;
             value = self
-                .follow_task(&conn, &value, &cancel, token, deadline)
+                .follow_task(&conn, &value, &cancel, token, deadline, bounds.max_timeout)
                 .await?;
         }
         scrub::scrub(&mut value, name, &self.sent_secrets());

@@ -185,3 +185,22 @@ pub fn config(data: &[u8]) {
 
 #[cfg(test)]
 mod tests;
+
+/// An upstream's answer (untrusted bytes): the nesting scan never panics, and on JSON it agrees
+/// with the depth of the parsed value at every bound.
+pub fn answer_depth(data: &[u8]) {
+    for max in [0, 1, 2, 64, usize::MAX] {
+        let _ = crate::nested_deeper_than(data, max);
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let depth = crate::nesting(&value);
+    for max in 0..=depth + 1 {
+        assert_eq!(
+            crate::nested_deeper_than(data, max),
+            depth > max,
+            "depth {depth}, bound {max}"
+        );
+    }
+}

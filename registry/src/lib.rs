@@ -15,6 +15,7 @@ mod minted;
 mod observe;
 mod pin;
 mod readiness;
+mod resilience;
 mod schema;
 mod secret;
 mod source_map;
@@ -48,6 +49,10 @@ pub use pin::{
 pub use readiness::{
     Cited, DimensionScore, Gate, ServerReadiness, default_grants_reaching_writes,
     is_generic_tool_name, readiness, server_readiness,
+};
+pub use resilience::{
+    Breaker, DEFAULT_MAX_RESPONSE, DEFAULT_MAX_RESPONSE_DEPTH, Resilience, nested_deeper_than,
+    nesting,
 };
 pub use schema::{BuiltinServer, Connection, Mode, Profile};
 pub use secret::{SecretRef, high_entropy, literal_secret, secret_key, secret_spans, secret_value};

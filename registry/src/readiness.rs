@@ -335,12 +335,57 @@ fn error_recovery(reg: &Registry, server: &Server) -> DimensionScore {
             ),
         ),
     };
+    let (score, why) = resilience_read(reg, server, score, why, &mut evidence);
     DimensionScore {
         key: "error_recovery",
         title: "Error recovery",
         score,
         why,
         evidence,
+    }
+}
+
+/// What the server's deadlines, answer bounds and circuit breaker add to its error recovery,
+/// as configured: a breaker turned off is said so, and the score is at most 1.
+fn resilience_read(
+    reg: &Registry,
+    server: &Server,
+    score: u8,
+    mut why: String,
+    evidence: &mut Vec<Cited>,
+) -> (u8, String) {
+    let b = base(server);
+    let r = &server.resilience;
+    let tool_timeouts: Vec<String> = server
+        .tools
+        .iter()
+        .filter_map(|(t, e)| e.timeout.map(|d| format!("{t} {} s", d.as_secs_f64())))
+        .collect();
+    if !tool_timeouts.is_empty() {
+        why.push_str(&format!(
+            "; per-tool timeouts: {}",
+            tool_timeouts.join(", ")
+        ));
+    }
+    why.push_str(&format!(
+        "; answers are bounded at {} bytes and nesting depth {}",
+        r.max_response, r.max_depth
+    ));
+    evidence.push(cite(reg, &child(&b, "max_response")));
+    evidence.push(cite(reg, &child(&b, "breaker")));
+    match r.breaker {
+        Some(br) => {
+            why.push_str(&format!(
+                "; the circuit breaker opens after {} failures in a row and refuses calls for {} s before a probe",
+                br.failures,
+                br.cooldown.as_secs_f64()
+            ));
+            (score, why)
+        }
+        None => {
+            why.push_str("; the circuit breaker is off (`breaker: off`): a failing upstream is asked again on every call");
+            (score.min(1), why)
+        }
     }
 }
 

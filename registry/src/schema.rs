@@ -227,6 +227,9 @@ pub(crate) struct RawServer {
     pub(crate) prompts: Vec<String>,
     pub(crate) timeout: Option<String>,
     pub(crate) max_timeout: Option<String>,
+    pub(crate) max_response: Option<Value>,
+    pub(crate) max_response_depth: Option<u64>,
+    pub(crate) breaker: Option<crate::resilience::RawBreaker>,
     #[serde(default)]
     pub(crate) allow_private: bool,
     pub(crate) connection: Option<Connection>,
@@ -252,6 +255,7 @@ pub(crate) struct RawCommand {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTool {
     pub(crate) class: String,
+    pub(crate) timeout: Option<String>,
     pub(crate) arguments: Option<Value>,
     pub(crate) rate: Option<String>,
     pub(crate) cost: Option<u64>,

@@ -149,6 +149,8 @@ pub struct Server {
     pub timeout: Duration,
     /// How long one upstream request may take in all, progress or not (at least `timeout`).
     pub max_timeout: Duration,
+    /// The bounds on its answers and its circuit breaker.
+    pub resilience: crate::resilience::Resilience,
     /// True when the operator allows this upstream's URL to name or resolve to a loopback,
     /// private or link-local address.
     pub allow_private: bool,
@@ -250,6 +252,9 @@ pub struct ToolEntry {
     /// The operator's JSON Schema for the arguments, checked in addition to the upstream's own
     /// `inputSchema` (so it can only narrow what the upstream accepts).
     pub arguments: Option<Value>,
+    /// How long a call of this tool may take without progress, in place of the server's
+    /// `timeout` (never past the server's `max_timeout`).
+    pub timeout: Option<Duration>,
     /// Calls per window, per gateway process: a burst of `count`, then one per `per / count`.
     pub rate: Option<Rate>,
     /// Units each call spends from the budgets of `limits:` that cover it (default 1).

@@ -364,6 +364,7 @@ pub(super) async fn get_metrics(
             if m == mode { 1.0 } else { 0.0 },
         ));
     }
+    super::upstreams::gauges(&a.gw, &mut extra);
     let audit = &a.gw.audit;
     for s in audit.sinks.iter() {
         for (result, n) in [("written", &s.written), ("failed", &s.failed)] {

@@ -31,6 +31,8 @@ pub(crate) struct Ask {
     pub(crate) fwd: serde_json::Map<String, Value>,
     /// The client capabilities a 2026-07-28 request declares in its `_meta`.
     pub(crate) declared: Option<Value>,
+    /// The caller's own deadline, from its `_meta`.
+    pub(crate) deadline: Option<tokio::time::Instant>,
 }
 
 impl Ask {
@@ -117,6 +119,7 @@ pub(super) fn resolve(
     };
     let inner = inner.to_string();
     let declared = declared_capabilities(&params);
+    let deadline = super::resolve::caller_deadline(&params)?;
     let mut fwd = forwardable(params);
     match new_value {
         // A completion's `ref`, rewritten to the upstream's own name or URI.
@@ -136,5 +139,6 @@ pub(super) fn resolve(
         shown,
         fwd,
         declared,
+        deadline,
     })
 }

@@ -11,7 +11,7 @@ use super::ask::Ask;
 use super::{Call, Era, Running, ToolCall, Trail};
 use crate::gateway::Gateway;
 use crate::refusal::Refusal;
-use crate::upstream::{On, Upstream, UpstreamError};
+use crate::upstream::{On, Terms, Upstream, UpstreamError};
 
 type Sink = mpsc::UnboundedSender<Value>;
 
@@ -46,6 +46,7 @@ pub(super) async fn tool(
         offered,
         fwd,
         progress,
+        deadline,
         ..
     } = req;
     if running.cancel().is_cancelled() {
@@ -61,7 +62,17 @@ pub(super) async fn tool(
     let params = Some(Value::Object(fwd));
     let on = on(gw, call, Some(sink));
     let r = up
-        .request_as("tools/call", params, progress, Some(cancel), on, token)
+        .request_as(
+            "tools/call",
+            params,
+            progress,
+            Some(cancel),
+            on,
+            Terms {
+                credential: token,
+                deadline,
+            },
+        )
         .await;
     drop(running);
     trail.permits.clear();
@@ -88,7 +99,11 @@ pub(super) async fn ask(
         "resources/subscribe" | "resources/unsubscribe" => subscription(gw, call, ask, token).await,
         m => {
             let on = on(gw, call, Some(sink));
-            ask.up.request_as(m, params, None, None, on, token).await
+            let terms = Terms {
+                credential: token,
+                deadline: ask.deadline,
+            };
+            ask.up.request_as(m, params, None, None, on, terms).await
         }
     }
 }
@@ -121,7 +136,7 @@ async fn subscription(
     }
     let params = Some(Value::Object(ask.fwd.clone()));
     ask.up
-        .request_as(&ask.method, params, None, None, None, token)
+        .request_as(&ask.method, params, None, None, None, Terms::minted(token))
         .await?;
     if subscribe && let Era::Stateful(session) = &call.era {
         if let Ok(mut subs) = session.subscriptions.lock() {

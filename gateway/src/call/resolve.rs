@@ -30,6 +30,8 @@ pub(crate) struct ToolCall {
     pub(crate) progress: Option<Value>,
     /// The client capabilities a 2026-07-28 request declares in its `_meta`.
     pub(crate) declared: Option<Value>,
+    /// The caller's own deadline, from its `_meta`.
+    pub(crate) deadline: Option<tokio::time::Instant>,
 }
 
 static NO_ARGUMENTS: LazyLock<Value> = LazyLock::new(|| Value::Object(Map::new()));
@@ -80,6 +82,7 @@ pub(super) fn tool(
     trail.tool = Some(tool.to_string());
     let progress = progress_token(&params);
     let declared = declared_capabilities(&params);
+    let deadline = caller_deadline(&params)?;
     let mut fwd = forwardable(params);
     fwd.insert("name".into(), Value::String(tool.to_string()));
     let (digest, size) = match fwd.get("arguments") {
@@ -101,6 +104,7 @@ pub(super) fn tool(
         digest,
         progress,
         declared,
+        deadline,
     })
 }
 
@@ -182,6 +186,14 @@ pub(crate) fn declared_capabilities(params: &Option<Value>) -> Option<Value> {
         .get("io.modelcontextprotocol/clientCapabilities")
         .filter(|c| c.is_object())
         .cloned()
+}
+
+/// The caller's own deadline, counted from now (the request's first step).
+pub(crate) fn caller_deadline(
+    params: &Option<Value>,
+) -> Result<Option<tokio::time::Instant>, Refusal> {
+    crate::upstream::caller_deadline(params.as_ref(), tokio::time::Instant::now())
+        .map_err(Refusal::Malformed)
 }
 
 fn progress_token(params: &Option<Value>) -> Option<Value> {

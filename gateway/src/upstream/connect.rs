@@ -18,10 +18,16 @@ use super::{Connection, Upstream};
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection lost sooner than this after it was made counts as a crash: the backoff goes on
+/// growing, and the circuit breaker counts a failure.
+const STABLE: Duration = Duration::from_secs(10);
 
 /// Keep `up` connected until shutdown: connect, serve, and reconnect with backoff on failure.
+/// A stdio server is started again from its pinned artifact, its digest checked before each
+/// start; one that keeps exiting soon after it starts opens the circuit breaker.
 pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
     let mut backoff = BACKOFF_START;
+    let mut lost_before = false;
     loop {
         let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel();
         let handler = UpstreamHandler {
@@ -40,6 +46,7 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
         match attempt {
             Err(e) => {
                 tracing::warn!(server = %up.name(), error = %e, retry_in = ?backoff, "upstream connect failed");
+                up.set_last_error(Some(format!("{e:#}")));
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = shutdown.cancelled() => return,
@@ -48,7 +55,12 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
                 continue;
             }
             Ok(conn) => {
-                backoff = BACKOFF_START;
+                let connected = tokio::time::Instant::now();
+                up.set_last_error(None);
+                if lost_before {
+                    up.restarts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 tracing::info!(server = %up.name(), protocol = %conn.protocol.as_str(), "upstream connected");
                 if let Err(e) = refresh_tools(&up, &conn.peer).await {
                     // What the upstream offers is unknown: offer nothing rather than old tools.
@@ -84,10 +96,23 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
                         }
                     }
                 }
-                tracing::warn!(server = %up.name(), "upstream connection lost; reconnecting");
                 if let Ok(mut slot) = up.conn.write() {
                     *slot = None;
                 }
+                lost_before = true;
+                if connected.elapsed() >= STABLE {
+                    backoff = BACKOFF_START;
+                    tracing::warn!(server = %up.name(), "upstream connection lost; reconnecting");
+                    continue;
+                }
+                // Lost soon after it was made: a crash loop is slowed down and opens the breaker.
+                up.circuit.failed(up.config().resilience.breaker, up.name());
+                tracing::warn!(server = %up.name(), up_for = ?connected.elapsed(), retry_in = ?backoff, "upstream connection lost soon after it was made; reconnecting after a pause");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::http::UpstreamHttp;
-use read::{MAX_ANSWER, MAX_ERROR, Reading, answer, bounded};
+use read::{MAX_ERROR, Reading, answer, bounded};
 
 mod call;
 mod read;
@@ -74,6 +74,10 @@ pub(super) struct Request<'a> {
     pub(super) timeout: Duration,
     /// How long progress may extend the deadline to (`timeout` when it may not).
     pub(super) max_timeout: Duration,
+    /// The largest answer read: a JSON body, or one SSE event.
+    pub(super) max_response: usize,
+    /// The deepest nesting an answer may have.
+    pub(super) max_depth: usize,
     /// Woken by progress for this request that arrives elsewhere than its stream.
     pub(super) wake: Arc<tokio::sync::Notify>,
 }
@@ -89,6 +93,8 @@ pub(super) enum Failure {
     Transport(String),
     /// An answer that is not one.
     Unreadable(String),
+    /// An answer past the server's bounds (`max_response`, `max_response_depth`).
+    Exceeded(String),
     /// The upstream no longer knows the connection's session (404).
     SessionExpired,
 }
@@ -245,6 +251,8 @@ impl Direct {
             cancel,
             timeout,
             max_timeout,
+            max_response,
+            max_depth,
             wake,
         } = r;
         let Value::Object(p) = &mut params else {
@@ -341,6 +349,8 @@ impl Direct {
                 progress,
                 reset: max_timeout > timeout,
                 timeout,
+                max_response,
+                max_depth,
                 last,
                 server,
                 secrets,
@@ -366,15 +376,20 @@ impl Direct {
             )));
         }
         let max = if status.is_success() {
-            MAX_ANSWER
+            max_response
         } else {
-            MAX_ERROR
+            MAX_ERROR.min(max_response)
         };
         let body = tokio::select! {
             b = bounded(response, max) => b?,
             () = cancel.cancelled() => return Err(Failure::Cancelled),
             () = tokio::time::sleep_until(deadline) => return Err(Failure::Timeout(timeout)),
         };
+        if registry::nested_deeper_than(&body, max_depth) {
+            return Err(Failure::Exceeded(format!(
+                "an answer nested deeper than {max_depth}"
+            )));
+        }
         let incoming = read::parse(&body);
         let ours = Some(Value::from(id));
         match incoming {

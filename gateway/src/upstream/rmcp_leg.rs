@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::relay::Relay;
 use super::{
-    Connection, On, Outgoing, Upstream, UpstreamError, http, result_value, session_expired,
+    Bounds, Connection, On, Outgoing, Upstream, UpstreamError, http, result_value, session_expired,
 };
 
 impl Upstream {
@@ -23,7 +23,7 @@ impl Upstream {
         on: Option<On<'_>>,
         r: Outgoing<'_>,
         cancel: &CancellationToken,
-        config: &registry::Server,
+        bounds: &Bounds,
     ) -> Result<Value, UpstreamError> {
         let name = &self.name;
         let Outgoing {
@@ -45,9 +45,9 @@ impl Upstream {
         }
         // `timeout` bounds the call; progress the caller asked for may extend it, never past
         // `max_timeout` (which is `timeout` unless the operator sets it higher).
-        let mut options = PeerRequestOptions::with_timeout(config.timeout)
-            .with_max_total_timeout(config.max_timeout);
-        if progress.is_some() && config.max_timeout > config.timeout {
+        let mut options = PeerRequestOptions::with_timeout(bounds.timeout)
+            .with_max_total_timeout(bounds.max_timeout);
+        if progress.is_some() && bounds.max_timeout > bounds.timeout {
             options = options.reset_timeout_on_progress();
         }
         options.meta = declared;
@@ -84,6 +84,14 @@ impl Upstream {
             conn.progress.remove(&key);
         }
         let result = outcome?;
-        result_value(&result).ok_or_else(|| UpstreamError::Unreadable(name.clone()))
+        let value = result_value(&result).ok_or_else(|| UpstreamError::Unreadable(name.clone()))?;
+        // rmcp has read the answer whole; its nesting is checked here.
+        if registry::nesting(&value) > bounds.max_depth {
+            return Err(UpstreamError::Exceeded(
+                name.clone(),
+                format!("an answer nested deeper than {}", bounds.max_depth),
+            ));
+        }
+        Ok(value)
     }
 }

@@ -42,13 +42,13 @@ impl Upstream {
         cancel: &CancellationToken,
         credential: Option<Arc<str>>,
         deadline: Instant,
+        timeout: std::time::Duration,
     ) -> Result<Value, UpstreamError> {
         let name = self.name.clone();
         let Some(task_id) = created.get("taskId").and_then(Value::as_str) else {
             return Err(UpstreamError::Unreadable(name));
         };
         tracing::debug!(server = %name, task = task_id, "upstream answered with a task; following it");
-        let timeout = self.config().max_timeout;
         let mut wait = poll(created);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

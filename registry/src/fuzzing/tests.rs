@@ -46,3 +46,10 @@ fn untrusted_text_corpus() {
         super::untrusted_text(&data);
     }
 }
+
+#[test]
+fn answer_depth_corpus() {
+    for (_name, data) in corpus("answer_depth") {
+        super::answer_depth(&data);
+    }
+}

@@ -186,3 +186,27 @@ fn pinned_http_and_stdio_servers_are_credited_for_their_pins() {
     );
     assert_eq!(dim(&score(&local)[0], "maintainer_reliability").score, 2);
 }
+
+#[test]
+fn error_recovery_reads_deadlines_bounds_and_the_breaker() {
+    let on = "servers:\n  notes:\n    builtin: notes\n    max_timeout: 1m\n    max_response: 1MiB\n    breaker: { failures: 3, cooldown: 10s }\n    tools:\n      search_notes: { class: read, timeout: 5s }\n";
+    let e = dim(&score(on)[0], "error_recovery").clone();
+    assert_eq!(e.score, 2, "{e:#?}");
+    for said in [
+        "per-tool timeouts: search_notes 5 s",
+        "bounded at 1048576 bytes",
+        "opens after 3 failures in a row and refuses calls for 10 s",
+    ] {
+        assert!(e.why.contains(said), "{said}: {}", e.why);
+    }
+    let breaker = e
+        .evidence
+        .iter()
+        .find(|c| c.path == "servers.notes.breaker");
+    assert!(breaker.is_some_and(|c| c.written), "{e:#?}");
+    // Turned off, it is said so, and the dimension is not scored as if it were on.
+    let off = "servers:\n  notes:\n    builtin: notes\n    breaker: off\n    tools:\n      search_notes: { class: read }\n";
+    let e = dim(&score(off)[0], "error_recovery").clone();
+    assert_eq!(e.score, 1, "{e:#?}");
+    assert!(e.why.contains("the circuit breaker is off"), "{}", e.why);
+}

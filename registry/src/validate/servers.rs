@@ -70,7 +70,7 @@ pub(super) fn server(
     match raw.tools {
         None => problems.push(ConfigProblem {
             location: map.key(&base),
-            path: tools_path,
+            path: tools_path.clone(),
             message: format!("server `{name}` has no `tools` allowlist"),
             fix: "list every tool clients may call, each with its class, e.g. `tools: { search: { class: read } }`; write `tools: {}` to expose none".to_string(),
         }),
@@ -101,12 +101,16 @@ pub(super) fn server(
                     }
                     parsed
                 });
+                let tool_timeout = spec.timeout.as_deref().map(|t| {
+                    duration_or(Some(t), &child(&p, "timeout"), DEFAULT_TIMEOUT, map, problems)
+                });
                 match spec.class.parse::<ToolClass>() {
                     Ok(class) => {
                         tools.insert(
                             tool,
                             ToolEntry {
                                 class,
+                                timeout: tool_timeout,
                                 arguments,
                                 rate,
                                 cost: spec.cost.unwrap_or(1).min(i64::MAX as u64),
@@ -144,6 +148,23 @@ pub(super) fn server(
             "make `max_timeout` at least `timeout`, or remove it (a call then never runs longer than `timeout`)",
         ));
     }
+    for (tool, entry) in &tools {
+        if let Some(t) = entry.timeout.filter(|t| *t > max_timeout) {
+            problems.push(map.problem(
+                &child(&child(&tools_path, tool), "timeout"),
+                format!("the tool's `timeout` ({t:?}) is longer than the server's `max_timeout` ({max_timeout:?})"),
+                "shorten the tool's `timeout`, or raise the server's `max_timeout`: no call runs longer than that",
+            ));
+        }
+    }
+    let resilience = crate::resilience::resilience(
+        &base,
+        raw.max_response.as_ref(),
+        raw.max_response_depth,
+        raw.breaker,
+        map,
+        problems,
+    );
     let resources = raw
         .resources
         .iter()
@@ -258,6 +279,7 @@ pub(super) fn server(
         prompts: raw.prompts,
         timeout,
         max_timeout,
+        resilience,
         allow_private: raw.allow_private,
         connection,
         credentials,

@@ -240,7 +240,7 @@ pub(super) async fn dashboard(State(a): State<Arc<Admin>>, headers: HeaderMap) -
 /// Each configured upstream with its state, and each allowlisted tool with what clients get.
 fn upstreams_section(b: &mut String, gw: &crate::gateway::Gateway) {
     let live = gw.live();
-    b.push_str("<section id=\"upstreams\"><h2>Upstreams</h2><div class=\"scroll\"><table id=\"upstream-table\"><thead><tr><th>Server</th><th>Source</th><th>State</th><th>Protocol</th><th>Tools served</th></tr></thead><tbody>");
+    b.push_str("<section id=\"upstreams\"><h2>Upstreams</h2><div class=\"scroll\"><table id=\"upstream-table\"><thead><tr><th>Server</th><th>Source</th><th>State</th><th>Protocol</th><th>Tools served</th><th>Circuit</th><th>Restarts</th></tr></thead><tbody>");
     for server in &live.registry.servers {
         let up = live.upstreams.get(&server.name);
         let connected = up.is_some_and(|u| u.is_connected());
@@ -251,17 +251,28 @@ fn upstreams_section(b: &mut String, gw: &crate::gateway::Gateway) {
             registry::ServerSource::Command(c) => c.artifact.describe(),
             registry::ServerSource::Builtin(_) => "built into the gateway".to_owned(),
         };
+        let circuit = match (up.map(|u| u.circuit()), server.resilience.breaker) {
+            (_, None) => "off".to_owned(),
+            (None, _) => "—".to_owned(),
+            (Some(c), Some(_)) => match c.retry_in {
+                Some(wait) => format!("open (next try in {}s)", wait.as_secs().max(1)),
+                None => c.phase.as_str().replace('_', "-"),
+            },
+        };
+        let state = match (connected, up.and_then(|u| u.last_error())) {
+            (true, _) => "connected".to_owned(),
+            (false, Some(why)) => format!("not connected: {why}"),
+            (false, None) => "not connected".to_owned(),
+        };
         let _ = write!(
             b,
-            "<tr data-server=\"{name}\" class=\"{state_class}\"><td><code>{name}</code></td><td><code>{source}</code></td><td>{state}</td><td>{protocol}</td><td>{served} of {listed}</td></tr>",
+            "<tr data-server=\"{name}\" class=\"{state_class}\"><td><code>{name}</code></td><td><code>{source}</code></td><td>{state}</td><td>{protocol}</td><td>{served} of {listed}</td><td class=\"circuit\">{circuit}</td><td>{restarts}</td></tr>",
             name = esc(&server.name),
             source = esc(&source),
             state_class = if connected { "up" } else { "down" },
-            state = if connected {
-                "connected"
-            } else {
-                "not connected"
-            },
+            state = esc(&state),
+            circuit = esc(&circuit),
+            restarts = up.map_or(0, |u| u.restarts()),
             protocol = esc(&up
                 .and_then(|u| u.protocol())
                 .unwrap_or_else(|| "—".to_owned())),

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::super::{Connection, Outgoing, ProgressRoutes, Upstream, UpstreamError, scrub};
+use super::super::{Bounds, Connection, Outgoing, ProgressRoutes, Upstream, UpstreamError, scrub};
 use super::{CLIENT_CAPABILITIES, Direct, Failure, Request};
 
 /// A progress route of the connection, for as long as its call runs.
@@ -31,7 +31,7 @@ impl Upstream {
         conn: &Connection,
         r: Outgoing<'_>,
         cancel: &CancellationToken,
-        config: &registry::Server,
+        bounds: &Bounds,
     ) -> Result<Value, UpstreamError> {
         let name = &self.name;
         let params = r.params.unwrap_or_else(|| Value::Object(Map::new()));
@@ -51,8 +51,8 @@ impl Upstream {
             .declared
             .and_then(|m| m.0.0.get(CLIENT_CAPABILITIES).cloned());
         let max_timeout = match r.progress.is_some() {
-            true => config.max_timeout.max(config.timeout),
-            false => config.timeout,
+            true => bounds.max_timeout.max(bounds.timeout),
+            false => bounds.timeout,
         };
         let request = Request {
             id: None,
@@ -63,8 +63,10 @@ impl Upstream {
             progress: r.progress,
             param_headers,
             cancel: cancel.clone(),
-            timeout: config.timeout,
+            timeout: bounds.timeout,
             max_timeout,
+            max_response: bounds.max_response,
+            max_depth: bounds.max_depth,
             wake: Arc::default(),
         };
         let secrets = self.sent_secrets();
@@ -120,6 +122,10 @@ impl Upstream {
                     self.forgot_session(conn);
                 }
                 Err(UpstreamError::Transport(name.clone()))
+            }
+            Err(Failure::Exceeded(why)) => {
+                tracing::warn!(server = %name, error = %why, "upstream answer past its bounds; its connection is released");
+                Err(UpstreamError::Exceeded(name.clone(), why))
             }
             Err(Failure::Unreadable(why)) => {
                 tracing::warn!(server = %name, error = %why, "upstream answer not readable");

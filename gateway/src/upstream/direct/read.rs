@@ -14,8 +14,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Direct, Failure};
 
-/// The largest answer read: a JSON body, or one SSE event.
-pub(super) const MAX_ANSWER: usize = 16 << 20;
 /// The largest error body read (an HTTP error's JSON-RPC error).
 pub(super) const MAX_ERROR: usize = 64 << 10;
 /// Times a broken stream is resumed before the call fails.
@@ -61,6 +59,10 @@ pub(super) struct Reading<'a> {
     /// Progress extends the deadline by `timeout`, up to `last`.
     pub(super) reset: bool,
     pub(super) timeout: Duration,
+    /// The largest event read.
+    pub(super) max_response: usize,
+    /// The deepest nesting an event may have.
+    pub(super) max_depth: usize,
     pub(super) last: Instant,
     pub(super) server: &'a str,
     pub(super) secrets: &'a [String],
@@ -68,23 +70,22 @@ pub(super) struct Reading<'a> {
 
 type Events = super::super::drain::Drained<Result<sse_stream::Sse, sse_stream::Error>>;
 
-/// The SSE events of `response`, each at most [`MAX_ANSWER`] bytes: the parser holds an event
-/// until its end, so the bytes since the last event's end are counted.
-/// `too_large` is set when that is why the stream broke.
+/// The SSE events of `response`, each at most `max` bytes: the parser holds an event until its
+/// end, so the bytes since the last event's end are counted. `too_large` is set when that is
+/// why the stream broke (the response is dropped then, and its connection with it).
 fn events(
     response: reqwest::Response,
     answered: Arc<AtomicBool>,
     too_large: Arc<AtomicBool>,
+    max: usize,
 ) -> Events {
     let (mut open, mut tail) = (0usize, [0u8; 2]);
     let bytes = response.bytes_stream().map(move |chunk| {
         let chunk = chunk.map_err(|e| std::io::Error::other(e.without_url()))?;
         open = still_open(open, &mut tail, &chunk);
-        if open > MAX_ANSWER {
+        if open > max {
             too_large.store(true, Ordering::Relaxed);
-            return Err(std::io::Error::other(format!(
-                "an event over {MAX_ANSWER} bytes"
-            )));
+            return Err(std::io::Error::other(format!("an event over {max} bytes")));
         }
         Ok(chunk)
     });
@@ -140,7 +141,8 @@ impl Reading<'_> {
     ) -> Result<Value, Failure> {
         let answered = Arc::new(AtomicBool::new(false));
         let too_large = Arc::new(AtomicBool::new(false));
-        let mut events = events(response, answered.clone(), too_large.clone());
+        let max = self.max_response;
+        let mut events = events(response, answered.clone(), too_large.clone(), max);
         let ours = Value::from(self.id);
         // Where the stream may be resumed from, after how long, and how many attempts in a row
         // have failed (a resumed stream that delivers starts the count again, as rmcp's does).
@@ -161,9 +163,7 @@ impl Reading<'_> {
                 Some(Ok(sse)) => sse,
                 broken => {
                     if too_large.load(Ordering::Relaxed) {
-                        return Err(Failure::Unreadable(format!(
-                            "an event over {MAX_ANSWER} bytes"
-                        )));
+                        return Err(Failure::Exceeded(format!("an event over {max} bytes")));
                     }
                     let why = match broken {
                         Some(Err(e)) => e.to_string(),
@@ -192,7 +192,7 @@ impl Reading<'_> {
                             }
                         }
                     };
-                    events = self::events(response, answered.clone(), too_large.clone());
+                    events = self::events(response, answered.clone(), too_large.clone(), max);
                     continue;
                 }
             };
@@ -214,9 +214,13 @@ impl Reading<'_> {
             let data = sse.data.as_deref().unwrap_or_default();
             // Bounded above by the bytes between events (an event that ends in the chunk that
             // takes it past the bound is caught here).
-            if data.len() > MAX_ANSWER {
-                return Err(Failure::Unreadable(format!(
-                    "an event over {MAX_ANSWER} bytes"
+            if data.len() > max {
+                return Err(Failure::Exceeded(format!("an event over {max} bytes")));
+            }
+            if registry::nested_deeper_than(data.as_bytes(), self.max_depth) {
+                return Err(Failure::Exceeded(format!(
+                    "an event nested deeper than {}",
+                    self.max_depth
                 )));
             }
             let incoming = match classify(data, &ours) {
@@ -351,7 +355,7 @@ pub(super) async fn bounded(
         .map_err(|e| Failure::Transport(e.without_url().to_string()))?
     {
         if body.len() + chunk.len() > max {
-            return Err(Failure::Unreadable(format!("an answer over {max} bytes")));
+            return Err(Failure::Exceeded(format!("an answer over {max} bytes")));
         }
         body.extend_from_slice(&chunk);
     }

@@ -12,7 +12,9 @@ use proptest::prelude::*;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::read::{Event, MAX_ANSWER, classify, still_open};
+use super::read::{Event, classify, still_open};
+
+const MAX_ANSWER: usize = registry::DEFAULT_MAX_RESPONSE;
 use super::*;
 
 type Reply = Arc<dyn Fn(u64) -> Response + Send + Sync>;
@@ -172,6 +174,8 @@ fn call(timeout: Duration, max: Duration) -> (Request<'static>, mpsc::UnboundedR
         cancel: CancellationToken::new(),
         timeout,
         max_timeout: max,
+        max_response: MAX_ANSWER,
+        max_depth: registry::DEFAULT_MAX_RESPONSE_DEPTH,
         wake: Arc::default(),
     };
     (request, progress)
@@ -395,7 +399,10 @@ async fn an_answer_past_the_bound_is_refused() {
     let leg = leg(&url);
     let (request, _) = call(Duration::from_secs(10), Duration::from_secs(10));
     let failed = leg.direct.send(request, "up", &[]).await.unwrap_err();
-    assert!(matches!(failed, Failure::Unreadable(_)), "{failed:?}");
+    assert!(
+        matches!(&failed, Failure::Exceeded(why) if why.contains("over 16777216 bytes")),
+        "{failed:?}"
+    );
 }
 
 #[tokio::test]
@@ -512,7 +519,7 @@ async fn an_event_past_the_bound_ends_the_call_without_resuming() {
     let leg = leg(&url);
     let (request, _) = call(Duration::from_secs(10), Duration::from_secs(10));
     let failed = leg.direct.send(request, "up", &[]).await.unwrap_err();
-    assert!(matches!(failed, Failure::Unreadable(_)), "{failed:?}");
+    assert!(matches!(failed, Failure::Exceeded(_)), "{failed:?}");
     assert!(seen.lock().unwrap().resumed.is_empty());
 }
 
@@ -584,3 +591,5 @@ proptest! {
         prop_assert!(matches!(super::read::answer(a), Err(Failure::Unreadable(_))));
     }
 }
+
+mod bounds;

@@ -1,0 +1,119 @@
+//! What operators see of the upstreams: each server's connection, circuit breaker, restarts and
+//! last connection error, and the deadlines and bounds its calls run under. The same readings
+//! feed the metrics and the web page.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::HeaderMap;
+use serde_json::{Value, json};
+
+use super::{Admin, require};
+use crate::gateway::Gateway;
+use crate::metrics::Gauge;
+use crate::operate::OpError;
+
+/// `GET /admin/upstreams`: every configured server, as it stands now.
+pub(super) async fn get(
+    State(a): State<Arc<Admin>>,
+    headers: HeaderMap,
+) -> Result<Response, OpError> {
+    let op = a.operator(&headers).await?;
+    require(&op, op.roles.any(), "reading upstreams")?;
+    Ok(axum::Json(json!({ "upstreams": state(&a.gw) })).into_response())
+}
+
+/// Each server's state.
+pub(crate) fn state(gw: &Gateway) -> Vec<Value> {
+    let live = gw.live();
+    live.registry
+        .servers
+        .iter()
+        .map(|server| {
+            let up = live.upstreams.get(&server.name);
+            let circuit = up.map(|u| u.circuit());
+            let r = &server.resilience;
+            let tool_timeouts: serde_json::Map<String, Value> = server
+                .tools
+                .iter()
+                .filter_map(|(t, e)| e.timeout.map(|d| (t.clone(), json!(d.as_secs_f64()))))
+                .collect();
+            json!({
+                "server": server.name,
+                "connected": up.is_some_and(|u| u.is_connected()),
+                "protocol": up.and_then(|u| u.protocol()),
+                "tools_served": up.map_or(0, |u| u.tools().len()),
+                "restarts": up.map_or(0, |u| u.restarts()),
+                "last_error": up.and_then(|u| u.last_error()),
+                "circuit": circuit.map(|c| json!({
+                    "state": c.phase.as_str(),
+                    "failures_in_a_row": c.failures,
+                    "opened": c.opened,
+                    "retry_in_s": c.retry_in.map(|d| d.as_secs_f64()),
+                })),
+                "breaker": r.breaker.map(|b| json!({
+                    "failures": b.failures,
+                    "cooldown_s": b.cooldown.as_secs_f64(),
+                })),
+                "timeout_s": server.timeout.as_secs_f64(),
+                "max_timeout_s": server.max_timeout.as_secs_f64(),
+                "tool_timeouts_s": tool_timeouts,
+                "max_response_bytes": r.max_response,
+                "max_response_depth": r.max_depth,
+            })
+        })
+        .collect()
+}
+
+/// The upstreams' gauges for `/metrics`: connection, circuit state, times opened, restarts.
+pub(super) fn gauges(gw: &Gateway, out: &mut Vec<Gauge>) {
+    let live = gw.live();
+    let mut extra = Vec::new();
+    for server in &live.registry.servers {
+        let Some(up) = live.upstreams.get(&server.name) else {
+            continue;
+        };
+        let label = || vec![("server", server.name.clone())];
+        let c = up.circuit();
+        extra.push(Gauge {
+            name: "portcullis_upstream_connected",
+            kind: "gauge",
+            help: "1 while the gateway holds a connection to the server.",
+            labels: label(),
+            value: f64::from(u8::from(up.is_connected())),
+        });
+        for phase in [
+            crate::upstream::Phase::Closed,
+            crate::upstream::Phase::Open,
+            crate::upstream::Phase::HalfOpen,
+        ] {
+            let mut labels = label();
+            labels.push(("state", phase.as_str().to_string()));
+            extra.push(Gauge {
+                name: "portcullis_upstream_circuit_state",
+                kind: "gauge",
+                help: "1 for the state of the server's circuit breaker.",
+                labels,
+                value: f64::from(u8::from(c.phase == phase)),
+            });
+        }
+        extra.push(Gauge {
+            name: "portcullis_upstream_circuit_opened_total",
+            kind: "counter",
+            help: "Times the server's circuit breaker opened.",
+            labels: label(),
+            value: c.opened as f64,
+        });
+        extra.push(Gauge {
+            name: "portcullis_upstream_restarts_total",
+            kind: "counter",
+            help: "Connections re-established after one was lost (for a stdio server: restarts).",
+            labels: label(),
+            value: up.restarts() as f64,
+        });
+    }
+    // Each metric's samples together, under one HELP and TYPE.
+    extra.sort_by_key(|g| g.name);
+    out.extend(extra);
+}
