@@ -320,6 +320,7 @@ impl Upstream {
                 return Err(UpstreamError::Open(name.clone(), wait.as_secs().max(1)));
             }
         };
+        let caller_deadline = terms.deadline;
         let mut params = params;
         let span = crate::telemetry::client_span(
             name,
@@ -331,7 +332,16 @@ impl Upstream {
         let outcome = self
             .send(method, params, progress, cancel, on, terms)
             .await;
-        ticket.report(UpstreamError::outcome(&outcome), name);
+        // A call that ran out of the caller's own time says nothing of the upstream.
+        let callers_time = matches!(outcome, Err(UpstreamError::Timeout(..)))
+            && caller_deadline.is_some_and(|d| {
+                d <= tokio::time::Instant::now() + Duration::from_millis(5)
+            });
+        let health = match callers_time {
+            true => circuit::Outcome::Neutral,
+            false => UpstreamError::outcome(&outcome),
+        };
+        ticket.report(health, name);
         crate::metrics::get().upstream(name, outcome.is_ok(), started.elapsed());
         crate::telemetry::finish(
             &span,

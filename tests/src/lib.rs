@@ -131,8 +131,14 @@ impl Fixture {
 
     /// Start it accepting `era` (`legacy`, `modern` or `both`).
     pub fn start(era: &str) -> Result<Fixture> {
+        Fixture::start_with(era, &[])
+    }
+
+    /// Start it accepting `era`, with `extra` arguments (e.g. `--resilience`).
+    pub fn start_with(era: &str, extra: &[&str]) -> Result<Fixture> {
         let mut cmd = Command::new(bin("fixture-upstream"));
         cmd.args(["--http", "127.0.0.1:0", "--era", era]);
+        cmd.args(extra);
         let (proc, line) = spawn_until(cmd, "fixture listening on ")?;
         let url = line.rsplit(' ').next().unwrap_or_default().to_string();
         Ok(Fixture { _proc: proc, url })

@@ -47,6 +47,12 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
             Err(e) => {
                 tracing::warn!(server = %up.name(), error = %e, retry_in = ?backoff, "upstream connect failed");
                 up.set_last_error(Some(format!("{e:#}")));
+                // A process that cannot be started (or answer its handshake) is a crash; an HTTP
+                // server that cannot be reached already answers its calls at once, as down.
+                let config = up.config();
+                if matches!(config.source, ServerSource::Command(_)) {
+                    up.circuit.failed(config.resilience.breaker, up.name());
+                }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = shutdown.cancelled() => return,

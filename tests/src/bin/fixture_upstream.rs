@@ -3,7 +3,8 @@
 //! It provides the fixture tools, resources and prompts the official conformance suite's server
 //! scenarios call for, plus a few the gateway's own tests use (`echo`, `slow`, `add_tool`). It is
 //! built on rmcp and serves Streamable HTTP (`--http ADDR`, prints `fixture listening on URL`)
-//! or stdio (`--stdio`). `--era legacy|modern|both` limits the protocol revisions it accepts.
+//! or stdio (`--stdio`). `--era legacy|modern|both` limits the protocol revisions it accepts;
+//! `--resilience` adds tools that misbehave (see `resilience.rs`).
 
 #![expect(
     deprecated,
@@ -16,6 +17,8 @@ mod conformance;
 mod diagnostics;
 #[path = "fixture_upstream/mrtr.rs"]
 mod mrtr;
+#[path = "fixture_upstream/resilience.rs"]
+mod resilience;
 #[path = "fixture_upstream/tasks.rs"]
 mod tasks;
 
@@ -176,6 +179,9 @@ impl ServerHandler for Fixture {
             let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
             let fails = args.get("fail").and_then(Value::as_bool).unwrap_or(false);
             return tasks::create(ms, fails);
+        }
+        if let Some(answer) = resilience::call(&req) {
+            return answer;
         }
         if let Some(answer) = mrtr::call(&req, ctx.client_capabilities()) {
             return answer;
@@ -388,6 +394,7 @@ fn main() -> anyhow::Result<()> {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    resilience::start(&args);
     let era = match flag("--era").as_deref() {
         Some("legacy") => Era::Legacy,
         Some("modern") => Era::Modern,

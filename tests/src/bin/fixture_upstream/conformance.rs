@@ -110,6 +110,7 @@ impl Fixture {
         ];
         t.extend(mrtr::tools());
         t.extend(diagnostics::tools());
+        t.extend(super::resilience::tools());
         if self.extra_tool.load(Ordering::SeqCst) {
             t.push(tool("late_tool", "Appeared after add_tool", no_args()));
         }
