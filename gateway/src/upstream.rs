@@ -329,14 +329,11 @@ impl Upstream {
             &mut params,
         );
         let started = std::time::Instant::now();
-        let outcome = self
-            .send(method, params, progress, cancel, on, terms)
-            .await;
+        let outcome = self.send(method, params, progress, cancel, on, terms).await;
         // A call that ran out of the caller's own time says nothing of the upstream.
         let callers_time = matches!(outcome, Err(UpstreamError::Timeout(..)))
-            && caller_deadline.is_some_and(|d| {
-                d <= tokio::time::Instant::now() + Duration::from_millis(5)
-            });
+            && caller_deadline
+                .is_some_and(|d| d <= tokio::time::Instant::now() + Duration::from_millis(5));
         let health = match callers_time {
             true => circuit::Outcome::Neutral,
             false => UpstreamError::outcome(&outcome),

@@ -299,13 +299,15 @@ async fn the_operator_page_shows_the_gateway_and_new_approvals_live() {
     assert!(
         upstreams
             .iter()
-            .any(|r| r.starts_with("up | fx | http://127.0.0.1:") && r.contains("| connected |")),
+            .any(|r| r.starts_with("up | fx | http://127.0.0.1:")
+                && r.contains("| connected |")
+                && r.ends_with("| closed | 0")),
         "{upstreams:?}"
     );
     assert!(
         upstreams
             .iter()
-            .any(|r| r.starts_with("down | gone |") && r.contains("| not connected |")),
+            .any(|r| r.starts_with("down | gone |") && r.contains("| not connected: ")),
         "{upstreams:?}"
     );
     let tools = cells("tools");

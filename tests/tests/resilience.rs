@@ -16,13 +16,19 @@ async fn client(gw: &Gateway) -> Raw {
 }
 
 async fn call(c: &Raw, tool: &str, arguments: Value) -> Value {
-    c.call(req(7, "tools/call", json!({ "name": tool, "arguments": arguments })))
-        .await
-        .1
+    c.call(req(
+        7,
+        "tools/call",
+        json!({ "name": tool, "arguments": arguments }),
+    ))
+    .await
+    .1
 }
 
 fn text(r: &Value) -> &str {
-    r["result"]["content"][0]["text"].as_str().unwrap_or_default()
+    r["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
 }
 
 /// One server's entry in `GET /admin/upstreams`.
@@ -84,14 +90,23 @@ async fn a_hanging_tool_is_refused_at_its_deadline_or_the_callers_and_its_call_i
     let t = Instant::now();
     let r = call(&c, "up__slow", json!({ "ms": 60_000 })).await;
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "{took:?} {r}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?} {r}"
+    );
     assert_eq!(r["error"]["data"]["reason"], "upstream_unavailable", "{r}");
     let message = r["error"]["message"].as_str().unwrap();
-    assert!(message.contains("upstream `up` did not answer within 1s"), "{r}");
+    assert!(
+        message.contains("upstream `up` did not answer within 1s"),
+        "{r}"
+    );
     // The upstream is told, and its call ends there.
     let deadline = Instant::now() + Duration::from_secs(5);
     while fx.cancellations() < 1 {
-        assert!(Instant::now() < deadline, "the upstream never saw the call cancelled");
+        assert!(
+            Instant::now() < deadline,
+            "the upstream never saw the call cancelled"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The caller's own deadline, shorter than the tool's, is honoured.
@@ -110,7 +125,13 @@ async fn a_hanging_tool_is_refused_at_its_deadline_or_the_callers_and_its_call_i
         .await
         .1;
     assert_eq!(r["error"]["code"], -32602, "{r}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("io.portcullis/timeoutMs"), "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("io.portcullis/timeoutMs"),
+        "{r}"
+    );
     assert_eq!(fx.calls(), before);
     // The connection is fine for the next call.
     let r = call(&c, "up__echo", json!({ "text": "still here" })).await;
@@ -129,7 +150,8 @@ async fn an_answer_past_the_bound_fails_its_call_and_memory_stays_bounded() {
         assert_eq!(r["error"]["data"]["reason"], "upstream_unavailable", "{r}");
         let message = r["error"]["message"].as_str().unwrap();
         assert!(
-            message.contains("upstream `up` sent an answer past its bounds") && message.contains("over 16777216 bytes"),
+            message.contains("upstream `up` sent an answer past its bounds")
+                && message.contains("over 16777216 bytes"),
             "{r}"
         );
     }
@@ -156,23 +178,45 @@ async fn a_failing_upstream_opens_its_circuit_which_refuses_fast_then_closes_on_
     let c = client(&gw).await;
     for _ in 0..2 {
         let r = call(&c, "up__slow", json!({ "ms": 60_000 })).await;
-        assert!(r["error"]["message"].as_str().unwrap().contains("did not answer"), "{r}");
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("did not answer"),
+            "{r}"
+        );
     }
     let before = fx.calls();
     let t = Instant::now();
     let r = call(&c, "up__echo", json!({ "text": "x" })).await;
-    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(r["error"]["data"]["reason"], "upstream_unavailable", "{r}");
     assert_eq!(r["error"]["data"]["server"], "up", "{r}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("circuit is open"), "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("circuit is open"),
+        "{r}"
+    );
     assert_eq!(fx.calls(), before, "an open circuit sent the call");
     let seen = upstream(&gw, "up").await;
     assert_eq!(seen["circuit"]["state"], "open", "{seen}");
     assert_eq!(seen["circuit"]["opened"], 1, "{seen}");
     assert_eq!(seen["breaker"]["failures"], 2, "{seen}");
     let m = metrics(&gw).await;
-    assert!(m.contains("portcullis_upstream_circuit_state{server=\"up\",state=\"open\"} 1"), "{m}");
-    assert!(m.contains("portcullis_upstream_circuit_opened_total{server=\"up\"} 1"), "{m}");
+    assert!(
+        m.contains("portcullis_upstream_circuit_state{server=\"up\",state=\"open\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("portcullis_upstream_circuit_opened_total{server=\"up\"} 1"),
+        "{m}"
+    );
     // After the cooldown one probe goes through; it answers, and the circuit closes.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = call(&c, "up__echo", json!({ "text": "probe" })).await;
@@ -228,7 +272,10 @@ async fn a_crashed_stdio_server_is_restarted_from_its_pinned_artifact_only() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let seen = loop {
         let seen = upstream(&gw, "local").await;
-        if seen["last_error"].as_str().is_some_and(|e| e.contains("does not match its pinned digest")) {
+        if seen["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not match its pinned digest"))
+        {
             break seen;
         }
         assert!(Instant::now() < deadline, "{seen}");
@@ -251,7 +298,11 @@ async fn a_stdio_crash_loop_opens_the_breaker() {
         ", \"--starts\", \"{}\", \"--exit-after-ms\", \"1500\"",
         started.display()
     );
-    let servers = stdio_server(&program, &args, "    breaker: { failures: 3, cooldown: 1m }\n");
+    let servers = stdio_server(
+        &program,
+        &args,
+        "    breaker: { failures: 3, cooldown: 1m }\n",
+    );
     let gw = Gateway::start_unready_with("", &servers, "warn").unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let seen = loop {
@@ -268,7 +319,11 @@ async fn a_stdio_crash_loop_opens_the_breaker() {
     let c = client(&gw).await;
     let t = Instant::now();
     let r = c
-        .call(req(3, "tools/call", json!({ "name": "local__echo", "arguments": { "text": "x" } })))
+        .call(req(
+            3,
+            "tools/call",
+            json!({ "name": "local__echo", "arguments": { "text": "x" } }),
+        ))
         .await
         .1;
     assert!(t.elapsed() < Duration::from_millis(500));

@@ -376,8 +376,8 @@ const OTHER_VOCABULARIES: &[(&str, &str)] = &[
     // The credential span's `error.type`, set where the refusal is not built yet.
     ("telemetry.rs", "credential_unavailable"),
     // Span `error.type` kinds of upstream failures.
-    ("upstream.rs", "cancelled"),
-    ("upstream.rs", "upstream_error"),
+    ("upstream/error.rs", "cancelled"),
+    ("upstream/error.rs", "upstream_error"),
     // An upstream's task status (the tasks extension's vocabulary).
     ("upstream/task.rs", "cancelled"),
     // A server-to-client request the server withdrew, and its fail-closed cause.

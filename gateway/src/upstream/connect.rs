@@ -46,7 +46,8 @@ pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
         match attempt {
             Err(e) => {
                 tracing::warn!(server = %up.name(), error = %e, retry_in = ?backoff, "upstream connect failed");
-                up.set_last_error(Some(format!("{e:#}")));
+                // Its cause, without the transport's layers around it.
+                up.set_last_error(Some(e.root_cause().to_string()));
                 // A process that cannot be started (or answer its handshake) is a crash; an HTTP
                 // server that cannot be reached already answers its calls at once, as down.
                 let config = up.config();

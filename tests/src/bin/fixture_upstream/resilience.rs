@@ -2,8 +2,8 @@
 //! `crash` ends the process mid-call. `--exit-after-ms N` ends the process N ms after it starts
 //! (a crash loop under a supervisor), and `--starts FILE` appends a line to FILE at each start.
 
-use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, Tool};
 use rmcp::ErrorData as McpError;
+use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, Tool};
 use serde_json::{Value, json};
 
 /// Whether the tools are offered (`--resilience`).
@@ -20,7 +20,11 @@ pub fn tools() -> Vec<Tool> {
             "Answers with `mb` megabytes of text",
             json!({ "type": "object", "properties": { "mb": { "type": "integer" } } }),
         ),
-        super::tool("crash", "Ends this server's process mid-call", super::no_args()),
+        super::tool(
+            "crash",
+            "Ends this server's process mid-call",
+            super::no_args(),
+        ),
     ]
 }
 
