@@ -12,6 +12,7 @@ mod client;
 mod connect;
 mod direct;
 mod drain;
+mod endpoint;
 mod error;
 mod handler;
 mod http;
@@ -20,8 +21,10 @@ mod link;
 mod listing;
 mod relay;
 mod rmcp_leg;
+mod route;
 mod scrub;
 mod set;
+mod supervise;
 mod task;
 
 use std::collections::HashMap;
@@ -34,13 +37,14 @@ use rmcp::model::{
 use rmcp::service::{PeerRequestOptions, RunningService, ServiceError};
 use rmcp::{Peer, RoleClient};
 use serde_json::{Value, json};
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use bounds::{Bounds, Terms, caller_deadline};
 pub(crate) use circuit::{Phase, Reading};
 pub(crate) use client::ClientSide;
 pub(crate) use connect::fetch_definitions;
+pub(crate) use endpoint::Endpoint;
 pub(crate) use error::UpstreamError;
 pub(crate) use handler::{ProgressRoutes, UpstreamEvent};
 pub(crate) use listing::Quarantined;
@@ -90,9 +94,6 @@ pub(crate) struct Upstream {
     serial: u64,
     /// The server's entry; a reload that keeps the connection replaces it in place.
     config: RwLock<Arc<registry::Server>>,
-    /// The upstream's last full tool listing (untrusted), so a reload can re-apply the
-    /// allowlist and pins at once. `None` until the first listing.
-    listed: std::sync::Mutex<Option<Vec<Tool>>>,
     /// Stops this upstream's supervisor (a reload that removes or replaces it, or shutdown).
     stop: CancellationToken,
     /// Held from reading the entry to publishing the offered tools, so a listing refresh and
@@ -100,10 +101,15 @@ pub(crate) struct Upstream {
     refreshing: std::sync::Mutex<()>,
     /// Host and port of an HTTP upstream, for spans (worked out once, not per call).
     address: Option<(String, u16)>,
-    conn: RwLock<Option<Connection>>,
+    /// Its endpoints, each with its own connection, listing and breaker (fixed for the life
+    /// of this upstream: a reload that changes them replaces it).
+    endpoints: Vec<endpoint::Endpoint>,
+    /// The balancer's turn counter.
+    turn: std::sync::atomic::AtomicUsize,
+    /// Extra attempts its reads may take.
+    budget: endpoint::RetryBudget,
     tools: RwLock<Arc<Vec<Arc<Offered>>>>,
     events: broadcast::Sender<UpstreamEvent>,
-    reconnect: Notify,
     /// Resolves the secrets the connection needs (credentials, child environment).
     secrets: Arc<crate::secrets::Secrets>,
     /// Mints the tokens of a server with `token_exchange` or `client_credentials`.
@@ -123,18 +129,9 @@ pub(crate) struct Upstream {
     sent_secrets: scrub::Sent,
     /// The same secrets, oldest first (which go first past the bound).
     sent_order: std::sync::Mutex<Vec<String>>,
-    /// Set when the upstream forgot a session (it restarted): nothing is sent to it until a
-    /// new connection has listed its tools again and checked them against their pins.
-    stale: std::sync::atomic::AtomicBool,
     /// The most verbose logging level any session asked of the shared connection, as an index
     /// into the levels (0 = `debug`).
     shared_level: std::sync::Mutex<Option<usize>>,
-    /// The circuit breaker.
-    circuit: circuit::Circuit,
-    /// Connections re-established after one was lost (for a stdio server: restarts).
-    restarts: std::sync::atomic::AtomicU64,
-    /// Why the last connection attempt failed, until one succeeds.
-    last_error: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -147,6 +144,8 @@ struct Connection {
     progress: Arc<ProgressRoutes>,
     /// The lean leg for callers' requests, on a stateless HTTP connection.
     direct: Option<Arc<direct::Direct>>,
+    /// The server's endpoint it is made to (0 for a session's own connection).
+    endpoint: usize,
     // Keeps the connection alive; dropped on reconnect.
     _service: Arc<RunningService<RoleClient, UpstreamHandler>>,
 }
@@ -173,13 +172,13 @@ impl Upstream {
             serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             address: address(server),
             config: RwLock::new(Arc::new(server.clone())),
-            listed: std::sync::Mutex::new(None),
             stop,
             refreshing: std::sync::Mutex::new(()),
-            conn: RwLock::new(None),
+            endpoints: endpoint::Endpoint::of(server),
+            turn: std::sync::atomic::AtomicUsize::new(0),
+            budget: endpoint::RetryBudget::default(),
             tools: RwLock::new(Arc::new(Vec::new())),
             events,
-            reconnect: Notify::new(),
             secrets: setup.secrets.clone(),
             minter: setup.minter.clone(),
             cache: setup.cache.clone(),
@@ -189,11 +188,7 @@ impl Upstream {
             first_seen: std::sync::Mutex::new(HashMap::new()),
             sent_secrets: scrub::Sent::default(),
             sent_order: std::sync::Mutex::new(Vec::new()),
-            stale: std::sync::atomic::AtomicBool::new(false),
             shared_level: std::sync::Mutex::new(None),
-            circuit: circuit::Circuit::default(),
-            restarts: std::sync::atomic::AtomicU64::new(0),
-            last_error: std::sync::Mutex::new(None),
         }
     }
 
@@ -220,41 +215,21 @@ impl Upstream {
             Ok(mut c) => *c = Arc::new(server),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(server),
         }
-        let listed = self.listed.lock().ok().and_then(|l| l.clone());
         // Without a readable last listing nothing is offered until the next one.
-        self.apply_tools(listed.unwrap_or_default());
+        self.apply_listings();
     }
 
-    /// The circuit breaker as operators see it.
-    pub(crate) fn circuit(&self) -> Reading {
-        self.circuit.reading()
-    }
-
-    /// Connections re-established after one was lost (for a stdio server: restarts).
-    pub(crate) fn restarts(&self) -> u64 {
-        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Why the last connection attempt failed, while none has succeeded since.
-    pub(crate) fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|e| e.clone())
-    }
-
-    fn set_last_error(&self, why: Option<String>) {
-        if let Ok(mut e) = self.last_error.lock() {
-            *e = why;
-        }
-    }
-
+    /// True while any endpoint is connected.
     pub(crate) fn is_connected(&self) -> bool {
-        self.conn.read().map(|c| c.is_some()).unwrap_or(false)
+        self.endpoints.iter().any(endpoint::Endpoint::is_connected)
     }
 
+    /// A connection of the server's (the first endpoint's that is connected), for what every
+    /// endpoint is taken to share: its revision and capabilities.
     fn connection(&self) -> Result<Connection, UpstreamError> {
-        self.conn
-            .read()
-            .ok()
-            .and_then(|c| c.clone())
+        self.endpoints
+            .iter()
+            .find_map(endpoint::Endpoint::connection)
             .ok_or_else(|| UpstreamError::Down(self.name.clone()))
     }
 
@@ -283,176 +258,20 @@ impl Upstream {
         self.tools.read().map(|t| t.clone()).unwrap_or_default()
     }
 
-    /// Send one request and wait for its result, with the server's timeout.
-    ///
-    /// `progress` forwards upstream progress to the downstream caller's token; `cancel` aborts
-    /// the request and tells the upstream; `on` names the client session, whose own connection
-    /// carries the request if the server is `connection: per_session`.
-    pub(crate) async fn request(
-        &self,
-        method: &str,
-        params: Option<Value>,
-        progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
-        cancel: Option<CancellationToken>,
-        on: Option<On<'_>>,
-    ) -> Result<Value, UpstreamError> {
-        self.request_as(method, params, progress, cancel, on, Terms::default())
-            .await
-    }
-
-    /// [`Upstream::request`] on `terms`: with a token minted for this call, within the
-    /// caller's deadline. Refused at once while the server's circuit is open.
-    pub(crate) async fn request_as(
-        &self,
-        method: &str,
-        params: Option<Value>,
-        progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
-        cancel: Option<CancellationToken>,
-        on: Option<On<'_>>,
-        terms: Terms,
-    ) -> Result<Value, UpstreamError> {
-        let name = &self.name;
-        let config = self.config();
-        let ticket = match self.circuit.admit(config.resilience.breaker) {
-            Ok(t) => t,
-            Err(wait) => {
-                crate::metrics::get().upstream(name, false, Duration::ZERO);
-                return Err(UpstreamError::Open(name.clone(), wait.as_secs().max(1)));
-            }
-        };
-        let caller_deadline = terms.deadline;
-        let mut params = params;
-        let span = crate::telemetry::client_span(
-            name,
-            self.address.as_ref().map(|(h, p)| (h.as_str(), *p)),
-            method,
-            &mut params,
-        );
-        let started = std::time::Instant::now();
-        let outcome = self.send(method, params, progress, cancel, on, terms).await;
-        // A call that ran out of the caller's own time says nothing of the upstream.
-        let callers_time = matches!(outcome, Err(UpstreamError::Timeout(..)))
-            && caller_deadline
-                .is_some_and(|d| d <= tokio::time::Instant::now() + Duration::from_millis(5));
-        let health = match callers_time {
-            true => circuit::Outcome::Neutral,
-            false => UpstreamError::outcome(&outcome),
-        };
-        ticket.report(health, name);
-        crate::metrics::get().upstream(name, outcome.is_ok(), started.elapsed());
-        crate::telemetry::finish(
-            &span,
-            outcome.as_ref().map_err(|e| (e.code(), Some(e.kind()))),
-        );
-        outcome
-    }
-
-    /// The connection a request goes on: the session's own for a `per_session` server (opened
-    /// now if need be; a cancellation meanwhile stops the request before anything is sent),
-    /// otherwise the shared one.
-    async fn connection_for(
-        &self,
-        on: Option<&On<'_>>,
-        config: &registry::Server,
-        cancel: Option<&CancellationToken>,
-    ) -> Result<(Connection, Option<Arc<Relay>>), UpstreamError> {
-        let cancelled = || UpstreamError::Cancelled(self.name.clone());
-        let Some(on) = on.filter(|_| config.connection == registry::Connection::PerSession) else {
-            return Ok((self.connection()?, None));
-        };
-        let opened = match cancel {
-            Some(c) => tokio::select! {
-                r = self.link(on, config) => r,
-                () = c.cancelled() => Err(cancelled()),
-            },
-            None => self.link(on, config).await,
-        }?;
-        if cancel.is_some_and(CancellationToken::is_cancelled) {
-            return Err(cancelled());
-        }
-        Ok(opened)
-    }
-
-    async fn send(
-        &self,
-        method: &str,
-        params: Option<Value>,
-        progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
-        cancel: Option<CancellationToken>,
-        on: Option<On<'_>>,
-        terms: Terms,
-    ) -> Result<Value, UpstreamError> {
-        let name = &self.name;
-        if cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
-            return Err(UpstreamError::Cancelled(name.clone()));
-        }
-        if self.stale.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(UpstreamError::Down(name.clone()));
-        }
-        let config = &*self.config();
-        let Terms {
-            credential,
-            deadline,
-        } = terms;
-        let left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
-        let bounds = Bounds::of(config, method, params.as_ref(), left);
-        if left.is_some_and(|l| l.is_zero()) {
-            // The caller's deadline passed before the request could be sent.
-            return Err(UpstreamError::Timeout(name.clone(), Duration::ZERO));
-        }
-        let (conn, relay) = self
-            .connection_for(on.as_ref(), config, cancel.as_ref())
-            .await?;
-        let mut params = params;
-        let declared = own_capabilities(&mut params, &conn);
-        let started = std::time::Instant::now();
-        let token = credential.clone();
-        if let Some(token) = &credential {
-            // Never relayed back to a caller if the upstream echoes it.
-            self.sent([token.to_string()]);
-        }
-        let cancel = cancel.unwrap_or_default();
-        let r = Outgoing {
-            method,
-            params,
-            declared,
-            credential,
-            progress,
-        };
-        let mut value = match &conn.direct {
-            Some(direct) if relay.is_none() && direct::METHODS.contains(&method) => {
-                self.send_direct(direct, &conn, r, &cancel, &bounds).await?
-            }
-            _ => {
-                self.send_rmcp(&conn, relay, on, r, &cancel, &bounds)
-                    .await?
-            }
-        };
-        if task::is_task(&value) && method != "tools/call" {
-            // Only a call may become a task: anything else answered so is not understood.
-            return Err(UpstreamError::Unreadable(name.clone()));
-        }
-        if task::is_task(&value) {
-            let deadline = started + bounds.max_timeout;
-            value = self
-                .follow_task(&conn, &value, &cancel, token, deadline, bounds.max_timeout)
-                .await?;
-        }
-        scrub::scrub(&mut value, name, &self.sent_secrets());
-        Ok(value)
-    }
-
     /// The upstream answered that it does not know the session (it restarted, and may now run
     /// other code): close this connection and the shared one, and send nothing until the
     /// supervisor has reconnected and listed the tools again (`connect::supervise`).
     fn forgot_session(&self, conn: &Connection) {
         tracing::warn!(server = %self.name, "the upstream no longer knows its session; reconnecting and listing its tools again");
-        self.stale.store(true, std::sync::atomic::Ordering::Release);
         conn._service.cancellation_token().cancel();
-        if let Ok(Some(shared)) = self.conn.read().map(|c| c.clone()) {
+        let Some(ep) = self.endpoint_of(conn) else {
+            return;
+        };
+        ep.stale.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(shared) = ep.connection() {
             shared._service.cancellation_token().cancel();
         }
-        self.reconnect.notify_one();
+        ep.reconnect.notify_one();
     }
 
     /// True when `level` is more verbose than any level the shared connection was given so far
@@ -476,9 +295,8 @@ impl Upstream {
     }
 
     /// The tools were listed on a new connection: requests may go to the upstream again.
-    pub(super) fn listed_again(&self) {
-        self.stale
-            .store(false, std::sync::atomic::Ordering::Release);
+    pub(super) fn listed_again(&self, ep: &endpoint::Endpoint) {
+        ep.stale.store(false, std::sync::atomic::Ordering::Release);
         // A new connection starts at the upstream's own level.
         if let Ok(mut level) = self.shared_level.lock() {
             *level = None;
@@ -506,7 +324,7 @@ impl Upstream {
         }
     }
 
-    fn map_error(&self, e: ServiceError) -> UpstreamError {
+    fn map_error(&self, e: ServiceError, conn: &Connection) -> UpstreamError {
         let name = self.name.clone();
         match e {
             ServiceError::McpError(err) => {
@@ -520,7 +338,9 @@ impl Upstream {
             ServiceError::Timeout { timeout } => UpstreamError::Timeout(name, timeout),
             ServiceError::Cancelled { .. } => UpstreamError::Cancelled(name),
             ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
-                self.reconnect.notify_one();
+                if let Some(ep) = self.endpoint_of(conn) {
+                    ep.reconnect.notify_one();
+                }
                 UpstreamError::Transport(name)
             }
             _ => UpstreamError::Transport(name),

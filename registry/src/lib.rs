@@ -51,8 +51,8 @@ pub use readiness::{
     is_generic_tool_name, readiness, server_readiness,
 };
 pub use resilience::{
-    Breaker, DEFAULT_MAX_RESPONSE, DEFAULT_MAX_RESPONSE_DEPTH, Resilience, nested_deeper_than,
-    nesting,
+    Balance, Breaker, DEFAULT_HEALTH_INTERVAL, DEFAULT_MAX_RESPONSE, DEFAULT_MAX_RESPONSE_DEPTH,
+    DEFAULT_RETRY_BUDGET, Endpoint, Resilience, nested_deeper_than, nesting,
 };
 pub use schema::{BuiltinServer, Connection, Mode, Profile};
 pub use secret::{SecretRef, high_entropy, literal_secret, secret_key, secret_spans, secret_value};

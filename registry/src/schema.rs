@@ -217,7 +217,11 @@ pub(crate) struct RawHttp {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
-    pub(crate) url: Option<String>,
+    pub(crate) url: Option<crate::resilience::RawUrls>,
+    pub(crate) endpoints: Option<Vec<crate::resilience::RawEndpoint>>,
+    pub(crate) balance: Option<crate::resilience::Balance>,
+    pub(crate) health: Option<crate::resilience::RawHealth>,
+    pub(crate) retry_budget: Option<String>,
     pub(crate) command: Option<RawCommand>,
     pub(crate) builtin: Option<BuiltinServer>,
     pub(crate) tools: Option<BTreeMap<String, RawTool>>,

@@ -220,8 +220,10 @@ impl std::fmt::Display for Rate {
 pub enum ServerSource {
     /// Streamable HTTP at this URL.
     Http {
-        /// The endpoint URL.
+        /// The first endpoint's URL (what `portcullis pin` lists).
         url: String,
+        /// Every endpoint, `url` first: replicas of one server, balanced and failed over.
+        endpoints: Vec<crate::resilience::Endpoint>,
     },
     /// A child process speaking MCP over stdio.
     Command(Box<CommandSource>),

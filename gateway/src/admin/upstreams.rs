@@ -1,6 +1,6 @@
-//! What operators see of the upstreams: each server's connection, circuit breaker, restarts and
-//! last connection error, and the deadlines and bounds its calls run under. The same readings
-//! feed the metrics and the web page.
+//! What operators see of the upstreams: each server's endpoints (connection, circuit breaker,
+//! calls running, restarts, last error), its retries, and the deadlines, bounds and routing its
+//! calls run under. The same readings feed the metrics and the web page.
 
 use std::sync::Arc;
 
@@ -39,19 +39,23 @@ pub(crate) fn state(gw: &Gateway) -> Vec<Value> {
                 .iter()
                 .filter_map(|(t, e)| e.timeout.map(|d| (t.clone(), json!(d.as_secs_f64()))))
                 .collect();
+            let endpoints: Vec<Value> = up
+                .map(|u| u.endpoints().iter().map(endpoint).collect())
+                .unwrap_or_default();
+            let (retried, refused) = up.map_or((0, 0), |u| u.retries());
             json!({
                 "server": server.name,
+                "endpoints": endpoints,
+                "balance": r.balance.as_str(),
+                "health_interval_s": r.health.map(|d| d.as_secs_f64()),
+                "retry_budget_percent": r.retry_budget,
+                "retries": { "made": retried, "refused_by_budget": refused },
                 "connected": up.is_some_and(|u| u.is_connected()),
                 "protocol": up.and_then(|u| u.protocol()),
                 "tools_served": up.map_or(0, |u| u.tools().len()),
                 "restarts": up.map_or(0, |u| u.restarts()),
                 "last_error": up.and_then(|u| u.last_error()),
-                "circuit": circuit.map(|c| json!({
-                    "state": c.phase.as_str(),
-                    "failures_in_a_row": c.failures,
-                    "opened": c.opened,
-                    "retry_in_s": c.retry_in.map(|d| d.as_secs_f64()),
-                })),
+                "circuit": circuit.map(|c| reading(&c)),
                 "breaker": r.breaker.map(|b| json!({
                     "failures": b.failures,
                     "cooldown_s": b.cooldown.as_secs_f64(),
@@ -64,6 +68,27 @@ pub(crate) fn state(gw: &Gateway) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+fn reading(c: &crate::upstream::Reading) -> Value {
+    json!({
+        "state": c.phase.as_str(),
+        "failures_in_a_row": c.failures,
+        "opened": c.opened,
+        "retry_in_s": c.retry_in.map(|d| d.as_secs_f64()),
+    })
+}
+
+fn endpoint(e: &crate::upstream::Endpoint) -> Value {
+    json!({
+        "endpoint": e.label(),
+        "weight": e.weight(),
+        "connected": e.is_connected(),
+        "running": e.running(),
+        "circuit": reading(&e.circuit()),
+        "restarts": e.restarts(),
+        "last_error": e.last_error(),
+    })
 }
 
 /// The upstreams' gauges for `/metrics`: connection, circuit state, times opened, restarts.
@@ -105,6 +130,37 @@ pub(super) fn gauges(gw: &Gateway, out: &mut Vec<Gauge>) {
             labels: label(),
             value: c.opened as f64,
         });
+        let (retried, refused) = up.retries();
+        for (outcome, n) in [("retried", retried), ("refused_by_budget", refused)] {
+            let mut labels = label();
+            labels.push(("outcome", outcome.to_string()));
+            extra.push(Gauge {
+                name: "portcullis_upstream_retries_total",
+                kind: "counter",
+                help: "Reads tried again on another endpoint, and retries the budget refused.",
+                labels,
+                value: n as f64,
+            });
+        }
+        for e in up.endpoints() {
+            let mut labels = label();
+            labels.push(("endpoint", e.label()));
+            let usable = e.is_connected() && e.circuit().phase != crate::upstream::Phase::Open;
+            extra.push(Gauge {
+                name: "portcullis_upstream_endpoint_up",
+                kind: "gauge",
+                help: "1 while the endpoint is connected and its circuit is not open.",
+                labels: labels.clone(),
+                value: f64::from(u8::from(usable)),
+            });
+            extra.push(Gauge {
+                name: "portcullis_upstream_endpoint_running",
+                kind: "gauge",
+                help: "Calls running on the endpoint now.",
+                labels,
+                value: e.running() as f64,
+            });
+        }
         extra.push(Gauge {
             name: "portcullis_upstream_restarts_total",
             kind: "counter",

@@ -11,121 +11,16 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{Peer, RoleClient, ServiceExt as _};
 use serde_json::json;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::handler::{ProgressRoutes, UpstreamEvent, UpstreamHandler};
+use super::handler::{ProgressRoutes, UpstreamHandler};
 use super::{Connection, Upstream};
 
-const BACKOFF_START: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A connection lost sooner than this after it was made counts as a crash: the backoff goes on
-/// growing, and the circuit breaker counts a failure.
-const STABLE: Duration = Duration::from_secs(10);
-
-/// Keep `up` connected until shutdown: connect, serve, and reconnect with backoff on failure.
-/// A stdio server is started again from its pinned artifact, its digest checked before each
-/// start; one that keeps exiting soon after it starts opens the circuit breaker.
-pub(super) async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken) {
-    let mut backoff = BACKOFF_START;
-    let mut lost_before = false;
-    loop {
-        let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel();
-        let handler = UpstreamHandler {
-            server: up.name().to_string(),
-            progress: Arc::new(ProgressRoutes::default()),
-            events: up.events.clone(),
-            refresh: refresh_tx,
-            relay: None,
-            secrets: up.sent_secrets.clone(),
-            pinning: false,
-        };
-        let attempt = tokio::select! {
-            r = connect(&up, handler) => r,
-            () = shutdown.cancelled() => return,
-        };
-        match attempt {
-            Err(e) => {
-                tracing::warn!(server = %up.name(), error = %e, retry_in = ?backoff, "upstream connect failed");
-                // Its cause, without the transport's layers around it.
-                up.set_last_error(Some(e.root_cause().to_string()));
-                // A process that cannot be started (or answer its handshake) is a crash; an HTTP
-                // server that cannot be reached already answers its calls at once, as down.
-                let config = up.config();
-                if matches!(config.source, ServerSource::Command(_)) {
-                    up.circuit.failed(config.resilience.breaker, up.name());
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
-            Ok(conn) => {
-                let connected = tokio::time::Instant::now();
-                up.set_last_error(None);
-                if lost_before {
-                    up.restarts
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                tracing::info!(server = %up.name(), protocol = %conn.protocol.as_str(), "upstream connected");
-                if let Err(e) = refresh_tools(&up, &conn.peer).await {
-                    // What the upstream offers is unknown: offer nothing rather than old tools.
-                    up.set_tools(Vec::new());
-                    tracing::warn!(server = %up.name(), error = %e, "listing upstream tools failed; its tools are withheld");
-                }
-                // What this connection offers is now what was checked.
-                up.listed_again();
-                let peer = conn.peer.clone();
-                let service = conn._service.clone();
-                if let Ok(mut slot) = up.conn.write() {
-                    *slot = Some(conn);
-                }
-                let _ = up.events.send(UpstreamEvent::Tools(up.name().to_string()));
-                loop {
-                    tokio::select! {
-                        Some(()) = refresh_rx.recv() => {
-                            if let Err(e) = refresh_tools(&up, &peer).await {
-                                up.set_tools(Vec::new());
-                                tracing::warn!(server = %up.name(), error = %e, "refreshing upstream tools failed; its tools are withheld");
-                            }
-                            let _ = up.events.send(UpstreamEvent::Tools(up.name().to_string()));
-                        }
-                        () = up.reconnect.notified() => {
-                            if service.is_closed() || peer.is_transport_closed() { break; }
-                        }
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {
-                            if service.is_closed() || peer.is_transport_closed() { break; }
-                        }
-                        () = shutdown.cancelled() => {
-                            if let Ok(mut slot) = up.conn.write() { *slot = None; }
-                            return;
-                        }
-                    }
-                }
-                if let Ok(mut slot) = up.conn.write() {
-                    *slot = None;
-                }
-                lost_before = true;
-                if connected.elapsed() >= STABLE {
-                    backoff = BACKOFF_START;
-                    tracing::warn!(server = %up.name(), "upstream connection lost; reconnecting");
-                    continue;
-                }
-                // Lost soon after it was made: a crash loop is slowed down and opens the breaker.
-                up.circuit.failed(up.config().resilience.breaker, up.name());
-                tracing::warn!(server = %up.name(), up_for = ?connected.elapsed(), retry_in = ?backoff, "upstream connection lost soon after it was made; reconnecting after a pause");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
-}
-
-async fn connect(up: &Upstream, handler: UpstreamHandler) -> anyhow::Result<Connection> {
+/// Connect to endpoint `ep` of `up`: handshake, and the lean leg for an HTTP connection.
+pub(super) async fn connect(
+    up: &Upstream,
+    ep: usize,
+    handler: UpstreamHandler,
+) -> anyhow::Result<Connection> {
     let server = up.config();
     // The stateless revision first; if the upstream does not speak it (whatever error it gives,
     // per the spec's fallback rule), the initialize handshake on a fresh transport.
@@ -135,14 +30,14 @@ async fn connect(up: &Upstream, handler: UpstreamHandler) -> anyhow::Result<Conn
     let progress = handler.progress.clone();
     let own = rmcp::ClientHandler::get_info(&handler);
     let notices = handler.clone();
-    let (service, http) = match handshake(up, handler.clone(), modern).await {
+    let (service, http) = match handshake(up, ep, handler.clone(), modern).await {
         Ok(s) => s,
         Err(first) => {
             tracing::debug!(server = %server.name, error = %first, "server/discover failed; trying initialize");
-            handshake(up, handler, ClientLifecycleMode::Initialize).await?
+            handshake(up, ep, handler, ClientLifecycleMode::Initialize).await?
         }
     };
-    let mut conn = connection(service, progress).await?;
+    let mut conn = connection(service, progress, ep).await?;
     // A shared connection over HTTP takes callers' requests on the lean leg.
     if let Some((http, url)) = http {
         conn.direct = Some(Arc::new(super::direct::Direct::new(
@@ -165,11 +60,15 @@ pub(super) async fn open_link(
     handler: UpstreamHandler,
 ) -> anyhow::Result<Connection> {
     let progress = handler.progress.clone();
-    let (service, _) = handshake(up, handler, ClientLifecycleMode::Initialize).await?;
-    connection(service, progress).await
+    let (service, _) = handshake(up, 0, handler, ClientLifecycleMode::Initialize).await?;
+    connection(service, progress, 0).await
 }
 
-async fn connection(service: Service, progress: Arc<ProgressRoutes>) -> anyhow::Result<Connection> {
+async fn connection(
+    service: Service,
+    progress: Arc<ProgressRoutes>,
+    endpoint: usize,
+) -> anyhow::Result<Connection> {
     let info = service
         .peer_info()
         .ok_or_else(|| anyhow::anyhow!("no server info after handshake"))?;
@@ -182,6 +81,7 @@ async fn connection(service: Service, progress: Arc<ProgressRoutes>) -> anyhow::
         capabilities: serde_json::to_value(&info.capabilities).unwrap_or_else(|_| json!({})),
         progress,
         direct: None,
+        endpoint,
         _service: Arc::new(service),
     })
 }
@@ -192,13 +92,16 @@ type Service = rmcp::service::RunningService<RoleClient, UpstreamHandler>;
 /// An HTTP connection also returns its HTTP client and URL, for the lean leg.
 async fn handshake(
     up: &Upstream,
+    ep: usize,
     handler: UpstreamHandler,
     lifecycle: ClientLifecycleMode,
 ) -> anyhow::Result<(Service, Option<(super::http::UpstreamHttp, String)>)> {
     let server = up.config();
     let limit = server.timeout;
     Ok(match &server.source {
-        ServerSource::Http { url } => {
+        ServerSource::Http { url, endpoints } => {
+            // This endpoint's URL (the first one's for a session's own connection).
+            let url = endpoints.get(ep).map_or(url, |e| &e.url);
             // A session the upstream forgot (it restarted) is not re-initialised under the
             // connection's feet: the connection closes, and the supervisor reconnects and lists
             // the tools again, checking them against their pins, before any call goes over it.
@@ -323,7 +226,7 @@ pub(crate) async fn fetch_definitions(up: &Upstream) -> anyhow::Result<Vec<Tool>
         secrets: up.sent_secrets.clone(),
         pinning: true,
     };
-    let conn = connect(up, handler).await?;
+    let conn = connect(up, 0, handler).await?;
     let tools = list_all(up, &conn.peer).await;
     if let Ok(service) = Arc::try_unwrap(conn._service) {
         let _ = service.cancel().await;
@@ -331,10 +234,14 @@ pub(crate) async fn fetch_definitions(up: &Upstream) -> anyhow::Result<Vec<Tool>
     tools
 }
 
-/// Fetch every page of the upstream's tools and keep the allowlisted ones.
-async fn refresh_tools(up: &Upstream, peer: &Peer<RoleClient>) -> anyhow::Result<()> {
+/// List the tools on endpoint `ep`'s connection and apply that listing.
+pub(super) async fn refresh_tools(
+    up: &Upstream,
+    ep: usize,
+    peer: &Peer<RoleClient>,
+) -> anyhow::Result<()> {
     let all = list_all(up, peer).await?;
-    up.set_tools(all);
+    up.set_listing(ep, Some(all));
     Ok(())
 }
 

@@ -89,8 +89,10 @@ pub(super) enum Failure {
     Rpc(Value),
     Timeout(Duration),
     Cancelled,
-    /// The connection failed, or the upstream answered with an HTTP error.
+    /// The connection failed.
     Transport(String),
+    /// The upstream answered with an HTTP error that carries no answer to the request.
+    Status(u16),
     /// An answer that is not one.
     Unreadable(String),
     /// An answer past the server's bounds (`max_response`, `max_response_depth`).
@@ -368,7 +370,7 @@ impl Direct {
                     | http::StatusCode::TOO_MANY_REQUESTS
             );
         if !status.is_success() && plain {
-            return Err(Failure::Transport(format!("HTTP {status}")));
+            return Err(Failure::Status(status.as_u16()));
         }
         if !json {
             return Err(Failure::Unreadable(format!(
@@ -401,7 +403,7 @@ impl Direct {
             {
                 answer(i)
             }
-            _ if !status.is_success() => Err(Failure::Transport(format!("HTTP {status}"))),
+            _ if !status.is_success() => Err(Failure::Status(status.as_u16())),
             None => Err(Failure::Unreadable(
                 "the answer is not a JSON-RPC message".into(),
             )),

@@ -17,6 +17,8 @@ pub(crate) enum UpstreamError {
     Rpc { server: String, error: Value },
     #[error("upstream `{0}` connection failed")]
     Transport(String),
+    #[error("upstream `{0}` answered with HTTP {1}")]
+    Status(String, u16),
     #[error("request to upstream `{0}` was cancelled")]
     Cancelled(String),
     #[error("upstream `{0}` sent a response the gateway could not read")]
@@ -47,6 +49,7 @@ impl UpstreamError {
             UpstreamError::Down(s)
             | UpstreamError::Timeout(s, _)
             | UpstreamError::Transport(s)
+            | UpstreamError::Status(s, _)
             | UpstreamError::Cancelled(s)
             | UpstreamError::Unreadable(s)
             | UpstreamError::Exceeded(s, _)
@@ -61,12 +64,21 @@ impl UpstreamError {
             UpstreamError::Down(_) => "upstream_down",
             UpstreamError::Timeout(..) => "upstream_timeout",
             UpstreamError::Rpc { .. } => "upstream_error",
-            UpstreamError::Transport(_) => "upstream_transport",
+            UpstreamError::Transport(_) | UpstreamError::Status(..) => "upstream_transport",
             UpstreamError::Cancelled(_) => "cancelled",
             UpstreamError::Unreadable(_) => "upstream_unreadable",
             UpstreamError::Exceeded(..) => "upstream_exceeded",
             UpstreamError::Open(..) => "upstream_circuit_open",
         }
+    }
+
+    /// True when a read may be tried again on another endpoint: the connection failed, or a
+    /// gateway in front of the upstream said it is unavailable (502, 503, 504).
+    pub(super) fn retryable(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Transport(_) | UpstreamError::Status(_, 502..=504)
+        )
     }
 
     /// How the breaker counts it: a timeout or a broken connection is a failure; an answer,
@@ -76,6 +88,7 @@ impl UpstreamError {
         match r {
             Ok(_) | Err(UpstreamError::Rpc { .. }) => Outcome::Success,
             Err(UpstreamError::Timeout(..) | UpstreamError::Transport(_)) => Outcome::Failure,
+            Err(UpstreamError::Status(_, 502..=504)) => Outcome::Failure,
             Err(_) => Outcome::Neutral,
         }
     }

@@ -64,14 +64,28 @@ impl Upstream {
     }
 
     /// Replace the offered tools with the allowlisted part of `listed` whose definitions match
-    /// their pins. A mismatch, an unpinned tool, or a definition with hidden characters is
-    /// quarantined: not offered, calls refused, and an event written when that changes.
+    /// their pins (the single endpoint's listing). See [`Upstream::set_listing`].
+    #[cfg(test)]
     pub(crate) fn set_tools(&self, listed: Vec<Tool>) {
+        self.set_listing(0, Some(listed));
+    }
+
+    /// Record endpoint `ep`'s listing (`None`: it failed) and apply every endpoint's: the
+    /// allowlisted tools whose definitions match their pins, and are the same on every endpoint
+    /// that listed them, are offered. A mismatch, an unpinned tool, a definition with hidden
+    /// characters, or one that differs between endpoints is quarantined: not offered, calls
+    /// refused, and an event written when that changes.
+    pub(crate) fn set_listing(&self, ep: usize, listed: Option<Vec<Tool>>) {
         let _serial = self
             .refreshing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.apply_tools(listed);
+        if let Some(e) = self.endpoints.get(ep)
+            && let Ok(mut slot) = e.listed.lock()
+        {
+            *slot = listed;
+        }
+        self.apply_listings();
     }
 
     /// The pin a definition digested as `seen` must match, and whether it does.
@@ -88,18 +102,70 @@ impl Upstream {
         }
     }
 
-    /// [`Upstream::set_tools`] with the refresh lock held.
-    pub(super) fn apply_tools(&self, listed: Vec<Tool>) {
+    /// Apply the endpoints' last listings, with the refresh lock held: the first endpoint's
+    /// that has one is checked against the allowlist and pins, and every other endpoint's must
+    /// list each allowlisted tool the same.
+    pub(super) fn apply_listings(&self) {
         let config = self.config();
-        if let Ok(mut last) = self.listed.lock() {
-            *last = Some(listed.clone());
-        }
+        let listings: Vec<(usize, Vec<Tool>)> = self
+            .endpoints
+            .iter()
+            .filter_map(|e| Some((e.index, e.listed.lock().ok()?.clone()?)))
+            .collect();
+        let mut listings = listings.into_iter();
+        let listed = listings.next().map(|(_, l)| l).unwrap_or_default();
         let mut held: HashMap<String, Quarantined> = HashMap::new();
+        // Each allowlisted tool's definition digest on every other endpoint that listed.
+        for (index, other) in listings {
+            let digests: HashMap<&str, String> = other
+                .iter()
+                .filter(|t| config.tools.contains_key(t.name.as_ref()))
+                .filter_map(|t| {
+                    Some((
+                        t.name.as_ref(),
+                        registry::tool_pin(&serde_json::to_value(t).ok()?),
+                    ))
+                })
+                .collect();
+            for tool in listed
+                .iter()
+                .filter(|t| config.tools.contains_key(t.name.as_ref()))
+            {
+                let Some(base) = serde_json::to_value(tool)
+                    .ok()
+                    .map(|d| registry::tool_pin(&d))
+                else {
+                    continue;
+                };
+                let seen = digests.get(tool.name.as_ref());
+                if seen == Some(&base) || held.contains_key(tool.name.as_ref()) {
+                    continue;
+                }
+                let label = self
+                    .endpoints
+                    .get(index)
+                    .map(Endpoint::label)
+                    .unwrap_or_default();
+                let why = match seen {
+                    Some(_) => format!("endpoint `{label}` offers a different definition"),
+                    None => format!("endpoint `{label}` does not offer it"),
+                };
+                let pinned = config
+                    .pins
+                    .as_ref()
+                    .and_then(|p| p.get(tool.name.as_ref()).cloned());
+                let seen = seen.cloned().unwrap_or_else(|| "absent".to_owned());
+                held.insert(tool.name.to_string(), Quarantined { pinned, seen, why });
+            }
+        }
         let offered: Vec<Arc<Offered>> = listed
             .into_iter()
             .filter_map(|tool| {
                 // Byte-exact match against the allowlist: no folding, no normalisation.
                 config.tools.get(tool.name.as_ref())?;
+                if held.contains_key(tool.name.as_ref()) {
+                    return None;
+                }
                 let def = serde_json::to_value(&tool).ok()?;
                 let seen = registry::tool_pin(&def);
                 let verdict = match registry::hidden_in_definition(&def) {

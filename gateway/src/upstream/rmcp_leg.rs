@@ -55,7 +55,7 @@ impl Upstream {
             .peer
             .send_cancellable_request(request, options)
             .await
-            .map_err(|e| self.map_error(e))?;
+            .map_err(|e| self.map_error(e, conn))?;
         let route = progress.map(|(token, sink)| {
             let key = serde_json::to_value(&handle.progress_token).unwrap_or(Value::Null);
             conn.progress.insert(key.clone(), token, sink);
@@ -72,7 +72,7 @@ impl Upstream {
                 if session_expired(&e) {
                     self.forgot_session(conn);
                 }
-                self.map_error(e)
+                self.map_error(e, conn)
             }),
             () = cancel.cancelled() => {
                 let note = rmcp::model::CancelledNotificationParam::new(Some(id), Some("cancelled by client".into()));

@@ -78,7 +78,9 @@ impl Upstreams {
             }
         }
         let up = Arc::new(up);
-        tokio::spawn(connect::supervise(up.clone(), up.stop.clone()));
+        for index in 0..up.endpoints.len() {
+            tokio::spawn(supervise::supervise(up.clone(), index, up.stop.clone()));
+        }
         up
     }
 
@@ -220,7 +222,7 @@ pub(crate) struct UpstreamSetup {
 
 /// Host and port of an HTTP upstream.
 pub(super) fn address(server: &registry::Server) -> Option<(String, u16)> {
-    let registry::ServerSource::Http { url } = &server.source else {
+    let registry::ServerSource::Http { url, .. } = &server.source else {
         return None;
     };
     let (scheme, rest) = url.split_once("://")?;

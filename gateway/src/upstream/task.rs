@@ -167,11 +167,11 @@ impl Upstream {
             .peer
             .send_cancellable_request(request, options)
             .await
-            .map_err(|e| self.map_error(e))?;
+            .map_err(|e| self.map_error(e, conn))?;
         let answer = handle
             .await_response()
             .await
-            .map_err(|e| self.map_error(e))?;
+            .map_err(|e| self.map_error(e, conn))?;
         result_value(&answer).ok_or_else(|| UpstreamError::Unreadable(name.clone()))
     }
 }

@@ -138,3 +138,129 @@ proptest! {
         }
     }
 }
+
+fn endpoints_of(text: &str) -> Vec<(String, u32)> {
+    let r = load_str("t.yaml", text).unwrap();
+    match &r.servers[0].source {
+        crate::ServerSource::Http { url, endpoints } => {
+            assert_eq!(url, &endpoints[0].url);
+            endpoints
+                .iter()
+                .map(|e| (e.url.clone(), e.weight))
+                .collect()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn endpoints_are_a_list_of_urls_or_weighted_entries() {
+    let listed = "servers:\n  notes:\n    url: [https://a.example.com/mcp, https://b.example.com/mcp]\n    tools: {}\n";
+    assert_eq!(
+        endpoints_of(listed),
+        [
+            ("https://a.example.com/mcp".into(), 1),
+            ("https://b.example.com/mcp".into(), 1)
+        ]
+    );
+    let weighted = "servers:\n  notes:\n    endpoints:\n      - { url: https://a.example.com/mcp, weight: 3 }\n      - https://b.example.com/mcp\n    balance: round_robin\n    health: { interval: 5s }\n    retry_budget: 10%\n    tools: {}\n";
+    assert_eq!(
+        endpoints_of(weighted),
+        [
+            ("https://a.example.com/mcp".into(), 3),
+            ("https://b.example.com/mcp".into(), 1)
+        ]
+    );
+    let r = load_str("t.yaml", weighted).unwrap();
+    let s = &r.servers[0].resilience;
+    assert_eq!(s.balance, super::Balance::RoundRobin);
+    assert_eq!(s.health, Some(Duration::from_secs(5)));
+    assert_eq!(s.retry_budget, 10);
+    let defaults = load_str("t.yaml", listed).unwrap();
+    let d = &defaults.servers[0].resilience;
+    assert_eq!(
+        (d.balance, d.health, d.retry_budget),
+        (
+            super::Balance::LeastRequests,
+            Some(super::DEFAULT_HEALTH_INTERVAL),
+            20
+        )
+    );
+    let off = load_str("t.yaml", "servers:\n  notes:\n    url: https://a.example.com/mcp\n    health: off\n    retry_budget: off\n    tools: {}\n").unwrap();
+    assert_eq!(
+        (
+            off.servers[0].resilience.health,
+            off.servers[0].resilience.retry_budget
+        ),
+        (None, 0)
+    );
+}
+
+#[test]
+fn bad_endpoints_name_their_place_and_fix() {
+    let p = problems(
+        "servers:\n  notes:\n    url: [https://a.example.com/mcp, ftp://b]\n    tools: {}\n",
+    );
+    assert!(
+        p[0].starts_with("t.yaml:3:")
+            && p[0].contains("`servers.notes.url[1]`: `ftp://b` is not an http(s) URL"),
+        "{}",
+        p[0]
+    );
+    let p = problems(
+        "servers:\n  notes:\n    url: [https://a.example.com/mcp, http://10.0.0.2/mcp]\n    tools: {}\n",
+    );
+    assert!(
+        p[0].contains("`servers.notes.url[1]`") && p[0].contains("allow_private"),
+        "{}",
+        p[0]
+    );
+    let p = problems(
+        "servers:\n  notes:\n    url: [https://a.example.com/mcp, https://a.example.com/mcp]\n    tools: {}\n",
+    );
+    assert!(
+        p[0].contains("`servers.notes.url[1]`: `https://a.example.com/mcp` is listed twice"),
+        "{}",
+        p[0]
+    );
+    let p = problems(
+        "servers:\n  notes:\n    endpoints:\n      - { url: https://a.example.com/mcp, weight: 0 }\n    tools: {}\n",
+    );
+    assert!(
+        p[0].starts_with("t.yaml:4:") && p[0].contains("`servers.notes.endpoints[0].weight`"),
+        "{}",
+        p[0]
+    );
+    let p = problems(
+        "servers:\n  notes:\n    url: https://a.example.com/mcp\n    endpoints: [https://b.example.com/mcp]\n    tools: {}\n",
+    );
+    assert!(p[0].contains("`url` and `endpoints` both"), "{}", p[0]);
+    let p = problems(
+        "servers:\n  notes:\n    url: [https://a.example.com/mcp, https://b.example.com/mcp]\n    connection: per_session\n    tools: {}\n",
+    );
+    assert!(
+        p[0].contains("`servers.notes.connection`") && p[0].contains("several endpoints"),
+        "{}",
+        p[0]
+    );
+    let p = problems(
+        "servers:\n  notes:\n    url: https://a.example.com/mcp\n    retry_budget: lots\n    tools: {}\n",
+    );
+    assert!(
+        p[0].contains("`servers.notes.retry_budget`") && p[0].contains("20%"),
+        "{}",
+        p[0]
+    );
+    let p = problems(
+        "servers:\n  notes:\n    url: https://a.example.com/mcp\n    balance: random\n    tools: {}\n",
+    );
+    assert!(p[0].contains("`servers.notes.balance`"), "{}", p[0]);
+    let p = problems(
+        "servers:\n  notes:\n    url: https://a.example.com/mcp\n    health: sometimes\n    tools: {}\n",
+    );
+    assert!(
+        p[0].contains("`servers.notes.health`") && p[0].contains("`health: off`"),
+        "{}",
+        p[0]
+    );
+}

@@ -20,27 +20,34 @@ pub(super) fn server(
             fix: "use 1-32 characters of a-z, 0-9 and `-`, starting with a letter or digit (no `_`: it separates server and tool in federated names)".to_string(),
         });
     }
-    let source = match (raw.url, raw.command, raw.builtin) {
-        (Some(url), None, None) => {
-            match crate::ssrf::url_host(&url) {
-                None => problems.push(map.problem(
-                    &child(&base, "url"),
-                    format!("`{url}` is not an http(s) URL"),
-                    "give the upstream's Streamable HTTP endpoint, e.g. `https://notes.example.com/mcp`",
-                )),
-                Some((host, _)) => {
-                    if let Some(why) = crate::ssrf::literal_host_problem(&host)
-                        && !raw.allow_private
-                    {
-                        problems.push(map.problem(
-                            &child(&base, "url"),
-                            format!("the upstream's host `{host}` is {why}"),
-                            "point at a public address, or add `allow_private: true` to this server if it really is on a private network",
-                        ));
+    let urls = crate::resilience::endpoints(&base, raw.url, raw.endpoints, map, problems);
+    let source = match (urls, raw.command, raw.builtin) {
+        (Some(endpoints), None, None) => {
+            for (at, e) in &endpoints {
+                match crate::ssrf::url_host(&e.url) {
+                    None => problems.push(map.problem(
+                        at,
+                        format!("`{}` is not an http(s) URL", e.url),
+                        "give the upstream's Streamable HTTP endpoint, e.g. `https://notes.example.com/mcp`",
+                    )),
+                    Some((host, _)) => {
+                        if let Some(why) = crate::ssrf::literal_host_problem(&host)
+                            && !raw.allow_private
+                        {
+                            problems.push(map.problem(
+                                at,
+                                format!("the upstream's host `{host}` is {why}"),
+                                "point at a public address, or add `allow_private: true` to this server if it really is on a private network",
+                            ));
+                        }
                     }
                 }
             }
-            Some(ServerSource::Http { url })
+            let endpoints: Vec<_> = endpoints.into_iter().map(|(_, e)| e).collect();
+            endpoints.first().map(|first| ServerSource::Http {
+                url: first.url.clone(),
+                endpoints: endpoints.clone(),
+            })
         }
         (None, Some(cmd), None) => {
             command(&base, cmd, profile, map, problems).map(|c| ServerSource::Command(Box::new(c)))
@@ -49,7 +56,7 @@ pub(super) fn server(
         _ => {
             problems.push(map.problem(
                 &base,
-                format!("server `{name}` must have exactly one of `url`, `command`, `builtin`"),
+                format!("server `{name}` must have exactly one of `url` (or `endpoints`), `command`, `builtin`"),
                 "keep one way to reach the server: `url:` for Streamable HTTP, `command:` for stdio",
             ));
             None
@@ -157,7 +164,7 @@ pub(super) fn server(
             ));
         }
     }
-    let resilience = crate::resilience::resilience(
+    let mut resilience = crate::resilience::resilience(
         &base,
         raw.max_response.as_ref(),
         raw.max_response_depth,
@@ -165,6 +172,25 @@ pub(super) fn server(
         map,
         problems,
     );
+    crate::resilience::routing(
+        &mut resilience,
+        &base,
+        raw.balance,
+        raw.health,
+        raw.retry_budget.as_deref(),
+        map,
+        problems,
+    );
+    if let Some(ServerSource::Http { endpoints, .. }) = &source
+        && endpoints.len() > 1
+        && connection == crate::schema::Connection::PerSession
+    {
+        problems.push(map.problem(
+            &child(&base, "connection"),
+            "`connection: per_session` holds each session on one upstream process; this server has several endpoints".into(),
+            "give a per-session server one `url`, or remove `connection` so the endpoints share calls",
+        ));
+    }
     let resources = raw
         .resources
         .iter()

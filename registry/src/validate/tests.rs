@@ -13,7 +13,11 @@ fn minimal_config_loads() {
     assert_eq!(
         r.servers[0].source,
         ServerSource::Http {
-            url: "https://notes.example.com/mcp".into()
+            url: "https://notes.example.com/mcp".into(),
+            endpoints: vec![crate::Endpoint {
+                url: "https://notes.example.com/mcp".into(),
+                weight: 1
+            }],
         }
     );
     assert_eq!(r.settings.max_body, 4 * 1024 * 1024);

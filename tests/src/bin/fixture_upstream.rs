@@ -166,6 +166,7 @@ impl ServerHandler for Fixture {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         TOOL_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        resilience::log_call(&req);
         let args = req
             .arguments
             .clone()
@@ -405,7 +406,10 @@ fn main() -> anyhow::Result<()> {
         extra_tool: Arc::new(AtomicBool::new(false)),
         extra_prompt: Arc::new(AtomicBool::new(false)),
         watched: Arc::new(AtomicBool::new(false)),
-        rug: Arc::new(std::sync::atomic::AtomicU8::new(0)),
+        // `--rug N` starts with `echo` as `rug_pull` with mode N leaves it.
+        rug: Arc::new(std::sync::atomic::AtomicU8::new(
+            flag("--rug").and_then(|m| m.parse().ok()).unwrap_or(0),
+        )),
     };
     let stdio = args.iter().any(|a| a == "--stdio");
     let addr = flag("--http").unwrap_or_else(|| "127.0.0.1:0".to_string());
@@ -461,8 +465,31 @@ fn main() -> anyhow::Result<()> {
             }
             next.run(req).await
         };
+        // `--fail-calls STATUS`: every tool call is answered with that HTTP status before it
+        // reaches a tool (as a proxy in front of a failing replica would); the rest works.
+        let fail_calls = flag("--fail-calls").and_then(|s| s.parse::<u16>().ok());
+        let failing = move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            let Some(status) = fail_calls else {
+                return next.run(req).await;
+            };
+            let (parts, body) = req.into_parts();
+            let bytes = axum::body::to_bytes(body, 64 << 20)
+                .await
+                .unwrap_or_default();
+            if bytes.windows(12).any(|w| w == b"\"tools/call\"") {
+                let code = axum::http::StatusCode::from_u16(status)
+                    .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+                return axum::response::IntoResponse::into_response(code);
+            }
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        };
         let app = axum::Router::new()
             .nest_service("/mcp", service)
+            .layer(axum::middleware::from_fn(failing))
             .layer(axum::middleware::from_fn(record))
             .route("/calls", axum::routing::get(calls))
             .route("/traceparents", axum::routing::get(seen))

@@ -247,7 +247,11 @@ fn upstreams_section(b: &mut String, gw: &crate::gateway::Gateway) {
         let served = up.map(|u| u.tools().len()).unwrap_or(0);
         let source = match &server.source {
             // As records show URLs: no credentials in userinfo or the query.
-            registry::ServerSource::Http { url } => crate::redact::uri_for_record(url),
+            registry::ServerSource::Http { endpoints, .. } => endpoints
+                .iter()
+                .map(|e| crate::redact::uri_for_record(&e.url))
+                .collect::<Vec<_>>()
+                .join(", "),
             registry::ServerSource::Command(c) => c.artifact.describe(),
             registry::ServerSource::Builtin(_) => "built into the gateway".to_owned(),
         };

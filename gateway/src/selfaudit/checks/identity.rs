@@ -461,13 +461,16 @@ pub(super) fn transport(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Fin
     let cleartext_upstreams: Vec<(String, String)> = reg
         .servers
         .iter()
-        .filter_map(|s| match &s.source {
-            ServerSource::Http { url }
-                if url.to_ascii_lowercase().starts_with("http://") && !loopback_url(url) =>
-            {
-                Some((s.name.clone(), crate::redact::uri_for_record(url)))
-            }
-            _ => None,
+        .flat_map(|s| match &s.source {
+            // Every endpoint crosses the network on its own.
+            ServerSource::Http { endpoints, .. } => endpoints
+                .iter()
+                .filter(|e| {
+                    e.url.to_ascii_lowercase().starts_with("http://") && !loopback_url(&e.url)
+                })
+                .map(|e| (s.name.clone(), crate::redact::uri_for_record(&e.url)))
+                .collect(),
+            _ => Vec::new(),
         })
         .collect();
     let mut problems = Vec::new();

@@ -103,20 +103,24 @@ impl Upstream {
             Err(Failure::Timeout(d)) => Err(UpstreamError::Timeout(name.clone(), d)),
             Err(Failure::Cancelled) => Err(UpstreamError::Cancelled(name.clone())),
             Err(Failure::Transport(why)) => {
-                tracing::warn!(server = %name, error = %why, "upstream request failed");
+                tracing::warn!(server = %name, endpoint = conn.endpoint, error = %why, "upstream request failed");
                 // As on rmcp's leg: a failed request has the supervisor check the connection.
-                self.reconnect.notify_one();
+                if let Some(ep) = self.endpoint_of(conn) {
+                    ep.reconnect.notify_one();
+                }
                 Err(UpstreamError::Transport(name.clone()))
+            }
+            Err(Failure::Status(code)) => {
+                tracing::warn!(server = %name, endpoint = conn.endpoint, status = code, "upstream answered with an HTTP error");
+                Err(UpstreamError::Status(name.clone(), code))
             }
             Err(Failure::SessionExpired) => {
                 // Only if the connection is still the server's: one already replaced (its
                 // session lost before this request's answer came) is left alone, and so is
                 // its successor.
                 let current = self
-                    .conn
-                    .read()
-                    .ok()
-                    .and_then(|c| c.clone())
+                    .endpoint_of(conn)
+                    .and_then(super::super::Endpoint::connection)
                     .is_some_and(|c| Arc::ptr_eq(&c._service, &conn._service));
                 if current {
                     self.forgot_session(conn);

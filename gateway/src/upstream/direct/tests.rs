@@ -297,7 +297,8 @@ async fn http_errors_keep_their_status_unless_they_carry_the_requests_error() {
                 matches!(&outcome, Failure::Rpc(e) if e["code"] == -32020),
                 "{outcome:?}"
             ),
-            1 | 2 => assert!(matches!(outcome, Failure::Transport(_)), "{outcome:?}"),
+            1 => assert!(matches!(outcome, Failure::Status(400)), "{outcome:?}"),
+            2 => assert!(matches!(outcome, Failure::Status(401)), "{outcome:?}"),
             _ => assert!(matches!(outcome, Failure::Unreadable(_)), "{outcome:?}"),
         }
     }

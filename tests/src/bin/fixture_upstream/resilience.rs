@@ -1,10 +1,26 @@
 //! Tools that misbehave on purpose, offered with `--resilience`: `big` answers `mb` megabytes,
 //! `crash` ends the process mid-call. `--exit-after-ms N` ends the process N ms after it starts
-//! (a crash loop under a supervisor), and `--starts FILE` appends a line to FILE at each start.
+//! (a crash loop under a supervisor), `--starts FILE` appends a line to FILE at each start, and
+//! `--log-calls FILE` appends each tool call (name and arguments) to FILE as it arrives.
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, Tool};
 use serde_json::{Value, json};
+
+/// Where calls are logged (`--log-calls`).
+static CALL_LOG: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
+
+/// Log a tool call as it arrives: one line, written at once (it survives the process being
+/// killed right after).
+pub fn log_call(req: &CallToolRequestParams) {
+    use std::io::Write as _;
+    if let Some(log) = CALL_LOG.get()
+        && let Ok(mut f) = log.lock()
+    {
+        let args = serde_json::to_string(&req.arguments).unwrap_or_default();
+        let _ = writeln!(f, "{} {args}", req.name);
+    }
+}
 
 /// Whether the tools are offered (`--resilience`).
 pub static ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -70,6 +86,14 @@ pub fn start(args: &[String]) {
         {
             let _ = writeln!(f, "{}", std::process::id());
         }
+    }
+    if let Some(path) = flag("--log-calls")
+        && let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = CALL_LOG.set(std::sync::Mutex::new(f));
     }
     if let Some(ms) = flag("--exit-after-ms").and_then(|m| m.parse::<u64>().ok()) {
         std::thread::spawn(move || {

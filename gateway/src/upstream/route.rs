@@ -1,0 +1,272 @@
+//! The request path to an upstream: the endpoint each attempt goes to and its breaker's
+//! count, a read tried again elsewhere within the retry budget, the connection (shared, or the
+//! session's own), the deadlines and bounds, and the leg the request is sent on.
+
+use super::*;
+
+/// What a request carries beside its params, for each attempt.
+struct Sending<'a> {
+    method: &'a str,
+    progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
+    cancel: Option<CancellationToken>,
+    on: Option<On<'a>>,
+    terms: Terms,
+}
+
+impl Upstream {
+    /// Send one request and wait for its result, with the server's timeout.
+    ///
+    /// `progress` forwards upstream progress to the downstream caller's token; `cancel` aborts
+    /// the request and tells the upstream; `on` names the client session, whose own connection
+    /// carries the request if the server is `connection: per_session`.
+    pub(crate) async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
+        cancel: Option<CancellationToken>,
+        on: Option<On<'_>>,
+    ) -> Result<Value, UpstreamError> {
+        self.request_as(method, params, progress, cancel, on, Terms::default())
+            .await
+    }
+
+    /// [`Upstream::request`] on `terms`: with a token minted for this call, within the
+    /// caller's deadline. Refused at once while every endpoint's circuit is open.
+    pub(crate) async fn request_as(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
+        cancel: Option<CancellationToken>,
+        on: Option<On<'_>>,
+        terms: Terms,
+    ) -> Result<Value, UpstreamError> {
+        let name = &self.name;
+        let config = self.config();
+        let mut params = params;
+        let span = crate::telemetry::client_span(
+            name,
+            self.address.as_ref().map(|(h, p)| (h.as_str(), *p)),
+            method,
+            &mut params,
+        );
+        let started = std::time::Instant::now();
+        let sending = Sending {
+            method,
+            progress,
+            cancel,
+            on,
+            terms,
+        };
+        let outcome = self.route(&config, params, &sending).await;
+        crate::metrics::get().upstream(name, outcome.is_ok(), started.elapsed());
+        crate::telemetry::finish(
+            &span,
+            outcome.as_ref().map_err(|e| (e.code(), Some(e.kind()))),
+        );
+        outcome
+    }
+
+    /// Each attempt on the endpoint the balancer picks, its outcome counted by that
+    /// endpoint's breaker; a read that could not reach its endpoint is tried on another while
+    /// the retry budget allows (a write never is: it may have run).
+    async fn route(
+        &self,
+        config: &registry::Server,
+        params: Option<Value>,
+        s: &Sending<'_>,
+    ) -> Result<Value, UpstreamError> {
+        let budget = config.resilience.retry_budget;
+        self.budget.deposit(budget);
+        let retry_safe = self.endpoints.len() > 1
+            && budget > 0
+            && read_only(self, config, s.method, params.as_ref());
+        // Kept for another attempt only where there may be one.
+        let spare = retry_safe.then(|| params.clone());
+        let mut params = params;
+        let mut tried = 0u64;
+        let mut last: Option<UpstreamError> = None;
+        loop {
+            let mut chosen = match (self.pick(config, tried), last) {
+                (Ok(c), _) => c,
+                // Nowhere else to try: the last attempt's failure is the answer.
+                (Err(_), Some(failed)) => return Err(failed),
+                (Err(e), None) => return Err(e),
+            };
+            let ep = chosen.endpoint;
+            tried |= 1 << ep.index.min(63);
+            let outcome = self.send(ep, config, params, s).await;
+            // A call that ran out of the caller's own time says nothing of the upstream.
+            let callers_time = matches!(outcome, Err(UpstreamError::Timeout(..)))
+                && s.terms
+                    .deadline
+                    .is_some_and(|d| d <= tokio::time::Instant::now() + Duration::from_millis(5));
+            let health = match callers_time {
+                true => circuit::Outcome::Neutral,
+                false => UpstreamError::outcome(&outcome),
+            };
+            chosen.report(health, &self.name);
+            drop(chosen);
+            match (outcome, &spare) {
+                (Err(e), Some(again)) if e.retryable() && self.budget.withdraw(budget) => {
+                    self.attempt_failed(s.method, again.as_ref(), ep, &e);
+                    params = again.clone();
+                    last = Some(e);
+                }
+                (outcome, _) => return outcome,
+            }
+        }
+    }
+
+    /// A failed attempt that is tried again elsewhere: on the operator's record.
+    fn attempt_failed(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+        ep: &Endpoint,
+        e: &UpstreamError,
+    ) {
+        tracing::warn!(server = %self.name, endpoint = %ep.label(), error = %e, "upstream attempt failed; trying another endpoint");
+        if let Some(audit) = &self.audit {
+            let mut event = audit::Event::new("upstream.retry");
+            event.server = Some(self.name.clone());
+            event.tool = match method {
+                "tools/call" => params
+                    .and_then(|p| p.get("name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                _ => None,
+            };
+            event.outcome = Some("retried");
+            event.reason = Some(e.to_string());
+            event.detail = Some(json!({ "method": method, "endpoint": ep.label() }));
+            audit.note(event);
+        }
+    }
+
+    /// The connection a request goes on: the session's own for a `per_session` server (opened
+    /// now if need be; a cancellation meanwhile stops the request before anything is sent),
+    /// otherwise the endpoint's.
+    async fn connection_for(
+        &self,
+        ep: &Endpoint,
+        on: Option<&On<'_>>,
+        config: &registry::Server,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<(Connection, Option<Arc<Relay>>), UpstreamError> {
+        let cancelled = || UpstreamError::Cancelled(self.name.clone());
+        let Some(on) = on.filter(|_| config.connection == registry::Connection::PerSession) else {
+            let conn = ep
+                .connection()
+                .ok_or_else(|| UpstreamError::Down(self.name.clone()))?;
+            return Ok((conn, None));
+        };
+        let opened = match cancel {
+            Some(c) => tokio::select! {
+                r = self.link(on, config) => r,
+                () = c.cancelled() => Err(cancelled()),
+            },
+            None => self.link(on, config).await,
+        }?;
+        if cancel.is_some_and(CancellationToken::is_cancelled) {
+            return Err(cancelled());
+        }
+        Ok(opened)
+    }
+
+    /// One attempt on `ep`.
+    async fn send(
+        &self,
+        ep: &Endpoint,
+        config: &registry::Server,
+        params: Option<Value>,
+        s: &Sending<'_>,
+    ) -> Result<Value, UpstreamError> {
+        let name = &self.name;
+        let (method, on) = (s.method, s.on);
+        let cancel = s.cancel.clone();
+        if cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
+            return Err(UpstreamError::Cancelled(name.clone()));
+        }
+        let Terms {
+            credential,
+            deadline,
+        } = s.terms.clone();
+        let left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        let bounds = Bounds::of(config, method, params.as_ref(), left);
+        if left.is_some_and(|l| l.is_zero()) {
+            // The caller's deadline passed before the request could be sent.
+            return Err(UpstreamError::Timeout(name.clone(), Duration::ZERO));
+        }
+        let (conn, relay) = self
+            .connection_for(ep, on.as_ref(), config, cancel.as_ref())
+            .await?;
+        let mut params = params;
+        let declared = own_capabilities(&mut params, &conn);
+        let started = std::time::Instant::now();
+        let token = credential.clone();
+        if let Some(token) = &credential {
+            // Never relayed back to a caller if the upstream echoes it.
+            self.sent([token.to_string()]);
+        }
+        let cancel = cancel.unwrap_or_default();
+        let r = Outgoing {
+            method,
+            params,
+            declared,
+            credential,
+            progress: s.progress.clone(),
+        };
+        let mut value = match &conn.direct {
+            Some(direct) if relay.is_none() && direct::METHODS.contains(&method) => {
+                self.send_direct(direct, &conn, r, &cancel, &bounds).await?
+            }
+            _ => {
+                self.send_rmcp(&conn, relay, on, r, &cancel, &bounds)
+                    .await?
+            }
+        };
+        if task::is_task(&value) && method != "tools/call" {
+            // Only a call may become a task: anything else answered so is not understood.
+            return Err(UpstreamError::Unreadable(name.clone()));
+        }
+        if task::is_task(&value) {
+            let deadline = started + bounds.max_timeout;
+            value = self
+                .follow_task(&conn, &value, &cancel, token, deadline, bounds.max_timeout)
+                .await?;
+        }
+        scrub::scrub(&mut value, name, &self.sent_secrets());
+        Ok(value)
+    }
+}
+
+/// True when `method` with `params` only reads: a tool call of a `read` tool (as configured,
+/// and not raised by the upstream's annotations), a resource read, a prompt or a completion.
+fn read_only(
+    up: &Upstream,
+    config: &registry::Server,
+    method: &str,
+    params: Option<&Value>,
+) -> bool {
+    match method {
+        "resources/read" | "prompts/get" | "completion/complete" => true,
+        "tools/call" => {
+            let Some(tool) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
+                return false;
+            };
+            let configured = config
+                .tools
+                .get(tool)
+                .is_some_and(|e| e.class == policy::ToolClass::Read);
+            configured
+                && up
+                    .tools()
+                    .iter()
+                    .find(|o| o.tool.name.as_ref() == tool)
+                    .is_some_and(|o| o.class == policy::ToolClass::Read)
+        }
+        _ => false,
+    }
+}
