@@ -373,6 +373,26 @@ fn resilience_read(
     ));
     evidence.push(cite(reg, &child(&b, "max_response")));
     evidence.push(cite(reg, &child(&b, "breaker")));
+    if let ServerSource::Http { endpoints, .. } = &server.source
+        && endpoints.len() > 1
+    {
+        let key = match reg.source.contains(&child(&b, "endpoints")) {
+            true => "endpoints",
+            false => "url",
+        };
+        evidence.push(cite(reg, &child(&b, key)));
+        evidence.push(cite(reg, &child(&b, "retry_budget")));
+        why.push_str(&format!(
+            "; {} endpoints ({}), {}",
+            endpoints.len(),
+            r.balance.as_str(),
+            match r.retry_budget {
+                0 => "reads never retried (`retry_budget: off`)".to_owned(),
+                p =>
+                    format!("reads retried on another endpoint within {p}% of calls, writes never"),
+            }
+        ));
+    }
     match r.breaker {
         Some(br) => {
             why.push_str(&format!(

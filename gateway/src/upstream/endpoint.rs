@@ -256,7 +256,14 @@ impl Upstream {
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let free: Vec<&Endpoint> = self.endpoints.iter().filter(free).collect();
         if free.is_empty() {
-            return Err(UpstreamError::Down(self.name.clone()));
+            // Down, and said so; with every circuit open (a crash loop), with when calls resume.
+            let open = self.circuit();
+            return Err(match (open.phase, open.retry_in) {
+                (super::Phase::Open, Some(wait)) if config.resilience.breaker.is_some() => {
+                    UpstreamError::Open(self.name.clone(), wait.as_secs().max(1))
+                }
+                _ => UpstreamError::Down(self.name.clone()),
+            });
         }
         let loads: Vec<(u32, usize)> = free
             .iter()

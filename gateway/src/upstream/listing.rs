@@ -63,13 +63,6 @@ impl Upstream {
         }
     }
 
-    /// Replace the offered tools with the allowlisted part of `listed` whose definitions match
-    /// their pins (the single endpoint's listing). See [`Upstream::set_listing`].
-    #[cfg(test)]
-    pub(crate) fn set_tools(&self, listed: Vec<Tool>) {
-        self.set_listing(0, Some(listed));
-    }
-
     /// Record endpoint `ep`'s listing (`None`: it failed) and apply every endpoint's: the
     /// allowlisted tools whose definitions match their pins, and are the same on every endpoint
     /// that listed them, are offered. A mismatch, an unpinned tool, a definition with hidden
@@ -231,5 +224,15 @@ impl Upstream {
         if let Ok(mut slot) = self.tools.write() {
             *slot = Arc::new(offered);
         }
+    }
+}
+
+// Last in the file: what follows `cfg(test)` is read as test code by the vocabulary check.
+#[cfg(test)]
+impl Upstream {
+    /// Replace the offered tools with the allowlisted part of `listed` whose definitions match
+    /// their pins (the single endpoint's listing). See [`Upstream::set_listing`].
+    pub(crate) fn set_tools(&self, listed: Vec<Tool>) {
+        self.set_listing(0, Some(listed));
     }
 }

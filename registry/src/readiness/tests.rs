@@ -210,3 +210,22 @@ fn error_recovery_reads_deadlines_bounds_and_the_breaker() {
     assert_eq!(e.score, 1, "{e:#?}");
     assert!(e.why.contains("the circuit breaker is off"), "{}", e.why);
 }
+
+#[test]
+fn error_recovery_names_several_endpoints_and_their_retries() {
+    let text = "servers:\n  notes:\n    url: [https://a.example.com/mcp, https://b.example.com/mcp]\n    retry_budget: 10%\n    pin: { search: \"sha256:0000000000000000000000000000000000000000000000000000000000000000\" }\n    tools:\n      search: { class: read }\n";
+    let e = dim(&score(text)[0], "error_recovery").clone();
+    assert!(e.why.contains("2 endpoints (least_requests), reads retried on another endpoint within 10% of calls, writes never"), "{}", e.why);
+    assert!(
+        e.evidence
+            .iter()
+            .any(|c| c.path == "servers.notes.url" && c.written),
+        "{e:#?}"
+    );
+    assert!(
+        e.evidence
+            .iter()
+            .any(|c| c.path == "servers.notes.retry_budget" && c.written),
+        "{e:#?}"
+    );
+}
