@@ -211,12 +211,18 @@ impl Upstream {
             .refreshing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A breaker turned off leaves no circuit open behind it.
+        if server.resilience.breaker.is_none() {
+            for e in &self.endpoints {
+                e.circuit.reset();
+            }
+        }
         match self.config.write() {
             Ok(mut c) => *c = Arc::new(server),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(server),
         }
         // Without a readable last listing nothing is offered until the next one.
-        self.apply_listings();
+        let _changed = self.apply_listings();
     }
 
     /// True while any endpoint is connected.

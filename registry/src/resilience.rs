@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_RESPONSE: usize = 16 << 20;
 pub const DEFAULT_MAX_RESPONSE_DEPTH: usize = 64;
 /// The deepest nesting the gateway can read at all (serde_json's own recursion limit).
 const MOST_DEPTH: u64 = 120;
+/// The most endpoints one server may have.
+const MOST_ENDPOINTS: usize = 64;
 const DEFAULT_FAILURES: u32 = 5;
 const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
 /// How often each endpoint is probed by default.
@@ -126,8 +128,9 @@ impl Default for Resilience {
 /// When a server's circuit opens, and for how long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Breaker {
-    /// Failures in a row (a timeout, a broken connection, an unreadable answer, or a stdio
-    /// process that exited soon after it started) that open the circuit.
+    /// Failures in a row that open the circuit: a timeout, a connection that failed or could not
+    /// be made, a 502/503/504, a failed health probe, or a connection lost (a process exited)
+    /// soon after it was made.
     pub failures: u32,
     /// How long an open circuit refuses calls before one probe call is let through.
     pub cooldown: Duration,
@@ -274,6 +277,14 @@ pub(crate) fn endpoints(
             })
             .collect(),
     };
+    if listed.len() > MOST_ENDPOINTS {
+        problems.push(map.problem(
+            base,
+            format!("{} endpoints are listed", listed.len()),
+            &format!("list at most {MOST_ENDPOINTS} endpoints of one server"),
+        ));
+        return None;
+    }
     if listed.is_empty() {
         problems.push(map.problem(
             base,

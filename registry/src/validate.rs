@@ -392,7 +392,21 @@ impl Server {
     /// True when `next` reaches the same upstream the same way (source, credentials, address
     /// rule), so a live connection can be kept across a reload.
     pub fn same_connection(&self, next: &Server) -> bool {
-        self.source == next.source
+        // Endpoint weights apply in place; the URLs are connections.
+        let unweighted = |s: &ServerSource| match s {
+            ServerSource::Http { url, endpoints } => ServerSource::Http {
+                url: url.clone(),
+                endpoints: endpoints
+                    .iter()
+                    .map(|e| crate::resilience::Endpoint {
+                        url: e.url.clone(),
+                        weight: 1,
+                    })
+                    .collect(),
+            },
+            other => other.clone(),
+        };
+        unweighted(&self.source) == unweighted(&next.source)
             && self.credentials == next.credentials
             && self.allow_private == next.allow_private
             && self.connection == next.connection

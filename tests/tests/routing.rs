@@ -53,6 +53,21 @@ fn server(endpoints: &str, extra: &str) -> String {
     )
 }
 
+/// Wait until every endpoint of the server is connected (and so listed): the gateway is ready
+/// once one is.
+async fn all_connected(gw: &Gateway) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = upstream(gw).await;
+        let endpoints = seen["endpoints"].as_array().cloned().unwrap_or_default();
+        if !endpoints.is_empty() && endpoints.iter().all(|e| e["connected"] == true) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{seen}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn upstream(gw: &Gateway) -> Value {
     let key = gw.operator_key("auditor", None).unwrap();
     let all: Value = reqwest::Client::new()
@@ -77,6 +92,7 @@ async fn calls_are_spread_by_weight_and_a_definition_that_differs_on_one_endpoin
         a.url, b.url
     );
     let gw = Gateway::start(&server(&endpoints, "")).unwrap();
+    all_connected(&gw).await;
     let c = client(&gw).await;
     for i in 0..8 {
         let r = call(&c, "up__echo", json!({ "text": format!("r{i}") })).await;
@@ -109,7 +125,7 @@ async fn calls_are_spread_by_weight_and_a_definition_that_differs_on_one_endpoin
 }
 
 #[tokio::test]
-async fn a_read_is_tried_on_another_endpoint_and_a_write_never_is() {
+async fn a_read_is_tried_on_another_endpoint_and_a_write_that_may_have_run_never_is() {
     let dir = tempfile::tempdir().unwrap();
     let (log_a, log_b) = (dir.path().join("a"), dir.path().join("b"));
     let a = fixture(&log_a, &[]);
@@ -124,6 +140,7 @@ async fn a_read_is_tried_on_another_endpoint_and_a_write_never_is() {
         "    breaker: { failures: 4, cooldown: 1m }\n",
     ))
     .unwrap();
+    all_connected(&gw).await;
     let c = client(&gw).await;
     // Two writes in a row: one goes to each endpoint. The one that met the 503 fails, naming the
     // server and the status, and is not sent anywhere else.
@@ -155,7 +172,6 @@ async fn a_read_is_tried_on_another_endpoint_and_a_write_never_is() {
         assert_eq!(text(&r), format!("r{i}"), "{r}");
     }
     assert_eq!(logged(&log_a).len(), 5);
-    assert!(logged(&log_b).is_empty());
     let seen = upstream(&gw).await;
     let made = seen["retries"]["made"].as_u64().unwrap();
     assert!(made >= 1, "{seen}");
@@ -186,6 +202,7 @@ async fn one_of_two_endpoints_killed_under_load_leaves_reads_working_and_no_writ
     let b = fixture(&log_b, &[]);
     let endpoints = format!("    url: [{}, {}]\n", a.url, b.url);
     let gw = Arc::new(Gateway::start(&server(&endpoints, "")).unwrap());
+    all_connected(&gw).await;
     let done = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for w in 0..4 {

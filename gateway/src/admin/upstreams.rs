@@ -39,8 +39,19 @@ pub(crate) fn state(gw: &Gateway) -> Vec<Value> {
                 .iter()
                 .filter_map(|(t, e)| e.timeout.map(|d| (t.clone(), json!(d.as_secs_f64()))))
                 .collect();
+            let weights: Vec<u32> = match &server.source {
+                registry::ServerSource::Http { endpoints, .. } => {
+                    endpoints.iter().map(|e| e.weight).collect()
+                }
+                _ => Vec::new(),
+            };
             let endpoints: Vec<Value> = up
-                .map(|u| u.endpoints().iter().map(endpoint).collect())
+                .map(|u| {
+                    u.endpoints()
+                        .iter()
+                        .map(|e| endpoint(e, weights.get(e.index()).copied().unwrap_or(1)))
+                        .collect()
+                })
                 .unwrap_or_default();
             let (retried, refused) = up.map_or((0, 0), |u| u.retries());
             json!({
@@ -79,10 +90,11 @@ fn reading(c: &crate::upstream::Reading) -> Value {
     })
 }
 
-fn endpoint(e: &crate::upstream::Endpoint) -> Value {
+fn endpoint(e: &crate::upstream::Endpoint, weight: u32) -> Value {
     json!({
+        "index": e.index(),
         "endpoint": e.label(),
-        "weight": e.weight(),
+        "weight": weight,
         "connected": e.is_connected(),
         "running": e.running(),
         "circuit": reading(&e.circuit()),
@@ -143,8 +155,10 @@ pub(super) fn gauges(gw: &Gateway, out: &mut Vec<Gauge>) {
             });
         }
         for e in up.endpoints() {
+            // Its index keeps two URLs that differ only in what records leave out apart.
             let mut labels = label();
             labels.push(("endpoint", e.label()));
+            labels.push(("index", e.index().to_string()));
             let usable = e.is_connected() && e.circuit().phase != crate::upstream::Phase::Open;
             extra.push(Gauge {
                 name: "portcullis_upstream_endpoint_up",

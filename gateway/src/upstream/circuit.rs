@@ -136,9 +136,13 @@ impl Circuit {
                 if probe {
                     s.probing = false;
                 }
+                let now = Instant::now();
                 let closed = s.open_until.is_none();
-                if probe || (closed && s.failures >= b.failures) {
-                    s.open_until = Some(Instant::now() + b.cooldown);
+                // Past its cooldown with no probe out, a failure outside a call (a crash)
+                // opens it again, as a failed probe would.
+                let cooled = s.open_until.is_some_and(|until| now >= until) && !s.probing;
+                if probe || cooled || (closed && s.failures >= b.failures) {
+                    s.open_until = Some(now + b.cooldown);
                     s.opened += 1;
                     tracing::warn!(server, failures = s.failures, cooldown = ?b.cooldown, "upstream circuit opened: calls are refused until the cooldown ends");
                 }
@@ -146,6 +150,15 @@ impl Circuit {
             Outcome::Neutral if probe => s.probing = false,
             Outcome::Neutral => {}
         }
+    }
+
+    /// Closed again, as if new but for the times it opened (the breaker was turned off).
+    pub(crate) fn reset(&self) {
+        let mut s = self.state();
+        *s = State {
+            opened: s.opened,
+            ..State::default()
+        };
     }
 
     /// The circuit as operators see it.

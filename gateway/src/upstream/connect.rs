@@ -234,15 +234,15 @@ pub(crate) async fn fetch_definitions(up: &Upstream) -> anyhow::Result<Vec<Tool>
     tools
 }
 
-/// List the tools on endpoint `ep`'s connection and apply that listing.
+/// List the tools on endpoint `ep`'s connection and apply that listing; true when what is
+/// offered or held back changed.
 pub(super) async fn refresh_tools(
     up: &Upstream,
     ep: usize,
     peer: &Peer<RoleClient>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let all = list_all(up, peer).await?;
-    up.set_listing(ep, Some(all));
-    Ok(())
+    Ok(up.set_listing(ep, Some(all)))
 }
 
 /// Every page of the upstream's tool list.

@@ -91,6 +91,8 @@ pub(super) enum Failure {
     Cancelled,
     /// The connection failed.
     Transport(String),
+    /// No connection could be made: the request was not sent.
+    Unreached(String),
     /// The upstream answered with an HTTP error that carries no answer to the request.
     Status(u16),
     /// An answer that is not one.
@@ -325,11 +327,13 @@ impl Direct {
                 req = req.bearer_auth(b);
             }
             posted.store(true, Ordering::Relaxed);
-            let response = req
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| Failure::Transport(e.without_url().to_string()))?;
+            let response = req.body(body).send().await.map_err(|e| {
+                // No connection could be made: the request never left the gateway.
+                match e.is_connect() {
+                    true => Failure::Unreached(e.without_url().to_string()),
+                    false => Failure::Transport(e.without_url().to_string()),
+                }
+            })?;
             Ok::<_, Failure>((response, bearer))
         };
         let (response, bearer) = tokio::select! {

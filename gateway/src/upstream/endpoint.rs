@@ -14,10 +14,11 @@ use tokio::sync::Notify;
 use super::circuit::{Circuit, Ticket};
 use super::{Connection, Upstream, UpstreamError};
 
-/// Retry tokens a server starts with and holds at most: a few retries are always possible,
-/// and a long quiet spell does not bank more than this.
-const BUDGET_START: f64 = 3.0;
-const BUDGET_CAP: f64 = 10.0;
+/// Retry tokens (in thousandths) a server starts with and holds at most: a few retries are
+/// always possible, and a long quiet spell does not bank more than this.
+const TOKEN: u32 = 1000;
+const BUDGET_START: u32 = 3 * TOKEN;
+const BUDGET_CAP: u32 = 10 * TOKEN;
 
 /// One endpoint of a server (a stdio or built-in server has one).
 pub(crate) struct Endpoint {
@@ -128,8 +129,8 @@ impl Endpoint {
         self.circuit.reading()
     }
 
-    pub(crate) fn weight(&self) -> u32 {
-        self.weight
+    pub(crate) fn index(&self) -> usize {
+        self.index
     }
 
     pub(crate) fn running(&self) -> usize {
@@ -155,7 +156,8 @@ impl Endpoint {
 /// retry takes a whole one.
 #[derive(Debug)]
 pub(super) struct RetryBudget {
-    tokens: Mutex<f64>,
+    /// Thousandths of a retry.
+    tokens: Mutex<u32>,
     /// Retries made, and retries the budget refused.
     pub(super) retried: AtomicU64,
     pub(super) refused: AtomicU64,
@@ -175,7 +177,7 @@ impl RetryBudget {
     /// A call was made.
     pub(super) fn deposit(&self, percent: u8) {
         if let Ok(mut t) = self.tokens.lock() {
-            *t = (*t + f64::from(percent) / 100.0).min(BUDGET_CAP);
+            *t = (*t + u32::from(percent) * TOKEN / 100).min(BUDGET_CAP);
         }
     }
 
@@ -183,9 +185,9 @@ impl RetryBudget {
     pub(super) fn withdraw(&self, percent: u8) -> bool {
         let taken = percent > 0
             && self.tokens.lock().is_ok_and(|mut t| {
-                let ok = *t >= 1.0;
+                let ok = *t >= TOKEN;
                 if ok {
-                    *t -= 1.0;
+                    *t -= TOKEN;
                 }
                 ok
             });
@@ -250,10 +252,18 @@ impl Upstream {
         &self,
         config: &registry::Server,
         tried: u64,
+        way: super::route::Way,
     ) -> Result<Chosen<'_>, UpstreamError> {
+        use super::route::Way;
         let several = self.endpoints.len() > 1;
-        let free = |e: &&Endpoint| tried & (1 << e.index.min(63)) == 0 && e.routable(several);
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let free = |e: &&Endpoint| {
+            tried & (1 << e.index.min(63)) == 0
+                && match way {
+                    // The session's own connection is opened on demand.
+                    Way::Link => !e.stale.load(Ordering::Acquire),
+                    Way::Balanced | Way::First => e.routable(several),
+                }
+        };
         let free: Vec<&Endpoint> = self.endpoints.iter().filter(free).collect();
         if free.is_empty() {
             // Down, and said so; with every circuit open (a crash loop), with when calls resume.
@@ -265,11 +275,27 @@ impl Upstream {
                 _ => UpstreamError::Down(self.name.clone()),
             });
         }
+        let weights = match &config.source {
+            registry::ServerSource::Http { endpoints, .. } => Some(endpoints),
+            _ => None,
+        };
+        // The weights in force (a reload may change them in place).
         let loads: Vec<(u32, usize)> = free
             .iter()
-            .map(|e| (e.weight, e.running.load(Ordering::Relaxed)))
+            .map(|e| {
+                let weight = weights
+                    .and_then(|w| w.get(e.index))
+                    .map_or(e.weight, |w| w.weight.max(1));
+                (weight, e.running.load(Ordering::Relaxed))
+            })
             .collect();
-        let order = ranked(&loads, config.resilience.balance, turn);
+        let order = match way {
+            Way::Balanced => {
+                let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+                ranked(&loads, config.resilience.balance, turn)
+            }
+            Way::First | Way::Link => (0..free.len()).collect(),
+        };
         let mut wait: Option<Duration> = None;
         for e in order.into_iter().filter_map(|i| free.get(i).copied()) {
             match e.circuit.admit(config.resilience.breaker) {

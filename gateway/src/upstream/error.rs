@@ -17,6 +17,10 @@ pub(crate) enum UpstreamError {
     Rpc { server: String, error: Value },
     #[error("upstream `{0}` connection failed")]
     Transport(String),
+    #[error("the caller's deadline passed before the request to upstream `{0}` was sent")]
+    Expired(String),
+    #[error("upstream `{0}` could not be reached")]
+    Unreached(String),
     #[error("upstream `{0}` answered with HTTP {1}")]
     Status(String, u16),
     #[error("request to upstream `{0}` was cancelled")]
@@ -50,6 +54,8 @@ impl UpstreamError {
             | UpstreamError::Timeout(s, _)
             | UpstreamError::Transport(s)
             | UpstreamError::Status(s, _)
+            | UpstreamError::Unreached(s)
+            | UpstreamError::Expired(s)
             | UpstreamError::Cancelled(s)
             | UpstreamError::Unreadable(s)
             | UpstreamError::Exceeded(s, _)
@@ -62,9 +68,11 @@ impl UpstreamError {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             UpstreamError::Down(_) => "upstream_down",
-            UpstreamError::Timeout(..) => "upstream_timeout",
+            UpstreamError::Timeout(..) | UpstreamError::Expired(_) => "upstream_timeout",
             UpstreamError::Rpc { .. } => "upstream_error",
-            UpstreamError::Transport(_) | UpstreamError::Status(..) => "upstream_transport",
+            UpstreamError::Transport(_)
+            | UpstreamError::Unreached(_)
+            | UpstreamError::Status(..) => "upstream_transport",
             UpstreamError::Cancelled(_) => "cancelled",
             UpstreamError::Unreadable(_) => "upstream_unreadable",
             UpstreamError::Exceeded(..) => "upstream_exceeded",
@@ -72,13 +80,16 @@ impl UpstreamError {
         }
     }
 
-    /// True when a read may be tried again on another endpoint: the connection failed, or a
-    /// gateway in front of the upstream said it is unavailable (502, 503, 504).
-    pub(super) fn retryable(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Transport(_) | UpstreamError::Status(_, 502..=504)
-        )
+    /// True when the request may be tried again on another endpoint: any request that never
+    /// left (no connection could be made); a `read` also when the connection failed, or a
+    /// gateway in front of the upstream said it is unavailable (502, 503, 504). A write that
+    /// may have reached the upstream is never sent again.
+    pub(super) fn retryable(&self, read: bool) -> bool {
+        match self {
+            UpstreamError::Unreached(_) => true,
+            UpstreamError::Transport(_) | UpstreamError::Status(_, 502..=504) => read,
+            _ => false,
+        }
     }
 
     /// How the breaker counts it: a timeout or a broken connection is a failure; an answer,
@@ -87,7 +98,11 @@ impl UpstreamError {
         use circuit::Outcome;
         match r {
             Ok(_) | Err(UpstreamError::Rpc { .. }) => Outcome::Success,
-            Err(UpstreamError::Timeout(..) | UpstreamError::Transport(_)) => Outcome::Failure,
+            Err(
+                UpstreamError::Timeout(..)
+                | UpstreamError::Transport(_)
+                | UpstreamError::Unreached(_),
+            ) => Outcome::Failure,
             Err(UpstreamError::Status(_, 502..=504)) => Outcome::Failure,
             Err(_) => Outcome::Neutral,
         }

@@ -68,7 +68,8 @@ impl Upstream {
     /// that listed them, are offered. A mismatch, an unpinned tool, a definition with hidden
     /// characters, or one that differs between endpoints is quarantined: not offered, calls
     /// refused, and an event written when that changes.
-    pub(crate) fn set_listing(&self, ep: usize, listed: Option<Vec<Tool>>) {
+    /// True when what is offered or held back changed.
+    pub(crate) fn set_listing(&self, ep: usize, listed: Option<Vec<Tool>>) -> bool {
         let _serial = self
             .refreshing
             .lock()
@@ -78,7 +79,7 @@ impl Upstream {
         {
             *slot = listed;
         }
-        self.apply_listings();
+        self.apply_listings()
     }
 
     /// The pin a definition digested as `seen` must match, and whether it does.
@@ -98,7 +99,8 @@ impl Upstream {
     /// Apply the endpoints' last listings, with the refresh lock held: the first endpoint's
     /// that has one is checked against the allowlist and pins, and every other endpoint's must
     /// list each allowlisted tool the same.
-    pub(super) fn apply_listings(&self) {
+    /// True when what is offered or held back changed.
+    pub(super) fn apply_listings(&self) -> bool {
         let config = self.config();
         let listings: Vec<(usize, Vec<Tool>)> = self
             .endpoints
@@ -218,12 +220,20 @@ impl Upstream {
                 audit.note(e);
             }
         }
+        let fingerprints = |tools: &[Arc<Offered>]| -> Vec<(String, String)> {
+            tools
+                .iter()
+                .map(|o| (o.tool.name.to_string(), o.fingerprint.clone()))
+                .collect()
+        };
+        let changed = before != held || fingerprints(&self.tools()) != fingerprints(&offered);
         if let Ok(mut slot) = self.quarantine.write() {
             *slot = held;
         }
         if let Ok(mut slot) = self.tools.write() {
             *slot = Arc::new(offered);
         }
+        changed
     }
 }
 
@@ -233,6 +243,6 @@ impl Upstream {
     /// Replace the offered tools with the allowlisted part of `listed` whose definitions match
     /// their pins (the single endpoint's listing). See [`Upstream::set_listing`].
     pub(crate) fn set_tools(&self, listed: Vec<Tool>) {
-        self.set_listing(0, Some(listed));
+        let _changed = self.set_listing(0, Some(listed));
     }
 }

@@ -4,6 +4,26 @@
 
 use super::*;
 
+/// The methods spread over a server's endpoints: each call stands alone.
+const SPREAD: [&str; 4] = [
+    "tools/call",
+    "resources/read",
+    "prompts/get",
+    "completion/complete",
+];
+
+/// How a request's endpoint is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Way {
+    /// By the server's `balance`.
+    Balanced,
+    /// The first endpoint, in config order, that takes calls.
+    First,
+    /// The session's own connection (`connection: per_session`, one endpoint): the shared
+    /// connection need not be up.
+    Link,
+}
+
 /// What a request carries beside its params, for each attempt.
 struct Sending<'a> {
     method: &'a str,
@@ -69,8 +89,9 @@ impl Upstream {
     }
 
     /// Each attempt on the endpoint the balancer picks, its outcome counted by that
-    /// endpoint's breaker; a read that could not reach its endpoint is tried on another while
-    /// the retry budget allows (a write never is: it may have run).
+    /// endpoint's breaker; a request that could not reach its endpoint at all, and a read whose
+    /// connection failed or met 502/503/504, is tried on another while the retry budget allows
+    /// (a write that may have reached the upstream never is: it may have run).
     async fn route(
         &self,
         config: &registry::Server,
@@ -79,21 +100,22 @@ impl Upstream {
     ) -> Result<Value, UpstreamError> {
         let budget = config.resilience.retry_budget;
         self.budget.deposit(budget);
-        let retry_safe = self.endpoints.len() > 1
-            && budget > 0
-            && read_only(self, config, s.method, params.as_ref());
+        let link = s.on.is_some() && config.connection == registry::Connection::PerSession;
+        let way = match (link, SPREAD.contains(&s.method)) {
+            (true, _) => Way::Link,
+            (false, true) => Way::Balanced,
+            // Listings with cursors, subscriptions and levels stay on one endpoint (the first
+            // that takes calls), which keeps what they leave there.
+            (false, false) => Way::First,
+        };
+        let may_retry = self.endpoints.len() > 1 && budget > 0 && way == Way::Balanced;
+        let read = may_retry && read_only(self, config, s.method, params.as_ref());
         // Kept for another attempt only where there may be one.
-        let spare = retry_safe.then(|| params.clone());
+        let spare = may_retry.then(|| params.clone());
         let mut params = params;
         let mut tried = 0u64;
-        let mut last: Option<UpstreamError> = None;
+        let mut chosen = self.pick(config, tried, way)?;
         loop {
-            let mut chosen = match (self.pick(config, tried), last) {
-                (Ok(c), _) => c,
-                // Nowhere else to try: the last attempt's failure is the answer.
-                (Err(_), Some(failed)) => return Err(failed),
-                (Err(e), None) => return Err(e),
-            };
             let ep = chosen.endpoint;
             tried |= 1 << ep.index.min(63);
             let outcome = self.send(ep, config, params, s).await;
@@ -108,14 +130,21 @@ impl Upstream {
             };
             chosen.report(health, &self.name);
             drop(chosen);
-            match (outcome, &spare) {
-                (Err(e), Some(again)) if e.retryable() && self.budget.withdraw(budget) => {
-                    self.attempt_failed(s.method, again.as_ref(), ep, &e);
-                    params = again.clone();
-                    last = Some(e);
-                }
+            let (e, again) = match (outcome, &spare) {
+                (Err(e), Some(again)) if e.retryable(read) => (e, again),
                 (outcome, _) => return outcome,
+            };
+            // Another endpoint first, then the budget: a retry is charged, and recorded, only
+            // where one is made.
+            let Ok(next) = self.pick(config, tried, way) else {
+                return Err(e);
+            };
+            if !self.budget.withdraw(budget) {
+                return Err(e);
             }
+            self.attempt_failed(s.method, again.as_ref(), ep, &e);
+            params = again.clone();
+            chosen = next;
         }
     }
 
@@ -197,7 +226,7 @@ impl Upstream {
         let bounds = Bounds::of(config, method, params.as_ref(), left);
         if left.is_some_and(|l| l.is_zero()) {
             // The caller's deadline passed before the request could be sent.
-            return Err(UpstreamError::Timeout(name.clone(), Duration::ZERO));
+            return Err(UpstreamError::Expired(name.clone()));
         }
         let (conn, relay) = self
             .connection_for(ep, on.as_ref(), config, cancel.as_ref())
@@ -236,6 +265,13 @@ impl Upstream {
             value = self
                 .follow_task(&conn, &value, &cancel, token, deadline, bounds.max_timeout)
                 .await?;
+            // A task's result was read whole by rmcp; its nesting is checked here.
+            if registry::nesting(&value) > bounds.max_depth {
+                return Err(UpstreamError::Exceeded(
+                    name.clone(),
+                    format!("an answer nested deeper than {}", bounds.max_depth),
+                ));
+            }
         }
         scrub::scrub(&mut value, name, &self.sent_secrets());
         Ok(value)

@@ -21,6 +21,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A connection lost sooner than this after it was made counts as a crash: the backoff goes on
 /// growing, and the circuit breaker counts a failure.
 const STABLE: Duration = Duration::from_secs(10);
+const AFTER_FAILURE: &str =
+    "an upstream endpoint did not answer after a failed request; reconnecting";
 /// How often a failed request may have its endpoint checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -72,7 +74,7 @@ pub(super) async fn supervise(up: Arc<Upstream>, index: usize, shutdown: Cancell
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         tracing::info!(server = %up.name(), endpoint = %ep.label(), protocol = %conn.protocol.as_str(), "upstream connected");
-        listed(
+        let _ = listed(
             &up,
             ep,
             &conn.peer,
@@ -85,11 +87,7 @@ pub(super) async fn supervise(up: Arc<Upstream>, index: usize, shutdown: Cancell
         let service = conn._service.clone();
         ep.set_connection(Some(conn));
         let _ = up.events.send(UpstreamEvent::Tools(up.name().to_string()));
-        let mut probe_at = up
-            .config()
-            .resilience
-            .health
-            .map(|every| Instant::now() + every);
+        let mut probe_at = next_probe(&up);
         // When a failed request last had the endpoint checked, and whether one waits for that.
         let mut checked: Option<Instant> = None;
         let mut check_due = false;
@@ -102,17 +100,17 @@ pub(super) async fn supervise(up: Arc<Upstream>, index: usize, shutdown: Cancell
             };
             tokio::select! {
                 Some(()) = refresh_rx.recv() => {
-                    listed(&up, ep, &peer, "refreshing upstream tools failed; its tools are withheld").await;
+                    let _ = listed(&up, ep, &peer, "refreshing upstream tools failed; its tools are withheld").await;
                     let _ = up.events.send(UpstreamEvent::Tools(up.name().to_string()));
                 }
                 () = probe => {
                     // The active health probe: a listing, checked against the pins like any.
-                    let ok = listed(&up, ep, &peer, "the health probe's tool listing failed; the endpoint takes no calls until one succeeds").await;
-                    if !ok {
+                    // Clients hear of it only when what is offered changed.
+                    if !answers(&up, ep, &peer, "the health probe's tool listing failed; connecting the endpoint again").await {
                         ep.circuit.failed(up.config().resilience.breaker, up.name());
+                        break;
                     }
-                    let _ = up.events.send(UpstreamEvent::Tools(up.name().to_string()));
-                    probe_at = up.config().resilience.health.map(|every| Instant::now() + every);
+                    probe_at = next_probe(&up);
                 }
                 () = ep.reconnect.notified() => {
                     if service.is_closed() || peer.is_transport_closed() { break; }
@@ -123,14 +121,18 @@ pub(super) async fn supervise(up: Arc<Upstream>, index: usize, shutdown: Cancell
                     if checked.is_none_or(|at| at.elapsed() >= CHECK_EVERY) {
                         check_due = false;
                         checked = Some(Instant::now());
-                        if !answers(&up, ep, &peer).await { break; }
+                        if !answers(&up, ep, &peer, AFTER_FAILURE).await { break; }
                     }
                 }
                 () = tokio::time::sleep(Duration::from_secs(1)) => {
                     if service.is_closed() || peer.is_transport_closed() { break; }
+                    // A reload may have turned the probe on.
+                    if probe_at.is_none() {
+                        probe_at = next_probe(&up);
+                    }
                     if std::mem::take(&mut check_due) {
                         checked = Some(Instant::now());
-                        if !answers(&up, ep, &peer).await { break; }
+                        if !answers(&up, ep, &peer, AFTER_FAILURE).await { break; }
                     }
                 }
                 () = shutdown.cancelled() => {
@@ -141,6 +143,10 @@ pub(super) async fn supervise(up: Arc<Upstream>, index: usize, shutdown: Cancell
         }
         ep.set_connection(None);
         lost_before = true;
+        // Of several endpoints, one that is gone neither sets nor checks what the others offer.
+        if up.endpoints.len() > 1 && up.set_listing(index, None) {
+            let _ = up.events.send(UpstreamEvent::Tools(up.name().to_string()));
+        }
         if connected.elapsed() >= STABLE {
             backoff = BACKOFF_START;
             tracing::warn!(server = %up.name(), endpoint = %ep.label(), "upstream connection lost; reconnecting");
@@ -156,34 +162,49 @@ pub(super) async fn supervise(up: Arc<Upstream>, index: usize, shutdown: Cancell
     }
 }
 
+/// When the next health probe is due: for an HTTP server whose `health` is on.
+fn next_probe(up: &Upstream) -> Option<Instant> {
+    let config = up.config();
+    match config.source {
+        ServerSource::Http { .. } => config.resilience.health.map(|every| Instant::now() + every),
+        _ => None,
+    }
+}
+
 /// List the endpoint's tools; on failure, what it offers is unknown: it offers nothing (and,
-/// of several, takes no calls) until a listing succeeds. True when the listing succeeded.
+/// of several, takes no calls) until a listing succeeds. Whether the listing succeeded, and
+/// whether what is offered or held back changed.
 async fn listed(
     up: &Upstream,
     ep: &Endpoint,
     peer: &rmcp::Peer<rmcp::RoleClient>,
     failed: &'static str,
-) -> bool {
+) -> (bool, bool) {
     match refresh_tools(up, ep.index, peer).await {
-        Ok(()) => true,
+        Ok(changed) => (true, changed),
         Err(e) => {
-            up.set_listing(ep.index, None);
+            let changed = up.set_listing(ep.index, None);
             ep.set_last_error(Some(e.root_cause().to_string()));
             tracing::warn!(server = %up.name(), endpoint = %ep.label(), error = %e, "{failed}");
-            false
+            (false, changed)
         }
     }
 }
 
-/// After a failed request: true when the endpoint still answers (a listing).
-async fn answers(up: &Upstream, ep: &Endpoint, peer: &rmcp::Peer<rmcp::RoleClient>) -> bool {
-    listed(
-        up,
-        ep,
-        peer,
-        "an upstream endpoint did not answer after a failed request; reconnecting",
-    )
-    .await
+/// After a failed request, or at a health probe: true when the endpoint still answers (a
+/// listing, checked against the pins like any). Clients hear of it only when what is offered
+/// changed.
+async fn answers(
+    up: &Upstream,
+    ep: &Endpoint,
+    peer: &rmcp::Peer<rmcp::RoleClient>,
+    failed: &'static str,
+) -> bool {
+    let (ok, changed) = listed(up, ep, peer, failed).await;
+    if changed {
+        let _ = up.events.send(UpstreamEvent::Tools(up.name().to_string()));
+    }
+    ok
 }
 
 /// Sleep `d`; false if shutdown came first.

@@ -215,7 +215,7 @@ fn error_recovery_reads_deadlines_bounds_and_the_breaker() {
 fn error_recovery_names_several_endpoints_and_their_retries() {
     let text = "servers:\n  notes:\n    url: [https://a.example.com/mcp, https://b.example.com/mcp]\n    retry_budget: 10%\n    pin: { search: \"sha256:0000000000000000000000000000000000000000000000000000000000000000\" }\n    tools:\n      search: { class: read }\n";
     let e = dim(&score(text)[0], "error_recovery").clone();
-    assert!(e.why.contains("2 endpoints (least_requests), reads retried on another endpoint within 10% of calls, writes never"), "{}", e.why);
+    assert!(e.why.contains("2 endpoints (least_requests), reads retried on another endpoint within 10% of calls, writes only when the request never left"), "{}", e.why);
     assert!(
         e.evidence
             .iter()

@@ -100,3 +100,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_crash_after_the_cooldown_opens_it_again_and_a_reset_closes_it() {
+    let (c, b) = (Circuit::default(), breaker(2, 30));
+    c.failed(b, "up");
+    c.failed(b, "up");
+    assert_eq!(c.reading().phase, Phase::Open);
+    std::thread::sleep(Duration::from_millis(40));
+    assert_eq!(c.reading().phase, Phase::HalfOpen);
+    // The process crashed again with no call to probe it: open, for another cooldown.
+    c.failed(b, "up");
+    let r = c.reading();
+    assert_eq!((r.phase, r.opened), (Phase::Open, 2));
+    c.reset();
+    let r = c.reading();
+    assert_eq!((r.phase, r.opened, r.failures), (Phase::Closed, 2, 0));
+    assert!(call(&c, b, Outcome::Success));
+}

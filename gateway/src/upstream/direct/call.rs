@@ -110,6 +110,13 @@ impl Upstream {
                 }
                 Err(UpstreamError::Transport(name.clone()))
             }
+            Err(Failure::Unreached(why)) => {
+                tracing::warn!(server = %name, endpoint = conn.endpoint, error = %why, "upstream endpoint could not be reached");
+                if let Some(ep) = self.endpoint_of(conn) {
+                    ep.reconnect.notify_one();
+                }
+                Err(UpstreamError::Unreached(name.clone()))
+            }
             Err(Failure::Status(code)) => {
                 tracing::warn!(server = %name, endpoint = conn.endpoint, status = code, "upstream answered with an HTTP error");
                 Err(UpstreamError::Status(name.clone(), code))

@@ -72,3 +72,41 @@ proptest! {
         prop_assert!(order.windows(2).all(|w| load(w[0]) <= load(w[1])));
     }
 }
+
+#[test]
+fn only_a_request_that_never_left_is_sent_again_as_a_write() {
+    use super::super::UpstreamError as E;
+    let s = || "up".to_owned();
+    for (e, read, write) in [
+        (E::Unreached(s()), true, true),
+        (E::Transport(s()), true, false),
+        (E::Status(s(), 503), true, false),
+        (E::Status(s(), 502), true, false),
+        (E::Status(s(), 429), false, false),
+        (E::Status(s(), 401), false, false),
+        (
+            E::Timeout(s(), std::time::Duration::from_secs(1)),
+            false,
+            false,
+        ),
+        (E::Down(s()), false, false),
+        (E::Unreadable(s()), false, false),
+        (E::Open(s(), 1), false, false),
+    ] {
+        assert_eq!(
+            (e.retryable(true), e.retryable(false)),
+            (read, write),
+            "{e:?}"
+        );
+    }
+}
+
+#[test]
+fn ten_percent_ten_times_is_one_retry() {
+    let b = RetryBudget::default();
+    assert!((0..3).all(|_| b.withdraw(10)));
+    for _ in 0..10 {
+        b.deposit(10);
+    }
+    assert!(b.withdraw(10));
+}

@@ -1,4 +1,5 @@
-//! The server's own bounds on an answer: its size and its nesting.
+//! The server's own bounds on an answer (its size and its nesting), and a request that never
+//! left.
 
 use super::*;
 
@@ -57,4 +58,16 @@ async fn the_servers_own_bounds_hold_for_json_and_sse_answers() {
     let up = leg(&url);
     let (request, _) = call(Duration::from_secs(10), Duration::from_secs(10));
     up.direct.send(bounded(request), "up", &[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_no_connection_could_be_made_for_is_told_apart() {
+    // Nothing listens there: the request never left, so it may go elsewhere, write or not.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/mcp", closed.local_addr().unwrap());
+    drop(closed);
+    let up = leg(&url);
+    let (request, _) = call(Duration::from_secs(5), Duration::from_secs(5));
+    let failed = up.direct.send(request, "up", &[]).await.unwrap_err();
+    assert!(matches!(failed, Failure::Unreached(_)), "{failed:?}");
 }
