@@ -264,6 +264,17 @@ impl Upstream {
                     Way::Balanced | Way::First => e.routable(several),
                 }
         };
+        // One endpoint (most servers): no ranking, nothing allocated.
+        if let [only] = self.endpoints.as_slice()
+            && free(&only)
+            && let Ok(ticket) = only.circuit.admit(config.resilience.breaker)
+        {
+            only.running.fetch_add(1, Ordering::Relaxed);
+            return Ok(Chosen {
+                endpoint: only,
+                ticket: Some(ticket),
+            });
+        }
         let free: Vec<&Endpoint> = self.endpoints.iter().filter(free).collect();
         if free.is_empty() {
             // Down, and said so; with every circuit open (a crash loop), with when calls resume.
