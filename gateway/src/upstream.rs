@@ -211,8 +211,8 @@ impl Upstream {
             .refreshing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // A breaker turned off leaves no circuit open behind it.
-        if server.resilience.breaker.is_none() {
+        // A breaker turned off, on or changed starts from closed circuits.
+        if server.resilience.breaker != self.config().resilience.breaker {
             for e in &self.endpoints {
                 e.circuit.reset();
             }

@@ -1,6 +1,6 @@
 //! How the gateway reaches a server and survives it: its endpoints (`url` as a list, or
 //! `endpoints` with weights) and how calls are spread over them (`balance`), the active health
-//! probe (`health`), the share of extra attempts reads may take (`retry_budget`), the size and
+//! probe (`health`), the share of extra attempts calls may take (`retry_budget`), the size and
 //! nesting of one answer (`max_response`, `max_response_depth`) and the circuit breaker
 //! (`breaker`).
 

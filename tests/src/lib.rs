@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 pub mod approve;
 pub mod haproxy;
 pub mod hostile;
+pub mod ops;
 pub mod postgres;
 pub mod quickstart;
 pub mod raw;

@@ -5,64 +5,19 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_tests::raw::{Raw, req};
+use portcullis_tests::ops::{
+    admin_text, call_tool as call, client, tool_text as text, upstream_state,
+};
+use portcullis_tests::raw::req;
 use portcullis_tests::{Fixture, Gateway, bin, file_digest};
 use serde_json::{Value, json};
 
-async fn client(gw: &Gateway) -> Raw {
-    let mut c = Raw::new(gw.mcp(), &gw.key);
-    c.init().await;
-    c
-}
-
-async fn call(c: &Raw, tool: &str, arguments: Value) -> Value {
-    c.call(req(
-        7,
-        "tools/call",
-        json!({ "name": tool, "arguments": arguments }),
-    ))
-    .await
-    .1
-}
-
-fn text(r: &Value) -> &str {
-    r["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-}
-
-/// One server's entry in `GET /admin/upstreams`.
 async fn upstream(gw: &Gateway, server: &str) -> Value {
-    let key = gw.operator_key("auditor", None).unwrap();
-    let all: Value = reqwest::Client::new()
-        .get(format!("{}/admin/upstreams", gw.admin))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    all["upstreams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["server"] == server)
-        .cloned()
-        .unwrap()
+    upstream_state(gw, server).await
 }
 
 async fn metrics(gw: &Gateway) -> String {
-    let key = gw.operator_key("auditor", None).unwrap();
-    reqwest::Client::new()
-        .get(format!("{}/metrics", gw.admin))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    admin_text(gw, "/metrics").await
 }
 
 /// The gateway's peak resident memory, from the kernel.

@@ -8,31 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use portcullis_tests::raw::{Raw, req};
+use portcullis_tests::ops::{call_tool as call, client, tool_text as text, upstream_state};
 use portcullis_tests::{Fixture, Gateway, audit_events};
 use serde_json::{Value, json};
-
-async fn client(gw: &Gateway) -> Raw {
-    let mut c = Raw::new(gw.mcp(), &gw.key);
-    c.init().await;
-    c
-}
-
-async fn call(c: &Raw, tool: &str, arguments: Value) -> Value {
-    c.call(req(
-        5,
-        "tools/call",
-        json!({ "name": tool, "arguments": arguments }),
-    ))
-    .await
-    .1
-}
-
-fn text(r: &Value) -> &str {
-    r["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-}
 
 /// The calls a fixture logged (`--log-calls`), one `name arguments` line each.
 fn logged(path: &Path) -> Vec<String> {
@@ -69,17 +47,7 @@ async fn all_connected(gw: &Gateway) {
 }
 
 async fn upstream(gw: &Gateway) -> Value {
-    let key = gw.operator_key("auditor", None).unwrap();
-    let all: Value = reqwest::Client::new()
-        .get(format!("{}/admin/upstreams", gw.admin))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    all["upstreams"][0].clone()
+    upstream_state(gw, "up").await
 }
 
 #[tokio::test]

@@ -49,7 +49,10 @@ pub(crate) fn state(gw: &Gateway) -> Vec<Value> {
                 .map(|u| {
                     u.endpoints()
                         .iter()
-                        .map(|e| endpoint(e, weights.get(e.index()).copied().unwrap_or(1)))
+                        .map(|e| {
+                            let weight = weights.get(e.index()).copied().unwrap_or(1);
+                            endpoint(e, weight, r.breaker.is_some())
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -66,7 +69,7 @@ pub(crate) fn state(gw: &Gateway) -> Vec<Value> {
                 "tools_served": up.map_or(0, |u| u.tools().len()),
                 "restarts": up.map_or(0, |u| u.restarts()),
                 "last_error": up.and_then(|u| u.last_error()),
-                "circuit": circuit.map(|c| reading(&c)),
+                "circuit": circuit.filter(|_| r.breaker.is_some()).map(|c| reading(&c)),
                 "breaker": r.breaker.map(|b| json!({
                     "failures": b.failures,
                     "cooldown_s": b.cooldown.as_secs_f64(),
@@ -90,14 +93,15 @@ fn reading(c: &crate::upstream::Reading) -> Value {
     })
 }
 
-fn endpoint(e: &crate::upstream::Endpoint, weight: u32) -> Value {
+/// One endpoint; its circuit only where a breaker is on (`null` with `breaker: off`).
+fn endpoint(e: &crate::upstream::Endpoint, weight: u32, breaker: bool) -> Value {
     json!({
         "index": e.index(),
         "endpoint": e.label(),
         "weight": weight,
         "connected": e.is_connected(),
         "running": e.running(),
-        "circuit": reading(&e.circuit()),
+        "circuit": breaker.then(|| reading(&e.circuit())),
         "restarts": e.restarts(),
         "last_error": e.last_error(),
     })
@@ -159,7 +163,9 @@ pub(super) fn gauges(gw: &Gateway, out: &mut Vec<Gauge>) {
             let mut labels = label();
             labels.push(("endpoint", e.label()));
             labels.push(("index", e.index().to_string()));
-            let usable = e.is_connected() && e.circuit().phase != crate::upstream::Phase::Open;
+            let open = server.resilience.breaker.is_some()
+                && e.circuit().phase == crate::upstream::Phase::Open;
+            let usable = e.is_connected() && !open;
             extra.push(Gauge {
                 name: "portcullis_upstream_endpoint_up",
                 kind: "gauge",

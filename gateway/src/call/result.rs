@@ -58,16 +58,27 @@ pub(super) async fn tool(
     }
     gw.audit.note(event);
     if !trail.spent.is_empty() {
-        // Never sent: not called, or its server was not connected. Failed: sent, and the
-        // upstream could not answer (it may have run the call; `refund_failed` says so).
+        // Never sent: not called, its server not connected or not reachable, its circuit
+        // open, or the caller's deadline gone first. Failed: sent, and the upstream could not
+        // answer (it may have run the call; `refund_failed` says so).
         let reached = trail.started.is_some()
-            && !matches!(&done, Err(Refusal::Upstream(UpstreamError::Down(_))));
+            && !matches!(
+                &done,
+                Err(Refusal::Upstream(
+                    UpstreamError::Down(_)
+                        | UpstreamError::Unreached(_)
+                        | UpstreamError::Expired(_)
+                        | UpstreamError::Open(..)
+                ))
+            );
         let failed = matches!(
             &done,
             Err(Refusal::Upstream(
                 UpstreamError::Transport(_)
+                    | UpstreamError::Status(..)
                     | UpstreamError::Timeout(..)
                     | UpstreamError::Unreadable(_)
+                    | UpstreamError::Exceeded(..)
             ))
         );
         crate::limits::budgets::settle(&gw.store, &trail.spent, reached, failed).await;

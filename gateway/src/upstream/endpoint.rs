@@ -1,8 +1,8 @@
 //! A server's endpoints and the choice among them: each endpoint has its own connection,
 //! listing, circuit breaker and count of calls running; a call goes to the endpoint the
-//! server's `balance` picks among those connected, listed and admitted by their breakers; a read
-//! that fails to connect (or gets 502, 503 or 504) is tried once more elsewhere while the
-//! server's retry budget allows.
+//! server's `balance` picks among those connected, listed and admitted by their breakers; one
+//! that never left, or a read whose connection failed (or that got 502, 503 or 504), is tried on
+//! each other endpoint at most once while the server's retry budget allows (`route.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -152,7 +152,7 @@ impl Endpoint {
     }
 }
 
-/// Extra attempts a server's reads may take: each call adds `retry_budget`% of a token, each
+/// Extra attempts a server's calls may take: each call adds `retry_budget`% of a token, each
 /// retry takes a whole one.
 #[derive(Debug)]
 pub(super) struct RetryBudget {

@@ -81,12 +81,13 @@ impl UpstreamError {
     }
 
     /// True when the request may be tried again on another endpoint: any request that never
-    /// left (no connection could be made); a `read` also when the connection failed, or a
-    /// gateway in front of the upstream said it is unavailable (502, 503, 504). A write that
-    /// may have reached the upstream is never sent again.
+    /// left (no connection could be made, or the endpoint's connection went away before it was
+    /// sent); a `read` also when the connection failed, or a gateway in front of the upstream
+    /// said it is unavailable (502, 503, 504). A write that may have reached the upstream is
+    /// never sent again.
     pub(super) fn retryable(&self, read: bool) -> bool {
         match self {
-            UpstreamError::Unreached(_) => true,
+            UpstreamError::Unreached(_) | UpstreamError::Down(_) => true,
             UpstreamError::Transport(_) | UpstreamError::Status(_, 502..=504) => read,
             _ => false,
         }

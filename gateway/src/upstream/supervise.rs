@@ -91,6 +91,8 @@ pub(super) async fn supervise(up: Arc<Upstream>, index: usize, shutdown: Cancell
         // When a failed request last had the endpoint checked, and whether one waits for that.
         let mut checked: Option<Instant> = None;
         let mut check_due = false;
+        // A failed probe is counted once, not again as a short-lived connection.
+        let mut probe_failed = false;
         loop {
             let probe = async {
                 match probe_at {
@@ -108,6 +110,7 @@ pub(super) async fn supervise(up: Arc<Upstream>, index: usize, shutdown: Cancell
                     // Clients hear of it only when what is offered changed.
                     if !answers(&up, ep, &peer, "the health probe's tool listing failed; connecting the endpoint again").await {
                         ep.circuit.failed(up.config().resilience.breaker, up.name());
+                        probe_failed = true;
                         break;
                     }
                     probe_at = next_probe(&up);
@@ -153,7 +156,9 @@ pub(super) async fn supervise(up: Arc<Upstream>, index: usize, shutdown: Cancell
             continue;
         }
         // Lost soon after it was made: a crash loop is slowed down and opens the breaker.
-        ep.circuit.failed(up.config().resilience.breaker, up.name());
+        if !probe_failed {
+            ep.circuit.failed(up.config().resilience.breaker, up.name());
+        }
         tracing::warn!(server = %up.name(), endpoint = %ep.label(), up_for = ?connected.elapsed(), retry_in = ?backoff, "upstream connection lost soon after it was made; reconnecting after a pause");
         if !pause(backoff, &shutdown).await {
             return;

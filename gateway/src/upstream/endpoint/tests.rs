@@ -89,7 +89,7 @@ fn only_a_request_that_never_left_is_sent_again_as_a_write() {
             false,
             false,
         ),
-        (E::Down(s()), false, false),
+        (E::Down(s()), true, true),
         (E::Unreadable(s()), false, false),
         (E::Open(s(), 1), false, false),
     ] {
