@@ -99,7 +99,10 @@ impl Upstream {
         s: &Sending<'_>,
     ) -> Result<Value, UpstreamError> {
         let budget = config.resilience.retry_budget;
-        self.budget.deposit(budget);
+        // One endpoint has nowhere else to go: nothing to bank.
+        if self.endpoints.len() > 1 {
+            self.budget.deposit(budget);
+        }
         let link = s.on.is_some() && config.connection == registry::Connection::PerSession;
         let way = match (link, SPREAD.contains(&s.method)) {
             (true, _) => Way::Link,
