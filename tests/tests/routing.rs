@@ -1,7 +1,8 @@
 //! A server with several endpoints (real upstream processes): calls are spread by weight, a
-//! read that cannot be served where it went is tried on another endpoint and a write never is,
-//! one endpoint killed under load leaves reads working with no write run twice, and a tool
-//! whose definition differs on one endpoint is quarantined.
+//! read that cannot be served where it went is tried on another endpoint and a write that may
+//! have run never is, a write that could not reach its endpoint runs on another, one endpoint
+//! killed under load leaves reads working with no write run twice, and a tool whose definition
+//! differs on one endpoint is quarantined.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -242,4 +243,50 @@ async fn one_of_two_endpoints_killed_under_load_leaves_reads_working_and_no_writ
     };
     assert!(seen["endpoints"][1]["last_error"].is_string(), "{seen}");
     assert_eq!(seen["endpoints"][0]["connected"], true, "{seen}");
+}
+
+#[tokio::test]
+async fn a_write_that_could_not_reach_its_endpoint_goes_to_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log_a, log_b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = fixture(&log_a, &[]);
+    let b = fixture(&log_b, &[]);
+    let endpoints = format!(
+        "    url: [{}, {}]\n    balance: round_robin\n",
+        a.url, b.url
+    );
+    let gw = Gateway::start(&server(&endpoints, "")).unwrap();
+    all_connected(&gw).await;
+    // The second endpoint's process goes away between calls: nothing listens there any more,
+    // and the gateway has not yet had a request fail on it.
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &b.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = client(&gw).await;
+    // Two writes in turn: the one that went to the dead endpoint never left, so it runs on the
+    // live one; each runs exactly once.
+    for i in 0..2 {
+        let r = call(&c, "up__slow", json!({ "ms": 1, "id": format!("w{i}") })).await;
+        assert_eq!(text(&r), "done", "{r}");
+    }
+    let at_a = logged(&log_a);
+    assert_eq!(at_a.len(), 2, "{at_a:?}");
+    assert!(
+        at_a.iter().any(|l| l.contains("\"w0\"")) && at_a.iter().any(|l| l.contains("\"w1\"")),
+        "{at_a:?}"
+    );
+    let seen = upstream(&gw).await;
+    assert_eq!(seen["retries"]["made"], 1, "{seen}");
+    let retries = audit_events(&gw.audit_file(), "upstream.retry");
+    assert!(
+        retries.len() == 1
+            && retries[0]["tool"] == "slow"
+            && retries[0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("could not be reached")),
+        "{retries:?}"
+    );
 }
