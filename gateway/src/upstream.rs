@@ -266,7 +266,7 @@ impl Upstream {
 
     /// The upstream answered that it does not know the session (it restarted, and may now run
     /// other code): close this connection and the shared one, and send nothing until the
-    /// supervisor has reconnected and listed the tools again (`connect::supervise`).
+    /// supervisor has reconnected and listed the tools again (`supervise::supervise`).
     fn forgot_session(&self, conn: &Connection) {
         tracing::warn!(server = %self.name, "the upstream no longer knows its session; reconnecting and listing its tools again");
         conn._service.cancellation_token().cancel();

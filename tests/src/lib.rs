@@ -147,6 +147,11 @@ impl Fixture {
 }
 
 impl Fixture {
+    /// Kill its process now (SIGKILL), as a crash or an operator would.
+    pub fn kill(&mut self) {
+        self._proc.kill();
+    }
+
     /// The `Authorization` headers that reached the fixture, in order.
     pub fn authorizations(&self) -> Vec<String> {
         let addr = self

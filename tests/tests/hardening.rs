@@ -62,16 +62,7 @@ async fn admin_get(gw: &Gateway, key: &str, path: &str) -> Value {
 
 /// The admin listener's `/metrics`, read with an auditor key.
 async fn metrics(gw: &Gateway) -> String {
-    let auditor = gw.operator_key("auditor", None).unwrap();
-    reqwest::Client::new()
-        .get(format!("{}/metrics", gw.admin))
-        .bearer_auth(auditor)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    portcullis_tests::ops::admin_text(gw, "/metrics").await
 }
 
 fn text(r: &Value) -> &str {

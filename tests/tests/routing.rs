@@ -1,8 +1,9 @@
 //! A server with several endpoints (real upstream processes): calls are spread by weight, a
 //! read that cannot be served where it went is tried on another endpoint and a write that may
 //! have run never is, a write that could not reach its endpoint runs on another, one endpoint
-//! killed under load leaves reads working with no write run twice, and a tool whose definition
-//! differs on one endpoint is quarantined.
+//! killed under load leaves reads working with no write run twice, a tool whose definition
+//! differs on one endpoint is quarantined, and an endpoint whose tools could not be listed (and
+//! so checked against the pins) takes no calls.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -168,7 +169,7 @@ async fn one_of_two_endpoints_killed_under_load_leaves_reads_working_and_no_writ
     let dir = tempfile::tempdir().unwrap();
     let (log_a, log_b) = (dir.path().join("a"), dir.path().join("b"));
     let a = fixture(&log_a, &[]);
-    let b = fixture(&log_b, &[]);
+    let mut b = fixture(&log_b, &[]);
     let endpoints = format!("    url: [{}, {}]\n", a.url, b.url);
     let gw = Arc::new(Gateway::start(&server(&endpoints, "")).unwrap());
     all_connected(&gw).await;
@@ -202,11 +203,7 @@ async fn one_of_two_endpoints_killed_under_load_leaves_reads_working_and_no_writ
     while done.load(Ordering::SeqCst) < 80 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &b.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    b.kill();
     let mut writes_ok = Vec::new();
     for w in workers {
         let (reads_failed, ok) = w.await.unwrap();
@@ -250,7 +247,7 @@ async fn a_write_that_could_not_reach_its_endpoint_goes_to_another() {
     let dir = tempfile::tempdir().unwrap();
     let (log_a, log_b) = (dir.path().join("a"), dir.path().join("b"));
     let a = fixture(&log_a, &[]);
-    let b = fixture(&log_b, &[]);
+    let mut b = fixture(&log_b, &[]);
     let endpoints = format!(
         "    url: [{}, {}]\n    balance: round_robin\n",
         a.url, b.url
@@ -259,11 +256,7 @@ async fn a_write_that_could_not_reach_its_endpoint_goes_to_another() {
     all_connected(&gw).await;
     // The second endpoint's process goes away between calls: nothing listens there any more,
     // and the gateway has not yet had a request fail on it.
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &b.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    b.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let c = client(&gw).await;
     // Two writes in turn: the one that went to the dead endpoint never left, so it runs on the
@@ -288,5 +281,34 @@ async fn a_write_that_could_not_reach_its_endpoint_goes_to_another() {
                 .as_str()
                 .is_some_and(|r| r.contains("could not be reached")),
         "{retries:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_endpoint_whose_tools_could_not_be_listed_takes_no_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log_a, log_b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = fixture(&log_a, &[]);
+    // Connected, but its tool listing fails: what it would run is unchecked.
+    let b = fixture(&log_b, &["--rug", "3"]);
+    let endpoints = format!(
+        "    url: [{}, {}]\n    balance: round_robin\n",
+        a.url, b.url
+    );
+    let gw = Gateway::start(&server(&endpoints, "")).unwrap();
+    all_connected(&gw).await;
+    let c = client(&gw).await;
+    for i in 0..6 {
+        let r = call(&c, "up__echo", json!({ "text": format!("r{i}") })).await;
+        assert_eq!(text(&r), format!("r{i}"), "{r}");
+    }
+    assert_eq!(logged(&log_a).len(), 6);
+    assert!(logged(&log_b).is_empty(), "{:?}", logged(&log_b));
+    let seen = upstream(&gw).await;
+    assert!(
+        seen["endpoints"][1]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("listing is broken")),
+        "{seen}"
     );
 }
