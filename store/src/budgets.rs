@@ -53,7 +53,7 @@ impl Store {
             return Ok(None);
         }
         self.reserver
-            .reserve(&self.budgets, self.backend(), charges)
+            .reserve(&self.budgets, &self.target, charges)
             .await
     }
 

@@ -1,7 +1,9 @@
 //! Where the store lives: SQLite for one process, PostgreSQL for several replicas. Both are
 //! reached through sqlx's `Any` driver, so every query is written once (`$N` parameters, quoted
 //! `"user"` and `"window"`, booleans kept as integers); only the schema and the budget
-//! reservation's locking differ, and they branch on [`Backend`].
+//! reservation's locking differ, and they branch on [`Backend`]. The two writes made on every
+//! call on SQLite (audit events, budget reservations) run on rusqlite connections owned by their
+//! own threads instead (`audit.rs`, `reserve/sqlite.rs`).
 
 use std::path::PathBuf;
 use std::str::FromStr;

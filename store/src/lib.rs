@@ -350,6 +350,7 @@ impl Store {
     /// Close every connection: later queries fail. Fault injection for tests.
     #[cfg(any(test, feature = "fault-injection"))]
     pub async fn close(&self) {
+        self.reserver.close();
         self.pool.close().await;
         self.budgets.close().await;
     }

@@ -1,30 +1,36 @@
 //! Budget reservations, committed in groups: calls that ask while a reservation transaction runs
 //! are served together by the next one, as the audit sinks batch their writes.
 //!
-//! One task per store takes every waiting call (up to [`GROUP`]) and reserves their charges in
-//! one write transaction, call by call in arrival order, so no interleaving can spend more than a
-//! budget holds. A call's charges are spent all or none: a call with several charges runs under a
-//! savepoint that is rolled back when one does not fit (a single charge's conditional statement
-//! either spends or changes nothing). Each call is answered after the commit. If anything in the
-//! transaction fails, nothing in it is spent and each of its calls is tried again on its own:
-//! only a call that fails then is refused (upstream, as `limits_unavailable`).
+//! On SQLite, one thread per store, with a connection of its own (`reserve/sqlite.rs`), takes
+//! every waiting call (up to [`GROUP`]) and reserves their charges in one write transaction,
+//! call by call in arrival order, so no interleaving can spend more than a budget holds. A
+//! call's charges are spent all or none: a call with several charges runs under a savepoint that
+//! is rolled back when one does not fit (a single charge's conditional statement either spends
+//! or changes nothing). Each call is answered after the commit. If anything in the transaction
+//! fails, nothing in it is spent and each of its calls is tried again on its own: only a call
+//! that fails then is refused (upstream, as `limits_unavailable`).
 //!
 //! Grouping turns one transaction per call into one per group: one `BEGIN IMMEDIATE` (the turn
-//! taken among processes sharing a SQLite store) and one commit for everything that queued.
-//! PostgreSQL locks rows, not the database: there each call reserves in its own task and
-//! transaction, side by side, as before (two replicas' groups could take the same rows in
-//! opposite orders and deadlock). On SQLite a caller that stops waiting (its deadline passed) is
-//! left out of the next group, or, if its group already ran, has its units given back; on
-//! PostgreSQL a commit already sent when the caller gives up stays spent (never overspent).
+//! taken among processes sharing a SQLite store) and one commit for everything that queued. The
+//! thread runs the statements itself, so a group costs each caller one hand-over each way, not
+//! one per statement as a pool's worker thread would. PostgreSQL locks rows, not the database:
+//! there each call reserves in its own transaction, side by side (two replicas' groups could
+//! take the same rows in opposite orders and deadlock). On SQLite a caller that stops waiting
+//! (its deadline passed) is left out of the next group, or, if its group already ran, has its
+//! units given back; on PostgreSQL a commit already sent when the caller gives up stays spent
+//! (never overspent).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sqlx::AnyPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::budgets::Charge;
-use super::{Backend, StoreError, now_ms};
+use super::db::Target;
+use super::{StoreError, now_ms};
+
+mod sqlite;
 
 /// Calls reserved in one transaction at most.
 const GROUP: usize = 64;
@@ -38,11 +44,13 @@ struct Ask {
     reply: oneshot::Sender<Answer>,
 }
 
-/// The queue to a store's reservation task, started on first use (and again if the runtime it
-/// ran on has gone, as between tests).
+/// The queue to a SQLite store's reservation thread, started on first use (and again if it
+/// stopped), or nothing on PostgreSQL.
 #[derive(Default)]
 pub(crate) struct Reserver {
-    queue: Mutex<Option<mpsc::UnboundedSender<Ask>>>,
+    queue: Mutex<Option<std::sync::mpsc::Sender<Ask>>>,
+    /// The store was closed: nothing more is reserved.
+    closed: AtomicBool,
     /// Transactions run so far (each serving one group of calls).
     pub(crate) groups: std::sync::Arc<AtomicU64>,
 }
@@ -58,35 +66,51 @@ impl Reserver {
     pub(crate) async fn reserve(
         &self,
         pool: &AnyPool,
-        backend: Backend,
+        target: &Target,
         charges: &mut [Charge],
     ) -> Result<Option<usize>, StoreError> {
-        if backend == Backend::Postgres {
-            // Row locks let calls reserve side by side: no queue, a transaction per call.
-            let mut calls = [charges.to_vec()];
-            let verdict = reserve_group(pool, backend, &mut calls).await?;
-            for (c, d) in charges.iter_mut().zip(calls.into_iter().flatten()) {
-                c.epoch = d.epoch;
-            }
-            return Ok(verdict.into_iter().next().flatten());
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Config(
+                "store unavailable: it was closed".into(),
+            ));
         }
+        let path = match target {
+            Target::Sqlite(path) => path,
+            Target::Postgres(_) => {
+                // Row locks let calls reserve side by side: no queue, a transaction per call.
+                let mut calls = [charges.to_vec()];
+                let verdict = reserve_group(pool, &mut calls).await?;
+                for (c, d) in charges.iter_mut().zip(calls.into_iter().flatten()) {
+                    c.epoch = d.epoch;
+                }
+                return Ok(verdict.into_iter().next().flatten());
+            }
+        };
         let (reply, answer) = oneshot::channel();
         let mut ask = Ask {
             charges: charges.to_vec(),
             reply,
         };
-        // A queue whose task has gone (its runtime shut down) takes nothing: start another.
+        // A queue whose thread has stopped takes nothing: start another.
         for _ in 0..2 {
             let queue = {
                 let mut q = self
                     .queue
                     .lock()
                     .map_err(|_| StoreError::Config("budget reservations unavailable".into()))?;
-                match q.as_ref().filter(|s| !s.is_closed()) {
+                match q.as_ref() {
                     Some(s) => s.clone(),
                     None => {
-                        let (tx, rx) = mpsc::unbounded_channel();
-                        tokio::spawn(run(pool.clone(), backend, rx, self.groups.clone()));
+                        let (tx, rx) = std::sync::mpsc::channel();
+                        let (path, groups) = (path.clone(), self.groups.clone());
+                        std::thread::Builder::new()
+                            .name("budget-reserver".into())
+                            .spawn(move || sqlite::run(&path, &rx, &groups))
+                            .map_err(|e| {
+                                StoreError::Config(format!(
+                                    "store unavailable: budget reservations could not start: {e}"
+                                ))
+                            })?;
                         *q = Some(tx.clone());
                         tx
                     }
@@ -107,118 +131,36 @@ impl Reserver {
                         )),
                     };
                 }
-                Err(mpsc::error::SendError(back)) => ask = back,
+                Err(std::sync::mpsc::SendError(back)) => {
+                    ask = back;
+                    if let Ok(mut q) = self.queue.lock() {
+                        *q = None;
+                    }
+                }
             }
         }
         Err(StoreError::Config(
             "store unavailable: budget reservations could not start".into(),
         ))
     }
-}
 
-async fn run(
-    pool: AnyPool,
-    backend: Backend,
-    mut rx: mpsc::UnboundedReceiver<Ask>,
-    groups: std::sync::Arc<AtomicU64>,
-) {
-    while let Some(first) = rx.recv().await {
-        groups.fetch_add(1, Ordering::Relaxed);
-        let mut group = vec![first];
-        while group.len() < GROUP {
-            match rx.try_recv() {
-                Ok(a) => group.push(a),
-                Err(_) => break,
-            }
-        }
-        // A caller that stopped waiting (its deadline passed, its client went away) has been
-        // refused: spend nothing for it.
-        group.retain(|a| !a.reply.is_closed());
-        if group.is_empty() {
-            continue;
-        }
-        let mut charges: Vec<Vec<Charge>> = group.iter().map(|a| a.charges.clone()).collect();
-        match reserve_group(&pool, backend, &mut charges).await {
-            Ok(verdicts) => {
-                for ((ask, verdict), done) in group.into_iter().zip(verdicts).zip(charges) {
-                    let spent = verdict.is_none();
-                    if let Err(Ok((_, done))) = ask.reply.send(Ok((verdict, done)))
-                        && spent
-                    {
-                        give_back(&pool, &done).await;
-                    }
-                }
-            }
-            // Nothing was spent. One call's failure must not refuse the others: each is tried
-            // again on its own (a store that is down fails them all again).
-            Err(e) if group.len() > 1 => {
-                tracing::warn!(error = %e, calls = group.len(), "a budget reservation group failed; reserving its calls one by one");
-                let group_error = e.to_string();
-                let mut same_again: Option<String> = None;
-                for ask in group {
-                    if ask.reply.is_closed() {
-                        continue;
-                    }
-                    // The store itself is failing (the first call alone fails the same way):
-                    // the rest are answered at once rather than each waiting its turn.
-                    if let Some(why) = &same_again {
-                        let _ = ask.reply.send(Err(why.clone()));
-                        continue;
-                    }
-                    let mut one = [ask.charges.clone()];
-                    let answer = match reserve_group(&pool, backend, &mut one).await {
-                        Ok(v) => {
-                            let [done] = one;
-                            Ok((v.into_iter().next().flatten(), done))
-                        }
-                        Err(e) => {
-                            let why = e.to_string();
-                            if why == group_error {
-                                same_again = Some(why.clone());
-                            }
-                            Err(why)
-                        }
-                    };
-                    let spent = matches!(answer, Ok((None, _)));
-                    if let Err(Ok((_, done))) = ask.reply.send(answer)
-                        && spent
-                    {
-                        give_back(&pool, &done).await;
-                    }
-                }
-            }
-            Err(e) => {
-                let why = e.to_string();
-                for ask in group {
-                    let _ = ask.reply.send(Err(why.clone()));
-                }
-            }
+    /// Reserve nothing more; the thread ends once it has answered what it holds.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Ok(mut q) = self.queue.lock() {
+            *q = None;
         }
     }
 }
 
-/// A call stopped waiting while its units were reserved: give them back.
-async fn give_back(pool: &AnyPool, done: &[Charge]) {
-    for c in done {
-        if let Err(e) = super::budgets::refund_on(pool, c).await {
-            tracing::error!(budget = %c.budget, error = %e, "units of a call nobody waited for not given back");
-        }
-    }
-}
-
-/// One transaction for every call's charges, in order; each call's verdict.
+/// PostgreSQL: one transaction for every call's charges, in order; each call's verdict. Each
+/// statement locks its row, and a call's charges come in one order, so two calls cannot wait on
+/// each other (here a "group" is always one call).
 async fn reserve_group(
     pool: &AnyPool,
-    backend: Backend,
     calls: &mut [Vec<Charge>],
 ) -> Result<Vec<Option<usize>>, StoreError> {
-    // SQLite: take the write lock first, so processes take turns. PostgreSQL: each statement
-    // locks its row, and a call's charges come in one order, so two calls cannot wait on each
-    // other (there a "group" is always one call).
-    let mut tx = match backend {
-        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-        Backend::Postgres => pool.begin().await?,
-    };
+    let mut tx = pool.begin().await?;
     let at = now_ms();
     let mut verdicts = Vec::with_capacity(calls.len());
     for charges in calls.iter_mut() {

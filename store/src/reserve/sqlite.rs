@@ -1,0 +1,191 @@
+//! SQLite's reservation thread: one connection, one write transaction per group of calls.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::{Answer, Ask, Charge, GROUP, now_ms};
+
+/// Serve reservations from `rx` until every sender has gone (the store was closed or dropped).
+pub(super) fn run(path: &Path, rx: &std::sync::mpsc::Receiver<Ask>, groups: &AtomicU64) {
+    let mut conn: Option<Connection> = None;
+    while let Ok(first) = rx.recv() {
+        groups.fetch_add(1, Ordering::Relaxed);
+        let mut group = vec![first];
+        while group.len() < GROUP {
+            match rx.try_recv() {
+                Ok(a) => group.push(a),
+                Err(_) => break,
+            }
+        }
+        // A caller that stopped waiting (its deadline passed, its client went away) has been
+        // refused: spend nothing for it.
+        group.retain(|a| !a.reply.is_closed());
+        if group.is_empty() {
+            continue;
+        }
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match open(path) {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    let why = e.to_string();
+                    for ask in group {
+                        let _ = ask.reply.send(Err(why.clone()));
+                    }
+                    continue;
+                }
+            },
+        };
+        if serve(c, group).is_err() {
+            // A connection that failed is not trusted again: the next group opens another.
+            conn = None;
+        }
+    }
+}
+
+/// The thread's connection to the store's file (which exists, with its schema: the pool
+/// opened it first). Its commits survive a crash of the process without waiting for the disk.
+fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    // Another process holding the write lock is waited for, as the pool's connections do.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+/// Reserve a group and answer its calls; an error when the store failed them all.
+fn serve(conn: &mut Connection, group: Vec<Ask>) -> Result<(), ()> {
+    let mut charges: Vec<Vec<Charge>> = group.iter().map(|a| a.charges.clone()).collect();
+    match reserve_group(conn, &mut charges) {
+        Ok(verdicts) => {
+            for ((ask, verdict), done) in group.into_iter().zip(verdicts).zip(charges) {
+                answer(conn, ask, Ok((verdict, done)));
+            }
+            Ok(())
+        }
+        // Nothing was spent. One call's failure must not refuse the others: each is tried
+        // again on its own (a store that is down fails them all again).
+        Err(e) if group.len() > 1 => {
+            tracing::warn!(error = %e, calls = group.len(), "a budget reservation group failed; reserving its calls one by one");
+            let group_error = e.to_string();
+            let mut same_again: Option<String> = None;
+            for ask in group {
+                if ask.reply.is_closed() {
+                    continue;
+                }
+                // The store itself is failing (the first call alone fails the same way): the
+                // rest are answered at once rather than each waiting its turn.
+                if let Some(why) = &same_again {
+                    let _ = ask.reply.send(Err(why.clone()));
+                    continue;
+                }
+                let mut one = [ask.charges.clone()];
+                let reply = match reserve_group(conn, &mut one) {
+                    Ok(v) => {
+                        let [done] = one;
+                        Ok((v.into_iter().next().flatten(), done))
+                    }
+                    Err(e) => {
+                        let why = e.to_string();
+                        if why == group_error {
+                            same_again = Some(why.clone());
+                        }
+                        Err(why)
+                    }
+                };
+                answer(conn, ask, reply);
+            }
+            same_again.map_or(Ok(()), |_| Err(()))
+        }
+        Err(e) => {
+            let why = e.to_string();
+            for ask in group {
+                let _ = ask.reply.send(Err(why.clone()));
+            }
+            Err(())
+        }
+    }
+}
+
+/// Tell a call what it got; a call that stopped waiting meanwhile gets its units back.
+fn answer(conn: &Connection, ask: Ask, reply: Answer) {
+    let spent = matches!(reply, Ok((None, _)));
+    if let Err(Ok((_, done))) = ask.reply.send(reply)
+        && spent
+    {
+        for c in &done {
+            if let Err(e) = refund(conn, c) {
+                tracing::error!(budget = %c.budget, error = %e, "units of a call nobody waited for not given back");
+            }
+        }
+    }
+}
+
+/// One transaction for every call's charges, in order; each call's verdict. `BEGIN IMMEDIATE`
+/// takes the write lock first, so processes sharing the store take turns.
+fn reserve_group(
+    conn: &mut Connection,
+    calls: &mut [Vec<Charge>],
+) -> Result<Vec<Option<usize>>, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let at = now_ms();
+    let mut verdicts = Vec::with_capacity(calls.len());
+    for charges in calls.iter_mut() {
+        let several = charges.len() > 1;
+        if several {
+            tx.execute_batch("SAVEPOINT call")?;
+        }
+        let mut refused = None;
+        for (i, c) in charges.iter_mut().enumerate() {
+            match spend(&tx, c, at)? {
+                Some(epoch) => c.epoch = epoch,
+                None => {
+                    refused = Some(i);
+                    break;
+                }
+            }
+        }
+        if several {
+            if refused.is_some() {
+                tx.execute_batch("ROLLBACK TO SAVEPOINT call")?;
+            }
+            tx.execute_batch("RELEASE SAVEPOINT call")?;
+        }
+        verdicts.push(refused);
+    }
+    tx.commit()?;
+    Ok(verdicts)
+}
+
+/// Add `c.cost` to its window while it fits: the window's epoch when spent, `None` when not.
+fn spend(conn: &Connection, c: &Charge, at: i64) -> Result<Option<i64>, rusqlite::Error> {
+    conn.prepare_cached(
+        "INSERT INTO budget_usage (budget, principal, \"window\", used, extra, updated_at)
+         SELECT ?1, ?2, ?3, ?4, 0, ?6 WHERE ?4 <= ?5 + COALESCE((SELECT extra
+            FROM budget_usage WHERE budget = ?1 AND principal = ?2 AND \"window\" = ?3), 0)
+         ON CONFLICT (budget, principal, \"window\") DO UPDATE SET
+            used = budget_usage.used + excluded.used, updated_at = excluded.updated_at
+         WHERE budget_usage.used + excluded.used <= ?5 + budget_usage.extra
+         RETURNING epoch",
+    )?
+    .query_row(
+        params![c.budget, c.principal, c.window, c.cost, c.units, at],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Give `c`'s units back, if its window was not reset since (its epoch). Never below zero.
+fn refund(conn: &Connection, c: &Charge) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
+        "UPDATE budget_usage SET used = CASE WHEN used > ?1 THEN used - ?1 ELSE 0 END, updated_at = ?2
+         WHERE budget = ?3 AND principal = ?4 AND \"window\" = ?5 AND epoch = ?6",
+    )?
+    .execute(params![c.cost, now_ms(), c.budget, c.principal, c.window, c.epoch])?;
+    Ok(())
+}
