@@ -145,6 +145,7 @@ impl Reserver {
     }
 
     /// Reserve nothing more; the thread ends once it has answered what it holds.
+    #[cfg(any(test, feature = "fault-injection"))]
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         if let Ok(mut q) = self.queue.lock() {
