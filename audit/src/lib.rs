@@ -29,6 +29,7 @@ pub mod clock;
 pub mod export;
 pub mod file;
 mod inline;
+mod line;
 pub mod redact;
 mod sink;
 pub mod verify;

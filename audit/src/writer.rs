@@ -313,28 +313,18 @@ impl Head {
     /// Link `event` to the head: the line to write, with the head moved on to it.
     pub(crate) fn link(&mut self, event: &Event) -> Line {
         let seq = self.seq + 1;
-        let mut map = match serde_json::to_value(event) {
-            Ok(Value::Object(m)) => m,
-            _ => {
-                let mut m = Map::new();
-                m.insert("kind".into(), json!(event.kind));
-                m.insert("reason".into(), json!("event could not be serialised"));
-                m
-            }
-        };
         let session = event.session.as_deref().map(session_ref);
-        if let Some(s) = &session {
-            map.insert("session".into(), json!(s));
-        }
-        map.insert("v".into(), json!(SCHEMA));
-        map.insert("id".into(), json!(format!("{}-{seq}", self.chain)));
-        map.insert("time".into(), json!(crate::clock::rfc3339_ms(event.at_ms)));
-        map.insert("chain".into(), json!(&*self.chain));
-        map.insert("seq".into(), json!(seq));
-        map.insert("prev".into(), json!(self.prev));
         // One serialisation: the hash covers the event without `hash`, and the line is the same
         // bytes with `hash` spliced in.
-        let unhashed = registry::canonical_object(&map, "hash");
+        let unhashed = crate::line::unhashed(
+            event,
+            &crate::line::Link {
+                chain: &self.chain,
+                seq,
+                prev: &self.prev,
+                session: session.as_deref(),
+            },
+        );
         let hash = hex::encode(Sha256::digest(unhashed.bytes()));
         let mut line = unhashed.with(&Value::String(hash.clone()));
         line.push(b'\n');

@@ -90,6 +90,125 @@ impl CanonicalObject<'_> {
     }
 }
 
+/// The canonical bytes of an object written member by member, without first building it as a
+/// [`Value`]: the caller gives the members in canonical order (a member out of order is
+/// refused: [`Members::finish`] returns `None`), and one member, `key`, is left to be spliced in
+/// as [`CanonicalObject::with`] does.
+pub struct Members<'k> {
+    bytes: Vec<u8>,
+    key: &'k str,
+    /// Where `key`'s member goes, once a member after it was written.
+    at: Option<usize>,
+    count: usize,
+    previous: &'static str,
+    ordered: bool,
+}
+
+impl<'k> Members<'k> {
+    /// An empty object, `key`'s member to be spliced in.
+    pub fn new(key: &'k str, capacity: usize) -> Members<'k> {
+        let mut bytes = Vec::with_capacity(capacity);
+        bytes.push(b'{');
+        Members {
+            bytes,
+            key,
+            at: None,
+            count: 0,
+            previous: "",
+            ordered: true,
+        }
+    }
+
+    /// The member `name: value`.
+    pub fn value(&mut self, name: &'static str, value: &Value) -> &mut Self {
+        self.name(name);
+        write(value, &mut self.bytes);
+        self
+    }
+
+    /// The member `name: "text"`.
+    pub fn string(&mut self, name: &'static str, text: &str) -> &mut Self {
+        self.name(name);
+        write_string(text, &mut self.bytes);
+        self
+    }
+
+    /// The member `name: n`.
+    pub fn number(&mut self, name: &'static str, n: impl Into<serde_json::Number>) -> &mut Self {
+        self.name(name);
+        if serde_json::to_writer(&mut self.bytes, &n.into()).is_err() {
+            self.bytes.extend_from_slice(b"null");
+        }
+        self
+    }
+
+    /// The member `name: [ "a", "b" ]`.
+    pub fn strings(&mut self, name: &'static str, items: &[String]) -> &mut Self {
+        self.name(name);
+        self.bytes.push(b'[');
+        for (i, s) in items.iter().enumerate() {
+            if i > 0 {
+                self.bytes.push(b',');
+            }
+            write_string(s, &mut self.bytes);
+        }
+        self.bytes.push(b']');
+        self
+    }
+
+    /// The member `name: { ... }`, its members written by `inner` (in canonical order too).
+    pub fn object(
+        &mut self,
+        name: &'static str,
+        inner: impl FnOnce(&mut Members<'_>),
+    ) -> &mut Self {
+        self.name(name);
+        let mut nested = Members::new("", 64);
+        inner(&mut nested);
+        self.ordered &= nested.ordered && nested.at.is_none();
+        nested.bytes.push(b'}');
+        self.bytes.extend_from_slice(&nested.bytes);
+        self
+    }
+
+    fn name(&mut self, name: &'static str) {
+        self.ordered &= self.count == 0 || utf16_cmp(self.previous, name) == Ordering::Less;
+        self.ordered &= name != self.key;
+        if self.at.is_none() && !self.key.is_empty() && utf16_cmp(self.key, name) == Ordering::Less
+        {
+            self.at = Some(self.bytes.len());
+        }
+        if self.count > 0 {
+            self.bytes.push(b',');
+        }
+        write_string(name, &mut self.bytes);
+        self.bytes.push(b':');
+        self.previous = name;
+        self.count += 1;
+    }
+
+    /// The object without `key`, or `None` if the members came out of canonical order.
+    pub fn finish(mut self) -> Option<CanonicalObject<'k>> {
+        if !self.ordered {
+            return None;
+        }
+        let last = self.at.is_none();
+        // Before a member's comma-less start: a splice inserts its own comma after it.
+        let at = match self.at {
+            Some(at) => at,
+            None => self.bytes.len(),
+        };
+        self.bytes.push(b'}');
+        Some(CanonicalObject {
+            bytes: self.bytes,
+            key: self.key,
+            at: if last || at == 1 { at } else { at + 1 },
+            last,
+            empty: self.count == 0,
+        })
+    }
+}
+
 fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
     let mut members: Vec<(&String, &Value)> = map.iter().collect();
     members.sort_by(|(a, _), (b, _)| utf16_cmp(a, b));

@@ -39,16 +39,7 @@ const PG_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 impl AuditWriter {
     pub(super) fn open(target: &Target) -> Result<AuditWriter, StoreError> {
         match target {
-            Target::Sqlite(path) => {
-                // The store exists and has its schema: the pool opened it first.
-                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
-                    | rusqlite::OpenFlags::SQLITE_OPEN_URI;
-                let conn = rusqlite::Connection::open_with_flags(path, flags)?;
-                conn.busy_timeout(std::time::Duration::from_secs(5))?;
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
-                Ok(AuditWriter::Sqlite(conn))
-            }
+            Target::Sqlite(path) => Ok(AuditWriter::Sqlite(super::db::writer_connection(path)?)),
             Target::Postgres(_) => Ok(AuditWriter::Postgres(Box::new(PgWriter {
                 runtime: None,
                 url: target.connect_url(),

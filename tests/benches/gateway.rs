@@ -240,7 +240,10 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = rss(gw.pid());
     if let Ok(what) = std::env::var("BENCH_PROFILE") {
-        return profile(&what, &gw, py).await;
+        profile(&what, &gw, (&fx.url, fx.pid()), (&py_url, py_pid)).await;
+        let _ = py.kill();
+        let _ = py.wait();
+        return;
     }
     println!("tools/call `echo` through Portcullis (/mcp, federated, every control on) vs. direct");
     println!("client: rmcp on a reqwest client that keeps connections alive");
@@ -354,23 +357,28 @@ async fn main() {
     let _ = py.wait();
 }
 
-/// `BENCH_PROFILE=<rmcp|python>,<C>[,<era>]`: only load the gateway in front of one upstream at
-/// concurrency C (the client speaking 2026-07-28, or 2025-11-25 when `era` is `2025`) for 20
-/// seconds, the gateway's pid printed first, so a profiler can watch it (`perf record -p`).
-async fn profile(what: &str, gw: &Gateway, mut py_child: std::process::Child) {
+/// `BENCH_PROFILE=<rmcp|python>,<C>[,<era>[,direct]]`: only load the gateway in front of one
+/// upstream (or the upstream directly) at concurrency C (the client speaking 2026-07-28, or
+/// 2025-11-25 when `era` is `2025`) for 20 seconds, the gateway's and the upstream's pids
+/// printed first, so a profiler can watch them (`perf record -p`).
+async fn profile(what: &str, gw: &Gateway, up: (&str, u32), py: (&str, u32)) {
     let mut parts = what.split(',');
     let (upstream, c) = (parts.next().unwrap_or("rmcp"), parts.next().unwrap_or("32"));
     let modern = parts.next() != Some("2025");
+    let direct = parts.next() == Some("direct");
     let c: usize = c.parse().expect("BENCH_PROFILE concurrency");
-    let tool = match upstream {
-        "python" => "py__echo",
-        _ => "fixture__echo",
+    let ((url, pid), tool) = match upstream {
+        "python" => (py, "py__echo"),
+        _ => (up, "fixture__echo"),
     };
-    let through = client(&gw.mcp(), Some(&gw.key), modern).await;
+    let (through, tool) = match direct {
+        true => (client(url, None, modern).await, "echo"),
+        false => (client(&gw.mcp(), Some(&gw.key), modern).await, tool),
+    };
     for _ in 0..WARMUP {
         call(&through, tool).await;
     }
-    println!("gateway pid {}", gw.pid());
+    println!("gateway pid {} upstream pid {pid}", gw.pid());
     let started = Instant::now();
     let mut calls = 0usize;
     while started.elapsed() < Duration::from_secs(20) {
@@ -381,8 +389,6 @@ async fn profile(what: &str, gw: &Gateway, mut py_child: std::process::Child) {
         "{calls} calls in {secs:.1}s: {:.0} calls/s",
         calls as f64 / secs
     );
-    let _ = py_child.kill();
-    let _ = py_child.wait();
 }
 
 /// Sessions opened for the memory figure.

@@ -47,7 +47,7 @@ pub(super) struct Direct {
     http: UpstreamHttp,
     /// What list changes and resource updates on a call's stream go to.
     notices: super::handler::UpstreamHandler,
-    url: Arc<str>,
+    url: Address,
     /// What every request's `_meta` carries: the protocol version, the gateway's client info and
     /// the connection's client capabilities.
     meta: Map<String, Value>,
@@ -131,7 +131,7 @@ impl Direct {
             legacy,
             http,
             notices,
-            url: Arc::from(url),
+            url: Address::of(url),
             meta,
             version: version.to_string(),
             // Apart from rmcp's ids on the same connection (each answer comes on its own POST,
@@ -425,9 +425,8 @@ impl Direct {
     /// Resume a request's stream after the event `last` (a GET with `Last-Event-ID`).
     async fn resume(&self, last: &str, bearer: Option<&str>) -> Result<reqwest::Response, Failure> {
         let mut req = self
-            .http
-            .client()
-            .get(&*self.url)
+            .url
+            .request(self.http.client(), reqwest::Method::GET)
             .header(http::header::ACCEPT, "text/event-stream")
             .header("mcp-protocol-version", &self.version)
             .header("last-event-id", last);
@@ -454,7 +453,7 @@ impl Direct {
 /// The connection's client, address and revision, owned (for a message sent on its own).
 struct Poster {
     http: UpstreamHttp,
-    url: Arc<str>,
+    url: Address,
     version: String,
 }
 
@@ -482,16 +481,38 @@ impl Poster {
     }
 }
 
+/// The upstream's address, parsed once: a string would be parsed again on every request. One
+/// that does not parse (checked at load, so never) is kept as given, and each request fails
+/// with the parser's error.
+#[derive(Clone)]
+struct Address(Result<reqwest::Url, Arc<str>>);
+
+impl Address {
+    fn of(url: &str) -> Address {
+        Address(reqwest::Url::parse(url).map_err(|_| Arc::from(url)))
+    }
+
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+    ) -> reqwest::RequestBuilder {
+        match &self.0 {
+            Ok(u) => client.request(method, u.clone()),
+            Err(s) => client.request(method, &**s),
+        }
+    }
+}
+
 /// A POST of a JSON-RPC message to the upstream, in `session` where there is one.
 fn post(
     http: &UpstreamHttp,
-    url: &str,
+    url: &Address,
     version: &str,
     session: Option<&str>,
 ) -> reqwest::RequestBuilder {
-    let req = http
-        .client()
-        .post(url)
+    let req = url
+        .request(http.client(), reqwest::Method::POST)
         .header(http::header::ACCEPT, "application/json, text/event-stream")
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("mcp-protocol-version", version);

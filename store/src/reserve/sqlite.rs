@@ -27,7 +27,7 @@ pub(super) fn run(path: &Path, rx: &std::sync::mpsc::Receiver<Ask>, groups: &Ato
         }
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match open(path) {
+            None => match super::super::db::writer_connection(path) {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     let why = e.to_string();
@@ -43,19 +43,6 @@ pub(super) fn run(path: &Path, rx: &std::sync::mpsc::Receiver<Ask>, groups: &Ato
             conn = None;
         }
     }
-}
-
-/// The thread's connection to the store's file (which exists, with its schema: the pool
-/// opened it first). Its commits survive a crash of the process without waiting for the disk.
-fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | rusqlite::OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags)?;
-    // Another process holding the write lock is waited for, as the pool's connections do.
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(conn)
 }
 
 /// Reserve a group and answer its calls; an error when the store failed them all.
