@@ -1,9 +1,9 @@
 //! Where the store lives: SQLite for one process, PostgreSQL for several replicas. Both are
 //! reached through sqlx's `Any` driver, so every query is written once (`$N` parameters, quoted
-//! `"user"` and `"window"`, booleans kept as integers); only the schema and the budget
-//! reservation's locking differ, and they branch on [`Backend`]. The two writes made on every
-//! call on SQLite (audit events, budget reservations) run on rusqlite connections owned by their
-//! own threads instead (`audit.rs`, `reserve/sqlite.rs`).
+//! `"user"` and `"window"`, booleans kept as integers); only the schema differs, and it branches
+//! on [`Backend`]. On SQLite the two writes made on every call (audit events, budget
+//! reservations) run instead on rusqlite connections owned by their own threads (`audit.rs`,
+//! `reserve/sqlite.rs`), which branch on [`Target`].
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -165,10 +165,12 @@ impl Target {
     }
 }
 
-/// WAL pages after which a writer thread's commit checkpoints (SQLite's default is 1,000). The
-/// writers commit on every call, and each commit appends the same few hot pages again (the
-/// B-trees' right edges and roots); a checkpoint copies each page once however often it was
-/// appended, so fewer, larger checkpoints copy less. The WAL stays within about 16 MiB.
+/// WAL pages after which a writer thread's commit checkpoints (SQLite's default, kept by the
+/// pools, is 1,000). The writers commit on every call, and each commit appends the same few hot
+/// pages again (the B-trees' right edges and roots); a checkpoint copies each page once however
+/// often it was appended, so fewer, larger checkpoints copy less. Between checkpoints the WAL
+/// grows to about 16 MiB (more while a reader keeps a checkpoint from finishing); the file keeps
+/// its largest size, to be written over.
 const WRITER_CHECKPOINT: i64 = 4_000;
 
 /// A connection of its own to a SQLite store's file, for a thread that writes on every call

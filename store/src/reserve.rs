@@ -20,8 +20,8 @@
 //! units given back; on PostgreSQL a commit already sent when the caller gives up stays spent
 //! (never overspent).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use sqlx::AnyPool;
 use tokio::sync::oneshot;
@@ -48,9 +48,12 @@ struct Ask {
 /// stopped), or nothing on PostgreSQL.
 #[derive(Default)]
 pub(crate) struct Reserver {
-    queue: Mutex<Option<std::sync::mpsc::Sender<Ask>>>,
-    /// The store was closed: nothing more is reserved.
-    closed: AtomicBool,
+    /// The thread's queue, and which thread it is (a caller that finds it stopped clears only
+    /// that one).
+    queue: Mutex<Option<(u64, std::sync::mpsc::Sender<Ask>)>>,
+    started: AtomicU64,
+    /// The store was closed: nothing more is reserved (its thread refuses what it still gets).
+    closed: std::sync::Arc<AtomicBool>,
     /// Transactions run so far (each serving one group of calls).
     pub(crate) groups: std::sync::Arc<AtomicU64>,
 }
@@ -69,11 +72,6 @@ impl Reserver {
         target: &Target,
         charges: &mut [Charge],
     ) -> Result<Option<usize>, StoreError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Config(
-                "store unavailable: it was closed".into(),
-            ));
-        }
         let path = match target {
             Target::Sqlite(path) => path,
             Target::Postgres(_) => {
@@ -93,26 +91,32 @@ impl Reserver {
         };
         // A queue whose thread has stopped takes nothing: start another.
         for _ in 0..2 {
-            let queue = {
-                let mut q = self
-                    .queue
-                    .lock()
-                    .map_err(|_| StoreError::Config("budget reservations unavailable".into()))?;
+            let (thread, queue) = {
+                // Nothing under the lock panics; a poisoned one holds a whole `Option`.
+                let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                // Read under the lock: after `close` no thread starts and no queue is handed out.
+                if self.closed.load(Ordering::Acquire) {
+                    return Err(StoreError::Config(
+                        "store unavailable: it was closed".into(),
+                    ));
+                }
                 match q.as_ref() {
-                    Some(s) => s.clone(),
+                    Some((thread, s)) => (*thread, s.clone()),
                     None => {
                         let (tx, rx) = std::sync::mpsc::channel();
+                        let thread = self.started.fetch_add(1, Ordering::Relaxed);
                         let (path, groups) = (path.clone(), self.groups.clone());
+                        let closed = self.closed.clone();
                         std::thread::Builder::new()
                             .name("budget-reserver".into())
-                            .spawn(move || sqlite::run(&path, &rx, &groups))
+                            .spawn(move || sqlite::run(&path, &rx, &groups, &closed))
                             .map_err(|e| {
                                 StoreError::Config(format!(
                                     "store unavailable: budget reservations could not start: {e}"
                                 ))
                             })?;
-                        *q = Some(tx.clone());
-                        tx
+                        *q = Some((thread, tx.clone()));
+                        (thread, tx)
                     }
                 }
             };
@@ -133,7 +137,8 @@ impl Reserver {
                 }
                 Err(std::sync::mpsc::SendError(back)) => {
                     ask = back;
-                    if let Ok(mut q) = self.queue.lock() {
+                    let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                    if q.as_ref().is_some_and(|(t, _)| *t == thread) {
                         *q = None;
                     }
                 }
@@ -144,13 +149,13 @@ impl Reserver {
         ))
     }
 
-    /// Reserve nothing more; the thread ends once it has answered what it holds.
+    /// Reserve nothing more: later callers are refused, and the thread refuses what callers
+    /// already queued (it ends once the last handle to the store is dropped).
     #[cfg(any(test, feature = "fault-injection"))]
     pub(crate) fn close(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         self.closed.store(true, Ordering::Release);
-        if let Ok(mut q) = self.queue.lock() {
-            *q = None;
-        }
+        *q = None;
     }
 }
 

@@ -13,6 +13,11 @@
 //! machine whose cores the client, the gateway and the upstream share, it is what bounds
 //! throughput. Connections closed per call counts the TCP connections to the upstream's port that
 //! ended during the run (TIME-WAIT), the sign of a connection not reused.
+//!
+//! For profiling: `BENCH_PROFILE=rmcp,32` (upstream `rmcp` or `python`, a concurrency, and
+//! then, in any order, `2025` for the initialize era and `direct` for the upstream alone)
+//! only loads that case for 20 seconds, printing the processes' pids first (for `perf record
+//! -p`) and CPU per call at the end; `BENCH_NO_BUDGET` set (to anything) runs without the budget.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -230,12 +235,19 @@ async fn main() {
     let (mut py, py_url, py_pid) = python_upstream();
     // Every control on, limits included: a rate, a concurrency cap and a budget reserved in the
     // store on every call (none of them reached in the run).
-    let limits = "limits:\n  - { match: \"key:*\", rate: 1000000/s, concurrency: 1000, budget: { units: 1000000000, per: month } }\n";
+    // `BENCH_NO_BUDGET` set leaves the budget out, to see what its reservation costs.
+    let budget = match std::env::var_os("BENCH_NO_BUDGET") {
+        Some(_) => "",
+        None => ", budget: { units: 1000000000, per: month }",
+    };
+    let limits = format!(
+        "limits:\n  - {{ match: \"key:*\", rate: 1000000/s, concurrency: 1000{budget} }}\n"
+    );
     let servers = format!(
         "{}  py:\n    url: {py_url}\n    allow_private: true\n    timeout: 5s\n    tools:\n      echo: {{ class: read }}\n",
         fixture_server("fixture", &fx.url)
     );
-    let gw = Gateway::start_with(limits, &servers).expect("gateway");
+    let gw = Gateway::start_with(&limits, &servers).expect("gateway");
     // Idle: started, upstreams connected, no client yet.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = rss(gw.pid());
@@ -357,15 +369,16 @@ async fn main() {
     let _ = py.wait();
 }
 
-/// `BENCH_PROFILE=<rmcp|python>,<C>[,<era>[,direct]]`: only load the gateway in front of one
-/// upstream (or the upstream directly) at concurrency C (the client speaking 2026-07-28, or
-/// 2025-11-25 when `era` is `2025`) for 20 seconds, the gateway's and the upstream's pids
+/// `BENCH_PROFILE=<rmcp|python>,<C>[,2025][,direct]`: only load the gateway in front of one
+/// upstream (or, with `direct`, the upstream itself) at concurrency C (the client speaking
+/// 2026-07-28, or 2025-11-25 with `2025`) for 20 seconds, the gateway's and the upstream's pids
 /// printed first, so a profiler can watch them (`perf record -p`).
 async fn profile(what: &str, gw: &Gateway, up: (&str, u32), py: (&str, u32)) {
     let mut parts = what.split(',');
     let (upstream, c) = (parts.next().unwrap_or("rmcp"), parts.next().unwrap_or("32"));
-    let modern = parts.next() != Some("2025");
-    let direct = parts.next() == Some("direct");
+    let flags: Vec<&str> = parts.collect();
+    let modern = !flags.contains(&"2025");
+    let direct = flags.contains(&"direct");
     let c: usize = c.parse().expect("BENCH_PROFILE concurrency");
     let ((url, pid), tool) = match upstream {
         "python" => (py, "py__echo"),
@@ -380,14 +393,18 @@ async fn profile(what: &str, gw: &Gateway, up: (&str, u32), py: (&str, u32)) {
     }
     println!("gateway pid {} upstream pid {pid}", gw.pid());
     let started = Instant::now();
+    let (gw_cpu, up_cpu) = (cpu(gw.pid()), cpu(pid));
     let mut calls = 0usize;
     while started.elapsed() < Duration::from_secs(20) {
         calls += measure(&through, tool, c).await.len();
     }
     let secs = started.elapsed().as_secs_f64();
+    let per_call = |d: Duration| us(d) / calls as f64;
     println!(
-        "{calls} calls in {secs:.1}s: {:.0} calls/s",
-        calls as f64 / secs
+        "{calls} calls in {secs:.1}s: {:.0} calls/s; CPU per call: gateway {:.0}us, upstream {:.0}us",
+        calls as f64 / secs,
+        per_call(cpu(gw.pid()) - gw_cpu),
+        per_call(cpu(pid) - up_cpu),
     );
 }
 

@@ -1,14 +1,20 @@
 //! SQLite's reservation thread: one connection, one write transaction per group of calls.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{Answer, Ask, Charge, GROUP, now_ms};
 
-/// Serve reservations from `rx` until every sender has gone (the store was closed or dropped).
-pub(super) fn run(path: &Path, rx: &std::sync::mpsc::Receiver<Ask>, groups: &AtomicU64) {
+/// Serve reservations from `rx` until every sender has gone (the store was dropped); once
+/// `closed`, refuse them.
+pub(super) fn run(
+    path: &Path,
+    rx: &std::sync::mpsc::Receiver<Ask>,
+    groups: &AtomicU64,
+    closed: &AtomicBool,
+) {
     let mut conn: Option<Connection> = None;
     while let Ok(first) = rx.recv() {
         groups.fetch_add(1, Ordering::Relaxed);
@@ -23,6 +29,13 @@ pub(super) fn run(path: &Path, rx: &std::sync::mpsc::Receiver<Ask>, groups: &Ato
         // refused: spend nothing for it.
         group.retain(|a| !a.reply.is_closed());
         if group.is_empty() {
+            continue;
+        }
+        if closed.load(Ordering::Acquire) {
+            conn = None;
+            for ask in group {
+                let _ = ask.reply.send(Err("the store was closed".into()));
+            }
             continue;
         }
         let c = match conn.as_mut() {
@@ -61,12 +74,13 @@ fn serve(conn: &mut Connection, group: Vec<Ask>) -> Result<(), ()> {
             tracing::warn!(error = %e, calls = group.len(), "a budget reservation group failed; reserving its calls one by one");
             let group_error = e.to_string();
             let mut same_again: Option<String> = None;
+            let mut first = true;
             for ask in group {
                 if ask.reply.is_closed() {
                     continue;
                 }
-                // The store itself is failing (the first call alone fails the same way): the
-                // rest are answered at once rather than each waiting its turn.
+                // The store itself is failing (the first call tried alone fails the same way):
+                // the rest are answered at once rather than each waiting its turn.
                 if let Some(why) = &same_again {
                     let _ = ask.reply.send(Err(why.clone()));
                     continue;
@@ -79,12 +93,13 @@ fn serve(conn: &mut Connection, group: Vec<Ask>) -> Result<(), ()> {
                     }
                     Err(e) => {
                         let why = e.to_string();
-                        if why == group_error {
+                        if first && why == group_error {
                             same_again = Some(why.clone());
                         }
                         Err(why)
                     }
                 };
+                first = false;
                 answer(conn, ask, reply);
             }
             same_again.map_or(Ok(()), |_| Err(()))
