@@ -35,6 +35,11 @@ pub fn tool_text(r: &Value) -> &str {
 /// `GET {admin}{path}` with an auditor key: its body.
 pub async fn admin_text(gw: &Gateway, path: &str) -> String {
     let key = gw.operator_key("auditor", None).unwrap();
+    admin_text_as(gw, &key, path).await
+}
+
+/// `GET {admin}{path}` with the operator key `key`: its body.
+pub async fn admin_text_as(gw: &Gateway, key: &str, path: &str) -> String {
     reqwest::Client::new()
         .get(format!("{}{path}", gw.admin))
         .bearer_auth(key)

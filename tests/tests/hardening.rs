@@ -49,15 +49,7 @@ async fn call(c: &Raw, tool: &str, params: Value) -> Value {
 
 /// `GET {admin}{path}` with an operator key, as JSON.
 async fn admin_get(gw: &Gateway, key: &str, path: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{}{path}", gw.admin))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    serde_json::from_str(&portcullis_tests::ops::admin_text_as(gw, key, path).await).unwrap()
 }
 
 /// The admin listener's `/metrics`, read with an auditor key.

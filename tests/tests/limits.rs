@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use portcullis_tests::ops::admin_text_as;
 use portcullis_tests::raw::{Raw, read, req};
 use portcullis_tests::{Fixture, Gateway, audit_events};
 use serde_json::{Value, json};
@@ -206,7 +207,7 @@ async fn a_concurrency_cap_holds_while_slow_calls_run_and_frees_when_they_end() 
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let state: Value =
-            serde_json::from_str(&admin_get(&gw, &admin, "/admin/limits").await).unwrap();
+            serde_json::from_str(&admin_text_as(&gw, &admin, "/admin/limits").await).unwrap();
         let running = &state["limits"][0]["running"];
         if running[0]["running"] == 2 {
             assert!(
@@ -237,19 +238,6 @@ async fn a_concurrency_cap_holds_while_slow_calls_run_and_frees_when_they_end() 
     );
 }
 
-/// The body of a GET on the admin listener with an operator key.
-async fn admin_get(gw: &Gateway, key: &str, path: &str) -> String {
-    reqwest::Client::new()
-        .get(format!("{}{path}", gw.admin))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn admin_post(gw: &Gateway, key: &str, path: &str, body: Value) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(format!("{}{path}", gw.admin))
@@ -274,7 +262,7 @@ async fn operators_see_usage_and_an_admin_raises_or_resets_a_budget_on_the_recor
     let c = client(&gw.base, &gw.key).await;
     assert_eq!(burst(&c, 3).await, (2, 1));
     let state: Value =
-        serde_json::from_str(&admin_get(&gw, &auditor, "/admin/limits").await).unwrap();
+        serde_json::from_str(&admin_text_as(&gw, &auditor, "/admin/limits").await).unwrap();
     let budget = &state["limits"][0]["budget"];
     assert_eq!(
         (budget["units"].as_u64(), budget["per"].as_str()),
@@ -343,7 +331,7 @@ async fn operators_see_usage_and_an_admin_raises_or_resets_a_budget_on_the_recor
         changes[0]
     );
     // Admitted and refused calls are counted per entry.
-    let metrics = admin_get(&gw, &auditor, "/metrics").await;
+    let metrics = admin_text_as(&gw, &auditor, "/metrics").await;
     assert!(
         metrics.contains(
             "portcullis_limit_decisions_total{entry=\"limits[0]\",outcome=\"admitted\"} 10"
