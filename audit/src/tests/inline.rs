@@ -26,8 +26,10 @@ async fn a_caller_goes_on_once_its_event_is_written_until_a_flush_fails() {
     assert_eq!(path, named);
     let soon = std::time::Duration::from_secs(3);
     let not_yet = std::time::Duration::from_millis(300);
-    // `audit.start` was answered while its flush waits.
+    // `audit.start` was answered while its flush waits. Once that flush is done, call 1's event
+    // is the next flush's (written before it ended, the start's flush would have taken it).
     flush.send(Ok(())).unwrap();
+    counted(&audit.sinks[0].flushes, 1).await;
     tokio::time::timeout(soon, audit.record(call(1)))
         .await
         .expect("answered before its flush")
