@@ -317,6 +317,11 @@ impl FileSink {
         self.detached || self.rotation_due()
     }
 
+    /// Bytes the current file takes before its size bound rotates it (none without one).
+    pub(crate) fn room(&self) -> Option<u64> {
+        self.rotate.size.map(|s| s.saturating_sub(self.size))
+    }
+
     fn rotation_due(&self) -> bool {
         let by_size = self.rotate.size.is_some_and(|s| self.size >= s);
         let by_age = self

@@ -192,12 +192,21 @@ impl SinkWorker {
         unflushed: &mut Unflushed,
     ) {
         let started = Instant::now();
+        // A file bounded by size takes no more than its room in one write: the rest waits for
+        // the next, after the file has turned, so a backlog does not swell one file.
+        let room = match &self.sink {
+            Sink::File(f) => f.lock().ok().and_then(|f| f.room()),
+            _ => None,
+        };
+        let bytes = |b: &Batch| b.lines.iter().map(|l| l.text.len() as u64).sum::<u64>();
+        let mut taken = bytes(&first);
         let mut lines = first.lines.len();
         let mut batches = vec![first];
-        while batches.len() < CATCH_UP && lines < MAX_BATCH {
+        while batches.len() < CATCH_UP && lines < MAX_BATCH && room.is_none_or(|r| taken < r) {
             match rx.try_recv() {
                 Ok(Work::Batch(b)) => {
                     lines += b.lines.len();
+                    taken += bytes(&b);
                     batches.push(b);
                 }
                 // Callers wrote before these batches were queued: the flush below serves them.

@@ -316,3 +316,62 @@ async fn an_export_from_a_file_sink_reads_its_rotated_files_first_and_pages_acro
     let rest = read(&source, &Filter::default(), 5, 1000).await.unwrap();
     assert_eq!(seqs(&rest.lines), (6..=22).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_is_written_across_files_each_rotated_at_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    // The file's thread waits in its first flush while the store, required too, answers the
+    // calls: once a rotation is due, their events queue for the file.
+    let flush = crate::flush_faults::script(&path.display().to_string());
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = store::Store::open(&url).await.unwrap();
+    let file = AuditSink {
+        kind: SinkKind::File {
+            path: path.display().to_string(),
+            fsync: true,
+            rotate: Rotation {
+                size: Some(2048),
+                ..Rotation::OFF
+            },
+        },
+        required: true,
+    };
+    let settings = AuditSettings {
+        sinks: vec![
+            file,
+            AuditSink {
+                kind: SinkKind::Store,
+                required: true,
+            },
+        ],
+        redact: Vec::new(),
+        redact_key: None,
+        retention: None,
+    };
+    let audit = Audit::open(&settings, &store, "test", "sha256:t")
+        .await
+        .unwrap();
+    for n in 0..60 {
+        tokio::time::timeout(Duration::from_secs(5), audit.record(call(n)))
+            .await
+            .expect("answered by the store while the file waits")
+            .unwrap();
+    }
+    // The file's thread goes on with everything queued at once.
+    for _ in 0..10_000 {
+        let _ = flush.send(Ok(()));
+    }
+    audit.close().await.unwrap();
+    let rotated = rotated_files(&path);
+    assert!(rotated.len() >= 6, "{rotated:?}");
+    // Each file stopped at the first batch past the size, backlog or not.
+    for f in &rotated {
+        let len = std::fs::metadata(f).unwrap().len();
+        assert!((2048..2048 + 2048).contains(&len), "{f:?}: {len} bytes");
+    }
+    let Verdict::Intact { events, chains, .. } = check(&all(&path), false) else {
+        panic!("{:?}", check(&all(&path), false));
+    };
+    assert_eq!((events, chains), (62, 1));
+}
