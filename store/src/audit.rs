@@ -3,7 +3,9 @@
 
 use sqlx::Row;
 
-use super::db::Target;
+use std::sync::Arc;
+
+use super::db::{SharedWriter, Target};
 use super::{Store, StoreError};
 
 /// One event as the writer hands it to the store.
@@ -16,17 +18,20 @@ pub struct AuditRow<'a> {
     pub line: &'a str,
 }
 
-/// The audit sink's connection, used on the sink's own thread. SQLite runs on that thread,
-/// so an append costs no hop to another thread (sqlx would run it on a worker of its own).
-/// PostgreSQL is reached through a connection driven by a small runtime of the thread's own.
-pub enum AuditWriter {
-    Sqlite(rusqlite::Connection),
+/// The audit sink's connection, used on the sink's own thread. On SQLite, the store's one
+/// writing connection ([`SharedWriter`], shared with the budget reservations), run on that
+/// thread, so an append costs no hop to another thread (sqlx would run it on a worker of its
+/// own). PostgreSQL is reached through a connection driven by a small runtime of the thread's own.
+pub struct AuditWriter(Writer);
+
+enum Writer {
+    Sqlite(Arc<SharedWriter>),
     Postgres(Box<PgWriter>),
 }
 
 /// The PostgreSQL audit writer: a runtime made on the sink's thread at its first write, and
 /// one connection, opened again after a failure.
-pub struct PgWriter {
+struct PgWriter {
     runtime: Option<tokio::runtime::Runtime>,
     url: String,
     conn: Option<sqlx::AnyConnection>,
@@ -37,21 +42,27 @@ pub struct PgWriter {
 const PG_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl AuditWriter {
-    pub(super) fn open(target: &Target) -> Result<AuditWriter, StoreError> {
-        match target {
-            Target::Sqlite(path) => Ok(AuditWriter::Sqlite(super::db::writer_connection(path)?)),
-            Target::Postgres(_) => Ok(AuditWriter::Postgres(Box::new(PgWriter {
+    pub(super) fn open(
+        target: &Target,
+        writer: Option<&Arc<SharedWriter>>,
+    ) -> Result<AuditWriter, StoreError> {
+        match (target, writer) {
+            (Target::Sqlite(_), Some(w)) => Ok(AuditWriter(Writer::Sqlite(w.clone()))),
+            (Target::Sqlite(_), None) => Err(StoreError::Config(
+                "the SQLite store has no writing connection".into(),
+            )),
+            (Target::Postgres(_), _) => Ok(AuditWriter(Writer::Postgres(Box::new(PgWriter {
                 runtime: None,
                 url: target.connect_url(),
                 conn: None,
-            }))),
+            })))),
         }
     }
 
     /// Append a batch of events: all of them or none.
     pub fn append(&mut self, rows: &[AuditRow<'_>]) -> Result<(), StoreError> {
-        match self {
-            AuditWriter::Sqlite(conn) => {
+        match &mut self.0 {
+            Writer::Sqlite(writer) => Ok(writer.with(|conn| {
                 let tx =
                     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 {
@@ -65,10 +76,9 @@ impl AuditWriter {
                         ])?;
                     }
                 }
-                tx.commit()?;
-                Ok(())
-            }
-            AuditWriter::Postgres(w) => {
+                tx.commit()
+            })?),
+            Writer::Postgres(w) => {
                 let PgWriter { runtime, url, conn } = &mut **w;
                 let runtime = match runtime {
                     Some(r) => r,

@@ -53,7 +53,7 @@ impl Store {
             return Ok(None);
         }
         self.reserver
-            .reserve(&self.budgets, &self.target, charges)
+            .reserve(&self.budgets, self.writer.as_ref(), charges)
             .await
     }
 

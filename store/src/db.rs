@@ -2,8 +2,8 @@
 //! reached through sqlx's `Any` driver, so every query is written once (`$N` parameters, quoted
 //! `"user"` and `"window"`, booleans kept as integers); only the schema differs, and it branches
 //! on [`Backend`]. On SQLite the two writes made on every call (audit events, budget
-//! reservations) run instead on rusqlite connections owned by their own threads (`audit.rs`,
-//! `reserve/sqlite.rs`), which branch on [`Target`].
+//! reservations) run instead on one rusqlite connection ([`SharedWriter`]) taken in turn by their
+//! own threads (`audit.rs`, `reserve/sqlite.rs`), which branch on [`Target`].
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -173,11 +173,73 @@ impl Target {
 /// its largest size, to be written over.
 const WRITER_CHECKPOINT: i64 = 4_000;
 
-/// A connection of its own to a SQLite store's file, for a thread that writes on every call
-/// (audit events, budget reservations). The file exists with its schema: the pool opened it
-/// first. Its commits survive a crash of the process without waiting for the disk; another
-/// process's write lock is waited for up to five seconds, as the pool's connections do.
-pub(crate) fn writer_connection(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
+impl Target {
+    /// A SQLite store's writing connection (opened at its first use); none on PostgreSQL.
+    pub(crate) fn shared_writer(&self) -> Option<std::sync::Arc<SharedWriter>> {
+        match self {
+            Target::Sqlite(path) => Some(std::sync::Arc::new(SharedWriter::new(path.clone()))),
+            Target::Postgres(_) => None,
+        }
+    }
+}
+
+/// The one connection through which a SQLite store's threads that write on every call (the
+/// audit store sink and the budget reservations) write, each taking it in turn.
+///
+/// One connection rather than one per thread: SQLite drops a connection's page cache whenever
+/// another connection committed since its last transaction, so two writers taking turns each read
+/// every page they touch again, and one finding the write lock taken sleeps in SQLite's busy
+/// handler (a millisecond at least) where this lock wakes it as soon as the other is done.
+/// A transaction that fails drops the connection; the next user opens another.
+#[derive(Debug)]
+pub(crate) struct SharedWriter {
+    path: PathBuf,
+    conn: std::sync::Mutex<Option<rusqlite::Connection>>,
+}
+
+impl SharedWriter {
+    pub(crate) fn new(path: PathBuf) -> SharedWriter {
+        SharedWriter {
+            path,
+            conn: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Run `work` on the connection, opened first if there is none. Blocking: call it from a
+    /// thread of its own, never from a runtime's worker.
+    pub(crate) fn with<R>(
+        &self,
+        work: impl FnOnce(&mut rusqlite::Connection) -> Result<R, rusqlite::Error>,
+    ) -> Result<R, rusqlite::Error> {
+        // A panic under the lock leaves at worst a connection mid-transaction, which rusqlite
+        // rolls back when it is dropped: drop it.
+        let mut guard = match self.conn.lock() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                let mut g = poisoned.into_inner();
+                *g = None;
+                self.conn.clear_poison();
+                g
+            }
+        };
+        let conn = match guard.as_mut() {
+            Some(c) => c,
+            None => guard.insert(writer_connection(&self.path)?),
+        };
+        let done = work(conn);
+        if done.is_err() {
+            // A connection that failed is not trusted again.
+            *guard = None;
+        }
+        done
+    }
+}
+
+/// A connection of its own to a SQLite store's file, for the threads that write on every call
+/// ([`SharedWriter`]). The file exists with its schema: the pool opened it first. Its commits
+/// survive a crash of the process without waiting for the disk; another process's write lock is
+/// waited for up to five seconds, as the pool's connections do.
+fn writer_connection(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
         | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
         | rusqlite::OpenFlags::SQLITE_OPEN_URI;

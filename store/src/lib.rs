@@ -164,6 +164,8 @@ pub struct Store {
     budgets: AnyPool,
     /// Budget reservations, committed in groups (`reserve.rs`).
     reserver: Arc<reserve::Reserver>,
+    /// On SQLite, the connection the audit store sink and the reservations write through.
+    writer: Option<Arc<db::SharedWriter>>,
     target: Arc<db::Target>,
 }
 
@@ -206,11 +208,12 @@ impl Store {
         Ok(())
     }
 
-    /// The audit sink's own connection to the same database, used on the sink's thread: one
-    /// connection, and commits that survive a crash of the process without waiting for the
-    /// disk (WAL with `synchronous = NORMAL`); power-loss durability is the file sink's `fsync`.
+    /// The audit store sink's writer, used on the sink's thread. On SQLite it writes through the
+    /// store's one writing connection, shared with the budget reservations (`db::SharedWriter`),
+    /// whose commits survive a crash of the process without waiting for the disk (WAL with
+    /// `synchronous = NORMAL`); power-loss durability is the file sink's `fsync`.
     pub fn audit_writer(&self) -> Result<audit::AuditWriter, StoreError> {
-        audit::AuditWriter::open(&self.target)
+        audit::AuditWriter::open(&self.target, self.writer.as_ref())
     }
 
     /// A store whose every query fails, as an unreachable database does: the self-audit runs
@@ -226,6 +229,7 @@ impl Store {
             budgets: pool.clone(),
             pool,
             reserver: Arc::default(),
+            writer: target.shared_writer(),
             target: Arc::new(target),
         })
     }
@@ -249,6 +253,7 @@ impl Store {
             pool,
             budgets,
             reserver: Arc::default(),
+            writer: target.shared_writer(),
             target: Arc::new(target),
         })
     }

@@ -1,7 +1,8 @@
 //! Budget reservations, committed in groups: calls that ask while a reservation transaction runs
 //! are served together by the next one, as the audit sinks batch their writes.
 //!
-//! On SQLite, one thread per store, with a connection of its own (`reserve/sqlite.rs`), takes
+//! On SQLite, one thread per store (`reserve/sqlite.rs`), writing through the store's one
+//! writing connection (shared with the audit store sink, `db::SharedWriter`), takes
 //! every waiting call (up to [`GROUP`]) and reserves their charges in one write transaction,
 //! call by call in arrival order, so no interleaving can spend more than a budget holds. A
 //! call's charges are spent all or none: a call with several charges runs under a savepoint that
@@ -27,7 +28,7 @@ use sqlx::AnyPool;
 use tokio::sync::oneshot;
 
 use super::budgets::Charge;
-use super::db::Target;
+use super::db::SharedWriter;
 use super::{StoreError, now_ms};
 
 mod sqlite;
@@ -69,12 +70,12 @@ impl Reserver {
     pub(crate) async fn reserve(
         &self,
         pool: &AnyPool,
-        target: &Target,
+        writer: Option<&std::sync::Arc<SharedWriter>>,
         charges: &mut [Charge],
     ) -> Result<Option<usize>, StoreError> {
-        let path = match target {
-            Target::Sqlite(path) => path,
-            Target::Postgres(_) => {
+        let writer = match writer {
+            Some(w) => w,
+            None => {
                 // Row locks let calls reserve side by side: no queue, a transaction per call.
                 let mut calls = [charges.to_vec()];
                 let verdict = reserve_group(pool, &mut calls).await?;
@@ -105,11 +106,11 @@ impl Reserver {
                     None => {
                         let (tx, rx) = std::sync::mpsc::channel();
                         let thread = self.started.fetch_add(1, Ordering::Relaxed);
-                        let (path, groups) = (path.clone(), self.groups.clone());
+                        let (writer, groups) = (writer.clone(), self.groups.clone());
                         let closed = self.closed.clone();
                         std::thread::Builder::new()
                             .name("budget-reserver".into())
-                            .spawn(move || sqlite::run(&path, &rx, &groups, &closed))
+                            .spawn(move || sqlite::run(&writer, &rx, &groups, &closed))
                             .map_err(|e| {
                                 StoreError::Config(format!(
                                     "store unavailable: budget reservations could not start: {e}"

@@ -1,21 +1,21 @@
-//! SQLite's reservation thread: one connection, one write transaction per group of calls.
+//! SQLite's reservation thread: one write transaction per group of calls, on the store's
+//! writing connection.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{Answer, Ask, Charge, GROUP, now_ms};
+use crate::db::SharedWriter;
 
 /// Serve reservations from `rx` until every sender has gone (the store was dropped); once
 /// `closed`, refuse them.
 pub(super) fn run(
-    path: &Path,
+    writer: &SharedWriter,
     rx: &std::sync::mpsc::Receiver<Ask>,
     groups: &AtomicU64,
     closed: &AtomicBool,
 ) {
-    let mut conn: Option<Connection> = None;
     while let Ok(first) = rx.recv() {
         groups.fetch_add(1, Ordering::Relaxed);
         let mut group = vec![first];
@@ -32,34 +32,30 @@ pub(super) fn run(
             continue;
         }
         if closed.load(Ordering::Acquire) {
-            conn = None;
             for ask in group {
                 let _ = ask.reply.send(Err("the store was closed".into()));
             }
             continue;
         }
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match super::super::db::writer_connection(path) {
-                Ok(c) => conn.insert(c),
-                Err(e) => {
-                    let why = e.to_string();
-                    for ask in group {
-                        let _ = ask.reply.send(Err(why.clone()));
-                    }
-                    continue;
-                }
-            },
-        };
-        if serve(c, group).is_err() {
-            // A connection that failed is not trusted again: the next group opens another.
-            conn = None;
+        // The group goes to `serve` once the connection is open; if it could not be, its calls
+        // are told why here.
+        let mut pending = Some(group);
+        if let Err(e) = writer.with(|c| match pending.take() {
+            Some(group) => serve(c, group),
+            None => Ok(()),
+        }) && let Some(group) = pending
+        {
+            let why = e.to_string();
+            for ask in group {
+                let _ = ask.reply.send(Err(why.clone()));
+            }
         }
     }
 }
 
-/// Reserve a group and answer its calls; an error when the store failed them all.
-fn serve(conn: &mut Connection, group: Vec<Ask>) -> Result<(), ()> {
+/// Reserve a group and answer its calls; an error (the connection is then dropped) when the
+/// store failed them all.
+fn serve(conn: &mut Connection, group: Vec<Ask>) -> Result<(), rusqlite::Error> {
     let mut charges: Vec<Vec<Charge>> = group.iter().map(|a| a.charges.clone()).collect();
     match reserve_group(conn, &mut charges) {
         Ok(verdicts) => {
@@ -102,14 +98,14 @@ fn serve(conn: &mut Connection, group: Vec<Ask>) -> Result<(), ()> {
                 first = false;
                 answer(conn, ask, reply);
             }
-            same_again.map_or(Ok(()), |_| Err(()))
+            same_again.map_or(Ok(()), |_| Err(e))
         }
         Err(e) => {
             let why = e.to_string();
             for ask in group {
                 let _ = ask.reply.send(Err(why.clone()));
             }
-            Err(())
+            Err(e)
         }
     }
 }
