@@ -23,7 +23,10 @@
 //!
 //! Each process writes its own chain (`chain` is random per start, `seq` counts from 1). The
 //! first event of a chain (`audit.start`) links to the last event already in the first sink that
-//! has one, so removing a whole run also shows as a broken link.
+//! has one, so removing a whole run also shows as a broken link; when that sink is a file that
+//! holds the store's last event too, to that one instead. The store lags the file (callers write
+//! the file first and the store waits for company, `sink::STORE_LINGER`), so its last event is
+//! one that both sinks hold, and the new chain comes after it in both.
 
 pub mod clock;
 pub mod export;
@@ -242,7 +245,9 @@ impl Audit {
         };
         let mut sinks = Vec::new();
         let mut stats = Vec::new();
-        let mut prev: Option<String> = None;
+        // The first sink's last event, and the file it is in; the store's last event.
+        let mut first: Option<(String, Option<&str>)> = None;
+        let mut stored: Option<String> = None;
         let reopen = Reopen::default();
         for s in &settings.sinks {
             let (sink, last) = match &s.kind {
@@ -267,8 +272,17 @@ impl Audit {
                 }
                 SinkKind::Stdout => (Sink::Stdout, None),
             };
-            if prev.is_none() {
-                prev = last;
+            if let (SinkKind::Store, Some(l)) = (&s.kind, &last) {
+                stored = Some(l.clone());
+            }
+            if first.is_none()
+                && let Some(l) = last
+            {
+                let path = match &s.kind {
+                    SinkKind::File { path, .. } => Some(path.as_str()),
+                    _ => None,
+                };
+                first = Some((l, path));
             }
             stats.push(SinkStats {
                 name: match &s.kind {
@@ -284,6 +298,14 @@ impl Audit {
             });
             sinks.push((sink, s.required));
         }
+        // The store lags the file (see `sink::STORE_LINGER`): link to its last event when the
+        // file holds that one too, so the link's target comes first in both sinks.
+        let prev = match (first, stored) {
+            (Some((_, Some(path))), Some(stored)) if file::tail_holds(path, &stored) => {
+                Some(stored)
+            }
+            (first, stored) => first.map(|(l, _)| l).or(stored),
+        };
         let stats = Arc::new(stats);
         let batches = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(QUEUE);

@@ -49,9 +49,12 @@ impl SharedFile {
 /// up costs one flush, not one per batch. Such a group is written or failed as a whole. Events
 /// that callers wrote to a file themselves arrive as [`Work::Flush`] (a flush of events that
 /// nobody waits for is put off up to [`LINGER`] for company); those that they passed on to the
-/// other sinks as batches nobody waits for, written at once: held back, they would let another
-/// process sharing the sinks (`portcullis keys`) put its events between them in one sink and not
-/// in the other, and its chain's first event before the one it links to.
+/// other sinks as batches nobody waits for. The store holds such batches up to [`STORE_LINGER`]
+/// for company, so one transaction serves several calls' events (at one call at a time, one per
+/// event otherwise); a batch somebody waits for ends the wait. The store then lags the file by as
+/// much; another process sharing the sinks links its chain to the store's last event when the
+/// file holds it too (see [`Audit::open`]), so its first event comes after the one it links to
+/// in both sinks.
 pub(crate) struct SinkWorker {
     pub(crate) sink: Sink,
     pub(crate) required: bool,
@@ -69,6 +72,12 @@ pub(crate) struct SinkWorker {
 /// writes of other calls to share it. The caller does not wait for it (unless a flush has failed,
 /// and then it does not write itself); this bounds how much a power loss can take.
 pub(crate) const GROUP_COMMIT: Duration = Duration::from_millis(5);
+
+/// How long the store sink holds events nobody waits for (callers wrote them to the file
+/// themselves) for more to share their transaction. The store's commit costs about as much as
+/// the rows it writes, so at one call at a time this halves the store's work or better; a crash
+/// of the process meanwhile leaves these events in the file only.
+pub(crate) const STORE_LINGER: Duration = Duration::from_millis(5);
 
 /// Batches a sink that fell behind writes together; it stops adding at [`MAX_BATCH`] events.
 pub(crate) const CATCH_UP: usize = 64;
@@ -199,12 +208,25 @@ impl SinkWorker {
             _ => None,
         };
         let bytes = |b: &Batch| b.lines.iter().map(|l| l.text.len() as u64).sum::<u64>();
+        // Nobody waits for a batch a caller passed on after writing it to the file itself.
+        let unwaited = |b: &Batch| !b.report && !b.all;
+        let mut linger = match &self.sink {
+            Sink::Store(_) if unwaited(&first) => Some(started + STORE_LINGER),
+            _ => None,
+        };
         let mut taken = bytes(&first);
         let mut lines = first.lines.len();
         let mut batches = vec![first];
         while batches.len() < CATCH_UP && lines < MAX_BATCH && room.is_none_or(|r| taken < r) {
-            match rx.try_recv() {
+            let next = match linger.map(|until| until.saturating_duration_since(Instant::now())) {
+                Some(wait) if !wait.is_zero() => rx.recv_timeout(wait).map_err(|_| ()),
+                _ => rx.try_recv().map_err(|_| ()),
+            };
+            match next {
                 Ok(Work::Batch(b)) => {
+                    if !unwaited(&b) {
+                        linger = None;
+                    }
                     lines += b.lines.len();
                     taken += bytes(&b);
                     batches.push(b);

@@ -128,3 +128,134 @@ async fn callers_writing_at_once_keep_one_chain_in_both_sinks() {
         .collect();
     assert_eq!(file, stored);
 }
+
+/// Events callers write to the file themselves reach the store together: the store waits up to
+/// `STORE_LINGER` for company, and a batch somebody waits for ends the wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_writes_what_callers_wrote_a_millisecond_apart_in_fewer_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path, audit) = file_and_store(&dir, true).await;
+    inline::settled(&audit).await;
+    counted(&audit.sinks[1].written, 1).await;
+    let before = audit.sinks[1].flushes.load(Ordering::Relaxed);
+    // Eight events a millisecond apart: written one by one, they would take eight transactions.
+    for n in 0..8 {
+        audit.note(call(n));
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    counted(&audit.sinks[1].written, 9).await;
+    let transactions = audit.sinks[1].flushes.load(Ordering::Relaxed) - before;
+    assert!(
+        transactions <= 4,
+        "{transactions} transactions for 8 events"
+    );
+    audit.close().await.unwrap();
+    let file: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let stored: Vec<String> = store
+        .audit_lines(0, None, None, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(file, stored);
+}
+
+/// The store lags the file: a new chain links to the store's last event when the file holds it
+/// too (so the link comes first in both sinks), else to the file's last, as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_chain_links_to_the_stores_last_event_when_the_file_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path, first) = file_and_store(&dir, true).await;
+    first.record(call(1)).await.unwrap();
+    first.close().await.unwrap();
+    let stored_last = |store: Store| async move {
+        let lines = store.audit_lines(0, None, None, 0, 1000).await.unwrap();
+        hash_of_line(&lines.last().unwrap().1).unwrap()
+    };
+    let store_last = stored_last(store.clone()).await;
+    // Events only the file has (a run with the file alone), as when the store lags.
+    let alone = Audit::open(
+        &settings(vec![(file(&path), true)]),
+        &store,
+        "test",
+        "sha256:t",
+    )
+    .await
+    .unwrap();
+    alone.record(call(2)).await.unwrap();
+    alone.close().await.unwrap();
+    let lines = |path: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let file_last = lines(&path).last().unwrap()["hash"].clone();
+    assert_ne!(file_last, store_last.as_str());
+    let both = || settings(vec![(file(&path), true), (SinkKind::Store, true)]);
+    let third = Audit::open(&both(), &store, "test", "sha256:t")
+        .await
+        .unwrap();
+    third.close().await.unwrap();
+    let start = |path: &std::path::Path| {
+        lines(path)
+            .into_iter()
+            .rfind(|e| e["kind"] == "audit.start")
+            .unwrap()
+    };
+    assert_eq!(start(&path)["prev"], store_last.as_str());
+    // Both sinks verify: the file holds the link before the chain, and so does the store.
+    assert!(
+        matches!(check(&path), Verdict::Intact { .. }),
+        "{:?}",
+        check(&path)
+    );
+    let exported = dir.path().join("export.jsonl");
+    let stored: Vec<String> = store
+        .audit_lines(0, None, None, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, l)| l + "\n")
+        .collect();
+    std::fs::write(&exported, stored.concat()).unwrap();
+    assert!(
+        matches!(check(&exported), Verdict::Intact { .. }),
+        "{:?}",
+        check(&exported)
+    );
+    // A file that does not hold the store's last event (the store came from elsewhere): the new
+    // chain links to the file's last, as it always did.
+    let other = dir.path().join("other.jsonl");
+    let alone = Audit::open(
+        &settings(vec![(file(&other), true)]),
+        &store,
+        "test",
+        "sha256:t",
+    )
+    .await
+    .unwrap();
+    alone.close().await.unwrap();
+    let other_last = lines(&other).last().unwrap()["hash"].clone();
+    let fourth = Audit::open(
+        &settings(vec![(file(&other), true), (SinkKind::Store, true)]),
+        &store,
+        "test",
+        "sha256:t",
+    )
+    .await
+    .unwrap();
+    fourth.close().await.unwrap();
+    assert_eq!(start(&other)["prev"], other_last);
+    assert!(
+        matches!(check(&other), Verdict::Intact { .. }),
+        "{:?}",
+        check(&other)
+    );
+}
