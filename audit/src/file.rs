@@ -128,7 +128,7 @@ impl FileSink {
                 #[cfg(test)]
                 failing: super::write_faults::take(path),
             },
-            last.and_then(|l| super::hash_of_line(&l)),
+            last,
         ))
     }
 
@@ -474,21 +474,6 @@ pub(crate) fn last_line(file: &mut File) -> std::io::Result<(Option<String>, boo
         .find(|l| !l.trim().is_empty())
         .map(str::to_string);
     Ok((last, torn))
-}
-
-/// Whether the last 4 MiB of the file at `path` hold the event whose hash is `hash`.
-pub(crate) fn tail_holds(path: &str, hash: &str) -> bool {
-    const TAIL: u64 = 4 << 20;
-    let read = || -> std::io::Result<bool> {
-        let mut file = File::open(path)?;
-        let len = file.seek(SeekFrom::End(0))?;
-        file.seek(SeekFrom::Start(len.saturating_sub(TAIL)))?;
-        let mut tail = Vec::new();
-        file.take(TAIL).read_to_end(&mut tail)?;
-        let needle = format!("\"hash\":\"{hash}\"");
-        Ok(tail.windows(needle.len()).any(|w| w == needle.as_bytes()))
-    };
-    read().unwrap_or(false)
 }
 
 #[cfg(test)]

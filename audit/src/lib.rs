@@ -23,16 +23,16 @@
 //!
 //! Each process writes its own chain (`chain` is random per start, `seq` counts from 1). The
 //! first event of a chain (`audit.start`) links to the last event already in the first sink that
-//! has one, so removing a whole run also shows as a broken link; when that sink is a file that
-//! holds the store's last event too, to that one instead. The store lags the file (callers write
-//! the file first and the store waits for company, `sink::STORE_LINGER`), so its last event is
-//! one that both sinks hold, and the new chain comes after it in both.
+//! has one, so removing a whole run also shows as a broken link. The store lags the file (callers
+//! write the file first and the store waits for company, `sink::STORE_LINGER`): a chain that links
+//! to a file's recent event waits a moment for the store to hold it too ([`link`]).
 
 pub mod clock;
 pub mod export;
 pub mod file;
 mod inline;
 mod line;
+mod link;
 pub mod redact;
 mod sink;
 pub mod verify;
@@ -245,9 +245,10 @@ impl Audit {
         };
         let mut sinks = Vec::new();
         let mut stats = Vec::new();
-        // The first sink's last event, and the file it is in; the store's last event.
-        let mut first: Option<(String, Option<&str>)> = None;
-        let mut stored: Option<String> = None;
+        // What the chain links to: the first sink's last event, and its line when in a file.
+        let mut prev: Option<String> = None;
+        let mut linked_line: Option<String> = None;
+        let mut stored: Option<Option<String>> = None;
         let reopen = Reopen::default();
         for s in &settings.sinks {
             let (sink, last) = match &s.kind {
@@ -263,8 +264,7 @@ impl Audit {
                     let last = store
                         .last_audit_line()
                         .await
-                        .map_err(|e| format!("audit store sink: {e}"))?
-                        .and_then(|l| hash_of_line(&l));
+                        .map_err(|e| format!("audit store sink: {e}"))?;
                     let writer = store
                         .audit_writer()
                         .map_err(|e| format!("audit store sink: {e}"))?;
@@ -272,17 +272,13 @@ impl Audit {
                 }
                 SinkKind::Stdout => (Sink::Stdout, None),
             };
-            if let (SinkKind::Store, Some(l)) = (&s.kind, &last) {
-                stored = Some(l.clone());
+            let hash = last.as_deref().and_then(hash_of_line);
+            if matches!(s.kind, SinkKind::Store) {
+                stored = Some(hash.clone());
             }
-            if first.is_none()
-                && let Some(l) = last
-            {
-                let path = match &s.kind {
-                    SinkKind::File { path, .. } => Some(path.as_str()),
-                    _ => None,
-                };
-                first = Some((l, path));
+            if prev.is_none() && hash.is_some() {
+                prev = hash;
+                linked_line = last.filter(|_| matches!(s.kind, SinkKind::File { .. }));
             }
             stats.push(SinkStats {
                 name: match &s.kind {
@@ -298,14 +294,12 @@ impl Audit {
             });
             sinks.push((sink, s.required));
         }
-        // The store lags the file (see `sink::STORE_LINGER`): link to its last event when the
-        // file holds that one too, so the link's target comes first in both sinks.
-        let prev = match (first, stored) {
-            (Some((_, Some(path))), Some(stored)) if file::tail_holds(path, &stored) => {
-                Some(stored)
-            }
-            (first, stored) => first.map(|(l, _)| l).or(stored),
-        };
+        // Linked to a file's last event that the store may not have written yet: wait for it.
+        if let (Some(line), Some(hash), Some(stored)) = (&linked_line, &prev, &stored)
+            && stored.as_ref() != Some(hash)
+        {
+            link::await_in_store(store, line, hash).await;
+        }
         let stats = Arc::new(stats);
         let batches = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(QUEUE);

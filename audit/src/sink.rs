@@ -1,6 +1,6 @@
 //! The sinks: a file (one `write` and one `fsync` per batch, see [`super::file`]), the store (one
-//! transaction on the sink's own connection) and stdout, each written by its own thread
-//! ([`SinkWorker`]).
+//! transaction per batch, on SQLite through the store's one writing connection) and stdout, each
+//! written by its own thread ([`SinkWorker`]).
 
 use super::*;
 
@@ -51,10 +51,10 @@ impl SharedFile {
 /// nobody waits for is put off up to [`LINGER`] for company); those that they passed on to the
 /// other sinks as batches nobody waits for. The store holds such batches up to [`STORE_LINGER`]
 /// for company, so one transaction serves several calls' events (at one call at a time, one per
-/// event otherwise); a batch somebody waits for ends the wait. The store then lags the file by as
-/// much; another process sharing the sinks links its chain to the store's last event when the
-/// file holds it too (see [`Audit::open`]), so its first event comes after the one it links to
-/// in both sinks.
+/// event otherwise); a batch from the writer thread (which waits to learn whether the store took
+/// it) ends the wait. The store then lags the file by as much; another process sharing the sinks
+/// that links its chain to the file's last event waits for the store to hold it (see
+/// [`crate::link`]), so its first event comes after the one it links to in both sinks.
 pub(crate) struct SinkWorker {
     pub(crate) sink: Sink,
     pub(crate) required: bool,
