@@ -196,6 +196,23 @@ impl Store {
         })
     }
 
+    /// The line of one chain's event, if the store holds it (a lookup by the chain's key).
+    pub async fn audit_event_line(
+        &self,
+        chain: &str,
+        seq: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT line FROM audit_events WHERE chain = $1 AND seq = $2")
+            .bind(chain)
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("line")?),
+            None => None,
+        })
+    }
+
     /// Event lines in write order: at or after `since_ms`, optionally of one session or trace,
     /// after row `after` (for paging), at most `limit`. Returns (row id, line) pairs.
     pub async fn audit_lines(
