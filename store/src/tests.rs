@@ -373,6 +373,29 @@ async fn a_closed_store_refuses_a_reservation() {
     assert!(s.reserve_budgets(&mut [charge("b", 1, 10)]).await.is_err());
 }
 
+/// The writing connection cannot be opened (its file is not there): a reservation is refused
+/// with the reason, and the audit store sink's batch fails, so neither can be taken as done.
+#[tokio::test]
+async fn a_writing_connection_that_cannot_open_refuses_reservations_and_audit_batches() {
+    let s = Store::unreachable().unwrap();
+    let e = s
+        .reserve_budgets(&mut [charge("b", 1, 10)])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unable to open"), "{e}");
+    let mut w = s.audit_writer().unwrap();
+    let row = AuditRow {
+        chain: "c",
+        seq: 1,
+        at_ms: 1,
+        session: None,
+        trace_id: None,
+        line: "{}",
+    };
+    assert!(w.append(&[row]).is_err());
+}
+
 #[tokio::test]
 async fn a_call_spends_all_its_budgets_or_none() {
     let (_d, s) = store().await;

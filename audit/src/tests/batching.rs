@@ -19,6 +19,13 @@ fn job(n: u64, waited_for: bool) -> (Job, Option<oneshot::Receiver<bool>>) {
     (job, answer)
 }
 
+/// An audit log on `store` with `sinks`.
+async fn open_with(store: &Store, sinks: Vec<(SinkKind, bool)>) -> Audit {
+    Audit::open(&settings(sinks), store, "test", "sha256:t")
+        .await
+        .unwrap()
+}
+
 /// The file and the store hold the same lines, in the same order.
 async fn assert_same_lines(path: &std::path::Path, store: &Store) {
     let file: Vec<String> = std::fs::read_to_string(path)
@@ -180,14 +187,7 @@ async fn a_new_chain_waits_for_the_store_to_hold_the_file_event_it_links_to() {
     };
     // A run with the file alone; its events reach the store 150 ms later, as from a store sink
     // that lags.
-    let alone = Audit::open(
-        &settings(vec![(file(&path), true)]),
-        &store,
-        "test",
-        "sha256:t",
-    )
-    .await
-    .unwrap();
+    let alone = open_with(&store, vec![(file(&path), true)]).await;
     alone.record(call(2)).await.unwrap();
     alone.close().await.unwrap();
     let written = lines(&path);
@@ -219,10 +219,8 @@ async fn a_new_chain_waits_for_the_store_to_hold_the_file_event_it_links_to() {
             .collect();
         writer.append(&rows).unwrap();
     });
-    let both = |path: &std::path::Path| settings(vec![(file(path), true), (SinkKind::Store, true)]);
-    let third = Audit::open(&both(&path), &store, "test", "sha256:t")
-        .await
-        .unwrap();
+    let both = || vec![(file(&path), true), (SinkKind::Store, true)];
+    let third = open_with(&store, both()).await;
     third.close().await.unwrap();
     lagging.join().unwrap();
     let start = |path: &std::path::Path| {
@@ -253,20 +251,11 @@ async fn a_new_chain_waits_for_the_store_to_hold_the_file_event_it_links_to() {
         check(&exported)
     );
     // An event the store never gets: the chain links to it after the wait, and the file verifies.
-    let alone = Audit::open(
-        &settings(vec![(file(&path), true)]),
-        &store,
-        "test",
-        "sha256:t",
-    )
-    .await
-    .unwrap();
+    let alone = open_with(&store, vec![(file(&path), true)]).await;
     alone.close().await.unwrap();
     let file_last = lines(&path).last().unwrap().clone();
     let started = std::time::Instant::now();
-    let fourth = Audit::open(&both(&path), &store, "test", "sha256:t")
-        .await
-        .unwrap();
+    let fourth = open_with(&store, both()).await;
     assert!(
         started.elapsed() < std::time::Duration::from_secs(3),
         "{:?}",
