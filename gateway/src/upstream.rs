@@ -17,6 +17,7 @@ mod error;
 mod handler;
 mod http;
 mod launch;
+mod lean;
 mod link;
 mod listing;
 mod relay;

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use std::sync::Arc;
 
-use super::db::{SharedWriter, Target};
+use super::db::{SharedWriter, Target, immediate};
 use super::{Store, StoreError};
 
 /// One event as the writer hands it to the store.
@@ -63,9 +63,7 @@ impl AuditWriter {
     pub fn append(&mut self, rows: &[AuditRow<'_>]) -> Result<(), StoreError> {
         match &mut self.0 {
             Writer::Sqlite(writer) => Ok(writer.with(|conn| {
-                let tx =
-                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                {
+                immediate(conn, |tx| {
                     let mut insert = tx.prepare_cached(
                         "INSERT INTO audit_events (chain, seq, at_ms, session, trace_id, line)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -75,8 +73,8 @@ impl AuditWriter {
                             r.chain, r.seq, r.at_ms, r.session, r.trace_id, r.line
                         ])?;
                     }
-                }
-                tx.commit()
+                    Ok(())
+                })
             })?),
             Writer::Postgres(w) => {
                 let PgWriter { runtime, url, conn } = &mut **w;

@@ -249,3 +249,22 @@ fn writer_connection(path: &Path) -> Result<rusqlite::Connection, rusqlite::Erro
     conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT)?;
     Ok(conn)
 }
+
+/// Run `work` in a write transaction that takes the write lock first (`BEGIN IMMEDIATE`, the
+/// turn among processes sharing the file): committed when `work` succeeds, rolled back when
+/// anything fails. Unlike rusqlite's `Transaction`, which parses its `BEGIN` and `COMMIT` on
+/// every use, the statements come from the connection's cache.
+pub(crate) fn immediate<R>(
+    conn: &rusqlite::Connection,
+    work: impl FnOnce(&rusqlite::Connection) -> Result<R, rusqlite::Error>,
+) -> Result<R, rusqlite::Error> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let done = work(conn).and_then(|r| conn.prepare_cached("COMMIT")?.execute([]).map(|_| r));
+    if done.is_err() && !conn.is_autocommit() {
+        // The error is what the caller hears; the writer drops a connection that failed.
+        let _ = conn
+            .prepare_cached("ROLLBACK")
+            .and_then(|mut s| s.execute([]));
+    }
+    done
+}

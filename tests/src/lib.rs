@@ -385,6 +385,8 @@ pub struct Gateway {
     /// A client API key.
     pub key: String,
     log: String,
+    /// Environment variables the gateway's processes get.
+    env: Vec<(String, String)>,
 }
 
 impl Drop for Gateway {
@@ -399,8 +401,9 @@ impl Drop for Gateway {
 
 /// Start `portcullis serve` on a config; returns the process, MCP base and admin base URLs.
 /// The gateway's log (at `log` level) is appended to `gateway.log` next to the config.
-fn serve(config: &Path, log: &str) -> Result<(Proc, String, String)> {
+fn serve(config: &Path, log: &str, env: &[(String, String)]) -> Result<(Proc, String, String)> {
     let mut cmd = Command::new(bin("portcullis"));
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -441,16 +444,37 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with extra top-level config lines.
     pub fn start_with(top: &str, servers_yaml: &str) -> Result<Gateway> {
-        Gateway::spawn(top, servers_yaml, true, "warn")
+        Gateway::spawn(top, servers_yaml, true, "warn", &[])
+    }
+
+    /// Like [`Gateway::start_with`], the gateway's processes (`pin` and `serve`) getting `env`
+    /// too; `ready` false does not wait for the upstreams.
+    pub fn start_with_env(
+        top: &str,
+        servers_yaml: &str,
+        ready: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Gateway> {
+        Gateway::spawn(top, servers_yaml, ready, "warn", env)
     }
 
     /// Like [`Gateway::start_with`], logging at `log` level (e.g. `debug`) to
     /// [`Gateway::log_file`]. `{dir}` in `top` is replaced by the gateway's directory.
     pub fn start_logged(top: &str, servers_yaml: &str, log: &str) -> Result<Gateway> {
-        Gateway::spawn(top, servers_yaml, true, log)
+        Gateway::spawn(top, servers_yaml, true, log, &[])
     }
 
-    fn spawn(top: &str, servers_yaml: &str, ready: bool, log: &str) -> Result<Gateway> {
+    fn spawn(
+        top: &str,
+        servers_yaml: &str,
+        ready: bool,
+        log: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Gateway> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let dir = tempfile::tempdir()?;
         let top = &top.replace("{dir}", &dir.path().display().to_string());
         // Approvals have their own tests; elsewhere write tools are called directly.
@@ -490,9 +514,9 @@ impl Gateway {
             // As an operator would: pin the upstreams' tool definitions before serving. An
             // upstream that is meant to be down stays unpinned. (Development-profile tests run
             // unpinned, keeping the definitions first seen.)
-            pin(&path)?;
+            pin_with(&path, &env)?;
         }
-        let (proc, base, admin) = serve(&path, log)?;
+        let (proc, base, admin) = serve(&path, log, &env)?;
         let gw = Gateway {
             proc,
             dir,
@@ -500,6 +524,7 @@ impl Gateway {
             admin,
             key,
             log: log.to_string(),
+            env,
         };
         if ready {
             gw.wait_ready()?;
@@ -513,12 +538,13 @@ impl Gateway {
     /// Like [`Gateway::start_logged`], without waiting for the upstreams (slow to start, or meant
     /// to be down).
     pub fn start_unready_with(top: &str, servers_yaml: &str, log: &str) -> Result<Gateway> {
-        Gateway::spawn(top, servers_yaml, false, log)
+        Gateway::spawn(top, servers_yaml, false, log, &[])
     }
 
     /// Start without waiting for every upstream (some are meant to be down).
     pub fn start_with_unready(servers_yaml: &str) -> Gateway {
-        Gateway::spawn("", servers_yaml, false, "warn").unwrap_or_else(|e| panic!("gateway: {e}"))
+        Gateway::spawn("", servers_yaml, false, "warn", &[])
+            .unwrap_or_else(|e| panic!("gateway: {e}"))
     }
 
     /// The audit file the harness configures (unless the test wrote its own `audit:`).
@@ -587,7 +613,7 @@ impl Gateway {
 
     /// Start another gateway process on the same config and store (new ports).
     pub fn another(&self) -> Result<Replica> {
-        let (proc, base, admin) = serve(&self.config(), &self.log)?;
+        let (proc, base, admin) = serve(&self.config(), &self.log, &self.env)?;
         let r = Replica {
             _proc: proc,
             base,
@@ -600,7 +626,7 @@ impl Gateway {
     /// Stop this process (SIGKILL) and start it again on the same config and store.
     pub fn restart(&mut self) -> Result<()> {
         self.proc.kill();
-        let (proc, base, admin) = serve(&self.config(), &self.log)?;
+        let (proc, base, admin) = serve(&self.config(), &self.log, &self.env)?;
         self.proc = proc;
         self.base = base;
         self.admin = admin;
@@ -699,7 +725,13 @@ pub fn create_key_with(
 /// Run `portcullis pin --config FILE`; its output (the diff) is returned. Exit 1 (an upstream
 /// unreachable) is not an error here.
 pub fn pin(config: &Path) -> Result<String> {
+    pin_with(config, &[])
+}
+
+/// [`pin`], the process getting `env` too.
+pub fn pin_with(config: &Path, env: &[(String, String)]) -> Result<String> {
     let out = Command::new(bin("portcullis"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("pin")
         .arg("--config")
         .arg(config)

@@ -3,7 +3,9 @@
 
 use std::process::Command;
 
+use portcullis_tests::raw::{Raw, req};
 use portcullis_tests::{Fixture, Gateway, audit_events, fixture_server, python, workspace};
+use serde_json::json;
 
 fn run_client(gw: &Gateway, mode: &str) {
     run_script(gw, "client_e2e.py", mode);
@@ -161,4 +163,74 @@ fn a_per_session_upstream_that_cannot_be_opened_refuses_the_call() {
     let before = fx.calls();
     run_relay(&gw, "unreachable");
     assert_eq!(fx.calls(), before, "a call reached the upstream");
+}
+
+/// The Python SDK upstream over HTTPS (`bench_upstream.py --tls`), its certificate signed by a
+/// certificate authority made for the test; the upstream process and its URL.
+fn https_upstream(certs: &std::path::Path) -> (Upstream, String) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(python())
+        .arg(workspace().join("tests/python/bench_upstream.py"))
+        .arg("--tls")
+        .arg(certs)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("https://localhost:"), "{line}");
+    (Upstream(child), url)
+}
+
+struct Upstream(std::process::Child);
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A gateway that trusts the upstream's certificate authority (through `SSL_CERT_FILE`, which
+/// the platform's verifier reads) reaches it over HTTPS on both legs: rmcp's client for the
+/// handshake, listing and pinning, the lean leg for the call. One that does not trust it never
+/// connects (the name resolves to the address checked, and the certificate is refused), and the
+/// call is refused.
+#[tokio::test]
+async fn an_https_upstream_is_reached_only_when_its_certificate_is_trusted() {
+    let certs = tempfile::tempdir().unwrap();
+    let (_up, url) = https_upstream(certs.path());
+    let servers = format!(
+        "  py:\n    url: {url}\n    allow_private: true\n    timeout: 5s\n    tools:\n      echo: {{ class: read }}\n"
+    );
+    let ca = certs.path().join("ca.pem");
+    let call = req(
+        2,
+        "tools/call",
+        json!({ "name": "py__echo", "arguments": { "text": "over tls" } }),
+    );
+
+    let trusting = Gateway::start_with_env(
+        "",
+        &servers,
+        true,
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    )
+    .unwrap();
+    let mut c = Raw::new(trusting.mcp(), &trusting.key);
+    c.init().await;
+    let (status, r) = c.call(call.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(r["result"]["content"][0]["text"], "over tls", "{r}");
+
+    let wary = Gateway::start_with_env("", &servers, false, &[]).unwrap();
+    let mut c = Raw::new(wary.mcp(), &wary.key);
+    c.init().await;
+    let (_, r) = c.call(call).await;
+    assert!(r["result"].is_null() && r["error"].is_object(), "{r}");
+    let log = std::fs::read_to_string(wary.log_file()).unwrap();
+    assert!(log.contains("UnknownIssuer"), "{log}");
 }

@@ -39,9 +39,10 @@ pub(super) async fn connect(
     };
     let mut conn = connection(service, progress, ep).await?;
     // A shared connection over HTTP takes callers' requests on the lean leg.
-    if let Some((http, url)) = http {
+    if let Some((http, lean, url)) = http {
         conn.direct = Some(Arc::new(super::direct::Direct::new(
             http,
+            lean,
             notices,
             &url,
             conn.protocol.as_str(),
@@ -88,14 +89,18 @@ async fn connection(
 
 type Service = rmcp::service::RunningService<RoleClient, UpstreamHandler>;
 
+/// What an HTTP connection's lean leg is made of: rmcp's client (credentials, session), the
+/// lean client, and the URL.
+type Lean = (super::http::UpstreamHttp, super::lean::LeanHttp, String);
+
 /// One handshake attempt over a new transport.
-/// An HTTP connection also returns its HTTP client and URL, for the lean leg.
+/// An HTTP connection also returns what its lean leg is made of.
 async fn handshake(
     up: &Upstream,
     ep: usize,
     handler: UpstreamHandler,
     lifecycle: ClientLifecycleMode,
-) -> anyhow::Result<(Service, Option<(super::http::UpstreamHttp, String)>)> {
+) -> anyhow::Result<(Service, Option<Lean>)> {
     let server = up.config();
     let limit = server.timeout;
     Ok(match &server.source {
@@ -133,12 +138,13 @@ async fn handshake(
                 .redirect(reqwest::redirect::Policy::none())
                 // A proxy would resolve the host itself, past the checked addresses.
                 .no_proxy()
-                .default_headers(headers);
+                .default_headers(headers.clone());
             // Connect only to the addresses that were checked: a second lookup cannot move the
             // connection elsewhere (DNS rebinding).
             if host.parse::<std::net::IpAddr>().is_err() {
                 builder = builder.resolve_to_addrs(&host, &addrs);
             }
+            let lean = super::lean::LeanHttp::new(addrs, headers)?;
             let http = builder.build()?;
             let own = server.minted.as_ref().map(|m| super::http::OwnCredential {
                 minter: up.minter.clone(),
@@ -150,7 +156,7 @@ async fn handshake(
             let service =
                 tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle))
                     .await??;
-            (service, Some((client, url.to_string())))
+            (service, Some((client, lean, url.to_string())))
         }
         ServerSource::Command(cmd) => {
             let mut c = super::launch::command(cmd, &up.cache, up.profile).await?;

@@ -1,6 +1,7 @@
 //! The lean upstream leg: a caller's request to a Streamable HTTP upstream, on a connection
-//! shared by callers, is sent from the calling task on the connection's pooled keep-alive HTTP
-//! client, and its answer read there, JSON or SSE, straight into the value the pipeline uses.
+//! shared by callers, is sent from the calling task on hyper's pooled keep-alive client
+//! ([`LeanHttp`]), and its answer read there, JSON or SSE, straight into the value the pipeline
+//! uses.
 //!
 //! Through rmcp's client a request passes the peer's queue, the service loop and the transport
 //! worker each way, and is converted to rmcp's typed messages and back (its header builder even
@@ -8,7 +9,7 @@
 //! (or on its resumption), so none of that machinery is needed for it: what is written here is
 //! the request's bytes and headers, as rmcp's client sends them in each era, and the reading of
 //! its answer (`read.rs`). rmcp keeps the connection itself (the handshake, listings, the GET or
-//! `subscriptions/listen` stream, tasks), per-session connections and stdio.
+//! `subscriptions/listen` stream, tasks) on its reqwest client, per-session connections and stdio.
 //!
 //! What the answer's stream may carry is handled as on any shared connection: progress for
 //! this request goes to the caller on the caller's own token; an answer to anything but this
@@ -30,11 +31,24 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION};
+use http::{HeaderName, HeaderValue, Method, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
 use super::http::UpstreamHttp;
+use super::lean::LeanHttp;
 use read::{MAX_ERROR, Reading, answer, bounded};
 
 mod call;
 mod read;
+mod request;
+
+use request::{
+    Address, LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION_HEADER, SESSION_ID, TRACEPARENT,
+    bearer_value, content_type, header_value, post,
+};
 
 /// Methods sent this way: the ones a caller's request is forwarded as.
 pub(super) const METHODS: [&str; 3] = ["tools/call", "resources/read", "prompts/get"];
@@ -44,14 +58,16 @@ const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// The lean leg of one connection.
 pub(super) struct Direct {
+    /// The connection's rmcp client: its credentials and session.
     http: UpstreamHttp,
+    lean: LeanHttp,
     /// What list changes and resource updates on a call's stream go to.
     notices: super::handler::UpstreamHandler,
     url: Address,
     /// What every request's `_meta` carries: the protocol version, the gateway's client info and
     /// the connection's client capabilities.
     meta: Map<String, Value>,
-    version: String,
+    version: HeaderValue,
     /// The `initialize` era: a session, no client context in `_meta`, no standard headers,
     /// requests from the server answered on the connection, cancellation told.
     legacy: bool,
@@ -112,8 +128,13 @@ struct Outgoing<'a> {
 }
 
 impl Direct {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "what a connection's handshake settled, each used once here"
+    )]
     pub(super) fn new(
         http: UpstreamHttp,
+        lean: LeanHttp,
         notices: super::handler::UpstreamHandler,
         url: &str,
         version: &str,
@@ -130,10 +151,13 @@ impl Direct {
         Direct {
             legacy,
             http,
+            lean,
             notices,
             url: Address::of(url),
             meta,
-            version: version.to_string(),
+            // A revision name is a valid header value; the empty value for one that is not
+            // makes the upstream refuse the request.
+            version: HeaderValue::from_str(version).unwrap_or(HeaderValue::from_static("")),
             // Apart from rmcp's ids on the same connection (each answer comes on its own POST,
             // so they could not be confused; this keeps the upstream's logs unambiguous).
             next: AtomicU64::new(1 << 32),
@@ -231,6 +255,7 @@ impl Direct {
     fn poster(&self) -> Poster {
         Poster {
             http: self.http.clone(),
+            lean: self.lean.clone(),
             url: self.url.clone(),
             version: self.version.clone(),
         }
@@ -309,30 +334,31 @@ impl Direct {
                 .credential(credential, Some(method))
                 .await
                 .map_err(|why| Failure::Transport(why.into()))?;
-            let mut req = post(&self.http, &self.url, &self.version, session.as_deref());
+            let mut req = post(&self.url, &self.version, session.as_deref())?;
+            let headers = req.headers_mut();
             // The standard headers came with 2026-07-28.
             if !self.legacy {
-                req = req.header("mcp-method", method);
+                headers.insert(MCP_METHOD, header_value(method)?);
                 if let Some(name) = name {
-                    req = req.header("mcp-name", name);
+                    headers.insert(MCP_NAME, header_value(&name)?);
                 }
                 for (header, value) in param_headers {
-                    req = req.header(format!("mcp-param-{header}"), value);
+                    let name = HeaderName::try_from(format!("mcp-param-{header}"))
+                        .map_err(|e| Failure::Transport(format!("a parameter header: {e}")))?;
+                    headers.insert(name, header_value(&value)?);
                 }
             }
             if let Some(tp) = traceparent {
-                req = req.header("traceparent", tp);
+                headers.insert(TRACEPARENT, header_value(&tp)?);
             }
             if let Some(b) = &bearer {
-                req = req.bearer_auth(b);
+                headers.insert(AUTHORIZATION, bearer_value(b)?);
             }
+            *req.body_mut() = Full::new(Bytes::from(body));
             posted.store(true, Ordering::Relaxed);
-            let response = req.body(body).send().await.map_err(|e| {
-                // No connection could be made: the request never left the gateway.
-                match e.is_connect() {
-                    true => Failure::Unreached(e.without_url().to_string()),
-                    false => Failure::Transport(e.without_url().to_string()),
-                }
+            let response = self.lean.send(req).await.map_err(|e| match e.unreached {
+                true => Failure::Unreached(e.why),
+                false => Failure::Transport(e.why),
             })?;
             Ok::<_, Failure>((response, bearer))
         };
@@ -423,23 +449,27 @@ impl Direct {
     }
 
     /// Resume a request's stream after the event `last` (a GET with `Last-Event-ID`).
-    async fn resume(&self, last: &str, bearer: Option<&str>) -> Result<reqwest::Response, Failure> {
-        let mut req = self
-            .url
-            .request(self.http.client(), reqwest::Method::GET)
-            .header(http::header::ACCEPT, "text/event-stream")
-            .header("mcp-protocol-version", &self.version)
-            .header("last-event-id", last);
+    async fn resume(
+        &self,
+        last: &str,
+        bearer: Option<&str>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let mut req = self.url.request(Method::GET)?;
+        let headers = req.headers_mut();
+        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        headers.insert(PROTOCOL_VERSION_HEADER, self.version.clone());
+        headers.insert(LAST_EVENT_ID, header_value(last)?);
         if let Some(session) = self.http.session().filter(|_| self.legacy) {
-            req = req.header("mcp-session-id", &*session);
+            headers.insert(SESSION_ID, header_value(&session)?);
         }
         if let Some(b) = bearer {
-            req = req.bearer_auth(b);
+            headers.insert(AUTHORIZATION, bearer_value(b)?);
         }
-        let response = req
-            .send()
+        let response = self
+            .lean
+            .send(req)
             .await
-            .map_err(|e| Failure::Transport(e.without_url().to_string()))?;
+            .map_err(|e| Failure::Transport(e.why))?;
         let status = response.status();
         match status.is_success() && content_type(&response).starts_with("text/event-stream") {
             true => Ok(response),
@@ -453,8 +483,9 @@ impl Direct {
 /// The connection's client, address and revision, owned (for a message sent on its own).
 struct Poster {
     http: UpstreamHttp,
+    lean: LeanHttp,
     url: Address,
-    version: String,
+    version: HeaderValue,
 }
 
 impl Poster {
@@ -465,70 +496,21 @@ impl Poster {
             .await
             .map_err(|why| Failure::Transport(why.into()))?;
         let session = self.http.session();
-        let mut req = post(&self.http, &self.url, &self.version, session.as_deref());
+        let mut req = post(&self.url, &self.version, session.as_deref())?;
         if let Some(b) = &bearer {
-            req = req.bearer_auth(b);
+            req.headers_mut().insert(AUTHORIZATION, bearer_value(b)?);
         }
-        let response = req
-            .body(message.to_string())
-            .send()
+        *req.body_mut() = Full::new(Bytes::from(message.to_string()));
+        let response = self
+            .lean
+            .send(req)
             .await
-            .map_err(|e| Failure::Transport(e.without_url().to_string()))?;
+            .map_err(|e| Failure::Transport(e.why))?;
         match response.status().is_success() {
             true => Ok(()),
             false => Err(Failure::Transport(format!("HTTP {}", response.status()))),
         }
     }
-}
-
-/// The upstream's address, parsed once: a string would be parsed again on every request. One
-/// that does not parse (checked at load, so never) is kept as given, and each request fails
-/// with the parser's error.
-#[derive(Clone)]
-struct Address(Result<reqwest::Url, Arc<str>>);
-
-impl Address {
-    fn of(url: &str) -> Address {
-        Address(reqwest::Url::parse(url).map_err(|_| Arc::from(url)))
-    }
-
-    fn request(
-        &self,
-        client: &reqwest::Client,
-        method: reqwest::Method,
-    ) -> reqwest::RequestBuilder {
-        match &self.0 {
-            Ok(u) => client.request(method, u.clone()),
-            Err(s) => client.request(method, &**s),
-        }
-    }
-}
-
-/// A POST of a JSON-RPC message to the upstream, in `session` where there is one.
-fn post(
-    http: &UpstreamHttp,
-    url: &Address,
-    version: &str,
-    session: Option<&str>,
-) -> reqwest::RequestBuilder {
-    let req = url
-        .request(http.client(), reqwest::Method::POST)
-        .header(http::header::ACCEPT, "application/json, text/event-stream")
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header("mcp-protocol-version", version);
-    match session {
-        Some(session) => req.header("mcp-session-id", session),
-        None => req,
-    }
-}
-
-fn content_type(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase()
 }
 
 /// Keep of `params` only what the method's request carries (as rmcp's typed requests would):

@@ -278,11 +278,6 @@ impl UpstreamHttp {
             }
         }
     }
-
-    /// The pooled HTTP client under the connection.
-    pub(crate) fn client(&self) -> &reqwest::Client {
-        &self.http
-    }
 }
 
 /// The `traceparent` a request carries in `params._meta`, read from the parsed message (no

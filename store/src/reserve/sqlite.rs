@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{Answer, Ask, Charge, GROUP, now_ms};
-use crate::db::SharedWriter;
+use crate::db::{SharedWriter, immediate};
 
 /// Serve reservations from `rx` until every sender has gone (the store was dropped); once
 /// `closed`, refuse them.
@@ -127,37 +127,38 @@ fn answer(conn: &Connection, ask: Ask, reply: Answer) {
 /// One transaction for every call's charges, in order; each call's verdict. `BEGIN IMMEDIATE`
 /// takes the write lock first, so processes sharing the store take turns.
 fn reserve_group(
-    conn: &mut Connection,
+    conn: &Connection,
     calls: &mut [Vec<Charge>],
 ) -> Result<Vec<Option<usize>>, rusqlite::Error> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let at = now_ms();
-    let mut verdicts = Vec::with_capacity(calls.len());
-    for charges in calls.iter_mut() {
-        let several = charges.len() > 1;
-        if several {
-            tx.execute_batch("SAVEPOINT call")?;
-        }
-        let mut refused = None;
-        for (i, c) in charges.iter_mut().enumerate() {
-            match spend(&tx, c, at)? {
-                Some(epoch) => c.epoch = epoch,
-                None => {
-                    refused = Some(i);
-                    break;
+    immediate(conn, |tx| {
+        let at = now_ms();
+        let mut verdicts = Vec::with_capacity(calls.len());
+        for charges in calls.iter_mut() {
+            let several = charges.len() > 1;
+            if several {
+                tx.prepare_cached("SAVEPOINT call")?.execute([])?;
+            }
+            let mut refused = None;
+            for (i, c) in charges.iter_mut().enumerate() {
+                match spend(tx, c, at)? {
+                    Some(epoch) => c.epoch = epoch,
+                    None => {
+                        refused = Some(i);
+                        break;
+                    }
                 }
             }
-        }
-        if several {
-            if refused.is_some() {
-                tx.execute_batch("ROLLBACK TO SAVEPOINT call")?;
+            if several {
+                if refused.is_some() {
+                    tx.prepare_cached("ROLLBACK TO SAVEPOINT call")?
+                        .execute([])?;
+                }
+                tx.prepare_cached("RELEASE SAVEPOINT call")?.execute([])?;
             }
-            tx.execute_batch("RELEASE SAVEPOINT call")?;
+            verdicts.push(refused);
         }
-        verdicts.push(refused);
-    }
-    tx.commit()?;
-    Ok(verdicts)
+        Ok(verdicts)
+    })
 }
 
 /// Add `c.cost` to its window while it fits: the window's epoch when spent, `None` when not.

@@ -12,6 +12,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use http::Response;
+use http_body_util::{BodyDataStream, BodyExt as _};
+
 use super::{Direct, Failure};
 
 /// The largest error body read (an HTTP error's JSON-RPC error).
@@ -74,14 +77,14 @@ type Events = super::super::drain::Drained<Result<sse_stream::Sse, sse_stream::E
 /// end, so the bytes since the last event's end are counted. `too_large` is set when that is
 /// why the stream broke (the response is dropped then, and its connection with it).
 fn events(
-    response: reqwest::Response,
+    response: Response<hyper::body::Incoming>,
     answered: Arc<AtomicBool>,
     too_large: Arc<AtomicBool>,
     max: usize,
 ) -> Events {
     let (mut open, mut tail) = (0usize, [0u8; 2]);
-    let bytes = response.bytes_stream().map(move |chunk| {
-        let chunk = chunk.map_err(|e| std::io::Error::other(e.without_url()))?;
+    let bytes = BodyDataStream::new(response.into_body()).map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
         open = still_open(open, &mut tail, &chunk);
         if open > max {
             too_large.store(true, Ordering::Relaxed);
@@ -135,7 +138,7 @@ pub(super) fn still_open(open: usize, tail: &mut [u8; 2], chunk: &[u8]) -> usize
 impl Reading<'_> {
     pub(super) async fn stream(
         self,
-        response: reqwest::Response,
+        response: Response<hyper::body::Incoming>,
         cancel: &CancellationToken,
         deadline: &mut Instant,
     ) -> Result<Value, Failure> {
@@ -345,15 +348,17 @@ pub(super) fn answer(incoming: Incoming) -> Result<Value, Failure> {
 
 /// The body of `response`, at most `max` bytes.
 pub(super) async fn bounded(
-    mut response: reqwest::Response,
+    response: Response<hyper::body::Incoming>,
     max: usize,
 ) -> Result<Vec<u8>, Failure> {
+    let mut incoming = response.into_body();
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| Failure::Transport(e.without_url().to_string()))?
-    {
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.map_err(|e| Failure::Transport(super::super::lean::chain(&e)))?;
+        // Trailers carry nothing an answer needs.
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
         if body.len() + chunk.len() > max {
             return Err(Failure::Exceeded(format!("an answer over {max} bytes")));
         }

@@ -142,8 +142,10 @@ fn leg_of(url: &str, legacy: bool) -> Leg {
     if legacy {
         http.saw_session(Some(&Arc::from("sess-1")));
     }
+    let lean = crate::upstream::lean::LeanHttp::new(Vec::new(), http::HeaderMap::new()).unwrap();
     let direct = Direct::new(
         http,
+        lean,
         handler,
         url,
         if legacy { "2025-11-25" } else { "2026-07-28" },

@@ -1,0 +1,131 @@
+//! The lean leg's HTTP client: hyper's pooled keep-alive client, with TLS by rustls, reaching
+//! only the addresses checked when the connection was made.
+//!
+//! rmcp's transport (the handshake, listings, the GET stream) keeps its reqwest client. A
+//! caller's request goes here instead: reqwest's layers (its URL parsed again from each response,
+//! its redirect and retry policies, its default headers copied into every request) cost as much
+//! CPU per call as hyper's own exchange, and the lean leg needs none of them (redirects are never
+//! followed, and the address is fixed). The TLS settings are reqwest's: the platform's verifier
+//! over the process's crypto provider (aws-lc-rs unless another was installed), TLS 1.2 and 1.3.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// How long an idle pooled connection is kept (as the connection's reqwest client keeps its).
+const IDLE: Duration = Duration::from_secs(60);
+
+type Connector = HttpsConnector<HttpConnector<Checked>>;
+
+/// The lean leg's client for one upstream connection. Cloned cheaply (the pool is shared).
+#[derive(Clone)]
+pub(super) struct LeanHttp {
+    client: Client<Connector, Full<Bytes>>,
+    /// The server's credential headers (marked sensitive), sent with every request.
+    headers: Arc<HeaderMap>,
+}
+
+/// Why a request did not get a response.
+pub(super) struct SendError {
+    /// No connection could be made: the request never left the gateway.
+    pub(super) unreached: bool,
+    pub(super) why: String,
+}
+
+impl LeanHttp {
+    /// A client that connects to `addrs` whatever a name resolves to now (the addresses were
+    /// checked against the server's `allow_private`), sending `headers` with every request.
+    pub(super) fn new(addrs: Vec<SocketAddr>, headers: HeaderMap) -> anyhow::Result<LeanHttp> {
+        let mut http = HttpConnector::new_with_resolver(Checked(Arc::new(addrs)));
+        http.set_nodelay(true);
+        // `https` URLs are the TLS layer's; it hands the TCP connection down.
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls()?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(IDLE)
+            .pool_timer(TokioTimer::new())
+            .build(https);
+        Ok(LeanHttp {
+            client,
+            headers: Arc::new(headers),
+        })
+    }
+
+    /// Send `req` with the credential headers it does not set itself (as reqwest's default
+    /// headers); its response, whose body is read by the caller.
+    pub(super) async fn send(
+        &self,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let headers = req.headers_mut();
+        for (name, value) in self.headers.iter() {
+            if !headers.contains_key(name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        self.client.request(req).await.map_err(|e| SendError {
+            unreached: e.is_connect(),
+            why: chain(&e),
+        })
+    }
+}
+
+/// `e` and its sources, as one line.
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
+    let mut why = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        why.push_str(": ");
+        why.push_str(&s.to_string());
+        source = s.source();
+    }
+    why
+}
+
+/// reqwest's TLS: the platform's certificate verifier and the process's crypto provider.
+fn tls() -> anyhow::Result<rustls::ClientConfig> {
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+
+/// A resolver that answers every name with the checked addresses: a second lookup cannot move
+/// the connection elsewhere (DNS rebinding). A URL with an IP address is not resolved.
+#[derive(Clone)]
+struct Checked(Arc<Vec<SocketAddr>>);
+
+impl tower_service::Service<Name> for Checked {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Name) -> Self::Future {
+        std::future::ready(Ok(self.0.as_ref().clone().into_iter()))
+    }
+}
