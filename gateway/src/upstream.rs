@@ -139,7 +139,8 @@ pub(crate) struct Upstream {
 struct Connection {
     peer: Peer<RoleClient>,
     protocol: ProtocolVersion,
-    capabilities: Value,
+    /// Shared: a connection is cloned for every call that uses it.
+    capabilities: Arc<Value>,
     /// Where this connection's progress goes: its own, since rmcp numbers progress tokens per
     /// connection and another connection's tokens must never reach this one's callers.
     progress: Arc<ProgressRoutes>,
@@ -256,7 +257,7 @@ impl Upstream {
     /// The upstream's declared capabilities (untrusted; used to decide what to relay).
     pub(crate) fn capabilities(&self) -> Value {
         self.connection()
-            .map(|c| c.capabilities)
+            .map(|c| c.capabilities.as_ref().clone())
             .unwrap_or(Value::Null)
     }
 

@@ -354,13 +354,20 @@ pub fn secret_spans(v: &str) -> Vec<Range<usize>> {
 }
 
 fn spans(v: &str, with_assigned: bool) -> Vec<Range<usize>> {
-    let lower = v.to_ascii_lowercase();
     let mut spans = Vec::new();
     if let Some(at) = v.find("-----BEGIN ") {
         spans.push(at..v.len());
     }
+    // The searches below need a space (after `Bearer` or `Basic`) or an `=` or `:` (after a
+    // secret name): most values have neither, and skip them and the lowercase copy.
+    let spaced = v.as_bytes().contains(&b' ');
+    let assigning = with_assigned && v.bytes().any(|b| matches!(b, b'=' | b':'));
+    let lower = match spaced || assigning {
+        true => v.to_ascii_lowercase(),
+        false => String::new(),
+    };
     // `Bearer <token>` / `Basic <token>` anywhere, e.g. inside a command line.
-    for scheme in ["bearer ", "basic "] {
+    for scheme in ["bearer ", "basic "].iter().filter(|_| spaced) {
         for (at, _) in lower.match_indices(scheme) {
             let from = at + scheme.len();
             let len = token_len(v.get(from..).unwrap_or_default());
@@ -369,7 +376,7 @@ fn spans(v: &str, with_assigned: bool) -> Vec<Range<usize>> {
             }
         }
     }
-    for name in SECRET_ASSIGNED.iter().filter(|_| with_assigned) {
+    for name in SECRET_ASSIGNED.iter().filter(|_| assigning) {
         for (at, _) in lower.match_indices(name) {
             let before = lower.get(..at).and_then(|b| b.chars().next_back());
             if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-') {

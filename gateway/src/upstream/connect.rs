@@ -79,7 +79,9 @@ async fn connection(
     Ok(Connection {
         peer,
         protocol: info.protocol_version.clone(),
-        capabilities: serde_json::to_value(&info.capabilities).unwrap_or_else(|_| json!({})),
+        capabilities: Arc::new(
+            serde_json::to_value(&info.capabilities).unwrap_or_else(|_| json!({})),
+        ),
         progress,
         direct: None,
         endpoint,

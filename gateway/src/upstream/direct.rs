@@ -316,13 +316,17 @@ impl Direct {
             }
             m.insert("progressToken".into(), Value::from(id));
         }
-        let body = serde_json::to_vec(&Outgoing {
+        // Room for a small request's bytes from the start (growing from empty reallocates
+        // several times).
+        let mut body = Vec::with_capacity(512);
+        let outgoing = Outgoing {
             jsonrpc: "2.0",
             id,
             method,
             params: &params,
-        })
-        .map_err(|e| Failure::Unreadable(e.to_string()))?;
+        };
+        serde_json::to_writer(&mut body, &outgoing)
+            .map_err(|e| Failure::Unreadable(e.to_string()))?;
         let session = self.http.session().filter(|_| self.legacy);
         let started = Instant::now();
         let last = started + max_timeout.max(timeout);

@@ -444,5 +444,23 @@ mod properties {
                 "{} {:?}", text, spans
             );
         }
+
+        /// Text without a space (a query string, a connection string) still has its assigned
+        /// secrets covered, and a `Bearer` token needs only the space after the scheme.
+        #[test]
+        fn secrets_in_text_without_spaces_are_covered(
+            before in "([a-z]{1,8}[&;])?",
+            name in prop_oneof![Just("token"), Just("api_key"), Just("Password"), Just("sig")],
+            sep in prop_oneof![Just("="), Just(":")],
+            value in "[A-Za-z0-9]{1,24}",
+            bearer in "[A-Za-z0-9]{8,24}",
+        ) {
+            let text = format!("{before}{name}{sep}{value}");
+            let at = before.len() + name.len() + sep.len();
+            let spans = secret_spans(&text);
+            prop_assert_eq!(spans, vec![at..at + value.len()], "{}", text);
+            let text = format!("Bearer {bearer}");
+            prop_assert_eq!(secret_spans(&text), vec![7..7 + bearer.len()], "{}", text);
+        }
     }
 }

@@ -38,6 +38,8 @@ impl Address {
             .as_ref()
             .map_err(|why| Failure::Unreached(format!("not a URL: {why}")))?;
         let mut req = http::Request::new(Full::new(Bytes::new()));
+        // Room for every header a request carries, so none reallocates the map.
+        *req.headers_mut() = http::HeaderMap::with_capacity(12);
         *req.method_mut() = method;
         *req.uri_mut() = uri.clone();
         Ok(req)
