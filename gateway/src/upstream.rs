@@ -254,11 +254,12 @@ impl Upstream {
             .map(|c| c.protocol.as_str().to_owned())
     }
 
-    /// The upstream's declared capabilities (untrusted; used to decide what to relay).
-    pub(crate) fn capabilities(&self) -> Value {
+    /// The upstream's declared capabilities (untrusted; used to decide what to relay), `null`
+    /// while not connected.
+    pub(crate) fn capabilities(&self) -> Arc<Value> {
         self.connection()
-            .map(|c| c.capabilities.as_ref().clone())
-            .unwrap_or(Value::Null)
+            .map(|c| c.capabilities)
+            .unwrap_or_else(|_| Arc::new(Value::Null))
     }
 
     /// The allowlisted tools the upstream currently offers.

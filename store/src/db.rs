@@ -259,12 +259,26 @@ pub(crate) fn immediate<R>(
     work: impl FnOnce(&rusqlite::Connection) -> Result<R, rusqlite::Error>,
 ) -> Result<R, rusqlite::Error> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    // Rolls back unless the commit went through, also when `work` panics (the write lock is then
+    // not kept until the connection's next use).
+    let open = Open(conn);
     let done = work(conn).and_then(|r| conn.prepare_cached("COMMIT")?.execute([]).map(|_| r));
-    if done.is_err() && !conn.is_autocommit() {
-        // The error is what the caller hears; the writer drops a connection that failed.
-        let _ = conn
-            .prepare_cached("ROLLBACK")
-            .and_then(|mut s| s.execute([]));
-    }
+    drop(open);
     done
+}
+
+/// A transaction begun on the connection: rolled back when dropped, if still open. The error
+/// of a failed rollback is not what the caller hears (its own error is); the writer drops a
+/// connection that failed.
+struct Open<'a>(&'a rusqlite::Connection);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            let _ = self
+                .0
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut s| s.execute([]));
+        }
+    }
 }

@@ -352,8 +352,9 @@ impl Direct {
                     headers.insert(name, header_value(&value)?);
                 }
             }
-            if let Some(tp) = traceparent {
-                headers.insert(TRACEPARENT, header_value(&tp)?);
+            // A caller's `traceparent` that HTTP cannot carry is left out, as on rmcp's leg.
+            if let Some(tp) = traceparent.and_then(|tp| HeaderValue::from_str(&tp).ok()) {
+                headers.insert(TRACEPARENT, tp);
             }
             if let Some(b) = &bearer {
                 headers.insert(AUTHORIZATION, bearer_value(b)?);

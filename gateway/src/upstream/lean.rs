@@ -26,6 +26,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// How long an idle pooled connection is kept (as the connection's reqwest client keeps its).
 const IDLE: Duration = Duration::from_secs(60);
+/// TCP keepalive and the unacknowledged-data timeout, reqwest's defaults: a peer that vanished
+/// without closing is found out in well under a call's deadline, even on a quiet stream.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const KEEPALIVE_RETRIES: u32 = 3;
+const USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Connector = HttpsConnector<HttpConnector<Checked>>;
 
@@ -38,6 +43,7 @@ pub(super) struct LeanHttp {
 }
 
 /// Why a request did not get a response.
+#[derive(Debug)]
 pub(super) struct SendError {
     /// No connection could be made: the request never left the gateway.
     pub(super) unreached: bool,
@@ -48,15 +54,26 @@ impl LeanHttp {
     /// A client that connects to `addrs` whatever a name resolves to now (the addresses were
     /// checked against the server's `allow_private`), sending `headers` with every request.
     pub(super) fn new(addrs: Vec<SocketAddr>, headers: HeaderMap) -> anyhow::Result<LeanHttp> {
+        LeanHttp::with_tls(addrs, headers, tls()?)
+    }
+
+    fn with_tls(
+        addrs: Vec<SocketAddr>,
+        headers: HeaderMap,
+        mut tls: rustls::ClientConfig,
+    ) -> anyhow::Result<LeanHttp> {
         let mut http = HttpConnector::new_with_resolver(Checked(Arc::new(addrs)));
         http.set_nodelay(true);
+        http.set_keepalive(Some(KEEPALIVE));
+        http.set_keepalive_interval(Some(KEEPALIVE));
+        http.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
+        http.set_tcp_user_timeout(Some(USER_TIMEOUT));
         // `https` URLs are the TLS layer's; it hands the TCP connection down.
         http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls()?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        // HTTP/1.1 offered by ALPN, as reqwest offers it. The name verified (and sent as SNI) is
+        // the URL's host, whatever address the resolver gave.
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let https = HttpsConnector::from((http, tls));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(IDLE)
             .pool_timer(TokioTimer::new())
@@ -129,3 +146,6 @@ impl tower_service::Service<Name> for Checked {
         std::future::ready(Ok(self.0.as_ref().clone().into_iter()))
     }
 }
+
+#[cfg(test)]
+mod tests;

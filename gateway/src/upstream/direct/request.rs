@@ -17,26 +17,26 @@ pub(super) const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 pub(super) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub(super) const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
-/// The upstream's address, parsed once: a string would be parsed again on every request. One
-/// that does not parse (checked at load, so never) is kept as given, and each request fails
-/// with the reason.
+/// The upstream's address, parsed once: a string would be parsed again on every request. It is
+/// read as rmcp's client reads it (a URL, percent-encoded where it must be, dot segments
+/// resolved), so both legs reach the same path. One that does not parse fails each request with
+/// the reason (the URL itself is not repeated: its query may carry a credential).
 #[derive(Clone)]
 pub(super) struct Address(Result<http::Uri, Arc<str>>);
 
 impl Address {
     pub(super) fn of(url: &str) -> Address {
-        Address(
-            url.parse::<http::Uri>()
-                .map_err(|e| Arc::from(format!("`{url}`: {e}"))),
-        )
+        let uri = reqwest::Url::parse(url)
+            .map_err(|e| e.to_string())
+            .and_then(|u| u.as_str().parse::<http::Uri>().map_err(|e| e.to_string()));
+        Address(uri.map_err(Arc::from))
     }
 
     /// A request to the address, with an empty body.
     pub(super) fn request(&self, method: Method) -> Result<http::Request<Full<Bytes>>, Failure> {
-        let uri = self
-            .0
-            .as_ref()
-            .map_err(|why| Failure::Unreached(format!("not a URL: {why}")))?;
+        let uri = self.0.as_ref().map_err(|why| {
+            Failure::Unreached(format!("the upstream's URL does not parse: {why}"))
+        })?;
         let mut req = http::Request::new(Full::new(Bytes::new()));
         // Room for every header a request carries, so none reallocates the map.
         *req.headers_mut() = http::HeaderMap::with_capacity(12);
