@@ -14,8 +14,11 @@ sudo_if_needed() {
 # Debian packages: headless Chromium (operator page tests), npm (the Node test clients), curl
 # (the quickstart's printed command), pip/venv for the system python3 (the gateway fetches
 # pinned PyPI packages with `pip download`), PostgreSQL (the replicas' shared store; each test
-# starts its own server) and HAProxy (the load balancer in front of replicas).
+# starts its own server), HAProxy (the load balancer in front of replicas) and the system's CA
+# roots (the gateway's upstream clients load them when built, for `http` upstreams too; packages
+# here come without recommends, so curl does not bring them).
 NEED=""
+[ -s /etc/ssl/certs/ca-certificates.crt ] || NEED="$NEED ca-certificates"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || NEED="$NEED postgresql"
 command -v psql >/dev/null || NEED="$NEED postgresql-client"
 command -v haproxy >/dev/null || NEED="$NEED haproxy"
