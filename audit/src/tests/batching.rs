@@ -269,3 +269,41 @@ async fn a_new_chain_waits_for_the_store_to_hold_the_file_event_it_links_to() {
         check(&path)
     );
 }
+
+/// A sink lingering for company sleeps through work queued without a wake (events nobody
+/// waits for), and takes what is queued when woken or when its time is up.
+#[test]
+fn a_lingering_sink_sleeps_until_woken_or_due() {
+    use crate::sink::next_lingering;
+    use crate::writer::Work;
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let sink = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(30);
+        ready_tx.send(()).unwrap();
+        let first = next_lingering(&rx, Some(until)).is_ok();
+        done_tx.send(first).unwrap();
+        let until = Instant::now() + Duration::from_millis(300);
+        let started = Instant::now();
+        let second = next_lingering(&rx, Some(until)).is_ok();
+        done_tx.send(second).unwrap();
+        done_tx
+            .send(started.elapsed() >= Duration::from_millis(300))
+            .unwrap();
+        // Not lingering: only what is queued already.
+        done_tx.send(next_lingering(&rx, None).is_err()).unwrap();
+    });
+    // Queued without a wake once it sleeps: still asleep a while later.
+    ready.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    tx.send(Work::Flush { at: Instant::now() }).unwrap();
+    assert!(done.recv_timeout(Duration::from_millis(300)).is_err());
+    sink.thread().unpark();
+    assert!(done.recv_timeout(Duration::from_secs(5)).unwrap());
+    // Nothing queued: it wakes when its time is up, with nothing.
+    assert!(!done.recv_timeout(Duration::from_secs(5)).unwrap());
+    assert!(done.recv_timeout(Duration::from_secs(5)).unwrap());
+    assert!(done.recv_timeout(Duration::from_secs(5)).unwrap());
+    sink.join().unwrap();
+}
