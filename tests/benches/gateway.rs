@@ -146,6 +146,37 @@ fn size(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
+/// Calls spread evenly at a given rate: the `k`th call starts no earlier than `k / rate` after
+/// the first, whichever task makes it.
+#[derive(Clone)]
+struct Pace {
+    start: Instant,
+    gap: Duration,
+    next: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Pace {
+    fn new(per_sec: f64) -> Pace {
+        Pace {
+            start: Instant::now(),
+            gap: Duration::from_secs_f64(1.0 / per_sec),
+            next: Arc::new(std::sync::atomic::AtomicU32::new(0)),
+        }
+    }
+
+    /// Wait for the next call's turn. The runtime's timers tick in milliseconds, coarser than
+    /// the gaps between calls, so the wait is a thread's sleep, off the runtime's threads.
+    async fn turn(&self) {
+        let k = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let wait = (self.start + self.gap * k).saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            tokio::task::spawn_blocking(move || std::thread::sleep(wait))
+                .await
+                .expect("pace");
+        }
+    }
+}
+
 async fn run(
     c: &Client,
     tool: &str,
@@ -154,6 +185,19 @@ async fn run(
     port: u16,
     audit: &std::path::Path,
 ) -> Figures {
+    run_paced(c, tool, concurrency, watched, port, audit, None).await
+}
+
+/// [`run`], the calls spread at `per_sec` when given.
+async fn run_paced(
+    c: &Client,
+    tool: &str,
+    concurrency: usize,
+    watched: &[u32],
+    port: u16,
+    audit: &std::path::Path,
+    per_sec: Option<f64>,
+) -> Figures {
     for _ in 0..WARMUP {
         call(c, tool).await;
     }
@@ -161,7 +205,7 @@ async fn run(
     let closed_before = closed(port);
     let audit_before = size(audit);
     let started = Instant::now();
-    let mut lat = measure(c, tool, concurrency).await;
+    let mut lat = measure(c, tool, concurrency, per_sec.map(Pace::new)).await;
     let wall = started.elapsed();
     let closed_after = closed(port);
     let audit_bytes = size(audit).saturating_sub(audit_before);
@@ -183,10 +227,13 @@ async fn run(
     }
 }
 
-async fn measure(c: &Client, tool: &str, concurrency: usize) -> Vec<Duration> {
+async fn measure(c: &Client, tool: &str, concurrency: usize, pace: Option<Pace>) -> Vec<Duration> {
     if concurrency == 1 {
         let mut lat = Vec::with_capacity(SEQUENTIAL);
         for _ in 0..SEQUENTIAL {
+            if let Some(p) = &pace {
+                p.turn().await;
+            }
             lat.push(call(c, tool).await);
         }
         return lat;
@@ -195,9 +242,13 @@ async fn measure(c: &Client, tool: &str, concurrency: usize) -> Vec<Duration> {
         .map(|_| {
             let c = c.clone();
             let tool = tool.to_string();
+            let pace = pace.clone();
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(PER_TASK);
                 for _ in 0..PER_TASK {
+                    if let Some(p) = &pace {
+                        p.turn().await;
+                    }
                     lat.push(call(&c, &tool).await);
                 }
                 lat
@@ -302,6 +353,11 @@ async fn main() {
                 let audit = gw.audit_file();
                 let d = run(&direct, "echo", c, &[pid, me], port, &audit).await;
                 let g = run(&through, tool, c, &[gw.pid(), pid, me], port, &audit).await;
+                // The upstream's CPU per call depends on how often calls come (a runtime that
+                // idles between calls spends more waking up for each): direct again at the
+                // gateway's rate separates the gateway's own effect on the upstream from that.
+                let paced =
+                    run_paced(&direct, "echo", c, &[pid], port, &audit, Some(g.per_sec)).await;
                 println!(
                     "{:>4}  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>9.2}x  {:>10.0}us  {:>10.0}us",
                     c,
@@ -327,6 +383,12 @@ async fn main() {
                     d.closed,
                     g.closed,
                     g.audit_bytes,
+                );
+                println!(
+                    "      direct at the gateway's rate ({:.0} calls/s): upstream CPU/call {:.0}us; through the gateway {:.2}x that",
+                    paced.per_sec,
+                    us(paced.cpu[0]),
+                    g.cpu[1].as_secs_f64() / paced.cpu[0].as_secs_f64(),
                 );
             }
         }
@@ -396,7 +458,7 @@ async fn profile(what: &str, gw: &Gateway, up: (&str, u32), py: (&str, u32)) {
     let (gw_cpu, up_cpu) = (cpu(gw.pid()), cpu(pid));
     let mut calls = 0usize;
     while started.elapsed() < Duration::from_secs(20) {
-        calls += measure(&through, tool, c).await.len();
+        calls += measure(&through, tool, c, None).await.len();
     }
     let secs = started.elapsed().as_secs_f64();
     let per_call = |d: Duration| us(d) / calls as f64;
