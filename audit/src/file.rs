@@ -17,6 +17,26 @@ use std::time::{Duration, Instant, SystemTime};
 
 use registry::Rotation;
 
+/// Writes between two readings of the file's size (see [`FileSink::size`]).
+const SIZE_EVERY: u32 = 256;
+
+/// Write all of `bytes`, adding to `reached` what reached the file, also when a later part fails.
+fn write_counted(out: &mut impl Write, bytes: &[u8], reached: &mut u64) -> std::io::Result<()> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match out.write(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                *reached += n as u64;
+                rest = rest.get(n..).unwrap_or_default();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// How long after a failed rotation the sink tries again.
 const RETRY: Duration = match cfg!(test) {
     true => Duration::from_millis(100),
@@ -32,8 +52,11 @@ pub(crate) struct FileSink {
     /// The last write may have stopped mid-line: start the next one on a new line.
     torn: bool,
     rotate: Rotation,
-    /// Bytes in the current file.
+    /// Bytes in the current file: counted as this sink writes, and read from the file every
+    /// [`SIZE_EVERY`] writes (another process may append to it too).
     size: u64,
+    /// Writes since `size` was read from the file.
+    unsized_writes: u32,
     /// When the current file was started.
     born: SystemTime,
     /// The reopen generation this sink has acted on; [`Reopen`] holds the one asked for.
@@ -116,6 +139,7 @@ impl FileSink {
                 // Only a regular file can be renamed away and started again.
                 rotate: if regular { rotate } else { Rotation::OFF },
                 size: meta.as_ref().map_or(0, std::fs::Metadata::len),
+                unsized_writes: 0,
                 born: meta
                     .and_then(|m| m.created().ok())
                     .unwrap_or_else(SystemTime::now),
@@ -209,6 +233,7 @@ impl FileSink {
                     .unwrap_or((None, false));
                 let same = same_file(self.file.metadata().ok().as_ref(), meta.as_ref());
                 self.size = meta.as_ref().map_or(0, std::fs::Metadata::len);
+                self.unsized_writes = 0;
                 // The same file reopened keeps its age (where the filesystem keeps no birth
                 // time, a reload would otherwise start the clock again).
                 if !same {
@@ -252,11 +277,10 @@ impl FileSink {
     /// Append `text` whole. A regular file that takes only part of it is cut back to where it
     /// was, so a batch the writer takes back leaves no lines behind whose `seq` it will reuse.
     pub(crate) fn write(&mut self, text: &[u8]) -> Result<(), String> {
-        let before = match self.file.metadata() {
-            Ok(m) if m.is_file() => Some(m.len()),
-            _ => None,
-        };
         let was_torn = self.torn;
+        // Bytes of this write that reached the file: what a failed write cuts back. Counted
+        // rather than read from the file before each write (a system call per event).
+        let mut reached = 0u64;
         let mut attempt = || -> std::io::Result<()> {
             #[cfg(test)]
             if self
@@ -267,19 +291,34 @@ impl FileSink {
                 return Err(std::io::Error::other("injected: the disk is gone"));
             }
             if self.torn {
-                self.file.write_all(b"\n")?;
+                write_counted(&mut self.file, b"\n", &mut reached)?;
                 self.torn = false;
             }
-            self.file.write_all(text)
+            write_counted(&mut self.file, text, &mut reached)
         };
         match attempt() {
             Ok(()) => {
-                self.size =
-                    before.map_or(self.size, |b| b + text.len() as u64 + u64::from(was_torn));
+                if self.regular {
+                    self.size += reached;
+                    self.unsized_writes += 1;
+                    if self.unsized_writes >= SIZE_EVERY {
+                        self.unsized_writes = 0;
+                        if let Ok(m) = self.file.metadata() {
+                            self.size = m.len();
+                        }
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
-                let cut = before.is_some_and(|len| self.file.set_len(len).is_ok());
+                // The file's end less what reached it of this write: as it was before.
+                let cut = self.regular
+                    && self
+                        .file
+                        .metadata()
+                        .ok()
+                        .and_then(|m| m.len().checked_sub(reached))
+                        .is_some_and(|len| self.file.set_len(len).is_ok());
                 // Cut back: as it was. Not cut back: the next write starts on a new line.
                 self.torn = !cut || was_torn;
                 Err(format!("audit file `{}`: {e}", self.path))

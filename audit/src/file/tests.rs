@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use registry::{AuditSettings, AuditSink, Rotation, SinkKind};
 
-use super::{is_rotated, is_stamp, rotated_files, rotated_name, rotation_time, stamp_ms};
+use super::{
+    is_rotated, is_stamp, rotated_files, rotated_name, rotation_time, stamp_ms, write_counted,
+};
 use crate::verify::{Verdict, Verifier};
 use crate::{Audit, Event};
 
@@ -374,4 +376,49 @@ async fn a_backlog_is_written_across_files_each_rotated_at_its_size() {
         panic!("{:?}", check(&all(&path), false));
     };
     assert_eq!((events, chains), (62, 1));
+}
+
+/// A write that stops part way counts what reached the file (what a failed write cuts back),
+/// across short writes and interruptions.
+#[test]
+fn a_write_counts_what_reached_the_file() {
+    /// Takes at most 3 bytes a call, is interrupted once, and fails after `room` bytes.
+    struct Short {
+        room: usize,
+        taken: Vec<u8>,
+        interrupted: bool,
+    }
+    impl std::io::Write for Short {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if !self.interrupted {
+                self.interrupted = true;
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(3).min(self.room - self.taken.len());
+            if n == 0 {
+                return Err(std::io::Error::other("no space left"));
+            }
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut whole = Short {
+        room: 100,
+        taken: Vec::new(),
+        interrupted: false,
+    };
+    let mut reached = 0;
+    write_counted(&mut whole, b"0123456789", &mut reached).unwrap();
+    assert_eq!((reached, whole.taken.as_slice()), (10, &b"0123456789"[..]));
+    let mut part = Short {
+        room: 7,
+        taken: Vec::new(),
+        interrupted: false,
+    };
+    let mut reached = 2;
+    assert!(write_counted(&mut part, b"0123456789", &mut reached).is_err());
+    assert_eq!((reached, part.taken.len()), (9, 7));
 }
