@@ -154,10 +154,41 @@ enum AuditAction {
     },
 }
 
+/// The runtime's worker threads: `TOKIO_WORKER_THREADS` when set, else one per core the process
+/// may use; two at least either way. A caller writes its audit event to a file itself, on its
+/// worker (`audit::inline`): were that write to hang (a frozen or failing disk), a second worker
+/// still runs the timers that refuse the other calls at the recording cap. With one worker
+/// nothing would, and every call would hang with the disk.
+pub(crate) fn workers(set: Option<&str>, cores: usize) -> Result<usize, String> {
+    match set {
+        Some(text) => match text.trim().parse::<usize>() {
+            Ok(n) if n >= MIN_WORKERS => Ok(n),
+            _ => Err(format!(
+                "TOKIO_WORKER_THREADS is `{text}`; fix: set it to a whole number of threads, {MIN_WORKERS} or more (a worker held by a stalled audit write must leave another to refuse calls), or unset it for one per core"
+            )),
+        },
+        None => Ok(cores.max(MIN_WORKERS)),
+    }
+}
+
+/// Fewest worker threads (see [`workers`]).
+const MIN_WORKERS: usize = 2;
+
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    let workers = match workers(
+        std::env::var("TOKIO_WORKER_THREADS").ok().as_deref(),
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {
@@ -412,3 +443,6 @@ fn verify_audit(given: &[PathBuf], continued: bool) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests;

@@ -47,6 +47,26 @@ fn invalid_config_exits_64_with_location_and_fix_before_binding() {
     );
 }
 
+/// A worker count the gateway cannot use stops it before anything starts, naming the variable
+/// and the fix: not a number (the runtime itself would panic on it), or one worker (a stalled
+/// audit write would then hold every call).
+#[test]
+fn an_unusable_worker_count_is_refused_with_the_fix() {
+    for bad in ["1", "0", "many"] {
+        let out = Command::new(bin("portcullis"))
+            .args(["serve", "--config", "/nonexistent/portcullis.yaml"])
+            .env("TOKIO_WORKER_THREADS", bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{err}");
+        assert!(
+            err.contains(&format!("TOKIO_WORKER_THREADS is `{bad}`")) && err.contains("fix:"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn completions_are_printed_for_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
