@@ -311,19 +311,25 @@ impl FileSink {
                 Ok(())
             }
             Err(e) => {
-                // The file's end less what reached it of this write: as it was before.
-                let cut = self.regular
-                    && self
-                        .file
-                        .metadata()
-                        .ok()
-                        .and_then(|m| m.len().checked_sub(reached))
-                        .is_some_and(|len| self.file.set_len(len).is_ok());
+                let cut = self.regular && self.cut_back(reached);
                 // Cut back: as it was. Not cut back: the next write starts on a new line.
                 self.torn = !cut || was_torn;
                 Err(format!("audit file `{}`: {e}", self.path))
             }
         }
+    }
+
+    /// After a failed write: cut the file back by the `reached` bytes of it that reached the
+    /// file, as it was before; whether it was. The size is read from the file either way.
+    fn cut_back(&mut self, reached: u64) -> bool {
+        let Ok(end) = self.file.metadata().map(|m| m.len()) else {
+            return false;
+        };
+        let before = end.checked_sub(reached);
+        let cut = before.is_some_and(|len| self.file.set_len(len).is_ok());
+        self.size = if cut { before.unwrap_or(end) } else { end };
+        self.unsized_writes = 0;
+        cut
     }
 
     /// A handle to `fsync` what was written through, when configured to, and the path for

@@ -112,31 +112,6 @@ impl Unflushed {
     }
 }
 
-/// The next work queued, waiting for it until `linger` (if given) passes. The wait sleeps rather
-/// than waits on the queue: callers that pass on events nobody waits for do not wake this thread
-/// for each one (a wake costs both threads more than writing the event). The writer thread
-/// wakes it when it sends a batch somebody waits for.
-pub(crate) fn next_lingering(
-    rx: &std::sync::mpsc::Receiver<Work>,
-    linger: Option<Instant>,
-) -> Result<Work, ()> {
-    use std::sync::mpsc::TryRecvError;
-    loop {
-        match rx.try_recv() {
-            Ok(work) => return Ok(work),
-            Err(TryRecvError::Disconnected) => return Err(()),
-            Err(TryRecvError::Empty) => {}
-        }
-        let wait = linger.map_or(Duration::ZERO, |until| {
-            until.saturating_duration_since(Instant::now())
-        });
-        if wait.is_zero() {
-            return Err(());
-        }
-        std::thread::park_timeout(wait);
-    }
-}
-
 impl SinkWorker {
     pub(crate) fn run(mut self, rx: std::sync::mpsc::Receiver<Work>) {
         use std::sync::mpsc::RecvTimeoutError;
@@ -243,7 +218,10 @@ impl SinkWorker {
         let mut lines = first.lines.len();
         let mut batches = vec![first];
         while batches.len() < CATCH_UP && lines < MAX_BATCH && room.is_none_or(|r| taken < r) {
-            let next = next_lingering(rx, linger);
+            let next = match linger.map(|until| until.saturating_duration_since(Instant::now())) {
+                Some(wait) if !wait.is_zero() => rx.recv_timeout(wait).map_err(|_| ()),
+                _ => rx.try_recv().map_err(|_| ()),
+            };
             match next {
                 Ok(Work::Batch(b)) => {
                     if !unwaited(&b) {

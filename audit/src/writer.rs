@@ -7,9 +7,6 @@ pub(crate) struct Writer {
     /// Each sink's queue and whether it is required, in config order; its thread writes what it
     /// is sent, in order.
     pub(crate) sinks: Vec<(std::sync::mpsc::SyncSender<Work>, bool)>,
-    /// Each sink's thread, woken when it is sent a batch somebody waits for (a sink lingering
-    /// for company sleeps through batches nobody waits for; see [`SinkWorker::write`]).
-    pub(crate) threads: Vec<std::thread::Thread>,
     /// The file sink callers write to themselves ([`crate::inline`]): its index, and what they
     /// share with its thread.
     pub(crate) inline: Option<(usize, Arc<Shared>)>,
@@ -149,7 +146,6 @@ impl Writer {
     ) -> Result<Writer, String> {
         let (staged_tx, staged) = std::sync::mpsc::channel();
         let mut queues = Vec::new();
-        let mut threads = Vec::new();
         for (index, (sink, required)) in sinks.into_iter().enumerate() {
             let (tx, rx) = std::sync::mpsc::sync_channel(SINK_QUEUE);
             let shared = match inline {
@@ -165,17 +161,15 @@ impl Writer {
                 flushing: true,
                 shared,
             };
-            let thread = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("audit-sink-{index}"))
                 .spawn(move || worker.run(rx))
                 .map_err(|e| format!("cannot start the audit writer: {e}"))?;
-            threads.push(thread.thread().clone());
             queues.push((tx, required));
         }
         Ok(Writer {
             head,
             sinks: queues,
-            threads,
             inline: inline.cloned(),
             linger: inline.is_none(),
             staged,
@@ -258,12 +252,7 @@ impl Writer {
                 false => queue.try_send(work),
             };
             match sent {
-                Ok(()) => {
-                    pending += 1;
-                    if let Some(thread) = self.threads.get(index) {
-                        thread.unpark();
-                    }
-                }
+                Ok(()) => pending += 1,
                 Err(e) => {
                     if let Some(b) = behind {
                         b.fetch_sub(1, Ordering::AcqRel);

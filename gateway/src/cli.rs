@@ -164,7 +164,7 @@ pub(crate) fn workers(set: Option<&str>, cores: usize) -> Result<usize, String> 
         Some(text) => match text.trim().parse::<usize>() {
             Ok(n) if n >= MIN_WORKERS => Ok(n),
             _ => Err(format!(
-                "TOKIO_WORKER_THREADS is `{text}`; fix: set it to a whole number of threads, {MIN_WORKERS} or more (a worker held by a stalled audit write must leave another to refuse calls), or unset it for one per core"
+                "TOKIO_WORKER_THREADS is {text:?}; fix: set it to a whole number of threads, {MIN_WORKERS} or more (a worker held by a stalled audit write must leave another to refuse calls), or unset it for one per core"
             )),
         },
         None => Ok(cores.max(MIN_WORKERS)),
@@ -177,10 +177,24 @@ const MIN_WORKERS: usize = 2;
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let workers = match workers(
-        std::env::var("TOKIO_WORKER_THREADS").ok().as_deref(),
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-    ) {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // Only the commands that serve calls take the setting; the others need no more than the
+    // default (and are not stopped by a value meant for the gateway).
+    let serves = matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Quickstart { .. }
+    );
+    let set = std::env::var_os("TOKIO_WORKER_THREADS").filter(|_| serves);
+    let set = match set.map(std::ffi::OsString::into_string).transpose() {
+        Ok(set) => set,
+        Err(raw) => {
+            eprintln!(
+                "portcullis: TOKIO_WORKER_THREADS is {raw:?}, not text; fix: set it to a whole number of threads, {MIN_WORKERS} or more, or unset it"
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let workers = match workers(set.as_deref(), cores) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("portcullis: {e}");

@@ -177,19 +177,9 @@ impl Pace {
     }
 }
 
+/// Warm up, then measure `concurrency` callers of `tool`, the calls spread at `per_sec` when
+/// given; `watched` are the processes whose CPU per call is reported.
 async fn run(
-    c: &Client,
-    tool: &str,
-    concurrency: usize,
-    watched: &[u32],
-    port: u16,
-    audit: &std::path::Path,
-) -> Figures {
-    run_paced(c, tool, concurrency, watched, port, audit, None).await
-}
-
-/// [`run`], the calls spread at `per_sec` when given.
-async fn run_paced(
     c: &Client,
     tool: &str,
     concurrency: usize,
@@ -351,13 +341,12 @@ async fn main() {
             for c in [1, CONCURRENT] {
                 let me = std::process::id();
                 let audit = gw.audit_file();
-                let d = run(&direct, "echo", c, &[pid, me], port, &audit).await;
-                let g = run(&through, tool, c, &[gw.pid(), pid, me], port, &audit).await;
+                let d = run(&direct, "echo", c, &[pid, me], port, &audit, None).await;
+                let g = run(&through, tool, c, &[gw.pid(), pid, me], port, &audit, None).await;
                 // The upstream's CPU per call depends on how often calls come (a runtime that
                 // idles between calls spends more waking up for each): direct again at the
                 // gateway's rate separates the gateway's own effect on the upstream from that.
-                let paced =
-                    run_paced(&direct, "echo", c, &[pid], port, &audit, Some(g.per_sec)).await;
+                let paced = run(&direct, "echo", c, &[pid], port, &audit, Some(g.per_sec)).await;
                 println!(
                     "{:>4}  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>8.3}ms  {:>9.2}x  {:>10.0}us  {:>10.0}us",
                     c,

@@ -422,3 +422,29 @@ fn a_write_counts_what_reached_the_file() {
     assert!(write_counted(&mut part, b"0123456789", &mut reached).is_err());
     assert_eq!((reached, part.taken.len()), (9, 7));
 }
+
+/// A failed write is cut back by what reached the file of it, and the size is read again.
+#[test]
+fn a_failed_write_is_cut_back_by_what_reached_the_file() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let text = path.to_str().unwrap();
+    let (mut sink, _) =
+        super::FileSink::open(text, false, Rotation::OFF, super::Reopen::default()).unwrap();
+    sink.write(b"{\"seq\":1}\n").unwrap();
+    assert_eq!(sink.size, 10);
+    // Another process appends a whole line; then part of this sink's next line reaches the
+    // file before the write fails.
+    let mut other = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    other.write_all(b"{\"seq\":9}\n{\"se").unwrap();
+    assert!(sink.cut_back(4));
+    assert_eq!(std::fs::read(&path).unwrap(), b"{\"seq\":1}\n{\"seq\":9}\n");
+    assert_eq!(sink.size, 20);
+    // More said to have reached it than the file holds: nothing is cut, the size is the file's.
+    assert!(!sink.cut_back(1000));
+    assert_eq!(sink.size, 20);
+}
