@@ -234,3 +234,50 @@ async fn an_https_upstream_is_reached_only_when_its_certificate_is_trusted() {
     let log = std::fs::read_to_string(wary.log_file()).unwrap();
     assert!(log.contains("UnknownIssuer"), "{log}");
 }
+
+/// With no certificate authority to trust at all (`SSL_CERT_FILE` naming no file and
+/// `SSL_CERT_DIR` an empty directory, as on a machine without CA roots), an `http` upstream is
+/// still reached, and an `https` one is not.
+#[tokio::test]
+async fn without_ca_roots_an_http_upstream_is_reached_and_an_https_one_is_not() {
+    let certs = tempfile::tempdir().unwrap();
+    let (_up, url) = https_upstream(certs.path());
+    let fx = Fixture::start("both").unwrap();
+    let servers = format!(
+        "{}  py:\n    url: {url}\n    allow_private: true\n    timeout: 5s\n    tools:\n      echo: {{ class: read }}\n",
+        fixture_server("fixture", &fx.url)
+    );
+    let none = certs.path().join("none.pem");
+    let empty = certs.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let gw = Gateway::start_with_env(
+        "",
+        &servers,
+        false,
+        &[
+            ("SSL_CERT_FILE", none.to_str().unwrap()),
+            ("SSL_CERT_DIR", empty.to_str().unwrap()),
+        ],
+    )
+    .unwrap();
+    let mut c = Raw::new(gw.mcp(), &gw.key);
+    c.init().await;
+    let names = c
+        .until_tools(|n| n.iter().any(|t| t == "fixture__echo"))
+        .await;
+    assert!(names.iter().any(|t| t == "fixture__echo"), "{names:?}");
+    let echo = |name: &str, id: u64| {
+        req(
+            id,
+            "tools/call",
+            json!({ "name": name, "arguments": { "text": "no roots" } }),
+        )
+    };
+    let (status, r) = c.call(echo("fixture__echo", 2)).await;
+    assert_eq!(status, 200);
+    assert_eq!(r["result"]["content"][0]["text"], "no roots", "{r}");
+    let (_, r) = c.call(echo("py__echo", 3)).await;
+    assert!(r["result"].is_null() && r["error"].is_object(), "{r}");
+    let log = std::fs::read_to_string(gw.log_file()).unwrap();
+    assert!(log.contains("No CA certificates"), "{log}");
+}

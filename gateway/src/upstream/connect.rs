@@ -134,7 +134,12 @@ async fn handshake(
                 let name = http::HeaderName::from_bytes(c.header.as_bytes())?;
                 headers.insert(name, value);
             }
+            let https = url
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https:"));
+            let tls = super::lean::tls(https)?;
             let mut builder = reqwest::Client::builder()
+                .tls_backend_preconfigured(tls.clone())
                 .tcp_nodelay(true)
                 .pool_idle_timeout(Duration::from_secs(60))
                 .redirect(reqwest::redirect::Policy::none())
@@ -146,7 +151,7 @@ async fn handshake(
             if host.parse::<std::net::IpAddr>().is_err() {
                 builder = builder.resolve_to_addrs(&host, &addrs);
             }
-            let lean = super::lean::LeanHttp::new(addrs, headers)?;
+            let lean = super::lean::LeanHttp::new(addrs, headers, tls)?;
             let http = builder.build()?;
             let own = server.minted.as_ref().map(|m| super::http::OwnCredential {
                 minter: up.minter.clone(),

@@ -52,12 +52,9 @@ pub(super) struct SendError {
 
 impl LeanHttp {
     /// A client that connects to `addrs` whatever a name resolves to now (the addresses were
-    /// checked against the server's `allow_private`), sending `headers` with every request.
-    pub(super) fn new(addrs: Vec<SocketAddr>, headers: HeaderMap) -> anyhow::Result<LeanHttp> {
-        LeanHttp::with_tls(addrs, headers, tls()?)
-    }
-
-    fn with_tls(
+    /// checked against the server's `allow_private`), sending `headers` with every request, with
+    /// `tls` (see [`tls`]) for `https` URLs.
+    pub(super) fn new(
         addrs: Vec<SocketAddr>,
         headers: HeaderMap,
         mut tls: rustls::ClientConfig,
@@ -115,17 +112,31 @@ pub(super) fn chain(e: &dyn std::error::Error) -> String {
     why
 }
 
-/// reqwest's TLS: the platform's certificate verifier and the process's crypto provider.
-fn tls() -> anyhow::Result<rustls::ClientConfig> {
+/// The TLS settings of an upstream's clients (rmcp's reqwest client and the lean one share
+/// them): for an `https` upstream, the platform's certificate verifier over the process's crypto
+/// provider, TLS 1.2 and 1.3, ALPN `http/1.1`, as reqwest's own. An `http` upstream never
+/// makes a TLS connection (its URL is fixed and redirects are not followed), so its clients
+/// trust no authority at all: nothing is read from the system for them, and a machine without
+/// CA roots can still reach it. The verifier is built once per connection, for both clients.
+pub(super) fn tls(https: bool) -> anyhow::Result<rustls::ClientConfig> {
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())?;
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth())
+    let versions = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut config = match https {
+        true => versions
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(rustls_platform_verifier::Verifier::new(
+                provider,
+            )?))
+            .with_no_client_auth(),
+        false => versions
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// A resolver that answers every name with the checked addresses: a second lookup cannot move

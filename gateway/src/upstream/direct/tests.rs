@@ -142,7 +142,12 @@ fn leg_of(url: &str, legacy: bool) -> Leg {
     if legacy {
         http.saw_session(Some(&Arc::from("sess-1")));
     }
-    let lean = crate::upstream::lean::LeanHttp::new(Vec::new(), http::HeaderMap::new()).unwrap();
+    let lean = crate::upstream::lean::LeanHttp::new(
+        Vec::new(),
+        http::HeaderMap::new(),
+        crate::upstream::lean::tls(false).unwrap(),
+    )
+    .unwrap();
     let direct = Direct::new(
         http,
         lean,

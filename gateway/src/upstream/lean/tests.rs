@@ -11,7 +11,7 @@ use http_body_util::{BodyExt as _, Full};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::{LeanHttp, SendError};
+use super::{LeanHttp, SendError, tls};
 
 const CA: &[u8] = include_bytes!("test-ca.pem");
 const LEAF: &[u8] = include_bytes!("test-localhost.pem");
@@ -64,7 +64,7 @@ fn trusting(addr: SocketAddr) -> LeanHttp {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    LeanHttp::with_tls(vec![addr], http::HeaderMap::new(), tls).unwrap()
+    LeanHttp::new(vec![addr], http::HeaderMap::new(), tls).unwrap()
 }
 
 async fn get(lean: &LeanHttp, url: &str) -> Result<Bytes, SendError> {
@@ -112,7 +112,20 @@ async fn a_name_goes_to_the_checked_address_and_the_certificate_must_be_for_that
 #[tokio::test]
 async fn a_certificate_from_an_authority_the_platform_does_not_trust_is_refused() {
     let addr = endpoint().await;
-    let lean = LeanHttp::new(vec![addr], http::HeaderMap::new()).unwrap();
+    let lean = LeanHttp::new(vec![addr], http::HeaderMap::new(), tls(true).unwrap()).unwrap();
+    let e = get(&lean, &format!("https://localhost:{}/mcp", addr.port()))
+        .await
+        .unwrap_err();
+    assert!(e.unreached, "{}", e.why);
+    assert!(e.why.contains("UnknownIssuer"), "{}", e.why);
+}
+
+/// The settings of an `http` upstream's clients trust no authority: were they ever asked for a
+/// TLS connection, it would fail.
+#[tokio::test]
+async fn an_http_upstreams_settings_trust_no_certificate() {
+    let addr = endpoint().await;
+    let lean = LeanHttp::new(vec![addr], http::HeaderMap::new(), tls(false).unwrap()).unwrap();
     let e = get(&lean, &format!("https://localhost:{}/mcp", addr.port()))
         .await
         .unwrap_err();
