@@ -120,10 +120,10 @@ async fn a_certificate_from_an_authority_the_platform_does_not_trust_is_refused(
     assert!(e.why.contains("UnknownIssuer"), "{}", e.why);
 }
 
-/// The settings of an `http` upstream's clients trust no authority: were they ever asked for a
-/// TLS connection, it would fail.
+/// The settings of an `http` upstream's clients (which trust no authority) refuse a TLS
+/// connection, were they ever asked for one.
 #[tokio::test]
-async fn an_http_upstreams_settings_trust_no_certificate() {
+async fn an_http_upstreams_settings_refuse_a_tls_connection() {
     let addr = endpoint().await;
     let lean = LeanHttp::new(vec![addr], http::HeaderMap::new(), tls(false).unwrap()).unwrap();
     let e = get(&lean, &format!("https://localhost:{}/mcp", addr.port()))
