@@ -19,6 +19,8 @@ pub(crate) type Sent = (String, Option<String>);
 #[derive(Debug, PartialEq, Eq)]
 struct Declared {
     name: String,
+    /// `Mcp-Param-<name>`, made once here rather than for every call that sends it.
+    header: http::HeaderName,
     path: Vec<String>,
 }
 
@@ -73,8 +75,13 @@ fn declared(schema: &Value) -> Result<Vec<Declared>, String> {
                     if out.iter().any(|d| d.name == lower) {
                         return Err(format!("the x-mcp-header `{name}` is declared twice"));
                     }
+                    // An HTTP token is a valid header name, so this holds for every name let
+                    // through above; one that did not would make the tool invalid.
+                    let header = http::HeaderName::try_from(format!("mcp-param-{lower}"))
+                        .map_err(|_| format!("the x-mcp-header `{name}` is not a header name"))?;
                     out.push(Declared {
                         name: lower,
+                        header,
                         path: path.clone(),
                     });
                 }
@@ -168,7 +175,7 @@ impl Declarations {
     /// string, number or boolean; a value that cannot travel as a bare header value is sent as
     /// `=?base64?…?=`. None for a tool whose declarations are invalid (such a tool is one
     /// conforming clients drop, and rmcp's client sends it none either).
-    pub(crate) fn emit(&self, arguments: &Value) -> Vec<(String, String)> {
+    pub(crate) fn emit(&self, arguments: &Value) -> Vec<(http::HeaderName, String)> {
         let Ok(declared) = &self.0 else {
             return Vec::new();
         };
@@ -182,7 +189,7 @@ impl Declarations {
                     Value::Number(n) => n.to_string(),
                     _ => return None,
                 };
-                Some((d.name.clone(), encode(&text)))
+                Some((d.header.clone(), encode(&text)))
             })
             .collect()
     }

@@ -85,7 +85,7 @@ pub(super) struct Request<'a> {
     pub(super) credential: Option<Arc<str>>,
     /// The caller's progress token and stream.
     pub(super) progress: Option<(Value, mpsc::UnboundedSender<Value>)>,
-    pub(super) param_headers: Vec<(String, String)>,
+    pub(super) param_headers: Vec<(HeaderName, String)>,
     pub(super) cancel: CancellationToken,
     pub(super) timeout: Duration,
     /// How long progress may extend the deadline to (`timeout` when it may not).
@@ -347,9 +347,7 @@ impl Direct {
                     headers.insert(MCP_NAME, header_value(&name)?);
                 }
                 for (header, value) in param_headers {
-                    let name = HeaderName::try_from(format!("mcp-param-{header}"))
-                        .map_err(|e| Failure::Transport(format!("a parameter header: {e}")))?;
-                    headers.insert(name, header_value(&value)?);
+                    headers.insert(header, header_value(&value)?);
                 }
             }
             // A caller's `traceparent` that HTTP cannot carry is left out, as on rmcp's leg.

@@ -129,3 +129,30 @@ fn headers_must_agree_with_the_arguments() {
         assert_eq!(agrees(header, &body), same, "{header} vs {body}");
     }
 }
+
+/// The headers a call's arguments are mirrored into upstream: each declared one present in
+/// the arguments, under its full name made at load, its value encoded.
+#[test]
+fn arguments_are_mirrored_into_their_declared_headers() {
+    let declared = Declarations::of(&schema());
+    let emitted = declared.emit(&json!({
+        "region": "eu west",
+        "count": 3,
+        "dry": true,
+        "nested": { "zone": "z\u{e9}" },
+    }));
+    let mut emitted: Vec<(&str, &str)> = emitted
+        .iter()
+        .map(|(h, v)| (h.as_str(), v.as_str()))
+        .collect();
+    emitted.sort();
+    assert_eq!(
+        emitted,
+        [
+            ("mcp-param-count", "3"),
+            ("mcp-param-dry-run", "true"),
+            ("mcp-param-region", "eu west"),
+            ("mcp-param-zone", "=?base64?esOp?="),
+        ]
+    );
+}

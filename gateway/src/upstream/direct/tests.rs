@@ -177,7 +177,10 @@ fn call(timeout: Duration, max: Duration) -> (Request<'static>, mpsc::UnboundedR
         capabilities: Some(json!({ "sampling": {} })),
         credential: Some(Arc::from("minted-token")),
         progress: Some((json!("caller-token"), sink)),
-        param_headers: vec![("region".into(), "eu".into())],
+        param_headers: vec![(
+            http::HeaderName::from_static("mcp-param-region"),
+            "eu".into(),
+        )],
         cancel: CancellationToken::new(),
         timeout,
         max_timeout: max,
