@@ -3,7 +3,7 @@
 //! Parsing is strict and total: any byte string maps to a message or to a JSON-RPC error with the
 //! right code (-32700 for bytes that are not JSON, -32600 for JSON that is not a message).
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// Parse error: the body is not JSON.
 pub(crate) const PARSE_ERROR: i64 = -32700;
@@ -161,17 +161,30 @@ pub(crate) fn from_value(value: Value) -> Result<Inbound, RpcError> {
 
 /// A success response.
 pub(crate) fn response(id: &Value, result: Value) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+    envelope(("id", id.clone()), ("result", result))
 }
 
 /// An error response; `id` is `null` when the request's id could not be read.
 pub(crate) fn error_response(id: Option<&Value>, err: &RpcError) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": err.to_value() })
+    envelope(
+        ("id", id.cloned().unwrap_or(Value::Null)),
+        ("error", err.to_value()),
+    )
 }
 
 /// A notification to a client.
 pub(crate) fn notification(method: &str, params: Value) -> Value {
-    json!({ "jsonrpc": "2.0", "method": method, "params": params })
+    envelope(("method", Value::from(method)), ("params", params))
+}
+
+/// `{"jsonrpc": "2.0", a, b}`, taking the values as they are (`json!` would copy each through
+/// the serializer: a whole result again, on every call).
+fn envelope((ka, a): (&str, Value), (kb, b): (&str, Value)) -> Value {
+    let mut m = Map::with_capacity(3);
+    m.insert("jsonrpc".into(), Value::from("2.0"));
+    m.insert(ka.into(), a);
+    m.insert(kb.into(), b);
+    Value::Object(m)
 }
 
 #[cfg(test)]

@@ -293,6 +293,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = rss(gw.pid());
     if let Ok(what) = std::env::var("BENCH_PROFILE") {
+        println!("RSS idle {:.1} MB", mb(idle_rss));
         profile(&what, &gw, (&fx.url, fx.pid()), (&py_url, py_pid)).await;
         let _ = py.kill();
         let _ = py.wait();

@@ -172,11 +172,15 @@ fn open(
         return Ok(None);
     }
     let mut caps = round.declared.clone();
-    caps.insert(
-        "extensions".into(),
-        json!({ crate::jsonrpc::TASKS_EXTENSION: {} }),
+    let mut extensions = Map::with_capacity(1);
+    extensions.insert(
+        crate::jsonrpc::TASKS_EXTENSION.into(),
+        Value::Object(Map::new()),
     );
-    fwd.insert("_meta".into(), json!({ META_CAPS: caps }));
+    caps.insert("extensions".into(), Value::Object(extensions));
+    let mut meta = Map::with_capacity(1);
+    meta.insert(META_CAPS.into(), Value::Object(caps));
+    fwd.insert("_meta".into(), Value::Object(meta));
     let responses = match responses {
         None => None,
         // Each answer is the client's result for one input request: an object.

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 
 fn code(body: &str) -> i64 {
     parse(body.as_bytes()).unwrap_err().code
@@ -94,4 +95,22 @@ fn an_array_is_a_batch_whose_members_are_checked_one_by_one() {
         INVALID_REQUEST
     );
     assert!(matches!(parse(b"[]").unwrap(), Body::Batch(v) if v.is_empty()));
+}
+
+#[test]
+fn envelopes_carry_their_values_whole() {
+    let result = json!({ "content": [{ "type": "text", "text": "hi" }], "isError": false });
+    assert_eq!(
+        response(&json!(7), result.clone()),
+        json!({ "jsonrpc": "2.0", "id": 7, "result": result })
+    );
+    let err = RpcError::new(INVALID_PARAMS, "no such tool");
+    assert_eq!(
+        error_response(None, &err),
+        json!({ "jsonrpc": "2.0", "id": null, "error": err.to_value() })
+    );
+    assert_eq!(
+        notification("notifications/progress", json!({ "progress": 1 })),
+        json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": { "progress": 1 } })
+    );
 }
