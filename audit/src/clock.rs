@@ -31,13 +31,33 @@ pub fn rfc3339_ms(ms: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
+    let (h, min, s, milli) = (rem / 3600, (rem % 3600) / 60, rem % 60, ms.rem_euclid(1000));
+    if !(0..=9999).contains(&y) {
+        return format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z");
+    }
+    // Every event is stamped: its digits are written straight, without the formatter.
+    let mut text = String::with_capacity(24);
+    for (n, width, after) in [
+        (y, 4, '-'),
+        (m, 2, '-'),
+        (d, 2, 'T'),
+        (h, 2, ':'),
+        (min, 2, ':'),
+        (s, 2, '.'),
+        (milli, 3, 'Z'),
+    ] {
+        digits(&mut text, n, width);
+        text.push(after);
+    }
+    text
+}
+
+/// `n` (from 0 to `10^width - 1`) in `width` decimal digits.
+fn digits(text: &mut String, n: i64, width: u32) {
+    for place in (0..width).rev() {
+        let digit = u32::try_from(n / 10_i64.pow(place) % 10).unwrap_or(0);
+        text.push(char::from_digit(digit, 10).unwrap_or('0'));
+    }
 }
 
 /// Unix milliseconds from a number of milliseconds, or from RFC 3339 in UTC

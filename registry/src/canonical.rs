@@ -209,6 +209,33 @@ impl<'k> Members<'k> {
     }
 }
 
+fn members<'a>(items: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
+    for (i, (k, v)) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(k, out);
+        out.push(b':');
+        write(v, out);
+    }
+}
+
+/// Whether `map` iterates its names in canonical order: strictly rising bytes, none from
+/// U+E000 up (where byte and UTF-16 order part).
+fn in_order(map: &Map<String, Value>) -> bool {
+    let mut previous: Option<&str> = None;
+    for name in map.keys() {
+        if !name.is_ascii() && name.bytes().any(|x| x >= 0xEE) {
+            return false;
+        }
+        if previous.is_some_and(|p| p.as_bytes() >= name.as_bytes()) {
+            return false;
+        }
+        previous = Some(name);
+    }
+    true
+}
+
 fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
     let mut members: Vec<(&String, &Value)> = map.iter().collect();
     members.sort_by(|(a, _), (b, _)| utf16_cmp(a, b));
@@ -219,7 +246,7 @@ fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
 /// agrees unless a name has a code point from U+E000 up (lead byte 0xEE or more): those, rare,
 /// compare as UTF-16.
 fn utf16_cmp(a: &str, b: &str) -> Ordering {
-    if a.bytes().chain(b.bytes()).all(|x| x < 0xEE) {
+    if (a.is_ascii() && b.is_ascii()) || a.bytes().chain(b.bytes()).all(|x| x < 0xEE) {
         a.as_bytes().cmp(b.as_bytes())
     } else {
         a.encode_utf16().cmp(b.encode_utf16())
@@ -230,13 +257,11 @@ fn write(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {
             out.push(b'{');
-            for (i, (k, v)) in sorted(map).into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(k, out);
-                out.push(b':');
-                write(v, out);
+            // A map whose names already come in canonical order is written as it iterates
+            // (the usual case: serde_json's map is ordered by bytes); any other is sorted.
+            match in_order(map) {
+                true => members(map.iter(), out),
+                false => members(sorted(map).into_iter(), out),
             }
             out.push(b'}');
         }
