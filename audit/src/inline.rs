@@ -45,7 +45,7 @@ pub(crate) struct Inline {
     /// What callers share with the file's thread.
     pub(crate) shared: Arc<Shared>,
     /// Every sink's queue, in config order (the file's takes its flushes).
-    pub(crate) queues: Vec<(std::sync::mpsc::SyncSender<Work>, bool)>,
+    pub(crate) queues: Vec<Queue>,
     pub(crate) stats: Arc<Vec<SinkStats>>,
     pub(crate) batches: Arc<AtomicU64>,
     /// Callers do not write themselves before this many milliseconds after `born` (a write
@@ -112,7 +112,7 @@ impl Inline {
             .queues
             .iter()
             .enumerate()
-            .filter(|(i, (_, r))| *r && *i != self.index)
+            .filter(|(i, q)| q.required && *i != self.index)
             .count();
         let others = self.queues.len().saturating_sub(1);
         let batch = Arc::new(Batch {
@@ -126,18 +126,19 @@ impl Inline {
             accepted: AtomicBool::new(true),
             report: false,
         });
-        for (index, (queue, required)) in self.queues.iter().enumerate() {
+        for (index, queue) in self.queues.iter().enumerate() {
             if index == self.index {
                 continue;
             }
-            if queue.try_send(Work::Batch(batch.clone())).is_err() {
+            // Nobody waits for it there: a napping store takes it when it wakes.
+            if queue.try_send(Work::Batch(batch.clone()), false).is_err() {
                 if let Some(s) = self.stats.get(index) {
                     s.failed.fetch_add(1, Ordering::Relaxed);
                     s.last_ok.store(false, Ordering::Relaxed);
                 }
                 tracing::error!(
                     sink = index,
-                    required = *required,
+                    required = queue.required,
                     "audit sink skipped an event: it is too far behind"
                 );
             }
@@ -155,12 +156,12 @@ impl Inline {
         if !(first || newly_soon) {
             return;
         }
-        let Some((queue, _)) = self.queues.get(self.index) else {
+        let Some(queue) = self.queues.get(self.index) else {
             return;
         };
         // Full: what is queued there ends in a flush that takes this event's count too.
         if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) =
-            queue.try_send(Work::Flush { at: Instant::now() })
+            queue.try_send(Work::Flush { at: Instant::now() }, true)
         {
             self.shared.flushing.store(false, Ordering::Release);
             tracing::error!(

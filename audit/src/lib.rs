@@ -33,6 +33,7 @@ pub mod file;
 mod inline;
 mod line;
 mod link;
+mod queue;
 pub mod redact;
 mod sink;
 pub mod verify;
@@ -54,6 +55,7 @@ use store::{AuditRow, Store, now_ms};
 
 use file::{FileSink, Reopen};
 use inline::Inline;
+use queue::*;
 use sink::*;
 use writer::*;
 

@@ -50,7 +50,7 @@ impl SharedFile {
 /// that callers wrote to a file themselves arrive as [`Work::Flush`] (a flush of events that
 /// nobody waits for is put off up to [`LINGER`] for company); those that they passed on to the
 /// other sinks as batches nobody waits for. The store holds such batches up to [`STORE_LINGER`]
-/// for company, so one transaction serves several calls' events (at one call at a time, one per
+/// for company (napping meanwhile, see [`crate::queue`]), so one transaction serves several calls' events (at one call at a time, one per
 /// event otherwise); a batch from the writer thread (which waits to learn whether the store took
 /// it) ends the wait. The store then lags the file by as much; another process sharing the sinks
 /// that links its chain to the file's last event waits for the store to hold it (see
@@ -66,6 +66,8 @@ pub(crate) struct SinkWorker {
     pub(crate) flushing: bool,
     /// For the file callers write themselves: what they share with this thread.
     pub(crate) shared: Option<Arc<Shared>>,
+    /// For the store: it naps while it holds events for company ([`crate::queue`]).
+    pub(crate) nap: Option<Arc<Nap>>,
 }
 
 /// How long after a caller wrote a request event to a file itself its `fsync` may wait for the
@@ -116,6 +118,9 @@ impl SinkWorker {
     pub(crate) fn run(mut self, rx: std::sync::mpsc::Receiver<Work>) {
         use std::sync::mpsc::RecvTimeoutError;
         let mut unflushed = Unflushed::default();
+        if let Some(nap) = &self.nap {
+            nap.register();
+        }
         loop {
             // With events to flush: take what arrives until they are due, then flush them all
             // with one `fsync`.
@@ -126,6 +131,9 @@ impl SinkWorker {
                     .recv_timeout(due.saturating_duration_since(Instant::now()))
                     .map_err(|e| e == RecvTimeoutError::Disconnected),
             };
+            if let (Ok(work), Some(nap)) = (&next, &self.nap) {
+                nap.took(work);
+            }
             match next {
                 Ok(Work::Flush { at }) => {
                     if let Some(shared) = &self.shared {
@@ -218,9 +226,19 @@ impl SinkWorker {
         let mut lines = first.lines.len();
         let mut batches = vec![first];
         while batches.len() < CATCH_UP && lines < MAX_BATCH && room.is_none_or(|r| taken < r) {
-            let next = match linger.map(|until| until.saturating_duration_since(Instant::now())) {
-                Some(wait) if !wait.is_zero() => rx.recv_timeout(wait).map_err(|_| ()),
-                _ => rx.try_recv().map_err(|_| ()),
+            let next = match (
+                linger.map(|until| until.saturating_duration_since(Instant::now())),
+                &self.nap,
+            ) {
+                (Some(wait), Some(nap)) if !wait.is_zero() => nap.wait(rx, wait).map_err(|_| ()),
+                (Some(wait), None) if !wait.is_zero() => rx.recv_timeout(wait).map_err(|_| ()),
+                (_, nap) => {
+                    let next = rx.try_recv().map_err(|_| ());
+                    if let (Ok(work), Some(nap)) = (&next, nap) {
+                        nap.took(work);
+                    }
+                    next
+                }
             };
             match next {
                 Ok(Work::Batch(b)) => {

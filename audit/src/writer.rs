@@ -6,7 +6,7 @@ pub(crate) struct Writer {
     pub(crate) head: Arc<std::sync::Mutex<Head>>,
     /// Each sink's queue and whether it is required, in config order; its thread writes what it
     /// is sent, in order.
-    pub(crate) sinks: Vec<(std::sync::mpsc::SyncSender<Work>, bool)>,
+    pub(crate) sinks: Vec<Queue>,
     /// The file sink callers write to themselves ([`crate::inline`]): its index, and what they
     /// share with its thread.
     pub(crate) inline: Option<(usize, Arc<Shared>)>,
@@ -147,7 +147,12 @@ impl Writer {
         let (staged_tx, staged) = std::sync::mpsc::channel();
         let mut queues = Vec::new();
         for (index, (sink, required)) in sinks.into_iter().enumerate() {
-            let (tx, rx) = std::sync::mpsc::sync_channel(SINK_QUEUE);
+            // The store naps while it holds events for company (see [`crate::queue`]).
+            let (nap, capacity) = match &sink {
+                Sink::Store(_) => (Some(Arc::new(Nap::default())), STORE_QUEUE),
+                _ => (None, SINK_QUEUE),
+            };
+            let (queue, rx) = Queue::new(capacity, required, nap.clone());
             let shared = match inline {
                 Some((i, shared)) if *i == index => Some(shared.clone()),
                 _ => None,
@@ -160,12 +165,13 @@ impl Writer {
                 staged: staged_tx.clone(),
                 flushing: true,
                 shared,
+                nap,
             };
             std::thread::Builder::new()
                 .name(format!("audit-sink-{index}"))
                 .spawn(move || worker.run(rx))
                 .map_err(|e| format!("cannot start the audit writer: {e}"))?;
-            queues.push((tx, required));
+            queues.push(queue);
         }
         Ok(Writer {
             head,
@@ -217,7 +223,7 @@ impl Writer {
     pub(crate) fn hand_out(&mut self, chain: &Arc<str>, lines: Vec<Line>, jobs: Vec<Job>) -> bool {
         let number = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
         let count = lines.len() as u64;
-        let required = self.sinks.iter().filter(|(_, r)| *r).count();
+        let required = self.sinks.iter().filter(|q| q.required).count();
         let all = jobs.iter().any(|j| j.all);
         let batch = Arc::new(Batch {
             number,
@@ -234,7 +240,8 @@ impl Writer {
             batch.answer(false);
         }
         let mut pending = 0;
-        for (index, (queue, required)) in self.sinks.iter().enumerate() {
+        for (index, queue) in self.sinks.iter().enumerate() {
+            let required = &queue.required;
             // Counted before it is sent: callers write to this file only when nothing is queued.
             let behind = match &self.inline {
                 Some((i, shared)) if *i == index => Some(&shared.behind),
@@ -245,11 +252,10 @@ impl Writer {
             }
             // The chain's last event waits for room: closing must leave nothing queued behind it.
             let work = Work::Batch(batch.clone());
+            // The writer waits to learn whether each sink took it: a napping store is woken.
             let sent = match batch.all {
-                true => queue
-                    .send(work)
-                    .map_err(|e| std::sync::mpsc::TrySendError::Disconnected(e.0)),
-                false => queue.try_send(work),
+                true => queue.send(work),
+                false => queue.try_send(work, true),
             };
             match sent {
                 Ok(()) => pending += 1,

@@ -1,0 +1,172 @@
+//! A sink's queue: the channel its thread reads, bounded by batches, and for the store sink
+//! by bytes as well, with a thread that naps while it holds events for company.
+//!
+//! The store sink holds events nobody waits for up to [`STORE_LINGER`] so one transaction
+//! serves several calls. Waiting on its channel meanwhile, it would be woken by every event a
+//! caller passes on (a system call for the caller, a wake-up for the thread, per event). It
+//! naps instead ([`Nap::wait`]) and is woken only for a batch somebody waits for (the writer
+//! thread's) or once [`WAKE_AT`] batches are queued. Its queue takes [`STORE_QUEUE`] batches, far
+//! more than a nap lets pile up, and at most [`STORE_BYTES`] of lines, so memory stays bounded by
+//! what is queued rather than by how many batches.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, fence};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+
+use super::*;
+
+/// Batches the store sink may have waiting (each caller's event is a batch of its own).
+pub(crate) const STORE_QUEUE: usize = 4096;
+/// The most the lines queued for the store sink may weigh; past it, as past [`STORE_QUEUE`],
+/// the sink is too far behind and misses what comes (counted as failed).
+pub(crate) const STORE_BYTES: u64 = 64 << 20;
+/// Batches queued that wake a napping store sink even though nobody waits for them.
+pub(crate) const WAKE_AT: u64 = 64;
+
+/// One sink's queue, as its senders (the writer thread, callers) hold it.
+#[derive(Clone)]
+pub(crate) struct Queue {
+    tx: SyncSender<Work>,
+    pub(crate) required: bool,
+    /// The store sink's: how to wake its thread, what is queued.
+    nap: Option<Arc<Nap>>,
+}
+
+/// What the store sink's thread and its senders share.
+#[derive(Default)]
+pub(crate) struct Nap {
+    thread: OnceLock<std::thread::Thread>,
+    napping: AtomicBool,
+    /// Batches sent and not taken yet, and their lines' bytes.
+    queued: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// The bytes of a batch's lines.
+pub(crate) fn weight(b: &Batch) -> u64 {
+    b.lines.iter().map(|l| l.text.len() as u64).sum()
+}
+
+impl Queue {
+    /// A queue of `capacity` batches; `nap`: its thread naps (see the module).
+    pub(crate) fn new(
+        capacity: usize,
+        required: bool,
+        nap: Option<Arc<Nap>>,
+    ) -> (Queue, std::sync::mpsc::Receiver<Work>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        (Queue { tx, required, nap }, rx)
+    }
+
+    /// Queue `work` without waiting. `waited`: somebody waits for it, so a napping thread is
+    /// woken for it. Full when the batches or the bytes queued are at their bound.
+    pub(crate) fn try_send(&self, work: Work, waited: bool) -> Result<(), TrySendError<Work>> {
+        let (Some(nap), Work::Batch(b)) = (&self.nap, &work) else {
+            return self.tx.try_send(work);
+        };
+        let bytes = weight(b);
+        // One batch always fits, however large: a sink with nothing queued is not behind.
+        let before = nap.bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before > 0 && before + bytes > STORE_BYTES {
+            nap.bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(TrySendError::Full(work));
+        }
+        // Counted before it is sent, so the thread never takes more than was counted.
+        let queued = nap.queued.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+        if let Err(e) = self.tx.try_send(work) {
+            nap.bytes.fetch_sub(bytes, Ordering::AcqRel);
+            nap.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(e);
+        }
+        // Paired with the fence in `wait`: either this sees the thread napping, or the thread's
+        // look at the channel after it said so sees this batch.
+        fence(Ordering::SeqCst);
+        if nap.napping.load(Ordering::SeqCst)
+            && (waited || queued >= WAKE_AT)
+            && let Some(thread) = nap.thread.get()
+        {
+            thread.unpark();
+        }
+        Ok(())
+    }
+
+    /// Queue `work`, waiting for room (the chain's last batch: nothing may be left behind it).
+    pub(crate) fn send(&self, work: Work) -> Result<(), TrySendError<Work>> {
+        let bytes = match (&self.nap, &work) {
+            (Some(nap), Work::Batch(b)) => {
+                let bytes = weight(b);
+                nap.bytes.fetch_add(bytes, Ordering::AcqRel);
+                nap.queued.fetch_add(1, Ordering::AcqRel);
+                bytes
+            }
+            _ => 0,
+        };
+        if let Err(e) = self.tx.send(work) {
+            if let Some(nap) = &self.nap {
+                nap.bytes.fetch_sub(bytes, Ordering::AcqRel);
+                nap.queued.fetch_sub(1, Ordering::AcqRel);
+            }
+            return Err(TrySendError::Disconnected(e.0));
+        }
+        if let Some(nap) = &self.nap {
+            fence(Ordering::SeqCst);
+            if let Some(thread) = nap
+                .thread
+                .get()
+                .filter(|_| nap.napping.load(Ordering::SeqCst))
+            {
+                thread.unpark();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Nap {
+    /// The sink's thread: it is the one to wake.
+    pub(crate) fn register(&self) {
+        let _ = self.thread.set(std::thread::current());
+    }
+
+    /// `work` was taken from the queue.
+    pub(crate) fn took(&self, work: &Work) {
+        if let Work::Batch(b) = work {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.bytes.fetch_sub(weight(b), Ordering::AcqRel);
+        }
+    }
+
+    /// What is queued, or after a nap of at most `timeout` (cut short by a sender that wakes
+    /// this thread, see [`Queue::try_send`]) what came meanwhile; a timeout when nothing did.
+    pub(crate) fn wait(
+        &self,
+        rx: &std::sync::mpsc::Receiver<Work>,
+        timeout: Duration,
+    ) -> Result<Work, RecvTimeoutError> {
+        let got = match rx.try_recv() {
+            Err(TryRecvError::Empty) => {
+                self.napping.store(true, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                let got = match rx.try_recv() {
+                    Err(TryRecvError::Empty) => {
+                        std::thread::park_timeout(timeout);
+                        rx.try_recv()
+                    }
+                    other => other,
+                };
+                self.napping.store(false, Ordering::SeqCst);
+                got
+            }
+            other => other,
+        };
+        let work = got.map_err(|e| match e {
+            TryRecvError::Empty => RecvTimeoutError::Timeout,
+            TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+        })?;
+        self.took(&work);
+        Ok(work)
+    }
+}
+
+#[cfg(test)]
+mod tests;

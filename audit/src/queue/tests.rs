@@ -1,0 +1,133 @@
+use super::*;
+
+fn batch(bytes: usize) -> Work {
+    Work::Batch(Arc::new(Batch {
+        number: 1,
+        chain: Arc::from("c"),
+        lines: vec![Line {
+            seq: 1,
+            at_ms: 0,
+            session: None,
+            trace_id: None,
+            text: "x".repeat(bytes),
+        }],
+        acks: std::sync::Mutex::new(Vec::new()),
+        required_left: AtomicU64::new(0),
+        all: false,
+        sinks_left: AtomicU64::new(1),
+        accepted: AtomicBool::new(true),
+        report: false,
+    }))
+}
+
+/// Napping until `timeout`, in a thread of its own: what it got and how long it took.
+fn napper(
+    nap: Arc<Nap>,
+    rx: std::sync::mpsc::Receiver<Work>,
+    timeout: Duration,
+) -> std::thread::JoinHandle<(bool, Duration)> {
+    let (ready, up) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        nap.register();
+        ready.send(()).unwrap();
+        let started = Instant::now();
+        let got = nap.wait(&rx, timeout).is_ok();
+        (got, started.elapsed())
+    });
+    up.recv().unwrap();
+    handle
+}
+
+/// Wait until the thread naps (it says so before it parks).
+fn napping(nap: &Nap) {
+    while !nap.napping.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_batch_somebody_waits_for_wakes_the_napping_thread() {
+    let nap = Arc::new(Nap::default());
+    let (queue, rx) = Queue::new(16, true, Some(nap.clone()));
+    let thread = napper(nap.clone(), rx, Duration::from_secs(30));
+    napping(&nap);
+    queue.try_send(batch(10), true).unwrap();
+    let (got, took) = thread.join().unwrap();
+    assert!(
+        got && took < Duration::from_secs(10),
+        "{got} after {took:?}"
+    );
+    assert_eq!(nap.queued.load(Ordering::SeqCst), 0);
+    assert_eq!(nap.bytes.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn enough_batches_nobody_waits_for_wake_it_too() {
+    let nap = Arc::new(Nap::default());
+    let (queue, rx) = Queue::new(STORE_QUEUE, true, Some(nap.clone()));
+    let thread = napper(nap.clone(), rx, Duration::from_secs(30));
+    napping(&nap);
+    for _ in 0..WAKE_AT {
+        queue.try_send(batch(10), false).unwrap();
+    }
+    let (got, took) = thread.join().unwrap();
+    assert!(
+        got && took < Duration::from_secs(10),
+        "{got} after {took:?}"
+    );
+    // It took one; the rest are still counted as queued.
+    assert_eq!(nap.queued.load(Ordering::SeqCst), WAKE_AT - 1);
+    assert_eq!(nap.bytes.load(Ordering::SeqCst), (WAKE_AT - 1) * 10);
+}
+
+#[test]
+fn a_nap_ends_at_its_time_with_nothing_queued() {
+    let nap = Arc::new(Nap::default());
+    let (_queue, rx) = Queue::new(16, true, Some(nap.clone()));
+    let (got, _) = napper(nap.clone(), rx, Duration::from_millis(20))
+        .join()
+        .unwrap();
+    assert!(!got);
+    assert!(!nap.napping.load(Ordering::SeqCst));
+}
+
+#[test]
+fn the_store_queue_is_bounded_by_bytes_but_always_takes_one_batch() {
+    let nap = Arc::new(Nap::default());
+    let (queue, rx) = Queue::new(16, true, Some(nap.clone()));
+    let big = usize::try_from(STORE_BYTES).unwrap() + 1;
+    // Nothing queued: even a batch over the bound goes.
+    queue.try_send(batch(big), false).unwrap();
+    assert!(matches!(
+        queue.try_send(batch(1), false),
+        Err(TrySendError::Full(_))
+    ));
+    // A refusal leaves the count as it was; taking the batch frees its bytes.
+    assert_eq!(nap.bytes.load(Ordering::SeqCst), STORE_BYTES + 1);
+    let taken = rx.try_recv().unwrap();
+    nap.took(&taken);
+    assert_eq!(nap.bytes.load(Ordering::SeqCst), 0);
+    queue.try_send(batch(1), false).unwrap();
+    // Past its batches, it is full too, and counts nothing for the refused one.
+    let (small, _rx) = Queue::new(1, true, Some(nap.clone()));
+    let before = nap.bytes.load(Ordering::SeqCst);
+    small.try_send(batch(1), false).unwrap();
+    assert!(matches!(
+        small.try_send(batch(1), false),
+        Err(TrySendError::Full(_))
+    ));
+    assert_eq!(nap.bytes.load(Ordering::SeqCst), before + 1);
+}
+
+#[test]
+fn the_other_sinks_queues_are_bounded_by_batches_only() {
+    let (queue, _rx) = Queue::new(2, false, None);
+    queue
+        .try_send(batch(usize::try_from(STORE_BYTES).unwrap() + 1), false)
+        .unwrap();
+    queue.try_send(batch(1), false).unwrap();
+    assert!(matches!(
+        queue.try_send(batch(1), false),
+        Err(TrySendError::Full(_))
+    ));
+}
