@@ -65,11 +65,22 @@ impl Queue {
             return self.tx.try_send(work);
         };
         let bytes = weight(b);
-        // One batch always fits, however large: a sink with nothing queued is not behind.
-        let before = nap.bytes.fetch_add(bytes, Ordering::AcqRel);
-        if before > 0 && before + bytes > STORE_BYTES {
-            nap.bytes.fetch_sub(bytes, Ordering::AcqRel);
-            return Err(TrySendError::Full(work));
+        // One batch always fits, however large: a sink with nothing queued is not behind. Added
+        // only where it fits, so a batch refused here never crowds out another.
+        let mut before = nap.bytes.load(Ordering::Acquire);
+        loop {
+            if before > 0 && before.saturating_add(bytes) > STORE_BYTES {
+                return Err(TrySendError::Full(work));
+            }
+            match nap.bytes.compare_exchange_weak(
+                before,
+                before + bytes,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => before = now,
+            }
         }
         // Counted before it is sent, so the thread never takes more than was counted.
         let queued = nap.queued.fetch_add(1, Ordering::AcqRel).saturating_add(1);
@@ -101,8 +112,9 @@ impl Queue {
             }
             _ => 0,
         };
+        let counted = matches!(work, Work::Batch(_));
         if let Err(e) = self.tx.send(work) {
-            if let Some(nap) = &self.nap {
+            if let Some(nap) = self.nap.as_ref().filter(|_| counted) {
                 nap.bytes.fetch_sub(bytes, Ordering::AcqRel);
                 nap.queued.fetch_sub(1, Ordering::AcqRel);
             }
@@ -138,6 +150,7 @@ impl Nap {
 
     /// What is queued, or after a nap of at most `timeout` (cut short by a sender that wakes
     /// this thread, see [`Queue::try_send`]) what came meanwhile; a timeout when nothing did.
+    /// A wake-up that finds nothing (one left over from an earlier wake, or spurious) naps on.
     pub(crate) fn wait(
         &self,
         rx: &std::sync::mpsc::Receiver<Work>,
@@ -145,15 +158,18 @@ impl Nap {
     ) -> Result<Work, RecvTimeoutError> {
         let got = match rx.try_recv() {
             Err(TryRecvError::Empty) => {
+                let until = Instant::now() + timeout;
                 self.napping.store(true, Ordering::SeqCst);
                 fence(Ordering::SeqCst);
-                let got = match rx.try_recv() {
-                    Err(TryRecvError::Empty) => {
-                        std::thread::park_timeout(timeout);
-                        rx.try_recv()
+                let mut got = rx.try_recv();
+                while matches!(got, Err(TryRecvError::Empty)) {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
                     }
-                    other => other,
-                };
+                    std::thread::park_timeout(left);
+                    got = rx.try_recv();
+                }
                 self.napping.store(false, Ordering::SeqCst);
                 got
             }

@@ -38,11 +38,12 @@ fn napper(
     handle
 }
 
-/// Wait until the thread naps (it says so before it parks).
+/// Wait until the thread naps (it says so just before it parks, and is given time to park).
 fn napping(nap: &Nap) {
     while !nap.napping.load(Ordering::SeqCst) {
         std::thread::yield_now();
     }
+    std::thread::sleep(Duration::from_millis(50));
 }
 
 #[test]
@@ -67,9 +68,13 @@ fn enough_batches_nobody_waits_for_wake_it_too() {
     let (queue, rx) = Queue::new(STORE_QUEUE, true, Some(nap.clone()));
     let thread = napper(nap.clone(), rx, Duration::from_secs(30));
     napping(&nap);
-    for _ in 0..WAKE_AT {
+    for _ in 1..WAKE_AT {
         queue.try_send(batch(10), false).unwrap();
     }
+    // One short of the mark: it naps on.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!thread.is_finished());
+    queue.try_send(batch(10), false).unwrap();
     let (got, took) = thread.join().unwrap();
     assert!(
         got && took < Duration::from_secs(10),
@@ -81,14 +86,33 @@ fn enough_batches_nobody_waits_for_wake_it_too() {
 }
 
 #[test]
-fn a_nap_ends_at_its_time_with_nothing_queued() {
+fn a_nap_ends_at_its_time_with_nothing_queued_even_if_woken_meanwhile() {
     let nap = Arc::new(Nap::default());
     let (_queue, rx) = Queue::new(16, true, Some(nap.clone()));
-    let (got, _) = napper(nap.clone(), rx, Duration::from_millis(20))
-        .join()
-        .unwrap();
+    let thread = napper(nap.clone(), rx, Duration::from_millis(300));
+    napping(&nap);
+    // A wake-up with nothing queued (as one left over from an earlier batch) does not end it.
+    thread.thread().unpark();
+    let (got, took) = thread.join().unwrap();
     assert!(!got);
+    assert!(took >= Duration::from_millis(300), "{took:?}");
     assert!(!nap.napping.load(Ordering::SeqCst));
+}
+
+#[test]
+fn the_chains_last_batch_is_counted_and_wakes_it() {
+    let nap = Arc::new(Nap::default());
+    let (queue, rx) = Queue::new(16, true, Some(nap.clone()));
+    let thread = napper(nap.clone(), rx, Duration::from_secs(30));
+    napping(&nap);
+    queue.send(batch(7)).unwrap();
+    let (got, took) = thread.join().unwrap();
+    assert!(
+        got && took < Duration::from_secs(10),
+        "{got} after {took:?}"
+    );
+    assert_eq!(nap.queued.load(Ordering::SeqCst), 0);
+    assert_eq!(nap.bytes.load(Ordering::SeqCst), 0);
 }
 
 #[test]
@@ -102,8 +126,9 @@ fn the_store_queue_is_bounded_by_bytes_but_always_takes_one_batch() {
         queue.try_send(batch(1), false),
         Err(TrySendError::Full(_))
     ));
-    // A refusal leaves the count as it was; taking the batch frees its bytes.
+    // A refusal leaves the counts as they were; taking the batch frees its bytes.
     assert_eq!(nap.bytes.load(Ordering::SeqCst), STORE_BYTES + 1);
+    assert_eq!(nap.queued.load(Ordering::SeqCst), 1);
     let taken = rx.try_recv().unwrap();
     nap.took(&taken);
     assert_eq!(nap.bytes.load(Ordering::SeqCst), 0);
@@ -117,6 +142,7 @@ fn the_store_queue_is_bounded_by_bytes_but_always_takes_one_batch() {
         Err(TrySendError::Full(_))
     ));
     assert_eq!(nap.bytes.load(Ordering::SeqCst), before + 1);
+    assert_eq!(nap.queued.load(Ordering::SeqCst), 2);
 }
 
 #[test]
