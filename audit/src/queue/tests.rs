@@ -46,39 +46,40 @@ fn napping(nap: &Nap) {
     std::thread::sleep(Duration::from_millis(50));
 }
 
-#[test]
-fn a_batch_somebody_waits_for_wakes_the_napping_thread() {
+/// A thread napping for 30 s on a queue of `capacity`: `before` runs while it naps, then `wake`
+/// must wake it at once with a batch to take. The nap's counts, after.
+fn woken(capacity: usize, before: impl FnOnce(&Queue), wake: impl FnOnce(&Queue)) -> Arc<Nap> {
     let nap = Arc::new(Nap::default());
-    let (queue, rx) = Queue::new(16, true, Some(nap.clone()));
+    let (queue, rx) = Queue::new(capacity, true, Some(nap.clone()));
     let thread = napper(nap.clone(), rx, Duration::from_secs(30));
     napping(&nap);
-    queue.try_send(batch(10), true).unwrap();
+    before(&queue);
+    // Not woken yet.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!thread.is_finished());
+    wake(&queue);
     let (got, took) = thread.join().unwrap();
     assert!(
         got && took < Duration::from_secs(10),
         "{got} after {took:?}"
     );
+    nap
+}
+
+#[test]
+fn a_batch_somebody_waits_for_wakes_the_napping_thread() {
+    let nap = woken(16, |_| {}, |q| q.try_send(batch(10), true).unwrap());
     assert_eq!(nap.queued.load(Ordering::SeqCst), 0);
     assert_eq!(nap.bytes.load(Ordering::SeqCst), 0);
 }
 
 #[test]
 fn enough_batches_nobody_waits_for_wake_it_too() {
-    let nap = Arc::new(Nap::default());
-    let (queue, rx) = Queue::new(STORE_QUEUE, true, Some(nap.clone()));
-    let thread = napper(nap.clone(), rx, Duration::from_secs(30));
-    napping(&nap);
-    for _ in 1..WAKE_AT {
-        queue.try_send(batch(10), false).unwrap();
-    }
-    // One short of the mark: it naps on.
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(!thread.is_finished());
-    queue.try_send(batch(10), false).unwrap();
-    let (got, took) = thread.join().unwrap();
-    assert!(
-        got && took < Duration::from_secs(10),
-        "{got} after {took:?}"
+    // One short of the mark, it naps on; the mark wakes it.
+    let nap = woken(
+        STORE_QUEUE,
+        |q| (1..WAKE_AT).for_each(|_| q.try_send(batch(10), false).unwrap()),
+        |q| q.try_send(batch(10), false).unwrap(),
     );
     // It took one; the rest are still counted as queued.
     assert_eq!(nap.queued.load(Ordering::SeqCst), WAKE_AT - 1);
@@ -101,16 +102,7 @@ fn a_nap_ends_at_its_time_with_nothing_queued_even_if_woken_meanwhile() {
 
 #[test]
 fn the_chains_last_batch_is_counted_and_wakes_it() {
-    let nap = Arc::new(Nap::default());
-    let (queue, rx) = Queue::new(16, true, Some(nap.clone()));
-    let thread = napper(nap.clone(), rx, Duration::from_secs(30));
-    napping(&nap);
-    queue.send(batch(7)).unwrap();
-    let (got, took) = thread.join().unwrap();
-    assert!(
-        got && took < Duration::from_secs(10),
-        "{got} after {took:?}"
-    );
+    let nap = woken(16, |_| {}, |q| q.send(batch(7)).unwrap());
     assert_eq!(nap.queued.load(Ordering::SeqCst), 0);
     assert_eq!(nap.bytes.load(Ordering::SeqCst), 0);
 }
