@@ -50,8 +50,8 @@ impl SharedFile {
 /// that callers wrote to a file themselves arrive as [`Work::Flush`] (a flush of events that
 /// nobody waits for is put off up to [`LINGER`] for company); those that they passed on to the
 /// other sinks as batches nobody waits for. The store holds such batches up to [`STORE_LINGER`]
-/// for company (napping meanwhile, see [`crate::queue`]), so one transaction serves several calls' events (at one call at a time, one per
-/// event otherwise); a batch from the writer thread (which waits to learn whether the store took
+/// for company (napping meanwhile, see [`crate::queue`]), so one transaction serves several
+/// calls' events (at one call at a time, one per event otherwise); a batch from the writer thread (which waits to learn whether the store took
 /// it) ends the wait. The store then lags the file by as much; another process sharing the sinks
 /// that links its chain to the file's last event waits for the store to hold it (see
 /// [`crate::link`]), so its first event comes after the one it links to in both sinks.
@@ -218,23 +218,22 @@ impl SinkWorker {
         let bytes = |b: &Batch| b.lines.iter().map(|l| l.text.len() as u64).sum::<u64>();
         // Nobody waits for a batch a caller passed on after writing it to the file itself.
         let unwaited = |b: &Batch| !b.report && !b.all;
-        let mut linger = match &self.sink {
-            Sink::Store(_) if unwaited(&first) => Some(started + STORE_LINGER),
+        // The store (the one sink that naps) waits for company; it naps through the wait.
+        let mut linger = match &self.nap {
+            Some(nap) if unwaited(&first) => Some((nap, started + STORE_LINGER)),
             _ => None,
         };
         let mut taken = bytes(&first);
         let mut lines = first.lines.len();
         let mut batches = vec![first];
         while batches.len() < CATCH_UP && lines < MAX_BATCH && room.is_none_or(|r| taken < r) {
-            let next = match (
-                linger.map(|until| until.saturating_duration_since(Instant::now())),
-                &self.nap,
-            ) {
-                (Some(wait), Some(nap)) if !wait.is_zero() => nap.wait(rx, wait).map_err(|_| ()),
-                (Some(wait), None) if !wait.is_zero() => rx.recv_timeout(wait).map_err(|_| ()),
-                (_, nap) => {
+            let wait =
+                linger.map(|(nap, until)| (nap, until.saturating_duration_since(Instant::now())));
+            let next = match wait {
+                Some((nap, wait)) if !wait.is_zero() => nap.wait(rx, wait).map_err(|_| ()),
+                _ => {
                     let next = rx.try_recv().map_err(|_| ());
-                    if let (Ok(work), Some(nap)) = (&next, nap) {
+                    if let (Ok(work), Some(nap)) = (&next, &self.nap) {
                         nap.took(work);
                     }
                     next

@@ -57,7 +57,7 @@ impl LeanHttp {
     pub(super) fn new(
         addrs: Vec<SocketAddr>,
         headers: HeaderMap,
-        mut tls: rustls::ClientConfig,
+        tls: rustls::ClientConfig,
     ) -> anyhow::Result<LeanHttp> {
         let mut http = HttpConnector::new_with_resolver(Checked(Arc::new(addrs)));
         http.set_nodelay(true);
@@ -65,11 +65,10 @@ impl LeanHttp {
         http.set_keepalive_interval(Some(KEEPALIVE));
         http.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
         http.set_tcp_user_timeout(Some(USER_TIMEOUT));
-        // `https` URLs are the TLS layer's; it hands the TCP connection down.
+        // `https` URLs are the TLS layer's; it hands the TCP connection down. The name verified
+        // (and sent as SNI) is the URL's host, whatever address the resolver gave; `tls` offers
+        // HTTP/1.1 by ALPN.
         http.enforce_http(false);
-        // HTTP/1.1 offered by ALPN, as reqwest offers it. The name verified (and sent as SNI) is
-        // the URL's host, whatever address the resolver gave.
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let https = HttpsConnector::from((http, tls));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(IDLE)

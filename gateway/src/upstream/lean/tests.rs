@@ -107,12 +107,11 @@ async fn a_name_goes_to_the_checked_address_and_the_certificate_must_be_for_that
     );
 }
 
-/// The production client verifies with the platform's roots: the test authority is not among
-/// them, so nothing is sent.
-#[tokio::test]
-async fn a_certificate_from_an_authority_the_platform_does_not_trust_is_refused() {
+/// A TLS connection made with the settings `tls(https)` gives, to a server whose authority they
+/// do not trust, is refused before anything is sent.
+async fn refused_by_an_unknown_issuer(https: bool) {
     let addr = endpoint().await;
-    let lean = LeanHttp::new(vec![addr], http::HeaderMap::new(), tls(true).unwrap()).unwrap();
+    let lean = LeanHttp::new(vec![addr], http::HeaderMap::new(), tls(https).unwrap()).unwrap();
     let e = get(&lean, &format!("https://localhost:{}/mcp", addr.port()))
         .await
         .unwrap_err();
@@ -120,15 +119,16 @@ async fn a_certificate_from_an_authority_the_platform_does_not_trust_is_refused(
     assert!(e.why.contains("UnknownIssuer"), "{}", e.why);
 }
 
+/// The production client verifies with the platform's roots: the test authority is not among
+/// them, so nothing is sent.
+#[tokio::test]
+async fn a_certificate_from_an_authority_the_platform_does_not_trust_is_refused() {
+    refused_by_an_unknown_issuer(true).await;
+}
+
 /// The settings of an `http` upstream's clients (which trust no authority) refuse a TLS
 /// connection, were they ever asked for one.
 #[tokio::test]
 async fn an_http_upstreams_settings_refuse_a_tls_connection() {
-    let addr = endpoint().await;
-    let lean = LeanHttp::new(vec![addr], http::HeaderMap::new(), tls(false).unwrap()).unwrap();
-    let e = get(&lean, &format!("https://localhost:{}/mcp", addr.port()))
-        .await
-        .unwrap_err();
-    assert!(e.unreached, "{}", e.why);
-    assert!(e.why.contains("UnknownIssuer"), "{}", e.why);
+    refused_by_an_unknown_issuer(false).await;
 }
