@@ -135,7 +135,8 @@ pub struct Event {
 #[derive(Clone, Debug, Serialize)]
 pub struct Who {
     pub subject: String,
-    pub principals: Vec<String>,
+    /// Shared with the caller's identity, which formats them once.
+    pub principals: Arc<[String]>,
 }
 
 impl Who {
@@ -143,7 +144,7 @@ impl Who {
     pub fn named(subject: impl Into<String>) -> Who {
         Who {
             subject: subject.into(),
-            principals: Vec::new(),
+            principals: Arc::from([]),
         }
     }
 }

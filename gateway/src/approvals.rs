@@ -265,7 +265,7 @@ async fn file_request(
         })?;
     // The keys above the caller's key are kept with the request, so a kill switch on any of
     // them voids it as it would the key's own.
-    let mut principals = call.caller.identity.principals();
+    let mut principals = call.caller.identity.principals().to_vec();
     principals.extend(
         call.caller
             .identity

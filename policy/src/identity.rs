@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 
 use crate::grants::Rules;
 
@@ -61,6 +62,9 @@ pub struct Identity {
     key_rules: Option<Rules>,
     expires_at: Option<u64>,
     key_lineage: Vec<String>,
+    /// [`Identity::principals`], written once on first use (an identity is built, then read by
+    /// every call its credential makes); cleared by the one builder that changes bindings.
+    principals: OnceLock<Arc<[String]>>,
 }
 
 /// The error for a level name that is not one of `org`, `team`, `key`, `user`, `agent`.
@@ -155,6 +159,7 @@ impl Identity {
             key_rules: None,
             expires_at: None,
             key_lineage: Vec::new(),
+            principals: OnceLock::new(),
         }
     }
 
@@ -162,6 +167,7 @@ impl Identity {
     #[must_use]
     pub fn with(mut self, level: Level, binding: Binding) -> Identity {
         *self.bindings.get_mut(level) = binding;
+        self.principals = OnceLock::new();
         self
     }
 
@@ -214,15 +220,20 @@ impl Identity {
         self.expires_at
     }
 
-    /// `level:name` for every resolved principal, in level order: for logs and audit events.
-    pub fn principals(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for level in Level::ALL {
-            if let Binding::Resolved(names) = self.binding(level) {
-                out.extend(names.iter().map(|n| format!("{level}:{n}")));
-            }
-        }
-        out
+    /// `level:name` for every resolved principal, in level order: for limits, logs and audit
+    /// events. Formatted once per identity; each call shares them.
+    pub fn principals(&self) -> Arc<[String]> {
+        self.principals
+            .get_or_init(|| {
+                let mut out = Vec::new();
+                for level in Level::ALL {
+                    if let Binding::Resolved(names) = self.binding(level) {
+                        out.extend(names.iter().map(|n| format!("{level}:{n}")));
+                    }
+                }
+                out.into()
+            })
+            .clone()
     }
 }
 
@@ -230,5 +241,35 @@ impl Default for Identity {
     /// The empty identity, which is denied everything.
     fn default() -> Identity {
         Identity::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principals_are_formatted_once_and_follow_a_new_binding() {
+        let id = Identity::new()
+            .with_name(Level::Org, "acme")
+            .with(
+                Level::Team,
+                Binding::Resolved(vec!["red".into(), "blue".into()]),
+            )
+            .with(Level::User, Binding::Fault("directory down".into()));
+        let first = id.principals();
+        assert_eq!(&*first, ["org:acme", "team:red", "team:blue"]);
+        // Every later call shares the first formatting, clones of the identity too.
+        assert!(Arc::ptr_eq(&first, &id.principals()));
+        assert!(Arc::ptr_eq(&first, &id.clone().principals()));
+        // Binding a level again is seen: nothing formatted before it is kept.
+        let rebound = id
+            .with_name(Level::Team, "green")
+            .with_name(Level::Agent, "bot");
+        assert_eq!(
+            &*rebound.principals(),
+            ["org:acme", "team:green", "agent:bot"]
+        );
+        assert!(rebound.with(Level::Org, Binding::Absent).principals().len() == 2);
     }
 }

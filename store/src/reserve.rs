@@ -6,8 +6,8 @@
 //! every waiting call (up to [`GROUP`]) and reserves their charges in one write transaction,
 //! call by call in arrival order, so no interleaving can spend more than a budget holds. A
 //! call's charges are spent all or none: a call with several charges runs under a savepoint that
-//! is rolled back when one does not fit (a single charge's conditional statement either spends
-//! or changes nothing). Each call is answered after the commit. If anything in the transaction
+//! is rolled back when one does not fit (a single charge's conditional statements either spend
+//! or change nothing). Each call is answered after the commit. If anything in the transaction
 //! fails, nothing in it is spent and each of its calls is tried again on its own: only a call
 //! that fails then is refused (upstream, as `limits_unavailable`).
 //!

@@ -477,6 +477,33 @@ async fn refunds_resets_and_raises_change_what_is_left() {
 }
 
 #[tokio::test]
+async fn a_window_raised_before_its_first_call_charges_against_the_raise() {
+    let (_d, s) = store().await;
+    // The raise creates the window's row (nothing used, 3 extra): a call costing more than the
+    // budget's own units fits in units plus raise, and is charged to that row, not a new one.
+    s.adjust_budget("b", "team:a", "2026-12-05", false, 3)
+        .await
+        .unwrap();
+    let c = charge("b", 5, 4);
+    assert_eq!(s.reserve_budgets(&mut [c.clone()]).await.unwrap(), None);
+    assert_eq!(s.reserve_budgets(&mut [c.clone()]).await.unwrap(), Some(0));
+    let rows = s.budget_usage(&["2026-12-05".into()]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].used, rows[0].extra), (5, 3));
+    // A full window is refused and left as it is; a call that fits in what is left is charged.
+    assert_eq!(
+        s.reserve_budgets(&mut [charge("b", 3, 4)]).await.unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        s.reserve_budgets(&mut [charge("b", 2, 4)]).await.unwrap(),
+        None
+    );
+    let rows = s.budget_usage(&["2026-12-05".into()]).await.unwrap();
+    assert_eq!((rows.len(), rows[0].used, rows[0].extra), (1, 7, 3));
+}
+
+#[tokio::test]
 async fn a_refund_after_a_reset_gives_back_nothing_the_reset_already_did() {
     let (_d, s) = store().await;
     // Two calls in flight hold both units; an operator resets the window meanwhile.

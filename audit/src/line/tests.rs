@@ -3,6 +3,7 @@ use serde_json::json;
 
 use super::*;
 use crate::Who;
+use std::sync::Arc;
 
 fn link<'a>(session: Option<&'a str>) -> Link<'a> {
     Link {
@@ -34,7 +35,7 @@ fn every_member_set_gives_the_generic_bytes() {
         session: Some("raw-session-id".into()),
         identity: Some(Who {
             subject: "key:ab\"cd".into(),
-            principals: vec!["org:acme".into(), "team:ünïcode".into()],
+            principals: Arc::from(["org:acme".to_owned(), "team:ünïcode".to_owned()]),
         }),
         method: Some("tools/call".into()),
         server: Some("fixture".into()),
@@ -90,7 +91,7 @@ proptest! {
     ) {
         let mut e = Event::new("tool.result");
         e.at_ms = at_ms;
-        e.identity = Some(Who { subject, principals });
+        e.identity = Some(Who { subject, principals: principals.into() });
         e.reason = reason;
         e.server = server;
         e.latency_ms = latency;

@@ -55,8 +55,12 @@ pub(super) fn run(
 
 /// Reserve a group and answer its calls; an error (the connection is then dropped) when the
 /// store failed them all.
-fn serve(conn: &mut Connection, group: Vec<Ask>) -> Result<(), rusqlite::Error> {
-    let mut charges: Vec<Vec<Charge>> = group.iter().map(|a| a.charges.clone()).collect();
+fn serve(conn: &mut Connection, mut group: Vec<Ask>) -> Result<(), rusqlite::Error> {
+    // Taken from the asks, not copied: a call's charges go back to it with its verdict.
+    let mut charges: Vec<Vec<Charge>> = group
+        .iter_mut()
+        .map(|a| std::mem::take(&mut a.charges))
+        .collect();
     match reserve_group(conn, &mut charges) {
         Ok(verdicts) => {
             for ((ask, verdict), done) in group.into_iter().zip(verdicts).zip(charges) {
@@ -71,7 +75,7 @@ fn serve(conn: &mut Connection, group: Vec<Ask>) -> Result<(), rusqlite::Error> 
             let group_error = e.to_string();
             let mut same_again: Option<String> = None;
             let mut first = true;
-            for ask in group {
+            for (ask, charges) in group.into_iter().zip(charges) {
                 if ask.reply.is_closed() {
                     continue;
                 }
@@ -81,7 +85,7 @@ fn serve(conn: &mut Connection, group: Vec<Ask>) -> Result<(), rusqlite::Error> 
                     let _ = ask.reply.send(Err(why.clone()));
                     continue;
                 }
-                let mut one = [ask.charges.clone()];
+                let mut one = [charges];
                 let reply = match reserve_group(conn, &mut one) {
                     Ok(v) => {
                         let [done] = one;
@@ -162,14 +166,33 @@ fn reserve_group(
 }
 
 /// Add `c.cost` to its window while it fits: the window's epoch when spent, `None` when not.
+///
+/// Two plain statements rather than PostgreSQL's one upsert: an `INSERT … SELECT` that reads its
+/// own table, as that upsert's fit test does, makes SQLite copy the selected row into a
+/// temporary table first. Under the write lock (`BEGIN IMMEDIATE`) nothing comes between the
+/// two, so the outcome is the upsert's: an existing window is charged if the cost fits in its
+/// units plus any raise; a missing one is created if the cost fits in the units.
 fn spend(conn: &Connection, c: &Charge, at: i64) -> Result<Option<i64>, rusqlite::Error> {
+    let charged = conn
+        .prepare_cached(
+            "UPDATE budget_usage SET used = used + ?4, updated_at = ?6
+             WHERE budget = ?1 AND principal = ?2 AND \"window\" = ?3 AND used + ?4 <= ?5 + extra
+             RETURNING epoch",
+        )?
+        .query_row(
+            params![c.budget, c.principal, c.window, c.cost, c.units, at],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if charged.is_some() {
+        return Ok(charged);
+    }
+    // Not charged: the window is full, or it has no row yet. Only the latter is created (an
+    // existing row is left as it is).
     conn.prepare_cached(
         "INSERT INTO budget_usage (budget, principal, \"window\", used, extra, updated_at)
-         SELECT ?1, ?2, ?3, ?4, 0, ?6 WHERE ?4 <= ?5 + COALESCE((SELECT extra
-            FROM budget_usage WHERE budget = ?1 AND principal = ?2 AND \"window\" = ?3), 0)
-         ON CONFLICT (budget, principal, \"window\") DO UPDATE SET
-            used = budget_usage.used + excluded.used, updated_at = excluded.updated_at
-         WHERE budget_usage.used + excluded.used <= ?5 + budget_usage.extra
+         SELECT ?1, ?2, ?3, ?4, 0, ?6 WHERE ?4 <= ?5
+         ON CONFLICT (budget, principal, \"window\") DO NOTHING
          RETURNING epoch",
     )?
     .query_row(
