@@ -159,6 +159,8 @@ impl Inline {
         let Some(queue) = self.queues.get(self.index) else {
             return;
         };
+        #[cfg(test)]
+        self.shared.asked.fetch_add(1, Ordering::Relaxed);
         // Full: what is queued there ends in a flush that takes this event's count too.
         if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) =
             queue.try_send(Work::Flush { at: Instant::now() }, true)

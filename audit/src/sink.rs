@@ -84,10 +84,15 @@ pub(crate) const STORE_LINGER: Duration = Duration::from_millis(5);
 /// Batches a sink that fell behind writes together; it stops adding at [`MAX_BATCH`] events.
 pub(crate) const CATCH_UP: usize = 64;
 
-/// Events callers wrote to the file themselves and that still need a flush.
+/// The flush owed to events callers wrote to the file themselves.
+///
+/// Their count stays in [`Shared::unflushed`] until the flush claims it: while it is above
+/// zero, later callers add to it without a message, so one message (and one wake-up of this
+/// thread) serves a whole group, not each event. A caller whose count finds zero, or whose
+/// request event first sets [`Shared::soon`], sends [`Work::Flush`].
 #[derive(Default)]
 struct Unflushed {
-    events: u64,
+    /// A request event is among them.
     soon: bool,
     /// When the first of them was written: the flush is put off until [`GROUP_COMMIT`] (a
     /// request event among them) or [`LINGER`] after it.
@@ -95,22 +100,26 @@ struct Unflushed {
 }
 
 impl Unflushed {
-    /// Take over what callers counted in `shared`, the first written at `at`.
-    fn take(&mut self, shared: &Shared, at: Instant) {
-        // `soon` first: a request event counted after it is taken is either in these events
-        // or marks the next group (its caller sends a message for it).
-        self.soon |= shared.soon.swap(false, Ordering::AcqRel);
-        let events = shared.unflushed.swap(0, Ordering::AcqRel);
-        if events > 0 || self.events > 0 {
-            self.since = Some(self.since.map_or(at, |s| s.min(at)));
-        }
-        self.events += events;
+    /// A caller's [`Work::Flush`]: its events, the first written at `at`, are owed a flush.
+    fn owed(&mut self, shared: &Shared, at: Instant) {
+        self.soon |= shared.soon.load(Ordering::Acquire);
+        self.since = Some(self.since.map_or(at, |s| s.min(at)));
     }
 
-    /// When these events are to be flushed at the latest.
+    /// When the owed flush is due.
     fn due(&self) -> Option<Instant> {
         let wait = if self.soon { GROUP_COMMIT } else { LINGER };
-        self.since.filter(|_| self.events > 0).map(|s| s + wait)
+        self.since.map(|s| s + wait)
+    }
+
+    /// Claim every event counted so far for the flush about to start: how many. A caller that
+    /// counts after this starts the next group (it finds zero and sends a message).
+    fn claim(&mut self, shared: &Shared) -> u64 {
+        *self = Unflushed::default();
+        // `soon` first: a request event counted after it is either in these events or sets
+        // it again for the next group (and sends a message for it).
+        shared.soon.swap(false, Ordering::AcqRel);
+        shared.unflushed.swap(0, Ordering::AcqRel)
     }
 }
 
@@ -137,7 +146,7 @@ impl SinkWorker {
             match next {
                 Ok(Work::Flush { at }) => {
                     if let Some(shared) = &self.shared {
-                        unflushed.take(shared, at);
+                        unflushed.owed(shared, at);
                     }
                 }
                 Ok(Work::Batch(first)) => {
@@ -164,10 +173,14 @@ impl SinkWorker {
 
     /// Flush what callers wrote themselves (they were answered already, and counted).
     fn flush_written(&mut self, unflushed: &mut Unflushed) {
-        if unflushed.events == 0 {
+        let Some(shared) = self.shared.as_ref().filter(|_| unflushed.since.is_some()) else {
+            return;
+        };
+        // None left: a batch's flush since served them.
+        let events = unflushed.claim(shared);
+        if events == 0 {
             return;
         }
-        let events = std::mem::take(unflushed).events;
         let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
             .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
         self.flushed(&flushed, events, 0);
@@ -251,7 +264,7 @@ impl SinkWorker {
                 // Callers wrote before these batches were queued: the flush below serves them.
                 Ok(Work::Flush { at }) => {
                     if let Some(shared) = &self.shared {
-                        unflushed.take(shared, at);
+                        unflushed.owed(shared, at);
                     }
                 }
                 Err(_) => break,
@@ -303,9 +316,8 @@ impl SinkWorker {
             .for_each(|b| b.settle(self.required, true));
         // One flush serves these batches and what callers wrote before it starts.
         if let Some(shared) = &self.shared {
-            unflushed.take(shared, Instant::now());
+            unflushed.claim(shared);
         }
-        *unflushed = Unflushed::default();
         let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
             .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
         self.flushed(&flushed, count, late_count);

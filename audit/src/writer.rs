@@ -47,10 +47,13 @@ pub(crate) struct Shared {
     pub(crate) behind: AtomicU64,
     /// Whether every flush of the sink has succeeded: only then are callers answered before it.
     pub(crate) flushing: std::sync::atomic::AtomicBool,
-    /// Events callers wrote since the sink's thread last took them for a flush.
+    /// Events callers wrote since the sink's thread last claimed them for a flush.
     pub(crate) unflushed: AtomicU64,
     /// A request event is among them: its flush is not put off for long.
     pub(crate) soon: std::sync::atomic::AtomicBool,
+    /// [`Work::Flush`] messages callers sent.
+    #[cfg(test)]
+    pub(crate) asked: AtomicU64,
 }
 
 impl Default for Shared {
@@ -60,6 +63,8 @@ impl Default for Shared {
             flushing: std::sync::atomic::AtomicBool::new(true),
             unflushed: AtomicU64::new(0),
             soon: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            asked: AtomicU64::new(0),
         }
     }
 }

@@ -6,5 +6,19 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    huge_pages_off();
     portcullis::main()
+}
+
+/// Transparent huge pages off for this process (and the stdio servers it starts, which inherit
+/// the setting), unless `MIMALLOC_ALLOW_THP` says otherwise (`0` has mimalloc turn them off
+/// itself). On a host whose THP mode is `always`, the kernel backs the allocator's heap with
+/// 2 MiB pages without being asked, and idle memory nearly doubles (48.5 MB against 26.0 MB).
+/// A kernel that refuses (none since Linux 3.15) leaves them as the host has them: only memory
+/// is at stake.
+fn huge_pages_off() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        let _ = nix::sys::prctl::set_thp_disable(true);
+    }
 }

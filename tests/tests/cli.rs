@@ -143,3 +143,19 @@ fn a_closed_stdout_does_not_stop_the_gateway() {
     let _ = child.wait();
     assert!(healthy && running, "healthy {healthy}, running {running}");
 }
+
+/// The gateway turns transparent huge pages off for itself: on a host whose THP mode is
+/// `always`, they would back its allocator's heap with 2 MiB pages and nearly double its idle
+/// memory. `MIMALLOC_ALLOW_THP` set keeps the host's setting.
+#[test]
+fn transparent_huge_pages_are_off_unless_asked_for() {
+    let servers = "  notes:\n    builtin: notes\n    tools: { search_notes: { class: read } }\n";
+    let thp = |env: &[(&str, &str)]| {
+        let gw = portcullis_tests::Gateway::start_with_env("", servers, true, env).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
+        let line = status.lines().find_map(|l| l.strip_prefix("THP_enabled:"));
+        line.map(|v| v.trim().to_owned())
+    };
+    assert_eq!(thp(&[]).as_deref(), Some("0"));
+    assert_eq!(thp(&[("MIMALLOC_ALLOW_THP", "1")]).as_deref(), Some("1"));
+}

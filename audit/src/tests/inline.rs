@@ -150,6 +150,47 @@ async fn callers_write_while_a_flush_runs_and_the_next_flush_serves_them_all() {
     ));
 }
 
+/// Callers writing one after another while a flush is owed send the file's thread one message
+/// for the group (one wake-up), not one per event: the count they add to stays theirs until the
+/// flush claims it. Every event is still flushed.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_message_to_the_files_thread_serves_each_group_of_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_s, path, audit) = file_and_store(&dir, true).await;
+    settled(&audit).await;
+    let stats = &audit.sinks[0];
+    // `audit.start`'s own flush.
+    counted(&stats.flushes, 1).await;
+    let shared = &audit.inline.as_ref().unwrap().shared;
+    let (asked, flushes) = (
+        shared.asked.load(Ordering::Relaxed),
+        stats.flushes.load(Ordering::Relaxed),
+    );
+    // Notes (their flush waits longest for company) and then a request event, which brings the
+    // flush forward with one more message.
+    for n in 0..40 {
+        audit.note(call(n));
+    }
+    audit.record(call(40)).await.unwrap();
+    assert_eq!(stats.written.load(Ordering::Relaxed), 42);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while shared.unflushed.load(Ordering::Acquire) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every event was flushed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let groups = stats.flushes.load(Ordering::Relaxed) - flushes;
+    let sent = shared.asked.load(Ordering::Relaxed) - asked;
+    // Each group: its first event's message, and one for its first request event.
+    assert!(
+        groups >= 1 && sent <= 2 * groups,
+        "{sent} messages for {groups} flushes"
+    );
+    assert!(matches!(check(&path), Verdict::Intact { events: 42, .. }));
+}
+
 /// A failed flush of another file sink (best effort here) does not stop callers from writing
 /// the required file themselves: only that file's own flushes decide.
 #[tokio::test(flavor = "multi_thread")]
