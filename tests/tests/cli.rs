@@ -146,7 +146,7 @@ fn a_closed_stdout_does_not_stop_the_gateway() {
 
 /// The gateway turns transparent huge pages off for itself: on a host whose THP mode is
 /// `always`, they would back its allocator's heap with 2 MiB pages and nearly double its idle
-/// memory. `MIMALLOC_ALLOW_THP` set keeps the host's setting.
+/// memory. `MIMALLOC_ALLOW_THP=1` keeps the host's setting.
 #[test]
 fn transparent_huge_pages_are_off_unless_asked_for() {
     let servers = "  notes:\n    builtin: notes\n    tools: { search_notes: { class: read } }\n";
@@ -158,4 +158,6 @@ fn transparent_huge_pages_are_off_unless_asked_for() {
     };
     assert_eq!(thp(&[]).as_deref(), Some("0"));
     assert_eq!(thp(&[("MIMALLOC_ALLOW_THP", "1")]).as_deref(), Some("1"));
+    // As the image and the systemd unit set it: mimalloc turns them off itself.
+    assert_eq!(thp(&[("MIMALLOC_ALLOW_THP", "0")]).as_deref(), Some("0"));
 }
