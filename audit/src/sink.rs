@@ -123,9 +123,24 @@ impl Unflushed {
     }
 }
 
+/// Ends callers' own writes to the file when its thread ends ([`SinkWorker::run`]).
+struct Stopped(Option<Arc<Shared>>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.0 {
+            shared.flushing.store(false, Ordering::Release);
+        }
+    }
+}
+
 impl SinkWorker {
     pub(crate) fn run(mut self, rx: std::sync::mpsc::Receiver<Work>) {
         use std::sync::mpsc::RecvTimeoutError;
+        // However this thread ends, callers stop writing the file themselves: nothing would
+        // flush what they write (a caller messages it only for a group's first event, so a
+        // failed send alone would not tell them soon).
+        let _stopped = Stopped(self.shared.clone());
         let mut unflushed = Unflushed::default();
         if let Some(nap) = &self.nap {
             nap.register();

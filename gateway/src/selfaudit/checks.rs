@@ -9,6 +9,7 @@ use registry::{Registry, ServerSource, SinkKind};
 use super::probes::{Outcome, Probes};
 
 mod cost;
+mod exposure;
 mod fail;
 mod identity;
 mod observability;
@@ -333,9 +334,9 @@ pub(crate) const RULES: &[Rule] = &[
     row("id.secrets", 6, identity::secrets),
     row("id.redaction_key", 6, identity::redaction_key),
     row("id.token_exchange", 6, identity::token_exchange),
-    row("id.admin_listener", 6, identity::admin_listener),
-    row("id.transport", 6, identity::transport),
-    row("id.ssrf", 6, identity::ssrf),
+    row("id.admin_listener", 6, exposure::admin_listener),
+    row("id.transport", 6, exposure::transport),
+    row("id.ssrf", 6, exposure::ssrf),
     row("ops.kill_switch", 7, operations::kill_switch),
     row("ops.modes", 7, operations::modes),
     row("ops.profile", 7, operations::profile),
