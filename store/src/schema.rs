@@ -1,7 +1,7 @@
 //! The store's tables, on each backend, and how an older store is brought up to date.
 //!
-//! SQLite stores are brought up to date in place: tables are created when missing and columns
-//! added since the first release are added when absent. PostgreSQL stores carry a schema
+//! SQLite stores are brought up to date in place: tables are created when missing, columns
+//! added since the first release are added when absent, and indexes no longer kept are dropped. PostgreSQL stores carry a schema
 //! version (`portcullis_schema`) and run each missing migration in a transaction under an
 //! advisory lock, so replicas starting together migrate once.
 
@@ -295,8 +295,14 @@ const SQLITE_TABLES: &[&str] = &[
         line TEXT NOT NULL,
         UNIQUE (chain, seq)
     )",
-    "CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at_ms)",
-    "CREATE INDEX IF NOT EXISTS audit_events_session ON audit_events (session)",
+    // No secondary index on a SQLite store's events: each cost every event an insert (the
+    // session's, with its long keys spread over the open sessions, most of a row's own cost),
+    // and SQLite's planner used neither. The export's optional filters (`$3 IS NULL OR session
+    // = $4`) cannot use one, and retention's cut (`WHERE at_ms >= $1 ORDER BY id LIMIT 1`)
+    // reads the oldest rows in id order until it meets a recent one, where the time index
+    // made it sort every recent row. Stores made before lose them here.
+    "DROP INDEX IF EXISTS audit_events_at",
+    "DROP INDEX IF EXISTS audit_events_session",
     "CREATE TABLE IF NOT EXISTS audit_key (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         key BLOB NOT NULL

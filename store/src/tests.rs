@@ -57,7 +57,7 @@ async fn secret_is_not_stored() {
 }
 
 #[tokio::test]
-async fn scope_round_trips_and_old_stores_gain_the_columns() {
+async fn scope_round_trips_and_old_stores_gain_the_columns_and_lose_the_event_indexes() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("old.db").display());
     {
@@ -76,9 +76,25 @@ async fn scope_round_trips_and_old_stores_gain_the_columns() {
         .execute(&pool)
         .await
         .unwrap();
+        // Events as an earlier release kept them, with two secondary indexes.
+        for statement in [
+            "CREATE TABLE audit_events (id INTEGER PRIMARY KEY AUTOINCREMENT, chain TEXT NOT NULL, seq INTEGER NOT NULL, at_ms INTEGER NOT NULL, session TEXT, trace_id TEXT, line TEXT NOT NULL, UNIQUE (chain, seq))",
+            "CREATE INDEX audit_events_at ON audit_events (at_ms)",
+            "CREATE INDEX audit_events_session ON audit_events (session)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
         pool.close().await;
     }
     let s = Store::open(&url).await.unwrap();
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events'
+           AND sql IS NOT NULL",
+    )
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert!(indexes.is_empty(), "{indexes:?}");
     let old = s.key("00000000000000aa").await.unwrap().unwrap();
     assert_eq!(old.scope, KeyScope::default());
     let scope = KeyScope {
@@ -288,6 +304,15 @@ async fn session_records_are_shared_by_handles_and_ending_forgets_subscriptions(
 #[tokio::test]
 async fn audit_retention_deletes_only_events_older_than_the_cut() {
     let (_d, s) = store().await;
+    // Events carry no secondary index on SQLite (schema.rs): the cut is found in id order.
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events'
+           AND sql IS NOT NULL",
+    )
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert!(indexes.is_empty(), "{indexes:?}");
     let mut w = s.audit_writer().unwrap();
     // 12,000 old events (more than one pruning chunk) and two recent ones.
     let old: Vec<String> = (0..12_000).map(|i| format!("{{\"seq\":{i}}}")).collect();
