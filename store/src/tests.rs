@@ -2,6 +2,18 @@ use super::*;
 
 mod budgets;
 
+/// A SQLite store keeps no index on its events but `(chain, seq)`'s (schema.rs).
+async fn no_event_indexes(s: &Store) {
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events'
+           AND sql IS NOT NULL",
+    )
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert!(indexes.is_empty(), "{indexes:?}");
+}
+
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
@@ -87,14 +99,7 @@ async fn scope_round_trips_and_old_stores_gain_the_columns_and_lose_the_event_in
         pool.close().await;
     }
     let s = Store::open(&url).await.unwrap();
-    let indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events'
-           AND sql IS NOT NULL",
-    )
-    .fetch_all(&s.pool)
-    .await
-    .unwrap();
-    assert!(indexes.is_empty(), "{indexes:?}");
+    no_event_indexes(&s).await;
     let old = s.key("00000000000000aa").await.unwrap().unwrap();
     assert_eq!(old.scope, KeyScope::default());
     let scope = KeyScope {
@@ -305,14 +310,7 @@ async fn session_records_are_shared_by_handles_and_ending_forgets_subscriptions(
 async fn audit_retention_deletes_only_events_older_than_the_cut() {
     let (_d, s) = store().await;
     // Events carry no secondary index on SQLite (schema.rs): the cut is found in id order.
-    let indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events'
-           AND sql IS NOT NULL",
-    )
-    .fetch_all(&s.pool)
-    .await
-    .unwrap();
-    assert!(indexes.is_empty(), "{indexes:?}");
+    no_event_indexes(&s).await;
     let mut w = s.audit_writer().unwrap();
     // 12,000 old events (more than one pruning chunk) and two recent ones.
     let old: Vec<String> = (0..12_000).map(|i| format!("{{\"seq\":{i}}}")).collect();
