@@ -296,11 +296,13 @@ const SQLITE_TABLES: &[&str] = &[
         UNIQUE (chain, seq)
     )",
     // No secondary index on a SQLite store's events: each cost every event an insert (the
-    // session's, with its long keys spread over the open sessions, most of a row's own cost),
-    // and SQLite's planner used neither. The export's optional filters (`$3 IS NULL OR session
-    // = $4`) cannot use one, and retention's cut (`WHERE at_ms >= $1 ORDER BY id LIMIT 1`)
-    // reads the oldest rows in id order until it meets a recent one, where the time index
-    // made it sort every recent row. Stores made before lose them here.
+    // session's, with its long keys spread over the open sessions, most of a row's own cost)
+    // and bought nothing. The export's optional filters (`$3 IS NULL OR session = $4`) cannot
+    // use one; retention's cut (`WHERE at_ms >= $1 ORDER BY id LIMIT 1`) took the time index
+    // and then sorted every recent row by id, where reading the oldest rows in id order stops
+    // at the same row (SQLite 3.51's plans). Stores made before lose them here: the drop holds
+    // the write lock while it frees the index pages, once; an older build opening the store
+    // builds them again.
     "DROP INDEX IF EXISTS audit_events_at",
     "DROP INDEX IF EXISTS audit_events_session",
     "CREATE TABLE IF NOT EXISTS audit_key (
