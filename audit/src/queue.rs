@@ -85,18 +85,11 @@ impl Queue {
         // Counted before it is sent, so the thread never takes more than was counted.
         let queued = nap.queued.fetch_add(1, Ordering::AcqRel).saturating_add(1);
         if let Err(e) = self.tx.try_send(work) {
-            nap.bytes.fetch_sub(bytes, Ordering::AcqRel);
-            nap.queued.fetch_sub(1, Ordering::AcqRel);
+            nap.uncount(bytes);
             return Err(e);
         }
-        // Paired with the fence in `wait`: either this sees the thread napping, or the thread's
-        // look at the channel after it said so sees this batch.
-        fence(Ordering::SeqCst);
-        if nap.napping.load(Ordering::SeqCst)
-            && (waited || queued >= WAKE_AT)
-            && let Some(thread) = nap.thread.get()
-        {
-            thread.unpark();
+        if waited || queued >= WAKE_AT {
+            nap.wake();
         }
         Ok(())
     }
@@ -115,20 +108,12 @@ impl Queue {
         let counted = matches!(work, Work::Batch(_));
         if let Err(e) = self.tx.send(work) {
             if let Some(nap) = self.nap.as_ref().filter(|_| counted) {
-                nap.bytes.fetch_sub(bytes, Ordering::AcqRel);
-                nap.queued.fetch_sub(1, Ordering::AcqRel);
+                nap.uncount(bytes);
             }
             return Err(TrySendError::Disconnected(e.0));
         }
         if let Some(nap) = &self.nap {
-            fence(Ordering::SeqCst);
-            if let Some(thread) = nap
-                .thread
-                .get()
-                .filter(|_| nap.napping.load(Ordering::SeqCst))
-            {
-                thread.unpark();
-            }
+            nap.wake();
         }
         Ok(())
     }
@@ -143,8 +128,24 @@ impl Nap {
     /// `work` was taken from the queue.
     pub(crate) fn took(&self, work: &Work) {
         if let Work::Batch(b) = work {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            self.bytes.fetch_sub(weight(b), Ordering::AcqRel);
+            self.uncount(weight(b));
+        }
+    }
+
+    /// One batch of `bytes` is no longer queued (taken, or its send failed).
+    fn uncount(&self, bytes: u64) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Wake the thread if it naps. Paired with the fence in [`Nap::wait`]: either this sees it
+    /// napping, or its look at the channel after it said so sees what was just sent.
+    fn wake(&self) {
+        fence(Ordering::SeqCst);
+        if self.napping.load(Ordering::SeqCst)
+            && let Some(thread) = self.thread.get()
+        {
+            thread.unpark();
         }
     }
 

@@ -51,8 +51,8 @@ impl SharedFile {
 /// nobody waits for is put off up to [`LINGER`] for company); those that they passed on to the
 /// other sinks as batches nobody waits for. The store holds such batches up to [`STORE_LINGER`]
 /// for company (napping meanwhile, see [`crate::queue`]), so one transaction serves several
-/// calls' events (at one call at a time, one per event otherwise); a batch from the writer thread (which waits to learn whether the store took
-/// it) ends the wait. The store then lags the file by as much; another process sharing the sinks
+/// calls' events (at one call at a time, one per event otherwise); a batch from the writer
+/// thread (which waits to learn whether the store took it) ends the wait. The store then lags the file by as much; another process sharing the sinks
 /// that links its chain to the file's last event waits for the store to hold it (see
 /// [`crate::link`]), so its first event comes after the one it links to in both sinks.
 pub(crate) struct SinkWorker {
@@ -243,7 +243,6 @@ impl SinkWorker {
             Sink::File(f) => f.lock().ok().and_then(|f| f.room()),
             _ => None,
         };
-        let bytes = |b: &Batch| b.lines.iter().map(|l| l.text.len() as u64).sum::<u64>();
         // Nobody waits for a batch a caller passed on after writing it to the file itself.
         let unwaited = |b: &Batch| !b.report && !b.all;
         // The store (the one sink that naps) waits for company; it naps through the wait.
@@ -251,7 +250,7 @@ impl SinkWorker {
             Some(nap) if unwaited(&first) => Some((nap, started + STORE_LINGER)),
             _ => None,
         };
-        let mut taken = bytes(&first);
+        let mut taken = weight(&first);
         let mut lines = first.lines.len();
         let mut batches = vec![first];
         while batches.len() < CATCH_UP && lines < MAX_BATCH && room.is_none_or(|r| taken < r) {
@@ -273,7 +272,7 @@ impl SinkWorker {
                         linger = None;
                     }
                     lines += b.lines.len();
-                    taken += bytes(&b);
+                    taken += weight(&b);
                     batches.push(b);
                 }
                 // Callers wrote before these batches were queued: the flush below serves them.
