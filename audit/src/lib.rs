@@ -71,7 +71,10 @@ pub fn session_ref(id: &str) -> String {
         return id.to_string();
     }
     let digest = Sha256::digest(id.as_bytes());
-    format!("s:{}", hex::encode(digest.get(..12).unwrap_or_default()))
+    format!(
+        "s:{}",
+        registry::hex_lower(digest.get(..12).unwrap_or_default())
+    )
 }
 
 /// The `prev` of the first event ever written.

@@ -336,7 +336,7 @@ impl Head {
                 session: session.as_deref(),
             },
         );
-        let hash = hex::encode(Sha256::digest(unhashed.bytes()));
+        let hash = registry::hex_lower(&Sha256::digest(unhashed.bytes()));
         let mut line = unhashed.with(&Value::String(hash.clone()));
         line.push(b'\n');
         self.seq = seq;

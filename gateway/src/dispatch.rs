@@ -187,9 +187,11 @@ async fn route(
         "resources/subscribe" | "resources/unsubscribe" if !modern => {
             call::ask(gw, call, method, params, &sink).await
         }
-        "logging/setLevel" if !modern => call::set_level(gw, call, params).await,
+        "logging/setLevel" if !modern => Box::pin(call::set_level(gw, call, params)).await,
+        // Boxed, as the other rare branches are: a branch's future is carried, at its full
+        // size, by every request's future, and moved with it as it is awaited.
         m if m.starts_with("tasks/") => {
-            crate::call::tasks::method(gw, call, id, m, params, sink).await
+            Box::pin(crate::call::tasks::method(gw, call, id, m, params, sink)).await
         }
         _ => Err(Refusal::NoSuchMethod(method.to_string())),
     }

@@ -340,7 +340,7 @@ fn endpoint_label(gw: &Gateway, server: Option<&str>) -> String {
 
 /// A fresh id for one inbound message.
 fn request_id() -> String {
-    hex::encode(rand::random::<[u8; 8]>())
+    registry::hex_lower(&rand::random::<[u8; 8]>())
 }
 
 /// The params of a request or notification.

@@ -73,7 +73,7 @@ pub(crate) struct Sessions {
 /// A session id's name in the store (its SHA-256): ended ids are kept short and never whole.
 pub(crate) fn stored_name(id: &str) -> String {
     use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(id.as_bytes()))
+    registry::hex_lower(&sha2::Sha256::digest(id.as_bytes()))
 }
 
 impl Sessions {

@@ -181,8 +181,15 @@ impl<'k> Members<'k> {
         if self.count > 0 {
             self.bytes.push(b',');
         }
-        write_string(name, &mut self.bytes);
-        self.bytes.push(b':');
+        // Member names are identifiers: nothing in them to escape.
+        if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            self.bytes.push(b'"');
+            self.bytes.extend_from_slice(name.as_bytes());
+            self.bytes.extend_from_slice(b"\":");
+        } else {
+            write_string(name, &mut self.bytes);
+            self.bytes.push(b':');
+        }
         self.previous = name;
         self.count += 1;
     }
@@ -206,6 +213,17 @@ impl<'k> Members<'k> {
             last,
             empty: self.count == 0,
         })
+    }
+}
+
+/// `bytes` as lower-case hex, written a byte at a time into one buffer (`hex::encode` collects
+/// a `char` at a time); digests and ids on the request path go through it.
+pub fn hex_lower(bytes: &[u8]) -> String {
+    let mut out = vec![0; bytes.len() * 2];
+    match hex::encode_to_slice(bytes, &mut out).map(|()| String::from_utf8(out)) {
+        Ok(Ok(text)) => text,
+        // The buffer is the right length and hex digits are ASCII: never taken.
+        _ => hex::encode(bytes),
     }
 }
 
@@ -245,11 +263,16 @@ fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
 /// Names compare by UTF-16 code units (RFC 8785). UTF-8 bytes compare by code point, which
 /// agrees unless a name has a code point from U+E000 up (lead byte 0xEE or more): those, rare,
 /// compare as UTF-16.
+///
+/// Bytes equal up to the first difference are equal characters; where that difference is
+/// between two ASCII bytes (whole characters), it decides both orders alike, and a name whose
+/// bytes begin another's is a prefix of it in UTF-16 too. Only the rest need a second look.
 fn utf16_cmp(a: &str, b: &str) -> Ordering {
-    if (a.is_ascii() && b.is_ascii()) || a.bytes().chain(b.bytes()).all(|x| x < 0xEE) {
-        a.as_bytes().cmp(b.as_bytes())
-    } else {
-        a.encode_utf16().cmp(b.encode_utf16())
+    match a.bytes().zip(b.bytes()).find(|(x, y)| x != y) {
+        None => a.len().cmp(&b.len()),
+        Some((x, y)) if x.is_ascii() && y.is_ascii() => x.cmp(&y),
+        Some(_) if a.bytes().chain(b.bytes()).all(|x| x < 0xEE) => a.as_bytes().cmp(b.as_bytes()),
+        Some(_) => a.encode_utf16().cmp(b.encode_utf16()),
     }
 }
 

@@ -30,7 +30,7 @@ pub mod fuzzing;
 
 pub use access::{Access, Approvals, OidcIssuer, SUPPORTED_ALGORITHMS, secure_url};
 pub use arguments::{ArgumentExcess, ArgumentLimits};
-pub use canonical::{CanonicalObject, Members, canonical_json, canonical_object};
+pub use canonical::{CanonicalObject, Members, canonical_json, canonical_object, hex_lower};
 pub use check::{check, raised_by_definitions, raised_class, write_pins};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigProblem, Location};

@@ -69,23 +69,26 @@ impl Period {
         let Some(t) = chrono::DateTime::from_timestamp(at_s, 0) else {
             return (String::from("invalid"), at_s);
         };
+        use chrono::{Datelike as _, Timelike as _};
         let day_start = at_s - at_s.rem_euclid(86_400);
+        // Written with `format!` rather than `strftime` patterns, which are parsed at each use:
+        // every call with a budget labels its window.
+        let (year, month, day) = (t.year(), t.month(), t.day());
         match self {
             Period::Hour => (
-                t.format("%Y-%m-%dT%H").to_string(),
+                format!("{year:04}-{month:02}-{day:02}T{:02}", t.hour()),
                 at_s - at_s.rem_euclid(3600) + 3600,
             ),
-            Period::Day => (t.format("%Y-%m-%d").to_string(), day_start + 86_400),
+            Period::Day => (format!("{year:04}-{month:02}-{day:02}"), day_start + 86_400),
             Period::Month => {
-                use chrono::Datelike as _;
-                let (y, m) = match t.month() {
-                    12 => (t.year() + 1, 1),
-                    m => (t.year(), m + 1),
+                let (y, m) = match month {
+                    12 => (year + 1, 1),
+                    m => (year, m + 1),
                 };
                 let end = chrono::NaiveDate::from_ymd_opt(y, m, 1)
                     .and_then(|d| d.and_hms_opt(0, 0, 0))
                     .map_or(at_s, |d| d.and_utc().timestamp());
-                (t.format("%Y-%m").to_string(), end)
+                (format!("{year:04}-{month:02}"), end)
             }
         }
     }

@@ -90,7 +90,7 @@ pub(super) fn tool(
         Some(v @ Value::Object(_)) => digest_and_size(v),
         Some(_) => return Err(Refusal::Malformed("`arguments` must be an object".into())),
     };
-    trail.digest = Some(hex::encode(digest.0));
+    trail.digest = Some(registry::hex_lower(&digest.0));
     trail.request_bytes = Some(size);
     trail.arguments = Some(
         gw.audit

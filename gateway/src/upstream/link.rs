@@ -36,7 +36,8 @@ impl Upstream {
         let (relay, handler) = self.link_handler(on, config, &stop);
         // The whole open (secrets, address checks, handshake) within the server's timeout.
         let opened = tokio::select! {
-            r = tokio::time::timeout(config.timeout, connect::open_link(self, handler)) => {
+            // Boxed: opening is rare, and its future would otherwise be carried by every call's.
+            r = tokio::time::timeout(config.timeout, Box::pin(connect::open_link(self, handler))) => {
                 r.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {:?}", config.timeout)))
             }
             () = stop.cancelled() => Err(anyhow::anyhow!("the upstream was stopped")),
@@ -64,7 +65,7 @@ impl Upstream {
         if let Some(level) = level
             && conn.protocol.has_initialize()
         {
-            self.set_level_on(&conn, &level, config.timeout).await;
+            Box::pin(self.set_level_on(&conn, &level, config.timeout)).await;
         }
         held.failed = None;
         held.link = Some(Link {

@@ -265,9 +265,16 @@ impl Upstream {
         }
         if task::is_task(&value) {
             let deadline = started + bounds.max_timeout;
-            value = self
-                .follow_task(&conn, &value, &cancel, token, deadline, bounds.max_timeout)
-                .await?;
+            // Boxed: rare, and large enough to double every call's future otherwise.
+            value = Box::pin(self.follow_task(
+                &conn,
+                &value,
+                &cancel,
+                token,
+                deadline,
+                bounds.max_timeout,
+            ))
+            .await?;
             // A task's result was read whole by rmcp; its nesting is checked here.
             if registry::nesting(&value) > bounds.max_depth {
                 return Err(UpstreamError::Exceeded(

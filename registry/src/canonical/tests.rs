@@ -126,5 +126,21 @@ mod properties {
                 }
             }
         }
+
+        /// Names compare as their UTF-16 code units do, shared beginnings included.
+        #[test]
+        fn names_compare_by_utf16_code_units(common in name(), a in name(), b in name()) {
+            let (a, b) = (format!("{common}{a}"), format!("{common}{b}"));
+            prop_assert_eq!(
+                super::super::utf16_cmp(&a, &b),
+                a.encode_utf16().cmp(b.encode_utf16())
+            );
+        }
+
+        /// Hex written in one buffer is `hex::encode`'s.
+        #[test]
+        fn hex_lower_is_hex_encode(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            prop_assert_eq!(super::super::hex_lower(&bytes), hex::encode(&bytes));
+        }
     }
 }
