@@ -393,6 +393,7 @@ fn resource_patterns_match_only_uris_in_normal_form() {
 mod properties {
     use proptest::prelude::*;
 
+    use crate::secret::secret_spans_unskipped;
     use crate::{normal_uri, secret_spans};
 
     fn escape() -> impl Strategy<Value = &'static str> {
@@ -461,6 +462,25 @@ mod properties {
             prop_assert_eq!(spans, vec![at..at + value.len()], "{}", text);
             let text = format!("Bearer {bearer}");
             prop_assert_eq!(secret_spans(&text), vec![7..7 + bearer.len()], "{}", text);
+        }
+
+        /// Skipping the searches a value cannot match (no space, no `=` or `:`) finds the same
+        /// spans as running them all, whatever the text.
+        #[test]
+        fn skipped_searches_find_nothing_the_full_search_would(
+            pieces in proptest::collection::vec(prop_oneof![
+                prop::sample::select(vec![
+                    "Bearer ", "basic ", "bEaReR", " ", "\t", "password", "Pwd", "client_secret",
+                    "api_key", "=", ":", "\"", "'", "&", ";", "://", "@", "-----BEGIN ",
+                    "\u{a0}", "\u{130}",
+                ])
+                .prop_map(String::from),
+                "[A-Za-z0-9+/_-]{1,40}",
+                any::<String>().prop_map(|s| s.chars().take(6).collect::<String>()),
+            ], 0..12),
+        ) {
+            let text = pieces.concat();
+            prop_assert_eq!(secret_spans(&text), secret_spans_unskipped(&text), "{:?}", text);
         }
     }
 }
