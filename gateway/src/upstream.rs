@@ -52,7 +52,7 @@ pub(crate) use listing::Quarantined;
 pub(crate) use relay::declared_of;
 pub(crate) use set::{Reconciled, UpstreamSetup, Upstreams};
 
-use crate::tools::Offered;
+use crate::tools::{Offered, OfferedTools};
 use client::Link;
 use handler::UpstreamHandler;
 use relay::Relay;
@@ -109,7 +109,7 @@ pub(crate) struct Upstream {
     turn: std::sync::atomic::AtomicUsize,
     /// Extra attempts its reads may take.
     budget: endpoint::RetryBudget,
-    tools: RwLock<Arc<Vec<Arc<Offered>>>>,
+    tools: RwLock<Arc<OfferedTools>>,
     events: broadcast::Sender<UpstreamEvent>,
     /// Resolves the secrets the connection needs (credentials, child environment).
     secrets: Arc<crate::secrets::Secrets>,
@@ -179,7 +179,7 @@ impl Upstream {
             endpoints: endpoint::Endpoint::of(server),
             turn: std::sync::atomic::AtomicUsize::new(0),
             budget: endpoint::RetryBudget::default(),
-            tools: RwLock::new(Arc::new(Vec::new())),
+            tools: RwLock::new(Arc::default()),
             events,
             secrets: setup.secrets.clone(),
             minter: setup.minter.clone(),
@@ -263,7 +263,7 @@ impl Upstream {
     }
 
     /// The allowlisted tools the upstream currently offers.
-    pub(crate) fn tools(&self) -> Arc<Vec<Arc<Offered>>> {
+    pub(crate) fn tools(&self) -> Arc<OfferedTools> {
         self.tools.read().map(|t| t.clone()).unwrap_or_default()
     }
 

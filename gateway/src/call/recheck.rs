@@ -26,8 +26,8 @@ pub(super) fn tool(
     let unchanged = req
         .up
         .tools()
-        .iter()
-        .any(|t| t.tool.name == req.tool() && t.fingerprint == req.offered.fingerprint);
+        .named(req.tool())
+        .is_some_and(|t| t.fingerprint == req.offered.fingerprint);
     if !unchanged {
         tracing::warn!(
             server = req.server(),
@@ -66,8 +66,8 @@ fn still_allowed(
     let tools = req.up.tools();
     let name = req.tool();
     let Some(now) = tools
-        .iter()
-        .find(|t| t.tool.name == name && t.fingerprint == req.offered.fingerprint)
+        .named(name)
+        .filter(|t| t.fingerprint == req.offered.fingerprint)
         .filter(|_| req.up.config().tools.contains_key(name))
     else {
         return Err("the tool is no longer offered".into());

@@ -69,7 +69,7 @@ pub(super) fn tool(
     };
     let tool = tool.as_str();
     let tools = up.tools();
-    let offered = tools.iter().find(|t| t.tool.name == tool);
+    let offered = tools.named(tool);
     let Some(offered) = offered.filter(|_| up.config().tools.contains_key(tool)) else {
         // An allowlisted tool held back is recorded under its own name, whoever asked.
         if up.quarantined(tool).is_some() && up.config().tools.contains_key(tool) {

@@ -419,7 +419,7 @@ fn upstreams(gw: &Gateway) -> Vec<(String, Outcome)> {
             let missing: Vec<&str> = server
                 .tools
                 .keys()
-                .filter(|t| !offered.iter().any(|o| o.tool.name.as_ref() == t.as_str()))
+                .filter(|t| offered.named(t).is_none())
                 .map(String::as_str)
                 .collect();
             let held = up.quarantine();

@@ -9,6 +9,9 @@ mod check;
 pub(crate) mod param_headers;
 mod present;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use rmcp::model::Tool;
 use serde_json::Value;
 
@@ -60,5 +63,42 @@ impl Offered {
             rate: entry.rate,
             cost: entry.cost,
         })
+    }
+}
+
+/// The allowlisted tools an upstream offers now, in its listing's order, each found by name in
+/// one lookup: a call looks its tool up three or four times on its way (resolve, the argument
+/// headers, the rechecks), and an upstream may offer thousands.
+#[derive(Default)]
+pub(crate) struct OfferedTools {
+    list: Vec<Arc<Offered>>,
+    /// Each name's first place in `list`, as a search from the start would find it.
+    by_name: HashMap<String, usize>,
+}
+
+impl OfferedTools {
+    pub(crate) fn new(list: Vec<Arc<Offered>>) -> OfferedTools {
+        let mut by_name = HashMap::with_capacity(list.len());
+        for (i, o) in list.iter().enumerate() {
+            by_name.entry(o.tool.name.to_string()).or_insert(i);
+        }
+        OfferedTools { list, by_name }
+    }
+
+    /// The offered tool the upstream calls `name`.
+    pub(crate) fn named(&self, name: &str) -> Option<&Arc<Offered>> {
+        self.list.get(*self.by_name.get(name)?)
+    }
+
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, Arc<Offered>> {
+        self.list.iter()
+    }
+
+    pub(crate) fn as_slice(&self) -> &[Arc<Offered>] {
+        &self.list
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
     }
 }

@@ -226,12 +226,13 @@ impl Upstream {
                 .map(|o| (o.tool.name.to_string(), o.fingerprint.clone()))
                 .collect()
         };
-        let changed = before != held || fingerprints(&self.tools()) != fingerprints(&offered);
+        let changed =
+            before != held || fingerprints(self.tools().as_slice()) != fingerprints(&offered);
         if let Ok(mut slot) = self.quarantine.write() {
             *slot = held;
         }
         if let Ok(mut slot) = self.tools.write() {
-            *slot = Arc::new(offered);
+            *slot = Arc::new(OfferedTools::new(offered));
         }
         changed
     }

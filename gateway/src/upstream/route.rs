@@ -309,8 +309,7 @@ fn read_only(
             configured
                 && up
                     .tools()
-                    .iter()
-                    .find(|o| o.tool.name.as_ref() == tool)
+                    .named(tool)
                     .is_some_and(|o| o.class == policy::ToolClass::Read)
         }
         _ => false,

@@ -162,3 +162,48 @@ fn a_poisoned_first_seen_record_quarantines_instead_of_trusting() {
         Some("the gateway cannot track first-seen definitions".to_owned())
     );
 }
+
+/// The offered tools are found by name as a search from the start of the listing finds them:
+/// every allowlisted one, the first of two with one name, and nothing for a name not offered.
+#[test]
+fn offered_tools_are_found_by_name_as_the_listing_orders_them() {
+    let reg = registry::load_str(
+        "t.yaml",
+        "profile: development\nservers:\n  s:\n    command: { program: /bin/true }\n    tools:\n      lookup: { class: read }\n      store: { class: write }\n",
+    )
+    .unwrap();
+    let up = Upstreams::standalone(
+        &reg.servers[0],
+        &UpstreamSetup {
+            profile: registry::Profile::Development,
+            ..setup()
+        },
+    );
+    let named = |name: &str, text: &str| -> Tool {
+        serde_json::from_value(json!({
+            "name": name, "description": text, "inputSchema": { "type": "object" }
+        }))
+        .unwrap()
+    };
+    up.set_tools(vec![
+        named("store", "Keeps things"),
+        named("unlisted", "Not allowlisted"),
+        named("lookup", "Looks things up"),
+        named("lookup", "Looks things up"),
+    ]);
+    let tools = up.tools();
+    assert_eq!(tools.len(), 3);
+    for name in ["store", "lookup", "unlisted", "absent"] {
+        let searched = tools.iter().find(|o| o.tool.name == name);
+        match (tools.named(name), searched) {
+            (Some(a), Some(b)) => assert!(Arc::ptr_eq(a, b), "{name}"),
+            (None, None) => {}
+            (a, b) => panic!("{name}: {:?} against {:?}", a.is_some(), b.is_some()),
+        }
+    }
+    assert!(tools.named("lookup").is_some() && tools.named("unlisted").is_none());
+    assert_eq!(
+        tools.named("store").map(|o| o.class),
+        Some(policy::ToolClass::Write)
+    );
+}

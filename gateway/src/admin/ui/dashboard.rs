@@ -291,9 +291,7 @@ fn upstreams_section(b: &mut String, gw: &crate::gateway::Gateway) {
         let offered = up.map(|u| u.tools()).unwrap_or_default();
         let connected = up.is_some_and(|u| u.is_connected());
         for (tool, entry) in &server.tools {
-            let served = offered
-                .iter()
-                .find(|o| o.tool.name.as_ref() == tool.as_str());
+            let served = offered.named(tool);
             let held = up.and_then(|u| u.quarantined(tool));
             let class = match served {
                 Some(o) if o.class != entry.class => format!(

@@ -39,7 +39,7 @@ impl Upstream {
             "tools/call" => {
                 let tool = params.get("name").and_then(Value::as_str);
                 let tools = self.tools();
-                let offered = tools.iter().find(|o| Some(o.tool.name.as_ref()) == tool);
+                let offered = tool.and_then(|t| tools.named(t));
                 match (offered, params.get("arguments")) {
                     (Some(o), Some(arguments)) => o.param_headers.emit(arguments),
                     _ => Vec::new(),
