@@ -153,7 +153,10 @@ impl Upstream {
                 held.insert(tool.name.to_string(), Quarantined { pinned, seen, why });
             }
         }
-        let offered: Vec<Arc<Offered>> = listed
+        // Each allowlisted name's first definition in the listing: a name listed again with the
+        // same definition is one tool, with another it is held back whole.
+        let mut first: HashMap<String, String> = HashMap::new();
+        let mut offered: Vec<Arc<Offered>> = listed
             .into_iter()
             .filter_map(|tool| {
                 // Byte-exact match against the allowlist: no folding, no normalisation.
@@ -163,6 +166,28 @@ impl Upstream {
                 }
                 let def = serde_json::to_value(&tool).ok()?;
                 let seen = registry::tool_pin(&def);
+                match first.get(tool.name.as_ref()) {
+                    Some(earlier) if *earlier == seen => return None,
+                    Some(_) => {
+                        let pinned = config
+                            .pins
+                            .as_ref()
+                            .and_then(|p| p.get(tool.name.as_ref()).cloned());
+                        let why = "the upstream lists it more than once, with different definitions";
+                        held.insert(
+                            tool.name.to_string(),
+                            Quarantined {
+                                pinned,
+                                seen,
+                                why: why.to_owned(),
+                            },
+                        );
+                        return None;
+                    }
+                    None => {
+                        first.insert(tool.name.to_string(), seen.clone());
+                    }
+                }
                 let verdict = match registry::hidden_in_definition(&def) {
                     Some((at, why)) => Err((
                         None,
@@ -200,6 +225,8 @@ impl Upstream {
                 Offered::derive(&self.name, &config, tool).map(Arc::new)
             })
             .collect();
+        // A name held back after its first definition was taken is not offered either.
+        offered.retain(|o| !held.contains_key(o.tool.name.as_ref()));
         let before = self
             .quarantine
             .read()
