@@ -156,7 +156,7 @@ impl Redactor {
     pub fn mark(&self, value: &Value) -> Value {
         let canonical = registry::canonical_json(value);
         let tag = hmac::sign(&self.key, &canonical);
-        let hex = hex::encode(tag.as_ref());
+        let hex = registry::hex_lower(tag.as_ref());
         Value::String(format!("[redacted:hmac:{}]", hex.get(..16).unwrap_or(&hex)))
     }
 

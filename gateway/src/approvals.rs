@@ -67,7 +67,7 @@ pub(crate) async fn hold(
     cancel: &CancellationToken,
     client: &mpsc::UnboundedSender<Value>,
 ) -> Result<String, Refusal> {
-    let digest = hex::encode(call.digest.0);
+    let digest = registry::hex_lower(&call.digest.0);
     let key = call.key(&digest);
     if let Some(id) = gw
         .store
@@ -101,7 +101,7 @@ async fn request(
 
 /// For a call that follows as a task: the id of the request it waits on, filed now or found.
 pub(crate) async fn file(gw: &Gateway, call: &HeldCall<'_>) -> Result<String, Refusal> {
-    let digest = hex::encode(call.digest.0);
+    let digest = registry::hex_lower(&call.digest.0);
     request(gw, call, &call.key(&digest)).await
 }
 
@@ -123,7 +123,7 @@ pub(crate) async fn granted(
     let exact = rec.requester == call.caller.subject
         && rec.server == call.server
         && rec.tool == call.tool
-        && rec.arguments_digest == hex::encode(call.digest.0)
+        && rec.arguments_digest == registry::hex_lower(&call.digest.0)
         && rec.tool_fingerprint == call.fingerprint;
     if !exact {
         // The tool's definition changed since the call was held: the approval was for another.

@@ -98,6 +98,7 @@ pub(crate) async fn pin(config: &Path, confirmed: &[String]) -> ExitCode {
         let mut defs: BTreeMap<String, Value> = BTreeMap::new();
         let mut pins = BTreeMap::new();
         let mut lines = Vec::new();
+        let twice = crate::upstream::listed_twice(server, &listed);
         for tool in server.tools.keys() {
             let def = listed
                 .iter()
@@ -105,6 +106,11 @@ pub(crate) async fn pin(config: &Path, confirmed: &[String]) -> ExitCode {
                 .and_then(|t| serde_json::to_value(t).ok());
             let outcome = match &def {
                 None => Outcome::Missing,
+                // The gateway holds such a name back whatever its pin says.
+                Some(_) if twice.iter().any(|(name, _)| name == tool) => Outcome::Refused(format!(
+                    "{}; the gateway will not serve it until the upstream lists it once",
+                    crate::upstream::LISTED_TWICE
+                )),
                 Some(d) => match registry::hidden_in_definition(d) {
                     Some((at, why)) => Outcome::Refused(format!(
                         "the definition carries {why} at `{}`",

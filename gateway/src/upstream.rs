@@ -48,7 +48,7 @@ pub(crate) use connect::fetch_definitions;
 pub(crate) use endpoint::Endpoint;
 pub(crate) use error::UpstreamError;
 pub(crate) use handler::{ProgressRoutes, UpstreamEvent};
-pub(crate) use listing::Quarantined;
+pub(crate) use listing::{LISTED_TWICE, Quarantined, listed_twice};
 pub(crate) use relay::declared_of;
 pub(crate) use set::{Reconciled, UpstreamSetup, Upstreams};
 

@@ -17,11 +17,14 @@ pub struct Hostile {
 impl Hostile {
     /// Start it; `poison` adds a tool whose description carries instruction-like markup.
     pub fn start(poison: bool) -> Result<Hostile> {
+        Hostile::start_with(if poison { &["--poison"] } else { &[] })
+    }
+
+    /// Start it with its `flags` (`--poison`, `--twice`).
+    pub fn start_with(flags: &[&str]) -> Result<Hostile> {
         let mut cmd = Command::new(python());
         cmd.arg(workspace().join("tests/python/hostile_upstream.py"));
-        if poison {
-            cmd.arg("--poison");
-        }
+        cmd.args(flags);
         let (proc, line) = spawn_until(cmd, "hostile listening on ")?;
         let url = line.rsplit(' ').next().unwrap_or_default().to_string();
         Ok(Hostile { _proc: proc, url })

@@ -89,7 +89,7 @@ pub(super) fn tool(
         method: "tools/call",
         server: req.server().to_string(),
         target: req.tool().to_string(),
-        digest: hex::encode(req.digest.0),
+        digest: registry::hex_lower(&req.digest.0),
         declared: declared(call, req.declared.as_ref()),
     };
     let offered = req.offered.clone();
@@ -121,7 +121,7 @@ pub(super) fn ask(gw: &Gateway, call: &Call, ask: &mut Ask) -> Result<Round, Ref
         method,
         server: ask.up.name().to_string(),
         target: ask.inner.clone(),
-        digest: hex::encode(crate::authorize::digest_and_size(&arguments).0.0),
+        digest: registry::hex_lower(&crate::authorize::digest_and_size(&arguments).0.0),
         declared: declared(call, ask.declared.as_ref()),
     };
     let within = |answers: &Value| {

@@ -53,7 +53,7 @@ pub(super) fn mode(
         }
         Mode::ReadOnly => Ok(()),
         Mode::Shadow => {
-            tracing::info!(%subject, server = req.server(), tool = req.tool(), arguments_digest = %hex::encode(req.digest.0), ?approval, "shadow mode: call recorded, not executed");
+            tracing::info!(%subject, server = req.server(), tool = req.tool(), arguments_digest = %registry::hex_lower(&req.digest.0), ?approval, "shadow mode: call recorded, not executed");
             Err(Refusal::Shadow {
                 name: req.name.clone(),
                 needs_approval: approval == Approval::Needed,

@@ -14,6 +14,34 @@ pub(crate) struct Quarantined {
     pub(crate) why: String,
 }
 
+/// Why a name listed with two definitions is held back.
+pub(crate) const LISTED_TWICE: &str =
+    "the upstream lists it more than once, with different definitions";
+
+/// The allowlisted names `listing` gives more than one definition, each with its definitions'
+/// digests in order (so what is recorded does not change with the listing's order).
+pub(crate) fn listed_twice(config: &registry::Server, listing: &[Tool]) -> Vec<(String, String)> {
+    let mut digests: HashMap<&str, std::collections::BTreeSet<String>> = HashMap::new();
+    for tool in listing
+        .iter()
+        .filter(|t| config.tools.contains_key(t.name.as_ref()))
+    {
+        if let Ok(def) = serde_json::to_value(tool) {
+            digests
+                .entry(tool.name.as_ref())
+                .or_default()
+                .insert(registry::tool_pin(&def));
+        }
+    }
+    let mut twice: Vec<(String, String)> = digests
+        .into_iter()
+        .filter(|(_, d)| d.len() > 1)
+        .map(|(name, d)| (name.to_owned(), Vec::from_iter(d).join(" ")))
+        .collect();
+    twice.sort();
+    twice
+}
+
 impl Upstream {
     /// Allowlisted tools held back because their definitions are not the pinned ones.
     pub(crate) fn quarantined(&self, tool: &str) -> Option<Quarantined> {
@@ -107,9 +135,21 @@ impl Upstream {
             .iter()
             .filter_map(|e| Some((e.index, e.listed.lock().ok()?.clone()?)))
             .collect();
+        let mut held: HashMap<String, Quarantined> = HashMap::new();
+        // First, a name any endpoint lists with two definitions: held back before any pin is
+        // checked or first-seen definition kept, and for the same reason whatever the order.
+        for (_, listing) in &listings {
+            for (name, seen) in listed_twice(&config, listing) {
+                let pinned = config.pins.as_ref().and_then(|p| p.get(&name).cloned());
+                held.entry(name).or_insert_with(|| Quarantined {
+                    pinned,
+                    seen,
+                    why: LISTED_TWICE.to_owned(),
+                });
+            }
+        }
         let mut listings = listings.into_iter();
         let listed = listings.next().map(|(_, l)| l).unwrap_or_default();
-        let mut held: HashMap<String, Quarantined> = HashMap::new();
         // Each allowlisted tool's definition digest on every other endpoint that listed.
         for (index, other) in listings {
             let digests: HashMap<&str, String> = other
@@ -153,9 +193,8 @@ impl Upstream {
                 held.insert(tool.name.to_string(), Quarantined { pinned, seen, why });
             }
         }
-        // Each allowlisted name's first definition in the listing: a name listed again with the
-        // same definition is one tool, with another it is held back whole.
-        let mut first: HashMap<String, String> = HashMap::new();
+        // A name listed again with the same definition is one tool (one with two is held).
+        let mut taken = std::collections::HashSet::new();
         let mut offered: Vec<Arc<Offered>> = listed
             .into_iter()
             .filter_map(|tool| {
@@ -164,30 +203,11 @@ impl Upstream {
                 if held.contains_key(tool.name.as_ref()) {
                     return None;
                 }
+                if !taken.insert(tool.name.to_string()) {
+                    return None;
+                }
                 let def = serde_json::to_value(&tool).ok()?;
                 let seen = registry::tool_pin(&def);
-                match first.get(tool.name.as_ref()) {
-                    Some(earlier) if *earlier == seen => return None,
-                    Some(_) => {
-                        let pinned = config
-                            .pins
-                            .as_ref()
-                            .and_then(|p| p.get(tool.name.as_ref()).cloned());
-                        let why = "the upstream lists it more than once, with different definitions";
-                        held.insert(
-                            tool.name.to_string(),
-                            Quarantined {
-                                pinned,
-                                seen,
-                                why: why.to_owned(),
-                            },
-                        );
-                        return None;
-                    }
-                    None => {
-                        first.insert(tool.name.to_string(), seen.clone());
-                    }
-                }
                 let verdict = match registry::hidden_in_definition(&def) {
                     Some((at, why)) => Err((
                         None,
@@ -225,7 +245,8 @@ impl Upstream {
                 Offered::derive(&self.name, &config, tool).map(Arc::new)
             })
             .collect();
-        // A name held back after its first definition was taken is not offered either.
+        // Nothing held is offered (a name is held before its definition is taken, so this keeps
+        // only what already holds).
         offered.retain(|o| !held.contains_key(o.tool.name.as_ref()));
         let before = self
             .quarantine

@@ -222,4 +222,77 @@ fn offered_tools_are_found_by_name_and_a_name_listed_twice_is_one_tool_or_none()
     up.set_tools(vec![named("lookup", "Looks things up")]);
     assert_eq!(offered(&up), vec!["lookup"]);
     assert!(up.quarantined("lookup").is_none());
+
+    // On a server that has seen neither, a listing with both keeps no first-seen definition:
+    // the one listed alone afterwards is the first seen. The record of the name listed twice is
+    // the same whatever the order.
+    let fresh = Upstreams::standalone(
+        &reg.servers[0],
+        &UpstreamSetup {
+            profile: registry::Profile::Development,
+            ..setup()
+        },
+    );
+    let (one, other) = (
+        named("lookup", "Looks things up"),
+        named("lookup", "Finds things"),
+    );
+    let held = |up: &Upstream| up.quarantined("lookup").map(|q| (q.seen, q.why));
+    fresh.set_tools(vec![one.clone(), other.clone()]);
+    let first = held(&fresh);
+    assert!(first.is_some() && offered(&fresh).is_empty());
+    fresh.set_tools(vec![other.clone(), one]);
+    assert_eq!(held(&fresh), first);
+    fresh.set_tools(vec![other]);
+    assert_eq!(offered(&fresh), vec!["lookup"]);
+    assert!(fresh.quarantined("lookup").is_none());
+}
+
+/// A name another endpoint lists twice, with two definitions, is held back whichever of its
+/// definitions matches the first endpoint's, and the record stays as it is while that endpoint's
+/// listing comes and goes.
+#[test]
+fn a_name_any_endpoint_lists_twice_is_held_back_whatever_the_order() {
+    let reg = registry::load_str(
+        "t.yaml",
+        "profile: development\nservers:\n  s:\n    url: [\"http://127.0.0.1:9/mcp\", \"http://127.0.0.1:10/mcp\"]\n    allow_private: true\n    tools:\n      lookup: { class: read }\n",
+    )
+    .unwrap();
+    let up = Upstreams::standalone(
+        &reg.servers[0],
+        &UpstreamSetup {
+            profile: registry::Profile::Development,
+            ..setup()
+        },
+    );
+    assert_eq!(up.endpoints.len(), 2);
+    let named = |text: &str| -> Tool {
+        serde_json::from_value(json!({
+            "name": "lookup", "description": text, "inputSchema": { "type": "object" }
+        }))
+        .unwrap()
+    };
+    let (one, other) = (named("Looks things up"), named("Finds things"));
+    up.set_listing(0, Some(vec![one.clone()]));
+    assert_eq!(offered(&up), vec!["lookup"]);
+    let held = |up: &Upstream| up.quarantined("lookup").map(|q| (q.seen, q.why));
+    up.set_listing(1, Some(vec![other.clone(), one.clone()]));
+    assert!(offered(&up).is_empty());
+    let first = held(&up);
+    assert_eq!(
+        first.as_ref().map(|h| h.1.as_str()),
+        Some("the upstream lists it more than once, with different definitions")
+    );
+    up.set_listing(1, Some(vec![one.clone(), other.clone()]));
+    assert_eq!(held(&up), first);
+    // Both endpoints listing both: the same record, with or without the second's listing.
+    up.set_listing(0, Some(vec![one.clone(), other.clone()]));
+    assert_eq!(held(&up), first);
+    assert!(!up.set_listing(1, None), "nothing changed");
+    assert_eq!(held(&up), first);
+    // Fixed on both: offered again.
+    up.set_listing(0, Some(vec![one.clone()]));
+    up.set_listing(1, Some(vec![one]));
+    assert_eq!(offered(&up), vec!["lookup"]);
+    assert!(up.quarantined("lookup").is_none());
 }

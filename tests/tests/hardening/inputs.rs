@@ -267,6 +267,70 @@ async fn a_poisoned_description_is_not_served_first_seen_in_development() {
     assert_eq!(hostile.calls("poison").await, 0);
 }
 
+/// An upstream that lists `echo` twice, with two definitions: `pin` will not pin it, and the
+/// gateway serves neither definition, pinned (production) or first seen (development); its other
+/// tools are served, and the quarantine event says why.
+#[tokio::test]
+async fn a_tool_listed_twice_with_two_definitions_is_neither_pinned_nor_served() {
+    for top in ["", "profile: development\n"] {
+        let hostile = Hostile::start_with(&["--twice"]).unwrap();
+        let secrets = tempfile::tempdir().unwrap();
+        let token = secrets.path().join("token");
+        std::fs::write(&token, TOKEN).unwrap();
+        let gw = Gateway::start_with(top, &hostile.server("hostile", &token, "")).unwrap();
+        if top.is_empty() {
+            let shown = portcullis_tests::pin(&gw.config()).unwrap();
+            assert!(
+                shown.contains(
+                    "echo: not pinned: the upstream lists it more than once, with different definitions"
+                ),
+                "{shown}"
+            );
+            let config = std::fs::read_to_string(gw.config()).unwrap();
+            assert!(!config.contains("echo: \"sha256:"), "{config}");
+            assert!(config.contains("hold: \"sha256:"), "{config}");
+        }
+        let c = client(&gw, &gw.key).await;
+        let names = c.tool_names().await;
+        assert!(
+            names.contains(&"hostile__hold".to_string()),
+            "{top}{names:?}"
+        );
+        assert!(
+            !names.contains(&"hostile__echo".to_string()),
+            "{top}{names:?}"
+        );
+        let r = call(&c, "echo", json!({ "arguments": { "text": "hi" } })).await;
+        assert_eq!(r["error"]["data"]["reason"], "quarantined", "{top}{r}");
+        assert_eq!(hostile.calls("echo").await, 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let event = loop {
+            let log = std::fs::read_to_string(gw.audit_file()).unwrap_or_default();
+            let found = log
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|e| e["kind"] == "tool.quarantine" && e["tool"] == "echo");
+            if let Some(e) = found {
+                break e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{top}: no quarantine event for echo"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            event["reason"], "the upstream lists it more than once, with different definitions",
+            "{event}"
+        );
+        // Both definitions' digests, in order.
+        let seen = event["detail"]["seen"].as_str().unwrap_or_default();
+        let digests: Vec<&str> = seen.split(' ').collect();
+        assert_eq!(digests.len(), 2, "{event}");
+        assert!(digests[0] < digests[1], "{event}");
+    }
+}
+
 /// Read `stream` for up to `within` or until `until` arrives, returning what arrived.
 async fn heard<B: AsRef<[u8]>>(
     stream: &mut (impl futures::Stream<Item = reqwest::Result<B>> + Unpin),

@@ -330,7 +330,7 @@ fn upstreams_section(b: &mut String, gw: &crate::gateway::Gateway) {
             .map_or_else(|| "FILE".to_owned(), |p| p.display().to_string());
         let _ = write!(
             b,
-            "<p id=\"repin\">A quarantined tool's definition is not the pinned one. Review the change and re-pin on the gateway's host: <code>portcullis pin --config {}</code> (it shows what changed, field by field, and asks for <code>--confirm SERVER/TOOL</code> where text addresses the model); the running gateway reloads the re-pinned file by itself.</p>",
+            "<p id=\"repin\">A quarantined tool is held back for the reason its State says. Where its definition is not the pinned one, review the change and re-pin on the gateway's host: <code>portcullis pin --config {}</code> (it shows what changed, field by field, and asks for <code>--confirm SERVER/TOOL</code> where text addresses the model); the running gateway reloads the re-pinned file by itself. A tool that endpoints list differently, or that one lists twice, is served again only once the upstream is fixed.</p>",
             esc(&config)
         );
     }
