@@ -2,8 +2,8 @@
 //! store answers for them, across restarts.
 //!
 //! A task belongs to one caller on one endpoint and ends at its expiry. While it waits it keeps
-//! the call it holds (name and arguments), because the call runs later; once it ends, only its
-//! outcome is kept. `working` → (`running`, claimed by exactly one process) → `completed`,
+//! the call it holds (name and arguments, sealed by the gateway), because the call runs later;
+//! once it ends, only its outcome is kept. `working` → (`running`, claimed by exactly one process) → `completed`,
 //! `failed` or `cancelled`.
 
 use sqlx::Row;

@@ -33,6 +33,9 @@ use crate::refusal::Refusal;
 use crate::session::Scope;
 
 use crate::jsonrpc::TASKS_EXTENSION as EXTENSION;
+/// What a held call is sealed under in the store (also its associated data: nothing sealed
+/// for another purpose opens as a held call).
+const SEALED_CALL: &str = "ptc1.";
 /// The stateful revision with task augmentation.
 const AUGMENTED: &str = "2025-11-25";
 /// Tasks listed per page.
@@ -123,6 +126,13 @@ pub(crate) async fn create(
     let most = i64::try_from(KEPT_AT_MOST.as_millis()).unwrap_or(i64::MAX);
     let ttl_ms = asked.ttl_ms.unwrap_or(0).clamp(floor.min(most), most);
     let text = json!({ "name": name, "arguments": arguments }).to_string();
+    // The arguments wait in the store, sealed with the session key ring: a copy of the store
+    // alone does not show them.
+    let text = gw
+        .sessions
+        .sealer()
+        .seal_bytes(SEALED_CALL, text.as_bytes())
+        .ok_or_else(|| unavailable(&"the held call could not be sealed"))?;
     let message = format!("waiting for a human to approve request {approval}");
     let rec = gw
         .store
@@ -138,6 +148,20 @@ pub(crate) async fn create(
         .map_err(|e| unavailable(&e))?;
     tracing::info!(task = %rec.id, approval, subject = %call.caller.subject, "held call follows as a task");
     Ok((rec.id.clone(), wire::created(asked.flavor, &rec)))
+}
+
+/// The call a task holds (`{"name", "arguments"}`), opened with the session key ring; `None`
+/// when it holds none, or it was sealed with a key the ring no longer has, or altered. One
+/// stored by a build that did not seal is read as it is.
+fn held_call(gw: &Gateway, rec: &TaskRecord) -> Option<Value> {
+    let stored = rec.call.as_deref()?;
+    match stored.starts_with(SEALED_CALL) {
+        true => {
+            let plain = gw.sessions.sealer().open_bytes(SEALED_CALL, stored)?;
+            serde_json::from_slice(&plain).ok()
+        }
+        false => serde_json::from_str(stored).ok(),
+    }
 }
 
 /// `tasks/*`.
@@ -249,10 +273,7 @@ async fn cancel(
     flavor: Flavor,
 ) -> Result<Value, Refusal> {
     if !rec.status.is_terminal() {
-        let name = rec
-            .call
-            .as_deref()
-            .and_then(|c| serde_json::from_str::<Value>(c).ok())
+        let name = held_call(gw, &rec)
             .and_then(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_default();
         let name_for_record = name.clone();

@@ -26,8 +26,8 @@ const HEARTBEAT: Duration = Duration::from_secs(20);
 const LOST_AFTER: Duration = Duration::from_secs(90);
 
 /// The call a task holds: its name, and its `tools/call` params.
-fn held(rec: &TaskRecord) -> Option<(String, Value)> {
-    let held: Value = serde_json::from_str(rec.call.as_deref()?).ok()?;
+fn held(gw: &Gateway, rec: &TaskRecord) -> Option<(String, Value)> {
+    let held = super::held_call(gw, rec)?;
     let name = held.get("name")?.as_str()?.to_string();
     Some((name, held))
 }
@@ -53,7 +53,7 @@ pub(super) async fn advance(
         TaskStatus::Running if lost(&rec) => return end_lost(gw, call, rec).await,
         _ => return Ok(rec),
     }
-    let Some((name, params)) = held(&rec) else {
+    let Some((name, params)) = held(gw, &rec) else {
         return Err(unavailable(&format!("task {} holds no call", rec.id)));
     };
     let approval = gw
@@ -169,7 +169,7 @@ async fn run(
 /// store that cannot say refuses the look (the task waits).
 async fn still_admitted(gw: &Gateway, call: &Call, rec: &TaskRecord) -> Result<(), Refusal> {
     let caller = &call.caller;
-    let name = held(rec).map(|(n, _)| n).unwrap_or_default();
+    let name = held(gw, rec).map(|(n, _)| n).unwrap_or_default();
     let lapsed = || Refusal::Denied {
         name: name.clone(),
         denial: policy::Denial {
@@ -335,7 +335,7 @@ fn record(
     let mut event = call.event("task.end");
     event.outcome = Some(status.as_str());
     event.reason = reason.map(str::to_string);
-    event.tool = held(rec).map(|(name, _)| name);
+    event.tool = held(gw, rec).map(|(name, _)| name);
     event.detail = Some(json!({ "task_id": rec.id, "approval_id": rec.approval }));
     gw.audit.note(event);
 }
