@@ -314,7 +314,16 @@ impl Minter {
                 cached: true,
             });
         }
-        let parsed = request::token(http, &self.secrets, server, client, &endpoint, form).await?;
+        // Boxed: a cached token is the usual case, and the request's future is large.
+        let parsed = Box::pin(request::token(
+            http,
+            &self.secrets,
+            server,
+            client,
+            &endpoint,
+            form,
+        ))
+        .await?;
         checked(&parsed, kind, &token_type, &scope).map_err(fail)?;
         let lifetime = parsed
             .expires_in
@@ -396,6 +405,17 @@ impl Minter {
         {
             return Ok(url.clone());
         }
+        // Boxed: rare, and every call's future would otherwise carry room for it.
+        Box::pin(self.discover(server, client, issuer)).await
+    }
+
+    /// The token endpoint of `issuer`'s metadata (RFC 8414, OpenID Connect Discovery), kept.
+    async fn discover(
+        &self,
+        server: &str,
+        client: &OAuthClient,
+        issuer: &str,
+    ) -> Result<String, MintError> {
         let fail = |why: String| MintError::Endpoint {
             server: server.into(),
             why,
@@ -426,7 +446,7 @@ impl Minter {
                 continue;
             };
             // RFC 8414 §3.3: the metadata is the issuer's own; its endpoint is as safe to use.
-            if meta.issuer.as_deref().map(|i| i.trim_end_matches('/')) != Some(issuer.as_str()) {
+            if meta.issuer.as_deref().map(|i| i.trim_end_matches('/')) != Some(issuer) {
                 last = "metadata of another issuer".into();
                 continue;
             }
@@ -435,7 +455,7 @@ impl Minter {
             }
             if let Ok(mut known) = self.endpoints.lock() {
                 known.insert(
-                    issuer.clone(),
+                    issuer.to_owned(),
                     (meta.token_endpoint.clone(), Instant::now()),
                 );
             }

@@ -254,10 +254,8 @@ impl Upstream {
             Some(direct) if relay.is_none() && direct::METHODS.contains(&method) => {
                 self.send_direct(direct, &conn, r, &cancel, &bounds).await?
             }
-            _ => {
-                self.send_rmcp(&conn, relay, on, r, &cancel, &bounds)
-                    .await?
-            }
+            // Boxed: the larger of the two legs, and not the one HTTP calls take.
+            _ => Box::pin(self.send_rmcp(&conn, relay, on, r, &cancel, &bounds)).await?,
         };
         if task::is_task(&value) && method != "tools/call" {
             // Only a call may become a task: anything else answered so is not understood.
