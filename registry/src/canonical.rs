@@ -181,15 +181,8 @@ impl<'k> Members<'k> {
         if self.count > 0 {
             self.bytes.push(b',');
         }
-        // Member names are identifiers: nothing in them to escape.
-        if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            self.bytes.push(b'"');
-            self.bytes.extend_from_slice(name.as_bytes());
-            self.bytes.extend_from_slice(b"\":");
-        } else {
-            write_string(name, &mut self.bytes);
-            self.bytes.push(b':');
-        }
+        write_string(name, &mut self.bytes);
+        self.bytes.push(b':');
         self.previous = name;
         self.count += 1;
     }
@@ -311,7 +304,16 @@ fn write(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// `s` as a JSON string, escaped as serde_json (and RFC 8785) escape: `"`, a backslash and control
+/// characters only. Text with none of them (ids, digests, times, most values) is copied as it is.
 fn write_string(s: &str, out: &mut Vec<u8>) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     if serde_json::to_writer(&mut *out, s).is_err() {
         out.extend_from_slice(b"\"\"");
     }

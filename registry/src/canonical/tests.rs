@@ -137,6 +137,16 @@ mod properties {
             );
         }
 
+        /// A string is written as serde_json writes it, escapes and all.
+        #[test]
+        fn strings_are_written_as_serde_json_writes_them(s in any::<String>(), plain in "[ -~]{0,40}") {
+            for text in [s, plain] {
+                let mut out = Vec::new();
+                super::super::write_string(&text, &mut out);
+                prop_assert_eq!(out, serde_json::to_vec(&text).unwrap());
+            }
+        }
+
         /// Hex written in one buffer is `hex::encode`'s.
         #[test]
         fn hex_lower_is_hex_encode(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
