@@ -104,6 +104,8 @@ pub(crate) enum Refusal {
     /// A task's state cannot be read or written. `ran`: its call may have run, and how it
     /// ended could not be recorded (or the process running it went away).
     TaskUnavailable { error: String, ran: bool },
+    /// The call a task held cannot be read back (altered where it was kept): it never runs.
+    TaskUnreadable { error: String },
     /// A 2026-07-28 `tasks/*` request whose client did not declare the tasks extension.
     TasksUndeclared,
     /// A task that ended in a JSON-RPC error, answered again exactly as it ended.
@@ -239,7 +241,7 @@ impl Refusal {
             R::ApprovalDenied { .. } => refused("approval_denied"),
             R::ApprovalLapsed { used: false, .. } => refused("approval_expired"),
             R::ApprovalLapsed { used: true, .. } => refused("approval_used"),
-            R::TaskUnavailable { .. } => Face {
+            R::TaskUnavailable { .. } | R::TaskUnreadable { .. } => Face {
                 outcome: "unavailable",
                 ..refused("task_unavailable")
             }
@@ -313,7 +315,8 @@ impl Refusal {
             }
             R::ApprovalUnavailable { error }
             | R::AuditUnavailable { error, .. }
-            | R::TaskUnavailable { error, .. } => error.clone(),
+            | R::TaskUnavailable { error, .. }
+            | R::TaskUnreadable { error } => error.clone(),
             R::Upstream(e) => e.to_string(),
             _ => return None,
         })
@@ -526,6 +529,7 @@ impl Refusal {
                     .into()
             }
             R::TaskUnavailable { ran: true, .. } => "the task's call may have run, but how it ended is not known (the gateway could not record it, or stopped while it ran); check before making the call again".into(),
+            R::TaskUnreadable { .. } => "the call this task held cannot be read back (it was altered where it was kept); it was not run and will not be".into(),
             R::TasksUndeclared => format!(
                 "tasks need the `{}` extension in the request's client capabilities",
                 crate::jsonrpc::TASKS_EXTENSION

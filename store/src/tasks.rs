@@ -3,8 +3,8 @@
 //!
 //! A task belongs to one caller on one endpoint and ends at its expiry. While it waits it keeps
 //! the call it holds (name and arguments, sealed by the gateway), because the call runs later;
-//! once it ends, only its outcome is kept. `working` → (`running`, claimed by exactly one process) → `completed`,
-//! `failed` or `cancelled`.
+//! once it ends, only its outcome is kept. `working` → (`running`, claimed by exactly one
+//! process) → `completed`, `failed` or `cancelled`.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -61,7 +61,7 @@ pub struct NewTask<'a> {
     pub endpoint: &'a str,
     /// The approval request the call waits on.
     pub approval: &'a str,
-    /// The call it holds, as JSON text (`{"name", "arguments"}`).
+    /// The call it holds (`{"name", "arguments"}`), as the gateway sealed it.
     pub call: &'a str,
     pub ttl_ms: i64,
     pub message: &'a str,

@@ -13,6 +13,9 @@ use portcullis_tests::{Fixture, Gateway, fixture_server, python};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+#[path = "task_protocol/sealed.rs"]
+mod sealed;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tasks_speak_each_revision_and_only_to_clients_that_can_follow_them() {
     let fx = Fixture::start("both").unwrap();
@@ -529,54 +532,4 @@ async fn a_key_revoked_while_its_look_waits_runs_nothing() {
     assert!(last.get("error").is_some(), "{seen:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fx.calls(), before, "a revoked key's task ran");
-}
-
-/// What the store holds for a task's call, read from outside.
-fn stored_call(gw: &Gateway) -> String {
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT call FROM tasks').fetchone()[0])",
-        ])
-        .arg(gw.dir.path().join("store.db"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// A held call waits in the store sealed with the session key ring: its name and arguments do
-/// not show. One altered there opens as nothing and never runs; one stored unsealed (by a build
-/// that did not seal) still runs on its approval.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_held_call_waits_sealed_and_an_altered_one_never_runs() {
-    let fx = Fixture::start("both").unwrap();
-    let gw = with_approvals(&fx, "{ required_from: write, hold: 60s }");
-    let approver = gw.operator_key("approver", Some("ops")).unwrap();
-    let before = fx.calls();
-    let (c, task) = raw_task(&gw).await;
-    let sealed = stored_call(&gw);
-    assert!(sealed.starts_with("ptc1."), "{sealed}");
-    assert!(
-        !sealed.contains("fixture") && !sealed.contains("slow") && !sealed.contains("ms"),
-        "{sealed}"
-    );
-    let id = pending(&gw, &approver).await;
-    decide(&gw, &approver, &id, "approve").await;
-    // One character of the sealed text changed: refused, nothing runs.
-    let at = sealed.len() / 2;
-    let swap = if &sealed[at..=at] == "A" { "B" } else { "A" };
-    let altered = format!("{}{swap}{}", &sealed[..at], &sealed[at + 1..]);
-    sqlite(&gw, &format!("UPDATE tasks SET call = '{altered}';"));
-    let r = get(&c, &task).await;
-    assert_eq!(r["error"]["data"]["reason"], "task_unavailable", "{r}");
-    assert_eq!(fx.calls(), before, "an altered held call ran");
-    // As an older build stored it: read as it is, and run once on its approval.
-    sqlite(
-        &gw,
-        r#"UPDATE tasks SET call = '{"name":"fixture__slow","arguments":{"ms":0}}';"#,
-    );
-    let r = get(&c, &task).await;
-    assert_eq!(r["result"]["status"], "completed", "{r}");
-    assert_eq!(fx.calls(), before + 1);
 }

@@ -150,18 +150,31 @@ pub(crate) async fn create(
     Ok((rec.id.clone(), wire::created(asked.flavor, &rec)))
 }
 
-/// The call a task holds (`{"name", "arguments"}`), opened with the session key ring; `None`
-/// when it holds none, or it was sealed with a key the ring no longer has, or altered. One
+/// Why a task's held call could not be had.
+#[derive(Debug, PartialEq, Eq)]
+enum Unheld {
+    /// Sealed with a key this ring does not have: another replica's, mid-rotation, or one that
+    /// was dropped. Another process may still open it.
+    OtherKey,
+    /// Altered, or not a call, or none kept.
+    Unreadable,
+}
+
+/// The call a task holds (`{"name", "arguments"}`), opened with the session key ring. One
 /// stored by a build that did not seal is read as it is.
-fn held_call(gw: &Gateway, rec: &TaskRecord) -> Option<Value> {
-    let stored = rec.call.as_deref()?;
-    match stored.starts_with(SEALED_CALL) {
-        true => {
-            let plain = gw.sessions.sealer().open_bytes(SEALED_CALL, stored)?;
-            serde_json::from_slice(&plain).ok()
-        }
-        false => serde_json::from_str(stored).ok(),
+fn held_call(gw: &Gateway, rec: &TaskRecord) -> Result<Value, Unheld> {
+    let stored = rec.call.as_deref().ok_or(Unheld::Unreadable)?;
+    if !stored.starts_with(SEALED_CALL) {
+        return serde_json::from_str(stored).map_err(|_| Unheld::Unreadable);
     }
+    let sealer = gw.sessions.sealer();
+    if !sealer.has_key_of(SEALED_CALL, stored) {
+        return Err(Unheld::OtherKey);
+    }
+    let plain = sealer
+        .open_bytes(SEALED_CALL, stored)
+        .ok_or(Unheld::Unreadable)?;
+    serde_json::from_slice(&plain).map_err(|_| Unheld::Unreadable)
 }
 
 /// `tasks/*`.
@@ -274,6 +287,7 @@ async fn cancel(
 ) -> Result<Value, Refusal> {
     if !rec.status.is_terminal() {
         let name = held_call(gw, &rec)
+            .ok()
             .and_then(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_default();
         let name_for_record = name.clone();

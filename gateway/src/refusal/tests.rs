@@ -172,6 +172,9 @@ fn every_variant() -> Vec<Refusal> {
             error: "database is locked".into(),
             ran: true,
         },
+        Refusal::TaskUnreadable {
+            error: "task task_1's held call does not open".into(),
+        },
         Refusal::TasksUndeclared,
         Refusal::TaskFailed(crate::jsonrpc::RpcError {
             code: -32001,
@@ -239,9 +242,10 @@ fn every_variant() -> Vec<Refusal> {
             Refusal::TaskFailed(_) => 32,
             Refusal::TaskUnavailable { .. } => 33,
             Refusal::InputStateInvalid { .. } => 34,
+            Refusal::TaskUnreadable { .. } => 35,
         });
     }
-    assert_eq!(seen.len(), 35, "a variant has no example");
+    assert_eq!(seen.len(), 36, "a variant has no example");
     all
 }
 

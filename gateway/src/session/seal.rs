@@ -156,6 +156,19 @@ impl Sealer {
         Some(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw)))
     }
 
+    /// Whether `sealed` (as [`Sealer::seal_bytes`] writes under `prefix`) names a key of this
+    /// ring: one that does not was sealed with another ring's key, or its key id was altered.
+    pub(crate) fn has_key_of(&self, prefix: &str, sealed: &str) -> bool {
+        let Some(raw) = sealed
+            .strip_prefix(prefix)
+            .and_then(|t| URL_SAFE_NO_PAD.decode(t).ok())
+        else {
+            return false;
+        };
+        raw.get(..KID)
+            .is_some_and(|kid| self.keys.iter().any(|k| k.id == kid))
+    }
+
     /// What [`Sealer::seal_bytes`] sealed under `prefix` with a key of this ring; `None` for
     /// anything forged, altered, sealed for another purpose or with a dropped key.
     pub(crate) fn open_bytes(&self, prefix: &str, sealed: &str) -> Option<Vec<u8>> {

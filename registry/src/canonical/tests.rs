@@ -139,8 +139,12 @@ mod properties {
 
         /// A string is written as serde_json writes it, escapes and all.
         #[test]
-        fn strings_are_written_as_serde_json_writes_them(s in any::<String>(), plain in "[ -~]{0,40}") {
-            for text in [s, plain] {
+        fn strings_are_written_as_serde_json_writes_them(
+            s in any::<String>(),
+            plain in "[ -~]{0,40}",
+            controls in "[\\x00-\\x7f\\u{80}-\\u{9f}\\u{2028}\\u{fffe}]{0,20}",
+        ) {
+            for text in [s, plain, controls] {
                 let mut out = Vec::new();
                 super::super::write_string(&text, &mut out);
                 prop_assert_eq!(out, serde_json::to_vec(&text).unwrap());

@@ -26,10 +26,11 @@ const HEARTBEAT: Duration = Duration::from_secs(20);
 const LOST_AFTER: Duration = Duration::from_secs(90);
 
 /// The call a task holds: its name, and its `tools/call` params.
-fn held(gw: &Gateway, rec: &TaskRecord) -> Option<(String, Value)> {
+fn held(gw: &Gateway, rec: &TaskRecord) -> Result<(String, Value), super::Unheld> {
     let held = super::held_call(gw, rec)?;
-    let name = held.get("name")?.as_str()?.to_string();
-    Some((name, held))
+    let name = held.get("name").and_then(Value::as_str);
+    let name = name.ok_or(super::Unheld::Unreadable)?.to_string();
+    Ok((name, held))
 }
 
 pub(super) async fn reread(
@@ -53,8 +54,22 @@ pub(super) async fn advance(
         TaskStatus::Running if lost(&rec) => return end_lost(gw, call, rec).await,
         _ => return Ok(rec),
     }
-    let Some((name, params)) = held(gw, &rec) else {
-        return Err(unavailable(&format!("task {} holds no call", rec.id)));
+    let (name, params) = match held(gw, &rec) {
+        Ok(held) => held,
+        // Another process may hold the key (a rotation under way): the task waits.
+        Err(super::Unheld::OtherKey) => {
+            return Err(unavailable(&format!(
+                "task {}'s held call was sealed with a key this gateway does not have",
+                rec.id
+            )));
+        }
+        // It will never open: the task ends, its call never run, on the record.
+        Err(super::Unheld::Unreadable) => {
+            let error = format!("task {}'s held call does not open", rec.id);
+            tracing::error!(task = %rec.id, "{error}; the task ends failed, its call never run");
+            let refused = Refusal::TaskUnreadable { error };
+            return end(gw, call, &rec, TaskStatus::Working, Err(refused)).await;
+        }
     };
     let approval = gw
         .store
@@ -335,7 +350,7 @@ fn record(
     let mut event = call.event("task.end");
     event.outcome = Some(status.as_str());
     event.reason = reason.map(str::to_string);
-    event.tool = held(gw, rec).map(|(name, _)| name);
+    event.tool = held(gw, rec).ok().map(|(name, _)| name);
     event.detail = Some(json!({ "task_id": rec.id, "approval_id": rec.approval }));
     gw.audit.note(event);
 }

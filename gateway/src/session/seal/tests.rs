@@ -33,6 +33,33 @@ fn an_id_opens_on_any_ring_holding_its_key_until_it_expires() {
     assert_eq!(Sealer::new([new.as_slice()]).unwrap().open(&id, 0), None);
 }
 
+/// A sealed text names its key: a ring holding it says so, another ring, another purpose's
+/// prefix, an altered key id and text that is not sealed at all do not.
+#[test]
+fn a_sealed_text_names_a_key_only_of_the_ring_that_holds_it() {
+    let (a, b) = ([7u8; 32], [9u8; 32]);
+    let ring = Sealer::new([a.as_slice()]).unwrap();
+    let sealed = ring.seal_bytes("x1.", b"held").unwrap();
+    assert!(ring.has_key_of("x1.", &sealed));
+    assert!(
+        Sealer::new([b.as_slice(), a.as_slice()])
+            .unwrap()
+            .has_key_of("x1.", &sealed)
+    );
+    assert!(
+        !Sealer::new([b.as_slice()])
+            .unwrap()
+            .has_key_of("x1.", &sealed)
+    );
+    assert!(!ring.has_key_of("x2.", &sealed));
+    let first = &sealed[3..4];
+    let other = if first == "A" { "B" } else { "A" };
+    let altered = format!("x1.{other}{}", &sealed[4..]);
+    assert!(!ring.has_key_of("x1.", &altered));
+    assert!(!ring.has_key_of("x1.", "x1.!!"));
+    assert!(!ring.has_key_of("x1.", ""));
+}
+
 #[test]
 fn an_id_too_long_to_open_is_not_sealed() {
     let ring = Sealer::new([[1u8; 32].as_slice()]).unwrap();
