@@ -215,15 +215,30 @@ fn apply(value: &mut Value, steps: &[PathStep], hide: &dyn Fn(&Value) -> Value) 
     }
 }
 
-/// A summary too large to keep whole is kept as its bounded text.
+/// A summary too large to keep whole is kept as its bounded text. Its size is counted as it is
+/// serialised, without building the text: nearly every summary is far below the bound.
 fn bounded(v: Value) -> Value {
-    let text = v.to_string();
-    if text.len() <= MAX_SUMMARY {
+    let mut size = Counted(0);
+    if serde_json::to_writer(&mut size, &v).is_ok() && size.0 <= MAX_SUMMARY {
         return v;
     }
-    let mut text = text;
+    let mut text = v.to_string();
     shorten(&mut text, MAX_SUMMARY);
     Value::String(text)
+}
+
+/// Bytes written to it, counted and dropped.
+struct Counted(usize);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(bytes.len());
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A URI as records and spans show it: without userinfo, query or fragment (where signed URLs

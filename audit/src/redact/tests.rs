@@ -65,6 +65,29 @@ fn audit_summaries_are_bounded() {
     assert!(!s.contains(&"x".repeat(MAX_STRING + 1)));
 }
 
+/// A summary of exactly the bound is kept as it is; one byte more is kept as bounded text.
+#[test]
+fn a_summary_is_kept_whole_up_to_the_bound_and_as_text_past_it() {
+    let redactor = Redactor::new(b"k", Vec::new());
+    let mut args = serde_json::Map::new();
+    let mut i = 0;
+    while Value::Object(args.clone()).to_string().len() < MAX_SUMMARY - 16 {
+        args.insert(format!("n{i:05}"), json!(i % 10));
+        i += 1;
+    }
+    let size = Value::Object(args.clone()).to_string().len();
+    // Pad one value so that the whole is exactly the bound.
+    args.insert("pad".into(), json!("p".repeat(MAX_SUMMARY - size - 9)));
+    let exact = Value::Object(args.clone());
+    assert_eq!(exact.to_string().len(), MAX_SUMMARY);
+    assert_eq!(redactor.summary(&exact), exact);
+    args.insert("pad".into(), json!("p".repeat(MAX_SUMMARY - size - 8)));
+    let over = Value::Object(args);
+    let kept = redactor.summary(&over);
+    assert!(kept.is_string(), "{kept}");
+    assert!(kept.as_str().unwrap_or_default().len() <= MAX_SUMMARY + 8);
+}
+
 #[test]
 fn passwords_in_other_shapes_are_hidden_and_the_rest_kept() {
     let args = json!({
