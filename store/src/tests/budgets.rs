@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// Units used in the test day's window, by budget.
+async fn used_by_budget(s: &Store) -> Vec<(String, i64)> {
+    s.budget_usage(&["2026-12-05".into()])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.budget, r.used))
+        .collect()
+}
+
 fn charge(budget: &str, cost: i64, units: i64) -> Charge {
     Charge {
         budget: budget.into(),
@@ -66,13 +76,7 @@ async fn calls_reserved_in_one_group_each_spend_all_their_budgets_or_none() {
             with_other += usize::from(charges.len() == 3);
         }
     }
-    let used: Vec<(String, i64)> = s
-        .budget_usage(&["2026-12-05".into()])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.budget, r.used))
-        .collect();
+    let used = used_by_budget(&s).await;
     assert_eq!(spent, 7);
     assert!(with_other <= 2, "{with_other}");
     // They did share transactions.
@@ -147,13 +151,7 @@ async fn a_call_spends_all_its_budgets_or_none() {
     let both = [charge("wide", 2, 100), charge("narrow", 2, 3)];
     assert_eq!(s.reserve_budgets(&mut both.clone()).await.unwrap(), None);
     assert_eq!(s.reserve_budgets(&mut both.clone()).await.unwrap(), Some(1));
-    let used: Vec<(String, i64)> = s
-        .budget_usage(&["2026-12-05".into()])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.budget, r.used))
-        .collect();
+    let used = used_by_budget(&s).await;
     assert_eq!(used, vec![("narrow".into(), 2), ("wide".into(), 2)]);
     // A cost larger than the whole budget never fits, even on a fresh window.
     assert_eq!(
