@@ -167,39 +167,54 @@ fn reserve_group(
 
 /// Add `c.cost` to its window while it fits: the window's epoch when spent, `None` when not.
 ///
-/// Two plain statements rather than PostgreSQL's one upsert: an `INSERT … SELECT` that reads its
-/// own table, as that upsert's fit test does, makes SQLite copy the selected row into a
-/// temporary table first. Under the write lock (`BEGIN IMMEDIATE`) nothing comes between the
-/// two, so the outcome is the upsert's: an existing window is charged if the cost fits in its
-/// units plus any raise; a missing one is created if the cost fits in the units.
+/// The window is read, then charged by its row id or created: three plain statements where
+/// PostgreSQL has one upsert. Under the write lock (`BEGIN IMMEDIATE`) nothing comes between
+/// them, so the outcome is the upsert's: an existing window is charged if the cost fits in its
+/// units plus any raise; a missing one is created if the cost fits in the units. No statement
+/// here has a `RETURNING` clause (SQLite gathers its rows in a temporary table, opened and
+/// closed on every call) or an `INSERT … SELECT` that reads its own table (which copies the
+/// selected row into a temporary table first).
 fn spend(conn: &Connection, c: &Charge, at: i64) -> Result<Option<i64>, rusqlite::Error> {
-    let charged = conn
+    let window = conn
         .prepare_cached(
-            "UPDATE budget_usage SET used = used + ?4, updated_at = ?6
-             WHERE budget = ?1 AND principal = ?2 AND \"window\" = ?3 AND used + ?4 <= ?5 + extra
-             RETURNING epoch",
+            "SELECT rowid, used, extra, epoch FROM budget_usage
+             WHERE budget = ?1 AND principal = ?2 AND \"window\" = ?3",
         )?
-        .query_row(
-            params![c.budget, c.principal, c.window, c.cost, c.units, at],
-            |r| r.get(0),
-        )
+        .query_row(params![c.budget, c.principal, c.window], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
         .optional()?;
-    if charged.is_some() {
-        return Ok(charged);
+    match window {
+        Some((row, used, extra, epoch)) => {
+            // Sums that overflow do not fit: the row is left as it is.
+            let fits = used
+                .checked_add(c.cost)
+                .zip(c.units.checked_add(extra))
+                .is_some_and(|(after, room)| after <= room);
+            if !fits {
+                return Ok(None);
+            }
+            conn.prepare_cached(
+                "UPDATE budget_usage SET used = used + ?1, updated_at = ?2 WHERE rowid = ?3",
+            )?
+            .execute(params![c.cost, at, row])?;
+            Ok(Some(epoch))
+        }
+        None if c.cost <= c.units => {
+            conn.prepare_cached(
+                "INSERT INTO budget_usage (budget, principal, \"window\", used, extra, updated_at, epoch)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, 0)",
+            )?
+            .execute(params![c.budget, c.principal, c.window, c.cost, at])?;
+            Ok(Some(0))
+        }
+        None => Ok(None),
     }
-    // Not charged: the window is full, or it has no row yet. Only the latter is created (an
-    // existing row is left as it is).
-    conn.prepare_cached(
-        "INSERT INTO budget_usage (budget, principal, \"window\", used, extra, updated_at)
-         SELECT ?1, ?2, ?3, ?4, 0, ?6 WHERE ?4 <= ?5
-         ON CONFLICT (budget, principal, \"window\") DO NOTHING
-         RETURNING epoch",
-    )?
-    .query_row(
-        params![c.budget, c.principal, c.window, c.cost, c.units, at],
-        |r| r.get(0),
-    )
-    .optional()
 }
 
 /// Give `c`'s units back, if its window was not reset since (its epoch). Never below zero.

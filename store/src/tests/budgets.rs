@@ -272,3 +272,31 @@ async fn a_refund_after_a_reset_gives_back_nothing_the_reset_already_did() {
         Some(0)
     );
 }
+
+#[tokio::test]
+async fn a_windows_first_call_is_charged_when_its_cost_is_the_whole_budget_and_no_more() {
+    let (_d, s) = store().await;
+    // One unit over the budget: refused, and the window is not created.
+    assert_eq!(
+        s.reserve_budgets(&mut [charge("over", 5, 4)])
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    assert_eq!(used_by_budget(&s).await, Vec::new());
+    // Exactly the budget: charged, the window created with all of it used; the next unit is
+    // refused and leaves the window as it is.
+    assert_eq!(
+        s.reserve_budgets(&mut [charge("whole", 4, 4)])
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.reserve_budgets(&mut [charge("whole", 1, 4)])
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    assert_eq!(used_by_budget(&s).await, vec![("whole".to_string(), 4)]);
+}
