@@ -52,6 +52,11 @@ pub(crate) struct Inline {
     /// was slow).
     pub(crate) slow_until: AtomicU64,
     pub(crate) born: Instant,
+    /// The caller's write under way, if one is.
+    pub(crate) writing: Arc<crate::stall::Under>,
+    /// Tests hold a caller's write this long before it is made, as a stalled disk would.
+    #[cfg(test)]
+    pub(crate) stall: std::sync::Mutex<Duration>,
 }
 
 impl Inline {
@@ -89,7 +94,13 @@ impl Inline {
         let (seq, prev) = (head.seq, head.prev.clone());
         let line = head.link(event);
         let started = Instant::now();
+        self.writing.begin(started);
+        #[cfg(test)]
+        if let Ok(stall) = self.stall.lock() {
+            std::thread::sleep(*stall);
+        }
         let written = file.write(line.text.as_bytes());
+        self.writing.end();
         if started.elapsed() > SLOW_WRITE {
             tracing::warn!(
                 took_ms = started.elapsed().as_millis() as u64,

@@ -36,6 +36,7 @@ mod link;
 mod queue;
 pub mod redact;
 mod sink;
+mod stall;
 pub mod verify;
 mod writer;
 
@@ -190,6 +191,8 @@ pub struct SinkStats {
     pub flush_failures: AtomicU64,
     /// Whether the sink's last write (and flush) succeeded; true until one fails.
     pub last_ok: std::sync::atomic::AtomicBool,
+    /// The write or flush its thread has under way, if one is.
+    pub(crate) busy: stall::Under,
 }
 
 /// The handle every part of the gateway writes events through.
@@ -296,6 +299,7 @@ impl Audit {
                 flushes: AtomicU64::new(0),
                 flush_failures: AtomicU64::new(0),
                 last_ok: std::sync::atomic::AtomicBool::new(true),
+                busy: stall::Under::new(),
                 failed: AtomicU64::new(0),
             });
             sinks.push((sink, s.required));
@@ -344,6 +348,9 @@ impl Audit {
                 batches: batches.clone(),
                 slow_until: AtomicU64::new(0),
                 born: Instant::now(),
+                writing: Arc::new(stall::Under::new()),
+                #[cfg(test)]
+                stall: std::sync::Mutex::new(Duration::ZERO),
             }),
             _ => None,
         };
@@ -351,6 +358,13 @@ impl Audit {
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+        if let (Some(i), Ok(runtime)) = (&inline, tokio::runtime::Handle::try_current()) {
+            let writing = Arc::downgrade(&i.writing);
+            std::thread::Builder::new()
+                .name("audit-watch".into())
+                .spawn(move || stall::watch(writing, runtime))
+                .map_err(|e| format!("cannot start the audit watch: {e}"))?;
+        }
         let audit = Audit {
             tx,
             inline,
@@ -384,11 +398,21 @@ impl Audit {
         self.reopen.ask();
     }
 
-    /// Whether a call's event would be taken now: some required sink's last write succeeded.
+    /// Whether a call's event would be taken now: some required sink's last write succeeded,
+    /// and no write of it has been under way past [`stall::STALLED`] (its thread's, or a
+    /// caller's to the file it writes itself). A frozen disk fails no write: it holds them.
     pub fn writable(&self) -> bool {
-        self.sinks
-            .iter()
-            .any(|s| s.required && s.last_ok.load(Ordering::Relaxed))
+        let caller = self
+            .inline
+            .as_ref()
+            .filter(|i| i.writing.stalled())
+            .map(|i| i.index);
+        self.sinks.iter().enumerate().any(|(i, s)| {
+            s.required
+                && s.last_ok.load(Ordering::Relaxed)
+                && !s.busy.stalled()
+                && caller != Some(i)
+        })
     }
 
     /// Write `event` and wait until a required sink has it. The caller must not act on an error.

@@ -178,6 +178,22 @@ impl SinkWorker {
         }
     }
 
+    /// Run `work` (a write or a flush) on the sink, marked under way meanwhile. A panic in the
+    /// sink (or a crate under it) fails this work, not the sink for good.
+    fn busy(&mut self, work: impl FnOnce(&mut Sink) -> Result<(), String>) -> Result<(), String> {
+        let under = self.stats.get(self.index).map(|s| &s.busy);
+        if let Some(u) = under {
+            u.begin(Instant::now());
+        }
+        let sink = &mut self.sink;
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(sink)))
+            .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
+        if let Some(u) = under {
+            u.end();
+        }
+        done
+    }
+
     /// Whether callers are answered before this sink's flush.
     fn early(&self) -> bool {
         match &self.shared {
@@ -196,8 +212,7 @@ impl SinkWorker {
         if events == 0 {
             return;
         }
-        let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
-            .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
+        let flushed = self.busy(|sink| sink.sync());
         self.flushed(&flushed, events, 0);
     }
 
@@ -284,10 +299,7 @@ impl SinkWorker {
                 Err(_) => break,
             }
         }
-        // A panic in a sink (or a crate under it) fails these batches, not the sink for good.
-        let staged =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.stage(&batches)))
-                .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
+        let staged = self.busy(|sink| sink.stage(&batches));
         if let Some(shared) = &self.shared {
             shared
                 .behind
@@ -332,8 +344,7 @@ impl SinkWorker {
         if let Some(shared) = &self.shared {
             unflushed.claim(shared);
         }
-        let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sink.sync()))
-            .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
+        let flushed = self.busy(|sink| sink.sync());
         self.flushed(&flushed, count, late_count);
         batches
             .iter()

@@ -205,12 +205,21 @@ impl Writer {
             {
                 linger(clock, &mut rx, &mut jobs);
             }
-            let (chain, seq, prev, lines) = {
+            let linked = {
                 let mut head = lock(&self.head);
-                head.busy = true;
-                let (seq, prev) = (head.seq, head.prev.clone());
-                let lines: Vec<Line> = jobs.iter().map(|j| head.link(&j.event)).collect();
-                (head.chain.clone(), seq, prev, lines)
+                // A caller that stopped waiting meanwhile (the head was held by a write to a
+                // frozen disk, and the caller was refused at the recording cap, its refusal
+                // recorded) is not recorded as going on.
+                jobs.retain(|j| j.all || j.ack.as_ref().is_none_or(|a| !a.is_closed()));
+                (!jobs.is_empty()).then(|| {
+                    head.busy = true;
+                    let (seq, prev) = (head.seq, head.prev.clone());
+                    let lines: Vec<Line> = jobs.iter().map(|j| head.link(&j.event)).collect();
+                    (head.chain.clone(), seq, prev, lines)
+                })
+            };
+            let Some((chain, seq, prev, lines)) = linked else {
+                continue;
             };
             let written = self.hand_out(&chain, lines, jobs);
             let mut head = lock(&self.head);

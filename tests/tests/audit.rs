@@ -2,7 +2,8 @@
 //! the arguments reaches neither the audit file, the export nor the gateway's log; the chain
 //! verifies and an edit is named; an unwritable sink refuses calls while the gateway stays up;
 //! a gateway killed mid-call has already written the request event; `logging/setLevel` is
-//! recorded before it reaches an upstream.
+//! recorded before it reaches an upstream; on a frozen audit disk, calls are refused at the
+//! recording cap and readiness says so (`frozen`).
 
 use std::process::Command;
 use std::time::Duration;
@@ -10,6 +11,9 @@ use std::time::Duration;
 use portcullis_tests::raw::{Raw, req};
 use portcullis_tests::{AuditFifo, Fixture, Gateway, bin, create_key_with, fixture_server};
 use serde_json::{Value, json};
+
+#[path = "audit/frozen.rs"]
+mod frozen;
 
 /// Detected by its shape (a well-known key prefix).
 const SHAPED: &str = "sk-proj-Q8x3LmP0aB7cD9eF2gH4";

@@ -237,3 +237,77 @@ async fn another_sinks_failed_flush_does_not_change_how_callers_write() {
     assert_eq!(audit.sinks[0].written.load(Ordering::Relaxed), written + 1);
     flush_b.send(Ok(())).unwrap();
 }
+
+/// A caller's write that stalls (held here before it is made, as a frozen disk holds it) fails
+/// nothing, yet the file takes no event meanwhile: once it has lasted past
+/// [`crate::stall::STALLED`] the log is not writable (readiness says so), and it is again once
+/// the write returns.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callers_write_that_stalls_makes_the_log_unwritable_until_it_returns() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let (_s, path, audit) = file_and_store(&dir, false).await;
+    settled(&audit).await;
+    let inline = audit.inline.as_ref().unwrap();
+    assert_eq!(inline.writing.lasting(), None);
+    assert!(audit.writable());
+    let stall = crate::stall::STALLED + Duration::from_millis(700);
+    *inline.stall.lock().unwrap() = stall;
+    let audit = Arc::new(audit);
+    let started = Instant::now();
+    let writing = {
+        let audit = audit.clone();
+        std::thread::spawn(move || audit.note(call(1)))
+    };
+    let lasting = || audit.inline.as_ref().unwrap().writing.lasting();
+    let first = loop {
+        if let Some(d) = lasting() {
+            break d;
+        }
+        assert!(
+            started.elapsed() < stall,
+            "the write was never seen under way"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    // Under way, but not yet for long: still writable.
+    assert!(audit.writable());
+    std::thread::sleep(crate::stall::STALLED + Duration::from_millis(200) - started.elapsed());
+    let later = lasting().expect("still under way");
+    assert!(
+        later > crate::stall::STALLED && later >= first && later <= started.elapsed(),
+        "{first:?} then {later:?}"
+    );
+    assert!(
+        !audit.writable(),
+        "a stalled file still counted as writable"
+    );
+    writing.join().unwrap();
+    assert!(started.elapsed() >= stall);
+    assert_eq!(lasting(), None);
+    assert!(audit.writable());
+    // The caller wrote it itself: it is in the file once `note` returns.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"r1\""), "{text}");
+}
+
+/// The file's thread held in a flush (an `fsync` a frozen disk does not answer) makes the log
+/// unwritable once the flush has lasted past [`crate::stall::STALLED`], and writable again once
+/// it returns.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flush_that_stalls_makes_the_log_unwritable_until_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let named = dir.path().join("a.jsonl");
+    let flush = super::flush_faults::script(&named.display().to_string());
+    let (_s, _path, audit) = file_and_store(&dir, false).await;
+    // `audit.start`'s flush is under way, unanswered.
+    assert!(audit.writable());
+    tokio::time::sleep(crate::stall::STALLED + std::time::Duration::from_millis(300)).await;
+    assert!(
+        !audit.writable(),
+        "a stalled flush still counted as writable"
+    );
+    flush.send(Ok(())).unwrap();
+    counted(&audit.sinks[0].flushes, 1).await;
+    assert!(audit.writable());
+}
