@@ -217,11 +217,6 @@ impl Gateway {
         self.proc.signal(name);
     }
 
-    /// Wait up to `limit` for the gateway to end on its own: its exit code, if it ended with one.
-    pub fn exited_within(&mut self, limit: Duration) -> Option<i32> {
-        self.proc.exited_within(limit)
-    }
-
     /// Stop the gateway with SIGKILL.
     pub fn kill(&mut self) {
         self.proc.kill();

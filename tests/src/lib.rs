@@ -73,19 +73,6 @@ impl Proc {
         self.child.id()
     }
 
-    /// Wait up to `limit` for the process to end on its own: its exit code, if it ended with one.
-    pub fn exited_within(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return status.code(),
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(_) => return None,
-            }
-        }
-        None
-    }
-
     /// Send SIGKILL now.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
