@@ -94,13 +94,13 @@ impl Inline {
         let (seq, prev) = (head.seq, head.prev.clone());
         let line = head.link(event);
         let started = Instant::now();
-        self.writing.begin(started);
+        let under = self.writing.during(started);
         #[cfg(test)]
         if let Ok(stall) = self.stall.lock() {
             std::thread::sleep(*stall);
         }
         let written = file.write(line.text.as_bytes());
-        self.writing.end();
+        drop(under);
         if started.elapsed() > SLOW_WRITE {
             tracing::warn!(
                 took_ms = started.elapsed().as_millis() as u64,

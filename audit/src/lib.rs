@@ -398,21 +398,17 @@ impl Audit {
         self.reopen.ask();
     }
 
-    /// Whether a call's event would be taken now: some required sink's last write succeeded,
-    /// and no write of it has been under way past [`stall::STALLED`] (its thread's, or a
-    /// caller's to the file it writes itself). A frozen disk fails no write: it holds them.
+    /// Whether a call's event would be taken now: no caller's own write to the file has been
+    /// under way past [`stall::STALLED`] (it holds the chain's head, so no sink gets an event
+    /// until it returns), and some required sink's last write succeeded with nothing callers
+    /// wait for under way that long on its thread. A frozen disk fails no write: it holds them.
     pub fn writable(&self) -> bool {
-        let caller = self
-            .inline
-            .as_ref()
-            .filter(|i| i.writing.stalled())
-            .map(|i| i.index);
-        self.sinks.iter().enumerate().any(|(i, s)| {
-            s.required
-                && s.last_ok.load(Ordering::Relaxed)
-                && !s.busy.stalled()
-                && caller != Some(i)
-        })
+        if self.inline.as_ref().is_some_and(|i| i.writing.stalled()) {
+            return false;
+        }
+        self.sinks
+            .iter()
+            .any(|s| s.required && s.last_ok.load(Ordering::Relaxed) && !s.busy.stalled())
     }
 
     /// Write `event` and wait until a required sink has it. The caller must not act on an error.

@@ -178,19 +178,23 @@ impl SinkWorker {
         }
     }
 
-    /// Run `work` (a write or a flush) on the sink, marked under way meanwhile. A panic in the
-    /// sink (or a crate under it) fails this work, not the sink for good.
-    fn busy(&mut self, work: impl FnOnce(&mut Sink) -> Result<(), String>) -> Result<(), String> {
-        let under = self.stats.get(self.index).map(|s| &s.busy);
-        if let Some(u) = under {
-            u.begin(Instant::now());
-        }
+    /// Run `work` on the sink, marked under way meanwhile when `held` (callers cannot be
+    /// answered until it returns: a write, or a flush once callers wait for their own). A panic
+    /// in the sink (or a crate under it) fails this work, not the sink for good.
+    fn busy(
+        &mut self,
+        held: bool,
+        work: impl FnOnce(&mut Sink) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let under = self
+            .stats
+            .get(self.index)
+            .filter(|_| held)
+            .map(|s| s.busy.during(Instant::now()));
         let sink = &mut self.sink;
         let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(sink)))
             .unwrap_or_else(|_| Err("the audit sink failed unexpectedly".to_string()));
-        if let Some(u) = under {
-            u.end();
-        }
+        drop(under);
         done
     }
 
@@ -212,7 +216,7 @@ impl SinkWorker {
         if events == 0 {
             return;
         }
-        let flushed = self.busy(|sink| sink.sync());
+        let flushed = self.busy(!self.early(), |sink| sink.sync());
         self.flushed(&flushed, events, 0);
     }
 
@@ -299,7 +303,7 @@ impl SinkWorker {
                 Err(_) => break,
             }
         }
-        let staged = self.busy(|sink| sink.stage(&batches));
+        let staged = self.busy(true, |sink| sink.stage(&batches));
         if let Some(shared) = &self.shared {
             shared
                 .behind
@@ -344,7 +348,7 @@ impl SinkWorker {
         if let Some(shared) = &self.shared {
             unflushed.claim(shared);
         }
-        let flushed = self.busy(|sink| sink.sync());
+        let flushed = self.busy(!self.early(), |sink| sink.sync());
         self.flushed(&flushed, count, late_count);
         batches
             .iter()

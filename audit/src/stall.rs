@@ -25,15 +25,13 @@ impl Under {
         }
     }
 
-    /// A write begins at `at`.
-    pub(crate) fn begin(&self, at: Instant) {
-        let began = at.saturating_duration_since(self.born).as_micros() as u64;
+    /// A write that began at `at` is under way until the guard is dropped (also when the write
+    /// panics).
+    pub(crate) fn during(&self, at: Instant) -> During<'_> {
+        let began = u64::try_from(at.saturating_duration_since(self.born).as_micros())
+            .unwrap_or(u64::MAX - 1);
         self.since.store(began.saturating_add(1), Ordering::Release);
-    }
-
-    /// The write has returned.
-    pub(crate) fn end(&self) {
-        self.since.store(0, Ordering::Release);
+        During(self)
     }
 
     /// How long the write under way has lasted, if one is.
@@ -54,6 +52,15 @@ impl Under {
     }
 }
 
+/// A write under way: it ends when this is dropped.
+pub(crate) struct During<'a>(&'a Under);
+
+impl Drop for During<'_> {
+    fn drop(&mut self) {
+        self.0.since.store(0, Ordering::Release);
+    }
+}
+
 /// How often the watch looks at the callers' write under way.
 const WATCH: Duration = Duration::from_millis(100);
 
@@ -62,7 +69,7 @@ const HELD: Duration = Duration::from_millis(200);
 
 /// Watch the callers' writes to the audit file (`writing`) for as long as the log is open, from a
 /// thread of its own, and wake another of `runtime`'s workers whenever one holds its worker
-/// longer than [`HELD`].
+/// longer than [`HELD`] (noticed within [`WATCH`] after that).
 ///
 /// A worker that is not parked on the runtime's I/O driver does not poll it: while one worker
 /// sits in `write` (a frozen disk), another may sit parked on its condition variable, and then

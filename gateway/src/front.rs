@@ -153,8 +153,8 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 /// a second.
 static LAST_PROBE_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
-/// After no required sink took events lately (one failed its last write, or has a write
-/// waiting on the disk), whether one takes an event now: one `audit.probe` recorded like a
+/// While no required sink counts as taking events (its last write failed, or a write callers
+/// wait for has been waiting on the disk over a second), whether one takes an event now: one `audit.probe` recorded like a
 /// call's request event. Without this a replica whose sink failed while no calls came (they
 /// were sent elsewhere) would never be ready again.
 async fn audit_probe(gw: &Gateway) -> bool {
@@ -169,7 +169,7 @@ async fn audit_probe(gw: &Gateway) -> bool {
         return false;
     }
     let mut e = AuditEvent::new("audit.probe");
-    e.reason = Some("readiness: no required sink took events lately".into());
+    e.reason = Some("readiness: no required sink counted as taking events".into());
     let written = tokio::time::timeout(std::time::Duration::from_secs(2), gw.audit.record(e));
     matches!(written.await, Ok(Ok(())))
 }

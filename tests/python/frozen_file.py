@@ -18,7 +18,8 @@ import sys
 import threading
 import time
 
-SYS_USERFAULTFD = {"x86_64": 323, "aarch64": 282}[platform.machine()]
+# (userfaultfd, write) system call numbers.
+CALLS = {"x86_64": (323, 1), "aarch64": (282, 64)}
 UFFD_API = 0xAA
 UFFDIO_API = 0xC018AA3F
 UFFDIO_REGISTER = 0xC020AA00
@@ -52,8 +53,11 @@ def check(ok, what):
 
 def main():
     path = sys.argv[1]
+    if platform.machine() not in CALLS:
+        sys.exit(f"frozen_file: no system call numbers for {platform.machine()}")
+    sys_userfaultfd, sys_write = CALLS[platform.machine()]
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-    uffd = libc.syscall(SYS_USERFAULTFD, os.O_CLOEXEC)
+    uffd = libc.syscall(sys_userfaultfd, os.O_CLOEXEC)
     check(uffd >= 0, "userfaultfd")
     api = UffdioApi(UFFD_API, 0, 0)
     check(libc.ioctl(uffd, UFFDIO_API, ctypes.byref(api)) == 0, "UFFDIO_API")
@@ -64,16 +68,23 @@ def main():
     reg = UffdioRegister(page, PAGE, UFFDIO_REGISTER_MODE_MISSING, 0)
     check(libc.ioctl(uffd, UFFDIO_REGISTER, ctypes.byref(reg)) == 0, "UFFDIO_REGISTER")
 
-    writing = threading.Event()
-
-    def freeze():
-        writing.set()
-        libc.write(fd, page, PAGE)
-
-    threading.Thread(target=freeze, daemon=True).start()
-    writing.wait()
-    # The write reaches the page fault within microseconds; give it ample time.
-    time.sleep(0.2)
+    writer = threading.Thread(target=lambda: libc.write(fd, page, PAGE), daemon=True)
+    writer.start()
+    # Frozen once the thread sits in `write` (its current system call, as the kernel reports it)
+    # and stays there: it then holds the inode lock, waiting on the page.
+    syscall = f"/proc/self/task/{writer.native_id}/syscall"
+    deadline = time.monotonic() + 10
+    while True:
+        with open(syscall) as f:
+            if f.read().split(" ")[0] == str(sys_write):
+                break
+        if time.monotonic() > deadline:
+            sys.exit("frozen_file: the write never blocked on the page")
+        time.sleep(0.01)
+    time.sleep(0.1)
+    with open(syscall) as f:
+        if f.read().split(" ")[0] != str(sys_write):
+            sys.exit("frozen_file: the write did not stay blocked")
     print("frozen", flush=True)
     sys.stdin.read()
     os._exit(0)

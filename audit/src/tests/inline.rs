@@ -239,14 +239,14 @@ async fn another_sinks_failed_flush_does_not_change_how_callers_write() {
 }
 
 /// A caller's write that stalls (held here before it is made, as a frozen disk holds it) fails
-/// nothing, yet the file takes no event meanwhile: once it has lasted past
-/// [`crate::stall::STALLED`] the log is not writable (readiness says so), and it is again once
-/// the write returns.
+/// nothing, yet no sink takes an event meanwhile (the write holds the chain's head): once it has
+/// lasted past [`crate::stall::STALLED`] the log is not writable (readiness says so), though the
+/// store, required too, is healthy; it is again once the write returns.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_callers_write_that_stalls_makes_the_log_unwritable_until_it_returns() {
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
-    let (_s, path, audit) = file_and_store(&dir, false).await;
+    let (_s, path, audit) = file_and_store(&dir, true).await;
     settled(&audit).await;
     let inline = audit.inline.as_ref().unwrap();
     assert_eq!(inline.writing.lasting(), None);
@@ -272,7 +272,9 @@ async fn a_callers_write_that_stalls_makes_the_log_unwritable_until_it_returns()
     };
     // Under way, but not yet for long: still writable.
     assert!(audit.writable());
-    std::thread::sleep(crate::stall::STALLED + Duration::from_millis(200) - started.elapsed());
+    std::thread::sleep(
+        (crate::stall::STALLED + Duration::from_millis(200)).saturating_sub(started.elapsed()),
+    );
     let later = lasting().expect("still under way");
     assert!(
         later > crate::stall::STALLED && later >= first && later <= started.elapsed(),
@@ -291,23 +293,45 @@ async fn a_callers_write_that_stalls_makes_the_log_unwritable_until_it_returns()
     assert!(text.contains("\"r1\""), "{text}");
 }
 
-/// The file's thread held in a flush (an `fsync` a frozen disk does not answer) makes the log
-/// unwritable once the flush has lasted past [`crate::stall::STALLED`], and writable again once
-/// it returns.
+/// The file's thread held in a flush (an `fsync` a frozen disk does not answer): while callers
+/// are answered before the flush and go on writing, the file still takes events; once a flush
+/// has failed and callers wait for their own, a flush under way past
+/// [`crate::stall::STALLED`] makes the log unwritable until it returns.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_flush_that_stalls_makes_the_log_unwritable_until_it_returns() {
+async fn a_flush_that_stalls_makes_the_log_unwritable_only_once_callers_wait_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let named = dir.path().join("a.jsonl");
     let flush = super::flush_faults::script(&named.display().to_string());
     let (_s, _path, audit) = file_and_store(&dir, false).await;
-    // `audit.start`'s flush is under way, unanswered.
+    let past = crate::stall::STALLED + std::time::Duration::from_millis(300);
+    // `audit.start`'s flush is under way, unanswered; callers do not wait for it.
+    tokio::time::sleep(past).await;
+    assert!(
+        audit.writable(),
+        "a flush nobody waits for counted as stalled"
+    );
+    // It fails: callers now wait for their own flush.
+    flush.send(Err("injected: fsync failed".into())).unwrap();
+    counted(&audit.sinks[0].flush_failures, 1).await;
+    let audit = std::sync::Arc::new(audit);
+    let one = tokio::spawn({
+        let audit = audit.clone();
+        async move { audit.record(call(1)).await }
+    });
+    flush.send(Ok(())).unwrap();
+    one.await.unwrap().unwrap();
     assert!(audit.writable());
-    tokio::time::sleep(crate::stall::STALLED + std::time::Duration::from_millis(300)).await;
+    // The next caller's flush hangs: not writable once it has lasted past the threshold.
+    let two = tokio::spawn({
+        let audit = audit.clone();
+        async move { audit.record(call(2)).await }
+    });
+    tokio::time::sleep(past).await;
     assert!(
         !audit.writable(),
-        "a stalled flush still counted as writable"
+        "a stalled flush callers wait for still counted as writable"
     );
     flush.send(Ok(())).unwrap();
-    counted(&audit.sinks[0].flushes, 1).await;
+    two.await.unwrap().unwrap();
     assert!(audit.writable());
 }

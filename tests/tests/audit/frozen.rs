@@ -12,21 +12,27 @@ use serde_json::json;
 
 use super::{call, events, verify};
 
-/// Hold appends to `file` until the returned process is dropped.
+/// Hold appends to `file` until the returned process is dropped. Needs userfaultfd for faults
+/// in the kernel (root, or `vm.unprivileged_userfaultfd=1`); the script says on stderr what it
+/// lacked.
 fn freeze(file: &std::path::Path) -> Proc {
-    let mut frozen = Command::new(python())
+    let mut child = Command::new(python())
         .arg(workspace().join("tests/python/frozen_file.py"))
         .arg(file)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let out = child.stdout.take().unwrap();
+    let frozen = Proc::new(child);
     let mut said = String::new();
-    BufReader::new(frozen.stdout.take().unwrap())
-        .read_line(&mut said)
-        .unwrap();
-    assert_eq!(said.trim(), "frozen", "the file could not be frozen");
-    Proc::new(frozen)
+    BufReader::new(out).read_line(&mut said).unwrap();
+    assert_eq!(
+        said.trim(),
+        "frozen",
+        "the file could not be frozen (stderr above)"
+    );
+    frozen
 }
 
 /// `GET path` on the MCP listener, answered within 10 s: (status, body).
