@@ -191,11 +191,10 @@ fn spend(conn: &Connection, c: &Charge, at: i64) -> Result<Option<i64>, rusqlite
         .optional()?;
     match window {
         Some((row, used, extra, epoch)) => {
-            // Sums that overflow do not fit: the row is left as it is.
-            let fits = used
-                .checked_add(c.cost)
-                .zip(c.units.checked_add(extra))
-                .is_some_and(|(after, room)| after <= room);
+            // A sum the row cannot hold does not fit; the room saturates (a raise past the
+            // largest count leaves no limit, not a negative one).
+            let room = c.units.saturating_add(extra);
+            let fits = used.checked_add(c.cost).is_some_and(|after| after <= room);
             if !fits {
                 return Ok(None);
             }

@@ -300,3 +300,36 @@ async fn a_windows_first_call_is_charged_when_its_cost_is_the_whole_budget_and_n
     );
     assert_eq!(used_by_budget(&s).await, vec![("whole".to_string(), 4)]);
 }
+
+#[tokio::test]
+async fn a_charge_whose_sum_would_overflow_is_refused_and_leaves_the_window() {
+    let (_d, s) = store().await;
+    let most = i64::MAX;
+    assert_eq!(
+        s.reserve_budgets(&mut [charge("b", 5, most)])
+            .await
+            .unwrap(),
+        None
+    );
+    // 5 used plus the largest cost cannot be counted: refused, the window as it was (SQLite's
+    // own sum would have turned into a float, and the row with it).
+    assert_eq!(
+        s.reserve_budgets(&mut [charge("b", most, most)])
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    assert_eq!(used_by_budget(&s).await, vec![("b".to_string(), 5)]);
+    // A raise past the largest count leaves the room at the largest, not wrapped round to
+    // below what is used.
+    s.adjust_budget("b", "team:a", "2026-12-05", false, most)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.reserve_budgets(&mut [charge("b", 1, most)])
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(used_by_budget(&s).await, vec![("b".to_string(), 6)]);
+}
