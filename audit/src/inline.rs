@@ -23,7 +23,8 @@
 //! A caller never waits for another caller's write: one that finds the head taken leaves its
 //! event to the writer thread. A write that takes long (a disk that stalls) stops callers from
 //! writing themselves for [`SLOW_PAUSE`]; until it returns, the writer thread cannot link either,
-//! and calls are refused at the recording cap rather than held past it.
+//! and calls are refused at the recording cap rather than held past it, on another worker that
+//! [`crate::stall::watch`] wakes if it was parked away from the runtime's I/O driver.
 
 use std::sync::atomic::AtomicBool;
 
