@@ -24,7 +24,8 @@
 //! event to the writer thread. A write that takes long (a disk that stalls) stops callers from
 //! writing themselves for [`SLOW_PAUSE`]; until it returns, the writer thread cannot link either,
 //! and calls are refused at the recording cap rather than held past it, on another worker that
-//! [`crate::stall::watch`] wakes if it was parked away from the runtime's I/O driver.
+//! [`crate::stall::watch`] wakes: the one held asleep in reserve ([`crate::reserve`]), or one
+//! parked away from the runtime's I/O driver.
 
 use std::sync::atomic::AtomicBool;
 

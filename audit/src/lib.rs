@@ -35,10 +35,13 @@ mod line;
 mod link;
 mod queue;
 pub mod redact;
+mod reserve;
 mod sink;
 mod stall;
 pub mod verify;
 mod writer;
+
+pub use reserve::{EndOnDrop, Reserve};
 
 use std::io::Write;
 use std::sync::Arc;
@@ -213,6 +216,8 @@ pub struct Audit {
     reopen: Reopen,
     /// Unauthenticated traffic is recorded at a bounded rate: (second, events in it, skipped).
     limited: std::sync::Mutex<(i64, u32, u64)>,
+    /// The runtime's worker held in reserve, once the process has one (the watch reads it).
+    reserve: Arc<std::sync::OnceLock<Arc<Reserve>>>,
 }
 
 /// Most events per second from [`Audit::note_limited`].
@@ -358,11 +363,13 @@ impl Audit {
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+        let reserve = Arc::new(std::sync::OnceLock::new());
         if let (Some(i), Ok(runtime)) = (&inline, tokio::runtime::Handle::try_current()) {
             let writing = Arc::downgrade(&i.writing);
+            let reserve = reserve.clone();
             std::thread::Builder::new()
                 .name("audit-watch".into())
-                .spawn(move || stall::watch(writing, runtime))
+                .spawn(move || stall::watch(writing, reserve, runtime))
                 .map_err(|e| format!("cannot start the audit watch: {e}"))?;
         }
         let audit = Audit {
@@ -375,6 +382,7 @@ impl Audit {
             batches,
             reopen,
             limited: std::sync::Mutex::new((0, 0, 0)),
+            reserve,
         };
         let mut start = Event::new("audit.start");
         start.identity = Some(Who::named(format!("process:{}", std::process::id())));
@@ -390,6 +398,12 @@ impl Audit {
             .await
             .map_err(|e| format!("cannot write the audit log: {e}"))?;
         Ok(audit)
+    }
+
+    /// Wake the runtime worker `reserve` holds when a caller's write to the file hangs (see
+    /// [`Reserve`]). Set once; later calls are ignored.
+    pub fn keep_reserve(&self, reserve: Arc<Reserve>) {
+        let _ = self.reserve.set(reserve);
     }
 
     /// Have every file sink reopen its path before its next write: the file was moved away by

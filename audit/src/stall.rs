@@ -68,21 +68,29 @@ const WATCH: Duration = Duration::from_millis(100);
 const HELD: Duration = Duration::from_millis(200);
 
 /// Watch the callers' writes to the audit file (`writing`) for as long as the log is open, from a
-/// thread of its own, and wake another of `runtime`'s workers whenever one holds its worker
-/// longer than [`HELD`] (noticed within [`WATCH`] after that).
+/// thread of its own. Whenever one has held its runtime worker longer than [`HELD`] (noticed
+/// within [`WATCH`] after that), wake the worker held in `reserve` (when the process holds one,
+/// see [`crate::reserve`]: it serves from then on) and another worker of `runtime`.
 ///
 /// A worker that is not parked on the runtime's I/O driver does not poll it: while one worker
 /// sits in `write` (a frozen disk), another may sit parked on its condition variable, and then
 /// nothing polls sockets or fires timers, so no call is answered, not even refused at the
 /// recording cap. A task spawned from outside the runtime wakes a parked worker; once it has run
 /// it, that worker parks on the driver itself, and calls are served and refused again.
-pub(crate) fn watch(writing: std::sync::Weak<Under>, runtime: tokio::runtime::Handle) {
+pub(crate) fn watch(
+    writing: std::sync::Weak<Under>,
+    reserve: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::Reserve>>>,
+    runtime: tokio::runtime::Handle,
+) {
     loop {
         std::thread::sleep(WATCH);
         let Some(under) = writing.upgrade() else {
             return;
         };
         if under.lasting().is_some_and(|d| d > HELD) {
+            if let Some(r) = reserve.get() {
+                r.wake();
+            }
             drop(runtime.spawn(async {}));
         }
     }

@@ -30,6 +30,7 @@ mod pin;
 mod quickstart;
 mod refusal;
 mod reload;
+mod reserve;
 mod secrets;
 mod selfaudit;
 mod serve;

@@ -137,6 +137,9 @@ async fn prepare(reg: &registry::Registry) -> Result<Prepared, Unready> {
             let fix = "make a required audit sink writable (audit.sinks); no call runs unrecorded";
             unready(EX_UNAVAILABLE, format!("{e}\n  fix: {fix}"))
         })?;
+    if let Some(reserve) = crate::reserve::get() {
+        audit.keep_reserve(reserve);
+    }
     let sealer = sealer(reg, &secrets, &store).await?;
     Ok(Prepared {
         store,

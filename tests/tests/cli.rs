@@ -48,11 +48,20 @@ fn invalid_config_exits_64_with_location_and_fix_before_binding() {
 }
 
 /// A worker count the gateway cannot use stops it before anything starts, naming the variable
-/// and the fix: not a number (the runtime itself would panic on it), or one worker (a stalled
-/// audit write would then hold every call). Commands that serve no calls do not read it.
+/// and the fix: not a number (the runtime itself would panic on it), none, or more than it
+/// allows. One is a count it can use (a worker in reserve comes on top): the start goes on to
+/// the config. Commands that serve no calls do not read it.
 #[test]
 fn an_unusable_worker_count_is_refused_with_the_fix() {
-    for bad in ["1", "0", "many"] {
+    let out = Command::new(bin("portcullis"))
+        .args(["serve", "--config", "/nonexistent/portcullis.yaml"])
+        .env("TOKIO_WORKER_THREADS", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("TOKIO_WORKER_THREADS"), "{err}");
+    assert!(err.contains("/nonexistent/portcullis.yaml"), "{err}");
+    for bad in ["0", "many", "4097"] {
         let out = Command::new(bin("portcullis"))
             .args(["serve", "--config", "/nonexistent/portcullis.yaml"])
             .env("TOKIO_WORKER_THREADS", bad)
@@ -68,7 +77,7 @@ fn an_unusable_worker_count_is_refused_with_the_fix() {
     // A command that serves no calls is not stopped by it.
     let out = Command::new(bin("portcullis"))
         .args(["completions", "bash"])
-        .env("TOKIO_WORKER_THREADS", "1")
+        .env("TOKIO_WORKER_THREADS", "0")
         .output()
         .unwrap();
     assert!(out.status.success());

@@ -415,6 +415,15 @@ pub(super) async fn get_metrics(
         vec![],
         a.gw.sessions.len() as f64,
     ));
+    if let Some(reserve) = crate::reserve::get() {
+        extra.push(gauge(
+            "portcullis_runtime_reserve_asleep",
+            "gauge",
+            "1 while the runtime worker held in reserve is asleep; 0 while it serves, from when a caller's audit write has hung for 200 ms until it returns.",
+            vec![],
+            f64::from(u8::from(reserve.asleep())),
+        ));
+    }
     let body = crate::metrics::get().render(&extra);
     Ok((
         [(

@@ -1,13 +1,16 @@
 use super::workers;
 
 #[test]
-fn two_workers_at_least_one_per_core_by_default() {
-    assert_eq!(workers(None, 16), Ok(16));
-    assert_eq!(workers(None, 2), Ok(2));
-    assert_eq!(workers(None, 1), Ok(2));
+fn one_serving_worker_per_core_but_one_by_default_and_one_at_least() {
+    assert_eq!(workers(None, 16), Ok(15));
+    assert_eq!(workers(None, 2), Ok(1));
+    assert_eq!(workers(None, 1), Ok(1));
+    assert_eq!(workers(None, 0), Ok(1));
     assert_eq!(workers(Some("4"), 2), Ok(4));
     assert_eq!(workers(Some(" 3 "), 16), Ok(3));
-    for bad in ["1", "0", "-1", "two", ""] {
+    assert_eq!(workers(Some("1"), 16), Ok(1));
+    assert_eq!(workers(Some("4096"), 2), Ok(4096));
+    for bad in ["0", "-1", "two", "", "4097", "18446744073709551615"] {
         let e = workers(Some(bad), 4).unwrap_err();
         assert!(
             e.contains("TOKIO_WORKER_THREADS") && e.contains("fix:"),

@@ -1,6 +1,6 @@
 //! The lean upstream leg: a caller's request to a Streamable HTTP upstream, on a connection
-//! shared by callers, is sent from the calling task on hyper's pooled keep-alive client
-//! ([`LeanHttp`]), and its answer read there, JSON or SSE, straight into the value the pipeline
+//! shared by callers, is sent from the calling task on a kept HTTP/1.1 connection made with
+//! hyper's connection API ([`LeanHttp`], `lean/pool.rs`), and its answer read there, JSON or SSE, straight into the value the pipeline
 //! uses.
 //!
 //! Through rmcp's client a request passes the peer's queue, the service loop and the transport

@@ -1,5 +1,6 @@
-//! The lean leg's HTTP client: hyper's pooled keep-alive client, with TLS by rustls, reaching
-//! only the addresses checked when the connection was made.
+//! The lean leg's HTTP client: keep-alive HTTP/1.1 connections made with hyper's connection API
+//! ([`pool`]), with TLS by rustls, reaching only the addresses checked when the connection was
+//! made.
 //!
 //! rmcp's transport (the handshake, listings, the GET stream) keeps its reqwest client. A
 //! caller's request goes here instead: reqwest's layers (its URL parsed again from each response,
@@ -15,17 +16,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response};
+use http::header::HOST;
+use http::uri::Authority;
+use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-/// How long an idle pooled connection is kept (as the connection's reqwest client keeps its).
-const IDLE: Duration = Duration::from_secs(60);
+mod pool;
 /// TCP keepalive and the unacknowledged-data timeout, reqwest's defaults: a peer that vanished
 /// without closing is found out in well under a call's deadline, even on a quiet stream.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -37,9 +37,11 @@ type Connector = HttpsConnector<HttpConnector<Checked>>;
 /// The lean leg's client for one upstream connection. Cloned cheaply (the pool is shared).
 #[derive(Clone)]
 pub(super) struct LeanHttp {
-    client: Client<Connector, Full<Bytes>>,
+    pool: pool::Pool,
     /// The server's credential headers (marked sensitive), sent with every request.
     headers: Arc<HeaderMap>,
+    /// The `Host` header for the URL's authority, made on the first request.
+    host: Arc<std::sync::OnceLock<(Authority, HeaderValue)>>,
 }
 
 /// Why a request did not get a response.
@@ -70,32 +72,81 @@ impl LeanHttp {
         // HTTP/1.1 by ALPN.
         http.enforce_http(false);
         let https = HttpsConnector::from((http, tls));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(IDLE)
-            .pool_timer(TokioTimer::new())
-            .build(https);
         Ok(LeanHttp {
-            client,
+            pool: pool::Pool::new(https),
             headers: Arc::new(headers),
+            host: Arc::default(),
         })
     }
 
-    /// Send `req` with the credential headers it does not set itself (as reqwest's default
-    /// headers); its response, whose body is read by the caller.
+    /// Send `req` (to an absolute URL) with the credential headers it does not set itself (as
+    /// reqwest's default headers); its response, whose body is read by the caller. A request
+    /// that a kept connection could not take (the upstream closed it while it was idle; hyper
+    /// hands the request back unsent) goes on the next one, or a new one.
     pub(super) async fn send(
         &self,
         mut req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, SendError> {
+        let target = req.uri().clone();
+        let host = self.host(&target);
         let headers = req.headers_mut();
         for (name, value) in self.headers.iter() {
             if !headers.contains_key(name) {
                 headers.insert(name, value.clone());
             }
         }
-        self.client.request(req).await.map_err(|e| SendError {
-            unreached: e.is_connect(),
-            why: chain(&e),
-        })
+        if let Some(host) = host {
+            headers.entry(HOST).or_insert(host);
+        }
+        // Origin form: the connection is to the URL's host already.
+        *req.uri_mut() = target
+            .path_and_query()
+            .cloned()
+            .map_or_else(|| Uri::from_static("/"), Uri::from);
+        loop {
+            let (mut sender, kept) = match self.pool.take() {
+                Some(sender) => (sender, true),
+                None => (self.pool.connect(&target).await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    self.pool.give_back(sender);
+                    return Ok(response);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if kept => req = unsent,
+                    // Handed back unsent by a new connection: it never left the gateway.
+                    unsent => {
+                        return Err(SendError {
+                            unreached: unsent.is_some(),
+                            why: chain(e.error()),
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// The `Host` header for `url`: its host, and its port unless the scheme's own (as
+    /// hyper-util's client sends it).
+    fn host(&self, url: &Uri) -> Option<HeaderValue> {
+        let authority = url.authority()?;
+        if let Some((made_for, value)) = self.host.get()
+            && made_for == authority
+        {
+            return Some(value.clone());
+        }
+        let default = match url.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        };
+        let value = match authority.port_u16() {
+            Some(port) if port != default => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_string(),
+        };
+        let value = HeaderValue::from_str(&value).ok()?;
+        let _ = self.host.set((authority.clone(), value.clone()));
+        Some(value)
     }
 }
 

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use portcullis_tests::ops::admin_text_as;
 use portcullis_tests::raw::{Raw, req};
 use portcullis_tests::{Fixture, Gateway, Proc, fixture_server, python, workspace};
 use serde_json::json;
@@ -48,18 +49,38 @@ async fn probe(gw: &Gateway, path: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-/// The caller whose own write hangs waits with it (its worker is in the kernel); every other
-/// call is refused at the recording cap without reaching the upstream; readiness turns 503
-/// while liveness stays 200, so a balancer moves traffic away. Thawed, the waiting call goes on
-/// recorded, calls are served again, and the file's chain verifies.
+/// Whether the runtime worker held in reserve is asleep, by `/metrics` read with `key` (made
+/// before the freeze: making one writes to the audit log).
+async fn reserve_asleep(gw: &Gateway, key: &str) -> bool {
+    let text = admin_text_as(gw, key, "/metrics").await;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("portcullis_runtime_reserve_asleep "))
+        .unwrap_or_else(|| panic!("no reserve gauge in {text}"));
+    line.ends_with(" 1")
+}
+
+/// One worker serves (the default on two cores), one more is held asleep in reserve. The caller
+/// whose own write hangs waits with it (its worker is in the kernel); the reserve is woken, and
+/// every other call is refused at the recording cap without reaching the upstream; readiness
+/// turns 503 while liveness stays 200, so a balancer moves traffic away. Thawed, the waiting call
+/// goes on recorded, calls are served again (the reserve among the serving workers from then
+/// on), and the file's chain verifies.
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_frozen_audit_disk_calls_are_refused_at_the_cap_and_readiness_says_so() {
     let fx = Fixture::start("both").unwrap();
-    let gw = Gateway::start_with(
+    let gw = Gateway::start_with_env(
         "audit: { sinks: [{ type: file, path: \"{dir}/audit.jsonl\" }] }\n",
         &fixture_server("fx", &fx.url),
+        true,
+        &[("TOKIO_WORKER_THREADS", "1")],
     )
     .unwrap();
+    let auditor = gw.operator_key("auditor", None).unwrap();
+    assert!(
+        reserve_asleep(&gw, &auditor).await,
+        "no worker held in reserve"
+    );
     let mut c = Raw::new(gw.mcp(), &gw.key);
     c.init().await;
     for id in 1..=3 {
@@ -85,6 +106,10 @@ async fn on_a_frozen_audit_disk_calls_are_refused_at_the_cap_and_readiness_says_
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("audit log not writable"), "{text}");
     assert_eq!(probe(&gw, "/healthz").await.0, 200);
+    assert!(
+        !reserve_asleep(&gw, &auditor).await,
+        "the reserve was not woken"
+    );
     // Another call is refused at the cap, with the reason, and reaches nothing.
     let started = Instant::now();
     let r = call(&c, 10, "fx__echo", json!({ "text": "hi" })).await;
@@ -119,6 +144,8 @@ async fn on_a_frozen_audit_disk_calls_are_refused_at_the_cap_and_readiness_says_
         assert!(Instant::now() < deadline, "never ready again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Not held again: a worker taking the hold mid-run could strand the tasks it put off.
+    assert!(!reserve_asleep(&gw, &auditor).await);
     let all = events(&gw.audit_file());
     // Three before, the one that waited, the one refused at the cap (its refusal only: the
     // request event its caller stopped waiting for is not written once the head is free), one after.

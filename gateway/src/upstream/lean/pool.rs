@@ -1,0 +1,173 @@
+//! The lean leg's connections to one upstream: HTTP/1.1 keep-alive connections made with
+//! hyper's connection API and kept on a stack, the most recently used on top.
+//!
+//! A connection goes back on the stack as soon as its response's head comes (its body is still
+//! being read), and a caller takes the topmost one that hyper says is free (`is_ready`: the
+//! exchange before has ended), passing over the busy ones and dropping the closed ones; none
+//! free, it makes one. Each connection is one task for its whole life, and a call on a kept
+//! connection spawns none.
+//! hyper-util's pooled client, used before, spawned a task on every call to wait until the
+//! connection was free again (on a runtime of several workers, scheduling it woke another worker
+//! on most calls), and checked connections out by a key cloned from each request.
+//!
+//! A connection free for longer than [`IDLE`] is closed by a task that looks every half of it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::Full;
+use hyper::client::conn::http1::{Builder, SendRequest};
+use tower_service::Service as _;
+
+use super::{Connector, SendError, chain};
+
+/// How long a free connection is kept (as the connection's reqwest client keeps its).
+pub(super) const IDLE: Duration = Duration::from_secs(60);
+
+pub(super) type Sender = SendRequest<Full<Bytes>>;
+
+/// The connections to one upstream. Cloned cheaply (the stack is shared).
+#[derive(Clone)]
+pub(super) struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: Connector,
+    kept: Mutex<Vec<Kept>>,
+    /// Whether the task that closes idle connections runs.
+    reaping: AtomicBool,
+}
+
+struct Kept {
+    sender: Sender,
+    /// When it was last seen in use (given back, or found busy by the reaper).
+    since: Instant,
+}
+
+impl Pool {
+    pub(super) fn new(connector: Connector) -> Pool {
+        Pool {
+            inner: Arc::new(Inner {
+                connector,
+                kept: Mutex::new(Vec::new()),
+                reaping: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The topmost free connection, taken off the stack; closed ones found on the way are
+    /// dropped.
+    pub(super) fn take(&self) -> Option<Sender> {
+        let mut kept = self.inner.lock();
+        let mut i = kept.len();
+        while i > 0 {
+            i -= 1;
+            let (closed, ready) = match kept.get(i) {
+                Some(k) => (k.sender.is_closed(), k.sender.is_ready()),
+                None => break,
+            };
+            if closed {
+                kept.remove(i);
+            } else if ready {
+                return Some(kept.remove(i).sender);
+            }
+        }
+        None
+    }
+
+    /// Put `sender` back on top, unless its connection has closed.
+    pub(super) fn give_back(&self, sender: Sender) {
+        if !sender.is_closed() {
+            self.inner.lock().push(Kept {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A new connection to `target` (an absolute URL: its scheme says whether TLS is made). The
+    /// request has not left the gateway when this fails.
+    pub(super) async fn connect(&self, target: &Uri) -> Result<Sender, SendError> {
+        let unreached = |why: String| SendError {
+            unreached: true,
+            why,
+        };
+        let mut connector = self.inner.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(|e| unreached(chain(e.as_ref())))?;
+        let io = connector
+            .call(target.clone())
+            .await
+            .map_err(|e| unreached(chain(e.as_ref())))?;
+        let (sender, connection) = Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| unreached(chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %chain(&e), "an upstream connection ended with an error");
+            }
+        });
+        self.reap_idle();
+        Ok(sender)
+    }
+
+    /// Start the task that closes idle connections, once; it ends with the pool.
+    fn reap_idle(&self) {
+        if self.inner.reaping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE / 2).await;
+                let Some(inner) = pool.upgrade() else {
+                    return;
+                };
+                inner.reap(Instant::now());
+            }
+        });
+    }
+
+    /// How many connections are kept (busy or free).
+    #[cfg(test)]
+    pub(super) fn kept(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// Close the connections free since before `now - IDLE`.
+    #[cfg(test)]
+    pub(super) fn reap(&self, now: Instant) {
+        self.inner.reap(now);
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Vec<Kept>> {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Drop the closed connections and those free for [`IDLE`]; a busy one counts as used now.
+    fn reap(&self, now: Instant) {
+        self.lock().retain_mut(|k| {
+            if k.sender.is_closed() {
+                return false;
+            }
+            if !k.sender.is_ready() {
+                k.since = now;
+                return true;
+            }
+            now.saturating_duration_since(k.since) < IDLE
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+//! The connection stack against a local HTTP/1.1 endpoint that counts the connections it was
+//! given and closes, and answers with the request's `Host` and target.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+
+use super::super::{LeanHttp, tls};
+use super::IDLE;
+
+#[derive(Default)]
+struct Counts {
+    opened: AtomicUsize,
+    closed: AtomicUsize,
+}
+
+/// An endpoint on 127.0.0.1 answering `host target`, the head at once and the body after
+/// `delay`, or 300 ms for `/slow` (the connection is busy meanwhile); with `close_idle`, it closes
+/// each connection that far after its first answer (an upstream's idle timeout).
+async fn endpoint(delay: Duration, close_idle: Option<Duration>) -> (SocketAddr, Arc<Counts>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new(Counts::default());
+    let seen = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            seen.opened.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let answer = hyper::service::service_fn(move |req: http::Request<_>| async move {
+                    let host = req
+                        .headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("none")
+                        .to_string();
+                    let text = format!("{host} {}", req.uri());
+                    let delay = match req.uri().path() {
+                        "/slow" => Duration::from_millis(300),
+                        _ => delay,
+                    };
+                    let body = futures::stream::once(async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(text)))
+                    });
+                    Ok::<_, Infallible>(http::Response::new(http_body_util::StreamBody::new(body)))
+                });
+                let serving = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), answer);
+                match close_idle {
+                    Some(after) => {
+                        let _ = tokio::time::timeout(after, serving).await;
+                    }
+                    None => {
+                        let _ = serving.await;
+                    }
+                }
+                seen.closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, counts)
+}
+
+fn client(addr: SocketAddr) -> LeanHttp {
+    LeanHttp::new(vec![addr], http::HeaderMap::new(), tls(false).unwrap()).unwrap()
+}
+
+async fn get(lean: &LeanHttp, url: &str) -> String {
+    let req = http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = lean.send(req).await.unwrap_or_else(|e| panic!("{}", e.why));
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn calls_one_after_another_share_one_connection_sent_in_origin_form_with_the_host() {
+    let (addr, counts) = endpoint(Duration::ZERO, None).await;
+    let lean = client(addr);
+    let url = format!("http://127.0.0.1:{}/mcp?x=1", addr.port());
+    for _ in 0..5 {
+        assert_eq!(
+            get(&lean, &url).await,
+            format!("127.0.0.1:{} /mcp?x=1", addr.port())
+        );
+    }
+    assert_eq!(counts.opened.load(Ordering::SeqCst), 1);
+    assert_eq!(lean.pool.kept(), 1);
+    // A name and a default port: the name alone (the connection still goes to the address).
+    let named = client(addr);
+    let req = http::Request::get("http://upstream.example/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(named.host(req.uri()).unwrap(), "upstream.example");
+}
+
+#[tokio::test]
+async fn calls_at_once_open_a_connection_each_and_the_next_ones_reuse_them() {
+    let (addr, counts) = endpoint(Duration::from_millis(100), None).await;
+    let lean = client(addr);
+    let url = format!("http://127.0.0.1:{}/", addr.port());
+    for _ in 0..2 {
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                let (lean, url) = (lean.clone(), url.clone());
+                tokio::spawn(async move { get(&lean, &url).await })
+            })
+            .collect();
+        for c in calls {
+            c.await.unwrap();
+        }
+        // Each connection is free once its answer has been read.
+        let pool = lean.pool.clone();
+        until("connections never freed", || {
+            pool.inner.lock().iter().all(|k| k.sender.is_ready())
+        })
+        .await;
+    }
+    assert_eq!(counts.opened.load(Ordering::SeqCst), 4);
+    assert_eq!(lean.pool.kept(), 4);
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_dropped_and_the_call_goes_on_a_new_one() {
+    let (addr, counts) = endpoint(Duration::ZERO, Some(Duration::from_millis(50))).await;
+    let lean = client(addr);
+    let url = format!("http://127.0.0.1:{}/", addr.port());
+    get(&lean, &url).await;
+    until("the upstream never closed the connection", || {
+        counts.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let pool = lean.pool.clone();
+    until("the closed connection was never noticed", || {
+        pool.inner.lock().iter().all(|k| k.sender.is_closed())
+    })
+    .await;
+    get(&lean, &url).await;
+    assert_eq!(counts.opened.load(Ordering::SeqCst), 2);
+    assert_eq!(lean.pool.kept(), 1, "the closed connection was kept");
+}
+
+#[tokio::test]
+async fn a_connection_free_for_longer_than_the_idle_time_is_closed() {
+    let (addr, counts) = endpoint(Duration::ZERO, None).await;
+    let lean = client(addr);
+    let url = format!("http://127.0.0.1:{}/", addr.port());
+    get(&lean, &url).await;
+    let pool = lean.pool.clone();
+    until("the connection never became free", || {
+        pool.inner.lock().iter().all(|k| k.sender.is_ready())
+    })
+    .await;
+    // Not yet idle long enough: kept.
+    lean.pool.reap(Instant::now() + IDLE / 2);
+    assert_eq!(lean.pool.kept(), 1);
+    lean.pool
+        .reap(Instant::now() + IDLE + Duration::from_secs(1));
+    assert_eq!(lean.pool.kept(), 0);
+    until("the idle connection was never closed", || {
+        counts.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The next call makes a new one.
+    get(&lean, &url).await;
+    assert_eq!(counts.opened.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_busy_connection_counts_as_used_when_reaped() {
+    // The answer takes longer than the reap below: the connection is busy, not idle.
+    let (addr, counts) = endpoint(Duration::from_millis(300), None).await;
+    let lean = client(addr);
+    let url = format!("http://127.0.0.1:{}/", addr.port());
+    let req = http::Request::get(&url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    // The head came: the connection is back on the stack, busy while its body is unread.
+    let response = lean.send(req).await.unwrap_or_else(|e| panic!("{}", e.why));
+    assert!(!lean.pool.inner.lock().iter().any(|k| k.sender.is_ready()));
+    lean.pool
+        .reap(Instant::now() + IDLE + Duration::from_secs(1));
+    assert_eq!(lean.pool.kept(), 1, "a busy connection was reaped");
+    drop(response.into_body().collect().await.unwrap());
+    assert_eq!(counts.closed.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_call_passes_over_a_busy_connection_on_top_for_a_free_one_below() {
+    let (addr, counts) = endpoint(Duration::ZERO, None).await;
+    let lean = client(addr);
+    let at = |path: &str| format!("http://127.0.0.1:{}{path}", addr.port());
+    let send = |path: &str| {
+        let req = http::Request::get(at(path))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let lean = lean.clone();
+        async move { lean.send(req).await.unwrap_or_else(|e| panic!("{}", e.why)) }
+    };
+    // X busy; Y made beside it and freed on top; Y busy; X freed below it.
+    let x = send("/slow").await;
+    get(&lean, &at("/")).await;
+    let y = send("/slow").await;
+    drop(x.into_body().collect().await.unwrap());
+    let pool = lean.pool.clone();
+    until("X never became free", || {
+        pool.inner.lock().iter().any(|k| k.sender.is_ready())
+    })
+    .await;
+    get(&lean, &at("/")).await;
+    drop(y.into_body().collect().await.unwrap());
+    assert_eq!(counts.opened.load(Ordering::SeqCst), 2);
+    assert_eq!(lean.pool.kept(), 2, "the busy connection was given up");
+    assert_eq!(counts.closed.load(Ordering::SeqCst), 0);
+}
