@@ -412,6 +412,16 @@ impl Server {
             && self.connection == next.connection
     }
 
+    /// True when `next` lists what this lists: the same tool entries (allowlist, classes and
+    /// presentation), resource patterns, prompts and pins. A change elsewhere (weights, timeouts,
+    /// resilience, minted credentials) leaves every session's lists as they were.
+    pub fn same_listing(&self, next: &Server) -> bool {
+        self.tools == next.tools
+            && self.resources == next.resources
+            && self.prompts == next.prompts
+            && self.pins == next.pins
+    }
+
     /// True when the resource `uri` may be shown and read: it is in normal form (see
     /// [`normal_uri`]) and a pattern allows it.
     pub fn allows_resource(&self, uri: &str) -> bool {

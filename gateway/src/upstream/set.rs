@@ -24,6 +24,9 @@ pub(crate) struct Reconciled {
     /// Servers whose allowlist, classes, pins, limits, resources, prompts or timeout changed:
     /// the connection is kept and the new entry applies when the new set is put in force.
     pub(crate) updated: Vec<String>,
+    /// The updated servers whose lists changed (tools, resources, prompts or pins): announced
+    /// to sessions. A weight or timeout is not a change they need to hear of.
+    pub(crate) relisted: Vec<String>,
     /// The new entries of the updated servers, applied by [`Reconciled::apply_updates`].
     staged: Vec<(Arc<Upstream>, registry::Server)>,
     /// Upstreams the new set does not carry: stopped by [`Upstreams::finish`].
@@ -108,6 +111,9 @@ impl Upstreams {
                 Some(old) if old.config().same_connection(s) => {
                     done.staged.push((old.clone(), s.clone()));
                     done.updated.push(s.name.clone());
+                    if !old.config().same_listing(s) {
+                        done.relisted.push(s.name.clone());
+                    }
                     old.clone()
                 }
                 Some(old) => {
@@ -148,7 +154,7 @@ impl Upstreams {
             .iter()
             .chain(&done.removed)
             .chain(&done.reconnected)
-            .chain(&done.updated);
+            .chain(&done.relisted);
         self.announce(names);
     }
 

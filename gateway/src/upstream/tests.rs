@@ -43,6 +43,7 @@ async fn a_reload_keeps_unchanged_upstreams_updates_in_place_and_stops_the_remov
     let (next, done) = set.reconcile(&servers(&format!("{A}{wider}{C}")));
     assert_eq!(done.added, vec!["c"]);
     assert_eq!(done.updated, vec!["b"]);
+    assert_eq!(done.relisted, vec!["b"]);
     assert!(done.removed.is_empty() && done.reconnected.is_empty());
     assert!(Arc::ptr_eq(next.get("a").unwrap(), &a));
     assert!(Arc::ptr_eq(next.get("b").unwrap(), &b));
@@ -271,4 +272,28 @@ fn a_name_any_endpoint_lists_twice_is_held_back_whatever_the_order() {
     up.set_listing(1, Some(vec![one]));
     assert_eq!(offered(&up), vec!["lookup"]);
     assert!(up.quarantined("lookup").is_none());
+}
+
+/// A reload that changes only a timeout keeps the connection and applies the new entry, and
+/// tells no session its lists changed: they did not.
+#[tokio::test]
+async fn a_reload_changing_no_list_announces_nothing() {
+    let shutdown = CancellationToken::new();
+    let set = Upstreams::start(&servers(A), setup(), shutdown.clone());
+    assert!(set.wait_connected(Duration::from_secs(5)).await);
+    let a = set.get("a").unwrap().clone();
+    let mut events = set.events.subscribe();
+    let slower = format!("{A}    timeout: 45s\n");
+    let (next, done) = set.reconcile(&servers(&slower));
+    assert_eq!(done.updated, vec!["a"]);
+    assert!(done.relisted.is_empty());
+    assert!(Arc::ptr_eq(next.get("a").unwrap(), &a));
+    done.apply_updates();
+    assert_eq!(a.config().timeout, Duration::from_secs(45));
+    next.finish(&done);
+    assert!(
+        events.try_recv().is_err(),
+        "a list_changed for unchanged lists"
+    );
+    shutdown.cancel();
 }
