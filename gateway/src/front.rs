@@ -154,9 +154,9 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 static LAST_PROBE_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// While no required sink counts as taking events (its last write failed, or a write callers
-/// wait for has been waiting on the disk over a second), whether one takes an event now: one `audit.probe` recorded like a
-/// call's request event. Without this a replica whose sink failed while no calls came (they
-/// were sent elsewhere) would never be ready again.
+/// wait for has been waiting on the disk over a second), whether one takes an event now: one
+/// `audit.probe` recorded like a call's request event. Without this a replica whose sink failed
+/// while no calls came (they were sent elsewhere) would never be ready again.
 async fn audit_probe(gw: &Gateway) -> bool {
     use std::sync::atomic::Ordering;
     let now = store::now_ms();
