@@ -21,7 +21,7 @@ pub(crate) const STORE_QUEUE: usize = 4096;
 /// the sink is too far behind and misses what comes (counted as failed).
 pub(crate) const STORE_BYTES: u64 = 64 << 20;
 /// Batches queued that wake a napping store sink even though nobody waits for them.
-pub(crate) const WAKE_AT: u64 = 64;
+pub(crate) const WAKE_AT: u64 = 256;
 
 /// One sink's queue, as its senders (the writer thread, callers) hold it.
 #[derive(Clone)]

@@ -12,12 +12,14 @@
 //! is each process's user and system time over the measured calls, read from `/proc`: on a
 //! machine whose cores the client, the gateway and the upstream share, it is what bounds
 //! throughput. Connections closed per call counts the TCP connections to the upstream's port that
-//! ended during the run (TIME-WAIT), the sign of a connection not reused.
+//! ended during the run (TIME-WAIT), the sign of a connection not reused. Bytes written to disk
+//! per call are the gateway's `write_bytes` (`/proc/PID/io`): what its audit file and store cost
+//! the disk, page by page, beside the audit file's own growth.
 //!
 //! For profiling: `BENCH_PROFILE=rmcp,32` (upstream `rmcp` or `python`, a concurrency, and
 //! then, in any order, `2025` for the initialize era and `direct` for the upstream alone)
 //! only loads that case for 20 seconds, printing the processes' pids first (for `perf record
-//! -p`) and CPU per call at the end; `BENCH_NO_BUDGET` set (to anything) runs without the budget.
+//! -p`) and CPU and disk bytes per call at the end; `BENCH_NO_BUDGET` set (to anything) runs without the budget.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,6 +141,23 @@ struct Figures {
     closed: f64,
     /// Bytes the audit file grew by, per call (through the gateway only).
     audit_bytes: f64,
+    /// Bytes the first watched process sent towards the disk, per call (see [`disk`]).
+    disk_bytes: f64,
+}
+
+/// Bytes `pid` has caused to be written to storage so far (`write_bytes` in `/proc/PID/io`:
+/// page-cache pages it dirtied, whichever file or thread): the audit file, the store's WAL and
+/// its checkpoints into the database file. A page dirtied again before it was written back
+/// counts once. 0 where the kernel keeps no such count.
+fn disk(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// The size of `path` now (0 when there is none).
@@ -194,11 +213,13 @@ async fn run(
     let before: Vec<Duration> = watched.iter().map(|p| cpu(*p)).collect();
     let closed_before = closed(port);
     let audit_before = size(audit);
+    let disk_before = disk(watched[0]);
     let started = Instant::now();
     let mut lat = measure(c, tool, concurrency, per_sec.map(Pace::new)).await;
     let wall = started.elapsed();
     let closed_after = closed(port);
     let audit_bytes = size(audit).saturating_sub(audit_before);
+    let disk_bytes = disk(watched[0]).saturating_sub(disk_before);
     let calls = lat.len() as u32;
     let cpu = watched
         .iter()
@@ -214,6 +235,7 @@ async fn run(
         cpu,
         closed: closed_after.saturating_sub(closed_before) as f64 / f64::from(calls),
         audit_bytes: audit_bytes as f64 / f64::from(calls),
+        disk_bytes: disk_bytes as f64 / f64::from(calls),
     }
 }
 
@@ -361,7 +383,7 @@ async fn main() {
                     us(d.cpu[0]),
                 );
                 println!(
-                    "      calls/s direct {:.0}, through gateway {:.0}; p50 ratio {:.2}, p99 ratio {:.2}\n      CPU/call through the gateway: upstream {:.0}us ({:.2}x direct), client {:.0}us; direct: client {:.0}us\n      upstream connections closed per call: direct {:.2}, through the gateway {:.2}; audit file bytes per call {:.0}",
+                    "      calls/s direct {:.0}, through gateway {:.0}; p50 ratio {:.2}, p99 ratio {:.2}\n      CPU/call through the gateway: upstream {:.0}us ({:.2}x direct), client {:.0}us; direct: client {:.0}us\n      upstream connections closed per call: direct {:.2}, through the gateway {:.2}; bytes per call: audit file {:.0}, written by the gateway to disk {:.0}",
                     d.per_sec,
                     g.per_sec,
                     g.p50.as_secs_f64() / d.p50.as_secs_f64(),
@@ -373,6 +395,7 @@ async fn main() {
                     d.closed,
                     g.closed,
                     g.audit_bytes,
+                    g.disk_bytes,
                 );
                 println!(
                     "      direct at the gateway's rate ({:.0} calls/s): upstream CPU/call {:.0}us; through the gateway {:.2}x that",
@@ -445,7 +468,7 @@ async fn profile(what: &str, gw: &Gateway, up: (&str, u32), py: (&str, u32)) {
     }
     println!("gateway pid {} upstream pid {pid}", gw.pid());
     let started = Instant::now();
-    let (gw_cpu, up_cpu) = (cpu(gw.pid()), cpu(pid));
+    let (gw_cpu, up_cpu, gw_disk) = (cpu(gw.pid()), cpu(pid), disk(gw.pid()));
     let mut calls = 0usize;
     while started.elapsed() < Duration::from_secs(20) {
         calls += measure(&through, tool, c, None).await.len();
@@ -453,10 +476,11 @@ async fn profile(what: &str, gw: &Gateway, up: (&str, u32), py: (&str, u32)) {
     let secs = started.elapsed().as_secs_f64();
     let per_call = |d: Duration| us(d) / calls as f64;
     println!(
-        "{calls} calls in {secs:.1}s: {:.0} calls/s; CPU per call: gateway {:.0}us, upstream {:.0}us",
+        "{calls} calls in {secs:.1}s: {:.0} calls/s; CPU per call: gateway {:.0}us, upstream {:.0}us; the gateway wrote {:.0} bytes per call to disk",
         calls as f64 / secs,
         per_call(cpu(gw.pid()) - gw_cpu),
         per_call(cpu(pid) - up_cpu),
+        disk(gw.pid()).saturating_sub(gw_disk) as f64 / calls as f64,
     );
 }
 

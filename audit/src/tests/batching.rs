@@ -151,7 +151,7 @@ async fn the_store_writes_what_callers_wrote_a_millisecond_apart_in_fewer_transa
     counted(&audit.sinks[1].written, 1).await;
     let before = audit.sinks[1].flushes.load(Ordering::Relaxed);
     // Eight events a millisecond apart: written one by one, they would take eight transactions;
-    // waiting 5 ms for company, one per 5 ms they took (and one for the last ones).
+    // waiting for company, one per `STORE_LINGER` they took (and one for the last ones).
     let started = std::time::Instant::now();
     for n in 0..8 {
         audit.note(call(n));
@@ -160,7 +160,7 @@ async fn the_store_writes_what_callers_wrote_a_millisecond_apart_in_fewer_transa
     let took = started.elapsed();
     counted(&audit.sinks[1].written, 9).await;
     let transactions = audit.sinks[1].flushes.load(Ordering::Relaxed) - before;
-    let most = (took.as_millis() as u64 / 5 + 2).min(7);
+    let most = (took.as_millis() / crate::sink::STORE_LINGER.as_millis() + 2).min(7) as u64;
     assert!(
         transactions <= most,
         "{transactions} transactions for 8 events over {took:?}"
