@@ -35,7 +35,6 @@ use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION};
 use http::{HeaderName, HeaderValue, Method, Response};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use super::http::UpstreamHttp;
 use super::lean::LeanHttp;
@@ -456,7 +455,7 @@ impl Direct {
         &self,
         last: &str,
         bearer: Option<&str>,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<super::lean::Body>, Failure> {
         let mut req = self.url.request(Method::GET)?;
         let headers = req.headers_mut();
         headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));

@@ -20,12 +20,13 @@ use http::header::HOST;
 use http::uri::Authority;
 use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 
 mod pool;
+
+pub(super) use pool::Body;
 /// TCP keepalive and the unacknowledged-data timeout, reqwest's defaults: a peer that vanished
 /// without closing is found out in well under a call's deadline, even on a quiet stream.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -80,13 +81,14 @@ impl LeanHttp {
     }
 
     /// Send `req` (to an absolute URL) with the credential headers it does not set itself (as
-    /// reqwest's default headers); its response, whose body is read by the caller. A request
+    /// reqwest's default headers); its response, whose body is read by the caller (its connection
+    /// is kept once the body has ended, see [`Body`]). A request
     /// that a kept connection could not take (the upstream closed it while it was idle; hyper
     /// hands the request back unsent) goes on the next one, or a new one.
     pub(super) async fn send(
         &self,
         mut req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Body>, SendError> {
         let target = req.uri().clone();
         let host = self.host(&target);
         let headers = req.headers_mut();
@@ -110,8 +112,8 @@ impl LeanHttp {
             };
             match sender.try_send_request(req).await {
                 Ok(response) => {
-                    self.pool.give_back(sender);
-                    return Ok(response);
+                    let pool = self.pool.clone();
+                    return Ok(response.map(|body| Body::new(body, pool, sender)));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if kept => req = unsent,

@@ -77,7 +77,7 @@ type Events = super::super::drain::Drained<Result<sse_stream::Sse, sse_stream::E
 /// end, so the bytes since the last event's end are counted. `too_large` is set when that is
 /// why the stream broke (the response is dropped then, and its connection with it).
 fn events(
-    response: Response<hyper::body::Incoming>,
+    response: Response<super::super::lean::Body>,
     answered: Arc<AtomicBool>,
     too_large: Arc<AtomicBool>,
     max: usize,
@@ -138,7 +138,7 @@ pub(super) fn still_open(open: usize, tail: &mut [u8; 2], chunk: &[u8]) -> usize
 impl Reading<'_> {
     pub(super) async fn stream(
         self,
-        response: Response<hyper::body::Incoming>,
+        response: Response<super::super::lean::Body>,
         cancel: &CancellationToken,
         deadline: &mut Instant,
     ) -> Result<Value, Failure> {
@@ -348,7 +348,7 @@ pub(super) fn answer(incoming: Incoming) -> Result<Value, Failure> {
 
 /// The body of `response`, at most `max` bytes.
 pub(super) async fn bounded(
-    response: Response<hyper::body::Incoming>,
+    response: Response<super::super::lean::Body>,
     max: usize,
 ) -> Result<Vec<u8>, Failure> {
     let mut incoming = response.into_body();

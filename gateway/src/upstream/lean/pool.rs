@@ -1,24 +1,30 @@
 //! The lean leg's connections to one upstream: HTTP/1.1 keep-alive connections made with
 //! hyper's connection API and kept on a stack, the most recently used on top.
 //!
-//! A connection goes back on the stack as soon as its response's head comes (its body is still
-//! being read), and a caller takes the topmost one that hyper says is free (`is_ready`: the
-//! exchange before has ended), passing over the busy ones and dropping the closed ones; none
-//! free, it makes one. Each connection is one task for its whole life, and a call on a kept
-//! connection spawns none.
+//! A connection goes back on the stack when its response's body has ended ([`Body`]: read to its
+//! end, or dropped once nothing more could come); one whose body was dropped before its end, or
+//! failed, is closed (hyper cannot send on it again). So the stack holds only connections whose
+//! exchange is over, and idle time counts from the end of the last answer. A caller takes the
+//! topmost one that hyper says is free (`is_ready`), passing over one that is not yet (its
+//! connection task has not seen the end of the exchange) and dropping closed ones; none free, it
+//! makes one. Each connection is one task for its whole life, and a call on a kept connection
+//! spawns none.
 //! hyper-util's pooled client, used before, spawned a task on every call to wait until the
 //! connection was free again (on a runtime of several workers, scheduling it woke another worker
 //! on most calls), and checked connections out by a key cloned from each request.
 //!
 //! A connection free for longer than [`IDLE`] is closed by a task that looks every half of it.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Uri;
 use http_body_util::Full;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{Builder, SendRequest};
 use tower_service::Service as _;
 
@@ -44,8 +50,67 @@ struct Inner {
 
 struct Kept {
     sender: Sender,
-    /// When it was last seen in use (given back, or found busy by the reaper).
+    /// When it was last seen in use (given back, or found not yet free by the reaper).
     since: Instant,
+}
+
+/// A response's body from a connection of the stack: the connection goes back on the stack when
+/// the body ends, and is closed if the body is dropped before its end or fails.
+pub(in crate::upstream) struct Body {
+    inner: Incoming,
+    back: Option<(Pool, Sender)>,
+}
+
+impl Body {
+    pub(super) fn new(inner: Incoming, pool: Pool, sender: Sender) -> Body {
+        Body {
+            inner,
+            back: Some((pool, sender)),
+        }
+    }
+
+    fn ended(&mut self) {
+        if let Some((pool, sender)) = self.back.take() {
+            pool.give_back(sender);
+        }
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.ended(),
+            // The exchange broke: the connection is not sent on again.
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Body {
+    /// A body dropped with nothing more to come (an empty one nobody read, or one read to its
+    /// last frame) gives its connection back; one dropped before its end takes it away.
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.ended();
+        }
+    }
 }
 
 impl Pool {
@@ -80,7 +145,7 @@ impl Pool {
     }
 
     /// Put `sender` back on top, unless its connection has closed.
-    pub(super) fn give_back(&self, sender: Sender) {
+    fn give_back(&self, sender: Sender) {
         if !sender.is_closed() {
             self.inner.lock().push(Kept {
                 sender,
@@ -134,7 +199,7 @@ impl Pool {
         });
     }
 
-    /// How many connections are kept (busy or free).
+    /// How many connections are kept.
     #[cfg(test)]
     pub(super) fn kept(&self) -> usize {
         self.inner.lock().len()
@@ -154,7 +219,8 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Drop the closed connections and those free for [`IDLE`]; a busy one counts as used now.
+    /// Drop the closed connections and those free for [`IDLE`]; one not yet free counts as used
+    /// now.
     fn reap(&self, now: Instant) {
         self.lock().retain_mut(|k| {
             if k.sender.is_closed() {
