@@ -50,6 +50,32 @@ pub fn python() -> PathBuf {
     workspace().join(".venv/bin/python")
 }
 
+/// Hold writes to `file` until the returned process is dropped, as a disk that stopped
+/// answering does: `frozen_file.py` holds the file's inode lock (a write of its own waits on a
+/// page that userfaultfd never supplies), so another process's next write to it blocks in the
+/// kernel, failing nothing. Needs userfaultfd for faults in the kernel (root, or
+/// `vm.unprivileged_userfaultfd=1`); the script says on stderr what it lacked.
+pub fn freeze(file: &Path) -> Proc {
+    let mut child = Command::new(python())
+        .arg(workspace().join("tests/python/frozen_file.py"))
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("frozen_file.py");
+    let out = child.stdout.take().expect("its stdout");
+    let frozen = Proc::new(child);
+    let mut said = String::new();
+    let _ = BufReader::new(out).read_line(&mut said);
+    assert_eq!(
+        said.trim(),
+        "frozen",
+        "{} could not be frozen (stderr above)",
+        file.display()
+    );
+    frozen
+}
+
 /// A child process killed on drop.
 pub struct Proc {
     child: Child,

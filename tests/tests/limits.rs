@@ -2,7 +2,8 @@
 //! it: budgets exact under 200 concurrent calls, in one gateway process and in two on one store;
 //! a rate's burst then its steady pace; a concurrency cap against slow calls; whose limit
 //! applies is never a header's to say; units of a call that never ran come back; operators
-//! see and change budgets, on the record.
+//! see and change budgets, on the record; on a frozen store disk, budgeted calls are refused and
+//! others go on (`frozen`).
 
 // Test code may unwrap and index: a failed assumption is a failed test.
 #![allow(
@@ -19,6 +20,9 @@ use portcullis_tests::ops::admin_text_as;
 use portcullis_tests::raw::{Raw, read, req};
 use portcullis_tests::{Fixture, Gateway, audit_events};
 use serde_json::{Value, json};
+
+#[path = "limits/frozen.rs"]
+mod frozen;
 
 fn servers(url: &str) -> String {
     format!(

@@ -2,39 +2,14 @@
 //! own waits on a page that userfaultfd never supplies), so the gateway's next `O_APPEND` write
 //! to it blocks in the kernel, failing nothing, as on a disk that stopped answering.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portcullis_tests::ops::admin_text_as;
 use portcullis_tests::raw::{Raw, req};
-use portcullis_tests::{Fixture, Gateway, Proc, fixture_server, python, workspace};
+use portcullis_tests::{Fixture, Gateway, fixture_server, freeze};
 use serde_json::json;
 
 use super::{call, events, verify};
-
-/// Hold appends to `file` until the returned process is dropped. Needs userfaultfd for faults
-/// in the kernel (root, or `vm.unprivileged_userfaultfd=1`); the script says on stderr what it
-/// lacked.
-fn freeze(file: &std::path::Path) -> Proc {
-    let mut child = Command::new(python())
-        .arg(workspace().join("tests/python/frozen_file.py"))
-        .arg(file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let frozen = Proc::new(child);
-    let mut said = String::new();
-    BufReader::new(out).read_line(&mut said).unwrap();
-    assert_eq!(
-        said.trim(),
-        "frozen",
-        "the file could not be frozen (stderr above)"
-    );
-    frozen
-}
 
 /// `GET path` on the MCP listener, answered within 10 s: (status, body).
 async fn probe(gw: &Gateway, path: &str) -> (u16, String) {
