@@ -80,12 +80,15 @@ pub(crate) const GROUP_COMMIT: Duration = Duration::from_millis(5);
 /// last leaf, the pages above it, the database's header page when the file grows), whatever it
 /// adds, so fewer, larger transactions cost the store's thread less CPU and the disk fewer
 /// bytes per call: at one call at a time (about 5,000 events a second on two cores) a transaction
-/// fills up to [`CATCH_UP`] events in about 25 ms (as the writer's [`LINGER`]). A crash of the
-/// process meanwhile leaves these events in the file only.
+/// takes about 125 events in its 25 ms (as the writer's [`LINGER`]); under more load it fills to
+/// [`CATCH_UP`] batches (a caller's event is a batch) sooner. A crash of the process meanwhile
+/// leaves these events in the file only, and an export read from the store lags the file by as
+/// much.
 pub(crate) const STORE_LINGER: Duration = Duration::from_millis(25);
 
-/// Batches a sink that fell behind writes together (and the store's transaction takes at most);
-/// it stops adding at [`MAX_BATCH`] events.
+/// Batches a sink that fell behind writes together, whatever the sink (and the most the store's
+/// transaction takes while it waits for company); it stops adding at [`MAX_BATCH`] events. The
+/// group is written or failed as a whole.
 pub(crate) const CATCH_UP: usize = 256;
 
 /// The flush owed to events callers wrote to the file themselves.

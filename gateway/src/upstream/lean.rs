@@ -129,6 +129,12 @@ impl LeanHttp {
         }
     }
 
+    /// How many connections are kept.
+    #[cfg(test)]
+    pub(super) fn kept(&self) -> usize {
+        self.pool.kept()
+    }
+
     /// The `Host` header for `url`: its host, and its port unless the scheme's own (as
     /// hyper-util's client sends it).
     fn host(&self, url: &Uri) -> Option<HeaderValue> {

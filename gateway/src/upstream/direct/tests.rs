@@ -560,4 +560,5 @@ async fn progress_that_comes_elsewhere_extends_the_deadline_too() {
 }
 
 mod bounds;
+mod kept;
 mod reading;

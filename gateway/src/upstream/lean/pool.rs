@@ -1,9 +1,11 @@
 //! The lean leg's connections to one upstream: HTTP/1.1 keep-alive connections made with
 //! hyper's connection API and kept on a stack, the most recently used on top.
 //!
-//! A connection goes back on the stack when its response's body has ended ([`Body`]: read to its
-//! end, or dropped once nothing more could come); one whose body was dropped before its end, or
-//! failed, is closed (hyper cannot send on it again). So the stack holds only connections whose
+//! A connection goes back on the stack when its response's body has ended ([`Body`]: read until
+//! hyper says it ended, or dropped when hyper knows nothing more comes: an empty body, or one of a
+//! known length read to its last byte). One whose body was dropped before that, or failed, is
+//! closed: the gateway cannot tell when the rest of it has been read, and a closed connection is
+//! how a caller that gave up (a cancelled 2026-07-28 call) is seen upstream. So the stack holds only connections whose
 //! exchange is over, and idle time counts from the end of the last answer. A caller takes the
 //! topmost one that hyper says is free (`is_ready`), passing over one that is not yet (its
 //! connection task has not seen the end of the exchange) and dropping closed ones; none free, it
@@ -55,7 +57,7 @@ struct Kept {
 }
 
 /// A response's body from a connection of the stack: the connection goes back on the stack when
-/// the body ends, and is closed if the body is dropped before its end or fails.
+/// the body ends, and is closed if the body is dropped before hyper knows its end, or fails.
 pub(in crate::upstream) struct Body {
     inner: Incoming,
     back: Option<(Pool, Sender)>,
@@ -104,8 +106,9 @@ impl hyper::body::Body for Body {
 }
 
 impl Drop for Body {
-    /// A body dropped with nothing more to come (an empty one nobody read, or one read to its
-    /// last frame) gives its connection back; one dropped before its end takes it away.
+    /// A body dropped with nothing more to come (an empty one nobody read, or one of a known
+    /// length read to its last byte) gives its connection back; any other takes it away (a
+    /// chunked body ends only when a poll has seen its last chunk).
     fn drop(&mut self) {
         if self.inner.is_end_stream() {
             self.ended();

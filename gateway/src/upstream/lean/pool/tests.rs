@@ -21,7 +21,8 @@ struct Counts {
 
 /// An endpoint on 127.0.0.1 answering `host target`, the head at once and the body after
 /// `delay`, or 300 ms for `/slow` (the connection is busy meanwhile), or nothing with a length of
-/// 0 for `/empty` (an accepted notification's answer); with `close_idle`, it closes
+/// 0 for `/empty` (an accepted notification's answer), or at once with its length for `/fixed`
+/// (as a JSON answer comes); with `close_idle`, it closes
 /// each connection that far after its first answer (an upstream's idle timeout).
 async fn endpoint(delay: Duration, close_idle: Option<Duration>) -> (SocketAddr, Arc<Counts>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -44,6 +45,9 @@ async fn endpoint(delay: Duration, close_idle: Option<Duration>) -> (SocketAddr,
                         return Ok(http::Response::new(Full::new(Bytes::new()).boxed()));
                     }
                     let text = format!("{host} {}", req.uri());
+                    if req.uri().path() == "/fixed" {
+                        return Ok(http::Response::new(Full::new(Bytes::from(text)).boxed()));
+                    }
                     let delay = match req.uri().path() {
                         "/slow" => Duration::from_millis(300),
                         _ => delay,
@@ -205,6 +209,11 @@ async fn a_connection_is_kept_once_its_answer_has_ended_and_is_idle_from_then() 
     );
     drop(response.into_body().collect().await.unwrap());
     assert_eq!(lean.pool.kept(), 1);
+    let pool = lean.pool.clone();
+    until("the connection never became free", || {
+        pool.inner.lock().iter().all(|k| k.sender.is_ready())
+    })
+    .await;
     // Idle since the body's end, not since the head: 300 ms more would reap it counted from there.
     lean.pool
         .reap(Instant::now() + IDLE - Duration::from_millis(100));
@@ -252,6 +261,34 @@ async fn a_connection_whose_empty_answer_nobody_read_is_kept() {
     assert_eq!(counts.opened.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test]
+async fn a_connection_whose_answer_of_known_length_was_read_to_its_last_byte_is_kept() {
+    use hyper::body::Body as _;
+    let (addr, counts) = endpoint(Duration::ZERO, None).await;
+    let lean = client(addr);
+    let at = |path: &str| format!("http://127.0.0.1:{}{path}", addr.port());
+    let req = http::Request::get(at("/fixed"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = lean.send(req).await.unwrap_or_else(|e| panic!("{}", e.why));
+    let mut body = response.into_body();
+    let length = body.size_hint().exact().unwrap();
+    let mut read = 0;
+    while read < length {
+        let frame = body.frame().await.unwrap().unwrap();
+        read += frame.into_data().unwrap().len() as u64;
+    }
+    // Dropped without the poll that would say it ended.
+    drop(body);
+    assert_eq!(
+        lean.pool.kept(),
+        1,
+        "the connection of a finished answer was given up"
+    );
+    get(&lean, &at("/")).await;
+    assert_eq!(counts.opened.load(Ordering::SeqCst), 1);
+}
+
 /// A connection on the stack whose exchange its task has not yet seen end (put there by hand
 /// here, while its body is unread, to hold it in that state).
 async fn not_yet_free(lean: &LeanHttp, url: &str) -> super::Body {
@@ -275,7 +312,10 @@ async fn a_connection_not_yet_free_counts_as_used_when_reaped() {
         .reap(Instant::now() + IDLE + Duration::from_secs(1));
     assert_eq!(lean.pool.kept(), 1, "a connection in use was reaped");
     drop(body.collect().await.unwrap());
+    // A connection given up would close once its answer ended: give that time to show.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(counts.closed.load(Ordering::SeqCst), 0);
+    assert_eq!(lean.pool.kept(), 1);
 }
 
 #[tokio::test]
@@ -295,6 +335,7 @@ async fn a_call_passes_over_a_connection_not_yet_free_on_top_for_a_free_one_belo
     assert_eq!(lean.pool.kept(), 2);
     get(&lean, &at("/")).await;
     drop(x.collect().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(counts.opened.load(Ordering::SeqCst), 2);
     assert_eq!(
         lean.pool.kept(),
