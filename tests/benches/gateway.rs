@@ -19,7 +19,8 @@
 //! For profiling: `BENCH_PROFILE=rmcp,32` (upstream `rmcp` or `python`, a concurrency, and
 //! then, in any order, `2025` for the initialize era and `direct` for the upstream alone)
 //! only loads that case for 20 seconds, printing the processes' pids first (for `perf record
-//! -p`) and CPU and disk bytes per call at the end; `BENCH_NO_BUDGET` set (to anything) runs without the budget.
+//! -p`), and at the end CPU and disk bytes per call and the latency's p50 and p99;
+//! `BENCH_NO_BUDGET` set (to anything) runs without the budget.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -469,18 +470,23 @@ async fn profile(what: &str, gw: &Gateway, up: (&str, u32), py: (&str, u32)) {
     println!("gateway pid {} upstream pid {pid}", gw.pid());
     let started = Instant::now();
     let (gw_cpu, up_cpu, gw_disk) = (cpu(gw.pid()), cpu(pid), disk(gw.pid()));
-    let mut calls = 0usize;
+    let mut lat = Vec::new();
     while started.elapsed() < Duration::from_secs(20) {
-        calls += measure(&through, tool, c, None).await.len();
+        lat.extend(measure(&through, tool, c, None).await);
     }
     let secs = started.elapsed().as_secs_f64();
+    let calls = lat.len();
     let per_call = |d: Duration| us(d) / calls as f64;
+    lat.sort();
+    let at = |q: f64| ms(lat[((lat.len() as f64 - 1.0) * q) as usize]);
     println!(
-        "{calls} calls in {secs:.1}s: {:.0} calls/s; CPU per call: gateway {:.0}us, upstream {:.0}us; the gateway wrote {:.0} bytes per call to disk",
+        "{calls} calls in {secs:.1}s: {:.0} calls/s; CPU per call: gateway {:.0}us, upstream {:.0}us; the gateway wrote {:.0} bytes per call to disk; p50 {:.3}ms, p99 {:.3}ms",
         calls as f64 / secs,
         per_call(cpu(gw.pid()) - gw_cpu),
         per_call(cpu(pid) - up_cpu),
         disk(gw.pid()).saturating_sub(gw_disk) as f64 / calls as f64,
+        at(0.50),
+        at(0.99),
     );
 }
 
