@@ -82,13 +82,25 @@ fn client(addr: SocketAddr) -> LeanHttp {
 }
 
 async fn get(lean: &LeanHttp, url: &str) -> String {
-    let req = http::Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = lean.send(req).await.unwrap_or_else(|e| panic!("{}", e.why));
+    let response = sent(lean, http::Method::GET, url, b"").await;
     assert_eq!(response.status(), 200);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// A request of `method` to `url` with `body`, sent on `lean`: its response, the body unread.
+async fn sent(
+    lean: &LeanHttp,
+    method: http::Method,
+    url: &str,
+    body: &'static [u8],
+) -> http::Response<super::Body> {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap();
+    lean.send(req).await.unwrap_or_else(|e| panic!("{}", e.why))
 }
 
 async fn until(what: &str, done: impl Fn() -> bool) {
@@ -197,11 +209,8 @@ async fn a_connection_is_kept_once_its_answer_has_ended_and_is_idle_from_then() 
     let (addr, counts) = endpoint(Duration::ZERO, None).await;
     let lean = client(addr);
     let url = format!("http://127.0.0.1:{}/slow", addr.port());
-    let req = http::Request::get(&url)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
     // The head came; the body takes 300 ms: the connection is not on the stack meanwhile.
-    let response = lean.send(req).await.unwrap_or_else(|e| panic!("{}", e.why));
+    let response = sent(&lean, http::Method::GET, &url, b"").await;
     assert_eq!(
         lean.pool.kept(),
         0,
@@ -227,10 +236,7 @@ async fn a_connection_whose_answer_was_dropped_unread_is_closed() {
     let (addr, counts) = endpoint(Duration::ZERO, None).await;
     let lean = client(addr);
     let at = |path: &str| format!("http://127.0.0.1:{}{path}", addr.port());
-    let req = http::Request::get(at("/slow"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = lean.send(req).await.unwrap_or_else(|e| panic!("{}", e.why));
+    let response = sent(&lean, http::Method::GET, &at("/slow"), b"").await;
     drop(response);
     assert_eq!(lean.pool.kept(), 0);
     get(&lean, &at("/")).await;
@@ -247,10 +253,7 @@ async fn a_connection_whose_empty_answer_nobody_read_is_kept() {
     let (addr, counts) = endpoint(Duration::ZERO, None).await;
     let lean = client(addr);
     let at = |path: &str| format!("http://127.0.0.1:{}{path}", addr.port());
-    let req = http::Request::post(at("/empty"))
-        .body(Full::new(Bytes::from_static(b"{}")))
-        .unwrap();
-    let response = lean.send(req).await.unwrap_or_else(|e| panic!("{}", e.why));
+    let response = sent(&lean, http::Method::POST, &at("/empty"), b"{}").await;
     drop(response);
     assert_eq!(
         lean.pool.kept(),
@@ -267,10 +270,7 @@ async fn a_connection_whose_answer_of_known_length_was_read_to_its_last_byte_is_
     let (addr, counts) = endpoint(Duration::ZERO, None).await;
     let lean = client(addr);
     let at = |path: &str| format!("http://127.0.0.1:{}{path}", addr.port());
-    let req = http::Request::get(at("/fixed"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = lean.send(req).await.unwrap_or_else(|e| panic!("{}", e.why));
+    let response = sent(&lean, http::Method::GET, &at("/fixed"), b"").await;
     let mut body = response.into_body();
     let length = body.size_hint().exact().unwrap();
     let mut read = 0;
@@ -292,10 +292,7 @@ async fn a_connection_whose_answer_of_known_length_was_read_to_its_last_byte_is_
 /// A connection on the stack whose exchange its task has not yet seen end (put there by hand
 /// here, while its body is unread, to hold it in that state).
 async fn not_yet_free(lean: &LeanHttp, url: &str) -> super::Body {
-    let req = http::Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = lean.send(req).await.unwrap_or_else(|e| panic!("{}", e.why));
+    let response = sent(lean, http::Method::GET, url, b"").await;
     let mut body = response.into_body();
     let (pool, sender) = body.back.take().unwrap();
     pool.give_back(sender);
@@ -324,10 +321,7 @@ async fn a_call_passes_over_a_connection_not_yet_free_on_top_for_a_free_one_belo
     let lean = client(addr);
     let at = |path: &str| format!("http://127.0.0.1:{}{path}", addr.port());
     // Y free below; X, not yet free, on top.
-    let req = http::Request::get(at("/slow"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let x = lean.send(req).await.unwrap_or_else(|e| panic!("{}", e.why));
+    let x = sent(&lean, http::Method::GET, &at("/slow"), b"").await;
     get(&lean, &at("/")).await;
     let mut x = x.into_body();
     let (pool, sender) = x.back.take().unwrap();
