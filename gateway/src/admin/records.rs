@@ -419,7 +419,7 @@ pub(super) async fn get_metrics(
         extra.push(gauge(
             "portcullis_runtime_reserve_asleep",
             "gauge",
-            "1 while the runtime worker held in reserve is asleep; 0 while it serves, from when a caller's audit write has hung for 200 ms until it returns.",
+            "1 while the runtime worker held in reserve is asleep; 0 once it serves, from when a caller's audit write first hung for 200 ms until the process restarts.",
             vec![],
             f64::from(u8::from(reserve.asleep())),
         ));
