@@ -330,15 +330,27 @@ impl Levers {
         };
         let switches: Vec<Switch> = rows.iter().filter_map(engaged).collect();
         self.cancel_covered(&switches);
-        if let Ok(mut slot) = self.snapshot.write() {
-            *slot = Arc::new(Snapshot {
-                switches,
-                mode,
-                in_force,
-                read_at: Some(started),
-            });
-        }
+        self.install(Snapshot {
+            switches,
+            mode,
+            in_force,
+            read_at: Some(started),
+        });
         Ok(())
+    }
+
+    /// Put `next` in force unless the snapshot in force comes from a read that began later. Two
+    /// reads can overlap (the poller's, and the one an operator's change makes before it
+    /// answers); the older, finishing last, must not bring back the state before the change (a
+    /// switch just engaged, lifted again until the next poll).
+    fn install(&self, next: Snapshot) {
+        if let Ok(mut slot) = self.snapshot.write()
+            && slot
+                .read_at
+                .is_none_or(|now| next.read_at.is_some_and(|at| at >= now))
+        {
+            *slot = Arc::new(next);
+        }
     }
 
     /// Register a call in flight; `None` when the registry is unusable (the call must not run,

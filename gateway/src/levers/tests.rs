@@ -132,6 +132,39 @@ async fn an_unknown_scope_written_by_another_version_counts_as_global() {
 }
 
 #[tokio::test]
+async fn a_read_that_began_before_an_engagement_does_not_lift_it() {
+    let (_d, s) = store().await;
+    let levers = Levers::new(s.clone(), &settings(5000));
+    let before = std::time::Instant::now() - Duration::from_millis(1);
+    s.set_switch("server", "notes", true, "incident", "op")
+        .await
+        .unwrap();
+    levers.refresh().await.unwrap();
+    let killed = || levers.killed(&alice(), "notes", "search_notes");
+    assert!(
+        matches!(killed(), Some(Killed::Engaged(_))),
+        "{:?}",
+        killed()
+    );
+    // The poller's read, begun before the switch was engaged, finishes last.
+    let stale = |read_at| Snapshot {
+        switches: Vec::new(),
+        mode: None,
+        in_force: Mode::Enforce,
+        read_at: Some(read_at),
+    };
+    levers.install(stale(before));
+    assert!(
+        matches!(killed(), Some(Killed::Engaged(_))),
+        "{:?}",
+        killed()
+    );
+    // A read begun later is taken.
+    levers.install(stale(std::time::Instant::now()));
+    assert_eq!(killed(), None);
+}
+
+#[tokio::test]
 async fn engaging_cancels_matching_calls_in_flight_only() {
     let (_d, s) = store().await;
     let levers = Levers::new(s.clone(), &settings(5000));
