@@ -1,6 +1,7 @@
 //! Limits on calls, all on the `admit` step: each tool's own rate (`tools.<name>.rate`, here),
 //! the `limits:` entries' rates and concurrency caps per principal (`principals.rs`, counted in
-//! this process) and their budgets (`budgets.rs`, kept in the store, exact across processes).
+//! this process) and their budgets (`budgets.rs`, kept in the store, never overspent across
+//! processes).
 //!
 //! Rates are GCRA on `governor`: a burst of the rate's count (or the entry's `burst`), then one
 //! call per `per / count`. State that cannot be read refuses the call, never admits it.
@@ -73,6 +74,8 @@ type Limiter = (registry::Rate, Arc<DefaultDirectRateLimiter>);
 pub(crate) struct Limits {
     tools: Mutex<HashMap<(String, String), Limiter>>,
     pub(crate) principals: principals::Principals,
+    /// Budget units this process reserved ahead of its calls.
+    pub(crate) leases: budgets::Leases,
 }
 
 impl Limits {

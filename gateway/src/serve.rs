@@ -193,8 +193,25 @@ async fn assemble(
     let poll = reg.settings.kill_switch.poll;
     tokio::spawn(gw.levers.clone().run(poll, shutdown.clone()));
     tokio::spawn(keep_audit_retention(gw.clone(), shutdown.clone()));
+    tokio::spawn(return_idle_budget(gw.clone(), shutdown.clone()));
     tokio::spawn(reap_sessions(gw.clone(), shutdown));
     Ok(State { gw, admin_at })
+}
+
+/// Every [`FRESH`](crate::limits::budgets::leases::FRESH), give budget units held ahead and
+/// no longer spent back to the store (at shutdown `serve` gives back the rest).
+async fn return_idle_budget(gw: Arc<Gateway>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::limits::budgets::leases::FRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let idle = gw.limits.leases.release(Some(std::time::Instant::now()));
+                crate::limits::budgets::refund(&gw.store, &idle).await;
+            }
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// The MCP listener's router: `/mcp`, `/mcp/<server>`, health and metadata.
@@ -257,6 +274,9 @@ pub async fn serve(
             "calls still running at shutdown are abandoned; their results are not recorded"
         );
     }
+    // Budget units held ahead and not spent go back, for the other processes on the store.
+    let held = state.gw.limits.leases.release(None);
+    crate::limits::budgets::refund(&state.gw.store, &held).await;
     // Everything queued for the audit log is written before the process ends: the writer takes
     // events in order, so once the stop event is on a sink, so is everything before it.
     if let Err(e) = state.gw.audit.close().await {

@@ -2,8 +2,8 @@
 //! it: budgets exact under 200 concurrent calls, in one gateway process and in two on one store;
 //! a rate's burst then its steady pace; a concurrency cap against slow calls; whose limit
 //! applies is never a header's to say; units of a call that never ran come back; operators
-//! see and change budgets, on the record; on a frozen store disk, budgeted calls are refused and
-//! others go on (`frozen`).
+//! see and change budgets, on the record; units reserved ahead of calls go back (`ahead`); on a
+//! frozen store disk, budgeted calls are refused and others go on (`frozen`).
 
 // Test code may unwrap and index: a failed assumption is a failed test.
 #![allow(
@@ -21,6 +21,8 @@ use portcullis_tests::raw::{Raw, read, req};
 use portcullis_tests::{Fixture, Gateway, audit_events};
 use serde_json::{Value, json};
 
+#[path = "limits/ahead.rs"]
+mod ahead;
 #[path = "limits/frozen.rs"]
 mod frozen;
 

@@ -415,6 +415,13 @@ pub(super) async fn get_metrics(
         vec![],
         a.gw.sessions.len() as f64,
     ));
+    extra.push(gauge(
+        "portcullis_budget_units_held",
+        "gauge",
+        "Budget units this process reserved in the store ahead of its calls and has not spent yet (given back within about two seconds of idleness and at shutdown).",
+        vec![],
+        a.gw.limits.leases.held() as f64,
+    ));
     if let Some(reserve) = crate::reserve::get() {
         extra.push(gauge(
             "portcullis_runtime_reserve_asleep",

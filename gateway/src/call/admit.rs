@@ -50,9 +50,16 @@ pub(super) async fn limits(
         .map_err(over)?;
     let now_s = store::now_ms().div_euclid(1000);
     let cost = req.offered.cost;
-    t.spent = budgets::reserve_as(&gw.store, reg, &principals, (server, tool), cost, now_s)
-        .await
-        .map_err(over)?;
+    t.spent = budgets::reserve_as(
+        (&gw.store, &gw.limits.leases),
+        reg,
+        &principals,
+        (server, tool),
+        cost,
+        now_s,
+    )
+    .await
+    .map_err(over)?;
     for l in reg.limits.iter().filter(|l| l.covers(server, tool)) {
         if !crate::limits::principals::matched(l, &principals).is_empty() {
             crate::metrics::get().limit(l.index, "admitted");

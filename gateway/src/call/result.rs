@@ -81,7 +81,13 @@ pub(super) async fn tool(
                     | UpstreamError::Exceeded(..)
             ))
         );
-        crate::limits::budgets::settle(&gw.store, &trail.spent, reached, failed).await;
+        crate::limits::budgets::settle(
+            (&gw.store, &gw.limits.leases),
+            &trail.spent,
+            reached,
+            failed,
+        )
+        .await;
     }
     done
 }

@@ -1,12 +1,15 @@
 //! Budgets of `limits:` entries: a call reserves its tool's `cost` from every budget that covers
-//! it and its caller, in the store, before it runs (all of them or none, exact across processes:
-//! `store::Store::reserve_budgets`). Units of a call that never reached the upstream go back;
-//! so do those of a call the upstream could not answer, where the budget says `refund_failed`.
+//! it and its caller, in the store, before it runs (all of them or none, never overspent across processes:
+//! `store::Store::reserve_budgets`), or spends units this process reserved there ahead of it
+//! (`leases.rs`). Units of a call that never reached the upstream go back; so do those of a call
+//! the upstream could not answer, where the budget says `refund_failed`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use registry::Registry;
 use store::{Charge, Store};
+
+pub(crate) use leases::Leases;
 
 use super::principals::matched;
 use super::{Hit, Over};
@@ -25,20 +28,28 @@ pub(crate) struct Spent {
 /// [`reserve_as`] for `identity`'s principals.
 #[cfg(test)]
 pub(crate) async fn reserve(
-    store: &Store,
+    (store, leases): (&Store, &Leases),
     reg: &Registry,
     identity: &policy::Identity,
     at: (&str, &str),
     cost: u64,
     now_s: i64,
 ) -> Result<Vec<Spent>, Over> {
-    reserve_as(store, reg, &identity.principals(), at, cost, now_s).await
+    reserve_as(
+        (store, leases),
+        reg,
+        &identity.principals(),
+        at,
+        cost,
+        now_s,
+    )
+    .await
 }
 
 /// Reserve `cost` units for a call by a caller resolved to `principals` to `tool` on `server`
 /// at Unix time `now_s` from every budget that covers it: what was spent, or why it is refused.
 pub(crate) async fn reserve_as(
-    store: &Store,
+    (store, leases): (&Store, &Leases),
     reg: &Registry,
     principals: &[String],
     (server, tool): (&str, &str),
@@ -74,10 +85,11 @@ pub(crate) async fn reserve_as(
         return Ok(spent);
     }
     let mut charges: Vec<Charge> = spent.iter().map(|s| s.charge.clone()).collect();
-    let refused = tokio::time::timeout(STORE_DEADLINE, store.reserve_budgets(&mut charges))
-        .await
-        .map_err(|_| Over::Unavailable("the store did not answer in time".into()))?
-        .map_err(|e| Over::Unavailable(e.to_string()))?;
+    let now = Instant::now();
+    let refused = match leases.take(&mut charges, now) {
+        true => None,
+        false => ahead_or_exact((store, leases), &mut charges, now).await?,
+    };
     let Some(i) = refused else {
         // Each charge as reserved, with the window's epoch its refund must match.
         for (s, c) in spent.iter_mut().zip(charges) {
@@ -100,17 +112,80 @@ pub(crate) async fn reserve_as(
     })
 }
 
-/// Give back what a call spent: all of it when `reached` is false (the request was never sent
-/// upstream), and the budgets with `refund_failed` when the upstream `failed` to answer.
-pub(crate) async fn settle(store: &Store, spent: &[Spent], reached: bool, failed: bool) {
-    for s in spent {
-        if (!reached || (failed && s.refund_failed))
-            && let Err(e) = store.refund_budget(&s.charge).await
-        {
-            tracing::error!(budget = %s.charge.budget, principal = %s.charge.principal, error = %e, "budget refund failed; the units stay spent");
+/// Reserve `charges` in the store, with units ahead where their budgets allow (held in
+/// `leases` once reserved); if those do not fit, exactly the charges: the index of the one that
+/// does not fit then, if any.
+async fn ahead_or_exact(
+    (store, leases): (&Store, &Leases),
+    charges: &mut [Charge],
+    now: Instant,
+) -> Result<Option<usize>, Over> {
+    let ahead: Vec<i64> = charges.iter().map(|c| leases.ahead(c, now)).collect();
+    if ahead.iter().all(|a| *a == 0) {
+        return in_store(store, charges).await;
+    }
+    let mut more = charges.to_vec();
+    for (c, a) in more.iter_mut().zip(&ahead) {
+        c.cost = c.cost.saturating_add(*a);
+    }
+    let back = match in_store(store, &mut more).await? {
+        None => {
+            let mut back = Vec::new();
+            for ((c, m), a) in charges.iter_mut().zip(more).zip(ahead) {
+                c.epoch = m.epoch;
+                if a > 0 {
+                    back.extend(leases.hold(c, a, now));
+                }
+            }
+            refund(store, &back).await;
+            return Ok(None);
+        }
+        // Its own cost does not fit, and nothing reserved ahead changes that.
+        Some(i) if ahead.get(i).is_none_or(|a| *a == 0) => return Ok(Some(i)),
+        // The budget's end is near: this process lets go of what it holds of it, and the call
+        // reserves exactly its cost.
+        Some(i) => charges.get(i).and_then(|c| leases.short(c, now)),
+    };
+    refund(store, back.as_slice()).await;
+    in_store(store, charges).await
+}
+
+/// Reserve `charges` in the store, within its deadline.
+async fn in_store(store: &Store, charges: &mut [Charge]) -> Result<Option<usize>, Over> {
+    tokio::time::timeout(STORE_DEADLINE, store.reserve_budgets(charges))
+        .await
+        .map_err(|_| Over::Unavailable("the store did not answer in time".into()))?
+        .map_err(|e| Over::Unavailable(e.to_string()))
+}
+
+/// Give `charges` back to the store; one that cannot be stays spent (logged).
+pub(crate) async fn refund(store: &Store, charges: &[Charge]) {
+    for c in charges {
+        if let Err(e) = store.refund_budget(c).await {
+            tracing::error!(budget = %c.budget, principal = %c.principal, error = %e, "budget refund failed; the units stay spent");
         }
     }
 }
+
+/// Give back what a call spent: all of it when `reached` is false (the request was never sent
+/// upstream), and the budgets with `refund_failed` when the upstream `failed` to answer; to the
+/// units this process holds ahead where it still holds them, else to the store.
+pub(crate) async fn settle(
+    (store, leases): (&Store, &Leases),
+    spent: &[Spent],
+    reached: bool,
+    failed: bool,
+) {
+    let back: Vec<Charge> = spent
+        .iter()
+        .filter(|s| !reached || (failed && s.refund_failed))
+        .filter(|s| !leases.give_back(&s.charge))
+        .map(|s| s.charge.clone())
+        .collect();
+    refund(store, &back).await;
+}
+
+pub(crate) mod leases;
 
 #[cfg(test)]
 mod tests;

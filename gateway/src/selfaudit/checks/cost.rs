@@ -65,7 +65,7 @@ pub(super) fn limits(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Findin
         .count();
     ev.push(ix.build(
             "limits",
-            "rates on governor (GCRA) per tool and per principal, concurrency caps, both counted in each process; budgets reserved in the store before each call (exact across processes on one store); refusals `rate_limited`, `concurrency_limited`, `budget_exceeded`, and `limits_unavailable` when the store cannot answer",
+            "rates on governor (GCRA) per tool and per principal, concurrency caps, both counted in each process; budgets reserved in the store before each call is spent (never overspent across processes on one store; a large budget a little ahead, given back when idle); refusals `rate_limited`, `concurrency_limited`, `budget_exceeded`, and `limits_unavailable` when the store cannot answer",
         ));
     let c = c.cites(ev);
     out.push(match (unlimited.is_empty(), budgets) {
@@ -94,7 +94,7 @@ pub(super) fn limits(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Findin
             .says(
                 "Calls are bounded by rates and budgets that stop them",
                 format!(
-                    "{} write/destructive tool(s), each bounded by a rate or a budget; {n} budget(s) reserved in the store before each call, so an overrun is refused, never merely reported.",
+                    "{} write/destructive tool(s), each bounded by a rate or a budget; {n} budget(s) reserved in the store before a call spends them, so an overrun is refused, never merely reported.",
                     w.len()
                 ),
                 "",

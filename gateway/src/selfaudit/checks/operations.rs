@@ -166,7 +166,7 @@ pub(super) fn replicas(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Find
         true => "no rate limits or concurrency caps are configured".to_string(),
         false => {
             ev.push(ix.config(reg, "limits", format!("{} entries", reg.limits.len())));
-            "rate limits and concurrency caps count per replica (each allows the full rate); budgets are shared and exact".to_string()
+            "rate limits and concurrency caps count per replica (each allows the full rate); budgets are shared and never overspent".to_string()
         }
     };
     let probe_failed = matches!(seen, Some(Err(_)));

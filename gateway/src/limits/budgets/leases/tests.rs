@@ -1,0 +1,161 @@
+use super::*;
+
+fn charge(principal: &str, cost: i64, units: i64) -> Charge {
+    Charge {
+        budget: "key:* fixture/* per month".into(),
+        principal: principal.into(),
+        window: "2026-12".into(),
+        cost,
+        units,
+        epoch: 0,
+    }
+}
+
+/// `c` as the store reserved it, in `epoch`.
+fn reserved(mut c: Charge, epoch: i64) -> Charge {
+    c.epoch = epoch;
+    c
+}
+
+#[test]
+fn units_held_ahead_serve_the_next_calls_then_run_out() {
+    let (l, now) = (Leases::default(), Instant::now());
+    let mut one = [charge("key:a", 1, 1 << 20)];
+    assert!(!l.take(&mut one, now), "nothing held yet");
+    assert_eq!(l.hold(&reserved(one[0].clone(), 3), 2, now), None);
+    assert!(l.take(&mut one, now));
+    assert_eq!(
+        one[0].epoch, 3,
+        "a call spent from a lease carries its epoch"
+    );
+    assert!(l.take(&mut one, now));
+    assert!(!l.take(&mut one, now), "two held, two spent");
+    assert_eq!(l.held(), 0);
+    // Another principal's units are its own.
+    assert!(!l.take(&mut [charge("key:b", 1, 1 << 20)], now));
+}
+
+#[test]
+fn a_call_with_several_charges_spends_from_all_or_none() {
+    let (l, now) = (Leases::default(), Instant::now());
+    let (a, b) = (charge("key:a", 2, 1 << 20), charge("team:x", 2, 1 << 20));
+    assert_eq!(l.hold(&reserved(a.clone(), 0), 4, now), None);
+    let mut both = [a.clone(), b.clone()];
+    assert!(!l.take(&mut both, now), "nothing held for team:x");
+    assert_eq!(l.held(), 4, "so nothing was spent from key:a either");
+    assert_eq!(l.hold(&reserved(b, 0), 2, now), None);
+    assert!(l.take(&mut both, now));
+    assert_eq!(l.held(), 2);
+}
+
+#[test]
+fn a_lease_is_spent_while_fresh_and_then_goes_back_to_the_store() {
+    let (l, now) = (Leases::default(), Instant::now());
+    let c = charge("key:a", 1, 1 << 20);
+    assert_eq!(l.hold(&reserved(c.clone(), 7), 5, now), None);
+    let later = now + FRESH;
+    assert!(
+        !l.take(&mut [c.clone()], later),
+        "stale units are not spent"
+    );
+    assert_eq!(l.release(Some(now)), Vec::new(), "still fresh: kept");
+    let back = l.release(Some(later));
+    assert_eq!(
+        back,
+        vec![Charge {
+            cost: 5,
+            ..reserved(c.clone(), 7)
+        }]
+    );
+    assert_eq!(l.held(), 0);
+    // A refund after that goes to the store, not to a lease no longer held.
+    assert!(!l.give_back(&reserved(c, 7)));
+}
+
+#[test]
+fn a_refund_returns_to_its_own_lease_only() {
+    let (l, now) = (Leases::default(), Instant::now());
+    let c = charge("key:a", 1, 1 << 20);
+    assert_eq!(l.hold(&reserved(c.clone(), 1), 1, now), None);
+    assert!(l.give_back(&reserved(c.clone(), 1)));
+    assert_eq!(l.held(), 2);
+    // Reserved before an operator's reset (epoch 0), or under other units: not this lease's.
+    assert!(!l.give_back(&reserved(c.clone(), 0)));
+    assert!(!l.give_back(&Charge {
+        units: 5,
+        ..reserved(c, 1)
+    }));
+    assert_eq!(l.held(), 2);
+}
+
+#[test]
+fn a_reset_or_a_new_allowance_ends_what_was_held_and_the_same_epoch_adds_up() {
+    let (l, now) = (Leases::default(), Instant::now());
+    let c = charge("key:a", 1, 1 << 20);
+    assert_eq!(l.hold(&reserved(c.clone(), 0), 3, now), None);
+    assert_eq!(l.hold(&reserved(c.clone(), 0), 2, now), None);
+    assert_eq!(l.held(), 5, "same epoch: one lease");
+    // The store answered in epoch 1 (an operator reset the window): the old units are returned
+    // (their refund, in epoch 0, changes nothing in the store).
+    let back = l.hold(&reserved(c.clone(), 1), 2, now);
+    assert_eq!(
+        back,
+        Some(Charge {
+            cost: 5,
+            ..reserved(c.clone(), 0)
+        })
+    );
+    assert_eq!(l.held(), 2);
+    // A reload gave the budget other units: the lease no longer serves it.
+    assert!(!l.take(&mut [charge("key:a", 1, 1 << 21)], now));
+}
+
+#[test]
+fn how_much_goes_ahead_is_small_beside_the_budget_and_stops_near_its_end() {
+    let (l, now) = (Leases::default(), Instant::now());
+    // Fewer than SHARE units per call's cost: call by call.
+    assert_eq!(l.ahead(&charge("key:a", 1, SHARE - 1), now), 0);
+    assert_eq!(l.ahead(&charge("key:b", 3, 3 * SHARE - 1), now), 0);
+    assert_eq!(l.ahead(&charge("key:c", 1, 10 * SHARE), now), 10);
+    // A multiple of the cost, at most AHEAD_CALLS calls.
+    assert_eq!(l.ahead(&charge("key:d", 3, 10 * SHARE), now), 9);
+    assert_eq!(l.ahead(&charge("key:e", 0, i64::MAX), now), 0);
+    let big = charge("key:f", 2, i64::MAX);
+    assert_eq!(l.ahead(&big, now), 2 * AHEAD_CALLS);
+    // Units ahead did not fit: none asked for while that is fresh.
+    assert_eq!(l.hold(&reserved(big.clone(), 0), 4, now), None);
+    assert_eq!(
+        l.short(&big, now),
+        Some(Charge {
+            cost: 4,
+            ..reserved(big.clone(), 0)
+        }),
+        "what was held goes back"
+    );
+    assert_eq!(l.ahead(&big, now), 0);
+    assert!(!l.take(&mut [big.clone()], now));
+    assert_eq!(l.ahead(&big, now + FRESH), 2 * AHEAD_CALLS);
+}
+
+#[test]
+fn no_two_budgets_principals_or_windows_share_a_lease() {
+    let (l, now) = (Leases::default(), Instant::now());
+    let mut a = charge("x", 1, 1 << 20);
+    a.budget = "b".into();
+    let mut b = charge("", 1, 1 << 20);
+    b.budget = "bx".into();
+    assert_eq!(l.hold(&a, 3, now), None);
+    assert!(!l.take(&mut [b], now), "\"b\"+\"x\" is not \"bx\"+\"\"");
+}
+
+#[test]
+fn while_one_call_asks_ahead_the_calls_beside_it_reserve_their_own_cost() {
+    let (l, now) = (Leases::default(), Instant::now());
+    let c = charge("key:a", 1, 1 << 20);
+    assert_eq!(l.ahead(&c, now), 256);
+    assert_eq!(l.ahead(&c, now), 0, "one asks at a time");
+    assert_eq!(l.hold(&reserved(c.clone(), 0), 256, now), None);
+    assert_eq!(l.ahead(&c, now), 256, "answered: the next may ask");
+    // An ask that was never answered stops holding the others back once it is stale.
+    assert_eq!(l.ahead(&c, now + FRESH), 256);
+}

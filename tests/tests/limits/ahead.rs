@@ -1,0 +1,72 @@
+//! Budget units reserved ahead: under a budget of 4,096 units, a process reserves four calls'
+//! units beyond its call's own (at most 1/1024 of the budget), spends them on the next calls
+//! without the store, and gives back what it did not spend once idle and when it shuts down, so
+//! the store ends counting exactly the calls made.
+
+use super::*;
+
+/// The budget's units spent so far, as the admin listener at `admin` reports them.
+async fn used_at(admin: &str, auditor: &str) -> i64 {
+    let state: Value = reqwest::Client::new()
+        .get(format!("{admin}/admin/limits"))
+        .bearer_auth(auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    state["limits"][0]["budget"]["principals"][0]["used"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no usage in {state}"))
+}
+
+/// Waits up to 10 s for the usage at `admin` to read `want`; what it read last.
+async fn settles_at(admin: &str, auditor: &str, want: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let used = used_at(admin, auditor).await;
+        if used == want || Instant::now() > deadline {
+            return used;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `n` calls to `echo` through `c`, one after another, each answered.
+async fn one_by_one(c: &Raw, n: usize) {
+    for i in 0..n {
+        let r = call(c, "fixture__echo", json!({ "text": format!("{i}") })).await;
+        assert_eq!(reason(&r), "ok", "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_reserved_ahead_are_spent_then_given_back_when_idle_and_at_shutdown() {
+    let fx = Fixture::start("both").unwrap();
+    let limits =
+        "limits:\n  - { match: \"key:*\", server: fixture, budget: { units: 4096, per: month } }\n";
+    let gw = Gateway::start_with(limits, &servers(&fx.url)).unwrap();
+    let auditor = gw.operator_key("auditor", None).unwrap();
+    let c = client(&gw.base, &gw.key).await;
+    one_by_one(&c, 3).await;
+    // The first call reserved its unit and four ahead; the next two spent two of those. (Read
+    // within the second the units are held for.)
+    assert_eq!(used_at(&gw.admin, &auditor).await, 5);
+    let metrics = admin_text_as(&gw, &auditor, "/metrics").await;
+    assert!(
+        metrics.contains("\nportcullis_budget_units_held 2\n"),
+        "{metrics}"
+    );
+    // Idle, the two left go back.
+    assert_eq!(settles_at(&gw.admin, &auditor, 3).await, 3);
+    assert_eq!(fx.calls(), 3, "counted at the upstream");
+
+    // Held again, then the process is stopped: they go back as it shuts down.
+    let other = gw.another().unwrap();
+    one_by_one(&c, 2).await;
+    assert_eq!(used_at(&other.admin, &auditor).await, 8);
+    gw.signal("TERM");
+    assert_eq!(settles_at(&other.admin, &auditor, 5).await, 5);
+    assert_eq!(fx.calls(), 5);
+}
