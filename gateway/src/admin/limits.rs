@@ -159,6 +159,13 @@ pub(crate) async fn adjust(gw: &Gateway, op: &Operator, a: Adjust) -> Result<Val
             tracing::error!(error = %e, "budget change not made: store unavailable");
             OpError::Unavailable("the store cannot be reached; nothing was changed".into())
         })?;
+    if a.reset {
+        // What this process held ahead was forgiven with the rest; other processes let go of
+        // theirs within a second (`limits/budgets/leases.rs`).
+        gw.limits
+            .leases
+            .forget(&limit.budget_key(), &a.principal, &window);
+    }
     let allowed = i64::try_from(budget.units)
         .unwrap_or(i64::MAX)
         .saturating_add(row.extra);

@@ -128,8 +128,11 @@ async fn ahead_or_exact(
     for (c, a) in more.iter_mut().zip(&ahead) {
         c.cost = c.cost.saturating_add(*a);
     }
-    let back = match in_store(store, &mut more).await? {
-        None => {
+    let answer = in_store(store, &mut more).await;
+    // Held from when the store answered (a slow answer does not shorten the lease).
+    let now = Instant::now();
+    let back = match answer {
+        Ok(None) => {
             let mut back = Vec::new();
             for ((c, m), a) in charges.iter_mut().zip(more).zip(ahead) {
                 c.epoch = m.epoch;
@@ -137,17 +140,38 @@ async fn ahead_or_exact(
                     back.extend(leases.hold(c, a, now));
                 }
             }
-            refund(store, &back).await;
+            give_back_later(store, back);
             return Ok(None);
         }
+        Err(e) => {
+            leases.unask(charges);
+            return Err(e);
+        }
         // Its own cost does not fit, and nothing reserved ahead changes that.
-        Some(i) if ahead.get(i).is_none_or(|a| *a == 0) => return Ok(Some(i)),
+        Ok(Some(i)) if ahead.get(i).is_none_or(|a| *a == 0) => {
+            leases.unask(charges);
+            return Ok(Some(i));
+        }
         // The budget's end is near: this process lets go of what it holds of it, and the call
         // reserves exactly its cost.
-        Some(i) => charges.get(i).and_then(|c| leases.short(c, now)),
+        Ok(Some(i)) => {
+            leases.unask(charges);
+            charges.get(i).and_then(|c| leases.short(c, now))
+        }
     };
+    // Back before the exact reservation, which may need them (the budget's end is near).
     refund(store, back.as_slice()).await;
     in_store(store, charges).await
+}
+
+/// Give `charges` back to the store on a task of their own, so a caller that goes away
+/// meanwhile does not leave them spent.
+fn give_back_later(store: &Store, charges: Vec<Charge>) {
+    if charges.is_empty() {
+        return;
+    }
+    let store = store.clone();
+    tokio::spawn(async move { refund(&store, &charges).await });
 }
 
 /// Reserve `charges` in the store, within its deadline.

@@ -1,7 +1,7 @@
 //! Budget units reserved ahead: under a budget of 4,096 units, a process reserves four calls'
 //! units beyond its call's own (at most 1/1024 of the budget), spends them on the next calls
 //! without the store, and gives back what it did not spend once idle and when it shuts down, so
-//! the store ends counting exactly the calls made.
+//! the store ends counting exactly the calls made; an operator's reset forgives what it holds.
 
 use super::*;
 
@@ -62,11 +62,29 @@ async fn units_reserved_ahead_are_spent_then_given_back_when_idle_and_at_shutdow
     assert_eq!(settles_at(&gw.admin, &auditor, 3).await, 3);
     assert_eq!(fx.calls(), 3, "counted at the upstream");
 
+    // Held again; an operator resets the window: what the process held is forgiven with the
+    // rest, not spent in the new window.
+    one_by_one(&c, 1).await;
+    assert_eq!(used_at(&gw.admin, &auditor).await, 8);
+    let admin = gw.operator_key("admin", Some("ann")).unwrap();
+    let state: Value =
+        serde_json::from_str(&admin_text_as(&gw, &auditor, "/admin/limits").await).unwrap();
+    let principal = state["limits"][0]["budget"]["principals"][0]["principal"].clone();
+    let reset =
+        json!({ "entry": 0, "principal": principal, "reset": true, "reason": "new quarter" });
+    let (status, row) = admin_post(&gw, &admin, "/admin/limits/adjust", reset).await;
+    assert_eq!((status, row["used"].as_i64()), (200, Some(0)), "{row}");
+    let metrics = admin_text_as(&gw, &auditor, "/metrics").await;
+    assert!(
+        metrics.contains("\nportcullis_budget_units_held 0\n"),
+        "{metrics}"
+    );
+
     // Held again, then the process is stopped: they go back as it shuts down.
     let other = gw.another().unwrap();
     one_by_one(&c, 2).await;
-    assert_eq!(used_at(&other.admin, &auditor).await, 8);
+    assert_eq!(used_at(&other.admin, &auditor).await, 5);
     gw.signal("TERM");
-    assert_eq!(settles_at(&other.admin, &auditor, 5).await, 5);
-    assert_eq!(fx.calls(), 5);
+    assert_eq!(settles_at(&other.admin, &auditor, 2).await, 2);
+    assert_eq!(fx.calls(), 6);
 }

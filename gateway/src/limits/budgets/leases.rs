@@ -38,6 +38,9 @@ struct Lease {
     /// (a reload that changes them ends the lease) and the window's epoch (an operator's reset
     /// ends it).
     of: Charge,
+    /// The store reserved them (false: a call is asking, nothing is held yet, and the epoch is
+    /// not known).
+    reserved: bool,
     /// Units not yet spent.
     left: i64,
     /// When the store last reserved units for it, or found that none fit ahead.
@@ -45,24 +48,29 @@ struct Lease {
     /// The reservation ahead did not fit: nothing is held, and nothing asked for ahead while
     /// the lease is [`FRESH`].
     short: bool,
-    /// A call is asking the store for units ahead: the calls beside it reserve their own cost
-    /// only, so a burst does not reserve ahead once per call.
-    asking: bool,
+    /// When a call began asking the store for units ahead, until it is answered: the calls
+    /// beside it reserve their own cost only, so a burst does not ask once per call (an ask
+    /// never answered holds the others back for [`FRESH`] at most).
+    asked: Option<Instant>,
 }
 
 impl Lease {
-    /// Whether `c` is of this lease: its units and epoch.
+    /// Whether `c`'s units may be held here: the same units and epoch, reserved.
     fn serves(&self, c: &Charge) -> bool {
-        !self.short && self.of.units == c.units && self.of.epoch == c.epoch
+        self.reserved && !self.short && self.of.units == c.units && self.of.epoch == c.epoch
     }
 
     fn fresh(&self, now: Instant) -> bool {
         now < self.since + FRESH
     }
 
+    fn asking(&self, now: Instant) -> bool {
+        self.asked.is_some_and(|at| now < at + FRESH)
+    }
+
     /// What it holds, to go back to the store: nothing when it holds nothing.
     fn back(self) -> Option<Charge> {
-        (self.left > 0).then_some(Charge {
+        (self.reserved && self.left > 0).then_some(Charge {
             cost: self.left,
             ..self.of
         })
@@ -72,9 +80,16 @@ impl Lease {
 /// The units this process holds ahead, by budget, principal and window.
 #[derive(Debug)]
 pub(crate) struct Leases {
-    held: Mutex<HashMap<String, Lease>>,
+    held: Mutex<Held>,
     /// At most this fraction of a budget's units is held ahead: [`SHARE`].
     share: i64,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    leases: HashMap<String, Lease>,
+    /// Shutting down: nothing more is held.
+    closed: bool,
 }
 
 impl Default for Leases {
@@ -100,28 +115,6 @@ fn key(c: &Charge) -> String {
 }
 
 impl Leases {
-    /// Spend every charge from the units held ahead, or none of them: true when all were (each
-    /// charge's epoch then set).
-    pub(crate) fn take(&self, charges: &mut [Charge], now: Instant) -> bool {
-        let keys: Vec<String> = charges.iter().map(key).collect();
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let covers = |c: &Charge, k: &String| {
-            held.get(k).is_some_and(|l| {
-                !l.short && l.of.units == c.units && l.left >= c.cost && l.fresh(now)
-            })
-        };
-        if !charges.iter().zip(&keys).all(|(c, k)| covers(c, k)) {
-            return false;
-        }
-        for (c, k) in charges.iter_mut().zip(&keys) {
-            if let Some(l) = held.get_mut(k) {
-                l.left -= c.cost;
-                c.epoch = l.of.epoch;
-            }
-        }
-        true
-    }
-
     /// Leases of at most 1/`share` of a budget (tests: budgets small enough to use up).
     #[cfg(test)]
     pub(crate) fn with_share(share: i64) -> Leases {
@@ -131,84 +124,172 @@ impl Leases {
         }
     }
 
-    /// Units to reserve ahead with `c` (0: none), as of `now`.
-    pub(crate) fn ahead(&self, c: &Charge, now: Instant) -> i64 {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        // Nothing under the lock panics; a poisoned one holds a whole map.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most a lease for `c` holds: at most [`AHEAD_CALLS`] calls' cost and 1/`share` of its
+    /// budget's units, a multiple of the cost (0: `c`'s budget is reserved call by call).
+    fn most(&self, c: &Charge) -> i64 {
         if c.cost <= 0 {
             return 0;
         }
         let most = (c.units / self.share.max(1)).min(c.cost.saturating_mul(AHEAD_CALLS));
-        let most = most - most % c.cost;
+        most - most % c.cost
+    }
+
+    /// Spend every charge from the units held ahead, or none of them: true when all were (each
+    /// charge's epoch then set).
+    pub(crate) fn take(&self, charges: &mut [Charge], now: Instant) -> bool {
+        let keys: Vec<String> = charges.iter().map(key).collect();
+        let mut held = self.lock();
+        // What the call would spend from each lease (two charges could name one).
+        let need = |k: &String| -> i64 {
+            keys.iter()
+                .zip(charges.iter())
+                .filter(|(o, _)| *o == k)
+                .fold(0i64, |n, (_, c)| n.saturating_add(c.cost))
+        };
+        let covers = |c: &Charge, k: &String| {
+            held.leases.get(k).is_some_and(|l| {
+                l.reserved && !l.short && l.of.units == c.units && l.fresh(now) && l.left >= need(k)
+            })
+        };
+        if !charges.iter().zip(&keys).all(|(c, k)| covers(c, k)) {
+            return false;
+        }
+        for (c, k) in charges.iter_mut().zip(&keys) {
+            if let Some(l) = held.leases.get_mut(k) {
+                l.left -= c.cost;
+                c.epoch = l.of.epoch;
+            }
+        }
+        true
+    }
+
+    /// Units to reserve ahead with `c` (0: none), as of `now`: none while its lease still
+    /// covers it, while another call asks, near the budget's end, or at shutdown.
+    pub(crate) fn ahead(&self, c: &Charge, now: Instant) -> i64 {
+        let most = self.most(c);
         if most == 0 {
             return 0;
         }
         let k = key(c);
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        match held.entry(k) {
+        let mut held = self.lock();
+        if held.closed {
+            return 0;
+        }
+        match held.leases.entry(k) {
             Entry::Occupied(mut o) => {
                 let l = o.get_mut();
-                let near_end = l.short && l.of.units == c.units && l.fresh(now);
-                if near_end || (l.asking && l.fresh(now)) {
+                let same = l.of.units == c.units;
+                let covered = same && l.reserved && !l.short && l.fresh(now) && l.left >= c.cost;
+                let near_end = same && l.short && l.fresh(now);
+                if covered || near_end || l.asking(now) {
                     return 0;
                 }
-                l.asking = true;
+                l.asked = Some(now);
                 most
             }
             Entry::Vacant(v) => {
                 v.insert(Lease {
                     of: c.clone(),
+                    reserved: false,
                     left: 0,
                     since: now,
                     short: false,
-                    asking: true,
+                    asked: Some(now),
                 });
                 most
             }
         }
     }
 
-    /// Hold `ahead` units reserved with `c` (as reserved: its epoch set). What this process
-    /// held for the same budget, principal and window in another epoch or under other units
-    /// is returned, to go back to the store.
-    pub(crate) fn hold(&self, c: &Charge, ahead: i64, now: Instant) -> Option<Charge> {
-        self.put(c, ahead, now, false)
-    }
-
-    /// Note that units ahead of `c` did not fit: none are asked for while [`FRESH`]. What was
-    /// held for it is returned, to go back to the store. (A call that asked for units ahead
-    /// and got no answer leaves its lease asking until it is [`FRESH`] no more.)
-    pub(crate) fn short(&self, c: &Charge, now: Instant) -> Option<Charge> {
-        self.put(c, 0, now, true)
-    }
-
-    fn put(&self, c: &Charge, left: i64, now: Instant, short: bool) -> Option<Charge> {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Hold `ahead` units reserved with `c` (as reserved: its epoch set). What cannot be held
+    /// is returned, to go back to the store: what the process held for the same budget,
+    /// principal and window in an older epoch or under other units, what would take the lease
+    /// past its most, or the units themselves when the lease is of a newer epoch or the
+    /// process is shutting down.
+    pub(crate) fn hold(&self, c: &Charge, ahead: i64, now: Instant) -> Vec<Charge> {
+        let most = self.most(c);
+        let mut held = self.lock();
+        let mine = Charge {
+            cost: ahead,
+            ..c.clone()
+        };
         let k = key(c);
-        let mut lease = Lease {
+        let newer = held
+            .leases
+            .get(&k)
+            .is_some_and(|l| l.reserved && l.of.epoch > c.epoch);
+        if held.closed || newer {
+            return vec![mine].into_iter().filter(|m| m.cost > 0).collect();
+        }
+        let mut back = Vec::new();
+        let mut left = ahead;
+        match held.leases.remove(&k) {
+            Some(old) if old.serves(c) => left = left.saturating_add(old.left),
+            Some(old) => back.extend(old.back()),
+            None => {}
+        }
+        if left > most {
+            back.push(Charge {
+                cost: left - most,
+                ..c.clone()
+            });
+            left = most;
+        }
+        let lease = Lease {
             of: c.clone(),
+            reserved: true,
             left,
             since: now,
-            short,
-            asking: false,
+            short: false,
+            asked: None,
         };
-        let old = held.remove(&k);
-        let back = match old {
-            Some(old) if !short && old.serves(c) => {
-                lease.left += old.left;
-                None
-            }
-            Some(old) => old.back(),
-            None => None,
-        };
-        held.insert(k, lease);
+        held.leases.insert(k, lease);
         back
     }
 
-    /// Give `c`'s units back to the lease they came from, if this process still holds it:
-    /// false when it does not (they go back to the store then).
+    /// Note that units ahead of `c` did not fit: none are asked for while [`FRESH`]. What was
+    /// held for it is returned, to go back to the store.
+    pub(crate) fn short(&self, c: &Charge, now: Instant) -> Option<Charge> {
+        let mut held = self.lock();
+        let marker = Lease {
+            of: c.clone(),
+            reserved: false,
+            left: 0,
+            since: now,
+            short: true,
+            asked: None,
+        };
+        held.leases.insert(key(c), marker).and_then(Lease::back)
+    }
+
+    /// The asks for units ahead of `charges` ended without an answer to hold (the store
+    /// failed, or refused another of the call's charges): the next call may ask.
+    pub(crate) fn unask(&self, charges: &[Charge]) {
+        let keys: Vec<String> = charges.iter().map(key).collect();
+        let mut held = self.lock();
+        for k in &keys {
+            if let Some(l) = held.leases.get_mut(k) {
+                l.asked = None;
+            }
+        }
+    }
+
+    /// Give `c`'s units back to the lease of its budget, principal, window and epoch, if this
+    /// process holds one with room for them: false when it does not (they go back to the store
+    /// then).
     pub(crate) fn give_back(&self, c: &Charge) -> bool {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        match held.get_mut(&key(c)) {
-            Some(l) if l.serves(c) => {
+        let most = self.most(c);
+        let mut held = self.lock();
+        if held.closed {
+            return false;
+        }
+        match held.leases.get_mut(&key(c)) {
+            Some(l) if l.serves(c) && l.left.saturating_add(c.cost) <= most => {
                 l.left += c.cost;
                 true
             }
@@ -216,25 +297,56 @@ impl Leases {
         }
     }
 
-    /// Let go of the leases no longer [`FRESH`] as of `now` (of all of them with `None`): what
-    /// they still hold, to go back to the store.
+    /// Forget what is held for `budget`, `principal` and `window` (an operator reset it: the
+    /// units held are forgiven with the rest).
+    pub(crate) fn forget(&self, budget: &str, principal: &str, window: &str) {
+        let c = Charge {
+            budget: budget.into(),
+            principal: principal.into(),
+            window: window.into(),
+            cost: 0,
+            units: 0,
+            epoch: 0,
+        };
+        self.lock().leases.remove(&key(&c));
+    }
+
+    /// Let go of the leases no longer [`FRESH`] as of `now`, or, with `None`, of all of them
+    /// and hold nothing more (shutdown): what they still hold, to go back to the store.
     pub(crate) fn release(&self, now: Option<Instant>) -> Vec<Charge> {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.lock();
+        if now.is_none() {
+            held.closed = true;
+        }
         let gone: Vec<String> = held
+            .leases
             .iter()
-            .filter(|(_, l)| now.is_none_or(|n| !l.fresh(n)))
+            .filter(|(_, l)| now.is_none_or(|n| !l.fresh(n) && !l.asking(n)))
             .map(|(k, _)| k.clone())
             .collect();
         gone.iter()
-            .filter_map(|k| held.remove(k))
+            .filter_map(|k| held.leases.remove(k))
             .filter_map(Lease::back)
             .collect()
     }
 
+    /// Units held now for `budget` (tests).
+    #[cfg(test)]
+    pub(crate) fn held_of(&self, budget: &str) -> i64 {
+        let held = self.lock();
+        held.leases
+            .values()
+            .filter(|l| l.of.budget == budget)
+            .map(|l| l.left)
+            .sum()
+    }
+
     /// Units held now, over every lease.
     pub(crate) fn held(&self) -> i64 {
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.values().map(|l| l.left).sum()
+        let held = self.lock();
+        held.leases
+            .values()
+            .fold(0i64, |n, l| n.saturating_add(l.left))
     }
 }
 

@@ -22,7 +22,7 @@ fn units_held_ahead_serve_the_next_calls_then_run_out() {
     let (l, now) = (Leases::default(), Instant::now());
     let mut one = [charge("key:a", 1, 1 << 20)];
     assert!(!l.take(&mut one, now), "nothing held yet");
-    assert_eq!(l.hold(&reserved(one[0].clone(), 3), 2, now), None);
+    assert_eq!(l.hold(&reserved(one[0].clone(), 3), 2, now), Vec::new());
     assert!(l.take(&mut one, now));
     assert_eq!(
         one[0].epoch, 3,
@@ -39,11 +39,11 @@ fn units_held_ahead_serve_the_next_calls_then_run_out() {
 fn a_call_with_several_charges_spends_from_all_or_none() {
     let (l, now) = (Leases::default(), Instant::now());
     let (a, b) = (charge("key:a", 2, 1 << 20), charge("team:x", 2, 1 << 20));
-    assert_eq!(l.hold(&reserved(a.clone(), 0), 4, now), None);
+    assert_eq!(l.hold(&reserved(a.clone(), 0), 4, now), Vec::new());
     let mut both = [a.clone(), b.clone()];
     assert!(!l.take(&mut both, now), "nothing held for team:x");
     assert_eq!(l.held(), 4, "so nothing was spent from key:a either");
-    assert_eq!(l.hold(&reserved(b, 0), 2, now), None);
+    assert_eq!(l.hold(&reserved(b, 0), 2, now), Vec::new());
     assert!(l.take(&mut both, now));
     assert_eq!(l.held(), 2);
 }
@@ -52,7 +52,7 @@ fn a_call_with_several_charges_spends_from_all_or_none() {
 fn a_lease_is_spent_while_fresh_and_then_goes_back_to_the_store() {
     let (l, now) = (Leases::default(), Instant::now());
     let c = charge("key:a", 1, 1 << 20);
-    assert_eq!(l.hold(&reserved(c.clone(), 7), 5, now), None);
+    assert_eq!(l.hold(&reserved(c.clone(), 7), 5, now), Vec::new());
     let later = now + FRESH;
     assert!(
         !l.take(&mut [c.clone()], later),
@@ -76,7 +76,7 @@ fn a_lease_is_spent_while_fresh_and_then_goes_back_to_the_store() {
 fn a_refund_returns_to_its_own_lease_only() {
     let (l, now) = (Leases::default(), Instant::now());
     let c = charge("key:a", 1, 1 << 20);
-    assert_eq!(l.hold(&reserved(c.clone(), 1), 1, now), None);
+    assert_eq!(l.hold(&reserved(c.clone(), 1), 1, now), Vec::new());
     assert!(l.give_back(&reserved(c.clone(), 1)));
     assert_eq!(l.held(), 2);
     // Reserved before an operator's reset (epoch 0), or under other units: not this lease's.
@@ -92,18 +92,18 @@ fn a_refund_returns_to_its_own_lease_only() {
 fn a_reset_or_a_new_allowance_ends_what_was_held_and_the_same_epoch_adds_up() {
     let (l, now) = (Leases::default(), Instant::now());
     let c = charge("key:a", 1, 1 << 20);
-    assert_eq!(l.hold(&reserved(c.clone(), 0), 3, now), None);
-    assert_eq!(l.hold(&reserved(c.clone(), 0), 2, now), None);
+    assert_eq!(l.hold(&reserved(c.clone(), 0), 3, now), Vec::new());
+    assert_eq!(l.hold(&reserved(c.clone(), 0), 2, now), Vec::new());
     assert_eq!(l.held(), 5, "same epoch: one lease");
     // The store answered in epoch 1 (an operator reset the window): the old units are returned
     // (their refund, in epoch 0, changes nothing in the store).
     let back = l.hold(&reserved(c.clone(), 1), 2, now);
     assert_eq!(
         back,
-        Some(Charge {
+        vec![Charge {
             cost: 5,
             ..reserved(c.clone(), 0)
-        })
+        }]
     );
     assert_eq!(l.held(), 2);
     // A reload gave the budget other units: the lease no longer serves it.
@@ -123,7 +123,7 @@ fn how_much_goes_ahead_is_small_beside_the_budget_and_stops_near_its_end() {
     let big = charge("key:f", 2, i64::MAX);
     assert_eq!(l.ahead(&big, now), 2 * AHEAD_CALLS);
     // Units ahead did not fit: none asked for while that is fresh.
-    assert_eq!(l.hold(&reserved(big.clone(), 0), 4, now), None);
+    assert_eq!(l.hold(&reserved(big.clone(), 0), 4, now), Vec::new());
     assert_eq!(
         l.short(&big, now),
         Some(Charge {
@@ -144,7 +144,7 @@ fn no_two_budgets_principals_or_windows_share_a_lease() {
     a.budget = "b".into();
     let mut b = charge("", 1, 1 << 20);
     b.budget = "bx".into();
-    assert_eq!(l.hold(&a, 3, now), None);
+    assert_eq!(l.hold(&a, 3, now), Vec::new());
     assert!(!l.take(&mut [b], now), "\"b\"+\"x\" is not \"bx\"+\"\"");
 }
 
@@ -154,8 +154,105 @@ fn while_one_call_asks_ahead_the_calls_beside_it_reserve_their_own_cost() {
     let c = charge("key:a", 1, 1 << 20);
     assert_eq!(l.ahead(&c, now), 256);
     assert_eq!(l.ahead(&c, now), 0, "one asks at a time");
-    assert_eq!(l.hold(&reserved(c.clone(), 0), 256, now), None);
-    assert_eq!(l.ahead(&c, now), 256, "answered: the next may ask");
+    // Nothing is held while the ask is under way, and nothing given back is kept there.
+    assert!(!l.give_back(&reserved(c.clone(), 0)));
+    assert_eq!(l.hold(&reserved(c.clone(), 0), 256, now), Vec::new());
+    assert_eq!(
+        l.ahead(&c, now),
+        0,
+        "the lease covers the next call: no need"
+    );
+    for _ in 0..256 {
+        assert!(l.take(&mut [c.clone()], now));
+    }
+    assert_eq!(l.ahead(&c, now), 256, "spent: the next may ask");
     // An ask that was never answered stops holding the others back once it is stale.
-    assert_eq!(l.ahead(&c, now + FRESH), 256);
+    let d = charge("key:d", 1, 1 << 20);
+    assert_eq!(l.ahead(&d, now), 256);
+    assert_eq!(l.ahead(&d, now + FRESH), 256);
+    // One that ended without an answer (the store failed) at once.
+    let e = charge("key:e", 1, 1 << 20);
+    assert_eq!(l.ahead(&e, now), 256);
+    l.unask(std::slice::from_ref(&e));
+    assert_eq!(l.ahead(&e, now), 256);
+}
+
+#[test]
+fn a_lease_never_holds_more_than_its_most_and_the_rest_goes_back() {
+    let (l, now) = (Leases::default(), Instant::now());
+    let c = charge("key:a", 1, 1 << 20);
+    assert_eq!(l.hold(&reserved(c.clone(), 0), 200, now), Vec::new());
+    let back = l.hold(&reserved(c.clone(), 0), 100, now);
+    assert_eq!(
+        back,
+        vec![Charge {
+            cost: 44,
+            ..c.clone()
+        }]
+    );
+    assert_eq!(l.held(), 256);
+    // A refund to a full lease goes to the store.
+    assert!(!l.give_back(&reserved(c, 0)));
+}
+
+#[test]
+fn an_answer_in_an_older_epoch_never_replaces_a_newer_lease() {
+    let (l, now) = (Leases::default(), Instant::now());
+    let c = charge("key:a", 1, 1 << 20);
+    assert_eq!(l.hold(&reserved(c.clone(), 2), 10, now), Vec::new());
+    // Two asks crossed an operator's reset; the older answer came last.
+    let back = l.hold(&reserved(c.clone(), 1), 10, now);
+    assert_eq!(
+        back,
+        vec![Charge {
+            cost: 10,
+            ..reserved(c.clone(), 1)
+        }]
+    );
+    assert_eq!(l.held(), 10);
+    assert!(
+        !l.give_back(&reserved(c.clone(), 1)),
+        "nor takes its refunds"
+    );
+    assert!(l.take(&mut [c.clone()], now));
+    assert_eq!(l.held(), 9);
+    // The reset made in this process forgets the lease at once.
+    l.forget(&c.budget, &c.principal, &c.window);
+    assert_eq!(l.held(), 0);
+    assert!(!l.take(&mut [c], now));
+}
+
+#[test]
+fn at_shutdown_everything_goes_back_and_nothing_more_is_held() {
+    let (l, now) = (Leases::default(), Instant::now());
+    let c = charge("key:a", 1, 1 << 20);
+    assert_eq!(l.hold(&reserved(c.clone(), 0), 8, now), Vec::new());
+    assert_eq!(
+        l.release(None),
+        vec![Charge {
+            cost: 8,
+            ..c.clone()
+        }]
+    );
+    assert_eq!(l.ahead(&c, now), 0, "no more asks");
+    // A call still running then: what it reserved ahead, and its refund, go to the store.
+    assert_eq!(
+        l.hold(&c, 4, now),
+        vec![Charge {
+            cost: 4,
+            ..c.clone()
+        }]
+    );
+    assert!(!l.give_back(&c));
+    assert_eq!(l.held(), 0);
+}
+
+#[test]
+fn two_charges_on_one_lease_need_room_for_both() {
+    let (l, now) = (Leases::default(), Instant::now());
+    let c = charge("key:a", 2, 1 << 20);
+    assert_eq!(l.hold(&c, 3, now), Vec::new());
+    assert!(!l.take(&mut [c.clone(), c.clone()], now));
+    assert_eq!(l.held(), 3);
+    assert!(l.take(&mut [c], now));
 }
