@@ -275,8 +275,9 @@ pub async fn serve(
         );
     }
     // Budget units held ahead and not spent go back, for the other processes on the store.
-    let held = state.gw.limits.leases.release(None);
-    crate::limits::budgets::refund(&state.gw.store, &held).await;
+    let leases = &state.gw.limits.leases;
+    crate::limits::budgets::refund(&state.gw.store, &leases.release(None)).await;
+    leases.settled(std::time::Duration::from_secs(10)).await;
     // Everything queued for the audit log is written before the process ends: the writer takes
     // events in order, so once the stop event is on a sink, so is everything before it.
     if let Err(e) = state.gw.audit.close().await {

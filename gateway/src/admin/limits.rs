@@ -154,18 +154,19 @@ pub(crate) async fn adjust(gw: &Gateway, op: &Operator, a: Adjust) -> Result<Val
     let row = gw
         .store
         .adjust_budget(&limit.budget_key(), &a.principal, &window, a.reset, raise)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "budget change not made: store unavailable");
-            OpError::Unavailable("the store cannot be reached; nothing was changed".into())
-        })?;
+        .await;
     if a.reset {
-        // What this process held ahead was forgiven with the rest; other processes let go of
-        // theirs within a second (`limits/budgets/leases.rs`).
+        // What this process held ahead is forgiven with the rest (even if only the reading
+        // back failed; if the reset itself did, the units stay spent: never more calls); other
+        // processes let go of theirs within a second (`limits/budgets/leases.rs`).
         gw.limits
             .leases
             .forget(&limit.budget_key(), &a.principal, &window);
     }
+    let row = row.map_err(|e| {
+        tracing::error!(error = %e, "budget change not made: store unavailable");
+        OpError::Unavailable("the store cannot be reached; nothing was changed".into())
+    })?;
     let allowed = i64::try_from(budget.units)
         .unwrap_or(i64::MAX)
         .saturating_add(row.extra);

@@ -118,12 +118,9 @@ pub(crate) async fn reserve_as(
 async fn ahead_or_exact(
     (store, leases): (&Store, &Leases),
     charges: &mut [Charge],
-    now: Instant,
+    asked: Instant,
 ) -> Result<Option<usize>, Over> {
-    let ahead: Vec<i64> = charges.iter().map(|c| leases.ahead(c, now)).collect();
-    if ahead.iter().all(|a| *a == 0) {
-        return in_store(store, charges).await;
-    }
+    let ahead: Vec<i64> = charges.iter().map(|c| leases.ahead(c, asked)).collect();
     let mut more = charges.to_vec();
     for (c, a) in more.iter_mut().zip(&ahead) {
         c.cost = c.cost.saturating_add(*a);
@@ -131,47 +128,34 @@ async fn ahead_or_exact(
     let answer = in_store(store, &mut more).await;
     // Held from when the store answered (a slow answer does not shorten the lease).
     let now = Instant::now();
-    let back = match answer {
+    let i = match answer {
         Ok(None) => {
             let mut back = Vec::new();
-            for ((c, m), a) in charges.iter_mut().zip(more).zip(ahead) {
+            for ((c, m), a) in charges.iter_mut().zip(more).zip(&ahead) {
                 c.epoch = m.epoch;
-                if a > 0 {
-                    back.extend(leases.hold(c, a, now));
+                if *a > 0 {
+                    back.extend(leases.hold(c, *a, (asked, now)));
                 }
             }
-            give_back_later(store, back);
+            leases.give_back_later(store, back);
             return Ok(None);
         }
         Err(e) => {
-            leases.unask(charges);
+            leases.unask(charges, &ahead);
             return Err(e);
         }
-        // Its own cost does not fit, and nothing reserved ahead changes that.
-        Ok(Some(i)) if ahead.get(i).is_none_or(|a| *a == 0) => {
-            leases.unask(charges);
-            return Ok(Some(i));
-        }
-        // The budget's end is near: this process lets go of what it holds of it, and the call
-        // reserves exactly its cost.
-        Ok(Some(i)) => {
-            leases.unask(charges);
-            charges.get(i).and_then(|c| leases.short(c, now))
-        }
+        Ok(Some(i)) => i,
     };
-    // Back before the exact reservation, which may need them (the budget's end is near).
+    leases.unask(charges, &ahead);
+    // The budget's end is near: this process lets go of what it holds of it (the store may
+    // need those units for this very call), and the call reserves exactly its cost, unless it
+    // asked for exactly that already and nothing came back.
+    let back = charges.get(i).and_then(|c| leases.short(c, now));
+    if back.is_none() && ahead.get(i).is_none_or(|a| *a == 0) {
+        return Ok(Some(i));
+    }
     refund(store, back.as_slice()).await;
     in_store(store, charges).await
-}
-
-/// Give `charges` back to the store on a task of their own, so a caller that goes away
-/// meanwhile does not leave them spent.
-fn give_back_later(store: &Store, charges: Vec<Charge>) {
-    if charges.is_empty() {
-        return;
-    }
-    let store = store.clone();
-    tokio::spawn(async move { refund(&store, &charges).await });
 }
 
 /// Reserve `charges` in the store, within its deadline.
@@ -182,12 +166,16 @@ async fn in_store(store: &Store, charges: &mut [Charge]) -> Result<Option<usize>
         .map_err(|e| Over::Unavailable(e.to_string()))
 }
 
-/// Give `charges` back to the store; one that cannot be stays spent (logged).
+/// Give `charges` back to the store, within its deadline; one that cannot be stays spent
+/// (logged).
 pub(crate) async fn refund(store: &Store, charges: &[Charge]) {
     for c in charges {
-        if let Err(e) = store.refund_budget(c).await {
-            tracing::error!(budget = %c.budget, principal = %c.principal, error = %e, "budget refund failed; the units stay spent");
-        }
+        let failed = match tokio::time::timeout(STORE_DEADLINE, store.refund_budget(c)).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the store did not answer in time".to_string(),
+        };
+        tracing::error!(budget = %c.budget, principal = %c.principal, error = %failed, "budget refund failed; the units stay spent");
     }
 }
 

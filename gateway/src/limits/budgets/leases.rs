@@ -4,8 +4,8 @@
 //!
 //! Every unit spent was reserved by the store's atomic statement first, so the budget holds
 //! across processes: no interleaving spends more than it allows. What a process holds ahead is
-//! small: at most [`AHEAD_CALLS`] calls' worth and never more than 1/[`SHARE`] of the budget's
-//! units, so a budget of fewer than `SHARE` units per call is reserved call by call, exactly.
+//! small: at most [`AHEAD_CALLS`] times the asking call's cost and never more than 1/[`SHARE`]
+//! of the budget's units, so a budget of fewer than `SHARE` units per call is reserved call by call, exactly.
 //! One call at a time asks for units ahead (the calls beside it reserve their own cost), and
 //! one whose units ahead do not fit (the budget's end is near) stops the asking for [`FRESH`]:
 //! the calls of that time reserve exactly what they spend.
@@ -15,7 +15,7 @@
 //! not spent by then go back to the store (`serve.rs` gives them back every [`FRESH`], and all
 //! of them at shutdown). A process that dies holding units leaves them spent until the window
 //! ends: too few calls, never too many. A call's refund goes back to its lease while that lease
-//! is held, else to the store.
+//! is held (of the same epoch and units, with room for them), else to the store.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -52,6 +52,9 @@ struct Lease {
     /// beside it reserve their own cost only, so a burst does not ask once per call (an ask
     /// never answered holds the others back for [`FRESH`] at most).
     asked: Option<Instant>,
+    /// When an operator's reset in this process forgot the lease: an answer to an ask that
+    /// began before it is not held.
+    forgot: Option<Instant>,
 }
 
 impl Lease {
@@ -60,12 +63,12 @@ impl Lease {
         self.reserved && !self.short && self.of.units == c.units && self.of.epoch == c.epoch
     }
 
-    fn fresh(&self, now: Instant) -> bool {
-        now < self.since + FRESH
+    fn fresh(&self, now: Instant, fresh: Duration) -> bool {
+        now < self.since + fresh
     }
 
-    fn asking(&self, now: Instant) -> bool {
-        self.asked.is_some_and(|at| now < at + FRESH)
+    fn asking(&self, now: Instant, fresh: Duration) -> bool {
+        self.asked.is_some_and(|at| now < at + fresh)
     }
 
     /// What it holds, to go back to the store: nothing when it holds nothing.
@@ -83,6 +86,10 @@ pub(crate) struct Leases {
     held: Mutex<Held>,
     /// At most this fraction of a budget's units is held ahead: [`SHARE`].
     share: i64,
+    /// How long units held are spent: [`FRESH`].
+    fresh: Duration,
+    /// Units going back to the store on tasks of their own.
+    returns: tokio_util::task::TaskTracker,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +104,8 @@ impl Default for Leases {
         Leases {
             held: Mutex::default(),
             share: SHARE,
+            fresh: FRESH,
+            returns: tokio_util::task::TaskTracker::new(),
         }
     }
 }
@@ -115,13 +124,32 @@ fn key(c: &Charge) -> String {
 }
 
 impl Leases {
-    /// Leases of at most 1/`share` of a budget (tests: budgets small enough to use up).
+    /// Leases of at most 1/`share` of a budget, spent for `fresh` (tests: budgets small
+    /// enough to use up, leases that go stale at once).
     #[cfg(test)]
-    pub(crate) fn with_share(share: i64) -> Leases {
+    pub(crate) fn with(share: i64, fresh: Duration) -> Leases {
         Leases {
             share,
+            fresh,
             ..Leases::default()
         }
+    }
+
+    /// Give `charges` back to the store on a task of its own, tracked (see [`Leases::settled`]).
+    pub(crate) fn give_back_later(&self, store: &store::Store, charges: Vec<Charge>) {
+        if charges.is_empty() {
+            return;
+        }
+        let store = store.clone();
+        self.returns
+            .spawn(async move { super::refund(&store, &charges).await });
+    }
+
+    /// Wait up to `within` for the units going back on tasks of their own to be back.
+    pub(crate) async fn settled(&self, within: Duration) {
+        self.returns.close();
+        let _ = tokio::time::timeout(within, self.returns.wait()).await;
+        self.returns.reopen();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -153,7 +181,11 @@ impl Leases {
         };
         let covers = |c: &Charge, k: &String| {
             held.leases.get(k).is_some_and(|l| {
-                l.reserved && !l.short && l.of.units == c.units && l.fresh(now) && l.left >= need(k)
+                l.reserved
+                    && !l.short
+                    && l.of.units == c.units
+                    && l.fresh(now, self.fresh)
+                    && l.left >= need(k)
             })
         };
         if !charges.iter().zip(&keys).all(|(c, k)| covers(c, k)) {
@@ -184,9 +216,10 @@ impl Leases {
             Entry::Occupied(mut o) => {
                 let l = o.get_mut();
                 let same = l.of.units == c.units;
-                let covered = same && l.reserved && !l.short && l.fresh(now) && l.left >= c.cost;
-                let near_end = same && l.short && l.fresh(now);
-                if covered || near_end || l.asking(now) {
+                let fresh = l.fresh(now, self.fresh);
+                let covered = same && l.reserved && !l.short && fresh && l.left >= c.cost;
+                let near_end = same && l.short && fresh;
+                if covered || near_end || l.asking(now, self.fresh) {
                     return 0;
                 }
                 l.asked = Some(now);
@@ -200,18 +233,25 @@ impl Leases {
                     since: now,
                     short: false,
                     asked: Some(now),
+                    forgot: None,
                 });
                 most
             }
         }
     }
 
-    /// Hold `ahead` units reserved with `c` (as reserved: its epoch set). What cannot be held
-    /// is returned, to go back to the store: what the process held for the same budget,
-    /// principal and window in an older epoch or under other units, what would take the lease
-    /// past its most, or the units themselves when the lease is of a newer epoch or the
-    /// process is shutting down.
-    pub(crate) fn hold(&self, c: &Charge, ahead: i64, now: Instant) -> Vec<Charge> {
+    /// Hold `ahead` units reserved with `c` (as reserved: its epoch set) by an ask that began
+    /// at `asked`. What cannot be held is returned, to go back to the store: what the process
+    /// held for the same budget, principal and window in an older epoch or under other units,
+    /// what would take the lease past its most, or the units themselves when the lease is of a
+    /// newer epoch, an operator's reset forgot it after the ask began, or the process is
+    /// shutting down.
+    pub(crate) fn hold(
+        &self,
+        c: &Charge,
+        ahead: i64,
+        (asked, now): (Instant, Instant),
+    ) -> Vec<Charge> {
         let most = self.most(c);
         let mut held = self.lock();
         let mine = Charge {
@@ -219,10 +259,9 @@ impl Leases {
             ..c.clone()
         };
         let k = key(c);
-        let newer = held
-            .leases
-            .get(&k)
-            .is_some_and(|l| l.reserved && l.of.epoch > c.epoch);
+        let newer = held.leases.get(&k).is_some_and(|l| {
+            (l.reserved && l.of.epoch > c.epoch) || l.forgot.is_some_and(|at| at >= asked)
+        });
         if held.closed || newer {
             return vec![mine].into_iter().filter(|m| m.cost > 0).collect();
         }
@@ -247,6 +286,7 @@ impl Leases {
             since: now,
             short: false,
             asked: None,
+            forgot: None,
         };
         held.leases.insert(k, lease);
         back
@@ -255,7 +295,12 @@ impl Leases {
     /// Note that units ahead of `c` did not fit: none are asked for while [`FRESH`]. What was
     /// held for it is returned, to go back to the store.
     pub(crate) fn short(&self, c: &Charge, now: Instant) -> Option<Charge> {
+        let most = self.most(c);
         let mut held = self.lock();
+        if most == 0 {
+            // Reserved call by call: nothing to stop asking for.
+            return held.leases.remove(&key(c)).and_then(Lease::back);
+        }
         let marker = Lease {
             of: c.clone(),
             reserved: false,
@@ -263,14 +308,21 @@ impl Leases {
             since: now,
             short: true,
             asked: None,
+            forgot: None,
         };
         held.leases.insert(key(c), marker).and_then(Lease::back)
     }
 
-    /// The asks for units ahead of `charges` ended without an answer to hold (the store
-    /// failed, or refused another of the call's charges): the next call may ask.
-    pub(crate) fn unask(&self, charges: &[Charge]) {
-        let keys: Vec<String> = charges.iter().map(key).collect();
+    /// The asks for units ahead of `charges` (those `ahead` of more than 0) ended without an
+    /// answer to hold (the store failed, or refused one of the call's charges): the next call
+    /// may ask.
+    pub(crate) fn unask(&self, charges: &[Charge], ahead: &[i64]) {
+        let keys: Vec<String> = charges
+            .iter()
+            .zip(ahead)
+            .filter(|(_, a)| **a > 0)
+            .map(|(c, _)| key(c))
+            .collect();
         let mut held = self.lock();
         for k in &keys {
             if let Some(l) = held.leases.get_mut(k) {
@@ -298,7 +350,7 @@ impl Leases {
     }
 
     /// Forget what is held for `budget`, `principal` and `window` (an operator reset it: the
-    /// units held are forgiven with the rest).
+    /// units held are forgiven with the rest), and what asks under way when it was reset bring.
     pub(crate) fn forget(&self, budget: &str, principal: &str, window: &str) {
         let c = Charge {
             budget: budget.into(),
@@ -308,12 +360,24 @@ impl Leases {
             units: 0,
             epoch: 0,
         };
-        self.lock().leases.remove(&key(&c));
+        let now = Instant::now();
+        let marker = Lease {
+            of: c,
+            reserved: false,
+            left: 0,
+            since: now,
+            short: false,
+            asked: None,
+            forgot: Some(now),
+        };
+        let k = key(&marker.of);
+        self.lock().leases.insert(k, marker);
     }
 
     /// Let go of the leases no longer [`FRESH`] as of `now`, or, with `None`, of all of them
     /// and hold nothing more (shutdown): what they still hold, to go back to the store.
     pub(crate) fn release(&self, now: Option<Instant>) -> Vec<Charge> {
+        let fresh = self.fresh;
         let mut held = self.lock();
         if now.is_none() {
             held.closed = true;
@@ -321,7 +385,7 @@ impl Leases {
         let gone: Vec<String> = held
             .leases
             .iter()
-            .filter(|(_, l)| now.is_none_or(|n| !l.fresh(n) && !l.asking(n)))
+            .filter(|(_, l)| now.is_none_or(|n| !l.fresh(n, fresh) && !l.asking(n, fresh)))
             .map(|(k, _)| k.clone())
             .collect();
         gone.iter()

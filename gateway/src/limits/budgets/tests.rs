@@ -157,7 +157,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     /// Three processes on one store, each holding units ahead (a quarter of a budget at most,
-    /// so budgets run out within the case), calls covered by two budgets of any sizes, in any
+    /// so budgets run out within the case; spent for a second, or stale at once), calls covered by two budgets of any sizes, in any
     /// interleaving: what calls spent never passes either budget; no process holds more than a
     /// lease's most; a call is refused only when the budget it names, less what calls spent
     /// and what the processes hold of it, has no room; and once they let go, the store counts
@@ -166,6 +166,7 @@ proptest! {
     fn units_held_ahead_never_overspend_never_starve_and_never_go_missing(
         units in [8u64..48, 2u64..200],
         cost in 1u64..4,
+        stale in any::<bool>(),
         steps in proptest::collection::vec(step(), 1..100),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -177,9 +178,12 @@ proptest! {
             let keys = [reg.limits[0].budget_key(), reg.limits[1].budget_key()];
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("s.db").display());
+            // Leases spent for a second, or stale at once (every call asks again, and the
+            // answers pile onto what is held).
+            let fresh = Duration::from_secs(if stale { 0 } else { 1 });
             let mut procs = Vec::new();
             for _ in 0..3 {
-                procs.push((Store::open(&url).await.unwrap(), Leases::with_share(4)));
+                procs.push((Store::open(&url).await.unwrap(), Leases::with(4, fresh)));
             }
             let (at, who, cost) = (("notes", "search_notes"), team("a"), cost as i64);
             let held = |procs: &[(Store, Leases)], b: usize| {
@@ -194,10 +198,16 @@ proptest! {
                 let (s, l) = &procs[p];
                 if let Step::Lets = step {
                     refund(s, &l.release(None)).await;
-                    procs[p].1 = Leases::with_share(4);
+                    l.settled(Duration::from_secs(10)).await;
+                    procs[p].1 = Leases::with(4, fresh);
                     continue;
                 }
-                match reserve((s, l), &reg, &who, at, cost as u64, NOW).await {
+                let answer = reserve((s, l), &reg, &who, at, cost as u64, NOW).await;
+                // What went back on tasks of their own is back.
+                for (_, l) in &procs {
+                    l.settled(Duration::from_secs(10)).await;
+                }
+                match answer {
                     Ok(spent) => {
                         windows = spent.iter().map(|s| s.charge.window.clone()).collect();
                         match step {
@@ -224,8 +234,6 @@ proptest! {
             for (s, l) in &procs {
                 refund(s, &l.release(None)).await;
             }
-            // Spent refunds land on a task of their own: let them.
-            tokio::time::sleep(Duration::from_millis(50)).await;
             let rows = procs[0].0.budget_usage(&windows).await.unwrap();
             for key in &keys {
                 let used: i64 = rows.iter().filter(|r| &r.budget == key).map(|r| r.used).sum();

@@ -22,7 +22,10 @@ fn units_held_ahead_serve_the_next_calls_then_run_out() {
     let (l, now) = (Leases::default(), Instant::now());
     let mut one = [charge("key:a", 1, 1 << 20)];
     assert!(!l.take(&mut one, now), "nothing held yet");
-    assert_eq!(l.hold(&reserved(one[0].clone(), 3), 2, now), Vec::new());
+    assert_eq!(
+        l.hold(&reserved(one[0].clone(), 3), 2, (now, now)),
+        Vec::new()
+    );
     assert!(l.take(&mut one, now));
     assert_eq!(
         one[0].epoch, 3,
@@ -39,11 +42,11 @@ fn units_held_ahead_serve_the_next_calls_then_run_out() {
 fn a_call_with_several_charges_spends_from_all_or_none() {
     let (l, now) = (Leases::default(), Instant::now());
     let (a, b) = (charge("key:a", 2, 1 << 20), charge("team:x", 2, 1 << 20));
-    assert_eq!(l.hold(&reserved(a.clone(), 0), 4, now), Vec::new());
+    assert_eq!(l.hold(&reserved(a.clone(), 0), 4, (now, now)), Vec::new());
     let mut both = [a.clone(), b.clone()];
     assert!(!l.take(&mut both, now), "nothing held for team:x");
     assert_eq!(l.held(), 4, "so nothing was spent from key:a either");
-    assert_eq!(l.hold(&reserved(b, 0), 2, now), Vec::new());
+    assert_eq!(l.hold(&reserved(b, 0), 2, (now, now)), Vec::new());
     assert!(l.take(&mut both, now));
     assert_eq!(l.held(), 2);
 }
@@ -52,7 +55,7 @@ fn a_call_with_several_charges_spends_from_all_or_none() {
 fn a_lease_is_spent_while_fresh_and_then_goes_back_to_the_store() {
     let (l, now) = (Leases::default(), Instant::now());
     let c = charge("key:a", 1, 1 << 20);
-    assert_eq!(l.hold(&reserved(c.clone(), 7), 5, now), Vec::new());
+    assert_eq!(l.hold(&reserved(c.clone(), 7), 5, (now, now)), Vec::new());
     let later = now + FRESH;
     assert!(
         !l.take(&mut [c.clone()], later),
@@ -76,7 +79,7 @@ fn a_lease_is_spent_while_fresh_and_then_goes_back_to_the_store() {
 fn a_refund_returns_to_its_own_lease_only() {
     let (l, now) = (Leases::default(), Instant::now());
     let c = charge("key:a", 1, 1 << 20);
-    assert_eq!(l.hold(&reserved(c.clone(), 1), 1, now), Vec::new());
+    assert_eq!(l.hold(&reserved(c.clone(), 1), 1, (now, now)), Vec::new());
     assert!(l.give_back(&reserved(c.clone(), 1)));
     assert_eq!(l.held(), 2);
     // Reserved before an operator's reset (epoch 0), or under other units: not this lease's.
@@ -92,12 +95,12 @@ fn a_refund_returns_to_its_own_lease_only() {
 fn a_reset_or_a_new_allowance_ends_what_was_held_and_the_same_epoch_adds_up() {
     let (l, now) = (Leases::default(), Instant::now());
     let c = charge("key:a", 1, 1 << 20);
-    assert_eq!(l.hold(&reserved(c.clone(), 0), 3, now), Vec::new());
-    assert_eq!(l.hold(&reserved(c.clone(), 0), 2, now), Vec::new());
+    assert_eq!(l.hold(&reserved(c.clone(), 0), 3, (now, now)), Vec::new());
+    assert_eq!(l.hold(&reserved(c.clone(), 0), 2, (now, now)), Vec::new());
     assert_eq!(l.held(), 5, "same epoch: one lease");
     // The store answered in epoch 1 (an operator reset the window): the old units are returned
     // (their refund, in epoch 0, changes nothing in the store).
-    let back = l.hold(&reserved(c.clone(), 1), 2, now);
+    let back = l.hold(&reserved(c.clone(), 1), 2, (now, now));
     assert_eq!(
         back,
         vec![Charge {
@@ -123,7 +126,7 @@ fn how_much_goes_ahead_is_small_beside_the_budget_and_stops_near_its_end() {
     let big = charge("key:f", 2, i64::MAX);
     assert_eq!(l.ahead(&big, now), 2 * AHEAD_CALLS);
     // Units ahead did not fit: none asked for while that is fresh.
-    assert_eq!(l.hold(&reserved(big.clone(), 0), 4, now), Vec::new());
+    assert_eq!(l.hold(&reserved(big.clone(), 0), 4, (now, now)), Vec::new());
     assert_eq!(
         l.short(&big, now),
         Some(Charge {
@@ -144,7 +147,7 @@ fn no_two_budgets_principals_or_windows_share_a_lease() {
     a.budget = "b".into();
     let mut b = charge("", 1, 1 << 20);
     b.budget = "bx".into();
-    assert_eq!(l.hold(&a, 3, now), Vec::new());
+    assert_eq!(l.hold(&a, 3, (now, now)), Vec::new());
     assert!(!l.take(&mut [b], now), "\"b\"+\"x\" is not \"bx\"+\"\"");
 }
 
@@ -156,7 +159,7 @@ fn while_one_call_asks_ahead_the_calls_beside_it_reserve_their_own_cost() {
     assert_eq!(l.ahead(&c, now), 0, "one asks at a time");
     // Nothing is held while the ask is under way, and nothing given back is kept there.
     assert!(!l.give_back(&reserved(c.clone(), 0)));
-    assert_eq!(l.hold(&reserved(c.clone(), 0), 256, now), Vec::new());
+    assert_eq!(l.hold(&reserved(c.clone(), 0), 256, (now, now)), Vec::new());
     assert_eq!(
         l.ahead(&c, now),
         0,
@@ -173,7 +176,7 @@ fn while_one_call_asks_ahead_the_calls_beside_it_reserve_their_own_cost() {
     // One that ended without an answer (the store failed) at once.
     let e = charge("key:e", 1, 1 << 20);
     assert_eq!(l.ahead(&e, now), 256);
-    l.unask(std::slice::from_ref(&e));
+    l.unask(std::slice::from_ref(&e), &[256]);
     assert_eq!(l.ahead(&e, now), 256);
 }
 
@@ -181,8 +184,8 @@ fn while_one_call_asks_ahead_the_calls_beside_it_reserve_their_own_cost() {
 fn a_lease_never_holds_more_than_its_most_and_the_rest_goes_back() {
     let (l, now) = (Leases::default(), Instant::now());
     let c = charge("key:a", 1, 1 << 20);
-    assert_eq!(l.hold(&reserved(c.clone(), 0), 200, now), Vec::new());
-    let back = l.hold(&reserved(c.clone(), 0), 100, now);
+    assert_eq!(l.hold(&reserved(c.clone(), 0), 200, (now, now)), Vec::new());
+    let back = l.hold(&reserved(c.clone(), 0), 100, (now, now));
     assert_eq!(
         back,
         vec![Charge {
@@ -199,9 +202,9 @@ fn a_lease_never_holds_more_than_its_most_and_the_rest_goes_back() {
 fn an_answer_in_an_older_epoch_never_replaces_a_newer_lease() {
     let (l, now) = (Leases::default(), Instant::now());
     let c = charge("key:a", 1, 1 << 20);
-    assert_eq!(l.hold(&reserved(c.clone(), 2), 10, now), Vec::new());
+    assert_eq!(l.hold(&reserved(c.clone(), 2), 10, (now, now)), Vec::new());
     // Two asks crossed an operator's reset; the older answer came last.
-    let back = l.hold(&reserved(c.clone(), 1), 10, now);
+    let back = l.hold(&reserved(c.clone(), 1), 10, (now, now));
     assert_eq!(
         back,
         vec![Charge {
@@ -226,7 +229,7 @@ fn an_answer_in_an_older_epoch_never_replaces_a_newer_lease() {
 fn at_shutdown_everything_goes_back_and_nothing_more_is_held() {
     let (l, now) = (Leases::default(), Instant::now());
     let c = charge("key:a", 1, 1 << 20);
-    assert_eq!(l.hold(&reserved(c.clone(), 0), 8, now), Vec::new());
+    assert_eq!(l.hold(&reserved(c.clone(), 0), 8, (now, now)), Vec::new());
     assert_eq!(
         l.release(None),
         vec![Charge {
@@ -237,7 +240,7 @@ fn at_shutdown_everything_goes_back_and_nothing_more_is_held() {
     assert_eq!(l.ahead(&c, now), 0, "no more asks");
     // A call still running then: what it reserved ahead, and its refund, go to the store.
     assert_eq!(
-        l.hold(&c, 4, now),
+        l.hold(&c, 4, (now, now)),
         vec![Charge {
             cost: 4,
             ..c.clone()
@@ -251,8 +254,33 @@ fn at_shutdown_everything_goes_back_and_nothing_more_is_held() {
 fn two_charges_on_one_lease_need_room_for_both() {
     let (l, now) = (Leases::default(), Instant::now());
     let c = charge("key:a", 2, 1 << 20);
-    assert_eq!(l.hold(&c, 3, now), Vec::new());
+    assert_eq!(l.hold(&c, 3, (now, now)), Vec::new());
     assert!(!l.take(&mut [c.clone(), c.clone()], now));
     assert_eq!(l.held(), 3);
     assert!(l.take(&mut [c], now));
+}
+
+#[test]
+fn an_answer_to_an_ask_made_before_a_reset_here_is_not_held() {
+    let (l, now) = (Leases::default(), Instant::now());
+    let c = charge("key:a", 1, 1 << 20);
+    assert_eq!(l.ahead(&c, now), 256);
+    // The reset lands while the ask is under way; its answer (in either epoch) goes back.
+    l.forget(&c.budget, &c.principal, &c.window);
+    let later = Instant::now();
+    let back = l.hold(&reserved(c.clone(), 0), 256, (now, later));
+    assert_eq!(
+        back,
+        vec![Charge {
+            cost: 256,
+            ..c.clone()
+        }]
+    );
+    assert_eq!(l.held(), 0);
+    // An ask begun after it is held.
+    assert_eq!(
+        l.hold(&reserved(c.clone(), 1), 256, (later, later)),
+        Vec::new()
+    );
+    assert_eq!(l.held(), 256);
 }
