@@ -40,8 +40,14 @@ pub async fn admin_text(gw: &Gateway, path: &str) -> String {
 
 /// `GET {admin}{path}` with the operator key `key`: its body.
 pub async fn admin_text_as(gw: &Gateway, key: &str, path: &str) -> String {
+    admin_get(&gw.admin, key, path).await
+}
+
+/// `GET {admin}{path}` on any process's admin listener (`http://127.0.0.1:PORT`) with the
+/// operator key `key`: its body.
+pub async fn admin_get(admin: &str, key: &str, path: &str) -> String {
     reqwest::Client::new()
-        .get(format!("{}{path}", gw.admin))
+        .get(format!("{admin}{path}"))
         .bearer_auth(key)
         .send()
         .await

@@ -7,15 +7,8 @@ use super::*;
 
 /// The budget's units spent so far, as the admin listener at `admin` reports them.
 async fn used_at(admin: &str, auditor: &str) -> i64 {
-    let state: Value = reqwest::Client::new()
-        .get(format!("{admin}/admin/limits"))
-        .bearer_auth(auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let text = portcullis_tests::ops::admin_get(admin, auditor, "/admin/limits").await;
+    let state: Value = serde_json::from_str(&text).unwrap();
     state["limits"][0]["budget"]["principals"][0]["used"]
         .as_i64()
         .unwrap_or_else(|| panic!("no usage in {state}"))

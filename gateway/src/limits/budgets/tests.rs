@@ -44,17 +44,11 @@ async fn a_budget_is_spent_per_principal_and_refuses_until_its_window_ends() {
         other => panic!("{other:?}"),
     }
     // One unit is left for team a; team b has its own four.
+    let search = ("notes", "search_notes");
     assert!(
-        reserve(
-            (&s, &l),
-            &reg,
-            &team("a"),
-            ("notes", "search_notes"),
-            1,
-            NOW
-        )
-        .await
-        .is_ok()
+        reserve((&s, &l), &reg, &team("a"), search, 1, NOW)
+            .await
+            .is_ok()
     );
     assert!(
         reserve((&s, &l), &reg, &team("b"), at, 3, NOW)
@@ -104,20 +98,14 @@ async fn no_budget_no_store_and_a_broken_store_refuses() {
     let reg = registry("  - { match: \"team:b\", budget: { units: 1, per: day } }\n");
     let (_d, s) = store().await;
     let l = Leases::default();
+    let search = ("notes", "search_notes");
     // Not covered: nothing reserved, however often.
     for _ in 0..3 {
         assert!(
-            reserve(
-                (&s, &l),
-                &reg,
-                &team("a"),
-                ("notes", "search_notes"),
-                1,
-                NOW
-            )
-            .await
-            .unwrap()
-            .is_empty()
+            reserve((&s, &l), &reg, &team("a"), search, 1, NOW)
+                .await
+                .unwrap()
+                .is_empty()
         );
     }
     s.execute_for_test("DROP TABLE budget_usage").await.unwrap();
