@@ -1,13 +1,15 @@
 //! Budgets of `limits:` entries: a call reserves its tool's `cost` from every budget that covers
-//! it and its caller, in the store, before it runs (all of them or none, never overspent across processes:
-//! `store::Store::reserve_budgets`), or spends units this process reserved there ahead of it
-//! (`leases.rs`). Units of a call that never reached the upstream go back; so do those of a call
+//! it and its caller, in the store, before it runs (all of them or none, never overspent across
+//! processes: `store::Store::reserve_budgets`), or spends units this process reserved there
+//! ahead of it (`leases.rs`). Units of a call that never reached the upstream go back; so do those of a call
 //! the upstream could not answer, where the budget says `refund_failed`.
 
 use std::time::{Duration, Instant};
 
 use registry::Registry;
 use store::{Charge, Store};
+
+pub(crate) mod leases;
 
 pub(crate) use leases::Leases;
 
@@ -121,25 +123,32 @@ async fn ahead_or_exact(
     asked: Instant,
 ) -> Result<Option<usize>, Over> {
     let ahead: Vec<i64> = charges.iter().map(|c| leases.ahead(c, asked)).collect();
-    let mut more = charges.to_vec();
-    for (c, a) in more.iter_mut().zip(&ahead) {
-        c.cost = c.cost.saturating_add(*a);
-    }
-    let answer = in_store(store, &mut more).await;
-    // Held from when the store answered (a slow answer does not shorten the lease).
-    let now = Instant::now();
-    let i = match answer {
-        Ok(None) => {
-            let mut back = Vec::new();
-            for ((c, m), a) in charges.iter_mut().zip(more).zip(&ahead) {
-                c.epoch = m.epoch;
-                if *a > 0 {
-                    back.extend(leases.hold(c, *a, (asked, now)));
-                }
+    let answer = match ahead.iter().any(|a| *a > 0) {
+        // Nothing asked ahead: the charges as they are.
+        false => in_store(store, charges).await,
+        true => {
+            let mut more = charges.to_vec();
+            for (c, a) in more.iter_mut().zip(&ahead) {
+                c.cost = c.cost.saturating_add(*a);
             }
-            leases.give_back_later(store, back);
-            return Ok(None);
+            let answer = in_store(store, &mut more).await;
+            if let Ok(None) = answer {
+                // Held from when the store answered (a slow answer does not shorten the lease).
+                let now = Instant::now();
+                let mut back = Vec::new();
+                for ((c, m), a) in charges.iter_mut().zip(more).zip(&ahead) {
+                    c.epoch = m.epoch;
+                    if *a > 0 {
+                        back.extend(leases.hold(c, *a, (asked, now)));
+                    }
+                }
+                leases.give_back_later(store, back);
+            }
+            answer
         }
+    };
+    let i = match answer {
+        Ok(None) => return Ok(None),
         Err(e) => {
             leases.unask(charges, &ahead);
             return Err(e);
@@ -150,7 +159,7 @@ async fn ahead_or_exact(
     // The budget's end is near: this process lets go of what it holds of it (the store may
     // need those units for this very call), and the call reserves exactly its cost, unless it
     // asked for exactly that already and nothing came back.
-    let back = charges.get(i).and_then(|c| leases.short(c, now));
+    let back = charges.get(i).and_then(|c| leases.short(c, Instant::now()));
     if back.is_none() && ahead.get(i).is_none_or(|a| *a == 0) {
         return Ok(Some(i));
     }
@@ -196,8 +205,6 @@ pub(crate) async fn settle(
         .collect();
     refund(store, &back).await;
 }
-
-pub(crate) mod leases;
 
 #[cfg(test)]
 mod tests;

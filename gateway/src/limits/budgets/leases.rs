@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -116,9 +117,8 @@ fn key(c: &Charge) -> String {
     let parts = [&c.budget, &c.principal, &c.window];
     let mut k = String::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
     for p in parts {
-        k.push_str(&p.len().to_string());
-        k.push(':');
-        k.push_str(p);
+        // Writing to a `String` cannot fail.
+        let _ = write!(k, "{}:{p}", p.len());
     }
     k
 }
@@ -170,6 +170,10 @@ impl Leases {
     /// Spend every charge from the units held ahead, or none of them: true when all were (each
     /// charge's epoch then set).
     pub(crate) fn take(&self, charges: &mut [Charge], now: Instant) -> bool {
+        // A budget reserved call by call is never held: no key built, no lock taken.
+        if charges.iter().any(|c| self.most(c) == 0) {
+            return false;
+        }
         let keys: Vec<String> = charges.iter().map(key).collect();
         let mut held = self.lock();
         // What the call would spend from each lease (two charges could name one).
