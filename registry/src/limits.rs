@@ -35,6 +35,8 @@ pub(crate) struct RawBudget {
     pub(crate) per: Option<String>,
     #[serde(default)]
     pub(crate) refund_failed: bool,
+    #[serde(default)]
+    pub(crate) exact: bool,
 }
 
 /// The calendar period a budget renews in (UTC).
@@ -101,6 +103,9 @@ pub struct Budget {
     pub per: Period,
     /// Give the units back when the upstream could not answer (unreachable, timed out).
     pub refund_failed: bool,
+    /// Every call reserves its own cost in the store: no units are held ahead, however large
+    /// the budget, so the store's count is the calls' at every moment.
+    pub exact: bool,
 }
 
 impl std::fmt::Display for Budget {
@@ -398,6 +403,7 @@ fn budget(
         units: units?,
         per: per?,
         refund_failed: raw.refund_failed,
+        exact: raw.exact,
     })
 }
 

@@ -71,6 +71,7 @@ pub(crate) async fn state(gw: &Gateway) -> Result<Value, OpError> {
                         "units": b.units,
                         "per": b.per.as_str(),
                         "refund_failed": b.refund_failed,
+                        "exact": b.exact,
                         "window": window,
                         "resets_at_ms": ends.saturating_mul(1000),
                         "principals": used,

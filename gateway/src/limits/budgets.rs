@@ -88,9 +88,12 @@ pub(crate) async fn reserve_as(
     }
     let mut charges: Vec<Charge> = spent.iter().map(|s| s.charge.clone()).collect();
     let now = Instant::now();
-    let refused = match leases.take(&mut charges, now) {
-        true => None,
-        false => ahead_or_exact((store, leases), &mut charges, now).await?,
+    // A budget marked `exact` holds nothing ahead: the call's charges all go to the store.
+    let exact = hits.iter().any(|(_, b, _)| b.exact);
+    let refused = match exact || !leases.take(&mut charges, now) {
+        false => None,
+        true if exact => in_store(store, &mut charges).await?,
+        true => ahead_or_exact((store, leases), &mut charges, now).await?,
     };
     let Some(i) = refused else {
         // Each charge as reserved, with the window's epoch its refund must match.

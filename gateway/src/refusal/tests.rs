@@ -132,6 +132,7 @@ fn every_variant() -> Vec<Refusal> {
                 units: 10,
                 per: registry::Period::Day,
                 refund_failed: false,
+                exact: false,
             },
             wait_s: 3600,
             hit: hit(),

@@ -110,6 +110,11 @@ fn every_mistake_names_its_line_and_the_fix() {
             "limits[0].budget",
             "refund",
         ),
+        (
+            "  - { match: \"team:a\", budget: { units: 5, per: day, exact: sometimes } }\n",
+            "limits[0].budget",
+            "exact",
+        ),
     ];
     for (entry, path, says) in cases {
         let found = problems(&format!("limits:\n{entry}"));
@@ -128,8 +133,8 @@ fn a_budget_loads_with_its_period_and_tools_carry_a_cost() {
     let reg = load_str("t.yaml", text).unwrap();
     let b = reg.limits[0].budget.unwrap();
     assert_eq!(
-        (b.units, b.per, b.refund_failed),
-        (1000, crate::Period::Month, true)
+        (b.units, b.per, b.refund_failed, b.exact),
+        (1000, crate::Period::Month, true, false)
     );
     assert_eq!(b.to_string(), "1000 units/month");
     assert_eq!(reg.limits[0].budget_key(), "org:* */* per month");
@@ -138,6 +143,11 @@ fn a_budget_loads_with_its_period_and_tools_carry_a_cost() {
         (tools["search_notes"].cost, tools["create_note"].cost),
         (1, 5)
     );
+    let exact = text.replace("refund_failed: true", "exact: true");
+    let b = load_str("t.yaml", &exact).unwrap().limits[0]
+        .budget
+        .unwrap();
+    assert_eq!((b.refund_failed, b.exact), (false, true));
 }
 
 #[test]

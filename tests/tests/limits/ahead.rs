@@ -81,3 +81,26 @@ async fn units_reserved_ahead_are_spent_then_given_back_when_idle_and_at_shutdow
     assert_eq!(settles_at(&other.admin, &auditor, 2).await, 2);
     assert_eq!(fx.calls(), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_marked_exact_is_counted_call_by_call_however_large() {
+    let fx = Fixture::start("both").unwrap();
+    let limits = "limits:\n  - { match: \"key:*\", server: fixture, budget: { units: 4096, per: month, exact: true } }\n";
+    let gw = Gateway::start_with(limits, &servers(&fx.url)).unwrap();
+    let auditor = gw.operator_key("auditor", None).unwrap();
+    let c = client(&gw.base, &gw.key).await;
+    one_by_one(&c, 3).await;
+    assert_eq!(used_at(&gw.admin, &auditor).await, 3, "nothing held ahead");
+    let metrics = admin_text_as(&gw, &auditor, "/metrics").await;
+    assert!(
+        metrics.contains("\nportcullis_budget_units_held 0\n"),
+        "{metrics}"
+    );
+    let state: Value =
+        serde_json::from_str(&admin_text_as(&gw, &auditor, "/admin/limits").await).unwrap();
+    assert_eq!(
+        state["limits"][0]["budget"]["exact"],
+        json!(true),
+        "{state}"
+    );
+}

@@ -268,3 +268,32 @@ async fn a_big_budget_is_reserved_ahead_and_a_store_that_breaks_meanwhile_refuse
         Err(Over::Unavailable(_))
     ));
 }
+
+#[tokio::test]
+async fn a_budget_marked_exact_holds_nothing_ahead_however_large_nor_the_budgets_beside_it() {
+    let reg = registry(
+        "  - { match: \"team:*\", budget: { units: 1000000, per: day, exact: true } }\n  - { match: \"team:*\", server: notes, budget: { units: 1000000, per: month } }\n",
+    );
+    let (_d, s) = store().await;
+    let l = Leases::default();
+    let at = ("notes", "search_notes");
+    let mut window = Vec::new();
+    for n in 1..=3 {
+        let spent = reserve((&s, &l), &reg, &team("a"), at, 1, NOW)
+            .await
+            .unwrap();
+        window = spent.iter().map(|s| s.charge.window.clone()).collect();
+        assert_eq!(l.held(), 0, "nothing held ahead");
+        assert_eq!(s.reservation_groups(), n, "each call asked the store");
+    }
+    let rows = s.budget_usage(&window).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.used).collect::<Vec<_>>(), [3, 3]);
+    // Without `exact`, the same two budgets are held ahead.
+    let reg = registry(
+        "  - { match: \"team:*\", budget: { units: 1000000, per: day } }\n  - { match: \"team:*\", server: notes, budget: { units: 1000000, per: month } }\n",
+    );
+    reserve((&s, &l), &reg, &team("a"), at, 1, NOW)
+        .await
+        .unwrap();
+    assert_eq!(l.held(), 2 * leases::AHEAD_CALLS);
+}

@@ -65,7 +65,7 @@ pub(super) fn limits(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Findin
         .count();
     ev.push(ix.build(
             "limits",
-            "rates on governor (GCRA) per tool and per principal, concurrency caps, both counted in each process; budgets reserved in the store before each call is spent (never overspent across processes on one store; a large budget a little ahead, given back when idle); refusals `rate_limited`, `concurrency_limited`, `budget_exceeded`, and `limits_unavailable` when the store cannot answer",
+            "rates on governor (GCRA) per tool and per principal, concurrency caps, both counted in each process; budgets reserved in the store before each call is spent (never overspent across processes on one store; a large budget a little ahead, given back when idle, unless marked `exact`); refusals `rate_limited`, `concurrency_limited`, `budget_exceeded`, and `limits_unavailable` when the store cannot answer",
         ));
     let c = c.cites(ev);
     out.push(match (unlimited.is_empty(), budgets) {
