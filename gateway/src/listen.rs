@@ -11,6 +11,9 @@
 //!   is closed after as long); a head trickled a line at a time is cut off at the deadline.
 //! - **A request body must arrive within `http.body_timeout`** ([`read_body`], on both
 //!   listeners, and on the MCP listener only once the caller is authenticated).
+//! - **An answer's write must make progress within `http.write_timeout`**: a caller that stops
+//!   reading (its receive window full) loses the connection then, rather than holding it, and
+//!   its place under the caps, for ever. A stream that has nothing to send is not timed.
 //!
 //! Written on hyper's connection builder rather than `axum::serve`, which offers none of these.
 
@@ -40,6 +43,7 @@ pub(crate) struct Bounds {
     pub(crate) max_connections: usize,
     pub(crate) per_peer: usize,
     pub(crate) header_timeout: Duration,
+    pub(crate) write_timeout: Duration,
 }
 
 impl Bounds {
@@ -53,6 +57,7 @@ impl Bounds {
                 .max_connections_per_peer
                 .unwrap_or((max_connections / 4).max(1)),
             header_timeout: settings.header_timeout,
+            write_timeout: settings.write_timeout,
         }
     }
 
@@ -62,6 +67,7 @@ impl Bounds {
             max_connections: 64,
             per_peer: 32,
             header_timeout: settings.header_timeout,
+            write_timeout: settings.write_timeout,
         }
     }
 }
@@ -169,8 +175,13 @@ pub(crate) async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
         }
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        // Timed only while a write is pending; a write that completes costs a flag.
+        let mut io = tokio_io_timeout::TimeoutWriter::new(stream);
+        io.set_timeout(Some(bounds.write_timeout));
+        let conn = builder.serve_connection(
+            TokioIo::new(Box::pin(io)),
+            TowerToHyperService::new(app.clone()),
+        );
         let watched = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = watched.await {

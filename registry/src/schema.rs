@@ -210,6 +210,7 @@ pub(crate) struct RawHttp {
     pub(crate) session_keys: Vec<String>,
     pub(crate) header_timeout: Option<String>,
     pub(crate) body_timeout: Option<String>,
+    pub(crate) write_timeout: Option<String>,
     pub(crate) max_connections: Option<u64>,
     pub(crate) max_connections_per_peer: Option<u64>,
 }

@@ -31,6 +31,7 @@ const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
 const MAX_CONNECTIONS: usize = 1_000_000;
 const MAX_SERVER_NAME: usize = 32;
@@ -88,6 +89,9 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// A request body must arrive whole within this long.
     pub body_timeout: Duration,
+    /// An answer's write that makes no progress for this long (the caller has stopped reading)
+    /// ends its connection.
+    pub write_timeout: Duration,
     /// Open connections on the MCP listener; `None`: derived from the open-file limit.
     pub max_connections: Option<usize>,
     /// Open connections from one peer address; `None`: a quarter of `max_connections`.
@@ -334,7 +338,7 @@ impl Registry {
     /// reload.
     pub fn restart_only_changes(&self, next: &Registry) -> Vec<&'static str> {
         let (a, b) = (&self.settings, &next.settings);
-        let fields: [(&'static str, bool); 21] = [
+        let fields: [(&'static str, bool); 22] = [
             ("profile", a.profile == b.profile),
             ("listen", a.listen == b.listen),
             ("admin_listen", a.admin_listen == b.admin_listen),
@@ -356,6 +360,7 @@ impl Registry {
             ("http.session_keys", a.session_keys == b.session_keys),
             ("http.header_timeout", a.header_timeout == b.header_timeout),
             ("http.body_timeout", a.body_timeout == b.body_timeout),
+            ("http.write_timeout", a.write_timeout == b.write_timeout),
             (
                 "http.max_connections",
                 a.max_connections == b.max_connections,

@@ -37,3 +37,67 @@ fn a_peer_holds_at_most_its_cap_and_frees_it_on_close() {
     drop(a);
     assert!(peers.admit(ip, 2).is_some());
 }
+
+/// Whether `path` on `addr` answers 200 on a connection of its own (one the server closes at
+/// once, over a cap, does not).
+async fn answered(addr: SocketAddr, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let head = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    if s.write_all(head.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    matches!(read, Ok(Ok(_))) && got.starts_with(b"HTTP/1.1 200")
+}
+
+#[tokio::test]
+async fn a_caller_that_stops_reading_loses_its_connection_and_its_place_under_the_cap() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const BIG: usize = 64 << 20; // more than both ends' socket buffers hold
+    let big = axum::body::Bytes::from(vec![b'x'; BIG]);
+    let app = Router::new()
+        .route(
+            "/big",
+            axum::routing::get(move || std::future::ready(big.clone())),
+        )
+        .route("/small", axum::routing::get(|| async { "ok" }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bounds = Bounds {
+        max_connections: 8,
+        per_peer: 1,
+        header_timeout: Duration::from_secs(5),
+        write_timeout: Duration::from_millis(500),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, app, bounds, "test", async {
+        let _ = stopped.await;
+    }));
+    assert!(answered(addr, "/small").await);
+
+    // A caller asks for the big answer and reads none of it: while the write can progress, the
+    // connection holds the peer's one place.
+    let mut stuck = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stuck
+        .write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!answered(addr, "/small").await, "the peer's place is held");
+    // The write makes no progress for the timeout: the connection ends and the place is free.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(answered(addr, "/small").await, "the place came back");
+    let mut got = Vec::new();
+    let _ = stuck.read_to_end(&mut got).await;
+    assert!(
+        got.len() < BIG,
+        "the answer was cut off: {} bytes",
+        got.len()
+    );
+    let _ = stop.send(());
+    server.await.unwrap();
+}

@@ -105,15 +105,23 @@ pub(super) fn settings(
         map,
         problems,
     );
+    let write_timeout = duration_or(
+        raw.http.write_timeout.as_deref(),
+        "http.write_timeout",
+        DEFAULT_WRITE_TIMEOUT,
+        map,
+        problems,
+    );
     for (key, d) in [
         ("http.header_timeout", header_timeout),
         ("http.body_timeout", body_timeout),
+        ("http.write_timeout", write_timeout),
     ] {
         if d > MAX_HTTP_TIMEOUT {
             problems.push(map.problem(
                 key,
                 format!("`{key}` is longer than an hour"),
-                "a request head or body that takes longer is an attack, not a client: use seconds, e.g. `10s`",
+                "a request head or body, or an answer, that takes longer is an attack, not a client: use seconds, e.g. `10s`",
             ));
         }
     }
@@ -210,6 +218,7 @@ pub(super) fn settings(
         session_keys,
         header_timeout,
         body_timeout,
+        write_timeout,
         max_connections,
         max_connections_per_peer,
         mode: raw.mode.unwrap_or(Mode::Enforce),

@@ -115,6 +115,39 @@ fn sizes_and_durations() {
 }
 
 #[test]
+fn an_answers_write_deadline_defaults_to_half_a_minute_and_is_bounded() {
+    let servers = "servers:\n  a:\n    builtin: notes\n    tools: {}\n";
+    let r = load_str("t.yaml", servers).unwrap();
+    assert_eq!(r.settings.write_timeout.as_secs(), 30);
+    let r = load_str(
+        "t.yaml",
+        &format!("http: {{ write_timeout: 5s }}\n{servers}"),
+    )
+    .unwrap();
+    assert_eq!(r.settings.write_timeout.as_secs(), 5);
+    for (value, says) in [("0s", "not a duration"), ("2h", "longer than an hour")] {
+        let p = problems(&format!("http: {{ write_timeout: {value} }}\n{servers}"));
+        assert!(
+            p.iter()
+                .any(|p| p.contains("http.write_timeout") && p.contains(says)),
+            "{value}: {p:?}"
+        );
+    }
+    // A process setting: a reload that changes it is refused.
+    let other = load_str(
+        "t.yaml",
+        &format!("http: {{ write_timeout: 5s }}\n{servers}"),
+    )
+    .unwrap();
+    assert_eq!(
+        load_str("t.yaml", servers)
+            .unwrap()
+            .restart_only_changes(&other),
+        vec!["http.write_timeout"]
+    );
+}
+
+#[test]
 fn an_in_memory_or_foreign_store_is_refused_with_the_fix() {
     for store in [
         "sqlite::memory:",

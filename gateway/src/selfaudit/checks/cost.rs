@@ -144,6 +144,11 @@ pub(super) fn request_bounds(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Ve
             "http.body_timeout",
             format!("{} s", st.body_timeout.as_secs_f64()),
         ),
+        ix.config(
+            reg,
+            "http.write_timeout",
+            format!("{} s", st.write_timeout.as_secs_f64()),
+        ),
     ];
     let mut loose: Vec<String> = Vec::new();
     if st.max_body > GENEROUS_BODY {
@@ -155,6 +160,7 @@ pub(super) fn request_bounds(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Ve
     for (key, d) in [
         ("http.header_timeout", st.header_timeout),
         ("http.body_timeout", st.body_timeout),
+        ("http.write_timeout", st.write_timeout),
     ] {
         if d > GENEROUS_DEADLINE {
             loose.push(format!("`{key}` is {} s", d.as_secs()));
@@ -179,10 +185,11 @@ pub(super) fn request_bounds(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Ve
             .says(
                 "Request sizes and deadlines are bounded",
                 format!(
-                    "Bodies are at most {} KiB, read only after authentication within {} s; request heads must arrive within {} s; each tool's arguments are bounded in size, values and depth.",
+                    "Bodies are at most {} KiB, read only after authentication within {} s; request heads must arrive within {} s; an answer's write that makes no progress for {} s ends its connection; each tool's arguments are bounded in size, values and depth.",
                     st.max_body / 1024,
                     st.body_timeout.as_secs_f64(),
-                    st.header_timeout.as_secs_f64()
+                    st.header_timeout.as_secs_f64(),
+                    st.write_timeout.as_secs_f64()
                 ),
                 "",
             )
