@@ -175,7 +175,7 @@ pub(crate) async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
         }
-        // Timed only while a write is pending; a write that completes costs a flag.
+        // Timed only while a write is pending: a write that completes at once costs a flag.
         let mut io = tokio_io_timeout::TimeoutWriter::new(stream);
         io.set_timeout(Some(bounds.write_timeout));
         let conn = builder.serve_connection(

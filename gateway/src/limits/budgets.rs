@@ -1,8 +1,10 @@
 //! Budgets of `limits:` entries: a call reserves its tool's `cost` from every budget that covers
 //! it and its caller, in the store, before it runs (all of them or none, never overspent across
 //! processes: `store::Store::reserve_budgets`), or spends units this process reserved there
-//! ahead of it (`leases.rs`). Units of a call that never reached the upstream go back; so do those of a call
-//! the upstream could not answer, where the budget says `refund_failed`.
+//! ahead of it (`leases.rs`), unless a budget that covers the call is marked `exact`: then each
+//! of the call's charges is reserved in the store and given back there. Units of a call that
+//! never reached the upstream go back; so do those of a call the upstream could not answer,
+//! where the budget says `refund_failed`.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,9 @@ pub(crate) struct Spent {
     pub(crate) charge: Charge,
     /// The units go back if the upstream could not answer.
     pub(crate) refund_failed: bool,
+    /// Reserved for a call covered by a budget marked `exact`: its units go back to the store,
+    /// never into units held ahead.
+    pub(crate) exact: bool,
 }
 
 /// [`reserve_as`] for `identity`'s principals.
@@ -80,6 +85,7 @@ pub(crate) async fn reserve_as(
                     epoch: 0,
                 },
                 refund_failed: budget.refund_failed,
+                exact: false,
             });
         }
     }
@@ -88,17 +94,18 @@ pub(crate) async fn reserve_as(
     }
     let mut charges: Vec<Charge> = spent.iter().map(|s| s.charge.clone()).collect();
     let now = Instant::now();
-    // A budget marked `exact` holds nothing ahead: the call's charges all go to the store.
+    // A budget marked `exact` holds nothing ahead: the call's charges all go to the store,
+    // asking nothing ahead, and come back to it.
     let exact = hits.iter().any(|(_, b, _)| b.exact);
-    let refused = match exact || !leases.take(&mut charges, now) {
-        false => None,
-        true if exact => in_store(store, &mut charges).await?,
-        true => ahead_or_exact((store, leases), &mut charges, now).await?,
+    let refused = match !exact && leases.take(&mut charges, now) {
+        true => None,
+        false => ahead_or_exact((store, leases), &mut charges, now, exact).await?,
     };
     let Some(i) = refused else {
         // Each charge as reserved, with the window's epoch its refund must match.
         for (s, c) in spent.iter_mut().zip(charges) {
             s.charge = c;
+            s.exact = exact;
         }
         return Ok(spent);
     };
@@ -118,14 +125,18 @@ pub(crate) async fn reserve_as(
 }
 
 /// Reserve `charges` in the store, with units ahead where their budgets allow (held in
-/// `leases` once reserved); if those do not fit, exactly the charges: the index of the one that
-/// does not fit then, if any.
+/// `leases` once reserved) and the call is not `exact`; if those do not fit, exactly the
+/// charges: the index of the one that does not fit then, if any.
 async fn ahead_or_exact(
     (store, leases): (&Store, &Leases),
     charges: &mut [Charge],
     asked: Instant,
+    exact: bool,
 ) -> Result<Option<usize>, Over> {
-    let ahead: Vec<i64> = charges.iter().map(|c| leases.ahead(c, asked)).collect();
+    let ahead: Vec<i64> = match exact {
+        true => vec![0; charges.len()],
+        false => charges.iter().map(|c| leases.ahead(c, asked)).collect(),
+    };
     let answer = match ahead.iter().any(|a| *a > 0) {
         // Nothing asked ahead: the charges as they are.
         false => in_store(store, charges).await,
@@ -193,7 +204,8 @@ pub(crate) async fn refund(store: &Store, charges: &[Charge]) {
 
 /// Give back what a call spent: all of it when `reached` is false (the request was never sent
 /// upstream), and the budgets with `refund_failed` when the upstream `failed` to answer; to the
-/// units this process holds ahead where it still holds them, else to the store.
+/// units this process holds ahead where it still holds them (unless the call was `exact`), else
+/// to the store.
 pub(crate) async fn settle(
     (store, leases): (&Store, &Leases),
     spent: &[Spent],
@@ -203,7 +215,7 @@ pub(crate) async fn settle(
     let back: Vec<Charge> = spent
         .iter()
         .filter(|s| !reached || (failed && s.refund_failed))
-        .filter(|s| !leases.give_back(&s.charge))
+        .filter(|s| s.exact || !leases.give_back(&s.charge))
         .map(|s| s.charge.clone())
         .collect();
     refund(store, &back).await;

@@ -54,10 +54,25 @@ async fn answered(addr: SocketAddr, path: &str) -> bool {
     matches!(read, Ok(Ok(_))) && got.starts_with(b"HTTP/1.1 200")
 }
 
-#[tokio::test]
+/// Polls `answered(addr, "/small")` until it reads `want`, for up to 10 s: when it did.
+async fn until_answered(addr: SocketAddr, want: bool) -> Option<std::time::Instant> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if answered(addr, "/small").await == want {
+            return Some(std::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+// One thread: the probe's connection has closed, and given back the peer's place, before the
+// next connection is accepted.
+#[tokio::test(flavor = "current_thread")]
 async fn a_caller_that_stops_reading_loses_its_connection_and_its_place_under_the_cap() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    const BIG: usize = 64 << 20; // more than both ends' socket buffers hold
+    const BIG: usize = 64 << 20; // far more than both ends' socket buffers hold
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
     let big = axum::body::Bytes::from(vec![b'x'; BIG]);
     let app = Router::new()
         .route(
@@ -70,8 +85,8 @@ async fn a_caller_that_stops_reading_loses_its_connection_and_its_place_under_th
     let bounds = Bounds {
         max_connections: 8,
         per_peer: 1,
-        header_timeout: Duration::from_secs(5),
-        write_timeout: Duration::from_millis(500),
+        header_timeout: Duration::from_secs(30),
+        write_timeout: WRITE_TIMEOUT,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, app, bounds, "test", async {
@@ -79,18 +94,25 @@ async fn a_caller_that_stops_reading_loses_its_connection_and_its_place_under_th
     }));
     assert!(answered(addr, "/small").await);
 
-    // A caller asks for the big answer and reads none of it: while the write can progress, the
-    // connection holds the peer's one place.
-    let mut stuck = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A caller with a small receive buffer asks for the big answer and reads none of it: the
+    // connection holds the peer's one place while the write waits...
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket.connect(addr).await.unwrap();
     stuck
         .write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!answered(addr, "/small").await, "the peer's place is held");
-    // The write makes no progress for the timeout: the connection ends and the place is free.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(answered(addr, "/small").await, "the place came back");
+    let asked = std::time::Instant::now();
+    until_answered(addr, false)
+        .await
+        .expect("the peer's place is held");
+    // ...and once the write has made no progress for the timeout, the connection ends and the
+    // place is free again.
+    let freed = until_answered(addr, true)
+        .await
+        .expect("the place came back");
+    assert!(freed - asked >= WRITE_TIMEOUT, "{:?}", freed - asked);
     let mut got = Vec::new();
     let _ = stuck.read_to_end(&mut got).await;
     assert!(

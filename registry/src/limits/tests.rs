@@ -112,8 +112,8 @@ fn every_mistake_names_its_line_and_the_fix() {
         ),
         (
             "  - { match: \"team:a\", budget: { units: 5, per: day, exact: sometimes } }\n",
-            "limits[0].budget",
-            "exact",
+            "limits[0].budget.exact",
+            "boolean",
         ),
     ];
     for (entry, path, says) in cases {

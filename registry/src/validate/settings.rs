@@ -121,7 +121,7 @@ pub(super) fn settings(
             problems.push(map.problem(
                 key,
                 format!("`{key}` is longer than an hour"),
-                "a request head or body, or an answer, that takes longer is an attack, not a client: use seconds, e.g. `10s`",
+                "a request head or body that takes longer, or an answer's write stalled longer, is an attack, not a client: use seconds, e.g. `10s`",
             ));
         }
     }

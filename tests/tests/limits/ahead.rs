@@ -2,6 +2,7 @@
 //! units beyond its call's own (at most 1/1024 of the budget), spends them on the next calls
 //! without the store, and gives back what it did not spend once idle and when it shuts down, so
 //! the store ends counting exactly the calls made; an operator's reset forgives what it holds.
+//! A budget marked `exact` holds nothing ahead.
 
 use super::*;
 

@@ -5,7 +5,8 @@
 //! Every unit spent was reserved by the store's atomic statement first, so the budget holds
 //! across processes: no interleaving spends more than it allows. What a process holds ahead is
 //! small: at most [`AHEAD_CALLS`] times the asking call's cost and never more than 1/[`SHARE`]
-//! of the budget's units, so a budget of fewer than `SHARE` units per call is reserved call by call, exactly.
+//! of the budget's units, so a budget of fewer than `SHARE` units per call is reserved call by call, exactly,
+//! as is every charge of a call that a budget marked `exact` covers (`budgets.rs`).
 //! One call at a time asks for units ahead (the calls beside it reserve their own cost), and
 //! one whose units ahead do not fit (the budget's end is near) stops the asking for [`FRESH`]:
 //! the calls of that time reserve exactly what they spend.

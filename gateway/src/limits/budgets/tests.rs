@@ -297,3 +297,73 @@ async fn a_budget_marked_exact_holds_nothing_ahead_however_large_nor_the_budgets
         .unwrap();
     assert_eq!(l.held(), 2 * leases::AHEAD_CALLS);
 }
+
+#[tokio::test]
+async fn an_exact_call_near_a_budgets_end_takes_back_what_this_process_holds_of_it() {
+    // `create_note` (cost 3) is under an exact budget and a big one; `search_notes` (cost 1)
+    // only under the big one, which holds 2 units ahead for it.
+    let reg = registry(
+        "  - { match: \"team:*\", server: notes, tool: create_note, budget: { units: 100, per: day, exact: true } }\n  - { match: \"team:*\", budget: { units: 2048, per: day } }\n",
+    );
+    let (_d, s) = store().await;
+    let l = Leases::default();
+    let search = reserve(
+        (&s, &l),
+        &reg,
+        &team("a"),
+        ("notes", "search_notes"),
+        1,
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(l.held(), 2);
+    // Near the end: 1 unit free in the store, 2 more held here.
+    s.execute_for_test("UPDATE budget_usage SET used = 2047")
+        .await
+        .unwrap();
+    let create = reserve((&s, &l), &reg, &team("a"), ("notes", "create_note"), 3, NOW)
+        .await
+        .expect("fits once the units held ahead go back");
+    assert_eq!(l.held(), 0);
+    assert!(create.iter().all(|s| s.exact));
+    let windows = [search[0].charge.window.clone()];
+    let rows = s.budget_usage(&windows).await.unwrap();
+    let mut used: Vec<i64> = rows.iter().map(|r| r.used).collect();
+    used.sort_unstable();
+    assert_eq!(used, [3, 2048]);
+}
+
+#[tokio::test]
+async fn an_exact_calls_refund_goes_to_the_store_not_into_units_held_ahead() {
+    let reg = registry(
+        "  - { match: \"team:*\", server: notes, tool: create_note, budget: { units: 1000000, per: day, exact: true } }\n  - { match: \"team:*\", budget: { units: 1000000, per: day } }\n",
+    );
+    let (_d, s) = store().await;
+    let l = Leases::default();
+    let at = ("notes", "search_notes");
+    let search = reserve((&s, &l), &reg, &team("a"), at, 1, NOW)
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        reserve((&s, &l), &reg, &team("a"), at, 1, NOW)
+            .await
+            .unwrap();
+    }
+    let held = l.held();
+    assert_eq!(held, leases::AHEAD_CALLS - 10, "room in the lease");
+    let create = reserve((&s, &l), &reg, &team("a"), ("notes", "create_note"), 3, NOW)
+        .await
+        .unwrap();
+    let windows = [search[0].charge.window.clone()];
+    let used = |rows: Vec<store::UsageRow>| -> Vec<i64> {
+        let mut u: Vec<i64> = rows.iter().map(|r| r.used).collect();
+        u.sort_unstable();
+        u
+    };
+    assert_eq!(used(s.budget_usage(&windows).await.unwrap()), [3, 260]);
+    // Never sent: both charges go back to the store; the lease beside them is untouched.
+    settle((&s, &l), &create, false, false).await;
+    assert_eq!(l.held(), held);
+    assert_eq!(used(s.budget_usage(&windows).await.unwrap()), [0, 257]);
+}

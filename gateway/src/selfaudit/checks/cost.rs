@@ -125,7 +125,7 @@ pub(super) fn limits(cx: &Cx<'_>, ix: &mut Index, c: Check, out: &mut Vec<Findin
 }
 
 /// Request sizes and deadlines past which one caller can tie up the gateway: a body or a tool's
-/// arguments larger than this, or a head or body deadline longer than this.
+/// arguments larger than this, or a head, body or write deadline longer than this.
 const GENEROUS_BODY: usize = 16 * 1024 * 1024;
 const GENEROUS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
