@@ -114,7 +114,8 @@ async fn a_caller_that_stops_reading_loses_its_connection_and_its_place_under_th
         .expect("the place came back");
     assert!(freed - asked >= WRITE_TIMEOUT, "{:?}", freed - asked);
     let mut got = Vec::new();
-    let _ = stuck.read_to_end(&mut got).await;
+    let read = tokio::time::timeout(Duration::from_secs(10), stuck.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the connection was closed");
     assert!(
         got.len() < BIG,
         "the answer was cut off: {} bytes",

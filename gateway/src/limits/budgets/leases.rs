@@ -302,20 +302,24 @@ impl Leases {
     pub(crate) fn short(&self, c: &Charge, now: Instant) -> Option<Charge> {
         let most = self.most(c);
         let mut held = self.lock();
-        if most == 0 {
+        let k = key(c);
+        // An operator's reset made here stays marked: answers to asks begun before it are
+        // still not held.
+        let forgot = held.leases.get(&k).and_then(|l| l.forgot);
+        if most == 0 && forgot.is_none() {
             // Reserved call by call: nothing to stop asking for.
-            return held.leases.remove(&key(c)).and_then(Lease::back);
+            return held.leases.remove(&k).and_then(Lease::back);
         }
         let marker = Lease {
             of: c.clone(),
             reserved: false,
             left: 0,
             since: now,
-            short: true,
+            short: most > 0,
             asked: None,
-            forgot: None,
+            forgot,
         };
-        held.leases.insert(key(c), marker).and_then(Lease::back)
+        held.leases.insert(k, marker).and_then(Lease::back)
     }
 
     /// The asks for units ahead of `charges` (those `ahead` of more than 0) ended without an

@@ -367,3 +367,49 @@ async fn an_exact_calls_refund_goes_to_the_store_not_into_units_held_ahead() {
     assert_eq!(l.held(), held);
     assert_eq!(used(s.budget_usage(&windows).await.unwrap()), [0, 257]);
 }
+
+#[tokio::test]
+async fn an_exact_call_refused_where_the_other_budget_is_held_ahead_stops_the_asking_and_names_its_own_end()
+ {
+    // The big budget holds ahead for `create_note` too (4 units at most, 3 at cost 3).
+    let reg = registry(
+        "  - { match: \"team:*\", server: notes, tool: create_note, budget: { units: 5, per: day, exact: true } }\n  - { match: \"team:*\", budget: { units: 4096, per: day } }\n",
+    );
+    let (_d, s) = store().await;
+    let l = Leases::default();
+    let (search, create) = (("notes", "search_notes"), ("notes", "create_note"));
+    let first = reserve((&s, &l), &reg, &team("a"), search, 1, NOW)
+        .await
+        .unwrap();
+    assert_eq!(l.held(), 4);
+    s.execute_for_test("UPDATE budget_usage SET used = 4094")
+        .await
+        .unwrap();
+    reserve((&s, &l), &reg, &team("a"), create, 3, NOW)
+        .await
+        .expect("fits once the 4 units held ahead go back");
+    assert_eq!(l.held(), 0);
+    // The big budget's end is near: the next call asks nothing ahead (one store reservation,
+    // not an ask refused and then its exact retry).
+    let groups = s.reservation_groups();
+    reserve((&s, &l), &reg, &team("a"), search, 1, NOW)
+        .await
+        .unwrap();
+    assert_eq!(l.held(), 0);
+    assert_eq!(s.reservation_groups(), groups + 1);
+    let windows = [first[0].charge.window.clone()];
+    let mut used: Vec<i64> = s
+        .budget_usage(&windows)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.used)
+        .collect();
+    used.sort_unstable();
+    assert_eq!(used, [3, 4094]);
+    // The exact budget's own end refuses, naming its entry.
+    match reserve((&s, &l), &reg, &team("a"), create, 3, NOW).await {
+        Err(Over::Budget { hit, .. }) => assert_eq!(hit.entry, 0),
+        other => panic!("{other:?}"),
+    }
+}

@@ -284,3 +284,33 @@ fn an_answer_to_an_ask_made_before_a_reset_here_is_not_held() {
     );
     assert_eq!(l.held(), 256);
 }
+
+#[test]
+fn a_refusal_after_a_reset_keeps_its_mark_so_an_older_asks_answer_still_goes_back() {
+    // Charges of one key whose budget is held ahead (cost 1) or reserved call by call
+    // (cost 2,000: more than 1/1024 of the units).
+    for refused_cost in [1, 2_000] {
+        let (l, now) = (Leases::default(), Instant::now());
+        let c = charge("key:a", 1, 1 << 20);
+        assert_eq!(l.ahead(&c, now), 256);
+        l.forget(&c.budget, &c.principal, &c.window);
+        // A call refused at the store after the reset (the budget's end is near).
+        let later = Instant::now();
+        let refused = Charge {
+            cost: refused_cost,
+            ..c.clone()
+        };
+        assert_eq!(l.short(&refused, later), None);
+        // The ask begun before the reset is answered: its units go back, not held.
+        let back = l.hold(&reserved(c.clone(), 0), 256, (now, later));
+        assert_eq!(
+            back,
+            vec![Charge {
+                cost: 256,
+                ..c.clone()
+            }],
+            "refused at cost {refused_cost}"
+        );
+        assert_eq!(l.held(), 0);
+    }
+}
