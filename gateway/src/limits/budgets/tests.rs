@@ -20,6 +20,19 @@ fn team(name: &str) -> Identity {
     Identity::new().with_name(Level::Team, name)
 }
 
+/// Each budget's units spent in `windows`, as the store counts them, smallest first.
+async fn used_in(s: &Store, windows: &[String]) -> Vec<i64> {
+    let mut used: Vec<i64> = s
+        .budget_usage(windows)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.used)
+        .collect();
+    used.sort_unstable();
+    used
+}
+
 // 2026-12-05T21:30:00Z
 const NOW: i64 = 1_796_506_200;
 
@@ -286,8 +299,7 @@ async fn a_budget_marked_exact_holds_nothing_ahead_however_large_nor_the_budgets
         assert_eq!(l.held(), 0, "nothing held ahead");
         assert_eq!(s.reservation_groups(), n, "each call asked the store");
     }
-    let rows = s.budget_usage(&window).await.unwrap();
-    assert_eq!(rows.iter().map(|r| r.used).collect::<Vec<_>>(), [3, 3]);
+    assert_eq!(used_in(&s, &window).await, [3, 3]);
     // Without `exact`, the same two budgets are held ahead.
     let reg = registry(
         "  - { match: \"team:*\", budget: { units: 1000000, per: day } }\n  - { match: \"team:*\", server: notes, budget: { units: 1000000, per: month } }\n",
@@ -327,11 +339,10 @@ async fn an_exact_call_near_a_budgets_end_takes_back_what_this_process_holds_of_
         .expect("fits once the units held ahead go back");
     assert_eq!(l.held(), 0);
     assert!(create.iter().all(|s| s.exact));
-    let windows = [search[0].charge.window.clone()];
-    let rows = s.budget_usage(&windows).await.unwrap();
-    let mut used: Vec<i64> = rows.iter().map(|r| r.used).collect();
-    used.sort_unstable();
-    assert_eq!(used, [3, 2048]);
+    assert_eq!(
+        used_in(&s, &[search[0].charge.window.clone()]).await,
+        [3, 2048]
+    );
 }
 
 #[tokio::test]
@@ -356,16 +367,11 @@ async fn an_exact_calls_refund_goes_to_the_store_not_into_units_held_ahead() {
         .await
         .unwrap();
     let windows = [search[0].charge.window.clone()];
-    let used = |rows: Vec<store::UsageRow>| -> Vec<i64> {
-        let mut u: Vec<i64> = rows.iter().map(|r| r.used).collect();
-        u.sort_unstable();
-        u
-    };
-    assert_eq!(used(s.budget_usage(&windows).await.unwrap()), [3, 260]);
+    assert_eq!(used_in(&s, &windows).await, [3, 260]);
     // Never sent: both charges go back to the store; the lease beside them is untouched.
     settle((&s, &l), &create, false, false).await;
     assert_eq!(l.held(), held);
-    assert_eq!(used(s.budget_usage(&windows).await.unwrap()), [0, 257]);
+    assert_eq!(used_in(&s, &windows).await, [0, 257]);
 }
 
 #[tokio::test]
@@ -397,19 +403,19 @@ async fn an_exact_call_refused_where_the_other_budget_is_held_ahead_stops_the_as
         .unwrap();
     assert_eq!(l.held(), 0);
     assert_eq!(s.reservation_groups(), groups + 1);
-    let windows = [first[0].charge.window.clone()];
-    let mut used: Vec<i64> = s
-        .budget_usage(&windows)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.used)
-        .collect();
-    used.sort_unstable();
-    assert_eq!(used, [3, 4094]);
+    assert_eq!(
+        used_in(&s, &[first[0].charge.window.clone()]).await,
+        [3, 4094]
+    );
     // The exact budget's own end refuses, naming its entry.
     match reserve((&s, &l), &reg, &team("a"), create, 3, NOW).await {
         Err(Over::Budget { hit, .. }) => assert_eq!(hit.entry, 0),
         other => panic!("{other:?}"),
     }
+    // The store breaks: an exact call is refused, never let through.
+    s.execute_for_test("DROP TABLE budget_usage").await.unwrap();
+    assert!(matches!(
+        reserve((&s, &l), &reg, &team("a"), create, 3, NOW).await,
+        Err(Over::Unavailable(_))
+    ));
 }

@@ -17,6 +17,11 @@ fn reserved(mut c: Charge, epoch: i64) -> Charge {
     c
 }
 
+/// `c` at another cost: what a call spends, or what goes back.
+fn costing(c: &Charge, cost: i64) -> Charge {
+    Charge { cost, ..c.clone() }
+}
+
 #[test]
 fn units_held_ahead_serve_the_next_calls_then_run_out() {
     let (l, now) = (Leases::default(), Instant::now());
@@ -186,13 +191,7 @@ fn a_lease_never_holds_more_than_its_most_and_the_rest_goes_back() {
     let c = charge("key:a", 1, 1 << 20);
     assert_eq!(l.hold(&reserved(c.clone(), 0), 200, (now, now)), Vec::new());
     let back = l.hold(&reserved(c.clone(), 0), 100, (now, now));
-    assert_eq!(
-        back,
-        vec![Charge {
-            cost: 44,
-            ..c.clone()
-        }]
-    );
+    assert_eq!(back, vec![costing(&c, 44)]);
     assert_eq!(l.held(), 256);
     // A refund to a full lease goes to the store.
     assert!(!l.give_back(&reserved(c, 0)));
@@ -230,22 +229,10 @@ fn at_shutdown_everything_goes_back_and_nothing_more_is_held() {
     let (l, now) = (Leases::default(), Instant::now());
     let c = charge("key:a", 1, 1 << 20);
     assert_eq!(l.hold(&reserved(c.clone(), 0), 8, (now, now)), Vec::new());
-    assert_eq!(
-        l.release(None),
-        vec![Charge {
-            cost: 8,
-            ..c.clone()
-        }]
-    );
+    assert_eq!(l.release(None), vec![costing(&c, 8)]);
     assert_eq!(l.ahead(&c, now), 0, "no more asks");
     // A call still running then: what it reserved ahead, and its refund, go to the store.
-    assert_eq!(
-        l.hold(&c, 4, (now, now)),
-        vec![Charge {
-            cost: 4,
-            ..c.clone()
-        }]
-    );
+    assert_eq!(l.hold(&c, 4, (now, now)), vec![costing(&c, 4)]);
     assert!(!l.give_back(&c));
     assert_eq!(l.held(), 0);
 }
@@ -269,13 +256,7 @@ fn an_answer_to_an_ask_made_before_a_reset_here_is_not_held() {
     l.forget(&c.budget, &c.principal, &c.window);
     let later = Instant::now();
     let back = l.hold(&reserved(c.clone(), 0), 256, (now, later));
-    assert_eq!(
-        back,
-        vec![Charge {
-            cost: 256,
-            ..c.clone()
-        }]
-    );
+    assert_eq!(back, vec![costing(&c, 256)]);
     assert_eq!(l.held(), 0);
     // An ask begun after it is held.
     assert_eq!(
@@ -296,19 +277,13 @@ fn a_refusal_after_a_reset_keeps_its_mark_so_an_older_asks_answer_still_goes_bac
         l.forget(&c.budget, &c.principal, &c.window);
         // A call refused at the store after the reset (the budget's end is near).
         let later = Instant::now();
-        let refused = Charge {
-            cost: refused_cost,
-            ..c.clone()
-        };
+        let refused = costing(&c, refused_cost);
         assert_eq!(l.short(&refused, later), None);
         // The ask begun before the reset is answered: its units go back, not held.
         let back = l.hold(&reserved(c.clone(), 0), 256, (now, later));
         assert_eq!(
             back,
-            vec![Charge {
-                cost: 256,
-                ..c.clone()
-            }],
+            vec![costing(&c, 256)],
             "refused at cost {refused_cost}"
         );
         assert_eq!(l.held(), 0);
