@@ -32,6 +32,9 @@ pub(crate) const AHEAD_CALLS: i64 = 256;
 pub(crate) const SHARE: i64 = 1024;
 /// How long units held ahead are spent before the store is asked again.
 pub(crate) const FRESH: Duration = Duration::from_secs(1);
+/// How long the mark of an operator's reset outlives what it forgot: longer than any ask begun
+/// before the reset may wait for the store's answer (twice the store's deadline).
+const MARK: Duration = Duration::from_secs(2 * super::STORE_DEADLINE.as_secs());
 
 /// Units of one budget, principal and window held by this process.
 #[derive(Debug)]
@@ -55,7 +58,7 @@ struct Lease {
     /// never answered holds the others back for [`FRESH`] at most).
     asked: Option<Instant>,
     /// When an operator's reset in this process forgot the lease: an answer to an ask that
-    /// began before it is not held.
+    /// began before it is not held. Kept for [`MARK`], by the leases that follow too.
     forgot: Option<Instant>,
 }
 
@@ -73,12 +76,22 @@ impl Lease {
         self.asked.is_some_and(|at| now < at + fresh)
     }
 
-    /// What it holds, to go back to the store: nothing when it holds nothing.
-    fn back(self) -> Option<Charge> {
-        (self.reserved && self.left > 0).then_some(Charge {
+    /// An operator's reset here marked it, and an ask begun before the reset may still be
+    /// answered (within the store's deadline): the mark is kept until [`MARK`] has passed.
+    fn marked(&self, now: Instant) -> bool {
+        self.forgot.is_some_and(|at| now < at + MARK)
+    }
+
+    /// What it holds, taken out to go back to the store (nothing when it holds nothing): it
+    /// holds nothing after.
+    fn take_back(&mut self) -> Option<Charge> {
+        let back = (self.reserved && self.left > 0).then(|| Charge {
             cost: self.left,
-            ..self.of
-        })
+            ..self.of.clone()
+        });
+        self.reserved = false;
+        self.left = 0;
+        back
     }
 }
 
@@ -270,11 +283,13 @@ impl Leases {
         if held.closed || newer {
             return vec![mine].into_iter().filter(|m| m.cost > 0).collect();
         }
+        // The mark of an operator's reset stays with the new lease (see [`Lease::marked`]).
+        let forgot = held.leases.get(&k).and_then(|l| l.forgot);
         let mut back = Vec::new();
         let mut left = ahead;
         match held.leases.remove(&k) {
             Some(old) if old.serves(c) => left = left.saturating_add(old.left),
-            Some(old) => back.extend(old.back()),
+            Some(mut old) => back.extend(old.take_back()),
             None => {}
         }
         if left > most {
@@ -291,7 +306,7 @@ impl Leases {
             since: now,
             short: false,
             asked: None,
-            forgot: None,
+            forgot,
         };
         held.leases.insert(k, lease);
         back
@@ -308,7 +323,7 @@ impl Leases {
         let forgot = held.leases.get(&k).and_then(|l| l.forgot);
         if most == 0 && forgot.is_none() {
             // Reserved call by call: nothing to stop asking for.
-            return held.leases.remove(&k).and_then(Lease::back);
+            return held.leases.remove(&k).and_then(|mut l| l.take_back());
         }
         let marker = Lease {
             of: c.clone(),
@@ -319,7 +334,9 @@ impl Leases {
             asked: None,
             forgot,
         };
-        held.leases.insert(k, marker).and_then(Lease::back)
+        held.leases
+            .insert(k, marker)
+            .and_then(|mut l| l.take_back())
     }
 
     /// The asks for units ahead of `charges` (those `ahead` of more than 0) ended without an
@@ -383,7 +400,8 @@ impl Leases {
         self.lock().leases.insert(k, marker);
     }
 
-    /// Let go of the leases no longer [`FRESH`] as of `now`, or, with `None`, of all of them
+    /// Let go of the leases no longer [`FRESH`] as of `now` (and no longer asking, nor marked by
+    /// a reset: [`Lease::marked`]), or, with `None`, of all of them
     /// and hold nothing more (shutdown): what they still hold, to go back to the store.
     pub(crate) fn release(&self, now: Option<Instant>) -> Vec<Charge> {
         let fresh = self.fresh;
@@ -391,16 +409,16 @@ impl Leases {
         if now.is_none() {
             held.closed = true;
         }
-        let gone: Vec<String> = held
-            .leases
-            .iter()
-            .filter(|(_, l)| now.is_none_or(|n| !l.fresh(n, fresh) && !l.asking(n, fresh)))
-            .map(|(k, _)| k.clone())
-            .collect();
-        gone.iter()
-            .filter_map(|k| held.leases.remove(k))
-            .filter_map(Lease::back)
-            .collect()
+        let mut back = Vec::new();
+        held.leases.retain(|_, l| {
+            if now.is_some_and(|n| l.fresh(n, fresh) || l.asking(n, fresh)) {
+                return true;
+            }
+            back.extend(l.take_back());
+            // A reset's mark stays, holding nothing, while an older ask may still be answered.
+            now.is_some_and(|n| l.marked(n))
+        });
+        back
     }
 
     /// Units held now for `budget` (tests).

@@ -289,3 +289,34 @@ fn a_refusal_after_a_reset_keeps_its_mark_so_an_older_asks_answer_still_goes_bac
         assert_eq!(l.held(), 0);
     }
 }
+
+#[test]
+fn a_resets_mark_outlives_stale_leases_for_as_long_as_an_older_ask_may_wait() {
+    let (l, now) = (Leases::default(), Instant::now());
+    let c = charge("key:a", 1, 1 << 20);
+    assert_eq!(l.ahead(&c, now), 256);
+    l.forget(&c.budget, &c.principal, &c.window);
+    let reset = Instant::now();
+    // A call after the reset holds units of the new epoch; they go stale and back to the store.
+    assert_eq!(l.ahead(&c, reset), 256);
+    assert_eq!(
+        l.hold(&reserved(c.clone(), 1), 256, (reset, reset)),
+        Vec::new()
+    );
+    let stale = reset + FRESH * 3;
+    assert_eq!(
+        l.release(Some(stale)),
+        vec![costing(&reserved(c.clone(), 1), 256)]
+    );
+    // The ask begun before the reset is answered as late as the store's deadline allows: its
+    // units (of the forgiven epoch) go back, not held.
+    let late = now + super::super::STORE_DEADLINE;
+    assert_eq!(
+        l.hold(&reserved(c.clone(), 0), 256, (now, late)),
+        vec![costing(&c, 256)]
+    );
+    assert_eq!(l.held(), 0);
+    // Once no ask from before the reset can still be answered, the mark goes too.
+    assert_eq!(l.release(Some(reset + MARK + FRESH)), Vec::new());
+    assert!(l.lock().leases.is_empty());
+}
