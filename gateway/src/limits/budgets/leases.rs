@@ -11,8 +11,9 @@
 //! one whose units ahead do not fit (the budget's end is near) stops the asking for [`FRESH`]:
 //! the calls of that time reserve exactly what they spend.
 //!
-//! Units held ahead are spent for [`FRESH`] at most: then the next call goes to the store again,
-//! so an operator's reset or a config change reaches every process within that time, and units
+//! Units held ahead are spent for [`FRESH`] at most, from an ask answered within [`FRESH`]: then
+//! the next call goes to the store again, so an operator's reset or a config change reaches every
+//! process within twice that time (one made in this process, at once), and units
 //! not spent by then go back to the store (`serve.rs` gives them back every [`FRESH`], and all
 //! of them at shutdown). A process that dies holding units leaves them spent until the window
 //! ends: too few calls, never too many. A call's refund goes back to its lease while that lease
@@ -32,9 +33,6 @@ pub(crate) const AHEAD_CALLS: i64 = 256;
 pub(crate) const SHARE: i64 = 1024;
 /// How long units held ahead are spent before the store is asked again.
 pub(crate) const FRESH: Duration = Duration::from_secs(1);
-/// How long the mark of an operator's reset outlives what it forgot: longer than any ask begun
-/// before the reset may wait for the store's answer (twice the store's deadline).
-const MARK: Duration = Duration::from_secs(2 * super::STORE_DEADLINE.as_secs());
 
 /// Units of one budget, principal and window held by this process.
 #[derive(Debug)]
@@ -58,7 +56,7 @@ struct Lease {
     /// never answered holds the others back for [`FRESH`] at most).
     asked: Option<Instant>,
     /// When an operator's reset in this process forgot the lease: an answer to an ask that
-    /// began before it is not held. Kept for [`MARK`], by the leases that follow too.
+    /// began before it is not held.
     forgot: Option<Instant>,
 }
 
@@ -74,12 +72,6 @@ impl Lease {
 
     fn asking(&self, now: Instant, fresh: Duration) -> bool {
         self.asked.is_some_and(|at| now < at + fresh)
-    }
-
-    /// An operator's reset here marked it, and an ask begun before the reset may still be
-    /// answered (within the store's deadline): the mark is kept until [`MARK`] has passed.
-    fn marked(&self, now: Instant) -> bool {
-        self.forgot.is_some_and(|at| now < at + MARK)
     }
 
     /// What it holds, taken out to go back to the store (nothing when it holds nothing): it
@@ -260,10 +252,10 @@ impl Leases {
 
     /// Hold `ahead` units reserved with `c` (as reserved: its epoch set) by an ask that began
     /// at `asked`. What cannot be held is returned, to go back to the store: what the process
-    /// held for the same budget, principal and window in an older epoch or under other units,
-    /// what would take the lease past its most, or the units themselves when the lease is of a
-    /// newer epoch, an operator's reset forgot it after the ask began, or the process is
-    /// shutting down.
+    /// held for the same budget, principal and window in an older epoch, under other units or
+    /// no longer fresh, what would take the lease past its most, or the units themselves when
+    /// the lease is of a newer epoch, an operator's reset here forgot it after the ask began,
+    /// the answer took [`FRESH`] or longer, or the process is shutting down.
     pub(crate) fn hold(
         &self,
         c: &Charge,
@@ -280,15 +272,19 @@ impl Leases {
         let newer = held.leases.get(&k).is_some_and(|l| {
             (l.reserved && l.of.epoch > c.epoch) || l.forgot.is_some_and(|at| at >= asked)
         });
-        if held.closed || newer {
+        // An answer that took a lease's life to come may predate a reset made since by another
+        // process, which this one cannot see: its units are not spent.
+        let slow = now >= asked + self.fresh;
+        if held.closed || newer || slow {
             return vec![mine].into_iter().filter(|m| m.cost > 0).collect();
         }
-        // The mark of an operator's reset stays with the new lease (see [`Lease::marked`]).
-        let forgot = held.leases.get(&k).and_then(|l| l.forgot);
         let mut back = Vec::new();
         let mut left = ahead;
         match held.leases.remove(&k) {
-            Some(old) if old.serves(c) => left = left.saturating_add(old.left),
+            // Units still being spent join the new ones; stale ones go back.
+            Some(old) if old.serves(c) && old.fresh(now, self.fresh) => {
+                left = left.saturating_add(old.left);
+            }
             Some(mut old) => back.extend(old.take_back()),
             None => {}
         }
@@ -306,7 +302,7 @@ impl Leases {
             since: now,
             short: false,
             asked: None,
-            forgot,
+            forgot: None,
         };
         held.leases.insert(k, lease);
         back
@@ -400,8 +396,7 @@ impl Leases {
         self.lock().leases.insert(k, marker);
     }
 
-    /// Let go of the leases no longer [`FRESH`] as of `now` (and no longer asking, nor marked by
-    /// a reset: [`Lease::marked`]), or, with `None`, of all of them
+    /// Let go of the leases no longer [`FRESH`] as of `now`, or, with `None`, of all of them
     /// and hold nothing more (shutdown): what they still hold, to go back to the store.
     pub(crate) fn release(&self, now: Option<Instant>) -> Vec<Charge> {
         let fresh = self.fresh;
@@ -409,16 +404,16 @@ impl Leases {
         if now.is_none() {
             held.closed = true;
         }
-        let mut back = Vec::new();
-        held.leases.retain(|_, l| {
-            if now.is_some_and(|n| l.fresh(n, fresh) || l.asking(n, fresh)) {
-                return true;
-            }
-            back.extend(l.take_back());
-            // A reset's mark stays, holding nothing, while an older ask may still be answered.
-            now.is_some_and(|n| l.marked(n))
-        });
-        back
+        let gone: Vec<String> = held
+            .leases
+            .iter()
+            .filter(|(_, l)| now.is_none_or(|n| !l.fresh(n, fresh) && !l.asking(n, fresh)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        gone.iter()
+            .filter_map(|k| held.leases.remove(k))
+            .filter_map(|mut l| l.take_back())
+            .collect()
     }
 
     /// Units held now for `budget` (tests).
