@@ -106,14 +106,14 @@ impl LeanHttp {
             .cloned()
             .map_or_else(|| Uri::from_static("/"), Uri::from);
         loop {
-            let (mut sender, kept) = match self.pool.take() {
-                Some(sender) => (sender, true),
+            let (mut conn, kept) = match self.pool.take() {
+                Some(conn) => (conn, true),
                 None => (self.pool.connect(&target).await?, false),
             };
-            match sender.try_send_request(req).await {
+            match conn.exchange(req).await {
                 Ok(response) => {
                     let pool = self.pool.clone();
-                    return Ok(response.map(|body| Body::new(body, pool, sender)));
+                    return Ok(response.map(|body| Body::new(body, pool, conn)));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if kept => req = unsent,

@@ -1,22 +1,27 @@
 //! The lean leg's connections to one upstream: HTTP/1.1 keep-alive connections made with
 //! hyper's connection API and kept on a stack, the most recently used on top.
 //!
-//! A connection goes back on the stack when its response's body has ended ([`Body`]: read until
-//! hyper says it ended, or dropped when hyper knows nothing more comes: an empty body, or one of a
-//! known length read to its last byte). One whose body was dropped before that, or failed, is
-//! closed: the gateway cannot tell when the rest of it has been read, and a closed connection is
-//! how a caller that gave up (a cancelled 2026-07-28 call) is seen upstream. So the stack holds only connections whose
-//! exchange is over, and idle time counts from the end of the last answer. A caller takes the
-//! topmost one that hyper says is free (`is_ready`), passing over one that is not yet (its
-//! connection task has not seen the end of the exchange) and dropping closed ones; none free, it
-//! makes one. Each connection is one task for its whole life, and a call on a kept connection
-//! spawns none.
-//! hyper-util's pooled client, used before, spawned a task on every call to wait until the
-//! connection was free again (on a runtime of several workers, scheduling it woke another worker
-//! on most calls), and checked connections out by a key cloned from each request.
+//! A connection has no task of its own: whoever is using it drives it ([`Conn::drive`]), the
+//! calling task while the request goes out and the answer's head comes back, then whoever reads
+//! the answer's body ([`Body`]). A call on a kept connection is one task, with no hand-over to a
+//! connection task and back (one wake-up each way, often on another worker).
 //!
-//! A connection free for longer than [`IDLE`] is closed by a task that looks every half of it.
+//! A connection goes back on the stack when its response's body has ended (read until hyper says
+//! it ended, or dropped when hyper knows nothing more comes: an empty body, or one of a known
+//! length read to its last byte). One whose body was dropped before that, or failed, is closed:
+//! the gateway cannot tell when the rest of it has been read, and a closed connection is how a
+//! caller that gave up (a cancelled 2026-07-28 call) is seen upstream. So the stack holds only
+//! connections whose exchange is over, and idle time counts from the end of the last answer.
+//!
+//! Nobody drives a connection while it is on the stack. A caller takes the topmost one and drives
+//! it once before sending: one the upstream closed meanwhile reads its end there and is dropped
+//! (as a connection task would have seen it, and no later than that). A request a kept
+//! connection could not take is handed back unsent by hyper and goes on the next one.
+//!
+//! A connection free for longer than [`IDLE`] is closed by a task that looks every half of it,
+//! and drops those the upstream closed on the way.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -24,10 +29,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Uri;
+use http::{Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper::client::conn::TrySendError;
+use hyper::client::conn::http1::{Builder, Connection, SendRequest};
 use tower_service::Service as _;
 
 use super::{Connector, SendError, chain};
@@ -35,7 +41,65 @@ use super::{Connector, SendError, chain};
 /// How long a free connection is kept (as the connection's reqwest client keeps its).
 pub(super) const IDLE: Duration = Duration::from_secs(60);
 
-pub(super) type Sender = SendRequest<Full<Bytes>>;
+type Io = <Connector as tower_service::Service<Uri>>::Response;
+
+/// One connection: the handle requests are sent with, and the connection's I/O, driven by
+/// whoever uses it.
+pub(super) struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    /// `None` once the connection has ended.
+    io: Option<Connection<Io, Full<Bytes>>>,
+}
+
+impl Conn {
+    /// Let the connection read and write what it can now, waking `cx` when it can do more;
+    /// false once it has ended (closed by the upstream, or broken).
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(io) = self.io.as_mut() else {
+            return false;
+        };
+        match Pin::new(io).poll(cx) {
+            Poll::Pending => true,
+            Poll::Ready(ended) => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %chain(&e), "an upstream connection ended with an error");
+                }
+                self.io = None;
+                false
+            }
+        }
+    }
+
+    /// Whether the connection is still open, as far as what has arrived says (driven once here,
+    /// with a waker that nobody waits on).
+    fn open(&mut self) -> bool {
+        self.drive(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    /// Send `req` and drive the connection until the response's head has come; the request is
+    /// handed back if it never left (the connection had ended before it could take it).
+    pub(super) async fn exchange(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<Full<Bytes>>>> {
+        let mut response = std::pin::pin!(self.sender.try_send_request(req));
+        let io = &mut self.io;
+        std::future::poll_fn(|cx| {
+            // The request goes out, and the answer comes in, as the connection is driven.
+            if let Some(conn) = io.as_mut()
+                && let Poll::Ready(ended) = Pin::new(conn).poll(cx)
+            {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %chain(&e), "an upstream connection ended with an error");
+                }
+                *io = None;
+            }
+            // A connection that ended fails what it had not answered: the response is ready then.
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
+}
 
 /// The connections to one upstream. Cloned cheaply (the stack is shared).
 #[derive(Clone)]
@@ -51,29 +115,30 @@ struct Inner {
 }
 
 struct Kept {
-    sender: Sender,
-    /// When it was last seen in use (given back, or found not yet free by the reaper).
+    conn: Conn,
+    /// When its last answer ended.
     since: Instant,
 }
 
-/// A response's body from a connection of the stack: the connection goes back on the stack when
-/// the body ends, and is closed if the body is dropped before hyper knows its end, or fails.
+/// A response's body from a connection of the stack, which reading it drives: the connection goes
+/// back on the stack when the body ends, and is closed if the body is dropped before hyper knows
+/// its end, or fails.
 pub(in crate::upstream) struct Body {
     inner: Incoming,
-    back: Option<(Pool, Sender)>,
+    conn: Option<(Pool, Conn)>,
 }
 
 impl Body {
-    pub(super) fn new(inner: Incoming, pool: Pool, sender: Sender) -> Body {
+    pub(super) fn new(inner: Incoming, pool: Pool, conn: Conn) -> Body {
         Body {
             inner,
-            back: Some((pool, sender)),
+            conn: Some((pool, conn)),
         }
     }
 
     fn ended(&mut self) {
-        if let Some((pool, sender)) = self.back.take() {
-            pool.give_back(sender);
+        if let Some((pool, conn)) = self.conn.take() {
+            pool.give_back(conn);
         }
     }
 }
@@ -86,11 +151,19 @@ impl hyper::body::Body for Body {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = &mut *self;
+        let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending()
+            && let Some((_, conn)) = this.conn.as_mut()
+        {
+            // Nothing read yet: the connection reads what has come, and the body is asked again.
+            conn.drive(cx);
+            polled = Pin::new(&mut this.inner).poll_frame(cx);
+        }
         match &polled {
-            Poll::Ready(None) => self.ended(),
+            Poll::Ready(None) => this.ended(),
             // The exchange broke: the connection is not sent on again.
-            Poll::Ready(Some(Err(_))) => self.back = None,
+            Poll::Ready(Some(Err(_))) => this.conn = None,
             Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
         }
         polled
@@ -107,8 +180,8 @@ impl hyper::body::Body for Body {
 
 impl Drop for Body {
     /// A body dropped with nothing more to come (an empty one nobody read, or one of a known
-    /// length read to its last byte) gives its connection back; any other takes it away (a
-    /// chunked body ends only when a poll has seen its last chunk).
+    /// length read to its last byte) gives its connection back; any other closes it (a chunked
+    /// body ends only when a poll has seen its last chunk).
     fn drop(&mut self) {
         if self.inner.is_end_stream() {
             self.ended();
@@ -127,31 +200,22 @@ impl Pool {
         }
     }
 
-    /// The topmost free connection, taken off the stack; closed ones found on the way are
-    /// dropped.
-    pub(super) fn take(&self) -> Option<Sender> {
-        let mut kept = self.inner.lock();
-        let mut i = kept.len();
-        while i > 0 {
-            i -= 1;
-            let (closed, ready) = match kept.get(i) {
-                Some(k) => (k.sender.is_closed(), k.sender.is_ready()),
-                None => break,
-            };
-            if closed {
-                kept.remove(i);
-            } else if ready {
-                return Some(kept.remove(i).sender);
+    /// The topmost connection still open, taken off the stack; those the upstream closed are
+    /// dropped on the way.
+    pub(super) fn take(&self) -> Option<Conn> {
+        loop {
+            let mut conn = self.inner.lock().pop()?.conn;
+            if conn.open() {
+                return Some(conn);
             }
         }
-        None
     }
 
-    /// Put `sender` back on top, unless its connection has closed.
-    fn give_back(&self, sender: Sender) {
-        if !sender.is_closed() {
+    /// Put `conn` back on top, unless it has ended.
+    fn give_back(&self, conn: Conn) {
+        if conn.io.is_some() {
             self.inner.lock().push(Kept {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -159,7 +223,7 @@ impl Pool {
 
     /// A new connection to `target` (an absolute URL: its scheme says whether TLS is made). The
     /// request has not left the gateway when this fails.
-    pub(super) async fn connect(&self, target: &Uri) -> Result<Sender, SendError> {
+    pub(super) async fn connect(&self, target: &Uri) -> Result<Conn, SendError> {
         let unreached = |why: String| SendError {
             unreached: true,
             why,
@@ -172,17 +236,15 @@ impl Pool {
             .call(target.clone())
             .await
             .map_err(|e| unreached(chain(e.as_ref())))?;
-        let (sender, connection) = Builder::new()
+        let (sender, io) = Builder::new()
             .handshake(io)
             .await
             .map_err(|e| unreached(chain(&e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %chain(&e), "an upstream connection ended with an error");
-            }
-        });
         self.reap_idle();
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            io: Some(io),
+        })
     }
 
     /// Start the task that closes idle connections, once; it ends with the pool.
@@ -208,7 +270,7 @@ impl Pool {
         self.inner.lock().len()
     }
 
-    /// Close the connections free since before `now - IDLE`.
+    /// Close the connections free since before `now - IDLE`, and those the upstream closed.
     #[cfg(test)]
     pub(super) fn reap(&self, now: Instant) {
         self.inner.reap(now);
@@ -222,19 +284,10 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Drop the closed connections and those free for [`IDLE`]; one not yet free counts as used
-    /// now.
+    /// Drop the connections free for [`IDLE`] and those that have ended.
     fn reap(&self, now: Instant) {
-        self.lock().retain_mut(|k| {
-            if k.sender.is_closed() {
-                return false;
-            }
-            if !k.sender.is_ready() {
-                k.since = now;
-                return true;
-            }
-            now.saturating_duration_since(k.since) < IDLE
-        });
+        self.lock()
+            .retain_mut(|k| now.saturating_duration_since(k.since) < IDLE && k.conn.open());
     }
 }
 
