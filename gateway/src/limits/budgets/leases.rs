@@ -276,6 +276,10 @@ impl Leases {
         // process, which this one cannot see: its units are not spent.
         let slow = now >= asked + self.fresh;
         if held.closed || newer || slow {
+            // The ask is over: the next call may ask.
+            if let Some(l) = held.leases.get_mut(&k) {
+                l.asked = None;
+            }
             return vec![mine].into_iter().filter(|m| m.cost > 0).collect();
         }
         let mut back = Vec::new();
