@@ -255,7 +255,8 @@ impl Leases {
     /// held for the same budget, principal and window in an older epoch, under other units or
     /// no longer fresh, what would take the lease past its most, or the units themselves when
     /// the lease is of a newer epoch, an operator's reset here forgot it after the ask began,
-    /// the answer took [`FRESH`] or longer, or the process is shutting down.
+    /// the answer took [`FRESH`] or longer (nothing is asked ahead for [`FRESH`] then), or the
+    /// process is shutting down.
     pub(crate) fn hold(
         &self,
         c: &Charge,
@@ -276,9 +277,17 @@ impl Leases {
         // process, which this one cannot see: its units are not spent.
         let slow = now >= asked + self.fresh;
         if held.closed || newer || slow {
-            // The ask is over: the next call may ask.
             if let Some(l) = held.leases.get_mut(&k) {
-                l.asked = None;
+                // This ask is over: the next call may ask (unless another ask is under way).
+                if l.asked == Some(asked) {
+                    l.asked = None;
+                }
+                // A store that slow: nothing is asked ahead for a while (the calls reserve
+                // their own cost), as near the budget's end.
+                if slow && !l.reserved {
+                    l.short = most > 0;
+                    l.since = now;
+                }
             }
             return vec![mine].into_iter().filter(|m| m.cost > 0).collect();
         }

@@ -158,11 +158,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     /// Three processes on one store, each holding units ahead (a quarter of a budget at most,
-    /// so budgets run out within the case; spent for a second, or stale at once), calls covered by two budgets of any sizes, in any
-    /// interleaving: what calls spent never passes either budget; no process holds more than a
-    /// lease's most; a call is refused only when the budget it names, less what calls spent
-    /// and what the processes hold of it, has no room; and once they let go, the store counts
-    /// exactly what calls spent: no unit made up, none lost.
+    /// so budgets run out within the case; spent for a second, or for 5 ms), calls covered by
+    /// two budgets of any sizes, in any interleaving: what calls spent never passes either
+    /// budget; no process holds more than a lease's most; a call is refused only when the
+    /// budget it names, less what calls spent and what the processes hold of it, has no room;
+    /// and once they let go, the store counts exactly what calls spent: no unit made up, none
+    /// lost.
     #[test]
     fn units_held_ahead_never_overspend_never_starve_and_never_go_missing(
         units in [8u64..48, 2u64..200],
@@ -179,9 +180,12 @@ proptest! {
             let keys = [reg.limits[0].budget_key(), reg.limits[1].budget_key()];
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("s.db").display());
-            // Leases spent for a second, or stale at once (every call asks again, and the
-            // answers pile onto what is held).
-            let fresh = Duration::from_secs(if stale { 0 } else { 1 });
+            // Leases spent for a second, or for 5 ms (most calls ask again; an answer slower
+            // than that goes straight back, a faster one joins what is still fresh).
+            let fresh = match stale {
+                true => Duration::from_millis(5),
+                false => Duration::from_secs(1),
+            };
             let mut procs = Vec::new();
             for _ in 0..3 {
                 procs.push((Store::open(&url).await.unwrap(), Leases::with(4, fresh)));

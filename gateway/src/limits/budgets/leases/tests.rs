@@ -303,9 +303,11 @@ fn an_answer_that_took_a_leases_life_is_not_held_so_a_reset_anywhere_lands_withi
         vec![costing(&c, 256)]
     );
     assert_eq!(l.held(), 0);
-    // The ask is over: the next call asks again.
-    assert_eq!(l.ahead(&c, asked + FRESH / 2), 256);
+    // A store that slow: no asking ahead for a while; then the next call asks again.
+    assert_eq!(l.ahead(&c, late + FRESH / 2), 0);
+    assert_eq!(l.ahead(&c, late + FRESH), 256);
     // Answered just within it: held, and spent for FRESH from the answer.
+    let asked = late + FRESH;
     let soon = asked + FRESH - Duration::from_millis(1);
     assert_eq!(
         l.hold(&reserved(c.clone(), 0), 256, (asked, soon)),
