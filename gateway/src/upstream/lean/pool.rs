@@ -11,21 +11,24 @@
 //! length read to its last byte). One whose body was dropped before that, or failed, is closed:
 //! the gateway cannot tell when the rest of it has been read, and a closed connection is how a
 //! caller that gave up (a cancelled 2026-07-28 call) is seen upstream. So the stack holds only
-//! connections whose exchange is over, and idle time counts from the end of the last answer.
+//! connections whose answer has ended, and idle time counts from that end.
 //!
-//! Nobody drives a connection while it is on the stack. A caller takes the topmost one and drives
-//! it once before sending: one the upstream closed meanwhile reads its end there and is dropped
-//! (as a connection task would have seen it, and no later than that). A request a kept
-//! connection could not take is handed back unsent by hyper and goes on the next one.
+//! A kept connection is driven with the reaper's waker ([`Sweep`]): when anything arrives on it
+//! (the upstream closing it, most of all), the reaper looks at once and drops the ones that
+//! ended, as a connection task would have. A caller takes the topmost one that is free, driving
+//! each once on the way: one the upstream closed meanwhile reads its end there and is dropped,
+//! one hyper is not yet ready to send on (it has not finished with the last exchange) is passed
+//! over and left on the stack. A request a kept connection could not take is handed back unsent
+//! by hyper and goes on the next one.
 //!
-//! A connection free for longer than [`IDLE`] is closed by a task that looks every half of it,
-//! and drops those the upstream closed on the way.
+//! A connection free for longer than [`IDLE`] is closed by the reaper, which looks every half of
+//! it too.
 
 use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -70,10 +73,10 @@ impl Conn {
         }
     }
 
-    /// Whether the connection is still open, as far as what has arrived says (driven once here,
-    /// with a waker that nobody waits on).
-    fn open(&mut self) -> bool {
-        self.drive(&mut Context::from_waker(std::task::Waker::noop()))
+    /// Whether the connection is still open, as far as what has arrived says (driven once
+    /// here, `waker` woken when more arrives).
+    fn open(&mut self, waker: &Waker) -> bool {
+        self.drive(&mut Context::from_waker(waker))
     }
 
     /// Send `req` and drive the connection until the response's head has come; the request is
@@ -112,6 +115,23 @@ struct Inner {
     kept: Mutex<Vec<Kept>>,
     /// Whether the task that closes idle connections runs.
     reaping: AtomicBool,
+    /// What wakes it, and the waker kept connections are driven with.
+    sweep: Arc<Sweep>,
+    waker: Waker,
+}
+
+/// Wakes the reaper: something arrived on a kept connection.
+#[derive(Default)]
+struct Sweep(tokio::sync::Notify);
+
+impl std::task::Wake for Sweep {
+    fn wake(self: Arc<Self>) {
+        self.0.notify_one();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.notify_one();
+    }
 }
 
 struct Kept {
@@ -191,29 +211,40 @@ impl Drop for Body {
 
 impl Pool {
     pub(super) fn new(connector: Connector) -> Pool {
+        let sweep = Arc::new(Sweep::default());
         Pool {
             inner: Arc::new(Inner {
                 connector,
                 kept: Mutex::new(Vec::new()),
                 reaping: AtomicBool::new(false),
+                waker: Waker::from(sweep.clone()),
+                sweep,
             }),
         }
     }
 
-    /// The topmost connection still open, taken off the stack; those the upstream closed are
-    /// dropped on the way.
+    /// The topmost connection that is free, taken off the stack; those the upstream closed
+    /// are dropped on the way, those not yet free left.
     pub(super) fn take(&self) -> Option<Conn> {
-        loop {
-            let mut conn = self.inner.lock().pop()?.conn;
-            if conn.open() {
-                return Some(conn);
+        let mut kept = self.inner.lock();
+        let mut i = kept.len();
+        while i > 0 {
+            i -= 1;
+            let Some(k) = kept.get_mut(i) else {
+                break;
+            };
+            if !k.conn.open(&self.inner.waker) {
+                kept.remove(i);
+            } else if k.conn.sender.is_ready() {
+                return Some(kept.remove(i).conn);
             }
         }
+        None
     }
 
-    /// Put `conn` back on top, unless it has ended.
-    fn give_back(&self, conn: Conn) {
-        if conn.io.is_some() {
+    /// Put `conn` back on top, unless it has ended; driven once with the reaper's waker.
+    fn give_back(&self, mut conn: Conn) {
+        if conn.open(&self.inner.waker) {
             self.inner.lock().push(Kept {
                 conn,
                 since: Instant::now(),
@@ -253,9 +284,13 @@ impl Pool {
             return;
         }
         let pool: Weak<Inner> = Arc::downgrade(&self.inner);
+        let sweep = self.inner.sweep.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(IDLE / 2).await;
+                tokio::select! {
+                    () = tokio::time::sleep(IDLE / 2) => {}
+                    () = sweep.0.notified() => {}
+                }
                 let Some(inner) = pool.upgrade() else {
                     return;
                 };
@@ -286,8 +321,9 @@ impl Inner {
 
     /// Drop the connections free for [`IDLE`] and those that have ended.
     fn reap(&self, now: Instant) {
+        let waker = &self.waker;
         self.lock()
-            .retain_mut(|k| now.saturating_duration_since(k.since) < IDLE && k.conn.open());
+            .retain_mut(|k| now.saturating_duration_since(k.since) < IDLE && k.conn.open(waker));
     }
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 
 use super::super::{LeanHttp, tls};
-use super::IDLE;
+use super::{IDLE, Kept};
 
 #[derive(Default)]
 struct Counts {
@@ -289,11 +289,12 @@ fn closing_endpoint(
     (addr, read)
 }
 
-/// The upstream closed a kept connection: the call that takes it sees the close before sending,
-/// and goes on a new connection (no task of the connection's own had to run first); the reaper
-/// drops such a connection too. A connection has no task of its own: only the reaper is spawned.
+/// The upstream closed a kept connection: the reaper hears of it and closes it at once, long
+/// before it would be idle too long; one the reaper could not see (off the stack meanwhile) is
+/// seen closed by the call that takes it, before sending. A connection has no task of its own:
+/// only the reaper is spawned.
 #[tokio::test(flavor = "current_thread")]
-async fn a_kept_connection_the_upstream_closed_is_seen_closed_by_the_call_that_takes_it() {
+async fn a_kept_connection_the_upstream_closed_is_closed_at_once_and_never_sent_on() {
     let (close, closing) = std::sync::mpsc::channel();
     let (closed, was_closed) = std::sync::mpsc::channel();
     let (addr, read) = closing_endpoint(closing, closed);
@@ -307,28 +308,58 @@ async fn a_kept_connection_the_upstream_closed_is_seen_closed_by_the_call_that_t
     let before = tasks();
     assert_eq!(get(&lean, &url).await, "ok");
     assert_eq!(tasks(), before + 1, "tasks besides the reaper");
-    // Closed upstream, and the close has reached this host, before the next call; the runtime
-    // turns its I/O driver once (its workers do that all the time), which runs nothing else here.
-    let close_kept = || async {
-        assert_eq!(lean.pool.kept(), 1);
+    let close_upstream = || {
         close.send(()).unwrap();
         was_closed.recv().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        tokio::task::yield_now().await;
     };
-    close_kept().await;
+    close_upstream();
+    until("the reaper never closed the connection", || {
+        lean.pool.kept() == 0
+    })
+    .await;
     assert_eq!(get(&lean, &url).await, "ok");
     assert_eq!(
         *read.lock().unwrap(),
         vec![1, 1],
         "requests read per connection"
     );
-    close_kept().await;
-    lean.pool.reap(Instant::now());
-    assert_eq!(lean.pool.kept(), 0, "the reaper kept a closed connection");
+    // Off the stack while the upstream closes it and the runtime turns its I/O driver once
+    // (which runs nothing else on this one worker), then back on it.
+    let kept = lean.pool.inner.lock().pop().unwrap();
+    close_upstream();
+    std::thread::sleep(Duration::from_millis(50));
+    tokio::task::yield_now().await;
+    lean.pool.inner.lock().push(kept);
     assert_eq!(get(&lean, &url).await, "ok");
     assert_eq!(*read.lock().unwrap(), vec![1, 1, 1]);
+    assert_eq!(lean.pool.kept(), 1);
     assert_eq!(tasks(), before + 1);
+}
+
+/// A connection on the stack that hyper is not yet ready to send on (put there by hand while
+/// its answer's body is unread) is passed over, not closed, and a call goes on another.
+#[tokio::test]
+async fn a_call_passes_over_a_connection_not_yet_free() {
+    let (addr, counts) = endpoint(Duration::ZERO, None).await;
+    let lean = client(addr);
+    let at = |path: &str| format!("http://127.0.0.1:{}{path}", addr.port());
+    let mut slow = sent(&lean, http::Method::GET, &at("/slow"), b"")
+        .await
+        .into_body();
+    let (pool, conn) = slow.conn.take().unwrap();
+    pool.inner.lock().push(Kept {
+        conn,
+        since: Instant::now(),
+    });
+    get(&lean, &at("/")).await;
+    assert_eq!(counts.opened.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        lean.pool.kept(),
+        2,
+        "the connection not yet free was given up"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(counts.closed.load(Ordering::SeqCst), 0);
 }
 
 /// A connection that has seen its close before a request is handed to it gives the request
