@@ -27,6 +27,19 @@ async fn settles_at(admin: &str, auditor: &str, want: i64) -> i64 {
     }
 }
 
+/// Whether reads made now still see the units held ahead by calls made since `since`: held for
+/// a second from an answer that came within a second, so judged only within 900 ms. A runner
+/// that stalled longer sees them go back, which is not what these reads test (the settled
+/// counts after them are checked however long it took).
+fn within_a_lease(since: Instant) -> bool {
+    let took = since.elapsed();
+    let fresh = took < Duration::from_millis(900);
+    if !fresh {
+        eprintln!("held units not checked: the calls and reads took {took:?}");
+    }
+    fresh
+}
+
 /// `n` calls to `echo` through `c`, one after another, each answered.
 async fn one_by_one(c: &Raw, n: usize) {
     for i in 0..n {
@@ -43,23 +56,31 @@ async fn units_reserved_ahead_are_spent_then_given_back_when_idle_and_at_shutdow
     let gw = Gateway::start_with(limits, &servers(&fx.url)).unwrap();
     let auditor = gw.operator_key("auditor", None).unwrap();
     let c = client(&gw.base, &gw.key).await;
+    let began = Instant::now();
     one_by_one(&c, 3).await;
     // The first call reserved its unit and four ahead; the next two spent two of those. (Read
     // within the second the units are held for.)
-    assert_eq!(used_at(&gw.admin, &auditor).await, 5);
+    let used = used_at(&gw.admin, &auditor).await;
     let metrics = admin_text_as(&gw, &auditor, "/metrics").await;
-    assert!(
-        metrics.contains("\nportcullis_budget_units_held 2\n"),
-        "{metrics}"
-    );
+    if within_a_lease(began) {
+        assert_eq!(used, 5);
+        assert!(
+            metrics.contains("\nportcullis_budget_units_held 2\n"),
+            "{metrics}"
+        );
+    }
     // Idle, the two left go back.
     assert_eq!(settles_at(&gw.admin, &auditor, 3).await, 3);
     assert_eq!(fx.calls(), 3, "counted at the upstream");
 
     // Held again; an operator resets the window: what the process held is forgiven with the
     // rest, not spent in the new window.
+    let began = Instant::now();
     one_by_one(&c, 1).await;
-    assert_eq!(used_at(&gw.admin, &auditor).await, 8);
+    let used = used_at(&gw.admin, &auditor).await;
+    if within_a_lease(began) {
+        assert_eq!(used, 8);
+    }
     let admin = gw.operator_key("admin", Some("ann")).unwrap();
     let state: Value =
         serde_json::from_str(&admin_text_as(&gw, &auditor, "/admin/limits").await).unwrap();
@@ -76,8 +97,12 @@ async fn units_reserved_ahead_are_spent_then_given_back_when_idle_and_at_shutdow
 
     // Held again, then the process is stopped: they go back as it shuts down.
     let other = gw.another().unwrap();
+    let began = Instant::now();
     one_by_one(&c, 2).await;
-    assert_eq!(used_at(&other.admin, &auditor).await, 5);
+    let used = used_at(&other.admin, &auditor).await;
+    if within_a_lease(began) {
+        assert_eq!(used, 5);
+    }
     gw.signal("TERM");
     assert_eq!(settles_at(&other.admin, &auditor, 2).await, 2);
     assert_eq!(fx.calls(), 6);
