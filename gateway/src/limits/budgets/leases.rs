@@ -74,16 +74,12 @@ impl Lease {
         self.asked.is_some_and(|at| now < at + fresh)
     }
 
-    /// What it holds, taken out to go back to the store (nothing when it holds nothing): it
-    /// holds nothing after.
-    fn take_back(&mut self) -> Option<Charge> {
-        let back = (self.reserved && self.left > 0).then(|| Charge {
+    /// What it holds, to go back to the store: nothing when it holds nothing.
+    fn back(self) -> Option<Charge> {
+        (self.reserved && self.left > 0).then_some(Charge {
             cost: self.left,
-            ..self.of.clone()
-        });
-        self.reserved = false;
-        self.left = 0;
-        back
+            ..self.of
+        })
     }
 }
 
@@ -298,7 +294,7 @@ impl Leases {
             Some(old) if old.serves(c) && old.fresh(now, self.fresh) => {
                 left = left.saturating_add(old.left);
             }
-            Some(mut old) => back.extend(old.take_back()),
+            Some(old) => back.extend(old.back()),
             None => {}
         }
         if left > most {
@@ -332,7 +328,7 @@ impl Leases {
         let forgot = held.leases.get(&k).and_then(|l| l.forgot);
         if most == 0 && forgot.is_none() {
             // Reserved call by call: nothing to stop asking for.
-            return held.leases.remove(&k).and_then(|mut l| l.take_back());
+            return held.leases.remove(&k).and_then(Lease::back);
         }
         let marker = Lease {
             of: c.clone(),
@@ -343,9 +339,7 @@ impl Leases {
             asked: None,
             forgot,
         };
-        held.leases
-            .insert(k, marker)
-            .and_then(|mut l| l.take_back())
+        held.leases.insert(k, marker).and_then(Lease::back)
     }
 
     /// The asks for units ahead of `charges` (those `ahead` of more than 0) ended without an
@@ -425,7 +419,7 @@ impl Leases {
             .collect();
         gone.iter()
             .filter_map(|k| held.leases.remove(k))
-            .filter_map(|mut l| l.take_back())
+            .filter_map(Lease::back)
             .collect()
     }
 

@@ -86,18 +86,10 @@ impl Conn {
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, TrySendError<Request<Full<Bytes>>>> {
         let mut response = std::pin::pin!(self.sender.try_send_request(req));
-        let io = &mut self.io;
         std::future::poll_fn(|cx| {
-            // The request goes out, and the answer comes in, as the connection is driven.
-            if let Some(conn) = io.as_mut()
-                && let Poll::Ready(ended) = Pin::new(conn).poll(cx)
-            {
-                if let Err(e) = ended {
-                    tracing::debug!(error = %chain(&e), "an upstream connection ended with an error");
-                }
-                *io = None;
-            }
-            // A connection that ended fails what it had not answered: the response is ready then.
+            // The request goes out, and the answer comes in, as the connection is driven; one
+            // that ended fails what it had not answered, so the response is ready then.
+            self.drive(cx);
             response.as_mut().poll(cx)
         })
         .await
